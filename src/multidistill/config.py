@@ -1,0 +1,200 @@
+"""Typed run configs (pydantic), loaded from YAML with ``--set a.b=c`` overrides.
+
+The same objects drive the CLI and the Python API; unknown keys are rejected with their path.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `3e-5` as a float (YAML 1.1 wants a dot: `3.0e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+# PyYAML raises more than YAMLError on hostile input (bad dates, `!!float abc`, deep nesting).
+_YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, IndexError, RecursionError)
+
+
+def parse_yaml(text: str):
+    """Parse YAML text with the project's loader (safe: no arbitrary object construction)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """The encoder to train (or, for a teacher run, the one to fine-tune)."""
+
+    name_or_path: str = Field(description="Hugging Face model name, local folder, or `pkg:<module>/<dir>` "
+                              "for weights shipped in an installed package.")
+    tokenizer: str | None = Field(None, description="Tokenizer name/path; defaults to name_or_path.")
+    backbone_config: dict[str, Any] | None = Field(
+        None, description="Build a randomly initialised encoder from this HF config dict (needs `model_type`) "
+        "instead of loading pretrained weights; name_or_path then only supplies the tokenizer.")
+    pooling: Literal["cls", "mean"] = Field("cls", description="How heads pool token vectors: [CLS] or mean.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before each classification head.")
+    max_seq_length: int = Field(128, gt=0, description="Truncate inputs to this many tokens; must not exceed "
+                                "the model's position limit.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub/folder to run. Off by "
+                                    "default: only turn on for models you trust.")
+
+
+class TaskRef(_Strict):
+    """A task to use: a built-in name or one declared under `data.task_specs`."""
+
+    name: str = Field(description="Task name.")
+    max_examples: int | None = Field(None, gt=0, description="Cap on training examples for this task "
+                                     "(overrides train.max_examples_per_task).")
+
+
+class DataConfig(_Strict):
+    """Which tasks to train on and where their files are."""
+
+    tasks: list[TaskRef] = Field(min_length=1, description="Tasks to train on (names or {name, max_examples}).")
+    data_root: str = Field("../shared/data", description="Folder that relative task file paths resolve against.")
+    task_specs: list[Task] = Field(default_factory=list, description="User-declared tasks (same schema as "
+                                   "built-ins: name, type, labels, pair, metrics, files).")
+    cache_dir: str = Field(".cache/multidistill", description="Where tokenised Arrow views are cached.")
+    eval_split: Literal["dev", "test"] = Field("dev", description="Split used for evaluation and model selection.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_to_refs(cls, data: Any) -> Any:
+        # Allow `tasks: [sst2, mrpc]` or `tasks: sst2,mrpc` as shorthand for [{name: sst2}, ...].
+        if isinstance(data, dict) and "tasks" in data:
+            tasks = data["tasks"]
+            if isinstance(tasks, str):
+                tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+            if isinstance(tasks, list):
+                data = {**data, "tasks": [{"name": t} if isinstance(t, str) else t for t in tasks]}
+        return data
+
+    @property
+    def task_names(self) -> list[str]:
+        return [ref.name for ref in self.tasks]
+
+
+class TrainConfig(_Strict):
+    """Optimisation and the training loop."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the multi-task batch plan (may be fractional).")
+    batch_size: int = Field(32, gt=0, description="Examples per batch (per process).")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Fraction of steps with linear warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
+    grad_accum_steps: int = Field(1, gt=0, description="Batches accumulated per optimizer step.")
+    bf16: bool = Field(False, description="bf16 autocast (CPU and recent GPUs).")
+    fp16: bool = Field(False, description="fp16 autocast with loss scaling (GPU only).")
+    sampling: Literal["proportional", "temperature", "round_robin"] = Field(
+        "proportional", description="Multi-task batch mixing: proportional (MT-DNN), temperature (size^tau), "
+        "round_robin (one batch per task in turn).")
+    temperature_tau: float = Field(0.5, gt=0, le=1, description="Exponent tau for temperature sampling.")
+    max_examples_per_task: int | None = Field(None, gt=0, description="Seeded random cap on training examples "
+                                              "per task (None = all).")
+    eval_every_steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps "
+                                         "(always at the end of each epoch).")
+    checkpoint_every_steps: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
+    keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
+    log_every_steps: int = Field(10, gt=0, description="TensorBoard/log cadence in optimizer steps.")
+    seed: int = Field(42, description="Seed for initialisation, sampling and dropout.")
+    num_workers: int = Field(0, ge=0, description="Reserved: batches are built in the main process.")
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> TrainConfig:
+        if self.bf16 and self.fp16:
+            raise ValueError("choose at most one of bf16 and fp16")
+        return self
+
+
+class TeacherRunConfig(_Strict):
+    """`multidistill train-teacher`: fine-tune one multi-task model on labelled tasks."""
+
+    kind: Literal["teacher"] = Field("teacher", description="Config kind.")
+    output_dir: str = Field(description="Run folder: model/, checkpoints/, metrics.json, tensorboard/.")
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _set_path(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for i, key in enumerate(parts[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` strings; values are parsed as YAML (numbers, bools, lists)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}': expected key.path=value")
+        try:
+            value = parse_yaml(text) if text.strip() else ""
+        except _YAML_ERRORS as exc:
+            raise ConfigError(f"--set '{item}': value is not valid YAML: {exc}") from exc
+        _set_path(raw, key.strip(), value)
+    return raw
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (check spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  key '{key}': {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with errors that name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+    except _YAML_ERRORS as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                schema: type[BaseModel] = TeacherRunConfig) -> Any:
+    """Load ``path`` into ``schema`` after applying overrides; raises ConfigError naming bad keys."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from exc

@@ -1,0 +1,1 @@
+"""Tasks, readers, the example store and the multi-task batch sampler."""

@@ -1,0 +1,32 @@
+"""Turn rows of a tokenised view into padded tensors (padded to the batch's longest row)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from multidistill.data.tasks import Task
+
+TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def collate(task: Task, rows: dict[str, list], pad_token_id: int) -> dict:
+    """``rows`` is a column dict as returned by `Dataset.__getitem__` with a list of indices."""
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    width = max(lengths)
+    batch: dict = {"task": task.name, "ids": list(rows["id"])}
+    for name in TOKEN_FIELDS:
+        if name not in rows:
+            continue
+        fill = pad_token_id if name == "input_ids" else 0
+        out = np.full((len(lengths), width), fill, dtype=np.int64)
+        for i, values in enumerate(rows[name]):
+            out[i, : len(values)] = values
+        batch[name] = torch.from_numpy(out)
+    label_dtype = torch.float32 if task.type == "regression" else torch.int64
+    batch["labels"] = torch.tensor(rows["label"], dtype=label_dtype)
+    return batch
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,48 @@
+"""Resolve a data config into tasks and tokenised train/eval datasets, validating everything first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from multidistill.config import DataConfig
+from multidistill.data.store import ExampleStore
+from multidistill.data.tasks import Task, get_task
+from multidistill.errors import ConfigError, DataError
+
+
+def resolve_tasks(data: DataConfig) -> list[Task]:
+    """The Task specs named by ``data.tasks`` (user-declared specs first, then built-ins)."""
+    declared = {spec.name: spec for spec in data.task_specs}
+    seen: set[str] = set()
+    tasks = []
+    for ref in data.tasks:
+        if ref.name in seen:
+            raise ConfigError(f"key 'data.tasks': task '{ref.name}' is listed twice")
+        seen.add(ref.name)
+        tasks.append(get_task(ref.name, declared))
+    return tasks
+
+
+@dataclass
+class PreparedData:
+    tasks: dict[str, Task]
+    store: ExampleStore
+    train_sets: dict
+    eval_sets: dict
+
+
+def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_per_task: int | None,
+                 seed: int, need_train: bool = True) -> PreparedData:
+    """Read (and validate) every split first, then build or reuse the cached tokenised views."""
+    tasks = resolve_tasks(data)
+    caps = {ref.name: ref.max_examples or max_examples_per_task for ref in data.tasks}
+    store = ExampleStore(tasks, data.data_root, data.cache_dir, caps, seed=seed)
+    for task in tasks:
+        splits = (["train"] if need_train else []) + [data.eval_split]
+        for split in splits:
+            if not store.has_split(task.name, split):
+                raise DataError(f"task '{task.name}' has no '{split}' split; add files.{split} to its spec")
+            store.examples(task.name, split)
+    train_sets = {t.name: store.tokenized(t.name, "train", tokenizer, max_length) for t in tasks} if need_train else {}
+    eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in tasks}
+    return PreparedData({t.name: t for t in tasks}, store, train_sets, eval_sets)

@@ -1,0 +1,416 @@
+"""Read one split of a task into a `datasets.Dataset` with a fixed schema.
+
+Every reader yields ``(position, record)`` pairs (position = 1-based physical line for text files, 0-based
+row index for Hugging Face datasets; record = mapping from source column to raw value). One shared
+converter turns the records into the columns ``id, text_a, text_b, label, domain`` and validates them, so
+each format only has to know how to split its input into records.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+from multidistill.data.tasks import DataFile, Task
+from multidistill.errors import DataError
+
+COLUMN_ORDER: tuple[str, ...] = ("id", "text_a", "text_b", "label", "domain")
+HF_FORMATS = ("hf_disk", "hf_hub")
+
+Record = Mapping[Any, Any]
+
+
+def features_for(task: Task) -> datasets.Features:
+    """The exact schema `read_split` returns for ``task`` (label is float32 for regression, else int64)."""
+    return datasets.Features({
+        "id": datasets.Value("string"),
+        "text_a": datasets.Value("string"),
+        "text_b": datasets.Value("string"),
+        "label": datasets.Value("float32" if task.type == "regression" else "int64"),
+        "domain": datasets.Value("string"),
+    })
+
+
+def read_split(task: Task, split: str, data_root: str | Path | None = None,
+               max_examples: int | None = None, seed: int = 0) -> datasets.Dataset:
+    """Read ``task``'s ``split`` and return a Dataset with columns ``id, text_a, text_b, label, domain``.
+
+    Relative paths in ``task.files[split]`` resolve against ``data_root`` (the current directory if None).
+    ``label`` is a class index into ``task.labels`` (int64, -1 when the file has no label) or a float32
+    score for regression (NaN when unlabelled). Every row is validated; then, if ``max_examples`` is
+    smaller than the split, a random subset chosen with ``numpy.random.default_rng(seed)`` is kept in file
+    order. Any problem with the data raises `DataError` naming the file, line and field.
+    """
+    data_file = task.files.get(split)  # type: ignore[call-overload]  # split may be any string
+    if data_file is None:
+        have = ", ".join(task.files) or "none"
+        raise DataError(f"task '{task.name}' has no '{split}' split (configured splits: {have}); "
+                        f"add files.{split} to the task to read it")
+    if max_examples is not None and max_examples < 1:
+        raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
+
+    source = _Source(task=task, split=split, data_file=data_file,
+                     path=_resolve(data_file.path, data_root))
+    columns = _Converter(source).convert(_READERS[data_file.format](source))
+    n_rows = len(columns["id"])
+    if n_rows == 0:
+        raise DataError(f"empty split: no examples for task '{task.name}' split '{split}'", path=source.path)
+    if max_examples is not None and n_rows > max_examples:
+        keep = np.sort(np.random.default_rng(seed).choice(n_rows, size=max_examples, replace=False))
+        columns = {name: [values[i] for i in keep] for name, values in columns.items()}
+    features = features_for(task)
+    # Building the Arrow table directly is ~100x faster than Dataset.from_dict's per-value encoding.
+    table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Everything a reader needs to know about the split it reads (and to word its errors)."""
+
+    task: Task
+    split: str
+    data_file: DataFile
+    path: Path
+
+    @property
+    def what(self) -> str:
+        return f"task '{self.task.name}' split '{self.split}'"
+
+    def needed_columns(self) -> dict[str, str | int]:
+        """Example field -> source column, for the columns this split actually reads."""
+        cols = self.data_file.columns
+        wanted: dict[str, str | int | None] = {
+            "text_a": cols.text_a,
+            "text_b": cols.text_b if self.task.pair else None,  # single-sentence tasks get text_b ""
+            "label": cols.label,
+            "id": cols.id,
+            "domain": cols.domain,
+        }
+        return {field: col for field, col in wanted.items() if col is not None}
+
+
+def _resolve(path: str, data_root: str | Path | None) -> Path:
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    root = Path(data_root).expanduser() if data_root is not None else Path.cwd()
+    return (root / p).absolute()
+
+
+def _missing(source: _Source, kind: str = "data file") -> DataError:
+    return DataError(f"{kind} for {source.what} not found; check files.{source.split}.path in the task "
+                     f"spec and the data root", path=source.path)
+
+
+# ---------------------------------------------------------------------------------------------- text files
+
+
+def _decoded_lines(source: _Source) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` with line endings kept, decoding UTF-8 one line at a time so a bad
+    byte is reported with its line number (the first line may start with a BOM, as MRPC's does)."""
+    if not source.path.is_file():
+        raise _missing(source)
+    try:
+        with source.path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    # e.object is the line after any BOM was removed, so index it rather than raw.
+                    bad = e.object[e.start:e.end].hex(" ")
+                    raise DataError(f"not valid UTF-8 (bytes {bad} at byte offset {e.start}); re-save the "
+                                    "file as UTF-8", path=source.path, line=number) from e
+    except OSError as e:
+        raise DataError(f"cannot read the data file for {source.what}: {e.strerror or e}",
+                        path=source.path) from e
+
+
+def _read_tsv(source: _Source) -> Iterator[tuple[int, Record]]:
+    """GLUE TSV: split on tabs with no quote processing (GLUE text has unbalanced ``"``)."""
+    lines = ((n, line.rstrip("\r\n")) for n, line in _decoded_lines(source))
+    yield from _rows_to_records(source, ((n, line.split("\t")) for n, line in lines if line), "tab")
+
+
+def _read_csv(source: _Source) -> Iterator[tuple[int, Record]]:
+    """Standard quoted CSV; quoted fields may span lines, and a record's position is its first line."""
+    # csv.reader counts the lines it pulls from our iterator, which are exactly the file's physical lines.
+    reader = csv.reader((line for _, line in _decoded_lines(source)), strict=True)
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(f"malformed CSV in the record starting here ({e}, detected at line "
+                                f"{reader.line_num}); check for unbalanced quotes", path=source.path,
+                                line=start) from e
+            if fields:  # csv yields [] for blank lines
+                yield start, fields
+
+    yield from _rows_to_records(source, rows(), "comma")
+
+
+def _rows_to_records(source: _Source, rows: Iterator[tuple[int, list[str]]],
+                     sep: str) -> Iterator[tuple[int, Record]]:
+    """Apply header semantics: with a header, records are keyed by column name; without, by 0-based
+    index. Every row must have as many fields as the header (or, headerless, the first line)."""
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"empty file: no lines (empty split for {source.what})", path=source.path)
+    needed = source.needed_columns()
+    if source.data_file.header:
+        keys: list[str | int] = [name.strip() for name in first[1]]
+        _check_named_columns(source, needed, keys, "the header")
+        data_rows = rows
+    else:
+        keys = list(range(len(first[1])))
+        _check_index_columns(source, needed, len(keys), first[0])
+        data_rows = itertools.chain([first], rows)
+    width_of = "the header" if source.data_file.header else f"line {first[0]} (the first line)"
+    any_rows = False
+    for number, fields in data_rows:
+        if len(fields) != len(keys):
+            raise DataError(f"has {len(fields)} {sep}-separated fields but {width_of} has {len(keys)}; "
+                            f"a field probably contains a stray {sep} or the row is truncated",
+                            path=source.path, line=number)
+        any_rows = True
+        yield number, dict(zip(keys, fields, strict=True))
+    if not any_rows:
+        raise DataError(f"empty split: the file has a header line but no data rows ({source.what})",
+                        path=source.path)
+
+
+def _check_named_columns(source: _Source, needed: dict[str, str | int], names: list[Any], where: str) -> None:
+    listing = ", ".join(repr(n) for n in names)
+    for field, col in needed.items():
+        if isinstance(col, int):
+            hint = "; set header: false to use 0-based indexes" if where == "the header" else ""
+            raise DataError(f"columns.{field} is the index {col}, but columns of this file are referenced by "
+                            f"name: {listing}{hint}", path=source.path)
+        if col not in names:
+            raise DataError(f"{where} lacks column '{col}' (columns.{field}); it has: {listing}",
+                            path=source.path)
+        if names.count(col) > 1:
+            raise DataError(f"{where} has column '{col}' (columns.{field}) more than once; rename one",
+                            path=source.path)
+
+
+def _check_index_columns(source: _Source, needed: dict[str, str | int], width: int, line: int) -> None:
+    for field, col in needed.items():
+        if not isinstance(col, int):
+            raise DataError(f"the file has no header (header: false), so columns.{field} must be a 0-based "
+                            f"column index, not '{col}'; or set header: true", path=source.path)
+        if not 0 <= col < width:
+            raise DataError(f"columns.{field} is index {col} but the line has only {width} fields "
+                            f"(indexes 0..{width - 1})", path=source.path, line=line)
+
+
+def _read_jsonl(source: _Source) -> Iterator[tuple[int, Record]]:
+    """One JSON object per line, keyed by name; blank lines are skipped."""
+    for number, line in _decoded_lines(source):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise DataError(f"invalid JSON ({e}); each line must be one JSON object", path=source.path,
+                            line=number) from e
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=source.path,
+                            line=number)
+        yield number, obj
+
+
+# ------------------------------------------------------------------------------------ Hugging Face datasets
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    """True for a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def _load_hf(source: _Source) -> datasets.Dataset:
+    data_file = source.data_file
+    hf_split = data_file.hf_split or source.split
+    # hf_hub falls back to load_from_disk for a local save_to_disk folder, so it also works offline.
+    if data_file.format == "hf_disk" or _is_saved_dataset(source.path):
+        if not source.path.exists():
+            raise _missing(source, "dataset folder")
+        try:
+            loaded = datasets.load_from_disk(str(source.path))
+        except Exception as e:  # datasets raises several types for a folder it cannot read
+            raise DataError(f"cannot load a save_to_disk dataset for {source.what}: {e}",
+                            path=source.path) from e
+    else:
+        # A local folder (e.g. of data files) is passed by its resolved path; anything else is a hub name.
+        target = str(source.path) if source.path.exists() else data_file.path
+        try:
+            loaded = datasets.load_dataset(target, data_file.hf_name, split=hf_split)
+        except Exception as e:  # network, missing dataset/config/split, ... all become one user error
+            raise DataError(f"load_dataset({target!r}, {data_file.hf_name!r}, split={hf_split!r}) failed for "
+                            f"{source.what}: {type(e).__name__}: {e}", path=target) from e
+    if isinstance(loaded, datasets.DatasetDict):
+        if hf_split not in loaded:
+            raise DataError(f"the dataset has no split '{hf_split}' (it has: {', '.join(loaded)}); set "
+                            f"files.{source.split}.hf_split", path=source.path)
+        loaded = loaded[hf_split]
+    if not isinstance(loaded, datasets.Dataset):
+        raise DataError(f"expected a datasets.Dataset for {source.what}, got {type(loaded).__name__}",
+                        path=source.path)
+    return loaded
+
+
+def _read_hf(source: _Source) -> Iterator[tuple[int, Record]]:
+    """Rows of a Hugging Face dataset, keyed by column name; the position is the 0-based row index."""
+    dataset = _load_hf(source)
+    needed = source.needed_columns()
+    _check_named_columns(source, needed, list(dataset.column_names), "the dataset")
+    names = sorted(set(needed.values()), key=str)
+    # Column-wise conversion to Python is far faster than iterating rows one by one.
+    values = dataset.select_columns(names).to_dict()
+    for i in range(len(dataset)):
+        yield i, {name: values[name][i] for name in names}
+
+
+_READERS = {"tsv": _read_tsv, "csv": _read_csv, "jsonl": _read_jsonl, "hf_disk": _read_hf, "hf_hub": _read_hf}
+
+
+# ------------------------------------------------------------------------------- record -> example columns
+
+
+class _Converter:
+    """Validate records and convert them into the output columns, for one split."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        self.task = source.task
+        self.columns = source.data_file.columns
+        self.is_hf = source.data_file.format in HF_FORMATS
+        self.by_row = self.is_hf  # HF positions are row indexes, not file lines
+        self.regression = self.task.type == "regression"
+        self.label_index = {label: i for i, label in enumerate(self.task.labels)}
+        self.no_label: float | int = math.nan if self.regression else -1
+        self.fixed_domain = source.data_file.domain or self.task.domain or ""
+        self._check_int_label_names()
+
+    def convert(self, records: Iterator[tuple[int, Record]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {name: [] for name in COLUMN_ORDER}
+        first_seen: dict[str, int] = {}
+        # ids default to the line number for tsv/csv and to the row index for jsonl / HF.
+        line_ids = self.source.data_file.format in ("tsv", "csv")
+        for row_index, (pos, record) in enumerate(records):
+            if self.columns.id is not None:
+                example_id = self._scalar(pos, record, "id", required=True)
+            else:
+                example_id = str(pos if line_ids else row_index)
+            if example_id in first_seen:
+                where = "row" if self.by_row else "line"
+                raise self._error(pos, f"duplicate id '{example_id}' (first seen at {where} "
+                                       f"{first_seen[example_id]}); ids must be unique within a split", "id")
+            first_seen[example_id] = pos
+            out["id"].append(example_id)
+            out["text_a"].append(self._text(pos, record, "text_a"))
+            out["text_b"].append(self._text(pos, record, "text_b") if self.task.pair else "")
+            out["label"].append(self._label(pos, record))
+            domain = self.fixed_domain
+            if self.columns.domain is not None:
+                domain = self._scalar(pos, record, "domain", required=False)
+            out["domain"].append(domain)
+        return out
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def _error(self, pos: int, message: str, field: str | None = None) -> DataError:
+        if self.by_row:
+            return DataError(f"row {pos}: {message}", path=self.source.path, field=field)
+        return DataError(message, path=self.source.path, line=pos, field=field)
+
+    def _raw(self, pos: int, record: Record, field: str) -> Any:
+        column = getattr(self.columns, field)
+        if column not in record:
+            raise self._error(pos, f"missing key '{column}' (columns.{field}); add it or fix the column map",
+                              field)
+        return record[column]
+
+    def _text(self, pos: int, record: Record, field: str) -> str:
+        value = self._raw(pos, record, field)
+        column = getattr(self.columns, field)
+        if value is None:
+            raise self._error(pos, f"missing text (column '{column}' is null)", field)
+        if not isinstance(value, str):
+            raise self._error(pos, f"text must be a string, got {type(value).__name__} (column '{column}')",
+                              field)
+        value = value.rstrip("\r\n")
+        if not value.strip():
+            raise self._error(pos, f"empty text (column '{column}'); drop the row or fill it in", field)
+        return value
+
+    def _scalar(self, pos: int, record: Record, field: str, *, required: bool) -> str:
+        value = self._raw(pos, record, field)
+        if isinstance(value, (list, dict)):
+            raise self._error(pos, f"expected a single value, got {type(value).__name__}", field)
+        text = "" if value is None else str(value).strip()
+        if required and not text:
+            raise self._error(pos, f"empty {field} (column '{getattr(self.columns, field)}')", field)
+        return text
+
+    def _check_int_label_names(self) -> None:
+        names = self.source.data_file.int_label_names
+        if names is None or self.regression:
+            return
+        unknown = [name for name in names if name not in self.label_index]
+        if unknown:
+            raise DataError(f"files.{self.source.split}.int_label_names has {unknown}, which are not labels "
+                            f"of task '{self.task.name}' (labels: {self.task.labels})", path=self.source.path)
+
+    def _label(self, pos: int, record: Record) -> float | int:
+        if self.columns.label is None:
+            return self.no_label
+        value = self._raw(pos, record, "label")
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if self.is_hf and isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1:
+            return self.no_label  # HF GLUE test splits mark missing labels with -1
+        if value is None or str(value).strip() == "":
+            raise self._error(pos, f"empty label (column '{self.columns.label}'); every row of a labelled "
+                                   "file needs one", "label")
+        if self.regression:
+            return self._score(pos, value)
+        if self.is_hf and is_int:
+            return self._int_label(pos, value)
+        text = str(value).strip()
+        if text not in self.label_index:
+            allowed = ", ".join(repr(label) for label in self.task.labels)
+            raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}", "label")
+        return self.label_index[text]
+
+    def _score(self, pos: int, value: Any) -> float:
+        try:
+            score = math.nan if isinstance(value, bool) else float(str(value).strip())
+        except (ValueError, OverflowError):
+            score = math.nan
+        if not math.isfinite(score):
+            raise self._error(pos, f"regression label {str(value)!r} is not a finite number", "label")
+        return score
+
+    def _int_label(self, pos: int, value: int) -> int:
+        names = self.source.data_file.int_label_names
+        size = len(names) if names is not None else len(self.task.labels)
+        if not 0 <= value < size:
+            what = "int_label_names" if names is not None else "the task's labels"
+            raise self._error(pos, f"integer label {value} is out of range for {what} ({size} entries)",
+                              "label")
+        return self.label_index[names[value]] if names is not None else value

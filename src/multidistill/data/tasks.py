@@ -1,0 +1,181 @@
+"""Declarative task specs and the registry of built-in tasks (GLUE, Amazon domains, MNLI genres)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from multidistill.errors import UnknownTaskError
+
+TaskType = Literal["classification", "regression"]
+FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub"]
+Split = Literal["train", "dev", "test"]
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+
+class Columns(BaseModel):
+    """Where each example field lives in a source file: a column name, or a 0-based index for
+    files without a header (CoLA)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_a: str | int = Field(description="Column holding the first (or only) text.")
+    text_b: str | int | None = Field(None, description="Column holding the second text of a pair task.")
+    label: str | int | None = Field(None, description="Column holding the gold label (absent for unlabelled text).")
+    id: str | int | None = Field(None, description="Column with a stable example id; the line number if absent.")
+    domain: str | int | None = Field(None, description="Column with the example's domain (e.g. MNLI genre).")
+
+
+class DataFile(BaseModel):
+    """One split's source: a file (or saved/hub dataset) with its format and column map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="File path, a `save_to_disk` folder, or a hub dataset name; "
+                      "relative paths resolve against the data root.")
+    format: FileFormat = Field("tsv", description="tsv | csv | jsonl | hf_disk | hf_hub.")
+    header: bool = Field(True, description="Whether a tsv/csv file starts with a header line.")
+    columns: Columns = Field(description="Column map from source columns to example fields.")
+    hf_name: str | None = Field(None, description="Config name for `load_dataset(path, hf_name)` (hf_hub).")
+    hf_split: str | None = Field(None, description="Split name inside a Hugging Face dataset (e.g. validation).")
+    int_label_names: list[str] | None = Field(
+        None, description="For integer labels in a HF dataset: the task label each index stands for."
+    )
+    domain: str | None = Field(None, description="Domain of every row of this file (Amazon domains).")
+
+
+class Task(BaseModel):
+    """A task: what it predicts, how it is scored and where its data lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Unique task name; used for the head and in metrics.")
+    type: TaskType = Field("classification", description="classification or regression.")
+    labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
+                              "in head-output order (classification only).")
+    pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
+                               description="Metrics to report; the first one is the task's main score.")
+    domain: str | None = Field(None, description="Optional domain this task belongs to.")
+    files: dict[Split, DataFile] = Field(default_factory=dict, description="Data file per split.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        if self.type == "classification" and len(self.labels) < 2:
+            raise ValueError(f"task '{self.name}': a classification task needs at least 2 labels")
+        if self.type == "regression" and self.labels:
+            raise ValueError(f"task '{self.name}': a regression task takes no labels")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"task '{self.name}': duplicate labels {self.labels}")
+        for split, data_file in self.files.items():
+            if self.pair and data_file.columns.text_b is None:
+                raise ValueError(f"task '{self.name}': pair task but files.{split}.columns.text_b is not set")
+        return self
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the task's head (1 for regression)."""
+        return 1 if self.type == "regression" else len(self.labels)
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
+
+
+def _glue(name: str, folder: str, *, labels: list[str] | None, metrics: list[str], text_a: str | int,
+          text_b: str | int | None = None, label: str | int = "label", header: bool = True,
+          id_col: str | int | None = None, dev: str = "dev.tsv",
+          hf: tuple[str, str | None, list[str] | None, str] | None = None) -> dict[str, Task]:
+    """Build the GLUE-TSV spec of a task and, when ``hf`` is given, its `load_dataset('glue')` twin."""
+    is_reg = labels is None
+    cols = Columns(text_a=text_a, text_b=text_b, label=label, id=id_col)
+    tsv = Task(
+        name=name, type="regression" if is_reg else "classification", labels=labels or [],
+        pair=text_b is not None, metrics=metrics,
+        files={
+            "train": DataFile(path=f"glue/{folder}/train.tsv", header=header, columns=cols),
+            "dev": DataFile(path=f"glue/{folder}/{dev}", header=header, columns=cols),
+        },
+    )
+    out = {name: tsv}
+    if hf is not None:
+        hf_text_a, hf_text_b, int_names, hf_dev = hf
+        hf_cols = Columns(text_a=hf_text_a, text_b=hf_text_b, label="label", id="idx")
+        out[f"{name}-hf"] = tsv.model_copy(update={
+            "name": f"{name}-hf",
+            "files": {
+                split: DataFile(path="nyu-mll/glue", format="hf_hub", hf_name=name, hf_split=hf_split,
+                                columns=hf_cols, int_label_names=int_names)
+                for split, hf_split in (("train", "train"), ("dev", hf_dev))
+            },
+        })
+    return out
+
+
+def _amazon(domain: str) -> Task:
+    cols = Columns(text_a="text", label="label")
+    return Task(
+        name=f"amazon-{domain}", labels=["0", "1"], metrics=["accuracy", "f1"], domain=domain,
+        files={split: DataFile(path=f"amazon/{domain}/{split}.tsv", columns=cols, domain=domain)
+               for split in SPLITS},
+    )
+
+
+def _builtin_tasks() -> dict[str, Task]:
+    tasks: dict[str, Task] = {}
+    binary = ["0", "1"]
+    nli3 = ["contradiction", "entailment", "neutral"]
+    tasks |= _glue("sst2", "SST-2", labels=binary, metrics=["accuracy"], text_a="sentence",
+                   hf=("sentence", None, binary, "validation"))
+    tasks |= _glue("mrpc", "MRPC", labels=binary, metrics=["f1", "accuracy"], text_a="#1 String",
+                   text_b="#2 String", label="Quality", hf=("sentence1", "sentence2", binary, "validation"))
+    # CoLA's TSV has no header: source, label, original mark, sentence.
+    tasks |= _glue("cola", "CoLA", labels=binary, metrics=["matthews", "accuracy"], text_a=3, label=1,
+                   header=False, hf=("sentence", None, binary, "validation"))
+    tasks |= _glue("stsb", "STS-B", labels=None, metrics=["pearson", "spearman"], text_a="sentence1",
+                   text_b="sentence2", label="score", id_col="index",
+                   hf=("sentence1", "sentence2", None, "validation"))
+    tasks |= _glue("qnli", "QNLI", labels=["entailment", "not_entailment"], metrics=["accuracy"],
+                   text_a="question", text_b="sentence", id_col="index",
+                   hf=("question", "sentence", ["entailment", "not_entailment"], "validation"))
+    tasks |= _glue("rte", "RTE", labels=["entailment", "not_entailment"], metrics=["accuracy"],
+                   text_a="sentence1", text_b="sentence2", id_col="index",
+                   hf=("sentence1", "sentence2", ["entailment", "not_entailment"], "validation"))
+    tasks |= _glue("wnli", "WNLI", labels=binary, metrics=["accuracy"], text_a="sentence1",
+                   text_b="sentence2", id_col="index", hf=("sentence1", "sentence2", binary, "validation"))
+    tasks |= _glue("qqp", "QQP", labels=binary, metrics=["f1", "accuracy"], text_a="question1",
+                   text_b="question2", label="is_duplicate", id_col="id",
+                   hf=("question1", "question2", binary, "validation"))
+    tasks |= _glue("mnli", "MNLI", labels=nli3, metrics=["accuracy"], text_a="sentence1", text_b="sentence2",
+                   label="gold_label", id_col="index", dev="dev_matched.tsv",
+                   hf=("premise", "hypothesis", ["entailment", "neutral", "contradiction"],
+                       "validation_matched"))
+    # The shared MNLI sample with genres (not the GLUE layout): genre is the domain.
+    tasks["mnli-genre"] = Task(
+        name="mnli-genre", labels=nli3, pair=True, metrics=["accuracy"],
+        files={
+            "train": DataFile(path="mnli/train_subset_genre_tokenized.tsv",
+                              columns=Columns(text_a="sentence1", text_b="sentence2", label="label",
+                                              domain="genre")),
+            "dev": DataFile(path="mnli/dev_matched_genre_subset.tsv",
+                            columns=Columns(text_a="sentence1", text_b="sentence2", label="gold_label",
+                                            id="index", domain="genre")),
+        },
+    )
+    for domain in ("books", "dvd", "electronics", "kitchen"):
+        tasks[f"amazon-{domain}"] = _amazon(domain)
+    return tasks
+
+
+BUILTIN_TASKS: dict[str, Task] = _builtin_tasks()
+
+
+def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:
+    """Look a task up among ``extra`` (user-declared) and the built-ins."""
+    if extra and name in extra:
+        return extra[name]
+    if name in BUILTIN_TASKS:
+        return BUILTIN_TASKS[name]
+    known = sorted(set(BUILTIN_TASKS) | set(extra or {}))
+    raise UnknownTaskError(f"unknown task '{name}'; known tasks: {', '.join(known)}")

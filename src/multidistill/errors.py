@@ -1,0 +1,47 @@
+"""Errors a user can act on: each names the file, line, field or config key at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MultidistillError(Exception):
+    """Base class for every error caused by user input; the CLI prints it and exits with code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(MultidistillError):
+    """A config file or override is invalid; the message names the key path."""
+
+
+class DataError(MultidistillError):
+    """A data file is missing or malformed; the message names the file, line and field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        where = []
+        if self.path:
+            where.append(self.path)
+        if line is not None:
+            where.append(f"line {line}")
+        if field:
+            where.append(f"field '{field}'")
+        super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+class ModelError(MultidistillError):
+    """A model directory or model setting is unusable (missing files, too long max length, ...)."""
+
+
+class UnknownTaskError(MultidistillError):
+    """A task name that is neither built in nor declared in the config."""

@@ -1,0 +1,1 @@
+"""Metrics and evaluation of multi-task models on dev sets."""

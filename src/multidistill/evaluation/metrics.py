@@ -1,0 +1,51 @@
+"""GLUE metrics on top of scikit-learn and scipy, plus the per-task main score and the average."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from multidistill.errors import ConfigError
+
+
+def _classes(predictions: np.ndarray) -> np.ndarray:
+    return predictions.argmax(-1) if predictions.ndim == 2 else predictions
+
+
+def _scores(predictions: np.ndarray) -> np.ndarray:
+    return predictions.reshape(-1).astype(np.float64)
+
+
+def _correlation(fn: Callable, predictions: np.ndarray, labels: np.ndarray) -> float:
+    scores, gold = _scores(predictions), labels.astype(np.float64)
+    # A constant prediction has no defined correlation; report 0 instead of NaN so averages stay usable.
+    if np.ptp(scores) == 0 or np.ptp(gold) == 0:
+        return 0.0
+    return float(fn(scores, gold)[0])
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda p, y: float(accuracy_score(y, _classes(p))),
+    # Binary F1 of the positive class (index 1), as GLUE reports it for MRPC and QQP.
+    "f1": lambda p, y: float(f1_score(y, _classes(p), pos_label=1, average="binary", zero_division=0)),
+    "macro_f1": lambda p, y: float(f1_score(y, _classes(p), average="macro", zero_division=0)),
+    "matthews": lambda p, y: float(matthews_corrcoef(y, _classes(p))),
+    "pearson": lambda p, y: _correlation(pearsonr, p, y),
+    "spearman": lambda p, y: _correlation(spearmanr, p, y),
+}
+
+
+def compute_metrics(names: list[str], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Compute each named metric. ``predictions`` are logits/probabilities (N, C) or scores (N,)."""
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+    return {name: METRICS[name](np.asarray(predictions), np.asarray(labels)) for name in names}
+
+
+def average_score(main_scores: Mapping[str, float]) -> float:
+    """Unweighted mean of the tasks' main scores (the GLUE-style average)."""
+    return float(np.mean(list(main_scores.values()))) if main_scores else float("nan")

@@ -1,0 +1,39 @@
+"""Evaluate a saved model folder on its tasks' data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from multidistill.config import DataConfig
+from multidistill.data.prepare import prepare_data
+from multidistill.errors import ConfigError
+from multidistill.evaluation.evaluate import evaluate
+from multidistill.models import MultiTaskModel
+from multidistill.models.backbone import load_tokenizer
+
+
+def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str, split: str = "dev",
+                       batch_size: int = 64, max_seq_length: int = 128, bf16: bool = False,
+                       cache_dir: str = ".cache/multidistill") -> dict:
+    """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks)."""
+    model = MultiTaskModel.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    names = tasks or list(model.tasks)
+    missing = [t for t in names if t not in model.tasks]
+    if missing:
+        raise ConfigError(f"--tasks: model {model_dir} has no head for {missing}; it has {list(model.tasks)}")
+    if model.max_seq_length is not None and max_seq_length > model.max_seq_length:
+        raise ConfigError(f"--max-seq-length {max_seq_length} exceeds the model's limit of {model.max_seq_length}")
+    # The model carries its own task specs, so evaluation reads exactly the data it was built for.
+    data_config = DataConfig(tasks=names, data_root=data_root, cache_dir=cache_dir, eval_split=split,
+                             task_specs=[model.tasks[t] for t in names])
+    data = prepare_data(data_config, tokenizer, max_seq_length, max_examples_per_task=None, seed=0,
+                        need_train=False)
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
+    model.to(accelerator.device)
+    result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,
+                      pad_token_id=tokenizer.pad_token_id or 0, device=accelerator.device,
+                      autocast=accelerator.autocast, progress=True)
+    return result.to_dict()

@@ -1,0 +1,6 @@
+"""Loss terms: small `nn.Module`s registered by name. Each returns a per-example loss vector."""
+
+from multidistill.losses.hard import HardLoss
+from multidistill.losses.registry import LOSSES, build_loss, register_loss
+
+__all__ = ["LOSSES", "HardLoss", "build_loss", "register_loss"]

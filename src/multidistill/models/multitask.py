@@ -1,0 +1,160 @@
+"""`MultiTaskModel`: one shared encoder, one head per task, saved as safetensors + JSON.
+
+Loading never unpickles: weights come from safetensors, the architecture from JSON configs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ModelError, UnknownTaskError
+from multidistill.models.backbone import backbone_from_config, load_backbone, max_positions
+from multidistill.models.heads import build_head
+from multidistill.utils.atomic import atomic_dir
+
+MODEL_CONFIG_FILE = "multidistill_model.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+Pooling = Literal["cls", "mean"]
+
+
+@dataclass
+class MultiTaskOutput:
+    """What every backbone + head returns; losses read these fields by name."""
+
+    logits: torch.Tensor
+    pooled: torch.Tensor
+    last_hidden_state: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """First-token ([CLS]) vector or the mask-weighted mean of the token vectors."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class MultiTaskModel(nn.Module):
+    """A Hugging Face encoder shared by all tasks, with one head per task in ``heads``."""
+
+    def __init__(self, backbone: PreTrainedModel, tasks: list[Task], *, pooling: Pooling = "cls",
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tasks = {task.name: task for task in tasks}
+        self.pooling = pooling
+        self.dropout = dropout
+        hidden = backbone.config.hidden_size
+        self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout) for task in tasks})
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, tasks: list[Task], *, pooling: Pooling = "cls",
+                      dropout: float = 0.1, trust_remote_code: bool = False) -> MultiTaskModel:
+        """Fresh heads on a pretrained encoder loaded with `AutoModel.from_pretrained`."""
+        return cls(load_backbone(name_or_path, trust_remote_code=trust_remote_code), tasks,
+                   pooling=pooling, dropout=dropout)
+
+    @property
+    def max_seq_length(self) -> int | None:
+        return max_positions(self.backbone.config)
+
+    def head_type(self, task: str) -> nn.Module:
+        if task not in self.heads:
+            raise UnknownTaskError(f"the model has no head for task '{task}'; it has: {', '.join(self.heads)}")
+        return self.heads[task]
+
+    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> MultiTaskOutput:
+        head = self.head_type(task)
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        encoded = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                output_hidden_states=output_hidden_states,
+                                output_attentions=output_attentions, **kwargs)
+        pooled = pool(encoded.last_hidden_state, attention_mask, self.pooling)
+        return MultiTaskOutput(
+            logits=head(pooled), pooled=pooled, last_hidden_state=encoded.last_hidden_state,
+            hidden_states=encoded.hidden_states if output_hidden_states else None,
+            attentions=encoded.attentions if output_attentions else None,
+        )
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _config_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "multitask",
+            "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout},
+            "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
+        }
+
+    def write_to(self, folder: Path, tokenizer=None) -> None:
+        """Write weights, configs and tokenizer into an existing (temporary) folder."""
+        save_model(self, str(folder / WEIGHTS_FILE))
+        self.backbone.config.save_pretrained(folder)
+        (folder / MODEL_CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=2) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        """Save atomically: a crash mid-save leaves the previous folder (if any) intact."""
+        with atomic_dir(directory) as tmp:
+            self.write_to(tmp, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, trust_remote_code: bool = False) -> MultiTaskModel:
+        """Load a folder written by `save_pretrained`; validates it first, never unpickles."""
+        directory = Path(directory)
+        config = read_model_config(directory)
+        try:
+            backbone_config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{directory / 'config.json'}: unreadable backbone config: {exc}") from exc
+        tasks = [Task.model_validate(spec) for spec in config["tasks"]]
+        backbone_spec = config["backbone"]
+        model = cls(backbone_from_config(backbone_config), tasks, pooling=backbone_spec["pooling"],
+                    dropout=backbone_spec["dropout"])
+        load_weights(model, directory / WEIGHTS_FILE)
+        return model
+
+
+def read_model_config(directory: Path) -> dict:
+    """Check a model folder has every file we need and return its multidistill config."""
+    if not directory.is_dir():
+        raise ModelError(f"model directory {directory} does not exist")
+    missing = [name for name in (MODEL_CONFIG_FILE, WEIGHTS_FILE, "config.json") if not (directory / name).is_file()]
+    if missing:
+        hint = " (is this a multidistill model folder?)" if MODEL_CONFIG_FILE in missing else ""
+        raise ModelError(f"model directory {directory} is missing {', '.join(missing)}{hint}")
+    try:
+        config = json.loads((directory / MODEL_CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{directory / MODEL_CONFIG_FILE}: not valid JSON: {exc}") from exc
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{directory / MODEL_CONFIG_FILE}: unsupported format_version "
+                         f"{config.get('format_version')!r} (expected {FORMAT_VERSION})")
+    return config
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights strictly, turning corrupt or mismatched files into a ModelError."""
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"{path}: cannot read weights ({exc}); the file is corrupt or not safetensors") from exc
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not match the model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")

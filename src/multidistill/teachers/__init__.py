@@ -1,0 +1,1 @@
+"""Training multi-task teachers (and, later, ensembles of them)."""

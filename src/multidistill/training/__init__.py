@@ -1,0 +1,1 @@
+"""The one training loop, its objective and its checkpoints."""

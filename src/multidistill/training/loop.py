@@ -1,0 +1,240 @@
+"""The one training loop. Every recipe (teacher training, distillation, fine-tuning) runs through it.
+
+What varies between methods comes in as plain objects: the batches (a `MultiTaskBatchPlanner`
+over tokenised datasets, plus an optional `enrich` that adds teacher signals to a batch) and
+the `objective` (an `nn.Module` that turns a model and a batch into a loss). The loop itself
+reads top to bottom: set-up, resume, step (forward, backward, clip, optimizer, schedule), log,
+evaluate, keep the best model, checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from multidistill.config import TrainConfig
+from multidistill.data.collate import collate, to_device
+from multidistill.data.sampler import MultiTaskBatchPlanner
+from multidistill.data.tasks import Task
+from multidistill.evaluation.evaluate import EvalResult
+from multidistill.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from multidistill.utils.atomic import write_json
+
+CHECKPOINTS = "checkpoints"
+BEST_MODEL = "model"
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of this process's share of the epoch plan already consumed
+    examples: int = 0
+    train_seconds: float = 0.0
+    best_score: float = -math.inf
+    best_step: int = -1
+    best_metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_step: int
+    best_metrics: dict
+    steps: int
+    train_seconds: float
+    examples_per_second: float
+    model_dir: Path
+
+
+class _Trainables(nn.Module):
+    """Model and objective under one root, so both are optimised and checkpointed together."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: dict):
+        # The objective runs inside forward so DDP sees the whole computation.
+        return self.objective(self.model, batch)
+
+
+def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        # Biases and normalisation weights are not decayed (BERT practice).
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
+    return Accelerator(mixed_precision=precision)
+
+
+def train(
+    model: nn.Module,
+    objective: nn.Module,
+    tasks: dict[str, Task],
+    train_sets: dict,
+    evaluate_fn: Callable[[nn.Module, Accelerator], EvalResult],
+    config: TrainConfig,
+    output_dir: str | Path,
+    *,
+    pad_token_id: int,
+    save_model_fn: Callable[[nn.Module, Path], None],
+    enrich: Callable[[dict], dict] | None = None,
+    resume: bool = False,
+    accelerator: Accelerator | None = None,
+    on_step: Callable[[LoopState], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_sets`` (task -> tokenised dataset) until ``config.epochs`` are done.
+
+    The best model by ``evaluate_fn``'s average score is written with ``save_model_fn`` to
+    ``output_dir/model``; resumable checkpoints go to ``output_dir/checkpoints``.
+    """
+    output_dir = Path(output_dir)
+    accelerator = accelerator or make_accelerator(config)
+    set_seed(config.seed)
+    planner = MultiTaskBatchPlanner({t: len(d) for t, d in train_sets.items()}, config.batch_size,
+                                    config.sampling, config.temperature_tau, config.seed)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    # Each process takes every world-th batch of the shared plan; all get the same count.
+    local_batches = len(planner) // world
+    steps_per_epoch = local_batches // config.grad_accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"too little data for one optimizer step: {len(planner)} batches for {world} "
+                         f"process(es) x {config.grad_accum_steps} accumulation steps")
+    total_steps = math.ceil(config.epochs * steps_per_epoch)
+
+    trainables = _Trainables(model, objective)
+    optimizer = torch.optim.AdamW(_param_groups(trainables, config.weight_decay), lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    trainables, optimizer = accelerator.prepare(trainables, optimizer)
+    raw = accelerator.unwrap_model(trainables)
+
+    state = LoopState()
+    checkpoint_root = output_dir / CHECKPOINTS
+    if resume and (found := list_checkpoints(checkpoint_root)):
+        state = LoopState(**load_checkpoint(found[-1], raw, optimizer, scheduler))
+        accelerator.print(f"resumed from {found[-1]} (step {state.step}/{total_steps})")
+
+    writer = SummaryWriter(str(output_dir / "tensorboard")) if accelerator.is_main_process else None
+    progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process,
+                    dynamic_ncols=True)
+
+    def run_eval() -> None:
+        result = evaluate_fn(raw.model, accelerator)
+        record = {"step": state.step, "epoch": state.epoch, **result.to_dict()}
+        state.history.append(record)
+        if writer is not None:
+            writer.add_scalar("eval/average", result.average, state.step)
+            for task_name, score in result.main.items():
+                writer.add_scalar(f"eval/{task_name}", score, state.step)
+        if result.average > state.best_score:
+            state.best_score, state.best_step, state.best_metrics = result.average, state.step, result.to_dict()
+            if accelerator.is_main_process:
+                save_model_fn(raw.model, output_dir / BEST_MODEL)
+        progress.write(f"step {state.step}: eval average {result.average:.4f} "
+                       + " ".join(f"{t}={s:.4f}" for t, s in result.main.items()))
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(checkpoint_root, state.step, raw, optimizer, scheduler, asdict(state),
+                            keep=config.keep_checkpoints)
+
+    last_eval_step = state.history[-1]["step"] if state.history else -1
+    window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+    while state.step < total_steps:
+        plan = planner.epoch(state.epoch)[rank::world][:local_batches]
+        while state.position + config.grad_accum_steps <= len(plan) and state.step < total_steps:
+            trainables.train()
+            micro_batches = plan[state.position:state.position + config.grad_accum_steps]
+            step_loss = 0.0
+            for i, planned in enumerate(micro_batches):
+                task = tasks[planned.task]
+                batch = collate(task, train_sets[planned.task][planned.indices], pad_token_id)
+                if enrich is not None:
+                    batch = enrich(batch)
+                batch = to_device(batch, accelerator.device)
+                # Only the last micro-batch synchronises gradients across processes.
+                sync = i == len(micro_batches) - 1
+                with (contextlib.nullcontext() if sync else accelerator.no_sync(trainables)), accelerator.autocast():
+                    out = trainables(batch)
+                    accelerator.backward(out.loss / len(micro_batches))
+                step_loss += float(out.loss.detach()) / len(micro_batches)
+                window_examples += len(batch["ids"])
+            grad_norm = accelerator.clip_grad_norm_(trainables.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.position += len(micro_batches)
+            window_loss += step_loss
+            progress.update(1)
+
+            if state.step % config.log_every_steps == 0 or state.step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                steps_in_window = state.step % config.log_every_steps or config.log_every_steps
+                rate = window_examples * world / max(elapsed, 1e-9)
+                state.train_seconds += elapsed
+                state.examples += window_examples * world
+                progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}", ex_s=f"{rate:.1f}")
+                if writer is not None:
+                    writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+                    writer.add_scalar("train/examples_per_second", rate, state.step)
+                window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+
+            epoch_done = state.position + config.grad_accum_steps > len(plan)
+            if epoch_done:
+                state.epoch, state.position = state.epoch + 1, 0
+            due_eval = config.eval_every_steps and state.step % config.eval_every_steps == 0
+            if epoch_done or due_eval or state.step == total_steps:
+                # Time spent evaluating is not training time.
+                eval_start = time.perf_counter()
+                run_eval()
+                last_eval_step = state.step
+                window_start += time.perf_counter() - eval_start
+            if epoch_done or state.step % config.checkpoint_every_steps == 0 or state.step == total_steps:
+                checkpoint()
+            if on_step is not None:
+                on_step(state)
+            if epoch_done:
+                break
+
+    if last_eval_step != state.step:
+        run_eval()
+    progress.close()
+    if writer is not None:
+        writer.close()
+    result = TrainResult(
+        best_score=state.best_score, best_step=state.best_step, best_metrics=state.best_metrics,
+        steps=state.step, train_seconds=state.train_seconds,
+        examples_per_second=state.examples / max(state.train_seconds, 1e-9), model_dir=output_dir / BEST_MODEL,
+    )
+    if accelerator.is_main_process:
+        write_json(output_dir / "train_history.json", state.history)
+        write_json(output_dir / "train_summary.json", json.loads(json.dumps(asdict(result), default=str)))
+    return result

@@ -1,0 +1,34 @@
+"""Stable fingerprints of files, specs and tokenizers, used to key caches and manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def hash_json(payload: Any) -> str:
+    """sha256 of a JSON-serialisable value, independent of dict order."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def hash_path(path: str | Path) -> str:
+    """Content hash of a file, or of every file below a folder (saved HF datasets)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_tokenizer(tokenizer: Any) -> str:
+    """Fingerprint of a tokenizer's vocabulary and settings (fast tokenizers serialise fully)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    extra = {"class": type(tokenizer).__name__, "special": tokenizer.all_special_tokens}
+    return hashlib.sha256((body + json.dumps(extra, sort_keys=True)).encode()).hexdigest()

@@ -1,0 +1,369 @@
+"""Tests for `multidistill.config`: shipped configs, strict keys, `--set` overrides and YAML errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multidistill.config import (
+    DataConfig,
+    TeacherRunConfig,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    read_yaml,
+)
+from multidistill.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+BASE = {
+    "output_dir": "runs/x",
+    "model": {"name_or_path": "some/model"},
+    "data": {"tasks": ["sst2", "mrpc"]},
+}
+
+
+def write_yaml(folder: Path, content: dict | str, name: str = "config.yaml") -> Path:
+    path = folder / name
+    text = content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def with_section(section: str, **values) -> dict:
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
+    cfg[section] = {**cfg.get(section, {}), **values}
+    return cfg
+
+
+def config_error(path: Path, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- shipped configs
+
+
+def test_configs_folder_is_not_empty() -> None:
+    assert SHIPPED_CONFIGS, "no configs/*.yaml found"
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+def test_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, TeacherRunConfig)
+    assert cfg.data.task_names  # every shipped config trains on something
+    # Every key set in the file survives into the object (nothing silently dropped or renamed).
+    raw = read_yaml(path)
+    assert cfg.output_dir == raw["output_dir"]
+    assert set(raw) == cfg.model_fields_set
+    for section in ("model", "data", "train"):
+        assert set(raw.get(section) or {}) == getattr(cfg, section).model_fields_set, section
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write_yaml(tmp_path, BASE))
+    assert cfg.kind == "teacher"
+    assert cfg.train == TrainConfig()
+    assert cfg.data.task_names == ["sst2", "mrpc"]
+    assert cfg.model.pooling == "cls"
+
+
+# ---------------------------------------------------------------- strict keys and types
+
+
+def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
+    message = config_error(write_yaml(tmp_path, {**BASE, "outptu_dirr": "x"}))
+    assert "'outptu_dirr'" in message and "unknown key" in message
+    assert "config.yaml" in message
+
+
+@pytest.mark.parametrize(("section", "key"), [("train", "lrr"), ("model", "poolin"), ("data", "task")])
+def test_unknown_nested_key_names_dotted_path(tmp_path: Path, section: str, key: str) -> None:
+    message = config_error(write_yaml(tmp_path, with_section(section, **{key: 1})))
+    assert f"'{section}.{key}'" in message
+    assert "unknown key" in message
+
+
+def test_unknown_key_deep_inside_a_task_spec(tmp_path: Path) -> None:
+    spec = {"name": "t", "labels": ["0", "1"],
+            "files": {"train": {"path": "t.tsv", "columns": {"text_a": "s", "lable": "y"}}}}
+    message = config_error(write_yaml(tmp_path, with_section("data", task_specs=[spec])))
+    assert "data.task_specs.0.files.train.columns.lable" in message
+
+
+@pytest.mark.parametrize("value", ["abc", -1, 0, 2.5])
+def test_bad_batch_size_names_the_key(tmp_path: Path, value) -> None:
+    message = config_error(write_yaml(tmp_path, with_section("train", batch_size=value)))
+    assert "'train.batch_size'" in message
+    assert message.count("key '") == 1  # only the bad key is reported
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("train", "lr", 0), ("train", "warmup_ratio", 1.5), ("train", "sampling", "random"),
+    ("train", "temperature_tau", 0), ("model", "dropout", 1.0), ("model", "pooling", "max"),
+    ("data", "eval_split", "train"),
+])
+def test_out_of_range_values_are_rejected(tmp_path: Path, section: str, key: str, value) -> None:
+    assert f"'{section}.{key}'" in config_error(write_yaml(tmp_path, with_section(section, **{key: value})))
+
+
+def test_missing_required_sections_are_each_named(tmp_path: Path) -> None:
+    message = config_error(write_yaml(tmp_path, {"output_dir": "x"}))
+    assert "'model'" in message and "'data'" in message and "Field required" in message
+
+
+def test_bf16_and_fp16_together_rejected(tmp_path: Path) -> None:
+    message = config_error(write_yaml(tmp_path, with_section("train", bf16=True, fp16=True)))
+    assert "bf16" in message and "fp16" in message and "'train'" in message
+    # Either one alone is fine.
+    assert load_config(write_yaml(tmp_path, with_section("train", bf16=True))).train.bf16 is True
+    assert load_config(write_yaml(tmp_path, with_section("train", fp16=True))).train.fp16 is True
+
+
+# ---------------------------------------------------------------- data.tasks shorthand
+
+
+def test_tasks_comma_string_shorthand(tmp_path: Path) -> None:
+    cfg = load_config(write_yaml(tmp_path, with_section("data", tasks=" sst2, mrpc ,cola,")))
+    assert cfg.data.task_names == ["sst2", "mrpc", "cola"]
+
+
+def test_tasks_mixed_names_and_refs() -> None:
+    data = DataConfig.model_validate({"tasks": ["sst2", {"name": "mrpc", "max_examples": 10}]})
+    assert data.task_names == ["sst2", "mrpc"]
+    assert [ref.max_examples for ref in data.tasks] == [None, 10]
+
+
+@pytest.mark.parametrize("tasks", ["", " , ", []])
+def test_empty_task_list_rejected(tmp_path: Path, tasks) -> None:
+    assert "'data.tasks'" in config_error(write_yaml(tmp_path, with_section("data", tasks=tasks)))
+
+
+# ---------------------------------------------------------------- --set overrides
+
+
+def test_override_value_types() -> None:
+    overrides = ["train.lr=3.0e-5", "data.tasks=[a,b]", "train.bf16=true", "train.batch_size=16",
+                 "model.name_or_path=x/y", "train.eval_every_steps=null"]
+    raw = apply_overrides({}, overrides)
+    assert raw == {"train": {"lr": 3e-5, "bf16": True, "batch_size": 16, "eval_every_steps": None},
+                   "data": {"tasks": ["a", "b"]}, "model": {"name_or_path": "x/y"}}
+    assert type(raw["train"]["lr"]) is float and type(raw["train"]["batch_size"]) is int
+
+
+def test_overrides_through_load_config(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, BASE)
+    cfg = load_config(path, ["train.lr=3e-5", "data.tasks=[a,b]", "train.bf16=true"])
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == pytest.approx(3e-5)
+    assert cfg.data.task_names == ["a", "b"]
+    assert cfg.train.bf16 is True
+    # The file itself is untouched by overrides.
+    assert load_config(path).train.lr == TrainConfig().lr
+
+
+def test_override_exponent_without_dot_is_a_float() -> None:
+    raw = apply_overrides({}, ["model.backbone_config.layer_norm_eps=1e-12"])
+    assert isinstance(raw["model"]["backbone_config"]["layer_norm_eps"], float)
+
+
+def test_override_later_wins_and_replaces_file_value(tmp_path: Path) -> None:
+    cfg = load_config(write_yaml(tmp_path, with_section("train", seed=1)), ["train.seed=2", "train.seed=3"])
+    assert cfg.train.seed == 3
+
+
+def test_override_creates_nested_sections() -> None:
+    assert apply_overrides({}, ["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+    # A section that is present but null (`train:` with nothing under it) is replaced by a mapping.
+    assert apply_overrides({"train": None}, ["train.lr=0.5"]) == {"train": {"lr": 0.5}}
+    # Existing siblings are kept.
+    assert apply_overrides({"train": {"seed": 1}}, ["train.lr=0.5"]) == {"train": {"seed": 1, "lr": 0.5}}
+
+
+def test_override_creates_missing_section_in_config(tmp_path: Path) -> None:
+    cfg = load_config(write_yaml(tmp_path, BASE), ["model.backbone_config.model_type=bert",
+                                                    "model.backbone_config.hidden_size=64"])
+    assert cfg.model.backbone_config == {"model_type": "bert", "hidden_size": 64}
+
+
+def test_override_value_keeps_later_equals_signs() -> None:
+    assert apply_overrides({}, ["model.name_or_path=a=b"]) == {"model": {"name_or_path": "a=b"}}
+
+
+def test_override_empty_value_is_empty_string() -> None:
+    assert apply_overrides({}, ["output_dir="]) == {"output_dir": ""}
+
+
+@pytest.mark.parametrize("item", ["foo", "train.lr", "=1", " =1"])
+def test_override_without_key_or_equals_rejected(item: str) -> None:
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_overrides({}, [item])
+
+
+def test_override_through_scalar_rejected() -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides({"train": {"lr": 0.1}}, ["train.lr.x=1"])
+    assert "'train.lr' is not a section" in str(info.value)
+
+
+def test_override_through_list_rejected() -> None:
+    with pytest.raises(ConfigError, match="'data.tasks' is not a section"):
+        apply_overrides({"data": {"tasks": ["a"]}}, ["data.tasks.x=1"])
+
+
+def test_override_invalid_yaml_value_rejected() -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        apply_overrides({}, ["data.tasks=[a, b"])
+
+
+def test_override_unknown_key_reported_with_path(tmp_path: Path) -> None:
+    assert "'train.lrr'" in config_error(write_yaml(tmp_path, BASE), ["train.lrr=1"])
+
+
+def test_override_bad_value_reported_with_path(tmp_path: Path) -> None:
+    assert "'train.batch_size'" in config_error(write_yaml(tmp_path, BASE), ["train.batch_size=-1"])
+
+
+# ---------------------------------------------------------------- file-level errors
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "output_dir: x\nmodel:\n  name_or_path: m\ndata:\n  tasks: [sst2, mrpc\n"
+                                "train:\n  lr: 1\n", name="broken.yaml")
+    message = config_error(path)
+    assert "broken.yaml" in message and "invalid YAML" in message
+    assert "line 6" in message  # the unclosed '[' of line 5 is detected on line 6
+
+
+def test_tab_indentation_error_names_line(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "output_dir: x\nmodel:\n\tname_or_path: m\n", name="tabs.yaml")
+    message = config_error(path)
+    assert "tabs.yaml" in message and "line 3" in message
+
+
+@pytest.mark.parametrize("content", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_non_mapping_top_level_rejected(tmp_path: Path, content: str) -> None:
+    message = config_error(write_yaml(tmp_path, content))
+    assert "top level must be a mapping" in message and "config.yaml" in message
+
+
+def test_empty_file_reports_required_keys(tmp_path: Path) -> None:
+    message = config_error(write_yaml(tmp_path, "# only a comment\n"))
+    assert "'output_dir'" in message
+
+
+def test_missing_file_rejected(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        load_config(missing)
+    assert "nope.yaml" in str(info.value)
+
+
+def test_directory_instead_of_file_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_yaml(tmp_path)
+
+
+def test_non_utf8_file_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("output_dir: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("content", ["train: {seed: 2021-02-30}\n", "train: {lr: !!float abc}\n",
+                                     "train: {lr: !!float ''}\n", "train: {seed: !!int x}\n"])
+def test_yaml_constructor_errors_become_config_errors(tmp_path: Path, content: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write_yaml(tmp_path, yaml.safe_dump(BASE) + content))
+
+
+@pytest.mark.parametrize("item", ["train.seed=2021-02-30", "train.lr=!!float x"])
+def test_override_constructor_errors_become_config_errors(item: str) -> None:
+    with pytest.raises(ConfigError):
+        apply_overrides({}, [item])
+
+
+def test_deeply_nested_yaml_becomes_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write_yaml(tmp_path, "output_dir: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+# ---------------------------------------------------------------- properties: never a non-ConfigError
+
+
+def _load_or_config_error(path: Path, overrides: list[str] | None = None) -> None:
+    try:
+        cfg = load_config(path, overrides)
+    except ConfigError as exc:
+        assert str(exc)  # always a message to show the user
+    else:
+        assert isinstance(cfg, TeacherRunConfig)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=300))
+def test_any_text_loads_or_raises_config_error(tmp_path_factory, text: str) -> None:
+    path = tmp_path_factory.mktemp("prop") / "any.yaml"
+    path.write_text(text, encoding="utf-8")
+    _load_or_config_error(path)
+
+
+# Characters that matter to YAML, mixed with letters, so generated text is often almost-valid YAML.
+yamlish_text = st.text(alphabet=st.sampled_from(list("abtr_.:-[]{},#'\"|>&*!? \n\t01e")), max_size=120)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=yamlish_text)
+def test_yamlish_text_loads_or_raises_config_error(tmp_path_factory, text: str) -> None:
+    path = tmp_path_factory.mktemp("prop") / "yamlish.yaml"
+    path.write_text(yaml.safe_dump(BASE) + text, encoding="utf-8")
+    _load_or_config_error(path)
+
+
+primitives = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+keys = st.sampled_from(["output_dir", "model", "data", "train", "tasks", "name", "lr", "batch_size",
+                        "name_or_path", "task_specs", "bf16", "labels"]) | st.text(max_size=8)
+nested = st.recursive(primitives, lambda children: st.lists(children, max_size=4)
+                      | st.dictionaries(keys, children, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.dictionaries(keys, nested, max_size=5))
+def test_arbitrary_nested_dict_loads_or_raises_config_error(tmp_path_factory, raw: dict) -> None:
+    path = tmp_path_factory.mktemp("prop") / "nested.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    _load_or_config_error(path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(section=st.sampled_from(["model", "data", "train"]), subtree=st.dictionaries(keys, nested, max_size=4))
+def test_valid_config_with_arbitrary_section_loads_or_raises_config_error(tmp_path_factory, section: str,
+                                                                          subtree: dict) -> None:
+    # Keep the rest of the config valid so validation reaches deep into the mutated section.
+    cfg = {**BASE, section: {**BASE.get(section, {}), **subtree}}
+    path = tmp_path_factory.mktemp("prop") / "mutated.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    _load_or_config_error(path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(overrides=st.lists(st.text(alphabet=st.sampled_from(list("trainlr.=-[]{},:1e ")), max_size=20),
+                          max_size=3))
+def test_arbitrary_overrides_load_or_raise_config_error(tmp_path_factory, overrides: list[str]) -> None:
+    path = tmp_path_factory.mktemp("prop") / "base.yaml"
+    path.write_text(yaml.safe_dump(BASE), encoding="utf-8")
+    _load_or_config_error(path, overrides)
+
+
+def test_nan_lr_is_rejected(tmp_path: Path) -> None:
+    # A NaN learning rate must not slip through the gt=0 bound.
+    assert "'train.lr'" in config_error(write_yaml(tmp_path, with_section("train", lr=math.nan)))
