@@ -33,8 +33,8 @@ def _split_names(text: str | None) -> list[str] | None:
 def print_metrics(title: str, metrics: dict) -> None:
     """Render {'tasks': {task: {metric: v}}, 'main': {...}, 'average': x} as a table."""
     table = Table(title=title)
-    table.add_column("task")
-    table.add_column("metrics")
+    table.add_column("task", overflow="fold")
+    table.add_column("metrics", overflow="fold")
     table.add_column("main", justify="right")
     for task, values in metrics["tasks"].items():
         table.add_row(task, "  ".join(f"{k}={v:.4f}" for k, v in values.items()), f"{metrics['main'][task]:.4f}")
@@ -49,7 +49,7 @@ def tasks_command() -> None:
 
     table = Table(title="built-in tasks (paths relative to data_root)")
     for column in ("name", "type", "labels", "texts", "metrics", "train file"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for task in BUILTIN_TASKS.values():
         train = task.files.get("train")
         source = f"{train.path} [{train.format}]" if train else "-"
@@ -88,7 +88,8 @@ def evaluate_command(
     = "../shared/data",
     split: Annotated[str, typer.Option(help="Split to score: dev or test.")] = "dev",
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
-    max_seq_length: Annotated[int, typer.Option(help="Truncation length in tokens.")] = 128,
+    max_seq_length: Annotated[int | None, typer.Option(
+        help="Truncation length in tokens (default: the length the model was trained with).")] = None,
     bf16: Annotated[bool, typer.Option(help="Run under bf16 autocast.")] = False,
     output: Annotated[Path | None, typer.Option(help="JSON file for the metrics "
                                                 "(default: eval_<split>.json beside the model folder).")] = None,
@@ -113,7 +114,7 @@ def main() -> None:
     try:
         app()
     except MultidistillError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(exc.exit_code)
 
 

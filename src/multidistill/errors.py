@@ -25,6 +25,7 @@ class DataError(MultidistillError):
         path: str | Path | None = None,
         line: int | None = None,
         field: str | None = None,
+        column: str | int | None = None,
     ) -> None:
         self.path = str(path) if path is not None else None
         self.line = line
@@ -35,7 +36,8 @@ class DataError(MultidistillError):
         if line is not None:
             where.append(f"line {line}")
         if field:
-            where.append(f"field '{field}'")
+            source = f" (column {column!r})" if column is not None and column != field else ""
+            where.append(f"field '{field}'{source}")
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
 
 

@@ -335,9 +335,11 @@ class _Converter:
     # -- helpers ------------------------------------------------------------------------------------------
 
     def _error(self, pos: int, message: str, field: str | None = None) -> DataError:
+        # Name the file's own column too: users know `score`, not our `label`.
+        column = getattr(self.columns, field, None) if field else None
         if self.by_row:
-            return DataError(f"row {pos}: {message}", path=self.source.path, field=field)
-        return DataError(message, path=self.source.path, line=pos, field=field)
+            return DataError(f"row {pos}: {message}", path=self.source.path, field=field, column=column)
+        return DataError(message, path=self.source.path, line=pos, field=field, column=column)
 
     def _raw(self, pos: int, record: Record, field: str) -> Any:
         column = getattr(self.columns, field)

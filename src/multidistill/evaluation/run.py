@@ -15,7 +15,7 @@ from multidistill.models.backbone import load_tokenizer
 
 
 def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str, split: str = "dev",
-                       batch_size: int = 64, max_seq_length: int = 128, bf16: bool = False,
+                       batch_size: int = 64, max_seq_length: int | None = None, bf16: bool = False,
                        cache_dir: str = ".cache/multidistill") -> dict:
     """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks)."""
     model = MultiTaskModel.from_pretrained(model_dir)
@@ -24,6 +24,7 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
     missing = [t for t in names if t not in model.tasks]
     if missing:
         raise ConfigError(f"--tasks: model {model_dir} has no head for {missing}; it has {list(model.tasks)}")
+    max_seq_length = max_seq_length or model.max_length or min(128, model.max_seq_length or 128)
     if model.max_seq_length is not None and max_seq_length > model.max_seq_length:
         raise ConfigError(f"--max-seq-length {max_seq_length} exceeds the model's limit of {model.max_seq_length}")
     # The model carries its own task specs, so evaluation reads exactly the data it was built for.

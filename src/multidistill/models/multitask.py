@@ -51,8 +51,9 @@ class MultiTaskModel(nn.Module):
     """A Hugging Face encoder shared by all tasks, with one head per task in ``heads``."""
 
     def __init__(self, backbone: PreTrainedModel, tasks: list[Task], *, pooling: Pooling = "cls",
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, max_length: int | None = None) -> None:
         super().__init__()
+        self.max_length = max_length  # the truncation length used in training; the default for inference
         self.backbone = backbone
         self.tasks = {task.name: task for task in tasks}
         self.pooling = pooling
@@ -62,10 +63,11 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def from_backbone(cls, name_or_path: str, tasks: list[Task], *, pooling: Pooling = "cls",
-                      dropout: float = 0.1, trust_remote_code: bool = False) -> MultiTaskModel:
+                      dropout: float = 0.1, max_length: int | None = None,
+                      trust_remote_code: bool = False) -> MultiTaskModel:
         """Fresh heads on a pretrained encoder loaded with `AutoModel.from_pretrained`."""
         return cls(load_backbone(name_or_path, trust_remote_code=trust_remote_code), tasks,
-                   pooling=pooling, dropout=dropout)
+                   pooling=pooling, dropout=dropout, max_length=max_length)
 
     @property
     def max_seq_length(self) -> int | None:
@@ -98,6 +100,7 @@ class MultiTaskModel(nn.Module):
             "format_version": FORMAT_VERSION,
             "kind": "multitask",
             "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout},
+            "max_length": self.max_length,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
         }
 
@@ -126,7 +129,7 @@ class MultiTaskModel(nn.Module):
         tasks = [Task.model_validate(spec) for spec in config["tasks"]]
         backbone_spec = config["backbone"]
         model = cls(backbone_from_config(backbone_config), tasks, pooling=backbone_spec["pooling"],
-                    dropout=backbone_spec["dropout"])
+                    dropout=backbone_spec["dropout"], max_length=config.get("max_length"))
         load_weights(model, directory / WEIGHTS_FILE)
         return model
 

@@ -32,9 +32,10 @@ def build_model(config: ModelConfig, tasks: list) -> MultiTaskModel:
         if model_type is None:
             raise ConfigError("key 'model.backbone_config.model_type': required (e.g. bert)")
         backbone = backbone_from_config(transformers.AutoConfig.for_model(model_type, **spec))
-        return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout)
-    return MultiTaskModel.from_backbone(config.name_or_path, tasks, pooling=config.pooling,
-                                        dropout=config.dropout, trust_remote_code=config.trust_remote_code)
+        return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
+                              max_length=config.max_seq_length)
+    return MultiTaskModel.from_backbone(config.name_or_path, tasks, pooling=config.pooling, dropout=config.dropout,
+                                        max_length=config.max_seq_length, trust_remote_code=config.trust_remote_code)
 
 
 def check_max_length(config: ModelConfig, model: MultiTaskModel) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,9 +87,22 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); without them bf16 is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
     precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
-    return Accelerator(mixed_precision=precision)
+    accelerator = Accelerator(mixed_precision=precision)
+    if config.bf16 and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
+        # Measured on an AVX2-only EPYC: bf16 autocast made a MiniLM train step ~20x slower (docs/benchmarks.md).
+        warnings.warn("train.bf16 is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
+                      "much slower than fp32 here; consider train.bf16=false", stacklevel=2)
+    return accelerator
 
 
 def train(

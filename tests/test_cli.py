@@ -1,0 +1,143 @@
+"""The command line: every bad input of the foundation issue exits with code 2, names the culprit,
+and leaves what is on disk alone; the happy path trains and evaluates."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from multidistill import cli
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["multidistill", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture
+def guarded_output(tiny_run, tmp_path):
+    """An output folder that already holds a file, to prove failed runs never touch it."""
+    raw, _ = tiny_run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    return out
+
+
+def _assert_untouched(out) -> None:
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def _corrupt(raw, data_root, task: str, content: str) -> None:
+    (data_root / task / "train.tsv").write_text(content)
+
+
+BAD_INPUTS = {
+    "missing file": (lambda raw, root: (root / "toy_sent" / "train.tsv").unlink(), ["train.tsv", "not found"]),
+    "wrong column count": (lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\ngood film\t1\nbad\t0\textra\n"),
+                           ["train.tsv", "line 3"]),
+    "label not in list": (lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\ngood film\t1\nbad\t7\n"),
+                          ["train.tsv", "line 3", "'7'"]),
+    "empty split": (lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\n"), ["train.tsv", "empty"]),
+    "regression label not a number": (
+        lambda raw, root: (root / "toy_reg" / "train.tsv").write_text("s1\ts2\tscore\na\tb\tfive\n"),
+        ["train.tsv", "line 2", "score"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_data_fails_before_training_and_names_the_place(case, tiny_run, guarded_output, tmp_path, monkeypatch,
+                                                            capsys):
+    raw, write = tiny_run
+    damage, expected = BAD_INPUTS[case]
+    damage(raw, tmp_path / "data")
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--overwrite")
+    assert code == 2, output
+    for fragment in expected:
+        assert fragment in output, (fragment, output)
+    assert "Traceback" not in output
+    _assert_untouched(guarded_output)
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["data.tasks=[toy_sent,nope]"], ["unknown task 'nope'"]),
+    (["train.lrr=1"], ["train.lrr", "unknown key"]),
+    (["model.max_seq_length=100"], ["model.max_seq_length", "100", "64"]),
+    (["train.batch_size=-4"], ["train.batch_size"]),
+])
+def test_bad_config_fails_before_training(overrides, expected, tiny_run, guarded_output, monkeypatch, capsys):
+    _, write = tiny_run
+    args = sum((["--set", item] for item in overrides), [])
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), *args, "--overwrite")
+    assert code == 2, output
+    for fragment in expected:
+        assert fragment in output, (fragment, output)
+    _assert_untouched(guarded_output)
+
+
+def test_unknown_key_in_the_yaml_file_is_named(tiny_run, monkeypatch, capsys):
+    raw, write = tiny_run
+    code, output = run_cli(monkeypatch, capsys, "train-teacher",
+                           str(write({**raw, "model": {**raw["model"], "poolng": "cls"}})))
+    assert code == 2 and "model.poolng" in output
+
+
+def test_an_existing_run_needs_resume_or_overwrite(tiny_run, guarded_output, monkeypatch, capsys):
+    _, write = tiny_run
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()))
+    assert code == 2 and "--resume" in output and "--overwrite" in output
+    _assert_untouched(guarded_output)
+
+
+def test_train_then_evaluate(tiny_run, tmp_path, monkeypatch, capsys):
+    raw, write = tiny_run
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--set", "train.epochs=1")
+    assert code == 0, output
+    assert "average" in output and "toy_pair" in output
+    model_dir = tmp_path / "run" / "model"
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "toy_sent,toy_reg",
+                           "--data-root", raw["data"]["data_root"], "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, output
+    scores = json.loads((tmp_path / "run" / "eval_dev.json").read_text())
+    assert set(scores["tasks"]) == {"toy_sent", "toy_reg"}
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert scores["tasks"]["toy_sent"] == pytest.approx(trained["tasks"]["toy_sent"])
+
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "cola")
+    assert code == 2 and "no head for ['cola']" in output
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_model(tmp_path, monkeypatch, capsys):
+    (tmp_path / "junk").mkdir()
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "junk"))
+    assert code == 2 and "multidistill_model.json" in output
+
+
+def test_tasks_lists_builtins_with_metrics(monkeypatch, capsys):
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "console", Console(width=200))
+    code, output = run_cli(monkeypatch, capsys, "tasks")
+    assert code == 0
+    for fragment in ("sst2", "mrpc", "cola", "stsb", "matthews", "pearson", "amazon-books", "mnli-genre"):
+        assert fragment in output
+
+
+@pytest.mark.parametrize(("command", "options"), [
+    ("train-teacher", ["--set", "--resume", "--overwrite"]),
+    ("evaluate", ["--tasks", "--data-root", "--split", "--batch-size", "--max-seq-length", "--bf16", "--output"]),
+])
+def test_help_explains_every_option(command, options, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, command, "--help")
+    assert code == 0
+    for option in options:
+        assert option in output
