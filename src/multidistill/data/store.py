@@ -14,6 +14,7 @@ from multidistill.data.readers import read_split
 from multidistill.data.tasks import Task
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
+from multidistill.utils.paths import resolve_path
 
 datasets.disable_progress_bars()
 
@@ -24,7 +25,7 @@ class ExampleStore:
     def __init__(self, tasks: list[Task], data_root: str | Path, cache_dir: str | Path,
                  max_examples: dict[str, int | None] | None = None, seed: int = 0) -> None:
         self.tasks = {task.name: task for task in tasks}
-        self.data_root = Path(data_root)
+        self.data_root = Path(resolve_path(str(data_root)))
         self.cache_dir = Path(cache_dir)
         self.max_examples = max_examples or {}
         self.seed = seed

