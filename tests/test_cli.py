@@ -43,8 +43,9 @@ def _corrupt(raw, data_root, task: str, content: str) -> None:
 
 BAD_INPUTS = {
     "missing file": (lambda raw, root: (root / "toy_sent" / "train.tsv").unlink(), ["train.tsv", "not found"]),
-    "wrong column count": (lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\ngood film\t1\nbad\t0\textra\n"),
-                           ["train.tsv", "line 3"]),
+    "wrong column count": (
+        lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\ngood film\t1\nbad\t0\textra\n"),
+        ["train.tsv", "line 3"]),
     "label not in list": (lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\ngood film\t1\nbad\t7\n"),
                           ["train.tsv", "line 3", "'7'"]),
     "empty split": (lambda raw, root: _corrupt(raw, root, "toy_sent", "sentence\tlabel\n"), ["train.tsv", "empty"]),

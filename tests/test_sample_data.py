@@ -136,3 +136,9 @@ def test_script_reproduces_identical_bytes(shared_data: Path, tmp_path: Path) ->
     assert sorted(made) == sorted(shipped) == sorted([*sample_files(), "README.md"])
     for rel, data in made.items():
         assert data == shipped[rel], f"{rel} differs from the shipped sample; re-run scripts/make_sample.py"
+
+
+def test_pkg_path_of_shipped_configs_is_the_sample_root() -> None:
+    from multidistill.utils.paths import resolve_path
+
+    assert Path(resolve_path("pkg:multidistill/sample_data")).resolve() == SAMPLE_DATA_ROOT
