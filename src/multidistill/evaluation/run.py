@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from accelerate import Accelerator
-
 from multidistill.config import DataConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models import MultiTaskModel
 from multidistill.models.backbone import load_tokenizer
+from multidistill.training.loop import accelerator_for
 
 
 def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str, split: str = "dev",
@@ -32,7 +31,7 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
                              task_specs=[model.tasks[t] for t in names])
     data = prepare_data(data_config, tokenizer, max_seq_length, max_examples_per_task=None, seed=0,
                         need_train=False)
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
+    accelerator = accelerator_for("bf16" if bf16 else "no")
     model.to(accelerator.device)
     result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,
                       pad_token_id=tokenizer.pad_token_id or 0, device=accelerator.device,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -95,9 +96,21 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def accelerator_for(precision: str) -> Accelerator:
+    """An Accelerator with this mixed precision ('no', 'bf16', 'fp16').
+
+    accelerate keeps one process-wide state and refuses a second Accelerator with another precision,
+    so a process that trains in bf16 and then evaluates in fp32 resets the precision part of it
+    (the distributed part, PartialState, is kept).
+    """
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision)
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
     precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
-    accelerator = Accelerator(mixed_precision=precision)
+    accelerator = accelerator_for(precision)
     if config.bf16 and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
         # Measured on an AVX2-only EPYC: bf16 autocast made a MiniLM train step ~20x slower (docs/benchmarks.md).
         warnings.warn("train.bf16 is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
