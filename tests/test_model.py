@@ -129,3 +129,32 @@ def test_weights_for_another_model_are_refused(model, tmp_path):
     (folder / "multidistill_model.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="do not match"):
         MultiTaskModel.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("spec", [
+    {"model_type": "bert"},
+    {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64},
+    {"model_type": "roberta", "type_vocab_size": 1, "pad_token_id": 1},
+    {"model_type": "electra", "embedding_size": 16},
+])
+def test_encoders_of_several_families_train_and_round_trip(spec, tmp_path):
+    """Not one family: any AutoModel encoder works, with or without segment ids."""
+    from transformers import AutoConfig
+
+    from multidistill.models.backbone import backbone_from_config
+
+    sizes = {"vocab_size": 60, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 40}
+    config = AutoConfig.for_model(**{**sizes, **spec})
+    torch.manual_seed(0)
+    model = MultiTaskModel(backbone_from_config(config), [BUILTIN_TASKS["mrpc"]], pooling="cls")
+    ids, mask = _inputs()
+    segments = torch.zeros_like(ids)
+    segments[:, 4:] = 1  # a BERT-style pair encoding, as a BERT tokenizer would give it
+    logits = model("mrpc", ids, mask, token_type_ids=segments).logits
+    HardLoss()(logits, torch.tensor([0, 1, 1]), BUILTIN_TASKS["mrpc"]).mean().backward()
+    assert all(p.grad is not None for p in model.heads.parameters())
+    model.save_pretrained(tmp_path / spec["model_type"])
+    loaded = MultiTaskModel.from_pretrained(tmp_path / spec["model_type"]).eval()
+    model.eval()
+    assert torch.equal(model("mrpc", ids, mask, segments).logits, loaded("mrpc", ids, mask, segments).logits)

@@ -5,6 +5,7 @@ Loading never unpickles: weights come from safetensors, the architecture from JS
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ class MultiTaskModel(nn.Module):
         self.tasks = {task.name: task for task in tasks}
         self.pooling = pooling
         self.dropout = dropout
+        # DistilBERT-style encoders take no segment ids; RoBERTa-style ones have a single segment.
+        self._uses_token_types = ("token_type_ids" in inspect.signature(backbone.forward).parameters
+                                  and getattr(backbone.config, "type_vocab_size", 2) > 1)
         hidden = backbone.config.hidden_size
         self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout) for task in tasks})
 
@@ -82,7 +86,7 @@ class MultiTaskModel(nn.Module):
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> MultiTaskOutput:
         head = self.head_type(task)
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and self._uses_token_types else {}
         encoded = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 output_hidden_states=output_hidden_states,
                                 output_attentions=output_attentions, **kwargs)

@@ -29,6 +29,13 @@ def hash_path(path: str | Path) -> str:
 def hash_tokenizer(tokenizer: Any) -> str:
     """Fingerprint of a tokenizer's vocabulary and settings (fast tokenizers serialise fully)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Each call writes its truncation/padding settings into the backend; they are not part of identity.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        body = json.dumps(state, sort_keys=True)
+    else:
+        body = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     extra = {"class": type(tokenizer).__name__, "special": tokenizer.all_special_tokens}
     return hashlib.sha256((body + json.dumps(extra, sort_keys=True)).encode()).hexdigest()
