@@ -1,0 +1,74 @@
+"""Distillation loss terms against teacher signals. Each returns one loss per example.
+
+Teacher classification signals are probabilities (the mean over an ensemble's members, as MT-DNN-KD
+prescribes) or logits; for a single teacher both give the same targets, since
+softmax(log(softmax(z)) / T) == softmax(z / T).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multidistill.losses.registry import register_loss
+
+_EPS = 1e-12
+
+
+def teacher_targets(teacher: torch.Tensor, temperature: float, *, is_probs: bool) -> torch.Tensor:
+    """Teacher class distribution at temperature T, from probabilities or logits."""
+    log_p = torch.log(teacher.clamp_min(_EPS)) if is_probs else teacher
+    return F.softmax(log_p.float() / temperature, dim=-1)
+
+
+@register_loss("soft_ce")
+class SoftCrossEntropy(nn.Module):
+    """-sum_c q_c log p_S(c), with q the teacher distribution (MT-DNN-KD; T = 1 in the paper).
+
+    At T != 1 both sides are softened and the loss is multiplied by T^2 so its gradients keep their
+    scale as T changes (Hinton et al. 2015).
+    """
+
+    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.teacher_is_probs = teacher_is_probs
+
+    def forward(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        targets = teacher_targets(teacher, t, is_probs=self.teacher_is_probs)
+        log_p = F.log_softmax(student_logits.float() / t, dim=-1)
+        return -(targets * log_p).sum(-1) * t * t
+
+
+@register_loss("soft_kl")
+class SoftKL(nn.Module):
+    """T^2 * KL(q_T || p_S,T): soft cross-entropy minus the teacher's entropy (same gradients)."""
+
+    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.teacher_is_probs = teacher_is_probs
+
+    def forward(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        targets = teacher_targets(teacher, t, is_probs=self.teacher_is_probs)
+        log_p = F.log_softmax(student_logits.float() / t, dim=-1)
+        return (targets * (torch.log(targets.clamp_min(_EPS)) - log_p)).sum(-1) * t * t
+
+
+@register_loss("logit_mse")
+class LogitMSE(nn.Module):
+    """Mean over classes of (z_S - z_T)^2: MKD's distillation term, on raw logits."""
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        return (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
+
+
+@register_loss("score_mse")
+class ScoreMSE(nn.Module):
+    """(s_S - s_T)^2 for regression tasks, against the teacher's (mean) score."""
+
+    def forward(self, student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
+        return (student_scores.float().reshape(-1) - teacher_scores.float().reshape(-1)).pow(2)
