@@ -27,12 +27,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def shared_data() -> Path | None:
+def find_shared_data() -> Path | None:
     """The shared GLUE/Amazon/MNLI folder beside the repo (or $MULTIDISTILL_SHARED_DATA), if present."""
     for candidate in (os.environ.get("MULTIDISTILL_SHARED_DATA"), REPO.parent / "shared" / "data"):
         if candidate and (Path(candidate) / "glue").is_dir():
             return Path(candidate)
     return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real data; tests that need it are skipped where it is absent."""
+    root = find_shared_data()
+    if root is None:
+        pytest.skip("shared data not found (set MULTIDISTILL_SHARED_DATA)")
+    return root
 
 
 def _vocab() -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -51,21 +50,6 @@ def read_error(task: Task, split: str = "train", **kw) -> DataError:
 # ------------------------------------------------------------------------------------------------ real data
 
 
-def _shared_data() -> Path | None:
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    candidates = [os.environ.get("MULTIDISTILL_SHARED_DATA"), default]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "glue").is_dir():
-            return Path(candidate)
-    return None
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    root = _shared_data()
-    if root is None:
-        pytest.skip("shared data not found (set MULTIDISTILL_SHARED_DATA)")
-    return root
 
 
 @pytest.mark.parametrize(("task_name", "split", "rows"), [

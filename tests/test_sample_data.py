@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -34,20 +33,6 @@ def sample_files() -> list[str]:
     return [f.path for name in SAMPLE_TASKS for f in BUILTIN_TASKS[name].files.values()]
 
 
-def _shared_data() -> Path | None:
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    for candidate in (os.environ.get("MULTIDISTILL_SHARED_DATA"), default):
-        if candidate and (Path(candidate) / "glue").is_dir():
-            return Path(candidate)
-    return None
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    root = _shared_data()
-    if root is None:
-        pytest.skip("shared data not found (set MULTIDISTILL_SHARED_DATA)")
-    return root
 
 
 def test_sample_tasks_cover_exactly_the_expected_splits() -> None:

@@ -111,6 +111,10 @@ def evaluate_command(
 def main() -> None:
     """Entry point: user-input errors print one clear message and exit with code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    # Load reports list the unused BERT pooler as "unexpected"; that is by design (heads pool themselves).
+    transformers.logging.set_verbosity_error()
     try:
         app()
     except MultidistillError as exc:

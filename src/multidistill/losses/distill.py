@@ -22,40 +22,40 @@ def teacher_targets(teacher: torch.Tensor, temperature: float, *, is_probs: bool
     return F.softmax(log_p.float() / temperature, dim=-1)
 
 
+class _SoftenedLoss(nn.Module):
+    """Shared by soft_ce and soft_kl: both compare distributions softened by the same temperature."""
+
+    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.teacher_is_probs = teacher_is_probs
+
+    def softened(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher targets q_T, student log-probabilities log p_S,T)."""
+        targets = teacher_targets(teacher, self.temperature, is_probs=self.teacher_is_probs)
+        return targets, F.log_softmax(student_logits.float() / self.temperature, dim=-1)
+
+
 @register_loss("soft_ce")
-class SoftCrossEntropy(nn.Module):
+class SoftCrossEntropy(_SoftenedLoss):
     """-sum_c q_c log p_S(c), with q the teacher distribution (MT-DNN-KD; T = 1 in the paper).
 
     At T != 1 both sides are softened and the loss is multiplied by T^2 so its gradients keep their
     scale as T changes (Hinton et al. 2015).
     """
 
-    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
-        super().__init__()
-        self.temperature = temperature
-        self.teacher_is_probs = teacher_is_probs
-
     def forward(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        t = self.temperature
-        targets = teacher_targets(teacher, t, is_probs=self.teacher_is_probs)
-        log_p = F.log_softmax(student_logits.float() / t, dim=-1)
-        return -(targets * log_p).sum(-1) * t * t
+        targets, log_p = self.softened(student_logits, teacher)
+        return -(targets * log_p).sum(-1) * self.temperature**2
 
 
 @register_loss("soft_kl")
-class SoftKL(nn.Module):
+class SoftKL(_SoftenedLoss):
     """T^2 * KL(q_T || p_S,T): soft cross-entropy minus the teacher's entropy (same gradients)."""
 
-    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
-        super().__init__()
-        self.temperature = temperature
-        self.teacher_is_probs = teacher_is_probs
-
     def forward(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        t = self.temperature
-        targets = teacher_targets(teacher, t, is_probs=self.teacher_is_probs)
-        log_p = F.log_softmax(student_logits.float() / t, dim=-1)
-        return (targets * (torch.log(targets.clamp_min(_EPS)) - log_p)).sum(-1) * t * t
+        targets, log_p = self.softened(student_logits, teacher)
+        return (targets * (torch.log(targets.clamp_min(_EPS)) - log_p)).sum(-1) * self.temperature**2
 
 
 @register_loss("logit_mse")

@@ -21,8 +21,6 @@ from multidistill.training.objective import SupervisedObjective
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.utils.atomic import write_json
 
-transformers.logging.set_verbosity_error()
-
 
 def build_model(config: ModelConfig, tasks: list) -> MultiTaskModel:
     """Pretrained weights from ``name_or_path``, or a fresh encoder from ``backbone_config``."""
