@@ -116,7 +116,6 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     log_every_steps: int = Field(10, gt=0, description="TensorBoard/log cadence in optimizer steps.")
     seed: int = Field(42, description="Seed for initialisation, sampling and dropout.")
-    num_workers: int = Field(0, ge=0, description="Reserved: batches are built in the main process.")
 
     @model_validator(mode="after")
     def _one_precision(self) -> TrainConfig:
