@@ -23,6 +23,12 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
     return tasks
 
 
+def open_example_store(data: DataConfig, *, max_examples_per_task: int | None, seed: int) -> ExampleStore:
+    """An ExampleStore over the config's tasks, with per-task training caps."""
+    caps = {ref.name: ref.max_examples or max_examples_per_task for ref in data.tasks}
+    return ExampleStore(resolve_tasks(data), data.data_root, data.cache_dir, caps, seed=seed)
+
+
 @dataclass
 class PreparedData:
     tasks: dict[str, Task]
@@ -34,9 +40,8 @@ class PreparedData:
 def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_per_task: int | None,
                  seed: int, need_train: bool = True) -> PreparedData:
     """Read (and validate) every split first, then build or reuse the cached tokenised views."""
-    tasks = resolve_tasks(data)
-    caps = {ref.name: ref.max_examples or max_examples_per_task for ref in data.tasks}
-    store = ExampleStore(tasks, data.data_root, data.cache_dir, caps, seed=seed)
+    store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
+    tasks = list(store.tasks.values())
     for task in tasks:
         splits = (["train"] if need_train else []) + [data.eval_split]
         for split in splits:

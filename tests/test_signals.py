@@ -1,0 +1,104 @@
+"""The teacher-signal store: K teachers' logits + mean probabilities, fingerprinted, reused, refused when stale."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from multidistill.config import DataConfig
+from multidistill.data.tasks import Task
+from multidistill.errors import DataError, ModelError
+from multidistill.models import MultiTaskModel
+from multidistill.teachers import signals
+from multidistill.teachers.signals import build_signal_store, combine_teachers, open_signal_store
+from tests.conftest import write_tiny_tasks
+
+
+def test_ensemble_targets_average_probabilities_not_logits():
+    # Teacher 1 logits [0, 0] -> [1/2, 1/2]; teacher 2 [ln 3, 0] -> [3/4, 1/4]; mean probs = [5/8, 3/8].
+    # (Averaging logits first would give softmax([ln3/2, 0]) = [0.634, 0.366]: a different target.)
+    logits = np.array([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])
+    assert combine_teachers("classification", logits)[0].tolist() == pytest.approx([0.625, 0.375])
+    # Regression: the mean score, (2 + 4) / 2 = 3.
+    assert combine_teachers("regression", np.array([[[2.0]], [[4.0]]])).tolist() == [[3.0]]
+
+
+@pytest.fixture
+def setting(tmp_path, tiny_model_dir):
+    specs = [Task.model_validate(s) for s in write_tiny_tasks(tmp_path / "data", n_train=20)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    teachers = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = MultiTaskModel.from_backbone(str(tiny_model_dir), specs, max_length=32)
+        model.save_pretrained(tmp_path / f"teacher{seed}", tokenizer)
+        teachers.append(tmp_path / f"teacher{seed}")
+    data = DataConfig(tasks=["toy_sent", "toy_reg"], data_root=str(tmp_path / "data"), task_specs=specs,
+                      cache_dir=str(tmp_path / "cache"))
+    return teachers, data, tmp_path / "store"
+
+
+def test_store_holds_each_teachers_outputs_and_their_mean(setting):
+    teachers, data, out = setting
+    store = build_signal_store(teachers, data, out, splits=("train", "dev"))
+    sent = store.signals("toy_sent", "train")[:]  # row slices come back as numpy arrays
+    assert len(sent["id"]) == 20
+    assert sent["teacher_logits"].shape == (20, 2, 2) and sent["teacher_mean"].shape == (20, 2)
+    probs = torch.softmax(torch.from_numpy(sent["teacher_logits"]), -1).mean(1).numpy()
+    np.testing.assert_allclose(sent["teacher_mean"], probs, rtol=1e-6)
+    assert not np.allclose(sent["teacher_logits"][:, 0], sent["teacher_logits"][:, 1])  # two different teachers
+    reg = store.signals("toy_reg", "dev")[:]
+    assert reg["teacher_logits"].shape == (24, 2, 1)
+    np.testing.assert_allclose(reg["teacher_mean"][:, 0], reg["teacher_logits"][:, :, 0].mean(1), rtol=1e-6)
+    # Rows follow the example store, so a student batch's row indices find their signals.
+    assert list(sent["id"]) == [str(i) for i in range(2, 22)]
+
+
+def test_a_valid_store_is_reused_without_running_teachers(setting, monkeypatch):
+    teachers, data, out = setting
+    first = build_signal_store(teachers, data, out)
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("teachers must not run again for a valid store")
+
+    monkeypatch.setattr(signals, "predict", no_inference)
+    again = build_signal_store(teachers, data, out)
+    assert again.fingerprint == first.fingerprint
+
+
+def test_a_stale_store_is_refused_and_left_alone(setting):
+    teachers, data, out = setting
+    store = build_signal_store(teachers, data, out)
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(DataError, match="built for other teachers"):
+        build_signal_store(teachers[:1], data, out)  # another teacher set
+    path = out.parent / "data" / "toy_sent" / "train.tsv"
+    path.write_text(path.read_text() + "a fine new row\t1\n")
+    with pytest.raises(DataError, match="built for other teachers"):
+        build_signal_store(teachers, data, out)  # changed data
+    assert (out / "manifest.json").read_text() == before
+    with pytest.raises(DataError, match="stale"):
+        open_signal_store(out, expected_fingerprint="0" * 64)
+    assert open_signal_store(out, store.fingerprint).fingerprint == store.fingerprint
+
+
+def test_nan_teacher_outputs_are_refused_and_nothing_is_written(setting, monkeypatch):
+    teachers, data, out = setting
+    def nan_outputs(model, task, view, **kwargs):
+        return np.full((len(view), task.num_labels), np.nan)
+
+    monkeypatch.setattr(signals, "predict", nan_outputs)
+    with pytest.raises(DataError, match="NaN"):
+        build_signal_store(teachers, data, out)
+    assert not out.exists() and not list(out.parent.glob(".store.tmp-*"))
+
+
+def test_a_task_the_teacher_lacks_is_refused(setting):
+    teachers, data, out = setting
+    data = data.model_copy(update={"tasks": [*data.tasks, data.tasks[0].model_copy(update={"name": "cola"})]})
+    with pytest.raises(ModelError, match="no head for task"):
+        build_signal_store(teachers, data, out)
