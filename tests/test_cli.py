@@ -142,3 +142,25 @@ def test_help_explains_every_option(command, options, monkeypatch, capsys):
     assert code == 0
     for option in options:
         assert option in output
+
+
+def test_seed_ensemble_then_soft_targets(tiny_run, tmp_path, monkeypatch, capsys):
+    raw, write = tiny_run
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--seeds", "1,2",
+                           "--set", "train.epochs=0.5")
+    assert code == 0, output
+    members = [tmp_path / "run" / f"seed-{s}" / "model" for s in (1, 2)]
+    assert all((m / "model.safetensors").is_file() for m in members)
+    assert (members[0] / "model.safetensors").read_bytes() != (members[1] / "model.safetensors").read_bytes()
+
+    args = ["soft-targets", "--teacher", str(members[0]), "--teacher", str(members[1]), "--tasks", "toy_sent,toy_reg",
+            "--data-root", raw["data"]["data_root"], "--out", str(tmp_path / "store"),
+            "--cache-dir", str(tmp_path / "cache"), "--seed", "7"]
+    code, output = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, output
+    assert "toy_reg" in output and (tmp_path / "store" / "manifest.json").is_file()
+    code, output = run_cli(monkeypatch, capsys, *[a if a != members[1].as_posix() else str(members[0]) for a in args])
+    assert code == 2 and "built for other teachers" in output
+
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--seeds", "1,x")
+    assert code == 2 and "--seeds" in output

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from multidistill.errors import MultidistillError
+from multidistill.errors import ConfigError, MultidistillError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -64,6 +64,8 @@ def train_teacher_command(
     overrides: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
+    seeds: Annotated[str | None, typer.Option(
+        help="Train an ensemble: one teacher per seed (e.g. 1,2,3) into OUTPUT_DIR/seed-<s>.")] = None,
 ) -> None:
     """Train a multi-task teacher: a shared encoder with one head per task (MT-DNN).
 
@@ -71,13 +73,68 @@ def train_teacher_command(
     the model is saved to OUTPUT_DIR/model (safetensors + configs + tokenizer).
     """
     from multidistill.config import load_config
+    from multidistill.teachers.ensemble import train_ensemble
     from multidistill.teachers.train import train_teacher
 
     run_config = load_config(config, overrides)
-    result = train_teacher(run_config, resume=resume, overwrite=overwrite)
-    print_metrics(f"best dev metrics (step {result.best_step})", result.best_metrics)
-    console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
-                  f"{result.examples_per_second:.1f} examples/s")
+    if seeds:
+        try:
+            seed_list = [int(s) for s in _split_names(seeds) or []]
+        except ValueError as exc:
+            raise ConfigError(f"--seeds '{seeds}': expected comma-separated integers") from exc
+        results = train_ensemble(run_config, seed_list, resume=resume, overwrite=overwrite)
+    else:
+        results = {run_config.train.seed: train_teacher(run_config, resume=resume, overwrite=overwrite)}
+    for seed, result in results.items():
+        print_metrics(f"seed {seed}: best dev metrics (step {result.best_step})", result.best_metrics)
+        console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
+                      f"{result.examples_per_second:.1f} examples/s")
+
+
+@app.command("soft-targets")
+def soft_targets_command(
+    teacher: Annotated[list[Path], typer.Option(help="A teacher model folder; repeat for an ensemble.")],
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks to label.")],
+    out: Annotated[Path, typer.Option(help="Folder of the signal store to write (or reuse if valid).")],
+    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against.")]
+    = "../shared/data",
+    splits: Annotated[str, typer.Option(help="Comma-separated splits to label.")] = "train",
+    max_examples_per_task: Annotated[int | None, typer.Option(
+        help="Seeded cap on training examples per task (use the student's value).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the training subset (use the student's value).")] = 42,
+    max_seq_length: Annotated[int | None, typer.Option(
+        help="Truncation length (default: the length the first teacher was trained with).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Teacher inference batch size.")] = 64,
+    bf16: Annotated[bool, typer.Option(help="Run the teachers under bf16 autocast.")] = False,
+    cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
+) -> None:
+    """Run one or several teachers over tasks and store their logits and mean probabilities.
+
+    The store is fingerprinted by the teachers' weights, the data, the tokenizers and the max length:
+    a valid store is reused as is, a stale one is refused.
+    """
+    from multidistill.config import DataConfig
+    from multidistill.data.tasks import Task
+    from multidistill.models.multitask import read_model_config
+    from multidistill.teachers.signals import build_signal_store
+    from multidistill.training.loop import accelerator_for
+
+    names = _split_names(tasks) or []
+    # The teachers carry their own task specs, so the store reads exactly the data they were built for.
+    specs = {s["name"]: Task.model_validate(s) for s in read_model_config(teacher[0])["tasks"]}
+    data = DataConfig(tasks=names, data_root=data_root, cache_dir=cache_dir,
+                      task_specs=[specs[n] for n in names if n in specs])
+    accelerator = accelerator_for("bf16" if bf16 else "no")
+    store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits) or ["train"]),
+                               max_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
+                               batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast)
+    table = Table(title=f"signal store {out} (fingerprint {store.fingerprint[:12]})")
+    for column in ("task", "split", "examples", "teachers"):
+        table.add_column(column)
+    for name in names:
+        for split in store.manifest["splits"]:
+            table.add_row(name, split, str(len(store.signals(name, split))), str(len(teacher)))
+    console.print(table)
 
 
 @app.command("evaluate")
