@@ -102,3 +102,18 @@ def test_a_task_the_teacher_lacks_is_refused(setting):
     data = data.model_copy(update={"tasks": [*data.tasks, data.tasks[0].model_copy(update={"name": "cola"})]})
     with pytest.raises(ModelError, match="no head for task"):
         build_signal_store(teachers, data, out)
+
+
+def test_stored_signals_enrich_batches_by_row_and_check_ids(setting):
+    from multidistill.teachers.signals import StoredSignals
+
+    teachers, data, out = setting
+    store = build_signal_store(teachers, data, out)
+    enrich = StoredSignals(store, ["toy_sent", "toy_reg"])
+    rows = np.array([3, 0, 7])
+    expected = store.signals("toy_sent", "train")[rows]
+    batch = enrich({"task": "toy_sent", "rows": rows, "ids": list(expected["id"])})
+    assert batch["teacher_logits"].shape == (3, 2, 2) and batch["teacher_mean"].shape == (3, 2)
+    np.testing.assert_allclose(batch["teacher_mean"].numpy(), expected["teacher_mean"])
+    with pytest.raises(DataError, match="do not line up"):
+        enrich({"task": "toy_sent", "rows": rows, "ids": ["x", "y", "z"]})

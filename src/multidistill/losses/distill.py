@@ -1,5 +1,8 @@
 """Distillation loss terms against teacher signals. Each returns one loss per example.
 
+Each term declares in ``inputs`` the named tensors it reads (see `training.objective`), so a loss
+never needs to know which model produced the logits or where the teacher signals came from.
+
 Teacher classification signals are probabilities (the mean over an ensemble's members, as MT-DNN-KD
 prescribes) or logits; for a single teacher both give the same targets, since
 softmax(log(softmax(z)) / T) == softmax(z / T).
@@ -24,6 +27,8 @@ def teacher_targets(teacher: torch.Tensor, temperature: float, *, is_probs: bool
 
 class _SoftenedLoss(nn.Module):
     """Shared by soft_ce and soft_kl: both compare distributions softened by the same temperature."""
+
+    inputs = ("student_logits", "teacher_mean")
 
     def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
         super().__init__()
@@ -60,7 +65,9 @@ class SoftKL(_SoftenedLoss):
 
 @register_loss("logit_mse")
 class LogitMSE(nn.Module):
-    """Mean over classes of (z_S - z_T)^2: MKD's distillation term, on raw logits."""
+    """Mean over classes of (z_S - z_T)^2: MKD's distillation term, on raw logits (mean over teachers)."""
+
+    inputs = ("student_logits", "teacher_logits")
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
@@ -69,6 +76,8 @@ class LogitMSE(nn.Module):
 @register_loss("score_mse")
 class ScoreMSE(nn.Module):
     """(s_S - s_T)^2 for regression tasks, against the teacher's (mean) score."""
+
+    inputs = ("student_logits", "teacher_mean")
 
     def forward(self, student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         return (student_scores.float().reshape(-1) - teacher_scores.float().reshape(-1)).pow(2)

@@ -17,6 +17,8 @@ class HardLoss(nn.Module):
     Rows without a gold label (index -1 / NaN, e.g. augmented examples) get zero loss.
     """
 
+    inputs = ("student_logits", "labels", "task")
+
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
         if task.type == "classification":
             has_label = labels >= 0

@@ -159,3 +159,23 @@ def open_signal_store(root: str | Path, expected_fingerprint: str | None = None)
         raise DataError(f"signal store {root} is stale: built for other teachers, data, tokenizer or max length; "
                         "rebuild it with `multidistill soft-targets`")
     return SignalStore(root, manifest)
+
+
+class StoredSignals:
+    """`enrich` for the training loop: adds each batch's stored teacher signals by row index.
+
+    Rows of a store follow the example store, so the batch's ``rows`` index them directly; the ids are
+    compared on every batch, so a store that does not belong to the data can never be used silently.
+    """
+
+    def __init__(self, store: SignalStore, tasks: list[str], split: str = "train") -> None:
+        self.split = split
+        self.datasets = {task: store.signals(task, split) for task in tasks}
+
+    def __call__(self, batch: dict) -> dict:
+        found = self.datasets[batch["task"]][batch["rows"]]
+        if list(found["id"]) != list(batch["ids"]):
+            raise DataError(f"teacher signals for task '{batch['task']}' split '{self.split}' do not line up with "
+                            "the training data (different ids); rebuild the store for this data")
+        return {**batch, "teacher_logits": torch.from_numpy(np.asarray(found["teacher_logits"])),
+                "teacher_mean": torch.from_numpy(np.asarray(found["teacher_mean"]))}

@@ -17,7 +17,7 @@ from multidistill.evaluation.evaluate import evaluate
 from multidistill.models import MultiTaskModel
 from multidistill.models.backbone import backbone_from_config, load_tokenizer
 from multidistill.training.loop import LoopState, TrainResult, make_accelerator, train
-from multidistill.training.objective import SupervisedObjective
+from multidistill.training.objective import WeightedObjective
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.utils.atomic import write_json
 
@@ -71,7 +71,7 @@ def train_teacher(config: TeacherRunConfig, *, resume: bool = False, overwrite: 
     accelerator = make_accelerator(config.train)
     pad_id = tokenizer.pad_token_id or 0
     result = train(
-        model, SupervisedObjective(data.tasks), data.tasks, data.train_sets,
+        model, WeightedObjective(data.tasks), data.tasks, data.train_sets,
         make_evaluator(data.eval_sets, data.tasks, config.train.eval_batch_size, pad_id), config.train,
         output_dir, pad_token_id=pad_id, resume=resume, accelerator=accelerator,
         save_model_fn=lambda m, path: m.save_pretrained(path, tokenizer), on_step=on_step,

@@ -201,6 +201,7 @@ def train(
             for i, planned in enumerate(micro_batches):
                 task = tasks[planned.task]
                 batch = collate(task, train_sets[planned.task][planned.indices], pad_token_id)
+                batch["rows"] = planned.indices  # row-aligned with the example store and teacher signals
                 if enrich is not None:
                     batch = enrich(batch)
                 batch = to_device(batch, accelerator.device)

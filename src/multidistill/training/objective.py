@@ -1,7 +1,9 @@
 """An objective: a weighted sum of registered loss terms, per task.
 
-The loop calls ``objective(model, batch)`` and never knows which terms are in play; an objective
-is an `nn.Module` so terms with parameters (projections) are trained and checkpointed with the model.
+The loop calls ``objective(model, batch)`` and never knows which terms are in play. Each loss term
+names the tensors it reads (``inputs``: student_logits, labels, task, teacher_mean, teacher_logits);
+the objective gathers them from the model output and the batch. An objective is an `nn.Module`, so
+terms with parameters (projections) are trained and checkpointed with the model.
 """
 
 from __future__ import annotations
@@ -9,10 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError
 from multidistill.losses import build_loss
+
+
+class LossTerm(BaseModel):
+    """One weighted term of an objective."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse.")
+    weight: float = Field(1.0, ge=0, description="Weight of this term in the sum.")
+    params: dict = Field(default_factory=dict, description="Constructor arguments, e.g. {temperature: 2}.")
+
+
+class ObjectiveConfig(BaseModel):
+    """Loss terms by task type, overridable per task name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classification: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
+                                           description="Terms for classification tasks.")
+    regression: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
+                                       description="Terms for regression tasks.")
+    tasks: dict[str, list[LossTerm]] = Field(default_factory=dict, description="Per-task overrides by name.")
+
+    def terms_for(self, task: Task) -> list[LossTerm]:
+        return self.tasks.get(task.name) or (self.classification if task.type == "classification" else self.regression)
 
 
 @dataclass
@@ -21,21 +50,47 @@ class ObjectiveOutput:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-class SupervisedObjective(nn.Module):
-    """Gold labels only: the `hard` term (used to train teachers and baselines)."""
+class WeightedObjective(nn.Module):
+    """sum_k w_k * mean_i(weight_i * loss_k(example i)) with the terms configured for the batch's task."""
 
-    def __init__(self, tasks: dict[str, Task]) -> None:
+    def __init__(self, tasks: dict[str, Task], config: ObjectiveConfig | None = None) -> None:
         super().__init__()
+        config = config or ObjectiveConfig()
+        unknown = sorted(set(config.tasks) - set(tasks))
+        if unknown:
+            raise ConfigError(f"key 'objective.tasks': {unknown} are not tasks of this run ({sorted(tasks)})")
         self.tasks = tasks
-        self.hard = build_loss("hard")
+        self.weights = {name: [term.weight for term in config.terms_for(task)] for name, task in tasks.items()}
+        self.terms = nn.ModuleDict({
+            name: nn.ModuleList([build_loss(term.loss, **term.params) for term in config.terms_for(task)])
+            for name, task in tasks.items()
+        })
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(name.startswith("teacher") for terms in self.terms.values() for t in terms for name in t.inputs)
 
     def forward(self, model: nn.Module, batch: dict) -> ObjectiveOutput:
         task = self.tasks[batch["task"]]
         outputs = model(task=task.name, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         token_type_ids=batch.get("token_type_ids"))
-        per_example = self.hard(outputs.logits, batch["labels"], task)
-        weights = batch.get("weights")
-        if weights is not None:
-            per_example = per_example * weights
-        loss = per_example.mean()
-        return ObjectiveOutput(loss=loss, terms={"hard": float(loss.detach())})
+        teacher_logits = batch.get("teacher_logits")
+        named = {"student_logits": outputs.logits, "labels": batch["labels"], "task": task,
+                 "teacher_mean": batch.get("teacher_mean"),
+                 # K teachers' logits (B, K, C) -> their mean, the target of logit-matching terms.
+                 "teacher_logits": teacher_logits.mean(1) if teacher_logits is not None else None}
+        example_weights = batch.get("weights")
+        total = outputs.logits.new_zeros((), dtype=torch.float32)
+        logs = {}
+        for weight, term in zip(self.weights[task.name], self.terms[task.name], strict=True):
+            missing = [name for name in term.inputs if named[name] is None]
+            if missing:
+                raise ConfigError(f"loss '{term.loss_name}' for task '{task.name}' needs {missing}: "
+                                  "give the run a teacher-signal store")
+            per_example = term(*(named[name] for name in term.inputs))
+            if example_weights is not None:
+                per_example = per_example * example_weights
+            value = per_example.mean()
+            total = total + weight * value
+            logs[term.loss_name] = float(value.detach())
+        return ObjectiveOutput(loss=total, terms=logs)

@@ -1,0 +1,72 @@
+"""WeightedObjective: weighted loss terms per task, reading named tensors from outputs and batch."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from multidistill.data.tasks import BUILTIN_TASKS
+from multidistill.errors import ConfigError
+from multidistill.training.objective import LossTerm, ObjectiveConfig, WeightedObjective
+
+LN3 = math.log(3.0)
+TASKS = {"sst2": BUILTIN_TASKS["sst2"], "stsb": BUILTIN_TASKS["stsb"]}
+
+
+class FixedLogits(torch.nn.Module):
+    """Stands in for a model: returns preset logits per task."""
+
+    def __init__(self, logits: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, task, input_ids, attention_mask, token_type_ids=None):
+        return SimpleNamespace(logits=self.logits[task])
+
+
+def _batch(task: str, labels, **extra) -> dict:
+    n = len(labels)
+    return {"task": task, "input_ids": torch.zeros(n, 3, dtype=torch.long), "attention_mask": torch.ones(n, 3),
+            "labels": torch.tensor(labels), **extra}
+
+
+def test_mtdnn_kd_objective_is_half_hard_half_soft():
+    config = ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)])
+    objective = WeightedObjective(TASKS, config)
+    model = FixedLogits({"sst2": torch.tensor([[0.0, LN3], [0.0, LN3]])})  # p_S = [1/4, 3/4] for both rows
+    batch = _batch("sst2", [1, 0], teacher_mean=torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    # hard: mean(-ln 3/4, -ln 1/4) = (0.287682 + 1.386294) / 2 = 0.836988
+    # soft: -(1/2 ln 1/4 + 1/2 ln 3/4) = 0.836988 for each row (same value by symmetry of this example)
+    out = objective(model, batch)
+    assert out.loss.item() == pytest.approx(0.5 * 0.836988 + 0.5 * 0.836988, abs=1e-5)
+    assert set(out.terms) == {"hard", "soft_ce"}
+
+
+def test_per_example_weights_scale_each_row_before_the_mean():
+    objective = WeightedObjective(TASKS)
+    model = FixedLogits({"stsb": torch.tensor([[1.0], [3.0]])})
+    # squared errors (1-2)^2 = 1 and (3-1)^2 = 4; weights 2 and 0 -> (2*1 + 0*4) / 2 = 1.
+    out = objective(model, _batch("stsb", [2.0, 1.0], weights=torch.tensor([2.0, 0.0])))
+    assert out.loss.item() == pytest.approx(1.0)
+
+
+def test_per_task_overrides_and_teacher_logits_averaged_over_teachers():
+    config = ObjectiveConfig(tasks={"stsb": [LossTerm(loss="logit_mse", weight=2.0)]})
+    objective = WeightedObjective(TASKS, config)
+    assert objective.needs_teacher
+    model = FixedLogits({"stsb": torch.tensor([[1.0]])})
+    # Two teachers say 2 and 4 -> mean 3; (1 - 3)^2 = 4; weight 2 -> 8.
+    out = objective(model, _batch("stsb", [0.0], teacher_logits=torch.tensor([[[2.0], [4.0]]])))
+    assert out.loss.item() == pytest.approx(8.0)
+
+
+def test_missing_signals_and_unknown_tasks_are_config_errors():
+    objective = WeightedObjective(TASKS, ObjectiveConfig(classification=[LossTerm(loss="soft_kl")]))
+    with pytest.raises(ConfigError, match="needs \\['teacher_mean'\\]"):
+        objective(FixedLogits({"sst2": torch.zeros(1, 2)}), _batch("sst2", [1]))
+    with pytest.raises(ConfigError, match="objective.tasks"):
+        WeightedObjective(TASKS, ObjectiveConfig(tasks={"cola": [LossTerm(loss="hard")]}))
+    assert not WeightedObjective(TASKS).needs_teacher
