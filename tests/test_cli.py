@@ -164,3 +164,31 @@ def test_seed_ensemble_then_soft_targets(tiny_run, tmp_path, monkeypatch, capsys
 
     code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--seeds", "1,x")
     assert code == 2 and "--seeds" in output
+
+
+def test_distill_a_student_from_stored_soft_targets(tiny_run, tmp_path, monkeypatch, capsys):
+    raw, write = tiny_run
+    teacher_cfg = {**raw, "train": {**raw["train"], "epochs": 1}}
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write(teacher_cfg)))[0] == 0
+    store = tmp_path / "signals"
+    code, output = run_cli(monkeypatch, capsys, "soft-targets", "--teacher", str(tmp_path / "run" / "model"),
+                           "--tasks", "toy_sent,toy_pair,toy_reg", "--data-root", raw["data"]["data_root"],
+                           "--out", str(store), "--cache-dir", str(tmp_path / "cache"), "--seed", "7")
+    assert code == 0, output
+    student = {**teacher_cfg, "kind": "distill", "output_dir": str(tmp_path / "student"), "signals": str(store),
+               "objective": {"classification": [{"loss": "hard", "weight": 0.5}, {"loss": "soft_ce", "weight": 0.5}],
+                             "regression": [{"loss": "hard"}, {"loss": "score_mse"}]}}
+    code, output = run_cli(monkeypatch, capsys, "distill", str(write(student, "student.yaml")))
+    assert code == 0, output
+    assert json.loads((tmp_path / "student" / "metrics.json").read_text())["tasks"].keys() == {
+        "toy_sent", "toy_pair", "toy_reg"}
+
+    # A store made for a different training subset is refused before training.
+    code, output = run_cli(monkeypatch, capsys, "distill", str(write(student, "student.yaml")), "--overwrite",
+                           "--set", "train.max_examples_per_task=10")
+    assert code == 2 and "training rows" in output
+    # A soft objective without a store, and a distill config given to train-teacher, are config errors.
+    code, output = run_cli(monkeypatch, capsys, "distill", str(write({**student, "signals": None}, "s2.yaml")))
+    assert code == 2 and "key 'signals'" in output
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(student, "student.yaml")))
+    assert code == 2 and "distill" in output

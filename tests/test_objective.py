@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from multidistill.config import LossTerm, ObjectiveConfig
 from multidistill.data.tasks import BUILTIN_TASKS
 from multidistill.errors import ConfigError
-from multidistill.training.objective import LossTerm, ObjectiveConfig, WeightedObjective
+from multidistill.training.objective import WeightedObjective
 
 LN3 = math.log(3.0)
 TASKS = {"sst2": BUILTIN_TASKS["sst2"], "stsb": BUILTIN_TASKS["stsb"]}

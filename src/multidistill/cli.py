@@ -91,6 +91,31 @@ def train_teacher_command(
                       f"{result.examples_per_second:.1f} examples/s")
 
 
+@app.command("distill")
+def distill_command(
+    config: Annotated[Path, typer.Argument(help="Distillation config (YAML, kind: distill), e.g. "
+                                                "configs/mtdnn_kd_student.yaml.")],
+    overrides: SetOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
+) -> None:
+    """Train a student on teacher signals (a store from `soft-targets`) and gold labels.
+
+    The objective is a weighted sum of loss terms per task type or task (`objective:` in the config);
+    the loop, checkpoints, evaluation and outputs are the same as for `train-teacher`.
+    """
+    from multidistill.config import load_config
+    from multidistill.training.run import train_model
+
+    run_config = load_config(config, overrides)
+    if run_config.kind != "distill":
+        raise ConfigError(f"{config}: key 'kind' must be 'distill' for `multidistill distill`")
+    result = train_model(run_config, resume=resume, overwrite=overwrite)
+    print_metrics(f"student: best dev metrics (step {result.best_step})", result.best_metrics)
+    console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
+                  f"{result.examples_per_second:.1f} examples/s")
+
+
 @app.command("soft-targets")
 def soft_targets_command(
     teacher: Annotated[list[Path], typer.Option(help="A teacher model folder; repeat for an ensemble.")],

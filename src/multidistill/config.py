@@ -124,14 +124,42 @@ class TrainConfig(_Strict):
         return self
 
 
-class TeacherRunConfig(_Strict):
-    """`multidistill train-teacher`: fine-tune one multi-task model on labelled tasks."""
+class LossTerm(_Strict):
+    """One weighted term of an objective."""
 
-    kind: Literal["teacher"] = Field("teacher", description="Config kind.")
+    loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse.")
+    weight: float = Field(1.0, ge=0, description="Weight of this term in the sum.")
+    params: dict = Field(default_factory=dict, description="Constructor arguments, e.g. {temperature: 2}.")
+
+
+class ObjectiveConfig(_Strict):
+    """Loss terms by task type, overridable per task name."""
+
+    classification: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
+                                           description="Terms for classification tasks.")
+    regression: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
+                                       description="Terms for regression tasks.")
+    tasks: dict[str, list[LossTerm]] = Field(default_factory=dict, description="Per-task overrides by name.")
+
+    def terms_for(self, task: Task) -> list[LossTerm]:
+        return self.tasks.get(task.name) or (self.classification if task.type == "classification" else self.regression)
+
+
+class TeacherRunConfig(_Strict):
+    """A training run: `train-teacher` (gold labels) or `distill` (teacher signals + labels).
+
+    Both go through the same loop; they differ only in the objective and whether a signal store is read.
+    """
+
+    kind: Literal["teacher", "distill"] = Field("teacher", description="teacher: gold labels only; "
+                                                "distill: the objective may read teacher signals.")
     output_dir: str = Field(description="Run folder: model/, checkpoints/, metrics.json, tensorboard/.")
     model: ModelConfig
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
+                                       description="Loss terms per task type / task (default: hard only).")
+    signals: str | None = Field(None, description="Teacher-signal store (from `soft-targets`) for distillation.")
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:

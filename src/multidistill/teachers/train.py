@@ -3,83 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-import torch
-import transformers
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-
-from multidistill.config import ModelConfig, TeacherRunConfig
-from multidistill.data.prepare import prepare_data
+from multidistill.config import TeacherRunConfig
 from multidistill.errors import ConfigError
-from multidistill.evaluation.evaluate import evaluate
-from multidistill.models import MultiTaskModel
-from multidistill.models.backbone import backbone_from_config, load_tokenizer
-from multidistill.training.loop import LoopState, TrainResult, make_accelerator, train
-from multidistill.training.objective import WeightedObjective
-from multidistill.training.run_dir import claim_output_dir, save_config
-from multidistill.utils.atomic import write_json
-
-
-def build_model(config: ModelConfig, tasks: list) -> MultiTaskModel:
-    """Pretrained weights from ``name_or_path``, or a fresh encoder from ``backbone_config``."""
-    if config.backbone_config is not None:
-        spec = dict(config.backbone_config)
-        model_type = spec.pop("model_type", None)
-        if model_type is None:
-            raise ConfigError("key 'model.backbone_config.model_type': required (e.g. bert)")
-        backbone = backbone_from_config(transformers.AutoConfig.for_model(model_type, **spec))
-        return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
-                              max_length=config.max_seq_length)
-    return MultiTaskModel.from_backbone(config.name_or_path, tasks, pooling=config.pooling, dropout=config.dropout,
-                                        max_length=config.max_seq_length, trust_remote_code=config.trust_remote_code)
-
-
-def check_max_length(config: ModelConfig, model: MultiTaskModel) -> None:
-    limit = model.max_seq_length
-    if limit is not None and config.max_seq_length > limit:
-        raise ConfigError(f"key 'model.max_seq_length': {config.max_seq_length} exceeds the model's limit of "
-                          f"{limit} positions; set it to {limit} or less")
-
-
-def make_evaluator(eval_sets: dict, tasks: dict, batch_size: int, pad_token_id: int):
-    def evaluate_fn(model: torch.nn.Module, accelerator: Accelerator):
-        return evaluate(model, tasks, eval_sets, batch_size=batch_size, pad_token_id=pad_token_id,
-                        device=accelerator.device, autocast=accelerator.autocast)
-
-    return evaluate_fn
+from multidistill.training.loop import LoopState, TrainResult
+from multidistill.training.run import train_model
 
 
 def train_teacher(config: TeacherRunConfig, *, resume: bool = False, overwrite: bool = False,
                   on_step: Callable[[LoopState], None] | None = None) -> TrainResult:
-    """Validate data and model, then train; the best model lands in ``output_dir/model``.
+    """Train a multi-task teacher on gold labels; the best model lands in ``output_dir/model``.
 
     ``on_step`` is called after every optimizer step (and its eval/checkpoint) with the loop state.
     """
-    output_dir = Path(config.output_dir)
-    set_seed(config.train.seed)
-    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
-                               trust_remote_code=config.model.trust_remote_code)
-    data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
-                        max_examples_per_task=config.train.max_examples_per_task, seed=config.train.seed)
-    model = build_model(config.model, list(data.tasks.values()))
-    check_max_length(config.model, model)
-    # Everything above can fail on bad input; only now is the output folder touched.
-    claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
-    save_config(config, output_dir / "config.yaml")
-    accelerator = make_accelerator(config.train)
-    pad_id = tokenizer.pad_token_id or 0
-    result = train(
-        model, WeightedObjective(data.tasks), data.tasks, data.train_sets,
-        make_evaluator(data.eval_sets, data.tasks, config.train.eval_batch_size, pad_id), config.train,
-        output_dir, pad_token_id=pad_id, resume=resume, accelerator=accelerator,
-        save_model_fn=lambda m, path: m.save_pretrained(path, tokenizer), on_step=on_step,
-    )
-    if accelerator.is_main_process:
-        write_json(output_dir / "metrics.json", {
-            **result.best_metrics, "best_step": result.best_step, "train_seconds": result.train_seconds,
-            "examples_per_second": result.examples_per_second,
-            "train_examples": {t: len(d) for t, d in data.train_sets.items()},
-        })
-    return result
+    if config.kind != "teacher" or config.signals is not None:
+        raise ConfigError("key 'kind': train-teacher takes a teacher config (kind: teacher, no signals); "
+                          "use `multidistill distill` for distillation configs")
+    return train_model(config, resume=resume, overwrite=overwrite, on_step=on_step)

@@ -11,37 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from multidistill.config import ObjectiveConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.losses import build_loss
-
-
-class LossTerm(BaseModel):
-    """One weighted term of an objective."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse.")
-    weight: float = Field(1.0, ge=0, description="Weight of this term in the sum.")
-    params: dict = Field(default_factory=dict, description="Constructor arguments, e.g. {temperature: 2}.")
-
-
-class ObjectiveConfig(BaseModel):
-    """Loss terms by task type, overridable per task name."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    classification: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
-                                           description="Terms for classification tasks.")
-    regression: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
-                                       description="Terms for regression tasks.")
-    tasks: dict[str, list[LossTerm]] = Field(default_factory=dict, description="Per-task overrides by name.")
-
-    def terms_for(self, task: Task) -> list[LossTerm]:
-        return self.tasks.get(task.name) or (self.classification if task.type == "classification" else self.regression)
 
 
 @dataclass
