@@ -42,6 +42,13 @@ def print_metrics(title: str, metrics: dict) -> None:
     console.print(table)
 
 
+def print_result(name: str, result) -> None:
+    """A finished run: its best dev metrics, where the model is, how long training took."""
+    print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics)
+    console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
+                  f"{result.examples_per_second:.1f} examples/s")
+
+
 @app.command("tasks")
 def tasks_command() -> None:
     """List the built-in tasks with their type, labels, metrics and data files."""
@@ -86,9 +93,7 @@ def train_teacher_command(
     else:
         results = {run_config.train.seed: train_teacher(run_config, resume=resume, overwrite=overwrite)}
     for seed, result in results.items():
-        print_metrics(f"seed {seed}: best dev metrics (step {result.best_step})", result.best_metrics)
-        console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
-                      f"{result.examples_per_second:.1f} examples/s")
+        print_result(f"seed {seed}", result)
 
 
 @app.command("distill")
@@ -110,10 +115,7 @@ def distill_command(
     run_config = load_config(config, overrides)
     if run_config.kind != "distill":
         raise ConfigError(f"{config}: key 'kind' must be 'distill' for `multidistill distill`")
-    result = train_model(run_config, resume=resume, overwrite=overwrite)
-    print_metrics(f"student: best dev metrics (step {result.best_step})", result.best_metrics)
-    console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
-                  f"{result.examples_per_second:.1f} examples/s")
+    print_result("student", train_model(run_config, resume=resume, overwrite=overwrite))
 
 
 @app.command("soft-targets")
