@@ -21,6 +21,7 @@ from multidistill.errors import ModelError, UnknownTaskError
 from multidistill.models.backbone import backbone_from_config, load_backbone, max_positions
 from multidistill.models.heads import build_head
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.manifest import read_versioned_json
 
 MODEL_CONFIG_FILE = "multidistill_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -146,14 +147,7 @@ def read_model_config(directory: Path) -> dict:
     if missing:
         hint = " (is this a multidistill model folder?)" if MODEL_CONFIG_FILE in missing else ""
         raise ModelError(f"model directory {directory} is missing {', '.join(missing)}{hint}")
-    try:
-        config = json.loads((directory / MODEL_CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{directory / MODEL_CONFIG_FILE}: not valid JSON: {exc}") from exc
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{directory / MODEL_CONFIG_FILE}: unsupported format_version "
-                         f"{config.get('format_version')!r} (expected {FORMAT_VERSION})")
-    return config
+    return read_versioned_json(directory / MODEL_CONFIG_FILE, FORMAT_VERSION, ModelError)
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

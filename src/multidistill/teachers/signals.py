@@ -32,6 +32,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.multitask import MODEL_CONFIG_FILE, WEIGHTS_FILE
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
+from multidistill.utils.manifest import read_versioned_json
 
 MANIFEST = "manifest.json"
 STORE_VERSION = 1
@@ -149,12 +150,7 @@ def open_signal_store(root: str | Path, expected_fingerprint: str | None = None)
     root = Path(root)
     if not (root / MANIFEST).is_file():
         raise DataError(f"{root} is not a signal store (no {MANIFEST})")
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{root / MANIFEST}: not valid JSON ({exc})") from exc
-    if manifest.get("format_version") != STORE_VERSION:
-        raise DataError(f"{root / MANIFEST}: unsupported format_version {manifest.get('format_version')!r}")
+    manifest = read_versioned_json(root / MANIFEST, STORE_VERSION, DataError)
     if expected_fingerprint is not None and manifest["fingerprint"] != expected_fingerprint:
         raise DataError(f"signal store {root} is stale: built for other teachers, data, tokenizer or max length; "
                         "rebuild it with `multidistill soft-targets`")
