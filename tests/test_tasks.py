@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from conftest import write_tiny_tasks
 from multidistill.data.tasks import BUILTIN_TASKS, Columns, DataFile, Task, get_task
 from multidistill.errors import UnknownTaskError
 from multidistill.evaluation.metrics import METRICS
+from tests.conftest import write_tiny_tasks
 
 HF_TWINS = sorted(name for name in BUILTIN_TASKS if name.endswith("-hf"))
 
