@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from multidistill.config import DataConfig
 from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import Task, get_task
-from multidistill.errors import ConfigError, DataError
+from multidistill.errors import ConfigError
 
 
 def resolve_tasks(data: DataConfig) -> list[Task]:
@@ -42,12 +42,7 @@ def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_p
     """Read (and validate) every split first, then build or reuse the cached tokenised views."""
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     tasks = list(store.tasks.values())
-    for task in tasks:
-        splits = (["train"] if need_train else []) + [data.eval_split]
-        for split in splits:
-            if not store.has_split(task.name, split):
-                raise DataError(f"task '{task.name}' has no '{split}' split; add files.{split} to its spec")
-            store.examples(task.name, split)
+    store.validate((["train"] if need_train else []) + [data.eval_split])
     train_sets = {t.name: store.tokenized(t.name, "train", tokenizer, max_length) for t in tasks} if need_train else {}
     eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in tasks}
     return PreparedData({t.name: t for t in tasks}, store, train_sets, eval_sets)

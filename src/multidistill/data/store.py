@@ -12,6 +12,7 @@ import datasets
 
 from multidistill.data.readers import read_split
 from multidistill.data.tasks import Task
+from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
 from multidistill.utils.paths import resolve_path
@@ -45,6 +46,14 @@ class ExampleStore:
 
     def has_split(self, task: str, split: str) -> bool:
         return split in self.tasks[task].files
+
+    def validate(self, splits: list[str] | tuple[str, ...]) -> None:
+        """Read every task's ``splits`` now, so bad data stops a run before anything is written."""
+        for task in self.tasks:
+            for split in splits:
+                if not self.has_split(task, split):
+                    raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
+                self.examples(task, split)
 
     def data_fingerprint(self, task: str, split: str) -> str:
         """Changes whenever the source file, the task spec or the subset changes."""

@@ -24,8 +24,7 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
     if missing:
         raise ConfigError(f"--tasks: model {model_dir} has no head for {missing}; it has {list(model.tasks)}")
     max_seq_length = max_seq_length or model.max_length or min(128, model.max_seq_length or 128)
-    if model.max_seq_length is not None and max_seq_length > model.max_seq_length:
-        raise ConfigError(f"--max-seq-length {max_seq_length} exceeds the model's limit of {model.max_seq_length}")
+    model.check_max_length(max_seq_length, "--max-seq-length")
     # The model carries its own task specs, so evaluation reads exactly the data it was built for.
     data_config = DataConfig(tasks=names, data_root=data_root, cache_dir=cache_dir, eval_split=split,
                              task_specs=[model.tasks[t] for t in names])

@@ -78,6 +78,13 @@ class MultiTaskModel(nn.Module):
     def max_seq_length(self) -> int | None:
         return max_positions(self.backbone.config)
 
+    def check_max_length(self, length: int, setting: str) -> None:
+        """Refuse a truncation length beyond the encoder's positions; ``setting`` names where it came from."""
+        limit = self.max_seq_length
+        if limit is not None and length > limit:
+            raise ModelError(f"{setting}: {length} exceeds the model's limit of {limit} positions; "
+                             f"set it to {limit} or less")
+
     def head_type(self, task: str) -> nn.Module:
         if task not in self.heads:
             raise UnknownTaskError(f"the model has no head for task '{task}'; it has: {', '.join(self.heads)}")

@@ -89,11 +89,7 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
             raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
     length = max_length or teachers[0].max_length or 128
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
-    for task_name in data.task_names:  # read and validate everything before any teacher runs
-        for split in splits:
-            if not store.has_split(task_name, split):
-                raise DataError(f"task '{task_name}' has no '{split}' split; add files.{split} to its spec")
-            store.examples(task_name, split)
+    store.validate(splits)  # bad data stops us before any teacher runs
     fingerprint = hash_json({
         "version": STORE_VERSION,
         "teachers": [teacher_fingerprint(d) for d in teacher_dirs],

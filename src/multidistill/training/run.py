@@ -41,11 +41,6 @@ def build_model(config: ModelConfig, tasks: list) -> MultiTaskModel:
                                         max_length=config.max_seq_length, trust_remote_code=config.trust_remote_code)
 
 
-def check_max_length(config: ModelConfig, model: MultiTaskModel) -> None:
-    limit = model.max_seq_length
-    if limit is not None and config.max_seq_length > limit:
-        raise ConfigError(f"key 'model.max_seq_length': {config.max_seq_length} exceeds the model's limit of "
-                          f"{limit} positions; set it to {limit} or less")
 
 
 def make_evaluator(eval_sets: dict, tasks: dict, batch_size: int, pad_token_id: int):
@@ -72,10 +67,12 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective)
         if spec["num_labels"] != task.num_labels:
             raise ConfigError(f"task '{name}': the student has {task.num_labels} outputs but the teacher signals "
                               f"have {spec['num_labels']}")
-        if len(store.signals(name, "train")) != len(data.train_sets[name]):
-            raise ConfigError(f"task '{name}': the store holds {len(store.signals(name, 'train'))} training rows "
+    signals = StoredSignals(store, list(data.tasks))
+    for name, rows in signals.datasets.items():
+        if len(rows) != len(data.train_sets[name]):
+            raise ConfigError(f"task '{name}': the store holds {len(rows)} training rows "
                               f"but the run has {len(data.train_sets[name])}; use the same max_examples and seed")
-    return StoredSignals(store, list(data.tasks))
+    return signals
 
 
 def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bool = False,
@@ -91,7 +88,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
                         max_examples_per_task=config.train.max_examples_per_task, seed=config.train.seed)
     model = build_model(config.model, list(data.tasks.values()))
-    check_max_length(config.model, model)
+    model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     objective = WeightedObjective(data.tasks, config.objective)
     enrich = attach_signals(config, data, objective)
     # Everything above can fail on bad input; only now is the output folder touched.
