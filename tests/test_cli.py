@@ -192,3 +192,33 @@ def test_distill_a_student_from_stored_soft_targets(tiny_run, tmp_path, monkeypa
     assert code == 2 and "key 'signals'" in output
     code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(student, "student.yaml")))
     assert code == 2 and "distill" in output
+
+
+def test_online_teacher_gives_the_same_targets_as_the_store(tiny_run, tmp_path):
+    """Online signals (teacher run on each batch) equal the stored ones row for row."""
+    import torch
+
+    from multidistill.config import DataConfig, TeacherRunConfig
+    from multidistill.data.collate import collate
+    from multidistill.data.prepare import prepare_data
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.teachers.online import OnlineSignals
+    from multidistill.teachers.signals import StoredSignals, build_signal_store
+    from multidistill.training.run import train_model
+
+    raw, _ = tiny_run
+    teacher = TeacherRunConfig.model_validate({**raw, "train": {**raw["train"], "epochs": 0.5}})
+    train_model(teacher)
+    data_cfg = DataConfig.model_validate(raw["data"])
+    store = build_signal_store([tmp_path / "run" / "model"], data_cfg, tmp_path / "store", seed=7)
+    tokenizer = load_tokenizer(raw["model"]["name_or_path"])
+    data = prepare_data(data_cfg, tokenizer, 32, max_examples_per_task=None, seed=7)
+    online = OnlineSignals([tmp_path / "run" / "model"], tokenizer, list(data.tasks))
+    stored = StoredSignals(store, list(data.tasks))
+    for name, task in data.tasks.items():
+        rows = [0, 3, 5]
+        batch = collate(task, data.train_sets[name][rows], tokenizer.pad_token_id)
+        batch["rows"] = rows
+        a, b = online(dict(batch)), stored(dict(batch))
+        assert torch.allclose(a["teacher_logits"], b["teacher_logits"], atol=1e-5)
+        assert torch.allclose(a["teacher_mean"], b["teacher_mean"], atol=1e-5)

@@ -56,7 +56,23 @@ def test_configs_folder_is_not_empty() -> None:
     assert SHIPPED_CONFIGS, "no configs/*.yaml found"
 
 
-@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+RUN_CONFIGS = [p for p in SHIPPED_CONFIGS if "recipe" not in read_yaml(p)]
+RECIPE_CONFIGS = [p for p in SHIPPED_CONFIGS if "recipe" in read_yaml(p)]
+
+
+@pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=[p.name for p in RECIPE_CONFIGS])
+def test_shipped_recipe_loads(path: Path) -> None:
+    from multidistill.recipes import load_recipe
+
+    recipe = load_recipe(path)
+    raw = read_yaml(path)
+    assert recipe.recipe == raw["recipe"] and recipe.data.task_names
+    assert set(raw) == recipe.model_fields_set
+    for section in ("teacher", "student"):
+        assert set(raw[section]) <= getattr(recipe, section).model_fields_set | {"objective"}, section
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=[p.name for p in RUN_CONFIGS])
 def test_shipped_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert isinstance(cfg, TeacherRunConfig)

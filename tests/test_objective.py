@@ -71,3 +71,37 @@ def test_missing_signals_and_unknown_tasks_are_config_errors():
     with pytest.raises(ConfigError, match="objective.tasks"):
         WeightedObjective(TASKS, ObjectiveConfig(tasks={"cola": [LossTerm(loss="hard")]}))
     assert not WeightedObjective(TASKS).needs_teacher
+
+
+def test_linear_weight_schedule_moves_with_training_progress():
+    config = ObjectiveConfig(classification=[LossTerm(loss="hard", weight=1.0, weight_end=0.0)])
+    objective = WeightedObjective(TASKS, config)
+    model = FixedLogits({"sst2": torch.tensor([[0.0, LN3]])})  # p_S = [1/4, 3/4]
+    batch = _batch("sst2", [1])
+    hard = -math.log(0.75)  # 0.287682
+    assert objective(model, batch).loss.item() == pytest.approx(hard, abs=1e-6)
+    objective.set_progress(0.25)
+    assert objective(model, batch).loss.item() == pytest.approx(0.75 * hard, abs=1e-6)
+    objective.set_progress(1.0)
+    assert objective(model, batch).loss.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_linear_temperature_schedule_matches_the_fixed_temperature_loss():
+    from multidistill.losses.distill import SoftKL
+
+    config = ObjectiveConfig(classification=[LossTerm(loss="soft_kl", params={"temperature": 1.0,
+                                                                              "temperature_end": 3.0})])
+    objective = WeightedObjective(TASKS, config)
+    logits = torch.tensor([[0.0, LN3]])
+    teacher = torch.tensor([[0.9, 0.1]])
+    batch = _batch("sst2", [1], teacher_mean=teacher)
+    objective.set_progress(0.5)  # T = 2
+    expected = SoftKL(temperature=2.0)(logits, teacher).item()
+    # By hand: q = softmax(ln[0.9, 0.1] / 2) = [0.75, 0.25]; p = softmax([0, ln3] / 2) = [1/(1+sqrt3), sqrt3/(1+sqrt3)]
+    p0 = 1 / (1 + math.sqrt(3))
+    by_hand = 4 * (0.75 * math.log(0.75 / p0) + 0.25 * math.log(0.25 / (1 - p0)))
+    assert expected == pytest.approx(by_hand, abs=1e-5)
+    assert objective(FixedLogits({"sst2": logits}), batch).loss.item() == pytest.approx(by_hand, abs=1e-5)
+    with pytest.raises(ConfigError, match="temperature"):
+        WeightedObjective(TASKS, ObjectiveConfig(classification=[LossTerm(loss="soft_kl",
+                                                                           params={"temperature": 0})]))

@@ -65,6 +65,23 @@ def tasks_command() -> None:
     console.print(table)
 
 
+@app.command("run")
+def run_command(
+    recipe: Annotated[Path, typer.Argument(help="Recipe config (YAML with `recipe: mtdnn_kd | mkd`), e.g. "
+                                                "configs/mtdnn_kd.yaml.")],
+    overrides: SetOption = None,
+) -> None:
+    """Run a whole distillation method: every stage in order, each writing one folder under output_dir.
+
+    Finished stages (a matching stage.json) are reused, a cut stage resumes from its last checkpoint, and a
+    stage made with other settings is refused rather than overwritten. Ends with a table of every teacher
+    and student on the dev sets and OUTPUT_DIR/summary.json.
+    """
+    from multidistill.recipes import load_recipe, run_recipe
+
+    run_recipe(load_recipe(recipe, overrides))
+
+
 @app.command("train-teacher")
 def train_teacher_command(
     config: Annotated[Path, typer.Argument(help="Teacher run config (YAML), e.g. configs/teacher_glue.yaml.")],

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
+from multidistill.models.bilstm import BiLSTMSpec
 
 
 class _Loader(yaml.SafeLoader):
@@ -39,10 +40,13 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """The encoder to train (or, for a teacher run, the one to fine-tune)."""
+    """The model to train: a Hugging Face encoder (whole, or some of its layers) or a BiLSTM student."""
 
-    name_or_path: str = Field(description="Hugging Face model name, local folder, or `pkg:<module>/<dir>` "
-                              "for weights shipped in an installed package.")
+    architecture: Literal["hf", "bilstm"] = Field(
+        "hf", description="hf: a Hugging Face encoder + task heads; bilstm: the MKD BiLSTM student (it uses "
+        "name_or_path's tokenizer, and its word embeddings when bilstm.init_embeddings is on).")
+    name_or_path: str = Field(description="Hugging Face model name, local folder, a multidistill model folder "
+                              "(its encoder is used), or `pkg:<module>/<dir>` for weights shipped in a package.")
     tokenizer: str | None = Field(None, description="Tokenizer name/path; defaults to name_or_path.")
     backbone_config: dict[str, Any] | None = Field(
         None, description="Build a randomly initialised encoder from this HF config dict (needs `model_type`) "
@@ -53,6 +57,20 @@ class ModelConfig(_Strict):
                                 "the model's position limit.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub/folder to run. Off by "
                                     "default: only turn on for models you trust.")
+    student_layers: list[int] | None = Field(
+        None, description="Keep only these 0-based encoder layers of name_or_path, in order (DistilBERT-style "
+        "students, e.g. [0, 2, 4] = every 2nd layer of a 6-layer teacher); None keeps all.")
+    init_from: str | None = Field(
+        None, description="Start from a saved multidistill model folder (encoder and heads), e.g. the joint "
+        "student before per-task fine-tuning; architecture settings then come from that folder.")
+    bilstm: BiLSTMSpec = Field(default_factory=BiLSTMSpec, description="BiLSTM student sizes (architecture: bilstm).")
+
+    @model_validator(mode="after")
+    def _valid_layers(self) -> ModelConfig:
+        layers = self.student_layers
+        if layers is not None and (not layers or any(i < 0 for i in layers) or sorted(set(layers)) != layers):
+            raise ValueError("student_layers must be distinct, increasing, non-negative layer indices")
+        return self
 
 
 class TaskRef(_Strict):
@@ -72,6 +90,9 @@ class DataConfig(_Strict):
     task_specs: list[Task] = Field(default_factory=list, description="User-declared tasks (same schema as "
                                    "built-ins: name, type, labels, pair, metrics, files).")
     cache_dir: str = Field(".cache/multidistill", description="Where tokenised Arrow views are cached.")
+    subset_seed: int | None = Field(None, description="Seed that picks the capped training subset "
+                                    "(train.max_examples_per_task); default train.seed. Ensembles fix it so every "
+                                    "member trains on the same examples.")
     eval_split: Literal["dev", "test"] = Field("dev", description="Split used for evaluation and model selection.")
 
     @model_validator(mode="before")
@@ -128,8 +149,11 @@ class LossTerm(_Strict):
     """One weighted term of an objective."""
 
     loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse.")
-    weight: float = Field(1.0, ge=0, description="Weight of this term in the sum.")
-    params: dict = Field(default_factory=dict, description="Constructor arguments, e.g. {temperature: 2}.")
+    weight: float = Field(1.0, ge=0, description="Weight of this term in the sum (at the start of training).")
+    weight_end: float | None = Field(None, ge=0, description="If set, the weight moves linearly from `weight` to "
+                                     "this value over training (an alpha schedule).")
+    params: dict = Field(default_factory=dict, description="Constructor arguments, e.g. {temperature: 2}; "
+                         "soft_ce/soft_kl also take temperature_end for a linear temperature schedule.")
 
 
 class ObjectiveConfig(_Strict):
@@ -160,6 +184,14 @@ class TeacherRunConfig(_Strict):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
                                        description="Loss terms per task type / task (default: hard only).")
     signals: str | None = Field(None, description="Teacher-signal store (from `soft-targets`) for distillation.")
+    online_teachers: list[str] = Field(default_factory=list, description="Instead of a store: teacher model folders "
+                                       "run on every training batch (they must share the student's tokenizer).")
+
+    @model_validator(mode="after")
+    def _one_signal_source(self) -> TeacherRunConfig:
+        if self.signals is not None and self.online_teachers:
+            raise ValueError("give either signals (a store) or online_teachers, not both")
+        return self
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:

@@ -386,6 +386,8 @@ class _Converter:
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if self.is_hf and isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1:
             return self.no_label  # HF GLUE test splits mark missing labels with -1
+        if self.is_hf and self.regression and isinstance(value, float) and math.isnan(value):
+            return self.no_label  # our own saved datasets (augmented transfer sets) mark missing scores with NaN
         if value is None or str(value).strip() == "":
             raise self._error(pos, f"empty label (column '{self.columns.label}'); every row of a labelled "
                                    "file needs one", "label")

@@ -8,7 +8,7 @@ from multidistill.config import DataConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
-from multidistill.models import MultiTaskModel
+from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.loop import accelerator_for
 
@@ -17,7 +17,7 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
                        batch_size: int = 64, max_seq_length: int | None = None, bf16: bool = False,
                        cache_dir: str = ".cache/multidistill") -> dict:
     """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks)."""
-    model = MultiTaskModel.from_pretrained(model_dir)
+    model = load_model(model_dir)  # a Transformer + heads or a BiLSTM student
     tokenizer = load_tokenizer(str(model_dir))
     names = tasks or list(model.tasks)
     missing = [t for t in names if t not in model.tasks]

@@ -30,10 +30,19 @@ class _SoftenedLoss(nn.Module):
 
     inputs = ("student_logits", "teacher_mean")
 
-    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True) -> None:
+    def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True,
+                 temperature_end: float | None = None) -> None:
         super().__init__()
-        self.temperature = temperature
+        if temperature <= 0 or (temperature_end is not None and temperature_end <= 0):
+            raise ValueError("temperature must be > 0")
+        self.temperature = self.temperature_start = temperature
+        self.temperature_end = temperature_end
         self.teacher_is_probs = teacher_is_probs
+
+    def set_progress(self, fraction: float) -> None:
+        """Linear temperature schedule from `temperature` to `temperature_end` over training."""
+        if self.temperature_end is not None:
+            self.temperature = self.temperature_start + (self.temperature_end - self.temperature_start) * fraction
 
     def softened(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(teacher targets q_T, student log-probabilities log p_S,T)."""

@@ -30,5 +30,5 @@ def build_loss(name: str, **params: Any) -> nn.Module:
         raise ConfigError(f"unknown loss '{name}'; registered: {', '.join(sorted(LOSSES))}")
     try:
         return LOSSES[name](**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"loss '{name}': bad parameters {params}: {exc}") from exc

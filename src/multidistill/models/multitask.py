@@ -133,7 +133,7 @@ class MultiTaskModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, *, trust_remote_code: bool = False) -> MultiTaskModel:
         """Load a folder written by `save_pretrained`; validates it first, never unpickles."""
         directory = Path(directory)
-        config = read_model_config(directory)
+        config = read_model_config(directory, kind="multitask")
         try:
             backbone_config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
@@ -146,15 +146,38 @@ class MultiTaskModel(nn.Module):
         return model
 
 
-def read_model_config(directory: Path) -> dict:
-    """Check a model folder has every file we need and return its multidistill config."""
+# Files every folder of a model kind needs besides MODEL_CONFIG_FILE; the kind is read from that file.
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    "multitask": (WEIGHTS_FILE, "config.json"),  # config.json: the Hugging Face backbone config
+    "bilstm": (WEIGHTS_FILE,),
+}
+
+
+def read_model_config(directory: Path, kind: str | None = None) -> dict:
+    """Check a model folder has every file its kind needs and return its multidistill config.
+
+    ``kind``, when given, is the kind the caller can load; a folder holding another kind is refused.
+    """
     if not directory.is_dir():
         raise ModelError(f"model directory {directory} does not exist")
-    missing = [name for name in (MODEL_CONFIG_FILE, WEIGHTS_FILE, "config.json") if not (directory / name).is_file()]
+    config_path = directory / MODEL_CONFIG_FILE
+    if not config_path.is_file():
+        # Without the config the kind is unknown: name what the caller's kind (if any) would need too.
+        expected = (MODEL_CONFIG_FILE, *REQUIRED_FILES.get(kind or "", (WEIGHTS_FILE,)))
+        missing = [name for name in expected if not (directory / name).is_file()]
+        raise ModelError(f"model directory {directory} is missing {', '.join(missing)} "
+                         "(is this a multidistill model folder?)")
+    config = read_versioned_json(config_path, FORMAT_VERSION, ModelError)
+    found = config.get("kind", "multitask")  # older folders may predate the field
+    if found not in REQUIRED_FILES:
+        raise ModelError(f"{config_path}: unknown model kind {found!r} (known: {', '.join(REQUIRED_FILES)})")
+    if kind is not None and found != kind:
+        raise ModelError(f"{config_path}: the folder holds a {found!r} model, not a {kind!r} one; "
+                         "load it with multidistill.models.load_model")
+    missing = [name for name in REQUIRED_FILES[found] if not (directory / name).is_file()]
     if missing:
-        hint = " (is this a multidistill model folder?)" if MODEL_CONFIG_FILE in missing else ""
-        raise ModelError(f"model directory {directory} is missing {', '.join(missing)}{hint}")
-    return read_versioned_json(directory / MODEL_CONFIG_FILE, FORMAT_VERSION, ModelError)
+        raise ModelError(f"model directory {directory} is missing {', '.join(missing)}")
+    return config
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

@@ -24,5 +24,8 @@ def train_ensemble(config: TeacherRunConfig, seeds: list[int], *, resume: bool =
         member = config.model_copy(deep=True)
         member.output_dir = str(seed_output_dir(config.output_dir, seed))
         member.train.seed = seed
+        # Members differ in initialisation and batch order only, never in their training examples.
+        if member.data.subset_seed is None:
+            member.data.subset_seed = config.train.seed
         results[seed] = train_teacher(member, resume=resume, overwrite=overwrite)
     return results

@@ -196,6 +196,8 @@ def train(
         plan = planner.epoch(state.epoch)[rank::world][:local_batches]
         while state.position + config.grad_accum_steps <= len(plan) and state.step < total_steps:
             trainables.train()
+            if hasattr(objective, "set_progress"):
+                objective.set_progress(state.step / total_steps)
             micro_batches = plan[state.position:state.position + config.grad_accum_steps]
             step_loss = 0.0
             for i, planned in enumerate(micro_batches):

@@ -35,11 +35,26 @@ class WeightedObjective(nn.Module):
         if unknown:
             raise ConfigError(f"key 'objective.tasks': {unknown} are not tasks of this run ({sorted(tasks)})")
         self.tasks = tasks
-        self.weights = {name: [term.weight for term in config.terms_for(task)] for name, task in tasks.items()}
+        self.schedules = {name: [(term.weight, term.weight if term.weight_end is None else term.weight_end)
+                                 for term in config.terms_for(task)] for name, task in tasks.items()}
+        self.progress = 0.0
         self.terms = nn.ModuleDict({
             name: nn.ModuleList([build_loss(term.loss, **term.params) for term in config.terms_for(task)])
             for name, task in tasks.items()
         })
+
+    def set_progress(self, fraction: float) -> None:
+        """Move scheduled weights and temperatures to ``fraction`` (0..1) of training; the loop calls this
+        before every step with step / total_steps, so a resumed run follows the same schedule."""
+        self.progress = min(max(fraction, 0.0), 1.0)
+        for terms in self.terms.values():
+            for term in terms:
+                if hasattr(term, "set_progress"):
+                    term.set_progress(self.progress)
+
+    def weight(self, task: str, index: int) -> float:
+        start, end = self.schedules[task][index]
+        return start + (end - start) * self.progress
 
     @property
     def needs_teacher(self) -> bool:
@@ -57,7 +72,8 @@ class WeightedObjective(nn.Module):
         example_weights = batch.get("weights")
         total = outputs.logits.new_zeros((), dtype=torch.float32)
         logs = {}
-        for weight, term in zip(self.weights[task.name], self.terms[task.name], strict=True):
+        for index, term in enumerate(self.terms[task.name]):
+            weight = self.weight(task.name, index)
             missing = [name for name in term.inputs if named[name] is None]
             if missing:
                 raise ConfigError(f"loss '{term.loss_name}' for task '{task.name}' needs {missing}: "

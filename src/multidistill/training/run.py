@@ -10,16 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from multidistill.config import ModelConfig, TeacherRunConfig
+from multidistill.config import TeacherRunConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
-from multidistill.models import MultiTaskModel
-from multidistill.models.backbone import backbone_from_config, load_tokenizer
+from multidistill.models.backbone import load_tokenizer
+from multidistill.models.build import build_model
+from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.signals import StoredSignals, open_signal_store
 from multidistill.training.loop import LoopState, TrainResult, make_accelerator, train
 from multidistill.training.objective import WeightedObjective
@@ -27,20 +27,9 @@ from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.utils.atomic import write_json
 
 
-def build_model(config: ModelConfig, tasks: list) -> MultiTaskModel:
-    """Pretrained weights from ``name_or_path``, or a fresh encoder from ``backbone_config``."""
-    if config.backbone_config is not None:
-        spec = dict(config.backbone_config)
-        model_type = spec.pop("model_type", None)
-        if model_type is None:
-            raise ConfigError("key 'model.backbone_config.model_type': required (e.g. bert)")
-        backbone = backbone_from_config(transformers.AutoConfig.for_model(model_type, **spec))
-        return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
-                              max_length=config.max_seq_length)
-    return MultiTaskModel.from_backbone(config.name_or_path, tasks, pooling=config.pooling, dropout=config.dropout,
-                                        max_length=config.max_seq_length, trust_remote_code=config.trust_remote_code)
-
-
+def subset_seed(config: TeacherRunConfig) -> int:
+    """The seed that picks a capped training subset (shared by ensemble members and their students)."""
+    return config.data.subset_seed if config.data.subset_seed is not None else config.train.seed
 
 
 def make_evaluator(eval_sets: dict, tasks: dict, batch_size: int, pad_token_id: int):
@@ -51,8 +40,11 @@ def make_evaluator(eval_sets: dict, tasks: dict, batch_size: int, pad_token_id: 
     return evaluate_fn
 
 
-def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective) -> StoredSignals | None:
-    """Open and check the run's signal store, or None when the objective needs no teacher."""
+def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
+                   tokenizer=None) -> StoredSignals | OnlineSignals | None:
+    """Open and check the run's signal store (or online teachers), or None when the objective needs no teacher."""
+    if config.online_teachers:
+        return OnlineSignals(config.online_teachers, tokenizer, list(data.tasks))
     if config.signals is None:
         if objective.needs_teacher:
             raise ConfigError("key 'signals': the objective uses teacher signals; point it at a store "
@@ -86,15 +78,17 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                trust_remote_code=config.model.trust_remote_code)
     data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
-                        max_examples_per_task=config.train.max_examples_per_task, seed=config.train.seed)
-    model = build_model(config.model, list(data.tasks.values()))
+                        max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
+    model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     objective = WeightedObjective(data.tasks, config.objective)
-    enrich = attach_signals(config, data, objective)
+    enrich = attach_signals(config, data, objective, tokenizer)
     # Everything above can fail on bad input; only now is the output folder touched.
     claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
     save_config(config, output_dir / "config.yaml")
     accelerator = make_accelerator(config.train)
+    if isinstance(enrich, OnlineSignals):
+        enrich.to(accelerator.device)
     pad_id = tokenizer.pad_token_id or 0
     result = train(
         model, objective, data.tasks, data.train_sets,

@@ -1,0 +1,294 @@
+"""`BiLSTMModel`: the small BiLSTM student of MKD (Liu et al. 2019, arXiv 1911.03588).
+
+Word embeddings -> one shared bidirectional LSTM -> attention pooling -> an MLP head per task. Pair tasks
+encode their two texts separately with the same LSTM (siamese) and classify [u; v; |u - v|; u * v].
+It is called exactly like `MultiTaskModel`, so training, evaluation and losses need no changes, and it is
+saved the same way (safetensors + JSON + tokenizer), minus the Hugging Face ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save_model
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ModelError, UnknownTaskError
+from multidistill.models.multitask import (
+    FORMAT_VERSION,
+    MODEL_CONFIG_FILE,
+    WEIGHTS_FILE,
+    MultiTaskOutput,
+    load_weights,
+    read_model_config,
+)
+from multidistill.utils.atomic import atomic_dir
+
+KIND = "bilstm"
+# Fixed seed for the random parts of embedding initialisation, so a run is reproducible from its config.
+_INIT_SEED = 0
+
+
+class BiLSTMSpec(BaseModel):
+    """Sizes of the BiLSTM student."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_dim: int = Field(300, gt=0, description="Size of the word embeddings.")
+    hidden_size: int = Field(300, gt=0, description="LSTM hidden size per direction (the encoding is twice this).")
+    num_layers: int = Field(1, ge=1, le=2, description="Number of stacked BiLSTM layers (1 or 2).")
+    mlp_hidden: int = Field(256, gt=0, description="Hidden width of each task's MLP head.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on embeddings, between LSTM layers and in "
+                           "the heads.")
+    init_embeddings: bool = Field(True, description="Initialise the word embeddings from the teacher's (through a "
+                                  "PCA projection when the sizes differ) when a teacher is given.")
+
+
+class BiLSTMModel(nn.Module):
+    """BiLSTM encoder shared by all tasks, with one MLP head per task in ``heads``.
+
+    Same calling interface as `MultiTaskModel`: ``model(task, input_ids, attention_mask, token_type_ids)``
+    returns a `MultiTaskOutput`.
+    """
+
+    def __init__(self, spec: BiLSTMSpec, tasks: list[Task], *, vocab_size: int, pad_token_id: int,
+                 sep_token_id: int | None, max_length: int | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.max_length = max_length  # the truncation length used in training; the default for inference
+        self.vocab_size = vocab_size
+        self.pad_token_id = pad_token_id
+        self.sep_token_id = sep_token_id
+        self.tasks = {task.name: task for task in tasks}
+        self.embeddings = nn.Embedding(vocab_size, spec.embedding_dim, padding_idx=pad_token_id)
+        # nn.LSTM applies dropout only between layers and warns when asked for it with one layer.
+        self.lstm = nn.LSTM(spec.embedding_dim, spec.hidden_size, num_layers=spec.num_layers, batch_first=True,
+                            bidirectional=True, dropout=spec.dropout if spec.num_layers > 1 else 0.0)
+        encoded = 2 * spec.hidden_size
+        # Attention pooling: score_t = w^T tanh(W h_t).
+        self.attention_proj = nn.Linear(encoded, encoded)
+        self.attention_vector = nn.Linear(encoded, 1, bias=False)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.heads = nn.ModuleDict({task.name: self._build_head(task) for task in tasks})
+
+    def _build_head(self, task: Task) -> nn.Module:
+        features = (8 if task.pair else 2) * self.spec.hidden_size
+        return nn.Sequential(nn.Linear(features, self.spec.mlp_hidden), nn.ReLU(), nn.Dropout(self.spec.dropout),
+                             nn.Linear(self.spec.mlp_hidden, task.num_labels))
+
+    @classmethod
+    def from_tokenizer(cls, spec: BiLSTMSpec, tasks: list[Task], tokenizer, *, max_length: int | None = None,
+                       teacher_embeddings: torch.Tensor | None = None) -> BiLSTMModel:
+        """A fresh model sized for ``tokenizer``'s vocabulary; word embeddings come from
+        ``teacher_embeddings`` (the teacher's (V, H) input-embedding matrix) when given and
+        ``spec.init_embeddings`` is on.
+
+        The vocabulary covers every id the tokenizer can emit (``len(tokenizer)``, or more when a
+        vocabulary file skips ids). A teacher matrix with at least that many rows sets the size
+        instead, as teachers often pad their embedding matrix (e.g. to a multiple of 8).
+        """
+        use_teacher = teacher_embeddings is not None and spec.init_embeddings
+        vocab_size = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+        if use_teacher and teacher_embeddings.dim() == 2 and teacher_embeddings.shape[0] >= vocab_size:
+            vocab_size = teacher_embeddings.shape[0]
+        model = cls(spec, tasks, vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id or 0,
+                    sep_token_id=tokenizer.sep_token_id, max_length=max_length)
+        if use_teacher:
+            model.init_embeddings_from(teacher_embeddings)
+        return model
+
+    @property
+    def max_seq_length(self) -> int | None:
+        """No position embeddings, so no length limit."""
+        return None
+
+    def check_max_length(self, length: int, setting: str) -> None:
+        """Any truncation length is fine for an LSTM (kept for interface parity with `MultiTaskModel`)."""
+
+    def head_type(self, task: str) -> nn.Module:
+        if task not in self.heads:
+            raise UnknownTaskError(f"the model has no head for task '{task}'; it has: {', '.join(self.heads)}")
+        return self.heads[task]
+
+    # --- embeddings ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_embeddings_from(self, teacher_embeddings: torch.Tensor) -> None:
+        """Initialise the word embeddings from a teacher's (V, H_t) word-embedding matrix.
+
+        Equal sizes: copied. Otherwise the centred teacher matrix is projected on its top principal
+        components and rescaled so the mean row norm matches the teacher's. When H_t is smaller
+        than ``embedding_dim`` there are only H_t components; the remaining columns get small random
+        values (1% of the projected part's spread, fixed seed) so they are not dead at the start.
+        The padding row stays zero.
+        """
+        if teacher_embeddings.dim() != 2:
+            raise ModelError(f"teacher embeddings must be a (vocab, hidden) matrix, got shape "
+                             f"{tuple(teacher_embeddings.shape)}")
+        vocab, teacher_dim = teacher_embeddings.shape
+        if vocab != self.vocab_size:
+            raise ModelError(f"teacher embeddings have {vocab} rows but the student vocabulary has "
+                             f"{self.vocab_size} tokens; use the teacher's tokenizer")
+        target = self.embeddings.weight
+        teacher = teacher_embeddings.detach().to(device="cpu", dtype=torch.float32)
+        dim = self.spec.embedding_dim
+        same = teacher_dim == dim
+        weights = teacher.clone() if same else _pca_project(teacher, dim, exclude_row=self.pad_token_id)
+        weights[self.pad_token_id] = 0.0
+        target.copy_(weights.to(dtype=target.dtype, device=target.device))
+
+    # --- forward ------------------------------------------------------------------------------
+
+    def _segment_b(self, input_ids: torch.Tensor, mask: torch.Tensor,
+                   token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """Which tokens belong to the second text: token types where a row has any, else after the first SEP."""
+        if self.sep_token_id is not None:
+            is_sep = (input_ids == self.sep_token_id).long()
+            # Count of separators strictly before each token; covers `[CLS] a [SEP] b [SEP]` and
+            # RoBERTa's `<s> a </s></s> b </s>` (whose second `</s>` opens segment B).
+            after_sep = (is_sep.cumsum(1) - is_sep) > 0
+        else:
+            after_sep = torch.zeros_like(mask)
+        if token_type_ids is None:
+            return after_sep & mask
+        typed = token_type_ids.bool() & mask
+        return torch.where(typed.any(1, keepdim=True), typed, after_sep) & mask
+
+    def _encode(self, input_ids: torch.Tensor, in_segment: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run the LSTM over the tokens marked by ``in_segment`` (B, T) only.
+
+        Returns the pooled vector (B, 2H), plus the LSTM outputs (B, T, 2H) and attention weights (B, T)
+        placed back at the tokens' input positions (zero elsewhere).
+        """
+        width = input_ids.shape[1]
+        positions = torch.arange(width, device=input_ids.device)
+        lengths = in_segment.sum(1)
+        empty = lengths == 0
+        # A stable sort on "not in segment" moves the segment's tokens to the front, in order; packing
+        # then reads exactly them, so padding and the other segment never reach the LSTM.
+        order = torch.argsort((~in_segment).to(torch.int8), dim=1, stable=True)
+        ids = input_ids.gather(1, order)
+        # Packing needs length >= 1: an empty segment (e.g. text_b truncated away) is read as one
+        # padding token, whose embedding is zero.
+        lengths = lengths.clamp(min=1)
+        valid = positions[None, :] < lengths[:, None]
+        ids = ids.masked_fill(~valid | (empty[:, None] & (positions[None, :] == 0)), self.pad_token_id)
+        embedded = self.dropout(self.embeddings(ids))
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, _ = self.lstm(packed)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=width)
+        scores = self.attention_vector(torch.tanh(self.attention_proj(outputs))).squeeze(-1)
+        weights = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=1).to(outputs.dtype)
+        pooled = (weights.unsqueeze(-1) * outputs).sum(1)
+        # Undo the sort so per-token outputs line up with input_ids (order is a permutation).
+        keep = in_segment.to(outputs.dtype)
+        outputs = torch.zeros_like(outputs).scatter(1, order.unsqueeze(-1).expand_as(outputs), outputs)
+        weights = torch.zeros_like(weights).scatter(1, order, weights)
+        return pooled, outputs * keep.unsqueeze(-1), weights * keep
+
+    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> MultiTaskOutput:
+        """Logits of ``task``'s head. ``last_hidden_state`` holds the LSTM outputs of the (first) text at
+        its input positions; ``hidden_states`` is just ``(last_hidden_state,)`` and ``attentions`` the
+        attention-pooling weights (B, T) of each encoded text, not Transformer attention maps."""
+        head = self.head_type(task)
+        mask = attention_mask.bool()
+        if self.tasks[task].pair:
+            segment_b = self._segment_b(input_ids, mask, token_type_ids)
+            u, hidden, weights_a = self._encode(input_ids, mask & ~segment_b)
+            v, _, weights_b = self._encode(input_ids, segment_b)
+            features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+            attentions = (weights_a, weights_b)
+        else:
+            u, hidden, weights_a = self._encode(input_ids, mask)
+            features = u
+            attentions = (weights_a,)
+        return MultiTaskOutput(
+            logits=head(features), pooled=features, last_hidden_state=hidden,
+            hidden_states=(hidden,) if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
+        )
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _config_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": KIND,
+            "spec": self.spec.model_dump(),
+            "vocab_size": self.vocab_size,
+            "pad_token_id": self.pad_token_id,
+            "sep_token_id": self.sep_token_id,
+            "max_length": self.max_length,
+            "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
+        }
+
+    def write_to(self, folder: Path, tokenizer=None) -> None:
+        """Write weights, config and tokenizer into an existing (temporary) folder."""
+        folder = Path(folder)
+        save_model(self, str(folder / WEIGHTS_FILE))
+        (folder / MODEL_CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=2) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        """Save atomically: a crash mid-save leaves the previous folder (if any) intact."""
+        with atomic_dir(directory) as tmp:
+            self.write_to(tmp, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, trust_remote_code: bool = False) -> BiLSTMModel:
+        """Load a folder written by `save_pretrained`; validates it first, never unpickles.
+
+        ``trust_remote_code`` is accepted for interface parity; a BiLSTM folder holds no code.
+        """
+        directory = Path(directory)
+        config = read_model_config(directory, kind=KIND)
+        path = directory / MODEL_CONFIG_FILE
+        try:
+            spec = BiLSTMSpec.model_validate(config["spec"])
+            tasks = [Task.model_validate(task) for task in config["tasks"]]
+            model = cls(spec, tasks, vocab_size=int(config["vocab_size"]), pad_token_id=int(config["pad_token_id"]),
+                        sep_token_id=config.get("sep_token_id"), max_length=config.get("max_length"))
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise ModelError(f"{path}: invalid BiLSTM model config: {exc}") from exc
+        load_weights(model, directory / WEIGHTS_FILE)
+        return model
+
+
+def _pca_project(matrix: torch.Tensor, dim: int, *, exclude_row: int | None = None) -> torch.Tensor:
+    """``matrix`` (V, H) projected on its top ``dim`` principal components, rescaled to its mean row norm.
+
+    Statistics ignore ``exclude_row`` (the padding row). Missing components (H or V below ``dim``) are
+    filled with small random values from a fixed seed.
+    """
+    rows = torch.ones(matrix.shape[0], dtype=torch.bool)
+    if exclude_row is not None and 0 <= exclude_row < matrix.shape[0]:
+        rows[exclude_row] = False
+    reference = matrix[rows]
+    centred = matrix - reference.mean(0, keepdim=True)
+    # Principal directions = eigenvectors of the (H, H) scatter matrix: exact and deterministic (unlike a
+    # randomised low-rank PCA), and far cheaper than an SVD of the (V, H) matrix for real vocabularies.
+    # Float64 keeps the squared condition number harmless.
+    kept = centred[rows].double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(kept.T @ kept)
+    count = min(dim, kept.shape[0], kept.shape[1])
+    components = eigenvectors[:, eigenvalues.argsort(descending=True)[:count]]
+    # An eigenvector's sign is arbitrary; make each one's largest entry positive so results are stable.
+    signs = components.gather(0, components.abs().argmax(0, keepdim=True)).sign()
+    components = components * torch.where(signs == 0, 1.0, signs)
+    projected = (centred.double() @ components).to(matrix.dtype)
+    if projected.shape[1] < dim:
+        generator = torch.Generator().manual_seed(_INIT_SEED)
+        scale = 0.01 * float(projected[rows].std()) if projected.numel() > 1 else 0.01
+        extra = torch.randn(matrix.shape[0], dim - projected.shape[1], generator=generator) * max(scale, 1e-8)
+        projected = torch.cat([projected, extra], dim=1)
+    target_norm = reference.norm(dim=1).mean()
+    current_norm = projected[rows].norm(dim=1).mean().clamp(min=1e-12)
+    return projected * (target_norm / current_norm)

@@ -1,0 +1,75 @@
+"""Build the model a run config asks for: a HF encoder (whole or some layers), a BiLSTM, or a saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import transformers
+from torch import nn
+from transformers import PreTrainedModel
+
+from multidistill.config import ModelConfig
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError
+from multidistill.models.backbone import backbone_from_config, load_backbone
+from multidistill.models.bilstm import BiLSTMModel
+from multidistill.models.layers import keep_layers
+from multidistill.models.loading import load_model
+from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
+
+
+def load_encoder(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A pretrained HF encoder, or the encoder inside a multidistill model folder (e.g. a trained teacher)."""
+    folder = Path(name_or_path)
+    if (folder / MODEL_CONFIG_FILE).is_file():
+        model = load_model(folder, trust_remote_code=trust_remote_code)
+        if not isinstance(model, MultiTaskModel):
+            raise ConfigError(f"key 'model.name_or_path': {folder} holds a {type(model).__name__}, "
+                              "not a Transformer encoder")
+        return model.backbone
+    return load_backbone(name_or_path, trust_remote_code=trust_remote_code)
+
+
+def _from_saved(config: ModelConfig, tasks: list[Task]) -> nn.Module:
+    model = load_model(config.init_from, trust_remote_code=config.trust_remote_code)
+    for task in tasks:
+        have = model.tasks.get(task.name)
+        if have is None:
+            raise ConfigError(f"key 'model.init_from': {config.init_from} has no head for task '{task.name}' "
+                              f"(it has {sorted(model.tasks)})")
+        if have.num_labels != task.num_labels:
+            raise ConfigError(f"task '{task.name}': {config.init_from} has {have.num_labels} outputs, the run's "
+                              f"task has {task.num_labels}")
+    wanted = {task.name for task in tasks}
+    for name in [n for n in model.heads if n not in wanted]:
+        del model.heads[name]
+    model.tasks = {task.name: task for task in tasks}
+    model.max_length = config.max_seq_length
+    return model
+
+
+def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Module:
+    """The model for a run; ``tokenizer`` sizes a BiLSTM's vocabulary."""
+    if config.init_from is not None:
+        return _from_saved(config, tasks)
+    if config.architecture == "bilstm":
+        if tokenizer is None:
+            raise ConfigError("a BiLSTM student needs a tokenizer (model.name_or_path or model.tokenizer)")
+        embeddings = None
+        if config.bilstm.init_embeddings and config.backbone_config is None:
+            encoder = load_encoder(config.name_or_path, trust_remote_code=config.trust_remote_code)
+            embeddings = encoder.get_input_embeddings().weight.detach()
+        return BiLSTMModel.from_tokenizer(config.bilstm, tasks, tokenizer, max_length=config.max_seq_length,
+                                          teacher_embeddings=embeddings)
+    if config.backbone_config is not None:
+        spec = dict(config.backbone_config)
+        model_type = spec.pop("model_type", None)
+        if model_type is None:
+            raise ConfigError("key 'model.backbone_config.model_type': required (e.g. bert)")
+        backbone = backbone_from_config(transformers.AutoConfig.for_model(model_type, **spec))
+    else:
+        backbone = load_encoder(config.name_or_path, trust_remote_code=config.trust_remote_code)
+    if config.student_layers is not None:
+        backbone = keep_layers(backbone, config.student_layers)
+    return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
+                          max_length=config.max_seq_length)

@@ -1,0 +1,72 @@
+"""Smaller encoders cut from bigger ones: keep some of a teacher's layers (DistilBERT-style students).
+
+Works on any Hugging Face encoder whose layers sit in one `nn.ModuleList` (BERT, RoBERTa, ELECTRA,
+DistilBERT, MiniLM, ...): the student is a fresh model of the same architecture with fewer layers, and
+it receives the teacher's embeddings, the chosen layers (renumbered) and every other weight unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from torch import nn
+from transformers import PreTrainedModel
+
+from multidistill.errors import ModelError
+from multidistill.models.backbone import backbone_from_config
+
+_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+
+
+def _layer_count_key(config) -> str:
+    for key in _LAYER_COUNT_KEYS:
+        if isinstance(getattr(config, key, None), int):
+            return key
+    raise ModelError(f"cannot tell how many layers a '{config.model_type}' encoder has "
+                     f"(its config has none of {_LAYER_COUNT_KEYS})")
+
+
+def layer_list_name(backbone: PreTrainedModel) -> str:
+    """Dotted name of the `ModuleList` that holds the encoder's transformer layers."""
+    count = getattr(backbone.config, _layer_count_key(backbone.config))
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count and name:
+            return name
+    raise ModelError(f"cannot find the {count} transformer layers of this '{backbone.config.model_type}' encoder")
+
+
+def num_layers(backbone: PreTrainedModel) -> int:
+    return int(getattr(backbone.config, _layer_count_key(backbone.config)))
+
+
+def keep_layers(backbone: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
+    """A copy of ``backbone`` with only ``layers`` (0-based, increasing) of its transformer stack."""
+    total = num_layers(backbone)
+    if not layers or sorted(set(layers)) != list(layers) or layers[0] < 0 or layers[-1] >= total:
+        raise ModelError(f"key 'model.student_layers': {layers} must be increasing indices in 0..{total - 1} "
+                         f"(the encoder has {total} layers)")
+    prefix = layer_list_name(backbone)
+    config = copy.deepcopy(backbone.config)
+    setattr(config, _layer_count_key(config), len(layers))
+    # Per-layer settings (e.g. `layer_types` in some configs) must shrink with the stack.
+    for key, value in list(vars(config).items()):
+        if isinstance(value, list) and len(value) == total and key.startswith("layer"):
+            setattr(config, key, [value[i] for i in layers])
+    student = backbone_from_config(config)
+    source = backbone.state_dict()
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
+    mapped = {}
+    for key in student.state_dict():
+        match = pattern.match(key)
+        mapped[key] = source[f"{prefix}.{layers[int(match.group(1))]}.{match.group(2)}" if match else key]
+    student.load_state_dict(mapped, strict=True)
+    return student
+
+
+def every_kth_layer(total: int, k: int) -> list[int]:
+    """The k-th, 2k-th, ... layers, 0-based (6 layers, k=2 -> [1, 3, 5]): the top layer, which fed the
+    teacher's heads, is always kept."""
+    if k < 1:
+        raise ModelError(f"k must be >= 1, got {k}")
+    return list(range(k - 1, total, k))

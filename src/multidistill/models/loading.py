@@ -1,0 +1,28 @@
+"""Load any saved multidistill model folder, whatever its kind (Transformer + heads, or BiLSTM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from multidistill.errors import ModelError
+from multidistill.models.bilstm import BiLSTMModel
+from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel, read_model_config
+
+# The "kind" written in multidistill_model.json -> the class that loads it.
+MODEL_KINDS: dict[str, type[nn.Module]] = {
+    "multitask": MultiTaskModel,
+    "bilstm": BiLSTMModel,
+}
+
+
+def load_model(directory: str | Path, *, trust_remote_code: bool = False) -> MultiTaskModel | BiLSTMModel:
+    """The model saved in ``directory``, as the class its config's ``kind`` names; never unpickles."""
+    directory = Path(directory)
+    kind = read_model_config(directory).get("kind", "multitask")
+    model_cls = MODEL_KINDS.get(kind)
+    if model_cls is None:
+        raise ModelError(f"{directory / MODEL_CONFIG_FILE}: unknown model kind {kind!r} "
+                         f"(known: {', '.join(MODEL_KINDS)})")
+    return model_cls.from_pretrained(directory, trust_remote_code=trust_remote_code)

@@ -1,0 +1,113 @@
+"""Stage builders shared by the recipes: train teachers, fill a signal store, train a model, summarise.
+
+Each builder turns recipe settings into one `StageRunner.run` call over the shared parts (`train_model`,
+`build_signal_store`, `evaluate`); no recipe has its own training or inference code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from multidistill.config import DataConfig, ModelConfig, ObjectiveConfig, TeacherRunConfig, TrainConfig
+from multidistill.data.prepare import open_example_store
+from multidistill.evaluation.metrics import average_score, compute_metrics
+from multidistill.recipes.config import RecipeBase
+from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.teachers.signals import build_signal_store, open_signal_store, teacher_fingerprint
+from multidistill.training.loop import BEST_MODEL, accelerator_for
+from multidistill.training.run import train_model
+
+
+def recipe_data(recipe: RecipeBase) -> DataConfig:
+    """The recipe's data config with its subset seed applied (every stage sees the same examples)."""
+    return recipe.data.model_copy(update={"subset_seed": recipe.subset_seed})
+
+
+TEACHER_REF = "@teacher"
+
+
+def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelConfig:
+    """Replace `@teacher` in a student's name_or_path/tokenizer by the first teacher's model folder
+    (a student cut from the teacher's layers, or a BiLSTM using its tokenizer and word embeddings)."""
+    update = {key: str(teacher_dirs[0]) for key in ("name_or_path", "tokenizer")
+              if getattr(model, key) == TEACHER_REF}
+    return model.model_copy(update=update) if update else model
+
+
+def _dump(value) -> dict:
+    return value.model_dump(mode="json") if value is not None else None
+
+
+def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig, train: TrainConfig,
+                data: DataConfig, max_examples: int | None, objective: ObjectiveConfig | None = None,
+                signals: Path | None = None, inputs: dict[str, str] | None = None) -> Path:
+    """Train (or resume, or reuse) one model; the stage folder is a normal run folder (model/, metrics.json)."""
+    train = train.model_copy(update={"max_examples_per_task": max_examples})
+    config_payload = {"kind": kind, "model": _dump(model), "train": _dump(train), "data": _dump(data),
+                      "objective": _dump(objective)}
+
+    def work(folder: Path, resume: bool) -> dict:
+        run = TeacherRunConfig(kind=kind, output_dir=str(folder), model=model, data=data, train=train,
+                               objective=objective or ObjectiveConfig(),
+                               signals=str(signals) if signals is not None else None)
+        result = train_model(run, resume=resume)
+        return {"best_average": result.best_score, "train_seconds": result.train_seconds,
+                "examples_per_second": result.examples_per_second}
+
+    return runner.run(name, config_payload, inputs or {}, work)
+
+
+def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path], dict[str, str]]:
+    """The teachers' model folders and their fingerprints: trained here (one stage per seed) or given."""
+    section = recipe.teacher
+    if section.model_dirs:
+        dirs = [Path(d) for d in section.model_dirs]
+        return dirs, {f"teacher-{i}": teacher_fingerprint(d) for i, d in enumerate(dirs)}
+    dirs, fingerprints = [], {}
+    for seed in section.seeds:
+        name = f"teacher-seed-{seed}"
+        folder = train_stage(runner, name, kind="teacher", model=section.model,
+                             train=section.train.model_copy(update={"seed": seed}), data=recipe_data(recipe),
+                             max_examples=recipe.max_examples_per_task)
+        dirs.append(folder / BEST_MODEL)
+        fingerprints[name] = stage_fingerprint(folder)
+    return dirs, fingerprints
+
+
+def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Path], inputs: dict[str, str],
+                  data: DataConfig, *, max_examples: int | None, name: str = "signals") -> Path:
+    """Every teacher over the training split (and the eval split, to score the ensemble) -> one store."""
+    splits = ("train", data.eval_split)
+    config_payload = {"data": _dump(data), "max_examples": max_examples, "splits": list(splits),
+                      "bf16": recipe.signals.bf16}
+
+    def work(folder: Path, resume: bool) -> dict:
+        accelerator = accelerator_for("bf16" if recipe.signals.bf16 else "no")
+        store = build_signal_store(teacher_dirs, data, folder, splits=splits, max_examples_per_task=max_examples,
+                                   seed=data.subset_seed or 0, batch_size=recipe.signals.batch_size,
+                                   device=accelerator.device, autocast=accelerator.autocast)
+        return {"store_fingerprint": store.fingerprint, "teachers": len(teacher_dirs)}
+
+    return runner.run(name, config_payload, inputs, work)
+
+
+def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:
+    """Dev metrics of the teachers' combined prediction (mean probabilities / mean score) from the store."""
+    store = open_signal_store(signals_dir)
+    examples = open_example_store(data, max_examples_per_task=None, seed=0)
+    metrics, main = {}, {}
+    for name in data.task_names:
+        task = examples.tasks[name]
+        mean = np.asarray(store.signals(name, data.eval_split)["teacher_mean"])
+        predictions = mean.reshape(-1) if task.type == "regression" else mean
+        labels = np.asarray(examples.examples(name, data.eval_split)["label"][:])
+        metrics[name] = compute_metrics(task.metrics, predictions, labels)
+        main[name] = metrics[name][task.main_metric]
+    return {"tasks": metrics, "main": main, "average": average_score(main)}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,149 @@
+"""Recipe configs: one YAML file describes every stage of a method (`multidistill run RECIPE.yaml`).
+
+The stage sections reuse the run configs (`ModelConfig`, `TrainConfig`, `ObjectiveConfig`), so a recipe's
+student section reads exactly like a `distill` config. Data and the training subset are set once, at the
+top, so teachers, soft targets and students always see the same examples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from multidistill.config import (
+    DataConfig,
+    LossTerm,
+    ModelConfig,
+    ObjectiveConfig,
+    TrainConfig,
+    _Strict,
+    load_config,
+    read_yaml,
+)
+from multidistill.data.augment import AugmentConfig
+from multidistill.errors import ConfigError
+
+
+class TeacherSection(_Strict):
+    """The teacher(s): trained here (one per seed; several seeds = an ensemble) or given as folders."""
+
+    model: ModelConfig | None = Field(None, description="Encoder to fine-tune multi-task (omit with model_dirs).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Teacher training settings.")
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1,
+                             description="One teacher per seed; K seeds give a K-teacher ensemble.")
+    model_dirs: list[str] = Field(default_factory=list, description="Already trained multidistill teacher "
+                                  "folders to use instead of training (their task heads must cover data.tasks).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherSection:
+        if (self.model is None) == (not self.model_dirs):
+            raise ValueError("give either teacher.model (train teachers here) or teacher.model_dirs, not both")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"teacher.seeds must be distinct, got {self.seeds}")
+        return self
+
+
+class SignalsSection(_Strict):
+    """Teacher inference that fills the signal store."""
+
+    batch_size: int = Field(64, gt=0, description="Teacher inference batch size.")
+    bf16: bool = Field(False, description="Run the teachers under bf16 autocast (fast only with native bf16).")
+
+
+class StudentSection(_Strict):
+    """The student: its model, training settings and distillation objective."""
+
+    model: ModelConfig = Field(description="Student model (hf encoder, some teacher layers, or bilstm).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Student training settings.")
+    objective: ObjectiveConfig = Field(description="Loss terms per task type / task.")
+
+
+class FinetuneSection(_Strict):
+    """Optional per-task fine-tuning of the jointly distilled student (MKD stage 3)."""
+
+    enabled: bool = Field(False, description="Fine-tune one copy of the student per task.")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1),
+                               description="Settings of each per-task run (same objective as the student).")
+
+
+class BaselineSection(_Strict):
+    """Optional single-task baseline: one student per task, distilled alone with the same budget."""
+
+    enabled: bool = Field(False, description="Train one student per task on that task only.")
+
+
+class RecipeBase(_Strict):
+    output_dir: str = Field(description="Recipe folder; each stage writes one sub-folder with a stage.json.")
+    data: DataConfig = Field(description="Tasks and data shared by every stage.")
+    max_examples_per_task: int | None = Field(None, gt=0, description="Seeded cap on training examples per task, "
+                                              "for every stage (stage train sections must not set their own).")
+    subset_seed: int = Field(42, description="Seed that picks the capped training subset for every stage.")
+    teacher: TeacherSection = Field(description="Teacher(s).")
+    signals: SignalsSection = Field(default_factory=SignalsSection, description="Teacher inference settings.")
+
+    @model_validator(mode="after")
+    def _caps_set_once(self) -> RecipeBase:
+        for section in ("teacher", "student"):
+            part = getattr(self, section, None)
+            if part is not None and part.train.max_examples_per_task is not None:
+                raise ValueError(f"set max_examples_per_task at the top of the recipe, not in {section}.train")
+        return self
+
+
+def _mtdnn_kd_objective() -> ObjectiveConfig:
+    # Liu et al. 2019: L = 1/2 CE(y, P_S) + 1/2 CE(Q, P_S); regression: MSE to gold + MSE to the teachers' score.
+    return ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)],
+                           regression=[LossTerm(loss="hard", weight=1.0), LossTerm(loss="score_mse", weight=1.0)])
+
+
+def _mkd_objective() -> ObjectiveConfig:
+    # Liu et al. 2019 (MKD): L = MSE(z_S, z_T) + CE(y, P_S), CE only where a gold label exists.
+    return ObjectiveConfig(classification=[LossTerm(loss="logit_mse"), LossTerm(loss="hard")],
+                           regression=[LossTerm(loss="logit_mse"), LossTerm(loss="hard")])
+
+
+class MTDNNKDRecipe(RecipeBase):
+    """MT-DNN-KD: K multi-task teachers -> mean probabilities -> one multi-task student (arXiv 1904.09482)."""
+
+    recipe: Literal["mtdnn_kd"] = Field(description="Recipe name.")
+    student: StudentSection = Field(description="The multi-task student.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_objective(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("student"), dict):
+            data["student"].setdefault("objective", _mtdnn_kd_objective().model_dump())
+        return data
+
+
+class MKDRecipe(RecipeBase):
+    """MKD: a multi-task teacher -> augmented, teacher-labelled transfer set -> a model-agnostic student,
+    distilled jointly over all tasks, optionally fine-tuned per task (arXiv 1911.03588)."""
+
+    recipe: Literal["mkd"] = Field(description="Recipe name.")
+    augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="Transfer-set augmentation "
+                                          "(Tang et al. 2019); null trains on the original examples only.")
+    student: StudentSection = Field(description="The student (bilstm or a small Transformer).")
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Per-task fine-tuning.")
+    baseline: BaselineSection = Field(default_factory=BaselineSection, description="Single-task baseline.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_objective(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("student"), dict):
+            data["student"].setdefault("objective", _mkd_objective().model_dump())
+        return data
+
+
+RECIPE_SCHEMAS = {"mtdnn_kd": MTDNNKDRecipe, "mkd": MKDRecipe}
+Recipe = MTDNNKDRecipe | MKDRecipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe YAML (its `recipe:` key picks the schema), with `--set` overrides."""
+    name = read_yaml(path).get("recipe")
+    if name not in RECIPE_SCHEMAS:
+        raise ConfigError(f"{path}: key 'recipe': expected one of {sorted(RECIPE_SCHEMAS)}, got {name!r}")
+    return load_config(path, overrides, schema=RECIPE_SCHEMAS[name])

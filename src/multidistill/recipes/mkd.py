@@ -1,0 +1,124 @@
+"""MKD (Liu et al. 2019, arXiv 1911.03588) as stages over the shared parts.
+
+teacher-seed-<s> -> transfer (training examples + Tang et al. augmentations, unlabelled) -> signals (the
+teacher's logits on the whole transfer set) -> student (all tasks jointly; logit_mse + hard by default)
+-> finetune-<task> (optional, per task, from the joint student) -> baseline-<task> (optional single-task
+students with the same budget) -> summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multidistill.config import DataConfig, TaskRef
+from multidistill.data.augment import augment_examples, load_pos_tagger
+from multidistill.data.prepare import open_example_store
+from multidistill.data.tasks import Columns, DataFile, Task
+from multidistill.evaluation.metrics import average_score
+from multidistill.models.backbone import load_tokenizer
+from multidistill.recipes.common import (
+    ensemble_metrics,
+    read_metrics,
+    recipe_data,
+    resolve_teacher_ref,
+    signals_stage,
+    teacher_stages,
+    train_stage,
+)
+from multidistill.recipes.config import MKDRecipe
+from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.recipes.summary import count_parameters, write_summary
+from multidistill.training.loop import BEST_MODEL
+from multidistill.utils.atomic import atomic_dir
+
+
+def transfer_task(task: Task, folder: Path) -> Task:
+    """``task`` with its training split replaced by the transfer set saved in ``folder/<task>``."""
+    columns = Columns(text_a="text_a", text_b="text_b" if task.pair else None, label="label", id="id",
+                      domain="domain")
+    train = DataFile(path=str((folder / task.name).resolve()), format="hf_disk", columns=columns)
+    return task.model_copy(update={"files": {**task.files, "train": train}})
+
+
+def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, teacher_dirs: list[Path],
+                   inputs: dict[str, str]) -> tuple[DataConfig, dict[str, str]]:
+    """The augmented transfer set and the data config that reads it (dev sets unchanged)."""
+    store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
+
+    def work(folder: Path, resume: bool) -> dict:
+        store.validate(["train"])
+        mask_token = load_tokenizer(str(teacher_dirs[0])).mask_token or "[MASK]"
+        tagger = load_pos_tagger(recipe.augment.pos_tagger)
+        sizes = {}
+        with atomic_dir(folder) as tmp:
+            for name in data.task_names:
+                original = store.examples(name, "train")
+                augmented = augment_examples(original, store.tasks[name], recipe.augment, mask_token=mask_token,
+                                             tagger=tagger)
+                augmented.save_to_disk(str(tmp / name))
+                sizes[name] = {"original": len(original), "transfer": len(augmented)}
+        return {"sizes": sizes, "pos_tagger": tagger is not None}
+
+    payload = {"augment": recipe.augment.model_dump(mode="json"), "data": data.model_dump(mode="json"),
+               "max_examples": recipe.max_examples_per_task}
+    folder = runner.run("transfer", payload, inputs, work)
+    specs = [transfer_task(store.tasks[name], folder) for name in data.task_names]
+    # The transfer set is the capped subset already: per-task caps must not cut it again.
+    transfer_data = data.model_copy(update={"task_specs": specs, "tasks": [TaskRef(name=n) for n in data.task_names]})
+    return transfer_data, {"transfer": stage_fingerprint(folder)}
+
+
+def _per_task_row(folders: dict[str, Path]) -> dict:
+    main = {task: read_metrics(folder)["main"][task] for task, folder in folders.items()}
+    tasks = {task: read_metrics(folder)["tasks"][task] for task, folder in folders.items()}
+    return {"metrics": {"tasks": tasks, "main": main, "average": average_score(main)},
+            "params": max(count_parameters(f / BEST_MODEL) for f in folders.values())}
+
+
+def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
+    data = recipe_data(recipe)
+    teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)
+    if recipe.augment is not None:
+        student_data, transfer_inputs = transfer_stage(runner, recipe, data, teacher_dirs, teacher_inputs)
+        # The transfer set is already capped (its originals are the capped subset): no second cap.
+        cap = None
+    else:
+        student_data, transfer_inputs, cap = data, {}, recipe.max_examples_per_task
+    signals = signals_stage(runner, recipe, teacher_dirs, {**teacher_inputs, **transfer_inputs}, student_data,
+                            max_examples=cap)
+    student_inputs = {"signals": stage_fingerprint(signals)}
+    section = recipe.student.model_copy(update={"model": resolve_teacher_ref(recipe.student.model, teacher_dirs)})
+    student = train_stage(runner, "student", kind="distill", model=section.model, train=section.train,
+                          data=student_data, max_examples=cap, objective=section.objective, signals=signals,
+                          inputs=student_inputs)
+
+    def single(name: str) -> DataConfig:
+        return student_data.model_copy(update={"tasks": [ref for ref in student_data.tasks if ref.name == name]})
+
+    finetuned, baseline = {}, {}
+    if recipe.finetune.enabled:
+        init = section.model.model_copy(update={"init_from": str(student / BEST_MODEL)})
+        for name in data.task_names:
+            finetuned[name] = train_stage(
+                runner, f"finetune-{name}", kind="distill", model=init, train=recipe.finetune.train,
+                data=single(name), max_examples=cap, objective=section.objective, signals=signals,
+                inputs={**student_inputs, "student": stage_fingerprint(student)})
+    if recipe.baseline.enabled:
+        for name in data.task_names:
+            baseline[name] = train_stage(runner, f"baseline-{name}", kind="distill", model=section.model,
+                                         train=section.train, data=single(name), max_examples=cap,
+                                         objective=section.objective, signals=signals, inputs=student_inputs)
+
+    rows = {}
+    for folder in teacher_dirs:
+        if (folder.parent / "metrics.json").is_file():
+            rows[f"teacher {folder.parent.name}"] = {"metrics": read_metrics(folder.parent),
+                                                     "params": count_parameters(folder)}
+    if not rows:
+        rows["teacher"] = {"metrics": ensemble_metrics(signals, student_data)}
+    rows["student (joint)"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}
+    if finetuned:
+        rows["student + per-task fine-tune"] = _per_task_row(finetuned)
+    if baseline:
+        rows["single-task baseline"] = _per_task_row(baseline)
+    return write_summary(runner.root, rows, next(iter(rows)), data.task_names)

@@ -1,0 +1,44 @@
+"""MT-DNN-KD (Liu et al. 2019, arXiv 1904.09482) as stages over the shared parts.
+
+teacher-seed-<s> (K multi-task teachers) -> signals (their mean probabilities on the training data, and on
+dev to score the ensemble) -> student (multi-task, L = 1/2 hard + 1/2 soft_ce by default) -> summary.
+"""
+
+from __future__ import annotations
+
+from multidistill.recipes.common import (
+    ensemble_metrics,
+    read_metrics,
+    recipe_data,
+    resolve_teacher_ref,
+    signals_stage,
+    teacher_stages,
+    train_stage,
+)
+from multidistill.recipes.config import MTDNNKDRecipe
+from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.recipes.summary import count_parameters, write_summary
+from multidistill.training.loop import BEST_MODEL
+
+
+def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
+    data = recipe_data(recipe)
+    teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)
+    signals = signals_stage(runner, recipe, teacher_dirs, teacher_inputs, data,
+                            max_examples=recipe.max_examples_per_task)
+    student_model = resolve_teacher_ref(recipe.student.model, teacher_dirs)
+    student = train_stage(runner, "student", kind="distill", model=student_model, train=recipe.student.train,
+                          data=data, max_examples=recipe.max_examples_per_task, objective=recipe.student.objective,
+                          signals=signals, inputs={"signals": stage_fingerprint(signals)})
+    rows = {}
+    for folder in teacher_dirs:
+        metrics_file = folder.parent / "metrics.json"
+        if metrics_file.is_file():  # teachers trained by this recipe; given ones are scored through the store
+            rows[f"teacher {folder.parent.name}"] = {"metrics": read_metrics(folder.parent),
+                                                     "params": count_parameters(folder)}
+    if len(teacher_dirs) > 1 or not rows:
+        rows[f"ensemble of {len(teacher_dirs)}" if len(teacher_dirs) > 1 else "teacher"] = {
+            "metrics": ensemble_metrics(signals, data),
+            "params": sum(count_parameters(d) for d in teacher_dirs)}
+    rows["student"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}
+    return write_summary(runner.root, rows, next(iter(rows)), data.task_names)

@@ -1,0 +1,48 @@
+"""The recipe's closing table: every teacher and student on the dev sets, with retention vs the teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from safetensors import safe_open
+
+from multidistill.models.multitask import WEIGHTS_FILE
+from multidistill.utils.atomic import write_json
+
+console = Console()
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Parameters stored in a model folder's safetensors file (read from the header, no tensors loaded)."""
+    total = 0
+    with safe_open(str(model_dir / WEIGHTS_FILE), framework="pt") as handle:
+        for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+            size = 1
+            for dim in handle.get_slice(key).get_shape():
+                size *= dim
+            total += size
+    return total
+
+
+def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[str]) -> dict:
+    """Write ``out/summary.json`` and print the table; ``rows`` maps a name to {metrics, params?}."""
+    base = rows[reference]["metrics"]["average"]
+    summary = {"reference": reference, "tasks": tasks, "rows": {}}
+    for name, row in rows.items():
+        average = row["metrics"]["average"]
+        summary["rows"][name] = {**row, "retention": average / base if base else None}
+    write_json(out / "summary.json", summary)
+    table = Table(title=f"dev scores (retention vs {reference})")
+    for column in ("model", *tasks, "average", "retention %", "parameters"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in summary["rows"].items():
+        main = row["metrics"]["main"]
+        params = row.get("params")
+        table.add_row(name, *(f"{main[t]:.4f}" if t in main else "" for t in tasks), f"{row['metrics']['average']:.4f}",
+                      f"{100 * row['retention']:.1f}" if row["retention"] is not None else "",
+                      f"{params / 1e6:.1f}M" if params else "")
+    console.print(table)
+    console.print(f"summary: {out / 'summary.json'}")
+    return summary

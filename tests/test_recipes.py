@@ -1,0 +1,193 @@
+"""Recipes end to end on a tiny BERT and toy data: every shipped recipe runs through `multidistill run`,
+a re-run skips finished stages, a cut stage resumes, and changed settings are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multidistill.config import read_yaml
+from multidistill.recipes import load_recipe, run_recipe
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner
+from tests.test_cli import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "lr": 3e-3, "checkpoint_every_steps": 3,
+              "log_every_steps": 2, "seed": 7}
+
+
+def tiny_recipe(shipped: str, tiny_run, tmp_path: Path) -> dict:
+    """A shipped recipe with the tiny model and toy data swapped in (everything else as shipped)."""
+    raw, _ = tiny_run
+    recipe = read_yaml(REPO / "configs" / shipped)
+    recipe["output_dir"] = str(tmp_path / "recipe")
+    recipe["data"] = raw["data"]
+    recipe["max_examples_per_task"] = None
+    tiny = {"name_or_path": raw["model"]["name_or_path"], "max_seq_length": 32}
+    recipe["teacher"]["model"] = tiny
+    recipe["teacher"]["train"] = TINY_TRAIN
+    student = recipe["student"]["model"]
+    if student.get("architecture") == "bilstm":
+        student["bilstm"] = {"embedding_dim": 16, "hidden_size": 8, "mlp_hidden": 8}
+        student["max_seq_length"] = 32
+    elif student.get("student_layers"):
+        student.update(max_seq_length=32, student_layers=[1])  # the tiny teacher has 2 layers
+    else:
+        recipe["student"]["model"] = tiny
+    recipe["student"]["train"] = {**TINY_TRAIN, "lr": 1e-2 if student.get("architecture") == "bilstm" else 3e-3}
+    if "augment" in recipe:
+        recipe["augment"].update(n_iter=2, n_iter_pair=1)
+    if recipe.get("finetune", {}).get("enabled"):
+        recipe["finetune"]["train"] = {**TINY_TRAIN, "epochs": 0.5}
+    return recipe
+
+
+def write(recipe: dict, tmp_path: Path, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def stage_names(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob(f"*/{STAGE_MANIFEST}"))
+
+
+def test_mtdnn_kd_recipe_runs_then_skips_every_stage(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1, 2]
+    path = write(recipe, tmp_path)
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    assert stage_names(root) == ["signals", "student", "teacher-seed-1", "teacher-seed-2"]
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["teacher teacher-seed-1", "teacher teacher-seed-2", "ensemble of 2", "student"]
+    assert summary["rows"]["teacher teacher-seed-1"]["retention"] == pytest.approx(1.0)
+    # The ensemble row is scored from the stored mean probabilities on dev.
+    store = json.loads((root / "signals" / "manifest.json").read_text())
+    assert store["splits"] == ["train", "dev"] and len(store["teachers"]) == 2
+    # Both teachers saw the same training examples (subset seed fixed), but differ in their weights.
+    a, b = (root / f"teacher-seed-{s}" / "model" / "model.safetensors" for s in (1, 2))
+    assert a.read_bytes() != b.read_bytes()
+
+    student_weights = root / "student" / "model" / "model.safetensors"
+    before = student_weights.stat().st_mtime_ns
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    assert output.count("done, reusing") == 4
+    assert student_weights.stat().st_mtime_ns == before
+
+    # Changed student settings: the finished student stage is refused, not overwritten.
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--set", "student.train.lr=0.5")
+    assert code == 2 and "stage 'student'" in output and "other settings" in output
+    assert student_weights.stat().st_mtime_ns == before
+
+
+def test_mkd_bilstm_recipe_with_finetune_and_baseline(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    tasks = ["toy_pair", "toy_reg", "toy_sent"]
+    assert stage_names(root) == sorted(["teacher-seed-1", "transfer", "signals", "student",
+                                        *(f"finetune-{t}" for t in tasks), *(f"baseline-{t}" for t in tasks)])
+    transfer = json.loads((root / "transfer" / STAGE_MANIFEST).read_text())["sizes"]
+    assert all(s["transfer"] > s["original"] for s in transfer.values())
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["teacher teacher-seed-1", "student (joint)", "student + per-task fine-tune",
+                                     "single-task baseline"]
+    student = json.loads((root / "student" / "model" / "multidistill_model.json").read_text())
+    assert student["kind"] == "bilstm"
+    assert summary["rows"]["student (joint)"]["params"] < summary["rows"]["teacher teacher-seed-1"]["params"]
+    # A fine-tuned copy keeps only its own task's head.
+    finetuned = json.loads((root / "finetune-toy_pair" / "model" / "multidistill_model.json").read_text())
+    assert [t["name"] for t in finetuned["tasks"]] == ["toy_pair"]
+    # The saved student evaluates through the generic command.
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(root / "student" / "model"),
+                           "--data-root", recipe["data"]["data_root"], "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, output
+
+
+def test_mkd_transformer_recipe_cuts_the_teacher(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_recipe("mkd_transformer.yaml", tiny_run, tmp_path)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    config = json.loads((root / "student" / "model" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["teacher teacher-seed-1", "student (joint)"]
+
+
+def test_a_cut_stage_resumes_from_its_checkpoint(tiny_run, tmp_path, monkeypatch):
+    import multidistill.recipes.common as common
+
+    recipe = load_recipe(write(tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path), tmp_path))
+    recipe.teacher.seeds = [1]
+    real_train = common.train_model
+    calls = []
+
+    def cut_once(config, *, resume=False, **kwargs):
+        calls.append((Path(config.output_dir).name, resume))
+        if Path(config.output_dir).name == "student" and not resume:
+            def stop(state):
+                if state.step == 4:
+                    raise KeyboardInterrupt
+            return real_train(config, resume=resume, on_step=stop)
+        return real_train(config, resume=resume, **kwargs)
+
+    monkeypatch.setattr(common, "train_model", cut_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe)
+    root = Path(recipe.output_dir)
+    assert not (root / "student" / STAGE_MANIFEST).exists()
+    assert (root / "student" / "checkpoints").is_dir()
+    run_recipe(recipe)
+    assert calls == [("teacher-seed-1", False), ("student", False), ("student", True)]
+    assert (root / "student" / STAGE_MANIFEST).is_file()
+    history = json.loads((root / "student" / "train_history.json").read_text())
+    assert history[-1]["step"] > 4
+
+
+def test_stage_runner_refuses_a_foreign_folder(tmp_path):
+    runner = StageRunner(tmp_path)
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "mine.txt").write_text("keep")
+    from multidistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not an unfinished run"):
+        runner.run("stage", {"a": 1}, {}, lambda folder, resume: None)
+    assert (tmp_path / "stage" / "mine.txt").read_text() == "keep"
+    done = runner.run("other", {"a": 1}, {"x": "fp"}, lambda folder, resume: {"made": True})
+    assert json.loads((done / STAGE_MANIFEST).read_text())["made"] is True
+    # Same config and inputs: skipped; another input fingerprint: refused.
+    assert runner.run("other", {"a": 1}, {"x": "fp"}, lambda folder, resume: pytest.fail("re-ran")) == done
+    with pytest.raises(ConfigError, match="other settings or inputs"):
+        runner.run("other", {"a": 1}, {"x": "changed"}, lambda folder, resume: None)
+
+
+def test_a_task_the_teacher_lacks_is_refused_before_any_student_work(tiny_run, tmp_path, monkeypatch, capsys):
+    raw, write_cfg = tiny_run
+    teacher = {**raw, "output_dir": str(tmp_path / "teacher"), "train": TINY_TRAIN,
+               "data": {**raw["data"], "tasks": ["toy_sent"]}}
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write_cfg(teacher, "t.yaml")))[0] == 0
+    recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
+    recipe["teacher"] = {"model_dirs": [str(tmp_path / "teacher" / "model")]}
+    recipe["augment"] = None
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "no head for task" in output
+    assert stage_names(Path(recipe["output_dir"])) == []
+
+
+def test_recipe_config_errors_name_the_key(tmp_path, monkeypatch, capsys):
+    recipe = read_yaml(REPO / "configs" / "mtdnn_kd.yaml")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write({**recipe, "recipe": "nope"}, tmp_path)))
+    assert code == 2 and "key 'recipe'" in output
+    bad = {**recipe, "student": {**recipe["student"], "train": {"max_examples_per_task": 5}}}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(bad, tmp_path)))
+    assert code == 2 and "max_examples_per_task at the top" in output
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--set", "teacher.seeds=[1,1]")
+    assert code == 2 and "distinct" in output
