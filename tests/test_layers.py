@@ -71,7 +71,7 @@ def test_speed_comparison_reports_a_smaller_model_as_faster():
     from datasets import Dataset
 
     from multidistill.data.tasks import BUILTIN_TASKS
-    from multidistill.evaluation.speed import compare_speed
+    from multidistill.evaluation.speed import compare_speed, torch_forward
     from multidistill.models import MultiTaskModel
 
     task = BUILTIN_TASKS["sst2"]
@@ -81,8 +81,8 @@ def test_speed_comparison_reports_a_smaller_model_as_faster():
     rows = Dataset.from_dict({"id": [str(i) for i in range(64)], "label": [0] * 64,
                               "input_ids": [[2, *range(5, 40), 3]] * 64, "attention_mask": [[1] * 37] * 64})
     torch.set_num_threads(1)
-    result = compare_speed({"big": (big, rows, 0), "small": (small, rows, 0)}, task, rounds=3, latency_runs=9,
-                           throughput_batches=2)
+    result = compare_speed({"big": (torch_forward(big, task), rows, 0), "small": (torch_forward(small, task), rows, 0)},
+                           task, rounds=3, latency_runs=9, throughput_batches=2)
     assert result["small"].throughput_examples_per_s > result["big"].throughput_examples_per_s
     assert result["small"].latency_ms_median < result["big"].latency_ms_median
     assert result["big"].latency_runs == 9 and result["big"].latency_ms_p95 >= result["big"].latency_ms_median

@@ -191,3 +191,33 @@ def test_recipe_config_errors_name_the_key(tmp_path, monkeypatch, capsys):
     assert code == 2 and "max_examples_per_task at the top" in output
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--set", "teacher.seeds=[1,1]")
     assert code == 2 and "distinct" in output
+
+
+def test_a_student_with_its_own_tokenizer_distils_from_the_store(tiny_run, tmp_path, monkeypatch, capsys):
+    """Signals are keyed by example, not by token: a student with another vocabulary uses the same store."""
+    from transformers import BertTokenizerFast
+
+    from tests.conftest import _vocab
+
+    raw, write_cfg = tiny_run
+    teacher = {**raw, "train": TINY_TRAIN}
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write_cfg(teacher, "t.yaml")))[0] == 0
+    store = tmp_path / "store"
+    code, output = run_cli(monkeypatch, capsys, "soft-targets", "--teacher", str(tmp_path / "run" / "model"),
+                           "--tasks", "toy_sent,toy_pair", "--data-root", raw["data"]["data_root"],
+                           "--out", str(store), "--cache-dir", str(tmp_path / "cache"), "--seed", "7")
+    assert code == 0, output
+    # Another WordPiece vocabulary: reversed word order, no sub-word pieces (so different token ids).
+    vocab = [*_vocab()[:5], *reversed([t for t in _vocab()[5:] if not t.startswith("##")])]
+    other = tmp_path / "other_tokenizer"
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(dict.fromkeys(vocab))}).save_pretrained(other)
+    student = {**teacher, "kind": "distill", "output_dir": str(tmp_path / "student"), "signals": str(store),
+               "data": {**raw["data"], "tasks": ["toy_sent", "toy_pair"]},
+               "model": {"architecture": "bilstm", "name_or_path": str(other), "max_seq_length": 32,
+                         "bilstm": {"embedding_dim": 16, "hidden_size": 8, "mlp_hidden": 8, "init_embeddings": False}},
+               "objective": {"classification": [{"loss": "logit_mse"}, {"loss": "hard"}]}}
+    code, output = run_cli(monkeypatch, capsys, "distill", str(write_cfg(student, "s.yaml")))
+    assert code == 0, output
+    saved = tmp_path / "student" / "model"
+    assert json.loads((saved / "tokenizer.json").read_text())["model"]["vocab"] != json.loads(
+        (tmp_path / "run" / "model" / "tokenizer.json").read_text())["model"]["vocab"]

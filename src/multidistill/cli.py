@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -80,6 +81,28 @@ def run_command(
     from multidistill.recipes import load_recipe, run_recipe
 
     run_recipe(load_recipe(recipe, overrides))
+
+
+@app.command("demo")
+def demo_command(
+    quick: Annotated[bool, typer.Option(help="A reduced run (about 3 minutes) of the same pipeline.")] = False,
+    config: Annotated[Path | None, typer.Option(help="Demo settings (YAML); default: the built-in demo.")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Run the whole pipeline on the real data sample shipped in the package, with no arguments.
+
+    A multi-task MiniLM teacher (SST-2, MRPC, STS-B, Amazon electronics) -> its soft targets -> a 3-layer
+    Transformer student and a BiLSTM student -> benchmark (PyTorch and ONNX Runtime fp32/int8) -> report
+    with plots. About 15 minutes on 2 CPU cores; interrupted runs resume; prints the final table and the
+    report's path. Needs the `demo` extra (pip install -e '.[demo]').
+    """
+    from multidistill.recipes.demo import load_demo_config, run_demo
+
+    demo = load_demo_config(config, overrides, quick=quick)
+    result = run_demo(demo)
+    bench = json.loads(Path(result["benchmark"]).read_text())
+    print_benchmark(bench)
+    console.print(f"[bold]report:[/bold] {result['report']}")
 
 
 @app.command("train-teacher")
@@ -207,6 +230,69 @@ def evaluate_command(
     write_json(out, metrics)
     print_metrics(f"{model_dir} on {split}", metrics)
     console.print(f"written: {out}")
+
+
+@app.command("benchmark")
+def benchmark_command(
+    model_dirs: Annotated[list[Path], typer.Argument(help="Model folders; the first is the reference (the teacher).")],
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks to score; speed is measured on the first.")],
+    out: Annotated[Path, typer.Option(help="JSON file for the results.")] = Path("benchmark.json"),
+    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against.")]
+    = "../shared/data",
+    runtimes: Annotated[str, typer.Option(help="Comma-separated runtimes: pytorch_fp32, pytorch_bf16, onnx_fp32, "
+                                               "onnx_int8.")] = "pytorch_fp32,pytorch_bf16,onnx_fp32,onnx_int8",
+    export_root: Annotated[Path | None, typer.Option(
+        help="Where ONNX exports are written or reused (default: exports/ beside --out).")] = None,
+    rounds: Annotated[int, typer.Option(help="Alternating measurement rounds.")] = 5,
+    latency_runs: Annotated[int, typer.Option(help="Batch-1 calls per model/runtime (after warm-up).")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the throughput measurement.")] = 32,
+    memory: Annotated[bool, typer.Option(help="Measure peak memory (one subprocess per model/runtime).")] = True,
+    cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
+) -> None:
+    """Compare a teacher and its students: dev scores, parameters, disk size, peak memory, latency at
+    batch 1 (median, p95) and throughput at batch 32, for each runtime, with speedups vs the first model.
+
+    Every model and runtime is measured in one process, alternating, so the ratios are measured side by side.
+    """
+    from multidistill.evaluation.benchmark import benchmark
+
+    report = benchmark(model_dirs, _split_names(tasks) or [], data_root=data_root, out=out,
+                       runtimes=tuple(_split_names(runtimes) or []), export_root=export_root, rounds=rounds,
+                       latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir)
+    print_benchmark(report)
+    console.print(f"written: {out}")
+
+
+def print_benchmark(report: dict) -> None:
+    """The benchmark JSON as a table: one row per model and runtime."""
+    table = Table(title=f"benchmark on {report['task']} ({report['threads']} threads, {report['machine']})")
+    for column in ("model", "runtime", "score", "params", "disk MB", "peak MB", "latency ms (p95)",
+                   "ex/s @32", "speedup"):
+        table.add_column(column, justify="left" if column in ("model", "runtime") else "right")
+    for name, entry in report["models"].items():
+        for runtime, values in entry["runtimes"].items():
+            peak = values.get("peak_rss_mb")
+            table.add_row(name, runtime, f"{values['score']:.4f}", f"{entry['parameters'] / 1e6:.1f}M",
+                          f"{values['disk_bytes'] / 1e6:.1f}", f"{peak:.0f}" if peak else "-",
+                          f"{values['latency_ms_median']:.1f} ({values['latency_ms_p95']:.1f})",
+                          f"{values['throughput_examples_per_s']:.0f}",
+                          f"{report['speedup'].get(name, {}).get(runtime, float('nan')):.2f}x")
+    console.print(table)
+
+
+def _register_stage_commands() -> None:
+    """Commands that live beside the code they drive (export, predict, report); imports here are cheap."""
+    from multidistill.export.command import export_command
+    from multidistill.inference.command import export_hf_command, predict_command
+    from multidistill.report.command import report_command
+
+    app.command("export")(export_command)
+    app.command("export-hf")(export_hf_command)
+    app.command("predict")(predict_command)
+    app.command("report")(report_command)
+
+
+_register_stage_commands()
 
 
 def main() -> None:

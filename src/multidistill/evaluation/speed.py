@@ -1,13 +1,14 @@
-"""CPU/GPU speed of saved models on real inputs: latency at batch 1 and throughput at batch 32.
+"""Speed of models on real inputs: latency at batch 1 and throughput at batch 32.
 
-Models are measured in the same process, alternating round by round, so a background load or a
-frequency change hits every model alike and the ratios between them stay meaningful.
+Models (or runtimes of one model) are measured in the same process, alternating round by round, so a
+background load or a frequency change hits every contender alike and the ratios stay meaningful.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ import torch
 
 from multidistill.data.collate import collate
 from multidistill.data.tasks import Task
+
+Forward = Callable[[dict], object]
 
 
 @dataclass
@@ -29,44 +32,52 @@ class SpeedResult:
         return asdict(self)
 
 
-def _forward(model, task: Task, batch: dict) -> None:
-    model(task=task.name, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-          token_type_ids=batch.get("token_type_ids"))
+def torch_forward(model: torch.nn.Module, task: Task, *, bf16: bool = False) -> Forward:
+    """A forward function over collated batches for a PyTorch model (optionally under bf16 autocast)."""
+    model.eval()
+
+    @torch.no_grad()
+    def forward(batch: dict):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(task=task.name, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         token_type_ids=batch.get("token_type_ids")).logits
+
+    return forward
 
 
-@torch.no_grad()
-def compare_speed(models: dict[str, tuple[torch.nn.Module, object, int]], task: Task, *,
-                  rounds: int = 5, latency_runs: int = 50, throughput_batches: int = 4, batch_size: int = 32,
+def compare_speed(contenders: dict[str, tuple[Forward, object, int]], task: Task, *, rounds: int = 5,
+                  latency_runs: int = 50, throughput_batches: int = 4, batch_size: int = 32,
                   warmup: int = 3) -> dict[str, SpeedResult]:
-    """Latency (ms, batch 1) and throughput (examples/s, batch ``batch_size``) of each model.
+    """Latency (ms, batch 1) and throughput (examples/s, batch ``batch_size``) of each contender.
 
-    ``models`` maps a name to (model, tokenised dataset of ``task``'s inputs in that model's tokenizer,
-    pad token id).
-    Each round runs every model once, in turn: ``latency_runs / rounds`` single-example calls and
-    ``throughput_batches`` full batches; the reported values are medians (and p95) over all rounds.
+    ``contenders`` maps a name to (forward function or PyTorch model, tokenised dataset of ``task`` in
+    that contender's tokenizer, pad token id). Each round runs every contender in turn: ``latency_runs / rounds``
+    single-example calls and ``throughput_batches`` full batches; reported values are the median (and
+    p95) over all rounds.
     """
-    latencies: dict[str, list[float]] = {name: [] for name in models}
-    rates: dict[str, list[float]] = {name: [] for name in models}
+    latencies: dict[str, list[float]] = {name: [] for name in contenders}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
     per_round = max(1, latency_runs // rounds)
     prepared = {}
-    for name, (model, dataset, pad) in models.items():
-        model.eval()
+    for name, (forward, dataset, pad) in contenders.items():
+        if isinstance(forward, torch.nn.Module):  # a PyTorch model: plain fp32 forward
+            forward = torch_forward(forward, task)
         singles = [collate(task, dataset[i:i + 1], pad) for i in range(min(len(dataset), latency_runs))]
         batches = [collate(task, dataset[i:i + batch_size], pad)
                    for i in range(0, min(len(dataset), batch_size * throughput_batches), batch_size)]
-        for batch in (singles[:warmup] + batches[:1]):
-            _forward(model, task, batch)
-        prepared[name] = (model, singles, batches)
+        for batch in singles[:warmup] + batches[:1]:
+            forward(batch)
+        prepared[name] = (forward, singles, batches)
     for round_index in range(rounds):
-        for name, (model, singles, batches) in prepared.items():
+        for name, (forward, singles, batches) in prepared.items():
             for j in range(per_round):
                 batch = singles[(round_index * per_round + j) % len(singles)]
                 start = time.perf_counter()
-                _forward(model, task, batch)
+                forward(batch)
                 latencies[name].append((time.perf_counter() - start) * 1000)
             count, start = 0, time.perf_counter()
             for batch in batches:
-                _forward(model, task, batch)
+                forward(batch)
                 count += len(batch["ids"])
             rates[name].append(count / (time.perf_counter() - start))
     return {name: SpeedResult(latency_ms_median=statistics.median(latencies[name]),

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from torch import nn
@@ -75,6 +76,9 @@ class BiLSTMModel(nn.Module):
         self.attention_vector = nn.Linear(encoded, 1, bias=False)
         self.dropout = nn.Dropout(spec.dropout)
         self.heads = nn.ModuleDict({task.name: self._build_head(task) for task in tasks})
+        # Packed sequences are the fast path; ONNX export cannot trace them, so it runs `_lstm_unpacked`
+        # (same numbers) instead: automatically inside `torch.onnx.export`, or when this is set to False.
+        self.pack_sequences = True
 
     def _build_head(self, task: Task) -> nn.Module:
         features = (8 if task.pair else 2) * self.spec.hidden_size
@@ -157,7 +161,9 @@ class BiLSTMModel(nn.Module):
         if token_type_ids is None:
             return after_sep & mask
         typed = token_type_ids.bool() & mask
-        return torch.where(typed.any(1, keepdim=True), typed, after_sep) & mask
+        has_types = typed.any(1, keepdim=True)
+        # Boolean algebra rather than torch.where: ONNX Runtime has no Where kernel for bool tensors.
+        return ((typed & has_types) | (after_sep & ~has_types)) & mask
 
     def _encode(self, input_ids: torch.Tensor, in_segment: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run the LSTM over the tokens marked by ``in_segment`` (B, T) only.
@@ -169,9 +175,10 @@ class BiLSTMModel(nn.Module):
         positions = torch.arange(width, device=input_ids.device)
         lengths = in_segment.sum(1)
         empty = lengths == 0
-        # A stable sort on "not in segment" moves the segment's tokens to the front, in order; packing
-        # then reads exactly them, so padding and the other segment never reach the LSTM.
-        order = torch.argsort((~in_segment).to(torch.int8), dim=1, stable=True)
+        # Sorting on "not in segment" (ties broken by position: the keys are unique, so any sort is stable and
+        # the ONNX exporter's TopK gives the same order) moves the segment's tokens to the front, in order;
+        # packing then reads exactly them, so padding and the other segment never reach the LSTM.
+        order = torch.argsort((~in_segment).long() * width + positions[None, :], dim=1)
         ids = input_ids.gather(1, order)
         # Packing needs length >= 1: an empty segment (e.g. text_b truncated away) is read as one
         # padding token, whose embedding is zero.
@@ -179,9 +186,12 @@ class BiLSTMModel(nn.Module):
         valid = positions[None, :] < lengths[:, None]
         ids = ids.masked_fill(~valid | (empty[:, None] & (positions[None, :] == 0)), self.pad_token_id)
         embedded = self.dropout(self.embeddings(ids))
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, _ = self.lstm(packed)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=width)
+        if self.pack_sequences and not torch.onnx.is_in_onnx_export():
+            packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            outputs, _ = self.lstm(packed)
+            outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=width)
+        else:
+            outputs = self._lstm_unpacked(embedded, lengths, valid)
         scores = self.attention_vector(torch.tanh(self.attention_proj(outputs))).squeeze(-1)
         weights = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=1).to(outputs.dtype)
         pooled = (weights.unsqueeze(-1) * outputs).sum(1)
@@ -191,6 +201,57 @@ class BiLSTMModel(nn.Module):
         weights = torch.zeros_like(weights).scatter(1, order, weights)
         return pooled, outputs * keep.unsqueeze(-1), weights * keep
 
+    def _lstm_unpacked(self, embedded: torch.Tensor, lengths: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """What the packed bidirectional LSTM computes over rows of ``lengths`` valid leading positions, without
+        packing (so it traces into an ONNX graph with dynamic batch and sequence sizes).
+
+        The forward direction runs over the padded rows as they are: trailing padding cannot reach earlier
+        positions. The backward direction reverses each row within its own length (a gather; positions past the
+        length stay put, so the permutation is its own inverse), runs the reverse-direction weights forwards and
+        reverses back. Layers are stacked the same way, with nn.LSTM's inter-layer dropout; positions past a
+        row's length are zero, as `pad_packed_sequence` leaves them.
+        """
+        lstm = self.lstm
+        positions = torch.arange(embedded.shape[1], device=embedded.device)
+        reverse = torch.where(valid, lengths[:, None] - 1 - positions[None, :], positions[None, :]).unsqueeze(-1)
+        hidden = embedded
+        for layer in range(lstm.num_layers):
+            if layer > 0:
+                hidden = F.dropout(hidden, lstm.dropout, self.training)
+            forwards = self._lstm_direction(hidden, layer, "")
+            flipped = hidden.gather(1, reverse.expand(-1, -1, hidden.shape[-1]))
+            backwards = self._lstm_direction(flipped, layer, "_reverse")
+            backwards = backwards.gather(1, reverse.expand(-1, -1, backwards.shape[-1]))
+            hidden = torch.cat([forwards, backwards], dim=-1)
+        return hidden * valid.unsqueeze(-1).to(hidden.dtype)
+
+    def _lstm_direction(self, inputs: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        """One direction of one layer of ``self.lstm`` run left to right over ``inputs`` (B, T, D), from zero state."""
+        lstm = self.lstm
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+        state = inputs.new_zeros(1, inputs.shape[0], lstm.hidden_size)
+        outputs, _, _ = torch.lstm(inputs, (state, state), weights, True, 1, 0.0, self.training, False, True)
+        return outputs
+
+    def encode_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None, *, pair: bool) -> tuple:
+        """The head input of a single-text (``pair=False``) or pair task, with the first text's LSTM outputs and
+        the attention-pooling weights of each encoded text. Shared by every head of that kind."""
+        mask = attention_mask.bool()
+        if not pair:
+            u, hidden, weights_a = self._encode(input_ids, mask)
+            return u, hidden, (weights_a,)
+        segment_b = self._segment_b(input_ids, mask, token_type_ids)
+        u, hidden, weights_a = self._encode(input_ids, mask & ~segment_b)
+        v, _, weights_b = self._encode(input_ids, segment_b)
+        return self.pair_features(u, v), hidden, (weights_a, weights_b)
+
+    @staticmethod
+    def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The head input of a pair task from its two texts' pooled vectors: [u; v; |u - v|; u * v]."""
+        return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> MultiTaskOutput:
@@ -198,17 +259,8 @@ class BiLSTMModel(nn.Module):
         its input positions; ``hidden_states`` is just ``(last_hidden_state,)`` and ``attentions`` the
         attention-pooling weights (B, T) of each encoded text, not Transformer attention maps."""
         head = self.head_type(task)
-        mask = attention_mask.bool()
-        if self.tasks[task].pair:
-            segment_b = self._segment_b(input_ids, mask, token_type_ids)
-            u, hidden, weights_a = self._encode(input_ids, mask & ~segment_b)
-            v, _, weights_b = self._encode(input_ids, segment_b)
-            features = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
-            attentions = (weights_a, weights_b)
-        else:
-            u, hidden, weights_a = self._encode(input_ids, mask)
-            features = u
-            attentions = (weights_a,)
+        features, hidden, attentions = self.encode_features(input_ids, attention_mask, token_type_ids,
+                                                            pair=self.tasks[task].pair)
         return MultiTaskOutput(
             logits=head(features), pooled=features, last_hidden_state=hidden,
             hidden_states=(hidden,) if output_hidden_states else None,

@@ -1,0 +1,175 @@
+"""`multidistill benchmark`: quality, size, memory and speed of a teacher and its students, side by side.
+
+For every model and runtime (PyTorch eager fp32, bf16 autocast, ONNX Runtime fp32 and int8) it records
+the dev score of each task, parameters, size on disk, peak memory (fresh subprocess per model/runtime),
+latency at batch 1 (median, p95) and throughput at batch 32. Speed is measured on the first task's dev
+inputs, every contender in the same process and alternating (`evaluation.speed`), so the speedups vs the
+reference (the first model, PyTorch fp32) are measured, not estimated.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from multidistill.config import DataConfig
+from multidistill.data.collate import collate
+from multidistill.data.prepare import prepare_data
+from multidistill.errors import ConfigError, UnknownTaskError
+from multidistill.evaluation.memory import measure_in_subprocess
+from multidistill.evaluation.metrics import compute_metrics
+from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
+from multidistill.models.loading import load_model
+from multidistill.models.multitask import WEIGHTS_FILE
+from multidistill.training.loop import cpu_has_fast_bf16
+from multidistill.utils.atomic import write_json
+
+RUNTIMES = ("pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8")
+FORMAT_VERSION = 1
+
+
+def model_name(model_dir: Path) -> str:
+    """`runs/x/student/model` -> `student`; other folders keep their own name."""
+    model_dir = Path(model_dir)
+    return model_dir.parent.name if model_dir.name == "model" else model_dir.name
+
+
+def _onnx_forward(onnx_model, task_name: str) -> Forward:
+    def forward(batch: dict):
+        types = batch.get("token_type_ids")
+        return onnx_model.logits(task_name, batch["input_ids"].numpy(), batch["attention_mask"].numpy(),
+                                 types.numpy() if types is not None else None)
+
+    return forward
+
+
+def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> float:
+    outputs = []
+    for start in range(0, len(dataset), batch_size):
+        logits = forward(collate(task, dataset[start:start + batch_size], pad))
+        outputs.append(logits.float().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits))
+    predictions = np.concatenate(outputs)
+    predictions = predictions.reshape(-1) if task.type == "regression" else predictions
+    return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
+
+
+def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig) -> Path:
+    """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there and from this model)."""
+    from multidistill.export.onnx import export_onnx
+    from multidistill.utils.manifest import read_versioned_json
+
+    out = export_root / model_name(model_dir)
+    manifest = out / "export.json"
+    if manifest.is_file():
+        existing = read_versioned_json(manifest, 1, ConfigError)
+        if Path(existing.get("source", "")).resolve() == model_dir.resolve() and "int8" in existing["files"]:
+            return out
+    export_onnx(model_dir, out, quantize="int8", parity_data=data, overwrite=True)
+    return out
+
+
+def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str, out: str | Path | None = None,
+              runtimes: tuple[str, ...] = RUNTIMES, export_root: str | Path | None = None, rounds: int = 5,
+              latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
+              memory: bool = True, cache_dir: str = ".cache/multidistill") -> dict:
+    """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON)."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ConfigError(f"--runtimes: unknown {unknown}; choose from {list(RUNTIMES)}")
+    if not model_dirs:
+        raise ConfigError("give at least one model folder")
+    model_dirs = [Path(d) for d in model_dirs]
+    names = [model_name(d) for d in model_dirs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model folders must have distinct names, got {names}")
+    export_root = Path(export_root) if export_root else Path(out or "benchmark.json").resolve().parent / "exports"
+    models = {}
+    for name, folder in zip(names, model_dirs, strict=True):
+        model = load_model(folder).eval()
+        missing = [t for t in tasks if t not in model.tasks]
+        if missing:
+            raise UnknownTaskError(f"--tasks: model {folder} has no head for {missing}; it has {list(model.tasks)}")
+        models[name] = (folder, model)
+    torch.set_num_threads(torch.get_num_threads())
+
+    report: dict = {"format_version": FORMAT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                    "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
+                    "native_bf16": cpu_has_fast_bf16(),
+                    "settings": {"latency_runs": latency_runs, "batch_size": batch_size, "rounds": rounds,
+                                 "max_length": max_length},
+                    "reference": names[0], "models": {}, "speedup": {}}
+    contenders: dict[str, tuple[Forward, object, int]] = {}
+    for name, (folder, model) in tqdm(models.items(), desc="benchmark: preparing models"):
+        from multidistill.models.backbone import load_tokenizer
+
+        tokenizer = load_tokenizer(str(folder))
+        pad = tokenizer.pad_token_id or 0
+        length = max_length or model.max_length or 128
+        data_config = DataConfig(tasks=tasks, data_root=data_root, cache_dir=cache_dir,
+                                 task_specs=[model.tasks[t] for t in tasks])
+        data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)
+        forwards: dict[str, Forward] = {}
+        disk = {"pytorch_fp32": (folder / WEIGHTS_FILE).stat().st_size}
+        disk["pytorch_bf16"] = disk["pytorch_fp32"]
+        for runtime in runtimes:
+            if runtime.startswith("pytorch"):
+                forwards[runtime] = torch_forward(model, model.tasks[tasks[0]], bf16=runtime == "pytorch_bf16")
+        onnx_runtimes = [r for r in runtimes if r.startswith("onnx")]
+        export_dir = None
+        if onnx_runtimes:
+            from multidistill.export.onnx import OnnxModel
+
+            export_dir = _ensure_onnx(folder, export_root, data_config)
+            for runtime in onnx_runtimes:
+                precision = runtime.split("_")[1]
+                onnx_model = OnnxModel.load(export_dir, precision=precision)
+                forwards[runtime] = (onnx_model, precision)
+                onnx_file = "model.int8.onnx" if precision == "int8" else "model.onnx"
+                disk[runtime] = (export_dir / onnx_file).stat().st_size
+        entry = {"path": str(folder), "kind": type(model).__name__, "export": str(export_dir) if export_dir else None,
+                 "parameters": sum(p.numel() for p in model.parameters()), "max_length": length,
+                 "disk_bytes": disk["pytorch_fp32"], "runtimes": {}}
+        for runtime, forward in forwards.items():
+            scores = {}
+            for task_name in tasks:
+                task = data.tasks[task_name]
+                if isinstance(forward, tuple):
+                    fn = _onnx_forward(forward[0], task_name)
+                else:
+                    fn = torch_forward(model, task, bf16=runtime == "pytorch_bf16")
+                scores[task_name] = _score(fn, task, data.eval_sets[task_name], pad)
+            entry["runtimes"][runtime] = {"scores": scores, "score": float(np.mean(list(scores.values()))),
+                                          "disk_bytes": disk[runtime]}
+            speed_fn = _onnx_forward(forward[0], tasks[0]) if isinstance(forward, tuple) else forward
+            contenders[f"{name}\t{runtime}"] = (speed_fn, data.eval_sets[tasks[0]], pad)
+        entry["score"] = entry["runtimes"].get("pytorch_fp32", next(iter(entry["runtimes"].values())))["score"]
+        report["models"][name] = entry
+
+    speeds = compare_speed(contenders, next(iter(models.values()))[1].tasks[tasks[0]], rounds=rounds,
+                           latency_runs=latency_runs, batch_size=batch_size)
+    for key, result in speeds.items():
+        name, runtime = key.split("\t")
+        report["models"][name]["runtimes"][runtime].update(result.to_dict())
+    if memory:
+        for entry in tqdm(report["models"].values(), desc="benchmark: memory"):
+            for runtime in entry["runtimes"]:
+                source = entry["export"] if runtime.startswith("onnx") else entry["path"]
+                probe = measure_in_subprocess(source, runtime, batch_size=batch_size, seq_len=entry["max_length"])
+                entry["runtimes"][runtime].update(peak_rss_mb=probe["peak_rss_mb"],
+                                                  model_rss_mb=probe["model_rss_mb"])
+    reference = report["models"][names[0]]["runtimes"].get("pytorch_fp32")
+    if reference is not None:
+        base = reference["throughput_examples_per_s"]
+        report["speedup"] = {name: {runtime: values["throughput_examples_per_s"] / base
+                                    for runtime, values in entry["runtimes"].items()}
+                             for name, entry in report["models"].items()}
+    if out is not None:
+        write_json(out, report)
+    return report

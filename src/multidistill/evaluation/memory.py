@@ -1,0 +1,76 @@
+"""Peak memory of one model at inference, measured in a fresh subprocess (a process's peak RSS only grows,
+so models measured in one process would hide each other).
+
+    python -m multidistill.evaluation.memory MODEL_OR_EXPORT_DIR RUNTIME [--batch-size 32] [--seq-len 128]
+
+prints JSON: baseline_rss_mb (after imports), peak_rss_mb (after loading and 3 batches), model_rss_mb
+(the difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+from multidistill.errors import ModelError
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_in_subprocess(source: str | Path, runtime: str, *, batch_size: int = 32, seq_len: int = 128,
+                          timeout: float = 600) -> dict:
+    """Run this module on ``source`` in a child process and return its JSON result."""
+    cmd = [sys.executable, "-m", "multidistill.evaluation.memory", str(source), runtime,
+           "--batch-size", str(batch_size), "--seq-len", str(seq_len)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise ModelError(f"memory probe failed for {source} ({runtime}): {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _probe(source: Path, runtime: str, batch_size: int, seq_len: int) -> dict:
+    import numpy as np
+    import torch
+
+    from multidistill.models.loading import load_model
+
+    baseline = _rss_mb()
+    ids = np.full((batch_size, seq_len), 5, dtype=np.int64)  # small ids exist in every vocabulary
+    ids[:, 0] = 2
+    mask = np.ones_like(ids)
+    if runtime.startswith("onnx"):
+        from multidistill.export.onnx import OnnxModel
+
+        model = OnnxModel.load(source, precision=runtime.split("_")[1])
+        task = next(iter(model.tasks))
+        for _ in range(3):
+            model.logits(task, ids, mask, np.zeros_like(ids))
+    else:
+        model = load_model(source).eval()
+        task = next(iter(model.tasks))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=runtime == "pytorch_bf16"):
+            for _ in range(3):
+                model(task=task, input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                      token_type_ids=torch.zeros_like(torch.from_numpy(ids)))
+    peak = _rss_mb()
+    return {"baseline_rss_mb": baseline, "peak_rss_mb": peak, "model_rss_mb": peak - baseline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("runtime", choices=["pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    args = parser.parse_args()
+    print(json.dumps(_probe(args.source, args.runtime, args.batch_size, args.seq_len)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""`multidistill export`: write a saved model folder as ONNX (fp32, optionally int8) after a parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from multidistill.errors import ConfigError
+
+FORMATS = ("onnx",)
+console = Console()
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_parity(title: str, parity: dict) -> None:
+    """Render export.json's ``parity`` ({precision: {task: numbers}}) as a table."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for column in ("task", "graph", "rows", "max |Δ|", "agree", "metric", "torch", "onnx", "Δ"):
+        left = column in ("task", "graph", "metric")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column == "task")
+    for precision, tasks in parity.items():
+        for task, numbers in tasks.items():
+            agreement = numbers["agreement"]
+            table.add_row(task, precision, str(numbers["examples"]), f"{numbers['max_abs_diff']:.1e}",
+                          "-" if agreement is None else f"{agreement:.1%}", numbers["metric"],
+                          _number(numbers["metric_torch"]), _number(numbers["metric_onnx"]),
+                          f"{numbers['metric_delta']:+.4f}")
+    console.print(table)
+
+
+def export_command(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder written by multidistill (Transformer + heads, "
+                                                   "or BiLSTM).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the export to; it must not exist or be "
+                                                    "empty (see --overwrite).")],
+    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx, dynamically quantised "
+                                               "(int8 weights, one scale per output channel).")] = "none",
+    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against (for the "
+                                                "parity check).")] = "../shared/data",
+    parity_examples: Annotated[int, typer.Option(help="Dev rows per task for the parity check.")] = 500,
+    skip_parity: Annotated[bool, typer.Option(help="Skip the parity check (no dev data needed).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out folder.")] = False,
+    cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
+    tolerance_fp32: Annotated[float, typer.Option(help="Largest |logit difference| allowed between PyTorch and "
+                                                       "the fp32 ONNX graph.")] = 1e-4,
+    min_agreement_int8: Annotated[float, typer.Option(help="Smallest fraction of dev rows on which the int8 "
+                                                           "graph must predict the PyTorch class.")] = 0.97,
+    max_metric_drop_int8: Annotated[float, typer.Option(help="Largest drop of each task's main metric allowed "
+                                                             "for the int8 graph.")] = 0.01,
+) -> None:
+    """Export a saved model to ONNX for serving: one graph whose outputs are every task head's logits.
+
+    Writes OUT/model.onnx (and OUT/model.int8.onnx with --quantize int8), the tokenizer and OUT/export.json.
+    Unless --skip-parity, each task's first --parity-examples dev rows are run through PyTorch and every
+    exported graph: fp32 logits must match within --tolerance-fp32; int8 predictions must agree on at least
+    --min-agreement-int8 of the rows and the main metric must not drop by more than --max-metric-drop-int8.
+    An export that fails the check is not written. Load it with multidistill.export.onnx.OnnxModel.
+    """
+    from multidistill.config import DataConfig
+    from multidistill.data.tasks import Task
+    from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
+    from multidistill.models.multitask import read_model_config
+
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if quantize not in QUANTIZE_CHOICES:
+        raise ConfigError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if parity_examples < 1:
+        raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
+    parity_data = None
+    if not skip_parity:
+        # The model carries its own task specs, so the check reads exactly the data it was built for.
+        specs = [Task.model_validate(spec) for spec in read_model_config(model_dir)["tasks"]]
+        parity_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
+                                 task_specs=specs)
+    meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,
+                       overwrite=overwrite, tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,
+                       max_metric_drop_int8=max_metric_drop_int8)
+    if "parity" in meta:
+        print_parity(f"{model_dir} -> ONNX: parity on dev data", meta["parity"])
+    else:
+        console.print("parity check skipped")
+    console.print(f"written: {out} ({', '.join(meta['files'].values())}, opset {meta['opset']})")

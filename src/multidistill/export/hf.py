@@ -1,0 +1,303 @@
+"""Export one task of a student as a plain Hugging Face `AutoModelForSequenceClassification` folder.
+
+Our heads are linear on the pooled [CLS] vector, but every stock Hugging Face classification head puts a
+non-linearity between that vector and the classifier. The export makes the non-linearity act as the
+identity on every input the encoder can produce, so the stock model computes our logits:
+
+* tanh (BERT pooler; RoBERTa / XLM-R / CamemBERT heads): the dense layer scales by a small ``eps`` so
+  ``tanh(eps x) = eps x`` to float precision (the error is about ``(eps x)^3 / 3``), and the classifier
+  weights are divided by ``eps``.
+* GELU (ELECTRA head) and ReLU (DistilBERT): the dense layer adds a large offset ``c`` so ``act(x + c) =
+  x + c`` exactly, and the classifier bias absorbs ``-W c``.
+
+How large ``|x|`` can get comes from the encoder's final LayerNorm: a LayerNorm output is bounded by
+``|gamma| sqrt(H - 1) + |beta|`` per dimension whatever the input, so the mapping holds for any text, not
+only for the rows it is checked on. After writing, the folder is loaded back with
+`AutoModelForSequenceClassification` and its logits are compared with ours; a mismatch leaves nothing
+on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.utils.atomic import atomic_dir
+
+EXPORT_INFO_FILE = "export.json"
+# Largest accepted |our logits - exported logits| on the check rows.
+TOLERANCE = 1e-4
+# tanh families: keep the relative cubic error (eps * max|x|)^2 / 3 below this ...
+TANH_RELATIVE_ERROR = 1e-6
+# ... without letting eps (and so the dense weights) get small enough to lose float32 precision.
+MIN_EPS = 1e-6
+MAX_EPS = 1e-3
+# ReLU / GELU families: every pre-activation is at least this far above zero (GELU(z) = z for z >= 10
+# in float32: 1 - Phi(10) is about 8e-24).
+OFFSET_MARGIN = 10.0
+
+CHECK_SENTENCES: tuple[str, ...] = (
+    "the movie was great and the actors were fun",
+    "this was the worst film i have seen , very boring",
+    "a",
+    "It is fine.",
+    "nothing about the plot made any sense, but the music was nice !",
+)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """How a model family's stock classification head is laid out."""
+
+    activation: str  # "tanh", "gelu" or "relu"
+    dense: str  # attribute path of the hidden -> hidden layer on the Hugging Face model
+    out: str  # attribute path of the hidden -> labels layer
+
+
+FAMILIES: dict[str, _Family] = {
+    "bert": _Family("tanh", "bert.pooler.dense", "classifier"),
+    "roberta": _Family("tanh", "classifier.dense", "classifier.out_proj"),
+    "xlm-roberta": _Family("tanh", "classifier.dense", "classifier.out_proj"),
+    "camembert": _Family("tanh", "classifier.dense", "classifier.out_proj"),
+    "electra": _Family("gelu", "classifier.dense", "classifier.out_proj"),
+    "distilbert": _Family("relu", "pre_classifier", "classifier"),
+}
+
+ONNX_HINT = "export it to ONNX instead (multidistill.export.onnx), which keeps the model as it is"
+
+
+def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = None, overwrite: bool = False,
+              check_rows: Sequence[tuple[str, str | None]] | None = None) -> Path:
+    """Write ``task`` of the model in ``model_dir`` as a Hugging Face folder in ``out_dir`` and return it.
+
+    The folder loads with ``AutoModelForSequenceClassification.from_pretrained(out_dir)`` (no remote code)
+    and gives the same logits as our model for that task, checked on ``check_rows`` ((text_a, text_b)
+    pairs; text_b is None for single-text tasks) or a few built-in sentences. Raises `ModelError` for a
+    model it cannot express this way (BiLSTM, mean pooling, another encoder family) or when the check
+    fails; nothing is left on disk then. The write is atomic; an existing non-empty ``out_dir`` is refused
+    unless ``overwrite``.
+    """
+    from multidistill.models import load_model
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.models.multitask import MultiTaskModel
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _check_out_dir(model_dir, out_dir, overwrite)
+    model = load_model(model_dir)
+    if not isinstance(model, MultiTaskModel):
+        raise ModelError(f"{model_dir}: a {type(model).__name__} has no Hugging Face counterpart; {ONNX_HINT}")
+    family = _family(model, model_dir)  # the refusals no --task can fix come first
+    spec = _pick_task(model, model_dir, task)
+    tokenizer = load_tokenizer(str(model_dir))
+    max_length = model.max_length or min(128, model.max_seq_length or 128)
+    _restrict_inputs(tokenizer, model, max_length)
+    rows = _check_rows(spec, check_rows)
+    model.eval()
+
+    config = _hf_config(model, spec)
+    hf_model = _build_hf_model(model, spec, family, config, tokenizer, rows, max_length)
+    with atomic_dir(out_dir) as tmp:
+        hf_model.save_pretrained(tmp, **_safetensors_kwargs(hf_model))
+        tokenizer.save_pretrained(tmp)
+        if not (tmp / "model.safetensors").is_file():
+            raise ModelError(f"{out_dir}: the export wrote no model.safetensors (sharded or pickled weights)")
+        diff = _verify(model, spec, tmp, rows, max_length)
+        info = {"kind": "hf", "source": str(model_dir.resolve()), "task": spec.name, "type": spec.type,
+                "labels": spec.labels, "model_type": config.model_type, "max_length": max_length,
+                "check_rows": len(rows), "max_abs_diff": diff}
+        (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _check_out_dir(model_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    if out_dir.resolve() == model_dir.resolve():
+        raise ConfigError(f"--out {out_dir} is the model folder itself; choose another folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out_dir} exists and is not empty; pass --overwrite to replace it")
+
+
+def _pick_task(model, model_dir: Path, task: str | None) -> Task:
+    names = list(model.tasks)
+    if task is None:
+        if len(names) != 1:
+            raise ModelError(f"{model_dir}: the model has {len(names)} tasks ({', '.join(names)}) and a Hugging Face "
+                             "classification model holds one; pick one with --task (or export all of them to ONNX)")
+        return model.tasks[names[0]]
+    if task not in model.tasks:
+        raise UnknownTaskError(f"{model_dir}: the model has no head for task '{task}'; it has: {', '.join(names)}")
+    return model.tasks[task]
+
+
+def _family(model, model_dir: Path) -> _Family:
+    model_type = getattr(model.backbone.config, "model_type", "?")
+    if model.pooling != "cls":
+        raise ModelError(f"{model_dir}: the model pools the {model.pooling} of the token vectors and no stock "
+                         f"Hugging Face classification head does; only pooling 'cls' exports; {ONNX_HINT}")
+    if model_type not in FAMILIES:
+        raise ModelError(f"{model_dir}: cannot export a '{model_type}' encoder as a plain Hugging Face "
+                         f"classifier (supported: {', '.join(FAMILIES)}); {ONNX_HINT}")
+    return FAMILIES[model_type]
+
+
+def _check_rows(task: Task, rows: Sequence[tuple[str, str | None]] | None) -> list[tuple[str, str | None]]:
+    if rows is None:
+        sentences = list(CHECK_SENTENCES)
+        if task.pair:
+            return list(zip(sentences, sentences[1:] + sentences[:1], strict=True))
+        return [(text, None) for text in sentences]
+    out = []
+    for i, (text_a, text_b) in enumerate(rows):
+        if task.pair and text_b is None:
+            raise ConfigError(f"check row {i}: task '{task.name}' takes text pairs but text_b is None")
+        out.append((text_a, text_b if task.pair else None))
+    if not out:
+        raise ConfigError("check_rows is empty; give at least one row (or None for the built-in sentences)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def _restrict_inputs(tokenizer, model, max_length: int) -> None:
+    """Make the saved tokenizer give the stock model exactly what our model reads."""
+    tokenizer.model_max_length = max_length
+    tokenizer.init_kwargs["model_max_length"] = max_length
+    if not model._uses_token_types and "token_type_ids" in tokenizer.model_input_names:
+        # Our model ignores segment ids for this encoder; the stock one would read them (and RoBERTa-style
+        # encoders with a single segment type would fail on a pair's second segment).
+        names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+        tokenizer.model_input_names = names
+        tokenizer.init_kwargs["model_input_names"] = names
+
+
+def _hf_config(model, task: Task):
+    config = copy.deepcopy(model.backbone.config)
+    if task.type == "regression":
+        config.num_labels = 1
+        config.id2label = {0: task.name}
+        config.label2id = {task.name: 0}
+        config.problem_type = "regression"
+    else:
+        config.num_labels = len(task.labels)
+        config.id2label = dict(enumerate(task.labels))
+        config.label2id = {label: i for i, label in enumerate(task.labels)}
+        config.problem_type = "single_label_classification"
+    return config
+
+
+def _build_hf_model(model, task: Task, family: _Family, config, tokenizer, rows, max_length: int) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    hf_model = AutoModelForSequenceClassification.from_config(config)
+    loaded = hf_model.base_model.load_state_dict(model.backbone.state_dict(), strict=False)
+    missing = [key for key in loaded.missing_keys if not key.startswith("pooler.")]
+    if missing or loaded.unexpected_keys:
+        raise ModelError(f"the encoder's weights do not fit {type(hf_model).__name__}: missing {missing[:5]}, "
+                         f"unexpected {list(loaded.unexpected_keys)[:5]}; {ONNX_HINT}")
+    dense, out = _layer(hf_model, family.dense), _layer(hf_model, family.out)
+    head = model.heads[task.name].out
+    weight = head.weight.detach().double()
+    bias = head.bias.detach().double()
+    hidden = weight.shape[1]
+    bound = _pooled_bound(model, task, tokenizer, rows, max_length)
+    with torch.no_grad():
+        if family.activation == "tanh":
+            eps = min(MAX_EPS, max(MIN_EPS, math.sqrt(3 * TANH_RELATIVE_ERROR) / float(bound.max())))
+            dense.weight.copy_(torch.eye(hidden, dtype=torch.float64) * eps)
+            dense.bias.zero_()
+            out.weight.copy_(weight / eps)
+            out.bias.copy_(bias)
+        else:
+            offset = bound + OFFSET_MARGIN
+            dense.weight.copy_(torch.eye(hidden, dtype=torch.float64))
+            dense.bias.copy_(offset)
+            out.weight.copy_(weight)
+            out.bias.copy_(bias - weight @ offset)  # in float64, rounded once
+    return hf_model.eval()
+
+
+def _layer(hf_model: nn.Module, path: str) -> nn.Linear:
+    layer = hf_model
+    for part in path.split("."):
+        layer = getattr(layer, part, None)
+    if not isinstance(layer, nn.Linear):
+        raise ModelError(f"{type(hf_model).__name__} has no linear layer '{path}' in this transformers version; "
+                         f"{ONNX_HINT}")
+    return layer
+
+
+def _encode(tokenizer, rows, max_length: int) -> dict[str, torch.Tensor]:
+    texts_a = [a for a, _ in rows]
+    texts_b = [b for _, b in rows] if rows[0][1] is not None else None
+    return dict(tokenizer(texts_a, texts_b, truncation=True, max_length=max_length, padding=True,
+                          return_tensors="pt"))
+
+
+@torch.no_grad()
+def _our_logits(model, task: Task, encoded: dict[str, torch.Tensor]):
+    return model(task=task.name, input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                 token_type_ids=encoded.get("token_type_ids"))
+
+
+def _pooled_bound(model, task: Task, tokenizer, rows, max_length: int) -> torch.Tensor:
+    """Per-dimension bound on |pooled vector| (float64): the final LayerNorm's bound when the pooled vector
+    is that LayerNorm's output, else (unknown layout) a generous multiple of what the check rows show."""
+    norm = [module for module in model.backbone.modules() if isinstance(module, nn.LayerNorm)]
+    captured: list[torch.Tensor] = []
+    handle = norm[-1].register_forward_hook(lambda _m, _i, out: captured.append(out)) if norm else None
+    try:
+        pooled = _our_logits(model, task, _encode(tokenizer, rows, max_length)).pooled
+    finally:
+        if handle is not None:
+            handle.remove()
+    seen = float(pooled.abs().max())
+    if norm and captured and captured[-1].shape[:1] == pooled.shape[:1] and torch.equal(captured[-1][:, 0], pooled):
+        layer = norm[-1]
+        hidden = pooled.shape[-1]
+        gamma = layer.weight.detach().double().abs() if layer.weight is not None else torch.ones(hidden).double()
+        beta = layer.bias.detach().double().abs() if layer.bias is not None else torch.zeros(hidden).double()
+        return torch.clamp(gamma * math.sqrt(max(hidden - 1, 1)) + beta, min=seen)
+    return torch.full((pooled.shape[-1],), 50.0 + 10.0 * seen, dtype=torch.float64)
+
+
+def _safetensors_kwargs(hf_model) -> dict:
+    # transformers 4 takes safe_serialization (default True); transformers 5 always writes safetensors.
+    parameters = inspect.signature(hf_model.save_pretrained).parameters
+    return {"safe_serialization": True} if "safe_serialization" in parameters else {}
+
+
+def _verify(model, task: Task, folder: Path, rows, max_length: int) -> float:
+    """Load the written folder as a stock model and compare its logits with ours on ``rows``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        hf_model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"the exported folder does not load with AutoModelForSequenceClassification: {exc}") from exc
+    encoded = _encode(tokenizer, rows, max_length)
+    ours = _our_logits(model, task, encoded).logits.double()
+    with torch.no_grad():
+        theirs = hf_model(**encoded).logits.double()
+    if ours.shape != theirs.shape:
+        raise ModelError(f"the exported model gives logits of shape {tuple(theirs.shape)}, ours {tuple(ours.shape)}")
+    diff = float((ours - theirs).abs().max())
+    if not diff <= TOLERANCE:  # also catches NaN
+        raise ModelError(f"the exported model's logits differ from ours by up to {diff:.3g} (> {TOLERANCE}) on the "
+                         f"check rows; nothing was written; {ONNX_HINT}")
+    return diff

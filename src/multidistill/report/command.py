@@ -1,0 +1,29 @@
+"""The `multidistill report` command (registered in multidistill.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder holding summary.json (e.g. a recipe's output_dir); "
+                                                 "benchmark.json and stage folders are used when present.")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write the report to (default: RUN_DIR/report); "
+                                                  "an existing one is replaced once the new report is complete.")]
+    = None,
+) -> None:
+    """Write a report of a run: report.md with quality and speed tables, and PNG figures.
+
+    Reads RUN_DIR/summary.json (required), RUN_DIR/benchmark.json (optional: speed table and the score vs
+    latency/throughput figure) and each stage folder's train_history.json and tensorboard events (optional:
+    training curves). Sections whose inputs are missing are replaced by a note saying why.
+    """
+    from multidistill.report.build import build_report
+
+    console.print(f"report: {build_report(run_dir, out)}")

@@ -1,0 +1,387 @@
+"""The report's figures: one function per PNG, each taking plain dicts and an output path.
+
+Everything renders with the Agg backend, so reports build on headless machines and in CI.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+# Select the file-only backend before pyplot is imported: a report must never need a display.
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+
+DPI = 130
+RUNTIME_LABELS = {
+    "pytorch_fp32": "PyTorch fp32",
+    "pytorch_bf16": "PyTorch bf16",
+    "onnx_fp32": "ONNX fp32",
+    "onnx_int8": "ONNX int8",
+}
+RUNTIME_MARKERS = {"pytorch_fp32": "o", "pytorch_bf16": "s", "onnx_fp32": "^", "onnx_int8": "D"}
+_SPARE_MARKERS = ["v", "P", "X", "*", "h", "<", ">"]
+
+
+def runtime_label(runtime: str) -> str:
+    """Human name of a runtime key, e.g. ``onnx_int8`` -> ``ONNX int8`` (unknown keys are shown as given)."""
+    return RUNTIME_LABELS.get(runtime, runtime)
+
+
+def short_name(name: str, width: int = 22, lines: int = 1) -> str:
+    """``name`` wrapped to at most ``lines`` lines of ``width`` characters, the middle elided if longer.
+
+    Model names are often paths or long recipe labels; the end (e.g. ``...-seed-3``) usually tells runs
+    apart, so the middle is what gets dropped.
+    """
+    budget = width * lines
+    if len(name) > budget:
+        keep = budget - 1
+        name = name[: (keep + 1) // 2] + "…" + name[len(name) - keep // 2:]
+    if lines == 1:
+        return name
+    return "\n".join(textwrap.wrap(name, width, break_long_words=True, break_on_hyphens=True)[:lines])
+
+
+_GENERIC_LEAVES = ("model", "onnx")
+
+
+def _tails(name: str) -> list[str]:
+    parts = [part for part in name.replace("\\", "/").split("/") if part] or [name]
+    generic = len(parts) > 1 and parts[-1] in _GENERIC_LEAVES
+    # A bare "model" tells nothing: a generic leaf is shown only together with its parent folder.
+    tails = ["/".join(parts[-k - 1:-1]) for k in range(1, len(parts))] if generic else []
+    return tails + ["/".join(parts[-k:]) for k in range(2 if generic else 1, len(parts) + 1)]
+
+
+def display_names(names: Sequence[str]) -> dict[str, str]:
+    """Shorter names that still tell ``names`` apart: paths keep only their last distinguishing components.
+
+    ``runs/kd/student-6l/model`` and ``runs/kd/student-4l/model`` become ``student-6l`` and ``student-4l``:
+    the shortest tail of path components (without a trailing ``model``/``onnx`` folder where possible)
+    that no other name could also be shown as.
+    """
+    tails = {name: _tails(name) for name in names}
+    shown = {}
+    for name in names:
+        taken = {t for other in names if other != name for t in tails[other]}
+        shown[name] = next((t for t in tails[name] if t not in taken), name)
+    return shown
+
+
+def _colours(count: int) -> list:
+    palette = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [palette(i % palette.N) for i in range(count)]
+
+
+def _markers(runtimes: Sequence[str]) -> dict[str, str]:
+    spare = iter(_SPARE_MARKERS * 4)
+    return {r: RUNTIME_MARKERS.get(r) or next(spare) for r in runtimes}
+
+
+def _log_ticks(axis) -> None:
+    # A range under a decade would otherwise get one tick or "6x10^0" labels; 1-2-5 plain numbers read better.
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _log_x(ax, values: Sequence[float], left: float = 0.08, right: float = 0.25) -> None:
+    """Log x axis over ``values``, leaving ``left``/``right`` fractions of the width free for labels."""
+    ax.set_xscale("log")
+    _log_ticks(ax.xaxis)
+    low, high = math.log10(min(values)), math.log10(max(values))
+    total = max(high - low, 0.3) / (1 - left - right)
+    centre_pad = (total * (1 - left - right) - (high - low)) / 2
+    ax.set_xlim(10 ** (low - centre_pad - left * total), 10 ** (high + centre_pad + right * total))
+
+
+# Candidate label offsets (points) around a point, nearest first: (dx, dy, horizontal, vertical alignment).
+_AROUND = [(0, 8, "center", "bottom"), (0, -8, "center", "top"), (9, 5, "left", "bottom"),
+           (-9, 5, "right", "bottom"), (9, -5, "left", "top"), (-9, -5, "right", "top")]
+_AROUND += [(dx, dy, ha, "bottom" if dy > 0 else "top") for dist in (18, 28, 38)
+            for dx, dy, ha in ((0, dist, "center"), (0, -dist, "center"), (dist, dist, "left"),
+                               (-dist, dist, "right"), (dist, -dist, "left"), (-dist, -dist, "right"))]
+_BESIDE = [(10, 0, "left", "center"), (10, 9, "left", "bottom"), (10, -9, "left", "top"),
+           (-10, 0, "right", "center"), *_AROUND[6:]]
+
+
+def _place_labels(fig, labels: list[tuple], obstacles: dict) -> int:
+    """Move each label to the first candidate offset that overlaps no marker, placed label or axes edge.
+
+    ``labels`` holds (annotation, axes, candidates) in priority order; ``obstacles`` maps an axes to the
+    display boxes of its markers. A label placed away from its point gets a thin leader line; one with no
+    free spot is hidden, since overlapping text is unreadable and the marker legend still names the runtime.
+    Returns how many labels were hidden.
+    """
+    renderer = fig.canvas.get_renderer()
+    taken = {ax: list(boxes) for ax, boxes in obstacles.items()}
+    hidden = 0
+    for label, ax, candidates in labels:
+        frame = ax.get_window_extent(renderer)
+        for dx, dy, ha, va in candidates:
+            label.xyann = (dx, dy)
+            label.set_ha(ha)
+            label.set_va(va)
+            box = label.get_window_extent(renderer).expanded(1.06, 1.15)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in taken.setdefault(ax, [])):
+                taken[ax].append(box)
+                if max(abs(dx), abs(dy)) > 12:
+                    ax.annotate("", label.xy, xytext=(dx, dy), textcoords="offset points", zorder=2,
+                                arrowprops={"arrowstyle": "-", "color": "#888888", "lw": 0.6, "shrinkA": 0,
+                                            "shrinkB": 5})
+                break
+        else:
+            label.set_visible(False)
+            hidden += 1
+    return hidden
+
+
+def _empty(ax, message: str) -> None:
+    """A panel without data: the reason in its middle, no meaningless 0-1 ticks."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666", fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _finish(fig, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # bbox_inches="tight" also keeps legends placed below the axes, which tight_layout ignores.
+    fig.savefig(out, dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return out
+
+
+def _positive(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str | None = None,
+                        score_label: str = "dev score", reference: str | None = None,
+                        batch_size: int = 32) -> Path | None:
+    """Score against latency (batch 1) and throughput (batch ``batch_size``): one point per model and runtime.
+
+    ``models`` is benchmark.json's ``models`` mapping ({name: {score, runtimes: {runtime: {score?, ...}}}});
+    a runtime's own score (an int8 model scores differently) wins over the model's. Colour identifies the
+    model, the marker the runtime, and a model's runtimes are joined by a faint line. Points without a
+    score cannot be placed and are left out. ``task`` (the timed task) goes in the title. Returns the PNG
+    path, or None when no point has both a score and a timing.
+    """
+    points = []  # (model, runtime, score, latency, throughput)
+    for name, model in models.items():
+        for runtime, stats in (model.get("runtimes") or {}).items():
+            score = stats.get("score") if isinstance(stats.get("score"), (int, float)) else model.get("score")
+            if not isinstance(score, (int, float)) or isinstance(score, bool):
+                continue
+            latency, throughput = _positive(stats.get("latency_ms_median")), _positive(
+                stats.get("throughput_examples_per_s"))
+            if latency or throughput:
+                points.append((name, runtime, float(score), latency, throughput))
+    if not points:
+        return None
+    names = list(dict.fromkeys(p[0] for p in points))
+    runtimes = list(dict.fromkeys(p[1] for p in points))
+    colour = dict(zip(names, _colours(len(names)), strict=True))
+    marker = _markers(runtimes)
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5), dpi=DPI)
+    panels = [(axes[0], 3, "latency at batch 1, median (ms, log scale) — lower is faster", "latency"),
+              (axes[1], 4, f"throughput at batch {batch_size} (examples/s, log scale) — higher is faster",
+               "throughput")]
+    scores = [p[2] for p in points]
+    # Scores of distilled models are often within a point of each other; pad by the data's own spread.
+    spread = max(max(scores) - min(scores), 0.01 * max(abs(v) for v in scores), 1e-3)
+    display = display_names(names)
+    labels: list[tuple] = []
+    for ax, column, xlabel, kind in panels:
+        shown = [p for p in points if p[column]]
+        if not shown:
+            _empty(ax, f"no {kind} measured")
+            continue
+        _log_x(ax, [p[column] for p in shown])
+        ax.set_ylim(min(scores) - 0.35 * spread, max(scores) + 0.35 * spread)
+        runtime_labels = []
+        for name in names:
+            mine = sorted((p for p in shown if p[0] == name), key=lambda p: p[column])
+            if not mine:
+                continue
+            ax.plot([p[column] for p in mine], [p[2] for p in mine], color=colour[name], alpha=0.4, lw=1.2,
+                    zorder=1)
+            for point in mine:
+                runtime, score, x = point[1], point[2], point[column]
+                ax.scatter(x, score, s=70, marker=marker[runtime], color=colour[name], edgecolor="black",
+                           linewidth=0.6, zorder=3)
+                runtime_labels.append((ax.annotate(runtime_label(runtime), (x, score), xytext=(0, 8),
+                                                   textcoords="offset points", fontsize=8, color="#222222",
+                                                   zorder=4), ax, _AROUND))
+            # The model's name once, beside its right-most point; placed before the runtime labels.
+            labels.append((ax.annotate(short_name(display[name], 24), (mine[-1][column], mine[-1][2]),
+                                       xytext=(10, 0), textcoords="offset points", fontsize=8.5,
+                                       fontweight="bold", color=colour[name], zorder=4), ax, _BESIDE))
+        labels += runtime_labels
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(score_label)
+        ax.grid(True, which="major", alpha=0.35)
+        ax.grid(True, which="minor", alpha=0.12)
+    axes[0].set_title("Score vs latency")
+    axes[1].set_title("Score vs throughput")
+    fig.suptitle(f"Quality vs speed (one point per model and runtime{f'; timed on {task}' if task else ''})",
+                 fontsize=13)
+
+    model_handles = [Line2D([], [], marker="o", ls="", color=colour[n], markeredgecolor="black", markersize=8,
+                            label=short_name(n + (" (reference)" if n == reference else ""), 45, lines=2))
+                     for n in names]
+    runtime_handles = [Line2D([], [], marker=marker[r], ls="", color="#888888", markeredgecolor="black",
+                              markersize=8, label=runtime_label(r)) for r in runtimes]
+    fig.tight_layout()
+    fig.legend(handles=model_handles, title="model (colour)", loc="upper right", bbox_to_anchor=(0.5, 0.0),
+               ncol=1 if len(model_handles) <= 4 else 2, fontsize=9, frameon=False)
+    fig.legend(handles=runtime_handles, title="runtime (marker)", loc="upper left", bbox_to_anchor=(0.52, 0.0),
+               ncol=min(len(runtime_handles), 4), fontsize=9, frameon=False)
+    # Marker boxes are only final once the layout is: 70 pt^2 markers are ~8.4 pt wide, plus a margin.
+    half = (math.sqrt(70) / 2 + 1) * fig.dpi / 72
+    obstacles: dict = {}
+    for label, ax, _ in labels:
+        cx, cy = ax.transData.transform(label.xy)
+        obstacles.setdefault(ax, []).append(Bbox.from_extents(cx - half, cy - half, cx + half, cy + half))
+    if _place_labels(fig, labels, obstacles):
+        fig.text(0.995, 0.995, "some point labels were left out where they would overlap;\nthe marker shows the "
+                 "runtime", ha="right", va="top", fontsize=8, color="#666666")
+    return _finish(fig, out)
+
+
+def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path) -> Path | None:
+    """Grouped bars: per task, the % of the reference row's main score each other row keeps, plus "average".
+
+    ``rows`` maps a row name to {"main": {task: score}, "average": score}. A task whose reference score is
+    not positive has no meaningful ratio (e.g. a CoLA MCC near 0) and is marked "n/a". Returns None when
+    there is no row besides the reference.
+    """
+    others = [name for name in rows if name != reference]
+    if not others:
+        return None
+    base = rows[reference]
+    groups = [*tasks, "average"]
+
+    def value(row: dict, group: str) -> float | None:
+        score = row.get("average") if group == "average" else (row.get("main") or {}).get(group)
+        ref = base.get("average") if group == "average" else (base.get("main") or {}).get(group)
+        if not isinstance(score, (int, float)) or not isinstance(ref, (int, float)) or ref <= 0:
+            return None
+        return 100.0 * score / ref
+
+    width = min(0.8 / len(others), 0.3)
+    fig_width = max(8.0, 1.5 + len(groups) * (0.45 + width * len(others) * 1.3))
+    fig, ax = plt.subplots(figsize=(min(fig_width, 18.0), 5.5), dpi=DPI)
+    colours = _colours(len(others))
+    heights: list[float] = []
+    labelled: set[str] = set()
+    value_labels_vertical = len(others) > 2
+    for k, name in enumerate(others):
+        offset = (k - (len(others) - 1) / 2) * width
+        for g, group in enumerate(groups):
+            pct = value(rows[name], group)
+            x = g + offset
+            if pct is None:
+                ax.text(x, 2, "n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="#666666")
+                continue
+            heights.append(pct)
+            ax.bar(x, pct, width * 0.92, color=colours[k], edgecolor="black", linewidth=0.5,
+                   label=None if name in labelled else short_name(name, 34, lines=2))
+            labelled.add(name)
+            # Values sit inside tall bars, below the 100% line, so the two never cross.
+            inside = pct >= 25
+            y, va = (pct - 1.5, "top") if inside or pct < 0 else (pct + 1.5, "bottom")
+            ax.text(x, y, f"{pct:.1f}", ha="center", va=va, fontsize=8, color="white" if inside else "black",
+                    fontweight="bold" if inside else "normal", rotation=90 if value_labels_vertical else 0)
+    ax.axhline(100, color="black", ls="--", lw=1.1, label="reference = 100%")
+    ax.axvline(len(tasks) - 0.5, color="#999999", lw=0.8)
+    top = max([100.0, *heights])
+    bottom = min([0.0, *heights])
+    ax.set_ylim(bottom - (8 if bottom < 0 else 0), top * 1.1)
+    ax.set_xticks(range(len(groups)))
+    long_ticks = len(groups) > 7 or max(len(g) for g in groups) > 10
+    ax.set_xticklabels([short_name(g, 20) for g in groups], rotation=30 if long_ticks else 0,
+                       ha="right" if long_ticks else "center")
+    ax.get_xticklabels()[-1].set_fontweight("bold")
+    ax.set_xlabel("task (main dev metric)")
+    ax.set_ylabel("retention (% of reference score)")
+    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}")
+    ax.grid(True, axis="y", alpha=0.35)
+    ax.set_axisbelow(True)
+    handles, names = ax.get_legend_handles_labels()
+    fig.tight_layout()
+    # Below the figure (kept by bbox_inches="tight"), so neither bars nor rotated task names are covered.
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 3), fontsize=9,
+               frameon=False)
+    return _finish(fig, out)
+
+
+def _ema(values: Sequence[float], weight: float) -> list[float]:
+    smoothed, last = [], None
+    for v in values:
+        last = v if last is None else weight * last + (1 - weight) * v
+        smoothed.append(last)
+    return smoothed
+
+
+def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str, list[tuple[int, float]]],
+                         out: str | Path) -> Path | None:
+    """Train loss vs step and dev average vs step, one line per stage folder (same colour in both panels).
+
+    ``loss`` and ``dev`` map a stage name to (step, value) pairs. Long, noisy loss curves are drawn faint
+    with an exponential moving average on top, like TensorBoard's smoothing. Returns None without data.
+    """
+    loss = {k: v for k, v in loss.items() if v}
+    dev = {k: v for k, v in dev.items() if v}
+    stages = list(dict.fromkeys([*loss, *dev]))
+    if not stages:
+        return None
+    colour = dict(zip(stages, _colours(len(stages)), strict=True))
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=DPI)
+
+    if loss:
+        all_values = [v for series in loss.values() for _, v in series]
+        for stage, series in loss.items():
+            steps, values = zip(*series, strict=True)
+            if len(values) > 30:
+                ax_loss.plot(steps, values, color=colour[stage], alpha=0.22, lw=0.8)
+                ax_loss.plot(steps, _ema(values, 0.85), color=colour[stage], lw=1.8)
+            else:
+                ax_loss.plot(steps, values, color=colour[stage], lw=1.8, marker=".")
+        # Distillation losses often fall by orders of magnitude; a log axis keeps the late steps visible.
+        if min(all_values) > 0 and max(all_values) / min(all_values) > 20:
+            ax_loss.set_yscale("log")
+            _log_ticks(ax_loss.yaxis)
+        ax_loss.set_ylabel("train loss (smoothed where long)")
+    else:
+        _empty(ax_loss, "no train/loss scalars found\n(stage tensorboard folders)")
+    ax_loss.set_title("Training loss")
+
+    if dev:
+        for stage, series in dev.items():
+            steps, values = zip(*series, strict=True)
+            ax_dev.plot(steps, values, color=colour[stage], lw=1.8, marker="o", markersize=4)
+        ax_dev.set_ylabel("dev average (main metric, mean over tasks)")
+    else:
+        _empty(ax_dev, "no dev evaluations found\n(train_history.json)")
+    ax_dev.set_title("Dev average during training")
+    for ax, has_data in ((ax_loss, loss), (ax_dev, dev)):
+        if has_data:
+            ax.set_xlabel("optimizer step")
+            ax.grid(True, alpha=0.35)
+    fig.suptitle("Training curves per stage", fontsize=13)
+    fig.tight_layout()
+    handles = [Line2D([], [], color=colour[s], lw=2.2, label=short_name(s, 40)) for s in stages]
+    fig.legend(handles=handles, title="stage folder", loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(stages), 4), fontsize=9, frameon=False)
+    return _finish(fig, out)

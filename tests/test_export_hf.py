@@ -1,0 +1,213 @@
+"""`export_hf`: a single-task student as a stock Hugging Face folder that predicts exactly like it, and
+clear refusals (with nothing left on disk) for what a stock head cannot express."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.export.hf import export_hf
+from multidistill.models import BiLSTMModel, BiLSTMSpec, MultiTaskModel
+
+SENT = Task(name="sent", labels=["neg", "pos"])
+PAIR = Task(name="pair", labels=["contradiction", "entailment", "neutral"], pair=True)
+REG = Task(name="score", type="regression", pair=True, metrics=["pearson"])
+SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+         "max_position_embeddings": 64}
+FAMILIES = {
+    "roberta": {"model_type": "roberta", "type_vocab_size": 1, "pad_token_id": 0},
+    "xlm-roberta": {"model_type": "xlm-roberta", "type_vocab_size": 1, "pad_token_id": 0},
+    "electra": {"model_type": "electra", "embedding_size": 16},
+    "distilbert": {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
+                   "pad_token_id": 0},
+}
+TEXTS = [
+    ("the movie was great", "the movie was great"),
+    ("awful plot and a boring actor , the worst film", "it was fine"),
+    ("love", "hate it"),
+    (" ".join(["very"] * 80) + " good", "a " * 70),  # truncated to the model's max_length
+    ("zz qq unknown words !?", "x"),
+]
+
+
+def _tokenizer(tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _perturb(model: MultiTaskModel, seed: int = 0) -> MultiTaskModel:
+    """Non-trivial LayerNorms and heads, so the export is tested away from the default initialisation."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+        for head in model.heads.values():
+            head.out.weight.copy_(torch.randn(head.out.weight.shape, generator=generator))
+            head.out.bias.copy_(torch.randn(head.out.bias.shape, generator=generator))
+    return model
+
+
+def build_model(tiny_model_dir: Path, folder: Path, family: str = "bert", tasks: tuple[Task, ...] = (SENT,),
+                pooling: str = "cls", max_length: int | None = 24) -> Path:
+    """A tiny student of ``family`` saved with the tiny BERT tokenizer (only token ids matter)."""
+    from transformers import AutoConfig
+
+    from multidistill.models.backbone import backbone_from_config
+
+    tokenizer = _tokenizer(tiny_model_dir)
+    torch.manual_seed(0)
+    if family == "bert":
+        model = MultiTaskModel.from_backbone(str(tiny_model_dir), list(tasks), pooling=pooling, max_length=max_length)
+    else:
+        vocab_size = max(tokenizer.get_vocab().values()) + 1  # the tiny vocabulary file skips an id
+        config = AutoConfig.for_model(**{**SIZES, "vocab_size": vocab_size, **FAMILIES[family]})
+        model = MultiTaskModel(backbone_from_config(config), list(tasks), pooling=pooling, max_length=max_length)
+    _perturb(model).save_pretrained(folder, tokenizer=tokenizer)
+    return folder
+
+
+def _compare(model_dir: Path, out: Path, task: Task) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from multidistill.models import load_model
+
+    ours = load_model(model_dir).eval()
+    hf_model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts_a = [a for a, _ in TEXTS]
+    texts_b = [b for _, b in TEXTS] if task.pair else None
+    encoded = tokenizer(texts_a, texts_b, truncation=True, padding=True, return_tensors="pt")
+    assert encoded["input_ids"].shape[1] <= ours.max_length  # the saved tokenizer truncates like training did
+    with torch.no_grad():
+        expected = ours(task.name, encoded["input_ids"], encoded["attention_mask"],
+                        encoded.get("token_type_ids")).logits
+        got = hf_model(**encoded).logits
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= 1e-4, (got, expected)
+    if task.type == "classification":
+        assert torch.equal(got.argmax(-1), expected.argmax(-1))
+        assert expected.std() > 0.1  # the comparison is not between near-constant logits
+
+
+@pytest.mark.parametrize(("family", "task"), [
+    ("bert", SENT), ("bert", PAIR), ("bert", REG), ("roberta", PAIR), ("xlm-roberta", SENT), ("electra", SENT),
+    ("electra", REG), ("distilbert", PAIR),
+])
+def test_export_loads_as_a_stock_model_and_predicts_the_same(family, task, tiny_model_dir, tmp_path):
+    model_dir = build_model(tiny_model_dir, tmp_path / "model", family, (task,))
+    out = export_hf(model_dir, tmp_path / "hf")
+    assert out == tmp_path / "hf"
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("*.bin"))
+    _compare(model_dir, out, task)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"][0].endswith("ForSequenceClassification")
+    if task.type == "regression":
+        assert config["problem_type"] == "regression"
+        assert len(config["id2label"]) == 1
+    else:
+        assert config["problem_type"] == "single_label_classification"
+        assert config["id2label"] == {str(i): label for i, label in enumerate(task.labels)}
+        assert config["label2id"] == {label: i for i, label in enumerate(task.labels)}
+    info = json.loads((out / "export.json").read_text())
+    assert info["kind"] == "hf" and info["task"] == task.name and info["max_abs_diff"] <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model"]  # no temporary folders left
+
+
+def test_one_task_of_a_multitask_model_and_custom_check_rows(tiny_model_dir, tmp_path):
+    model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (SENT, PAIR))
+    out = export_hf(model_dir, tmp_path / "hf", task="pair", check_rows=[("good film", "bad film"), ("a", "b")])
+    _compare(model_dir, out, PAIR)
+    assert json.loads((out / "export.json").read_text())["check_rows"] == 2
+
+
+def test_overwrite_replaces_an_existing_export(tiny_model_dir, tmp_path):
+    model_dir = build_model(tiny_model_dir, tmp_path / "model")
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        export_hf(model_dir, out)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    export_hf(model_dir, out, overwrite=True)
+    assert not (out / "old.txt").exists() and (out / "config.json").is_file()
+    (tmp_path / "empty").mkdir()
+    export_hf(model_dir, tmp_path / "empty")  # an empty folder is fine without --overwrite
+    with pytest.raises(ConfigError, match="model folder itself"):
+        export_hf(model_dir, model_dir, overwrite=True)
+
+
+def _bilstm(tiny_model_dir: Path, folder: Path) -> Path:
+    tokenizer = _tokenizer(tiny_model_dir)
+    spec = BiLSTMSpec(embedding_dim=16, hidden_size=8, mlp_hidden=12)
+    BiLSTMModel.from_tokenizer(spec, [SENT], tokenizer).save_pretrained(folder, tokenizer=tokenizer)
+    return folder
+
+
+@pytest.mark.parametrize(("case", "error", "expected"), [
+    ("mean pooling", ModelError, ["pooling 'cls'", "ONNX"]),
+    ("bilstm", ModelError, ["BiLSTMModel", "ONNX"]),
+    ("several tasks", ModelError, ["2 tasks", "sent, pair", "--task"]),
+    ("unknown task", UnknownTaskError, ["'nope'", "sent"]),
+    ("other family", ModelError, ["'albert'", "supported", "ONNX"]),
+])
+def test_refusals_name_the_reason_and_leave_nothing(case, error, expected, tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    task = None
+    if case == "mean pooling":
+        build_model(tiny_model_dir, folder, pooling="mean")
+    elif case == "bilstm":
+        _bilstm(tiny_model_dir, folder)
+    elif case == "several tasks":
+        build_model(tiny_model_dir, folder, tasks=(SENT, PAIR))
+    elif case == "unknown task":
+        build_model(tiny_model_dir, folder)
+        task = "nope"
+    else:
+        FAMILIES["albert"] = {"model_type": "albert", "embedding_size": 16}
+        try:
+            build_model(tiny_model_dir, folder, "albert")
+        finally:
+            del FAMILIES["albert"]
+    with pytest.raises(error) as info:
+        export_hf(folder, tmp_path / "hf", task=task)
+    for fragment in expected:
+        assert fragment in str(info.value), (fragment, str(info.value))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_failed_check_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    from multidistill.export import hf
+
+    model_dir = build_model(tiny_model_dir, tmp_path / "model")
+    monkeypatch.setattr(hf, "MIN_EPS", 0.5)  # tanh(0.5 x) is far from linear: the check must catch it
+    monkeypatch.setattr(hf, "MAX_EPS", 0.5)
+    with pytest.raises(ModelError, match="differ from ours"):
+        export_hf(model_dir, tmp_path / "hf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_export_command(tiny_model_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from multidistill.inference.command import export_hf_command
+
+    model_dir = build_model(tiny_model_dir, tmp_path / "model")
+    app = typer.Typer()
+    app.command("export-hf")(export_hf_command)
+    app.command("other")(lambda: None)  # two commands, so the command name is part of the call
+    result = CliRunner().invoke(app, ["export-hf", str(model_dir), "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert "exported task sent" in result.output
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    result = CliRunner().invoke(app, ["export-hf", "--help"])
+    assert "--overwrite" in result.output and "--task" in result.output

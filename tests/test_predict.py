@@ -1,0 +1,295 @@
+"""`predict_file`: CSV / TSV / JSONL in, JSONL / CSV out, the same predictions as evaluation, and bad input
+stopped (or skipped) before any output file exists."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
+from multidistill.inference import predict_file
+from tests.conftest import write_tiny_tasks
+
+SENTENCES = ["the movie was great", "awful, boring \"plot\"", "i love this film", "worst actor", "it is fine"]
+PAIRS = [("good film", "good film"), ("bad movie", "great plot"), ("fun", "sad and dull"), ("a", "the")]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """An (untrained) tiny BERT student with a single-text, a pair and a regression task."""
+    from multidistill.models import MultiTaskModel
+    from multidistill.models.backbone import load_tokenizer
+
+    root = tmp_path_factory.mktemp("predict_model")
+    tasks = [Task.model_validate(spec) for spec in write_tiny_tasks(root / "data", n_train=4, n_dev=4)]
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_backbone(str(tiny_model_dir), tasks, max_length=16)
+    with torch.no_grad():
+        for head in model.heads.values():
+            head.out.weight.normal_(0, 1.0)  # spread the probabilities so label choices mean something
+    model.save_pretrained(root / "model", tokenizer=load_tokenizer(str(tiny_model_dir)))
+    return root / "model"
+
+
+def expected_logits(model_dir: Path, task: str, texts_a: list[str], texts_b: list[str] | None = None) -> np.ndarray:
+    """What the evaluation code predicts for these texts."""
+    import datasets
+
+    from multidistill.data.store import tokenize
+    from multidistill.evaluation.evaluate import predict
+    from multidistill.models import load_model
+    from multidistill.models.backbone import load_tokenizer
+
+    model = load_model(model_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    spec = model.tasks[task]
+    label = [0.0 if spec.type == "regression" else 0] * len(texts_a)
+    examples = datasets.Dataset.from_dict({"id": [str(i) for i in range(len(texts_a))], "text_a": texts_a,
+                                           "text_b": texts_b or [""] * len(texts_a), "label": label})
+    view = tokenize(examples, tokenizer, model.max_length, pair=spec.pair)
+    return predict(model, spec, view, batch_size=2, pad_token_id=tokenizer.pad_token_id, device=torch.device("cpu"))
+
+
+def write_input(path: Path, columns: list[str], rows: list[list]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(dict(zip(columns, row, strict=True))) + "\n" for row in rows))
+    elif path.suffix == ".csv":
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([columns, *rows])
+    else:
+        path.write_text("".join("\t".join(str(v) for v in row) + "\n" for row in [columns, *rows]))
+    return path
+
+
+def read_output(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _probabilities(record: dict, labels: list[str]) -> list[float]:
+    if "probabilities" in record:
+        assert list(record["probabilities"]) == labels
+        return [record["probabilities"][label] for label in labels]
+    return [float(record[f"p_{label}"]) for label in labels]
+
+
+@pytest.mark.parametrize("input_suffix", [".csv", ".tsv", ".jsonl"])
+@pytest.mark.parametrize("output_suffix", [".jsonl", ".csv"])
+def test_single_text_predictions_match_evaluation(input_suffix, output_suffix, model_dir, tmp_path):
+    source = write_input(tmp_path / f"in{input_suffix}", ["id", "sentence"],
+                         [[f"r{i}", text] for i, text in enumerate(SENTENCES)])
+    if input_suffix == ".tsv":  # TSV is GLUE-style: no quoting, so quotes stay part of the text
+        assert '"plot"' in source.read_text()
+    out = tmp_path / f"out{output_suffix}"
+    counts = predict_file(model_dir, "toy_sent", source, out, batch_size=2, progress=False)
+    assert counts["rows"] == counts["predicted"] == len(SENTENCES) and counts["skipped"] == 0
+    assert counts["output"] == str(out)
+    records = read_output(out)
+    logits = expected_logits(model_dir, "toy_sent", SENTENCES)
+    assert [str(r["id"]) for r in records] == [f"r{i}" for i in range(len(SENTENCES))]
+    first_line = 1 if input_suffix == ".jsonl" else 2  # CSV / TSV start with a header line
+    assert [int(r["line"]) for r in records] == list(range(first_line, first_line + len(SENTENCES)))
+    for record, row in zip(records, logits, strict=True):
+        probs = _probabilities(record, ["0", "1"])
+        assert math.isclose(sum(probs), 1.0, abs_tol=1e-6)
+        expected = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+        assert record["label"] == str(int(np.argmax(row)))
+        assert math.isclose(float(record["score"]), max(probs), abs_tol=1e-9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, out.name])  # no temp files
+
+
+@pytest.mark.parametrize(("suffix", "columns", "text_columns"), [
+    (".tsv", ["sentence1", "sentence2"], None),
+    (".csv", ["text_a", "text_b"], None),
+    (".jsonl", ["question", "sentence"], None),
+    (".jsonl", ["premise", "hypothesis"], ("premise", "hypothesis")),
+])
+def test_pair_task(suffix, columns, text_columns, model_dir, tmp_path):
+    source = write_input(tmp_path / f"in{suffix}", columns, [list(pair) for pair in PAIRS])
+    out = tmp_path / "out.jsonl"
+    predict_file(model_dir, "toy_pair", source, out, text_columns=text_columns, progress=False)
+    records = read_output(out)
+    logits = expected_logits(model_dir, "toy_pair", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    assert [r["label"] for r in records] == [str(i) for i in logits.argmax(-1)]
+    assert all("id" not in r for r in records)
+    for record in records:
+        assert math.isclose(sum(record["probabilities"].values()), 1.0, abs_tol=1e-6)
+
+
+def test_regression_task_gives_scores(model_dir, tmp_path):
+    source = write_input(tmp_path / "in.tsv", ["index", "sentence1", "sentence2"],
+                         [[i, a, b] for i, (a, b) in enumerate(PAIRS)])
+    for out in (tmp_path / "out.jsonl", tmp_path / "out.csv"):
+        predict_file(model_dir, "toy_reg", source, out, progress=False)
+        records = read_output(out)
+        expected = expected_logits(model_dir, "toy_reg", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+        np.testing.assert_allclose([float(r["score"]) for r in records], expected, atol=1e-5)
+        assert all("label" not in r and "probabilities" not in r for r in records)
+        assert [str(r["id"]) for r in records] == [str(i) for i in range(len(PAIRS))]
+    assert next(csv.reader((tmp_path / "out.csv").open())) == ["line", "id", "score"]
+
+
+def test_csv_output_columns(model_dir, tmp_path):
+    source = write_input(tmp_path / "in.jsonl", ["text"], [[s] for s in SENTENCES])
+    predict_file(model_dir, "toy_sent", source, tmp_path / "out.txt", output_format="csv", progress=False)
+    header = next(csv.reader((tmp_path / "out.txt").open()))
+    assert header == ["line", "label", "score", "p_0", "p_1"]
+
+
+BAD = [["r1", "good film"], ["r2", ""], ["r3", "fine"], ["r4", "   "], ["r5", "nice"]]
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".csv"])
+def test_bad_rows_stop_the_run_before_anything_is_written(suffix, model_dir, tmp_path):
+    source = write_input(tmp_path / f"in{suffix}", ["id", "text"], BAD)
+    if suffix == ".jsonl":  # also a null text and a missing key
+        with source.open("a") as f:
+            f.write(json.dumps({"id": "r6", "text": None}) + "\n" + json.dumps({"id": "r7"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(DataError) as info:
+        predict_file(model_dir, "toy_sent", source, out, progress=False)
+    message = str(info.value)
+    lines = [3, 5] if suffix != ".jsonl" else [2, 4, 6, 7]
+    assert f"{len(lines)} row(s)" in message and "--skip-bad-rows" in message and str(source) in message
+    assert f"lines {', '.join(map(str, lines))}" in message
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+    counts = predict_file(model_dir, "toy_sent", source, out, skip_bad_rows=True, progress=False)
+    assert counts["skipped"] == len(lines) and counts["skipped_lines"] == lines
+    assert counts["predicted"] == 3 and counts["rows"] == 3 + len(lines)
+    assert [r["id"] for r in read_output(out)] == ["r1", "r3", "r5"]
+
+
+def test_malformed_rows_are_bad_rows(model_dir, tmp_path):
+    source = tmp_path / "in.tsv"
+    source.write_text("text\tid\ngood\t1\nextra\tfield\there\nbad\t3\n")
+    with pytest.raises(DataError, match="line 3: has 3 tab-separated fields"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "good"}\n{not json\n[1, 2]\n\n{"text": "bad"}\n')
+    with pytest.raises(DataError, match=r"lines 2, 3\): line 2: invalid JSON"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    counts = predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", skip_bad_rows=True, progress=False)
+    assert counts["predicted"] == 2 and [r["line"] for r in read_output(tmp_path / "out.jsonl")] == [1, 5]
+
+
+def test_more_bad_rows_than_shown_are_counted(model_dir, tmp_path):
+    source = write_input(tmp_path / "in.csv", ["text"], [[""] for _ in range(12)] + [["ok"]])
+    with pytest.raises(DataError) as info:
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    assert "12 row(s)" in str(info.value) and "lines 2, 3, 4, 5, 6, ..." in str(info.value)
+
+
+@pytest.mark.parametrize(("task", "columns", "text_columns", "expected"), [
+    ("toy_sent", ["review", "stars"], None, ["no text column", "'text'", "'review', 'stars'"]),
+    ("toy_pair", ["text_a", "other"], None, ["pair task", "'sentence1'+'sentence2'", "'text_a', 'other'"]),
+    ("toy_sent", ["review"], ("body", None), ["'body'", "--text-columns", "'review'"]),
+])
+def test_missing_columns_name_what_the_file_has(task, columns, text_columns, expected, model_dir, tmp_path):
+    source = write_input(tmp_path / "in.csv", columns, [["x"] * len(columns)])
+    with pytest.raises(DataError) as info:
+        predict_file(model_dir, task, source, tmp_path / "out.jsonl", text_columns=text_columns, progress=False)
+    for fragment in [str(source), *expected]:
+        assert fragment in str(info.value), (fragment, str(info.value))
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_text_columns_must_fit_the_task(model_dir, tmp_path):
+    source = write_input(tmp_path / "in.csv", ["a", "b"], [["x", "y"]])
+    with pytest.raises(ConfigError, match="two"):
+        predict_file(model_dir, "toy_pair", source, tmp_path / "o.jsonl", text_columns=("a", None), progress=False)
+    with pytest.raises(ConfigError, match="one text"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "o.jsonl", text_columns=("a", "b"), progress=False)
+
+
+def test_non_utf8_names_the_line(model_dir, tmp_path):
+    source = tmp_path / "in.tsv"
+    source.write_bytes(b"text\ngood film\nbad \xff\xfe film\n")
+    with pytest.raises(DataError, match=r"in.tsv, line 3: not valid UTF-8 \(bytes ff"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(("make", "error", "match"), [
+    (lambda d: ("nope", d / "in.csv", d / "out.jsonl", "fp32"), UnknownTaskError, "no head for task 'nope'.*toy_sent"),
+    (lambda d: ("toy_sent", d / "in.xlsx", d / "out.jsonl", "fp32"), DataError, "unknown input format"),
+    (lambda d: ("toy_sent", d / "missing.csv", d / "out.jsonl", "fp32"), DataError, "not found"),
+    (lambda d: ("toy_sent", d / "in.csv", d / "in.csv", "fp32"), ConfigError, "is the input file"),
+    (lambda d: ("toy_sent", d / "in.csv", d / "out.jsonl", "int8"), ConfigError, "ONNX export"),
+    (lambda d: ("toy_sent", d / "in.csv", d / "out.jsonl", "fp16"), ConfigError, "--precision"),
+])
+def test_user_errors(make, error, match, model_dir, tmp_path):
+    write_input(tmp_path / "in.csv", ["text"], [["good"]])
+    (tmp_path / "in.xlsx").write_text("x")
+    task, source, out, precision = make(tmp_path)
+    with pytest.raises(error, match=match):
+        predict_file(model_dir, task, source, out, precision=precision, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "in.xlsx"]
+
+
+def test_not_a_model_folder(tmp_path):
+    source = write_input(tmp_path / "in.csv", ["text"], [["good"]])
+    with pytest.raises(ModelError, match="does not exist"):
+        predict_file(tmp_path / "nowhere", "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+
+
+def test_predict_command(model_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from multidistill.inference.command import predict_command
+
+    app = typer.Typer()
+    app.command("predict")(predict_command)
+    app.command("other")(lambda: None)
+    source = write_input(tmp_path / "in.jsonl", ["q", "a"], [list(pair) for pair in PAIRS] + [["x", ""]])
+    args = ["predict", str(model_dir), "--task", "toy_pair", "--input", str(source), "--output",
+            str(tmp_path / "out.csv"), "--text-columns", "q, a", "--batch-size", "3"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, DataError) and "line 5" in str(result.exception)
+    result = CliRunner().invoke(app, [*args, "--skip-bad-rows"])
+    assert result.exit_code == 0, result.output
+    assert "predicted 4 of 5" in result.output and "skipped 1" in result.output
+    assert len(read_output(tmp_path / "out.csv")) == 4
+    result = CliRunner().invoke(app, [*args[:-4], "--text-columns", "a,b,c"])
+    assert isinstance(result.exception, ConfigError)
+    assert "--skip-bad-rows" in CliRunner().invoke(app, ["predict", "--help"]).output
+
+
+def test_onnx_export_as_source(model_dir, tmp_path, monkeypatch):
+    onnx_export = pytest.importorskip("multidistill.export.onnx")
+    if not hasattr(onnx_export, "export_onnx"):
+        pytest.skip("multidistill.export.onnx has no export_onnx yet")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # some onnxruntime versions leave quantiser temp files in the cwd
+    export_dir = tmp_path / "onnx"
+    onnx_export.export_onnx(model_dir, export_dir, quantize="int8")
+    source = write_input(tmp_path / "in.tsv", ["sentence1", "sentence2"], [list(pair) for pair in PAIRS])
+    predict_file(export_dir, "toy_pair", source, tmp_path / "onnx.jsonl", progress=False)
+    predict_file(model_dir, "toy_pair", source, tmp_path / "torch.jsonl", progress=False)
+    onnx_records, torch_records = read_output(tmp_path / "onnx.jsonl"), read_output(tmp_path / "torch.jsonl")
+    assert [r["label"] for r in onnx_records] == [r["label"] for r in torch_records]
+    for a, b in zip(onnx_records, torch_records, strict=True):
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-4)
+
+    predict_file(export_dir, "toy_reg", source, tmp_path / "reg.jsonl", progress=False)
+    expected = expected_logits(model_dir, "toy_reg", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    np.testing.assert_allclose([r["score"] for r in read_output(tmp_path / "reg.jsonl")], expected, atol=1e-4)
+
+    counts = predict_file(export_dir, "toy_pair", source, tmp_path / "int8.csv", precision="int8", progress=False)
+    assert counts["predicted"] == len(PAIRS)
+    for record in read_output(tmp_path / "int8.csv"):
+        assert math.isclose(float(record["p_0"]) + float(record["p_1"]), 1.0, abs_tol=1e-6)
+    with pytest.raises(UnknownTaskError, match="toy_sent"):
+        predict_file(export_dir, "nope", source, tmp_path / "x.jsonl", progress=False)

@@ -1,0 +1,242 @@
+"""`multidistill report`: report.md and readable PNGs from the files a run folder holds, written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from multidistill.errors import DataError
+from multidistill.report import build_report
+from multidistill.report.build import load_summary
+
+TASKS = ["sst2", "mrpc", "cola"]
+REFERENCE = "teacher (MiniLM-L12, 3 seeds)"
+ROWS = {
+    REFERENCE: ({"sst2": 0.9151, "mrpc": 0.8821, "cola": 0.4812}, 33_360_000),
+    "student: mtdnn_kd 6-layer MiniLM distilled from the ensemble": ({"sst2": 0.9013, "mrpc": 0.8642,
+                                                                       "cola": 0.4120}, 22_713_216),
+    "student: bilstm": ({"sst2": 0.8612, "mrpc": 0.8011, "cola": 0.2015}, 2_410_000),
+}
+RUNTIMES = {
+    "pytorch_fp32": (38.2, 45.1, 61.0), "pytorch_bf16": (52.4, 60.3, 44.5),
+    "onnx_fp32": (27.9, 31.0, 83.2), "onnx_int8": (12.6, 14.8, 190.4),
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _summary() -> dict:
+    base = sum(ROWS[REFERENCE][0].values()) / len(TASKS)
+    rows = {}
+    for name, (main, params) in ROWS.items():
+        average = sum(main.values()) / len(main)
+        tasks = {t: {"metric": v} for t, v in main.items()}
+        rows[name] = {"metrics": {"tasks": tasks, "main": main, "average": average}, "params": params,
+                      "retention": average / base}
+    return {"reference": REFERENCE, "tasks": TASKS, "rows": rows}
+
+
+def _benchmark() -> dict:
+    """Shaped like `multidistill benchmark` output: per-runtime scores and file sizes (int8 differs)."""
+    models = {}
+    for k, (name, score, params, runtimes) in enumerate([
+        ("teacher-minilm-l12", 0.9151, 33_360_000, ["pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8"]),
+        ("student-minilm-l6-distilled-mtdnn-kd-seed-1", 0.9013, 22_713_216, ["pytorch_fp32", "onnx_int8"]),
+        ("student-bilstm", 0.8612, 2_410_000, ["pytorch_fp32", "onnx_fp32", "onnx_int8"]),
+    ]):
+        scale = 1.0 / (1 + 1.5 * k)
+        models[name] = {
+            "path": f"runs/x/{name}", "kind": "BiLSTMModel" if "bilstm" in name else "MultiTaskModel",
+            "parameters": params, "disk_bytes": params * 4, "score": score,
+            "runtimes": {r: {"scores": {"sst2": score - 0.004 * (r == "onnx_int8")},
+                             "score": score - 0.004 * (r == "onnx_int8"),
+                             "disk_bytes": params * (1 if r == "onnx_int8" else 4),
+                             "latency_ms_median": RUNTIMES[r][0] * scale, "latency_ms_p95": RUNTIMES[r][1] * scale,
+                             "throughput_examples_per_s": RUNTIMES[r][2] / scale, "latency_runs": 50,
+                             "throughput_batches": 10, "peak_rss_mb": 400.0 * scale}
+                         for r in runtimes},
+        }
+    base = models["teacher-minilm-l12"]["runtimes"]["pytorch_fp32"]["throughput_examples_per_s"]
+    speedup = {n: {r: s["throughput_examples_per_s"] / base for r, s in m["runtimes"].items()}
+               for n, m in models.items()}
+    return {"format_version": 1, "date": "2026-11-22 10:00", "machine": "x86_64", "cpus": 2, "threads": 2,
+            "task": "sst2", "tasks": ["sst2"], "native_bf16": False,
+            "settings": {"latency_runs": 50, "batch_size": 32, "rounds": 5, "max_length": 128},
+            "reference": "teacher-minilm-l12", "models": models, "speedup": speedup}
+
+
+def _stage(folder: Path, steps: int, start_loss: float, final_dev: float) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder.mkdir(parents=True)
+    history = []
+    for epoch in range(1, 4):
+        step = epoch * steps // 3
+        average = final_dev - 0.08 / epoch
+        history.append({"step": step, "epoch": epoch, "tasks": {"sst2": {"accuracy": average}},
+                        "main": {"sst2": average}, "average": average})
+    (folder / "train_history.json").write_text(json.dumps(history))
+    writer = SummaryWriter(str(folder / "tensorboard"))
+    for step in range(5, steps + 1, 5):
+        writer.add_scalar("train/loss", start_loss * math.exp(-step / steps * 2) * (1 + 0.1 * math.sin(step)), step)
+        writer.add_scalar("train/lr", 1e-4, step)
+    for entry in history:
+        writer.add_scalar("eval/average", entry["average"], entry["step"])
+    writer.close()
+
+
+def make_run(root: Path, *, benchmark: bool = True, stages: bool = True) -> Path:
+    """A recipe-like run folder: summary.json, optionally benchmark.json and two trained stage folders."""
+    run = root / "mtdnn_kd"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(_summary()))
+    if benchmark:
+        (run / "benchmark.json").write_text(json.dumps(_benchmark()))
+    if stages:
+        _stage(run / "teacher-seed-1", 300, 1.2, 0.76)
+        _stage(run / "student", 450, 6.0, 0.72)
+    return run
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    """One complete report, shared by the read-only checks (building it is the slow part)."""
+    return build_report(make_run(tmp_path_factory.mktemp("full")))
+
+
+def test_report_has_tables_figures_and_inputs(full_report):
+    run_dir = full_report.parents[1]
+    assert full_report == run_dir / "report" / "report.md"
+    text = full_report.read_text()
+    assert text.startswith("# Distillation report: mtdnn_kd")
+    # quality table: header, the reference row, and every student's retention
+    assert "| model | sst2 | mrpc | cola | average | retention % | parameters |" in text
+    assert f"| {REFERENCE} (reference) | 0.9151 | 0.8821 | 0.4812 |" in text
+    assert "| student: bilstm | 0.8612 | 0.8011 | 0.2015 | 0.6213 | 81.8 | 2.4M |" in text
+    assert "| student: bilstm | 94.1 | 90.8 | 41.9 | 81.8 |" in text  # retention per task
+    # speed table: one row per model x runtime, ms with 2 decimals below 10 ms
+    assert "| model | runtime | score | latency median (ms) | latency p95 (ms)" in text
+    assert ("| teacher-minilm-l12 | ONNX int8 | 0.9111 | 12.6 | 14.8 | 190.4 | 3.12× | 33.4M | 33.4 | 400.0 |"
+            in text)
+    assert "| teacher-minilm-l12 | PyTorch fp32 | 0.9151 | 38.2 | 45.1 | 61.0 | 1.00× | 33.4M | 133.4 |" in text
+    assert "| student-bilstm | ONNX int8 | 0.8572 | 3.15 | 3.70 |" in text
+    assert "Score: dev score (sst2, main metric)." in text
+    assert text.count("| student-bilstm |") == 3
+    for png in ("retention.png", "score_vs_latency.png", "training_curves.png"):
+        assert f"]({png})" in text
+    assert "`teacher-seed-1/train_history.json`" in text and "`student/tensorboard/`" in text
+    assert "`summary.json`" in text and "`benchmark.json`" in text
+    assert sorted(p.name for p in full_report.parent.iterdir()) == [
+        "report.md", "retention.png", "score_vs_latency.png", "training_curves.png"]
+
+
+def test_pngs_are_valid_and_readable_size(full_report):
+    import matplotlib.image
+
+    for png in sorted(full_report.parent.glob("*.png")):
+        data = png.read_bytes()
+        assert data[:8] == PNG_SIGNATURE, f"{png.name} is not a PNG"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width >= 900 and height >= 550, (png.name, width, height)
+        image = matplotlib.image.imread(png)
+        assert image.shape[:2] == (height, width)
+        # not a blank canvas: a real figure has plenty of non-white pixels
+        assert (image[..., :3] < 0.9).any(axis=-1).mean() > 0.01, png.name
+
+
+def test_without_benchmark_the_report_says_why(tmp_path):
+    run_dir = make_run(tmp_path, benchmark=False)
+    text = build_report(run_dir).read_text()
+    assert "No speed section: benchmark.json was not found" in text
+    assert "score_vs_latency.png" not in text
+    assert not (run_dir / "report" / "score_vs_latency.png").exists()
+    assert (run_dir / "report" / "retention.png").is_file()
+    assert (run_dir / "report" / "training_curves.png").is_file()
+
+
+def test_unreadable_optional_inputs_degrade_to_notes(tmp_path):
+    run_dir = make_run(tmp_path, stages=False)
+    (run_dir / "benchmark.json").write_text("{not json")
+    for stage in ("teacher-seed-1", "student"):
+        (run_dir / stage / "tensorboard").mkdir(parents=True)
+        (run_dir / stage / "train_history.json").write_text("[")
+    text = build_report(run_dir).read_text()
+    assert "No speed section: benchmark.json could not be read" in text
+    assert "No training curves" in text
+    assert "Skipped teacher-seed-1/train_history.json" in text
+
+
+def test_missing_summary_names_the_file_and_writes_nothing(tmp_path):
+    run_dir = make_run(tmp_path, stages=False)
+    (run_dir / "summary.json").unlink()
+    with pytest.raises(DataError, match=r"summary\.json"):
+        build_report(run_dir)
+    assert not (run_dir / "report").exists()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".report")]
+
+
+def test_invalid_summary_names_the_field(tmp_path):
+    run_dir = make_run(tmp_path, stages=False)
+    (run_dir / "summary.json").write_text(json.dumps({"reference": "nobody", "rows": _summary()["rows"]}))
+    with pytest.raises(DataError, match=r"summary\.json.*reference"):
+        build_report(run_dir)
+    (run_dir / "summary.json").write_text("[1, 2")
+    with pytest.raises(DataError, match=r"summary\.json.*not valid JSON"):
+        build_report(run_dir)
+    assert not (run_dir / "report").exists()
+
+
+def test_rerun_replaces_the_report_atomically(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path, benchmark=False, stages=False)
+    out = tmp_path / "elsewhere" / "report"
+    build_report(run_dir, out)
+    (out / "stale.txt").write_text("from an older report")
+    before = (out / "report.md").read_text()
+    assert "student: bilstm" in before
+
+    # A failure while drawing leaves the previous report exactly as it was, and no temporary folder behind.
+    from multidistill.report import plots
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(plots, "plot_training_curves", boom)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        build_report(run_dir, out)
+    assert (out / "stale.txt").is_file() and (out / "report.md").read_text() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report"]
+    monkeypatch.undo()
+
+    # A successful re-run swaps in a complete new folder: nothing of the old one survives.
+    payload = _summary()
+    del payload["rows"]["student: bilstm"]
+    (run_dir / "summary.json").write_text(json.dumps(payload))
+    build_report(run_dir, out)
+    assert not (out / "stale.txt").exists()
+    assert "student: bilstm" not in (out / "report.md").read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report"]
+
+
+def test_summary_without_reference_uses_first_row(tmp_path):
+    run_dir = make_run(tmp_path, benchmark=False, stages=False)
+    payload = _summary()
+    del payload["reference"]
+    for row in payload["rows"].values():
+        row.pop("retention")
+    (run_dir / "summary.json").write_text(json.dumps(payload))
+    summary = load_summary(run_dir)
+    assert summary["reference"] == REFERENCE
+    assert summary["rows"][REFERENCE]["retention"] == pytest.approx(1.0)
+    assert "names no reference" in build_report(run_dir).read_text()
+
+
+def test_command_writes_to_out_and_prints_the_path(tmp_path, capsys):
+    from multidistill.report.command import report_command
+
+    run_dir = make_run(tmp_path, benchmark=False, stages=False)
+    report_command(run_dir, tmp_path / "custom")
+    assert "custom/report.md" in capsys.readouterr().out.replace("\n", "")
+    assert (tmp_path / "custom" / "report.md").is_file() and not (run_dir / "report").exists()
