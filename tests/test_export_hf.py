@@ -211,3 +211,18 @@ def test_export_command(tiny_model_dir, tmp_path):
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     result = CliRunner().invoke(app, ["export-hf", "--help"])
     assert "--overwrite" in result.output and "--task" in result.output
+
+
+def test_export_format_hf_through_the_main_cli(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    from tests.test_cli import run_cli
+
+    model_dir = build_model(tiny_model_dir, tmp_path / "model")
+    code, output = run_cli(monkeypatch, capsys, "export", str(model_dir), "--format", "hf", "--out",
+                           str(tmp_path / "hf"))
+    assert code == 0, output
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").config.num_labels == 2
+    code, output = run_cli(monkeypatch, capsys, "export", str(model_dir), "--format", "tflite", "--out",
+                           str(tmp_path / "x"))
+    assert code == 2 and "onnx, hf" in output and not (tmp_path / "x").exists()

@@ -356,3 +356,21 @@ def test_export_command_documents_every_option():
     for name in inspect.signature(export_command).parameters:
         info = [m for m in hints[name].__metadata__ if hasattr(m, "help")]
         assert info and info[0].help, name
+
+
+def test_bilstm_without_token_types_splits_pairs_at_the_separator(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, model_input_names=["input_ids", "attention_mask"])
+    torch.manual_seed(0)
+    spec = BiLSTMSpec(embedding_dim=16, hidden_size=8, mlp_hidden=12)
+    model = BiLSTMModel.from_tokenizer(spec, [PAIR], tokenizer).eval()  # pair heads only
+    model.save_pretrained(tmp_path / "model", tokenizer)
+    meta = export_onnx(tmp_path / "model", tmp_path / "onnx")
+    assert meta["inputs"] == ["input_ids", "attention_mask"] and list(meta["outputs"]) == ["pair"]
+    exported = OnnxModel.load(tmp_path / "onnx")
+    batch = exported.tokenizer(list(PAIRS[0]), list(PAIRS[1]), padding=True, return_tensors="pt")
+    assert "token_type_ids" not in batch
+    with torch.no_grad():
+        expected = model("pair", batch["input_ids"], batch["attention_mask"]).logits.numpy()
+    assert np.abs(exported.logits("pair", batch["input_ids"], batch["attention_mask"]) - expected).max() <= 1e-4

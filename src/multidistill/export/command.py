@@ -12,7 +12,7 @@ from rich.table import Table
 
 from multidistill.errors import ConfigError
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "hf")
 console = Console()
 
 
@@ -41,9 +41,14 @@ def export_command(
                                                    "or BiLSTM).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the export to; it must not exist or be "
                                                     "empty (see --overwrite).")],
-    format: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx (every model; one multi-output graph) or hf (a "
+                                                         "single-task Transformer student as a plain Hugging Face "
+                                                         "AutoModelForSequenceClassification folder).")] = "onnx",
+    task: Annotated[str | None, typer.Option(help="--format hf: the task to export (needed for multi-task "
+                                                  "models).")] = None,
     quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx, dynamically quantised "
-                                               "(int8 weights, one scale per output channel).")] = "none",
+                                               "(int8 weights with one scale per output channel; embeddings stay "
+                                               "fp32).")] = "none",
     data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against (for the "
                                                 "parity check).")] = "../shared/data",
     parity_examples: Annotated[int, typer.Option(help="Dev rows per task for the parity check.")] = 500,
@@ -72,6 +77,12 @@ def export_command(
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if format == "hf":
+        from multidistill.export.hf import export_hf
+
+        path = export_hf(model_dir, out, task=task, overwrite=overwrite)
+        console.print(f"written: {path} (load with AutoModelForSequenceClassification.from_pretrained)")
+        return
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
     if parity_examples < 1:
