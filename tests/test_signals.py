@@ -117,3 +117,128 @@ def test_stored_signals_enrich_batches_by_row_and_check_ids(setting):
     np.testing.assert_allclose(batch["teacher_mean"].numpy(), expected["teacher_mean"])
     with pytest.raises(DataError, match="do not line up"):
         enrich({"task": "toy_sent", "rows": rows, "ids": ["x", "y", "z"]})
+
+
+# Resumable, sharded generation ----------------------------------------------------------------------------
+
+
+def _contents(store) -> dict:
+    """Every (task, split) of a store as numpy arrays, for bit-for-bit comparisons."""
+    out = {}
+    for task in store.manifest["tasks"]:
+        for split in store.manifest["splits"]:
+            rows = store.signals(task, split)[:]
+            out[task, split] = {"id": list(rows["id"]), "teacher_logits": np.asarray(rows["teacher_logits"]),
+                                "teacher_mean": np.asarray(rows["teacher_mean"])}
+    return out
+
+
+def _assert_same_store(a, b) -> None:
+    got, expected = _contents(a), _contents(b)
+    assert got.keys() == expected.keys()
+    for key, columns in expected.items():
+        assert got[key]["id"] == columns["id"], key
+        for name in ("teacher_logits", "teacher_mean"):
+            assert got[key][name].dtype == columns[name].dtype == np.float32
+            assert np.array_equal(got[key][name], columns[name]), (key, name)  # bit for bit
+    assert a.manifest["fingerprint"] == b.manifest["fingerprint"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _counting_predict(monkeypatch, fail_after_calls: int | None = None) -> list:
+    """Wrap the teacher inference: count calls, and raise (like a kill) once ``fail_after_calls`` were made."""
+    from multidistill.evaluation.evaluate import predict as real
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        if fail_after_calls is not None and len(calls) >= fail_after_calls:
+            raise Interrupted
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(signals, "predict", counted)
+    return calls
+
+
+def test_an_interrupted_build_resumes_from_its_last_shard(setting, monkeypatch):
+    teachers, data, out = setting
+    # 20 train rows per task, 4 rows per shard: 5 shards per task, 10 in all; 2 teachers -> 2 calls per shard.
+    options = {"batch_size": 4, "shard_size": 4}
+    _counting_predict(monkeypatch, fail_after_calls=2 * 2)
+    with pytest.raises(Interrupted):
+        build_signal_store(teachers, data, out, **options)
+    partial = signals.partial_dir(out)
+    assert not out.exists()
+    assert sorted(p.name for p in partial.glob("shard-*")) == ["shard-000000.npz", "shard-000001.npz"]
+
+    calls = _counting_predict(monkeypatch)
+    resumed = build_signal_store(teachers, data, out, **options)
+    assert len(calls) == (10 - 2) * 2  # the two finished shards were not recomputed
+    assert not partial.exists()
+
+    monkeypatch.undo()
+    uncut = build_signal_store(teachers, data, out.with_name("uncut"), **options)
+    _assert_same_store(resumed, uncut)
+
+
+def test_a_work_folder_of_another_fingerprint_is_discarded_with_a_warning(setting, monkeypatch):
+    teachers, data, out = setting
+    options = {"batch_size": 4, "shard_size": 4}
+    _counting_predict(monkeypatch, fail_after_calls=3)
+    with pytest.raises(Interrupted):
+        build_signal_store(teachers[:1], data, out, **options)  # one teacher: another fingerprint
+    assert len(list(signals.partial_dir(out).glob("shard-*"))) == 3
+
+    calls = _counting_predict(monkeypatch)
+    with pytest.warns(UserWarning, match="discarding .*other teachers"):
+        store = build_signal_store(teachers, data, out, **options)
+    assert len(calls) == 10 * 2  # nothing of the other teacher set was reused
+    monkeypatch.undo()
+    _assert_same_store(store, build_signal_store(teachers, data, out.with_name("clean"), **options))
+
+    # A shard plan of another shard size is discarded too; a folder that is not ours is refused.
+    _counting_predict(monkeypatch, fail_after_calls=2)
+    with pytest.raises(Interrupted):
+        build_signal_store(teachers, data, out.with_name("other"), batch_size=4, shard_size=8)
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="another shard size"):
+        build_signal_store(teachers, data, out.with_name("other"), **options)
+    foreign = out.with_name("foreign.partial")
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not the work folder"):
+        build_signal_store(teachers, data, out.with_name("foreign"), **options)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_the_store_is_the_same_whatever_the_shard_size(setting):
+    teachers, data, out = setting
+    stores = [build_signal_store(teachers, data, out.with_name(f"shards-{size}"), splits=("train", "dev"),
+                                 batch_size=4, shard_size=size) for size in (1, 7, 10000)]
+    for other in stores[1:]:
+        _assert_same_store(other, stores[0])
+
+
+def test_shards_can_be_shared_between_processes(setting):
+    """The shard loop takes (rank, world): two ranks together label every shard once; one merge follows."""
+    from multidistill.data.prepare import open_example_store
+    from multidistill.models.backbone import load_tokenizer
+
+    teachers, data, out = setting
+    reference = build_signal_store(teachers, data, out.with_name("single"), batch_size=4, shard_size=4)
+    store = open_example_store(data, max_examples_per_task=None, seed=0)
+    sizes = {(t, "train"): len(store.examples(t, "train")) for t in data.task_names}
+    plan = signals.plan_shards(sizes, signals.shard_rows(4, 4))
+    partial = signals.partial_dir(out)
+    signals.prepare_partial(partial, reference.fingerprint, plan)
+    labeler = signals.ShardLabeler([MultiTaskModel.from_pretrained(d) for d in teachers],
+                                   [load_tokenizer(str(d)) for d in teachers], store, 32, 4, torch.device("cpu"))
+    done = [signals.generate_shards(labeler, partial, plan, rank=r, world=2) for r in (0, 1)]
+    assert done == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+    assert signals.generate_shards(labeler, partial, plan, rank=1, world=2) == []  # finished shards are skipped
+    merged = signals.merge_shards(partial, out, plan, reference.manifest)
+    _assert_same_store(merged, reference)

@@ -174,11 +174,15 @@ def soft_targets_command(
     batch_size: Annotated[int, typer.Option(help="Teacher inference batch size.")] = 64,
     bf16: Annotated[bool, typer.Option(help="Run the teachers under bf16 autocast.")] = False,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
+    shard_size: Annotated[int, typer.Option(
+        min=1, help="Rows labelled and saved per shard (rounded up to whole batches); an interrupted run "
+                    "resumes from its last complete shard.")] = 2048,
 ) -> None:
     """Run one or several teachers over tasks and store their logits and mean probabilities.
 
     The store is fingerprinted by the teachers' weights, the data, the tokenizers and the max length:
-    a valid store is reused as is, a stale one is refused.
+    a valid store is reused as is, a stale one is refused. Work is saved shard by shard in OUT.partial/;
+    running the same command again after an interruption continues from the last complete shard.
     """
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
@@ -194,7 +198,8 @@ def soft_targets_command(
     accelerator = accelerator_for("bf16" if bf16 else "no")
     store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits) or ["train"]),
                                max_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
-                               batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast)
+                               batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast,
+                               shard_size=shard_size)
     table = Table(title=f"signal store {out} (fingerprint {store.fingerprint[:12]})")
     for column in ("task", "split", "examples", "teachers"):
         table.add_column(column)

@@ -59,7 +59,7 @@ def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> f
     return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
 
 
-def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig) -> Path:
+def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int) -> Path:
     """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there and from this model)."""
     from multidistill.export.onnx import export_onnx
     from multidistill.utils.manifest import read_versioned_json
@@ -70,15 +70,20 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig) -> Path:
         existing = read_versioned_json(manifest, 1, ConfigError)
         if Path(existing.get("source", "")).resolve() == model_dir.resolve() and "int8" in existing["files"]:
             return out
-    export_onnx(model_dir, out, quantize="int8", parity_data=data, overwrite=True)
+    export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples, overwrite=True)
     return out
 
 
 def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str, out: str | Path | None = None,
               runtimes: tuple[str, ...] = RUNTIMES, export_root: str | Path | None = None, rounds: int = 5,
               latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
-              memory: bool = True, cache_dir: str = ".cache/multidistill") -> dict:
-    """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON)."""
+              memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
+              parity_examples: int = 500) -> dict:
+    """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON).
+
+    Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
+    parity-checked on ``parity_examples`` rows per task.
+    """
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise ConfigError(f"--runtimes: unknown {unknown}; choose from {list(RUNTIMES)}")
@@ -103,7 +108,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
                     "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
                     "native_bf16": cpu_has_fast_bf16(),
                     "settings": {"latency_runs": latency_runs, "batch_size": batch_size, "rounds": rounds,
-                                 "max_length": max_length},
+                                 "max_length": max_length, "max_eval_examples": max_eval_examples},
                     "reference": names[0], "models": {}, "speedup": {}}
     contenders: dict[str, tuple[Forward, object, int]] = {}
     for name, (folder, model) in tqdm(models.items(), desc="benchmark: preparing models"):
@@ -115,6 +120,8 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
         data_config = DataConfig(tasks=tasks, data_root=data_root, cache_dir=cache_dir,
                                  task_specs=[model.tasks[t] for t in tasks])
         data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)
+        if max_eval_examples is not None:
+            data.eval_sets = {t: d.select(range(min(len(d), max_eval_examples))) for t, d in data.eval_sets.items()}
         forwards: dict[str, Forward] = {}
         disk = {"pytorch_fp32": (folder / WEIGHTS_FILE).stat().st_size}
         disk["pytorch_bf16"] = disk["pytorch_fp32"]
@@ -126,7 +133,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
         if onnx_runtimes:
             from multidistill.export.onnx import OnnxModel
 
-            export_dir = _ensure_onnx(folder, export_root, data_config)
+            export_dir = _ensure_onnx(folder, export_root, data_config, parity_examples)
             for runtime in onnx_runtimes:
                 precision = runtime.split("_")[1]
                 onnx_model = OnnxModel.load(export_dir, precision=precision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
@@ -36,8 +37,17 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
         return AutoModel.from_pretrained(
             path, config=config, trust_remote_code=trust_remote_code, **_model_kwargs(model_cls)
         )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load backbone '{name_or_path}': {exc}") from exc
+    except Exception as exc:
+        # A folder with only pickled weights is refused by torch's weights_only loader (UnpicklingError);
+        # say so plainly instead of a traceback. Other errors are bugs and propagate.
+        if type(exc).__name__ == "UnpicklingError":
+            pickled = sorted(p.name for p in Path(path).glob("*.bin")) if Path(path).is_dir() else []
+            raise ModelError(f"cannot load backbone '{name_or_path}': its weights ({', '.join(pickled) or 'a .bin'}) "
+                             "are a pickle file, which is never unpickled (it could run code); convert them to "
+                             "model.safetensors with a tool you trust") from exc
+        if isinstance(exc, (OSError, ValueError, KeyError)):
+            raise ModelError(f"cannot load backbone '{name_or_path}': {exc}") from exc
+        raise
 
 
 def backbone_from_config(config: PretrainedConfig) -> PreTrainedModel:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
@@ -138,10 +139,16 @@ class MultiTaskModel(nn.Module):
             backbone_config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{directory / 'config.json'}: unreadable backbone config: {exc}") from exc
-        tasks = [Task.model_validate(spec) for spec in config["tasks"]]
-        backbone_spec = config["backbone"]
-        model = cls(backbone_from_config(backbone_config), tasks, pooling=backbone_spec["pooling"],
-                    dropout=backbone_spec["dropout"], max_length=config.get("max_length"))
+        try:
+            tasks = [Task.model_validate(spec) for spec in config["tasks"]]
+            pooling, dropout = config["backbone"]["pooling"], float(config["backbone"]["dropout"])
+            if pooling not in ("cls", "mean"):
+                raise ValueError(f"backbone.pooling must be 'cls' or 'mean', not {pooling!r}")
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise ModelError(f"{directory / MODEL_CONFIG_FILE}: invalid model config: {type(exc).__name__}: "
+                             f"{exc}") from exc
+        model = cls(backbone_from_config(backbone_config), tasks, pooling=pooling, dropout=dropout,
+                    max_length=config.get("max_length"))
         load_weights(model, directory / WEIGHTS_FILE)
         return model
 
@@ -177,14 +184,28 @@ def read_model_config(directory: Path, kind: str | None = None) -> dict:
     missing = [name for name in REQUIRED_FILES[found] if not (directory / name).is_file()]
     if missing:
         raise ModelError(f"model directory {directory} is missing {', '.join(missing)}")
+    if not isinstance(config.get("tasks"), list) or not all(isinstance(spec, dict) for spec in config["tasks"]):
+        raise ModelError(f"{config_path}: key 'tasks' must be a list of task specs (the model's heads)")
     return config
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load safetensors weights strictly, turning corrupt or mismatched files into a ModelError."""
     try:
-        missing, unexpected = load_model(model, str(path), strict=False)
+        with safe_open(str(path), framework="pt") as handle:  # reads only the header: names, shapes
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"{path}: cannot read weights ({exc}); the file is corrupt or not safetensors") from exc
+    # In the model's own order, so the first mismatches named are the first layers (embeddings, encoder).
+    wrong = [f"size mismatch for {name}: {list(shapes[name])} in the file, {list(tensor.shape)} in the model"
+             for name, tensor in model.state_dict().items() if name in shapes and tuple(tensor.shape) != shapes[name]]
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise ModelError(f"{path}: weights do not match the model that {MODEL_CONFIG_FILE} describes: "
+                         f"{'; '.join(wrong[:3])}{more}; were the weights copied from another model?")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as exc:  # a file cut inside its tensor data fails here, after its header read fine
         raise ModelError(f"{path}: cannot read weights ({exc}); the file is corrupt or not safetensors") from exc
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not match the model: missing {sorted(missing)[:5]}, "

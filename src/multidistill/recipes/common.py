@@ -78,9 +78,10 @@ def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path],
 
 
 def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Path], inputs: dict[str, str],
-                  data: DataConfig, *, max_examples: int | None, name: str = "signals") -> Path:
+                  data: DataConfig, *, max_examples: int | None, name: str = "signals",
+                  with_eval_split: bool = True) -> Path:
     """Every teacher over the training split (and the eval split, to score the ensemble) -> one store."""
-    splits = ("train", data.eval_split)
+    splits = ("train", data.eval_split) if with_eval_split else ("train",)
     config_payload = {"data": _dump(data), "max_examples": max_examples, "splits": list(splits),
                       "bf16": recipe.signals.bf16}
 

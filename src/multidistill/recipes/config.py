@@ -144,6 +144,6 @@ Recipe = MTDNNKDRecipe | MKDRecipe
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a recipe YAML (its `recipe:` key picks the schema), with `--set` overrides."""
     name = read_yaml(path).get("recipe")
-    if name not in RECIPE_SCHEMAS:
+    if not isinstance(name, str) or name not in RECIPE_SCHEMAS:
         raise ConfigError(f"{path}: key 'recipe': expected one of {sorted(RECIPE_SCHEMAS)}, got {name!r}")
     return load_config(path, overrides, schema=RECIPE_SCHEMAS[name])

@@ -43,6 +43,9 @@ class BenchmarkSection(_Strict):
     rounds: int = Field(5, gt=0, description="Alternating measurement rounds.")
     latency_runs: int = Field(50, gt=0, description="Batch-1 calls per model and runtime.")
     memory: bool = Field(True, description="Measure peak memory (one subprocess per model/runtime).")
+    max_eval_examples: int | None = Field(None, gt=0, description="Score each runtime on at most this many dev "
+                                          "rows per task (None: the whole dev split).")
+    parity_examples: int = Field(500, gt=0, description="Dev rows per task of the ONNX export parity check.")
 
 
 def _default_student(model: ModelConfig, train: TrainConfig) -> StudentSection:
@@ -76,10 +79,11 @@ class DemoConfig(_Strict):
 
 # `--quick`: the same pipeline on a tenth of the budget (about 3 minutes), for a first look and for CI.
 QUICK_OVERRIDES = [
-    "output_dir=runs/demo-quick", "max_examples_per_task=150", "teacher_train.epochs=1",
+    "output_dir=runs/demo-quick", "max_examples_per_task=200", "teacher_train.epochs=1", "teacher_train.lr=2e-4",
     "transformer.train.epochs=1", "bilstm.train.epochs=2", "bilstm.model.bilstm.embedding_dim=128",
     "bilstm.model.bilstm.hidden_size=128", "benchmark.rounds=2", "benchmark.latency_runs=10",
     "benchmark.memory=false", "benchmark.runtimes=[pytorch_fp32,onnx_fp32,onnx_int8]",
+    "benchmark.max_eval_examples=200", "benchmark.parity_examples=100",
 ]
 
 
@@ -112,8 +116,9 @@ def run_demo(config: DemoConfig) -> dict:
     teacher = train_stage(runner, "teacher", kind="teacher", model=config.teacher, train=config.teacher_train,
                           data=data, max_examples=cap)
     teacher_model = teacher / BEST_MODEL
+    # One teacher: its dev scores come from its own run, so only the training split is labelled.
     signals = signals_stage(runner, config, [teacher_model], {"teacher": stage_fingerprint(teacher)}, data,
-                            max_examples=cap)
+                            max_examples=cap, with_eval_split=False)
     students = {}
     for name, section in (("student-transformer", config.transformer), ("student-bilstm", config.bilstm)):
         students[name] = train_stage(
@@ -129,7 +134,8 @@ def run_demo(config: DemoConfig) -> dict:
         report = benchmark(model_dirs, data.task_names, data_root=data.data_root, out=folder / "benchmark.json",
                            runtimes=tuple(runtimes), export_root=folder / "exports", rounds=config.benchmark.rounds,
                            latency_runs=config.benchmark.latency_runs, memory=config.benchmark.memory,
-                           cache_dir=data.cache_dir)
+                           cache_dir=data.cache_dir, max_eval_examples=config.benchmark.max_eval_examples,
+                           parity_examples=config.benchmark.parity_examples)
         return {"skipped_runtimes": sorted(set(config.benchmark.runtimes) - set(runtimes)),
                 "reference": report["reference"]}
 

@@ -1,11 +1,14 @@
 """Resumable checkpoints: weights (safetensors), optimizer/scheduler/RNG (`weights_only` torch file),
-loop position (JSON). Each checkpoint is a folder written atomically; the newest complete one wins."""
+loop position (JSON). Each checkpoint is a folder written atomically; the newest complete one wins.
+
+Old checkpoints are pruned by renaming them out of the way first (`remove_tree`), so a kill during the
+pruning never leaves a half-deleted `step-*` folder; temporary folders of writes that a kill cut short
+(`.step-*.tmp-<pid>-*`) are ignored by `list_checkpoints` and deleted by the next save or resume."""
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from multidistill.errors import ModelError
-from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.atomic import atomic_dir, remove_stale_temps, remove_tree
 
 STATE_FILE = "loop_state.json"
 WEIGHTS_FILE = "trainables.safetensors"
@@ -48,13 +51,14 @@ def save_checkpoint(root: Path, step: int, trainables: nn.Module, optimizer, sch
                     loop_state: dict, keep: int = 1) -> Path:
     """Write ``root/step-N`` atomically, then prune all but the newest ``keep`` checkpoints."""
     final = root / f"{PREFIX}{step:09d}"
+    remove_stale_temps(root, f"{PREFIX}*")
     with atomic_dir(final) as tmp:
         save_model(trainables, str(tmp / WEIGHTS_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / TRAINING_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(loop_state, indent=2))
     for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
     return final
 
 
@@ -67,7 +71,12 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def load_checkpoint(folder: Path, trainables: nn.Module, optimizer, scheduler) -> dict:
-    """Restore everything saved by `save_checkpoint`; returns the loop state."""
+    """Restore everything saved by `save_checkpoint`; returns the loop state.
+
+    Resuming also deletes what writers killed in this folder left behind (their process is gone): the
+    resumed run may never write a checkpoint again, e.g. when it was killed while pruning the last one.
+    """
+    remove_stale_temps(folder.parent, f"{PREFIX}*")
     try:
         load_model(trainables, str(folder / WEIGHTS_FILE), strict=True)
         training = torch.load(folder / TRAINING_FILE, map_location="cpu", weights_only=True)

@@ -2,18 +2,34 @@
 
 Everything goes to a temporary sibling first and is renamed into place only when complete;
 renames within one filesystem are atomic, so readers see either the old artifact or the new one.
+An existing directory is swapped with its replacement in one `renameat2(RENAME_EXCHANGE)` call where
+the OS has it (Linux), so even a SIGKILL between "old out" and "new in" cannot leave the name empty.
+
+Temporary siblings are named ``.<name>.tmp-<pid>-<random>``: readers never look at dot-names, and
+the next write beside them deletes those whose process is gone (a writer killed mid-write leaves one).
+
+Test hook: when the environment variable ``MULTIDISTILL_TEST_SLOW_WRITES`` holds a number of seconds,
+every `atomic_dir` / `atomic_file` sleeps that long after writing and before its rename, so the kill
+harness (tests/kill_harness.py) can land SIGKILLs inside the write window. Unset, it costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+SLOW_WRITES_ENV = "MULTIDISTILL_TEST_SLOW_WRITES"
+_OWNER = re.compile(r"\.(?:tmp|old)-(\d+)(?:-|$)")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -25,6 +41,105 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _test_slow_write() -> None:
+    """The kill harness's write window (see the module docstring); a no-op unless the variable is set."""
+    seconds = os.environ.get(SLOW_WRITES_ENV)
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def glob_escape(name: str) -> str:
+    """``name`` as a glob pattern that matches only itself."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-{os.getpid()}-"
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether the process that made temporary sibling ``name`` no longer exists (unknown names: False)."""
+    match = _OWNER.search(name)
+    if match is None or os.name == "nt":  # Windows' os.kill(pid, 0) would terminate the process
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but is not ours (EPERM)
+        return False
+    return False
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(parent: str | Path, name_glob: str = "*") -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>-*`` siblings in ``parent`` left by writers that were killed.
+
+    Only entries whose writer process is gone are removed, so a concurrent writer is never disturbed.
+    Returns what was removed.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    removed = []
+    for path in parent.glob(f".{name_glob}.tmp-*"):
+        if _owner_gone(path.name):
+            _delete(path)
+            removed.append(path)
+    return removed
+
+
+def _recover_old(final: Path) -> None:
+    """Undo a fallback swap cut between its two renames: put the previous version back under ``final``."""
+    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not _owner_gone(old.name):
+            continue
+        if final.exists():
+            _delete(old)
+        else:
+            os.replace(old, final)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a folder so that it vanishes at once: rename it to a temporary sibling, then delete that.
+
+    A kill during the deletion leaves a dot-named sibling (cleaned by the next write beside it), never a
+    half-deleted folder under the real name.
+    """
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        path.unlink(missing_ok=True)  # a file goes in one step anyway
+        return
+    doomed = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    os.replace(path, doomed)  # an empty directory target is replaced atomically
+    _fsync_dir(path.parent)
+    _delete(doomed)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``final`` when the block exits without error.
@@ -34,12 +149,20 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    _recover_old(final)
+    remove_stale_temps(final.parent, glob_escape(final.name))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
     try:
         yield tmp
+        _test_slow_write()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if final.exists() and _exchange(tmp, final):
+        # ``tmp`` now holds the previous version.
+        _fsync_dir(final.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -57,7 +180,8 @@ def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-
     """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    remove_stale_temps(final.parent, glob_escape(final.name))
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(final), dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -65,6 +189,7 @@ def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        _test_slow_write()
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

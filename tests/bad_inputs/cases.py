@@ -1,0 +1,396 @@
+"""The bad-input catalogue: one entry per broken input a user can plausibly hand to the CLI.
+
+Every case is run by tests/test_bad_inputs.py in a fresh workspace holding
+
+    {data}      the three toy tasks (tests/conftest.py `write_tiny_tasks`): toy_sent, toy_pair, toy_reg (TSV)
+    {config}    the run config (YAML) the command reads: a teacher run, a distill run or a recipe
+    {out}       the run's output folder, which already holds a guard file (precious.txt)
+    {teacher}   a saved multidistill model over the toy tasks (copy; safe to damage)
+    {teacher_b} the same architecture and tasks with other weights (another teacher)
+    {other}     a saved model whose toy_sent head has 3 labels instead of 2
+    {store}     a signal store built from {teacher} over the toy tasks' training split (copy)
+    {bert}      the tiny Hugging Face BERT the toy models are built on (read-only: copy it to damage it)
+    {cache}     the tokenised-view cache (the only folder a failed command may write to)
+
+and must exit with code 2, print exactly one `error:` message containing every `expect` fragment (the file /
+line / key at fault), print no traceback, and leave every file of the workspace outside {cache} as it was.
+
+A case says how to break things declaratively:
+    files   data-root-relative path -> new content (str or bytes), or None to delete the file
+    patch   dotted config key -> value (list items by index; DELETE removes the key); strings may use {names}
+    damage  steps on workspace files (models, stores, the config file), from the helpers below
+    args    extra CLI arguments
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DELETE = object()  # patch value: remove the key
+PAYLOAD_MARKER = "PWNED"  # a pickle payload below would create this file in the workspace if ever unpickled
+
+
+# ------------------------------------------------------------------------------------------ damage steps
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One step that breaks a workspace file; ``what`` describes it for the catalogue."""
+
+    what: str
+    apply: Callable[[dict[str, Path]], None]
+
+    def __call__(self, ws: dict[str, Path]) -> None:
+        self.apply(ws)
+
+
+def resolve(template: str, ws: dict[str, Path]) -> Path:
+    return Path(template.format(**{k: str(v) for k, v in ws.items()}))
+
+
+def write(template: str, content: str | bytes) -> Damage:
+    def apply(ws):
+        path = resolve(template, ws)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    return Damage(f"overwrite {template}", apply)
+
+
+def delete(template: str) -> Damage:
+    def apply(ws):
+        path = resolve(template, ws)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+    return Damage(f"delete {template}", apply)
+
+
+def truncate(template: str, keep: float = 0.5) -> Damage:
+    def apply(ws):
+        path = resolve(template, ws)
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+
+    return Damage(f"truncate {template} to {keep:.0%}", apply)
+
+
+def zero_bytes(template: str, start: int, length: int) -> Damage:
+    def apply(ws):
+        path = resolve(template, ws)
+        data = bytearray(path.read_bytes())
+        data[start:start + length] = bytes(length)
+        path.write_bytes(bytes(data))
+
+    return Damage(f"zero bytes {start}..{start + length} of {template}", apply)
+
+
+def copy(src: str, dst: str) -> Damage:
+    def apply(ws):
+        source, target = resolve(src, ws), resolve(dst, ws)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copyfile(source, target)
+
+    return Damage(f"copy {src} to {dst}", apply)
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that a loader ran pickle code."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+
+    def __reduce__(self):
+        return open, (self.target, "w")
+
+
+def pickle_payload(template: str, *, state_dict_of: str | None = None) -> Damage:
+    """Write a `torch.save` file (a pickle) whose unpickling would create {ws}/PWNED; with ``state_dict_of``,
+    it also holds that safetensors file's real tensors, like a genuine pytorch_model.bin."""
+
+    def apply(ws):
+        import torch
+        from safetensors.torch import load_file
+
+        tensors: dict[str, Any] = dict(load_file(resolve(state_dict_of, ws))) if state_dict_of else {}
+        tensors["payload"] = _Payload(ws["ws"] / PAYLOAD_MARKER)
+        torch.save(tensors, resolve(template, ws), pickle_protocol=pickle.HIGHEST_PROTOCOL)
+
+    return Damage(f"write a torch.save pickle with a code payload as {template}", apply)
+
+
+def remote_code(template: str, model_type: str = "evil-bert") -> Damage:
+    """Make an HF folder's config.json name a model type only code in the folder defines (`auto_map`);
+    importing that code would create {ws}/PWNED."""
+
+    def apply(ws):
+        folder = resolve(template, ws)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(model_type=model_type, auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "evil.py").write_text(
+            f"open({str(ws['ws'] / PAYLOAD_MARKER)!r}, 'w').close()\n"
+            "from transformers import BertConfig, BertModel\n"
+            f"class EvilConfig(BertConfig):\n    model_type = {model_type!r}\n"
+            "class EvilModel(BertModel):\n    config_class = EvilConfig\n")
+
+    return Damage(f"give {template} an auto_map to its own code", apply)
+
+
+def edit_json(template: str, changes: dict[str, Any]) -> Damage:
+    def apply(ws):
+        path = resolve(template, ws)
+        payload = json.loads(path.read_text())
+        for key, value in changes.items():
+            set_path(payload, key, value)
+        path.write_text(json.dumps(payload))
+
+    return Damage(f"edit {template}: {changes}", apply)
+
+
+def poison_signals(folder: str, column: str, value: float, row: int = 0) -> Damage:
+    """Rewrite a stored Arrow shard of a signal store with ``value`` in ``column`` at ``row``."""
+
+    def apply(ws):
+        import datasets
+        import numpy as np
+
+        path = resolve(folder, ws)
+        stored = datasets.load_from_disk(str(path))
+        columns = {name: np.array(stored.with_format("numpy")[name]) for name in stored.column_names}
+        columns[column].reshape(len(stored), -1)[row, 0] = value
+        rewritten = path.with_name(path.name + ".new")
+        datasets.Dataset.from_dict(columns, features=stored.features).save_to_disk(str(rewritten))
+        del stored
+        shutil.rmtree(path)
+        rewritten.rename(path)
+
+    return Damage(f"set {column}[{row}] of {folder} to {value}", apply)
+
+
+def set_path(node: Any, dotted: str, value: Any) -> None:
+    """Set (or with DELETE remove) ``a.b.0.c`` in nested dicts/lists, creating dicts on the way."""
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+# ------------------------------------------------------------------------------------------------ cases
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    category: str  # data | config | model | store
+    broken: str  # what is wrong, in a user's words
+    command: str  # a key of COMMANDS (it also picks the config the command reads)
+    expect: tuple[str, ...]  # fragments the error message must contain
+    files: dict[str, str | bytes | None] = field(default_factory=dict)
+    patch: dict[str, Any] = field(default_factory=dict)
+    damage: tuple[Damage, ...] = ()
+    args: tuple[str, ...] = ()
+    xfail: str | None = None  # a known gap, with what would fix it
+
+
+EVALUATE = ("evaluate", "{teacher}", "--data-root", "{data}", "--cache-dir", "{cache}", "--output", "{out}/eval.json")
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "train-teacher": ("train-teacher", "{config}", "--overwrite"),  # --overwrite: only validation protects {out}
+    "distill": ("distill", "{config}", "--overwrite"),
+    "evaluate": EVALUATE,
+    "soft-targets": ("soft-targets", "--teacher", "{teacher_b}", "--tasks", "toy_sent,toy_pair,toy_reg",
+                     "--data-root", "{data}", "--cache-dir", "{cache}", "--out", "{store}", "--seed", "7"),
+    "run": ("run", "{config}"),
+}
+
+SENT_HEADER = "sentence\tlabel\n"
+TO_CSV = {"data.task_specs.0.files.train.format": "csv", "data.task_specs.0.files.train.path": "toy_sent/train.csv"}
+TO_JSONL = {"data.task_specs.0.files.train.format": "jsonl",
+            "data.task_specs.0.files.train.path": "toy_sent/train.jsonl"}
+SHARD = "data-00000-of-00001.arrow"
+
+CASES: list[Case] = [
+    # --- data files -----------------------------------------------------------------------------------------
+    Case("csv-malformed-quoting", "data", "CSV with an unclosed quote", "train-teacher",
+         ("toy_sent/train.csv", "line 3", "malformed CSV", "unbalanced quotes"), patch=TO_CSV,
+         files={"toy_sent/train.csv": 'sentence,label\ngood film,1\n"unclosed,0\nmore,1\n'}),
+    Case("tsv-wrong-column-count", "data", "a row with an extra tab-separated field", "train-teacher",
+         ("toy_sent/train.tsv", "line 3", "3 tab-separated fields", "header has 2"),
+         files={"toy_sent/train.tsv": SENT_HEADER + "good film\t1\nbad\t0\textra\n"}),
+    Case("empty-file", "data", "a 0-byte training file", "train-teacher",
+         ("toy_sent/train.tsv", "empty file"), files={"toy_sent/train.tsv": ""}),
+    Case("header-only", "data", "a header line and no rows", "train-teacher",
+         ("toy_sent/train.tsv", "empty split", "header line but no data rows"),
+         files={"toy_sent/train.tsv": SENT_HEADER}),
+    Case("unknown-label", "data", "a label outside the task's label list", "train-teacher",
+         ("toy_sent/train.tsv", "line 3", "field 'label'", "label '7' is not one of the task's labels"),
+         files={"toy_sent/train.tsv": SENT_HEADER + "good film\t1\nbad film\t7\n"}),
+    Case("regression-text-score", "data", "a regression score that is text", "train-teacher",
+         ("toy_reg/train.tsv", "line 2", "field 'label' (column 'score')", "'five' is not a finite number"),
+         files={"toy_reg/train.tsv": "s1\ts2\tscore\na film\tthe film\tfive\n"}),
+    Case("non-utf8", "data", "Latin-1 bytes in a UTF-8 file", "train-teacher",
+         ("toy_sent/train.tsv", "line 3", "not valid UTF-8", "ff"),
+         files={"toy_sent/train.tsv": b"sentence\tlabel\ngood film\t1\nbad \xff film\t0\n"}),
+    Case("missing-text-field", "data", "a JSONL record without its text key", "train-teacher",
+         ("toy_sent/train.jsonl", "line 2", "missing key 'sentence'"), patch=TO_JSONL,
+         files={"toy_sent/train.jsonl": '{"sentence": "good film", "label": "1"}\n{"label": "0"}\n'}),
+    Case("empty-text", "data", "an empty text cell", "train-teacher",
+         ("toy_sent/train.tsv", "line 3", "field 'text_a' (column 'sentence')", "empty text"),
+         files={"toy_sent/train.tsv": SENT_HEADER + "good film\t1\n\t0\n"}),
+    Case("duplicate-ids", "data", "the id column repeats an id", "train-teacher",
+         ("toy_sent/train.tsv", "line 4", "duplicate id 'a'", "first seen at line 2"),
+         patch={"data.task_specs.0.files.train.columns.id": "id"},
+         files={"toy_sent/train.tsv": "id\tsentence\tlabel\na\tgood film\t1\nb\tbad film\t0\na\tnice film\t1\n"}),
+    Case("header-lacks-column", "data", "the header misses the mapped text column", "train-teacher",
+         ("toy_sent/train.tsv", "the header lacks column 'sentence' (columns.text_a)", "'text', 'label'"),
+         files={"toy_sent/train.tsv": "text\tlabel\ngood film\t1\n"}),
+    Case("missing-data-file", "data", "the training file does not exist", "train-teacher",
+         ("toy_sent/train.tsv", "not found", "task 'toy_sent' split 'train'"), files={"toy_sent/train.tsv": None}),
+    Case("invalid-jsonl", "data", "a JSONL line that is not JSON", "train-teacher",
+         ("toy_sent/train.jsonl", "line 2", "invalid JSON"), patch=TO_JSONL,
+         files={"toy_sent/train.jsonl": '{"sentence": "good film", "label": "1"}\n{"sentence": "bad", "label": \n'}),
+    Case("bad-dev-file", "data", "the dev split (not train) has an unknown label", "train-teacher",
+         ("toy_pair/dev.tsv", "line 2", "label 'yes'"), files={"toy_pair/dev.tsv": "s1\ts2\tlabel\na\tb\tyes\n"}),
+
+    # --- configs --------------------------------------------------------------------------------------------
+    Case("unknown-key", "config", "a misspelt key (model.poolng)", "train-teacher",
+         ("config.yaml", "key 'model.poolng'", "unknown key"), patch={"model.poolng": "cls"}),
+    Case("wrong-type", "config", "batch_size is a word", "train-teacher",
+         ("key 'train.batch_size'", "valid integer"), patch={"train.batch_size": "eight"}),
+    Case("negative-size", "config", "batch_size: -1", "train-teacher",
+         ("key 'train.batch_size'", "greater than 0"), patch={"train.batch_size": -1}),
+    Case("unknown-task", "config", "a task name that is neither built in nor declared", "train-teacher",
+         ("unknown task 'nope'", "known tasks"), patch={"data.tasks": ["toy_sent", "nope"]}),
+    Case("task-listed-twice", "config", "the same task twice in data.tasks", "train-teacher",
+         ("key 'data.tasks'", "'toy_sent' is listed twice"), patch={"data.tasks": ["toy_sent", "toy_sent"]}),
+    Case("max-seq-length-too-long", "config", "max_seq_length above the model's 64 positions", "train-teacher",
+         ("key 'model.max_seq_length'", "100 exceeds the model's limit of 64"),
+         patch={"model.max_seq_length": 100}),
+    Case("init-from-label-count", "config", "model.init_from has a 3-label head, the task has 2 labels",
+         "train-teacher", ("task 'toy_sent'", "has 3 outputs, the run's task has 2"),
+         patch={"model.init_from": "{other}"}),
+    Case("unknown-loss", "config", "an objective term names no registered loss", "train-teacher",
+         ("unknown loss 'sof_ce'", "registered"), patch={"objective.classification": [{"loss": "sof_ce"}]}),
+    Case("two-precisions", "config", "bf16 and fp16 both on", "train-teacher",
+         ("key 'train'", "choose at most one of bf16 and fp16"), patch={"train.bf16": True, "train.fp16": True}),
+    Case("invalid-yaml", "config", "a tab used for indentation (YAML syntax error)", "train-teacher",
+         ("config.yaml", "line 3", "invalid YAML"),
+         damage=(write("{config}", "output_dir: run\nmodel:\n\tname_or_path: x\n"),)),
+    Case("missing-config-file", "config", "the config file does not exist", "train-teacher",
+         ("config file", "config.yaml", "does not exist"), damage=(delete("{config}"),)),
+    Case("bad-override", "config", "a --set without '='", "train-teacher",
+         ("--set 'train.lr'", "expected key.path=value"), args=("--set", "train.lr")),
+    Case("soft-loss-without-store", "config", "a soft objective but no signals", "distill",
+         ("key 'signals'", "soft-targets"), patch={"signals": None}),
+    Case("recipe-bad-name", "config", "recipe: mtdnn (not a recipe)", "run",
+         ("key 'recipe'", "'mkd', 'mtdnn_kd'", "'mtdnn'"), patch={"recipe": "mtdnn"}),
+    Case("recipe-name-not-a-string", "config", "recipe: [mkd] (a list, not a name)", "run",
+         ("key 'recipe'",), patch={"recipe": ["mkd"]}),
+    Case("recipe-unknown-key", "config", "a misspelt key inside a recipe's student section", "run",
+         ("key 'student.model.poolng'", "unknown key"), patch={"student.model.poolng": "mean"}),
+
+    # --- model folders --------------------------------------------------------------------------------------
+    Case("missing-weights", "model", "model.safetensors deleted", "evaluate",
+         ("is missing model.safetensors",), damage=(delete("{teacher}/model.safetensors"),)),
+    Case("missing-model-config", "model", "multidistill_model.json deleted", "evaluate",
+         ("is missing multidistill_model.json", "is this a multidistill model folder?"),
+         damage=(delete("{teacher}/multidistill_model.json"),)),
+    Case("missing-backbone-config", "model", "config.json (the encoder config) deleted", "evaluate",
+         ("is missing config.json",), damage=(delete("{teacher}/config.json"),)),
+    Case("corrupt-model-config", "model", "multidistill_model.json is not JSON", "evaluate",
+         ("multidistill_model.json", "not valid JSON"), damage=(write("{teacher}/multidistill_model.json", "{kind:"),)),
+    Case("model-config-without-tasks", "model", "multidistill_model.json without its task list", "evaluate",
+         ("multidistill_model.json", "key 'tasks' must be a list of task specs"),
+         damage=(edit_json("{teacher}/multidistill_model.json", {"tasks": DELETE}),)),
+    Case("model-config-bad-pooling", "model", "multidistill_model.json with an unknown pooling", "evaluate",
+         ("multidistill_model.json", "invalid model config", "'max'"),
+         damage=(edit_json("{teacher}/multidistill_model.json", {"backbone.pooling": "max"}),)),
+    Case("model-unknown-kind", "model", "multidistill_model.json names an unknown model kind", "evaluate",
+         ("multidistill_model.json", "unknown model kind 'gpt'"),
+         damage=(edit_json("{teacher}/multidistill_model.json", {"kind": "gpt"}),)),
+    Case("truncated-weights", "model", "model.safetensors cut in half", "evaluate",
+         ("model.safetensors", "cannot read weights", "corrupt or not safetensors"),
+         damage=(truncate("{teacher}/model.safetensors"),)),
+    Case("garbage-weights", "model", "model.safetensors is random text", "evaluate",
+         ("model.safetensors", "cannot read weights", "corrupt or not safetensors"),
+         damage=(write("{teacher}/model.safetensors", b"\x13\x00\x00\x00\x00\x00\x00\x00{garbage" * 40),)),
+    Case("other-models-weights", "model", "model.safetensors of a model with other heads", "evaluate",
+         ("model.safetensors", "weights do not match the model",
+          "size mismatch for heads.toy_sent.out.weight: [3, 32] in the file, [2, 32] in the model"),
+         damage=(copy("{other}/model.safetensors", "{teacher}/model.safetensors"),)),
+    Case("pickle-as-safetensors", "model", "a torch.save pickle (with a code payload) named model.safetensors",
+         "evaluate", ("model.safetensors", "cannot read weights", "corrupt or not safetensors"),
+         damage=(pickle_payload("{teacher}/model.safetensors"),)),
+    Case("pytorch-bin-only", "model", "only pytorch_model.bin (a pickle with a code payload), no safetensors",
+         "evaluate", ("is missing model.safetensors",),
+         damage=(pickle_payload("{teacher}/pytorch_model.bin", state_dict_of="{teacher}/model.safetensors"),
+                 delete("{teacher}/model.safetensors"))),
+    Case("init-from-pickle", "model", "model.init_from folder whose model.safetensors is a pickle", "train-teacher",
+         ("model.safetensors", "cannot read weights"), patch={"model.init_from": "{teacher}"},
+         damage=(pickle_payload("{teacher}/model.safetensors"),)),
+    Case("hf-encoder-bin-only", "model", "an HF encoder folder (model.name_or_path) with only a pickled "
+         "pytorch_model.bin (with a code payload)", "train-teacher", ("pytorch_model.bin",),
+         patch={"model.name_or_path": "{ws}/hf_bin"},
+         damage=(copy("{bert}", "{ws}/hf_bin"),
+                 pickle_payload("{ws}/hf_bin/pytorch_model.bin", state_dict_of="{ws}/hf_bin/model.safetensors"),
+                 delete("{ws}/hf_bin/model.safetensors"))),
+    Case("remote-code-folder", "model", "an HF encoder folder whose config.json needs its own code (auto_map), "
+         "without trust_remote_code", "train-teacher", ("cannot load backbone", "contains custom code"),
+         patch={"model.name_or_path": "{ws}/hf_remote"},
+         damage=(copy("{bert}", "{ws}/hf_remote"), remote_code("{ws}/hf_remote"))),
+    Case("eval-max-length", "model", "--max-seq-length above the model's positions", "evaluate",
+         ("--max-seq-length", "100 exceeds the model's limit of 64"), args=("--max-seq-length", "100")),
+
+    # --- signal stores --------------------------------------------------------------------------------------
+    Case("stale-fingerprint", "store", "soft-targets --out a store built for another teacher", "soft-targets",
+         ("signal store", "was built for other teachers", "fingerprint")),
+    Case("store-label-count", "store", "a store built for toy_sent with 3 labels (the student's has 2)", "distill",
+         ("task 'toy_sent'", "the student has 2 outputs but the teacher signals have 3"),
+         damage=(edit_json("{store}/manifest.json", {"tasks.toy_sent.num_labels": 3}),)),
+    Case("store-missing-task", "store", "a store without the toy_reg task", "distill",
+         ("key 'signals'", "no signals for task 'toy_reg'"),
+         damage=(edit_json("{store}/manifest.json", {"tasks.toy_reg": DELETE}),)),
+    Case("store-other-subset", "store", "a store built for all rows, the run keeps 10 per task", "distill",
+         ("task 'toy_sent'", "the store holds 96 training rows but the run has 10"),
+         patch={"train.max_examples_per_task": 10}),
+    Case("store-nan-logit", "store", "a teacher logit in the Arrow shard is NaN", "distill",
+         ("signal store", "task 'toy_sent' split 'train'", "teacher_logits", "NaN/inf"),
+         damage=(poison_signals("{store}/toy_sent/train", "teacher_logits", float("nan")),)),
+    Case("store-inf-mean", "store", "a soft target in the Arrow shard is inf", "distill",
+         ("signal store", "task 'toy_reg' split 'train'", "teacher_mean", "NaN/inf"),
+         damage=(poison_signals("{store}/toy_reg/train", "teacher_mean", float("inf"), row=5),)),
+    Case("store-truncated-shard", "store", "an Arrow shard cut in half", "distill",
+         ("signal store", "task 'toy_pair' split 'train'", "damaged", "soft-targets"),
+         damage=(truncate("{store}/toy_pair/train/" + SHARD),)),
+    Case("store-empty-shard", "store", "an Arrow shard of 0 bytes", "distill",
+         ("signal store", "task 'toy_pair' split 'train'", "damaged"),
+         damage=(truncate("{store}/toy_pair/train/" + SHARD, keep=0),)),
+    Case("store-zeroed-bytes", "store", "bytes zeroed inside an Arrow shard's schema", "distill",
+         ("signal store", "task 'toy_sent' split 'train'", "damaged"),
+         damage=(zero_bytes("{store}/toy_sent/train/" + SHARD, 200, 50),)),
+    Case("store-missing-split-folder", "store", "the toy_reg folder of the store deleted", "distill",
+         ("signal store", "task 'toy_reg' split 'train'", "damaged"), damage=(delete("{store}/toy_reg"),)),
+    Case("store-manifest-without-tasks", "store", "manifest.json without its task table", "distill",
+         ("manifest.json", "not a valid signal-store manifest"),
+         damage=(edit_json("{store}/manifest.json", {"tasks": DELETE}),)),
+    Case("store-no-manifest", "store", "manifest.json deleted", "distill",
+         ("is not a signal store", "manifest.json"), damage=(delete("{store}/manifest.json"),)),
+    Case("store-future-version", "store", "a manifest of an unknown format_version", "distill",
+         ("manifest.json", "unsupported format_version 99"),
+         damage=(edit_json("{store}/manifest.json", {"format_version": 99}),)),
+]

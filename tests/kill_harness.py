@@ -1,0 +1,483 @@
+"""Kill harness: run a CLI stage in a subprocess, SIGKILL it at random moments, resume, compare with an uncut run.
+
+One *chain* for a stage:
+
+1. An uncut run of the command (its twin), timed: ``duration`` and ``ready`` (when it first wrote anything, i.e.
+   when imports and set-up were over).
+2. Attempts of the same command into another folder, each SIGKILLed (the process group) at a moment drawn from
+   a seeded RNG, then re-run (``--resume`` for train-teacher / distill; soft-targets and run resume by
+   themselves) until the planned kills are spent; a last attempt runs to the end and must exit 0.
+
+   * ``random`` kills fire after ``U(3/4 ready, ready + remaining)`` seconds, ``remaining`` being the uncut
+     run's working time still left by the progress found on disk (checkpoint step, shards done); with no work
+     left, during the start-up. So that every planned kill lands before the run ends, a random kill also fires
+     as soon as the on-disk progress passes 90 % (or moves at all, if it already had).
+   * ``write`` kills are aimed at a write window: the attempt runs with ``MULTIDISTILL_TEST_SLOW_WRITES``
+     (utils/atomic.py then sleeps before each rename); after a random delay (within the first 60 % of the work
+     left) the harness waits for a new temporary entry (``.<name>.tmp-<pid>-*``; optionally only names
+     matching ``target``) and fires inside it, at a random point of the slowed write window.
+
+   After each kill the harness records whether it landed during a write (a temporary entry the attempt made is
+   still on disk: only a write cut short leaves one) and checks every artifact in the chain folder
+   (`find_problems`): checkpoints load, ``model/`` loads with `load_model`, a signal store with a manifest opens
+   and reads, shards and tokenised caches read, JSON/YAML parse, and the readers ignore temporary entries.
+3. The final artifact is compared with the twin's: the max abs difference of every tensor of
+   ``model/model.safetensors``, or of every array of the signal store (ids must match exactly).
+
+Used by tests/test_kill_resume.py (CI size) and benchmarks/kill_resume.py (acceptance size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SLOW_WRITES_ENV = "MULTIDISTILL_TEST_SLOW_WRITES"
+TEMP_NAME = re.compile(r"\.(?:tmp|old)-")
+POLL_SECONDS = 0.01
+PROGRESS_CAP = 0.9
+
+
+# --- what a stage is ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Kill:
+    """One planned kill: ``random`` (any moment) or ``write`` (inside a write window; ``target`` filters names)."""
+
+    kind: str = "random"
+    target: str | None = None
+
+
+@dataclass
+class StageSpec:
+    """A CLI stage run into a *chain folder* that holds everything it writes (outputs and caches)."""
+
+    name: str
+    argv: Callable[[Path], list[str]]  # CLI arguments (after `multidistill`) for a chain folder
+    resume_args: list[str]  # appended on re-runs after a kill
+    progress: Callable[[Path], float]  # 0..1, from what is on disk in a chain folder
+    artifact: Callable[[Path], Path]  # the final artifact to compare (a model folder or a store)
+    kind: str = "model"  # "model" or "store": how artifacts are compared
+
+
+@dataclass
+class Attempt:
+    kind: str
+    planned_delay: float
+    seconds: float
+    killed: bool
+    returncode: int | None
+    progress_at_start: float
+    during_write: bool = False
+    cut_writes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChainReport:
+    stage: str
+    kills: int
+    kills_during_write: int
+    resumes: int
+    max_diff: float
+    unreadable: int
+    leftover_temps: list[str]
+    uncut_seconds: float
+    ready_seconds: float
+    attempts: list[Attempt]
+
+    def row(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "attempts"}
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(
+               p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)}
+    env.pop(SLOW_WRITES_ENV, None)
+    return {**env, **(extra or {})}
+
+
+def cli_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "multidistill.cli", *args]
+
+
+def find_temps(root: Path) -> set[Path]:
+    """Temporary entries (``.<name>.tmp-*``, ``.<name>.old-*``) anywhere below ``root``."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            if name.startswith(".") and TEMP_NAME.search(name):
+                found.add(Path(folder) / name)
+    return found
+
+
+def _any_file(root: Path) -> bool:
+    return any(files for _, _, files in os.walk(root))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: this is its group only
+    proc.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+class HarnessError(AssertionError):
+    pass
+
+
+def run_uncut(spec: StageSpec, chain: Path, log: Path, timeout: float) -> tuple[float, float]:
+    """Run the stage to the end; returns (duration, ready): total seconds, and when it first wrote a file."""
+    chain.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(cli_command(spec.argv(chain)), env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=REPO)
+        ready = None
+        while proc.poll() is None:
+            now = time.monotonic() - start
+            if ready is None and _any_file(chain):
+                ready = now
+            if now > timeout:
+                _kill_group(proc)
+                raise HarnessError(f"uncut {spec.name} timed out after {timeout:.0f}s\n{_tail(log)}")
+            time.sleep(POLL_SECONDS * 2)
+        duration = time.monotonic() - start
+    if proc.returncode != 0:
+        raise HarnessError(f"uncut {spec.name} exited with {proc.returncode}\n{_tail(log)}")
+    return duration, ready if ready is not None else duration / 2
+
+
+def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, rng: random.Random,
+             duration: float, ready: float, slow_writes: float, log: Path, timeout: float) -> Attempt:
+    """One run of the stage; killed as ``plan`` says (None: run to the end)."""
+    progress0 = spec.progress(chain)
+    aimed = plan is not None and plan.kind == "write"
+    remaining = max(duration - ready, 0.5) * (1.0 - progress0)
+    if plan is None:
+        delay = float("inf")
+    elif progress0 >= 1.0:  # only finishing touches are left: kill during the start-up
+        delay = rng.uniform(0.3 * ready, 0.75 * ready)
+    else:  # an aimed kill looks for its write window in the first 60 % of the work left
+        delay = rng.uniform(max(0.2, 0.75 * ready), ready + (0.6 if aimed else 1.0) * remaining)
+    aim_offset = rng.uniform(0.1, 0.6) * slow_writes
+    target = re.compile(plan.target) if plan is not None and plan.target else None
+    cap = PROGRESS_CAP if progress0 < PROGRESS_CAP else progress0 + 1e-9
+    env = cli_env({SLOW_WRITES_ENV: str(slow_writes)} if aimed else None)
+    before = find_temps(chain)
+    fire_at, killed, opened = None, False, set()
+    with open(log, "a") as out:
+        out.write(f"\n===== attempt: {plan.kind if plan else 'final'} args={args}\n")
+        out.flush()
+        start = time.monotonic()
+        proc = subprocess.Popen(cli_command(args), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=REPO)
+        while proc.poll() is None:
+            now = time.monotonic() - start
+            if now > timeout:
+                _kill_group(proc)
+                raise HarnessError(f"{spec.name} attempt timed out after {timeout:.0f}s\n{_tail(log)}")
+            if plan is not None and not aimed and (now >= delay or spec.progress(chain) >= cap):
+                fire_at = now
+            if aimed and target is not None and spec.progress(chain) >= cap:
+                target = None  # the preferred write may not come again this late: any write window will do
+            if aimed and fire_at is None and now >= delay:
+                opened = {t for t in find_temps(chain) - before if target is None or target.search(t.name)}
+                if opened:
+                    fire_at = now + aim_offset
+            if aimed and fire_at is not None and now >= fire_at and not any(t.exists() for t in opened):
+                before |= opened  # that window closed already (e.g. a quick deletion): wait for the next one
+                fire_at = None
+            if fire_at is not None and now >= fire_at:
+                _kill_group(proc)
+                killed = proc.returncode == -signal.SIGKILL  # not if it had just finished by itself
+                break
+            time.sleep(POLL_SECONDS)
+        proc.wait()
+        seconds = time.monotonic() - start
+    attempt = Attempt(plan.kind if plan else "final", delay, seconds, killed, proc.returncode, progress0)
+    if not killed and proc.returncode != 0:
+        raise HarnessError(f"{spec.name} exited with {proc.returncode} (not killed)\n{_tail(log)}")
+    cut = sorted(find_temps(chain) - before)
+    attempt.cut_writes = [str(p.relative_to(chain)) for p in cut]
+    attempt.during_write = killed and bool(cut)
+    attempt.problems = find_problems(chain)
+    return attempt
+
+
+def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int = 0, slow_writes: float = 0.4,
+                    timeout: float = 600.0) -> ChainReport:
+    """The whole chain for one stage under ``work`` (uncut twin, cut runs, comparison); see the module docstring."""
+    rng = random.Random(seed)
+    uncut, cut, logs = work / "uncut", work / "cut", work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    duration, ready = run_uncut(spec, uncut, logs / "uncut.log", timeout)
+    cut.mkdir(parents=True, exist_ok=True)
+    attempts: list[Attempt] = []
+    planned = list(kills)
+    while True:
+        plan = planned.pop(0) if planned else None
+        args = spec.argv(cut) + (spec.resume_args if attempts else [])
+        attempt = _attempt(spec, cut, args, plan, rng, duration, ready, slow_writes, logs / "cut.log", timeout)
+        attempts.append(attempt)
+        if not attempt.killed:
+            break  # finished with exit 0 (a planned kill that came too late ends the chain early)
+    problems = sorted({p for a in attempts for p in a.problems})
+    diff = compare_artifacts(spec.kind, spec.artifact(uncut), spec.artifact(cut))
+    killed = [a for a in attempts if a.killed]
+    return ChainReport(
+        stage=spec.name, kills=len(killed), kills_during_write=sum(a.during_write for a in killed),
+        resumes=len(attempts) - 1, max_diff=diff, unreadable=len(problems),
+        leftover_temps=[str(p.relative_to(cut)) for p in sorted(find_temps(cut))],
+        uncut_seconds=round(duration, 2), ready_seconds=round(ready, 2), attempts=attempts,
+    )
+
+
+# --- checking what is on disk -----------------------------------------------------------------------------
+
+
+def _is_temp(path: Path) -> bool:
+    return any(part.startswith(".") and TEMP_NAME.search(part) for part in path.parts)
+
+
+def find_problems(root: Path) -> list[str]:
+    """Every artifact below ``root`` that exists must read completely; returns what did not (empty: all good)."""
+    import datasets
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from multidistill.models.loading import load_model
+    from multidistill.teachers.signals import PROGRESS, open_signal_store
+    from multidistill.training.checkpoint import STATE_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints
+
+    problems: list[str] = []
+
+    def attempt(what: Path, check: Callable[[], object]) -> None:
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - any failure to read is a finding
+            problems.append(f"{what.relative_to(root)}: {type(exc).__name__}: {exc}")
+
+    for path in sorted(root.rglob("*")):
+        if _is_temp(path.relative_to(root)):
+            continue  # half-written on purpose; that readers ignore them is checked below
+        if path.is_dir() and path.name == "checkpoints":
+            real = sorted(p for p in path.iterdir() if p.name.startswith("step-"))
+            listed = list_checkpoints(path)
+            if [p.name for p in listed] != [p.name for p in real]:
+                problems.append(f"{path.relative_to(root)}: list_checkpoints {[p.name for p in listed]} != "
+                                f"folders {[p.name for p in real]}")
+            for folder in real:
+                attempt(folder, lambda f=folder: (
+                    load_file(str(f / WEIGHTS_FILE)),
+                    torch.load(f / TRAINING_FILE, map_location="cpu", weights_only=True),
+                    json.loads((f / STATE_FILE).read_text())))
+        elif path.is_dir() and (path.name == "model" or (path / "multidistill_model.json").is_file()):
+            attempt(path, lambda p=path: load_model(p))
+        elif path.is_file() and path.name == "manifest.json":
+            def read_store(store_dir: Path = path.parent) -> None:
+                store = open_signal_store(store_dir)
+                for task in store.manifest["tasks"]:
+                    for split in store.manifest["splits"]:
+                        rows = store.signals(task, split)[:]
+                        assert len(rows["id"]) == len(rows["teacher_logits"]) == len(rows["teacher_mean"])
+            attempt(path.parent, read_store)
+        elif path.is_file() and path.name == PROGRESS:
+            attempt(path, lambda p=path: json.loads(p.read_text())["shards"])
+        elif path.is_file() and path.suffix == ".npz":
+            attempt(path, lambda p=path: [np.load(p, allow_pickle=False)[k] for k in ("ids", "logits")])
+        elif path.is_file() and path.name == "dataset_info.json" and "tokenized" in path.parts:
+            attempt(path.parent, lambda p=path.parent: datasets.load_from_disk(str(p))[:])
+        elif path.is_file() and path.suffix == ".json":
+            attempt(path, lambda p=path: json.loads(p.read_text()))
+        elif path.is_file() and path.suffix == ".yaml":
+            attempt(path, lambda p=path: yaml.safe_load(p.read_text()))
+    return problems
+
+
+def compare_artifacts(kind: str, expected: Path, got: Path) -> float:
+    """Max abs difference between two model folders (every tensor) or two signal stores (every array)."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from multidistill.teachers.signals import open_signal_store
+
+    if kind == "model":
+        a, b = load_file(str(expected / "model.safetensors")), load_file(str(got / "model.safetensors"))
+        if a.keys() != b.keys():
+            return float("inf")
+        return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    a, b = open_signal_store(expected), open_signal_store(got)
+    if a.fingerprint != b.fingerprint:
+        return float("inf")
+    worst = 0.0
+    for task in a.manifest["tasks"]:
+        for split in a.manifest["splits"]:
+            x, y = a.signals(task, split)[:], b.signals(task, split)[:]
+            if list(x["id"]) != list(y["id"]):
+                return float("inf")
+            for column in ("teacher_logits", "teacher_mean"):
+                worst = max(worst, float(np.abs(x[column].astype(np.float64) - y[column]).max()))
+    return worst
+
+
+# --- the toy world the stages run in ----------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """Tiny model, toy data, two random teachers and their store: inputs shared by every chain."""
+
+    root: Path
+    tiny_model: Path
+    data_root: Path
+    specs: list[dict]
+    teachers: list[Path]
+    store: Path
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """The tests' tiny BERT + WordPiece tokenizer (as conftest's `tiny_model_dir`), saved in ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tests.conftest import TINY_BERT, _vocab
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = _vocab()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(0)
+    spec = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
+    BertModel(BertConfig(vocab_size=len(vocab), **spec)).save_pretrained(folder)
+    return folder
+
+
+def make_world(root: Path, tiny_model: Path | None = None, n_train: int = 96, n_dev: int = 24) -> World:
+    """Write toy data, two randomly initialised teachers and their signal store (built in this process)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from multidistill.config import DataConfig
+    from multidistill.data.tasks import Task
+    from multidistill.models import MultiTaskModel
+    from multidistill.teachers.signals import build_signal_store
+    from tests.conftest import write_tiny_tasks
+
+    root.mkdir(parents=True, exist_ok=True)
+    tiny_model = tiny_model or make_tiny_model(root / "tiny_bert")
+    data_root = root / "data"
+    specs = write_tiny_tasks(data_root, n_train=n_train, n_dev=n_dev)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tasks = [Task.model_validate(s) for s in specs]
+    teachers = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        MultiTaskModel.from_backbone(str(tiny_model), tasks, max_length=32).save_pretrained(
+            root / f"teacher{seed}", tokenizer)
+        teachers.append(root / f"teacher{seed}")
+    data = DataConfig(tasks=[s["name"] for s in specs], data_root=str(data_root), task_specs=tasks,
+                      cache_dir=str(root / "cache"))
+    store = root / "store"
+    build_signal_store(teachers, data, store, seed=7, batch_size=16)
+    return World(root, tiny_model, data_root, specs, teachers, store)
+
+
+def _train_config(world: World, *, kind: str, epochs: float, checkpoint_every: int, eval_every: int | None) -> dict:
+    config = {
+        "output_dir": "PLACEHOLDER",
+        "model": {"name_or_path": str(world.tiny_model), "max_seq_length": 32},
+        "data": {"data_root": str(world.data_root), "tasks": [s["name"] for s in world.specs],
+                 "task_specs": world.specs, "cache_dir": "PLACEHOLDER"},
+        "train": {"epochs": epochs, "batch_size": 8, "eval_batch_size": 16, "lr": 3e-3,
+                  "checkpoint_every_steps": checkpoint_every, "log_every_steps": 2, "seed": 7,
+                  "eval_every_steps": eval_every},
+    }
+    if kind == "distill":
+        config.update(kind="distill", signals=str(world.store), objective={
+            "classification": [{"loss": "hard", "weight": 0.5}, {"loss": "soft_ce", "weight": 0.5}],
+            "regression": [{"loss": "hard"}, {"loss": "score_mse"}]})
+    return config
+
+
+def _checkpoint_progress(total_steps: int) -> Callable[[Path], float]:
+    def progress(chain: Path) -> float:
+        folder = chain / "run" / "checkpoints"
+        steps = [int(p.name.split("-")[1]) for p in folder.glob("step-*")] if folder.is_dir() else []
+        return max(steps, default=0) / total_steps
+
+    return progress
+
+
+def _shard_progress(chain: Path) -> float:
+    if (chain / "signals" / "manifest.json").is_file():
+        return 1.0
+    partial = chain / "signals.partial"
+    try:
+        total = len(json.loads((partial / "progress.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    return len(list(partial.glob("shard-*.npz"))) / max(total, 1)
+
+
+def stage_specs(world: World, *, epochs: float = 1.0, checkpoint_every: int = 3, eval_every: int | None = 12,
+                shard_size: int = 8) -> dict[str, StageSpec]:
+    """train-teacher, soft-targets and distill in ``world``; each chain folder gets its own output and cache."""
+    steps_per_epoch = sum(math_ceil_div(len_rows(world, s["name"]), 8) for s in world.specs)
+    total = math.ceil(epochs * steps_per_epoch)
+    specs = {}
+    for name, kind in (("train-teacher", "teacher"), ("distill", "distill")):
+        config_path = world.root / f"{kind}.yaml"
+        config_path.write_text(yaml.safe_dump(_train_config(world, kind=kind, epochs=epochs,
+                                                            checkpoint_every=checkpoint_every,
+                                                            eval_every=eval_every), sort_keys=False))
+
+        def argv(chain: Path, command=name, path=config_path) -> list[str]:
+            return [command, str(path), "--set", f"output_dir={chain / 'run'}", "--set",
+                    f"data.cache_dir={chain / 'cache'}"]
+
+        specs[name] = StageSpec(name, argv, ["--resume"], _checkpoint_progress(total),
+                                lambda chain: chain / "run" / "model", "model")
+
+    def soft_targets_argv(chain: Path) -> list[str]:
+        teachers = [a for t in world.teachers for a in ("--teacher", str(t))]
+        return ["soft-targets", *teachers, "--tasks", ",".join(s["name"] for s in world.specs),
+                "--data-root", str(world.data_root), "--splits", "train,dev", "--out", str(chain / "signals"),
+                "--cache-dir", str(chain / "cache"), "--seed", "7", "--batch-size", "8",
+                "--shard-size", str(shard_size)]
+
+    specs["soft-targets"] = StageSpec("soft-targets", soft_targets_argv, [], _shard_progress,
+                                      lambda chain: chain / "signals", "store")
+    return specs
+
+
+def len_rows(world: World, task: str) -> int:
+    """Training rows of a toy task (one header line per TSV)."""
+    return len((world.data_root / task / "train.tsv").read_text().splitlines()) - 1
+
+
+def math_ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
