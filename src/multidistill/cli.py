@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Multi-task, multi-teacher and multi-domain knowledge distillation for Hugging Face encoders.",
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
 err_console = Console(stderr=True)
 
 SetOption = Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from safetensors import safe_open
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.utils.atomic import write_json
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
 
 
 def count_parameters(model_dir: Path) -> int:
