@@ -21,6 +21,7 @@ import platform
 import shutil
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
-from tests.kill_harness import ChainReport, Kill, kill_and_resume, make_world, stage_specs  # noqa: E402
+from tests.kill_harness import ChainReport, Kill, kill_and_resume, make_world, stage_specs, write_kind  # noqa: E402
 
 # Write windows to aim at, per stage, in turn (regexes on the temporary entry's name).
 WRITE_TARGETS = {
@@ -62,6 +63,9 @@ def run_stage(specs, stage: str, kills: int, work: Path, seed: int, slow_writes:
 
 
 def summarize(stage: str, reports: list[ChainReport]) -> dict:
+    cut: Counter[str] = Counter()
+    for attempt in (a for r in reports for a in r.attempts if a.during_write):
+        cut.update({write_kind(Path(name).name) for name in attempt.cut_writes})
     return {
         "stage": stage, "chains": len(reports), "kills": sum(r.kills for r in reports),
         "kills_during_write": sum(r.kills_during_write for r in reports),
@@ -69,16 +73,18 @@ def summarize(stage: str, reports: list[ChainReport]) -> dict:
         "unreadable": sum(r.unreadable for r in reports),
         "leftover_temps": sum(len(r.leftover_temps) for r in reports),
         "uncut_seconds": [r.uncut_seconds for r in reports],
+        "writes_cut": dict(cut.most_common()),
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| stage | kills | kills during a write | resumes survived | max abs diff vs uncut run "
-             "| unreadable artifacts found | temp folders left at the end |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| stage | kills | kills during a write (what was being written) | resumes survived "
+             "| max abs diff vs uncut run | unreadable artifacts found | temp folders left at the end |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for row in rows:
         what = "store arrays" if row["stage"] == "soft-targets" else "weights"
-        lines.append(f"| {row['stage']} | {row['kills']} | {row['kills_during_write']} | {row['resumes']} "
+        what_cut = ", ".join(f"{kind} {n}" for kind, n in row["writes_cut"].items())
+        lines.append(f"| {row['stage']} | {row['kills']} | {row['kills_during_write']} ({what_cut}) | {row['resumes']} "
                      f"| {row['max_diff']:.1e} ({what}) | {row['unreadable']} | {row['leftover_temps']} |")
     total = {k: sum(r[k] for r in rows) for k in ("kills", "kills_during_write", "resumes", "unreadable",
                                                   "leftover_temps")}

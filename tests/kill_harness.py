@@ -8,19 +8,22 @@ One *chain* for a stage:
    a seeded RNG, then re-run (``--resume`` for train-teacher / distill; soft-targets and run resume by
    themselves) until the planned kills are spent; a last attempt runs to the end and must exit 0.
 
-   * ``random`` kills fire after ``U(3/4 ready, ready + remaining)`` seconds, ``remaining`` being the uncut
-     run's working time still left by the progress found on disk (checkpoint step, shards done); with no work
-     left, during the start-up. So that every planned kill lands before the run ends, a random kill also fires
-     as soon as the on-disk progress passes 90 % (or moves at all, if it already had).
+   * ``random`` kills fire after ``U(0.9 ready, ready + share * remaining)`` seconds: ``remaining`` is the
+     uncut run's working time still left by the progress found on disk (checkpoint step, shards done) and
+     ``share = min(1, 2 / (kills left + 1))``, so the planned kills spread over the work instead of all landing
+     near the end; with no work left, they fire during the start-up. So that every planned kill lands before
+     the run ends, a random kill also fires as soon as the on-disk progress passes 90 % (or moves at all, if
+     it already had).
    * ``write`` kills are aimed at a write window: the attempt runs with ``MULTIDISTILL_TEST_SLOW_WRITES``
-     (utils/atomic.py then sleeps before each rename); after a random delay (within the first 60 % of the work
-     left) the harness waits for a new temporary entry (``.<name>.tmp-<pid>-*``; optionally only names
-     matching ``target``) and fires inside it, at a random point of the slowed write window.
+     (utils/atomic.py then sleeps before each rename); after a random delay (as above, within the first 60 %
+     of the share) the harness waits for a new temporary entry (``.<name>.tmp-<pid>-*``; optionally only names
+     matching ``target``, until all work is done) and fires inside it, at a random point of the slowed window.
 
    After each kill the harness records whether it landed during a write (a temporary entry the attempt made is
    still on disk: only a write cut short leaves one) and checks every artifact in the chain folder
    (`find_problems`): checkpoints load, ``model/`` loads with `load_model`, a signal store with a manifest opens
-   and reads, shards and tokenised caches read, JSON/YAML parse, and the readers ignore temporary entries.
+   and reads, shards and every Arrow file (data and tokenised-view caches) read to the end, JSON/YAML parse,
+   and the readers ignore temporary entries.
 3. The final artifact is compared with the twin's: the max abs difference of every tensor of
    ``model/model.safetensors``, or of every array of the signal store (ids must match exactly).
 
@@ -170,8 +173,9 @@ def run_uncut(spec: StageSpec, chain: Path, log: Path, timeout: float) -> tuple[
     return duration, ready if ready is not None else duration / 2
 
 
-def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, rng: random.Random,
-             duration: float, ready: float, slow_writes: float, log: Path, timeout: float) -> Attempt:
+def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, kills_left: int,
+             rng: random.Random, duration: float, ready: float, slow_writes: float, log: Path,
+             timeout: float) -> Attempt:
     """One run of the stage; killed as ``plan`` says (None: run to the end)."""
     progress0 = spec.progress(chain)
     aimed = plan is not None and plan.kind == "write"
@@ -180,8 +184,9 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, r
         delay = float("inf")
     elif progress0 >= 1.0:  # only finishing touches are left: kill during the start-up
         delay = rng.uniform(0.3 * ready, 0.75 * ready)
-    else:  # an aimed kill looks for its write window in the first 60 % of the work left
-        delay = rng.uniform(max(0.2, 0.75 * ready), ready + (0.6 if aimed else 1.0) * remaining)
+    else:  # kills still to come share the work left; an aimed kill looks in the first 60 % of its share
+        share = min(1.0, 2.0 / (kills_left + 1)) * (0.6 if aimed else 1.0)
+        delay = rng.uniform(max(0.2, 0.9 * ready), ready + share * remaining)
     aim_offset = rng.uniform(0.1, 0.6) * slow_writes
     target = re.compile(plan.target) if plan is not None and plan.target else None
     cap = PROGRESS_CAP if progress0 < PROGRESS_CAP else progress0 + 1e-9
@@ -201,8 +206,8 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, r
                 raise HarnessError(f"{spec.name} attempt timed out after {timeout:.0f}s\n{_tail(log)}")
             if plan is not None and not aimed and (now >= delay or spec.progress(chain) >= cap):
                 fire_at = now
-            if aimed and target is not None and spec.progress(chain) >= cap:
-                target = None  # the preferred write may not come again this late: any write window will do
+            if aimed and target is not None and spec.progress(chain) >= 1.0:
+                target = None  # all work is done and the preferred write may not come again: any write will do
             if aimed and fire_at is None and now >= delay:
                 opened = {t for t in find_temps(chain) - before if target is None or target.search(t.name)}
                 if opened:
@@ -238,9 +243,11 @@ def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int
     attempts: list[Attempt] = []
     planned = list(kills)
     while True:
+        kills_left = len(planned)
         plan = planned.pop(0) if planned else None
         args = spec.argv(cut) + (spec.resume_args if attempts else [])
-        attempt = _attempt(spec, cut, args, plan, rng, duration, ready, slow_writes, logs / "cut.log", timeout)
+        attempt = _attempt(spec, cut, args, plan, kills_left, rng, duration, ready, slow_writes, logs / "cut.log",
+                           timeout)
         attempts.append(attempt)
         if not attempt.killed:
             break  # finished with exit 0 (a planned kill that came too late ends the chain early)
@@ -258,13 +265,25 @@ def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int
 # --- checking what is on disk -----------------------------------------------------------------------------
 
 
+WRITE_KINDS = [("checkpoint", r"^\.step-"), ("best model", r"^\.model\.tmp-"), ("store shard", r"^\.shard-"),
+               ("store work folder", r"\.partial\.tmp-"), ("signal store", r"^\.signals\.tmp-"),
+               ("tokenised cache", r"^\.[0-9a-f]{16}\.tmp-")]
+
+
+def write_kind(name: str) -> str:
+    """What a temporary entry was being written as: 'checkpoint', 'best model', ... or the file's name."""
+    for kind, pattern in WRITE_KINDS:
+        if re.search(pattern, name):
+            return kind
+    return TEMP_NAME.split(name.lstrip("."))[0]
+
+
 def _is_temp(path: Path) -> bool:
     return any(part.startswith(".") and TEMP_NAME.search(part) for part in path.parts)
 
 
 def find_problems(root: Path) -> list[str]:
     """Every artifact below ``root`` that exists must read completely; returns what did not (empty: all good)."""
-    import datasets
     import numpy as np
     import torch
     from safetensors.torch import load_file
@@ -309,13 +328,25 @@ def find_problems(root: Path) -> list[str]:
             attempt(path, lambda p=path: json.loads(p.read_text())["shards"])
         elif path.is_file() and path.suffix == ".npz":
             attempt(path, lambda p=path: [np.load(p, allow_pickle=False)[k] for k in ("ids", "logits")])
-        elif path.is_file() and path.name == "dataset_info.json" and "tokenized" in path.parts:
-            attempt(path.parent, lambda p=path.parent: datasets.load_from_disk(str(p))[:])
+        elif path.is_file() and path.suffix == ".arrow":  # data caches, tokenised views, store tables
+            attempt(path, lambda p=path: _read_arrow(p))
         elif path.is_file() and path.suffix == ".json":
             attempt(path, lambda p=path: json.loads(p.read_text()))
         elif path.is_file() and path.suffix == ".yaml":
             attempt(path, lambda p=path: yaml.safe_load(p.read_text()))
     return problems
+
+
+def _read_arrow(path: Path) -> int:
+    """Read every record of an Arrow file (IPC stream, as `datasets` writes, or file format); returns the rows."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        try:
+            return pa.ipc.open_stream(source).read_all().num_rows
+        except pa.ArrowInvalid:
+            source.seek(0)
+            return pa.ipc.open_file(source).read_all().num_rows
 
 
 def compare_artifacts(kind: str, expected: Path, got: Path) -> float:

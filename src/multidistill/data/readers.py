@@ -4,6 +4,10 @@ Every reader yields ``(position, record)`` pairs (position = 1-based physical li
 row index for Hugging Face datasets; record = mapping from source column to raw value). One shared
 converter turns the records into the columns ``id, text_a, text_b, label, domain`` and validates them, so
 each format only has to know how to split its input into records.
+
+Nothing holds a whole split as Python objects: records are converted and validated ``CHUNK_ROWS`` at a time
+into Arrow record batches, which `write_split_cache` streams into an Arrow file (read back memory-mapped) and
+`read_split` without a cache folder gathers into one in-memory table.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,14 @@ import pyarrow as pa
 
 from multidistill.data.tasks import DataFile, Task
 from multidistill.errors import DataError
+from multidistill.utils.atomic import atomic_dir
 
 COLUMN_ORDER: tuple[str, ...] = ("id", "text_a", "text_b", "label", "domain")
 HF_FORMATS = ("hf_disk", "hf_hub")
+CHUNK_ROWS = 10_000  # rows held as Python objects at a time (one Arrow record batch each)
+EXAMPLES_FILE = "examples.arrow"
+EXAMPLES_META = "examples.json"
+CACHE_VERSION = 1
 
 Record = Mapping[Any, Any]
 
@@ -42,7 +51,8 @@ def features_for(task: Task) -> datasets.Features:
 
 
 def read_split(task: Task, split: str, data_root: str | Path | None = None,
-               max_examples: int | None = None, seed: int = 0) -> datasets.Dataset:
+               max_examples: int | None = None, seed: int = 0, *,
+               cache_dir: str | Path | None = None) -> datasets.Dataset:
     """Read ``task``'s ``split`` and return a Dataset with columns ``id, text_a, text_b, label, domain``.
 
     Relative paths in ``task.files[split]`` resolve against ``data_root`` (the current directory if None).
@@ -50,7 +60,126 @@ def read_split(task: Task, split: str, data_root: str | Path | None = None,
     score for regression (NaN when unlabelled). Every row is validated; then, if ``max_examples`` is
     smaller than the split, a random subset chosen with ``numpy.random.default_rng(seed)`` is kept in file
     order. Any problem with the data raises `DataError` naming the file, line and field.
+
+    With ``cache_dir`` (a folder for this split alone, which the caller keys on the data's fingerprint, as
+    `ExampleStore` does) the rows go to an Arrow file there (`write_split_cache`) and the Dataset memory-maps it;
+    a folder already holding the split is mapped without reading the source again. Without it the Dataset is
+    an in-memory Arrow table.
     """
+    if cache_dir is not None:
+        return open_split_cache(write_split_cache(task, split, cache_dir, data_root, max_examples, seed), task)
+    source = _source(task, split, data_root, max_examples)
+    schema = features_for(task).arrow_schema
+    batches = [pa.RecordBatch.from_pydict(chunk, schema=schema) for chunk in _Converter(source).chunks()]
+    n_rows = sum(batch.num_rows for batch in batches)
+    _check_not_empty(source, n_rows)
+    table = pa.Table.from_batches(batches, schema=schema)
+    keep = _subset(n_rows, max_examples, seed)
+    if keep is not None:
+        table = table.take(pa.array(keep))
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features_for(task)))
+
+
+def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: str | Path | None = None,
+                      max_examples: int | None = None, seed: int = 0) -> Path:
+    """Validate ``task``'s ``split`` into the Arrow cache folder ``cache_dir``, unless it already holds it.
+
+    Rows are streamed chunk by chunk into ``examples.arrow`` (Arrow IPC stream, the format `datasets` maps),
+    then ``max_examples`` picks its subset from that file batch by batch, so memory stays flat whatever the
+    split's size. The folder is written beside its final name and renamed into place once complete: a kill
+    never leaves a half-written cache. Returns ``cache_dir``; `open_split_cache` maps it.
+    """
+    folder = Path(cache_dir)
+    if _cached_rows(folder) is not None:
+        return folder
+    source = _source(task, split, data_root, max_examples)
+    schema = features_for(task).arrow_schema
+    with atomic_dir(folder) as tmp:
+        everything = tmp / f"all-{EXAMPLES_FILE}"
+        n_rows = write_batches(everything, (pa.RecordBatch.from_pydict(chunk, schema=schema)
+                                            for chunk in _Converter(source).chunks()), schema)
+        _check_not_empty(source, n_rows)
+        keep = _subset(n_rows, max_examples, seed)
+        if keep is None:
+            everything.rename(tmp / EXAMPLES_FILE)
+        else:
+            write_batches(tmp / EXAMPLES_FILE, _take_rows(everything, keep), schema)
+            everything.unlink()
+        meta = {"format_version": CACHE_VERSION, "rows": n_rows if keep is None else len(keep)}
+        (tmp / EXAMPLES_META).write_text(json.dumps(meta))
+    return folder
+
+
+def open_split_cache(folder: str | Path, task: Task) -> datasets.Dataset:
+    """The memory-mapped Dataset of a folder written by `write_split_cache`."""
+    folder = Path(folder)
+    try:
+        dataset = datasets.Dataset.from_file(str(folder / EXAMPLES_FILE),
+                                             info=datasets.DatasetInfo(features=features_for(task)))
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid... for a damaged file
+        dataset = None
+        problem = f"{type(exc).__name__}: {exc}"
+    if dataset is not None and len(dataset) == _cached_rows(folder) and dataset.features == features_for(task):
+        return dataset
+    if dataset is not None:
+        problem = f"{len(dataset)} rows where {EXAMPLES_META} says {_cached_rows(folder)}, or another schema"
+    raise DataError(f"the example cache {folder} is damaged ({problem}); delete the folder to rebuild it",
+                    path=folder / EXAMPLES_FILE)
+
+
+def _cached_rows(folder: Path) -> int | None:
+    """The row count of a complete cache folder, or None when there is none (or it is not readable)."""
+    try:
+        meta = json.loads((folder / EXAMPLES_META).read_text())
+    except (OSError, ValueError):
+        return None
+    complete = isinstance(meta, dict) and meta.get("format_version") == CACHE_VERSION
+    return meta.get("rows") if complete and (folder / EXAMPLES_FILE).is_file() else None
+
+
+def write_batches(path: Path, batches: Iterable[pa.RecordBatch], schema: pa.Schema | None = None) -> int:
+    """Stream record batches into an Arrow IPC stream file (the first batch's schema unless given); row count.
+
+    Batches whose types differ from the schema are cast to it; nothing but the current batch is held.
+    """
+    rows = 0
+    writer = None
+    with pa.OSFile(str(path), "wb") as sink:
+        try:
+            for batch in batches:
+                if writer is None:
+                    schema = schema or batch.schema
+                    writer = pa.ipc.new_stream(sink, schema)
+                if batch.schema != schema:
+                    batch = batch.cast(schema)
+                writer.write_batch(batch)
+                rows += batch.num_rows
+            if writer is None and schema is not None:
+                writer = pa.ipc.new_stream(sink, schema)
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
+def read_batches(path: str | Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow IPC stream file, read one at a time (not memory-mapped)."""
+    with pa.OSFile(str(path), "rb") as source:
+        yield from pa.ipc.open_stream(source)
+
+
+def _take_rows(path: Path, keep: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """Rows ``keep`` (sorted) of the Arrow file at ``path``, batch by batch."""
+    start = 0
+    for batch in read_batches(path):
+        stop = start + batch.num_rows
+        lo, hi = np.searchsorted(keep, [start, stop])
+        if hi > lo:
+            yield batch.take(pa.array(keep[lo:hi] - start))
+        start = stop
+
+
+def _source(task: Task, split: str, data_root: str | Path | None, max_examples: int | None) -> _Source:
     data_file = task.files.get(split)  # type: ignore[call-overload]  # split may be any string
     if data_file is None:
         have = ", ".join(task.files) or "none"
@@ -58,20 +187,20 @@ def read_split(task: Task, split: str, data_root: str | Path | None = None,
                         f"add files.{split} to the task to read it")
     if max_examples is not None and max_examples < 1:
         raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
+    return _Source(task=task, split=split, data_file=data_file, path=_resolve(data_file.path, data_root))
 
-    source = _Source(task=task, split=split, data_file=data_file,
-                     path=_resolve(data_file.path, data_root))
-    columns = _Converter(source).convert(_READERS[data_file.format](source))
-    n_rows = len(columns["id"])
+
+def _check_not_empty(source: _Source, n_rows: int) -> None:
     if n_rows == 0:
-        raise DataError(f"empty split: no examples for task '{task.name}' split '{split}'", path=source.path)
-    if max_examples is not None and n_rows > max_examples:
-        keep = np.sort(np.random.default_rng(seed).choice(n_rows, size=max_examples, replace=False))
-        columns = {name: [values[i] for i in keep] for name, values in columns.items()}
-    features = features_for(task)
-    # Building the Arrow table directly is ~100x faster than Dataset.from_dict's per-value encoding.
-    table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
-    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
+        raise DataError(f"empty split: no examples for task '{source.task.name}' split '{source.split}'",
+                        path=source.path)
+
+
+def _subset(n_rows: int, max_examples: int | None, seed: int) -> np.ndarray | None:
+    """The sorted rows a ``max_examples`` cap keeps, or None to keep them all."""
+    if max_examples is None or n_rows <= max_examples:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=max_examples, replace=False))
 
 
 @dataclass(frozen=True)
@@ -86,6 +215,10 @@ class _Source:
     @property
     def what(self) -> str:
         return f"task '{self.task.name}' split '{self.split}'"
+
+    def records(self) -> Iterator[tuple[int, Record]]:
+        """A fresh pass over the source's records."""
+        return _READERS[self.data_file.format](self)
 
     def needed_columns(self) -> dict[str, str | int]:
         """Example field -> source column, for the columns this split actually reads."""
@@ -280,10 +413,12 @@ def _read_hf(source: _Source) -> Iterator[tuple[int, Record]]:
     needed = source.needed_columns()
     _check_named_columns(source, needed, list(dataset.column_names), "the dataset")
     names = sorted(set(needed.values()), key=str)
-    # Column-wise conversion to Python is far faster than iterating rows one by one.
-    values = dataset.select_columns(names).to_dict()
-    for i in range(len(dataset)):
-        yield i, {name: values[name][i] for name in names}
+    columns = dataset.select_columns(names)
+    # Column-wise conversion to Python is far faster than iterating rows one by one; a chunk at a time.
+    for start in range(0, len(columns), CHUNK_ROWS):
+        values = columns[start:start + CHUNK_ROWS]
+        for i in range(len(values[names[0]])):
+            yield start + i, {name: values[name][i] for name in names}
 
 
 _READERS = {"tsv": _read_tsv, "csv": _read_csv, "jsonl": _read_jsonl, "hf_disk": _read_hf, "hf_hub": _read_hf}
@@ -307,30 +442,60 @@ class _Converter:
         self.fixed_domain = source.data_file.domain or self.task.domain or ""
         self._check_int_label_names()
 
-    def convert(self, records: Iterator[tuple[int, Record]]) -> dict[str, list[Any]]:
+    def chunks(self, size: int | None = None) -> Iterator[dict[str, list[Any]]]:
+        """The validated rows as column dicts of at most ``size`` rows (default `CHUNK_ROWS`); the first problem
+        raises `DataError`."""
+        size = size or CHUNK_ROWS
+        seen = _SeenIds(self) if self.columns.id is not None else None
         out: dict[str, list[Any]] = {name: [] for name in COLUMN_ORDER}
-        first_seen: dict[str, int] = {}
-        # ids default to the line number for tsv/csv and to the row index for jsonl / HF.
-        line_ids = self.source.data_file.format in ("tsv", "csv")
-        for row_index, (pos, record) in enumerate(records):
-            if self.columns.id is not None:
-                example_id = self._scalar(pos, record, "id", required=True)
-            else:
-                example_id = str(pos if line_ids else row_index)
-            if example_id in first_seen:
-                where = "row" if self.by_row else "line"
-                raise self._error(pos, f"duplicate id '{example_id}' (first seen at {where} "
-                                       f"{first_seen[example_id]}); ids must be unique within a split", "id")
-            first_seen[example_id] = pos
-            out["id"].append(example_id)
-            out["text_a"].append(self._text(pos, record, "text_a"))
-            out["text_b"].append(self._text(pos, record, "text_b") if self.task.pair else "")
-            out["label"].append(self._label(pos, record))
-            domain = self.fixed_domain
-            if self.columns.domain is not None:
-                domain = self._scalar(pos, record, "domain", required=False)
+        positions: list[int] = []
+        for row_index, (pos, record) in enumerate(self.source.records()):
+            try:
+                out["id"].append(self._id(pos, record, row_index))
+                positions.append(pos)
+                text_a = self._text(pos, record, "text_a")
+                text_b = self._text(pos, record, "text_b") if self.task.pair else ""
+                label = self._label(pos, record)
+                domain = self.fixed_domain
+                if self.columns.domain is not None:
+                    domain = self._scalar(pos, record, "domain", required=False)
+            except DataError:
+                if seen is not None:  # a duplicate id on an earlier line (or this one) is the first problem
+                    seen.check(out["id"], positions)
+                raise
+            out["text_a"].append(text_a)
+            out["text_b"].append(text_b)
+            out["label"].append(label)
             out["domain"].append(domain)
-        return out
+            if len(positions) == size:
+                if seen is not None:
+                    seen.add(seen.check(out["id"], positions))
+                yield out
+                out, positions = {name: [] for name in COLUMN_ORDER}, []
+        if positions:
+            if seen is not None:
+                seen.check(out["id"], positions)
+            yield out
+
+    def _id(self, pos: int, record: Record, row_index: int) -> str:
+        if self.columns.id is not None:
+            return self._scalar(pos, record, "id", required=True)
+        # ids default to the line number for tsv/csv and to the row index for jsonl / HF: unique by construction.
+        return str(pos if self.source.data_file.format in ("tsv", "csv") else row_index)
+
+    def first_position(self, example_id: str, rows: int) -> int | None:
+        """The position of ``example_id`` among the first ``rows`` rows (a second pass over the source)."""
+        for row_index, (pos, record) in enumerate(self.source.records()):
+            if row_index >= rows:
+                return None
+            if self._id(pos, record, row_index) == example_id:
+                return pos
+        return None
+
+    def duplicate(self, pos: int, example_id: str, first: int) -> DataError:
+        where = "row" if self.by_row else "line"
+        return self._error(pos, f"duplicate id '{example_id}' (first seen at {where} {first}); ids must be "
+                                "unique within a split", "id")
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -418,3 +583,41 @@ class _Converter:
             raise self._error(pos, f"integer label {value} is out of range for {what} ({size} entries)",
                               "label")
         return self.label_index[names[value]] if names is not None else value
+
+
+class _SeenIds:
+    """The ids of the rows converted so far, for duplicate detection in bounded memory.
+
+    Held as a sorted array of their 64-bit hashes: 8 bytes a row, where a set of the strings costs ~100 (about
+    100 MB at a million rows). A hash match is only a candidate: it is confirmed on the strings themselves (in
+    the current chunk, or by a second pass over the source for earlier chunks, which only an actual duplicate or
+    a 1-in-2^64 collision triggers), so a collision can never report a false duplicate.
+    """
+
+    def __init__(self, converter: _Converter) -> None:
+        self.converter = converter
+        self.hashes = np.empty(0, dtype=np.int64)
+        self.rows = 0
+
+    def check(self, ids: list[str], positions: list[int]) -> np.ndarray:
+        """Raise for the first id of this chunk that repeats an earlier one; returns the chunk's hashes."""
+        hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        earlier = np.zeros(len(ids), dtype=bool)
+        if self.hashes.size:
+            at = np.minimum(np.searchsorted(self.hashes, hashes), self.hashes.size - 1)
+            earlier = self.hashes[at] == hashes
+        order = np.argsort(hashes, kind="stable")
+        repeated = np.zeros(len(ids), dtype=bool)
+        repeated[order[1:][hashes[order[1:]] == hashes[order[:-1]]]] = True
+        for k in np.flatnonzero(earlier | repeated).tolist():
+            first = self.converter.first_position(ids[k], self.rows) if earlier[k] else None
+            if first is None and repeated[k]:
+                first = next((positions[j] for j in range(k) if ids[j] == ids[k]), None)
+            if first is not None:
+                raise self.converter.duplicate(positions[k], ids[k], first)
+        return hashes
+
+    def add(self, hashes: np.ndarray) -> None:
+        # Two sorted runs: the stable sort (timsort) merges them in linear time.
+        self.hashes = np.sort(np.concatenate([self.hashes, hashes]), kind="stable")
+        self.rows += len(hashes)

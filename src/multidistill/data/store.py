@@ -1,16 +1,25 @@
-"""The example store: one `datasets.Dataset` per task and split, and cached tokenised views of it.
+"""The example store: one memory-mapped `datasets.Dataset` per task and split, and cached tokenised views of it.
 
-A tokenised view is keyed by (data fingerprint, tokenizer fingerprint, max length), saved as Arrow
-with `save_to_disk` into a temporary folder that is renamed into place, and read back memory-mapped.
+Both live under the cache folder as Arrow files, streamed to disk batch by batch (so memory stays flat whatever
+the data's size), written into a temporary folder that is renamed into place, and read back memory-mapped:
+
+    <cache_dir>/examples/<task>/<split>/<data key>/             the validated rows (`readers.write_split_cache`)
+    <cache_dir>/tokenized/<task>/<split>/<view key>/            view.arrow + dataset_info.json
+
+The data key hashes the source file, the task spec and the subset; the view key adds the tokenizer and the
+max length.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 
-from multidistill.data.readers import read_split
+from multidistill.data.readers import EXAMPLES_FILE, open_split_cache, read_batches, write_batches, write_split_cache
 from multidistill.data.tasks import Task
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
@@ -19,9 +28,17 @@ from multidistill.utils.paths import resolve_path
 
 datasets.disable_progress_bars()
 
+VIEW_FILE = "view.arrow"
+VIEW_META = "view.json"
+VIEW_LAYOUT = 2  # 1 was a save_to_disk folder; part of the view key, so old views are never misread
+TOKENIZE_ROWS = 1000  # per tokenizer call: its Encoding objects cost ~3 KB a row while they live
+# The compact types `datasets.map` gives these tokenizer outputs; any other output keeps its inferred type.
+TOKEN_TYPES = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "token_type_ids": pa.int8(),
+               "special_tokens_mask": pa.int8()}
+
 
 class ExampleStore:
-    """Reads task splits once and hands out raw or tokenised datasets."""
+    """Reads task splits once (into the Arrow cache) and hands out raw or tokenised datasets, memory-mapped."""
 
     def __init__(self, tasks: list[Task], data_root: str | Path, cache_dir: str | Path,
                  max_examples: dict[str, int | None] | None = None, seed: int = 0) -> None:
@@ -31,17 +48,23 @@ class ExampleStore:
         self.max_examples = max_examples or {}
         self.seed = seed
         self._examples: dict[tuple[str, str], datasets.Dataset] = {}
+        self._fingerprints: dict[tuple[str, str], str] = {}
 
     def _limit(self, task: str, split: str) -> int | None:
         # Caps apply to training data only; evaluation always uses the full split.
         return self.max_examples.get(task) if split == "train" else None
 
+    def _examples_folder(self, task: str, split: str) -> Path:
+        """The split's validated rows in the Arrow cache, written now if missing."""
+        folder = self.cache_dir / "examples" / task / split / self.data_fingerprint(task, split)[:16]
+        return write_split_cache(self.tasks[task], split, folder, self.data_root,
+                                 max_examples=self._limit(task, split), seed=self.seed)
+
     def examples(self, task: str, split: str) -> datasets.Dataset:
-        """Columns id, text_a, text_b, label, domain (validated by the reader)."""
+        """Columns id, text_a, text_b, label, domain (validated by the reader), memory-mapped."""
         key = (task, split)
         if key not in self._examples:
-            self._examples[key] = read_split(self.tasks[task], split, self.data_root,
-                                             max_examples=self._limit(task, split), seed=self.seed)
+            self._examples[key] = open_split_cache(self._examples_folder(task, split), self.tasks[task])
         return self._examples[key]
 
     def has_split(self, task: str, split: str) -> bool:
@@ -53,40 +76,73 @@ class ExampleStore:
             for split in splits:
                 if not self.has_split(task, split):
                     raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
-                self.examples(task, split)
+                self._examples_folder(task, split)  # validated into the cache, not mapped until needed
 
     def data_fingerprint(self, task: str, split: str) -> str:
-        """Changes whenever the source file, the task spec or the subset changes."""
-        spec = self.tasks[task]
-        source = spec.files[split]
-        path = Path(source.path)
-        if not path.is_absolute():
-            path = self.data_root / path
-        content = hash_path(path) if path.exists() else source.path
-        return hash_json({"task": spec.model_dump(mode="json"), "split": split, "content": content,
-                          "limit": self._limit(task, split), "seed": self.seed})
+        """Changes whenever the source file, the task spec or the subset changes (hashed once per store)."""
+        key = (task, split)
+        if key not in self._fingerprints:
+            spec = self.tasks[task]
+            source = spec.files[split]
+            path = Path(source.path)
+            if not path.is_absolute():
+                path = self.data_root / path
+            content = hash_path(path) if path.exists() else source.path
+            self._fingerprints[key] = hash_json({"task": spec.model_dump(mode="json"), "split": split,
+                                                 "content": content, "limit": self._limit(task, split),
+                                                 "seed": self.seed})
+        return self._fingerprints[key]
 
     def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:
-        """A memory-mapped tokenised view (input_ids, attention_mask[, token_type_ids], label, id)."""
+        """A memory-mapped tokenised view (id, label, input_ids, attention_mask[, token_type_ids])."""
         key = hash_json({"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
-                         "max_length": max_length})
+                         "max_length": max_length, "layout": VIEW_LAYOUT})
         folder = self.cache_dir / "tokenized" / task / split / key[:16]
-        if (folder / "dataset_info.json").is_file():
-            return datasets.load_from_disk(str(folder))
-        view = tokenize(self.examples(task, split), tokenizer, max_length, pair=self.tasks[task].pair)
-        with atomic_dir(folder) as tmp:
-            view.save_to_disk(str(tmp))
-        return datasets.load_from_disk(str(folder))
+        if not (folder / VIEW_META).is_file():
+            # Streamed from the raw Arrow file (read, not mapped), so building a view never maps the raw rows.
+            raw = self._examples_folder(task, split) / EXAMPLES_FILE
+            with atomic_dir(folder) as tmp:
+                rows = write_batches(tmp / VIEW_FILE, tokenize_batches(read_batches(raw), tokenizer, max_length,
+                                                                       pair=self.tasks[task].pair))
+                with pa.OSFile(str(tmp / VIEW_FILE), "rb") as written:
+                    schema = pa.ipc.open_stream(written).schema
+                datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema)).write_to_directory(str(tmp))
+                (tmp / VIEW_META).write_text(json.dumps({"rows": rows}))
+        try:
+            return datasets.Dataset.from_file(str(folder / VIEW_FILE),
+                                              info=datasets.DatasetInfo.from_directory(str(folder)))
+        except Exception as exc:  # pyarrow/datasets raise OSError, ArrowInvalid, JSON errors... for damaged files
+            raise DataError(f"the tokenised view {folder} is damaged ({type(exc).__name__}: {exc}); delete the "
+                            "folder to rebuild it") from exc
+
+def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: int, *,
+                     pair: bool) -> Iterator[pa.RecordBatch]:
+    """Tokenise record batches of examples without padding (batches are padded to their own longest row).
+
+    Each input batch gives one output batch (few, large batches: opening a mapped file reads every batch's
+    header) with the input's ``id`` and ``label`` and every tokenizer output, in the compact integer types of
+    `TOKEN_TYPES`; the tokenizer sees ``TOKENIZE_ROWS`` rows at a time.
+    """
+    for batch in batches:
+        parts = []
+        for start in range(0, batch.num_rows, TOKENIZE_ROWS):
+            part = batch.slice(start, TOKENIZE_ROWS)
+            encoded = tokenizer(part.column("text_a").to_pylist(),
+                                part.column("text_b").to_pylist() if pair else None,
+                                truncation=True, max_length=max_length)
+            columns = {"id": part.column("id"), "label": part.column("label")}
+            for name, values in encoded.items():
+                kind = TOKEN_TYPES.get(name)
+                columns[name] = pa.array(values, type=pa.list_(kind) if kind is not None else None)
+            parts.append(pa.RecordBatch.from_pydict(columns))
+        if parts:
+            yield pa.concat_batches([p if p.schema == parts[0].schema else p.cast(parts[0].schema) for p in parts])
 
 
 def tokenize(examples: datasets.Dataset, tokenizer, max_length: int, *, pair: bool) -> datasets.Dataset:
-    """Tokenise without padding (batches are padded to their own longest row)."""
-
-    def encode(batch: dict) -> dict:
-        return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
-                         max_length=max_length)
-
-    keep = {"id", "label"}
-    return examples.map(encode, batched=True, batch_size=1000,
-                        remove_columns=[c for c in examples.column_names if c not in keep],
-                        load_from_cache_file=False, desc="tokenising")
+    """An in-memory tokenised view of ``examples`` (the store's views are the same, on disk and mapped)."""
+    batches = (table for piece in examples.with_format("arrow").iter(batch_size=TOKENIZE_ROWS)
+               for table in piece.to_batches())
+    table = pa.Table.from_batches(list(tokenize_batches(batches, tokenizer, max_length, pair=pair)))
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(
+        table.schema)))

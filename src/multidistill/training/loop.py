@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -19,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
@@ -96,6 +97,17 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def _cpu_processes() -> bool:
+    """Launched by torchrun / accelerate launch on a machine without GPUs: accelerate sets up its gloo
+    process group only when told the run is on the CPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """This process's place in a (possibly multi-process) run."""
+    return PartialState(cpu=True) if _cpu_processes() else PartialState()
+
+
 def accelerator_for(precision: str) -> Accelerator:
     """An Accelerator with this mixed precision ('no', 'bf16', 'fp16').
 
@@ -105,7 +117,9 @@ def accelerator_for(precision: str) -> Accelerator:
     """
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=precision)
+    # Each step trains one task's head; under DDP the other heads get no gradient on that step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=_cpu_processes())
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:

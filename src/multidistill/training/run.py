@@ -21,7 +21,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.signals import StoredSignals, open_signal_store
-from multidistill.training.loop import LoopState, TrainResult, make_accelerator, train
+from multidistill.training.loop import LoopState, TrainResult, make_accelerator, process_state, train
 from multidistill.training.objective import WeightedObjective
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.utils.atomic import write_json
@@ -77,15 +77,19 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                trust_remote_code=config.model.trust_remote_code)
-    data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
-                        max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
+    state = process_state()  # under torchrun / accelerate launch: one per process
+    with state.main_process_first():  # the first process writes the tokenised caches, the others read them
+        data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
+                            max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     objective = WeightedObjective(data.tasks, config.objective)
     enrich = attach_signals(config, data, objective, tokenizer)
     # Everything above can fail on bad input; only now is the output folder touched.
-    claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
-    save_config(config, output_dir / "config.yaml")
+    if state.is_main_process:
+        claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
+        save_config(config, output_dir / "config.yaml")
+    state.wait_for_everyone()
     accelerator = make_accelerator(config.train)
     if isinstance(enrich, OnlineSignals):
         enrich.to(accelerator.device)

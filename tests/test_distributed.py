@@ -1,0 +1,70 @@
+"""Two real gloo processes (torchrun) train the same model as one process with gradient accumulation.
+
+With 2 processes each takes every 2nd batch of the shared plan and DDP averages their gradients; one
+process accumulating 2 batches per step computes the same average. With dropout off, the weights agree
+up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import TINY_BERT, _vocab
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(args: list[str], env: dict) -> None:
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _initial(config: dict, tmp_path: Path) -> dict[str, torch.Tensor]:
+    """The weights both runs start from (same seed, same config)."""
+    from accelerate.utils import set_seed
+
+    from multidistill.config import TeacherRunConfig
+    from multidistill.data.prepare import resolve_tasks
+    from multidistill.models.build import build_model
+
+    run = TeacherRunConfig.model_validate({**config, "output_dir": str(tmp_path / "init")})
+    set_seed(run.train.seed)
+    return dict(build_model(run.model, resolve_tasks(run.data)).state_dict())
+
+
+def test_two_gloo_processes_match_one_process_with_accumulation(tiny_run, tmp_path):
+    raw, write = tiny_run
+    spec = {**TINY_BERT, "vocab_size": len(_vocab()), "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0}
+    config = {**raw, "model": {**raw["model"], "backbone_config": spec, "dropout": 0.0},
+              "train": {**raw["train"], "epochs": 1, "checkpoint_every_steps": 4, "eval_every_steps": None}}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cli = ["-m", "multidistill.cli", "train-teacher", str(path)]
+    _run([sys.executable, *cli, "--set", f"output_dir={tmp_path / 'one'}", "--set", "train.grad_accum_steps=2"], env)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+          *cli, "--set", f"output_dir={tmp_path / 'two'}", "--set", "train.grad_accum_steps=1"], env)
+
+    # One epoch, one evaluation: the saved best model is the final one in both runs.
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    assert one.keys() == two.keys()
+    worst = max(float((one[k] - two[k]).abs().max()) for k in one)
+    assert worst < 1e-5, worst
+    # Training moved the weights, so the comparison is not between two untouched models.
+    start = _initial(config, tmp_path)
+    moved = max(float((one[k] - start[k]).abs().max()) for k in one if k in start)
+    assert moved > 1e-3

@@ -1,0 +1,253 @@
+"""Flat memory at scale: raw examples and tokenised views are memory-mapped Arrow files, written atomically and
+reused; duplicate ids are found in bounded memory; batch plans are compact. benchmarks/scale.py measures the
+whole run at 10k-1M rows (docs/benchmarks.md); the subprocess test here is a small sanity check of the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets.table import MemoryMappedTable
+from transformers import AutoTokenizer
+
+from multidistill.data import readers
+from multidistill.data.readers import read_split
+from multidistill.data.sampler import MultiTaskBatchPlanner
+from multidistill.data.store import ExampleStore
+from multidistill.data.tasks import Columns, DataFile, Task
+from multidistill.errors import DataError
+from multidistill.utils.atomic import SLOW_WRITES_ENV
+from tests.conftest import REPO, write_tiny_tasks
+
+
+def _task(path: str, *, with_id: bool = False) -> Task:
+    columns = Columns(text_a="text", label="label", id="id" if with_id else None)
+    return Task(name="t", type="classification", labels=["0", "1"],
+                files={"train": DataFile(path=path, columns=columns)})
+
+
+def _write_rows(path: Path, n: int, *, ids: list[str] | None = None, bad_label_at: int | None = None) -> None:
+    header = "id\ttext\tlabel\n" if ids is not None else "text\tlabel\n"
+    rows = []
+    for i in range(n):
+        label = "7" if i == bad_label_at else str(i % 2)
+        rows.append((f"{ids[i]}\t" if ids is not None else "") + f"row number {i}\t{label}\n")
+    path.write_text(header + "".join(rows))
+
+
+@pytest.fixture
+def store(tmp_path):
+    specs = [Task.model_validate(s) for s in write_tiny_tasks(tmp_path / "data")]
+    return ExampleStore(specs, tmp_path / "data", tmp_path / "cache", {"toy_sent": 10})
+
+
+def test_raw_examples_are_memory_mapped_from_the_cache(store, tmp_path):
+    train = store.examples("toy_pair", "train")
+    assert isinstance(train.data, MemoryMappedTable)
+    (arrow,) = [Path(f["filename"]) for f in train.cache_files]
+    assert arrow.is_relative_to(tmp_path / "cache" / "examples" / "toy_pair" / "train")
+    assert train.column_names == ["id", "text_a", "text_b", "label", "domain"] and len(train) == 96
+    # The in-memory reader gives exactly the same rows (the capped subset included).
+    assert train[:] == read_split(store.tasks["toy_pair"], "train", tmp_path / "data")[:]
+    capped = read_split(store.tasks["toy_sent"], "train", tmp_path / "data", max_examples=10, seed=0)
+    assert store.examples("toy_sent", "train")[:] == capped[:]
+
+
+def test_tokenised_views_are_memory_mapped(store, tiny_model_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    view = store.tokenized("toy_pair", "train", tokenizer, 32)
+    assert isinstance(view.data, MemoryMappedTable)
+    assert all(Path(f["filename"]).is_relative_to(tmp_path / "cache" / "tokenized") for f in view.cache_files)
+    # The compact types datasets.map gives tokenizer outputs, and the same ids as tokenising in memory.
+    assert view.features["input_ids"].feature.dtype == "int32"
+    assert view.features["attention_mask"].feature.dtype == "int8"
+    row = view[0]
+    examples = store.examples("toy_pair", "train")
+    expected = tokenizer(examples[0]["text_a"], examples[0]["text_b"], truncation=True, max_length=32)
+    assert row["input_ids"] == expected["input_ids"] and row["id"] == examples[0]["id"]
+
+
+def test_the_raw_cache_is_reused_without_reading_the_source(store, tmp_path, monkeypatch):
+    first = store.examples("toy_sent", "dev")
+    fresh = ExampleStore(list(store.tasks.values()), tmp_path / "data", tmp_path / "cache")
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("the source was read again")
+
+    monkeypatch.setattr(readers._Converter, "chunks", no_second_read)
+    again = fresh.examples("toy_sent", "dev")
+    assert again.cache_files == first.cache_files and again[:] == first[:]
+    # A changed file gets a new cache entry (its fingerprint changed), so it is read.
+    path = tmp_path / "data" / "toy_sent" / "dev.tsv"
+    path.write_text(path.read_text() + "a fine new row\t1\n")
+    with pytest.raises(AssertionError, match="read again"):
+        ExampleStore(list(store.tasks.values()), tmp_path / "data", tmp_path / "cache").examples("toy_sent", "dev")
+
+
+def test_bad_data_leaves_no_cache_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 8)  # the bad row comes after several written batches
+    _write_rows(tmp_path / "a.tsv", 50, bad_label_at=40)
+    folder = tmp_path / "cache" / "split"
+    with pytest.raises(DataError, match="line 42"):
+        read_split(_task("a.tsv"), "train", tmp_path, cache_dir=folder)
+    assert not folder.parent.exists() or list(folder.parent.iterdir()) == []
+
+
+def test_a_killed_cache_write_leaves_no_half_cache(tmp_path):
+    """SIGKILL inside the write window (after the rows are written, before the rename): no cache appears."""
+    _write_rows(tmp_path / "a.tsv", 30)
+    folder = tmp_path / "cache" / "split"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / "src")!r})
+        from multidistill.data.readers import write_split_cache
+        from multidistill.data.tasks import Columns, DataFile, Task
+        task = Task(name="t", type="classification", labels=["0", "1"],
+                    files={{"train": DataFile(path="a.tsv", columns=Columns(text_a="text", label="label"))}})
+        print("writing", flush=True)
+        write_split_cache(task, "train", {str(folder)!r}, {str(tmp_path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, SLOW_WRITES_ENV: "30"})
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        deadline = time.monotonic() + 20
+        while not any(p.name.startswith(".split.tmp-") and (p / readers.EXAMPLES_META).is_file()
+                      for p in folder.parent.glob(".*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.monotonic() < deadline, "the writer never reached its write window"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not folder.exists()  # only the dot-named temporary folder of the dead writer
+    assert [p.name.startswith(".split.tmp-") for p in folder.parent.iterdir()] == [True]
+    # The next writer builds the cache, and the dead writer's leftover is cleaned up beside it.
+    ds = read_split(_task("a.tsv"), "train", tmp_path, cache_dir=folder)
+    assert len(ds) == 30 and [p.name for p in folder.parent.iterdir()] == ["split"]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_subsets_are_the_seeded_rows_of_the_whole_split(tmp_path, cached):
+    _write_rows(tmp_path / "a.tsv", 2500)
+    keep = np.sort(np.random.default_rng(5).choice(2500, size=300, replace=False))  # what read_split always kept
+    kw = {"cache_dir": tmp_path / "cache"} if cached else {}
+    ds = read_split(_task("a.tsv"), "train", tmp_path, max_examples=300, seed=5, **kw)
+    assert ds["id"] == [str(i + 2) for i in keep]  # ids are line numbers (header = line 1)
+    assert ds["text_a"] == [f"row number {i}" for i in keep]
+
+
+def test_subsets_span_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 7)
+    _write_rows(tmp_path / "a.tsv", 100)
+    keep = np.sort(np.random.default_rng(1).choice(100, size=30, replace=False))
+    ds = read_split(_task("a.tsv"), "train", tmp_path, max_examples=30, seed=1, cache_dir=tmp_path / "cache")
+    assert ds["id"] == [str(i + 2) for i in keep]
+    assert len(list(readers.read_batches(ds.cache_files[0]["filename"]))) > 1
+
+
+def test_duplicate_ids_across_chunks_name_both_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 4)
+    ids = [f"x{i}" for i in range(20)]
+    ids[13] = "x2"
+    _write_rows(tmp_path / "a.tsv", 20, ids=ids)
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 15 and "duplicate id 'x2' (first seen at line 4)" in str(err)
+
+
+def test_the_first_problem_in_file_order_is_reported(tmp_path, monkeypatch):
+    """A duplicate id before a bad label is the error, as before ids were checked a chunk at a time."""
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 100)
+    ids = [f"x{i}" for i in range(20)]
+    ids[9] = "x3"
+    _write_rows(tmp_path / "a.tsv", 20, ids=ids, bad_label_at=12)
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 11 and "duplicate id 'x3'" in str(err)
+    _write_rows(tmp_path / "a.tsv", 20, ids=ids, bad_label_at=5)
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 7 and "label '7'" in str(err)
+    _write_rows(tmp_path / "a.tsv", 20, ids=ids, bad_label_at=9)  # the same row: its id is checked first
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 11 and "duplicate id 'x3'" in str(err)
+
+
+def test_hash_collisions_never_make_false_duplicates(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(readers, "hash", lambda value: 42, raising=False)  # every id collides
+    ids = [f"id{i}" for i in range(10)]
+    _write_rows(tmp_path / "a.tsv", 10, ids=ids)
+    assert read_split(_task("a.tsv", with_id=True), "train", tmp_path)["id"] == ids
+    ids[8] = "id1"
+    _write_rows(tmp_path / "a.tsv", 10, ids=ids)
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 10 and "first seen at line 3" in str(err)
+
+
+def test_an_epoch_plan_is_about_four_bytes_a_row():
+    planner = MultiTaskBatchPlanner({"big": 1_000_000, "small": 1000}, 32, "round_robin", seed=0)
+    plan = planner.epoch(0)
+    held = sum(a.nbytes for a in plan._rows) + plan._task_of.nbytes + plan._start.nbytes
+    assert held < 4.5 * 2 * 1_000_000  # round robin: the small task cycles through as many rows as the big one
+    batch = plan[len(plan) - 1]
+    assert batch.indices.dtype == np.int64 and len(batch.indices) <= 32
+    share = plan[1::2][:10]
+    assert len(share) == 10 and [b.task for b in share] == ["small"] * 10
+
+
+_RSS_CHILD = """
+import json, sys, threading, time
+sys.path.insert(0, {src!r}); sys.path.insert(0, {repo!r})
+import numpy as np
+from transformers import AutoTokenizer
+from multidistill.data.store import ExampleStore
+from multidistill.data.tasks import Task
+
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon"):
+            return int(line.split()[1])
+
+peak = [anon()]
+def sample():
+    while True:
+        peak[0] = max(peak[0], anon())
+        time.sleep(0.002)
+threading.Thread(target=sample, daemon=True).start()
+task = Task.model_validate(json.loads(sys.argv[1]))
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])
+rng = np.random.default_rng(0)
+for folder in sys.argv[3:]:
+    store = ExampleStore([task], folder, folder + "/cache")
+    store.validate(["train"])
+    view = store.tokenized(task.name, "train", tokenizer, 32)
+    for _ in range(50):
+        view[rng.integers(0, len(view), 32)]
+    time.sleep(0.02)
+    print(json.dumps({{"rows": len(view), "peak_anon_kib": max(peak[0], anon())}}), flush=True)
+"""
+
+
+def test_anonymous_memory_does_not_grow_with_the_data(tmp_path, tiny_model_dir):
+    """In one process, reading, validating, tokenising and sampling 60k rows after 2k raises the peak of private
+    memory by a few MiB at most (reading whole splits into Python lists cost 15+ MiB here; the mapped Arrow pages
+    are page cache and not counted, see docs/benchmarks.md)."""
+    folders = []
+    for n in (2_000, 60_000):
+        folders.append(tmp_path / f"n{n}")
+        folders[-1].mkdir()
+        _write_rows(folders[-1] / "a.tsv", n)
+    script = _RSS_CHILD.format(src=str(REPO / "src"), repo=str(REPO))
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(_task("a.tsv").model_dump(mode="json")),
+                          str(tiny_model_dir), *map(str, folders)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    small, large = (json.loads(line) for line in out.stdout.strip().splitlines()[-2:])
+    assert (small["rows"], large["rows"]) == (2_000, 60_000)
+    growth = (large["peak_anon_kib"] - small["peak_anon_kib"]) / 1024
+    assert growth < 8, f"peak anonymous memory grew {growth:.1f} MiB from 2k to 60k rows"
