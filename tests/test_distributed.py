@@ -68,3 +68,26 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tiny_run, tmp_pa
     start = _initial(config, tmp_path)
     moved = max(float((one[k] - start[k]).abs().max()) for k in one if k in start)
     assert moved > 1e-3
+
+
+def test_soft_targets_sharded_over_two_processes_equal_one_process(tiny_run, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    raw, write = tiny_run
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--set", "train.epochs=0.5")[0] == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["-m", "multidistill.cli", "soft-targets", "--teacher", str(tmp_path / "run" / "model"),
+            "--tasks", "toy_sent,toy_pair,toy_reg", "--data-root", raw["data"]["data_root"],
+            "--cache-dir", str(tmp_path / "cache"), "--seed", "7", "--shard-size", "16", "--batch-size", "16"]
+    _run([sys.executable, *args, "--out", str(tmp_path / "one")], env)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+          *args, "--out", str(tmp_path / "two")], env)
+    from multidistill.teachers.signals import open_signal_store
+
+    one, two = open_signal_store(tmp_path / "one"), open_signal_store(tmp_path / "two")
+    assert one.fingerprint == two.fingerprint
+    for task in ("toy_sent", "toy_pair", "toy_reg"):
+        a, b = one.signals(task, "train"), two.signals(task, "train")
+        assert list(a["id"]) == list(b["id"])
+        assert (abs(a["teacher_logits"][:] - b["teacher_logits"][:]) <= 1e-6).all()
+    assert not (tmp_path / "two.partial").exists()

@@ -45,6 +45,8 @@ def print_metrics(title: str, metrics: dict) -> None:
 
 def print_result(name: str, result) -> None:
     """A finished run: its best dev metrics, where the model is, how long training took."""
+    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch, one process reports
+        return
     print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics)
     console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
                   f"{result.examples_per_second:.1f} examples/s")

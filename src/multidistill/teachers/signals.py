@@ -147,10 +147,24 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
                 "teachers": [str(Path(d).resolve()) for d in teacher_dirs], "splits": list(splits),
                 "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
                 "max_length": length}
-    prepare_partial(partial, fingerprint, plan)
+    # Under torchrun / accelerate launch every process labels its share of the shards (index % world);
+    # the main process prepares the work folder first and merges the shards into one store at the end.
+    from multidistill.training.loop import process_state
+
+    state = process_state()
+    if state.is_main_process:
+        prepare_partial(partial, fingerprint, plan)
+    with state.main_process_first():  # one process writes each tokenised cache; the others then read it
+        for task_name, split in sizes:
+            for tokenizer in tokenizers:
+                store.tokenized(task_name, split, tokenizer, length)
     labeler = ShardLabeler(teachers, tokenizers, store, length, batch_size, device, autocast)
-    generate_shards(labeler, partial, plan)
-    return merge_shards(partial, out_dir, plan, manifest)
+    generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_shards(partial, out_dir, plan, manifest)
+    state.wait_for_everyone()
+    return open_signal_store(out_dir)
 
 
 @dataclass(frozen=True)
