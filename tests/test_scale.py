@@ -1,16 +1,16 @@
 """Flat memory at scale: raw examples and tokenised views are memory-mapped Arrow files, written atomically and
 reused; duplicate ids are found in bounded memory; batch plans are compact. benchmarks/scale.py measures the
-whole run at 10k-1M rows (docs/benchmarks.md); the subprocess test here is a small sanity check of the same."""
+whole run at 10k-1M rows (docs/benchmarks.md); the traced-memory test here is a small sanity check of the same."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,13 @@ def _task(path: str, *, with_id: bool = False) -> Task:
                 files={"train": DataFile(path=path, columns=columns)})
 
 
-def _write_rows(path: Path, n: int, *, ids: list[str] | None = None, bad_label_at: int | None = None) -> None:
+def _write_rows(path: Path, n: int, *, ids: list[str] | None = None, bad_label_at: int | None = None,
+               filler: str = "") -> None:
     header = "id\ttext\tlabel\n" if ids is not None else "text\tlabel\n"
     rows = []
     for i in range(n):
         label = "7" if i == bad_label_at else str(i % 2)
-        rows.append((f"{ids[i]}\t" if ids is not None else "") + f"row number {i}\t{label}\n")
+        rows.append((f"{ids[i]}\t" if ids is not None else "") + f"row number {i}{filler}\t{label}\n")
     path.write_text(header + "".join(rows))
 
 
@@ -176,6 +177,16 @@ def test_the_first_problem_in_file_order_is_reported(tmp_path, monkeypatch):
     _write_rows(tmp_path / "a.tsv", 20, ids=ids, bad_label_at=9)  # the same row: its id is checked first
     err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
     assert err.line == 11 and "duplicate id 'x3'" in str(err)
+    # A problem the reader itself finds (here a stray tab on line 14) comes after the duplicate too.
+    lines = (tmp_path / "a.tsv").read_text().splitlines(keepends=True)
+    lines[13] = "x99\tsome\ttext\t1\n"
+    (tmp_path / "a.tsv").write_text("".join(lines).replace("\t7\n", "\t1\n"))
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 11 and "duplicate id 'x3'" in str(err)
+    lines[10] = "x9\trow number 9\t1\n"  # no duplicate any more: the stray tab is the first problem
+    (tmp_path / "a.tsv").write_text("".join(lines).replace("\t7\n", "\t1\n"))
+    err = pytest.raises(DataError, read_split, _task("a.tsv", with_id=True), "train", tmp_path).value
+    assert err.line == 14 and "tab-separated fields" in str(err)
 
 
 def test_hash_collisions_never_make_false_duplicates(tmp_path, monkeypatch):
@@ -201,53 +212,29 @@ def test_an_epoch_plan_is_about_four_bytes_a_row():
     assert len(share) == 10 and [b.task for b in share] == ["small"] * 10
 
 
-_RSS_CHILD = """
-import json, sys, threading, time
-sys.path.insert(0, {src!r}); sys.path.insert(0, {repo!r})
-import numpy as np
-from transformers import AutoTokenizer
-from multidistill.data.store import ExampleStore
-from multidistill.data.tasks import Task
-
-def anon():
-    for line in open("/proc/self/status"):
-        if line.startswith("RssAnon"):
-            return int(line.split()[1])
-
-peak = [anon()]
-def sample():
-    while True:
-        peak[0] = max(peak[0], anon())
-        time.sleep(0.002)
-threading.Thread(target=sample, daemon=True).start()
-task = Task.model_validate(json.loads(sys.argv[1]))
-tokenizer = AutoTokenizer.from_pretrained(sys.argv[2])
-rng = np.random.default_rng(0)
-for folder in sys.argv[3:]:
-    store = ExampleStore([task], folder, folder + "/cache")
-    store.validate(["train"])
-    view = store.tokenized(task.name, "train", tokenizer, 32)
-    for _ in range(50):
-        view[rng.integers(0, len(view), 32)]
-    time.sleep(0.02)
-    print(json.dumps({{"rows": len(view), "peak_anon_kib": max(peak[0], anon())}}), flush=True)
-"""
+def _traced_peak(folder: Path, rows: int, tokenizer) -> int:
+    """Peak bytes of Python allocations while a split of ``rows`` rows is read, validated, tokenised, sampled."""
+    folder.mkdir()
+    _write_rows(folder / "a.tsv", rows, filler=" and the film was fine and the plot was very good" * 5)
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    try:
+        store = ExampleStore([_task("a.tsv")], folder, folder / "cache")
+        store.validate(["train"])
+        view = store.tokenized("t", "train", tokenizer, 32)
+        for _ in range(20):
+            view[rng.integers(0, len(view), 32)]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
-def test_anonymous_memory_does_not_grow_with_the_data(tmp_path, tiny_model_dir):
-    """In one process, reading, validating, tokenising and sampling 60k rows after 2k raises the peak of private
-    memory by a few MiB at most (reading whole splits into Python lists cost 15+ MiB here; the mapped Arrow pages
-    are page cache and not counted, see docs/benchmarks.md)."""
-    folders = []
-    for n in (2_000, 60_000):
-        folders.append(tmp_path / f"n{n}")
-        folders[-1].mkdir()
-        _write_rows(folders[-1] / "a.tsv", n)
-    script = _RSS_CHILD.format(src=str(REPO / "src"), repo=str(REPO))
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(_task("a.tsv").model_dump(mode="json")),
-                          str(tiny_model_dir), *map(str, folders)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    small, large = (json.loads(line) for line in out.stdout.strip().splitlines()[-2:])
-    assert (small["rows"], large["rows"]) == (2_000, 60_000)
-    growth = (large["peak_anon_kib"] - small["peak_anon_kib"]) / 1024
-    assert growth < 8, f"peak anonymous memory grew {growth:.1f} MiB from 2k to 60k rows"
+def test_python_memory_does_not_grow_with_the_data(tmp_path, tiny_model_dir, monkeypatch):
+    """Reading 5x more rows peaks at the same Python memory: one chunk of rows lives as Python objects at a time
+    (reading whole splits into lists costs ~300 bytes a row here). Traced allocations, not RSS: deterministic,
+    where RSS drifts by a few MiB between runs in one process; benchmarks/scale.py measures whole runs' RSS."""
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 2000)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    small = _traced_peak(tmp_path / "small", 4_000, tokenizer)
+    large = _traced_peak(tmp_path / "large", 20_000, tokenizer)
+    assert large < small * 1.1 + 256 * 1024, f"traced peak {small / 2**20:.2f} MiB at 4k rows, {large / 2**20:.2f} 20k"

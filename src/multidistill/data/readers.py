@@ -70,7 +70,7 @@ def read_split(task: Task, split: str, data_root: str | Path | None = None,
         return open_split_cache(write_split_cache(task, split, cache_dir, data_root, max_examples, seed), task)
     source = _source(task, split, data_root, max_examples)
     schema = features_for(task).arrow_schema
-    batches = [pa.RecordBatch.from_pydict(chunk, schema=schema) for chunk in _Converter(source).chunks()]
+    batches = list(_Converter(source).batches(schema))
     n_rows = sum(batch.num_rows for batch in batches)
     _check_not_empty(source, n_rows)
     table = pa.Table.from_batches(batches, schema=schema)
@@ -89,15 +89,14 @@ def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: 
     split's size. The folder is written beside its final name and renamed into place once complete: a kill
     never leaves a half-written cache. Returns ``cache_dir``; `open_split_cache` maps it.
     """
+    source = _source(task, split, data_root, max_examples)
     folder = Path(cache_dir)
     if _cached_rows(folder) is not None:
         return folder
-    source = _source(task, split, data_root, max_examples)
     schema = features_for(task).arrow_schema
     with atomic_dir(folder) as tmp:
         everything = tmp / f"all-{EXAMPLES_FILE}"
-        n_rows = write_batches(everything, (pa.RecordBatch.from_pydict(chunk, schema=schema)
-                                            for chunk in _Converter(source).chunks()), schema)
+        n_rows = write_batches(everything, _Converter(source).batches(schema), schema)
         _check_not_empty(source, n_rows)
         keep = _subset(n_rows, max_examples, seed)
         if keep is None:
@@ -444,13 +443,18 @@ class _Converter:
 
     def chunks(self, size: int | None = None) -> Iterator[dict[str, list[Any]]]:
         """The validated rows as column dicts of at most ``size`` rows (default `CHUNK_ROWS`); the first problem
-        raises `DataError`."""
+        in file order raises `DataError`."""
         size = size or CHUNK_ROWS
         seen = _SeenIds(self) if self.columns.id is not None else None
         out: dict[str, list[Any]] = {name: [] for name in COLUMN_ORDER}
         positions: list[int] = []
-        for row_index, (pos, record) in enumerate(self.source.records()):
+        records = enumerate(self.source.records())
+        while True:
             try:
+                item = next(records, None)  # the readers' own errors (bad bytes, column counts...) come from here
+                if item is None:
+                    break
+                row_index, (pos, record) = item
                 out["id"].append(self._id(pos, record, row_index))
                 positions.append(pos)
                 text_a = self._text(pos, record, "text_a")
@@ -460,7 +464,7 @@ class _Converter:
                 if self.columns.domain is not None:
                     domain = self._scalar(pos, record, "domain", required=False)
             except DataError:
-                if seen is not None:  # a duplicate id on an earlier line (or this one) is the first problem
+                if seen is not None:  # ids are checked a chunk at a time: a duplicate before this problem wins
                     seen.check(out["id"], positions)
                 raise
             out["text_a"].append(text_a)
@@ -476,6 +480,13 @@ class _Converter:
             if seen is not None:
                 seen.check(out["id"], positions)
             yield out
+
+    def batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """`chunks` as Arrow record batches: only one chunk is ever held as Python objects."""
+        for chunk in self.chunks():
+            batch = pa.RecordBatch.from_pydict(chunk, schema=schema)
+            del chunk  # the consumer holds the batch, not the lists, while the next chunk is read
+            yield batch
 
     def _id(self, pos: int, record: Record, row_index: int) -> str:
         if self.columns.id is not None:
