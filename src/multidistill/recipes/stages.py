@@ -5,7 +5,8 @@ inputs' fingerprints, and what it produced. Running a recipe again:
 
 * a stage whose manifest matches is skipped (its artifact is reused as is);
 * a stage that was cut (its folder exists, no manifest yet, a matching `.pending/<stage>.json`) resumes:
-  training continues from its last checkpoint, atomic stages (stores, transfer sets) start over;
+  training continues from its last checkpoint, a signal store from its last finished shard, and other
+  atomic stages (transfer sets, benchmarks) start over;
 * a stage whose manifest or pending record does not match is refused, naming the folder to remove,
   so nothing made from other settings is ever reused or overwritten silently.
 """
