@@ -75,7 +75,8 @@ def _delimited(draw, shape: dict) -> bytes:
     for _ in range(draw(st.integers(0, 2))):
         at = draw(st.integers(0, len(table) - 1))
         if draw(st.booleans()):  # a hostile cell
-            table[at][draw(st.integers(0, len(NAMES) - 1))] = draw(hostile)
+            if table[at]:  # an earlier change may have shortened (or emptied) this row
+                table[at][draw(st.integers(0, len(table[at]) - 1))] = draw(hostile)
         else:  # a ragged row
             table[at] = table[at][: draw(st.integers(0, len(NAMES)))] + draw(st.lists(hostile, max_size=2))
     if shape["header"] and draw(st.integers(0, 5)):

@@ -2,6 +2,7 @@
 so models measured in one process would hide each other).
 
     python -m multidistill.evaluation.memory MODEL_OR_EXPORT_DIR RUNTIME [--batch-size 32] [--seq-len 128]
+    python -m multidistill.evaluation.memory --update BENCHMARK.json    # re-measure every model/runtime in it
 
 prints JSON: baseline_rss_mb (after imports), peak_rss_mb (after loading and 3 batches), model_rss_mb
 (the difference).
@@ -20,6 +21,18 @@ from multidistill.errors import ModelError
 
 
 def _rss_mb() -> float:
+    """This process's peak resident memory so far (MiB).
+
+    VmHWM belongs to the process's own address space; ru_maxrss would not do here: Linux carries it over
+    exec from the parent, so a probe started by a big process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -62,13 +75,34 @@ def _probe(source: Path, runtime: str, batch_size: int, seq_len: int) -> dict:
     return {"baseline_rss_mb": baseline, "peak_rss_mb": peak, "model_rss_mb": peak - baseline}
 
 
+def update_benchmark(path: Path) -> dict:
+    """Re-measure the memory of every model and runtime of a benchmark JSON, in place (atomically)."""
+    from multidistill.utils.atomic import write_json
+
+    report = json.loads(path.read_text())
+    batch = report["settings"]["batch_size"]
+    for entry in report["models"].values():
+        for runtime, values in entry["runtimes"].items():
+            source = entry["export"] if runtime.startswith("onnx") else entry["path"]
+            probe = measure_in_subprocess(source, runtime, batch_size=batch, seq_len=entry.get("max_length") or 128)
+            values.update(peak_rss_mb=probe["peak_rss_mb"], model_rss_mb=probe["model_rss_mb"])
+    write_json(path, report)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path)
-    parser.add_argument("runtime", choices=["pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8"])
+    parser.add_argument("source", type=Path, nargs="?")
+    parser.add_argument("runtime", nargs="?", choices=["pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--update", type=Path, help="a benchmark JSON whose memory columns to re-measure")
     args = parser.parse_args()
+    if args.update is not None:
+        update_benchmark(args.update)
+        return
+    if args.source is None or args.runtime is None:
+        parser.error("give SOURCE and RUNTIME, or --update BENCHMARK.json")
     print(json.dumps(_probe(args.source, args.runtime, args.batch_size, args.seq_len)))
 
 
