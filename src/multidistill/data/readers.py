@@ -248,13 +248,12 @@ def _missing(source: _Source, kind: str = "data file") -> DataError:
 # ---------------------------------------------------------------------------------------------- text files
 
 
-def _decoded_lines(source: _Source) -> Iterator[tuple[int, str]]:
+def decode_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` with line endings kept, decoding UTF-8 one line at a time so a bad
-    byte is reported with its line number (the first line may start with a BOM, as MRPC's does)."""
-    if not source.path.is_file():
-        raise _missing(source)
+    byte is reported with its line number (the first line may start with a BOM, as MRPC's does).
+    ``what`` names the file in a read error ("the data file for ...", "the input")."""
     try:
-        with source.path.open("rb") as f:
+        with path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
                 try:
                     yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -262,10 +261,32 @@ def _decoded_lines(source: _Source) -> Iterator[tuple[int, str]]:
                     # e.object is the line after any BOM was removed, so index it rather than raw.
                     bad = e.object[e.start:e.end].hex(" ")
                     raise DataError(f"not valid UTF-8 (bytes {bad} at byte offset {e.start}); re-save the "
-                                    "file as UTF-8", path=source.path, line=number) from e
+                                    "file as UTF-8", path=path, line=number) from e
     except OSError as e:
-        raise DataError(f"cannot read the data file for {source.what}: {e.strerror or e}",
-                        path=source.path) from e
+        raise DataError(f"cannot read {what}: {e.strerror or e}", path=path) from e
+
+
+def csv_records(lines: Iterator[str], path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Quoted CSV records as ``(first line number, fields)``; a record may span lines, blank lines are skipped."""
+    # csv.reader counts the lines it pulls from ``lines``, which are exactly the file's physical lines.
+    reader = csv.reader(lines, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"malformed CSV in the record starting here ({e}, detected at line "
+                            f"{reader.line_num}); check for unbalanced quotes", path=path, line=start) from e
+        if fields:  # csv yields [] for blank lines
+            yield start, fields
+
+
+def _decoded_lines(source: _Source) -> Iterator[tuple[int, str]]:
+    if not source.path.is_file():
+        raise _missing(source)
+    return decode_lines(source.path, f"the data file for {source.what}")
 
 
 def _read_tsv(source: _Source) -> Iterator[tuple[int, Record]]:
@@ -276,24 +297,8 @@ def _read_tsv(source: _Source) -> Iterator[tuple[int, Record]]:
 
 def _read_csv(source: _Source) -> Iterator[tuple[int, Record]]:
     """Standard quoted CSV; quoted fields may span lines, and a record's position is its first line."""
-    # csv.reader counts the lines it pulls from our iterator, which are exactly the file's physical lines.
-    reader = csv.reader((line for _, line in _decoded_lines(source)), strict=True)
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        while True:
-            start = reader.line_num + 1
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                raise DataError(f"malformed CSV in the record starting here ({e}, detected at line "
-                                f"{reader.line_num}); check for unbalanced quotes", path=source.path,
-                                line=start) from e
-            if fields:  # csv yields [] for blank lines
-                yield start, fields
-
-    yield from _rows_to_records(source, rows(), "comma")
+    rows = csv_records((line for _, line in _decoded_lines(source)), source.path)
+    yield from _rows_to_records(source, rows, "comma")
 
 
 def _rows_to_records(source: _Source, rows: Iterator[tuple[int, list[str]]],

@@ -22,7 +22,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import collate
 from multidistill.data.prepare import prepare_data
 from multidistill.errors import ConfigError, UnknownTaskError
-from multidistill.evaluation.memory import measure_in_subprocess
+from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
 from multidistill.models.loading import load_model
@@ -165,12 +165,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
         name, runtime = key.split("\t")
         report["models"][name]["runtimes"][runtime].update(result.to_dict())
     if memory:
-        for entry in tqdm(report["models"].values(), desc="benchmark: memory"):
-            for runtime in entry["runtimes"]:
-                source = entry["export"] if runtime.startswith("onnx") else entry["path"]
-                probe = measure_in_subprocess(source, runtime, batch_size=batch_size, seq_len=entry["max_length"])
-                entry["runtimes"][runtime].update(peak_rss_mb=probe["peak_rss_mb"],
-                                                  model_rss_mb=probe["model_rss_mb"])
+        measure_report(report)
     reference = report["models"][names[0]]["runtimes"].get("pytorch_fp32")
     if reference is not None:
         base = reference["throughput_examples_per_s"]

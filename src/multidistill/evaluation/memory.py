@@ -75,17 +75,22 @@ def _probe(source: Path, runtime: str, batch_size: int, seq_len: int) -> dict:
     return {"baseline_rss_mb": baseline, "peak_rss_mb": peak, "model_rss_mb": peak - baseline}
 
 
-def update_benchmark(path: Path) -> dict:
-    """Re-measure the memory of every model and runtime of a benchmark JSON, in place (atomically)."""
-    from multidistill.utils.atomic import write_json
-
-    report = json.loads(path.read_text())
+def measure_report(report: dict) -> dict:
+    """Measure the memory of every model and runtime of a benchmark report, in place."""
     batch = report["settings"]["batch_size"]
     for entry in report["models"].values():
         for runtime, values in entry["runtimes"].items():
             source = entry["export"] if runtime.startswith("onnx") else entry["path"]
             probe = measure_in_subprocess(source, runtime, batch_size=batch, seq_len=entry.get("max_length") or 128)
             values.update(peak_rss_mb=probe["peak_rss_mb"], model_rss_mb=probe["model_rss_mb"])
+    return report
+
+
+def update_benchmark(path: Path) -> dict:
+    """Re-measure the memory columns of a benchmark JSON file, in place (atomically)."""
+    from multidistill.utils.atomic import write_json
+
+    report = measure_report(json.loads(path.read_text()))
     write_json(path, report)
     return report
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from multidistill.data.readers import csv_records, decode_lines
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
 from multidistill.utils.atomic import atomic_file
@@ -194,18 +195,7 @@ def read_table(path: Path) -> Table:
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, line)`` decoded one line at a time, so a bad byte is reported with its line."""
-    try:
-        with path.open("rb") as f:
-            for number, raw in enumerate(f, start=1):
-                try:
-                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                except UnicodeDecodeError as e:
-                    bad = e.object[e.start:e.end].hex(" ")
-                    raise DataError(f"not valid UTF-8 (bytes {bad} at byte offset {e.start}); re-save the file "
-                                    "as UTF-8", path=path, line=number) from e
-    except OSError as e:
-        raise DataError(f"cannot read the input: {e.strerror or e}", path=path) from e
+    return decode_lines(path, "the input")
 
 
 def _delimited_rows(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
@@ -215,18 +205,7 @@ def _delimited_rows(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
             if line:
                 yield number, line.split("\t")
         return
-    reader = csv.reader((line for _, line in _decoded_lines(path)), strict=True)
-    while True:
-        start = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise DataError(f"malformed CSV in the record starting here ({e}, detected at line {reader.line_num}); "
-                            "check for unbalanced quotes", path=path, line=start) from e
-        if fields:
-            yield start, fields
+    yield from csv_records((line for _, line in _decoded_lines(path)), path)
 
 
 def _read_delimited(path: Path, fmt: str) -> Table:

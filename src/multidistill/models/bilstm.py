@@ -25,10 +25,10 @@ from multidistill.models.multitask import (
     MODEL_CONFIG_FILE,
     WEIGHTS_FILE,
     MultiTaskOutput,
+    SavedModel,
     load_weights,
     read_model_config,
 )
-from multidistill.utils.atomic import atomic_dir
 
 KIND = "bilstm"
 # Fixed seed for the random parts of embedding initialisation, so a run is reproducible from its config.
@@ -50,7 +50,7 @@ class BiLSTMSpec(BaseModel):
                                   "PCA projection when the sizes differ) when a teacher is given.")
 
 
-class BiLSTMModel(nn.Module):
+class BiLSTMModel(SavedModel):
     """BiLSTM encoder shared by all tasks, with one MLP head per task in ``heads``.
 
     Same calling interface as `MultiTaskModel`: ``model(task, input_ids, attention_mask, token_type_ids)``
@@ -288,11 +288,6 @@ class BiLSTMModel(nn.Module):
         (folder / MODEL_CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
-
-    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
-        """Save atomically: a crash mid-save leaves the previous folder (if any) intact."""
-        with atomic_dir(directory) as tmp:
-            self.write_to(tmp, tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, trust_remote_code: bool = False) -> BiLSTMModel:

@@ -50,7 +50,19 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-class MultiTaskModel(nn.Module):
+class SavedModel(nn.Module):
+    """Shared by every model kind: `save_pretrained` writes the kind's files (`write_to`) atomically."""
+
+    def write_to(self, folder: Path, tokenizer=None) -> None:
+        raise NotImplementedError
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        """Save atomically: a crash mid-save leaves the previous folder (if any) intact."""
+        with atomic_dir(directory) as tmp:
+            self.write_to(tmp, tokenizer)
+
+
+class MultiTaskModel(SavedModel):
     """A Hugging Face encoder shared by all tasks, with one head per task in ``heads``."""
 
     def __init__(self, backbone: PreTrainedModel, tasks: list[Task], *, pooling: Pooling = "cls",
@@ -124,11 +136,6 @@ class MultiTaskModel(nn.Module):
         (folder / MODEL_CONFIG_FILE).write_text(json.dumps(self._config_dict(), indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
-
-    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
-        """Save atomically: a crash mid-save leaves the previous folder (if any) intact."""
-        with atomic_dir(directory) as tmp:
-            self.write_to(tmp, tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, trust_remote_code: bool = False) -> MultiTaskModel:

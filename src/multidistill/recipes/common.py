@@ -112,3 +112,14 @@ def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def teacher_rows(teacher_dirs: list[Path]) -> dict[str, dict]:
+    """Summary rows of the teachers this recipe trained (given teachers have no run folder: the recipe scores
+    them through the signal store instead)."""
+    from multidistill.recipes.summary import count_parameters
+
+    return {f"teacher {folder.parent.name}": {"metrics": read_metrics(folder.parent),
+                                              "params": count_parameters(folder)}
+            for folder in teacher_dirs if (folder.parent / "metrics.json").is_file()}
+

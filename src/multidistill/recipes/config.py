@@ -8,7 +8,7 @@ top, so teachers, soft targets and students always see the same examples.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -83,6 +83,15 @@ class RecipeBase(_Strict):
     teacher: TeacherSection = Field(description="Teacher(s).")
     signals: SignalsSection = Field(default_factory=SignalsSection, description="Teacher inference settings.")
 
+    default_objective: ClassVar = None  # each recipe's paper objective, used when student.objective is omitted
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_objective(cls, data):
+        if cls.default_objective is not None and isinstance(data, dict) and isinstance(data.get("student"), dict):
+            data["student"].setdefault("objective", cls.default_objective().model_dump())
+        return data
+
     @model_validator(mode="after")
     def _caps_set_once(self) -> RecipeBase:
         for section in ("teacher", "student"):
@@ -107,34 +116,22 @@ def _mkd_objective() -> ObjectiveConfig:
 class MTDNNKDRecipe(RecipeBase):
     """MT-DNN-KD: K multi-task teachers -> mean probabilities -> one multi-task student (arXiv 1904.09482)."""
 
+    default_objective: ClassVar = staticmethod(_mtdnn_kd_objective)
     recipe: Literal["mtdnn_kd"] = Field(description="Recipe name.")
     student: StudentSection = Field(description="The multi-task student.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_objective(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("student"), dict):
-            data["student"].setdefault("objective", _mtdnn_kd_objective().model_dump())
-        return data
 
 
 class MKDRecipe(RecipeBase):
     """MKD: a multi-task teacher -> augmented, teacher-labelled transfer set -> a model-agnostic student,
     distilled jointly over all tasks, optionally fine-tuned per task (arXiv 1911.03588)."""
 
+    default_objective: ClassVar = staticmethod(_mkd_objective)
     recipe: Literal["mkd"] = Field(description="Recipe name.")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="Transfer-set augmentation "
                                           "(Tang et al. 2019); null trains on the original examples only.")
     student: StudentSection = Field(description="The student (bilstm or a small Transformer).")
     finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Per-task fine-tuning.")
     baseline: BaselineSection = Field(default_factory=BaselineSection, description="Single-task baseline.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_objective(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("student"), dict):
-            data["student"].setdefault("objective", _mkd_objective().model_dump())
-        return data
 
 
 RECIPE_SCHEMAS = {"mtdnn_kd": MTDNNKDRecipe, "mkd": MKDRecipe}

@@ -22,6 +22,7 @@ from multidistill.recipes.common import (
     recipe_data,
     resolve_teacher_ref,
     signals_stage,
+    teacher_rows,
     teacher_stages,
     train_stage,
 )
@@ -109,11 +110,7 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
                                          train=section.train, data=single(name), max_examples=cap,
                                          objective=section.objective, signals=signals, inputs=student_inputs)
 
-    rows = {}
-    for folder in teacher_dirs:
-        if (folder.parent / "metrics.json").is_file():
-            rows[f"teacher {folder.parent.name}"] = {"metrics": read_metrics(folder.parent),
-                                                     "params": count_parameters(folder)}
+    rows = teacher_rows(teacher_dirs)
     if not rows:
         rows["teacher"] = {"metrics": ensemble_metrics(signals, student_data)}
     rows["student (joint)"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}

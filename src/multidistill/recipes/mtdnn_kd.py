@@ -12,6 +12,7 @@ from multidistill.recipes.common import (
     recipe_data,
     resolve_teacher_ref,
     signals_stage,
+    teacher_rows,
     teacher_stages,
     train_stage,
 )
@@ -30,12 +31,7 @@ def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
     student = train_stage(runner, "student", kind="distill", model=student_model, train=recipe.student.train,
                           data=data, max_examples=recipe.max_examples_per_task, objective=recipe.student.objective,
                           signals=signals, inputs={"signals": stage_fingerprint(signals)})
-    rows = {}
-    for folder in teacher_dirs:
-        metrics_file = folder.parent / "metrics.json"
-        if metrics_file.is_file():  # teachers trained by this recipe; given ones are scored through the store
-            rows[f"teacher {folder.parent.name}"] = {"metrics": read_metrics(folder.parent),
-                                                     "params": count_parameters(folder)}
+    rows = teacher_rows(teacher_dirs)
     if len(teacher_dirs) > 1 or not rows:
         rows[f"ensemble of {len(teacher_dirs)}" if len(teacher_dirs) > 1 else "teacher"] = {
             "metrics": ensemble_metrics(signals, data),
