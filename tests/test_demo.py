@@ -42,6 +42,18 @@ def test_demo_runs_every_stage_then_resumes_for_free(tiny_run, tmp_path, monkeyp
     # The ONNX fp32 export scores what PyTorch scores (parity-checked at export).
     teacher = bench["models"]["teacher"]["runtimes"]
     assert teacher["onnx_fp32"]["score"] == pytest.approx(teacher["pytorch_fp32"]["score"], abs=1e-3)
+    # Those scores came from the export's parity check (same rows); scoring afresh gives the same numbers.
+    assert {v["scored_by"] for v in teacher.values()} == {"export parity check"}
+    from multidistill.evaluation.benchmark import benchmark
+
+    raw, _ = tiny_run
+    again = benchmark([root / "teacher" / "model"], raw["data"]["tasks"], data_root=raw["data"]["data_root"],
+                      runtimes=("pytorch_fp32", "onnx_fp32", "onnx_int8"), export_root=root / "benchmark" / "exports",
+                      rounds=1, latency_runs=2, memory=False, cache_dir=raw["data"]["cache_dir"],
+                      max_eval_examples=200)["models"]["teacher"]["runtimes"]
+    for runtime, values in again.items():
+        assert values["scored_by"] == "benchmark"
+        assert values["scores"] == pytest.approx(teacher[runtime]["scores"], abs=1e-4), runtime
     report = root / "report" / "report.md"
     assert report.is_file() and str(report) in output.replace("\n", "")
     assert all((root / "report" / p).stat().st_size > 1000 for p in ("retention.png", "score_vs_latency.png"))

@@ -374,3 +374,16 @@ def test_bilstm_without_token_types_splits_pairs_at_the_separator(tiny_model_dir
     with torch.no_grad():
         expected = model("pair", batch["input_ids"], batch["attention_mask"]).logits.numpy()
     assert np.abs(exported.logits("pair", batch["input_ids"], batch["attention_mask"]) - expected).max() <= 1e-4
+
+
+def test_a_result_exactly_at_the_int8_tolerance_passes():
+    from multidistill.export.onnx import parity_failures
+
+    # 0.6750 -> 0.6650 on 200 rows: two flips, a drop of exactly 0.01 (0.010000000000000009 as floats).
+    at_limit = {"amazon": {"agreement": 194 / 200, "examples": 200, "metric": "accuracy", "metric_delta": 0.665 - 0.675,
+                           "metric_torch": 0.675, "metric_onnx": 0.665}}
+    assert parity_failures("int8", at_limit, tolerance_fp32=1e-4, min_agreement_int8=0.97,
+                           max_metric_drop_int8=0.01) == []
+    past = {"amazon": {**at_limit["amazon"], "metric_delta": -0.015, "agreement": 193 / 200}}
+    failures = parity_failures("int8", past, tolerance_fp32=1e-4, min_agreement_int8=0.97, max_metric_drop_int8=0.01)
+    assert len(failures) == 2 and "drops by 0.0150" in failures[1]

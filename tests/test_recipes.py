@@ -221,3 +221,13 @@ def test_a_student_with_its_own_tokenizer_distils_from_the_store(tiny_run, tmp_p
     saved = tmp_path / "student" / "model"
     assert json.loads((saved / "tokenizer.json").read_text())["model"]["vocab"] != json.loads(
         (tmp_path / "run" / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+
+
+def test_stage_settings_leave_out_defaults_so_new_settings_keep_stages_valid():
+    from multidistill.config import TrainConfig
+    from multidistill.recipes.stages import settings_payload
+
+    # A run written before `group_by_length` existed fingerprints like one that leaves it at its default.
+    assert settings_payload(TrainConfig(epochs=2)) == {"epochs": 2.0}
+    assert settings_payload(TrainConfig(epochs=2, group_by_length=True)) == {"epochs": 2.0, "group_by_length": True}
+    assert settings_payload(None) is None

@@ -198,3 +198,47 @@ def test_task_without_examples_is_rejected(sizes: dict[str, int]) -> None:
 def test_indices_are_integer_arrays() -> None:
     plan = MultiTaskBatchPlanner({"a": 9}, 4, "proportional").epoch(0)
     assert all(isinstance(b.indices, np.ndarray) and np.issubdtype(b.indices.dtype, np.integer) for b in plan)
+
+
+# ---------------------------------------------------------------- group by length
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=sizes_st, batch_size=st.integers(1, 8), group_size=st.integers(1, 4), seed=st.integers(0, 2**16),
+       strategy=st.sampled_from(STRATEGIES))
+def test_group_by_length_keeps_every_row_once_per_pass_and_the_plan_shape(sizes, batch_size, group_size, seed,
+                                                                          strategy) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = {t: rng.integers(1, 100, n) for t, n in sizes.items()}
+    plain = MultiTaskBatchPlanner(sizes, batch_size, strategy, seed=seed).epoch(0)
+    grouped = MultiTaskBatchPlanner(sizes, batch_size, strategy, seed=seed, lengths=lengths,
+                                    group_size=group_size).epoch(0)
+    assert [b.task for b in grouped] == [b.task for b in plain]  # mixing is unchanged
+    assert [len(b.indices) for b in grouped] == [len(b.indices) for b in plain]
+    for task, n in sizes.items():
+        for rows in passes(list(grouped), task, n, batch_size):
+            assert len(set(rows)) == len(rows) and set(rows) <= set(range(n))  # no row twice in a pass
+            if len(rows) == n:
+                assert sorted(rows) == list(range(n))
+
+
+def test_group_by_length_batches_rows_of_similar_length_in_random_order() -> None:
+    rng = np.random.default_rng(0)
+    lengths = {"a": rng.integers(1, 128, 3200)}
+    planner = MultiTaskBatchPlanner({"a": 3200}, 32, seed=1, lengths=lengths, group_size=100)
+    plan = list(planner.epoch(0))
+    padded = sum(len(b.indices) * lengths["a"][b.indices].max() for b in plan)
+    random_padded = sum(len(b.indices) * lengths["a"][b.indices].max()
+                        for b in MultiTaskBatchPlanner({"a": 3200}, 32, seed=1).epoch(0))
+    # One mega-batch covers the pass: each batch spans ~1/100 of the length range.
+    assert padded < 0.6 * random_padded
+    assert all(np.ptp(lengths["a"][b.indices]) <= 3 for b in plan)
+    maxima = [lengths["a"][b.indices].max() for b in plan]
+    assert maxima != sorted(maxima, reverse=True)  # batch order is shuffled, not longest first
+    assert as_tuples(planner.epoch(0)) == as_tuples(plan)  # a pure function of (seed, epoch): resumable
+    assert as_tuples(planner.epoch(1)) != as_tuples(plan)
+
+
+def test_group_by_length_needs_one_length_per_row() -> None:
+    with pytest.raises(ValueError, match="one length per row"):
+        MultiTaskBatchPlanner({"a": 3}, 2, lengths={"a": np.array([1, 2])})

@@ -133,14 +133,15 @@ def _contents(store) -> dict:
     return out
 
 
-def _assert_same_store(a, b) -> None:
+def _assert_same_store(a, b, *, atol: float = 0.0) -> None:
+    """Same rows and signals: bit for bit by default (the same shard plan), or within ``atol``."""
     got, expected = _contents(a), _contents(b)
     assert got.keys() == expected.keys()
     for key, columns in expected.items():
         assert got[key]["id"] == columns["id"], key
         for name in ("teacher_logits", "teacher_mean"):
             assert got[key][name].dtype == columns[name].dtype == np.float32
-            assert np.array_equal(got[key][name], columns[name]), (key, name)  # bit for bit
+            assert np.allclose(got[key][name], columns[name], rtol=0, atol=atol), (key, name)
     assert a.manifest["fingerprint"] == b.manifest["fingerprint"]
 
 
@@ -219,8 +220,10 @@ def test_the_store_is_the_same_whatever_the_shard_size(setting):
     teachers, data, out = setting
     stores = [build_signal_store(teachers, data, out.with_name(f"shards-{size}"), splits=("train", "dev"),
                                  batch_size=4, shard_size=size) for size in (1, 7, 10000)]
+    # Inference batches rows longest first within a shard, so other shards mean other batches, other padding
+    # widths and float sums in another order: equal to float32 rounding, not bit for bit.
     for other in stores[1:]:
-        _assert_same_store(other, stores[0])
+        _assert_same_store(other, stores[0], atol=1e-5)
 
 
 def test_shards_can_be_shared_between_processes(setting):

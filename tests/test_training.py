@@ -45,8 +45,10 @@ def test_teacher_training_writes_model_metrics_and_logs(tiny_run, tmp_path):
     assert max(h["main"]["toy_sent"] for h in history) > 0.7
 
 
-def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_run, tmp_path):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_run, tmp_path, group_by_length):
     raw, _ = tiny_run
+    raw = {**raw, "train": {**raw["train"], "group_by_length": group_by_length}}
     uncut = train_teacher(_config(raw, output_dir=str(tmp_path / "uncut")))
 
     def crash_at_step_8(state):

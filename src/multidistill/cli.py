@@ -255,6 +255,8 @@ def benchmark_command(
     batch_size: Annotated[int, typer.Option(help="Batch size of the throughput measurement.")] = 32,
     memory: Annotated[bool, typer.Option(help="Measure peak memory (one subprocess per model/runtime).")] = True,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
+    max_metric_drop_int8: Annotated[float, typer.Option(
+        help="Largest drop of a task's main metric the int8 export may show in its parity check.")] = 0.01,
 ) -> None:
     """Compare a teacher and its students: dev scores, parameters, disk size, peak memory, latency at
     batch 1 (median, p95) and throughput at batch 32, for each runtime, with speedups vs the first model.
@@ -265,7 +267,8 @@ def benchmark_command(
 
     report = benchmark(model_dirs, _split_names(tasks) or [], data_root=data_root, out=out,
                        runtimes=tuple(_split_names(runtimes) or []), export_root=export_root, rounds=rounds,
-                       latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir)
+                       latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir,
+                       max_metric_drop_int8=max_metric_drop_int8)
     print_benchmark(report)
     console.print(f"written: {out}")
 

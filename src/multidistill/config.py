@@ -129,6 +129,8 @@ class TrainConfig(_Strict):
         "proportional", description="Multi-task batch mixing: proportional (MT-DNN), temperature (size^tau), "
         "round_robin (one batch per task in turn).")
     temperature_tau: float = Field(0.5, gt=0, le=1, description="Exponent tau for temperature sampling.")
+    group_by_length: bool = Field(False, description="Batch rows of similar length together (batch order stays "
+                                  "random): much less padding, faster epochs; off reproduces earlier runs exactly.")
     max_examples_per_task: int | None = Field(None, gt=0, description="Seeded random cap on training examples "
                                               "per task (None = all).")
     eval_every_steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps "

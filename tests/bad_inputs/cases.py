@@ -147,6 +147,17 @@ def remote_code(template: str, model_type: str = "evil-bert") -> Damage:
     return Damage(f"give {template} an auto_map to its own code", apply)
 
 
+def reverse_rows(template: str) -> Damage:
+    """Reverse a data file's rows under its header: other data, same row count."""
+
+    def apply(ws):
+        path = resolve(template, ws)
+        header, *rows = path.read_text().splitlines(keepends=True)
+        path.write_text(header + "".join(reversed(rows)))
+
+    return Damage(f"reverse the rows of {template}", apply)
+
+
 def edit_json(template: str, changes: dict[str, Any]) -> Damage:
     def apply(ws):
         path = resolve(template, ws)
@@ -368,6 +379,9 @@ CASES: list[Case] = [
     Case("store-other-subset", "store", "a store built for all rows, the run keeps 10 per task", "distill",
          ("task 'toy_sent'", "the store holds 96 training rows but the run has 10"),
          patch={"train.max_examples_per_task": 10}),
+    Case("store-edited-data", "store", "the training file edited after the store was built (same row count)",
+         "distill", ("task 'toy_sent'", "made from other training data", "soft-targets"),
+         damage=(reverse_rows("{data}/toy_sent/train.tsv"),)),
     Case("store-nan-logit", "store", "a teacher logit in the Arrow shard is NaN", "distill",
          ("signal store", "task 'toy_sent' split 'train'", "teacher_logits", "NaN/inf"),
          damage=(poison_signals("{store}/toy_sent/train", "teacher_logits", float("nan")),)),

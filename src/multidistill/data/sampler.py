@@ -35,9 +35,14 @@ class MultiTaskBatchPlanner:
     """
 
     def __init__(self, sizes: dict[str, int], batch_size: int, strategy: Strategy = "proportional",
-                 tau: float = 0.5, seed: int = 0) -> None:
+                 tau: float = 0.5, seed: int = 0, lengths: dict[str, np.ndarray] | None = None,
+                 group_size: int = 50) -> None:
         if not sizes or min(sizes.values()) <= 0:
             raise ValueError(f"every task needs at least one example, got sizes {sizes}")
+        if lengths is not None and any(len(lengths[t]) != n for t, n in sizes.items()):
+            raise ValueError("lengths must give one length per row of every task")
+        self.lengths = lengths
+        self.group_size = group_size
         self.sizes = dict(sizes)
         self.batch_size = batch_size
         self.strategy = strategy
@@ -76,7 +81,10 @@ class MultiTaskBatchPlanner:
             done, batch = divmod(taken[i], per_task[tasks[i]])
             taken[i] += 1
             if done == len(passes[i]):
-                passes[i].append(_permutation(size, rng))
+                rows = _permutation(size, rng)
+                if self.lengths is not None:
+                    rows = _group_by_length(rows, self.lengths[tasks[i]], self.batch_size, self.group_size, rng)
+                passes[i].append(rows)
             starts[j] = done * size + batch * self.batch_size
         rows = [np.concatenate(p) if p else np.empty(0, dtype=np.int32) for p in passes]
         return EpochPlan(tasks, {t: self.sizes[t] for t in tasks}, self.batch_size, rows,
@@ -88,6 +96,20 @@ def _permutation(size: int, rng: np.random.Generator) -> np.ndarray:
     rows = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64)
     rng.shuffle(rows)
     return rows
+
+
+def _group_by_length(rows: np.ndarray, lengths: np.ndarray, batch_size: int, group_size: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``rows`` (one shuffled pass) re-cut so each batch holds rows of similar length, batches in random order.
+
+    The short last batch stays last: a pass's batches start every ``batch_size`` rows.
+    """
+    mega = batch_size * group_size
+    grouped = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
+                              for chunk in np.split(rows, range(mega, len(rows), mega))])
+    full = len(grouped) // batch_size
+    batches = grouped[:full * batch_size].reshape(full, batch_size)[rng.permutation(full)]
+    return np.concatenate([batches.reshape(-1), grouped[full * batch_size:]])
 
 
 class EpochPlan(Sequence[PlannedBatch]):

@@ -90,7 +90,8 @@ class ExampleStore:
             content = hash_path(path) if path.exists() else source.path
             self._fingerprints[key] = hash_json({"task": spec.model_dump(mode="json"), "split": split,
                                                  "content": content, "limit": self._limit(task, split),
-                                                 "seed": self.seed})
+                                                 # The seed only picks a capped subset: uncapped, any seed is alike.
+                                                 "seed": self.seed if self._limit(task, split) is not None else None})
         return self._fingerprints[key]
 
     def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:

@@ -5,6 +5,9 @@ the dev score of each task, parameters, size on disk, peak memory (fresh subproc
 latency at batch 1 (median, p95) and throughput at batch 32. Speed is measured on the first task's dev
 inputs, every contender in the same process and alternating (`evaluation.speed`), so the speedups vs the
 reference (the first model, PyTorch fp32) are measured, not estimated.
+
+A fresh ONNX export is parity-checked on the rows scored here, so its PyTorch fp32, ONNX fp32 and int8 scores
+come from that check instead of three more passes over the dev data (``scored_by`` says which).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
-from multidistill.data.collate import collate
+from multidistill.data.batches import map_batches
 from multidistill.data.prepare import prepare_data
 from multidistill.errors import ConfigError, UnknownTaskError
 from multidistill.evaluation.memory import measure_report
@@ -50,17 +53,14 @@ def _onnx_forward(onnx_model, task_name: str) -> Forward:
 
 
 def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> float:
-    outputs = []
-    for start in range(0, len(dataset), batch_size):
-        logits = forward(collate(task, dataset[start:start + batch_size], pad))
-        outputs.append(logits.float().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits))
-    predictions = np.concatenate(outputs)
-    predictions = predictions.reshape(-1) if task.type == "regression" else predictions
+    predictions = map_batches(task, dataset, forward, batch_size=batch_size, pad_token_id=pad)
     return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
 
 
-def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int) -> Path:
-    """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there and from this model)."""
+def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int,
+                 max_metric_drop_int8: float) -> tuple[Path, dict | None]:
+    """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there and from this model), and
+    the parity numbers of a fresh export (None for a reused one: its check may have read other data)."""
     from multidistill.export.onnx import export_onnx
     from multidistill.utils.manifest import read_versioned_json
 
@@ -69,20 +69,33 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     if manifest.is_file():
         existing = read_versioned_json(manifest, 1, ConfigError)
         if Path(existing.get("source", "")).resolve() == model_dir.resolve() and "int8" in existing["files"]:
-            return out
-    export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples, overwrite=True)
-    return out
+            return out, None
+    meta = export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples,
+                       max_metric_drop_int8=max_metric_drop_int8, overwrite=True)
+    return out, meta.get("parity")
+
+
+def _parity_scores(parity: dict | None, runtime: str, eval_sets: dict) -> dict[str, float] | None:
+    """The dev scores of ``runtime`` that the export's parity check already measured on exactly the rows
+    benchmarked here (its PyTorch fp32 side, its ONNX fp32 and int8 sides), or None when it did not."""
+    if parity is None or runtime == "pytorch_bf16":
+        return None
+    checked = parity.get("fp32" if runtime == "pytorch_fp32" else runtime.split("_")[1], {})
+    if any(checked.get(t, {}).get("examples") != len(rows) for t, rows in eval_sets.items()):
+        return None
+    side = "metric_torch" if runtime == "pytorch_fp32" else "metric_onnx"
+    return {t: float(checked[t][side]) for t in eval_sets}
 
 
 def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str, out: str | Path | None = None,
               runtimes: tuple[str, ...] = RUNTIMES, export_root: str | Path | None = None, rounds: int = 5,
               latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
               memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
-              parity_examples: int = 500) -> dict:
+              parity_examples: int = 500, max_metric_drop_int8: float = 0.01) -> dict:
     """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON).
 
     Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
-    parity-checked on ``parity_examples`` rows per task.
+    parity-checked on ``parity_examples`` rows per task (int8: main metric drop at most ``max_metric_drop_int8``).
     """
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
@@ -129,11 +142,13 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
             if runtime.startswith("pytorch"):
                 forwards[runtime] = torch_forward(model, model.tasks[tasks[0]], bf16=runtime == "pytorch_bf16")
         onnx_runtimes = [r for r in runtimes if r.startswith("onnx")]
-        export_dir = None
+        export_dir, parity = None, None
         if onnx_runtimes:
             from multidistill.export.onnx import OnnxModel
 
-            export_dir = _ensure_onnx(folder, export_root, data_config, parity_examples)
+            # Parity on the rows scored here (first max_eval_examples) lets the scores below reuse its numbers.
+            export_dir, parity = _ensure_onnx(folder, export_root, data_config, max_eval_examples or parity_examples,
+                                              max_metric_drop_int8)
             for runtime in onnx_runtimes:
                 precision = runtime.split("_")[1]
                 onnx_model = OnnxModel.load(export_dir, precision=precision)
@@ -144,16 +159,14 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
                  "parameters": sum(p.numel() for p in model.parameters()), "max_length": length,
                  "disk_bytes": disk["pytorch_fp32"], "runtimes": {}}
         for runtime, forward in forwards.items():
-            scores = {}
-            for task_name in tasks:
-                task = data.tasks[task_name]
-                if isinstance(forward, tuple):
-                    fn = _onnx_forward(forward[0], task_name)
-                else:
-                    fn = torch_forward(model, task, bf16=runtime == "pytorch_bf16")
-                scores[task_name] = _score(fn, task, data.eval_sets[task_name], pad)
+            scores = _parity_scores(parity, runtime, data.eval_sets)
+            source = "export parity check" if scores is not None else "benchmark"
+            if scores is None:
+                scores = {t: _score(_onnx_forward(forward[0], t) if isinstance(forward, tuple)
+                                    else torch_forward(model, data.tasks[t], bf16=runtime == "pytorch_bf16"),
+                                    data.tasks[t], data.eval_sets[t], pad) for t in tasks}
             entry["runtimes"][runtime] = {"scores": scores, "score": float(np.mean(list(scores.values()))),
-                                          "disk_bytes": disk[runtime]}
+                                          "scored_by": source, "disk_bytes": disk[runtime]}
             speed_fn = _onnx_forward(forward[0], tasks[0]) if isinstance(forward, tuple) else forward
             contenders[f"{name}\t{runtime}"] = (speed_fn, data.eval_sets[tasks[0]], pad)
         entry["score"] = entry["runtimes"].get("pytorch_fp32", next(iter(entry["runtimes"].values())))["score"]

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from multidistill.data.collate import collate, to_device
+from multidistill.data.batches import map_batches
+from multidistill.data.collate import to_device
 from multidistill.data.tasks import Task
 from multidistill.evaluation.metrics import average_score, compute_metrics
 
@@ -29,19 +29,16 @@ class EvalResult:
 @torch.no_grad()
 def predict(model: torch.nn.Module, task: Task, dataset, *, batch_size: int, pad_token_id: int,
             device: torch.device, autocast: Callable | None = None, progress: bool = False) -> np.ndarray:
-    """Raw head outputs (logits or scores) for every row, in dataset order."""
+    """Raw head outputs (logits or scores) for every row, in dataset order (batched longest first)."""
     model.eval()
-    outputs = []
-    starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc=f"eval {task.name}", disable=not progress, leave=False):
-        batch = to_device(collate(task, dataset[start:start + batch_size], pad_token_id), device)
-        context = autocast() if autocast is not None else torch.autocast("cpu", enabled=False)
-        with context:
-            logits = model(task=task.name, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids")).logits
-        outputs.append(logits.float().cpu().numpy())
-    result = np.concatenate(outputs)
-    return result.reshape(-1) if task.type == "regression" else result
+
+    def forward(batch: dict) -> torch.Tensor:
+        batch = to_device(batch, device)
+        with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
+            return model(task=task.name, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         token_type_ids=batch.get("token_type_ids")).logits
+
+    return map_batches(task, dataset, forward, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
 
 
 def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *, batch_size: int,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from multidistill.config import DataConfig
-from multidistill.data.collate import collate
+from multidistill.data.batches import map_batches
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.evaluation.evaluate import predict
@@ -334,13 +334,9 @@ class OnnxModel:
             raise UnknownTaskError(f"the export has no head for task '{task}'; it has: {', '.join(self.outputs)}")
         if pad_token_id is None:
             pad_token_id = (self._tokenizer.pad_token_id if self._tokenizer is not None else 0) or 0
-        outputs = []
-        for start in range(0, len(dataset), batch_size):
-            batch = collate(spec, dataset[start:start + batch_size], pad_token_id)
-            outputs.append(self.logits(spec.name, batch["input_ids"], batch["attention_mask"],
-                                       batch.get("token_type_ids")).astype(np.float32))
-        result = np.concatenate(outputs) if outputs else np.zeros((0, spec.num_labels), np.float32)
-        return result.reshape(-1) if spec.type == "regression" else result
+        return map_batches(spec, dataset, lambda batch: self.logits(
+            spec.name, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")),
+            batch_size=batch_size, pad_token_id=pad_token_id)
 
 
 def _session(path: Path, threads: int | None):
@@ -418,6 +414,11 @@ def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, label
             "metric_torch": metric_torch, "metric_onnx": metric_onnx, "metric_delta": metric_onnx - metric_torch}
 
 
+# Agreement and metrics are ratios of row counts: a result exactly at a tolerance (2 flips in 200 rows against a
+# 0.01 drop) must pass, whatever the last bit of the float division says.
+_COUNT_SLACK = 1e-9
+
+
 def parity_failures(precision: str, report: dict[str, dict], *, tolerance_fp32: float, min_agreement_int8: float,
                     max_metric_drop_int8: float) -> list[str]:
     """What in ``report`` (task -> `compare_predictions`) breaks the tolerances of ``precision``; NaN fails."""
@@ -429,11 +430,11 @@ def parity_failures(precision: str, report: dict[str, dict], *, tolerance_fp32: 
                                 f"tolerance {tolerance_fp32:g}")
             continue
         agreement = numbers["agreement"]
-        if agreement is not None and not agreement >= min_agreement_int8:
+        if agreement is not None and not agreement >= min_agreement_int8 - _COUNT_SLACK:
             failures.append(f"{name} ({precision}): predictions agree on {agreement:.2%} of "
                             f"{numbers['examples']} rows < {min_agreement_int8:.2%}")
         drop = -numbers["metric_delta"]
-        if not drop <= max_metric_drop_int8:
+        if not drop <= max_metric_drop_int8 + _COUNT_SLACK:
             before, after = numbers["metric_torch"], numbers["metric_onnx"]
             failures.append(f"{name} ({precision}): {numbers['metric']} drops by {drop:.4f} ({before:.4f} -> "
                             f"{after:.4f}) > {max_metric_drop_int8:g}")

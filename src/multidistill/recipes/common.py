@@ -15,7 +15,7 @@ from multidistill.config import DataConfig, ModelConfig, ObjectiveConfig, Teache
 from multidistill.data.prepare import open_example_store
 from multidistill.evaluation.metrics import average_score, compute_metrics
 from multidistill.recipes.config import RecipeBase
-from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.teachers.signals import build_signal_store, open_signal_store, teacher_fingerprint
 from multidistill.training.loop import BEST_MODEL, accelerator_for
 from multidistill.training.run import train_model
@@ -37,17 +37,13 @@ def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelCo
     return model.model_copy(update=update) if update else model
 
 
-def _dump(value) -> dict:
-    return value.model_dump(mode="json") if value is not None else None
-
-
 def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig, train: TrainConfig,
                 data: DataConfig, max_examples: int | None, objective: ObjectiveConfig | None = None,
                 signals: Path | None = None, inputs: dict[str, str] | None = None) -> Path:
     """Train (or resume, or reuse) one model; the stage folder is a normal run folder (model/, metrics.json)."""
     train = train.model_copy(update={"max_examples_per_task": max_examples})
-    config_payload = {"kind": kind, "model": _dump(model), "train": _dump(train), "data": _dump(data),
-                      "objective": _dump(objective)}
+    config_payload = {"kind": kind, "model": settings_payload(model), "train": settings_payload(train),
+                      "data": settings_payload(data), "objective": settings_payload(objective)}
 
     def work(folder: Path, resume: bool) -> dict:
         run = TeacherRunConfig(kind=kind, output_dir=str(folder), model=model, data=data, train=train,
@@ -82,7 +78,7 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
                   with_eval_split: bool = True) -> Path:
     """Every teacher over the training split (and the eval split, to score the ensemble) -> one store."""
     splits = ("train", data.eval_split) if with_eval_split else ("train",)
-    config_payload = {"data": _dump(data), "max_examples": max_examples, "splits": list(splits),
+    config_payload = {"data": settings_payload(data), "max_examples": max_examples, "splits": list(splits),
                       "bf16": recipe.signals.bf16}
 
     def work(folder: Path, resume: bool) -> dict:

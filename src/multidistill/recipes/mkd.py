@@ -27,7 +27,7 @@ from multidistill.recipes.common import (
     train_stage,
 )
 from multidistill.recipes.config import MKDRecipe
-from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.utils.atomic import atomic_dir
@@ -60,7 +60,7 @@ def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, tea
                 sizes[name] = {"original": len(original), "transfer": len(augmented)}
         return {"sizes": sizes, "pos_tagger": tagger is not None}
 
-    payload = {"augment": recipe.augment.model_dump(mode="json"), "data": data.model_dump(mode="json"),
+    payload = {"augment": settings_payload(recipe.augment), "data": settings_payload(data),
                "max_examples": recipe.max_examples_per_task}
     folder = runner.run("transfer", payload, inputs, work)
     specs = [transfer_task(store.tasks[name], folder) for name in data.task_names]

@@ -41,6 +41,12 @@ class StageOutcome:
     seconds: float
 
 
+def settings_payload(settings) -> dict | None:
+    """A config section as a stage's JSON settings. Fields at their defaults are left out, so a later version
+    that adds a setting (at a default that keeps the old behaviour) does not invalidate finished stages."""
+    return settings.model_dump(mode="json", exclude_defaults=True) if settings is not None else None
+
+
 def stage_fingerprint(folder: Path) -> str:
     """The fingerprint recorded by a finished stage folder."""
     return read_versioned_json(folder / STAGE_MANIFEST, STAGE_VERSION, ConfigError)["fingerprint"]

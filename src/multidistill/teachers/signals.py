@@ -124,11 +124,12 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
     length = max_length or teachers[0].max_length or 128
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     store.validate(splits)  # bad data stops us before any teacher runs
+    data_fingerprints = {f"{t}/{s}": store.data_fingerprint(t, s) for t in data.task_names for s in splits}
     fingerprint = hash_json({
         "version": STORE_VERSION,
         "teachers": [teacher_fingerprint(d) for d in teacher_dirs],
         "tokenizers": [hash_tokenizer(t) for t in tokenizers],
-        "data": {f"{t}/{s}": store.data_fingerprint(t, s) for t in data.task_names for s in splits},
+        "data": data_fingerprints,
         "max_length": length,
     })
     partial = partial_dir(out_dir)
@@ -146,7 +147,7 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
     manifest = {"format_version": STORE_VERSION, "fingerprint": fingerprint,
                 "teachers": [str(Path(d).resolve()) for d in teacher_dirs], "splits": list(splits),
                 "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
-                "max_length": length}
+                "max_length": length, "data": data_fingerprints}
     # Under torchrun / accelerate launch every process labels its share of the shards (index % world);
     # the main process prepares the work folder first and merges the shards into one store at the end.
     from multidistill.training.loop import process_state

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from multidistill.config import TrainConfig
+from multidistill.data.batches import row_lengths
 from multidistill.data.collate import collate, to_device
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.tasks import Task
@@ -156,8 +157,9 @@ def train(
     output_dir = Path(output_dir)
     accelerator = accelerator or make_accelerator(config)
     set_seed(config.seed)
+    lengths = {t: row_lengths(d) for t, d in train_sets.items()} if config.group_by_length else None
     planner = MultiTaskBatchPlanner({t: len(d) for t, d in train_sets.items()}, config.batch_size,
-                                    config.sampling, config.temperature_tau, config.seed)
+                                    config.sampling, config.temperature_tau, config.seed, lengths=lengths)
     world, rank = accelerator.num_processes, accelerator.process_index
     # Each process takes every world-th batch of the shared plan; all get the same count.
     local_batches = len(planner) // world
