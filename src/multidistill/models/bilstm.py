@@ -126,7 +126,8 @@ class BiLSTMModel(SavedModel):
         """Initialise the word embeddings from a teacher's (V, H_t) word-embedding matrix.
 
         Equal sizes: copied. Otherwise the centred teacher matrix is projected on its top principal
-        components and rescaled so the mean row norm matches the teacher's. When H_t is smaller
+        components (rescaled to the teacher's mean row norm). Either way the result is then multiplied by one
+        factor that gives its entries unit spread (`_unit_scale`: LSTMs need larger inputs). When H_t is smaller
         than ``embedding_dim`` there are only H_t components; the remaining columns get small random
         values (1% of the projected part's spread, fixed seed) so they are not dead at the start.
         The padding row stays zero.
@@ -143,6 +144,7 @@ class BiLSTMModel(SavedModel):
         dim = self.spec.embedding_dim
         same = teacher_dim == dim
         weights = teacher.clone() if same else _pca_project(teacher, dim, exclude_row=self.pad_token_id)
+        weights = _unit_scale(weights, exclude_row=self.pad_token_id)
         weights[self.pad_token_id] = 0.0
         target.copy_(weights.to(dtype=target.dtype, device=target.device))
 
@@ -307,6 +309,21 @@ class BiLSTMModel(SavedModel):
             raise ModelError(f"{path}: invalid BiLSTM model config: {exc}") from exc
         load_weights(model, directory / WEIGHTS_FILE)
         return model
+
+
+def _unit_scale(matrix: torch.Tensor, *, exclude_row: int | None = None) -> torch.Tensor:
+    """``matrix`` times one factor that gives its entries (``exclude_row`` aside) unit standard deviation.
+
+    A Transformer's word embeddings are small (entries of std ~0.06 in MiniLM) because a LayerNorm follows
+    them; an LSTM reads them raw, and at that scale its gate pre-activations barely vary between words, so
+    every sentence encodes alike. Unit scale is `nn.Embedding`'s own initialisation; one factor keeps the
+    geometry (directions, relative norms).
+    """
+    rows = torch.ones(matrix.shape[0], dtype=torch.bool)
+    if exclude_row is not None and 0 <= exclude_row < matrix.shape[0]:
+        rows[exclude_row] = False
+    spread = float(matrix[rows].std()) if int(rows.sum()) * matrix.shape[1] > 1 else 0.0
+    return matrix / spread if spread > 0 else matrix
 
 
 def _pca_project(matrix: torch.Tensor, dim: int, *, exclude_row: int | None = None) -> torch.Tensor:
