@@ -311,6 +311,14 @@ class BiLSTMModel(SavedModel):
         return model
 
 
+def _rows_except(matrix: torch.Tensor, row: int | None) -> torch.Tensor:
+    """A boolean mask over ``matrix``'s rows that leaves out ``row`` (the padding row, when there is one)."""
+    rows = torch.ones(matrix.shape[0], dtype=torch.bool)
+    if row is not None and 0 <= row < matrix.shape[0]:
+        rows[row] = False
+    return rows
+
+
 def _unit_scale(matrix: torch.Tensor, *, exclude_row: int | None = None) -> torch.Tensor:
     """``matrix`` times one factor that gives its entries (``exclude_row`` aside) unit standard deviation.
 
@@ -319,9 +327,7 @@ def _unit_scale(matrix: torch.Tensor, *, exclude_row: int | None = None) -> torc
     every sentence encodes alike. Unit scale is `nn.Embedding`'s own initialisation; one factor keeps the
     geometry (directions, relative norms).
     """
-    rows = torch.ones(matrix.shape[0], dtype=torch.bool)
-    if exclude_row is not None and 0 <= exclude_row < matrix.shape[0]:
-        rows[exclude_row] = False
+    rows = _rows_except(matrix, exclude_row)
     spread = float(matrix[rows].std()) if int(rows.sum()) * matrix.shape[1] > 1 else 0.0
     return matrix / spread if spread > 0 else matrix
 
@@ -332,9 +338,7 @@ def _pca_project(matrix: torch.Tensor, dim: int, *, exclude_row: int | None = No
     Statistics ignore ``exclude_row`` (the padding row). Missing components (H or V below ``dim``) are
     filled with small random values from a fixed seed.
     """
-    rows = torch.ones(matrix.shape[0], dtype=torch.bool)
-    if exclude_row is not None and 0 <= exclude_row < matrix.shape[0]:
-        rows[exclude_row] = False
+    rows = _rows_except(matrix, exclude_row)
     reference = matrix[rows]
     centred = matrix - reference.mean(0, keepdim=True)
     # Principal directions = eigenvectors of the (H, H) scatter matrix: exact and deterministic (unlike a
