@@ -88,10 +88,11 @@ class ExampleStore:
             if not path.is_absolute():
                 path = self.data_root / path
             content = hash_path(path) if path.exists() else source.path
+            limit = self._limit(task, split)
+            # The seed only picks a capped subset: uncapped, any seed is alike.
             self._fingerprints[key] = hash_json({"task": spec.model_dump(mode="json"), "split": split,
-                                                 "content": content, "limit": self._limit(task, split),
-                                                 # The seed only picks a capped subset: uncapped, any seed is alike.
-                                                 "seed": self.seed if self._limit(task, split) is not None else None})
+                                                 "content": content, "limit": limit,
+                                                 "seed": self.seed if limit is not None else None})
         return self._fingerprints[key]
 
     def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:

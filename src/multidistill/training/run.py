@@ -60,12 +60,11 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
             raise ConfigError(f"task '{name}': the student has {task.num_labels} outputs but the teacher signals "
                               f"have {spec['num_labels']}")
     signals = StoredSignals(store, list(data.tasks))
+    made_from = store.manifest.get("data", {})  # each split's data fingerprint (stores made since this check)
     for name, rows in signals.datasets.items():
         if len(rows) != len(data.train_sets[name]):
             raise ConfigError(f"task '{name}': the store holds {len(rows)} training rows "
                               f"but the run has {len(data.train_sets[name])}; use the same max_examples and seed")
-    made_from = store.manifest.get("data", {})  # each split's data fingerprint (stores made since this check)
-    for name in data.tasks:
         recorded = made_from.get(f"{name}/train")
         if recorded is not None and recorded != data.store.data_fingerprint(name, "train"):
             raise ConfigError(f"task '{name}': store {config.signals} was made from other training data (file "
