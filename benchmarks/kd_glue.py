@@ -38,7 +38,10 @@ def run(*args: str) -> None:
 
 def recipes(runs: Path, args) -> dict[str, Path]:
     mtdnn = runs / "mtdnn_kd"
-    run("run", "configs/mtdnn_kd.yaml", "--set", f"output_dir={mtdnn}")
+    if args.keep_mtdnn and (mtdnn / "summary.json").is_file():
+        print(f"reusing the finished MT-DNN-KD run in {mtdnn} as is (--keep-mtdnn)", flush=True)
+    else:
+        run("run", "configs/mtdnn_kd.yaml", "--set", f"output_dir={mtdnn}")
     teacher = mtdnn / "teacher-seed-1" / "model"
     shared = ["--set", "teacher.model=null", "--set", f"teacher.model_dirs=[{teacher}]"]
     run("run", "configs/mkd_bilstm.yaml", "--set", f"output_dir={runs / 'mkd_bilstm'}", *shared,
@@ -140,12 +143,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per distillation-cost variant")
     parser.add_argument("--cost-examples", type=int, default=500, help="SST-2 examples of the cost runs")
     parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--keep-mtdnn", action="store_true",
+                        help="reuse a finished MT-DNN-KD folder (its summary.json and teacher) without re-running its "
+                             "recipe, e.g. after a version whose stage fingerprints differ")
+    parser.add_argument("--keep-cost", action="store_true",
+                        help="reuse the distillation-cost medians of the previous RUNS/results.json")
     args = parser.parse_args()
     started = time.time()
     dirs = recipes(args.runs_dir, args)
     rows = quality_rows(dirs)
     speeds = speed(rows, args.data_root, args.speed_rounds)
-    cost = distillation_cost(args.runs_dir, dirs, args.repeats, args.cost_examples)
+    previous = args.runs_dir / "results.json"
+    if args.keep_cost and previous.is_file():
+        cost = json.loads(previous.read_text())["distillation_cost"]
+    else:
+        cost = distillation_cost(args.runs_dir, dirs, args.repeats, args.cost_examples)
     teacher_name = "multi-task teacher (seed 1)"
     results = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()},
