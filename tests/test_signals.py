@@ -245,3 +245,27 @@ def test_shards_can_be_shared_between_processes(setting):
     assert signals.generate_shards(labeler, partial, plan, rank=1, world=2) == []  # finished shards are skipped
     merged = signals.merge_shards(partial, out, plan, reference.manifest)
     _assert_same_store(merged, reference)
+
+
+def test_distillation_never_maps_the_training_rows(setting):
+    """Training reads its view and the store by positional reads: no page of either is mapped (and counted in
+    the process's RSS) at any step, however many rows are read."""
+    from multidistill.config import TeacherRunConfig
+    from multidistill.training.run import train_model
+
+    teachers, data, out = setting
+    build_signal_store(teachers, data, out)
+    config = TeacherRunConfig.model_validate({
+        "kind": "distill", "output_dir": str(out.parent / "student"), "signals": str(out),
+        "model": {"name_or_path": str(teachers[0]), "max_seq_length": 32}, "data": data.model_dump(),
+        "train": {"epochs": 2, "batch_size": 4, "eval_every_steps": 1000, "checkpoint_every_steps": 1000},
+        "objective": {"classification": [{"loss": "soft_ce"}], "regression": [{"loss": "score_mse"}]}})
+    mapped: list[str] = []
+
+    def on_step(state) -> None:
+        with open("/proc/self/maps") as maps:
+            mapped.extend(line.split()[-1] for line in maps if str(out) in line or "/tokenized/" in line
+                          and "/train/" in line)
+
+    result = train_model(config, on_step=on_step)
+    assert result.steps > 0 and mapped == []

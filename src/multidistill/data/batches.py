@@ -15,11 +15,14 @@ import torch
 from tqdm.auto import tqdm
 
 from multidistill.data.collate import collate
+from multidistill.data.rows import ArrowRows
 from multidistill.data.tasks import Task
 
 
 def row_lengths(dataset) -> np.ndarray:
     """Number of tokens (``input_ids`` entries) of each row of a tokenised dataset, in row order."""
+    if isinstance(dataset, ArrowRows):
+        return dataset.list_lengths("input_ids").astype(np.int32)
     table = dataset.select_columns(["input_ids"]).with_format("arrow")[:]
     return pc.list_value_length(table.column("input_ids")).to_numpy().astype(np.int32)
 

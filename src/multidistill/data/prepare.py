@@ -43,6 +43,8 @@ def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_p
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     tasks = list(store.tasks.values())
     store.validate((["train"] if need_train else []) + [data.eval_split])
-    train_sets = {t.name: store.tokenized(t.name, "train", tokenizer, max_length) for t in tasks} if need_train else {}
+    # Training reads rows at random: positional reads keep memory flat however large the views are.
+    train_sets = ({t.name: store.tokenized_rows(t.name, "train", tokenizer, max_length) for t in tasks}
+                  if need_train else {})
     eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in tasks}
     return PreparedData({t.name: t for t in tasks}, store, train_sets, eval_sets)

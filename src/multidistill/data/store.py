@@ -20,6 +20,7 @@ import datasets
 import pyarrow as pa
 
 from multidistill.data.readers import EXAMPLES_FILE, open_split_cache, read_batches, write_batches, write_split_cache
+from multidistill.data.rows import ArrowRows
 from multidistill.data.tasks import Task
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
@@ -95,8 +96,8 @@ class ExampleStore:
                                                  "seed": self.seed if limit is not None else None})
         return self._fingerprints[key]
 
-    def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:
-        """A memory-mapped tokenised view (id, label, input_ids, attention_mask[, token_type_ids])."""
+    def _view(self, task: str, split: str, tokenizer, max_length: int) -> Path:
+        """The folder of the tokenised view, built first if the cache does not hold it yet."""
         key = hash_json({"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
                          "max_length": max_length, "layout": VIEW_LAYOUT})
         folder = self.cache_dir / "tokenized" / task / split / key[:16]
@@ -110,12 +111,31 @@ class ExampleStore:
                     schema = pa.ipc.open_stream(written).schema
                 datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema)).write_to_directory(str(tmp))
                 (tmp / VIEW_META).write_text(json.dumps({"rows": rows}))
+        return folder
+
+    def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:
+        """A memory-mapped tokenised view (id, label, input_ids, attention_mask[, token_type_ids])."""
+        folder = self._view(task, split, tokenizer, max_length)
         try:
             return datasets.Dataset.from_file(str(folder / VIEW_FILE),
                                               info=datasets.DatasetInfo.from_directory(str(folder)))
         except Exception as exc:  # pyarrow/datasets raise OSError, ArrowInvalid, JSON errors... for damaged files
-            raise DataError(f"the tokenised view {folder} is damaged ({type(exc).__name__}: {exc}); delete the "
-                            "folder to rebuild it") from exc
+            raise _damaged_view(folder, exc) from exc
+
+    def tokenized_rows(self, task: str, split: str, tokenizer, max_length: int) -> ArrowRows:
+        """The same view for random row access by positional reads (training): memory stays flat however
+        large the view is, where touched pages of a memory map would count in the process's RSS."""
+        folder = self._view(task, split, tokenizer, max_length)
+        try:
+            return ArrowRows([folder / VIEW_FILE])
+        except Exception as exc:
+            raise _damaged_view(folder, exc) from exc
+
+
+def _damaged_view(folder: Path, exc: Exception) -> DataError:
+    return DataError(f"the tokenised view {folder} is damaged ({type(exc).__name__}: {exc}); delete the "
+                     "folder to rebuild it")
+
 
 def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: int, *,
                      pair: bool) -> Iterator[pa.RecordBatch]:

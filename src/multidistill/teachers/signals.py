@@ -37,11 +37,13 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
 from multidistill.data.prepare import open_example_store
+from multidistill.data.rows import ArrowRows
 from multidistill.data.store import ExampleStore
 from multidistill.errors import DataError, ModelError
 from multidistill.evaluation.evaluate import predict
@@ -86,17 +88,38 @@ class SignalStore:
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
-    def signals(self, task: str, split: str) -> datasets.Dataset:
+    def _folder(self, task: str, split: str) -> Path:
         if task not in self.manifest["tasks"] or split not in self.manifest["splits"]:
             raise DataError(f"signal store {self.root} has no signals for task '{task}' split '{split}' "
                             f"(it has tasks {sorted(self.manifest['tasks'])}, splits {self.manifest['splits']})")
-        folder = self.root / task / split
+        return self.root / task / split
+
+    def _damaged(self, task: str, split: str, exc: Exception) -> DataError:
+        return DataError(f"signal store {self.root}: cannot read the signals of task '{task}' split '{split}' "
+                         f"in {self._folder(task, split)} ({type(exc).__name__}: {exc}); the store is damaged "
+                         "(a truncated copy?): rebuild it with `multidistill soft-targets`")
+
+    def signals(self, task: str, split: str) -> datasets.Dataset:
+        """One split's signals as a memory-mapped dataset (numpy format)."""
+        folder = self._folder(task, split)
         try:
             return datasets.load_from_disk(str(folder)).with_format("numpy")
         except Exception as exc:  # pyarrow/datasets raise OSError, ArrowInvalid, JSON errors... for damaged files
-            raise DataError(f"signal store {self.root}: cannot read the signals of task '{task}' split '{split}' "
-                            f"in {folder} ({type(exc).__name__}: {exc}); the store is damaged (a truncated copy?): "
-                            "rebuild it with `multidistill soft-targets`") from exc
+            raise self._damaged(task, split, exc) from exc
+
+    def signal_rows(self, task: str, split: str) -> ArrowRows:
+        """The same signals for random row access by positional reads (training; memory stays flat)."""
+        folder = self._folder(task, split)
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            rows = ArrowRows([folder / part["filename"] for part in state["_data_files"]])
+            datasets.Features.from_arrow_schema(rows.schema)  # the features record must parse, as on load
+            missing = {"id", "teacher_logits", "teacher_mean"} - set(rows.column_names)
+            if missing:
+                raise KeyError(f"no column {sorted(missing)}")
+            return rows
+        except Exception as exc:  # a missing or damaged file, a truncated Arrow stream, an edited state.json
+            raise self._damaged(task, split, exc) from exc
 
 
 def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: str | Path, *,
@@ -377,17 +400,30 @@ def open_signal_store(root: str | Path, expected_fingerprint: str | None = None)
     return SignalStore(root, manifest)
 
 
-def check_finite(rows: datasets.Dataset, what: str, chunk: int = 8192) -> None:
-    """Refuse stored teacher signals holding NaN/inf (a diverged teacher, a damaged or edited store)."""
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
+def check_finite(rows: ArrowRows, what: str) -> None:
+    """Refuse stored teacher signals holding NaN/inf (a diverged teacher, a damaged or edited store).
+    Streams the store record batch by record batch, so it never holds (or maps) more than one batch."""
+    start = 0
+    for batch in rows.record_batches():
+        ids = batch.column("id")
         for column in ("teacher_logits", "teacher_mean"):
-            values = np.asarray(part[column], dtype=np.float32).reshape(len(part["id"]), -1)
+            values = _leaf_values(batch.column(column)).reshape(batch.num_rows, -1)
             bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
             if bad.size:
-                raise DataError(f"{what}: {column} of example id '{part['id'][bad[0]]}' (row {start + bad[0]}) is "
-                                f"NaN/inf ({bad.size} affected of rows {start}..{start + len(part['id']) - 1}); "
-                                "rebuild the store with `multidistill soft-targets` from a sound teacher")
+                raise DataError(f"{what}: {column} of example id '{ids[int(bad[0])].as_py()}' (row "
+                                f"{start + bad[0]}) is NaN/inf ({bad.size} affected of rows {start}.."
+                                f"{start + batch.num_rows - 1}); rebuild the store with `multidistill soft-targets` "
+                                "from a sound teacher")
+        start += batch.num_rows
+
+
+def _leaf_values(array) -> np.ndarray:
+    """The float values under (nested) list or extension columns, flattened."""
+    if isinstance(array.type, pa.ExtensionType):
+        array = array.storage
+    while hasattr(array, "flatten") and not pa.types.is_floating(array.type):
+        array = array.flatten()
+    return array.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
 
 
 class StoredSignals:
@@ -399,7 +435,7 @@ class StoredSignals:
 
     def __init__(self, store: SignalStore, tasks: list[str], split: str = "train") -> None:
         self.split = split
-        self.datasets = {task: store.signals(task, split) for task in tasks}
+        self.datasets = {task: store.signal_rows(task, split) for task in tasks}
         for task, rows in self.datasets.items():
             check_finite(rows, f"signal store {store.root}: task '{task}' split '{split}'")
 
