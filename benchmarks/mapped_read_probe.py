@@ -6,8 +6,9 @@ Writes an int64 column (96 MB for 12M rows) as an Arrow stream into --dir (same 
 maps it as `datasets` does (`pyarrow.memory_map`), and prints how much the process's file-backed resident
 memory (RssFile) grows after 1, 1, 1, 10 and 100 random single-row reads. On a kernel that maps whole large
 page-cache folios on a fault, one 8-byte read can make megabytes resident, so random training reads touch
-the whole file after a few steps whatever the row count: the reason the scale benchmark's raw peak RSS grows
-with the data (docs/benchmarks.md, "Scale").
+the whole file after a few steps whatever the row count: the reason training reads its rows with positional
+reads instead (`multidistill.data.rows.ArrowRows`), whose same reads are printed after (docs/benchmarks.md,
+"Scale").
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def main() -> None:
             for index in rng.integers(0, args.rows, reads):
                 column[int(index)].as_py()
             print(f"{reads:>4} random row reads: RssFile +{(rss_file_kib() - before) / 1024:.1f} MiB")
+        from multidistill.data.rows import ArrowRows
+
+        rows = ArrowRows([path])
+        for reads in (1, 1, 1, 10, 100, 10_000):
+            before = rss_file_kib()
+            rows[rng.integers(0, args.rows, reads)]
+            print(f"{reads:>5} random rows by ArrowRows (pread): RssFile +{(rss_file_kib() - before) / 1024:.1f} MiB")
     finally:
         path.unlink(missing_ok=True)
 
