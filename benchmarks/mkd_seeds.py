@@ -1,0 +1,82 @@
+"""Is the MKD BiLSTM's margin over the single-task baseline more than seed noise? Re-train with other seeds.
+
+    HF_HUB_OFFLINE=1 python benchmarks/mkd_seeds.py [--run runs/bench_kd/mkd_bilstm] [--seeds 43]
+
+Takes a finished `configs/mkd_bilstm.yaml` run (kd_glue.py makes one) and re-runs its student, its per-task
+fine-tunes and its single-task baselines from their own saved `config.yaml`, changing only the training seed
+(initialisation, dropout and batch order). The teacher, the augmented transfer set and the signal store are
+the run's own, unchanged. Runs go to RUN/seed-<s>/<stage>, resume if cut, and are reused once finished. Prints
+each seed's averages and the mean over seeds (the run's own seed, 42, included) as a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+TASKS = ["sst2", "mrpc", "cola", "stsb"]
+ROWS = {"student (joint)": "student", "student + per-task fine-tune": "finetune-{task}",
+        "single-task baseline": "baseline-{task}"}
+
+
+def _main_score(folder: Path, task: str) -> float:
+    return json.loads((folder / "metrics.json").read_text())["main"][task]
+
+
+def _train(source: Path, out: Path, seed: int, init_from: Path | None = None) -> Path:
+    from multidistill.config import load_config
+    from multidistill.training.loop import BEST_MODEL
+    from multidistill.training.run import train_model
+
+    if (out / "metrics.json").is_file():
+        return out
+    config = load_config(source / "config.yaml")
+    model = config.model if init_from is None else config.model.model_copy(update={"init_from": str(init_from)})
+    config = config.model_copy(update={"output_dir": str(out), "model": model,
+                                       "train": config.train.model_copy(update={"seed": seed})})
+    train_model(config, resume=(out / "checkpoints").is_dir())
+    assert (out / BEST_MODEL).is_dir()
+    return out
+
+
+def scores(folder: Path) -> dict[str, dict[str, float]]:
+    """Row name -> task -> main dev metric, for one seed's folders."""
+    return {row: {t: _main_score(folder / pattern.format(task=t), t) for t in TASKS} for row, pattern in ROWS.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("runs/bench_kd/mkd_bilstm"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[43])
+    args = parser.parse_args()
+    from multidistill.training.loop import BEST_MODEL
+
+    per_seed = {42: scores(args.run)}
+    for seed in args.seeds:
+        folder = args.run / f"seed-{seed}"
+        student = _train(args.run / "student", folder / "student", seed)
+        for task in TASKS:
+            _train(args.run / f"finetune-{task}", folder / f"finetune-{task}", seed, init_from=student / BEST_MODEL)
+            _train(args.run / f"baseline-{task}", folder / f"baseline-{task}", seed)
+        per_seed[seed] = scores(folder)
+    (args.run / "seeds.json").write_text(json.dumps({str(s): v for s, v in per_seed.items()}, indent=2))
+
+    print("| seed | " + " | ".join(ROWS) + " | fine-tuned minus baseline |")
+    print("|---|" + "---:|" * (len(ROWS) + 1))
+    averages = {row: [] for row in ROWS}
+    for seed, rows in per_seed.items():
+        for row, by_task in rows.items():
+            averages[row].append(statistics.mean(by_task.values()))
+        cells = [f"{averages[row][-1]:.4f}" for row in ROWS]
+        margin = averages["student + per-task fine-tune"][-1] - averages["single-task baseline"][-1]
+        print(f"| {seed} | " + " | ".join(cells) + f" | {margin:+.4f} |")
+    mean = {row: statistics.mean(values) for row, values in averages.items()}
+    margin = mean["student + per-task fine-tune"] - mean["single-task baseline"]
+    cells = [f"{mean[row]:.4f}" for row in ROWS]
+    print("| mean | " + " | ".join(cells) + f" | {margin:+.4f} |")
+
+
+if __name__ == "__main__":
+    main()
