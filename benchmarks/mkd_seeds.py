@@ -41,41 +41,45 @@ def _train(source: Path, out: Path, seed: int, init_from: Path | None = None) ->
     return out
 
 
-def scores(folder: Path) -> dict[str, dict[str, float]]:
+def scores(folder: Path, rows: dict[str, str]) -> dict[str, dict[str, float]]:
     """Row name -> task -> main dev metric, for one seed's folders."""
-    return {row: {t: _main_score(folder / pattern.format(task=t), t) for t in TASKS} for row, pattern in ROWS.items()}
+    return {row: {t: _main_score(folder / pattern.format(task=t), t) for t in TASKS} for row, pattern in rows.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("runs/bench_kd/mkd_bilstm"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[43])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[43])
     args = parser.parse_args()
     from multidistill.training.loop import BEST_MODEL
 
-    per_seed = {42: scores(args.run)}
+    # The Transformer recipe has no fine-tune or baseline stages: only the rows the run has.
+    rows = {row: pattern for row, pattern in ROWS.items() if (args.run / pattern.format(task=TASKS[0])).is_dir()}
+    per_seed = {42: scores(args.run, rows)}
     for seed in args.seeds:
         folder = args.run / f"seed-{seed}"
         student = _train(args.run / "student", folder / "student", seed)
         for task in TASKS:
-            _train(args.run / f"finetune-{task}", folder / f"finetune-{task}", seed, init_from=student / BEST_MODEL)
-            _train(args.run / f"baseline-{task}", folder / f"baseline-{task}", seed)
-        per_seed[seed] = scores(folder)
+            if "student + per-task fine-tune" in rows:
+                _train(args.run / f"finetune-{task}", folder / f"finetune-{task}", seed,
+                       init_from=student / BEST_MODEL)
+            if "single-task baseline" in rows:
+                _train(args.run / f"baseline-{task}", folder / f"baseline-{task}", seed)
+        per_seed[seed] = scores(folder, rows)
     (args.run / "seeds.json").write_text(json.dumps({str(s): v for s, v in per_seed.items()}, indent=2))
 
-    print("| seed | " + " | ".join(ROWS) + " | fine-tuned minus baseline |")
-    print("|---|" + "---:|" * (len(ROWS) + 1))
-    averages = {row: [] for row in ROWS}
-    for seed, rows in per_seed.items():
-        for row, by_task in rows.items():
+    compare = len(rows) == len(ROWS)
+    print("| seed | " + " | ".join(rows) + (" | fine-tuned minus baseline |" if compare else " |"))
+    print("|---|" + "---:|" * (len(rows) + compare))
+    averages = {row: [] for row in rows}
+    for found in per_seed.values():
+        for row, by_task in found.items():
             averages[row].append(statistics.mean(by_task.values()))
-        cells = [f"{averages[row][-1]:.4f}" for row in ROWS]
-        margin = averages["student + per-task fine-tune"][-1] - averages["single-task baseline"][-1]
-        print(f"| {seed} | " + " | ".join(cells) + f" | {margin:+.4f} |")
-    mean = {row: statistics.mean(values) for row, values in averages.items()}
-    margin = mean["student + per-task fine-tune"] - mean["single-task baseline"]
-    cells = [f"{mean[row]:.4f}" for row in ROWS]
-    print("| mean | " + " | ".join(cells) + f" | {margin:+.4f} |")
+    for label, pick in [*((str(seed), i) for i, seed in enumerate(per_seed)), ("mean", None)]:
+        value = {row: values[pick] if pick is not None else statistics.mean(values) for row, values in averages.items()}
+        margin = (f" {value['student + per-task fine-tune'] - value['single-task baseline']:+.4f} |"
+                  if compare else "")
+        print(f"| {label} | " + " | ".join(f"{value[row]:.4f}" for row in rows) + " |" + margin)
 
 
 if __name__ == "__main__":
