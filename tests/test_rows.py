@@ -42,6 +42,12 @@ def _saved(tmp_path, n: int, seed: int, shard: str | None = None) -> datasets.Da
     return datasets.load_from_disk(str(folder)).with_format("numpy")
 
 
+def _write_stream(path, table, max_chunksize: int | None = None):
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write(table) if max_chunksize is None else writer.write_table(table, max_chunksize=max_chunksize)
+    return path
+
+
 def _assert_same(got: dict, expected: dict) -> None:
     assert list(got) == list(expected)
     assert list(got["id"]) == list(expected["id"])
@@ -77,10 +83,8 @@ def test_many_record_batches_and_files(tmp_path):
 
 
 def test_reads_never_map_the_file(tmp_path):
-    path = tmp_path / "rows.arrow"
     table = pa.table({"id": [str(i) for i in range(20_000)], "x": pa.array([[i] * 5 for i in range(20_000)])})
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=1_000)
+    path = _write_stream(tmp_path / "rows.arrow", table, max_chunksize=1_000)
     rows = ArrowRows([path])
     got = rows[[0, 19_999, 7_777]]
     assert got["id"] == ["0", "19999", "7777"]
@@ -91,12 +95,9 @@ def test_reads_never_map_the_file(tmp_path):
 
 def test_sliced_arrays_in_the_file(tmp_path):
     """Arrays with non-zero offsets (a writer that keeps slices) are read at their offsets."""
-    path = tmp_path / "sliced.arrow"
     ids = pa.array([[1, 2], [3], [], [4, 5, 6], [7]], type=pa.list_(pa.int32()))
     batch = pa.record_batch({"ids": ids, "y": pa.array([10, 11, 12, 13, 14], type=pa.int64())}).slice(1, 4)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    got = ArrowRows([path])[[0, 1, 2, 3]]
+    got = ArrowRows([_write_stream(tmp_path / "sliced.arrow", batch)])[[0, 1, 2, 3]]
     assert [list(x) for x in got["ids"]] == [[3], [], [4, 5, 6], [7]]
     assert list(got["y"]) == [11, 12, 13, 14]
 
@@ -105,12 +106,8 @@ def test_unsupported_layouts_are_refused(tmp_path):
     for name, column in {"nulls": pa.array([1, None], type=pa.int64()),
                          "booleans": pa.array([True, False]),
                          "deep lists": pa.array([[[[1]]], [[[2]]]])}.items():
-        path = tmp_path / f"{name}.arrow"
-        table = pa.table({"x": column})
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
         with pytest.raises(UnsupportedLayout):
-            ArrowRows([path])
+            ArrowRows([_write_stream(tmp_path / f"{name}.arrow", pa.table({"x": column}))])
 
 
 def test_out_of_range_and_truncated(tmp_path):
