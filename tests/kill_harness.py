@@ -16,7 +16,9 @@ One *chain* for a stage:
      it already had).
    * ``write`` kills are aimed at a write window: the attempt runs with ``MULTIDISTILL_TEST_SLOW_WRITES``
      (utils/atomic.py then sleeps before each rename); after a random delay (as above, within the first 60 %
-     of the share) the harness waits for a new temporary entry (``.<name>.tmp-<pid>-*``; optionally only names
+     of the share), or once the on-disk progress reaches the end of that 60 % if that comes first (a run
+     faster than the uncut one must not finish before the kill is armed), the harness waits for a new
+     temporary entry (``.<name>.tmp-<pid>-*``; optionally only names
      matching ``target``, until all work is done) and fires inside it, at a random point of the slowed window.
 
    After each kill the harness records whether it landed during a write (a temporary entry the attempt made is
@@ -187,6 +189,9 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
     else:  # kills still to come share the work left; an aimed kill looks in the first 60 % of its share
         share = min(1.0, 2.0 / (kills_left + 1)) * (0.6 if aimed else 1.0)
         delay = rng.uniform(max(0.2, 0.9 * ready), ready + share * remaining)
+    # An aimed kill also arms once the run's own progress reaches the end of its share: the delay is judged
+    # from the uncut run's speed, and a run that goes faster (the machine's load changed) could finish first.
+    arm_progress = progress0 + (1.0 - progress0) * share if aimed and 0.0 <= progress0 < 1.0 else float("inf")
     aim_offset = rng.uniform(0.1, 0.6) * slow_writes
     target = re.compile(plan.target) if plan is not None and plan.target else None
     cap = PROGRESS_CAP if progress0 < PROGRESS_CAP else progress0 + 1e-9
@@ -208,7 +213,7 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
                 fire_at = now
             if aimed and target is not None and spec.progress(chain) >= 1.0:
                 target = None  # all work is done and the preferred write may not come again: any write will do
-            if aimed and fire_at is None and now >= delay:
+            if aimed and fire_at is None and (now >= delay or spec.progress(chain) >= arm_progress):
                 opened = {t for t in find_temps(chain) - before if target is None or target.search(t.name)}
                 if opened:
                     fire_at = now + aim_offset
