@@ -21,10 +21,6 @@ ROWS = {"student (joint)": "student", "student + per-task fine-tune": "finetune-
         "single-task baseline": "baseline-{task}"}
 
 
-def _main_score(folder: Path, task: str) -> float:
-    return json.loads((folder / "metrics.json").read_text())["main"][task]
-
-
 def _train(source: Path, out: Path, seed: int, init_from: Path | None = None) -> Path:
     from multidistill.config import load_config
     from multidistill.training.loop import BEST_MODEL
@@ -43,7 +39,10 @@ def _train(source: Path, out: Path, seed: int, init_from: Path | None = None) ->
 
 def scores(folder: Path, rows: dict[str, str]) -> dict[str, dict[str, float]]:
     """Row name -> task -> main dev metric, for one seed's folders."""
-    return {row: {t: _main_score(folder / pattern.format(task=t), t) for t in TASKS} for row, pattern in rows.items()}
+    from multidistill.recipes.common import read_metrics
+
+    return {row: {t: read_metrics(folder / pattern.format(task=t))["main"][t] for t in TASKS}
+            for row, pattern in rows.items()}
 
 
 def main() -> None:

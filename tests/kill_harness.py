@@ -206,14 +206,15 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
                                 start_new_session=True, cwd=REPO)
         while proc.poll() is None:
             now = time.monotonic() - start
+            progress = spec.progress(chain) if plan is not None else 0.0  # read from disk once per poll
             if now > timeout:
                 _kill_group(proc)
                 raise HarnessError(f"{spec.name} attempt timed out after {timeout:.0f}s\n{_tail(log)}")
-            if plan is not None and not aimed and (now >= delay or spec.progress(chain) >= cap):
+            if plan is not None and not aimed and (now >= delay or progress >= cap):
                 fire_at = now
-            if aimed and target is not None and spec.progress(chain) >= 1.0:
+            if aimed and target is not None and progress >= 1.0:
                 target = None  # all work is done and the preferred write may not come again: any write will do
-            if aimed and fire_at is None and (now >= delay or spec.progress(chain) >= arm_progress):
+            if aimed and fire_at is None and (now >= delay or progress >= arm_progress):
                 opened = {t for t in find_temps(chain) - before if target is None or target.search(t.name)}
                 if opened:
                     fire_at = now + aim_offset

@@ -35,6 +35,7 @@ class _Column:
     kind: str                 # "fixed" (a value or a fixed-size block per row), "list" or "string"
     dtype: np.dtype           # the leaf values' type
     shape: tuple[int, ...]    # a fixed row's shape (() for a scalar)
+    count: int                # leaf values per fixed row (the product of shape)
     values_at: int            # file position of the row-0 leaf value
     # list and string columns: (file position of offsets[0], offsets type) per level, outermost first
     offsets: tuple[tuple[int, np.dtype], ...] = ()
@@ -47,11 +48,15 @@ class _Batch:
     columns: tuple[_Column, ...]
 
 
+def _no_nulls(array: pa.Array, where: str) -> None:
+    if array.null_count:
+        raise UnsupportedLayout(f"{where}: null values")
+
+
 def _leaf_dtype(array: pa.Array, where: str) -> np.dtype:
     if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
         raise UnsupportedLayout(f"{where}: values of type {array.type}")
-    if array.null_count:
-        raise UnsupportedLayout(f"{where}: null values")
+    _no_nulls(array, where)
     return np.dtype(array.type.to_pandas_dtype())
 
 
@@ -67,34 +72,31 @@ def _column(array: pa.Array, position, where: str) -> _Column:
     """Layout of one column; ``position(buffer)`` is the buffer's file position."""
     if isinstance(array.type, pa.ExtensionType):
         array = array.storage
-    if array.null_count:
-        raise UnsupportedLayout(f"{where}: null rows")
     if _is_string(array.type) or _is_list(array.type):
         offsets = []
         while _is_string(array.type) or _is_list(array.type):  # strings, lists, lists of lists (Array2D)
+            _no_nulls(array, where)
             if len(offsets) == 2:
                 raise UnsupportedLayout(f"{where}: lists nested more than twice")
             wide = pa.types.is_large_list(array.type) or pa.types.is_large_string(array.type)
             step = np.dtype(np.int64 if wide else np.int32)
             offsets.append((position(array.buffers()[1]) + array.offset * step.itemsize, step))
             if _is_string(array.type):
-                return _Column("string", np.dtype(np.uint8), (), position(array.buffers()[2]), tuple(offsets))
+                return _Column("string", np.dtype(np.uint8), (), 0, position(array.buffers()[2]), tuple(offsets))
             array = array.values
-            if array.null_count:
-                raise UnsupportedLayout(f"{where}: null values")
         dtype = _leaf_dtype(array, where)
-        return _Column("list", dtype, (), position(array.buffers()[1]) + array.offset * dtype.itemsize,
+        return _Column("list", dtype, (), 0, position(array.buffers()[1]) + array.offset * dtype.itemsize,
                        tuple(offsets))
     shape, start = [], array.offset  # leaf index of row r: r * prod(shape) + start
     while pa.types.is_fixed_size_list(array.type):
+        _no_nulls(array, where)
         size = array.type.list_size
         array = array.values
-        if array.null_count:
-            raise UnsupportedLayout(f"{where}: null values")
         shape.append(size)
         start = start * size + array.offset
     dtype = _leaf_dtype(array, where)
-    return _Column("fixed", dtype, tuple(shape), position(array.buffers()[1]) + start * dtype.itemsize)
+    count = int(np.prod(shape, dtype=np.int64))
+    return _Column("fixed", dtype, tuple(shape), count, position(array.buffers()[1]) + start * dtype.itemsize)
 
 
 def _scan(path: Path) -> tuple[pa.Schema, list[_Batch]]:
@@ -152,10 +154,6 @@ class ArrowRows:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    @property
-    def num_rows(self) -> int:
-        return len(self)
-
     def _fd(self, path: Path) -> int:
         # Opened on first use; pread takes no file offset, so a forked process may share the descriptor.
         fd = self._fds.get(path)
@@ -191,8 +189,7 @@ class ArrowRows:
     def _row(self, fd: int, column: _Column, r: int):
         item = column.dtype.itemsize
         if column.kind == "fixed":
-            count = int(np.prod(column.shape, dtype=np.int64))
-            return self._read(fd, count * item, column.values_at + r * count * item)
+            return self._read(fd, column.count * item, column.values_at + r * column.count * item)
         (outer_at, step), inner = column.offsets[0], column.offsets[1:]
         start, end = np.frombuffer(self._read(fd, 2 * step.itemsize, outer_at + r * step.itemsize),
                                    dtype=step).tolist()
