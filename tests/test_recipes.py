@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from multidistill.config import read_yaml
+from multidistill.data.augment import AugmentConfig
 from multidistill.recipes import load_recipe, run_recipe
 from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner
 from tests.test_cli import run_cli
@@ -94,8 +95,10 @@ def test_mkd_bilstm_recipe_with_finetune_and_baseline(tiny_run, tmp_path, monkey
     tasks = ["toy_pair", "toy_reg", "toy_sent"]
     assert stage_names(root) == sorted(["teacher-seed-1", "transfer", "signals", "student",
                                         *(f"finetune-{t}" for t in tasks), *(f"baseline-{t}" for t in tasks)])
-    transfer = json.loads((root / "transfer" / STAGE_MANIFEST).read_text())["sizes"]
-    assert all(s["transfer"] > s["original"] for s in transfer.values())
+    transfer = json.loads((root / "transfer" / STAGE_MANIFEST).read_text())
+    assert all(s["transfer"] > s["original"] for s in transfer["sizes"].values())
+    # Every setting is recorded, the defaults included (the fingerprint leaves those out).
+    assert transfer["augment_settings"] == AugmentConfig(**recipe["augment"]).model_dump(mode="json")
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["teacher teacher-seed-1", "student (joint)", "student + per-task fine-tune",
                                      "single-task baseline"]

@@ -58,7 +58,9 @@ def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, tea
                                              tagger=tagger)
                 augmented.save_to_disk(str(tmp / name))
                 sizes[name] = {"original": len(original), "transfer": len(augmented)}
-        return {"sizes": sizes, "pos_tagger": tagger is not None}
+        # The fingerprint leaves defaults out; the manifest says in full what made this transfer set.
+        return {"sizes": sizes, "pos_tagger": tagger is not None,
+                "augment_settings": recipe.augment.model_dump(mode="json")}
 
     payload = {"augment": settings_payload(recipe.augment), "data": settings_payload(data),
                "max_examples": recipe.max_examples_per_task}
