@@ -1,9 +1,10 @@
-"""Is the MKD BiLSTM's margin over the single-task baseline more than seed noise? Re-train with other seeds.
+"""Are an MKD run's results more than seed noise? Re-train its students with other seeds.
 
     HF_HUB_OFFLINE=1 python benchmarks/mkd_seeds.py [--run runs/bench_kd/mkd_bilstm] [--seeds 43]
 
-Takes a finished `configs/mkd_bilstm.yaml` run (kd_glue.py makes one) and re-runs its student, its per-task
-fine-tunes and its single-task baselines from their own saved `config.yaml`, changing only the training seed
+Takes a finished MKD run (`configs/mkd_bilstm.yaml` or `configs/mkd_transformer.yaml`; kd_glue.py makes both)
+and re-runs its student, and its per-task fine-tunes and single-task baselines where the run has them, from
+their own saved `config.yaml`, changing only the training seed
 (initialisation, dropout and batch order). The teacher, the augmented transfer set and the signal store are
 the run's own, unchanged. Runs go to RUN/seed-<s>/<stage>, resume if cut, and are reused once finished. Prints
 each seed's averages and the mean over seeds (the run's own seed, 42, included) as a markdown table.
