@@ -13,7 +13,7 @@ each seed's averages and the mean over seeds (the run's own seed, 42, included) 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import statistics
 from pathlib import Path
 
@@ -42,8 +42,8 @@ def scores(folder: Path, rows: dict[str, str]) -> dict[str, dict[str, float]]:
     """Row name -> task -> main dev metric, for one seed's folders."""
     from multidistill.recipes.common import read_metrics
 
-    return {row: {t: read_metrics(folder / pattern.format(task=t))["main"][t] for t in TASKS}
-            for row, pattern in rows.items()}
+    main = functools.cache(lambda path: read_metrics(path)["main"])  # the joint student's folder serves every task
+    return {row: {t: main(folder / pattern.format(task=t))[t] for t in TASKS} for row, pattern in rows.items()}
 
 
 def main() -> None:
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[43])
     args = parser.parse_args()
     from multidistill.training.loop import BEST_MODEL
+    from multidistill.utils.atomic import write_json
 
     # The Transformer recipe has no fine-tune or baseline stages: only the rows the run has.
     rows = {row: pattern for row, pattern in ROWS.items() if (args.run / pattern.format(task=TASKS[0])).is_dir()}
@@ -66,17 +67,15 @@ def main() -> None:
             if "single-task baseline" in rows:
                 _train(args.run / f"baseline-{task}", folder / f"baseline-{task}", seed)
         per_seed[seed] = scores(folder, rows)
-    (args.run / "seeds.json").write_text(json.dumps({str(s): v for s, v in per_seed.items()}, indent=2))
+    write_json(args.run / "seeds.json", {str(s): v for s, v in per_seed.items()})
 
     compare = len(rows) == len(ROWS)
     print("| seed | " + " | ".join(rows) + (" | fine-tuned minus baseline |" if compare else " |"))
     print("|---|" + "---:|" * (len(rows) + compare))
-    averages = {row: [] for row in rows}
-    for found in per_seed.values():
-        for row, by_task in found.items():
-            averages[row].append(statistics.mean(by_task.values()))
-    for label, pick in [*((str(seed), i) for i, seed in enumerate(per_seed)), ("mean", None)]:
-        value = {row: values[pick] if pick is not None else statistics.mean(values) for row, values in averages.items()}
+    lines = {str(seed): {row: statistics.mean(by_task.values()) for row, by_task in found.items()}
+             for seed, found in per_seed.items()}
+    lines["mean"] = {row: statistics.mean(line[row] for line in lines.values()) for row in rows}
+    for label, value in lines.items():
         margin = (f" {value['student + per-task fine-tune'] - value['single-task baseline']:+.4f} |"
                   if compare else "")
         print(f"| {label} | " + " | ".join(f"{value[row]:.4f}" for row in rows) + " |" + margin)
