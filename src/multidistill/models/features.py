@@ -1,0 +1,58 @@
+"""What an encoder exposes to feature-level distillation: one typed output that loss terms read by name.
+
+`EncoderFeatures` is the contract between models (teachers run online, students in training) and the
+feature losses (`hidden_mse`, `attention_mse`, `attention_kl`, `relation_kl`, `cosine_hidden`): a loss reads
+the fields it declares and never imports a model class. Fields that the objective did not ask for are None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FEATURE_NAMES = ("logits", "pooled", "hidden_states", "attention_scores", "queries", "keys", "values")
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The sizes a feature loss is built from (read from the model's config, never from YAML numbers)."""
+
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+
+
+@dataclass
+class EncoderFeatures:
+    """Features of one batch from one encoder.
+
+    Shapes (B batch, T tokens, H hidden size, A attention heads, L layers):
+
+    * ``attention_mask``: (B, T), 1 for real tokens, 0 for padding.
+    * ``logits``: the task head's logits (B, C), where the model has heads.
+    * ``pooled``: the pooled sentence vector (B, H).
+    * ``hidden_states``: L + 1 tensors (B, T, H); index 0 is the embedding output, index l the output of layer l.
+    * ``attention_scores``: L tensors (B, A, T, T): the scores *before* softmax, with the model's additive mask
+      applied (masked keys hold a very negative finite value), so that their softmax over the last axis is the
+      model's attention probabilities.
+    * ``queries`` / ``keys`` / ``values``: L tensors (B, T, A * head size), all heads side by side, as the
+      attention uses them.
+    """
+
+    attention_mask: torch.Tensor
+    dims: ModelDims
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attention_scores: tuple[torch.Tensor, ...] | None = None
+    queries: tuple[torch.Tensor, ...] | None = None
+    keys: tuple[torch.Tensor, ...] | None = None
+    values: tuple[torch.Tensor, ...] | None = None
+
+    def require(self, name: str, who: str) -> tuple[torch.Tensor, ...] | torch.Tensor:
+        """The feature ``name``, or a clear error naming the loss (``who``) that needed it."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"{who} needs the '{name}' features, which this model's output does not carry")
+        return value
