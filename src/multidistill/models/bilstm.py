@@ -19,7 +19,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from multidistill.data.tasks import Task
-from multidistill.errors import ModelError, UnknownTaskError
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.models.extract import check_wanted
+from multidistill.models.features import EncoderFeatures, ModelDims
 from multidistill.models.multitask import (
     FORMAT_VERSION,
     MODEL_CONFIG_FILE,
@@ -31,6 +33,8 @@ from multidistill.models.multitask import (
 )
 
 KIND = "bilstm"
+# The features a BiLSTM can give to feature distillation (`BiLSTMModel.features`).
+BILSTM_FEATURES = ("logits", "pooled", "hidden_states")
 # Fixed seed for the random parts of embedding initialisation, so a run is reproducible from its config.
 _INIT_SEED = 0
 
@@ -237,17 +241,20 @@ class BiLSTMModel(SavedModel):
         return outputs
 
     def encode_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        token_type_ids: torch.Tensor | None = None, *, pair: bool) -> tuple:
-        """The head input of a single-text (``pair=False``) or pair task, with the first text's LSTM outputs and
-        the attention-pooling weights of each encoded text. Shared by every head of that kind."""
+                        token_type_ids: torch.Tensor | None = None, *, pair: bool,
+                        both_texts: bool = False) -> tuple:
+        """The head input of a single-text (``pair=False``) or pair task, with the first text's LSTM outputs
+        (both texts' with ``both_texts``, each at its own positions) and the attention-pooling weights of each
+        encoded text. Shared by every head of that kind."""
         mask = attention_mask.bool()
         if not pair:
             u, hidden, weights_a = self._encode(input_ids, mask)
             return u, hidden, (weights_a,)
         segment_b = self._segment_b(input_ids, mask, token_type_ids)
         u, hidden, weights_a = self._encode(input_ids, mask & ~segment_b)
-        v, _, weights_b = self._encode(input_ids, segment_b)
-        return self.pair_features(u, v), hidden, (weights_a, weights_b)
+        v, hidden_b, weights_b = self._encode(input_ids, segment_b)
+        # The segments are disjoint and each output is zero outside its own, so the sum places both.
+        return self.pair_features(u, v), hidden + hidden_b if both_texts else hidden, (weights_a, weights_b)
 
     @staticmethod
     def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -268,6 +275,37 @@ class BiLSTMModel(SavedModel):
             hidden_states=(hidden,) if output_hidden_states else None,
             attentions=attentions if output_attentions else None,
         )
+
+    # --- feature distillation ----------------------------------------------------------------
+
+    def model_dims(self) -> ModelDims:
+        """Sizes for feature losses: the LSTM output width (2 x ``hidden_size``), one layer (nn.LSTM exposes only
+        its top layer's outputs) and no attention heads."""
+        return ModelDims(hidden_size=2 * self.spec.hidden_size, num_layers=1, num_attention_heads=0)
+
+    def features(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None, *, want: set[str]) -> EncoderFeatures:
+        """What a BiLSTM has: ``logits`` and ``pooled`` (as in `forward`) and ``hidden_states``, a 2-tuple of the
+        word embeddings (B, T, embedding_dim; no dropout) and the LSTM outputs (B, T, 2 x hidden_size) of every
+        text at its input positions, both zero at padding. It has no self-attention, so attention scores and
+        Q/K/V are refused. ``task`` may be None (read as a single text) when logits are not wanted."""
+        want = check_wanted(want, BILSTM_FEATURES, "the BiLSTM student (BiLSTMModel), which has no self-attention "
+                            "and so no attention scores or queries/keys/values,")
+        if "logits" in want and task is None:
+            raise ConfigError("the 'logits' feature needs a task (whose head gives them); unlabelled text has none")
+        head = self.head_type(task) if task is not None else None  # an unknown task is a clear error
+        pair = task is not None and self.tasks[task].pair
+        features = EncoderFeatures(attention_mask=attention_mask, dims=self.model_dims())
+        if not want:
+            return features
+        pooled, hidden, _ = self.encode_features(input_ids, attention_mask, token_type_ids, pair=pair,
+                                                 both_texts=True)
+        if "hidden_states" in want:
+            embedded = self.embeddings(input_ids) * attention_mask.unsqueeze(-1).to(hidden.dtype)
+            features.hidden_states = (embedded, hidden)
+        features.pooled = pooled if "pooled" in want else None
+        features.logits = head(pooled) if "logits" in want else None
+        return features
 
     # --- persistence -------------------------------------------------------------------------
 

@@ -18,8 +18,11 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
 from multidistill.data.tasks import Task
-from multidistill.errors import ModelError, UnknownTaskError
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.models.backbone import backbone_from_config, load_backbone, max_positions
+from multidistill.models.extract import check_wanted, encode_with_features
+from multidistill.models.families import model_dims
+from multidistill.models.features import FEATURE_NAMES, EncoderFeatures, ModelDims
 from multidistill.models.heads import build_head
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.manifest import read_versioned_json
@@ -117,6 +120,31 @@ class MultiTaskModel(SavedModel):
             hidden_states=encoded.hidden_states if output_hidden_states else None,
             attentions=encoded.attentions if output_attentions else None,
         )
+
+    # --- feature distillation ----------------------------------------------------------------
+
+    def model_dims(self) -> ModelDims:
+        """The encoder's sizes, read from its config through the family table (`models/families.py`)."""
+        return model_dims(self.backbone.config)
+
+    def features(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None, *, want: set[str]) -> EncoderFeatures:
+        """The wanted features (any of FEATURE_NAMES) of one batch, from one forward pass.
+
+        ``logits`` are ``task``'s head output; ``pooled`` is the vector the heads read. ``task`` may be None
+        when neither is wanted (unlabelled text). Everything not wanted is None and is not computed.
+        """
+        want = check_wanted(want, FEATURE_NAMES, "MultiTaskModel")
+        if "logits" in want and task is None:
+            raise ConfigError("the 'logits' feature needs a task (whose head gives them); unlabelled text has none")
+        head = self.head_type(task) if "logits" in want else None
+        encoded, features = encode_with_features(self.backbone, input_ids, attention_mask, token_type_ids,
+                                                 want=want - {"logits", "pooled"})
+        if want & {"logits", "pooled"}:
+            pooled = pool(encoded.last_hidden_state, attention_mask, self.pooling)
+            features.pooled = pooled if "pooled" in want else None
+            features.logits = head(pooled) if head is not None else None
+        return features
 
     # --- persistence -------------------------------------------------------------------------
 

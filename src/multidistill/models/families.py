@@ -1,0 +1,90 @@
+"""Where each Hugging Face encoder family keeps what feature distillation reads: one table keyed by `model_type`.
+
+Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
+are read from the family's `modeling_*.py` in transformers, and `tests/test_features.py` checks an entry against
+the model's own `output_hidden_states` / `output_attentions` with a tiny config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PretrainedConfig
+
+from multidistill.errors import ConfigError
+from multidistill.models.features import ModelDims
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    """How to find one family's layers, projections and sizes.
+
+    Module names are dotted paths: ``layers`` from the base model (``model.base_model``), the others from one
+    layer of that list.
+    """
+
+    model_type: str
+    layers: str
+    attention: str  # the module whose forward computes the scores and softmaxes them (in eager mode)
+    query: str | None = None
+    key: str | None = None
+    value: str | None = None
+    fused_qkv: str | None = None  # one projection whose output is [Q | K | V] along the last axis
+    hidden_size_key: str = "hidden_size"
+    num_layers_key: str = "num_hidden_layers"
+    num_heads_key: str = "num_attention_heads"
+    score: str = "Q K^T / sqrt(d) + mask"  # what the captured pre-softmax score is (docs/features.md)
+
+    def projections(self) -> dict[str, str]:
+        """Feature name -> projection module of one layer (a fused one appears under all three names)."""
+        if self.fused_qkv is not None:
+            return dict.fromkeys(("queries", "keys", "values"), self.fused_qkv)
+        return {"queries": self.query, "keys": self.key, "values": self.value}
+
+
+_BERT_LIKE = {"layers": "encoder.layer", "attention": "attention.self", "query": "attention.self.query",
+              "key": "attention.self.key", "value": "attention.self.value"}
+
+FAMILIES: dict[str, EncoderFamily] = {
+    family.model_type: family
+    for family in (
+        EncoderFamily("bert", **_BERT_LIKE),  # MiniLM checkpoints are `bert`
+        EncoderFamily("roberta", **_BERT_LIKE),
+        EncoderFamily("electra", **_BERT_LIKE),  # hidden_states[0] is after the embedding projection, if any
+        EncoderFamily("distilbert", layers="transformer.layer", attention="attention", query="attention.q_lin",
+                      key="attention.k_lin", value="attention.v_lin", hidden_size_key="dim",
+                      num_layers_key="n_layers", num_heads_key="n_heads"),
+        # DeBERTa-v2/v3 never dispatches to SDPA; its score adds the disentangled relative-position terms.
+        EncoderFamily("deberta-v2", layers="encoder.layer", attention="attention.self",
+                      query="attention.self.query_proj", key="attention.self.key_proj",
+                      value="attention.self.value_proj",
+                      score="Q K^T / sqrt(d * (1 + len(pos_att_type))) + c2p + p2c relative terms; masked rows and "
+                            "columns"),
+        # Rotary embeddings are applied to Q and K inside the attention, after the Wqkv projection.
+        EncoderFamily("modernbert", layers="layers", attention="attn", fused_qkv="attn.Wqkv",
+                      score="rotary(Q) rotary(K)^T / sqrt(d) + mask; sliding-window layers also mask keys beyond "
+                            "the window"),
+    )
+}
+
+
+def family_of(config: PretrainedConfig) -> EncoderFamily:
+    """The table entry for ``config.model_type``, or a ConfigError that says what to add."""
+    model_type = getattr(config, "model_type", None)
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise ConfigError(
+            f"feature distillation does not know the encoder family '{model_type}' (known: "
+            f"{', '.join(sorted(FAMILIES))}); add an EncoderFamily entry for '{model_type}' to FAMILIES in "
+            "multidistill/models/families.py (where its layers are, its Q/K/V projection modules and its size keys "
+            "in the config) and a tiny config to tests/test_features.py"
+        )
+    return family
+
+
+def model_dims(config: PretrainedConfig) -> ModelDims:
+    """Hidden size, layer count and attention heads of a Hugging Face encoder, read through the family table."""
+    family = family_of(config)
+    return ModelDims(hidden_size=int(getattr(config, family.hidden_size_key)),
+                     num_layers=int(getattr(config, family.num_layers_key)),
+                     num_attention_heads=int(getattr(config, family.num_heads_key)))

@@ -1,0 +1,281 @@
+"""Features from any encoder (models/extract.py, models/families.py): every family in the table against the model's
+own outputs, on tiny random configs built here; the BiLSTM student's features; MultiTaskModel glue."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from torch import nn
+
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError
+from multidistill.models import BiLSTMModel, BiLSTMSpec, MultiTaskModel
+from multidistill.models.extract import ENCODER_FEATURES, extract_features
+from multidistill.models.families import FAMILIES, family_of, model_dims
+from multidistill.models.features import FEATURE_NAMES, ModelDims
+
+VOCAB, HIDDEN, LAYERS, HEADS = 40, 32, 2, 4
+SIZES = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+         "intermediate_size": 64, "max_position_embeddings": 64}
+CONFIGS = {
+    "bert": lambda: transformers.BertConfig(**SIZES),
+    "roberta": lambda: transformers.RobertaConfig(**SIZES, pad_token_id=1),
+    # Distinct embedding size: ELECTRA projects its embeddings up to the hidden size.
+    "electra": lambda: transformers.ElectraConfig(**SIZES, embedding_size=16),
+    "distilbert": lambda: transformers.DistilBertConfig(vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
+                                                        hidden_dim=64, max_position_embeddings=64),
+    # Relative attention with both position terms, as DeBERTa-v3 checkpoints have.
+    "deberta-v2": lambda: transformers.DebertaV2Config(**SIZES, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                                       position_buckets=8, type_vocab_size=0),
+    # Layer 0 global, layer 1 local with a 4-token window (2 each side), narrower than the 9-token batch.
+    "modernbert": lambda: transformers.ModernBertConfig(**SIZES, global_attn_every_n_layers=2, local_attention=4,
+                                                        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                                        cls_token_id=1, sep_token_id=2),
+}
+# The input of layer i's attention module, from the model's hidden_states[i] (ModernBERT normalises first).
+ATTENTION_INPUT = {"modernbert": lambda layer, hidden: layer.attn_norm(hidden)}
+
+
+def tiny_encoder(family: str) -> transformers.PreTrainedModel:
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(CONFIGS[family]()).eval()
+    # Transformers installs hooks of its own on the first forward that records hidden states or attentions;
+    # run that once so that tests can check that extraction leaves exactly those behind.
+    own_eager_output(model, padded_batch())
+    return model
+
+
+def padded_batch() -> dict[str, torch.Tensor]:
+    """Two rows of 9 tokens, the second with 4 real tokens and 5 of padding."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(3, VOCAB, (2, 9), generator=generator)
+    attention_mask = torch.ones(2, 9, dtype=torch.long)
+    attention_mask[1, 4:] = 0
+    input_ids[1, 4:] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def hooks(model: nn.Module) -> dict[str, tuple]:
+    """Every forward (pre-)hook on the model (transformers' own included: see `tiny_encoder`)."""
+    return {name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()}
+
+
+def own_eager_output(model: transformers.PreTrainedModel, batch: dict) -> transformers.utils.ModelOutput:
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        return model(**batch, output_hidden_states=True, output_attentions=True)
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def test_every_family_in_the_table_is_tested():
+    assert set(FAMILIES) == set(CONFIGS)
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_hidden_states_equal_the_models_own_and_nothing_else_is_computed(family, monkeypatch):
+    model, batch = tiny_encoder(family), padded_batch()
+    implementation, before = model.config._attn_implementation, hooks(model)
+    # Hidden states alone never switch the attention path.
+    monkeypatch.setattr(model, "set_attn_implementation", lambda *a, **k: pytest.fail("switched attention"))
+    features = extract_features(model, **batch, want={"hidden_states"})
+    expected = model(**batch, output_hidden_states=True).hidden_states
+    assert len(features.hidden_states) == LAYERS + 1
+    for ours, theirs in zip(features.hidden_states, expected, strict=True):
+        assert torch.equal(ours, theirs)
+    assert features.attention_scores is None and features.queries is None and features.keys is None
+    assert features.values is None and features.logits is None and features.pooled is None
+    assert features.dims == ModelDims(HIDDEN, LAYERS, HEADS)
+    assert torch.equal(features.attention_mask, batch["attention_mask"])
+    assert model.config._attn_implementation == implementation and hooks(model) == before
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_softmax_of_the_scores_is_the_models_eager_attention_with_padding(family):
+    model, batch = tiny_encoder(family), padded_batch()
+    implementation, before = model.config._attn_implementation, hooks(model)
+    features = extract_features(model, **batch, want={"attention_scores"})
+    expected = own_eager_output(model, batch).attentions
+    assert len(features.attention_scores) == LAYERS
+    for scores, probs in zip(features.attention_scores, expected, strict=True):
+        assert scores.shape == (2, HEADS, 9, 9)
+        torch.testing.assert_close(torch.softmax(scores, dim=-1), probs, atol=1e-5, rtol=0)
+        # Padded keys carry the model's very negative (finite) additive mask.
+        assert torch.isfinite(scores).all() and (scores[1, :, :4, 4:] < -1e30).all()
+    assert features.hidden_states is None and features.queries is None
+    # SDPA (the default where the family supports it) is back, and no hook or capture mode is left.
+    assert model.config._attn_implementation == implementation and hooks(model) == before
+    assert torch._C._len_torch_function_stack() == 0
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_queries_keys_values_are_the_projection_outputs(family):
+    model, batch = tiny_encoder(family), padded_batch()
+    before = hooks(model)
+    features = extract_features(model, **batch, want={"queries", "keys", "values"})
+    hidden = model(**batch, output_hidden_states=True).hidden_states
+    table = family_of(model.config)
+    layers = model.base_model.get_submodule(table.layers)
+    for index, layer in enumerate(layers):
+        inputs = ATTENTION_INPUT.get(family, lambda _, h: h)(layer, hidden[index])
+        if table.fused_qkv:
+            expected = layer.get_submodule(table.fused_qkv)(inputs).chunk(3, dim=-1)
+        else:
+            expected = [layer.get_submodule(name)(inputs) for name in (table.query, table.key, table.value)]
+        for name, tensor in zip(("queries", "keys", "values"), expected, strict=True):
+            ours = getattr(features, name)[index]
+            assert ours.shape == (2, 9, HIDDEN)
+            torch.testing.assert_close(ours, tensor, atol=1e-6, rtol=0)
+    assert features.attention_scores is None and features.hidden_states is None
+    assert hooks(model) == before
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert", "deberta-v2", "modernbert"])
+def test_scores_are_scaled_qk_only_where_the_docs_say_so(family):
+    """BERT-style families score Q K^T / sqrt(d); DeBERTa adds relative terms, ModernBERT rotates Q and K."""
+    model, batch = tiny_encoder(family), padded_batch()
+    features = extract_features(model, **batch, want={"attention_scores", "queries", "keys"})
+    real = batch["attention_mask"][:, None, None, :].bool()
+    head_size = HIDDEN // HEADS
+    for index in range(LAYERS):
+        q = features.queries[index].view(2, 9, HEADS, head_size).transpose(1, 2)
+        k = features.keys[index].view(2, 9, HEADS, head_size).transpose(1, 2)
+        scaled = (q @ k.transpose(-1, -2) / head_size ** 0.5).masked_select(real.expand(2, HEADS, 9, 9))
+        ours = features.attention_scores[index].masked_select(real.expand(2, HEADS, 9, 9))
+        if family in ("deberta-v2", "modernbert"):
+            assert not torch.allclose(ours, scaled, atol=1e-4)
+        else:
+            torch.testing.assert_close(ours, scaled, atol=1e-5, rtol=0)
+
+
+def test_modernbert_local_layers_mask_keys_beyond_the_window():
+    model, batch = tiny_encoder("modernbert"), padded_batch()
+    scores = extract_features(model, **batch, want={"attention_scores"}).attention_scores
+    assert (scores[0][0] > -1e30).all()  # layer 0 is global: the full first row attends everywhere
+    distance = (torch.arange(9)[:, None] - torch.arange(9)[None, :]).abs()
+    assert ((scores[1][0] > -1e30) == (distance <= 2)).all()  # layer 1: 2 tokens either side
+
+
+def test_deberta_masks_padded_rows_too():
+    model, batch = tiny_encoder("deberta-v2"), padded_batch()
+    scores = extract_features(model, **batch, want={"attention_scores"}).attention_scores
+    assert (scores[0][1, :, 4:, :] < -1e30).all()  # padded queries: every key masked (uniform softmax)
+
+
+def test_scores_carry_gradients_for_a_training_student():
+    model = tiny_encoder("bert").train()
+    features = extract_features(model, **padded_batch(), want={"attention_scores", "values"})
+    loss = features.attention_scores[-1].clamp(min=-10).sum() + features.values[0].sum()
+    loss.backward()
+    assert model.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_hooks_mode_and_attention_path_are_restored_when_the_forward_fails():
+    model, batch = tiny_encoder("bert"), padded_batch()
+
+    def boom(module, args, output):
+        raise RuntimeError("boom")
+
+    before = hooks(model)
+    # Raised inside layer 1's attention module, while its softmax capture is active.
+    handle = model.encoder.layer[1].attention.self.value.register_forward_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        extract_features(model, **batch, want=set(ENCODER_FEATURES))
+    handle.remove()
+    assert model.config._attn_implementation == "sdpa" and hooks(model) == before
+    assert torch._C._len_torch_function_stack() == 0
+    # and the model works as before
+    torch.testing.assert_close(model(**batch).last_hidden_state,
+                               tiny_encoder("bert")(**batch).last_hidden_state)
+
+
+def test_token_type_ids_reach_models_that_use_them_only():
+    batch = padded_batch()
+    types = torch.zeros_like(batch["input_ids"])
+    types[0, 5:] = 1
+    bert = tiny_encoder("bert")
+    ours = extract_features(bert, **batch, token_type_ids=types, want={"hidden_states"}).hidden_states[-1]
+    assert torch.equal(ours, bert(**batch, token_type_ids=types).last_hidden_state)
+    # DistilBERT takes none: passing them is harmless.
+    extract_features(tiny_encoder("distilbert"), **batch, token_type_ids=types, want={"hidden_states"})
+
+
+def test_an_unsupported_family_names_its_model_type_and_the_table():
+    albert = transformers.AlbertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=1,
+                                       num_attention_heads=HEADS, intermediate_size=64, embedding_size=16)
+    with pytest.raises(ConfigError, match=r"'albert'.*FAMILIES in multidistill/models/families.py"):
+        model_dims(albert)
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match="'albert'"):
+        extract_features(transformers.AutoModel.from_config(albert), **padded_batch(), want={"hidden_states"})
+
+
+def test_unknown_or_headless_feature_names_are_refused():
+    model, batch = tiny_encoder("bert"), padded_batch()
+    with pytest.raises(ConfigError, match=r"unknown feature name\(s\) \['attentions'\]"):
+        extract_features(model, **batch, want={"attentions"})
+    with pytest.raises(ConfigError, match=r"cannot give the feature\(s\) \['logits'\]"):
+        extract_features(model, **batch, want={"logits"})
+
+
+def test_model_dims_read_each_familys_config_keys():
+    for family in CONFIGS:
+        assert model_dims(CONFIGS[family]()) == ModelDims(HIDDEN, LAYERS, HEADS)
+
+
+# --- the models' own feature methods ----------------------------------------------------------
+
+SENT = Task(name="sent", type="classification", labels=["0", "1"], metrics=["accuracy"], files={})
+PAIR = Task(name="pair", type="classification", labels=["a", "b", "c"], pair=True, metrics=["accuracy"], files={})
+
+
+def test_multitask_model_features_fill_logits_and_pooled_from_one_forward():
+    model = MultiTaskModel(tiny_encoder("bert"), [SENT], pooling="mean").eval()
+    batch = padded_batch()
+    features = model.features("sent", **batch, want=set(FEATURE_NAMES))
+    output = model("sent", **batch, output_hidden_states=True)
+    # Scores need the eager path, whose numbers differ from SDPA's in the last bits.
+    torch.testing.assert_close(features.logits, output.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.pooled, output.pooled, atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.hidden_states[-1], output.hidden_states[-1], atol=1e-5, rtol=0)
+    sdpa = model.features("sent", **batch, want={"logits", "pooled"})
+    assert torch.equal(sdpa.logits, output.logits) and torch.equal(sdpa.pooled, output.pooled)
+    assert len(features.attention_scores) == LAYERS and features.values[0].shape == (2, 9, HIDDEN)
+    assert model.model_dims() == ModelDims(HIDDEN, LAYERS, HEADS)
+    only = model.features(None, **batch, want={"pooled"})
+    assert torch.equal(only.pooled, output.pooled) and only.logits is None and only.hidden_states is None
+    with pytest.raises(ConfigError, match="'logits' feature needs a task"):
+        model.features(None, **batch, want={"logits"})
+
+
+@pytest.fixture
+def bilstm() -> BiLSTMModel:
+    torch.manual_seed(0)
+    spec = BiLSTMSpec(embedding_dim=16, hidden_size=8, mlp_hidden=12)
+    return BiLSTMModel(spec, [SENT, PAIR], vocab_size=VOCAB, pad_token_id=0, sep_token_id=3).eval()
+
+
+def test_bilstm_gives_its_hidden_states_logits_and_pooled(bilstm):
+    batch = padded_batch()
+    batch["input_ids"][0, 4] = 3  # a separator: the pair task encodes two texts
+    for task in ("sent", "pair"):
+        features = bilstm.features(task, **batch, want={"hidden_states", "logits", "pooled"})
+        output = bilstm(task, **batch)
+        assert torch.equal(features.logits, output.logits) and torch.equal(features.pooled, output.pooled)
+        embedded, lstm = features.hidden_states
+        assert embedded.shape == (2, 9, 16) and lstm.shape == (2, 9, 16)
+        assert (embedded[1, 4:] == 0).all() and (lstm[1, 4:] == 0).all()
+        # Every real token has its LSTM output (for the pair task: the second text's too).
+        assert (lstm[0].abs().sum(-1) > 0).all()
+    single = bilstm.features(None, **batch, want={"hidden_states"})
+    assert torch.equal(single.hidden_states[1], bilstm("sent", **batch).last_hidden_state)
+    assert single.logits is None and single.pooled is None
+    assert bilstm.model_dims() == ModelDims(hidden_size=16, num_layers=1, num_attention_heads=0)
+
+
+@pytest.mark.parametrize("name", ["attention_scores", "queries", "keys", "values"])
+def test_bilstm_refuses_attention_features_by_name(bilstm, name):
+    with pytest.raises(ConfigError, match=rf"BiLSTM student.*no self-attention.*\['{name}'\]"):
+        bilstm.features("sent", **padded_batch(), want={"hidden_states", name})
