@@ -279,3 +279,11 @@ def test_bilstm_gives_its_hidden_states_logits_and_pooled(bilstm):
 def test_bilstm_refuses_attention_features_by_name(bilstm, name):
     with pytest.raises(ConfigError, match=rf"BiLSTM student.*no self-attention.*\['{name}'\]"):
         bilstm.features("sent", **padded_batch(), want={"hidden_states", name})
+
+
+def test_a_model_that_stays_on_sdpa_is_a_clear_error_not_missing_scores(monkeypatch):
+    model = tiny_encoder("bert")
+    monkeypatch.setattr(model, "set_attn_implementation", lambda *a, **k: None)  # as for a model that cannot switch
+    with pytest.raises(RuntimeError, match="called softmax 0 times, expected once: the model must run eager"):
+        extract_features(model, **padded_batch(), want={"attention_scores"})
+    assert torch._C._len_torch_function_stack() == 0

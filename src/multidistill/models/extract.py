@@ -87,8 +87,9 @@ def _capture_scores(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleLi
                 return
             if len(mode.inputs) != 1:
                 raise RuntimeError(f"'{family.model_type}' layer {index}: its attention module '{family.attention}' "
-                                   f"called softmax {len(mode.inputs)} times, expected once; fix the family's "
-                                   "`attention` entry in multidistill/models/families.py")
+                                   f"called softmax {len(mode.inputs)} times, expected once: the model must run "
+                                   "eager attention, and the family's `attention` entry in "
+                                   "multidistill/models/families.py must name the module that softmaxes the scores")
             scores[index] = mode.inputs[0]
         return hook
 

@@ -3,6 +3,13 @@
 Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
 are read from the family's `modeling_*.py` in transformers, and `tests/test_features.py` checks an entry against
 the model's own `output_hidden_states` / `output_attentions` with a tiny config.
+
+Scores are captured the same way for every family: the input of the one softmax inside the ``attention``
+module, in eager mode (`models/extract.py`). Computing Q K^T / sqrt(d) from the projection hooks gives the real
+score only for BERT-style families (ModernBERT rotates Q and K inside the attention; DeBERTa adds relative terms
+and scales by sqrt(d * (1 + position terms))); a capturing function registered in transformers'
+AttentionInterface would miss DeBERTa-v2, which does not dispatch through it, and it would need a global
+registration plus a matching mask function. ``score`` records what the captured value is, per family.
 """
 
 from __future__ import annotations

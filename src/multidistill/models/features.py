@@ -3,6 +3,8 @@
 `EncoderFeatures` is the contract between models (teachers run online, students in training) and the
 feature losses (`hidden_mse`, `attention_mse`, `attention_kl`, `relation_kl`, `cosine_hidden`): a loss reads
 the fields it declares and never imports a model class. Fields that the objective did not ask for are None.
+Models fill it through `models/extract.py` (any Hugging Face encoder in `models/families.py`),
+`MultiTaskModel.features` and `BiLSTMModel.features`; docs/features.md describes each family's features.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ FEATURE_NAMES = ("logits", "pooled", "hidden_states", "attention_scores", "queri
 
 @dataclass(frozen=True)
 class ModelDims:
-    """The sizes a feature loss is built from (read from the model's config, never from YAML numbers)."""
+    """The sizes a feature loss is built from (read from the model's config, never from YAML numbers).
+
+    A BiLSTM student has ``num_attention_heads`` 0 and ``num_layers`` 1 (its LSTM stack's output).
+    """
 
     hidden_size: int
     num_layers: int
@@ -33,11 +38,14 @@ class EncoderFeatures:
     * ``logits``: the task head's logits (B, C), where the model has heads.
     * ``pooled``: the pooled sentence vector (B, H).
     * ``hidden_states``: L + 1 tensors (B, T, H); index 0 is the embedding output, index l the output of layer l.
+      (A BiLSTM gives 2: its word embeddings, (B, T, embedding size), and its LSTM output, (B, T, H).)
     * ``attention_scores``: L tensors (B, A, T, T): the scores *before* softmax, with the model's additive mask
       applied (masked keys hold a very negative finite value), so that their softmax over the last axis is the
-      model's attention probabilities.
-    * ``queries`` / ``keys`` / ``values``: L tensors (B, T, A * head size), all heads side by side, as the
-      attention uses them.
+      model's attention probabilities. They are what the model softmaxes, which is Q K^T / sqrt(head size) only
+      for BERT-style families (DeBERTa adds relative-position terms and masks padded query rows too; ModernBERT
+      rotates Q and K and masks keys outside its local layers' window): docs/features.md.
+    * ``queries`` / ``keys`` / ``values``: L tensors (B, T, A * head size), all heads side by side: the outputs of
+      the Q/K/V projections (for ModernBERT before the rotary embedding that its attention applies to Q and K).
     """
 
     attention_mask: torch.Tensor
