@@ -117,7 +117,7 @@ def _capture_qkv(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleList,
         def hook(module, args, output):
             parts = dict(zip(QKV_FEATURES, output.chunk(3, dim=-1), strict=True)) if fused else None
             for name in names:
-                captured[name][index] = parts[name] if fused else output
+                captured[name][index] = parts[name] if parts else output
         return hook
 
     for index, layer in enumerate(layers):
