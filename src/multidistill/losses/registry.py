@@ -1,13 +1,19 @@
-"""Registry of loss terms by name, so objectives are declared in YAML."""
+"""Registry of loss terms by name, so objectives are declared in YAML.
+
+A loss class that needs the models' sizes (a projection, a head count to check) sets ``needs_dims = True``;
+`build_loss` then hands it ``student_dims`` and ``teacher_dims`` (`ModelDims`, read from the models' configs by
+whoever builds the objective), so no size is ever a YAML number. Other losses ignore ``dims``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from multidistill.errors import ConfigError
+from multidistill.models.features import ModelDims
 
 LOSSES: dict[str, type[nn.Module]] = {}
 
@@ -25,10 +31,23 @@ def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return wrap
 
 
-def build_loss(name: str, **params: Any) -> nn.Module:
+def build_loss(name: str, dims: Mapping[str, ModelDims] | None = None, **params: Any) -> nn.Module:
+    """Build the loss registered as ``name`` with its YAML ``params``.
+
+    ``dims`` maps "student" and "teacher" to their `ModelDims`; it is required by losses that declare
+    ``needs_dims`` (feature losses) and ignored by the others, so an objective may pass it to every term.
+    """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss '{name}'; registered: {', '.join(sorted(LOSSES))}")
+    cls = LOSSES[name]
+    if getattr(cls, "needs_dims", False):
+        missing = [side for side in ("student", "teacher") if not dims or side not in dims]
+        if missing:
+            raise ConfigError(f"loss '{name}' compares inside the encoders and needs the {' and '.join(missing)} "
+                              "model's sizes: build it with dims={'student': ModelDims, 'teacher': ModelDims}")
+        params = {"student_dims": dims["student"], "teacher_dims": dims["teacher"], **params}
     try:
-        return LOSSES[name](**params)
+        return cls(**params)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"loss '{name}': bad parameters {params}: {exc}") from exc
+        shown = {key: value for key, value in params.items() if key not in ("student_dims", "teacher_dims")}
+        raise ConfigError(f"loss '{name}': bad parameters {shown}: {exc}") from exc
