@@ -55,7 +55,9 @@ def test_recipe_summary_compares_the_recipe_tasks_only(tmp_path, capsys):
 def test_report_recomputes_retention_from_the_shared_tasks(tmp_path, monkeypatch):
     rows = _rows()
     rows["student"]["retention"] = WRONG  # as an older summary.json recorded it
-    (tmp_path / "summary.json").write_text(json.dumps({"reference": "teacher", "tasks": ["rte"], "rows": rows}))
+    note = "augment.pos_tagger is 'auto' but nltk is not installed; pip install 'multidistill[pos]'"
+    (tmp_path / "summary.json").write_text(json.dumps({"reference": "teacher", "tasks": ["rte"], "rows": rows,
+                                                       "notes": [note]}))
     summary = load_summary(tmp_path)
     assert summary["rows"]["student"]["retention"] == pytest.approx(RIGHT)
     assert summary["rows"]["teacher"]["average"] == pytest.approx(0.7004)
@@ -70,4 +72,5 @@ def test_report_recomputes_retention_from_the_shared_tasks(tmp_path, monkeypatch
     text = (build_report(tmp_path)).read_text()
     assert "keeps **92.6%**" in text and "| 92.6 |" in text
     assert "75.6" not in text
+    assert f"- {note}" in text  # the summary's notes (e.g. a missing POS tagger) reach the report
     assert [k.ratio for k in drawn if k is not None] == pytest.approx([RIGHT, RIGHT])  # the plot's rte and average

@@ -59,6 +59,6 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
                       f"{params / 1e6:.1f}M" if params else "")
     console.print(table)
     for note in summary["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"note: {note}", style="yellow", markup=False)  # notes hold brackets: `multidistill[pos]`
     console.print(f"summary: {out / 'summary.json'}")
     return summary
