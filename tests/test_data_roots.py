@@ -26,7 +26,9 @@ def _no_env_root(monkeypatch):
     monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
 
 
-def test_builtin_task_from_another_folder_uses_the_environment_variable(tmp_path, monkeypatch):
+def test_builtin_task_from_another_folder_uses_the_environment_variable(tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "tasks")  # the task list says where its paths are read from
+    assert code == 0 and DATA_ROOT_ENV in output and "data.data_root" in output
     monkeypatch.chdir(tmp_path)
     sst2 = get_task("sst2")
     with pytest.raises(DataError) as caught:

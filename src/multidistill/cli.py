@@ -55,9 +55,14 @@ def print_result(name: str, result) -> None:
 @app.command("tasks")
 def tasks_command() -> None:
     """List the built-in tasks with their type, labels, metrics and data files."""
+    import os
+
+    from multidistill.data.roots import DATA_ROOT_ENV
     from multidistill.data.tasks import BUILTIN_TASKS
 
-    table = Table(title="built-in tasks (paths relative to data_root)")
+    table = Table(title="built-in tasks (paths relative to the data root)",
+                  caption=f"data root: data.data_root / --data-root, else ${DATA_ROOT_ENV} "
+                          f"({os.environ.get(DATA_ROOT_ENV) or 'not set'}), else the current folder")
     for column in ("name", "type", "labels", "texts", "metrics", "train file"):
         table.add_column(column, overflow="fold")
     for task in BUILTIN_TASKS.values():
