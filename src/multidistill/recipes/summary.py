@@ -46,7 +46,7 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
                                  "retention_tasks": list(kept.tasks) if kept else []}
     write_json(out / "summary.json", summary)
     table = Table(title=f"dev scores (retention vs {reference})",
-                  caption="average and retention over the tasks shown that both rows were scored on")
+                  caption="average: over the tasks shown; retention: over those the row shares with the reference")
     for column in ("model", *tasks, "average", "retention %", "parameters"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, row in summary["rows"].items():
