@@ -6,6 +6,7 @@ import importlib.util
 import math
 import random
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import pytest
@@ -330,10 +331,34 @@ def test_load_pos_tagger() -> None:
     auto = load_pos_tagger("auto")
     if importlib.util.find_spec("nltk") is None:
         assert auto is None
-        with pytest.raises(ConfigError, match=r"augment\.pos_tagger.*pip install nltk.*averaged_perceptron_tagger"):
+        with pytest.raises(ConfigError, match=r"augment\.pos_tagger.*pip install 'multidistill\[pos\]'.*"
+                                              r"averaged_perceptron_tagger"):
             load_pos_tagger("nltk")
     elif auto is not None:
         assert len(auto(["The", "dog", "runs"])) == 3
+
+
+def test_auto_without_a_tagger_says_so_once_and_names_the_extra(monkeypatch, recwarn) -> None:
+    import sys
+
+    from multidistill.data import augment
+
+    monkeypatch.setitem(sys.modules, "nltk", None)  # `import nltk` now fails, whether or not it is installed
+    augment._choose_tagger.cache_clear()
+    try:
+        assert load_pos_tagger("auto") is None
+        assert load_pos_tagger("auto") is None
+        augment_examples(make_ds(SINGLE, sentences(4)), SINGLE, config(pos_tagger="auto"), mask_token=MASK)
+        said = [str(w.message) for w in recwarn if "pos_tagger" in str(w.message)]
+        assert len(said) == 1
+        assert "nltk is not installed" in said[0] and "pip install 'multidistill[pos]'" in said[0]
+        assert augment.pos_tagger_fallback("auto") == said[0]
+        assert augment.pos_tagger_fallback("none") is None
+    finally:
+        augment._choose_tagger.cache_clear()  # later tests see the real environment again
+    # The extra the note names exists and installs the tagger the code imports.
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '\npos = ["nltk>=3.9"]\n' in pyproject
 
 
 # ------------------------------------------------------------------------------------------------- config

@@ -115,6 +115,14 @@ def test_mkd_bilstm_recipe_with_finetune_and_baseline(tiny_run, tmp_path, monkey
 
 
 def test_mkd_transformer_recipe_cuts_the_teacher(tiny_run, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from multidistill.data import augment
+
+    # No POS tagger: `pos_tagger: auto` falls back, and the run says so in its summary, not only in stage.json.
+    monkeypatch.setitem(sys.modules, "nltk", None)
+    augment._choose_tagger.cache_clear()
+    monkeypatch.setattr(augment, "_choose_tagger", augment._choose_tagger.__wrapped__)
     recipe = tiny_recipe("mkd_transformer.yaml", tiny_run, tmp_path)
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 0, output
@@ -123,6 +131,10 @@ def test_mkd_transformer_recipe_cuts_the_teacher(tiny_run, tmp_path, monkeypatch
     assert config["num_hidden_layers"] == 1
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["teacher teacher-seed-1", "student (joint)"]
+    [note] = summary["notes"]
+    assert "pos_tagger is 'auto' but nltk is not installed" in note and "multidistill[pos]" in note
+    assert json.loads((root / "transfer" / STAGE_MANIFEST).read_text())["pos_tagger_note"] == note
+    assert "multidistill[pos]" in " ".join(output.split())  # the closing table's note
 
 
 def test_a_cut_stage_resumes_from_its_checkpoint(tiny_run, tmp_path, monkeypatch):

@@ -55,9 +55,14 @@ def print_result(name: str, result) -> None:
 @app.command("tasks")
 def tasks_command() -> None:
     """List the built-in tasks with their type, labels, metrics and data files."""
+    import os
+
+    from multidistill.data.roots import DATA_ROOT_ENV
     from multidistill.data.tasks import BUILTIN_TASKS
 
-    table = Table(title="built-in tasks (paths relative to data_root)")
+    table = Table(title="built-in tasks (paths relative to the data root)",
+                  caption=f"data root: data.data_root / --data-root, else ${DATA_ROOT_ENV} "
+                          f"({os.environ.get(DATA_ROOT_ENV) or 'not set'}), else the current folder")
     for column in ("name", "type", "labels", "texts", "metrics", "train file"):
         table.add_column(column, overflow="fold")
     for task in BUILTIN_TASKS.values():
@@ -165,8 +170,9 @@ def soft_targets_command(
     teacher: Annotated[list[Path], typer.Option(help="A teacher model folder; repeat for an ensemble.")],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks to label.")],
     out: Annotated[Path, typer.Option(help="Folder of the signal store to write (or reuse if valid).")],
-    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against.")]
-    = "../shared/data",
+    data_root: Annotated[str | None, typer.Option(
+        help="Folder that relative task file paths resolve against (default: the one the first teacher was trained "
+             "with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     splits: Annotated[str, typer.Option(help="Comma-separated splits to label.")] = "train",
     max_examples_per_task: Annotated[int | None, typer.Option(
         help="Seeded cap on training examples per task (use the student's value).")] = None,
@@ -188,6 +194,7 @@ def soft_targets_command(
     """
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
+    from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
     from multidistill.teachers.signals import build_signal_store
     from multidistill.training.loop import accelerator_for
@@ -195,6 +202,8 @@ def soft_targets_command(
     names = _split_names(tasks) or []
     # The teachers carry their own task specs, so the store reads exactly the data they were built for.
     specs = {s["name"]: Task.model_validate(s) for s in read_model_config(teacher[0])["tasks"]}
+    if data_root is None:
+        data_root = saved_data_root(teacher[0])
     data = DataConfig(tasks=names, data_root=data_root, cache_dir=cache_dir,
                       task_specs=[specs[n] for n in names if n in specs])
     accelerator = accelerator_for("bf16" if bf16 else "no")
@@ -215,8 +224,9 @@ def soft_targets_command(
 def evaluate_command(
     model_dir: Annotated[Path, typer.Argument(help="A model folder written by multidistill.")],
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: all the model's tasks).")] = None,
-    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against.")]
-    = "../shared/data",
+    data_root: Annotated[str | None, typer.Option(
+        help="Folder that relative task file paths resolve against (default: the one the model was trained with, "
+             "while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     split: Annotated[str, typer.Option(help="Split to score: dev or test.")] = "dev",
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
     max_seq_length: Annotated[int | None, typer.Option(
@@ -244,8 +254,9 @@ def benchmark_command(
     model_dirs: Annotated[list[Path], typer.Argument(help="Model folders; the first is the reference (the teacher).")],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks to score; speed is measured on the first.")],
     out: Annotated[Path, typer.Option(help="JSON file for the results.")] = Path("benchmark.json"),
-    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against.")]
-    = "../shared/data",
+    data_root: Annotated[str | None, typer.Option(
+        help="Folder that relative task file paths resolve against (default: the one each model was trained with, "
+             "while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     runtimes: Annotated[str, typer.Option(help="Comma-separated runtimes: pytorch_fp32, pytorch_bf16, onnx_fp32, "
                                                "onnx_int8.")] = "pytorch_fp32,pytorch_bf16,onnx_fp32,onnx_int8",
     export_root: Annotated[Path | None, typer.Option(

@@ -85,8 +85,10 @@ class DataConfig(_Strict):
     """Which tasks to train on and where their files are."""
 
     tasks: list[TaskRef] = Field(min_length=1, description="Tasks to train on (names or {name, max_examples}).")
-    data_root: str = Field("../shared/data", description="Folder that relative task file paths resolve against; "
-                           "`pkg:multidistill/sample_data` is the sample shipped with the package.")
+    data_root: str | None = Field(None, description="Folder that relative task file paths (all built-in tasks) "
+                                  "resolve against; default: the MULTIDISTILL_DATA_ROOT environment variable, else "
+                                  "the current folder. `pkg:multidistill/sample_data` is the sample shipped with the "
+                                  "package. Trained models record it (absolute) for evaluate/benchmark/export.")
     task_specs: list[Task] = Field(default_factory=list, description="User-declared tasks (same schema as "
                                    "built-ins: name, type, labels, pair, metrics, files).")
     cache_dir: str = Field(".cache/multidistill", description="Where tokenised Arrow views are cached.")

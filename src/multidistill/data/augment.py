@@ -23,6 +23,7 @@ import bisect
 import hashlib
 import itertools
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ from multidistill.errors import ConfigError
 Tagger = Callable[[list[str]], list[str]]
 """Maps a sentence's words to one part-of-speech tag per word."""
 
-_NLTK_HINT = "pip install nltk && python -m nltk.downloader averaged_perceptron_tagger_eng"
+POS_INSTALL_HINT = "pip install 'multidistill[pos]' && python -m nltk.downloader averaged_perceptron_tagger_eng"
+"""Installs the POS tagger `pos_tagger: auto|nltk` uses: nltk (the `pos` extra) and its tagger data."""
 _PROBE = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "."]
 _PROGRESS_MIN_ROWS = 5000  # below this the bar is noise
 
@@ -77,21 +79,42 @@ class AugmentConfig(BaseModel):
 # ------------------------------------------------------------------------------------------------- taggers
 
 
-@cache
 def load_pos_tagger(kind: Literal["auto", "none", "nltk"]) -> Tagger | None:
     """The part-of-speech tagger for ``config.pos_tagger``: None for ``"none"``, nltk's ``pos_tag`` for
     ``"nltk"`` (raises `ConfigError` if nltk or its tagger data are missing), and for ``"auto"`` nltk's when
-    it is installed and tags a probe sentence, else None (swaps then draw from the whole vocabulary)."""
+    it is installed and tags a probe sentence, else None (swaps then draw from the whole vocabulary).
+
+    When ``"auto"`` falls back, a warning on stderr says so, once per process (see `pos_tagger_fallback`)."""
+    return _choose_tagger(kind)[0]
+
+
+def pos_tagger_fallback(kind: Literal["auto", "none", "nltk"]) -> str | None:
+    """A note saying why ``pos_tagger: auto`` swaps with any training word instead of same-POS words, and how
+    to install the tagger; None when a tagger is used or none was asked for."""
+    reason = _choose_tagger(kind)[1]
+    return pos_fallback_note(reason) if reason else None
+
+
+def pos_fallback_note(reason: str) -> str:
+    """The user-facing sentence for an ``auto`` fallback (warning, stage record and recipe summary)."""
+    return (f"augment.pos_tagger is 'auto' but {reason}, so word swaps drew from any training word instead of "
+            f"words of the same part of speech; install the tagger with `{POS_INSTALL_HINT}`, or set "
+            "augment.pos_tagger: none to choose this explicitly")
+
+
+@cache
+def _choose_tagger(kind: Literal["auto", "none", "nltk"]) -> tuple[Tagger | None, str | None]:
+    """(the tagger, why auto fell back); cached, so the fallback is detected and warned about once."""
     if kind == "none":
-        return None
+        return None, None
     if kind not in ("auto", "nltk"):
         raise ConfigError(f"augment.pos_tagger must be auto, none or nltk, got {kind!r}")
     try:
-        import nltk  # optional dependency: only needed for POS-guided swaps
+        import nltk  # optional dependency (the `pos` extra): only needed for POS-guided swaps
     except ImportError as e:
         if kind == "auto":
-            return None
-        raise ConfigError(f"augment.pos_tagger is 'nltk' but nltk is not installed; run: {_NLTK_HINT} "
+            return _fallback("nltk is not installed")
+        raise ConfigError(f"augment.pos_tagger is 'nltk' but nltk is not installed; run: {POS_INSTALL_HINT} "
                           "(or set augment.pos_tagger: none)") from e
 
     def tag(words: list[str]) -> list[str]:
@@ -101,14 +124,20 @@ def load_pos_tagger(kind: Literal["auto", "none", "nltk"]) -> Tagger | None:
         tags = tag(list(_PROBE))
     except LookupError as e:  # nltk raises LookupError when the tagger's data are not downloaded
         if kind == "auto":
-            return None
-        raise ConfigError(f"augment.pos_tagger is 'nltk' but nltk's tagger data are missing; run: {_NLTK_HINT} "
-                          "(or set augment.pos_tagger: none)") from e
+            return _fallback("nltk's tagger data are not downloaded")
+        raise ConfigError(f"augment.pos_tagger is 'nltk' but nltk's tagger data are missing; run: "
+                          f"{POS_INSTALL_HINT} (or set augment.pos_tagger: none)") from e
     if len(tags) != len(_PROBE):
         if kind == "auto":
-            return None
+            return _fallback("nltk.pos_tag returned a wrong number of tags")
         raise ConfigError("augment.pos_tagger is 'nltk' but nltk.pos_tag returned a wrong number of tags")
-    return tag
+    return tag, None
+
+
+def _fallback(reason: str) -> tuple[None, str]:
+    # Said out loud: otherwise the choice is visible only inside transfer/stage.json.
+    warnings.warn(pos_fallback_note(reason), UserWarning, stacklevel=4)
+    return None, reason
 
 
 # ------------------------------------------------------------------------------------------ word sampling

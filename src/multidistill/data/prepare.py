@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from multidistill.config import DataConfig
+from multidistill.data.roots import resolve_data_root
 from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import Task, get_task
 from multidistill.errors import ConfigError
@@ -26,7 +27,7 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
 def open_example_store(data: DataConfig, *, max_examples_per_task: int | None, seed: int) -> ExampleStore:
     """An ExampleStore over the config's tasks, with per-task training caps."""
     caps = {ref.name: ref.max_examples or max_examples_per_task for ref in data.tasks}
-    return ExampleStore(resolve_tasks(data), data.data_root, data.cache_dir, caps, seed=seed)
+    return ExampleStore(resolve_tasks(data), resolve_data_root(data.data_root), data.cache_dir, caps, seed=seed)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from multidistill.data.roots import HOW_TO_SET, describe_data_root, resolve_data_root
 from multidistill.data.tasks import DataFile, Task
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
@@ -55,7 +56,8 @@ def read_split(task: Task, split: str, data_root: str | Path | None = None,
                cache_dir: str | Path | None = None) -> datasets.Dataset:
     """Read ``task``'s ``split`` and return a Dataset with columns ``id, text_a, text_b, label, domain``.
 
-    Relative paths in ``task.files[split]`` resolve against ``data_root`` (the current directory if None).
+    Relative paths in ``task.files[split]`` resolve against ``data_root`` (None: ``$MULTIDISTILL_DATA_ROOT``,
+    else the current folder; see `multidistill.data.roots`).
     ``label`` is a class index into ``task.labels`` (int64, -1 when the file has no label) or a float32
     score for regression (NaN when unlabelled). Every row is validated; then, if ``max_examples`` is
     smaller than the split, a random subset chosen with ``numpy.random.default_rng(seed)`` is kept in file
@@ -186,7 +188,10 @@ def _source(task: Task, split: str, data_root: str | Path | None, max_examples: 
                         f"add files.{split} to the task to read it")
     if max_examples is not None and max_examples < 1:
         raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
-    return _Source(task=task, split=split, data_file=data_file, path=_resolve(data_file.path, data_root))
+    relative = Path(data_file.path).expanduser()
+    root = None if relative.is_absolute() else resolve_data_root(data_root)
+    return _Source(task=task, split=split, data_file=data_file,
+                   path=relative if root is None else root / relative, root=root)
 
 
 def _check_not_empty(source: _Source, n_rows: int) -> None:
@@ -210,6 +215,7 @@ class _Source:
     split: str
     data_file: DataFile
     path: Path
+    root: Path | None = None  # the data root a relative ``data_file.path`` was resolved against
 
     @property
     def what(self) -> str:
@@ -232,17 +238,13 @@ class _Source:
         return {field: col for field, col in wanted.items() if col is not None}
 
 
-def _resolve(path: str, data_root: str | Path | None) -> Path:
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p
-    root = Path(data_root).expanduser() if data_root is not None else Path.cwd()
-    return (root / p).absolute()
-
-
 def _missing(source: _Source, kind: str = "data file") -> DataError:
-    return DataError(f"{kind} for {source.what} not found; check files.{source.split}.path in the task "
-                     f"spec and the data root", path=source.path)
+    if source.root is None:
+        return DataError(f"{kind} for {source.what} not found; check files.{source.split}.path in the task spec",
+                         path=source.path)
+    return DataError(f"{kind} for {source.what} not found: '{source.data_file.path}' is read from the data root "
+                     f"{source.root} ({describe_data_root(source.root)}); {HOW_TO_SET} to the folder that holds "
+                     "it", path=source.path)
 
 
 # ---------------------------------------------------------------------------------------------- text files

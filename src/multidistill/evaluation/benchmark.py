@@ -28,7 +28,7 @@ from multidistill.errors import ConfigError, UnknownTaskError
 from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
-from multidistill.models.loading import load_model
+from multidistill.models.loading import load_model, saved_data_root
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.loop import cpu_has_fast_bf16
 from multidistill.utils.atomic import write_json
@@ -87,7 +87,7 @@ def _parity_scores(parity: dict | None, runtime: str, eval_sets: dict) -> dict[s
     return {t: float(checked[t][side]) for t in eval_sets}
 
 
-def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str, out: str | Path | None = None,
+def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str | None, out: str | Path | None = None,
               runtimes: tuple[str, ...] = RUNTIMES, export_root: str | Path | None = None, rounds: int = 5,
               latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
               memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
@@ -96,6 +96,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
 
     Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
     parity-checked on ``parity_examples`` rows per task (int8: main metric drop at most ``max_metric_drop_int8``).
+    ``data_root`` None: each model's recorded data root, then ``$MULTIDISTILL_DATA_ROOT`` (`multidistill.data.roots`).
     """
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
@@ -130,7 +131,9 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
         tokenizer = load_tokenizer(str(folder))
         pad = tokenizer.pad_token_id or 0
         length = max_length or model.max_length or 128
-        data_config = DataConfig(tasks=tasks, data_root=data_root, cache_dir=cache_dir,
+        # Without a data_root, each model reads the data it was trained on (its recorded root, if still there).
+        root = data_root if data_root is not None else saved_data_root(folder)
+        data_config = DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir,
                                  task_specs=[model.tasks[t] for t in tasks])
         data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)
         if max_eval_examples is not None:

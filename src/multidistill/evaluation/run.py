@@ -6,6 +6,7 @@ from pathlib import Path
 
 from multidistill.config import DataConfig
 from multidistill.data.prepare import prepare_data
+from multidistill.data.roots import existing_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models import load_model
@@ -13,10 +14,15 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.training.loop import accelerator_for
 
 
-def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str, split: str = "dev",
+def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str | None = None,
+                       split: str = "dev",
                        batch_size: int = 64, max_seq_length: int | None = None, bf16: bool = False,
                        cache_dir: str = ".cache/multidistill") -> dict:
-    """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks)."""
+    """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks).
+
+    ``data_root`` None: the root the model was trained with while it still exists, else
+    ``$MULTIDISTILL_DATA_ROOT``, else the current folder (`multidistill.data.roots`).
+    """
     model = load_model(model_dir)  # a Transformer + heads or a BiLSTM student
     tokenizer = load_tokenizer(str(model_dir))
     names = tasks or list(model.tasks)
@@ -26,6 +32,8 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
     max_seq_length = max_seq_length or model.max_length or min(128, model.max_seq_length or 128)
     model.check_max_length(max_seq_length, "--max-seq-length")
     # The model carries its own task specs, so evaluation reads exactly the data it was built for.
+    if data_root is None:
+        data_root = existing_data_root(model.data_root)
     data_config = DataConfig(tasks=names, data_root=data_root, cache_dir=cache_dir, eval_split=split,
                              task_specs=[model.tasks[t] for t in names])
     data = prepare_data(data_config, tokenizer, max_seq_length, max_examples_per_task=None, seed=0,

@@ -49,8 +49,10 @@ def export_command(
     quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx, dynamically quantised "
                                                "(int8 weights with one scale per output channel; embeddings stay "
                                                "fp32).")] = "none",
-    data_root: Annotated[str, typer.Option(help="Folder that relative task file paths resolve against (for the "
-                                                "parity check).")] = "../shared/data",
+    data_root: Annotated[str | None, typer.Option(
+        help="Folder that relative task file paths resolve against, for the parity check (default: the one the "
+             "model was trained with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")
+    ] = None,
     parity_examples: Annotated[int, typer.Option(help="Dev rows per task for the parity check.")] = 500,
     skip_parity: Annotated[bool, typer.Option(help="Skip the parity check (no dev data needed).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out folder.")] = False,
@@ -73,6 +75,7 @@ def export_command(
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
+    from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
 
     if format not in FORMATS:
@@ -91,6 +94,8 @@ def export_command(
     if not skip_parity:
         # The model carries its own task specs, so the check reads exactly the data it was built for.
         specs = [Task.model_validate(spec) for spec in read_model_config(model_dir)["tasks"]]
+        if data_root is None:
+            data_root = saved_data_root(model_dir)
         parity_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
                                  task_specs=specs)
     meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,

@@ -319,6 +319,7 @@ class BiLSTMModel(SavedModel):
             "sep_token_id": self.sep_token_id,
             "max_length": self.max_length,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
+            **self._saved_data_root(),
         }
 
     def write_to(self, folder: Path, tokenizer=None) -> None:
@@ -345,6 +346,7 @@ class BiLSTMModel(SavedModel):
                         sep_token_id=config.get("sep_token_id"), max_length=config.get("max_length"))
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise ModelError(f"{path}: invalid BiLSTM model config: {exc}") from exc
+        model._load_data_root(config)
         load_weights(model, directory / WEIGHTS_FILE)
         return model
 

@@ -26,3 +26,11 @@ def load_model(directory: str | Path, *, trust_remote_code: bool = False) -> Mul
         raise ModelError(f"{directory / MODEL_CONFIG_FILE}: unknown model kind {kind!r} "
                          f"(known: {', '.join(MODEL_KINDS)})")
     return model_cls.from_pretrained(directory, trust_remote_code=trust_remote_code)
+
+
+def saved_data_root(directory: str | Path) -> str | None:
+    """The data root the model in ``directory`` was trained with, when it is recorded and still exists (a
+    command's default for --data-root; `multidistill.data.roots` has the whole order)."""
+    from multidistill.data.roots import existing_data_root
+
+    return existing_data_root(read_model_config(Path(directory)).get("data_root"))

@@ -56,6 +56,17 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
 class SavedModel(nn.Module):
     """Shared by every model kind: `save_pretrained` writes the kind's files (`write_to`) atomically."""
 
+    # The data root the model was trained with (absolute, or a `pkg:` root), saved in MODEL_CONFIG_FILE so that
+    # evaluate/benchmark/export find the same files without --data-root while the folder still exists.
+    data_root: str | None = None
+
+    def _saved_data_root(self) -> dict:
+        return {"data_root": self.data_root} if self.data_root else {}
+
+    def _load_data_root(self, config: dict) -> None:
+        recorded = config.get("data_root")
+        self.data_root = recorded if isinstance(recorded, str) and recorded else None
+
     def write_to(self, folder: Path, tokenizer=None) -> None:
         raise NotImplementedError
 
@@ -155,6 +166,7 @@ class MultiTaskModel(SavedModel):
             "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout},
             "max_length": self.max_length,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
+            **self._saved_data_root(),
         }
 
     def write_to(self, folder: Path, tokenizer=None) -> None:
@@ -184,6 +196,7 @@ class MultiTaskModel(SavedModel):
                              f"{exc}") from exc
         model = cls(backbone_from_config(backbone_config), tasks, pooling=pooling, dropout=dropout,
                     max_length=config.get("max_length"))
+        model._load_data_root(config)
         load_weights(model, directory / WEIGHTS_FILE)
         return model
 

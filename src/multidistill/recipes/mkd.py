@@ -8,10 +8,11 @@ students with the same budget) -> summary.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from multidistill.config import DataConfig, TaskRef
-from multidistill.data.augment import augment_examples, load_pos_tagger
+from multidistill.data.augment import augment_examples, load_pos_tagger, pos_fallback_note, pos_tagger_fallback
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Columns, DataFile, Task
 from multidistill.evaluation.metrics import average_score
@@ -27,7 +28,7 @@ from multidistill.recipes.common import (
     train_stage,
 )
 from multidistill.recipes.config import MKDRecipe
-from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.utils.atomic import atomic_dir
@@ -41,9 +42,21 @@ def transfer_task(task: Task, folder: Path) -> Task:
     return task.model_copy(update={"files": {**task.files, "train": train}})
 
 
+def transfer_notes(folder: Path) -> list[str]:
+    """What the finished transfer stage in ``folder`` chose for the user (a missing POS tagger), for the summary."""
+    record = json.loads((folder / STAGE_MANIFEST).read_text())
+    settings = record.get("augment_settings") or {}
+    if record.get("pos_tagger_note"):
+        return [record["pos_tagger_note"]]
+    if record.get("pos_tagger") is False and settings.get("pos_tagger") == "auto" and settings.get("p_swap"):
+        return [pos_fallback_note("no POS tagger was found")]  # a stage recorded before the note was
+    return []
+
+
 def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, teacher_dirs: list[Path],
-                   inputs: dict[str, str]) -> tuple[DataConfig, dict[str, str]]:
-    """The augmented transfer set and the data config that reads it (dev sets unchanged)."""
+                   inputs: dict[str, str], notes: list[str]) -> tuple[DataConfig, dict[str, str]]:
+    """The augmented transfer set and the data config that reads it (dev sets unchanged); appends to ``notes``
+    what it chose for the user."""
     store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
 
     def work(folder: Path, resume: bool) -> dict:
@@ -60,11 +73,13 @@ def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, tea
                 sizes[name] = {"original": len(original), "transfer": len(augmented)}
         # The fingerprint leaves defaults out; the manifest says in full what made this transfer set.
         return {"sizes": sizes, "pos_tagger": tagger is not None,
+                "pos_tagger_note": pos_tagger_fallback(recipe.augment.pos_tagger),
                 "augment_settings": recipe.augment.model_dump(mode="json")}
 
     payload = {"augment": settings_payload(recipe.augment), "data": settings_payload(data),
                "max_examples": recipe.max_examples_per_task}
     folder = runner.run("transfer", payload, inputs, work)
+    notes.extend(transfer_notes(folder))
     specs = [transfer_task(store.tasks[name], folder) for name in data.task_names]
     # The transfer set is the capped subset already: per-task caps must not cut it again.
     transfer_data = data.model_copy(update={"task_specs": specs, "tasks": [TaskRef(name=n) for n in data.task_names]})
@@ -81,8 +96,9 @@ def _per_task_row(folders: dict[str, Path]) -> dict:
 def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     data = recipe_data(recipe)
     teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)
+    notes: list[str] = []
     if recipe.augment is not None:
-        student_data, transfer_inputs = transfer_stage(runner, recipe, data, teacher_dirs, teacher_inputs)
+        student_data, transfer_inputs = transfer_stage(runner, recipe, data, teacher_dirs, teacher_inputs, notes)
         # The transfer set is already capped (its originals are the capped subset): no second cap.
         cap = None
     else:
@@ -120,4 +136,4 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
         rows["student + per-task fine-tune"] = _per_task_row(finetuned)
     if baseline:
         rows["single-task baseline"] = _per_task_row(baseline)
-    return write_summary(runner.root, rows, next(iter(rows)), data.task_names)
+    return write_summary(runner.root, rows, next(iter(rows)), data.task_names, notes)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from multidistill.errors import DataError
+from multidistill.evaluation.metrics import average_score
+from multidistill.evaluation.retention import retention
 from multidistill.utils.atomic import atomic_dir
 
 SUMMARY_FILE = "summary.json"
@@ -42,10 +44,13 @@ def _read_json(path: Path) -> Any:
 
 
 def load_summary(run_dir: Path) -> dict:
-    """Read ``run_dir/summary.json`` into {reference, tasks, rows: {name: {main, average, params, retention}}, notes}.
+    """Read ``run_dir/summary.json`` into {reference, tasks, rows: {name: {main, average, params, retention, kept}},
+    notes}.
 
     Rows may hold their scores under ``metrics`` (recipe summaries) or directly (benchmark-script
-    summaries); a summary without a ``reference`` is compared against its first row, with a note.
+    summaries); a summary without a ``reference`` is compared against its first row, with a note. Averages are
+    over the summary's tasks; retention (``kept``: a `Retention`) is recomputed with `retention` over the tasks
+    a row shares with the reference, whatever an older summary.json recorded.
     """
     path = run_dir / SUMMARY_FILE
     if not path.is_file():
@@ -54,7 +59,9 @@ def load_summary(run_dir: Path) -> dict:
     payload = _read_json(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("rows"), dict) or not payload["rows"]:
         raise DataError("expected an object with a non-empty 'rows' mapping", path=path, field="rows")
-    notes: list[str] = []
+    notes = [str(note) for note in payload.get("notes") or [] if isinstance(note, str)]
+    listed = payload.get("tasks")
+    listed = listed if isinstance(listed, list) and all(isinstance(t, str) for t in listed) else None
     rows: dict[str, dict] = {}
     for name, row in payload["rows"].items():
         if not isinstance(row, dict):
@@ -64,13 +71,12 @@ def load_summary(run_dir: Path) -> dict:
         if not isinstance(main, dict):
             raise DataError("expected a {task: score} mapping", path=path, field=f"rows.{name}.metrics.main")
         scores = {task: v for task, v in ((t, _number(s)) for t, s in main.items()) if v is not None}
-        average = _number(metrics.get("average"))
-        if average is None and scores:
-            average = sum(scores.values()) / len(scores)
+        # The average the table shows is over the summary's tasks (a teacher may have been scored on more).
+        shown = {t: v for t, v in scores.items() if listed is None or t in listed}
+        average = average_score(shown) if shown else _number(metrics.get("average"))
         params = row.get("params")
         rows[str(name)] = {"main": scores, "average": average,
-                           "params": int(params) if _number(params) else None,
-                           "retention": _number(row.get("retention"))}
+                           "params": int(params) if _number(params) else None}
     reference = payload.get("reference")
     if reference is None:
         reference = next(iter(rows))
@@ -79,13 +85,11 @@ def load_summary(run_dir: Path) -> dict:
     elif reference not in rows:
         raise DataError(f"reference {reference!r} is not one of the rows ({', '.join(rows)})", path=path,
                         field="reference")
-    base = rows[reference]["average"]
+    tasks = listed or list(dict.fromkeys(t for row in rows.values() for t in row["main"]))
+    # Recomputed, not read: retention is always over the tasks a row and the reference share.
     for row in rows.values():
-        if row["retention"] is None and row["average"] is not None and base:
-            row["retention"] = row["average"] / base
-    tasks = payload.get("tasks")
-    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        tasks = list(dict.fromkeys(t for row in rows.values() for t in row["main"]))
+        row["kept"] = retention(row["main"], rows[reference]["main"], tasks)
+        row["retention"] = row["kept"].ratio if row["kept"] else None
     return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes}
 
 
@@ -251,9 +255,8 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]
 
 
 def _task_retention(row: dict, base: dict, task: str) -> float | None:
-    score, ref = row["main"].get(task), base["main"].get(task)
-    # A reference score at or below 0 (e.g. a CoLA MCC) makes the ratio meaningless.
-    return score / ref if score is not None and ref is not None and ref > 0 else None
+    kept = retention(row["main"], base["main"], [task])
+    return kept.ratio if kept else None
 
 
 def _runtime_value(model: dict, stats: dict, key: str) -> float | None:
@@ -281,8 +284,10 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
     for name, row in rows.items():
         if name == reference or row["retention"] is None:
             continue
-        text = (f"- **{name}** keeps **{fmt_pct(row['retention'])}%** of the reference's average dev score "
-                f"({fmt_score(row['average'])} vs {fmt_score(base['average'])})")
+        kept = row["kept"]
+        over = "" if len(kept.tasks) == len(summary["tasks"]) else f" on {', '.join(kept.tasks)}"
+        text = (f"- **{name}** keeps **{fmt_pct(kept.ratio)}%** of the reference's average dev score{over} "
+                f"({fmt_score(kept.score)} vs {fmt_score(kept.reference_score)})")
         if row["params"] and base["params"]:
             text += f" with {base['params'] / row['params']:.1f}× fewer parameters"
         lines.append(text + ".")
@@ -327,7 +332,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += ["## At a glance", "", *glance, ""]
 
     out += ["## Quality", "", "Dev scores (each task's main metric); retention % = a row's average / the "
-            "reference's average.", ""]
+            "reference's average, both over the tasks the two were scored on.", ""]
     table = []
     for name, row in rows.items():
         table.append([f"{name} (reference)" if name == reference else name,

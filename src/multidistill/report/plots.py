@@ -19,6 +19,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from multidistill.evaluation.retention import retention  # noqa: E402
+
 DPI = 130
 RUNTIME_LABELS = {
     "pytorch_fp32": "PyTorch fp32",
@@ -262,8 +264,9 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
 def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path) -> Path | None:
     """Grouped bars: per task, the % of the reference row's main score each other row keeps, plus "average".
 
-    ``rows`` maps a row name to {"main": {task: score}, "average": score}. A task whose reference score is
-    not positive has no meaningful ratio (e.g. a CoLA MCC near 0) and is marked "n/a". Returns None when
+    ``rows`` maps a row name to {"main": {task: score}}; every bar is `retention` (the "average" group over the
+    tasks a row shares with the reference). A task whose reference score is not positive has no meaningful
+    ratio (e.g. a CoLA MCC near 0) and is marked "n/a". Returns None when
     there is no row besides the reference.
     """
     others = [name for name in rows if name != reference]
@@ -273,11 +276,8 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
     groups = [*tasks, "average"]
 
     def value(row: dict, group: str) -> float | None:
-        score = row.get("average") if group == "average" else (row.get("main") or {}).get(group)
-        ref = base.get("average") if group == "average" else (base.get("main") or {}).get(group)
-        if not isinstance(score, (int, float)) or not isinstance(ref, (int, float)) or ref <= 0:
-            return None
-        return 100.0 * score / ref
+        kept = retention(row.get("main") or {}, base.get("main") or {}, tasks if group == "average" else [group])
+        return 100.0 * kept.ratio if kept else None
 
     width = min(0.8 / len(others), 0.3)
     fig_width = max(8.0, 1.5 + len(groups) * (0.45 + width * len(others) * 1.3))

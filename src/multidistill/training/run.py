@@ -15,6 +15,7 @@ from accelerate.utils import set_seed
 
 from multidistill.config import TeacherRunConfig
 from multidistill.data.prepare import prepare_data
+from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models.backbone import load_tokenizer
@@ -89,6 +90,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
                             max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
+    model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
     objective = WeightedObjective(data.tasks, config.objective)
     enrich = attach_signals(config, data, objective, tokenizer)
     # Everything above can fail on bad input; only now is the output folder touched.

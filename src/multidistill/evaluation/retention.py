@@ -1,0 +1,42 @@
+"""Retention: how much of a reference model's dev score another model keeps, over the tasks both were scored on.
+
+Every retention figure (recipe summaries, report.md and its plot, benchmark scripts) comes from `retention`,
+so a student over fewer tasks than its teacher is compared with the teacher's scores on those tasks only,
+never with the teacher's average over tasks the student does not have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from multidistill.evaluation.metrics import average_score
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A model's mean main score over ``tasks`` divided by the reference's mean over the same tasks."""
+
+    ratio: float
+    score: float
+    reference_score: float
+    tasks: tuple[str, ...]
+
+
+def retention(scores: Mapping[str, float | None], reference: Mapping[str, float | None],
+              tasks: Iterable[str] | None = None) -> Retention | None:
+    """Retention of ``scores`` ({task: main score}) against ``reference`` over the tasks both have.
+
+    ``tasks`` limits (and orders) the tasks considered (default: those of ``scores``). None when the two
+    share no scored task, or when the reference's mean over them is not positive (a ratio against a CoLA
+    MCC at or below 0 means nothing).
+    """
+    wanted = list(tasks) if tasks is not None else list(scores)
+    shared = tuple(t for t in dict.fromkeys(wanted) if scores.get(t) is not None and reference.get(t) is not None)
+    if not shared:
+        return None
+    score = average_score({t: float(scores[t]) for t in shared})  # type: ignore[arg-type]
+    reference_score = average_score({t: float(reference[t]) for t in shared})  # type: ignore[arg-type]
+    if not reference_score > 0:
+        return None
+    return Retention(score / reference_score, score, reference_score, shared)
