@@ -152,6 +152,26 @@ def test_a_recipe_whose_data_is_missing_leaves_nothing(tiny_run, tmp_path, monke
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_stopped_before_any_stage_wrote_something_takes_back_what_it_made(tiny_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    import multidistill.recipes.common as common
+
+    def refuses(config, **kwargs):
+        raise ConfigError("the teacher cannot be built (injected)")
+
+    monkeypatch.setattr(common, "train_model", refuses)
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["output_dir"] = str(tmp_path / "out")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "injected" in output, output
+    assert not (tmp_path / "out").exists()
+    # An output folder that was there before stays, with what it held.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))[0] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+
+
 # --- Ctrl-C and SIGTERM, in real processes --------------------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from multidistill.recipes.config import Recipe, load_recipe
@@ -25,25 +24,30 @@ def run_recipe(recipe: Recipe) -> dict:
     open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,
                        seed=recipe.subset_seed).validate(["train", data.eval_split])
     runner = StageRunner(Path(recipe.output_dir))
-    created_root = not runner.root.exists()
+    before = set(runner.root.iterdir()) if runner.root.is_dir() else None
     runner.root.mkdir(parents=True, exist_ok=True)
-    recipe_file = runner.root / "recipe.yaml"
-    had_recipe_file = recipe_file.exists()
-    save_config(recipe, recipe_file)
+    save_config(recipe, runner.root / "recipe.yaml")
     try:
         return {"mtdnn_kd": run_mtdnn_kd, "mkd": run_mkd}[recipe.recipe](recipe, runner)
     except BaseException:
-        if not any(p.name not in ("recipe.yaml", PENDING) for p in runner.root.iterdir()) and not any(
-                (runner.root / PENDING).glob("*")):
-            # Nothing of a stage was written: take back what this call made.
-            if not had_recipe_file:
-                recipe_file.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                (runner.root / PENDING).rmdir()
-            if created_root:
-                with contextlib.suppress(OSError):
-                    runner.root.rmdir()
+        _take_back_if_no_stage_wrote(runner.root, before)
         raise
+
+
+def _take_back_if_no_stage_wrote(root: Path, before: set[Path] | None) -> None:
+    """After a run that stopped before any stage wrote something (all it added is recipe.yaml and an empty
+    `.pending/`), remove what it added; ``before`` is what the folder held (None: it did not exist)."""
+    pending = root / PENDING
+    added = set(root.iterdir()) - (before or set())
+    if added - {root / "recipe.yaml", pending} or (pending.is_dir() and any(pending.iterdir())):
+        return
+    for path in added:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+    if before is None:
+        root.rmdir()
 
 
 __all__ = ["Recipe", "load_recipe", "run_recipe", "StageRunner"]
