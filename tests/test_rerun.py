@@ -128,8 +128,9 @@ def test_a_failed_benchmark_is_redone_by_the_same_command(tiny_run, tmp_path, mo
 
     real = demo.benchmark
 
-    def parity_fails(*args, export_root, **kwargs):
-        (export_root / "teacher").mkdir(parents=True)  # what a failed export leaves: nothing under its name
+    def parity_fails(*args, **kwargs):
+        # A failed export leaves the stage folder with its exports folder (and nothing under the model's name).
+        (tmp_path / "demo" / "benchmark" / "exports").mkdir(parents=True)
         raise ModelError("ONNX export failed its parity check (injected)")
 
     overrides = sum((["--set", o] for o in demo_overrides(tiny_run, tmp_path)), [])
@@ -201,8 +202,9 @@ def test_interrupts_say_where_the_run_stopped_and_how_to_resume(tiny_run, tmp_pa
                                     start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
     proc = start()
-    _wait_for(lambda: (stage / "config.yaml").is_file(), proc)  # training has started
-    time.sleep(0.3)
+    # The stage folder is claimed and the progress bar is up: the loop is running.
+    _wait_for(lambda: (stage / "config.yaml").is_file() and "train:" in log.read_text(), proc)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     said = log.read_text()
