@@ -173,7 +173,7 @@ def test_stage_runner_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "stage" / "mine.txt").write_text("keep")
     from multidistill.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="not an unfinished run"):
+    with pytest.raises(ConfigError, match="no record in .* says this recipe started it"):
         runner.run("stage", {"a": 1}, {}, lambda folder, resume: None)
     assert (tmp_path / "stage" / "mine.txt").read_text() == "keep"
     done = runner.run("other", {"a": 1}, {"x": "fp"}, lambda folder, resume: {"made": True})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from multidistill.errors import ConfigError, MultidistillError
+from multidistill.utils.interrupt import Interrupted, resume_command, signals_raise_interrupted
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -324,10 +326,33 @@ def main() -> None:
     # Load reports list the unused BERT pooler as "unexpected"; that is by design (heads pool themselves).
     transformers.logging.set_verbosity_error()
     try:
-        app()
+        with signals_raise_interrupted():
+            app()
     except MultidistillError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
+        _print_notes(exc)
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        _report_interrupt(exc)
+        sys.exit(exc.exit_code)
+
+
+def _print_notes(exc: BaseException) -> None:
+    """The notes stages and the training loop added on the way out: where each stopped, what a re-run does."""
+    for note in getattr(exc, "__notes__", []):
+        err_console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _report_interrupt(exc: Interrupted) -> None:
+    """Ctrl-C / SIGTERM: where the run stopped and the exact command that continues it."""
+    how = f"{exc}, Ctrl-C" if exc.signum == signal.SIGINT else str(exc)
+    err_console.print(f"[bold yellow]interrupted[/bold yellow] ({how})", highlight=False)
+    _print_notes(exc)
+    command = resume_command(sys.argv[1:])
+    if command is None:
+        err_console.print("this command keeps no partial progress: run it again to redo it", highlight=False)
+    else:
+        err_console.print(f"to resume: {command}", highlight=False, soft_wrap=True, markup=False)
 
 
 if __name__ == "__main__":

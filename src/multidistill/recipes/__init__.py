@@ -5,21 +5,49 @@ from __future__ import annotations
 from pathlib import Path
 
 from multidistill.recipes.config import Recipe, load_recipe
-from multidistill.recipes.stages import StageRunner
+from multidistill.recipes.stages import PENDING, StageRunner
 
 
 def run_recipe(recipe: Recipe) -> dict:
-    """Run (or continue) every stage of ``recipe`` under its output_dir; returns the summary."""
+    """Run (or continue) every stage of ``recipe`` under its output_dir; returns the summary.
+
+    The recipe's data is read and validated before anything is written, and a run that stops before its
+    first stage wrote anything leaves no trace (no recipe.yaml, no `.pending/`, no empty output_dir).
+    """
+    from multidistill.data.prepare import open_example_store
+    from multidistill.recipes.common import recipe_data
     from multidistill.recipes.mkd import run_mkd
     from multidistill.recipes.mtdnn_kd import run_mtdnn_kd
-
-    runner = StageRunner(Path(recipe.output_dir))
-    runner.root.mkdir(parents=True, exist_ok=True)
-    recipe_file = runner.root / "recipe.yaml"
     from multidistill.training.run_dir import save_config
 
-    save_config(recipe, recipe_file)
-    return {"mtdnn_kd": run_mtdnn_kd, "mkd": run_mkd}[recipe.recipe](recipe, runner)
+    data = recipe_data(recipe)
+    open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,
+                       seed=recipe.subset_seed).validate(["train", data.eval_split])
+    runner = StageRunner(Path(recipe.output_dir))
+    before = set(runner.root.iterdir()) if runner.root.is_dir() else None
+    runner.root.mkdir(parents=True, exist_ok=True)
+    save_config(recipe, runner.root / "recipe.yaml")
+    try:
+        return {"mtdnn_kd": run_mtdnn_kd, "mkd": run_mkd}[recipe.recipe](recipe, runner)
+    except BaseException:
+        _take_back_if_no_stage_wrote(runner.root, before)
+        raise
+
+
+def _take_back_if_no_stage_wrote(root: Path, before: set[Path] | None) -> None:
+    """After a run that stopped before any stage wrote something (all it added is recipe.yaml and an empty
+    `.pending/`), remove what it added; ``before`` is what the folder held (None: it did not exist)."""
+    pending = root / PENDING
+    added = set(root.iterdir()) - (before or set())
+    if added - {root / "recipe.yaml", pending} or (pending.is_dir() and any(pending.iterdir())):
+        return
+    for path in added:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+    if before is None:
+        root.rmdir()
 
 
 __all__ = ["Recipe", "load_recipe", "run_recipe", "StageRunner"]

@@ -53,7 +53,8 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
         return {"best_average": result.best_score, "train_seconds": result.train_seconds,
                 "examples_per_second": result.examples_per_second}
 
-    return runner.run(name, config_payload, inputs or {}, work)
+    return runner.run(name, config_payload, inputs or {}, work,
+                      rerun="continues its training from the last checkpoint (from step 0 if it has none)")
 
 
 def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path], dict[str, str]]:
@@ -88,7 +89,8 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
                                    device=accelerator.device, autocast=accelerator.autocast)
         return {"store_fingerprint": store.fingerprint, "teachers": len(teacher_dirs)}
 
-    return runner.run(name, config_payload, inputs, work)
+    return runner.run(name, config_payload, inputs, work,
+                      rerun="keeps the signal shards already written and labels the rest")
 
 
 def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:

@@ -1,18 +1,26 @@
 """Stages: a recipe step that writes one artifact folder, with a manifest that makes re-runs cheap.
 
 Each finished stage folder holds `stage.json`: the stage's name, a fingerprint of its config and of its
-inputs' fingerprints, and what it produced. Running a recipe again:
+inputs' fingerprints, and what it produced. Before a stage writes anything, `.pending/<stage>.json` records
+its name, settings, inputs and fingerprint. Running a recipe again:
 
 * a stage whose manifest matches is skipped (its artifact is reused as is);
-* a stage that was cut (its folder exists, no manifest yet, a matching `.pending/<stage>.json`) resumes:
-  training continues from its last checkpoint, a signal store from its last finished shard, and other
-  atomic stages (transfer sets, benchmarks) start over;
-* a stage whose manifest or pending record does not match is refused, naming the folder to remove,
-  so nothing made from other settings is ever reused or overwritten silently.
+* a stage that failed or was cut (its folder exists, no manifest yet, a matching pending record) is taken up
+  again: training continues from its last checkpoint (from step 0 if it had none), a signal store from its
+  last finished shard, and other stages (transfer sets, benchmarks) start over;
+* a stage that wrote nothing before it stopped leaves no record and simply runs;
+* a folder whose manifest or pending record holds other settings is refused, naming what changed and the
+  folder to remove, and so is a non-empty folder that no record vouches for: nothing made from other
+  settings, or not by this recipe, is ever reused or overwritten silently.
+
+When a stage's work raises (an error, Ctrl-C, SIGTERM), a note on the exception says what a re-run does
+with it; the CLI prints those notes (`multidistill.utils.interrupt`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +29,9 @@ from pathlib import Path
 from rich.console import Console
 
 from multidistill.errors import ConfigError
-from multidistill.utils.atomic import write_json
+from multidistill.utils.atomic import glob_escape, write_json
 from multidistill.utils.hashing import hash_json
+from multidistill.utils.interrupt import STOPS
 from multidistill.utils.manifest import read_versioned_json
 
 STAGE_MANIFEST = "stage.json"
@@ -59,13 +68,14 @@ class StageRunner:
         self.root = Path(root)
         self.outcomes: list[StageOutcome] = []
 
-    def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None]
-            ) -> Path:
+    def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None],
+            *, rerun: str = "does this stage again from its start") -> Path:
         """Run ``work(folder, resume)`` for stage ``name`` unless it is already done.
 
         ``config`` is the JSON-able settings of the stage; ``inputs`` maps each input's role to its
         fingerprint (another stage's, or a hash of a user-supplied folder). ``work`` may return extra
-        manifest fields.
+        manifest fields. ``rerun`` says what running the recipe again does with this stage if it stops
+        part-way (printed with the error or interrupt).
         """
         folder = self.root / name
         fingerprint = hash_json({"stage": name, "config": config, "inputs": inputs})
@@ -78,19 +88,14 @@ class StageRunner:
             raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs; remove it "
                               f"(and the stages after it) or choose another output_dir")
         pending = self.root / PENDING / f"{name}.json"
-        resume = False
-        if folder.exists():
-            if pending.is_file() and read_versioned_json(pending, STAGE_VERSION, ConfigError)["fingerprint"] \
-                    == fingerprint:
-                resume = True
-            else:
-                raise ConfigError(f"stage '{name}': {folder} exists but is not an unfinished run of this stage "
-                                  "with these settings; remove it or choose another output_dir")
-        pending.parent.mkdir(parents=True, exist_ok=True)
-        write_json(pending, {"format_version": STAGE_VERSION, "fingerprint": fingerprint})
+        resume = self._claim(name, folder, pending, fingerprint, config, inputs)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
-        extra = work(folder, resume) or {}
+        try:
+            extra = work(folder, resume) or {}
+        except BaseException as exc:
+            self._stopped(exc, name, folder, pending, rerun)
+            raise
         seconds = time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
         write_json(manifest, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
@@ -99,3 +104,53 @@ class StageRunner:
         pending.unlink(missing_ok=True)
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
+
+    def _claim(self, name: str, folder: Path, pending: Path, fingerprint: str, config: dict,
+               inputs: dict[str, str]) -> bool:
+        """Record that stage ``name`` starts with these settings, before anything of it is written; returns
+        whether ``folder`` holds an unfinished run of it to continue. A folder of other settings, or one no
+        record vouches for, is refused."""
+        resume = False
+        if folder.exists() and any(folder.iterdir()):
+            record = read_versioned_json(pending, STAGE_VERSION, ConfigError) if pending.is_file() else None
+            if record is None:
+                raise ConfigError(f"stage '{name}': {folder} exists but no record in {pending.parent} says this "
+                                  "recipe started it (a folder from elsewhere?); remove it or choose another "
+                                  "output_dir")
+            if record["fingerprint"] != fingerprint:
+                changed = _differences({"config": record.get("config"), "inputs": record.get("inputs")},
+                                       {"config": config, "inputs": inputs})
+                what = f" (changed: {', '.join(changed)})" if changed else ""
+                raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with "
+                                  f"other settings or inputs{what}; run with those settings to continue it, or "
+                                  f"remove it (rm -r {shlex.quote(str(folder))}) to start it again with these")
+            resume = True
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
+                             "config": config, "inputs": inputs})
+        return resume
+
+    def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str) -> None:
+        """A stage's work raised (an error, Ctrl-C, SIGTERM): say what a re-run does, and drop the record of
+        a stage that wrote nothing (there is nothing to continue; `<stage>.partial` and the like count as
+        written)."""
+        if not folder.exists() and not any(self.root.glob(f"{glob_escape(name)}.*")):
+            pending.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                pending.parent.rmdir()  # only when empty
+            if isinstance(exc, STOPS):  # an error says for itself why the stage could not start
+                exc.add_note(f"stage '{name}' stopped before writing {folder}; running the same command again "
+                             "starts it")
+            return
+        exc.add_note(f"stage '{name}' did not finish ({folder} is kept); running the same command again {rerun}")
+        done = [o.name for o in self.outcomes]
+        if done:
+            exc.add_note(f"finished stages kept and reused on a re-run: {', '.join(done)}")
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like values (the settings of two stage runs)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [key for k in sorted(set(old) | set(new), key=str)
+                for key in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(all)"]

@@ -34,6 +34,7 @@ from multidistill.data.collate import collate, to_device
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.tasks import Task
 from multidistill.evaluation.evaluate import EvalResult
+from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from multidistill.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from multidistill.utils.atomic import write_json
 
@@ -133,6 +134,17 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     return accelerator
 
 
+def _stop_note(step: int, total_steps: int, checkpoint_root: Path, every: int) -> str:
+    """Where a stopped run was, and where a resumed one will start (read from disk: the checkpoints there)."""
+    found = list_checkpoints(checkpoint_root)
+    where = f"training stopped at step {step} of {total_steps}; "
+    if not found:
+        return where + (f"no checkpoint yet (one is saved every {every} steps and at each epoch end): resuming "
+                        "starts this training over from step 0")
+    last = int(found[-1].name.removeprefix(CHECKPOINT_PREFIX))
+    return where + f"last checkpoint: step {last} ({found[-1]}); resuming continues from there"
+
+
 def train(
     model: nn.Module,
     objective: nn.Module,
@@ -180,6 +192,9 @@ def train(
     if resume and (found := list_checkpoints(checkpoint_root)):
         state = LoopState(**load_checkpoint(found[-1], raw, optimizer, scheduler))
         accelerator.print(f"resumed from {found[-1]} (step {state.step}/{total_steps})")
+    elif resume:
+        accelerator.print(f"no checkpoint in {checkpoint_root} yet (the run was cut before its first one): "
+                          f"training starts over from step 0 of {total_steps}")
 
     writer = SummaryWriter(str(output_dir / "tensorboard")) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process,
@@ -208,68 +223,73 @@ def train(
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
     window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
-    while state.step < total_steps:
-        plan = planner.epoch(state.epoch)[rank::world][:local_batches]
-        while state.position + config.grad_accum_steps <= len(plan) and state.step < total_steps:
-            trainables.train()
-            if hasattr(objective, "set_progress"):
-                objective.set_progress(state.step / total_steps)
-            micro_batches = plan[state.position:state.position + config.grad_accum_steps]
-            step_loss = 0.0
-            for i, planned in enumerate(micro_batches):
-                task = tasks[planned.task]
-                batch = collate(task, train_sets[planned.task][planned.indices], pad_token_id)
-                batch["rows"] = planned.indices  # row-aligned with the example store and teacher signals
-                if enrich is not None:
-                    batch = enrich(batch)
-                batch = to_device(batch, accelerator.device)
-                # Only the last micro-batch synchronises gradients across processes.
-                sync = i == len(micro_batches) - 1
-                with (contextlib.nullcontext() if sync else accelerator.no_sync(trainables)), accelerator.autocast():
-                    out = trainables(batch)
-                    accelerator.backward(out.loss / len(micro_batches))
-                step_loss += float(out.loss.detach()) / len(micro_batches)
-                window_examples += len(batch["ids"])
-            grad_norm = accelerator.clip_grad_norm_(trainables.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.position += len(micro_batches)
-            window_loss += step_loss
-            progress.update(1)
+    try:
+        while state.step < total_steps:
+            plan = planner.epoch(state.epoch)[rank::world][:local_batches]
+            while state.position + config.grad_accum_steps <= len(plan) and state.step < total_steps:
+                trainables.train()
+                if hasattr(objective, "set_progress"):
+                    objective.set_progress(state.step / total_steps)
+                micro_batches = plan[state.position:state.position + config.grad_accum_steps]
+                step_loss = 0.0
+                for i, planned in enumerate(micro_batches):
+                    task = tasks[planned.task]
+                    batch = collate(task, train_sets[planned.task][planned.indices], pad_token_id)
+                    batch["rows"] = planned.indices  # row-aligned with the example store and teacher signals
+                    if enrich is not None:
+                        batch = enrich(batch)
+                    batch = to_device(batch, accelerator.device)
+                    # Only the last micro-batch synchronises gradients across processes.
+                    sync = i == len(micro_batches) - 1
+                    no_sync = contextlib.nullcontext() if sync else accelerator.no_sync(trainables)
+                    with no_sync, accelerator.autocast():
+                        out = trainables(batch)
+                        accelerator.backward(out.loss / len(micro_batches))
+                    step_loss += float(out.loss.detach()) / len(micro_batches)
+                    window_examples += len(batch["ids"])
+                grad_norm = accelerator.clip_grad_norm_(trainables.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.position += len(micro_batches)
+                window_loss += step_loss
+                progress.update(1)
 
-            if state.step % config.log_every_steps == 0 or state.step == total_steps:
-                elapsed = time.perf_counter() - window_start
-                steps_in_window = state.step % config.log_every_steps or config.log_every_steps
-                rate = window_examples * world / max(elapsed, 1e-9)
-                state.train_seconds += elapsed
-                state.examples += window_examples * world
-                progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}", ex_s=f"{rate:.1f}")
-                if writer is not None:
-                    writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
-                    writer.add_scalar("train/examples_per_second", rate, state.step)
-                window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+                if state.step % config.log_every_steps == 0 or state.step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    steps_in_window = state.step % config.log_every_steps or config.log_every_steps
+                    rate = window_examples * world / max(elapsed, 1e-9)
+                    state.train_seconds += elapsed
+                    state.examples += window_examples * world
+                    progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}", ex_s=f"{rate:.1f}")
+                    if writer is not None:
+                        writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
+                        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
+                        writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+                        writer.add_scalar("train/examples_per_second", rate, state.step)
+                    window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
 
-            epoch_done = state.position + config.grad_accum_steps > len(plan)
-            if epoch_done:
-                state.epoch, state.position = state.epoch + 1, 0
-            due_eval = config.eval_every_steps and state.step % config.eval_every_steps == 0
-            if epoch_done or due_eval or state.step == total_steps:
-                # Time spent evaluating is not training time.
-                eval_start = time.perf_counter()
-                run_eval()
-                last_eval_step = state.step
-                window_start += time.perf_counter() - eval_start
-            if epoch_done or state.step % config.checkpoint_every_steps == 0 or state.step == total_steps:
-                checkpoint()
-            if on_step is not None:
-                on_step(state)
-            if epoch_done:
-                break
+                epoch_done = state.position + config.grad_accum_steps > len(plan)
+                if epoch_done:
+                    state.epoch, state.position = state.epoch + 1, 0
+                due_eval = config.eval_every_steps and state.step % config.eval_every_steps == 0
+                if epoch_done or due_eval or state.step == total_steps:
+                    # Time spent evaluating is not training time.
+                    eval_start = time.perf_counter()
+                    run_eval()
+                    last_eval_step = state.step
+                    window_start += time.perf_counter() - eval_start
+                if epoch_done or state.step % config.checkpoint_every_steps == 0 or state.step == total_steps:
+                    checkpoint()
+                if on_step is not None:
+                    on_step(state)
+                if epoch_done:
+                    break
 
+    except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say where training stopped
+        exc.add_note(_stop_note(state.step, total_steps, checkpoint_root, config.checkpoint_every_steps))
+        raise
     if last_eval_step != state.step:
         run_eval()
     progress.close()

@@ -1,0 +1,67 @@
+"""Ctrl-C and SIGTERM as one exception that says where a run stopped and which command continues it.
+
+The CLI turns both signals into `Interrupted`; the training loop and the stage runner add a note to it (or to a
+plain `KeyboardInterrupt` under the Python API) as it passes them: the step and last checkpoint, the stage and
+what a re-run does with it. `Interrupted` is a `BaseException`, so no `except Exception` on the way swallows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+
+# Commands that continue from what an interrupted run left on disk, and the flags their re-run needs.
+RESUMED_AS_IS = {"run", "demo", "soft-targets"}
+RESUMED_WITH_FLAG = {"train-teacher", "distill"}
+
+
+class Interrupted(BaseException):  # noqa: N818 - named for what happened, like KeyboardInterrupt
+    """SIGINT (Ctrl-C) or SIGTERM arrived; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+STOPS = (KeyboardInterrupt, Interrupted)
+
+
+@contextlib.contextmanager
+def signals_raise_interrupted() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise `Interrupted`; the previous handlers come back after it.
+
+    Only the main thread can set signal handlers; elsewhere the block changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def resume_command(argv: list[str]) -> str | None:
+    """The command line that continues an interrupted `multidistill` command (``argv`` without the program
+    name), or None for commands that keep no progress (evaluate, benchmark, export, ...)."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command in RESUMED_AS_IS:
+        return shlex.join(["multidistill", *argv])
+    if command in RESUMED_WITH_FLAG:
+        # --overwrite would throw away what was done; --resume continues it.
+        kept = [arg for arg in argv if arg != "--overwrite"]
+        return shlex.join(["multidistill", *kept, *([] if "--resume" in kept else ["--resume"])])
+    return None

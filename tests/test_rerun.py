@@ -1,0 +1,234 @@
+"""Re-running a recipe after a failure or an interrupt: each stage kind is taken up again by the same command,
+only a folder of other settings (or not ours) is refused, and Ctrl-C / SIGTERM say where the run stopped and
+how to resume it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multidistill.errors import ConfigError, ModelError
+from multidistill.recipes.stages import PENDING, STAGE_MANIFEST, StageRunner
+from tests.kill_harness import REPO, cli_command, cli_env
+from tests.test_cli import run_cli
+from tests.test_recipes import tiny_recipe, write
+
+
+def test_an_unfinished_stage_is_taken_up_again_and_other_settings_are_named(tmp_path):
+    runner = StageRunner(tmp_path)
+    calls = []
+
+    def fail(folder: Path, resume: bool) -> None:
+        calls.append(resume)
+        folder.mkdir()
+        (folder / "part").write_text("half")
+        raise ModelError("parity check failed")
+
+    with pytest.raises(ModelError) as failed:
+        runner.run("bench", {"a": 1, "b": {"c": 2}}, {"x": "fp"}, fail)
+    assert any("did not finish" in note and "running the same command again" in note
+               for note in failed.value.__notes__)
+    # Other settings: refused, naming what changed and how to start over.
+    with pytest.raises(ConfigError, match=r"changed: config\.b\.c, inputs\.x\).*rm -r"):
+        runner.run("bench", {"a": 1, "b": {"c": 3}}, {"x": "other"}, lambda folder, resume: None)
+    # The same settings: taken up again.
+    done = runner.run("bench", {"a": 1, "b": {"c": 2}}, {"x": "fp"}, lambda folder, resume: {"resumed": resume})
+    assert json.loads((done / STAGE_MANIFEST).read_text())["resumed"] is True
+    assert not (tmp_path / PENDING / "bench.json").exists()
+
+
+def test_an_empty_folder_is_no_reason_to_refuse_and_a_stage_that_wrote_nothing_leaves_no_record(tmp_path):
+    runner = StageRunner(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert runner.run("empty", {}, {}, lambda folder, resume: {"resumed": resume}) == tmp_path / "empty"
+
+    def interrupted(folder: Path, resume: bool) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stop:
+        runner.run("early", {}, {}, interrupted)
+    assert "stopped before writing" in stop.value.__notes__[0]
+    assert not (tmp_path / PENDING).exists()
+
+
+def _mkd_recipe(tiny_run, tmp_path: Path) -> dict:
+    recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
+    recipe["finetune"]["enabled"] = recipe["baseline"]["enabled"] = False
+    return recipe
+
+
+def _then_fail(real):
+    """``real`` runs to the end, then the stage fails (before its manifest is written)."""
+    def wrapped(*args, **kwargs):
+        real(*args, **kwargs)
+        raise ModelError("injected failure after the stage wrote its output")
+    return wrapped
+
+
+@pytest.mark.parametrize("kind", ["training", "signals", "transfer"])
+def test_a_failed_stage_of_each_kind_is_redone_by_the_same_command(kind, tiny_run, tmp_path, monkeypatch, capsys):
+    import multidistill.recipes.common as common
+    import multidistill.recipes.mkd as mkd
+
+    stage = {"training": "student", "signals": "signals", "transfer": "transfer"}[kind]
+    undo = contextlib.ExitStack()
+    with undo:
+        patch = undo.enter_context(monkeypatch.context())
+        if kind == "training":
+            real_train = common.train_model
+
+            def cut(config, *, resume=False, **kwargs):
+                if Path(config.output_dir).name == "student":
+                    def stop(state):
+                        if state.step == 4:
+                            raise ModelError("injected failure at step 4")
+                    kwargs["on_step"] = stop
+                return real_train(config, resume=resume, **kwargs)
+            patch.setattr(common, "train_model", cut)
+        elif kind == "signals":
+            patch.setattr(common, "build_signal_store", _then_fail(common.build_signal_store))
+        else:
+            real_dir = mkd.atomic_dir
+
+            @contextlib.contextmanager
+            def dir_then_fail(folder):
+                with real_dir(folder) as tmp:
+                    yield tmp
+                raise ModelError("injected failure after the transfer set was written")
+            patch.setattr(mkd, "atomic_dir", dir_then_fail)
+        recipe = _mkd_recipe(tiny_run, tmp_path)
+        path = write(recipe, tmp_path)
+        code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    root = Path(recipe["output_dir"])
+    assert code == 2 and "injected failure" in output, output
+    assert (root / stage).is_dir() and not (root / stage / STAGE_MANIFEST).exists()
+    assert f"stage '{stage}' did not finish" in output and "running the same command again" in output
+    if kind == "training":
+        assert "training stopped at step 4" in output and "last checkpoint: step 3" in output
+
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    assert f"stage {stage}: resuming" in output
+    assert (root / stage / STAGE_MANIFEST).is_file() and (root / "summary.json").is_file()
+    if kind == "training":
+        assert "resumed from" in output and "step-000000003" in output
+
+
+def test_a_failed_benchmark_is_redone_by_the_same_command(tiny_run, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    import multidistill.recipes.demo as demo
+    from tests.test_demo import demo_overrides
+
+    real = demo.benchmark
+
+    def parity_fails(*args, **kwargs):
+        # A failed export leaves the stage folder with its exports folder (and nothing under the model's name).
+        (tmp_path / "demo" / "benchmark" / "exports").mkdir(parents=True)
+        raise ModelError("ONNX export failed its parity check (injected)")
+
+    overrides = sum((["--set", o] for o in demo_overrides(tiny_run, tmp_path)), [])
+    with monkeypatch.context() as patch:
+        patch.setattr(demo, "benchmark", parity_fails)
+        code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
+    assert code == 2 and "stage 'benchmark' did not finish" in output, output
+    assert demo.benchmark is real
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
+    assert code == 0, output
+    assert "stage benchmark: resuming" in output and (tmp_path / "demo" / "benchmark" / STAGE_MANIFEST).is_file()
+
+
+def test_a_recipe_whose_data_is_missing_leaves_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["data"] = {**recipe["data"], "data_root": str(tmp_path / "no-such-data")}
+    recipe["output_dir"] = str(tmp_path / "out" / "recipe")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "not found" in output, output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_stopped_before_any_stage_wrote_something_takes_back_what_it_made(tiny_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    import multidistill.recipes.common as common
+
+    def refuses(config, **kwargs):
+        raise ConfigError("the teacher cannot be built (injected)")
+
+    monkeypatch.setattr(common, "train_model", refuses)
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["output_dir"] = str(tmp_path / "out")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "injected" in output, output
+    assert not (tmp_path / "out").exists()
+    # An output folder that was there before stays, with what it held.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))[0] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+
+
+# --- Ctrl-C and SIGTERM, in real processes --------------------------------------------------------------------
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    start = time.monotonic()
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() - start > timeout:
+            proc.kill()
+            pytest.fail(f"the run ended or stalled before the interrupt: {proc.communicate()}")
+        time.sleep(0.05)
+
+
+def test_interrupts_say_where_the_run_stopped_and_how_to_resume(tiny_run, tmp_path):
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1]
+    # Long enough to be interrupted (144 steps an epoch), with no checkpoint before the epoch ends.
+    recipe["teacher"]["train"] = {**recipe["teacher"]["train"], "epochs": 3, "batch_size": 2,
+                                  "checkpoint_every_steps": 100000}
+    path = tmp_path / "slow recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    stage = Path(recipe["output_dir"]) / "teacher-seed-1"
+    log = tmp_path / "first.log"
+
+    def start() -> subprocess.Popen:
+        with log.open("w") as out:
+            return subprocess.Popen(cli_command(["run", str(path)]), env=cli_env(), cwd=REPO,
+                                    start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+
+    proc = start()
+    # The stage folder is claimed and the progress bar is up: the loop is running.
+    _wait_for(lambda: (stage / "config.yaml").is_file() and "train:" in log.read_text(), proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    said = log.read_text()
+    assert "interrupted (SIGINT, Ctrl-C)" in said, said
+    assert "training stopped at step" in said and "no checkpoint yet" in said and "from step 0" in said
+    assert "stage 'teacher-seed-1' did not finish" in said
+    assert f"to resume: multidistill run '{path}'" in said
+    assert "Traceback" not in said
+
+    log = tmp_path / "second.log"
+    proc = start()  # the same command: says that the stage starts over, then is stopped by SIGTERM
+    _wait_for(lambda: "training starts over from step 0" in log.read_text(), proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    said = log.read_text()
+    assert "interrupted (SIGTERM)" in said, said
+    assert "to resume: multidistill run" in said
+
+
+def test_the_resume_command_adds_resume_and_drops_overwrite():
+    from multidistill.utils.interrupt import resume_command
+
+    assert resume_command(["train-teacher", "a b.yaml", "--overwrite"]) == \
+        "multidistill train-teacher 'a b.yaml' --resume"
+    assert resume_command(["distill", "s.yaml", "--resume"]) == "multidistill distill s.yaml --resume"
+    assert resume_command(["demo", "--quick"]) == "multidistill demo --quick"
+    assert resume_command(["evaluate", "model"]) is None
