@@ -105,6 +105,7 @@ def demo_command(
     bench = json.loads(Path(result["benchmark"]).read_text())
     print_benchmark(bench)
     console.print(f"[bold]report:[/bold] {result['report']}")
+    exit_if_gate_failed(bench, "benchmark.json, summary and report")
 
 
 @app.command("train-teacher")
@@ -271,23 +272,56 @@ def benchmark_command(
                        max_metric_drop_int8=max_metric_drop_int8)
     print_benchmark(report)
     console.print(f"written: {out}")
+    exit_if_gate_failed(report, str(out))
 
 
 def print_benchmark(report: dict) -> None:
-    """The benchmark JSON as a table: one row per model and runtime."""
-    table = Table(title=f"benchmark on {report['task']} ({report['threads']} threads, {report['machine']})")
-    for column in ("model", "runtime", "score", "params", "disk MB", "peak MB", "latency ms (p95)",
-                   "ex/s @32", "speedup"):
-        table.add_column(column, justify="left" if column in ("model", "runtime") else "right")
+    """The benchmark JSON as a table: one row per model and runtime, a caption saying what each column measures,
+    and the reasons of any runtime that failed its parity check."""
+    from multidistill.report.build import column_meanings, latency_speedup, parity_status
+
+    with_rss = any(v.get("peak_rss_mb") for m in report["models"].values() for v in m["runtimes"].values())
+    table = Table(title=f"benchmark ({report['threads']} threads, {report['machine']}); speed timed on "
+                        f"{report['task']}", caption="; ".join(f"{column}: {meaning}" for column, meaning
+                                                               in column_meanings(report, with_rss)),
+                  caption_justify="left")
+    batch = report.get("settings", {}).get("batch_size", 32)
+    columns = ("model", "runtime", "score", "params", "disk MB", *(("peak RSS MiB",) if with_rss else ()),
+               "latency ms (p95)", f"ex/s @{batch}", "throughput ×", "latency ×", "parity")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "runtime", "parity") else "right")
     for name, entry in report["models"].items():
         for runtime, values in entry["runtimes"].items():
-            peak = values.get("peak_rss_mb")
-            table.add_row(name, runtime, f"{values['score']:.4f}", f"{entry['parameters'] / 1e6:.1f}M",
-                          f"{values['disk_bytes'] / 1e6:.1f}", f"{peak:.0f}" if peak else "-",
-                          f"{values['latency_ms_median']:.1f} ({values['latency_ms_p95']:.1f})",
-                          f"{values['throughput_examples_per_s']:.0f}",
-                          f"{report['speedup'].get(name, {}).get(runtime, float('nan')):.2f}x")
+            peak, score = values.get("peak_rss_mb"), values.get("score")
+            timed = values.get("latency_ms_median") is not None
+            throughput_ratio = report["speedup"].get(name, {}).get(runtime)
+            latency_ratio = latency_speedup(report, name, runtime) if timed else None
+            table.add_row(name, runtime, "-" if score is None else f"{score:.4f}",
+                          f"{entry['parameters'] / 1e6:.1f}M",
+                          f"{values['disk_bytes'] / 1e6:.1f}" if values.get("disk_bytes") else "-",
+                          *((f"{peak:.0f}" if peak else "-",) if with_rss else ()),
+                          f"{values['latency_ms_median']:.1f} ({values['latency_ms_p95']:.1f})" if timed else "-",
+                          f"{values['throughput_examples_per_s']:.0f}" if timed else "-",
+                          "-" if throughput_ratio is None else f"{throughput_ratio:.2f}x",
+                          "-" if latency_ratio is None else f"{latency_ratio:.2f}x",
+                          "[bold red]FAILED[/bold red]" if parity_status(runtime, values) == "FAILED"
+                          else parity_status(runtime, values).replace("–", "-"))
     console.print(table)
+    for reason in report.get("gate_failures") or []:
+        console.print(f"[bold red]parity check failed:[/bold red] {reason}", highlight=False, soft_wrap=True)
+
+
+def exit_if_gate_failed(report: dict, outputs: str) -> None:
+    """Exit with GATE_FAILED_EXIT (1, not 2: the input was fine) when a runtime failed its parity check; every
+    output was written first."""
+    from multidistill.evaluation.benchmark import GATE_FAILED_EXIT
+
+    failures = report.get("gate_failures") or []
+    if failures:
+        err_console.print(f"[bold red]{len(failures)} parity check(s) failed[/bold red] (see the table; the other "
+                          f"rows were measured and {outputs} written); exit code {GATE_FAILED_EXIT}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(GATE_FAILED_EXIT)
 
 
 def _register_stage_commands() -> None:

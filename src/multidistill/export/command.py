@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from multidistill.errors import ConfigError
+from multidistill.utils.console import stdout_console
 
 FORMATS = ("onnx", "hf")
-console = Console()
+console = stdout_console()
 
 
 def _number(value: float | None, digits: int = 4) -> str:
