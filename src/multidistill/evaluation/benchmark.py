@@ -107,7 +107,9 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str,
     """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON).
 
     Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
-    parity-checked on ``parity_examples`` rows per task (int8: main metric drop at most ``max_metric_drop_int8``).
+    parity-checked on ``parity_examples`` rows per task (int8: a main-metric drop up to the larger of
+    ``max_metric_drop_int8`` and twice its paired standard error passes). A runtime that fails is a failed row,
+    listed in ``gate_failures``; the others are measured as usual.
     """
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
