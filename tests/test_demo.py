@@ -156,8 +156,12 @@ def test_the_benchmark_table_says_what_each_column_is_and_survives_a_pipe(capsys
     assert "benchmark on sst2" not in output and "speed timed on sst2" in output
     assert "score: dev score (mean main metric over sst2, mrpc, stsb, amazon-electronics)" in output
     header = next(line for line in output.splitlines() if "runtime" in line and "score" in line)
-    for column in ("throughput ×", "latency ×", "peak RSS MiB", "ex/s @32", "parity"):
+    for column in ("throughput ×", "latency ×", "peak RSS MiB", "throughput ex/s @32", "parity"):
         assert column in header, column
+    caption = " ".join(output.split())
+    for column in ("score", "latency", "throughput", "throughput ×", "latency ×", "parameters", "disk", "peak RSS",
+                   "parity"):  # every column is explained under the table
+        assert f"{column}: " in caption, column
     onnx = next(line for line in output.splitlines() if "onnx_fp32" in line)
     assert "0.78x" in onnx and "2.00x" in onnx  # each ratio beside the measurement it is a ratio of
     int8 = next(line for line in output.splitlines() if "onnx_int8" in line)

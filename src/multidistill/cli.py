@@ -290,8 +290,9 @@ def print_benchmark(report: dict) -> None:
                                                                in column_meanings(report, with_rss)),
                   caption_justify="left")
     batch = report.get("settings", {}).get("batch_size", 32)
-    columns = ("model", "runtime", "score", "params", "disk MB", *(("peak RSS MiB",) if with_rss else ()),
-               "latency ms (p95)", f"ex/s @{batch}", "throughput ×", "latency ×", "parity")
+    # Each header starts with the name its caption entry explains.
+    columns = ("model", "runtime", "score", "parameters", "disk MB", *(("peak RSS MiB",) if with_rss else ()),
+               "latency ms median (p95)", f"throughput ex/s @{batch}", "throughput ×", "latency ×", "parity")
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "runtime", "parity") else "right")
     for name, entry in report["models"].items():
