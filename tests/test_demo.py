@@ -95,3 +95,76 @@ def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monk
     code, output = run_cli(monkeypatch, capsys, "benchmark", str(teacher_dir), "--tasks", "toy_sent",
                            "--runtimes", "tpu", "--out", str(tmp_path / "b3.json"))
     assert code == 2 and "--runtimes" in output
+
+
+def test_a_failed_int8_parity_check_is_a_failed_row_not_a_lost_run(tiny_run, tmp_path, monkeypatch, capsys):
+    """Issue 15: int8 kernels that disagree (injected, so this holds on any CPU) fail their rows, not the demo."""
+    from tests.test_export_onnx import inject_int8_disagreement
+
+    inject_int8_disagreement(monkeypatch)
+    overrides = sum((["--set", o] for o in demo_overrides(tiny_run, tmp_path)), [])
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
+    assert code == 1, output  # a gate failed; not 2 (a user error)
+    root = tmp_path / "demo"
+    bench = json.loads((root / "benchmark.json").read_text())
+    for name, entry in bench["models"].items():
+        int8 = entry["runtimes"]["onnx_int8"]
+        assert int8["status"] == "failed" and "latency_ms_median" not in int8
+        assert int8["parity"]["toy_sent"]["metric_onnx"] == 0.0  # its numbers are kept (every row made wrong)
+        assert {"agreement", "max_abs_diff", "metric_delta", "metric_delta_se"} <= set(int8["parity"]["toy_sent"])
+        assert int8["parity_failures"] and all("(int8): " in reason and "> allowed" in reason
+                                               for reason in int8["parity_failures"])
+        assert int8["score"] == pytest.approx(sum(t["metric_onnx"] for t in int8["parity"].values()) / 3)
+        for runtime in ("pytorch_fp32", "onnx_fp32"):  # the other rows go on
+            assert entry["runtimes"][runtime]["status"] == "ok"
+            assert entry["runtimes"][runtime]["latency_ms_median"] > 0
+        assert "onnx_int8" not in bench["speedup"][name] and "onnx_int8" not in bench["latency_speedup"][name]
+    assert bench["gate_failures"] == [f"{name} onnx_int8: {reason}" for name, entry in bench["models"].items()
+                                      for reason in entry["runtimes"]["onnx_int8"]["parity_failures"]]
+    assert (root / "summary.json").is_file() and (root / "benchmark" / "stage.json").is_file()
+    report = (root / "report" / "report.md").read_text()
+    assert "| student-bilstm | ONNX int8 |" in report and "### Parity check failures" in report
+    assert "FAILED" in output and "parity check failed: teacher onnx_int8: toy_" in output
+    assert "exit code 1" in output
+
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
+    assert code == 1 and output.count("done, reusing") == 5, output  # the benchmark stage is finished, not redone
+
+
+def _bench_report() -> dict:
+    """A benchmark.json over four tasks: ONNX fp32 halves the teacher's latency yet batches slower."""
+    timings = {"pytorch_fp32": (40.0, 50.0, 100.0), "onnx_fp32": (20.0, 24.0, 78.0)}
+    runtimes = {r: {"status": "ok", "score": 0.8123, "scores": {}, "disk_bytes": 90_000_000, "latency_ms_median": m,
+                    "latency_ms_p95": p, "throughput_examples_per_s": t, "peak_rss_mb": 512.0}
+                for r, (m, p, t) in timings.items()}
+    runtimes["onnx_int8"] = {"status": "failed", "score": 0.7, "disk_bytes": None,
+                             "parity_failures": ["sst2 (int8): accuracy drops by 0.0550"]}
+    return {"format_version": 1, "machine": "x86_64", "threads": 2, "task": "sst2",
+            "tasks": ["sst2", "mrpc", "stsb", "amazon-electronics"], "settings": {"batch_size": 32},
+            "reference": "teacher", "models": {"teacher": {"parameters": 22_700_000, "runtimes": runtimes}},
+            "speedup": {"teacher": {"pytorch_fp32": 1.0, "onnx_fp32": 0.78}},
+            "latency_speedup": {"teacher": {"pytorch_fp32": 1.0, "onnx_fp32": 2.0}},
+            "gate_failures": ["teacher onnx_int8: sst2 (int8): accuracy drops by 0.0550"]}
+
+
+def test_the_benchmark_table_says_what_each_column_is_and_survives_a_pipe(capsys):
+    from multidistill.cli import print_benchmark
+
+    print_benchmark(_bench_report())
+    output = capsys.readouterr().out
+    assert "…" not in output  # nothing cut at 80 columns (stdout is not a terminal here)
+    assert "benchmark on sst2" not in output and "speed timed on sst2" in output
+    assert "score: dev score (mean main metric over sst2, mrpc, stsb, amazon-electronics)" in output
+    header = next(line for line in output.splitlines() if "runtime" in line and "score" in line)
+    for column in ("throughput ×", "latency ×", "peak RSS MiB", "throughput ex/s @32", "parity"):
+        assert column in header, column
+    caption = " ".join(output.split())
+    for column in ("score", "latency", "throughput", "throughput ×", "latency ×", "parameters", "disk", "peak RSS",
+                   "parity"):  # every column is explained under the table
+        assert f"{column}: " in caption, column
+    onnx = next(line for line in output.splitlines() if "onnx_fp32" in line)
+    assert "0.78x" in onnx and "2.00x" in onnx  # each ratio beside the measurement it is a ratio of
+    int8 = next(line for line in output.splitlines() if "onnx_int8" in line)
+    assert "FAILED" in int8 and "0.7000" in int8
+    assert "peak RSS: peak resident memory (MiB) of a fresh process" in " ".join(output.split())
+    assert "parity check failed: teacher onnx_int8: sst2 (int8): accuracy drops by 0.0550" in output

@@ -119,11 +119,13 @@ def test_report_has_tables_figures_and_inputs(full_report):
     assert "| student: bilstm | 94.1 | 90.8 | 41.9 | 81.8 |" in text  # retention per task
     # speed table: one row per model x runtime, ms with 2 decimals below 10 ms
     assert "| model | runtime | score | latency median (ms) | latency p95 (ms)" in text
-    assert ("| teacher-minilm-l12 | ONNX int8 | 0.9111 | 12.6 | 14.8 | 190.4 | 3.12× | 33.4M | 33.4 | 400.0 |"
-            in text)
-    assert "| teacher-minilm-l12 | PyTorch fp32 | 0.9151 | 38.2 | 45.1 | 61.0 | 1.00× | 33.4M | 133.4 |" in text
+    # throughput × (190.4 / 61.0) and latency × (38.2 / 12.6) are two different ratios, each beside its own column
+    assert ("| teacher-minilm-l12 | ONNX int8 | 0.9111 | 12.6 | 14.8 | 190.4 | 3.12× | 3.03× | 33.4M | 33.4 | 400.0 "
+            "| ok |" in text)
+    assert ("| teacher-minilm-l12 | PyTorch fp32 | 0.9151 | 38.2 | 45.1 | 61.0 | 1.00× | 1.00× | 33.4M | 133.4 "
+            "| 400.0 | – |" in text)
     assert "| student-bilstm | ONNX int8 | 0.8572 | 3.15 | 3.70 |" in text
-    assert "Score: dev score (sst2, main metric)." in text
+    assert "- **score**: dev score (sst2, main metric)" in text
     assert text.count("| student-bilstm |") == 3
     for png in ("retention.png", "score_vs_latency.png", "training_curves.png"):
         assert f"]({png})" in text
@@ -240,3 +242,81 @@ def test_command_writes_to_out_and_prints_the_path(tmp_path, capsys):
     report_command(run_dir, tmp_path / "custom")
     assert "custom/report.md" in capsys.readouterr().out.replace("\n", "")
     assert (tmp_path / "custom" / "report.md").is_file() and not (run_dir / "report").exists()
+
+
+def test_every_speed_column_is_explained_and_max_length_none_is_said_in_words(tmp_path):
+    run = make_run(tmp_path, stages=False)
+    bench = _benchmark()
+    bench["settings"]["max_length"] = None
+    for name, model in bench["models"].items():
+        model["max_length"] = 64 if "bilstm" in name else 128
+    (run / "benchmark.json").write_text(json.dumps(bench))
+    text = build_report(run).read_text()
+    assert "max length None" not in text and "None" not in text
+    assert ("inputs truncated to each model's own training length (teacher-minilm-l12 128, "
+            "student-minilm-l6-distilled-mtdnn-kd-seed-1 128, student-bilstm 64 tokens)") in text
+    for column in ("score", "latency", "throughput", "throughput ×", "latency ×", "parameters", "disk", "peak RSS",
+                   "parity"):
+        assert f"- **{column}**: " in text, column
+    assert "examples per second at batch 32" in text and "peak resident memory (MiB) of a fresh process" in text
+    assert "this row's throughput / teacher-minilm-l12 on PyTorch fp32's" in text
+
+
+def test_a_failed_parity_row_is_reported_with_its_reasons(tmp_path):
+    run = make_run(tmp_path, stages=False)
+    bench = _benchmark()
+    reason = ("student-bilstm onnx_int8: sst2 (int8): accuracy drops by 0.0550 (0.8650 -> 0.8100) > allowed 0.0300; "
+              "predictions agree on 94.50% of 200 rows, max |logit difference| 0.31")
+    bench["models"]["student-bilstm"]["runtimes"]["onnx_int8"] = {
+        "status": "failed", "parity_failures": [reason.split(": ", 1)[1]], "scores": {"sst2": 0.81}, "score": 0.81,
+        "scored_by": "export parity check", "disk_bytes": None}
+    bench["gate_failures"] = [reason]
+    del bench["speedup"]["student-bilstm"]["onnx_int8"]  # a failed row is not timed
+    (run / "benchmark.json").write_text(json.dumps(bench))
+    text = build_report(run).read_text()
+    assert "| student-bilstm | ONNX int8 | 0.8100 | – | – | – | – | – | 2.4M | – | – | FAILED |" in text
+    assert "### Parity check failures" in text and f"- {reason.replace('|', chr(92) + '|')}" in text
+    assert "twice the drop's paired standard error" in text
+
+
+def test_one_colour_per_model_in_every_figure(tmp_path, monkeypatch):
+    """The teacher and each student keep one colour across the retention, speed and training figures."""
+    from matplotlib.colors import to_hex
+
+    from multidistill.report import plots
+
+    run = tmp_path / "demo"
+    run.mkdir()
+    names = ["teacher", "student-transformer", "student-bilstm"]
+    summary = _summary()
+    summary["reference"] = "teacher"
+    summary["rows"] = dict(zip(names, summary["rows"].values(), strict=True))
+    (run / "summary.json").write_text(json.dumps(summary))
+    bench = _benchmark()
+    bench["reference"] = "teacher"
+    bench["models"] = dict(zip(names, bench["models"].values(), strict=True))
+    bench["speedup"] = dict(zip(names, bench["speedup"].values(), strict=True))
+    (run / "benchmark.json").write_text(json.dumps(bench))
+    for k, name in enumerate(names):  # stage folders named after their models, as in the demo
+        _stage(run / name, 60 + 30 * k, 1.0 + k, 0.7)
+    seen: dict[str, dict[str, str]] = {}
+    finish = plots._finish
+
+    def record(fig, out):
+        colours = {}
+        for legend in fig.legends:
+            for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+                label = text.get_text().replace("\n", "").replace(" (reference)", "")
+                colour = handle.get_facecolor() if hasattr(handle, "get_height") else handle.get_color()
+                if label in names:
+                    colours[label] = to_hex(colour)
+        seen[Path(out).stem] = colours
+        return finish(fig, out)
+
+    monkeypatch.setattr(plots, "_finish", record)
+    build_report(run)
+    assert set(seen) == {"retention", "score_vs_latency", "training_curves"}
+    assert set(seen["training_curves"]) == set(names) and set(seen["score_vs_latency"]) == set(names)
+    assert set(seen["retention"]) == set(names[1:])  # the reference is the 100% line, not a bar
+    for name in names:
+        assert len({figure[name] for figure in seen.values() if name in figure}) == 1, (name, seen)

@@ -8,6 +8,11 @@ reference (the first model, PyTorch fp32) are measured, not estimated.
 
 A fresh ONNX export is parity-checked on the rows scored here, so its PyTorch fp32, ONNX fp32 and int8 scores
 come from that check instead of three more passes over the dev data (``scored_by`` says which).
+
+A runtime whose export fails its parity check is not lost with the run: its row has ``status: failed``, the
+parity numbers and the reasons, the other rows are measured as usual, and ``gate_failures`` lists every reason
+(the CLI then exits with `GATE_FAILED_EXIT`). ``speedup`` is the throughput ratio to the reference,
+``latency_speedup`` the batch-1 latency ratio (reference / row); both are > 1 when a row is faster.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from multidistill.errors import ConfigError, UnknownTaskError
 from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
+from multidistill.export.onnx import NOISE_Z
 from multidistill.models.loading import load_model, saved_data_root
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.loop import cpu_has_fast_bf16
 from multidistill.utils.atomic import write_json
 
 RUNTIMES = ("pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8")
+GATE_FAILED_EXIT = 1  # exit code of `benchmark` / `demo` when a parity gate failed (2 is a user error)
 FORMAT_VERSION = 1
 
 
@@ -58,10 +65,12 @@ def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> f
 
 
 def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int,
-                 max_metric_drop_int8: float) -> tuple[Path, dict | None]:
-    """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there and from this model), and
-    the parity numbers of a fresh export (None for a reused one: its check may have read other data)."""
-    from multidistill.export.onnx import export_onnx
+                 max_metric_drop_int8: float) -> tuple[Path | None, dict | None, dict[str, list[str]]]:
+    """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there, from this model and complete),
+    the parity numbers of a fresh export (None for a reused one: its check may have read other data), and the
+    reasons of each precision that failed its parity check (those graphs are not kept; the folder is None when
+    none passed)."""
+    from multidistill.export.onnx import ParityError, export_onnx
     from multidistill.utils.manifest import read_versioned_json
 
     out = export_root / model_name(model_dir)
@@ -69,10 +78,13 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     if manifest.is_file():
         existing = read_versioned_json(manifest, 1, ConfigError)
         if Path(existing.get("source", "")).resolve() == model_dir.resolve() and "int8" in existing["files"]:
-            return out, None
-    meta = export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples,
-                       max_metric_drop_int8=max_metric_drop_int8, overwrite=True)
-    return out, meta.get("parity")
+            return out, None, {}
+    try:
+        meta = export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples,
+                           max_metric_drop_int8=max_metric_drop_int8, overwrite=True, on_parity_failure="omit")
+    except ParityError as exc:
+        return None, exc.parity, exc.failures
+    return out, meta.get("parity"), meta.get("parity_failures", {})
 
 
 def _parity_scores(parity: dict | None, runtime: str, eval_sets: dict) -> dict[str, float] | None:
@@ -95,7 +107,9 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
     """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON).
 
     Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
-    parity-checked on ``parity_examples`` rows per task (int8: main metric drop at most ``max_metric_drop_int8``).
+    parity-checked on ``parity_examples`` rows per task (int8: a main-metric drop up to the larger of
+    ``max_metric_drop_int8`` and twice its paired standard error passes). A runtime that fails is a failed row,
+    listed in ``gate_failures``; the others are measured as usual.
     ``data_root`` None: each model's recorded data root, then ``$MULTIDISTILL_DATA_ROOT`` (`multidistill.data.roots`).
     """
     unknown = [r for r in runtimes if r not in RUNTIMES]
@@ -122,8 +136,11 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
                     "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
                     "native_bf16": cpu_has_fast_bf16(),
                     "settings": {"latency_runs": latency_runs, "batch_size": batch_size, "rounds": rounds,
-                                 "max_length": max_length, "max_eval_examples": max_eval_examples},
-                    "reference": names[0], "models": {}, "speedup": {}}
+                                 "max_length": max_length, "max_eval_examples": max_eval_examples,
+                                 "parity_examples": max_eval_examples or parity_examples},
+                    "reference": names[0], "models": {}, "speedup": {}, "latency_speedup": {},
+                    "gate": {"max_metric_drop_int8": max_metric_drop_int8, "noise_z": NOISE_Z},
+                    "gate_failures": []}
     contenders: dict[str, tuple[Forward, object, int]] = {}
     for name, (folder, model) in tqdm(models.items(), desc="benchmark: preparing models"):
         from multidistill.models.backbone import load_tokenizer
@@ -145,15 +162,17 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
             if runtime.startswith("pytorch"):
                 forwards[runtime] = torch_forward(model, model.tasks[tasks[0]], bf16=runtime == "pytorch_bf16")
         onnx_runtimes = [r for r in runtimes if r.startswith("onnx")]
-        export_dir, parity = None, None
+        export_dir, parity, failed = None, None, {}
         if onnx_runtimes:
             from multidistill.export.onnx import OnnxModel
 
             # Parity on the rows scored here (first max_eval_examples) lets the scores below reuse its numbers.
-            export_dir, parity = _ensure_onnx(folder, export_root, data_config, max_eval_examples or parity_examples,
-                                              max_metric_drop_int8)
+            export_dir, parity, failed = _ensure_onnx(folder, export_root, data_config,
+                                                      max_eval_examples or parity_examples, max_metric_drop_int8)
             for runtime in onnx_runtimes:
                 precision = runtime.split("_")[1]
+                if precision in failed or export_dir is None:
+                    continue  # reported below as a failed row; the other rows go on
                 onnx_model = OnnxModel.load(export_dir, precision=precision)
                 forwards[runtime] = (onnx_model, precision)
                 onnx_file = "model.int8.onnx" if precision == "int8" else "model.onnx"
@@ -161,18 +180,32 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
         entry = {"path": str(folder), "kind": type(model).__name__, "export": str(export_dir) if export_dir else None,
                  "parameters": sum(p.numel() for p in model.parameters()), "max_length": length,
                  "disk_bytes": disk["pytorch_fp32"], "runtimes": {}}
-        for runtime, forward in forwards.items():
+        for runtime in runtimes:
+            checked = (parity or {}).get(runtime.split("_")[1]) if runtime.startswith("onnx") else None
+            if runtime not in forwards:
+                reasons = failed.get(runtime.split("_")[1]) or [reason for r in failed.values() for reason in r]
+                scores = _parity_scores(parity, runtime, data.eval_sets)
+                entry["runtimes"][runtime] = {
+                    "status": "failed", "parity_failures": reasons, "parity": checked, "scores": scores,
+                    "score": float(np.mean(list(scores.values()))) if scores else None,
+                    "scored_by": "export parity check" if scores else None, "disk_bytes": None}
+                report["gate_failures"] += [f"{name} {runtime}: {reason}" for reason in reasons]
+                continue
+            forward = forwards[runtime]
             scores = _parity_scores(parity, runtime, data.eval_sets)
             source = "export parity check" if scores is not None else "benchmark"
             if scores is None:
                 scores = {t: _score(_onnx_forward(forward[0], t) if isinstance(forward, tuple)
                                     else torch_forward(model, data.tasks[t], bf16=runtime == "pytorch_bf16"),
                                     data.tasks[t], data.eval_sets[t], pad) for t in tasks}
-            entry["runtimes"][runtime] = {"scores": scores, "score": float(np.mean(list(scores.values()))),
-                                          "scored_by": source, "disk_bytes": disk[runtime]}
+            entry["runtimes"][runtime] = {"status": "ok", "scores": scores,
+                                          "score": float(np.mean(list(scores.values()))),
+                                          "scored_by": source, "disk_bytes": disk[runtime],
+                                          **({"parity": checked} if checked else {})}
             speed_fn = _onnx_forward(forward[0], tasks[0]) if isinstance(forward, tuple) else forward
             contenders[f"{name}\t{runtime}"] = (speed_fn, data.eval_sets[tasks[0]], pad)
-        entry["score"] = entry["runtimes"].get("pytorch_fp32", next(iter(entry["runtimes"].values())))["score"]
+        scored = [v["score"] for v in entry["runtimes"].values() if v["status"] == "ok"]
+        entry["score"] = entry["runtimes"].get("pytorch_fp32", {}).get("score", scored[0] if scored else None)
         report["models"][name] = entry
 
     speeds = compare_speed(contenders, next(iter(models.values()))[1].tasks[tasks[0]], rounds=rounds,
@@ -184,9 +217,13 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
         measure_report(report)
     reference = report["models"][names[0]]["runtimes"].get("pytorch_fp32")
     if reference is not None:
-        base = reference["throughput_examples_per_s"]
-        report["speedup"] = {name: {runtime: values["throughput_examples_per_s"] / base
-                                    for runtime, values in entry["runtimes"].items()}
+        # Two ratios, both > 1 when faster: examples/s at batch_size over the reference's, and the reference's
+        # median batch-1 latency over this row's. They differ (ONNX can halve latency yet batch no faster).
+        base, base_ms = reference["throughput_examples_per_s"], reference["latency_ms_median"]
+        for ratio, of in (("speedup", lambda v: v["throughput_examples_per_s"] / base),
+                          ("latency_speedup", lambda v: base_ms / v["latency_ms_median"])):
+            report[ratio] = {name: {runtime: of(values) for runtime, values in entry["runtimes"].items()
+                                    if values["status"] == "ok"}
                              for name, entry in report["models"].items()}
     if out is not None:
         write_json(out, report)

@@ -80,6 +80,8 @@ def measure_report(report: dict) -> dict:
     batch = report["settings"]["batch_size"]
     for entry in report["models"].values():
         for runtime, values in entry["runtimes"].items():
+            if values.get("status") == "failed":
+                continue  # its export failed the parity check: there is no graph to load
             source = entry["export"] if runtime.startswith("onnx") else entry["path"]
             probe = measure_in_subprocess(source, runtime, batch_size=batch, seq_len=entry.get("max_length") or 128)
             values.update(peak_rss_mb=probe["peak_rss_mb"], model_rss_mb=probe["model_rss_mb"])

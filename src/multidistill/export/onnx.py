@@ -3,13 +3,14 @@
 The encoder runs once per batch and each head reads its output, so one session serves every task.
 ``quantize="int8"`` adds a dynamically quantised copy (int8 weights with one scale per output channel,
 embedding tables kept fp32; activations are quantised on the fly). A parity check on each task's real dev
-rows compares PyTorch with the fp32 graph (logits) and with the int8 graph (predictions and main metric);
-an export that fails it is not written.
+rows compares PyTorch with the fp32 graph (logits) and with the int8 graph (main metric, judged against its
+sampling error on that many rows; agreement recorded); an export that fails it is not written.
 
 Folder layout (read by `OnnxModel.load`)::
 
     export.json        format_version, kind "onnx", source, model_kind, tasks, max_length, inputs,
-                       outputs (task -> output name), files (precision -> file), parity, opset
+                       outputs (task -> output name), files (precision -> file), parity, opset,
+                       parity_failures (precision -> reasons; only for graphs left out by on_parity_failure="omit")
     model.onnx         fp32 graph
     model.int8.onnx    int8 graph (quantize="int8" only)
     tokenizer files    as written by `tokenizer.save_pretrained`
@@ -278,6 +279,9 @@ class OnnxModel:
             raise ConfigError(f"precision {precision!r}: choose one of {', '.join(MODEL_FILES)}")
         meta = read_export_config(directory)
         config_path = directory / EXPORT_FILE
+        if precision in (meta.get("parity_failures") or {}):
+            raise ModelError(f"{config_path}: the {precision} graph failed its parity check and was not kept: "
+                             + "; ".join(meta["parity_failures"][precision]))
         if precision not in meta["files"]:
             raise ModelError(f"{config_path}: the export has no {precision} model (it has: "
                              f"{', '.join(meta['files'])}); export with --quantize int8 to get one")
@@ -400,9 +404,35 @@ def _parity_sets(model: MultiTaskModel | BiLSTMModel, tokenizer, parity_data: Da
     return sets
 
 
+# The int8 gate's noise allowance: a drop is a failure only when it exceeds this many standard errors of the paired
+# metric delta (one-sided, about a 2% false alarm per task when int8 is in truth no worse).
+NOISE_Z = 2.0
+BOOTSTRAP_ROUNDS = 200
+
+
+def paired_delta_se(metric: str, expected: np.ndarray, got: np.ndarray, labels: np.ndarray,
+                    rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> float:
+    """Standard error of ``metric(got) - metric(expected)`` on these rows, by a paired bootstrap.
+
+    Both sides are scored on the same resampled rows, so the error reflects the rows where they differ: zero
+    when every prediction agrees, about sqrt(flips)/rows for accuracy. Works for every metric (F1, Matthews,
+    Pearson). Seeded, so the same numbers give the same gate.
+    """
+    rng = np.random.default_rng(seed)
+    rows = len(labels)
+    if rows < 2:
+        return 0.0
+    deltas = []
+    for _ in range(rounds):
+        pick = rng.integers(0, rows, rows)
+        scores = [compute_metrics([metric], side[pick], labels[pick])[metric] for side in (expected, got)]
+        deltas.append(scores[1] - scores[0])
+    return float(np.std(deltas, ddof=1))
+
+
 def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Parity numbers of one task: max |difference|, prediction agreement (classification only; None for
-    regression) and the main metric of both and its change (got - expected)."""
+    regression), the main metric of both, its change (got - expected) and that change's paired standard error."""
     metric = task.main_metric
     finite = bool(np.isfinite(got).all())
     diff = float(np.abs(expected.astype(np.float64) - got.astype(np.float64)).max()) if finite else float("inf")
@@ -410,8 +440,11 @@ def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, label
                  if task.type == "classification" else None)
     metric_torch = compute_metrics([metric], expected, labels)[metric]
     metric_onnx = compute_metrics([metric], got, labels)[metric] if finite else float("-inf")
+    unchanged = agreement == 1.0 or diff == 0.0
+    se = 0.0 if unchanged or not finite else paired_delta_se(metric, expected, got, np.asarray(labels))
     return {"examples": int(len(labels)), "metric": metric, "max_abs_diff": diff, "agreement": agreement,
-            "metric_torch": metric_torch, "metric_onnx": metric_onnx, "metric_delta": metric_onnx - metric_torch}
+            "metric_torch": metric_torch, "metric_onnx": metric_onnx, "metric_delta": metric_onnx - metric_torch,
+            "metric_delta_se": se}
 
 
 # Agreement and metrics are ratios of row counts: a result exactly at a tolerance (2 flips in 200 rows against a
@@ -419,26 +452,55 @@ def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, label
 _COUNT_SLACK = 1e-9
 
 
-def parity_failures(precision: str, report: dict[str, dict], *, tolerance_fp32: float, min_agreement_int8: float,
-                    max_metric_drop_int8: float) -> list[str]:
-    """What in ``report`` (task -> `compare_predictions`) breaks the tolerances of ``precision``; NaN fails."""
+def allowed_drop(numbers: dict, max_metric_drop: float) -> float:
+    """The int8 gate: the largest main-metric drop that passes, max(``max_metric_drop``, NOISE_Z x paired SE).
+
+    On a small dev set a few rows changing class move the metric by more than a fixed tolerance although int8
+    is no worse in expectation (7 flips in 200 rows differ between CPUs with and without VNNI); the allowance
+    grows with that sampling error and shrinks back to ``max_metric_drop`` on large sets or when nothing flips.
+    """
+    return max(max_metric_drop, NOISE_Z * float(numbers.get("metric_delta_se") or 0.0))
+
+
+def parity_failures(precision: str, report: dict[str, dict], *, tolerance_fp32: float,
+                    min_agreement_int8: float | None = None, max_metric_drop_int8: float) -> list[str]:
+    """What in ``report`` (task -> `compare_predictions`) breaks the tolerances of ``precision``; NaN fails.
+
+    fp32: max |logit difference| <= ``tolerance_fp32``. int8: main-metric drop <= `allowed_drop`; agreement is
+    information unless ``min_agreement_int8`` is given. Each failure names the task and all its parity numbers.
+    """
     failures = []
     for name, numbers in report.items():
+        agreement = numbers.get("agreement")
+        seen = (f"predictions agree on {agreement:.2%} of {numbers['examples']} rows, "
+                if agreement is not None else f"{numbers['examples']} rows, ")
+        seen += f"max |logit difference| {numbers.get('max_abs_diff', float('nan')):.3g}"
         if precision == "fp32":
             if not numbers["max_abs_diff"] <= tolerance_fp32:
                 failures.append(f"{name} (fp32): max |logit difference| {numbers['max_abs_diff']:.3g} > "
                                 f"tolerance {tolerance_fp32:g}")
             continue
-        agreement = numbers["agreement"]
-        if agreement is not None and not agreement >= min_agreement_int8 - _COUNT_SLACK:
+        if min_agreement_int8 is not None and agreement is not None \
+                and not agreement >= min_agreement_int8 - _COUNT_SLACK:
             failures.append(f"{name} ({precision}): predictions agree on {agreement:.2%} of "
                             f"{numbers['examples']} rows < {min_agreement_int8:.2%}")
-        drop = -numbers["metric_delta"]
-        if not drop <= max_metric_drop_int8 + _COUNT_SLACK:
+        drop, allowed = -numbers["metric_delta"], allowed_drop(numbers, max_metric_drop_int8)
+        if not drop <= allowed + _COUNT_SLACK:
             before, after = numbers["metric_torch"], numbers["metric_onnx"]
+            se = float(numbers.get("metric_delta_se") or 0.0)
             failures.append(f"{name} ({precision}): {numbers['metric']} drops by {drop:.4f} ({before:.4f} -> "
-                            f"{after:.4f}) > {max_metric_drop_int8:g}")
+                            f"{after:.4f}) > allowed {allowed:.4f} = max(tolerance {max_metric_drop_int8:g}, "
+                            f"{NOISE_Z:g} x paired standard error {se:.4f}); {seen}")
     return failures
+
+
+class ParityError(ModelError):
+    """An export failed its parity check; ``parity`` holds the numbers, ``failures`` the reasons by precision."""
+
+    def __init__(self, message: str, parity: dict, failures: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.parity = parity
+        self.failures = failures
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -463,15 +525,21 @@ def _write_meta(folder: Path, meta: dict) -> None:
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantize = "none", opset: int = DEFAULT_OPSET,
                 parity_data: DataConfig | None = None, parity_tasks: list[str] | None = None,
-                tolerance_fp32: float = 1e-4, min_agreement_int8: float = 0.97, max_metric_drop_int8: float = 0.01,
-                parity_examples: int | None = 500, overwrite: bool = False, batch_size: int = 32) -> dict:
+                tolerance_fp32: float = 1e-4, min_agreement_int8: float | None = None,
+                max_metric_drop_int8: float = 0.01, parity_examples: int | None = 500, overwrite: bool = False,
+                batch_size: int = 32, on_parity_failure: Literal["raise", "omit"] = "raise") -> dict:
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there.
 
     With ``parity_data`` (its data_root, cache_dir and eval_split; the tasks are ``parity_tasks`` or its task
     list, read with the model's own specs), the first ``parity_examples`` eval rows of each task (None = all)
-    are run through PyTorch and every exported graph: fp32 logits must be within ``tolerance_fp32``; int8
-    predictions must agree on at least ``min_agreement_int8`` of the rows (classification) and the main
-    metric must not drop by more than ``max_metric_drop_int8``. A failure raises ModelError with the numbers.
+    are run through PyTorch and every exported graph: fp32 logits must be within ``tolerance_fp32``; the int8
+    graph's main metric must not drop by more than `allowed_drop` (``max_metric_drop_int8``, or twice the paired
+    standard error of the drop on that many rows when larger); with ``min_agreement_int8`` its predictions must
+    also agree with PyTorch on at least that share of rows.
+
+    A failure raises `ParityError` (a ModelError) with the numbers. With ``on_parity_failure="omit"`` (the
+    benchmark's choice) the failing precisions are left out of the folder instead, and export.json records
+    why under ``parity_failures``; only when no precision passes is ParityError raised.
 
     The folder is written atomically: on any error nothing is left at ``out_dir`` (an existing folder, which
     needs ``overwrite=True`` unless empty, stays as it was).
@@ -479,6 +547,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     _onnx_modules()
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if on_parity_failure not in ("raise", "omit"):
+        raise ConfigError(f"on_parity_failure {on_parity_failure!r}: choose raise or omit")
     if parity_examples is not None and parity_examples < 1:
         raise ConfigError(f"parity_examples must be at least 1 (or None for all rows), got {parity_examples}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -511,7 +581,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
             expected = {name: predict(model, model.tasks[name], dataset, batch_size=batch_size,
                                       pad_token_id=pad_token_id, device=torch.device("cpu"))
                         for name, dataset in eval_sets.items()}
-            parity, failures = {}, []
+            parity, failures = {}, {}
             for precision in files:
                 # Loading through OnnxModel also proves the folder reads back as written.
                 exported = OnnxModel.load(tmp, precision, with_tokenizer=False)
@@ -521,14 +591,22 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                         exported.predict(name, dataset, batch_size=batch_size, pad_token_id=pad_token_id),
                         np.asarray(dataset["label"]))
                     for name, dataset in eval_sets.items()}
-                failures += parity_failures(precision, parity[precision], tolerance_fp32=tolerance_fp32,
-                                            min_agreement_int8=min_agreement_int8,
-                                            max_metric_drop_int8=max_metric_drop_int8)
-            if failures:
-                raise ModelError(f"ONNX export of {model_dir} failed its parity check on "
-                                 f"{parity_data.eval_split} data, so nothing was written to {out_dir}:\n  "
-                                 + "\n  ".join(failures))
+                found = parity_failures(precision, parity[precision], tolerance_fp32=tolerance_fp32,
+                                        min_agreement_int8=min_agreement_int8,
+                                        max_metric_drop_int8=max_metric_drop_int8)
+                if found:
+                    failures[precision] = found
+            if failures and (on_parity_failure == "raise" or len(failures) == len(files)):
+                listed = [reason for reasons in failures.values() for reason in reasons]
+                raise ParityError(f"ONNX export of {model_dir} failed its parity check on "
+                                  f"{parity_data.eval_split} data, so nothing was written to {out_dir}:\n  "
+                                  + "\n  ".join(listed), parity, failures)
+            for precision in failures:  # "omit": a graph that failed is not served from this folder
+                (tmp / files.pop(precision)).unlink()
+            meta["files"] = dict(files)
             meta["parity"] = parity
+            if failures:
+                meta["parity_failures"] = failures
         meta["opset"] = opset
         _write_meta(tmp, meta)
     return meta

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from multidistill.errors import ConfigError
+from multidistill.utils.console import stdout_console
 
-console = Console()
+console = stdout_console()
 
 
 def parse_text_columns(text: str | None) -> tuple[str, str | None] | None:

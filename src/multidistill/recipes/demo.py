@@ -46,8 +46,10 @@ class BenchmarkSection(_Strict):
     max_eval_examples: int | None = Field(None, gt=0, description="Score each runtime on at most this many dev "
                                           "rows per task (None: the whole dev split).")
     parity_examples: int = Field(500, gt=0, description="Dev rows per task of the ONNX export parity check.")
-    int8_max_metric_drop: float = Field(0.01, ge=0, description="Largest drop of a task's main metric the int8 "
-                                        "export may show in its parity check (else the demo stops there).")
+    int8_max_metric_drop: float = Field(0.01, ge=0, description="Drop of a task's main metric always allowed to "
+                                        "the int8 export in its parity check; a larger drop passes only within "
+                                        "twice its sampling error on those rows. A failing runtime is reported "
+                                        "as failed (the demo finishes, then exits with code 1).")
 
 
 def _default_student(model: ModelConfig, train: TrainConfig) -> StudentSection:
@@ -87,8 +89,6 @@ QUICK_OVERRIDES = [
     "bilstm.model.bilstm.hidden_size=128", "benchmark.rounds=2", "benchmark.latency_runs=10",
     "benchmark.memory=false", "benchmark.runtimes=[pytorch_fp32,onnx_fp32,onnx_int8]",
     "benchmark.max_eval_examples=200", "benchmark.parity_examples=100",
-    # A 1-epoch student sits near its decision boundaries: 3 int8 flips in 200 rows would already stop it at 0.01.
-    "benchmark.int8_max_metric_drop=0.02",
 ]
 
 

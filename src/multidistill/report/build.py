@@ -112,9 +112,10 @@ def load_benchmark(run_dir: Path) -> tuple[dict | None, str | None]:
     for name, model in listed.items():
         if not isinstance(model, dict):
             continue
-        runtimes = {r: {k: _number(v) for k, v in stats.items()}
-                    for r, stats in (model.get("runtimes") or {}).items() if isinstance(stats, dict)}
+        raw = {r: stats for r, stats in (model.get("runtimes") or {}).items() if isinstance(stats, dict)}
+        runtimes = {r: {k: _number(v) for k, v in stats.items()} for r, stats in raw.items()}
         models[str(name)] = {**model, "score": _number(model.get("score")), "runtimes": runtimes,
+                             "raw_runtimes": raw,
                              "parameters": _number(model.get("parameters")),
                              "disk_bytes": _number(model.get("disk_bytes"))}
     if not models:
@@ -274,6 +275,57 @@ def score_label(benchmark: dict) -> str:
     return f"dev score (mean main metric over {', '.join(tasks)})"
 
 
+def max_length_text(benchmark: dict) -> str:
+    """What the benchmark's max length was: one setting for all, or (None) each model's own training length."""
+    setting = benchmark.get("settings", {}).get("max_length")
+    if setting is not None:
+        return f"inputs truncated to {setting} tokens"
+    own = [f"{name} {model['max_length']}" for name, model in benchmark["models"].items()
+           if isinstance(model.get("max_length"), int)]
+    return "inputs truncated to each model's own training length" + (f" ({', '.join(own)} tokens)" if own else "")
+
+
+def latency_speedup(benchmark: dict, name: str, runtime: str) -> float | None:
+    """The reference's median batch-1 latency / this row's (> 1 is faster): benchmark.json's ``latency_speedup``,
+    or computed from the latencies of a file written before it was recorded."""
+    recorded = _number((benchmark.get("latency_speedup") or {}).get(name, {}).get(runtime))
+    if recorded is not None:
+        return recorded
+    reference = benchmark["models"].get(benchmark.get("reference"), {}).get("runtimes", {}).get("pytorch_fp32", {})
+    base, mine = reference.get("latency_ms_median"), benchmark["models"][name]["runtimes"][runtime]
+    mine = mine.get("latency_ms_median")
+    return base / mine if base and mine else None
+
+
+def parity_status(runtime: str, raw: dict) -> str:
+    """A runtime's parity column: ``failed`` when its export failed the check, ``ok`` for a checked ONNX graph,
+    ``–`` for PyTorch (nothing to compare with)."""
+    if raw.get("status") == "failed":
+        return "FAILED"
+    return "ok" if runtime.startswith("onnx") else "–"
+
+
+def column_meanings(benchmark: dict, with_rss: bool = True) -> list[tuple[str, str]]:
+    """(column, what it measures) for the speed table, shared by report.md and the CLI's table caption."""
+    batch = benchmark.get("settings", {}).get("batch_size", 32)
+    reference = benchmark.get("reference", "the reference")
+    meanings = [
+        ("score", score_label(benchmark)),
+        ("latency", "one example at a time (batch 1), milliseconds per call: median and 95th percentile"),
+        ("throughput", f"examples per second at batch {batch}"),
+        ("throughput ×", f"this row's throughput / {reference} on PyTorch fp32's (> 1: more examples per second)"),
+        ("latency ×", f"{reference} on PyTorch fp32's median latency / this row's (> 1: answers sooner)"),
+        ("parameters", "the model's parameter count (the same for every runtime of a model)"),
+        ("disk", "size of the weights file of that runtime (safetensors, or the ONNX graph), 10^6 bytes"),
+    ]
+    if with_rss:
+        meanings.append(("peak RSS", f"peak resident memory (MiB) of a fresh process that loads the model and runs "
+                                     f"3 batches of {batch}, interpreter and libraries included"))
+    meanings.append(("parity", "ONNX rows: whether the export passed its parity check against PyTorch on dev data "
+                               "(FAILED rows keep their parity-check score but have no speed)"))
+    return meanings
+
+
 def _glance(summary: dict, benchmark: dict | None) -> list[str]:
     """One line per model answering 'how much quality did I keep' and 'how much faster/smaller is it'."""
     from multidistill.report.plots import runtime_label
@@ -305,7 +357,7 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
             speedup = _number((benchmark["speedup"].get(name) or {}).get(runtime))
             text = f"- **{name}** is fastest on {runtime_label(runtime)}: {fmt_ms(latency)} ms at batch 1"
             if speedup:
-                text += f", speedup {speedup:.2f}× vs {ref_name}"
+                text += f", throughput {speedup:.2f}× {ref_name}'s"
             disk = _runtime_value(model, stats, "disk_bytes")
             if ref_model and ref_model.get("disk_bytes") and disk:
                 text += f", {ref_model['disk_bytes'] / disk:.1f}× smaller on disk"
@@ -354,16 +406,17 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         batch = settings.get("batch_size", 32)
         out += [f"Measured {benchmark.get('date', '?')} on {benchmark.get('machine', '?')} "
                 f"({benchmark.get('cpus', '?')} CPUs, {benchmark.get('threads', '?')} threads), timed on task "
-                f"{benchmark.get('task', '?')}, max length {settings.get('max_length', '?')}: latency at batch 1 "
+                f"{benchmark.get('task', '?')}, {max_length_text(benchmark)}: latency at batch 1 "
                 f"over {settings.get('latency_runs', '?')} runs, throughput at batch {batch}, "
-                f"{settings.get('rounds', '?')} rounds. Score: {score_label(benchmark)}. Speedup as recorded in "
-                f"benchmark.json, relative to {benchmark.get('reference', 'the reference')}.", ""]
+                f"{settings.get('rounds', '?')} rounds.", ""]
         with_rss = any(s.get("peak_rss_mb") is not None for m in benchmark["models"].values()
                        for s in m["runtimes"].values())
         table, unscored = [], []
         for name, model in benchmark["models"].items():
             for runtime, stats in model["runtimes"].items():
                 speedup = _number((benchmark["speedup"].get(name) or {}).get(runtime))
+                latency_ratio = latency_speedup(benchmark, name, runtime)
+                status = parity_status(runtime, model["raw_runtimes"].get(runtime, {}))
                 score = _runtime_value(model, stats, "score")
                 if score is None:
                     unscored.append(f"{name} ({runtime_label(runtime)})")
@@ -371,13 +424,22 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
                 table.append([name, runtime_label(runtime), fmt_score(score),
                               fmt_ms(stats.get("latency_ms_median")), fmt_ms(stats.get("latency_ms_p95")),
                               "–" if throughput is None else f"{throughput:.1f}",
-                              "–" if speedup is None else f"{speedup:.2f}×", fmt_count(model["parameters"]),
-                              fmt_mb(_runtime_value(model, stats, "disk_bytes")),
-                              *([fmt_mb_value(stats.get("peak_rss_mb"))] if with_rss else [])])
+                              "–" if speedup is None else f"{speedup:.2f}×",
+                              "–" if latency_ratio is None else f"{latency_ratio:.2f}×", fmt_count(model["parameters"]),
+                              fmt_mb(None if status == "FAILED" else _runtime_value(model, stats, "disk_bytes")),
+                              *([fmt_mb_value(stats.get("peak_rss_mb"))] if with_rss else []), status])
         out += _table(["model", "runtime", "score", "latency median (ms)", "latency p95 (ms)",
-                       f"throughput (ex/s, batch {batch})", "speedup", "parameters", "disk (MB)",
-                       *(["peak RSS (MB)"] if with_rss else [])], table, left=2)
-        out.append("")
+                       f"throughput (ex/s, batch {batch})", "throughput ×", "latency ×", "parameters", "disk (MB)",
+                       *(["peak RSS (MB)"] if with_rss else []), "parity"], table, left=2)
+        out += ["", "What each column measures:", "",
+                *(f"- **{column}**: {meaning}" for column, meaning in column_meanings(benchmark, with_rss)), ""]
+        failures = benchmark.get("gate_failures") if isinstance(benchmark.get("gate_failures"), list) else []
+        if failures:
+            out += ["### Parity check failures", "",
+                    "These runtimes' exports failed their parity check and were not measured for speed; the other "
+                    "rows were. The int8 rule: the main-metric drop on the checked dev rows must not exceed the "
+                    "larger of the tolerance and twice the drop's paired standard error (docs/export.md).", "",
+                    *(f"- {_cell(reason)}" for reason in failures), ""]
         if figures.get("speed"):
             out += [f"![Score vs latency and throughput]({figures['speed'].name})", ""]
             if unscored:
@@ -422,18 +484,23 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
 
     from multidistill.report import plots
 
+    # One colour per model in every figure: summary rows first (the reference leads), then benchmark models and
+    # stage folders (a demo's stage folders carry its models' names).
+    colours = plots.model_colours([summary["reference"], *summary["rows"], *(benchmark or {}).get("models", {}),
+                                   *training["loss"], *training["dev"]])
     with atomic_dir(out_dir) as tmp:
         figures: dict[str, Path | None] = {
             "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
-                                              tmp / "retention.png"),
-            "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png"),
+                                              tmp / "retention.png", colours=colours),
+            "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
+                                                   colours=colours),
             "speed": None,
         }
         if benchmark:
             figures["speed"] = plots.plot_score_vs_speed(
                 benchmark["models"], tmp / "score_vs_latency.png", task=benchmark.get("task"),
                 score_label=score_label(benchmark), reference=benchmark.get("reference"),
-                batch_size=benchmark["settings"].get("batch_size", 32))
+                batch_size=benchmark["settings"].get("batch_size", 32), colours=colours)
         text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs)
         (tmp / "report.md").write_text(text, encoding="utf-8")
     return out_dir / "report.md"

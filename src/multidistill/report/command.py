@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from multidistill.utils.console import stdout_console
+
+console = stdout_console()
 
 
 def report_command(

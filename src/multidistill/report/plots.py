@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -81,6 +82,22 @@ def display_names(names: Sequence[str]) -> dict[str, str]:
 def _colours(count: int) -> list:
     palette = plt.get_cmap("tab10" if count <= 10 else "tab20")
     return [palette(i % palette.N) for i in range(count)]
+
+
+def model_colours(names: Sequence[str]) -> dict[str, Any]:
+    """One colour per model name, in first-seen order: the report passes the same mapping to every plot, so a
+    model (the teacher, a student) has the same colour in the retention, speed and training figures."""
+    names = list(dict.fromkeys(names))
+    return dict(zip(names, _colours(len(names)), strict=True))
+
+
+def _with_colours(names: Sequence[str], colours: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``colours`` for ``names``; names it lacks get colours after the ones it already uses."""
+    mapping = dict(colours or {})
+    missing = [n for n in dict.fromkeys(names) if n not in mapping]
+    if missing:
+        mapping.update(zip(missing, _colours(len(mapping) + len(missing))[len(mapping):], strict=True))
+    return mapping
 
 
 def _markers(runtimes: Sequence[str]) -> dict[str, str]:
@@ -169,7 +186,7 @@ def _positive(value) -> float | None:
 
 def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str | None = None,
                         score_label: str = "dev score", reference: str | None = None,
-                        batch_size: int = 32) -> Path | None:
+                        batch_size: int = 32, colours: Mapping[str, Any] | None = None) -> Path | None:
     """Score against latency (batch 1) and throughput (batch ``batch_size``): one point per model and runtime.
 
     ``models`` is benchmark.json's ``models`` mapping ({name: {score, runtimes: {runtime: {score?, ...}}}});
@@ -192,7 +209,7 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
         return None
     names = list(dict.fromkeys(p[0] for p in points))
     runtimes = list(dict.fromkeys(p[1] for p in points))
-    colour = dict(zip(names, _colours(len(names)), strict=True))
+    colour = _with_colours(names, colours)
     marker = _markers(runtimes)
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5), dpi=DPI)
@@ -261,7 +278,8 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
     return _finish(fig, out)
 
 
-def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path) -> Path | None:
+def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path,
+                   colours: Mapping[str, Any] | None = None) -> Path | None:
     """Grouped bars: per task, the % of the reference row's main score each other row keeps, plus "average".
 
     ``rows`` maps a row name to {"main": {task: score}}; every bar is `retention` (the "average" group over the
@@ -282,7 +300,7 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
     width = min(0.8 / len(others), 0.3)
     fig_width = max(8.0, 1.5 + len(groups) * (0.45 + width * len(others) * 1.3))
     fig, ax = plt.subplots(figsize=(min(fig_width, 18.0), 5.5), dpi=DPI)
-    colours = _colours(len(others))
+    colour = _with_colours([reference, *others], colours)  # the reference keeps its colour, unused here
     heights: list[float] = []
     labelled: set[str] = set()
     value_labels_vertical = len(others) > 2
@@ -295,7 +313,7 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
                 ax.text(x, 2, "n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="#666666")
                 continue
             heights.append(pct)
-            ax.bar(x, pct, width * 0.92, color=colours[k], edgecolor="black", linewidth=0.5,
+            ax.bar(x, pct, width * 0.92, color=colour[name], edgecolor="black", linewidth=0.5,
                    label=None if name in labelled else short_name(name, 34, lines=2))
             labelled.add(name)
             # Values sit inside tall bars, below the 100% line, so the two never cross.
@@ -335,7 +353,7 @@ def _ema(values: Sequence[float], weight: float) -> list[float]:
 
 
 def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str, list[tuple[int, float]]],
-                         out: str | Path) -> Path | None:
+                         out: str | Path, colours: Mapping[str, Any] | None = None) -> Path | None:
     """Train loss vs step and dev average vs step, one line per stage folder (same colour in both panels).
 
     ``loss`` and ``dev`` map a stage name to (step, value) pairs. Long, noisy loss curves are drawn faint
@@ -346,7 +364,7 @@ def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str
     stages = list(dict.fromkeys([*loss, *dev]))
     if not stages:
         return None
-    colour = dict(zip(stages, _colours(len(stages)), strict=True))
+    colour = _with_colours(stages, colours)
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=DPI)
 
     if loss:
