@@ -63,8 +63,8 @@ def tasks_command() -> None:
     for task in BUILTIN_TASKS.values():
         train = task.files.get("train")
         source = f"{train.path} [{train.format}]" if train else "-"
-        table.add_row(task.name, task.type, ",".join(task.labels) or "(score)", "2" if task.pair else "1",
-                      ",".join(task.metrics), source)
+        labels = ",".join(task.labels) or ("(score)" if task.type == "regression" else "(none)")
+        table.add_row(task.name, task.type, labels, "2" if task.pair else "1", ",".join(task.metrics) or "-", source)
     console.print(table)
 
 
