@@ -42,13 +42,11 @@ def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_p
     """Read (and validate) every split first, then build or reuse the cached tokenised views."""
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     tasks = list(store.tasks.values())
-    # Text tasks (unlabelled corpora) have no eval split: nothing to score.
-    evaluated = [t for t in tasks if t.has_head]
-    if need_train:
-        store.validate(["train"])
-    store.validate([data.eval_split], tasks=[t.name for t in evaluated])
+    store.validate((["train"] if need_train else []) + [data.eval_split])
     # Training reads rows at random: positional reads keep memory flat however large the views are.
     train_sets = ({t.name: store.tokenized_rows(t.name, "train", tokenizer, max_length) for t in tasks}
                   if need_train else {})
-    eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in evaluated}
+    # Text tasks (unlabelled corpora) are not evaluated: nothing to score.
+    eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in tasks
+                 if t.has_head}
     return PreparedData({t.name: t for t in tasks}, store, train_sets, eval_sets)

@@ -71,10 +71,13 @@ class ExampleStore:
     def has_split(self, task: str, split: str) -> bool:
         return split in self.tasks[task].splits
 
-    def validate(self, splits: list[str] | tuple[str, ...], tasks: list[str] | None = None) -> None:
-        """Read ``splits`` of every task (or of ``tasks``) now, so bad data stops a run before anything is written."""
-        for task in self.tasks if tasks is None else tasks:
+    def validate(self, splits: list[str] | tuple[str, ...]) -> None:
+        """Read every task's ``splits`` now, so bad data stops a run before anything is written (a text task's
+        training split only: it is never evaluated)."""
+        for task in self.tasks:
             for split in splits:
+                if split != "train" and not self.tasks[task].has_head:
+                    continue
                 if not self.has_split(task, split):
                     raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
                 self._examples_folder(task, split)  # validated into the cache, not mapped until needed
