@@ -177,6 +177,37 @@ def test_from_tasks_drops_labels_and_deduplicates_across_and_within(tmp_path: Pa
     assert rows["label"] == [-1] * 4 and rows["text_b"] == [""] * 4
 
 
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(
+    lambda t: t.strip() and t == t.rstrip("\r\n"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(single=st.lists(st.sampled_from(["x", "y", "z"]) | _TEXT, min_size=1, max_size=8),
+       pairs=st.lists(st.tuples(st.sampled_from(["x", "y"]) | _TEXT, st.sampled_from(["y", "z"]) | _TEXT),
+                      min_size=1, max_size=8))
+def test_corpus_is_the_ordered_unique_texts_of_its_sources(tmp_path: Path, single: list[str],
+                                                           pairs: list[tuple[str, str]]) -> None:
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"t": t, "y": "1"}) + "\n" for t in single))
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"a": a, "b": b, "y": "0"}) + "\n" for a, b in pairs))
+    known = {
+        "s": Task(name="s", labels=["0", "1"], files={"train": {"path": "s.jsonl", "format": "jsonl",
+                                                               "columns": {"text_a": "t", "label": "y"}}}),
+        "p": Task(name="p", labels=["0", "1"], pair=True,
+                  files={"train": {"path": "p.jsonl", "format": "jsonl",
+                                   "columns": {"text_a": "a", "text_b": "b", "label": "y"}}}),
+        "corpus": Task(name="corpus", type="text", from_tasks=["s", "p"]),
+    }
+    rows = read_split(get_task("corpus", known), "train", tmp_path)
+    every = [("s", str(i), "", t) for i, t in enumerate(single)]
+    every += [("p", str(i), side, text) for i, pair in enumerate(pairs)
+              for side, text in zip((":a", ":b"), pair, strict=True)]
+    first: dict[str, str] = {}
+    for task, example_id, side, text in every:
+        first.setdefault(text, f"{task}:{example_id}{side}")
+    assert rows["text_a"] == list(first)
+    assert rows["id"] == list(first.values())
+
+
 def test_corpus_ids_are_stable_across_reads_caps_and_order(tmp_path: Path) -> None:
     known = _write_sources(tmp_path)
     known["corpus"] = Task(name="corpus", type="text", from_tasks=["a", "b"])
