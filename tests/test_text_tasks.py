@@ -332,3 +332,37 @@ def test_text_task_survives_a_model_config_round_trip() -> None:
     task = get_task("corpus", {"corpus": Task(name="corpus", type="text", from_tasks=["sst2"])})
     again = Task.model_validate(json.loads(task.model_dump_json()))
     assert again == task and again.metrics == []
+
+
+def test_bilstm_gives_text_tasks_no_head(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import torch
+
+    from multidistill.models.bilstm import BiLSTMModel, BiLSTMSpec
+
+    spec = BiLSTMSpec(embedding_dim=8, hidden_size=8, mlp_hidden=8)
+    model = BiLSTMModel.from_tokenizer(spec, [_toy(tmp_path)["toy_sent"], _txt_task()],
+                                       load_tokenizer(str(tiny_model_dir)))
+    assert set(model.heads) == {"toy_sent"}
+    ids = torch.tensor([[2, 40, 3]])
+    with pytest.raises(ConfigError, match="task 'corpus' is a text task"):
+        model(task="corpus", input_ids=ids, attention_mask=torch.ones_like(ids))
+
+
+def test_tasks_listing_shows_a_text_task(monkeypatch, capsys) -> None:
+    from rich.console import Console
+
+    from multidistill import cli
+    from multidistill.data import tasks as task_module
+    from tests.test_cli import run_cli
+
+    corpus = Task(name="corpus", type="text", files={"train": {"path": "corpus/all.txt", "format": "txt"}})
+    glue = Task(name="glue-texts", type="text", from_tasks=["sst2", "mrpc"])
+    monkeypatch.setattr(task_module, "BUILTIN_TASKS", {**task_module.BUILTIN_TASKS, "corpus": corpus,
+                                                       "glue-texts": glue})
+    monkeypatch.setattr(cli, "console", Console(width=200))
+    code, output = run_cli(monkeypatch, capsys, "tasks")
+    line = next(line for line in output.splitlines() if "corpus" in line)
+    assert code == 0 and "text" in line and "(none)" in line and "corpus/all.txt [txt]" in line
+    assert "texts of: sst2, mrpc" in next(line for line in output.splitlines() if "glue-texts" in line)
+    stsb = next(line for line in output.splitlines() if " stsb " in line)
+    assert "(score)" in stsb and "glue/STS-B/train.tsv [tsv]" in stsb
