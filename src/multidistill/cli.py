@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from multidistill.errors import ConfigError, MultidistillError
 from multidistill.utils.interrupt import Interrupted, resume_command, signals_raise_interrupted
@@ -70,8 +71,12 @@ def tasks_command() -> None:
     for task in BUILTIN_TASKS.values():
         train = task.files.get("train")
         source = f"{train.path} [{train.format}]" if train else "-"
-        table.add_row(task.name, task.type, ",".join(task.labels) or "(score)", "2" if task.pair else "1",
-                      ",".join(task.metrics), source)
+        if task.from_tasks:
+            source = f"texts of: {', '.join(task.from_tasks)}"
+        labels = ",".join(task.labels) or ("(score)" if task.type == "regression" else "(none)")
+        # Text, not markup: "[tsv]" would otherwise be read as a style tag and vanish.
+        table.add_row(task.name, task.type, labels, "2" if task.pair else "1", ",".join(task.metrics) or "-",
+                      Text(source))
     console.print(table)
 
 

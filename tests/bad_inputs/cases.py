@@ -234,6 +234,9 @@ TO_CSV = {"data.task_specs.0.files.train.format": "csv", "data.task_specs.0.file
 TO_JSONL = {"data.task_specs.0.files.train.format": "jsonl",
             "data.task_specs.0.files.train.path": "toy_sent/train.jsonl"}
 SHARD = "data-00000-of-00001.arrow"
+# toy_sent becomes an unlabelled text corpus read from {data}/corpus.txt (a `text` task: no labels, no head).
+TO_CORPUS = {"data.task_specs.0": {"name": "toy_sent", "type": "text",
+                                   "files": {"train": {"path": "corpus.txt", "format": "txt"}}}}
 
 CASES: list[Case] = [
     # --- data files -----------------------------------------------------------------------------------------
@@ -407,4 +410,14 @@ CASES: list[Case] = [
     Case("store-future-version", "store", "a manifest of an unknown format_version", "distill",
          ("manifest.json", "unsupported format_version 99"),
          damage=(edit_json("{store}/manifest.json", {"format_version": 99}),)),
+    # --- unlabelled text corpora (text tasks) ------------------------------------------------------------
+    Case("corpus-empty", "data", "an empty corpus file (only blank lines) for a text task", "train-teacher",
+         ("corpus.txt", "empty corpus file", "task 'toy_sent'"), patch=TO_CORPUS, files={"corpus.txt": "\n \n"}),
+    Case("corpus-non-utf8", "data", "a corpus file that is not UTF-8", "train-teacher",
+         ("corpus.txt", "line 2", "not valid UTF-8", "e9"), patch=TO_CORPUS,
+         files={"corpus.txt": b"a good film\ncaf\xe9 film\n"}),
+    Case("text-task-head-loss", "config", "an unlabelled text task given the default (head-based) objective",
+         "train-teacher", ("task 'toy_sent' is a text task", "loss 'hard' reads student_logits",
+                           "objective.tasks.toy_sent"),
+         patch=TO_CORPUS, files={"corpus.txt": "a good film\nthe plot\n"}),
 ]

@@ -47,5 +47,7 @@ def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_p
     # Training reads rows at random: positional reads keep memory flat however large the views are.
     train_sets = ({t.name: store.tokenized_rows(t.name, "train", tokenizer, max_length) for t in tasks}
                   if need_train else {})
-    eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in tasks}
+    # Text tasks (unlabelled corpora) are not evaluated: nothing to score.
+    eval_sets = {t.name: store.tokenized(t.name, data.eval_split, tokenizer, max_length) for t in tasks
+                 if t.has_head}
     return PreparedData({t.name: t for t in tasks}, store, train_sets, eval_sets)

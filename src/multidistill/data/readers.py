@@ -70,11 +70,11 @@ def read_split(task: Task, split: str, data_root: str | Path | None = None,
     """
     if cache_dir is not None:
         return open_split_cache(write_split_cache(task, split, cache_dir, data_root, max_examples, seed), task)
-    source = _source(task, split, data_root, max_examples)
+    _check_split(task, split, max_examples)
     schema = features_for(task).arrow_schema
-    batches = list(_Converter(source).batches(schema))
+    batches = list(split_batches(task, split, data_root))
     n_rows = sum(batch.num_rows for batch in batches)
-    _check_not_empty(source, n_rows)
+    _check_not_empty(task, split, data_root, n_rows)
     table = pa.Table.from_batches(batches, schema=schema)
     keep = _subset(n_rows, max_examples, seed)
     if keep is not None:
@@ -91,15 +91,15 @@ def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: 
     split's size. The folder is written beside its final name and renamed into place once complete: a kill
     never leaves a half-written cache. Returns ``cache_dir``; `open_split_cache` maps it.
     """
-    source = _source(task, split, data_root, max_examples)
+    _check_split(task, split, max_examples)
     folder = Path(cache_dir)
     if _cached_rows(folder) is not None:
         return folder
     schema = features_for(task).arrow_schema
     with atomic_dir(folder) as tmp:
         everything = tmp / f"all-{EXAMPLES_FILE}"
-        n_rows = write_batches(everything, _Converter(source).batches(schema), schema)
-        _check_not_empty(source, n_rows)
+        n_rows = write_batches(everything, split_batches(task, split, data_root), schema)
+        _check_not_empty(task, split, data_root, n_rows)
         keep = _subset(n_rows, max_examples, seed)
         if keep is None:
             everything.rename(tmp / EXAMPLES_FILE)
@@ -180,24 +180,44 @@ def _take_rows(path: Path, keep: np.ndarray) -> Iterator[pa.RecordBatch]:
         start = stop
 
 
-def _source(task: Task, split: str, data_root: str | Path | None, max_examples: int | None) -> _Source:
-    data_file = task.files.get(split)  # type: ignore[call-overload]  # split may be any string
-    if data_file is None:
-        have = ", ".join(task.files) or "none"
+def split_batches(task: Task, split: str, data_root: str | Path | None = None) -> Iterator[pa.RecordBatch]:
+    """The validated rows of ``task``'s ``split`` as Arrow record batches in `features_for` ``task``'s schema,
+    one chunk at a time; a from_tasks text task's training split is its deduplicated corpus (`corpus`)."""
+    if task.from_tasks and split == "train" and "train" not in task.files:
+        from multidistill.data.corpus import corpus_batches  # corpus reads its sources through this module
+
+        return corpus_batches(task, data_root)
+    return _Converter(_source(task, split, data_root)).batches(features_for(task).arrow_schema)
+
+
+def _check_split(task: Task, split: str, max_examples: int | None) -> None:
+    if split not in task.splits:
+        have = ", ".join(task.splits) or "none"
         raise DataError(f"task '{task.name}' has no '{split}' split (configured splits: {have}); "
                         f"add files.{split} to the task to read it")
     if max_examples is not None and max_examples < 1:
         raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
+
+
+def _resolve(data_file: DataFile, data_root: str | Path | None) -> tuple[Path, Path | None]:
+    """The file's path and the data root it was resolved against (None for an absolute path)."""
     relative = Path(data_file.path).expanduser()
     root = None if relative.is_absolute() else resolve_data_root(data_root)
-    return _Source(task=task, split=split, data_file=data_file,
-                   path=relative if root is None else root / relative, root=root)
+    return (relative if root is None else root / relative), root
 
 
-def _check_not_empty(source: _Source, n_rows: int) -> None:
+def _source(task: Task, split: str, data_root: str | Path | None) -> _Source:
+    _check_split(task, split, None)
+    data_file = task.files[split]  # type: ignore[index]  # split may be any string
+    path, root = _resolve(data_file, data_root)
+    return _Source(task=task, split=split, data_file=data_file, path=path, root=root)
+
+
+def _check_not_empty(task: Task, split: str, data_root: str | Path | None, n_rows: int) -> None:
     if n_rows == 0:
-        raise DataError(f"empty split: no examples for task '{source.task.name}' split '{source.split}'",
-                        path=source.path)
+        data_file = task.files.get(split)  # type: ignore[call-overload]
+        path = _resolve(data_file, data_root)[0] if data_file is not None else None
+        raise DataError(f"empty split: no examples for task '{task.name}' split '{split}'", path=path)
 
 
 def _subset(n_rows: int, max_examples: int | None, seed: int) -> np.ndarray | None:
@@ -374,6 +394,20 @@ def _read_jsonl(source: _Source) -> Iterator[tuple[int, Record]]:
         yield number, obj
 
 
+def _read_txt(source: _Source) -> Iterator[tuple[int, Record]]:
+    """One text a line, keyed by column 0; blank lines are skipped. A file with no text at all is an error here,
+    naming the file, since a corpus that reads as nothing is a wrong path or a wrong file."""
+    any_rows = False
+    for number, line in _decoded_lines(source):
+        text = line.rstrip("\r\n")
+        if text.strip():
+            any_rows = True
+            yield number, {0: text}
+    if not any_rows:
+        raise DataError(f"empty corpus file: no text on any line ({source.what}); a txt file holds one text a "
+                        "line", path=source.path)
+
+
 # ------------------------------------------------------------------------------------ Hugging Face datasets
 
 
@@ -427,7 +461,8 @@ def _read_hf(source: _Source) -> Iterator[tuple[int, Record]]:
             yield start + i, {name: values[name][i] for name in names}
 
 
-_READERS = {"tsv": _read_tsv, "csv": _read_csv, "jsonl": _read_jsonl, "hf_disk": _read_hf, "hf_hub": _read_hf}
+_READERS = {"tsv": _read_tsv, "csv": _read_csv, "jsonl": _read_jsonl, "hf_disk": _read_hf, "hf_hub": _read_hf,
+            "txt": _read_txt}
 
 
 # ------------------------------------------------------------------------------- record -> example columns
@@ -498,8 +533,8 @@ class _Converter:
     def _id(self, pos: int, record: Record, row_index: int) -> str:
         if self.columns.id is not None:
             return self._scalar(pos, record, "id", required=True)
-        # ids default to the line number for tsv/csv and to the row index for jsonl / HF: unique by construction.
-        return str(pos if self.source.data_file.format in ("tsv", "csv") else row_index)
+        # ids default to the line number for tsv/csv/txt and to the row index for jsonl / HF: unique by construction.
+        return str(pos if self.source.data_file.format in ("tsv", "csv", "txt") else row_index)
 
     def first_position(self, example_id: str, rows: int) -> int | None:
         """The position of ``example_id`` among the first ``rows`` rows (a second pass over the source)."""

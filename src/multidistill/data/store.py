@@ -69,12 +69,15 @@ class ExampleStore:
         return self._examples[key]
 
     def has_split(self, task: str, split: str) -> bool:
-        return split in self.tasks[task].files
+        return split in self.tasks[task].splits
 
     def validate(self, splits: list[str] | tuple[str, ...]) -> None:
-        """Read every task's ``splits`` now, so bad data stops a run before anything is written."""
+        """Read every task's ``splits`` now, so bad data stops a run before anything is written (a text task's
+        training split only: it is never evaluated)."""
         for task in self.tasks:
             for split in splits:
+                if split != "train" and not self.tasks[task].has_head:
+                    continue
                 if not self.has_split(task, split):
                     raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
                 self._examples_folder(task, split)  # validated into the cache, not mapped until needed
@@ -84,17 +87,23 @@ class ExampleStore:
         key = (task, split)
         if key not in self._fingerprints:
             spec = self.tasks[task]
-            source = spec.files[split]
-            path = Path(source.path)
-            if not path.is_absolute():
-                path = self.data_root / path
-            content = hash_path(path) if path.exists() else source.path
+            content = self._content_hash(spec, split)
             limit = self._limit(task, split)
             # The seed only picks a capped subset: uncapped, any seed is alike.
             self._fingerprints[key] = hash_json({"task": spec.model_dump(mode="json"), "split": split,
                                                  "content": content, "limit": limit,
                                                  "seed": self.seed if limit is not None else None})
         return self._fingerprints[key]
+
+    def _content_hash(self, spec: Task, split: str) -> str:
+        """The source file's hash (its path if missing); a from_tasks corpus hashes each source's training file."""
+        if split not in spec.files and spec.from_tasks:
+            return hash_json([self._content_hash(source, "train") for source in spec.sources])
+        source = spec.files[split]  # type: ignore[index]  # split may be any string
+        path = Path(source.path)
+        if not path.is_absolute():
+            path = self.data_root / path
+        return hash_path(path) if path.exists() else source.path
 
     def _view(self, task: str, split: str, tokenizer, max_length: int) -> Path:
         """The folder of the tokenised view, built first if the cache does not hold it yet."""

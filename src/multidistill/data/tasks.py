@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from multidistill.errors import UnknownTaskError
 
-TaskType = Literal["classification", "regression"]
-FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub"]
+TaskType = Literal["classification", "regression", "text"]
+FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub", "txt"]
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
@@ -34,15 +34,33 @@ class DataFile(BaseModel):
 
     path: str = Field(description="File path, a `save_to_disk` folder, or a hub dataset name; "
                       "relative paths resolve against the data root.")
-    format: FileFormat = Field("tsv", description="tsv | csv | jsonl | hf_disk | hf_hub.")
+    format: FileFormat = Field("tsv", description="tsv | csv | jsonl | hf_disk | hf_hub | txt (one text a line).")
     header: bool = Field(True, description="Whether a tsv/csv file starts with a header line.")
-    columns: Columns = Field(description="Column map from source columns to example fields.")
+    columns: Columns = Field(description="Column map from source columns to example fields (a txt file has one "
+                             "column, 0, the default there).")
     hf_name: str | None = Field(None, description="Config name for `load_dataset(path, hf_name)` (hf_hub).")
     hf_split: str | None = Field(None, description="Split name inside a Hugging Face dataset (e.g. validation).")
     int_label_names: list[str] | None = Field(
         None, description="For integer labels in a HF dataset: the task label each index stands for."
     )
     domain: str | None = Field(None, description="Domain of every row of this file (Amazon domains).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _txt_columns(cls, data: Any) -> Any:
+        # A txt file's only column is the line itself: the column map may be left out.
+        if isinstance(data, dict) and data.get("format") == "txt" and data.get("columns") is None:
+            return {**data, "columns": {"text_a": 0}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_txt(self) -> DataFile:
+        if self.format == "txt":
+            cols = self.columns
+            if cols.text_a != 0 or any(getattr(cols, f) is not None for f in ("text_b", "label", "id", "domain")):
+                raise ValueError(f"'{self.path}': a txt file holds one text a line and nothing else; leave "
+                                 "columns out (text_a is column 0, ids are line numbers), or use jsonl/csv/tsv")
+        return self
 
 
 class Task(BaseModel):
@@ -59,9 +77,18 @@ class Task(BaseModel):
                                description="Metrics to report; the first one is the task's main score.")
     domain: str | None = Field(None, description="Optional domain this task belongs to.")
     files: dict[Split, DataFile] = Field(default_factory=dict, description="Data file per split.")
+    from_tasks: list[str] = Field(default_factory=list, description="text tasks only: the training split is the "
+                                  "texts of these tasks' training splits (both texts of a pair task), labels "
+                                  "dropped, exact duplicates removed (the first occurrence is kept).")
+    sources: list[Task] = Field(default_factory=list, description="The specs of from_tasks, filled in when the "
+                                "task is looked up (`get_task`); not set by hand.")
 
     @model_validator(mode="after")
     def _check(self) -> Task:
+        if self.type == "text":
+            self._check_text()
+        elif self.from_tasks:
+            raise ValueError(f"task '{self.name}': from_tasks is for text tasks (type: text) only")
         if self.type == "classification" and len(self.labels) < 2:
             raise ValueError(f"task '{self.name}': a classification task needs at least 2 labels")
         if self.type == "regression" and self.labels:
@@ -73,9 +100,44 @@ class Task(BaseModel):
                 raise ValueError(f"task '{self.name}': pair task but files.{split}.columns.text_b is not set")
         return self
 
+    def _check_text(self) -> None:
+        """A text task is unlabelled text: no labels, no head, no metrics, one text an example."""
+        if self.labels:
+            raise ValueError(f"task '{self.name}': a text task has no labels; remove labels")
+        if self.pair:
+            raise ValueError(f"task '{self.name}': a text task has one text an example; remove pair (a pair task "
+                             "named in from_tasks contributes each of its texts)")
+        if "metrics" in self.model_fields_set and self.metrics:
+            raise ValueError(f"task '{self.name}': a text task is not evaluated; remove metrics")
+        self.metrics = []
+        for split, data_file in self.files.items():
+            if data_file.columns.label is not None:
+                raise ValueError(f"task '{self.name}': a text task has no labels; remove files.{split}.columns.label")
+        if self.from_tasks and "train" in self.files:
+            raise ValueError(f"task '{self.name}': give either from_tasks or files.train, not both")
+        if not self.from_tasks and not self.files:
+            raise ValueError(f"task '{self.name}': a text task needs files.train (a txt/jsonl/csv/tsv file or a "
+                             "saved dataset) or from_tasks (tasks whose training texts to use)")
+        if self.name in self.from_tasks or len(set(self.from_tasks)) != len(self.from_tasks):
+            raise ValueError(f"task '{self.name}': from_tasks {self.from_tasks} must name other tasks, each once")
+        if self.sources and [source.name for source in self.sources] != self.from_tasks:
+            raise ValueError(f"task '{self.name}': sources must be the specs of from_tasks, in order")
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the task has labels, a head and metrics (every type but text)."""
+        return self.type != "text"
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits this task can read: its files, and train for a from_tasks text task."""
+        return list(self.files) + (["train"] if self.from_tasks and "train" not in self.files else [])
+
     @property
     def num_labels(self) -> int:
-        """Output size of the task's head (1 for regression)."""
+        """Output size of the task's head (1 for regression, 0 for text: no head)."""
+        if self.type == "text":
+            return 0
         return 1 if self.type == "regression" else len(self.labels)
 
     @property
@@ -172,10 +234,28 @@ BUILTIN_TASKS: dict[str, Task] = _builtin_tasks()
 
 
 def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:
-    """Look a task up among ``extra`` (user-declared) and the built-ins."""
+    """Look a task up among ``extra`` (user-declared) and the built-ins; a text task's ``from_tasks`` are looked
+    up the same way into its ``sources``, so readers need no registry."""
     if extra and name in extra:
-        return extra[name]
-    if name in BUILTIN_TASKS:
-        return BUILTIN_TASKS[name]
-    known = sorted(set(BUILTIN_TASKS) | set(extra or {}))
-    raise UnknownTaskError(f"unknown task '{name}'; known tasks: {', '.join(known)}")
+        task = extra[name]
+    elif name in BUILTIN_TASKS:
+        task = BUILTIN_TASKS[name]
+    else:
+        known = sorted(set(BUILTIN_TASKS) | set(extra or {}))
+        raise UnknownTaskError(f"unknown task '{name}'; known tasks: {', '.join(known)}")
+    if task.from_tasks and not task.sources:
+        task = task.model_copy(update={"sources": [_corpus_source(task, ref, extra) for ref in task.from_tasks]})
+    return task
+
+
+def _corpus_source(corpus: Task, name: str, extra: dict[str, Task] | None) -> Task:
+    try:
+        source = get_task(name, extra)
+    except UnknownTaskError as exc:
+        raise UnknownTaskError(f"task '{corpus.name}', from_tasks: {exc}") from exc
+    if source.from_tasks:
+        raise UnknownTaskError(f"task '{corpus.name}', from_tasks: '{name}' is itself built from_tasks; name its "
+                               f"sources ({', '.join(source.from_tasks)}) instead")
+    if "train" not in source.files:
+        raise UnknownTaskError(f"task '{corpus.name}', from_tasks: '{name}' has no train split to take texts from")
+    return source

@@ -48,6 +48,8 @@ def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *,
     metrics, main = {}, {}
     for name, dataset in eval_sets.items():
         task = tasks[name]
+        if not task.has_head:
+            continue  # unlabelled text: nothing to score
         predictions = predict(model, task, dataset, batch_size=batch_size, pad_token_id=pad_token_id,
                               device=device, autocast=autocast, progress=progress)
         metrics[name] = compute_metrics(task.metrics, predictions, np.asarray(dataset["label"]))

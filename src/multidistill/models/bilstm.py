@@ -79,7 +79,8 @@ class BiLSTMModel(SavedModel):
         self.attention_proj = nn.Linear(encoded, encoded)
         self.attention_vector = nn.Linear(encoded, 1, bias=False)
         self.dropout = nn.Dropout(spec.dropout)
-        self.heads = nn.ModuleDict({task.name: self._build_head(task) for task in tasks})
+        # Text tasks (unlabelled corpora) get no head: only feature losses read them.
+        self.heads = nn.ModuleDict({task.name: self._build_head(task) for task in tasks if task.has_head})
         # Packed sequences are the fast path; ONNX export cannot trace them, so it runs `_lstm_unpacked`
         # (same numbers) instead: automatically inside `torch.onnx.export`, or when this is set to False.
         self.pack_sequences = True
@@ -119,6 +120,9 @@ class BiLSTMModel(SavedModel):
         """Any truncation length is fine for an LSTM (kept for interface parity with `MultiTaskModel`)."""
 
     def head_type(self, task: str) -> nn.Module:
+        if task in self.tasks and not self.tasks[task].has_head:
+            raise ConfigError(f"task '{task}' is a text task (unlabelled text): it has no head and no logits; "
+                              "only feature losses can train on it")
         if task not in self.heads:
             raise UnknownTaskError(f"the model has no head for task '{task}'; it has: {', '.join(self.heads)}")
         return self.heads[task]

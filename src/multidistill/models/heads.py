@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError
 
 
 class ClassificationHead(nn.Module):
@@ -57,5 +58,8 @@ HEAD_TYPES: dict[str, type[nn.Module]] = {
 
 
 def build_head(task: Task, hidden_size: int, dropout: float) -> nn.Module:
-    """The head for ``task``'s type, sized from the task's label count."""
+    """The head for ``task``'s type, sized from the task's label count; a text task has none (ConfigError)."""
+    if not task.has_head:
+        raise ConfigError(f"task '{task.name}' is a text task (unlabelled text): it has no head; train it with a "
+                          "feature loss only")
     return HEAD_TYPES[task.type](hidden_size, task.num_labels, dropout)

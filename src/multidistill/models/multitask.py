@@ -91,7 +91,8 @@ class MultiTaskModel(SavedModel):
         self._uses_token_types = ("token_type_ids" in inspect.signature(backbone.forward).parameters
                                   and getattr(backbone.config, "type_vocab_size", 2) > 1)
         hidden = backbone.config.hidden_size
-        self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout) for task in tasks})
+        # Text tasks (unlabelled corpora) feed feature losses through `features`; they get no head.
+        self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout) for task in tasks if task.has_head})
 
     @classmethod
     def from_backbone(cls, name_or_path: str, tasks: list[Task], *, pooling: Pooling = "cls",
@@ -113,6 +114,9 @@ class MultiTaskModel(SavedModel):
                              f"set it to {limit} or less")
 
     def head_type(self, task: str) -> nn.Module:
+        if task in self.tasks and not self.tasks[task].has_head:
+            raise ConfigError(f"task '{task}' is a text task (unlabelled text): it has no head and no logits; "
+                              "only feature losses can train on it")
         if task not in self.heads:
             raise UnknownTaskError(f"the model has no head for task '{task}'; it has: {', '.join(self.heads)}")
         return self.heads[task]

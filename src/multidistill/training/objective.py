@@ -16,13 +16,29 @@ from torch import nn
 from multidistill.config import ObjectiveConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
-from multidistill.losses import build_loss
+from multidistill.losses import LOSSES, build_loss
+
+# What a loss reads when it needs a head (logits) or labels: a text task has neither.
+HEAD_INPUTS = ("student_logits", "labels", "teacher_mean", "teacher_logits")
 
 
 @dataclass
 class ObjectiveOutput:
     loss: torch.Tensor
     terms: dict[str, float] = field(default_factory=dict)
+
+
+def refuse_head_losses(tasks: dict[str, Task], config: ObjectiveConfig) -> None:
+    """Refuse, before training, a text task (no labels, no head) given a loss that reads logits or labels."""
+    for name, task in tasks.items():
+        if task.has_head:
+            continue
+        for term in config.terms_for(task):
+            reads = [key for key in getattr(LOSSES.get(term.loss), "inputs", ()) if key in HEAD_INPUTS]
+            if reads:
+                raise ConfigError(f"task '{name}' is a text task (unlabelled text: no labels, no head), but loss "
+                                  f"'{term.loss}' reads {', '.join(reads)}; give it feature losses only, under "
+                                  f"key 'objective.tasks.{name}' (e.g. relation_kl or hidden_mse)")
 
 
 class WeightedObjective(nn.Module):
@@ -34,6 +50,7 @@ class WeightedObjective(nn.Module):
         unknown = sorted(set(config.tasks) - set(tasks))
         if unknown:
             raise ConfigError(f"key 'objective.tasks': {unknown} are not tasks of this run ({sorted(tasks)})")
+        refuse_head_losses(tasks, config)
         self.tasks = tasks
         self.schedules = {name: [(term.weight, term.weight if term.weight_end is None else term.weight_end)
                                  for term in config.terms_for(task)] for name, task in tasks.items()}
