@@ -9,6 +9,7 @@ saved the same way (safetensors + JSON + tokenizer), minus the Hugging Face ``co
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from multidistill.models.multitask import (
     MultiTaskOutput,
     SavedModel,
     load_weights,
+    output_with_features,
     read_model_config,
 )
 
@@ -263,11 +265,15 @@ class BiLSTMModel(SavedModel):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> MultiTaskOutput:
+                output_attentions: bool = False, want: Iterable[str] | None = None) -> MultiTaskOutput:
         """Logits of ``task``'s head. ``last_hidden_state`` holds the LSTM outputs of the (first) text at
         its input positions; ``hidden_states`` is just ``(last_hidden_state,)`` and ``attentions`` the
-        attention-pooling weights (B, T) of each encoded text, not Transformer attention maps."""
+        attention-pooling weights (B, T) of each encoded text, not Transformer attention maps. With ``want``
+        (feature names, see `features`) the output also carries ``features`` from the same forward."""
         head = self.head_type(task)
+        if want:
+            return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,
+                                                       want={*want, "logits", "pooled"}))
         features, hidden, attentions = self.encode_features(input_ids, attention_mask, token_type_ids,
                                                             pair=self.tasks[task].pair)
         return MultiTaskOutput(

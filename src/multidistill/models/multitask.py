@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,8 @@ class MultiTaskOutput:
     last_hidden_state: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    # Set when the forward was asked for features (``want``); then ``last_hidden_state`` may be None.
+    features: EncoderFeatures | None = None
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
@@ -108,8 +111,13 @@ class MultiTaskModel(SavedModel):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> MultiTaskOutput:
+                output_attentions: bool = False, want: Iterable[str] | None = None) -> MultiTaskOutput:
+        """``task``'s logits. With ``want`` (feature names, see `features`) the same single forward also fills
+        ``features``; the objective asks this way so that a DDP wrapper's forward hooks see the whole pass."""
         head = self.head_type(task)
+        if want:
+            return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,
+                                                       want={*want, "logits", "pooled"}))
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and self._uses_token_types else {}
         encoded = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 output_hidden_states=output_hidden_states,
@@ -186,6 +194,13 @@ class MultiTaskModel(SavedModel):
                     max_length=config.get("max_length"))
         load_weights(model, directory / WEIGHTS_FILE)
         return model
+
+
+def output_with_features(features: EncoderFeatures) -> MultiTaskOutput:
+    """A forward's output built from features that include logits and pooled."""
+    hidden = features.hidden_states[-1] if features.hidden_states is not None else None
+    return MultiTaskOutput(logits=features.logits, pooled=features.pooled, last_hidden_state=hidden,
+                           features=features)
 
 
 # Files every folder of a model kind needs besides MODEL_CONFIG_FILE; the kind is read from that file.
