@@ -61,21 +61,23 @@ def test_feature_distillation_from_a_headless_online_teacher_learns_and_logs_eac
     student_features, teacher_features = MultiTaskModel.features, online.extract_features
 
     def spy_student(self, *args, want, **kwargs):
-        asked["student"].append(frozenset(want))
+        asked["student"].append(tuple(sorted(want.items())))
         return student_features(self, *args, want=want, **kwargs)
 
     def spy_teacher(*args, want, **kwargs):
-        asked["teacher"].append(frozenset(want))
+        asked["teacher"].append(tuple(sorted(want.items())))
         return teacher_features(*args, want=want, **kwargs)
 
     monkeypatch.setattr(MultiTaskModel, "features", spy_student)
     monkeypatch.setattr(online, "extract_features", spy_teacher)
     train_model(_distill(raw, tmp_path, epochs=3))
 
-    # Only what the terms declare: hidden states (hidden_mse) and Q/K/V (relation_kl); logits for `hard`.
-    qkv = {"queries", "keys", "values"}
-    assert set(asked["student"]) == {frozenset({"hidden_states", *qkv, "logits", "pooled"})}
-    assert set(asked["teacher"]) == {frozenset({"hidden_states", *qkv})}
+    # Only what the terms declare: hidden states (hidden_mse's uniform map of a 1-layer student onto a 2-layer
+    # teacher: 0 -> 0, 1 -> 2) and the last layer's Q/K/V (relation_kl); logits and pooled for `hard`.
+    qkv = ("keys", "queries", "values")
+    student = {"hidden_states": (0, 1), **dict.fromkeys(qkv, (1,)), "logits": (), "pooled": ()}
+    assert set(asked["student"]) == {tuple(sorted(student.items()))}
+    assert set(asked["teacher"]) == {(("hidden_states", (0, 2)), *((n, (2,)) for n in qkv))}
     assert len(asked["teacher"]) == len(asked["student"]) > 0  # once per training batch; evaluation asks none
     # Each term is logged by name, and the feature terms go down as the student learns from the teacher.
     for name in ("hidden_mse", "relation_kl"):
@@ -160,8 +162,8 @@ def test_k_teachers_average_the_per_teacher_losses_and_the_student_is_asked_only
     two = objective(model, {**batch, "teacher_features": [_features(2)]}).loss
     both = objective(model, {**batch, "teacher_features": [_features(1), _features(2)]}).loss
     assert both.item() == pytest.approx((one.item() + two.item()) / 2)
-    assert model.asked == [frozenset({"hidden_states"})] * 3
-    assert objective.teacher_want == {"sst2": frozenset({"hidden_states"})}
+    assert model.asked == [{"hidden_states": (0, 1)}] * 3
+    assert objective.teacher_want == {"sst2": {"hidden_states": (0, 1)}}
     with pytest.raises(ConfigError, match="online_teachers"):
         objective(model, batch)
 
@@ -249,3 +251,18 @@ def test_a_store_gives_the_logits_and_an_online_encoder_the_features_in_one_run(
     assert result.steps > 0
     # The online (headless) teacher computes features only; the logits came from the store before it ran.
     assert seen and set(seen) == {(False, True, True)}
+
+
+def test_only_the_asked_layers_are_captured(tiny_model_dir):
+    from transformers import AutoModel
+
+    from multidistill.models.extract import extract_features
+
+    encoder = AutoModel.from_pretrained(tiny_model_dir).eval()
+    ids, mask = torch.tensor([[2, 40, 41, 3, 0]]), torch.tensor([[1, 1, 1, 1, 0]])
+    full = extract_features(encoder, ids, mask, want={"queries", "attention_scores"})
+    some = extract_features(encoder, ids, mask, want={"queries": (2,), "attention_scores": (1,)})
+    assert some.queries[0] is None and torch.equal(some.queries[1], full.queries[1])
+    assert some.attention_scores[1] is None and torch.equal(some.attention_scores[0], full.attention_scores[0])
+    with pytest.raises(ConfigError, match="layers are 1..2"):
+        extract_features(encoder, ids, mask, want={"keys": (3,)})

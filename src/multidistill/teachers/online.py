@@ -54,7 +54,7 @@ class OnlineSignals:
                  device: torch.device | None = None, *, logits: bool = True) -> None:
         self.device = device or torch.device("cpu")
         self.logits = logits
-        self.want: dict[str, frozenset[str]] = {}
+        self.want: dict[str, Mapping[str, tuple[int, ...]]] = {}
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.teachers: list[nn.Module] = []
         for folder in teacher_dirs:
@@ -78,9 +78,9 @@ class OnlineSignals:
             raise ConfigError(f"key 'online_teachers': feature losses need teachers of one size, got {sorted(found)}")
         return found.pop()
 
-    def request(self, want: Mapping[str, frozenset[str]]) -> OnlineSignals:
-        """Compute, per task, only these teacher features (the objective's ``teacher_want``)."""
-        self.want = {task: frozenset(names) for task, names in want.items() if names}
+    def request(self, want: Mapping[str, Mapping[str, tuple[int, ...]]]) -> OnlineSignals:
+        """Compute, per task, only these teacher features at these layers (the objective's ``teacher_want``)."""
+        self.want = {task: dict(layers) for task, layers in want.items() if layers}
         return self
 
     def to(self, device: torch.device) -> OnlineSignals:
@@ -89,7 +89,8 @@ class OnlineSignals:
         self.teachers = [t.to(device) for t in self.teachers]
         return self
 
-    def _features(self, teacher: nn.Module, task: str, inputs: dict, want: frozenset[str]) -> EncoderFeatures:
+    def _features(self, teacher: nn.Module, task: str, inputs: dict,
+                  want: Mapping[str, tuple[int, ...]]) -> EncoderFeatures:
         if hasattr(teacher, "features"):  # a multidistill model; its head for the task only if it has one
             return teacher.features(task if task in teacher.tasks else None, **inputs, want=want)
         return extract_features(teacher, **inputs, want=want)

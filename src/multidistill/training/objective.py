@@ -67,16 +67,18 @@ class WeightedObjective(nn.Module):
             name: nn.ModuleList([build_loss(term.loss, dims=dims, **term.params) for term in config.terms_for(task)])
             for name, task in tasks.items()
         })
-        # Per task, the features each side must produce (the union of what its terms declare).
+        # Per task, the features and layers each side must produce (the union of what its terms declare).
         self.student_want = {name: self._wanted(name, "student") for name in tasks}
         self.teacher_want = {name: self._wanted(name, "teacher") for name in tasks}
 
-    def _wanted(self, task: str, side: str) -> frozenset[str]:
-        names: set[str] = set()
+    def _wanted(self, task: str, side: str) -> dict[str, tuple[int, ...]]:
+        """{feature: layer numbers} that ``side`` must give for ``task``'s terms; empty when none reads features."""
+        wanted: dict[str, set[int]] = {}
         for term in self.terms[task]:
             if hasattr(term, "feature_request"):
-                names |= set(term.feature_request()[side])
-        return frozenset(names)
+                for name, layers in term.feature_request()[side].items():
+                    wanted.setdefault(name, set()).update(layers)
+        return {name: tuple(sorted(layers)) for name, layers in sorted(wanted.items())}
 
     @property
     def needs_teacher_logits(self) -> bool:
