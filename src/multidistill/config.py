@@ -141,6 +141,15 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     log_every_steps: int = Field(10, gt=0, description="TensorBoard/log cadence in optimizer steps.")
     seed: int = Field(42, description="Seed for initialisation, sampling and dropout.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate schedule after the warm-up (warmup_ratio), via "
+        "transformers.get_scheduler: linear decay to 0, cosine decay to 0, or constant.")
+    select: Literal["best_metric", "lowest_loss", "last"] = Field(
+        "best_metric", description="Which evaluated model is kept in model/: best_metric (highest eval average), "
+        "lowest_loss (lowest objective loss on a held-out slice of the training rows, holdout_fraction of each "
+        "task, which is then not trained on; for runs without labelled eval data), or last.")
+    holdout_fraction: float = Field(0.05, gt=0, lt=1, description="select: lowest_loss: the seeded fraction of "
+                                    "each task's training rows held out to measure the loss (at least one row).")
 
     @model_validator(mode="after")
     def _one_precision(self) -> TrainConfig:
@@ -152,7 +161,8 @@ class TrainConfig(_Strict):
 class LossTerm(_Strict):
     """One weighted term of an objective."""
 
-    loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse.")
+    loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse; feature "
+                      "losses (online teachers): hidden_mse, cosine_hidden, attention_mse, attention_kl, relation_kl.")
     weight: float = Field(1.0, ge=0, description="Weight of this term in the sum (at the start of training).")
     weight_end: float | None = Field(None, ge=0, description="If set, the weight moves linearly from `weight` to "
                                      "this value over training (an alpha schedule).")
@@ -188,14 +198,11 @@ class TeacherRunConfig(_Strict):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
                                        description="Loss terms per task type / task (default: hard only).")
     signals: str | None = Field(None, description="Teacher-signal store (from `soft-targets`) for distillation.")
-    online_teachers: list[str] = Field(default_factory=list, description="Instead of a store: teacher model folders "
-                                       "run on every training batch (they must share the student's tokenizer).")
-
-    @model_validator(mode="after")
-    def _one_signal_source(self) -> TeacherRunConfig:
-        if self.signals is not None and self.online_teachers:
-            raise ValueError("give either signals (a store) or online_teachers, not both")
-        return self
+    online_teachers: list[str] = Field(default_factory=list, description="Teachers run on every training batch "
+                                       "(model folders, or plain encoder folders/hub names when they only give "
+                                       "features); they must share the student's tokenizer. They give the "
+                                       "feature terms' teacher features, and the teacher logits unless `signals` "
+                                       "(a store) gives those.")
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:

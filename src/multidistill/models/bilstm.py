@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
-from multidistill.models.extract import check_wanted
+from multidistill.models.extract import Wanted, check_wanted, with_features
 from multidistill.models.features import EncoderFeatures, ModelDims
 from multidistill.models.multitask import (
     FORMAT_VERSION,
@@ -29,6 +29,7 @@ from multidistill.models.multitask import (
     MultiTaskOutput,
     SavedModel,
     load_weights,
+    output_with_features,
     read_model_config,
 )
 
@@ -267,11 +268,15 @@ class BiLSTMModel(SavedModel):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> MultiTaskOutput:
+                output_attentions: bool = False, want: Wanted | None = None) -> MultiTaskOutput:
         """Logits of ``task``'s head. ``last_hidden_state`` holds the LSTM outputs of the (first) text at
         its input positions; ``hidden_states`` is just ``(last_hidden_state,)`` and ``attentions`` the
-        attention-pooling weights (B, T) of each encoded text, not Transformer attention maps."""
+        attention-pooling weights (B, T) of each encoded text, not Transformer attention maps. With ``want``
+        (feature names, see `features`) the output also carries ``features`` from the same forward."""
         head = self.head_type(task)
+        if want:
+            return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,
+                                                       want=with_features(want, "logits", "pooled")))
         features, hidden, attentions = self.encode_features(input_ids, attention_mask, token_type_ids,
                                                             pair=self.tasks[task].pair)
         return MultiTaskOutput(
@@ -288,7 +293,7 @@ class BiLSTMModel(SavedModel):
         return ModelDims(hidden_size=2 * self.spec.hidden_size, num_layers=1, num_attention_heads=0)
 
     def features(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None, *, want: set[str]) -> EncoderFeatures:
+                 token_type_ids: torch.Tensor | None = None, *, want: Wanted) -> EncoderFeatures:
         """What a BiLSTM has: ``logits`` and ``pooled`` (as in `forward`) and ``hidden_states``, a 2-tuple of the
         word embeddings (B, T, embedding_dim; no dropout) and the LSTM outputs (B, T, 2 x hidden_size) of every
         text at its input positions, both zero at padding. It has no self-attention, so attention scores and

@@ -12,7 +12,7 @@ attention implementation are restored afterwards, also when the forward raises.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -43,6 +43,32 @@ def check_wanted(want: Iterable[str], allowed: Iterable[str], who: str) -> froze
     return want
 
 
+# What to compute: feature names (every layer), or names mapped to the layer numbers wanted (1..L; as in
+# EncoderFeatures). Layers restrict the captured scores and Q/K/V; hidden states always come whole from the model.
+Wanted = Iterable[str] | Mapping[str, Iterable[int]]
+
+
+def wanted_layers(want: Wanted) -> dict[str, frozenset[int]] | None:
+    """The layer numbers per feature of a mapping ``want``; None when ``want`` names features only."""
+    if not isinstance(want, Mapping):
+        return None
+    return {name: frozenset(layers) for name, layers in want.items()}
+
+
+def with_features(want: Wanted, *names: str) -> Wanted:
+    """``want`` plus whole-model features ``names`` (logits, pooled), keeping its layer numbers if it has any."""
+    if isinstance(want, Mapping):
+        return {**want, **{name: () for name in names}}
+    return {*want, *names}
+
+
+def without_features(want: Wanted, *names: str) -> Wanted:
+    """``want`` without ``names``, keeping its layer numbers if it has any."""
+    if isinstance(want, Mapping):
+        return {name: layers for name, layers in want.items() if name not in names}
+    return frozenset(want) - set(names)
+
+
 def _encoder_inputs(model: PreTrainedModel, token_type_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
     # DistilBERT/ModernBERT take no segment ids; RoBERTa/DeBERTa-style ones have at most one segment type.
     if (token_type_ids is None or "token_type_ids" not in inspect.signature(model.forward).parameters
@@ -66,7 +92,7 @@ class _SoftmaxInputs(TorchFunctionMode):
 
 
 def _capture_scores(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleList,
-                    scores: list[torch.Tensor | None]) -> None:
+                    scores: list[torch.Tensor | None], indices: frozenset[int]) -> None:
     """Hooks that fill ``scores[i]`` with the softmax input of layer i's attention module."""
     active: dict[int, _SoftmaxInputs] = {}
 
@@ -99,6 +125,8 @@ def _capture_scores(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleLi
         active.clear()
 
     for index, layer in enumerate(layers):
+        if index not in indices:
+            continue
         module = layer.get_submodule(family.attention)
         stack.callback(module.register_forward_pre_hook(enter(index)).remove)
         stack.callback(module.register_forward_hook(leave(index), always_call=True).remove)
@@ -106,7 +134,7 @@ def _capture_scores(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleLi
 
 
 def _capture_qkv(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleList, wanted: frozenset[str],
-                 captured: dict[str, list[torch.Tensor | None]]) -> None:
+                 captured: dict[str, list[torch.Tensor | None]], indices: dict[str, frozenset[int]]) -> None:
     """Forward hooks on the projections that fill ``captured[name][i]`` for each wanted Q/K/V name."""
     by_module: dict[str, list[str]] = {}
     for name, module_name in family.projections().items():
@@ -122,6 +150,9 @@ def _capture_qkv(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleList,
 
     for index, layer in enumerate(layers):
         for module_name, names in by_module.items():
+            names = [name for name in names if index in indices[name]]
+            if not names:
+                continue
             handle = layer.get_submodule(module_name).register_forward_hook(
                 hook_for(index, names, fused=module_name == family.fused_qkv))
             stack.callback(handle.remove)
@@ -143,22 +174,31 @@ def _eager_attention(model: PreTrainedModel) -> Iterator[None]:
 
 def encode_with_features(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          token_type_ids: torch.Tensor | None = None, *,
-                         want: Iterable[str]) -> tuple[Any, EncoderFeatures]:
+                         want: Wanted) -> tuple[Any, EncoderFeatures]:
     """Run ``model`` once; return its own output (``last_hidden_state`` etc.) and the wanted features.
 
-    ``want`` is a subset of ENCODER_FEATURES; every other field of the result is None.
+    ``want`` is a subset of ENCODER_FEATURES, or a mapping of such names to layer numbers (1..L): then only those
+    layers' scores and Q/K/V are captured and the other layers' entries are None. Every other field is None.
     """
     family = family_of(model.config)
+    by_layer = wanted_layers(want)
     want = check_wanted(want, ENCODER_FEATURES, f"a '{family.model_type}' encoder without heads")
     layers = model.base_model.get_submodule(family.layers)
+    every = frozenset(range(len(layers)))
+    indices = {name: every if by_layer is None else frozenset(n - 1 for n in by_layer[name]) for name in want}
+    for name, wanted_indices in indices.items():
+        outside = sorted(n + 1 for n in wanted_indices - every)
+        if outside and name != "hidden_states":
+            raise ConfigError(f"'{name}' of layer(s) {outside} asked of a {len(layers)}-layer "
+                              f"'{family.model_type}' encoder, whose layers are 1..{len(layers)}")
     scores: list[torch.Tensor | None] = [None] * len(layers)
     qkv: dict[str, list[torch.Tensor | None]] = {name: [None] * len(layers) for name in QKV_FEATURES if name in want}
     with ExitStack() as stack:
         if "attention_scores" in want:
             stack.enter_context(_eager_attention(model))
-            _capture_scores(stack, family, layers, scores)
+            _capture_scores(stack, family, layers, scores, indices["attention_scores"])
         if qkv:
-            _capture_qkv(stack, family, layers, want, qkv)
+            _capture_qkv(stack, family, layers, want, qkv, indices)
         output = model(input_ids=input_ids, attention_mask=attention_mask,
                        output_hidden_states="hidden_states" in want, **_encoder_inputs(model, token_type_ids))
     features = EncoderFeatures(attention_mask=attention_mask, dims=model_dims(model.config))
@@ -169,13 +209,13 @@ def encode_with_features(model: PreTrainedModel, input_ids: torch.Tensor, attent
     for name, tensors in qkv.items():
         setattr(features, name, tuple(tensors))
     for name in want - {"hidden_states"}:
-        if any(tensor is None for tensor in getattr(features, name)):
+        if any(getattr(features, name)[index] is None for index in indices[name]):
             raise RuntimeError(f"'{family.model_type}': some layers gave no '{name}'; check the family's module "
                                "names in multidistill/models/families.py")
     return output, features
 
 
 def extract_features(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     token_type_ids: torch.Tensor | None = None, *, want: Iterable[str]) -> EncoderFeatures:
+                     token_type_ids: torch.Tensor | None = None, *, want: Wanted) -> EncoderFeatures:
     """The wanted ENCODER_FEATURES of one batch from any encoder in the family table (see `encode_with_features`)."""
     return encode_with_features(model, input_ids, attention_mask, token_type_ids, want=want)[1]

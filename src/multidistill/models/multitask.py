@@ -20,7 +20,7 @@ from transformers import AutoConfig, PreTrainedModel
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.models.backbone import backbone_from_config, load_backbone, max_positions
-from multidistill.models.extract import check_wanted, encode_with_features
+from multidistill.models.extract import Wanted, check_wanted, encode_with_features, with_features, without_features
 from multidistill.models.families import model_dims
 from multidistill.models.features import FEATURE_NAMES, EncoderFeatures, ModelDims
 from multidistill.models.heads import build_head
@@ -43,6 +43,8 @@ class MultiTaskOutput:
     last_hidden_state: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    # Set when the forward was asked for features (``want``); then ``last_hidden_state`` may be None.
+    features: EncoderFeatures | None = None
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
@@ -123,8 +125,13 @@ class MultiTaskModel(SavedModel):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> MultiTaskOutput:
+                output_attentions: bool = False, want: Wanted | None = None) -> MultiTaskOutput:
+        """``task``'s logits. With ``want`` (feature names, see `features`) the same single forward also fills
+        ``features``; the objective asks this way so that a DDP wrapper's forward hooks see the whole pass."""
         head = self.head_type(task)
+        if want:
+            return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,
+                                                      want=with_features(want, "logits", "pooled")))
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and self._uses_token_types else {}
         encoded = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 output_hidden_states=output_hidden_states,
@@ -143,18 +150,19 @@ class MultiTaskModel(SavedModel):
         return model_dims(self.backbone.config)
 
     def features(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None, *, want: set[str]) -> EncoderFeatures:
-        """The wanted features (any of FEATURE_NAMES) of one batch, from one forward pass.
+                 token_type_ids: torch.Tensor | None = None, *, want: Wanted) -> EncoderFeatures:
+        """The wanted features (any of FEATURE_NAMES, or a mapping of them to layer numbers) of one batch, from one
+        forward pass.
 
         ``logits`` are ``task``'s head output; ``pooled`` is the vector the heads read. ``task`` may be None
         when neither is wanted (unlabelled text). Everything not wanted is None and is not computed.
         """
-        want = check_wanted(want, FEATURE_NAMES, "MultiTaskModel")
+        requested, want = want, check_wanted(want, FEATURE_NAMES, "MultiTaskModel")
         if "logits" in want and task is None:
             raise ConfigError("the 'logits' feature needs a task (whose head gives them); unlabelled text has none")
         head = self.head_type(task) if "logits" in want else None
         encoded, features = encode_with_features(self.backbone, input_ids, attention_mask, token_type_ids,
-                                                 want=want - {"logits", "pooled"})
+                                                 want=without_features(requested, "logits", "pooled"))
         if want & {"logits", "pooled"}:
             pooled = pool(encoded.last_hidden_state, attention_mask, self.pooling)
             features.pooled = pooled if "pooled" in want else None
@@ -203,6 +211,13 @@ class MultiTaskModel(SavedModel):
         model._load_data_root(config)
         load_weights(model, directory / WEIGHTS_FILE)
         return model
+
+
+def output_with_features(features: EncoderFeatures) -> MultiTaskOutput:
+    """A forward's output built from features that include logits and pooled."""
+    hidden = features.hidden_states[-1] if features.hidden_states is not None else None
+    return MultiTaskOutput(logits=features.logits, pooled=features.pooled, last_hidden_state=hidden,
+                           features=features)
 
 
 # Files every folder of a model kind needs besides MODEL_CONFIG_FILE; the kind is read from that file.

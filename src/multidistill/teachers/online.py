@@ -1,53 +1,114 @@
 """Online teacher signals: run the teacher(s) on each training batch instead of reading a store.
 
-The store is the default (teachers run once, every student reuses it). Online signals are for what a
-store cannot hold (inputs that change each epoch) and for measuring what the store saves. The teachers
-read the student's token ids, so they must share the student's tokenizer.
+The store is the default for logits (teachers run once, every student reuses it). Online teachers are for what
+a store cannot hold: features inside the encoder (hidden states, attention, Q/K/V) for feature losses, inputs
+that change each epoch, and measuring what the store saves. They read the student's token ids, so they must
+share the student's tokenizer.
+
+An online teacher is frozen (eval mode, ``requires_grad`` off), runs on the training device under ``no_grad``
+(and the loop's autocast), and is held here, outside the trained modules: so outside DDP and outside checkpoints.
+It computes only what the objective asked for (`request`). A teacher that only gives features needs no heads:
+a plain Hugging Face encoder folder or hub name works.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from multidistill.errors import ConfigError
+from multidistill.models.backbone import load_backbone, load_tokenizer, resolve_model_path
+from multidistill.models.extract import extract_features
+from multidistill.models.families import model_dims
+from multidistill.models.features import EncoderFeatures, ModelDims
 from multidistill.models.loading import load_model
+from multidistill.models.multitask import MODEL_CONFIG_FILE
 from multidistill.teachers.signals import combine_teachers
 from multidistill.utils.hashing import hash_tokenizer
 
 
+def load_teacher(name_or_path: str | Path) -> nn.Module:
+    """A multidistill model folder (with heads), or else any Hugging Face encoder (features only)."""
+    path = Path(resolve_model_path(str(name_or_path)))
+    return load_model(path) if (path / MODEL_CONFIG_FILE).is_file() else load_backbone(str(name_or_path))
+
+
+def teacher_dims(teacher: nn.Module) -> ModelDims:
+    """The sizes a feature loss's projection is built from, read from the teacher's config."""
+    return teacher.model_dims() if hasattr(teacher, "model_dims") else model_dims(teacher.config)
+
+
 class OnlineSignals:
-    """`enrich` for the training loop: adds `teacher_logits` (B, K, C) and `teacher_mean` (B, C) to a batch."""
+    """`enrich` for the training loop: adds what the objective asked of the teachers to a batch.
+
+    ``teacher_logits`` (B, K, C) and ``teacher_mean`` (B, C), on the CPU as a store gives them, when ``logits``;
+    ``teacher_features``, a list of K `EncoderFeatures` on the training device, for the tasks whose feature
+    terms asked (`request`).
+    """
 
     def __init__(self, teacher_dirs: list[str | Path], student_tokenizer, tasks: list[str],
-                 device: torch.device | None = None) -> None:
-        from multidistill.models.backbone import load_tokenizer
-
+                 device: torch.device | None = None, *, logits: bool = True) -> None:
         self.device = device or torch.device("cpu")
-        self.teachers = []
+        self.logits = logits
+        self.want: dict[str, Mapping[str, tuple[int, ...]]] = {}
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.teachers: list[nn.Module] = []
         for folder in teacher_dirs:
-            teacher = load_model(folder).to(self.device).eval()
-            missing = [t for t in tasks if t not in teacher.tasks]
-            if missing:
-                raise ConfigError(f"key 'online_teachers': {folder} has no head for task(s) {missing}")
+            teacher = load_teacher(folder)
+            if logits:
+                heads = getattr(teacher, "tasks", {})
+                missing = [t for t in tasks if t not in heads]
+                if missing:
+                    raise ConfigError(f"key 'online_teachers': {folder} has no head for task(s) {missing}, and the "
+                                      "objective reads teacher logits (a plain encoder can only give features)")
             if hash_tokenizer(load_tokenizer(str(folder))) != hash_tokenizer(student_tokenizer):
                 raise ConfigError(f"key 'online_teachers': {folder} uses another tokenizer than the student; "
                                   "online teachers read the student's tokens (use a signal store instead)")
-            self.teachers.append(teacher)
+            teacher.eval().requires_grad_(False)  # frozen: never trained, no gradients kept
+            self.teachers.append(teacher.to(self.device))
+
+    def dims(self) -> ModelDims:
+        """The teachers' common sizes; feature losses hold one projection, so the teachers must agree."""
+        found = {teacher_dims(t) for t in self.teachers}
+        if len(found) != 1:
+            raise ConfigError(f"key 'online_teachers': feature losses need teachers of one size, got {sorted(found)}")
+        return found.pop()
+
+    def request(self, want: Mapping[str, Mapping[str, tuple[int, ...]]]) -> OnlineSignals:
+        """Compute, per task, only these teacher features at these layers (the objective's ``teacher_want``)."""
+        self.want = {task: dict(layers) for task, layers in want.items() if layers}
+        return self
 
     def to(self, device: torch.device) -> OnlineSignals:
-        """Run the teachers on ``device`` (the training device); outputs still come back on the CPU."""
+        """Run the teachers on ``device`` (the training device); logits still come back on the CPU."""
         self.device = device
         self.teachers = [t.to(device) for t in self.teachers]
         return self
 
-    @torch.no_grad()
+    def _features(self, teacher: nn.Module, task: str, inputs: dict,
+                  want: Mapping[str, tuple[int, ...]]) -> EncoderFeatures:
+        if hasattr(teacher, "features"):  # a multidistill model; its head for the task only if it has one
+            return teacher.features(task if task in teacher.tasks else None, **inputs, want=want)
+        return extract_features(teacher, **inputs, want=want)
+
     def __call__(self, batch: dict) -> dict:
         task = batch["task"]
         inputs = {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")
                   if batch.get(k) is not None}
-        logits = torch.stack([t(task=task, **inputs).logits.float().cpu() for t in self.teachers], dim=1)
-        task_type = self.teachers[0].tasks[task].type
-        mean = combine_teachers(task_type, logits.transpose(0, 1).numpy())
-        return {**batch, "teacher_logits": logits, "teacher_mean": torch.from_numpy(mean)}
+        out = dict(batch)
+        # no_grad rather than inference_mode: the losses save teacher tensors for the student's backward,
+        # which inference tensors refuse.
+        with torch.no_grad(), self.autocast():
+            if self.logits:
+                logits = torch.stack([t(task=task, **inputs).logits.float().cpu() for t in self.teachers], dim=1)
+                task_type = self.teachers[0].tasks[task].type
+                mean = combine_teachers(task_type, logits.transpose(0, 1).numpy())
+                out.update(teacher_logits=logits, teacher_mean=torch.from_numpy(mean))
+            want = self.want.get(task)
+            if want:
+                out["teacher_features"] = [self._features(t, task, inputs, want) for t in self.teachers]
+        return out

@@ -26,7 +26,6 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from multidistill.config import TrainConfig
 from multidistill.data.batches import row_lengths
@@ -36,6 +35,8 @@ from multidistill.data.tasks import Task
 from multidistill.evaluation.evaluate import EvalResult
 from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from multidistill.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from multidistill.training.schedule import make_scheduler
+from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import write_json
 
 CHECKPOINTS = "checkpoints"
@@ -54,6 +55,7 @@ class LoopState:
     best_score: float = -math.inf
     best_step: int = -1
     best_metrics: dict = field(default_factory=dict)
+    best_loss: float = math.inf  # select: lowest_loss, the held-out loss of the kept model
     history: list[dict] = field(default_factory=list)
 
 
@@ -163,14 +165,25 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``train_sets`` (task -> tokenised dataset) until ``config.epochs`` are done.
 
-    The best model by ``evaluate_fn``'s average score is written with ``save_model_fn`` to
-    ``output_dir/model``; resumable checkpoints go to ``output_dir/checkpoints``.
+    The model chosen by ``config.select`` (default: the best by ``evaluate_fn``'s average score) is written
+    with ``save_model_fn`` to ``output_dir/model``; resumable checkpoints go to ``output_dir/checkpoints``.
     """
     output_dir = Path(output_dir)
     accelerator = accelerator or make_accelerator(config)
     set_seed(config.seed)
-    lengths = {t: row_lengths(d) for t, d in train_sets.items()} if config.group_by_length else None
-    planner = MultiTaskBatchPlanner({t: len(d) for t, d in train_sets.items()}, config.batch_size,
+    # select: lowest_loss holds out a slice of each task's training rows; the planner then plans over the rest
+    # (train_rows maps its indices back to dataset rows). Otherwise every row trains, indexed as before.
+    train_rows, held_rows = None, None
+    if config.select == "lowest_loss":
+        train_rows, held_rows = holdout_split({t: len(d) for t, d in train_sets.items()}, config.holdout_fraction,
+                                              config.seed)
+    sizes = {t: len(train_rows[t]) if train_rows else len(d) for t, d in train_sets.items()}
+    lengths = None
+    if config.group_by_length:
+        lengths = {t: row_lengths(d) for t, d in train_sets.items()}
+        if train_rows:
+            lengths = {t: lengths[t][train_rows[t]] for t in lengths}
+    planner = MultiTaskBatchPlanner(sizes, config.batch_size,
                                     config.sampling, config.temperature_tau, config.seed, lengths=lengths)
     world, rank = accelerator.num_processes, accelerator.process_index
     # Each process takes every world-th batch of the shared plan; all get the same count.
@@ -183,7 +196,7 @@ def train(
 
     trainables = _Trainables(model, objective)
     optimizer = torch.optim.AdamW(_param_groups(trainables, config.weight_decay), lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    scheduler = make_scheduler(optimizer, config, total_steps)
     trainables, optimizer = accelerator.prepare(trainables, optimizer)
     raw = accelerator.unwrap_model(trainables)
 
@@ -208,12 +221,23 @@ def train(
             writer.add_scalar("eval/average", result.average, state.step)
             for task_name, score in result.main.items():
                 writer.add_scalar(f"eval/{task_name}", score, state.step)
-        if result.average > state.best_score:
+        if config.select == "lowest_loss":
+            loss = holdout_loss(raw, tasks, train_sets, held_rows, config.eval_batch_size, pad_token_id,
+                                accelerator.device, accelerator.autocast, enrich)
+            record["holdout_loss"] = loss
+            if writer is not None:
+                writer.add_scalar("eval/holdout_loss", loss, state.step)
+            better = loss < state.best_loss
+        else:
+            better = config.select == "last" or result.average > state.best_score
+        if better:
             state.best_score, state.best_step, state.best_metrics = result.average, state.step, result.to_dict()
+            state.best_loss = record.get("holdout_loss", state.best_loss)
             if accelerator.is_main_process:
                 save_model_fn(raw.model, output_dir / BEST_MODEL)
         progress.write(f"step {state.step}: eval average {result.average:.4f} "
-                       + " ".join(f"{t}={s:.4f}" for t, s in result.main.items()))
+                       + " ".join(f"{t}={s:.4f}" for t, s in result.main.items())
+                       + (f" holdout loss {record['holdout_loss']:.4f}" if "holdout_loss" in record else ""))
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
@@ -223,6 +247,7 @@ def train(
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
     window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+    window_terms: dict[str, list[float]] = {}  # each loss term's values in the log window, by name
     try:
         while state.step < total_steps:
             plan = planner.epoch(state.epoch)[rank::world][:local_batches]
@@ -234,8 +259,9 @@ def train(
                 step_loss = 0.0
                 for i, planned in enumerate(micro_batches):
                     task = tasks[planned.task]
-                    batch = collate(task, train_sets[planned.task][planned.indices], pad_token_id)
-                    batch["rows"] = planned.indices  # row-aligned with the example store and teacher signals
+                    indices = train_rows[planned.task][planned.indices].tolist() if train_rows else planned.indices
+                    batch = collate(task, train_sets[planned.task][indices], pad_token_id)
+                    batch["rows"] = indices  # row-aligned with the example store and teacher signals
                     if enrich is not None:
                         batch = enrich(batch)
                     batch = to_device(batch, accelerator.device)
@@ -246,6 +272,8 @@ def train(
                         out = trainables(batch)
                         accelerator.backward(out.loss / len(micro_batches))
                     step_loss += float(out.loss.detach()) / len(micro_batches)
+                    for name, value in getattr(out, "terms", {}).items():
+                        window_terms.setdefault(name, []).append(value)
                     window_examples += len(batch["ids"])
                 grad_norm = accelerator.clip_grad_norm_(trainables.parameters(), config.max_grad_norm)
                 optimizer.step()
@@ -262,13 +290,20 @@ def train(
                     rate = window_examples * world / max(elapsed, 1e-9)
                     state.train_seconds += elapsed
                     state.examples += window_examples * world
-                    progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}", ex_s=f"{rate:.1f}")
+                    # A term's value is its mean over the micro-batches (of the tasks that have it) in the window.
+                    term_means = {name: sum(values) / len(values) for name, values in window_terms.items()}
+                    progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}",
+                                         **{name: f"{value:.4f}" for name, value in term_means.items()},
+                                         ex_s=f"{rate:.1f}")
                     if writer is not None:
                         writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
                         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
                         writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
                         writer.add_scalar("train/examples_per_second", rate, state.step)
+                        for name, value in term_means.items():
+                            writer.add_scalar(f"train/loss/{name}", value, state.step)
                     window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+                    window_terms = {}
 
                 epoch_done = state.position + config.grad_accum_steps > len(plan)
                 if epoch_done:

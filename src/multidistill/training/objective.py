@@ -1,13 +1,20 @@
 """An objective: a weighted sum of registered loss terms, per task.
 
 The loop calls ``objective(model, batch)`` and never knows which terms are in play. Each loss term
-names the tensors it reads (``inputs``: student_logits, labels, task, teacher_mean, teacher_logits);
-the objective gathers them from the model output and the batch. An objective is an `nn.Module`, so
-terms with parameters (projections) are trained and checkpointed with the model.
+names the tensors it reads (``inputs``: student_logits, labels, task, teacher_mean, teacher_logits,
+student_features, teacher_features); the objective gathers them from the model output and the batch. An
+objective is an `nn.Module`, so terms with parameters (projections) are trained and checkpointed with the model.
+
+Feature terms are built with the models' sizes (``dims``). When a task's terms read features, the student's
+forward is asked for exactly the features they declare (``model(..., want=...)``, one forward, inside DDP's);
+the teacher's come in the batch as ``teacher_features``, one `EncoderFeatures` or a list of K (one per teacher),
+in which case each term's per-example loss is the mean of its K per-teacher losses (features are never averaged:
+a mean of relation or attention maps is not one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -16,10 +23,24 @@ from torch import nn
 from multidistill.config import ObjectiveConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
-from multidistill.losses import LOSSES, build_loss
+from multidistill.losses import build_loss
+from multidistill.losses.registry import LOSSES
+from multidistill.models.features import ModelDims
 
 # What a loss reads when it needs a head (logits) or labels: a text task has neither.
 HEAD_INPUTS = ("student_logits", "labels", "teacher_mean", "teacher_logits")
+TEACHER_LOGIT_INPUTS = frozenset({"teacher_mean", "teacher_logits"})
+# What to do when a term's input is missing from the batch.
+_HOW_TO_GET = {"teacher_features": "give the run online teachers (key 'online_teachers'), which compute the "
+                                   "teacher's features on each batch",
+               "labels": "this task has no labels; use terms that need none"}
+
+
+def reads_inputs(config: ObjectiveConfig, tasks: Mapping[str, Task], names: frozenset[str]) -> bool:
+    """Whether any configured term of ``tasks`` reads one of ``names`` (checked before anything is built)."""
+    config = config or ObjectiveConfig()
+    return any(set(getattr(LOSSES.get(term.loss), "inputs", ())) & names
+               for task in tasks.values() for term in config.terms_for(task))
 
 
 @dataclass
@@ -44,7 +65,10 @@ def refuse_head_losses(tasks: dict[str, Task], config: ObjectiveConfig) -> None:
 class WeightedObjective(nn.Module):
     """sum_k w_k * mean_i(weight_i * loss_k(example i)) with the terms configured for the batch's task."""
 
-    def __init__(self, tasks: dict[str, Task], config: ObjectiveConfig | None = None) -> None:
+    def __init__(self, tasks: dict[str, Task], config: ObjectiveConfig | None = None,
+                 dims: Mapping[str, ModelDims] | None = None) -> None:
+        """``dims`` ({"student": ModelDims, "teacher": ModelDims}, read from the models' configs) is needed only
+        by feature terms, whose projections are then sized from it."""
         super().__init__()
         config = config or ObjectiveConfig()
         unknown = sorted(set(config.tasks) - set(tasks))
@@ -56,9 +80,31 @@ class WeightedObjective(nn.Module):
                                  for term in config.terms_for(task)] for name, task in tasks.items()}
         self.progress = 0.0
         self.terms = nn.ModuleDict({
-            name: nn.ModuleList([build_loss(term.loss, **term.params) for term in config.terms_for(task)])
+            name: nn.ModuleList([build_loss(term.loss, dims=dims, **term.params) for term in config.terms_for(task)])
             for name, task in tasks.items()
         })
+        # Per task, the features and layers each side must produce (the union of what its terms declare).
+        self.student_want = {name: self._wanted(name, "student") for name in tasks}
+        self.teacher_want = {name: self._wanted(name, "teacher") for name in tasks}
+
+    def _wanted(self, task: str, side: str) -> dict[str, tuple[int, ...]]:
+        """{feature: layer numbers} that ``side`` must give for ``task``'s terms; empty when none reads features."""
+        wanted: dict[str, set[int]] = {}
+        for term in self.terms[task]:
+            if hasattr(term, "feature_request"):
+                for name, layers in term.feature_request()[side].items():
+                    wanted.setdefault(name, set()).update(layers)
+        return {name: tuple(sorted(layers)) for name, layers in sorted(wanted.items())}
+
+    @property
+    def needs_teacher_logits(self) -> bool:
+        """Whether a term reads the teachers' logits or mean (from a store or online teachers)."""
+        return any(set(t.inputs) & TEACHER_LOGIT_INPUTS for terms in self.terms.values() for t in terms)
+
+    @property
+    def needs_teacher_features(self) -> bool:
+        """Whether a term reads the teachers' features (online teachers only: a store holds no features)."""
+        return any(bool(want) for want in self.teacher_want.values())
 
     def set_progress(self, fraction: float) -> None:
         """Move scheduled weights and temperatures to ``fraction`` (0..1) of training; the loop calls this
@@ -79,13 +125,18 @@ class WeightedObjective(nn.Module):
 
     def forward(self, model: nn.Module, batch: dict) -> ObjectiveOutput:
         task = self.tasks[batch["task"]]
-        outputs = model(task=task.name, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        token_type_ids=batch.get("token_type_ids"))
+        inputs = {"task": task.name, "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "token_type_ids": batch.get("token_type_ids")}
+        want = self.student_want[task.name]
+        # Logit-only objectives call the model exactly as before; feature terms ask the same forward for features.
+        outputs = model(**inputs, want=want) if want else model(**inputs)
         teacher_logits = batch.get("teacher_logits")
-        named = {"student_logits": outputs.logits, "labels": batch["labels"], "task": task,
+        named = {"student_logits": outputs.logits, "labels": batch.get("labels"), "task": task,
                  "teacher_mean": batch.get("teacher_mean"),
                  # K teachers' logits (B, K, C) -> their mean, the target of logit-matching terms.
-                 "teacher_logits": teacher_logits.mean(1) if teacher_logits is not None else None}
+                 "teacher_logits": teacher_logits.mean(1) if teacher_logits is not None else None,
+                 "student_features": outputs.features if want else None,
+                 "teacher_features": batch.get("teacher_features") or None}
         example_weights = batch.get("weights")
         total = outputs.logits.new_zeros((), dtype=torch.float32)
         logs = {}
@@ -93,12 +144,22 @@ class WeightedObjective(nn.Module):
             weight = self.weight(task.name, index)
             missing = [name for name in term.inputs if named[name] is None]
             if missing:
-                raise ConfigError(f"loss '{term.loss_name}' for task '{task.name}' needs {missing}: "
-                                  "give the run a teacher-signal store")
-            per_example = term(*(named[name] for name in term.inputs))
+                how = _HOW_TO_GET.get(missing[0], "give the run a teacher-signal store")
+                raise ConfigError(f"loss '{term.loss_name}' for task '{task.name}' needs {missing}: {how}")
+            per_example = self._per_example(term, named)
             if example_weights is not None:
                 per_example = per_example * example_weights
             value = per_example.mean()
             total = total + weight * value
             logs[term.loss_name] = float(value.detach())
         return ObjectiveOutput(loss=total, terms=logs)
+
+    @staticmethod
+    def _per_example(term: nn.Module, named: dict) -> torch.Tensor:
+        """The term's (B,) values; with a list of K teachers' features, the mean of its K per-teacher values."""
+        teachers = named["teacher_features"]
+        if "teacher_features" not in term.inputs or not isinstance(teachers, (list, tuple)):
+            return term(*(named[name] for name in term.inputs))
+        per_teacher = [term(*(teacher if name == "teacher_features" else named[name] for name in term.inputs))
+                       for teacher in teachers]
+        return torch.stack(per_teacher).mean(0)

@@ -23,7 +23,7 @@ from multidistill.models.build import build_model
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.signals import StoredSignals, open_signal_store
 from multidistill.training.loop import LoopState, TrainResult, make_accelerator, process_state, train
-from multidistill.training.objective import WeightedObjective
+from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.utils.atomic import write_json
 
@@ -41,16 +41,52 @@ def make_evaluator(eval_sets: dict, tasks: dict, batch_size: int, pad_token_id: 
     return evaluate_fn
 
 
-def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
-                   tokenizer=None) -> StoredSignals | OnlineSignals | None:
-    """Open and check the run's signal store (or online teachers), or None when the objective needs no teacher."""
-    if config.online_teachers:
-        return OnlineSignals(config.online_teachers, tokenizer, list(data.tasks))
-    if config.signals is None:
+def open_online_teachers(config: TeacherRunConfig, data, tokenizer) -> OnlineSignals | None:
+    """The run's online teachers, loaded (frozen) before the objective, whose feature terms need their sizes.
+
+    They give logits only when the objective reads teacher logits and no store does.
+    """
+    if not config.online_teachers:
+        return None
+    logits = config.signals is None and reads_inputs(config.objective, data.tasks, TEACHER_LOGIT_INPUTS)
+    return OnlineSignals(config.online_teachers, tokenizer, list(data.tasks), logits=logits)
+
+
+def objective_dims(config: TeacherRunConfig, data, model, online: OnlineSignals | None) -> dict | None:
+    """{"student": ModelDims, "teacher": ModelDims} from the models' configs, when a feature term needs them."""
+    if not reads_inputs(config.objective, data.tasks, frozenset({"teacher_features"})):
+        return None
+    if online is None:
+        raise ConfigError("key 'online_teachers': the objective has feature losses, which compare the student with "
+                          "a teacher run on each batch (a signal store holds no features); list the teacher there")
+    if not hasattr(model, "model_dims"):
+        raise ConfigError(f"feature losses need a student that exposes its features; {type(model).__name__} does not")
+    return {"student": model.model_dims(), "teacher": online.dims()}
+
+
+def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective, tokenizer=None,
+                   online: OnlineSignals | None = None) -> StoredSignals | OnlineSignals | Callable | None:
+    """Open and check the run's signal store and/or online teachers; None when the objective needs no teacher.
+
+    With both, the store gives the logits and the online teachers the features, in one ``enrich``.
+    """
+    if config.online_teachers and online is None:
+        online = open_online_teachers(config, data, tokenizer)
+    if online is not None:
+        online.request(objective.teacher_want)
+    stored = open_stored_signals(config, data) if config.signals is not None else None
+    if stored is None and online is None:
         if objective.needs_teacher:
             raise ConfigError("key 'signals': the objective uses teacher signals; point it at a store "
                               "made by `multidistill soft-targets`")
         return None
+    if stored is not None and online is not None:
+        return lambda batch: online(stored(batch))
+    return stored if stored is not None else online
+
+
+def open_stored_signals(config: TeacherRunConfig, data) -> StoredSignals:
+    """The signal store named by ``config.signals``, checked against this run's tasks and training rows."""
     store = open_signal_store(config.signals)
     for name, task in data.tasks.items():
         spec = store.manifest["tasks"].get(name)
@@ -91,16 +127,18 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
-    objective = WeightedObjective(data.tasks, config.objective)
-    enrich = attach_signals(config, data, objective, tokenizer)
+    online = open_online_teachers(config, data, tokenizer)
+    objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
+    enrich = attach_signals(config, data, objective, tokenizer, online)
     # Everything above can fail on bad input; only now is the output folder touched.
     if state.is_main_process:
         claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
         save_config(config, output_dir / "config.yaml")
     state.wait_for_everyone()
     accelerator = make_accelerator(config.train)
-    if isinstance(enrich, OnlineSignals):
-        enrich.to(accelerator.device)
+    if online is not None:  # on the training device, under the loop's autocast; outside DDP and checkpoints
+        online.to(accelerator.device)
+        online.autocast = accelerator.autocast
     pad_id = tokenizer.pad_token_id or 0
     result = train(
         model, objective, data.tasks, data.train_sets,
