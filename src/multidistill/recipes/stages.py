@@ -31,7 +31,7 @@ from rich.console import Console
 from multidistill.errors import ConfigError
 from multidistill.utils.atomic import glob_escape, write_json
 from multidistill.utils.hashing import hash_json
-from multidistill.utils.interrupt import STOPS
+from multidistill.utils.interrupt import STOPS, add_note
 from multidistill.utils.manifest import read_versioned_json
 
 STAGE_MANIFEST = "stage.json"
@@ -139,13 +139,13 @@ class StageRunner:
             with contextlib.suppress(OSError):
                 pending.parent.rmdir()  # only when empty
             if isinstance(exc, STOPS):  # an error says for itself why the stage could not start
-                exc.add_note(f"stage '{name}' stopped before writing {folder}; running the same command again "
+                add_note(exc, f"stage '{name}' stopped before writing {folder}; running the same command again "
                              "starts it")
             return
-        exc.add_note(f"stage '{name}' did not finish ({folder} is kept); running the same command again {rerun}")
+        add_note(exc, f"stage '{name}' did not finish ({folder} is kept); running the same command again {rerun}")
         done = [o.name for o in self.outcomes]
         if done:
-            exc.add_note(f"finished stages kept and reused on a re-run: {', '.join(done)}")
+            add_note(exc, f"finished stages kept and reused on a re-run: {', '.join(done)}")
 
 
 def _differences(old, new, prefix: str = "") -> list[str]:

@@ -38,6 +38,7 @@ from multidistill.training.checkpoint import list_checkpoints, load_checkpoint, 
 from multidistill.training.schedule import make_scheduler
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import write_json
+from multidistill.utils.interrupt import add_note
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model"
@@ -323,7 +324,7 @@ def train(
                     break
 
     except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say where training stopped
-        exc.add_note(_stop_note(state.step, total_steps, checkpoint_root, config.checkpoint_every_steps))
+        add_note(exc, _stop_note(state.step, total_steps, checkpoint_root, config.checkpoint_every_steps))
         raise
     if last_eval_step != state.step:
         run_eval()

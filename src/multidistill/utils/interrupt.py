@@ -18,6 +18,14 @@ RESUMED_AS_IS = {"run", "demo", "soft-targets"}
 RESUMED_WITH_FLAG = {"train-teacher", "distill"}
 
 
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` on Python 3.11+; on 3.10 the same ``__notes__`` list, which the CLI prints."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
 class Interrupted(BaseException):  # noqa: N818 - named for what happened, like KeyboardInterrupt
     """SIGINT (Ctrl-C) or SIGTERM arrived; ``exit_code`` is the shell's 128 + signal number."""
 
