@@ -1,0 +1,94 @@
+"""A run folder's `log.txt`: what a command printed (stdout and stderr), appended when the command ends.
+
+The text is kept in memory while the command runs and written only if the run folder then holds something
+the command wrote (or the command succeeded), so a run refused before it claimed its folder leaves that
+folder exactly as it was. Progress bars redraw a line with carriage returns; only a line's final state is
+kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+LOG_FILE = "log.txt"
+
+
+class _Tee(io.TextIOBase):
+    """Writes to ``stream`` unchanged and keeps a copy, one finished line at a time, in ``lines``."""
+
+    def __init__(self, stream: TextIO, lines: list[str]) -> None:
+        self.stream = stream
+        self.lines = lines
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *done, self._partial = (self._partial + text).split("\n")
+        self.lines.extend(line.rsplit("\r", 1)[-1] for line in done)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close_line(self) -> None:
+        if self._partial.rsplit("\r", 1)[-1].strip():
+            self.lines.append(self._partial.rsplit("\r", 1)[-1])
+        self._partial = ""
+
+    def isatty(self) -> bool:  # rich and tqdm decide colours and widths from the real stream
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+def _entries(folder: Path) -> set[str] | None:
+    return set(os.listdir(folder)) if folder.is_dir() else None
+
+
+@contextlib.contextmanager
+def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None]:
+    """Copy everything printed inside the block to ``output_dir/log.txt`` (appended, with a header line).
+
+    Only on the main process (RANK 0 or unset). Nothing is written when the block fails before the folder
+    holds anything new, so refused runs leave no trace.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    folder = Path(output_dir)
+    before = _entries(folder)
+    lines: list[str] = []
+    out, err = _Tee(sys.stdout, lines), _Tee(sys.stderr, lines)
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    succeeded, stopped = False, "(the command stopped here)"
+    try:
+        yield
+        succeeded = True
+    except KeyboardInterrupt:
+        stopped = "(interrupted)"
+        raise
+    except Exception as exc:  # the message main() prints once the block has ended
+        stopped = f"error: {exc}"
+        raise
+    finally:
+        sys.stdout, sys.stderr = out.stream, err.stream
+        out.close_line()
+        err.close_line()
+        after = _entries(folder)
+        if after is not None and (succeeded or after != before):
+            header = f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} multidistill {command or ' '.join(sys.argv[1:])}"
+            status = [] if succeeded else [stopped]
+            with contextlib.suppress(OSError), open(folder / LOG_FILE, "a", encoding="utf-8") as handle:
+                handle.write("\n".join([header, *lines, *status]) + "\n")
