@@ -247,9 +247,26 @@ def test_run_log_records_the_error_that_stopped_a_run(tmp_path, capsys):
     with pytest.raises(ConfigError), run_log(tmp_path / "out", "demo"):
         print("step 1\rstep 2\rstep 3")
         (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "stage.json").write_text("{}")  # the run wrote something before it stopped
         raise ConfigError("bad thing")
     assert (tmp_path / "out" / "log.txt").read_text().splitlines()[1:] == ["step 3", "error: bad thing"]
     assert "step 1\rstep 2\rstep 3" in capsys.readouterr().out  # the console saw everything
     with pytest.raises(ConfigError), run_log(tmp_path / "untouched", "demo"):
         raise ConfigError("refused before the folder was made")
     assert not (tmp_path / "untouched").exists()
+
+
+def test_run_log_of_a_crashed_resume_is_kept_but_bad_input_leaves_no_trace(tmp_path, capsys):
+    from multidistill.errors import ConfigError
+    from multidistill.utils.runlog import run_log
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.txt").write_text("earlier\n")
+    with pytest.raises(ConfigError), run_log(run, "run x"):
+        raise ConfigError("refused")
+    assert (run / "log.txt").read_text() == "earlier\n"
+    with pytest.raises(KeyboardInterrupt), run_log(run, "run x"):
+        print("resuming")
+        raise KeyboardInterrupt
+    assert (run / "log.txt").read_text().splitlines()[2:] == ["resuming", "(interrupted)"]

@@ -1,9 +1,10 @@
 """A run folder's `log.txt`: what a command printed (stdout and stderr), appended when the command ends.
 
-The text is kept in memory while the command runs and written only if the run folder then holds something
-the command wrote (or the command succeeded), so a run refused before it claimed its folder leaves that
-folder exactly as it was. Progress bars redraw a line with carriage returns; only a line's final state is
-kept.
+The text is kept in memory while the command runs and written when the command succeeded, when the run folder
+gained an entry, or when a run folder that already keeps a log stopped for another reason than bad input
+(a crash, Ctrl-C during a resumed run). A run refused for bad input before it wrote anything (the house rule:
+input is checked before the folder is claimed) leaves its folder exactly as it was, or absent.
+Progress bars redraw a line with carriage returns; only a line's final state is kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
+
+from multidistill.errors import MultidistillError
 
 LOG_FILE = "log.txt"
 
@@ -61,8 +64,7 @@ def _entries(folder: Path) -> set[str] | None:
 def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None]:
     """Copy everything printed inside the block to ``output_dir/log.txt`` (appended, with a header line).
 
-    Only on the main process (RANK 0 or unset). Nothing is written when the block fails before the folder
-    holds anything new, so refused runs leave no trace.
+    Only on the main process (RANK 0 or unset). When a failed block's text is kept: see the module docstring.
     """
     if os.environ.get("RANK", "0") != "0":
         yield
@@ -72,7 +74,7 @@ def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None
     lines: list[str] = []
     out, err = _Tee(sys.stdout, lines), _Tee(sys.stderr, lines)
     sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
-    succeeded, stopped = False, "(the command stopped here)"
+    succeeded, bad_input, stopped = False, False, "(the command stopped here)"
     try:
         yield
         succeeded = True
@@ -80,15 +82,18 @@ def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None
         stopped = "(interrupted)"
         raise
     except Exception as exc:  # the message main() prints once the block has ended
-        stopped = f"error: {exc}"
+        stopped, bad_input = f"error: {exc}", isinstance(exc, MultidistillError)
         raise
     finally:
         sys.stdout, sys.stderr = out.stream, err.stream
         out.close_line()
         err.close_line()
-        after = _entries(folder)
-        if after is not None and (succeeded or after != before):
+        after = _entries(folder) or set()
+        gained = after - (before or set())
+        if succeeded or gained or (LOG_FILE in after and not bad_input):
             header = f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} multidistill {command or ' '.join(sys.argv[1:])}"
             status = [] if succeeded else [stopped]
-            with contextlib.suppress(OSError), open(folder / LOG_FILE, "a", encoding="utf-8") as handle:
-                handle.write("\n".join([header, *lines, *status]) + "\n")
+            with contextlib.suppress(OSError):  # a log that cannot be written must not hide the run's outcome
+                folder.mkdir(parents=True, exist_ok=True)
+                with open(folder / LOG_FILE, "a", encoding="utf-8") as handle:
+                    handle.write("\n".join([header, *lines, *status]) + "\n")
