@@ -4,6 +4,7 @@ clear refusals (with nothing left on disk) for what a stock head cannot express.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -243,9 +244,16 @@ def test_a_cls_pooled_layer_cut_student_exports_with_its_dev_check(tiny_run, tmp
                   "train": {**raw["train"], "epochs": 0.5}}
         train_model(TeacherRunConfig.model_validate(config))
     args = ["--format", "hf", "--task", "toy_pair", "--data-root", data_root, "--cache-dir", cache]
-    code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "cls" / "model"), "--out",
-                           str(tmp_path / "hf"), *args)
+    previous = os.umask(0o022)
+    try:
+        code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "cls" / "model"), "--out",
+                               str(tmp_path / "hf"), *args)
+    finally:
+        os.umask(previous)
     assert code == 0, output
+    # A serving container running as another user can read the export (save_pretrained writes 0600 files).
+    assert {oct(path.stat().st_mode & 0o777) for path in [tmp_path / "hf", *(tmp_path / "hf").iterdir()]} == {
+        "0o755", "0o644"}
     assert "dev rows" in output and "24" in output and "agree" in output
     check = json.loads((tmp_path / "hf" / "export.json").read_text())["check"]
     assert check["rows"] == 24 and check["source"] == "dev rows" and check["max_abs_diff"] <= 1e-4
