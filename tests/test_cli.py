@@ -268,5 +268,9 @@ def test_run_log_of_a_crashed_resume_is_kept_but_bad_input_leaves_no_trace(tmp_p
     assert (run / "log.txt").read_text() == "earlier\n"
     with pytest.raises(KeyboardInterrupt), run_log(run, "run x"):
         print("resuming")
-        raise KeyboardInterrupt
-    assert (run / "log.txt").read_text().splitlines()[2:] == ["resuming", "(interrupted)"]
+        exc = KeyboardInterrupt()
+        exc.add_note("stage 'student' stopped at step 7; a re-run resumes it")
+        raise exc
+    assert (run / "log.txt").read_text().splitlines()[2:] == ["resuming", "stopped by KeyboardInterrupt",
+                                                                 "  stage 'student' stopped at step 7; a re-run "
+                                                                 "resumes it"]

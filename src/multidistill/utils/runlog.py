@@ -56,6 +56,16 @@ class _Tee(io.TextIOBase):
         return getattr(self.stream, "encoding", "utf-8")
 
 
+def _stop_line(exc: BaseException) -> str:
+    """How the command ended, for the log: the error, an exit code, or the signal that stopped it."""
+    if isinstance(exc, MultidistillError):
+        return f"error: {exc}"
+    if isinstance(exc, SystemExit) or hasattr(exc, "exit_code"):  # sys.exit, typer.Exit
+        return f"exit code {getattr(exc, 'exit_code', getattr(exc, 'code', None))}"
+    detail = f": {exc}" if str(exc) else ""
+    return f"stopped by {type(exc).__name__}{detail}"  # KeyboardInterrupt, a signal, a crash
+
+
 def _entries(folder: Path) -> set[str] | None:
     return set(os.listdir(folder)) if folder.is_dir() else None
 
@@ -74,15 +84,13 @@ def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None
     lines: list[str] = []
     out, err = _Tee(sys.stdout, lines), _Tee(sys.stderr, lines)
     sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
-    succeeded, bad_input, stopped = False, False, "(the command stopped here)"
+    succeeded, bad_input, stopped = False, False, []
     try:
         yield
         succeeded = True
-    except KeyboardInterrupt:
-        stopped = "(interrupted)"
-        raise
-    except Exception as exc:  # the message main() prints once the block has ended
-        stopped, bad_input = f"error: {exc}", isinstance(exc, MultidistillError)
+    except BaseException as exc:  # noted here; main() prints its own message once the block has ended
+        bad_input = isinstance(exc, MultidistillError)
+        stopped = [_stop_line(exc), *(f"  {note}" for note in getattr(exc, "__notes__", []))]
         raise
     finally:
         sys.stdout, sys.stderr = out.stream, err.stream
@@ -92,8 +100,7 @@ def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None
         gained = after - (before or set())
         if succeeded or gained or (LOG_FILE in after and not bad_input):
             header = f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} multidistill {command or ' '.join(sys.argv[1:])}"
-            status = [] if succeeded else [stopped]
             with contextlib.suppress(OSError):  # a log that cannot be written must not hide the run's outcome
                 folder.mkdir(parents=True, exist_ok=True)
                 with open(folder / LOG_FILE, "a", encoding="utf-8") as handle:
-                    handle.write("\n".join([header, *lines, *status]) + "\n")
+                    handle.write("\n".join([header, *lines, *stopped]) + "\n")
