@@ -178,11 +178,14 @@ def _family(model, model_dir: Path) -> _Family:
 
 def _eval_rows(task: Task, data: DataConfig, limit: int) -> list[tuple[str, str | None]]:
     """The task's first ``limit`` eval rows as (text_a, text_b), read with the model's own task spec."""
-    from multidistill.data.store import ExampleStore
+    from multidistill.data.prepare import open_example_store
 
     if limit < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {limit}")
-    examples = ExampleStore([task], data.data_root, data.cache_dir).examples(task.name, data.eval_split)
+    # The model carries its task specs (label order included), so the check reads the data it was built for.
+    data = DataConfig.model_validate({**data.model_dump(), "tasks": [task.name], "task_specs": [task.model_dump()]})
+    store = open_example_store(data, max_examples_per_task=None, seed=0)
+    examples = store.examples(task.name, data.eval_split)
     examples = examples.select(range(min(limit, len(examples))))
     return list(zip(examples["text_a"], examples["text_b"], strict=True))
 
