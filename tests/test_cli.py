@@ -222,3 +222,55 @@ def test_online_teacher_gives_the_same_targets_as_the_store(tiny_run, tmp_path):
         a, b = online(dict(batch)), stored(dict(batch))
         assert torch.allclose(a["teacher_logits"], b["teacher_logits"], atol=1e-5)
         assert torch.allclose(a["teacher_mean"], b["teacher_mean"], atol=1e-5)
+
+
+def test_a_run_folder_keeps_a_log_of_what_was_printed(tiny_run, tmp_path, monkeypatch, capsys):
+    _, write = tiny_run
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--set", "train.epochs=0.5")
+    assert code == 0, output
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert log.startswith("==> ") and "multidistill train-teacher" in log
+    assert "best dev metrics" in log and "average" in log and "model:" in log
+    assert "\r" not in log  # progress bars: only each line's final state
+    # A refused run (the folder holds a run, no --resume) leaves the folder, log included, as it was.
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()))
+    assert code == 2 and (tmp_path / "run" / "log.txt").read_text() == log
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--resume")
+    assert code == 0, output
+    assert (tmp_path / "run" / "log.txt").read_text().count("==> ") == 2
+
+
+def test_run_log_records_the_error_that_stopped_a_run(tmp_path, capsys):
+    from multidistill.errors import ConfigError
+    from multidistill.utils.runlog import run_log
+
+    with pytest.raises(ConfigError), run_log(tmp_path / "out", "demo"):
+        print("step 1\rstep 2\rstep 3")
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "stage.json").write_text("{}")  # the run wrote something before it stopped
+        raise ConfigError("bad thing")
+    assert (tmp_path / "out" / "log.txt").read_text().splitlines()[1:] == ["step 3", "error: bad thing"]
+    assert "step 1\rstep 2\rstep 3" in capsys.readouterr().out  # the console saw everything
+    with pytest.raises(ConfigError), run_log(tmp_path / "untouched", "demo"):
+        raise ConfigError("refused before the folder was made")
+    assert not (tmp_path / "untouched").exists()
+
+
+def test_run_log_of_a_crashed_resume_is_kept_but_bad_input_leaves_no_trace(tmp_path, capsys):
+    from multidistill.errors import ConfigError
+    from multidistill.utils.runlog import run_log
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.txt").write_text("earlier\n")
+    with pytest.raises(ConfigError), run_log(run, "run x"):
+        raise ConfigError("refused")
+    assert (run / "log.txt").read_text() == "earlier\n"
+    with pytest.raises(KeyboardInterrupt), run_log(run, "run x"):
+        print("resuming")
+        exc = KeyboardInterrupt()
+        exc.add_note("stage 'student' stopped at step 7; a re-run resumes it")
+        raise exc
+    assert (run / "log.txt").read_text().splitlines()[2:] == ["resuming", "stopped by KeyboardInterrupt",
+                                                                 "  stage 'student' stopped at step 7; a re-run "
+                                                                 "resumes it"]

@@ -4,6 +4,7 @@ clear refusals (with nothing left on disk) for what a stock head cannot express.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -153,11 +154,14 @@ def _bilstm(tiny_model_dir: Path, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize(("case", "error", "expected"), [
-    ("mean pooling", ModelError, ["pooling 'cls'", "ONNX"]),
-    ("bilstm", ModelError, ["BiLSTMModel", "ONNX"]),
+    # The refusal says which models export and the config option that trains one, and names the CLI option.
+    ("mean pooling", ModelError, ["model.pooling: mean", "[CLS] pooling", "`model.pooling: cls`",
+                                  "--set student.model.pooling=cls", "--set transformer.model.pooling=cls",
+                                  "--format onnx"]),
+    ("bilstm", ModelError, ["BiLSTM student", "`model.pooling: cls`", "--format onnx"]),
     ("several tasks", ModelError, ["2 tasks", "sent, pair", "--task"]),
     ("unknown task", UnknownTaskError, ["'nope'", "sent"]),
-    ("other family", ModelError, ["'albert'", "supported", "ONNX"]),
+    ("other family", ModelError, ["'albert'", "supported", "--format onnx"]),
 ])
 def test_refusals_name_the_reason_and_leave_nothing(case, error, expected, tiny_model_dir, tmp_path):
     folder = tmp_path / "model"
@@ -195,24 +199,6 @@ def test_a_failed_check_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_export_command(tiny_model_dir, tmp_path):
-    import typer
-    from typer.testing import CliRunner
-
-    from multidistill.inference.command import export_hf_command
-
-    model_dir = build_model(tiny_model_dir, tmp_path / "model")
-    app = typer.Typer()
-    app.command("export-hf")(export_hf_command)
-    app.command("other")(lambda: None)  # two commands, so the command name is part of the call
-    result = CliRunner().invoke(app, ["export-hf", str(model_dir), "--out", str(tmp_path / "hf")])
-    assert result.exit_code == 0, result.output
-    assert "exported task sent" in result.output
-    assert (tmp_path / "hf" / "model.safetensors").is_file()
-    result = CliRunner().invoke(app, ["export-hf", "--help"])
-    assert "--overwrite" in result.output and "--task" in result.output
-
-
 def test_export_format_hf_through_the_main_cli(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForSequenceClassification
 
@@ -220,9 +206,67 @@ def test_export_format_hf_through_the_main_cli(tiny_model_dir, tmp_path, monkeyp
 
     model_dir = build_model(tiny_model_dir, tmp_path / "model")
     code, output = run_cli(monkeypatch, capsys, "export", str(model_dir), "--format", "hf", "--out",
-                           str(tmp_path / "hf"))
+                           str(tmp_path / "hf"), "--skip-parity")
     assert code == 0, output
+    # The check always runs and is printed: without dev data, on the built-in sentences.
+    assert "built-in sentences" in output and "max |Δ|" in output and "from_pretrained" in output
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").config.num_labels == 2
     code, output = run_cli(monkeypatch, capsys, "export", str(model_dir), "--format", "tflite", "--out",
                            str(tmp_path / "x"))
     assert code == 2 and "onnx, hf" in output and not (tmp_path / "x").exists()
+
+
+def test_export_hf_is_one_path_of_export(monkeypatch, capsys):
+    """`export --format hf` is the only Hugging Face export command; its options say what they apply to."""
+    from tests.test_cli import run_cli
+
+    code, output = run_cli(monkeypatch, capsys, "export-hf", "--help")
+    assert code != 0 and "No such command" in output
+    code, output = run_cli(monkeypatch, capsys, "export", "--help")
+    assert code == 0 and "model.pooling: cls" in output and "--task" in output
+
+
+def test_a_cls_pooled_layer_cut_student_exports_with_its_dev_check(tiny_run, tmp_path, monkeypatch, capsys):
+    """A recipe-style student (cut from a teacher's layers) trained with model.pooling: cls exports through
+    `export --format hf`, checked on its task's dev rows; the same student mean-pooled is refused with the
+    option to set; options of the other format are refused."""
+    from transformers import AutoModelForSequenceClassification
+
+    from multidistill.config import TeacherRunConfig
+    from multidistill.training.run import train_model
+    from tests.test_cli import run_cli
+
+    raw, _ = tiny_run
+    data_root, cache = raw["data"]["data_root"], raw["data"]["cache_dir"]
+    for pooling in ("cls", "mean"):
+        config = {**raw, "output_dir": str(tmp_path / pooling),
+                  "model": {**raw["model"], "student_layers": [1], "pooling": pooling},
+                  "train": {**raw["train"], "epochs": 0.5}}
+        train_model(TeacherRunConfig.model_validate(config))
+    args = ["--format", "hf", "--task", "toy_pair", "--data-root", data_root, "--cache-dir", cache]
+    previous = os.umask(0o022)
+    try:
+        code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "cls" / "model"), "--out",
+                               str(tmp_path / "hf"), *args)
+    finally:
+        os.umask(previous)
+    assert code == 0, output
+    # A serving container running as another user can read the export (save_pretrained writes 0600 files).
+    assert {oct(path.stat().st_mode & 0o777) for path in [tmp_path / "hf", *(tmp_path / "hf").iterdir()]} == {
+        "0o755", "0o644"}
+    assert "dev rows" in output and "24" in output and "agree" in output
+    check = json.loads((tmp_path / "hf" / "export.json").read_text())["check"]
+    assert check["rows"] == 24 and check["source"] == "dev rows" and check["max_abs_diff"] <= 1e-4
+    assert check["agreement"] == 1.0
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").config.num_labels == 2
+
+    code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "mean" / "model"), "--out",
+                           str(tmp_path / "hf2"), *args)
+    assert code == 2 and "model.pooling: cls" in output and "--format onnx" in output
+    assert not (tmp_path / "hf2").exists()
+    code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "cls" / "model"), "--out",
+                           str(tmp_path / "hf3"), *args, "--quantize", "int8")
+    assert code == 2 and "--quantize applies to --format onnx" in output
+    code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "cls" / "model"), "--out",
+                           str(tmp_path / "onnx"), "--task", "toy_pair", "--skip-parity")
+    assert code == 2 and "--task applies to --format hf" in output

@@ -24,10 +24,43 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
 err_console = Console(stderr=True)
 
+# Each command's --set example names a key of the config that command reads (tests/test_examples.py checks them).
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set train.lr=3e-5 (repeatable; values are YAML)."),
 ]
+RecipeSetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value, e.g. --set student.train.lr=3e-5 (repeatable; values "
+                               "are YAML)."),
+]
+DemoSetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a demo setting, e.g. --set teacher_train.lr=3e-5 (repeatable; values are "
+                               "YAML; the keys are listed above)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from multidistill import __version__
+
+        try:
+            installed = version("multidistill")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            installed = __version__
+        console.print(f"multidistill {installed}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _split_names(text: str | None) -> list[str] | None:
@@ -84,40 +117,56 @@ def tasks_command() -> None:
 def run_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe config (YAML with `recipe: mtdnn_kd | mkd`), e.g. "
                                                 "configs/mtdnn_kd.yaml.")],
-    overrides: SetOption = None,
+    overrides: RecipeSetOption = None,
 ) -> None:
     """Run a whole distillation method: every stage in order, each writing one folder under output_dir.
 
     Finished stages (a matching stage.json) are reused, a cut stage resumes from its last checkpoint, and a
     stage made with other settings is refused rather than overwritten. Ends with a table of every teacher
-    and student on the dev sets and OUTPUT_DIR/summary.json.
+    and student on the dev sets and OUTPUT_DIR/summary.json; OUTPUT_DIR/log.txt keeps what was printed.
     """
     from multidistill.recipes import load_recipe, run_recipe
+    from multidistill.utils.runlog import run_log
 
-    run_recipe(load_recipe(recipe, overrides))
+    recipe_config = load_recipe(recipe, overrides)
+    with run_log(recipe_config.output_dir):
+        run_recipe(recipe_config)
 
 
 @app.command("demo")
 def demo_command(
     quick: Annotated[bool, typer.Option(help="A reduced run (about 3 minutes) of the same pipeline.")] = False,
     config: Annotated[Path | None, typer.Option(help="Demo settings (YAML); default: the built-in demo.")] = None,
-    overrides: SetOption = None,
+    overrides: DemoSetOption = None,
 ) -> None:
     """Run the whole pipeline on the real data sample shipped in the package, with no arguments.
 
     A multi-task MiniLM teacher (SST-2, MRPC, STS-B, Amazon electronics) -> its soft targets -> a 3-layer
     Transformer student and a BiLSTM student -> benchmark (PyTorch and ONNX Runtime fp32/int8) -> report
     with plots. About 15 minutes on 2 CPU cores; interrupted runs resume; prints the final table and the
-    report's path. Needs the `demo` extra (pip install -e '.[demo]').
+    report's path; OUTPUT_DIR/log.txt keeps what was printed. Needs the `demo` extra (pip install -e '.\\[demo]').
+
+    Settings (--config FILE or --set KEY=VALUE; each documented in multidistill.recipes.demo.DemoConfig):
+    output_dir, max_examples_per_task, subset_seed, data.tasks, data.data_root,
+    teacher.* (name_or_path, pooling, max_seq_length, ...), teacher_train.* (epochs, lr, batch_size, ...),
+    signals.batch_size, transformer.model.*, transformer.train.*, bilstm.model.*, bilstm.train.*,
+    benchmark.* (runtimes, rounds, latency_runs, memory, max_eval_examples, parity_examples).
+
+    Examples:
+      multidistill demo --quick
+      multidistill demo --set teacher_train.lr=3e-5 --set transformer.train.epochs=1
+      multidistill demo --set transformer.model.pooling=cls   # a student that also exports with --format hf
     """
     from multidistill.recipes.demo import load_demo_config, run_demo
+    from multidistill.utils.runlog import run_log
 
     demo = load_demo_config(config, overrides, quick=quick)
-    result = run_demo(demo)
-    bench = json.loads(Path(result["benchmark"]).read_text())
-    print_benchmark(bench)
-    console.print(f"[bold]report:[/bold] {result['report']}")
-    exit_if_gate_failed(bench, "benchmark.json, summary and report")
+    with run_log(demo.output_dir):
+        result = run_demo(demo)
+        bench = json.loads(Path(result["benchmark"]).read_text())
+        print_benchmark(bench)
+        console.print(f"[bold]report:[/bold] {result['report']}")
+        exit_if_gate_failed(bench, "benchmark.json, summary and report")
 
 
 @app.command("train-teacher")
@@ -132,11 +181,13 @@ def train_teacher_command(
     """Train a multi-task teacher: a shared encoder with one head per task (MT-DNN).
 
     Prints per-task dev metrics of the best checkpoint and writes them to OUTPUT_DIR/metrics.json;
-    the model is saved to OUTPUT_DIR/model (safetensors + configs + tokenizer).
+    the model is saved to OUTPUT_DIR/model (safetensors + configs + tokenizer); OUTPUT_DIR/log.txt keeps
+    what was printed.
     """
     from multidistill.config import load_config
     from multidistill.teachers.ensemble import train_ensemble
     from multidistill.teachers.train import train_teacher
+    from multidistill.utils.runlog import run_log
 
     run_config = load_config(config, overrides)
     if seeds:
@@ -144,11 +195,13 @@ def train_teacher_command(
             seed_list = [int(s) for s in _split_names(seeds) or []]
         except ValueError as exc:
             raise ConfigError(f"--seeds '{seeds}': expected comma-separated integers") from exc
-        results = train_ensemble(run_config, seed_list, resume=resume, overwrite=overwrite)
-    else:
-        results = {run_config.train.seed: train_teacher(run_config, resume=resume, overwrite=overwrite)}
-    for seed, result in results.items():
-        print_result(f"seed {seed}", result)
+    with run_log(run_config.output_dir):
+        if seeds:
+            results = train_ensemble(run_config, seed_list, resume=resume, overwrite=overwrite)
+        else:
+            results = {run_config.train.seed: train_teacher(run_config, resume=resume, overwrite=overwrite)}
+        for seed, result in results.items():
+            print_result(f"seed {seed}", result)
 
 
 @app.command("distill")
@@ -162,15 +215,17 @@ def distill_command(
     """Train a student on teacher signals (a store from `soft-targets`) and gold labels.
 
     The objective is a weighted sum of loss terms per task type or task (`objective:` in the config);
-    the loop, checkpoints, evaluation and outputs are the same as for `train-teacher`.
+    the loop, checkpoints, evaluation and outputs are the same as for `train-teacher` (log.txt included).
     """
     from multidistill.config import load_config
     from multidistill.training.run import train_model
+    from multidistill.utils.runlog import run_log
 
     run_config = load_config(config, overrides)
     if run_config.kind != "distill":
         raise ConfigError(f"{config}: key 'kind' must be 'distill' for `multidistill distill`")
-    print_result("student", train_model(run_config, resume=resume, overwrite=overwrite))
+    with run_log(run_config.output_dir):
+        print_result("student", train_model(run_config, resume=resume, overwrite=overwrite))
 
 
 @app.command("soft-targets")
@@ -350,11 +405,10 @@ def exit_if_gate_failed(report: dict, outputs: str) -> None:
 def _register_stage_commands() -> None:
     """Commands that live beside the code they drive (export, predict, report); imports here are cheap."""
     from multidistill.export.command import export_command
-    from multidistill.inference.command import export_hf_command, predict_command
+    from multidistill.inference.command import predict_command
     from multidistill.report.command import report_command
 
     app.command("export")(export_command)
-    app.command("export-hf")(export_hf_command)
     app.command("predict")(predict_command)
     app.command("report")(report_command)
 

@@ -1,7 +1,9 @@
-"""`multidistill export`: write a saved model folder as ONNX (fp32, optionally int8) after a parity check."""
+"""`multidistill export`: write a saved model folder as ONNX (fp32, optionally int8) or as a plain Hugging Face
+folder (one task), after a parity check whose numbers are always printed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -36,16 +38,29 @@ def print_parity(title: str, parity: dict) -> None:
     console.print(table)
 
 
+def print_hf_check(title: str, info: dict) -> None:
+    """Render a Hugging Face export's check (export.json's ``check``) as a one-row table."""
+    check = info["check"]
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for column in ("task", "checked on", "rows", "max |Δ|", "limit", "agree"):
+        table.add_column(column, justify="left" if column in ("task", "checked on") else "right")
+    agreement = check["agreement"]
+    table.add_row(info["task"], check["source"], str(check["rows"]), f"{check['max_abs_diff']:.1e}",
+                  f"{check['tolerance']:.0e}", "-" if agreement is None else f"{agreement:.1%}")
+    console.print(table)
+
+
 def export_command(
     model_dir: Annotated[Path, typer.Argument(help="A model folder written by multidistill (Transformer + heads, "
                                                    "or BiLSTM).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the export to; it must not exist or be "
                                                     "empty (see --overwrite).")],
-    format: Annotated[str, typer.Option("--format", help="onnx (every model; one multi-output graph) or hf (a "
-                                                         "single-task Transformer student as a plain Hugging Face "
-                                                         "AutoModelForSequenceClassification folder).")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx (every model, every task; one multi-output graph) or "
+                                                         "hf (one task of a Transformer model with [CLS] pooling, "
+                                                         "i.e. trained with model.pooling: cls, as a plain Hugging "
+                                                         "Face AutoModelForSequenceClassification folder).")] = "onnx",
     task: Annotated[str | None, typer.Option(help="--format hf: the task to export (needed for multi-task "
-                                                  "models).")] = None,
+                                                  "models; an ONNX export holds every task).")] = None,
     quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx, dynamically quantised "
                                                "(int8 weights with one scale per output channel; embeddings stay "
                                                "fp32).")] = "none",
@@ -54,7 +69,8 @@ def export_command(
              "model was trained with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")
     ] = None,
     parity_examples: Annotated[int, typer.Option(help="Dev rows per task for the parity check.")] = 500,
-    skip_parity: Annotated[bool, typer.Option(help="Skip the parity check (no dev data needed).")] = False,
+    skip_parity: Annotated[bool, typer.Option(help="Skip the parity check on dev data (no dev data needed); "
+                                                   "--format hf then checks a few built-in sentences.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out folder.")] = False,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     tolerance_fp32: Annotated[float, typer.Option(help="Largest |logit difference| allowed between PyTorch and "
@@ -67,13 +83,21 @@ def export_command(
                                                              "the int8 graph; more passes only within twice its "
                                                              "sampling error (docs/export.md).")] = 0.01,
 ) -> None:
-    """Export a saved model to ONNX for serving: one graph whose outputs are every task head's logits.
+    """Export a saved model for serving, after a parity check whose numbers are printed.
 
-    Writes OUT/model.onnx (and OUT/model.int8.onnx with --quantize int8), the tokenizer and OUT/export.json.
-    Unless --skip-parity, each task's first --parity-examples dev rows are run through PyTorch and every
-    exported graph: fp32 logits must match within --tolerance-fp32; the int8 main metric must not drop by more
-    than --max-metric-drop-int8 or twice the drop's sampling error on those rows, whichever is larger.
-    An export that fails the check is not written. Load it with multidistill.export.onnx.OnnxModel.
+    --format onnx (any model): OUT/model.onnx, one graph whose outputs are every task head's logits (and
+    OUT/model.int8.onnx with --quantize int8), the tokenizer and OUT/export.json. Unless --skip-parity, each
+    task's first --parity-examples dev rows are run through PyTorch and every exported graph: fp32 logits must
+    match within --tolerance-fp32; the int8 main metric must not drop by more than --max-metric-drop-int8 or
+    twice the drop's sampling error on those rows, whichever is larger (agreement is reported, and gated only
+    with --min-agreement-int8). Load it with multidistill.export.onnx.OnnxModel.
+
+    --format hf: one task (--task) as a stock Hugging Face folder, for Transformer models with [CLS] pooling
+    (model.pooling: cls) over a BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA or DistilBERT encoder; BiLSTM and
+    mean-pooled models (the demo's defaults) export to ONNX. The folder is loaded back with
+    AutoModelForSequenceClassification and its logits must match ours within 1e-4 on the task's dev rows.
+
+    An export that fails its check is not written.
     """
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
@@ -83,14 +107,12 @@ def export_command(
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
-    if format == "hf":
-        from multidistill.export.hf import export_hf
-
-        path = export_hf(model_dir, out, task=task, overwrite=overwrite)
-        console.print(f"written: {path} (load with AutoModelForSequenceClassification.from_pretrained)")
-        return
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if format == "hf" and quantize != "none":
+        raise ConfigError("--quantize applies to --format onnx; a Hugging Face export keeps the model's fp32 weights")
+    if format == "onnx" and task is not None:
+        raise ConfigError("--task applies to --format hf; an ONNX export holds every task of the model")
     if parity_examples < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
     parity_data = None
@@ -101,6 +123,16 @@ def export_command(
             data_root = saved_data_root(model_dir)
         parity_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
                                  task_specs=specs)
+    if format == "hf":
+        from multidistill.export.hf import EXPORT_INFO_FILE, export_hf
+
+        path = export_hf(model_dir, out, task=task, overwrite=overwrite, parity_data=parity_data,
+                         parity_examples=parity_examples)
+        info = json.loads((path / EXPORT_INFO_FILE).read_text())
+        print_hf_check(f"{model_dir} -> Hugging Face ({info['model_type']}): parity of the reloaded model", info)
+        console.print(f"written: {path}; load it with AutoModelForSequenceClassification.from_pretrained"
+                      f"({str(path)!r})")
+        return
     meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,
                        overwrite=overwrite, tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,
                        max_metric_drop_int8=max_metric_drop_int8)

@@ -13,8 +13,12 @@ identity on every input the encoder can produce, so the stock model computes our
 How large ``|x|`` can get comes from the encoder's final LayerNorm: a LayerNorm output is bounded by
 ``|gamma| sqrt(H - 1) + |beta|`` per dimension whatever the input, so the mapping holds for any text, not
 only for the rows it is checked on. After writing, the folder is loaded back with
-`AutoModelForSequenceClassification` and its logits are compared with ours; a mismatch leaves nothing
-on disk.
+`AutoModelForSequenceClassification` and its logits are compared with ours (on the task's dev rows, or a
+few built-in sentences); a mismatch leaves nothing on disk.
+
+Which models export: Transformer models with [CLS] pooling (`model.pooling: cls`) over one of the encoder
+families in `FAMILIES`, one task at a time. Mean-pooled models and BiLSTM students (everything the demo
+trains by default) have no stock Hugging Face counterpart and export to ONNX instead.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from multidistill.config import DataConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.utils.atomic import atomic_dir
@@ -73,19 +78,29 @@ FAMILIES: dict[str, _Family] = {
     "distilbert": _Family("relu", "pre_classifier", "classifier"),
 }
 
-ONNX_HINT = "export it to ONNX instead (multidistill.export.onnx), which keeps the model as it is"
+# Rows per forward pass of the check.
+CHECK_BATCH = 64
+
+ONNX_HINT = "export it with `multidistill export --format onnx` instead, which keeps the model as it is (all tasks)"
+# What can export, and the config option that trains such a model; every refusal of an unsuitable model says it.
+EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(FAMILIES) + " encoder export to "
+              "Hugging Face: train one with `model.pooling: cls` (a recipe's student: "
+              "`--set student.model.pooling=cls`; the demo's Transformer student: "
+              "`--set transformer.model.pooling=cls`)")
 
 
 def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = None, overwrite: bool = False,
-              check_rows: Sequence[tuple[str, str | None]] | None = None) -> Path:
+              check_rows: Sequence[tuple[str, str | None]] | None = None, parity_data: DataConfig | None = None,
+              parity_examples: int = 500) -> Path:
     """Write ``task`` of the model in ``model_dir`` as a Hugging Face folder in ``out_dir`` and return it.
 
     The folder loads with ``AutoModelForSequenceClassification.from_pretrained(out_dir)`` (no remote code)
     and gives the same logits as our model for that task, checked on ``check_rows`` ((text_a, text_b)
-    pairs; text_b is None for single-text tasks) or a few built-in sentences. Raises `ModelError` for a
-    model it cannot express this way (BiLSTM, mean pooling, another encoder family) or when the check
-    fails; nothing is left on disk then. The write is atomic; an existing non-empty ``out_dir`` is refused
-    unless ``overwrite``.
+    pairs; text_b is None for single-text tasks), else on the task's first ``parity_examples`` eval rows
+    read from ``parity_data`` (its data_root, cache_dir and eval_split), else on a few built-in sentences.
+    The check's numbers go to OUT/export.json (``check``). Raises `ModelError` for a model it cannot express
+    this way (BiLSTM, mean pooling, another encoder family) or when the check fails; nothing is left on disk
+    then. The write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``.
     """
     from multidistill.models import load_model
     from multidistill.models.backbone import load_tokenizer
@@ -95,12 +110,17 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = 
     _check_out_dir(model_dir, out_dir, overwrite)
     model = load_model(model_dir)
     if not isinstance(model, MultiTaskModel):
-        raise ModelError(f"{model_dir}: a {type(model).__name__} has no Hugging Face counterpart; {ONNX_HINT}")
+        kind = "BiLSTM student" if type(model).__name__ == "BiLSTMModel" else type(model).__name__
+        raise ModelError(f"{model_dir}: a {kind} has no Hugging Face counterpart; {EXPORTABLE}; or {ONNX_HINT}")
     family = _family(model, model_dir)  # the refusals no --task can fix come first
     spec = _pick_task(model, model_dir, task)
     tokenizer = load_tokenizer(str(model_dir))
     max_length = model.max_length or min(128, model.max_seq_length or 128)
     _restrict_inputs(tokenizer, model, max_length)
+    source = "given rows" if check_rows is not None else "built-in sentences"
+    if check_rows is None and parity_data is not None:
+        check_rows = _eval_rows(spec, parity_data, parity_examples)
+        source = f"{parity_data.eval_split} rows"
     rows = _check_rows(spec, check_rows)
     model.eval()
 
@@ -111,10 +131,11 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = 
         tokenizer.save_pretrained(tmp)
         if not (tmp / "model.safetensors").is_file():
             raise ModelError(f"{out_dir}: the export wrote no model.safetensors (sharded or pickled weights)")
-        diff = _verify(model, spec, tmp, rows, max_length)
+        check = {"rows": len(rows), "source": source, **_verify(model, spec, tmp, rows, max_length),
+                 "tolerance": TOLERANCE}
         info = {"kind": "hf", "source": str(model_dir.resolve()), "task": spec.name, "type": spec.type,
                 "labels": spec.labels, "model_type": config.model_type, "max_length": max_length,
-                "check_rows": len(rows), "max_abs_diff": diff}
+                "check_rows": len(rows), "max_abs_diff": check["max_abs_diff"], "check": check}
         (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return out_dir
 
@@ -146,12 +167,27 @@ def _pick_task(model, model_dir: Path, task: str | None) -> Task:
 def _family(model, model_dir: Path) -> _Family:
     model_type = getattr(model.backbone.config, "model_type", "?")
     if model.pooling != "cls":
-        raise ModelError(f"{model_dir}: the model pools the {model.pooling} of the token vectors and no stock "
-                         f"Hugging Face classification head does; only pooling 'cls' exports; {ONNX_HINT}")
+        raise ModelError(f"{model_dir}: the model pools the {model.pooling} of the token vectors (model.pooling: "
+                         f"{model.pooling}) and no stock Hugging Face classification head does; {EXPORTABLE}; "
+                         f"or {ONNX_HINT}")
     if model_type not in FAMILIES:
         raise ModelError(f"{model_dir}: cannot export a '{model_type}' encoder as a plain Hugging Face "
                          f"classifier (supported: {', '.join(FAMILIES)}); {ONNX_HINT}")
     return FAMILIES[model_type]
+
+
+def _eval_rows(task: Task, data: DataConfig, limit: int) -> list[tuple[str, str | None]]:
+    """The task's first ``limit`` eval rows as (text_a, text_b), read with the model's own task spec."""
+    from multidistill.data.prepare import open_example_store
+
+    if limit < 1:
+        raise ConfigError(f"--parity-examples must be at least 1, got {limit}")
+    # The model carries its task specs (label order included), so the check reads the data it was built for.
+    data = DataConfig.model_validate({**data.model_dump(), "tasks": [task.name], "task_specs": [task.model_dump()]})
+    store = open_example_store(data, max_examples_per_task=None, seed=0)
+    examples = store.examples(task.name, data.eval_split)
+    examples = examples.select(range(min(limit, len(examples))))
+    return list(zip(examples["text_a"], examples["text_b"], strict=True))
 
 
 def _check_rows(task: Task, rows: Sequence[tuple[str, str | None]] | None) -> list[tuple[str, str | None]]:
@@ -214,7 +250,7 @@ def _build_hf_model(model, task: Task, family: _Family, config, tokenizer, rows,
     weight = head.weight.detach().double()
     bias = head.bias.detach().double()
     hidden = weight.shape[1]
-    bound = _pooled_bound(model, task, tokenizer, rows, max_length)
+    bound = _pooled_bound(model, task, tokenizer, rows[:CHECK_BATCH], max_length)
     with torch.no_grad():
         if family.activation == "tanh":
             eps = min(MAX_EPS, max(MIN_EPS, math.sqrt(3 * TANH_RELATIVE_ERROR) / float(bound.max())))
@@ -281,8 +317,9 @@ def _safetensors_kwargs(hf_model) -> dict:
     return {"safe_serialization": True} if "safe_serialization" in parameters else {}
 
 
-def _verify(model, task: Task, folder: Path, rows, max_length: int) -> float:
-    """Load the written folder as a stock model and compare its logits with ours on ``rows``."""
+def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
+    """Load the written folder as a stock model and compare its logits with ours on ``rows``: returns the
+    largest |logit difference| and, for classification, the share of rows with the same predicted class."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
@@ -290,14 +327,20 @@ def _verify(model, task: Task, folder: Path, rows, max_length: int) -> float:
         hf_model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     except (OSError, ValueError) as exc:
         raise ModelError(f"the exported folder does not load with AutoModelForSequenceClassification: {exc}") from exc
-    encoded = _encode(tokenizer, rows, max_length)
-    ours = _our_logits(model, task, encoded).logits.double()
-    with torch.no_grad():
-        theirs = hf_model(**encoded).logits.double()
-    if ours.shape != theirs.shape:
-        raise ModelError(f"the exported model gives logits of shape {tuple(theirs.shape)}, ours {tuple(ours.shape)}")
-    diff = float((ours - theirs).abs().max())
-    if not diff <= TOLERANCE:  # also catches NaN
-        raise ModelError(f"the exported model's logits differ from ours by up to {diff:.3g} (> {TOLERANCE}) on the "
-                         f"check rows; nothing was written; {ONNX_HINT}")
-    return diff
+    diff, same = 0.0, 0
+    for start in range(0, len(rows), CHECK_BATCH):
+        encoded = _encode(tokenizer, rows[start:start + CHECK_BATCH], max_length)
+        ours = _our_logits(model, task, encoded).logits.double()
+        with torch.no_grad():
+            theirs = hf_model(**encoded).logits.double()
+        if ours.shape != theirs.shape:
+            raise ModelError(f"the exported model gives logits of shape {tuple(theirs.shape)}, ours "
+                             f"{tuple(ours.shape)}")
+        batch_diff = float((ours - theirs).abs().max())
+        if not batch_diff <= TOLERANCE:  # also catches NaN
+            raise ModelError(f"the exported model's logits differ from ours by up to {batch_diff:.3g} "
+                             f"(> {TOLERANCE}) on the check rows; nothing was written; {ONNX_HINT}")
+        diff = max(diff, batch_diff)
+        same += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
+    agreement = same / len(rows) if task.type != "regression" else None
+    return {"max_abs_diff": diff, "agreement": agreement}

@@ -1,4 +1,4 @@
-"""Command functions for `multidistill predict` and `multidistill export-hf` (registered in cli.py).
+"""The command function of `multidistill predict` (registered in cli.py).
 
 User errors are raised as `MultidistillError` subclasses; `cli.main` prints them and exits with code 2.
 """
@@ -58,28 +58,3 @@ def predict_command(
     skipped = f", skipped {result['skipped']} bad row(s)" if result["skipped"] else ""
     console.print(f"task {result['task']}: predicted {result['predicted']} of {result['rows']} row(s){skipped}")
     console.print(f"written: {result['output']} ({result['format']})")
-
-
-def export_hf_command(
-    model_dir: Annotated[Path, typer.Argument(help="A multidistill model folder (Transformer student, "
-                                                   "pooling 'cls').")],
-    out: Annotated[Path, typer.Option(help="Folder to write the Hugging Face model and tokenizer to.")],
-    task: Annotated[str | None, typer.Option(
-        help="The task to export (required when the model has several tasks).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty --out folder.")] = False,
-) -> None:
-    """Export one task as a plain Hugging Face model that AutoModelForSequenceClassification loads.
-
-    Supported encoders: BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA and DistilBERT with [CLS] pooling. The
-    folder is loaded back and its logits are checked against the original before it is kept. For other
-    models (BiLSTM, mean pooling, other families, all tasks at once) export to ONNX instead.
-    """
-    import json
-
-    from multidistill.export.hf import EXPORT_INFO_FILE, export_hf
-
-    folder = export_hf(model_dir, out, task=task, overwrite=overwrite)
-    info = json.loads((folder / EXPORT_INFO_FILE).read_text())
-    console.print(f"exported task {info['task']} ({info['model_type']}) to {folder}; largest logit difference on "
-                  f"{info['check_rows']} check rows: {info['max_abs_diff']:.2g}")
-    console.print(f"load it with AutoModelForSequenceClassification.from_pretrained({str(folder)!r})")

@@ -5,6 +5,11 @@ renames within one filesystem are atomic, so readers see either the old artifact
 An existing directory is swapped with its replacement in one `renameat2(RENAME_EXCHANGE)` call where
 the OS has it (Linux), so even a SIGKILL between "old out" and "new in" cannot leave the name empty.
 
+Temporary siblings are made by `tempfile` (mode 0600 / 0700, private while written); just before the
+rename, they and everything inside a temporary folder get the mode an ordinary ``open`` / ``mkdir`` would
+give under the process's umask, so a finished artifact is as readable as any other file the user writes
+(e.g. by a second user or a serving container).
+
 Temporary siblings are named ``.<name>.tmp-<pid>-<random>``: readers never look at dot-names, and
 the next write beside them deletes those whose process is gone (a writer killed mid-write leaves one).
 
@@ -23,6 +28,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +36,40 @@ from typing import Any
 
 SLOW_WRITES_ENV = "MULTIDISTILL_TEST_SLOW_WRITES"
 _OWNER = re.compile(r"\.(?:tmp|old)-(\d+)(?:-|$)")
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask: read from /proc on Linux; elsewhere reading it means setting it and back, so
+    other threads of this module wait meanwhile."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, *, directory: bool) -> None:
+    """Give a finished temporary ``path`` the mode ``open`` / ``mkdir`` would have given it (tempfile's
+    0600 / 0700 keep it private only while it is being written)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def _publish_tree(root: Path) -> None:
+    """`_publish_mode` for a finished temporary folder and everything in it: some writers (safetensors,
+    hence ``save_pretrained``) create their files 0600 whatever the umask. Executable bits are kept."""
+    mask = current_umask()
+    for folder, _, files in os.walk(root):  # symlinked folders are not entered
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            executable = os.stat(path).st_mode & 0o100
+            os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -154,6 +194,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
     try:
         yield tmp
+        _publish_tree(tmp)
         _test_slow_write()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,6 +230,7 @@ def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        _publish_mode(tmp, directory=False)
         _test_slow_write()
         os.replace(tmp, final)
     except BaseException:

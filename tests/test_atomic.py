@@ -1,0 +1,77 @@
+"""Atomic writes give finished artifacts the mode the umask asks for, not tempfile's private 0600 / 0700."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from multidistill.utils.atomic import atomic_dir, atomic_file, current_umask, write_json
+
+
+@pytest.fixture(params=[0o022, 0o077, 0o002])
+def umask(request):
+    previous = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_current_umask_reads_without_changing_it(umask):
+    assert current_umask() == umask
+    assert current_umask() == umask
+
+
+def test_files_and_folders_get_the_umask_mode(umask, tmp_path):
+    write_json(tmp_path / "metrics.json", {"a": 1})
+    with atomic_file(tmp_path / "model.safetensors", "wb") as handle:
+        handle.write(b"weights")
+    with atomic_dir(tmp_path / "model") as folder:
+        (folder / "config.json").write_text("{}")
+        (folder / "sub").mkdir()
+        save_file({"w": torch.zeros(2)}, str(folder / "sub" / "model.safetensors"))  # safetensors writes 0600
+        with atomic_file(folder / "inner.bin", "wb") as handle:
+            handle.write(b"x")
+    with atomic_dir(tmp_path / "other") as folder:  # replacing an existing folder keeps the rule
+        (folder / "config.json").write_text("{}")
+    with atomic_dir(tmp_path / "other") as folder:
+        (folder / "config.json").write_text("{}")
+    assert _mode(tmp_path / "other") == 0o777 & ~umask
+
+    assert _mode(tmp_path / "metrics.json") == 0o666 & ~umask
+    assert _mode(tmp_path / "model.safetensors") == 0o666 & ~umask
+    assert _mode(tmp_path / "model") == 0o777 & ~umask
+    assert _mode(tmp_path / "model" / "config.json") == 0o666 & ~umask
+    assert _mode(tmp_path / "model" / "inner.bin") == 0o666 & ~umask
+    assert _mode(tmp_path / "model" / "sub") == 0o777 & ~umask
+    assert _mode(tmp_path / "model" / "sub" / "model.safetensors") == 0o666 & ~umask
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary sibling left
+
+
+def test_a_trained_run_is_readable_by_others_under_umask_022(tiny_run, tmp_path):
+    """Every file and folder a training run writes (model/, model.safetensors, metrics.json, config.yaml,
+    checkpoints) is group/other readable under the usual umask."""
+    from multidistill.config import TeacherRunConfig
+    from multidistill.training.run import train_model
+
+    raw, _ = tiny_run
+    previous = os.umask(0o022)
+    try:
+        train_model(TeacherRunConfig.model_validate({**raw, "train": {**raw["train"], "epochs": 0.5}}))
+    finally:
+        os.umask(previous)
+    run = tmp_path / "run"
+    for name in ("model/model.safetensors", "metrics.json", "config.yaml"):
+        assert (run / name).is_file(), name
+    private = [str(p.relative_to(run)) for p in [run, *run.rglob("*")]
+               if _mode(p) != (0o755 if p.is_dir() else 0o644) and not p.is_symlink()]
+    assert private == []
