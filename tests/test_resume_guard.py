@@ -185,7 +185,7 @@ def test_a_setting_added_later_at_its_default_is_not_a_change():
     del recorded["config"]["train.select"]  # as if the checkpoint predates the setting
     assert compare(recorded, current) == ([], [])
     changed = run_settings(_base().model_copy(update={"train": TrainConfig(select="last")}), data)
-    assert compare(recorded, changed)[0] == ["key 'train.select' was \"(not set)\" in the checkpoint, now \"last\""]
+    assert compare(recorded, changed)[0] == ["key 'train.select' was (not set) in the checkpoint, now \"last\""]
 
 
 # ------------------------------------------------------------------- stages: a changed default is seen

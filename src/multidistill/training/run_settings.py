@@ -35,9 +35,12 @@ SAFE_TO_CHANGE: dict[str, str] = {
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as ``{"a.b": leaf}`` (lists and empty dicts are leaves)."""
+    """Nested dicts, and lists of dicts, as ``{"a.b": leaf, "a.c.0.d": leaf}`` (other lists and empty ones are
+    leaves), so that a change is named by its own key."""
     if isinstance(value, dict) and value:
         return {key: leaf for k, v in value.items() for key, leaf in flatten(v, f"{prefix}{k}.").items()}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return {key: leaf for i, v in enumerate(value) for key, leaf in flatten(v, f"{prefix}{i}.").items()}
     return {prefix.rstrip("."): value}
 
 
@@ -54,7 +57,12 @@ def run_settings(config: BaseModel, data_fingerprints: dict[str, str]) -> dict:
             "defaults": at_defaults(config), "data": dict(data_fingerprints)}
 
 
+_MISSING = object()
+
+
 def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "(not set)"
     text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -67,7 +75,7 @@ def compare(recorded: dict, current: dict) -> tuple[list[str], list[str]]:
     for key in sorted(set(old) | set(new)):
         if key not in old and key in new_defaults:
             continue  # a setting added since the checkpoint, at its default (which keeps the old behaviour)
-        before, after = old.get(key, "(not set)"), new.get(key, "(not set)")
+        before, after = old.get(key, _MISSING), new.get(key, _MISSING)
         if before == after:
             continue
         line = f"key '{key}' was {_show(before)} in the checkpoint, now {_show(after)}"
