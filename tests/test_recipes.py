@@ -240,9 +240,12 @@ def test_a_student_with_its_own_tokenizer_distils_from_the_store(tiny_run, tmp_p
 
 def test_stage_settings_leave_out_defaults_so_new_settings_keep_stages_valid():
     from multidistill.config import TrainConfig
-    from multidistill.recipes.stages import settings_payload
+    from multidistill.recipes.stages import DEFAULTS_KEY, settings_payload, without_defaults
 
-    # A run written before `group_by_length` existed fingerprints like one that leaves it at its default.
-    assert settings_payload(TrainConfig(epochs=2)) == {"epochs": 2.0}
-    assert settings_payload(TrainConfig(epochs=2, group_by_length=True)) == {"epochs": 2.0, "group_by_length": True}
+    # A run written before `group_by_length` existed fingerprints like one that leaves it at its default
+    # (the defaults' values are recorded beside the settings, outside the fingerprint).
+    assert without_defaults(settings_payload(TrainConfig(epochs=2))) == {"epochs": 2.0}
+    assert without_defaults(settings_payload(TrainConfig(epochs=2, group_by_length=True))) == {
+        "epochs": 2.0, "group_by_length": True}
+    assert settings_payload(TrainConfig(epochs=2))[DEFAULTS_KEY]["group_by_length"] is False
     assert settings_payload(None) is None

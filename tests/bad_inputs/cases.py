@@ -421,3 +421,81 @@ CASES: list[Case] = [
                            "objective.tasks.toy_sent"),
          patch=TO_CORPUS, files={"corpus.txt": "a good film\nthe plot\n"}),
 ]
+
+
+# --- issue 14 class 3: --resume of a changed run (refused before anything is written) ---------------------
+_RESUMABLE: dict[str, Path] = {}  # trained runs by their config (locations left out), shared across cases
+
+
+def resumable_run() -> Damage:
+    """Train {config} (as the case patched it) and put the run, checkpoints included, into {out}: the run that
+    the case's `--resume` continues. Runs are cached by their settings (paths differ per workspace, and those
+    are safe to change on resume: output_dir, data_root, cache_dir)."""
+
+    def apply(ws):
+        import tempfile
+
+        import yaml
+
+        from multidistill.config import load_config
+        from multidistill.training.run import train_model
+
+        config = load_config(ws["config"])
+        key = json.dumps(config.model_dump(mode="json", exclude={"output_dir": True, "data": {"data_root",
+                                                                                               "cache_dir"}}))
+        if key not in _RESUMABLE:
+            folder = Path(tempfile.mkdtemp(prefix="resumable_run_")) / "run"
+            train_model(config.model_copy(update={"output_dir": str(folder)}))
+            _RESUMABLE[key] = folder
+        shutil.copytree(_RESUMABLE[key], ws["out"], dirs_exist_ok=True)
+        (ws["out"] / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    return Damage("train {config} into {out} (a run to resume)", apply)
+
+
+def edit_checkpoints(file: str, changes: dict[str, Any] | None = None) -> Damage:
+    """Edit (``changes``) or, without them, delete ``file`` in every checkpoint folder of {out}."""
+
+    def apply(ws):
+        for folder in sorted((ws["out"] / "checkpoints").glob("step-*")):
+            if changes is None:
+                (folder / file).unlink()
+            else:
+                edit_json(str(folder / file).replace("{", "{{").replace("}", "}}"), changes)(ws)
+
+    return Damage(f"{'edit' if changes else 'delete'} {file} in {{out}}'s checkpoints", apply)
+
+
+COMMANDS["resume"] = ("train-teacher", "{config}", "--resume")
+_SMALL = {"train.epochs": 1, "train.max_examples_per_task": 16}  # a quick run to resume
+_RESUME = (resumable_run(),)
+CASES += [
+    Case("resume-changed-lr", "config", "--resume with another train.lr", "resume",
+         ("--resume", "other settings", "key 'train.lr' was 0.003 in the checkpoint, now 0.001"),
+         patch=_SMALL, damage=_RESUME, args=("--set", "train.lr=0.001")),
+    Case("resume-changed-batch-size", "config", "--resume with a batch size that puts the saved position beyond "
+         "the new epoch (it hung)", "resume", ("key 'train.batch_size' was 8 in the checkpoint, now 64",),
+         patch=_SMALL, damage=_RESUME, args=("--set", "train.batch_size=64")),
+    Case("resume-changed-seed", "config", "--resume with another train.seed", "resume",
+         ("key 'train.seed' was 7 in the checkpoint, now 8",), patch=_SMALL, damage=_RESUME,
+         args=("--set", "train.seed=8")),
+    Case("resume-changed-max-length", "config", "--resume with another model.max_seq_length", "resume",
+         ("key 'model.max_seq_length' was 32 in the checkpoint, now 16",), patch=_SMALL, damage=_RESUME,
+         args=("--set", "model.max_seq_length=16")),
+    Case("resume-changed-pooling", "config", "--resume with another model.pooling", "resume",
+         ("key 'model.pooling' was \"cls\" in the checkpoint, now \"mean\"",), patch=_SMALL, damage=_RESUME,
+         args=("--set", "model.pooling=mean")),
+    Case("resume-changed-tasks", "config", "--resume with another task list (was: 'unreadable checkpoint')",
+         "resume", ("key 'data.tasks.2.name' was \"toy_reg\" in the checkpoint, now (not set)",), patch=_SMALL,
+         damage=_RESUME,
+         args=("--set", "data.tasks=[toy_sent,toy_pair]")),
+    Case("resume-changed-data", "config", "--resume after the training file was edited", "resume",
+         ("the training data of task 'toy_sent' changed",), patch=_SMALL,
+         damage=(*_RESUME, reverse_rows("{data}/toy_sent/train.tsv"))),
+    Case("resume-missing-loop-state", "config", "--resume of a checkpoint whose loop_state.json was deleted "
+         "(it restarted from step 0)", "resume", ("is incomplete", "loop_state.json missing", "step 0"),
+         patch=_SMALL, damage=(*_RESUME, edit_checkpoints("loop_state.json"))),
+    Case("resume-position-beyond-plan", "config", "--resume of a checkpoint whose position lies beyond the epoch",
+         "resume", ("lies outside this run's plan", "batch 100000"), patch=_SMALL,
+         damage=(*_RESUME, edit_checkpoints("loop_state.json", {"position": 100000}))),
+]

@@ -13,6 +13,11 @@ its name, settings, inputs and fingerprint. Running a recipe again:
   folder to remove, and so is a non-empty folder that no record vouches for: nothing made from other
   settings, or not by this recipe, is ever reused or overwritten silently.
 
+Settings at their defaults stay out of the fingerprint (a later version that adds a setting, at a default that
+keeps the old behaviour, keeps finished stages valid), but their values are recorded beside it (`DEFAULTS_KEY`):
+a stage made when a default had another value is refused like other changed settings. Stages recorded before
+the defaults were (no `DEFAULTS_KEY`) keep their fingerprints and stay valid; they cannot be checked for it.
+
 When a stage's work raises (an error, Ctrl-C, SIGTERM), a note on the exception says what a re-run does
 with it; the CLI prints those notes (`multidistill.utils.interrupt`).
 """
@@ -29,6 +34,7 @@ from pathlib import Path
 from rich.console import Console
 
 from multidistill.errors import ConfigError
+from multidistill.training.run_settings import at_defaults, flatten
 from multidistill.utils.atomic import glob_escape, write_json
 from multidistill.utils.hashing import hash_json
 from multidistill.utils.interrupt import STOPS, add_note
@@ -37,6 +43,7 @@ from multidistill.utils.manifest import read_versioned_json
 STAGE_MANIFEST = "stage.json"
 PENDING = ".pending"
 STAGE_VERSION = 1
+DEFAULTS_KEY = "__defaults__"  # in a settings payload: the values of the settings left at their defaults
 
 console = Console(stderr=True)
 
@@ -51,9 +58,37 @@ class StageOutcome:
 
 
 def settings_payload(settings) -> dict | None:
-    """A config section as a stage's JSON settings. Fields at their defaults are left out, so a later version
-    that adds a setting (at a default that keeps the old behaviour) does not invalidate finished stages."""
-    return settings.model_dump(mode="json", exclude_defaults=True) if settings is not None else None
+    """A config section as a stage's JSON settings: the fields not at their defaults, plus (under
+    `DEFAULTS_KEY`, outside the fingerprint) the values of those at their defaults, dotted keys."""
+    if settings is None:
+        return None
+    full = flatten(settings.model_dump(mode="json"))
+    return {**settings.model_dump(mode="json", exclude_defaults=True),
+            DEFAULTS_KEY: {key: full[key] for key in at_defaults(settings)}}
+
+
+def without_defaults(config):
+    """A stage's settings as fingerprinted: without the recorded defaults (so fingerprints stay as before)."""
+    if isinstance(config, dict):
+        return {k: without_defaults(v) for k, v in config.items() if k != DEFAULTS_KEY}
+    if isinstance(config, list):
+        return [without_defaults(v) for v in config]
+    return config
+
+
+def changed_defaults(old, new, prefix: str = "") -> list[str]:
+    """Defaults that differ between two stage settings (recorded vs now), as messages; settings recorded
+    without their defaults (older stages) have none to compare."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return []
+    lines = []
+    before, after = old.get(DEFAULTS_KEY), new.get(DEFAULTS_KEY)
+    if isinstance(before, dict) and isinstance(after, dict):
+        lines += [f"the default of '{prefix}{key}' was {before[key]!r}, now {after[key]!r}"
+                  for key in sorted(set(before) & set(after)) if before[key] != after[key]]
+    for key in sorted(set(old) & set(new) - {DEFAULTS_KEY}, key=str):
+        lines += changed_defaults(old[key], new[key], f"{prefix}{key}.")
+    return lines
 
 
 def stage_fingerprint(folder: Path) -> str:
@@ -78,10 +113,12 @@ class StageRunner:
         part-way (printed with the error or interrupt).
         """
         folder = self.root / name
-        fingerprint = hash_json({"stage": name, "config": config, "inputs": inputs})
+        fingerprint = hash_json({"stage": name, "config": without_defaults(config), "inputs": inputs})
         manifest = folder / STAGE_MANIFEST
         if manifest.is_file():
-            if stage_fingerprint(folder) == fingerprint:
+            recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
+            if recorded["fingerprint"] == fingerprint:
+                _refuse_changed_defaults(name, folder, recorded.get("config"), config)
                 console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
                 self.outcomes.append(StageOutcome(name, folder, fingerprint, True, 0.0))
                 return folder
@@ -117,6 +154,7 @@ class StageRunner:
                 raise ConfigError(f"stage '{name}': {folder} exists but no record in {pending.parent} says this "
                                   "recipe started it (a folder from elsewhere?); remove it or choose another "
                                   "output_dir")
+            _refuse_changed_defaults(name, folder, record.get("config"), config)
             if record["fingerprint"] != fingerprint:
                 changed = _differences({"config": record.get("config"), "inputs": record.get("inputs")},
                                        {"config": config, "inputs": inputs})
@@ -146,6 +184,14 @@ class StageRunner:
         done = [o.name for o in self.outcomes]
         if done:
             add_note(exc, f"finished stages kept and reused on a re-run: {', '.join(done)}")
+
+
+def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) -> None:
+    changed = changed_defaults(recorded, config)
+    if changed:
+        raise ConfigError(f"stage '{name}': {folder} was made when {'; '.join(changed)} (this version changed "
+                          f"those defaults); remove it (rm -r {shlex.quote(str(folder))}) to make it again with the "
+                          "new defaults, or choose another output_dir")
 
 
 def _differences(old, new, prefix: str = "") -> list[str]:

@@ -1,5 +1,7 @@
 """Resumable checkpoints: weights (safetensors), optimizer/scheduler/RNG (`weights_only` torch file),
-loop position (JSON). Each checkpoint is a folder written atomically; the newest complete one wins.
+loop position (JSON), the run's settings (JSON, checked by `run_settings.check_resume`). Each checkpoint is a
+folder written atomically, so a `step-*` folder that lacks one of its files was damaged afterwards (or written by
+an older version): resuming refuses it by name (`latest_checkpoint`) rather than silently starting over.
 
 Old checkpoints are pruned by renaming them out of the way first (`remove_tree`), so a kill during the
 pruning never leaves a half-deleted `step-*` folder; temporary folders of writes that a kill cut short
@@ -17,12 +19,14 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from multidistill.errors import ModelError
+from multidistill.errors import ConfigError, ModelError
 from multidistill.utils.atomic import atomic_dir, remove_stale_temps, remove_tree
 
 STATE_FILE = "loop_state.json"
 WEIGHTS_FILE = "trainables.safetensors"
 TRAINING_FILE = "training_state.pt"
+RUN_FILE = "run_settings.json"
+FILES = (WEIGHTS_FILE, TRAINING_FILE, STATE_FILE, RUN_FILE)  # a complete checkpoint has all of them
 PREFIX = "step-"
 
 
@@ -48,8 +52,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(root: Path, step: int, trainables: nn.Module, optimizer, scheduler,
-                    loop_state: dict, keep: int = 1) -> Path:
-    """Write ``root/step-N`` atomically, then prune all but the newest ``keep`` checkpoints."""
+                    loop_state: dict, keep: int = 1, run_settings: dict | None = None) -> Path:
+    """Write ``root/step-N`` atomically, then prune all but the newest ``keep`` checkpoints.
+
+    ``run_settings`` (`multidistill.training.run_settings`) is recorded for the resume check; ``{}`` without."""
     final = root / f"{PREFIX}{step:09d}"
     remove_stale_temps(root, f"{PREFIX}*")
     with atomic_dir(final) as tmp:
@@ -57,17 +63,45 @@ def save_checkpoint(root: Path, step: int, trainables: nn.Module, optimizer, sch
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / TRAINING_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(loop_state, indent=2))
+        (tmp / RUN_FILE).write_text(json.dumps(run_settings or {}, indent=1))
     for old in list_checkpoints(root)[:-keep]:
         remove_tree(old)
     return final
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary folders start with '.' and are ignored)."""
+def checkpoint_folders(root: Path) -> list[Path]:
+    """Every checkpoint folder, complete or not, oldest first (temporary folders start with '.': ignored)."""
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if p.name.startswith(PREFIX) and p.is_dir()), key=lambda p: p.name)
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The files a complete checkpoint has that ``folder`` lacks."""
+    return [name for name in FILES if not (folder / name).is_file()]
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    return [p for p in checkpoint_folders(root) if not missing_files(p)]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint to resume from; None when there is none. A newest folder that is not complete
+    is refused by name: resuming from an older state or from step 0 without a word would lose training."""
+    folders = checkpoint_folders(root)
+    if not folders:
+        return None
+    newest = folders[-1]
+    missing = missing_files(newest)
+    if not missing:
+        return newest
+    complete = [p for p in folders if not missing_files(p)]
+    fix = (f"delete it to resume from the previous complete checkpoint {complete[-1]}" if complete else
+           "delete it to start this training over from step 0, or start the run again with --overwrite")
+    raise ConfigError(f"checkpoint {newest} is incomplete: {', '.join(missing)} missing (checkpoints are written "
+                      "whole, so it was damaged afterwards or written by an older multidistill); resume refused "
+                      f"rather than silently starting elsewhere: {fix}")
 
 
 def load_checkpoint(folder: Path, trainables: nn.Module, optimizer, scheduler) -> dict:

@@ -32,9 +32,10 @@ from multidistill.data.batches import row_lengths
 from multidistill.data.collate import collate, to_device
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import EvalResult
 from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
-from multidistill.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from multidistill.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from multidistill.training.schedule import make_scheduler
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import write_json
@@ -148,6 +149,19 @@ def _stop_note(step: int, total_steps: int, checkpoint_root: Path, every: int) -
     return where + f"last checkpoint: step {last} ({found[-1]}); resuming continues from there"
 
 
+def check_position(state: LoopState, folder: Path, *, total_steps: int, epochs: float, batches: int,
+                   accum: int) -> None:
+    """Refuse a checkpoint whose position lies outside this run's plan (``batches`` per epoch and process):
+    the loop would otherwise never reach its next step."""
+    position_ok = state.position == 0 or (state.position > 0 and state.position + accum <= batches)
+    if 0 <= state.step <= total_steps and 0 <= state.epoch <= math.ceil(epochs) and position_ok:
+        return
+    raise ConfigError(f"checkpoint {folder}: its position (step {state.step}, epoch {state.epoch}, batch "
+                      f"{state.position}) lies outside this run's plan ({total_steps} steps, {batches} batches per "
+                      f"epoch, {accum} per step): the run was made with other settings (train.batch_size, "
+                      "train.epochs, data); resume with those, or start the run again with --overwrite")
+
+
 def train(
     model: nn.Module,
     objective: nn.Module,
@@ -163,11 +177,13 @@ def train(
     resume: bool = False,
     accelerator: Accelerator | None = None,
     on_step: Callable[[LoopState], None] | None = None,
+    run_settings: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_sets`` (task -> tokenised dataset) until ``config.epochs`` are done.
 
     The model chosen by ``config.select`` (default: the best by ``evaluate_fn``'s average score) is written
-    with ``save_model_fn`` to ``output_dir/model``; resumable checkpoints go to ``output_dir/checkpoints``.
+    with ``save_model_fn`` to ``output_dir/model``; resumable checkpoints go to ``output_dir/checkpoints``,
+    each recording ``run_settings`` (`multidistill.training.run_settings`; `train_model` checks them on resume).
     """
     output_dir = Path(output_dir)
     accelerator = accelerator or make_accelerator(config)
@@ -203,9 +219,16 @@ def train(
 
     state = LoopState()
     checkpoint_root = output_dir / CHECKPOINTS
-    if resume and (found := list_checkpoints(checkpoint_root)):
-        state = LoopState(**load_checkpoint(found[-1], raw, optimizer, scheduler))
-        accelerator.print(f"resumed from {found[-1]} (step {state.step}/{total_steps})")
+    if resume and (found := latest_checkpoint(checkpoint_root)) is not None:
+        saved = load_checkpoint(found, raw, optimizer, scheduler)
+        try:
+            state = LoopState(**saved)
+        except TypeError as exc:
+            raise ConfigError(f"checkpoint {found}: loop_state.json is not a loop state ({exc}); delete the "
+                              "checkpoint to resume from an older one") from exc
+        check_position(state, found, total_steps=total_steps, epochs=config.epochs, batches=local_batches,
+                       accum=config.grad_accum_steps)
+        accelerator.print(f"resumed from {found} (step {state.step}/{total_steps})")
     elif resume:
         accelerator.print(f"no checkpoint in {checkpoint_root} yet (the run was cut before its first one): "
                           f"training starts over from step 0 of {total_steps}")
@@ -244,7 +267,7 @@ def train(
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             save_checkpoint(checkpoint_root, state.step, raw, optimizer, scheduler, asdict(state),
-                            keep=config.keep_checkpoints)
+                            keep=config.keep_checkpoints, run_settings=run_settings)
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
     window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0

@@ -22,9 +22,10 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.signals import StoredSignals, open_signal_store
-from multidistill.training.loop import LoopState, TrainResult, make_accelerator, process_state, train
+from multidistill.training.loop import CHECKPOINTS, LoopState, TrainResult, make_accelerator, process_state, train
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
 from multidistill.training.run_dir import claim_output_dir, save_config
+from multidistill.training.run_settings import check_resume, run_settings
 from multidistill.utils.atomic import write_json
 
 
@@ -130,6 +131,11 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     online = open_online_teachers(config, data, tokenizer)
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
     enrich = attach_signals(config, data, objective, tokenizer, online)
+    settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks})
+    if resume:  # the checkpoint must come from a run with these settings (else refused, naming what changed)
+        for change in check_resume(output_dir / CHECKPOINTS, settings):
+            if state.is_main_process:
+                print(f"resume: {change} (safe to change)")
     # Everything above can fail on bad input; only now is the output folder touched.
     if state.is_main_process:
         claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
@@ -145,6 +151,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         make_evaluator(data.eval_sets, data.tasks, config.train.eval_batch_size, pad_id), config.train,
         output_dir, pad_token_id=pad_id, resume=resume, accelerator=accelerator,
         save_model_fn=lambda m, path: m.save_pretrained(path, tokenizer), enrich=enrich, on_step=on_step,
+        run_settings=settings,
     )
     if accelerator.is_main_process:
         write_json(output_dir / "metrics.json", {
