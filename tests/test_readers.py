@@ -11,6 +11,7 @@ import datasets
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from multidistill.data import readers
 from multidistill.data.readers import read_split
@@ -252,10 +253,10 @@ def test_unlabelled_file_and_domain_precedence(tmp_path: Path) -> None:
     assert read_split(both, "train", tmp_path)["domain"] == ["fdom"]
 
 
-def test_non_pair_task_ignores_text_b(tmp_path: Path) -> None:
-    write(tmp_path, "a.tsv", "text\ttext_b\tlabel\nx\t\t1\n")
-    task = make_task("a.tsv", columns=Columns(text_a="text", text_b="text_b", label="label"))
-    assert read_split(task, "train", tmp_path)["text_b"] == [""]
+def test_non_pair_task_refuses_a_mapped_text_b() -> None:
+    # pair: false with a mapped text_b would drop the second text silently (issue 14, class 6).
+    with pytest.raises(ValidationError, match="columns.text_b is mapped but pair is false"):
+        make_task("a.tsv", columns=Columns(text_a="text", text_b="text_b", label="label"))
 
 
 def test_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

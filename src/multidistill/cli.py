@@ -433,6 +433,16 @@ def main() -> None:
     except Interrupted as exc:
         _report_interrupt(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # Disk full, read-only or forbidden folder outside the atomic writers (which already say so): one line.
+        from multidistill.utils.atomic import WRITE_ERRNOS, write_error
+
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        error = write_error(exc)
+        err_console.print("[bold red]error:[/bold red]", Text(str(error)), highlight=False, soft_wrap=True)
+        _print_notes(exc)
+        sys.exit(error.exit_code)
 
 
 def _print_notes(exc: BaseException) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from yaml.constructor import ConstructorError
 
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
@@ -18,7 +19,27 @@ from multidistill.models.bilstm import BiLSTMSpec
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `3e-5` as a float (YAML 1.1 wants a dot: `3.0e-5`)."""
+    """SafeLoader that also reads `3e-5` as a float (YAML 1.1 wants a dot: `3.0e-5`) and refuses a mapping
+    key given twice (plain PyYAML keeps the last one silently), naming both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if first is not None:
+                    raise ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"key {key!r} is given twice (first on line {first + 1}); keep one of them",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -36,7 +57,12 @@ def parse_yaml(text: str):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `epochs: .nan` is refused at load, not met as a crash mid-run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Seeds go to numpy / torch / random, which take 0 .. 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class ModelConfig(_Strict):
@@ -92,7 +118,7 @@ class DataConfig(_Strict):
     task_specs: list[Task] = Field(default_factory=list, description="User-declared tasks (same schema as "
                                    "built-ins: name, type, labels, pair, metrics, files).")
     cache_dir: str = Field(".cache/multidistill", description="Where tokenised Arrow views are cached.")
-    subset_seed: int | None = Field(None, description="Seed that picks the capped training subset "
+    subset_seed: Seed | None = Field(None, description="Seed that picks the capped training subset "
                                     "(train.max_examples_per_task); default train.seed. Ensembles fix it so every "
                                     "member trains on the same examples.")
     eval_split: Literal["dev", "test"] = Field("dev", description="Split used for evaluation and model selection.")
@@ -101,6 +127,8 @@ class DataConfig(_Strict):
     @classmethod
     def _names_to_refs(cls, data: Any) -> Any:
         # Allow `tasks: [sst2, mrpc]` or `tasks: sst2,mrpc` as shorthand for [{name: sst2}, ...].
+        if isinstance(data, dict) and isinstance(data.get("task_specs"), list):
+            _refuse_duplicate_specs(data["task_specs"])
         if isinstance(data, dict) and "tasks" in data:
             tasks = data["tasks"]
             if isinstance(tasks, str):
@@ -114,10 +142,22 @@ class DataConfig(_Strict):
         return [ref.name for ref in self.tasks]
 
 
+def _refuse_duplicate_specs(specs: list) -> None:
+    """Two `task_specs` entries with one name: refuse, naming both, instead of keeping the last silently."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        name = spec.get("name") if isinstance(spec, dict) else getattr(spec, "name", None)
+        if isinstance(name, str):
+            first = seen.setdefault(name, i)
+            if first != i:
+                raise ValueError(f"task_specs.{first} and task_specs.{i} both declare task {name!r}; "
+                                 "give each task one spec (or rename one)")
+
+
 class TrainConfig(_Strict):
     """Optimisation and the training loop."""
 
-    epochs: float = Field(3.0, gt=0, description="Passes over the multi-task batch plan (may be fractional).")
+    epochs: float = Field(3.0, gt=0, le=1e6, description="Passes over the multi-task batch plan (may be fractional).")
     batch_size: int = Field(32, gt=0, description="Examples per batch (per process).")
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
@@ -140,7 +180,11 @@ class TrainConfig(_Strict):
     checkpoint_every_steps: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     log_every_steps: int = Field(10, gt=0, description="TensorBoard/log cadence in optimizer steps.")
-    seed: int = Field(42, description="Seed for initialisation, sampling and dropout.")
+    seed: Seed = Field(42, description="Seed for initialisation, sampling and dropout (0 .. 2**32 - 1).")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="When a step's loss or gradient is NaN/inf: stop (the error names the step, the task "
+        "and the last checkpoint; no update is applied) or skip (drop that step's update, count it, report the "
+        "count at the end and in train_summary.json).")
     lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
         "linear", description="Learning-rate schedule after the warm-up (warmup_ratio), via "
         "transformers.get_scheduler: linear decay to 0, cosine decay to 0, or constant.")

@@ -47,3 +47,11 @@ class ModelError(MultidistillError):
 
 class UnknownTaskError(MultidistillError):
     """A task name that is neither built in nor declared in the config."""
+
+
+class OutputError(MultidistillError):
+    """A file or folder could not be written (disk full, read-only file system, no permission); names the path."""
+
+
+class TrainingDiverged(MultidistillError):
+    """A training step's loss or gradient became NaN/inf (train.on_nonfinite: stop); names the step and task."""

@@ -499,3 +499,70 @@ CASES += [
          "resume", ("lies outside this run's plan", "batch 100000"), patch=_SMALL,
          damage=(*_RESUME, edit_checkpoints("loop_state.json", {"position": 100000}))),
 ]
+
+
+# --- issue 14, classes 5 and 6: raw tracebacks and silently ignored settings -------------------------------
+
+
+def edit_config(what: str, change: Callable[[str], str]) -> Damage:
+    """Rewrite the config file's text (for what a dict patch cannot express: a key given twice)."""
+
+    def apply(ws):
+        path = ws["config"]
+        path.write_text(change(path.read_text()))
+
+    return Damage(f"edit {{config}}: {what}", apply)
+
+
+def duplicate_task_spec(index: int = 0) -> Damage:
+    """Append a second copy of ``data.task_specs[index]`` (same name) to the config."""
+
+    def change(text: str) -> str:
+        import yaml
+
+        config = yaml.safe_load(text)
+        specs = config["data"]["task_specs"]
+        specs.append(dict(specs[index]))
+        return yaml.safe_dump(config, sort_keys=False)
+
+    return edit_config(f"repeat task_specs.{index}", change)
+
+
+CASES += [
+    # class 5: bounded numbers, finite labels, corrupt encoder weights
+    Case("seed-out-of-range", "config", "train.seed: 2**32 (numpy and torch take 0..2**32-1)", "train-teacher",
+         ("key 'train.seed'", "less than or equal to 4294967295"), patch={"train.seed": 2**32}),
+    Case("negative-seed", "config", "train.seed: -1", "train-teacher",
+         ("key 'train.seed'", "greater than or equal to 0"), patch={"train.seed": -1}),
+    Case("epochs-inf", "config", "train.epochs: .inf", "train-teacher",
+         ("key 'train.epochs'", "finite number"), patch={"train.epochs": float("inf")}),
+    Case("lr-inf", "config", "train.lr: .inf", "train-teacher",
+         ("key 'train.lr'", "finite number"), patch={"train.lr": float("inf")}),
+    Case("lr-nan", "config", "train.lr: .nan", "distill",
+         ("key 'train.lr'", "finite number"), patch={"train.lr": float("nan")}),
+    Case("recipe-seed-out-of-range", "config", "a recipe's teacher.seeds holds 2**32", "run",
+         ("key 'teacher.seeds.0'", "less than or equal to 4294967295"), patch={"teacher.seeds": [2**32]}),
+    Case("regression-label-huge", "data", "a regression score of 1e300 (inf as float32)", "train-teacher",
+         ("toy_reg/train.tsv", "line 2", "field 'label' (column 'score')", "outside the float32 range"),
+         files={"toy_reg/train.tsv": "s1\ts2\tscore\na film\tthe film\t1e300\n"}),
+    Case("hf-encoder-corrupt-safetensors", "model", "an HF encoder folder (model.name_or_path) whose "
+         "model.safetensors header is garbage", "train-teacher",
+         ("cannot load backbone", "hf_bad/model.safetensors", "cannot read weights", "corrupt or not safetensors"),
+         patch={"model.name_or_path": "{ws}/hf_bad"},
+         damage=(copy("{bert}", "{ws}/hf_bad"), zero_bytes("{ws}/hf_bad/model.safetensors", 8, 16))),
+    Case("hf-encoder-corrupt-config", "model", "an HF encoder folder whose config.json is not JSON",
+         "train-teacher", ("cannot load", "config.json"), patch={"model.name_or_path": "{ws}/hf_badcfg"},
+         damage=(copy("{bert}", "{ws}/hf_badcfg"), write("{ws}/hf_badcfg/config.json", "{model_type: bert"))),
+    # class 6: contradictions and duplicates are refused, both places named
+    Case("text-b-but-pair-false", "config", "a task spec maps text_b but says pair: false", "train-teacher",
+         ("task 'toy_pair'", "columns.text_b is mapped but pair is false", "pair: true"),
+         patch={"data.task_specs.1.pair": False}),
+    Case("max-seq-length-one", "config", "model.max_seq_length: 1 (no room beside [CLS] and [SEP])", "train-teacher",
+         ("key 'model.max_seq_length'", "1 is too short", "at least 5"), patch={"model.max_seq_length": 1}),
+    Case("duplicate-task-spec", "config", "two task specs named toy_sent", "train-teacher",
+         ("key 'data'", "task_specs.0 and task_specs.3 both declare task 'toy_sent'"),
+         damage=(duplicate_task_spec(0),)),
+    Case("duplicate-yaml-key", "config", "output_dir given twice in the YAML file", "train-teacher",
+         ("config.yaml", "invalid YAML", "key 'output_dir' is given twice (first on line 1)"),
+         damage=(edit_config("output_dir again at the end", lambda text: text + "output_dir: elsewhere\n"),)),
+]

@@ -30,6 +30,18 @@ def open_example_store(data: DataConfig, *, max_examples_per_task: int | None, s
     return ExampleStore(resolve_tasks(data), resolve_data_root(data.data_root), data.cache_dir, caps, seed=seed)
 
 
+def check_min_length(tokenizer, max_length: int, tasks: list[Task]) -> None:
+    """Refuse a max length that leaves no room for text: the tokenizer cannot truncate below its special
+    tokens ([CLS] ... [SEP]), so `max_seq_length: 1` would not truncate at all and fail later, mid-run."""
+    pair = any(task.pair for task in tasks)
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    need = special + (2 if pair else 1)  # one token of each text
+    if max_length < need:
+        kind = "a pair of texts" if pair else "a text"
+        raise ConfigError(f"key 'model.max_seq_length' (--max-seq-length): {max_length} is too short; the tokenizer "
+                          f"adds {special} special tokens to {kind}, so it must be at least {need}")
+
+
 @dataclass
 class PreparedData:
     tasks: dict[str, Task]
@@ -43,6 +55,7 @@ def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_p
     """Read (and validate) every split first, then build or reuse the cached tokenised views."""
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     tasks = list(store.tasks.values())
+    check_min_length(tokenizer, max_length, tasks)
     store.validate((["train"] if need_train else []) + [data.eval_split])
     # Training reads rows at random: positional reads keep memory flat however large the views are.
     train_sets = ({t.name: store.tokenized_rows(t.name, "train", tokenizer, max_length) for t in tasks}

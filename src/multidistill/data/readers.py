@@ -36,6 +36,7 @@ CHUNK_ROWS = 10_000  # rows held as Python objects at a time (one Arrow record b
 EXAMPLES_FILE = "examples.arrow"
 EXAMPLES_META = "examples.json"
 CACHE_VERSION = 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest regression score a float32 head can be trained on
 
 Record = Mapping[Any, Any]
 
@@ -626,6 +627,9 @@ class _Converter:
             score = math.nan
         if not math.isfinite(score):
             raise self._error(pos, f"regression label {str(value)!r} is not a finite number", "label")
+        if abs(score) > FLOAT32_MAX:  # scores are trained as float32: 1e300 would become inf there
+            raise self._error(pos, f"regression label {str(value)!r} is outside the float32 range "
+                                   f"(|score| <= {FLOAT32_MAX:.4g}); rescale the scores", "label")
         return score
 
     def _int_label(self, pos: int, value: int) -> int:

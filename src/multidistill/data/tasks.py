@@ -95,10 +95,22 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': a regression task takes no labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task '{self.name}': duplicate labels {self.labels}")
+        self._infer_pair()
         for split, data_file in self.files.items():
             if self.pair and data_file.columns.text_b is None:
                 raise ValueError(f"task '{self.name}': pair task but files.{split}.columns.text_b is not set")
         return self
+
+    def _infer_pair(self) -> None:
+        """A mapped text_b makes the task a pair task when `pair` is left out; `pair: false` with a mapped
+        text_b is a contradiction and refused (the second text would be dropped without a word)."""
+        mapped = [split for split, data_file in self.files.items() if data_file.columns.text_b is not None]
+        if not mapped or self.pair:
+            return
+        if "pair" in self.model_fields_set:
+            raise ValueError(f"task '{self.name}': files.{mapped[0]}.columns.text_b is mapped but pair is false, "
+                             "so the second text would be ignored; set pair: true, or remove text_b")
+        self.pair = True
 
     def _check_text(self) -> None:
         """A text task is unlabelled text: no labels, no head, no metrics, one text an example."""

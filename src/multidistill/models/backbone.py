@@ -45,6 +45,11 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
             raise ModelError(f"cannot load backbone '{name_or_path}': its weights ({', '.join(pickled) or 'a .bin'}) "
                              "are a pickle file, which is never unpickled (it could run code); convert them to "
                              "model.safetensors with a tool you trust") from exc
+        if type(exc).__name__ == "SafetensorError":  # a corrupt header or a truncated file
+            files = sorted(p.name for p in Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+            where = Path(path) / files[0] if len(files) == 1 else f"'{name_or_path}' ({', '.join(files)})"
+            raise ModelError(f"cannot load backbone '{name_or_path}': {where}: cannot read weights ({exc}); the "
+                             "file is corrupt or not safetensors") from exc
         if isinstance(exc, (OSError, ValueError, KeyError)):
             raise ModelError(f"cannot load backbone '{name_or_path}': {exc}") from exc
         raise

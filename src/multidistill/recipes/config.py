@@ -17,6 +17,7 @@ from multidistill.config import (
     LossTerm,
     ModelConfig,
     ObjectiveConfig,
+    Seed,
     TrainConfig,
     _Strict,
     load_config,
@@ -31,7 +32,7 @@ class TeacherSection(_Strict):
 
     model: ModelConfig | None = Field(None, description="Encoder to fine-tune multi-task (omit with model_dirs).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Teacher training settings.")
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1,
+    seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1,
                              description="One teacher per seed; K seeds give a K-teacher ensemble.")
     model_dirs: list[str] = Field(default_factory=list, description="Already trained multidistill teacher "
                                   "folders to use instead of training (their task heads must cover data.tasks).")
@@ -79,7 +80,7 @@ class RecipeBase(_Strict):
     data: DataConfig = Field(description="Tasks and data shared by every stage.")
     max_examples_per_task: int | None = Field(None, gt=0, description="Seeded cap on training examples per task, "
                                               "for every stage (stage train sections must not set their own).")
-    subset_seed: int = Field(42, description="Seed that picks the capped training subset for every stage.")
+    subset_seed: Seed = Field(42, description="Seed that picks the capped training subset for every stage.")
     teacher: TeacherSection = Field(description="Teacher(s).")
     signals: SignalsSection = Field(default_factory=SignalsSection, description="Teacher inference settings.")
 

@@ -32,13 +32,13 @@ from multidistill.data.batches import row_lengths
 from multidistill.data.collate import collate, to_device
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.tasks import Task
-from multidistill.errors import ConfigError
+from multidistill.errors import ConfigError, TrainingDiverged
 from multidistill.evaluation.evaluate import EvalResult
 from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from multidistill.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from multidistill.training.schedule import make_scheduler
 from multidistill.training.selection import holdout_loss, holdout_split
-from multidistill.utils.atomic import write_json
+from multidistill.utils.atomic import json_safe, write_json
 from multidistill.utils.interrupt import add_note
 
 CHECKPOINTS = "checkpoints"
@@ -59,6 +59,18 @@ class LoopState:
     best_metrics: dict = field(default_factory=dict)
     best_loss: float = math.inf  # select: lowest_loss, the held-out loss of the kept model
     history: list[dict] = field(default_factory=list)
+    skipped_steps: int = 0  # train.on_nonfinite: skip, steps whose update was dropped (NaN/inf loss or gradient)
+
+
+def _state_from_json(saved: dict) -> LoopState:
+    """A LoopState read back from a checkpoint, whose JSON holds null for the infinite "nothing yet" scores
+    (checkpoints are written with `json_safe`: bare -Infinity is not JSON)."""
+    state = LoopState(**saved)
+    if state.best_score is None:
+        state.best_score = -math.inf
+    if state.best_loss is None:
+        state.best_loss = math.inf
+    return state
 
 
 @dataclass
@@ -70,6 +82,7 @@ class TrainResult:
     train_seconds: float
     examples_per_second: float
     model_dir: Path
+    skipped_steps: int = 0
 
 
 class _Trainables(nn.Module):
@@ -162,6 +175,11 @@ def check_position(state: LoopState, folder: Path, *, total_steps: int, epochs: 
                       "train.epochs, data); resume with those, or start the run again with --overwrite")
 
 
+def _diverged(what: str, step: int, task: str) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: {what} at step {step} (task {task}); no update was applied. "
+                            "Lower train.lr, check the data, or set train.on_nonfinite: skip to drop such steps")
+
+
 def train(
     model: nn.Module,
     objective: nn.Module,
@@ -222,7 +240,7 @@ def train(
     if resume and (found := latest_checkpoint(checkpoint_root)) is not None:
         saved = load_checkpoint(found, raw, optimizer, scheduler)
         try:
-            state = LoopState(**saved)
+            state = _state_from_json(saved)
         except TypeError as exc:
             raise ConfigError(f"checkpoint {found}: loop_state.json is not a loop state ({exc}); delete the "
                               "checkpoint to resume from an older one") from exc
@@ -239,6 +257,8 @@ def train(
 
     def run_eval() -> None:
         result = evaluate_fn(raw.model, accelerator)
+        if result.main and not math.isfinite(result.average):  # weights gone to inf/NaN: never keep or log them
+            raise _diverged(f"evaluation average {result.average}", state.step, ", ".join(map(repr, result.main)))
         record = {"step": state.step, "epoch": state.epoch, **result.to_dict()}
         state.history.append(record)
         if writer is not None:
@@ -266,7 +286,7 @@ def train(
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(checkpoint_root, state.step, raw, optimizer, scheduler, asdict(state),
+            save_checkpoint(checkpoint_root, state.step, raw, optimizer, scheduler, json_safe(asdict(state)),
                             keep=config.keep_checkpoints, run_settings=run_settings)
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
@@ -280,7 +300,7 @@ def train(
                 if hasattr(objective, "set_progress"):
                     objective.set_progress(state.step / total_steps)
                 micro_batches = plan[state.position:state.position + config.grad_accum_steps]
-                step_loss = 0.0
+                step_loss, step_terms, bad = 0.0, [], None  # bad: (what, task) of a non-finite loss
                 for i, planned in enumerate(micro_batches):
                     task = tasks[planned.task]
                     indices = train_rows[planned.task][planned.indices].tolist() if train_rows else planned.indices
@@ -295,17 +315,37 @@ def train(
                     with no_sync, accelerator.autocast():
                         out = trainables(batch)
                         accelerator.backward(out.loss / len(micro_batches))
-                    step_loss += float(out.loss.detach()) / len(micro_batches)
-                    for name, value in getattr(out, "terms", {}).items():
-                        window_terms.setdefault(name, []).append(value)
+                    loss_value = float(out.loss.detach())
+                    if bad is None and not math.isfinite(loss_value):
+                        bad = (f"loss {loss_value}", repr(planned.task))
+                    step_loss += loss_value / len(micro_batches)
+                    step_terms.extend(getattr(out, "terms", {}).items())
                     window_examples += len(batch["ids"])
                 grad_norm = accelerator.clip_grad_norm_(trainables.parameters(), config.max_grad_norm)
-                optimizer.step()
+                # The gradient norm is the same on every process (gradients are all-reduced), so all agree on
+                # a skip; a loss is seen by its own process only, so it decides alone only in a 1-process run.
+                # fp16's loss scaler handles inf gradients itself (it skips and rescales).
+                if bad is not None and world > 1:
+                    bad = None
+                if bad is None and not config.fp16 and grad_norm is not None and not math.isfinite(float(grad_norm)):
+                    bad = (f"gradient norm {float(grad_norm)}",
+                           ", ".join(sorted({repr(mb.task) for mb in micro_batches})))
+                if bad is not None and config.on_nonfinite == "stop":
+                    optimizer.zero_grad(set_to_none=True)
+                    raise _diverged(bad[0], state.step + 1, bad[1])
+                if bad is None:
+                    optimizer.step()
+                    window_loss += step_loss
+                    for name, value in step_terms:
+                        window_terms.setdefault(name, []).append(value)
+                else:  # on_nonfinite: skip: drop this step's update, keep the schedule and the batch plan going
+                    state.skipped_steps += 1
+                    progress.write(f"step {state.step + 1}: {bad[0]} (task {bad[1]}); update skipped "
+                                   f"({state.skipped_steps} so far)")
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.position += len(micro_batches)
-                window_loss += step_loss
                 progress.update(1)
 
                 if state.step % config.log_every_steps == 0 or state.step == total_steps:
@@ -347,6 +387,7 @@ def train(
                     break
 
     except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say where training stopped
+        progress.close()  # ends the bar's line, so the error the CLI prints starts a line of its own
         add_note(exc, _stop_note(state.step, total_steps, checkpoint_root, config.checkpoint_every_steps))
         raise
     if last_eval_step != state.step:
@@ -358,7 +399,11 @@ def train(
         best_score=state.best_score, best_step=state.best_step, best_metrics=state.best_metrics,
         steps=state.step, train_seconds=state.train_seconds,
         examples_per_second=state.examples / max(state.train_seconds, 1e-9), model_dir=output_dir / BEST_MODEL,
+        skipped_steps=state.skipped_steps,
     )
+    if state.skipped_steps:
+        accelerator.print(f"{state.skipped_steps} of {state.step} steps had a NaN/inf loss or gradient and were "
+                          "skipped (train.on_nonfinite: skip); see train_summary.json")
     if accelerator.is_main_process:
         write_json(output_dir / "train_history.json", state.history)
         write_json(output_dir / "train_summary.json", json.loads(json.dumps(asdict(result), default=str)))

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from multidistill.errors import OutputError
 
 SLOW_WRITES_ENV = "MULTIDISTILL_TEST_SLOW_WRITES"
 _OWNER = re.compile(r"\.(?:tmp|old)-(\d+)(?:-|$)")
@@ -70,6 +73,31 @@ def _publish_tree(root: Path) -> None:
                 continue
             executable = os.stat(path).st_mode & 0o100
             os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
+# OS errors that mean "this place cannot be written" (the user's to fix), not a bug: disk or quota full,
+# read-only file system, no permission, file too large.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def write_error(exc: OSError, path: str | Path | None = None) -> OutputError:
+    """One line for an OS error on write: the path, the cause, what to do."""
+    where = exc.filename or path or "a file"
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    fix = ("free some space or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+           else "choose a folder you can write to")
+    return OutputError(f"cannot write {where}: {exc.strerror or exc} ({code}); {fix}")
+
+
+@contextlib.contextmanager
+def _write_errors(final: Path) -> Iterator[None]:
+    """Turn an OS error of the WRITE_ERRNOS kind into an OutputError naming ``final`` (or the path it hit)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(exc, final) from exc
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -188,58 +216,76 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     temporary directory is removed and ``final`` is left untouched.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _recover_old(final)
-    remove_stale_temps(final.parent, glob_escape(final.name))
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
-    try:
-        yield tmp
-        _publish_tree(tmp)
-        _test_slow_write()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists() and _exchange(tmp, final):
-        # ``tmp`` now holds the previous version.
+    with _write_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _recover_old(final)
+        remove_stale_temps(final.parent, glob_escape(final.name))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
+        try:
+            yield tmp
+            _publish_tree(tmp)
+            _test_slow_write()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists() and _exchange(tmp, final):
+            # ``tmp`` now holds the previous version.
+            _fsync_dir(final.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         _fsync_dir(final.parent)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final.parent, glob_escape(final.name))
-    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(final), dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish_mode(tmp, directory=False)
-        _test_slow_write()
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _write_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(final.parent, glob_escape(final.name))
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(final), dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            _publish_mode(tmp, directory=False)
+            _test_slow_write()
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN/inf float replaced by None (JSON null): bare `NaN` is not JSON, and a file
+    that holds it breaks strict readers (jq, browsers, other languages)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def write_json(path: str | Path, payload: Any) -> None:
-    """Atomically write ``payload`` as pretty JSON."""
+    """Atomically write ``payload`` as pretty JSON; NaN/inf floats are written as null (never bare NaN)."""
     with atomic_file(path) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
+        json.dump(json_safe(payload), handle, indent=2, sort_keys=False, allow_nan=False)
         handle.write("\n")
