@@ -33,6 +33,7 @@ from multidistill.utils.atomic import glob_escape, write_json
 from multidistill.utils.hashing import hash_json
 from multidistill.utils.interrupt import STOPS, add_note
 from multidistill.utils.manifest import read_versioned_json
+from multidistill.utils.paths import inside
 
 STAGE_MANIFEST = "stage.json"
 PENDING = ".pending"
@@ -77,7 +78,7 @@ class StageRunner:
         manifest fields. ``rerun`` says what running the recipe again does with this stage if it stops
         part-way (printed with the error or interrupt).
         """
-        folder = self.root / name
+        folder = inside(self.root, name)
         fingerprint = hash_json({"stage": name, "config": config, "inputs": inputs})
         manifest = folder / STAGE_MANIFEST
         if manifest.is_file():
