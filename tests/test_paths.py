@@ -69,7 +69,8 @@ def test_a_task_name_is_refused_or_every_store_path_stays_under_its_root(name: s
 # ------------------------------------------------------------------------------------------------ inside
 
 
-@pytest.mark.parametrize("parts", [("..", "x"), ("a", "..", "..", "x"), ("/etc",), ("a/../../x",)])
+@pytest.mark.parametrize("parts", [("..", "x"), ("a", "..", "..", "x"), ("/etc",), ("a/../../x",), (".",), ("",),
+                                   ("a", "..")])
 def test_inside_refuses_paths_that_leave_the_root(tmp_path: Path, parts: tuple[str, ...]) -> None:
     with pytest.raises(PathOutsideRoot, match="outside"):
         inside(tmp_path / "root", *parts)
@@ -91,7 +92,7 @@ def test_inside_never_returns_a_path_outside_its_root(parts: list[str], tmp_path
         path = inside(tmp_path, *parts)
     except PathOutsideRoot:
         return
-    assert path.resolve().is_relative_to(tmp_path.resolve())
+    assert path.resolve().is_relative_to(tmp_path.resolve()) and path.resolve() != tmp_path.resolve()
 
 
 # --------------------------------------------------------------- the stores write through the helper

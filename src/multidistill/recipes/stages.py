@@ -88,7 +88,7 @@ class StageRunner:
                 return folder
             raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs; remove it "
                               f"(and the stages after it) or choose another output_dir")
-        pending = self.root / PENDING / f"{name}.json"
+        pending = inside(self.root, PENDING, f"{name}.json")
         resume = self._claim(name, folder, pending, fingerprint, config, inputs)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()

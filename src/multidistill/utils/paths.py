@@ -55,14 +55,15 @@ def check_name(name: object, what: str) -> str:
 
 
 def inside(root: str | Path, *parts: str) -> Path:
-    """``root / parts...``, refused (PathOutsideRoot) if it resolves anywhere but at or under ``root``.
+    """``root / parts...``, refused (PathOutsideRoot) unless it resolves to a path strictly under ``root``.
 
     Symbolic links are followed on both sides, so a link planted inside ``root`` cannot lead a write out of it.
     """
     path = Path(root).joinpath(*parts)
     try:
-        escapes = any(Path(part).is_absolute() for part in parts) or \
-            not path.resolve().is_relative_to(Path(root).resolve())
+        base, resolved = Path(root).resolve(), path.resolve()
+        escapes = any(Path(part).is_absolute() for part in parts) or resolved == base or \
+            not resolved.is_relative_to(base)
     except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
         raise PathOutsideRoot(f"{list(parts)!r}: not a usable path under {root} ({exc})") from exc
     if escapes:
