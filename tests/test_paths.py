@@ -24,7 +24,7 @@ from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import BUILTIN_TASKS, Task
 from multidistill.errors import DataError, MultidistillError
 from multidistill.teachers.signals import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
-from multidistill.utils.paths import NAME_MAX_LENGTH, PathOutsideRoot, check_name, inside, resolve_path
+from multidistill.utils.paths import NAME_CHARACTERS, NAME_MAX_LENGTH, PathOutsideRoot, check_name, inside, resolve_path
 from tests.conftest import REPO, write_tiny_tasks
 
 HOSTILE_NAMES = ["..", ".", "../x", "../../../escaped", "/etc/passwd", "a/b", "a\\b", "", " x", "-x", ".hidden",
@@ -64,6 +64,25 @@ def test_a_task_name_is_refused_or_every_store_path_stays_under_its_root(name: s
     for parts in (("examples", name, "train", "0123"), ("tokenized", name, "dev", "4567"), (name, "train"),
                   (f"finetune-{name}",)):
         assert inside(root, *parts).resolve().is_relative_to(root.resolve())
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.one_of(NAMES, st.from_regex(NAME_CHARACTERS, fullmatch=True).filter(lambda n: len(n) <= 40)))
+def test_a_task_name_is_refused_or_the_cache_writes_stay_under_the_cache_folder(name: str, tmp_path_factory) -> None:
+    """The same property, end to end: a spec that validates is read into the example cache for real, and every
+    file that appears is under the cache folder (the data folder is left as it was)."""
+    try:
+        spec = Task.model_validate(_toy_task(name))
+    except ValidationError:
+        return
+    outer = tmp_path_factory.mktemp("outer")
+    ws = outer / "ws"
+    write_tiny_tasks(ws / "data")
+    before = {path: path.stat().st_mtime_ns for path in outer.rglob("*")}
+    ExampleStore([spec], ws / "data", ws / "cache").validate(["train"])
+    after = {path: path.stat().st_mtime_ns for path in outer.rglob("*")}
+    changed = {path for path in after if before.get(path) != after[path]}
+    assert changed and all(path.is_relative_to(ws / "cache") for path in changed - {ws}), sorted(changed)
 
 
 # ------------------------------------------------------------------------------------------------ inside
