@@ -202,3 +202,22 @@ def test_pkg_names_must_be_package_names(tmp_path: Path) -> None:
     with pytest.raises(MultidistillError, match="leaves the package"):
         resolve_path("pkg:multidistill/../../etc")
     assert Path(resolve_path("pkg:multidistill/sample_data")).is_dir()
+
+
+def test_pkg_finds_a_package_of_an_editable_install(tmp_path: Path, monkeypatch) -> None:
+    """setuptools' editable installs may put a meta-path finder on sys.meta_path instead of a sys.path entry."""
+    from importlib.machinery import ModuleSpec
+
+    (tmp_path / "editable_pkg" / "model").mkdir(parents=True)
+
+    class EditableFinder:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name != "editable_pkg":
+                return None
+            spec = ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(tmp_path / "editable_pkg")]
+            return spec
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, EditableFinder])
+    assert resolve_path("pkg:editable_pkg/model") == str(tmp_path / "editable_pkg" / "model")

@@ -85,10 +85,24 @@ def package_folder(module: str) -> Path | None:
         # PathFinder looks only in ``locations`` and never imports (importlib.util.find_spec would import the
         # parents of a dotted name, and would search the current folder).
         spec = PathFinder.find_spec(".".join(parts[:depth + 1]), locations)
+        if spec is None and depth == 0:
+            spec = _installed_finder_spec(parts[0])
         if spec is None or not spec.submodule_search_locations:
             return None
         locations = list(spec.submodule_search_locations)
     return Path(locations[0])
+
+
+def _installed_finder_spec(name: str):
+    """The spec an installed meta-path finder (a setuptools editable install's) gives for a top-level ``name``:
+    such finders map names to fixed folders, never the current one, and do not import."""
+    for finder in sys.meta_path:
+        if finder is PathFinder or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(name, None)
+        if spec is not None:
+            return spec
+    return None
 
 
 def resolve_path(spec: str) -> str:
