@@ -566,3 +566,43 @@ CASES += [
          ("config.yaml", "invalid YAML", "key 'output_dir' is given twice (first on line 1)"),
          damage=(edit_config("output_dir again at the end", lambda text: text + "output_dir: elsewhere\n"),)),
 ]
+
+
+# --- issue 14, class 1 (writes outside the place the user named) and class 7 (code from the working directory) --
+# Names that would lead a cache, store or stage folder out of its root: refused where they enter, before any write.
+ESCAPE = "../../../escaped"  # from {cache}/examples/<task>: a folder beside the workspace
+
+
+def rename_store_task(template: str, old: str, new: str) -> Damage:
+    """Rename a task in a signal store's manifest (a key with '/' and '..' cannot be set by `edit_json`)."""
+
+    def apply(ws):
+        path = resolve(template, ws)
+        manifest = json.loads(path.read_text())
+        manifest["tasks"] = {new if name == old else name: spec for name, spec in manifest["tasks"].items()}
+        path.write_text(json.dumps(manifest))
+
+    return Damage(f"rename task {old!r} to {new!r} in {template}", apply)
+
+
+CASES += [
+    Case("task-name-traversal", "config", f"a declared task named {ESCAPE!r}", "train-teacher",
+         ("key 'data.task_specs.0.name'", "task name", "is not a plain name"),
+         patch={"data.task_specs.0.name": ESCAPE, "data.tasks.0": ESCAPE}),
+    Case("task-name-absolute", "config", "a declared task named by an absolute path", "train-teacher",
+         ("key 'data.task_specs.0.name'", "abs_task' is not a plain name"),
+         patch={"data.task_specs.0.name": "{ws}/abs_task", "data.tasks.0": "{ws}/abs_task"}),
+    Case("model-task-name-traversal", "model", f"multidistill_model.json names a task {ESCAPE!r}", "evaluate",
+         ("multidistill_model.json", "task name", "is not a plain name"),
+         damage=(edit_json("{teacher}/multidistill_model.json", {"tasks.0.name": ESCAPE}),)),
+    Case("soft-targets-teacher-task-name", "store", f"soft-targets from a teacher whose metadata names a task "
+         f"{ESCAPE!r} (its shards would land outside --out)", "soft-targets",
+         ("multidistill_model.json", "task name", "is not a plain name"),
+         damage=(edit_json("{teacher_b}/multidistill_model.json", {"tasks.0.name": ESCAPE}),),
+         args=("--tasks", f"{ESCAPE},toy_pair,toy_reg")),
+    Case("store-manifest-task-name", "store", f"a signal store manifest whose task is named {ESCAPE!r}", "distill",
+         ("manifest.json", "task or split name", "is not a plain name"),
+         damage=(rename_store_task("{store}/manifest.json", "toy_sent", ESCAPE),)),
+    Case("pkg-not-a-package", "config", "model.name_or_path is pkg: with a path, not a package name", "train-teacher",
+         ("pkg:../../x/model", "is not a Python package name"), patch={"model.name_or_path": "pkg:../../x/model"}),
+]

@@ -25,7 +25,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
-from multidistill.utils.paths import resolve_path
+from multidistill.utils.paths import inside, resolve_path
 
 datasets.disable_progress_bars()
 
@@ -57,7 +57,7 @@ class ExampleStore:
 
     def _examples_folder(self, task: str, split: str) -> Path:
         """The split's validated rows in the Arrow cache, written now if missing."""
-        folder = self.cache_dir / "examples" / task / split / self.data_fingerprint(task, split)[:16]
+        folder = inside(self.cache_dir, "examples", task, split, self.data_fingerprint(task, split)[:16])
         return write_split_cache(self.tasks[task], split, folder, self.data_root,
                                  max_examples=self._limit(task, split), seed=self.seed)
 
@@ -109,7 +109,7 @@ class ExampleStore:
         """The folder of the tokenised view, built first if the cache does not hold it yet."""
         key = hash_json({"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
                          "max_length": max_length, "layout": VIEW_LAYOUT})
-        folder = self.cache_dir / "tokenized" / task / split / key[:16]
+        folder = inside(self.cache_dir, "tokenized", task, split, key[:16])
         if not (folder / VIEW_META).is_file():
             # Streamed from the raw Arrow file (read, not mapped), so building a view never maps the raw rows.
             raw = self._examples_folder(task, split) / EXAMPLES_FILE

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from multidistill.errors import UnknownTaskError
+from multidistill.utils.paths import NAME_CHARACTERS, check_name
 
 TaskType = Literal["classification", "regression", "text"]
 FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub", "txt"]
@@ -68,7 +69,8 @@ class Task(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Unique task name; used for the head and in metrics.")
+    name: str = Field(description=f"Unique task name; used for the head, in metrics and as a folder name in caches "
+                      f"and signal stores, so it must match `{NAME_CHARACTERS}` (at most 100 characters).")
     type: TaskType = Field("classification", description="classification or regression.")
     labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
                               "in head-output order (classification only).")
@@ -82,6 +84,11 @@ class Task(BaseModel):
                                   "dropped, exact duplicates removed (the first occurrence is kept).")
     sources: list[Task] = Field(default_factory=list, description="The specs of from_tasks, filled in when the "
                                 "task is looked up (`get_task`); not set by hand.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return check_name(name, "task name")
 
     @model_validator(mode="after")
     def _check(self) -> Task:

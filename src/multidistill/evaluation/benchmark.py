@@ -72,8 +72,9 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     none passed)."""
     from multidistill.export.onnx import ParityError, export_onnx
     from multidistill.utils.manifest import read_versioned_json
+    from multidistill.utils.paths import inside
 
-    out = export_root / model_name(model_dir)
+    out = inside(export_root, model_name(model_dir))
     manifest = out / "export.json"
     if manifest.is_file():
         existing = read_versioned_json(manifest, 1, ConfigError)

@@ -26,6 +26,7 @@ from multidistill.models.features import FEATURE_NAMES, EncoderFeatures, ModelDi
 from multidistill.models.heads import build_head
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.manifest import read_versioned_json
+from multidistill.utils.paths import name_problem
 
 MODEL_CONFIG_FILE = "multidistill_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -253,6 +254,9 @@ def read_model_config(directory: Path, kind: str | None = None) -> dict:
         raise ModelError(f"model directory {directory} is missing {', '.join(missing)}")
     if not isinstance(config.get("tasks"), list) or not all(isinstance(spec, dict) for spec in config["tasks"]):
         raise ModelError(f"{config_path}: key 'tasks' must be a list of task specs (the model's heads)")
+    for spec in config["tasks"]:  # task names become folder names (caches, signal stores): checked as they enter
+        if (problem := name_problem(spec.get("name"))) is not None:
+            raise ModelError(f"{config_path}: key 'tasks', task name {problem}")
     return config
 
 

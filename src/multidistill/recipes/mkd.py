@@ -32,13 +32,14 @@ from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, settings_pa
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.paths import inside
 
 
 def transfer_task(task: Task, folder: Path) -> Task:
     """``task`` with its training split replaced by the transfer set saved in ``folder/<task>``."""
     columns = Columns(text_a="text_a", text_b="text_b" if task.pair else None, label="label", id="id",
                       domain="domain")
-    train = DataFile(path=str((folder / task.name).resolve()), format="hf_disk", columns=columns)
+    train = DataFile(path=str(inside(folder, task.name).resolve()), format="hf_disk", columns=columns)
     return task.model_copy(update={"files": {**task.files, "train": train}})
 
 
@@ -69,7 +70,7 @@ def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, tea
                 original = store.examples(name, "train")
                 augmented = augment_examples(original, store.tasks[name], recipe.augment, mask_token=mask_token,
                                              tagger=tagger)
-                augmented.save_to_disk(str(tmp / name))
+                augmented.save_to_disk(str(inside(tmp, name)))
                 sizes[name] = {"original": len(original), "transfer": len(augmented)}
         # The fingerprint leaves defaults out; the manifest says in full what made this transfer set.
         return {"sizes": sizes, "pos_tagger": tagger is not None,

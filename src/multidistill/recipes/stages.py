@@ -39,6 +39,7 @@ from multidistill.utils.atomic import glob_escape, write_json
 from multidistill.utils.hashing import hash_json
 from multidistill.utils.interrupt import STOPS, add_note
 from multidistill.utils.manifest import read_versioned_json
+from multidistill.utils.paths import inside
 
 STAGE_MANIFEST = "stage.json"
 PENDING = ".pending"
@@ -112,7 +113,7 @@ class StageRunner:
         manifest fields. ``rerun`` says what running the recipe again does with this stage if it stops
         part-way (printed with the error or interrupt).
         """
-        folder = self.root / name
+        folder = inside(self.root, name)
         fingerprint = hash_json({"stage": name, "config": without_defaults(config), "inputs": inputs})
         manifest = folder / STAGE_MANIFEST
         if manifest.is_file():
@@ -124,7 +125,7 @@ class StageRunner:
                 return folder
             raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs; remove it "
                               f"(and the stages after it) or choose another output_dir")
-        pending = self.root / PENDING / f"{name}.json"
+        pending = inside(self.root, PENDING, f"{name}.json")
         resume = self._claim(name, folder, pending, fingerprint, config, inputs)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()

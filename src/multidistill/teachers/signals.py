@@ -53,6 +53,7 @@ from multidistill.models.multitask import MODEL_CONFIG_FILE, WEIGHTS_FILE
 from multidistill.utils.atomic import atomic_dir, atomic_file, glob_escape, remove_stale_temps, remove_tree
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
 from multidistill.utils.manifest import read_versioned_json
+from multidistill.utils.paths import inside, name_problem
 
 MANIFEST = "manifest.json"
 STORE_VERSION = 1
@@ -92,7 +93,7 @@ class SignalStore:
         if task not in self.manifest["tasks"] or split not in self.manifest["splits"]:
             raise DataError(f"signal store {self.root} has no signals for task '{task}' split '{split}' "
                             f"(it has tasks {sorted(self.manifest['tasks'])}, splits {self.manifest['splits']})")
-        return self.root / task / split
+        return inside(self.root, task, split)
 
     def _damaged(self, task: str, split: str, exc: Exception) -> DataError:
         return DataError(f"signal store {self.root}: cannot read the signals of task '{task}' split '{split}' "
@@ -357,7 +358,7 @@ def merge_shards(partial: Path, out_dir: Path, plan: list[Shard], manifest: dict
             ids = np.concatenate([p[0] for p in parts])
             logits = np.concatenate([p[1] for p in parts], axis=1)
             mean = combine_teachers(manifest["tasks"][task_name]["type"], logits).astype(np.float32)
-            _write_split(tmp / task_name / split, ids.tolist(), logits, mean)
+            _write_split(inside(tmp, task_name, split), ids.tolist(), logits, mean)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     remove_tree(partial)
     return open_signal_store(out_dir)
@@ -385,6 +386,9 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     if not valid:
         raise DataError(f"{path}: not a valid signal-store manifest (it needs a fingerprint, a list of splits and "
                         "tasks with their type and num_labels); rebuild the store with `multidistill soft-targets`")
+    for name in [*tasks, *splits]:  # they name the store's folders: a hostile manifest must not lead out of it
+        if (problem := name_problem(name)) is not None:
+            raise DataError(f"{path}: task or split name {problem}; rebuild the store with `multidistill soft-targets`")
 
 
 def open_signal_store(root: str | Path, expected_fingerprint: str | None = None) -> SignalStore:
