@@ -6,6 +6,7 @@ objective with soft terms. Both validate every input before the output folder is
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,11 +131,22 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     online = open_online_teachers(config, data, tokenizer)
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
     enrich = attach_signals(config, data, objective, tokenizer, online)
-    # Everything above can fail on bad input; only now is the output folder touched.
-    if state.is_main_process:
-        claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
-        save_config(config, output_dir / "config.yaml")
-    state.wait_for_everyone()
+    # Everything above can fail on bad input; only now is the output folder touched. The main process holds
+    # the folder (lock, marker, an --overwrite's old run aside) until the run is over.
+    claim = claim_output_dir(output_dir, resume=resume, overwrite=overwrite) if state.is_main_process \
+        else contextlib.nullcontext()
+    with claim:
+        if state.is_main_process:
+            save_config(config, output_dir / "config.yaml")
+        state.wait_for_everyone()
+        result = _train_claimed(config, output_dir, data, model, objective, enrich, online, tokenizer,
+                                resume=resume, on_step=on_step)
+    return result
+
+
+def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, objective: WeightedObjective, enrich,
+                   online, tokenizer, *, resume: bool, on_step: Callable[[LoopState], None] | None) -> TrainResult:
+    """The training itself, in a claimed output folder; writes metrics.json beside the model."""
     accelerator = make_accelerator(config.train)
     if online is not None:  # on the training device, under the loop's autocast; outside DDP and checkpoints
         online.to(accelerator.device)
