@@ -112,6 +112,33 @@ def claim_output_dir(path: Path, *, resume: bool, overwrite: bool) -> Iterator[N
             remove_tree(old)
 
 
+@contextlib.contextmanager
+def claim_run_root(root: Path, *, legacy: tuple[str, ...]) -> Iterator[None]:
+    """Hold a recipe's or the demo's output folder for the block: lock it, refuse a non-empty folder that is not a
+    multidistill run (no marker, and none of the ``legacy`` entries of a root made before markers), then create
+    it and mark it. Stage folders inside are claimed by the stage runner and by `claim_output_dir`."""
+    root = Path(root)
+    with hold_lock(root, "output_dir"):
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"output_dir {root} is a file, not a folder; choose another output_dir")
+        ours = (root / RUN_MARKER).is_file() or any((root / name).exists() for name in legacy)
+        if root.is_dir() and any(root.iterdir()) and not ours:
+            raise ConfigError(f"output_dir {root} is not empty and is not a multidistill run (no {RUN_MARKER}); "
+                              "choose an empty or new output_dir")
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / RUN_MARKER).is_file():
+            write_json(root / RUN_MARKER, {"format_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        yield
+
+
+def refuse_foreign_overwrite(folder: Path, what: str, markers: tuple[str, ...]) -> None:
+    """Before ``folder`` is replaced (an export's `--overwrite`): refuse it unless it is empty or holds one of
+    ``markers`` (the files our writers put there), so a folder of other files is never deleted."""
+    if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).is_file() for name in markers):
+        raise ConfigError(f"{what} {folder} is not empty and holds no multidistill output ({' or '.join(markers)}); "
+                          "--overwrite replaces only our own folders: choose an empty or new folder")
+
+
 def _stopped_overwrite(exc: BaseException, path: Path, aside: Path) -> None:
     if _has_checkpoint(path):
         add_note(exc, f"the run this --overwrite replaces is kept in {aside} until this one finishes "
