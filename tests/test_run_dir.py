@@ -210,3 +210,36 @@ def test_a_lock_left_by_a_killed_process_is_no_lock(tmp_path):
     assert time.monotonic() - started < 5
     assert not lock_path(run).exists()  # released and removed
     assert (run / "model" / "model.safetensors").read_bytes() == b"old"  # the cut --overwrite was undone
+
+
+# --- the kill harness's two kinds for this issue, once at small scale ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_kills_during_an_overwrite_and_beside_a_refused_resume(tmp_path, tiny_model_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.kill_harness import Kill, kill_and_resume, make_world, stage_specs
+
+    world = make_world(tmp_path / "world", tiny_model_dir)
+    specs = stage_specs(world, epochs=1, checkpoint_every=3, eval_every=12, shard_size=16)
+    plans = {"train-teacher-overwrite": [Kill("random"), Kill("write", r"^\.step-")],
+             "train-teacher": [Kill("contend")]}
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(kill_and_resume, specs[name], tmp_path / name, plan, seed=i, slow_writes=0.5,
+                                     timeout=300) for i, (name, plan) in enumerate(plans.items())}
+        reports = {name: future.result() for name, future in futures.items()}
+    for name, report in reports.items():
+        detail = [(a.kind, round(a.planned_delay, 2), a.killed, a.cut_writes, a.problems) for a in report.attempts]
+        assert report.kills == len(plans[name]), detail
+        assert report.unreadable == 0, detail  # incl. "a loadable model survives" and "the lock refused --resume"
+        assert report.max_diff <= 1e-6, report.max_diff
+        assert report.leftover_temps == [], report.leftover_temps
+
+
+def test_a_folder_holding_only_a_cut_write_of_the_marker_counts_as_empty(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".{RUN_MARKER}.tmp-12345-abc").write_text("{")  # a kill inside the marker's own write
+    with claim_output_dir(run, resume=False, overwrite=False):
+        assert (run / RUN_MARKER).is_file()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from multidistill.utils.lock import hold_lock
 RUN_MARKER = ".multidistill-run"
 CHECKPOINTS = "checkpoints"  # the loop's checkpoint folder (training/loop.py), named here to avoid a cycle
 
+_TEMP = re.compile(r"^\..+\.tmp-\d+-")  # a temporary sibling of utils/atomic.py
 console = Console(stderr=True)
 
 
@@ -71,8 +73,8 @@ def _check_claimable(path: Path, *, resume: bool, overwrite: bool) -> bool:
         return False
     if not path.is_dir():
         raise ConfigError(f"output_dir {path} is a file, not a folder; choose another output_dir")
-    if not any(path.iterdir()):
-        return False
+    if not any(not _TEMP.match(p.name) for p in path.iterdir()):
+        return False  # empty, or only what a write killed before its rename left (e.g. of the marker itself)
     if not is_run_dir(path):
         raise ConfigError(f"output_dir {path} is not empty and is not a multidistill run (no {RUN_MARKER}); "
                           "it is never resumed or overwritten: choose an empty or new output_dir")
