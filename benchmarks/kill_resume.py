@@ -8,12 +8,19 @@ the store itself), re-run until it finishes, and compared with an uncut run of t
 split 40/30/30 over the three stages; a chain that ends before its planned kills are spent (a late kill finds
 the run finished) is topped up with another chain, so every stage gets at least its share.
 
+Two more chains (issue 14): `train-teacher-overwrite` kills a `--overwrite` of a finished run (after each kill a
+loadable model must exist, in the run folder or in the old run moved aside), and `train-teacher-contend` freezes
+the running command (SIGSTOP; it keeps its lock) before each kill and runs a `--resume` of the same folder beside
+it (the lock must refuse it: exit 2, naming the frozen process). Their kills (--overwrite-kills, --contend-kills)
+come on top of --kills.
+
 Prints a markdown table (copied into docs/reliability.md) and writes RUNS/results.json with every attempt.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -36,12 +43,18 @@ WRITE_TARGETS = {
     "train-teacher": [r"^\.step-", r"^\.model\.tmp-", None],
     "soft-targets": [r"^\.shard-", r"^\.shard-", r"^\.signals\.tmp-"],
     "distill": [r"^\.model\.tmp-", r"^\.step-", None],
+    "train-teacher-overwrite": [r"^\.step-", r"^\.model\.tmp-", None],
 }
+# Kills beside a second writer: the same train-teacher chain, each kill preceded by a `--resume` of the frozen
+# run that its lock must refuse (tests/kill_harness.py, Kill("contend")).
+CONTEND = "train-teacher-contend"
 SHARE = {"train-teacher": 0.4, "soft-targets": 0.3, "distill": 0.3}
 
 
 def kill_plan(stage: str, count: int) -> list[Kill]:
     """Alternate random kills and aimed ones; for soft-targets the store's own write is hit last."""
+    if stage == CONTEND:
+        return [Kill("contend") for _ in range(count)]
     targets = WRITE_TARGETS[stage]
     plan = [Kill("random") if i % 2 == 0 else Kill("write", targets[(i // 2) % len(targets)]) for i in range(count)]
     if stage == "soft-targets" and count >= 2:
@@ -105,6 +118,10 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=200, help="Training rows per toy task.")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--shard-size", type=int, default=8)
+    parser.add_argument("--overwrite-kills", type=int, default=3,
+                        help="Extra kills of a train-teacher --overwrite of a finished run (0: none).")
+    parser.add_argument("--contend-kills", type=int, default=3,
+                        help="Extra kills of train-teacher, each right after a refused --resume beside it (0: none).")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,6 +135,9 @@ def main() -> None:
     specs = stage_specs(world, epochs=args.epochs, checkpoint_every=3, eval_every=12, shard_size=args.shard_size)
     counts = {stage: max(1, math.floor(args.kills * share + 0.5)) for stage, share in SHARE.items()}
     counts["train-teacher"] += max(0, args.kills - sum(counts.values()))
+    specs[CONTEND] = dataclasses.replace(specs["train-teacher"], name=CONTEND)
+    extra = {"train-teacher-overwrite": args.overwrite_kills, CONTEND: args.contend_kills}
+    counts.update({stage: n for stage, n in extra.items() if n > 0})
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {stage: pool.submit(run_stage, specs, stage, n, work, args.seed + i, args.slow_writes)
                    for i, (stage, n) in enumerate(counts.items())}
@@ -125,7 +145,8 @@ def main() -> None:
     rows = [summarize(stage, reports[stage]) for stage in counts]
     table = markdown(rows)
     results = {
-        "command": f"python benchmarks/kill_resume.py --kills {args.kills}",
+        "command": f"python benchmarks/kill_resume.py --kills {args.kills} --overwrite-kills {args.overwrite_kills} "
+                   f"--contend-kills {args.contend_kills}",
         "settings": {k: str(v) for k, v in vars(args).items()}, "planned_kills": counts,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -140,7 +161,7 @@ def main() -> None:
     print(table)
     print(f"\n{sum(r['kills'] for r in rows)} kills in {results['seconds']:.0f}s; written: {runs / 'results.json'}")
     bad = [r for r in rows if r["unreadable"] or r["max_diff"] > 1e-6]
-    if bad or sum(r["kills"] for r in rows) < args.kills:
+    if bad or sum(r["kills"] for r in rows) < args.kills + sum(extra.values()):
         sys.exit(1)
 
 

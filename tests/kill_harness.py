@@ -40,6 +40,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +63,10 @@ PROGRESS_CAP = 0.9
 
 @dataclass
 class Kill:
-    """One planned kill: ``random`` (any moment) or ``write`` (inside a write window; ``target`` filters names)."""
+    """One planned kill: ``random`` (any moment), ``write`` (inside a write window; ``target`` filters names) or
+    ``contend`` (at a random moment the run is frozen with SIGSTOP, still holding its lock, and the same command
+    runs beside it with ``--resume``: it must be refused by the lock, exit 2 and name the frozen process; then the
+    frozen run is SIGKILLed)."""
 
     kind: str = "random"
     target: str | None = None
@@ -78,6 +82,8 @@ class StageSpec:
     progress: Callable[[Path], float]  # 0..1, from what is on disk in a chain folder
     artifact: Callable[[Path], Path]  # the final artifact to compare (a model folder or a store)
     kind: str = "model"  # "model" or "store": how artifacts are compared
+    prepare: Callable[[Path, Path], None] | None = None  # (uncut, cut) chain folders, before the first attempt
+    check: Callable[[Path], list[str]] | None = None  # more problems to find in a chain folder after each attempt
 
 
 @dataclass
@@ -210,7 +216,9 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
             if now > timeout:
                 _kill_group(proc)
                 raise HarnessError(f"{spec.name} attempt timed out after {timeout:.0f}s\n{_tail(log)}")
-            if plan is not None and not aimed and (now >= delay or progress >= cap):
+            # (a contending --resume is judged only once the run holds its folder's lock)
+            if plan is not None and not aimed and (now >= delay or progress >= cap) and (
+                    plan.kind != "contend" or _holds_lock(chain, proc.pid)):
                 fire_at = now
             if aimed and target is not None and progress >= 1.0:
                 target = None  # all work is done and the preferred write may not come again: any write will do
@@ -222,6 +230,10 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
                 before |= opened  # that window closed already (e.g. a quick deletion): wait for the next one
                 fire_at = None
             if fire_at is not None and now >= fire_at:
+                if plan.kind == "contend":  # frozen (SIGSTOP), it keeps its lock while the second one tries
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGSTOP)
+                    contention = _contend(spec, chain, args, proc, log, timeout)
                 _kill_group(proc)
                 killed = proc.returncode == -signal.SIGKILL  # not if it had just finished by itself
                 break
@@ -234,8 +246,40 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
     cut = sorted(find_temps(chain) - before)
     attempt.cut_writes = [str(p.relative_to(chain)) for p in cut]
     attempt.during_write = killed and bool(cut)
-    attempt.problems = find_problems(chain)
+    attempt.problems = find_problems(chain) + (spec.check(chain) if spec.check else [])
+    if plan is not None and plan.kind == "contend" and killed:
+        attempt.problems += contention
     return attempt
+
+
+LOCKED_MESSAGE = "being written by another multidistill process"
+
+
+def _holds_lock(chain: Path, pid: int) -> bool:
+    """Whether process ``pid`` holds the lock of a folder in ``chain`` (``.<name>.lock``, utils/lock.py)."""
+    for path in chain.glob(".*.lock"):
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == pid:
+                return True
+    return False
+
+
+def _contend(spec: StageSpec, chain: Path, args: list[str], running: subprocess.Popen, log: Path,
+             timeout: float) -> list[str]:
+    """Run the stage's command (with ``--resume`` where it takes one) while ``running`` writes the same folder;
+    returns problems: the second process must be refused (exit 2) by the lock, naming the running process."""
+    second = [a for a in args if a != "--overwrite"] + [a for a in spec.resume_args if a not in args]
+    result = subprocess.run(cli_command(second), env=cli_env(), capture_output=True, text=True, timeout=timeout,
+                            cwd=REPO)
+    with open(log, "a") as out:
+        out.write(f"----- contending --resume (exit {result.returncode}):\n{result.stdout}{result.stderr}\n")
+    if running.poll() is not None:
+        return []  # it had finished before it was frozen: its lock is gone, nothing to judge
+    output = result.stdout + result.stderr
+    if result.returncode != 2 or LOCKED_MESSAGE not in output or f"pid {running.pid}" not in output:
+        return [f"a second {spec.name} beside the running one was not refused by the lock "
+                f"(exit {result.returncode}): {output[-500:]}"]
+    return []
 
 
 def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int = 0, slow_writes: float = 0.4,
@@ -246,6 +290,8 @@ def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int
     logs.mkdir(parents=True, exist_ok=True)
     duration, ready = run_uncut(spec, uncut, logs / "uncut.log", timeout)
     cut.mkdir(parents=True, exist_ok=True)
+    if spec.prepare is not None:
+        spec.prepare(uncut, cut)
     attempts: list[Attempt] = []
     planned = list(kills)
     while True:
@@ -508,7 +554,39 @@ def stage_specs(world: World, *, epochs: float = 1.0, checkpoint_every: int = 3,
 
     specs["soft-targets"] = StageSpec("soft-targets", soft_targets_argv, [], _shard_progress,
                                       lambda chain: chain / "signals", "store")
+    teacher = specs["train-teacher"]
+    specs["train-teacher-overwrite"] = StageSpec(
+        "train-teacher-overwrite", lambda chain: [*teacher.argv(chain), "--overwrite"], [],
+        _overwrite_progress(teacher.progress), teacher.artifact, "model", prepare=_finished_run_to_overwrite,
+        check=_a_model_survives)
     return specs
+
+
+# --- kills during an --overwrite: the cut chain starts from a finished run (the uncut one's), which every attempt
+# overwrites; after each kill a loadable model must exist, in run/ or in the old run moved aside (.run.old-<pid>).
+
+
+def _asides(chain: Path) -> list[Path]:
+    return sorted(chain.glob(".run.old-*"))
+
+
+def _finished_run_to_overwrite(uncut: Path, cut: Path) -> None:
+    shutil.copytree(uncut / "run", cut / "run")
+
+
+def _overwrite_progress(progress: Callable[[Path], float]) -> Callable[[Path], float]:
+    """Checkpoint progress of the new run once the old one is aside (before that, the old run's checkpoints)."""
+    return lambda chain: progress(chain) if _asides(chain) else 0.0
+
+
+def _a_model_survives(chain: Path) -> list[str]:
+    from multidistill.models.loading import load_model
+
+    for folder in [chain / "run", *_asides(chain)]:
+        with contextlib.suppress(Exception):
+            load_model(folder / "model")
+            return []
+    return [f"no loadable model in {chain / 'run'} or beside it after a kill during --overwrite"]
 
 
 def len_rows(world: World, task: str) -> int:

@@ -92,10 +92,11 @@ def test_unknown_key_in_the_yaml_file_is_named(tiny_run, monkeypatch, capsys):
     assert code == 2 and "model.poolng" in output
 
 
-def test_an_existing_run_needs_resume_or_overwrite(tiny_run, guarded_output, monkeypatch, capsys):
+def test_a_folder_that_is_not_a_run_is_never_claimed(tiny_run, guarded_output, monkeypatch, capsys):
     _, write = tiny_run
-    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()))
-    assert code == 2 and "--resume" in output and "--overwrite" in output
+    for flags in ([], ["--resume"], ["--overwrite"]):
+        code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), *flags)
+        assert code == 2 and "is not a multidistill run" in output, output
     _assert_untouched(guarded_output)
 
 

@@ -138,6 +138,12 @@ def test_overwrite_replaces_an_existing_export(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="--overwrite"):
         export_hf(model_dir, out)
     assert [p.name for p in out.iterdir()] == ["old.txt"]
+    with pytest.raises(ConfigError, match="holds no multidistill output"):  # --overwrite replaces only exports
+        export_hf(model_dir, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    (out / "old.txt").unlink()
+    export_hf(model_dir, out)
+    (out / "old.txt").write_text("old")  # an export of ours, with a stray file: --overwrite replaces it
     export_hf(model_dir, out, overwrite=True)
     assert not (out / "old.txt").exists() and (out / "config.json").is_file()
     (tmp_path / "empty").mkdir()

@@ -218,6 +218,10 @@ def test_an_existing_out_dir_is_refused_unless_overwrite(toy, bert_dir, tmp_path
         export_onnx(bert_dir, bert_dir, overwrite=True)
     with pytest.raises(ConfigError, match="would replace the model folder"):
         export_onnx(bert_dir, bert_dir.parent, overwrite=True)
+    with pytest.raises(ConfigError, match="holds no multidistill output"):  # --overwrite replaces only exports
+        export_onnx(bert_dir, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    (out / "export.json").write_text("{}")  # as if an export of ours: --overwrite replaces it
     meta = export_onnx(bert_dir, out, overwrite=True)
     assert "parity" not in meta and sorted(meta["files"]) == ["fp32"]
     assert not (out / "precious.txt").exists() and (out / "model.onnx").is_file()

@@ -606,3 +606,19 @@ CASES += [
     Case("pkg-not-a-package", "config", "model.name_or_path is pkg: with a path, not a package name", "train-teacher",
          ("pkg:../../x/model", "is not a Python package name"), patch={"model.name_or_path": "pkg:../../x/model"}),
 ]
+
+
+# --- issue 14, class 2: output folders that are not ours are never claimed, resumed or overwritten -----------------
+COMMANDS["train-teacher-plain"] = ("train-teacher", "{config}")  # without --overwrite: what a first run types
+CASES += [
+    Case("output-dir-is-data-folder", "config", "output_dir is a folder of other files (no flags)",
+         "train-teacher-plain", ("output_dir", "is not empty and is not a multidistill run")),
+    Case("output-dir-is-data-folder-overwrite", "config", "output_dir is a folder of other files, with --overwrite",
+         "train-teacher", ("output_dir", "is not a multidistill run", "never resumed or overwritten")),
+    Case("output-dir-is-data-folder-resume", "config", "output_dir is a folder of other files, with --resume",
+         "train-teacher-plain", ("output_dir", "is not a multidistill run"), args=("--resume",)),
+    Case("recipe-root-is-data-folder", "config", "a recipe's output_dir is a folder of other files", "run",
+         ("output_dir", "is not a multidistill run")),
+    Case("store-out-is-data-folder", "store", "soft-targets --out a folder of other files", "soft-targets",
+         ("--out", "is not a signal store", "never overwritten"), args=("--out", "{out}")),
+]

@@ -37,6 +37,7 @@ from torch import nn
 from multidistill.config import DataConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
 
 EXPORT_INFO_FILE = "export.json"
@@ -150,6 +151,7 @@ def _check_out_dir(model_dir: Path, out_dir: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out_dir} exists and is not empty; pass --overwrite to replace it")
+    refuse_foreign_overwrite(out_dir, "--out", (EXPORT_INFO_FILE,))
 
 
 def _pick_task(model, model_dir: Path, task: str | None) -> Task:

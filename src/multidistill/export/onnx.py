@@ -38,6 +38,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MultiTaskModel, pool
+from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.manifest import read_versioned_json
 
@@ -517,6 +518,7 @@ def _check_out_dir(model_dir: Path, out_dir: Path, overwrite: bool) -> None:
     if any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"output folder {out_dir} already exists and is not empty; "
                           "pass --overwrite (overwrite=True) to replace it")
+    refuse_foreign_overwrite(out_dir, "output folder", (EXPORT_FILE,))
 
 
 def _write_meta(folder: Path, meta: dict) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from multidistill.recipes.config import Recipe, load_recipe
 from multidistill.recipes.stages import PENDING, StageRunner
+from multidistill.training.run_dir import RUN_MARKER
 
 
 def run_recipe(recipe: Recipe) -> dict:
@@ -18,28 +19,27 @@ def run_recipe(recipe: Recipe) -> dict:
     from multidistill.recipes.common import recipe_data
     from multidistill.recipes.mkd import run_mkd
     from multidistill.recipes.mtdnn_kd import run_mtdnn_kd
-    from multidistill.training.run_dir import save_config
+    from multidistill.training.run_dir import claim_run_root, save_config
 
     data = recipe_data(recipe)
     open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,
                        seed=recipe.subset_seed).validate(["train", data.eval_split])
     runner = StageRunner(Path(recipe.output_dir))
     before = set(runner.root.iterdir()) if runner.root.is_dir() else None
-    runner.root.mkdir(parents=True, exist_ok=True)
-    save_config(recipe, runner.root / "recipe.yaml")
-    try:
-        return {"mtdnn_kd": run_mtdnn_kd, "mkd": run_mkd}[recipe.recipe](recipe, runner)
-    except BaseException:
-        _take_back_if_no_stage_wrote(runner.root, before)
-        raise
-
+    with claim_run_root(runner.root, legacy=("recipe.yaml",)):  # one writer; never a folder that is not a run
+        save_config(recipe, runner.root / "recipe.yaml")
+        try:
+            return {"mtdnn_kd": run_mtdnn_kd, "mkd": run_mkd}[recipe.recipe](recipe, runner)
+        except BaseException:
+            _take_back_if_no_stage_wrote(runner.root, before)
+            raise
 
 def _take_back_if_no_stage_wrote(root: Path, before: set[Path] | None) -> None:
     """After a run that stopped before any stage wrote something (all it added is recipe.yaml and an empty
     `.pending/`), remove what it added; ``before`` is what the folder held (None: it did not exist)."""
     pending = root / PENDING
     added = set(root.iterdir()) - (before or set())
-    if added - {root / "recipe.yaml", pending} or (pending.is_dir() and any(pending.iterdir())):
+    if added - {root / "recipe.yaml", root / RUN_MARKER, pending} or (pending.is_dir() and any(pending.iterdir())):
         return
     for path in added:
         if path.is_dir():

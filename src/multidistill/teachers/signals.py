@@ -28,6 +28,7 @@ processes can share one plan; `prepare_partial` runs once before them and `merge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -52,6 +53,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.multitask import MODEL_CONFIG_FILE, WEIGHTS_FILE
 from multidistill.utils.atomic import atomic_dir, atomic_file, glob_escape, remove_stale_temps, remove_tree
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
+from multidistill.utils.lock import hold_lock
 from multidistill.utils.manifest import read_versioned_json
 from multidistill.utils.paths import inside, name_problem
 
@@ -131,8 +133,26 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
     """Run every teacher over every (task, split) and store the signals; reuse a valid existing store.
 
     Work is saved shard by shard in ``<out_dir>.partial/``: an interrupted run resumes from its last
-    completed shard when called again with the same inputs.
+    completed shard when called again with the same inputs. The store is written by one process at a time (a
+    lock beside it, `multidistill.utils.lock`), and a non-empty ``out_dir`` that is not a store is refused.
     """
+    from multidistill.training.loop import process_state
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
+        raise DataError(f"--out {out_dir} is not empty and is not a signal store (no {MANIFEST}); it is never "
+                        "overwritten: choose an empty or new folder")
+    lock = hold_lock(out_dir, "signal store --out") if process_state().is_main_process else contextlib.nullcontext()
+    with lock:
+        return _build_store(teacher_dirs, data, out_dir, splits=splits, max_length=max_length,
+                            max_examples_per_task=max_examples_per_task, seed=seed, batch_size=batch_size,
+                            device=device, autocast=autocast, shard_size=shard_size)
+
+
+def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path, *, splits: tuple[str, ...],
+                 max_length: int | None, max_examples_per_task: int | None, seed: int, batch_size: int,
+                 device: torch.device | None, autocast, shard_size: int) -> SignalStore:
+    """`build_signal_store` under the store's lock."""
     if not teacher_dirs:
         raise ModelError("at least one teacher model folder is needed")
     if shard_size < 1:

@@ -6,6 +6,7 @@ objective with soft terms. Both validate every input before the output folder is
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,11 +137,23 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         for change in check_resume(output_dir / CHECKPOINTS, settings):
             if state.is_main_process:
                 print(f"resume: {change} (safe to change)")
-    # Everything above can fail on bad input; only now is the output folder touched.
-    if state.is_main_process:
-        claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
-        save_config(config, output_dir / "config.yaml")
-    state.wait_for_everyone()
+    # Everything above can fail on bad input; only now is the output folder touched. The main process holds
+    # the folder (lock, marker, an --overwrite's old run aside) until the run is over.
+    claim = claim_output_dir(output_dir, resume=resume, overwrite=overwrite) if state.is_main_process \
+        else contextlib.nullcontext()
+    with claim:
+        if state.is_main_process:
+            save_config(config, output_dir / "config.yaml")
+        state.wait_for_everyone()
+        result = _train_claimed(config, output_dir, data, model, objective, enrich, online, tokenizer,
+                                resume=resume, on_step=on_step, settings=settings)
+    return result
+
+
+def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, objective: WeightedObjective, enrich,
+                   online, tokenizer, *, resume: bool, on_step: Callable[[LoopState], None] | None,
+                   settings: dict) -> TrainResult:
+    """The training itself, in a claimed output folder; writes metrics.json beside the model."""
     accelerator = make_accelerator(config.train)
     if online is not None:  # on the training device, under the loop's autocast; outside DDP and checkpoints
         online.to(accelerator.device)
