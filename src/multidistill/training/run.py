@@ -20,6 +20,7 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
+from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.signals import StoredSignals, open_signal_store
 from multidistill.training.loop import LoopState, TrainResult, make_accelerator, process_state, train
@@ -152,4 +153,20 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
             "examples_per_second": result.examples_per_second,
             "train_examples": {t: len(d) for t, d in data.train_sets.items()},
         })
+        if is_general_run(data.tasks):
+            export_general_student(config, output_dir, tokenizer)
     return result
+
+
+def export_general_student(config: TeacherRunConfig, output_dir: Path, tokenizer) -> Path:
+    """The kept model of a general-distillation run (text tasks only) as a plain HF encoder folder
+    (``output_dir/encoder``), with what made it; later runs fine-tune it through model.name_or_path."""
+    from multidistill.models.loading import load_model
+    from multidistill.training.loop import BEST_MODEL
+
+    model = load_model(output_dir / BEST_MODEL)
+    metadata = {"teachers": list(config.online_teachers), "corpus": config.data.task_names,
+                "student": config.model.model_dump(mode="json", exclude_defaults=True),
+                "objective": config.objective.model_dump(mode="json", exclude_defaults=True),
+                "source_run": str(output_dir.resolve())}
+    return export_general_encoder(model, output_dir / ENCODER_DIR, tokenizer, metadata)
