@@ -31,7 +31,7 @@ def run_echo(recipe: EchoRecipe, runner) -> dict:
 
 def test_the_package_recipes_register_themselves():
     recipes = discover_recipes()
-    assert {"mtdnn_kd", "mkd"} <= set(recipes)
+    assert {"mtdnn_kd", "mkd", "mitkd"} <= set(recipes)
     assert recipes["mkd"].run.__module__ == "multidistill.recipes.mkd"
 
 
