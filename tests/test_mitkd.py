@@ -100,3 +100,22 @@ def test_general_distill_config_runs_and_exports_an_encoder(tiny_run, tmp_path, 
 @pytest.mark.parametrize("key", ["recipe", "corpus", "student", "finetune", "baseline"])
 def test_the_shipped_config_names_every_section(key):
     assert key in read_yaml(REPO / "configs" / "mitkd.yaml")
+
+
+def test_an_ensemble_feeds_the_general_student_and_soft_targets_the_fine_tunes(tiny_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1, 2]
+    recipe["data"]["tasks"] = ["toy_sent"]
+    recipe["finetune"]["objective"] = {"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]}
+    root = Path(recipe["output_dir"])
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    assert stage_names(root) == ["finetune-mitkd-toy_sent-seed-1", "general-mitkd", "signals", "teacher-seed-1",
+                                 "teacher-seed-2"]
+    general = json.loads((root / "general-mitkd" / "stage.json").read_text())
+    assert general["config"]["online_teachers"] == [str(root / f"teacher-seed-{s}" / "model") for s in (1, 2)]
+    tuned = json.loads((root / "finetune-mitkd-toy_sent-seed-1" / "stage.json").read_text())
+    assert set(tuned["inputs"]) == {"general", "signals"}
+    store = json.loads((root / "signals" / "manifest.json").read_text())
+    assert store["splits"] == ["train"] and len(store["teachers"]) == 2
