@@ -88,6 +88,13 @@ def test_general_distillation_resumes_exactly_projection_included(tiny_run, tmp_
         assert torch.equal(tensor, load_file(tmp_path / "cut" / ENCODER_DIR / "model.safetensors")[name]), name
 
 
+def test_a_general_run_cannot_select_by_dev_metrics(tiny_run, tmp_path):
+    raw, _ = tiny_run
+    with pytest.raises(ConfigError, match="key 'train.select'.*lowest_loss"):
+        train_model(general_config(raw, tmp_path, select="best_metric"))
+    assert not (tmp_path / "general").exists()
+
+
 def test_student_config_takes_the_teachers_family_unless_given(tiny_model_dir):
     config = student_config(ModelConfig(name_or_path=str(tiny_model_dir), backbone_config={"num_hidden_layers": 1}))
     teacher = AutoModel.from_pretrained(tiny_model_dir).config

@@ -81,6 +81,9 @@ def test_mitkd_refuses_a_labelled_corpus_and_head_losses_before_any_stage(tiny_r
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
                            "--set", "student.objective=[{loss: soft_ce}]")
     assert code == 2 and "task 'corpus' is a text task" in output
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
+                           "--set", "student.train.select=best_metric")
+    assert code == 2 and "key 'student.train.select'" in output
     assert not root.exists()
 
 
@@ -94,6 +97,7 @@ def test_general_distill_config_runs_and_exports_an_encoder(tiny_run, tmp_path, 
     config["objective"]["tasks"]["corpus"] = [{"loss": "hidden_mse"}, {"loss": "attention_kl"}]
     code, output = run_cli(monkeypatch, capsys, "distill", str(write(config, tmp_path, "general.yaml")))
     assert code == 0, output
+    assert "general student (plain Hugging Face encoder)" in output
     assert AutoModel.from_pretrained(tmp_path / "general" / "encoder").config.num_hidden_layers == 1
 
 

@@ -122,6 +122,9 @@ def finetune_data(recipe: MITKDRecipe) -> DataConfig:
 def check_inputs(recipe: MITKDRecipe) -> None:
     """Everything the later stages read, checked before the first stage writes: the corpus (its files, text
     task, feature-only objective) and the fine-tune tasks."""
+    if recipe.student.train.select == "best_metric":
+        raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
+                          "best_metric has nothing to compare; use lowest_loss (default) or last")
     corpus = corpus_data(recipe)
     store = open_example_store(corpus, max_examples_per_task=None, seed=recipe.subset_seed)
     task = store.tasks[recipe.corpus.name]

@@ -125,6 +125,10 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
                             max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
+    if is_general_run(data.tasks) and config.train.select == "best_metric":
+        raise ConfigError("key 'train.select': every task of this run is unlabelled text, so there are no dev "
+                          "metrics for best_metric to compare; use lowest_loss (the loss on a held-out slice of "
+                          "the corpus) or last")
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
