@@ -466,3 +466,11 @@ def test_projection_state_dict_round_trip_gives_the_identical_loss(tmp_path):
         assert not torch.equal(restored(student, teacher), trained(student, teacher))
         restored.load_state_dict(load_file(tmp_path / f"{name}.safetensors"))  # ... and the saved one is exact
         assert torch.equal(restored(student, teacher), trained(student, teacher))
+
+
+def test_a_model_without_attention_is_refused_by_attention_and_relation_losses():
+    lstm, bert = ModelDims(hidden_size=16, num_layers=1, num_attention_heads=0), ModelDims(32, 2, 2)
+    for name in ("attention_kl", "attention_mse", "relation_kl"):
+        with pytest.raises(ConfigError, match=f"loss '{name}': the student has no attention"):
+            build_loss(name, dims={"student": lstm, "teacher": bert}, **({"relation_heads": 2}
+                                                                        if name == "relation_kl" else {}))

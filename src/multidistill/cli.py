@@ -115,7 +115,8 @@ def tasks_command() -> None:
 
 @app.command("run")
 def run_command(
-    recipe: Annotated[Path, typer.Argument(help="Recipe config (YAML with `recipe: mtdnn_kd | mkd`), e.g. "
+    recipe: Annotated[Path, typer.Argument(help="Recipe config (YAML whose `recipe:` names a registered recipe: "
+                                                "mtdnn_kd, mkd, mitkd, ...), e.g. "
                                                 "configs/mtdnn_kd.yaml.")],
     overrides: RecipeSetOption = None,
 ) -> None:
@@ -226,6 +227,9 @@ def distill_command(
         raise ConfigError(f"{config}: key 'kind' must be 'distill' for `multidistill distill`")
     with run_log(run_config.output_dir):
         print_result("student", train_model(run_config, resume=resume, overwrite=overwrite))
+    encoder = Path(run_config.output_dir) / "encoder"
+    if encoder.is_dir():  # a general (text-only) run: its student as a plain HF encoder folder
+        console.print(f"general student (plain Hugging Face encoder): {encoder}")
 
 
 @app.command("soft-targets")

@@ -75,8 +75,10 @@ class ModelConfig(_Strict):
                               "(its encoder is used), or `pkg:<module>/<dir>` for weights shipped in a package.")
     tokenizer: str | None = Field(None, description="Tokenizer name/path; defaults to name_or_path.")
     backbone_config: dict[str, Any] | None = Field(
-        None, description="Build a randomly initialised encoder from this HF config dict (needs `model_type`) "
-        "instead of loading pretrained weights; name_or_path then only supplies the tokenizer.")
+        None, description="Build a randomly initialised encoder from this HF config dict instead of loading "
+        "pretrained weights; with `model_type`, that family's defaults plus these keys, without it name_or_path's "
+        "config (e.g. the teacher's family and vocabulary) with these keys replaced. name_or_path then supplies "
+        "the tokenizer (and the base config).")
     pooling: Literal["cls", "mean"] = Field("cls", description="How heads pool token vectors: [CLS] or mean.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before each classification head.")
     max_seq_length: int = Field(128, gt=0, description="Truncate inputs to this many tokens; must not exceed "

@@ -622,3 +622,25 @@ CASES += [
     Case("store-out-is-data-folder", "store", "soft-targets --out a folder of other files", "soft-targets",
          ("--out", "is not a signal store", "never overwritten"), args=("--out", "{out}")),
 ]
+
+
+# --- feature distillation (issue 12): refused before training, nothing written ----------------------------------
+# Placeholders are filled in strings only: the list is set first, then its item.
+FEATURE_RUN = {"online_teachers": [""], "online_teachers.0": "{bert}", "signals": DELETE}
+CASES += [
+    Case("feature-loss-bilstm-student", "config", "attention_kl for a BiLSTM student (it has no attention)",
+         "distill", ("loss 'attention_kl'", "the student has no attention", "hidden_mse"),
+         patch={**FEATURE_RUN, "model.architecture": "bilstm", "objective.classification": [{"loss": "attention_kl"}],
+                "objective.regression": [{"loss": "hidden_mse"}]}),
+    Case("feature-layer-map-outside", "config", "a hidden_mse layer map naming teacher layer 9 of a 2-layer teacher",
+         "distill", ("loss 'hidden_mse'", "key 'layer_map'", "teacher layer 9", "outside the teacher"),
+         patch={**FEATURE_RUN, "objective.classification": [{"loss": "hidden_mse", "params": {"layer_map": [[1, 9]]}}],
+                "objective.regression": [{"loss": "hidden_mse"}]}),
+    Case("feature-teacher-other-tokenizer", "config", "an online teacher whose tokenizer differs from the student's, "
+         "under a token-level loss", "distill",
+         ("key 'online_teachers'", "another tokenizer", "position by position", "Logit losses still work"),
+         patch={"online_teachers": [""], "online_teachers.0": "{ws}/cased", "signals": DELETE,
+                "objective.classification": [{"loss": "hidden_mse"}], "objective.regression": [{"loss": "hidden_mse"}]},
+         damage=(copy("{bert}", "{ws}/cased"), edit_json("{ws}/cased/tokenizer.json", {"normalizer.lowercase": False}),
+                 edit_json("{ws}/cased/tokenizer_config.json", {"do_lower_case": False}))),
+]

@@ -60,8 +60,17 @@ class FeatureLoss(nn.Module):
                              f"{tuple(teacher.attention_mask.shape)}")
         return student.attention_mask.bool()
 
+    def check_has_attention(self) -> None:
+        """Refuse a model without attention (a BiLSTM student): it has no scores and no Q/K/V to compare."""
+        for side, dims in (("student", self.student_dims), ("teacher", self.teacher_dims)):
+            if dims.num_attention_heads == 0:
+                raise ConfigError(f"loss '{self.loss_name}': the {side} has no attention (e.g. a BiLSTM student), "
+                                  "so it cannot give attention scores or Q/K/V; use hidden_mse or cosine_hidden, "
+                                  "which read hidden states")
+
     def check_heads_match(self) -> None:
         """Attention maps compare head by head, so both models need the same head count."""
+        self.check_has_attention()
         if self.student_dims.num_attention_heads != self.teacher_dims.num_attention_heads:
             raise self.config_error(
                 "num_attention_heads", f"the student has {self.student_dims.num_attention_heads} attention heads "

@@ -45,6 +45,7 @@ class RelationKL(FeatureLoss):
     def __init__(self, student_dims: ModelDims, teacher_dims: ModelDims, relation_heads: int = 48,
                  teacher_layer: int | None = None, student_layer: int | None = None) -> None:
         super().__init__(student_dims, teacher_dims)
+        self.check_has_attention()
         widths = (student_dims.hidden_size, teacher_dims.hidden_size)
         if isinstance(relation_heads, bool) or not isinstance(relation_heads, int) or relation_heads < 1 or any(
                 width % relation_heads for width in widths):

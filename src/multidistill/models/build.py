@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from multidistill.config import ModelConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
-from multidistill.models.backbone import backbone_from_config, load_backbone
+from multidistill.models.backbone import backbone_from_config, load_backbone, resolve_model_path
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.layers import keep_layers
 from multidistill.models.loading import load_model
@@ -48,6 +48,30 @@ def _from_saved(config: ModelConfig, tasks: list[Task]) -> nn.Module:
     return model
 
 
+def student_config(config: ModelConfig) -> transformers.PretrainedConfig:
+    """The HF config of a randomly initialised encoder (``model.backbone_config``): with a `model_type`, that
+    family's defaults plus the given sizes; without one, name_or_path's own config (a teacher's family, its
+    vocabulary and position limit) with the given sizes replacing its own (e.g. fewer layers, a smaller width)."""
+    spec = dict(config.backbone_config or {})
+    model_type = spec.pop("model_type", None)
+    if model_type is not None:
+        return transformers.AutoConfig.for_model(model_type, **spec)
+    path = resolve_model_path(config.name_or_path)
+    try:
+        base = transformers.AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"key 'model.backbone_config': no model_type given, so the family comes from "
+                          f"model.name_or_path '{config.name_or_path}', whose config cannot be read ({exc}); "
+                          "add model_type (e.g. bert)") from exc
+    unknown = sorted(key for key in spec if not hasattr(base, key))
+    if unknown:
+        raise ConfigError(f"key 'model.backbone_config': {unknown} are not settings of a '{base.model_type}' "
+                          f"config (from {config.name_or_path})")
+    for key, value in spec.items():
+        setattr(base, key, value)
+    return base
+
+
 def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Module:
     """The model for a run; ``tokenizer`` sizes a BiLSTM's vocabulary."""
     if config.init_from is not None:
@@ -62,11 +86,7 @@ def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Mo
         return BiLSTMModel.from_tokenizer(config.bilstm, tasks, tokenizer, max_length=config.max_seq_length,
                                           teacher_embeddings=embeddings)
     if config.backbone_config is not None:
-        spec = dict(config.backbone_config)
-        model_type = spec.pop("model_type", None)
-        if model_type is None:
-            raise ConfigError("key 'model.backbone_config.model_type': required (e.g. bert)")
-        backbone = backbone_from_config(transformers.AutoConfig.for_model(model_type, **spec))
+        backbone = backbone_from_config(student_config(config))
     else:
         backbone = load_encoder(config.name_or_path, trust_remote_code=config.trust_remote_code)
     if config.student_layers is not None:

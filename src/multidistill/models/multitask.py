@@ -129,6 +129,9 @@ class MultiTaskModel(SavedModel):
                 output_attentions: bool = False, want: Wanted | None = None) -> MultiTaskOutput:
         """``task``'s logits. With ``want`` (feature names, see `features`) the same single forward also fills
         ``features``; the objective asks this way so that a DDP wrapper's forward hooks see the whole pass."""
+        if want and task in self.tasks and not self.tasks[task].has_head:
+            # A text task (general distillation): the features its terms asked for, no head, no logits.
+            return output_with_features(self.features(None, input_ids, attention_mask, token_type_ids, want=want))
         head = self.head_type(task)
         if want:
             return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,

@@ -24,7 +24,6 @@ from multidistill.config import (
     read_yaml,
 )
 from multidistill.data.augment import AugmentConfig
-from multidistill.errors import ConfigError
 
 
 class TeacherSection(_Strict):
@@ -135,13 +134,8 @@ class MKDRecipe(RecipeBase):
     baseline: BaselineSection = Field(default_factory=BaselineSection, description="Single-task baseline.")
 
 
-RECIPE_SCHEMAS = {"mtdnn_kd": MTDNNKDRecipe, "mkd": MKDRecipe}
-Recipe = MTDNNKDRecipe | MKDRecipe
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeBase:
+    """Load a recipe YAML (its `recipe:` key picks the registered schema), with `--set` overrides."""
+    from multidistill.recipes.registry import recipe_entry
 
-
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load a recipe YAML (its `recipe:` key picks the schema), with `--set` overrides."""
-    name = read_yaml(path).get("recipe")
-    if not isinstance(name, str) or name not in RECIPE_SCHEMAS:
-        raise ConfigError(f"{path}: key 'recipe': expected one of {sorted(RECIPE_SCHEMAS)}, got {name!r}")
-    return load_config(path, overrides, schema=RECIPE_SCHEMAS[name])
+    return load_config(path, overrides, schema=recipe_entry(read_yaml(path).get("recipe"), str(path)).schema)

@@ -28,6 +28,7 @@ from multidistill.recipes.common import (
     train_stage,
 )
 from multidistill.recipes.config import MKDRecipe
+from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
@@ -94,6 +95,7 @@ def _per_task_row(folders: dict[str, Path]) -> dict:
             "params": max(count_parameters(f / BEST_MODEL) for f in folders.values())}
 
 
+@register_recipe("mkd", MKDRecipe)
 def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     data = recipe_data(recipe)
     teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)

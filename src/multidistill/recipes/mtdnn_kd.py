@@ -17,11 +17,13 @@ from multidistill.recipes.common import (
     train_stage,
 )
 from multidistill.recipes.config import MTDNNKDRecipe
+from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import StageRunner, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 
 
+@register_recipe("mtdnn_kd", MTDNNKDRecipe)
 def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
     data = recipe_data(recipe)
     teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)

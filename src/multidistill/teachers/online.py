@@ -67,7 +67,11 @@ class OnlineSignals:
                                       "objective reads teacher logits (a plain encoder can only give features)")
             if hash_tokenizer(load_tokenizer(str(folder))) != hash_tokenizer(student_tokenizer):
                 raise ConfigError(f"key 'online_teachers': {folder} uses another tokenizer than the student; "
-                                  "online teachers read the student's tokens (use a signal store instead)")
+                                  "online teachers read the student's tokens, and token-level losses (hidden "
+                                  "states, attention, relations) compare position by position, which only line up "
+                                  "when both split text the same way. Logit losses still work: give them the "
+                                  "teacher's logits through a signal store (`multidistill soft-targets`, key "
+                                  "'signals'), which is keyed by example, not by token")
             teacher.eval().requires_grad_(False)  # frozen: never trained, no gradients kept
             self.teachers.append(teacher.to(self.device))
 

@@ -138,7 +138,7 @@ class WeightedObjective(nn.Module):
                  "student_features": outputs.features if want else None,
                  "teacher_features": batch.get("teacher_features") or None}
         example_weights = batch.get("weights")
-        total = outputs.logits.new_zeros((), dtype=torch.float32)
+        total = torch.zeros((), dtype=torch.float32, device=batch["input_ids"].device)  # text tasks: no logits
         logs = {}
         for index, term in enumerate(self.terms[task.name]):
             weight = self.weight(task.name, index)

@@ -21,6 +21,7 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
+from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.signals import StoredSignals, open_signal_store
 from multidistill.training.loop import CHECKPOINTS, LoopState, TrainResult, make_accelerator, process_state, train
@@ -126,6 +127,10 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
                             max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
+    if is_general_run(data.tasks) and config.train.select == "best_metric":
+        raise ConfigError("key 'train.select': every task of this run is unlabelled text, so there are no dev "
+                          "metrics for best_metric to compare; use lowest_loss (the loss on a held-out slice of "
+                          "the corpus) or last")
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
@@ -172,4 +177,20 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
             "examples_per_second": result.examples_per_second,
             "train_examples": {t: len(d) for t, d in data.train_sets.items()},
         })
+        if is_general_run(data.tasks):
+            export_general_student(config, output_dir, tokenizer)
     return result
+
+
+def export_general_student(config: TeacherRunConfig, output_dir: Path, tokenizer) -> Path:
+    """The kept model of a general-distillation run (text tasks only) as a plain HF encoder folder
+    (``output_dir/encoder``), with what made it; later runs fine-tune it through model.name_or_path."""
+    from multidistill.models.loading import load_model
+    from multidistill.training.loop import BEST_MODEL
+
+    model = load_model(output_dir / BEST_MODEL)
+    metadata = {"teachers": list(config.online_teachers), "corpus": config.data.task_names,
+                "student": config.model.model_dump(mode="json", exclude_defaults=True),
+                "objective": config.objective.model_dump(mode="json", exclude_defaults=True),
+                "source_run": str(output_dir.resolve())}
+    return export_general_encoder(model, output_dir / ENCODER_DIR, tokenizer, metadata)

@@ -1,0 +1,240 @@
+"""MITKD (ERNIE 3.0 Tiny, arXiv 2301.03416) as stages over the shared parts.
+
+teacher-seed-<s> (multi-task teachers, as in MT-DNN) -> general-mitkd (their encoders distilled task-agnostically
+into a small general student on an unlabelled corpus, a text task; relation_kl by default; K teachers: the mean
+of the per-teacher losses) -> signals (optional: the teachers' soft targets, when the fine-tune objective reads
+them) -> finetune-mitkd-<task>-seed-<s> (the general student fine-tuned on each task alone) -> summary.
+
+``baseline.plain_teacher: true`` runs the same general and fine-tune stages from the plain pretrained encoder
+the teachers started from (``general-plain``, ``finetune-plain-...``), so both arms share one output folder,
+the teachers and the soft targets, and never each other's stages. The summary shows every arm that has
+finished there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from multidistill.config import DataConfig, LossTerm, ModelConfig, ObjectiveConfig, TaskRef, TrainConfig, _Strict
+from multidistill.data.prepare import open_example_store
+from multidistill.errors import ConfigError
+from multidistill.evaluation.metrics import average_score
+from multidistill.models.general import ENCODER_DIR
+from multidistill.recipes.common import (
+    TEACHER_REF,
+    read_metrics,
+    recipe_data,
+    signals_stage,
+    teacher_rows,
+    teacher_stages,
+    train_stage,
+)
+from multidistill.recipes.config import RecipeBase
+from multidistill.recipes.registry import register_recipe
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, stage_fingerprint
+from multidistill.recipes.summary import count_parameters, write_summary
+from multidistill.training.loop import BEST_MODEL
+from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
+
+ARMS = {"mitkd": "MITKD student (multi-task teacher)", "plain": "plain-teacher student (pretrained encoder)"}
+
+
+class GeneralStudentSection(_Strict):
+    """The general student and its task-agnostic distillation on the corpus (stage b)."""
+
+    model: ModelConfig = Field(description="The student: some layers of a pretrained encoder (student_layers), or a "
+                               "random one from backbone_config (without model_type: the name_or_path family). "
+                               "`@teacher` = this arm's teacher encoder. Only its encoder is trained (no heads).")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(select="lowest_loss"),
+                               description="Settings of the general distillation (no labelled dev data: select "
+                               "lowest_loss or last).")
+    objective: list[LossTerm] = Field(
+        default_factory=lambda: [LossTerm(loss="relation_kl")], min_length=1,
+        description="Feature loss terms on the corpus: relation_kl (MiniLMv2, the default), or e.g. hidden_mse + "
+        "attention_kl. Several teachers: each term averages its per-teacher losses.")
+
+
+class MITKDFinetune(_Strict):
+    """Per-task fine-tuning of the general student (stage c), each task alone."""
+
+    tasks: list[TaskRef] | None = Field(None, description="Tasks to fine-tune on (names or {name, max_examples}), "
+                                        "resolved like data.tasks; default: data.tasks. Tasks no teacher saw "
+                                        "(out-of-domain) are allowed unless the objective reads soft targets.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Settings of each per-task run.")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="Loss terms (default: hard "
+                                       "labels only); soft_ce etc. read the teachers' soft targets from a store "
+                                       "this recipe fills (the same store in both arms).")
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1, description="One fine-tune per task and "
+                             "seed (train.seed is replaced); the summary shows the mean over seeds.")
+
+
+class MITKDBaseline(_Strict):
+    """The comparison arm: the same stages (b)-(c) from the plain pretrained encoder."""
+
+    plain_teacher: bool = Field(False, description="Run the general distillation from the plain pretrained encoder "
+                                "(not the multi-task teacher), into stages of their own (general-plain, "
+                                "finetune-plain-...).")
+    encoder: str | None = Field(None, description="The plain encoder (name, folder or pkg: path); default: "
+                                "teacher.model.name_or_path, the encoder the teachers were fine-tuned from.")
+
+
+class MITKDRecipe(RecipeBase):
+    """MITKD: multi-task teacher -> task-agnostic general student on unlabelled text -> per-task fine-tunes."""
+
+    default_objective: ClassVar = None
+    recipe: Literal["mitkd"] = Field(description="Recipe name.")
+    corpus: TaskRef = Field(description="The unlabelled corpus: a text task (data.task_specs or built in), e.g. "
+                            "{name: corpus, max_examples: 100000} with a from_tasks spec.")
+    student: GeneralStudentSection = Field(description="The general student (stage b).")
+    finetune: MITKDFinetune = Field(default_factory=MITKDFinetune, description="Per-task fine-tunes (stage c).")
+    baseline: MITKDBaseline = Field(default_factory=MITKDBaseline, description="The plain-teacher arm.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _corpus_name(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("corpus"), str):
+            data = {**data, "corpus": {"name": data["corpus"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _plain_encoder_known(self) -> MITKDRecipe:
+        if self.baseline.plain_teacher and self.baseline.encoder is None and self.teacher.model is None:
+            raise ValueError("baseline.plain_teacher with teacher.model_dirs: name the plain encoder in "
+                             "baseline.encoder")
+        if self.corpus.name in self.data.task_names:
+            raise ValueError(f"corpus '{self.corpus.name}' must not be one of data.tasks (the teachers' tasks)")
+        return self
+
+
+def corpus_data(recipe: MITKDRecipe) -> DataConfig:
+    """The recipe's data with the corpus as its only task (for the general distillation)."""
+    return recipe_data(recipe).model_copy(update={"tasks": [recipe.corpus]})
+
+
+def finetune_data(recipe: MITKDRecipe) -> DataConfig:
+    return recipe_data(recipe).model_copy(update={"tasks": recipe.finetune.tasks or recipe.data.tasks})
+
+
+def check_inputs(recipe: MITKDRecipe) -> None:
+    """Everything the later stages read, checked before the first stage writes: the corpus (its files, text
+    task, feature-only objective) and the fine-tune tasks."""
+    if recipe.student.train.select == "best_metric":
+        raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
+                          "best_metric has nothing to compare; use lowest_loss (default) or last")
+    corpus = corpus_data(recipe)
+    store = open_example_store(corpus, max_examples_per_task=None, seed=recipe.subset_seed)
+    task = store.tasks[recipe.corpus.name]
+    if task.has_head:
+        raise ConfigError(f"key 'corpus': task '{task.name}' is a {task.type} task; the general distillation needs "
+                          "unlabelled text (a task of type: text)")
+    store.validate(["train"])
+    refuse_head_losses({task.name: task}, general_objective(recipe))
+    tuned = finetune_data(recipe)
+    open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task,
+                       seed=recipe.subset_seed).validate(["train", tuned.eval_split])
+
+
+def general_objective(recipe: MITKDRecipe) -> ObjectiveConfig:
+    return ObjectiveConfig(tasks={recipe.corpus.name: list(recipe.student.objective)})
+
+
+def general_stage(runner: StageRunner, recipe: MITKDRecipe, arm: str, teachers: list[str],
+                  inputs: dict[str, str]) -> Path:
+    """Stage (b): the teachers' encoders distilled into the general student on the corpus; its encoder/ is a
+    plain HF encoder folder."""
+    model = recipe.student.model
+    if TEACHER_REF in (model.name_or_path, model.tokenizer):
+        model = model.model_copy(update={key: teachers[0] for key in ("name_or_path", "tokenizer")
+                                         if getattr(model, key) == TEACHER_REF})
+    return train_stage(runner, f"general-{arm}", kind="distill", model=model, train=recipe.student.train,
+                       data=corpus_data(recipe), max_examples=None, objective=general_objective(recipe),
+                       inputs=inputs, online_teachers=teachers)
+
+
+def finetune_stages(runner: StageRunner, recipe: MITKDRecipe, arm: str, general: Path,
+                    signals: Path | None) -> dict[str, list[Path]]:
+    """Stage (c): one run per task and seed from the general student's encoder folder."""
+    section = recipe.student.model
+    model = ModelConfig(name_or_path=str(general / ENCODER_DIR), pooling=section.pooling, dropout=section.dropout,
+                        max_seq_length=section.max_seq_length, trust_remote_code=section.trust_remote_code)
+    data = finetune_data(recipe)
+    inputs = {"general": stage_fingerprint(general)}
+    if signals is not None:
+        inputs["signals"] = stage_fingerprint(signals)
+    folders: dict[str, list[Path]] = {}
+    for ref in data.tasks:
+        single = data.model_copy(update={"tasks": [ref]})
+        for seed in recipe.finetune.seeds:
+            folders.setdefault(ref.name, []).append(train_stage(
+                runner, f"finetune-{arm}-{ref.name}-seed-{seed}", kind="distill", model=model,
+                train=recipe.finetune.train.model_copy(update={"seed": seed}), data=single,
+                max_examples=recipe.max_examples_per_task, objective=recipe.finetune.objective, signals=signals,
+                inputs=inputs))
+    return folders
+
+
+def finished_arm(root: Path, arm: str, recipe: MITKDRecipe) -> dict[str, list[Path]] | None:
+    """The other arm's fine-tune folders when all of them finished earlier in this output folder, else None."""
+    names = [ref.name for ref in finetune_data(recipe).tasks]
+    folders = {name: [root / f"finetune-{arm}-{name}-seed-{seed}" for seed in recipe.finetune.seeds]
+               for name in names}
+    done = all((f / STAGE_MANIFEST).is_file() for runs in folders.values() for f in runs)
+    return folders if done else None
+
+
+def finetune_row(folders: dict[str, list[Path]]) -> dict:
+    """One summary row: per task, each metric's mean over the seeds' runs."""
+    tasks, main = {}, {}
+    for task, runs in folders.items():
+        metrics = [read_metrics(folder) for folder in runs]
+        tasks[task] = {key: sum(m["tasks"][task][key] for m in metrics) / len(metrics)
+                       for key in metrics[0]["tasks"][task]}
+        main[task] = sum(m["main"][task] for m in metrics) / len(metrics)
+    params = count_parameters(next(iter(folders.values()))[0] / BEST_MODEL)
+    return {"metrics": {"tasks": tasks, "main": main, "average": average_score(main)}, "params": params,
+            "seeds": len(next(iter(folders.values())))}
+
+
+def plain_encoder(recipe: MITKDRecipe) -> str:
+    return recipe.baseline.encoder or recipe.teacher.model.name_or_path
+
+
+@register_recipe("mitkd", MITKDRecipe)
+def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
+    check_inputs(recipe)
+    data = recipe_data(recipe)
+    teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)
+    arm = "plain" if recipe.baseline.plain_teacher else "mitkd"
+    if arm == "mitkd":
+        general = general_stage(runner, recipe, arm, [str(d) for d in teacher_dirs], teacher_inputs)
+    else:
+        encoder = plain_encoder(recipe)
+        general = general_stage(runner, recipe, arm, [encoder], {"encoder": encoder})
+    signals = None
+    tuned = finetune_data(recipe)
+    if reads_inputs(recipe.finetune.objective, open_example_store(tuned, max_examples_per_task=None, seed=0).tasks,
+                    TEACHER_LOGIT_INPUTS):
+        signals = signals_stage(runner, recipe, teacher_dirs, teacher_inputs, tuned,
+                                max_examples=recipe.max_examples_per_task, with_eval_split=False)
+    arms = {arm: finetune_stages(runner, recipe, arm, general, signals)}
+    other = "mitkd" if arm == "plain" else "plain"
+    earlier = finished_arm(runner.root, other, recipe)
+    if earlier is not None:
+        arms[other] = earlier
+    rows = teacher_rows(teacher_dirs)
+    notes = []
+    if not rows:
+        notes.append("the teachers were given (teacher.model_dirs) without a run folder: no teacher row, retention "
+                     "is against the first student row")
+    for name in ("mitkd", "plain"):
+        if name in arms:
+            rows[ARMS[name]] = finetune_row(arms[name])
+    general_record = json.loads((general / STAGE_MANIFEST).read_text())
+    notes.append(f"general distillation ({arm}): {general_record.get('train_seconds', 0):.0f}s, "
+                 f"{general_record.get('examples_per_second', 0):.1f} examples/s")
+    shown = list(dict.fromkeys([*data.task_names, *tuned.task_names]))  # the teachers' tasks, then any others
+    return write_summary(runner.root, rows, next(iter(rows)), shown, notes)

@@ -1,0 +1,125 @@
+"""The MITKD recipe end to end on the tiny BERT and toy data (both arms through `multidistill run`), and
+`multidistill distill configs/general_distill.yaml` (general distillation alone) with the tiny model swapped in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from multidistill.config import read_yaml
+from tests.test_cli import run_cli
+from tests.test_recipes import REPO, TINY_TRAIN, stage_names, write
+
+CORPUS = {"name": "corpus", "type": "text", "from_tasks": ["toy_sent", "toy_pair"]}
+
+
+def tiny_mitkd(tiny_run, tmp_path: Path) -> dict:
+    """configs/mitkd.yaml with the tiny BERT, the toy tasks and a toy corpus swapped in."""
+    raw, _ = tiny_run
+    recipe = read_yaml(REPO / "configs" / "mitkd.yaml")
+    tiny = {"name_or_path": raw["model"]["name_or_path"], "max_seq_length": 32}
+    recipe.update(output_dir=str(tmp_path / "mitkd"), max_examples_per_task=None, corpus="corpus",
+                  data={**raw["data"], "tasks": ["toy_sent", "toy_reg"],
+                        "task_specs": [*raw["data"]["task_specs"], CORPUS]})
+    recipe["teacher"].update(model=tiny, train=TINY_TRAIN)
+    recipe["student"]["model"].update(name_or_path=tiny["name_or_path"], student_layers=[1], max_seq_length=32)
+    recipe["student"]["train"] = {**TINY_TRAIN, "select": "lowest_loss"}
+    recipe["student"]["objective"] = [{"loss": "relation_kl", "params": {"relation_heads": 2}}]
+    recipe["finetune"].update(train={**TINY_TRAIN, "epochs": 0.5}, seeds=[1])
+    return recipe
+
+
+def test_mitkd_both_arms_then_skip(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    path = write(recipe, tmp_path)
+    root = Path(recipe["output_dir"])
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    assert stage_names(root) == ["finetune-mitkd-toy_reg-seed-1", "finetune-mitkd-toy_sent-seed-1",
+                                 "general-mitkd", "teacher-seed-1"]
+    # The general student learnt from the multi-task teacher's encoder, online; it is a plain HF encoder folder.
+    general = json.loads((root / "general-mitkd" / "stage.json").read_text())
+    assert general["config"]["online_teachers"] == [str(root / "teacher-seed-1" / "model")]
+    encoder = AutoModel.from_pretrained(root / "general-mitkd" / "encoder")
+    assert encoder.config.num_hidden_layers == 1
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["teacher teacher-seed-1", "MITKD student (multi-task teacher)"]
+    row = summary["rows"]["MITKD student (multi-task teacher)"]
+    assert row["retention"] is not None and row["retention_tasks"] == ["toy_sent", "toy_reg"]
+
+    # The other arm: one --set away, its own stages, the teacher reused; the table shows both arms.
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--set", "baseline.plain_teacher=true")
+    assert code == 0, output
+    assert "stage teacher-seed-1: done, reusing" in output
+    assert {"general-plain", "finetune-plain-toy_sent-seed-1", "finetune-plain-toy_reg-seed-1",
+            "general-mitkd"} <= set(stage_names(root))
+    plain = json.loads((root / "general-plain" / "stage.json").read_text())
+    assert plain["config"]["online_teachers"] == [recipe["teacher"]["model"]["name_or_path"]]
+    # Same student initialisation (pretrained layer 1), different teachers: different general students.
+    a, b = (AutoModel.from_pretrained(root / f"general-{arm}" / "encoder") for arm in ("mitkd", "plain"))
+    assert not torch.equal(a.encoder.layer[0].attention.self.query.weight,
+                           b.encoder.layer[0].attention.self.query.weight)
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["teacher teacher-seed-1", "MITKD student (multi-task teacher)",
+                                     "plain-teacher student (pretrained encoder)"]
+
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    assert output.count("done, reusing") == 4
+
+
+def test_mitkd_refuses_a_labelled_corpus_and_head_losses_before_any_stage(tiny_run, tmp_path, monkeypatch,
+                                                                         capsys):
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    root = Path(recipe["output_dir"])
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--set", "corpus=toy_pair")
+    assert code == 2 and "key 'corpus'" in output and "type: text" in output
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
+                           "--set", "student.objective=[{loss: soft_ce}]")
+    assert code == 2 and "task 'corpus' is a text task" in output
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
+                           "--set", "student.train.select=best_metric")
+    assert code == 2 and "key 'student.train.select'" in output
+    assert not root.exists()
+
+
+def test_general_distill_config_runs_and_exports_an_encoder(tiny_run, tmp_path, monkeypatch, capsys):
+    raw, _ = tiny_run
+    config = read_yaml(REPO / "configs" / "general_distill.yaml")
+    config.update(output_dir=str(tmp_path / "general"), online_teachers=[raw["model"]["name_or_path"]],
+                  data={**raw["data"], "tasks": ["corpus"], "task_specs": [*raw["data"]["task_specs"], CORPUS]},
+                  train={**TINY_TRAIN, "select": "lowest_loss"})
+    config["model"].update(name_or_path=raw["model"]["name_or_path"], student_layers=[1], max_seq_length=32)
+    config["objective"]["tasks"]["corpus"] = [{"loss": "hidden_mse"}, {"loss": "attention_kl"}]
+    code, output = run_cli(monkeypatch, capsys, "distill", str(write(config, tmp_path, "general.yaml")))
+    assert code == 0, output
+    assert "general student (plain Hugging Face encoder)" in output
+    assert AutoModel.from_pretrained(tmp_path / "general" / "encoder").config.num_hidden_layers == 1
+
+
+@pytest.mark.parametrize("key", ["recipe", "corpus", "student", "finetune", "baseline"])
+def test_the_shipped_config_names_every_section(key):
+    assert key in read_yaml(REPO / "configs" / "mitkd.yaml")
+
+
+def test_an_ensemble_feeds_the_general_student_and_soft_targets_the_fine_tunes(tiny_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1, 2]
+    recipe["data"]["tasks"] = ["toy_sent"]
+    recipe["finetune"]["objective"] = {"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]}
+    root = Path(recipe["output_dir"])
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    assert stage_names(root) == ["finetune-mitkd-toy_sent-seed-1", "general-mitkd", "signals", "teacher-seed-1",
+                                 "teacher-seed-2"]
+    general = json.loads((root / "general-mitkd" / "stage.json").read_text())
+    assert general["config"]["online_teachers"] == [str(root / f"teacher-seed-{s}" / "model") for s in (1, 2)]
+    tuned = json.loads((root / "finetune-mitkd-toy_sent-seed-1" / "stage.json").read_text())
+    assert set(tuned["inputs"]) == {"general", "signals"}
+    store = json.loads((root / "signals" / "manifest.json").read_text())
+    assert store["splits"] == ["train"] and len(store["teachers"]) == 2
