@@ -236,7 +236,7 @@ def test_a_run_folder_keeps_a_log_of_what_was_printed(tiny_run, tmp_path, monkey
     # A refused run (the folder holds a run, no --resume) leaves the folder, log included, as it was.
     code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()))
     assert code == 2 and (tmp_path / "run" / "log.txt").read_text() == log
-    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--resume")
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--resume", "--set", "train.epochs=0.5")
     assert code == 0, output
     assert (tmp_path / "run" / "log.txt").read_text().count("==> ") == 2
 
