@@ -54,7 +54,7 @@ def _config_for(case: Case, raw: dict, ws: dict[str, Path]) -> dict:
     """The config the case's command reads, before the case's patch."""
     config = copy.deepcopy(raw)
     if case.command == "distill":
-        config.update(kind="distill", signals=str(ws["store"]), objective=SIGNAL_OBJECTIVE)
+        config.update(kind="distill", signals=str(ws["store"]), objective=copy.deepcopy(SIGNAL_OBJECTIVE))
     if case.command == "run":
         config = {"recipe": "mtdnn_kd", "output_dir": str(ws["out"]), "data": config["data"],
                   "teacher": {"model": dict(raw["model"]), "train": dict(raw["train"])},

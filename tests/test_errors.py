@@ -6,6 +6,7 @@ The bad inputs that need no monkeypatching are catalogue cases (tests/bad_inputs
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import math
@@ -315,7 +316,7 @@ def test_interrupted_train_teacher_says_where_and_resumes(tiny_run, tmp_path, mo
 
 def test_interrupted_distill_says_where(tiny_run, tmp_path, monkeypatch, capsys, bad_input_assets) -> None:  # noqa: F811
     raw, write = tiny_run
-    raw.update(kind="distill", signals=str(bad_input_assets / "store"), objective=SIGNAL_OBJECTIVE)
+    raw.update(kind="distill", signals=str(bad_input_assets / "store"), objective=copy.deepcopy(SIGNAL_OBJECTIVE))
     raw["train"].update(epochs=1, checkpoint_every_steps=3)  # the store holds every training row
     config = write(raw)
     _interrupt_after_checkpoint(monkeypatch, 3, signal.SIGTERM)
