@@ -28,7 +28,8 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
 def domain_selections(data: DataConfig) -> dict[str, DomainSelection]:
     """Each task's domain options (`data.tasks[i]`), keyed by task name; errors name `data.tasks.<i>`."""
     return {ref.name: DomainSelection(key=f"data.tasks.{i}", include=tuple(ref.domains_include or ()),
-                                      exclude=tuple(ref.domains_exclude or ()), fraction=dict(ref.domain_fraction or {}))
+                                      exclude=tuple(ref.domains_exclude or ()),
+                                      fraction=dict(ref.domain_fraction or {}))
             for i, ref in enumerate(data.tasks)}
 
 

@@ -89,10 +89,11 @@ def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: 
     """Validate ``task``'s ``split`` into the Arrow cache folder ``cache_dir``, unless it already holds it.
 
     Rows are streamed chunk by chunk into ``examples.arrow`` (Arrow IPC stream, the format `datasets` maps),
-    then ``select`` (given the file of every validated row: the sorted rows to keep, or None for all; the domain
-    selection of `multidistill.data.domains`) and after it ``max_examples`` pick their subset from that file
-    batch by batch, so memory stays flat whatever the split's size. The folder is written beside its final name and renamed into place once complete: a kill
-    never leaves a half-written cache. Returns ``cache_dir``; `open_split_cache` maps it.
+    then ``select`` (given the file of every validated row: the sorted rows to keep, or None for all; the
+    domain selection of `multidistill.data.domains`) and after it ``max_examples`` pick their subset from that
+    file batch by batch, so memory stays flat whatever the split's size. The folder is written beside its final
+    name and renamed into place once complete: a kill never leaves a half-written cache. Returns ``cache_dir``;
+    `open_split_cache` maps it.
     """
     _check_split(task, split, max_examples)
     folder = Path(cache_dir)
