@@ -104,12 +104,26 @@ def test_declared_domains_refuse_a_row_of_another_domain(tmp_path, tiny_model_di
         prepare_data(data_config(tmp_path, spec), tokenizer, 32, max_examples_per_task=None, seed=0)
 
 
-def test_an_empty_domain_cell_is_a_data_error_naming_the_line(tmp_path) -> None:
+def test_a_row_without_a_domain_among_rows_with_one_is_a_data_error(tmp_path, tiny_model_dir) -> None:
     spec = write_domain_column_task(tmp_path / "data")
     path = Path(spec["files"]["train"]["path"])
     path.write_text(path.read_text().replace("\tbooks\n", "\t\n", 1))
-    with pytest.raises(DataError, match=r"line 2, field 'domain' \(column 'genre'\): empty domain"):
-        read_split(Task.model_validate(spec), "train")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    with pytest.raises(DataError, match=r"task 'reviews' split 'train': row '2' has domain '', which is not one of"):
+        prepare_data(data_config(tmp_path, spec), tokenizer, 32, max_examples_per_task=None, seed=0)
+
+
+def test_a_domain_column_of_empty_cells_gives_no_domains(tmp_path, tiny_model_dir) -> None:
+    # What an MKD transfer set of a task without domains looks like: the column is mapped, every cell empty.
+    spec = write_domain_column_task(tmp_path / "data")
+    for split in ("train", "dev"):
+        path = Path(spec["files"][split]["path"])
+        path.write_text(path.read_text().replace("\tbooks\n", "\t\n").replace("\tdvd\n", "\t\n"))
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    data = prepare_data(data_config(tmp_path, spec), tokenizer, 32, max_examples_per_task=None, seed=0)
+    assert data.tasks["reviews"].domains == () and "domain_id" not in data.train_sets["reviews"].column_names
+    with pytest.raises(ConfigError, match=r"key 'data.tasks.0.domains_include': task 'reviews' has no domains"):
+        _store(tmp_path, spec, domains_include=["books"]).validate(["train"])
 
 
 def test_builtin_amazon_and_mnli_genres_have_domains() -> None:

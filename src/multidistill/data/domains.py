@@ -31,7 +31,8 @@ def read_domains(task: Task, batches_of_split: Mapping[str, Iterable[pa.RecordBa
     for batches in batches_of_split.values():
         for batch in batches:
             found.update(pc.unique(batch.column("domain")).to_pylist())
-    found.discard("")  # the readers refuse empty domains of a task with domains; nothing to name here
+    found.discard("")  # no domain; a task whose rows all have none has no domains (a row without one among
+    # rows with domains is refused when ids are given: `domain_codes`)
     return tuple(sorted(found))
 
 
@@ -72,16 +73,21 @@ class DomainSelection:
             out["fraction"] = dict(sorted(self.fraction.items()))
         return out
 
+    def _no_domains(self, task: Task, why: str) -> ConfigError:
+        option = "domains_include" if self.include else "domains_exclude" if self.exclude else "domain_fraction"
+        return ConfigError(f"key '{self.key}.{option}': task '{task.name}' has no domains ({why}); remove the "
+                           "domain options")
+
     def check_task(self, task: Task) -> None:
-        """Refuse domain options on a task without domains (known from the spec alone)."""
+        """Refuse domain options on a task whose spec gives no domains."""
         if self.active and not task.has_domains:
-            option = "domains_include" if self.include else "domains_exclude" if self.exclude else "domain_fraction"
-            raise ConfigError(f"key '{self.key}.{option}': task '{task.name}' has no domains (it has neither "
-                              "domain_files nor a mapped columns.domain); remove the domain options")
+            raise self._no_domains(task, "it has neither domain_files nor a mapped columns.domain")
 
     def check_names(self, task: Task) -> None:
-        """Every domain named must be one of the task's, and the options must leave some domain."""
-        known = ", ".join(task.domains) or "none"
+        """Every domain named must be one of the task's (read by now), and the options must leave some domain."""
+        if not task.domains:
+            raise self._no_domains(task, "every row's domain cell is empty")
+        known = ", ".join(task.domains)
         for option, names in (("domains_include", self.include), ("domains_exclude", self.exclude),
                               ("domain_fraction", tuple(self.fraction))):
             for name in names:

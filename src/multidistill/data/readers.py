@@ -500,8 +500,6 @@ class _Converter:
         self.label_index = {label: i for i, label in enumerate(self.task.labels)}
         self.no_label: float | int = math.nan if self.regression else -1
         self.fixed_domain = source.domain or source.data_file.domain or self.task.domain or ""
-        # A task with domains needs each row's: an empty cell would have no domain id.
-        self.domain_required = self.task.has_domains
         self.id_prefix = f"{source.domain}:" if source.domain is not None else ""
         self._check_int_label_names()
 
@@ -526,7 +524,7 @@ class _Converter:
                 label = self._label(pos, record)
                 domain = self.fixed_domain
                 if self.columns.domain is not None:
-                    domain = self._scalar(pos, record, "domain", required=self.domain_required)
+                    domain = self._scalar(pos, record, "domain", required=False)
             except DataError:
                 if seen is not None:  # ids are checked a chunk at a time: a duplicate before this problem wins
                     seen.check(out["id"], positions)

@@ -76,12 +76,16 @@ class ExampleStore:
 
     def domains(self, task: str) -> tuple[str, ...]:
         """`Task.domains` of ``task``: from its spec, or (a domain column without declared names) the sorted
-        distinct values of every split, read once; the store's task is then updated with them, so `tasks`
-        (and the models built from it) carry them."""
+        non-empty values of every split, read once; the store's task is then updated with them, so `tasks`
+        (and the models built from it) carry them. A split cached whole is read from its cache; a capped or
+        selected one from its source (its cache lacks rows)."""
         spec = self.tasks[task]
         if not spec.has_domains or spec.domains or task in self._domains_read:
             return spec.domains
-        found = read_domains(spec, {split: split_batches(spec, split, self.data_root) for split in spec.splits})
+        batches = {split: read_batches(self._examples_folder(task, split) / EXAMPLES_FILE)
+                   if self._limit(task, split) is None and self._selection(task, split) is None
+                   else split_batches(spec, split, self.data_root) for split in spec.splits}
+        found = read_domains(spec, batches)
         self.tasks[task] = spec.model_copy(update={"domains": found})
         self._domains_read.add(task)
         return found
@@ -89,10 +93,10 @@ class ExampleStore:
     def _examples_folder(self, task: str, split: str) -> Path:
         """The split's validated rows in the Arrow cache (the run's domain selection applied), written now if
         missing."""
-        domains = self.domains(task)
         selection = self._selection(task, split)
         select = None
         if selection is not None:
+            domains = self.domains(task)
             selection.check_names(self.tasks[task])
             select = selection.row_selector(domains, split, self.seed, f"task '{task}' split '{split}'")
         folder = inside(self.cache_dir, "examples", task, split, self.data_fingerprint(task, split)[:16])
@@ -111,7 +115,7 @@ class ExampleStore:
 
     def validate(self, splits: list[str] | tuple[str, ...]) -> None:
         """Read every task's ``splits`` now, so bad data stops a run before anything is written (a text task's
-        training split only: it is never evaluated)."""
+        training split only: it is never evaluated); afterwards `tasks` hold every task's `Task.domains`."""
         for task in self.tasks:
             for split in splits:
                 if split != "train" and not self.tasks[task].has_head:
@@ -119,6 +123,7 @@ class ExampleStore:
                 if not self.has_split(task, split):
                     raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
                 self._examples_folder(task, split)  # validated into the cache, not mapped until needed
+            self.domains(task)  # a domain column's names are known once its splits are read
 
     def data_fingerprint(self, task: str, split: str) -> str:
         """Changes whenever the source file, the task spec or the subset changes (hashed once per store)."""
@@ -155,7 +160,7 @@ class ExampleStore:
         domains = self.domains(task)
         payload = {"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
                    "max_length": max_length, "layout": VIEW_LAYOUT}
-        if self.tasks[task].has_domains:  # the view holds domain ids: indices into these names
+        if domains:  # the view holds domain ids: indices into these names
             payload["domains"] = list(domains)
         key = hash_json(payload)
         folder = inside(self.cache_dir, "tokenized", task, split, key[:16])
@@ -165,7 +170,7 @@ class ExampleStore:
             with atomic_dir(folder) as tmp:
                 rows = write_batches(tmp / VIEW_FILE, tokenize_batches(
                     read_batches(raw), tokenizer, max_length, pair=self.tasks[task].pair,
-                    domains=domains if self.tasks[task].has_domains else None, what=f"task '{task}' split '{split}'"))
+                    domains=domains or None, what=f"task '{task}' split '{split}'"))
                 with pa.OSFile(str(tmp / VIEW_FILE), "rb") as written:
                     schema = pa.ipc.open_stream(written).schema
                 datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema)).write_to_directory(str(tmp))

@@ -175,7 +175,9 @@ class Task(BaseModel):
 
     @property
     def has_domains(self) -> bool:
-        """Whether rows carry a domain id: domain_files, or a mapped `columns.domain` (text tasks: a tag only)."""
+        """Whether the spec gives rows domains: domain_files, or a mapped `columns.domain` (text tasks: a tag only).
+        Rows carry domain ids when `domains` is not empty: a column whose every cell is empty (the transfer set of a
+        task without domains) gives none."""
         if self.type == "text":
             return False
         return bool(self.domain_files) or any(f.columns.domain is not None for _, f in self.all_files())

@@ -71,7 +71,7 @@ def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *,
         labels = np.asarray(dataset["label"])
         result.metrics[name] = compute_metrics(task.metrics, predictions, labels)
         result.main[name] = result.metrics[name][task.main_metric]
-        if task.has_domains and "domain_id" in dataset.column_names:
+        if task.domains and "domain_id" in dataset.column_names:
             result.domains[name], result.domain_average[name] = domain_metrics(
                 task, predictions, labels, np.asarray(dataset["domain_id"]))
     result.average = average_score(result.main)
