@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -124,6 +125,34 @@ def test_a_domain_column_of_empty_cells_gives_no_domains(tmp_path, tiny_model_di
     assert data.tasks["reviews"].domains == () and "domain_id" not in data.train_sets["reviews"].column_names
     with pytest.raises(ConfigError, match=r"key 'data.tasks.0.domains_include': task 'reviews' has no domains"):
         _store(tmp_path, spec, domains_include=["books"]).validate(["train"])
+
+
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.dictionaries(st.sampled_from(["books", "dvd", "kitchen", "é-tv", "a b"]), st.integers(1, 6),
+                             min_size=1, max_size=4),
+       layout=st.sampled_from(["column", "files"]))
+def test_any_domain_layout_reads_every_row_with_its_domain(sizes, layout) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        columns = {"text_a": "text", "label": "label"}
+        if layout == "files":
+            files = {}
+            for name, n in sizes.items():
+                path = root / f"{len(files)}.tsv"
+                path.write_text("text\tlabel\n" + "good film\t1\n" * n)
+                files[name] = {"train": {"path": str(path), "columns": columns}}
+            spec = {"domain_files": files}
+        else:
+            names = [name for name, n in sizes.items() for _ in range(n)]
+            random.Random(0).shuffle(names)
+            (root / "t.tsv").write_text("text\tlabel\tdomain\n" + "".join(f"good film\t1\t{d}\n" for d in names))
+            spec = {"files": {"train": {"path": str(root / "t.tsv"), "columns": {**columns, "domain": "domain"}}}}
+        task = Task.model_validate({"name": "t", "labels": ["0", "1"], **spec})
+        rows = read_split(task, "train")
+        assert Counter(rows["domain"]) == sizes and len(set(rows["id"])) == len(rows)
+        store = ExampleStore([task], root, root / "cache")
+        store.validate(["train"])
+        assert store.tasks["t"].domains == tuple(sorted(sizes))
 
 
 def test_builtin_amazon_and_mnli_genres_have_domains() -> None:
