@@ -52,9 +52,9 @@ def test_mnli_dev_is_matched() -> None:
 def test_every_builtin_is_consistent(name: str) -> None:
     task = BUILTIN_TASKS[name]
     assert task.name == name
-    assert {"train", "dev"} <= set(task.files)
+    assert {"train", "dev"} <= set(task.splits)
     assert task.metrics and set(task.metrics) <= set(METRICS)
-    for data_file in task.files.values():
+    for _, data_file in task.all_files():  # files, or each domain's (domain_files)
         assert (data_file.columns.text_b is not None) == task.pair
         assert data_file.columns.label is not None
     # The spec round-trips through its own validation (built-ins obey the user-facing rules).

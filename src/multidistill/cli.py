@@ -79,6 +79,31 @@ def print_metrics(title: str, metrics: dict) -> None:
     console.print(table)
 
 
+def print_domain_metrics(title: str, metrics: dict) -> None:
+    """Render the per-domain part of an evaluation ({'domains': {task: {domain: {metric: v}}},
+    'domain_average': {task: {metric: v}}}): one row per domain, then the task's average over its domains."""
+    domains = metrics.get("domains") or {}
+    if not domains:
+        console.print("no task with domains among those evaluated: nothing to show per domain")
+        return
+    table = Table(title=title)
+    table.add_column("task", overflow="fold")
+    table.add_column("domain", overflow="fold")
+    names = list(dict.fromkeys(metric for per_domain in domains.values() for scores in per_domain.values()
+                               for metric in scores))
+    for metric in names:
+        table.add_column(metric, justify="right")
+
+    def cells(scores: dict) -> list[str]:
+        return [f"{scores[m]:.4f}" if m in scores else "" for m in names]
+
+    for task, per_domain in domains.items():
+        for domain, scores in per_domain.items():
+            table.add_row(task, Text(domain), *cells(scores))
+        table.add_row(task, "[bold]average[/bold]", *cells(metrics["domain_average"][task]))
+    console.print(table)
+
+
 def print_result(name: str, result) -> None:
     """A finished run: its best dev metrics, where the model is, how long training took."""
     if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch, one process reports
@@ -102,8 +127,9 @@ def tasks_command() -> None:
     for column in ("name", "type", "labels", "texts", "metrics", "train file"):
         table.add_column(column, overflow="fold")
     for task in BUILTIN_TASKS.values():
-        train = task.files.get("train")
-        source = f"{train.path} [{train.format}]" if train else "-"
+        source = " + ".join(f"{train.path} [{train.format}]" for _, train in task.split_files("train")) or "-"
+        if task.domains:
+            source += f"; domains: {', '.join(task.domains)}"
         if task.from_tasks:
             source = f"texts of: {', '.join(task.from_tasks)}"
         labels = ",".join(task.labels) or ("(score)" if task.type == "regression" else "(none)")
@@ -302,6 +328,9 @@ def evaluate_command(
     output: Annotated[Path | None, typer.Option(help="JSON file for the metrics "
                                                 "(default: eval_<split>.json beside the model folder).")] = None,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
+    per_domain: Annotated[bool, typer.Option(
+        "--per-domain", help="Also print each domain's metrics and their average, for tasks with domains (the JSON "
+                             "always holds them).")] = False,
 ) -> None:
     """Score a saved model on its tasks' dev (or test) split; prints a table and writes JSON."""
     from multidistill.evaluation.run import evaluate_model_dir
@@ -313,6 +342,8 @@ def evaluate_command(
     out = output or model_dir.resolve().parent / f"eval_{split}.json"
     write_json(out, metrics)
     print_metrics(f"{model_dir} on {split}", metrics)
+    if per_domain:
+        print_domain_metrics(f"{model_dir} on {split}, per domain", metrics)
     console.print(f"written: {out}")
 
 

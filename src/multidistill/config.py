@@ -107,12 +107,28 @@ class TaskRef(_Strict):
     name: str = Field(description="Task name.")
     max_examples: int | None = Field(None, gt=0, description="Cap on training examples for this task "
                                      "(overrides train.max_examples_per_task).")
+    domains_include: list[str] | None = Field(
+        None, min_length=1, description="A task with domains: keep only these domains' rows, in every split "
+        "(domain ids stay indices into all of the task's domains).")
+    domains_exclude: list[str] | None = Field(
+        None, min_length=1, description="A task with domains: drop these domains' rows, in every split.")
+    domain_fraction: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, min_length=1, description="A task with domains: domain -> fraction in (0, 1] of its training rows to "
+        "keep (round half up; seeded by data.subset_seed, each domain's subset independent of the others'); dev "
+        "and test are untouched, and max_examples then caps what is left.")
+
+    @model_validator(mode="after")
+    def _one_way_to_select(self) -> TaskRef:
+        if self.domains_include and self.domains_exclude:
+            raise ValueError("give domains_include or domains_exclude, not both")
+        return self
 
 
 class DataConfig(_Strict):
     """Which tasks to train on and where their files are."""
 
-    tasks: list[TaskRef] = Field(min_length=1, description="Tasks to train on (names or {name, max_examples}).")
+    tasks: list[TaskRef] = Field(min_length=1, description="Tasks to train on (names, or {name, max_examples, "
+                                 "domains_include / domains_exclude, domain_fraction}).")
     data_root: str | None = Field(None, description="Folder that relative task file paths (all built-in tasks) "
                                   "resolve against; default: the MULTIDISTILL_DATA_ROOT environment variable, else "
                                   "the current folder. `pkg:multidistill/sample_data` is the sample shipped with the "

@@ -644,3 +644,34 @@ CASES += [
          damage=(copy("{bert}", "{ws}/cased"), edit_json("{ws}/cased/tokenizer.json", {"normalizer.lowercase": False}),
                  edit_json("{ws}/cased/tokenizer_config.json", {"do_lower_case": False}))),
 ]
+
+
+# --- issue 13: domains -----------------------------------------------------------------------------------------
+# toy_sent becomes a task with two domains (one file set each; both read toy_sent's files), then one bad option.
+_TOY_FILES = {split: {"path": f"toy_sent/{split}.tsv", "columns": {"text_a": "sentence", "label": "label"}}
+              for split in ("train", "dev")}
+TO_DOMAINS = {"data.task_specs.0": {"name": "toy_sent", "labels": ["0", "1"], "metrics": ["accuracy", "f1"],
+                                    "domain_files": {"books": _TOY_FILES, "dvd": _TOY_FILES}}}
+CASES += [
+    Case("domain-include-unknown", "config", "domains_include names a domain the task does not have",
+         "train-teacher", ("key 'data.tasks.0.domains_include'", "no domain 'music'", "books, dvd"),
+         patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domains_include": ["music"]}}),
+    Case("domain-fraction-unknown", "config", "domain_fraction names a domain the task does not have",
+         "train-teacher", ("key 'data.tasks.0.domain_fraction'", "no domain 'vhs'", "books, dvd"),
+         patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domain_fraction": {"vhs": 0.5}}}),
+    Case("domain-fraction-no-rows", "config", "a domain fraction so small that the domain keeps no training row",
+         "train-teacher", ("key 'data.tasks.0.domain_fraction.books'", "keeps no row"),
+         patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domain_fraction": {"books": 0.001}}}),
+    Case("domain-fraction-above-one", "config", "a domain fraction above 1", "train-teacher",
+         ("key 'data.tasks.0.domain_fraction.books'", "less than or equal to 1"),
+         patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domain_fraction": {"books": 1.5}}}),
+    Case("domain-fraction-zero", "config", "a domain fraction of 0", "train-teacher",
+         ("key 'data.tasks.0.domain_fraction.books'", "greater than 0"),
+         patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domain_fraction": {"books": 0}}}),
+    Case("domain-options-without-domains", "config", "domains_exclude on a task that has no domains",
+         "train-teacher", ("key 'data.tasks.0.domains_exclude'", "task 'toy_sent' has no domains"),
+         patch={"data.tasks.0": {"name": "toy_sent", "domains_exclude": ["books"]}}),
+    Case("domain-exclude-everything", "config", "domains_exclude names every domain of the task", "train-teacher",
+         ("key 'data.tasks.0.domains_exclude'", "leave no domain"),
+         patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domains_exclude": ["books", "dvd"]}}),
+]

@@ -11,7 +11,9 @@ TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def collate(task: Task, rows: dict[str, list], pad_token_id: int) -> dict:
-    """``rows`` is a column dict as returned by `Dataset.__getitem__` with a list of indices."""
+    """``rows`` is a column dict as returned by `Dataset.__getitem__` with a list of indices. The batch holds
+    ``task``, ``ids``, the padded token tensors, ``labels`` and, for a task with domains, ``domain_ids``
+    (LongTensor [B], indices into `Task.domains`)."""
     lengths = [len(ids) for ids in rows["input_ids"]]
     width = max(lengths)
     batch: dict = {"task": task.name, "ids": list(rows["id"])}
@@ -25,6 +27,8 @@ def collate(task: Task, rows: dict[str, list], pad_token_id: int) -> dict:
         batch[name] = torch.from_numpy(out)
     label_dtype = torch.float32 if task.type == "regression" else torch.int64
     batch["labels"] = torch.tensor(rows["label"], dtype=label_dtype)
+    if "domain_id" in rows:  # a task with domains: index into Task.domains
+        batch["domain_ids"] = torch.as_tensor(np.asarray(rows["domain_id"]), dtype=torch.int64)
     return batch
 
 

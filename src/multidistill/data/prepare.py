@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from multidistill.config import DataConfig
+from multidistill.data.domains import DomainSelection
 from multidistill.data.roots import resolve_data_root
 from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import Task, get_task
@@ -24,10 +25,20 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
     return tasks
 
 
+def domain_selections(data: DataConfig) -> dict[str, DomainSelection]:
+    """Each task's domain options (`data.tasks[i]`), keyed by task name; errors name `data.tasks.<i>`."""
+    return {ref.name: DomainSelection(key=f"data.tasks.{i}", include=tuple(ref.domains_include or ()),
+                                      exclude=tuple(ref.domains_exclude or ()),
+                                      fraction=dict(ref.domain_fraction or {}))
+            for i, ref in enumerate(data.tasks)}
+
+
 def open_example_store(data: DataConfig, *, max_examples_per_task: int | None, seed: int) -> ExampleStore:
-    """An ExampleStore over the config's tasks, with per-task training caps."""
+    """An ExampleStore over the config's tasks, with per-task training caps and domain selections (the seed
+    picks capped subsets and domain fractions)."""
     caps = {ref.name: ref.max_examples or max_examples_per_task for ref in data.tasks}
-    return ExampleStore(resolve_tasks(data), resolve_data_root(data.data_root), data.cache_dir, caps, seed=seed)
+    return ExampleStore(resolve_tasks(data), resolve_data_root(data.data_root), data.cache_dir, caps, seed=seed,
+                        selections=domain_selections(data))
 
 
 def check_min_length(tokenizer, max_length: int, tasks: list[Task]) -> None:
@@ -54,9 +65,9 @@ def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_p
                  seed: int, need_train: bool = True) -> PreparedData:
     """Read (and validate) every split first, then build or reuse the cached tokenised views."""
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
-    tasks = list(store.tasks.values())
-    check_min_length(tokenizer, max_length, tasks)
+    check_min_length(tokenizer, max_length, list(store.tasks.values()))
     store.validate((["train"] if need_train else []) + [data.eval_split])
+    tasks = list(store.tasks.values())  # after reading: a domain column's names are known now (`Task.domains`)
     # Training reads rows at random: positional reads keep memory flat however large the views are.
     train_sets = ({t.name: store.tokenized_rows(t.name, "train", tokenizer, max_length) for t in tasks}
                   if need_train else {})

@@ -16,7 +16,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,16 @@ def read_split(task: Task, split: str, data_root: str | Path | None = None,
 
 
 def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: str | Path | None = None,
-                      max_examples: int | None = None, seed: int = 0) -> Path:
+                      max_examples: int | None = None, seed: int = 0, *,
+                      select: Callable[[Path], np.ndarray | None] | None = None) -> Path:
     """Validate ``task``'s ``split`` into the Arrow cache folder ``cache_dir``, unless it already holds it.
 
     Rows are streamed chunk by chunk into ``examples.arrow`` (Arrow IPC stream, the format `datasets` maps),
-    then ``max_examples`` picks its subset from that file batch by batch, so memory stays flat whatever the
-    split's size. The folder is written beside its final name and renamed into place once complete: a kill
-    never leaves a half-written cache. Returns ``cache_dir``; `open_split_cache` maps it.
+    then ``select`` (given the file of every validated row: the sorted rows to keep, or None for all; the
+    domain selection of `multidistill.data.domains`) and after it ``max_examples`` pick their subset from that
+    file batch by batch, so memory stays flat whatever the split's size. The folder is written beside its final
+    name and renamed into place once complete: a kill never leaves a half-written cache. Returns ``cache_dir``;
+    `open_split_cache` maps it.
     """
     _check_split(task, split, max_examples)
     folder = Path(cache_dir)
@@ -101,7 +104,12 @@ def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: 
         everything = tmp / f"all-{EXAMPLES_FILE}"
         n_rows = write_batches(everything, split_batches(task, split, data_root), schema)
         _check_not_empty(task, split, data_root, n_rows)
-        keep = _subset(n_rows, max_examples, seed)
+        selected = select(everything) if select is not None else None
+        if selected is not None:
+            _check_not_empty(task, split, data_root, len(selected))
+        keep = _subset(n_rows if selected is None else len(selected), max_examples, seed)
+        if selected is not None:
+            keep = selected if keep is None else selected[keep]
         if keep is None:
             everything.rename(tmp / EXAMPLES_FILE)
         else:
@@ -188,7 +196,11 @@ def split_batches(task: Task, split: str, data_root: str | Path | None = None) -
         from multidistill.data.corpus import corpus_batches  # corpus reads its sources through this module
 
         return corpus_batches(task, data_root)
-    return _Converter(_source(task, split, data_root)).batches(features_for(task).arrow_schema)
+    _check_split(task, split, None)
+    schema = features_for(task).arrow_schema
+    # domain_files: each domain's file in name order, its rows given that domain (ids prefixed by it).
+    return itertools.chain.from_iterable(_Converter(_source(task, split, data_root, domain, data_file)).batches(schema)
+                                         for domain, data_file in task.split_files(split))
 
 
 def _check_split(task: Task, split: str, max_examples: int | None) -> None:
@@ -207,17 +219,16 @@ def _resolve(data_file: DataFile, data_root: str | Path | None) -> tuple[Path, P
     return (relative if root is None else root / relative), root
 
 
-def _source(task: Task, split: str, data_root: str | Path | None) -> _Source:
-    _check_split(task, split, None)
-    data_file = task.files[split]  # type: ignore[index]  # split may be any string
+def _source(task: Task, split: str, data_root: str | Path | None, domain: str | None,
+            data_file: DataFile) -> _Source:
     path, root = _resolve(data_file, data_root)
-    return _Source(task=task, split=split, data_file=data_file, path=path, root=root)
+    return _Source(task=task, split=split, data_file=data_file, path=path, root=root, domain=domain)
 
 
 def _check_not_empty(task: Task, split: str, data_root: str | Path | None, n_rows: int) -> None:
     if n_rows == 0:
-        data_file = task.files.get(split)  # type: ignore[call-overload]
-        path = _resolve(data_file, data_root)[0] if data_file is not None else None
+        files = task.split_files(split)
+        path = _resolve(files[0][1], data_root)[0] if len(files) == 1 else None
         raise DataError(f"empty split: no examples for task '{task.name}' split '{split}'", path=path)
 
 
@@ -237,10 +248,17 @@ class _Source:
     data_file: DataFile
     path: Path
     root: Path | None = None  # the data root a relative ``data_file.path`` was resolved against
+    domain: str | None = None  # domain_files: the domain of every row of this file
 
     @property
     def what(self) -> str:
-        return f"task '{self.task.name}' split '{self.split}'"
+        where = f" (domain '{self.domain}')" if self.domain is not None else ""
+        return f"task '{self.task.name}' split '{self.split}'{where}"
+
+    @property
+    def key(self) -> str:
+        """The file's place in the task spec: ``files.<split>`` or ``domain_files.<domain>.<split>``."""
+        return f"files.{self.split}" if self.domain is None else f"domain_files.{self.domain}.{self.split}"
 
     def records(self) -> Iterator[tuple[int, Record]]:
         """A fresh pass over the source's records."""
@@ -261,7 +279,7 @@ class _Source:
 
 def _missing(source: _Source, kind: str = "data file") -> DataError:
     if source.root is None:
-        return DataError(f"{kind} for {source.what} not found; check files.{source.split}.path in the task spec",
+        return DataError(f"{kind} for {source.what} not found; check {source.key}.path in the task spec",
                          path=source.path)
     return DataError(f"{kind} for {source.what} not found: '{source.data_file.path}' is read from the data root "
                      f"{source.root} ({describe_data_root(source.root)}); {HOW_TO_SET} to the folder that holds "
@@ -440,7 +458,7 @@ def _load_hf(source: _Source) -> datasets.Dataset:
     if isinstance(loaded, datasets.DatasetDict):
         if hf_split not in loaded:
             raise DataError(f"the dataset has no split '{hf_split}' (it has: {', '.join(loaded)}); set "
-                            f"files.{source.split}.hf_split", path=source.path)
+                            f"{source.key}.hf_split", path=source.path)
         loaded = loaded[hf_split]
     if not isinstance(loaded, datasets.Dataset):
         raise DataError(f"expected a datasets.Dataset for {source.what}, got {type(loaded).__name__}",
@@ -481,7 +499,8 @@ class _Converter:
         self.regression = self.task.type == "regression"
         self.label_index = {label: i for i, label in enumerate(self.task.labels)}
         self.no_label: float | int = math.nan if self.regression else -1
-        self.fixed_domain = source.data_file.domain or self.task.domain or ""
+        self.fixed_domain = source.domain or source.data_file.domain or self.task.domain or ""
+        self.id_prefix = f"{source.domain}:" if source.domain is not None else ""
         self._check_int_label_names()
 
     def chunks(self, size: int | None = None) -> Iterator[dict[str, list[Any]]]:
@@ -533,9 +552,9 @@ class _Converter:
 
     def _id(self, pos: int, record: Record, row_index: int) -> str:
         if self.columns.id is not None:
-            return self._scalar(pos, record, "id", required=True)
+            return self.id_prefix + self._scalar(pos, record, "id", required=True)
         # ids default to the line number for tsv/csv/txt and to the row index for jsonl / HF: unique by construction.
-        return str(pos if self.source.data_file.format in ("tsv", "csv", "txt") else row_index)
+        return self.id_prefix + str(pos if self.source.data_file.format in ("tsv", "csv", "txt") else row_index)
 
     def first_position(self, example_id: str, rows: int) -> int | None:
         """The position of ``example_id`` among the first ``rows`` rows (a second pass over the source)."""
@@ -595,7 +614,7 @@ class _Converter:
             return
         unknown = [name for name in names if name not in self.label_index]
         if unknown:
-            raise DataError(f"files.{self.source.split}.int_label_names has {unknown}, which are not labels "
+            raise DataError(f"{self.source.key}.int_label_names has {unknown}, which are not labels "
                             f"of task '{self.task.name}' (labels: {self.task.labels})", path=self.source.path)
 
     def _label(self, pos: int, record: Record) -> float | int:

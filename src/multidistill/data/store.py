@@ -19,9 +19,17 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 
-from multidistill.data.readers import EXAMPLES_FILE, open_split_cache, read_batches, write_batches, write_split_cache
+from multidistill.data.domains import DomainSelection, domain_codes, read_domains
+from multidistill.data.readers import (
+    EXAMPLES_FILE,
+    open_split_cache,
+    read_batches,
+    split_batches,
+    write_batches,
+    write_split_cache,
+)
 from multidistill.data.rows import ArrowRows
-from multidistill.data.tasks import Task
+from multidistill.data.tasks import Task, fingerprint_spec
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
@@ -42,24 +50,58 @@ class ExampleStore:
     """Reads task splits once (into the Arrow cache) and hands out raw or tokenised datasets, memory-mapped."""
 
     def __init__(self, tasks: list[Task], data_root: str | Path, cache_dir: str | Path,
-                 max_examples: dict[str, int | None] | None = None, seed: int = 0) -> None:
+                 max_examples: dict[str, int | None] | None = None, seed: int = 0,
+                 selections: dict[str, DomainSelection] | None = None) -> None:
         self.tasks = {task.name: task for task in tasks}
         self.data_root = Path(resolve_path(str(data_root)))
         self.cache_dir = Path(cache_dir)
         self.max_examples = max_examples or {}
         self.seed = seed
+        # Domain selections that change rows; each is checked against its task's spec now, its names later
+        # (a domain column's names are known once read).
+        self.selections = {name: s for name, s in (selections or {}).items() if s.active}
+        for name, selection in self.selections.items():
+            selection.check_task(self.tasks[name])
         self._examples: dict[tuple[str, str], datasets.Dataset] = {}
         self._fingerprints: dict[tuple[str, str], str] = {}
+        self._domains_read: set[str] = set()
 
     def _limit(self, task: str, split: str) -> int | None:
         # Caps apply to training data only; evaluation always uses the full split.
         return self.max_examples.get(task) if split == "train" else None
 
+    def _selection(self, task: str, split: str) -> DomainSelection | None:
+        selection = self.selections.get(task)
+        return selection if selection is not None and selection.applies_to(split) else None
+
+    def domains(self, task: str) -> tuple[str, ...]:
+        """`Task.domains` of ``task``: from its spec, or (a domain column without declared names) the sorted
+        non-empty values of every split, read once; the store's task is then updated with them, so `tasks`
+        (and the models built from it) carry them. A split cached whole is read from its cache; a capped or
+        selected one from its source (its cache lacks rows)."""
+        spec = self.tasks[task]
+        if not spec.has_domains or spec.domains or task in self._domains_read:
+            return spec.domains
+        batches = {split: read_batches(self._examples_folder(task, split) / EXAMPLES_FILE)
+                   if self._limit(task, split) is None and self._selection(task, split) is None
+                   else split_batches(spec, split, self.data_root) for split in spec.splits}
+        found = read_domains(spec, batches)
+        self.tasks[task] = spec.model_copy(update={"domains": found})
+        self._domains_read.add(task)
+        return found
+
     def _examples_folder(self, task: str, split: str) -> Path:
-        """The split's validated rows in the Arrow cache, written now if missing."""
+        """The split's validated rows in the Arrow cache (the run's domain selection applied), written now if
+        missing."""
+        selection = self._selection(task, split)
+        select = None
+        if selection is not None:
+            domains = self.domains(task)
+            selection.check_names(self.tasks[task])
+            select = selection.row_selector(domains, split, self.seed, f"task '{task}' split '{split}'")
         folder = inside(self.cache_dir, "examples", task, split, self.data_fingerprint(task, split)[:16])
         return write_split_cache(self.tasks[task], split, folder, self.data_root,
-                                 max_examples=self._limit(task, split), seed=self.seed)
+                                 max_examples=self._limit(task, split), seed=self.seed, select=select)
 
     def examples(self, task: str, split: str) -> datasets.Dataset:
         """Columns id, text_a, text_b, label, domain (validated by the reader), memory-mapped."""
@@ -73,7 +115,7 @@ class ExampleStore:
 
     def validate(self, splits: list[str] | tuple[str, ...]) -> None:
         """Read every task's ``splits`` now, so bad data stops a run before anything is written (a text task's
-        training split only: it is never evaluated)."""
+        training split only: it is never evaluated); afterwards `tasks` hold every task's `Task.domains`."""
         for task in self.tasks:
             for split in splits:
                 if split != "train" and not self.tasks[task].has_head:
@@ -81,6 +123,7 @@ class ExampleStore:
                 if not self.has_split(task, split):
                     raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
                 self._examples_folder(task, split)  # validated into the cache, not mapped until needed
+            self.domains(task)  # a domain column's names are known once its splits are read
 
     def data_fingerprint(self, task: str, split: str) -> str:
         """Changes whenever the source file, the task spec or the subset changes (hashed once per store)."""
@@ -89,33 +132,45 @@ class ExampleStore:
             spec = self.tasks[task]
             content = self._content_hash(spec, split)
             limit = self._limit(task, split)
-            # The seed only picks a capped subset: uncapped, any seed is alike.
-            self._fingerprints[key] = hash_json({"task": spec.model_dump(mode="json"), "split": split,
-                                                 "content": content, "limit": limit,
-                                                 "seed": self.seed if limit is not None else None})
+            selection = self._selection(task, split)
+            seeded = limit is not None or (selection is not None and split == "train" and bool(selection.fraction))
+            # The seed only picks a capped subset or a domain's fraction: otherwise any seed is alike.
+            payload = {"task": fingerprint_spec(spec), "split": split, "content": content, "limit": limit,
+                       "seed": self.seed if seeded else None}
+            if selection is not None:  # only then: the fingerprints of unselected data stay as they were
+                payload["domains"] = selection.payload(split)
+            self._fingerprints[key] = hash_json(payload)
         return self._fingerprints[key]
 
     def _content_hash(self, spec: Task, split: str) -> str:
         """The source file's hash (its path if missing); a from_tasks corpus hashes each source's training file."""
         if split not in spec.files and spec.from_tasks:
             return hash_json([self._content_hash(source, "train") for source in spec.sources])
-        source = spec.files[split]  # type: ignore[index]  # split may be any string
-        path = Path(source.path)
-        if not path.is_absolute():
-            path = self.data_root / path
-        return hash_path(path) if path.exists() else source.path
+        hashes = []
+        for _, source in spec.split_files(split):
+            path = Path(source.path)
+            if not path.is_absolute():
+                path = self.data_root / path
+            hashes.append(hash_path(path) if path.exists() else source.path)
+        # One file (every task without domain_files) hashes as before; a domain per file, as the list.
+        return hashes[0] if not spec.domain_files else hash_json(hashes)
 
     def _view(self, task: str, split: str, tokenizer, max_length: int) -> Path:
         """The folder of the tokenised view, built first if the cache does not hold it yet."""
-        key = hash_json({"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
-                         "max_length": max_length, "layout": VIEW_LAYOUT})
+        domains = self.domains(task)
+        payload = {"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
+                   "max_length": max_length, "layout": VIEW_LAYOUT}
+        if domains:  # the view holds domain ids: indices into these names
+            payload["domains"] = list(domains)
+        key = hash_json(payload)
         folder = inside(self.cache_dir, "tokenized", task, split, key[:16])
         if not (folder / VIEW_META).is_file():
             # Streamed from the raw Arrow file (read, not mapped), so building a view never maps the raw rows.
             raw = self._examples_folder(task, split) / EXAMPLES_FILE
             with atomic_dir(folder) as tmp:
-                rows = write_batches(tmp / VIEW_FILE, tokenize_batches(read_batches(raw), tokenizer, max_length,
-                                                                       pair=self.tasks[task].pair))
+                rows = write_batches(tmp / VIEW_FILE, tokenize_batches(
+                    read_batches(raw), tokenizer, max_length, pair=self.tasks[task].pair,
+                    domains=domains or None, what=f"task '{task}' split '{split}'"))
                 with pa.OSFile(str(tmp / VIEW_FILE), "rb") as written:
                     schema = pa.ipc.open_stream(written).schema
                 datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema)).write_to_directory(str(tmp))
@@ -123,7 +178,7 @@ class ExampleStore:
         return folder
 
     def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:
-        """A memory-mapped tokenised view (id, label, input_ids, attention_mask[, token_type_ids])."""
+        """A memory-mapped tokenised view (id, label[, domain_id], input_ids, attention_mask[, token_type_ids])."""
         folder = self._view(task, split, tokenizer, max_length)
         try:
             return datasets.Dataset.from_file(str(folder / VIEW_FILE),
@@ -147,12 +202,15 @@ def _damaged_view(folder: Path, exc: Exception) -> DataError:
 
 
 def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: int, *,
-                     pair: bool) -> Iterator[pa.RecordBatch]:
+                     pair: bool, domains: tuple[str, ...] | None = None,
+                     what: str = "the examples") -> Iterator[pa.RecordBatch]:
     """Tokenise record batches of examples without padding (batches are padded to their own longest row).
 
     Each input batch gives one output batch (few, large batches: opening a mapped file reads every batch's
-    header) with the input's ``id`` and ``label`` and every tokenizer output, in the compact integer types of
-    `TOKEN_TYPES`; the tokenizer sees ``TOKENIZE_ROWS`` rows at a time.
+    header) with the input's ``id`` and ``label``, with ``domains`` (a task with domains) each row's
+    ``domain_id`` (int32 index into them; a row of another domain raises `DataError` naming ``what``), and every
+    tokenizer output, in the compact integer types of `TOKEN_TYPES`; the tokenizer sees ``TOKENIZE_ROWS`` rows
+    at a time.
     """
     for batch in batches:
         parts = []
@@ -162,6 +220,8 @@ def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: i
                                 part.column("text_b").to_pylist() if pair else None,
                                 truncation=True, max_length=max_length)
             columns = {"id": part.column("id"), "label": part.column("label")}
+            if domains is not None:
+                columns["domain_id"] = pa.array(domain_codes(part.column("domain"), part.column("id"), domains, what))
             for name, values in encoded.items():
                 kind = TOKEN_TYPES.get(name)
                 columns[name] = pa.array(values, type=pa.list_(kind) if kind is not None else None)
@@ -170,10 +230,12 @@ def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: i
             yield pa.concat_batches([p if p.schema == parts[0].schema else p.cast(parts[0].schema) for p in parts])
 
 
-def tokenize(examples: datasets.Dataset, tokenizer, max_length: int, *, pair: bool) -> datasets.Dataset:
+def tokenize(examples: datasets.Dataset, tokenizer, max_length: int, *, pair: bool,
+             domains: tuple[str, ...] | None = None) -> datasets.Dataset:
     """An in-memory tokenised view of ``examples`` (the store's views are the same, on disk and mapped)."""
     batches = (table for piece in examples.with_format("arrow").iter(batch_size=TOKENIZE_ROWS)
                for table in piece.to_batches())
-    table = pa.Table.from_batches(list(tokenize_batches(batches, tokenizer, max_length, pair=pair)))
+    table = pa.Table.from_batches(list(tokenize_batches(batches, tokenizer, max_length, pair=pair,
+                                                        domains=domains)))
     return datasets.Dataset(table, info=datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(
         table.schema)))

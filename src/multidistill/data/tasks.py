@@ -13,6 +13,8 @@ TaskType = Literal["classification", "regression", "text"]
 FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub", "txt"]
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+AMAZON_DOMAINS: tuple[str, ...] = ("books", "dvd", "electronics")  # the built-in `amazon` task's domains
+MNLI_GENRES: tuple[str, ...] = ("fiction", "government", "slate", "telephone", "travel")
 
 
 class Columns(BaseModel):
@@ -77,8 +79,17 @@ class Task(BaseModel):
     pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
                                description="Metrics to report; the first one is the task's main score.")
-    domain: str | None = Field(None, description="Optional domain this task belongs to.")
+    domain: str | None = Field(None, description="Optional domain tag of the whole task (kept in the rows' "
+                               "`domain` column; it does not give the task domains: see `domains`).")
     files: dict[Split, DataFile] = Field(default_factory=dict, description="Data file per split.")
+    domain_files: dict[str, dict[Split, DataFile]] = Field(
+        default_factory=dict, description="One file set per domain instead of `files`: domain name -> data file "
+        "per split (e.g. books: {train: ..., dev: ..., test: ...}). Every row of a domain's files has that domain; "
+        "ids become `<domain>:<id>` so they stay unique across the domains' files.")
+    domains: tuple[str, ...] = Field(
+        (), description="The task's domain names, sorted; a row's domain id is its index here. Set from "
+        "domain_files; for a mapped `columns.domain` either declared here (rows with another value are refused) or "
+        "left out and read from the data (every split's distinct values). Empty: the task has no domains.")
     from_tasks: list[str] = Field(default_factory=list, description="text tasks only: the training split is the "
                                   "texts of these tasks' training splits (both texts of a pair task), labels "
                                   "dropped, exact duplicates removed (the first occurrence is kept).")
@@ -102,22 +113,74 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': a regression task takes no labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task '{self.name}': duplicate labels {self.labels}")
+        self._check_domains()
         self._infer_pair()
-        for split, data_file in self.files.items():
+        for where, data_file in self.all_files():
             if self.pair and data_file.columns.text_b is None:
-                raise ValueError(f"task '{self.name}': pair task but files.{split}.columns.text_b is not set")
+                raise ValueError(f"task '{self.name}': pair task but {where}.columns.text_b is not set")
         return self
+
+    def _check_domains(self) -> None:
+        """domain_files and a domain column are two ways of giving rows a domain: one at a time, and `domains`
+        agrees with them (see the field descriptions)."""
+        column = [where for where, data_file in self.all_files() if data_file.columns.domain is not None]
+        if self.domain_files:
+            if self.files:
+                raise ValueError(f"task '{self.name}': give either files or domain_files (one file set per "
+                                 "domain), not both")
+            if column:
+                raise ValueError(f"task '{self.name}': {column[0]}.columns.domain is mapped, but domain_files "
+                                 "already names each file's domain; remove the column mapping")
+            if any(not name.strip() for name in self.domain_files):
+                raise ValueError(f"task '{self.name}': domain_files has an empty domain name")
+            if "domains" in self.model_fields_set and list(self.domains) != sorted(self.domain_files):
+                raise ValueError(f"task '{self.name}': domains {list(self.domains)} disagree with domain_files "
+                                 f"{sorted(self.domain_files)}; leave domains out")
+            self.domains = tuple(sorted(self.domain_files))
+        elif self.domains and not column:
+            raise ValueError(f"task '{self.name}': domains are listed but no file maps columns.domain; map the "
+                             "column that holds each row's domain, or use domain_files")
+        if self.domains:
+            if len(set(self.domains)) != len(self.domains) or any(not d.strip() for d in self.domains):
+                raise ValueError(f"task '{self.name}': domains {list(self.domains)} must be distinct, non-empty names")
+            self.domains = tuple(sorted(self.domains))
+        if (self.domain_files or self.domains) and self.type == "text":
+            raise ValueError(f"task '{self.name}': a text task has no domains (a mapped columns.domain stays a "
+                             "tag); remove domain_files / domains")
 
     def _infer_pair(self) -> None:
         """A mapped text_b makes the task a pair task when `pair` is left out; `pair: false` with a mapped
         text_b is a contradiction and refused (the second text would be dropped without a word)."""
-        mapped = [split for split, data_file in self.files.items() if data_file.columns.text_b is not None]
+        mapped = [where for where, data_file in self.all_files() if data_file.columns.text_b is not None]
         if not mapped or self.pair:
             return
         if "pair" in self.model_fields_set:
-            raise ValueError(f"task '{self.name}': files.{mapped[0]}.columns.text_b is mapped but pair is false, "
+            raise ValueError(f"task '{self.name}': {mapped[0]}.columns.text_b is mapped but pair is false, "
                              "so the second text would be ignored; set pair: true, or remove text_b")
         self.pair = True
+
+    def all_files(self) -> list[tuple[str, DataFile]]:
+        """Every data file of the spec with where it sits (`files.train`, `domain_files.books.dev`)."""
+        out = [(f"files.{split}", data_file) for split, data_file in self.files.items()]
+        for domain, files in sorted(self.domain_files.items()):
+            out += [(f"domain_files.{domain}.{split}", data_file) for split, data_file in files.items()]
+        return out
+
+    def split_files(self, split: str) -> list[tuple[str | None, DataFile]]:
+        """The files of one split with the domain each gives its rows (None: `files`, rows keep their own)."""
+        if self.domain_files:
+            return [(domain, files[split]) for domain, files in sorted(self.domain_files.items())  # type: ignore[index]
+                    if split in files]
+        return [(None, self.files[split])] if split in self.files else []  # type: ignore[index]
+
+    @property
+    def has_domains(self) -> bool:
+        """Whether the spec gives rows domains: domain_files, or a mapped `columns.domain` (text tasks: a tag only).
+        Rows carry domain ids when `domains` is not empty: a column whose every cell is empty (the transfer set of a
+        task without domains) gives none."""
+        if self.type == "text":
+            return False
+        return bool(self.domain_files) or any(f.columns.domain is not None for _, f in self.all_files())
 
     def _check_text(self) -> None:
         """A text task is unlabelled text: no labels, no head, no metrics, one text an example."""
@@ -149,7 +212,9 @@ class Task(BaseModel):
 
     @property
     def splits(self) -> list[str]:
-        """The splits this task can read: its files, and train for a from_tasks text task."""
+        """The splits this task can read: its files (any domain's), and train for a from_tasks text task."""
+        if self.domain_files:
+            return [split for split in SPLITS if any(split in files for files in self.domain_files.values())]
         return list(self.files) + (["train"] if self.from_tasks and "train" not in self.files else [])
 
     @property
@@ -162,6 +227,18 @@ class Task(BaseModel):
     @property
     def main_metric(self) -> str:
         return self.metrics[0]
+
+
+def fingerprint_spec(task: Task) -> dict:
+    """The spec as data fingerprints hash it: fields added since (domain_files) are left out while at their
+    default, so the caches of tasks that do not use them keep their keys, and `domains` is always left out (it
+    changes no row: the views, which hold domain ids, add it to their own key)."""
+    dump = task.model_dump(mode="json")
+    dump.pop("domains")
+    if not dump["domain_files"]:
+        dump.pop("domain_files")
+    dump["sources"] = [fingerprint_spec(source) for source in task.sources]
+    return dump
 
 
 def _glue(name: str, folder: str, *, labels: list[str] | None, metrics: list[str], text_a: str | int,
@@ -234,7 +311,7 @@ def _builtin_tasks() -> dict[str, Task]:
                        "validation_matched"))
     # The shared MNLI sample with genres (not the GLUE layout): genre is the domain.
     tasks["mnli-genre"] = Task(
-        name="mnli-genre", labels=nli3, pair=True, metrics=["accuracy"],
+        name="mnli-genre", labels=nli3, pair=True, metrics=["accuracy"], domains=MNLI_GENRES,
         files={
             "train": DataFile(path="mnli/train_subset_genre_tokenized.tsv",
                               columns=Columns(text_a="sentence1", text_b="sentence2", label="label",
@@ -246,6 +323,13 @@ def _builtin_tasks() -> dict[str, Task]:
     )
     for domain in ("books", "dvd", "electronics", "kitchen"):
         tasks[f"amazon-{domain}"] = _amazon(domain)
+    # One sentiment task over the three Amazon domains of the shared data (Meta-KD's setting).
+    tasks["amazon"] = Task(
+        name="amazon", labels=["0", "1"], metrics=["accuracy", "f1"],
+        domain_files={domain: {split: DataFile(path=f"amazon/{domain}/{split}.tsv",
+                                               columns=Columns(text_a="text", label="label")) for split in SPLITS}
+                      for domain in AMAZON_DOMAINS},
+    )
     return tasks
 
 

@@ -16,14 +16,30 @@ from multidistill.evaluation.metrics import average_score, compute_metrics
 
 @dataclass
 class EvalResult:
-    """Per-task metric dicts, each task's main score, and their unweighted average."""
+    """Per-task metric dicts, each task's main score, and their unweighted average; for tasks with domains also
+    each domain's metrics (task -> domain -> metric) and their unweighted mean over the domains scored."""
 
     metrics: dict[str, dict[str, float]]
     main: dict[str, float] = field(default_factory=dict)
     average: float = float("nan")
+    domains: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    domain_average: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"tasks": self.metrics, "main": self.main, "average": self.average}
+        out = {"tasks": self.metrics, "main": self.main, "average": self.average}
+        if self.domains:  # only tasks with domains add these keys: other outputs stay as they were
+            out |= {"domains": self.domains, "domain_average": self.domain_average}
+        return out
+
+
+def domain_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray,
+                   domain_ids: np.ndarray) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """``task``'s metrics on the rows of each of its domains that has rows (by name, in `Task.domains` order),
+    and each metric's unweighted mean over those domains."""
+    per_domain = {name: compute_metrics(task.metrics, predictions[domain_ids == i], labels[domain_ids == i])
+                  for i, name in enumerate(task.domains) if (domain_ids == i).any()}
+    average = {metric: float(np.mean([scores[metric] for scores in per_domain.values()])) for metric in task.metrics}
+    return per_domain, average
 
 
 @torch.no_grad()
@@ -45,13 +61,18 @@ def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *,
              pad_token_id: int, device: torch.device, autocast: Callable | None = None,
              progress: bool = False) -> EvalResult:
     """Score ``model`` on every task in ``eval_sets`` (task name -> tokenised dataset)."""
-    metrics, main = {}, {}
+    result = EvalResult(metrics={})
     for name, dataset in eval_sets.items():
         task = tasks[name]
         if not task.has_head:
             continue  # unlabelled text: nothing to score
         predictions = predict(model, task, dataset, batch_size=batch_size, pad_token_id=pad_token_id,
                               device=device, autocast=autocast, progress=progress)
-        metrics[name] = compute_metrics(task.metrics, predictions, np.asarray(dataset["label"]))
-        main[name] = metrics[name][task.main_metric]
-    return EvalResult(metrics=metrics, main=main, average=average_score(main))
+        labels = np.asarray(dataset["label"])
+        result.metrics[name] = compute_metrics(task.metrics, predictions, labels)
+        result.main[name] = result.metrics[name][task.main_metric]
+        if task.domains and "domain_id" in dataset.column_names:
+            result.domains[name], result.domain_average[name] = domain_metrics(
+                task, predictions, labels, np.asarray(dataset["domain_id"]))
+    result.average = average_score(result.main)
+    return result

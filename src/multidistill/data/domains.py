@@ -1,0 +1,139 @@
+"""Domains of a task's rows: their names, the integer id each row carries, and selection by domain.
+
+A task has domains when it declares one file set per domain (`Task.domain_files`) or maps a domain column
+(`columns.domain`). Its domains are `Task.domains`, sorted; a row's domain id is the index of its domain there,
+so ids never depend on which domains a run selects. Selection (`DomainSelection`, from `data.tasks[i]`) keeps the
+rows of some domains (include / exclude, every split) and a seeded fraction of some domains' training rows (dev
+and test untouched); it is applied when the example store caches a split, so views, signal stores and row
+indices all see the same rows.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from multidistill.data.readers import read_batches
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, DataError
+
+
+def read_domains(task: Task, batches_of_split: Mapping[str, Iterable[pa.RecordBatch]]) -> tuple[str, ...]:
+    """The sorted distinct values of the ``domain`` column over the given splits' record batches (a task whose
+    domain column is mapped but whose `domains` are not declared)."""
+    found: set[str] = set()
+    for batches in batches_of_split.values():
+        for batch in batches:
+            found.update(pc.unique(batch.column("domain")).to_pylist())
+    found.discard("")  # no domain; a task whose rows all have none has no domains (a row without one among
+    # rows with domains is refused when ids are given: `domain_codes`)
+    return tuple(sorted(found))
+
+
+def domain_codes(column: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedArray, domains: tuple[str, ...],
+                 what: str) -> np.ndarray:
+    """Each row's domain id (index into ``domains``) as int32; a value outside ``domains`` raises `DataError`
+    naming the row's id and the known domains (``what`` names the task and split)."""
+    codes = pc.index_in(column, value_set=pa.array(domains, type=pa.string()))
+    if codes.null_count:
+        first = pc.index(pc.is_null(codes), True).as_py()
+        raise DataError(f"{what}: row '{ids[first].as_py()}' has domain {column[first].as_py()!r}, which is not one of "
+                        f"the task's domains ({', '.join(domains)}); add it to the task's `domains` or fix the row")
+    return codes.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class DomainSelection:
+    """Which rows of a task with domains a run keeps (the config's `domains_include`, `domains_exclude`,
+    `domain_fraction` of one `data.tasks` entry, whose key ``key`` names it in errors)."""
+
+    key: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    fraction: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.include or self.exclude or self.fraction)
+
+    def applies_to(self, split: str) -> bool:
+        """Whether the selection changes ``split``'s rows (fractions cut training rows only)."""
+        return bool(self.include or self.exclude or (split == "train" and self.fraction))
+
+    def payload(self, split: str) -> dict:
+        """What of the selection shapes ``split``'s rows, for its data fingerprint."""
+        out: dict = {"include": sorted(self.include), "exclude": sorted(self.exclude)}
+        if split == "train":
+            out["fraction"] = dict(sorted(self.fraction.items()))
+        return out
+
+    def _no_domains(self, task: Task, why: str) -> ConfigError:
+        option = "domains_include" if self.include else "domains_exclude" if self.exclude else "domain_fraction"
+        return ConfigError(f"key '{self.key}.{option}': task '{task.name}' has no domains ({why}); remove the "
+                           "domain options")
+
+    def check_task(self, task: Task) -> None:
+        """Refuse domain options on a task whose spec gives no domains."""
+        if self.active and not task.has_domains:
+            raise self._no_domains(task, "it has neither domain_files nor a mapped columns.domain")
+
+    def check_names(self, task: Task) -> None:
+        """Every domain named must be one of the task's (read by now), and the options must leave some domain."""
+        if not task.domains:
+            raise self._no_domains(task, "every row's domain cell is empty")
+        known = ", ".join(task.domains)
+        for option, names in (("domains_include", self.include), ("domains_exclude", self.exclude),
+                              ("domain_fraction", tuple(self.fraction))):
+            for name in names:
+                if name not in task.domains:
+                    raise ConfigError(f"key '{self.key}.{option}': task '{task.name}' has no domain {name!r}; its "
+                                      f"domains are: {known}")
+        kept = [d for d in task.domains if (not self.include or d in self.include) and d not in self.exclude]
+        if not kept:
+            raise ConfigError(f"key '{self.key}.domains_exclude': the domain options leave no domain of task "
+                              f"'{task.name}' (domains: {known}); keep at least one")
+        dropped = sorted(set(self.fraction) - set(kept))
+        if dropped:
+            raise ConfigError(f"key '{self.key}.domain_fraction': domain {dropped[0]!r} is not selected (it is "
+                              "excluded, or not in domains_include); remove its fraction or select it")
+
+    def keep_rows(self, codes: np.ndarray, domains: tuple[str, ...], split: str, seed: int) -> np.ndarray | None:
+        """The sorted rows of a split (``codes``: each row's domain id) this selection keeps; None for all.
+
+        A fraction f of a domain's n training rows keeps round(f * n) of them (half up), chosen with
+        ``numpy.random.default_rng([seed, crc32(domain)])``: a domain's subset depends on the seed and its own
+        rows only, not on the other domains' options.
+        """
+        if not self.applies_to(split):
+            return None
+        wanted = [i for i, d in enumerate(domains) if (not self.include or d in self.include) and d not in self.exclude]
+        mask = np.isin(codes, wanted)
+        if split == "train":
+            for name, fraction in sorted(self.fraction.items()):
+                rows = np.flatnonzero(codes == domains.index(name))
+                count = int(fraction * len(rows) + 0.5)
+                if count == 0:
+                    raise ConfigError(f"key '{self.key}.domain_fraction.{name}': {fraction} of domain {name!r}'s "
+                                      f"{len(rows)} training rows keeps no row; raise the fraction, or drop the "
+                                      "domain with domains_exclude")
+                rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+                mask[rows] = False
+                mask[rows[rng.choice(len(rows), size=count, replace=False)]] = True
+        if not mask.any():
+            raise ConfigError(f"key '{self.key}': the selected domains have no rows in split '{split}'; select "
+                              "domains that have data")
+        return np.flatnonzero(mask)
+
+    def row_selector(self, domains: tuple[str, ...], split: str, seed: int, what: str):
+        """`keep_rows` over an Arrow examples file, as `readers.write_split_cache` calls it."""
+        def select(path: Path) -> np.ndarray | None:
+            codes = [domain_codes(b.column("domain"), b.column("id"), domains, what) for b in read_batches(path)]
+            return self.keep_rows(np.concatenate(codes) if codes else np.zeros(0, np.int32), domains, split, seed)
+
+        return select
