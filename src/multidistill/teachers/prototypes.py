@@ -5,7 +5,8 @@ store column) calls them, the losses never do; the loop only sees them as per-ex
 beside the teacher signals because they are one: computed once per training example, before training, from
 frozen models, and stored and fingerprinted like the teachers' logits.
 
-* `content_embedding`: E(x), the mean of an encoder's last layer over the real tokens after the first one.
+* `content_embedding` (from `models/domain_branch.py`, which reads the same vector): E(x), the mean of an
+  encoder's last layer over the real tokens after the first one.
 * `prototype_centroids` / `scores_from_centroids` / `prototype_scores`:
   t_i = 1/2 cos(E_i, own centroid) + 1/2 cos(E_i, mean of the other domains' centroids), with centroids per
   domain (``mode="domain"``, the authors' first code) or per (domain, class) (``mode="class"``, the default:
@@ -23,28 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from multidistill.errors import ConfigError
+from multidistill.models.domain_branch import content_embedding
 
 PrototypeMode = Literal["domain", "class"]
 PROTOTYPE_MODES = ("domain", "class")
-
-
-def content_embedding(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, *,
-                      skip_first_token: bool = True) -> torch.Tensor:
-    """(B, H) mean of ``last_hidden_state`` (B, T, H) over each row's real tokens (``attention_mask`` 1).
-
-    The first token ([CLS], <s>) is left out by default, as the authors do (their mean starts at position 1);
-    it is a summary slot trained for the pooler, not a token of the text. [SEP] tokens are kept (the authors
-    keep them too). Padding is left out, unlike the authors' code, whose mean over all 127 positions after [CLS]
-    makes E(x) depend on the padded length; the method's description says real tokens. A row with no real
-    token after the first gives the zero vector (whose cosine with anything is 0). The Meta-KD domain branch
-    reads the same vector as h_mean(x) (`models/domain_branch.py`).
-    """
-    mask = attention_mask.bool()
-    if skip_first_token:
-        mask = mask.clone()
-        mask[:, 0] = False
-    weights = mask.unsqueeze(-1).to(last_hidden_state.dtype)
-    return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+__all__ = ["PROTOTYPE_MODES", "Centroids", "content_embedding", "expertise_weights", "prototype_centroids",
+           "prototype_scores", "scores_from_centroids"]
 
 
 @dataclass(frozen=True)
