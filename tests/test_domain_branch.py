@@ -183,3 +183,30 @@ def test_exports_drop_the_branch(tiny_model_dir, tmp_path):
         names = list(handle.keys())  # noqa: SIM118 (not a dict)
         shapes = {tuple(handle.get_slice(name).get_shape()) for name in names}
     assert not [name for name in names if "domain" in name] and (3, 32) not in shapes
+
+
+def test_an_objective_trains_the_branch_of_a_real_model_and_online_teachers_give_their_tau(tiny_model_dir, tmp_path):
+    from multidistill.config import LossTerm, ObjectiveConfig
+    from multidistill.teachers.online import OnlineSignals
+    from multidistill.training.objective import WeightedObjective
+
+    teacher = _model(tiny_model_dir)
+    teacher.save_pretrained(tmp_path / "meta", tokenizer=_tokenizer(tiny_model_dir))
+    student = _model(tiny_model_dir)
+    dims = {"student": student.model_dims(), "teacher": teacher.model_dims()}
+    config = ObjectiveConfig(tasks={"sent": [LossTerm(loss="hard"), LossTerm(loss="domain_adversarial", weight=0.5),
+                                             LossTerm(loss="transferable_mse", weight=0.5)]})
+    objective = WeightedObjective({"sent": SENT}, config, dims=dims)
+    online = OnlineSignals([tmp_path / "meta"], _tokenizer(tiny_model_dir), ["sent"], logits=False)
+    online.request(objective.teacher_want)
+    batch = {"task": "sent", **_batch(tiny_model_dir), "labels": torch.tensor([1, 0, 1, 1]),
+             "domain_ids": DOMAIN_IDS, "ids": [0, 1, 2, 3]}
+    enriched = online(batch)
+    expected = teacher.eval().features("sent", **_batch(tiny_model_dir), want={"transferable"}, domain_ids=DOMAIN_IDS)
+    torch.testing.assert_close(enriched["teacher_features"][0].transferable, expected.transferable)
+    out = objective(student, enriched)
+    assert set(out.terms) == {"hard", "domain_adversarial", "transferable_mse"}
+    out.loss.backward()
+    assert student.domain_branch.classifier.weight.grad.abs().sum() > 0
+    assert student.domain_branch.embedding.weight.grad.abs().sum() > 0
+    assert objective.terms["sent"][2].projection.weight.grad.abs().sum() > 0

@@ -216,7 +216,8 @@ class LossTerm(_Strict):
     """One weighted term of an objective."""
 
     loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse; feature "
-                      "losses (online teachers): hidden_mse, cosine_hidden, attention_mse, attention_kl, relation_kl.")
+                      "losses (online teachers): hidden_mse, cosine_hidden, attention_mse, attention_kl, relation_kl; "
+                      "Meta-KD's domain branch: domain_adversarial, transferable_mse.")
     weight: float = Field(1.0, ge=0, description="Weight of this term in the sum (at the start of training).")
     weight_end: float | None = Field(None, ge=0, description="If set, the weight moves linearly from `weight` to "
                                      "this value over training (an alpha schedule).")
