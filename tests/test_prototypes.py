@@ -14,6 +14,7 @@ import torch
 from multidistill.errors import ConfigError
 from multidistill.teachers.prototypes import (
     content_embedding,
+    encoder_embeddings,
     expertise_weights,
     prototype_centroids,
     prototype_scores,
@@ -151,3 +152,16 @@ def test_expertise_weight_refuses_regression_and_logits():
         expertise_weights(torch.zeros(2), torch.tensor([[0.3], [2.5]]), torch.tensor([0.3, 2.5]))
     with pytest.raises(ConfigError, match="not logits"):
         expertise_weights(torch.zeros(2), torch.tensor([[2.0, -1.0], [0.5, 0.5]]), torch.tensor([0, 1]))
+
+
+def test_encoder_embeddings_run_the_frozen_encoder_once(tiny_model_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(tiny_model_dir).eval()
+    encoded = AutoTokenizer.from_pretrained(tiny_model_dir)(["a very boring plot", "fine"], ["it is fun", "x"],
+                                                           padding=True, return_tensors="pt")
+    got = encoder_embeddings(encoder, encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"])
+    with torch.no_grad():
+        last = encoder(**encoded).last_hidden_state
+    assert got.shape == (2, 32) and not got.requires_grad
+    torch.testing.assert_close(got, content_embedding(last, encoded["attention_mask"]))

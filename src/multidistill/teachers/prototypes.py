@@ -22,14 +22,25 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedModel
 
 from multidistill.errors import ConfigError
 from multidistill.models.domain_branch import content_embedding
+from multidistill.models.extract import encode_with_features
 
 PrototypeMode = Literal["domain", "class"]
 PROTOTYPE_MODES = ("domain", "class")
-__all__ = ["PROTOTYPE_MODES", "Centroids", "content_embedding", "expertise_weights", "prototype_centroids",
-           "prototype_scores", "scores_from_centroids"]
+__all__ = ["PROTOTYPE_MODES", "Centroids", "content_embedding", "encoder_embeddings", "expertise_weights",
+           "prototype_centroids", "prototype_scores", "scores_from_centroids"]
+
+
+@torch.no_grad()
+def encoder_embeddings(encoder: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H) float32 E(x) of one batch from a frozen Hugging Face ``encoder`` (any family in the family table):
+    `content_embedding` of its last layer. The caller puts the encoder in eval mode (no dropout)."""
+    output, _ = encode_with_features(encoder, input_ids, attention_mask, token_type_ids, want=())
+    return content_embedding(output.last_hidden_state, attention_mask).float()
 
 
 @dataclass(frozen=True)
