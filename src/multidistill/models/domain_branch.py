@@ -20,6 +20,14 @@ from torch import nn
 
 from multidistill.errors import ConfigError
 
+# Where a MultiTaskModel keeps its branch: weights under this prefix serve training only (no export carries them).
+BRANCH_PREFIX = "domain_branch."
+
+
+def is_training_only(weight_name: str) -> bool:
+    """Whether a model weight belongs to the domain branch, which exports drop (so parameter counts leave it out)."""
+    return weight_name.startswith(BRANCH_PREFIX)
+
 
 def content_embedding(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, *,
                       skip_first_token: bool = True) -> torch.Tensor:
