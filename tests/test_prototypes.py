@@ -94,6 +94,10 @@ def test_centroids_of_some_rows_score_other_rows():
     # (3,3) in d0 y0: own (1,1): 1; d1's class 0 (1,0): 1/sqrt2.
     new = scores_from_centroids(torch.tensor([[3.0, 3.0]]), torch.tensor([0]), centroids, torch.tensor([0]))
     assert new.item() == pytest.approx(0.5 + 0.5 / R2, abs=1e-6)
+    with pytest.raises(ConfigError, match=r"classes \[2\] have no centroid"):
+        scores_from_centroids(torch.tensor([[3.0, 3.0]]), torch.tensor([0]), centroids, torch.tensor([2]))
+    with pytest.raises(ConfigError, match=r"domain ids \[4\] have no centroid"):
+        scores_from_centroids(torch.tensor([[3.0, 3.0]]), torch.tensor([4]), centroids, torch.tensor([0]))
 
 
 def test_one_domain_is_refused_naming_it():

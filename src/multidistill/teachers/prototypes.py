@@ -48,12 +48,14 @@ class Centroids:
     """Prototype centroids: (K, d) per domain, or (K, C, d) per (domain, class); float64.
 
     ``domains`` are the domain ids that have rows (only they take part: each one's "other domains" are the
-    other present ones); ``mode`` is how they were grouped.
+    other present ones); ``classes`` the class ids that have rows (class mode; every present domain has rows of
+    each); ``mode`` is how they were grouped.
     """
 
     vectors: torch.Tensor
     domains: tuple[int, ...]
     mode: PrototypeMode
+    classes: tuple[int, ...] = ()
 
 
 def _name(names: Sequence[str] | None, index: int, kind: str) -> str:
@@ -80,6 +82,8 @@ def _check_inputs(embeddings: torch.Tensor, domain_ids: torch.Tensor, labels: to
                               "mode 'domain' for it")
         if labels.shape != domain_ids.shape:
             raise ValueError(f"labels must be (N,) like the domain ids; got {tuple(labels.shape)}")
+        if labels.numel() and int(labels.min()) < 0:
+            raise ValueError("labels must be class indices (non-negative integers)")
 
 
 def prototype_centroids(embeddings: torch.Tensor, domain_ids: torch.Tensor, labels: torch.Tensor | None = None,
@@ -109,7 +113,8 @@ def prototype_centroids(embeddings: torch.Tensor, domain_ids: torch.Tensor, labe
     flat = domain_ids.long() * classes + labels
     sums = torch.zeros(size * classes, values.shape[1], dtype=torch.float64).index_add_(0, flat, values)
     counts = torch.bincount(flat, minlength=size * classes).view(size, classes)
-    for label in sorted({int(y) for y in labels.tolist()}):
+    present_classes = tuple(sorted({int(y) for y in labels.tolist()}))
+    for label in present_classes:
         for domain in domains:
             if counts[domain, label] == 0:
                 raise ConfigError(f"prototype mode 'class': {_name(domain_names, domain, 'domain')} has no rows of "
@@ -117,7 +122,7 @@ def prototype_centroids(embeddings: torch.Tensor, domain_ids: torch.Tensor, labe
                                   "examples cannot be compared with its class centroid; use mode 'domain' (one "
                                   "centroid per domain) or give that domain rows of every class")
     vectors = sums.view(size, classes, -1) / counts.clamp_min(1).to(torch.float64)[..., None]
-    return Centroids(vectors, domains, "class")
+    return Centroids(vectors, domains, "class", present_classes)
 
 
 def scores_from_centroids(embeddings: torch.Tensor, domain_ids: torch.Tensor, centroids: Centroids,
@@ -140,9 +145,10 @@ def scores_from_centroids(embeddings: torch.Tensor, domain_ids: torch.Tensor, ce
         other_mean = (total[None] - own) / others
     else:
         classes = labels.long()
-        if int(classes.max()) >= centroids.vectors.shape[1]:
-            raise ConfigError(f"class {int(classes.max())} has no centroid (the centroids know "
-                              f"{centroids.vectors.shape[1]} classes)")
+        unseen = sorted({int(y) for y in classes.tolist()} - set(centroids.classes))
+        if unseen:
+            raise ConfigError(f"classes {unseen} have no centroid (the centroids were made from classes "
+                              f"{list(centroids.classes)})")
         own = centroids.vectors[ids, classes]
         other_mean = (total[classes] - own) / others
     scores = 0.5 * F.cosine_similarity(values, own, dim=-1) + 0.5 * F.cosine_similarity(values, other_mean, dim=-1)
