@@ -5,8 +5,8 @@ store column) calls them, the losses never do; the loop only sees them as per-ex
 beside the teacher signals because they are one: computed once per training example, before training, from
 frozen models, and stored and fingerprinted like the teachers' logits.
 
-* `content_embedding` (from `models/domain_branch.py`, which reads the same vector): E(x), the mean of an
-  encoder's last layer over the real tokens after the first one.
+* `encoder_embeddings`: E(x) of a batch from a frozen encoder, `content_embedding` (from `models/domain_branch.py`,
+  whose h_mean(x) is the same vector) of its last layer: the mean over the real tokens after the first one.
 * `prototype_centroids` / `scores_from_centroids` / `prototype_scores`:
   t_i = 1/2 cos(E_i, own centroid) + 1/2 cos(E_i, mean of the other domains' centroids), with centroids per
   domain (``mode="domain"``, the authors' first code) or per (domain, class) (``mode="class"``, the default:
