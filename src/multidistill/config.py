@@ -16,6 +16,7 @@ from yaml.constructor import ConstructorError
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.models.bilstm import BiLSTMSpec
+from multidistill.models.domain_branch import DomainBranchSpec
 
 
 class _Loader(yaml.SafeLoader):
@@ -92,12 +93,19 @@ class ModelConfig(_Strict):
         None, description="Start from a saved multidistill model folder (encoder and heads), e.g. the joint "
         "student before per-task fine-tuning; architecture settings then come from that folder.")
     bilstm: BiLSTMSpec = Field(default_factory=BiLSTMSpec, description="BiLSTM student sizes (architecture: bilstm).")
+    domain_branch: DomainBranchSpec | None = Field(
+        None, description="Meta-KD's domain branch (a meta-teacher, or a student in meta-distillation): a learned "
+        "domain embedding, tau = W_c (e_k + h_mean(x)) + b_c and domain logits on tanh(tau); `{domains: [...]}` "
+        "lists the task's domains, sorted. Saved with the model, never exported. Transformer models only; with "
+        "init_from, the saved model's branch is kept and must list the same domains.")
 
     @model_validator(mode="after")
     def _valid_layers(self) -> ModelConfig:
         layers = self.student_layers
         if layers is not None and (not layers or any(i < 0 for i in layers) or sorted(set(layers)) != layers):
             raise ValueError("student_layers must be distinct, increasing, non-negative layer indices")
+        if self.domain_branch is not None and self.architecture == "bilstm":
+            raise ValueError("domain_branch needs a Transformer model (architecture: hf); the BiLSTM student has none")
         return self
 
 
@@ -224,7 +232,8 @@ class LossTerm(_Strict):
     """One weighted term of an objective."""
 
     loss: str = Field(description="Registered loss name: hard, soft_ce, soft_kl, logit_mse, score_mse; feature "
-                      "losses (online teachers): hidden_mse, cosine_hidden, attention_mse, attention_kl, relation_kl.")
+                      "losses (online teachers): hidden_mse, cosine_hidden, attention_mse, attention_kl, relation_kl; "
+                      "Meta-KD's domain branch: domain_adversarial, transferable_mse.")
     weight: float = Field(1.0, ge=0, description="Weight of this term in the sum (at the start of training).")
     weight_end: float | None = Field(None, ge=0, description="If set, the weight moves linearly from `weight` to "
                                      "this value over training (an alpha schedule).")

@@ -34,6 +34,7 @@ from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
 from multidistill.export.onnx import NOISE_Z
+from multidistill.models.domain_branch import is_training_only
 from multidistill.models.loading import load_model, saved_data_root
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.loop import cpu_has_fast_bf16
@@ -179,7 +180,8 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
                 onnx_file = "model.int8.onnx" if precision == "int8" else "model.onnx"
                 disk[runtime] = (export_dir / onnx_file).stat().st_size
         entry = {"path": str(folder), "kind": type(model).__name__, "export": str(export_dir) if export_dir else None,
-                 "parameters": sum(p.numel() for p in model.parameters()), "max_length": length,
+                 "parameters": sum(p.numel() for name, p in model.named_parameters() if not is_training_only(name)),
+                 "max_length": length,
                  "disk_bytes": disk["pytorch_fp32"], "runtimes": {}}
         for runtime in runtimes:
             checked = (parity or {}).get(runtime.split("_")[1]) if runtime.startswith("onnx") else None

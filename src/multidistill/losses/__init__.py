@@ -2,11 +2,13 @@
 
 from multidistill.losses.attention import AttentionKL, AttentionMSE
 from multidistill.losses.distill import LogitMSE, ScoreMSE, SoftCrossEntropy, SoftKL
+from multidistill.losses.domain import DomainAdversarial, TransferableMSE
 from multidistill.losses.feature_base import FeatureLoss
 from multidistill.losses.features import CosineHidden, HiddenMSE
 from multidistill.losses.hard import HardLoss
 from multidistill.losses.registry import LOSSES, build_loss, register_loss
 from multidistill.losses.relation import RelationKL
 
-__all__ = ["LOSSES", "AttentionKL", "AttentionMSE", "CosineHidden", "FeatureLoss", "HardLoss", "HiddenMSE",
-           "LogitMSE", "RelationKL", "ScoreMSE", "SoftCrossEntropy", "SoftKL", "build_loss", "register_loss"]
+__all__ = ["LOSSES", "AttentionKL", "AttentionMSE", "CosineHidden", "DomainAdversarial", "FeatureLoss", "HardLoss",
+           "HiddenMSE", "LogitMSE", "RelationKL", "ScoreMSE", "SoftCrossEntropy", "SoftKL", "TransferableMSE",
+           "build_loss", "register_loss"]

@@ -13,6 +13,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.models.backbone import backbone_from_config, load_backbone, resolve_model_path
 from multidistill.models.bilstm import BiLSTMModel
+from multidistill.models.domain_branch import DomainBranch
 from multidistill.models.layers import keep_layers
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
@@ -45,7 +46,23 @@ def _from_saved(config: ModelConfig, tasks: list[Task]) -> nn.Module:
         del model.heads[name]
     model.tasks = {task.name: task for task in tasks}
     model.max_length = config.max_seq_length
+    if config.domain_branch is not None:
+        _attach_domain_branch(model, config)
     return model
+
+
+def _attach_domain_branch(model: nn.Module, config: ModelConfig) -> None:
+    """Keep a saved model's domain branch when it lists the configured domains; add a fresh one when it has none."""
+    if not isinstance(model, MultiTaskModel):
+        raise ConfigError(f"key 'model.domain_branch': {config.init_from} holds a {type(model).__name__}, which "
+                          "cannot carry a domain branch")
+    saved = model.domain_branch
+    if saved is None:
+        model.domain_branch = DomainBranch(config.domain_branch, model.backbone.config.hidden_size)
+    elif saved.spec.domains != config.domain_branch.domains:
+        raise ConfigError(f"key 'model.domain_branch.domains': {config.domain_branch.domains}, but "
+                          f"{config.init_from} has a domain branch over {saved.spec.domains}; drop the key to keep "
+                          "the saved branch, or list the same domains")
 
 
 def student_config(config: ModelConfig) -> transformers.PretrainedConfig:
@@ -92,4 +109,4 @@ def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Mo
     if config.student_layers is not None:
         backbone = keep_layers(backbone, config.student_layers)
     return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
-                          max_length=config.max_seq_length)
+                          max_length=config.max_seq_length, domain_branch=config.domain_branch)

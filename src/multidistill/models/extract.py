@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from multidistill.errors import ConfigError
 from multidistill.models.families import EncoderFamily, family_of, model_dims
-from multidistill.models.features import FEATURE_NAMES, EncoderFeatures
+from multidistill.models.features import DOMAIN_FEATURES, FEATURE_NAMES, EncoderFeatures
 
 # What an encoder without heads can give; `logits` and `pooled` need a model with heads (MultiTaskModel.features).
 ENCODER_FEATURES = ("hidden_states", "attention_scores", "queries", "keys", "values")
@@ -34,9 +34,9 @@ _SOFTMAX = {torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax, to
 def check_wanted(want: Iterable[str], allowed: Iterable[str], who: str) -> frozenset[str]:
     """``want`` as a set, refusing names outside FEATURE_NAMES or outside what ``who`` can give."""
     want = frozenset(want)
-    unknown = sorted(want - set(FEATURE_NAMES))
+    unknown = sorted(want - set(FEATURE_NAMES) - set(DOMAIN_FEATURES))
     if unknown:
-        raise ConfigError(f"unknown feature name(s) {unknown}; known: {', '.join(FEATURE_NAMES)}")
+        raise ConfigError(f"unknown feature name(s) {unknown}; known: {', '.join(FEATURE_NAMES + DOMAIN_FEATURES)}")
     missing = sorted(want - set(allowed))
     if missing:
         raise ConfigError(f"{who} cannot give the feature(s) {missing}; it gives: {', '.join(allowed)}")

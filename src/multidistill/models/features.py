@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 
 FEATURE_NAMES = ("logits", "pooled", "hidden_states", "attention_scores", "queries", "keys", "values")
+# Outputs of a Meta-KD domain branch (`models/domain_branch.py`); only a model configured with one gives them.
+DOMAIN_FEATURES = ("transferable", "domain_logits")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class EncoderFeatures:
       rotates Q and K and masks keys outside its local layers' window): docs/features.md.
     * ``queries`` / ``keys`` / ``values``: L tensors (B, T, A * head size), all heads side by side: the outputs of
       the Q/K/V projections (for ModernBERT before the rotary embedding that its attention applies to Q and K).
+    * ``transferable``: (B, H) Meta-KD's tau = W_c (e_k + h_mean(x)) + b_c (no tanh), from the domain branch.
+    * ``domain_logits``: (B, K) the domain branch's domain classifier on tanh(tau), K = the branch's domains.
     """
 
     attention_mask: torch.Tensor
@@ -57,6 +61,8 @@ class EncoderFeatures:
     queries: tuple[torch.Tensor, ...] | None = None
     keys: tuple[torch.Tensor, ...] | None = None
     values: tuple[torch.Tensor, ...] | None = None
+    transferable: torch.Tensor | None = None
+    domain_logits: torch.Tensor | None = None
 
     def require(self, name: str, who: str) -> tuple[torch.Tensor, ...] | torch.Tensor:
         """The feature ``name``, or a clear error naming the loss (``who``) that needed it."""

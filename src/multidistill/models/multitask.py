@@ -20,9 +20,10 @@ from transformers import AutoConfig, PreTrainedModel
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.models.backbone import backbone_from_config, load_backbone, max_positions
+from multidistill.models.domain_branch import DomainBranch, DomainBranchSpec, content_embedding
 from multidistill.models.extract import Wanted, check_wanted, encode_with_features, with_features, without_features
 from multidistill.models.families import model_dims
-from multidistill.models.features import FEATURE_NAMES, EncoderFeatures, ModelDims
+from multidistill.models.features import DOMAIN_FEATURES, FEATURE_NAMES, EncoderFeatures, ModelDims
 from multidistill.models.heads import build_head
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.manifest import read_versioned_json
@@ -80,10 +81,12 @@ class SavedModel(nn.Module):
 
 
 class MultiTaskModel(SavedModel):
-    """A Hugging Face encoder shared by all tasks, with one head per task in ``heads``."""
+    """A Hugging Face encoder shared by all tasks, with one head per task in ``heads``, and optionally Meta-KD's
+    domain branch (``domain_branch``: trained and saved with the model, never exported)."""
 
     def __init__(self, backbone: PreTrainedModel, tasks: list[Task], *, pooling: Pooling = "cls",
-                 dropout: float = 0.1, max_length: int | None = None) -> None:
+                 dropout: float = 0.1, max_length: int | None = None,
+                 domain_branch: DomainBranchSpec | None = None) -> None:
         super().__init__()
         self.max_length = max_length  # the truncation length used in training; the default for inference
         self.backbone = backbone
@@ -96,14 +99,15 @@ class MultiTaskModel(SavedModel):
         hidden = backbone.config.hidden_size
         # Text tasks (unlabelled corpora) feed feature losses through `features`; they get no head.
         self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout) for task in tasks if task.has_head})
+        self.domain_branch = DomainBranch(domain_branch, hidden) if domain_branch is not None else None
 
     @classmethod
     def from_backbone(cls, name_or_path: str, tasks: list[Task], *, pooling: Pooling = "cls",
-                      dropout: float = 0.1, max_length: int | None = None,
-                      trust_remote_code: bool = False) -> MultiTaskModel:
-        """Fresh heads on a pretrained encoder loaded with `AutoModel.from_pretrained`."""
+                      dropout: float = 0.1, max_length: int | None = None, trust_remote_code: bool = False,
+                      domain_branch: DomainBranchSpec | None = None) -> MultiTaskModel:
+        """Fresh heads (and domain branch, if given) on a pretrained encoder loaded with `AutoModel.from_pretrained`."""
         return cls(load_backbone(name_or_path, trust_remote_code=trust_remote_code), tasks,
-                   pooling=pooling, dropout=dropout, max_length=max_length)
+                   pooling=pooling, dropout=dropout, max_length=max_length, domain_branch=domain_branch)
 
     @property
     def max_seq_length(self) -> int | None:
@@ -126,16 +130,20 @@ class MultiTaskModel(SavedModel):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False, want: Wanted | None = None) -> MultiTaskOutput:
+                output_attentions: bool = False, want: Wanted | None = None,
+                domain_ids: torch.Tensor | None = None) -> MultiTaskOutput:
         """``task``'s logits. With ``want`` (feature names, see `features`) the same single forward also fills
-        ``features``; the objective asks this way so that a DDP wrapper's forward hooks see the whole pass."""
+        ``features``; the objective asks this way so that a DDP wrapper's forward hooks see the whole pass.
+        ``domain_ids`` (B,) feed the domain branch when ``want`` names its outputs."""
         if want and task in self.tasks and not self.tasks[task].has_head:
             # A text task (general distillation): the features its terms asked for, no head, no logits.
-            return output_with_features(self.features(None, input_ids, attention_mask, token_type_ids, want=want))
+            return output_with_features(self.features(None, input_ids, attention_mask, token_type_ids, want=want,
+                                                      domain_ids=domain_ids))
         head = self.head_type(task)
         if want:
             return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,
-                                                      want=with_features(want, "logits", "pooled")))
+                                                      want=with_features(want, "logits", "pooled"),
+                                                      domain_ids=domain_ids))
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and self._uses_token_types else {}
         encoded = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 output_hidden_states=output_hidden_states,
@@ -154,24 +162,42 @@ class MultiTaskModel(SavedModel):
         return model_dims(self.backbone.config)
 
     def features(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None, *, want: Wanted) -> EncoderFeatures:
-        """The wanted features (any of FEATURE_NAMES, or a mapping of them to layer numbers) of one batch, from one
-        forward pass.
+                 token_type_ids: torch.Tensor | None = None, *, want: Wanted,
+                 domain_ids: torch.Tensor | None = None) -> EncoderFeatures:
+        """The wanted features (any of FEATURE_NAMES and, with a domain branch, DOMAIN_FEATURES, or a mapping of
+        them to layer numbers) of one batch, from one forward pass.
 
         ``logits`` are ``task``'s head output; ``pooled`` is the vector the heads read. ``task`` may be None
-        when neither is wanted (unlabelled text). Everything not wanted is None and is not computed.
+        when neither is wanted (unlabelled text). ``transferable`` and ``domain_logits`` come from the domain
+        branch on the batch's ``domain_ids`` (B,). Everything not wanted is None and is not computed.
         """
-        requested, want = want, check_wanted(want, FEATURE_NAMES, "MultiTaskModel")
+        requested, want = want, check_wanted(want, FEATURE_NAMES + DOMAIN_FEATURES, "MultiTaskModel")
         if "logits" in want and task is None:
             raise ConfigError("the 'logits' feature needs a task (whose head gives them); unlabelled text has none")
         head = self.head_type(task) if "logits" in want else None
+        from_branch = sorted(want & set(DOMAIN_FEATURES))
+        branch = self.require_domain_branch(from_branch) if from_branch else None
         encoded, features = encode_with_features(self.backbone, input_ids, attention_mask, token_type_ids,
-                                                 want=without_features(requested, "logits", "pooled"))
+                                                 want=without_features(requested, "logits", "pooled",
+                                                                       *DOMAIN_FEATURES))
         if want & {"logits", "pooled"}:
             pooled = pool(encoded.last_hidden_state, attention_mask, self.pooling)
             features.pooled = pooled if "pooled" in want else None
             features.logits = head(pooled) if head is not None else None
+        if branch is not None:
+            transferable, domain_logits = branch(content_embedding(encoded.last_hidden_state, attention_mask),
+                                                 domain_ids)
+            features.transferable = transferable if "transferable" in want else None
+            features.domain_logits = domain_logits if "domain_logits" in want else None
         return features
+
+    def require_domain_branch(self, wanted: list[str]) -> DomainBranch:
+        """The domain branch, or a clear error naming what to configure (``wanted``: the outputs asked for)."""
+        if self.domain_branch is None:
+            raise ConfigError(f"{wanted} come from a Meta-KD domain branch, and this model has none: configure "
+                              "`model.domain_branch: {domains: [...]}` (the task's domains, sorted) when training "
+                              "it, or use a model folder saved with one (a meta-teacher)")
+        return self.domain_branch
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -183,6 +209,8 @@ class MultiTaskModel(SavedModel):
             "max_length": self.max_length,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
             **self._saved_data_root(),
+            # Meta-KD's domain branch (weights under `domain_branch.`): recorded so that loading rebuilds it.
+            **({"domain_branch": self.domain_branch.spec.model_dump(mode="json")} if self.domain_branch else {}),
         }
 
     def write_to(self, folder: Path, tokenizer=None) -> None:
@@ -207,11 +235,13 @@ class MultiTaskModel(SavedModel):
             pooling, dropout = config["backbone"]["pooling"], float(config["backbone"]["dropout"])
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"backbone.pooling must be 'cls' or 'mean', not {pooling!r}")
+            branch = config.get("domain_branch")
+            branch = DomainBranchSpec.model_validate(branch) if branch is not None else None
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise ModelError(f"{directory / MODEL_CONFIG_FILE}: invalid model config: {type(exc).__name__}: "
                              f"{exc}") from exc
         model = cls(backbone_from_config(backbone_config), tasks, pooling=pooling, dropout=dropout,
-                    max_length=config.get("max_length"))
+                    max_length=config.get("max_length"), domain_branch=branch)
         model._load_data_root(config)
         load_weights(model, directory / WEIGHTS_FILE)
         return model

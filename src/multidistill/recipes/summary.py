@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 from multidistill.evaluation.metrics import average_score
 from multidistill.evaluation.retention import retention
+from multidistill.models.domain_branch import is_training_only
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.utils.atomic import write_json
 
@@ -18,10 +19,13 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes 
 
 
 def count_parameters(model_dir: Path) -> int:
-    """Parameters stored in a model folder's safetensors file (read from the header, no tensors loaded)."""
+    """Parameters stored in a model folder's safetensors file (read from the header, no tensors loaded), without
+    a Meta-KD domain branch (training only: exports drop it)."""
     total = 0
     with safe_open(str(model_dir / WEIGHTS_FILE), framework="pt") as handle:
         for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+            if is_training_only(key):
+                continue
             size = 1
             for dim in handle.get_slice(key).get_shape():
                 size *= dim

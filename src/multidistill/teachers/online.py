@@ -24,7 +24,7 @@ from multidistill.errors import ConfigError
 from multidistill.models.backbone import load_backbone, load_tokenizer, resolve_model_path
 from multidistill.models.extract import extract_features
 from multidistill.models.families import model_dims
-from multidistill.models.features import EncoderFeatures, ModelDims
+from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, ModelDims
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE
 from multidistill.teachers.signals import combine_teachers
@@ -93,10 +93,12 @@ class OnlineSignals:
         self.teachers = [t.to(device) for t in self.teachers]
         return self
 
-    def _features(self, teacher: nn.Module, task: str, inputs: dict,
-                  want: Mapping[str, tuple[int, ...]]) -> EncoderFeatures:
+    def _features(self, teacher: nn.Module, task: str, inputs: dict, want: Mapping[str, tuple[int, ...]],
+                  domain_ids: torch.Tensor | None = None) -> EncoderFeatures:
         if hasattr(teacher, "features"):  # a multidistill model; its head for the task only if it has one
-            return teacher.features(task if task in teacher.tasks else None, **inputs, want=want)
+            # A meta-teacher's domain branch (transferable vector) reads the batch's domain ids.
+            domains = {"domain_ids": domain_ids} if set(want) & set(DOMAIN_FEATURES) else {}
+            return teacher.features(task if task in teacher.tasks else None, **inputs, want=want, **domains)
         return extract_features(teacher, **inputs, want=want)
 
     def __call__(self, batch: dict) -> dict:
@@ -114,5 +116,7 @@ class OnlineSignals:
                 out.update(teacher_logits=logits, teacher_mean=torch.from_numpy(mean))
             want = self.want.get(task)
             if want:
-                out["teacher_features"] = [self._features(t, task, inputs, want) for t in self.teachers]
+                domain_ids = batch.get("domain_ids")
+                domain_ids = domain_ids.to(self.device) if domain_ids is not None else None
+                out["teacher_features"] = [self._features(t, task, inputs, want, domain_ids) for t in self.teachers]
         return out

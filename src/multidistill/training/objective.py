@@ -2,7 +2,8 @@
 
 The loop calls ``objective(model, batch)`` and never knows which terms are in play. Each loss term
 names the tensors it reads (``inputs``: student_logits, labels, task, teacher_mean, teacher_logits,
-student_features, teacher_features); the objective gathers them from the model output and the batch. An
+student_features, teacher_features, domain_ids, example_ids); the objective gathers them from the model output and
+the batch (``domain_ids``, and ``ids`` as ``example_ids``). An
 objective is an `nn.Module`, so terms with parameters (projections) are trained and checkpointed with the model.
 
 Feature terms are built with the models' sizes (``dims``). When a task's terms read features, the student's
@@ -25,7 +26,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.losses import build_loss
 from multidistill.losses.registry import LOSSES
-from multidistill.models.features import ModelDims
+from multidistill.models.features import DOMAIN_FEATURES, ModelDims
 
 # What a loss reads when it needs a head (logits) or labels: a text task has neither.
 HEAD_INPUTS = ("student_logits", "labels", "teacher_mean", "teacher_logits")
@@ -33,7 +34,9 @@ TEACHER_LOGIT_INPUTS = frozenset({"teacher_mean", "teacher_logits"})
 # What to do when a term's input is missing from the batch.
 _HOW_TO_GET = {"teacher_features": "give the run online teachers (key 'online_teachers'), which compute the "
                                    "teacher's features on each batch",
-               "labels": "this task has no labels; use terms that need none"}
+               "labels": "this task has no labels; use terms that need none",
+               "domain_ids": "this task's batches carry no domain ids: give the task domains (Task.domains)",
+               "example_ids": "build batches with `collate`, which gives each batch its example ids ('ids')"}
 
 
 def reads_inputs(config: ObjectiveConfig, tasks: Mapping[str, Task], names: frozenset[str]) -> bool:
@@ -128,6 +131,12 @@ class WeightedObjective(nn.Module):
         inputs = {"task": task.name, "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
                   "token_type_ids": batch.get("token_type_ids")}
         want = self.student_want[task.name]
+        if set(want) & set(DOMAIN_FEATURES):  # the domain branch reads the batch's domain ids
+            if batch.get("domain_ids") is None:
+                raise ConfigError(f"task '{task.name}': the loss terms read the domain branch's "
+                                  f"{sorted(set(want) & set(DOMAIN_FEATURES))}, which need domain ids; "
+                                  f"{_HOW_TO_GET['domain_ids']}")
+            inputs["domain_ids"] = batch["domain_ids"]
         # Logit-only objectives call the model exactly as before; feature terms ask the same forward for features.
         outputs = model(**inputs, want=want) if want else model(**inputs)
         teacher_logits = batch.get("teacher_logits")
@@ -136,7 +145,8 @@ class WeightedObjective(nn.Module):
                  # K teachers' logits (B, K, C) -> their mean, the target of logit-matching terms.
                  "teacher_logits": teacher_logits.mean(1) if teacher_logits is not None else None,
                  "student_features": outputs.features if want else None,
-                 "teacher_features": batch.get("teacher_features") or None}
+                 "teacher_features": batch.get("teacher_features") or None,
+                 "domain_ids": batch.get("domain_ids"), "example_ids": batch.get("ids")}
         example_weights = batch.get("weights")
         total = torch.zeros((), dtype=torch.float32, device=batch["input_ids"].device)  # text tasks: no logits
         logs = {}
