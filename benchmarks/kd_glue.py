@@ -110,7 +110,7 @@ def distillation_cost(runs: Path, dirs: dict[str, Path], repeats: int, examples:
     base = load_config("configs/mtdnn_kd_student.yaml")  # only used for its data section
     store = runs / "cost_signals"
     from multidistill.config import DataConfig
-    from multidistill.teachers.signals import build_signal_store
+    from multidistill.teachers.generate import build_signal_store
 
     data = DataConfig(tasks=["sst2"], data_root=base.data.data_root, subset_seed=42)
     build_signal_store([teacher], data, store, max_examples_per_task=examples, seed=42)

@@ -104,7 +104,7 @@ def data_config(work: Path, n: int, cache: Path) -> dict:
 def build_store(work: Path, n: int) -> float:
     """The signal store of size ``n`` (built once, reused); returns the seconds it took (0 when reused)."""
     from multidistill.config import DataConfig
-    from multidistill.teachers.signals import build_signal_store
+    from multidistill.teachers.generate import build_signal_store
 
     out = work / "stores" / f"n{n}"
     if (out / "manifest.json").is_file():

@@ -341,7 +341,8 @@ def find_problems(root: Path) -> list[str]:
     from safetensors.torch import load_file
 
     from multidistill.models.loading import load_model
-    from multidistill.teachers.signals import PROGRESS, open_signal_store
+    from multidistill.teachers.shards import PROGRESS
+    from multidistill.teachers.store import open_signal_store
     from multidistill.training.checkpoint import STATE_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints
 
     problems: list[str] = []
@@ -406,7 +407,7 @@ def compare_artifacts(kind: str, expected: Path, got: Path) -> float:
     import numpy as np
     from safetensors.torch import load_file
 
-    from multidistill.teachers.signals import open_signal_store
+    from multidistill.teachers.store import open_signal_store
 
     if kind == "model":
         a, b = load_file(str(expected / "model.safetensors")), load_file(str(got / "model.safetensors"))
@@ -467,7 +468,7 @@ def make_world(root: Path, tiny_model: Path | None = None, n_train: int = 96, n_
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
     from multidistill.models import MultiTaskModel
-    from multidistill.teachers.signals import build_signal_store
+    from multidistill.teachers.generate import build_signal_store
     from tests.conftest import write_tiny_tasks
 
     root.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def bad_input_assets(tmp_path_factory, tiny_model_dir) -> Path:
     from multidistill.data.tasks import Task
     from multidistill.models import MultiTaskModel
     from multidistill.models.backbone import load_tokenizer
-    from multidistill.teachers.signals import build_signal_store
+    from multidistill.teachers.generate import build_signal_store
 
     root = tmp_path_factory.mktemp("bad_input_assets")
     specs = write_tiny_tasks(root / "data")  # the same files every tiny_run writes (fixed seed)

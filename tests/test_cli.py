@@ -203,8 +203,9 @@ def test_online_teacher_gives_the_same_targets_as_the_store(tiny_run, tmp_path):
     from multidistill.data.collate import collate
     from multidistill.data.prepare import prepare_data
     from multidistill.models.backbone import load_tokenizer
+    from multidistill.teachers.generate import build_signal_store
     from multidistill.teachers.online import OnlineSignals
-    from multidistill.teachers.signals import StoredSignals, build_signal_store
+    from multidistill.teachers.stored import StoredSignals
     from multidistill.training.run import train_model
 
     raw, _ = tiny_run

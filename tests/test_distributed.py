@@ -82,7 +82,7 @@ def test_soft_targets_sharded_over_two_processes_equal_one_process(tiny_run, tmp
     _run([sys.executable, *args, "--out", str(tmp_path / "one")], env)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
           *args, "--out", str(tmp_path / "two")], env)
-    from multidistill.teachers.signals import open_signal_store
+    from multidistill.teachers.store import open_signal_store
 
     one, two = open_signal_store(tmp_path / "one"), open_signal_store(tmp_path / "two")
     assert one.fingerprint == two.fingerprint

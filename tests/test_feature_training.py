@@ -226,8 +226,8 @@ def test_selection_choices(tiny_run, tmp_path, select):
 
 def test_a_store_gives_the_logits_and_an_online_encoder_the_features_in_one_run(tiny_run, tmp_path, monkeypatch):
     from multidistill.config import DataConfig
+    from multidistill.teachers.generate import build_signal_store
     from multidistill.teachers.online import OnlineSignals
-    from multidistill.teachers.signals import build_signal_store
 
     raw, _ = tiny_run
     tasks = ["toy_sent", "toy_pair"]

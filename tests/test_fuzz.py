@@ -26,7 +26,8 @@ from multidistill.data.readers import COLUMN_ORDER, read_split
 from multidistill.data.tasks import Columns, DataFile, Task
 from multidistill.errors import ConfigError, DataError
 from multidistill.recipes import load_recipe
-from multidistill.recipes.config import MKDRecipe, MTDNNKDRecipe
+from multidistill.recipes.mkd import MKDRecipe
+from multidistill.recipes.mtdnn_kd import MTDNNKDRecipe
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import BUILTIN_TASKS, Task
 from multidistill.errors import DataError, MultidistillError
-from multidistill.teachers.signals import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
+from multidistill.teachers.store import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
 from multidistill.utils.paths import NAME_CHARACTERS, NAME_MAX_LENGTH, PathOutsideRoot, check_name, inside, resolve_path
 from tests.conftest import REPO, write_tiny_tasks
 

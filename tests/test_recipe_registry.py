@@ -3,6 +3,9 @@ loader and `run_recipe`, with no edit to a shared file."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 from typing import Literal
 
 import pytest
@@ -54,3 +57,38 @@ def test_unknown_names_list_the_registered_ones_and_a_name_is_not_taken_twice(tm
     with pytest.raises(ValueError, match="registered twice"):
         register_recipe("mkd", EchoRecipe)(run_echo)
     assert RECIPES["mkd"].schema.__name__ == "MKDRecipe"
+
+
+# What every recipe shares: a recipe's name, schema or run function written in one of these would mean that adding
+# a recipe edits a shared file (a dispatch dict, a schema union, a loader branch).
+SHARED_MODULES = ("multidistill.recipes", "multidistill.recipes.registry", "multidistill.recipes.config",
+                  "multidistill.recipes.common", "multidistill.recipes.stages", "multidistill.recipes.summary",
+                  "multidistill.cli", "multidistill.config")
+
+
+def _names_in(module: str) -> set[str]:
+    """Every string constant, identifier, attribute, import and definition name in a module's source."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(importlib.import_module(module)))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.add(node.asname or node.name)
+        elif isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            found.add(node.name)
+    return found
+
+
+def test_no_shared_module_names_a_recipe():
+    package = {name: entry for name, entry in discover_recipes().items()
+               if entry.run.__module__.startswith("multidistill.recipes.")}
+    assert {"mtdnn_kd", "mkd", "mitkd"} <= set(package)
+    for name, entry in package.items():
+        assert entry.schema.__module__ == entry.run.__module__, f"{name}: its schema lives outside its module"
+    names = {part for name, entry in package.items() for part in (name, entry.schema.__name__, entry.run.__name__)}
+    for module in SHARED_MODULES:
+        assert not _names_in(module) & names, module

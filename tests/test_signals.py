@@ -13,18 +13,20 @@ from multidistill.config import DataConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import DataError, ModelError
 from multidistill.models import MultiTaskModel
-from multidistill.teachers import signals
-from multidistill.teachers.signals import build_signal_store, combine_teachers, open_signal_store
+from multidistill.teachers import generate, shards
+from multidistill.teachers.generate import build_signal_store
+from multidistill.teachers.reduce import teacher_mean
+from multidistill.teachers.store import open_signal_store
 from tests.conftest import write_tiny_tasks
 
 
 def test_ensemble_targets_average_probabilities_not_logits():
     # Teacher 1 logits [0, 0] -> [1/2, 1/2]; teacher 2 [ln 3, 0] -> [3/4, 1/4]; mean probs = [5/8, 3/8].
     # (Averaging logits first would give softmax([ln3/2, 0]) = [0.634, 0.366]: a different target.)
-    logits = np.array([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])
-    assert combine_teachers("classification", logits)[0].tolist() == pytest.approx([0.625, 0.375])
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])  # (1 example, 2 teachers, 2 classes)
+    assert teacher_mean("classification", logits)[0].tolist() == pytest.approx([0.625, 0.375])
     # Regression: the mean score, (2 + 4) / 2 = 3.
-    assert combine_teachers("regression", np.array([[[2.0]], [[4.0]]])).tolist() == [[3.0]]
+    assert teacher_mean("regression", torch.tensor([[[2.0], [4.0]]])).tolist() == [[3.0]]
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def test_a_valid_store_is_reused_without_running_teachers(setting, monkeypatch):
     def no_inference(*args, **kwargs):
         raise AssertionError("teachers must not run again for a valid store")
 
-    monkeypatch.setattr(signals, "predict", no_inference)
+    monkeypatch.setattr(generate, "predict", no_inference)
     again = build_signal_store(teachers, data, out)
     assert again.fingerprint == first.fingerprint
 
@@ -91,7 +93,7 @@ def test_nan_teacher_outputs_are_refused_and_nothing_is_written(setting, monkeyp
     def nan_outputs(model, task, view, **kwargs):
         return np.full((len(view), task.num_labels), np.nan)
 
-    monkeypatch.setattr(signals, "predict", nan_outputs)
+    monkeypatch.setattr(generate, "predict", nan_outputs)
     with pytest.raises(DataError, match="NaN"):
         build_signal_store(teachers, data, out)
     assert not out.exists() and not list(out.parent.glob(".store.tmp-*"))
@@ -105,7 +107,7 @@ def test_a_task_the_teacher_lacks_is_refused(setting):
 
 
 def test_stored_signals_enrich_batches_by_row_and_check_ids(setting):
-    from multidistill.teachers.signals import StoredSignals
+    from multidistill.teachers.stored import StoredSignals
 
     teachers, data, out = setting
     store = build_signal_store(teachers, data, out)
@@ -161,7 +163,7 @@ def _counting_predict(monkeypatch, fail_after_calls: int | None = None) -> list:
         calls.append(len(args[2]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(signals, "predict", counted)
+    monkeypatch.setattr(generate, "predict", counted)
     return calls
 
 
@@ -172,7 +174,7 @@ def test_an_interrupted_build_resumes_from_its_last_shard(setting, monkeypatch):
     _counting_predict(monkeypatch, fail_after_calls=2 * 2)
     with pytest.raises(Interrupted):
         build_signal_store(teachers, data, out, **options)
-    partial = signals.partial_dir(out)
+    partial = shards.partial_dir(out)
     assert not out.exists()
     assert sorted(p.name for p in partial.glob("shard-*")) == ["shard-000000.npz", "shard-000001.npz"]
 
@@ -192,7 +194,7 @@ def test_a_work_folder_of_another_fingerprint_is_discarded_with_a_warning(settin
     _counting_predict(monkeypatch, fail_after_calls=3)
     with pytest.raises(Interrupted):
         build_signal_store(teachers[:1], data, out, **options)  # one teacher: another fingerprint
-    assert len(list(signals.partial_dir(out).glob("shard-*"))) == 3
+    assert len(list(shards.partial_dir(out).glob("shard-*"))) == 3
 
     calls = _counting_predict(monkeypatch)
     with pytest.warns(UserWarning, match="discarding .*other teachers"):
@@ -235,15 +237,15 @@ def test_shards_can_be_shared_between_processes(setting):
     reference = build_signal_store(teachers, data, out.with_name("single"), batch_size=4, shard_size=4)
     store = open_example_store(data, max_examples_per_task=None, seed=0)
     sizes = {(t, "train"): len(store.examples(t, "train")) for t in data.task_names}
-    plan = signals.plan_shards(sizes, signals.shard_rows(4, 4))
-    partial = signals.partial_dir(out)
-    signals.prepare_partial(partial, reference.fingerprint, plan)
-    labeler = signals.ShardLabeler([MultiTaskModel.from_pretrained(d) for d in teachers],
-                                   [load_tokenizer(str(d)) for d in teachers], store, 32, 4, torch.device("cpu"))
-    done = [signals.generate_shards(labeler, partial, plan, rank=r, world=2) for r in (0, 1)]
+    plan = shards.plan_shards(sizes, shards.shard_rows(4, 4))
+    partial = shards.partial_dir(out)
+    shards.prepare_partial(partial, reference.fingerprint, plan)
+    labeler = generate.ShardLabeler([MultiTaskModel.from_pretrained(d) for d in teachers],
+                                    [load_tokenizer(str(d)) for d in teachers], store, 32, 4, torch.device("cpu"))
+    done = [generate.generate_shards(labeler, partial, plan, rank=r, world=2) for r in (0, 1)]
     assert done == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
-    assert signals.generate_shards(labeler, partial, plan, rank=1, world=2) == []  # finished shards are skipped
-    merged = signals.merge_shards(partial, out, plan, reference.manifest)
+    assert generate.generate_shards(labeler, partial, plan, rank=1, world=2) == []  # finished shards are skipped
+    merged = shards.merge_shards(partial, out, plan, reference.manifest)
     _assert_same_store(merged, reference)
 
 

@@ -99,7 +99,7 @@ def test_other_sampling_strategies_train(tiny_run, sampling):
 
 def test_bf16_autocast_trains_and_warns_without_native_support(tiny_run, monkeypatch):
     raw, _ = tiny_run
-    monkeypatch.setattr("multidistill.training.loop.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("multidistill.training.device.cpu_has_fast_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16"):
         result = train_teacher(_config(raw, train={**raw["train"], "epochs": 0.1, "bf16": True}))
     assert result.steps > 0 and result.best_score == result.best_score

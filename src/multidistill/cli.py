@@ -289,8 +289,8 @@ def soft_targets_command(
     from multidistill.data.tasks import Task
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
-    from multidistill.teachers.signals import build_signal_store
-    from multidistill.training.loop import accelerator_for
+    from multidistill.teachers.generate import build_signal_store
+    from multidistill.training.device import accelerator_for
 
     names = _split_names(tasks) or []
     # The teachers carry their own task specs, so the store reads exactly the data they were built for.

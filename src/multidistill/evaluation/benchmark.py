@@ -37,7 +37,7 @@ from multidistill.export.onnx import NOISE_Z
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.loading import load_model, saved_data_root
 from multidistill.models.multitask import WEIGHTS_FILE
-from multidistill.training.loop import cpu_has_fast_bf16
+from multidistill.training.device import cpu_has_fast_bf16
 from multidistill.utils.atomic import write_json
 
 RUNTIMES = ("pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8")

@@ -11,7 +11,7 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
-from multidistill.training.loop import accelerator_for
+from multidistill.training.device import accelerator_for
 
 
 def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str | None = None,

@@ -16,8 +16,11 @@ from multidistill.data.prepare import open_example_store
 from multidistill.evaluation.metrics import average_score, compute_metrics
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
-from multidistill.teachers.signals import build_signal_store, open_signal_store, teacher_fingerprint
-from multidistill.training.loop import BEST_MODEL, accelerator_for
+from multidistill.teachers.fingerprint import teacher_fingerprint
+from multidistill.teachers.generate import build_signal_store
+from multidistill.teachers.store import open_signal_store
+from multidistill.training.device import accelerator_for
+from multidistill.training.loop import BEST_MODEL
 from multidistill.training.run import train_model
 
 

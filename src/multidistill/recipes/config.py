@@ -1,5 +1,8 @@
 """Recipe configs: one YAML file describes every stage of a method (`multidistill run RECIPE.yaml`).
 
+This module holds what recipes share (`RecipeBase` and its sections) and the loader; each recipe's own schema
+lives in its module beside its run function, so a new recipe edits nothing here.
+
 The stage sections reuse the run configs (`ModelConfig`, `TrainConfig`, `ObjectiveConfig`), so a recipe's
 student section reads exactly like a `distill` config. Data and the training subset are set once, at the
 top, so teachers, soft targets and students always see the same examples.
@@ -8,13 +11,12 @@ top, so teachers, soft targets and students always see the same examples.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 
 from multidistill.config import (
     DataConfig,
-    LossTerm,
     ModelConfig,
     ObjectiveConfig,
     Seed,
@@ -23,7 +25,6 @@ from multidistill.config import (
     load_config,
     read_yaml,
 )
-from multidistill.data.augment import AugmentConfig
 
 
 class TeacherSection(_Strict):
@@ -99,39 +100,6 @@ class RecipeBase(_Strict):
             if part is not None and part.train.max_examples_per_task is not None:
                 raise ValueError(f"set max_examples_per_task at the top of the recipe, not in {section}.train")
         return self
-
-
-def _mtdnn_kd_objective() -> ObjectiveConfig:
-    # Liu et al. 2019: L = 1/2 CE(y, P_S) + 1/2 CE(Q, P_S); regression: MSE to gold + MSE to the teachers' score.
-    return ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)],
-                           regression=[LossTerm(loss="hard", weight=1.0), LossTerm(loss="score_mse", weight=1.0)])
-
-
-def _mkd_objective() -> ObjectiveConfig:
-    # Liu et al. 2019 (MKD): L = MSE(z_S, z_T) + CE(y, P_S), CE only where a gold label exists.
-    return ObjectiveConfig(classification=[LossTerm(loss="logit_mse"), LossTerm(loss="hard")],
-                           regression=[LossTerm(loss="logit_mse"), LossTerm(loss="hard")])
-
-
-class MTDNNKDRecipe(RecipeBase):
-    """MT-DNN-KD: K multi-task teachers -> mean probabilities -> one multi-task student (arXiv 1904.09482)."""
-
-    default_objective: ClassVar = staticmethod(_mtdnn_kd_objective)
-    recipe: Literal["mtdnn_kd"] = Field(description="Recipe name.")
-    student: StudentSection = Field(description="The multi-task student.")
-
-
-class MKDRecipe(RecipeBase):
-    """MKD: a multi-task teacher -> augmented, teacher-labelled transfer set -> a model-agnostic student,
-    distilled jointly over all tasks, optionally fine-tuned per task (arXiv 1911.03588)."""
-
-    default_objective: ClassVar = staticmethod(_mkd_objective)
-    recipe: Literal["mkd"] = Field(description="Recipe name.")
-    augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="Transfer-set augmentation "
-                                          "(Tang et al. 2019); null trains on the original examples only.")
-    student: StudentSection = Field(description="The student (bilstm or a small Transformer).")
-    finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Per-task fine-tuning.")
-    baseline: BaselineSection = Field(default_factory=BaselineSection, description="Single-task baseline.")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeBase:

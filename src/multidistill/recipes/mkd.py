@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from multidistill.config import DataConfig, TaskRef
-from multidistill.data.augment import augment_examples, load_pos_tagger, pos_fallback_note, pos_tagger_fallback
+from pydantic import Field
+
+from multidistill.config import DataConfig, LossTerm, ObjectiveConfig, TaskRef
+from multidistill.data.augment import (
+    AugmentConfig,
+    augment_examples,
+    load_pos_tagger,
+    pos_fallback_note,
+    pos_tagger_fallback,
+)
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Columns, DataFile, Task
 from multidistill.evaluation.metrics import average_score
@@ -27,13 +36,33 @@ from multidistill.recipes.common import (
     teacher_stages,
     train_stage,
 )
-from multidistill.recipes.config import MKDRecipe
+from multidistill.recipes.config import BaselineSection, FinetuneSection, RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.paths import inside
+
+
+def mkd_objective() -> ObjectiveConfig:
+    """The paper's objective, used when student.objective is omitted."""
+    # Liu et al. 2019 (MKD): L = MSE(z_S, z_T) + CE(y, P_S), CE only where a gold label exists.
+    return ObjectiveConfig(classification=[LossTerm(loss="logit_mse"), LossTerm(loss="hard")],
+                           regression=[LossTerm(loss="logit_mse"), LossTerm(loss="hard")])
+
+
+class MKDRecipe(RecipeBase):
+    """MKD: a multi-task teacher -> augmented, teacher-labelled transfer set -> a model-agnostic student,
+    distilled jointly over all tasks, optionally fine-tuned per task (arXiv 1911.03588)."""
+
+    default_objective: ClassVar = staticmethod(mkd_objective)
+    recipe: Literal["mkd"] = Field(description="Recipe name.")
+    augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="Transfer-set augmentation "
+                                          "(Tang et al. 2019); null trains on the original examples only.")
+    student: StudentSection = Field(description="The student (bilstm or a small Transformer).")
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection, description="Per-task fine-tuning.")
+    baseline: BaselineSection = Field(default_factory=BaselineSection, description="Single-task baseline.")
 
 
 def transfer_task(task: Task, folder: Path) -> Task:

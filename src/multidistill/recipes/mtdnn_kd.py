@@ -6,6 +6,11 @@ dev to score the ensemble) -> student (multi-task, L = 1/2 hard + 1/2 soft_ce by
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from multidistill.config import LossTerm, ObjectiveConfig
 from multidistill.recipes.common import (
     ensemble_metrics,
     read_metrics,
@@ -16,11 +21,26 @@ from multidistill.recipes.common import (
     teacher_stages,
     train_stage,
 )
-from multidistill.recipes.config import MTDNNKDRecipe
+from multidistill.recipes.config import RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import StageRunner, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
+
+
+def mtdnn_kd_objective() -> ObjectiveConfig:
+    """The paper's objective, used when student.objective is omitted."""
+    # Liu et al. 2019: L = 1/2 CE(y, P_S) + 1/2 CE(Q, P_S); regression: MSE to gold + MSE to the teachers' score.
+    return ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)],
+                           regression=[LossTerm(loss="hard", weight=1.0), LossTerm(loss="score_mse", weight=1.0)])
+
+
+class MTDNNKDRecipe(RecipeBase):
+    """MT-DNN-KD: K multi-task teachers -> mean probabilities -> one multi-task student (arXiv 1904.09482)."""
+
+    default_objective: ClassVar = staticmethod(mtdnn_kd_objective)
+    recipe: Literal["mtdnn_kd"] = Field(description="Recipe name.")
+    student: StudentSection = Field(description="The multi-task student.")
 
 
 @register_recipe("mtdnn_kd", MTDNNKDRecipe)

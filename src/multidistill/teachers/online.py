@@ -27,7 +27,7 @@ from multidistill.models.families import model_dims
 from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, ModelDims
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE
-from multidistill.teachers.signals import combine_teachers
+from multidistill.teachers.reduce import teacher_mean
 from multidistill.utils.hashing import hash_tokenizer
 
 
@@ -110,13 +110,13 @@ class OnlineSignals:
         # which inference tensors refuse.
         with torch.no_grad(), self.autocast():
             if self.logits:
-                logits = torch.stack([t(task=task, **inputs).logits.float().cpu() for t in self.teachers], dim=1)
-                task_type = self.teachers[0].tasks[task].type
-                mean = combine_teachers(task_type, logits.transpose(0, 1).numpy())
-                out.update(teacher_logits=logits, teacher_mean=torch.from_numpy(mean))
+                out["teacher_logits"] = torch.stack([t(task=task, **inputs).logits.float().cpu()
+                                                     for t in self.teachers], dim=1)
             want = self.want.get(task)
             if want:
                 domain_ids = batch.get("domain_ids")
                 domain_ids = domain_ids.to(self.device) if domain_ids is not None else None
                 out["teacher_features"] = [self._features(t, task, inputs, want, domain_ids) for t in self.teachers]
+        if self.logits:  # reduced outside autocast, in float32 on the CPU, exactly as the store reduces
+            out["teacher_mean"] = teacher_mean(self.teachers[0].tasks[task].type, out["teacher_logits"])
         return out

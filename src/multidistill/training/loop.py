@@ -12,17 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
@@ -36,6 +33,7 @@ from multidistill.errors import ConfigError, TrainingDiverged
 from multidistill.evaluation.evaluate import EvalResult
 from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from multidistill.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from multidistill.training.device import make_accelerator
 from multidistill.training.schedule import make_scheduler
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import json_safe, write_json
@@ -106,49 +104,6 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         # Biases and normalisation weights are not decayed (BERT practice).
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); without them bf16 is emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _cpu_processes() -> bool:
-    """Launched by torchrun / accelerate launch on a machine without GPUs: accelerate sets up its gloo
-    process group only when told the run is on the CPU."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
-def process_state() -> PartialState:
-    """This process's place in a (possibly multi-process) run."""
-    return PartialState(cpu=True) if _cpu_processes() else PartialState()
-
-
-def accelerator_for(precision: str) -> Accelerator:
-    """An Accelerator with this mixed precision ('no', 'bf16', 'fp16').
-
-    accelerate keeps one process-wide state and refuses a second Accelerator with another precision,
-    so a process that trains in bf16 and then evaluates in fp32 resets the precision part of it
-    (the distributed part, PartialState, is kept).
-    """
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    # Each step trains one task's head; under DDP the other heads get no gradient on that step.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=_cpu_processes())
-
-
-def make_accelerator(config: TrainConfig) -> Accelerator:
-    precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
-    accelerator = accelerator_for(precision)
-    if config.bf16 and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
-        # Measured on an AVX2-only EPYC: bf16 autocast made a MiniLM train step ~20x slower (docs/benchmarks.md).
-        warnings.warn("train.bf16 is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
-                      "much slower than fp32 here; consider train.bf16=false", stacklevel=2)
-    return accelerator
 
 
 def _stop_note(step: int, total_steps: int, checkpoint_root: Path, every: int) -> str:

@@ -27,6 +27,7 @@ from multidistill.errors import ConfigError
 from multidistill.losses import build_loss
 from multidistill.losses.registry import LOSSES
 from multidistill.models.features import DOMAIN_FEATURES, ModelDims
+from multidistill.teachers.reduce import mean_teacher_logits
 
 # What a loss reads when it needs a head (logits) or labels: a text task has neither.
 HEAD_INPUTS = ("student_logits", "labels", "teacher_mean", "teacher_logits")
@@ -143,7 +144,7 @@ class WeightedObjective(nn.Module):
         named = {"student_logits": outputs.logits, "labels": batch.get("labels"), "task": task,
                  "teacher_mean": batch.get("teacher_mean"),
                  # K teachers' logits (B, K, C) -> their mean, the target of logit-matching terms.
-                 "teacher_logits": teacher_logits.mean(1) if teacher_logits is not None else None,
+                 "teacher_logits": mean_teacher_logits(teacher_logits) if teacher_logits is not None else None,
                  "student_features": outputs.features if want else None,
                  "teacher_features": batch.get("teacher_features") or None,
                  "domain_ids": batch.get("domain_ids"), "example_ids": batch.get("ids")}

@@ -23,8 +23,10 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
 from multidistill.teachers.online import OnlineSignals
-from multidistill.teachers.signals import StoredSignals, open_signal_store
-from multidistill.training.loop import CHECKPOINTS, LoopState, TrainResult, make_accelerator, process_state, train
+from multidistill.teachers.store import open_signal_store
+from multidistill.teachers.stored import StoredSignals
+from multidistill.training.device import make_accelerator, process_state
+from multidistill.training.loop import CHECKPOINTS, LoopState, TrainResult, train
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings

@@ -1,0 +1,29 @@
+"""Fingerprints of teacher signals: what a signal store was made from, so that it is reused only for that."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from multidistill.models.multitask import MODEL_CONFIG_FILE, WEIGHTS_FILE
+from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
+
+
+def teacher_fingerprint(model_dir: str | Path) -> str:
+    """Hash of a saved teacher's weights and its task specs."""
+    model_dir = Path(model_dir)
+    return hash_json({"weights": hash_path(model_dir / WEIGHTS_FILE),
+                      "config": hash_path(model_dir / MODEL_CONFIG_FILE)})
+
+
+def store_fingerprint(version: int, teacher_dirs: Sequence[str | Path], tokenizers: Sequence,
+                      data_fingerprints: Mapping[str, str], max_length: int) -> str:
+    """Hash of everything a store's signals depend on: its format ``version``, every teacher's weights and task
+    specs, their tokenizers, each (task/split)'s data fingerprint and the max length."""
+    return hash_json({
+        "version": version,
+        "teachers": [teacher_fingerprint(d) for d in teacher_dirs],
+        "tokenizers": [hash_tokenizer(t) for t in tokenizers],
+        "data": dict(data_fingerprints),
+        "max_length": max_length,
+    })

@@ -1,0 +1,174 @@
+"""`soft-targets`: run the teachers over every (task, split) and write a signal store, shard by shard.
+
+The shard loop (`generate_shards`) takes ``(rank, world)`` and labels only shards ``i % world == rank``, so several
+processes can share one plan; the main process prepares the work folder (`multidistill.teachers.shards`) before
+and merges the shards into the store (`multidistill.teachers.store`) after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from multidistill.config import DataConfig
+from multidistill.data.prepare import open_example_store
+from multidistill.data.store import ExampleStore
+from multidistill.errors import DataError, ModelError
+from multidistill.evaluation.evaluate import predict
+from multidistill.models import MultiTaskModel
+from multidistill.models.backbone import load_tokenizer
+from multidistill.teachers.fingerprint import store_fingerprint
+from multidistill.teachers.shards import (
+    DEFAULT_SHARD_SIZE,
+    Shard,
+    drop_finished_partial,
+    merge_shards,
+    partial_dir,
+    plan_shards,
+    prepare_partial,
+    shard_rows,
+    write_shard,
+)
+from multidistill.teachers.store import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
+from multidistill.training.device import process_state
+from multidistill.utils.lock import hold_lock
+
+
+def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: str | Path, *,
+                       splits: tuple[str, ...] = ("train",), max_length: int | None = None,
+                       max_examples_per_task: int | None = None, seed: int = 0, batch_size: int = 64,
+                       device: torch.device | None = None, autocast=None,
+                       shard_size: int = DEFAULT_SHARD_SIZE) -> SignalStore:
+    """Run every teacher over every (task, split) and store the signals; reuse a valid existing store.
+
+    Work is saved shard by shard in ``<out_dir>.partial/``: an interrupted run resumes from its last
+    completed shard when called again with the same inputs. The store is written by one process at a time (a
+    lock beside it, `multidistill.utils.lock`), and a non-empty ``out_dir`` that is not a store is refused.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
+        raise DataError(f"--out {out_dir} is not empty and is not a signal store (no {MANIFEST}); it is never "
+                        "overwritten: choose an empty or new folder")
+    lock = hold_lock(out_dir, "signal store --out") if process_state().is_main_process else contextlib.nullcontext()
+    with lock:
+        return _build_store(teacher_dirs, data, out_dir, splits=splits, max_length=max_length,
+                            max_examples_per_task=max_examples_per_task, seed=seed, batch_size=batch_size,
+                            device=device, autocast=autocast, shard_size=shard_size)
+
+
+def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path, *, splits: tuple[str, ...],
+                 max_length: int | None, max_examples_per_task: int | None, seed: int, batch_size: int,
+                 device: torch.device | None, autocast, shard_size: int) -> SignalStore:
+    """`build_signal_store` under the store's lock."""
+    if not teacher_dirs:
+        raise ModelError("at least one teacher model folder is needed")
+    if shard_size < 1:
+        raise DataError(f"shard size must be at least 1 row, got {shard_size}")
+    out_dir = Path(out_dir)
+    device = device or torch.device("cpu")
+    teachers = [MultiTaskModel.from_pretrained(d) for d in teacher_dirs]
+    tokenizers = [load_tokenizer(str(d)) for d in teacher_dirs]
+    for model_dir, teacher in zip(teacher_dirs, teachers, strict=True):
+        missing = [t for t in data.task_names if t not in teacher.tasks]
+        if missing:
+            raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
+    length = max_length or teachers[0].max_length or 128
+    store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
+    store.validate(splits)  # bad data stops us before any teacher runs
+    data_fingerprints = {f"{t}/{s}": store.data_fingerprint(t, s) for t in data.task_names for s in splits}
+    fingerprint = store_fingerprint(STORE_VERSION, teacher_dirs, tokenizers, data_fingerprints, length)
+    partial = partial_dir(out_dir)
+    if (out_dir / MANIFEST).is_file():
+        existing = open_signal_store(out_dir)
+        if existing.fingerprint == fingerprint:
+            drop_finished_partial(partial, fingerprint)  # left by a run killed between its merge and clean-up
+            return existing
+        raise DataError(f"signal store {out_dir} was built for other teachers, data, tokenizer or max length "
+                        f"(fingerprint {existing.fingerprint[:12]} != {fingerprint[:12]}); choose another --out "
+                        f"or delete it to rebuild")
+    tasks = store.tasks
+    sizes = {(t, s): len(store.examples(t, s)) for t in data.task_names for s in splits}
+    plan = plan_shards(sizes, shard_rows(shard_size, batch_size))
+    manifest = {"format_version": STORE_VERSION, "fingerprint": fingerprint,
+                "teachers": [str(Path(d).resolve()) for d in teacher_dirs], "splits": list(splits),
+                "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
+                "max_length": length, "data": data_fingerprints}
+    # Under torchrun / accelerate launch every process labels its share of the shards (index % world);
+    # the main process prepares the work folder first and merges the shards into one store at the end.
+    state = process_state()
+    if state.is_main_process:
+        prepare_partial(partial, fingerprint, plan)
+    with state.main_process_first():  # one process writes each tokenised cache; the others then read it
+        for task_name, split in sizes:
+            for tokenizer in tokenizers:
+                store.tokenized(task_name, split, tokenizer, length)
+    labeler = ShardLabeler(teachers, tokenizers, store, length, batch_size, device, autocast)
+    generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_shards(partial, out_dir, plan, manifest)
+    state.wait_for_everyone()
+    return open_signal_store(out_dir)
+
+
+@dataclass
+class ShardLabeler:
+    """What labelling a shard needs: the teachers, their tokenizers and the example store."""
+
+    teachers: list[MultiTaskModel]
+    tokenizers: list
+    store: ExampleStore
+    length: int
+    batch_size: int
+    device: torch.device
+    autocast: Callable | None = None
+    _views: dict = field(default_factory=dict, repr=False)
+
+    def _view(self, task: str, split: str, which: int) -> datasets.Dataset:
+        key = (task, split, which)
+        if key not in self._views:
+            self._views[key] = self.store.tokenized(task, split, self.tokenizers[which], self.length)
+        return self._views[key]
+
+    def label(self, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, logits (K, n, C) float32) of the shard's rows; NaN/inf teacher outputs are refused."""
+        task = self.store.tasks[shard.task]
+        rows = range(shard.start, shard.stop)
+        logits = []
+        for which, (teacher, tokenizer) in enumerate(zip(self.teachers, self.tokenizers, strict=True)):
+            # Each teacher reads its own tokenizer's view of the same rows.
+            view = self._view(shard.task, shard.split, which).select(rows)
+            logits.append(predict(teacher.to(self.device), task, view, batch_size=self.batch_size,
+                                  pad_token_id=tokenizer.pad_token_id or 0, device=self.device,
+                                  autocast=self.autocast).reshape(len(view), task.num_labels))
+        stacked = np.stack(logits).astype(np.float32)
+        if not np.isfinite(stacked).all():
+            raise DataError(f"teacher outputs for task '{shard.task}' split '{shard.split}' contain NaN/inf; "
+                            "check the teacher (a diverged run?) before distilling from it")
+        ids = self.store.examples(shard.task, shard.split).select(rows)["id"]
+        return np.asarray([str(i) for i in ids], dtype=np.str_), stacked
+
+
+def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], rank: int = 0,
+                    world: int = 1) -> list[int]:
+    """Label this process's missing shards (``index % world == rank``); returns the indices it labelled.
+
+    Each shard file is written atomically, so it exists only once complete; shards on disk are skipped.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    todo = [s for s in plan if s.index % world == rank and not (partial / s.file_name).is_file()]
+    done = []
+    for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2, dynamic_ncols=True):
+        ids, logits = labeler.label(shard)
+        write_shard(partial, shard, ids, logits)
+        done.append(shard.index)
+    return done
+

@@ -1,0 +1,61 @@
+"""Where training and inference run: accelerate's process state, the Accelerator and its mixed precision.
+
+The loop, `soft-targets`, evaluation and the recipes all get their device and autocast from here, so a
+multi-process launch (torchrun / accelerate launch, on GPUs or on CPUs through gloo) is set up one way.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs
+
+from multidistill.config import TrainConfig
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); without them bf16 is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_processes() -> bool:
+    """Launched by torchrun / accelerate launch on a machine without GPUs: accelerate sets up its gloo
+    process group only when told the run is on the CPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """This process's place in a (possibly multi-process) run."""
+    return PartialState(cpu=True) if _cpu_processes() else PartialState()
+
+
+def accelerator_for(precision: str) -> Accelerator:
+    """An Accelerator with this mixed precision ('no', 'bf16', 'fp16').
+
+    accelerate keeps one process-wide state and refuses a second Accelerator with another precision,
+    so a process that trains in bf16 and then evaluates in fp32 resets the precision part of it
+    (the distributed part, PartialState, is kept).
+    """
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    # Each step trains one task's head; under DDP the other heads get no gradient on that step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision=precision, kwargs_handlers=[ddp], cpu=_cpu_processes())
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """The Accelerator of a training run: ``train.bf16`` / ``train.fp16``; warns when bf16 would be emulated."""
+    precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
+    accelerator = accelerator_for(precision)
+    if config.bf16 and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
+        # Measured on an AVX2-only EPYC: bf16 autocast made a MiniLM train step ~20x slower (docs/benchmarks.md).
+        warnings.warn("train.bf16 is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
+                      "much slower than fp32 here; consider train.bf16=false", stacklevel=2)
+    return accelerator
