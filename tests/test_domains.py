@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multidistill import cli
 from multidistill.config import DataConfig, TeacherRunConfig, load_config
 from multidistill.data.batches import row_lengths
 from multidistill.data.collate import collate
@@ -33,6 +31,7 @@ from multidistill.evaluation.evaluate import domain_metrics, evaluate
 from multidistill.models.backbone import load_tokenizer
 
 from .conftest import NEGATIVE, POSITIVE
+from .test_cli import run_cli
 
 DOMAINS = ("books", "dvd")
 
@@ -381,17 +380,6 @@ def test_evaluate_reports_domains_only_for_tasks_with_domains(tmp_path, tiny_mod
     assert set(plain_result) == {"tasks", "main", "average"}
 
 
-def _run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["multidistill", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 def test_train_then_evaluate_per_domain(tmp_path, tiny_model_dir, monkeypatch, capsys) -> None:
     spec = write_domain_column_task(tmp_path / "data")
     config = {"output_dir": str(tmp_path / "run"), "model": {"name_or_path": str(tiny_model_dir), "max_seq_length": 32},
@@ -399,11 +387,11 @@ def test_train_then_evaluate_per_domain(tmp_path, tiny_model_dir, monkeypatch, c
               "train": {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "seed": 1}}
     TeacherRunConfig.model_validate(config)
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    code, output = _run_cli(monkeypatch, capsys, "train-teacher", str(tmp_path / "run.yaml"))
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(tmp_path / "run.yaml"))
     assert code == 0, output
     saved = json.loads((tmp_path / "run" / "model" / "multidistill_model.json").read_text())
     assert saved["tasks"][0]["domains"] == list(DOMAINS)  # read from the data, then saved with the model
-    code, output = _run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run" / "model"), "--per-domain",
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run" / "model"), "--per-domain",
                             "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, output
     assert "per domain" in output and "books" in output and "dvd" in output
