@@ -1,0 +1,80 @@
+"""benchmarks/mitkd_glue.py (issue 12 acceptance) end to end in --tiny mode: every stage, every row of every
+group's table, the measurements, and a second run that reuses all of it and redoes only a run that is gone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def load_bench(monkeypatch):
+    """The script as a module (benchmarks/ is no package); registered so that its dataclasses resolve."""
+    spec = importlib.util.spec_from_file_location("mitkd_glue", REPO / "benchmarks" / "mitkd_glue.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage_times(out: Path) -> dict[str, int]:
+    return {str(path.relative_to(out)): path.stat().st_mtime_ns for path in out.rglob("stage.json")}
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_every_group_and_a_rerun_reuses_it(tmp_path, capsys, monkeypatch):
+    bench = load_bench(monkeypatch)
+    out = tmp_path / "bench"
+    results = bench.main(["--tiny", "--out", str(out)])
+    printed = capsys.readouterr().out
+
+    # The QNLI split: every dev row exactly once, the seeded dev share apart; the corpus capped and counted.
+    assert results["data"]["qnli"] == {"train": 48, "dev": 16}
+    source = (out / "tiny" / "data" / "glue" / "QNLI" / "dev.tsv").read_text().splitlines()
+    train, dev = ((out / "data" / "qnli" / f"{split}.tsv").read_text().splitlines() for split in ("train", "dev"))
+    assert train[0] == dev[0] == source[0] and sorted(train[1:] + dev[1:]) == sorted(source[1:])
+    assert dev[1:] != source[1:17]  # a seeded draw, not the first rows
+    assert results["data"]["corpus"]["used"] == 96 < results["data"]["corpus"]["available"]
+    assert "corpus: 96 texts" in printed
+    ood = ["amazon-books", "amazon-dvd", "amazon-electronics"]
+    for group, tasks in (("in-domain", bench.TASKS), ("low-resource", bench.TASKS), ("ood", ood)):
+        part = results["groups"][group]
+        assert part["tasks"] == part["averaged_over"] == tasks
+        for model, row in part["rows"].items():
+            assert sorted(row["tasks"]) == sorted(tasks) and row["missing_runs"] == 0, (group, model)
+            assert row["average"] is not None
+        assert part["rows"]["reference"]["retention"] in (1.0, None)  # None: a reference average <= 0
+        assert f"## {group} " in printed
+    assert all(printed.count(f"| {label} |") == 4 for label in bench.MODELS.values())  # 3 groups + speed table
+    assert [row["stage"] for row in results["stages"]][:3] == ["teacher-seed-1", "general-mitkd", "general-plain"]
+    assert results["general_cost"]["batches"] == 2 and results["general_cost"]["limit_examples_per_second"] > 0
+    assert set(results["speed"]) == set(bench.MODELS)
+    assert len(results["targets"]) == 6 and all(t["met"] is not None for t in results["targets"])
+    assert json.loads((out / "results.json").read_text())["groups"] == results["groups"]
+    # Groups never share a folder: the recipe holds the in-domain fine-tunes only; finished ones keep no checkpoint.
+    assert len(list((out / "recipe").glob("finetune-*"))) == 2 * len(bench.TASKS)
+    assert not list(out.rglob("finetune-*/checkpoints")) and not list((out / "groups").rglob("checkpoints"))
+
+    # A re-run reuses every stage and measurement; a run that is gone (say, cut before it wrote anything) is redone.
+    gone = out / "groups" / "ood" / "reference" / "amazon-dvd-seed-1"
+    before = stage_times(out)
+    measured = (out / "general_cost.json").stat().st_mtime_ns, (out / "speed.json").stat().st_mtime_ns
+    shutil.rmtree(gone)
+    again = bench.main(["--tiny", "--out", str(out)])
+    after = stage_times(out)
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed == {str((gone / "stage.json").relative_to(out))}
+    assert ((out / "general_cost.json").stat().st_mtime_ns, (out / "speed.json").stat().st_mtime_ns) == measured
+    assert again["groups"]["in-domain"] == results["groups"]["in-domain"]
+
+    # --report-only trains nothing and prints the same tables.
+    capsys.readouterr()
+    bench.main(["--tiny", "--out", str(out), "--report-only"])
+    assert stage_times(out) == after
+    assert "## ood " in capsys.readouterr().out
