@@ -54,11 +54,12 @@ CPU time of the full run (2 cores, idle machine), estimated from measured rates 
 - teacher: 23,668 examples x 3 epochs at 15-30/s, plus 3 evaluations of the 6 dev sets (9,823 rows): 0.8-1.5 h;
 - each general stage: 100,000 texts (1 epoch) at 26-60/s (teacher forward + student step): 0.5-1.1 h, x2 arms;
 - in-domain: 6 tasks x 2,000 x 3 epochs x 2 seeds = 72,000 examples per model, plus 6 evaluations of the dev sets
-  (59,000 rows): 0.2-0.5 h per student, 0.9-1.5 h for the reference;
-- low-resource: 7,200 examples per model, the same evaluations: 0.1 h per student, 0.3-0.4 h for the reference;
-- out-of-domain: 3 x 1,600 x 3 x 2 = 28,800 examples per model: 0.1-0.15 h per student, 0.3-0.6 h reference;
+  (59,000 rows): 0.15-0.45 h per student, 0.85-1.7 h for the reference;
+- low-resource: 7,200 examples per model, the same evaluations: 0.05-0.15 h per student, 0.25-0.5 h reference;
+- out-of-domain: 3 x 1,600 x 3 x 2 = 28,800 examples per model: 0.05-0.15 h per student, 0.3-0.55 h reference;
 - cost and speed measurements: ~5 min.
-In all about 4-7.5 h on an idle machine (more when it is shared: earlier runs here went 1.5-2x slower).
+In all about 3.5-8 h on an idle machine (more when it is shared: earlier runs here went 1.5-2x slower).
+Disk: about 8 GB (models; checkpoints of finished fine-tunes are deleted).
 """
 
 from __future__ import annotations
@@ -597,7 +598,9 @@ def markdown(results: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_mitkd"), help="the bench folder")
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data-root", type=Path,
+                        default=Path(os.environ.get("MULTIDISTILL_DATA_ROOT", "../shared/data")),
+                        help="GLUE, MNLI sample and Amazon (default: $MULTIDISTILL_DATA_ROOT, else ../shared/data)")
     parser.add_argument("--tiny", action="store_true", help="a tiny BERT and toy data in OUT/tiny (no network), "
                         "tiny sizes, 1 seed, 1 epoch: the whole pipeline in seconds")
     parser.add_argument("--corpus-size", type=int, help="cap on the corpus texts (default 100,000)")
@@ -667,6 +670,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = str(model)
     else:
         model, data_root = MINILM, args.data_root.resolve()
+        if not (data_root / "glue" / "QNLI" / "dev.tsv").is_file():
+            raise SystemExit(f"--data-root {data_root} has no glue/QNLI/dev.tsv: point it at the shared data folder "
+                             "(glue/, mnli/, amazon/)")
     qnli_folder, recipe_path = out / "data" / "qnli", out / "mitkd.yaml"
     if args.report_only:  # read only: a run may be going on in OUT
         if not recipe_path.is_file():
