@@ -206,3 +206,32 @@ def test_a_column_store_whose_domain_ids_disagree_with_the_data_is_refused(tiny_
         assert ("made for domains ['books', 'music']" if name == "other-domains" else
                 "domain ids in") in output, output
         assert not (tmp_path / f"run-{name}").exists()
+
+
+def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, capsys):
+    """Three domains, one target at half its training rows, every baseline: each its own stages, the stages over
+    all domains made for that target, the meta-teacher without the target never sees its rows."""
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd", "music"))
+    recipe.update(targets=["books"], baselines=["no_kd", "single_domain", "mixed", "meta_without_target"])
+    recipe["data"]["fraction"] = 0.5
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    assert stage_names(root) == sorted([
+        "prototypes-books", "meta-teacher-books", "signals-books", "weights-books", "intermediate-books",
+        "student-books", "student-nokd-books", "teacher-single-books", "signals-single-books",
+        "student-single-books", "teacher-mixed-books", "signals-mixed-books", "student-mixed-books",
+        "prototypes-without-books", "meta-teacher-without-books", "signals-without-books", "weights-without-books",
+        "intermediate-without-books", "student-without-books", "report"])
+    # The target keeps half of its 32 training rows everywhere; dev is untouched (8 rows per domain).
+    assert json.loads((root / "student-books" / "metrics.json").read_text())["train_examples"] == {"reviews": 16}
+    assert json.loads((root / "meta-teacher-books" / "metrics.json").read_text())["train_examples"] == {
+        "reviews": 16 + 32 + 32}
+    without = json.loads((root / "meta-teacher-without-books" / "metrics.json").read_text())
+    assert without["train_examples"] == {"reviews": 64} and set(without["domains"]["reviews"]) == {"dvd", "music"}
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == [
+        "meta-teacher", "single-domain teachers", "mixed-domain teacher", "meta-teacher without target",
+        "Meta-KD student", "no-KD student", "single-domain KD student", "mixed-domain KD student",
+        "Meta-KD student (teacher without target)"]
+    assert all(set(row["metrics"]["main"]) == {"books"} for row in summary["rows"].values())
