@@ -254,6 +254,15 @@ class ObjectiveConfig(_Strict):
         return self.tasks.get(task.name) or (self.classification if task.type == "classification" else self.regression)
 
 
+class ExampleWeightsConfig(_Strict):
+    """Per-example weights of a run's training rows: one column of a per-example column store."""
+
+    store: str = Field(description="A per-example column store (`teachers/columns.py`; Meta-KD's prototypes or "
+                       "expertise-weights stage writes one) made from this run's training rows.")
+    column: str = Field(description="The column to weight each example's loss with, e.g. prototype_score or "
+                        "expertise_weight.")
+
+
 class TeacherRunConfig(_Strict):
     """A training run: `train-teacher` (gold labels) or `distill` (teacher signals + labels).
 
@@ -274,6 +283,9 @@ class TeacherRunConfig(_Strict):
                                        "features); they must share the student's tokenizer. They give the "
                                        "feature terms' teacher features, and the teacher logits unless `signals` "
                                        "(a store) gives those.")
+    example_weights: ExampleWeightsConfig | None = Field(
+        None, description="Weight each training example's loss (every term, before the batch mean) by a stored "
+        "per-example column (Meta-KD's t_i or lambda_i); its rows, domains and data are checked against the run's.")
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:

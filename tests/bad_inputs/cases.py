@@ -675,3 +675,26 @@ CASES += [
          ("key 'data.tasks.0.domains_exclude'", "leave no domain"),
          patch={**TO_DOMAINS, "data.tasks.0": {"name": "toy_sent", "domains_exclude": ["books", "dvd"]}}),
 ]
+
+
+# --- issue 13: the Meta-KD recipe (refused before its first stage writes) ----------------------------------------
+# The run command's recipe becomes `metakd` over toy_sent with two domains, written to a new folder ({ws}/metakd).
+TO_METAKD = {**TO_DOMAINS, "recipe": "metakd", "output_dir": "{ws}/metakd", "data.tasks": ["toy_sent"],
+             "student.train": DELETE}
+CASES += [
+    Case("metakd-task-without-domains", "config", "Meta-KD over a task that has no domains", "run",
+         ("key 'data.tasks'", "task 'toy_sent' has no domains"),
+         patch={**TO_METAKD, "data.task_specs.0": {"name": "toy_sent", "labels": ["0", "1"],
+                                                   "files": _TOY_FILES}}),
+    Case("metakd-unknown-target", "config", "a Meta-KD target domain that is not in the data", "run",
+         ("key 'targets'", "'music' is not in the data", "books, dvd"), patch={**TO_METAKD, "targets": ["music"]}),
+    Case("metakd-fraction-keeps-no-row", "config", "data.fraction leaves the target domain no training row", "run",
+         ("key 'data.fraction'", "keeps no row"), patch={**TO_METAKD, "data.fraction": 0.001}),
+    Case("metakd-fraction-above-one", "config", "data.fraction above 1", "run",
+         ("key 'data.fraction'", "less than or equal to 1"), patch={**TO_METAKD, "data.fraction": 1.5}),
+    Case("metakd-fraction-zero", "config", "data.fraction of 0", "run",
+         ("key 'data.fraction'", "greater than 0"), patch={**TO_METAKD, "data.fraction": 0}),
+    Case("metakd-teacher-without-branch", "model", "a given meta-teacher folder without a domain branch", "run",
+         ("key 'teacher.model_dirs.0'", "has no domain branch"),
+         patch={**TO_METAKD, "teacher": {"model_dirs": [""]}, "teacher.model_dirs.0": "{teacher}"}),
+]

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from multidistill.config import DataConfig, ModelConfig, ObjectiveConfig, TeacherRunConfig, TrainConfig
+from multidistill.config import (
+    DataConfig,
+    ExampleWeightsConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    TeacherRunConfig,
+    TrainConfig,
+)
 from multidistill.data.prepare import open_example_store
 from multidistill.evaluation.metrics import average_score, compute_metrics
 from multidistill.recipes.config import RecipeBase
@@ -43,21 +50,25 @@ def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelCo
 def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig, train: TrainConfig,
                 data: DataConfig, max_examples: int | None, objective: ObjectiveConfig | None = None,
                 signals: Path | None = None, inputs: dict[str, str] | None = None,
-                online_teachers: list[str] | None = None) -> Path:
+                online_teachers: list[str] | None = None,
+                example_weights: ExampleWeightsConfig | None = None) -> Path:
     """Train (or resume, or reuse) one model; the stage folder is a normal run folder (model/, metrics.json).
 
-    ``online_teachers`` (model folders or encoder names) run on every batch for feature terms."""
+    ``online_teachers`` (model folders or encoder names) run on every batch for feature terms;
+    ``example_weights`` (a column of a per-example column store) weight each training example's loss."""
     train = train.model_copy(update={"max_examples_per_task": max_examples})
     config_payload = {"kind": kind, "model": settings_payload(model), "train": settings_payload(train),
                       "data": settings_payload(data), "objective": settings_payload(objective)}
     if online_teachers:  # only when given, so stages without them keep their fingerprints
         config_payload["online_teachers"] = list(online_teachers)
+    if example_weights is not None:  # likewise
+        config_payload["example_weights"] = example_weights.model_dump(mode="json")
 
     def work(folder: Path, resume: bool) -> dict:
         run = TeacherRunConfig(kind=kind, output_dir=str(folder), model=model, data=data, train=train,
                                objective=objective or ObjectiveConfig(),
                                signals=str(signals) if signals is not None else None,
-                               online_teachers=list(online_teachers or []))
+                               online_teachers=list(online_teachers or []), example_weights=example_weights)
         result = train_model(run, resume=resume)
         return {"best_average": result.best_score, "train_seconds": result.train_seconds,
                 "examples_per_second": result.examples_per_second}

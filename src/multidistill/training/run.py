@@ -22,6 +22,7 @@ from multidistill.evaluation.evaluate import evaluate
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
+from multidistill.teachers.columns import example_weights_enrich
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
@@ -138,7 +139,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
     online = open_online_teachers(config, data, tokenizer)
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
-    enrich = attach_signals(config, data, objective, tokenizer, online)
+    enrich = example_weights_enrich(config, data, attach_signals(config, data, objective, tokenizer, online))
     settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks})
     if resume:  # the checkpoint must come from a run with these settings (else refused, naming what changed)
         for change in check_resume(output_dir / CHECKPOINTS, settings):

@@ -1,0 +1,237 @@
+"""The Meta-KD recipe end to end on the tiny BERT and toy data with two domains (`multidistill run`): its stages,
+a re-run that skips them, lambda weights in stage A's loss only, the baselines, and bad input refused before any
+stage writes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multidistill.config import read_yaml
+from tests.conftest import _sentence
+from tests.test_cli import run_cli
+from tests.test_recipes import REPO, TINY_TRAIN, stage_names, write
+
+DOMAINS = ("books", "dvd")
+
+
+def write_domain_task(root: Path, domains=DOMAINS, sizes=(("train", 32), ("dev", 8), ("test", 8))) -> dict:
+    """A toy sentiment task with one file set per domain (as the built-in `amazon`); returns its spec."""
+    rng = random.Random(3)
+    for domain in domains:
+        (root / "reviews" / domain).mkdir(parents=True, exist_ok=True)
+        for split, n in sizes:
+            labels = [i % 2 for i in range(n)]  # every domain has rows of both classes
+            rows = "".join(f"{_sentence(rng, y)} {domain}\t{y}\n" for y in labels)
+            (root / "reviews" / domain / f"{split}.tsv").write_text("text\tlabel\n" + rows)
+    columns = {"text_a": "text", "label": "label"}
+    return {"name": "reviews", "labels": ["0", "1"], "metrics": ["accuracy", "f1"],
+            "domain_files": {d: {split: {"path": f"reviews/{d}/{split}.tsv", "columns": columns}
+                                 for split, _ in sizes} for d in domains}}
+
+
+def tiny_metakd(tiny_run, tmp_path: Path, domains=DOMAINS) -> dict:
+    """configs/metakd_amazon.yaml with the tiny BERT and a two-domain toy task swapped in, one seed, no baselines."""
+    raw, _ = tiny_run
+    recipe = read_yaml(REPO / "configs" / "metakd_amazon.yaml")
+    tiny = {"name_or_path": raw["model"]["name_or_path"], "max_seq_length": 32}
+    spec = write_domain_task(Path(raw["data"]["data_root"]), domains)
+    recipe.update(output_dir=str(tmp_path / "metakd"), baselines=[],
+                  data={**raw["data"], "tasks": ["reviews"], "task_specs": [*raw["data"]["task_specs"], spec]})
+    recipe["teacher"].update(model=tiny, train=TINY_TRAIN)
+    recipe["student"]["model"].update(name_or_path=tiny["name_or_path"], student_layers=[1], max_seq_length=32)
+    recipe["student"].update(intermediate={**TINY_TRAIN, "lr_scheduler": "constant", "warmup_ratio": 0.0,
+                                           "select": "last"},
+                             prediction=TINY_TRAIN, seeds=[1])
+    return recipe
+
+
+META_STAGES = ["intermediate-books", "intermediate-dvd", "meta-teacher", "prototypes", "report", "signals-books",
+               "signals-dvd", "student-books", "student-dvd", "weights-books", "weights-dvd"]
+
+
+def spy_on_weights(monkeypatch) -> list[tuple[frozenset, list, object]]:
+    """Record (the objective's loss names, the batch's rows, its per-example weights) of every objective call."""
+    from multidistill.training.objective import WeightedObjective
+
+    seen = []
+    original = WeightedObjective.forward
+
+    def forward(self, model, batch):
+        names = frozenset(term.loss_name for term in self.terms[batch["task"]])
+        weights = batch.get("weights")
+        seen.append((names, list(batch["rows"]), None if weights is None else weights.cpu().numpy().copy()))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(WeightedObjective, "forward", forward)
+    return seen
+
+
+def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch, capsys):
+    from multidistill.teachers.columns import open_column_store
+    from multidistill.teachers.store import open_signal_store
+
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    path = write(recipe, tmp_path)
+    root = Path(recipe["output_dir"])
+    seen = spy_on_weights(monkeypatch)
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    # lambda_i = (1 + t_i) / (1 + exp((1 - p_T(y_i|x_i))^2)) from the stored t_i and the teacher's probabilities.
+    weights = open_column_store(root / "weights-books" / "columns")
+    probs = np.asarray(open_signal_store(root / "signals-books").signals("reviews", "train")["teacher_mean"])
+    labels = np.asarray([int(line.split("\t")[1]) for line in (Path(recipe["data"]["data_root"]) / "reviews" / "books"
+                                                                / "train.tsv").read_text().splitlines()[1:]])
+    gold = probs[np.arange(len(labels)), labels]
+    expected = (1 + weights.column("prototype_score")) / (1 + np.exp((1 - gold) ** 2))
+    np.testing.assert_allclose(weights.column("expertise_weight"), expected, rtol=1e-5)
+    # The meta-teacher's loss is weighted by t_i, stage A's by lambda_i (the rows' own), stage B's not at all.
+    prototypes = open_column_store(root / "prototypes" / "columns").column("prototype_score")
+    lambdas = {domain: open_column_store(root / f"weights-{domain}" / "columns").column("expertise_weight")
+               for domain in DOMAINS}
+    meta = [(rows, w) for names, rows, w in seen if "domain_adversarial" in names]
+    stage_a = [(rows, w) for names, rows, w in seen if "hidden_mse" in names]
+    stage_b = [w for names, _, w in seen if names == {"soft_ce"}]
+    assert meta and stage_a and stage_b
+    for rows, w in meta:
+        np.testing.assert_array_equal(w, prototypes[rows])
+    assert any(np.array_equal(w, lambdas["books"][rows]) for rows, w in stage_a)
+    assert all(np.array_equal(w, lambdas["books"][rows]) or np.array_equal(w, lambdas["dvd"][rows])
+               for rows, w in stage_a)
+    assert all(w is None for w in stage_b)
+    assert stage_names(root) == META_STAGES
+    # t_i and lambda_i are stored per example, and reach the loop as per-example weights.
+    teacher = json.loads((root / "meta-teacher" / "stage.json").read_text())
+    assert teacher["config"]["example_weights"]["column"] == "prototype_score"
+    stage_a = json.loads((root / "intermediate-books" / "stage.json").read_text())
+    assert stage_a["config"]["example_weights"]["column"] == "expertise_weight"
+    assert stage_a["config"]["online_teachers"] == [str(root / "meta-teacher" / "model")]
+    stage_b = json.loads((root / "student-books" / "stage.json").read_text())
+    assert "example_weights" not in stage_b["config"]  # unweighted by default (the authors' code)
+    assert stage_b["config"]["model"]["init_from"] == str(root / "intermediate-books" / "model")
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["meta-teacher", "Meta-KD student"]
+    assert summary["tasks"] == list(DOMAINS) and summary["reference"] == "meta-teacher"
+    assert set(summary["rows"]["Meta-KD student"]["metrics"]["main"]) == set(DOMAINS)
+
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    assert code == 0, output
+    assert output.count("done, reusing") == len(META_STAGES)
+
+
+def test_stage_b_weighted_reads_lambda(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe.update(targets=["dvd"])
+    recipe["student"]["weighted"] = True
+    seen = spy_on_weights(monkeypatch)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    assert "student-books" not in stage_names(root)
+    stage_b = [w for names, _, w in seen if names == {"soft_ce"}]
+    assert stage_b and all(w is not None for w in stage_b)
+    record = json.loads((root / "student-dvd" / "stage.json").read_text())
+    assert record["config"]["example_weights"]["column"] == "expertise_weight" and "weights" in record["inputs"]
+
+
+@pytest.mark.parametrize(("sets", "expect"), [
+    (["data.tasks=[toy_sent]"], ("key 'data.tasks'", "task 'toy_sent' has no domains")),
+    (["targets=[music]"], ("key 'targets'", "'music' is not in the data", "books, dvd")),
+    (["data.fraction=0"], ("key 'data.fraction'", "greater than 0")),
+    (["data.fraction=1.5"], ("key 'data.fraction'", "less than or equal to 1")),
+    (["data.fraction=0.01"], ("key 'data.fraction'", "keeps no row")),
+    (["baselines=[meta_without_target]"], ("key 'baselines'", "at least two of them")),
+    (["max_examples_per_task=10"], ("max_examples_per_task", "data.fraction")),
+])
+def test_bad_input_is_refused_before_any_stage_writes(tiny_run, tmp_path, monkeypatch, capsys, sets, expect):
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    args = [item for value in sets for item in ("--set", value)]
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *args)
+    assert code == 2, output
+    for fragment in expect:
+        assert fragment in output, (fragment, output)
+    assert "Traceback" not in output
+    assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_given_meta_teacher_needs_a_domain_branch_over_the_data_domains(tiny_run, tmp_path, monkeypatch, capsys):
+    from multidistill.data.tasks import Task
+    from multidistill.models import MultiTaskModel
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.models.domain_branch import DomainBranchSpec
+
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    bert = recipe["teacher"]["model"]["name_or_path"]
+    task = Task.model_validate(recipe["data"]["task_specs"][-1])
+    for name, branch in (("plain", None), ("other", DomainBranchSpec(domains=["books", "music"]))):
+        MultiTaskModel.from_backbone(bert, [task], max_length=32, domain_branch=branch).save_pretrained(
+            tmp_path / name, load_tokenizer(bert))
+    recipe["teacher"] = {"model_dirs": [str(tmp_path / "plain")]}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "key 'teacher.model_dirs.0'" in output and "has no domain branch" in output, output
+    recipe["teacher"] = {"model_dirs": [str(tmp_path / "other")]}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "domain ids would disagree" in output, output
+    assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_column_store_whose_domain_ids_disagree_with_the_data_is_refused(tiny_run, tmp_path, monkeypatch, capsys):
+    """`distill` with example_weights: a store made for other domains, or whose rows carry other domain ids, is
+    refused before the run's folder is written."""
+    from multidistill.config import DataConfig
+    from multidistill.data.prepare import open_example_store
+    from multidistill.teachers.columns import write_column_store
+
+    raw, _ = tiny_run
+    spec = write_domain_task(Path(raw["data"]["data_root"]))
+    data = {**raw["data"], "tasks": ["reviews"], "task_specs": [spec]}
+    store = open_example_store(DataConfig.model_validate(data), max_examples_per_task=None, seed=7)
+    store.validate(["train"])
+    rows = store.examples("reviews", "train")
+    ids, right = list(rows["id"]), np.asarray([DOMAINS.index(d) for d in rows["domain"]], dtype=np.int32)
+    fingerprint = store.data_fingerprint("reviews", "train")
+    for name, domains, domain_ids in (("other-domains", ["books", "music"], right),
+                                      ("swapped-ids", list(DOMAINS), 1 - right)):
+        write_column_store(tmp_path / name, task="reviews", domains=domains, ids=ids, domain_ids=domain_ids,
+                           columns={"w": np.ones(len(ids))}, data_fingerprint=fingerprint, made_from={})
+        config = {**raw, "output_dir": str(tmp_path / f"run-{name}"), "data": data,
+                  "train": {**raw["train"], "epochs": 1},
+                  "example_weights": {"store": str(tmp_path / name), "column": "w"}}
+        code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(config, tmp_path, f"{name}.yaml")))
+        assert code == 2 and "key 'example_weights.store'" in output, output
+        assert ("made for domains ['books', 'music']" if name == "other-domains" else
+                "domain ids in") in output, output
+        assert not (tmp_path / f"run-{name}").exists()
+
+
+def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, capsys):
+    """Three domains, one target at half its training rows, every baseline: each its own stages, the stages over
+    all domains made for that target, the meta-teacher without the target never sees its rows."""
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd", "music"))
+    recipe.update(targets=["books"], baselines=["no_kd", "single_domain", "mixed", "meta_without_target"])
+    recipe["data"]["fraction"] = 0.5
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    assert stage_names(root) == sorted([
+        "prototypes-books", "meta-teacher-books", "signals-books", "weights-books", "intermediate-books",
+        "student-books", "student-nokd-books", "teacher-single-books", "signals-single-books",
+        "student-single-books", "teacher-mixed-books", "signals-mixed-books", "student-mixed-books",
+        "prototypes-without-books", "meta-teacher-without-books", "signals-without-books", "weights-without-books",
+        "intermediate-without-books", "student-without-books", "report"])
+    # The target keeps half of its 32 training rows everywhere; dev is untouched (8 rows per domain).
+    assert json.loads((root / "student-books" / "metrics.json").read_text())["train_examples"] == {"reviews": 16}
+    assert json.loads((root / "meta-teacher-books" / "metrics.json").read_text())["train_examples"] == {
+        "reviews": 16 + 32 + 32}
+    without = json.loads((root / "meta-teacher-without-books" / "metrics.json").read_text())
+    assert without["train_examples"] == {"reviews": 64} and set(without["domains"]["reviews"]) == {"dvd", "music"}
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == [
+        "meta-teacher", "single-domain teachers", "mixed-domain teacher", "meta-teacher without target",
+        "Meta-KD student", "no-KD student", "single-domain KD student", "mixed-domain KD student",
+        "Meta-KD student (teacher without target)"]
+    assert all(set(row["metrics"]["main"]) == {"books"} for row in summary["rows"].values())
