@@ -235,3 +235,16 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
         "Meta-KD student", "no-KD student", "single-domain KD student", "mixed-domain KD student",
         "Meta-KD student (teacher without target)"]
     assert all(set(row["metrics"]["main"]) == {"books"} for row in summary["rows"].values())
+
+
+def test_baseline_students_get_the_meta_students_budget(tiny_run, tmp_path):
+    """By default a baseline trains with stage B's settings for as many epochs as stages A and B together."""
+    from multidistill.recipes.metakd import MetaKDRecipe, baseline_train
+
+    raw = tiny_metakd(tiny_run, tmp_path)
+    raw["student"].update(intermediate={**raw["student"]["intermediate"], "epochs": 4},
+                          prediction={**raw["student"]["prediction"], "epochs": 2, "lr": 3e-5})
+    train = baseline_train(MetaKDRecipe.model_validate(raw), seed=7)
+    assert (train.epochs, train.lr, train.seed) == (6, 3e-5, 7)
+    raw["student"]["baseline"] = {**raw["student"]["prediction"], "epochs": 5}
+    assert baseline_train(MetaKDRecipe.model_validate(raw), seed=7).epochs == 5

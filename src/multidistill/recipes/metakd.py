@@ -112,7 +112,10 @@ class MetaStudentSection(_Strict):
     intermediate: TrainConfig = Field(default_factory=_intermediate_train, description="Stage A (the authors': 10 "
                                       "epochs, lr 5e-5 constant, no warm-up); the kept model is the last.")
     prediction: TrainConfig = Field(default_factory=_prediction_train, description="Stage B from A's checkpoint "
-                                    "(3 epochs, lr 3e-5, warm-up 0.1); also every baseline student's settings.")
+                                    "(3 epochs, lr 3e-5, warm-up 0.1).")
+    baseline: TrainConfig | None = Field(None, description="Settings of every baseline student (no-KD, KD). "
+                                         "Default: stage B's with epochs = stage A's + stage B's, so a baseline "
+                                         "makes as many passes over the target's rows as the Meta-KD student.")
     gamma2: float = Field(0.5, ge=0, description="Weight of transferable_mse in stage A.")
     temperature: float = Field(1.0, gt=0, description="Soft cross-entropy temperature T of stage B and the KD "
                                "baselines.")
@@ -518,8 +521,17 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
     return students
 
 
+def baseline_train(recipe: MetaKDRecipe, seed: int) -> TrainConfig:
+    """A baseline student's settings: the same budget (passes over the target's rows) as A + B together."""
+    section = recipe.student
+    if section.baseline is not None:
+        return section.baseline.model_copy(update={"seed": seed})
+    epochs = section.intermediate.epochs + section.prediction.epochs
+    return section.prediction.model_copy(update={"seed": seed, "epochs": epochs})
+
+
 def kd_students(runner: StageRunner, recipe: MetaKDRecipe, arm: str, target: str, teacher: Model) -> list[Model]:
-    """A KD baseline: the teacher's probabilities on the target's rows, then soft_ce students (stage B's settings)."""
+    """A KD baseline: the teacher's probabilities on the target's rows, then soft_ce students (`baseline_train`)."""
     data = target_data(recipe, target)
     signals = signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint}, data,
                             max_examples=None, name=f"signals-{arm}-{target}", with_eval_split=False)
@@ -528,16 +540,16 @@ def kd_students(runner: StageRunner, recipe: MetaKDRecipe, arm: str, target: str
     model = resolve_teacher_ref(recipe.student.model, [teacher.folder])
     return [Model.of_stage(train_stage(
         runner, f"student-{arm}-{target}{seed_suffix(recipe, seed)}", kind="distill", model=model,
-        train=recipe.student.prediction.model_copy(update={"seed": seed}), data=data, max_examples=None,
+        train=baseline_train(recipe, seed), data=data, max_examples=None,
         objective=objective, signals=signals, inputs={"signals": stage_fingerprint(signals)}))
         for seed in recipe.student.seeds]
 
 
 def no_kd_students(runner: StageRunner, recipe: MetaKDRecipe, target: str) -> list[Model]:
-    """The no-KD baseline: the student fine-tuned on the target's gold labels (stage B's settings)."""
+    """The no-KD baseline: the student fine-tuned on the target's gold labels (`baseline_train`)."""
     return [Model.of_stage(train_stage(
         runner, f"student-nokd-{target}{seed_suffix(recipe, seed)}", kind="teacher", model=recipe.student.model,
-        train=recipe.student.prediction.model_copy(update={"seed": seed}), data=target_data(recipe, target),
+        train=baseline_train(recipe, seed), data=target_data(recipe, target),
         max_examples=None))
         for seed in recipe.student.seeds]
 
