@@ -253,3 +253,24 @@ def test_a_resumed_run_keeps_its_first_command(tmp_path):
     recorded = read_command(tmp_path)
     assert recorded["command"] == "multidistill distill a.yaml"
     assert [r["command"] for r in recorded["resumed_by"]] == ["multidistill distill a.yaml --resume"]
+
+
+def test_a_model_saved_outside_a_run_gets_a_card_without_scores(tiny_model_dir, tmp_path):
+    """A BiLSTM folder saved by hand: the card says what it is and has no score or command it cannot know."""
+    from transformers import AutoTokenizer
+
+    from multidistill.data.tasks import Task
+    from multidistill.export.card_record import model_card_record
+    from multidistill.models import BiLSTMModel, BiLSTMSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    spec = BiLSTMSpec(embedding_dim=16, hidden_size=8, mlp_hidden=12, num_layers=2)
+    model = BiLSTMModel.from_tokenizer(spec, [Task(name="sent", labels=["neg", "pos"])], tokenizer)
+    model.save_pretrained(tmp_path / "bilstm", tokenizer=tokenizer)
+    record = model_card_record(tmp_path / "bilstm", "multidistill")
+    assert (record.architecture, record.layers, record.hidden_size) == ("BiLSTM", 2, 16)
+    assert record.parameters == sum(p.numel() for p in model.parameters())
+    write_card(tmp_path / "bilstm", record)
+    front, body = _card(tmp_path / "bilstm")
+    assert "model-index" not in front and "## Dev scores" not in body and "## Measured speed" not in body
+    assert "Made from Python (no command line recorded)." in body

@@ -13,9 +13,11 @@ import yaml
 
 from multidistill.export.card import CardRecord, Form, TaskInfo, TeacherInfo
 from multidistill.models.multitask import WEIGHTS_FILE
+from multidistill.training.run_dir import is_run_dir
 from multidistill.utils.command import read_command
 
 METRICS_FILE = "metrics.json"
+BEST_MODEL = "model"  # multidistill.training.loop.BEST_MODEL (the loop pulls in accelerate and tensorboard)
 RUN_CONFIG_FILE = "config.yaml"
 STORE_MANIFEST = "manifest.json"  # multidistill.teachers.store.MANIFEST (not imported: the store pulls in datasets)
 
@@ -38,8 +40,8 @@ def _read_yaml(path: Path) -> dict | None:
 
 def run_folder(model_dir: str | Path) -> Path | None:
     """The run folder a model folder was saved in (``RUN/model``), or None for a model saved elsewhere."""
-    parent = Path(model_dir).resolve().parent
-    return parent if (parent / RUN_CONFIG_FILE).is_file() or (parent / METRICS_FILE).is_file() else None
+    model_dir = Path(model_dir).resolve()
+    return model_dir.parent if model_dir.name == BEST_MODEL and is_run_dir(model_dir.parent) else None
 
 
 def _teacher(path: str) -> TeacherInfo:
