@@ -175,6 +175,27 @@ def test_exports_have_cards_with_the_runs_numbers(card_run, tmp_path):
     check_card_numbers(single, student, ["toy_pair"], teacher=teacher)
 
 
+def test_a_benchmark_adds_its_measured_speed_to_the_cards(card_run, tmp_path):
+    """`multidistill benchmark` rewrites the cards of a run's model and of the ONNX export it measured, with the
+    speed numbers of its benchmark.json; the dev scores stay metrics.json's."""
+    from multidistill.evaluation.benchmark import benchmark
+
+    model_dir = card_run / "student" / "model"
+    config = yaml.safe_load((card_run / "student" / "config.yaml").read_text())["data"]
+    benchmark([model_dir], TASKS, data_root=config["data_root"], out=tmp_path / "benchmark.json",
+              runtimes=("pytorch_fp32", "onnx_fp32"), export_root=tmp_path / "exports", rounds=1, latency_runs=2,
+              memory=False, cache_dir=config["cache_dir"], max_eval_examples=8)
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    runtimes = report["models"]["student"]["runtimes"]
+    for folder in (model_dir, tmp_path / "exports" / "student"):
+        check_card_numbers(folder, _metrics(card_run / "student"), TASKS, teacher=_metrics(card_run / "teacher"))
+        _, body = _card(folder)
+        for runtime, numbers in runtimes.items():
+            assert (f"| {runtime} | {numbers['latency_ms_median']:.2f} | {numbers['latency_ms_p95']:.2f} | "
+                    f"{numbers['throughput_examples_per_s']:.1f} | {numbers['score']:.4f} |") in body, runtime
+        assert f"throughput at batch {report['settings']['batch_size']}" in body
+
+
 def test_a_general_students_encoder_has_a_card(tiny_run, tmp_path):
     from tests.test_general_student import general_config
 
@@ -187,6 +208,21 @@ def test_a_general_students_encoder_has_a_card(tiny_run, tmp_path):
         assert "general-student" in front["tags"] and "model-index" not in front  # no dev metrics: unlabelled text
         assert f"| teacher | `{raw['model']['name_or_path']}` |" in body
     assert "AutoModel.from_pretrained" in _card(tmp_path / "general" / "encoder")[1]
+
+
+def test_a_card_that_cannot_be_made_is_a_warning_not_a_lost_run(tiny_run, tmp_path, monkeypatch):
+    from multidistill.export import card_record
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in the card")
+
+    monkeypatch.setattr(card_record, "model_card_record", broken)
+    raw, _ = tiny_run
+    with pytest.warns(UserWarning, match="no model card written .*a bug in the card"):
+        train_model(TeacherRunConfig.model_validate({**raw, "train": {**raw["train"], "epochs": 0.5}}))
+    run = Path(raw["output_dir"])
+    assert (run / "metrics.json").is_file() and (run / "model" / "model.safetensors").is_file()
+    assert not (run / "model" / CARD_FILE).exists()
 
 
 def _record(**changes) -> CardRecord:

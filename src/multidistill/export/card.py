@@ -78,6 +78,10 @@ class CardRecord:
     export: Mapping | None = None  # the export's export.json (its parity check numbers)
     max_length: int | None = None
     folders: Mapping[str, str] = field(default_factory=dict)  # multi-task HF export: task -> sub-folder
+    # Inference speed measured by `multidistill benchmark` (its benchmark.json): runtime -> latency_ms_median,
+    # latency_ms_p95, throughput_examples_per_s, score; and how it was measured (batch size, threads, machine).
+    speed: Mapping[str, Mapping] = field(default_factory=dict)
+    speed_setting: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------ numbers
@@ -179,7 +183,7 @@ def _summary(record: CardRecord) -> str:
             "encoder": "a plain Hugging Face encoder folder (`AutoModel`)",
             "onnx": "an ONNX export (one graph, every task head as an output)"}[record.form]
     tasks = ", ".join(task.name for task in record.tasks) or "no task"
-    role = {"teacher": "A teacher trained on gold labels", "student": "A distilled student",
+    role = {"teacher": "A model trained on gold labels only (a teacher run)", "student": "A distilled student",
             "general student": "A general (task-agnostic) student distilled on unlabelled text"}[record.role]
     return f"{role} ({_size(record)}) for {tasks}, made with multidistill; this is {what}."
 
@@ -272,11 +276,19 @@ def _speed_section(record: CardRecord) -> str:
     if rate is not None:
         lines.append(f"- training throughput: {_num(rate, 1)} examples/s over {_num(seconds, 1)} s of training "
                      "(measured by the training loop, evaluation excluded)")
-    if not lines:
-        return ""
-    lines.append("- inference speed: `multidistill benchmark MODEL_DIR --tasks TASK` measures latency and throughput "
-                 "in PyTorch and ONNX Runtime (fp32, int8) side by side")
-    return "## Measured speed\n\n" + "\n".join(lines)
+    if record.speed:
+        lines += ["", f"Inference, measured by `multidistill benchmark` ({record.speed_setting}):", "",
+                  "| runtime | latency at batch 1, median (ms) | p95 (ms) | throughput (examples/s) | "
+                  "score on the benchmark's rows |",
+                  "|---|---:|---:|---:|---:|"]
+        for runtime, numbers in record.speed.items():
+            lines.append(f"| {runtime} | {_num(numbers.get('latency_ms_median'), 2)} | "
+                         f"{_num(numbers.get('latency_ms_p95'), 2)} | "
+                         f"{_num(numbers.get('throughput_examples_per_s'), 1)} | {_num(numbers.get('score'))} |")
+    elif lines:
+        lines.append("- inference speed: not measured yet; `multidistill benchmark` measures latency and throughput "
+                     "in PyTorch and ONNX Runtime (fp32, int8) side by side and adds them to this card")
+    return "## Measured speed\n\n" + "\n".join(lines) if lines else ""
 
 
 def _export_section(record: CardRecord) -> str:

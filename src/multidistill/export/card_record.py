@@ -7,15 +7,19 @@ Nothing is recomputed: the scores are the run's ``metrics.json`` as written, so 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
-from multidistill.export.card import CardRecord, Form, TaskInfo, TeacherInfo
+from multidistill.export.card import CardRecord, Form, TaskInfo, TeacherInfo, write_card
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.run_dir import is_run_dir
 from multidistill.utils.command import read_command
 
+T = TypeVar("T")
 METRICS_FILE = "metrics.json"
 BEST_MODEL = "model"  # multidistill.training.loop.BEST_MODEL (the loop pulls in accelerate and tensorboard)
 RUN_CONFIG_FILE = "config.yaml"
@@ -92,7 +96,8 @@ def _method(run: Path, config: dict) -> str:
         return f"the {recipe['recipe']} recipe, stage {run.name}"
     if (run / "stage.json").is_file() or (run.parent / ".pending" / f"{run.name}.json").is_file():
         return f"stage {run.name} of the multi-stage run in {run.parent}"
-    return "a distillation run" if config.get("kind") == "distill" else "a teacher (gold-label) run"
+    return "a distillation run (kind: distill)" if config.get("kind") == "distill" else \
+        "a gold-label run (kind: teacher)"
 
 
 def _objective(config: dict, tasks: list[TaskInfo]) -> dict[str, tuple[str, ...]]:
@@ -106,12 +111,13 @@ def _objective(config: dict, tasks: list[TaskInfo]) -> dict[str, tuple[str, ...]
 
 def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | None = None,
                       export: dict | None = None, title: str | None = None, folders: dict[str, str] | None = None,
-                      parameters: int | None = None) -> CardRecord:
+                      parameters: int | None = None, benchmark: dict | None = None) -> CardRecord:
     """The card record of the multidistill model folder ``model_dir`` as written in ``form``.
 
     ``tasks`` limits the card to those tasks (a one-task Hugging Face export); ``export`` is the export's
     ``export.json`` (its check numbers); ``folders`` maps each task to its sub-folder (a multi-task HF export);
-    ``parameters`` is the written model's count when it differs from the folder's (a stock head adds a layer).
+    ``parameters`` is the written model's count when it differs from the folder's (a stock head adds a layer);
+    ``benchmark`` is a `multidistill benchmark` report that measured this model (its speed goes on the card).
     """
     from multidistill.models.multitask import read_model_config
     from multidistill.recipes.summary import count_parameters
@@ -147,6 +153,54 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
         teachers=_teachers(config) if config.get("kind") == "distill" or general else (),
         signals=config.get("signals"), command=(command or {}).get("command"),
         config_file=str(run / RUN_CONFIG_FILE) if run is not None and config else None, export=export,
-        max_length=model_config.get("max_length"), folders=folders or {},
+        max_length=model_config.get("max_length"), folders=folders or {}, **_speed(model_dir, benchmark),
     )
 
+
+def _speed(model_dir: Path, report: dict | None) -> dict:
+    """``speed`` and ``speed_setting`` of a card from a benchmark report's entry for ``model_dir`` (if any)."""
+    entry = next((e for e in (report or {}).get("models", {}).values()
+                  if Path(e.get("path", "")).resolve() == model_dir.resolve()), None)
+    if entry is None:
+        return {}
+    keys = ("latency_ms_median", "latency_ms_p95", "throughput_examples_per_s", "score")
+    speed = {runtime: {key: numbers.get(key) for key in keys} for runtime, numbers in entry["runtimes"].items()
+             if numbers.get("status") == "ok" and "latency_ms_median" in numbers}
+    settings = report.get("settings", {})
+    threads = report.get("threads")
+    setting = (f"task {report.get('task')}, throughput at batch {settings.get('batch_size')}, "
+               f"{threads} thread{'' if threads == 1 else 's'} on {report.get('machine')}, {report.get('date')}")
+    return {"speed": speed, "speed_setting": setting} if speed else {}
+
+
+def card_or_warning(folder: Path, make: Callable[..., T], *args, **kwargs) -> T | None:
+    """``make(*args, **kwargs)``, or None with a warning naming ``folder`` when it fails: a card summarises a
+    model and its metrics.json that are already saved, so a card that cannot be made never fails a finished run."""
+    try:
+        return make(*args, **kwargs)
+    except Exception as exc:
+        warnings.warn(f"{folder}: no model card written ({type(exc).__name__}: {exc})", stacklevel=2)
+        return None
+
+
+def write_model_card(folder: Path, model_dir: Path, form: Form, **options) -> Path:
+    """Write ``folder``'s card: `model_card_record` of ``model_dir`` in ``form`` (``options`` as there)."""
+    return write_card(folder, model_card_record(model_dir, form, **options))
+
+
+def refresh_cards(report: dict) -> list[Path]:
+    """Rewrite the cards of the models a benchmark ``report`` measured, adding their speed: each model folder
+    saved by a run (``RUN/model``; a folder of someone else's is left alone) and the ONNX export the benchmark
+    used. Returns the card files written."""
+    written = []
+    for entry in report.get("models", {}).values():
+        model_dir = Path(entry["path"])
+        if run_folder(model_dir) is not None:
+            written.append(card_or_warning(model_dir, write_model_card, model_dir, model_dir, "multidistill",
+                                           benchmark=report))
+        export = Path(entry["export"]) if entry.get("export") else None
+        meta = _read_json(export / "export.json") if export is not None else None
+        if meta is not None and meta.get("kind") == "onnx":
+            written.append(card_or_warning(export, write_model_card, export, model_dir, "onnx", export=meta,
+                                           benchmark=report))
+    return [path for path in written if path is not None]

@@ -19,8 +19,8 @@ from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
-from multidistill.export.card import card_text, write_card
-from multidistill.export.card_record import model_card_record
+from multidistill.export.card import card_text
+from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
@@ -183,8 +183,9 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
             "examples_per_second": result.examples_per_second,
             "train_examples": {t: len(d) for t, d in data.train_sets.items()},
         })
-        if (output_dir / BEST_MODEL).is_dir():  # its card quotes metrics.json, so it is written after it
-            write_card(output_dir / BEST_MODEL, model_card_record(output_dir / BEST_MODEL, "multidistill"))
+        kept = output_dir / BEST_MODEL
+        if kept.is_dir():  # its card quotes metrics.json, so it is written after it
+            card_or_warning(kept, write_model_card, kept, kept, "multidistill")
         if is_general_run(data.tasks):
             export_general_student(config, output_dir, tokenizer)
     return result
@@ -200,5 +201,6 @@ def export_general_student(config: TeacherRunConfig, output_dir: Path, tokenizer
                 "student": config.model.model_dump(mode="json", exclude_defaults=True),
                 "objective": config.objective.model_dump(mode="json", exclude_defaults=True),
                 "source_run": str(output_dir.resolve())}
-    card = card_text(model_card_record(output_dir / BEST_MODEL, "encoder"))
+    record = card_or_warning(output_dir / ENCODER_DIR, model_card_record, output_dir / BEST_MODEL, "encoder")
+    card = card_or_warning(output_dir / ENCODER_DIR, card_text, record) if record is not None else None
     return export_general_encoder(model, output_dir / ENCODER_DIR, tokenizer, metadata, card=card)
