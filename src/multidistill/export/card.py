@@ -314,47 +314,79 @@ def _export_section(record: CardRecord) -> str:
     return ""
 
 
+_PREDICT = "multidistill predict PATH --task {task} --input rows.csv --output predictions.jsonl"
+# How to load each form; PATH is the folder the card is in. Filled with str.format (no other braces here).
+USAGE: dict[str, str] = {
+    "multidistill": """```bash
+""" + _PREDICT + """
+multidistill evaluate PATH --tasks {task}
+multidistill export PATH --format onnx --out exports/onnx --quantize int8
+```
+
+```python
+from multidistill.models import load_model
+
+model = load_model("PATH")  # this folder
+```""",
+    "onnx": """```python
+from multidistill.export.onnx import OnnxModel
+
+model = OnnxModel.load("PATH", precision="fp32")  # or "int8" when model.int8.onnx is here
+batch = model.tokenizer([{text_a}], return_tensors="np")
+logits = model.logits("{task}", batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+```
+
+With ONNX Runtime alone: `onnxruntime.InferenceSession("PATH/model.onnx")`; its inputs are `input_ids`,
+`attention_mask` (and `token_type_ids` when `export.json` lists them), int64, and it has one output per task,
+`logits_<task>`.
+
+```bash
+""" + _PREDICT + """
+```""",
+    "hf": """```python
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+model = AutoModelForSequenceClassification.from_pretrained("PATH")  # this folder
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+with torch.no_grad():
+    logits = model(**tokenizer({text}, return_tensors="pt")).logits
+{answer}
+```""",
+    "hf folders": """One stock `AutoModelForSequenceClassification` folder per task:
+
+{folders}
+
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+model = AutoModelForSequenceClassification.from_pretrained("PATH/{first}")
+tokenizer = AutoTokenizer.from_pretrained("PATH/{first}")
+```""",
+    "encoder": """```python
+from transformers import AutoModel, AutoTokenizer
+
+encoder = AutoModel.from_pretrained("PATH")  # this folder
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+
+To fine-tune it with multidistill, set a run's `model.name_or_path` to this folder.""",
+}
+
+
 def _usage_section(record: CardRecord) -> str:
     pair = any(task.pair for task in record.tasks)
-    text = '"first text", "second text"' if pair else '"a fine film"'
-    task = next((t.name for t in record.tasks if t.type != "text"), "TASK")
-    if record.form == "hf" and record.folders:
-        first = next(iter(record.folders.values()))
-        folders = "\n".join(f"- `{name}/`: task {task_name}" for task_name, name in record.folders.items())
-        return ("## How to use\n\nOne stock `AutoModelForSequenceClassification` folder per task:\n\n" + folders
-                + "\n\n```python\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-                f'model = AutoModelForSequenceClassification.from_pretrained("PATH/{first}")\n'
-                f'tokenizer = AutoTokenizer.from_pretrained("PATH/{first}")\n```')
-    if record.form == "hf":
-        return ("## How to use\n\n```python\nimport torch\nfrom transformers import "
-                "AutoModelForSequenceClassification, AutoTokenizer\n\n"
-                'model = AutoModelForSequenceClassification.from_pretrained("PATH")  # this folder\n'
-                'tokenizer = AutoTokenizer.from_pretrained("PATH")\n'
-                f"with torch.no_grad():\n    logits = model(**tokenizer({text}, return_tensors=\"pt\")).logits\n"
-                + ("score = float(logits[0, 0])  # a regression head: the score itself\n```"
-                   if all(t.type == "regression" for t in record.tasks) else
-                   "print(model.config.id2label[int(logits.argmax(-1))])\n```"))
-    if record.form == "encoder":
-        return ("## How to use\n\n```python\nfrom transformers import AutoModel, AutoTokenizer\n\n"
-                'encoder = AutoModel.from_pretrained("PATH")  # this folder\n'
-                'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n\n'
-                "To fine-tune it with multidistill, set a run's `model.name_or_path` to this folder.")
-    if record.form == "onnx":
-        return ("## How to use\n\n```python\nfrom multidistill.export.onnx import OnnxModel\n\n"
-                'model = OnnxModel.load("PATH", precision="fp32")  # or "int8" when model.int8.onnx is here\n'
-                f'batch = model.tokenizer([{text.split(", ")[0]}], return_tensors="np")\n'
-                f'logits = model.logits("{task}", batch["input_ids"], batch["attention_mask"], '
-                'batch.get("token_type_ids"))\n```\n\n'
-                "With ONNX Runtime alone: `onnxruntime.InferenceSession(\"PATH/model.onnx\")`; its inputs are "
-                "`input_ids`, `attention_mask` (and `token_type_ids` when listed in `export.json`), int64, and it "
-                f"has one output per task, `logits_<task>`.\n\n```bash\nmultidistill predict PATH --task {task} "
-                "--input rows.csv --output predictions.jsonl\n```")
-    return ("## How to use\n\n```bash\n"
-            f"multidistill predict PATH --task {task} --input rows.csv --output predictions.jsonl\n"
-            f"multidistill evaluate PATH --tasks {task}\n"
-            "multidistill export PATH --format onnx --out exports/onnx --quantize int8\n"
-            "```\n\n```python\nfrom multidistill.models import load_model\n\n"
-            'model = load_model("PATH")  # this folder\n```')
+    regression = bool(record.tasks) and all(task.type == "regression" for task in record.tasks)
+    form = "hf folders" if record.form == "hf" and record.folders else record.form
+    texts = '"first text", "second text"' if pair else '"a fine film"'
+    answer = "score = float(logits[0, 0])  # a regression head: the score itself" if regression else \
+        "print(model.config.id2label[int(logits.argmax(-1))])"
+    usage = USAGE[form].format(
+        task=next((t.name for t in record.tasks if t.type != "text"), "TASK"), text=texts,
+        text_a=texts.split(", ")[0], answer=answer,
+        folders="\n".join(f"- `{folder}/`: task {name}" for name, folder in record.folders.items()),
+        first=next(iter(record.folders.values()), ""))
+    return "## How to use\n\n" + usage
 
 
 def _made_by_section(record: CardRecord) -> str:
