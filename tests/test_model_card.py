@@ -258,6 +258,12 @@ def test_card_text_is_a_pure_function_of_its_record():
     text = card_text(_record(teachers=(), base_model="sentence-transformers/all-MiniLM-L6-v2"))
     assert "retention" not in text.split("## Dev scores")[1].split("\n## ")[0].split("\n")[2]
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in text
+    # A task with domains: each domain's metrics and their mean, as metrics.json holds them.
+    metrics = {**_record().metrics, "domains": {"sst2": {"books": {"accuracy": 0.75}, "dvd": {"accuracy": 0.85}}},
+               "domain_average": {"sst2": {"accuracy": 0.8}}}
+    text = card_text(_record(metrics=metrics))
+    assert "| sst2 | books | accuracy | 0.7500 |\n| sst2 | dvd | accuracy | 0.8500 |\n" \
+           "| sst2 | mean over domains | accuracy | 0.8000 |" in text
 
 
 def test_a_card_is_written_atomically(tmp_path, monkeypatch):

@@ -147,8 +147,8 @@ def card_data(record: CardRecord) -> ModelCardData:
 def card_text(record: CardRecord) -> str:
     """The whole ``README.md``: YAML front matter, then the sections."""
     sections = [f"# {record.title}", _summary(record), _model_section(record), _data_section(record),
-                _scores_section(record), _speed_section(record), _export_section(record), _usage_section(record),
-                _made_by_section(record)]
+                _scores_section(record), _domains_section(record), _speed_section(record), _export_section(record),
+                _usage_section(record), _made_by_section(record)]
     body = "\n\n".join(section for section in sections if section)
     return str(ModelCard(f"---\n{card_data(record).to_yaml()}\n---\n\n{body}\n"))
 
@@ -267,6 +267,22 @@ def _scores_section(record: CardRecord) -> str:
     if best_step is not None:
         notes.append(f"Scores of the kept model (step {best_step}), from `metrics.json` in `{record.run_dir}`.")
     return "\n".join([*lines, "", *notes])
+
+
+def _domains_section(record: CardRecord) -> str:
+    """Tasks with domains: each domain's metrics and their unweighted mean, as in ``metrics.json``."""
+    domains = (record.metrics or {}).get("domains", {})
+    means = (record.metrics or {}).get("domain_average", {})
+    lines = []
+    for task in record.tasks:
+        for domain, scores in domains.get(task.name, {}).items():
+            lines += [f"| {task.name} | {domain} | {metric} | {_num(value)} |" for metric, value in scores.items()]
+        lines += [f"| {task.name} | mean over domains | {metric} | {_num(value)} |"
+                  for metric, value in means.get(task.name, {}).items()]
+    if not lines:
+        return ""
+    header = ["## Dev scores per domain", "", "| task | domain | metric | this model |", "|---|---|---|---:|"]
+    return "\n".join(header + lines)
 
 
 def _speed_section(record: CardRecord) -> str:
