@@ -75,7 +75,7 @@ def build_model(tiny_model_dir: Path, folder: Path, family: str = "bert", tasks:
     return folder
 
 
-def _compare(model_dir: Path, out: Path, task: Task) -> None:
+def _compare(model_dir: Path, out: Path, task: Task, atol: float = 1e-4) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from multidistill.models import load_model
@@ -92,7 +92,7 @@ def _compare(model_dir: Path, out: Path, task: Task) -> None:
                         encoded.get("token_type_ids")).logits
         got = hf_model(**encoded).logits
     assert got.shape == expected.shape
-    assert float((got - expected).abs().max()) <= 1e-4, (got, expected)
+    assert float((got - expected).abs().max()) <= atol, (got, expected)
     if task.type == "classification":
         assert torch.equal(got.argmax(-1), expected.argmax(-1))
         assert expected.std() > 0.1  # the comparison is not between near-constant logits
@@ -130,6 +130,49 @@ def test_one_task_of_a_multitask_model_and_custom_check_rows(tiny_model_dir, tmp
     assert json.loads((out / "export.json").read_text())["check_rows"] == 2
 
 
+def test_a_multitask_model_exports_one_stock_folder_per_task(tiny_model_dir, tmp_path):
+    """Without --task, each task of a multi-task student is its own plain AutoModelForSequenceClassification folder
+    (labels or regression in its config, tokenizer, model card) that predicts as the student does."""
+    model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (SENT, PAIR, REG))
+    out = export_hf(model_dir, tmp_path / "hf")
+    info = json.loads((out / "export.json").read_text())
+    assert info["folders"] == {"sent": "sent", "pair": "pair", "score": "score"}
+    assert set(info["checks"]) == {"sent", "pair", "score"}
+    assert (out / "README.md").is_file() and not (out / "model.safetensors").exists()
+    for task in (SENT, PAIR, REG):
+        folder = out / task.name
+        assert sorted(p.name for p in folder.glob("*.json") if "token" not in p.name) == ["config.json", "export.json"]
+        assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+        _compare(model_dir, folder, task, atol=1e-5)
+        config = json.loads((folder / "config.json").read_text())
+        if task.type == "regression":
+            assert config["problem_type"] == "regression" and config["id2label"] == {"0": "score"}
+        else:
+            assert config["id2label"] == {str(i): label for i, label in enumerate(task.labels)}
+            assert config["label2id"] == {label: i for i, label in enumerate(task.labels)}
+        assert json.loads((folder / "export.json").read_text())["task"] == task.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model"]
+
+
+def test_a_failed_task_check_leaves_no_per_task_folder(tiny_model_dir, tmp_path, monkeypatch):
+    from multidistill.export import hf
+
+    model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (SENT, PAIR))
+    checks = []
+
+    def verify(model, task, folder, rows, max_length):  # the second task's check fails
+        checks.append(task.name)
+        if len(checks) == 2:
+            raise ModelError("differ from ours")
+        return {"max_abs_diff": 0.0, "agreement": 1.0}
+
+    monkeypatch.setattr(hf, "_verify", verify)
+    with pytest.raises(ModelError, match="differ from ours"):
+        export_hf(model_dir, tmp_path / "hf")
+    assert checks == ["sent", "pair"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_overwrite_replaces_an_existing_export(tiny_model_dir, tmp_path):
     model_dir = build_model(tiny_model_dir, tmp_path / "model")
     out = tmp_path / "hf"
@@ -165,7 +208,6 @@ def _bilstm(tiny_model_dir: Path, folder: Path) -> Path:
                                   "--set student.model.pooling=cls", "--set transformer.model.pooling=cls",
                                   "--format onnx"]),
     ("bilstm", ModelError, ["BiLSTM student", "`model.pooling: cls`", "--format onnx"]),
-    ("several tasks", ModelError, ["2 tasks", "sent, pair", "--task"]),
     ("unknown task", UnknownTaskError, ["'nope'", "sent"]),
     ("other family", ModelError, ["'albert'", "supported", "--format onnx"]),
 ])
@@ -176,8 +218,6 @@ def test_refusals_name_the_reason_and_leave_nothing(case, error, expected, tiny_
         build_model(tiny_model_dir, folder, pooling="mean")
     elif case == "bilstm":
         _bilstm(tiny_model_dir, folder)
-    elif case == "several tasks":
-        build_model(tiny_model_dir, folder, tasks=(SENT, PAIR))
     elif case == "unknown task":
         build_model(tiny_model_dir, folder)
         task = "nope"

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from multidistill.errors import ConfigError, MultidistillError
+from multidistill.utils.command import set_cli_command
 from multidistill.utils.interrupt import Interrupted, resume_command, signals_raise_interrupted
 
 app = typer.Typer(
@@ -458,6 +459,7 @@ def main() -> None:
 
     # Load reports list the unused BERT pooler as "unexpected"; that is by design (heads pool themselves).
     transformers.logging.set_verbosity_error()
+    set_cli_command(sys.argv[1:])  # model cards name the command that made a model
     try:
         with signals_raise_interrupted():
             app()
@@ -478,6 +480,8 @@ def main() -> None:
         err_console.print("[bold red]error:[/bold red]", Text(str(error)), highlight=False, soft_wrap=True)
         _print_notes(exc)
         sys.exit(error.exit_code)
+    finally:
+        set_cli_command(None)
 
 
 def _print_notes(exc: BaseException) -> None:

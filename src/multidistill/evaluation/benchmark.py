@@ -33,6 +33,7 @@ from multidistill.errors import ConfigError, UnknownTaskError
 from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
+from multidistill.export.card_record import refresh_cards
 from multidistill.export.onnx import NOISE_Z
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.loading import load_model, saved_data_root
@@ -230,4 +231,5 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
                              for name, entry in report["models"].items()}
     if out is not None:
         write_json(out, report)
+    refresh_cards(report)  # the measured speed goes on the models' and exports' model cards
     return report

@@ -1,5 +1,5 @@
-"""`multidistill export`: write a saved model folder as ONNX (fp32, optionally int8) or as a plain Hugging Face
-folder (one task), after a parity check whose numbers are always printed."""
+"""`multidistill export`: write a saved model folder as ONNX (fp32, optionally int8) or as plain Hugging Face
+folders (one per task), after a parity check whose numbers are always printed."""
 
 from __future__ import annotations
 
@@ -39,14 +39,16 @@ def print_parity(title: str, parity: dict) -> None:
 
 
 def print_hf_check(title: str, info: dict) -> None:
-    """Render a Hugging Face export's check (export.json's ``check``) as a one-row table."""
-    check = info["check"]
+    """Render a Hugging Face export's checks (export.json's ``check``, or ``checks`` of a per-task export) as a
+    table, one row per task."""
+    checks = info["checks"] if "checks" in info else {info["task"]: info["check"]}
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for column in ("task", "checked on", "rows", "max |Δ|", "limit", "agree"):
         table.add_column(column, justify="left" if column in ("task", "checked on") else "right")
-    agreement = check["agreement"]
-    table.add_row(info["task"], check["source"], str(check["rows"]), f"{check['max_abs_diff']:.1e}",
-                  f"{check['tolerance']:.0e}", "-" if agreement is None else f"{agreement:.1%}")
+    for task, check in checks.items():
+        agreement = check["agreement"]
+        table.add_row(task, check["source"], str(check["rows"]), f"{check['max_abs_diff']:.1e}",
+                      f"{check['tolerance']:.0e}", "-" if agreement is None else f"{agreement:.1%}")
     console.print(table)
 
 
@@ -56,11 +58,13 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the export to; it must not exist or be "
                                                     "empty (see --overwrite).")],
     format: Annotated[str, typer.Option("--format", help="onnx (every model, every task; one multi-output graph) or "
-                                                         "hf (one task of a Transformer model with [CLS] pooling, "
-                                                         "i.e. trained with model.pooling: cls, as a plain Hugging "
-                                                         "Face AutoModelForSequenceClassification folder).")] = "onnx",
-    task: Annotated[str | None, typer.Option(help="--format hf: the task to export (needed for multi-task "
-                                                  "models; an ONNX export holds every task).")] = None,
+                                                         "hf (a Transformer model with [CLS] pooling, i.e. trained "
+                                                         "with model.pooling: cls, as plain Hugging Face "
+                                                         "AutoModelForSequenceClassification folders: one per task, "
+                                                         "OUT/<task>/, or OUT itself for one task).")] = "onnx",
+    task: Annotated[str | None, typer.Option(help="--format hf: export only this task, as OUT itself (default: "
+                                                  "every task, one folder each; an ONNX export holds every task "
+                                                  "in one graph).")] = None,
     quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx, dynamically quantised "
                                                "(int8 weights with one scale per output channel; embeddings stay "
                                                "fp32).")] = "none",
@@ -92,12 +96,14 @@ def export_command(
     twice the drop's sampling error on those rows, whichever is larger (agreement is reported, and gated only
     with --min-agreement-int8). Load it with multidistill.export.onnx.OnnxModel.
 
-    --format hf: one task (--task) as a stock Hugging Face folder, for Transformer models with [CLS] pooling
-    (model.pooling: cls) over a BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA or DistilBERT encoder; BiLSTM and
-    mean-pooled models (the demo's defaults) export to ONNX. The folder is loaded back with
-    AutoModelForSequenceClassification and its logits must match ours within 1e-4 on the task's dev rows.
+    --format hf: each task as a stock Hugging Face folder (OUT/<task>/ for a multi-task model, OUT itself for
+    one task or --task), for Transformer models with [CLS] pooling (model.pooling: cls) over a BERT, RoBERTa,
+    XLM-R, CamemBERT, ELECTRA or DistilBERT encoder; BiLSTM and mean-pooled models (the demo's defaults)
+    export to ONNX. Each folder is loaded back with AutoModelForSequenceClassification and its logits must
+    match ours within 1e-4 on the task's dev rows.
 
-    An export that fails its check is not written.
+    Every export folder has a model card (README.md) with the run's dev scores, its teacher's and the
+    command that made it. An export that fails its check is not written.
     """
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
@@ -130,8 +136,9 @@ def export_command(
                          parity_examples=parity_examples)
         info = json.loads((path / EXPORT_INFO_FILE).read_text())
         print_hf_check(f"{model_dir} -> Hugging Face ({info['model_type']}): parity of the reloaded model", info)
-        console.print(f"written: {path}; load it with AutoModelForSequenceClassification.from_pretrained"
-                      f"({str(path)!r})")
+        for folder in [path / name for name in info.get("folders", {}).values()] or [path]:
+            console.print(f"written: {folder}; load it with AutoModelForSequenceClassification.from_pretrained"
+                          f"({str(folder)!r})")
         return
     meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,
                        overwrite=overwrite, tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,

@@ -1,4 +1,5 @@
-"""Export one task of a student as a plain Hugging Face `AutoModelForSequenceClassification` folder.
+"""Export a student as plain Hugging Face `AutoModelForSequenceClassification` folders: one task, or one folder
+per task of a multi-task model, each with its model card (README.md).
 
 Our heads are linear on the pooled [CLS] vector, but every stock Hugging Face classification head puts a
 non-linearity between that vector and the classifier. The export makes the non-linearity act as the
@@ -17,7 +18,7 @@ only for the rows it is checked on. After writing, the folder is loaded back wit
 few built-in sentences); a mismatch leaves nothing on disk.
 
 Which models export: Transformer models with [CLS] pooling (`model.pooling: cls`) over one of the encoder
-families in `FAMILIES`, one task at a time. Mean-pooled models and BiLSTM students (everything the demo
+families in `FAMILIES`, one stock folder per task. Mean-pooled models and BiLSTM students (everything the demo
 trains by default) have no stock Hugging Face counterpart and export to ONNX instead.
 """
 
@@ -37,6 +38,8 @@ from torch import nn
 from multidistill.config import DataConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.export.card import write_card
+from multidistill.export.card_record import model_card_record
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
 
@@ -93,15 +96,18 @@ EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(FA
 def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = None, overwrite: bool = False,
               check_rows: Sequence[tuple[str, str | None]] | None = None, parity_data: DataConfig | None = None,
               parity_examples: int = 500) -> Path:
-    """Write ``task`` of the model in ``model_dir`` as a Hugging Face folder in ``out_dir`` and return it.
+    """Write the model in ``model_dir`` as Hugging Face classifier folders in ``out_dir`` and return it.
 
-    The folder loads with ``AutoModelForSequenceClassification.from_pretrained(out_dir)`` (no remote code)
-    and gives the same logits as our model for that task, checked on ``check_rows`` ((text_a, text_b)
-    pairs; text_b is None for single-text tasks), else on the task's first ``parity_examples`` eval rows
-    read from ``parity_data`` (its data_root, cache_dir and eval_split), else on a few built-in sentences.
-    The check's numbers go to OUT/export.json (``check``). Raises `ModelError` for a model it cannot express
-    this way (BiLSTM, mean pooling, another encoder family) or when the check fails; nothing is left on disk
-    then. The write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``.
+    One task (``task``, or the model's only task): ``out_dir`` is a folder that loads with
+    ``AutoModelForSequenceClassification.from_pretrained(out_dir)`` (no remote code). A multi-task model
+    without ``task``: one such folder per task with a head, ``out_dir/<task>/``, beside an ``export.json``
+    and a ``README.md`` listing them. Each folder gives the same logits as our model for its task, checked on
+    ``check_rows`` ((text_a, text_b) pairs; text_b is None for single-text tasks), else on the task's first
+    ``parity_examples`` eval rows read from ``parity_data`` (its data_root, cache_dir and eval_split), else on a
+    few built-in sentences; the check's numbers go to its export.json (``check``), and its model card
+    (README.md) quotes the run's dev scores. Raises `ModelError` for a model it cannot express this way
+    (BiLSTM, mean pooling, another encoder family) or when a check fails; nothing is left on disk then. The
+    write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``.
     """
     from multidistill.models import load_model
     from multidistill.models.backbone import load_tokenizer
@@ -114,31 +120,72 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = 
         kind = "BiLSTM student" if type(model).__name__ == "BiLSTMModel" else type(model).__name__
         raise ModelError(f"{model_dir}: a {kind} has no Hugging Face counterpart; {EXPORTABLE}; or {ONNX_HINT}")
     family = _family(model, model_dir)  # the refusals no --task can fix come first
-    spec = _pick_task(model, model_dir, task)
+    specs = _pick_tasks(model, model_dir, task)
     tokenizer = load_tokenizer(str(model_dir))
     max_length = model.max_length or min(128, model.max_seq_length or 128)
     _restrict_inputs(tokenizer, model, max_length)
-    source = "given rows" if check_rows is not None else "built-in sentences"
-    if check_rows is None and parity_data is not None:
-        check_rows = _eval_rows(spec, parity_data, parity_examples)
-        source = f"{parity_data.eval_split} rows"
-    rows = _check_rows(spec, check_rows)
+    checks = {}
+    for spec in specs:  # every task's check rows are read (and validated) before anything is built
+        rows, source = check_rows, "given rows" if check_rows is not None else "built-in sentences"
+        if check_rows is None and parity_data is not None:
+            rows, source = _eval_rows(spec, parity_data, parity_examples), f"{parity_data.eval_split} rows"
+        checks[spec.name] = (_check_rows(spec, rows), source)
     model.eval()
 
+    with atomic_dir(out_dir) as tmp:
+        if len(specs) == 1 and (task is not None or len(model.tasks) == 1):
+            _write_task(model, model_dir, specs[0], family, tokenizer, *checks[specs[0].name], max_length, tmp)
+        else:
+            _write_task_folders(model, model_dir, specs, family, tokenizer, checks, max_length, tmp)
+    return out_dir
+
+
+def _write_task_folders(model, model_dir: Path, specs: list[Task], family: _Family, tokenizer, checks: dict,
+                        max_length: int, out: Path) -> dict:
+    """A multi-task model as one stock classifier folder per task (``out/<task>/``), with an export.json that
+    lists them and their checks, and a README.md; returns that export.json."""
+    from multidistill.utils.paths import inside
+
+    folders = {}
+    for spec in specs:
+        folder = inside(out, spec.name)
+        folder.mkdir()
+        _write_task(model, model_dir, spec, family, tokenizer, *checks[spec.name], max_length, folder)
+        folders[spec.name] = spec.name
+    info = {"kind": "hf", "source": str(model_dir.resolve()), "tasks": list(folders), "folders": folders,
+            "model_type": model.backbone.config.model_type, "max_length": max_length,
+            "checks": {name: json.loads((out / folder / EXPORT_INFO_FILE).read_text())["check"]
+                       for name, folder in folders.items()}}
+    (out / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_card(out, model_card_record(model_dir, "hf", export=info, folders=folders))
+    return info
+
+
+def _write_task(model, model_dir: Path, spec: Task, family: _Family, tokenizer, rows, source: str, max_length: int,
+                folder: Path) -> dict:
+    """Write ``spec``'s stock classifier into ``folder`` (weights, config, tokenizer, export.json, README.md)
+    and check it against ``model`` on ``rows``; returns its export.json."""
     config = _hf_config(model, spec)
     hf_model = _build_hf_model(model, spec, family, config, tokenizer, rows, max_length)
-    with atomic_dir(out_dir) as tmp:
-        hf_model.save_pretrained(tmp, **_safetensors_kwargs(hf_model))
-        tokenizer.save_pretrained(tmp)
-        if not (tmp / "model.safetensors").is_file():
-            raise ModelError(f"{out_dir}: the export wrote no model.safetensors (sharded or pickled weights)")
-        check = {"rows": len(rows), "source": source, **_verify(model, spec, tmp, rows, max_length),
-                 "tolerance": TOLERANCE}
-        info = {"kind": "hf", "source": str(model_dir.resolve()), "task": spec.name, "type": spec.type,
-                "labels": spec.labels, "model_type": config.model_type, "max_length": max_length,
-                "check_rows": len(rows), "max_abs_diff": check["max_abs_diff"], "check": check}
-        (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return out_dir
+    hf_model.save_pretrained(folder, **_safetensors_kwargs(hf_model))
+    tokenizer.save_pretrained(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise ModelError(f"{folder.name}: the export wrote no model.safetensors (sharded or pickled weights)")
+    check = {"rows": len(rows), "source": source, **_verify(model, spec, folder, rows, max_length),
+             "tolerance": TOLERANCE}
+    info = {"kind": "hf", "source": str(model_dir.resolve()), "task": spec.name, "type": spec.type,
+            "labels": spec.labels, "model_type": config.model_type, "max_length": max_length,
+            "check_rows": len(rows), "max_abs_diff": check["max_abs_diff"], "check": check}
+    (folder / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_card(folder, model_card_record(model_dir, "hf", tasks=[spec.name], export=info,
+                                         title=f"{_title(model_dir)}-{spec.name}",
+                                         parameters=sum(p.numel() for p in hf_model.parameters())))
+    return info
+
+
+def _title(model_dir: Path) -> str:
+    resolved = model_dir.resolve()
+    return resolved.parent.name if resolved.name == "model" else resolved.name
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -154,16 +201,20 @@ def _check_out_dir(model_dir: Path, out_dir: Path, overwrite: bool) -> None:
     refuse_foreign_overwrite(out_dir, "--out", (EXPORT_INFO_FILE,))
 
 
-def _pick_task(model, model_dir: Path, task: str | None) -> Task:
+def _pick_tasks(model, model_dir: Path, task: str | None) -> list[Task]:
+    """``task``, or every task with a head (one folder each)."""
     names = list(model.tasks)
     if task is None:
-        if len(names) != 1:
-            raise ModelError(f"{model_dir}: the model has {len(names)} tasks ({', '.join(names)}) and a Hugging Face "
-                             "classification model holds one; pick one with --task (or export all of them to ONNX)")
-        return model.tasks[names[0]]
+        specs = [spec for spec in model.tasks.values() if spec.has_head]
+        if not specs:
+            raise ModelError(f"{model_dir}: the model has no task head ({', '.join(names)} are unlabelled text); a "
+                             "general student's encoder is exported as a plain encoder folder (encoder/ of its run)")
+        return specs
     if task not in model.tasks:
         raise UnknownTaskError(f"{model_dir}: the model has no head for task '{task}'; it has: {', '.join(names)}")
-    return model.tasks[task]
+    if not model.tasks[task].has_head:
+        raise ModelError(f"{model_dir}: task '{task}' is unlabelled text and has no head to export")
+    return [model.tasks[task]]
 
 
 def _family(model, model_dir: Path) -> _Family:

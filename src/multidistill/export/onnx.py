@@ -34,6 +34,8 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.evaluation.evaluate import predict
 from multidistill.evaluation.metrics import compute_metrics
+from multidistill.export.card import write_card
+from multidistill.export.card_record import model_card_record
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.loading import load_model
@@ -611,4 +613,5 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                 meta["parity_failures"] = failures
         meta["opset"] = opset
         _write_meta(tmp, meta)
+        write_card(tmp, model_card_record(model_dir, "onnx", export=meta))
     return meta

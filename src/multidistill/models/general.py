@@ -18,6 +18,7 @@ from multidistill.utils.atomic import atomic_dir
 ENCODER_DIR = "encoder"
 ENCODER_META_FILE = "multidistill_encoder.json"
 ENCODER_FORMAT_VERSION = 1
+CARD_FILE = "README.md"  # multidistill.export.card.CARD_FILE
 
 
 def is_general_run(tasks: dict) -> bool:
@@ -26,9 +27,10 @@ def is_general_run(tasks: dict) -> bool:
 
 
 def export_general_encoder(model: MultiTaskModel, folder: str | Path, tokenizer=None,
-                           metadata: dict | None = None) -> Path:
+                           metadata: dict | None = None, card: str | None = None) -> Path:
     """Write ``model``'s encoder to ``folder`` as a plain HF encoder folder (safetensors), atomically, with the
-    tokenizer and ``metadata`` (teachers, corpus, objective, ...) in ENCODER_META_FILE."""
+    tokenizer, ``metadata`` (teachers, corpus, objective, ...) in ENCODER_META_FILE and ``card`` (the model
+    card's text, `multidistill.export.card`) as README.md."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         model.backbone.save_pretrained(tmp, safe_serialization=True)
@@ -38,4 +40,6 @@ def export_general_encoder(model: MultiTaskModel, folder: str | Path, tokenizer=
                 "model_type": model.backbone.config.model_type, "max_length": model.max_length,
                 **(metadata or {})}
         (tmp / ENCODER_META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if card is not None:
+            (tmp / CARD_FILE).write_text(card)
     return folder

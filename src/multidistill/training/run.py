@@ -19,6 +19,8 @@ from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.evaluate import evaluate
+from multidistill.export.card import card_text
+from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
@@ -27,11 +29,12 @@ from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
 from multidistill.training.device import make_accelerator, process_state
-from multidistill.training.loop import CHECKPOINTS, LoopState, TrainResult, train
+from multidistill.training.loop import BEST_MODEL, CHECKPOINTS, LoopState, TrainResult, train
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings
 from multidistill.utils.atomic import write_json
+from multidistill.utils.command import record_command
 
 
 def subset_seed(config: TeacherRunConfig) -> int:
@@ -152,6 +155,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     with claim:
         if state.is_main_process:
             save_config(config, output_dir / "config.yaml")
+            record_command(output_dir, resume=resume)
         state.wait_for_everyone()
         result = _train_claimed(config, output_dir, data, model, objective, enrich, online, tokenizer,
                                 resume=resume, on_step=on_step, settings=settings)
@@ -180,6 +184,9 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
             "examples_per_second": result.examples_per_second,
             "train_examples": {t: len(d) for t, d in data.train_sets.items()},
         })
+        kept = output_dir / BEST_MODEL
+        if kept.is_dir():  # its card quotes metrics.json, so it is written after it
+            card_or_warning(kept, write_model_card, kept, kept, "multidistill")
         if is_general_run(data.tasks):
             export_general_student(config, output_dir, tokenizer)
     return result
@@ -189,11 +196,12 @@ def export_general_student(config: TeacherRunConfig, output_dir: Path, tokenizer
     """The kept model of a general-distillation run (text tasks only) as a plain HF encoder folder
     (``output_dir/encoder``), with what made it; later runs fine-tune it through model.name_or_path."""
     from multidistill.models.loading import load_model
-    from multidistill.training.loop import BEST_MODEL
 
     model = load_model(output_dir / BEST_MODEL)
     metadata = {"teachers": list(config.online_teachers), "corpus": config.data.task_names,
                 "student": config.model.model_dump(mode="json", exclude_defaults=True),
                 "objective": config.objective.model_dump(mode="json", exclude_defaults=True),
                 "source_run": str(output_dir.resolve())}
-    return export_general_encoder(model, output_dir / ENCODER_DIR, tokenizer, metadata)
+    record = card_or_warning(output_dir / ENCODER_DIR, model_card_record, output_dir / BEST_MODEL, "encoder")
+    card = card_or_warning(output_dir / ENCODER_DIR, card_text, record) if record is not None else None
+    return export_general_encoder(model, output_dir / ENCODER_DIR, tokenizer, metadata, card=card)

@@ -1,0 +1,318 @@
+"""Model cards (issue 16 part 4): every saved or exported model folder of a run has a README.md in Hugging Face
+model-card form whose numbers are the run's metrics.json (and its teacher's), written atomically."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multidistill.config import DataConfig, TeacherRunConfig
+from multidistill.evaluation.retention import retention
+from multidistill.export.card import CARD_FILE, CardRecord, TaskInfo, TeacherInfo, card_text, write_card
+from multidistill.training.run import train_model
+from tests.conftest import write_tiny_tasks
+
+TASKS = ["toy_sent", "toy_pair", "toy_reg"]
+TABLE_ROW = re.compile(r"^\| (\S+) \| (\S+) \| (-?[\d.]+|-) \|(?: (-?[\d.]+|-) \| (-?[\d.]+%|-) \|)?$")
+
+
+def _card(folder: Path) -> tuple[dict, str]:
+    """(front matter, body) of ``folder``'s README.md."""
+    text = (folder / CARD_FILE).read_text()
+    assert text.startswith("---\n")
+    front, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(front), body
+
+
+def _score_rows(body: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The dev-score table: (task, metric) -> the row's cells after the metric."""
+    section = body.split("## Dev scores", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = TABLE_ROW.match(line)
+        if match:
+            rows[(match.group(1), match.group(2))] = tuple(g for g in match.groups()[2:] if g is not None)
+    return rows
+
+
+def _four(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def check_card_numbers(folder: Path, metrics: dict, tasks: list[str], teacher: dict | None = None) -> dict:
+    """The card's model-index holds exactly metrics.json's values for ``tasks``, its score table shows them (and the
+    teacher's, with retention) to 4 digits, and its speed line is metrics.json's; returns the front matter."""
+    front, body = _card(folder)
+    index = {(r["dataset"]["name"], m["type"]): m["value"]
+             for r in front["model-index"][0]["results"] for m in r["metrics"]}
+    expected = {(t, metric): value for t in tasks for metric, value in metrics["tasks"][t].items()}
+    assert index == expected  # exact floats: YAML keeps every digit
+    rows = _score_rows(body)
+    assert set(expected) <= set(rows)
+    for (task, metric), value in expected.items():
+        cells = rows[(task, metric)]
+        assert cells[0] == _four(value), (task, metric, cells)
+        if teacher is not None:
+            theirs = teacher["tasks"][task][metric]
+            assert cells[1] == _four(theirs)
+            if metric == metrics_main_metric(metrics, task):
+                kept = retention({task: value}, {task: theirs})
+                assert cells[2] == (f"{100 * kept.ratio:.1f}%" if kept else "-")
+            else:
+                assert cells[2] == "-"
+    if teacher is not None and len(tasks) > 1:
+        kept = retention({t: metrics["main"][t] for t in tasks}, teacher["main"])
+        assert f"| average of main scores | | {metrics['average']:.4f} | {kept.reference_score:.4f} | " \
+               f"{100 * kept.ratio:.1f}% |" in body
+    assert f"training throughput: {metrics['examples_per_second']:.1f} examples/s" in body
+    assert f"step {metrics['best_step']}" in body
+    assert "knowledge-distillation" in front["tags"]
+    return front
+
+
+def metrics_main_metric(metrics: dict, task: str) -> str:
+    """A task's main metric: its first metric, whose value metrics.json also lists under ``main``."""
+    metric = next(iter(metrics["tasks"][task]))
+    assert metrics["tasks"][task][metric] == metrics["main"][task]
+    return metric
+
+
+@pytest.fixture(scope="module")
+def card_run(tmp_path_factory, tiny_model_dir):
+    """A tiny teacher (gold labels, from Python), its signal store, and a student distilled from it through the
+    CLI (`multidistill distill CONFIG`), both with [CLS] pooling so that they also export to Hugging Face."""
+    from multidistill import cli
+    from multidistill.teachers.generate import build_signal_store
+
+    root = tmp_path_factory.mktemp("cards")
+    specs = write_tiny_tasks(root / "data")
+    data = {"data_root": str(root / "data"), "tasks": TASKS, "task_specs": specs, "cache_dir": str(root / "cache")}
+    base = {"model": {"name_or_path": str(tiny_model_dir), "max_seq_length": 32, "pooling": "cls"}, "data": data,
+            "train": {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "lr": 3e-3, "seed": 7}}
+    train_model(TeacherRunConfig.model_validate({**base, "output_dir": str(root / "teacher")}))
+    build_signal_store([root / "teacher" / "model"], DataConfig.model_validate(data), root / "store")
+    student = {**base, "kind": "distill", "output_dir": str(root / "student"), "signals": str(root / "store"),
+               "model": {**base["model"], "name_or_path": str(root / "teacher" / "model"), "student_layers": [1]},
+               "objective": {"classification": [{"loss": "soft_kl"}, {"loss": "hard"}],
+                             "regression": [{"loss": "score_mse"}]}}
+    config = root / "student.yaml"
+    config.write_text(yaml.safe_dump(student))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["multidistill", "distill", str(config), "--set", "train.seed=7"])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+            raise SystemExit(0)
+    assert exit_info.value.code in (0, None)
+    return root
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_saved_models_have_cards_whose_numbers_are_the_runs_metrics(card_run):
+    teacher, student = _metrics(card_run / "teacher"), _metrics(card_run / "student")
+    front = check_card_numbers(card_run / "teacher" / "model", teacher, TASKS)
+    assert front["library_name"] == "multidistill" and front["pipeline_tag"] == "text-classification"
+    assert "teacher" in front["tags"] and "multi-task" in front["tags"]
+    assert "base_model" not in front  # a local folder is not a Hub id
+
+    front = check_card_numbers(card_run / "student" / "model", student, TASKS, teacher=teacher)
+    assert "student" in front["tags"]
+    _, body = _card(card_run / "student" / "model")
+    # What it is: layers, hidden size, parameters (read from the weights), the teacher and its signals.
+    from multidistill.recipes.summary import count_parameters
+
+    params = count_parameters(card_run / "student" / "model")
+    assert "| layers | 1 |" in body and "| hidden size | 32 |" in body and f"| parameters | {params:,} |" in body
+    assert f"| teacher | `{card_run / 'teacher' / 'model'}` |" in body
+    assert "toy_sent: soft_kl + hard; toy_pair: soft_kl + hard; toy_reg: score_mse" in body
+    # The data: each task's training rows as metrics.json counts them.
+    for task in TASKS:
+        assert re.search(rf"^\| {task} \| .* \| {student['train_examples'][task]} \| ", body, re.M), task
+    assert "multidistill predict PATH --task toy_sent" in body
+
+
+def test_the_card_names_the_command_and_config_that_made_the_model(card_run):
+    _, body = _card(card_run / "student" / "model")
+    recorded = json.loads((card_run / "student" / "command.json").read_text())
+    assert recorded["command"] == f"multidistill distill {card_run / 'student.yaml'} --set train.seed=7"
+    assert f"```bash\n{recorded['command']}\n```" in body
+    assert f"`{card_run / 'student' / 'config.yaml'}`" in body
+    _, teacher_body = _card(card_run / "teacher" / "model")
+    assert "Made from Python (no command line recorded)." in teacher_body  # train_model called directly
+    assert json.loads((card_run / "teacher" / "command.json").read_text())["command"] is None
+
+
+def test_exports_have_cards_with_the_runs_numbers(card_run, tmp_path):
+    from multidistill.export.hf import export_hf
+    from multidistill.export.onnx import export_onnx
+
+    student, teacher = _metrics(card_run / "student"), _metrics(card_run / "teacher")
+    data = DataConfig.model_validate(yaml.safe_load((card_run / "student" / "config.yaml").read_text())["data"])
+    meta = export_onnx(card_run / "student" / "model", tmp_path / "onnx", parity_data=data, parity_examples=8)
+    front = check_card_numbers(tmp_path / "onnx", student, TASKS, teacher=teacher)
+    assert front["library_name"] == "onnx" and "onnx" in front["tags"]
+    _, body = _card(tmp_path / "onnx")
+    for task, numbers in meta["parity"]["fp32"].items():  # the export check is export.json's
+        assert f"| fp32 | {task} | 8 | {numbers['max_abs_diff']:.1e} |" in body
+    assert "OnnxModel.load" in body and "onnxruntime.InferenceSession" in body
+
+    out = export_hf(card_run / "student" / "model", tmp_path / "hf", parity_data=data, parity_examples=8)
+    front, body = _card(out)
+    assert front["library_name"] == "transformers" and all(f"`{t}/`" in body for t in TASKS)
+    for task in TASKS:  # each task's own folder: its own numbers only
+        front = check_card_numbers(out / task, student, [task], teacher=teacher)
+        assert front["library_name"] == "transformers" and front["pipeline_tag"] == "text-classification"
+        _, body = _card(out / task)
+        assert "AutoModelForSequenceClassification.from_pretrained" in body and "8 dev rows" in body
+    single = export_hf(card_run / "student" / "model", tmp_path / "one", task="toy_pair", check_rows=[("a", "b")])
+    check_card_numbers(single, student, ["toy_pair"], teacher=teacher)
+
+
+def test_a_benchmark_adds_its_measured_speed_to_the_cards(card_run, tmp_path):
+    """`multidistill benchmark` rewrites the cards of a run's model and of the ONNX export it measured, with the
+    speed numbers of its benchmark.json; the dev scores stay metrics.json's."""
+    from multidistill.evaluation.benchmark import benchmark
+
+    model_dir = card_run / "student" / "model"
+    config = yaml.safe_load((card_run / "student" / "config.yaml").read_text())["data"]
+    benchmark([model_dir], TASKS, data_root=config["data_root"], out=tmp_path / "benchmark.json",
+              runtimes=("pytorch_fp32", "onnx_fp32"), export_root=tmp_path / "exports", rounds=1, latency_runs=2,
+              memory=False, cache_dir=config["cache_dir"], max_eval_examples=8)
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    runtimes = report["models"]["student"]["runtimes"]
+    for folder in (model_dir, tmp_path / "exports" / "student"):
+        check_card_numbers(folder, _metrics(card_run / "student"), TASKS, teacher=_metrics(card_run / "teacher"))
+        _, body = _card(folder)
+        for runtime, numbers in runtimes.items():
+            assert (f"| {runtime} | {numbers['latency_ms_median']:.2f} | {numbers['latency_ms_p95']:.2f} | "
+                    f"{numbers['throughput_examples_per_s']:.1f} | {numbers['score']:.4f} |") in body, runtime
+        assert f"throughput at batch {report['settings']['batch_size']}" in body
+
+
+def test_a_general_students_encoder_has_a_card(tiny_run, tmp_path):
+    from tests.test_general_student import general_config
+
+    raw, _ = tiny_run
+    train_model(general_config(raw, tmp_path))
+    for folder, library, pipeline in (("encoder", "transformers", "feature-extraction"),
+                                      ("model", "multidistill", "feature-extraction")):
+        front, body = _card(tmp_path / "general" / folder)
+        assert front["library_name"] == library and front["pipeline_tag"] == pipeline
+        assert "general-student" in front["tags"] and "model-index" not in front  # no dev metrics: unlabelled text
+        assert f"| teacher | `{raw['model']['name_or_path']}` |" in body
+    assert "AutoModel.from_pretrained" in _card(tmp_path / "general" / "encoder")[1]
+
+
+def test_a_card_that_cannot_be_made_is_a_warning_not_a_lost_run(tiny_run, tmp_path, monkeypatch):
+    from multidistill.export import card_record
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in the card")
+
+    monkeypatch.setattr(card_record, "model_card_record", broken)
+    raw, _ = tiny_run
+    with pytest.warns(UserWarning, match="no model card written .*a bug in the card"):
+        train_model(TeacherRunConfig.model_validate({**raw, "train": {**raw["train"], "epochs": 0.5}}))
+    run = Path(raw["output_dir"])
+    assert (run / "metrics.json").is_file() and (run / "model" / "model.safetensors").is_file()
+    assert not (run / "model" / CARD_FILE).exists()
+
+
+def _record(**changes) -> CardRecord:
+    fields = dict(
+        title="student", form="multidistill", role="student", architecture="bert encoder, [CLS] pooling",
+        parameters=22_700_000, layers=3, hidden_size=384, base_model=None, initialised_from="/runs/teacher/model",
+        tasks=(TaskInfo("sst2", "classification", ("0", "1"), metrics=("accuracy",), train_examples=2000),
+               TaskInfo("stsb", "regression", pair=True, metrics=("pearson", "spearman"), train_examples=500)),
+        metrics={"tasks": {"sst2": {"accuracy": 0.8}, "stsb": {"pearson": 0.6, "spearman": None}},
+                 "main": {"sst2": 0.8, "stsb": 0.6}, "average": 0.7, "best_step": 40, "train_seconds": 12.0,
+                 "examples_per_second": 250.0},
+        teachers=(TeacherInfo("/runs/teacher/model", metrics={"sst2": {"accuracy": 0.9}, "stsb": {"pearson": 0.8}},
+                              main={"sst2": 0.9, "stsb": 0.8}),),
+        command="multidistill run configs/mkd.yaml", config_file="/runs/student/config.yaml",
+        run_dir="/runs/student")
+    return CardRecord(**{**fields, **changes})
+
+
+def test_card_text_is_a_pure_function_of_its_record():
+    text = card_text(_record())
+    assert text == card_text(_record())
+    front, body = text[4:].split("\n---\n", 1)
+    front = yaml.safe_load(front)
+    assert front["metrics"] == ["accuracy", "pearson"]  # a metric without a value (null) is left out
+    assert "A distilled student (bert encoder, [CLS] pooling, 3 layers, hidden size 384, 22.7M parameters)" in body
+    # Retention by hand: 0.8 / 0.9 = 88.9%, 0.6 / 0.8 = 75.0%, average 0.7 / 0.85 = 82.4%.
+    assert "| sst2 | accuracy | 0.8000 | 0.9000 | 88.9% |" in body
+    assert "| stsb | pearson | 0.6000 | 0.8000 | 75.0% |" in body
+    assert "| stsb | spearman | - | - | - |" in body
+    assert "| average of main scores | | 0.7000 | 0.8500 | 82.4% |" in body
+    assert "250.0 examples/s over 12.0 s" in body and "multidistill run configs/mkd.yaml" in body
+    # No teacher scores: no teacher columns; a Hub base model goes to the front matter.
+    text = card_text(_record(teachers=(), base_model="sentence-transformers/all-MiniLM-L6-v2"))
+    assert "retention" not in text.split("## Dev scores")[1].split("\n## ")[0].split("\n")[2]
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in text
+    # A task with domains: each domain's metrics and their mean, as metrics.json holds them.
+    metrics = {**_record().metrics, "domains": {"sst2": {"books": {"accuracy": 0.75}, "dvd": {"accuracy": 0.85}}},
+               "domain_average": {"sst2": {"accuracy": 0.8}}}
+    text = card_text(_record(metrics=metrics))
+    assert "| sst2 | books | accuracy | 0.7500 |\n| sst2 | dvd | accuracy | 0.8500 |\n" \
+           "| sst2 | mean over domains | accuracy | 0.8000 |" in text
+
+
+def test_a_card_is_written_atomically(tmp_path, monkeypatch):
+    from multidistill.export import card
+
+    write_card(tmp_path, _record())
+    before = (tmp_path / CARD_FILE).read_text()
+
+    def broken(record):
+        raise RuntimeError("cut mid-card")
+
+    monkeypatch.setattr(card, "_scores_section", broken)
+    with pytest.raises(RuntimeError, match="cut mid-card"):
+        write_card(tmp_path, _record(title="other"))
+    assert (tmp_path / CARD_FILE).read_text() == before  # the old card, whole
+    assert [p.name for p in tmp_path.iterdir()] == [CARD_FILE]  # no temporary file left
+
+
+def test_a_resumed_run_keeps_its_first_command(tmp_path):
+    from multidistill.utils.command import read_command, record_command, set_cli_command
+
+    try:
+        set_cli_command(["distill", "a.yaml"])
+        record_command(tmp_path, resume=False)
+        set_cli_command(["distill", "a.yaml", "--resume"])
+        record_command(tmp_path, resume=True)
+    finally:
+        set_cli_command(None)
+    recorded = read_command(tmp_path)
+    assert recorded["command"] == "multidistill distill a.yaml"
+    assert [r["command"] for r in recorded["resumed_by"]] == ["multidistill distill a.yaml --resume"]
+
+
+def test_a_model_saved_outside_a_run_gets_a_card_without_scores(tiny_model_dir, tmp_path):
+    """A BiLSTM folder saved by hand: the card says what it is and has no score or command it cannot know."""
+    from transformers import AutoTokenizer
+
+    from multidistill.data.tasks import Task
+    from multidistill.export.card_record import model_card_record
+    from multidistill.models import BiLSTMModel, BiLSTMSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    spec = BiLSTMSpec(embedding_dim=16, hidden_size=8, mlp_hidden=12, num_layers=2)
+    model = BiLSTMModel.from_tokenizer(spec, [Task(name="sent", labels=["neg", "pos"])], tokenizer)
+    model.save_pretrained(tmp_path / "bilstm", tokenizer=tokenizer)
+    record = model_card_record(tmp_path / "bilstm", "multidistill")
+    assert (record.architecture, record.layers, record.hidden_size) == ("BiLSTM", 2, 16)
+    assert record.parameters == sum(p.numel() for p in model.parameters())
+    write_card(tmp_path / "bilstm", record)
+    front, body = _card(tmp_path / "bilstm")
+    assert "model-index" not in front and "## Dev scores" not in body and "## Measured speed" not in body
+    assert "Made from Python (no command line recorded)." in body
