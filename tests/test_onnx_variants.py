@@ -111,6 +111,18 @@ def test_static_calibration_is_seeded(toy, bert_dir, tmp_path):  # noqa: F811
     assert graphs["first"] == graphs["again"] and graphs["first"] != graphs["other"]
 
 
+def test_static_export_from_the_command_calibrates_without_a_parity_check(toy, bert_dir, tmp_path,  # noqa: F811
+                                                                          capsys):
+    out = tmp_path / "static"
+    export_command(bert_dir, out, quantize="int8", int8_method="static", skip_parity=True, calibration_examples=16,
+                   calibration_seed=3, data_root=toy["data"].data_root, cache_dir=toy["data"].cache_dir)
+    printed = capsys.readouterr().out
+    assert "int8: static QDQ, per-channel weights, calibrated on 48 training rows (seed 3)" in printed
+    meta = json.loads((out / EXPORT_FILE).read_text())
+    assert "parity" not in meta and meta["variant"]["int8"]["calibration_rows"]["seed"] == 3
+    OnnxModel.load(out, "int8")
+
+
 def test_variant_choices_are_checked(toy, bert_dir, tmp_path):  # noqa: F811
     with pytest.raises(ConfigError, match="graph 'onnxsim': choose one of plain, fused"):
         export_onnx(bert_dir, tmp_path / "a", graph="onnxsim")
