@@ -265,9 +265,9 @@ class OnnxModel:
 
         ``threads`` sets onnxruntime's intra-op threads (default: ``torch.get_num_threads()``). ``optimization``
         is onnxruntime's graph optimisation level when it loads the graph (one of `OPTIMIZATION_LEVELS`; "all",
-        its default, measured fastest) and ``execution_mode`` runs independent nodes one after another
-        ("sequential") or side by side ("parallel"). The tokenizer is loaded now unless ``with_tokenizer`` is
-        False (then on first use of `tokenizer`).
+        its default, was as fast as any at batch 32 in docs/benchmarks.md) and ``execution_mode`` runs independent
+        nodes one after another ("sequential") or side by side ("parallel"). The tokenizer is loaded now unless
+        ``with_tokenizer`` is False (then on first use of `tokenizer`).
         """
         directory = Path(export_dir)
         if precision not in MODEL_FILES:
