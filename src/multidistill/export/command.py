@@ -65,9 +65,23 @@ def export_command(
     task: Annotated[str | None, typer.Option(help="--format hf: export only this task, as OUT itself (default: "
                                                   "every task, one folder each; an ONNX export holds every task "
                                                   "in one graph).")] = None,
-    quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx, dynamically quantised "
-                                               "(int8 weights with one scale per output channel; embeddings stay "
-                                               "fp32).")] = "none",
+    quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx (by default dynamically "
+                                               "quantised: int8 weights with one scale per output channel; "
+                                               "embeddings stay fp32; see --int8-method).")] = "none",
+    int8_method: Annotated[str, typer.Option(help="With --quantize int8: dynamic (default; activations quantised on "
+                                                  "the fly) or static (QDQ graph, activation ranges calibrated on "
+                                                  "--calibration-examples training rows per task; needs the "
+                                                  "training data).")] = "dynamic",
+    graph: Annotated[str, typer.Option(help="plain (default) or fused: run onnxruntime's transformer optimizer "
+                                            "(attention / LayerNorm / GELU fusion) on the graph both precisions "
+                                            "come from; a model it has no fusions for is exported plain, and the "
+                                            "export says so.")] = "plain",
+    per_channel: Annotated[bool, typer.Option(help="int8 weights with one scale per output channel (default) or, "
+                                                   "with --no-per-channel, one per tensor.")] = True,
+    calibration_examples: Annotated[int, typer.Option(help="--int8-method static: training rows per task to "
+                                                           "calibrate activation ranges on.")] = 256,
+    calibration_seed: Annotated[int, typer.Option(help="--int8-method static: seed that draws the calibration "
+                                                       "rows.")] = 0,
     data_root: Annotated[str | None, typer.Option(
         help="Folder that relative task file paths resolve against, for the parity check (default: the one the "
              "model was trained with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")
@@ -90,7 +104,9 @@ def export_command(
     """Export a saved model for serving, after a parity check whose numbers are printed.
 
     --format onnx (any model): OUT/model.onnx, one graph whose outputs are every task head's logits (and
-    OUT/model.int8.onnx with --quantize int8), the tokenizer and OUT/export.json. Unless --skip-parity, each
+    OUT/model.int8.onnx with --quantize int8: dynamic per-channel int8 by default, static QDQ with
+    --int8-method static; --graph fused adds onnxruntime's transformer fusion), the tokenizer and
+    OUT/export.json, whose "variant" (also printed) says which variant was written. Unless --skip-parity, each
     task's first --parity-examples dev rows are run through PyTorch and every exported graph: fp32 logits must
     match within --tolerance-fp32; the int8 main metric must not drop by more than --max-metric-drop-int8 or
     twice the drop's sampling error on those rows, whichever is larger (agreement is reported, and gated only
@@ -108,6 +124,7 @@ def export_command(
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
+    from multidistill.export.onnx_variants import GRAPH_CHOICES, INT8_METHODS, describe
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
 
@@ -115,20 +132,28 @@ def export_command(
         raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if int8_method not in INT8_METHODS:
+        raise ConfigError(f"--int8-method {int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
+    if graph not in GRAPH_CHOICES:
+        raise ConfigError(f"--graph {graph!r}: choose one of {', '.join(GRAPH_CHOICES)}")
+    if format == "hf" and (graph != "plain" or int8_method != "dynamic"):
+        raise ConfigError("--graph and --int8-method apply to --format onnx")
     if format == "hf" and quantize != "none":
         raise ConfigError("--quantize applies to --format onnx; a Hugging Face export keeps the model's fp32 weights")
     if format == "onnx" and task is not None:
         raise ConfigError("--task applies to --format hf; an ONNX export holds every task of the model")
     if parity_examples < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
-    parity_data = None
-    if not skip_parity:
+    parity_data = calibration_data = None
+    static = quantize == "int8" and int8_method == "static"
+    if not skip_parity or static:
         # The model carries its own task specs, so the check reads exactly the data it was built for.
         specs = [Task.model_validate(spec) for spec in read_model_config(model_dir)["tasks"]]
         if data_root is None:
             data_root = saved_data_root(model_dir)
-        parity_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
-                                 task_specs=specs)
+        calibration_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
+                                      task_specs=specs)
+        parity_data = None if skip_parity else calibration_data
     if format == "hf":
         from multidistill.export.hf import EXPORT_INFO_FILE, export_hf
 
@@ -142,7 +167,10 @@ def export_command(
         return
     meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,
                        overwrite=overwrite, tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,
-                       max_metric_drop_int8=max_metric_drop_int8)
+                       max_metric_drop_int8=max_metric_drop_int8, graph=graph, int8_method=int8_method,
+                       per_channel=per_channel, calibration_data=calibration_data,
+                       calibration_examples=calibration_examples, calibration_seed=calibration_seed)
+    console.print(f"exported variant: {describe(meta['variant'])}", markup=False)
     if "parity" in meta:
         print_parity(f"{model_dir} -> ONNX: parity on dev data", meta["parity"])
     else:

@@ -1,16 +1,19 @@
 """Export a saved model folder to ONNX: one graph with every task head as its own output.
 
 The encoder runs once per batch and each head reads its output, so one session serves every task.
-``quantize="int8"`` adds a dynamically quantised copy (int8 weights with one scale per output channel,
-embedding tables kept fp32; activations are quantised on the fly). A parity check on each task's real dev
-rows compares PyTorch with the fp32 graph (logits) and with the int8 graph (main metric, judged against its
-sampling error on that many rows; agreement recorded); an export that fails it is not written.
+``quantize="int8"`` adds a quantised copy: by default dynamic (int8 weights with one scale per output channel,
+embedding tables kept fp32; activations are quantised on the fly), or static QDQ calibrated on training rows;
+the graph may first go through onnxruntime's transformer fusion (`multidistill.export.onnx_variants`). A parity
+check on each task's real dev rows compares PyTorch with the fp32 graph (logits) and with the int8 graph (main
+metric, judged against its sampling error on that many rows; agreement recorded); an export that fails it is not
+written.
 
 Folder layout (read by `OnnxModel.load`)::
 
     export.json        format_version, kind "onnx", source, model_kind, tasks, max_length, inputs,
                        outputs (task -> output name), files (precision -> file), parity, opset,
-                       parity_failures (precision -> reasons; only for graphs left out by on_parity_failure="omit")
+                       parity_failures (precision -> reasons; only for graphs left out by on_parity_failure="omit"),
+                       variant (graph plain | fused with its fused ops or why not; int8 method, scales, calibration)
     model.onnx         fp32 graph
     model.int8.onnx    int8 graph (quantize="int8" only)
     tokenizer files    as written by `tokenizer.save_pretrained`
@@ -36,6 +39,19 @@ from multidistill.evaluation.evaluate import predict
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
+from multidistill.export.onnx_variants import (
+    DEFAULT_CALIBRATION_EXAMPLES,
+    GRAPH_CHOICES,
+    INT8_METHODS,
+    Graph,
+    Int8Method,
+    calibration_batches,
+    eager_attention,
+    fuse_graph,
+    fusion_model_type,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.loading import load_model
@@ -44,16 +60,17 @@ from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.manifest import read_versioned_json
 
+logger = logging.getLogger(__name__)
+
 EXPORT_FILE = "export.json"
 FORMAT_VERSION = 1
 MODEL_FILES: dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 DEFAULT_OPSET = 17
 QUANTIZE_CHOICES = ("none", "int8")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-# Dynamic int8 quantisation rewrites these ONNX ops: the Transformer's MatMuls and the BiLSTM's LSTM.
-# Embedding tables (Gather) stay fp32: quantising them too cut a 6-layer MiniLM from 58 to 22 MB but moved
-# its CoLA Matthews score by 0.016, past the parity check's default 0.01 (kept fp32: +0.009).
-QUANTIZED_OPS = ["MatMul", "Attention", "LSTM"]
+# onnxruntime's session-level graph optimisation (`OnnxModel.load(..., optimization=...)`) and execution modes.
+OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
+EXECUTION_MODES = ("sequential", "parallel")
 
 Precision = Literal["fp32", "int8"]
 Quantize = Literal["none", "int8"]
@@ -138,7 +155,7 @@ def _example_inputs(tokenizer, names: list[str]) -> dict[str, torch.Tensor]:
 
 
 def _export_graph(model: MultiTaskModel | BiLSTMModel, tokenizer, path: Path, inputs: list[str],
-                  outputs: dict[str, str], opset: int, source: Path) -> None:
+                  outputs: dict[str, str], opset: int, source: Path, eager: bool = False) -> None:
     wrapper = AllHeads(model, list(outputs)).eval()
     example = _example_inputs(tokenizer, inputs)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in inputs}
@@ -148,7 +165,7 @@ def _export_graph(model: MultiTaskModel | BiLSTMModel, tokenizer, path: Path, in
         if packed is not None:
             model.pack_sequences = False  # the exportable BiLSTM path (also chosen inside torch.onnx.export)
         # The TorchScript exporter traces Hugging Face encoders reliably and keeps batch and sequence dynamic.
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), eager_attention(model, eager):
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, tuple(example[name] for name in inputs), str(path), dynamo=False,
                               opset_version=opset, input_names=inputs, output_names=list(outputs.values()),
@@ -163,32 +180,6 @@ def _export_graph(model: MultiTaskModel | BiLSTMModel, tokenizer, path: Path, in
         onnx.checker.check_model(str(path))
     except Exception as exc:
         raise ModelError(f"{source}: the exported ONNX graph is invalid: {exc}") from exc
-
-
-def _quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation: int8 weights with one scale per output channel (one scale per tensor loses
-    accuracy on these models), activations quantised on the fly.
-
-    ``reduce_range`` keeps weights to 7 bits: x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply
-    uint8 activations by int8 weights with saturating 16-bit sums, which full 8-bit weights can overflow (on a
-    tiny BERT it moved logits by 0.5 instead of 0.01). onnxruntime's pre-processing (`quant_pre_process`) is
-    not needed for dynamic quantisation, and its symbolic shape inference fails on Hugging Face graphs.
-    """
-    _onnx_modules()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            root.setLevel(max(level, logging.ERROR))  # the quantiser logs advice at WARNING on the root logger
-            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                             reduce_range=True, op_types_to_quantize=QUANTIZED_OPS)
-    except Exception as exc:
-        raise ModelError(f"{source}: int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        root.setLevel(level)
 
 
 def _stamp(path: Path, stamp: dict[str, str]) -> None:
@@ -271,15 +262,22 @@ class OnnxModel:
 
     @classmethod
     def load(cls, export_dir: str | Path, precision: Precision = "fp32", *, threads: int | None = None,
-             with_tokenizer: bool = True) -> OnnxModel:
+             with_tokenizer: bool = True, optimization: str = "all", execution_mode: str = "sequential") -> OnnxModel:
         """Open ``export_dir``'s ``precision`` graph after checking it matches export.json.
 
-        ``threads`` sets onnxruntime's intra-op threads (default: ``torch.get_num_threads()``). The tokenizer
-        is loaded now unless ``with_tokenizer`` is False (then on first use of `tokenizer`).
+        ``threads`` sets onnxruntime's intra-op threads (default: ``torch.get_num_threads()``). ``optimization``
+        is onnxruntime's graph optimisation level when it loads the graph (one of `OPTIMIZATION_LEVELS`; "all",
+        its default, was as fast as any at batch 32 in docs/benchmarks.md) and ``execution_mode`` runs independent
+        nodes one after another ("sequential") or side by side ("parallel"). The tokenizer is loaded now unless
+        ``with_tokenizer`` is False (then on first use of `tokenizer`).
         """
         directory = Path(export_dir)
         if precision not in MODEL_FILES:
             raise ConfigError(f"precision {precision!r}: choose one of {', '.join(MODEL_FILES)}")
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise ConfigError(f"optimization {optimization!r}: choose one of {', '.join(OPTIMIZATION_LEVELS)}")
+        if execution_mode not in EXECUTION_MODES:
+            raise ConfigError(f"execution_mode {execution_mode!r}: choose one of {', '.join(EXECUTION_MODES)}")
         meta = read_export_config(directory)
         config_path = directory / EXPORT_FILE
         if precision in (meta.get("parity_failures") or {}):
@@ -291,7 +289,7 @@ class OnnxModel:
         path = directory / meta["files"][precision]
         if not path.is_file():
             raise ModelError(f"{path} is missing (listed in {config_path})")
-        session = _session(path, threads)
+        session = _session(path, threads, optimization, execution_mode)
         _check_signature(session, meta, precision, path, config_path)
         model = cls(session, meta, directory, precision)
         if with_tokenizer:
@@ -346,11 +344,17 @@ class OnnxModel:
             batch_size=batch_size, pad_token_id=pad_token_id)
 
 
-def _session(path: Path, threads: int | None):
+def _session(path: Path, threads: int | None, optimization: str = "all", execution_mode: str = "sequential"):
     _, ort = _onnx_modules()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
+    options.inter_op_num_threads = 1 if execution_mode == "sequential" else options.intra_op_num_threads
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
+    options.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if execution_mode == "sequential"
+                              else ort.ExecutionMode.ORT_PARALLEL)
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -523,6 +527,27 @@ def _check_out_dir(model_dir: Path, out_dir: Path, overwrite: bool) -> None:
     refuse_foreign_overwrite(out_dir, "output folder", (EXPORT_FILE,))
 
 
+def _calibration_batches(model: MultiTaskModel | BiLSTMModel, tokenizer, data: DataConfig, examples: int,
+                         seed: int, batch_size: int) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """Static int8's calibration feed: ``examples`` training rows per task of the model (seeded), read with the
+    model's own task specs, and what export.json records about them."""
+    from multidistill.data.prepare import prepare_data
+
+    names = [name for name in data.task_names if name in model.tasks and model.tasks[name].has_head]
+    if not names:
+        raise ConfigError(f"static int8 calibration: none of the data's tasks ({', '.join(data.task_names)}) is a "
+                          f"head of the model ({', '.join(model.tasks)})")
+    config = DataConfig(tasks=names, data_root=data.data_root, cache_dir=data.cache_dir, eval_split=data.eval_split,
+                        task_specs=[model.tasks[name] for name in names])
+    max_length = model.max_length or min(128, model.max_seq_length or 128)
+    prepared = prepare_data(config, tokenizer, max_length, max_examples_per_task=None, seed=0, need_train=True)
+    train_sets = {name: prepared.store.tokenized(name, "train", tokenizer, max_length) for name in names}
+    batches = calibration_batches(prepared.tasks, train_sets, tokenizer.pad_token_id or 0, examples=examples,
+                                  seed=seed, batch_size=batch_size)
+    rows = sum(min(examples, len(dataset)) for dataset in train_sets.values())
+    return batches, {"rows": rows, "per_task": examples, "seed": seed, "tasks": names, "split": "train"}
+
+
 def _write_meta(folder: Path, meta: dict) -> None:
     (folder / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -531,7 +556,10 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                 parity_data: DataConfig | None = None, parity_tasks: list[str] | None = None,
                 tolerance_fp32: float = 1e-4, min_agreement_int8: float | None = None,
                 max_metric_drop_int8: float = 0.01, parity_examples: int | None = 500, overwrite: bool = False,
-                batch_size: int = 32, on_parity_failure: Literal["raise", "omit"] = "raise") -> dict:
+                batch_size: int = 32, on_parity_failure: Literal["raise", "omit"] = "raise",
+                graph: Graph = "plain", int8_method: Int8Method = "dynamic", per_channel: bool = True,
+                calibration_data: DataConfig | None = None,
+                calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES, calibration_seed: int = 0) -> dict:
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there.
 
     With ``parity_data`` (its data_root, cache_dir and eval_split; the tasks are ``parity_tasks`` or its task
@@ -545,12 +573,30 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     benchmark's choice) the failing precisions are left out of the folder instead, and export.json records
     why under ``parity_failures``; only when no precision passes is ParityError raised.
 
+    The graph variant (`multidistill.export.onnx_variants`): ``graph="fused"`` traces with eager attention and
+    runs onnxruntime's transformer optimizer (attention / LayerNorm / GELU fusion) on the fp32 graph that both
+    precisions come from; a model it has no fusions for (a BiLSTM, another encoder family) is exported plain,
+    with a warning and the reason in export.json. ``int8_method`` "dynamic" (the default) quantises activations
+    on the fly; "static" writes a QDQ graph whose activation ranges are calibrated on ``calibration_examples``
+    training rows per task drawn with ``calibration_seed`` from ``calibration_data`` (default: ``parity_data``).
+    ``per_channel`` False uses one weight scale per tensor. export.json's ``variant`` records what was done.
+
     The folder is written atomically: on any error nothing is left at ``out_dir`` (an existing folder, which
     needs ``overwrite=True`` unless empty, stays as it was).
     """
     _onnx_modules()
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if graph not in GRAPH_CHOICES:
+        raise ConfigError(f"graph {graph!r}: choose one of {', '.join(GRAPH_CHOICES)}")
+    if int8_method not in INT8_METHODS:
+        raise ConfigError(f"int8_method {int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
+    if calibration_examples < 1:
+        raise ConfigError(f"calibration_examples must be at least 1, got {calibration_examples}")
+    calibration_data = calibration_data or parity_data
+    if quantize == "int8" and int8_method == "static" and calibration_data is None:
+        raise ConfigError("static int8 quantisation calibrates on training rows: give the data (--data-root; "
+                          "calibration_data / parity_data in Python) or use --int8-method dynamic")
     if on_parity_failure not in ("raise", "omit"):
         raise ConfigError(f"on_parity_failure {on_parity_failure!r}: choose raise or omit")
     if parity_examples is not None and parity_examples < 1:
@@ -565,17 +611,41 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     inputs = input_names(model, tokenizer)
     outputs = {name: f"logits_{name}" for name in model.tasks}
     files = {"fp32": MODEL_FILES["fp32"]}
+    variant: dict[str, Any] = {"graph": "plain"}
+    optimizer_type = None
+    if graph == "fused":
+        optimizer_type, reason = fusion_model_type(model)
+        if optimizer_type is None:  # never silently: the export says it is plain, and why
+            variant["graph_note"] = f"fused graph requested but exported plain: {reason}"
+            logger.warning("%s: %s", model_dir, variant["graph_note"])
+    calibration = None
+    if quantize == "int8" and int8_method == "static":
+        calibration = _calibration_batches(model, tokenizer, calibration_data, calibration_examples,
+                                           calibration_seed, batch_size)
     with atomic_dir(out_dir) as tmp:
-        _export_graph(model, tokenizer, tmp / files["fp32"], inputs, outputs, opset, model_dir)
+        _export_graph(model, tokenizer, tmp / files["fp32"], inputs, outputs, opset, model_dir,
+                      eager=optimizer_type is not None)
+        if optimizer_type is not None:
+            config = model.backbone.config
+            variant.update(graph="fused", optimizer_model_type=optimizer_type,
+                           fused_ops=fuse_graph(tmp / files["fp32"], optimizer_type, config.num_attention_heads,
+                                                config.hidden_size))
         if quantize == "int8":
             files["int8"] = MODEL_FILES["int8"]
-            _quantize_int8(tmp / files["fp32"], tmp / files["int8"])
+            if calibration is None:
+                variant["int8"] = quantize_dynamic_int8(tmp / files["fp32"], tmp / files["int8"],
+                                                        per_channel=per_channel)
+            else:
+                variant["int8"] = quantize_static_int8(tmp / files["fp32"], tmp / files["int8"], calibration[0],
+                                                       inputs, per_channel=per_channel)
+                variant["int8"]["calibration_rows"] = calibration[1]
         tokenizer.save_pretrained(tmp)
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
             "model_kind": "bilstm" if isinstance(model, BiLSTMModel) else "multitask",
             "tasks": [task.model_dump(mode="json") for task in model.tasks.values()],
             "max_length": model.max_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
+            "variant": variant,
         }
         for precision, name in files.items():
             _stamp(tmp / name, _expected_stamp(meta, precision))

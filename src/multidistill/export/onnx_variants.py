@@ -1,0 +1,209 @@
+"""The graph variants an ONNX export can take, all from onnxruntime itself: the transformer graph optimizer
+(attention / LayerNorm / GELU fusion), dynamic int8 and static (QDQ, calibrated) int8 quantisation.
+
+`export_onnx` picks among them; each choice, and any fallback, is recorded in export.json under ``variant``
+and printed by `multidistill export`, so an export always says what it holds. Measured on the demo's 3-layer
+student in docs/benchmarks.md ("Issue 16: int8 inference"), which is why the defaults are a plain graph and
+dynamic per-channel int8.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torch import nn
+
+from multidistill.data.collate import collate
+from multidistill.errors import ConfigError, ModelError
+
+Graph = Literal["plain", "fused"]
+Int8Method = Literal["dynamic", "static"]
+GRAPH_CHOICES = ("plain", "fused")
+INT8_METHODS = ("dynamic", "static")
+# Hugging Face model types whose graphs onnxruntime's "bert" optimizer fuses (its fusions match BERT-style
+# encoder blocks; a pattern that does not match is left as it was, and the parity check runs on the result).
+FUSION_MODEL_TYPES: dict[str, str] = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
+                                      "electra": "bert", "distilbert": "bert"}
+# Dynamic int8 rewrites these ops: the Transformer's MatMuls (or fused Attention) and the BiLSTM's LSTM. Embedding
+# tables (Gather) stay fp32: quantising them too cut a 6-layer MiniLM from 58 to 22 MB but moved its CoLA Matthews
+# score by 0.016, past the parity check's default 0.01.
+DYNAMIC_OPS = ["MatMul", "Attention", "LSTM"]
+# Static QDQ quantises the MatMuls only: the heads (Gemm) read the mean-pooled vector, whose division has no
+# calibrated range in a fused graph, and they are a negligible share of the time.
+STATIC_OPS = ["MatMul"]
+DEFAULT_CALIBRATION_EXAMPLES = 256
+
+
+@contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """The quantiser logs advice at WARNING on the root logger and warns through `warnings`: keep the CLI clean."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root.setLevel(max(level, logging.ERROR))
+            yield
+    finally:
+        root.setLevel(level)
+
+
+# --- transformer fusion ----------------------------------------------------------------------------
+
+
+def fusion_model_type(model: nn.Module) -> tuple[str | None, str]:
+    """onnxruntime's optimizer model type for ``model`` (None when it has no fusions for it) and a sentence
+    saying why."""
+    backbone = getattr(model, "backbone", None)
+    model_type = getattr(getattr(backbone, "config", None), "model_type", None)
+    if model_type is None:
+        return None, (f"onnxruntime's transformer optimizer has no fusions for a {type(model).__name__} "
+                      "(it fuses Transformer encoders)")
+    if model_type not in FUSION_MODEL_TYPES:
+        return None, (f"onnxruntime's transformer optimizer has no fusions for model_type '{model_type}' "
+                      f"(supported here: {', '.join(FUSION_MODEL_TYPES)})")
+    return FUSION_MODEL_TYPES[model_type], f"model_type '{model_type}' fused as '{FUSION_MODEL_TYPES[model_type]}'"
+
+
+@contextmanager
+def eager_attention(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Trace ``model``'s encoder with eager attention: its additive mask is the pattern onnxruntime's attention
+    fusion matches (the SDPA trace's NaN guards are not)."""
+    backbone = getattr(model, "backbone", None)
+    previous = getattr(getattr(backbone, "config", None), "_attn_implementation", None)
+    if not enabled or previous in (None, "eager"):
+        yield
+        return
+    backbone.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        backbone.set_attn_implementation(previous)
+
+
+def fuse_graph(path: Path, optimizer_type: str, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """Run onnxruntime's transformer optimizer on ``path`` in place (Python fusions only: the result runs on any
+    CPU) and return the count of each fused operator."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _quiet_quantiser():
+        optimized = optimize_model(str(path), model_type=optimizer_type, num_heads=num_heads,
+                                   hidden_size=hidden_size, opt_level=0)
+        optimized.save_model_to_file(str(path))
+    return {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+
+
+# --- int8 ------------------------------------------------------------------------------------------
+
+
+def quantize_dynamic_int8(source: Path, target: Path, *, per_channel: bool = True) -> dict[str, Any]:
+    """Dynamic int8: int8 weights (one scale per output channel unless ``per_channel`` is False; one scale per
+    tensor loses accuracy on these models), activations quantised on the fly. Returns what was done.
+
+    ``reduce_range`` keeps weights to 7 bits: x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply
+    uint8 activations by int8 weights with saturating 16-bit sums, which full 8-bit weights can overflow (on a
+    tiny BERT it moved logits by 0.5 instead of 0.01). onnxruntime's pre-processing (`quant_pre_process`) is
+    not needed for dynamic quantisation, and its symbolic shape inference fails on Hugging Face graphs.
+    """
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        with _quiet_quantiser():
+            # DefaultTensorType: a fused graph's contrib ops (Attention, SkipLayerNormalization) have no ONNX shape
+            # inference, and their outputs are float.
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             reduce_range=True, op_types_to_quantize=DYNAMIC_OPS,
+                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    except Exception as exc:
+        raise ModelError(f"{source}: dynamic int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
+    return {"method": "dynamic", "per_channel": per_channel, "reduce_range": True, "ops": DYNAMIC_OPS}
+
+
+def calibration_batches(tasks: dict, train_sets: dict, pad_token_id: int, *, examples: int, seed: int,
+                        batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """Token batches of ``examples`` training rows per task, drawn with ``seed`` (the same seed, the same rows).
+
+    ``tasks`` maps a task name to its Task and ``train_sets`` to its tokenised training rows. Rows are sorted by
+    length before batching, as inference batches them.
+    """
+    rng = np.random.default_rng(seed)
+    batches = []
+    for name, dataset in train_sets.items():
+        picked = np.sort(rng.choice(len(dataset), size=min(examples, len(dataset)), replace=False))
+        rows = dataset[[int(i) for i in picked]]
+        order = np.argsort([-len(ids) for ids in rows["input_ids"]], kind="stable")
+        rows = {key: [values[i] for i in order] for key, values in rows.items()}
+        for start in range(0, len(order), batch_size):
+            chunk = {key: values[start:start + batch_size] for key, values in rows.items()}
+            batch = collate(tasks[name], chunk, pad_token_id)
+            batches.append({key: batch[key].numpy() for key in ("input_ids", "attention_mask", "token_type_ids")
+                            if key in batch})
+    return batches
+
+
+def quantize_static_int8(source: Path, target: Path, batches: list[dict[str, np.ndarray]], input_names: list[str],
+                         *, per_channel: bool = True) -> dict[str, Any]:
+    """Static int8 in QDQ form: activation ranges calibrated (min/max) on ``batches`` of training rows, int8
+    weights (per output channel unless ``per_channel`` is False), uint8 activations."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if not batches:
+        raise ConfigError("static int8 quantisation needs training rows to calibrate on; none were found")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{name: batch[name] for name in input_names} for batch in batches])
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    try:
+        with _quiet_quantiser():
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=STATIC_OPS, calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    except Exception as exc:
+        raise ModelError(f"{source}: static int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
+    import onnx
+
+    if not any(node.op_type == "QuantizeLinear" for node in onnx.load(str(target)).graph.node):
+        # The quantiser leaves activations whose type it cannot infer in float, as it does after the fused
+        # graph's contrib ops: the result would hold int8 weights but compute in fp32.
+        raise ModelError(f"{source}: static int8 quantisation found no activation it could quantise (only weights "
+                         "would be int8); onnxruntime cannot type the outputs of a fused graph's operators, so use "
+                         "--graph plain with --int8-method static, or --int8-method dynamic")
+    return {"method": "static", "format": "QDQ", "per_channel": per_channel, "reduce_range": True, "ops": STATIC_OPS,
+            "calibration": "minmax"}
+
+
+def describe(variant: dict[str, Any]) -> str:
+    """One line saying which variant an export holds (printed by `multidistill export`)."""
+    graph = variant.get("graph", "plain")
+    text = f"graph: {graph}"
+    if variant.get("fused_ops"):
+        text += " (" + ", ".join(f"{name} x{count}" for name, count in variant["fused_ops"].items()) + ")"
+    if variant.get("graph_note"):
+        text += f" [{variant['graph_note']}]"
+    int8 = variant.get("int8")
+    if int8:
+        scale = "per-channel" if int8["per_channel"] else "per-tensor"
+        text += f"; int8: {int8['method']}{' QDQ' if int8['method'] == 'static' else ''}, {scale} weights"
+        calibration = int8.get("calibration_rows")
+        if calibration:
+            text += f", calibrated on {calibration['rows']} training rows (seed {calibration['seed']})"
+    return text

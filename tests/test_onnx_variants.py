@@ -1,0 +1,153 @@
+"""ONNX export variants (issue 16): onnxruntime's transformer fusion with a loud fallback, dynamic and static
+(calibrated, seeded) int8, per-tensor scales, session options; every variant loads and passes the parity gate."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from multidistill.errors import ConfigError, ModelError
+
+# The trained tiny BERT / BiLSTM and toy data of the export tests (fixtures: toy, bert_dir, bilstm_dir).
+from tests.test_export_onnx import TASKS, _assert_matches_torch, _batch, bert_dir, bilstm_dir, toy  # noqa: F401
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from multidistill.export.command import export_command  # noqa: E402
+from multidistill.export.onnx import EXPORT_FILE, OnnxModel, export_onnx  # noqa: E402
+from multidistill.export.onnx_variants import calibration_batches, quantize_static_int8  # noqa: E402
+
+VARIANTS = {  # name -> export_onnx keywords
+    "dynamic": {},
+    "dynamic-per-tensor": {"per_channel": False},
+    "fused-dynamic": {"graph": "fused"},
+    "static": {"int8_method": "static", "calibration_examples": 32},
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_variant_exports_loads_and_matches_torch(name, toy, bert_dir, tmp_path):  # noqa: F811
+    kwargs = VARIANTS[name]
+    out = tmp_path / name
+    meta = export_onnx(bert_dir, out, quantize="int8", parity_data=toy["data"], **kwargs)
+    assert json.loads((out / EXPORT_FILE).read_text()) == meta
+    variant = meta["variant"]
+    nodes = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    int8_nodes = {node.op_type for node in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    if kwargs.get("graph") == "fused":
+        assert variant["graph"] == "fused" and variant["optimizer_model_type"] == "bert"
+        assert variant["fused_ops"]["Attention"] == 2 and "Attention" in nodes  # one per layer of the tiny BERT
+        assert "SkipLayerNormalization" in nodes and "graph_note" not in variant
+    else:
+        assert variant == {"graph": "plain", "int8": variant["int8"]} and "Attention" not in nodes
+    int8 = variant["int8"]
+    assert int8["method"] == kwargs.get("int8_method", "dynamic")
+    assert int8["per_channel"] is kwargs.get("per_channel", True)
+    if int8["method"] == "static":
+        assert "QuantizeLinear" in int8_nodes and "DequantizeLinear" in int8_nodes
+        assert "DynamicQuantizeLinear" not in int8_nodes
+        assert int8["calibration_rows"] == {"rows": 3 * 32, "per_task": 32, "seed": 0, "tasks": TASKS,
+                                            "split": "train"}
+    else:
+        assert "DynamicQuantizeLinear" in int8_nodes
+    # The parity gate passed (export_onnx raises otherwise); fp32 also holds on other batch and sequence sizes.
+    assert all(numbers["max_abs_diff"] <= 1e-4 for numbers in meta["parity"]["fp32"].values())
+    _assert_matches_torch(bert_dir, out, 1e-4)
+    fp32, quantised = OnnxModel.load(out), OnnxModel.load(out, "int8")
+    batch = {k: v.numpy() for k, v in _batch(fp32.tokenizer, 5).items()}
+    for task in ("toy_sent", "toy_pair"):
+        assert (fp32.logits(task, **batch).argmax(-1) == quantised.logits(task, **batch).argmax(-1)).all()
+
+
+def test_static_int8_of_a_fused_graph_is_refused_not_left_weight_only(toy, bert_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ModelError, match="found no activation it could quantise.*--graph plain"):
+        export_onnx(bert_dir, tmp_path / "x", quantize="int8", parity_data=toy["data"], graph="fused",
+                    int8_method="static", calibration_examples=16)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fusion_of_an_unsupported_family_falls_back_with_a_message(toy, bilstm_dir, tmp_path, caplog,  # noqa: F811
+                                                                   capsys):
+    with caplog.at_level(logging.WARNING, logger="multidistill.export.onnx"):
+        meta = export_onnx(bilstm_dir, tmp_path / "bilstm", quantize="int8", parity_data=toy["data"], graph="fused")
+    note = meta["variant"]["graph_note"]
+    assert meta["variant"]["graph"] == "plain" and "fused_ops" not in meta["variant"]
+    assert "exported plain" in note and "no fusions for a BiLSTMModel" in note
+    assert note in caplog.text
+    export_command(bilstm_dir, tmp_path / "cli", quantize="int8", graph="fused", skip_parity=True)
+    printed = capsys.readouterr().out
+    assert "exported variant: graph: plain [fused graph requested but exported plain" in printed
+    assert "int8: dynamic, per-channel weights" in printed
+
+
+def test_static_calibration_is_seeded(toy, bert_dir, tmp_path):  # noqa: F811
+    from multidistill.data.prepare import prepare_data
+    from multidistill.models.backbone import load_tokenizer
+
+    tokenizer = load_tokenizer(str(bert_dir))
+    prepared = prepare_data(toy["data"], tokenizer, 32, max_examples_per_task=None, seed=0)
+    train = {name: prepared.store.tokenized(name, "train", tokenizer, 32) for name in TASKS}
+
+    def draw(seed: int) -> list[dict]:
+        return calibration_batches(prepared.tasks, train, tokenizer.pad_token_id, examples=20, seed=seed,
+                                   batch_size=8)
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert len(first) == 3 * 3 and sum(len(b["input_ids"]) for b in first) == 3 * 20
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(first, again, strict=True) for k in a)
+    assert any(a["input_ids"].shape != b["input_ids"].shape or not np.array_equal(a["input_ids"], b["input_ids"])
+               for a, b in zip(first, other, strict=True))
+    # The same rows give the same graph, byte for byte; other rows other activation ranges.
+    export_onnx(bert_dir, tmp_path / "fp32", parity_data=None)
+    inputs = ["input_ids", "attention_mask", "token_type_ids"]
+    graphs = {}
+    for name, batches in (("first", first), ("again", again), ("other", other)):
+        quantize_static_int8(tmp_path / "fp32" / "model.onnx", tmp_path / f"{name}.onnx", batches, inputs)
+        graphs[name] = (tmp_path / f"{name}.onnx").read_bytes()
+    assert graphs["first"] == graphs["again"] and graphs["first"] != graphs["other"]
+
+
+def test_static_export_from_the_command_calibrates_without_a_parity_check(toy, bert_dir, tmp_path,  # noqa: F811
+                                                                          capsys):
+    out = tmp_path / "static"
+    export_command(bert_dir, out, quantize="int8", int8_method="static", skip_parity=True, calibration_examples=16,
+                   calibration_seed=3, data_root=toy["data"].data_root, cache_dir=toy["data"].cache_dir)
+    printed = capsys.readouterr().out
+    assert "int8: static QDQ, per-channel weights, calibrated on 48 training rows (seed 3)" in printed
+    meta = json.loads((out / EXPORT_FILE).read_text())
+    assert "parity" not in meta and meta["variant"]["int8"]["calibration_rows"]["seed"] == 3
+    OnnxModel.load(out, "int8")
+
+
+def test_variant_choices_are_checked(toy, bert_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="graph 'onnxsim': choose one of plain, fused"):
+        export_onnx(bert_dir, tmp_path / "a", graph="onnxsim")
+    with pytest.raises(ConfigError, match="int8_method 'qat': choose one of dynamic, static"):
+        export_onnx(bert_dir, tmp_path / "a", quantize="int8", int8_method="qat")
+    with pytest.raises(ConfigError, match="static int8 quantisation calibrates on training rows"):
+        export_onnx(bert_dir, tmp_path / "a", quantize="int8", int8_method="static")
+    with pytest.raises(ConfigError, match="--int8-method 'qat'"):
+        export_command(bert_dir, tmp_path / "a", quantize="int8", int8_method="qat")
+    with pytest.raises(ConfigError, match="--graph 'x'"):
+        export_command(bert_dir, tmp_path / "a", graph="x")
+    assert not (tmp_path / "a").exists()
+
+
+def test_session_options(toy, bert_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "export"
+    export_onnx(bert_dir, out, quantize="int8")
+    default = OnnxModel.load(out, "int8")
+    batch = {k: v.numpy() for k, v in _batch(default.tokenizer, 5).items()}
+    expected = default.logits("toy_sent", **batch)
+    for optimization in ("extended", "basic", "disabled"):
+        for mode in ("sequential", "parallel"):
+            model = OnnxModel.load(out, "int8", optimization=optimization, execution_mode=mode, threads=1)
+            np.testing.assert_allclose(model.logits("toy_sent", **batch), expected, atol=1e-4)
+    with pytest.raises(ConfigError, match="optimization 'max': choose one of all, extended, basic, disabled"):
+        OnnxModel.load(out, optimization="max")
+    with pytest.raises(ConfigError, match="execution_mode 'async'"):
+        OnnxModel.load(out, execution_mode="async")
