@@ -451,7 +451,8 @@ def machine() -> dict:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; --tiny changes the defaults of --examples and the learning rates."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=None,
                         help="work folder (teacher, store, runs, TextBrewer, results.json); default "
@@ -466,8 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument("--teacher-lr", type=float, default=5e-5)
+    parser.add_argument("--teacher-epochs", type=int, default=1)
+    parser.add_argument("--teacher-lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
@@ -480,7 +481,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         args.teacher_lr = 3e-3
         args.lr = 3e-3
-    cache = args.cache or REPO / "runs" / ("vs_textbrewer_tiny" if args.tiny else "vs_textbrewer")
+    args.cache = args.cache or REPO / "runs" / ("vs_textbrewer_tiny" if args.tiny else "vs_textbrewer")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    cache = args.cache
     cache.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
