@@ -50,6 +50,7 @@ def test_run_order_rotates_each_repetition():
                                                           ["a", "b", "c"]]
 
 
+@pytest.mark.slow
 def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     have_textbrewer = importlib.util.find_spec("textbrewer") is not None
