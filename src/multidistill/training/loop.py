@@ -185,7 +185,9 @@ def train(
     total_steps = math.ceil(config.epochs * steps_per_epoch)
 
     trainables = _Trainables(model, objective)
-    optimizer = torch.optim.AdamW(_param_groups(trainables, config.weight_decay), lr=config.lr)
+    # The fused kernel (CPU and GPU) updates each tensor in one pass: with short sentences the AdamW step over a
+    # BERT vocabulary's embeddings is a third of a step (docs/benchmarks.md, issue 16 profile).
+    optimizer = torch.optim.AdamW(_param_groups(trainables, config.weight_decay), lr=config.lr, fused=True)
     scheduler = make_scheduler(optimizer, config, total_steps)
     trainables, optimizer = accelerator.prepare(trainables, optimizer)
     raw = accelerator.unwrap_model(trainables)
