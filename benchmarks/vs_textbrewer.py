@@ -94,13 +94,23 @@ def spread(values: list[float]) -> Spread:
     return Spread(statistics.median(values), min(values), max(values), len(values))
 
 
-def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per row: examples/s (median, min, max), dev accuracy (median), ratios to its TextBrewer row and to (c)."""
+# What a row's speed is measured by: the loops' own examples/s (wall clock), or, over the steady steps (2 to N-1,
+# no warm-up, no evaluation), examples per second of wall time and per second of the process's CPU time. CPU time
+# counts the work done, not the time spent waiting for a core that other jobs hold: on a shared machine it is the
+# steadier measure (with OMP_WAIT_POLICY=PASSIVE, so that waiting threads sleep instead of spinning).
+MEASURES = {"examples_per_second": "examples/s (wall clock, whole epoch)",
+            "steady_examples_per_second": "examples/s (wall clock, steps 2..N-1)",
+            "examples_per_cpu_second": "examples per CPU-second (steps 2..N-1)"}
+
+
+def summarize(runs: dict[str, list[dict]], measure: str = "examples_per_second") -> dict[str, dict]:
+    """Per row: ``measure`` (median, min, max), dev accuracy (median), ratios to its TextBrewer row and to (c)."""
     out: dict[str, dict] = {}
     for key, row_runs in runs.items():
+        row_runs = [r for r in row_runs if r.get(measure)]
         if not row_runs:
             continue
-        speed = spread([r["examples_per_second"] for r in row_runs])
+        speed = spread([r[measure] for r in row_runs])
         out[key] = {"speed": speed, "accuracy": statistics.median(r["accuracy"] for r in row_runs),
                     "accuracies": [r["accuracy"] for r in row_runs]}
     for key, row in out.items():
@@ -110,10 +120,11 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
     return out
 
 
-def markdown(summary: dict[str, dict], *, store_seconds: float | None, examples: int, skipped: dict[str, str]) -> str:
+def markdown(summary: dict[str, dict], *, store_seconds: float | None, examples: int, skipped: dict[str, str],
+             measure: str = "examples_per_second") -> str:
     """The side-by-side table (one line per row, in ROWS order) and the store line."""
-    lines = ["| group | run | examples/s (median) | min..max (spread) | vs TextBrewer | vs (c) | dev accuracy |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| group | run | {MEASURES[measure]}, median | min..max (spread) | vs TextBrewer | vs (c) "
+             "| dev accuracy |", "|---|---|---|---|---|---|---|"]
     for key, (group, label, _) in ROWS.items():
         if key in skipped:
             lines.append(f"| {GROUPS[group]} | {label} | skipped: {skipped[key]} | | | | |")
@@ -128,13 +139,36 @@ def markdown(summary: dict[str, dict], *, store_seconds: float | None, examples:
                                               if len(row["accuracies"]) > 1 else "")
         lines.append(f"| {GROUPS[group]} | {label} | {s.median:.1f} | {s.low:.1f}..{s.high:.1f} "
                      f"({s.spread_percent:.0f}%) | {ratio} | {plain} | {accuracy} |")
-    if store_seconds is not None and "md_store" in summary:
+    if store_seconds is not None and "md_store" in summary and measure != "examples_per_cpu_second":
         train_seconds = examples / summary["md_store"]["speed"].median
         lines.append("")
-        lines.append(f"Signal store built once in {store_seconds:.1f} s (teacher over the {examples} training rows); "
-                     f"counted into one store-backed run it gives "
+        lines.append(f"Signal store built once in {store_seconds:.1f} s wall clock (teacher over the {examples} "
+                     f"training rows); counted into one store-backed run it gives "
                      f"{examples / (train_seconds + store_seconds):.1f} examples/s.")
     return "\n".join(lines)
+
+
+class StepClock:
+    """Wall-clock and process CPU time at the end of each optimizer step."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def tick(self, *_: Any) -> None:
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+
+def steady_rates(clock: StepClock, batch_sizes: list[int]) -> dict[str, float]:
+    """Examples per wall second and per CPU second over steps 2..N-1 (``batch_sizes``: one per step, in order):
+    the first step's warm-up and the last step's evaluation fall outside."""
+    n = len(clock.wall)
+    if n < 3:
+        return {}
+    examples = sum(batch_sizes[1:n - 1])
+    return {"steady_examples_per_second": examples / (clock.wall[n - 2] - clock.wall[0]),
+            "examples_per_cpu_second": examples / max(clock.cpu[n - 2] - clock.cpu[0], 1e-9)}
 
 
 def run_order(keys: list[str], repeat: int) -> list[str]:
@@ -218,6 +252,7 @@ class PlannedBatches:
         from multidistill.data.sampler import MultiTaskBatchPlanner
 
         self.world, self.shuffled, self.epoch, self.examples = world, shuffled, 0, 0
+        self.sizes: list[int] = []  # of the batches served, in order
         rows = world.data.train_sets[world.task]
         lengths = None if shuffled else {world.task: row_lengths(rows)}
         self.planner = MultiTaskBatchPlanner({world.task: len(rows)}, world.batch_size, seed=world.seed,
@@ -242,6 +277,7 @@ class PlannedBatches:
         for indices in plan:
             batch = collate(task, rows[indices], self.world.pad_id)
             self.examples += len(batch["ids"])
+            self.sizes.append(len(batch["ids"]))
             yield {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in batch}
 
 
@@ -273,7 +309,10 @@ def run_textbrewer(textbrewer, world: World, key: str, out: Path) -> dict:
                                                    hard_label_weight=1, intermediate_matches=matches)
     distiller = textbrewer.GeneralDistiller(train_config, distill_config, model_t, model_s, adaptor, adaptor)
     batches = PlannedBatches(world, shuffled=key == "tb_logit_shuffled")
-    optimizer = torch.optim.AdamW(param_groups(model_s, world.weight_decay), lr=world.lr)
+    # The same AdamW as multidistill's loop: same groups, hyperparameters and (fused) kernel.
+    optimizer = torch.optim.AdamW(param_groups(model_s, world.weight_decay), lr=world.lr, fused=True)
+    clock = StepClock()
+    optimizer.register_step_post_hook(clock.tick)
     total_steps = len(batches) * world.epochs
     excluded = {"seconds": 0.0, "accuracy": None}
 
@@ -297,7 +336,7 @@ def run_textbrewer(textbrewer, world: World, key: str, out: Path) -> dict:
                     max_grad_norm=world.max_grad_norm, callback=callback)
     seconds = time.perf_counter() - start - excluded["seconds"]
     return {"examples_per_second": batches.examples / seconds, "seconds": seconds, "examples": batches.examples,
-            "accuracy": excluded["accuracy"]}
+            "accuracy": excluded["accuracy"], **steady_rates(clock, batches.sizes)}
 
 
 def param_groups(module, weight_decay: float) -> list[dict]:
@@ -363,9 +402,22 @@ def run_multidistill(world: World, key: str, out: Path, store: Path) -> dict:
     """One multidistill run through `train_model`; its own examples/s (evaluation excluded)."""
     from multidistill.training.run import train_model
 
-    result = train_model(md_config(world, key, out, store), overwrite=True)
+    clock = StepClock()
+    result = train_model(md_config(world, key, out, store), overwrite=True, on_step=clock.tick)
     return {"examples_per_second": result.examples_per_second, "seconds": result.train_seconds,
-            "examples": world.examples * world.epochs, "accuracy": result.best_metrics["main"][world.task]}
+            "examples": world.examples * world.epochs, "accuracy": result.best_metrics["main"][world.task],
+            **steady_rates(clock, planned_sizes(world))}
+
+
+def planned_sizes(world: World) -> list[int]:
+    """The batch sizes of the loop's plan (group_by_length), one per step, every epoch in order."""
+    from multidistill.data.batches import row_lengths
+    from multidistill.data.sampler import MultiTaskBatchPlanner
+
+    rows = world.data.train_sets[world.task]
+    planner = MultiTaskBatchPlanner({world.task: len(rows)}, world.batch_size, seed=world.seed,
+                                    lengths={world.task: row_lengths(rows)})
+    return [len(planned.indices) for epoch in range(world.epochs) for planned in planner.epoch(epoch)]
 
 
 def build_store(world: World, store: Path) -> float:
@@ -528,16 +580,22 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 result = run_multidistill(world, key, out, store)
             done.append({"repeat": repeat, **result})
-            print(f"   {result['examples_per_second']:.1f} examples/s, dev accuracy {result['accuracy']:.4f}",
-                  flush=True)
+            print(f"   {result['examples_per_second']:.1f} examples/s, "
+                  f"{result.get('examples_per_cpu_second', float('nan')):.1f} per CPU-second, "
+                  f"dev accuracy {result['accuracy']:.4f}", flush=True)
             record()
     runs = {k: [r for r in saved["runs"].get(k, []) if r["repeat"] < args.repeats] for k in keys}
     summary = summarize(runs)
-    print()
-    print(markdown(summary, store_seconds=saved["store_seconds"], examples=world.examples, skipped=skipped))
-    print()
-    for line in targets(summary):
-        print("- " + line)
+    for measure in MEASURES:
+        table = summarize(runs, measure)
+        if not table:
+            continue
+        print(f"\n{MEASURES[measure]}:\n")
+        print(markdown(table, store_seconds=saved["store_seconds"], examples=world.examples, skipped=skipped,
+                       measure=measure))
+        print()
+        for line in targets(table):
+            print("- " + line)
     print(f"\nTextBrewer {saved['textbrewer']}; machine {saved['machine']}")
     return {"summary": summary, "saved": saved}
 

@@ -44,6 +44,16 @@ def test_table_marks_skipped_rows_and_missing_baselines():
     assert "not measured" in bench.targets(summary)[0]
 
 
+def test_steady_rates_leave_out_the_first_and_the_last_step():
+    clock = bench.StepClock()
+    clock.wall, clock.cpu = [0.0, 1.0, 3.0, 10.0], [0.0, 2.0, 4.0, 50.0]
+    # Steps 2 and 3 (batches 1 and 2: 8 + 4 examples) took 3 s of wall clock and 4 s of CPU.
+    assert bench.steady_rates(clock, [32, 8, 4, 100]) == {"steady_examples_per_second": 4.0,
+                                                           "examples_per_cpu_second": 3.0}
+    clock.wall, clock.cpu = [0.0, 1.0], [0.0, 1.0]
+    assert bench.steady_rates(clock, [1, 1]) == {}  # too few steps for a steady window
+
+
 def test_run_order_rotates_each_repetition():
     keys = ["a", "b", "c"]
     assert [bench.run_order(keys, r) for r in range(4)] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"],
@@ -59,6 +69,7 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     summary, saved = out["summary"], out["saved"]
     for key in ("md_store", "md_online", "md_feature", "plain"):
         assert summary[key]["speed"].median > 0
+        assert all(run["examples_per_cpu_second"] > 0 for run in saved["runs"][key])
         assert 0.0 <= summary[key]["accuracy"] <= 1.0
     assert saved["store_seconds"] > 0
     if not have_textbrewer:
