@@ -64,7 +64,7 @@ def test_run_order_rotates_each_repetition():
 def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     have_textbrewer = importlib.util.find_spec("textbrewer") is not None
-    out = bench.main(["--tiny", "--repeats", "1", "--examples", "48", "--cache", str(tmp_path),
+    out = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
                       "--textbrewer-dir", str(tmp_path / "no-textbrewer-here")])
     summary, saved = out["summary"], out["saved"]
     for key in ("md_store", "md_online", "md_feature", "plain"):
@@ -75,6 +75,6 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     if not have_textbrewer:
         assert set(saved["skipped"]) == {"tb_logit", "tb_logit_shuffled", "tb_feature"}
     # A re-run with the same settings reuses the recorded runs (resumable) and trains nothing.
-    again = bench.main(["--tiny", "--repeats", "1", "--examples", "48", "--cache", str(tmp_path),
+    again = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
                         "--textbrewer-dir", str(tmp_path / "no-textbrewer-here"), "--rows", "plain"])
     assert again["saved"]["runs"]["plain"] == saved["runs"]["plain"]
