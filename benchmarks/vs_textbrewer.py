@@ -10,7 +10,9 @@ decay), gradient clipping, epochs and seed. Every run is scored on the same dev 
 Runs are interleaved (each repetition runs every row once, in a rotated order) and each row reports the median
 examples/s of its repetitions and their spread (min..max). Evaluation and end-of-epoch saving are not
 training time on either side (multidistill's own `examples_per_second`; TextBrewer's wall time less its
-`save_and_callback`).
+`save_and_callback`). Both sides are also timed the same way over steps 2..N-1, in wall time and in the
+process's CPU time (`MEASURES`): on a shared machine run with OMP_WAIT_POLICY=PASSIVE and read the CPU-time
+table, whose spreads stay small when other jobs take the cores.
 
 Rows:
   (a) logit KD (soft cross-entropy at T=1 + hard cross-entropy):
