@@ -266,3 +266,40 @@ def test_only_the_asked_layers_are_captured(tiny_model_dir):
     assert some.attention_scores[1] is None and torch.equal(some.attention_scores[0], full.attention_scores[0])
     with pytest.raises(ConfigError, match="layers are 1..2"):
         extract_features(encoder, ids, mask, want={"keys": (3,)})
+
+
+def test_an_online_teacher_asked_for_logits_and_features_runs_one_forward(tiny_run, tmp_path):
+    """Logits and hidden states of a teacher with heads come from one pass of its encoder, equal to what two
+    separate passes give, and stay on the training device (no CPU round trip)."""
+    from multidistill.data.collate import collate
+    from multidistill.data.prepare import prepare_data
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.teachers.online import OnlineSignals
+
+    raw, _ = tiny_run
+    teacher = TeacherRunConfig.model_validate({**raw, "output_dir": str(tmp_path / "teacher"),
+                                               "train": {**raw["train"], "epochs": 0.5}})
+    train_model(teacher)
+    tokenizer = load_tokenizer(raw["model"]["name_or_path"])
+    data = prepare_data(teacher.data, tokenizer, 32, max_examples_per_task=None, seed=7)
+    online = OnlineSignals([tmp_path / "teacher" / "model"], tokenizer, list(data.tasks))
+    online.request({"toy_sent": {"hidden_states": (0, 2)}})
+    passes = []
+    online.teachers[0].backbone.register_forward_hook(lambda *args: passes.append(1))
+    batch = collate(data.tasks["toy_sent"], data.train_sets["toy_sent"][[0, 3, 5]], tokenizer.pad_token_id)
+    both = online(dict(batch))
+    assert len(passes) == 1  # one encoder pass gave both the logits and the hidden states
+    model = online.teachers[0]
+    with torch.no_grad():
+        alone = model(task="toy_sent", input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      token_type_ids=batch["token_type_ids"]).logits
+        hidden = model.features("toy_sent", batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                want={"hidden_states": (0, 2)}).hidden_states
+    torch.testing.assert_close(both["teacher_logits"][:, 0], alone)
+    assert both["teacher_logits"].dtype == torch.float32 and both["teacher_mean"].shape == alone.shape
+    for got, expected in zip(both["teacher_features"][0].hidden_states, hidden, strict=True):
+        torch.testing.assert_close(got, expected)
+    # A task whose terms read no features: logits only, still one pass.
+    passes.clear()
+    pair = collate(data.tasks["toy_pair"], data.train_sets["toy_pair"][[0, 1]], tokenizer.pad_token_id)
+    assert "teacher_features" not in online(dict(pair)) and len(passes) == 1

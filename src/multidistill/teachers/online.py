@@ -22,7 +22,7 @@ from torch import nn
 
 from multidistill.errors import ConfigError
 from multidistill.models.backbone import load_backbone, load_tokenizer, resolve_model_path
-from multidistill.models.extract import extract_features
+from multidistill.models.extract import extract_features, with_features
 from multidistill.models.families import model_dims
 from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, ModelDims
 from multidistill.models.loading import load_model
@@ -45,9 +45,9 @@ def teacher_dims(teacher: nn.Module) -> ModelDims:
 class OnlineSignals:
     """`enrich` for the training loop: adds what the objective asked of the teachers to a batch.
 
-    ``teacher_logits`` (B, K, C) and ``teacher_mean`` (B, C), on the CPU as a store gives them, when ``logits``;
-    ``teacher_features``, a list of K `EncoderFeatures` on the training device, for the tasks whose feature
-    terms asked (`request`).
+    ``teacher_logits`` (B, K, C) and ``teacher_mean`` (B, C) in float32, when ``logits``; ``teacher_features``, a
+    list of K `EncoderFeatures`, for the tasks whose feature terms asked (`request`); all on the training device.
+    A teacher asked for both runs one forward, whose features include its head's logits.
     """
 
     def __init__(self, teacher_dirs: list[str | Path], student_tokenizer, tasks: list[str],
@@ -88,7 +88,7 @@ class OnlineSignals:
         return self
 
     def to(self, device: torch.device) -> OnlineSignals:
-        """Run the teachers on ``device`` (the training device); logits still come back on the CPU."""
+        """Run the teachers on ``device`` (the training device), where their signals stay."""
         self.device = device
         self.teachers = [t.to(device) for t in self.teachers]
         return self
@@ -106,17 +106,22 @@ class OnlineSignals:
         inputs = {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")
                   if batch.get(k) is not None}
         out = dict(batch)
+        want = self.want.get(task)
         # no_grad rather than inference_mode: the losses save teacher tensors for the student's backward,
         # which inference tensors refuse.
         with torch.no_grad(), self.autocast():
-            if self.logits:
-                out["teacher_logits"] = torch.stack([t(task=task, **inputs).logits.float().cpu()
-                                                     for t in self.teachers], dim=1)
-            want = self.want.get(task)
             if want:
                 domain_ids = batch.get("domain_ids")
                 domain_ids = domain_ids.to(self.device) if domain_ids is not None else None
-                out["teacher_features"] = [self._features(t, task, inputs, want, domain_ids) for t in self.teachers]
-        if self.logits:  # reduced outside autocast, in float32 on the CPU, exactly as the store reduces
+                # With logits too, each teacher's one forward gives both (its head reads the same pass).
+                asked = with_features(want, "logits") if self.logits else want
+                features = [self._features(t, task, inputs, asked, domain_ids) for t in self.teachers]
+                logits = [f.logits for f in features]
+                out["teacher_features"] = features
+            elif self.logits:
+                logits = [t(task=task, **inputs).logits for t in self.teachers]
+            if self.logits:  # float32 on the training device (a CPU round trip would be a copy each way)
+                out["teacher_logits"] = torch.stack([t.float() for t in logits], dim=1)
+        if self.logits:  # reduced outside autocast, in float32, exactly as the store reduces
             out["teacher_mean"] = teacher_mean(self.teachers[0].tasks[task].type, out["teacher_logits"])
         return out

@@ -1,0 +1,80 @@
+"""benchmarks/vs_textbrewer.py: its pure parts (medians, ratios, table, targets, run order) and its --tiny mode,
+which runs every multidistill row end to end on a tiny BERT (TextBrewer's rows are skipped when it is absent)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from benchmarks import vs_textbrewer as bench
+
+
+def _runs(rates: dict[str, list[float]], accuracy: float = 0.8) -> dict[str, list[dict]]:
+    return {key: [{"repeat": i, "examples_per_second": r, "accuracy": accuracy} for i, r in enumerate(values)]
+            for key, values in rates.items()}
+
+
+def test_spread_is_median_and_range():
+    s = bench.spread([30.0, 10.0, 20.0])
+    assert (s.median, s.low, s.high, s.runs) == (20.0, 10.0, 30.0, 3)
+    assert s.spread_percent == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        bench.spread([])
+
+
+def test_summary_ratios_are_to_the_textbrewer_row_and_to_plain_fine_tuning():
+    summary = bench.summarize(_runs({"tb_logit": [100, 90, 110], "md_store": [250, 260, 240],
+                                     "tb_feature": [50, 50, 50], "md_feature": [80, 70, 75], "plain": [240, 250, 260]}))
+    assert summary["md_store"]["vs_textbrewer"] == pytest.approx(2.5)
+    assert summary["md_store"]["vs_plain"] == pytest.approx(1.0)
+    assert summary["md_feature"]["vs_textbrewer"] == pytest.approx(1.5)
+    assert summary["tb_logit"]["vs_textbrewer"] is None  # a baseline is not compared with itself
+    lines = bench.targets(summary)
+    assert lines[0].endswith("(target >= 2.0x: met)")
+    assert lines[2].startswith("(b) hidden_mse online vs TextBrewer: 1.50x")
+
+
+def test_table_marks_skipped_rows_and_missing_baselines():
+    summary = bench.summarize(_runs({"md_store": [200.0], "plain": [100.0]}))
+    table = bench.markdown(summary, store_seconds=5.0, examples=1000, skipped={"tb_logit": "not importable"})
+    assert "| TextBrewer GeneralDistiller, online teacher (same batches) | skipped: not importable" in table
+    assert "| multidistill, signal store | 200.0 | 200.0..200.0 (0%) | - | 2.00x | 0.8000 |" in table
+    # 1000 rows at 200/s is 5 s of training; with the 5 s store build: 100 examples/s.
+    assert "gives 100.0 examples/s" in table
+    assert "not measured" in bench.targets(summary)[0]
+
+
+def test_steady_rates_leave_out_the_first_and_the_last_step():
+    clock = bench.StepClock()
+    clock.wall, clock.cpu = [0.0, 1.0, 3.0, 10.0], [0.0, 2.0, 4.0, 50.0]
+    # Steps 2 and 3 (batches 1 and 2: 8 + 4 examples) took 3 s of wall clock and 4 s of CPU.
+    assert bench.steady_rates(clock, [32, 8, 4, 100]) == {"steady_examples_per_second": 4.0,
+                                                           "examples_per_cpu_second": 3.0}
+    clock.wall, clock.cpu = [0.0, 1.0], [0.0, 1.0]
+    assert bench.steady_rates(clock, [1, 1]) == {}  # too few steps for a steady window
+
+
+def test_run_order_rotates_each_repetition():
+    keys = ["a", "b", "c"]
+    assert [bench.run_order(keys, r) for r in range(4)] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"],
+                                                          ["a", "b", "c"]]
+
+
+@pytest.mark.slow
+def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    have_textbrewer = importlib.util.find_spec("textbrewer") is not None
+    out = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
+                      "--textbrewer-dir", str(tmp_path / "no-textbrewer-here")])
+    summary, saved = out["summary"], out["saved"]
+    for key in ("md_store", "md_online", "md_feature", "plain"):
+        assert summary[key]["speed"].median > 0
+        assert all(run["examples_per_cpu_second"] > 0 for run in saved["runs"][key])
+        assert 0.0 <= summary[key]["accuracy"] <= 1.0
+    assert saved["store_seconds"] > 0
+    if not have_textbrewer:
+        assert set(saved["skipped"]) == {"tb_logit", "tb_logit_shuffled", "tb_feature"}
+    # A re-run with the same settings reuses the recorded runs (resumable) and trains nothing.
+    again = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
+                        "--textbrewer-dir", str(tmp_path / "no-textbrewer-here"), "--rows", "plain"])
+    assert again["saved"]["runs"]["plain"] == saved["runs"]["plain"]
