@@ -59,6 +59,13 @@ def test_demo_runs_every_stage_then_resumes_for_free(tiny_run, tmp_path, monkeyp
     assert all((root / "report" / p).stat().st_size > 1000 for p in ("retention.png", "score_vs_latency.png"))
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["teacher", "student-transformer", "student-bilstm"]
+    # Issue 16: each task's trivial baseline, fitted on the training rows and scored on dev, sits beside them.
+    baseline = summary["baseline"]
+    assert set(baseline["tasks"]) == {"toy_sent", "toy_pair", "toy_reg"} and baseline["main"]["toy_reg"] == 0.0
+    assert "majority class" in baseline["tasks"]["toy_sent"]["predictor"]
+    for row in summary["rows"].values():
+        assert "retention_above_baseline" in row and set(row["at_baseline"]) <= set(baseline["main"])
+    assert "trivial baseline" in output and "above baseline" in output
 
     code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
     assert code == 0, output

@@ -22,7 +22,9 @@ from multidistill.config import (
     format_validation_error,
     read_yaml,
 )
+from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError
+from multidistill.evaluation.baseline import TrivialBaseline, trivial_baseline
 from multidistill.evaluation.benchmark import RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
@@ -115,6 +117,13 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
         raise ConfigError(format_validation_error(exc, str(path or "demo settings"))) from exc
 
 
+def trivial_baselines(data: DataConfig, max_examples: int | None) -> dict[str, TrivialBaseline]:
+    """Each task's constant predictor, fitted on the training rows the models saw and scored on dev."""
+    store = open_example_store(data, max_examples_per_task=max_examples, seed=data.subset_seed or 0)
+    return {name: trivial_baseline(store.tasks[name], store.examples(name, "train")["label"],
+                                   store.examples(name, data.eval_split)["label"]) for name in data.task_names}
+
+
 def run_demo(config: DemoConfig) -> dict:
     """Run (or resume) the demo; returns {summary, benchmark, report} paths and contents."""
     with claim_run_root(Path(config.output_dir), legacy=(PENDING, "teacher")):  # one writer; only a demo folder
@@ -159,7 +168,7 @@ def _run_demo(config: DemoConfig) -> dict:
     rows = {"teacher": {"metrics": read_metrics(teacher), "params": count_parameters(teacher_model)}}
     for name, folder in students.items():
         rows[name] = {"metrics": read_metrics(folder), "params": count_parameters(folder / BEST_MODEL)}
-    summary = write_summary(runner.root, rows, "teacher", data.task_names)
+    summary = write_summary(runner.root, rows, "teacher", data.task_names, baselines=trivial_baselines(data, cap))
 
     from multidistill.report.build import build_report
 
