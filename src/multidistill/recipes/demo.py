@@ -11,6 +11,8 @@ is a stage: an interrupted demo resumes where it stopped.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -140,8 +142,20 @@ def run_demo(config: DemoConfig) -> dict:
         return _run_demo(config)
 
 
-def _run_demo(config: DemoConfig) -> dict:
-    runner = StageRunner(Path(config.output_dir))
+STUDENTS = ("student-transformer", "student-bilstm")
+
+
+@dataclass
+class TrainedStages:
+    """The demo's training stages: the teacher's stage folder, each student's, and notes for the summary."""
+
+    teacher: Path
+    students: dict[str, Path]
+    notes: list[str]
+
+
+def train_stages(runner: StageRunner, config: DemoConfig, students: Iterable[str] = STUDENTS) -> TrainedStages:
+    """Teacher -> transfer set -> signals -> the named students (in that order): every stage the demo trains."""
     data = config.data.model_copy(update={"subset_seed": config.subset_seed})
     cap = config.max_examples_per_task
     teacher = train_stage(runner, "teacher", kind="teacher", model=config.teacher, train=config.teacher_train,
@@ -158,12 +172,24 @@ def _run_demo(config: DemoConfig) -> dict:
     # One teacher: its dev scores come from its own run, so only the training split is labelled.
     signals = signals_stage(runner, config, [teacher_model], {**teacher_inputs, **transfer_inputs}, student_data,
                             max_examples=student_cap, with_eval_split=False)
-    students = {}
-    for name, section in (("student-transformer", config.transformer), ("student-bilstm", config.bilstm)):
-        students[name] = train_stage(
+    sections = {"student-transformer": config.transformer, "student-bilstm": config.bilstm}
+    trained = {}
+    for name in students:
+        section = sections[name]
+        trained[name] = train_stage(
             runner, name, kind="distill", model=resolve_teacher_ref(section.model, [teacher_model]),
             train=section.train, data=student_data, max_examples=student_cap, objective=section.objective,
             signals=signals, inputs={"signals": stage_fingerprint(signals)})
+    return TrainedStages(teacher, trained, notes)
+
+
+def _run_demo(config: DemoConfig) -> dict:
+    runner = StageRunner(Path(config.output_dir))
+    data = config.data.model_copy(update={"subset_seed": config.subset_seed})
+    cap = config.max_examples_per_task
+    stages = train_stages(runner, config)
+    teacher, students, notes = stages.teacher, stages.students, stages.notes
+    teacher_model = teacher / BEST_MODEL
 
     runtimes = [r for r in config.benchmark.runtimes if r != "pytorch_bf16" or cpu_has_fast_bf16()]
     model_dirs = [teacher_model, *(folder / BEST_MODEL for folder in students.values())]
