@@ -88,11 +88,11 @@ class DemoConfig(_Strict):
                                     description="Teacher inference (bf16 where the CPU has native bf16 kernels).")
     transformer: StudentSection = Field(default_factory=lambda: _default_student(
         ModelConfig(name_or_path="@teacher", student_layers=[1, 3, 5], pooling="mean"),
-        TrainConfig(epochs=2, lr=1e-4, checkpoint_every_steps=100, seed=42, group_by_length=True)),
+        TrainConfig(epochs=2, lr=3e-4, checkpoint_every_steps=100, seed=42, group_by_length=True)),
         description="3-layer Transformer student cut from the teacher.")
     bilstm: StudentSection = Field(default_factory=lambda: _default_student(
         ModelConfig(architecture="bilstm", name_or_path="@teacher", bilstm=BiLSTMSpec()),
-        TrainConfig(epochs=3, batch_size=64, lr=1e-3, warmup_ratio=0.05, checkpoint_every_steps=100, seed=42,
+        TrainConfig(epochs=3, batch_size=64, lr=2e-3, warmup_ratio=0.05, checkpoint_every_steps=100, seed=42,
                     group_by_length=True)),
         description="BiLSTM student (teacher vocabulary and embeddings).")
     benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection, description="Benchmark settings.")
