@@ -59,10 +59,22 @@ def test_demo_runs_every_stage_then_resumes_for_free(tiny_run, tmp_path, monkeyp
     assert all((root / "report" / p).stat().st_size > 1000 for p in ("retention.png", "score_vs_latency.png"))
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["teacher", "student-transformer", "student-bilstm"]
+    # Issue 16: each task's trivial baseline, fitted on the training rows and scored on dev, sits beside them.
+    baseline = summary["baseline"]
+    assert set(baseline["tasks"]) == {"toy_sent", "toy_pair", "toy_reg"} and baseline["main"]["toy_reg"] == 0.0
+    assert "majority class" in baseline["tasks"]["toy_sent"]["predictor"]
+    for row in summary["rows"].values():
+        assert "retention_above_baseline" in row and set(row["at_baseline"]) <= set(baseline["main"])
+    assert "trivial baseline" in output and "above baseline" in output
+    # The students distil on the teacher-labelled transfer set: the training rows plus augmented copies.
+    rows = summary["rows"]
+    for student in ("student-transformer", "student-bilstm"):
+        assert sum(rows[student]["metrics"]["train_examples"].values()) > sum(
+            rows["teacher"]["metrics"]["train_examples"].values())
 
     code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
     assert code == 0, output
-    assert output.count("done, reusing") == 5  # teacher, signals, two students, benchmark
+    assert output.count("done, reusing") == 6  # teacher, transfer set, signals, two students, benchmark
 
 
 def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monkeypatch, capsys):
@@ -128,7 +140,7 @@ def test_a_failed_int8_parity_check_is_a_failed_row_not_a_lost_run(tiny_run, tmp
     assert "exit code 1" in output
 
     code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
-    assert code == 1 and output.count("done, reusing") == 5, output  # the benchmark stage is finished, not redone
+    assert code == 1 and output.count("done, reusing") == 6, output  # the benchmark stage is finished, not redone
 
 
 def _bench_report() -> dict:

@@ -177,7 +177,8 @@ def demo_command(
     Settings (--config FILE or --set KEY=VALUE; each documented in multidistill.recipes.demo.DemoConfig):
     output_dir, max_examples_per_task, subset_seed, data.tasks, data.data_root,
     teacher.* (name_or_path, pooling, max_seq_length, ...), teacher_train.* (epochs, lr, batch_size, ...),
-    signals.batch_size, transformer.model.*, transformer.train.*, bilstm.model.*, bilstm.train.*,
+    augment.* (max_examples, n_iter, n_iter_pair, ...; augment=null: no transfer set), signals.batch_size,
+    signals.bf16, transformer.model.*, transformer.train.*, bilstm.model.*, bilstm.train.*,
     benchmark.* (runtimes, rounds, latency_runs, memory, max_eval_examples, parity_examples).
 
     Examples:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import Field
 
@@ -65,6 +65,14 @@ class MKDRecipe(RecipeBase):
     baseline: BaselineSection = Field(default_factory=BaselineSection, description="Single-task baseline.")
 
 
+class TransferSettings(Protocol):
+    """What `transfer_stage` reads from its caller's settings (an MKD recipe, or the demo's)."""
+
+    augment: AugmentConfig | None
+    max_examples_per_task: int | None
+    subset_seed: int
+
+
 def transfer_task(task: Task, folder: Path) -> Task:
     """``task`` with its training split replaced by the transfer set saved in ``folder/<task>``."""
     columns = Columns(text_a="text_a", text_b="text_b" if task.pair else None, label="label", id="id",
@@ -84,7 +92,7 @@ def transfer_notes(folder: Path) -> list[str]:
     return []
 
 
-def transfer_stage(runner: StageRunner, recipe: MKDRecipe, data: DataConfig, teacher_dirs: list[Path],
+def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConfig, teacher_dirs: list[Path],
                    inputs: dict[str, str], notes: list[str]) -> tuple[DataConfig, dict[str, str]]:
     """The augmented transfer set and the data config that reads it (dev sets unchanged); appends to ``notes``
     what it chose for the user."""

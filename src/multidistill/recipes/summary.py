@@ -9,6 +9,13 @@ from rich.console import Console
 from rich.table import Table
 from safetensors import safe_open
 
+from multidistill.evaluation.baseline import (
+    AT_BASELINE_MARK,
+    BASELINE_MARGIN,
+    TrivialBaseline,
+    at_baseline,
+    retention_above_baseline,
+)
 from multidistill.evaluation.metrics import average_score
 from multidistill.evaluation.retention import retention
 from multidistill.models.domain_branch import is_training_only
@@ -16,6 +23,7 @@ from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.utils.atomic import write_json
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
+BASELINE_ROW = "trivial baseline"
 
 
 def count_parameters(model_dir: Path) -> int:
@@ -34,35 +42,71 @@ def count_parameters(model_dir: Path) -> int:
 
 
 def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[str],
-                  notes: list[str] | None = None) -> dict:
+                  notes: list[str] | None = None, baselines: dict[str, TrivialBaseline] | None = None) -> dict:
     """Write ``out/summary.json`` and print the table; ``rows`` maps a name to {metrics, params?}.
 
     Each row's average and retention are taken over ``tasks`` (the recipe's), and retention over the tasks the
     row and the reference both have: a teacher scored on more tasks than the recipe uses is compared on these
     only. ``notes`` (settings that were chosen for the user, e.g. a missing POS tagger) go into the JSON and
-    under the table.
+    under the table. ``baselines`` (task -> its trivial predictor's dev scores) add a `BASELINE_ROW`, each row's
+    retention above it, and the tasks where a row is no better than it (marked in the table: not retention).
     """
     base = rows[reference]["metrics"]["main"]
     summary: dict = {"reference": reference, "tasks": tasks, "rows": {}, "notes": list(notes or [])}
+    trivial = {t: b.main for t, b in (baselines or {}).items()}
     for name, row in rows.items():
         kept = retention(row["metrics"]["main"], base, tasks)
         summary["rows"][name] = {**row, "retention": kept.ratio if kept else None,
                                  "retention_tasks": list(kept.tasks) if kept else []}
+        if baselines:
+            main = row["metrics"]["main"]
+            summary["rows"][name]["retention_above_baseline"] = retention_above_baseline(main, base, trivial, tasks)
+            summary["rows"][name]["at_baseline"] = [t for t in tasks if at_baseline(main.get(t), trivial.get(t))]
+    if baselines:
+        kept = retention(trivial, base, tasks)
+        summary["baseline"] = {
+            "name": BASELINE_ROW, "margin": BASELINE_MARGIN, "retention": kept.ratio if kept else None,
+            "tasks": {t: {"predictor": b.predictor, "metrics": b.metrics, "main": b.main}
+                      for t, b in baselines.items()},
+            "main": trivial, "average": average_score({t: trivial[t] for t in tasks if t in trivial})}
     write_json(out / "summary.json", summary)
-    table = Table(title=f"dev scores (retention vs {reference})",
-                  caption="average: over the tasks shown; retention: over those the row shares with the reference")
-    for column in ("model", *tasks, "average", "retention %", "parameters"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, row in summary["rows"].items():
-        main = row["metrics"]["main"]
-        shown = {t: main[t] for t in tasks if t in main}
-        params = row.get("params")
-        table.add_row(name, *(f"{main[t]:.4f}" if t in main else "" for t in tasks),
-                      f"{average_score(shown):.4f}" if shown else "",
-                      f"{100 * row['retention']:.1f}" if row["retention"] is not None else "",
-                      f"{params / 1e6:.1f}M" if params else "")
-    console.print(table)
+    _print_table(summary)
     for note in summary["notes"]:
         console.print(f"note: {note}", style="yellow", markup=False)  # notes hold brackets: `multidistill[pos]`
     console.print(f"summary: {out / 'summary.json'}")
     return summary
+
+
+def _print_table(summary: dict) -> None:
+    tasks, baseline = summary["tasks"], summary.get("baseline")
+    caption = "average: over the tasks shown; retention: over those the row shares with the reference"
+    if baseline:
+        caption += (f"; above baseline: (row - baseline) / (reference - baseline) on those averages; "
+                    f"{AT_BASELINE_MARK}: within {baseline['margin']} of the trivial baseline, which a constant "
+                    f"predictor also reaches: not retention")
+    table = Table(title=f"dev scores (retention vs {summary['reference']})", caption=caption)
+    columns = ["model", *tasks, "average", "retention %", *(["above baseline %"] if baseline else []), "parameters"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+
+    def pct(value: float | None) -> str:
+        return f"{100 * value:.1f}" if value is not None else ""
+
+    for name, row in summary["rows"].items():
+        main = row["metrics"]["main"]
+        shown = {t: main[t] for t in tasks if t in main}
+        flagged = set(row.get("at_baseline", []))
+        params = row.get("params")
+        table.add_row(name, *(f"{main[t]:.4f}{AT_BASELINE_MARK if t in flagged else ''}" if t in main else ""
+                              for t in tasks),
+                      f"{average_score(shown):.4f}" if shown else "", pct(row["retention"]),
+                      *([pct(row.get("retention_above_baseline"))] if baseline else []),
+                      f"{params / 1e6:.1f}M" if params else "")
+    if baseline:
+        main = baseline["main"]
+        table.add_row(BASELINE_ROW, *(f"{main[t]:.4f}" if t in main else "" for t in tasks),
+                      f"{baseline['average']:.4f}", pct(baseline["retention"]), "0.0", "")
+    console.print(table)
+    if baseline:
+        for task, entry in baseline["tasks"].items():
+            console.print(f"{BASELINE_ROW} on {task}: {entry['predictor']}", markup=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from multidistill.errors import DataError
+from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN, at_baseline, retention_above_baseline
 from multidistill.evaluation.metrics import average_score
 from multidistill.evaluation.retention import retention
 from multidistill.utils.atomic import atomic_dir
@@ -90,7 +91,31 @@ def load_summary(run_dir: Path) -> dict:
     for row in rows.values():
         row["kept"] = retention(row["main"], rows[reference]["main"], tasks)
         row["retention"] = row["kept"].ratio if row["kept"] else None
-    return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes}
+    baseline = _load_baseline(payload.get("baseline"), rows[reference]["main"], tasks)
+    if baseline:
+        for row in rows.values():
+            row["above_baseline"] = retention_above_baseline(row["main"], rows[reference]["main"], baseline["main"],
+                                                             tasks)
+            row["at_baseline"] = [t for t in tasks
+                                  if at_baseline(row["main"].get(t), baseline["main"].get(t), baseline["margin"])]
+    return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline}
+
+
+def _load_baseline(entry: Any, reference: dict, tasks: list[str]) -> dict | None:
+    """summary.json's trivial baseline ({main, average, retention, margin, predictors}), or None if it has none."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("main"), dict):
+        return None
+    main = {t: v for t, v in ((t, _number(s)) for t, s in entry["main"].items()) if v is not None}
+    shown = {t: v for t, v in main.items() if t in tasks}
+    if not shown:
+        return None
+    kept = retention(main, reference, tasks)
+    described = entry.get("tasks") if isinstance(entry.get("tasks"), dict) else {}
+    predictors = {t: str(v["predictor"]) for t, v in described.items() if isinstance(v, dict) and "predictor" in v}
+    margin = _number(entry.get("margin"))
+    return {"name": str(entry.get("name") or "trivial baseline"), "main": main, "average": average_score(shown),
+            "retention": kept.ratio if kept else None, "margin": BASELINE_MARGIN if margin is None else margin,
+            "predictors": predictors}
 
 
 def load_benchmark(run_dir: Path) -> tuple[dict | None, str | None]:
@@ -342,6 +367,11 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
                 f"({fmt_score(kept.score)} vs {fmt_score(kept.reference_score)})")
         if row["params"] and base["params"]:
             text += f" with {base['params'] / row['params']:.1f}× fewer parameters"
+        if row.get("above_baseline") is not None:
+            text += (f"; above the trivial baseline it keeps **{fmt_pct(row['above_baseline'])}%** of the "
+                     f"reference's margin")
+        if row.get("at_baseline"):
+            text += f" (no better than a constant predictor on {', '.join(row['at_baseline'])})"
         lines.append(text + ".")
     if benchmark:
         ref_name = benchmark.get("reference")
@@ -383,19 +413,37 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     if glance:
         out += ["## At a glance", "", *glance, ""]
 
+    baseline = summary.get("baseline")
     out += ["## Quality", "", "Dev scores (each task's main metric); retention % = a row's average / the "
             "reference's average, both over the tasks the two were scored on.", ""]
+    if baseline:
+        out += [f"The {baseline['name']} row answers a constant (majority class, or the training mean); above "
+                f"baseline % = (row - baseline) / (reference - baseline) on the same averages. {AT_BASELINE_MARK}: "
+                f"within {baseline['margin']} of the baseline, a score a constant predictor also reaches, so it is "
+                "not retention.", ""]
+
+    def marked(row: dict, task: str, text: str) -> str:
+        return text + (AT_BASELINE_MARK if task in row.get("at_baseline", []) else "")
+
     table = []
     for name, row in rows.items():
         table.append([f"{name} (reference)" if name == reference else name,
-                      *(fmt_score(row["main"].get(t)) for t in tasks), fmt_score(row["average"]),
-                      fmt_pct(row["retention"]), fmt_count(row["params"])])
-    out += _table(["model", *tasks, "average", "retention %", "parameters"], table) + [""]
+                      *(marked(row, t, fmt_score(row["main"].get(t))) for t in tasks), fmt_score(row["average"]),
+                      fmt_pct(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
+                      fmt_count(row["params"])])
+    if baseline:
+        table.append([baseline["name"], *(fmt_score(baseline["main"].get(t)) for t in tasks),
+                      fmt_score(baseline["average"]), fmt_pct(baseline["retention"]), fmt_pct(0.0), "–"])
+    out += _table(["model", *tasks, "average", "retention %", *(["above baseline %"] if baseline else []),
+                   "parameters"], table) + [""]
+    if baseline and baseline["predictors"]:
+        out += [f"{baseline['name']}: " + "; ".join(f"{t}: {p}" for t, p in baseline["predictors"].items()), ""]
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
-        per_task = [[name, *(fmt_pct(_task_retention(row, base, t)) for t in tasks), fmt_pct(row["retention"])]
-                    for name, row in rows.items() if name != reference]
-        out += ["Retention per task (% of the reference's score; – where the reference score is not positive):",
+        per_task = [[name, *(marked(row, t, fmt_pct(_task_retention(row, base, t))) for t in tasks),
+                     fmt_pct(row["retention"])] for name, row in rows.items() if name != reference]
+        out += ["Retention per task (% of the reference's score; – where the reference score is not positive"
+                + (f"; {AT_BASELINE_MARK}: no better than the trivial baseline" if baseline else "") + "):",
                 "", *_table(["model", *(f"{t} %" for t in tasks), "average %"], per_task), ""]
 
     out += ["## Speed", ""]

@@ -1,0 +1,86 @@
+"""Trivial baselines: what a predictor that ignores its input scores, so retention can be read against it.
+
+A classification task's baseline always answers the training split's majority class; a regression task's always
+answers the training mean. Both are scored on the dev labels with the task's own metrics
+(`evaluation.metrics`), so on MRPC "always paraphrase" earns its real F1 (0.81 on the sample's dev), and a constant
+score has no correlation (Pearson/Spearman undefined, reported as 0). A student whose score a constant also
+reaches has kept nothing of its teacher on that task: `at_baseline` flags it and `retention_above_baseline`
+measures what is kept beyond it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from multidistill.data.tasks import Task
+from multidistill.evaluation.metrics import average_score, compute_metrics
+
+BASELINE_MARGIN = 0.01
+"""A task's score within this of its trivial baseline (main metric, absolute) is flagged: not retention."""
+AT_BASELINE_MARK = "†"
+"""Marks such a score in tables."""
+
+
+@dataclass(frozen=True)
+class TrivialBaseline:
+    """One task's constant predictor and its dev scores."""
+
+    predictor: str
+    metrics: dict[str, float]
+    main: float
+
+
+def _labelled(labels: np.ndarray, regression: bool) -> np.ndarray:
+    """Labelled rows only: unlabelled ones hold -1 (classification) or NaN (regression)."""
+    return labels[~np.isnan(labels)] if regression else labels[labels >= 0]
+
+
+def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) -> TrivialBaseline:
+    """Score ``task``'s trivial predictor, fitted on ``train_labels``, on ``eval_labels`` with the task's metrics.
+
+    Classification: the most frequent training class (the lowest index on a tie). Regression: the training mean.
+    """
+    regression = task.type == "regression"
+    dtype = np.float64 if regression else np.int64
+    train = _labelled(np.asarray(list(train_labels), dtype=dtype), regression)
+    gold = _labelled(np.asarray(list(eval_labels), dtype=dtype), regression)
+    if not len(train) or not len(gold):
+        raise ValueError(f"task '{task.name}': a trivial baseline needs labelled training and dev rows")
+    if regression:
+        value = float(train.mean())
+        predictions = np.full(len(gold), value)
+        predictor = f"constant {value:.3g} (training mean; no correlation)"
+    else:
+        counts = np.bincount(train, minlength=task.num_labels)
+        majority = int(counts.argmax())
+        predictions = np.full(len(gold), majority)
+        name = task.labels[majority] if majority < len(task.labels) else str(majority)
+        predictor = f"always '{name}' (majority class, {counts[majority] / len(train):.0%} of training)"
+    metrics = compute_metrics(task.metrics, predictions, gold)
+    return TrivialBaseline(predictor, metrics, metrics[task.main_metric])
+
+
+def at_baseline(score: float | None, baseline: float | None, margin: float = BASELINE_MARGIN) -> bool:
+    """True when ``score`` is no better than ``baseline`` + ``margin``: a constant predictor does as well."""
+    return score is not None and baseline is not None and score <= baseline + margin + 1e-12
+
+
+def retention_above_baseline(scores: Mapping[str, float | None], reference: Mapping[str, float | None],
+                             baseline: Mapping[str, float | None], tasks: Iterable[str]) -> float | None:
+    """(score - baseline) / (reference - baseline), each the mean over the ``tasks`` all three have.
+
+    1 is the reference's quality, 0 a constant predictor's. None when they share no task or the reference is no
+    better than the baseline (the ratio would mean nothing).
+    """
+    shared = [t for t in dict.fromkeys(tasks)
+              if all(side.get(t) is not None for side in (scores, reference, baseline))]
+    if not shared:
+        return None
+    score, ref, base = (average_score({t: float(side[t]) for t in shared})  # type: ignore[arg-type]
+                        for side in (scores, reference, baseline))
+    if not ref - base > 0:
+        return None
+    return (score - base) / (ref - base)
