@@ -155,7 +155,8 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     with claim:
         if state.is_main_process:
             save_config(config, output_dir / "config.yaml")
-            record_command(output_dir, resume=resume)
+            if not resume:  # a resume adds itself once it has trained: a refused --resume changes no file
+                record_command(output_dir, resume=False)
         state.wait_for_everyone()
         result = _train_claimed(config, output_dir, data, model, objective, enrich, online, tokenizer,
                                 resume=resume, on_step=on_step, settings=settings)
@@ -179,6 +180,8 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
         run_settings=settings,
     )
     if accelerator.is_main_process:
+        if resume:
+            record_command(output_dir, resume=True)
         write_json(output_dir / "metrics.json", {
             **result.best_metrics, "best_step": result.best_step, "train_seconds": result.train_seconds,
             "examples_per_second": result.examples_per_second,
