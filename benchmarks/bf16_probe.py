@@ -49,7 +49,9 @@ def main() -> None:
     data = prepare_data(DataConfig(tasks=["sst2"], data_root=args.data_root), tokenizer, 64,
                         max_examples_per_task=32 * (args.steps + 1), seed=0)
     task, dataset = data.tasks["sst2"], data.train_sets["sst2"]
-    batches = [collate(task, dataset[i:i + 32], tokenizer.pad_token_id) for i in range(0, len(dataset), 32)]
+    # The mapped rows take index lists (not slices).
+    batches = [collate(task, dataset[list(range(i, min(i + 32, len(dataset))))], tokenizer.pad_token_id)
+               for i in range(0, len(dataset), 32)]
     model = MultiTaskModel.from_backbone(MODEL, [task], pooling="mean")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     results = {}
