@@ -6,7 +6,6 @@ Nothing is recomputed: the scores are the run's ``metrics.json`` as written, so 
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 from multidistill.export.card import CardRecord, Form, TaskInfo, TeacherInfo, write_card
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.run_dir import is_run_dir
+from multidistill.utils.atomic import read_json_object
 from multidistill.utils.command import read_command
 
 T = TypeVar("T")
@@ -24,14 +24,6 @@ METRICS_FILE = "metrics.json"
 BEST_MODEL = "model"  # multidistill.training.loop.BEST_MODEL (the loop pulls in accelerate and tensorboard)
 RUN_CONFIG_FILE = "config.yaml"
 STORE_MANIFEST = "manifest.json"  # multidistill.teachers.store.MANIFEST (not imported: the store pulls in datasets)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def _read_yaml(path: Path) -> dict | None:
@@ -50,7 +42,7 @@ def run_folder(model_dir: str | Path) -> Path | None:
 
 def _teacher(path: str) -> TeacherInfo:
     run = run_folder(path) if Path(path).is_dir() else None
-    metrics = _read_json(run / METRICS_FILE) if run is not None else None
+    metrics = read_json_object(run / METRICS_FILE) if run is not None else None
     if not metrics:
         return TeacherInfo(path=path)
     return TeacherInfo(path=path, metrics=metrics.get("tasks"), main=metrics.get("main"))
@@ -60,7 +52,7 @@ def _teachers(config: dict) -> tuple[TeacherInfo, ...]:
     """The run's teachers: those its signal store was made from, and its online teachers."""
     paths: list[str] = []
     if config.get("signals"):
-        manifest = _read_json(Path(config["signals"]) / STORE_MANIFEST) or {}
+        manifest = read_json_object(Path(config["signals"]) / STORE_MANIFEST) or {}
         paths += [str(p) for p in manifest.get("teachers", [])]
     paths += [str(p) for p in config.get("online_teachers") or []]
     return tuple(_teacher(p) for p in dict.fromkeys(paths))
@@ -126,7 +118,7 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     model_config = read_model_config(model_dir)
     run = run_folder(model_dir)
     config = (_read_yaml(run / RUN_CONFIG_FILE) if run is not None else None) or {}
-    metrics = (_read_json(run / METRICS_FILE) if run is not None else None) or None
+    metrics = (read_json_object(run / METRICS_FILE) if run is not None else None) or None
     command = read_command(run) if run is not None else None
     train_examples = (metrics or {}).get("train_examples", {})
     infos = [TaskInfo(name=spec["name"], type=spec.get("type", "classification"), labels=tuple(spec.get("labels", [])),
@@ -199,7 +191,7 @@ def refresh_cards(report: dict) -> list[Path]:
             written.append(card_or_warning(model_dir, write_model_card, model_dir, model_dir, "multidistill",
                                            benchmark=report))
         export = Path(entry["export"]) if entry.get("export") else None
-        meta = _read_json(export / "export.json") if export is not None else None
+        meta = read_json_object(export / "export.json") if export is not None else None
         if meta is not None and meta.get("kind") == "onnx":
             written.append(card_or_warning(export, write_model_card, export, model_dir, "onnx", export=meta,
                                            benchmark=report))

@@ -289,3 +289,13 @@ def write_json(path: str | Path, payload: Any) -> None:
     with atomic_file(path) as handle:
         json.dump(json_safe(payload), handle, indent=2, sort_keys=False, allow_nan=False)
         handle.write("\n")
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """A JSON object written by `write_json`, or None when the file is missing, unreadable or not an object
+    (for optional records such as a run's metrics.json or command.json)."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None

@@ -7,23 +7,14 @@ line, and its record says so (the run's ``config.yaml`` is then what made it).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from pathlib import Path
 
-from multidistill.utils.atomic import write_json
+from multidistill.utils.atomic import read_json_object, write_json
 
 COMMAND_FILE = "command.json"
 _cli_command: str | None = None
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def set_cli_command(argv: list[str] | None) -> None:
@@ -41,7 +32,7 @@ def record_command(run_dir: str | Path, *, resume: bool) -> dict:
     """Write ``run_dir/command.json``: the command that started the run, its working folder and the config file
     it saved; a resumed run keeps the first command and adds its own under ``resumed_by``. Returns the record."""
     path = Path(run_dir) / COMMAND_FILE
-    record = _read(path) if resume else None
+    record = read_json_object(path) if resume else None
     here = {"command": cli_command(), "cwd": os.getcwd()}
     if record is not None and "command" in record:
         record["resumed_by"] = [*record.get("resumed_by", []), here]
@@ -53,4 +44,4 @@ def record_command(run_dir: str | Path, *, resume: bool) -> dict:
 
 def read_command(run_dir: str | Path) -> dict | None:
     """The run's command record, or None when it has none (runs made before it was recorded)."""
-    return _read(Path(run_dir) / COMMAND_FILE)
+    return read_json_object(Path(run_dir) / COMMAND_FILE)
