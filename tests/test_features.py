@@ -281,6 +281,13 @@ def test_bilstm_refuses_attention_features_by_name(bilstm, name):
         bilstm.features("sent", **padded_batch(), want={"hidden_states", name})
 
 
+def test_bilstm_refuses_domain_branch_features_called_as_the_objective_calls_it(bilstm):
+    # The objective hands domain ids to any student whose terms read the domain branch (transferable_mse):
+    # a BiLSTM has no branch, which must be a clear error, not a TypeError about an unexpected argument.
+    with pytest.raises(ConfigError, match=r"BiLSTM student.*\['transferable'\]"):
+        bilstm("sent", **padded_batch(), want={"transferable"}, domain_ids=torch.zeros(2, dtype=torch.long))
+
+
 def test_a_model_that_stays_on_sdpa_is_a_clear_error_not_missing_scores(monkeypatch):
     model = tiny_encoder("bert")
     monkeypatch.setattr(model, "set_attn_implementation", lambda *a, **k: None)  # as for a model that cannot switch

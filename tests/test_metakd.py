@@ -117,6 +117,7 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     assert list(summary["rows"]) == ["meta-teacher", "Meta-KD student"]
     assert summary["tasks"] == list(DOMAINS) and summary["reference"] == "meta-teacher"
     assert set(summary["rows"]["Meta-KD student"]["metrics"]["main"]) == set(DOMAINS)
+    assert summary["split"] == "test" and "test scores" in output  # the toy task has a test split, so not "dev"
 
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     assert code == 0, output

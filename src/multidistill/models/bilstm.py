@@ -268,11 +268,14 @@ class BiLSTMModel(SavedModel):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False, want: Wanted | None = None) -> MultiTaskOutput:
+                output_attentions: bool = False, want: Wanted | None = None,
+                domain_ids: torch.Tensor | None = None) -> MultiTaskOutput:
         """Logits of ``task``'s head. ``last_hidden_state`` holds the LSTM outputs of the (first) text at
         its input positions; ``hidden_states`` is just ``(last_hidden_state,)`` and ``attentions`` the
         attention-pooling weights (B, T) of each encoded text, not Transformer attention maps. With ``want``
-        (feature names, see `features`) the output also carries ``features`` from the same forward."""
+        (feature names, see `features`) the output also carries ``features`` from the same forward. ``domain_ids``
+        is accepted as the objective passes it to any student when its terms read the domain branch; a BiLSTM
+        has none, and `features` refuses those names clearly."""
         head = self.head_type(task)
         if want:
             return output_with_features(self.features(task, input_ids, attention_mask, token_type_ids,

@@ -665,4 +665,5 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
              "runs)", f"prototype scores: {recipe.prototypes.mode} centroids from {prototype_encoder(recipe)}"]
     if recipe.data.fraction < 1:
         notes.append(f"data-scarce: each target keeps {recipe.data.fraction} of its training rows")
-    return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes)
+    return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
+                         split=plan.report_split)

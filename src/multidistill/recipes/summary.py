@@ -42,7 +42,8 @@ def count_parameters(model_dir: Path) -> int:
 
 
 def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[str],
-                  notes: list[str] | None = None, baselines: dict[str, TrivialBaseline] | None = None) -> dict:
+                  notes: list[str] | None = None, baselines: dict[str, TrivialBaseline] | None = None,
+                  split: str = "dev") -> dict:
     """Write ``out/summary.json`` and print the table; ``rows`` maps a name to {metrics, params?}.
 
     Each row's average and retention are taken over ``tasks`` (the recipe's), and retention over the tasks the
@@ -50,9 +51,10 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
     only. ``notes`` (settings that were chosen for the user, e.g. a missing POS tagger) go into the JSON and
     under the table. ``baselines`` (task -> its trivial predictor's dev scores) add a `BASELINE_ROW`, each row's
     retention above it, and the tasks where a row is no better than it (marked in the table: not retention).
+    ``split`` names the split the scores come from (the table's title; Meta-KD reports test where there is one).
     """
     base = rows[reference]["metrics"]["main"]
-    summary: dict = {"reference": reference, "tasks": tasks, "rows": {}, "notes": list(notes or [])}
+    summary: dict = {"reference": reference, "split": split, "tasks": tasks, "rows": {}, "notes": list(notes or [])}
     trivial = {t: b.main for t, b in (baselines or {}).items()}
     for name, row in rows.items():
         kept = retention(row["metrics"]["main"], base, tasks)
@@ -84,7 +86,7 @@ def _print_table(summary: dict) -> None:
         caption += (f"; above baseline: (row - baseline) / (reference - baseline) on those averages; "
                     f"{AT_BASELINE_MARK}: within {baseline['margin']} of the trivial baseline, which a constant "
                     f"predictor also reaches: not retention")
-    table = Table(title=f"dev scores (retention vs {summary['reference']})", caption=caption)
+    table = Table(title=f"{summary.get('split', 'dev')} scores (retention vs {summary['reference']})", caption=caption)
     columns = ["model", *tasks, "average", "retention %", *(["above baseline %"] if baseline else []), "parameters"]
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
