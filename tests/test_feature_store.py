@@ -4,9 +4,12 @@ tokenisation, resumable."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertTokenizerFast
 
@@ -18,7 +21,7 @@ from multidistill.data.rows import ArrowRows
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError
 from multidistill.models import MultiTaskModel
-from multidistill.teachers.feature_store import HIDDEN_COLUMN, hidden_column
+from multidistill.teachers.feature_store import HIDDEN_COLUMN, hidden_column, storable
 from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import check_finite, split_dataset
@@ -57,9 +60,10 @@ def _store(world, layers=(0, 2), name: str = "store", teacher=None):
                               batch_size=8, shard_size=16, hidden_layers=layers)
 
 
-def _config(world, name: str, *, stored=None, terms=None, **model) -> TeacherRunConfig:
+def _config(world, name: str, *, signals=None, terms=None, **model) -> TeacherRunConfig:
+    """A 1-layer student of the teacher, online (``signals`` None) or from the store folder ``signals``."""
     raw, teacher, data = world
-    teacher_source = {"signals": str(stored.root)} if stored is not None else {"online_teachers": [str(teacher)]}
+    teacher_source = {"signals": str(signals)} if signals is not None else {"online_teachers": [str(teacher)]}
     return TeacherRunConfig.model_validate({
         **raw, "kind": "distill", "output_dir": str(teacher.parent / name),
         "model": {**raw["model"], "backbone_config": STUDENT, **model},
@@ -105,7 +109,7 @@ def test_a_run_from_the_feature_store_gives_the_online_teachers_losses(world):
 
     store = _store(world)
     online = train_model(_config(world, "online"))
-    stored = train_model(_config(world, "stored", stored=store))
+    stored = train_model(_config(world, "stored", signals=store.root))
 
     def scalars(run: str, tag: str) -> list[float]:
         events = EventAccumulator(str(store.root.parent / run / "tensorboard"))
@@ -122,15 +126,15 @@ def test_a_run_from_the_feature_store_gives_the_online_teachers_losses(world):
 
 def test_feature_store_training_resumes_exactly(world):
     store = _store(world)
-    uncut = train_model(_config(world, "uncut", stored=store))
+    uncut = train_model(_config(world, "uncut", signals=store.root))
 
     def crash_at_step_5(state):
         if state.step == 5:
             raise Crash
 
     with pytest.raises(Crash):
-        train_model(_config(world, "cut", stored=store), on_step=crash_at_step_5)
-    resumed = train_model(_config(world, "cut", stored=store), resume=True)
+        train_model(_config(world, "cut", signals=store.root), on_step=crash_at_step_5)
+    resumed = train_model(_config(world, "cut", signals=store.root), resume=True)
     assert resumed.steps == uncut.steps
     root = store.root.parent
     expected = load_file(list_checkpoints(root / "uncut" / "checkpoints")[-1] / "trainables.safetensors")
@@ -138,6 +142,19 @@ def test_feature_store_training_resumes_exactly(world):
     assert any(k.startswith("objective.") for k in expected)  # the projection, resumed with the student
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+
+
+def test_the_stored_hidden_states_are_the_same_whatever_the_shard_size(world):
+    raw, teacher, data = world
+    sharded = _store(world)  # 16-row shards, merged piece by piece
+    whole = build_signal_store([teacher], data, teacher.parent / "whole", max_length=32, batch_size=8,
+                               shard_size=4096, hidden_layers=(0, 2))
+    assert sharded.fingerprint == whole.fingerprint
+    for task in TASKS:
+        a, b = sharded.signals(task, "train"), whole.signals(task, "train")
+        assert list(a["id"]) == list(b["id"])
+        for row in (0, 17, 95):
+            assert np.array_equal(a[row][HIDDEN_COLUMN], b[row][HIDDEN_COLUMN])
 
 
 def test_the_fingerprint_refuses_other_layers_or_another_teacher(world, tiny_model_dir):
@@ -163,25 +180,25 @@ def test_the_fingerprint_refuses_other_layers_or_another_teacher(world, tiny_mod
 def test_a_store_asked_for_features_it_does_not_hold_is_refused_before_anything_is_written(world):
     only_embeddings = _store(world, layers=(0,), name="embeddings")
     with pytest.raises(ConfigError, match=r"key 'signals'.*layer\(s\) \[2\].*--hidden-layers 0,2.*online_teachers"):
-        train_model(_config(world, "a", stored=only_embeddings))
+        train_model(_config(world, "a", signals=only_embeddings.root))
     store = _store(world)
     with pytest.raises(ConfigError, match=r"key 'signals'.*\['attention_scores'\].*online_teachers"):
-        train_model(_config(world, "b", stored=store, terms=[{"loss": "attention_mse"}]))
+        train_model(_config(world, "b", signals=store.root, terms=[{"loss": "attention_mse"}]))
     raw, teacher, data = world
     logits_only = build_signal_store([teacher], data, teacher.parent / "logits", max_length=32, batch_size=8)
     with pytest.raises(ConfigError, match=r"key 'online_teachers'.*--hidden-layers"):
-        train_model(_config(world, "c", stored=logits_only))
+        train_model(_config(world, "c", signals=logits_only.root))
     assert not any((teacher.parent / name).exists() for name in "abc")
 
 
 def test_a_student_that_tokenises_otherwise_than_the_store_is_refused_naming_both(world, tmp_path):
     store = _store(world)
     with pytest.raises(ConfigError, match=r"max_seq_length.*truncates at 24 .*truncated at 32"):
-        train_model(_config(world, "short", stored=store, max_seq_length=24))
+        train_model(_config(world, "short", signals=store.root, max_seq_length=24))
     cased = tmp_path / "cased_tokenizer"
     BertTokenizerFast(vocab={t: i for i, t in enumerate(_vocab())}, do_lower_case=False).save_pretrained(cased)
     with pytest.raises(ConfigError, match=rf"tokenizer of {store.features.tokenizer_source}.*tokenises with {cased}"):
-        train_model(_config(world, "cased", stored=store, tokenizer=str(cased)))
+        train_model(_config(world, "cased", signals=store.root, tokenizer=str(cased)))
     assert not (tmp_path / "short").exists() and not (tmp_path / "cased").exists()  # nothing written
 
 
@@ -198,6 +215,41 @@ def test_a_row_whose_token_count_differs_from_the_store_is_refused(world):
         stored(batch)
 
 
+def test_k_teachers_give_k_feature_sets_each_equal_to_its_online_teacher(world, tiny_model_dir):
+    raw, teacher, data_config = world
+    torch.manual_seed(5)
+    second = teacher.parent / "second"
+    specs = [Task.model_validate(s) for s in raw["data"]["task_specs"]]
+    model = MultiTaskModel.from_backbone(str(tiny_model_dir), specs, max_length=32)
+    with torch.no_grad():  # another encoder, so that the two teachers' hidden states differ
+        for weight in model.backbone.parameters():
+            weight.add_(0.1 * torch.randn_like(weight))
+    model.save_pretrained(second, AutoTokenizer.from_pretrained(tiny_model_dir))
+    store = build_signal_store([teacher, second], data_config, teacher.parent / "two", max_length=32,
+                               hidden_layers=[2])
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    data = prepare_data(data_config, tokenizer, 32, max_examples_per_task=None, seed=0)
+    want = {"toy_sent": {"hidden_states": (2,)}}
+    batch = collate(data.tasks["toy_sent"], data.train_sets["toy_sent"][[4, 2, 8]], tokenizer.pad_token_id)
+    batch["rows"] = [4, 2, 8]
+    from_store = StoredSignals(store, TASKS).request(want)(dict(batch))["teacher_features"]
+    live = OnlineSignals([teacher, second], tokenizer, TASKS, logits=False).request(want)(dict(batch))
+    assert len(from_store) == 2
+    real = batch["attention_mask"].bool()
+    for got, expected in zip(from_store, live["teacher_features"], strict=True):
+        torch.testing.assert_close(got.hidden_states[2].float()[real], expected.hidden_states[2][real],
+                                   rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(from_store[0].hidden_states[2], from_store[1].hidden_states[2])
+
+
+def test_hidden_states_a_store_cannot_hold_faithfully_are_refused():
+    assert storable(np.array([[1.0, -2.5]], np.float32), "t").dtype == np.float16
+    with pytest.raises(DataError, match="t: teacher hidden states contain NaN/inf"):
+        storable(np.array([[1.0, np.nan]], np.float32), "t")
+    with pytest.raises(DataError, match="reaches 7e\\+04, beyond float16's range"):
+        storable(np.array([[70000.0]], np.float32), "t")
+
+
 def test_stored_hidden_states_holding_nan_are_refused(tmp_path):
     hidden = np.ones((5, 4), dtype=np.float16)
     hidden[3, 1] = np.nan  # a token of the second row (rows of 2 and 3 tokens)
@@ -205,6 +257,30 @@ def test_stored_hidden_states_holding_nan_are_refused(tmp_path):
     split_dataset(["a", "b"], np.zeros((1, 2, 2), np.float32), np.zeros((2, 2), np.float32),
                   column).save_to_disk(str(tmp_path / "split"))
     rows = ArrowRows(sorted((tmp_path / "split").glob("*.arrow")))
-    assert rows.read([1], ["id", HIDDEN_COLUMN])[HIDDEN_COLUMN][0].shape == (3, 4)
+    read = rows.read([1], ["id", HIDDEN_COLUMN])  # only the columns asked
+    assert set(read) == {"id", HIDDEN_COLUMN} and read[HIDDEN_COLUMN][0].shape == (3, 4)
     with pytest.raises(DataError, match=f"{HIDDEN_COLUMN} of example id 'b' \\(row 1\\) holds NaN/inf"):
         check_finite(rows, "store")
+
+
+def test_the_command_line_builds_a_feature_store_and_distils_from_it(world, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    raw, teacher, data = world
+    store = teacher.parent / "cli_store"
+    args = ["soft-targets", "--teacher", str(teacher), "--tasks", ",".join(TASKS), "--data-root",
+            raw["data"]["data_root"], "--out", str(store), "--cache-dir", str(teacher.parent / "cache"), "--seed", "7"]
+    code, output = run_cli(monkeypatch, capsys, *args, "--hidden-layers", "0,x")
+    assert code == 2 and "--hidden-layers" in output and "not layer numbers" in output
+    code, output = run_cli(monkeypatch, capsys, *args, "--hidden-layers", "2,0")
+    assert code == 0, output
+    assert json.loads((store / "manifest.json").read_text())["features"]["hidden_states"] == [0, 2]
+    config = _config(world, "cli_student", signals=store,
+                     terms=[{"loss": "hidden_mse"}, {"loss": "soft_ce"}, {"loss": "hard"}])
+    path = teacher.parent / "student.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+    code, output = run_cli(monkeypatch, capsys, "distill", str(path), "--set", "model.max_seq_length=24")
+    assert code == 2 and "key 'model.max_seq_length'" in output and not (teacher.parent / "cli_student").exists()
+    code, output = run_cli(monkeypatch, capsys, "distill", str(path))
+    assert code == 0, output
+    assert (teacher.parent / "cli_student" / "metrics.json").is_file()

@@ -118,14 +118,15 @@ def hidden_column(lengths: np.ndarray, hidden: np.ndarray) -> pa.Array:
 
 
 def label_hidden(teacher: torch.nn.Module, task: Task, view, layers: Sequence[int], *, batch_size: int,
-                 pad_token_id: int, device: torch.device,
-                 autocast: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 pad_token_id: int, device: torch.device, autocast: Callable | None = None,
+                 where: str = "teacher") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One forward per batch (rows longest first) giving both: logits (n, C) float32, each row's real-token count
-    (n,) and the hidden states at ``layers`` of every real token, in row order, (sum T, S, H) float32."""
+    (n,) and the hidden states at ``layers`` of every real token, in row order, (sum T, S, H) float16 (`storable`,
+    batch by batch, so a shard never holds them in float32)."""
     teacher.eval()
     order = longest_first(view) if len(view) else np.zeros(0, dtype=np.int64)
     logits = np.zeros((len(view), task.num_labels), dtype=np.float32)
-    blocks: list[np.ndarray] = [np.zeros((0, len(layers), 0), dtype=np.float32)] * len(view)
+    blocks: list[np.ndarray] = [np.zeros((0, len(layers), 0), dtype=np.float16)] * len(view)
     want = {"hidden_states": tuple(layers), "logits": ()}
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
@@ -134,12 +135,13 @@ def label_hidden(teacher: torch.nn.Module, task: Task, view, layers: Sequence[in
             features = teacher.features(task.name, batch["input_ids"], batch["attention_mask"],
                                         batch.get("token_type_ids"), want=want)
         logits[rows] = features.logits.float().cpu().numpy().reshape(len(rows), task.num_labels)
-        stacked = torch.stack([features.hidden_states[n] for n in layers], dim=2).float().cpu().numpy()
+        stacked = storable(torch.stack([features.hidden_states[n] for n in layers], dim=2).float().cpu().numpy(),
+                           where)
         real = batch["attention_mask"].sum(1).tolist()
         for i, row in enumerate(rows.tolist()):
             blocks[row] = stacked[i, :real[i]]  # (T, S, H): padding dropped (batches pad on the right)
     lengths = np.array([len(b) for b in blocks], dtype=np.int32)
-    hidden = np.concatenate(blocks) if blocks else np.zeros((0, len(layers), 0), dtype=np.float32)
+    hidden = np.concatenate(blocks) if blocks else np.zeros((0, len(layers), 0), dtype=np.float16)
     return logits, lengths, hidden
 
 

@@ -32,7 +32,6 @@ from multidistill.teachers.feature_store import (
     FeatureSpec,
     check_hidden_layers,
     label_hidden,
-    storable,
 )
 from multidistill.teachers.fingerprint import store_fingerprint
 from multidistill.teachers.shards import (
@@ -190,7 +189,7 @@ class ShardLabeler:
                         "device": self.device, "autocast": self.autocast}
             if self.hidden_layers:  # one forward gives both
                 outputs, lengths, states = label_hidden(teacher.to(self.device), task, view, self.hidden_layers,
-                                                        **settings)
+                                                        where=f"task '{shard.task}' split '{shard.split}'", **settings)
                 hidden.append(states)
             else:
                 outputs = predict(teacher.to(self.device), task, view, **settings)
@@ -200,10 +199,8 @@ class ShardLabeler:
             raise DataError(f"teacher outputs for task '{shard.task}' split '{shard.split}' contain NaN/inf; "
                             "check the teacher (a diverged run?) before distilling from it")
         ids = self.store.examples(shard.task, shard.split).select(rows)["id"]
-        features = None
-        if self.hidden_layers:  # (sum T, K, S, H): every teacher's layers side by side for each token
-            where = f"task '{shard.task}' split '{shard.split}'"
-            features = (lengths, storable(np.stack(hidden, axis=1), where))
+        # (sum T, K, S, H) float16: every teacher's layers side by side for each token
+        features = (lengths, np.stack(hidden, axis=1)) if self.hidden_layers else None
         return np.asarray([str(i) for i in ids], dtype=np.str_), stacked, features
 
 

@@ -107,8 +107,8 @@ def prepare_partial(partial: Path, fingerprint: str, plan: list[Shard]) -> None:
         if found == record:
             remove_stale_temps(partial)
             return
-        reason = ("other teachers, data, tokenizer or max length" if found.get("fingerprint") != fingerprint
-                  else "another shard size, task or split list")
+        reason = ("other teachers, data, tokenizer, max length or hidden layers"
+                  if found.get("fingerprint") != fingerprint else "another shard size, task or split list")
         warnings.warn(f"discarding {partial}: its finished shards were made for {reason}; starting over",
                       stacklevel=3)
         remove_tree(partial)
