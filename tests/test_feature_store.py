@@ -284,3 +284,17 @@ def test_the_command_line_builds_a_feature_store_and_distils_from_it(world, monk
     code, output = run_cli(monkeypatch, capsys, "distill", str(path))
     assert code == 0, output
     assert (teacher.parent / "cli_student" / "metrics.json").is_file()
+
+
+def test_stored_features_travel_to_the_training_device_with_the_batch():
+    from multidistill.data.collate import to_device
+    from multidistill.models.features import EncoderFeatures, ModelDims
+
+    mask = torch.ones(2, 3, dtype=torch.long)
+    features = EncoderFeatures(attention_mask=mask, dims=ModelDims(4, 2, 1),
+                               hidden_states=(torch.zeros(2, 3, 4, dtype=torch.float16), None, None))
+    moved = to_device({"input_ids": mask, "teacher_features": [features], "ids": ["a", "b"]}, torch.device("meta"))
+    assert moved["input_ids"].is_meta and moved["ids"] == ["a", "b"]
+    (teacher,) = moved["teacher_features"]
+    assert teacher.attention_mask.is_meta and teacher.hidden_states[0].is_meta
+    assert teacher.hidden_states[1:] == (None, None) and teacher.dims == features.dims
