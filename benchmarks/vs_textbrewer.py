@@ -22,7 +22,9 @@ Rows:
       multidistill with an online teacher.
   (b) feature KD (the same, plus hidden-state MSE with a learned linear projection, student layers 0..3 to
       teacher layers 0, 2, 4, 6, layer 0 being the embeddings): TextBrewer intermediate matches vs multidistill
-      `hidden_mse` with an online teacher.
+      `hidden_mse` with an online teacher, and vs multidistill `hidden_mse` from the feature store (the teacher's
+      hidden states at those layers and its logits, stored once by `soft-targets --hidden-layers`; its build time
+      and size on disk are measured once and shown apart).
   (c) plain student fine-tuning with no teacher (multidistill, the same batches): the limit for (a).
 
 TextBrewer is installed by this script with ``pip install --no-deps --target CACHE/textbrewer`` and imported
@@ -63,11 +65,12 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "md_online": ("a", "multidistill, online teacher", "multidistill"),
     "tb_feature": ("b", "TextBrewer GeneralDistiller + hidden MSE match (projection)", "textbrewer"),
     "md_feature": ("b", "multidistill hidden_mse, online teacher", "multidistill"),
+    "md_feature_store": ("b", "multidistill hidden_mse, feature store", "multidistill"),
     "plain": ("c", "plain fine-tuning, no teacher (multidistill)", "multidistill"),
 }
 # The TextBrewer row each multidistill row is compared with.
 BASELINE = {"md_store": "tb_logit", "md_online": "tb_logit", "tb_logit_shuffled": "tb_logit",
-            "md_feature": "tb_feature"}
+            "md_feature": "tb_feature", "md_feature_store": "tb_feature"}
 GROUPS = {"a": "(a) logit KD", "b": "(b) feature KD", "c": "(c) no teacher"}
 
 
@@ -123,8 +126,9 @@ def summarize(runs: dict[str, list[dict]], measure: str = "examples_per_second")
 
 
 def markdown(summary: dict[str, dict], *, store_seconds: float | None, examples: int, skipped: dict[str, str],
-             measure: str = "examples_per_second") -> str:
-    """The side-by-side table (one line per row, in ROWS order) and the store line."""
+             measure: str = "examples_per_second", feature_store: dict | None = None) -> str:
+    """The side-by-side table (one line per row, in ROWS order) and the stores' lines (``feature_store``: its
+    ``seconds``, ``bytes_per_example`` and ``layers``)."""
     lines = [f"| group | run | {MEASURES[measure]}, median | min..max (spread) | vs TextBrewer | vs (c) "
              "| dev accuracy |", "|---|---|---|---|---|---|---|"]
     for key, (group, label, _) in ROWS.items():
@@ -147,6 +151,14 @@ def markdown(summary: dict[str, dict], *, store_seconds: float | None, examples:
         lines.append(f"Signal store built once in {store_seconds:.1f} s wall clock (teacher over the {examples} "
                      f"training rows); counted into one store-backed run it gives "
                      f"{examples / (train_seconds + store_seconds):.1f} examples/s.")
+    if feature_store and "md_feature_store" in summary and measure != "examples_per_cpu_second":
+        seconds = feature_store["seconds"]
+        train_seconds = examples / summary["md_feature_store"]["speed"].median
+        lines.append("")
+        lines.append(f"Feature store built once in {seconds:.1f} s wall clock (teacher logits and hidden states at "
+                     f"layers {feature_store['layers']} over the {examples} training rows, float16, "
+                     f"{feature_store['bytes_per_example'] / 1024:.1f} KiB per example on disk); counted into one "
+                     f"feature-store run it gives {examples / (train_seconds + seconds):.1f} examples/s.")
     return "\n".join(lines)
 
 
@@ -183,7 +195,8 @@ def targets(summary: dict[str, dict]) -> list[str]:
     """The issue's targets, each with its measured value and whether it is met."""
     checks = [("(a) store-backed vs TextBrewer", "md_store", "vs_textbrewer", 2.0),
               ("(a) store-backed vs plain fine-tuning (c)", "md_store", "vs_plain", 0.95),
-              ("(b) hidden_mse online vs TextBrewer", "md_feature", "vs_textbrewer", 1.3)]
+              ("(b) hidden_mse online vs TextBrewer", "md_feature", "vs_textbrewer", 1.3),
+              ("(b) hidden_mse feature store vs TextBrewer", "md_feature_store", "vs_textbrewer", 1.3)]
     out = []
     for name, key, field, goal in checks:
         value = summary.get(key, {}).get(field)
@@ -382,30 +395,33 @@ class World:
                 "checkpoint_every_steps": 1_000_000, "log_every_steps": 10}
 
 
-def md_config(world: World, key: str, out: Path, store: Path):
+def md_config(world: World, key: str, out: Path, store: Path, feature_store: Path | None = None):
     """The `TeacherRunConfig` of a multidistill row (the public config, trained by `train_model`)."""
     from multidistill.config import TeacherRunConfig
 
     kd = [{"loss": "soft_ce"}, {"loss": "hard"}]
+    feature_kd = [{"loss": "hidden_mse", "params": {"projection": True}}, *kd]
     extra: dict = {
         "md_store": {"kind": "distill", "signals": str(store), "objective": {"classification": kd}},
         "md_online": {"kind": "distill", "online_teachers": [str(world.teacher_dir)],
                       "objective": {"classification": kd}},
         "md_feature": {"kind": "distill", "online_teachers": [str(world.teacher_dir)],
-                       "objective": {"classification": [{"loss": "hidden_mse", "params": {"projection": True}},
-                                                        *kd]}},
+                       "objective": {"classification": feature_kd}},
+        # The same objective; the store gives the teacher's logits and its hidden states.
+        "md_feature_store": {"kind": "distill", "signals": str(feature_store),
+                             "objective": {"classification": feature_kd}},
         "plain": {"kind": "teacher"},
     }[key]
     return TeacherRunConfig.model_validate({"output_dir": str(out), "model": world.student_model.model_dump(),
                                             "data": world.data_config, "train": world.train_settings(), **extra})
 
 
-def run_multidistill(world: World, key: str, out: Path, store: Path) -> dict:
+def run_multidistill(world: World, key: str, out: Path, store: Path, feature_store: Path | None = None) -> dict:
     """One multidistill run through `train_model`; its own examples/s (evaluation excluded)."""
     from multidistill.training.run import train_model
 
     clock = StepClock()
-    result = train_model(md_config(world, key, out, store), overwrite=True, on_step=clock.tick)
+    result = train_model(md_config(world, key, out, store, feature_store), overwrite=True, on_step=clock.tick)
     return {"examples_per_second": result.examples_per_second, "seconds": result.train_seconds,
             "examples": world.examples * world.epochs, "accuracy": result.best_metrics["main"][world.task],
             **steady_rates(clock, planned_sizes(world))}
@@ -434,6 +450,35 @@ def build_store(world: World, store: Path) -> float:
     build_signal_store([world.teacher_dir], DataConfig.model_validate(world.data_config), store,
                        max_examples_per_task=world.examples, seed=world.seed)
     return time.perf_counter() - start
+
+
+def feature_layers(world: World) -> list[int]:
+    """The teacher layers `hidden_mse` reads for this student (its uniform map), asked of the loss itself."""
+    from multidistill.losses import build_loss
+    from multidistill.models.features import ModelDims
+    from multidistill.models.loading import load_model
+
+    teacher = load_model(world.teacher_dir).model_dims()
+    student = ModelDims(teacher.hidden_size, len(world.student_model.student_layers), teacher.num_attention_heads)
+    return list(build_loss("hidden_mse", dims={"student": student, "teacher": teacher}).teacher_layers)
+
+
+def build_feature_store(world: World, store: Path) -> dict:
+    """Build the feature store (teacher logits and hidden states at `feature_layers`): seconds, size per example."""
+    import shutil
+
+    from multidistill.config import DataConfig
+    from multidistill.teachers.generate import build_signal_store
+
+    shutil.rmtree(store, ignore_errors=True)
+    layers = feature_layers(world)
+    start = time.perf_counter()
+    build_signal_store([world.teacher_dir], DataConfig.model_validate(world.data_config), store,
+                       max_examples_per_task=world.examples, seed=world.seed,
+                       max_length=world.student_model.max_seq_length, hidden_layers=layers)
+    seconds = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in (store / world.task / "train").glob("*.arrow"))
+    return {"seconds": seconds, "bytes_per_example": size / world.examples, "layers": layers}
 
 
 # ------------------------------------------------------------------------------------------------ worlds
@@ -556,7 +601,7 @@ def main(argv: list[str] | None = None) -> dict:
     results_path = cache / "results.json"
     saved = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if args.fresh or saved.get("fingerprint") != fingerprint:
-        saved = {"fingerprint": fingerprint, "runs": {}, "store_seconds": None}
+        saved = {"fingerprint": fingerprint, "runs": {}, "store_seconds": None, "feature_store": None}
     saved.update(settings=settings, machine=machine(), skipped=skipped,
                  textbrewer=getattr(textbrewer, "__version__", None), date=time.strftime("%Y-%m-%d"))
 
@@ -569,6 +614,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "md_store" in args.rows and (saved["store_seconds"] is None or not (store / "manifest.json").is_file()):
         saved["store_seconds"] = build_store(world, store)
         record()
+    feature_store = cache / "feature_signals"
+    if "md_feature_store" in args.rows and (saved.get("feature_store") is None
+                                             or not (feature_store / "manifest.json").is_file()):
+        saved["feature_store"] = build_feature_store(world, feature_store)
+        record()
     keys = [k for k in args.rows if k not in skipped]
     for repeat in range(args.repeats):
         for key in run_order(keys, repeat):
@@ -580,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict:
             if ROWS[key][2] == "textbrewer":
                 result = run_textbrewer(textbrewer, world, key, out)
             else:
-                result = run_multidistill(world, key, out, store)
+                result = run_multidistill(world, key, out, store, feature_store)
             done.append({"repeat": repeat, **result})
             print(f"   {result['examples_per_second']:.1f} examples/s, "
                   f"{result.get('examples_per_cpu_second', float('nan')):.1f} per CPU-second, "
@@ -594,7 +644,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         print(f"\n{MEASURES[measure]}:\n")
         print(markdown(table, store_seconds=saved["store_seconds"], examples=world.examples, skipped=skipped,
-                       measure=measure))
+                       measure=measure, feature_store=saved.get("feature_store")))
         print()
         for line in targets(table):
             print("- " + line)

@@ -44,6 +44,19 @@ def test_table_marks_skipped_rows_and_missing_baselines():
     assert "not measured" in bench.targets(summary)[0]
 
 
+def test_the_feature_store_row_is_compared_with_textbrewer_and_its_build_shown_apart():
+    summary = bench.summarize(_runs({"tb_feature": [50.0], "md_feature": [55.0], "md_feature_store": [100.0]}))
+    assert summary["md_feature_store"]["vs_textbrewer"] == pytest.approx(2.0)
+    table = bench.markdown(summary, store_seconds=None, examples=1000, skipped={},
+                           feature_store={"seconds": 10.0, "bytes_per_example": 40960.0, "layers": [0, 2, 4, 6]})
+    assert "| (b) feature KD | multidistill hidden_mse, feature store | 100.0 | 100.0..100.0 (0%) | 2.00x |" in table
+    # 1000 rows at 100/s is 10 s of training; with the 10 s build: 50 examples/s.
+    assert ("Feature store built once in 10.0 s wall clock (teacher logits and hidden states at layers [0, 2, 4, 6] "
+            "over the 1000 training rows, float16, 40.0 KiB per example on disk); counted into one feature-store run "
+            "it gives 50.0 examples/s.") in table
+    assert bench.targets(summary)[3] == "(b) hidden_mse feature store vs TextBrewer: 2.00x (target >= 1.3x: met)"
+
+
 def test_steady_rates_leave_out_the_first_and_the_last_step():
     clock = bench.StepClock()
     clock.wall, clock.cpu = [0.0, 1.0, 3.0, 10.0], [0.0, 2.0, 4.0, 50.0]
@@ -67,11 +80,15 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     out = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
                       "--textbrewer-dir", str(tmp_path / "no-textbrewer-here")])
     summary, saved = out["summary"], out["saved"]
-    for key in ("md_store", "md_online", "md_feature", "plain"):
+    for key in ("md_store", "md_online", "md_feature", "md_feature_store", "plain"):
         assert summary[key]["speed"].median > 0
         assert all(run["examples_per_cpu_second"] > 0 for run in saved["runs"][key])
         assert 0.0 <= summary[key]["accuracy"] <= 1.0
     assert saved["store_seconds"] > 0
+    # The feature store holds the tiny teacher's (4 layers) hidden states where hidden_mse reads them for the
+    # 2-layer student: layers 0, 2, 4, 32 float16 values each per real token.
+    assert saved["feature_store"]["seconds"] > 0 and saved["feature_store"]["layers"] == [0, 2, 4]
+    assert saved["feature_store"]["bytes_per_example"] > 3 * 32 * 2 * 5
     if not have_textbrewer:
         assert set(saved["skipped"]) == {"tb_logit", "tb_logit_shuffled", "tb_feature"}
     # A re-run with the same settings reuses the recorded runs (resumable) and trains nothing.

@@ -68,6 +68,17 @@ def _split_names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def _layer_numbers(text: str | None) -> list[int] | None:
+    """``--hidden-layers 0,2,4`` as layer numbers (a word that is not a number is a `ConfigError`)."""
+    names = _split_names(text)
+    if names is None:
+        return None
+    bad = [n for n in names if not n.isdigit()]
+    if bad:
+        raise ConfigError(f"--hidden-layers: {bad} are not layer numbers; give them like 0,2,4,6")
+    return [int(n) for n in names]
+
+
 def print_metrics(title: str, metrics: dict) -> None:
     """Render {'tasks': {task: {metric: v}}, 'main': {...}, 'average': x} as a table."""
     table = Table(title=title)
@@ -280,6 +291,10 @@ def soft_targets_command(
     shard_size: Annotated[int, typer.Option(
         min=1, help="Rows labelled and saved per shard (rounded up to whole batches); an interrupted run "
                     "resumes from its last complete shard.")] = 2048,
+    hidden_layers: Annotated[str | None, typer.Option(
+        help="Also store the teachers' hidden states at these layers (comma-separated; 0 = embedding output), per "
+             "real token in float16, for feature losses (hidden_mse, cosine_hidden) without an online teacher; "
+             "e.g. 0,2,4,6 for a 3-layer student of a 6-layer teacher.")] = None,
 ) -> None:
     """Run one or several teachers over tasks and store their logits and mean probabilities.
 
@@ -305,7 +320,7 @@ def soft_targets_command(
     store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits) or ["train"]),
                                max_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
                                batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast,
-                               shard_size=shard_size)
+                               shard_size=shard_size, hidden_layers=_layer_numbers(hidden_layers))
     table = Table(title=f"signal store {out} (fingerprint {store.fingerprint[:12]})")
     for column in ("task", "split", "examples", "teachers"):
         table.add_column(column)

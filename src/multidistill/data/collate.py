@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from multidistill.data.tasks import Task
+from multidistill.models.features import EncoderFeatures
 
 TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -33,4 +34,12 @@ def collate(task: Task, rows: dict[str, list], pad_token_id: int) -> dict:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch's tensors on ``device``; so are stored teacher features (a list of `EncoderFeatures`)."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        if isinstance(value, list) and value and all(isinstance(v, EncoderFeatures) for v in value):
+            return [v.to(device) for v in value]
+        return value
+
+    return {k: move(v) for k, v in batch.items()}

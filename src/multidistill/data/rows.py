@@ -168,19 +168,26 @@ class ArrowRows:
         return data
 
     def __getitem__(self, indices) -> dict:
+        return self.read(indices)
+
+    def read(self, indices, columns: Sequence[str] | None = None) -> dict:
+        """``rows[indices]`` restricted to ``columns`` (default all): the others' bytes are not read."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows")
+        names = self.column_names if columns is None else list(columns)
+        positions = [self.column_names.index(name) for name in names]
         which = np.searchsorted(self._starts, indices, side="right") - 1
         local = indices - self._starts[which]
-        out: dict[str, list] = {name: [] for name in self.column_names}
+        out: dict[str, list] = {name: [] for name in names}
         for b, r in zip(which.tolist(), local.tolist(), strict=True):
             batch = self._batches[b]
             fd = self._fd(batch.path)
-            for name, column in zip(self.column_names, batch.columns, strict=True):
-                out[name].append(self._row(fd, column, r))
+            for name, at in zip(names, positions, strict=True):
+                out[name].append(self._row(fd, batch.columns[at], r))
         first = self._batches[0].columns
-        for name, column in zip(self.column_names, first, strict=True):
+        for name, at in zip(names, positions, strict=True):
+            column = first[at]
             if column.kind == "fixed":
                 values = np.frombuffer(bytearray(b"".join(out[name])), dtype=column.dtype)  # writable
                 out[name] = values.reshape(len(indices), *column.shape)

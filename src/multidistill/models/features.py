@@ -9,7 +9,7 @@ Models fill it through `models/extract.py` (any Hugging Face encoder in `models/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -63,6 +63,15 @@ class EncoderFeatures:
     values: tuple[torch.Tensor, ...] | None = None
     transferable: torch.Tensor | None = None
     domain_logits: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> EncoderFeatures:
+        """The same features on ``device`` (stored teacher features reach the training device with the batch)."""
+        def move(value):
+            if isinstance(value, torch.Tensor):
+                return value.to(device, non_blocking=True)
+            return tuple(move(v) for v in value) if isinstance(value, tuple) else value
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "dims"})
 
     def require(self, name: str, who: str) -> tuple[torch.Tensor, ...] | torch.Tensor:
         """The feature ``name``, or a clear error naming the loss (``who``) that needed it."""

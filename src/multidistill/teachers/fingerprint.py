@@ -17,13 +17,18 @@ def teacher_fingerprint(model_dir: str | Path) -> str:
 
 
 def store_fingerprint(version: int, teacher_dirs: Sequence[str | Path], tokenizers: Sequence,
-                      data_fingerprints: Mapping[str, str], max_length: int) -> str:
+                      data_fingerprints: Mapping[str, str], max_length: int,
+                      features: Mapping[str, object] | None = None) -> str:
     """Hash of everything a store's signals depend on: its format ``version``, every teacher's weights and task
-    specs, their tokenizers, each (task/split)'s data fingerprint and the max length."""
-    return hash_json({
+    specs, their tokenizers, each (task/split)'s data fingerprint, the max length and, for a store that holds
+    teacher features, what it holds (``features``: layers, dtype). A store of logits only hashes as before."""
+    made_from = {
         "version": version,
         "teachers": [teacher_fingerprint(d) for d in teacher_dirs],
         "tokenizers": [hash_tokenizer(t) for t in tokenizers],
         "data": dict(data_fingerprints),
         "max_length": max_length,
-    })
+    }
+    if features is not None:
+        made_from["features"] = dict(features)
+    return hash_json(made_from)

@@ -1,5 +1,8 @@
 """`soft-targets`: run the teachers over every (task, split) and write a signal store, shard by shard.
 
+With ``hidden_layers`` the store also holds the teachers' hidden states at those layers, per real token
+(`multidistill.teachers.feature_store`), from the same forward that gives the logits.
+
 The shard loop (`generate_shards`) takes ``(rank, world)`` and labels only shards ``i % world == rank``, so several
 processes can share one plan; the main process prepares the work folder (`multidistill.teachers.shards`) before
 and merges the shards into the store (`multidistill.teachers.store`) after.
@@ -8,7 +11,7 @@ and merges the shards into the store (`multidistill.teachers.store`) after.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +23,16 @@ from tqdm.auto import tqdm
 from multidistill.config import DataConfig
 from multidistill.data.prepare import open_example_store
 from multidistill.data.store import ExampleStore
-from multidistill.errors import DataError, ModelError
+from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.evaluation.evaluate import predict
 from multidistill.models import MultiTaskModel
 from multidistill.models.backbone import load_tokenizer
+from multidistill.teachers.feature_store import (
+    FEATURE_DTYPE,
+    FeatureSpec,
+    check_hidden_layers,
+    label_hidden,
+)
 from multidistill.teachers.fingerprint import store_fingerprint
 from multidistill.teachers.shards import (
     DEFAULT_SHARD_SIZE,
@@ -38,6 +47,7 @@ from multidistill.teachers.shards import (
 )
 from multidistill.teachers.store import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
 from multidistill.training.device import process_state
+from multidistill.utils.hashing import hash_tokenizer
 from multidistill.utils.lock import hold_lock
 
 
@@ -45,8 +55,13 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
                        splits: tuple[str, ...] = ("train",), max_length: int | None = None,
                        max_examples_per_task: int | None = None, seed: int = 0, batch_size: int = 64,
                        device: torch.device | None = None, autocast=None,
-                       shard_size: int = DEFAULT_SHARD_SIZE) -> SignalStore:
+                       shard_size: int = DEFAULT_SHARD_SIZE,
+                       hidden_layers: Sequence[int] | None = None) -> SignalStore:
     """Run every teacher over every (task, split) and store the signals; reuse a valid existing store.
+
+    ``hidden_layers`` (0 = the embedding output, 1..L the layers' outputs) also stores the teachers' hidden states
+    at those layers, per real token, in float16, for feature losses (`multidistill.teachers.feature_store`); the
+    teachers must then share one tokenizer, since the states are per token.
 
     Work is saved shard by shard in ``<out_dir>.partial/``: an interrupted run resumes from its last
     completed shard when called again with the same inputs. The store is written by one process at a time (a
@@ -60,12 +75,28 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
     with lock:
         return _build_store(teacher_dirs, data, out_dir, splits=splits, max_length=max_length,
                             max_examples_per_task=max_examples_per_task, seed=seed, batch_size=batch_size,
-                            device=device, autocast=autocast, shard_size=shard_size)
+                            device=device, autocast=autocast, shard_size=shard_size, hidden_layers=hidden_layers)
+
+
+def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel], tokenizers: list,
+                  hidden_layers: Sequence[int], length: int) -> FeatureSpec:
+    """What the store's feature column will hold; teachers of one tokenizer and one size only."""
+    hashes = [hash_tokenizer(t) for t in tokenizers]
+    if len(set(hashes)) != 1:
+        raise ConfigError("key 'hidden_layers': hidden states are stored per token, so the teachers must share one "
+                          f"tokenizer; {teacher_dirs} use {len(set(hashes))} different ones")
+    dims = {t.model_dims() for t in teachers}
+    if len(dims) != 1:
+        raise ConfigError(f"key 'hidden_layers': feature losses need teachers of one size, got {sorted(dims)}")
+    dim = dims.pop()
+    layers = check_hidden_layers(list(hidden_layers), dim, teacher_dirs[0])
+    return FeatureSpec(layers, dim, len(teachers), hashes[0], str(Path(teacher_dirs[0]).resolve()), length)
 
 
 def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path, *, splits: tuple[str, ...],
                  max_length: int | None, max_examples_per_task: int | None, seed: int, batch_size: int,
-                 device: torch.device | None, autocast, shard_size: int) -> SignalStore:
+                 device: torch.device | None, autocast, shard_size: int,
+                 hidden_layers: Sequence[int] | None) -> SignalStore:
     """`build_signal_store` under the store's lock."""
     if not teacher_dirs:
         raise ModelError("at least one teacher model folder is needed")
@@ -80,17 +111,21 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         if missing:
             raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
     length = max_length or teachers[0].max_length or 128
+    spec = None if hidden_layers is None else _feature_spec(teacher_dirs, teachers, tokenizers, hidden_layers, length)
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     store.validate(splits)  # bad data stops us before any teacher runs
     data_fingerprints = {f"{t}/{s}": store.data_fingerprint(t, s) for t in data.task_names for s in splits}
-    fingerprint = store_fingerprint(STORE_VERSION, teacher_dirs, tokenizers, data_fingerprints, length)
+    fingerprint = store_fingerprint(STORE_VERSION, teacher_dirs, tokenizers, data_fingerprints, length,
+                                    None if spec is None else {"hidden_states": list(spec.layers),
+                                                               "dtype": FEATURE_DTYPE})
     partial = partial_dir(out_dir)
     if (out_dir / MANIFEST).is_file():
         existing = open_signal_store(out_dir)
         if existing.fingerprint == fingerprint:
             drop_finished_partial(partial, fingerprint)  # left by a run killed between its merge and clean-up
             return existing
-        raise DataError(f"signal store {out_dir} was built for other teachers, data, tokenizer or max length "
+        raise DataError(f"signal store {out_dir} was built for other teachers, data, tokenizer, max length or "
+                        "hidden layers "
                         f"(fingerprint {existing.fingerprint[:12]} != {fingerprint[:12]}); choose another --out "
                         f"or delete it to rebuild")
     tasks = store.tasks
@@ -100,6 +135,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
                 "teachers": [str(Path(d).resolve()) for d in teacher_dirs], "splits": list(splits),
                 "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
                 "max_length": length, "data": data_fingerprints}
+    if spec is not None:
+        manifest["features"] = spec.record()
     # Under torchrun / accelerate launch every process labels its share of the shards (index % world);
     # the main process prepares the work folder first and merges the shards into one store at the end.
     state = process_state()
@@ -109,7 +146,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         for task_name, split in sizes:
             for tokenizer in tokenizers:
                 store.tokenized(task_name, split, tokenizer, length)
-    labeler = ShardLabeler(teachers, tokenizers, store, length, batch_size, device, autocast)
+    labeler = ShardLabeler(teachers, tokenizers, store, length, batch_size, device, autocast,
+                           spec.layers if spec is not None else ())
     generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -129,6 +167,7 @@ class ShardLabeler:
     batch_size: int
     device: torch.device
     autocast: Callable | None = None
+    hidden_layers: tuple[int, ...] = ()  # also store the hidden states at these layers (none: logits only)
     _views: dict = field(default_factory=dict, repr=False)
 
     def _view(self, task: str, split: str, which: int) -> datasets.Dataset:
@@ -137,23 +176,32 @@ class ShardLabeler:
             self._views[key] = self.store.tokenized(task, split, self.tokenizers[which], self.length)
         return self._views[key]
 
-    def label(self, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, logits (K, n, C) float32) of the shard's rows; NaN/inf teacher outputs are refused."""
+    def label(self, shard: Shard) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """(ids, logits (K, n, C) float32, features) of the shard's rows; features are None, or with
+        ``hidden_layers`` (lengths (n,), hidden (sum T, K, S, H) float16). NaN/inf teacher outputs are refused."""
         task = self.store.tasks[shard.task]
         rows = range(shard.start, shard.stop)
-        logits = []
+        logits, hidden, lengths = [], [], None
         for which, (teacher, tokenizer) in enumerate(zip(self.teachers, self.tokenizers, strict=True)):
             # Each teacher reads its own tokenizer's view of the same rows.
             view = self._view(shard.task, shard.split, which).select(rows)
-            logits.append(predict(teacher.to(self.device), task, view, batch_size=self.batch_size,
-                                  pad_token_id=tokenizer.pad_token_id or 0, device=self.device,
-                                  autocast=self.autocast).reshape(len(view), task.num_labels))
+            settings = {"batch_size": self.batch_size, "pad_token_id": tokenizer.pad_token_id or 0,
+                        "device": self.device, "autocast": self.autocast}
+            if self.hidden_layers:  # one forward gives both
+                outputs, lengths, states = label_hidden(teacher.to(self.device), task, view, self.hidden_layers,
+                                                        where=f"task '{shard.task}' split '{shard.split}'", **settings)
+                hidden.append(states)
+            else:
+                outputs = predict(teacher.to(self.device), task, view, **settings)
+            logits.append(outputs.reshape(len(view), task.num_labels))
         stacked = np.stack(logits).astype(np.float32)
         if not np.isfinite(stacked).all():
             raise DataError(f"teacher outputs for task '{shard.task}' split '{shard.split}' contain NaN/inf; "
                             "check the teacher (a diverged run?) before distilling from it")
         ids = self.store.examples(shard.task, shard.split).select(rows)["id"]
-        return np.asarray([str(i) for i in ids], dtype=np.str_), stacked
+        # (sum T, K, S, H) float16: every teacher's layers side by side for each token
+        features = (lengths, np.stack(hidden, axis=1)) if self.hidden_layers else None
+        return np.asarray([str(i) for i in ids], dtype=np.str_), stacked, features
 
 
 def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], rank: int = 0,
@@ -167,8 +215,8 @@ def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], ran
     todo = [s for s in plan if s.index % world == rank and not (partial / s.file_name).is_file()]
     done = []
     for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2, dynamic_ncols=True):
-        ids, logits = labeler.label(shard)
-        write_shard(partial, shard, ids, logits)
+        ids, logits, features = labeler.label(shard)
+        write_shard(partial, shard, ids, logits, features)
         done.append(shard.index)
     return done
 

@@ -8,10 +8,12 @@ Layout of a store folder (written to a temporary folder, then renamed; `multidis
         teacher_logits       (K, C) float32: each teacher's raw outputs (regression: C = 1, the score)
         teacher_mean         (C,) float32: mean of the teachers' *probabilities* (MT-DNN-KD's soft
                              targets); regression: the mean score (`multidistill.teachers.reduce`)
+        teacher_hidden_states  only in a store built with hidden layers: (T, K * S * H) float16, the teachers'
+                             hidden states at S layers for the row's T real tokens (`teachers/feature_store.py`)
 
 The fingerprint (`multidistill.teachers.fingerprint`) covers every teacher's weights and task specs, each split's
-data, the tokenizers and the max length: a store whose fingerprint matches is reused by every student, and one
-that does not is refused.
+data, the tokenizers, the max length and, in a store with features, their layers and dtype: a store whose
+fingerprint matches is reused by every student, and one that does not is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pyarrow as pa
 
 from multidistill.data.rows import ArrowRows
 from multidistill.errors import DataError
+from multidistill.teachers.feature_store import HIDDEN_COLUMN, FeatureSpec
 from multidistill.utils.manifest import read_versioned_json
 from multidistill.utils.paths import inside, name_problem
 
@@ -43,6 +46,11 @@ class SignalStore:
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def features(self) -> FeatureSpec | None:
+        """What its feature column holds (layers, sizes, tokenisation); None for a store of logits only."""
+        return FeatureSpec.from_manifest(self.manifest, self.root / MANIFEST)
 
     def _folder(self, task: str, split: str) -> Path:
         if task not in self.manifest["tasks"] or split not in self.manifest["splits"]:
@@ -70,7 +78,8 @@ class SignalStore:
             state = json.loads((folder / "state.json").read_text())
             rows = ArrowRows([folder / part["filename"] for part in state["_data_files"]])
             datasets.Features.from_arrow_schema(rows.schema)  # the features record must parse, as on load
-            missing = {"id", "teacher_logits", "teacher_mean"} - set(rows.column_names)
+            needed = {"id", "teacher_logits", "teacher_mean"} | ({HIDDEN_COLUMN} if self.features else set())
+            missing = needed - set(rows.column_names)
             if missing:
                 raise KeyError(f"no column {sorted(missing)}")
             return rows
@@ -78,8 +87,9 @@ class SignalStore:
             raise self._damaged(task, split, exc) from exc
 
 
-def write_split(folder: Path, ids, logits: np.ndarray, mean: np.ndarray) -> None:
-    """Write one (task, split) of a store: ``logits`` (K, N, C) and ``mean`` (N, C) float32, rows as ``ids``."""
+def split_dataset(ids, logits: np.ndarray, mean: np.ndarray, hidden: pa.Array | None = None) -> datasets.Dataset:
+    """Rows of a store in memory: ``logits`` (K, N, C) and ``mean`` (N, C) float32, rows as ``ids``, and optionally
+    the hidden-state column (`feature_store.hidden_column`)."""
     k, n, c = logits.shape
     features = datasets.Features({
         "id": datasets.Value("string"),
@@ -87,7 +97,13 @@ def write_split(folder: Path, ids, logits: np.ndarray, mean: np.ndarray) -> None
         "teacher_mean": datasets.Sequence(datasets.Value("float32"), length=c),
     })
     table = {"id": list(ids), "teacher_logits": logits.transpose(1, 0, 2), "teacher_mean": mean}
-    datasets.Dataset.from_dict(table, features=features).save_to_disk(str(folder))
+    rows = datasets.Dataset.from_dict(table, features=features)
+    return rows if hidden is None else datasets.Dataset(rows.data.table.append_column(HIDDEN_COLUMN, hidden))
+
+
+def write_split(folder: Path, ids, logits: np.ndarray, mean: np.ndarray) -> None:
+    """Write one (task, split) of a store: ``logits`` (K, N, C) and ``mean`` (N, C) float32, rows as ``ids``."""
+    split_dataset(ids, logits, mean).save_to_disk(str(folder))
 
 
 def _check_manifest(path: Path, manifest: dict) -> None:
@@ -98,6 +114,8 @@ def _check_manifest(path: Path, manifest: dict) -> None:
              and isinstance(tasks, dict)
              and all(isinstance(spec, dict) and spec.get("type") in ("classification", "regression")
                      and type(spec.get("num_labels")) is int for spec in tasks.values()))
+    if valid:
+        FeatureSpec.from_manifest(manifest, path)  # a store with features must say what they are
     if not valid:
         raise DataError(f"{path}: not a valid signal-store manifest (it needs a fingerprint, a list of splits and "
                         "tasks with their type and num_labels); rebuild the store with `multidistill soft-targets`")
@@ -133,7 +151,22 @@ def check_finite(rows: ArrowRows, what: str) -> None:
                                 f"{start + bad[0]}) is NaN/inf ({bad.size} affected of rows {start}.."
                                 f"{start + batch.num_rows - 1}); rebuild the store with `multidistill soft-targets` "
                                 "from a sound teacher")
+        if HIDDEN_COLUMN in batch.schema.names:
+            _check_hidden_finite(batch.column(HIDDEN_COLUMN), ids, start, what)
         start += batch.num_rows
+
+
+def _check_hidden_finite(column: pa.Array, ids: pa.Array, start: int, what: str) -> None:
+    """Refuse NaN/inf among a record batch's stored hidden states, naming the first example that holds one."""
+    tokens = column.flatten()
+    values = tokens.flatten().to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        values_before_row = np.cumsum(column.value_lengths().to_numpy(zero_copy_only=False)) * (
+            len(values) // max(len(tokens), 1))
+        row = int(np.searchsorted(values_before_row, bad[0], side="right"))
+        raise DataError(f"{what}: {HIDDEN_COLUMN} of example id '{ids[row].as_py()}' (row {start + row}) holds "
+                        "NaN/inf; rebuild the store with `multidistill soft-targets` from a sound teacher")
 
 
 def _leaf_values(array) -> np.ndarray:

@@ -8,9 +8,9 @@ objective is an `nn.Module`, so terms with parameters (projections) are trained 
 
 Feature terms are built with the models' sizes (``dims``). When a task's terms read features, the student's
 forward is asked for exactly the features they declare (``model(..., want=...)``, one forward, inside DDP's);
-the teacher's come in the batch as ``teacher_features``, one `EncoderFeatures` or a list of K (one per teacher),
-in which case each term's per-example loss is the mean of its K per-teacher losses (features are never averaged:
-a mean of relation or attention maps is not one).
+the teacher's come in the batch as ``teacher_features`` (from online teachers or a store), one `EncoderFeatures`
+or a list of K (one per teacher), in which case each term's per-example loss is the mean of its K per-teacher
+losses (features are never averaged: a mean of relation or attention maps is not one).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ HEAD_INPUTS = ("student_logits", "labels", "teacher_mean", "teacher_logits")
 TEACHER_LOGIT_INPUTS = frozenset({"teacher_mean", "teacher_logits"})
 # What to do when a term's input is missing from the batch.
 _HOW_TO_GET = {"teacher_features": "give the run online teachers (key 'online_teachers'), which compute the "
-                                   "teacher's features on each batch",
+                                   "teacher's features on each batch, or a store that holds its hidden states "
+                                   "(key 'signals')",
                "labels": "this task has no labels; use terms that need none",
                "domain_ids": "this task's batches carry no domain ids: give the task domains (Task.domains)",
                "example_ids": "build batches with `collate`, which gives each batch its example ids ('ids')"}
@@ -107,7 +108,7 @@ class WeightedObjective(nn.Module):
 
     @property
     def needs_teacher_features(self) -> bool:
-        """Whether a term reads the teachers' features (online teachers only: a store holds no features)."""
+        """Whether a term reads the teachers' features (online teachers, or a store that holds hidden states)."""
         return any(bool(want) for want in self.teacher_want.values())
 
     def set_progress(self, fraction: float) -> None:

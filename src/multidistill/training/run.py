@@ -2,6 +2,10 @@
 
 A teacher run (MT-DNN) trains on gold labels; a distillation run adds a teacher-signal store and an
 objective with soft terms. Both validate every input before the output folder is touched.
+
+Feature terms read the teacher's features from online teachers (`online_teachers`) when the run has any, else from
+a store that holds them (`signals`, built with `soft-targets --hidden-layers`); either way the batch carries the
+same ``teacher_features``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
 from multidistill.teachers.columns import example_weights_enrich
+from multidistill.teachers.feature_store import check_tokenization
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
@@ -35,6 +40,7 @@ from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings
 from multidistill.utils.atomic import write_json
 from multidistill.utils.command import record_command
+from multidistill.utils.hashing import hash_tokenizer
 
 
 def subset_seed(config: TeacherRunConfig) -> int:
@@ -58,32 +64,44 @@ def open_online_teachers(config: TeacherRunConfig, data, tokenizer) -> OnlineSig
     if not config.online_teachers:
         return None
     logits = config.signals is None and reads_inputs(config.objective, data.tasks, TEACHER_LOGIT_INPUTS)
-    return OnlineSignals(config.online_teachers, tokenizer, list(data.tasks), logits=logits)
+    # Loading draws random numbers (a model's heads are initialised before its weights are read); outside the run's
+    # stream, so that the objective's projections start the same whether the teacher is online or stored.
+    with torch.random.fork_rng(devices=[]):
+        return OnlineSignals(config.online_teachers, tokenizer, list(data.tasks), logits=logits)
 
 
 def objective_dims(config: TeacherRunConfig, data, model, online: OnlineSignals | None) -> dict | None:
     """{"student": ModelDims, "teacher": ModelDims} from the models' configs, when a feature term needs them."""
     if not reads_inputs(config.objective, data.tasks, frozenset({"teacher_features"})):
         return None
-    if online is None:
+    stored = open_signal_store(config.signals).features if online is None and config.signals else None
+    if online is None and stored is None:
         raise ConfigError("key 'online_teachers': the objective has feature losses, which compare the student with "
-                          "a teacher run on each batch (a signal store holds no features); list the teacher there")
+                          "a teacher's features; list the teacher there (run on each batch), or give key 'signals' "
+                          "a store that holds its hidden states (`multidistill soft-targets --hidden-layers ...`)")
     if not hasattr(model, "model_dims"):
         raise ConfigError(f"feature losses need a student that exposes its features; {type(model).__name__} does not")
-    return {"student": model.model_dims(), "teacher": online.dims()}
+    return {"student": model.model_dims(), "teacher": online.dims() if online is not None else stored.dims}
 
 
 def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective, tokenizer=None,
                    online: OnlineSignals | None = None) -> StoredSignals | OnlineSignals | Callable | None:
     """Open and check the run's signal store and/or online teachers; None when the objective needs no teacher.
 
-    With both, the store gives the logits and the online teachers the features, in one ``enrich``.
+    With both, the store gives the logits and the online teachers the features, in one ``enrich``; without
+    online teachers a store that holds hidden states gives the features too, checked against the student's
+    tokenisation (``tokenizer``).
     """
     if config.online_teachers and online is None:
         online = open_online_teachers(config, data, tokenizer)
     if online is not None:
         online.request(objective.teacher_want)
     stored = open_stored_signals(config, data) if config.signals is not None else None
+    if stored is not None and online is None and any(objective.teacher_want.values()):
+        stored.request(objective.teacher_want)  # refuses features or layers it does not hold
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(student_tokenizer_name(config))
+        check_tokenization(stored.features, stored.store.root, hash_tokenizer(tokenizer),
+                           student_tokenizer_name(config), config.model.max_seq_length)
     if stored is None and online is None:
         if objective.needs_teacher:
             raise ConfigError("key 'signals': the objective uses teacher signals; point it at a store "
@@ -92,6 +110,11 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
     if stored is not None and online is not None:
         return lambda batch: online(stored(batch))
     return stored if stored is not None else online
+
+
+def student_tokenizer_name(config: TeacherRunConfig) -> str:
+    """Where the student's tokenizer comes from (model.tokenizer, else model.name_or_path)."""
+    return config.model.tokenizer or config.model.name_or_path
 
 
 def open_stored_signals(config: TeacherRunConfig, data) -> StoredSignals:
@@ -127,8 +150,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     """
     output_dir = Path(config.output_dir)
     set_seed(config.train.seed)
-    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
-                               trust_remote_code=config.model.trust_remote_code)
+    tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     state = process_state()  # under torchrun / accelerate launch: one per process
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
