@@ -63,13 +63,18 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "tb_logit_shuffled": ("a", "TextBrewer GeneralDistiller, online teacher (shuffled DataLoader)", "textbrewer"),
     "md_store": ("a", "multidistill, signal store", "multidistill"),
     "md_online": ("a", "multidistill, online teacher", "multidistill"),
+    # Not the comparison (both tools in fp32): what `train.bf16` buys where the CPU has native bf16
+    # (AVX512-BF16/AMX; elsewhere autocast is emulated and 7-20x slower, see docs/benchmarks.md). TextBrewer has
+    # no bf16 path of its own (its fp16 goes through apex on CUDA).
+    "md_store_bf16": ("a", "multidistill, signal store, bf16 autocast (native bf16 CPUs only)", "multidistill"),
     "tb_feature": ("b", "TextBrewer GeneralDistiller + hidden MSE match (projection)", "textbrewer"),
     "md_feature": ("b", "multidistill hidden_mse, online teacher", "multidistill"),
     "md_feature_store": ("b", "multidistill hidden_mse, feature store", "multidistill"),
     "plain": ("c", "plain fine-tuning, no teacher (multidistill)", "multidistill"),
 }
 # The TextBrewer row each multidistill row is compared with.
-BASELINE = {"md_store": "tb_logit", "md_online": "tb_logit", "tb_logit_shuffled": "tb_logit",
+BASELINE = {"md_store": "tb_logit", "md_store_bf16": "tb_logit", "md_online": "tb_logit",
+            "tb_logit_shuffled": "tb_logit",
             "md_feature": "tb_feature", "md_feature_store": "tb_feature"}
 GROUPS = {"a": "(a) logit KD", "b": "(b) feature KD", "c": "(c) no teacher"}
 
@@ -405,6 +410,7 @@ def md_config(world: World, key: str, out: Path, store: Path, feature_store: Pat
         "md_store": {"kind": "distill", "signals": str(store), "objective": {"classification": kd}},
         "md_online": {"kind": "distill", "online_teachers": [str(world.teacher_dir)],
                       "objective": {"classification": kd}},
+        "md_store_bf16": {"kind": "distill", "signals": str(store), "objective": {"classification": kd}},
         "md_feature": {"kind": "distill", "online_teachers": [str(world.teacher_dir)],
                        "objective": {"classification": feature_kd}},
         # The same objective; the store gives the teacher's logits and its hidden states.
@@ -412,8 +418,9 @@ def md_config(world: World, key: str, out: Path, store: Path, feature_store: Pat
                              "objective": {"classification": feature_kd}},
         "plain": {"kind": "teacher"},
     }[key]
+    train = {**world.train_settings(), **({"bf16": True} if key == "md_store_bf16" else {})}
     return TeacherRunConfig.model_validate({"output_dir": str(out), "model": world.student_model.model_dump(),
-                                            "data": world.data_config, "train": world.train_settings(), **extra})
+                                            "data": world.data_config, "train": train, **extra})
 
 
 def run_multidistill(world: World, key: str, out: Path, store: Path, feature_store: Path | None = None) -> dict:
@@ -611,7 +618,8 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.replace(results_path)
 
     store = cache / "signals"
-    if "md_store" in args.rows and (saved["store_seconds"] is None or not (store / "manifest.json").is_file()):
+    needs_store = {"md_store", "md_store_bf16"} & set(args.rows)
+    if needs_store and (saved["store_seconds"] is None or not (store / "manifest.json").is_file()):
         saved["store_seconds"] = build_store(world, store)
         record()
     feature_store = cache / "feature_signals"

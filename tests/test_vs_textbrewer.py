@@ -80,11 +80,15 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     out = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
                       "--textbrewer-dir", str(tmp_path / "no-textbrewer-here")])
     summary, saved = out["summary"], out["saved"]
-    for key in ("md_store", "md_online", "md_feature", "md_feature_store", "plain"):
+    for key in ("md_store", "md_store_bf16", "md_online", "md_feature", "md_feature_store", "plain"):
         assert summary[key]["speed"].median > 0
         assert all(run["examples_per_cpu_second"] > 0 for run in saved["runs"][key])
         assert 0.0 <= summary[key]["accuracy"] <= 1.0
     assert saved["store_seconds"] > 0
+    # Only the bf16 row trains under bf16 autocast; every other row is the fp32 comparison.
+    configs = {key: (tmp_path / "runs" / f"{key}-0" / "config.yaml").read_text() for key in saved["runs"]
+               if bench.ROWS[key][2] == "multidistill"}
+    assert [key for key, text in configs.items() if "bf16: true" in text] == ["md_store_bf16"]
     # The feature store holds the tiny teacher's (4 layers) hidden states where hidden_mse reads them for the
     # 2-layer student: layers 0, 2, 4, 32 float16 values each per real token.
     assert saved["feature_store"]["seconds"] > 0 and saved["feature_store"]["layers"] == [0, 2, 4]
