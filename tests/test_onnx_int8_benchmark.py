@@ -14,15 +14,14 @@ from multidistill.evaluation.speed import compare_speed
 from tests.conftest import REPO
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("onnx_int8_benchmark", REPO / "benchmarks" / "onnx_int8.py")
+def _load(name: str = "onnx_int8"):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
-    bench = _load()
+def _report(bench) -> dict:
     timed = {"latency_ms_median": 10.0, "latency_ms_p95": 12.0, "throughput_examples_per_s": 300.0}
     report = {
         "date": "today", "commit": "abc", "threads": 1, "onnxruntime": "1.x", "torch": "2.x", "speed_task": "sst2",
@@ -41,6 +40,12 @@ def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
             "int8 static QDQ": {"status": "failed", "score": 0.73, "reasons": ["sst2 (int8): accuracy drops"]},
         },
     }
+    return report
+
+
+def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
+    bench = _load()
+    report = _report(bench)
     table = bench.markdown(report)
     assert 'CPU "Xeon" (avx512_vnni yes, amx_int8 no), 1 thread(s)' in table
     assert "then the same rows batched longest first (sorted)" in table
@@ -49,6 +54,14 @@ def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
     assert ("| int8 dynamic | 0.7520 | +0.20 | 98.0% | 10.0 (12.0) | 4.00x | 300 | 3.00x | 450 | 2.50x | 2.90x | "
             "2.40x | 53.2 |") in table
     assert "| int8 static QDQ | 0.7300 | failed its parity gate, not timed: sst2 (int8): accuracy drops |" in table
+
+
+def test_probe_table_is_the_benchmark_table_with_the_skipped_probes_named():
+    probe = _load("onnx_int8_probe")
+    report = {**_report(probe), "skipped": {"int8 MatMulNBits 8-bit, block 32": "skipped: No module named 'onnx_ir'"}}
+    table = probe._markdown(report)
+    assert table.startswith(probe.markdown(report))
+    assert table.endswith("\nint8 MatMulNBits 8-bit, block 32: skipped: No module named 'onnx_ir'\n")
 
 
 def test_cpu_info_names_the_int8_flags():
