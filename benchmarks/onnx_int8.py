@@ -3,19 +3,25 @@
 One command: exports a saved student (default: the demo's 3-layer MiniLM-cut student) in every variant that
 `multidistill export` offers, each parity-checked on the same first --parity-examples dev rows of every task, then
 times all of them in one process, alternating round by round (`multidistill.evaluation.speed.compare_speed`): batch-1
-latency and batch-32 throughput on the first task's dev inputs, medians over the rounds. Rows:
+latency and batch-32 throughput on the first task's dev inputs, medians over the rounds. Batch-32 throughput is
+timed on consecutive rows (each batch padded to its longest row) and on the same rows batched longest first (as
+`multidistill predict`, evaluation and the parity check batch them: less padding, for PyTorch and ONNX alike), in
+wall time and in process CPU time (steadier than wall time on a shared machine). Rows:
 
-  torch fp32 eager            the reference
-  onnx fp32                   plain graph (TorchScript export)
+  torch fp32 eager            the reference (PyTorch with the model's own SDPA attention)
+  onnx fp32                   plain graph (TorchScript export), the export's defaults
   onnx fp32 fused             onnxruntime.transformers optimizer: Attention / SkipLayerNorm / BiasGelu fusion
-  int8 dynamic                per-channel weights, 7-bit (the default of `export --quantize int8`)
+  int8 dynamic, SDPA trace     the default before issue 16's second pass: the graph traced with the model's SDPA
+                              attention (IsNaN / Where guards on each layer's mask)
+  int8 dynamic                the default of `export --quantize int8`: traced with eager attention (one additive
+                              mask for every layer), per-channel 7-bit weights
   int8 dynamic per-tensor     one weight scale per tensor
   int8 dynamic fused          the fused graph, then dynamic int8
   int8 static QDQ             activation ranges calibrated on seeded training rows
   int8 dynamic, ORT extended / basic   the default graph loaded with a lower session optimisation level
 
 Each row's score is the average main metric over the checked tasks from its export's parity check (torch: the
-PyTorch side of the same check); a session-option row runs the same graph as "int8 dynamic" and reuses its score.
+PyTorch side of the same check); a session-option row runs the same graph as its export and reuses its score.
 A row whose graph fails its parity gate is reported as failed, not timed.
 
     OMP_NUM_THREADS=1 python benchmarks/onnx_int8.py --model runs/demo/student-transformer/model --out runs/onnx_int8
@@ -50,6 +56,7 @@ from multidistill.utils.atomic import write_json
 # export name -> export_onnx keywords
 EXPORTS = {
     "plain": {},
+    "sdpa": {"attention": "sdpa"},
     "per-tensor": {"per_channel": False},
     "fused": {"graph": "fused"},
     "static": {"int8_method": "static"},
@@ -58,6 +65,7 @@ EXPORTS = {
 ROWS = {
     "onnx fp32": ("plain", "fp32", "all"),
     "onnx fp32 fused": ("fused", "fp32", "all"),
+    "int8 dynamic, SDPA trace": ("sdpa", "int8", "all"),
     "int8 dynamic": ("plain", "int8", "all"),
     "int8 dynamic per-tensor": ("per-tensor", "int8", "all"),
     "int8 dynamic fused": ("fused", "int8", "all"),
@@ -66,6 +74,11 @@ ROWS = {
     "int8 dynamic, ORT basic": ("plain", "int8", "basic"),
 }
 REFERENCE = "torch fp32 eager"
+# speedup key -> SpeedResult throughput it is the ratio of (batch 32)
+SPEEDUPS = {"speedup_b32": "throughput_examples_per_s",
+            "speedup_b32_longest_first": "throughput_longest_first_examples_per_s",
+            "speedup_b32_cpu": "throughput_cpu_examples_per_s",
+            "speedup_b32_longest_first_cpu": "throughput_longest_first_cpu_examples_per_s"}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
@@ -140,13 +153,13 @@ def run(model_dir: Path, out: Path, *, parity_examples: int, rounds: int, latenc
         contenders[row] = (_onnx_forward(onnx_model, task.name), speed_data, pad)
 
     speeds = compare_speed(contenders, task, rounds=rounds, latency_runs=latency_runs,
-                           throughput_batches=throughput_batches, batch_size=32)
+                           throughput_batches=throughput_batches, batch_size=32, longest_first=True, cpu_time=True)
     base = speeds[REFERENCE]
     for row, result in speeds.items():
-        rate = result.throughput_examples_per_s
-        rows[row].update(result.to_dict(), speedup_b32=rate / base.throughput_examples_per_s,
-                         speedup_b1=base.latency_ms_median / result.latency_ms_median,
+        rows[row].update(result.to_dict(), speedup_b1=base.latency_ms_median / result.latency_ms_median,
                          score_delta_points=100 * (rows[row]["score"] - rows[REFERENCE]["score"]))
+        for key, field in SPEEDUPS.items():
+            rows[row][key] = getattr(result, field) / getattr(base, field)
     import onnxruntime
 
     report = {
@@ -184,23 +197,33 @@ def markdown(report: dict) -> str:
         f"Scores: average main metric over {', '.join(report['tasks'])} on the first {settings['parity_examples']} "
         f"dev rows of each (the parity check's rows). Speed: {report['speed_task']} dev inputs, "
         f"{settings['rounds']} interleaved rounds, batch-1 latency median of {settings['latency_runs']} calls, "
-        f"batch-32 throughput median of the rounds ({settings['throughput_batches']} batches each).",
+        f"batch-32 throughput median of the rounds ({settings['throughput_batches']} batches each): consecutive "
+        "rows, then the same rows batched longest first (sorted); wall time, and process CPU time (cpu).",
         "",
-        "| row | score | Δ points | min agreement | latency ms b1 (p95) | b1 speedup | ex/s b32 | b32 speedup | MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| row | score | Δ points | min agreement | latency ms b1 (p95) | b1 speedup | ex/s b32 | b32 speedup | "
+        "b32 sorted ex/s | b32 sorted speedup | b32 speedup (cpu) | b32 sorted speedup (cpu) | MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in report["rows"].items():
         if row["status"] != "ok":
             lines.append(f"| {name} | {row['score']:.4f} | failed its parity gate, not timed: "
-                         f"{'; '.join(row.get('reasons') or [])} |||||||")
+                         f"{'; '.join(row.get('reasons') or [])} |||||||||||")
             continue
         agreement, disk = row.get("agreement_min"), row.get("disk_mb")
         lines.append(
             f"| {name} | {row['score']:.4f} | {row['score_delta_points']:+.2f} | "
             f"{'-' if agreement is None else f'{agreement:.1%}'} | {row['latency_ms_median']:.1f} "
             f"({row['latency_ms_p95']:.1f}) | {row['speedup_b1']:.2f}x | {row['throughput_examples_per_s']:.0f} | "
-            f"{row['speedup_b32']:.2f}x | {'-' if disk is None else f'{disk:.1f}'} |")
+            f"{row['speedup_b32']:.2f}x | {_number(row.get('throughput_longest_first_examples_per_s'), '.0f')} | "
+            f"{_number(row.get('speedup_b32_longest_first'), '.2f', 'x')} | "
+            f"{_number(row.get('speedup_b32_cpu'), '.2f', 'x')} | "
+            f"{_number(row.get('speedup_b32_longest_first_cpu'), '.2f', 'x')} | "
+            f"{'-' if disk is None else f'{disk:.1f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,27 @@
-"""benchmarks/onnx_int8.py (issue 16, part 2): its table and CPU description (the timed run is a benchmark)."""
+"""benchmarks/onnx_int8.py (issue 16, part 2): its table and CPU description (the timed run is a benchmark), and
+the speed comparison's longest-first batches and CPU-time rates it reports."""
 
 from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from multidistill.data.tasks import BUILTIN_TASKS
+from multidistill.evaluation.speed import compare_speed
 from tests.conftest import REPO
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("onnx_int8_benchmark", REPO / "benchmarks" / "onnx_int8.py")
+def _load(name: str = "onnx_int8"):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
-    bench = _load()
+def _report(bench) -> dict:
     timed = {"latency_ms_median": 10.0, "latency_ms_p95": 12.0, "throughput_examples_per_s": 300.0}
     report = {
         "date": "today", "commit": "abc", "threads": 1, "onnxruntime": "1.x", "torch": "2.x", "speed_task": "sst2",
@@ -24,19 +30,67 @@ def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
         "rows": {
             bench.REFERENCE: {"status": "ok", "score": 0.75, **timed, "throughput_examples_per_s": 100.0,
                               "latency_ms_median": 40.0, "speedup_b1": 1.0, "speedup_b32": 1.0,
+                              "throughput_longest_first_examples_per_s": 180.0, "speedup_b32_longest_first": 1.0,
+                              "speedup_b32_cpu": 1.0, "speedup_b32_longest_first_cpu": 1.0,
                               "score_delta_points": 0.0},
             "int8 dynamic": {"status": "ok", "score": 0.752, "agreement_min": 0.98, "disk_mb": 53.2, **timed,
+                             "throughput_longest_first_examples_per_s": 450.0, "speedup_b32_longest_first": 2.5,
+                             "speedup_b32_cpu": 2.9, "speedup_b32_longest_first_cpu": 2.4,
                              "speedup_b1": 4.0, "speedup_b32": 3.0, "score_delta_points": 0.2},
             "int8 static QDQ": {"status": "failed", "score": 0.73, "reasons": ["sst2 (int8): accuracy drops"]},
         },
     }
+    return report
+
+
+def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
+    bench = _load()
+    report = _report(bench)
     table = bench.markdown(report)
     assert 'CPU "Xeon" (avx512_vnni yes, amx_int8 no), 1 thread(s)' in table
-    assert "| torch fp32 eager | 0.7500 | +0.00 | - | 40.0 (12.0) | 1.00x | 100 | 1.00x | - |" in table
-    assert "| int8 dynamic | 0.7520 | +0.20 | 98.0% | 10.0 (12.0) | 4.00x | 300 | 3.00x | 53.2 |" in table
+    assert "then the same rows batched longest first (sorted)" in table
+    assert ("| torch fp32 eager | 0.7500 | +0.00 | - | 40.0 (12.0) | 1.00x | 100 | 1.00x | 180 | 1.00x | 1.00x | "
+            "1.00x | - |") in table
+    assert ("| int8 dynamic | 0.7520 | +0.20 | 98.0% | 10.0 (12.0) | 4.00x | 300 | 3.00x | 450 | 2.50x | 2.90x | "
+            "2.40x | 53.2 |") in table
     assert "| int8 static QDQ | 0.7300 | failed its parity gate, not timed: sst2 (int8): accuracy drops |" in table
+
+
+def test_probe_table_is_the_benchmark_table_with_the_skipped_probes_named():
+    probe = _load("onnx_int8_probe")
+    report = {**_report(probe), "skipped": {"int8 MatMulNBits 8-bit, block 32": "skipped: No module named 'onnx_ir'"}}
+    table = probe._markdown(report)
+    assert table.startswith(probe.markdown(report))
+    assert table.endswith("\nint8 MatMulNBits 8-bit, block 32: skipped: No module named 'onnx_ir'\n")
 
 
 def test_cpu_info_names_the_int8_flags():
     info = _load().cpu_info()
     assert info["model_name"] and set(info["flags"]) >= {"avx512_vnni", "amx_int8"}
+
+
+@pytest.mark.parametrize("cpu_time", [False, True])
+def test_longest_first_throughput_times_the_same_rows_with_less_padding(cpu_time):
+    task = BUILTIN_TASKS["sst2"]
+    lengths = [3, 30, 5, 28, 4, 31, 6, 29]  # alternating short and long rows: every consecutive pair pads to ~30
+    rows = Dataset.from_dict({"id": [str(i) for i in range(8)], "label": [0] * 8,
+                              "input_ids": [[2] + [7] * (n - 2) + [3] for n in lengths],
+                              "attention_mask": [[1] * n for n in lengths]})
+    seen: list[tuple[int, ...]] = []
+
+    def forward(batch: dict) -> np.ndarray:
+        seen.append(tuple(batch["input_ids"].shape))
+        return np.zeros((len(batch["input_ids"]), 2), dtype=np.float32)
+
+    result = compare_speed({"model": (forward, rows, 0)}, task, rounds=2, latency_runs=2, throughput_batches=4,
+                           batch_size=2, warmup=0, longest_first=True, cpu_time=cpu_time)["model"]
+    batch_shapes = [shape for shape in seen if shape[0] == 2]
+    # After one warm-up batch, per round: the consecutive batches (each padded to ~30), then the same 8 rows
+    # longest first.
+    assert batch_shapes[1:9] == [(2, 30), (2, 28), (2, 31), (2, 29), (2, 31), (2, 29), (2, 6), (2, 4)]
+    assert result.throughput_examples_per_s > 0 and result.throughput_longest_first_examples_per_s > 0
+    assert (result.throughput_cpu_examples_per_s is not None) is cpu_time
+    assert (result.throughput_longest_first_cpu_examples_per_s is not None) is cpu_time
+    plain = compare_speed({"model": (forward, rows, 0)}, task, rounds=1, latency_runs=1, throughput_batches=4,
+                          batch_size=2, warmup=0)["model"]
+    assert plain.throughput_longest_first_examples_per_s is None and plain.throughput_cpu_examples_per_s is None

@@ -1,5 +1,6 @@
 """ONNX export variants (issue 16): onnxruntime's transformer fusion with a loud fallback, dynamic and static
-(calibrated, seeded) int8, per-tensor scales, session options; every variant loads and passes the parity gate."""
+(calibrated, seeded) int8, per-tensor scales, the traced attention, the session fusions an export records, session
+options; every variant loads and passes the parity gate."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ pytest.importorskip("onnxruntime")
 
 from multidistill.export.command import export_command  # noqa: E402
 from multidistill.export.onnx import EXPORT_FILE, OnnxModel, export_onnx  # noqa: E402
-from multidistill.export.onnx_variants import calibration_batches, quantize_static_int8  # noqa: E402
+from multidistill.export.onnx_variants import calibration_batches, describe, quantize_static_int8  # noqa: E402
 
 VARIANTS = {  # name -> export_onnx keywords
     "dynamic": {},
+    "dynamic-sdpa": {"attention": "sdpa"},
     "dynamic-per-tensor": {"per_channel": False},
     "fused-dynamic": {"graph": "fused"},
     "static": {"int8_method": "static", "calibration_examples": 32},
@@ -43,7 +45,11 @@ def test_each_variant_exports_loads_and_matches_torch(name, toy, bert_dir, tmp_p
         assert variant["fused_ops"]["Attention"] == 2 and "Attention" in nodes  # one per layer of the tiny BERT
         assert "SkipLayerNormalization" in nodes and "graph_note" not in variant
     else:
-        assert variant == {"graph": "plain", "int8": variant["int8"]} and "Attention" not in nodes
+        assert variant == {"graph": "plain", "attention": kwargs.get("attention", "eager"),
+                           "int8": variant["int8"]} and "Attention" not in nodes
+    # Eager attention builds one additive mask for all layers; SDPA's trace guards each layer's mask against NaN.
+    assert ("IsNaN" in nodes) is (kwargs.get("attention") == "sdpa")
+    assert f"{variant['graph']}, {kwargs.get('attention', 'eager')} attention" in describe(variant)
     int8 = variant["int8"]
     assert int8["method"] == kwargs.get("int8_method", "dynamic")
     assert int8["per_channel"] is kwargs.get("per_channel", True)
@@ -124,6 +130,12 @@ def test_static_export_from_the_command_calibrates_without_a_parity_check(toy, b
 
 
 def test_variant_choices_are_checked(toy, bert_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="attention 'flash': choose one of eager, sdpa"):
+        export_onnx(bert_dir, tmp_path / "a", attention="flash")
+    with pytest.raises(ConfigError, match="a fused graph is traced with eager attention"):
+        export_onnx(bert_dir, tmp_path / "a", graph="fused", attention="sdpa")
+    with pytest.raises(ConfigError, match="--attention 'flash'"):
+        export_command(bert_dir, tmp_path / "a", attention="flash")
     with pytest.raises(ConfigError, match="graph 'onnxsim': choose one of plain, fused"):
         export_onnx(bert_dir, tmp_path / "a", graph="onnxsim")
     with pytest.raises(ConfigError, match="int8_method 'qat': choose one of dynamic, static"):

@@ -293,3 +293,30 @@ def test_onnx_export_as_source(model_dir, tmp_path, monkeypatch):
         assert math.isclose(float(record["p_0"]) + float(record["p_1"]), 1.0, abs_tol=1e-6)
     with pytest.raises(UnknownTaskError, match="toy_sent"):
         predict_file(export_dir, "nope", source, tmp_path / "x.jsonl", progress=False)
+
+
+def test_rows_are_batched_longest_first_and_written_in_input_order(model_dir, tmp_path, monkeypatch):
+    from multidistill.inference import predict as predict_module
+
+    texts = ["short", "a much longer sentence with many more words in it", "mid length text here", "tiny",
+             "another rather long sentence that needs a few more tokens"]
+    source = write_input(tmp_path / "in.tsv", ["id", "sentence"], [[f"r{i}", t] for i, t in enumerate(texts)])
+    widths: list[list[int]] = []
+    real = predict_module._TorchPredictor.logits
+
+    def logits(self, task, texts_a, texts_b):
+        widths.append([len(self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"])
+                       for text in texts_a])
+        return real(self, task, texts_a, texts_b)
+
+    monkeypatch.setattr(predict_module._TorchPredictor, "logits", logits)
+    predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", batch_size=2, progress=False)
+    flat = [width for batch in widths for width in batch]
+    assert flat == sorted(flat, reverse=True) and len(flat) == len(texts)  # batches of like length
+    records = read_output(tmp_path / "out.jsonl")
+    assert [r["id"] for r in records] == [f"r{i}" for i in range(len(texts))]
+    logits_expected = expected_logits(model_dir, "toy_sent", texts)
+    assert [r["label"] for r in records] == [str(int(np.argmax(row))) for row in logits_expected]
+    for record, row in zip(records, logits_expected, strict=True):
+        expected = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        np.testing.assert_allclose(_probabilities(record, ["0", "1"]), expected, atol=1e-5)

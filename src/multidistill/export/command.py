@@ -78,6 +78,10 @@ def export_command(
                                             "export says so.")] = "plain",
     per_channel: Annotated[bool, typer.Option(help="int8 weights with one scale per output channel (default) or, "
                                                    "with --no-per-channel, one per tensor.")] = True,
+    attention: Annotated[str, typer.Option(help="The attention a Transformer is traced with: eager (default; one "
+                                                "additive mask for every layer) or sdpa (the model's kernel, whose "
+                                                "trace guards each layer's mask against NaN; not with --graph "
+                                                "fused).")] = "eager",
     calibration_examples: Annotated[int, typer.Option(help="--int8-method static: training rows per task to "
                                                            "calibrate activation ranges on.")] = 256,
     calibration_seed: Annotated[int, typer.Option(help="--int8-method static: seed that draws the calibration "
@@ -105,7 +109,8 @@ def export_command(
 
     --format onnx (any model): OUT/model.onnx, one graph whose outputs are every task head's logits (and
     OUT/model.int8.onnx with --quantize int8: dynamic per-channel int8 by default, static QDQ with
-    --int8-method static; --graph fused adds onnxruntime's transformer fusion), the tokenizer and
+    --int8-method static; --graph fused adds onnxruntime's transformer fusion; --attention chooses the
+    attention the encoder is traced with), the tokenizer and
     OUT/export.json, whose "variant" (also printed) says which variant was written. Unless --skip-parity, each
     task's first --parity-examples dev rows are run through PyTorch and every exported graph: fp32 logits must
     match within --tolerance-fp32; the int8 main metric must not drop by more than --max-metric-drop-int8 or
@@ -124,7 +129,12 @@ def export_command(
     from multidistill.config import DataConfig
     from multidistill.data.tasks import Task
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
-    from multidistill.export.onnx_variants import GRAPH_CHOICES, INT8_METHODS, describe
+    from multidistill.export.onnx_variants import (
+        ATTENTION_CHOICES,
+        GRAPH_CHOICES,
+        INT8_METHODS,
+            describe,
+    )
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
 
@@ -136,8 +146,10 @@ def export_command(
         raise ConfigError(f"--int8-method {int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
     if graph not in GRAPH_CHOICES:
         raise ConfigError(f"--graph {graph!r}: choose one of {', '.join(GRAPH_CHOICES)}")
-    if format == "hf" and (graph != "plain" or int8_method != "dynamic"):
-        raise ConfigError("--graph and --int8-method apply to --format onnx")
+    if attention not in ATTENTION_CHOICES:
+        raise ConfigError(f"--attention {attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    if format == "hf" and (graph != "plain" or int8_method != "dynamic" or attention != "eager"):
+        raise ConfigError("--graph, --int8-method and --attention apply to --format onnx")
     if format == "hf" and quantize != "none":
         raise ConfigError("--quantize applies to --format onnx; a Hugging Face export keeps the model's fp32 weights")
     if format == "onnx" and task is not None:
@@ -168,7 +180,8 @@ def export_command(
     meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,
                        overwrite=overwrite, tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,
                        max_metric_drop_int8=max_metric_drop_int8, graph=graph, int8_method=int8_method,
-                       per_channel=per_channel, calibration_data=calibration_data,
+                       per_channel=per_channel, attention=attention,
+                       calibration_data=calibration_data,
                        calibration_examples=calibration_examples, calibration_seed=calibration_seed)
     console.print(f"exported variant: {describe(meta['variant'])}", markup=False)
     if "parity" in meta:

@@ -13,7 +13,8 @@ Folder layout (read by `OnnxModel.load`)::
     export.json        format_version, kind "onnx", source, model_kind, tasks, max_length, inputs,
                        outputs (task -> output name), files (precision -> file), parity, opset,
                        parity_failures (precision -> reasons; only for graphs left out by on_parity_failure="omit"),
-                       variant (graph plain | fused with its fused ops or why not; int8 method, scales, calibration)
+                       variant (graph plain | fused with its fused ops or why not; the attention traced; int8 method,
+                       scales, calibration)
     model.onnx         fp32 graph
     model.int8.onnx    int8 graph (quantize="int8" only)
     tokenizer files    as written by `tokenizer.save_pretrained`
@@ -40,11 +41,14 @@ from multidistill.evaluation.metrics import compute_metrics
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
 from multidistill.export.onnx_variants import (
+    ATTENTION_CHOICES,
     DEFAULT_CALIBRATION_EXAMPLES,
     GRAPH_CHOICES,
     INT8_METHODS,
+    Attention,
     Graph,
     Int8Method,
+    attention_implementation,
     calibration_batches,
     eager_attention,
     fuse_graph,
@@ -558,6 +562,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                 max_metric_drop_int8: float = 0.01, parity_examples: int | None = 500, overwrite: bool = False,
                 batch_size: int = 32, on_parity_failure: Literal["raise", "omit"] = "raise",
                 graph: Graph = "plain", int8_method: Int8Method = "dynamic", per_channel: bool = True,
+                attention: Attention = "eager",
                 calibration_data: DataConfig | None = None,
                 calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES, calibration_seed: int = 0) -> dict:
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there.
@@ -579,7 +584,10 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     with a warning and the reason in export.json. ``int8_method`` "dynamic" (the default) quantises activations
     on the fly; "static" writes a QDQ graph whose activation ranges are calibrated on ``calibration_examples``
     training rows per task drawn with ``calibration_seed`` from ``calibration_data`` (default: ``parity_data``).
-    ``per_channel`` False uses one weight scale per tensor. export.json's ``variant`` records what was done.
+    ``per_channel`` False uses one weight scale per tensor. ``attention`` is the attention a Transformer encoder is
+    traced with: "eager" (the default: one additive mask for all layers) or "sdpa" (the model's usual kernel, whose
+    trace guards each layer's mask against NaN; a fused graph needs eager). export.json's ``variant`` records what
+    was done.
 
     The folder is written atomically: on any error nothing is left at ``out_dir`` (an existing folder, which
     needs ``overwrite=True`` unless empty, stays as it was).
@@ -591,6 +599,11 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
         raise ConfigError(f"graph {graph!r}: choose one of {', '.join(GRAPH_CHOICES)}")
     if int8_method not in INT8_METHODS:
         raise ConfigError(f"int8_method {int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
+    if attention not in ATTENTION_CHOICES:
+        raise ConfigError(f"attention {attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    if graph == "fused" and attention != "eager":
+        raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
+                          "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
     if calibration_examples < 1:
         raise ConfigError(f"calibration_examples must be at least 1, got {calibration_examples}")
     calibration_data = calibration_data or parity_data
@@ -612,6 +625,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     outputs = {name: f"logits_{name}" for name in model.tasks}
     files = {"fp32": MODEL_FILES["fp32"]}
     variant: dict[str, Any] = {"graph": "plain"}
+    traced = attention_implementation(model)
+    if traced is not None:  # a Transformer (a BiLSTM has no attention)
+        variant["attention"] = "eager" if attention == "eager" else traced
     optimizer_type = None
     if graph == "fused":
         optimizer_type, reason = fusion_model_type(model)
@@ -624,7 +640,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                                            calibration_seed, batch_size)
     with atomic_dir(out_dir) as tmp:
         _export_graph(model, tokenizer, tmp / files["fp32"], inputs, outputs, opset, model_dir,
-                      eager=optimizer_type is not None)
+                      eager=attention == "eager")
         if optimizer_type is not None:
             config = model.backbone.config
             variant.update(graph="fused", optimizer_model_type=optimizer_type,

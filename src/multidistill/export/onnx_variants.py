@@ -1,10 +1,11 @@
 """The graph variants an ONNX export can take, all from onnxruntime itself: the transformer graph optimizer
-(attention / LayerNorm / GELU fusion), dynamic int8 and static (QDQ, calibrated) int8 quantisation.
+(attention / LayerNorm / GELU fusion), dynamic int8 and static (QDQ, calibrated) int8 quantisation, and the attention
+the encoder is traced with.
 
 `export_onnx` picks among them; each choice, and any fallback, is recorded in export.json under ``variant``
 and printed by `multidistill export`, so an export always says what it holds. Measured on the demo's 3-layer
 student in docs/benchmarks.md ("Issue 16: int8 inference"), which is why the defaults are a plain graph and
-dynamic per-channel int8.
+dynamic per-channel int8, traced with eager attention.
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ from multidistill.errors import ConfigError, ModelError
 
 Graph = Literal["plain", "fused"]
 Int8Method = Literal["dynamic", "static"]
+Attention = Literal["eager", "sdpa"]
 GRAPH_CHOICES = ("plain", "fused")
 INT8_METHODS = ("dynamic", "static")
+# The attention a Transformer is traced with. Eager: the padding mask becomes one additive (batch, 1, len, len)
+# tensor built once and added in every layer; SDPA's trace adds IsNaN / Where guards per layer (7% of the int8
+# graph's time in docs/benchmarks.md). Both compute the same function (the fp32 parity check holds either way).
+ATTENTION_CHOICES = ("eager", "sdpa")
 # Hugging Face model types whose graphs onnxruntime's "bert" optimizer fuses (its fusions match BERT-style
 # encoder blocks; a pattern that does not match is left as it was, and the parity check runs on the result).
 FUSION_MODEL_TYPES: dict[str, str] = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
@@ -71,10 +77,17 @@ def fusion_model_type(model: nn.Module) -> tuple[str | None, str]:
     return FUSION_MODEL_TYPES[model_type], f"model_type '{model_type}' fused as '{FUSION_MODEL_TYPES[model_type]}'"
 
 
+def attention_implementation(model: nn.Module) -> str | None:
+    """The attention implementation ``model``'s encoder runs ("sdpa", "eager", ...); None for a model without
+    one (a BiLSTM)."""
+    backbone = getattr(model, "backbone", None)
+    return getattr(getattr(backbone, "config", None), "_attn_implementation", None)
+
+
 @contextmanager
 def eager_attention(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Trace ``model``'s encoder with eager attention: its additive mask is the pattern onnxruntime's attention
-    fusion matches (the SDPA trace's NaN guards are not)."""
+    """Trace ``model``'s encoder with eager attention: its additive mask is built once for every layer, with none
+    of the SDPA trace's NaN guards, and it is the pattern onnxruntime's attention fusion matches."""
     backbone = getattr(model, "backbone", None)
     previous = getattr(getattr(backbone, "config", None), "_attn_implementation", None)
     if not enabled or previous in (None, "eager"):
@@ -195,6 +208,8 @@ def describe(variant: dict[str, Any]) -> str:
     """One line saying which variant an export holds (printed by `multidistill export`)."""
     graph = variant.get("graph", "plain")
     text = f"graph: {graph}"
+    if variant.get("attention"):
+        text += f", {variant['attention']} attention"
     if variant.get("fused_ops"):
         text += " (" + ", ".join(f"{name} x{count}" for name, count in variant["fused_ops"].items()) + ")"
     if variant.get("graph_note"):

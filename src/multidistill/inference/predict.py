@@ -3,7 +3,8 @@
 The whole input is read and checked before anything is written: a missing column, a non-UTF-8 byte or
 (without ``skip_bad_rows``) a row with a missing or empty text stops the run with a `DataError` naming the
 file and lines. The output is written to a temporary sibling and renamed into place, so a partial output
-file never exists.
+file never exists. Rows are batched longest first (by token count), as evaluation batches them, so each batch is
+padded little; the output keeps the input's order.
 """
 
 from __future__ import annotations
@@ -66,19 +67,25 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
         raise DataError(_bad_rows_message(bad, columns), path=input_path)
 
     labels = spec.labels if spec.type == "classification" else []
+    # Longest first: a batch pads to its longest row, so rows of like length together waste least compute.
+    texts_b = [r.text_b or "" for r in rows] if spec.pair else None
+    order = np.argsort(-predictor.token_counts([r.text_a for r in rows], texts_b), kind="stable")
+    outputs: list[np.ndarray | None] = [None] * len(rows)
+    bar = tqdm(total=len(rows), desc="predict", unit="row", disable=not progress)
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = [int(i) for i in order[start:start + batch_size]]
+            logits = predictor.logits(spec, [rows[i].text_a for i in batch],
+                                      [texts_b[i] for i in batch] if texts_b is not None else None)
+            for i, values in zip(batch, logits, strict=True):
+                outputs[i] = values
+            bar.update(len(batch))
+    finally:
+        bar.close()
     with atomic_file(output_path) as handle:
         writer = _Writer(handle, fmt, labels, with_id=id_column is not None)
-        bar = tqdm(total=len(rows), desc="predict", unit="row", disable=not progress)
-        try:
-            for start in range(0, len(rows), batch_size):
-                batch = rows[start:start + batch_size]
-                logits = predictor.logits(spec, [r.text_a for r in batch],
-                                          [r.text_b or "" for r in batch] if spec.pair else None)
-                for row, values in zip(batch, logits, strict=True):
-                    writer.write(row, values)
-                bar.update(len(batch))
-        finally:
-            bar.close()
+        for row, values in zip(rows, outputs, strict=True):
+            writer.write(row, values)
     return {"task": spec.name, "rows": len(rows) + len(bad), "predicted": len(rows), "skipped": len(bad),
             "skipped_lines": [line for line, _ in bad], "output": str(output_path), "format": fmt}
 
@@ -104,6 +111,13 @@ class _Predictor:
     def encode(self, texts_a: list[str], texts_b: list[str] | None, tensors: str) -> dict:
         return dict(self.tokenizer(texts_a, texts_b, truncation=True, max_length=self.max_length, padding=True,
                                    return_tensors=tensors))
+
+    def token_counts(self, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
+        """Each row's token count as `encode` truncates it (no padding)."""
+        if not texts_a:
+            return np.zeros(0, dtype=np.int64)
+        encoded = self.tokenizer(texts_a, texts_b, truncation=True, max_length=self.max_length)
+        return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
 
     def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
         raise NotImplementedError

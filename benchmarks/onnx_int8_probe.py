@@ -1,0 +1,227 @@
+"""int8 ONNX probes (issue 16, part 2): onnxruntime options that `multidistill export` does not offer, timed
+against PyTorch and the default int8 export in one process, so each can be judged before it becomes an option.
+
+Run it after `benchmarks/onnx_int8.py`, whose plain export (OUT/exports/plain: fp32 and default int8 graphs) the
+probes start from. Rows:
+
+  torch fp32 eager                         the reference
+  int8 dynamic (export default)            OUT/exports/plain/model.int8.onnx as exported
+  int8 MatMulNBits 8-bit, block B          onnxruntime's weight-only quantiser (`MatMulNBitsQuantizer`, bits=8,
+                                           symmetric, accuracy_level 4: int8 compute where the CPU has it); needs
+                                           the onnx-ir package (`pip install onnx-ir`), skipped without it
+  int8 dynamic + FastGelu                  onnxruntime's transformer optimizer with only the GELU fusion and its
+                                           tanh approximation, then dynamic int8
+  int8 dynamic, attention fusion only      the optimizer's Attention fusion alone (QAttention after int8), no
+                                           LayerNorm or GELU fusion
+  int8 dynamic, SkipLayerNorm fused        the default graph with its shapes kept, so onnxruntime fuses the residual
+                                           Add + LayerNormalization into SkipLayerNormalization when it loads it
+                                           (exports drop those shapes; see `export.onnx._stamp`)
+  int8 dynamic, denormals as zero          the default graph, session option session.set_denormal_as_zero
+
+Each probe is scored like an export's parity check (the first --parity-examples dev rows of every task, PyTorch
+against the graph; `export.onnx.parity_failures` with the default tolerance) and timed like the benchmark.
+
+    OMP_NUM_THREADS=1 python benchmarks/onnx_int8_probe.py --model runs/demo/student-transformer/model \\
+        --exports runs/onnx_int8/exports --out runs/onnx_int8_probe
+
+Writes OUT/onnx_int8_probe.json and OUT/onnx_int8_probe.md (the benchmark's table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from multidistill.config import DataConfig
+from multidistill.data.batches import map_batches
+from multidistill.data.prepare import prepare_data
+from multidistill.data.tasks import Task
+from multidistill.evaluation.evaluate import predict
+from multidistill.evaluation.speed import compare_speed, torch_forward
+from multidistill.export.onnx import compare_predictions, parity_failures
+from multidistill.export.onnx_variants import quantize_dynamic_int8
+from multidistill.models.backbone import load_tokenizer
+from multidistill.models.loading import load_model, saved_data_root
+from multidistill.utils.atomic import write_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from onnx_int8 import REFERENCE, SPEEDUPS, _commit, cpu_info, markdown  # noqa: E402
+
+DEFAULT = "int8 dynamic (export default)"
+
+
+def _session(path: Path, config: dict[str, str] | None = None):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _forward(session, task: str) -> Callable[[dict], np.ndarray]:
+    names = {arg.name for arg in session.get_inputs()}
+
+    def forward(batch: dict) -> np.ndarray:
+        feed = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+        if "token_type_ids" in names:
+            types = batch.get("token_type_ids")
+            feed["token_type_ids"] = types.numpy() if types is not None else np.zeros_like(feed["input_ids"])
+        return session.run([f"logits_{task}"], feed)[0]
+
+    return forward
+
+
+def _nbits(source: Path, target: Path, block_size: int) -> str | None:
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as exc:  # onnx-ir missing
+        return f"skipped: {exc}"
+    quantizer = MatMulNBitsQuantizer(str(source), bits=8, block_size=block_size, is_symmetric=True,
+                                     accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), False)
+    return None
+
+
+def _optimized_int8(source: Path, target: Path, model, *, attention: bool, gelu_approximation: bool) -> None:
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    for name in ("enable_skip_layer_norm", "enable_bias_skip_layer_norm", "enable_layer_norm",
+                 "enable_embed_layer_norm"):
+        setattr(options, name, False)
+    options.enable_attention = attention
+    options.enable_gelu = options.enable_bias_gelu = gelu_approximation
+    options.enable_gelu_approximation = gelu_approximation
+    config = model.backbone.config
+    fp32 = target.with_suffix(".fp32.onnx")
+    optimize_model(str(source), model_type="bert", num_heads=config.num_attention_heads,
+                   hidden_size=config.hidden_size, opt_level=0,
+                   optimization_options=options).save_model_to_file(str(fp32))
+    quantize_dynamic_int8(fp32, target)
+
+
+def _with_shapes(source: Path, target: Path) -> None:
+    """Dynamic int8 of the fp32 graph with ONNX's inferred shapes kept in it (value_info), as the quantiser leaves
+    them before an export drops them."""
+    import onnx
+
+    shaped = target.with_suffix(".fp32.onnx")
+    onnx.save(onnx.shape_inference.infer_shapes(onnx.load(str(source))), str(shaped))
+    quantize_dynamic_int8(shaped, target)
+
+
+def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, rounds: int, latency_runs: int,
+        throughput_batches: int, data_root: str | None, cache_dir: str) -> dict:
+    model = load_model(model_dir).eval()
+    tokenizer = load_tokenizer(str(model_dir))
+    pad = tokenizer.pad_token_id or 0
+    specs: list[Task] = list(model.tasks.values())
+    root = data_root if data_root is not None else saved_data_root(model_dir)
+    data = DataConfig(tasks=[s.name for s in specs], data_root=root, cache_dir=cache_dir, task_specs=specs)
+    eval_sets = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None, seed=0,
+                             need_train=False).eval_sets
+    parity_sets = {name: ds.select(range(min(parity_examples, len(ds)))) for name, ds in eval_sets.items()}
+    fp32, default = exports / "plain" / "model.onnx", exports / "plain" / "model.int8.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    graphs: dict[str, tuple[Path, dict[str, str] | None]] = {DEFAULT: (default, None)}
+    notes: dict[str, str] = {}
+    for block in (32, 128):
+        name, path = f"int8 MatMulNBits 8-bit, block {block}", out / f"nbits{block}.onnx"
+        note = _nbits(fp32, path, block)
+        if note:
+            notes[name] = note
+        else:
+            graphs[name] = (path, None)
+    _optimized_int8(fp32, out / "fastgelu.onnx", model, attention=False, gelu_approximation=True)
+    graphs["int8 dynamic + FastGelu"] = (out / "fastgelu.onnx", None)
+    _optimized_int8(fp32, out / "attention.onnx", model, attention=True, gelu_approximation=False)
+    graphs["int8 dynamic, attention fusion only"] = (out / "attention.onnx", None)
+    _with_shapes(fp32, out / "shapes.onnx")
+    graphs["int8 dynamic, SkipLayerNorm fused"] = (out / "shapes.onnx", None)
+    graphs["int8 dynamic, denormals as zero"] = (default, {"session.set_denormal_as_zero": "1"})
+
+    expected = {name: predict(model, model.tasks[name], ds, batch_size=32, pad_token_id=pad,
+                              device=torch.device("cpu")) for name, ds in parity_sets.items()}
+    torch_score = statistics.mean(float(compare_predictions(model.tasks[n], expected[n], expected[n],
+                                                            np.asarray(ds["label"]))["metric_torch"])
+                                  for n, ds in parity_sets.items())
+    rows: dict[str, dict] = {REFERENCE: {"status": "ok", "score": torch_score}}
+    task = specs[0]
+    contenders = {REFERENCE: (torch_forward(model, task), eval_sets[task.name], pad)}
+    for name, (path, config) in graphs.items():
+        session = _session(path, config)
+        parity = {n: compare_predictions(model.tasks[n], expected[n],
+                                         map_batches(model.tasks[n], ds, _forward(session, n), batch_size=32,
+                                                     pad_token_id=pad), np.asarray(ds["label"]))
+                  for n, ds in parity_sets.items()}
+        failures = parity_failures("int8", parity, tolerance_fp32=1e-4, max_metric_drop_int8=0.01)
+        score = statistics.mean(float(p["metric_onnx"]) for p in parity.values())
+        if failures:
+            rows[name] = {"status": "failed", "score": score, "reasons": failures}
+            continue
+        rows[name] = {"status": "ok", "score": score, "disk_mb": path.stat().st_size / 1e6,
+                      "agreement_min": min(p["agreement"] for p in parity.values() if p["agreement"] is not None)}
+        contenders[name] = (_forward(session, task.name), eval_sets[task.name], pad)
+    speeds = compare_speed(contenders, task, rounds=rounds, latency_runs=latency_runs,
+                           throughput_batches=throughput_batches, batch_size=32, longest_first=True, cpu_time=True)
+    base = speeds[REFERENCE]
+    for name, result in speeds.items():
+        rows[name].update(result.to_dict(), speedup_b1=base.latency_ms_median / result.latency_ms_median,
+                          score_delta_points=100 * (rows[name]["score"] - torch_score))
+        for key, field in SPEEDUPS.items():
+            rows[name][key] = getattr(result, field) / getattr(base, field)
+    import onnxruntime
+
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_info(),
+              "threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
+              "torch": torch.__version__, "commit": _commit(), "model": str(model_dir), "speed_task": task.name,
+              "tasks": [s.name for s in specs],
+              "settings": {"parity_examples": parity_examples, "rounds": rounds, "latency_runs": latency_runs,
+                           "throughput_batches": throughput_batches, "batch_size": 32},
+              "rows": rows, "skipped": notes}
+    write_json(out / "onnx_int8_probe.json", report)
+    (out / "onnx_int8_probe.md").write_text(_markdown(report))
+    return report
+
+
+def _markdown(report: dict) -> str:
+    return markdown(report) + "".join(f"\n{name}: {note}\n" for name, note in report["skipped"].items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("runs/demo/student-transformer/model"))
+    parser.add_argument("--exports", type=Path, default=Path("runs/onnx_int8/exports"),
+                        help="benchmarks/onnx_int8.py's OUT/exports (its plain export is the probes' start)")
+    parser.add_argument("--out", type=Path, default=Path("runs/onnx_int8_probe"))
+    parser.add_argument("--parity-examples", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--throughput-batches", type=int, default=4)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cache-dir", default=".cache/multidistill")
+    args = parser.parse_args(argv)
+    if not (args.exports / "plain" / "model.int8.onnx").is_file():
+        print(f"{args.exports}/plain has no int8 export; run benchmarks/onnx_int8.py first", file=sys.stderr)
+        return 2
+    report = run(args.model, args.exports, args.out, parity_examples=args.parity_examples, rounds=args.rounds,
+                 latency_runs=args.latency_runs, throughput_batches=args.throughput_batches,
+                 data_root=args.data_root, cache_dir=args.cache_dir)
+    print(_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
