@@ -178,6 +178,29 @@ def test_overwrite_of_a_real_run_that_fails_partway_leaves_the_old_model_loadabl
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run")) == []
 
 
+def test_a_run_that_fails_closes_its_tensorboard_writer(tiny_run, monkeypatch):
+    # An open writer keeps a thread that flushes into tensorboard/ after the failed run's folder is cleaned up
+    # (a FileNotFoundError in a stray thread, and a leaked file handle per failed run).
+    from multidistill.training import loop
+
+    closed = []
+
+    class Recording(loop.SummaryWriter):
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+    monkeypatch.setattr(loop, "SummaryWriter", Recording)
+    raw, _ = tiny_run
+
+    def fail(state) -> None:
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train_teacher(TeacherRunConfig.model_validate(raw), on_step=fail)
+    assert closed == [True]
+
+
 # --- class 4: one writer per run folder --------------------------------------------------------------------------
 
 

@@ -345,6 +345,8 @@ def train(
 
     except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say where training stopped
         progress.close()  # ends the bar's line, so the error the CLI prints starts a line of its own
+        if writer is not None:  # flush what was logged and stop its thread before the caller cleans the folder up
+            writer.close()
         add_note(exc, _stop_note(state.step, total_steps, checkpoint_root, config.checkpoint_every_steps))
         raise
     if last_eval_step != state.step:
