@@ -5,7 +5,8 @@
 Runs the stages `multidistill demo` runs (`recipes.demo.train_stages`: same settings, same fingerprints, so a
 later `multidistill demo` in the same output_dir reuses them and adds the benchmark, summary and report), in the
 order asked, and prints each student's dev scores. For measuring students where a whole demo would not finish in
-time: a finished demo's `teacher/` folder copied into output_dir is reused.
+time: a finished demo's `teacher/` folder copied into output_dir is reused when its settings match (a teacher
+trained in fp32 before the demo chose bf16 on CPUs with native bf16: add `--set teacher_train.bf16=false`).
 """
 
 from __future__ import annotations

@@ -180,3 +180,38 @@ def test_the_benchmark_table_says_what_each_column_is_and_survives_a_pipe(capsys
     assert "FAILED" in int8 and "0.7000" in int8
     assert "peak RSS: peak resident memory (MiB) of a fresh process" in " ".join(output.split())
     assert "parity check failed: teacher onnx_int8: sst2 (int8): accuracy drops by 0.0550" in output
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_demo_trains_in_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, native):
+    """One check (`cpu_has_fast_bf16`) picks bf16 for the teacher, the 3-layer student and the signals; the BiLSTM
+    stays fp32 (bf16 bought its LSTM nothing in the demo's speed table)."""
+    import multidistill.recipes.demo as demo
+
+    monkeypatch.setattr(demo, "cpu_has_fast_bf16", lambda: native)
+    for config in (demo.load_demo_config(), demo.load_demo_config(quick=True)):
+        assert config.teacher_train.bf16 is native and config.transformer.train.bf16 is native
+        assert config.signals.bf16 is native and config.bilstm.train.bf16 is False
+    assert demo.load_demo_config().transformer.model.heads_from == "@teacher"
+
+
+def test_memory_probes_run_side_by_side(monkeypatch):
+    """Each probe is a fresh process, so they run `workers` at a time (most of a probe is its imports)."""
+    import threading
+
+    from multidistill.evaluation import memory
+
+    met = threading.Barrier(2, timeout=10)  # sequential probes would never meet: BrokenBarrierError
+
+    def probe(source, runtime, **_):
+        met.wait()
+        return {"peak_rss_mb": float(len(runtime)), "model_rss_mb": 1.0}
+
+    monkeypatch.setattr(memory, "measure_in_subprocess", probe)
+    report = {"settings": {"batch_size": 32}, "models": {"m": {"path": "m", "export": "e", "max_length": 8,
+              "runtimes": {"pytorch_fp32": {"status": "ok"}, "onnx_int8": {"status": "ok"},
+                           "onnx_fp32": {"status": "failed"}}}}}
+    memory.measure_report(report, workers=2)
+    runtimes = report["models"]["m"]["runtimes"]
+    assert runtimes["pytorch_fp32"]["peak_rss_mb"] == len("pytorch_fp32")
+    assert runtimes["onnx_int8"]["peak_rss_mb"] == len("onnx_int8") and "peak_rss_mb" not in runtimes["onnx_fp32"]

@@ -86,3 +86,58 @@ def test_speed_comparison_reports_a_smaller_model_as_faster():
     assert result["small"].throughput_examples_per_s > result["big"].throughput_examples_per_s
     assert result["small"].latency_ms_median < result["big"].latency_ms_median
     assert result["big"].latency_runs == 9 and result["big"].latency_ms_p95 >= result["big"].latency_ms_median
+
+
+# --- model.heads_from: a student cut from a trained teacher starts from the teacher's heads ------------------
+
+def _saved_teacher(tiny_model_dir, tmp_path, tasks):
+    from transformers import AutoTokenizer
+
+    from multidistill.models import MultiTaskModel
+
+    torch.manual_seed(3)
+    teacher = MultiTaskModel.from_backbone(str(tiny_model_dir), tasks, pooling="mean")
+    teacher.save_pretrained(tmp_path / "teacher", AutoTokenizer.from_pretrained(tiny_model_dir))
+    return teacher, tmp_path / "teacher"
+
+
+def test_heads_from_copies_the_teachers_heads_into_a_layer_cut_student(tiny_model_dir, tmp_path):
+    from multidistill.config import ModelConfig
+    from multidistill.data.tasks import BUILTIN_TASKS
+    from multidistill.models.build import build_model
+
+    tasks = [BUILTIN_TASKS["sst2"], BUILTIN_TASKS["stsb"]]
+    teacher, folder = _saved_teacher(tiny_model_dir, tmp_path, tasks)
+    config = {"name_or_path": str(folder), "student_layers": [1], "pooling": "mean"}
+    student = build_model(ModelConfig(**config, heads_from=str(folder)), tasks)
+    fresh = build_model(ModelConfig(**config), tasks)
+    for name in ("sst2", "stsb"):
+        for key, value in teacher.heads[name].state_dict().items():
+            assert torch.equal(student.heads[name].state_dict()[key], value), (name, key)
+            assert not torch.equal(fresh.heads[name].state_dict()[key], value), (name, key)
+    assert num_layers(student.backbone) == 1
+
+
+def test_heads_from_refuses_a_model_without_the_task_or_with_another_head(tiny_model_dir, tmp_path):
+    from multidistill.config import ModelConfig
+    from multidistill.data.tasks import BUILTIN_TASKS
+    from multidistill.errors import ConfigError
+    from multidistill.models.build import build_model
+
+    _, folder = _saved_teacher(tiny_model_dir, tmp_path, [BUILTIN_TASKS["sst2"]])
+    config = ModelConfig(name_or_path=str(folder), heads_from=str(folder))
+    with pytest.raises(ConfigError, match="heads_from.*no head for task 'stsb'"):
+        build_model(config, [BUILTIN_TASKS["sst2"], BUILTIN_TASKS["stsb"]])
+    three_way = BUILTIN_TASKS["sst2"].model_copy(update={"labels": ["a", "b", "c"]})
+    with pytest.raises(ConfigError, match="heads_from.*3 outputs here"):
+        build_model(config, [three_way])
+
+
+@pytest.mark.parametrize("extra", [{"architecture": "bilstm"}, {"init_from": "runs/x/model"}])
+def test_heads_from_is_refused_where_it_cannot_apply(extra):
+    from pydantic import ValidationError
+
+    from multidistill.config import ModelConfig
+
+    with pytest.raises(ValidationError, match="heads_from needs a Transformer"):
+        ModelConfig(name_or_path="teacher", heads_from="teacher", **extra)

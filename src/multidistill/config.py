@@ -92,6 +92,10 @@ class ModelConfig(_Strict):
     init_from: str | None = Field(
         None, description="Start from a saved multidistill model folder (encoder and heads), e.g. the joint "
         "student before per-task fine-tuning; architecture settings then come from that folder.")
+    heads_from: str | None = Field(
+        None, description="A saved multidistill model folder whose task heads start this model's (each task's head "
+        "of the same name, type and size), e.g. the teacher a student is cut from (`@teacher` in a recipe), so the "
+        "heads start where the teacher's ended instead of at random. Transformer models only, not with init_from.")
     bilstm: BiLSTMSpec = Field(default_factory=BiLSTMSpec, description="BiLSTM student sizes (architecture: bilstm).")
     domain_branch: DomainBranchSpec | None = Field(
         None, description="Meta-KD's domain branch (a meta-teacher, or a student in meta-distillation): a learned "
@@ -106,6 +110,9 @@ class ModelConfig(_Strict):
             raise ValueError("student_layers must be distinct, increasing, non-negative layer indices")
         if self.domain_branch is not None and self.architecture == "bilstm":
             raise ValueError("domain_branch needs a Transformer model (architecture: hf); the BiLSTM student has none")
+        if self.heads_from is not None and (self.architecture == "bilstm" or self.init_from is not None):
+            raise ValueError("heads_from needs a Transformer model (architecture: hf) built from name_or_path; "
+                             "drop it (init_from brings its own heads; a BiLSTM's heads have other sizes)")
         return self
 
 

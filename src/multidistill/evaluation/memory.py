@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from multidistill.errors import ModelError
@@ -75,15 +77,28 @@ def _probe(source: Path, runtime: str, batch_size: int, seq_len: int) -> dict:
     return {"baseline_rss_mb": baseline, "peak_rss_mb": peak, "model_rss_mb": peak - baseline}
 
 
-def measure_report(report: dict) -> dict:
-    """Measure the memory of every model and runtime of a benchmark report, in place."""
+def probe_workers() -> int:
+    """How many probes run at once: one per core, at most 4 (each holds a model and its libraries in memory)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def measure_report(report: dict, workers: int | None = None) -> dict:
+    """Measure the memory of every model and runtime of a benchmark report, in place.
+
+    Each probe is its own fresh process, so ``workers`` of them (default `probe_workers`) run side by side: a
+    process's peak RSS does not depend on what other processes do, and most of a probe's time is its imports.
+    """
     batch = report["settings"]["batch_size"]
+    jobs = []
     for entry in report["models"].values():
         for runtime, values in entry["runtimes"].items():
             if values.get("status") == "failed":
                 continue  # its export failed the parity check: there is no graph to load
             source = entry["export"] if runtime.startswith("onnx") else entry["path"]
-            probe = measure_in_subprocess(source, runtime, batch_size=batch, seq_len=entry.get("max_length") or 128)
+            jobs.append((values, source, runtime, entry.get("max_length") or 128))
+    with ThreadPoolExecutor(max_workers=workers or probe_workers()) as pool:
+        probes = pool.map(lambda job: measure_in_subprocess(job[1], job[2], batch_size=batch, seq_len=job[3]), jobs)
+        for (values, *_), probe in zip(jobs, probes, strict=True):
             values.update(peak_rss_mb=probe["peak_rss_mb"], model_rss_mb=probe["model_rss_mb"])
     return report
 

@@ -108,5 +108,31 @@ def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Mo
         backbone = load_encoder(config.name_or_path, trust_remote_code=config.trust_remote_code)
     if config.student_layers is not None:
         backbone = keep_layers(backbone, config.student_layers)
-    return MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
-                          max_length=config.max_seq_length, domain_branch=config.domain_branch)
+    model = MultiTaskModel(backbone, tasks, pooling=config.pooling, dropout=config.dropout,
+                           max_length=config.max_seq_length, domain_branch=config.domain_branch)
+    if config.heads_from is not None:
+        copy_heads(model, config.heads_from, trust_remote_code=config.trust_remote_code)
+    return model
+
+
+def copy_heads(model: MultiTaskModel, source: str, *, trust_remote_code: bool = False) -> None:
+    """Start each of ``model``'s task heads from the same task's head in the saved model ``source``
+    (``model.heads_from``); a task it lacks, or a head of another type or size, is a ConfigError."""
+    saved = load_model(source, trust_remote_code=trust_remote_code)
+    if not isinstance(saved, MultiTaskModel):
+        raise ConfigError(f"key 'model.heads_from': {source} holds a {type(saved).__name__}, not a Transformer "
+                          "model with task heads")
+    for name, head in model.heads.items():
+        theirs = saved.tasks.get(name)
+        ours = model.tasks[name]
+        if theirs is None or name not in saved.heads:
+            raise ConfigError(f"key 'model.heads_from': {source} has no head for task '{name}' (it has "
+                              f"{sorted(saved.heads)}); drop heads_from or give a model trained on that task")
+        if (theirs.type, theirs.num_labels) != (ours.type, ours.num_labels):
+            raise ConfigError(f"key 'model.heads_from': task '{name}' is {ours.type} with {ours.num_labels} "
+                              f"outputs here, but {theirs.type} with {theirs.num_labels} in {source}")
+        try:
+            head.load_state_dict(saved.heads[name].state_dict())
+        except RuntimeError as exc:  # e.g. another hidden size
+            raise ConfigError(f"key 'model.heads_from': the '{name}' head of {source} does not fit this model "
+                              f"({str(exc).splitlines()[-1].strip()}); its encoder must have the same width") from exc

@@ -40,9 +40,10 @@ TEACHER_REF = "@teacher"
 
 
 def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelConfig:
-    """Replace `@teacher` in a student's name_or_path/tokenizer by the first teacher's model folder
-    (a student cut from the teacher's layers, or a BiLSTM using its tokenizer and word embeddings)."""
-    update = {key: str(teacher_dirs[0]) for key in ("name_or_path", "tokenizer")
+    """Replace `@teacher` in a student's name_or_path/tokenizer/heads_from by the first teacher's model folder
+    (a student cut from the teacher's layers and starting from its heads, or a BiLSTM using its tokenizer and
+    word embeddings)."""
+    update = {key: str(teacher_dirs[0]) for key in ("name_or_path", "tokenizer", "heads_from")
               if getattr(model, key) == TEACHER_REF}
     return model.model_copy(update=update) if update else model
 

@@ -51,8 +51,8 @@ class BenchmarkSection(_Strict):
     runtimes: list[str] = Field(default_factory=lambda: list(RUNTIMES),
                                 description="Runtimes to measure; pytorch_bf16 is skipped on CPUs without "
                                 "native bf16, where it is many times slower than fp32.")
-    rounds: int = Field(5, gt=0, description="Alternating measurement rounds.")
-    latency_runs: int = Field(50, gt=0, description="Batch-1 calls per model and runtime.")
+    rounds: int = Field(3, gt=0, description="Alternating measurement rounds.")
+    latency_runs: int = Field(30, gt=0, description="Batch-1 calls per model and runtime.")
     memory: bool = Field(True, description="Measure peak memory (one subprocess per model/runtime).")
     max_eval_examples: int | None = Field(None, gt=0, description="Score each runtime on at most this many dev "
                                           "rows per task (None: the whole dev split).")
@@ -79,7 +79,8 @@ class DemoConfig(_Strict):
     teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(name_or_path=MINILM, pooling="mean"),
                                  description="The teacher's encoder.")
     teacher_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        epochs=2, lr=1e-4, checkpoint_every_steps=50, seed=42, group_by_length=True), description="Teacher training.")
+        epochs=2, lr=1e-4, checkpoint_every_steps=50, seed=42, group_by_length=True, bf16=cpu_has_fast_bf16()),
+        description="Teacher training (bf16 autocast where the CPU has native bf16 kernels, fp32 elsewhere).")
     augment: AugmentConfig | None = Field(default_factory=lambda: AugmentConfig(
         n_iter=4, n_iter_pair=2, max_examples=AUGMENTED_PER_TASK, pos_tagger="none"),
         description="The students' transfer set: each task's training examples plus this many augmented copies "
@@ -87,9 +88,11 @@ class DemoConfig(_Strict):
     signals: SignalsSection = Field(default_factory=lambda: SignalsSection(bf16=cpu_has_fast_bf16()),
                                     description="Teacher inference (bf16 where the CPU has native bf16 kernels).")
     transformer: StudentSection = Field(default_factory=lambda: _default_student(
-        ModelConfig(name_or_path="@teacher", student_layers=[1, 3, 5], pooling="mean"),
-        TrainConfig(epochs=2, lr=3e-4, checkpoint_every_steps=100, seed=42, group_by_length=True)),
-        description="3-layer Transformer student cut from the teacher.")
+        ModelConfig(name_or_path="@teacher", student_layers=[1, 3, 5], pooling="mean", heads_from="@teacher"),
+        TrainConfig(epochs=2, lr=3e-4, checkpoint_every_steps=100, seed=42, group_by_length=True,
+                    bf16=cpu_has_fast_bf16())),
+        description="3-layer Transformer student cut from the teacher, starting from its heads (bf16 autocast "
+        "where the CPU has native bf16 kernels).")
     bilstm: StudentSection = Field(default_factory=lambda: _default_student(
         ModelConfig(architecture="bilstm", name_or_path="@teacher", bilstm=BiLSTMSpec()),
         TrainConfig(epochs=3, batch_size=64, lr=2e-3, warmup_ratio=0.05, checkpoint_every_steps=100, seed=42,
