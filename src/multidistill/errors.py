@@ -15,6 +15,12 @@ class ConfigError(MultidistillError):
     """A config file or override is invalid; the message names the key path."""
 
 
+def require_choice(label: str, value: object, choices) -> None:
+    """Raise a ConfigError naming ``label`` (an option or key) when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{label} {value!r}: choose one of {', '.join(choices)}")
+
+
 class DataError(MultidistillError):
     """A data file is missing or malformed; the message names the file, line and field."""
 

@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from multidistill.errors import ConfigError
+from multidistill.errors import ConfigError, require_choice
 from multidistill.utils.console import stdout_console
 
 FORMATS = ("onnx", "hf")
@@ -138,16 +138,11 @@ def export_command(
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
 
-    if format not in FORMATS:
-        raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
-    if quantize not in QUANTIZE_CHOICES:
-        raise ConfigError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
-    if int8_method not in INT8_METHODS:
-        raise ConfigError(f"--int8-method {int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
-    if graph not in GRAPH_CHOICES:
-        raise ConfigError(f"--graph {graph!r}: choose one of {', '.join(GRAPH_CHOICES)}")
-    if attention not in ATTENTION_CHOICES:
-        raise ConfigError(f"--attention {attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    require_choice("--format", format, FORMATS)
+    require_choice("--quantize", quantize, QUANTIZE_CHOICES)
+    require_choice("--int8-method", int8_method, INT8_METHODS)
+    require_choice("--graph", graph, GRAPH_CHOICES)
+    require_choice("--attention", attention, ATTENTION_CHOICES)
     if format == "hf" and (graph != "plain" or int8_method != "dynamic" or attention != "eager"):
         raise ConfigError("--graph, --int8-method and --attention apply to --format onnx")
     if format == "hf" and quantize != "none":

@@ -35,7 +35,7 @@ from torch import nn
 from multidistill.config import DataConfig
 from multidistill.data.batches import map_batches
 from multidistill.data.tasks import Task
-from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError, require_choice
 from multidistill.evaluation.evaluate import predict
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.export.card import write_card
@@ -276,12 +276,9 @@ class OnnxModel:
         ``with_tokenizer`` is False (then on first use of `tokenizer`).
         """
         directory = Path(export_dir)
-        if precision not in MODEL_FILES:
-            raise ConfigError(f"precision {precision!r}: choose one of {', '.join(MODEL_FILES)}")
-        if optimization not in OPTIMIZATION_LEVELS:
-            raise ConfigError(f"optimization {optimization!r}: choose one of {', '.join(OPTIMIZATION_LEVELS)}")
-        if execution_mode not in EXECUTION_MODES:
-            raise ConfigError(f"execution_mode {execution_mode!r}: choose one of {', '.join(EXECUTION_MODES)}")
+        require_choice("precision", precision, MODEL_FILES)
+        require_choice("optimization", optimization, OPTIMIZATION_LEVELS)
+        require_choice("execution_mode", execution_mode, EXECUTION_MODES)
         meta = read_export_config(directory)
         config_path = directory / EXPORT_FILE
         if precision in (meta.get("parity_failures") or {}):
@@ -593,14 +590,10 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     needs ``overwrite=True`` unless empty, stays as it was).
     """
     _onnx_modules()
-    if quantize not in QUANTIZE_CHOICES:
-        raise ConfigError(f"quantize {quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
-    if graph not in GRAPH_CHOICES:
-        raise ConfigError(f"graph {graph!r}: choose one of {', '.join(GRAPH_CHOICES)}")
-    if int8_method not in INT8_METHODS:
-        raise ConfigError(f"int8_method {int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
-    if attention not in ATTENTION_CHOICES:
-        raise ConfigError(f"attention {attention!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    require_choice("quantize", quantize, QUANTIZE_CHOICES)
+    require_choice("graph", graph, GRAPH_CHOICES)
+    require_choice("int8_method", int8_method, INT8_METHODS)
+    require_choice("attention", attention, ATTENTION_CHOICES)
     if graph == "fused" and attention != "eager":
         raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
                           "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
