@@ -1,0 +1,74 @@
+"""benchmarks/metakd_amazon.py (issue 13 acceptance): finished stages' checkpoints are pruned around each fraction
+(the full run would keep ~29 GiB of them), and the table shows a spread only for rows with several runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def load_bench(monkeypatch):
+    """The script as a module (benchmarks/ is no package)."""
+    spec = importlib.util.spec_from_file_location("metakd_amazon", REPO / "benchmarks" / "metakd_amazon.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_stage(root: Path, name: str, finished: bool) -> Path:
+    """A stage folder with a model and a checkpoint; finished ones have their stage.json."""
+    folder = root / name
+    (folder / "checkpoints" / "step-000000010").mkdir(parents=True)
+    (folder / "checkpoints" / "step-000000010" / "state.safetensors").write_bytes(b"0" * 64)
+    (folder / "model").mkdir()
+    if finished:
+        (folder / "stage.json").write_text("{}")
+    return folder
+
+
+def test_finished_stages_lose_their_checkpoints_around_each_fraction(tmp_path, monkeypatch):
+    bench = load_bench(monkeypatch)
+    out = tmp_path / "fraction-0.1"
+    done, cut = fake_stage(out, "student-books-seed-1", True), fake_stage(out, "intermediate-dvd-seed-1", False)
+    assert bench.prune_checkpoints(out) == 1
+    assert not (done / "checkpoints").exists() and (done / "model").is_dir() and (done / "stage.json").is_file()
+    assert (cut / "checkpoints").is_dir()  # a cut stage resumes from it
+    assert bench.prune_checkpoints(tmp_path / "missing") == 0
+
+    import multidistill.recipes as recipes
+
+    def run(recipe):  # the recipe finishes the cut stage and makes a new one
+        (cut / "stage.json").write_text("{}")
+        if not (out / "student-dvd-seed-1").exists():
+            fake_stage(out, "student-dvd-seed-1", True)
+        return {"rows": {}}
+
+    monkeypatch.setattr(recipes, "load_recipe", lambda path, overrides: overrides)
+    monkeypatch.setattr(recipes, "run_recipe", run)
+    args = argparse.Namespace(root=tmp_path, seeds=[1], baselines=[], domain_fraction=None, quick=False, set=None,
+                              config=None, keep_checkpoints=False)
+    assert bench.run_fraction(0.1, args) == {"rows": {}}
+    assert not list(out.glob("*/checkpoints"))
+    kept = fake_stage(out, "student-electronics-seed-1", True)
+    bench.run_fraction(0.1, argparse.Namespace(**{**vars(args), "keep_checkpoints": True}))
+    assert (kept / "checkpoints").is_dir()
+
+
+def test_the_table_shows_a_spread_only_over_several_runs(monkeypatch):
+    bench = load_bench(monkeypatch)
+    summary = {"tasks": ["books", "dvd"], "notes": [], "rows": {
+        "meta-teacher": {"metrics": {"main": {"books": 0.9, "dvd": 0.8}, "spread": {"books": 0.0, "dvd": 0.0},
+                                     "runs": {"books": [0.9], "dvd": [0.8]}}, "params": 22_700_000},
+        "Meta-KD student": {"metrics": {"main": {"books": 0.85, "dvd": 0.75}, "spread": {"books": 0.01, "dvd": 0.02},
+                                        "runs": {"books": [0.84, 0.86], "dvd": [0.73, 0.77]}},
+                            "params": 17_200_000}}}
+    lines = bench.table(1.0, summary).splitlines()
+    teacher = next(line for line in lines if line.startswith("| meta-teacher "))
+    student = next(line for line in lines if line.startswith("| Meta-KD student "))
+    assert teacher == "| meta-teacher | 90.0 | 80.0 | 85.0 | 22.7M |"
+    assert student == "| Meta-KD student | 85.0 ± 1.0 | 75.0 ± 2.0 | 80.0 | 17.2M |"
