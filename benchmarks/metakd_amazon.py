@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 python benchmarks/metakd_amazon.py [--fractions 1.0 0.1] [--seeds 1 2 3]
         [--domain-fraction 0.25] [--baselines no_kd single_domain mixed meta_without_target] [--quick]
-        [--root runs/bench_metakd] [--keep-checkpoints] [--set key=value ...]
+        [--root runs/bench_metakd] [--keep-checkpoints] [--speed-rounds 5] [--set key=value ...]
 
 Runs `configs/metakd_amazon.yaml` (MiniLM-L6 teachers, a 3-layer student cut from the pretrained MiniLM, every
 baseline) once per fraction of the target domain's training rows (`data.fraction`), each into ROOT/fraction-<f>.
@@ -17,6 +17,12 @@ Before and after each fraction the resumable checkpoints of its finished stages 
 `--keep-checkpoints` keeps them): a finished stage is reused as it is and never resumed, its model is in model/,
 and the 146 training stages of both fractions (126 students, 20 teachers) would otherwise keep ~29 GiB of
 checkpoints (0.19 GiB a 3-layer student, 0.25 GiB a MiniLM-L6 teacher) beside ~10 GiB of models.
+
+Throughput (the issue's "parameters and throughput"): after the runs, the first fraction's meta-teacher and its
+Meta-KD student of the first target (first seed) on that target's dev rows, alternating in this process
+(`evaluation.speed.compare_speed`, PyTorch fp32, medians of --speed-rounds): latency at batch 1, examples/s at
+batch 32. Every student of the table has the student's shape and every teacher the teacher's, so these two rows
+stand for all of them (the domain branch is not run at inference).
 """
 
 from __future__ import annotations
@@ -81,6 +87,52 @@ def table(fraction: float, summary: dict) -> str:
     return "\n".join(lines + ["", *[f"note: {n}" for n in summary.get("notes", [])], ""])
 
 
+def speed_folders(root: Path) -> dict[str, Path]:
+    """The two training-run folders whose models stand for the table's teachers and students: the meta-teacher of
+    ``root`` (one recipe run) and the first Meta-KD student (stage B) in name order."""
+    teachers = sorted(root.glob("meta-teacher*/model"), key=lambda p: ("without" in p.parent.name, p.parent.name))
+    students = sorted(p for p in root.glob("student-*/model")
+                      if p.parent.name.split("-")[1] in DOMAINS)  # not student-nokd-/student-single-/...
+    if not teachers or not students:
+        raise SystemExit(f"no meta-teacher or Meta-KD student in {root}: run the recipe first")
+    return {"meta-teacher": teachers[0].parent, "Meta-KD student": students[0].parent}
+
+
+def measure_speed(folders: dict[str, Path], rounds: int) -> dict[str, dict]:
+    """Latency (batch 1) and throughput (batch 32) of each run folder's model on the last folder's dev rows."""
+    from multidistill.config import load_config
+    from multidistill.data.prepare import prepare_data
+    from multidistill.evaluation.speed import compare_speed, torch_forward
+    from multidistill.models import load_model
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.recipes.summary import count_parameters
+
+    rows = load_config(list(folders.values())[-1] / "config.yaml").data  # the student's: its target's dev rows
+    contenders, params, task = {}, {}, None
+    for name, folder in folders.items():
+        model, tokenizer = load_model(folder / "model"), load_tokenizer(str(folder / "model"))
+        data = prepare_data(rows, tokenizer, model.max_length or 128, max_examples_per_task=None, seed=0,
+                            need_train=False)
+        (task,) = data.tasks.values()
+        contenders[name] = (torch_forward(model, task), data.eval_sets[task.name], tokenizer.pad_token_id or 0)
+        params[name] = count_parameters(folder / "model")
+    results = compare_speed(contenders, task, rounds=rounds, latency_runs=10 * rounds, throughput_batches=4)
+    return {name: {**result.to_dict(), "params": params[name], "folder": str(folders[name])}
+            for name, result in results.items()}
+
+
+def speed_table(speed: dict[str, dict]) -> str:
+    """Markdown: parameters, latency and throughput per model, and each throughput over the first row's."""
+    first = next(iter(speed.values()))["throughput_examples_per_s"]
+    lines = ["### Inference speed (PyTorch fp32, this CPU)", "",
+             "| model | parameters | latency ms (batch 1) | examples/s (batch 32) | x teacher |",
+             "|---|---:|---:|---:|---:|"]
+    for name, row in speed.items():
+        lines.append(f"| {name} | {row['params'] / 1e6:.1f}M | {row['latency_ms_median']:.1f} | "
+                     f"{row['throughput_examples_per_s']:.0f} | {row['throughput_examples_per_s'] / first:.2f} |")
+    return "\n".join(lines + [""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "metakd_amazon.yaml")
@@ -91,18 +143,23 @@ def main() -> None:
     parser.add_argument("--domain-fraction", type=float, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep finished stages' checkpoints/")
+    parser.add_argument("--speed-rounds", type=int, default=5, help="rounds of the speed table (0: none)")
     parser.add_argument("--set", action="append", help="extra recipe overrides, key=value")
     args = parser.parse_args()
     from multidistill.utils.atomic import atomic_file, write_json
 
     results = {f"{f:g}": run_fraction(f, args) for f in args.fractions}
     text = "\n".join(table(float(f), summary) for f, summary in results.items())
+    speed = {}
+    if args.speed_rounds > 0:
+        speed = measure_speed(speed_folders(args.root / f"fraction-{args.fractions[0]:g}"), args.speed_rounds)
+        text += "\n" + speed_table(speed)
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)
     with atomic_file(args.root / "metakd_amazon.md") as handle:
         handle.write(text)
     write_json(args.root / "metakd_amazon.json", {"args": {k: str(v) for k, v in vars(args).items()},
-                                                 "summaries": results})
+                                                 "summaries": results, "speed": speed})
     print(f"wrote {args.root / 'metakd_amazon.md'}")
 
 

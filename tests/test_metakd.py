@@ -14,6 +14,7 @@ import pytest
 from multidistill.config import read_yaml
 from tests.conftest import _sentence
 from tests.test_cli import run_cli
+from tests.test_metakd_bench import load_bench
 from tests.test_recipes import REPO, TINY_TRAIN, stage_names, write
 
 DOMAINS = ("books", "dvd")
@@ -118,6 +119,14 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     assert summary["tasks"] == list(DOMAINS) and summary["reference"] == "meta-teacher"
     assert set(summary["rows"]["Meta-KD student"]["metrics"]["main"]) == set(DOMAINS)
     assert summary["split"] == "test" and "test scores" in output  # the toy task has a test split, so not "dev"
+    # The acceptance benchmark's speed rows read this layout: the meta-teacher and a Meta-KD student (stage B).
+    bench = load_bench(monkeypatch)
+    folders = bench.speed_folders(root)
+    assert folders == {"meta-teacher": root / "meta-teacher", "Meta-KD student": root / "student-books"}
+    speed = bench.measure_speed(folders, rounds=1)
+    assert speed["Meta-KD student"]["params"] < speed["meta-teacher"]["params"]
+    assert all(row["throughput_examples_per_s"] > 0 and row["latency_ms_median"] > 0 for row in speed.values())
+    assert "| Meta-KD student | " in bench.speed_table(speed)
 
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     assert code == 0, output
