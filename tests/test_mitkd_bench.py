@@ -78,3 +78,36 @@ def test_the_benchmark_runs_every_group_and_a_rerun_reuses_it(tmp_path, capsys, 
     bench.main(["--tiny", "--out", str(out), "--report-only"])
     assert stage_times(out) == after
     assert "## ood " in capsys.readouterr().out
+
+
+def test_the_cost_parts_step_with_the_loops_optimizer(tmp_path, monkeypatch):
+    """The plain student step of the cost measurement uses the training loop's optimizer (fused AdamW over its
+    parameter groups): a plain AdamW step is several times slower on CPU, so the limit would come out low and the
+    stage / limit ratio flattering."""
+    import yaml
+
+    from multidistill.training import loop
+
+    bench = load_bench(monkeypatch)
+    out = tmp_path / "bench"
+    args = bench.parse_args(["--tiny", "--out", str(out)])
+    sizes = bench.sizes_of(args)
+    model, data_root = bench.make_tiny_world(out / "tiny")
+    qnli = out / "data" / "qnli"
+    bench.write_qnli_split(data_root / "glue" / "QNLI" / "dev.tsv", qnli, sizes.qnli_dev, seed=bench.QNLI_SEED)
+    (out / "mitkd.yaml").write_text(yaml.safe_dump(bench.recipe_dict(args, sizes, data_root, qnli, str(model))))
+    recipe, _ = bench.load_recipes(out / "mitkd.yaml")
+    root = Path(recipe.output_dir)
+    shutil.copytree(model, root / "teacher-seed-1" / "model")  # any encoder folder serves as the online teacher
+    (root / "general-mitkd").mkdir()
+    (root / "general-mitkd" / "stage.json").write_text(json.dumps({"fingerprint": "f", "examples_per_second": 50.0}))
+    made = []
+    real = loop._adamw
+    monkeypatch.setattr(loop, "_adamw", lambda groups, lr: made.append((groups, lr)) or real(groups, lr))
+
+    cost = bench.general_cost(recipe, 2, 1)
+    assert len(made) == 1
+    groups, lr = made[0]
+    assert lr == recipe.student.train.lr
+    assert [g["weight_decay"] for g in groups] == [recipe.student.train.weight_decay, 0.0]
+    assert cost["batches"] == 2 and cost["ratio_stage"] == pytest.approx(50.0 / cost["limit_examples_per_second"])
