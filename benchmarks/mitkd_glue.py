@@ -561,6 +561,9 @@ def markdown(results: dict) -> str:
             kept = None if row["retention"] is None else 100 * row["retention"]
             lines.append(f"| {MODELS[model]} | " + " | ".join(cells) + f" | {_cell(row['average'])} | "
                          f"{_cell(kept, '.1f')} | {row['missing_runs']} |")
+        if part["averaged_over"] != part["tasks"]:  # a run missing: the averages leave its task out for every model
+            lines += ["", f"Average and retention over {', '.join(part['averaged_over']) or 'no task'} only (the tasks "
+                      "every model has finished)."]
     lines += ["", "## Stage wall times", "", "| stage | runs | wall s | train s | examples/s |",
               "|---|---:|---:|---:|---:|"]
     for row in results["stages"]:
@@ -690,6 +693,8 @@ def main(argv: list[str] | None = None) -> dict:
     root = Path(mitkd.output_dir)
     refs = {group: group_refs(group, sizes) for group in GROUPS}
     corpus = None
+    if args.report_only and (out / "results.json").is_file():  # counted by the run (counting here writes a cache)
+        corpus = json.loads((out / "results.json").read_text())["data"].get("corpus")
     if not args.report_only:
         corpus = corpus_size(mitkd)
         print(f"corpus: {corpus['used']} texts (of {corpus['available']} deduplicated training texts of "

@@ -77,7 +77,9 @@ def test_the_benchmark_runs_every_group_and_a_rerun_reuses_it(tmp_path, capsys, 
     capsys.readouterr()
     bench.main(["--tiny", "--out", str(out), "--report-only"])
     assert stage_times(out) == after
-    assert "## ood " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "## ood " in printed and "Corpus: 96 texts" in printed  # the corpus as the run counted it
+    assert "only (the tasks every model has finished)" not in printed
 
 
 def test_the_cost_parts_step_with_the_loops_optimizer(tmp_path, monkeypatch):
@@ -111,3 +113,19 @@ def test_the_cost_parts_step_with_the_loops_optimizer(tmp_path, monkeypatch):
     assert lr == recipe.student.train.lr
     assert [g["weight_decay"] for g in groups] == [recipe.student.train.weight_decay, 0.0]
     assert cost["batches"] == 2 and cost["ratio_stage"] == pytest.approx(50.0 / cost["limit_examples_per_second"])
+
+
+def test_the_report_says_when_a_group_average_leaves_a_task_out(monkeypatch):
+    """A run not finished (or cut): the task cells of the others still show, but every average and retention of the
+    group is over the tasks all models have; the report says which."""
+    bench = load_bench(monkeypatch)
+    rows = {model: {"tasks": {"amazon-books": {"mean": 0.5}, "amazon-dvd": {"mean": 0.7}}, "missing_runs": 0,
+                    "average": 0.5, "retention": 1.0} for model in bench.MODELS}
+    del rows["plain"]["tasks"]["amazon-dvd"]
+    rows["plain"]["missing_runs"] = 1
+    results = {"date": "d", "machine": "m", "cpus": 2, "seeds": [1], "stages": [], "targets": [],
+               "data": {"corpus": None, "qnli": {"train": 1, "dev": 1}, "qnli_seed": 42, "sizes": {"teacher": 1},
+                        "group_sizes": {"ood": 2000}},
+               "groups": {"ood": {"tasks": ["amazon-books", "amazon-dvd"], "averaged_over": ["amazon-books"],
+                                  "rows": rows}}}
+    assert "Average and retention over amazon-books only" in bench.markdown(results)
