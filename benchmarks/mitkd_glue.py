@@ -491,29 +491,48 @@ def collect(out: Path, groups: list[str], refs: dict[str, dict[str, dict]], seed
     return table
 
 
+def earlier_invocations(folder: Path) -> tuple[int, float]:
+    """How often a stage was cut before the invocation that finished it, and the wall time of those invocations.
+
+    A stage's manifest times only its last invocation. Each training invocation writes one TensorBoard event file,
+    named after the time it started (``events.out.tfevents.<unix time>.<host>.<pid>...``) and last written when it
+    stopped; all but the newest are the earlier ones (from the writer's start: model and data loading left out)."""
+    started = {}
+    for path in (folder / "tensorboard").glob("events.out.tfevents.*"):
+        with contextlib.suppress(IndexError, ValueError):
+            started[path] = int(path.name.split(".")[3])
+    earlier = sorted(started, key=started.get)[:-1]
+    return len(earlier), sum(max(path.stat().st_mtime - started[path], 0.0) for path in earlier)
+
+
 def stage_times(out: Path, groups: list[str]) -> list[dict]:
-    """Wall time (StageRunner's), training time and examples/s of each recipe stage, and per group and model
-    the sums over its fine-tunes."""
+    """Wall time (StageRunner's, plus earlier invocations of a resumed stage), training time and examples/s of
+    each recipe stage, and per group and model the sums over its fine-tunes."""
     root = out / "recipe"
 
-    def record(path: Path) -> dict | None:
-        return json.loads(path.read_text()) if path.is_file() else None
+    def record(folder: Path) -> dict | None:
+        path = folder / "stage.json"
+        if not path.is_file():
+            return None
+        found = json.loads(path.read_text())
+        cuts, seconds = earlier_invocations(folder)
+        return {**found, "seconds": found["seconds"] + seconds, "cuts": cuts}
 
     rows = []
     for folder in [*sorted(root.glob("teacher-seed-*")), *(root / f"general-{arm}" for arm in ARMS)]:
-        found = record(folder / "stage.json")
+        found = record(folder)
         if found:
-            rows.append({"stage": folder.name, "runs": 1, "wall_seconds": found["seconds"],
+            rows.append({"stage": folder.name, "runs": 1, "wall_seconds": found["seconds"], "cuts": found["cuts"],
                          "train_seconds": found.get("train_seconds"),
                          "examples_per_second": found.get("examples_per_second")})
     for group in groups:
         for model in MODELS:
             folders = (sorted(root.glob(f"finetune-{model}-*")) if group == "in-domain" and model in ARMS
                        else sorted((out / "groups" / group / model).glob("*-seed-*")))
-            found = [r for r in (record(f / "stage.json") for f in folders) if r]
+            found = [r for r in (record(f) for f in folders) if r]
             if found:
                 rows.append({"stage": f"{group} fine-tunes: {model}", "runs": len(found),
-                             "wall_seconds": sum(r["seconds"] for r in found),
+                             "wall_seconds": sum(r["seconds"] for r in found), "cuts": sum(r["cuts"] for r in found),
                              "train_seconds": sum(r.get("train_seconds") or 0 for r in found),
                              "examples_per_second": None})
     return rows
@@ -564,11 +583,16 @@ def markdown(results: dict) -> str:
         if part["averaged_over"] != part["tasks"]:  # a run missing: the averages leave its task out for every model
             lines += ["", f"Average and retention over {', '.join(part['averaged_over']) or 'no task'} only (the tasks "
                       "every model has finished)."]
-    lines += ["", "## Stage wall times", "", "| stage | runs | wall s | train s | examples/s |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "## Stage wall times", "", "| stage | runs | wall s | train s | examples/s | cut and resumed |",
+              "|---|---:|---:|---:|---:|---:|"]
     for row in results["stages"]:
         lines.append(f"| {row['stage']} | {row['runs']} | {row['wall_seconds']:.0f} | "
-                     f"{_cell(row['train_seconds'], '.0f')} | {_cell(row['examples_per_second'], '.1f')} |")
+                     f"{_cell(row['train_seconds'], '.0f')} | {_cell(row['examples_per_second'], '.1f')} | "
+                     f"{row.get('cuts', 0)} |")
+    if any(row.get("cuts") for row in results["stages"]):
+        lines += ["", "Wall s of a stage cut and resumed adds the wall time of its earlier invocations (from their "
+                  "TensorBoard event files: start of training to last log) to the last one's; train s is the loop's "
+                  "training time over all invocations (no evaluation)."]
     cost = results.get("general_cost")
     if cost:
         rate = cost["examples_per_second"]

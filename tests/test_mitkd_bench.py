@@ -129,3 +129,23 @@ def test_the_report_says_when_a_group_average_leaves_a_task_out(monkeypatch):
                "groups": {"ood": {"tasks": ["amazon-books", "amazon-dvd"], "averaged_over": ["amazon-books"],
                                   "rows": rows}}}
     assert "Average and retention over amazon-books only" in bench.markdown(results)
+
+
+def test_the_wall_time_of_a_resumed_stage_counts_its_earlier_invocations(tmp_path, monkeypatch):
+    """A stage's manifest times only the invocation that finished it; the earlier ones (one TensorBoard event file
+    each, named by start time, last written when it stopped) are added, and the cuts counted."""
+    import os
+
+    bench = load_bench(monkeypatch)
+    folder = tmp_path / "recipe" / "teacher-seed-1"
+    (folder / "tensorboard").mkdir(parents=True)
+    (folder / "stage.json").write_text(json.dumps({"seconds": 100.0, "train_seconds": 5000.0}))
+    for start, stopped in ((1_000_000, 1_004_000), (1_010_000, 1_011_000), (1_020_000, 1_020_100)):
+        event = folder / "tensorboard" / f"events.out.tfevents.{start}.host.{start % 97}.0"
+        event.write_bytes(b"")
+        os.utime(event, (stopped, stopped))
+    (row,) = bench.stage_times(tmp_path, [])
+    assert row["wall_seconds"] == pytest.approx(100.0 + 4000 + 1000) and row["cuts"] == 2
+    assert "| teacher-seed-1 | 1 | 5100 | 5000 | - | 2 |" in bench.markdown(
+        {"date": "d", "machine": "m", "cpus": 2, "seeds": [1], "stages": [row], "targets": [], "groups": {},
+         "data": {"corpus": None, "qnli": {"train": 1, "dev": 1}, "qnli_seed": 42, "sizes": {"teacher": 1}}})
