@@ -33,8 +33,11 @@ are saved once in OUT and reused (``--remeasure`` redoes them). Steps, in the or
    of its parts, measured apart in this process on the first --cost-batches batches of that stage's own batch
    plan: the teacher's forward with the features relation KL asks for (t_teacher) and a plain student step
    (forward with its features, a stand-in loss, backward, clip, the loop's fused AdamW step; t_student), alternating,
-   medians of --cost-repeats; limit = n / (t_teacher + t_student); target >= 0.8x. The full distillation step
-   on the same batches (relation KL added, no loop) is timed too.
+   medians of --cost-repeats; limit = n / (t_teacher + t_student). The training loop itself (the stage's
+   settings, plan and online teacher) is timed on the same batches in each repeat, after the parts: its rate / limit
+   is the target (>= 0.8x), since the stage's whole-run rate averages hours of a shared machine's changing load
+   against the parts' minutes (the teacher stage's log windows here ran from 2.7 to 43 examples/s); stage / limit
+   is shown beside it. The full distillation step on the same batches (relation KL added, no loop) is timed too.
 5. Inference: the fine-tuned SST-2 models (first seed) on SST-2 dev, alternating in one process
    (`evaluation.speed.compare_speed`): latency at batch 1, throughput at batch 32.
 6. Report: markdown on stdout and OUT/results.json: per group, per task (mean over seeds of the main dev metric)
@@ -73,6 +76,7 @@ import random
 import statistics
 import string
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,12 +335,14 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
     from multidistill.data.collate import collate, to_device
     from multidistill.data.prepare import prepare_data
     from multidistill.data.sampler import MultiTaskBatchPlanner
+    from multidistill.evaluation.evaluate import EvalResult
     from multidistill.models.backbone import load_tokenizer
     from multidistill.models.build import build_model
     from multidistill.recipes.mitkd import corpus_data, general_objective
     from multidistill.teachers.online import OnlineSignals
     from multidistill.training.device import make_accelerator
     from multidistill.training.loop import BEST_MODEL, _adamw, _param_groups, _Trainables
+    from multidistill.training.loop import train as train_loop
     from multidistill.training.objective import WeightedObjective
     from multidistill.training.selection import holdout_split
 
@@ -408,14 +414,36 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    class Done(Exception):
+        """Stops the loop once it has trained on the measured batches."""
+
+    def loop_seconds() -> float:
+        """The training loop itself (the stage's settings, its plan, its enrich) over the same first batches: its
+        own training time (evaluation left out, as in the stage's examples/s), read from its state at the last one."""
+        steps, seen = len(prepared), {}
+
+        def on_step(state) -> None:
+            if state.step >= steps:
+                seen.update(seconds=state.train_seconds, examples=state.examples)
+                raise Done
+
+        with tempfile.TemporaryDirectory() as folder, contextlib.suppress(Done):
+            train_loop(model, objective, data.tasks, data.train_sets, lambda *_: EvalResult({}),
+                       train.model_copy(update={"log_every_steps": steps}), folder, pad_token_id=pad,
+                       save_model_fn=lambda *_: None, enrich=online, accelerator=accelerator, on_step=on_step)
+        if seen.get("examples") != n:
+            raise RuntimeError(f"the loop trained on {seen.get('examples')} examples, the parts on {n}")
+        return seen["seconds"]
+
     parts = {"teacher forward": teacher_forward, "student step": student_step, "distillation step": distill_step}
     for work in parts.values():  # warm-up
         work(prepared[0])
-    seconds: dict[str, list[float]] = {key: [] for key in parts}
+    n = sum(len(batch["ids"]) for batch in prepared)
+    seconds: dict[str, list[float]] = {key: [] for key in [*parts, "training loop"]}
     for _ in range(repeats):
         for key, work in parts.items():  # alternating, so a load change hits every part alike
             seconds[key].append(timed(work))
-    n = sum(len(batch["ids"]) for batch in prepared)
+        seconds["training loop"].append(loop_seconds())
     median = {key: statistics.median(values) for key, values in seconds.items()}
     limit = n / (median["teacher forward"] + median["student step"])
     stage_rate = float(stage.get("examples_per_second") or 0.0)
@@ -424,7 +452,8 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
             "examples_per_second": {key: n / value for key, value in median.items()},
             "limit_examples_per_second": limit, "stage_examples_per_second": stage_rate,
             "stage_train_seconds": stage.get("train_seconds"),
-            "ratio_stage": stage_rate / limit, "ratio_step": n / median["distillation step"] / limit}
+            "ratio_stage": stage_rate / limit, "ratio_step": n / median["distillation step"] / limit,
+            "ratio_loop": n / median["training loop"] / limit}
 
 
 # --- 5. inference speed ----------------------------------------------------------------------------------------
@@ -553,8 +582,14 @@ def targets(table: dict, cost: dict | None, speed: dict | None) -> list[dict]:
         out.append({"target": "MITKD student's throughput >= 1.9x the reference's", "value": f"{ratio:.2f}x",
                     "met": ratio >= 1.9})
     if cost:
-        out.append({"target": "general distillation >= 0.8x the sum of its parts",
-                    "value": f"{cost['ratio_stage']:.2f}x", "met": cost["ratio_stage"] >= 0.8})
+        # The loop timed on the same batches, alternating with the parts: the stage's own rate averages hours of a
+        # shared machine's changing load against minutes of the parts'. Measurements saved before it have no loop.
+        loop = cost.get("ratio_loop")
+        ratio = cost["ratio_stage"] if loop is None else loop
+        value = (f"{ratio:.2f}x (whole stage)" if loop is None else
+                 f"{loop:.2f}x (training loop, same batches; whole stage {cost['ratio_stage']:.2f}x)")
+        out.append({"target": "general distillation >= 0.8x the sum of its parts", "value": value,
+                    "met": ratio >= 0.8})
     return out
 
 
@@ -603,8 +638,11 @@ def markdown(results: dict) -> str:
                   f"| teacher forward alone (relation features) | {rate['teacher forward']:.1f} |",
                   f"| plain student step alone | {rate['student step']:.1f} |",
                   f"| limit n / (t_teacher + t_student) | {cost['limit_examples_per_second']:.1f} |",
-                  f"| distillation step, same batches, no loop | {rate['distillation step']:.1f} |",
-                  f"| stage / limit (target >= 0.8) | {cost['ratio_stage']:.2f}x |",
+                  f"| distillation step, same batches, no loop | {rate['distillation step']:.1f} |"]
+        if "ratio_loop" in cost:
+            lines += [f"| training loop, same batches, alternating with the parts | {rate['training loop']:.1f} |",
+                      f"| loop / limit (target >= 0.8) | {cost['ratio_loop']:.2f}x |"]
+        lines += [f"| stage / limit (whole run, at the machine's load then) | {cost['ratio_stage']:.2f}x |",
                   f"| step / limit | {cost['ratio_step']:.2f}x |"]
     speed = results.get("speed")
     if speed:
@@ -737,9 +775,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     cost = speed = None
     if (root / "general-mitkd" / STAGE_MANIFEST).is_file():
-        # method 2: the student part steps with the loop's optimizer (a measurement saved before is redone)
+        # method 3: the student part steps with the loop's optimizer, and the loop is timed on the same batches (a
+        # measurement saved before is redone)
         key = {"stage": stage_fingerprint(root / "general-mitkd"), "batches": args.cost_batches,
-               "repeats": args.cost_repeats, "method": 2}
+               "repeats": args.cost_repeats, "method": 3}
         if args.report_only:
             saved = out / "general_cost.json"
             cost = json.loads(saved.read_text())["result"] if saved.is_file() else None
