@@ -39,10 +39,11 @@ are saved once in OUT and reused (``--remeasure`` redoes them). Steps, in the or
    against the parts' minutes (the teacher stage's log windows here ran from 2.7 to 43 examples/s); stage / limit
    is shown beside it. The full distillation step on the same batches (relation KL added, no loop) is timed too.
 5. Inference: the fine-tuned SST-2 models (first seed) on SST-2 dev, alternating in one process
-   (`evaluation.speed.compare_speed`): latency at batch 1, throughput at batch 32.
-6. Report: markdown on stdout and OUT/results.json: per group, per task (mean over seeds of the main dev metric)
-   and the group average for each model, retention % vs the reference (`evaluation.retention`), each stage's
-   wall time, the cost table, the speed table, and the targets: the MITKD student beats the plain-teacher
+   (`evaluation.speed.compare_speed`, --speed-rounds rounds): latency at batch 1, throughput at batch 32.
+6. Report: markdown on stdout and OUT/results.json: per group, per task (mean over seeds of the main dev metric;
+   each run keeps the epoch-end model best on that same dev split, GLUE practice; Amazon too: its test split is
+   not used) and the group average for each model, retention % vs the reference (`evaluation.retention`), each
+   stage's wall time, the cost table, the speed table, and the targets: the MITKD student beats the plain-teacher
    student on each group's average; in-domain retention >= 93% at >= 1.9x the reference's throughput;
    general distillation >= 0.8x the sum of its parts.
 
@@ -607,7 +608,8 @@ def markdown(results: dict) -> str:
                  f"seeds {results['seeds']}.")
     for group, part in results["groups"].items():
         size = info["group_sizes"][group]
-        lines += ["", f"## {group} (<= {size} training examples per task; main dev metric, mean over seeds)", "",
+        lines += ["", f"## {group} (<= {size} training examples per task; main dev metric of the epoch-end model "
+                  "best on that dev split, mean over seeds)", "",
                   "| model | " + " | ".join(part["tasks"]) + " | average | retention % | runs missing |",
                   "|---|" + "---:|" * (len(part["tasks"]) + 3)]
         for model, row in part["rows"].items():
@@ -685,7 +687,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-epochs", type=float, help="every group's fine-tunes (the same budget for all)")
     parser.add_argument("--cost-batches", type=int, help="batches of the cost measurement (default 20; --tiny: 2)")
     parser.add_argument("--cost-repeats", type=int, help="default 3; --tiny: 1")
-    parser.add_argument("--speed-rounds", type=int, help="default 5; --tiny: 1")
+    parser.add_argument("--speed-rounds", type=int, help="default 20 (the 1.9x target lies within a few rounds' "
+                        "noise: 3 vs 6 MiniLM layers measured 1.83-2.15x round by round here); --tiny: 1")
     parser.add_argument("--remeasure", action="store_true", help="redo the cost and speed measurements")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the checkpoints of finished fine-tunes (default: deleted to save disk)")
@@ -696,7 +699,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seeds = args.seeds or ([1] if tiny else [1, 2])
     args.cost_batches = args.cost_batches or (2 if tiny else 20)
     args.cost_repeats = args.cost_repeats or (1 if tiny else 3)
-    args.speed_rounds = args.speed_rounds or (1 if tiny else 5)
+    args.speed_rounds = args.speed_rounds or (1 if tiny else 20)
     return args
 
 
