@@ -749,9 +749,17 @@ def main(argv: list[str] | None = None) -> dict:
         if not recipe_path.is_file():
             raise SystemExit(f"--report-only: {recipe_path} does not exist (nothing has run in {out} yet)")
     else:
+        raw = recipe_dict(args, sizes, data_root, qnli_folder, model)
+        before = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else {}
+        if before.get("output_dir", raw["output_dir"]) != raw["output_dir"]:
+            # The path is kept as given: the teachers' path inside the general stages' settings is spelled from it.
+            raise SystemExit(f"{recipe_path} was written by a run with output_dir {before['output_dir']!r}, this "
+                             f"one would write {raw['output_dir']!r}, and its general stages would be refused as made "
+                             "with other settings: re-run from the same folder with the same --out spelling "
+                             "(relative or absolute) as that run")
         write_qnli_split(data_root / "glue" / "QNLI" / "dev.tsv", qnli_folder, sizes.qnli_dev, seed=QNLI_SEED)
         with atomic_file(recipe_path) as handle:
-            yaml.safe_dump(recipe_dict(args, sizes, data_root, qnli_folder, model), handle, sort_keys=False)
+            yaml.safe_dump(raw, handle, sort_keys=False)
     qnli_rows = {split: len((qnli_folder / f"{split}.tsv").read_text(encoding="utf-8").splitlines()) - 1
                  for split in ("train", "dev")}
     mitkd, plain = load_recipes(recipe_path)

@@ -164,3 +164,19 @@ def test_speed_rounds_default_to_enough_for_the_throughput_target(monkeypatch):
     bench = load_bench(monkeypatch)
     assert bench.parse_args([]).speed_rounds == 20
     assert bench.parse_args(["--tiny"]).speed_rounds == 1
+
+
+def test_a_rerun_with_another_out_spelling_is_refused_before_it_writes(tmp_path, monkeypatch):
+    """The recipe's output_dir is kept as --out spells it, and the general stages' settings hold the teachers' path
+    built from it: a re-run spelling OUT otherwise (absolute vs relative, another working folder) would be refused
+    at general-mitkd ("remove it"); it is refused first, naming both, and mitkd.yaml is left as it was."""
+    import yaml
+
+    bench = load_bench(monkeypatch)
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "mitkd.yaml").write_text(yaml.safe_dump({"output_dir": "runs/bench/recipe"}))
+    with pytest.raises(SystemExit, match="runs/bench/recipe.*same --out spelling"):
+        bench.main(["--tiny", "--out", str(out)])
+    assert yaml.safe_load((out / "mitkd.yaml").read_text()) == {"output_dir": "runs/bench/recipe"}
+    assert not (out / "data").exists()
