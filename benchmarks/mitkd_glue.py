@@ -32,14 +32,18 @@ are saved once in OUT and reused (``--remeasure`` redoes them). Steps, in the or
 4. The cost of general distillation: the general-mitkd stage's examples/s (from its manifest) beside the sum
    of its parts, measured apart in this process on the first --cost-batches batches of that stage's own batch
    plan: the teacher's forward with the features relation KL asks for (t_teacher) and a plain student step
-   (forward with its features, a stand-in loss, backward, clip, AdamW step; t_student), alternating,
-   medians of --cost-repeats; limit = n / (t_teacher + t_student); target >= 0.8x. The full distillation step
-   on the same batches (relation KL added, no loop) is timed too.
+   (forward with its features, a stand-in loss, backward, clip, the loop's fused AdamW step; t_student), alternating,
+   medians of --cost-repeats; limit = n / (t_teacher + t_student). The training loop itself (the stage's
+   settings, plan and online teacher) is timed on the same batches in each repeat, after the parts: its rate / limit
+   is the target (>= 0.8x), since the stage's whole-run rate averages hours of a shared machine's changing load
+   against the parts' minutes (the teacher stage's log windows here ran from 2.7 to 43 examples/s); stage / limit
+   is shown beside it. The full distillation step on the same batches (relation KL added, no loop) is timed too.
 5. Inference: the fine-tuned SST-2 models (first seed) on SST-2 dev, alternating in one process
-   (`evaluation.speed.compare_speed`): latency at batch 1, throughput at batch 32.
-6. Report: markdown on stdout and OUT/results.json: per group, per task (mean over seeds of the main dev metric)
-   and the group average for each model, retention % vs the reference (`evaluation.retention`), each stage's
-   wall time, the cost table, the speed table, and the targets: the MITKD student beats the plain-teacher
+   (`evaluation.speed.compare_speed`, --speed-rounds rounds): latency at batch 1, throughput at batch 32.
+6. Report: markdown on stdout and OUT/results.json: per group, per task (mean over seeds of the main dev metric;
+   each run keeps the epoch-end model best on that same dev split, GLUE practice; Amazon too: its test split is
+   not used) and the group average for each model, retention % vs the reference (`evaluation.retention`), each
+   stage's wall time, the cost table, the speed table, and the targets: the MITKD student beats the plain-teacher
    student on each group's average; in-domain retention >= 93% at >= 1.9x the reference's throughput;
    general distillation >= 0.8x the sum of its parts.
 
@@ -73,6 +77,7 @@ import random
 import statistics
 import string
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,12 +336,14 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
     from multidistill.data.collate import collate, to_device
     from multidistill.data.prepare import prepare_data
     from multidistill.data.sampler import MultiTaskBatchPlanner
+    from multidistill.evaluation.evaluate import EvalResult
     from multidistill.models.backbone import load_tokenizer
     from multidistill.models.build import build_model
     from multidistill.recipes.mitkd import corpus_data, general_objective
     from multidistill.teachers.online import OnlineSignals
     from multidistill.training.device import make_accelerator
-    from multidistill.training.loop import BEST_MODEL
+    from multidistill.training.loop import BEST_MODEL, _adamw, _param_groups, _Trainables
+    from multidistill.training.loop import train as train_loop
     from multidistill.training.objective import WeightedObjective
     from multidistill.training.selection import holdout_split
 
@@ -371,11 +378,14 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
                                   dims={"student": model.model_dims(), "teacher": online.dims()}).to(device)
     online.request(objective.teacher_want)
     want = objective.student_want[name]
-    optimizer = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=train.lr)
+    # The loop's own optimizer (fused AdamW, its parameter groups): a plain AdamW step over the embeddings is several
+    # times slower on CPU and would make the student part, and so the limit, look slower than the stage's.
+    trainables = _Trainables(model, objective)
+    optimizer = _adamw(_param_groups(trainables, train.weight_decay), train.lr)
 
     def step(loss: torch.Tensor) -> None:
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([*model.parameters(), *objective.parameters()], train.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trainables.parameters(), train.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -405,14 +415,36 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    class Done(Exception):
+        """Stops the loop once it has trained on the measured batches."""
+
+    def loop_seconds() -> float:
+        """The training loop itself (the stage's settings, its plan, its enrich) over the same first batches: its
+        own training time (evaluation left out, as in the stage's examples/s), read from its state at the last one."""
+        steps, seen = len(prepared), {}
+
+        def on_step(state) -> None:
+            if state.step >= steps:
+                seen.update(seconds=state.train_seconds, examples=state.examples)
+                raise Done
+
+        with tempfile.TemporaryDirectory() as folder, contextlib.suppress(Done):
+            train_loop(model, objective, data.tasks, data.train_sets, lambda *_: EvalResult({}),
+                       train.model_copy(update={"log_every_steps": steps}), folder, pad_token_id=pad,
+                       save_model_fn=lambda *_: None, enrich=online, accelerator=accelerator, on_step=on_step)
+        if seen.get("examples") != n:
+            raise RuntimeError(f"the loop trained on {seen.get('examples')} examples, the parts on {n}")
+        return seen["seconds"]
+
     parts = {"teacher forward": teacher_forward, "student step": student_step, "distillation step": distill_step}
     for work in parts.values():  # warm-up
         work(prepared[0])
-    seconds: dict[str, list[float]] = {key: [] for key in parts}
+    n = sum(len(batch["ids"]) for batch in prepared)
+    seconds: dict[str, list[float]] = {key: [] for key in [*parts, "training loop"]}
     for _ in range(repeats):
         for key, work in parts.items():  # alternating, so a load change hits every part alike
             seconds[key].append(timed(work))
-    n = sum(len(batch["ids"]) for batch in prepared)
+        seconds["training loop"].append(loop_seconds())
     median = {key: statistics.median(values) for key, values in seconds.items()}
     limit = n / (median["teacher forward"] + median["student step"])
     stage_rate = float(stage.get("examples_per_second") or 0.0)
@@ -421,7 +453,8 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
             "examples_per_second": {key: n / value for key, value in median.items()},
             "limit_examples_per_second": limit, "stage_examples_per_second": stage_rate,
             "stage_train_seconds": stage.get("train_seconds"),
-            "ratio_stage": stage_rate / limit, "ratio_step": n / median["distillation step"] / limit}
+            "ratio_stage": stage_rate / limit, "ratio_step": n / median["distillation step"] / limit,
+            "ratio_loop": n / median["training loop"] / limit}
 
 
 # --- 5. inference speed ----------------------------------------------------------------------------------------
@@ -488,29 +521,48 @@ def collect(out: Path, groups: list[str], refs: dict[str, dict[str, dict]], seed
     return table
 
 
+def earlier_invocations(folder: Path) -> tuple[int, float]:
+    """How often a stage was cut before the invocation that finished it, and the wall time of those invocations.
+
+    A stage's manifest times only its last invocation. Each training invocation writes one TensorBoard event file,
+    named after the time it started (``events.out.tfevents.<unix time>.<host>.<pid>...``) and last written when it
+    stopped; all but the newest are the earlier ones (from the writer's start: model and data loading left out)."""
+    started = {}
+    for path in (folder / "tensorboard").glob("events.out.tfevents.*"):
+        with contextlib.suppress(IndexError, ValueError):
+            started[path] = int(path.name.split(".")[3])
+    earlier = sorted(started, key=started.get)[:-1]
+    return len(earlier), sum(max(path.stat().st_mtime - started[path], 0.0) for path in earlier)
+
+
 def stage_times(out: Path, groups: list[str]) -> list[dict]:
-    """Wall time (StageRunner's), training time and examples/s of each recipe stage, and per group and model
-    the sums over its fine-tunes."""
+    """Wall time (StageRunner's, plus earlier invocations of a resumed stage), training time and examples/s of
+    each recipe stage, and per group and model the sums over its fine-tunes."""
     root = out / "recipe"
 
-    def record(path: Path) -> dict | None:
-        return json.loads(path.read_text()) if path.is_file() else None
+    def record(folder: Path) -> dict | None:
+        path = folder / "stage.json"
+        if not path.is_file():
+            return None
+        found = json.loads(path.read_text())
+        cuts, seconds = earlier_invocations(folder)
+        return {**found, "seconds": found["seconds"] + seconds, "cuts": cuts}
 
     rows = []
     for folder in [*sorted(root.glob("teacher-seed-*")), *(root / f"general-{arm}" for arm in ARMS)]:
-        found = record(folder / "stage.json")
+        found = record(folder)
         if found:
-            rows.append({"stage": folder.name, "runs": 1, "wall_seconds": found["seconds"],
+            rows.append({"stage": folder.name, "runs": 1, "wall_seconds": found["seconds"], "cuts": found["cuts"],
                          "train_seconds": found.get("train_seconds"),
                          "examples_per_second": found.get("examples_per_second")})
     for group in groups:
         for model in MODELS:
             folders = (sorted(root.glob(f"finetune-{model}-*")) if group == "in-domain" and model in ARMS
                        else sorted((out / "groups" / group / model).glob("*-seed-*")))
-            found = [r for r in (record(f / "stage.json") for f in folders) if r]
+            found = [r for r in (record(f) for f in folders) if r]
             if found:
                 rows.append({"stage": f"{group} fine-tunes: {model}", "runs": len(found),
-                             "wall_seconds": sum(r["seconds"] for r in found),
+                             "wall_seconds": sum(r["seconds"] for r in found), "cuts": sum(r["cuts"] for r in found),
                              "train_seconds": sum(r.get("train_seconds") or 0 for r in found),
                              "examples_per_second": None})
     return rows
@@ -531,8 +583,14 @@ def targets(table: dict, cost: dict | None, speed: dict | None) -> list[dict]:
         out.append({"target": "MITKD student's throughput >= 1.9x the reference's", "value": f"{ratio:.2f}x",
                     "met": ratio >= 1.9})
     if cost:
-        out.append({"target": "general distillation >= 0.8x the sum of its parts",
-                    "value": f"{cost['ratio_stage']:.2f}x", "met": cost["ratio_stage"] >= 0.8})
+        # The loop timed on the same batches, alternating with the parts: the stage's own rate averages hours of a
+        # shared machine's changing load against minutes of the parts'. Measurements saved before it have no loop.
+        loop = cost.get("ratio_loop")
+        ratio = cost["ratio_stage"] if loop is None else loop
+        value = (f"{ratio:.2f}x (whole stage)" if loop is None else
+                 f"{loop:.2f}x (training loop, same batches; whole stage {cost['ratio_stage']:.2f}x)")
+        out.append({"target": "general distillation >= 0.8x the sum of its parts", "value": value,
+                    "met": ratio >= 0.8})
     return out
 
 
@@ -550,7 +608,8 @@ def markdown(results: dict) -> str:
                  f"seeds {results['seeds']}.")
     for group, part in results["groups"].items():
         size = info["group_sizes"][group]
-        lines += ["", f"## {group} (<= {size} training examples per task; main dev metric, mean over seeds)", "",
+        lines += ["", f"## {group} (<= {size} training examples per task; main dev metric of the epoch-end model "
+                  "best on that dev split, mean over seeds)", "",
                   "| model | " + " | ".join(part["tasks"]) + " | average | retention % | runs missing |",
                   "|---|" + "---:|" * (len(part["tasks"]) + 3)]
         for model, row in part["rows"].items():
@@ -558,11 +617,19 @@ def markdown(results: dict) -> str:
             kept = None if row["retention"] is None else 100 * row["retention"]
             lines.append(f"| {MODELS[model]} | " + " | ".join(cells) + f" | {_cell(row['average'])} | "
                          f"{_cell(kept, '.1f')} | {row['missing_runs']} |")
-    lines += ["", "## Stage wall times", "", "| stage | runs | wall s | train s | examples/s |",
-              "|---|---:|---:|---:|---:|"]
+        if part["averaged_over"] != part["tasks"]:  # a run missing: the averages leave its task out for every model
+            lines += ["", f"Average and retention over {', '.join(part['averaged_over']) or 'no task'} only (the tasks "
+                      "every model has finished)."]
+    lines += ["", "## Stage wall times", "", "| stage | runs | wall s | train s | examples/s | cut and resumed |",
+              "|---|---:|---:|---:|---:|---:|"]
     for row in results["stages"]:
         lines.append(f"| {row['stage']} | {row['runs']} | {row['wall_seconds']:.0f} | "
-                     f"{_cell(row['train_seconds'], '.0f')} | {_cell(row['examples_per_second'], '.1f')} |")
+                     f"{_cell(row['train_seconds'], '.0f')} | {_cell(row['examples_per_second'], '.1f')} | "
+                     f"{row.get('cuts', 0)} |")
+    if any(row.get("cuts") for row in results["stages"]):
+        lines += ["", "Wall s of a stage cut and resumed adds the wall time of its earlier invocations (from their "
+                  "TensorBoard event files: start of training to last log) to the last one's; train s is the loop's "
+                  "training time over all invocations (no evaluation)."]
     cost = results.get("general_cost")
     if cost:
         rate = cost["examples_per_second"]
@@ -573,8 +640,11 @@ def markdown(results: dict) -> str:
                   f"| teacher forward alone (relation features) | {rate['teacher forward']:.1f} |",
                   f"| plain student step alone | {rate['student step']:.1f} |",
                   f"| limit n / (t_teacher + t_student) | {cost['limit_examples_per_second']:.1f} |",
-                  f"| distillation step, same batches, no loop | {rate['distillation step']:.1f} |",
-                  f"| stage / limit (target >= 0.8) | {cost['ratio_stage']:.2f}x |",
+                  f"| distillation step, same batches, no loop | {rate['distillation step']:.1f} |"]
+        if "ratio_loop" in cost:
+            lines += [f"| training loop, same batches, alternating with the parts | {rate['training loop']:.1f} |",
+                      f"| loop / limit (target >= 0.8) | {cost['ratio_loop']:.2f}x |"]
+        lines += [f"| stage / limit (whole run, at the machine's load then) | {cost['ratio_stage']:.2f}x |",
                   f"| step / limit | {cost['ratio_step']:.2f}x |"]
     speed = results.get("speed")
     if speed:
@@ -617,7 +687,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-epochs", type=float, help="every group's fine-tunes (the same budget for all)")
     parser.add_argument("--cost-batches", type=int, help="batches of the cost measurement (default 20; --tiny: 2)")
     parser.add_argument("--cost-repeats", type=int, help="default 3; --tiny: 1")
-    parser.add_argument("--speed-rounds", type=int, help="default 5; --tiny: 1")
+    parser.add_argument("--speed-rounds", type=int, help="default 20 (the 1.9x target lies within a few rounds' "
+                        "noise: 3 vs 6 MiniLM layers measured 1.83-2.15x round by round here); --tiny: 1")
     parser.add_argument("--remeasure", action="store_true", help="redo the cost and speed measurements")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the checkpoints of finished fine-tunes (default: deleted to save disk)")
@@ -628,7 +699,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seeds = args.seeds or ([1] if tiny else [1, 2])
     args.cost_batches = args.cost_batches or (2 if tiny else 20)
     args.cost_repeats = args.cost_repeats or (1 if tiny else 3)
-    args.speed_rounds = args.speed_rounds or (1 if tiny else 5)
+    args.speed_rounds = args.speed_rounds or (1 if tiny else 20)
     return args
 
 
@@ -678,15 +749,25 @@ def main(argv: list[str] | None = None) -> dict:
         if not recipe_path.is_file():
             raise SystemExit(f"--report-only: {recipe_path} does not exist (nothing has run in {out} yet)")
     else:
+        raw = recipe_dict(args, sizes, data_root, qnli_folder, model)
+        before = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) if recipe_path.is_file() else {}
+        if before.get("output_dir", raw["output_dir"]) != raw["output_dir"]:
+            # The path is kept as given: the teachers' path inside the general stages' settings is spelled from it.
+            raise SystemExit(f"{recipe_path} was written by a run with output_dir {before['output_dir']!r}, this "
+                             f"one would write {raw['output_dir']!r}, and its general stages would be refused as made "
+                             "with other settings: re-run from the same folder with the same --out spelling "
+                             "(relative or absolute) as that run")
         write_qnli_split(data_root / "glue" / "QNLI" / "dev.tsv", qnli_folder, sizes.qnli_dev, seed=QNLI_SEED)
         with atomic_file(recipe_path) as handle:
-            yaml.safe_dump(recipe_dict(args, sizes, data_root, qnli_folder, model), handle, sort_keys=False)
+            yaml.safe_dump(raw, handle, sort_keys=False)
     qnli_rows = {split: len((qnli_folder / f"{split}.tsv").read_text(encoding="utf-8").splitlines()) - 1
                  for split in ("train", "dev")}
     mitkd, plain = load_recipes(recipe_path)
     root = Path(mitkd.output_dir)
     refs = {group: group_refs(group, sizes) for group in GROUPS}
     corpus = None
+    if args.report_only and (out / "results.json").is_file():  # counted by the run (counting here writes a cache)
+        corpus = json.loads((out / "results.json").read_text())["data"].get("corpus")
     if not args.report_only:
         corpus = corpus_size(mitkd)
         print(f"corpus: {corpus['used']} texts (of {corpus['available']} deduplicated training texts of "
@@ -705,8 +786,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     cost = speed = None
     if (root / "general-mitkd" / STAGE_MANIFEST).is_file():
+        # method 3: the student part steps with the loop's optimizer, and the loop is timed on the same batches (a
+        # measurement saved before is redone)
         key = {"stage": stage_fingerprint(root / "general-mitkd"), "batches": args.cost_batches,
-               "repeats": args.cost_repeats}
+               "repeats": args.cost_repeats, "method": 3}
         if args.report_only:
             saved = out / "general_cost.json"
             cost = json.loads(saved.read_text())["result"] if saved.is_file() else None
