@@ -6,15 +6,28 @@ the same `from_pretrained(path)` code path as real models.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import string
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch | None = None):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is no package). With ``monkeypatch`` it is also registered
+    in sys.modules for the test's duration, which dataclasses defined in the script need to resolve."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    if monkeypatch is not None:
+        monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
 POSITIVE = ["good", "great", "fine", "nice", "happy", "love", "best", "fun"]
 NEGATIVE = ["bad", "awful", "poor", "sad", "hate", "worst", "dull", "boring"]
 FILLER = ["the", "a", "movie", "film", "was", "is", "very", "plot", "actor", "and", "it", "this"]

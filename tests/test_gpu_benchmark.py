@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 SCRIPT = REPO / "benchmarks" / "gpu.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu")
 
 
 def test_without_cuda_it_says_so_and_exits_0(monkeypatch, tmp_path, capsys):

@@ -4,20 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 
 def load_bench(monkeypatch):
-    """The script as a module (benchmarks/ is no package)."""
-    spec = importlib.util.spec_from_file_location("metakd_amazon", REPO / "benchmarks" / "metakd_amazon.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("metakd_amazon", monkeypatch)
 
 
 def fake_stage(root: Path, name: str, finished: bool) -> Path:

@@ -3,24 +3,17 @@ group's table, the measurements, and a second run that reuses all of it and redo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 
 def load_bench(monkeypatch):
-    """The script as a module (benchmarks/ is no package); registered so that its dataclasses resolve."""
-    spec = importlib.util.spec_from_file_location("mitkd_glue", REPO / "benchmarks" / "mitkd_glue.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("mitkd_glue", monkeypatch)
 
 
 def stage_times(out: Path) -> dict[str, int]:

@@ -3,22 +3,17 @@ the speed comparison's longest-first batches and CPU-time rates it reports."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from datasets import Dataset
 
 from multidistill.data.tasks import BUILTIN_TASKS
 from multidistill.evaluation.speed import compare_speed
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 
 def _load(name: str = "onnx_int8"):
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def _report(bench) -> dict:
