@@ -19,10 +19,10 @@ and the 146 training stages of both fractions (126 students, 20 teachers) would 
 checkpoints (0.19 GiB a 3-layer student, 0.25 GiB a MiniLM-L6 teacher) beside ~10 GiB of models.
 
 Throughput (the issue's "parameters and throughput"): after the runs, the first fraction's meta-teacher and its
-Meta-KD student of the first target (first seed) on that target's dev rows, alternating in this process
-(`evaluation.speed.compare_speed`, PyTorch fp32, medians of --speed-rounds): latency at batch 1, examples/s at
-batch 32. Every student of the table has the student's shape and every teacher the teacher's, so these two rows
-stand for all of them (the domain branch is not run at inference).
+Meta-KD student of the first target (first seed) on the task's dev rows, alternating in this process
+(`multidistill benchmark`, PyTorch fp32, medians of --speed-rounds; it also puts the speed on their model cards):
+latency at batch 1, examples/s at batch 32. Every student of the table has the student's shape and every teacher
+the teacher's, so these two rows stand for all of them (the domain branch is not run at inference).
 """
 
 from __future__ import annotations
@@ -99,26 +99,18 @@ def speed_folders(root: Path) -> dict[str, Path]:
 
 
 def measure_speed(folders: dict[str, Path], rounds: int) -> dict[str, dict]:
-    """Latency (batch 1) and throughput (batch 32) of each run folder's model on the last folder's dev rows."""
-    from multidistill.config import load_config
-    from multidistill.data.prepare import prepare_data
-    from multidistill.evaluation.speed import compare_speed, torch_forward
+    """Parameters, latency (batch 1) and throughput (batch 32) of each run folder's model, PyTorch fp32, through
+    the package's own `multidistill benchmark` (`evaluation.benchmark.benchmark`) on the task's dev rows."""
+    from multidistill.evaluation.benchmark import benchmark
     from multidistill.models import load_model
-    from multidistill.models.backbone import load_tokenizer
-    from multidistill.recipes.summary import count_parameters
 
-    rows = load_config(list(folders.values())[-1] / "config.yaml").data  # the student's: its target's dev rows
-    contenders, params, task = {}, {}, None
-    for name, folder in folders.items():
-        model, tokenizer = load_model(folder / "model"), load_tokenizer(str(folder / "model"))
-        data = prepare_data(rows, tokenizer, model.max_length or 128, max_examples_per_task=None, seed=0,
-                            need_train=False)
-        (task,) = data.tasks.values()
-        contenders[name] = (torch_forward(model, task), data.eval_sets[task.name], tokenizer.pad_token_id or 0)
-        params[name] = count_parameters(folder / "model")
-    results = compare_speed(contenders, task, rounds=rounds, latency_runs=10 * rounds, throughput_batches=4)
-    return {name: {**result.to_dict(), "params": params[name], "folder": str(folders[name])}
-            for name, result in results.items()}
+    models = [folder / "model" for folder in folders.values()]
+    task = next(iter(load_model(models[-1]).tasks))
+    report = benchmark(models, [task], data_root=None, runtimes=("pytorch_fp32",), rounds=rounds,
+                       latency_runs=10 * rounds, memory=False)
+    entries = report["models"].values()  # in the order of ``models``
+    return {name: {**entry["runtimes"]["pytorch_fp32"], "params": entry["parameters"], "folder": str(folder)}
+            for (name, folder), entry in zip(folders.items(), entries, strict=True)}
 
 
 def speed_table(speed: dict[str, dict]) -> str:
