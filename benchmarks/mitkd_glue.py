@@ -39,7 +39,8 @@ are saved once in OUT and reused (``--remeasure`` redoes them). Steps, in the or
    against the parts' minutes (the teacher stage's log windows here ran from 2.7 to 43 examples/s); stage / limit
    is shown beside it. The full distillation step on the same batches (relation KL added, no loop) is timed too.
 5. Inference: the fine-tuned SST-2 models (first seed) on SST-2 dev, alternating in one process
-   (`evaluation.speed.compare_speed`, --speed-rounds rounds): latency at batch 1, throughput at batch 32.
+   (the package's `multidistill benchmark`, PyTorch fp32, --speed-rounds rounds): latency at batch 1, throughput at
+   batch 32.
 6. Report: markdown on stdout and OUT/results.json: per group, per task (mean over seeds of the main dev metric;
    each run keeps the epoch-end model best on that same dev split, GLUE practice; Amazon too: its test split is
    not used) and the group average for each model, retention % vs the reference (`evaluation.retention`), each
@@ -460,28 +461,22 @@ def general_cost(recipe, batches: int, repeats: int) -> dict:
 # --- 5. inference speed ----------------------------------------------------------------------------------------
 
 
-def inference_speed(folders: dict[str, Path], rounds: int, latency_runs: int, batches: int) -> dict[str, dict]:
-    """Each model's latency (batch 1) and throughput (batch 32) on SST-2 dev, alternating in this process."""
-    from multidistill.config import load_config
-    from multidistill.data.prepare import prepare_data
-    from multidistill.evaluation.speed import compare_speed, torch_forward
-    from multidistill.models import load_model
-    from multidistill.models.backbone import load_tokenizer
-    from multidistill.recipes.summary import count_parameters
+def inference_speed(folders: dict[str, Path], rounds: int, latency_runs: int) -> dict[str, dict]:
+    """Each model's latency (batch 1) and throughput (batch 32) on SST-2 dev, PyTorch fp32, alternating in this
+    process, through the package's own `multidistill benchmark` (`evaluation.benchmark.benchmark`)."""
+    from multidistill.evaluation.benchmark import benchmark
     from multidistill.training.loop import BEST_MODEL
 
-    contenders, task, params = {}, None, {}
-    for name, folder in folders.items():
-        config = load_config(folder / "config.yaml")
-        model = load_model(folder / BEST_MODEL)
-        tokenizer = load_tokenizer(str(folder / BEST_MODEL))
-        data = prepare_data(config.data, tokenizer, config.model.max_seq_length, max_examples_per_task=None,
-                            seed=0, need_train=False)
-        task = data.tasks["sst2"]
-        contenders[name] = (torch_forward(model, task), data.eval_sets["sst2"], tokenizer.pad_token_id or 0)
-        params[name] = count_parameters(folder / BEST_MODEL)
-    results = compare_speed(contenders, task, rounds=rounds, latency_runs=latency_runs, throughput_batches=batches)
-    return {name: {**result.to_dict(), "params": params[name]} for name, result in results.items()}
+    with tempfile.TemporaryDirectory() as tmp:  # the benchmark names a model by its folder: one link per model
+        links = []
+        for name, folder in folders.items():
+            links.append(Path(tmp) / name)
+            links[-1].symlink_to((folder / BEST_MODEL).resolve(), target_is_directory=True)
+        report = benchmark(links, ["sst2"], data_root=None, runtimes=("pytorch_fp32",), rounds=rounds,
+                           latency_runs=latency_runs, memory=False)
+    models = report["models"]
+    return {name: {**models[name]["runtimes"]["pytorch_fp32"], "params": models[name]["parameters"]}
+            for name in folders}
 
 
 # --- 6. report -------------------------------------------------------------------------------------------------
@@ -798,14 +793,14 @@ def main(argv: list[str] | None = None) -> dict:
                             lambda: general_cost(mitkd, args.cost_batches, args.cost_repeats))
     folders = {model_name: run_folder(out, "in-domain", model_name, "sst2", args.seeds[0]) for model_name in MODELS}
     if all((f / STAGE_MANIFEST).is_file() for f in folders.values()):
-        key = {"models": {m: stage_fingerprint(f) for m, f in folders.items()}, "rounds": args.speed_rounds}
+        key = {"models": {m: stage_fingerprint(f) for m, f in folders.items()}, "rounds": args.speed_rounds,
+               "via": "evaluation.benchmark"}
         if args.report_only:
             saved = out / "speed.json"
             speed = json.loads(saved.read_text())["result"] if saved.is_file() else None
         else:
             speed = measured(out / "speed.json", key, args.remeasure,
-                             lambda: inference_speed(folders, args.speed_rounds, 10 * args.speed_rounds,
-                                                     1 if args.tiny else 4))
+                             lambda: inference_speed(folders, args.speed_rounds, 10 * args.speed_rounds))
     table = collect(out, args.groups, refs, args.seeds)
     results = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
