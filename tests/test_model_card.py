@@ -297,6 +297,19 @@ def test_a_resumed_run_keeps_its_first_command(tmp_path):
     assert [r["command"] for r in recorded["resumed_by"]] == ["multidistill distill a.yaml --resume"]
 
 
+def test_a_resumed_run_without_a_record_does_not_claim_to_have_started_it(tmp_path):
+    from multidistill.utils.command import read_command, record_command, set_cli_command
+
+    try:
+        set_cli_command(["distill", "a.yaml", "--resume"])
+        record_command(tmp_path, resume=True)  # a run started before commands were recorded
+    finally:
+        set_cli_command(None)
+    recorded = read_command(tmp_path)
+    assert recorded["command"] is None and recorded["first_unrecorded"]
+    assert [r["command"] for r in recorded["resumed_by"]] == ["multidistill distill a.yaml --resume"]
+
+
 def test_a_model_saved_outside_a_run_gets_a_card_without_scores(tiny_model_dir, tmp_path):
     """A BiLSTM folder saved by hand: the card says what it is and has no score or command it cannot know."""
     from transformers import AutoTokenizer

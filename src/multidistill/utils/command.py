@@ -30,11 +30,16 @@ def cli_command() -> str | None:
 
 def record_command(run_dir: str | Path, *, resume: bool) -> dict:
     """Write ``run_dir/command.json``: the command that started the run, its working folder and the config file
-    it saved; a resumed run keeps the first command and adds its own under ``resumed_by``. Returns the record."""
+    it saved; a resumed run keeps the first command and adds its own under ``resumed_by``. Returns the record.
+
+    A resumed run with no record (started by a version that kept none) does not pass its own command off as the
+    first: the first is recorded as unknown (None)."""
     path = Path(run_dir) / COMMAND_FILE
     record = read_json_object(path) if resume else None
     here = {"command": cli_command(), "cwd": os.getcwd()}
-    if record is not None and "command" in record:
+    if resume and (record is None or "command" not in record):
+        record = {"command": None, "cwd": None, "config": "config.yaml", "first_unrecorded": True}
+    if record is not None:
         record["resumed_by"] = [*record.get("resumed_by", []), here]
     else:
         record = {**here, "config": "config.yaml"}
