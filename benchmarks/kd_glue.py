@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -151,6 +150,8 @@ def main() -> None:
     parser.add_argument("--keep-cost", action="store_true",
                         help="reuse the distillation-cost medians of the previous RUNS/results.json")
     args = parser.parse_args()
+    from multidistill.training.device import cpu_name
+
     started = time.time()
     dirs = recipes(args.runs_dir, args)
     rows = quality_rows(dirs)
@@ -161,7 +162,7 @@ def main() -> None:
     else:
         cost = distillation_cost(args.runs_dir, dirs, args.repeats, args.cost_examples)
     teacher_name = "multi-task teacher (seed 1)"
-    results = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
                "cpus": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()},
                "rows": {n: {k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for n, r in rows.items()},
                "speed": speeds, "distillation_cost": cost, "wall_seconds": time.time() - started}

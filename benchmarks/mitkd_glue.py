@@ -73,7 +73,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import statistics
 import string
@@ -725,6 +724,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from multidistill.recipes import run_recipe
     from multidistill.recipes.stages import STAGE_MANIFEST, stage_fingerprint
+    from multidistill.training.device import cpu_name
     from multidistill.utils.atomic import atomic_file, write_json
 
     started = time.time()
@@ -803,7 +803,7 @@ def main(argv: list[str] | None = None) -> dict:
                              lambda: inference_speed(folders, args.speed_rounds, 10 * args.speed_rounds))
     table = collect(out, args.groups, refs, args.seeds)
     results = {
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
         "cpus": os.cpu_count(),
         "command": " ".join(["benchmarks/mitkd_glue.py", *(sys.argv[1:] if argv is None else argv)]),
         "args": {k: str(v) for k, v in vars(args).items()}, "seeds": args.seeds,

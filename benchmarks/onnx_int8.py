@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -84,16 +83,17 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_i
 
 def cpu_info() -> dict:
     """The CPU's model name (as lscpu prints it) and which int8/bf16 instruction sets it has."""
-    name, flags = platform.processor() or platform.machine(), set()
+    from multidistill.training.device import cpu_name
+
+    flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
+            if key.strip() == "flags":
                 flags = set(value.split())
-    return {"model_name": name, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+                break
+    return {"model_name": cpu_name(), "flags": {flag: flag in flags for flag in CPU_FLAGS}}
 
 
 def _average(parity: dict, side: str) -> float:

@@ -120,3 +120,17 @@ def test_bf16_autocast_trains_and_warns_without_native_support(tiny_run, monkeyp
     with pytest.warns(UserWarning, match="no native bf16"):
         result = train_teacher(_config(raw, train={**raw["train"], "epochs": 0.1, "bf16": True}))
     assert result.steps > 0 and result.best_score == result.best_score
+
+
+def test_cpu_name_reads_the_model_name_lscpu_prints(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from multidistill.training import device
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n")
+    real_path = Path
+    monkeypatch.setattr(device, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert device.cpu_name() == "Intel(R) Xeon(R) Processor"
+    cpuinfo.write_text("processor\t: 0\n")  # no model name (some ARM kernels): what platform knows
+    assert device.cpu_name() == (device.platform.processor() or device.platform.machine())

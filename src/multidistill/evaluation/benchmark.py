@@ -18,7 +18,6 @@ parity numbers and the reasons, the other rows are measured as usual, and ``gate
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from multidistill.export.onnx import NOISE_Z
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.loading import load_model, saved_data_root
 from multidistill.models.multitask import WEIGHTS_FILE
-from multidistill.training.device import cpu_has_fast_bf16
+from multidistill.training.device import cpu_has_fast_bf16, cpu_name
 from multidistill.utils.atomic import write_json
 
 RUNTIMES = ("pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8")
@@ -135,7 +134,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
     torch.set_num_threads(torch.get_num_threads())
 
     report: dict = {"format_version": FORMAT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                    "machine": cpu_name(), "cpus": os.cpu_count(),
                     "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
                     "native_bf16": cpu_has_fast_bf16(),
                     "settings": {"latency_runs": latency_runs, "batch_size": batch_size, "rounds": rounds,

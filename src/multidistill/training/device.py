@@ -7,7 +7,9 @@ multi-process launch (torchrun / accelerate launch, on GPUs or on CPUs through g
 from __future__ import annotations
 
 import os
+import platform
 import warnings
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -15,6 +17,18 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs
 
 from multidistill.config import TrainConfig
+
+
+def cpu_name() -> str:
+    """The CPU's model name as lscpu prints it (Linux's /proc/cpuinfo), else what `platform` knows ("x86_64")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_has_fast_bf16() -> bool:
