@@ -13,6 +13,10 @@ each row's test accuracy per domain (mean over the student seeds, +- their stand
 `--domain-fraction F` keeps F of every domain's training rows (a smaller, quicker run; data.fraction then still
 sets the target's share of its full rows); `--quick` runs 1 epoch per training stage (a smoke run, not a result).
 
+The meta-teacher without the target (and its prototypes) never sees the target's rows, so it is the same at every
+fraction: a fraction's run hard-links those finished stages from another fraction's folder made with the same recipe
+(`share_stages`; the stage runner still checks their fingerprints), which saves three meta-teachers.
+
 Before and after each fraction the resumable checkpoints of its finished stages are removed (`prune_checkpoints`;
 `--keep-checkpoints` keeps them): a finished stage is reused as it is and never resumed, its model is in model/,
 and the 146 training stages of both fractions (126 students, 20 teachers) would otherwise keep ~29 GiB of
@@ -51,6 +55,50 @@ def prune_checkpoints(root: Path) -> int:
     return pruned
 
 
+# The stages whose data leaves the target domain out entirely: data.fraction (the target's share of its rows) does
+# not reach them, so every fraction's run makes the same ones (~12 min a meta-teacher here).
+FRACTION_FREE = ("prototypes-without-*", "meta-teacher-without-*")
+
+
+def _without_fraction(settings: dict) -> dict:
+    return {**{k: v for k, v in settings.items() if k != "output_dir"},
+            "data": {k: v for k, v in settings.get("data", {}).items() if k != "fraction"}}
+
+
+def share_stages(root: Path, out: Path, settings: dict) -> list[str]:
+    """Before the run into ``out``: hard-link the finished fraction-free stages (`FRACTION_FREE`) of every other
+    ``root/fraction-*`` run whose recipe.yaml equals ``settings`` (this run's recipe, `model_dump(mode="json")`) but
+    for output_dir and data.fraction, where ``out`` lacks them; returns their names.
+
+    The stage runner still checks each one's fingerprint before it reuses it (a mismatch is refused, never reused).
+    Checkpoints are not copied (a finished stage is never resumed); a stage is copied under a temporary name and
+    renamed, so a cut copy is never taken for a finished stage."""
+    import os
+
+    import yaml
+
+    from multidistill.recipes.stages import STAGE_MANIFEST
+    from multidistill.training.run_dir import CHECKPOINTS, claim_run_root
+
+    mine, shared = _without_fraction(settings), []
+    for sibling in sorted(root.glob("fraction-*")):
+        recipe = sibling / "recipe.yaml"
+        if sibling == out or not recipe.is_file() or _without_fraction(yaml.safe_load(recipe.read_text())) != mine:
+            continue
+        for pattern in FRACTION_FREE:
+            for manifest in sorted(sibling.glob(f"{pattern}/{STAGE_MANIFEST}")):
+                stage = manifest.parent
+                if (out / stage.name).exists() or stage.name in shared:
+                    continue
+                with claim_run_root(out, legacy=("recipe.yaml",)):  # makes and marks ``out`` as a run's folder
+                    partial = out / f".{stage.name}.sharing"
+                    shutil.rmtree(partial, ignore_errors=True)
+                    shutil.copytree(stage, partial, copy_function=os.link, ignore=shutil.ignore_patterns(CHECKPOINTS))
+                    partial.rename(out / stage.name)
+                shared.append(stage.name)
+    return shared
+
+
 def run_fraction(fraction: float, args: argparse.Namespace) -> dict:
     """One recipe run (resumed or reused where its stages exist); returns its summary."""
     from multidistill.recipes import load_recipe, run_recipe
@@ -64,7 +112,11 @@ def run_fraction(fraction: float, args: argparse.Namespace) -> dict:
         overrides.append("data.tasks=[{name: amazon, domain_fraction: {"
                          + ", ".join(f"{d}: {args.domain_fraction}" for d in DOMAINS) + "}}]")
     overrides += (QUICK if args.quick else []) + list(args.set or [])
-    summary = run_recipe(load_recipe(args.config, overrides))
+    recipe = load_recipe(args.config, overrides)
+    shared = share_stages(args.root, out, recipe.model_dump(mode="json"))
+    if shared:
+        print(f"reusing from another fraction's run (their data leaves the target out): {', '.join(shared)}")
+    summary = run_recipe(recipe)
     if not args.keep_checkpoints:
         prune_checkpoints(out)
     return summary

@@ -41,7 +41,11 @@ def test_finished_stages_lose_their_checkpoints_around_each_fraction(tmp_path, m
             fake_stage(out, "student-dvd-seed-1", True)
         return {"rows": {}}
 
-    monkeypatch.setattr(recipes, "load_recipe", lambda path, overrides: overrides)
+    class Recipe(list):  # the overrides, standing for the recipe they make
+        def model_dump(self, mode):
+            return {"output_dir": str(out), "data": {"fraction": 0.1}}
+
+    monkeypatch.setattr(recipes, "load_recipe", lambda path, overrides: Recipe(overrides))
     monkeypatch.setattr(recipes, "run_recipe", run)
     args = argparse.Namespace(root=tmp_path, seeds=[1], baselines=[], domain_fraction=None, quick=False, set=None,
                               config=None, keep_checkpoints=False)
@@ -65,3 +69,25 @@ def test_the_table_shows_a_spread_only_over_several_runs(monkeypatch):
     student = next(line for line in lines if line.startswith("| Meta-KD student "))
     assert teacher == "| meta-teacher | 90.0 | 80.0 | 85.0 | 22.7M |"
     assert student == "| Meta-KD student | 85.0 ± 1.0 | 75.0 ± 2.0 | 80.0 | 17.2M |"
+
+
+def test_fraction_free_stages_are_shared_between_fractions_of_one_recipe(tmp_path, monkeypatch):
+    import yaml
+
+    bench = load_bench(monkeypatch)
+    settings = {"output_dir": str(tmp_path / "fraction-1"), "data": {"fraction": 1.0, "tasks": ["amazon"]}, "x": 1}
+    first = tmp_path / "fraction-1"
+    for name in ("meta-teacher-without-books", "prototypes-without-books", "meta-teacher-books"):
+        fake_stage(first, name, True)
+    fake_stage(first, "meta-teacher-without-dvd", False)  # cut: not shared
+    (first / "recipe.yaml").write_text(yaml.safe_dump(settings))
+    out = tmp_path / "fraction-0.1"
+    mine = {**settings, "output_dir": str(out), "data": {**settings["data"], "fraction": 0.1}}
+    assert bench.share_stages(tmp_path, out, {**mine, "x": 2}) == []  # another recipe: nothing shared
+    assert not out.exists()
+    assert bench.share_stages(tmp_path, out, mine) == ["prototypes-without-books", "meta-teacher-without-books"]
+    shared = out / "meta-teacher-without-books"
+    assert (shared / "stage.json").is_file() and (shared / "model").is_dir() and not (shared / "checkpoints").exists()
+    assert not (out / "meta-teacher-books").exists() and not (out / "meta-teacher-without-dvd").exists()
+    assert not list(out.glob(".*.sharing")) and (out / ".multidistill-run").is_file()
+    assert bench.share_stages(tmp_path, out, mine) == []  # already there: left as it is
