@@ -310,6 +310,14 @@ def test_a_resumed_run_without_a_record_does_not_claim_to_have_started_it(tmp_pa
     assert [r["command"] for r in recorded["resumed_by"]] == ["multidistill distill a.yaml --resume"]
 
 
+def test_the_card_says_how_a_run_was_resumed_and_when_its_first_command_is_unknown(tmp_path):
+    write_card(tmp_path, _record(command=None, command_unrecorded=True,
+                                 resumed_by=("multidistill distill a.yaml --resume", None)))
+    _, body = _card(tmp_path)
+    assert "Started by a command that was not recorded" in body and "Made from Python" not in body
+    assert "Resumed by:\n\n```bash\nmultidistill distill a.yaml --resume\n# (from Python)\n```" in body
+
+
 def test_a_model_saved_outside_a_run_gets_a_card_without_scores(tiny_model_dir, tmp_path):
     """A BiLSTM folder saved by hand: the card says what it is and has no score or command it cannot know."""
     from transformers import AutoTokenizer

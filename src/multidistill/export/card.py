@@ -74,6 +74,8 @@ class CardRecord:
     teachers: tuple[TeacherInfo, ...] = ()
     signals: str | None = None
     command: str | None = None
+    command_unrecorded: bool = False  # a resumed run whose first command was not recorded (command.json)
+    resumed_by: tuple[str | None, ...] = ()  # the commands that resumed the run (None: from Python)
     config_file: str | None = None
     export: Mapping | None = None  # the export's export.json (its parity check numbers)
     max_length: int | None = None
@@ -409,8 +411,12 @@ def _made_by_section(record: CardRecord) -> str:
     lines = ["## How it was made", ""]
     if record.command:
         lines += ["```bash", record.command, "```", ""]
+    elif record.command_unrecorded:
+        lines += ["Started by a command that was not recorded (a version that kept no command.json).", ""]
     else:
         lines += ["Made from Python (no command line recorded).", ""]
+    if record.resumed_by:
+        lines += ["Resumed by:", "", "```bash", *(c or "# (from Python)" for c in record.resumed_by), "```", ""]
     if record.config_file:
         lines.append(f"Full resolved configuration: `{record.config_file}`.")
     if record.run_dir:

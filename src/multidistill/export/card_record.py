@@ -144,6 +144,9 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
         run_dir=str(run) if run is not None else None, metrics=metrics,
         teachers=_teachers(config) if config.get("kind") == "distill" or general else (),
         signals=config.get("signals"), command=(command or {}).get("command"),
+        command_unrecorded=bool((command or {}).get("first_unrecorded")),
+        resumed_by=tuple(entry.get("command") for entry in (command or {}).get("resumed_by", [])
+                         if isinstance(entry, dict)),
         config_file=str(run / RUN_CONFIG_FILE) if run is not None and config else None, export=export,
         max_length=model_config.get("max_length"), folders=folders or {}, **_speed(model_dir, benchmark),
     )
