@@ -612,8 +612,9 @@ def markdown(results: dict) -> str:
             lines.append(f"| {MODELS[model]} | " + " | ".join(cells) + f" | {_cell(row['average'])} | "
                          f"{_cell(kept, '.1f')} | {row['missing_runs']} |")
         if part["averaged_over"] != part["tasks"]:  # a run missing: the averages leave its task out for every model
-            lines += ["", f"Average and retention over {', '.join(part['averaged_over']) or 'no task'} only (the tasks "
-                      "every model has finished)."]
+            lines += ["", f"Average and retention over {', '.join(part['averaged_over'])} only (the tasks every "
+                      "model has finished)." if part["averaged_over"] else
+                      "No average or retention yet: no task has been finished by every model."]
     lines += ["", "## Stage wall times", "", "| stage | runs | wall s | train s | examples/s | cut and resumed |",
               "|---|---:|---:|---:|---:|---:|"]
     for row in results["stages"]:

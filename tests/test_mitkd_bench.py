@@ -129,6 +129,8 @@ def test_the_report_says_when_a_group_average_leaves_a_task_out(monkeypatch):
                "groups": {"ood": {"tasks": ["amazon-books", "amazon-dvd"], "averaged_over": ["amazon-books"],
                                   "rows": rows}}}
     assert "Average and retention over amazon-books only" in bench.markdown(results)
+    results["groups"]["ood"]["averaged_over"] = []  # no task finished by every model yet
+    assert "No average or retention yet: no task has been finished by every model." in bench.markdown(results)
 
 
 def test_the_wall_time_of_a_resumed_stage_counts_its_earlier_invocations(tmp_path, monkeypatch):
