@@ -3,12 +3,16 @@
     HF_HUB_OFFLINE=1 python benchmarks/metakd_amazon.py [--fractions 1.0 0.1] [--seeds 1 2 3]
         [--domain-fraction 0.25] [--baselines no_kd single_domain mixed meta_without_target] [--quick]
         [--root runs/bench_metakd] [--keep-checkpoints] [--speed-rounds 5] [--set key=value ...]
+    HF_HUB_OFFLINE=1 python benchmarks/metakd_amazon.py --config configs/metakd_mnli.yaml --root runs/bench_metakd_mnli
+        --fractions 1.0 --domain-fraction 0.25        # the issue's second data set: MNLI genres as domains
 
 Runs `configs/metakd_amazon.yaml` (MiniLM-L6 teachers, a 3-layer student cut from the pretrained MiniLM, every
 baseline) once per fraction of the target domain's training rows (`data.fraction`), each into ROOT/fraction-<f>.
 Every stage is a recipe stage: a cut run resumes where it stopped when the same command is run again, and finished
-stages are reused. Prints and writes (ROOT/metakd_amazon.md, ROOT/metakd_amazon.json) one table per fraction:
+stages are reused. Prints and writes (ROOT/<config name>.md and .json) one table per fraction:
 each row's test accuracy per domain (mean over the student seeds, +- their standard deviation) and the average.
+Any Meta-KD config works (`--config`): the domains are the recipe's own (`check_inputs`), e.g. MNLI's five genres
+with configs/metakd_mnli.yaml, whose sample has no test split (its table is on dev, as that config says).
 
 `--domain-fraction F` keeps F of every domain's training rows (a smaller, quicker run; data.fraction then still
 sets the target's share of its full rows); `--quick` runs 1 epoch per training stage (a smoke run, not a result).
@@ -36,7 +40,6 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOMAINS = ("books", "dvd", "electronics")
 QUICK = ["teacher.train.epochs=1", "student.intermediate.epochs=1", "student.prediction.epochs=1"]
 
 
@@ -108,11 +111,10 @@ def run_fraction(fraction: float, args: argparse.Namespace) -> dict:
         prune_checkpoints(out)
     overrides = [f"output_dir={out}", f"data.fraction={fraction}",
                  f"student.seeds={list(args.seeds)}", f"baselines={list(args.baselines)}"]
-    if args.domain_fraction is not None:
-        overrides.append("data.tasks=[{name: amazon, domain_fraction: {"
-                         + ", ".join(f"{d}: {args.domain_fraction}" for d in DOMAINS) + "}}]")
     overrides += (QUICK if args.quick else []) + list(args.set or [])
     recipe = load_recipe(args.config, overrides)
+    if args.domain_fraction is not None:
+        recipe = load_recipe(args.config, [*overrides, domain_fraction_override(recipe, args.domain_fraction)])
     shared = share_stages(args.root, out, recipe.model_dump(mode="json"))
     if shared:
         print(f"reusing from another fraction's run (their data leaves the target out): {', '.join(shared)}")
@@ -120,6 +122,18 @@ def run_fraction(fraction: float, args: argparse.Namespace) -> dict:
     if not args.keep_checkpoints:
         prune_checkpoints(out)
     return summary
+
+
+def domain_fraction_override(recipe, fraction: float) -> str:
+    """The override that keeps ``fraction`` of every domain's training rows of the recipe's task (its other
+    settings, e.g. domains_include, kept); the domains are the data's (`metakd.check_inputs`)."""
+    import json
+
+    from multidistill.recipes.metakd import check_inputs
+
+    task = recipe.data.tasks[0].model_dump(mode="json")
+    task["domain_fraction"] = {domain: fraction for domain in check_inputs(recipe).kept}
+    return f"data.tasks={json.dumps([task])}"
 
 
 def table(fraction: float, summary: dict) -> str:
@@ -139,12 +153,12 @@ def table(fraction: float, summary: dict) -> str:
     return "\n".join(lines + ["", *[f"note: {n}" for n in summary.get("notes", [])], ""])
 
 
-def speed_folders(root: Path) -> dict[str, Path]:
+def speed_folders(root: Path, domains: list[str]) -> dict[str, Path]:
     """The two training-run folders whose models stand for the table's teachers and students: the meta-teacher of
-    ``root`` (one recipe run) and the first Meta-KD student (stage B) in name order."""
+    ``root`` (one recipe run) and the first Meta-KD student (stage B, student-<domain>-...) in name order."""
     teachers = sorted(root.glob("meta-teacher*/model"), key=lambda p: ("without" in p.parent.name, p.parent.name))
     students = sorted(p for p in root.glob("student-*/model")
-                      if p.parent.name.split("-")[1] in DOMAINS)  # not student-nokd-/student-single-/...
+                      if p.parent.name.split("-")[1] in domains)  # not student-nokd-/student-single-/...
     if not teachers or not students:
         raise SystemExit(f"no meta-teacher or Meta-KD student in {root}: run the recipe first")
     return {"meta-teacher": teachers[0].parent, "Meta-KD student": students[0].parent}
@@ -196,15 +210,18 @@ def main() -> None:
     text = "\n".join(table(float(f), summary) for f, summary in results.items())
     speed = {}
     if args.speed_rounds > 0:
-        speed = measure_speed(speed_folders(args.root / f"fraction-{args.fractions[0]:g}"), args.speed_rounds)
+        first = f"{args.fractions[0]:g}"
+        speed = measure_speed(speed_folders(args.root / f"fraction-{first}", results[first]["tasks"]),
+                              args.speed_rounds)
         text += "\n" + speed_table(speed)
     print(text)
     args.root.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.root / "metakd_amazon.md") as handle:
+    report = args.root / f"{args.config.stem}.md"
+    with atomic_file(report) as handle:
         handle.write(text)
-    write_json(args.root / "metakd_amazon.json", {"args": {k: str(v) for k, v in vars(args).items()},
-                                                 "summaries": results, "speed": speed})
-    print(f"wrote {args.root / 'metakd_amazon.md'}")
+    write_json(report.with_suffix(".json"), {"args": {k: str(v) for k, v in vars(args).items()},
+                                             "summaries": results, "speed": speed})
+    print(f"wrote {report}")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     assert summary["split"] == "test" and "test scores" in output  # the toy task has a test split, so not "dev"
     # The acceptance benchmark's speed rows read this layout: the meta-teacher and a Meta-KD student (stage B).
     bench = load_bench(monkeypatch)
-    folders = bench.speed_folders(root)
+    folders = bench.speed_folders(root, summary["tasks"])
     assert folders == {"meta-teacher": root / "meta-teacher", "Meta-KD student": root / "student-books"}
     speed = bench.measure_speed(folders, rounds=1)
     assert speed["Meta-KD student"]["params"] < speed["meta-teacher"]["params"]
@@ -131,6 +131,20 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     assert code == 0, output
     assert output.count("done, reusing") == len(META_STAGES)
+
+
+def test_the_benchmark_keeps_a_fraction_of_every_domain_of_any_metakd_task(tiny_run, tmp_path, monkeypatch):
+    """benchmarks/metakd_amazon.py --domain-fraction: the domains are the data's (MNLI genres as well as Amazon's),
+    the task's other settings stay."""
+    from multidistill.recipes import load_recipe
+
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=(*DOMAINS, "toys"))
+    recipe["data"]["tasks"] = [{"name": "reviews", "domains_exclude": ["toys"]}]
+    path = write(recipe, tmp_path)
+    override = load_bench(monkeypatch).domain_fraction_override(load_recipe(path, []), 0.25)
+    (task,) = load_recipe(path, [override]).data.tasks
+    assert (task.name, task.domains_exclude) == ("reviews", ["toys"])
+    assert task.domain_fraction == {"books": 0.25, "dvd": 0.25}
 
 
 def test_stage_b_weighted_reads_lambda(tiny_run, tmp_path, monkeypatch, capsys):
