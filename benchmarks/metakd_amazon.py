@@ -73,15 +73,20 @@ def share_stages(root: Path, out: Path, settings: dict) -> list[str]:
     ``root/fraction-*`` run whose recipe.yaml equals ``settings`` (this run's recipe, `model_dump(mode="json")`) but
     for output_dir and data.fraction, where ``out`` lacks them; returns their names.
 
-    The stage runner still checks each one's fingerprint before it reuses it (a mismatch is refused, never reused).
+    The stage runner still checks each one's fingerprint before it reuses it (a mismatch is refused, never reused);
+    the paths inside a run folder enter fingerprints relative to it (`stages.portable`), so a stage made in another
+    fraction's folder (whose settings name its own prototypes' folder) matches here. A stage fingerprinted by a
+    version before that would not, so it is not shared.
     Checkpoints are not copied (a finished stage is never resumed); a stage is copied under a temporary name and
     renamed, so a cut copy is never taken for a finished stage."""
+    import json
     import os
 
     import yaml
 
-    from multidistill.recipes.stages import STAGE_MANIFEST
+    from multidistill.recipes.stages import STAGE_MANIFEST, portable, without_defaults
     from multidistill.training.run_dir import CHECKPOINTS, claim_run_root
+    from multidistill.utils.hashing import hash_json
 
     mine, shared = _without_fraction(settings), []
     for sibling in sorted(root.glob("fraction-*")):
@@ -91,7 +96,10 @@ def share_stages(root: Path, out: Path, settings: dict) -> list[str]:
         for pattern in FRACTION_FREE:
             for manifest in sorted(sibling.glob(f"{pattern}/{STAGE_MANIFEST}")):
                 stage = manifest.parent
-                if (out / stage.name).exists() or stage.name in shared:
+                record = json.loads(manifest.read_text())
+                made_portable = hash_json({"stage": record.get("name"), "inputs": record.get("inputs"),
+                                           "config": portable(without_defaults(record.get("config")), sibling)})
+                if (out / stage.name).exists() or stage.name in shared or record.get("fingerprint") != made_portable:
                     continue
                 with claim_run_root(out, legacy=("recipe.yaml",)):  # makes and marks ``out`` as a run's folder
                     partial = out / f".{stage.name}.sharing"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from tests.conftest import load_benchmark
@@ -13,14 +14,20 @@ def load_bench(monkeypatch):
     return load_benchmark("metakd_amazon", monkeypatch)
 
 
-def fake_stage(root: Path, name: str, finished: bool) -> Path:
-    """A stage folder with a model and a checkpoint; finished ones have their stage.json."""
+def fake_stage(root: Path, name: str, finished: bool, config: dict | None = None) -> Path:
+    """A stage folder with a model and a checkpoint; finished ones have their stage.json (with ``config``: a
+    manifest fingerprinted as the stage runner does)."""
+    from multidistill.recipes.stages import portable
+    from multidistill.utils.hashing import hash_json
+
     folder = root / name
     (folder / "checkpoints" / "step-000000010").mkdir(parents=True)
     (folder / "checkpoints" / "step-000000010" / "state.safetensors").write_bytes(b"0" * 64)
     (folder / "model").mkdir()
     if finished:
-        (folder / "stage.json").write_text("{}")
+        record = {} if config is None else {"name": name, "config": config, "inputs": {}, "fingerprint": hash_json(
+            {"stage": name, "config": portable(config, root), "inputs": {}})}
+        (folder / "stage.json").write_text(json.dumps(record))
     return folder
 
 
@@ -78,7 +85,10 @@ def test_fraction_free_stages_are_shared_between_fractions_of_one_recipe(tmp_pat
     settings = {"output_dir": str(tmp_path / "fraction-1"), "data": {"fraction": 1.0, "tasks": ["amazon"]}, "x": 1}
     first = tmp_path / "fraction-1"
     for name in ("meta-teacher-without-books", "prototypes-without-books", "meta-teacher-books"):
-        fake_stage(first, name, True)
+        fake_stage(first, name, True, {"weights": str(first / "prototypes-without-books" / "columns")})
+    legacy = fake_stage(first, "meta-teacher-without-electronics", True, {})  # fingerprinted before portable paths
+    (legacy / "stage.json").write_text(json.dumps({**json.loads((legacy / "stage.json").read_text()),
+                                                   "fingerprint": "paths hashed as written"}))
     fake_stage(first, "meta-teacher-without-dvd", False)  # cut: not shared
     (first / "recipe.yaml").write_text(yaml.safe_dump(settings))
     out = tmp_path / "fraction-0.1"

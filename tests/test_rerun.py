@@ -58,6 +58,34 @@ def test_an_empty_folder_is_no_reason_to_refuse_and_a_stage_that_wrote_nothing_l
     assert not (tmp_path / PENDING).exists()
 
 
+def test_a_moved_run_folder_keeps_its_stages_and_older_fingerprints_still_count(tmp_path, monkeypatch):
+    from multidistill.recipes.stages import portable
+    from multidistill.utils.hashing import hash_json
+
+    def settings(root: Path) -> dict:  # a stage whose settings name another stage's folder, as recipes' do
+        return {"teachers": [str(root / "teacher" / "model")], "data": "/elsewhere/data.tsv", "n": 2}
+
+    old, new = tmp_path / "old", tmp_path / "moved" / "run"
+    assert portable(settings(old), old) == {"teachers": ["@run/teacher/model"], "data": "/elsewhere/data.tsv", "n": 2}
+    monkeypatch.chdir(tmp_path)
+    assert portable({"a": ["old/x"], "b": "older/x"}, Path("old")) == {"a": ["@run/x"], "b": "older/x"}
+    StageRunner(old).run("student", settings(old), {"teacher": "fp"}, lambda folder, resume: folder.mkdir())
+    new.parent.mkdir()
+    old.rename(new)
+    runner = StageRunner(new)
+    runner.run("student", settings(new), {"teacher": "fp"}, lambda folder, resume: pytest.fail("ran again"))
+    assert runner.outcomes[-1].skipped
+    with pytest.raises(ConfigError, match="other settings"):  # a real change still counts
+        runner.run("student", {**settings(new), "n": 3}, {"teacher": "fp"}, lambda folder, resume: None)
+    # A stage fingerprinted before paths were made portable (its paths hashed as written) is still reused.
+    legacy = new / "legacy"
+    legacy.mkdir()
+    (legacy / STAGE_MANIFEST).write_text(json.dumps({"format_version": 1, "name": "legacy", "fingerprint": hash_json(
+        {"stage": "legacy", "config": settings(new), "inputs": {}}), "config": settings(new), "inputs": {}}))
+    runner.run("legacy", settings(new), {}, lambda folder, resume: pytest.fail("ran again"))
+    assert runner.outcomes[-1].skipped
+
+
 def _mkd_recipe(tiny_run, tmp_path: Path) -> dict:
     recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
     recipe["finetune"]["enabled"] = recipe["baseline"]["enabled"] = False

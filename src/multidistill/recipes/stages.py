@@ -13,6 +13,10 @@ its name, settings, inputs and fingerprint. Running a recipe again:
   folder to remove, and so is a non-empty folder that no record vouches for: nothing made from other
   settings, or not by this recipe, is ever reused or overwritten silently.
 
+Paths inside the run's folder enter the fingerprint relative to it (`portable`): a run folder that was moved, or a
+recipe run again from another working folder, keeps its finished stages. Stages fingerprinted before that (their
+absolute or cwd-relative paths hashed as written) are still recognised where those paths are unchanged.
+
 Settings at their defaults stay out of the fingerprint (a later version that adds a setting, at a default that
 keeps the old behaviour, keeps finished stages valid), but their values are recorded beside it (`DEFAULTS_KEY`):
 a stage made when a default had another value is refused like other changed settings. Stages recorded before
@@ -25,6 +29,7 @@ with it; the CLI prints those notes (`multidistill.utils.interrupt`).
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -92,6 +97,29 @@ def changed_defaults(old, new, prefix: str = "") -> list[str]:
     return lines
 
 
+RUN_PATH = "@run"  # stands for the run folder in fingerprinted paths
+
+
+def portable(config, root: Path):
+    """``config`` with every string that is a path inside ``root`` (as given, absolute or resolved) written as
+    ``@run/<path inside>``, so that a stage's fingerprint does not depend on where the run folder is."""
+    root = Path(root)
+    prefixes = sorted({f"{form}{os.sep}" for form in (str(root), os.path.abspath(root), str(root.resolve()))},
+                      key=len, reverse=True)
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, str):
+            prefix = next((p for p in prefixes if value.startswith(p)), None)
+            return value if prefix is None else f"{RUN_PATH}/{value[len(prefix):]}"
+        return value
+
+    return walk(config)
+
+
 def stage_fingerprint(folder: Path) -> str:
     """The fingerprint recorded by a finished stage folder."""
     return read_versioned_json(folder / STAGE_MANIFEST, STAGE_VERSION, ConfigError)["fingerprint"]
@@ -114,19 +142,22 @@ class StageRunner:
         part-way (printed with the error or interrupt).
         """
         folder = inside(self.root, name)
-        fingerprint = hash_json({"stage": name, "config": without_defaults(config), "inputs": inputs})
+        settings = without_defaults(config)
+        fingerprint = hash_json({"stage": name, "config": portable(settings, self.root), "inputs": inputs})
+        # What stages made before `portable` recorded: valid while their paths are as they were.
+        accepted = (fingerprint, hash_json({"stage": name, "config": settings, "inputs": inputs}))
         manifest = folder / STAGE_MANIFEST
         if manifest.is_file():
             recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
-            if recorded["fingerprint"] == fingerprint:
+            if recorded["fingerprint"] in accepted:
                 _refuse_changed_defaults(name, folder, recorded.get("config"), config)
                 console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
-                self.outcomes.append(StageOutcome(name, folder, fingerprint, True, 0.0))
+                self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                 return folder
             raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs; remove it "
                               f"(and the stages after it) or choose another output_dir")
         pending = inside(self.root, PENDING, f"{name}.json")
-        resume = self._claim(name, folder, pending, fingerprint, config, inputs)
+        resume = self._claim(name, folder, pending, accepted, config, inputs)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
         try:
@@ -143,7 +174,7 @@ class StageRunner:
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
 
-    def _claim(self, name: str, folder: Path, pending: Path, fingerprint: str, config: dict,
+    def _claim(self, name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
                inputs: dict[str, str]) -> bool:
         """Record that stage ``name`` starts with these settings, before anything of it is written; returns
         whether ``folder`` holds an unfinished run of it to continue. A folder of other settings, or one no
@@ -156,7 +187,7 @@ class StageRunner:
                                   "recipe started it (a folder from elsewhere?); remove it or choose another "
                                   "output_dir")
             _refuse_changed_defaults(name, folder, record.get("config"), config)
-            if record["fingerprint"] != fingerprint:
+            if record["fingerprint"] not in accepted:
                 changed = _differences({"config": record.get("config"), "inputs": record.get("inputs")},
                                        {"config": config, "inputs": inputs})
                 what = f" (changed: {', '.join(changed)})" if changed else ""
@@ -165,7 +196,7 @@ class StageRunner:
                                   f"remove it (rm -r {shlex.quote(str(folder))}) to start it again with these")
             resume = True
         pending.parent.mkdir(parents=True, exist_ok=True)
-        write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
+        write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": accepted[0],
                              "config": config, "inputs": inputs})
         return resume
 
