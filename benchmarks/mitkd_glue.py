@@ -223,7 +223,7 @@ def recipe_dict(args, sizes: Sizes, data_root: Path, qnli_folder: Path, model: s
     if args.tiny:
         data["cache_dir"] = str(args.out / "cache")
     raw.update(output_dir=str(args.out / "recipe"), data=data, max_examples_per_task=sizes.teacher,
-               corpus={"name": "corpus", "max_examples": sizes.corpus})
+               corpus={"name": "corpus", "max_examples": sizes.corpus, "keep_pairs": True})
     raw["finetune"]["tasks"] = [{"name": task, "max_examples": sizes.in_domain} for task in TASKS]
     raw["finetune"]["seeds"] = list(args.seeds)
     if args.tiny:

@@ -18,7 +18,7 @@ from multidistill.data.prepare import prepare_data
 from multidistill.data.readers import read_split
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.store import ExampleStore
-from multidistill.data.tasks import Task, get_task
+from multidistill.data.tasks import Task, fingerprint_spec, get_task
 from multidistill.errors import ConfigError, DataError, UnknownTaskError
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.objective import WeightedObjective, refuse_head_losses
@@ -175,6 +175,53 @@ def test_from_tasks_drops_labels_and_deduplicates_across_and_within(tmp_path: Pa
     assert rows["text_a"] == ["same text", "only in a", "only in b", "second b"]
     assert rows["id"] == ["a:2", "a:3", "b:x7:a", "b:x8:a"]  # the first occurrence's task, id and side
     assert rows["label"] == [-1] * 4 and rows["text_b"] == [""] * 4
+
+
+def test_keep_pairs_keeps_a_pair_tasks_rows_whole(tmp_path: Path) -> None:
+    known = _write_sources(tmp_path)
+    known["corpus"] = Task(name="corpus", type="text", from_tasks=["a", "b"], keep_pairs=True)
+    rows = read_split(get_task("corpus", known), "train", tmp_path)
+    assert rows["text_a"] == ["same text", "only in a", "only in b", "second b"]
+    assert rows["text_b"] == ["", "", "same text", "second b"]  # a pair is one example, its texts as they are
+    assert rows["id"] == ["a:2", "a:3", "b:x7", "b:x8"] and rows["label"] == [-1] * 4
+    # Its data fingerprint differs from the plain corpus's; the plain one's spec is as before the field.
+    plain = Task(name="corpus", type="text", from_tasks=["a", "b"])
+    assert "keep_pairs" not in fingerprint_spec(plain) and fingerprint_spec(known["corpus"])["keep_pairs"]
+    with pytest.raises(ValidationError, match="keep_pairs is for text tasks built from_tasks only"):
+        Task(name="c", type="text", keep_pairs=True, files={"train": {"path": "c.txt", "format": "txt"}})
+
+
+def test_keep_pairs_per_use_in_a_task_reference(tmp_path: Path) -> None:
+    from multidistill.data.prepare import open_example_store
+
+    known = _write_sources(tmp_path)
+    specs = [*known.values(), Task(name="corpus", type="text", from_tasks=["a", "b"])]
+
+    def store(**ref):
+        data = DataConfig(tasks=[{"name": "corpus", **ref}], task_specs=specs, data_root=str(tmp_path),
+                          cache_dir=str(tmp_path / "cache"))
+        return open_example_store(data, max_examples_per_task=None, seed=0)
+
+    pairs, plain = store(keep_pairs=True), store()
+    assert pairs.examples("corpus", "train")["text_b"] == ["", "", "same text", "second b"]
+    assert plain.examples("corpus", "train")["text_b"] == [""] * 4
+    assert pairs.data_fingerprint("corpus", "train") != plain.data_fingerprint("corpus", "train")
+    data = DataConfig(tasks=[{"name": "a", "keep_pairs": True}], task_specs=specs, data_root=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"key 'data.tasks.0.keep_pairs': task 'a' is not a text task"):
+        open_example_store(data, max_examples_per_task=None, seed=0)
+
+
+def test_a_corpus_of_pairs_and_single_texts_is_tokenised_row_by_row(tmp_path: Path, tiny_model_dir: Path) -> None:
+    known = _write_sources(tmp_path / "data")
+    known["corpus"] = Task(name="corpus", type="text", from_tasks=["a", "b"], keep_pairs=True)
+    store = ExampleStore([get_task("corpus", known)], tmp_path / "data", tmp_path / "cache")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    view = store.tokenized("corpus", "train", tokenizer, 32)
+    rows = store.examples("corpus", "train")
+    for i, (text_a, text_b) in enumerate(zip(rows["text_a"], rows["text_b"], strict=True)):
+        expected = tokenizer(text_a, text_b or None, truncation=True, max_length=32)
+        assert view[i]["input_ids"] == expected["input_ids"]  # a single text gets no empty second segment
+        assert view[i]["token_type_ids"] == expected["token_type_ids"]
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(

@@ -131,6 +131,10 @@ class TaskRef(_Strict):
         None, min_length=1, description="A task with domains: domain -> fraction in (0, 1] of its training rows to "
         "keep (round half up; seeded by data.subset_seed, each domain's subset independent of the others'); dev "
         "and test are untouched, and max_examples then caps what is left.")
+    keep_pairs: bool = Field(False, description="A text task built from_tasks (a corpus): keep each pair task's "
+                             "row as one example, tokenised as a pair, as the task spec's keep_pairs does, for this "
+                             "use only (e.g. MITKD's corpus: the teachers' stages, which name the same spec, keep "
+                             "their fingerprints).")
 
     @model_validator(mode="after")
     def _one_way_to_select(self) -> TaskRef:
@@ -143,7 +147,7 @@ class DataConfig(_Strict):
     """Which tasks to train on and where their files are."""
 
     tasks: list[TaskRef] = Field(min_length=1, description="Tasks to train on (names, or {name, max_examples, "
-                                 "domains_include / domains_exclude, domain_fraction}).")
+                                 "domains_include / domains_exclude, domain_fraction, keep_pairs}).")
     data_root: str | None = Field(None, description="Folder that relative task file paths (all built-in tasks) "
                                   "resolve against; default: the MULTIDISTILL_DATA_ROOT environment variable, else "
                                   "the current folder. `pkg:multidistill/sample_data` is the sample shipped with the "

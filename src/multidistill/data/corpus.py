@@ -5,6 +5,11 @@ A text task with ``from_tasks: [sst2, mrpc]`` reads each source's training split
 as separate texts, and keeps the first occurrence of each exact text, in the order the sources are listed. Ids
 name where a text was first seen, ``<task>:<id>`` (``:a`` / ``:b`` for the two texts of a pair), so they stay the
 same whatever the cap, the seed or the tokenizer, and reordering ``from_tasks`` only changes which copy is kept.
+
+With ``keep_pairs`` a pair task's row stays one example (``text_a``, ``text_b``; id ``<task>:<id>``, deduplicated
+as a pair), which the store tokenises as a pair, as the task's own rows: a student distilled on such a corpus sees
+the cross-text attention its pair tasks will need (in the issue 12 benchmark, in-domain retention rose from 90% to
+about 98%: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ def corpus_batches(task: Task, data_root: str | Path | None = None) -> Iterator[
                         "multidistill.data.tasks.get_task")
     schema = features_for(task).arrow_schema
     # Exact dedup needs every text seen so far: a set of str (about 100 bytes a text, ~100 MB at a million).
-    seen: set[str] = set()
+    seen: set[str | tuple[str, str]] = set()
     for source in task.sources:
+        if source.pair and task.keep_pairs:
+            yield from _pair_batches(source, data_root, schema, seen)
+            continue
         fields = ("text_a", "text_b") if source.pair else ("text_a",)
         for batch in split_batches(source, "train", data_root):
             ids = batch.column("id").to_pylist()
@@ -49,3 +57,18 @@ def corpus_batches(task: Task, data_root: str | Path | None = None) -> Iterator[
             n = len(out["id"])
             if n:
                 yield pa.RecordBatch.from_pydict({**out, "text_b": [""] * n, "label": [-1] * n}, schema=schema)
+
+
+def _pair_batches(source: Task, data_root, schema: pa.Schema, seen: set) -> Iterator[pa.RecordBatch]:
+    """A pair task's training rows as one example each (text_a, text_b), the first occurrence of each pair kept."""
+    for batch in split_batches(source, "train", data_root):
+        out: dict[str, list] = {"id": [], "text_a": [], "text_b": [], "domain": []}
+        columns = [batch.column(name).to_pylist() for name in ("id", "text_a", "text_b", "domain")]
+        for example_id, text_a, text_b, domain in zip(*columns, strict=True):
+            if (text_a, text_b) in seen:
+                continue
+            seen.add((text_a, text_b))
+            for name, value in zip(out, (f"{source.name}:{example_id}", text_a, text_b, domain), strict=True):
+                out[name].append(value)
+        if out["id"]:
+            yield pa.RecordBatch.from_pydict({**out, "label": [-1] * len(out["id"])}, schema=schema)

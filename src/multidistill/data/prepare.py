@@ -17,11 +17,17 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
     declared = {spec.name: spec for spec in data.task_specs}
     seen: set[str] = set()
     tasks = []
-    for ref in data.tasks:
+    for i, ref in enumerate(data.tasks):
         if ref.name in seen:
             raise ConfigError(f"key 'data.tasks': task '{ref.name}' is listed twice")
         seen.add(ref.name)
-        tasks.append(get_task(ref.name, declared))
+        task = get_task(ref.name, declared)
+        if ref.keep_pairs:
+            if task.type != "text" or not task.from_tasks:
+                raise ConfigError(f"key 'data.tasks.{i}.keep_pairs': task '{ref.name}' is not a text task built "
+                                  "from_tasks (a corpus of other tasks' texts); remove keep_pairs")
+            task = task.model_copy(update={"keep_pairs": True})  # its data fingerprint says so (fingerprint_spec)
+        tasks.append(task)
     return tasks
 
 

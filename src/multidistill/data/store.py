@@ -169,7 +169,7 @@ class ExampleStore:
             raw = self._examples_folder(task, split) / EXAMPLES_FILE
             with atomic_dir(folder) as tmp:
                 rows = write_batches(tmp / VIEW_FILE, tokenize_batches(
-                    read_batches(raw), tokenizer, max_length, pair=self.tasks[task].pair,
+                    read_batches(raw), tokenizer, max_length, pair=_pairing(self.tasks[task]),
                     domains=domains or None, what=f"task '{task}' split '{split}'"))
                 with pa.OSFile(str(tmp / VIEW_FILE), "rb") as written:
                     schema = pa.ipc.open_stream(written).schema
@@ -201,8 +201,35 @@ def _damaged_view(folder: Path, exc: Exception) -> DataError:
                      "folder to rebuild it")
 
 
+def _pairing(task: Task) -> bool | None:
+    """How a task's rows are tokenised: a text task row by row (a `keep_pairs` corpus mixes pairs and single
+    texts; every other text task has no second text), other tasks as the spec says."""
+    return None if task.type == "text" else task.pair
+
+
+def _encode(tokenizer, texts_a: list[str], texts_b: list[str] | None, pair: bool | None, max_length: int) -> dict:
+    """The tokenizer's output for these rows; ``pair`` None: the rows with a non-empty second text as pairs,
+    the others alone (in the rows' order)."""
+    if pair is not None:
+        return dict(tokenizer(texts_a, texts_b if pair else None, truncation=True, max_length=max_length))
+    paired = [i for i, text in enumerate(texts_b) if text]
+    if not paired:
+        return dict(tokenizer(texts_a, truncation=True, max_length=max_length))
+    alone = [i for i, text in enumerate(texts_b) if not text]
+    parts = [(paired, tokenizer([texts_a[i] for i in paired], [texts_b[i] for i in paired], truncation=True,
+                                max_length=max_length))]
+    if alone:
+        parts.append((alone, tokenizer([texts_a[i] for i in alone], truncation=True, max_length=max_length)))
+    merged: dict[str, list] = {name: [None] * len(texts_a) for name in parts[0][1]}
+    for rows, encoded in parts:
+        for name in merged:
+            for row, value in zip(rows, encoded[name], strict=True):
+                merged[name][row] = value
+    return merged
+
+
 def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: int, *,
-                     pair: bool, domains: tuple[str, ...] | None = None,
+                     pair: bool | None, domains: tuple[str, ...] | None = None,
                      what: str = "the examples") -> Iterator[pa.RecordBatch]:
     """Tokenise record batches of examples without padding (batches are padded to their own longest row).
 
@@ -210,15 +237,14 @@ def tokenize_batches(batches: Iterable[pa.RecordBatch], tokenizer, max_length: i
     header) with the input's ``id`` and ``label``, with ``domains`` (a task with domains) each row's
     ``domain_id`` (int32 index into them; a row of another domain raises `DataError` naming ``what``), and every
     tokenizer output, in the compact integer types of `TOKEN_TYPES`; the tokenizer sees ``TOKENIZE_ROWS`` rows
-    at a time.
+    at a time. ``pair`` None (text tasks): each row with a second text is a pair, the others single texts.
     """
     for batch in batches:
         parts = []
         for start in range(0, batch.num_rows, TOKENIZE_ROWS):
             part = batch.slice(start, TOKENIZE_ROWS)
-            encoded = tokenizer(part.column("text_a").to_pylist(),
-                                part.column("text_b").to_pylist() if pair else None,
-                                truncation=True, max_length=max_length)
+            encoded = _encode(tokenizer, part.column("text_a").to_pylist(),
+                              part.column("text_b").to_pylist() if pair is not False else None, pair, max_length)
             columns = {"id": part.column("id"), "label": part.column("label")}
             if domains is not None:
                 columns["domain_id"] = pa.array(domain_codes(part.column("domain"), part.column("id"), domains, what))

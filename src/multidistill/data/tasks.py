@@ -93,6 +93,10 @@ class Task(BaseModel):
     from_tasks: list[str] = Field(default_factory=list, description="text tasks only: the training split is the "
                                   "texts of these tasks' training splits (both texts of a pair task), labels "
                                   "dropped, exact duplicates removed (the first occurrence is kept).")
+    keep_pairs: bool = Field(False, description="from_tasks only: a pair task's two texts stay one example, "
+                             "tokenised as a pair as its own rows are (false: each text is an example of its own). "
+                             "Set it when the student will be fine-tuned on pair tasks: their cross-text attention "
+                             "is then distilled too (docs/recipes/mitkd.md).")
     sources: list[Task] = Field(default_factory=list, description="The specs of from_tasks, filled in when the "
                                 "task is looked up (`get_task`); not set by hand.")
 
@@ -107,6 +111,8 @@ class Task(BaseModel):
             self._check_text()
         elif self.from_tasks:
             raise ValueError(f"task '{self.name}': from_tasks is for text tasks (type: text) only")
+        if self.keep_pairs and not self.from_tasks:
+            raise ValueError(f"task '{self.name}': keep_pairs is for text tasks built from_tasks only; remove it")
         if self.type == "classification" and len(self.labels) < 2:
             raise ValueError(f"task '{self.name}': a classification task needs at least 2 labels")
         if self.type == "regression" and self.labels:
@@ -183,12 +189,13 @@ class Task(BaseModel):
         return bool(self.domain_files) or any(f.columns.domain is not None for _, f in self.all_files())
 
     def _check_text(self) -> None:
-        """A text task is unlabelled text: no labels, no head, no metrics, one text an example."""
+        """A text task is unlabelled text: no labels, no head, no metrics, one text an example (or, from_tasks
+        with keep_pairs, a pair task's pair)."""
         if self.labels:
             raise ValueError(f"task '{self.name}': a text task has no labels; remove labels")
         if self.pair:
             raise ValueError(f"task '{self.name}': a text task has one text an example; remove pair (a pair task "
-                             "named in from_tasks contributes each of its texts)")
+                             "named in from_tasks contributes each of its texts, or each pair with keep_pairs)")
         if "metrics" in self.model_fields_set and self.metrics:
             raise ValueError(f"task '{self.name}': a text task is not evaluated; remove metrics")
         self.metrics = []
@@ -237,6 +244,8 @@ def fingerprint_spec(task: Task) -> dict:
     dump.pop("domains")
     if not dump["domain_files"]:
         dump.pop("domain_files")
+    if not dump["keep_pairs"]:  # as before the field: each text alone
+        dump.pop("keep_pairs")
     dump["sources"] = [fingerprint_spec(source) for source in task.sources]
     return dump
 
