@@ -84,9 +84,8 @@ def share_stages(root: Path, out: Path, settings: dict) -> list[str]:
 
     import yaml
 
-    from multidistill.recipes.stages import STAGE_MANIFEST, portable, without_defaults
+    from multidistill.recipes.stages import STAGE_MANIFEST, fingerprints
     from multidistill.training.run_dir import CHECKPOINTS, claim_run_root
-    from multidistill.utils.hashing import hash_json
 
     mine, shared = _without_fraction(settings), []
     for sibling in sorted(root.glob("fraction-*")):
@@ -97,8 +96,7 @@ def share_stages(root: Path, out: Path, settings: dict) -> list[str]:
             for manifest in sorted(sibling.glob(f"{pattern}/{STAGE_MANIFEST}")):
                 stage = manifest.parent
                 record = json.loads(manifest.read_text())
-                made_portable = hash_json({"stage": record.get("name"), "inputs": record.get("inputs"),
-                                           "config": portable(without_defaults(record.get("config")), sibling)})
+                made_portable = fingerprints(record.get("name"), record.get("config"), record.get("inputs"), sibling)[0]
                 if (out / stage.name).exists() or stage.name in shared or record.get("fingerprint") != made_portable:
                     continue
                 with claim_run_root(out, legacy=("recipe.yaml",)):  # makes and marks ``out`` as a run's folder

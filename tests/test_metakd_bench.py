@@ -17,16 +17,15 @@ def load_bench(monkeypatch):
 def fake_stage(root: Path, name: str, finished: bool, config: dict | None = None) -> Path:
     """A stage folder with a model and a checkpoint; finished ones have their stage.json (with ``config``: a
     manifest fingerprinted as the stage runner does)."""
-    from multidistill.recipes.stages import portable
-    from multidistill.utils.hashing import hash_json
+    from multidistill.recipes.stages import fingerprints
 
     folder = root / name
     (folder / "checkpoints" / "step-000000010").mkdir(parents=True)
     (folder / "checkpoints" / "step-000000010" / "state.safetensors").write_bytes(b"0" * 64)
     (folder / "model").mkdir()
     if finished:
-        record = {} if config is None else {"name": name, "config": config, "inputs": {}, "fingerprint": hash_json(
-            {"stage": name, "config": portable(config, root), "inputs": {}})}
+        record = {} if config is None else {"name": name, "config": config, "inputs": {},
+                                            "fingerprint": fingerprints(name, config, {}, root)[0]}
         (folder / "stage.json").write_text(json.dumps(record))
     return folder
 

@@ -59,7 +59,7 @@ def test_an_empty_folder_is_no_reason_to_refuse_and_a_stage_that_wrote_nothing_l
 
 
 def test_a_moved_run_folder_keeps_its_stages_and_older_fingerprints_still_count(tmp_path, monkeypatch):
-    from multidistill.recipes.stages import portable
+    from multidistill.recipes.stages import fingerprints, portable
     from multidistill.utils.hashing import hash_json
 
     def settings(root: Path) -> dict:  # a stage whose settings name another stage's folder, as recipes' do
@@ -80,8 +80,11 @@ def test_a_moved_run_folder_keeps_its_stages_and_older_fingerprints_still_count(
     # A stage fingerprinted before paths were made portable (its paths hashed as written) is still reused.
     legacy = new / "legacy"
     legacy.mkdir()
-    (legacy / STAGE_MANIFEST).write_text(json.dumps({"format_version": 1, "name": "legacy", "fingerprint": hash_json(
-        {"stage": "legacy", "config": settings(new), "inputs": {}}), "config": settings(new), "inputs": {}}))
+    legacy_fingerprint = hash_json({"stage": "legacy", "config": settings(new), "inputs": {}})  # the old formula
+    assert fingerprints("legacy", settings(new), {}, new) == (
+        hash_json({"stage": "legacy", "config": portable(settings(new), new), "inputs": {}}), legacy_fingerprint)
+    (legacy / STAGE_MANIFEST).write_text(json.dumps({"format_version": 1, "name": "legacy", "config": settings(new),
+                                                     "inputs": {}, "fingerprint": legacy_fingerprint}))
     runner.run("legacy", settings(new), {}, lambda folder, resume: pytest.fail("ran again"))
     assert runner.outcomes[-1].skipped
 

@@ -120,6 +120,14 @@ def portable(config, root: Path):
     return walk(config)
 
 
+def fingerprints(name: str, config: dict, inputs: dict[str, str], root: Path) -> tuple[str, str]:
+    """A stage's fingerprint (its settings without the recorded defaults, paths inside ``root`` made `portable`,
+    its inputs' fingerprints) and the one stages made before `portable` recorded (paths as written)."""
+    settings = without_defaults(config)
+    return (hash_json({"stage": name, "config": portable(settings, root), "inputs": inputs}),
+            hash_json({"stage": name, "config": settings, "inputs": inputs}))
+
+
 def stage_fingerprint(folder: Path) -> str:
     """The fingerprint recorded by a finished stage folder."""
     return read_versioned_json(folder / STAGE_MANIFEST, STAGE_VERSION, ConfigError)["fingerprint"]
@@ -142,10 +150,9 @@ class StageRunner:
         part-way (printed with the error or interrupt).
         """
         folder = inside(self.root, name)
-        settings = without_defaults(config)
-        fingerprint = hash_json({"stage": name, "config": portable(settings, self.root), "inputs": inputs})
-        # What stages made before `portable` recorded: valid while their paths are as they were.
-        accepted = (fingerprint, hash_json({"stage": name, "config": settings, "inputs": inputs}))
+        # The second, what stages made before `portable` recorded, is valid while their paths are as they were.
+        accepted = fingerprints(name, config, inputs, self.root)
+        fingerprint = accepted[0]
         manifest = folder / STAGE_MANIFEST
         if manifest.is_file():
             recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
