@@ -63,7 +63,8 @@ CPU time of the full run (2 cores, idle machine), estimated from measured rates 
 - low-resource: 7,200 examples per model, the same evaluations: 0.05-0.15 h per student, 0.25-0.5 h reference;
 - out-of-domain: 3 x 1,600 x 3 x 2 = 28,800 examples per model: 0.05-0.15 h per student, 0.3-0.55 h reference;
 - cost and speed measurements: ~5 min.
-In all about 3.5-8 h on an idle machine (more when it is shared: earlier runs here went 1.5-2x slower).
+In all about 3.5-8 h on an idle machine (more when it is shared: earlier runs here went 1.5-2x slower); measured:
+2 h 11 min in one go on an idle 2-core AMX Xeon (2026-12-04, docs/benchmarks.md), every stage faster than estimated.
 Disk: about 8 GB (models; checkpoints of finished fine-tunes are deleted).
 """
 
