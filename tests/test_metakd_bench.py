@@ -54,7 +54,7 @@ def test_finished_stages_lose_their_checkpoints_around_each_fraction(tmp_path, m
     monkeypatch.setattr(recipes, "load_recipe", lambda path, overrides: Recipe(overrides))
     monkeypatch.setattr(recipes, "run_recipe", run)
     args = argparse.Namespace(root=tmp_path, seeds=[1], baselines=[], domain_fraction=None, quick=False, set=None,
-                              config=None, keep_checkpoints=False)
+                              precision="fp32", config=None, keep_checkpoints=False)
     assert bench.run_fraction(0.1, args) == {"rows": {}}
     assert not list(out.glob("*/checkpoints"))
     kept = fake_stage(out, "student-electronics-seed-1", True)
@@ -100,3 +100,21 @@ def test_fraction_free_stages_are_shared_between_fractions_of_one_recipe(tmp_pat
     assert not (out / "meta-teacher-books").exists() and not (out / "meta-teacher-without-dvd").exists()
     assert not list(out.glob(".*.sharing")) and (out / ".multidistill-run").is_file()
     assert bench.share_stages(tmp_path, out, mine) == []  # already there: left as it is
+
+
+def test_precision_sets_every_training_stage_and_auto_follows_native_bf16(monkeypatch):
+    """--precision: bf16 reaches the teachers, stage A, stage B (and through B the baselines); auto = bf16 only on a
+    CPU with native bf16 kernels; the overrides are keys of the recipe."""
+    from multidistill.recipes import load_recipe
+    from multidistill.recipes.metakd import baseline_train
+    from multidistill.training import device
+
+    bench = load_bench(monkeypatch)
+    assert bench.precision_overrides("fp32") == []
+    forced = bench.precision_overrides("bf16")
+    recipe = load_recipe(bench.REPO / "configs" / "metakd_amazon.yaml", forced)
+    assert recipe.teacher.train.bf16 and recipe.student.intermediate.bf16 and recipe.student.prediction.bf16
+    assert baseline_train(recipe, 1).bf16
+    for native in (True, False):
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda native=native: native)
+        assert bench.precision_overrides("auto") == (forced if native else [])
