@@ -17,11 +17,11 @@ with configs/metakd_mnli.yaml, whose sample has no test split (its table is on d
 
 `--precision` sets the training stages' autocast (teacher.train, student.intermediate, student.prediction; the
 prototype encoder, the signal stores and the evaluations stay fp32): `auto` (the default) is bf16 where the CPU has
-native bf16 kernels (AVX512-BF16/AMX) and fp32 elsewhere. Measured on such a CPU (2-core Xeon with AMX, 2026-12-04):
-a stage-A step (MiniLM-L6 teacher forward with hidden states and attentions, 3-layer student forward and backward,
-batch 32 x 128 tokens) ran 26.6 ex/s in fp32 and 51.6 ex/s in bf16 (1.94x; the teacher's forward 2.7x); without
-native bf16 autocast is 7-20x slower, so `auto` keeps fp32 there. The precision enters every stage's fingerprint,
-so a run folder made in one precision is not resumed in the other.
+native bf16 kernels (AVX512-BF16/AMX) and fp32 elsewhere. Measured on such a CPU (2-core Xeon with AMX, 2026-12-04,
+`benchmarks/bf16_probe.py --task amazon --features`): a stage-A step (MiniLM-L6 teacher features, 3-layer student
+forward and backward, batches of 32 Amazon reviews) ran 24.0 ex/s in fp32 and 46.6 ex/s in bf16 (1.94x; the
+MiniLM-L6 forward 2.89x); without native bf16 autocast is 7-20x slower, so `auto` keeps fp32 there. The precision
+enters every stage's fingerprint, so a run folder made in one precision is not resumed in the other.
 
 `--domain-fraction F` keeps F of every domain's training rows (a smaller, quicker run; data.fraction then still
 sets the target's share of its full rows); `--quick` runs 1 epoch per training stage (a smoke run, not a result).
