@@ -262,13 +262,32 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
 
 
 def test_baseline_students_get_the_meta_students_budget(tiny_run, tmp_path):
-    """By default a baseline trains with stage B's settings for as many epochs as stages A and B together."""
-    from multidistill.recipes.metakd import MetaKDRecipe, baseline_train
+    """By default a baseline trains with stage B's settings for as many passes as stages A and B together; where
+    stage B's min_steps floor bites (a scarce target), its extra passes count too."""
+    from multidistill.recipes.metakd import MetaKDRecipe, Plan, baseline_train
+
+    def plan(rows: int) -> Plan:
+        return Plan("reviews", ("books", "dvd"), ("books", "dvd"), ("books",), "test", "accuracy", {"books": rows})
 
     raw = tiny_metakd(tiny_run, tmp_path)
-    raw["student"].update(intermediate={**raw["student"]["intermediate"], "epochs": 4},
-                          prediction={**raw["student"]["prediction"], "epochs": 2, "lr": 3e-5})
-    train = baseline_train(MetaKDRecipe.model_validate(raw), seed=7)
-    assert (train.epochs, train.lr, train.seed) == (6, 3e-5, 7)
+    raw["student"].update(intermediate={**raw["student"]["intermediate"], "epochs": 4, "batch_size": 8},
+                          prediction={**raw["student"]["prediction"], "epochs": 2, "lr": 3e-5, "batch_size": 8})
+    recipe = MetaKDRecipe.model_validate(raw)
+    train = baseline_train(recipe, plan(32), "books", seed=7)
+    assert (train.epochs, train.lr, train.seed, train.min_steps) == (6, 3e-5, 7, None)
+    raw["student"]["prediction"]["min_steps"] = 20  # 32 rows, batch 8: 4 steps an epoch, so B makes 5 passes
+    recipe = MetaKDRecipe.model_validate(raw)
+    assert baseline_train(recipe, plan(32), "books", seed=7).epochs == 4 + 5
+    assert baseline_train(recipe, plan(17), "books", seed=7).epochs == 4 + 20 / 3  # 3 batches, the last short
+    assert baseline_train(recipe, plan(80), "books", seed=7).epochs == 4 + 2  # 20 steps in 2 epochs: no floor
     raw["student"]["baseline"] = {**raw["student"]["prediction"], "epochs": 5}
-    assert baseline_train(MetaKDRecipe.model_validate(raw), seed=7).epochs == 5
+    assert baseline_train(MetaKDRecipe.model_validate(raw), plan(32), "books", seed=7).epochs == 5
+
+
+def test_stage_b_defaults_to_a_step_floor():
+    """Stage B's default keeps the authors' 3 epochs and adds the 150-step floor (15 steps at 10% of Amazon)."""
+    from multidistill.recipes.metakd import MetaStudentSection
+
+    section = MetaStudentSection.model_validate({"model": {"name_or_path": "x"}})
+    assert (section.prediction.epochs, section.prediction.min_steps) == (3, 150)
+    assert section.intermediate.min_steps is None

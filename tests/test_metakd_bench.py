@@ -106,7 +106,7 @@ def test_precision_sets_every_training_stage_and_auto_follows_native_bf16(monkey
     """--precision: bf16 reaches the teachers, stage A, stage B (and through B the baselines); auto = bf16 only on a
     CPU with native bf16 kernels; the overrides are keys of the recipe."""
     from multidistill.recipes import load_recipe
-    from multidistill.recipes.metakd import baseline_train
+    from multidistill.recipes.metakd import Plan, baseline_train
     from multidistill.training import device
 
     bench = load_bench(monkeypatch)
@@ -114,7 +114,8 @@ def test_precision_sets_every_training_stage_and_auto_follows_native_bf16(monkey
     forced = bench.precision_overrides("bf16")
     recipe = load_recipe(bench.REPO / "configs" / "metakd_amazon.yaml", forced)
     assert recipe.teacher.train.bf16 and recipe.student.intermediate.bf16 and recipe.student.prediction.bf16
-    assert baseline_train(recipe, 1).bf16
+    plan = Plan("amazon", ("books",), ("books",), ("books",), "test", "accuracy", {"books": 1600})
+    assert baseline_train(recipe, plan, "books", 1).bf16
     for native in (True, False):
         monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda native=native: native)
         assert bench.precision_overrides("auto") == (forced if native else [])

@@ -87,6 +87,34 @@ def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_ru
     assert resumed.best_metrics == uncut.best_metrics
 
 
+def test_min_steps_adds_passes_over_small_data_and_resumes_exactly(tiny_run, tmp_path):
+    """train.min_steps: 0.1 epoch of 36 steps would be 4 steps; the floor makes 40, across an epoch end, and a
+    run cut after that epoch end resumes to the same weights."""
+    from multidistill.training.schedule import planned_steps
+
+    raw, _ = tiny_run
+    raw = {**raw, "train": {**raw["train"], "epochs": 0.1, "min_steps": 40}}
+    assert planned_steps(_config(raw).train, 36) == 40
+    assert planned_steps(_config({**raw, "train": {**raw["train"], "min_steps": 3}}).train, 36) == 4
+    uncut = train_teacher(_config(raw, output_dir=str(tmp_path / "uncut")))
+    assert uncut.steps == 40
+    history = json.loads((tmp_path / "uncut" / "train_history.json").read_text())
+    assert [(h["step"], h["epoch"]) for h in history] == [(36, 1), (40, 1)]
+
+    def crash_at_step_38(state):
+        if state.step == 38:
+            raise Crash
+
+    cut_config = _config(raw, output_dir=str(tmp_path / "cut"))
+    with pytest.raises(Crash):
+        train_teacher(cut_config, on_step=crash_at_step_38)
+    resumed = train_teacher(cut_config, resume=True)
+    assert resumed.steps == 40
+    expected, got = _final_weights(tmp_path / "uncut"), _final_weights(tmp_path / "cut")
+    for name in expected:
+        assert (expected[name] - got[name]).abs().max().item() == 0.0, name
+
+
 def test_resume_of_a_finished_run_changes_nothing(tiny_run, tmp_path):
     raw, _ = tiny_run
     config = _config(raw)

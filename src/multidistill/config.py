@@ -195,6 +195,10 @@ class TrainConfig(_Strict):
     """Optimisation and the training loop."""
 
     epochs: float = Field(3.0, gt=0, le=1e6, description="Passes over the multi-task batch plan (may be fractional).")
+    min_steps: int | None = Field(None, gt=0, le=10**9, description="Train at least this many optimizer steps: "
+                                  "where epochs x steps per epoch falls short (a small data set), the run makes "
+                                  "more passes. None: epochs alone decide. The schedule (warm-up, decay) spans "
+                                  "the steps actually made.")
     batch_size: int = Field(32, gt=0, description="Examples per batch (per process).")
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")

@@ -55,6 +55,7 @@ from multidistill.teachers.prototypes import encoder_embeddings, expertise_weigh
 from multidistill.teachers.store import open_signal_store
 from multidistill.training.device import accelerator_for
 from multidistill.training.loop import BEST_MODEL
+from multidistill.training.schedule import epoch_steps, planned_steps
 from multidistill.utils.atomic import write_json
 
 PROTOTYPE_SCORE = "prototype_score"  # t_i
@@ -99,8 +100,13 @@ def _intermediate_train() -> TrainConfig:
     return TrainConfig(epochs=10, lr=5e-5, lr_scheduler="constant", warmup_ratio=0.0, select="last")
 
 
+# Stage B's step floor: the authors' 3 epochs over a full Amazon domain (1,600 rows, batch 32). Their epoch count
+# alone gives 15 steps at 10% of a domain, too few to train the head (docs/benchmarks.md, Issue 13 at 10%).
+PREDICTION_MIN_STEPS = 150
+
+
 def _prediction_train() -> TrainConfig:
-    return TrainConfig(epochs=3, lr=3e-5, warmup_ratio=0.1)
+    return TrainConfig(epochs=3, lr=3e-5, warmup_ratio=0.1, min_steps=PREDICTION_MIN_STEPS)
 
 
 class MetaStudentSection(_Strict):
@@ -112,10 +118,12 @@ class MetaStudentSection(_Strict):
     intermediate: TrainConfig = Field(default_factory=_intermediate_train, description="Stage A (the authors': 10 "
                                       "epochs, lr 5e-5 constant, no warm-up); the kept model is the last.")
     prediction: TrainConfig = Field(default_factory=_prediction_train, description="Stage B from A's checkpoint "
-                                    "(3 epochs, lr 3e-5, warm-up 0.1).")
+                                    "(the authors' 3 epochs, lr 3e-5, warm-up 0.1; and at least 150 steps, "
+                                    "min_steps, so a data-scarce target still trains the head).")
     baseline: TrainConfig | None = Field(None, description="Settings of every baseline student (no-KD, KD). "
-                                         "Default: stage B's with epochs = stage A's + stage B's, so a baseline "
-                                         "makes as many passes over the target's rows as the Meta-KD student.")
+                                         "Default: stage B's with epochs = the passes stage A and stage B make "
+                                         "together (min_steps included), so a baseline makes as many passes over "
+                                         "the target's rows as the Meta-KD student.")
     gamma2: float = Field(0.5, ge=0, description="Weight of transferable_mse in stage A.")
     temperature: float = Field(1.0, gt=0, description="Soft cross-entropy temperature T of stage B and the KD "
                                "baselines.")
@@ -182,6 +190,7 @@ class Plan:
     targets: tuple[str, ...]
     report_split: str
     main_metric: str
+    train_rows: dict[str, int]  # target -> its training rows after data.fraction
 
 
 def _data(recipe: MetaKDRecipe, ref: TaskRef, eval_split: str | None = None) -> DataConfig:
@@ -256,6 +265,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         raise ConfigError(f"key 'data.tasks': Meta-KD needs at least two domains with training rows, task "
                           f"'{task.name}' keeps {list(kept)}")
     targets = tuple(recipe.targets or kept)
+    train_rows = {}
     for target in targets:
         if target not in kept:
             raise ConfigError(f"key 'targets': domain {target!r} is not in the data (task '{task.name}' keeps "
@@ -264,6 +274,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         if left == 0:
             raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s "
                               f"{counts[target]} training rows keeps no row; raise the fraction")
+        train_rows[target] = left
     if recipe.prototypes.mode == "class":
         views = [union_data(recipe, t) for t in targets] if recipe.data.fraction < 1 else [union_data(recipe)]
         for view in views:
@@ -288,7 +299,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     report = open_example_store(_data(recipe, TaskRef(name=ref.name, domains_include=list(targets))),
                                 max_examples_per_task=None, seed=recipe.subset_seed)
     report.validate([recipe.data.eval_split, split])
-    return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric)
+    return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
 
 
 def _selected(ref: TaskRef, domain: str) -> bool:
@@ -521,16 +532,26 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
     return students
 
 
-def baseline_train(recipe: MetaKDRecipe, seed: int) -> TrainConfig:
+def passes(train: TrainConfig, rows: int) -> float:
+    """Passes over ``rows`` training rows (one task, one process) that ``train`` makes, min_steps included."""
+    per_epoch = epoch_steps(train, -(-rows // train.batch_size))
+    return planned_steps(train, per_epoch) / per_epoch if per_epoch else train.epochs
+
+
+def baseline_train(recipe: MetaKDRecipe, plan: Plan, target: str, seed: int) -> TrainConfig:
     """A baseline student's settings: the same budget (passes over the target's rows) as A + B together."""
     section = recipe.student
     if section.baseline is not None:
         return section.baseline.model_copy(update={"seed": seed})
-    epochs = section.intermediate.epochs + section.prediction.epochs
-    return section.prediction.model_copy(update={"seed": seed, "epochs": epochs})
+    rows = plan.train_rows[target]
+    epochs = passes(section.intermediate, rows) + passes(section.prediction, rows)
+    # The floor is spent in `epochs` already; min_steps is dropped so that where it does not bite (full data)
+    # the settings, and so the finished stages' fingerprints, stay what they were.
+    return section.prediction.model_copy(update={"seed": seed, "epochs": epochs, "min_steps": None})
 
 
-def kd_students(runner: StageRunner, recipe: MetaKDRecipe, arm: str, target: str, teacher: Model) -> list[Model]:
+def kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, arm: str, target: str,
+                teacher: Model) -> list[Model]:
     """A KD baseline: the teacher's probabilities on the target's rows, then soft_ce students (`baseline_train`)."""
     data = target_data(recipe, target)
     signals = signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint}, data,
@@ -540,16 +561,16 @@ def kd_students(runner: StageRunner, recipe: MetaKDRecipe, arm: str, target: str
     model = resolve_teacher_ref(recipe.student.model, [teacher.folder])
     return [Model.of_stage(train_stage(
         runner, f"student-{arm}-{target}{seed_suffix(recipe, seed)}", kind="distill", model=model,
-        train=baseline_train(recipe, seed), data=data, max_examples=None,
+        train=baseline_train(recipe, plan, target, seed), data=data, max_examples=None,
         objective=objective, signals=signals, inputs={"signals": stage_fingerprint(signals)}))
         for seed in recipe.student.seeds]
 
 
-def no_kd_students(runner: StageRunner, recipe: MetaKDRecipe, target: str) -> list[Model]:
+def no_kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target: str) -> list[Model]:
     """The no-KD baseline: the student fine-tuned on the target's gold labels (`baseline_train`)."""
     return [Model.of_stage(train_stage(
         runner, f"student-nokd-{target}{seed_suffix(recipe, seed)}", kind="teacher", model=recipe.student.model,
-        train=baseline_train(recipe, seed), data=target_data(recipe, target),
+        train=baseline_train(recipe, plan, target, seed), data=target_data(recipe, target),
         max_examples=None))
         for seed in recipe.student.seeds]
 
@@ -634,20 +655,20 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     for target in plan.targets:
         suffix = union_suffix(recipe, target)
         if "no_kd" in recipe.baselines:
-            scored += [Scored(ROWS["nokd"], (target,), s) for s in no_kd_students(runner, recipe, target)]
+            scored += [Scored(ROWS["nokd"], (target,), s) for s in no_kd_students(runner, recipe, plan, target)]
         if "single_domain" in recipe.baselines:
             teacher = Model.of_stage(plain_teacher_stage(runner, recipe, f"teacher-single-{target}",
                                                          target_data(recipe, target)))
             scored.append(Scored(ROWS["single"], (target,), teacher))
             scored += [Scored(ROWS["single_kd"], (target,), s)
-                       for s in kd_students(runner, recipe, "single", target, teacher)]
+                       for s in kd_students(runner, recipe, plan, "single", target, teacher)]
         if "mixed" in recipe.baselines:
             if suffix not in mixed:
                 mixed[suffix] = Model.of_stage(plain_teacher_stage(runner, recipe, f"teacher-mixed{suffix}",
                                                                    union_data(recipe, target)))
                 scored.append(Scored(ROWS["mixed"], plan.targets if not suffix else (target,), mixed[suffix]))
             scored += [Scored(ROWS["mixed_kd"], (target,), s)
-                       for s in kd_students(runner, recipe, "mixed", target, mixed[suffix])]
+                       for s in kd_students(runner, recipe, plan, "mixed", target, mixed[suffix])]
         if "meta_without_target" in recipe.baselines:
             view = union_data(recipe, without=target)
             prototypes = prototypes_stage(runner, recipe, f"prototypes-without-{target}", view)

@@ -34,7 +34,7 @@ from multidistill.evaluation.evaluate import EvalResult
 from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
 from multidistill.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from multidistill.training.device import make_accelerator
-from multidistill.training.schedule import make_scheduler
+from multidistill.training.schedule import epoch_steps, make_scheduler, planned_steps
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import json_safe, write_json
 from multidistill.utils.interrupt import add_note
@@ -127,7 +127,8 @@ def check_position(state: LoopState, folder: Path, *, total_steps: int, epochs: 
     raise ConfigError(f"checkpoint {folder}: its position (step {state.step}, epoch {state.epoch}, batch "
                       f"{state.position}) lies outside this run's plan ({total_steps} steps, {batches} batches per "
                       f"epoch, {accum} per step): the run was made with other settings (train.batch_size, "
-                      "train.epochs, data); resume with those, or start the run again with --overwrite")
+                      "train.epochs, train.min_steps, data); resume with those, or start the run again with "
+                      "--overwrite")
 
 
 def _diverged(what: str, step: int, task: str) -> TrainingDiverged:
@@ -178,11 +179,11 @@ def train(
     world, rank = accelerator.num_processes, accelerator.process_index
     # Each process takes every world-th batch of the shared plan; all get the same count.
     local_batches = len(planner) // world
-    steps_per_epoch = local_batches // config.grad_accum_steps
+    steps_per_epoch = epoch_steps(config, local_batches)
     if steps_per_epoch == 0:
         raise ValueError(f"too little data for one optimizer step: {len(planner)} batches for {world} "
                          f"process(es) x {config.grad_accum_steps} accumulation steps")
-    total_steps = math.ceil(config.epochs * steps_per_epoch)
+    total_steps = planned_steps(config, steps_per_epoch)  # train.min_steps may add passes over small data
 
     trainables = _Trainables(model, objective)
     # The fused kernel (CPU and GPU) updates each tensor in one pass: with short sentences the AdamW step over a
@@ -201,8 +202,8 @@ def train(
         except TypeError as exc:
             raise ConfigError(f"checkpoint {found}: loop_state.json is not a loop state ({exc}); delete the "
                               "checkpoint to resume from an older one") from exc
-        check_position(state, found, total_steps=total_steps, epochs=config.epochs, batches=local_batches,
-                       accum=config.grad_accum_steps)
+        check_position(state, found, total_steps=total_steps, epochs=total_steps / steps_per_epoch,
+                       batches=local_batches, accum=config.grad_accum_steps)
         accelerator.print(f"resumed from {found} (step {state.step}/{total_steps})")
     elif resume:
         accelerator.print(f"no checkpoint in {checkpoint_root} yet (the run was cut before its first one): "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_scheduler
@@ -20,3 +22,14 @@ def make_scheduler(optimizer: Optimizer, config: TrainConfig, total_steps: int) 
     """
     return get_scheduler(SCHEDULES[config.lr_scheduler], optimizer,
                          num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def epoch_steps(config: TrainConfig, batches: int) -> int:
+    """Optimizer steps in one epoch of ``batches`` batches (per process): whole groups of grad_accum_steps."""
+    return batches // config.grad_accum_steps
+
+
+def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The optimizer steps a training makes: ``config.epochs`` x ``steps_per_epoch`` (rounded up), raised to
+    ``config.min_steps`` where that is set and more."""
+    return max(math.ceil(config.epochs * steps_per_epoch), config.min_steps or 0)
