@@ -398,3 +398,19 @@ def test_train_then_evaluate_per_domain(tmp_path, tiny_model_dir, monkeypatch, c
     scores = json.loads((tmp_path / "run" / "eval_dev.json").read_text())
     assert set(scores["domains"]["reviews"]) == set(DOMAINS)
     assert set(scores["domain_average"]["reviews"]) == {"accuracy", "f1"}
+
+    # soft-targets labels only the selected domains' rows (a per-domain student's store); bad selections write nothing.
+    from multidistill.teachers.store import open_signal_store
+
+    label = ["soft-targets", "--teacher", str(tmp_path / "run" / "model"), "--tasks", "reviews",
+             "--cache-dir", str(tmp_path / "cache")]
+    code, output = run_cli(monkeypatch, capsys, *label, "--out", str(tmp_path / "books"), "--domains", "books")
+    assert code == 0, output
+    assert len(open_signal_store(tmp_path / "books").signals("reviews", "train")) == 20  # 40 rows, alternating
+    code, output = run_cli(monkeypatch, capsys, *label, "--out", str(tmp_path / "dvd"), "--exclude-domains", "books")
+    assert code == 0 and len(open_signal_store(tmp_path / "dvd").signals("reviews", "train")) == 20
+    for bad, message in ((["--domains", "music"], "music"), (["--domains", "books", "--exclude-domains", "dvd"],
+                                                              "not both")):
+        code, output = run_cli(monkeypatch, capsys, *label, "--out", str(tmp_path / "bad"), *bad)
+        assert code == 2 and message in output, output
+        assert not (tmp_path / "bad").exists() and not list(tmp_path.glob("bad*"))

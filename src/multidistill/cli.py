@@ -295,6 +295,11 @@ def soft_targets_command(
         help="Also store the teachers' hidden states at these layers (comma-separated; 0 = embedding output), per "
              "real token in float16, for feature losses (hidden_mse, cosine_hidden) without an online teacher; "
              "e.g. 0,2,4,6 for a 3-layer student of a 6-layer teacher.")] = None,
+    domains: Annotated[str | None, typer.Option(
+        help="Tasks with domains: label only these domains' rows (comma-separated), as a student's "
+             "data.tasks[].domains_include does; the student must select the same.")] = None,
+    exclude_domains: Annotated[str | None, typer.Option(
+        help="Tasks with domains: leave these domains' rows out (comma-separated), as domains_exclude does.")] = None,
 ) -> None:
     """Run one or several teachers over tasks and store their logits and mean probabilities.
 
@@ -302,7 +307,7 @@ def soft_targets_command(
     a valid store is reused as is, a stale one is refused. Work is saved shard by shard in OUT.partial/;
     running the same command again after an interruption continues from the last complete shard.
     """
-    from multidistill.config import DataConfig
+    from multidistill.config import DataConfig, TaskRef
     from multidistill.data.tasks import Task
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
@@ -314,7 +319,11 @@ def soft_targets_command(
     specs = {s["name"]: Task.model_validate(s) for s in read_model_config(teacher[0])["tasks"]}
     if data_root is None:
         data_root = saved_data_root(teacher[0])
-    data = DataConfig(tasks=names, data_root=data_root, cache_dir=cache_dir,
+    if domains and exclude_domains:
+        raise ConfigError("give --domains or --exclude-domains, not both")
+    selection = {"domains_include": _split_names(domains), "domains_exclude": _split_names(exclude_domains)}
+    refs = [TaskRef(name=n, **selection) for n in names]
+    data = DataConfig(tasks=refs, data_root=data_root, cache_dir=cache_dir,
                       task_specs=[specs[n] for n in names if n in specs])
     accelerator = accelerator_for("bf16" if bf16 else "no")
     store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits) or ["train"]),
