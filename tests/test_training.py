@@ -96,6 +96,9 @@ def test_min_steps_adds_passes_over_small_data_and_resumes_exactly(tiny_run, tmp
     raw = {**raw, "train": {**raw["train"], "epochs": 0.1, "min_steps": 40}}
     assert planned_steps(_config(raw).train, 36) == 40
     assert planned_steps(_config({**raw, "train": {**raw["train"], "min_steps": 3}}).train, 36) == 4
+    for epochs, per_epoch, steps in ((10 + 200 / 15, 15, 350), (10 + 150 / 18, 18, 330), (0.5, 7, 4)):  # float error
+        assert planned_steps(_config({**raw, "train": {**raw["train"], "epochs": epochs, "min_steps": None}}).train,
+                             per_epoch) == steps
     uncut = train_teacher(_config(raw, output_dir=str(tmp_path / "uncut")))
     assert uncut.steps == 40
     history = json.loads((tmp_path / "uncut" / "train_history.json").read_text())

@@ -31,5 +31,6 @@ def epoch_steps(config: TrainConfig, batches: int) -> int:
 
 def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     """The optimizer steps a training makes: ``config.epochs`` x ``steps_per_epoch`` (rounded up), raised to
-    ``config.min_steps`` where that is set and more."""
-    return max(math.ceil(config.epochs * steps_per_epoch), config.min_steps or 0)
+    ``config.min_steps`` where that is set and more. The product is rounded to 9 decimals first, so that float
+    error (0.1 x 30 = 3.0000000000000004) does not add a step."""
+    return max(math.ceil(round(config.epochs * steps_per_epoch, 9)), config.min_steps or 0)
