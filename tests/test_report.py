@@ -159,6 +159,28 @@ def test_without_benchmark_the_report_says_why(tmp_path):
     assert (run_dir / "report" / "training_curves.png").is_file()
 
 
+def test_a_summary_of_test_scores_is_reported_as_test_and_equal_sizes_as_equal(tmp_path, monkeypatch):
+    """Meta-KD's summary says split: test; the report and the retention figure say test, not dev. A row as large as
+    the reference has as many parameters (not '1.0x fewer')."""
+    from multidistill.report import plots
+
+    labels = []
+    drawn = plots.plot_retention
+    monkeypatch.setattr(plots, "plot_retention", lambda *a, **k: labels.append(k.get("split")) or drawn(*a, **k))
+    run_dir = make_run(tmp_path, benchmark=False, stages=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["split"] = "test"
+    summary["rows"]["teacher twin"] = {**summary["rows"][REFERENCE], "params": 33_400_000}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run_dir).read_text()
+    assert "Test scores (each task's main metric)" in text and "Dev scores" not in text
+    assert "of the reference's average test score" in text and "average dev score" not in text
+    assert "**teacher twin** keeps **100.0%** of the reference's average test score (0.7595 vs 0.7595) with as many " \
+           "parameters" in text
+    assert "with 13.8× fewer parameters" in text
+    assert labels == ["test"]
+
+
 def test_unreadable_optional_inputs_degrade_to_notes(tmp_path):
     run_dir = make_run(tmp_path, stages=False)
     (run_dir / "benchmark.json").write_text("{not json")

@@ -46,7 +46,7 @@ def _read_json(path: Path) -> Any:
 
 def load_summary(run_dir: Path) -> dict:
     """Read ``run_dir/summary.json`` into {reference, tasks, rows: {name: {main, average, params, retention, kept}},
-    notes}.
+    notes, baseline, split} (split: the split the scores are on, dev unless the summary names another).
 
     Rows may hold their scores under ``metrics`` (recipe summaries) or directly (benchmark-script
     summaries); a summary without a ``reference`` is compared against its first row, with a note. Averages are
@@ -98,7 +98,10 @@ def load_summary(run_dir: Path) -> dict:
                                                              tasks)
             row["at_baseline"] = [t for t in tasks
                                   if at_baseline(row["main"].get(t), baseline["main"].get(t), baseline["margin"])]
-    return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline}
+    split = payload.get("split")
+    split = split if isinstance(split, str) and split.isidentifier() else "dev"  # older summaries: dev
+    return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline,
+            "split": split}
 
 
 def _load_baseline(entry: Any, reference: dict, tasks: list[str]) -> dict | None:
@@ -351,11 +354,19 @@ def column_meanings(benchmark: dict, with_rss: bool = True) -> list[tuple[str, s
     return meanings
 
 
+def _parameters(fewer: float) -> str:
+    """' with 3.1× fewer parameters', or more, or as many (within 5%: a teacher beside the reference)."""
+    if fewer >= 1.05:
+        return f" with {fewer:.1f}× fewer parameters"
+    return f" with {1 / fewer:.1f}× more parameters" if fewer <= 0.95 else " with as many parameters"
+
+
 def _glance(summary: dict, benchmark: dict | None) -> list[str]:
     """One line per model answering 'how much quality did I keep' and 'how much faster/smaller is it'."""
     from multidistill.report.plots import runtime_label
 
     lines = []
+    split = summary["split"]  # Meta-KD reports test where the task has one
     reference, rows = summary["reference"], summary["rows"]
     base = rows[reference]
     for name, row in rows.items():
@@ -363,10 +374,10 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
             continue
         kept = row["kept"]
         over = "" if len(kept.tasks) == len(summary["tasks"]) else f" on {', '.join(kept.tasks)}"
-        text = (f"- **{name}** keeps **{fmt_pct(kept.ratio)}%** of the reference's average dev score{over} "
+        text = (f"- **{name}** keeps **{fmt_pct(kept.ratio)}%** of the reference's average {split} score{over} "
                 f"({fmt_score(kept.score)} vs {fmt_score(kept.reference_score)})")
         if row["params"] and base["params"]:
-            text += f" with {base['params'] / row['params']:.1f}× fewer parameters"
+            text += _parameters(base["params"] / row["params"])
         if row.get("above_baseline") is not None:
             text += (f"; above the trivial baseline it keeps **{fmt_pct(row['above_baseline'])}%** of the "
                      f"reference's margin")
@@ -406,6 +417,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     from multidistill.report.plots import runtime_label
 
     reference, tasks, rows = summary["reference"], summary["tasks"], summary["rows"]
+    split = summary["split"]
     base = rows[reference]
     out = [f"# Distillation report: {run_dir.resolve().name}", "",
            f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from `{run_dir}`; reference: **{reference}**.", ""]
@@ -414,8 +426,8 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += ["## At a glance", "", *glance, ""]
 
     baseline = summary.get("baseline")
-    out += ["## Quality", "", "Dev scores (each task's main metric); retention % = a row's average / the "
-            "reference's average, both over the tasks the two were scored on.", ""]
+    out += ["## Quality", "", f"{split.capitalize()} scores (each task's main metric); retention % = a row's "
+            "average / the reference's average, both over the tasks the two were scored on.", ""]
     if baseline:
         out += [f"The {baseline['name']} row answers a constant (majority class, or the training mean); above "
                 f"baseline % = (row - baseline) / (reference - baseline) on the same averages. {AT_BASELINE_MARK}: "
@@ -539,7 +551,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     with atomic_dir(out_dir) as tmp:
         figures: dict[str, Path | None] = {
             "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
-                                              tmp / "retention.png", colours=colours),
+                                              tmp / "retention.png", colours=colours,
+                                              split=summary["split"]),
             "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
                                                    colours=colours),
             "speed": None,

@@ -279,7 +279,7 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
 
 
 def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path,
-                   colours: Mapping[str, Any] | None = None) -> Path | None:
+                   colours: Mapping[str, Any] | None = None, split: str = "dev") -> Path | None:
     """Grouped bars: per task, the % of the reference row's main score each other row keeps, plus "average".
 
     ``rows`` maps a row name to {"main": {task: score}}; every bar is `retention` (the "average" group over the
@@ -331,7 +331,7 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
     ax.set_xticklabels([short_name(g, 20) for g in groups], rotation=30 if long_ticks else 0,
                        ha="right" if long_ticks else "center")
     ax.get_xticklabels()[-1].set_fontweight("bold")
-    ax.set_xlabel("task (main dev metric)")
+    ax.set_xlabel(f"task (main {split} metric)")
     ax.set_ylabel("retention (% of reference score)")
     ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}")
     ax.grid(True, axis="y", alpha=0.35)
