@@ -181,6 +181,18 @@ def test_a_summary_of_test_scores_is_reported_as_test_and_equal_sizes_as_equal(t
     assert labels == ["test"]
 
 
+def test_many_stages_draw_each_stages_seeds_as_their_mean():
+    """Past `MAX_CURVES` stage folders (Meta-KD: 60+), `-seed-<n>` stages become one mean curve over the steps
+    every seed logged; a stage without seeds stays as it is."""
+    from multidistill.report.plots import mean_over_seeds
+
+    merged = mean_over_seeds({"student-books-seed-1": [(5, 1.0), (10, 3.0)],
+                              "student-books-seed-2": [(5, 3.0), (10, 5.0), (15, 9.0)],
+                              "meta-teacher": [(50, 0.5)], "lone-seed-7": [(1, 2.0)]})
+    assert merged == {"student-books (mean of 2 seeds)": [(5, 2.0), (10, 4.0)], "meta-teacher": [(50, 0.5)],
+                      "lone-seed-7": [(1, 2.0)]}
+
+
 def test_unreadable_optional_inputs_degrade_to_notes(tmp_path):
     run_dir = make_run(tmp_path, stages=False)
     (run_dir / "benchmark.json").write_text("{not json")

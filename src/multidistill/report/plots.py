@@ -6,6 +6,7 @@ Everything renders with the Agg backend, so reports build on headless machines a
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from matplotlib.transforms import Bbox  # noqa: E402
 from multidistill.evaluation.retention import retention  # noqa: E402
 
 DPI = 130
+MAX_CURVES = 16  # more stage folders than this: seeds of one stage are drawn as their mean
+_SEED_SUFFIX = re.compile(r"-seed-\d+$")
 RUNTIME_LABELS = {
     "pytorch_fp32": "PyTorch fp32",
     "pytorch_bf16": "PyTorch bf16",
@@ -352,15 +355,38 @@ def _ema(values: Sequence[float], weight: float) -> list[float]:
     return smoothed
 
 
+def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:
+    """Stages named ``<name>-seed-<n>`` merged into one ``<name> (mean of k seeds)`` curve: at each step every seed
+    logged, the mean of their values. Other stages are kept as they are."""
+    groups: dict[str, list[str]] = {}
+    for stage in series:
+        groups.setdefault(_SEED_SUFFIX.sub("", stage), []).append(stage)
+    merged = {}
+    for name, members in groups.items():
+        if len(members) == 1 and members[0] == name:
+            merged[name] = list(series[name])
+            continue
+        by_step = [dict(series[m]) for m in members]
+        steps = sorted(set.intersection(*(set(d) for d in by_step)))
+        label = f"{name} (mean of {len(members)} seeds)" if len(members) > 1 else members[0]
+        merged[label] = [(step, sum(d[step] for d in by_step) / len(by_step)) for step in steps]
+    return merged
+
+
 def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str, list[tuple[int, float]]],
                          out: str | Path, colours: Mapping[str, Any] | None = None) -> Path | None:
     """Train loss vs step and dev average vs step, one line per stage folder (same colour in both panels).
 
     ``loss`` and ``dev`` map a stage name to (step, value) pairs. Long, noisy loss curves are drawn faint
-    with an exponential moving average on top, like TensorBoard's smoothing. Returns None without data.
+    with an exponential moving average on top, like TensorBoard's smoothing. With more than `MAX_CURVES`
+    stages (a recipe with several seeds per stage), each stage's seeds are drawn as their mean
+    (`mean_over_seeds`). Returns None without data.
     """
     loss = {k: v for k, v in loss.items() if v}
     dev = {k: v for k, v in dev.items() if v}
+    if len(dict.fromkeys([*loss, *dev])) > MAX_CURVES:
+        loss, dev = mean_over_seeds(loss), mean_over_seeds(dev)
+        loss, dev = {k: v for k, v in loss.items() if v}, {k: v for k, v in dev.items() if v}
     stages = list(dict.fromkeys([*loss, *dev]))
     if not stages:
         return None
@@ -399,7 +425,8 @@ def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str
             ax.grid(True, alpha=0.35)
     fig.suptitle("Training curves per stage", fontsize=13)
     fig.tight_layout()
-    handles = [Line2D([], [], color=colour[s], lw=2.2, label=short_name(s, 40)) for s in stages]
+    wide = max(len(s) for s in stages) > 40  # "<stage> (mean of 3 seeds)": three wider legend columns
+    handles = [Line2D([], [], color=colour[s], lw=2.2, label=short_name(s, 56 if wide else 40)) for s in stages]
     fig.legend(handles=handles, title="stage folder", loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(stages), 4), fontsize=9, frameon=False)
+               ncol=min(len(stages), 3 if wide else 4), fontsize=9, frameon=False)
     return _finish(fig, out)
