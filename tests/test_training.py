@@ -26,6 +26,24 @@ def _final_weights(output_dir) -> dict:
     return load_file(list_checkpoints(output_dir / "checkpoints")[-1] / "trainables.safetensors")
 
 
+def _cut_at(config: TeacherRunConfig, step: int) -> None:
+    """Train until the loop finishes ``step``, then stop as a kill would."""
+
+    def crash(state):
+        if state.step == step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_teacher(config, on_step=crash)
+
+
+def _assert_same_weights(expected_dir, got_dir) -> None:
+    expected, got = _final_weights(expected_dir), _final_weights(got_dir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] - got[name]).abs().max().item() == 0.0, name
+
+
 def test_teacher_training_writes_model_metrics_and_logs(tiny_run, tmp_path):
     raw, _ = tiny_run
     result = train_teacher(_config(raw))
@@ -68,22 +86,14 @@ def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_ru
     raw = {**raw, "train": {**raw["train"], "group_by_length": group_by_length}}
     uncut = train_teacher(_config(raw, output_dir=str(tmp_path / "uncut")))
 
-    def crash_at_step_8(state):
-        if state.step == 8:
-            raise Crash
-
     cut_config = _config(raw, output_dir=str(tmp_path / "cut"))
-    with pytest.raises(Crash):
-        train_teacher(cut_config, on_step=crash_at_step_8)
+    _cut_at(cut_config, 8)
     # The newest checkpoint is older than the crash, so steps after it are replayed.
     assert list_checkpoints(tmp_path / "cut" / "checkpoints")[-1].name == "step-000000006"
     resumed = train_teacher(cut_config, resume=True)
 
     assert resumed.steps == uncut.steps
-    expected, got = _final_weights(tmp_path / "uncut"), _final_weights(tmp_path / "cut")
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert (expected[name] - got[name]).abs().max().item() == 0.0, name
+    _assert_same_weights(tmp_path / "uncut", tmp_path / "cut")
     assert resumed.best_metrics == uncut.best_metrics
 
 
@@ -104,18 +114,11 @@ def test_min_steps_adds_passes_over_small_data_and_resumes_exactly(tiny_run, tmp
     history = json.loads((tmp_path / "uncut" / "train_history.json").read_text())
     assert [(h["step"], h["epoch"]) for h in history] == [(36, 1), (40, 1)]
 
-    def crash_at_step_38(state):
-        if state.step == 38:
-            raise Crash
-
     cut_config = _config(raw, output_dir=str(tmp_path / "cut"))
-    with pytest.raises(Crash):
-        train_teacher(cut_config, on_step=crash_at_step_38)
+    _cut_at(cut_config, 38)
     resumed = train_teacher(cut_config, resume=True)
     assert resumed.steps == 40
-    expected, got = _final_weights(tmp_path / "uncut"), _final_weights(tmp_path / "cut")
-    for name in expected:
-        assert (expected[name] - got[name]).abs().max().item() == 0.0, name
+    _assert_same_weights(tmp_path / "uncut", tmp_path / "cut")
 
 
 def test_resume_of_a_finished_run_changes_nothing(tiny_run, tmp_path):
