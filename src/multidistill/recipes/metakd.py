@@ -37,6 +37,7 @@ from multidistill.config import (
 )
 from multidistill.data.collate import collate, to_device
 from multidistill.data.prepare import open_example_store, prepare_data
+from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.errors import ConfigError, DataError
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models.backbone import load_tokenizer
@@ -533,8 +534,11 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
 
 
 def passes(train: TrainConfig, rows: int) -> float:
-    """Passes over ``rows`` training rows (one task, one process) that ``train`` makes, min_steps included."""
-    per_epoch = epoch_steps(train, -(-rows // train.batch_size))
+    """Passes over ``rows`` training rows (one task, one process) that ``train`` makes, min_steps included; the
+    batches are counted by the loop's own planner."""
+    planner = MultiTaskBatchPlanner({"target": rows}, train.batch_size, train.sampling, train.temperature_tau,
+                                    train.seed)
+    per_epoch = epoch_steps(train, len(planner))
     return planned_steps(train, per_epoch) / per_epoch if per_epoch else train.epochs
 
 
