@@ -383,3 +383,18 @@ def test_arbitrary_overrides_load_or_raise_config_error(tmp_path_factory, overri
 def test_nan_lr_is_rejected(tmp_path: Path) -> None:
     # A NaN learning rate must not slip through the gt=0 bound.
     assert "'train.lr'" in config_error(write_yaml(tmp_path, with_section("train", lr=math.nan)))
+
+
+def test_a_section_given_in_part_keeps_its_fields_default() -> None:
+    """A recipe section whose default is not the bare class (MKD's finetune.train: 1 epoch; MITKD's general.train:
+    select lowest_loss) keeps those values when the YAML gives only some keys; a bad key is still named."""
+    from pydantic import ValidationError
+
+    from multidistill.recipes.config import FinetuneSection
+    from multidistill.recipes.mitkd import GeneralStudentSection
+
+    assert FinetuneSection.model_validate({"train": {"lr": 1e-4}}).train.epochs == 1
+    general = GeneralStudentSection.model_validate({"model": {"name_or_path": "x"}, "train": {"epochs": 2}}).train
+    assert (general.epochs, general.select) == (2, "lowest_loss")
+    with pytest.raises(ValidationError, match="train.epochs"):
+        FinetuneSection.model_validate({"train": {"epochs": 0}})

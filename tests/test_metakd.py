@@ -291,3 +291,22 @@ def test_stage_b_defaults_to_a_step_floor():
     section = MetaStudentSection.model_validate({"model": {"name_or_path": "x"}})
     assert (section.prediction.epochs, section.prediction.min_steps) == (3, 150)
     assert section.intermediate.min_steps is None
+
+
+def test_a_stage_given_in_part_keeps_the_recipes_defaults():
+    """`prediction: {epochs: 5}` changes the epochs only: stage B keeps its lr, warm-up and step floor, and a
+    key given explicitly (even one equal to TrainConfig's own default) wins over the recipe's."""
+    from multidistill.config import TrainConfig
+    from multidistill.recipes.metakd import MetaStudentSection
+
+    raw = {"model": {"name_or_path": "x"}, "prediction": {"epochs": 5}, "intermediate": {"lr": 1e-4}}
+    section = MetaStudentSection.model_validate(raw)
+    prediction = section.prediction
+    assert (prediction.epochs, prediction.lr, prediction.warmup_ratio, prediction.min_steps) == (5, 3e-5, 0.1, 150)
+    intermediate = section.intermediate
+    assert (intermediate.epochs, intermediate.lr, intermediate.lr_scheduler, intermediate.select) == (
+        10, 1e-4, "constant", "last")
+    assert raw["prediction"] == {"epochs": 5}  # the caller's mapping is not changed
+    floorless = MetaStudentSection.model_validate({**raw, "prediction": {"min_steps": None}}).prediction
+    assert floorless.min_steps is None and floorless.epochs == 3
+    assert TrainConfig().min_steps is None  # the floor is the recipe's default, not the loop's

@@ -61,6 +61,27 @@ class _Strict(BaseModel):
     # allow_inf_nan=False: `lr: .inf` or `epochs: .nan` is refused at load, not met as a crash mid-run.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_keep_their_defaults(cls, data: Any) -> Any:
+        """A section given in part keeps what its field's default sets; the keys given win.
+
+        Without this, `student: {prediction: {epochs: 5}}` would build a bare TrainConfig(epochs=5) and drop the
+        recipe's own stage-B settings (lr, warm-up, step floor) without a word.
+        """
+        if not isinstance(data, dict):
+            return data
+        merged = data
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            if not isinstance(given, dict) or field.default_factory is None:
+                continue
+            default = field.default_factory()
+            preset = default.model_dump(exclude_unset=True) if isinstance(default, BaseModel) else {}
+            if preset:
+                merged = {**merged, name: {**preset, **given}}  # a copy: the caller's mapping stays as given
+        return merged
+
 
 # Seeds go to numpy / torch / random, which take 0 .. 2**32 - 1.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
