@@ -47,7 +47,7 @@ def tiny_metakd(tiny_run, tmp_path: Path, domains=DOMAINS) -> dict:
     recipe["student"]["model"].update(name_or_path=tiny["name_or_path"], student_layers=[1], max_seq_length=32)
     recipe["student"].update(intermediate={**TINY_TRAIN, "lr_scheduler": "constant", "warmup_ratio": 0.0,
                                            "select": "last"},
-                             prediction=TINY_TRAIN, seeds=[1])
+                             prediction={**TINY_TRAIN, "min_steps": None}, seeds=[1])  # no 150-step floor here
     return recipe
 
 
@@ -259,6 +259,18 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
         "Meta-KD student", "no-KD student", "single-domain KD student", "mixed-domain KD student",
         "Meta-KD student (teacher without target)"]
     assert all(set(row["metrics"]["main"]) == {"books"} for row in summary["rows"].values())
+    # benchmarks/metakd_teacher_confidence.py reads this folder: each KD arm's teacher on the 16 transfer rows.
+    from tests.conftest import load_benchmark
+
+    rows = load_benchmark("metakd_teacher_confidence", monkeypatch).arm_rows(root)
+    assert [(row["domain"], row["arm"], row["rows"]) for row in rows] == [
+        ("books", arm, 16) for arm in ("signals", "signals-without", "signals-mixed", "signals-single")]
+    for row in rows:
+        assert 0.5 <= row["top_p"] <= 1 and 0 <= row["gold_p"] <= row["top_p"] and 0 <= row["accuracy"] <= 1
+    students = ["Meta-KD student", "Meta-KD student (teacher without target)", "mixed-domain KD student",
+                "single-domain KD student"]
+    assert [row["student_test"] for row in rows] == [
+        summary["rows"][name]["metrics"]["main"]["books"] for name in students]
 
 
 def test_baseline_students_get_the_meta_students_budget(tiny_run, tmp_path):
