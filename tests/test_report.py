@@ -354,3 +354,33 @@ def test_one_colour_per_model_in_every_figure(tmp_path, monkeypatch):
     assert set(seen["retention"]) == set(names[1:])  # the reference is the 100% line, not a bar
     for name in names:
         assert len({figure[name] for figure in seen.values() if name in figure}) == 1, (name, seen)
+
+
+def test_many_stages_get_a_row_per_family_coloured_by_target(tmp_path):
+    """Past `MAX_CURVES` stages, `student-books` / `student-dvd` form the family `student` (members books, dvd); a
+    name sharing its prefix with no other stage is a family alone; the seeds' mean label stays on the member."""
+    from multidistill.report.plots import MAX_CURVES, plot_training_curves, stage_families
+
+    assert stage_families(["meta-teacher", "student-books (mean of 3 seeds)", "student-dvd (mean of 3 seeds)",
+                           "student-nokd-books", "student-nokd-dvd", "teacher-mixed", "report-x"]) == {
+        "meta-teacher": [("meta-teacher", "meta-teacher")],
+        "student": [("student-books (mean of 3 seeds)", "books (mean of 3 seeds)"),
+                    ("student-dvd (mean of 3 seeds)", "dvd (mean of 3 seeds)")],
+        "student-nokd": [("student-nokd-books", "books"), ("student-nokd-dvd", "dvd")],
+        "teacher-mixed": [("teacher-mixed", "teacher-mixed")],
+        "report-x": [("report-x", "report-x")]}
+    lone = "lone (mean of 2 seeds)"
+    assert stage_families([lone]) == {"lone": [(lone, lone)]}
+    stages = [f"{family}-{domain}-seed-{seed}" for family in ("student", "intermediate") for domain in ("books", "dvd")
+              for seed in (1, 2, 3, 4, 5)]
+    assert len(stages) > MAX_CURVES
+    loss = {stage: [(step, 1.0 / step) for step in range(1, 40)] for stage in stages}
+    dev = {stage: [(10, 0.5), (20, 0.7)] for stage in stages}
+    import matplotlib.pyplot as plt
+
+    made = []
+    real_subplots = plt.subplots
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plt, "subplots", lambda *a, **k: made.append(a) or real_subplots(*a, **k))
+        out = plot_training_curves(loss, dev, tmp_path / "curves.png")
+    assert out.is_file() and made == [(2, 2)]  # two families (student, intermediate), loss | dev each

@@ -373,20 +373,105 @@ def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[s
     return merged
 
 
+_MEAN_LABEL = re.compile(r"^(?P<core>.*?)(?P<seeds> \(mean of \d+ seeds\))?$")
+
+
+def stage_families(stages: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Stages grouped by what they are: ``student-books`` and ``student-dvd`` form the family ``student``, with
+    members ``books`` and ``dvd``. A name's last ``-part`` is its member when at least one other stage shares the
+    rest; otherwise the stage is a family of its own. A ``(mean of k seeds)`` label stays on the member.
+
+    Returns family -> [(stage, member label)], families and members in first-seen order.
+    """
+    def split(stage: str) -> tuple[str, str, str]:
+        match = _MEAN_LABEL.match(stage)
+        core, seeds = match["core"], match["seeds"] or ""
+        head, _, tail = core.rpartition("-")
+        return head, tail, seeds
+
+    heads = [split(stage)[0] for stage in stages]
+    families: dict[str, list[tuple[str, str]]] = {}
+    for stage in stages:
+        head, tail, seeds = split(stage)
+        if head and heads.count(head) > 1:
+            families.setdefault(head, []).append((stage, tail + seeds))
+        else:
+            families.setdefault(_MEAN_LABEL.match(stage)["core"], []).append((stage, stage))
+    return families
+
+
+def _draw_loss(ax, loss: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any]) -> None:
+    all_values = [v for series in loss.values() for _, v in series]
+    for stage, series in loss.items():
+        steps, values = zip(*series, strict=True)
+        if len(values) > 30:
+            ax.plot(steps, values, color=colour[stage], alpha=0.22, lw=0.8)
+            ax.plot(steps, _ema(values, 0.85), color=colour[stage], lw=1.8)
+        else:
+            ax.plot(steps, values, color=colour[stage], lw=1.8, marker=".")
+    # Distillation losses often fall by orders of magnitude; a log axis keeps the late steps visible.
+    if min(all_values) > 0 and max(all_values) / min(all_values) > 20:
+        ax.set_yscale("log")
+        _log_ticks(ax.yaxis)
+
+
+def _draw_dev(ax, dev: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any]) -> None:
+    for stage, series in dev.items():
+        steps, values = zip(*series, strict=True)
+        ax.plot(steps, values, color=colour[stage], lw=1.8, marker="o", markersize=4)
+
+
+def _plot_families(loss: dict, dev: dict, stages: list[str], out: str | Path) -> Path:
+    """One row per stage family (loss | dev), coloured by member (the same target has the same colour in every
+    row), each row with its own small legend: dozens of curves stay readable."""
+    families = stage_families(stages)
+    # Colour by member without its "(mean of k seeds)": books is one colour whether its rows had seeds or not.
+    members = list(dict.fromkeys(_MEAN_LABEL.match(label)["core"] for group in families.values() for _, label in group))
+    member_colour = dict(zip(members, _colours(len(members)), strict=True))
+    fig, axes = plt.subplots(len(families), 2, figsize=(14, 2.6 * len(families) + 0.8), dpi=DPI, squeeze=False)
+    for (family, group), (ax_loss, ax_dev) in zip(families.items(), axes, strict=True):
+        colour = {stage: member_colour[_MEAN_LABEL.match(label)["core"]] for stage, label in group}
+        family_loss = {stage: loss[stage] for stage, _ in group if stage in loss}
+        family_dev = {stage: dev[stage] for stage, _ in group if stage in dev}
+        for ax, series, draw, what in ((ax_loss, family_loss, _draw_loss, "train loss"),
+                                       (ax_dev, family_dev, _draw_dev, "dev average")):
+            if series:
+                draw(ax, series, colour)
+                ax.grid(True, alpha=0.35)
+            else:
+                _empty(ax, f"no {what} logged")
+            ax.set_ylabel(what, fontsize=9)
+        ax_loss.set_title(short_name(family, 60), loc="left", fontsize=10, fontweight="bold")
+        if len(group) > 1 or group[0][1] != family:
+            handles = [Line2D([], [], color=colour[stage], lw=2.2, label=short_name(label, 40))
+                       for stage, label in group]
+            ax_dev.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                          frameon=False)
+    for ax in axes[-1]:
+        ax.set_xlabel("optimizer step")
+    fig.suptitle("Training curves per stage family (loss smoothed where long; dev: main metric, mean over tasks)",
+                 fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # half an inch on top for the title
+    return _finish(fig, out)
+
+
 def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str, list[tuple[int, float]]],
                          out: str | Path, colours: Mapping[str, Any] | None = None) -> Path | None:
     """Train loss vs step and dev average vs step, one line per stage folder (same colour in both panels).
 
     ``loss`` and ``dev`` map a stage name to (step, value) pairs. Long, noisy loss curves are drawn faint
     with an exponential moving average on top, like TensorBoard's smoothing. With more than `MAX_CURVES`
-    stages (a recipe with several seeds per stage), each stage's seeds are drawn as their mean
-    (`mean_over_seeds`). Returns None without data.
+    stages (a recipe with several seeds per stage, or a target per stage), each stage's seeds are drawn as their
+    mean (`mean_over_seeds`) and each family of stages (`stage_families`: ``student-books``, ``student-dvd``, ...)
+    gets a row of its own, coloured by member instead of by ``colours``. Returns None without data.
     """
     loss = {k: v for k, v in loss.items() if v}
     dev = {k: v for k, v in dev.items() if v}
     if len(dict.fromkeys([*loss, *dev])) > MAX_CURVES:
         loss, dev = mean_over_seeds(loss), mean_over_seeds(dev)
         loss, dev = {k: v for k, v in loss.items() if v}, {k: v for k, v in dev.items() if v}
+        stages = list(dict.fromkeys([*loss, *dev]))
+        return _plot_families(loss, dev, stages, out) if stages else None
     stages = list(dict.fromkeys([*loss, *dev]))
     if not stages:
         return None
@@ -394,27 +479,14 @@ def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=DPI)
 
     if loss:
-        all_values = [v for series in loss.values() for _, v in series]
-        for stage, series in loss.items():
-            steps, values = zip(*series, strict=True)
-            if len(values) > 30:
-                ax_loss.plot(steps, values, color=colour[stage], alpha=0.22, lw=0.8)
-                ax_loss.plot(steps, _ema(values, 0.85), color=colour[stage], lw=1.8)
-            else:
-                ax_loss.plot(steps, values, color=colour[stage], lw=1.8, marker=".")
-        # Distillation losses often fall by orders of magnitude; a log axis keeps the late steps visible.
-        if min(all_values) > 0 and max(all_values) / min(all_values) > 20:
-            ax_loss.set_yscale("log")
-            _log_ticks(ax_loss.yaxis)
+        _draw_loss(ax_loss, loss, colour)
         ax_loss.set_ylabel("train loss (smoothed where long)")
     else:
         _empty(ax_loss, "no train/loss scalars found\n(stage tensorboard folders)")
     ax_loss.set_title("Training loss")
 
     if dev:
-        for stage, series in dev.items():
-            steps, values = zip(*series, strict=True)
-            ax_dev.plot(steps, values, color=colour[stage], lw=1.8, marker="o", markersize=4)
+        _draw_dev(ax_dev, dev, colour)
         ax_dev.set_ylabel("dev average (main metric, mean over tasks)")
     else:
         _empty(ax_dev, "no dev evaluations found\n(train_history.json)")
