@@ -384,3 +384,17 @@ def test_many_stages_get_a_row_per_family_coloured_by_target(tmp_path):
         patch.setattr(plt, "subplots", lambda *a, **k: made.append(a) or real_subplots(*a, **k))
         out = plot_training_curves(loss, dev, tmp_path / "curves.png")
     assert out.is_file() and made == [(2, 2)]  # two families (student, intermediate), loss | dev each
+
+
+def test_the_footer_counts_stage_logs_when_there_are_many():
+    """A few inputs are named one by one; past a dozen, the stage folders' logs are counted (a Meta-KD run's
+    footer listed 200+ paths)."""
+    from multidistill.report.build import describe_inputs
+
+    few = ["summary.json", "student/train_history.json", "student/tensorboard/"]
+    assert describe_inputs(few) == "`summary.json`, `student/train_history.json`, `student/tensorboard/`"
+    many = ["summary.json", "benchmark.json", *(f"s-{i}/{leaf}" for i in range(8)
+                                                for leaf in ("train_history.json", "tensorboard/")),
+            "teachers/seed-1/tensorboard/"]
+    assert describe_inputs(many) == ("`summary.json`, `benchmark.json`, and the `train_history.json` and "
+                                     "`tensorboard/` of 9 stage folders (`s-0`, `s-1`, `s-2`, …)")

@@ -518,10 +518,23 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     notes = [*summary["notes"], *training["notes"]]
     if notes:
         out += ["## Notes", "", *(f"- {n}" for n in notes), ""]
-    out += ["---", "", f"_How this was made: `multidistill report` read {', '.join(f'`{f}`' for f in inputs)} "
+    out += ["---", "", f"_How this was made: `multidistill report` read {describe_inputs(inputs)} "
             f"in `{run_dir}`; tensorboard folders are read for their `train/loss` and `eval/average` scalars._",
             ""]
     return "\n".join(out)
+
+
+def describe_inputs(inputs: list[str], listed: int = 12) -> str:
+    """The files a report read, each named while there are few; past ``listed``, the stage folders' training
+    logs are counted instead (a Meta-KD run has 60+ stage folders: 120+ names are a wall, not a record)."""
+    if len(inputs) <= listed:
+        return ", ".join(f"`{f}`" for f in inputs)
+    logs = [f for f in inputs if f.endswith((f"/{HISTORY_FILE}", f"{TENSORBOARD_DIR}/"))]
+    others = [f for f in inputs if f not in logs]
+    folders = list(dict.fromkeys(f.rsplit("/", 2 if f.endswith("/") else 1)[0] for f in logs))
+    named = ", ".join(f"`{f}`" for f in folders[:3]) + (", …" if len(folders) > 3 else "")
+    logs_read = f"the `{HISTORY_FILE}` and `{TENSORBOARD_DIR}/` of {len(folders)} stage folders ({named})"
+    return ", ".join(f"`{f}`" for f in others) + f", and {logs_read}" if others else logs_read
 
 
 # -------------------------------------------------------------------------------------------------- build
