@@ -271,6 +271,15 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
                 "single-domain KD student"]
     assert [row["student_test"] for row in rows] == [
         summary["rows"][name]["metrics"]["main"]["books"] for name in students]
+    # benchmarks/metakd_swap_targets.py: stage B crossed between the two meta-teachers, then scored on test.
+    swap = load_benchmark("metakd_swap_targets", monkeypatch)
+    assert swap.main([str(root), "--seeds", "1"]) == 0
+    crossed = json.loads((root / "swap" / "scores.json").read_text())
+    assert set(crossed) == {"A-with-B-without-books", "A-without-B-with-books"}
+    assert all(0 <= score <= 1 for score in crossed.values())
+    stage = root / "swap" / "A-with-B-without-books"
+    assert (stage / "config.yaml").is_file() and "signals-without-books" in (stage / "config.yaml").read_text()
+    assert "intermediate-books/model" in (stage / "config.yaml").read_text()
 
 
 def test_baseline_students_get_the_meta_students_budget(tiny_run, tmp_path):
