@@ -24,7 +24,8 @@ MiniLM-L6 forward 2.89x); without native bf16 autocast is 7-20x slower, so `auto
 enters every stage's fingerprint, so a run folder made in one precision is not resumed in the other.
 
 `--domain-fraction F` keeps F of every domain's training rows (a smaller, quicker run; data.fraction then still
-sets the target's share of its full rows); `--quick` runs 1 epoch per training stage (a smoke run, not a result).
+sets the target's share of its full rows); `--quick` runs 1 epoch per training stage and drops stage B's step
+floor (a smoke run, not a result).
 
 The meta-teacher without the target (and its prototypes) never sees the target's rows, so it is the same at every
 fraction: a fraction's run hard-links those finished stages from another fraction's folder made with the same recipe
@@ -49,7 +50,9 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = ["teacher.train.epochs=1", "student.intermediate.epochs=1", "student.prediction.epochs=1"]
+# A smoke run: one epoch per training stage, and no step floor in stage B (it would make stage B 150 steps).
+QUICK = ["teacher.train.epochs=1", "student.intermediate.epochs=1", "student.prediction.epochs=1",
+         "student.prediction.min_steps=null"]
 
 
 def prune_checkpoints(root: Path) -> int:

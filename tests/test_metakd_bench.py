@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tests.conftest import load_benchmark
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def load_bench(monkeypatch):
     return load_benchmark("metakd_amazon", monkeypatch)
@@ -119,3 +121,14 @@ def test_precision_sets_every_training_stage_and_auto_follows_native_bf16(monkey
     for native in (True, False):
         monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda native=native: native)
         assert bench.precision_overrides("auto") == (forced if native else [])
+
+
+def test_quick_runs_one_epoch_a_stage_without_stage_bs_floor(monkeypatch):
+    """`--quick` is a smoke run: stage B's 150-step floor would make it 150 steps, so quick drops it."""
+    from multidistill.recipes import load_recipe
+
+    bench = load_bench(monkeypatch)
+    recipe = load_recipe(REPO / "configs" / "metakd_amazon.yaml", bench.QUICK)
+    student = recipe.student
+    assert (student.intermediate.epochs, student.prediction.epochs, recipe.teacher.train.epochs) == (1, 1, 1)
+    assert student.prediction.min_steps is None and student.prediction.lr == 3e-5
