@@ -27,13 +27,9 @@ import sys
 from pathlib import Path
 
 from multidistill.config import DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, read_yaml
-from multidistill.data.prepare import prepare_data
-from multidistill.evaluation.evaluate import evaluate
-from multidistill.models.backbone import load_tokenizer
-from multidistill.models.loading import load_model
 from multidistill.recipes.common import train_stage
+from multidistill.recipes.metakd import domain_scores
 from multidistill.recipes.stages import StageRunner, stage_fingerprint
-from multidistill.training.device import accelerator_for
 from multidistill.utils.atomic import write_json
 
 # (stage A's arm, stage B's arm) -> (stage-A folder prefix, signal store prefix)
@@ -63,17 +59,9 @@ def crossed_student(runner: StageRunner, folder: Path, target: str, seed: int, a
 
 
 def test_score(model_folder: Path, data: DataConfig, target: str) -> float:
-    """Accuracy on the target's test rows, as the recipe's report scores a student."""
-    device = accelerator_for("no").device
-    model = load_model(model_folder).to(device)
-    tokenizer = load_tokenizer(str(model_folder))
-    data = data.model_copy(update={"eval_split": "test"})
-    prepared = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None,
-                            seed=data.subset_seed, need_train=False)
-    result = evaluate(model, prepared.tasks, prepared.eval_sets, batch_size=64,
-                      pad_token_id=tokenizer.pad_token_id or 0, device=device)
-    task = data.tasks[0].name
-    return result.domains[task][target]["accuracy"]
+    """Accuracy on the target's test rows, scored as the recipe's report scores a student."""
+    return domain_scores(model_folder, data.model_copy(update={"eval_split": "test"}), batch_size=64)[target][
+        "accuracy"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -592,22 +592,26 @@ class Scored:
         return f"{self.model.name}@{','.join(self.domains)}"
 
 
+def domain_scores(model_folder: Path, data: DataConfig, batch_size: int) -> dict[str, dict[str, float]]:
+    """A saved model's metrics per domain of ``data``'s one task, on ``data.eval_split`` (the report's scoring)."""
+    device = accelerator_for("no").device
+    model = load_model(model_folder).to(device)
+    tokenizer = load_tokenizer(str(model_folder))
+    prepared = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None,
+                            seed=data.subset_seed, need_train=False)
+    result = evaluate(model, prepared.tasks, prepared.eval_sets, batch_size=batch_size,
+                      pad_token_id=tokenizer.pad_token_id or 0, device=device)
+    return result.domains[data.tasks[0].name]
+
+
 def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: list[Scored]) -> dict:
     """Every model's per-domain metrics on the report split (the target's rows for a student); returns them."""
     payload = {"split": plan.report_split, "models": {s.key: str(s.model.folder) for s in scored}}
 
     def work(folder: Path, resume: bool) -> dict:
-        device = accelerator_for("no").device
-        out = {}
-        for item in scored:
-            model = load_model(item.model.folder).to(device)
-            tokenizer = load_tokenizer(str(item.model.folder))
-            data = _data(recipe, TaskRef(name=plan.task, domains_include=list(item.domains)), plan.report_split)
-            prepared = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None,
-                                    seed=recipe.subset_seed, need_train=False)
-            result = evaluate(model, prepared.tasks, prepared.eval_sets, batch_size=recipe.signals.batch_size,
-                              pad_token_id=tokenizer.pad_token_id or 0, device=device)
-            out[item.key] = result.domains[plan.task]
+        out = {item.key: domain_scores(item.model.folder, _data(recipe, TaskRef(
+            name=plan.task, domains_include=list(item.domains)), plan.report_split), recipe.signals.batch_size)
+            for item in scored}
         write_json(folder / SCORES, out)
         return {}
 
