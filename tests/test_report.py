@@ -371,11 +371,19 @@ def test_many_stages_get_a_row_per_family_coloured_by_target(tmp_path):
         "report-x": [("report-x", "report-x")]}
     lone = "lone (mean of 2 seeds)"
     assert stage_families([lone]) == {"lone": [(lone, lone)]}
+    # The longest shared prefix: a hyphenated task stays a member; `meta-teacher` shares only "meta" with the
+    # without-target teachers, a family of one, so it stays alone.
+    assert stage_families(["finetune-mitkd-cola", "finetune-mitkd-mnli-genre", "meta-teacher",
+                           "meta-teacher-without-books", "meta-teacher-without-dvd"]) == {
+        "finetune-mitkd": [("finetune-mitkd-cola", "cola"), ("finetune-mitkd-mnli-genre", "mnli-genre")],
+        "meta-teacher": [("meta-teacher", "meta-teacher")],
+        "meta-teacher-without": [("meta-teacher-without-books", "books"), ("meta-teacher-without-dvd", "dvd")]}
     stages = [f"{family}-{domain}-seed-{seed}" for family in ("student", "intermediate") for domain in ("books", "dvd")
               for seed in (1, 2, 3, 4, 5)]
     assert len(stages) > MAX_CURVES
     loss = {stage: [(step, 1.0 / step) for step in range(1, 40)] for stage in stages}
     dev = {stage: [(10, 0.5), (20, 0.7)] for stage in stages}
+    dev["unlabelled-general"] = [(10, float("nan"))]  # a text-only stage: its dev average is NaN, so no curve
     import matplotlib.pyplot as plt
 
     made = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -378,25 +379,32 @@ _MEAN_LABEL = re.compile(r"^(?P<core>.*?)(?P<seeds> \(mean of \d+ seeds\))?$")
 
 def stage_families(stages: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
     """Stages grouped by what they are: ``student-books`` and ``student-dvd`` form the family ``student``, with
-    members ``books`` and ``dvd``. A name's last ``-part`` is its member when at least one other stage shares the
-    rest; otherwise the stage is a family of its own. A ``(mean of k seeds)`` label stays on the member.
+    members ``books`` and ``dvd``. A stage's family is the longest ``-``-bounded prefix of its name that another
+    stage's name also starts with (so ``finetune-mitkd-mnli-genre`` joins ``finetune-mitkd``, and
+    ``student-nokd-books`` does not join ``student``); a family that would have one member is that stage alone. A
+    ``(mean of k seeds)`` label stays on the member.
 
     Returns family -> [(stage, member label)], families and members in first-seen order.
     """
-    def split(stage: str) -> tuple[str, str, str]:
-        match = _MEAN_LABEL.match(stage)
-        core, seeds = match["core"], match["seeds"] or ""
-        head, _, tail = core.rpartition("-")
-        return head, tail, seeds
+    cores = {stage: _MEAN_LABEL.match(stage)["core"] for stage in stages}
 
-    heads = [split(stage)[0] for stage in stages]
+    def family_of(stage: str) -> str | None:
+        parts = cores[stage].split("-")
+        for cut in range(len(parts) - 1, 0, -1):
+            prefix = "-".join(parts[:cut]) + "-"
+            if any(other != stage and cores[other].startswith(prefix) for other in stages):
+                return prefix[:-1]
+        return None
+
+    family_by_stage = {stage: family_of(stage) for stage in stages}
+    sizes = Counter(family_by_stage.values())
     families: dict[str, list[tuple[str, str]]] = {}
     for stage in stages:
-        head, tail, seeds = split(stage)
-        if head and heads.count(head) > 1:
-            families.setdefault(head, []).append((stage, tail + seeds))
+        family = family_by_stage[stage]
+        if family is not None and sizes[family] > 1:
+            families.setdefault(family, []).append((stage, stage[len(family) + 1:]))
         else:
-            families.setdefault(_MEAN_LABEL.match(stage)["core"], []).append((stage, stage))
+            families.setdefault(cores[stage], []).append((stage, stage))
     return families
 
 
@@ -465,8 +473,9 @@ def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str
     mean (`mean_over_seeds`) and each family of stages (`stage_families`: ``student-books``, ``student-dvd``, ...)
     gets a row of its own, coloured by member instead of by ``colours``. Returns None without data.
     """
-    loss = {k: v for k, v in loss.items() if v}
-    dev = {k: v for k, v in dev.items() if v}
+    # Non-finite points (a dev average over no labelled task is NaN) draw nothing: drop them, and empty series.
+    loss = {k: finite for k, v in loss.items() if (finite := [(x, y) for x, y in v if math.isfinite(y)])}
+    dev = {k: finite for k, v in dev.items() if (finite := [(x, y) for x, y in v if math.isfinite(y)])}
     if len(dict.fromkeys([*loss, *dev])) > MAX_CURVES:
         loss, dev = mean_over_seeds(loss), mean_over_seeds(dev)
         loss, dev = {k: v for k, v in loss.items() if v}, {k: v for k, v in dev.items() if v}
