@@ -58,7 +58,7 @@ def crossed_student(runner: StageRunner, folder: Path, target: str, seed: int, a
                                                 "stage_a": stage_fingerprint(Path(start).parent)})
 
 
-def test_score(model_folder: Path, data: DataConfig, target: str) -> float:
+def score_on_test(model_folder: Path, data: DataConfig, target: str) -> float:
     """Accuracy on the target's test rows, scored as the recipe's report scores a student."""
     return domain_scores(model_folder, data.model_copy(update={"eval_split": "test"}), batch_size=64)[target][
         "accuracy"]
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 key = stage.name
                 if key not in scores:
                     data = DataConfig.model_validate(read_yaml(stage / "config.yaml")["data"])
-                    scores[key] = test_score(stage / "model", data, target)
+                    scores[key] = score_on_test(stage / "model", data, target)
                     write_json(scores_path, scores)
                 cells.setdefault(arms, {}).setdefault(target, []).append(scores[key])
     print(f"Test accuracy (%), mean over seeds {args.seeds} and targets {targets}; rows: stage A's meta-teacher, "
