@@ -28,14 +28,14 @@ from pathlib import Path
 
 from multidistill.config import DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, read_yaml
 from multidistill.recipes.common import train_stage
-from multidistill.recipes.metakd import domain_scores
+from multidistill.recipes.metakd import ROWS, domain_scores
 from multidistill.recipes.stages import StageRunner, stage_fingerprint
 from multidistill.utils.atomic import write_json
 
 # (stage A's arm, stage B's arm) -> (stage-A folder prefix, signal store prefix)
 CROSSED = {("with", "without"): ("intermediate", "signals-without"),
            ("without", "with"): ("intermediate-without", "signals")}
-DIAGONAL = {("with", "with"): "Meta-KD student", ("without", "without"): "Meta-KD student (teacher without target)"}
+DIAGONAL = {("with", "with"): ROWS["student"], ("without", "without"): ROWS["without_kd"]}
 
 
 def seed_suffix(folder: Path, target: str, seed: int) -> str:

@@ -26,13 +26,14 @@ import numpy as np
 
 from multidistill.data.prepare import open_example_store
 from multidistill.recipes.config import load_recipe
+from multidistill.recipes.metakd import ROWS
 from multidistill.teachers.store import open_signal_store
 
 ARMS = {  # signal-store folder prefix -> summary.json row of its students
-    "signals": "Meta-KD student",
-    "signals-without": "Meta-KD student (teacher without target)",
-    "signals-mixed": "mixed-domain KD student",
-    "signals-single": "single-domain KD student",
+    "signals": ROWS["student"],
+    "signals-without": ROWS["without_kd"],
+    "signals-mixed": ROWS["mixed_kd"],
+    "signals-single": ROWS["single_kd"],
 }
 
 

@@ -356,6 +356,18 @@ def _ema(values: Sequence[float], weight: float) -> list[float]:
     return smoothed
 
 
+_MEAN_LABEL = re.compile(r"^(?P<core>.*?)(?P<seeds> \(mean of \d+ seeds\))?$")  # parses what _mean_label writes
+
+
+def _mean_label(name: str, seeds: int) -> str:
+    return f"{name} (mean of {seeds} seeds)"
+
+
+def _without_seeds(label: str) -> str:
+    """``student-books (mean of 3 seeds)`` -> ``student-books``; other labels as they are."""
+    return _MEAN_LABEL.match(label)["core"]
+
+
 def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:
     """Stages named ``<name>-seed-<n>`` merged into one ``<name> (mean of k seeds)`` curve: at each step every seed
     logged, the mean of their values. Other stages are kept as they are."""
@@ -369,12 +381,9 @@ def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[s
             continue
         by_step = [dict(series[m]) for m in members]
         steps = sorted(set.intersection(*(set(d) for d in by_step)))
-        label = f"{name} (mean of {len(members)} seeds)" if len(members) > 1 else members[0]
+        label = _mean_label(name, len(members)) if len(members) > 1 else members[0]
         merged[label] = [(step, sum(d[step] for d in by_step) / len(by_step)) for step in steps]
     return merged
-
-
-_MEAN_LABEL = re.compile(r"^(?P<core>.*?)(?P<seeds> \(mean of \d+ seeds\))?$")
 
 
 def stage_families(stages: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
@@ -386,7 +395,7 @@ def stage_families(stages: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
 
     Returns family -> [(stage, member label)], families and members in first-seen order.
     """
-    cores = {stage: _MEAN_LABEL.match(stage)["core"] for stage in stages}
+    cores = {stage: _without_seeds(stage) for stage in stages}
 
     def family_of(stage: str) -> str | None:
         parts = cores[stage].split("-")
@@ -434,11 +443,11 @@ def _plot_families(loss: dict, dev: dict, stages: list[str], out: str | Path) ->
     row), each row with its own small legend: dozens of curves stay readable."""
     families = stage_families(stages)
     # Colour by member without its "(mean of k seeds)": books is one colour whether its rows had seeds or not.
-    members = list(dict.fromkeys(_MEAN_LABEL.match(label)["core"] for group in families.values() for _, label in group))
+    members = list(dict.fromkeys(_without_seeds(label) for group in families.values() for _, label in group))
     member_colour = dict(zip(members, _colours(len(members)), strict=True))
     fig, axes = plt.subplots(len(families), 2, figsize=(14, 2.6 * len(families) + 0.8), dpi=DPI, squeeze=False)
     for (family, group), (ax_loss, ax_dev) in zip(families.items(), axes, strict=True):
-        colour = {stage: member_colour[_MEAN_LABEL.match(label)["core"]] for stage, label in group}
+        colour = {stage: member_colour[_without_seeds(label)] for stage, label in group}
         family_loss = {stage: loss[stage] for stage, _ in group if stage in loss}
         family_dev = {stage: dev[stage] for stage, _ in group if stage in dev}
         for ax, series, draw, what in ((ax_loss, family_loss, _draw_loss, "train loss"),
@@ -476,14 +485,15 @@ def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str
     # Non-finite points (a dev average over no labelled task is NaN) draw nothing: drop them, and empty series.
     loss = {k: finite for k, v in loss.items() if (finite := [(x, y) for x, y in v if math.isfinite(y)])}
     dev = {k: finite for k, v in dev.items() if (finite := [(x, y) for x, y in v if math.isfinite(y)])}
-    if len(dict.fromkeys([*loss, *dev])) > MAX_CURVES:
+    crowded = len(dict.fromkeys([*loss, *dev])) > MAX_CURVES
+    if crowded:
         loss, dev = mean_over_seeds(loss), mean_over_seeds(dev)
         loss, dev = {k: v for k, v in loss.items() if v}, {k: v for k, v in dev.items() if v}
-        stages = list(dict.fromkeys([*loss, *dev]))
-        return _plot_families(loss, dev, stages, out) if stages else None
     stages = list(dict.fromkeys([*loss, *dev]))
     if not stages:
         return None
+    if crowded:
+        return _plot_families(loss, dev, stages, out)
     colour = _with_colours(stages, colours)
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=DPI)
 
