@@ -359,7 +359,8 @@ def test_one_colour_per_model_in_every_figure(tmp_path, monkeypatch):
 def test_many_stages_get_a_row_per_family_coloured_by_target(tmp_path):
     """Past `MAX_CURVES` stages, `student-books` / `student-dvd` form the family `student` (members books, dvd); a
     name sharing its prefix with no other stage is a family alone; the seeds' mean label stays on the member."""
-    from multidistill.report.plots import MAX_CURVES, plot_training_curves, stage_families
+    from multidistill.report.plots import MAX_CURVES, plot_training_curves
+    from multidistill.report.stage_names import stage_families
 
     assert stage_families(["meta-teacher", "student-books (mean of 3 seeds)", "student-dvd (mean of 3 seeds)",
                            "student-nokd-books", "student-nokd-dvd", "teacher-mixed", "report-x"]) == {
@@ -406,3 +407,38 @@ def test_the_footer_counts_stage_logs_when_there_are_many():
             "teachers/seed-1/tensorboard/"]
     assert describe_inputs(many) == ("`summary.json`, `benchmark.json`, and the `train_history.json` and "
                                      "`tensorboard/` of 9 stage folders (`s-0`, `s-1`, `s-2`, …)")
+
+
+def test_stage_times_are_summed_per_family_and_old_records_are_flagged(tmp_path):
+    """The time table reads each stage's stage.json: seeds and targets of one family summed in one row, largest
+    first; a stage recorded before time was added up over its runs (no `parts`) is flagged; a stage.json without
+    seconds becomes a note."""
+    from multidistill.recipes.stages import STAGE_MANIFEST
+    from multidistill.report.build import STAGE_FILE, describe_inputs
+
+    assert STAGE_FILE == STAGE_MANIFEST
+    run_dir = make_run(tmp_path, benchmark=False)
+    times = {"meta-teacher": 600.0, "student-books-seed-1": 100.0, "student-books-seed-2": 110.0,
+             "student-dvd-seed-1": 90.0, "student-nokd-books-seed-1": 30.0, "student-nokd-dvd-seed-1": 20.0}
+    for stage, seconds in times.items():
+        (run_dir / stage).mkdir()
+        record = {"name": stage, "seconds": seconds, **({} if stage == "meta-teacher" else {"parts": 1})}
+        (run_dir / stage / "stage.json").write_text(json.dumps(record))
+    (run_dir / "broken").mkdir()
+    (run_dir / "broken" / "stage.json").write_text(json.dumps({"name": "broken"}))
+    text = build_report(run_dir).read_text()
+    section = text.split("## Time per stage")[1].split("\n## ")[0]
+    assert "Wall time of the 6 finished stages, 15.8 min in all" in section
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert lines == ["| meta-teacher | 1 | 10.0 min | 63 |", "| student | 3 | 5.0 min | 32 |",
+                     "| student-nokd | 2 | 50 s | 5 |"]
+    assert "_1 stages were recorded before" in section
+    assert "Skipped broken/stage.json: no 'seconds' recorded" in text
+    assert describe_inputs(["summary.json", "a/stage.json"]) == "`summary.json`, `a/stage.json`"
+    many = ["summary.json", *(f"s-{i}/{leaf}" for i in range(7) for leaf in ("train_history.json", "stage.json"))]
+    assert describe_inputs(many).endswith("and the `train_history.json` and `stage.json` of 7 stage folders "
+                                          "(`s-0`, `s-1`, `s-2`, …)")
+
+
+def test_a_run_without_recipe_stages_has_no_time_section(tmp_path):
+    assert "## Time per stage" not in build_report(make_run(tmp_path, benchmark=False)).read_text()

@@ -44,6 +44,39 @@ def test_an_unfinished_stage_is_taken_up_again_and_other_settings_are_named(tmp_
     assert not (tmp_path / PENDING / "bench.json").exists()
 
 
+def test_a_stage_cut_twice_records_the_time_of_all_its_runs(tmp_path, monkeypatch):
+    from multidistill.recipes import stages
+
+    # Each run of the stage reads the clock twice (start, stop): 10 s, 20 s, then 5 s to finish.
+    ticks = iter([0.0, 10.0, 100.0, 120.0, 500.0, 505.0])
+    monkeypatch.setattr(stages.time, "perf_counter", lambda: next(ticks))
+    runner = StageRunner(tmp_path)
+
+    def cut(folder: Path, resume: bool) -> None:
+        folder.mkdir(exist_ok=True)
+        (folder / "checkpoint").write_text("some steps")
+        raise KeyboardInterrupt
+
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            runner.run("train", {"a": 1}, {}, cut)
+    assert json.loads((tmp_path / PENDING / "train.json").read_text())["seconds"] == 30.0
+    done = runner.run("train", {"a": 1}, {}, lambda folder, resume: None)
+    manifest = json.loads((done / STAGE_MANIFEST).read_text())
+    assert (manifest["seconds"], manifest["parts"]) == (35.0, 3)
+    # A stage that ran once, start to end, is one part; a pending record from before the time was carried
+    # over (no seconds) counts as none.
+    ticks2 = iter([0.0, 7.0])
+    monkeypatch.setattr(stages.time, "perf_counter", lambda: next(ticks2))
+    (tmp_path / PENDING / "old.json").write_text(json.dumps(
+        {"format_version": 1, "name": "old", "fingerprint": stages.fingerprints("old", {}, {}, tmp_path)[0],
+         "config": {}, "inputs": {}}))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "part").write_text("half")
+    old = json.loads((runner.run("old", {}, {}, lambda folder, resume: None) / STAGE_MANIFEST).read_text())
+    assert (old["seconds"], old["parts"]) == (7.0, 1)
+
+
 def test_an_empty_folder_is_no_reason_to_refuse_and_a_stage_that_wrote_nothing_leaves_no_record(tmp_path):
     runner = StageRunner(tmp_path)
     (tmp_path / "empty").mkdir()

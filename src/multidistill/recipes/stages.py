@@ -24,6 +24,10 @@ the defaults were (no `DEFAULTS_KEY`) keep their fingerprints and stay valid; th
 
 When a stage's work raises (an error, Ctrl-C, SIGTERM), a note on the exception says what a re-run does
 with it; the CLI prints those notes (`multidistill.utils.interrupt`).
+
+`stage.json`'s `seconds` is the stage's wall time over all its runs: a stage that stops part-way adds the time
+it ran to its pending record, and the run that finishes it adds its own (`parts` counts the runs). Time lost to
+a process killed outright (SIGKILL, power loss) is not counted: nothing runs to record it.
 """
 
 from __future__ import annotations
@@ -164,29 +168,30 @@ class StageRunner:
             raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs; remove it "
                               f"(and the stages after it) or choose another output_dir")
         pending = inside(self.root, PENDING, f"{name}.json")
-        resume = self._claim(name, folder, pending, accepted, config, inputs)
+        resume, before = self._claim(name, folder, pending, accepted, config, inputs)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
         try:
             extra = work(folder, resume) or {}
         except BaseException as exc:
-            self._stopped(exc, name, folder, pending, rerun)
+            self._stopped(exc, name, folder, pending, rerun, before, time.perf_counter() - started)
             raise
-        seconds = time.perf_counter() - started
+        seconds = before["seconds"] + time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
         write_json(manifest, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
-                              "config": config, "inputs": inputs, "seconds": seconds,
+                              "config": config, "inputs": inputs, "seconds": seconds, "parts": before["parts"] + 1,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
         pending.unlink(missing_ok=True)
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
 
     def _claim(self, name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
-               inputs: dict[str, str]) -> bool:
+               inputs: dict[str, str]) -> tuple[bool, dict]:
         """Record that stage ``name`` starts with these settings, before anything of it is written; returns
-        whether ``folder`` holds an unfinished run of it to continue. A folder of other settings, or one no
-        record vouches for, is refused."""
-        resume = False
+        whether ``folder`` holds an unfinished run of it to continue, and the earlier runs' time
+        ({seconds, parts}, zero for a fresh start). A folder of other settings, or one no record vouches for,
+        is refused."""
+        resume, before = False, {"seconds": 0.0, "parts": 0}
         if folder.exists() and any(folder.iterdir()):
             record = read_versioned_json(pending, STAGE_VERSION, ConfigError) if pending.is_file() else None
             if record is None:
@@ -202,15 +207,17 @@ class StageRunner:
                                   f"other settings or inputs{what}; run with those settings to continue it, or "
                                   f"remove it (rm -r {shlex.quote(str(folder))}) to start it again with these")
             resume = True
+            before = _earlier_time(record)
         pending.parent.mkdir(parents=True, exist_ok=True)
         write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": accepted[0],
-                             "config": config, "inputs": inputs})
-        return resume
+                             "config": config, "inputs": inputs, **before})
+        return resume, before
 
-    def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str) -> None:
-        """A stage's work raised (an error, Ctrl-C, SIGTERM): say what a re-run does, and drop the record of
-        a stage that wrote nothing (there is nothing to continue; `<stage>.partial` and the like count as
-        written)."""
+    def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str, before: dict,
+                 seconds: float) -> None:
+        """A stage's work raised (an error, Ctrl-C, SIGTERM): say what a re-run does, add the ``seconds`` this
+        run took to the pending record, and drop the record of a stage that wrote nothing (there is nothing to
+        continue; `<stage>.partial` and the like count as written)."""
         if not folder.exists() and not any(self.root.glob(f"{glob_escape(name)}.*")):
             pending.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
@@ -219,10 +226,24 @@ class StageRunner:
                 add_note(exc, f"stage '{name}' stopped before writing {folder}; running the same command again "
                              "starts it")
             return
+        # Best effort: recording the time must never hide why the stage stopped.
+        with contextlib.suppress(Exception):
+            record = read_versioned_json(pending, STAGE_VERSION, ConfigError)
+            write_json(pending, {**record, "seconds": before["seconds"] + seconds, "parts": before["parts"] + 1})
         add_note(exc, f"stage '{name}' did not finish ({folder} is kept); running the same command again {rerun}")
         done = [o.name for o in self.outcomes]
         if done:
             add_note(exc, f"finished stages kept and reused on a re-run: {', '.join(done)}")
+
+
+def _earlier_time(record: dict) -> dict:
+    """The wall time a pending record says earlier runs of its stage took: {seconds, parts}; zero for records
+    written before time was carried over (or holding nonsense)."""
+    seconds, parts = record.get("seconds"), record.get("parts")
+    if (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < float("inf")
+            and isinstance(parts, int) and not isinstance(parts, bool) and parts >= 0):
+        return {"seconds": float(seconds), "parts": parts}
+    return {"seconds": 0.0, "parts": 0}
 
 
 def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) -> None:

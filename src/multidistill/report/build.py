@@ -22,6 +22,7 @@ from multidistill.utils.atomic import atomic_dir
 SUMMARY_FILE = "summary.json"
 BENCHMARK_FILE = "benchmark.json"
 HISTORY_FILE = "train_history.json"
+STAGE_FILE = "stage.json"  # recipes.stages.STAGE_MANIFEST: a finished stage's record
 TENSORBOARD_DIR = "tensorboard"
 BENCHMARK_VERSION = 1
 REPORT_DIR = "report"
@@ -230,6 +231,50 @@ def load_training(run_dir: Path, skip: Path) -> dict:
     return {"loss": loss, "dev": dev, "files": files, "notes": notes}
 
 
+def load_stage_times(run_dir: Path, skip: Path) -> dict:
+    """Wall time of each finished recipe stage, from the `stage.json` its folder holds (the run folder's children).
+
+    Returns {"seconds": {stage: seconds}, "last_part_only": [stages recorded before a stage's time was added up
+    over its runs: their seconds cover only the run that finished them], "files": [...], "notes": [...]}.
+    """
+    seconds: dict[str, float] = {}
+    last_part_only, files, notes = [], [], []
+    for folder in sorted(run_dir.glob("*")):
+        path = folder / STAGE_FILE
+        if folder == skip or folder.name.startswith(".") or not path.is_file():
+            continue
+        name = path.relative_to(run_dir).as_posix()
+        try:
+            payload = _read_json(path)
+        except DataError as exc:
+            notes.append(f"Skipped {name}: {exc}")
+            continue
+        value = _number(payload.get("seconds")) if isinstance(payload, dict) else None
+        if value is None or value < 0:
+            notes.append(f"Skipped {name}: no 'seconds' recorded")
+            continue
+        seconds[folder.name] = value
+        files.append(name)
+        if "parts" not in payload:
+            last_part_only.append(folder.name)
+    return {"seconds": seconds, "last_part_only": last_part_only, "files": files, "notes": notes}
+
+
+def stage_time_rows(seconds: dict[str, float]) -> list[tuple[str, int, float]]:
+    """Stage times summed per family (`stage_families` over the names without their seed), largest first:
+    [(family, stages, seconds)]."""
+    from multidistill.report.stage_names import stage_families, without_seed
+
+    by_name: dict[str, list[str]] = {}
+    for stage in seconds:
+        by_name.setdefault(without_seed(stage), []).append(stage)
+    rows = []
+    for family, group in stage_families(list(by_name)).items():
+        stages = [stage for name, _ in group for stage in by_name[name]]
+        rows.append((family, len(stages), sum(seconds[stage] for stage in stages)))
+    return sorted(rows, key=lambda row: -row[2])
+
+
 # -------------------------------------------------------------------------------------------- formatting
 
 
@@ -261,6 +306,13 @@ def fmt_count(value: float | None) -> str:
         if value >= scale:
             return f"{value / scale:.1f}{suffix}"
     return f"{int(value)}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min``, ``3.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def fmt_mb(num_bytes: float | None) -> str:
@@ -411,9 +463,32 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
     return lines
 
 
+def _time_section(times: dict) -> list[str]:
+    """The "Time per stage" section (none for a run without recipe stages)."""
+    if not times["seconds"]:
+        return []
+    rows = stage_time_rows(times["seconds"])
+    total = sum(seconds for _, _, seconds in rows)
+    table = [[family, str(count), fmt_duration(seconds), f"{100 * seconds / total:.0f}" if total else "–"]
+             for family, count, seconds in rows]
+    out = ["## Time per stage", "",
+           f"Wall time of the {len(times['seconds'])} finished stages, {fmt_duration(total)} in all, from each "
+           "stage's `stage.json`, summed over the runs of a stage that was stopped and resumed; stages of one "
+           "family (seeds, targets) are summed in one row. Time a stage lost to a process killed outright is not "
+           "counted, and a run paused meanwhile counts its pause.", "",
+           *_table(["stages", "count", "wall time", "share %"], table), ""]
+    if times["last_part_only"]:
+        out += [f"_{len(times['last_part_only'])} stages were recorded before multidistill added a stage's time up "
+                "over its runs: if one was resumed, only its last run is counted._", ""]
+    return out
+
+
 def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchmark_note: str | None,
-                    training: dict, figures: dict[str, Path | None], inputs: list[str]) -> str:
-    """The text of report.md; ``figures`` maps a figure key to its PNG (None when it was not drawn)."""
+                    training: dict, figures: dict[str, Path | None], inputs: list[str],
+                    times: dict | None = None) -> str:
+    """The text of report.md; ``figures`` maps a figure key to its PNG (None when it was not drawn); ``times``
+    is `load_stage_times`' result (no time section without it)."""
+    times = times or {"seconds": {}, "last_part_only": [], "files": [], "notes": []}
     from multidistill.report.plots import runtime_label
 
     reference, tasks, rows = summary["reference"], summary["tasks"], summary["rows"]
@@ -515,7 +590,8 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += ["_No training curves: no stage folder holds a train_history.json or tensorboard train/loss "
                 "scalars._", ""]
 
-    notes = [*summary["notes"], *training["notes"]]
+    out += _time_section(times)
+    notes = [*summary["notes"], *training["notes"], *times["notes"]]
     if notes:
         out += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     out += ["---", "", f"_How this was made: `multidistill report` read {describe_inputs(inputs)} "
@@ -529,11 +605,14 @@ def describe_inputs(inputs: list[str], listed: int = 12) -> str:
     logs are counted instead (a Meta-KD run has 60+ stage folders: 120+ names are a wall, not a record)."""
     if len(inputs) <= listed:
         return ", ".join(f"`{f}`" for f in inputs)
-    logs = [f for f in inputs if f.endswith((f"/{HISTORY_FILE}", f"{TENSORBOARD_DIR}/"))]
+    leaves = (HISTORY_FILE, f"{TENSORBOARD_DIR}/", STAGE_FILE)
+    logs = [f for f in inputs if f.endswith(tuple(f"/{leaf}" for leaf in leaves))]
     others = [f for f in inputs if f not in logs]
     folders = list(dict.fromkeys(f.rsplit("/", 2 if f.endswith("/") else 1)[0] for f in logs))
     named = ", ".join(f"`{f}`" for f in folders[:3]) + (", …" if len(folders) > 3 else "")
-    logs_read = f"the `{HISTORY_FILE}` and `{TENSORBOARD_DIR}/` of {len(folders)} stage folders ({named})"
+    kinds = [f"`{leaf}`" for leaf in leaves if any(f.endswith(f"/{leaf}") for f in logs)]
+    listed_kinds = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + f" and {kinds[-1]}"
+    logs_read = f"the {listed_kinds} of {len(folders)} stage folders ({named})"
     return ", ".join(f"`{f}`" for f in others) + f", and {logs_read}" if others else logs_read
 
 
@@ -553,7 +632,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     summary = load_summary(run_dir)
     benchmark, benchmark_note = load_benchmark(run_dir)
     training = load_training(run_dir, skip=out_dir)
-    inputs = [SUMMARY_FILE, *([BENCHMARK_FILE] if benchmark else []), *training["files"]]
+    times = load_stage_times(run_dir, skip=out_dir)
+    inputs = [SUMMARY_FILE, *([BENCHMARK_FILE] if benchmark else []), *training["files"], *times["files"]]
 
     from multidistill.report import plots
 
@@ -575,6 +655,6 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 benchmark["models"], tmp / "score_vs_latency.png", task=benchmark.get("task"),
                 score_label=score_label(benchmark), reference=benchmark.get("reference"),
                 batch_size=benchmark["settings"].get("batch_size", 32), colours=colours)
-        text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs)
+        text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs, times)
         (tmp / "report.md").write_text(text, encoding="utf-8")
     return out_dir / "report.md"

@@ -6,9 +6,7 @@ Everything renders with the Agg backend, so reports build on headless machines a
 from __future__ import annotations
 
 import math
-import re
 import textwrap
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from multidistill.evaluation.retention import retention  # noqa: E402
+from multidistill.report.stage_names import mean_label, stage_families, without_seed, without_seeds_label  # noqa: E402
 
 DPI = 130
 MAX_CURVES = 16  # more stage folders than this: seeds of one stage are drawn as their mean
-_SEED_SUFFIX = re.compile(r"-seed-\d+$")
 RUNTIME_LABELS = {
     "pytorch_fp32": "PyTorch fp32",
     "pytorch_bf16": "PyTorch bf16",
@@ -356,24 +354,12 @@ def _ema(values: Sequence[float], weight: float) -> list[float]:
     return smoothed
 
 
-_MEAN_LABEL = re.compile(r"^(?P<core>.*?)(?P<seeds> \(mean of \d+ seeds\))?$")  # parses what _mean_label writes
-
-
-def _mean_label(name: str, seeds: int) -> str:
-    return f"{name} (mean of {seeds} seeds)"
-
-
-def _without_seeds(label: str) -> str:
-    """``student-books (mean of 3 seeds)`` -> ``student-books``; other labels as they are."""
-    return _MEAN_LABEL.match(label)["core"]
-
-
 def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:
     """Stages named ``<name>-seed-<n>`` merged into one ``<name> (mean of k seeds)`` curve: at each step every seed
     logged, the mean of their values. Other stages are kept as they are."""
     groups: dict[str, list[str]] = {}
     for stage in series:
-        groups.setdefault(_SEED_SUFFIX.sub("", stage), []).append(stage)
+        groups.setdefault(without_seed(stage), []).append(stage)
     merged = {}
     for name, members in groups.items():
         if len(members) == 1 and members[0] == name:
@@ -381,40 +367,9 @@ def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[s
             continue
         by_step = [dict(series[m]) for m in members]
         steps = sorted(set.intersection(*(set(d) for d in by_step)))
-        label = _mean_label(name, len(members)) if len(members) > 1 else members[0]
+        label = mean_label(name, len(members)) if len(members) > 1 else members[0]
         merged[label] = [(step, sum(d[step] for d in by_step) / len(by_step)) for step in steps]
     return merged
-
-
-def stage_families(stages: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-    """Stages grouped by what they are: ``student-books`` and ``student-dvd`` form the family ``student``, with
-    members ``books`` and ``dvd``. A stage's family is the longest ``-``-bounded prefix of its name that another
-    stage's name also starts with (so ``finetune-mitkd-mnli-genre`` joins ``finetune-mitkd``, and
-    ``student-nokd-books`` does not join ``student``); a family that would have one member is that stage alone. A
-    ``(mean of k seeds)`` label stays on the member.
-
-    Returns family -> [(stage, member label)], families and members in first-seen order.
-    """
-    cores = {stage: _without_seeds(stage) for stage in stages}
-
-    def family_of(stage: str) -> str | None:
-        parts = cores[stage].split("-")
-        for cut in range(len(parts) - 1, 0, -1):
-            prefix = "-".join(parts[:cut]) + "-"
-            if any(other != stage and cores[other].startswith(prefix) for other in stages):
-                return prefix[:-1]
-        return None
-
-    family_by_stage = {stage: family_of(stage) for stage in stages}
-    sizes = Counter(family_by_stage.values())
-    families: dict[str, list[tuple[str, str]]] = {}
-    for stage in stages:
-        family = family_by_stage[stage]
-        if family is not None and sizes[family] > 1:
-            families.setdefault(family, []).append((stage, stage[len(family) + 1:]))
-        else:
-            families.setdefault(cores[stage], []).append((stage, stage))
-    return families
 
 
 def _draw_loss(ax, loss: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any]) -> None:
@@ -443,11 +398,11 @@ def _plot_families(loss: dict, dev: dict, stages: list[str], out: str | Path) ->
     row), each row with its own small legend: dozens of curves stay readable."""
     families = stage_families(stages)
     # Colour by member without its "(mean of k seeds)": books is one colour whether its rows had seeds or not.
-    members = list(dict.fromkeys(_without_seeds(label) for group in families.values() for _, label in group))
+    members = list(dict.fromkeys(without_seeds_label(label) for group in families.values() for _, label in group))
     member_colour = dict(zip(members, _colours(len(members)), strict=True))
     fig, axes = plt.subplots(len(families), 2, figsize=(14, 2.6 * len(families) + 0.8), dpi=DPI, squeeze=False)
     for (family, group), (ax_loss, ax_dev) in zip(families.items(), axes, strict=True):
-        colour = {stage: member_colour[_without_seeds(label)] for stage, label in group}
+        colour = {stage: member_colour[without_seeds_label(label)] for stage, label in group}
         family_loss = {stage: loss[stage] for stage, _ in group if stage in loss}
         family_dev = {stage: dev[stage] for stage, _ in group if stage in dev}
         for ax, series, draw, what in ((ax_loss, family_loss, _draw_loss, "train loss"),
