@@ -1,0 +1,125 @@
+"""Meta-KD's recipe config: the data-scarce setting, stages 0 (prototypes), 1 (meta-teacher) and 3 (students),
+and the baselines."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from multidistill.config import DataConfig, ModelConfig, Seed, TrainConfig, _Strict
+from multidistill.recipes.config import RecipeBase
+
+BASELINES = ("no_kd", "single_domain", "mixed", "meta_without_target")
+Baseline = Literal["no_kd", "single_domain", "mixed", "meta_without_target"]
+
+
+class MetaKDData(DataConfig):
+    """The recipe's data (exactly one task, with domains), plus the data-scarce setting."""
+
+    fraction: float = Field(1.0, gt=0, le=1, description="The data-scarce setting: each target domain keeps this "
+                            "seeded fraction (round half up; data.subset_seed) of its own training rows in every "
+                            "stage that reads them (prototypes, teachers, students); the other domains' rows and "
+                            "every dev/test split are untouched. Below 1, the stages over all domains are made "
+                            "once per target (prototypes-<d>, meta-teacher-<d>, teacher-mixed-<d>).")
+
+
+class PrototypeSection(_Strict):
+    """Stage 0: prototype scores t_i from a frozen encoder."""
+
+    encoder: str | None = Field(None, description="The frozen encoder (name, folder, pkg: path, or a multidistill "
+                                "model folder: its encoder); default teacher.model.name_or_path (the teacher's "
+                                "pretrained encoder), or the given meta-teacher with teacher.model_dirs.")
+    mode: Literal["class", "domain"] = Field("class", description="Centroids per (domain, class) (default: the "
+                                             "later port and the docs) or per domain (the authors' first code).")
+    batch_size: int = Field(64, gt=0, description="Rows per encoder batch.")
+    max_seq_length: int | None = Field(None, gt=0, description="Tokens per row; default the teacher's "
+                                       "max_seq_length.")
+
+
+class MetaTeacherSection(_Strict):
+    """Stage 1: the meta-teacher's domain-adversarial term."""
+
+    gamma1: float = Field(0.5, ge=0, description="Weight of domain_adversarial beside hard (the authors' 0.5).")
+    adversarial_seed: int = Field(0, ge=0, description="Seed of the random permutation of the batch's domains.")
+
+
+def _intermediate_train() -> TrainConfig:
+    return TrainConfig(epochs=10, lr=5e-5, lr_scheduler="constant", warmup_ratio=0.0, select="last")
+
+
+# Stage B's step floor: the authors' 3 epochs over a full Amazon domain (1,600 rows, batch 32). Their epoch count
+# alone gives 15 steps at 10% of a domain, too few to train the head (docs/benchmarks.md, Issue 13 at 10%).
+PREDICTION_MIN_STEPS = 150
+
+
+def _prediction_train() -> TrainConfig:
+    return TrainConfig(epochs=3, lr=3e-5, warmup_ratio=0.1, min_steps=PREDICTION_MIN_STEPS)
+
+
+class MetaStudentSection(_Strict):
+    """Stage 3: one student per target domain (and the baselines' students)."""
+
+    model: ModelConfig = Field(description="The student: layers of a pretrained encoder (student_layers), or a "
+                               "given encoder folder (e.g. a MITKD general student's encoder/). `@teacher` = the "
+                               "arm's teacher folder. Stage A adds a domain branch over the task's domains.")
+    intermediate: TrainConfig = Field(default_factory=_intermediate_train, description="Stage A (the authors': 10 "
+                                      "epochs, lr 5e-5 constant, no warm-up); the kept model is the last.")
+    prediction: TrainConfig = Field(default_factory=_prediction_train, description="Stage B from A's checkpoint "
+                                    "(the authors' 3 epochs, lr 3e-5, warm-up 0.1; and at least 150 steps, "
+                                    "min_steps, so a data-scarce target still trains the head).")
+    baseline: TrainConfig | None = Field(None, description="Settings of every baseline student (no-KD, KD). "
+                                         "Default: stage B's with epochs = the passes stage A and stage B make "
+                                         "together (min_steps included), so a baseline makes as many passes over "
+                                         "the target's rows as the Meta-KD student.")
+    gamma2: float = Field(0.5, ge=0, description="Weight of transferable_mse in stage A.")
+    temperature: float = Field(1.0, gt=0, description="Soft cross-entropy temperature T of stage B and the KD "
+                               "baselines.")
+    weighted: bool = Field(False, description="Weight stage B's soft_ce by lambda_i too (the authors' code does "
+                           "not: lambda weights stage A only).")
+    seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One student per target and "
+                              "seed (train.seed replaced); the summary shows the mean and spread over seeds. With "
+                              "more than one, stage names end in -seed-<s>.")
+
+
+class MetaKDRecipe(RecipeBase):
+    """Meta-KD: prototype scores -> a meta-teacher across domains -> one student per target domain."""
+
+    default_objective: ClassVar = None
+    recipe: Literal["metakd"] = Field(description="Recipe name.")
+    data: MetaKDData = Field(description="Exactly one task with domains (e.g. amazon, mnli-genre); "
+                             "data.tasks[0]'s domains_include/exclude and domain_fraction apply to every stage.")
+    targets: list[str] | None = Field(None, min_length=1, description="Target domains (one student each); "
+                                      "default every domain of the task.")
+    prototypes: PrototypeSection = Field(default_factory=PrototypeSection, description="Stage 0.")
+    meta_teacher: MetaTeacherSection = Field(default_factory=MetaTeacherSection, description="Stage 1.")
+    student: MetaStudentSection = Field(description="Stage 3: the students.")
+    baselines: list[Baseline] = Field(default_factory=list, description="Baselines with the same student, data and "
+                                      f"budget, each its own stages: any of {list(BASELINES)}.")
+    report_split: Literal["dev", "test"] | None = Field(None, description="Split of the summary's scores; default "
+                                                       "test when the task has one (dev selects models), else "
+                                                       "data.eval_split.")
+
+    @model_validator(mode="after")
+    def _caps_set_once(self) -> MetaKDRecipe:  # replaces RecipeBase's: the student has two train sections
+        for key, train in (("teacher.train", self.teacher.train), ("student.intermediate", self.student.intermediate),
+                           ("student.prediction", self.student.prediction)):
+            if train.max_examples_per_task is not None:
+                raise ValueError(f"{key}.max_examples_per_task: Meta-KD selects rows by domain; use data.fraction "
+                                 "or data.tasks[0].domain_fraction")
+        return self
+
+    @model_validator(mode="after")
+    def _one_task(self) -> MetaKDRecipe:
+        if len(self.data.tasks) != 1:
+            raise ValueError(f"data.tasks: Meta-KD takes exactly one task with domains, got {self.data.task_names}")
+        if self.max_examples_per_task is not None or self.data.tasks[0].max_examples is not None:
+            raise ValueError("max_examples_per_task: a cap would pick other rows over all domains than over one; "
+                             "use data.fraction or data.tasks[0].domain_fraction instead")
+        if len(self.teacher.seeds) != 1:
+            raise ValueError("teacher.seeds: Meta-KD trains one teacher per arm; give one seed")
+        for name in ("targets", "baselines"):
+            values = getattr(self, name) or []
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct, got {values}")
+        return self

@@ -1,0 +1,177 @@
+"""What a Meta-KD run reads: the views of its one task (every domain, one target, all but one) and the checks
+that run before the first stage writes (`check_inputs` -> `Plan`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from multidistill.config import DataConfig, TaskRef
+from multidistill.data.prepare import open_example_store
+from multidistill.errors import ConfigError
+from multidistill.models.multitask import read_model_config
+from multidistill.recipes.common import TEACHER_REF
+from multidistill.recipes.metakd.config import MetaKDRecipe
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the checks found: the task, its domains (all, and those the run keeps) and the targets."""
+
+    task: str
+    domains: tuple[str, ...]
+    kept: tuple[str, ...]
+    targets: tuple[str, ...]
+    report_split: str
+    main_metric: str
+    train_rows: dict[str, int]  # target -> its training rows after data.fraction
+
+
+def task_view(recipe: MetaKDRecipe, ref: TaskRef, eval_split: str | None = None) -> DataConfig:
+    """A plain DataConfig (no fraction) over one view of the task, with the recipe's subset seed."""
+    given = {key: getattr(recipe.data, key) for key in DataConfig.model_fields
+             if key in recipe.data.model_fields_set and key != "tasks"}
+    return DataConfig(**{**given, "tasks": [ref], "subset_seed": recipe.subset_seed,
+                         **({"eval_split": eval_split} if eval_split else {})})
+
+
+def _fractions(recipe: MetaKDRecipe, target: str | None) -> dict[str, float] | None:
+    fractions = dict(recipe.data.tasks[0].domain_fraction or {})
+    if target is not None and recipe.data.fraction < 1:
+        fractions[target] = recipe.data.fraction
+    return fractions or None
+
+
+def union_data(recipe: MetaKDRecipe, target: str | None = None, without: str | None = None) -> DataConfig:
+    """Every kept domain (``target`` at data.fraction; ``without`` left out entirely)."""
+    ref = recipe.data.tasks[0]
+    include, exclude = ref.domains_include, ref.domains_exclude
+    if without is not None:
+        if include:
+            include = [d for d in include if d != without]
+        else:
+            exclude = [*(exclude or []), without]
+    fractions = {d: f for d, f in (_fractions(recipe, target) or {}).items() if d != without} or None
+    return task_view(recipe, TaskRef(name=ref.name, domains_include=include, domains_exclude=exclude,
+                                 domain_fraction=fractions))
+
+
+def target_data(recipe: MetaKDRecipe, target: str, eval_split: str | None = None) -> DataConfig:
+    """The target domain's rows only (training rows at data.fraction)."""
+    fraction = (_fractions(recipe, target) or {}).get(target)
+    return task_view(recipe, TaskRef(name=recipe.data.tasks[0].name, domains_include=[target],
+                                 domain_fraction={target: fraction} if fraction is not None else None), eval_split)
+
+
+def union_suffix(recipe: MetaKDRecipe, target: str) -> str:
+    """The stages over all domains are shared by the targets at fraction 1, one per target below."""
+    return "" if recipe.data.fraction == 1 else f"-{target}"
+
+
+def seed_suffix(recipe: MetaKDRecipe, seed: int) -> str:
+    return f"-seed-{seed}" if len(recipe.student.seeds) > 1 else ""
+
+
+def check_inputs(recipe: MetaKDRecipe) -> Plan:
+    """Everything the stages read, checked before the first stage writes: a task with domains and labels, the
+    targets, each domain's training rows after the fraction (and of every class, for class prototypes), a given
+    meta-teacher's domain branch, and what the baselines need."""
+    ref = recipe.data.tasks[0]
+    store = open_example_store(union_data(recipe), max_examples_per_task=None, seed=recipe.subset_seed)
+    store.validate(["train"])
+    task = store.tasks[ref.name]
+    if not task.domains:
+        raise ConfigError(f"key 'data.tasks': task '{task.name}' has no domains; Meta-KD needs one task over "
+                          "several domains (domain_files, or a mapped columns.domain), e.g. amazon or mnli-genre")
+    if task.type != "classification":
+        raise ConfigError(f"key 'data.tasks': task '{task.name}' is a {task.type} task; Meta-KD's expertise weights "
+                          "need the teacher's probability of the gold class (a classification task)")
+    counts = _domain_counts(store, task)
+    kept = tuple(d for d in task.domains if counts.get(d, 0) or _selected(ref, d))
+    for domain in kept:
+        if counts.get(domain, 0) == 0:
+            raise ConfigError(f"key 'data.tasks': domain '{domain}' of task '{task.name}' has no training rows; "
+                              "exclude it (domains_exclude) or give it data")
+    if len(kept) < 2:
+        raise ConfigError(f"key 'data.tasks': Meta-KD needs at least two domains with training rows, task "
+                          f"'{task.name}' keeps {list(kept)}")
+    targets = tuple(recipe.targets or kept)
+    train_rows = {}
+    for target in targets:
+        if target not in kept:
+            raise ConfigError(f"key 'targets': domain {target!r} is not in the data (task '{task.name}' keeps "
+                              f"domains: {', '.join(kept)})")
+        left = int(recipe.data.fraction * counts[target] + 0.5)
+        if left == 0:
+            raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s "
+                              f"{counts[target]} training rows keeps no row; raise the fraction")
+        train_rows[target] = left
+    if recipe.prototypes.mode == "class":
+        views = [union_data(recipe, t) for t in targets] if recipe.data.fraction < 1 else [union_data(recipe)]
+        for view in views:
+            _check_classes(view, recipe, task)
+    _check_given_teachers(recipe, task.domains)
+    if "meta_without_target" in recipe.baselines and len(kept) < 3:
+        raise ConfigError(f"key 'baselines': meta_without_target trains a meta-teacher on the other domains, whose "
+                          f"prototype scores need at least two of them; task '{task.name}' keeps only "
+                          f"{len(kept)} domains")
+    needs_model = sorted({"single_domain", "mixed", "meta_without_target"} & set(recipe.baselines))
+    if needs_model and recipe.teacher.model is None:
+        raise ConfigError(f"key 'baselines': {needs_model} train teachers of their own from teacher.model; with "
+                          "teacher.model_dirs give teacher.model too, or drop them")
+    student = recipe.student.model
+    if "no_kd" in recipe.baselines and TEACHER_REF in (student.name_or_path, student.tokenizer):
+        raise ConfigError("key 'student.model.name_or_path': the no_kd baseline has no teacher to resolve "
+                          "`@teacher`; name the encoder every student starts from (the same start for all arms)")
+    split = recipe.report_split or ("test" if "test" in task.splits else recipe.data.eval_split)
+    if split not in task.splits:
+        raise ConfigError(f"key 'report_split': task '{task.name}' has no '{split}' split (it has "
+                          f"{', '.join(task.splits)})")
+    report = open_example_store(task_view(recipe, TaskRef(name=ref.name, domains_include=list(targets))),
+                                max_examples_per_task=None, seed=recipe.subset_seed)
+    report.validate([recipe.data.eval_split, split])
+    return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
+
+
+def _selected(ref: TaskRef, domain: str) -> bool:
+    return (not ref.domains_include or domain in ref.domains_include) and domain not in (ref.domains_exclude or [])
+
+
+def _domain_counts(store, task) -> dict[str, int]:
+    """Training rows per domain name (after the task's selection)."""
+    column = store.examples(task.name, "train").with_format("arrow")["domain"].to_pylist()
+    counts: dict[str, int] = {}
+    for name in column:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _check_classes(data: DataConfig, recipe: MetaKDRecipe, task) -> None:
+    """Class prototypes compare a row with the same class's centroids in the other domains: every domain needs
+    rows of every class that has rows (checked here, before the prototype stage, so nothing is written)."""
+    store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
+    store.validate(["train"])
+    rows = store.examples(task.name, "train").with_format("arrow")
+    pairs = set(zip(rows["domain"].to_pylist(), rows["label"].to_pylist(), strict=True))
+    domains = sorted({d for d, _ in pairs})
+    for label in sorted({y for _, y in pairs}):
+        for domain in domains:
+            if (domain, label) not in pairs:
+                raise ConfigError(f"key 'prototypes.mode': 'class' compares each row with its class's centroids in "
+                                  f"the other domains, but domain '{domain}' has no training row of class "
+                                  f"'{task.labels[label]}' (after data.fraction); use mode: domain, or more rows")
+
+
+def _check_given_teachers(recipe: MetaKDRecipe, domains: tuple[str, ...]) -> None:
+    """A given meta-teacher (teacher.model_dirs) must carry a domain branch over the task's domains: stage A's
+    transferable_mse reads its tau."""
+    for i, folder in enumerate(recipe.teacher.model_dirs):
+        config = read_model_config(Path(folder))
+        branch = config.get("domain_branch")
+        if branch is None:
+            raise ConfigError(f"key 'teacher.model_dirs.{i}': {folder} has no domain branch; Meta-KD's stage A "
+                              "matches the meta-teacher's transferable vector, so give a model trained with "
+                              "model.domain_branch (or let the recipe train it from teacher.model)")
+        if list(branch.get("domains", [])) != list(domains):
+            raise ConfigError(f"key 'teacher.model_dirs.{i}': {folder}'s domain branch is over domains "
+                              f"{branch.get('domains')}, the data's are {list(domains)}; domain ids would disagree")

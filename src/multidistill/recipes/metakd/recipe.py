@@ -1,0 +1,78 @@
+"""The Meta-KD recipe: its stages in order, for every target and baseline asked for (`recipe: metakd`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multidistill.recipes.metakd.config import MetaKDRecipe
+from multidistill.recipes.metakd.plan import check_inputs, target_data, union_data, union_suffix
+from multidistill.recipes.metakd.report import ROWS, Scored, report_stage, summary_rows
+from multidistill.recipes.metakd.stages import (
+    Model,
+    kd_students,
+    meta_distill_stages,
+    meta_teacher_stage,
+    no_kd_students,
+    plain_teacher_stage,
+    prototype_encoder,
+    prototypes_stage,
+)
+from multidistill.recipes.registry import register_recipe
+from multidistill.recipes.stages import StageRunner
+from multidistill.recipes.summary import write_summary
+
+
+@register_recipe("metakd", MetaKDRecipe)
+def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
+    plan = check_inputs(recipe)
+    scored: list[Scored] = []
+    shared: dict[str, tuple[Path, Model]] = {}  # union suffix -> (prototypes stage, meta-teacher)
+    for target in plan.targets:
+        suffix = union_suffix(recipe, target)
+        if suffix not in shared:
+            view = union_data(recipe, target)
+            prototypes = prototypes_stage(runner, recipe, f"prototypes{suffix}", view)
+            teacher = Model.given(Path(recipe.teacher.model_dirs[0])) if recipe.teacher.model_dirs else \
+                Model.of_stage(meta_teacher_stage(runner, recipe, plan, f"meta-teacher{suffix}", view, prototypes))
+            shared[suffix] = (prototypes, teacher)
+            scored.append(Scored(ROWS["meta"], plan.targets if not suffix else (target,), teacher))
+        prototypes, teacher = shared[suffix]
+        scored += [Scored(ROWS["student"], (target,), student)
+                   for student in meta_distill_stages(runner, recipe, plan, "", target, teacher, prototypes)]
+    mixed: dict[str, Model] = {}
+    for target in plan.targets:
+        suffix = union_suffix(recipe, target)
+        if "no_kd" in recipe.baselines:
+            scored += [Scored(ROWS["nokd"], (target,), s) for s in no_kd_students(runner, recipe, plan, target)]
+        if "single_domain" in recipe.baselines:
+            teacher = Model.of_stage(plain_teacher_stage(runner, recipe, f"teacher-single-{target}",
+                                                         target_data(recipe, target)))
+            scored.append(Scored(ROWS["single"], (target,), teacher))
+            scored += [Scored(ROWS["single_kd"], (target,), s)
+                       for s in kd_students(runner, recipe, plan, "single", target, teacher)]
+        if "mixed" in recipe.baselines:
+            if suffix not in mixed:
+                mixed[suffix] = Model.of_stage(plain_teacher_stage(runner, recipe, f"teacher-mixed{suffix}",
+                                                                   union_data(recipe, target)))
+                scored.append(Scored(ROWS["mixed"], plan.targets if not suffix else (target,), mixed[suffix]))
+            scored += [Scored(ROWS["mixed_kd"], (target,), s)
+                       for s in kd_students(runner, recipe, plan, "mixed", target, mixed[suffix])]
+        if "meta_without_target" in recipe.baselines:
+            view = union_data(recipe, without=target)
+            prototypes = prototypes_stage(runner, recipe, f"prototypes-without-{target}", view)
+            teacher = Model.of_stage(meta_teacher_stage(runner, recipe, plan, f"meta-teacher-without-{target}",
+                                                        view, prototypes))
+            scored.append(Scored(ROWS["without"], (target,), teacher))
+            # lambda's t_i of the target's rows come from the main prototypes, as for the Meta-KD student.
+            scored += [Scored(ROWS["without_kd"], (target,), s) for s in meta_distill_stages(
+                runner, recipe, plan, "-without", target, teacher, shared[suffix][0])]
+    scores = report_stage(runner, recipe, plan, scored)
+    rows = summary_rows(plan, scored, scores, plan.main_metric)
+    order = [name for name in ROWS.values() if name in rows]
+    notes = [f"scores: {plan.main_metric} on the {plan.report_split} split of each target domain (columns); "
+             f"students on their own domain, mean over {len(recipe.student.seeds)} seed(s) (summary.json: spread, "
+             "runs)", f"prototype scores: {recipe.prototypes.mode} centroids from {prototype_encoder(recipe)}"]
+    if recipe.data.fraction < 1:
+        notes.append(f"data-scarce: each target keeps {recipe.data.fraction} of its training rows")
+    return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
+                         split=plan.report_split)

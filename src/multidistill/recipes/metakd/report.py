@@ -1,0 +1,87 @@
+"""Meta-KD's report stage and summary: every model scored per domain on the report split, then one summary row
+per arm (mean and spread over the student seeds)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from multidistill.config import DataConfig, TaskRef
+from multidistill.data.prepare import prepare_data
+from multidistill.evaluation.evaluate import evaluate
+from multidistill.models.backbone import load_tokenizer
+from multidistill.models.loading import load_model
+from multidistill.recipes.metakd.config import MetaKDRecipe
+from multidistill.recipes.metakd.plan import Plan, task_view
+from multidistill.recipes.metakd.stages import Model
+from multidistill.recipes.stages import StageRunner
+from multidistill.recipes.summary import count_parameters
+from multidistill.training.device import accelerator_for
+from multidistill.utils.atomic import write_json
+
+SCORES = "scores.json"  # the report stage's per-model, per-domain scores
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model the report scores: its summary row and the domains it is scored on."""
+
+    row: str
+    domains: tuple[str, ...]
+    model: Model
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.name}@{','.join(self.domains)}"
+
+
+def domain_scores(model_folder: Path, data: DataConfig, batch_size: int) -> dict[str, dict[str, float]]:
+    """A saved model's metrics per domain of ``data``'s one task, on ``data.eval_split`` (the report's scoring)."""
+    device = accelerator_for("no").device
+    model = load_model(model_folder).to(device)
+    tokenizer = load_tokenizer(str(model_folder))
+    prepared = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None,
+                            seed=data.subset_seed, need_train=False)
+    result = evaluate(model, prepared.tasks, prepared.eval_sets, batch_size=batch_size,
+                      pad_token_id=tokenizer.pad_token_id or 0, device=device)
+    return result.domains[data.tasks[0].name]
+
+
+def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: list[Scored]) -> dict:
+    """Every model's per-domain metrics on the report split (the target's rows for a student); returns them."""
+    payload = {"split": plan.report_split, "models": {s.key: str(s.model.folder) for s in scored}}
+
+    def work(folder: Path, resume: bool) -> dict:
+        out = {item.key: domain_scores(item.model.folder, task_view(recipe, TaskRef(
+            name=plan.task, domains_include=list(item.domains)), plan.report_split), recipe.signals.batch_size)
+            for item in scored}
+        write_json(folder / SCORES, out)
+        return {}
+
+    folder = runner.run("report", payload, {s.key: s.model.fingerprint for s in scored}, work)
+    return json.loads((folder / SCORES).read_text())
+
+
+def summary_rows(plan: Plan, scored: list[Scored], scores: dict, main_metric: str) -> dict[str, dict]:
+    """One row per arm: each target's main metric (mean over the row's models), its spread and the seeds."""
+    values: dict[str, dict[str, list[float]]] = {}
+    params: dict[str, int] = {}
+    for item in scored:
+        for domain in item.domains:
+            values.setdefault(item.row, {}).setdefault(domain, []).append(scores[item.key][domain][main_metric])
+        params.setdefault(item.row, count_parameters(item.model.folder))
+    rows = {}
+    for row, per_domain in values.items():
+        main = {d: statistics.fmean(per_domain[d]) for d in plan.targets if d in per_domain}
+        spread = {d: statistics.stdev(per_domain[d]) if len(per_domain[d]) > 1 else 0.0 for d in main}
+        rows[row] = {"metrics": {"main": main, "spread": spread, "runs": {d: per_domain[d] for d in main}},
+                     "params": params[row], "seeds": max(len(v) for v in per_domain.values())}
+    return rows
+
+
+ROWS = {"meta": "meta-teacher", "single": "single-domain teachers", "mixed": "mixed-domain teacher",
+        "without": "meta-teacher without target", "student": "Meta-KD student", "nokd": "no-KD student",
+        "single_kd": "single-domain KD student", "mixed_kd": "mixed-domain KD student",
+        "without_kd": "Meta-KD student (teacher without target)"}
