@@ -414,7 +414,8 @@ def test_stage_times_are_summed_per_family_and_old_records_are_flagged(tmp_path)
     first; a stage recorded before time was added up over its runs (no `parts`) is flagged; a stage.json without
     seconds becomes a note."""
     from multidistill.recipes.stages import STAGE_MANIFEST
-    from multidistill.report.build import STAGE_FILE, describe_inputs
+    from multidistill.report.build import describe_inputs
+    from multidistill.report.inputs import STAGE_FILE
 
     assert STAGE_FILE == STAGE_MANIFEST
     run_dir = make_run(tmp_path, benchmark=False)

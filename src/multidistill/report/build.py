@@ -1,270 +1,43 @@
 """Build a run folder's report: report.md with quality and speed tables plus PNG figures.
 
-Everything is read from files the run already holds (summary.json, benchmark.json, each stage's
-train_history.json and tensorboard events); only summary.json is required. Optional inputs that are
+Everything is read from files the run already holds (`report.inputs`: summary.json, benchmark.json, each stage's
+train_history.json, tensorboard events and stage.json); only summary.json is required. Optional inputs that are
 missing or unreadable drop their section with a note saying why, instead of failing the report.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from multidistill.errors import DataError
-from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN, at_baseline, retention_above_baseline
-from multidistill.evaluation.metrics import average_score
+from multidistill.evaluation.baseline import AT_BASELINE_MARK
 from multidistill.evaluation.retention import retention
+from multidistill.report.inputs import (
+    BENCHMARK_FILE,
+    HISTORY_FILE,
+    STAGE_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    json_number,
+    load_benchmark,
+    load_stage_times,
+    load_summary,
+    load_training,
+)
+from multidistill.report.stage_names import stage_families, without_seed
 from multidistill.utils.atomic import atomic_dir
 
-SUMMARY_FILE = "summary.json"
-BENCHMARK_FILE = "benchmark.json"
-HISTORY_FILE = "train_history.json"
-STAGE_FILE = "stage.json"  # recipes.stages.STAGE_MANIFEST: a finished stage's record
-TENSORBOARD_DIR = "tensorboard"
-BENCHMARK_VERSION = 1
 REPORT_DIR = "report"
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a float when it is a finite JSON number (bools and NaN do not count)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", path=path) from exc
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-
-
-def load_summary(run_dir: Path) -> dict:
-    """Read ``run_dir/summary.json`` into {reference, tasks, rows: {name: {main, average, params, retention, kept}},
-    notes, baseline, split} (split: the split the scores are on, dev unless the summary names another).
-
-    Rows may hold their scores under ``metrics`` (recipe summaries) or directly (benchmark-script
-    summaries); a summary without a ``reference`` is compared against its first row, with a note. Averages are
-    over the summary's tasks; retention (``kept``: a `Retention`) is recomputed with `retention` over the tasks
-    a row shares with the reference, whatever an older summary.json recorded.
-    """
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
-        raise DataError("missing: the report needs the run's summary.json (written at the end of "
-                        "`multidistill run`)", path=path)
-    payload = _read_json(path)
-    if not isinstance(payload, dict) or not isinstance(payload.get("rows"), dict) or not payload["rows"]:
-        raise DataError("expected an object with a non-empty 'rows' mapping", path=path, field="rows")
-    notes = [str(note) for note in payload.get("notes") or [] if isinstance(note, str)]
-    listed = payload.get("tasks")
-    listed = listed if isinstance(listed, list) and all(isinstance(t, str) for t in listed) else None
-    rows: dict[str, dict] = {}
-    for name, row in payload["rows"].items():
-        if not isinstance(row, dict):
-            raise DataError("expected an object", path=path, field=f"rows.{name}")
-        metrics = row["metrics"] if isinstance(row.get("metrics"), dict) else row
-        main = metrics.get("main")
-        if not isinstance(main, dict):
-            raise DataError("expected a {task: score} mapping", path=path, field=f"rows.{name}.metrics.main")
-        scores = {task: v for task, v in ((t, _number(s)) for t, s in main.items()) if v is not None}
-        # The average the table shows is over the summary's tasks (a teacher may have been scored on more).
-        shown = {t: v for t, v in scores.items() if listed is None or t in listed}
-        average = average_score(shown) if shown else _number(metrics.get("average"))
-        params = row.get("params")
-        rows[str(name)] = {"main": scores, "average": average,
-                           "params": int(params) if _number(params) else None}
-    reference = payload.get("reference")
-    if reference is None:
-        reference = next(iter(rows))
-        notes.append(f"summary.json names no reference row; retention is measured against the first row, "
-                     f"'{reference}'.")
-    elif reference not in rows:
-        raise DataError(f"reference {reference!r} is not one of the rows ({', '.join(rows)})", path=path,
-                        field="reference")
-    tasks = listed or list(dict.fromkeys(t for row in rows.values() for t in row["main"]))
-    # Recomputed, not read: retention is always over the tasks a row and the reference share.
-    for row in rows.values():
-        row["kept"] = retention(row["main"], rows[reference]["main"], tasks)
-        row["retention"] = row["kept"].ratio if row["kept"] else None
-    baseline = _load_baseline(payload.get("baseline"), rows[reference]["main"], tasks)
-    if baseline:
-        for row in rows.values():
-            row["above_baseline"] = retention_above_baseline(row["main"], rows[reference]["main"], baseline["main"],
-                                                             tasks)
-            row["at_baseline"] = [t for t in tasks
-                                  if at_baseline(row["main"].get(t), baseline["main"].get(t), baseline["margin"])]
-    split = payload.get("split")
-    split = split if isinstance(split, str) and split.isidentifier() else "dev"  # older summaries: dev
-    return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline,
-            "split": split}
-
-
-def _load_baseline(entry: Any, reference: dict, tasks: list[str]) -> dict | None:
-    """summary.json's trivial baseline ({main, average, retention, margin, predictors}), or None if it has none."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("main"), dict):
-        return None
-    main = {t: v for t, v in ((t, _number(s)) for t, s in entry["main"].items()) if v is not None}
-    shown = {t: v for t, v in main.items() if t in tasks}
-    if not shown:
-        return None
-    kept = retention(main, reference, tasks)
-    described = entry.get("tasks") if isinstance(entry.get("tasks"), dict) else {}
-    predictors = {t: str(v["predictor"]) for t, v in described.items() if isinstance(v, dict) and "predictor" in v}
-    margin = _number(entry.get("margin"))
-    return {"name": str(entry.get("name") or "trivial baseline"), "main": main, "average": average_score(shown),
-            "retention": kept.ratio if kept else None, "margin": BASELINE_MARGIN if margin is None else margin,
-            "predictors": predictors}
-
-
-def load_benchmark(run_dir: Path) -> tuple[dict | None, str | None]:
-    """Read ``run_dir/benchmark.json``; returns (benchmark, None) or (None, why the speed section is missing)."""
-    path = run_dir / BENCHMARK_FILE
-    if not path.is_file():
-        return None, (f"No speed section: {BENCHMARK_FILE} was not found in the run folder. Run "
-                      f"`multidistill benchmark` and write its output to {BENCHMARK_FILE} to add one.")
-    try:
-        payload = _read_json(path)
-    except DataError as exc:
-        return None, f"No speed section: {BENCHMARK_FILE} could not be read ({exc})."
-    if not isinstance(payload, dict) or payload.get("format_version") != BENCHMARK_VERSION:
-        found = payload.get("format_version") if isinstance(payload, dict) else None
-        return None, (f"No speed section: {BENCHMARK_FILE} has format_version {found!r}; this version of "
-                      f"multidistill reads version {BENCHMARK_VERSION}.")
-    models = {}
-    listed = payload.get("models") if isinstance(payload.get("models"), dict) else {}
-    for name, model in listed.items():
-        if not isinstance(model, dict):
-            continue
-        raw = {r: stats for r, stats in (model.get("runtimes") or {}).items() if isinstance(stats, dict)}
-        runtimes = {r: {k: _number(v) for k, v in stats.items()} for r, stats in raw.items()}
-        models[str(name)] = {**model, "score": _number(model.get("score")), "runtimes": runtimes,
-                             "raw_runtimes": raw,
-                             "parameters": _number(model.get("parameters")),
-                             "disk_bytes": _number(model.get("disk_bytes"))}
-    if not models:
-        return None, f"No speed section: {BENCHMARK_FILE} lists no models."
-    speedup = payload.get("speedup") if isinstance(payload.get("speedup"), dict) else {}
-    settings = payload.get("settings") if isinstance(payload.get("settings"), dict) else {}
-    return {**payload, "models": models, "speedup": speedup, "settings": settings}, None
-
-
-def _stage_folders(run_dir: Path, skip: Path) -> list[Path]:
-    """Folders that may hold a training run: the run folder itself, its children and grandchildren.
-
-    Grandchildren cover ensembles (``<stage>/seed-<s>``); hidden folders (pending records, temporary
-    report folders) and the report output are ignored.
-    """
-    found = []
-    for candidate in [run_dir, *sorted(run_dir.glob("*")), *sorted(run_dir.glob("*/*"))]:
-        if not candidate.is_dir() or candidate == skip or candidate.name.startswith("."):
-            continue
-        if (candidate / HISTORY_FILE).is_file() or (candidate / TENSORBOARD_DIR).is_dir():
-            found.append(candidate)
-    return found
-
-
-def _dedupe(pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    # A resumed run logs again from its last checkpoint; the later value of a step is the one that counts.
-    return sorted(dict(pairs).items())
-
-
-def _read_history(path: Path) -> list[tuple[int, float]]:
-    payload = _read_json(path)
-    if not isinstance(payload, list):
-        raise DataError("expected a list of evaluations", path=path)
-    pairs = []
-    for entry in payload:
-        step, average = (entry.get("step"), _number(entry.get("average"))) if isinstance(entry, dict) else (None, None)
-        if isinstance(step, int) and average is not None:
-            pairs.append((step, average))
-    return _dedupe(pairs)
-
-
-def _read_scalars(folder: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of ``tags`` in a tensorboard folder (all event files, in order)."""
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
-    # size_guidance 0 keeps every point; the default reservoir would thin long runs at random.
-    accumulator = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
-    accumulator.Reload()
-    available = set(accumulator.Tags().get("scalars", []))
-    return {tag: _dedupe([(e.step, e.value) for e in accumulator.Scalars(tag)]) for tag in tags if tag in available}
-
-
-def load_training(run_dir: Path, skip: Path) -> dict:
-    """Train loss (tensorboard) and dev average (train_history.json, else tensorboard) per stage folder.
-
-    Returns {"loss": {stage: pairs}, "dev": {stage: pairs}, "files": [inputs read], "notes": [...]}.
-    """
-    loss: dict[str, list] = {}
-    dev: dict[str, list] = {}
-    files: list[str] = []
-    notes: list[str] = []
-    for folder in _stage_folders(run_dir, skip):
-        stage = folder.name if folder == run_dir else folder.relative_to(run_dir).as_posix()
-        history = folder / HISTORY_FILE
-        if history.is_file():
-            try:
-                dev[stage] = _read_history(history)
-                files.append(history.relative_to(run_dir).as_posix())
-            except DataError as exc:
-                notes.append(f"Skipped {history.relative_to(run_dir).as_posix()}: {exc}")
-        events = sorted((folder / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
-        if not events:
-            continue
-        try:
-            scalars = _read_scalars(folder / TENSORBOARD_DIR, ("train/loss", "eval/average"))
-        except Exception as exc:  # noqa: BLE001 - a corrupt event file must not sink the whole report
-            notes.append(f"Skipped {(folder / TENSORBOARD_DIR).relative_to(run_dir).as_posix()}: {exc}")
-            continue
-        files.append(f"{(folder / TENSORBOARD_DIR).relative_to(run_dir).as_posix()}/")
-        if scalars.get("train/loss"):
-            loss[stage] = scalars["train/loss"]
-        if not dev.get(stage) and scalars.get("eval/average"):
-            dev[stage] = scalars["eval/average"]
-    return {"loss": loss, "dev": dev, "files": files, "notes": notes}
-
-
-def load_stage_times(run_dir: Path, skip: Path) -> dict:
-    """Wall time of each finished recipe stage, from the `stage.json` its folder holds (the run folder's children).
-
-    Returns {"seconds": {stage: seconds}, "last_part_only": [stages recorded before a stage's time was added up
-    over its runs: their seconds cover only the run that finished them], "files": [...], "notes": [...]}.
-    """
-    seconds: dict[str, float] = {}
-    last_part_only, files, notes = [], [], []
-    for folder in sorted(run_dir.glob("*")):
-        path = folder / STAGE_FILE
-        if folder == skip or folder.name.startswith(".") or not path.is_file():
-            continue
-        name = path.relative_to(run_dir).as_posix()
-        try:
-            payload = _read_json(path)
-        except DataError as exc:
-            notes.append(f"Skipped {name}: {exc}")
-            continue
-        value = _number(payload.get("seconds")) if isinstance(payload, dict) else None
-        if value is None or value < 0:
-            notes.append(f"Skipped {name}: no 'seconds' recorded")
-            continue
-        seconds[folder.name] = value
-        files.append(name)
-        if "parts" not in payload:
-            last_part_only.append(folder.name)
-    return {"seconds": seconds, "last_part_only": last_part_only, "files": files, "notes": notes}
+# -------------------------------------------------------------------------------------------- formatting
 
 
 def stage_time_rows(seconds: dict[str, float]) -> list[tuple[str, int, float]]:
     """Stage times summed per family (`stage_families` over the names without their seed), largest first:
     [(family, stages, seconds)]."""
-    from multidistill.report.stage_names import stage_families, without_seed
-
     by_name: dict[str, list[str]] = {}
     for stage in seconds:
         by_name.setdefault(without_seed(stage), []).append(stage)
@@ -273,9 +46,6 @@ def stage_time_rows(seconds: dict[str, float]) -> list[tuple[str, int, float]]:
         stages = [stage for name, _ in group for stage in by_name[name]]
         rows.append((family, len(stages), sum(seconds[stage] for stage in stages)))
     return sorted(rows, key=lambda row: -row[2])
-
-
-# -------------------------------------------------------------------------------------------- formatting
 
 
 def _cell(text: Any) -> str:
@@ -368,7 +138,7 @@ def max_length_text(benchmark: dict) -> str:
 def latency_speedup(benchmark: dict, name: str, runtime: str) -> float | None:
     """The reference's median batch-1 latency / this row's (> 1 is faster): benchmark.json's ``latency_speedup``,
     or computed from the latencies of a file written before it was recorded."""
-    recorded = _number((benchmark.get("latency_speedup") or {}).get(name, {}).get(runtime))
+    recorded = json_number((benchmark.get("latency_speedup") or {}).get(name, {}).get(runtime))
     if recorded is not None:
         return recorded
     reference = benchmark["models"].get(benchmark.get("reference"), {}).get("runtimes", {}).get("pytorch_fp32", {})
@@ -447,7 +217,7 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
                 continue
             runtime, latency = min(timed, key=lambda item: item[1])
             stats = model["runtimes"][runtime]
-            speedup = _number((benchmark["speedup"].get(name) or {}).get(runtime))
+            speedup = json_number((benchmark["speedup"].get(name) or {}).get(runtime))
             text = f"- **{name}** is fastest on {runtime_label(runtime)}: {fmt_ms(latency)} ms at batch 1"
             if speedup:
                 text += f", throughput {speedup:.2f}× {ref_name}'s"
@@ -549,7 +319,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         table, unscored = [], []
         for name, model in benchmark["models"].items():
             for runtime, stats in model["runtimes"].items():
-                speedup = _number((benchmark["speedup"].get(name) or {}).get(runtime))
+                speedup = json_number((benchmark["speedup"].get(name) or {}).get(runtime))
                 latency_ratio = latency_speedup(benchmark, name, runtime)
                 status = parity_status(runtime, model["raw_runtimes"].get(runtime, {}))
                 score = _runtime_value(model, stats, "score")
