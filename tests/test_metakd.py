@@ -51,7 +51,7 @@ def tiny_metakd(tiny_run, tmp_path: Path, domains=DOMAINS) -> dict:
     return recipe
 
 
-META_STAGES = ["intermediate-books", "intermediate-dvd", "meta-teacher", "prototypes", "report", "signals-books",
+META_STAGES = ["intermediate-books", "intermediate-dvd", "meta-teacher", "prototypes", "scores", "signals-books",
                "signals-dvd", "student-books", "student-dvd", "weights-books", "weights-dvd"]
 
 
@@ -246,7 +246,7 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
         "student-books", "student-nokd-books", "teacher-single-books", "signals-single-books",
         "student-single-books", "teacher-mixed-books", "signals-mixed-books", "student-mixed-books",
         "prototypes-without-books", "meta-teacher-without-books", "signals-without-books", "weights-without-books",
-        "intermediate-without-books", "student-without-books", "report"])
+        "intermediate-without-books", "student-without-books", "scores"])
     # The target keeps half of its 32 training rows everywhere; dev is untouched (8 rows per domain).
     assert json.loads((root / "student-books" / "metrics.json").read_text())["train_examples"] == {"reviews": 16}
     assert json.loads((root / "meta-teacher-books" / "metrics.json").read_text())["train_examples"] == {

@@ -443,3 +443,17 @@ def test_stage_times_are_summed_per_family_and_old_records_are_flagged(tmp_path)
 
 def test_a_run_without_recipe_stages_has_no_time_section(tmp_path):
     assert "## Time per stage" not in build_report(make_run(tmp_path, benchmark=False)).read_text()
+
+
+def test_a_folder_that_is_not_a_report_is_never_replaced(tmp_path):
+    """A Meta-KD run once had a stage folder named report/: `multidistill report RUN_DIR` replaced it, scores and
+    all. Now a non-empty output folder without report.md is refused and kept as it was."""
+    run_dir = make_run(tmp_path, benchmark=False)
+    stage = run_dir / "report"
+    stage.mkdir()
+    (stage / "scores.json").write_text("{}")
+    with pytest.raises(DataError, match="holds no report.md"):
+        build_report(run_dir)
+    assert sorted(p.name for p in stage.iterdir()) == ["scores.json"]
+    build_report(run_dir, tmp_path / "elsewhere")  # an empty or new folder, or an earlier report, is fine
+    build_report(run_dir, tmp_path / "elsewhere")

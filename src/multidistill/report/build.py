@@ -399,6 +399,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     if not run_dir.is_dir():
         raise DataError("run folder not found", path=run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.md").is_file():
+        # Replacing it would delete what it holds (a recipe's stage folder named report, the user's files).
+        raise DataError("is not empty and holds no report.md, so it is not an earlier report: nothing was "
+                        "written; choose another folder with --out", path=out_dir)
     summary = load_summary(run_dir)
     benchmark, benchmark_note = load_benchmark(run_dir)
     training = load_training(run_dir, skip=out_dir)

@@ -60,7 +60,8 @@ def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: 
         write_json(folder / SCORES, out)
         return {}
 
-    folder = runner.run("report", payload, {s.key: s.model.fingerprint for s in scored}, work)
+    # Not "report": that is where `multidistill report RUN_DIR` writes report.md by default.
+    folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work)
     return json.loads((folder / SCORES).read_text())
 
 
