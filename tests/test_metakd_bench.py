@@ -132,3 +132,19 @@ def test_quick_runs_one_epoch_a_stage_without_stage_bs_floor(monkeypatch):
     student = recipe.student
     assert (student.intermediate.epochs, student.prediction.epochs, recipe.teacher.train.epochs) == (1, 1, 1)
     assert student.prediction.min_steps is None and student.prediction.lr == 3e-5
+
+
+def test_per_seed_table_averages_each_seed_over_the_domains():
+    """benchmarks/metakd_per_seed.py: seed i's average over the domains, by hand; one-seed rows (teachers) left out."""
+    import pytest
+
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("metakd_per_seed")
+    summary = {"rows": {
+        "meta-teacher": {"metrics": {"runs": {"a": [0.9], "b": [0.8]}}, "seeds": 1},
+        "student": {"metrics": {"runs": {"a": [0.80, 0.90], "b": [0.70, 0.60]}}, "seeds": 2}}}
+    rows = bench.per_seed_rows(summary)
+    assert [name for name, _ in rows] == ["student"]
+    assert rows[0][1] == pytest.approx([75.0, 75.0])
+    assert bench.table(rows).splitlines()[-1] == "| student | 75.0 | 75.0 | 75.0 ± 0.0 |"
