@@ -296,3 +296,23 @@ def test_the_resume_command_adds_resume_and_drops_overwrite():
     assert resume_command(["distill", "s.yaml", "--resume"]) == "multidistill distill s.yaml --resume"
     assert resume_command(["demo", "--quick"]) == "multidistill demo --quick"
     assert resume_command(["evaluate", "model"]) is None
+
+
+def test_a_signal_inside_a_deferred_block_arrives_when_the_block_ends():
+    from multidistill.utils.interrupt import Interrupted, deferred_interrupts, signals_raise_interrupted
+
+    done = []
+    with signals_raise_interrupted():
+        with pytest.raises(Interrupted) as stopped:
+            with deferred_interrupts():
+                signal.raise_signal(signal.SIGTERM)
+                signal.raise_signal(signal.SIGINT)  # a second one while held: the first is what is delivered
+                done.append("the block ran to its end")
+            done.append("not reached: the held signal is raised as the block ends")
+        assert stopped.value.signum == signal.SIGTERM
+        assert done == ["the block ran to its end"]
+        # No signal: nothing happens, and the handlers of the outer block are back.
+        with deferred_interrupts():
+            pass
+        with pytest.raises(Interrupted):
+            signal.raise_signal(signal.SIGINT)

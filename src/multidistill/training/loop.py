@@ -37,7 +37,7 @@ from multidistill.training.device import make_accelerator
 from multidistill.training.schedule import epoch_steps, make_scheduler, planned_steps
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import json_safe, write_json
-from multidistill.utils.interrupt import add_note
+from multidistill.utils.interrupt import add_note, deferred_interrupts
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model"
@@ -209,7 +209,9 @@ def train(
         accelerator.print(f"no checkpoint in {checkpoint_root} yet (the run was cut before its first one): "
                           f"training starts over from step 0 of {total_steps}")
 
-    writer = SummaryWriter(str(output_dir / "tensorboard")) if accelerator.is_main_process else None
+    # Every call into the writer defers Ctrl-C/SIGTERM to its end: an interrupt inside one can stall its thread.
+    with deferred_interrupts():
+        writer = SummaryWriter(str(output_dir / "tensorboard")) if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process,
                     dynamic_ncols=True)
 
@@ -220,15 +222,17 @@ def train(
         record = {"step": state.step, "epoch": state.epoch, **result.to_dict()}
         state.history.append(record)
         if writer is not None:
-            writer.add_scalar("eval/average", result.average, state.step)
-            for task_name, score in result.main.items():
-                writer.add_scalar(f"eval/{task_name}", score, state.step)
+            with deferred_interrupts():
+                writer.add_scalar("eval/average", result.average, state.step)
+                for task_name, score in result.main.items():
+                    writer.add_scalar(f"eval/{task_name}", score, state.step)
         if config.select == "lowest_loss":
             loss = holdout_loss(raw, tasks, train_sets, held_rows, config.eval_batch_size, pad_token_id,
                                 accelerator.device, accelerator.autocast, enrich)
             record["holdout_loss"] = loss
             if writer is not None:
-                writer.add_scalar("eval/holdout_loss", loss, state.step)
+                with deferred_interrupts():
+                    writer.add_scalar("eval/holdout_loss", loss, state.step)
             better = loss < state.best_loss
         else:
             better = config.select == "last" or result.average > state.best_score
@@ -318,12 +322,13 @@ def train(
                                          **{name: f"{value:.4f}" for name, value in term_means.items()},
                                          ex_s=f"{rate:.1f}")
                     if writer is not None:
-                        writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
-                        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
-                        writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
-                        writer.add_scalar("train/examples_per_second", rate, state.step)
-                        for name, value in term_means.items():
-                            writer.add_scalar(f"train/loss/{name}", value, state.step)
+                        with deferred_interrupts():
+                            writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
+                            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
+                            writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+                            writer.add_scalar("train/examples_per_second", rate, state.step)
+                            for name, value in term_means.items():
+                                writer.add_scalar(f"train/loss/{name}", value, state.step)
                     window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
                     window_terms = {}
 
@@ -347,14 +352,16 @@ def train(
     except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say where training stopped
         progress.close()  # ends the bar's line, so the error the CLI prints starts a line of its own
         if writer is not None:  # flush what was logged and stop its thread before the caller cleans the folder up
-            writer.close()
+            with deferred_interrupts():
+                writer.close()
         add_note(exc, _stop_note(state.step, total_steps, checkpoint_root, config.checkpoint_every_steps))
         raise
     if last_eval_step != state.step:
         run_eval()
     progress.close()
     if writer is not None:
-        writer.close()
+        with deferred_interrupts():
+            writer.close()
     result = TrainResult(
         best_score=state.best_score, best_step=state.best_step, best_metrics=state.best_metrics,
         steps=state.step, train_seconds=state.train_seconds,

@@ -62,6 +62,34 @@ def signals_raise_interrupted() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM wait: the first one that arrives is delivered, to the handler that was
+    there before, when the block ends.
+
+    For calls into objects that threads share. An exception raised by a signal handler inside ``Queue.put`` can
+    lose the wake-up of the thread that reads the queue; TensorBoard's writer thread then sleeps out its
+    120 s flush interval while ``close()`` waits for it, and Ctrl-C hangs (seen in CI as a 60 s timeout).
+    Only the main thread receives signals; elsewhere the block changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, frame) -> None:
+        arrived.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # the handler restored above runs now, as if the signal came late
+
+
 def resume_command(argv: list[str]) -> str | None:
     """The command line that continues an interrupted `multidistill` command (``argv`` without the program
     name), or None for commands that keep no progress (evaluate, benchmark, export, ...)."""
