@@ -70,9 +70,11 @@ def deferred_interrupts() -> Iterator[None]:
     For calls into objects that threads share. An exception raised by a signal handler inside ``Queue.put`` can
     lose the wake-up of the thread that reads the queue; TensorBoard's writer thread then sleeps out its
     120 s flush interval while ``close()`` waits for it, and Ctrl-C hangs (seen in CI as a 60 s timeout).
-    Only the main thread receives signals; elsewhere the block changes nothing.
+    Only the main thread receives signals; elsewhere, or where a handler was set outside Python (it could not be
+    put back), the block changes nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    outside_python = any(signal.getsignal(signum) is None for signum in (signal.SIGINT, signal.SIGTERM))
+    if threading.current_thread() is not threading.main_thread() or outside_python:
         yield
         return
     arrived: list[int] = []
