@@ -38,6 +38,8 @@ def reports(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.mark.slow
+# One worker builds the module fixture: split over both, its 6 chains would run at once on 2 cores.
+@pytest.mark.xdist_group("kill_resume")
 @pytest.mark.parametrize("stage", list(PLANS))
 def test_killed_runs_resume_to_the_uncut_result(reports, stage):
     report = reports[stage]

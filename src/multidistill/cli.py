@@ -485,6 +485,11 @@ def main() -> None:
     # Load reports list the unused BERT pooler as "unexpected"; that is by design (heads pool themselves).
     transformers.logging.set_verbosity_error()
     set_cli_command(sys.argv[1:])  # model cards name the command that made a model
+    # No tqdm monitor thread: it only tunes refresh rates, and a thread that Ctrl-C can leave waiting on a lock is
+    # one more way for an interrupted run to hang at exit (tqdm's own workaround for its monitor deadlocks).
+    import tqdm.std
+
+    tqdm.std.tqdm.monitor_interval = 0
     try:
         with signals_raise_interrupted():
             app()

@@ -39,6 +39,19 @@ class Interrupted(BaseException):  # noqa: N818 - named for what happened, like 
 
 
 STOPS = (KeyboardInterrupt, Interrupted)
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _set_handlers(handlers: dict) -> dict:
+    """Set the handlers of `SIGNALS` as one change and return the previous ones. Both signals are blocked while
+    they change (where the OS can), so one that arrives in between waits for the new handlers instead of finding
+    one signal's old handler and the other's new."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    finally:
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextlib.contextmanager
@@ -54,12 +67,11 @@ def signals_raise_interrupted() -> Iterator[None]:
     def stop(signum: int, frame) -> None:
         raise Interrupted(signum)
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = _set_handlers(dict.fromkeys(SIGNALS, stop))
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _set_handlers(previous)
 
 
 @contextlib.contextmanager
@@ -73,7 +85,7 @@ def deferred_interrupts() -> Iterator[None]:
     Only the main thread receives signals; elsewhere, or where a handler was set outside Python (it could not be
     put back), the block changes nothing.
     """
-    outside_python = any(signal.getsignal(signum) is None for signum in (signal.SIGINT, signal.SIGTERM))
+    outside_python = any(signal.getsignal(signum) is None for signum in SIGNALS)
     if threading.current_thread() is not threading.main_thread() or outside_python:
         yield
         return
@@ -82,12 +94,11 @@ def deferred_interrupts() -> Iterator[None]:
     def hold(signum: int, frame) -> None:
         arrived.append(signum)
 
-    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = _set_handlers(dict.fromkeys(SIGNALS, hold))
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _set_handlers(previous)
         if arrived:
             signal.raise_signal(arrived[0])  # the handler restored above runs now, as if the signal came late
 
