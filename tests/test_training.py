@@ -121,6 +121,31 @@ def test_min_steps_adds_passes_over_small_data_and_resumes_exactly(tiny_run, tmp
     _assert_same_weights(tmp_path / "uncut", tmp_path / "cut")
 
 
+def test_eval_each_epoch_off_evaluates_once_and_trains_the_same_model(tiny_run, tmp_path):
+    """Meta-KD's stage A: no per-epoch evaluation of an untrained head; the last model is the same either way."""
+    from pydantic import ValidationError
+
+    raw, _ = tiny_run
+    raw = {**raw, "train": {**raw["train"], "epochs": 3, "select": "last"}}
+    each = train_teacher(_config(raw, output_dir=str(tmp_path / "each")))
+    once = train_teacher(_config({**raw, "train": {**raw["train"], "eval_each_epoch": False}},
+                                 output_dir=str(tmp_path / "once")))
+    assert [h["epoch"] for h in json.loads((tmp_path / "each" / "train_history.json").read_text())] == [1, 2, 3]
+    history = json.loads((tmp_path / "once" / "train_history.json").read_text())
+    assert [(h["step"], h["epoch"]) for h in history] == [(once.steps, 3)]
+    assert once.steps == each.steps and once.best_metrics == each.best_metrics
+    expected, got = load_file(tmp_path / "each" / "model" / "model.safetensors"), \
+        load_file(tmp_path / "once" / "model" / "model.safetensors")
+    assert expected.keys() == got.keys() and all(expected[k].equal(got[k]) for k in expected)
+    # Every epoch end still checkpoints, so a cut run resumes as before.
+    assert len(list_checkpoints(tmp_path / "once" / "checkpoints")) >= 1
+    # An evaluation only at the end leaves best_metric nothing to choose from: refused, naming the way out.
+    with pytest.raises(ValidationError, match="select: best_metric has nothing to choose from"):
+        _config({**raw, "train": {**raw["train"], "eval_each_epoch": False, "select": "best_metric"}})
+    _config({**raw, "train": {**raw["train"], "eval_each_epoch": False, "select": "best_metric",
+                              "eval_every_steps": 4}})
+
+
 def test_resume_of_a_finished_run_changes_nothing(tiny_run, tmp_path):
     raw, _ = tiny_run
     config = _config(raw)

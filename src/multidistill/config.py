@@ -238,7 +238,10 @@ class TrainConfig(_Strict):
     max_examples_per_task: int | None = Field(None, gt=0, description="Seeded random cap on training examples "
                                               "per task (None = all).")
     eval_every_steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps "
-                                         "(always at the end of each epoch).")
+                                         "(and at the end of each epoch unless eval_each_epoch is off).")
+    eval_each_epoch: bool = Field(True, description="Evaluate at the end of every epoch. Off: only every "
+                                  "eval_every_steps and once at the end, for a stage whose evaluations select "
+                                  "nothing (select: last), e.g. Meta-KD's stage A, whose head is not trained yet.")
     checkpoint_every_steps: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
     keep_checkpoints: int = Field(1, gt=0, description="How many recent checkpoints to keep.")
     log_every_steps: int = Field(10, gt=0, description="TensorBoard/log cadence in optimizer steps.")
@@ -261,6 +264,14 @@ class TrainConfig(_Strict):
     def _one_precision(self) -> TrainConfig:
         if self.bf16 and self.fp16:
             raise ValueError("choose at most one of bf16 and fp16")
+        return self
+
+    @model_validator(mode="after")
+    def _something_to_select(self) -> TrainConfig:
+        if not self.eval_each_epoch and self.eval_every_steps is None and self.select != "last":
+            raise ValueError(f"eval_each_epoch: false without eval_every_steps evaluates only once, at the end, so "
+                             f"select: {self.select} has nothing to choose from; set select: last, or "
+                             "eval_every_steps")
         return self
 
 

@@ -336,7 +336,7 @@ def train(
                 if epoch_done:
                     state.epoch, state.position = state.epoch + 1, 0
                 due_eval = config.eval_every_steps and state.step % config.eval_every_steps == 0
-                if epoch_done or due_eval or state.step == total_steps:
+                if (epoch_done and config.eval_each_epoch) or due_eval or state.step == total_steps:
                     # Time spent evaluating is not training time.
                     eval_start = time.perf_counter()
                     run_eval()

@@ -27,6 +27,7 @@ SAFE_TO_CHANGE: dict[str, str] = {
     "data.data_root": "where the data files are (their contents are compared through the data fingerprints)",
     "data.cache_dir": "where tokenised views are cached (a cache entry is keyed by its data)",
     "train.eval_every_steps": "how often the model is evaluated",
+    "train.eval_each_epoch": "whether the model is evaluated at each epoch end",
     "train.eval_batch_size": "the batch size of evaluation only",
     "train.log_every_steps": "how often the loss is logged",
     "train.checkpoint_every_steps": "how often a checkpoint is written",

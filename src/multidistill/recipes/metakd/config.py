@@ -45,7 +45,9 @@ class MetaTeacherSection(_Strict):
 
 
 def _intermediate_train() -> TrainConfig:
-    return TrainConfig(epochs=10, lr=5e-5, lr_scheduler="constant", warmup_ratio=0.0, select="last")
+    # Stage A trains features only: its head is untrained, so an evaluation per epoch scores noise and costs time.
+    return TrainConfig(epochs=10, lr=5e-5, lr_scheduler="constant", warmup_ratio=0.0, select="last",
+                       eval_each_epoch=False)
 
 
 # Stage B's step floor: the authors' 3 epochs over a full Amazon domain (1,600 rows, batch 32). Their epoch count
