@@ -15,15 +15,16 @@ from pathlib import Path
 
 
 def per_seed_rows(summary: dict) -> list[tuple[str, list[float]]]:
-    """[(row name, [average over the domains of seed i, in %])] for every row with more than one seed."""
+    """[(row name, [average over the domains of seed i, in %])] for every row with more than one seed (the same
+    per-seed averages as `multidistill report`)."""
+    from multidistill.report.seeds import seed_averages
+
     out = []
     for name, row in summary["rows"].items():
         runs = row.get("metrics", {}).get("runs") or {}
-        if row.get("seeds", 1) < 2 or not runs:
-            continue
-        domains = list(runs)
-        seeds = len(runs[domains[0]])
-        out.append((name, [100 * statistics.fmean(runs[d][i] for d in domains) for i in range(seeds)]))
+        averages = seed_averages(runs, list(runs))
+        if averages is not None:
+            out.append((name, [100 * v for v in averages]))
     return out
 
 

@@ -457,3 +457,68 @@ def test_a_folder_that_is_not_a_report_is_never_replaced(tmp_path):
     assert sorted(p.name for p in stage.iterdir()) == ["scores.json"]
     build_report(run_dir, tmp_path / "elsewhere")  # an empty or new folder, or an earlier report, is fine
     build_report(run_dir, tmp_path / "elsewhere")
+
+
+def test_seed_averages_and_spread_by_hand():
+    from multidistill.report.seeds import has_seeds, mean_sd, seed_averages
+
+    runs = {"books": [0.80, 0.90, 0.85], "dvd": [0.60, 0.70, 0.65]}
+    assert seed_averages(runs, ["books", "dvd"]) == pytest.approx([0.70, 0.80, 0.75])
+    mean, sd = mean_sd([0.70, 0.80, 0.75])
+    assert mean == pytest.approx(0.75) and sd == pytest.approx(0.05)  # sample sd: sqrt((0.05^2 * 2) / 2)
+    assert mean_sd([0.7]) == (0.7, 0.0)
+    # Unequal seed counts cannot be paired into per-seed averages; neither can one seed or a missing task.
+    assert seed_averages({"books": [0.8, 0.9], "dvd": [0.6]}, ["books", "dvd"]) is None
+    assert seed_averages({"books": [0.8], "dvd": [0.6]}, ["books", "dvd"]) is None
+    assert seed_averages({"books": [0.8, 0.9]}, ["books", "dvd"]) is None
+    assert has_seeds({"runs": runs}) and not has_seeds({"runs": {"books": [0.8]}}) and not has_seeds({})
+
+
+def _seeded_run(root: Path) -> Path:
+    """A Meta-KD-like summary: a teacher (one model) and two student rows with three seeds each."""
+    run = root / "metakd"
+    run.mkdir(parents=True)
+    runs = {"meta-teacher": None, "Meta-KD student": {"books": [0.84, 0.86, 0.85], "dvd": [0.83, 0.82, 0.84]},
+            "no-KD student": {"books": [0.80, 0.81, 0.79], "dvd": [0.76, 0.78, 0.77]}}
+    rows = {}
+    for name, per_task in runs.items():
+        main = ({"books": 0.85, "dvd": 0.86} if per_task is None
+                else {t: sum(v) / len(v) for t, v in per_task.items()})
+        metrics = {"main": main, **({"runs": per_task} if per_task else {})}
+        rows[name] = {"metrics": metrics, "params": 17_000_000}
+    (run / "summary.json").write_text(json.dumps({"reference": "meta-teacher", "tasks": ["books", "dvd"],
+                                                  "split": "test", "rows": rows}))
+    return run
+
+
+def test_rows_with_seeds_show_their_spread_per_seed_averages_and_a_figure(tmp_path):
+    run = _seeded_run(tmp_path)
+    report = build_report(run)
+    text = report.read_text()
+    # books: mean 0.85, sd 0.01; dvd: mean 0.83, sd 0.01; per-seed averages 0.835, 0.84, 0.845 -> sd 0.005
+    assert "| Meta-KD student | 0.8500 ± 0.0100 | 0.8300 ± 0.0100 | 0.8400 ± 0.0050 |" in text
+    assert "| meta-teacher (reference) | 0.8500 | 0.8600 | 0.8550 |" in text  # one model: no spread
+    assert "| model | seed 1 | seed 2 | seed 3 | mean ± sd |" in text
+    assert "| Meta-KD student | 0.8350 | 0.8400 | 0.8450 | 0.8400 ± 0.0050 |" in text
+    assert "| no-KD student | 0.7800 | 0.7950 | 0.7800 | 0.7850 ± 0.0087 |" in text
+    assert "](seeds.png)" in text
+    png = (report.parent / "seeds.png").read_bytes()
+    assert png[:8] == PNG_SIGNATURE
+    # Without seeds there is no seed figure and no ± (the full report above lists its files exactly).
+    summary = json.loads((run / "summary.json").read_text())
+    for row in summary["rows"].values():
+        row["metrics"].pop("runs", None)
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run).read_text()
+    assert "±" not in text and "seeds.png" not in text and not (report.parent / "seeds.png").exists()
+
+
+@pytest.mark.parametrize("runs", [[0.8, 0.9], {"books": []}, {"books": [0.8, "x"]}, {"books": 0.8}])
+def test_malformed_seed_runs_name_the_field(tmp_path, runs):
+    run = _seeded_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["rows"]["no-KD student"]["metrics"]["runs"] = runs
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(DataError, match=r"summary\.json.*rows\.no-KD student\.metrics\.runs"):
+        build_report(run)
+    assert not (run / "report").exists()

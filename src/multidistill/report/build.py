@@ -26,6 +26,7 @@ from multidistill.report.inputs import (
     load_summary,
     load_training,
 )
+from multidistill.report.seeds import has_seeds, mean_sd, seed_averages
 from multidistill.report.stage_names import stage_families, without_seed
 from multidistill.utils.atomic import atomic_dir
 
@@ -282,10 +283,19 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     def marked(row: dict, task: str, text: str) -> str:
         return text + (AT_BASELINE_MARK if task in row.get("at_baseline", []) else "")
 
+    def spread(values: list[float] | None) -> str:  # " ± sd" of a row's seeds, where it has several
+        return f" ± {fmt_score(mean_sd(values)[1])}" if values and len(values) > 1 else ""
+
+    seeded = {name: row for name, row in rows.items() if has_seeds(row)}
+    if seeded:
+        out += ["Rows trained with several seeds show their mean ± the standard deviation over the seeds' models "
+                "(the average's: over each seed's average).", ""]
     table = []
     for name, row in rows.items():
+        runs = row.get("runs") or {}
         table.append([f"{name} (reference)" if name == reference else name,
-                      *(marked(row, t, fmt_score(row["main"].get(t))) for t in tasks), fmt_score(row["average"]),
+                      *(marked(row, t, fmt_score(row["main"].get(t)) + spread(runs.get(t))) for t in tasks),
+                      fmt_score(row["average"]) + spread(seed_averages(runs, tasks)),
                       fmt_pct(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
                       fmt_count(row["params"])])
     if baseline:
@@ -295,6 +305,16 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
                    "parameters"], table) + [""]
     if baseline and baseline["predictors"]:
         out += [f"{baseline['name']}: " + "; ".join(f"{t}: {p}" for t, p in baseline["predictors"].items()), ""]
+    per_seed = {name: averages for name, row in seeded.items()
+                if (averages := seed_averages(row["runs"], tasks)) is not None}
+    if per_seed:
+        count = max(len(v) for v in per_seed.values())
+        out += ["Each seed's average over the tasks (seeds in the order the recipe lists them):", "",
+                *_table(["model", *(f"seed {i + 1}" for i in range(count)), "mean ± sd"],
+                        [[name, *(fmt_score(v) for v in values), *([""] * (count - len(values))),
+                          fmt_score(mean_sd(values)[0]) + spread(values)] for name, values in per_seed.items()]), ""]
+    if figures.get("seeds"):
+        out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
         per_task = [[name, *(marked(row, t, fmt_pct(_task_retention(row, base, t))) for t in tasks),
@@ -422,6 +442,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                                               split=summary["split"]),
             "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
                                                    colours=colours),
+            "seeds": plots.plot_seed_scores(summary["rows"], summary["tasks"], tmp / "seeds.png", colours=colours,
+                                            split=summary["split"]),
             "speed": None,
         }
         if benchmark:

@@ -69,7 +69,8 @@ def load_summary(run_dir: Path) -> dict:
         average = average_score(shown) if shown else json_number(metrics.get("average"))
         params = row.get("params")
         rows[str(name)] = {"main": scores, "average": average,
-                           "params": int(params) if json_number(params) else None}
+                           "params": int(params) if json_number(params) else None,
+                           "runs": _load_runs(metrics.get("runs"), path, f"rows.{name}.metrics.runs")}
     reference = payload.get("reference")
     if reference is None:
         reference = next(iter(rows))
@@ -94,6 +95,22 @@ def load_summary(run_dir: Path) -> dict:
     split = split if isinstance(split, str) and split.isidentifier() else "dev"  # older summaries: dev
     return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline,
             "split": split}
+
+
+def _load_runs(entry: Any, path: Path, field: str) -> dict[str, list[float]]:
+    """A row's per-seed scores ({task: [score of each seed's model]}, written by recipes with several student
+    seeds); {} when the row has none."""
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict):
+        raise DataError("expected a {task: [score per seed]} mapping", path=path, field=field)
+    runs = {}
+    for task, values in entry.items():
+        numbers = [json_number(v) for v in values] if isinstance(values, list) else [None]
+        if not numbers or any(v is None for v in numbers):
+            raise DataError("expected a non-empty list of finite scores", path=path, field=f"{field}.{task}")
+        runs[str(task)] = numbers
+    return runs
 
 
 def _load_baseline(entry: Any, reference: dict, tasks: list[str]) -> dict | None:

@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from multidistill.evaluation.retention import retention  # noqa: E402
+from multidistill.report.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
 from multidistill.report.stage_names import mean_label, stage_families, without_seed, without_seeds_label  # noqa: E402
 
 DPI = 130
@@ -342,6 +343,69 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
     fig.tight_layout()
     # Below the figure (kept by bbox_inches="tight"), so neither bars nor rotated task names are covered.
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 3), fontsize=9,
+               frameon=False)
+    return _finish(fig, out)
+
+
+def plot_seed_scores(rows: dict[str, dict], tasks: Sequence[str], out: str | Path,
+                     colours: Mapping[str, Any] | None = None, split: str = "dev") -> Path | None:
+    """Per task plus "average": each row's score as a marker with a bar of ± one standard deviation over its
+    seeds, and each seed's model as a small dot beside it, so a difference can be read against the seeds' spread.
+
+    ``rows`` maps a row name to {"main": {task: score}, "average": float, "runs": {task: [score per seed]}};
+    rows without runs are drawn as one hollow marker (a single model). Returns None when no row has several seeds.
+    """
+    if not any(has_seeds(row) for row in rows.values()):
+        return None
+    names = list(rows)
+    groups = [*tasks, "average"]
+    colour = _with_colours(names, colours)
+    width = min(0.8 / len(names), 0.25)
+    fig, ax = plt.subplots(figsize=(min(max(8.0, 1.5 + len(groups) * (0.5 + width * len(names) * 1.6)), 18.0), 5.5),
+                           dpi=DPI)
+    shown: list[float] = []
+    for k, name in enumerate(names):
+        row = rows[name]
+        runs = row.get("runs") or {}
+        offset = (k - (len(names) - 1) / 2) * width
+        for g, group in enumerate(groups):
+            seeds = seed_averages(runs, tasks) if group == "average" else runs.get(group)
+            centre = row.get("average") if group == "average" else (row.get("main") or {}).get(group)
+            if centre is None:
+                continue
+            x = g + offset
+            label = short_name(name, 34, lines=2) if g == 0 else None
+            if seeds and len(seeds) > 1:
+                mean, sd = mean_sd(seeds)
+                ax.errorbar(x, mean, yerr=sd, fmt="o", color=colour[name], markersize=7, capsize=3,
+                            markeredgecolor="black", markeredgewidth=0.5, label=label, zorder=3)
+                ax.scatter([x + width * 0.3] * len(seeds), seeds, s=10, color=colour[name], alpha=0.8,
+                           edgecolors="none", zorder=2)
+                shown += [mean - sd, mean + sd, *seeds]
+            else:
+                ax.plot(x, centre, "o", markerfacecolor="white", markeredgecolor=colour[name], markeredgewidth=1.5,
+                        markersize=7, label=label, zorder=3)
+                shown.append(centre)
+    low, high = min(shown), max(shown)
+    pad = max(high - low, 0.01) * 0.12
+    ax.set_ylim(low - pad, high + pad)
+    ax.axvline(len(tasks) - 0.5, color="#999999", lw=0.8)
+    for g in range(len(groups) - 1):
+        ax.axvline(g + 0.5, color="#dddddd", lw=0.6, zorder=0)
+    ax.set_xticks(range(len(groups)))
+    long_ticks = len(groups) > 7 or max(len(g) for g in groups) > 10
+    ax.set_xticklabels([short_name(g, 20) for g in groups], rotation=30 if long_ticks else 0,
+                       ha="right" if long_ticks else "center")
+    ax.get_xticklabels()[-1].set_fontweight("bold")
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_xlabel(f"task (main {split} metric)")
+    ax.set_ylabel(f"{split} score")
+    ax.set_title("Scores with each seed's model (filled: mean ± sd over seeds, dots: seeds; hollow: one model)")
+    ax.grid(True, axis="y", alpha=0.35)
+    ax.set_axisbelow(True)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 3), fontsize=9,
                frameon=False)
     return _finish(fig, out)
 
