@@ -17,7 +17,7 @@ from pathlib import Path
 def per_seed_rows(summary: dict) -> list[tuple[str, list[float]]]:
     """[(row name, [average over the domains of seed i, in %])] for every row with more than one seed (the same
     per-seed averages as `multidistill report`)."""
-    from multidistill.report.seeds import seed_averages
+    from multidistill.evaluation.seeds import seed_averages
 
     out = []
     for name, row in summary["rows"].items():

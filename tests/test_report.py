@@ -460,7 +460,7 @@ def test_a_folder_that_is_not_a_report_is_never_replaced(tmp_path):
 
 
 def test_seed_averages_and_spread_by_hand():
-    from multidistill.report.seeds import has_seeds, mean_sd, seed_averages
+    from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages
 
     runs = {"books": [0.80, 0.90, 0.85], "dvd": [0.60, 0.70, 0.65]}
     assert seed_averages(runs, ["books", "dvd"]) == pytest.approx([0.70, 0.80, 0.75])
@@ -522,3 +522,12 @@ def test_malformed_seed_runs_name_the_field(tmp_path, runs):
     with pytest.raises(DataError, match=r"summary\.json.*rows\.no-KD student\.metrics\.runs"):
         build_report(run)
     assert not (run / "report").exists()
+
+
+def test_the_run_summary_table_shows_the_seed_spread(tmp_path, capsys):
+    from multidistill.recipes.summary import write_summary
+
+    rows = json.loads((_seeded_run(tmp_path) / "summary.json").read_text())["rows"]
+    write_summary(tmp_path, rows, "meta-teacher", ["books", "dvd"], split="test")
+    table = " ".join(capsys.readouterr().out.split())
+    assert "0.8500 ± 0.0100" in table and "0.8400 ± 0.0050" in table and "0.8600 │" in table

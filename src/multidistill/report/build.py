@@ -14,6 +14,7 @@ from typing import Any
 from multidistill.errors import DataError
 from multidistill.evaluation.baseline import AT_BASELINE_MARK
 from multidistill.evaluation.retention import retention
+from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages
 from multidistill.report.inputs import (
     BENCHMARK_FILE,
     HISTORY_FILE,
@@ -26,7 +27,6 @@ from multidistill.report.inputs import (
     load_summary,
     load_training,
 )
-from multidistill.report.seeds import has_seeds, mean_sd, seed_averages
 from multidistill.report.stage_names import stage_families, without_seed
 from multidistill.utils.atomic import atomic_dir
 

@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from multidistill.evaluation.retention import retention  # noqa: E402
-from multidistill.report.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
+from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
 from multidistill.report.stage_names import mean_label, stage_families, without_seed, without_seeds_label  # noqa: E402
 
 DPI = 130
