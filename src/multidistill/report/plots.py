@@ -329,19 +329,28 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
     top = max([100.0, *heights])
     bottom = min([0.0, *heights])
     ax.set_ylim(bottom - (8 if bottom < 0 else 0), top * 1.1)
+    _task_groups_axis(ax, groups, split)
+    ax.set_ylabel("retention (% of reference score)")
+    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}")
+    return _finish_with_legend_below(fig, ax, out)
+
+
+def _task_groups_axis(ax, groups: Sequence[str], split: str) -> None:
+    """The x axis of a per-task figure: one tick per group ("average", the last, in bold) and a y grid."""
     ax.set_xticks(range(len(groups)))
     long_ticks = len(groups) > 7 or max(len(g) for g in groups) > 10
     ax.set_xticklabels([short_name(g, 20) for g in groups], rotation=30 if long_ticks else 0,
                        ha="right" if long_ticks else "center")
     ax.get_xticklabels()[-1].set_fontweight("bold")
     ax.set_xlabel(f"task (main {split} metric)")
-    ax.set_ylabel("retention (% of reference score)")
-    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}")
     ax.grid(True, axis="y", alpha=0.35)
     ax.set_axisbelow(True)
+
+
+def _finish_with_legend_below(fig, ax, out: str | Path) -> Path:
     handles, names = ax.get_legend_handles_labels()
     fig.tight_layout()
-    # Below the figure (kept by bbox_inches="tight"), so neither bars nor rotated task names are covered.
+    # Below the figure (kept by bbox_inches="tight"), so neither the plot nor rotated task names are covered.
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 3), fontsize=9,
                frameon=False)
     return _finish(fig, out)
@@ -392,22 +401,11 @@ def plot_seed_scores(rows: dict[str, dict], tasks: Sequence[str], out: str | Pat
     ax.axvline(len(tasks) - 0.5, color="#999999", lw=0.8)
     for g in range(len(groups) - 1):
         ax.axvline(g + 0.5, color="#dddddd", lw=0.6, zorder=0)
-    ax.set_xticks(range(len(groups)))
-    long_ticks = len(groups) > 7 or max(len(g) for g in groups) > 10
-    ax.set_xticklabels([short_name(g, 20) for g in groups], rotation=30 if long_ticks else 0,
-                       ha="right" if long_ticks else "center")
-    ax.get_xticklabels()[-1].set_fontweight("bold")
+    _task_groups_axis(ax, groups, split)
     ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set_xlabel(f"task (main {split} metric)")
     ax.set_ylabel(f"{split} score")
     ax.set_title("Scores with each seed's model (filled: mean ± sd over seeds, dots: seeds; hollow: one model)")
-    ax.grid(True, axis="y", alpha=0.35)
-    ax.set_axisbelow(True)
-    handles, labels = ax.get_legend_handles_labels()
-    fig.tight_layout()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 3), fontsize=9,
-               frameon=False)
-    return _finish(fig, out)
+    return _finish_with_legend_below(fig, ax, out)
 
 
 def _ema(values: Sequence[float], weight: float) -> list[float]:
