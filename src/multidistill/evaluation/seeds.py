@@ -28,3 +28,8 @@ def seed_averages(runs: Mapping[str, Sequence[float]], tasks: Sequence[str]) -> 
 def has_seeds(row: Mapping) -> bool:
     """Whether a report row holds more than one seed's score for some task."""
     return any(len(values) > 1 for values in (row.get("runs") or {}).values())
+
+
+def spread_text(values: Sequence[float] | None) -> str:
+    """" ± sd" (4 decimals) of several seeds' scores, for a table cell after the mean; "" for one or none."""
+    return f" ± {mean_sd(values)[1]:.4f}" if values and len(values) > 1 else ""

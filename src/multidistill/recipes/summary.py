@@ -18,7 +18,7 @@ from multidistill.evaluation.baseline import (
 )
 from multidistill.evaluation.metrics import average_score
 from multidistill.evaluation.retention import retention
-from multidistill.evaluation.seeds import mean_sd, seed_averages
+from multidistill.evaluation.seeds import seed_averages, spread_text
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.utils.atomic import write_json
@@ -95,18 +95,15 @@ def _print_table(summary: dict) -> None:
     def pct(value: float | None) -> str:
         return f"{100 * value:.1f}" if value is not None else ""
 
-    def spread(values: list[float] | None) -> str:  # " ± sd" over a row's seeds, where it has several
-        return f" ± {mean_sd(values)[1]:.4f}" if values and len(values) > 1 else ""
-
     for name, row in summary["rows"].items():
         main = row["metrics"]["main"]
         runs = row["metrics"].get("runs") or {}
         shown = {t: main[t] for t in tasks if t in main}
         flagged = set(row.get("at_baseline", []))
         params = row.get("params")
-        table.add_row(name, *(f"{main[t]:.4f}{spread(runs.get(t))}{AT_BASELINE_MARK if t in flagged else ''}"
+        table.add_row(name, *(f"{main[t]:.4f}{spread_text(runs.get(t))}{AT_BASELINE_MARK if t in flagged else ''}"
                               if t in main else "" for t in tasks),
-                      f"{average_score(shown):.4f}{spread(seed_averages(runs, list(shown)))}" if shown else "",
+                      f"{average_score(shown):.4f}{spread_text(seed_averages(runs, list(shown)))}" if shown else "",
                       pct(row["retention"]),
                       *([pct(row.get("retention_above_baseline"))] if baseline else []),
                       f"{params / 1e6:.1f}M" if params else "")

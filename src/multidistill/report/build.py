@@ -14,7 +14,7 @@ from typing import Any
 from multidistill.errors import DataError
 from multidistill.evaluation.baseline import AT_BASELINE_MARK
 from multidistill.evaluation.retention import retention
-from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages
+from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages, spread_text
 from multidistill.report.inputs import (
     BENCHMARK_FILE,
     HISTORY_FILE,
@@ -283,9 +283,6 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     def marked(row: dict, task: str, text: str) -> str:
         return text + (AT_BASELINE_MARK if task in row.get("at_baseline", []) else "")
 
-    def spread(values: list[float] | None) -> str:  # " ± sd" of a row's seeds, where it has several
-        return f" ± {fmt_score(mean_sd(values)[1])}" if values and len(values) > 1 else ""
-
     seeded = {name: row for name, row in rows.items() if has_seeds(row)}
     if seeded:
         out += ["Rows trained with several seeds show their mean ± the standard deviation over the seeds' models "
@@ -294,8 +291,8 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     for name, row in rows.items():
         runs = row.get("runs") or {}
         table.append([f"{name} (reference)" if name == reference else name,
-                      *(marked(row, t, fmt_score(row["main"].get(t)) + spread(runs.get(t))) for t in tasks),
-                      fmt_score(row["average"]) + spread(seed_averages(runs, tasks)),
+                      *(marked(row, t, fmt_score(row["main"].get(t)) + spread_text(runs.get(t))) for t in tasks),
+                      fmt_score(row["average"]) + spread_text(seed_averages(runs, tasks)),
                       fmt_pct(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
                       fmt_count(row["params"])])
     if baseline:
@@ -312,7 +309,8 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += ["Each seed's average over the tasks (seeds in the order the recipe lists them):", "",
                 *_table(["model", *(f"seed {i + 1}" for i in range(count)), "mean ± sd"],
                         [[name, *(fmt_score(v) for v in values), *([""] * (count - len(values))),
-                          fmt_score(mean_sd(values)[0]) + spread(values)] for name, values in per_seed.items()]), ""]
+                          fmt_score(mean_sd(values)[0]) + spread_text(values)]
+                         for name, values in per_seed.items()]), ""]
     if figures.get("seeds"):
         out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):
