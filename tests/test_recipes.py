@@ -180,8 +180,12 @@ def test_stage_runner_refuses_a_foreign_folder(tmp_path):
     assert json.loads((done / STAGE_MANIFEST).read_text())["made"] is True
     # Same config and inputs: skipped; another input fingerprint: refused.
     assert runner.run("other", {"a": 1}, {"x": "fp"}, lambda folder, resume: pytest.fail("re-ran")) == done
-    with pytest.raises(ConfigError, match="other settings or inputs"):
+    with pytest.raises(ConfigError, match=r"other settings or inputs \(changed: inputs\.x: 'fp' -> 'changed'\)"):
         runner.run("other", {"a": 1}, {"x": "changed"}, lambda folder, resume: None)
+    # A setting the finished stage did not have is named as unset there; a recorded default is not a change.
+    with pytest.raises(ConfigError, match=r"\(changed: config\.b: unset -> None\)"):
+        runner.run("other", {"a": 1, "b": None, "__defaults__": {"c": 2}}, {"x": "fp"},
+                   lambda folder, resume: None)
 
 
 def test_a_task_the_teacher_lacks_is_refused_before_any_student_work(tiny_run, tmp_path, monkeypatch, capsys):

@@ -36,7 +36,7 @@ def test_an_unfinished_stage_is_taken_up_again_and_other_settings_are_named(tmp_
     assert any("did not finish" in note and "running the same command again" in note
                for note in failed.value.__notes__)
     # Other settings: refused, naming what changed and how to start over.
-    with pytest.raises(ConfigError, match=r"changed: config\.b\.c, inputs\.x\).*rm -r"):
+    with pytest.raises(ConfigError, match=r"changed: config\.b\.c: 2 -> 3, inputs\.x: 'fp' -> 'other'\).*rm -r"):
         runner.run("bench", {"a": 1, "b": {"c": 3}}, {"x": "other"}, lambda folder, resume: None)
     # The same settings: taken up again.
     done = runner.run("bench", {"a": 1, "b": {"c": 2}}, {"x": "fp"}, lambda folder, resume: {"resumed": resume})

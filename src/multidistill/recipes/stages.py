@@ -165,7 +165,8 @@ class StageRunner:
                 console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
                 self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                 return folder
-            raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs; remove it "
+            what = _changed_text(recorded, config, inputs)
+            raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs{what}; remove it "
                               f"(and the stages after it) or choose another output_dir")
         pending = inside(self.root, PENDING, f"{name}.json")
         resume, before = self._claim(name, folder, pending, accepted, config, inputs)
@@ -200,9 +201,7 @@ class StageRunner:
                                   "output_dir")
             _refuse_changed_defaults(name, folder, record.get("config"), config)
             if record["fingerprint"] not in accepted:
-                changed = _differences({"config": record.get("config"), "inputs": record.get("inputs")},
-                                       {"config": config, "inputs": inputs})
-                what = f" (changed: {', '.join(changed)})" if changed else ""
+                what = _changed_text(record, config, inputs)
                 raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with "
                                   f"other settings or inputs{what}; run with those settings to continue it, or "
                                   f"remove it (rm -r {shlex.quote(str(folder))}) to start it again with these")
@@ -254,9 +253,27 @@ def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) ->
                           "new defaults, or choose another output_dir")
 
 
-def _differences(old, new, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like values (the settings of two stage runs)."""
+def _changed_text(record: dict, config: dict, inputs: dict[str, str]) -> str:
+    """What differs between a stage record (manifest or pending) and this run, as ' (changed: key: old -> new,
+    ...)' with dotted keys and shortened values ('' when nothing recorded differs, e.g. only how paths were
+    written). Recorded defaults are left out: `_refuse_changed_defaults` names those."""
+    changed = [f"{key}: {_short(old)} -> {_short(new)}" for key, old, new in _differences(
+        {"config": without_defaults(record.get("config")), "inputs": record.get("inputs")},
+        {"config": without_defaults(config), "inputs": inputs})]
+    return f" (changed: {', '.join(changed)})" if changed else ""
+
+
+_UNSET = object()  # a key one of the two settings lacks
+
+
+def _short(value, limit: int = 40) -> str:
+    text = "unset" if value is _UNSET else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) wherever two JSON-like values (two stage runs' settings) differ."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [key for k in sorted(set(old) | set(new), key=str)
-                for key in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [prefix.rstrip(".") or "(all)"]
+        return [found for k in sorted(set(old) | set(new), key=str)
+                for found in _differences(old.get(k, _UNSET), new.get(k, _UNSET), f"{prefix}{k}.")]
+    return [] if old == new else [(prefix.rstrip(".") or "(all)", old, new)]
