@@ -195,6 +195,16 @@ def test_the_demo_trains_in_bf16_only_where_the_cpu_has_native_bf16(monkeypatch,
     assert demo.load_demo_config().transformer.model.heads_from == "@teacher"
 
 
+def test_the_quick_demo_keeps_the_bilstm_schedule_it_was_measured_with():
+    """The full demo's BiLSTM trains 6 epochs at 3e-3 (docs/benchmarks.md: 77% -> 90-91% retention); `--quick`
+    keeps its 3 epochs at 2e-3 rather than inheriting a rate chosen for six."""
+    import multidistill.recipes.demo as demo
+
+    full, quick = demo.load_demo_config().bilstm.train, demo.load_demo_config(quick=True).bilstm.train
+    assert (full.epochs, full.lr) == (6, 3e-3) and (quick.epochs, quick.lr) == (3, 2e-3)
+    assert demo.load_demo_config().transformer.train.epochs == 3
+
+
 def test_memory_probes_run_side_by_side(monkeypatch):
     """Each probe is a fresh process, so they run `workers` at a time (most of a probe is its imports)."""
     import threading
