@@ -195,13 +195,13 @@ def test_the_demo_trains_in_bf16_only_where_the_cpu_has_native_bf16(monkeypatch,
     assert demo.load_demo_config().transformer.model.heads_from == "@teacher"
 
 
-def test_the_quick_demo_keeps_the_bilstm_schedule_it_was_measured_with():
-    """The full demo's BiLSTM trains 6 epochs at 3e-3 (docs/benchmarks.md: 77% -> 90-91% retention); `--quick`
-    keeps its 3 epochs at 2e-3 rather than inheriting a rate chosen for six."""
+def test_both_demos_train_the_bilstm_6_epochs_at_3e_3():
+    """The schedule measured in docs/benchmarks.md (full demo: 77% -> 90-91% retention; --quick: its BiLSTM's SST-2
+    and Amazon from near their majority class to 0.71-0.72), and 3 epochs for the full demo's 3-layer student."""
     import multidistill.recipes.demo as demo
 
-    full, quick = demo.load_demo_config().bilstm.train, demo.load_demo_config(quick=True).bilstm.train
-    assert (full.epochs, full.lr) == (6, 3e-3) and (quick.epochs, quick.lr) == (3, 2e-3)
+    for config in (demo.load_demo_config(), demo.load_demo_config(quick=True)):
+        assert (config.bilstm.train.epochs, config.bilstm.train.lr) == (6, 3e-3)
     assert demo.load_demo_config().transformer.train.epochs == 3
 
 

@@ -104,7 +104,7 @@ class DemoConfig(_Strict):
 # `--quick`: the same pipeline on a tenth of the budget (about 3 minutes), for a first look and for CI.
 QUICK_OVERRIDES = [
     "output_dir=runs/demo-quick", "max_examples_per_task=200", "teacher_train.epochs=1", "teacher_train.lr=2e-4",
-    "augment.max_examples=200", "transformer.train.epochs=1", "bilstm.train.epochs=3", "bilstm.train.lr=2e-3",
+    "augment.max_examples=200", "transformer.train.epochs=1",
     "bilstm.model.bilstm.embedding_dim=128",
     "bilstm.model.bilstm.hidden_size=128", "benchmark.rounds=2", "benchmark.latency_runs=10",
     "benchmark.memory=false", "benchmark.runtimes=[pytorch_fp32,onnx_fp32,onnx_int8]",
