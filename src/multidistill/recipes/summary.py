@@ -85,8 +85,8 @@ def _print_table(summary: dict) -> None:
     caption = "average: over the tasks shown; retention: over those the row shares with the reference"
     if baseline:
         caption += (f"; above baseline: (row - baseline) / (reference - baseline) on those averages; "
-                    f"{AT_BASELINE_MARK}: within {baseline['margin']} of the trivial baseline, which a constant "
-                    f"predictor also reaches: not retention")
+                    f"{AT_BASELINE_MARK}: below the trivial baseline or within {baseline['margin']} above it, which a "
+                    f"constant predictor also reaches: not retention")
     table = Table(title=f"{summary.get('split', 'dev')} scores (retention vs {summary['reference']})", caption=caption)
     columns = ["model", *tasks, "average", "retention %", *(["above baseline %"] if baseline else []), "parameters"]
     for column in columns:

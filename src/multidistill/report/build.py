@@ -277,8 +277,8 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     if baseline:
         out += [f"The {baseline['name']} row answers a constant (majority class, or the training mean); above "
                 f"baseline % = (row - baseline) / (reference - baseline) on the same averages. {AT_BASELINE_MARK}: "
-                f"within {baseline['margin']} of the baseline, a score a constant predictor also reaches, so it is "
-                "not retention.", ""]
+                f"below the baseline or within {baseline['margin']} above it, a score a constant predictor also "
+                "reaches, so it is not retention.", ""]
 
     def marked(row: dict, task: str, text: str) -> str:
         return text + (AT_BASELINE_MARK if task in row.get("at_baseline", []) else "")
