@@ -255,11 +255,13 @@ def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) ->
 
 def _changed_text(record: dict, config: dict, inputs: dict[str, str]) -> str:
     """What differs between a stage record (manifest or pending) and this run, as ' (changed: key: old -> new,
-    ...)' with dotted keys and shortened values ('' when nothing recorded differs, e.g. only how paths were
-    written). Recorded defaults are left out: `_refuse_changed_defaults` names those."""
-    changed = [f"{key}: {_short(old)} -> {_short(new)}" for key, old, new in _differences(
-        {"config": without_defaults(record.get("config")), "inputs": record.get("inputs")},
-        {"config": without_defaults(config), "inputs": inputs})]
+    ...)' with dotted keys (`flatten`, as a resumed run's check names them) and shortened values ('' when nothing
+    recorded differs, e.g. only how paths were written). Recorded defaults are left out: `_refuse_changed_defaults`
+    names those."""
+    before = flatten({"config": without_defaults(record.get("config")), "inputs": record.get("inputs")})
+    after = flatten({"config": without_defaults(config), "inputs": inputs})
+    changed = [f"{key}: {_short(before.get(key, _UNSET))} -> {_short(after.get(key, _UNSET))}"
+               for key in sorted(set(before) | set(after)) if before.get(key, _UNSET) != after.get(key, _UNSET)]
     return f" (changed: {', '.join(changed)})" if changed else ""
 
 
@@ -269,11 +271,3 @@ _UNSET = object()  # a key one of the two settings lacks
 def _short(value, limit: int = 40) -> str:
     text = "unset" if value is _UNSET else repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(dotted key, old value, new value) wherever two JSON-like values (two stage runs' settings) differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [found for k in sorted(set(old) | set(new), key=str)
-                for found in _differences(old.get(k, _UNSET), new.get(k, _UNSET), f"{prefix}{k}.")]
-    return [] if old == new else [(prefix.rstrip(".") or "(all)", old, new)]
