@@ -87,6 +87,38 @@ def test_mtdnn_kd_recipe_runs_then_skips_every_stage(tiny_run, tmp_path, monkeyp
     assert student_weights.stat().st_mtime_ns == before
 
 
+def test_feature_terms_bring_the_recipe_teachers_online():
+    """A logit-only objective keeps the stage teacher-free (its fingerprint unchanged); a feature term anywhere in
+    it (per task type or per task name) runs the recipe's teachers on each batch, since a logit store lacks them."""
+    from multidistill.config import LossTerm, ObjectiveConfig
+    from multidistill.recipes.common import feature_teachers
+
+    teachers = [Path("t1"), Path("t2")]
+    logits = [LossTerm(loss="logit_mse"), LossTerm(loss="hard")]
+    assert feature_teachers(None, teachers) is None
+    assert feature_teachers(ObjectiveConfig(classification=logits, regression=logits), teachers) is None
+    for objective in (ObjectiveConfig(classification=[*logits, LossTerm(loss="hidden_mse")]),
+                      ObjectiveConfig(regression=[LossTerm(loss="attention_mse")]),
+                      ObjectiveConfig(tasks={"toy_reg": [LossTerm(loss="relation_kl")]})):
+        assert feature_teachers(objective, teachers) == ["t1", "t2"]
+
+
+def test_a_recipe_student_with_feature_terms_distils_from_its_online_teacher(tiny_run, tmp_path, monkeypatch,
+                                                                            capsys):
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1]
+    recipe["student"]["model"] = {**recipe["teacher"]["model"], "name_or_path": "@teacher", "student_layers": [1]}
+    recipe["student"]["objective"] = {
+        "classification": [{"loss": "soft_ce"}, {"loss": "hard"}, {"loss": "hidden_mse"}, {"loss": "attention_mse"}],
+        "regression": [{"loss": "score_mse"}, {"loss": "hard"}]}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output  # without the teacher online, the feature terms are refused (exit 2)
+    root = Path(recipe["output_dir"])
+    stage = json.loads((root / "student" / STAGE_MANIFEST).read_text())
+    assert stage["config"]["online_teachers"] == [str(root / "teacher-seed-1" / "model")]
+    assert "hidden_mse=" in output and "attention_mse=" in output  # the progress bar shows each term
+
+
 def test_mkd_bilstm_recipe_with_finetune_and_baseline(tiny_run, tmp_path, monkeypatch, capsys):
     recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))

@@ -21,6 +21,7 @@ from multidistill.config import (
 )
 from multidistill.data.prepare import open_example_store
 from multidistill.evaluation.metrics import average_score, compute_metrics
+from multidistill.losses.registry import LOSSES
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.teachers.fingerprint import teacher_fingerprint
@@ -46,6 +47,17 @@ def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelCo
     update = {key: str(teacher_dirs[0]) for key in ("name_or_path", "tokenizer", "heads_from")
               if getattr(model, key) == TEACHER_REF}
     return model.model_copy(update=update) if update else model
+
+
+def feature_teachers(objective: ObjectiveConfig | None, teacher_dirs: list[Path]) -> list[str] | None:
+    """The recipe's teachers as online teachers when a term of ``objective`` reads teacher features (hidden states,
+    attention), which a logit store cannot give; None otherwise, so the stage keeps its fingerprint.
+
+    Any configured term counts (per task type and per task name), so a feature term always finds its teacher."""
+    terms = [*objective.classification, *objective.regression,
+             *(term for task_terms in objective.tasks.values() for term in task_terms)] if objective else []
+    wanted = any("teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in terms)
+    return [str(folder) for folder in teacher_dirs] if wanted else None
 
 
 def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig, train: TrainConfig,

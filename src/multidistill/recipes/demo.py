@@ -3,8 +3,9 @@
 teacher (MiniLM, multi-task) -> transfer set (the training examples plus Tang et al. augmentations, as the MKD
 benchmark found works) -> signals (the teacher's logits on the whole transfer set) -> a 3-layer Transformer
 student cut from the teacher and a BiLSTM student, both distilled on logit MSE + gold labels (where a row has
-one) -> benchmark (scores, size, memory, latency, throughput; PyTorch and ONNX Runtime fp32/int8, with exports
-and parity checks) -> summary (beside each task's trivial baseline) -> report (report.md + plots). Every step
+one), the Transformer also on the teacher's hidden states and attention scores (the teacher online) ->
+benchmark (scores, size, memory, latency, throughput; PyTorch and ONNX Runtime fp32/int8, with exports and
+parity checks) -> summary (beside each task's trivial baseline) -> report (report.md + plots). Every step
 is a stage: an interrupted demo resumes where it stopped.
 """
 
@@ -19,7 +20,9 @@ from pydantic import Field, ValidationError
 
 from multidistill.config import (
     DataConfig,
+    LossTerm,
     ModelConfig,
+    ObjectiveConfig,
     TrainConfig,
     _Strict,
     apply_overrides,
@@ -32,7 +35,7 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import TrivialBaseline, trivial_baseline
 from multidistill.evaluation.benchmark import RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
-from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
+from multidistill.recipes.common import feature_teachers, read_metrics, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.config import SignalsSection, StudentSection
 from multidistill.recipes.mkd import mkd_objective, transfer_stage
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
@@ -63,8 +66,21 @@ class BenchmarkSection(_Strict):
                                         "as failed (the demo finishes, then exits with code 1).")
 
 
-def _default_student(model: ModelConfig, train: TrainConfig) -> StudentSection:
-    return StudentSection(model=model, train=train, objective=mkd_objective())
+def _default_student(model: ModelConfig, train: TrainConfig,
+                     objective: ObjectiveConfig | None = None) -> StudentSection:
+    return StudentSection(model=model, train=train, objective=objective or mkd_objective())
+
+
+def transformer_objective() -> ObjectiveConfig:
+    """MKD's logit MSE + gold labels, plus the teacher's hidden states (embedding output included) and pre-softmax
+    attention scores, layer by layer on the uniform map (TinyBERT's intermediate terms; the teacher runs online).
+
+    No projection: the student is cut from the teacher, so its states are the teacher's width and start aligned with
+    the layers they were copied from. docs/benchmarks.md measures what the terms add over logits alone."""
+    features = [LossTerm(loss="hidden_mse", params={"projection": False}), LossTerm(loss="attention_mse")]
+    logits = mkd_objective()
+    return ObjectiveConfig(classification=[*logits.classification, *features],
+                           regression=[*logits.regression, *features])
 
 
 class DemoConfig(_Strict):
@@ -89,10 +105,11 @@ class DemoConfig(_Strict):
                                     description="Teacher inference (bf16 where the CPU has native bf16 kernels).")
     transformer: StudentSection = Field(default_factory=lambda: _default_student(
         ModelConfig(name_or_path="@teacher", student_layers=[1, 3, 5], pooling="mean", heads_from="@teacher"),
-        TrainConfig(epochs=3, lr=3e-4, checkpoint_every_steps=100, seed=42, group_by_length=True,
-                    bf16=cpu_has_fast_bf16())),
-        description="3-layer Transformer student cut from the teacher, starting from its heads (bf16 autocast "
-        "where the CPU has native bf16 kernels).")
+        TrainConfig(epochs=4, lr=3e-4, checkpoint_every_steps=100, seed=42, group_by_length=True,
+                    bf16=cpu_has_fast_bf16()), transformer_objective()),
+        description="3-layer Transformer student cut from the teacher, starting from its heads, distilled on logits, "
+        "hidden states and attention scores with the teacher online (bf16 autocast where the CPU has native bf16 "
+        "kernels).")
     bilstm: StudentSection = Field(default_factory=lambda: _default_student(
         ModelConfig(architecture="bilstm", name_or_path="@teacher", bilstm=BiLSTMSpec()),
         TrainConfig(epochs=6, batch_size=64, lr=3e-3, warmup_ratio=0.05, checkpoint_every_steps=100, seed=42,
@@ -182,7 +199,8 @@ def train_stages(runner: StageRunner, config: DemoConfig, students: Iterable[str
         trained[name] = train_stage(
             runner, name, kind="distill", model=resolve_teacher_ref(section.model, [teacher_model]),
             train=section.train, data=student_data, max_examples=student_cap, objective=section.objective,
-            signals=signals, inputs={"signals": stage_fingerprint(signals)})
+            signals=signals, inputs={"signals": stage_fingerprint(signals)},
+            online_teachers=feature_teachers(section.objective, [teacher_model]))
     return TrainedStages(teacher, trained, notes)
 
 
