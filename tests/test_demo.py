@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from multidistill.recipes.demo import transformer_objective
 from tests.test_cli import run_cli
 
 pytest.importorskip("onnxruntime")
@@ -23,6 +24,8 @@ def demo_overrides(tiny_run, tmp_path: Path) -> list[str]:
         "transformer.model.student_layers=[1]", "transformer.model.max_seq_length=32",
         "bilstm.model.max_seq_length=32", "bilstm.model.bilstm={embedding_dim: 16, hidden_size: 8, mlp_hidden: 8}",
         "benchmark.rounds=2", "benchmark.latency_runs=4", "benchmark.memory=false",
+        # the full demo's 3-layer objective (--quick's is logits only): feature terms with the teacher online
+        f"transformer.objective={json.dumps(transformer_objective().model_dump(mode='json'))}",
     ]
 
 
@@ -206,12 +209,15 @@ def test_both_demos_train_the_bilstm_6_epochs_at_3e_3():
     hidden states and attention scores (92.6% -> 95.1% retention, two seeds)."""
     import multidistill.recipes.demo as demo
 
-    for config in (demo.load_demo_config(), demo.load_demo_config(quick=True)):
+    full, quick = demo.load_demo_config(), demo.load_demo_config(quick=True)
+    for config in (full, quick):
         assert (config.bilstm.train.epochs, config.bilstm.train.lr) == (6, 3e-3)
-        assert [t.loss for t in config.transformer.objective.classification] == [
-            "logit_mse", "hard", "hidden_mse", "attention_mse"]
         assert [t.loss for t in config.bilstm.objective.regression] == ["logit_mse", "hard"]
-    assert demo.load_demo_config().transformer.train.epochs == 4
+    assert full.transformer.train.epochs == 4
+    assert [t.loss for t in full.transformer.objective.classification] == [
+        "logit_mse", "hard", "hidden_mse", "attention_mse"]
+    # --quick's one-epoch student stays on logits (its int8 export failed the parity gate with the feature terms).
+    assert quick.transformer.objective == demo.mkd_objective()
 
 
 def test_memory_probes_run_side_by_side(monkeypatch):
