@@ -13,8 +13,10 @@ wall time and in process CPU time (steadier than wall time on a shared machine).
   onnx fp32 fused             onnxruntime.transformers optimizer: Attention / SkipLayerNorm / BiasGelu fusion
   int8 dynamic, SDPA trace     the default before issue 16's second pass: the graph traced with the model's SDPA
                               attention (IsNaN / Where guards on each layer's mask)
+  int8 dynamic, float32-lowest mask   the default before issue 16's third pass: the eager trace's padding mask
+                              keeps float32's lowest value, which sends onnxruntime's Softmax into a slow path
   int8 dynamic                the default of `export --quantize int8`: traced with eager attention (one additive
-                              mask for every layer), per-channel 7-bit weights
+                              mask for every layer, -60 for padded keys), per-channel 7-bit weights
   int8 dynamic per-tensor     one weight scale per tensor
   int8 dynamic fused          the fused graph, then dynamic int8
   int8 static QDQ             activation ranges calibrated on seeded training rows
@@ -56,15 +58,18 @@ from multidistill.utils.atomic import write_json
 EXPORTS = {
     "plain": {},
     "sdpa": {"attention": "sdpa"},
+    "lowest-mask": {"attention_mask_value": None},
     "per-tensor": {"per_channel": False},
     "fused": {"graph": "fused"},
     "static": {"int8_method": "static"},
 }
 # row -> (export, precision, session optimisation level)
 ROWS = {
+    "onnx fp32, float32-lowest mask": ("lowest-mask", "fp32", "all"),
     "onnx fp32": ("plain", "fp32", "all"),
     "onnx fp32 fused": ("fused", "fp32", "all"),
     "int8 dynamic, SDPA trace": ("sdpa", "int8", "all"),
+    "int8 dynamic, float32-lowest mask": ("lowest-mask", "int8", "all"),
     "int8 dynamic": ("plain", "int8", "all"),
     "int8 dynamic per-tensor": ("per-tensor", "int8", "all"),
     "int8 dynamic fused": ("fused", "int8", "all"),

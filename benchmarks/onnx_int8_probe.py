@@ -13,10 +13,17 @@ probes start from. Rows:
                                            tanh approximation, then dynamic int8
   int8 dynamic, attention fusion only      the optimizer's Attention fusion alone (QAttention after int8), no
                                            LayerNorm or GELU fusion
+  int8 dynamic, MultiHeadAttention         the same as MultiHeadAttention: Q/K/V stay separate int8 MatMuls and
+                                           only the attention core (scores, mask, softmax, context) is one op
   int8 dynamic, SkipLayerNorm fused        the default graph with its shapes kept, so onnxruntime fuses the residual
                                            Add + LayerNormalization into SkipLayerNormalization when it loads it
                                            (exports drop those shapes; see `export.onnx._stamp`)
   int8 dynamic, denormals as zero          the default graph, session option session.set_denormal_as_zero
+
+Beside the table, where the time goes: onnxruntime's profiler over the consecutive batch-32 SST-2 batches for the
+default int8 graph and the fused export's (each op type's share of kernel time), and two kernels timed alone on
+this CPU: an int8 GEMM (`MatMulInteger`, the int8 graph's MatMuls) against PyTorch's fp32 GEMM of the same shape,
+and onnxruntime's Softmax against PyTorch's on a batch of attention scores.
 
 Each probe is scored like an export's parity check (the first --parity-examples dev rows of every task, PyTorch
 against the graph; `export.onnx.parity_failures` with the default tolerance) and timed like the benchmark.
@@ -41,6 +48,7 @@ import torch
 
 from multidistill.config import DataConfig
 from multidistill.data.batches import map_batches
+from multidistill.data.collate import collate
 from multidistill.data.prepare import prepare_data
 from multidistill.data.tasks import Task
 from multidistill.evaluation.evaluate import predict
@@ -93,7 +101,8 @@ def _nbits(source: Path, target: Path, block_size: int) -> str | None:
     return None
 
 
-def _optimized_int8(source: Path, target: Path, model, *, attention: bool, gelu_approximation: bool) -> None:
+def _optimized_int8(source: Path, target: Path, model, *, attention: bool, gelu_approximation: bool,
+                    multi_head: bool = False) -> None:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -102,6 +111,7 @@ def _optimized_int8(source: Path, target: Path, model, *, attention: bool, gelu_
                  "enable_embed_layer_norm"):
         setattr(options, name, False)
     options.enable_attention = attention
+    options.use_multi_head_attention = multi_head
     options.enable_gelu = options.enable_bias_gelu = gelu_approximation
     options.enable_gelu_approximation = gelu_approximation
     config = model.backbone.config
@@ -148,6 +158,8 @@ def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, roun
     graphs["int8 dynamic + FastGelu"] = (out / "fastgelu.onnx", None)
     _optimized_int8(fp32, out / "attention.onnx", model, attention=True, gelu_approximation=False)
     graphs["int8 dynamic, attention fusion only"] = (out / "attention.onnx", None)
+    _optimized_int8(fp32, out / "mha.onnx", model, attention=True, gelu_approximation=False, multi_head=True)
+    graphs["int8 dynamic, MultiHeadAttention"] = (out / "mha.onnx", None)
     _with_shapes(fp32, out / "shapes.onnx")
     graphs["int8 dynamic, SkipLayerNorm fused"] = (out / "shapes.onnx", None)
     graphs["int8 dynamic, denormals as zero"] = (default, {"session.set_denormal_as_zero": "1"})
@@ -182,6 +194,14 @@ def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, roun
                           score_delta_points=100 * (rows[name]["score"] - torch_score))
         for key, field in SPEEDUPS.items():
             rows[name][key] = getattr(result, field) / getattr(base, field)
+    profiled = {"int8 dynamic (export default)": default}
+    if (exports / "fused" / "model.int8.onnx").is_file():
+        profiled["int8 dynamic fused (export --graph fused)"] = exports / "fused" / "model.int8.onnx"
+    batch_rows = min(len(eval_sets[task.name]), 32 * throughput_batches)
+    batches = [collate(task, eval_sets[task.name][i:i + 32], pad) for i in range(0, batch_rows, 32)]
+    profiles = {name: op_profile(path, batches, task.name, out) for name, path in profiled.items()}
+    heads = model.backbone.config.num_attention_heads
+    longest = max(b["input_ids"].shape[1] for b in batches)
     import onnxruntime
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_info(),
@@ -190,14 +210,114 @@ def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, roun
               "tasks": [s.name for s in specs],
               "settings": {"parity_examples": parity_examples, "rounds": rounds, "latency_runs": latency_runs,
                            "throughput_batches": throughput_batches, "batch_size": 32},
-              "rows": rows, "skipped": notes}
+              "rows": rows, "skipped": notes, "op_profiles": profiles,
+              "kernels": {"gemm": gemm_rates(), "softmax": softmax_times(32, heads, longest)}}
     write_json(out / "onnx_int8_probe.json", report)
     (out / "onnx_int8_probe.md").write_text(_markdown(report))
     return report
 
 
+def op_profile(path: Path, batches: list[dict], task: str, out: Path, passes: int = 3) -> dict[str, float]:
+    """Each op type's share (%) of onnxruntime's kernel time over ``passes`` runs of ``batches``, largest first."""
+    import json
+
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    options.profile_file_prefix = str(out / "ort_profile")
+    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    forward = _forward(session, task)
+    forward(batches[0])
+    for _ in range(passes):
+        for batch in batches:
+            forward(batch)
+    trace = Path(session.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + event["dur"]
+    trace.unlink()
+    whole = sum(totals.values()) or 1.0
+    return {op: round(100 * t / whole, 1) for op, t in sorted(totals.items(), key=lambda item: -item[1])}
+
+
+def _timed(call: Callable[[], object], runs: int = 50) -> float:
+    """Median seconds of ``call`` over ``runs`` calls, after 3 warm-up calls."""
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_rates(m: int = 1536, k: int = 384, n: int = 1536) -> dict[str, float]:
+    """Operations per second (x 1e9) of an int8 GEMM in onnxruntime (uint8 activations x int8 weights, what the
+    dynamic int8 graph's MatMuls run) and of PyTorch's fp32 GEMM of the same shape (a batch of 32 x 48 tokens
+    through a 384 -> 1536 feed-forward layer)."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "w")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], [weights])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(), options,
+        providers=["CPUExecutionProvider"])
+    feed = {"a": rng.integers(0, 256, (m, k), dtype=np.uint8)}
+    left, right = torch.randn(m, k), torch.randn(k, n)
+    ops = 2 * m * k * n
+    return {"shape": f"{m}x{k} @ {k}x{n}", "onnxruntime_int8_gops": ops / _timed(lambda: session.run(None, feed)) / 1e9,
+            "torch_fp32_gflops": ops / _timed(lambda: left @ right) / 1e9}
+
+
+def softmax_times(batch: int, heads: int, length: int) -> dict[str, float]:
+    """Milliseconds of one Softmax over attention scores [batch, heads, length, length] (the last quarter of the keys
+    masked as padding), in onnxruntime (the int8 graph's op) and in PyTorch."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    shape = ["b", heads, "t", "t"]
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "softmax",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options,
+        providers=["CPUExecutionProvider"])
+    scores = np.random.default_rng(0).standard_normal((batch, heads, length, length)).astype(np.float32)
+    scores[..., length - length // 4:] = np.finfo(np.float32).min
+    tensor = torch.from_numpy(scores)
+    return {"shape": f"{batch}x{heads}x{length}x{length}",
+            "onnxruntime_ms": 1000 * _timed(lambda: session.run(None, {"x": scores})),
+            "torch_ms": 1000 * _timed(lambda: tensor.softmax(-1))}
+
+
 def _markdown(report: dict) -> str:
-    return markdown(report) + "".join(f"\n{name}: {note}\n" for name, note in report["skipped"].items())
+    text = markdown(report) + "".join(f"\n{name}: {note}\n" for name, note in report["skipped"].items())
+    for name, shares in report.get("op_profiles", {}).items():
+        top = ", ".join(f"{op} {share:.1f}%" for op, share in list(shares.items())[:10])
+        text += f"\nKernel time by op type, {name} (batch 32, onnxruntime profiler): {top}\n"
+    kernels = report.get("kernels")
+    if kernels:
+        gemm, softmax = kernels["gemm"], kernels["softmax"]
+        int8, fp32 = gemm["onnxruntime_int8_gops"], gemm["torch_fp32_gflops"]
+        text += (f"\nGEMM {gemm['shape']}: onnxruntime int8 {int8:.0f} GOPS, PyTorch fp32 {fp32:.0f} GFLOPS "
+                 f"({int8 / fp32:.1f}x)."
+                 f" Softmax {softmax['shape']}: onnxruntime {softmax['onnxruntime_ms']:.2f} ms, PyTorch "
+                 f"{softmax['torch_ms']:.2f} ms.\n")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,12 @@ def test_each_variant_exports_loads_and_matches_torch(name, toy, bert_dir, tmp_p
         assert variant["fused_ops"]["Attention"] == 2 and "Attention" in nodes  # one per layer of the tiny BERT
         assert "SkipLayerNormalization" in nodes and "graph_note" not in variant
     else:
-        assert variant == {"graph": "plain", "attention": kwargs.get("attention", "eager"),
+        mask = {"attention_mask": {"value": -60.0, "constants_changed": 1}} if name != "dynamic-sdpa" else {}
+        assert variant == {"graph": "plain", "attention": kwargs.get("attention", "eager"), **mask,
                            "int8": variant["int8"]} and "Attention" not in nodes
+        # the eager trace's padding mask is -60 now, in both graphs (the int8 graph is quantised from the fp32 one)
+        assert (_lowest_constants(out / "model.onnx"), _lowest_constants(out / "model.int8.onnx")) == (
+            (0, 0) if mask else (_lowest_constants(out / "model.onnx"),) * 2)
     # Eager attention builds one additive mask for all layers; SDPA's trace guards each layer's mask against NaN.
     assert ("IsNaN" in nodes) is (kwargs.get("attention") == "sdpa")
     assert f"{variant['graph']}, {kwargs.get('attention', 'eager')} attention" in describe(variant)
@@ -67,6 +71,63 @@ def test_each_variant_exports_loads_and_matches_torch(name, toy, bert_dir, tmp_p
     batch = {k: v.numpy() for k, v in _batch(fp32.tokenizer, 5).items()}
     for task in ("toy_sent", "toy_pair"):
         assert (fp32.logits(task, **batch).argmax(-1) == quantised.logits(task, **batch).argmax(-1)).all()
+
+
+def _lowest_constants(path) -> int:
+    """How many scalar float constants of the graph at ``path`` hold float32's lowest value."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    tensors = [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    return sum(1 for t in [*tensors, *graph.initializer]
+               if t.data_type == onnx.TensorProto.FLOAT and numpy_helper.to_array(t).size == 1
+               and float(numpy_helper.to_array(t).reshape(())) <= -1e38)
+
+
+def test_the_padding_mask_changes_only_where_it_reaches_a_softmax(tmp_path):
+    """Where(pad, lowest, 0) + scores -> Softmax is the eager trace's mask: it becomes -60. A lowest constant that
+    reaches no Softmax (a masked max-pooling after the encoder) stays."""
+    from onnx import TensorProto, helper
+
+    from multidistill.export.onnx_variants import soften_attention_mask
+
+    lowest = float(np.finfo(np.float32).min)
+
+    def scalar(name: str, value: float):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+    nodes = [scalar("low_a", lowest), scalar("zero", 0.0), scalar("low_b", lowest),
+             helper.make_node("Where", ["pad", "low_a", "zero"], ["mask"]),
+             helper.make_node("Add", ["scores", "mask"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+             helper.make_node("Where", ["pad", "low_b", "scores"], ["for_max"]),
+             helper.make_node("ReduceMax", ["for_max"], ["pooled"], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pad", TensorProto.BOOL, [1, 3]),
+                                           helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3]),
+                               helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1])])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert soften_attention_mask(path, -60.0) == 1
+    values = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t).item()
+              for n in onnx.load(str(path)).graph.node if n.op_type == "Constant"}
+    assert values == {"low_a": -60.0, "zero": 0.0, "low_b": pytest.approx(lowest)}
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probs, _ = session.run(None, {"pad": np.array([[False, False, True]]),
+                                  "scores": np.array([[1.0, 2.0, 9.0]], dtype=np.float32)})
+    assert probs[0, 2] < 1e-20 and probs[0, :2] == pytest.approx(np.exp([1, 2]) / np.exp([1, 2]).sum())
+
+
+def test_the_padding_mask_value_can_stay_float32s_lowest_and_is_checked(toy, bert_dir, tmp_path):  # noqa: F811
+    meta = export_onnx(bert_dir, tmp_path / "lowest", parity_data=toy["data"], attention_mask_value=None)
+    assert "attention_mask" not in meta["variant"] and _lowest_constants(tmp_path / "lowest" / "model.onnx") == 1
+    with pytest.raises(ConfigError, match="attention mask value -5.0: use -20.0 or lower"):
+        export_onnx(bert_dir, tmp_path / "a", attention_mask_value=-5.0)
+    with pytest.raises(ConfigError, match="--attention-mask-value 'tiny': give a number <= -20 or 'lowest'"):
+        export_command(bert_dir, tmp_path / "a", attention_mask_value="tiny")
+    assert not (tmp_path / "a").exists()
 
 
 def test_static_int8_of_a_fused_graph_is_refused_not_left_weight_only(toy, bert_dir, tmp_path):  # noqa: F811

@@ -43,6 +43,8 @@ from multidistill.export.onnx_runtime import (
 )
 from multidistill.export.onnx_variants import (
     ATTENTION_CHOICES,
+    ATTENTION_MASK_CEILING,
+    ATTENTION_MASK_VALUE,
     DEFAULT_CALIBRATION_EXAMPLES,
     GRAPH_CHOICES,
     INT8_METHODS,
@@ -56,6 +58,7 @@ from multidistill.export.onnx_variants import (
     fusion_model_type,
     quantize_dynamic_int8,
     quantize_static_int8,
+    soften_attention_mask,
 )
 from multidistill.export.parity import (
     NOISE_Z,
@@ -243,7 +246,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                 max_metric_drop_int8: float = 0.01, parity_examples: int | None = 500, overwrite: bool = False,
                 batch_size: int = 32, on_parity_failure: Literal["raise", "omit"] = "raise",
                 graph: Graph = "plain", int8_method: Int8Method = "dynamic", per_channel: bool = True,
-                attention: Attention = "eager",
+                attention: Attention = "eager", attention_mask_value: float | None = ATTENTION_MASK_VALUE,
                 calibration_data: DataConfig | None = None,
                 calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES, calibration_seed: int = 0) -> dict:
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there.
@@ -267,8 +270,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     training rows per task drawn with ``calibration_seed`` from ``calibration_data`` (default: ``parity_data``).
     ``per_channel`` False uses one weight scale per tensor. ``attention`` is the attention a Transformer encoder is
     traced with: "eager" (the default: one additive mask for all layers) or "sdpa" (the model's usual kernel, whose
-    trace guards each layer's mask against NaN; a fused graph needs eager). export.json's ``variant`` records what
-    was done.
+    trace guards each layer's mask against NaN; a fused graph needs eager). ``attention_mask_value`` is the additive
+    mask an eager trace gives padded keys (default -60, which keeps onnxruntime's Softmax on its fast path; None
+    keeps float32's lowest, PyTorch's own). export.json's ``variant`` records what was done.
 
     The folder is written atomically: on any error nothing is left at ``out_dir`` (an existing folder, which
     needs ``overwrite=True`` unless empty, stays as it was).
@@ -278,6 +282,10 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     require_choice("graph", graph, GRAPH_CHOICES)
     require_choice("int8_method", int8_method, INT8_METHODS)
     require_choice("attention", attention, ATTENTION_CHOICES)
+    if attention_mask_value is not None and attention_mask_value > ATTENTION_MASK_CEILING:
+        raise ConfigError(f"attention mask value {attention_mask_value}: use {ATTENTION_MASK_CEILING} or lower (a "
+                          "padded key keeps a weight of exp(value) of its row's largest), or none for float32's "
+                          "lowest")
     if graph == "fused" and attention != "eager":
         raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
                           "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
@@ -323,6 +331,11 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
             variant.update(graph="fused", optimizer_model_type=optimizer_type,
                            fused_ops=fuse_graph(tmp / files["fp32"], optimizer_type, config.num_attention_heads,
                                                 config.hidden_size))
+        if attention_mask_value is not None and variant.get("attention") == "eager":
+            # after fusion: a fused Attention op takes the mask itself, and what is left of it is not changed
+            variant["attention_mask"] = {"value": attention_mask_value,
+                                         "constants_changed": soften_attention_mask(tmp / files["fp32"],
+                                                                                    attention_mask_value)}
         if quantize == "int8":
             files["int8"] = MODEL_FILES["int8"]
             if calibration is None:

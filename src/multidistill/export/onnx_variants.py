@@ -5,7 +5,7 @@ the encoder is traced with.
 `export_onnx` picks among them; each choice, and any fallback, is recorded in export.json under ``variant``
 and printed by `multidistill export`, so an export always says what it holds. Measured on the demo's 3-layer
 student in docs/benchmarks.md ("Issue 16: int8 inference"), which is why the defaults are a plain graph and
-dynamic per-channel int8, traced with eager attention.
+dynamic per-channel int8, traced with eager attention whose padding mask is -60 rather than float32's lowest.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ INT8_METHODS = ("dynamic", "static")
 # tensor built once and added in every layer; SDPA's trace adds IsNaN / Where guards per layer (7% of the int8
 # graph's time in docs/benchmarks.md). Both compute the same function (the fp32 parity check holds either way).
 ATTENTION_CHOICES = ("eager", "sdpa")
+# The eager trace's additive mask gives padded keys float32's lowest value. onnxruntime's Softmax takes a slow path
+# when inputs lie far (about 87) below their row's largest, as exp underflows: on a batch of 32x12x54x54 scores with
+# a quarter of the keys masked it took 2.1 ms against 0.4 ms unmasked, a fifth of the int8 graph's time
+# (docs/benchmarks.md, "Third round"). A mask of -60 keeps Softmax on its fast path and still gives a padded key
+# exp(-60), about 1e-26, of its row's largest weight: exactly 0 in float32 unless its raw score exceeds every real
+# key's by 40 or more. The parity check compares the graph with PyTorch's own mask either way.
+ATTENTION_MASK_VALUE = -60.0
+ATTENTION_MASK_CEILING = -20.0  # higher, a padded key could keep a visible weight (exp(-20) = 2e-9)
 # Hugging Face model types whose graphs onnxruntime's "bert" optimizer fuses (its fusions match BERT-style
 # encoder blocks; a pattern that does not match is left as it was, and the parity check runs on the result).
 FUSION_MODEL_TYPES: dict[str, str] = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
@@ -110,6 +118,59 @@ def fuse_graph(path: Path, optimizer_type: str, num_heads: int, hidden_size: int
                                    hidden_size=hidden_size, opt_level=0)
         optimized.save_model_to_file(str(path))
     return {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+
+
+# --- attention mask ---------------------------------------------------------------------------------
+
+
+def soften_attention_mask(path: Path, value: float) -> int:
+    """Give the additive attention mask of the graph at ``path`` the value ``value`` for padded keys instead of
+    float32's lowest, in place, and return how many constants were changed.
+
+    Only scalar constants (or initializers) at or below -1e38 that a Softmax's input is computed from change: the
+    mask of an eager trace, not a masked max-pooling (it comes after the encoder) nor anything else."""
+    import onnx
+    from onnx import numpy_helper
+
+    if value > ATTENTION_MASK_CEILING:
+        raise ConfigError(f"attention mask value {value}: use {ATTENTION_MASK_CEILING} or lower (a padded key "
+                          f"keeps a weight of exp(value) of its row's largest)")
+    model = onnx.load(str(path))
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    seen: set[str] = set()
+    pending = [name for node in graph.node if node.op_type == "Softmax" for name in node.input]
+    while pending:  # every tensor the Softmax inputs are computed from
+        name = pending.pop()
+        if name in seen or name not in producers and name not in initializers:
+            continue
+        seen.add(name)
+        if name in producers:
+            pending.extend(producers[name].input)
+
+    def lowest(tensor) -> bool:
+        array = numpy_helper.to_array(tensor)
+        return array.dtype == np.float32 and array.size == 1 and float(array.reshape(())) <= -1e38
+
+    def softened(tensor):
+        array = np.full(numpy_helper.to_array(tensor).shape, value, dtype=np.float32)
+        return numpy_helper.from_array(array, tensor.name)
+
+    changed = 0
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] in seen:
+            for attribute in node.attribute:
+                if attribute.name == "value" and lowest(attribute.t):
+                    attribute.t.CopyFrom(softened(attribute.t))
+                    changed += 1
+    for name in seen & set(initializers):
+        if lowest(initializers[name]):
+            initializers[name].CopyFrom(softened(initializers[name]))
+            changed += 1
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 # --- int8 ------------------------------------------------------------------------------------------
@@ -210,6 +271,10 @@ def describe(variant: dict[str, Any]) -> str:
     text = f"graph: {graph}"
     if variant.get("attention"):
         text += f", {variant['attention']} attention"
+    mask = variant.get("attention_mask")
+    if mask:
+        text += (f" (padding mask {mask['value']:g})" if mask["constants_changed"] else
+                 f" (padding mask {mask['value']:g} requested; the graph has no float32-lowest mask to change)")
     if variant.get("fused_ops"):
         text += " (" + ", ".join(f"{name} x{count}" for name, count in variant["fused_ops"].items()) + ")"
     if variant.get("graph_note"):
