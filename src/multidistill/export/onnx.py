@@ -43,7 +43,6 @@ from multidistill.export.onnx_runtime import (
 )
 from multidistill.export.onnx_variants import (
     ATTENTION_CHOICES,
-    ATTENTION_MASK_CEILING,
     ATTENTION_MASK_VALUE,
     DEFAULT_CALIBRATION_EXAMPLES,
     GRAPH_CHOICES,
@@ -53,6 +52,7 @@ from multidistill.export.onnx_variants import (
     Int8Method,
     attention_implementation,
     calibration_batches,
+    check_attention_mask_value,
     eager_attention,
     fuse_graph,
     fusion_model_type,
@@ -282,10 +282,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     require_choice("graph", graph, GRAPH_CHOICES)
     require_choice("int8_method", int8_method, INT8_METHODS)
     require_choice("attention", attention, ATTENTION_CHOICES)
-    if attention_mask_value is not None and attention_mask_value > ATTENTION_MASK_CEILING:
-        raise ConfigError(f"attention mask value {attention_mask_value}: use {ATTENTION_MASK_CEILING} or lower (a "
-                          "padded key keeps a weight of exp(value) of its row's largest), or none for float32's "
-                          "lowest")
+    if attention_mask_value is not None:
+        check_attention_mask_value(attention_mask_value)
     if graph == "fused" and attention != "eager":
         raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
                           "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")

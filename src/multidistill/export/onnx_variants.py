@@ -33,11 +33,11 @@ INT8_METHODS = ("dynamic", "static")
 # graph's time in docs/benchmarks.md). Both compute the same function (the fp32 parity check holds either way).
 ATTENTION_CHOICES = ("eager", "sdpa")
 # The eager trace's additive mask gives padded keys float32's lowest value. onnxruntime's Softmax takes a slow path
-# when inputs lie far (about 87) below their row's largest, as exp underflows: on a batch of 32x12x54x54 scores with
-# a quarter of the keys masked it took 2.1 ms against 0.4 ms unmasked, a fifth of the int8 graph's time
-# (docs/benchmarks.md, "Third round"). A mask of -60 keeps Softmax on its fast path and still gives a padded key
-# exp(-60), about 1e-26, of its row's largest weight: exactly 0 in float32 unless its raw score exceeds every real
-# key's by 40 or more. The parity check compares the graph with PyTorch's own mask either way.
+# when inputs lie far below their row's largest (by about 87, where exp underflows float32): on a batch of
+# 32x12x54x54 scores with a quarter of the keys masked it took 2.1 ms against 0.4 ms unmasked, a fifth of the int8
+# graph's time (docs/benchmarks.md, "Third round"). A mask of -60 keeps Softmax on its fast path and still gives a
+# padded key exp(-60), about 1e-26, of its row's largest weight: below float32's resolution (6e-8) unless its raw
+# score exceeds every real key's by about 40 or more. The parity check compares the graph with PyTorch's own mask.
 ATTENTION_MASK_VALUE = -60.0
 ATTENTION_MASK_CEILING = -20.0  # higher, a padded key could keep a visible weight (exp(-20) = 2e-9)
 # Hugging Face model types whose graphs onnxruntime's "bert" optimizer fuses (its fusions match BERT-style
@@ -123,6 +123,14 @@ def fuse_graph(path: Path, optimizer_type: str, num_heads: int, hidden_size: int
 # --- attention mask ---------------------------------------------------------------------------------
 
 
+def check_attention_mask_value(value: float) -> None:
+    """Refuse a padding mask value that would leave padded keys a visible weight."""
+    if value > ATTENTION_MASK_CEILING:
+        raise ConfigError(f"attention mask value {value:g}: use {ATTENTION_MASK_CEILING:g} or lower (a padded key "
+                          "keeps a weight of exp(value) of its row's largest), or 'lowest' (None in Python) for "
+                          "float32's lowest")
+
+
 def soften_attention_mask(path: Path, value: float) -> int:
     """Give the additive attention mask of the graph at ``path`` the value ``value`` for padded keys instead of
     float32's lowest, in place, and return how many constants were changed.
@@ -132,9 +140,7 @@ def soften_attention_mask(path: Path, value: float) -> int:
     import onnx
     from onnx import numpy_helper
 
-    if value > ATTENTION_MASK_CEILING:
-        raise ConfigError(f"attention mask value {value}: use {ATTENTION_MASK_CEILING} or lower (a padded key "
-                          f"keeps a weight of exp(value) of its row's largest)")
+    check_attention_mask_value(value)
     model = onnx.load(str(path))
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
