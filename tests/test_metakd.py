@@ -131,6 +131,13 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     assert code == 0, output
     assert output.count("done, reusing") == len(META_STAGES)
+    # A baseline added later: its students are trained, and the scores stage, which only reads the models, is
+    # made again over all of them instead of refused.
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--set", "baselines=[no_kd]")
+    assert code == 0, output
+    assert "stage scores:" in output and "made again" in " ".join(output.split())
+    summary = json.loads((root / "summary.json").read_text())
+    assert list(summary["rows"]) == ["meta-teacher", "Meta-KD student", "no-KD student"]
 
 
 def test_the_benchmark_keeps_a_fraction_of_every_domain_of_any_metakd_task(tiny_run, tmp_path, monkeypatch):

@@ -44,6 +44,41 @@ def test_an_unfinished_stage_is_taken_up_again_and_other_settings_are_named(tmp_
     assert not (tmp_path / PENDING / "bench.json").exists()
 
 
+def test_a_derived_stage_of_other_inputs_is_made_again_and_says_why(tmp_path, capsys):
+    """Scores and benchmarks only read the stages before them: other inputs (a target added) make them again,
+    finished or not, where any other stage is refused."""
+    runner = StageRunner(tmp_path)
+
+    def writes(text: str):
+        def work(folder: Path, resume: bool) -> None:
+            folder.mkdir()
+            (folder / "scores.json").write_text(text)
+        return work
+
+    made = runner.run("scores", {"split": "test"}, {"student@books": "fp1"}, writes("old"), derived=True)
+    again = runner.run("scores", {"split": "test"}, {"student@books": "fp1", "student@dvd": "fp2"}, writes("new"),
+                       derived=True)
+    assert again == made and (made / "scores.json").read_text() == "new"
+    manifest = json.loads((made / STAGE_MANIFEST).read_text())
+    assert manifest["inputs"] == {"student@books": "fp1", "student@dvd": "fp2"}
+    err = " ".join(capsys.readouterr().err.split())
+    assert "stage scores:" in err and "inputs.student@dvd: unset -> 'fp2'" in err and "made again" in err
+    with pytest.raises(ConfigError, match="made with other settings or inputs"):  # not derived: refused
+        runner.run("scores", {"split": "dev"}, {}, lambda folder, resume: None)
+
+    def cut(folder: Path, resume: bool) -> None:
+        folder.mkdir()
+        (folder / "part").write_text("half")
+        raise ModelError("stopped")
+
+    with pytest.raises(ModelError):
+        runner.run("bench", {"rounds": 3}, {}, cut, derived=True)
+    resumed = []
+    runner.run("bench", {"rounds": 5}, {}, lambda folder, resume: resumed.append(resume), derived=True)
+    assert resumed == [False] and not (tmp_path / "bench" / "part").exists()
+    assert json.loads((tmp_path / "bench" / STAGE_MANIFEST).read_text())["config"] == {"rounds": 5}
+
+
 def test_a_stage_cut_twice_records_the_time_of_all_its_runs(tmp_path, monkeypatch):
     from multidistill.recipes import stages
 

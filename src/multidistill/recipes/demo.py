@@ -232,7 +232,7 @@ def _run_demo(config: DemoConfig) -> dict:
 
     bench = runner.run("benchmark", {"runtimes": runtimes, **settings_payload(config.benchmark)},
                        {name: stage_fingerprint(folder) for name, folder in {"teacher": teacher, **students}.items()},
-                       measure)
+                       measure, derived=True)
     shutil.copyfile(bench / "benchmark.json", runner.root / "benchmark.json")
     rows = {"teacher": {"metrics": read_metrics(teacher), "params": count_parameters(teacher_model)}}
     for name, folder in students.items():

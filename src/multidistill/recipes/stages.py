@@ -35,12 +35,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from multidistill.errors import ConfigError
 from multidistill.training.run_settings import at_defaults, flatten
@@ -145,13 +147,15 @@ class StageRunner:
         self.outcomes: list[StageOutcome] = []
 
     def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None],
-            *, rerun: str = "does this stage again from its start") -> Path:
+            *, rerun: str = "does this stage again from its start", derived: bool = False) -> Path:
         """Run ``work(folder, resume)`` for stage ``name`` unless it is already done.
 
         ``config`` is the JSON-able settings of the stage; ``inputs`` maps each input's role to its
         fingerprint (another stage's, or a hash of a user-supplied folder). ``work`` may return extra
         manifest fields. ``rerun`` says what running the recipe again does with this stage if it stops
-        part-way (printed with the error or interrupt).
+        part-way (printed with the error or interrupt). A ``derived`` stage only reads the stages before it
+        (scores, a benchmark), so one of other settings or inputs is made again, saying why, instead of refused:
+        nothing is lost that the kept stages cannot give again.
         """
         folder = inside(self.root, name)
         # The second, what stages made before `portable` recorded, is valid while their paths are as they were.
@@ -166,10 +170,12 @@ class StageRunner:
                 self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                 return folder
             what = _changed_text(recorded, config, inputs)
-            raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs{what}; remove it "
-                              f"(and the stages after it) or choose another output_dir")
+            if not derived:
+                raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs{what}; remove "
+                                  f"it (and the stages after it) or choose another output_dir")
+            self._replace(name, folder, f"was made with other settings or inputs{what}")
         pending = inside(self.root, PENDING, f"{name}.json")
-        resume, before = self._claim(name, folder, pending, accepted, config, inputs)
+        resume, before = self._claim(name, folder, pending, accepted, config, inputs, derived)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
         try:
@@ -186,8 +192,15 @@ class StageRunner:
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
 
+    @staticmethod
+    def _replace(name: str, folder: Path, why: str) -> None:
+        """Remove a derived stage's folder (ours: its record says so) before making it again, and say why."""
+        console.print(f"[yellow]stage {name}: {escape(f'{folder} {why}')}; it only reads the stages before it, so "
+                      "it is made again[/yellow]")
+        shutil.rmtree(folder)
+
     def _claim(self, name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
-               inputs: dict[str, str]) -> tuple[bool, dict]:
+               inputs: dict[str, str], derived: bool = False) -> tuple[bool, dict]:
         """Record that stage ``name`` starts with these settings, before anything of it is written; returns
         whether ``folder`` holds an unfinished run of it to continue, and the earlier runs' time
         ({seconds, parts}, zero for a fresh start). A folder of other settings, or one no record vouches for,
@@ -200,6 +213,10 @@ class StageRunner:
                                   "recipe started it (a folder from elsewhere?); remove it or choose another "
                                   "output_dir")
             _refuse_changed_defaults(name, folder, record.get("config"), config)
+            if record["fingerprint"] not in accepted and derived:
+                self._replace(name, folder, f"holds an unfinished run made with other settings or inputs"
+                                            f"{_changed_text(record, config, inputs)}")
+                return resume, self._record(pending, name, accepted, config, inputs, before)
             if record["fingerprint"] not in accepted:
                 what = _changed_text(record, config, inputs)
                 raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with "
@@ -207,10 +224,16 @@ class StageRunner:
                                   f"remove it (rm -r {shlex.quote(str(folder))}) to start it again with these")
             resume = True
             before = _earlier_time(record)
+        return resume, self._record(pending, name, accepted, config, inputs, before)
+
+    @staticmethod
+    def _record(pending: Path, name: str, accepted: tuple[str, str], config: dict, inputs: dict[str, str],
+                before: dict) -> dict:
+        """Write the record that stage ``name`` runs with these settings; returns ``before``."""
         pending.parent.mkdir(parents=True, exist_ok=True)
         write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": accepted[0],
                              "config": config, "inputs": inputs, **before})
-        return resume, before
+        return before
 
     def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str, before: dict,
                  seconds: float) -> None:

@@ -61,7 +61,7 @@ def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: 
         return {}
 
     # Not "report": that is where `multidistill report RUN_DIR` writes report.md by default.
-    folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work)
+    folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work, derived=True)
     return json.loads((folder / SCORES).read_text())
 
 
