@@ -216,8 +216,19 @@ def test_both_demos_train_the_bilstm_6_epochs_at_3e_3():
     assert full.transformer.train.epochs == 4
     assert [t.loss for t in full.transformer.objective.classification] == [
         "logit_mse", "hard", "hidden_mse", "attention_mse"]
-    # --quick's one-epoch student stays on logits (its int8 export failed the parity gate with the feature terms).
+    # --quick's one-epoch student stays on logits (its int8 export failed the parity gate with the feature terms),
+    # unless the user's settings file gives it an objective.
     assert quick.transformer.objective == demo.mkd_objective()
+
+
+def test_quick_keeps_an_objective_from_the_settings_file(tmp_path):
+    import multidistill.recipes.demo as demo
+
+    path = tmp_path / "demo.yaml"
+    path.write_text("transformer:\n  objective:\n    classification: [{loss: soft_ce}, {loss: attention_mse}]\n")
+    config = demo.load_demo_config(path, quick=True)
+    assert [t.loss for t in config.transformer.objective.classification] == ["soft_ce", "attention_mse"]
+    assert config.transformer.train.epochs == 1  # the rest of --quick still applies
 
 
 def test_memory_probes_run_side_by_side(monkeypatch):

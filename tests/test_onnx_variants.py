@@ -123,10 +123,17 @@ def test_the_padding_mask_changes_only_where_it_reaches_a_softmax(tmp_path):
 def test_the_padding_mask_value_can_stay_float32s_lowest_and_is_checked(toy, bert_dir, tmp_path):  # noqa: F811
     meta = export_onnx(bert_dir, tmp_path / "lowest", parity_data=toy["data"], attention_mask_value=None)
     assert "attention_mask" not in meta["variant"] and _lowest_constants(tmp_path / "lowest" / "model.onnx") == 1
-    with pytest.raises(ConfigError, match="attention mask value -5: use -20 or lower"):
-        export_onnx(bert_dir, tmp_path / "a", attention_mask_value=-5.0)
+    for bad in (-5.0, float("nan"), float("-inf"), -1e39):
+        with pytest.raises(ConfigError, match=r"attention mask value .*: use a number from -3.40282e\+38 to -20"):
+            export_onnx(bert_dir, tmp_path / "a", attention_mask_value=bad)
     with pytest.raises(ConfigError, match="--attention-mask-value 'tiny': give a number <= -20 or 'lowest'"):
         export_command(bert_dir, tmp_path / "a", attention_mask_value="tiny")
+    with pytest.raises(ConfigError, match="attention mask value -5: use a number"):  # checked before any work
+        export_command(bert_dir, tmp_path / "a", attention_mask_value="-5")
+    with pytest.raises(ConfigError, match="--attention-mask-value apply to --format onnx"):
+        export_command(bert_dir, tmp_path / "a", format="hf", attention_mask_value="lowest")
+    with pytest.raises(ConfigError, match="the sdpa trace keeps PyTorch's"):
+        export_command(bert_dir, tmp_path / "a", attention="sdpa", attention_mask_value="-40")
     assert not (tmp_path / "a").exists()
 
 

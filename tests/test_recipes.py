@@ -88,19 +88,24 @@ def test_mtdnn_kd_recipe_runs_then_skips_every_stage(tiny_run, tmp_path, monkeyp
 
 
 def test_feature_terms_bring_the_recipe_teachers_online():
-    """A logit-only objective keeps the stage teacher-free (its fingerprint unchanged); a feature term anywhere in
-    it (per task type or per task name) runs the recipe's teachers on each batch, since a logit store lacks them."""
-    from multidistill.config import LossTerm, ObjectiveConfig
+    """A logit-only objective keeps the stage teacher-free (its fingerprint unchanged); a feature term for one of
+    the stage's tasks (by task type or task name) runs the recipe's teachers on each batch, since a logit store
+    lacks features; one for a task the stage does not train loads no teacher."""
+    from multidistill.config import DataConfig, LossTerm, ObjectiveConfig
     from multidistill.recipes.common import feature_teachers
 
+    both, sentiment = DataConfig(tasks=["sst2", "stsb"]), DataConfig(tasks=["sst2"])
     teachers = [Path("t1"), Path("t2")]
     logits = [LossTerm(loss="logit_mse"), LossTerm(loss="hard")]
-    assert feature_teachers(None, teachers) is None
-    assert feature_teachers(ObjectiveConfig(classification=logits, regression=logits), teachers) is None
+    assert feature_teachers(None, both, teachers) is None
+    assert feature_teachers(ObjectiveConfig(classification=logits, regression=logits), both, teachers) is None
     for objective in (ObjectiveConfig(classification=[*logits, LossTerm(loss="hidden_mse")]),
                       ObjectiveConfig(regression=[LossTerm(loss="attention_mse")]),
-                      ObjectiveConfig(tasks={"toy_reg": [LossTerm(loss="relation_kl")]})):
-        assert feature_teachers(objective, teachers) == ["t1", "t2"]
+                      ObjectiveConfig(tasks={"stsb": [LossTerm(loss="relation_kl")]})):
+        assert feature_teachers(objective, both, teachers) == ["t1", "t2"]
+    for objective in (ObjectiveConfig(regression=[LossTerm(loss="attention_mse")]),
+                      ObjectiveConfig(tasks={"stsb": [LossTerm(loss="relation_kl")]})):
+        assert feature_teachers(objective, sentiment, teachers) is None  # sst2 is classification, not stsb
 
 
 def test_a_recipe_student_with_feature_terms_distils_from_its_online_teacher(tiny_run, tmp_path, monkeypatch,

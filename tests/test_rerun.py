@@ -79,6 +79,42 @@ def test_a_derived_stage_of_other_inputs_is_made_again_and_says_why(tmp_path, ca
     assert json.loads((tmp_path / "bench" / STAGE_MANIFEST).read_text())["config"] == {"rounds": 5}
 
 
+def test_a_derived_stage_made_under_another_default_is_made_again_even_through_a_link(tmp_path, capsys):
+    """A changed default (recorded outside the fingerprint) re-makes a derived stage instead of refusing it; the
+    old folder goes through a hidden `.<name>.replaced` (a replacement cut short earlier is cleared), and a stage
+    folder that is a link is replaced without touching what it points to."""
+    from multidistill.recipes.stages import DEFAULTS_KEY
+
+    runner = StageRunner(tmp_path)
+
+    def writes(text: str):
+        def work(folder: Path, resume: bool) -> None:
+            folder.mkdir(exist_ok=True)
+            (folder / "benchmark.json").write_text(text)
+        return work
+
+    runner.run("benchmark", {"rounds": 3, DEFAULTS_KEY: {"memory": True}}, {}, writes("old"), derived=True)
+    (tmp_path / ".benchmark.replaced").mkdir()  # left by a replacement cut short
+    runner.run("benchmark", {"rounds": 3, DEFAULTS_KEY: {"memory": False}}, {}, writes("new"), derived=True)
+    assert (tmp_path / "benchmark" / "benchmark.json").read_text() == "new"
+    assert not (tmp_path / ".benchmark.replaced").exists()
+    assert "the default of 'memory' was True, now False" in " ".join(capsys.readouterr().err.split())
+    # not derived: the same change is refused
+    runner.run("scores", {"k": 1, DEFAULTS_KEY: {"d": 1}}, {}, writes("x"))
+    with pytest.raises(ConfigError, match="this version changed those defaults"):
+        runner.run("scores", {"k": 1, DEFAULTS_KEY: {"d": 2}}, {}, writes("y"))
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (tmp_path / "benchmark").rename(elsewhere / "benchmark")
+    (tmp_path / "benchmark").symlink_to(elsewhere / "benchmark")
+    runner.run("benchmark", {"rounds": 5}, {}, writes("linked"), derived=True)
+    assert not (tmp_path / "benchmark").is_symlink()
+    assert (tmp_path / "benchmark" / "benchmark.json").read_text() == "linked"
+    assert (elsewhere / "keep.txt").read_text() == "mine" and (elsewhere / "benchmark" / "benchmark.json").exists()
+
+
 def test_a_stage_cut_twice_records_the_time_of_all_its_runs(tmp_path, monkeypatch):
     from multidistill.recipes import stages
 

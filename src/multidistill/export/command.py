@@ -53,13 +53,17 @@ def print_hf_check(title: str, info: dict) -> None:
 
 
 def _mask_value(text: str) -> float | None:
-    """--attention-mask-value: a number, or 'lowest' (None: float32's lowest, as the trace builds it)."""
+    """--attention-mask-value: a number, checked, or 'lowest' (None: float32's lowest, as the trace builds it)."""
+    from multidistill.export.onnx_variants import check_attention_mask_value
+
     if text.strip().lower() == "lowest":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ConfigError(f"--attention-mask-value {text!r}: give a number <= -20 or 'lowest'") from None
+    check_attention_mask_value(value)
+    return value
 
 
 def export_command(
@@ -147,9 +151,10 @@ def export_command(
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
     from multidistill.export.onnx_variants import (
         ATTENTION_CHOICES,
+        ATTENTION_MASK_VALUE,
         GRAPH_CHOICES,
         INT8_METHODS,
-            describe,
+        describe,
     )
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_config
@@ -159,8 +164,11 @@ def export_command(
     require_choice("--int8-method", int8_method, INT8_METHODS)
     require_choice("--graph", graph, GRAPH_CHOICES)
     require_choice("--attention", attention, ATTENTION_CHOICES)
-    if format == "hf" and (graph != "plain" or int8_method != "dynamic" or attention != "eager"):
-        raise ConfigError("--graph, --int8-method and --attention apply to --format onnx")
+    if format == "hf" and (graph != "plain" or int8_method != "dynamic" or attention != "eager"
+                           or mask_value != ATTENTION_MASK_VALUE):
+        raise ConfigError("--graph, --int8-method, --attention and --attention-mask-value apply to --format onnx")
+    if attention != "eager" and mask_value != ATTENTION_MASK_VALUE:
+        raise ConfigError("--attention-mask-value is the mask of an eager trace; the sdpa trace keeps PyTorch's")
     if format == "hf" and quantize != "none":
         raise ConfigError("--quantize applies to --format onnx; a Hugging Face export keeps the model's fp32 weights")
     if format == "onnx" and task is not None:

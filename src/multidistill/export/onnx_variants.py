@@ -124,11 +124,14 @@ def fuse_graph(path: Path, optimizer_type: str, num_heads: int, hidden_size: int
 
 
 def check_attention_mask_value(value: float) -> None:
-    """Refuse a padding mask value that would leave padded keys a visible weight."""
-    if value > ATTENTION_MASK_CEILING:
-        raise ConfigError(f"attention mask value {value:g}: use {ATTENTION_MASK_CEILING:g} or lower (a padded key "
-                          "keeps a weight of exp(value) of its row's largest), or 'lowest' (None in Python) for "
-                          "float32's lowest")
+    """Refuse a padding mask value that would leave padded keys a visible weight, or one float32 cannot hold
+    (NaN, an infinity, or beyond float32's lowest, which becomes -inf: 0 x -inf is NaN in a (1 - mask) x value
+    mask)."""
+    lowest = float(np.finfo(np.float32).min)
+    if not (lowest <= value <= ATTENTION_MASK_CEILING):
+        raise ConfigError(f"attention mask value {value:g}: use a number from {lowest:g} to {ATTENTION_MASK_CEILING:g} "
+                          "(a padded key keeps a weight of exp(value) of its row's largest), or 'lowest' (None in "
+                          "Python) for float32's lowest")
 
 
 def soften_attention_mask(path: Path, value: float) -> int:

@@ -19,9 +19,8 @@ from multidistill.config import (
     TeacherRunConfig,
     TrainConfig,
 )
-from multidistill.data.prepare import open_example_store
+from multidistill.data.prepare import open_example_store, resolve_tasks
 from multidistill.evaluation.metrics import average_score, compute_metrics
-from multidistill.losses.registry import LOSSES
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.teachers.fingerprint import teacher_fingerprint
@@ -29,6 +28,7 @@ from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
 from multidistill.training.device import accelerator_for
 from multidistill.training.loop import BEST_MODEL
+from multidistill.training.objective import reads_inputs
 from multidistill.training.run import train_model
 
 
@@ -49,14 +49,13 @@ def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelCo
     return model.model_copy(update=update) if update else model
 
 
-def feature_teachers(objective: ObjectiveConfig | None, teacher_dirs: list[Path]) -> list[str] | None:
-    """The recipe's teachers as online teachers when a term of ``objective`` reads teacher features (hidden states,
-    attention), which a logit store cannot give; None otherwise, so the stage keeps its fingerprint.
-
-    Any configured term counts (per task type and per task name), so a feature term always finds its teacher."""
-    terms = [*objective.classification, *objective.regression,
-             *(term for task_terms in objective.tasks.values() for term in task_terms)] if objective else []
-    wanted = any("teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in terms)
+def feature_teachers(objective: ObjectiveConfig | None, data: DataConfig,
+                     teacher_dirs: list[Path]) -> list[str] | None:
+    """The recipe's teachers as online teachers for a stage on ``data`` when a term of ``objective`` for one of its
+    tasks reads teacher features (hidden states, attention), which a logit store cannot give; None otherwise, so
+    the stage keeps its fingerprint and loads no teacher."""
+    tasks = {task.name: task for task in resolve_tasks(data)}
+    wanted = reads_inputs(objective or ObjectiveConfig(), tasks, frozenset({"teacher_features"}))
     return [str(folder) for folder in teacher_dirs] if wanted else None
 
 

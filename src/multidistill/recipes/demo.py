@@ -142,11 +142,16 @@ def _merge(base: dict, update: dict) -> dict:
 
 def load_demo_config(path: str | Path | None = None, overrides: list[str] | None = None,
                      quick: bool = False) -> DemoConfig:
-    """The built-in demo settings, updated by a YAML file, then `--quick`, then `--set` overrides."""
+    """The built-in demo settings, updated by a YAML file, then `--quick`, then `--set` overrides. `--quick` sizes
+    the budget; an objective the YAML file gives the 3-layer student is kept."""
     raw = DemoConfig().model_dump(mode="json")
+    quick_overrides = QUICK_OVERRIDES if quick else []
     if path is not None:
-        raw = _merge(raw, read_yaml(path))
-    raw = apply_overrides(raw, [*(QUICK_OVERRIDES if quick else []), *(overrides or [])])
+        user = read_yaml(path)
+        raw = _merge(raw, user)
+        if "objective" in (user.get("transformer") or {}):
+            quick_overrides = [o for o in quick_overrides if not o.startswith("transformer.objective=")]
+    raw = apply_overrides(raw, [*quick_overrides, *(overrides or [])])
     try:
         return DemoConfig.model_validate(raw)
     except ValidationError as exc:
@@ -204,7 +209,7 @@ def train_stages(runner: StageRunner, config: DemoConfig, students: Iterable[str
             runner, name, kind="distill", model=resolve_teacher_ref(section.model, [teacher_model]),
             train=section.train, data=student_data, max_examples=student_cap, objective=section.objective,
             signals=signals, inputs={"signals": stage_fingerprint(signals)},
-            online_teachers=feature_teachers(section.objective, [teacher_model]))
+            online_teachers=feature_teachers(section.objective, student_data, [teacher_model]))
     return TrainedStages(teacher, trained, notes)
 
 

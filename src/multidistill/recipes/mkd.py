@@ -147,11 +147,11 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     signals = signals_stage(runner, recipe, teacher_dirs, {**teacher_inputs, **transfer_inputs}, student_data,
                             max_examples=cap)
     student_inputs = {"signals": stage_fingerprint(signals)}
-    online = feature_teachers(recipe.student.objective, teacher_dirs)  # feature terms: the teachers run online
     section = recipe.student.model_copy(update={"model": resolve_teacher_ref(recipe.student.model, teacher_dirs)})
     student = train_stage(runner, "student", kind="distill", model=section.model, train=section.train,
                           data=student_data, max_examples=cap, objective=section.objective, signals=signals,
-                          inputs=student_inputs, online_teachers=online)
+                          inputs=student_inputs, online_teachers=feature_teachers(section.objective, student_data,
+                                                                                  teacher_dirs))
 
     def single(name: str) -> DataConfig:
         return student_data.model_copy(update={"tasks": [ref for ref in student_data.tasks if ref.name == name]})
@@ -163,13 +163,15 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
             finetuned[name] = train_stage(
                 runner, f"finetune-{name}", kind="distill", model=init, train=recipe.finetune.train,
                 data=single(name), max_examples=cap, objective=section.objective, signals=signals,
-                inputs={**student_inputs, "student": stage_fingerprint(student)}, online_teachers=online)
+                inputs={**student_inputs, "student": stage_fingerprint(student)},
+                online_teachers=feature_teachers(section.objective, single(name), teacher_dirs))
     if recipe.baseline.enabled:
         for name in data.task_names:
             baseline[name] = train_stage(runner, f"baseline-{name}", kind="distill", model=section.model,
                                          train=section.train, data=single(name), max_examples=cap,
                                          objective=section.objective, signals=signals, inputs=student_inputs,
-                                         online_teachers=online)
+                                         online_teachers=feature_teachers(section.objective, single(name),
+                                                                          teacher_dirs))
 
     rows = teacher_rows(teacher_dirs)
     if not rows:

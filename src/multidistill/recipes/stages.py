@@ -164,12 +164,14 @@ class StageRunner:
         manifest = folder / STAGE_MANIFEST
         if manifest.is_file():
             recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
-            if recorded["fingerprint"] in accepted:
+            defaults = changed_defaults(recorded.get("config"), config)
+            if recorded["fingerprint"] in accepted and not (defaults and derived):
                 _refuse_changed_defaults(name, folder, recorded.get("config"), config)
                 console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
                 self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                 return folder
-            what = _changed_text(recorded, config, inputs)
+            what = _changed_text(recorded, config, inputs) or (f" (changed defaults: {'; '.join(defaults)})"
+                                                               if defaults else "")
             if not derived:
                 raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs{what}; remove "
                                   f"it (and the stages after it) or choose another output_dir")
@@ -194,10 +196,15 @@ class StageRunner:
 
     @staticmethod
     def _replace(name: str, folder: Path, why: str) -> None:
-        """Remove a derived stage's folder (ours: its record says so) before making it again, and say why."""
+        """Remove a derived stage's folder (ours: its record says so) before making it again, and say why. It is
+        first renamed away (one atomic step), so a deletion cut short leaves no half-deleted stage folder, only a
+        hidden `.<name>.replaced` that the next replacement clears."""
         console.print(f"[yellow]stage {name}: {escape(f'{folder} {why}')}; it only reads the stages before it, so "
                       "it is made again[/yellow]")
-        shutil.rmtree(folder)
+        trash = folder.with_name(f".{folder.name}.replaced")
+        _remove(trash)  # what a replacement cut short left
+        folder.rename(trash)
+        _remove(trash)
 
     def _claim(self, name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
                inputs: dict[str, str], derived: bool = False) -> tuple[bool, dict]:
@@ -212,11 +219,13 @@ class StageRunner:
                 raise ConfigError(f"stage '{name}': {folder} exists but no record in {pending.parent} says this "
                                   "recipe started it (a folder from elsewhere?); remove it or choose another "
                                   "output_dir")
-            _refuse_changed_defaults(name, folder, record.get("config"), config)
-            if record["fingerprint"] not in accepted and derived:
-                self._replace(name, folder, f"holds an unfinished run made with other settings or inputs"
-                                            f"{_changed_text(record, config, inputs)}")
+            defaults = changed_defaults(record.get("config"), config)
+            if derived and (record["fingerprint"] not in accepted or defaults):
+                what = _changed_text(record, config, inputs) or (f" (changed defaults: {'; '.join(defaults)})"
+                                                                 if defaults else "")
+                self._replace(name, folder, f"holds an unfinished run made with other settings or inputs{what}")
                 return resume, self._record(pending, name, accepted, config, inputs, before)
+            _refuse_changed_defaults(name, folder, record.get("config"), config)
             if record["fingerprint"] not in accepted:
                 what = _changed_text(record, config, inputs)
                 raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with "
@@ -266,6 +275,14 @@ def _earlier_time(record: dict) -> dict:
             and isinstance(parts, int) and not isinstance(parts, bool) and parts >= 0):
         return {"seconds": float(seconds), "parts": parts}
     return {"seconds": 0.0, "parts": 0}
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a folder, if there."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) -> None:
