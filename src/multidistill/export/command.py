@@ -99,8 +99,9 @@ def export_command(
     attention_mask_value: Annotated[str, typer.Option(help="The additive attention mask an eager trace gives "
                                                            "padded keys: -60 (default; keeps onnxruntime's "
                                                            "Softmax on its fast path, about 1.2x the int8 graph) "
-                                                           "or any value <= -20, or 'lowest' for float32's lowest "
-                                                           "(PyTorch's own mask).")] = "-60",
+                                                           "or any number from float32's lowest to -20, or "
+                                                           "'lowest' for float32's lowest (PyTorch's own "
+                                                           "mask).")] = "-60",
     calibration_examples: Annotated[int, typer.Option(help="--int8-method static: training rows per task to "
                                                            "calibrate activation ranges on.")] = 256,
     calibration_seed: Annotated[int, typer.Option(help="--int8-method static: seed that draws the calibration "
