@@ -65,7 +65,7 @@ from onnx_int8 import REFERENCE, SPEEDUPS, _commit, cpu_info, markdown  # noqa: 
 DEFAULT = "int8 dynamic (export default)"
 
 
-def _session(path: Path, config: dict[str, str] | None = None):
+def _session(path: Path, config: dict[str, str] | None = None, profile_prefix: Path | None = None):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -73,6 +73,9 @@ def _session(path: Path, config: dict[str, str] | None = None):
     options.log_severity_level = 3
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -221,14 +224,7 @@ def op_profile(path: Path, batches: list[dict], task: str, out: Path, passes: in
     """Each op type's share (%) of onnxruntime's kernel time over ``passes`` runs of ``batches``, largest first."""
     import json
 
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(out / "ort_profile")
-    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = _session(path, profile_prefix=out / "ort_profile")
     forward = _forward(session, task)
     forward(batches[0])
     for _ in range(passes):

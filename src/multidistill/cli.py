@@ -182,7 +182,7 @@ def demo_command(
 
     A multi-task MiniLM teacher (SST-2, MRPC, STS-B, Amazon electronics) -> its soft targets -> a 3-layer
     Transformer student and a BiLSTM student -> benchmark (PyTorch and ONNX Runtime fp32/int8) -> report
-    with plots. About 14 minutes on a 2-core Xeon with native bf16; interrupted runs resume; prints the final
+    with plots. About 15 minutes on a 2-core Xeon with native bf16; interrupted runs resume; prints the final
     table and the report's path; OUTPUT_DIR/log.txt keeps what was printed. Needs the `demo` extra
     (pip install -e '.\\[demo]').
 

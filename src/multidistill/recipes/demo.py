@@ -85,7 +85,7 @@ def transformer_objective() -> ObjectiveConfig:
 
 
 class DemoConfig(_Strict):
-    """The demo's settings; the defaults are the full demo (14 minutes on a 2-core Xeon with native bf16)."""
+    """The demo's settings; the defaults are the full demo (15 minutes on a 2-core Xeon with native bf16)."""
 
     output_dir: str = Field("runs/demo", description="Demo folder (one sub-folder per stage, report/).")
     data: DataConfig = Field(default_factory=lambda: DataConfig(

@@ -170,8 +170,7 @@ class StageRunner:
                 console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
                 self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                 return folder
-            what = _changed_text(recorded, config, inputs) or (f" (changed defaults: {'; '.join(defaults)})"
-                                                               if defaults else "")
+            what = _changed_text(recorded, config, inputs, defaults)
             if not derived:
                 raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs{what}; remove "
                                   f"it (and the stages after it) or choose another output_dir")
@@ -221,8 +220,7 @@ class StageRunner:
                                   "output_dir")
             defaults = changed_defaults(record.get("config"), config)
             if derived and (record["fingerprint"] not in accepted or defaults):
-                what = _changed_text(record, config, inputs) or (f" (changed defaults: {'; '.join(defaults)})"
-                                                                 if defaults else "")
+                what = _changed_text(record, config, inputs, defaults)
                 self._replace(name, folder, f"holds an unfinished run made with other settings or inputs{what}")
                 return resume, self._record(pending, name, accepted, config, inputs, before)
             _refuse_changed_defaults(name, folder, record.get("config"), config)
@@ -293,16 +291,18 @@ def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) ->
                           "new defaults, or choose another output_dir")
 
 
-def _changed_text(record: dict, config: dict, inputs: dict[str, str]) -> str:
+def _changed_text(record: dict, config: dict, inputs: dict[str, str], defaults: list[str] | None = None) -> str:
     """What differs between a stage record (manifest or pending) and this run, as ' (changed: key: old -> new,
     ...)' with dotted keys (`flatten`, as a resumed run's check names them) and shortened values ('' when nothing
-    recorded differs, e.g. only how paths were written). Recorded defaults are left out: `_refuse_changed_defaults`
-    names those."""
+    recorded differs, e.g. only how paths were written). Recorded defaults are left out (`_refuse_changed_defaults`
+    names those), unless they are all that changed and ``defaults`` (`changed_defaults`' lines) is given."""
     before = flatten({"config": without_defaults(record.get("config")), "inputs": record.get("inputs")})
     after = flatten({"config": without_defaults(config), "inputs": inputs})
     changed = [f"{key}: {_short(before.get(key, _UNSET))} -> {_short(after.get(key, _UNSET))}"
                for key in sorted(set(before) | set(after)) if before.get(key, _UNSET) != after.get(key, _UNSET)]
-    return f" (changed: {', '.join(changed)})" if changed else ""
+    if changed:
+        return f" (changed: {', '.join(changed)})"
+    return f" (changed defaults: {'; '.join(defaults)})" if defaults else ""
 
 
 _UNSET = object()  # a key one of the two settings lacks
