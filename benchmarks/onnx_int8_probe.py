@@ -65,7 +65,8 @@ from onnx_int8 import REFERENCE, SPEEDUPS, _commit, cpu_info, markdown  # noqa: 
 DEFAULT = "int8 dynamic (export default)"
 
 
-def _session(path: Path, config: dict[str, str] | None = None, profile_prefix: Path | None = None):
+def _session(model: Path | bytes, config: dict[str, str] | None = None, profile_prefix: Path | None = None):
+    """An onnxruntime CPU session on a graph file or serialised graph, with the process's thread count."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -76,7 +77,8 @@ def _session(path: Path, config: dict[str, str] | None = None, profile_prefix: P
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, Path) else model
+    return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _forward(session, task: str) -> Callable[[dict], np.ndarray]:
@@ -257,7 +259,6 @@ def gemm_rates(m: int = 1536, k: int = 384, n: int = 1536) -> dict[str, float]:
     """Operations per second (x 1e9) of an int8 GEMM in onnxruntime (uint8 activations x int8 weights, what the
     dynamic int8 graph's MatMuls run) and of PyTorch's fp32 GEMM of the same shape (a batch of 32 x 48 tokens
     through a 384 -> 1536 feed-forward layer)."""
-    import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -265,11 +266,7 @@ def gemm_rates(m: int = 1536, k: int = 384, n: int = 1536) -> dict[str, float]:
     graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "gemm",
                               [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], [weights])
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(), options,
-        providers=["CPUExecutionProvider"])
+    session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
     feed = {"a": rng.integers(0, 256, (m, k), dtype=np.uint8)}
     left, right = torch.randn(m, k), torch.randn(k, n)
     ops = 2 * m * k * n
@@ -284,18 +281,13 @@ def softmax_times(batch: int, heads: int, length: int) -> dict:
     """Milliseconds of one Softmax over attention scores [batch, heads, length, length] whose last quarter of keys is
     masked as padding with each of `MASKS` (float32's lowest: PyTorch's mask and the old export's; -60: the
     export's now; none: no padding), in onnxruntime (the graphs' op) and in PyTorch."""
-    import onnxruntime
     from onnx import TensorProto, helper
 
     shape = ["b", heads, "t", "t"]
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "softmax",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options,
-        providers=["CPUExecutionProvider"])
+    session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     result: dict = {"shape": f"{batch}x{heads}x{length}x{length}", "onnxruntime_ms": {}, "torch_ms": {}}
     for name, value in MASKS.items():
         scores = 3 * np.random.default_rng(0).standard_normal((batch, heads, length, length)).astype(np.float32)

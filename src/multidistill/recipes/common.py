@@ -62,12 +62,16 @@ def feature_teachers(objective: ObjectiveConfig | None, data: DataConfig,
 def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig, train: TrainConfig,
                 data: DataConfig, max_examples: int | None, objective: ObjectiveConfig | None = None,
                 signals: Path | None = None, inputs: dict[str, str] | None = None,
-                online_teachers: list[str] | None = None,
+                online_teachers: list[str] | None = None, feature_teachers_of: list[Path] | None = None,
                 example_weights: ExampleWeightsConfig | None = None) -> Path:
     """Train (or resume, or reuse) one model; the stage folder is a normal run folder (model/, metrics.json).
 
     ``online_teachers`` (model folders or encoder names) run on every batch for feature terms;
-    ``example_weights`` (a column of a per-example column store) weight each training example's loss."""
+    ``feature_teachers_of`` (a recipe's teachers) run so only when ``objective`` has feature terms for ``data``'s
+    tasks (`feature_teachers`); ``example_weights`` (a column of a per-example column store) weight each training
+    example's loss."""
+    if feature_teachers_of is not None and not online_teachers:
+        online_teachers = feature_teachers(objective, data, feature_teachers_of)
     train = train.model_copy(update={"max_examples_per_task": max_examples})
     config_payload = {"kind": kind, "model": settings_payload(model), "train": settings_payload(train),
                       "data": settings_payload(data), "objective": settings_payload(objective)}

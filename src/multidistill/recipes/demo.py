@@ -36,7 +36,7 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import TrivialBaseline, trivial_baseline
 from multidistill.evaluation.benchmark import RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
-from multidistill.recipes.common import feature_teachers, read_metrics, resolve_teacher_ref, signals_stage, train_stage
+from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.config import SignalsSection, StudentSection
 from multidistill.recipes.mkd import mkd_objective, transfer_stage
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
@@ -209,7 +209,7 @@ def train_stages(runner: StageRunner, config: DemoConfig, students: Iterable[str
             runner, name, kind="distill", model=resolve_teacher_ref(section.model, [teacher_model]),
             train=section.train, data=student_data, max_examples=student_cap, objective=section.objective,
             signals=signals, inputs={"signals": stage_fingerprint(signals)},
-            online_teachers=feature_teachers(section.objective, student_data, [teacher_model]))
+            feature_teachers_of=[teacher_model])
     return TrainedStages(teacher, trained, notes)
 
 

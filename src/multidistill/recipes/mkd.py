@@ -28,7 +28,6 @@ from multidistill.evaluation.metrics import average_score
 from multidistill.models.backbone import load_tokenizer
 from multidistill.recipes.common import (
     ensemble_metrics,
-    feature_teachers,
     read_metrics,
     recipe_data,
     resolve_teacher_ref,
@@ -150,8 +149,7 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     section = recipe.student.model_copy(update={"model": resolve_teacher_ref(recipe.student.model, teacher_dirs)})
     student = train_stage(runner, "student", kind="distill", model=section.model, train=section.train,
                           data=student_data, max_examples=cap, objective=section.objective, signals=signals,
-                          inputs=student_inputs, online_teachers=feature_teachers(section.objective, student_data,
-                                                                                  teacher_dirs))
+                          inputs=student_inputs, feature_teachers_of=teacher_dirs)
 
     def single(name: str) -> DataConfig:
         return student_data.model_copy(update={"tasks": [ref for ref in student_data.tasks if ref.name == name]})
@@ -164,14 +162,13 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
                 runner, f"finetune-{name}", kind="distill", model=init, train=recipe.finetune.train,
                 data=single(name), max_examples=cap, objective=section.objective, signals=signals,
                 inputs={**student_inputs, "student": stage_fingerprint(student)},
-                online_teachers=feature_teachers(section.objective, single(name), teacher_dirs))
+                feature_teachers_of=teacher_dirs)
     if recipe.baseline.enabled:
         for name in data.task_names:
             baseline[name] = train_stage(runner, f"baseline-{name}", kind="distill", model=section.model,
                                          train=section.train, data=single(name), max_examples=cap,
                                          objective=section.objective, signals=signals, inputs=student_inputs,
-                                         online_teachers=feature_teachers(section.objective, single(name),
-                                                                          teacher_dirs))
+                                         feature_teachers_of=teacher_dirs)
 
     rows = teacher_rows(teacher_dirs)
     if not rows:

@@ -13,7 +13,6 @@ from pydantic import Field
 from multidistill.config import LossTerm, ObjectiveConfig
 from multidistill.recipes.common import (
     ensemble_metrics,
-    feature_teachers,
     read_metrics,
     recipe_data,
     resolve_teacher_ref,
@@ -54,7 +53,7 @@ def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
     student = train_stage(runner, "student", kind="distill", model=student_model, train=recipe.student.train,
                           data=data, max_examples=recipe.max_examples_per_task, objective=recipe.student.objective,
                           signals=signals, inputs={"signals": stage_fingerprint(signals)},
-                          online_teachers=feature_teachers(recipe.student.objective, data, teacher_dirs))
+                          feature_teachers_of=teacher_dirs)
     rows = teacher_rows(teacher_dirs)
     if len(teacher_dirs) > 1 or not rows:
         rows[f"ensemble of {len(teacher_dirs)}" if len(teacher_dirs) > 1 else "teacher"] = {

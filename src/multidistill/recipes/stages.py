@@ -166,7 +166,7 @@ class StageRunner:
             recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
             defaults = changed_defaults(recorded.get("config"), config)
             if recorded["fingerprint"] in accepted and not (defaults and derived):
-                _refuse_changed_defaults(name, folder, recorded.get("config"), config)
+                _refuse_changed_defaults(name, folder, defaults)
                 console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
                 self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                 return folder
@@ -223,7 +223,7 @@ class StageRunner:
                 what = _changed_text(record, config, inputs, defaults)
                 self._replace(name, folder, f"holds an unfinished run made with other settings or inputs{what}")
                 return resume, self._record(pending, name, accepted, config, inputs, before)
-            _refuse_changed_defaults(name, folder, record.get("config"), config)
+            _refuse_changed_defaults(name, folder, defaults)
             if record["fingerprint"] not in accepted:
                 what = _changed_text(record, config, inputs)
                 raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with "
@@ -283,8 +283,8 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _refuse_changed_defaults(name: str, folder: Path, recorded, config: dict) -> None:
-    changed = changed_defaults(recorded, config)
+def _refuse_changed_defaults(name: str, folder: Path, changed: list[str]) -> None:
+    """Refuse a stage whose recorded defaults differ from this version's (``changed``: `changed_defaults`' lines)."""
     if changed:
         raise ConfigError(f"stage '{name}': {folder} was made when {'; '.join(changed)} (this version changed "
                           f"those defaults); remove it (rm -r {shlex.quote(str(folder))}) to make it again with the "
