@@ -17,6 +17,9 @@ wall time and in process CPU time (steadier than wall time on a shared machine).
                               keeps float32's lowest value, which sends onnxruntime's Softmax into a slow path
   int8 dynamic                the default of `export --quantize int8`: traced with eager attention (one additive
                               mask for every layer, -60 for padded keys), per-channel 7-bit weights
+  int8 dynamic, second session   a control: the default graph again, in its own session, timed right after the
+                              first; the two differ only by what the timing does to them (the order, what the
+                              previous turn left running), so their gap is the measurement's own error
   int8 dynamic per-tensor     one weight scale per tensor
   int8 dynamic fused          the fused graph, then dynamic int8
   int8 static QDQ             activation ranges calibrated on seeded training rows
@@ -47,7 +50,7 @@ from multidistill.config import DataConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.data.tasks import Task
 from multidistill.evaluation.benchmark import _onnx_forward
-from multidistill.evaluation.speed import compare_speed, torch_forward
+from multidistill.evaluation.speed import SETTLE_S, compare_speed, torch_forward
 from multidistill.export.onnx import OnnxModel, export_onnx
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.loading import load_model, saved_data_root
@@ -71,6 +74,7 @@ ROWS = {
     "int8 dynamic, SDPA trace": ("sdpa", "int8", "all"),
     "int8 dynamic, float32-lowest mask": ("lowest-mask", "int8", "all"),
     "int8 dynamic": ("plain", "int8", "all"),
+    "int8 dynamic, second session": ("plain", "int8", "all"),
     "int8 dynamic per-tensor": ("per-tensor", "int8", "all"),
     "int8 dynamic fused": ("fused", "int8", "all"),
     "int8 static QDQ": ("static", "int8", "all"),
@@ -107,7 +111,7 @@ def _average(parity: dict, side: str) -> float:
 
 def run(model_dir: Path, out: Path, *, parity_examples: int, rounds: int, latency_runs: int,
         throughput_batches: int, calibration_examples: int, data_root: str | None, cache_dir: str,
-        reuse_exports: bool = False) -> dict:
+        reuse_exports: bool = False, settle_s: float = SETTLE_S) -> dict:
     """Export every variant, time every row alternately and return the report (also written under ``out``)."""
     specs = [Task.model_validate(spec) for spec in read_model_config(model_dir)["tasks"]]
     root = data_root if data_root is not None else saved_data_root(model_dir)
@@ -158,7 +162,8 @@ def run(model_dir: Path, out: Path, *, parity_examples: int, rounds: int, latenc
         contenders[row] = (_onnx_forward(onnx_model, task.name), speed_data, pad)
 
     speeds = compare_speed(contenders, task, rounds=rounds, latency_runs=latency_runs,
-                           throughput_batches=throughput_batches, batch_size=32, longest_first=True, cpu_time=True)
+                           throughput_batches=throughput_batches, batch_size=32, longest_first=True, cpu_time=True,
+                           settle_s=settle_s)
     base = speeds[REFERENCE]
     for row, result in speeds.items():
         rows[row].update(result.to_dict(), speedup_b1=base.latency_ms_median / result.latency_ms_median,
@@ -173,7 +178,7 @@ def run(model_dir: Path, out: Path, *, parity_examples: int, rounds: int, latenc
         "commit": _commit(), "model": str(model_dir), "speed_task": task.name, "tasks": [s.name for s in specs],
         "settings": {"parity_examples": parity_examples, "rounds": rounds, "latency_runs": latency_runs,
                      "throughput_batches": throughput_batches, "batch_size": 32,
-                     "calibration_examples": calibration_examples},
+                     "calibration_examples": calibration_examples, "settle_s": settle_s},
         "export_seconds": {name: round(e["seconds"], 1) for name, e in exports.items()},
         "rows": rows,
     }
@@ -201,7 +206,8 @@ def markdown(report: dict) -> str:
         f"{report['threads']} thread(s), onnxruntime {report['onnxruntime']}, torch {report['torch']}.",
         f"Scores: average main metric over {', '.join(report['tasks'])} on the first {settings['parity_examples']} "
         f"dev rows of each (the parity check's rows). Speed: {report['speed_task']} dev inputs, "
-        f"{settings['rounds']} interleaved rounds, batch-1 latency median of {settings['latency_runs']} calls, "
+        f"{settings['rounds']} interleaved rounds{_settle(settings)}, batch-1 latency median of "
+        f"{settings['latency_runs']} calls, "
         f"batch-32 throughput median of the rounds ({settings['throughput_batches']} batches each): consecutive "
         "rows, then the same rows batched longest first (sorted); wall time, and process CPU time (cpu).",
         "",
@@ -227,6 +233,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _settle(settings: dict) -> str:
+    settle = settings.get("settle_s")
+    if settle is None:  # a report from before the pause existed
+        return ""
+    return f" ({settle * 1000:.0f} ms pause before each turn)" if settle else " (no pause between turns)"
+
+
 def _number(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
@@ -243,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-examples", type=int, default=256, help="static int8: training rows per task")
     parser.add_argument("--data-root", default=None, help="default: the data root the model was trained with")
     parser.add_argument("--cache-dir", default=".cache/multidistill")
+    parser.add_argument("--settle-ms", type=float, default=SETTLE_S * 1000,
+                        help="pause before each row's turn in a round, so the previous row's threads are idle "
+                             "(0: none, as before 2026-12-06's fourth round)")
     parser.add_argument("--reuse-exports", action="store_true",
                         help="time the exports already under OUT/exports (same model, same parity rows)")
     args = parser.parse_args(argv)
@@ -252,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args.model, args.out, parity_examples=args.parity_examples, rounds=args.rounds,
                  latency_runs=args.latency_runs, throughput_batches=args.throughput_batches,
                  calibration_examples=args.calibration_examples, data_root=args.data_root, cache_dir=args.cache_dir,
-                 reuse_exports=args.reuse_exports)
+                 reuse_exports=args.reuse_exports, settle_s=args.settle_ms / 1000)
     print(markdown(report))
     print(json.dumps(report["export_seconds"]))
     return 0

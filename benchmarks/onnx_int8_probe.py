@@ -19,6 +19,11 @@ probes start from. Rows:
                                            Add + LayerNormalization into SkipLayerNormalization when it loads it
                                            (exports drop those shapes; see `export.onnx._stamp`)
   int8 dynamic, denormals as zero          the default graph, session option session.set_denormal_as_zero
+  int8 dynamic, Q/K/V merged               the fp32 graph's query, key and value projections (MatMuls reading one
+                                           activation, each with its bias Add) merged into one MatMul + Add on the
+                                           weights side by side and a Split, then dynamic int8 (same arithmetic)
+  int8 dynamic, dynamic_block_base 2       the default graph, session option session.dynamic_block_base 2
+                                           (onnxruntime's thread pool splits loops into shrinking blocks)
 
 Beside the table, where the time goes: onnxruntime's profiler over the consecutive batch-32 SST-2 batches for the
 default int8 graph and the fused export's (each op type's share of kernel time), and two kernels timed alone on
@@ -52,7 +57,7 @@ from multidistill.data.collate import collate
 from multidistill.data.prepare import prepare_data
 from multidistill.data.tasks import Task
 from multidistill.evaluation.evaluate import predict
-from multidistill.evaluation.speed import compare_speed, torch_forward
+from multidistill.evaluation.speed import SETTLE_S, compare_speed, torch_forward
 from multidistill.export.onnx import compare_predictions, parity_failures
 from multidistill.export.onnx_variants import quantize_dynamic_int8
 from multidistill.models.backbone import load_tokenizer
@@ -137,6 +142,54 @@ def _with_shapes(source: Path, target: Path) -> None:
     quantize_dynamic_int8(shaped, target)
 
 
+def _merged_projections(source: Path, target: Path) -> int:
+    """Dynamic int8 of the fp32 graph with every group of MatMuls that read one activation with constant 2-D
+    weights and a bias Add each (an attention block's Q, K and V) merged into MatMul + Add + Split; returns the
+    number of groups merged. Shapes are dropped afterwards, as an export drops them."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    groups: dict[str, list] = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and weights.get(node.input[1], np.empty(0)).ndim == 2:
+            add = readers.get(node.output[0], [])
+            bias = [name for name in add[0].input if name != node.output[0]] if len(add) == 1 else []
+            if add and add[0].op_type == "Add" and len(bias) == 1 and bias[0] in weights:
+                groups.setdefault(node.input[0], []).append((node, add[0], bias[0]))
+    index = {id(node): i for i, node in enumerate(graph.node)}
+    inserted: dict[int, list] = {}
+    dropped: set[int] = set()
+    for number, (source_name, members) in enumerate(item for item in groups.items() if len(item[1]) > 1):
+        tag = f"merged_{number}"
+        graph.initializer.extend([
+            numpy_helper.from_array(np.concatenate([weights[m.input[1]] for m, _, _ in members], axis=1), tag + ".w"),
+            numpy_helper.from_array(np.concatenate([weights[b] for _, _, b in members]), tag + ".b"),
+            numpy_helper.from_array(np.asarray([weights[m.input[1]].shape[1] for m, _, _ in members], np.int64),
+                                    tag + ".split")])
+        inserted[min(index[id(m)] for m, _, _ in members)] = [
+            helper.make_node("MatMul", [source_name, tag + ".w"], [tag + ".mm"]),
+            helper.make_node("Add", [tag + ".mm", tag + ".b"], [tag + ".add"]),
+            helper.make_node("Split", [tag + ".add", tag + ".split"], [a.output[0] for _, a, _ in members], axis=-1)]
+        dropped.update(index[id(node)] for m, a, _ in members for node in (m, a))
+    nodes = [new for i, node in enumerate(graph.node) for new in inserted.get(i, []) + ([] if i in dropped else [node])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    fp32 = target.with_suffix(".fp32.onnx")
+    onnx.save(model, str(fp32))
+    quantize_dynamic_int8(fp32, target)
+    quantised = onnx.load(str(target))
+    quantised.graph.ClearField("value_info")
+    onnx.save(quantised, str(target))
+    return len(inserted)
+
+
 def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, rounds: int, latency_runs: int,
         throughput_batches: int, data_root: str | None, cache_dir: str) -> dict:
     model = load_model(model_dir).eval()
@@ -168,6 +221,9 @@ def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, roun
     _with_shapes(fp32, out / "shapes.onnx")
     graphs["int8 dynamic, SkipLayerNorm fused"] = (out / "shapes.onnx", None)
     graphs["int8 dynamic, denormals as zero"] = (default, {"session.set_denormal_as_zero": "1"})
+    notes["merged Q/K/V groups"] = str(_merged_projections(fp32, out / "merged.onnx"))
+    graphs["int8 dynamic, Q/K/V merged"] = (out / "merged.onnx", None)
+    graphs["int8 dynamic, dynamic_block_base 2"] = (default, {"session.dynamic_block_base": "2"})
 
     expected = {name: predict(model, model.tasks[name], ds, batch_size=32, pad_token_id=pad,
                               device=torch.device("cpu")) for name, ds in parity_sets.items()}
@@ -214,7 +270,7 @@ def run(model_dir: Path, exports: Path, out: Path, *, parity_examples: int, roun
               "torch": torch.__version__, "commit": _commit(), "model": str(model_dir), "speed_task": task.name,
               "tasks": [s.name for s in specs],
               "settings": {"parity_examples": parity_examples, "rounds": rounds, "latency_runs": latency_runs,
-                           "throughput_batches": throughput_batches, "batch_size": 32},
+                           "throughput_batches": throughput_batches, "batch_size": 32, "settle_s": SETTLE_S},
               "rows": rows, "skipped": notes, "op_profiles": profiles,
               "kernels": {"gemm": gemm_rates(), "softmax": softmax_times(32, heads, longest)}}
     write_json(out / "onnx_int8_probe.json", report)

@@ -44,6 +44,10 @@ def test_table_has_every_row_with_its_speedups_and_names_gate_failures():
     table = bench.markdown(report)
     assert 'CPU "Xeon" (avx512_vnni yes, amx_int8 no), 1 thread(s)' in table
     assert "then the same rows batched longest first (sorted)" in table
+    assert "5 interleaved rounds, batch-1" in table  # a report from before the settle pause says nothing of it
+    paused = bench.markdown({**report, "settings": {**report["settings"], "settle_s": 0.05}})
+    assert "5 interleaved rounds (50 ms pause before each turn), batch-1" in paused
+    assert "(no pause between turns)" in bench.markdown({**report, "settings": {**report["settings"], "settle_s": 0}})
     assert ("| torch fp32 eager | 0.7500 | +0.00 | - | 40.0 (12.0) | 1.00x | 100 | 1.00x | 180 | 1.00x | 1.00x | "
             "1.00x | - |") in table
     assert ("| int8 dynamic | 0.7520 | +0.20 | 98.0% | 10.0 (12.0) | 4.00x | 300 | 3.00x | 450 | 2.50x | 2.90x | "
@@ -115,3 +119,68 @@ def test_longest_first_throughput_times_the_same_rows_with_less_padding(cpu_time
     plain = compare_speed({"model": (forward, rows, 0)}, task, rounds=1, latency_runs=1, throughput_batches=4,
                           batch_size=2, warmup=0)["model"]
     assert plain.throughput_longest_first_examples_per_s is None and plain.throughput_cpu_examples_per_s is None
+
+
+def test_each_contender_turn_starts_after_the_settle_pause(monkeypatch):
+    """A pause precedes every contender's turn in every round (not its warm-up), so what the previous contender
+    left running is not timed with the next; settle_s=0 never pauses, and a negative pause is refused."""
+    import multidistill.evaluation.speed as speed
+
+    task = BUILTIN_TASKS["sst2"]
+    rows = Dataset.from_dict({"id": ["0", "1"], "label": [0, 1], "input_ids": [[2, 7, 3], [2, 7, 7, 3]],
+                              "attention_mask": [[1] * 3, [1] * 4]})
+    events: list[str] = []
+    monkeypatch.setattr(speed.time, "sleep", lambda seconds: events.append(f"sleep {seconds}"))
+
+    def contender(name: str):
+        def forward(batch: dict) -> np.ndarray:
+            events.append(name)
+            return np.zeros((len(batch["input_ids"]), 2), dtype=np.float32)
+        return forward
+
+    contenders = {"a": (contender("a"), rows, 0), "b": (contender("b"), rows, 0)}
+    speed.compare_speed(contenders, task, rounds=2, latency_runs=2, throughput_batches=1, batch_size=2, warmup=0,
+                        settle_s=0.25)
+    timed = events[events.index("sleep 0.25"):]  # after the warm-up batches
+    assert timed == ["sleep 0.25", "a", "a", "sleep 0.25", "b", "b"] * 2  # one single, one batch a turn
+    assert speed.SETTLE_S > 0  # the default pauses
+    events.clear()
+    speed.compare_speed(contenders, task, rounds=1, latency_runs=1, throughput_batches=1, batch_size=2, warmup=0,
+                        settle_s=0)
+    assert not [event for event in events if event.startswith("sleep")]
+    with pytest.raises(ValueError, match="settle_s"):
+        speed.compare_speed(contenders, task, rounds=1, settle_s=-1)
+
+
+def test_probe_merges_shared_input_projections_into_one_matmul_with_the_same_outputs(tmp_path):
+    """Two projections of one activation (and one of another) become MatMul + Add + Split on the weights side by
+    side; the fp32 graph computes what the original did, under the original output names."""
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {name: rng.normal(size=shape).astype(np.float32) for name, shape in
+               {"wq": (4, 3), "wk": (4, 5), "wo": (4, 2), "bq": (3,), "bk": (5,), "bo": (2,)}.items()}
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q0"]), helper.make_node("Add", ["bq", "q0"], ["q"]),
+             helper.make_node("MatMul", ["x", "wk"], ["k0"]), helper.make_node("Add", ["k0", "bk"], ["k"]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("MatMul", ["r", "wo"], ["o0"]), helper.make_node("Add", ["o0", "bo"], ["o"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("q", "k", "o")],
+        [numpy_helper.from_array(array, name) for name, array in weights.items()])
+    source = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    probe = load_benchmark("onnx_int8_probe")
+
+    assert probe._merged_projections(source, tmp_path / "merged.onnx") == 1
+    merged = onnx.load(str(tmp_path / "merged.fp32.onnx"))
+    assert [node.op_type for node in merged.graph.node].count("Split") == 1
+    assert [node.op_type for node in merged.graph.node].count("MatMul") == 2  # q and k merged, o alone
+    x = rng.normal(size=(2, 6, 4)).astype(np.float32)
+    expected = onnxruntime.InferenceSession(str(source)).run(None, {"x": x})
+    got = onnxruntime.InferenceSession(str(tmp_path / "merged.fp32.onnx")).run(None, {"x": x})
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_allclose(have, want, rtol=1e-6, atol=1e-6)
+    assert (tmp_path / "merged.onnx").is_file()  # the int8 graph the probe times

@@ -7,6 +7,11 @@ Throughput batches are consecutive rows by default, each padded to its longest r
 times the same rows batched longest first, as every batched inference path here runs them (`data.batches`), so
 each batch is padded less; ``cpu_time`` also reports examples per second of the process's CPU time, which a
 machine shared with other jobs disturbs less than wall time (with one thread per contender).
+
+Each contender's turn starts after a short pause (``settle_s``): what the previous contender left running (an
+onnxruntime session's pool threads spin-wait for new work after a run) would otherwise share the cores with the
+first batches timed. Measured on a 2-core Xeon: the same int8 graph in two sessions timed back to back differed by
+18-22% at batch 32 without the pause, within 2% with 50 ms (docs/benchmarks.md, "Fourth round").
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from multidistill.data.collate import collate
 from multidistill.data.tasks import Task
 
 Forward = Callable[[dict], object]
+SETTLE_S = 0.05  # seconds of pause before each contender's turn in a round
 
 
 @dataclass
@@ -57,15 +63,19 @@ def torch_forward(model: torch.nn.Module, task: Task, *, bf16: bool = False) -> 
 
 def compare_speed(contenders: dict[str, tuple[Forward, object, int]], task: Task, *, rounds: int = 5,
                   latency_runs: int = 50, throughput_batches: int = 4, batch_size: int = 32,
-                  warmup: int = 3, longest_first: bool = False, cpu_time: bool = False) -> dict[str, SpeedResult]:
+                  warmup: int = 3, longest_first: bool = False, cpu_time: bool = False,
+                  settle_s: float = SETTLE_S) -> dict[str, SpeedResult]:
     """Latency (ms, batch 1) and throughput (examples/s, batch ``batch_size``) of each contender.
 
     ``contenders`` maps a name to (forward function or PyTorch model, tokenised dataset of ``task`` in
     that contender's tokenizer, pad token id). Each round runs every contender in turn: ``latency_runs / rounds``
     single-example calls and ``throughput_batches`` full batches (then, with ``longest_first``, the same rows
     batched longest first); reported values are the median (and p95) over all rounds. ``cpu_time`` adds the
-    throughputs per second of process CPU time.
+    throughputs per second of process CPU time. Each turn starts after ``settle_s`` seconds of pause, so the
+    previous contender's lingering threads are not timed with it (0: no pause).
     """
+    if not settle_s >= 0:
+        raise ValueError(f"settle_s must be a number of seconds >= 0, got {settle_s}")
     latencies: dict[str, list[float]] = {name: [] for name in contenders}
     kinds = ["consecutive"] + (["longest_first"] if longest_first else [])
     rates = {name: {(kind, clock): [] for kind in kinds for clock in ("wall", "cpu")} for name in contenders}
@@ -86,6 +96,8 @@ def compare_speed(contenders: dict[str, tuple[Forward, object, int]], task: Task
         prepared[name] = (forward, singles, batches)
     for round_index in range(rounds):
         for name, (forward, singles, batches) in prepared.items():
+            if settle_s:
+                time.sleep(settle_s)
             for j in range(per_round):
                 batch = singles[(round_index * per_round + j) % len(singles)]
                 start = time.perf_counter()
