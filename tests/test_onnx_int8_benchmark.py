@@ -184,3 +184,16 @@ def test_probe_merges_shared_input_projections_into_one_matmul_with_the_same_out
     for want, have in zip(expected, got, strict=True):
         np.testing.assert_allclose(have, want, rtol=1e-6, atol=1e-6)
     assert (tmp_path / "merged.onnx").is_file()  # the int8 graph the probe times
+
+
+def test_speed_order_table_gives_each_pause_its_rates_speedups_and_the_sessions_ratio():
+    bench = load_benchmark("speed_order")
+    rates = {bench.REFERENCE: {"b32": 400.0, "b32 sorted": 600.0},
+             "int8 session A": {"b32": 1200.0, "b32 sorted": 1800.0},
+             "int8 session B": {"b32": 960.0, "b32 sorted": 1800.0}}
+    report = {"date": "today", "commit": "abc", "cpu": {"model_name": "Xeon"}, "threads": 2, "task": "sst2",
+              "rounds": 9, "runs": [{"settle_ms": 0.0, "rates": rates}, {"settle_ms": 50.0, "rates": rates}]}
+    table = bench.markdown(report)
+    assert "| 0 ms | b32 | 400 | 1200 (3.00x) | 960 (2.40x) | 0.80 |" in table
+    assert "| 50 ms | b32 sorted | 600 | 1800 (3.00x) | 1800 (3.00x) | 1.00 |" in table
+    assert 'CPU "Xeon", 2 thread(s); sst2 dev inputs, 9 rounds' in table

@@ -11,7 +11,7 @@ machine shared with other jobs disturbs less than wall time (with one thread per
 Each contender's turn starts after a short pause (``settle_s``): what the previous contender left running (an
 onnxruntime session's pool threads spin-wait for new work after a run) would otherwise share the cores with the
 first batches timed. Measured on a 2-core Xeon: the same int8 graph in two sessions timed back to back differed by
-18-22% at batch 32 without the pause, within 2% with 50 ms (docs/benchmarks.md, "Fourth round").
+16-20% at batch 32 without the pause, by 5% or less with 50 ms (docs/benchmarks.md, "Fourth round").
 """
 
 from __future__ import annotations
