@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse-exports", action="store_true",
                         help="time the exports already under OUT/exports (same model, same parity rows)")
     args = parser.parse_args(argv)
+    if not args.settle_ms >= 0:
+        parser.error(f"--settle-ms must be >= 0, got {args.settle_ms}")
     if not args.model.is_dir():
         print(f"{args.model} is not a model folder; run `multidistill demo` first or pass --model", file=sys.stderr)
         return 2

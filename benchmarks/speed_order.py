@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--cache-dir", default=".cache/multidistill")
     args = parser.parse_args(argv)
+    if not all(settle >= 0 for settle in args.settle_ms):
+        parser.error(f"--settle-ms takes pauses >= 0, got {args.settle_ms}")
     for folder, what in ((args.model, "model folder"), (args.export, "export folder")):
         if not folder.is_dir():
             print(f"{folder} is not a {what}; run `multidistill demo` and benchmarks/onnx_int8.py first, or pass it",

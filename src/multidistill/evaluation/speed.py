@@ -8,10 +8,11 @@ times the same rows batched longest first, as every batched inference path here 
 each batch is padded less; ``cpu_time`` also reports examples per second of the process's CPU time, which a
 machine shared with other jobs disturbs less than wall time (with one thread per contender).
 
-Each contender's turn starts after a short pause (``settle_s``): what the previous contender left running (an
-onnxruntime session's pool threads spin-wait for new work after a run) would otherwise share the cores with the
-first batches timed. Measured on a 2-core Xeon: the same int8 graph in two sessions timed back to back differed by
-16-20% at batch 32 without the pause, by 5% or less with 50 ms (docs/benchmarks.md, "Fourth round").
+Each contender's turn starts after a short pause (``settle_s``): what the previous contender left running (most
+likely an onnxruntime session's pool threads, which spin-wait for new work after a run) would otherwise share the
+cores with the first batches timed. Measured on a 2-core Xeon: the same int8 graph in two sessions timed back to
+back differed by 16-20% at batch 32 without the pause, by 5% or less with 50 ms (docs/benchmarks.md, "Fourth
+round").
 """
 
 from __future__ import annotations
