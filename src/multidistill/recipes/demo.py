@@ -119,9 +119,9 @@ class DemoConfig(_Strict):
     benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection, description="Benchmark settings.")
 
 
-# `--quick`: the same pipeline on a tenth of the budget (about 3 minutes), for a first look and for CI. Its 3-layer
-# student distils logits only: in one epoch the feature terms bought 0.7 points, and that student's int8 export
-# then failed its parity gate on SST-2 (docs/benchmarks.md).
+# `--quick`: the same pipeline on a tenth of the budget (2 minutes on a 2-core Xeon, within 3), for a first look and
+# for CI. Its 3-layer student distils logits only: in one epoch the feature terms bought 0.7 points, and that
+# student's int8 export then failed its parity gate on SST-2 (docs/benchmarks.md).
 QUICK_OVERRIDES = [
     "output_dir=runs/demo-quick", "max_examples_per_task=200", "teacher_train.epochs=1", "teacher_train.lr=2e-4",
     "augment.max_examples=200", "transformer.train.epochs=1",
