@@ -186,6 +186,21 @@ def test_overrides_through_load_config(tmp_path: Path) -> None:
     assert load_config(path).train.lr == TrainConfig().lr
 
 
+def test_an_override_changes_only_its_own_path_when_the_yaml_aliases_a_section(tmp_path: Path) -> None:
+    """YAML anchors load as one shared object: a --set on one alias must not reach the others."""
+    from multidistill.recipes.config import load_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("recipe: mtdnn_kd\noutput_dir: runs/x\ndata: {tasks: [sst2]}\n"
+                    "teacher: {model: &m {name_or_path: some/model}, train: &t {lr: 1.0e-4, epochs: 2}}\n"
+                    "student: {model: *m, train: *t}\n")
+    recipe = load_recipe(path, ["student.train.lr=0.5", "student.model.name_or_path=other/model"])
+    assert recipe.student.train.lr == 0.5 and recipe.teacher.train.lr == 1e-4
+    assert recipe.student.model.name_or_path == "other/model"
+    assert recipe.teacher.model.name_or_path == "some/model"
+    assert recipe.teacher.train.epochs == recipe.student.train.epochs == 2  # the alias still gives both its values
+
+
 def test_override_exponent_without_dot_is_a_float() -> None:
     raw = apply_overrides({}, ["model.backbone_config.layer_norm_eps=1e-12"])
     assert isinstance(raw["model"]["backbone_config"]["layer_norm_eps"], float)
@@ -284,7 +299,7 @@ def test_missing_file_rejected(tmp_path: Path) -> None:
 
 
 def test_directory_instead_of_file_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is a folder; give the YAML file"):
         read_yaml(tmp_path)
 
 

@@ -351,7 +351,7 @@ def test_interrupts_say_where_the_run_stopped_and_how_to_resume(tiny_run, tmp_pa
 
     log = tmp_path / "second.log"
     proc = start()  # the same command: says that the stage starts over, then is stopped by SIGTERM
-    _wait_for(lambda: "training starts over from step 0" in log.read_text(), proc)
+    _wait_for(lambda: "training starts from step 0" in log.read_text(), proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     said = log.read_text()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -237,6 +238,8 @@ def train_teacher_command(
             seed_list = [int(s) for s in _split_names(seeds) or []]
         except ValueError as exc:
             raise ConfigError(f"--seeds '{seeds}': expected comma-separated integers") from exc
+        if not seed_list or any(not 0 <= s < 2**32 for s in seed_list):
+            raise ConfigError(f"--seeds '{seeds}': expected seeds from 0 to {2**32 - 1}")
     with run_log(run_config.output_dir):
         if seeds:
             results = train_ensemble(run_config, seed_list, resume=resume, overwrite=overwrite)
@@ -283,11 +286,12 @@ def soft_targets_command(
              "with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     splits: Annotated[str, typer.Option(help="Comma-separated splits to label.")] = "train",
     max_examples_per_task: Annotated[int | None, typer.Option(
-        help="Seeded cap on training examples per task (use the student's value).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the training subset (use the student's value).")] = 42,
+        min=1, help="Seeded cap on training examples per task (use the student's value).")] = None,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="Seed of the training subset (use the student's value).")] = 42,
     max_seq_length: Annotated[int | None, typer.Option(
-        help="Truncation length (default: the length the first teacher was trained with).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Teacher inference batch size.")] = 64,
+        min=1, help="Truncation length (default: the length the first teacher was trained with).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Teacher inference batch size.")] = 64,
     bf16: Annotated[bool, typer.Option(help="Run the teachers under bf16 autocast.")] = False,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     shard_size: Annotated[int, typer.Option(
@@ -317,6 +321,8 @@ def soft_targets_command(
     from multidistill.training.device import accelerator_for
 
     names = _split_names(tasks) or []
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--tasks lists a task twice: {names}")
     # The teachers carry their own task specs, so the store reads exactly the data they were built for.
     specs = {s["name"]: Task.model_validate(s) for s in read_model_config(teacher[0])["tasks"]}
     if data_root is None:
@@ -349,9 +355,9 @@ def evaluate_command(
         help="Folder that relative task file paths resolve against (default: the one the model was trained with, "
              "while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     split: Annotated[str, typer.Option(help="Split to score: dev or test.")] = "dev",
-    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
     max_seq_length: Annotated[int | None, typer.Option(
-        help="Truncation length in tokens (default: the length the model was trained with).")] = None,
+        min=1, help="Truncation length in tokens (default: the length the model was trained with).")] = None,
     bf16: Annotated[bool, typer.Option(help="Run under bf16 autocast.")] = False,
     output: Annotated[Path | None, typer.Option(help="JSON file for the metrics "
                                                 "(default: eval_<split>.json beside the model folder).")] = None,
@@ -364,6 +370,10 @@ def evaluate_command(
     from multidistill.evaluation.run import evaluate_model_dir
     from multidistill.utils.atomic import write_json
 
+    if tasks is not None and not _split_names(tasks):
+        raise ConfigError("--tasks is empty: name the tasks to score, or leave the option out for all of them")
+    if output is not None and output.is_dir():  # checked before scoring: the metrics would have nowhere to go
+        raise ConfigError(f"--output {output} is a folder; give the path of the JSON file to write")
     metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks), data_root=data_root, split=split,
                                  batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
                                  cache_dir=cache_dir)
@@ -387,9 +397,9 @@ def benchmark_command(
                                                "onnx_int8.")] = "pytorch_fp32,pytorch_bf16,onnx_fp32,onnx_int8",
     export_root: Annotated[Path | None, typer.Option(
         help="Where ONNX exports are written or reused (default: exports/ beside --out).")] = None,
-    rounds: Annotated[int, typer.Option(help="Alternating measurement rounds.")] = 5,
-    latency_runs: Annotated[int, typer.Option(help="Batch-1 calls per model/runtime (after warm-up).")] = 50,
-    batch_size: Annotated[int, typer.Option(help="Batch size of the throughput measurement.")] = 32,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating measurement rounds.")] = 5,
+    latency_runs: Annotated[int, typer.Option(min=1, help="Batch-1 calls per model/runtime (after warm-up).")] = 50,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the throughput measurement.")] = 32,
     memory: Annotated[bool, typer.Option(help="Measure peak memory (one subprocess per model/runtime).")] = True,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     max_metric_drop_int8: Annotated[float, typer.Option(
@@ -499,6 +509,12 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
         _print_notes(exc)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:  # settings a command built from its options (a config file's are ConfigErrors)
+        from multidistill.config import format_validation_error
+
+        err_console.print("[bold red]error:[/bold red]", Text(format_validation_error(exc, "command-line options")),
+                          highlight=False, soft_wrap=True)
+        sys.exit(ConfigError.exit_code)
     except Interrupted as exc:
         _report_interrupt(exc)
         sys.exit(exc.exit_code)

@@ -371,9 +371,21 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _unshared(value: Any) -> Any:
+    """``value`` with every mapping and list its own copy: YAML anchors and aliases (``&t`` ... ``*t``) load as one
+    shared object, so a --set on one path would also change every path that aliases it."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping, with errors that name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -388,7 +400,7 @@ def read_yaml(path: str | Path) -> dict:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
-    return raw
+    return _unshared(raw)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None,

@@ -698,3 +698,40 @@ CASES += [
          ("key 'teacher.model_dirs.0'", "has no domain branch"),
          patch={**TO_METAKD, "teacher": {"model_dirs": [""]}, "teacher.model_dirs.0": "{teacher}"}),
 ]
+
+
+# --- the 2026-12-06 sweep: option values and output paths, refused before any work ---------------------------------
+COMMANDS["report"] = ("report", "{out}", "--out", "{data}/toy_sent/train.tsv")  # --out names the user's data file
+COMMANDS["benchmark"] = ("benchmark", "{teacher}", "--tasks", "toy_sent", "--data-root", "{data}", "--cache-dir",
+                         "{cache}", "--runtimes", "pytorch_fp32", "--no-memory", "--rounds", "1", "--out", "{out}")
+COMMANDS["export"] = ("export", "{teacher}", "--out", "{ws}/export", "--skip-parity")
+COMMANDS["train-teacher-folder"] = ("train-teacher", "{data}")
+CASES += [
+    Case("report-out-is-a-file", "config", "report --out names an existing file (it would become the report folder)",
+         "report", ("train.tsv", "is a file, not a folder")),
+    Case("benchmark-out-is-a-folder", "config", "benchmark --out names a folder, not the JSON file", "benchmark",
+         ("--out", "is a folder", "benchmark.json")),
+    Case("evaluate-output-is-a-folder", "config", "evaluate --output names a folder", "evaluate",
+         ("--output", "is a folder"), args=("--output", "{out}")),
+    Case("evaluate-split-train", "config", "evaluate --split train", "evaluate",
+         ("--split 'train'", "choose dev or test"), args=("--split", "train")),
+    Case("evaluate-task-twice", "config", "evaluate --tasks names a task twice", "evaluate",
+         ("--tasks", "twice"), args=("--tasks", "toy_sent,toy_sent")),
+    Case("evaluate-tasks-empty", "config", "evaluate --tasks '' (it scored every task)", "evaluate",
+         ("--tasks is empty",), args=("--tasks", "")),
+    Case("soft-targets-task-twice", "config", "soft-targets --tasks names a task twice", "soft-targets",
+         ("--tasks", "twice", "toy_sent"), args=("--tasks", "toy_sent,toy_sent")),
+    Case("seeds-negative", "config", "train-teacher --seeds=-1", "train-teacher-plain",
+         ("--seeds '-1'", "from 0 to 4294967295"), args=("--seeds=-1",)),
+    Case("resume-and-overwrite", "config", "--resume and --overwrite together (--overwrite was ignored)",
+         "train-teacher", ("--resume", "--overwrite", "give one of them"), args=("--resume",)),
+    Case("export-int8-option-without-int8", "config", "export --int8-method static without --quantize int8",
+         "export", ("--int8-method", "add --quantize int8"), args=("--int8-method", "static")),
+    Case("export-calibration-without-static", "config", "export --calibration-examples with dynamic int8", "export",
+         ("--calibration-examples", "add --int8-method static"),
+         args=("--quantize", "int8", "--calibration-examples", "5")),
+    Case("export-negative-tolerance", "config", "export --tolerance-fp32 -1 (found only after the whole export)",
+         "export", ("--tolerance-fp32", ">= 0"), args=("--tolerance-fp32", "-1")),
+    Case("config-is-a-folder", "config", "the config argument is a folder", "train-teacher-folder",
+         ("is a folder", "give the YAML file")),
+]

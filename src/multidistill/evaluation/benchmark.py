@@ -123,6 +123,9 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
     names = [model_name(d) for d in model_dirs]
     if len(set(names)) != len(names):
         raise ConfigError(f"model folders must have distinct names, got {names}")
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the path of the JSON file to write (e.g. "
+                          f"{Path(out) / 'benchmark.json'})")
     export_root = Path(export_root) if export_root else Path(out or "benchmark.json").resolve().parent / "exports"
     models = {}
     for name, folder in zip(names, model_dirs, strict=True):

@@ -13,6 +13,8 @@ from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.device import accelerator_for
 
+EVAL_SPLITS = ("dev", "test")
+
 
 def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str | None = None,
                        split: str = "dev",
@@ -23,13 +25,20 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
     ``data_root`` None: the root the model was trained with while it still exists, else
     ``$MULTIDISTILL_DATA_ROOT``, else the current folder (`multidistill.data.roots`).
     """
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"--split {split!r}: choose {' or '.join(EVAL_SPLITS)} (training rows are not scored)")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if tasks is not None and len(set(tasks)) != len(tasks):
+        raise ConfigError(f"--tasks lists a task twice: {tasks}")
     model = load_model(model_dir)  # a Transformer + heads or a BiLSTM student
     tokenizer = load_tokenizer(str(model_dir))
     names = tasks or list(model.tasks)
     missing = [t for t in names if t not in model.tasks]
     if missing:
         raise ConfigError(f"--tasks: model {model_dir} has no head for {missing}; it has {list(model.tasks)}")
-    max_seq_length = max_seq_length or model.max_length or min(128, model.max_seq_length or 128)
+    if max_seq_length is None:  # 0 is not "unset": the length check below refuses it
+        max_seq_length = model.max_length or min(128, model.max_seq_length or 128)
     model.check_max_length(max_seq_length, "--max-seq-length")
     # The model carries its own task specs, so evaluation reads exactly the data it was built for.
     if data_root is None:

@@ -77,6 +77,10 @@ def compare_speed(contenders: dict[str, tuple[Forward, object, int]], task: Task
     """
     if not settle_s >= 0:
         raise ValueError(f"settle_s must be a number of seconds >= 0, got {settle_s}")
+    for name, value in {"rounds": rounds, "latency_runs": latency_runs, "throughput_batches": throughput_batches,
+                        "batch_size": batch_size}.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     latencies: dict[str, list[float]] = {name: [] for name in contenders}
     kinds = ["consecutive"] + (["longest_first"] if longest_first else [])
     rates = {name: {(kind, clock): [] for kind in kinds for clock in ("wall", "cpu")} for name in contenders}

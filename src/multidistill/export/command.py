@@ -176,6 +176,26 @@ def export_command(
         raise ConfigError("--task applies to --format hf; an ONNX export holds every task of the model")
     if parity_examples < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
+    # Never silently ignored: an option that only shapes the int8 graph (or its static calibration) needs it.
+    int8_only = {"--int8-method": int8_method != "dynamic", "--no-per-channel": not per_channel,
+                 "--min-agreement-int8": min_agreement_int8 is not None,
+                 "--max-metric-drop-int8": max_metric_drop_int8 != 0.01}
+    static_only = {"--calibration-examples": calibration_examples != 256, "--calibration-seed": calibration_seed != 0}
+    if quantize != "int8" and any({**int8_only, **static_only}.values()):
+        given = [name for name, set_ in {**int8_only, **static_only}.items() if set_]
+        raise ConfigError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the int8 graph: add "
+                          f"--quantize int8, or leave {'it' if len(given) == 1 else 'them'} out")
+    if int8_method != "static" and any(static_only.values()):
+        given = [name for name, set_ in static_only.items() if set_]
+        raise ConfigError(f"{', '.join(given)} {'chooses' if len(given) == 1 else 'choose'} the rows static int8 "
+                          f"calibrates on: add --int8-method static, or leave {'it' if len(given) == 1 else 'them'} "
+                          "out")
+    if not tolerance_fp32 >= 0:
+        raise ConfigError(f"--tolerance-fp32 must be >= 0, got {tolerance_fp32}")
+    if not max_metric_drop_int8 >= 0:
+        raise ConfigError(f"--max-metric-drop-int8 must be >= 0, got {max_metric_drop_int8}")
+    if min_agreement_int8 is not None and not 0 <= min_agreement_int8 <= 1:
+        raise ConfigError(f"--min-agreement-int8 is a fraction of rows from 0 to 1, got {min_agreement_int8}")
     parity_data = calibration_data = None
     static = quantize == "int8" and int8_method == "static"
     if not skip_parity or static:

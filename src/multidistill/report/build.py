@@ -417,6 +417,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     if not run_dir.is_dir():
         raise DataError("run folder not found", path=run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
+    if out_dir.exists() and not out_dir.is_dir():  # a file there would be swapped out for the report folder
+        raise DataError("is a file, not a folder: nothing was written; choose a folder with --out", path=out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.md").is_file():
         # Replacing it would delete what it holds (a recipe's stage folder named report, the user's files).
         raise DataError("is not empty and holds no report.md, so it is not an earlier report: nothing was "

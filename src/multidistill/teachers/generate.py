@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
-from multidistill.data.prepare import open_example_store
+from multidistill.data.prepare import check_min_length, open_example_store
 from multidistill.data.store import ExampleStore
 from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.evaluation.evaluate import predict
@@ -102,6 +102,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         raise ModelError("at least one teacher model folder is needed")
     if shard_size < 1:
         raise DataError(f"shard size must be at least 1 row, got {shard_size}")
+    if batch_size < 1:
+        raise ConfigError(f"teacher batch size must be at least 1 row, got {batch_size}")
     out_dir = Path(out_dir)
     device = device or torch.device("cpu")
     teachers = [MultiTaskModel.from_pretrained(d) for d in teacher_dirs]
@@ -110,7 +112,9 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         missing = [t for t in data.task_names if t not in teacher.tasks]
         if missing:
             raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
-    length = max_length or teachers[0].max_length or 128
+    length = (teachers[0].max_length or 128) if max_length is None else max_length  # 0 is refused, not "unset"
+    for tokenizer in tokenizers:
+        check_min_length(tokenizer, length, [teachers[0].tasks[name] for name in data.task_names])
     spec = None if hidden_layers is None else _feature_spec(teacher_dirs, teachers, tokenizers, hidden_layers, length)
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     store.validate(splits)  # bad data stops us before any teacher runs

@@ -206,8 +206,8 @@ def train(
                        batches=local_batches, accum=config.grad_accum_steps)
         accelerator.print(f"resumed from {found} (step {state.step}/{total_steps})")
     elif resume:
-        accelerator.print(f"no checkpoint in {checkpoint_root} yet (the run was cut before its first one): "
-                          f"training starts over from step 0 of {total_steps}")
+        accelerator.print(f"no checkpoint in {checkpoint_root} (a new run, or one cut before its first checkpoint): "
+                          f"training starts from step 0 of {total_steps}")
 
     # Every call into the writer defers Ctrl-C/SIGTERM to its end: an interrupt inside one can stall its thread.
     with deferred_interrupts():

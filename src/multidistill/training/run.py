@@ -148,6 +148,9 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
 
     ``on_step`` is called after every optimizer step (and its eval/checkpoint) with the loop state.
     """
+    if resume and overwrite:  # one keeps the run in output_dir, the other replaces it
+        raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
+                          "give one of them")
     output_dir = Path(config.output_dir)
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
