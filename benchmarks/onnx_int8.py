@@ -18,8 +18,8 @@ wall time and in process CPU time (steadier than wall time on a shared machine).
   int8 dynamic                the default of `export --quantize int8`: traced with eager attention (one additive
                               mask for every layer, -60 for padded keys), per-channel 7-bit weights
   int8 dynamic, second session   a control: the default graph again, in its own session, timed right after the
-                              first; the two differ only by what the timing does to them (the order, what the
-                              previous turn left running), so their gap is the measurement's own error
+                              first; their gap is session-to-session noise (both follow an onnxruntime turn, so
+                              it cannot show an order bias: benchmarks/speed_order.py measures that)
   int8 dynamic per-tensor     one weight scale per tensor
   int8 dynamic fused          the fused graph, then dynamic int8
   int8 static QDQ             activation ranges calibrated on seeded training rows

@@ -156,13 +156,19 @@ def _merged_projections(source: Path, target: Path) -> int:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    outputs = {value.name for value in graph.output}
     groups: dict[str, list] = {}
     for node in graph.node:
-        if node.op_type == "MatMul" and weights.get(node.input[1], np.empty(0)).ndim == 2:
-            add = readers.get(node.output[0], [])
-            bias = [name for name in add[0].input if name != node.output[0]] if len(add) == 1 else []
-            if add and add[0].op_type == "Add" and len(bias) == 1 and bias[0] in weights:
-                groups.setdefault(node.input[0], []).append((node, add[0], bias[0]))
+        if node.op_type != "MatMul" or node.output[0] in outputs:
+            continue
+        weight = weights.get(node.input[1], np.empty(0))
+        if weight.ndim != 2:
+            continue
+        add = readers.get(node.output[0], [])  # the MatMul's only reader: an Add of a (width,) bias
+        bias = [name for name in add[0].input if name != node.output[0]] if len(add) == 1 else []
+        if (add and add[0].op_type == "Add" and len(bias) == 1 and bias[0] in weights
+                and weights[bias[0]].shape == (weight.shape[1],)):
+            groups.setdefault(node.input[0], []).append((node, add[0], bias[0]))
     index = {id(node): i for i, node in enumerate(graph.node)}
     inserted: dict[int, list] = {}
     dropped: set[int] = set()

@@ -201,6 +201,19 @@ def test_an_override_changes_only_its_own_path_when_the_yaml_aliases_a_section(t
     assert recipe.teacher.train.epochs == recipe.student.train.epochs == 2  # the alias still gives both its values
 
 
+def test_recursive_and_exploding_aliases_are_refused(tmp_path: Path) -> None:
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("output_dir: x\na: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match="recursive alias"):
+        read_yaml(recursive)
+    bomb = tmp_path / "bomb.yaml"  # 10 aliases of 10 aliases ... of a 10-item list: 10^6 values
+    lines = ["l0: &l0 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 6)]
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="expand to more than 100,000 values"):
+        read_yaml(bomb)
+
+
 def test_override_exponent_without_dot_is_a_float() -> None:
     raw = apply_overrides({}, ["model.backbone_config.layer_norm_eps=1e-12"])
     assert isinstance(raw["model"]["backbone_config"]["layer_norm_eps"], float)

@@ -161,14 +161,18 @@ def test_probe_merges_shared_input_projections_into_one_matmul_with_the_same_out
 
     rng = np.random.default_rng(0)
     weights = {name: rng.normal(size=shape).astype(np.float32) for name, shape in
-               {"wq": (4, 3), "wk": (4, 5), "wo": (4, 2), "bq": (3,), "bk": (5,), "bo": (2,)}.items()}
+               {"wq": (4, 3), "wk": (4, 5), "wo": (4, 2), "bq": (3,), "bk": (5,), "bo": (2,),
+                "wv": (4, 3), "wb": (4, 3), "bb": (1,)}.items()}
     nodes = [helper.make_node("MatMul", ["x", "wq"], ["q0"]), helper.make_node("Add", ["bq", "q0"], ["q"]),
              helper.make_node("MatMul", ["x", "wk"], ["k0"]), helper.make_node("Add", ["k0", "bk"], ["k"]),
              helper.make_node("Relu", ["x"], ["r"]),
-             helper.make_node("MatMul", ["r", "wo"], ["o0"]), helper.make_node("Add", ["o0", "bo"], ["o"])]
+             helper.make_node("MatMul", ["r", "wo"], ["o0"]), helper.make_node("Add", ["o0", "bo"], ["o"]),
+             # not merged: a MatMul whose output is also a graph output, and one with a broadcast (1,) bias
+             helper.make_node("MatMul", ["x", "wv"], ["v0"]), helper.make_node("Add", ["v0", "bq"], ["v"]),
+             helper.make_node("MatMul", ["x", "wb"], ["b0"]), helper.make_node("Add", ["b0", "bb"], ["b"])]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 4])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("q", "k", "o")],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("q", "k", "o", "v0", "v", "b")],
         [numpy_helper.from_array(array, name) for name, array in weights.items()])
     source = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
@@ -177,7 +181,7 @@ def test_probe_merges_shared_input_projections_into_one_matmul_with_the_same_out
     assert probe._merged_projections(source, tmp_path / "merged.onnx") == 1
     merged = onnx.load(str(tmp_path / "merged.fp32.onnx"))
     assert [node.op_type for node in merged.graph.node].count("Split") == 1
-    assert [node.op_type for node in merged.graph.node].count("MatMul") == 2  # q and k merged, o alone
+    assert [node.op_type for node in merged.graph.node].count("MatMul") == 4  # q and k merged; o, v, b alone
     x = rng.normal(size=(2, 6, 4)).astype(np.float32)
     expected = onnxruntime.InferenceSession(str(source)).run(None, {"x": x})
     got = onnxruntime.InferenceSession(str(tmp_path / "merged.fp32.onnx")).run(None, {"x": x})

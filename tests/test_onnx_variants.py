@@ -130,7 +130,7 @@ def test_the_padding_mask_value_can_stay_float32s_lowest_and_is_checked(toy, ber
         export_command(bert_dir, tmp_path / "a", attention_mask_value="tiny")
     with pytest.raises(ConfigError, match="attention mask value -5: use a number"):  # checked before any work
         export_command(bert_dir, tmp_path / "a", attention_mask_value="-5")
-    with pytest.raises(ConfigError, match="--attention-mask-value apply to --format onnx"):
+    with pytest.raises(ConfigError, match="--attention-mask-value and --tolerance-fp32 apply to --format onnx"):
         export_command(bert_dir, tmp_path / "a", format="hf", attention_mask_value="lowest")
     with pytest.raises(ConfigError, match="the sdpa trace keeps PyTorch's"):
         export_command(bert_dir, tmp_path / "a", attention="sdpa", attention_mask_value="-40")

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from multidistill.errors import ConfigError, MultidistillError
+from multidistill.errors import ConfigError, MultidistillError, require_distinct
+from multidistill.limits import MAX_SEED
 from multidistill.utils.command import set_cli_command
 from multidistill.utils.interrupt import Interrupted, resume_command, signals_raise_interrupted
 
@@ -238,8 +238,8 @@ def train_teacher_command(
             seed_list = [int(s) for s in _split_names(seeds) or []]
         except ValueError as exc:
             raise ConfigError(f"--seeds '{seeds}': expected comma-separated integers") from exc
-        if not seed_list or any(not 0 <= s < 2**32 for s in seed_list):
-            raise ConfigError(f"--seeds '{seeds}': expected seeds from 0 to {2**32 - 1}")
+        if not seed_list or any(not 0 <= s <= MAX_SEED for s in seed_list):
+            raise ConfigError(f"--seeds '{seeds}': expected seeds from 0 to {MAX_SEED}")
     with run_log(run_config.output_dir):
         if seeds:
             results = train_ensemble(run_config, seed_list, resume=resume, overwrite=overwrite)
@@ -288,7 +288,7 @@ def soft_targets_command(
     max_examples_per_task: Annotated[int | None, typer.Option(
         min=1, help="Seeded cap on training examples per task (use the student's value).")] = None,
     seed: Annotated[int, typer.Option(
-        min=0, max=2**32 - 1, help="Seed of the training subset (use the student's value).")] = 42,
+        min=0, max=MAX_SEED, help="Seed of the training subset (use the student's value).")] = 42,
     max_seq_length: Annotated[int | None, typer.Option(
         min=1, help="Truncation length (default: the length the first teacher was trained with).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Teacher inference batch size.")] = 64,
@@ -314,17 +314,15 @@ def soft_targets_command(
     running the same command again after an interruption continues from the last complete shard.
     """
     from multidistill.config import DataConfig, TaskRef
-    from multidistill.data.tasks import Task
     from multidistill.models.loading import saved_data_root
-    from multidistill.models.multitask import read_model_config
+    from multidistill.models.multitask import read_model_tasks
     from multidistill.teachers.generate import build_signal_store
     from multidistill.training.device import accelerator_for
 
     names = _split_names(tasks) or []
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--tasks lists a task twice: {names}")
+    require_distinct("--tasks", names)
     # The teachers carry their own task specs, so the store reads exactly the data they were built for.
-    specs = {s["name"]: Task.model_validate(s) for s in read_model_config(teacher[0])["tasks"]}
+    specs = {spec.name: spec for spec in read_model_tasks(teacher[0])}
     if data_root is None:
         data_root = saved_data_root(teacher[0])
     if domains and exclude_domains:
@@ -509,12 +507,6 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
         _print_notes(exc)
         sys.exit(exc.exit_code)
-    except ValidationError as exc:  # settings a command built from its options (a config file's are ConfigErrors)
-        from multidistill.config import format_validation_error
-
-        err_console.print("[bold red]error:[/bold red]", Text(format_validation_error(exc, "command-line options")),
-                          highlight=False, soft_wrap=True)
-        sys.exit(ConfigError.exit_code)
     except Interrupted as exc:
         _report_interrupt(exc)
         sys.exit(exc.exit_code)

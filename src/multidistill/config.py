@@ -15,6 +15,7 @@ from yaml.constructor import ConstructorError
 
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
+from multidistill.limits import MAX_SEED
 from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.models.domain_branch import DomainBranchSpec
 
@@ -84,7 +85,7 @@ class _Strict(BaseModel):
 
 
 # Seeds go to numpy / torch / random, which take 0 .. 2**32 - 1.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class ModelConfig(_Strict):
@@ -371,14 +372,26 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _unshared(value: Any) -> Any:
+MAX_CONFIG_VALUES = 100_000  # mappings, lists and scalars a config file may expand to through its aliases
+
+
+def _unshared(value: Any, path: str, within: tuple[int, ...] = (), count: list[int] | None = None) -> Any:
     """``value`` with every mapping and list its own copy: YAML anchors and aliases (``&t`` ... ``*t``) load as one
-    shared object, so a --set on one path would also change every path that aliases it."""
+    shared object, so a --set on one path would also change every path that aliases it. A container that holds
+    itself, or aliases that expand past `MAX_CONFIG_VALUES` values, are refused (``path`` names the file)."""
+    count = [0] if count is None else count
+    count[0] += 1
+    if count[0] > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: its aliases expand to more than {MAX_CONFIG_VALUES:,} values; write the "
+                          "config out without nesting aliases")
+    if not isinstance(value, dict | list):
+        return value
+    if id(value) in within:
+        raise ConfigError(f"{path}: an alias refers to a mapping or list that contains it (a recursive alias)")
+    within = (*within, id(value))
     if isinstance(value, dict):
-        return {key: _unshared(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_unshared(item) for item in value]
-    return value
+        return {key: _unshared(item, path, within, count) for key, item in value.items()}
+    return [_unshared(item, path, within, count) for item in value]
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -400,7 +413,7 @@ def read_yaml(path: str | Path) -> dict:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
-    return _unshared(raw)
+    return _unshared(raw, str(path))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None,

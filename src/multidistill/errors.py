@@ -21,6 +21,13 @@ def require_choice(label: str, value: object, choices) -> None:
         raise ConfigError(f"{label} {value!r}: choose one of {', '.join(choices)}")
 
 
+def require_distinct(label: str, names: list[str]) -> None:
+    """Raise a ConfigError naming ``label`` when ``names`` lists a name twice."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{label} lists {', '.join(repr(name) for name in twice)} twice: {', '.join(names)}")
+
+
 class DataError(MultidistillError):
     """A data file is missing or malformed; the message names the file, line and field."""
 

@@ -705,6 +705,8 @@ COMMANDS["report"] = ("report", "{out}", "--out", "{data}/toy_sent/train.tsv")  
 COMMANDS["benchmark"] = ("benchmark", "{teacher}", "--tasks", "toy_sent", "--data-root", "{data}", "--cache-dir",
                          "{cache}", "--runtimes", "pytorch_fp32", "--no-memory", "--rounds", "1", "--out", "{out}")
 COMMANDS["export"] = ("export", "{teacher}", "--out", "{ws}/export", "--skip-parity")
+COMMANDS["export-checked"] = ("export", "{teacher}", "--out", "{ws}/export", "--data-root", "{data}", "--cache-dir",
+                              "{cache}")
 COMMANDS["train-teacher-folder"] = ("train-teacher", "{data}")
 CASES += [
     Case("report-out-is-a-file", "config", "report --out names an existing file (it would become the report folder)",
@@ -714,7 +716,7 @@ CASES += [
     Case("evaluate-output-is-a-folder", "config", "evaluate --output names a folder", "evaluate",
          ("--output", "is a folder"), args=("--output", "{out}")),
     Case("evaluate-split-train", "config", "evaluate --split train", "evaluate",
-         ("--split 'train'", "choose dev or test"), args=("--split", "train")),
+         ("--split 'train'", "choose one of dev, test"), args=("--split", "train")),
     Case("evaluate-task-twice", "config", "evaluate --tasks names a task twice", "evaluate",
          ("--tasks", "twice"), args=("--tasks", "toy_sent,toy_sent")),
     Case("evaluate-tasks-empty", "config", "evaluate --tasks '' (it scored every task)", "evaluate",
@@ -726,12 +728,22 @@ CASES += [
     Case("resume-and-overwrite", "config", "--resume and --overwrite together (--overwrite was ignored)",
          "train-teacher", ("--resume", "--overwrite", "give one of them"), args=("--resume",)),
     Case("export-int8-option-without-int8", "config", "export --int8-method static without --quantize int8",
-         "export", ("--int8-method", "add --quantize int8"), args=("--int8-method", "static")),
+         "export", ("--int8-method", "applies with --quantize int8"), args=("--int8-method", "static")),
     Case("export-calibration-without-static", "config", "export --calibration-examples with dynamic int8", "export",
          ("--calibration-examples", "add --int8-method static"),
          args=("--quantize", "int8", "--calibration-examples", "5")),
     Case("export-negative-tolerance", "config", "export --tolerance-fp32 -1 (found only after the whole export)",
-         "export", ("--tolerance-fp32", ">= 0"), args=("--tolerance-fp32", "-1")),
+         "export-checked", ("--tolerance-fp32", ">= 0"), args=("--tolerance-fp32", "-1")),
+    Case("export-parity-option-skipped", "config", "export --max-metric-drop-int8 with --skip-parity (ignored)",
+         "export", ("--max-metric-drop-int8", "--skip-parity skips"),
+         args=("--quantize", "int8", "--max-metric-drop-int8", "0.05")),
+    Case("export-hf-int8-option", "config", "export --format hf --no-per-channel (ignored)", "export-checked",
+         ("--per-channel/--no-per-channel", "--format onnx --quantize int8"),
+         args=("--format", "hf", "--no-per-channel")),
+    Case("export-default-value-given", "config", "export --calibration-examples 256 (its default) without "
+         "--int8-method static: refused like any other value", "export", ("--calibration-examples",
+                                                                          "add --int8-method static"),
+         args=("--quantize", "int8", "--calibration-examples", "256")),
     Case("config-is-a-folder", "config", "the config argument is a folder", "train-teacher-folder",
          ("is a folder", "give the YAML file")),
 ]

@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 from multidistill.config import DataConfig
 from multidistill.data.batches import map_batches
 from multidistill.data.prepare import prepare_data
-from multidistill.errors import ConfigError, UnknownTaskError
+from multidistill.errors import ConfigError, UnknownTaskError, require_distinct
 from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
-from multidistill.evaluation.speed import Forward, compare_speed, torch_forward
+from multidistill.evaluation.speed import SETTLE_S, Forward, compare_speed, torch_forward
 from multidistill.export.card_record import refresh_cards
 from multidistill.export.onnx import NOISE_Z
 from multidistill.models.domain_branch import is_training_only
@@ -119,6 +119,10 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
         raise ConfigError(f"--runtimes: unknown {unknown}; choose from {list(RUNTIMES)}")
     if not model_dirs:
         raise ConfigError("give at least one model folder")
+    for option, value in (("--rounds", rounds), ("--latency-runs", latency_runs), ("--batch-size", batch_size)):
+        if value < 1:  # checked before any export or scoring pass
+            raise ConfigError(f"{option} must be at least 1, got {value}")
+    require_distinct("--tasks", tasks)
     model_dirs = [Path(d) for d in model_dirs]
     names = [model_name(d) for d in model_dirs]
     if len(set(names)) != len(names):
@@ -141,6 +145,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
                     "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
                     "native_bf16": cpu_has_fast_bf16(),
                     "settings": {"latency_runs": latency_runs, "batch_size": batch_size, "rounds": rounds,
+                                 "settle_s": SETTLE_S,
                                  "max_length": max_length, "max_eval_examples": max_eval_examples,
                                  "parity_examples": max_eval_examples or parity_examples},
                     "reference": names[0], "models": {}, "speedup": {}, "latency_speedup": {},

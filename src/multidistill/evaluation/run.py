@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 from multidistill.config import DataConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import existing_data_root
-from multidistill.errors import ConfigError
+from multidistill.errors import ConfigError, require_choice, require_distinct
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.device import accelerator_for
 
-EVAL_SPLITS = ("dev", "test")
+EVAL_SPLITS = get_args(DataConfig.model_fields["eval_split"].annotation)  # ("dev", "test")
 
 
 def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str | None = None,
@@ -25,12 +26,10 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
     ``data_root`` None: the root the model was trained with while it still exists, else
     ``$MULTIDISTILL_DATA_ROOT``, else the current folder (`multidistill.data.roots`).
     """
-    if split not in EVAL_SPLITS:
-        raise ConfigError(f"--split {split!r}: choose {' or '.join(EVAL_SPLITS)} (training rows are not scored)")
+    require_choice("--split", split, EVAL_SPLITS)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    if tasks is not None and len(set(tasks)) != len(tasks):
-        raise ConfigError(f"--tasks lists a task twice: {tasks}")
+    require_distinct("--tasks", tasks or [])
     model = load_model(model_dir)  # a Transformer + heads or a BiLSTM student
     tokenizer = load_tokenizer(str(model_dir))
     names = tasks or list(model.tasks)

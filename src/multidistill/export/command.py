@@ -82,16 +82,17 @@ def export_command(
     quantize: Annotated[str, typer.Option(help="none, or int8: also write model.int8.onnx (by default dynamically "
                                                "quantised: int8 weights with one scale per output channel; "
                                                "embeddings stay fp32; see --int8-method).")] = "none",
-    int8_method: Annotated[str, typer.Option(help="With --quantize int8: dynamic (default; activations quantised on "
-                                                  "the fly) or static (QDQ graph, activation ranges calibrated on "
-                                                  "--calibration-examples training rows per task; needs the "
-                                                  "training data).")] = "dynamic",
+    int8_method: Annotated[str | None, typer.Option(
+        help="With --quantize int8: dynamic (default; activations quantised on the fly) or static (QDQ graph, "
+             "activation ranges calibrated on --calibration-examples training rows per task; needs the training "
+             "data).")] = None,
     graph: Annotated[str, typer.Option(help="plain (default) or fused: run onnxruntime's transformer optimizer "
                                             "(attention / LayerNorm / GELU fusion) on the graph both precisions "
                                             "come from; a model it has no fusions for is exported plain, and the "
                                             "export says so.")] = "plain",
-    per_channel: Annotated[bool, typer.Option(help="int8 weights with one scale per output channel (default) or, "
-                                                   "with --no-per-channel, one per tensor.")] = True,
+    per_channel: Annotated[bool | None, typer.Option(
+        "--per-channel/--no-per-channel", help="With --quantize int8: int8 weights with one scale per output "
+                                               "channel (default) or one per tensor.")] = None,
     attention: Annotated[str, typer.Option(help="The attention a Transformer is traced with: eager (default; one "
                                                 "additive mask for every layer) or sdpa (the model's kernel, whose "
                                                 "trace guards each layer's mask against NaN; not with --graph "
@@ -102,28 +103,30 @@ def export_command(
                                                            "or any number from float32's lowest to -20, or "
                                                            "'lowest' for float32's lowest (PyTorch's own "
                                                            "mask).")] = "-60",
-    calibration_examples: Annotated[int, typer.Option(help="--int8-method static: training rows per task to "
-                                                           "calibrate activation ranges on.")] = 256,
-    calibration_seed: Annotated[int, typer.Option(help="--int8-method static: seed that draws the calibration "
-                                                       "rows.")] = 0,
+    calibration_examples: Annotated[int | None, typer.Option(
+        help="--int8-method static: training rows per task to calibrate activation ranges on (default 256).")
+    ] = None,
+    calibration_seed: Annotated[int | None, typer.Option(
+        help="--int8-method static: seed that draws the calibration rows (default 0).")] = None,
     data_root: Annotated[str | None, typer.Option(
         help="Folder that relative task file paths resolve against, for the parity check (default: the one the "
              "model was trained with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")
     ] = None,
-    parity_examples: Annotated[int, typer.Option(help="Dev rows per task for the parity check.")] = 500,
+    parity_examples: Annotated[int | None, typer.Option(help="Dev rows per task for the parity check (default "
+                                                            "500).")] = None,
     skip_parity: Annotated[bool, typer.Option(help="Skip the parity check on dev data (no dev data needed); "
                                                    "--format hf then checks a few built-in sentences.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out folder.")] = False,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
-    tolerance_fp32: Annotated[float, typer.Option(help="Largest |logit difference| allowed between PyTorch and "
-                                                       "the fp32 ONNX graph.")] = 1e-4,
-    min_agreement_int8: Annotated[float | None, typer.Option(help="Also require the int8 graph to predict the "
-                                                                  "PyTorch class on at least this fraction of dev "
-                                                                  "rows (default: agreement is only reported).")]
-    = None,
-    max_metric_drop_int8: Annotated[float, typer.Option(help="Drop of each task's main metric always allowed for "
-                                                             "the int8 graph; more passes only within twice its "
-                                                             "sampling error (docs/export.md).")] = 0.01,
+    tolerance_fp32: Annotated[float | None, typer.Option(
+        help="--format onnx: largest |logit difference| allowed between PyTorch and the fp32 ONNX graph "
+             "(default 0.0001).")] = None,
+    min_agreement_int8: Annotated[float | None, typer.Option(
+        help="Also require the int8 graph to predict the PyTorch class on at least this fraction of dev rows "
+             "(default: agreement is only reported).")] = None,
+    max_metric_drop_int8: Annotated[float | None, typer.Option(
+        help="Drop of each task's main metric always allowed for the int8 graph; more passes only within twice its "
+             "sampling error (default 0.01; docs/export.md).")] = None,
 ) -> None:
     """Export a saved model for serving, after a parity check whose numbers are printed.
 
@@ -148,7 +151,6 @@ def export_command(
     """
     mask_value = _mask_value(attention_mask_value)  # before any work: a bad value fails fast
     from multidistill.config import DataConfig
-    from multidistill.data.tasks import Task
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
     from multidistill.export.onnx_variants import (
         ATTENTION_CHOICES,
@@ -158,49 +160,63 @@ def export_command(
         describe,
     )
     from multidistill.models.loading import saved_data_root
-    from multidistill.models.multitask import read_model_config
+    from multidistill.models.multitask import read_model_tasks
 
     require_choice("--format", format, FORMATS)
     require_choice("--quantize", quantize, QUANTIZE_CHOICES)
-    require_choice("--int8-method", int8_method, INT8_METHODS)
+    if int8_method is not None:
+        require_choice("--int8-method", int8_method, INT8_METHODS)
     require_choice("--graph", graph, GRAPH_CHOICES)
     require_choice("--attention", attention, ATTENTION_CHOICES)
-    if format == "hf" and (graph != "plain" or int8_method != "dynamic" or attention != "eager"
-                           or mask_value != ATTENTION_MASK_VALUE):
-        raise ConfigError("--graph, --int8-method, --attention and --attention-mask-value apply to --format onnx")
+    if format == "hf" and (graph != "plain" or attention != "eager" or mask_value != ATTENTION_MASK_VALUE
+                           or tolerance_fp32 is not None):
+        raise ConfigError("--graph, --attention, --attention-mask-value and --tolerance-fp32 apply to --format onnx")
     if attention != "eager" and mask_value != ATTENTION_MASK_VALUE:
         raise ConfigError("--attention-mask-value is the mask of an eager trace; the sdpa trace keeps PyTorch's")
     if format == "hf" and quantize != "none":
         raise ConfigError("--quantize applies to --format onnx; a Hugging Face export keeps the model's fp32 weights")
     if format == "onnx" and task is not None:
         raise ConfigError("--task applies to --format hf; an ONNX export holds every task of the model")
-    if parity_examples < 1:
-        raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
-    # Never silently ignored: an option that only shapes the int8 graph (or its static calibration) needs it.
-    int8_only = {"--int8-method": int8_method != "dynamic", "--no-per-channel": not per_channel,
-                 "--min-agreement-int8": min_agreement_int8 is not None,
-                 "--max-metric-drop-int8": max_metric_drop_int8 != 0.01}
-    static_only = {"--calibration-examples": calibration_examples != 256, "--calibration-seed": calibration_seed != 0}
-    if quantize != "int8" and any({**int8_only, **static_only}.values()):
-        given = [name for name, set_ in {**int8_only, **static_only}.items() if set_]
-        raise ConfigError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the int8 graph: add "
-                          f"--quantize int8, or leave {'it' if len(given) == 1 else 'them'} out")
-    if int8_method != "static" and any(static_only.values()):
-        given = [name for name, set_ in static_only.items() if set_]
+    # Never silently ignored: an option is refused where it would have no effect. None = not given.
+    int8_options = {"--int8-method": int8_method, "--per-channel/--no-per-channel": per_channel,
+                    "--min-agreement-int8": min_agreement_int8, "--max-metric-drop-int8": max_metric_drop_int8}
+    static_options = {"--calibration-examples": calibration_examples, "--calibration-seed": calibration_seed}
+    given = [name for name, value in {**int8_options, **static_options}.items() if value is not None]
+    if quantize != "int8" and given:
+        where = "--format onnx --quantize int8" if format == "hf" else "--quantize int8"
+        raise ConfigError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the int8 graph: "
+                          f"{'it applies' if len(given) == 1 else 'they apply'} with {where}; or leave "
+                          f"{'it' if len(given) == 1 else 'them'} out")
+    given = [name for name, value in static_options.items() if value is not None]
+    if int8_method != "static" and given:
         raise ConfigError(f"{', '.join(given)} {'chooses' if len(given) == 1 else 'choose'} the rows static int8 "
                           f"calibrates on: add --int8-method static, or leave {'it' if len(given) == 1 else 'them'} "
                           "out")
-    if not tolerance_fp32 >= 0:
+    parity_options = {"--parity-examples": parity_examples, "--tolerance-fp32": tolerance_fp32,
+                      "--min-agreement-int8": min_agreement_int8, "--max-metric-drop-int8": max_metric_drop_int8}
+    given = [name for name, value in parity_options.items() if value is not None]
+    if skip_parity and given:
+        raise ConfigError(f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} the parity check, which "
+                          f"--skip-parity skips: leave {'it' if len(given) == 1 else 'them'} out, or drop "
+                          "--skip-parity")
+    if parity_examples is not None and parity_examples < 1:
+        raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
+    if tolerance_fp32 is not None and not tolerance_fp32 >= 0:
         raise ConfigError(f"--tolerance-fp32 must be >= 0, got {tolerance_fp32}")
-    if not max_metric_drop_int8 >= 0:
+    if max_metric_drop_int8 is not None and not max_metric_drop_int8 >= 0:
         raise ConfigError(f"--max-metric-drop-int8 must be >= 0, got {max_metric_drop_int8}")
     if min_agreement_int8 is not None and not 0 <= min_agreement_int8 <= 1:
         raise ConfigError(f"--min-agreement-int8 is a fraction of rows from 0 to 1, got {min_agreement_int8}")
+    # The options given, on top of export_onnx's / export_hf's own defaults (not repeated here).
+    chosen = {key: value for key, value in {
+        "int8_method": int8_method, "per_channel": per_channel, "calibration_examples": calibration_examples,
+        "calibration_seed": calibration_seed, "parity_examples": parity_examples, "tolerance_fp32": tolerance_fp32,
+        "max_metric_drop_int8": max_metric_drop_int8}.items() if value is not None}
     parity_data = calibration_data = None
     static = quantize == "int8" and int8_method == "static"
     if not skip_parity or static:
         # The model carries its own task specs, so the check reads exactly the data it was built for.
-        specs = [Task.model_validate(spec) for spec in read_model_config(model_dir)["tasks"]]
+        specs = read_model_tasks(model_dir)
         if data_root is None:
             data_root = saved_data_root(model_dir)
         calibration_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
@@ -210,20 +226,16 @@ def export_command(
         from multidistill.export.hf import EXPORT_INFO_FILE, export_hf
 
         path = export_hf(model_dir, out, task=task, overwrite=overwrite, parity_data=parity_data,
-                         parity_examples=parity_examples)
+                         **{key: chosen[key] for key in ("parity_examples",) if key in chosen})
         info = json.loads((path / EXPORT_INFO_FILE).read_text())
         print_hf_check(f"{model_dir} -> Hugging Face ({info['model_type']}): parity of the reloaded model", info)
         for folder in [path / name for name in info.get("folders", {}).values()] or [path]:
             console.print(f"written: {folder}; load it with AutoModelForSequenceClassification.from_pretrained"
                           f"({str(folder)!r})")
         return
-    meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, parity_examples=parity_examples,
-                       overwrite=overwrite, tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,
-                       max_metric_drop_int8=max_metric_drop_int8, graph=graph, int8_method=int8_method,
-                       per_channel=per_channel, attention=attention,
-                       attention_mask_value=mask_value,
-                       calibration_data=calibration_data,
-                       calibration_examples=calibration_examples, calibration_seed=calibration_seed)
+    meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, overwrite=overwrite,
+                       min_agreement_int8=min_agreement_int8, graph=graph, attention=attention,
+                       attention_mask_value=mask_value, calibration_data=calibration_data, **chosen)
     console.print(f"exported variant: {describe(meta['variant'])}", markup=False)
     if "parity" in meta:
         print_parity(f"{model_dir} -> ONNX: parity on dev data", meta["parity"])

@@ -293,6 +293,19 @@ def read_model_config(directory: Path, kind: str | None = None) -> dict:
     return config
 
 
+def read_model_tasks(directory: Path) -> list[Task]:
+    """The task specs (heads) of the model folder ``directory``, validated; a bad spec is a ModelError naming the
+    file and the task."""
+    config_path = Path(directory) / MODEL_CONFIG_FILE
+    tasks = []
+    for index, spec in enumerate(read_model_config(Path(directory))["tasks"]):
+        try:
+            tasks.append(Task.model_validate(spec))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise ModelError(f"{config_path}: key 'tasks.{index}' is not a valid task spec: {exc}") from exc
+    return tasks
+
+
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load safetensors weights strictly, turning corrupt or mismatched files into a ModelError."""
     try:
