@@ -426,3 +426,27 @@ def test_a_section_given_in_part_keeps_its_fields_default() -> None:
     assert (general.epochs, general.select) == (2, "lowest_loss")
     with pytest.raises(ValidationError, match="train.epochs"):
         FinetuneSection.model_validate({"train": {"epochs": 0}})
+
+
+@pytest.mark.parametrize("term, match", [
+    ({"loss": "soft_ce", "params": {"temperature": 0}}, "temperature must be a finite number > 0"),
+    ({"loss": "soft_ce", "params": {"temperature": float("nan")}}, "temperature must be a finite number > 0"),
+    ({"loss": "soft_kl", "params": {"temperature": float("inf")}}, "temperature must be a finite number > 0"),
+    ({"loss": "soft_ce", "params": {"temperature": "2"}}, "temperature must be a finite number > 0"),
+    ({"loss": "soft_ce", "params": {"teacher_is_probs": "no"}}, "teacher_is_probs must be true or false"),
+    ({"loss": "soft_ce", "params": {"temprature": 2}}, "unexpected keyword argument 'temprature'"),
+    ({"loss": "hard", "params": {"temperature": 2}}, "unexpected keyword argument 'temperature'"),
+])
+def test_loss_parameters_are_checked_with_the_config_and_named_by_key(tmp_path: Path, term, match) -> None:
+    """They were found only when the stage that trains with them started (after teachers and signals), or never
+    (NaN diverged at step 1; a truthy string passed as true)."""
+    raw = {**BASE, "kind": "distill", "objective": {"classification": [term]}}
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(write_yaml(tmp_path, raw))
+    assert "key 'objective.classification.0'" in str(info.value)
+
+
+def test_an_objective_whose_terms_all_weigh_nothing_is_refused(tmp_path: Path) -> None:
+    raw = {**BASE, "objective": {"regression": [{"loss": "hard", "weight": 0}]}}
+    with pytest.raises(ConfigError, match="every term of objective.regression has weight 0"):
+        load_config(write_yaml(tmp_path, raw))

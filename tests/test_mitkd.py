@@ -123,3 +123,16 @@ def test_an_ensemble_feeds_the_general_student_and_soft_targets_the_fine_tunes(t
     assert set(tuned["inputs"]) == {"general", "signals"}
     store = json.loads((root / "signals" / "manifest.json").read_text())
     assert store["splits"] == ["train"] and len(store["teachers"]) == 2
+
+
+@pytest.mark.parametrize("seeds, match", [([-1], "greater than or equal to 0"), ([2**32], "less than or equal to"),
+                                          ([1, 1], "finetune.seeds must be distinct")])
+def test_finetune_seeds_are_checked_with_the_config(seeds, match):
+    """Out-of-range seeds failed in numpy after the general student was trained; a repeated seed silently reused
+    one fine-tune as two samples of the mean."""
+    from pydantic import ValidationError
+
+    from multidistill.recipes.mitkd import MITKDFinetune
+
+    with pytest.raises(ValidationError, match=match):
+        MITKDFinetune(seeds=seeds)

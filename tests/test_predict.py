@@ -238,6 +238,17 @@ def test_user_errors(make, error, match, model_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "in.xlsx"]
 
 
+def test_the_output_never_lands_inside_the_model_folder(model_dir, tmp_path):
+    """--output over the model's own weights replaced them with predictions; now it is refused, nothing written."""
+    source = write_input(tmp_path / "in.csv", ["text"], [["good"]])
+    weights = Path(model_dir) / "model.safetensors"
+    before = weights.read_bytes()
+    for out in (weights, Path(model_dir) / "preds.jsonl"):
+        with pytest.raises(ConfigError, match="is inside the model folder"):
+            predict_file(model_dir, "toy_sent", source, out, progress=False)
+    assert weights.read_bytes() == before and not (Path(model_dir) / "preds.jsonl").exists()
+
+
 def test_not_a_model_folder(tmp_path):
     source = write_input(tmp_path / "in.csv", ["text"], [["good"]])
     with pytest.raises(ModelError, match="does not exist"):

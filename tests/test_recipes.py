@@ -81,10 +81,13 @@ def test_mtdnn_kd_recipe_runs_then_skips_every_stage(tiny_run, tmp_path, monkeyp
     assert output.count("done, reusing") == 4
     assert student_weights.stat().st_mtime_ns == before
 
-    # Changed student settings: the finished student stage is refused, not overwritten.
+    # Changed student settings: the finished student stage is refused, not overwritten, and recipe.yaml still
+    # records the settings the folder's stages were made with.
+    recorded = (root / "recipe.yaml").read_bytes()
     code, output = run_cli(monkeypatch, capsys, "run", str(path), "--set", "student.train.lr=0.5")
     assert code == 2 and "stage 'student'" in output and "other settings" in output
     assert student_weights.stat().st_mtime_ns == before
+    assert (root / "recipe.yaml").read_bytes() == recorded
 
 
 def test_feature_terms_bring_the_recipe_teachers_online():

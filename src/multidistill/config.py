@@ -288,6 +288,21 @@ class LossTerm(_Strict):
     params: dict = Field(default_factory=dict, description="Constructor arguments, e.g. {temperature: 2}; "
                          "soft_ce/soft_kl also take temperature_end for a linear temperature schedule.")
 
+    @model_validator(mode="after")
+    def _params_build(self) -> LossTerm:
+        """Build the term once, so bad parameters are refused with the config (and its key), not at the stage that
+        first trains with it. Feature losses need the models' sizes: they are checked when the run builds them."""
+        import multidistill.losses  # noqa: F401 (registers the built-in losses)
+        from multidistill.losses.registry import LOSSES, build_loss
+
+        loss = LOSSES.get(self.loss)
+        if loss is not None and not getattr(loss, "needs_dims", False):
+            try:
+                build_loss(self.loss, **self.params)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return self
+
 
 class ObjectiveConfig(_Strict):
     """Loss terms by task type, overridable per task name."""
@@ -297,6 +312,15 @@ class ObjectiveConfig(_Strict):
     regression: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
                                        description="Terms for regression tasks.")
     tasks: dict[str, list[LossTerm]] = Field(default_factory=dict, description="Per-task overrides by name.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ObjectiveConfig:
+        lists = {"classification": self.classification, "regression": self.regression,
+                 **{f"tasks.{name}": terms for name, terms in self.tasks.items()}}
+        for key, terms in lists.items():
+            if terms and not any(term.weight or term.weight_end for term in terms):
+                raise ValueError(f"every term of objective.{key} has weight 0: nothing would be learned")
+        return self
 
     def terms_for(self, task: Task) -> list[LossTerm]:
         return self.tasks.get(task.name) or (self.classification if task.type == "classification" else self.regression)

@@ -747,3 +747,10 @@ CASES += [
     Case("config-is-a-folder", "config", "the config argument is a folder", "train-teacher-folder",
          ("is a folder", "give the YAML file")),
 ]
+
+# --- the 2026-12-06 sweep, part 2: recipes --------------------------------------------------------------------------
+CASES += [
+    Case("recipe-teacher-dir-not-a-model", "model", "teacher.model_dirs names the data folder, not a model (a "
+         "FileNotFoundError traceback)", "run", ("key 'teacher.model_dirs.0'", "is missing"),
+         patch={"output_dir": "{ws}/mtdnn", "teacher": {"model_dirs": [""]}, "teacher.model_dirs.0": "{data}"}),
+]

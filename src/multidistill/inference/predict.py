@@ -55,7 +55,7 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     fmt = _output_format(output_path, output_format)
-    _check_paths(input_path, output_path)
+    _check_paths(input_path, output_path, Path(source))
     predictor = _open_source(Path(source), precision)
     spec = predictor.task(task)
 
@@ -359,11 +359,14 @@ def _output_format(path: Path, given: str | None) -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
-def _check_paths(input_path: Path, output_path: Path) -> None:
+def _check_paths(input_path: Path, output_path: Path, source: Path | None = None) -> None:
     if output_path.exists() and output_path.is_dir():
         raise ConfigError(f"--output {output_path} is a folder; give a file path")
     if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
         raise ConfigError(f"--output {output_path} is the input file; choose another path")
+    if source is not None and source.is_dir() and source.resolve() in output_path.resolve().parents:
+        # Writing there could replace the weights, tokenizer or export.json the predictions are made with.
+        raise ConfigError(f"--output {output_path} is inside the model folder {source}; write it elsewhere")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

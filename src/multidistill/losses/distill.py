@@ -10,6 +10,8 @@ softmax(log(softmax(z)) / T) == softmax(z / T).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,8 +35,12 @@ class _SoftenedLoss(nn.Module):
     def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True,
                  temperature_end: float | None = None) -> None:
         super().__init__()
-        if temperature <= 0 or (temperature_end is not None and temperature_end <= 0):
-            raise ValueError("temperature must be > 0")
+        for name, value in (("temperature", temperature), ("temperature_end", temperature_end)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not isinstance(teacher_is_probs, bool):
+            raise ValueError(f"teacher_is_probs must be true or false, got {teacher_is_probs!r}")
         self.temperature = self.temperature_start = temperature
         self.temperature_end = temperature_end
         self.teacher_is_probs = teacher_is_probs

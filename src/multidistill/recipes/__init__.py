@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from multidistill.errors import MultidistillError
 from multidistill.recipes.config import RecipeBase, load_recipe
 from multidistill.recipes.registry import recipe_entry, register_recipe
 from multidistill.recipes.stages import PENDING, StageRunner
@@ -19,6 +20,7 @@ def run_recipe(recipe: RecipeBase) -> dict:
     from multidistill.data.prepare import open_example_store
     from multidistill.recipes.common import recipe_data
     from multidistill.training.run_dir import claim_run_root, save_config
+    from multidistill.utils.atomic import atomic_file
 
     entry = recipe_entry(recipe.recipe)
     data = recipe_data(recipe)
@@ -27,11 +29,19 @@ def run_recipe(recipe: RecipeBase) -> dict:
     runner = StageRunner(Path(recipe.output_dir))
     before = set(runner.root.iterdir()) if runner.root.is_dir() else None
     with claim_run_root(runner.root, legacy=("recipe.yaml",)):  # one writer; never a folder that is not a run
-        save_config(recipe, runner.root / "recipe.yaml")
+        recorded = runner.root / "recipe.yaml"
+        previous = recorded.read_bytes() if recorded.is_file() else None
+        save_config(recipe, recorded)
         try:
             return entry.run(recipe, runner)
-        except BaseException:
+        except BaseException as exc:
             _take_back_if_no_stage_wrote(runner.root, before)
+            if previous is not None and isinstance(exc, MultidistillError) and all(
+                    outcome.skipped for outcome in runner.outcomes):
+                # Refused (a changed stage, bad input) before this run made a stage: the folder's stages are still
+                # the ones the earlier recipe.yaml describes, so it stays the record.
+                with atomic_file(recorded, "wb", encoding=None) as handle:
+                    handle.write(previous)
             raise
 
 

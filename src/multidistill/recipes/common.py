@@ -20,9 +20,11 @@ from multidistill.config import (
     TrainConfig,
 )
 from multidistill.data.prepare import open_example_store, resolve_tasks
+from multidistill.errors import ModelError
 from multidistill.evaluation.metrics import average_score, compute_metrics
+from multidistill.models.multitask import read_model_config
 from multidistill.recipes.config import RecipeBase
-from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import StageRunner, console, settings_payload, stage_fingerprint
 from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
@@ -98,6 +100,15 @@ def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path],
     section = recipe.teacher
     if section.model_dirs:
         dirs = [Path(d) for d in section.model_dirs]
+        for i, folder in enumerate(dirs):  # before any stage: a folder that is not a model is named by its key
+            try:
+                read_model_config(folder)
+            except ModelError as exc:
+                raise ModelError(f"key 'teacher.model_dirs.{i}': {exc}") from exc
+        unused = sorted({"seeds", "train"} & section.model_fields_set)
+        if unused:  # never silently: a config that trains teachers, pointed at given ones (the README does this)
+            console.print(f"[yellow]note: teacher.{' and teacher.'.join(unused)} not used: the teachers are the "
+                          "given teacher.model_dirs[/yellow]")
         return dirs, {f"teacher-{i}": teacher_fingerprint(d) for i, d in enumerate(dirs)}
     dirs, fingerprints = [], {}
     for seed in section.seeds:

@@ -19,7 +19,16 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from multidistill.config import DataConfig, LossTerm, ModelConfig, ObjectiveConfig, TaskRef, TrainConfig, _Strict
+from multidistill.config import (
+    DataConfig,
+    LossTerm,
+    ModelConfig,
+    ObjectiveConfig,
+    Seed,
+    TaskRef,
+    TrainConfig,
+    _Strict,
+)
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError
 from multidistill.evaluation.metrics import average_score
@@ -68,8 +77,14 @@ class MITKDFinetune(_Strict):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="Loss terms (default: hard "
                                        "labels only); soft_ce etc. read the teachers' soft targets from a store "
                                        "this recipe fills (the same store in both arms).")
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1, description="One fine-tune per task and "
-                             "seed (train.seed is replaced); the summary shows the mean over seeds.")
+    seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One fine-tune per task and "
+                              "seed (train.seed is replaced); the summary shows the mean over seeds.")
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> MITKDFinetune:
+        if len(set(self.seeds)) != len(self.seeds):  # a repeated seed would reuse the same run as another sample
+            raise ValueError(f"finetune.seeds must be distinct, got {self.seeds}")
+        return self
 
 
 class MITKDBaseline(_Strict):
