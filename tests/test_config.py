@@ -450,3 +450,15 @@ def test_an_objective_whose_terms_all_weigh_nothing_is_refused(tmp_path: Path) -
     raw = {**BASE, "objective": {"regression": [{"loss": "hard", "weight": 0}]}}
     with pytest.raises(ConfigError, match="every term of objective.regression has weight 0"):
         load_config(write_yaml(tmp_path, raw))
+
+
+@pytest.mark.parametrize("objective, match", [
+    ({"regression": [{"loss": "soft_ce"}]}, "objective.regression.0: loss 'soft_ce' is for classification tasks"),
+    ({"classification": [{"loss": "hard"}, {"loss": "score_mse"}]},
+     "objective.classification.1: loss 'score_mse' is for regression tasks"),
+])
+def test_a_loss_for_the_other_task_type_is_refused(tmp_path: Path, objective, match) -> None:
+    """soft_ce on a one-score regression head was always 0; score_mse on a classifier compared logits with
+    probabilities."""
+    with pytest.raises(ConfigError, match=match):
+        load_config(write_yaml(tmp_path, {**BASE, "objective": objective}))

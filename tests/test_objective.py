@@ -105,3 +105,12 @@ def test_linear_temperature_schedule_matches_the_fixed_temperature_loss():
     assert objective(FixedLogits({"sst2": logits}), batch).loss.item() == pytest.approx(by_hand, abs=1e-5)
     with pytest.raises(ValidationError, match="temperature"):  # refused with the config, before any objective
         LossTerm(loss="soft_kl", params={"temperature": 0})
+
+
+def test_a_per_task_term_of_the_other_task_type_is_refused_when_the_objective_is_built():
+    from multidistill.errors import ConfigError
+
+    regression = next(name for name, task in TASKS.items() if task.type == "regression")
+    config = ObjectiveConfig(tasks={regression: [LossTerm(loss="soft_kl")]})
+    with pytest.raises(ConfigError, match=f"objective.tasks.{regression}.0': loss 'soft_kl' is for classification"):
+        WeightedObjective(TASKS, config)

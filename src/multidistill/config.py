@@ -315,11 +315,19 @@ class ObjectiveConfig(_Strict):
 
     @model_validator(mode="after")
     def _some_weight(self) -> ObjectiveConfig:
+        from multidistill.losses.registry import check_task_type
+
         lists = {"classification": self.classification, "regression": self.regression,
                  **{f"tasks.{name}": terms for name, terms in self.tasks.items()}}
         for key, terms in lists.items():
             if terms and not any(term.weight or term.weight_end for term in terms):
                 raise ValueError(f"every term of objective.{key} has weight 0: nothing would be learned")
+        for task_type in ("classification", "regression"):  # per-task lists: checked where task types are known
+            for i, term in enumerate(getattr(self, task_type)):
+                try:
+                    check_task_type(term.loss, task_type, f"objective.{task_type}.{i}")
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from exc
         return self
 
     def terms_for(self, task: Task) -> list[LossTerm]:

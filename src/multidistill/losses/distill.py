@@ -31,6 +31,7 @@ class _SoftenedLoss(nn.Module):
     """Shared by soft_ce and soft_kl: both compare distributions softened by the same temperature."""
 
     inputs = ("student_logits", "teacher_mean")
+    task_types = ("classification",)  # distributions over classes: a regression head has one score
 
     def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True,
                  temperature_end: float | None = None) -> None:
@@ -93,6 +94,7 @@ class ScoreMSE(nn.Module):
     """(s_S - s_T)^2 for regression tasks, against the teacher's (mean) score."""
 
     inputs = ("student_logits", "teacher_mean")
+    task_types = ("regression",)  # a classifier's teacher_mean is probabilities, not one score
 
     def forward(self, student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
         return (student_scores.float().reshape(-1) - teacher_scores.float().reshape(-1)).pow(2)

@@ -31,6 +31,14 @@ def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return wrap
 
 
+def check_task_type(name: str, task_type: str, where: str) -> None:
+    """Refuse the loss registered as ``name`` for a task of ``task_type`` when it declares other ``task_types``
+    (a class attribute; a loss without one fits every task); ``where`` names the config key."""
+    allowed = getattr(LOSSES.get(name), "task_types", None)
+    if allowed is not None and task_type not in allowed:
+        raise ConfigError(f"{where}: loss '{name}' is for {' or '.join(allowed)} tasks, not {task_type} ones")
+
+
 def build_loss(name: str, dims: Mapping[str, ModelDims] | None = None, **params: Any) -> nn.Module:
     """Build the loss registered as ``name`` with its YAML ``params``.
 

@@ -25,7 +25,7 @@ from multidistill.config import ObjectiveConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.losses import build_loss
-from multidistill.losses.registry import LOSSES
+from multidistill.losses.registry import LOSSES, check_task_type
 from multidistill.models.features import DOMAIN_FEATURES, ModelDims
 from multidistill.teachers.reduce import mean_teacher_logits
 
@@ -80,6 +80,9 @@ class WeightedObjective(nn.Module):
         if unknown:
             raise ConfigError(f"key 'objective.tasks': {unknown} are not tasks of this run ({sorted(tasks)})")
         refuse_head_losses(tasks, config)
+        for name, terms in config.tasks.items():  # the type lists were checked with the config
+            for i, term in enumerate(terms):
+                check_task_type(term.loss, tasks[name].type, f"key 'objective.tasks.{name}.{i}'")
         self.tasks = tasks
         self.schedules = {name: [(term.weight, term.weight if term.weight_end is None else term.weight_end)
                                  for term in config.terms_for(task)] for name, task in tasks.items()}
