@@ -462,3 +462,12 @@ def test_a_loss_for_the_other_task_type_is_refused(tmp_path: Path, objective, ma
     probabilities."""
     with pytest.raises(ConfigError, match=match):
         load_config(write_yaml(tmp_path, {**BASE, "objective": objective}))
+
+
+@pytest.mark.parametrize("extra, match", [({"student_layers": [0]}, "student_layers apply to a Transformer"),
+                                          ({"pooling": "mean"}, "pooling apply to a Transformer")])
+def test_transformer_settings_on_a_bilstm_student_are_refused(tmp_path: Path, extra, match) -> None:
+    """They were accepted and ignored."""
+    raw = {**BASE, "model": {"name_or_path": "some/model", "architecture": "bilstm", **extra}}
+    with pytest.raises(ConfigError, match=match):
+        load_config(write_yaml(tmp_path, raw))

@@ -251,3 +251,12 @@ def test_memory_probes_run_side_by_side(monkeypatch):
     runtimes = report["models"]["m"]["runtimes"]
     assert runtimes["pytorch_fp32"]["peak_rss_mb"] == len("pytorch_fp32")
     assert runtimes["onnx_int8"]["peak_rss_mb"] == len("onnx_int8") and "peak_rss_mb" not in runtimes["onnx_fp32"]
+
+
+def test_an_unknown_benchmark_runtime_is_refused_with_the_settings(tmp_path):
+    """It was found by the benchmark stage, after the whole training."""
+    import multidistill.recipes.demo as demo
+    from multidistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"key 'benchmark': Value error, unknown runtimes \['bogus'\]"):
+        demo.load_demo_config(None, overrides=["benchmark.runtimes=[bogus]"])

@@ -130,6 +130,13 @@ class ModelConfig(_Strict):
         layers = self.student_layers
         if layers is not None and (not layers or any(i < 0 for i in layers) or sorted(set(layers)) != layers):
             raise ValueError("student_layers must be distinct, increasing, non-negative layer indices")
+        if self.architecture == "bilstm":  # never silently: these shape a Transformer, which a BiLSTM is not
+            # (by value, not by "was it set": saved run configs write every field out)
+            given = [key for key, value in (("student_layers", self.student_layers), ("pooling", self.pooling))
+                     if value != type(self).model_fields[key].default]
+            if given:
+                raise ValueError(f"{' and '.join(given)} apply to a Transformer model (architecture: hf); the BiLSTM "
+                                 "student pools with attention over its own layers: drop them")
         if self.domain_branch is not None and self.architecture == "bilstm":
             raise ValueError("domain_branch needs a Transformer model (architecture: hf); the BiLSTM student has none")
         if self.heads_from is not None and (self.architecture == "bilstm" or self.init_from is not None):

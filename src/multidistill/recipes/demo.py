@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from multidistill.config import (
     DataConfig,
@@ -55,6 +55,13 @@ class BenchmarkSection(_Strict):
     runtimes: list[str] = Field(default_factory=lambda: list(RUNTIMES),
                                 description="Runtimes to measure; pytorch_bf16 is skipped on CPUs without "
                                 "native bf16, where it is many times slower than fp32.")
+
+    @model_validator(mode="after")
+    def _known_runtimes(self) -> BenchmarkSection:
+        unknown = [runtime for runtime in self.runtimes if runtime not in RUNTIMES]
+        if unknown:  # checked with the settings, not after the whole training
+            raise ValueError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
+        return self
     rounds: int = Field(3, gt=0, description="Alternating measurement rounds.")
     latency_runs: int = Field(30, gt=0, description="Batch-1 calls per model and runtime.")
     memory: bool = Field(True, description="Measure peak memory (one subprocess per model/runtime).")
