@@ -299,8 +299,7 @@ class LossTerm(_Strict):
     def _params_build(self) -> LossTerm:
         """Build the term once, so bad parameters are refused with the config (and its key), not at the stage that
         first trains with it. Feature losses need the models' sizes: they are checked when the run builds them."""
-        import multidistill.losses  # noqa: F401 (registers the built-in losses)
-        from multidistill.losses.registry import LOSSES, build_loss
+        from multidistill.losses import LOSSES, build_loss  # importing the package registers the built-in losses
 
         loss = LOSSES.get(self.loss)
         if loss is not None and not getattr(loss, "needs_dims", False):
@@ -321,7 +320,7 @@ class ObjectiveConfig(_Strict):
     tasks: dict[str, list[LossTerm]] = Field(default_factory=dict, description="Per-task overrides by name.")
 
     @model_validator(mode="after")
-    def _some_weight(self) -> ObjectiveConfig:
+    def _terms_fit_their_lists(self) -> ObjectiveConfig:
         from multidistill.losses.registry import check_task_type
 
         lists = {"classification": self.classification, "regression": self.regression,

@@ -52,6 +52,11 @@ def print_hf_check(title: str, info: dict) -> None:
     console.print(table)
 
 
+def _say(names: list[str], one: str, several: str) -> str:
+    """``one`` for a single option name, ``several`` for more (the refusal messages below name what was given)."""
+    return one if len(names) == 1 else several
+
+
 def _mask_value(text: str) -> float | None:
     """--attention-mask-value: a number, checked, or 'lowest' (None: float32's lowest, as the trace builds it)."""
     from multidistill.export.onnx_variants import check_attention_mask_value
@@ -184,21 +189,19 @@ def export_command(
     given = [name for name, value in {**int8_options, **static_options}.items() if value is not None]
     if quantize != "int8" and given:
         where = "--format onnx --quantize int8" if format == "hf" else "--quantize int8"
-        raise ConfigError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} the int8 graph: "
-                          f"{'it applies' if len(given) == 1 else 'they apply'} with {where}; or leave "
-                          f"{'it' if len(given) == 1 else 'them'} out")
+        raise ConfigError(f"{', '.join(given)} {_say(given, 'shapes', 'shape')} the int8 graph: "
+                          f"{_say(given, 'it applies', 'they apply')} with {where}; or leave "
+                          f"{_say(given, 'it', 'them')} out")
     given = [name for name, value in static_options.items() if value is not None]
     if int8_method != "static" and given:
-        raise ConfigError(f"{', '.join(given)} {'chooses' if len(given) == 1 else 'choose'} the rows static int8 "
-                          f"calibrates on: add --int8-method static, or leave {'it' if len(given) == 1 else 'them'} "
-                          "out")
+        raise ConfigError(f"{', '.join(given)} {_say(given, 'chooses', 'choose')} the rows static int8 "
+                          f"calibrates on: add --int8-method static, or leave {_say(given, 'it', 'them')} out")
     parity_options = {"--parity-examples": parity_examples, "--tolerance-fp32": tolerance_fp32,
                       "--min-agreement-int8": min_agreement_int8, "--max-metric-drop-int8": max_metric_drop_int8}
     given = [name for name, value in parity_options.items() if value is not None]
     if skip_parity and given:
-        raise ConfigError(f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} the parity check, which "
-                          f"--skip-parity skips: leave {'it' if len(given) == 1 else 'them'} out, or drop "
-                          "--skip-parity")
+        raise ConfigError(f"{', '.join(given)} {_say(given, 'sets', 'set')} the parity check, which "
+                          f"--skip-parity skips: leave {_say(given, 'it', 'them')} out, or drop --skip-parity")
     if parity_examples is not None and parity_examples < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
     if tolerance_fp32 is not None and not tolerance_fp32 >= 0:

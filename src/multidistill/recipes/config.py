@@ -27,6 +27,12 @@ from multidistill.config import (
 )
 
 
+def check_distinct_seeds(seeds: list[int], key: str) -> None:
+    """A repeated seed would train (or reuse) the same run twice and count it as two: refuse it, naming ``key``."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{key} must be distinct, got {seeds}")
+
+
 class TeacherSection(_Strict):
     """The teacher(s): trained here (one per seed; several seeds = an ensemble) or given as folders."""
 
@@ -41,8 +47,7 @@ class TeacherSection(_Strict):
     def _one_source(self) -> TeacherSection:
         if (self.model is None) == (not self.model_dirs):
             raise ValueError("give either teacher.model (train teachers here) or teacher.model_dirs, not both")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"teacher.seeds must be distinct, got {self.seeds}")
+        check_distinct_seeds(self.seeds, "teacher.seeds")
         return self
 
 

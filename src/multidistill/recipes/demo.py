@@ -55,13 +55,6 @@ class BenchmarkSection(_Strict):
     runtimes: list[str] = Field(default_factory=lambda: list(RUNTIMES),
                                 description="Runtimes to measure; pytorch_bf16 is skipped on CPUs without "
                                 "native bf16, where it is many times slower than fp32.")
-
-    @model_validator(mode="after")
-    def _known_runtimes(self) -> BenchmarkSection:
-        unknown = [runtime for runtime in self.runtimes if runtime not in RUNTIMES]
-        if unknown:  # checked with the settings, not after the whole training
-            raise ValueError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
-        return self
     rounds: int = Field(3, gt=0, description="Alternating measurement rounds.")
     latency_runs: int = Field(30, gt=0, description="Batch-1 calls per model and runtime.")
     memory: bool = Field(True, description="Measure peak memory (one subprocess per model/runtime).")
@@ -72,6 +65,13 @@ class BenchmarkSection(_Strict):
                                         "the int8 export in its parity check; a larger drop passes only within "
                                         "twice its sampling error on those rows. A failing runtime is reported "
                                         "as failed (the demo finishes, then exits with code 1).")
+
+    @model_validator(mode="after")
+    def _known_runtimes(self) -> BenchmarkSection:
+        unknown = [runtime for runtime in self.runtimes if runtime not in RUNTIMES]
+        if unknown:  # checked with the settings, not after the whole training
+            raise ValueError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
+        return self
 
 
 def _default_student(model: ModelConfig, train: TrainConfig,

@@ -42,7 +42,7 @@ from multidistill.recipes.common import (
     teacher_stages,
     train_stage,
 )
-from multidistill.recipes.config import RecipeBase
+from multidistill.recipes.config import RecipeBase, check_distinct_seeds
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
@@ -82,8 +82,7 @@ class MITKDFinetune(_Strict):
 
     @model_validator(mode="after")
     def _distinct_seeds(self) -> MITKDFinetune:
-        if len(set(self.seeds)) != len(self.seeds):  # a repeated seed would reuse the same run as another sample
-            raise ValueError(f"finetune.seeds must be distinct, got {self.seeds}")
+        check_distinct_seeds(self.seeds, "finetune.seeds")
         return self
 
 
