@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from multidistill.config import DataConfig, TeacherRunConfig, load_config
 from multidistill.data.batches import row_lengths
 from multidistill.data.collate import collate
-from multidistill.data.domains import DomainSelection
+from multidistill.data.domains import DomainSelection, fold_assignment
 from multidistill.data.prepare import open_example_store, prepare_data
 from multidistill.data.readers import read_split
 from multidistill.data.sampler import MultiTaskBatchPlanner
@@ -290,6 +290,55 @@ def test_keep_rows_properties(codes, seed, fraction, other) -> None:
         assert list(kept_both[codes[kept_both] == 0]) == list(kept[codes[kept] == 0])
 
 
+@settings(max_examples=60, deadline=None)
+@given(codes=st.lists(st.integers(0, 2), min_size=1, max_size=60), seed=st.integers(0, 2**32 - 1),
+       fraction=st.sampled_from([None, 0.5, 1.0]), folds=st.integers(2, 5))
+def test_holdout_folds_partition_the_domains_kept_rows(codes, seed, fraction, folds) -> None:
+    domains = ("a", "b", "c")
+    codes = np.asarray([*codes, 1])  # a row of another domain: a fold of all rows would leave none (refused)
+    if not (codes == 0).any() or fraction is not None and int(fraction * (codes == 0).sum() + 0.5) == 0:
+        return
+    share = {"a": fraction} if fraction is not None else {}
+    kept = DomainSelection("data.tasks.0", fraction=share).keep_rows(codes, domains, "train", seed)
+    kept = np.arange(len(codes)) if kept is None else kept
+    outs = []
+    for fold in range(folds):
+        selection = DomainSelection("data.tasks.0", fraction=share, holdout=("a", folds, fold))
+        left = selection.keep_rows(codes, domains, "train", seed)
+        assert set(left) <= set(kept) and set(np.flatnonzero(codes != 0)) <= set(left)  # others untouched
+        assert selection.keep_rows(codes, domains, "dev", seed) is None  # dev and test untouched
+        outs.append(set(kept) - set(left))
+    # The folds left out are disjoint, cover the domain's kept rows, and differ in size by at most one row.
+    assert set().union(*outs) == set(kept[codes[kept] == 0])
+    assert sum(len(out) for out in outs) == int((codes[kept] == 0).sum())
+    assert max(map(len, outs)) - min(map(len, outs)) <= 1
+    # The fold of a row is what fold_assignment says over the domain's kept rows, in row order.
+    assignment = fold_assignment(int((codes[kept] == 0).sum()), folds, seed, "a")
+    for fold, out in enumerate(outs):
+        assert sorted(out) == list(kept[codes[kept] == 0][assignment == fold])
+
+
+def test_fold_assignment_is_seeded_and_balanced() -> None:
+    first = fold_assignment(7, 3, seed=42, domain="books")
+    assert list(first) == list(fold_assignment(7, 3, seed=42, domain="books"))
+    assert sorted(Counter(first.tolist()).values()) == [2, 2, 3]
+    assert list(first) != list(fold_assignment(7, 3, seed=43, domain="books"))
+    assert list(first) != list(fold_assignment(7, 3, seed=42, domain="dvd"))
+
+
+def test_a_holdout_is_part_of_the_training_fingerprint_only_when_set(tmp_path) -> None:
+    spec = write_domain_files_task(tmp_path / "data")
+    plain, fold0 = _store(tmp_path, spec), _store(tmp_path, spec, domain_holdout={"domain": "books", "folds": 2,
+                                                                                  "fold": 0})
+    fold1 = _store(tmp_path, spec, domain_holdout={"domain": "books", "folds": 2, "fold": 1})
+    prints = {store.data_fingerprint("reviews", "train") for store in (plain, fold0, fold1)}
+    assert len(prints) == 3
+    assert plain.data_fingerprint("reviews", "dev") == fold0.data_fingerprint("reviews", "dev")
+    books = set(plain.examples("reviews", "train").filter(lambda r: r["domain"] == "books")["id"])
+    left = [books - set(store.examples("reviews", "train")["id"]) for store in (fold0, fold1)]
+    assert left[0] and left[1] and not left[0] & left[1] and left[0] | left[1] == books
+
+
 # ----------------------------------------------------------------------------------- bad domain options
 
 
@@ -300,6 +349,10 @@ def test_keep_rows_properties(codes, seed, fraction, other) -> None:
     ({"domain_fraction": {"books": 0.01}}, ("key 'data.tasks.0.domain_fraction.books'", "keeps no row")),
     ({"domains_exclude": ["books"], "domain_fraction": {"books": 0.5}},
      ("key 'data.tasks.0.domain_fraction'", "'books' is not selected")),
+    ({"domain_holdout": {"domain": "vhs", "folds": 2, "fold": 0}},
+     ("key 'data.tasks.0.domain_holdout.domain'", "no domain 'vhs'")),
+    ({"domains_exclude": ["books"], "domain_holdout": {"domain": "books", "folds": 2, "fold": 0}},
+     ("key 'data.tasks.0.domain_holdout.domain'", "'books' is not selected")),
 ])
 @pytest.mark.parametrize("layout", ["column", "files"])
 def test_bad_domain_options_are_config_errors_naming_the_key(ref, expect, layout, tmp_path) -> None:
@@ -316,6 +369,18 @@ def test_a_fraction_outside_zero_one_is_refused_at_load(fraction, tiny_run) -> N
     raw, write = tiny_run
     raw["data"]["tasks"] = [{"name": "toy_sent", "domain_fraction": {"books": fraction}}]
     with pytest.raises(ConfigError, match=r"key 'data.tasks.0.domain_fraction.books'"):
+        load_config(write(raw))
+
+
+@pytest.mark.parametrize(("holdout", "match"), [
+    ({"domain": "books", "folds": 2, "fold": 2}, r"domain_holdout.*fold 2 is not one of the 2 folds"),
+    ({"domain": "books", "folds": 1, "fold": 0}, r"domain_holdout.folds"),
+    ({"domain": "books", "folds": 2, "fold": -1}, r"domain_holdout.fold"),
+])
+def test_a_holdout_fold_out_of_range_is_refused_at_load(holdout, match, tiny_run) -> None:
+    raw, write = tiny_run
+    raw["data"]["tasks"] = [{"name": "toy_sent", "domain_holdout": holdout}]
+    with pytest.raises(ConfigError, match=match):
         load_config(write(raw))
 
 

@@ -177,6 +177,10 @@ def test_stage_b_weighted_reads_lambda(tiny_run, tmp_path, monkeypatch, capsys):
     (["data.fraction=0.01"], ("key 'data.fraction'", "keeps no row")),
     (["baselines=[meta_without_target]"], ("key 'baselines'", "at least two of them")),
     (["max_examples_per_task=10"], ("max_examples_per_task", "data.fraction")),
+    (["student.cross_fit_folds=1"], ("student.cross_fit_folds", "greater than or equal to 2")),
+    (["student.cross_fit_folds=40"], ("key 'student.cross_fit_folds'", "leave a fold empty", "at most 32")),
+    (["student.cross_fit_folds=2", "teacher.model=null", "teacher.model_dirs=[somewhere]"],
+     ("key 'student.cross_fit_folds'", "teacher.model_dirs")),
 ])
 def test_bad_input_is_refused_before_any_stage_writes(tiny_run, tmp_path, monkeypatch, capsys, sets, expect):
     recipe = tiny_metakd(tiny_run, tmp_path)
@@ -287,6 +291,81 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
     stage = root / "swap" / "A-with-B-without-books"
     assert (stage / "config.yaml").is_file() and "signals-without-books" in (stage / "config.yaml").read_text()
     assert "intermediate-books/model" in (stage / "config.yaml").read_text()
+
+
+def test_cross_fitted_stage_b_targets_come_from_the_fold_teacher_that_did_not_see_the_row(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """student.cross_fit_folds: one meta-teacher per fold trained without it, and stage B distils, for each of the
+    target's rows, the probabilities of the one that did not see it; stage A still reads the meta-teacher."""
+    from datasets import load_from_disk
+
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd", "music"))
+    recipe.update(targets=["books"])
+    recipe["data"]["fraction"] = 0.5
+    recipe["student"]["cross_fit_folds"] = 2
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    folds = [f"books-fold-{k}-of-2" for k in (1, 2)]
+    assert stage_names(root) == sorted([
+        "prototypes-books", "meta-teacher-books", "signals-books", "weights-books", "intermediate-books",
+        *[f"{kind}-{tag}" for tag in folds for kind in ("prototypes", "meta-teacher", "signals")],
+        "signals-crossfit-books", "student-crossfit-books", "scores"])
+    # Each fold teacher trains on all but 8 of the target's 16 rows (two folds of 8), the other domains whole.
+    for tag in folds:
+        metrics = json.loads((root / f"meta-teacher-{tag}" / "metrics.json").read_text())
+        assert metrics["train_examples"] == {"reviews": 8 + 32 + 32}
+
+    def rows(folder):
+        data = load_from_disk(str(folder / "reviews" / "train")).with_format("numpy")
+        return [str(i) for i in data["id"]], np.asarray(data["teacher_mean"])
+
+    ids, merged = rows(root / "signals-crossfit-books")
+    assert len(ids) == 16
+    fold_rows = [rows(root / f"signals-{tag}") for tag in folds]
+    manifest = json.loads((root / "signals-crossfit-books" / "manifest.json").read_text())
+    assert manifest["cross_fit"]["rows_per_fold"] == [8, 8]
+    # Row by row: the merged target is fold k's teacher's where fold k's teacher did not train on the row.
+    from multidistill.data.prepare import open_example_store
+    from multidistill.recipes.metakd.config import MetaKDRecipe
+    from multidistill.recipes.metakd.plan import union_data
+
+    parsed = MetaKDRecipe.model_validate(read_yaml(write(recipe, tmp_path)))
+    trained = [set(open_example_store(union_data(parsed, "books", fold=k), max_examples_per_task=None,
+                                      seed=parsed.subset_seed).examples("reviews", "train")["id"]) for k in (0, 1)]
+    for i, example in enumerate(ids):
+        unseen = [k for k in (0, 1) if example not in trained[k]]
+        assert len(unseen) == 1
+        assert fold_rows[unseen[0]][0][i] == example
+        np.testing.assert_array_equal(merged[i], fold_rows[unseen[0]][1][i])
+    # Stage B reads the merged store; stage A the meta-teacher online, as without cross-fitting.
+    record = json.loads((root / "student-crossfit-books" / "stage.json").read_text())
+    assert record["inputs"]["signals"] == json.loads(
+        (root / "signals-crossfit-books" / "stage.json").read_text())["fingerprint"]
+    stage_a = json.loads((root / "intermediate-books" / "stage.json").read_text())
+    assert stage_a["config"]["online_teachers"] == [str(root / "meta-teacher-books" / "model")]
+    summary = json.loads((root / "summary.json").read_text())
+    assert any("cross-fitted over 2 folds" in note for note in summary["notes"])
+
+
+def test_held_out_fold_and_pick_rows_by_hand():
+    from multidistill.errors import DataError
+    from multidistill.recipes.metakd.cross_fit import held_out_fold, pick_rows
+
+    fold = held_out_fold(["a", "b", "c"], [{"b", "c"}, {"a"}])  # teacher 0 never saw a; teacher 1 saw only a
+    assert fold.tolist() == [0, 1, 1]
+    with pytest.raises(DataError, match="row 'a' is held out from 0 of the 2"):
+        held_out_fold(["a"], [{"a"}, {"a"}])
+    with pytest.raises(DataError, match="row 'a' is held out from 2 of the 2"):
+        held_out_fold(["a"], [set(), set()])
+    # Two fold stores of 3 rows, one teacher each, 2 classes: row i from store fold[i].
+    logits = [np.array([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]]), np.array([[[-1.0, -2.0]], [[-3.0, -4.0]],
+                                                                               [[-5.0, -6.0]]])]
+    means = [np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]), np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])]
+    picked_logits, picked_mean = pick_rows(fold, logits, means)
+    assert picked_logits.shape == (1, 3, 2)
+    np.testing.assert_array_equal(picked_logits[0], [[1.0, 2.0], [-3.0, -4.0], [-5.0, -6.0]])
+    np.testing.assert_array_equal(picked_mean, [[0.1, 0.9], [0.8, 0.2], [0.7, 0.3]])
 
 
 def test_baseline_students_get_the_meta_students_budget(tiny_run, tmp_path):

@@ -145,6 +145,21 @@ class ModelConfig(_Strict):
         return self
 
 
+class DomainHoldout(_Strict):
+    """One fold of a domain's training rows left out (cross-fitting: a model trained without the fold labels it)."""
+
+    domain: str = Field(description="The domain whose training rows are split into folds.")
+    folds: int = Field(ge=2, description="Number of seeded folds of its training rows (after domain_fraction; "
+                       "balanced: sizes differ by at most one row; seeded by data.subset_seed).")
+    fold: int = Field(ge=0, description="The fold left out, 0-based (below folds).")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DomainHoldout:
+        if self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} is not one of the {self.folds} folds (0..{self.folds - 1})")
+        return self
+
+
 class TaskRef(_Strict):
     """A task to use: a built-in name or one declared under `data.task_specs`."""
 
@@ -160,6 +175,9 @@ class TaskRef(_Strict):
         None, min_length=1, description="A task with domains: domain -> fraction in (0, 1] of its training rows to "
         "keep (round half up; seeded by data.subset_seed, each domain's subset independent of the others'); dev "
         "and test are untouched, and max_examples then caps what is left.")
+    domain_holdout: DomainHoldout | None = Field(
+        None, description="A task with domains: leave one seeded fold of one domain's training rows out (after "
+        "domain_fraction; dev and test untouched), e.g. Meta-KD's cross-fitted teachers.")
     keep_pairs: bool = Field(False, description="A text task built from_tasks (a corpus): keep each pair task's "
                              "row as one example, tokenised as a pair, as the task spec's keep_pairs does, for this "
                              "use only (e.g. MITKD's corpus: the teachers' stages, which name the same spec, keep "
@@ -176,7 +194,7 @@ class DataConfig(_Strict):
     """Which tasks to train on and where their files are."""
 
     tasks: list[TaskRef] = Field(min_length=1, description="Tasks to train on (names, or {name, max_examples, "
-                                 "domains_include / domains_exclude, domain_fraction, keep_pairs}).")
+                                 "domains_include / domains_exclude, domain_fraction, domain_holdout, keep_pairs}).")
     data_root: str | None = Field(None, description="Folder that relative task file paths (all built-in tasks) "
                                   "resolve against; default: the MULTIDISTILL_DATA_ROOT environment variable, else "
                                   "the current folder. `pkg:multidistill/sample_data` is the sample shipped with the "

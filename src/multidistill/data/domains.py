@@ -3,9 +3,9 @@
 A task has domains when it declares one file set per domain (`Task.domain_files`) or maps a domain column
 (`columns.domain`). Its domains are `Task.domains`, sorted; a row's domain id is the index of its domain there,
 so ids never depend on which domains a run selects. Selection (`DomainSelection`, from `data.tasks[i]`) keeps the
-rows of some domains (include / exclude, every split) and a seeded fraction of some domains' training rows (dev
-and test untouched); it is applied when the example store caches a split, so views, signal stores and row
-indices all see the same rows.
+rows of some domains (include / exclude, every split), a seeded fraction of some domains' training rows (dev
+and test untouched) and, for cross-fitting, all but one seeded fold of one domain's training rows; it is
+applied when the example store caches a split, so views, signal stores and row indices all see the same rows.
 """
 
 from __future__ import annotations
@@ -48,33 +48,47 @@ def domain_codes(column: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedA
     return codes.to_numpy(zero_copy_only=False).astype(np.int32)
 
 
+def fold_assignment(count: int, folds: int, seed: int, domain: str) -> np.ndarray:
+    """The fold (0..folds-1) of each of a domain's ``count`` kept training rows, in row order: a seeded
+    permutation dealt round-robin, so fold sizes differ by at most one row. Seeded by ``[seed, crc32(domain),
+    folds]``: the same rows get the same folds in every view that keeps them (the domain's own or the union)."""
+    order = np.random.default_rng([seed, zlib.crc32(domain.encode()), folds]).permutation(count)
+    assignment = np.empty(count, dtype=np.int64)
+    assignment[order] = np.arange(count) % folds
+    return assignment
+
+
 @dataclass(frozen=True)
 class DomainSelection:
     """Which rows of a task with domains a run keeps (the config's `domains_include`, `domains_exclude`,
-    `domain_fraction` of one `data.tasks` entry, whose key ``key`` names it in errors)."""
+    `domain_fraction`, `domain_holdout` of one `data.tasks` entry, whose key ``key`` names it in errors)."""
 
     key: str
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     fraction: Mapping[str, float] = field(default_factory=dict)
+    holdout: tuple[str, int, int] | None = None  # (domain, folds, fold left out)
 
     @property
     def active(self) -> bool:
-        return bool(self.include or self.exclude or self.fraction)
+        return bool(self.include or self.exclude or self.fraction or self.holdout)
 
     def applies_to(self, split: str) -> bool:
-        """Whether the selection changes ``split``'s rows (fractions cut training rows only)."""
-        return bool(self.include or self.exclude or (split == "train" and self.fraction))
+        """Whether the selection changes ``split``'s rows (fractions and hold-outs cut training rows only)."""
+        return bool(self.include or self.exclude or (split == "train" and (self.fraction or self.holdout)))
 
     def payload(self, split: str) -> dict:
         """What of the selection shapes ``split``'s rows, for its data fingerprint."""
         out: dict = {"include": sorted(self.include), "exclude": sorted(self.exclude)}
         if split == "train":
             out["fraction"] = dict(sorted(self.fraction.items()))
+            if self.holdout is not None:  # only when set: the data without one keeps its fingerprint
+                out["holdout"] = list(self.holdout)
         return out
 
     def _no_domains(self, task: Task, why: str) -> ConfigError:
-        option = "domains_include" if self.include else "domains_exclude" if self.exclude else "domain_fraction"
+        option = ("domains_include" if self.include else "domains_exclude" if self.exclude
+                  else "domain_fraction" if self.fraction else "domain_holdout")
         return ConfigError(f"key '{self.key}.{option}': task '{task.name}' has no domains ({why}); remove the "
                            "domain options")
 
@@ -89,7 +103,8 @@ class DomainSelection:
             raise self._no_domains(task, "every row's domain cell is empty")
         known = ", ".join(task.domains)
         for option, names in (("domains_include", self.include), ("domains_exclude", self.exclude),
-                              ("domain_fraction", tuple(self.fraction))):
+                              ("domain_fraction", tuple(self.fraction)),
+                              ("domain_holdout.domain", (self.holdout[0],) if self.holdout else ())):
             for name in names:
                 if name not in task.domains:
                     raise ConfigError(f"key '{self.key}.{option}': task '{task.name}' has no domain {name!r}; its "
@@ -102,13 +117,17 @@ class DomainSelection:
         if dropped:
             raise ConfigError(f"key '{self.key}.domain_fraction': domain {dropped[0]!r} is not selected (it is "
                               "excluded, or not in domains_include); remove its fraction or select it")
+        if self.holdout is not None and self.holdout[0] not in kept:
+            raise ConfigError(f"key '{self.key}.domain_holdout.domain': domain {self.holdout[0]!r} is not selected "
+                              "(it is excluded, or not in domains_include); select it or remove the hold-out")
 
     def keep_rows(self, codes: np.ndarray, domains: tuple[str, ...], split: str, seed: int) -> np.ndarray | None:
         """The sorted rows of a split (``codes``: each row's domain id) this selection keeps; None for all.
 
         A fraction f of a domain's n training rows keeps round(f * n) of them (half up), chosen with
         ``numpy.random.default_rng([seed, crc32(domain)])``: a domain's subset depends on the seed and its own
-        rows only, not on the other domains' options.
+        rows only, not on the other domains' options. A hold-out then drops one fold (`fold_assignment`) of what
+        its domain kept.
         """
         if not self.applies_to(split):
             return None
@@ -125,6 +144,10 @@ class DomainSelection:
                 rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
                 mask[rows] = False
                 mask[rows[rng.choice(len(rows), size=count, replace=False)]] = True
+            if self.holdout is not None:
+                name, folds, fold = self.holdout
+                rows = np.flatnonzero(mask & (codes == domains.index(name)))
+                mask[rows[fold_assignment(len(rows), folds, seed, name) == fold]] = False
         if not mask.any():
             raise ConfigError(f"key '{self.key}': the selected domains have no rows in split '{split}'; select "
                               "domains that have data")

@@ -35,7 +35,10 @@ def domain_selections(data: DataConfig) -> dict[str, DomainSelection]:
     """Each task's domain options (`data.tasks[i]`), keyed by task name; errors name `data.tasks.<i>`."""
     return {ref.name: DomainSelection(key=f"data.tasks.{i}", include=tuple(ref.domains_include or ()),
                                       exclude=tuple(ref.domains_exclude or ()),
-                                      fraction=dict(ref.domain_fraction or {}))
+                                      fraction=dict(ref.domain_fraction or {}),
+                                      holdout=None if ref.domain_holdout is None else (
+                                          ref.domain_holdout.domain, ref.domain_holdout.folds,
+                                          ref.domain_holdout.fold))
             for i, ref in enumerate(data.tasks)}
 
 

@@ -79,6 +79,14 @@ class MetaStudentSection(_Strict):
                                "baselines.")
     weighted: bool = Field(False, description="Weight stage B's soft_ce by lambda_i too (the authors' code does "
                            "not: lambda weights stage A only).")
+    cross_fit_folds: int | None = Field(None, ge=2, description="Stage B's soft targets from held-out teachers: "
+                                        "the target's training rows are split into this many seeded folds "
+                                        "(data.domain_holdout), one meta-teacher per fold is trained without that "
+                                        "fold (its own prototype scores, otherwise the meta-teacher's settings), "
+                                        "and each row's targets come from the one that did not see it. Stage A and "
+                                        "lambda still read the meta-teacher. Costs this many more meta-teachers per "
+                                        "target. Default off (the authors' way: the meta-teacher's targets on rows "
+                                        "it trained on; docs/metakd for when it matters).")
     seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One student per target and "
                               "seed (train.seed replaced); the summary shows the mean and spread over seeds. With "
                               "more than one, stage names end in -seed-<s>.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from multidistill.config import DataConfig, TaskRef
+from multidistill.config import DataConfig, DomainHoldout, TaskRef
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError
 from multidistill.models.multitask import read_model_config
@@ -42,8 +42,10 @@ def _fractions(recipe: MetaKDRecipe, target: str | None) -> dict[str, float] | N
     return fractions or None
 
 
-def union_data(recipe: MetaKDRecipe, target: str | None = None, without: str | None = None) -> DataConfig:
-    """Every kept domain (``target`` at data.fraction; ``without`` left out entirely)."""
+def union_data(recipe: MetaKDRecipe, target: str | None = None, without: str | None = None,
+               fold: int | None = None) -> DataConfig:
+    """Every kept domain (``target`` at data.fraction; ``without`` left out entirely; ``fold`` of the target's
+    rows left out, of student.cross_fit_folds)."""
     ref = recipe.data.tasks[0]
     include, exclude = ref.domains_include, ref.domains_exclude
     if without is not None:
@@ -52,8 +54,9 @@ def union_data(recipe: MetaKDRecipe, target: str | None = None, without: str | N
         else:
             exclude = [*(exclude or []), without]
     fractions = {d: f for d, f in (_fractions(recipe, target) or {}).items() if d != without} or None
+    holdout = None if fold is None else DomainHoldout(domain=target, folds=recipe.student.cross_fit_folds, fold=fold)
     return task_view(recipe, TaskRef(name=ref.name, domains_include=include, domains_exclude=exclude,
-                                 domain_fraction=fractions))
+                                 domain_fraction=fractions, domain_holdout=holdout))
 
 
 def target_data(recipe: MetaKDRecipe, target: str, eval_split: str | None = None) -> DataConfig:
@@ -106,8 +109,19 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
             raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s "
                               f"{counts[target]} training rows keeps no row; raise the fraction")
         train_rows[target] = left
+    folds = recipe.student.cross_fit_folds
+    if folds is not None:
+        if recipe.teacher.model is None:
+            raise ConfigError("key 'student.cross_fit_folds': it trains one meta-teacher per fold from teacher.model; "
+                              "with teacher.model_dirs give teacher.model too, or drop cross_fit_folds")
+        for target in targets:
+            if train_rows[target] < folds:
+                raise ConfigError(f"key 'student.cross_fit_folds': {folds} folds of domain '{target}''s "
+                                  f"{train_rows[target]} training rows leave a fold empty; use at most "
+                                  f"{train_rows[target]}")
     if recipe.prototypes.mode == "class":
         views = [union_data(recipe, t) for t in targets] if recipe.data.fraction < 1 else [union_data(recipe)]
+        views += [union_data(recipe, t, fold=k) for t in targets for k in range(folds or 0)]
         for view in views:
             _check_classes(view, recipe, task)
     _check_given_teachers(recipe, task.domains)
@@ -159,7 +173,8 @@ def _check_classes(data: DataConfig, recipe: MetaKDRecipe, task) -> None:
             if (domain, label) not in pairs:
                 raise ConfigError(f"key 'prototypes.mode': 'class' compares each row with its class's centroids in "
                                   f"the other domains, but domain '{domain}' has no training row of class "
-                                  f"'{task.labels[label]}' (after data.fraction); use mode: domain, or more rows")
+                                  f"'{task.labels[label]}' (after data.fraction and any cross-fit fold); use "
+                                  "mode: domain, or more rows")
 
 
 def _check_given_teachers(recipe: MetaKDRecipe, domains: tuple[str, ...]) -> None:

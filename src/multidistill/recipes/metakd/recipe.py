@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from multidistill.recipes.metakd.config import MetaKDRecipe
+from multidistill.recipes.metakd.cross_fit import cross_fitted_signals
 from multidistill.recipes.metakd.plan import check_inputs, target_data, union_data, union_suffix
 from multidistill.recipes.metakd.report import ROWS, Scored, report_stage, summary_rows
 from multidistill.recipes.metakd.stages import (
@@ -37,8 +38,9 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
             shared[suffix] = (prototypes, teacher)
             scored.append(Scored(ROWS["meta"], plan.targets if not suffix else (target,), teacher))
         prototypes, teacher = shared[suffix]
-        scored += [Scored(ROWS["student"], (target,), student)
-                   for student in meta_distill_stages(runner, recipe, plan, "", target, teacher, prototypes)]
+        held_out = cross_fitted_signals(runner, recipe, plan, target) if recipe.student.cross_fit_folds else None
+        scored += [Scored(ROWS["student"], (target,), student) for student in
+                   meta_distill_stages(runner, recipe, plan, "", target, teacher, prototypes, held_out)]
     mixed: dict[str, Model] = {}
     for target in plan.targets:
         suffix = union_suffix(recipe, target)
@@ -74,5 +76,8 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
              "runs)", f"prototype scores: {recipe.prototypes.mode} centroids from {prototype_encoder(recipe)}"]
     if recipe.data.fraction < 1:
         notes.append(f"data-scarce: each target keeps {recipe.data.fraction} of its training rows")
+    if recipe.student.cross_fit_folds:
+        notes.append(f"Meta-KD students' stage B: targets cross-fitted over {recipe.student.cross_fit_folds} folds of "
+                     "the target's rows (each from a meta-teacher trained without the row's fold)")
     return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
                          split=plan.report_split)

@@ -178,9 +178,11 @@ class Model:
 
 
 def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, arm: str, target: str,
-                        teacher: Model, prototypes: Path) -> list[Model]:
+                        teacher: Model, prototypes: Path, held_out: Path | None = None) -> list[Model]:
     """Stages 2-3 for one target and one meta-teacher: signals, lambda weights, then per seed stage A
-    (intermediate) and stage B (the student). ``arm`` goes into the stage names."""
+    (intermediate) and stage B (the student). ``arm`` goes into the stage names. ``held_out``: a signal store
+    of cross-fitted targets (`cross_fit.cross_fitted_signals`) that stage B distils instead of the teacher's own
+    (its students are named student<arm>-crossfit-<target>)."""
     data = target_data(recipe, target)
     inputs = {"teacher": teacher.fingerprint}
     signals = signals_stage(runner, recipe, [teacher.folder], inputs, data, max_examples=None,
@@ -206,13 +208,14 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
                               online_teachers=[str(teacher.folder)],
                               example_weights=_weights(weights, EXPERTISE_WEIGHT))
         start = str(stage_a / BEST_MODEL)
+        targets = held_out or signals
         model_b = ModelConfig(name_or_path=start, init_from=start, max_seq_length=section.model.max_seq_length,
                               trust_remote_code=section.model.trust_remote_code)
         students.append(Model.of_stage(train_stage(
-            runner, f"student{arm}-{target}{suffix}", kind="distill", model=model_b,
-            train=section.prediction.model_copy(update={"seed": seed}), data=data, max_examples=None,
-            objective=prediction_objective, signals=signals,
-            inputs={"intermediate": stage_fingerprint(stage_a), "signals": stage_fingerprint(signals),
+            runner, f"student{arm}{'-crossfit' if held_out else ''}-{target}{suffix}", kind="distill",
+            model=model_b, train=section.prediction.model_copy(update={"seed": seed}), data=data, max_examples=None,
+            objective=prediction_objective, signals=targets,
+            inputs={"intermediate": stage_fingerprint(stage_a), "signals": stage_fingerprint(targets),
                     **({"weights": stage_fingerprint(weights)} if section.weighted else {})},
             example_weights=_weights(weights, EXPERTISE_WEIGHT) if section.weighted else None)))
     return students

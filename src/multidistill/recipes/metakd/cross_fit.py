@@ -1,0 +1,101 @@
+"""Cross-fitted stage-B targets (`student.cross_fit_folds`): soft targets of the target's training rows from
+meta-teachers that did not train on them.
+
+The authors' stage B distils the meta-teacher's probabilities on the target's training rows, rows it trained on.
+With few of them (10% of a domain) it has fit them: its targets are close to the gold labels and teach little
+beyond them (docs/benchmarks.md, "The teachers' targets on the 160 transfer rows" and the crossed experiment after
+it). Here the target's rows are split into K seeded folds (`data.domains.fold_assignment`); meta-teacher k trains
+on everything but fold k (its own prototype scores, the meta-teacher's settings), labels the target's rows, and
+each row keeps the targets of the teacher that did not see it: one signal store, read by stage B as any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from multidistill.data.prepare import open_example_store
+from multidistill.errors import DataError
+from multidistill.recipes.common import signals_stage
+from multidistill.recipes.metakd.config import MetaKDRecipe
+from multidistill.recipes.metakd.plan import Plan, target_data, union_data
+from multidistill.recipes.metakd.stages import Model, meta_teacher_stage, prototypes_stage
+from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
+from multidistill.teachers.store import MANIFEST, STORE_VERSION, open_signal_store, split_dataset
+from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.paths import inside
+
+
+def held_out_fold(ids: list[str], seen_by_fold: list[set[str]]) -> np.ndarray:
+    """Each row's fold: the one teacher (index into ``seen_by_fold``, the ids each trained on) that did not see
+    it. A row every teacher saw, or more than one did not, means the folds do not partition the rows:
+    `DataError`."""
+    fold = np.empty(len(ids), dtype=np.int64)
+    for i, example in enumerate(ids):
+        unseen = [k for k, seen in enumerate(seen_by_fold) if example not in seen]
+        if len(unseen) != 1:
+            raise DataError(f"cross-fitting: row '{example}' is held out from {len(unseen)} of the "
+                            f"{len(seen_by_fold)} fold teachers' training rows, not exactly one; remake the fold "
+                            "stages for this data")
+        fold[i] = unseen[0]
+    return fold
+
+
+def pick_rows(fold: np.ndarray, logits: list[np.ndarray], means: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Row i's logits (K_i, C) and mean (C,) from store ``fold[i]``: ``logits[k]`` is (N, K_i, C) and
+    ``means[k]`` (N, C) of every row from fold store k. Returns logits (K_i, N, C) and mean (N, C)."""
+    rows = np.arange(len(fold))
+    stacked_logits, stacked_means = np.stack(logits), np.stack(means)  # (K, N, K_i, C), (K, N, C)
+    return stacked_logits[fold, rows].transpose(1, 0, 2), stacked_means[fold, rows]
+
+
+def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target: str) -> Path:
+    """Fold teachers (prototypes, meta-teacher, signals on the target's rows; one set per fold), then the store
+    of held-out targets `signals-crossfit-<target>`."""
+    folds = recipe.student.cross_fit_folds
+    data = target_data(recipe, target)
+    fold_views, fold_signals = [], []
+    for k in range(folds):
+        tag = f"{target}-fold-{k + 1}-of-{folds}"
+        view = union_data(recipe, target, fold=k)
+        prototypes = prototypes_stage(runner, recipe, f"prototypes-{tag}", view)
+        teacher = Model.of_stage(meta_teacher_stage(runner, recipe, plan, f"meta-teacher-{tag}", view, prototypes))
+        fold_signals.append(signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint}, data,
+                                          max_examples=None, name=f"signals-{tag}", with_eval_split=False))
+        fold_views.append(view)
+
+    def work(folder: Path, resume: bool) -> dict:
+        task = data.task_names[0]
+        ids = [str(i) for i in open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
+               .examples(task, "train")["id"]]
+        seen = [{str(i) for i in open_example_store(view, max_examples_per_task=None, seed=recipe.subset_seed)
+                 .examples(task, "train")["id"]} for view in fold_views]
+        fold = held_out_fold(ids, seen)
+        stores = [open_signal_store(path) for path in fold_signals]
+        logits, means = [], []
+        for store in stores:
+            rows = store.signals(task, "train")
+            if [str(i) for i in rows["id"]] != ids:
+                raise DataError(f"signal store {store.root} does not line up with the target's training rows; "
+                                "remake it")
+            logits.append(np.asarray(rows["teacher_logits"], dtype=np.float32))
+            means.append(np.asarray(rows["teacher_mean"], dtype=np.float32))
+        picked_logits, picked_mean = pick_rows(fold, logits, means)
+        first = stores[0].manifest
+        fingerprint = hashlib.sha256(json.dumps({"cross_fit": [s.fingerprint for s in stores],
+                                                 "fold": fold.tolist()}).encode()).hexdigest()
+        manifest = {"format_version": STORE_VERSION, "fingerprint": fingerprint,
+                    "teachers": [t for s in stores for t in s.manifest["teachers"]], "splits": ["train"],
+                    "tasks": first["tasks"], "max_length": first["max_length"], "data": first["data"],
+                    "cross_fit": {"folds": folds, "stores": [str(s.root) for s in stores],
+                                  "rows_per_fold": np.bincount(fold, minlength=folds).tolist()}}
+        with atomic_dir(folder) as tmp:
+            split_dataset(ids, picked_logits, picked_mean).save_to_disk(str(inside(tmp, task, "train")))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        return {"store_fingerprint": fingerprint, "rows_per_fold": manifest["cross_fit"]["rows_per_fold"]}
+
+    return runner.run(f"signals-crossfit-{target}", {"data": settings_payload(data), "folds": folds},
+                      {f"fold-{k + 1}": stage_fingerprint(path) for k, path in enumerate(fold_signals)}, work)
