@@ -136,3 +136,13 @@ def test_finetune_seeds_are_checked_with_the_config(seeds, match):
 
     with pytest.raises(ValidationError, match=match):
         MITKDFinetune(seeds=seeds)
+
+
+def test_a_head_loss_for_the_corpus_names_the_recipes_key(tiny_run, tmp_path, monkeypatch, capsys):
+    """The general student's objective is `student.objective` in the recipe (it said `objective.tasks.corpus`)."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["student"]["objective"] = [{"loss": "soft_ce"}]
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "key 'student.objective'" in output and "objective.tasks" not in output
+    assert not Path(recipe["output_dir"]).exists()

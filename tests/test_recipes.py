@@ -241,6 +241,25 @@ def test_a_task_the_teacher_lacks_is_refused_before_any_student_work(tiny_run, t
     assert stage_names(Path(recipe["output_dir"])) == []
 
 
+@pytest.mark.parametrize(("shipped", "sets", "expect"), [
+    ("mkd_transformer.yaml", ["student.model.student_layers=[0,5]"],
+     ("key 'student.model.student_layers'", "[0, 5]", "0..1", "has 2 layers")),
+    ("mtdnn_kd.yaml", ["teacher.model.max_seq_length=100"],
+     ("key 'teacher.model.max_seq_length'", "100 exceeds", "limit of 64 positions")),
+])
+def test_model_settings_beyond_the_encoder_are_refused_before_any_stage(shipped, sets, expect, tiny_run, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Found from the encoder's config.json before the first stage, not when the student's stage builds it (after
+    the teachers)."""
+    recipe = tiny_recipe(shipped, tiny_run, tmp_path)
+    args = [item for value in sets for item in ("--set", value)]
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *args)
+    assert code == 2, output
+    for fragment in expect:
+        assert fragment in output, (fragment, output)
+    assert not Path(recipe["output_dir"]).exists()
+
+
 def test_recipe_config_errors_name_the_key(tmp_path, monkeypatch, capsys):
     recipe = read_yaml(REPO / "configs" / "mtdnn_kd.yaml")
     code, output = run_cli(monkeypatch, capsys, "run", str(write({**recipe, "recipe": "nope"}, tmp_path)))
@@ -248,6 +267,10 @@ def test_recipe_config_errors_name_the_key(tmp_path, monkeypatch, capsys):
     bad = {**recipe, "student": {**recipe["student"], "train": {"max_examples_per_task": 5}}}
     code, output = run_cli(monkeypatch, capsys, "run", str(write(bad, tmp_path)))
     assert code == 2 and "max_examples_per_task at the top" in output
+    for shipped in ("mkd_bilstm.yaml", "mitkd.yaml"):  # a fine-tune's own cap was replaced by the recipe's
+        code, output = run_cli(monkeypatch, capsys, "run", str(REPO / "configs" / shipped),
+                               "--set", "finetune.train.max_examples_per_task=5")
+        assert code == 2 and "max_examples_per_task at the top of the recipe, not in finetune.train" in output
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--set", "teacher.seeds=[1,1]")
     assert code == 2 and "distinct" in output
 

@@ -754,3 +754,14 @@ CASES += [
          "FileNotFoundError traceback)", "run", ("key 'teacher.model_dirs.0'", "is missing"),
          patch={"output_dir": "{ws}/mtdnn", "teacher": {"model_dirs": [""]}, "teacher.model_dirs.0": "{data}"}),
 ]
+
+# --- wording: a file where a folder is expected, and a folder where a file is (both said "does not exist") --------
+COMMANDS["evaluate-file-as-model"] = ("evaluate", "{data}/toy_sent/train.tsv", "--data-root", "{data}",
+                                      "--cache-dir", "{cache}", "--output", "{out}/eval.json")
+CASES += [
+    Case("model-dir-is-a-file", "model", "the model folder argument names a data file (it said the folder \"does not "
+         "exist\")", "evaluate-file-as-model", ("model directory", "train.tsv", "is a file, not a folder")),
+    Case("data-path-is-a-folder", "data", "a task's train path names a folder (it said the file was \"not found\")",
+         "train-teacher", ("task 'toy_sent' split 'train'", "is a folder, not a file", "files.train.path"),
+         patch={"data.task_specs.0.files.train.path": "toy_sent"}),
+]

@@ -278,6 +278,9 @@ class _Source:
 
 
 def _missing(source: _Source, kind: str = "data file") -> DataError:
+    if kind == "data file" and source.path.is_dir():
+        return DataError(f"{kind} for {source.what} is a folder, not a file; check {source.key}.path in the task "
+                         "spec", path=source.path)
     if source.root is None:
         return DataError(f"{kind} for {source.what} not found; check {source.key}.path in the task spec",
                          path=source.path)

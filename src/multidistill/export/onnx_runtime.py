@@ -26,6 +26,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ModelError, UnknownTaskError, require_choice
 from multidistill.models.backbone import load_tokenizer
 from multidistill.utils.manifest import read_versioned_json
+from multidistill.utils.paths import not_a_folder
 
 EXPORT_FILE = "export.json"
 FORMAT_VERSION = 1
@@ -61,7 +62,7 @@ def read_export_config(directory: str | Path) -> dict:
     """Validate ``directory/export.json`` and return it; problems raise a ModelError naming the file."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ModelError(f"export directory {directory} does not exist")
+        raise ModelError(f"export directory {directory} {not_a_folder(directory)}")
     path = directory / EXPORT_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing (is {directory} a folder written by `multidistill export`?)")

@@ -201,7 +201,7 @@ def read_table(path: Path) -> Table:
     if fmt is None:
         raise DataError(f"unknown input format '{path.suffix}'; use .csv, .tsv or .jsonl", path=path)
     if not path.is_file():
-        raise DataError("input file not found", path=path)
+        raise DataError("input file is a folder, not a file" if path.is_dir() else "input file not found", path=path)
     table = _read_jsonl(path) if fmt == "jsonl" else _read_delimited(path, fmt)
     if not table.rows:
         raise DataError("no data rows to predict", path=path)

@@ -36,8 +36,13 @@ def layer_list_name(backbone: PreTrainedModel) -> str:
     raise ModelError(f"cannot find the {count} transformer layers of this '{backbone.config.model_type}' encoder")
 
 
+def layer_count(config) -> int:
+    """How many transformer layers an encoder config describes."""
+    return int(getattr(config, _layer_count_key(config)))
+
+
 def num_layers(backbone: PreTrainedModel) -> int:
-    return int(getattr(backbone.config, _layer_count_key(backbone.config)))
+    return layer_count(backbone.config)
 
 
 def keep_layers(backbone: PreTrainedModel, layers: list[int]) -> PreTrainedModel:

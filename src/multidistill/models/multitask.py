@@ -27,7 +27,7 @@ from multidistill.models.features import DOMAIN_FEATURES, FEATURE_NAMES, Encoder
 from multidistill.models.heads import build_head
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.manifest import read_versioned_json
-from multidistill.utils.paths import name_problem
+from multidistill.utils.paths import name_problem, not_a_folder
 
 MODEL_CONFIG_FILE = "multidistill_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -267,7 +267,7 @@ def read_model_config(directory: Path, kind: str | None = None) -> dict:
     ``kind``, when given, is the kind the caller can load; a folder holding another kind is refused.
     """
     if not directory.is_dir():
-        raise ModelError(f"model directory {directory} does not exist")
+        raise ModelError(f"model directory {directory} {not_a_folder(directory)}")
     config_path = directory / MODEL_CONFIG_FILE
     if not config_path.is_file():
         # Without the config the kind is unknown: name what the caller's kind (if any) would need too.

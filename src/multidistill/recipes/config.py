@@ -100,9 +100,9 @@ class RecipeBase(_Strict):
 
     @model_validator(mode="after")
     def _caps_set_once(self) -> RecipeBase:
-        for section in ("teacher", "student"):
-            part = getattr(self, section, None)
-            if part is not None and part.train.max_examples_per_task is not None:
+        for section in ("teacher", "student", "finetune"):  # a recipe's stages all read the top-level cap
+            train = getattr(getattr(self, section, None), "train", None)
+            if train is not None and train.max_examples_per_task is not None:
                 raise ValueError(f"set max_examples_per_task at the top of the recipe, not in {section}.train")
         return self
 

@@ -146,7 +146,7 @@ def check_inputs(recipe: MITKDRecipe) -> None:
         raise ConfigError(f"key 'corpus': task '{task.name}' is a {task.type} task; the general distillation needs "
                           "unlabelled text (a task of type: text)")
     store.validate(["train"])
-    refuse_head_losses({task.name: task}, general_objective(recipe))
+    refuse_head_losses({task.name: task}, general_objective(recipe), key="student.objective")
     tuned = finetune_data(recipe)
     open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task,
                        seed=recipe.subset_seed).validate(["train", tuned.eval_split])

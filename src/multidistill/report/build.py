@@ -415,7 +415,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DataError("run folder not found", path=run_dir)
+        raise DataError("run folder is a file, not a folder" if run_dir.exists() else "run folder not found",
+                        path=run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
     if out_dir.exists() and not out_dir.is_dir():  # a file there would be swapped out for the report folder
         raise DataError("is a file, not a folder: nothing was written; choose a folder with --out", path=out_dir)

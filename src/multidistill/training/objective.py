@@ -54,8 +54,9 @@ class ObjectiveOutput:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-def refuse_head_losses(tasks: dict[str, Task], config: ObjectiveConfig) -> None:
-    """Refuse, before training, a text task (no labels, no head) given a loss that reads logits or labels."""
+def refuse_head_losses(tasks: dict[str, Task], config: ObjectiveConfig, key: str | None = None) -> None:
+    """Refuse, before training, a text task (no labels, no head) given a loss that reads logits or labels;
+    ``key`` names the config key of its terms (default `objective.tasks.<task>`)."""
     for name, task in tasks.items():
         if task.has_head:
             continue
@@ -64,7 +65,7 @@ def refuse_head_losses(tasks: dict[str, Task], config: ObjectiveConfig) -> None:
             if reads:
                 raise ConfigError(f"task '{name}' is a text task (unlabelled text: no labels, no head), but loss "
                                   f"'{term.loss}' reads {', '.join(reads)}; give it feature losses only, under "
-                                  f"key 'objective.tasks.{name}' (e.g. relation_kl or hidden_mse)")
+                                  f"key '{key or f'objective.tasks.{name}'}' (e.g. relation_kl or hidden_mse)")
 
 
 class WeightedObjective(nn.Module):

@@ -54,6 +54,12 @@ def check_name(name: object, what: str) -> str:
     return name  # type: ignore[return-value]  # name_problem has checked it is a str
 
 
+def not_a_folder(path: str | Path) -> str:
+    """Why ``path`` is no folder, for an error message: it is a file (or something else), or it does not exist."""
+    path = Path(path)
+    return "is a file, not a folder" if path.exists() else "does not exist"
+
+
 def inside(root: str | Path, *parts: str) -> Path:
     """``root / parts...``, refused (PathOutsideRoot) unless it lies strictly under ``root``.
 
@@ -121,6 +127,6 @@ def resolve_path(spec: str) -> str:
         folder = inside(found, *[part for part in sub.split("/") if part]) if sub else found
     except PathOutsideRoot as exc:
         raise MultidistillError(f"'{spec}': the folder leaves the package {found}") from exc
-    if not folder.exists():
-        raise MultidistillError(f"'{spec}': {folder} does not exist")
+    if not folder.is_dir():
+        raise MultidistillError(f"'{spec}': {folder} {not_a_folder(folder)}")
     return str(folder)

@@ -1,0 +1,74 @@
+"""Model settings checked against their encoders' configs before a recipe's first stage.
+
+A student's `student_layers` beyond its encoder's layers, or a `max_seq_length` beyond its positions, is otherwise
+found when that model's stage builds it: after the teachers and stores before it, possibly hours in. Only the
+encoders' `config.json` is read here (no weights); the stage's own check stays, for what cannot be read early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import BaseModel
+from transformers import AutoConfig
+
+from multidistill.config import ModelConfig
+from multidistill.errors import ConfigError, ModelError
+from multidistill.models.backbone import max_positions, resolve_model_path
+from multidistill.models.layers import layer_count
+from multidistill.recipes.common import TEACHER_REF
+
+
+def model_sections(settings: BaseModel, prefix: str = "") -> Iterator[tuple[str, ModelConfig]]:
+    """Every `ModelConfig` in ``settings`` (nested sections included), with its dotted key."""
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, ModelConfig):
+            yield f"{prefix}{name}", value
+        elif isinstance(value, BaseModel):
+            yield from model_sections(value, f"{prefix}{name}.")
+
+
+def _teacher_source(settings: BaseModel) -> str | None:
+    """What `@teacher` names before the teacher exists: the encoder it is trained from, or the first given one."""
+    teacher = getattr(settings, "teacher", None)
+    if isinstance(teacher, ModelConfig):
+        return teacher.name_or_path
+    model = getattr(teacher, "model", None)
+    if isinstance(model, ModelConfig):
+        return model.name_or_path
+    given = getattr(teacher, "model_dirs", None)
+    return str(given[0]) if given else None
+
+
+def _encoder_config(source: str, trust_remote_code: bool):
+    """The encoder's config, or None where it cannot be read yet (the stage's own check then applies)."""
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(source), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, ModelError):
+        return None
+
+
+def check_models(settings: BaseModel) -> None:
+    """Refuse, by key, a Transformer model's `student_layers` outside its encoder's layers and a `max_seq_length`
+    beyond its positions, for every model section of a recipe (or the demo) whose encoder config can be read."""
+    for key, model in model_sections(settings):
+        if model.architecture != "hf" or model.init_from is not None or model.backbone_config is not None:
+            continue  # a BiLSTM, a saved model, or an encoder built from settings: checked where it is built
+        source = _teacher_source(settings) if model.name_or_path == TEACHER_REF else model.name_or_path
+        config = None if source is None else _encoder_config(source, model.trust_remote_code)
+        if config is None:
+            continue
+        layers = model.student_layers
+        if layers:
+            try:
+                total = layer_count(config)
+            except ModelError:
+                total = None
+            if total is not None and (layers[0] < 0 or layers[-1] >= total or sorted(set(layers)) != list(layers)):
+                raise ConfigError(f"key '{key}.student_layers': {layers} must be increasing indices in "
+                                  f"0..{total - 1}: {source} has {total} layers")
+        limit = max_positions(config)
+        if model.max_seq_length is not None and limit is not None and model.max_seq_length > limit:
+            raise ConfigError(f"key '{key}.max_seq_length': {model.max_seq_length} exceeds {source}'s limit "
+                              f"of {limit} positions; set it to {limit} or less")
