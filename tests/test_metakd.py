@@ -303,14 +303,20 @@ def test_cross_fitted_stage_b_targets_come_from_the_fold_teacher_that_did_not_se
     recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd", "music"))
     recipe.update(targets=["books"])
     recipe["data"]["fraction"] = 0.5
-    recipe["student"]["cross_fit_folds"] = 2
+    # First without: a finished run gains cross-fitted students without remaking a stage (new stage names).
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 0, output
     root = Path(recipe["output_dir"])
+    before = {name: (root / name / "stage.json").read_text() for name in stage_names(root) if name != "scores"}
+    recipe["student"]["cross_fit_folds"] = 2
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    assert all((root / name / "stage.json").read_text() == text for name, text in before.items())
+    assert "stage intermediate-books: done, reusing" in " ".join(output.split())
     folds = [f"books-fold-{k}-of-2" for k in (1, 2)]
     assert stage_names(root) == sorted([
         "prototypes-books", "meta-teacher-books", "signals-books", "weights-books", "intermediate-books",
-        *[f"{kind}-{tag}" for tag in folds for kind in ("prototypes", "meta-teacher", "signals")],
+        "student-books", *[f"{kind}-{tag}" for tag in folds for kind in ("prototypes", "meta-teacher", "signals")],
         "signals-crossfit-books", "student-crossfit-books", "scores"])
     # Each fold teacher trains on all but 8 of the target's 16 rows (two folds of 8), the other domains whole.
     for tag in folds:
