@@ -479,3 +479,13 @@ def test_train_then_evaluate_per_domain(tmp_path, tiny_model_dir, monkeypatch, c
         code, output = run_cli(monkeypatch, capsys, *label, "--out", str(tmp_path / "bad"), *bad)
         assert code == 2 and message in output, output
         assert not (tmp_path / "bad").exists() and not list(tmp_path.glob("bad*"))
+
+
+def test_a_holdout_alone_is_seeded_in_the_fingerprint(tmp_path) -> None:
+    """The folds depend on the seed even without a fraction: two seeds must not share a cached view."""
+    spec = write_domain_files_task(tmp_path / "data")
+    holdout = {"domain": "books", "folds": 2, "fold": 0}
+    one, two = (_store(tmp_path, spec, seed=seed, domain_holdout=holdout) for seed in (1, 2))
+    assert one.data_fingerprint("reviews", "train") != two.data_fingerprint("reviews", "train")
+    assert one.data_fingerprint("reviews", "dev") == two.data_fingerprint("reviews", "dev")
+    assert set(one.examples("reviews", "train")["id"]) != set(two.examples("reviews", "train")["id"])

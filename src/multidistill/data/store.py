@@ -133,8 +133,9 @@ class ExampleStore:
             content = self._content_hash(spec, split)
             limit = self._limit(task, split)
             selection = self._selection(task, split)
-            seeded = limit is not None or (selection is not None and split == "train" and bool(selection.fraction))
-            # The seed only picks a capped subset or a domain's fraction: otherwise any seed is alike.
+            seeded = limit is not None or (selection is not None and split == "train"
+                                           and bool(selection.fraction or selection.holdout))
+            # The seed only picks a capped subset, a domain's fraction or its folds: otherwise any seed is alike.
             payload = {"task": fingerprint_spec(spec), "split": split, "content": content, "limit": limit,
                        "seed": self.seed if seeded else None}
             if selection is not None:  # only then: the fingerprints of unselected data stay as they were

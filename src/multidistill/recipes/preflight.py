@@ -29,23 +29,29 @@ def model_sections(settings: BaseModel, prefix: str = "") -> Iterator[tuple[str,
             yield from model_sections(value, f"{prefix}{name}.")
 
 
-def _teacher_source(settings: BaseModel) -> str | None:
-    """What `@teacher` names before the teacher exists: the encoder it is trained from, or the first given one."""
+def _checkable(model: ModelConfig) -> bool:
+    """A Transformer built from a pretrained encoder as it is: a BiLSTM, a saved model (init_from) or an encoder
+    built from settings (backbone_config) are checked where they are built."""
+    return model.architecture == "hf" and model.init_from is None and model.backbone_config is None
+
+
+def _teacher_source(settings: BaseModel) -> tuple[str, list[int] | None] | None:
+    """What `@teacher` names before the teacher exists: the encoder it is trained from (with the teacher's own
+    student_layers, if any), or the first given teacher; None where that cannot be read from a config file."""
     teacher = getattr(settings, "teacher", None)
-    if isinstance(teacher, ModelConfig):
-        return teacher.name_or_path
-    model = getattr(teacher, "model", None)
+    model = teacher if isinstance(teacher, ModelConfig) else getattr(teacher, "model", None)
     if isinstance(model, ModelConfig):
-        return model.name_or_path
+        return (model.name_or_path, model.student_layers) if _checkable(model) else None
     given = getattr(teacher, "model_dirs", None)
-    return str(given[0]) if given else None
+    return (str(given[0]), None) if given else None
 
 
 def _encoder_config(source: str, trust_remote_code: bool):
-    """The encoder's config, or None where it cannot be read yet (the stage's own check then applies)."""
+    """The encoder's config, or None where it cannot be read here: remote code may raise anything, and the
+    stage's own check still applies."""
     try:
         return AutoConfig.from_pretrained(resolve_model_path(source), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, ModelError):
+    except Exception:
         return None
 
 
@@ -53,22 +59,29 @@ def check_models(settings: BaseModel) -> None:
     """Refuse, by key, a Transformer model's `student_layers` outside its encoder's layers and a `max_seq_length`
     beyond its positions, for every model section of a recipe (or the demo) whose encoder config can be read."""
     for key, model in model_sections(settings):
-        if model.architecture != "hf" or model.init_from is not None or model.backbone_config is not None:
-            continue  # a BiLSTM, a saved model, or an encoder built from settings: checked where it is built
-        source = _teacher_source(settings) if model.name_or_path == TEACHER_REF else model.name_or_path
-        config = None if source is None else _encoder_config(source, model.trust_remote_code)
+        if not _checkable(model):
+            continue
+        found = _teacher_source(settings) if model.name_or_path == TEACHER_REF else (model.name_or_path, None)
+        if found is None:
+            continue
+        source, cut = found  # cut: the teacher's own student_layers, which a student of `@teacher` indexes into
+        config = _encoder_config(source, model.trust_remote_code)
         if config is None:
             continue
         layers = model.student_layers
         if layers:
             try:
-                total = layer_count(config)
+                total = len(cut) if cut else layer_count(config)
             except ModelError:
                 total = None
             if total is not None and (layers[0] < 0 or layers[-1] >= total or sorted(set(layers)) != list(layers)):
                 raise ConfigError(f"key '{key}.student_layers': {layers} must be increasing indices in "
-                                  f"0..{total - 1}: {source} has {total} layers")
-        limit = max_positions(config)
+                                  f"0..{total - 1}: " + (f"the teacher keeps {total} layers of {source}" if cut
+                                                          else f"{source} has {total} layers"))
+        try:
+            limit = max_positions(config)
+        except (TypeError, ValueError):  # an odd config (pad_token_id not a number): the stage's check applies
+            limit = None
         if model.max_seq_length is not None and limit is not None and model.max_seq_length > limit:
             raise ConfigError(f"key '{key}.max_seq_length': {model.max_seq_length} exceeds {source}'s limit "
                               f"of {limit} positions; set it to {limit} or less")

@@ -80,8 +80,9 @@ class MetaStudentSection(_Strict):
     weighted: bool = Field(False, description="Weight stage B's soft_ce by lambda_i too (the authors' code does "
                            "not: lambda weights stage A only).")
     cross_fit_folds: int | None = Field(None, ge=2, description="Stage B's soft targets from held-out teachers: "
-                                        "the target's training rows are split into this many seeded folds "
-                                        "(data.domain_holdout), one meta-teacher per fold is trained without that "
+                                        "the target's training rows are split into this many folds (seeded by "
+                                        "subset_seed; the data model's domain_holdout), one meta-teacher per fold "
+                                        "is trained without that "
                                         "fold (its own prototype scores, otherwise the meta-teacher's settings), "
                                         "and each row's targets come from the one that did not see it. Stage A and "
                                         "lambda still read the meta-teacher. Costs this many more meta-teachers per "
@@ -123,6 +124,9 @@ class MetaKDRecipe(RecipeBase):
     def _one_task(self) -> MetaKDRecipe:
         if len(self.data.tasks) != 1:
             raise ValueError(f"data.tasks: Meta-KD takes exactly one task with domains, got {self.data.task_names}")
+        if self.data.tasks[0].domain_holdout is not None:
+            raise ValueError("data.tasks.0.domain_holdout: Meta-KD makes its own folds of a target's rows; use "
+                             "student.cross_fit_folds")
         if self.max_examples_per_task is not None or self.data.tasks[0].max_examples is not None:
             raise ValueError("max_examples_per_task: a cap would pick other rows over all domains than over one; "
                              "use data.fraction or data.tasks[0].domain_fraction instead")

@@ -97,5 +97,7 @@ def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, 
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return {"store_fingerprint": fingerprint, "rows_per_fold": manifest["cross_fit"]["rows_per_fold"]}
 
+    # derived: it only reads the fold stores, so one made for other folds is made again rather than refused.
     return runner.run(f"signals-crossfit-{target}", {"data": settings_payload(data), "folds": folds},
-                      {f"fold-{k + 1}": stage_fingerprint(path) for k, path in enumerate(fold_signals)}, work)
+                      {f"fold-{k + 1}": stage_fingerprint(path) for k, path in enumerate(fold_signals)}, work,
+                      derived=True)

@@ -113,7 +113,8 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     if folds is not None:
         if recipe.teacher.model is None:
             raise ConfigError("key 'student.cross_fit_folds': it trains one meta-teacher per fold from teacher.model; "
-                              "with teacher.model_dirs give teacher.model too, or drop cross_fit_folds")
+                              "replace teacher.model_dirs with teacher.model (the meta-teacher and the fold teachers "
+                              "are then trained from it), or drop cross_fit_folds")
         for target in targets:
             if train_rows[target] < folds:
                 raise ConfigError(f"key 'student.cross_fit_folds': {folds} folds of domain '{target}''s "
@@ -131,8 +132,9 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                           f"{len(kept)} domains")
     needs_model = sorted({"single_domain", "mixed", "meta_without_target"} & set(recipe.baselines))
     if needs_model and recipe.teacher.model is None:
-        raise ConfigError(f"key 'baselines': {needs_model} train teachers of their own from teacher.model; with "
-                          "teacher.model_dirs give teacher.model too, or drop them")
+        raise ConfigError(f"key 'baselines': {needs_model} train teachers of their own from teacher.model, which "
+                          "cannot be given beside teacher.model_dirs: replace teacher.model_dirs with teacher.model "
+                          "(the meta-teacher is then trained here too), or drop them")
     student = recipe.student.model
     if "no_kd" in recipe.baselines and TEACHER_REF in (student.name_or_path, student.tokenizer):
         raise ConfigError("key 'student.model.name_or_path': the no_kd baseline has no teacher to resolve "
