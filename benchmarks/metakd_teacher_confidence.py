@@ -7,7 +7,9 @@ summary.json) and prints, per target domain and arm, the stored teacher probabil
 rows (the transfer set of that arm's students): mean top probability, mean probability of the gold label,
 accuracy, and the mean test accuracy of the arm's KD student (from summary.json) beside them. Arms: the
 meta-teacher (`signals-<d>`, trained with the target's rows), the meta-teacher without the target
-(`signals-without-<d>`, never saw them), the mixed-domain teacher and the single-domain one.
+(`signals-without-<d>`, never saw them), the mixed-domain teacher and the single-domain one, and in a run with
+`student.cross_fit_folds` the cross-fitted targets (`signals-crossfit-<d>`: each row from the fold teacher that
+did not see it), whose students are then the summary's Meta-KD row (the meta-teacher's own arm has none there).
 
 Why: at 10% the student of the meta-teacher *without* the target beat the Meta-KD student in every seed. A teacher
 that trained on the very rows it labels gives near one-hot targets there (it has fit them), which carry less
@@ -37,6 +39,14 @@ ARMS = {  # signal-store folder prefix -> summary.json row of its students
 }
 
 
+def arms(cross_fitted: bool) -> dict[str, str | None]:
+    """With cross-fitting the summary's Meta-KD row is the cross-fitted students (the meta-teacher's own arm then
+    has no students in the summary)."""
+    if not cross_fitted:
+        return ARMS
+    return {"signals": None, "signals-crossfit": ROWS["student"], **{k: v for k, v in ARMS.items() if k != "signals"}}
+
+
 def arm_rows(folder: Path) -> list[dict]:
     recipe = load_recipe(folder / "recipe.yaml")
     task = recipe.data.tasks[0].name
@@ -46,7 +56,7 @@ def arm_rows(folder: Path) -> list[dict]:
     summary = json.loads((folder / "summary.json").read_text())["rows"]
     rows = []
     for domain in recipe.targets or examples.domains(task):
-        for prefix, student in ARMS.items():
+        for prefix, student in arms(bool(recipe.student.cross_fit_folds)).items():
             store_dir = folder / f"{prefix}-{domain}"
             if not store_dir.is_dir():
                 continue
@@ -57,7 +67,8 @@ def arm_rows(folder: Path) -> list[dict]:
                          "top_p": float(probs.max(-1).mean()),
                          "gold_p": float(probs[np.arange(len(gold)), gold].mean()),
                          "accuracy": float((probs.argmax(-1) == gold).mean()),
-                         "student_test": summary.get(student, {}).get("metrics", {}).get("main", {}).get(domain)})
+                         "student_test": None if student is None else
+                         summary.get(student, {}).get("metrics", {}).get("main", {}).get(domain)})
     return rows
 
 

@@ -355,6 +355,13 @@ def test_cross_fitted_stage_b_targets_come_from_the_fold_teacher_that_did_not_se
     assert stage_a["config"]["online_teachers"] == [str(root / "meta-teacher-books" / "model")]
     summary = json.loads((root / "summary.json").read_text())
     assert any("cross-fitted over 2 folds" in note for note in summary["notes"])
+    # benchmarks/metakd_teacher_confidence.py: the cross-fitted targets are the Meta-KD row's transfer set now.
+    from tests.conftest import load_benchmark
+
+    confidence = {row["arm"]: row for row in load_benchmark("metakd_teacher_confidence", monkeypatch).arm_rows(root)}
+    assert set(confidence) == {"signals", "signals-crossfit"} and confidence["signals"]["student_test"] is None
+    assert confidence["signals-crossfit"]["student_test"] == summary["rows"]["Meta-KD student"]["metrics"]["main"][
+        "books"]
 
 
 def test_held_out_fold_and_pick_rows_by_hand():
