@@ -45,10 +45,15 @@ def num_layers(backbone: PreTrainedModel) -> int:
     return layer_count(backbone.config)
 
 
+def valid_layers(layers: list[int], total: int) -> bool:
+    """Whether ``layers`` are increasing indices into a stack of ``total`` layers (what `keep_layers` keeps)."""
+    return bool(layers) and sorted(set(layers)) == list(layers) and layers[0] >= 0 and layers[-1] < total
+
+
 def keep_layers(backbone: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
     """A copy of ``backbone`` with only ``layers`` (0-based, increasing) of its transformer stack."""
     total = num_layers(backbone)
-    if not layers or sorted(set(layers)) != list(layers) or layers[0] < 0 or layers[-1] >= total:
+    if not valid_layers(layers, total):
         raise ModelError(f"key 'model.student_layers': {layers} must be increasing indices in 0..{total - 1} "
                          f"(the encoder has {total} layers)")
     prefix = layer_list_name(backbone)

@@ -15,7 +15,7 @@ from transformers import AutoConfig
 from multidistill.config import ModelConfig
 from multidistill.errors import ConfigError, ModelError
 from multidistill.models.backbone import max_positions, resolve_model_path
-from multidistill.models.layers import layer_count
+from multidistill.models.layers import layer_count, valid_layers
 from multidistill.recipes.common import TEACHER_REF
 
 
@@ -74,7 +74,7 @@ def check_models(settings: BaseModel) -> None:
                 total = len(cut) if cut else layer_count(config)
             except ModelError:
                 total = None
-            if total is not None and (layers[0] < 0 or layers[-1] >= total or sorted(set(layers)) != list(layers)):
+            if total is not None and not valid_layers(layers, total):
                 raise ConfigError(f"key '{key}.student_layers': {layers} must be increasing indices in "
                                   f"0..{total - 1}: " + (f"the teacher keeps {total} layers of {source}" if cut
                                                           else f"{source} has {total} layers"))
