@@ -198,6 +198,7 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
         LossTerm(loss="transferable_mse", weight=section.gamma2)])
     prediction_objective = ObjectiveConfig(classification=[
         LossTerm(loss="soft_ce", params={"temperature": section.temperature})])
+    targets = held_out or signals  # what stage B distils
     students = []
     for seed in section.seeds:
         suffix = seed_suffix(recipe, seed)
@@ -208,7 +209,6 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
                               online_teachers=[str(teacher.folder)],
                               example_weights=_weights(weights, EXPERTISE_WEIGHT))
         start = str(stage_a / BEST_MODEL)
-        targets = held_out or signals
         model_b = ModelConfig(name_or_path=start, init_from=start, max_seq_length=section.model.max_seq_length,
                               trust_remote_code=section.model.trust_remote_code)
         students.append(Model.of_stage(train_stage(
