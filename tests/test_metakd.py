@@ -334,6 +334,7 @@ def test_cross_fitted_stage_b_targets_come_from_the_fold_teacher_that_did_not_se
     fold_rows = [rows(root / f"signals-{tag}") for tag in folds]
     manifest = json.loads((root / "signals-crossfit-books" / "manifest.json").read_text())
     assert manifest["cross_fit"]["rows_per_fold"] == [8, 8]
+    assert manifest["cross_fit"]["stores"] == [f"signals-{tag}" for tag in folds]
     # Row by row: the merged target is fold k's teacher's where fold k's teacher did not train on the row.
     from multidistill.data.prepare import open_example_store
     from multidistill.recipes.metakd.config import MetaKDRecipe

@@ -90,7 +90,9 @@ def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, 
         manifest = {"format_version": STORE_VERSION, "fingerprint": fingerprint,
                     "teachers": [t for s in stores for t in s.manifest["teachers"]], "splits": ["train"],
                     "tasks": first["tasks"], "max_length": first["max_length"], "data": first["data"],
-                    "cross_fit": {"folds": folds, "stores": [str(s.root) for s in stores],
+                    # The fold stores by stage name (siblings in the run folder), so the record survives a moved
+                    # or renamed run folder.
+                    "cross_fit": {"folds": folds, "stores": [Path(s.root).name for s in stores],
                                   "rows_per_fold": np.bincount(fold, minlength=folds).tolist()}}
         with atomic_dir(folder) as tmp:
             split_dataset(ids, picked_logits, picked_mean).save_to_disk(str(inside(tmp, task, "train")))
