@@ -31,7 +31,20 @@ def test_summary_ratios_are_to_the_textbrewer_row_and_to_plain_fine_tuning():
     assert summary["tb_logit"]["vs_textbrewer"] is None  # a baseline is not compared with itself
     lines = bench.targets(summary)
     assert lines[0].endswith("(target >= 2.0x: met)")
-    assert lines[2].startswith("(b) hidden_mse online vs TextBrewer: 1.50x")
+    assert lines[1].endswith("TextBrewer on its usual shuffled DataLoader: not measured")
+    assert lines[3].startswith("(b) hidden_mse online vs TextBrewer: 1.50x")
+
+
+def test_the_store_run_is_also_compared_with_textbrewer_as_usually_run():
+    summary = bench.summarize(_runs({"tb_logit": [150.0], "tb_logit_shuffled": [100.0], "md_store": [210.0],
+                                     "md_store_shuffled": [140.0]}))
+    # Each shuffled row is compared with the other tool's row on the same kind of batches ...
+    assert summary["md_store_shuffled"]["vs_textbrewer"] == pytest.approx(1.4)
+    assert summary["md_store"]["vs_textbrewer"] == pytest.approx(1.4)
+    # ... and the length-grouped store run (as the recipes ship it) with TextBrewer's usual shuffled DataLoader.
+    assert summary["md_store"]["vs_textbrewer_usual"] == pytest.approx(2.1)
+    assert bench.targets(summary)[1] == ("(a) store-backed, length-grouped, vs TextBrewer on its usual shuffled "
+                                         "DataLoader: 2.10x (target >= 2.0x: met)")
 
 
 def test_table_marks_skipped_rows_and_missing_baselines():
@@ -54,7 +67,7 @@ def test_the_feature_store_row_is_compared_with_textbrewer_and_its_build_shown_a
     assert ("Feature store built once in 10.0 s wall clock (teacher logits and hidden states at layers [0, 2, 4, 6] "
             "over the 1000 training rows, float16, 40.0 KiB per example on disk); counted into one feature-store run "
             "it gives 50.0 examples/s.") in table
-    assert bench.targets(summary)[3] == "(b) hidden_mse feature store vs TextBrewer: 2.00x (target >= 1.3x: met)"
+    assert bench.targets(summary)[4] == "(b) hidden_mse feature store vs TextBrewer: 2.00x (target >= 1.3x: met)"
 
 
 def test_steady_rates_leave_out_the_first_and_the_last_step():
@@ -80,7 +93,8 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     out = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
                       "--textbrewer-dir", str(tmp_path / "no-textbrewer-here")])
     summary, saved = out["summary"], out["saved"]
-    for key in ("md_store", "md_store_bf16", "md_online", "md_feature", "md_feature_store", "plain"):
+    for key in ("md_store", "md_store_shuffled", "md_store_bf16", "md_online", "md_feature", "md_feature_store",
+                "plain"):
         assert summary[key]["speed"].median > 0
         assert all(run["examples_per_cpu_second"] > 0 for run in saved["runs"][key])
         assert 0.0 <= summary[key]["accuracy"] <= 1.0
@@ -89,6 +103,8 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     configs = {key: (tmp_path / "runs" / f"{key}-0" / "config.yaml").read_text() for key in saved["runs"]
                if bench.ROWS[key][2] == "multidistill"}
     assert [key for key, text in configs.items() if "bf16: true" in text] == ["md_store_bf16"]
+    # Only the random-batch row turns length grouping off.
+    assert [key for key, text in configs.items() if "group_by_length: false" in text] == ["md_store_shuffled"]
     # The feature store holds the tiny teacher's (4 layers) hidden states where hidden_mse reads them for the
     # 2-layer student: layers 0, 2, 4, 32 float16 values each per real token.
     assert saved["feature_store"]["seconds"] > 0 and saved["feature_store"]["layers"] == [0, 2, 4]
