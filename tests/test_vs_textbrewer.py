@@ -45,6 +45,11 @@ def test_the_store_run_is_also_compared_with_textbrewer_as_usually_run():
     assert summary["md_store"]["vs_textbrewer_usual"] == pytest.approx(2.1)
     assert bench.targets(summary)[1] == ("(a) store-backed, length-grouped, vs TextBrewer on its usual shuffled "
                                          "DataLoader: 2.10x (target >= 2.0x: met)")
+    feature = bench.summarize(_runs({"tb_feature": [100.0], "tb_feature_shuffled": [50.0],
+                                     "md_feature_store": [130.0]}))
+    assert feature["md_feature_store"]["vs_textbrewer"] == pytest.approx(1.3)
+    assert feature["md_feature_store"]["vs_textbrewer_usual"] == pytest.approx(2.6)
+    assert bench.targets(feature)[-1].endswith("usual shuffled DataLoader: 2.60x (target >= 1.3x: met)")
 
 
 def test_table_marks_skipped_rows_and_missing_baselines():
@@ -110,7 +115,7 @@ def test_tiny_mode_runs_every_row(tmp_path, monkeypatch):
     assert saved["feature_store"]["seconds"] > 0 and saved["feature_store"]["layers"] == [0, 2, 4]
     assert saved["feature_store"]["bytes_per_example"] > 3 * 32 * 2 * 5
     if not have_textbrewer:
-        assert set(saved["skipped"]) == {"tb_logit", "tb_logit_shuffled", "tb_feature"}
+        assert set(saved["skipped"]) == {"tb_logit", "tb_logit_shuffled", "tb_feature", "tb_feature_shuffled"}
     # A re-run with the same settings reuses the recorded runs (resumable) and trains nothing.
     again = bench.main(["--tiny", "--repeats", "1", "--examples", "128", "--cache", str(tmp_path),
                         "--textbrewer-dir", str(tmp_path / "no-textbrewer-here"), "--rows", "plain"])
