@@ -416,6 +416,11 @@ class World:
                 "checkpoint_every_steps": 1_000_000, "log_every_steps": 10}
 
 
+# Rows that are the `md_store` run with one training setting changed.
+TRAIN_CHANGES = {"md_store_bf16": {"bf16": True}, "md_store_shuffled": {"group_by_length": False}}
+STORE_VARIANTS = {key: "md_store" for key in TRAIN_CHANGES}
+
+
 def md_config(world: World, key: str, out: Path, store: Path, feature_store: Path | None = None):
     """The `TeacherRunConfig` of a multidistill row (the public config, trained by `train_model`)."""
     from multidistill.config import TeacherRunConfig
@@ -426,17 +431,14 @@ def md_config(world: World, key: str, out: Path, store: Path, feature_store: Pat
         "md_store": {"kind": "distill", "signals": str(store), "objective": {"classification": kd}},
         "md_online": {"kind": "distill", "online_teachers": [str(world.teacher_dir)],
                       "objective": {"classification": kd}},
-        "md_store_bf16": {"kind": "distill", "signals": str(store), "objective": {"classification": kd}},
-        "md_store_shuffled": {"kind": "distill", "signals": str(store), "objective": {"classification": kd}},
         "md_feature": {"kind": "distill", "online_teachers": [str(world.teacher_dir)],
                        "objective": {"classification": feature_kd}},
         # The same objective; the store gives the teacher's logits and its hidden states.
         "md_feature_store": {"kind": "distill", "signals": str(feature_store),
                              "objective": {"classification": feature_kd}},
         "plain": {"kind": "teacher"},
-    }[key]
-    train = {**world.train_settings(), **({"bf16": True} if key == "md_store_bf16" else {}),
-             **({"group_by_length": False} if key == "md_store_shuffled" else {})}
+    }[STORE_VARIANTS.get(key, key)]
+    train = {**world.train_settings(), **TRAIN_CHANGES.get(key, {})}
     return TeacherRunConfig.model_validate({"output_dir": str(out), "model": world.student_model.model_dump(),
                                             "data": world.data_config, "train": train, **extra})
 
@@ -446,10 +448,11 @@ def run_multidistill(world: World, key: str, out: Path, store: Path, feature_sto
     from multidistill.training.run import train_model
 
     clock = StepClock()
-    result = train_model(md_config(world, key, out, store, feature_store), overwrite=True, on_step=clock.tick)
+    config = md_config(world, key, out, store, feature_store)
+    result = train_model(config, overwrite=True, on_step=clock.tick)
     return {"examples_per_second": result.examples_per_second, "seconds": result.train_seconds,
             "examples": world.examples * world.epochs, "accuracy": result.best_metrics["main"][world.task],
-            **steady_rates(clock, planned_sizes(world, grouped=key != "md_store_shuffled"))}
+            **steady_rates(clock, planned_sizes(world, grouped=config.train.group_by_length))}
 
 
 def planned_sizes(world: World, grouped: bool = True) -> list[int]:
@@ -633,7 +636,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.replace(results_path)
 
     store = cache / "signals"
-    needs_store = {"md_store", "md_store_bf16", "md_store_shuffled"} & set(args.rows)
+    needs_store = {"md_store", *STORE_VARIANTS} & set(args.rows)
     if needs_store and (saved["store_seconds"] is None or not (store / "manifest.json").is_file()):
         saved["store_seconds"] = build_store(world, store)
         record()
