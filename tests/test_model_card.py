@@ -337,3 +337,21 @@ def test_a_model_saved_outside_a_run_gets_a_card_without_scores(tiny_model_dir, 
     front, body = _card(tmp_path / "bilstm")
     assert "model-index" not in front and "## Dev scores" not in body and "## Measured speed" not in body
     assert "Made from Python (no command line recorded)." in body
+
+
+@pytest.mark.parametrize(("pooling", "said"), [("mean", "mean pooling"), ("cls", "[CLS] pooling")])
+def test_the_card_names_the_models_own_pooling(tiny_model_dir, tmp_path, pooling, said):
+    """The architecture line reads the pooling the folder's model uses (it said [CLS] for every encoder before)."""
+    from transformers import AutoTokenizer
+
+    from multidistill.config import ModelConfig
+    from multidistill.data.tasks import Task
+    from multidistill.export.card_record import model_card_record
+    from multidistill.models.build import build_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = build_model(ModelConfig(name_or_path=str(tiny_model_dir), pooling=pooling, max_seq_length=32),
+                        [Task(name="sent", labels=["neg", "pos"])], tokenizer)
+    model.save_pretrained(tmp_path / "model", tokenizer=tokenizer)
+    record = model_card_record(tmp_path / "model", "multidistill")
+    assert record.architecture == f"bert encoder, {said}"

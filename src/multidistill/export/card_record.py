@@ -73,7 +73,7 @@ def _size(model_dir: Path, model_config: dict) -> tuple[str, int | None, int | N
     from multidistill.models.families import model_dims
 
     config = AutoConfig.from_pretrained(model_dir)
-    pooling = model_config.get("pooling", "cls")
+    pooling = (model_config.get("backbone") or {}).get("pooling", "cls")  # multidistill_model.json's backbone
     architecture = f"{config.model_type} encoder, {'[CLS]' if pooling == 'cls' else pooling} pooling"
     try:
         dims = model_dims(config)
