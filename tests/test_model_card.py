@@ -266,6 +266,28 @@ def test_card_text_is_a_pure_function_of_its_record():
            "| sst2 | mean over domains | accuracy | 0.8000 |" in text
 
 
+def test_a_domain_experts_card_compares_it_with_its_teacher_on_its_own_domains():
+    """A student scored on one domain of its meta-teacher's three: the teacher's task-level score (all three
+    domains' dev rows) is not comparable; its score on the student's domain is."""
+    teacher = TeacherInfo("/runs/meta-teacher/model", metrics={"sst2": {"accuracy": 0.9}}, main={"sst2": 0.9},
+                          domains={"sst2": {"books": {"accuracy": 0.8}, "dvd": {"accuracy": 0.95},
+                                            "electronics": {"accuracy": 0.95}}})
+    metrics = {"tasks": {"sst2": {"accuracy": 0.7}}, "main": {"sst2": 0.7}, "average": 0.7,
+               "domains": {"sst2": {"books": {"accuracy": 0.7}}}, "domain_average": {"sst2": {"accuracy": 0.7}}}
+    tasks = (TaskInfo("sst2", "classification", ("0", "1"), metrics=("accuracy",)),)
+    body = card_text(_record(tasks=tasks, metrics=metrics, teachers=(teacher,))).split("\n---\n", 1)[1]
+    # Not 0.7 / 0.9 = 77.8% against the teacher's three domains ...
+    assert "| sst2 | accuracy | 0.7000 | - | - |" in body and "77.8%" not in body
+    assert "scored on other domains than its teacher (task sst2)" in body
+    # ... but 0.7 / 0.8 = 87.5% against its books score.
+    assert "| sst2 | books | accuracy | 0.7000 | 0.8000 | 87.5% |" in body
+    # Scored on the teacher's own domains, the task-level comparison stands.
+    same = {**metrics, "domains": teacher.domains}
+    body = card_text(_record(tasks=tasks, metrics=same, teachers=(teacher,)))
+    assert "| sst2 | accuracy | 0.7000 | 0.9000 | 77.8% |" in body and "other domains" not in body
+    assert "| sst2 | dvd | accuracy | 0.9500 | 0.9500 | 100.0% |" in body
+
+
 def test_a_card_is_written_atomically(tmp_path, monkeypatch):
     from multidistill.export import card
 

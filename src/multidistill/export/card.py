@@ -44,11 +44,12 @@ class TaskInfo:
 @dataclass(frozen=True)
 class TeacherInfo:
     """A teacher of a student: its folder and, when its run recorded them, its dev metrics (task -> metric ->
-    value, as in its ``metrics.json``)."""
+    value, as in its ``metrics.json``), and per domain for tasks with domains (task -> domain -> metric -> value)."""
 
     path: str
     metrics: Mapping[str, Mapping[str, float | None]] | None = None
     main: Mapping[str, float | None] | None = None
+    domains: Mapping[str, Mapping[str, Mapping[str, float | None]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,32 @@ def main_scores(record: CardRecord) -> dict[str, float | None]:
     return {task.name: main[task.name] for task in record.tasks if task.name in main}
 
 
+def other_domains(record: CardRecord) -> set[str]:
+    """The tasks this model was scored on other domains than a teacher (a domain expert of a meta-teacher): their
+    task-level dev scores are over other rows, so they are compared per domain only."""
+    mine = (record.metrics or {}).get("domains", {})
+    return {task for task, scores in mine.items()
+            if any(set((t.domains or {}).get(task, scores)) != set(scores) for t in record.teachers if t.metrics)}
+
+
+def teacher_domain_score(record: CardRecord, task: str, domain: str, metric: str) -> float | None:
+    """The teachers' mean dev ``metric`` on one domain of ``task``; None unless every teacher with scores has it."""
+    values = [((t.domains or {}).get(task, {}).get(domain) or {}).get(metric) for t in record.teachers if t.metrics]
+    return sum(values) / len(values) if values and None not in values else None  # type: ignore[arg-type]
+
+
 def teacher_main(record: CardRecord) -> dict[str, float] | None:
     """The teacher's main score per task (the mean over the teachers when there are several, each task over the
-    teachers that scored it), or None when no teacher recorded scores."""
+    teachers that scored it), or None when no teacher recorded scores. Tasks scored on other domains than the
+    teacher's (`other_domains`) are left out."""
     known = [t.main for t in record.teachers if t.main]
     if not known:
         return None
     out = {}
+    skip = other_domains(record)
     for task in record.tasks:
+        if task.name in skip:
+            continue
         values = [m[task.name] for m in known if m.get(task.name) is not None]
         if values:
             out[task.name] = sum(values) / len(values)
@@ -230,9 +249,10 @@ def _scores_section(record: CardRecord) -> str:
     scores = task_scores(record)
     if not scores:
         return ""
-    teacher = teacher_main(record)
+    teacher, elsewhere = teacher_main(record), other_domains(record)
     single_teacher = record.teachers[0] if len(record.teachers) == 1 and record.teachers[0].metrics else None
-    with_teacher = teacher is not None
+    with_teacher = teacher is not None or bool(elsewhere)
+    teacher = teacher or {}
     header = "| task | metric | this model |" + (" teacher | retention |" if with_teacher else "")
     lines = ["## Dev scores", "", header,
              "|---|---|---:|" + ("---:|---:|" if with_teacher else "")]
@@ -245,7 +265,9 @@ def _scores_section(record: CardRecord) -> str:
             if with_teacher:
                 main_metric = bool(task.metrics) and metric == task.metrics[0]
                 theirs = None
-                if single_teacher is not None:
+                if task.name in elsewhere:
+                    pass  # other rows than the teacher's: compared per domain below
+                elif single_teacher is not None:
                     theirs = (single_teacher.metrics or {}).get(task.name, {}).get(metric)
                 elif main_metric:
                     theirs = teacher.get(task.name)
@@ -265,6 +287,10 @@ def _scores_section(record: CardRecord) -> str:
         notes.append(f"Teacher: {whose} dev scores from its run's `metrics.json`. Retention: this model's main "
                      "score (each task's first metric) over the teacher's; the average row over the tasks both were "
                      "scored on. A teacher score at or below 0 gives no retention.")
+        if elsewhere:
+            notes.append(f"This model was scored on other domains than its teacher (task "
+                         f"{', '.join(sorted(elsewhere))}): the teacher's scores on this model's domains are in the "
+                         "next section.")
     best_step = (record.metrics or {}).get("best_step")
     if best_step is not None:
         notes.append(f"Scores of the kept model (step {best_step}), from `metrics.json` in `{record.run_dir}`.")
@@ -272,18 +298,28 @@ def _scores_section(record: CardRecord) -> str:
 
 
 def _domains_section(record: CardRecord) -> str:
-    """Tasks with domains: each domain's metrics and their unweighted mean, as in ``metrics.json``."""
+    """Tasks with domains: each domain's metrics and their unweighted mean, as in ``metrics.json``; beside them the
+    teacher's on the same domain (the mean over the teachers) and, for the main metric, the retention."""
     domains = (record.metrics or {}).get("domains", {})
     means = (record.metrics or {}).get("domain_average", {})
+    with_teacher = any(t.domains for t in record.teachers)
     lines = []
     for task in record.tasks:
+        main_metric = task.metrics[0] if task.metrics else None
         for domain, scores in domains.get(task.name, {}).items():
-            lines += [f"| {task.name} | {domain} | {metric} | {_num(value)} |" for metric, value in scores.items()]
-        lines += [f"| {task.name} | mean over domains | {metric} | {_num(value)} |"
+            for metric, value in scores.items():
+                row = f"| {task.name} | {domain} | {metric} | {_num(value)} |"
+                if with_teacher:
+                    theirs = teacher_domain_score(record, task.name, domain, metric)
+                    kept = retention({"d": value}, {"d": theirs}) if metric == main_metric else None
+                    row += f" {_num(theirs)} | {_num(100 * kept.ratio, 1) + '%' if kept else '-'} |"
+                lines.append(row)
+        lines += [f"| {task.name} | mean over domains | {metric} | {_num(value)} |" + (" | |" if with_teacher else "")
                   for metric, value in means.get(task.name, {}).items()]
     if not lines:
         return ""
-    header = ["## Dev scores per domain", "", "| task | domain | metric | this model |", "|---|---|---|---:|"]
+    columns = "| task | domain | metric | this model |" + (" teacher | retention |" if with_teacher else "")
+    header = ["## Dev scores per domain", "", columns, "|---|---|---|---:|" + ("---:|---:|" if with_teacher else "")]
     return "\n".join(header + lines)
 
 

@@ -45,7 +45,8 @@ def _teacher(path: str) -> TeacherInfo:
     metrics = read_json_object(run / METRICS_FILE) if run is not None else None
     if not metrics:
         return TeacherInfo(path=path)
-    return TeacherInfo(path=path, metrics=metrics.get("tasks"), main=metrics.get("main"))
+    return TeacherInfo(path=path, metrics=metrics.get("tasks"), main=metrics.get("main"),
+                       domains=metrics.get("domains") or None)
 
 
 def _teachers(config: dict) -> tuple[TeacherInfo, ...]:
