@@ -127,6 +127,16 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     assert speed["Meta-KD student"]["params"] < speed["meta-teacher"]["params"]
     assert all(row["throughput_examples_per_s"] > 0 and row["latency_ms_median"] > 0 for row in speed.values())
     assert "| Meta-KD student | " in bench.speed_table(speed)
+    # The cards: the meta-teacher's names its domain branch; a domain expert is compared with the meta-teacher on
+    # its own domain (the meta-teacher's books dev score), not on the meta-teacher's dev rows of every domain.
+    card = (root / "meta-teacher" / "model" / "README.md").read_text()
+    assert "| domain branch | books, dvd (Meta-KD's domain embedding" in card
+    meta_books = json.loads((root / "meta-teacher" / "metrics.json").read_text())["domains"]["reviews"]["books"]
+    student_books = json.loads((root / "student-books" / "metrics.json").read_text())["domains"]["reviews"]["books"]
+    card = (root / "student-books" / "model" / "README.md").read_text()
+    metric = next(iter(meta_books))
+    assert (f"| reviews | books | {metric} | {student_books[metric]:.4f} | {meta_books[metric]:.4f} |" in card)
+    assert "scored on other domains than its teacher (task reviews)" in card
 
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     assert code == 0, output

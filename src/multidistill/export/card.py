@@ -80,6 +80,7 @@ class CardRecord:
     config_file: str | None = None
     export: Mapping | None = None  # the export's export.json (its parity check numbers)
     max_length: int | None = None
+    domain_branch: tuple[str, ...] = ()  # the domains of a saved Meta-KD domain branch (never in an export)
     folders: Mapping[str, str] = field(default_factory=dict)  # multi-task HF export: task -> sub-folder
     # Inference speed measured by `multidistill benchmark` (its benchmark.json): runtime -> latency_ms_median,
     # latency_ms_p95, throughput_examples_per_s, score; and how it was measured (batch size, threads, machine).
@@ -215,6 +216,9 @@ def _model_section(record: CardRecord) -> str:
             ("parameters", f"{record.parameters:,}" if record.parameters is not None else None),
             ("max sequence length", record.max_length), ("initialised from", record.initialised_from),
             ("made by", record.method)]
+    if record.domain_branch:
+        rows.append(("domain branch", f"{', '.join(record.domain_branch)} (Meta-KD's domain embedding and "
+                                      "classifier: used in training, left out of ONNX and Hugging Face exports)"))
     for i, teacher in enumerate(record.teachers):
         rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"`{teacher.path}`"))
     if record.signals:

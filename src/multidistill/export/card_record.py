@@ -150,6 +150,8 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
                          if isinstance(entry, dict)),
         config_file=str(run / RUN_CONFIG_FILE) if run is not None and config else None, export=export,
         max_length=model_config.get("max_length"), folders=folders or {}, **_speed(model_dir, benchmark),
+        domain_branch=tuple((model_config.get("domain_branch") or {}).get("domains", ())) if form == "multidistill"
+        else (),
     )
 
 
