@@ -123,16 +123,12 @@ def teacher_domain_score(record: CardRecord, task: str, domain: str, metric: str
 
 def teacher_main(record: CardRecord) -> dict[str, float] | None:
     """The teacher's main score per task (the mean over the teachers when there are several, each task over the
-    teachers that scored it), or None when no teacher recorded scores. Tasks scored on other domains than the
-    teacher's (`other_domains`) are left out."""
+    teachers that scored it), or None when no teacher recorded scores."""
     known = [t.main for t in record.teachers if t.main]
     if not known:
         return None
     out = {}
-    skip = other_domains(record)
     for task in record.tasks:
-        if task.name in skip:
-            continue
         values = [m[task.name] for m in known if m.get(task.name) is not None]
         if values:
             out[task.name] = sum(values) / len(values)
@@ -253,10 +249,10 @@ def _scores_section(record: CardRecord) -> str:
     scores = task_scores(record)
     if not scores:
         return ""
-    teacher, elsewhere = teacher_main(record), other_domains(record)
+    known, elsewhere = teacher_main(record), other_domains(record)
     single_teacher = record.teachers[0] if len(record.teachers) == 1 and record.teachers[0].metrics else None
-    with_teacher = teacher is not None or bool(elsewhere)
-    teacher = teacher or {}
+    with_teacher = known is not None
+    teacher = {task: value for task, value in (known or {}).items() if task not in elsewhere}
     header = "| task | metric | this model |" + (" teacher | retention |" if with_teacher else "")
     lines = ["## Dev scores", "", header,
              "|---|---|---:|" + ("---:|---:|" if with_teacher else "")]
