@@ -250,6 +250,7 @@ def test_card_text_is_a_pure_function_of_its_record():
     assert "A distilled student (bert encoder, [CLS] pooling, 3 layers, hidden size 384, 22.7M parameters)" in body
     # Retention by hand: 0.8 / 0.9 = 88.9%, 0.6 / 0.8 = 75.0%, average 0.7 / 0.85 = 82.4%.
     assert "| sst2 | accuracy | 0.8000 | 0.9000 | 88.9% |" in body
+    assert "multidistill evaluate PATH --tasks sst2\n" in body  # a task without domains: no --per-domain
     assert "| stsb | pearson | 0.6000 | 0.8000 | 75.0% |" in body
     assert "| stsb | spearman | - | - | - |" in body
     assert "| average of main scores | | 0.7000 | 0.8500 | 82.4% |" in body
@@ -281,6 +282,7 @@ def test_a_domain_experts_card_compares_it_with_its_teacher_on_its_own_domains()
     assert "scored on other domains than its teacher (task sst2)" in body
     # ... but 0.7 / 0.8 = 87.5% against its books score.
     assert "| sst2 | books | accuracy | 0.7000 | 0.8000 | 87.5% |" in body
+    assert "multidistill evaluate PATH --tasks sst2 --per-domain" in body  # its scores by domain, as above
     # Scored on the teacher's own domains, the task-level comparison stands.
     same = {**metrics, "domains": teacher.domains}
     body = card_text(_record(tasks=tasks, metrics=same, teachers=(teacher,)))

@@ -373,7 +373,7 @@ _PREDICT = "multidistill predict PATH --task {task} --input rows.csv --output pr
 USAGE: dict[str, str] = {
     "multidistill": """```bash
 """ + _PREDICT + """
-multidistill evaluate PATH --tasks {task}
+multidistill evaluate PATH --tasks {task}{per_domain}
 multidistill export PATH --format onnx --out exports/onnx --quantize int8
 ```
 
@@ -439,7 +439,8 @@ def _usage_section(record: CardRecord) -> str:
         task=next((t.name for t in record.tasks if t.type != "text"), "TASK"), text=texts,
         text_a=texts.split(", ")[0], answer=answer,
         folders="\n".join(f"- `{folder}/`: task {name}" for name, folder in record.folders.items()),
-        first=next(iter(record.folders.values()), ""))
+        first=next(iter(record.folders.values()), ""),
+        per_domain=" --per-domain" if (record.metrics or {}).get("domains") else "")
     return "## How to use\n\n" + usage
 
 
