@@ -245,6 +245,12 @@ def _data_section(record: CardRecord) -> str:
     return "\n".join(lines)
 
 
+def _teacher_cells(value: float | None, theirs: float | None, main_metric: bool) -> str:
+    """A score row's teacher and retention cells; retention for the task's main metric only."""
+    kept = retention({"task": value}, {"task": theirs}) if main_metric else None
+    return f" {_num(theirs)} | {_num(100 * kept.ratio, 1) + '%' if kept else '-'} |"
+
+
 def _scores_section(record: CardRecord) -> str:
     scores = task_scores(record)
     if not scores:
@@ -271,8 +277,7 @@ def _scores_section(record: CardRecord) -> str:
                     theirs = (single_teacher.metrics or {}).get(task.name, {}).get(metric)
                 elif main_metric:
                     theirs = teacher.get(task.name)
-                kept = retention({task.name: value}, {task.name: theirs}) if main_metric else None
-                row += f" {_num(theirs)} | {_num(100 * kept.ratio, 1) + '%' if kept else '-'} |"
+                row += _teacher_cells(value, theirs, main_metric)
             lines.append(row)
     average = (record.metrics or {}).get("average")
     if average is not None and len(main) > 1:
@@ -311,8 +316,7 @@ def _domains_section(record: CardRecord) -> str:
                 row = f"| {task.name} | {domain} | {metric} | {_num(value)} |"
                 if with_teacher:
                     theirs = teacher_domain_score(record, task.name, domain, metric)
-                    kept = retention({"d": value}, {"d": theirs}) if metric == main_metric else None
-                    row += f" {_num(theirs)} | {_num(100 * kept.ratio, 1) + '%' if kept else '-'} |"
+                    row += _teacher_cells(value, theirs, metric == main_metric)
                 lines.append(row)
         lines += [f"| {task.name} | mean over domains | {metric} | {_num(value)} |" + (" | |" if with_teacher else "")
                   for metric, value in means.get(task.name, {}).items()]
