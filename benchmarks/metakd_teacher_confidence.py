@@ -57,6 +57,8 @@ def arm_rows(folder: Path) -> list[dict]:
     rows = []
     for domain in recipe.targets or examples.domains(task):
         for prefix, student in arms(bool(recipe.student.cross_fit_folds)).items():
+            if recipe.student.augment is not None:
+                student = None  # the summary's students distilled the augmented transfer sets, not these rows
             store_dir = folder / f"{prefix}-{domain}"
             if not store_dir.is_dir():
                 continue

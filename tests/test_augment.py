@@ -10,7 +10,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -399,3 +399,28 @@ def test_random_unicode_texts_never_raise(texts, pair, seed, p, ngram) -> None:
     new = added(out, len(ds))
     pairs = list(zip(col(out, "text_a"), col(out, "text_b"), strict=True))
     assert len(set(pairs[len(ds):])) == len(new) and not set(pairs[len(ds):]) & set(pairs[:len(ds)])
+
+
+def test_variant_source_maps_a_variant_to_its_training_row():
+    from multidistill.data.augment import variant_source
+
+    originals = {"books:7", "a~aug1"}  # an original id may itself hold the mark: it is its own source
+    assert variant_source("books:7", originals) == "books:7"
+    assert variant_source("books:7~aug12", originals) == "books:7"
+    assert variant_source("a~aug1", originals) == "a~aug1"
+    assert variant_source("a~aug1~aug0", originals) == "a~aug1"
+    for bad in ("books:8~aug1", "books:7~augx", "books:7"[:-1], "books:7~aug"):
+        with pytest.raises(ValueError, match="neither a training row nor a variant"):
+            variant_source(bad, originals)
+
+
+@given(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=8, unique=True),
+       st.integers(min_value=0, max_value=50))
+@settings(max_examples=60, deadline=None)
+def test_every_variant_id_leads_back_to_its_row(ids, number):
+    from multidistill.data.augment import VARIANT_MARK, variant_source
+
+    assume(all(VARIANT_MARK not in example for example in ids))  # else a variant's id could be an original's
+    originals = set(ids)
+    for example in ids:
+        assert variant_source(f"{example}{VARIANT_MARK}{number}", originals) == example

@@ -444,3 +444,160 @@ def test_a_stage_given_in_part_keeps_the_recipes_defaults():
     floorless = MetaStudentSection.model_validate({**raw, "prediction": {"min_steps": None}}).prediction
     assert floorless.min_steps is None and floorless.epochs == 3
     assert TrainConfig().min_steps is None  # the floor is the recipe's default, not the loop's
+
+
+def test_stage_b_and_the_kd_baselines_distil_an_augmented_transfer_set(tiny_run, tmp_path, monkeypatch, capsys):
+    """student.augment: one transfer set per target (its rows plus variants), labelled by each arm's teacher; stage B
+    and the KD baselines train on it, stage A and lambda on the target's rows, no-KD on the gold rows for as many
+    examples; cross-fitted, each variant takes the targets of the fold teacher that did not see its source row."""
+    from datasets import load_from_disk
+
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd", "music"))
+    recipe.update(targets=["books"], baselines=["no_kd", "single_domain", "mixed", "meta_without_target"])
+    recipe["data"]["fraction"] = 0.5
+    recipe["student"].update(augment={"n_iter": 2, "max_examples": 8, "pos_tagger": "none"}, cross_fit_folds=2)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    folds = [f"books-fold-{k}-of-2" for k in (1, 2)]
+    assert stage_names(root) == sorted([
+        "prototypes-books", "meta-teacher-books", "signals-books", "weights-books", "intermediate-books",
+        "transfer-books", *[f"{kind}-{tag}" for tag in folds for kind in ("prototypes", "meta-teacher")],
+        *[f"signals-augmented-{tag}" for tag in folds], "signals-crossfit-augmented-books",
+        "student-crossfit-augmented-books", "student-nokd-augmented-books", "teacher-single-books",
+        "signals-single-augmented-books", "student-single-augmented-books", "teacher-mixed-books",
+        "signals-mixed-augmented-books", "student-mixed-augmented-books", "prototypes-without-books",
+        "meta-teacher-without-books", "signals-without-books", "weights-without-books", "intermediate-without-books",
+        "signals-without-augmented-books", "student-without-augmented-books", "scores"])
+
+    def metrics(stage):
+        return json.loads((root / stage / "metrics.json").read_text())
+
+    # 16 target rows (half of 32) plus 8 variants; dev untouched: the target's 8 rows only.
+    transfer = load_from_disk(str(root / "transfer-books" / "reviews"))
+    variants = [str(i) for i in transfer["id"] if "~aug" in str(i)]
+    assert len(transfer) == 24 and len(variants) == 8 and set(transfer["domain"]) == {"books"}
+    for stage in ("student-crossfit-augmented-books", "student-single-augmented-books",
+                  "student-mixed-augmented-books", "student-without-augmented-books"):
+        assert metrics(stage)["train_examples"] == {"reviews": 24}, stage
+        assert set(metrics(stage)["domains"]["reviews"]) == {"books"}, stage
+    for stage in ("intermediate-books", "intermediate-without-books", "student-nokd-augmented-books"):
+        assert metrics(stage)["train_examples"] == {"reviews": 16}, stage
+    # The same budget in examples: A's passes over 16 rows and B's over 24, spread over each baseline's rows.
+    parsed = __import__("multidistill.recipes.metakd", fromlist=["MetaKDRecipe"]).MetaKDRecipe.model_validate(
+        read_yaml(write(recipe, tmp_path)))
+    a_epochs, b_epochs = parsed.student.intermediate.epochs, parsed.student.prediction.epochs
+    nokd = read_yaml(root / "student-nokd-augmented-books" / "config.yaml")["train"]
+    single = read_yaml(root / "student-single-augmented-books" / "config.yaml")["train"]
+    assert nokd["epochs"] == pytest.approx((a_epochs * 16 + b_epochs * 24) / 16)
+    assert single["epochs"] == pytest.approx((a_epochs * 16 + b_epochs * 24) / 24)
+
+    def rows(folder):
+        data = load_from_disk(str(folder / "reviews" / "train")).with_format("numpy")
+        return [str(i) for i in data["id"]], np.asarray(data["teacher_mean"])
+
+    ids, merged = rows(root / "signals-crossfit-augmented-books")
+    assert sorted(ids) == sorted(str(i) for i in transfer["id"])
+    from multidistill.data.prepare import open_example_store
+    from multidistill.recipes.metakd.plan import union_data
+
+    trained = [set(open_example_store(union_data(parsed, "books", fold=k), max_examples_per_task=None,
+                                      seed=parsed.subset_seed).examples("reviews", "train")["id"]) for k in (0, 1)]
+    fold_rows = [rows(root / f"signals-augmented-{tag}") for tag in folds]
+    for i, example in enumerate(ids):
+        source = example.split("~aug")[0]
+        unseen = [k for k in (0, 1) if source not in trained[k]]
+        assert len(unseen) == 1 and fold_rows[unseen[0]][0][i] == example
+        np.testing.assert_array_equal(merged[i], fold_rows[unseen[0]][1][i])
+    summary = json.loads((root / "summary.json").read_text())
+    assert any("augmented transfer sets" in note and "books 24" in note for note in summary["notes"])
+    assert set(summary["rows"]["Meta-KD student"]["metrics"]["main"]) == {"books"}
+
+
+def test_augmented_stage_b_cannot_be_lambda_weighted(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe["student"].update(augment={"n_iter": 2}, weighted=True)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "student.weighted" in output and "gold label" in " ".join(output.split()), output
+    assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_targets_transfer_task_reads_its_rows_from_the_transfer_set_and_evaluates_on_its_own_files(tmp_path):
+    """Both ways of giving domains: one file set per domain (the target's evaluation files, tagged with it) and a
+    domain column (the evaluation files as they were, filtered by the view); the domain list is kept."""
+    from multidistill.data.tasks import BUILTIN_TASKS
+    from multidistill.recipes.metakd.transfer import domain_transfer_task
+
+    amazon = domain_transfer_task(BUILTIN_TASKS["amazon"], tmp_path, "dvd")
+    assert not amazon.domain_files and amazon.domains == ("books", "dvd", "electronics")
+    assert (amazon.files["train"].format, amazon.files["train"].columns.domain) == ("hf_disk", "domain")
+    assert amazon.files["train"].path == str((tmp_path / "amazon").resolve())
+    assert {split: (f.path, f.domain) for split, f in amazon.files.items() if split != "train"} == {
+        "dev": ("amazon/dvd/dev.tsv", "dvd"), "test": ("amazon/dvd/test.tsv", "dvd")}
+    mnli = domain_transfer_task(BUILTIN_TASKS["mnli-genre"], tmp_path, "fiction")
+    assert mnli.domains == BUILTIN_TASKS["mnli-genre"].domains and mnli.pair
+    assert mnli.files["dev"] == BUILTIN_TASKS["mnli-genre"].files["dev"]
+    assert mnli.files["train"].columns.text_b == "text_b"
+
+
+def test_with_a_transfer_set_the_baselines_get_the_meta_students_examples(tiny_run, tmp_path):
+    """Stage A's passes over the target's rows and stage B's over the transfer set, in examples, spread over each
+    baseline's own rows (the transfer set for KD, the gold rows for no-KD)."""
+    from multidistill.recipes.metakd import MetaKDRecipe, Plan, baseline_train
+
+    raw = tiny_metakd(tiny_run, tmp_path)
+    raw["student"].update(intermediate={**raw["student"]["intermediate"], "epochs": 4, "batch_size": 8},
+                          prediction={**raw["student"]["prediction"], "epochs": 2, "batch_size": 8,
+                                      "min_steps": 20})
+    recipe = MetaKDRecipe.model_validate(raw)
+    plan = Plan("reviews", ("books", "dvd"), ("books", "dvd"), ("books",), "test", "accuracy", {"books": 32})
+    # B over 96 rows: 12 steps an epoch, 2 epochs = 24 steps >= 20, so 2 passes; A: 4 passes over 32 rows.
+    examples = 4 * 32 + 2 * 96
+    assert baseline_train(recipe, plan, "books", 1, transfer_rows=96, own_rows=96).epochs == examples / 96
+    assert baseline_train(recipe, plan, "books", 1, transfer_rows=96).epochs == examples / 32
+    # 40 rows: 5 steps an epoch, the 20-step floor makes 4 passes.
+    assert baseline_train(recipe, plan, "books", 1, transfer_rows=40).epochs == (4 * 32 + 4 * 40) / 32
+
+
+def test_stage_a_can_distil_the_augmented_transfer_set_with_each_variant_weighted_as_its_source(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """student.augment_intermediate: stage A on the transfer set too, lambda_i of a variant = its source row's;
+    the students' names say so (-augmented-ab), and the baselines' budget counts A's passes over the set."""
+    from multidistill.teachers.columns import open_column_store
+
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe.update(targets=["books"], baselines=["no_kd"])
+    recipe["student"].update(augment={"n_iter": 2, "max_examples": 8, "pos_tagger": "none"},
+                             augment_intermediate=True)
+    seen = spy_on_weights(monkeypatch)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    assert stage_names(root) == sorted([
+        "prototypes", "meta-teacher", "signals-books", "weights-books", "transfer-books", "weights-augmented-books",
+        "intermediate-augmented-books", "signals-augmented-books", "student-augmented-ab-books",
+        "student-nokd-augmented-ab-books", "scores"])
+    assert json.loads((root / "intermediate-augmented-books" / "metrics.json").read_text())["train_examples"] == {
+        "reviews": 32 + 8}
+    source = open_column_store(root / "weights-books" / "columns")
+    augmented = open_column_store(root / "weights-augmented-books" / "columns")
+    lam = dict(zip(source.table["id"], source.column("expertise_weight"), strict=True))
+    weights = dict(zip(augmented.table["id"], augmented.column("expertise_weight"), strict=True))
+    assert len(weights) == 40 and sum("~aug" in i for i in weights) == 8
+    assert all(weights[i] == lam[i.split("~aug")[0]] for i in weights)
+    # Stage A's batches carry those weights, variants included.
+    stage_a = [(rows, w) for names, rows, w in seen if "transferable_mse" in names]
+    assert stage_a and all(w is not None for _, w in stage_a)
+    nokd = read_yaml(root / "student-nokd-augmented-ab-books" / "config.yaml")["train"]
+    parsed = __import__("multidistill.recipes.metakd", fromlist=["MetaKDRecipe"]).MetaKDRecipe.model_validate(
+        read_yaml(write(recipe, tmp_path)))
+    a_epochs, b_epochs = parsed.student.intermediate.epochs, parsed.student.prediction.epochs
+    assert nokd["epochs"] == pytest.approx((a_epochs + b_epochs) * 40 / 32)
+
+
+def test_augment_intermediate_needs_a_transfer_set(tiny_run, tmp_path, monkeypatch, capsys):
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe["student"]["augment_intermediate"] = True
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "student.augment_intermediate" in output, output
+    assert not Path(recipe["output_dir"]).exists()

@@ -46,6 +46,8 @@ POS_INSTALL_HINT = "pip install 'multidistill[pos]' && python -m nltk.downloader
 """Installs the POS tagger `pos_tagger: auto|nltk` uses: nltk (the `pos` extra) and its tagger data."""
 _PROBE = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "."]
 _PROGRESS_MIN_ROWS = 5000  # below this the bar is noise
+VARIANT_MARK = "~aug"
+"""A variant's id is its source row's id, this mark and the variant's number (``"17~aug3"``)."""
 
 
 class AugmentConfig(BaseModel):
@@ -315,7 +317,7 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
                 continue
             for name in names:
                 new[name].append(columns[name][i])  # domain and any extra column: copied
-            new["id"][-1] = f"{ids[i]}~aug{j}"
+            new["id"][-1] = f"{ids[i]}{VARIANT_MARK}{j}"
             new["text_a"][-1] = text_a
             if task.pair:
                 new["text_b"][-1] = text_b
@@ -325,6 +327,17 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
     table = pa.Table.from_pydict(new, schema=examples.features.arrow_schema)
     added = datasets.Dataset(table, info=datasets.DatasetInfo(features=examples.features))
     return datasets.concatenate_datasets([examples, added])
+
+
+def variant_source(example_id: str, originals: set[str]) -> str:
+    """The id of the training row a transfer-set row came from: itself when it is one of ``originals`` (the
+    input rows' ids), else the id before its last `VARIANT_MARK`. `ValueError` for an id that is neither."""
+    if example_id in originals:
+        return example_id
+    source, mark, number = example_id.rpartition(VARIANT_MARK)
+    if not mark or not number.isdigit() or source not in originals:
+        raise ValueError(f"row '{example_id}' is neither a training row nor a variant of one")
+    return source
 
 
 def _subset(made: list[list[Any]], order: list[int], config: AugmentConfig) -> set[tuple[int, int]] | None:

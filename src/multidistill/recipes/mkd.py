@@ -9,6 +9,7 @@ students with the same budget) -> summary.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
@@ -93,9 +94,11 @@ def transfer_notes(folder: Path) -> list[str]:
 
 
 def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConfig, teacher_dirs: list[Path],
-                   inputs: dict[str, str], notes: list[str]) -> tuple[DataConfig, dict[str, str]]:
-    """The augmented transfer set and the data config that reads it (dev sets unchanged); appends to ``notes``
-    what it chose for the user."""
+                   inputs: dict[str, str], notes: list[str], *, name: str = "transfer",
+                   make_task: Callable[[Task, Path], Task] = transfer_task) -> tuple[DataConfig, dict[str, str]]:
+    """The augmented transfer set (stage ``name``) and the data config that reads it (dev sets unchanged;
+    ``make_task`` swaps a task's training split for its transfer set); appends to ``notes`` what it chose for
+    the user."""
     store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
 
     def work(folder: Path, resume: bool) -> dict:
@@ -104,12 +107,12 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
         tagger = load_pos_tagger(recipe.augment.pos_tagger)
         sizes = {}
         with atomic_dir(folder) as tmp:
-            for name in data.task_names:
-                original = store.examples(name, "train")
-                augmented = augment_examples(original, store.tasks[name], recipe.augment, mask_token=mask_token,
+            for task in data.task_names:
+                original = store.examples(task, "train")
+                augmented = augment_examples(original, store.tasks[task], recipe.augment, mask_token=mask_token,
                                              tagger=tagger)
-                augmented.save_to_disk(str(inside(tmp, name)))
-                sizes[name] = {"original": len(original), "transfer": len(augmented)}
+                augmented.save_to_disk(str(inside(tmp, task)))
+                sizes[task] = {"original": len(original), "transfer": len(augmented)}
         # The fingerprint leaves defaults out; the manifest says in full what made this transfer set.
         return {"sizes": sizes, "pos_tagger": tagger is not None,
                 "pos_tagger_note": pos_tagger_fallback(recipe.augment.pos_tagger),
@@ -117,9 +120,9 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
 
     payload = {"augment": settings_payload(recipe.augment), "data": settings_payload(data),
                "max_examples": recipe.max_examples_per_task}
-    folder = runner.run("transfer", payload, inputs, work)
+    folder = runner.run(name, payload, inputs, work)
     notes.extend(transfer_notes(folder))
-    specs = [transfer_task(store.tasks[name], folder) for name in data.task_names]
+    specs = [make_task(store.tasks[task], folder) for task in data.task_names]
     # The transfer set is the capped subset already: per-task caps must not cut it again.
     transfer_data = data.model_copy(update={"task_specs": specs, "tasks": [TaskRef(name=n) for n in data.task_names]})
     return transfer_data, {"transfer": stage_fingerprint(folder)}

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from multidistill.config import DataConfig, ModelConfig, Seed, TrainConfig, _Strict
+from multidistill.data.augment import AugmentConfig
 from multidistill.recipes.config import RecipeBase
 
 BASELINES = ("no_kd", "single_domain", "mixed", "meta_without_target")
@@ -88,6 +89,17 @@ class MetaStudentSection(_Strict):
                                         "lambda still read the meta-teacher. Costs this many more meta-teachers per "
                                         "target. Default off (the authors' way: the meta-teacher's targets on rows "
                                         "it trained on; docs/metakd for when it matters).")
+    augment: AugmentConfig | None = Field(None, description="Stage B's transfer set: the target's training rows "
+                                          "plus Tang et al. variants of them (MKD's augmentation), every row "
+                                          "labelled by the arm's teacher; the KD baselines distil on the same set "
+                                          "(the no-KD baseline keeps the gold rows). Stage A and lambda keep the "
+                                          "target's rows. Default off (the authors' way); docs/recipes/metakd.md "
+                                          "for what it buys at 10%.")
+    augment_intermediate: bool = Field(False, description="With student.augment: stage A distils on the "
+                                       "augmented transfer set too (as TinyBERT's intermediate-layer distillation "
+                                       "does), each variant weighted by its source row's lambda_i. Mind "
+                                       "student.intermediate.epochs: 1 epoch over a set 10x the rows is about the "
+                                       "authors' 10 over the rows.")
     seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One student per target and "
                               "seed (train.seed replaced); the summary shows the mean and spread over seeds. With "
                               "more than one, stage names end in -seed-<s>.")
@@ -130,6 +142,12 @@ class MetaKDRecipe(RecipeBase):
         if self.max_examples_per_task is not None or self.data.tasks[0].max_examples is not None:
             raise ValueError("max_examples_per_task: a cap would pick other rows over all domains than over one; "
                              "use data.fraction or data.tasks[0].domain_fraction instead")
+        if self.student.augment_intermediate and self.student.augment is None:
+            raise ValueError("student.augment_intermediate: there is no augmented transfer set; set student.augment "
+                             "too, or drop it")
+        if self.student.augment is not None and self.student.weighted:
+            raise ValueError("student.weighted: lambda_i needs each row's gold label and the augmented rows of "
+                             "student.augment have none; drop one of the two")
         if len(self.teacher.seeds) != 1:
             raise ValueError("teacher.seeds: Meta-KD trains one teacher per arm; give one seed")
         for name in ("targets", "baselines"):

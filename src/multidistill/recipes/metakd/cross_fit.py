@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from multidistill.data.augment import variant_source
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import DataError
 from multidistill.recipes.common import signals_stage
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.plan import Plan, target_data, union_data
 from multidistill.recipes.metakd.stages import Model, meta_teacher_stage, prototypes_stage
+from multidistill.recipes.metakd.transfer import Transfer
 from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.teachers.store import MANIFEST, STORE_VERSION, open_signal_store, split_dataset
 from multidistill.utils.atomic import atomic_dir
@@ -52,28 +54,40 @@ def pick_rows(fold: np.ndarray, logits: list[np.ndarray], means: list[np.ndarray
     return stacked_logits[fold, rows].transpose(1, 0, 2), stacked_means[fold, rows]
 
 
-def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target: str) -> Path:
+def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target: str,
+                         transfer: Transfer | None = None) -> Path:
     """Fold teachers (prototypes, meta-teacher, signals on the target's rows; one set per fold), then the store
-    of held-out targets `signals-crossfit-<target>`."""
+    of held-out targets `signals-crossfit-<target>`. With an augmented ``transfer`` set the fold teachers label
+    it (`signals-augmented-<fold>`), each variant from the teacher that did not see its source row
+    (`signals-crossfit-augmented-<target>`)."""
     folds = recipe.student.cross_fit_folds
     data = target_data(recipe, target)
+    labelled = transfer.data if transfer else data
+    augmented = "-augmented" if transfer else ""
     fold_views, fold_signals = [], []
     for k in range(folds):
         tag = f"{target}-fold-{k + 1}-of-{folds}"
         view = union_data(recipe, target, fold=k)
         prototypes = prototypes_stage(runner, recipe, f"prototypes-{tag}", view)
         teacher = Model.of_stage(meta_teacher_stage(runner, recipe, plan, f"meta-teacher-{tag}", view, prototypes))
-        fold_signals.append(signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint}, data,
-                                          max_examples=None, name=f"signals-{tag}", with_eval_split=False))
+        inputs = {"teacher": teacher.fingerprint, **({"transfer": transfer.fingerprint} if transfer else {})}
+        fold_signals.append(signals_stage(runner, recipe, [teacher.folder], inputs, labelled, max_examples=None,
+                                          name=f"signals{augmented}-{tag}", with_eval_split=False))
         fold_views.append(view)
 
     def work(folder: Path, resume: bool) -> dict:
         task = data.task_names[0]
-        ids = [str(i) for i in open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
-               .examples(task, "train")["id"]]
-        seen = [{str(i) for i in open_example_store(view, max_examples_per_task=None, seed=recipe.subset_seed)
-                 .examples(task, "train")["id"]} for view in fold_views]
-        fold = held_out_fold(ids, seen)
+
+        def train_ids(view) -> list[str]:
+            rows = open_example_store(view, max_examples_per_task=None, seed=recipe.subset_seed)
+            return [str(i) for i in rows.examples(task, "train")["id"]]
+
+        ids, originals = train_ids(labelled), set(train_ids(data))
+        try:
+            sources = [variant_source(example, originals) for example in ids]
+        except ValueError as e:
+            raise DataError(f"cross-fitting: the transfer set of '{target}' {e}; remake it") from e
+        fold = held_out_fold(sources, [set(train_ids(view)) for view in fold_views])
         stores = [open_signal_store(path) for path in fold_signals]
         logits, means = [], []
         for store in stores:
@@ -100,6 +114,6 @@ def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, 
         return {"store_fingerprint": fingerprint, "rows_per_fold": manifest["cross_fit"]["rows_per_fold"]}
 
     # derived: it only reads the fold stores, so one made for other folds is made again rather than refused.
-    return runner.run(f"signals-crossfit-{target}", {"data": settings_payload(data), "folds": folds},
+    return runner.run(f"signals-crossfit{augmented}-{target}", {"data": settings_payload(labelled), "folds": folds},
                       {f"fold-{k + 1}": stage_fingerprint(path) for k, path in enumerate(fold_signals)}, work,
                       derived=True)

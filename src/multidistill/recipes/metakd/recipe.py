@@ -18,6 +18,7 @@ from multidistill.recipes.metakd.stages import (
     prototype_encoder,
     prototypes_stage,
 )
+from multidistill.recipes.metakd.transfer import Transfer, target_transfer
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import StageRunner
 from multidistill.recipes.summary import write_summary
@@ -27,6 +28,8 @@ from multidistill.recipes.summary import write_summary
 def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     plan = check_inputs(recipe)
     scored: list[Scored] = []
+    notes: list[str] = []  # what a stage chose for the user (augmentation without a POS tagger)
+    transfers: dict[str, Transfer] = {}  # target -> its augmented transfer set (student.augment)
     shared: dict[str, tuple[Path, Model]] = {}  # union suffix -> (prototypes stage, meta-teacher)
     for target in plan.targets:
         suffix = union_suffix(recipe, target)
@@ -38,27 +41,33 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
             shared[suffix] = (prototypes, teacher)
             scored.append(Scored(ROWS["meta"], plan.targets if not suffix else (target,), teacher))
         prototypes, teacher = shared[suffix]
-        held_out = cross_fitted_signals(runner, recipe, plan, target) if recipe.student.cross_fit_folds else None
+        if recipe.student.augment is not None:
+            transfers[target] = target_transfer(runner, recipe, target, teacher.folder, notes)
+        transfer = transfers.get(target)
+        held_out = cross_fitted_signals(runner, recipe, plan, target, transfer) if recipe.student.cross_fit_folds \
+            else None
         scored += [Scored(ROWS["student"], (target,), student) for student in
-                   meta_distill_stages(runner, recipe, plan, "", target, teacher, prototypes, held_out)]
+                   meta_distill_stages(runner, recipe, plan, "", target, teacher, prototypes, held_out, transfer)]
     mixed: dict[str, Model] = {}
     for target in plan.targets:
         suffix = union_suffix(recipe, target)
+        transfer = transfers.get(target)
         if "no_kd" in recipe.baselines:
-            scored += [Scored(ROWS["nokd"], (target,), s) for s in no_kd_students(runner, recipe, plan, target)]
+            scored += [Scored(ROWS["nokd"], (target,), s)
+                       for s in no_kd_students(runner, recipe, plan, target, transfer)]
         if "single_domain" in recipe.baselines:
             teacher = Model.of_stage(plain_teacher_stage(runner, recipe, f"teacher-single-{target}",
                                                          target_data(recipe, target)))
             scored.append(Scored(ROWS["single"], (target,), teacher))
             scored += [Scored(ROWS["single_kd"], (target,), s)
-                       for s in kd_students(runner, recipe, plan, "single", target, teacher)]
+                       for s in kd_students(runner, recipe, plan, "single", target, teacher, transfer)]
         if "mixed" in recipe.baselines:
             if suffix not in mixed:
                 mixed[suffix] = Model.of_stage(plain_teacher_stage(runner, recipe, f"teacher-mixed{suffix}",
                                                                    union_data(recipe, target)))
                 scored.append(Scored(ROWS["mixed"], plan.targets if not suffix else (target,), mixed[suffix]))
             scored += [Scored(ROWS["mixed_kd"], (target,), s)
-                       for s in kd_students(runner, recipe, plan, "mixed", target, mixed[suffix])]
+                       for s in kd_students(runner, recipe, plan, "mixed", target, mixed[suffix], transfer)]
         if "meta_without_target" in recipe.baselines:
             view = union_data(recipe, without=target)
             prototypes = prototypes_stage(runner, recipe, f"prototypes-without-{target}", view)
@@ -67,11 +76,11 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
             scored.append(Scored(ROWS["without"], (target,), teacher))
             # lambda's t_i of the target's rows come from the main prototypes, as for the Meta-KD student.
             scored += [Scored(ROWS["without_kd"], (target,), s) for s in meta_distill_stages(
-                runner, recipe, plan, "-without", target, teacher, shared[suffix][0])]
+                runner, recipe, plan, "-without", target, teacher, shared[suffix][0], transfer=transfer)]
     scores = report_stage(runner, recipe, plan, scored)
     rows = summary_rows(plan, scored, scores, plan.main_metric)
     order = [name for name in ROWS.values() if name in rows]
-    notes = [f"scores: {plan.main_metric} on the {plan.report_split} split of each target domain (columns); "
+    notes[:0] = [f"scores: {plan.main_metric} on the {plan.report_split} split of each target domain (columns); "
              f"students on their own domain, mean over {len(recipe.student.seeds)} seed(s) (summary.json: spread, "
              "runs)", f"prototype scores: {recipe.prototypes.mode} centroids from {prototype_encoder(recipe)}"]
     if recipe.data.fraction < 1:
@@ -79,5 +88,10 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     if recipe.student.cross_fit_folds:
         notes.append(f"Meta-KD students' stage B: targets cross-fitted over {recipe.student.cross_fit_folds} folds of "
                      "the target's rows (each from a meta-teacher trained without the row's fold)")
+    if transfers:
+        sizes = ", ".join(f"{target} {transfer.rows}" for target, transfer in transfers.items())
+        notes.append(f"stage B and the KD baselines distil on augmented transfer sets (the target's rows plus Tang "
+                     f"et al. variants, rows: {sizes}); the no-KD baseline trains on the gold rows for as many "
+                     "examples")
     return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
                          split=plan.report_split)

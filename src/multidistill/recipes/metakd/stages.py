@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from multidistill.config import DataConfig, ExampleWeightsConfig, LossTerm, ModelConfig, ObjectiveConfig, TrainConfig
+from multidistill.data.augment import variant_source
 from multidistill.data.collate import collate, to_device
 from multidistill.data.prepare import open_example_store
 from multidistill.data.sampler import MultiTaskBatchPlanner
@@ -21,6 +22,7 @@ from multidistill.models.multitask import MODEL_CONFIG_FILE
 from multidistill.recipes.common import resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.plan import Plan, seed_suffix, target_data
+from multidistill.recipes.metakd.transfer import Transfer
 from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.teachers.columns import open_column_store, write_column_store
 from multidistill.teachers.fingerprint import teacher_fingerprint
@@ -159,6 +161,33 @@ def weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, prototyp
                       {"prototypes": stage_fingerprint(prototypes), "signals": stage_fingerprint(signals)}, work)
 
 
+def transfer_weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, weights: Path,
+                           transfer: Transfer) -> Path:
+    """lambda_i (and t_i) of every row of an augmented transfer set: a variant takes its source row's, looked
+    up by id in ``weights`` (`weights_stage`); a column store in ``<stage>/columns``."""
+
+    def work(folder: Path, resume: bool) -> dict:
+        task_name = transfer.data.task_names[0]
+        store = open_example_store(transfer.data, max_examples_per_task=None, seed=recipe.subset_seed)
+        ids = [str(i) for i in store.examples(task_name, "train").with_format("arrow")["id"].to_pylist()]
+        source = open_column_store(weights / COLUMNS)
+        where = {example: i for i, example in enumerate(source.table["id"])}
+        try:
+            index = np.asarray([where[variant_source(example, set(where))] for example in ids], dtype=np.int64)
+        except ValueError as e:
+            raise DataError(f"{source.root}: the transfer set's {e}; remake the transfer and weights stages") from e
+        fingerprint = write_column_store(
+            folder / COLUMNS, task=task_name, domains=source.domains, ids=ids,
+            domain_ids=source.table["domain_id"][index],
+            columns={column: source.column(column)[index] for column in (EXPERTISE_WEIGHT, PROTOTYPE_SCORE)},
+            data_fingerprint=store.data_fingerprint(task_name, "train"), made_from={"weights": source.fingerprint})
+        return {"store_fingerprint": fingerprint, "rows": len(ids)}
+
+    # derived: it only copies the weights of the rows, so one made from other weights is made again.
+    return runner.run(name, {"data": settings_payload(transfer.data)},
+                      {"weights": stage_fingerprint(weights), "transfer": transfer.fingerprint}, work, derived=True)
+
+
 @dataclass(frozen=True)
 class Model:
     """A trained model the later stages read: its folder (``model/`` of a stage, or a given folder), its
@@ -177,12 +206,23 @@ class Model:
         return cls(folder, teacher_fingerprint(folder), str(folder))
 
 
+def transfer_signals(runner: StageRunner, recipe: MetaKDRecipe, arm: str, target: str, teacher: Model,
+                     transfer: Transfer) -> Path:
+    """The teacher's probabilities on the target's augmented transfer set (stage signals<arm>-augmented-<target>)."""
+    return signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint,
+                                                            "transfer": transfer.fingerprint},
+                         transfer.data, max_examples=None, name=f"signals{arm}-augmented-{target}",
+                         with_eval_split=False)
+
+
 def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, arm: str, target: str,
-                        teacher: Model, prototypes: Path, held_out: Path | None = None) -> list[Model]:
+                        teacher: Model, prototypes: Path, held_out: Path | None = None,
+                        transfer: Transfer | None = None) -> list[Model]:
     """Stages 2-3 for one target and one meta-teacher: signals, lambda weights, then per seed stage A
     (intermediate) and stage B (the student). ``arm`` goes into the stage names. ``held_out``: a signal store
     of cross-fitted targets (`cross_fit.cross_fitted_signals`) that stage B distils instead of the teacher's own
-    (its students are named student<arm>-crossfit-<target>)."""
+    (its students are named student<arm>-crossfit-<target>). ``transfer``: stage B distils on that augmented
+    transfer set instead of the target's rows (students named student<arm>[-crossfit]-augmented-<target>)."""
     data = target_data(recipe, target)
     inputs = {"teacher": teacher.fingerprint}
     signals = signals_stage(runner, recipe, [teacher.folder], inputs, data, max_examples=None,
@@ -198,23 +238,30 @@ def meta_distill_stages(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, a
         LossTerm(loss="transferable_mse", weight=section.gamma2)])
     prediction_objective = ObjectiveConfig(classification=[
         LossTerm(loss="soft_ce", params={"temperature": section.temperature})])
-    targets = held_out or signals  # what stage B distils
+    data_a, weights_a, name_a = data, weights, f"intermediate{arm}-{target}"
+    if transfer and section.augment_intermediate:
+        weights_a = transfer_weights_stage(runner, recipe, f"weights{arm}-augmented-{target}", weights, transfer)
+        data_a, name_a = transfer.data, f"intermediate{arm}-augmented-{target}"
+    # What stage B distils, and on which rows.
+    targets = held_out or (transfer_signals(runner, recipe, arm, target, teacher, transfer) if transfer else signals)
+    data_b = transfer.data if transfer else data
+    name_b = f"student{arm}{'-crossfit' if held_out else ''}{transfer.tag if transfer else ''}-{target}"
     students = []
     for seed in section.seeds:
         suffix = seed_suffix(recipe, seed)
-        stage_a = train_stage(runner, f"intermediate{arm}-{target}{suffix}", kind="distill", model=student_model,
-                              train=section.intermediate.model_copy(update={"seed": seed}), data=data,
+        stage_a = train_stage(runner, f"{name_a}{suffix}", kind="distill", model=student_model,
+                              train=section.intermediate.model_copy(update={"seed": seed}), data=data_a,
                               max_examples=None, objective=intermediate_objective,
-                              inputs={**inputs, "weights": stage_fingerprint(weights)},
+                              inputs={**inputs, "weights": stage_fingerprint(weights_a)},
                               online_teachers=[str(teacher.folder)],
-                              example_weights=_weights(weights, EXPERTISE_WEIGHT))
+                              example_weights=_weights(weights_a, EXPERTISE_WEIGHT))
         start = str(stage_a / BEST_MODEL)
         model_b = ModelConfig(name_or_path=start, init_from=start, max_seq_length=section.model.max_seq_length,
                               trust_remote_code=section.model.trust_remote_code)
         students.append(Model.of_stage(train_stage(
-            runner, f"student{arm}{'-crossfit' if held_out else ''}-{target}{suffix}", kind="distill",
-            model=model_b, train=section.prediction.model_copy(update={"seed": seed}), data=data, max_examples=None,
-            objective=prediction_objective, signals=targets,
+            runner, f"{name_b}{suffix}", kind="distill",
+            model=model_b, train=section.prediction.model_copy(update={"seed": seed}), data=data_b,
+            max_examples=None, objective=prediction_objective, signals=targets,
             inputs={"intermediate": stage_fingerprint(stage_a), "signals": stage_fingerprint(targets),
                     **({"weights": stage_fingerprint(weights)} if section.weighted else {})},
             example_weights=_weights(weights, EXPERTISE_WEIGHT) if section.weighted else None)))
@@ -230,38 +277,59 @@ def passes(train: TrainConfig, rows: int) -> float:
     return planned_steps(train, per_epoch) / per_epoch if per_epoch else train.epochs
 
 
-def baseline_train(recipe: MetaKDRecipe, plan: Plan, target: str, seed: int) -> TrainConfig:
-    """A baseline student's settings: the same budget (passes over the target's rows) as A + B together."""
+def baseline_train(recipe: MetaKDRecipe, plan: Plan, target: str, seed: int, transfer_rows: int | None = None,
+                   own_rows: int | None = None) -> TrainConfig:
+    """A baseline student's settings: the same budget as A + B together, in passes over the target's rows, or
+    with an augmented transfer set (B, and A with student.augment_intermediate, over its ``transfer_rows``) in
+    examples, spread over the baseline's ``own_rows`` (the transfer set for a KD baseline, the target's rows for
+    no-KD)."""
     section = recipe.student
     if section.baseline is not None:
         return section.baseline.model_copy(update={"seed": seed})
     rows = plan.train_rows[target]
-    epochs = passes(section.intermediate, rows) + passes(section.prediction, rows)
+    if transfer_rows is None:
+        epochs = passes(section.intermediate, rows) + passes(section.prediction, rows)
+    else:
+        rows_a = transfer_rows if section.augment_intermediate else rows
+        examples = passes(section.intermediate, rows_a) * rows_a
+        examples += passes(section.prediction, transfer_rows) * transfer_rows
+        epochs = examples / (own_rows or rows)
     # The floor is spent in `epochs` already; min_steps is dropped so that where it does not bite (full data)
     # the settings, and so the finished stages' fingerprints, stay what they were.
     return section.prediction.model_copy(update={"seed": seed, "epochs": epochs, "min_steps": None})
 
 
 def kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, arm: str, target: str,
-                teacher: Model) -> list[Model]:
-    """A KD baseline: the teacher's probabilities on the target's rows, then soft_ce students (`baseline_train`)."""
-    data = target_data(recipe, target)
-    signals = signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint}, data,
-                            max_examples=None, name=f"signals-{arm}-{target}", with_eval_split=False)
+                teacher: Model, transfer: Transfer | None = None) -> list[Model]:
+    """A KD baseline: the teacher's probabilities on the target's rows (or on its augmented ``transfer`` set,
+    stages named -augmented-), then soft_ce students (`baseline_train`)."""
+    if transfer is None:
+        data = target_data(recipe, target)
+        signals = signals_stage(runner, recipe, [teacher.folder], {"teacher": teacher.fingerprint}, data,
+                                max_examples=None, name=f"signals-{arm}-{target}", with_eval_split=False)
+        name, sizes = f"student-{arm}-{target}", {}
+    else:
+        data, signals = transfer.data, transfer_signals(runner, recipe, f"-{arm}", target, teacher, transfer)
+        name, sizes = f"student-{arm}{transfer.tag}-{target}", {"transfer_rows": transfer.rows,
+                                                                 "own_rows": transfer.rows}
     objective = ObjectiveConfig(classification=[
         LossTerm(loss="soft_ce", params={"temperature": recipe.student.temperature})])
     model = resolve_teacher_ref(recipe.student.model, [teacher.folder])
     return [Model.of_stage(train_stage(
-        runner, f"student-{arm}-{target}{seed_suffix(recipe, seed)}", kind="distill", model=model,
-        train=baseline_train(recipe, plan, target, seed), data=data, max_examples=None,
+        runner, f"{name}{seed_suffix(recipe, seed)}", kind="distill", model=model,
+        train=baseline_train(recipe, plan, target, seed, **sizes), data=data, max_examples=None,
         objective=objective, signals=signals, inputs={"signals": stage_fingerprint(signals)}))
         for seed in recipe.student.seeds]
 
 
-def no_kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target: str) -> list[Model]:
-    """The no-KD baseline: the student fine-tuned on the target's gold labels (`baseline_train`)."""
+def no_kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target: str,
+                   transfer: Transfer | None = None) -> list[Model]:
+    """The no-KD baseline: the student fine-tuned on the target's gold labels (`baseline_train`; with an
+    augmented ``transfer`` set, the same examples as the Meta-KD student, spread over the labelled rows)."""
+    sizes = {"transfer_rows": transfer.rows} if transfer else {}
+    name = f"student-nokd{transfer.tag if transfer else ''}-{target}"  # the tag names the budget, not the rows
     return [Model.of_stage(train_stage(
-        runner, f"student-nokd-{target}{seed_suffix(recipe, seed)}", kind="teacher", model=recipe.student.model,
-        train=baseline_train(recipe, plan, target, seed), data=target_data(recipe, target),
+        runner, f"{name}{seed_suffix(recipe, seed)}", kind="teacher", model=recipe.student.model,
+        train=baseline_train(recipe, plan, target, seed, **sizes), data=target_data(recipe, target),
         max_examples=None))
         for seed in recipe.student.seeds]
