@@ -93,5 +93,6 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
         notes.append(f"stage B and the KD baselines distil on augmented transfer sets (the target's rows plus Tang "
                      f"et al. variants, rows: {sizes}); the no-KD baseline trains on the gold rows for as many "
                      "examples")
+    notes = list(dict.fromkeys(notes))  # each target's transfer stage says the same about a missing POS tagger
     return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
                          split=plan.report_split)
