@@ -603,3 +603,27 @@ def test_augment_intermediate_needs_a_transfer_set(tiny_run, tmp_path, monkeypat
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 2 and "student.augment_intermediate" in output, output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_an_augmented_transfer_set_of_a_task_with_a_domain_column(tiny_run, tmp_path, monkeypatch, capsys):
+    """A task whose files hold every domain in a column (as MNLI's genres): the transfer set keeps the target's
+    rows only, and stage B is evaluated on the target's dev rows only."""
+    raw, _ = tiny_run
+    root = Path(raw["data"]["data_root"])
+    rng = random.Random(5)
+    for split, n in (("train", 24), ("dev", 6), ("test", 6)):
+        rows = "".join(f"{_sentence(rng, i % 2)} {d}\t{i % 2}\t{d}\n" for d in ("books", "dvd", "music")
+                       for i in range(n))
+        (root / f"mixed_{split}.tsv").write_text("text\tlabel\tgenre\n" + rows)
+    columns = {"text_a": "text", "label": "label", "domain": "genre"}
+    spec = {"name": "mixed", "labels": ["0", "1"], "metrics": ["accuracy"],
+            "files": {split: {"path": f"mixed_{split}.tsv", "columns": columns} for split in ("train", "dev", "test")}}
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe["data"].update(tasks=["mixed"], task_specs=[*raw["data"]["task_specs"], spec])
+    recipe.update(targets=["dvd"])
+    recipe["student"]["augment"] = {"n_iter": 2, "max_examples": 6, "pos_tagger": "none"}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    metrics = json.loads((Path(recipe["output_dir"]) / "student-augmented-dvd" / "metrics.json").read_text())
+    assert metrics["train_examples"] == {"mixed": 24 + 6}
+    assert set(metrics["domains"]["mixed"]) == {"dvd"}
