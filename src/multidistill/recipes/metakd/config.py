@@ -93,8 +93,8 @@ class MetaStudentSection(_Strict):
                                           "plus Tang et al. variants of them (MKD's augmentation), every row "
                                           "labelled by the arm's teacher; the KD baselines distil on the same set "
                                           "(the no-KD baseline keeps the gold rows). Stage A and lambda keep the "
-                                          "target's rows. Default off (the authors' way); docs/recipes/metakd.md "
-                                          "for what it buys at 10%.")
+                                          "target's rows (see augment_intermediate). Default off (the authors' "
+                                          "way); docs/recipes/metakd.md for what it buys at 10%.")
     augment_intermediate: bool = Field(False, description="With student.augment: stage A distils on the "
                                        "augmented transfer set too (as TinyBERT's intermediate-layer distillation "
                                        "does), each variant weighted by its source row's lambda_i. Mind "

@@ -81,8 +81,9 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     rows = summary_rows(plan, scored, scores, plan.main_metric)
     order = [name for name in ROWS.values() if name in rows]
     notes[:0] = [f"scores: {plan.main_metric} on the {plan.report_split} split of each target domain (columns); "
-             f"students on their own domain, mean over {len(recipe.student.seeds)} seed(s) (summary.json: spread, "
-             "runs)", f"prototype scores: {recipe.prototypes.mode} centroids from {prototype_encoder(recipe)}"]
+                 f"students on their own domain, mean over {len(recipe.student.seeds)} seed(s) (summary.json: "
+                 "spread, runs)", f"prototype scores: {recipe.prototypes.mode} centroids from "
+                 f"{prototype_encoder(recipe)}"]
     if recipe.data.fraction < 1:
         notes.append(f"data-scarce: each target keeps {recipe.data.fraction} of its training rows")
     if recipe.student.cross_fit_folds:
@@ -90,8 +91,9 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
                      "the target's rows (each from a meta-teacher trained without the row's fold)")
     if transfers:
         sizes = ", ".join(f"{target} {transfer.rows}" for target, transfer in transfers.items())
-        notes.append(f"stage B and the KD baselines distil on augmented transfer sets (the target's rows plus Tang "
-                     f"et al. variants, rows: {sizes}); the no-KD baseline trains on the gold rows for as many "
+        stages = "stages A and B" if recipe.student.augment_intermediate else "stage B"
+        notes.append(f"{stages} and the KD baselines distil on augmented transfer sets (the target's rows plus "
+                     f"Tang et al. variants, rows: {sizes}); the no-KD baseline trains on the gold rows for as many "
                      "examples")
     notes = list(dict.fromkeys(notes))  # each target's transfer stage says the same about a missing POS tagger
     return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
