@@ -25,7 +25,7 @@ import itertools
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -329,7 +329,7 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
     return datasets.concatenate_datasets([examples, added])
 
 
-def variant_source(example_id: str, originals: set[str]) -> str:
+def variant_source(example_id: str, originals: Container[str]) -> str:
     """The id of the training row a transfer-set row came from: itself when it is one of ``originals`` (the
     input rows' ids), else the id before its last `VARIANT_MARK`. `ValueError` for an id that is neither."""
     if example_id in originals:

@@ -173,7 +173,7 @@ def transfer_weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str,
         source = open_column_store(weights / COLUMNS)
         where = {example: i for i, example in enumerate(source.table["id"])}
         try:
-            index = np.asarray([where[variant_source(example, set(where))] for example in ids], dtype=np.int64)
+            index = np.asarray([where[variant_source(example, where)] for example in ids], dtype=np.int64)
         except ValueError as e:
             raise DataError(f"{source.root}: the transfer set's {e}; remake the transfer and weights stages") from e
         fingerprint = write_column_store(
