@@ -3,7 +3,8 @@ them, one set per target shared by every arm, each arm's teacher labelling it.
 
 With 10% of a domain, stage B distils 160 rows that the meta-teacher trained on: the student sees few inputs and
 targets close to the gold labels. Variants are inputs the teacher did not train on, so its soft targets there say
-more (MKD's lesson, docs/recipes/mkd.md). Stage A and the lambda weights keep the target's labelled rows.
+more (MKD's lesson, docs/recipes/mkd.md). Stage A and the lambda weights keep the target's labelled rows unless
+student.augment_intermediate (stage A on the set, each variant weighted by its source row's lambda).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from multidistill.data.tasks import Task
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.plan import target_data
 from multidistill.recipes.mkd import transfer_stage, transfer_task
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, stage_fingerprint
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner
 from multidistill.utils.paths import inside
 
 
@@ -57,12 +58,11 @@ def target_transfer(runner: StageRunner, recipe: MetaKDRecipe, target: str, teac
     settings = SimpleNamespace(augment=recipe.student.augment, max_examples_per_task=None,
                                subset_seed=recipe.subset_seed)
     name = f"transfer-{target}"
-    transfer, _ = transfer_stage(runner, settings, data, [teacher_folder], {}, notes, name=name,
-                                 make_task=partial(domain_transfer_task, target=target))
+    transfer, made = transfer_stage(runner, settings, data, [teacher_folder], {}, notes, name=name,
+                                    make_task=partial(domain_transfer_task, target=target))
     # The rows are the target's at data.fraction already: the view keeps the domain filter (for evaluation
     # splits that hold every domain) and drops the fraction, which would cut them again.
     view = transfer.model_copy(update={"tasks": [TaskRef(name=data.task_names[0], domains_include=[target])]})
-    folder = inside(runner.root, name)
-    sizes = json.loads((folder / STAGE_MANIFEST).read_text())["sizes"]
+    sizes = json.loads((inside(runner.root, name) / STAGE_MANIFEST).read_text())["sizes"]
     tag = "-augmented-ab" if recipe.student.augment_intermediate else "-augmented"
-    return Transfer(view, stage_fingerprint(folder), sizes[data.task_names[0]]["transfer"], tag)
+    return Transfer(view, made["transfer"], sizes[data.task_names[0]]["transfer"], tag)
