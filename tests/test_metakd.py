@@ -628,3 +628,6 @@ def test_an_augmented_transfer_set_of_a_task_with_a_domain_column(tiny_run, tmp_
     metrics = json.loads((Path(recipe["output_dir"]) / "student-augmented-dvd" / "metrics.json").read_text())
     assert metrics["train_examples"] == {"mixed": 24 + 6}
     assert set(metrics["domains"]["mixed"]) == {"dvd"}
+    # Run again: every stage is reused (the transfer set's spec names the column's domains as when it was made).
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output

@@ -122,7 +122,10 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
                "max_examples": recipe.max_examples_per_task}
     folder = runner.run(name, payload, inputs, work)
     notes.extend(transfer_notes(folder))
-    specs = [make_task(store.tasks[task], folder) for task in data.task_names]
+    # `store.domains` reads a domain column's names when `work` did not run (a reused stage): the spec then says
+    # what it said when the stage was made, and so do the fingerprints of the stages that read it.
+    specs = [make_task(store.tasks[task].model_copy(update={"domains": store.domains(task)}), folder)
+             for task in data.task_names]
     # The transfer set is the capped subset already: per-task caps must not cut it again.
     transfer_data = data.model_copy(update={"task_specs": specs, "tasks": [TaskRef(name=n) for n in data.task_names]})
     return transfer_data, {"transfer": stage_fingerprint(folder)}
