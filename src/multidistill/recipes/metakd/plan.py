@@ -38,7 +38,8 @@ def task_view(recipe: MetaKDRecipe, ref: TaskRef, eval_split: str | None = None)
 def _fractions(recipe: MetaKDRecipe, target: str | None) -> dict[str, float] | None:
     fractions = dict(recipe.data.tasks[0].domain_fraction or {})
     if target is not None and recipe.data.fraction < 1:
-        fractions[target] = recipe.data.fraction
+        # A share of what the task's own selection keeps: domain_fraction applies to every stage, the target too.
+        fractions[target] = fractions.get(target, 1.0) * recipe.data.fraction
     return fractions or None
 
 
@@ -104,11 +105,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         if target not in kept:
             raise ConfigError(f"key 'targets': domain {target!r} is not in the data (task '{task.name}' keeps "
                               f"domains: {', '.join(kept)})")
-        left = int(recipe.data.fraction * counts[target] + 0.5)
-        if left == 0:
-            raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s "
-                              f"{counts[target]} training rows keeps no row; raise the fraction")
-        train_rows[target] = left
+        train_rows[target] = _target_rows(recipe, target, counts[target])
     folds = recipe.student.cross_fit_folds
     if folds is not None:
         if recipe.teacher.model is None:
@@ -147,6 +144,22 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                                 max_examples_per_task=None, seed=recipe.subset_seed)
     report.validate([recipe.data.eval_split, split])
     return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
+
+
+def _target_rows(recipe: MetaKDRecipe, target: str, selected: int) -> int:
+    """The target's training rows in its own view (``selected``: after the task's selection, before data.fraction),
+    counted there, so the budgets and fold checks see what the stages train on."""
+    if recipe.data.fraction == 1:
+        return selected
+    nothing = ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s {selected} training "
+                          "rows keeps no row; raise the fraction")
+    if int(recipe.data.fraction * selected + 0.5) == 0:
+        raise nothing
+    store = open_example_store(target_data(recipe, target), max_examples_per_task=None, seed=recipe.subset_seed)
+    try:
+        return len(store.examples(recipe.data.tasks[0].name, "train"))
+    except ConfigError as exc:  # the product of the two fractions rounds to no row
+        raise nothing from exc
 
 
 def _selected(ref: TaskRef, domain: str) -> bool:
