@@ -206,6 +206,24 @@ def test_bad_input_is_refused_before_any_stage_writes(tiny_run, tmp_path, monkey
     assert not Path(recipe["output_dir"]).exists()
 
 
+def test_a_pos_tagger_that_is_not_installed_is_refused_before_any_stage_writes(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """`pos_tagger: nltk` without nltk is found before the prototypes and teachers, not at the transfer stage."""
+    import sys
+
+    from multidistill.data import augment
+
+    monkeypatch.setitem(sys.modules, "nltk", None)  # `import nltk` now fails, whether or not it is installed
+    monkeypatch.setattr(augment, "_choose_tagger", augment._choose_tagger.__wrapped__)
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe["student"]["augment"] = {"n_iter": 2, "pos_tagger": "nltk"}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "key 'student.augment.pos_tagger'" in output and "nltk is not installed" in output
+    assert "Traceback" not in output
+    assert not Path(recipe["output_dir"]).exists()
+
+
 def test_a_given_meta_teacher_needs_a_domain_branch_over_the_data_domains(tiny_run, tmp_path, monkeypatch, capsys):
     from multidistill.data.tasks import Task
     from multidistill.models import MultiTaskModel

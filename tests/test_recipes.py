@@ -316,3 +316,29 @@ def test_stage_settings_leave_out_defaults_so_new_settings_keep_stages_valid():
         "epochs": 2.0, "group_by_length": True}
     assert settings_payload(TrainConfig(epochs=2))[DEFAULTS_KEY]["group_by_length"] is False
     assert settings_payload(None) is None
+
+
+def test_a_transfer_set_made_with_another_mask_token_is_not_reused(tiny_run, tiny_model_dir, tmp_path):
+    """The variants' text holds the teacher tokenizer's mask token, so a teacher whose tokenizer masks with another
+    token does not get the old set: the finished stage is refused (a changed stage), not silently reused."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from multidistill.config import DataConfig
+    from multidistill.errors import MultidistillError
+    from multidistill.recipes.mkd import transfer_stage
+
+    raw, _ = tiny_run
+    data = DataConfig.model_validate({**raw["data"], "tasks": ["toy_sent"]})
+    settings = SimpleNamespace(augment=AugmentConfig(n_iter=2, pos_tagger="none"), max_examples_per_task=None,
+                               subset_seed=0)
+    other = tmp_path / "other-mask"
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer.mask_token = "[MSK]"
+    tokenizer.save_pretrained(str(other))
+    runner = StageRunner(tmp_path / "run")
+    transfer_stage(runner, settings, data, [tiny_model_dir], {}, [])
+    transfer_stage(runner, settings, data, [tiny_model_dir], {}, [])  # the same teacher: reused
+    with pytest.raises(MultidistillError, match="transfer"):
+        transfer_stage(runner, settings, data, [other], {}, [])

@@ -101,9 +101,10 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
     the user."""
     store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
 
+    mask_token = load_tokenizer(str(teacher_dirs[0])).mask_token or "[MASK]"
+
     def work(folder: Path, resume: bool) -> dict:
         store.validate(["train"])
-        mask_token = load_tokenizer(str(teacher_dirs[0])).mask_token or "[MASK]"
         tagger = load_pos_tagger(recipe.augment.pos_tagger)
         sizes = {}
         with atomic_dir(folder) as tmp:
@@ -120,6 +121,8 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
 
     payload = {"augment": settings_payload(recipe.augment), "data": settings_payload(data),
                "max_examples": recipe.max_examples_per_task}
+    if mask_token != "[MASK]":  # the variants' text holds it (left out where default, as fingerprints leave defaults)
+        payload["mask_token"] = mask_token
     folder = runner.run(name, payload, inputs, work)
     notes.extend(transfer_notes(folder))
     # `store.domains` reads a domain column's names when `work` did not run (a reused stage): the spec then says

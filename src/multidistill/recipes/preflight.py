@@ -1,4 +1,4 @@
-"""Model settings checked against their encoders' configs before a recipe's first stage.
+"""Settings checked before a recipe's first stage: models against their encoders' configs, POS taggers.
 
 A student's `student_layers` beyond its encoder's layers, or a `max_seq_length` beyond its positions, is otherwise
 found when that model's stage builds it: after the teachers and stores before it, possibly hours in. Only the
@@ -8,25 +8,45 @@ encoders' `config.json` is read here (no weights); the stage's own check stays, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 from pydantic import BaseModel
 from transformers import AutoConfig
 
 from multidistill.config import ModelConfig
+from multidistill.data.augment import AugmentConfig, load_pos_tagger
 from multidistill.errors import ConfigError, ModelError
 from multidistill.models.backbone import max_positions, resolve_model_path
 from multidistill.models.layers import layer_count, valid_layers
 from multidistill.recipes.common import TEACHER_REF
 
+T = TypeVar("T", bound=BaseModel)
+
+
+def sections(settings: BaseModel, kind: type[T], prefix: str = "") -> Iterator[tuple[str, T]]:
+    """Every ``kind`` section in ``settings`` (nested sections included), with its dotted key."""
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, kind):
+            yield f"{prefix}{name}", value
+        elif isinstance(value, BaseModel):
+            yield from sections(value, kind, f"{prefix}{name}.")
+
 
 def model_sections(settings: BaseModel, prefix: str = "") -> Iterator[tuple[str, ModelConfig]]:
     """Every `ModelConfig` in ``settings`` (nested sections included), with its dotted key."""
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, ModelConfig):
-            yield f"{prefix}{name}", value
-        elif isinstance(value, BaseModel):
-            yield from model_sections(value, f"{prefix}{name}.")
+    return sections(settings, ModelConfig, prefix)
+
+
+def check_pos_taggers(settings: BaseModel) -> None:
+    """Refuse, by key, an augmentation section's `pos_tagger: nltk` where nltk or its tagger data are missing:
+    the transfer stage that loads it may come after hours of teachers."""
+    for key, augment in sections(settings, AugmentConfig):
+        if augment.pos_tagger == "nltk":
+            try:
+                load_pos_tagger("nltk")
+            except ConfigError as exc:
+                raise ConfigError(f"key '{key}.pos_tagger': {exc}") from exc
 
 
 def _checkable(model: ModelConfig) -> bool:
