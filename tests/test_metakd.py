@@ -15,7 +15,7 @@ from multidistill.config import read_yaml
 from tests.conftest import _sentence
 from tests.test_cli import run_cli
 from tests.test_metakd_bench import load_bench
-from tests.test_recipes import REPO, TINY_TRAIN, stage_names, write
+from tests.test_recipes import REPO, TINY_SEEDED_TRAIN, stage_names, write
 
 DOMAINS = ("books", "dvd")
 
@@ -43,11 +43,11 @@ def tiny_metakd(tiny_run, tmp_path: Path, domains=DOMAINS) -> dict:
     spec = write_domain_task(Path(raw["data"]["data_root"]), domains)
     recipe.update(output_dir=str(tmp_path / "metakd"), baselines=[],
                   data={**raw["data"], "tasks": ["reviews"], "task_specs": [*raw["data"]["task_specs"], spec]})
-    recipe["teacher"].update(model=tiny, train=TINY_TRAIN)
+    recipe["teacher"].update(model=tiny, train=TINY_SEEDED_TRAIN)
     recipe["student"]["model"].update(name_or_path=tiny["name_or_path"], student_layers=[1], max_seq_length=32)
-    recipe["student"].update(intermediate={**TINY_TRAIN, "lr_scheduler": "constant", "warmup_ratio": 0.0,
+    recipe["student"].update(intermediate={**TINY_SEEDED_TRAIN, "lr_scheduler": "constant", "warmup_ratio": 0.0,
                                            "select": "last"},
-                             prediction={**TINY_TRAIN, "min_steps": None}, seeds=[1])  # no 150-step floor here
+                             prediction={**TINY_SEEDED_TRAIN, "min_steps": None}, seeds=[1])  # no 150-step floor here
     return recipe
 
 

@@ -12,7 +12,7 @@ from transformers import AutoModel
 
 from multidistill.config import read_yaml
 from tests.test_cli import run_cli
-from tests.test_recipes import REPO, TINY_TRAIN, stage_names, write
+from tests.test_recipes import REPO, TINY_SEEDED_TRAIN, TINY_TRAIN, stage_names, write
 
 CORPUS = {"name": "corpus", "type": "text", "from_tasks": ["toy_sent", "toy_pair"]}
 
@@ -25,11 +25,11 @@ def tiny_mitkd(tiny_run, tmp_path: Path) -> dict:
     recipe.update(output_dir=str(tmp_path / "mitkd"), max_examples_per_task=None, corpus="corpus",
                   data={**raw["data"], "tasks": ["toy_sent", "toy_reg"],
                         "task_specs": [*raw["data"]["task_specs"], CORPUS]})
-    recipe["teacher"].update(model=tiny, train=TINY_TRAIN)
+    recipe["teacher"].update(model=tiny, train=TINY_SEEDED_TRAIN)
     recipe["student"]["model"].update(name_or_path=tiny["name_or_path"], student_layers=[1], max_seq_length=32)
     recipe["student"]["train"] = {**TINY_TRAIN, "select": "lowest_loss"}
     recipe["student"]["objective"] = [{"loss": "relation_kl", "params": {"relation_heads": 2}}]
-    recipe["finetune"].update(train={**TINY_TRAIN, "epochs": 0.5}, seeds=[1])
+    recipe["finetune"].update(train={**TINY_SEEDED_TRAIN, "epochs": 0.5}, seeds=[1])
     return recipe
 
 

@@ -18,6 +18,9 @@ from tests.test_cli import run_cli
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "lr": 3e-3, "checkpoint_every_steps": 3,
               "log_every_steps": 2, "seed": 7}
+# For sections whose seed comes from a `seeds` list (teacher.train, MITKD's finetune.train, Meta-KD's stages):
+# a train.seed there is refused, as it would be ignored.
+TINY_SEEDED_TRAIN = {key: value for key, value in TINY_TRAIN.items() if key != "seed"}
 
 
 def tiny_recipe(shipped: str, tiny_run, tmp_path: Path) -> dict:
@@ -29,7 +32,7 @@ def tiny_recipe(shipped: str, tiny_run, tmp_path: Path) -> dict:
     recipe["max_examples_per_task"] = None
     tiny = {"name_or_path": raw["model"]["name_or_path"], "max_seq_length": 32}
     recipe["teacher"]["model"] = tiny
-    recipe["teacher"]["train"] = TINY_TRAIN
+    recipe["teacher"]["train"] = TINY_SEEDED_TRAIN
     student = recipe["student"]["model"]
     if student.get("architecture") == "bilstm":
         student["bilstm"] = {"embedding_dim": 16, "hidden_size": 8, "mlp_hidden": 8}
@@ -342,3 +345,46 @@ def test_a_transfer_set_made_with_another_mask_token_is_not_reused(tiny_run, tin
     transfer_stage(runner, settings, data, [tiny_model_dir], {}, [])  # the same teacher: reused
     with pytest.raises(MultidistillError, match="transfer"):
         transfer_stage(runner, settings, data, [other], {}, [])
+
+
+@pytest.mark.parametrize(("config", "setting", "key"), [
+    ("mtdnn_kd.yaml", "data.subset_seed=7", "data.subset_seed"),
+    ("mtdnn_kd.yaml", "teacher.train.seed=7", "teacher.train.seed"),
+    ("mitkd.yaml", "finetune.train.seed=7", "finetune.train.seed"),
+    ("metakd_amazon.yaml", "student.prediction.seed=7", "student.prediction.seed"),
+    ("metakd_amazon.yaml", "student.intermediate.seed=7", "student.intermediate.seed"),
+    ("metakd_amazon.yaml", "student.baseline={epochs: 2, seed: 7}", "student.baseline.seed"),
+    ("metakd_amazon.yaml", "student.baseline={epochs: 2, max_examples_per_task: 5}",
+     "student.baseline.max_examples_per_task"),
+    ("metakd_amazon.yaml", "data.subset_seed=7", "data.subset_seed"),
+])
+def test_a_setting_a_recipe_would_replace_is_refused_by_key(config, setting, key):
+    """A value no stage would read (the top-level subset_seed and a `seeds` list replace it) is refused, never
+    silently dropped."""
+    from multidistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_recipe(REPO / "configs" / config, [setting])
+
+
+@pytest.mark.parametrize("config", ["mtdnn_kd.yaml", "mkd_bilstm.yaml", "mitkd.yaml", "metakd_amazon.yaml"])
+def test_a_recorded_recipe_loads_again(config, tmp_path):
+    """recipe.yaml records every field, defaults included: it must load as a recipe again."""
+    recipe = load_recipe(REPO / "configs" / config)
+    recorded = tmp_path / "recipe.yaml"
+    recorded.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    assert load_recipe(recorded) == recipe
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("teacher_train.max_examples_per_task=5", "teacher_train.max_examples_per_task"),
+    ("bilstm.train.max_examples_per_task=5", "bilstm.train.max_examples_per_task"),
+    ("data.subset_seed=3", "data.subset_seed"),
+    ("subset_seed=-1", "subset_seed"),
+])
+def test_the_demo_refuses_what_its_stages_would_not_read(setting, key):
+    from multidistill.errors import ConfigError
+    from multidistill.recipes.demo import load_demo_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_demo_config(overrides=[setting])

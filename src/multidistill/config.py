@@ -376,9 +376,9 @@ class TeacherRunConfig(_Strict):
     kind: Literal["teacher", "distill"] = Field("teacher", description="teacher: gold labels only; "
                                                 "distill: the objective may read teacher signals.")
     output_dir: str = Field(description="Run folder: model/, checkpoints/, metrics.json, tensorboard/.")
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ModelConfig = Field(description="The model trained: a teacher's encoder, or the student.")
+    data: DataConfig = Field(description="Tasks, data files and the training subset.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training settings.")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
                                        description="Loss terms per task type / task (default: hard only).")
     signals: str | None = Field(None, description="Teacher-signal store (from `soft-targets`) for distillation.")

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
+from multidistill.limits import MAX_SEED
 
 Tagger = Callable[[list[str]], list[str]]
 """Maps a sentence's words to one part-of-speech tag per word."""
@@ -63,7 +64,8 @@ class AugmentConfig(BaseModel):
     max_ngram: int = Field(5, ge=1, description="Largest n of the n-gram rule (n is uniform in 1..max_ngram).")
     n_iter: int = Field(20, ge=0, description="Variants tried per single-text example.")
     n_iter_pair: int = Field(10, ge=0, description="Variants tried per text-pair example.")
-    seed: int = Field(0, description="Seed; an example's variants depend only on it and the example's id.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed; an example's variants depend only on it and "
+                      "the example's id.")
     pos_tagger: Literal["auto", "none", "nltk"] = Field(
         "auto", description="Part-of-speech tagger for swaps: nltk (error if unavailable), none (swap with any "
         "training word), or auto (nltk if installed with its tagger data, else none).")

@@ -73,7 +73,8 @@ class Task(BaseModel):
 
     name: str = Field(description=f"Unique task name; used for the head, in metrics and as a folder name in caches "
                       f"and signal stores, so it must match `{NAME_CHARACTERS}` (at most 100 characters).")
-    type: TaskType = Field("classification", description="classification or regression.")
+    type: TaskType = Field("classification", description="classification, regression, or text (an "
+                          "unlabelled corpus for general distillation).")
     labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
                               "in head-output order (classification only).")
     pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")

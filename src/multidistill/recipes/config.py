@@ -27,6 +27,15 @@ from multidistill.config import (
 )
 
 
+def refuse_replaced_seed(train: TrainConfig | None, key: str, seeds_key: str) -> None:
+    """A stage whose seed comes from a `seeds` list never reads its train.seed: a value given there would be
+    ignored, so it is refused, naming both keys (the default is accepted: a recorded recipe.yaml holds it)."""
+    default = TrainConfig.model_fields["seed"].default
+    if train is not None and train.seed != default:
+        raise ValueError(f"{key}.seed: {train.seed} is not used; each run's seed is one of {seeds_key}, set "
+                         "those instead")
+
+
 def check_distinct_seeds(seeds: list[int], key: str) -> None:
     """A repeated seed would train (or reuse) the same run twice and count it as two: refuse it, naming ``key``."""
     if len(set(seeds)) != len(seeds):
@@ -39,7 +48,8 @@ class TeacherSection(_Strict):
     model: ModelConfig | None = Field(None, description="Encoder to fine-tune multi-task (omit with model_dirs).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Teacher training settings.")
     seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1,
-                             description="One teacher per seed; K seeds give a K-teacher ensemble.")
+                             description="One teacher per seed; K seeds give a K-teacher ensemble "
+                             "(train.seed is not read: leave it unset).")
     model_dirs: list[str] = Field(default_factory=list, description="Already trained multidistill teacher "
                                   "folders to use instead of training (their task heads must cover data.tasks).")
 
@@ -48,6 +58,8 @@ class TeacherSection(_Strict):
         if (self.model is None) == (not self.model_dirs):
             raise ValueError("give either teacher.model (train teachers here) or teacher.model_dirs, not both")
         check_distinct_seeds(self.seeds, "teacher.seeds")
+        if self.model is not None:
+            refuse_replaced_seed(self.train, "teacher.train", "teacher.seeds")
         return self
 
 
@@ -104,6 +116,12 @@ class RecipeBase(_Strict):
             train = getattr(getattr(self, section, None), "train", None)
             if train is not None and train.max_examples_per_task is not None:
                 raise ValueError(f"set max_examples_per_task at the top of the recipe, not in {section}.train")
+        return self
+
+    @model_validator(mode="after")
+    def _one_subset_seed(self) -> RecipeBase:  # every stage reads the top-level one (`recipe_data`)
+        if self.data.subset_seed is not None:
+            raise ValueError("data.subset_seed: a recipe's stages share the top-level subset_seed; set that instead")
         return self
 
 

@@ -24,6 +24,7 @@ from multidistill.config import (
     LossTerm,
     ModelConfig,
     ObjectiveConfig,
+    Seed,
     TrainConfig,
     _Strict,
     apply_overrides,
@@ -100,7 +101,7 @@ class DemoConfig(_Strict):
         tasks=["sst2", "mrpc", "stsb", "amazon-electronics"], data_root="pkg:multidistill/sample_data"),
         description="Tasks and data (default: the real sample shipped in the package).")
     max_examples_per_task: int | None = Field(1000, gt=0, description="Training examples per task.")
-    subset_seed: int = Field(42, description="Seed of the training subset.")
+    subset_seed: Seed = Field(42, description="Seed of the training subset (every stage's).")
     teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(name_or_path=MINILM, pooling="mean"),
                                  description="The teacher's encoder.")
     teacher_train: TrainConfig = Field(default_factory=lambda: TrainConfig(
@@ -125,6 +126,16 @@ class DemoConfig(_Strict):
                     group_by_length=True)),
         description="BiLSTM student (teacher vocabulary and embeddings).")
     benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection, description="Benchmark settings.")
+
+    @model_validator(mode="after")
+    def _subset_set_once(self) -> DemoConfig:  # every stage reads the top-level cap and seed, never a section's
+        for key, train in (("teacher_train", self.teacher_train), ("transformer.train", self.transformer.train),
+                           ("bilstm.train", self.bilstm.train)):
+            if train.max_examples_per_task is not None:
+                raise ValueError(f"{key}.max_examples_per_task: set max_examples_per_task at the top instead")
+        if self.data.subset_seed is not None:
+            raise ValueError("data.subset_seed: the demo's stages share the top-level subset_seed; set that instead")
+        return self
 
 
 # `--quick`: the same pipeline on a tenth of the budget (2 minutes on a 2-core Xeon, within 3), for a first look and

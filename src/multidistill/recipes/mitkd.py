@@ -42,7 +42,7 @@ from multidistill.recipes.common import (
     teacher_stages,
     train_stage,
 )
-from multidistill.recipes.config import RecipeBase, check_distinct_seeds
+from multidistill.recipes.config import RecipeBase, check_distinct_seeds, refuse_replaced_seed
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
@@ -78,11 +78,12 @@ class MITKDFinetune(_Strict):
                                        "labels only); soft_ce etc. read the teachers' soft targets from a store "
                                        "this recipe fills (the same store in both arms).")
     seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One fine-tune per task and "
-                              "seed (train.seed is replaced); the summary shows the mean over seeds.")
+                              "seed (train.seed is not read: leave it unset); the summary shows the mean over seeds.")
 
     @model_validator(mode="after")
     def _distinct_seeds(self) -> MITKDFinetune:
         check_distinct_seeds(self.seeds, "finetune.seeds")
+        refuse_replaced_seed(self.train, "finetune.train", "finetune.seeds")
         return self
 
 

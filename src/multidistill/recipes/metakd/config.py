@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from multidistill.config import DataConfig, ModelConfig, Seed, TrainConfig, _Strict
 from multidistill.data.augment import AugmentConfig
-from multidistill.recipes.config import RecipeBase
+from multidistill.recipes.config import RecipeBase, refuse_replaced_seed
 
 BASELINES = ("no_kd", "single_domain", "mixed", "meta_without_target")
 Baseline = Literal["no_kd", "single_domain", "mixed", "meta_without_target"]
@@ -19,8 +19,8 @@ class MetaKDData(DataConfig):
     """The recipe's data (exactly one task, with domains), plus the data-scarce setting."""
 
     fraction: float = Field(1.0, gt=0, le=1, description="The data-scarce setting: each target domain keeps this "
-                            "seeded fraction (round half up; data.subset_seed) of its own training rows (of those "
-                            "data.tasks[0].domain_fraction keeps, where it names the domain) in every "
+                            "seeded fraction (round half up; the recipe's subset_seed) of its own training rows "
+                            "(of those data.tasks[0].domain_fraction keeps, where it names the domain) in every "
                             "stage that reads them (prototypes, teachers, students); the other domains' rows and "
                             "every dev/test split are untouched. Below 1, the stages over all domains are made "
                             "once per target (prototypes-<d>, meta-teacher-<d>, teacher-mixed-<d>).")
@@ -43,7 +43,7 @@ class MetaTeacherSection(_Strict):
     """Stage 1: the meta-teacher's domain-adversarial term."""
 
     gamma1: float = Field(0.5, ge=0, description="Weight of domain_adversarial beside hard (the authors' 0.5).")
-    adversarial_seed: int = Field(0, ge=0, description="Seed of the random permutation of the batch's domains.")
+    adversarial_seed: Seed = Field(0, description="Seed of the random permutation of the batch's domains.")
 
 
 def _intermediate_train() -> TrainConfig:
@@ -102,8 +102,8 @@ class MetaStudentSection(_Strict):
                                        "student.intermediate.epochs: 1 epoch over a set 10x the rows is about the "
                                        "authors' 10 over the rows.")
     seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One student per target and "
-                              "seed (train.seed replaced); the summary shows the mean and spread over seeds. With "
-                              "more than one, stage names end in -seed-<s>.")
+                              "seed (the stages' train.seed is not read: leave it unset); the summary shows "
+                              "the mean and spread over seeds. With more than one, stage names end in -seed-<s>.")
 
 
 class MetaKDRecipe(RecipeBase):
@@ -126,9 +126,12 @@ class MetaKDRecipe(RecipeBase):
 
     @model_validator(mode="after")
     def _caps_set_once(self) -> MetaKDRecipe:  # replaces RecipeBase's: the student has two train sections
-        for key, train in (("teacher.train", self.teacher.train), ("student.intermediate", self.student.intermediate),
-                           ("student.prediction", self.student.prediction)):
-            if train.max_examples_per_task is not None:
+        student = self.student
+        for key, train in (("teacher.train", self.teacher.train), ("student.intermediate", student.intermediate),
+                           ("student.prediction", student.prediction), ("student.baseline", student.baseline)):
+            if key.startswith("student."):
+                refuse_replaced_seed(train, key, "student.seeds")
+            if train is not None and train.max_examples_per_task is not None:
                 raise ValueError(f"{key}.max_examples_per_task: Meta-KD selects rows by domain; use data.fraction "
                                  "or data.tasks[0].domain_fraction")
         return self
