@@ -57,7 +57,9 @@ def _config_for(case: Case, raw: dict, ws: dict[str, Path]) -> dict:
         config.update(kind="distill", signals=str(ws["store"]), objective=copy.deepcopy(SIGNAL_OBJECTIVE))
     if case.command == "run":
         config = {"recipe": "mtdnn_kd", "output_dir": str(ws["out"]), "data": config["data"],
-                  "teacher": {"model": dict(raw["model"]), "train": dict(raw["train"])},
+                  # teacher.seeds give the teachers' seeds: a train.seed there is refused
+                  "teacher": {"model": dict(raw["model"]), "train": {k: v for k, v in raw["train"].items()
+                                                                     if k != "seed"}},
                   "student": {"model": dict(raw["model"]), "train": dict(raw["train"])}}
     return config
 

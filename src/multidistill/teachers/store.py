@@ -59,8 +59,10 @@ class SignalStore:
         return inside(self.root, task, split)
 
     def _damaged(self, task: str, split: str, exc: Exception) -> DataError:
+        # pyarrow reading a 0-byte shard raises a bare StopIteration: say what that means instead of nothing
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__}: an empty or truncated file"
         return DataError(f"signal store {self.root}: cannot read the signals of task '{task}' split '{split}' "
-                         f"in {self._folder(task, split)} ({type(exc).__name__}: {exc}); the store is damaged "
+                         f"in {self._folder(task, split)} ({cause}); the store is damaged "
                          "(a truncated copy?): rebuild it with `multidistill soft-targets`")
 
     def signals(self, task: str, split: str) -> datasets.Dataset:
