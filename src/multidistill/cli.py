@@ -29,17 +29,20 @@ err_console = Console(stderr=True)
 # Each command's --set example names a key of the config that command reads (tests/test_examples.py checks them).
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value, e.g. --set train.lr=3e-5 (repeatable; values are YAML)."),
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Override a config value, e.g. --set train.lr=3e-5 (repeatable; values are YAML)."),
 ]
 RecipeSetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a recipe value, e.g. --set student.train.lr=3e-5 (repeatable; values "
-                               "are YAML)."),
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Override a recipe value, e.g. --set student.train.lr=3e-5 (repeatable; values "
+                      "are YAML)."),
 ]
 DemoSetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a demo setting, e.g. --set teacher_train.lr=3e-5 (repeatable; values are "
-                               "YAML; the keys are listed above)."),
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Override a demo setting, e.g. --set teacher_train.lr=3e-5 (repeatable; values are "
+                      "YAML; the keys are listed above)."),
 ]
 
 
@@ -155,7 +158,7 @@ def tasks_command() -> None:
 @app.command("run")
 def run_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe config (YAML whose `recipe:` names a registered recipe: "
-                                                "mtdnn_kd, mkd, mitkd, ...), e.g. "
+                                                "mtdnn_kd, mkd, mitkd, metakd), e.g. "
                                                 "configs/mtdnn_kd.yaml.")],
     overrides: RecipeSetOption = None,
 ) -> None:
@@ -163,7 +166,8 @@ def run_command(
 
     Finished stages (a matching stage.json) are reused, a cut stage resumes from its last checkpoint, and a
     stage made with other settings is refused rather than overwritten. Ends with a table of every teacher
-    and student on the dev sets and OUTPUT_DIR/summary.json; OUTPUT_DIR/log.txt keeps what was printed.
+    and student on the recipe's report split (dev; Meta-KD: test where the task has one) and
+    OUTPUT_DIR/summary.json; OUTPUT_DIR/log.txt keeps what was printed.
     """
     from multidistill.recipes import load_recipe, run_recipe
     from multidistill.utils.runlog import run_log
@@ -182,18 +186,19 @@ def demo_command(
 ) -> None:
     """Run the whole pipeline on the real data sample shipped in the package, with no arguments.
 
-    A multi-task MiniLM teacher (SST-2, MRPC, STS-B, Amazon electronics) -> its soft targets -> a 3-layer
-    Transformer student and a BiLSTM student -> benchmark (PyTorch and ONNX Runtime fp32/int8) -> report
-    with plots. About 15 minutes on a 2-core Xeon with native bf16; interrupted runs resume; prints the final
-    table and the report's path; OUTPUT_DIR/log.txt keeps what was printed. Needs the `demo` extra
-    (pip install -e '.\\[demo]').
+    A multi-task MiniLM teacher (SST-2, MRPC, STS-B, Amazon electronics) -> an augmented transfer set and its
+    soft targets -> a 3-layer Transformer student and a BiLSTM student -> benchmark (PyTorch and ONNX Runtime
+    fp32/int8) -> report with plots. About 15 minutes on a 2-core Xeon with native bf16; interrupted runs
+    resume; prints the final table and the report's path; OUTPUT_DIR/log.txt keeps what was printed. Needs
+    the `demo` extra (pip install -e '.\\[demo]').
 
     Settings (--config FILE or --set KEY=VALUE; each documented in multidistill.recipes.demo.DemoConfig):
     output_dir, max_examples_per_task, subset_seed, data.tasks, data.data_root,
     teacher.* (name_or_path, pooling, max_seq_length, ...), teacher_train.* (epochs, lr, batch_size, ...),
     augment.* (max_examples, n_iter, n_iter_pair, ...; augment=null: no transfer set), signals.batch_size,
-    signals.bf16, transformer.model.*, transformer.train.*, bilstm.model.*, bilstm.train.*,
-    benchmark.* (runtimes, rounds, latency_runs, memory, max_eval_examples, parity_examples).
+    signals.bf16, transformer.model.*, transformer.train.*, transformer.objective, bilstm.model.*,
+    bilstm.train.*, bilstm.objective, benchmark.* (runtimes, rounds, latency_runs, memory, max_eval_examples,
+    parity_examples, int8_max_metric_drop).
 
     Examples:
       multidistill demo --quick
@@ -257,10 +262,13 @@ def distill_command(
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
 ) -> None:
-    """Train a student on teacher signals (a store from `soft-targets`) and gold labels.
+    """Train a student on teacher signals and gold labels, or an encoder by general distillation.
 
-    The objective is a weighted sum of loss terms per task type or task (`objective:` in the config);
-    the loop, checkpoints, evaluation and outputs are the same as for `train-teacher` (log.txt included).
+    Teacher logits come from a store (`soft-targets`) or from online teachers (`online_teachers:`), which also
+    give the feature terms (hidden states, attention, relations). A corpus task (type text) has no labels: its
+    run writes the distilled encoder to OUTPUT_DIR/encoder (configs/general_distill.yaml). The objective is a
+    weighted sum of loss terms per task type or task (`objective:` in the config); the loop, checkpoints,
+    evaluation and outputs are the same as for `train-teacher` (log.txt included).
     """
     from multidistill.config import load_config
     from multidistill.training.run import train_model
@@ -278,7 +286,8 @@ def distill_command(
 
 @app.command("soft-targets")
 def soft_targets_command(
-    teacher: Annotated[list[Path], typer.Option(help="A teacher model folder; repeat for an ensemble.")],
+    teacher: Annotated[list[Path], typer.Option(metavar="DIR", help="A teacher model folder; repeat for an "
+                                                                                "ensemble.")],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks to label.")],
     out: Annotated[Path, typer.Option(help="Folder of the signal store to write (or reuse if valid).")],
     data_root: Annotated[str | None, typer.Option(
@@ -405,8 +414,8 @@ def benchmark_command(
              "passes only within twice its sampling error on those rows (docs/export.md).")] = 0.01,
 ) -> None:
     """Compare a teacher and its students: dev scores, parameters, disk size, peak memory, latency at
-    batch 1 (median, p95) and throughput at batch 32, for each runtime, with throughput and latency ratios
-    vs the first model.
+    batch 1 (median, p95) and throughput at --batch-size (default 32), for each runtime, with throughput and
+    latency ratios vs the first model.
 
     Every model and runtime is measured in one process, alternating, so the ratios are measured side by side.
     A runtime whose ONNX export fails its parity check is reported as failed and the others are measured;

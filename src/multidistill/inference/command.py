@@ -32,7 +32,7 @@ def predict_command(
                                                 "(one with export.json of kind 'onnx').")],
     task: Annotated[str, typer.Option(help="The task (head) to predict, e.g. sst2.")],
     input_path: Annotated[Path, typer.Option("--input", help="Texts to label: .csv or .tsv with a header line, or "
-                                                             ".jsonl (one JSON object per line).")],
+                                                             ".jsonl / .json (one JSON object per line).")],
     output: Annotated[Path, typer.Option(help="Predictions file: .csv for CSV, anything else is JSON Lines. "
                                               "Written atomically; never left half-written.")],
     text_columns: Annotated[str | None, typer.Option(
@@ -40,8 +40,8 @@ def predict_command(
              "pair tasks text_a,text_b / sentence1,sentence2 / question,sentence).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     skip_bad_rows: Annotated[bool, typer.Option(
-        help="Skip rows with a missing or empty text (and count them) instead of stopping with their line "
-             "numbers.")] = False,
+        help="Skip bad rows (a missing or empty text, a wrong number of fields, invalid JSON) and count them, "
+             "instead of stopping with their line numbers.")] = False,
     precision: Annotated[str, typer.Option(
         help="fp32, or int8 for the quantised model of an ONNX export (model folders run in fp32).")] = "fp32",
 ) -> None:
