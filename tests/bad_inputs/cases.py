@@ -769,3 +769,16 @@ CASES += [
          "train-teacher", ("task 'toy_sent' split 'train'", "is a folder, not a file", "files.train.path"),
          patch={"data.task_specs.0.files.train.path": "toy_sent"}),
 ]
+
+# --- the 2026-12-06 black-box audit: what ran silently or with a traceback --------------------------------------
+CASES += [
+    Case("tokenizer-without-vocabulary", "model", "a model folder whose tokenizer.json was deleted (every word was "
+         "[UNK]: evaluate and predict ran on nothing, exit 0)", "evaluate",
+         ("has no vocabulary", "tokenizer.json / vocab.txt"), damage=(delete("{teacher}/tokenizer.json"),)),
+    Case("encoder-path-missing", "config", "model.name_or_path is a folder that does not exist (a hub 'repo id' "
+         "error)", "train-teacher", ("model '/nonexistent/bert'", "no such folder"),
+         patch={"model.name_or_path": "/nonexistent/bert"}),
+    Case("encoder-path-is-a-file", "config", "model.name_or_path names a data file", "train-teacher",
+         ("toy_sent/train.tsv", "is a file, not a model folder"),
+         patch={"model.name_or_path": "{data}/toy_sent/train.tsv"}),
+]

@@ -13,11 +13,24 @@ from multidistill.utils.paths import resolve_path
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A model folder or hub name; `pkg:<module>/<dir>` resolves into an installed package."""
+    """A model folder or hub name; `pkg:<module>/<dir>` resolves into an installed package. A name that can only
+    be a local path (absolute, ./ ../ ~, or more than one '/': a hub id is <owner>/<name>) must exist as a folder;
+    otherwise Hugging Face would answer with a hub error about a repo id."""
     try:
-        return resolve_path(name_or_path)
+        path = resolve_path(name_or_path)
     except MultidistillError as exc:
         raise ModelError(f"model {exc}") from exc
+    local = Path(path).expanduser()
+    if local.is_file():
+        raise ModelError(f"model '{name_or_path}': {local} is a file, not a model folder")
+    if not local.exists() and (local.is_absolute() or path.startswith(("./", "../", "~")) or path.count("/") > 1):
+        raise ModelError(f"model '{name_or_path}': no such folder ({local.absolute()})")
+    return path
+
+
+def _not_found_hint(name_or_path: str, path: str) -> str:
+    """For a name that could be a hub id or a relative folder and is neither here: say the folder is missing too."""
+    return "" if Path(path).exists() else f" (and there is no local folder {Path(path).absolute()})"
 
 
 def _model_kwargs(model_cls: type) -> dict[str, Any]:
@@ -51,7 +64,8 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
             raise ModelError(f"cannot load backbone '{name_or_path}': {where}: cannot read weights ({exc}); the "
                              "file is corrupt or not safetensors") from exc
         if isinstance(exc, (OSError, ValueError, KeyError)):
-            raise ModelError(f"cannot load backbone '{name_or_path}': {exc}") from exc
+            raise ModelError(f"cannot load backbone '{name_or_path}': {exc}{_not_found_hint(name_or_path, path)}") \
+                from exc
         raise
 
 
@@ -65,9 +79,17 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """The tokenizer that belongs to a model folder or hub name."""
     path = resolve_model_path(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load tokenizer '{name_or_path}': {exc}") from exc
+        raise ModelError(f"cannot load tokenizer '{name_or_path}': {exc}{_not_found_hint(name_or_path, path)}") \
+            from exc
+    # Without its vocabulary file (tokenizer.json / vocab.txt) transformers builds a tokenizer of special tokens
+    # only: every word becomes [UNK] and training, evaluation and prediction run on nothing, without an error.
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise ModelError(f"tokenizer '{name_or_path}' has no vocabulary (only its {len(tokenizer)} special tokens): "
+                         "its folder lacks tokenizer.json / vocab.txt (or the tokenizer's own vocabulary files); "
+                         "copy them from the model the folder was made from")
+    return tokenizer
 
 
 def max_positions(config: PretrainedConfig) -> int | None:
