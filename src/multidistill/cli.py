@@ -521,9 +521,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except OSError as exc:
         # Disk full, read-only or forbidden folder outside the atomic writers (which already say so): one line.
-        from multidistill.utils.atomic import WRITE_ERRNOS, write_error
+        from multidistill.utils.atomic import is_write_error, write_error
 
-        if exc.errno not in WRITE_ERRNOS:
+        if not is_write_error(exc):
             raise
         error = write_error(exc)
         err_console.print("[bold red]error:[/bold red]", Text(str(error)), highlight=False, soft_wrap=True)

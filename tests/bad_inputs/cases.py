@@ -782,3 +782,11 @@ CASES += [
          ("toy_sent/train.tsv", "is a file, not a model folder"),
          patch={"model.name_or_path": "{data}/toy_sent/train.tsv"}),
 ]
+CASES += [
+    Case("output-dir-under-a-file", "config", "output_dir inside a data file's path (a FileExistsError traceback)",
+         "train-teacher", ("toy_sent/train.tsv", "a part of the path is a file, not a folder"),
+         patch={"output_dir": "{data}/toy_sent/train.tsv/run"}),
+    Case("cache-dir-is-a-file", "config", "data.cache_dir names a data file (a NotADirectoryError traceback)",
+         "train-teacher", ("toy_sent/train.tsv", "a part of the path is a file, not a folder"),
+         patch={"data.cache_dir": "{data}/toy_sent/train.tsv"}),
+]

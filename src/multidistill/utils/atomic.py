@@ -76,16 +76,30 @@ def _publish_tree(root: Path) -> None:
 
 
 # OS errors that mean "this place cannot be written" (the user's to fix), not a bug: disk or quota full,
-# read-only file system, no permission, file too large.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+# read-only file system, no permission, file too large, a file where the path needs a folder, a name too long.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                          errno.ENOTDIR, errno.ENAMETOOLONG})
+
+
+def is_write_error(exc: OSError) -> bool:
+    """A user's path problem (`WRITE_ERRNOS`, or `mkdir` meeting a file where a folder of the path should be)."""
+    if exc.errno in WRITE_ERRNOS:
+        return True
+    return exc.errno == errno.EEXIST and bool(exc.filename) and Path(exc.filename).is_file()
 
 
 def write_error(exc: OSError, path: str | Path | None = None) -> OutputError:
     """One line for an OS error on write: the path, the cause, what to do."""
     where = exc.filename or path or "a file"
     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    fix = ("free some space or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-           else "choose a folder you can write to")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free some space or write elsewhere"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a part of the path is a file, not a folder: choose another path"
+    elif exc.errno == errno.ENAMETOOLONG:
+        fix = "choose a shorter path"
+    else:
+        fix = "choose a folder you can write to"
     return OutputError(f"cannot write {where}: {exc.strerror or exc} ({code}); {fix}")
 
 
@@ -95,7 +109,7 @@ def _write_errors(final: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno in WRITE_ERRNOS:
+        if is_write_error(exc):
             raise write_error(exc, final) from exc
         raise
 
