@@ -37,7 +37,8 @@ def bad_input_assets(tmp_path_factory, tiny_model_dir) -> Path:
     root = tmp_path_factory.mktemp("bad_input_assets")
     specs = write_tiny_tasks(root / "data")  # the same files every tiny_run writes (fixed seed)
     tasks = [Task.model_validate(spec) for spec in specs]
-    three_labels = [Task.model_validate({**spec, "labels": ["0", "1", "2"]}) if spec["name"] == "toy_sent"
+    three = {"labels": ["0", "1", "2"], "metrics": ["accuracy"]}  # f1 is for 2 labels
+    three_labels = [Task.model_validate({**spec, **three}) if spec["name"] == "toy_sent"
                     else Task.model_validate(spec) for spec in specs]
     tokenizer = load_tokenizer(str(tiny_model_dir))
     for name, seed, model_tasks in (("teacher", 0, tasks), ("teacher_b", 1, tasks), ("other", 2, three_labels)):

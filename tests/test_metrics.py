@@ -147,3 +147,10 @@ def test_average_score_is_unweighted_mean() -> None:
     assert average_score({"sst2": 0.9, "mrpc": 0.6, "cola": 0.3}) == pytest.approx(0.6)
     assert average_score({"only": 0.42}) == pytest.approx(0.42)
     assert math.isnan(average_score({}))
+
+
+def test_the_metrics_a_task_spec_accepts_are_the_ones_computed():
+    from multidistill.data.tasks import TASK_METRICS
+    from multidistill.evaluation.metrics import METRICS
+
+    assert sorted(name for names in TASK_METRICS.values() for name in names) == sorted(METRICS)

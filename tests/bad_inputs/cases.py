@@ -790,3 +790,13 @@ CASES += [
          "train-teacher", ("toy_sent/train.tsv", "a part of the path is a file, not a folder"),
          patch={"data.cache_dir": "{data}/toy_sent/train.tsv"}),
 ]
+CASES += [
+    Case("metric-of-the-other-type", "config", "metrics: [pearson] on a classification task (a broadcast "
+         "traceback after training)", "train-teacher",
+         ("key 'data.task_specs.0'", "metric 'pearson' is a regression metric", "accuracy, f1"),
+         patch={"data.task_specs.0.metrics": ["pearson"]}),
+    Case("metric-unknown", "config", "metrics: [acc] (refused only after the first epoch)", "train-teacher",
+         ("key 'data.task_specs.0'", "metric 'acc' is not a metric"), patch={"data.task_specs.0.metrics": ["acc"]}),
+    Case("metrics-empty", "config", "metrics: [] (an IndexError traceback)", "train-teacher",
+         ("key 'data.task_specs.0'", "metrics is empty"), patch={"data.task_specs.0.metrics": []}),
+]

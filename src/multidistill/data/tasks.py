@@ -10,6 +10,9 @@ from multidistill.errors import UnknownTaskError
 from multidistill.utils.paths import NAME_CHARACTERS, check_name
 
 TaskType = Literal["classification", "regression", "text"]
+# The metrics each labelled task type can be scored with (`evaluation.metrics.METRICS` computes them).
+TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy", "f1", "macro_f1", "matthews"),
+                                            "regression": ("pearson", "spearman")}
 FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub", "txt"]
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -79,7 +82,9 @@ class Task(BaseModel):
                               "in head-output order (classification only).")
     pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
-                               description="Metrics to report; the first one is the task's main score.")
+                               description="Metrics to report; the first one is the task's main score. "
+                               "classification: accuracy, f1 (2 labels), macro_f1, matthews (default accuracy); "
+                               "regression: pearson, spearman (default both).")
     domain: str | None = Field(None, description="Optional domain tag of the whole task (kept in the rows' "
                                "`domain` column; it does not give the task domains: see `domains`).")
     files: dict[Split, DataFile] = Field(default_factory=dict, description="Data file per split.")
@@ -120,12 +125,33 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': a regression task takes no labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task '{self.name}': duplicate labels {self.labels}")
+        if self.type == "regression" and "metrics" not in self.model_fields_set:
+            self.metrics = list(TASK_METRICS["regression"])  # accuracy, the field's default, cannot score a score
+        if self.type != "text":
+            self._check_metrics()
         self._check_domains()
         self._infer_pair()
         for where, data_file in self.all_files():
             if self.pair and data_file.columns.text_b is None:
                 raise ValueError(f"task '{self.name}': pair task but {where}.columns.text_b is not set")
         return self
+
+    def _check_metrics(self) -> None:
+        """Metrics the task's type can be scored with (evaluation.metrics computes them), known before training."""
+        if not self.metrics:
+            raise ValueError(f"task '{self.name}': metrics is empty; give at least one (the first is the main score)")
+        fits = TASK_METRICS[self.type]
+        for name in self.metrics:
+            if name not in fits:
+                other = [kind for kind, names in TASK_METRICS.items() if name in names]
+                why = f"a {other[0]} metric" if other else "not a metric"
+                raise ValueError(f"task '{self.name}': metric '{name}' is {why}; a {self.type} task takes "
+                                 f"{', '.join(fits)}")
+        if "f1" in self.metrics and len(self.labels) != 2:
+            raise ValueError(f"task '{self.name}': metric 'f1' is the positive class's F1 of a 2-label task, this "
+                             f"task has {len(self.labels)} labels; use macro_f1")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"task '{self.name}': duplicate metrics {self.metrics}")
 
     def _check_domains(self) -> None:
         """domain_files and a domain column are two ways of giving rows a domain: one at a time, and `domains`
