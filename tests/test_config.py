@@ -471,3 +471,13 @@ def test_transformer_settings_on_a_bilstm_student_are_refused(tmp_path: Path, ex
     raw = {**BASE, "model": {"name_or_path": "some/model", "architecture": "bilstm", **extra}}
     with pytest.raises(ConfigError, match=match):
         load_config(write_yaml(tmp_path, raw))
+
+
+def test_a_task_reference_may_be_a_name_alone_wherever_one_is_taken():
+    """`finetune.tasks: [sst2]` reads as `[{name: sst2}]`, as data.tasks always did."""
+    from multidistill.config import TaskRef
+    from multidistill.recipes.mitkd import MITKDFinetune
+
+    assert TaskRef.model_validate("sst2") == TaskRef(name="sst2")
+    finetune = MITKDFinetune.model_validate({"tasks": ["sst2", {"name": "mrpc", "max_examples": 5}]})
+    assert finetune.tasks == [TaskRef(name="sst2"), TaskRef(name="mrpc", max_examples=5)]

@@ -163,6 +163,11 @@ class DomainHoldout(_Strict):
 class TaskRef(_Strict):
     """A task to use: a built-in name or one declared under `data.task_specs`."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, data: Any) -> Any:  # `sst2` wherever a reference is taken, as `{name: sst2}`
+        return {"name": data} if isinstance(data, str) else data
+
     name: str = Field(description="Task name.")
     max_examples: int | None = Field(None, gt=0, description="Cap on training examples for this task "
                                      "(overrides train.max_examples_per_task).")

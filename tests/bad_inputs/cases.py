@@ -800,3 +800,9 @@ CASES += [
     Case("metrics-empty", "config", "metrics: [] (an IndexError traceback)", "train-teacher",
          ("key 'data.task_specs.0'", "metrics is empty"), patch={"data.task_specs.0.metrics": []}),
 ]
+CASES += [
+    Case("grad-accum-beyond-the-data", "config", "train.grad_accum_steps larger than an epoch's batches (a "
+         "ValueError traceback, and a run folder left behind)", "train-teacher",
+         ("key 'train.grad_accum_steps'", "too little data for one optimizer step"),
+         patch={"train.grad_accum_steps": 1000}),
+]

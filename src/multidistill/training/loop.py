@@ -136,6 +136,23 @@ def _diverged(what: str, step: int, task: str) -> TrainingDiverged:
                             "Lower train.lr, check the data, or set train.on_nonfinite: skip to drop such steps")
 
 
+def _too_little_data(config: TrainConfig, batches: int, world: int) -> ConfigError:
+    return ConfigError(f"key 'train.grad_accum_steps': too little data for one optimizer step: {batches} batches "
+                       f"of train.batch_size {config.batch_size} for {world} process(es) x {config.grad_accum_steps} "
+                       "accumulation steps; lower grad_accum_steps or batch_size")
+
+
+def check_one_step(config: TrainConfig, counts: dict[str, int], world: int) -> None:
+    """Refuse, before a run folder is made, settings under which an epoch of ``counts`` training rows per task
+    (before the lowest_loss hold-out) makes no optimizer step; `train` plans the same batches."""
+    sizes = counts
+    if config.select == "lowest_loss":
+        sizes = {t: len(rows) for t, rows in holdout_split(counts, config.holdout_fraction, config.seed)[0].items()}
+    planner = MultiTaskBatchPlanner(sizes, config.batch_size, config.sampling, config.temperature_tau, config.seed)
+    if epoch_steps(config, len(planner) // world) == 0:
+        raise _too_little_data(config, len(planner), world)
+
+
 def train(
     model: nn.Module,
     objective: nn.Module,
@@ -181,8 +198,7 @@ def train(
     local_batches = len(planner) // world
     steps_per_epoch = epoch_steps(config, local_batches)
     if steps_per_epoch == 0:
-        raise ValueError(f"too little data for one optimizer step: {len(planner)} batches for {world} "
-                         f"process(es) x {config.grad_accum_steps} accumulation steps")
+        raise _too_little_data(config, len(planner), world)
     total_steps = planned_steps(config, steps_per_epoch)  # train.min_steps may add passes over small data
 
     trainables = _Trainables(model, objective)

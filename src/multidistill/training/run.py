@@ -34,7 +34,7 @@ from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
 from multidistill.training.device import make_accelerator, process_state
-from multidistill.training.loop import BEST_MODEL, CHECKPOINTS, LoopState, TrainResult, train
+from multidistill.training.loop import BEST_MODEL, CHECKPOINTS, LoopState, TrainResult, check_one_step, train
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings
@@ -162,6 +162,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         raise ConfigError("key 'train.select': every task of this run is unlabelled text, so there are no dev "
                           "metrics for best_metric to compare; use lowest_loss (the loss on a held-out slice of "
                           "the corpus) or last")
+    check_one_step(config.train, {name: len(rows) for name, rows in data.train_sets.items()}, state.num_processes)
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
