@@ -224,6 +224,16 @@ def test_a_pos_tagger_that_is_not_installed_is_refused_before_any_stage_writes(
     assert not Path(recipe["output_dir"]).exists()
 
 
+def test_a_domain_name_that_cannot_name_a_folder_is_refused_before_any_stage_writes(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """Stage folders are named after domains (student-<d>): a domain 'dvd store' or 'a/b' is refused by key."""
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd store"))
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "key 'data.tasks'" in output and "domain 'dvd store'" in output and "not a plain name" in output
+    assert not Path(recipe["output_dir"]).exists()
+
+
 def test_a_given_meta_teacher_needs_a_domain_branch_over_the_data_domains(tiny_run, tmp_path, monkeypatch, capsys):
     from multidistill.data.tasks import Task
     from multidistill.models import MultiTaskModel

@@ -12,6 +12,7 @@ from multidistill.errors import ConfigError
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.common import TEACHER_REF
 from multidistill.recipes.metakd.config import MetaKDRecipe
+from multidistill.utils.paths import name_problem
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     counts = _domain_counts(store, task)
     kept = tuple(d for d in task.domains if counts.get(d, 0) or _selected(ref, d))
     for domain in kept:
+        problem = name_problem(domain)
+        if problem is not None:  # stage folders are named after domains (student-<d>, meta-teacher-<d>, ...)
+            raise ConfigError(f"key 'data.tasks': domain {domain!r} of task '{task.name}' names the run's stage "
+                              f"folders, but a domain name {problem}; rename it in the data, or drop it with "
+                              "domains_exclude")
         if counts.get(domain, 0) == 0:
             raise ConfigError(f"key 'data.tasks': domain '{domain}' of task '{task.name}' has no training rows; "
                               "exclude it (domains_exclude) or give it data")
