@@ -474,3 +474,13 @@ def test_a_model_without_attention_is_refused_by_attention_and_relation_losses()
         with pytest.raises(ConfigError, match=f"loss '{name}': the student has no attention"):
             build_loss(name, dims={"student": lstm, "teacher": bert}, **({"relation_heads": 2}
                                                                         if name == "relation_kl" else {}))
+
+
+@pytest.mark.parametrize("name", ["hidden_mse", "attention_kl", "relation_kl", "transferable_mse"])
+def test_a_misspelt_feature_loss_parameter_is_refused_with_the_config(name):
+    """Feature losses are built when the models' sizes are known (a stage, possibly hours in); their parameter
+    names are checked when the config loads."""
+    from multidistill.config import LossTerm
+
+    with pytest.raises(ValueError, match=rf"loss '{name}': unknown parameter\(s\) \['layer_mapp'\]"):
+        LossTerm(loss=name, params={"layer_mapp": "uniform"})

@@ -5,6 +5,7 @@ The same objects drive the CLI and the Python API; unknown keys are rejected wit
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -330,6 +331,13 @@ class LossTerm(_Strict):
                 build_loss(self.loss, **self.params)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from exc
+        elif loss is not None:  # without the sizes, at least the parameter names (a misspelt one is a typo)
+            signature = inspect.signature(loss.__init__).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+                takes = sorted(set(signature) - {"self", "student_dims", "teacher_dims"})
+                unknown = sorted(set(self.params) - set(takes))
+                if unknown:
+                    raise ValueError(f"loss '{self.loss}': unknown parameter(s) {unknown}; it takes {takes}")
         return self
 
 
