@@ -146,3 +146,13 @@ def test_a_head_loss_for_the_corpus_names_the_recipes_key(tiny_run, tmp_path, mo
     assert code == 2, output
     assert "key 'student.objective'" in output and "objective.tasks" not in output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_plain_encoder_that_is_no_folder_is_refused_before_any_stage(tiny_run, tmp_path, monkeypatch, capsys):
+    """baseline.encoder was first read at the general-plain stage, after the teacher, with a hub repo-id error."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["baseline"] = {"plain_teacher": True, "encoder": str(tmp_path / "no-such-encoder")}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "key 'baseline.encoder'" in output and "no such folder" in output
+    assert not Path(recipe["output_dir"]).exists()

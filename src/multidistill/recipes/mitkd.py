@@ -43,6 +43,7 @@ from multidistill.recipes.common import (
     train_stage,
 )
 from multidistill.recipes.config import RecipeBase, check_distinct_seeds, refuse_replaced_seed
+from multidistill.recipes.preflight import check_model_path
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
@@ -148,6 +149,7 @@ def check_inputs(recipe: MITKDRecipe) -> None:
                           "unlabelled text (a task of type: text)")
     store.validate(["train"])
     refuse_head_losses({task.name: task}, general_objective(recipe), key="student.objective")
+    check_model_path(recipe.baseline.encoder, "baseline.encoder")
     tuned = finetune_data(recipe)
     open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task,
                        seed=recipe.subset_seed).validate(["train", tuned.eval_split])

@@ -38,6 +38,17 @@ def model_sections(settings: BaseModel, prefix: str = "") -> Iterator[tuple[str,
     return sections(settings, ModelConfig, prefix)
 
 
+def check_model_path(name_or_path: str | None, key: str) -> None:
+    """Refuse, by ``key``, a model name that can only be a local folder and is none (a pkg: path whose package is
+    missing, a missing folder, a file); hub names are left to the stage that loads them."""
+    if name_or_path is None or name_or_path == TEACHER_REF:
+        return
+    try:
+        resolve_model_path(name_or_path)
+    except ModelError as exc:
+        raise ConfigError(f"key '{key}': {exc}") from exc
+
+
 def check_pos_taggers(settings: BaseModel) -> None:
     """Refuse, by key, an augmentation section's `pos_tagger: nltk` where nltk or its tagger data are missing:
     the transfer stage that loads it may come after hours of teachers."""

@@ -12,6 +12,7 @@ from multidistill.errors import ConfigError
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.common import TEACHER_REF
 from multidistill.recipes.metakd.config import MetaKDRecipe
+from multidistill.recipes.preflight import check_model_path
 from multidistill.utils.paths import name_problem
 
 
@@ -129,6 +130,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         for view in views:
             _check_classes(view, recipe, task)
     _check_given_teachers(recipe, task.domains)
+    check_model_path(recipe.prototypes.encoder, "prototypes.encoder")
     if "meta_without_target" in recipe.baselines and len(kept) < 3:
         raise ConfigError(f"key 'baselines': meta_without_target trains a meta-teacher on the other domains, whose "
                           f"prototype scores need at least two of them; task '{task.name}' keeps only "
