@@ -184,6 +184,19 @@ def test_malformed_rows_are_bad_rows(model_dir, tmp_path):
     assert counts["predicted"] == 2 and [r["line"] for r in read_output(tmp_path / "out.jsonl")] == [1, 5]
 
 
+def test_a_key_given_twice_and_a_file_of_bad_rows_only(model_dir, tmp_path):
+    """A JSON key given twice is a bad row (json kept the last value silently); --skip-bad-rows over a file with
+    no good row is refused (it wrote an empty file and exited 0)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "good"}\n{"text": "a", "text": "b"}\n')
+    with pytest.raises(DataError, match=r"line 2: invalid JSON \(key 'text' appears twice"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    source.write_text('{"text": ""}\n{"other": "x"}\n')
+    with pytest.raises(DataError, match="every row is bad"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", skip_bad_rows=True, progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_more_bad_rows_than_shown_are_counted(model_dir, tmp_path):
     source = write_input(tmp_path / "in.csv", ["text"], [[""] for _ in range(12)] + [["ok"]])
     with pytest.raises(DataError) as info:

@@ -466,3 +466,12 @@ def test_random_bytes_parse_or_raise_data_error(tmp_path: Path, body: bytes, fmt
         return
     assert 1 <= len(ds) <= 3
     assert ds.column_names == ["id", "text_a", "text_b", "label", "domain"]
+
+
+def test_a_csv_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    """csv refuses fields over 131,072 characters by default, which was reported as unbalanced quotes."""
+    long_text = "word " * 40_000  # 200,000 characters
+    path = tmp_path / "long.csv"
+    path.write_text(f'text,label\n"{long_text}",1\nshort,0\n')
+    records = list(readers.csv_records(iter(path.read_text().splitlines(keepends=True)), path))
+    assert [fields[0] for _, fields in records][1:] == [long_text, "short"]

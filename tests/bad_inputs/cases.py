@@ -806,3 +806,12 @@ CASES += [
          ("key 'train.grad_accum_steps'", "too little data for one optimizer step"),
          patch={"train.grad_accum_steps": 1000}),
 ]
+CASES += [
+    Case("jsonl-key-twice", "data", "a JSONL record giving its label twice (the last one was kept silently)",
+         "train-teacher", ("toy_sent/train.jsonl", "line 2", "key 'label' appears twice"), patch=TO_JSONL,
+         files={"toy_sent/train.jsonl": '{"sentence": "good film", "label": "1"}\n'
+                '{"sentence": "bad", "label": "0", "label": "1"}\n'}),
+    Case("column-read-twice", "config", "columns.text_a is the label column (the answer leaks into the input)",
+         "train-teacher", ("columns.text_a and columns.label both read column 'label'",),
+         patch={"data.task_specs.0.files.train.columns.text_a": "label"}),
+]

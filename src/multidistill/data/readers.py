@@ -310,8 +310,15 @@ def decode_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
         raise DataError(f"cannot read {what}: {e.strerror or e}", path=path) from e
 
 
+# csv's default field limit (131,072 characters) refuses a long review as "malformed"; the tokenizer truncates
+# texts anyway, and every reader here holds a whole split in memory already.
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def csv_records(lines: Iterator[str], path: Path) -> Iterator[tuple[int, list[str]]]:
     """Quoted CSV records as ``(first line number, fields)``; a record may span lines, blank lines are skipped."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     # csv.reader counts the lines it pulls from ``lines``, which are exactly the file's physical lines.
     reader = csv.reader(lines, strict=True)
     while True:
@@ -400,13 +407,28 @@ def _check_index_columns(source: _Source, needed: dict[str, str | int], width: i
                             f"(indexes 0..{width - 1})", path=source.path, line=line)
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`json.loads`'s object hook: a key given twice is an error (json keeps the last one silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"key {twice!r} appears twice in one object")
+    return obj
+
+
+def json_object_line(line: str) -> object:
+    """One JSON Lines line, refusing a key given twice (ValueError, as any invalid JSON)."""
+    return json.loads(line, object_pairs_hook=_unique_keys)
+
+
 def _read_jsonl(source: _Source) -> Iterator[tuple[int, Record]]:
     """One JSON object per line, keyed by name; blank lines are skipped."""
     for number, line in _decoded_lines(source):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json_object_line(line)
         except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
             raise DataError(f"invalid JSON ({e}); each line must be one JSON object", path=source.path,
                             line=number) from e

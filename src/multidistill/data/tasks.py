@@ -32,6 +32,20 @@ class Columns(BaseModel):
     id: str | int | None = Field(None, description="Column with a stable example id; the line number if absent.")
     domain: str | int | None = Field(None, description="Column with the example's domain (e.g. MNLI genre).")
 
+    @model_validator(mode="after")
+    def _distinct(self) -> Columns:
+        # One column read as two fields: a label read as text would leak the answer into the input.
+        seen: dict[str | int, str] = {}
+        for field in ("text_a", "text_b", "label", "domain"):
+            column = getattr(self, field)
+            if column is None:
+                continue
+            if column in seen:
+                raise ValueError(f"columns.{seen[column]} and columns.{field} both read column {column!r}; each "
+                                 "field needs its own column")
+            seen[column] = field
+        return self
+
 
 class DataFile(BaseModel):
     """One split's source: a file (or saved/hub dataset) with its format and column map."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multidistill.data.readers import csv_records, decode_lines
+from multidistill.data.readers import csv_records, decode_lines, json_object_line
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
 from multidistill.utils.atomic import atomic_file
@@ -63,8 +63,10 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
     columns = _text_columns(table, spec, text_columns)
     id_column = next((name for name in ID_COLUMNS if name in table.columns and name not in columns), None)
     rows, bad = _extract(table, columns, id_column)
-    if bad and not skip_bad_rows:
-        raise DataError(_bad_rows_message(bad, columns), path=input_path)
+    if bad and (not skip_bad_rows or not rows):  # skipping every row would write an empty file and "succeed"
+        message = _bad_rows_message(bad, columns)
+        raise DataError(f"{message} (every row is bad: --skip-bad-rows leaves nothing to predict)" if skip_bad_rows
+                        else message, path=input_path)
 
     labels = spec.labels if spec.type == "classification" else []
     # Longest first: a batch pads to its longest row, so rows of like length together waste least compute.
@@ -253,7 +255,7 @@ def _read_jsonl(path: Path) -> Table:
             raise DataError("expected JSON Lines (one JSON object per line), not a JSON array", path=path,
                             line=number)
         try:
-            obj = json.loads(line)
+            obj = json_object_line(line)
         except (ValueError, RecursionError) as e:
             table.rows.append((number, None, f"invalid JSON ({e})"))
             continue
