@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from multidistill.config import DataConfig, LossTerm, ObjectiveConfig
 from multidistill.data.batches import row_lengths
-from multidistill.data.prepare import prepare_data
+from multidistill.data.prepare import prepare_data, resolve_tasks
 from multidistill.data.readers import read_split
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.store import ExampleStore
@@ -413,3 +413,16 @@ def test_tasks_listing_shows_a_text_task(monkeypatch, capsys) -> None:
     assert "texts of: sst2, mrpc" in next(line for line in output.splitlines() if "glue-texts" in line)
     stsb = next(line for line in output.splitlines() if " stsb " in line)
     assert "(score)" in stsb and "glue/STS-B/train.tsv [tsv]" in stsb
+
+
+def test_keep_pairs_without_a_pair_task_among_the_sources_is_refused(tmp_path: Path) -> None:
+    """keep_pairs over single-text tasks only did nothing, silently."""
+    single = Task(name="s", labels=["0", "1"], files={"train": {"path": "s.tsv", "columns": {"text_a": "t",
+                                                                                          "label": "y"}}})
+    corpus = Task(name="corpus", type="text", from_tasks=["s"], keep_pairs=True)
+    with pytest.raises(ConfigError, match="none of from_tasks \\(s\\) is a pair task"):
+        get_task("corpus", {"s": single, "corpus": corpus})
+    data = DataConfig(tasks=[{"name": "c", "keep_pairs": True}], data_root=str(tmp_path),
+                      task_specs=[single, Task(name="c", type="text", from_tasks=["s"])])
+    with pytest.raises(ConfigError, match="key 'data.tasks.0.keep_pairs': none of task 'c''s from_tasks"):
+        resolve_tasks(data)
