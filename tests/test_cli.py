@@ -249,6 +249,7 @@ def test_run_log_records_the_error_that_stopped_a_run(tmp_path, capsys):
     with pytest.raises(ConfigError), run_log(tmp_path / "out", "demo"):
         print("step 1\rstep 2\rstep 3")
         (tmp_path / "out").mkdir()
+        (tmp_path / "out" / ".multidistill-run").write_text("")  # claimed, as every run claims its folder
         (tmp_path / "out" / "stage.json").write_text("{}")  # the run wrote something before it stopped
         raise ConfigError("bad thing")
     assert (tmp_path / "out" / "log.txt").read_text().splitlines()[1:] == ["step 3", "error: bad thing"]
@@ -256,6 +257,17 @@ def test_run_log_records_the_error_that_stopped_a_run(tmp_path, capsys):
     with pytest.raises(ConfigError), run_log(tmp_path / "untouched", "demo"):
         raise ConfigError("refused before the folder was made")
     assert not (tmp_path / "untouched").exists()
+
+
+def test_a_refused_command_writes_no_log_into_a_folder_that_is_no_run(tmp_path, capsys):
+    """output_dir: . (a user's folder): the folder may gain a cache meanwhile, which is not the run's writing."""
+    from multidistill.errors import ConfigError
+    from multidistill.utils.runlog import run_log
+
+    with pytest.raises(ConfigError), run_log(tmp_path, "train-teacher c.yaml"):
+        (tmp_path / ".cache").mkdir()
+        raise ConfigError("output_dir is not empty and is not a multidistill run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache"]
 
 
 def test_run_log_of_a_crashed_resume_is_kept_but_bad_input_leaves_no_trace(tmp_path, capsys):

@@ -28,8 +28,8 @@ from multidistill.errors import ConfigError
 from multidistill.utils.atomic import atomic_file, glob_escape, remove_tree, write_json
 from multidistill.utils.interrupt import add_note
 from multidistill.utils.lock import hold_lock
+from multidistill.utils.runlog import RUN_MARKER
 
-RUN_MARKER = ".multidistill-run"
 CHECKPOINTS = "checkpoints"  # the loop's checkpoint folder (training/loop.py), named here to avoid a cycle
 
 _TEMP = re.compile(r"^\..+\.tmp-\d+-")  # a temporary sibling of utils/atomic.py

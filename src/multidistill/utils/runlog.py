@@ -20,6 +20,8 @@ from typing import TextIO
 
 from multidistill.errors import MultidistillError
 
+RUN_MARKER = ".multidistill-run"  # marks a run folder (training.run_dir claims folders with it)
+
 LOG_FILE = "log.txt"
 
 
@@ -97,7 +99,9 @@ def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None
         out.close_line()
         err.close_line()
         after = _entries(folder) or set()
-        gained = after - (before or set())
+        # What the run itself added: only a run folder's (its marker is there). A refused command in a folder that
+        # is no run (`output_dir: .`) may see it gain other things meanwhile, e.g. a cache folder.
+        gained = after - (before or set()) if RUN_MARKER in after else set()
         if succeeded or gained or (LOG_FILE in after and not bad_input):
             header = f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} multidistill {command or ' '.join(sys.argv[1:])}"
             with contextlib.suppress(OSError):  # a log that cannot be written must not hide the run's outcome
