@@ -156,3 +156,15 @@ def test_a_plain_encoder_that_is_no_folder_is_refused_before_any_stage(tiny_run,
     assert code == 2, output
     assert "key 'baseline.encoder'" in output and "no such folder" in output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_feature_loss_that_does_not_fit_the_encoders_is_refused_before_any_stage(tiny_run, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """relation_heads must divide the width (32 here): it was found when the general stage built the loss, after
+    the teacher had trained."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["student"]["objective"] = [{"loss": "relation_kl", "params": {"relation_heads": 5}}]
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "key 'student.objective'" in output and "relation_kl" in output
+    assert not Path(recipe["output_dir"]).exists()

@@ -8,15 +8,19 @@ encoders' `config.json` is read here (no weights); the stage's own check stays, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TypeVar
 
 from pydantic import BaseModel
 from transformers import AutoConfig
 
-from multidistill.config import ModelConfig
+from multidistill.config import LossTerm, ModelConfig, ObjectiveConfig
 from multidistill.data.augment import AugmentConfig, load_pos_tagger
 from multidistill.errors import ConfigError, ModelError
+from multidistill.losses import LOSSES, build_loss
 from multidistill.models.backbone import max_positions, resolve_model_path
+from multidistill.models.families import model_dims
+from multidistill.models.features import ModelDims
 from multidistill.models.layers import layer_count, valid_layers
 from multidistill.recipes.common import TEACHER_REF
 
@@ -47,6 +51,51 @@ def check_model_path(name_or_path: str | None, key: str) -> None:
         resolve_model_path(name_or_path)
     except ModelError as exc:
         raise ConfigError(f"key '{key}': {exc}") from exc
+
+
+def _encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -> ModelDims | None:
+    """The sizes a feature loss is built from, read from the encoder's config (its kept layers where cut); None
+    where that cannot be read here (the stage then checks)."""
+    config = _encoder_config(source, trust_remote_code)
+    if config is None:
+        return None
+    try:
+        dims = model_dims(config)
+    except ConfigError:  # a family feature distillation does not know: the stage says so, by name
+        return None
+    return replace(dims, num_layers=len(cut)) if cut else dims
+
+
+def _terms(objective: object) -> Iterator[LossTerm]:
+    if isinstance(objective, ObjectiveConfig):
+        yield from (*objective.classification, *objective.regression,
+                    *(term for terms in objective.tasks.values() for term in terms))
+    elif isinstance(objective, list):
+        yield from (term for term in objective if isinstance(term, LossTerm))
+
+
+def check_feature_losses(settings: BaseModel) -> None:
+    """Build, with the sizes read from the encoders' configs, every feature loss of a section that holds a student
+    model and its objective, so a size that does not fit (relation heads that do not divide the width, a layer
+    map beyond the layers) is refused by key before the first stage, not when the stage builds it."""
+    teacher = _teacher_source(settings)
+    for key, section in sections(settings, BaseModel):
+        model, objective = getattr(section, "model", None), getattr(section, "objective", None)
+        if not isinstance(model, ModelConfig) or not _checkable(model) or objective is None:
+            continue
+        terms = [term for term in _terms(objective) if getattr(LOSSES.get(term.loss), "needs_dims", False)]
+        if not terms or teacher is None:
+            continue
+        source = teacher[0] if model.name_or_path == TEACHER_REF else model.name_or_path
+        dims = {"student": _encoder_dims(source, model.student_layers, model.trust_remote_code),
+                "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+        if None in dims.values():
+            continue
+        for term in terms:
+            try:
+                build_loss(term.loss, dims=dims, **term.params)
+            except ConfigError as exc:
+                raise ConfigError(f"key '{key}.objective': {exc}") from exc
 
 
 def check_pos_taggers(settings: BaseModel) -> None:
