@@ -23,9 +23,9 @@ forward and backward, batches of 32 Amazon reviews) ran 24.0 ex/s in fp32 and 46
 MiniLM-L6 forward 2.89x); without native bf16 autocast is 7-20x slower, so `auto` keeps fp32 there. The precision
 enters every stage's fingerprint, so a run folder made in one precision is not resumed in the other.
 
-`--domain-fraction F` keeps F of every domain's training rows (a smaller, quicker run; data.fraction then keeps
-its share of the target's kept rows: 0.25 and 0.1 keep 2.5%); `--quick` runs 1 epoch per training stage and
-drops stage B's step floor (a smoke run, not a result).
+`--domain-fraction F` keeps F of every domain's training rows (a smaller, quicker run; data.fraction then still
+sets the target's share of its full rows, replacing F in the target's own stages); `--quick` runs 1 epoch per
+training stage and drops stage B's step floor (a smoke run, not a result).
 
 The meta-teacher without the target (and its prototypes) never sees the target's rows, so it is the same at every
 fraction: a fraction's run hard-links those finished stages from another fraction's folder made with the same recipe

@@ -424,18 +424,19 @@ def test_held_out_fold_and_pick_rows_by_hand():
     np.testing.assert_array_equal(picked_mean, [[0.1, 0.9], [0.8, 0.2], [0.7, 0.3]])
 
 
-def test_data_fraction_is_a_share_of_the_rows_domain_fraction_keeps(tiny_run, tmp_path):
-    """A target named in data.tasks[0].domain_fraction keeps data.fraction of the rows that selection keeps (it
-    applies to every stage), and the plan's row count, which sets the baselines' budgets, is what its views hold."""
+def test_data_fraction_replaces_a_targets_domain_fraction_in_its_own_stages(tiny_run, tmp_path):
+    """data.fraction is the target's share of all its rows; its domain_fraction holds where it is no target. The
+    plan's row count, which sets the baselines' budgets, is what the target's views hold (it was data.fraction of
+    the rows domain_fraction keeps: 0.5 x 8 here, against 16)."""
     from multidistill.data.prepare import open_example_store
     from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
     from multidistill.recipes.metakd.plan import target_data, union_data
 
     raw = tiny_metakd(tiny_run, tmp_path)  # 32 training rows a domain
-    raw["data"].update(tasks=[{"name": "reviews", "domain_fraction": {"books": 0.5}}], fraction=0.5)
+    raw["data"].update(tasks=[{"name": "reviews", "domain_fraction": {"books": 0.25}}], fraction=0.5)
     recipe = MetaKDRecipe.model_validate(raw)
     plan = check_inputs(recipe)
-    assert plan.train_rows == {"books": 8, "dvd": 16}  # 0.5 x 0.5 x 32; dvd 0.5 x 32
+    assert plan.train_rows == {"books": 16, "dvd": 16}
 
     def rows(data, domain):
         store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
@@ -444,7 +445,7 @@ def test_data_fraction_is_a_share_of_the_rows_domain_fraction_keeps(tiny_run, tm
     for target in ("books", "dvd"):
         assert rows(target_data(recipe, target), target) == plan.train_rows[target]
         assert rows(union_data(recipe, target), target) == plan.train_rows[target]
-    assert rows(union_data(recipe, "dvd"), "books") == 16  # not a target there: its domain_fraction only
+    assert rows(union_data(recipe, "dvd"), "books") == 8  # no target there: its domain_fraction
 
 
 def test_baseline_students_get_the_meta_students_budget(tiny_run, tmp_path):

@@ -19,8 +19,8 @@ class MetaKDData(DataConfig):
     """The recipe's data (exactly one task, with domains), plus the data-scarce setting."""
 
     fraction: float = Field(1.0, gt=0, le=1, description="The data-scarce setting: each target domain keeps this "
-                            "seeded fraction (round half up; the recipe's subset_seed) of its own training rows "
-                            "(of those data.tasks[0].domain_fraction keeps, where it names the domain) in every "
+                            "seeded fraction (round half up; the recipe's subset_seed) of all its own training rows "
+                            "(replacing a data.tasks[0].domain_fraction of the target there) in every "
                             "stage that reads them (prototypes, teachers, students); the other domains' rows and "
                             "every dev/test split are untouched. Below 1, the stages over all domains are made "
                             "once per target (prototypes-<d>, meta-teacher-<d>, teacher-mixed-<d>).")

@@ -40,8 +40,9 @@ def task_view(recipe: MetaKDRecipe, ref: TaskRef, eval_split: str | None = None)
 def _fractions(recipe: MetaKDRecipe, target: str | None) -> dict[str, float] | None:
     fractions = dict(recipe.data.tasks[0].domain_fraction or {})
     if target is not None and recipe.data.fraction < 1:
-        # A share of what the task's own selection keeps: domain_fraction applies to every stage, the target too.
-        fractions[target] = fractions.get(target, 1.0) * recipe.data.fraction
+        # The target's share of its own full rows: in a target's stages it replaces the target's domain_fraction
+        # (one seeded draw; a product of two draws would not nest), which still holds where it is no target.
+        fractions[target] = recipe.data.fraction
     return fractions or None
 
 
@@ -155,19 +156,16 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
 
 
 def _target_rows(recipe: MetaKDRecipe, target: str, selected: int) -> int:
-    """The target's training rows in its own view (``selected``: after the task's selection, before data.fraction),
-    counted there, so the budgets and fold checks see what the stages train on."""
+    """The target's training rows in its own view, counted there (``selected``: in the view of every domain, where
+    its domain_fraction applies), so the budgets and the fold check see what the stages train on."""
     if recipe.data.fraction == 1:
         return selected
-    nothing = ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s {selected} training "
-                          "rows keeps no row; raise the fraction")
-    if int(recipe.data.fraction * selected + 0.5) == 0:
-        raise nothing
     store = open_example_store(target_data(recipe, target), max_examples_per_task=None, seed=recipe.subset_seed)
     try:
         return len(store.examples(recipe.data.tasks[0].name, "train"))
-    except ConfigError as exc:  # the product of the two fractions rounds to no row
-        raise nothing from exc
+    except ConfigError as exc:  # the data model's "keeps no row", said with the recipe's key
+        raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s training rows keeps "
+                          "no row; raise the fraction") from exc
 
 
 def _selected(ref: TaskRef, domain: str) -> bool:
