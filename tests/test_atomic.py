@@ -75,3 +75,26 @@ def test_a_trained_run_is_readable_by_others_under_umask_022(tiny_run, tmp_path)
     private = [str(p.relative_to(run)) for p in [run, *run.rglob("*")]
                if _mode(p) != (0o755 if p.is_dir() else 0o644) and not p.is_symlink()]
     assert private == []
+
+
+def test_a_path_through_a_file_or_too_long_is_the_users_to_fix(tmp_path):
+    """ENOTDIR, mkdir's EEXIST on a file, ENAMETOOLONG: one error line naming the path (they were tracebacks)."""
+    import errno
+
+    from multidistill.utils.atomic import is_write_error, write_error
+
+    a_file = tmp_path / "data.tsv"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError) as made:  # what mkdir(parents=True, exist_ok=True) says of a file
+        a_file.mkdir(parents=True, exist_ok=True)
+    assert is_write_error(made.value) and "a part of the path is a file" in str(write_error(made.value))
+    with pytest.raises(NotADirectoryError) as below:
+        (a_file / "run").mkdir(parents=True)
+    assert is_write_error(below.value)
+    with pytest.raises(NotADirectoryError) as opened:
+        (a_file / "out.json").open("w")
+    assert is_write_error(opened.value) and "a part of the path is a file" in str(write_error(opened.value))
+    too_long = OSError(errno.ENAMETOOLONG, "File name too long", "x" * 300)
+    assert is_write_error(too_long) and "choose a shorter path" in str(write_error(too_long))
+    existing_folder = FileExistsError(errno.EEXIST, "File exists", str(tmp_path))  # a folder: a bug, not the user's
+    assert not is_write_error(existing_folder)

@@ -271,3 +271,18 @@ def test_a_student_beyond_the_teachers_encoder_is_refused_before_the_demo_claims
     assert code == 2, output
     assert "key 'transformer.model.student_layers'" in output and "has 2 layers" in output
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_pos_tagger_that_is_not_installed_is_refused_before_the_demo_claims_its_folder(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from multidistill.data import augment
+
+    monkeypatch.setitem(sys.modules, "nltk", None)  # `import nltk` now fails, whether or not it is installed
+    monkeypatch.setattr(augment, "_choose_tagger", augment._choose_tagger.__wrapped__)
+    overrides = sum((["--set", o] for o in [*demo_overrides(tiny_run, tmp_path), "augment.pos_tagger=nltk"]), [])
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
+    assert code == 2, output
+    assert "key 'augment.pos_tagger'" in output and "nltk is not installed" in output
+    assert not (tmp_path / "demo").exists()

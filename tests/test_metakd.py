@@ -227,12 +227,16 @@ def test_a_pos_tagger_that_is_not_installed_is_refused_before_any_stage_writes(
 
 def test_a_domain_name_that_cannot_name_a_folder_is_refused_before_any_stage_writes(
         tiny_run, tmp_path, monkeypatch, capsys):
-    """Stage folders are named after domains (student-<d>): a domain 'dvd store' or 'a/b' is refused by key."""
+    """Stage folders are named after target domains (student-<d>): a target 'dvd store' or 'a/b' is refused by
+    key; as a domain that is no target it names no folder and is fine."""
     recipe = tiny_metakd(tiny_run, tmp_path, domains=("books", "dvd store"))
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 2, output
-    assert "key 'data.tasks'" in output and "domain 'dvd store'" in output and "not a plain name" in output
+    assert "key 'targets'" in output and "domain 'dvd store'" in output and "not a plain name" in output
     assert not Path(recipe["output_dir"]).exists()
+    from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
+
+    assert check_inputs(MetaKDRecipe.model_validate({**recipe, "targets": ["books"]})).targets == ("books",)
 
 
 def test_a_given_meta_teacher_needs_a_domain_branch_over_the_data_domains(tiny_run, tmp_path, monkeypatch, capsys):

@@ -84,6 +84,11 @@ def test_mitkd_refuses_a_labelled_corpus_and_head_losses_before_any_stage(tiny_r
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
                            "--set", "student.train.select=best_metric")
     assert code == 2 and "key 'student.train.select'" in output
+    # keep_pairs over a corpus of single-text tasks only: refused under the key the user wrote
+    recipe["data"]["task_specs"][-1] = {**CORPUS, "from_tasks": ["toy_sent"]}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
+                           "--set", "corpus={name: corpus, keep_pairs: true}")
+    assert code == 2 and "key 'corpus.keep_pairs'" in output and "no pair to keep" in output, output
     assert not root.exists()
 
 

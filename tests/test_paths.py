@@ -221,3 +221,26 @@ def test_pkg_finds_a_package_of_an_editable_install(tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, EditableFinder])
     assert resolve_path("pkg:editable_pkg/model") == str(tmp_path / "editable_pkg" / "model")
+
+
+def test_model_names_that_can_only_be_local_folders(tmp_path, monkeypatch, tiny_model_dir):
+    """A hub id (<owner>/<name>) is left to the hub; a name that can only be a path must exist as a folder; ~ is
+    expanded (transformers does not); a name too long to be a path is a ModelError, not an OSError."""
+    import shutil
+
+    from multidistill.errors import ModelError
+    from multidistill.models.backbone import load_tokenizer, resolve_model_path
+
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    for name in (str(tmp_path / "missing"), "./missing", "../missing", "a/b/c", "~/missing-model-folder"):
+        with pytest.raises(ModelError, match="no such folder"):
+            resolve_model_path(name)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ModelError, match="is a file, not a model folder"):
+        resolve_model_path(str(tmp_path / "file.txt"))
+    with pytest.raises(ModelError, match="not a usable folder name"):
+        resolve_model_path("/" + "m" * 300)
+    shutil.copytree(tiny_model_dir, tmp_path / "home" / "tiny")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_model_path("~/tiny") == str(tmp_path / "home" / "tiny")
+    assert len(load_tokenizer("~/tiny")) > 10

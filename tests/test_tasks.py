@@ -173,3 +173,19 @@ def test_user_spec_shadows_builtin_through_data_config(tmp_path: Path) -> None:
     assert sst2.files["train"].path == "toy_sent/train.tsv" and sst2.metrics == ["accuracy", "f1"]
     assert toy_pair.name == "toy_pair"
     assert mrpc is BUILTIN_TASKS["mrpc"]
+
+
+def test_metrics_fit_the_task_type():
+    """Checked with the spec (a wrong metric crashed the evaluation after the first epoch, or an empty list)."""
+    assert Task(name="r", type="regression").metrics == ["pearson", "spearman"]  # accuracy cannot score a score
+    assert Task(name="r", type="regression", metrics=["spearman"]).metrics == ["spearman"]
+    assert Task(name="c", labels=["a", "b"], metrics=["f1", "matthews"]).metrics == ["f1", "matthews"]
+    for spec, match in (({"labels": ["a", "b", "c"], "metrics": ["f1"]}, "2-label task, this task has 3"),
+                        ({"labels": ["a", "b"], "metrics": ["pearson"]}, "'pearson' is a regression metric"),
+                        ({"type": "regression", "metrics": ["accuracy"]}, "'accuracy' is a classification metric"),
+                        ({"labels": ["a", "b"], "metrics": []}, "metrics is empty"),
+                        ({"labels": ["a", "b"], "metrics": ["acc"]}, "'acc' is not a metric"),
+                        ({"labels": ["a", "b"], "metrics": ["accuracy", "accuracy"]}, "duplicate metrics")):
+        with pytest.raises(ValidationError, match=match):
+            Task(name="t", **spec)
+    assert set(METRICS) >= {m for task in BUILTIN_TASKS.values() for m in task.metrics}

@@ -21,16 +21,23 @@ def resolve_model_path(name_or_path: str) -> str:
     except MultidistillError as exc:
         raise ModelError(f"model {exc}") from exc
     local = Path(path).expanduser()
-    if local.is_file():
+    try:
+        is_file, exists = local.is_file(), local.exists()
+    except OSError as exc:  # ENAMETOOLONG and the like: it cannot name a folder (and is no hub id either)
+        raise ModelError(f"model '{name_or_path[:60]}...': not a usable folder name ({exc.strerror})") from exc
+    if is_file:
         raise ModelError(f"model '{name_or_path}': {local} is a file, not a model folder")
-    if not local.exists() and (local.is_absolute() or path.startswith(("./", "../", "~")) or path.count("/") > 1):
+    if not exists and (local.is_absolute() or path.startswith(("./", "../", "~")) or path.count("/") > 1):
         raise ModelError(f"model '{name_or_path}': no such folder ({local.absolute()})")
-    return path
+    return str(local) if path.startswith("~") else path  # transformers does not expand ~
 
 
 def _not_found_hint(name_or_path: str, path: str) -> str:
     """For a name that could be a hub id or a relative folder and is neither here: say the folder is missing too."""
-    return "" if Path(path).exists() else f" (and there is no local folder {Path(path).absolute()})"
+    try:
+        return "" if Path(path).exists() else f" (and there is no local folder {Path(path).absolute()})"
+    except OSError:
+        return ""
 
 
 def _model_kwargs(model_cls: type) -> dict[str, Any]:

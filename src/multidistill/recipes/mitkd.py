@@ -142,7 +142,10 @@ def check_inputs(recipe: MITKDRecipe) -> None:
         raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
                           "best_metric has nothing to compare; use lowest_loss (default) or last")
     corpus = corpus_data(recipe)
-    store = open_example_store(corpus, max_examples_per_task=None, seed=recipe.subset_seed)
+    try:
+        store = open_example_store(corpus, max_examples_per_task=None, seed=recipe.subset_seed)
+    except ConfigError as exc:  # the corpus is data.tasks[0] of its own view; the user wrote it as `corpus`
+        raise ConfigError(str(exc).replace("key 'data.tasks.0", "key 'corpus")) from exc
     task = store.tasks[recipe.corpus.name]
     if task.has_head:
         raise ConfigError(f"key 'corpus': task '{task.name}' is a {task.type} task; the general distillation needs "

@@ -86,8 +86,10 @@ def check_feature_losses(settings: BaseModel) -> None:
         terms = [term for term in _terms(objective) if getattr(LOSSES.get(term.loss), "needs_dims", False)]
         if not terms or teacher is None:
             continue
-        source = teacher[0] if model.name_or_path == TEACHER_REF else model.name_or_path
-        dims = {"student": _encoder_dims(source, model.student_layers, model.trust_remote_code),
+        of_teacher = model.name_or_path == TEACHER_REF  # a student of `@teacher` is cut from the cut teacher
+        source = teacher[0] if of_teacher else model.name_or_path
+        cut = model.student_layers or (teacher[1] if of_teacher else None)
+        dims = {"student": _encoder_dims(source, cut, model.trust_remote_code),
                 "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
         if None in dims.values():
             continue

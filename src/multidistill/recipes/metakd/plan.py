@@ -96,11 +96,6 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     counts = _domain_counts(store, task)
     kept = tuple(d for d in task.domains if counts.get(d, 0) or _selected(ref, d))
     for domain in kept:
-        problem = name_problem(domain)
-        if problem is not None:  # stage folders are named after domains (student-<d>, meta-teacher-<d>, ...)
-            raise ConfigError(f"key 'data.tasks': domain {domain!r} of task '{task.name}' names the run's stage "
-                              f"folders, but a domain name {problem}; rename it in the data, or drop it with "
-                              "domains_exclude")
         if counts.get(domain, 0) == 0:
             raise ConfigError(f"key 'data.tasks': domain '{domain}' of task '{task.name}' has no training rows; "
                               "exclude it (domains_exclude) or give it data")
@@ -113,6 +108,11 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         if target not in kept:
             raise ConfigError(f"key 'targets': domain {target!r} is not in the data (task '{task.name}' keeps "
                               f"domains: {', '.join(kept)})")
+        problem = name_problem(target)
+        if problem is not None:  # a target names stage folders (student-<d>, meta-teacher-without-<d>, ...)
+            raise ConfigError(f"key 'targets': target domain {target!r} of task '{task.name}' names the run's "
+                              f"stage folders, but a domain name {problem}; rename it in the data, or leave it out "
+                              "of targets (it still trains the meta-teacher)")
         train_rows[target] = _target_rows(recipe, target, counts[target])
     folds = recipe.student.cross_fit_folds
     if folds is not None:
