@@ -53,7 +53,7 @@ def test_settings_beyond_the_encoder_are_refused_by_key(teacher, student, expect
     ({"backbone_config": {"num_hidden_layers": 4}}, {"name_or_path": "@teacher", "student_layers": [0, 3]}),
     ({}, {"name_or_path": "@teacher", "student_layers": [0, 1], "max_seq_length": 64}),
     ({}, {"name_or_path": "@teacher", "architecture": "bilstm", "max_seq_length": 500}),  # no positions
-    ({}, {"name_or_path": "not/a/local/model", "student_layers": [0, 9]}),  # unreadable here: the stage checks
+    ({}, {"name_or_path": "some-org/some-model", "student_layers": [0, 9]}),  # a hub id, unreadable offline
 ])
 def test_what_cannot_be_read_from_a_config_file_is_left_to_the_stage(teacher, student, tiny_model_dir):
     check_models(settings({"model": {"name_or_path": str(tiny_model_dir), **teacher}}, student))

@@ -138,9 +138,13 @@ def _encoder_config(source: str, trust_remote_code: bool):
 
 
 def check_models(settings: BaseModel) -> None:
-    """Refuse, by key, a Transformer model's `student_layers` outside its encoder's layers and a `max_seq_length`
-    beyond its positions, for every model section of a recipe (or the demo) whose encoder config can be read."""
+    """Refuse, by key, a model path that can only be a local folder and is none, a Transformer model's
+    `student_layers` outside its encoder's layers and a `max_seq_length` beyond its positions, for every model
+    section of a recipe (or the demo) whose encoder config can be read."""
     for key, model in model_sections(settings):
+        if model.init_from is None:  # a missing local folder is named here, not by the stage that loads it
+            check_model_path(model.name_or_path, f"{key}.name_or_path")
+        check_model_path(model.tokenizer, f"{key}.tokenizer")
         if not _checkable(model):
             continue
         found = _teacher_source(settings) if model.name_or_path == TEACHER_REF else (model.name_or_path, None)
