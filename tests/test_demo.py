@@ -286,3 +286,28 @@ def test_a_pos_tagger_that_is_not_installed_is_refused_before_the_demo_claims_it
     assert code == 2, output
     assert "key 'augment.pos_tagger'" in output and "nltk is not installed" in output
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_benchmarks_onnx_export_is_reused_only_for_the_same_weights(tiny_run, tmp_path, monkeypatch, capsys):
+    """A model retrained in the same folder was benchmarked in ONNX from the old export (its scores and speed)."""
+    import torch
+
+    from multidistill.config import DataConfig
+    from multidistill.evaluation.benchmark import _ensure_onnx
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.models.loading import load_model
+
+    raw, write = tiny_run
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--set", "train.epochs=0.5")[0] == 0
+    model_dir = tmp_path / "run" / "model"
+    data = DataConfig.model_validate({**raw["data"], "tasks": ["toy_sent"]})
+    first = _ensure_onnx(model_dir, tmp_path / "exports", data, 8, 0.5)
+    again = _ensure_onnx(model_dir, tmp_path / "exports", data, 8, 0.5)
+    assert first[1] is not None and again[1] is None  # reused: no new parity check
+    model = load_model(model_dir)
+    with torch.no_grad():
+        for parameter in model.heads.parameters():
+            parameter.add_(1.0)
+    model.save_pretrained(model_dir, load_tokenizer(str(model_dir)))
+    retrained = _ensure_onnx(model_dir, tmp_path / "exports", data, 8, 0.5)
+    assert retrained[1] is not None  # exported again, parity-checked against the new weights

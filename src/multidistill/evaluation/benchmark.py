@@ -72,6 +72,7 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     reasons of each precision that failed its parity check (those graphs are not kept; the folder is None when
     none passed)."""
     from multidistill.export.onnx import ParityError, export_onnx
+    from multidistill.teachers.fingerprint import teacher_fingerprint
     from multidistill.utils.manifest import read_versioned_json
     from multidistill.utils.paths import inside
 
@@ -79,7 +80,9 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     manifest = out / "export.json"
     if manifest.is_file():
         existing = read_versioned_json(manifest, 1, ConfigError)
-        if Path(existing.get("source", "")).resolve() == model_dir.resolve() and "int8" in existing["files"]:
+        same_model = (Path(existing.get("source", "")).resolve() == model_dir.resolve()
+                      and existing.get("source_fingerprint") == teacher_fingerprint(model_dir))
+        if same_model and "int8" in existing["files"]:  # a model retrained in the same folder is exported again
             return out, None, {}
     try:
         meta = export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples,

@@ -73,6 +73,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MultiTaskModel, pool
+from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
 
@@ -346,6 +347,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
         tokenizer.save_pretrained(tmp)
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
+            # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder
+            "source_fingerprint": teacher_fingerprint(model_dir),
             "model_kind": "bilstm" if isinstance(model, BiLSTMModel) else "multitask",
             "tasks": [task.model_dump(mode="json") for task in model.tasks.values()],
             "max_length": model.max_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
