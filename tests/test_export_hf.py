@@ -193,6 +193,15 @@ def test_overwrite_replaces_an_existing_export(tiny_model_dir, tmp_path):
     export_hf(model_dir, tmp_path / "empty")  # an empty folder is fine without --overwrite
     with pytest.raises(ConfigError, match="model folder itself"):
         export_hf(model_dir, model_dir, overwrite=True)
+    # an earlier export's folder that now also holds the model: --overwrite deleted the model, exit 0
+    import shutil
+
+    nest = tmp_path / "nest"
+    export_hf(model_dir, nest)
+    shutil.copytree(model_dir, nest / "model")
+    with pytest.raises(ConfigError, match="replacing it would delete the model"):
+        export_hf(nest / "model", nest, overwrite=True)
+    assert (nest / "model" / "model.safetensors").is_file()
 
 
 def _bilstm(tiny_model_dir: Path, folder: Path) -> Path:

@@ -192,8 +192,12 @@ def _title(model_dir: Path) -> str:
 
 
 def _check_out_dir(model_dir: Path, out_dir: Path, overwrite: bool) -> None:
-    if out_dir.resolve() == model_dir.resolve():
+    target, source = out_dir.resolve(), model_dir.resolve()
+    if target == source:
         raise ConfigError(f"--out {out_dir} is the model folder itself; choose another folder")
+    if target in source.parents:  # replacing --out would delete the model being exported
+        raise ConfigError(f"--out {out_dir} holds the model folder {model_dir}; replacing it would delete the model: "
+                          "choose another folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
