@@ -115,6 +115,17 @@ def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monk
     code, output = run_cli(monkeypatch, capsys, "benchmark", str(teacher_dir), "--tasks", "toy_sent",
                            "--runtimes", "tpu", "--out", str(tmp_path / "b3.json"))
     assert code == 2 and "--runtimes" in output
+    # nothing to measure, or options of runtimes not measured: refused (an empty run blanked the cards' speed)
+    for args, said in ((("--tasks", ""), "--tasks is empty"), (("--tasks", "toy_sent", "--runtimes", ","),
+                                                              "--runtimes is empty"),
+                       (("--tasks", "toy_sent", "--runtimes", "pytorch_fp32", "--export-root", str(tmp_path / "x")),
+                        "--export-root applies to the ONNX runtimes"),
+                       (("--tasks", "toy_sent", "--runtimes", "pytorch_fp32,onnx_fp32", "--max-metric-drop-int8",
+                         "0.5"), "--max-metric-drop-int8 applies to the onnx_int8 runtime")):
+        code, output = run_cli(monkeypatch, capsys, "benchmark", str(teacher_dir), *args,
+                               "--out", str(tmp_path / "b4.json"))
+        assert code == 2 and said in output and "Traceback" not in output, output
+        assert not (tmp_path / "b4.json").exists() and not (tmp_path / "x").exists()
 
 
 def test_a_failed_int8_parity_check_is_a_failed_row_not_a_lost_run(tiny_run, tmp_path, monkeypatch, capsys):

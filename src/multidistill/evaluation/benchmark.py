@@ -65,6 +65,8 @@ def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> f
     return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
 
 
+DEFAULT_MAX_METRIC_DROP_INT8 = 0.01  # the int8 parity gate's always-allowed drop (docs/export.md)
+
 def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int,
                  max_metric_drop_int8: float) -> tuple[Path | None, dict | None, dict[str, list[str]]]:
     """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there, from this model and complete),
@@ -108,7 +110,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
               runtimes: tuple[str, ...] = RUNTIMES, export_root: str | Path | None = None, rounds: int = 5,
               latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
               memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
-              parity_examples: int = 500, max_metric_drop_int8: float = 0.01) -> dict:
+              parity_examples: int = 500, max_metric_drop_int8: float = DEFAULT_MAX_METRIC_DROP_INT8) -> dict:
     """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON).
 
     Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
@@ -120,6 +122,17 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise ConfigError(f"--runtimes: unknown {unknown}; choose from {list(RUNTIMES)}")
+    if not runtimes:  # measuring nothing would also blank the speed section of the models' cards
+        raise ConfigError(f"--runtimes is empty; choose from {list(RUNTIMES)}")
+    if not tasks:
+        raise ConfigError("--tasks is empty; give the tasks to score (speed is measured on the first)")
+    # Options of runtimes that are not measured would be ignored: refused instead (a default value is not given).
+    if export_root is not None and not any(r.startswith("onnx") for r in runtimes):
+        raise ConfigError("--export-root applies to the ONNX runtimes, and --runtimes has none; add onnx_fp32 / "
+                          "onnx_int8, or drop it")
+    if max_metric_drop_int8 != DEFAULT_MAX_METRIC_DROP_INT8 and "onnx_int8" not in runtimes:
+        raise ConfigError("--max-metric-drop-int8 applies to the onnx_int8 runtime, which --runtimes leaves out; "
+                          "add it, or drop the option")
     if not model_dirs:
         raise ConfigError("give at least one model folder")
     for option, value in (("--rounds", rounds), ("--latency-runs", latency_runs), ("--batch-size", batch_size)):
