@@ -374,6 +374,13 @@ def test_export_command(toy, bilstm_dir, tmp_path, capsys):
         export_command(bilstm_dir, tmp_path / "x", quantize="int4")
     with pytest.raises(ModelError, match="does not exist"):
         export_command(tmp_path / "no_model", tmp_path / "x")
+    # options that would have no effect are refused, not ignored
+    with pytest.raises(ConfigError, match="--data-root is where the parity check"):
+        export_command(bilstm_dir, tmp_path / "x", skip_parity=True, data_root=data_root)
+    with pytest.raises(ConfigError, match="is a BiLSTM, which has no self-attention"):
+        export_command(bilstm_dir, tmp_path / "x", skip_parity=True, attention="sdpa")
+    with pytest.raises(ConfigError, match="is a BiLSTM, which has no self-attention"):
+        export_command(bilstm_dir, tmp_path / "x", skip_parity=True, attention_mask_value="-100")
     assert not (tmp_path / "x").exists()
 
 

@@ -202,6 +202,9 @@ def export_command(
     if skip_parity and given:
         raise ConfigError(f"{', '.join(given)} {_say(given, 'sets', 'set')} the parity check, which "
                           f"--skip-parity skips: leave {_say(given, 'it', 'them')} out, or drop --skip-parity")
+    if skip_parity and data_root is not None and not (quantize == "int8" and int8_method == "static"):
+        raise ConfigError("--data-root is where the parity check (or static int8's calibration) reads its rows, "
+                          "which --skip-parity skips: leave it out, or drop --skip-parity")
     if parity_examples is not None and parity_examples < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
     if tolerance_fp32 is not None and not tolerance_fp32 >= 0:
