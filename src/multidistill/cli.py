@@ -381,6 +381,10 @@ def evaluate_command(
         raise ConfigError("--tasks is empty: name the tasks to score, or leave the option out for all of them")
     if output is not None and output.is_dir():  # checked before scoring: the metrics would have nowhere to go
         raise ConfigError(f"--output {output} is a folder; give the path of the JSON file to write")
+    if output is not None:
+        from multidistill.training.run_dir import refuse_output_over_a_run
+
+        refuse_output_over_a_run(output, "--output")
     metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks), data_root=data_root, split=split,
                                  batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
                                  cache_dir=cache_dir)
@@ -422,7 +426,10 @@ def benchmark_command(
     the command then exits with code 1.
     """
     from multidistill.evaluation.benchmark import benchmark
+    from multidistill.training.run_dir import refuse_output_over_a_run
 
+    if not out.is_dir():  # a folder gets benchmark()'s own message
+        refuse_output_over_a_run(out, "--out")
     report = benchmark(model_dirs, _split_names(tasks) or [], data_root=data_root, out=out,
                        runtimes=tuple(_split_names(runtimes) or []), export_root=export_root, rounds=rounds,
                        latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir,

@@ -815,3 +815,14 @@ CASES += [
          "train-teacher", ("columns.text_a and columns.label both read column 'label'",),
          patch={"data.task_specs.0.files.train.columns.text_a": "label"}),
 ]
+COMMANDS["evaluate-output-in-model"] = ("evaluate", "{teacher}", "--data-root", "{data}", "--cache-dir", "{cache}",
+                                        "--output", "{teacher}/config.json")
+COMMANDS["evaluate-output-data-file"] = ("evaluate", "{teacher}", "--data-root", "{data}", "--cache-dir", "{cache}",
+                                         "--output", "{data}/toy_sent/train.tsv")
+CASES += [
+    Case("evaluate-output-inside-the-model", "config", "evaluate --output names the model's own config.json (the "
+         "model no longer loaded)", "evaluate-output-in-model",
+         ("--output", "is inside the model folder", "write it elsewhere")),
+    Case("evaluate-output-over-a-data-file", "config", "evaluate --output names a training file (it was replaced "
+         "by JSON)", "evaluate-output-data-file", ("--output", "train.tsv", "give a .json file")),
+]

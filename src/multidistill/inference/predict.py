@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from multidistill.data.readers import csv_records, decode_lines, json_object_line
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
+from multidistill.training.run_dir import refuse_output_over_a_run
 from multidistill.utils.atomic import atomic_file
 
 SINGLE_TEXT_COLUMNS: tuple[str, ...] = ("text", "sentence", "text_a")
@@ -369,6 +370,7 @@ def _check_paths(input_path: Path, output_path: Path, source: Path | None = None
     if source is not None and source.is_dir() and source.resolve() in output_path.resolve().parents:
         # Writing there could replace the weights, tokenizer or export.json the predictions are made with.
         raise ConfigError(f"--output {output_path} is inside the model folder {source}; write it elsewhere")
+    refuse_output_over_a_run(output_path, "--output", suffix=None)  # another model's folder, a run's records
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -155,3 +155,23 @@ def save_config(config: BaseModel, path: Path) -> None:
     with atomic_file(path) as handle:
         yaml.safe_dump(config.model_dump(mode="json"), handle, sort_keys=False)
 
+
+# What a run or a model folder holds of its own: an output option must not replace it (a model that no longer
+# loads, metrics that no longer match the model card).
+RUN_RECORDS = frozenset({"metrics.json", "config.yaml", "command.json", "stage.json", "summary.json", "recipe.yaml",
+                         "train_summary.json", "log.txt", "README.md", RUN_MARKER})
+MODEL_MARKERS = ("multidistill_model.json", "export.json")
+
+
+def refuse_output_over_a_run(path: Path, option: str, suffix: str | None = ".json") -> None:
+    """Refuse, naming ``option``, an output file that is not a ``suffix`` file (a data file would be replaced),
+    that lies inside a model or export folder, or that would replace one of a run folder's own records."""
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise ConfigError(f"{option} {path}: give a {suffix} file (it is written as {suffix[1:].upper()})")
+    for folder in path.resolve().parents:
+        if any((folder / marker).is_file() for marker in MODEL_MARKERS):
+            raise ConfigError(f"{option} {path} is inside the model folder {folder}; writing there could replace "
+                              "its weights or settings: write it elsewhere")
+    if path.name in RUN_RECORDS and (path.resolve().parent / RUN_MARKER).is_file():
+        raise ConfigError(f"{option} {path} would replace the run's own {path.name}; choose another file name")
+
