@@ -457,6 +457,13 @@ def test_a_folder_that_is_not_a_report_is_never_replaced(tmp_path):
     assert sorted(p.name for p in stage.iterdir()) == ["scores.json"]
     build_report(run_dir, tmp_path / "elsewhere")  # an empty or new folder, or an earlier report, is fine
     build_report(run_dir, tmp_path / "elsewhere")
+    # a folder that merely holds a report.md beside the user's own files is no earlier report either
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.md").write_text("my notes")
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(DataError, match="holds todo.txt beside report.md"):
+        build_report(run_dir, tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
 
 
 def test_seed_averages_and_spread_by_hand():

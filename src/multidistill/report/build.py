@@ -424,6 +424,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         # Replacing it would delete what it holds (a recipe's stage folder named report, the user's files).
         raise DataError("is not empty and holds no report.md, so it is not an earlier report: nothing was "
                         "written; choose another folder with --out", path=out_dir)
+    if out_dir.is_dir():  # an earlier report holds report.md and its figures only; anything else is someone's
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name != "report.md" and p.suffix != ".png")
+        if foreign:
+            raise DataError(f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} beside report.md, "
+                            "which replacing it as an earlier report would delete: nothing was written; choose "
+                            "another folder with --out", path=out_dir)
     summary = load_summary(run_dir)
     benchmark, benchmark_note = load_benchmark(run_dir)
     training = load_training(run_dir, skip=out_dir)
