@@ -229,7 +229,7 @@ def test_rerun_replaces_the_report_atomically(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, benchmark=False, stages=False)
     out = tmp_path / "elsewhere" / "report"
     build_report(run_dir, out)
-    (out / "stale.txt").write_text("from an older report")
+    (out / "stale.png").write_text("a figure an older report drew")
     before = (out / "report.md").read_text()
     assert "student: bilstm" in before
 
@@ -242,7 +242,7 @@ def test_rerun_replaces_the_report_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "plot_training_curves", boom)
     with pytest.raises(RuntimeError, match="drawing failed"):
         build_report(run_dir, out)
-    assert (out / "stale.txt").is_file() and (out / "report.md").read_text() == before
+    assert (out / "stale.png").is_file() and (out / "report.md").read_text() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["report"]
     monkeypatch.undo()
 
@@ -251,7 +251,7 @@ def test_rerun_replaces_the_report_atomically(tmp_path, monkeypatch):
     del payload["rows"]["student: bilstm"]
     (run_dir / "summary.json").write_text(json.dumps(payload))
     build_report(run_dir, out)
-    assert not (out / "stale.txt").exists()
+    assert not (out / "stale.png").exists()
     assert "student: bilstm" not in (out / "report.md").read_text()
     assert sorted(p.name for p in out.parent.iterdir()) == ["report"]
 
