@@ -201,7 +201,9 @@ def _summary(record: CardRecord) -> str:
             "encoder": "a plain Hugging Face encoder folder (`AutoModel`)",
             "onnx": "an ONNX export (one graph, every task head as an output)"}[record.form]
     tasks = ", ".join(task.name for task in record.tasks) or "no task"
-    role = {"teacher": "A model trained on gold labels only (a teacher run)", "student": "A distilled student",
+    teacher = ("A meta-teacher trained on gold labels with a domain-adversarial branch (Meta-KD)"
+               if record.domain_branch else "A model trained on gold labels only (a teacher run)")
+    role = {"teacher": teacher, "student": "A distilled student",
             "general student": "A general (task-agnostic) student distilled on unlabelled text"}[record.role]
     return f"{role} ({_size(record)}) for {tasks}, made with multidistill; this is {what}."
 
@@ -408,7 +410,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 model = AutoModelForSequenceClassification.from_pretrained("PATH")  # this folder
 tokenizer = AutoTokenizer.from_pretrained("PATH")
 with torch.no_grad():
-    logits = model(**tokenizer({text}, return_tensors="pt")).logits
+    # truncated as in training and `multidistill predict` (a longer text would overrun the position table)
+    logits = model(**tokenizer({text}, truncation=True, max_length={max_length}, return_tensors="pt")).logits
 {answer}
 ```""",
     "hf folders": """One stock `AutoModelForSequenceClassification` folder per task:
@@ -443,7 +446,7 @@ def _usage_section(record: CardRecord) -> str:
         task=next((t.name for t in record.tasks if t.type != "text"), "TASK"), text=texts,
         text_a=texts.split(", ")[0], answer=answer,
         folders="\n".join(f"- `{folder}/`: task {name}" for name, folder in record.folders.items()),
-        first=next(iter(record.folders.values()), ""),
+        first=next(iter(record.folders.values()), ""), max_length=record.max_length or 512,
         per_domain=" --per-domain" if (record.metrics or {}).get("domains") else "")
     return "## How to use\n\n" + usage
 

@@ -289,7 +289,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
         raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
                           "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
     if calibration_examples < 1:
-        raise ConfigError(f"calibration_examples must be at least 1, got {calibration_examples}")
+        raise ConfigError(f"--calibration-examples (calibration_examples) must be at least 1, got "
+                          f"{calibration_examples}")
     calibration_data = calibration_data or parity_data
     if quantize == "int8" and int8_method == "static" and calibration_data is None:
         raise ConfigError("static int8 quantisation calibrates on training rows: give the data (--data-root; "
