@@ -387,7 +387,7 @@ TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["", " ", "\t\n ", "\u300
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts=st.lists(st.tuples(TEXT, TEXT), max_size=6), pair=st.booleans(), seed=st.integers(0, 2**63),
+@given(texts=st.lists(st.tuples(TEXT, TEXT), max_size=6), pair=st.booleans(), seed=st.integers(0, 2**32 - 1),
        p=st.floats(0, 0.5), ngram=st.floats(0, 1))
 def test_random_unicode_texts_never_raise(texts, pair, seed, p, ngram) -> None:
     task = PAIR if pair else SINGLE
@@ -424,3 +424,12 @@ def test_every_variant_id_leads_back_to_its_row(ids, number):
     originals = set(ids)
     for example in ids:
         assert variant_source(f"{example}{VARIANT_MARK}{number}", originals) == example
+
+
+def test_the_augmentation_seed_takes_the_range_of_every_other_seed() -> None:
+    from pydantic import ValidationError
+
+    assert AugmentConfig(seed=2**32 - 1).seed == 2**32 - 1
+    for bad in (-1, 2**32):
+        with pytest.raises(ValidationError):
+            AugmentConfig(seed=bad)
