@@ -222,6 +222,7 @@ def test_a_pos_tagger_that_is_not_installed_is_refused_before_any_stage_writes(
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 2, output
     assert "key 'student.augment.pos_tagger'" in output and "nltk is not installed" in output
+    assert "multidistill[pos]" in " ".join(output.split())  # the install hint whole (markup ate its [pos])
     assert "Traceback" not in output
     assert not Path(recipe["output_dir"]).exists()
 

@@ -520,7 +520,8 @@ def main() -> None:
         with signals_raise_interrupted():
             app()
     except MultidistillError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True, markup=True)
+        # The message as plain text: as markup, `multidistill[pos]` in an install hint lost its `[pos]`.
+        err_console.print("[bold red]error:[/bold red]", Text(str(exc)), highlight=False, soft_wrap=True)
         _print_notes(exc)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
