@@ -481,3 +481,33 @@ def test_a_task_reference_may_be_a_name_alone_wherever_one_is_taken():
     assert TaskRef.model_validate("sst2") == TaskRef(name="sst2")
     finetune = MITKDFinetune.model_validate({"tasks": ["sst2", {"name": "mrpc", "max_examples": 5}]})
     assert finetune.tasks == [TaskRef(name="sst2"), TaskRef(name="mrpc", max_examples=5)]
+
+
+def test_a_setting_of_a_choice_not_made_is_refused():
+    """holdout_fraction without select: lowest_loss and temperature_tau without temperature sampling were ignored."""
+    from pydantic import ValidationError
+
+    from multidistill.config import TrainConfig
+
+    with pytest.raises(ValidationError, match="holdout_fraction applies to select: lowest_loss"):
+        TrainConfig(holdout_fraction=0.2)
+    with pytest.raises(ValidationError, match="temperature_tau applies to sampling: temperature"):
+        TrainConfig(temperature_tau=0.9)
+    assert TrainConfig(select="lowest_loss", holdout_fraction=0.2).holdout_fraction == 0.2
+    assert TrainConfig(sampling="temperature", temperature_tau=0.9).temperature_tau == 0.9
+    assert TrainConfig.model_validate(TrainConfig().model_dump()) == TrainConfig()  # a recorded config loads
+
+
+def test_fp16_without_a_gpu_is_refused_before_the_run_folder(tiny_run, tmp_path):
+    import torch
+
+    from multidistill.config import TeacherRunConfig
+    from multidistill.errors import ConfigError
+    from multidistill.training.run import train_model
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: fp16 applies")
+    raw, _ = tiny_run
+    with pytest.raises(ConfigError, match="key 'train.fp16': fp16 autocast needs a CUDA GPU"):
+        train_model(TeacherRunConfig.model_validate({**raw, "train": {**raw["train"], "fp16": True}}))
+    assert not (tmp_path / "run").exists()

@@ -209,8 +209,8 @@ def test_lr_scheduler_choices():
 def test_selection_choices(tiny_run, tmp_path, select):
     raw, _ = tiny_run
     raw = {**raw, "data": {**raw["data"], "tasks": ["toy_sent"]},
-           "train": {**raw["train"], "select": select, "eval_every_steps": 4, "holdout_fraction": 0.25,
-                     "lr_scheduler": "cosine"}}
+           "train": {**raw["train"], "select": select, "eval_every_steps": 4, "lr_scheduler": "cosine",
+                     **({"holdout_fraction": 0.25} if select == "lowest_loss" else {})}}
     result = train_model(TeacherRunConfig.model_validate(raw))
     history = json.loads((tmp_path / "run" / "train_history.json").read_text())
     if select == "last":

@@ -299,6 +299,18 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _no_setting_of_another_choice(self) -> TrainConfig:
+        # A value given for a choice not made would be ignored (a default value is not "given").
+        defaults = type(self).model_fields
+        if self.select != "lowest_loss" and self.holdout_fraction != defaults["holdout_fraction"].default:
+            raise ValueError(f"holdout_fraction applies to select: lowest_loss (the held-out slice it scores), and "
+                             f"select is {self.select}; drop it, or select lowest_loss")
+        if self.sampling != "temperature" and self.temperature_tau != defaults["temperature_tau"].default:
+            raise ValueError(f"temperature_tau applies to sampling: temperature, and sampling is {self.sampling}; "
+                             "drop it, or sample by temperature")
+        return self
+
+    @model_validator(mode="after")
     def _something_to_select(self) -> TrainConfig:
         if not self.eval_each_epoch and self.eval_every_steps is None and self.select != "last":
             raise ValueError(f"eval_each_epoch: false without eval_every_steps evaluates only once, at the end, so "

@@ -152,6 +152,9 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
     output_dir = Path(config.output_dir)
+    if config.train.fp16 and not torch.cuda.is_available():  # accelerate would train in fp32 without a word
+        raise ConfigError("key 'train.fp16': fp16 autocast needs a CUDA GPU, and there is none here, so it would "
+                          "train in fp32; drop it, or use train.bf16")
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     state = process_state()  # under torchrun / accelerate launch: one per process
