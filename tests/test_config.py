@@ -511,3 +511,17 @@ def test_fp16_without_a_gpu_is_refused_before_the_run_folder(tiny_run, tmp_path)
     with pytest.raises(ConfigError, match="key 'train.fp16': fp16 autocast needs a CUDA GPU"):
         train_model(TeacherRunConfig.model_validate({**raw, "train": {**raw["train"], "fp16": True}}))
     assert not (tmp_path / "run").exists()
+
+
+def test_model_settings_of_the_other_architecture_are_refused():
+    """model.dropout on a BiLSTM and a bilstm spec on a Transformer trained exactly as without them."""
+    from pydantic import ValidationError
+
+    from multidistill.config import ModelConfig
+
+    with pytest.raises(ValidationError, match="a BiLSTM's is bilstm.dropout"):
+        ModelConfig(name_or_path="m", architecture="bilstm", dropout=0.5)
+    with pytest.raises(ValidationError, match="bilstm sets a BiLSTM student's sizes"):
+        ModelConfig(name_or_path="m", bilstm={"hidden_size": 64})
+    bilstm = ModelConfig(name_or_path="m", architecture="bilstm", bilstm={"hidden_size": 64, "dropout": 0.3})
+    assert ModelConfig.model_validate(bilstm.model_dump()) == bilstm  # a recorded config loads

@@ -138,6 +138,12 @@ class ModelConfig(_Strict):
             if given:
                 raise ValueError(f"{' and '.join(given)} apply to a Transformer model (architecture: hf); the BiLSTM "
                                  "student pools with attention over its own layers: drop them")
+            if self.dropout != type(self).model_fields["dropout"].default:
+                raise ValueError("dropout is a Transformer model's head dropout; a BiLSTM's is bilstm.dropout: set "
+                                 "that instead")
+        elif self.bilstm != BiLSTMSpec():
+            raise ValueError("bilstm sets a BiLSTM student's sizes (architecture: bilstm); this model is a "
+                             "Transformer: drop it, or set architecture: bilstm")
         if self.domain_branch is not None and self.architecture == "bilstm":
             raise ValueError("domain_branch needs a Transformer model (architecture: hf); the BiLSTM student has none")
         if self.heads_from is not None and (self.architecture == "bilstm" or self.init_from is not None):
