@@ -690,3 +690,15 @@ def test_an_augmented_transfer_set_of_a_task_with_a_domain_column(tiny_run, tmp_
     # Run again: every stage is reused (the transfer set's spec names the column's domains as when it was made).
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 0, output
+
+
+def test_teacher_settings_a_given_meta_teacher_makes_unused_are_noted(tiny_run, tmp_path, capsys):
+    from multidistill.recipes.common import note_unused_teacher_settings
+    from multidistill.recipes.metakd import MetaKDRecipe
+
+    raw = tiny_metakd(tiny_run, tmp_path)
+    raw["teacher"] = {"model_dirs": [str(tmp_path / "meta")], "train": {"epochs": 2}}
+    raw["meta_teacher"] = {"gamma1": 0.3}
+    note_unused_teacher_settings(MetaKDRecipe.model_validate(raw), also=("meta_teacher",))
+    said = " ".join(capsys.readouterr().err.split())  # the recipes' console writes to stderr
+    assert "note: teacher.train and meta_teacher not used: the teachers are the given teacher.model_dirs" in said

@@ -95,6 +95,17 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
                       rerun="continues its training from the last checkpoint (from step 0 if it has none)")
 
 
+def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ()) -> None:
+    """With given teachers (teacher.model_dirs), say which teacher-training settings the user gave are not used
+    (never silently: a config that trains teachers, pointed at given ones, as the README does). ``also``: a
+    recipe's own top-level sections that only shape the teachers it trains (Meta-KD's meta_teacher)."""
+    unused = [f"teacher.{key}" for key in sorted({"seeds", "train"} & recipe.teacher.model_fields_set)]
+    unused += [key for key in also if key in recipe.model_fields_set]
+    if unused:
+        console.print(f"[yellow]note: {' and '.join(unused)} not used: the teachers are the given "
+                      "teacher.model_dirs[/yellow]")
+
+
 def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path], dict[str, str]]:
     """The teachers' model folders and their fingerprints: trained here (one stage per seed) or given."""
     section = recipe.teacher
@@ -105,10 +116,7 @@ def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path],
                 read_model_config(folder)
             except ModelError as exc:
                 raise ModelError(f"key 'teacher.model_dirs.{i}': {exc}") from exc
-        unused = sorted({"seeds", "train"} & section.model_fields_set)
-        if unused:  # never silently: a config that trains teachers, pointed at given ones (the README does this)
-            console.print(f"[yellow]note: teacher.{' and teacher.'.join(unused)} not used: the teachers are the "
-                          "given teacher.model_dirs[/yellow]")
+        note_unused_teacher_settings(recipe)
         return dirs, {f"teacher-{i}": teacher_fingerprint(d) for i, d in enumerate(dirs)}
     dirs, fingerprints = [], {}
     for seed in section.seeds:

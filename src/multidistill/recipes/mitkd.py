@@ -97,6 +97,13 @@ class MITKDBaseline(_Strict):
     encoder: str | None = Field(None, description="The plain encoder (name, folder or pkg: path); default: "
                                 "teacher.model.name_or_path, the encoder the teachers were fine-tuned from.")
 
+    @model_validator(mode="after")
+    def _encoder_of_the_arm(self) -> MITKDBaseline:
+        if self.encoder is not None and not self.plain_teacher:
+            raise ValueError("baseline.encoder is the plain arm's encoder, and baseline.plain_teacher is false (no "
+                             "plain arm): set plain_teacher: true, or drop it")
+        return self
+
 
 class MITKDRecipe(RecipeBase):
     """MITKD: multi-task teacher -> task-agnostic general student on unlabelled text -> per-task fine-tunes."""
@@ -123,6 +130,9 @@ class MITKDRecipe(RecipeBase):
                              "baseline.encoder")
         if self.corpus.name in self.data.task_names:
             raise ValueError(f"corpus '{self.corpus.name}' must not be one of data.tasks (the teachers' tasks)")
+        if self.student.model.heads_from is not None:  # the general student has no head; its fine-tunes start fresh
+            raise ValueError("student.model.heads_from: the general student is an encoder without task heads (the "
+                             "corpus has no labels), so there are no heads to start from; drop it")
         return self
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from multidistill.recipes.common import note_unused_teacher_settings
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.cross_fit import cross_fitted_signals
 from multidistill.recipes.metakd.plan import check_inputs, target_data, union_data, union_suffix
@@ -20,13 +21,18 @@ from multidistill.recipes.metakd.stages import (
 )
 from multidistill.recipes.metakd.transfer import Transfer, target_transfer
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import StageRunner
+from multidistill.recipes.stages import StageRunner, console
 from multidistill.recipes.summary import write_summary
 
 
 @register_recipe("metakd", MetaKDRecipe)
 def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     plan = check_inputs(recipe)
+    if recipe.teacher.model_dirs:
+        note_unused_teacher_settings(recipe, also=("meta_teacher",))
+    if recipe.student.baseline is not None and not {"no_kd", "single_domain", "mixed"} & set(recipe.baselines):
+        console.print("[yellow]note: student.baseline not used: it trains the no_kd, single_domain and mixed "
+                      "baselines' students, and baselines lists none of them[/yellow]")
     scored: list[Scored] = []
     notes: list[str] = []  # what a stage chose for the user (augmentation without a POS tagger)
     transfers: dict[str, Transfer] = {}  # target -> its augmented transfer set (student.augment)
