@@ -390,6 +390,7 @@ TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["", " ", "\t\n ", "\u300
 @given(texts=st.lists(st.tuples(TEXT, TEXT), max_size=6), pair=st.booleans(), seed=st.integers(0, 2**32 - 1),
        p=st.floats(0, 0.5), ngram=st.floats(0, 1))
 def test_random_unicode_texts_never_raise(texts, pair, seed, p, ngram) -> None:
+    assume(p > 0 or ngram > 0)  # all three rules off is refused with the config
     task = PAIR if pair else SINGLE
     ds = make_ds(task, texts if pair else [a for a, _ in texts])
     cfg = config(seed=seed, p_mask=p, p_swap=p, p_ngram=ngram, n_iter=3, n_iter_pair=3)
@@ -433,3 +434,13 @@ def test_the_augmentation_seed_takes_the_range_of_every_other_seed() -> None:
     for bad in (-1, 2**32):
         with pytest.raises(ValidationError):
             AugmentConfig(seed=bad)
+
+
+def test_an_augmentation_that_can_make_no_variant_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="n_iter and n_iter_pair are both 0"):
+        AugmentConfig(n_iter=0, n_iter_pair=0)
+    with pytest.raises(ValidationError, match="p_mask, p_swap and p_ngram are all 0"):
+        AugmentConfig(p_mask=0, p_swap=0, p_ngram=0)
+    assert AugmentConfig(n_iter=0, n_iter_pair=2).n_iter_pair == 2  # pair tasks only: fine

@@ -77,6 +77,13 @@ class AugmentConfig(BaseModel):
         if self.p_mask + self.p_swap > 1.0 + 1e-9:
             raise ValueError(f"p_mask + p_swap must be <= 1 (the two rules are exclusive per word), got "
                              f"{self.p_mask} + {self.p_swap}")
+        # A set that can hold no variant is the training rows under another name: say so instead.
+        if self.n_iter == 0 and self.n_iter_pair == 0:
+            raise ValueError("n_iter and n_iter_pair are both 0, so no variant is tried; raise one, or drop augment "
+                             "(null) to distil on the training rows")
+        if self.p_mask == self.p_swap == self.p_ngram == 0:
+            raise ValueError("p_mask, p_swap and p_ngram are all 0, so every variant is its source row; raise one, "
+                             "or drop augment (null) to distil on the training rows")
         return self
 
 
