@@ -303,3 +303,11 @@ def test_an_online_teacher_asked_for_logits_and_features_runs_one_forward(tiny_r
     passes.clear()
     pair = collate(data.tasks["toy_pair"], data.train_sets["toy_pair"][[0, 1]], tokenizer.pad_token_id)
     assert "teacher_features" not in online(dict(pair)) and len(passes) == 1
+
+
+def test_online_teachers_no_term_reads_are_noted(tiny_run, tmp_path, capsys):
+    """A hard-only objective with online teachers trained exactly as without them, without a word."""
+    raw, _ = tiny_run
+    train_model(_distill(raw, tmp_path, terms=[{"loss": "hard"}], epochs=0.25))
+    said = " ".join(capsys.readouterr().out.split())
+    assert "note: key 'online_teachers': no loss term reads their outputs (features or logits)" in said

@@ -102,6 +102,15 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(student_tokenizer_name(config))
         check_tokenization(stored.features, stored.store.root, hash_tokenizer(tokenizer),
                            student_tokenizer_name(config), config.model.max_seq_length)
+    # Never silently: teachers given that no loss term reads (the run is the same without them).
+    features_from_store = online is None and objective.needs_teacher_features
+    if stored is not None and not objective.needs_teacher_logits and not features_from_store:
+        print(f"note: key 'signals': no loss term reads teacher signals, so the store {config.signals} is not used "
+              "(add e.g. soft_ce, or drop it)")
+    if online is not None and not objective.needs_teacher_features and (
+            stored is not None or not objective.needs_teacher_logits):
+        print("note: key 'online_teachers': no loss term reads their outputs (features"
+              f"{'; the store gives the logits' if stored is not None else ' or logits'}), so they are not used")
     if stored is None and online is None:
         if objective.needs_teacher:
             raise ConfigError("key 'signals': the objective uses teacher signals; point it at a store "
