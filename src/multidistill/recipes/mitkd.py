@@ -45,7 +45,7 @@ from multidistill.recipes.common import (
 from multidistill.recipes.config import RecipeBase, check_distinct_seeds, refuse_replaced_seed
 from multidistill.recipes.preflight import check_model_path
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, stage_fingerprint
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
@@ -250,6 +250,9 @@ def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
                     TEACHER_LOGIT_INPUTS):
         signals = signals_stage(runner, recipe, teacher_dirs, teacher_inputs, tuned,
                                 max_examples=recipe.max_examples_per_task, with_eval_split=False)
+    elif "signals" in recipe.model_fields_set:  # never silently
+        console.print("[yellow]note: signals not used: finetune.objective reads no teacher logits, so no signal "
+                      "store is made[/yellow]")
     arms = {arm: finetune_stages(runner, recipe, arm, general, signals)}
     other = "mitkd" if arm == "plain" else "plain"
     earlier = finished_arm(runner.root, other, recipe)

@@ -39,7 +39,7 @@ from multidistill.recipes.common import (
 )
 from multidistill.recipes.config import BaselineSection, FinetuneSection, RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.utils.atomic import atomic_dir
@@ -164,6 +164,8 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
         return student_data.model_copy(update={"tasks": [ref for ref in student_data.tasks if ref.name == name]})
 
     finetuned, baseline = {}, {}
+    if not recipe.finetune.enabled and "train" in recipe.finetune.model_fields_set:
+        console.print("[yellow]note: finetune.train not used: finetune.enabled is false[/yellow]")
     if recipe.finetune.enabled:
         init = section.model.model_copy(update={"init_from": str(student / BEST_MODEL)})
         for name in data.task_names:
