@@ -19,7 +19,7 @@ def run_recipe(recipe: RecipeBase) -> dict:
     """
     from multidistill.data.prepare import open_example_store
     from multidistill.recipes.common import recipe_data
-    from multidistill.recipes.preflight import check_feature_losses, check_models, check_pos_taggers
+    from multidistill.recipes.preflight import check_settings
     from multidistill.training.run_dir import claim_run_root, save_config
     from multidistill.utils.atomic import atomic_file
 
@@ -27,9 +27,7 @@ def run_recipe(recipe: RecipeBase) -> dict:
     data = recipe_data(recipe)
     open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,
                        seed=recipe.subset_seed).validate(["train", data.eval_split])
-    check_models(recipe)
-    check_feature_losses(recipe)
-    check_pos_taggers(recipe)
+    check_settings(recipe)
     runner = StageRunner(Path(recipe.output_dir))
     before = set(runner.root.iterdir()) if runner.root.is_dir() else None
     with claim_run_root(runner.root, legacy=("recipe.yaml",)):  # one writer; never a folder that is not a run

@@ -40,7 +40,7 @@ from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.config import SignalsSection, StudentSection
 from multidistill.recipes.mkd import mkd_objective, transfer_stage
-from multidistill.recipes.preflight import check_feature_losses, check_models, check_pos_taggers
+from multidistill.recipes.preflight import check_settings
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.device import cpu_has_fast_bf16
@@ -186,9 +186,7 @@ def trivial_baselines(data: DataConfig, max_examples: int | None) -> dict[str, T
 
 def run_demo(config: DemoConfig) -> dict:
     """Run (or resume) the demo; returns {summary, benchmark, report} paths and contents."""
-    check_models(config)  # before the folder is claimed: a refused demo leaves nothing
-    check_feature_losses(config)
-    check_pos_taggers(config)
+    check_settings(config)  # before the folder is claimed: a refused demo leaves nothing
     with claim_run_root(Path(config.output_dir), legacy=(PENDING, "teacher")):  # one writer; only a demo folder
         return _run_demo(config)
 

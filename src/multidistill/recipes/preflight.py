@@ -1,4 +1,5 @@
-"""Settings checked before a recipe's first stage: models against their encoders' configs, POS taggers.
+"""Settings checked before a recipe's first stage (`check_settings`): models and feature losses against the
+encoders' configs, model paths, POS taggers.
 
 A student's `student_layers` beyond its encoder's layers, or a `max_seq_length` beyond its positions, is otherwise
 found when that model's stage builds it: after the teachers and stores before it, possibly hours in. Only the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import cache
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -128,6 +130,18 @@ def _teacher_source(settings: BaseModel) -> tuple[str, list[int] | None] | None:
     return (str(given[0]), None) if given else None
 
 
+def check_settings(settings: BaseModel) -> None:
+    """Every check here, in the order a user would fix them: a recipe's (or the demo's) models, feature losses and
+    POS taggers, before its first stage writes anything."""
+    try:
+        check_models(settings)
+        check_feature_losses(settings)
+        check_pos_taggers(settings)
+    finally:
+        _encoder_config.cache_clear()  # a later run (in this process) reads the folders as they are then
+
+
+@cache  # one run's checks read each encoder's config once
 def _encoder_config(source: str, trust_remote_code: bool):
     """The encoder's config, or None where it cannot be read here: remote code may raise anything, and the
     stage's own check still applies."""
