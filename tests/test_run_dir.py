@@ -266,3 +266,11 @@ def test_a_folder_holding_only_a_cut_write_of_the_marker_counts_as_empty(tmp_pat
     (run / f".{RUN_MARKER}.tmp-12345-abc").write_text("{")  # a kill inside the marker's own write
     with claim_output_dir(run, resume=False, overwrite=False):
         assert (run / RUN_MARKER).is_file()
+
+
+def test_the_model_markers_are_the_files_models_and_exports_write():
+    from multidistill.export.onnx_runtime import EXPORT_FILE
+    from multidistill.models.multitask import MODEL_CONFIG_FILE
+    from multidistill.training.run_dir import MODEL_MARKERS
+
+    assert set(MODEL_MARKERS) == {MODEL_CONFIG_FILE, EXPORT_FILE}

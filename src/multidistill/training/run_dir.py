@@ -160,6 +160,7 @@ def save_config(config: BaseModel, path: Path) -> None:
 # loads, metrics that no longer match the model card).
 RUN_RECORDS = frozenset({"metrics.json", "config.yaml", "command.json", "stage.json", "summary.json", "recipe.yaml",
                          "train_summary.json", "log.txt", "README.md", RUN_MARKER})
+# models.multitask.MODEL_CONFIG_FILE and export's EXPORT_FILE, named here so that this light module imports neither
 MODEL_MARKERS = ("multidistill_model.json", "export.json")
 
 
