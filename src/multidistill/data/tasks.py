@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from multidistill.errors import ConfigError, UnknownTaskError
+from multidistill.errors import UnknownTaskError
 from multidistill.utils.paths import NAME_CHARACTERS, check_name
 
 TaskType = Literal["classification", "regression", "text"]
@@ -398,9 +398,6 @@ def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:
         raise UnknownTaskError(f"unknown task '{name}'; known tasks: {', '.join(known)}")
     if task.from_tasks and not task.sources:
         task = task.model_copy(update={"sources": [_corpus_source(task, ref, extra) for ref in task.from_tasks]})
-        if task.keep_pairs and not any(source.pair for source in task.sources):
-            raise ConfigError(f"task '{task.name}': keep_pairs keeps a pair task's two texts as one example, but "
-                              f"none of from_tasks ({', '.join(task.from_tasks)}) is a pair task; remove keep_pairs")
     return task
 
 
