@@ -525,16 +525,3 @@ def test_model_settings_of_the_other_architecture_are_refused():
         ModelConfig(name_or_path="m", bilstm={"hidden_size": 64})
     bilstm = ModelConfig(name_or_path="m", architecture="bilstm", bilstm={"hidden_size": 64, "dropout": 0.3})
     assert ModelConfig.model_validate(bilstm.model_dump()) == bilstm  # a recorded config loads
-
-
-def test_settings_a_saved_model_brings_are_refused_beside_init_from():
-    """init_from loads the saved model as it was built: student_layers, pooling, dropout or backbone_config given
-    beside it trained exactly as without them."""
-    from pydantic import ValidationError
-
-    from multidistill.config import ModelConfig
-
-    for extra in ({"student_layers": [0]}, {"pooling": "mean"}, {"dropout": 0.3}, {"backbone_config": {}}):
-        with pytest.raises(ValidationError, match="init_from loads a saved one"):
-            ModelConfig(name_or_path="m", init_from="runs/x/model", **extra)
-    assert ModelConfig(name_or_path="m", init_from="runs/x/model", max_seq_length=64).max_seq_length == 64

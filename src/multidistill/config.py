@@ -149,13 +149,6 @@ class ModelConfig(_Strict):
         if self.heads_from is not None and (self.architecture == "bilstm" or self.init_from is not None):
             raise ValueError("heads_from needs a Transformer model (architecture: hf) built from name_or_path; "
                              "drop it (init_from brings its own heads; a BiLSTM's heads have other sizes)")
-        if self.init_from is not None:  # the saved model is loaded as it was built (models/build.py `_from_saved`)
-            fields = type(self).model_fields
-            given = [key for key in ("student_layers", "pooling", "dropout", "backbone_config")
-                     if getattr(self, key) != fields[key].default]
-            if given:
-                raise ValueError(f"{' and '.join(given)} shape a model built here, and init_from loads a saved one "
-                                 "with its own layers, pooling and heads: drop them, or drop init_from")
         return self
 
 
