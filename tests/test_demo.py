@@ -322,3 +322,20 @@ def test_the_benchmarks_onnx_export_is_reused_only_for_the_same_weights(tiny_run
     model.save_pretrained(model_dir, load_tokenizer(str(model_dir)))
     retrained = _ensure_onnx(model_dir, tmp_path / "exports", data, 8, 0.5)
     assert retrained[1] is not None  # exported again, parity-checked against the new weights
+
+
+def test_the_demo_refuses_benchmark_settings_that_would_fail_after_training(monkeypatch):
+    """An int8 setting without onnx_int8, or runtimes that leave nothing to measure here, are refused with the
+    settings, not by benchmark() after the whole training (the demo now passes its export folder only with an ONNX
+    runtime)."""
+    from multidistill.errors import ConfigError
+    from multidistill.evaluation import benchmark as bench
+    from multidistill.recipes import demo
+
+    assert demo.DemoConfig().benchmark.int8_max_metric_drop == bench.DEFAULT_MAX_METRIC_DROP_INT8
+    with pytest.raises(ConfigError, match="int8_max_metric_drop applies to the onnx_int8 runtime"):
+        demo.load_demo_config(overrides=["benchmark.runtimes=[pytorch_fp32]", "benchmark.int8_max_metric_drop=0.2"])
+    monkeypatch.setattr(demo, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="leave nothing to measure"):
+        demo.load_demo_config(overrides=["benchmark.runtimes=[pytorch_bf16]"])
+    assert demo.measured_runtimes(["pytorch_fp32", "pytorch_bf16", "onnx_fp32"]) == ["pytorch_fp32", "onnx_fp32"]

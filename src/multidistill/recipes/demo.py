@@ -35,7 +35,7 @@ from multidistill.data.augment import AugmentConfig
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import TrivialBaseline, trivial_baseline
-from multidistill.evaluation.benchmark import RUNTIMES, benchmark
+from multidistill.evaluation.benchmark import DEFAULT_MAX_METRIC_DROP_INT8, RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.config import SignalsSection, StudentSection
@@ -73,7 +73,18 @@ class BenchmarkSection(_Strict):
         unknown = [runtime for runtime in self.runtimes if runtime not in RUNTIMES]
         if unknown:  # checked with the settings, not after the whole training
             raise ValueError(f"unknown runtimes {unknown}; choose from {list(RUNTIMES)}")
+        if not measured_runtimes(self.runtimes):
+            raise ValueError(f"runtimes {self.runtimes} leave nothing to measure on this CPU (pytorch_bf16 is skipped "
+                             "without native bf16); add pytorch_fp32")
+        if self.int8_max_metric_drop != DEFAULT_MAX_METRIC_DROP_INT8 and "onnx_int8" not in self.runtimes:
+            raise ValueError("int8_max_metric_drop applies to the onnx_int8 runtime, which runtimes leaves out; add "
+                             "it, or drop the setting")
         return self
+
+
+def measured_runtimes(runtimes: list[str]) -> list[str]:
+    """The runtimes the demo measures here: pytorch_bf16 only where the CPU has native bf16 (else 7-20x slower)."""
+    return [r for r in runtimes if r != "pytorch_bf16" or cpu_has_fast_bf16()]
 
 
 def _default_student(model: ModelConfig, train: TrainConfig,
@@ -241,13 +252,14 @@ def _run_demo(config: DemoConfig) -> dict:
     teacher, students, notes = stages.teacher, stages.students, stages.notes
     teacher_model = teacher / BEST_MODEL
 
-    runtimes = [r for r in config.benchmark.runtimes if r != "pytorch_bf16" or cpu_has_fast_bf16()]
+    runtimes = measured_runtimes(config.benchmark.runtimes)
     model_dirs = [teacher_model, *(folder / BEST_MODEL for folder in students.values())]
 
     def measure(folder: Path, resume: bool) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         report = benchmark(model_dirs, data.task_names, data_root=data.data_root, out=folder / "benchmark.json",
-                           runtimes=tuple(runtimes), export_root=folder / "exports", rounds=config.benchmark.rounds,
+                           runtimes=tuple(runtimes), rounds=config.benchmark.rounds,
+                           export_root=folder / "exports" if any(r.startswith("onnx") for r in runtimes) else None,
                            latency_runs=config.benchmark.latency_runs, memory=config.benchmark.memory,
                            cache_dir=data.cache_dir, max_eval_examples=config.benchmark.max_eval_examples,
                            parity_examples=config.benchmark.parity_examples,
