@@ -176,7 +176,6 @@ def test_a_feature_loss_that_does_not_fit_the_encoders_is_refused_before_any_sta
 
 
 @pytest.mark.parametrize(("setting", "said"), [
-    ("baseline={plain_teacher: false, encoder: some-org/encoder}", "baseline.encoder is the plain arm's encoder"),
     ("student.model.heads_from='@teacher'", "student.model.heads_from: the general student is an encoder without"),
 ])
 def test_mitkd_settings_no_stage_reads_are_refused(setting, said):

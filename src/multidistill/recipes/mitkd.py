@@ -97,13 +97,6 @@ class MITKDBaseline(_Strict):
     encoder: str | None = Field(None, description="The plain encoder (name, folder or pkg: path); default: "
                                 "teacher.model.name_or_path, the encoder the teachers were fine-tuned from.")
 
-    @model_validator(mode="after")
-    def _encoder_of_the_arm(self) -> MITKDBaseline:
-        if self.encoder is not None and not self.plain_teacher:
-            raise ValueError("baseline.encoder is the plain arm's encoder, and baseline.plain_teacher is false (no "
-                             "plain arm): set plain_teacher: true, or drop it")
-        return self
-
 
 class MITKDRecipe(RecipeBase):
     """MITKD: multi-task teacher -> task-agnostic general student on unlabelled text -> per-task fine-tunes."""
