@@ -381,6 +381,8 @@ def test_export_command(toy, bilstm_dir, tmp_path, capsys):
         export_command(bilstm_dir, tmp_path / "x", skip_parity=True, attention="sdpa")
     with pytest.raises(ConfigError, match="is a BiLSTM, which has no self-attention"):
         export_command(bilstm_dir, tmp_path / "x", skip_parity=True, attention_mask_value="-100")
+    with pytest.raises(ConfigError, match="is a BiLSTM, which has no self-attention"):
+        export_command(bilstm_dir, tmp_path / "x", skip_parity=True, attention_mask_value="lowest")
     assert not (tmp_path / "x").exists()
 
 

@@ -313,7 +313,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     traced = attention_implementation(model)
     if traced is not None:  # a Transformer (a BiLSTM has no attention)
         variant["attention"] = "eager" if attention == "eager" else traced
-    elif attention != "eager" or attention_mask_value not in (None, ATTENTION_MASK_VALUE):
+    elif attention != "eager" or attention_mask_value != ATTENTION_MASK_VALUE:  # None: 'lowest', given
         raise ConfigError(f"{model_dir} is a BiLSTM, which has no self-attention: --attention and "
                           "--attention-mask-value apply to Transformer encoders; leave them out")
     optimizer_type = None

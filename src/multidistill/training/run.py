@@ -121,6 +121,13 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
     return stored if stored is not None else online
 
 
+def _has_accelerator() -> bool:
+    """A device fp16 autocast runs on (CUDA, XPU or Apple's MPS); on the CPU accelerate ignores fp16."""
+    xpu = getattr(torch, "xpu", None)
+    return (torch.cuda.is_available() or bool(xpu and xpu.is_available())
+            or torch.backends.mps.is_available())
+
+
 def student_tokenizer_name(config: TeacherRunConfig) -> str:
     """Where the student's tokenizer comes from (model.tokenizer, else model.name_or_path)."""
     return config.model.tokenizer or config.model.name_or_path
@@ -161,9 +168,9 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
     output_dir = Path(config.output_dir)
-    if config.train.fp16 and not torch.cuda.is_available():  # accelerate would train in fp32 without a word
-        raise ConfigError("key 'train.fp16': fp16 autocast needs a CUDA GPU, and there is none here, so it would "
-                          "train in fp32; drop it, or use train.bf16")
+    if config.train.fp16 and not _has_accelerator():  # accelerate would train in fp32 without a word
+        raise ConfigError("key 'train.fp16': fp16 autocast needs a GPU, and there is none here, so it would train in "
+                          "fp32; drop it, or use train.bf16")
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     state = process_state()  # under torchrun / accelerate launch: one per process
