@@ -502,9 +502,9 @@ def test_fp16_without_a_gpu_is_refused_before_the_run_folder(tiny_run, tmp_path)
 
     from multidistill.config import TeacherRunConfig
     from multidistill.errors import ConfigError
-    from multidistill.training.run import _has_accelerator, train_model
+    from multidistill.training.run import has_accelerator, train_model
 
-    if _has_accelerator():
+    if has_accelerator():
         pytest.skip("a GPU is here: fp16 applies")
     raw, _ = tiny_run
     with pytest.raises(ConfigError, match="key 'train.fp16': fp16 autocast needs a GPU"):

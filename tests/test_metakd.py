@@ -702,3 +702,14 @@ def test_teacher_settings_a_given_meta_teacher_makes_unused_are_noted(tiny_run, 
     note_unused_teacher_settings(MetaKDRecipe.model_validate(raw), also=("meta_teacher",))
     said = " ".join(capsys.readouterr().err.split())  # the recipes' console writes to stderr
     assert "note: teacher.train and meta_teacher not used: the teachers are the given teacher.model_dirs" in said
+
+
+def test_fp16_of_a_late_stage_without_a_gpu_is_refused_before_any_stage(tiny_run, tmp_path, monkeypatch, capsys):
+    from multidistill.training import run
+
+    monkeypatch.setattr(run, "has_accelerator", lambda: False)
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)),
+                           "--set", "student.prediction.fp16=true")
+    assert code == 2 and "key 'student.prediction.fp16'" in output, output
+    assert not Path(recipe["output_dir"]).exists()

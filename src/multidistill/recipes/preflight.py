@@ -16,7 +16,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from transformers import AutoConfig
 
-from multidistill.config import LossTerm, ModelConfig, ObjectiveConfig
+from multidistill.config import LossTerm, ModelConfig, ObjectiveConfig, TrainConfig
 from multidistill.data.augment import AugmentConfig, load_pos_tagger
 from multidistill.errors import ConfigError, ModelError
 from multidistill.losses import LOSSES, build_loss
@@ -102,6 +102,17 @@ def check_feature_losses(settings: BaseModel) -> None:
                 raise ConfigError(f"key '{key}.objective': {exc}") from exc
 
 
+def check_fp16(settings: BaseModel) -> None:
+    """Refuse, by key, `fp16` in a stage's train section where no GPU is here (each stage refuses it too, but a
+    late stage only after the earlier ones)."""
+    from multidistill.training.run import has_accelerator
+
+    for key, train in sections(settings, TrainConfig):
+        if train.fp16 and not has_accelerator():
+            raise ConfigError(f"key '{key}.fp16': fp16 autocast needs a GPU, and there is none here, so it would "
+                              "train in fp32; drop it, or use bf16")
+
+
 def check_pos_taggers(settings: BaseModel) -> None:
     """Refuse, by key, an augmentation section's `pos_tagger: nltk` where nltk or its tagger data are missing:
     the transfer stage that loads it may come after hours of teachers."""
@@ -137,6 +148,7 @@ def check_settings(settings: BaseModel) -> None:
         check_models(settings)
         check_feature_losses(settings)
         check_pos_taggers(settings)
+        check_fp16(settings)
     finally:
         _encoder_config.cache_clear()  # a later run (in this process) reads the folders as they are then
 

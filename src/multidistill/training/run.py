@@ -121,7 +121,7 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
     return stored if stored is not None else online
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
     """A device fp16 autocast runs on (CUDA, XPU or Apple's MPS); on the CPU accelerate ignores fp16."""
     xpu = getattr(torch, "xpu", None)
     return (torch.cuda.is_available() or bool(xpu and xpu.is_available())
@@ -168,7 +168,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
     output_dir = Path(config.output_dir)
-    if config.train.fp16 and not _has_accelerator():  # accelerate would train in fp32 without a word
+    if config.train.fp16 and not has_accelerator():  # accelerate would train in fp32 without a word
         raise ConfigError("key 'train.fp16': fp16 autocast needs a GPU, and there is none here, so it would train in "
                           "fp32; drop it, or use train.bf16")
     set_seed(config.train.seed)
