@@ -108,6 +108,9 @@ def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monk
     assert student["parameters"] < bench["models"]["run"]["parameters"]
     assert student["runtimes"]["pytorch_fp32"]["peak_rss_mb"] > 0
     assert set(student["runtimes"]["pytorch_fp32"]["scores"]) == {"toy_sent", "toy_reg"}
+    # 24 dev rows are timed: the throughput batch was 24, not the 32 asked, and the table says so
+    assert (bench["settings"]["batch_size"], bench["settings"]["batch_size_asked"]) == (24, 32)
+    assert "@24" in output
 
     code, output = run_cli(monkeypatch, capsys, "benchmark", str(teacher_dir), "--tasks", "nope",
                            "--data-root", raw["data"]["data_root"], "--out", str(tmp_path / "b2.json"))
