@@ -63,7 +63,8 @@ class BenchmarkSection(_Strict):
     max_eval_examples: int | None = Field(None, gt=0, description="Score each runtime on at most this many dev "
                                           "rows per task (None: the whole dev split).")
     parity_examples: int = Field(500, gt=0, description="Dev rows per task of the ONNX export parity check.")
-    int8_max_metric_drop: float = Field(0.01, ge=0, description="Drop of a task's main metric always allowed to "
+    int8_max_metric_drop: float = Field(DEFAULT_MAX_METRIC_DROP_INT8, ge=0, description="Drop of a task's main "
+                                        "metric always allowed to "
                                         "the int8 export in its parity check; a larger drop passes only within "
                                         "twice its sampling error on those rows. A failing runtime is reported "
                                         "as failed (the demo finishes, then exits with code 1).")

@@ -105,12 +105,10 @@ def check_feature_losses(settings: BaseModel) -> None:
 def check_fp16(settings: BaseModel) -> None:
     """Refuse, by key, `fp16` in a stage's train section where no GPU is here (each stage refuses it too, but a
     late stage only after the earlier ones)."""
-    from multidistill.training.run import has_accelerator
+    from multidistill.training.run import refuse_fp16_without_gpu
 
     for key, train in sections(settings, TrainConfig):
-        if train.fp16 and not has_accelerator():
-            raise ConfigError(f"key '{key}.fp16': fp16 autocast needs a GPU, and there is none here, so it would "
-                              "train in fp32; drop it, or use bf16")
+        refuse_fp16_without_gpu(train, key)
 
 
 def check_pos_taggers(settings: BaseModel) -> None:

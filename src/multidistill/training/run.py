@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from multidistill.config import TeacherRunConfig
+from multidistill.config import TeacherRunConfig, TrainConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
@@ -128,6 +128,13 @@ def has_accelerator() -> bool:
             or torch.backends.mps.is_available())
 
 
+def refuse_fp16_without_gpu(train: TrainConfig, key: str) -> None:
+    """fp16 where no GPU is here is refused by ``key``: accelerate would train in fp32 without a word."""
+    if train.fp16 and not has_accelerator():
+        raise ConfigError(f"key '{key}.fp16': fp16 autocast needs a GPU, and there is none here, so it would train "
+                          "in fp32; drop it, or use bf16")
+
+
 def student_tokenizer_name(config: TeacherRunConfig) -> str:
     """Where the student's tokenizer comes from (model.tokenizer, else model.name_or_path)."""
     return config.model.tokenizer or config.model.name_or_path
@@ -168,9 +175,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
     output_dir = Path(config.output_dir)
-    if config.train.fp16 and not has_accelerator():  # accelerate would train in fp32 without a word
-        raise ConfigError("key 'train.fp16': fp16 autocast needs a GPU, and there is none here, so it would train in "
-                          "fp32; drop it, or use train.bf16")
+    refuse_fp16_without_gpu(config.train, "train")
     set_seed(config.train.seed)
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     state = process_state()  # under torchrun / accelerate launch: one per process
