@@ -114,7 +114,8 @@ class ModelConfig(_Strict):
         "students, e.g. [0, 2, 4] = every 2nd layer of a 6-layer teacher); None keeps all.")
     init_from: str | None = Field(
         None, description="Start from a saved multidistill model folder (encoder and heads), e.g. the joint "
-        "student before per-task fine-tuning; architecture settings then come from that folder.")
+        "student before per-task fine-tuning; architecture settings then come from that folder (one beside it that "
+        "contradicts the saved model, e.g. other pooling or another layer count, is refused).")
     heads_from: str | None = Field(
         None, description="A saved multidistill model folder whose task heads start this model's (each task's head "
         "of the same name, type and size), e.g. the teacher a student is cut from (`@teacher` in a recipe), so the "

@@ -825,4 +825,8 @@ CASES += [
          ("--output", "is inside the model folder", "write it elsewhere")),
     Case("evaluate-output-over-a-data-file", "config", "evaluate --output names a training file (it was replaced "
          "by JSON)", "evaluate-output-data-file", ("--output", "train.tsv", "give a .json file")),
+    Case("init-from-with-other-layers", "config", "student_layers beside model.init_from keep another layer count "
+         "than the saved model's (they were ignored)", "train-teacher",
+         ("key 'model.student_layers'", "keeps 1 layer,", "holds a model of 2 layers", "drop the key"),
+         patch={"model.init_from": "{teacher}", "model.student_layers": [0]}),
 ]

@@ -14,7 +14,7 @@ from multidistill.errors import ConfigError
 from multidistill.models.backbone import backbone_from_config, load_backbone, resolve_model_path
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.domain_branch import DomainBranch
-from multidistill.models.layers import keep_layers
+from multidistill.models.layers import LAYER_COUNT_KEYS, keep_layers, layer_count
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
 
@@ -33,6 +33,7 @@ def load_encoder(name_or_path: str, *, trust_remote_code: bool = False) -> PreTr
 
 def _from_saved(config: ModelConfig, tasks: list[Task]) -> nn.Module:
     model = load_model(config.init_from, trust_remote_code=config.trust_remote_code)
+    refuse_contradicting_settings(config, model)
     for task in tasks:
         have = model.tasks.get(task.name)
         if have is None:
@@ -49,6 +50,43 @@ def _from_saved(config: ModelConfig, tasks: list[Task]) -> nn.Module:
     if config.domain_branch is not None:
         _attach_domain_branch(model, config)
     return model
+
+
+def refuse_contradicting_settings(config: ModelConfig, model: nn.Module) -> None:
+    """init_from brings the saved model's architecture, so a setting beside it that says otherwise would be
+    ignored: it is refused by key instead. A setting at its default, or equal to the saved model's, passes
+    (recipes copy a student's whole config into its fine-tune stage, and saved run configs write every field)."""
+    defaults = ModelConfig.model_fields
+    where = f"model.init_from {config.init_from}"
+    keeps = "a saved model keeps the architecture it was built with: drop the key, or build a new one without init_from"
+
+    def refuse(key: str, given, saved) -> None:
+        raise ConfigError(f"key 'model.{key}': {given!r}, but {where} holds a model with {key} {saved!r}; {keeps}")
+
+    if isinstance(model, BiLSTMModel):
+        if config.architecture != defaults["architecture"].default and config.architecture != "bilstm":
+            refuse("architecture", config.architecture, "bilstm")
+        if config.bilstm != defaults["bilstm"].default_factory() and config.bilstm != model.spec:
+            refuse("bilstm", config.bilstm.model_dump(), model.spec.model_dump())
+        return
+    if config.architecture == "bilstm":
+        refuse("architecture", config.architecture, "hf")
+    if config.pooling != defaults["pooling"].default and config.pooling != model.pooling:
+        refuse("pooling", config.pooling, model.pooling)
+    if config.dropout != defaults["dropout"].default and config.dropout != model.dropout:
+        refuse("dropout", config.dropout, model.dropout)
+    saved = model.backbone.config
+    if config.student_layers is not None and len(config.student_layers) != layer_count(saved):
+        kept, have = len(config.student_layers), layer_count(saved)
+        raise ConfigError(f"key 'model.student_layers': {config.student_layers} keeps {kept} layer{'s' * (kept != 1)}, "
+                          f"but {where} holds a model of {have} layer{'s' * (have != 1)}; {keeps}")
+    for key, value in (config.backbone_config or {}).items():
+        have = getattr(saved, key, None)
+        if config.student_layers is not None and key in LAYER_COUNT_KEYS:
+            continue  # the stack was cut to student_layers after it was built (checked above)
+        # Scalars only: HF rewrites some list/dict settings on load (per-layer lists shrink with the stack).
+        if isinstance(value, (bool, int, float, str)) and value != have:
+            refuse(f"backbone_config.{key}", value, have)
 
 
 def _attach_domain_branch(model: nn.Module, config: ModelConfig) -> None:

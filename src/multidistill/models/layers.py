@@ -16,15 +16,15 @@ from transformers import PreTrainedModel
 from multidistill.errors import ModelError
 from multidistill.models.backbone import backbone_from_config
 
-_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
 
 
 def _layer_count_key(config) -> str:
-    for key in _LAYER_COUNT_KEYS:
+    for key in LAYER_COUNT_KEYS:
         if isinstance(getattr(config, key, None), int):
             return key
     raise ModelError(f"cannot tell how many layers a '{config.model_type}' encoder has "
-                     f"(its config has none of {_LAYER_COUNT_KEYS})")
+                     f"(its config has none of {LAYER_COUNT_KEYS})")
 
 
 def layer_list_name(backbone: PreTrainedModel) -> str:
