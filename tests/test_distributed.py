@@ -91,3 +91,66 @@ def test_soft_targets_sharded_over_two_processes_equal_one_process(tiny_run, tmp
         assert list(a["id"]) == list(b["id"])
         assert (abs(a["teacher_logits"][:] - b["teacher_logits"][:]) <= 1e-6).all()
     assert not (tmp_path / "two.partial").exists()
+
+
+def test_a_two_process_run_resumes_exactly_with_dropout_and_only_on_two_processes(tiny_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Each process's random state is in the checkpoint (dropout masks differ per process), and a checkpoint's
+    position is one process's share of the epoch, so another process count is refused, not silently misread."""
+    import shutil
+
+    from multidistill.training.checkpoint import list_checkpoints
+    from tests.test_cli import run_cli
+
+    raw, _ = tiny_run
+    spec = {**TINY_BERT, "vocab_size": len(_vocab()), "hidden_dropout_prob": 0.2}
+    config = {**raw, "model": {**raw["model"], "backbone_config": spec, "dropout": 0.2},
+              "train": {**raw["train"], "epochs": 1, "checkpoint_every_steps": 2, "keep_checkpoints": 50,
+                        "eval_every_steps": None}}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "multidistill.cli",
+              "train-teacher", str(path)]
+    _run([*launch[:4], f"--master_port={_free_port()}", *launch[4:], "--set", f"output_dir={tmp_path / 'whole'}"], env)
+
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "whole", cut)
+    checkpoints = list_checkpoints(cut / "checkpoints")
+    assert len(checkpoints) >= 3
+    for later in checkpoints[1:]:  # as if killed after the first checkpoint
+        shutil.rmtree(later)
+    shutil.rmtree(cut / "model")
+
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(path), "--set", f"output_dir={cut}", "--resume")
+    assert code == 2 and "written by a run on 2 process(es), this one has 1" in output, output
+    assert not (cut / "model").exists()
+
+    _run([*launch[:4], f"--master_port={_free_port()}", *launch[4:], "--set", f"output_dir={cut}", "--resume"], env)
+    whole = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    resumed = load_file(cut / "model" / "model.safetensors")
+    assert max(float((whole[k] - resumed[k]).abs().max()) for k in whole) == 0.0
+
+
+def test_recipes_and_the_demo_refuse_several_processes(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    recipe = Path(__file__).parents[1] / "configs" / "mtdnn_kd.yaml"
+    code, output = run_cli(monkeypatch, capsys, "run", str(recipe), "--set", f"output_dir={tmp_path / 'run'}")
+    assert code == 2 and "runs its stages in one process, and this launch started 2" in output, output
+    code, output = run_cli(monkeypatch, capsys, "demo", "--set", f"output_dir={tmp_path / 'demo'}")
+    assert code == 2 and "`multidistill demo` runs its stages in one process" in output, output
+    assert not any(tmp_path.iterdir())
+
+
+def test_sharded_launches_are_refused_before_anything_is_written(tiny_run, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    raw, write = tiny_run
+    for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        monkeypatch.setenv(variable, "true")
+        code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()))
+        assert code == 2 and f"this launch asks for {name} ({variable}=true)" in output, output
+        assert not (tmp_path / "run").exists()
+        monkeypatch.delenv(variable)

@@ -120,9 +120,14 @@ def print_domain_metrics(title: str, metrics: dict) -> None:
     console.print(table)
 
 
+def _reports() -> bool:
+    """Whether this process prints results: under torchrun / accelerate launch, only the first one does."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def print_result(name: str, result) -> None:
     """A finished run: its best dev metrics, where the model is, how long training took."""
-    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch, one process reports
+    if not _reports():
         return
     print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics)
     console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
@@ -345,6 +350,8 @@ def soft_targets_command(
                                max_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
                                batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast,
                                shard_size=shard_size, hidden_layers=_layer_numbers(hidden_layers))
+    if not _reports():
+        return
     table = Table(title=f"signal store {out} (fingerprint {store.fingerprint[:12]})")
     for column in ("task", "split", "examples", "teachers"):
         table.add_column(column)

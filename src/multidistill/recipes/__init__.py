@@ -8,6 +8,7 @@ from multidistill.errors import MultidistillError
 from multidistill.recipes.config import RecipeBase, load_recipe
 from multidistill.recipes.registry import recipe_entry, register_recipe
 from multidistill.recipes.stages import PENDING, StageRunner
+from multidistill.training.device import refuse_several_processes
 from multidistill.training.run_dir import RUN_MARKER
 
 
@@ -23,6 +24,7 @@ def run_recipe(recipe: RecipeBase) -> dict:
     from multidistill.training.run_dir import claim_run_root, save_config
     from multidistill.utils.atomic import atomic_file
 
+    refuse_several_processes("run")
     entry = recipe_entry(recipe.recipe)
     data = recipe_data(recipe)
     open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,

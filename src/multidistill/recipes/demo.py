@@ -43,7 +43,7 @@ from multidistill.recipes.mkd import mkd_objective, transfer_stage
 from multidistill.recipes.preflight import check_settings
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
-from multidistill.training.device import cpu_has_fast_bf16
+from multidistill.training.device import cpu_has_fast_bf16, refuse_several_processes
 from multidistill.training.loop import BEST_MODEL
 from multidistill.training.run_dir import claim_run_root
 
@@ -198,6 +198,7 @@ def trivial_baselines(data: DataConfig, max_examples: int | None) -> dict[str, T
 
 def run_demo(config: DemoConfig) -> dict:
     """Run (or resume) the demo; returns {summary, benchmark, report} paths and contents."""
+    refuse_several_processes("demo")
     check_settings(config)  # before the folder is claimed: a refused demo leaves nothing
     with claim_run_root(Path(config.output_dir), legacy=(PENDING, "teacher")):  # one writer; only a demo folder
         return _run_demo(config)

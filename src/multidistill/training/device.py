@@ -45,6 +45,32 @@ def _cpu_processes() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+def refuse_several_processes(command: str) -> None:
+    """Recipes and the demo run their stages in one process: their records, transfer sets and prototypes are
+    written by one writer. Under torchrun / accelerate launch every process would claim the run folder."""
+    from multidistill.errors import ConfigError
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise ConfigError(f"`multidistill {command}` runs its stages in one process, and this launch started {world} "
+                          "(WORLD_SIZE); start it without torchrun / accelerate launch (it uses one GPU when there "
+                          "is one), or train on several processes with the single-stage commands (train-teacher, "
+                          "distill, soft-targets)")
+
+
+def refuse_sharded_launch() -> None:
+    """FSDP and DeepSpeed shard the parameters across processes, and the loop saves, evaluates and checkpoints the
+    unwrapped model as one whole: under either it would save shards as if they were the model. Refused before
+    anything is written (DDP, which keeps a whole copy per process, is the supported launch)."""
+    from multidistill.errors import ConfigError
+
+    for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(variable, "false").lower() == "true":
+            raise ConfigError(f"this launch asks for {name} ({variable}=true), which multidistill does not support: "
+                              "its parameters are sharded across processes and the model would be saved in parts; "
+                              "launch with DDP (e.g. configs/accelerate/multi_gpu.yaml) or torchrun")
+
+
 def process_state() -> PartialState:
     """This process's place in a (possibly multi-process) run."""
     return PartialState(cpu=True) if _cpu_processes() else PartialState()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
@@ -32,7 +32,13 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, TrainingDiverged
 from multidistill.evaluation.evaluate import EvalResult
 from multidistill.training.checkpoint import PREFIX as CHECKPOINT_PREFIX
-from multidistill.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from multidistill.training.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from multidistill.training.device import make_accelerator
 from multidistill.training.schedule import epoch_steps, make_scheduler, planned_steps
 from multidistill.training.selection import holdout_loss, holdout_split
@@ -58,6 +64,7 @@ class LoopState:
     best_loss: float = math.inf  # select: lowest_loss, the held-out loss of the kept model
     history: list[dict] = field(default_factory=list)
     skipped_steps: int = 0  # train.on_nonfinite: skip, steps whose update was dropped (NaN/inf loss or gradient)
+    processes: int | None = None  # the run's process count; position counts one process's share (None: older)
 
 
 def _state_from_json(saved: dict) -> LoopState:
@@ -118,9 +125,16 @@ def _stop_note(step: int, total_steps: int, checkpoint_root: Path, every: int) -
 
 
 def check_position(state: LoopState, folder: Path, *, total_steps: int, epochs: float, batches: int,
-                   accum: int) -> None:
+                   accum: int, processes: int = 1) -> None:
     """Refuse a checkpoint whose position lies outside this run's plan (``batches`` per epoch and process):
-    the loop would otherwise never reach its next step."""
+    the loop would otherwise never reach its next step. One written by another number of processes is refused
+    too: its position is one process's share of the epoch, so another count would repeat or skip batches."""
+    if state.processes is not None and state.processes != processes:
+        raise ConfigError(f"checkpoint {folder} was written by a run on {state.processes} process(es), this one has "
+                          f"{processes}: its position counts one process's share of each epoch, so resuming here "
+                          "would repeat or skip training batches and shift the learning-rate schedule; resume with "
+                          f"{state.processes} process(es) (torchrun --nproc_per_node {state.processes}), or start the "
+                          "run again with --overwrite")
     position_ok = state.position == 0 or (state.position > 0 and state.position + accum <= batches)
     if 0 <= state.step <= total_steps and 0 <= state.epoch <= math.ceil(epochs) and position_ok:
         return
@@ -212,18 +226,19 @@ def train(
     state = LoopState()
     checkpoint_root = output_dir / CHECKPOINTS
     if resume and (found := latest_checkpoint(checkpoint_root)) is not None:
-        saved = load_checkpoint(found, raw, optimizer, scheduler)
+        saved = load_checkpoint(found, raw, optimizer, scheduler, process=rank)
         try:
             state = _state_from_json(saved)
         except TypeError as exc:
             raise ConfigError(f"checkpoint {found}: loop_state.json is not a loop state ({exc}); delete the "
                               "checkpoint to resume from an older one") from exc
         check_position(state, found, total_steps=total_steps, epochs=total_steps / steps_per_epoch,
-                       batches=local_batches, accum=config.grad_accum_steps)
+                       batches=local_batches, accum=config.grad_accum_steps, processes=world)
         accelerator.print(f"resumed from {found} (step {state.step}/{total_steps})")
     elif resume:
         accelerator.print(f"no checkpoint in {checkpoint_root} (a new run, or one cut before its first checkpoint): "
                           f"training starts from step 0 of {total_steps}")
+    state.processes = world
 
     # Every call into the writer defers Ctrl-C/SIGTERM to its end: an interrupt inside one can stall its thread.
     with deferred_interrupts():
@@ -257,15 +272,18 @@ def train(
             state.best_loss = record.get("holdout_loss", state.best_loss)
             if accelerator.is_main_process:
                 save_model_fn(raw.model, output_dir / BEST_MODEL)
-        progress.write(f"step {state.step}: eval average {result.average:.4f} "
-                       + " ".join(f"{t}={s:.4f}" for t, s in result.main.items())
-                       + (f" holdout loss {record['holdout_loss']:.4f}" if "holdout_loss" in record else ""))
+        if accelerator.is_main_process:  # tqdm.write prints whatever `disable` says: one process reports
+            progress.write(f"step {state.step}: eval average {result.average:.4f} "
+                           + " ".join(f"{t}={s:.4f}" for t, s in result.main.items())
+                           + (f" holdout loss {record['holdout_loss']:.4f}" if "holdout_loss" in record else ""))
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
+        # Every process's random state (dropout masks differ per process), so a resume continues exactly.
+        rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
         if accelerator.is_main_process:
             save_checkpoint(checkpoint_root, state.step, raw, optimizer, scheduler, json_safe(asdict(state)),
-                            keep=config.keep_checkpoints, run_settings=run_settings)
+                            keep=config.keep_checkpoints, run_settings=run_settings, rng_states=rngs)
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
     window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
@@ -318,8 +336,9 @@ def train(
                         window_terms.setdefault(name, []).append(value)
                 else:  # on_nonfinite: skip: drop this step's update, keep the schedule and the batch plan going
                     state.skipped_steps += 1
-                    progress.write(f"step {state.step + 1}: {bad[0]} (task {bad[1]}); update skipped "
-                                   f"({state.skipped_steps} so far)")
+                    if accelerator.is_main_process:
+                        progress.write(f"step {state.step + 1}: {bad[0]} (task {bad[1]}); update skipped "
+                                       f"({state.skipped_steps} so far)")
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1

@@ -33,7 +33,7 @@ from multidistill.teachers.feature_store import check_tokenization
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
-from multidistill.training.device import make_accelerator, process_state
+from multidistill.training.device import make_accelerator, process_state, refuse_sharded_launch
 from multidistill.training.loop import BEST_MODEL, CHECKPOINTS, LoopState, TrainResult, check_one_step, train
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
 from multidistill.training.run_dir import claim_output_dir, save_config
@@ -104,10 +104,11 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
                            student_tokenizer_name(config), config.model.max_seq_length)
     # Never silently: teachers given that no loss term reads (the run is the same without them).
     features_from_store = online is None and objective.needs_teacher_features
-    if stored is not None and not objective.needs_teacher_logits and not features_from_store:
+    reports = process_state().is_main_process  # under torchrun, one process prints the notes
+    if reports and stored is not None and not objective.needs_teacher_logits and not features_from_store:
         print(f"note: key 'signals': no loss term reads teacher signals, so the store {config.signals} is not used "
               "(add e.g. soft_ce, or drop it)")
-    if online is not None and not objective.needs_teacher_features and (
+    if reports and online is not None and not objective.needs_teacher_features and (
             stored is not None or not objective.needs_teacher_logits):
         print("note: key 'online_teachers': no loss term reads their outputs (features"
               f"{'; the store gives the logits' if stored is not None else ' or logits'}), so they are not used")
@@ -177,8 +178,11 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     output_dir = Path(config.output_dir)
     refuse_fp16_without_gpu(config.train, "train")
     set_seed(config.train.seed)
+    # Under torchrun / accelerate launch: one per process. Joined first, so a process that then fails on bad input
+    # ends the run at once (its peers see the group close) instead of leaving them waiting in the rendezvous.
+    refuse_sharded_launch()
+    state = process_state()
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
-    state = process_state()  # under torchrun / accelerate launch: one per process
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
                             max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
