@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -68,6 +69,15 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tiny_run, tmp_pa
     start = _initial(config, tmp_path)
     moved = max(float((one[k] - start[k]).abs().max()) for k in one if k in start)
     assert moved > 1e-3
+    # The logged training loss is over every process's batches: the same batches as one process accumulating two.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged(run: str) -> list[float]:
+        events = EventAccumulator(str(tmp_path / run / "tensorboard"))
+        events.Reload()
+        return [event.value for event in events.Scalars("train/loss")]
+
+    assert logged("one") == pytest.approx(logged("two"), rel=1e-4)
 
 
 def test_soft_targets_sharded_over_two_processes_equal_one_process(tiny_run, tmp_path, monkeypatch, capsys):

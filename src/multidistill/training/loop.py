@@ -353,6 +353,9 @@ def train(
                     state.examples += window_examples * world
                     # A term's value is its mean over the micro-batches (of the tasks that have it) in the window.
                     term_means = {name: sum(values) / len(values) for name, values in window_terms.items()}
+                    if world > 1:  # each process saw its own batches: log the loss of all of them (terms: this one's)
+                        window_loss = float(accelerator.reduce(torch.tensor(window_loss, device=accelerator.device),
+                                                               "mean"))
                     progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}",
                                          **{name: f"{value:.4f}" for name, value in term_means.items()},
                                          ex_s=f"{rate:.1f}")
