@@ -58,6 +58,7 @@ def test_relative_and_package_roots_are_recorded_absolute_or_portable(tmp_path, 
     assert resolve_data_root("data") == tmp_path / "data"
     assert recorded_data_root("data") == str(tmp_path / "data")
     assert recorded_data_root(None) == str(tmp_path)
+    assert recorded_data_root("runs/../data") == str(tmp_path / "data")  # the configs' `../shared/data` form
     assert recorded_data_root("pkg:multidistill/sample_data") == "pkg:multidistill/sample_data"
     assert resolve_data_root("pkg:multidistill/sample_data") == SAMPLE_DATA_ROOT.absolute()
 

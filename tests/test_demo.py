@@ -189,6 +189,10 @@ def test_the_benchmark_table_says_what_each_column_is_and_survives_a_pipe(capsys
     assert "…" not in output  # nothing cut at 80 columns (stdout is not a terminal here)
     assert "benchmark on sst2" not in output and "speed timed on sst2" in output
     assert "score: dev score (mean main metric over sst2, mrpc, stsb, amazon-electronics)" in output
+    capped = _bench_report()
+    capped["settings"]["max_eval_examples"] = 200  # the demo's benchmark scores a slice, not the whole dev split
+    print_benchmark(capped)
+    assert "amazon-electronics, first 200 dev rows per task)" in capsys.readouterr().out
     header = next(line for line in output.splitlines() if "runtime" in line and "score" in line)
     for column in ("throughput ×", "latency ×", "peak RSS MiB", "throughput ex/s @32", "parity"):
         assert column in header, column

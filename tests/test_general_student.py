@@ -116,3 +116,17 @@ def test_a_headless_student_cut_from_the_teachers_layers(tiny_model_dir):
     teacher = AutoModel.from_pretrained(tiny_model_dir)
     assert torch.equal(model.backbone.encoder.layer[0].attention.self.query.weight,
                        teacher.encoder.layer[1].attention.self.query.weight)
+
+
+def test_a_general_run_reports_its_held_out_loss_not_an_empty_metrics_table(tiny_run, tmp_path, capsys):
+    from multidistill.cli import print_result
+
+    raw, _ = tiny_run
+    result = train_model(general_config(raw, tmp_path))
+    summary = json.loads((tmp_path / "general" / "train_summary.json").read_text())
+    assert result.holdout_loss is not None and summary["holdout_loss"] == pytest.approx(result.holdout_loss)
+    capsys.readouterr()
+    print_result("student", result)
+    output = capsys.readouterr().out
+    assert f"kept the model of step {result.best_step}, lowest held-out loss {result.holdout_loss:.4f}" in output
+    assert "nan" not in output and "best dev metrics" not in output

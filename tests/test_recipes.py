@@ -229,6 +229,10 @@ def test_stage_runner_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"\(changed: config\.b: unset -> None\)"):
         runner.run("other", {"a": 1, "b": None, "__defaults__": {"c": 2}}, {"x": "fp"},
                    lambda folder, resume: None)
+    # A key the finished stage left at its default shows that default, not "unset".
+    runner.run("third", {"a": 1, "__defaults__": {"pooling": "cls"}}, {}, lambda folder, resume: {})
+    with pytest.raises(ConfigError, match=r"\(changed: config\.pooling: 'cls' \(default\) -> 'mean'\)"):
+        runner.run("third", {"a": 1, "pooling": "mean"}, {}, lambda folder, resume: None)
 
 
 def test_a_task_the_teacher_lacks_is_refused_before_any_student_work(tiny_run, tmp_path, monkeypatch, capsys):

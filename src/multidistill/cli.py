@@ -129,7 +129,11 @@ def print_result(name: str, result) -> None:
     """A finished run: its best dev metrics, where the model is, how long training took."""
     if not _reports():
         return
-    print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics)
+    held_out = getattr(result, "holdout_loss", None)
+    if result.best_metrics.get("tasks"):
+        print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics)
+    if held_out is not None:  # select: lowest_loss (the only measure of a run whose tasks are all unlabelled text)
+        console.print(f"{name}: kept the model of step {result.best_step}, lowest held-out loss {held_out:.4f}")
     console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
                   f"{result.examples_per_second:.1f} examples/s")
 

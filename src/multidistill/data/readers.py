@@ -285,7 +285,7 @@ def _missing(source: _Source, kind: str = "data file") -> DataError:
         return DataError(f"{kind} for {source.what} not found; check {source.key}.path in the task spec",
                          path=source.path)
     return DataError(f"{kind} for {source.what} not found: '{source.data_file.path}' is read from the data root "
-                     f"{source.root} ({describe_data_root(source.root)}); {HOW_TO_SET} to the folder that holds "
+                     f"{source.root} ({describe_data_root(source.root)}); {HOW_TO_SET} at the folder that holds "
                      "it", path=source.path)
 
 

@@ -14,8 +14,8 @@ from multidistill.errors import MultidistillError
 from multidistill.utils.paths import PACKAGE_PREFIX, resolve_path
 
 DATA_ROOT_ENV = "MULTIDISTILL_DATA_ROOT"
-HOW_TO_SET = (f"set data.data_root in the config, --data-root on the command line, or the {DATA_ROOT_ENV} "
-              "environment variable")
+HOW_TO_SET = ("point data.data_root (in the config, or --set data.data_root=DIR), --data-root (commands that read a "
+              f"saved model) or the {DATA_ROOT_ENV} environment variable (read when the config sets no data_root)")
 
 
 def resolve_data_root(data_root: str | Path | None) -> Path:
@@ -31,7 +31,7 @@ def recorded_data_root(data_root: str | Path | None) -> str:
     the installation), anything else as the absolute folder it resolved to."""
     if data_root is not None and str(data_root).startswith(PACKAGE_PREFIX):
         return str(data_root)
-    return str(resolve_data_root(data_root))
+    return os.path.normpath(resolve_data_root(data_root))  # `runs/../data` recorded as `data`
 
 
 def existing_data_root(recorded: object) -> str | None:

@@ -298,7 +298,19 @@ def _changed_text(record: dict, config: dict, inputs: dict[str, str], defaults: 
     names those), unless they are all that changed and ``defaults`` (`changed_defaults`' lines) is given."""
     before = flatten({"config": without_defaults(record.get("config")), "inputs": record.get("inputs")})
     after = flatten({"config": without_defaults(config), "inputs": inputs})
-    changed = [f"{key}: {_short(before.get(key, _UNSET))} -> {_short(after.get(key, _UNSET))}"
+    # With the recorded defaults (`DEFAULTS_KEY` beside each section's keys): a key left at its default shows
+    # that value, not "unset".
+    full_before = flatten({"config": record.get("config")})
+    full_after = flatten({"config": config})
+
+    def shown(side: dict, full: dict, key: str) -> str:
+        if key in side:
+            return _short(side[key])
+        parent, _, leaf = key.rpartition(".")
+        default = f"{parent}.{DEFAULTS_KEY}.{leaf}"
+        return f"{_short(full[default])} (default)" if default in full else _short(_UNSET)
+
+    changed = [f"{key}: {shown(before, full_before, key)} -> {shown(after, full_after, key)}"
                for key in sorted(set(before) | set(after)) if before.get(key, _UNSET) != after.get(key, _UNSET)]
     if changed:
         return f" (changed: {', '.join(changed)})"

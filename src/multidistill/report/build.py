@@ -121,9 +121,11 @@ def score_label(benchmark: dict) -> str:
     """What benchmark.json's scores are: one task's main metric, or their mean over several tasks."""
     tasks = benchmark.get("tasks")
     tasks = [str(t) for t in tasks] if isinstance(tasks, list) and tasks else [str(benchmark.get("task", "?"))]
+    rows = (benchmark.get("settings") or {}).get("max_eval_examples")
+    cap = f", first {rows} dev rows per task" if isinstance(rows, int) else ""  # not the quality table's whole split
     if len(tasks) == 1:
-        return f"dev score ({tasks[0]}, main metric)"
-    return f"dev score (mean main metric over {', '.join(tasks)})"
+        return f"dev score ({tasks[0]}, main metric{cap})"
+    return f"dev score (mean main metric over {', '.join(tasks)}{cap})"
 
 
 def max_length_text(benchmark: dict) -> str:
@@ -230,6 +232,9 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
                 text += f", score {fmt_score(score)}"
                 if ref_model and ref_model.get("score") is not None:
                     text += f" (reference {fmt_score(ref_model['score'])})"
+                rows = (benchmark.get("settings") or {}).get("max_eval_examples")
+                if isinstance(rows, int):  # the benchmark's rows, not the quality table's whole split
+                    text += f" on the first {rows} dev rows per task"
             lines.append(text + ".")
     return lines
 

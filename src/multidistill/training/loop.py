@@ -88,6 +88,7 @@ class TrainResult:
     examples_per_second: float
     model_dir: Path
     skipped_steps: int = 0
+    holdout_loss: float | None = None  # select: lowest_loss, the kept model's loss on the held-out slice
 
 
 class _Trainables(nn.Module):
@@ -405,6 +406,7 @@ def train(
         steps=state.step, train_seconds=state.train_seconds,
         examples_per_second=state.examples / max(state.train_seconds, 1e-9), model_dir=output_dir / BEST_MODEL,
         skipped_steps=state.skipped_steps,
+        holdout_loss=state.best_loss if math.isfinite(state.best_loss) else None,
     )
     if state.skipped_steps:
         accelerator.print(f"{state.skipped_steps} of {state.step} steps had a NaN/inf loss or gradient and were "
