@@ -332,3 +332,69 @@ def test_yaml_safe_dump_of_the_catalogue_config_has_no_duplicates(tiny_run) -> N
     """The configs the tests write are themselves accepted by the stricter loader."""
     raw, write = tiny_run
     assert read_yaml(write(raw)) == yaml.safe_load(write(raw).read_text())
+
+
+def _swallowing(signum: int):
+    """Library code that catches the interrupt raised inside it and raises its own error, as torch.load,
+    safetensors and pyarrow sometimes do when Ctrl-C lands in them."""
+    def call(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+        except BaseException as exc:  # noqa: BLE001 - what the library does
+            raise RuntimeError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from exc
+    return call
+
+
+def test_an_interrupt_inside_a_load_is_reported_as_an_interrupt_not_a_damaged_file(tiny_run, tmp_path, monkeypatch,
+                                                                                    capsys) -> None:
+    from multidistill.models import multitask
+    from multidistill.training import checkpoint
+
+    config = _train_config(tiny_run, tmp_path)
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(config), "--overwrite")[0] == 0
+    # --resume reading its checkpoint: the advice was "delete it", which with keep_checkpoints 1 lost the run.
+    monkeypatch.setattr(checkpoint, "load_model", _swallowing(signal.SIGINT))
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(config), "--resume")
+    assert code == 130 and "interrupted (SIGINT, Ctrl-C)" in output, output
+    assert "unreadable" not in output and "delete" not in output and "to resume: multidistill train-teacher" in output
+    monkeypatch.undo()
+    # Loading a model's weights (evaluate): SIGTERM, and not "the file is corrupt".
+    monkeypatch.setattr(multitask, "safe_open", _swallowing(signal.SIGTERM))
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run" / "model"))
+    assert code == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in output, output
+    assert "corrupt" not in output and "Traceback" not in output
+    monkeypatch.undo()
+    # The same errors without a signal are still the damaged-file errors.
+    monkeypatch.setattr(multitask, "safe_open", _swallowing_nothing)
+    code, output = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run" / "model"))
+    assert code == 2 and "cannot read weights" in output and "corrupt" in output, output
+
+
+def _swallowing_nothing(*args, **kwargs):
+    raise RuntimeError("header too large")
+
+
+def test_an_interrupt_that_becomes_another_exception_is_still_an_interrupt(tiny_run, tmp_path, monkeypatch, capsys):
+    from multidistill.training import run
+
+    config = _train_config(tiny_run, tmp_path)
+    # e.g. pyarrow's ArrowInvalid from a read Ctrl-C cut short, in code that wraps nothing: no traceback.
+    monkeypatch.setattr(run, "prepare_data", _swallowing(signal.SIGINT))
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(config), "--overwrite")
+    assert code == 130 and "interrupted (SIGINT, Ctrl-C)" in output and "Traceback" not in output, output
+
+
+def test_raise_if_interrupted_reads_only_its_own_block() -> None:
+    from multidistill.utils.interrupt import Interrupted, raise_if_interrupted, signals_raise_interrupted
+
+    raise_if_interrupted()  # outside any block: nothing
+    with signals_raise_interrupted() as arrived:
+        with pytest.raises(Interrupted):
+            signal.raise_signal(signal.SIGTERM)
+        with pytest.raises(Interrupted) as again:  # swallowed code running on is stopped at the next check
+            raise_if_interrupted()
+        assert again.value.signum == signal.SIGTERM
+    assert arrived == [signal.SIGTERM]
+    raise_if_interrupted()  # the block is over: a later error in the same process is not an interrupt
+    with signals_raise_interrupted():
+        raise_if_interrupted()  # a new block starts clean

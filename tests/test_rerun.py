@@ -367,6 +367,10 @@ def test_the_resume_command_adds_resume_and_drops_overwrite():
     assert resume_command(["distill", "s.yaml", "--resume"]) == "multidistill distill s.yaml --resume"
     assert resume_command(["demo", "--quick"]) == "multidistill demo --quick"
     assert resume_command(["evaluate", "model"]) is None
+    from multidistill.utils.interrupt import rerun_note
+
+    assert rerun_note(["benchmark", "a", "b"]).startswith("run it again to finish: the ONNX exports it finished are")
+    assert rerun_note(["evaluate", "model"]) == "this command keeps no partial progress: run it again to redo it"
 
 
 def test_a_signal_inside_a_deferred_block_arrives_when_the_block_ends():

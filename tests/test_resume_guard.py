@@ -188,6 +188,16 @@ def test_a_setting_added_later_at_its_default_is_not_a_change():
     assert compare(recorded, changed)[0] == ["key 'train.select' was (not set) in the checkpoint, now \"last\""]
 
 
+def test_a_signal_store_rebuilt_in_place_is_refused_and_older_checkpoints_pass():
+    data = {"toy_sent": "a"}
+    recorded = run_settings(_base(), data, signals="f" * 64)
+    assert compare(recorded, run_settings(_base(), data, signals="f" * 64)) == ([], [])
+    refused, _ = compare(recorded, run_settings(_base(), data, signals="0" * 64))
+    assert refused == ["the signal store at key 'signals' was rebuilt (fingerprint ffffffffffff in the checkpoint, "
+                       "now 000000000000): its teachers' targets are not the ones trained on so far"]
+    assert compare(run_settings(_base(), data), run_settings(_base(), data, signals="0" * 64)) == ([], [])
+
+
 # ------------------------------------------------------------------- stages: a changed default is seen
 
 

@@ -95,6 +95,17 @@ def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_ru
     assert resumed.steps == uncut.steps
     _assert_same_weights(tmp_path / "uncut", tmp_path / "cut")
     assert resumed.best_metrics == uncut.best_metrics
+    # The training loss logged: no window spans the checkpoint it resumed from, and the cut run's steps after
+    # that checkpoint are purged, so the curve is the uncut run's, once.
+    assert _logged_losses(tmp_path / "cut") == _logged_losses(tmp_path / "uncut")
+
+
+def _logged_losses(run_dir) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(event.step, round(event.value, 6)) for event in events.Scalars("train/loss")]
 
 
 def test_min_steps_adds_passes_over_small_data_and_resumes_exactly(tiny_run, tmp_path):

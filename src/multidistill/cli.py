@@ -17,7 +17,14 @@ from rich.text import Text
 from multidistill.errors import ConfigError, MultidistillError, require_distinct
 from multidistill.limits import MAX_SEED
 from multidistill.utils.command import set_cli_command
-from multidistill.utils.interrupt import Interrupted, resume_command, signals_raise_interrupted
+from multidistill.utils.interrupt import (
+    Interrupted,
+    add_note,
+    raise_if_interrupted,
+    rerun_note,
+    resume_command,
+    signals_raise_interrupted,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -527,18 +534,28 @@ def main() -> None:
     import tqdm.std
 
     tqdm.std.tqdm.monitor_interval = 0
+    arrived: list[int] = []  # the signals that arrived during the command (filled by the block below)
     try:
-        with signals_raise_interrupted():
+        with signals_raise_interrupted() as signals:
+            arrived = signals
             app()
+    except Interrupted as exc:
+        _report_interrupt(exc)
+        sys.exit(exc.exit_code)
     except MultidistillError as exc:
+        if (echo := _interrupt_echo(exc, arrived)) is not None:  # a read cut short by Ctrl-C, not a damaged file
+            _report_interrupt(echo)
+            sys.exit(echo.exit_code)
         # The message as plain text: as markup, `multidistill[pos]` in an install hint lost its `[pos]`.
         err_console.print("[bold red]error:[/bold red]", Text(str(exc)), highlight=False, soft_wrap=True)
         _print_notes(exc)
         sys.exit(exc.exit_code)
-    except Interrupted as exc:
-        _report_interrupt(exc)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
+    except Exception as exc:
+        if (echo := _interrupt_echo(exc, arrived)) is not None:  # e.g. pyarrow's ArrowInvalid from a cut read
+            _report_interrupt(echo)
+            sys.exit(echo.exit_code)
+        if not isinstance(exc, OSError):
+            raise
         # Disk full, read-only or forbidden folder outside the atomic writers (which already say so): one line.
         from multidistill.utils.atomic import is_write_error, write_error
 
@@ -550,6 +567,19 @@ def main() -> None:
         sys.exit(error.exit_code)
     finally:
         set_cli_command(None)
+
+
+def _interrupt_echo(exc: BaseException, arrived: list[int]) -> Interrupted | None:
+    """The interrupt behind ``exc`` when Ctrl-C / SIGTERM arrived during this command: library code (torch,
+    safetensors, pyarrow) can turn the `Interrupted` raised inside it into its own error, which would then read as
+    a damaged file. The notes the run added on the way out are kept."""
+    try:
+        raise_if_interrupted(exc, arrived)
+    except Interrupted as interrupted:
+        for note in getattr(exc, "__notes__", []):
+            add_note(interrupted, note)
+        return interrupted
+    return None
 
 
 def _print_notes(exc: BaseException) -> None:
@@ -565,7 +595,7 @@ def _report_interrupt(exc: Interrupted) -> None:
     _print_notes(exc)
     command = resume_command(sys.argv[1:])
     if command is None:
-        err_console.print("this command keeps no partial progress: run it again to redo it", highlight=False)
+        err_console.print(rerun_note(sys.argv[1:]), highlight=False)
     else:
         err_console.print(f"to resume: {command}", highlight=False, soft_wrap=True, markup=False)
 

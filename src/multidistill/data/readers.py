@@ -29,6 +29,7 @@ from multidistill.data.roots import HOW_TO_SET, describe_data_root, resolve_data
 from multidistill.data.tasks import DataFile, Task
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.interrupt import raise_if_interrupted
 
 COLUMN_ORDER: tuple[str, ...] = ("id", "text_a", "text_b", "label", "domain")
 HF_FORMATS = ("hf_disk", "hf_hub")
@@ -127,6 +128,7 @@ def open_split_cache(folder: str | Path, task: Task) -> datasets.Dataset:
         dataset = datasets.Dataset.from_file(str(folder / EXAMPLES_FILE),
                                              info=datasets.DatasetInfo(features=features_for(task)))
     except Exception as exc:  # pyarrow raises OSError, ArrowInvalid... for a damaged file
+        raise_if_interrupted(exc)  # an interrupted read is not a damaged cache (which is rebuilt)
         dataset = None
         problem = f"{type(exc).__name__}: {exc}"
     if dataset is not None and len(dataset) == _cached_rows(folder) and dataset.features == features_for(task):

@@ -33,6 +33,7 @@ from multidistill.data.tasks import Task, fingerprint_spec
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
+from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.paths import inside, resolve_path
 
 datasets.disable_progress_bars()
@@ -185,6 +186,7 @@ class ExampleStore:
             return datasets.Dataset.from_file(str(folder / VIEW_FILE),
                                               info=datasets.DatasetInfo.from_directory(str(folder)))
         except Exception as exc:  # pyarrow/datasets raise OSError, ArrowInvalid, JSON errors... for damaged files
+            raise_if_interrupted(exc)
             raise _damaged_view(folder, exc) from exc
 
     def tokenized_rows(self, task: str, split: str, tokenizer, max_length: int) -> ArrowRows:
@@ -194,6 +196,7 @@ class ExampleStore:
         try:
             return ArrowRows([folder / VIEW_FILE])
         except Exception as exc:
+            raise_if_interrupted(exc)
             raise _damaged_view(folder, exc) from exc
 
 

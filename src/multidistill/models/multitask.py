@@ -26,6 +26,7 @@ from multidistill.models.families import model_dims
 from multidistill.models.features import DOMAIN_FEATURES, FEATURE_NAMES, EncoderFeatures, ModelDims
 from multidistill.models.heads import build_head
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.manifest import read_versioned_json
 from multidistill.utils.paths import name_problem, not_a_folder
 
@@ -312,6 +313,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
         with safe_open(str(path), framework="pt") as handle:  # reads only the header: names, shapes
             shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise_if_interrupted(exc)
         raise ModelError(f"{path}: cannot read weights ({exc}); the file is corrupt or not safetensors") from exc
     # In the model's own order, so the first mismatches named are the first layers (embeddings, encoder).
     wrong = [f"size mismatch for {name}: {list(shapes[name])} in the file, {list(tensor.shape)} in the model"
@@ -323,6 +325,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as exc:  # a file cut inside its tensor data fails here, after its header read fine
+        raise_if_interrupted(exc)
         raise ModelError(f"{path}: cannot read weights ({exc}); the file is corrupt or not safetensors") from exc
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not match the model: missing {sorted(missing)[:5]}, "

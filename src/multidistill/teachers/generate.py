@@ -48,6 +48,7 @@ from multidistill.teachers.shards import (
 from multidistill.teachers.store import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
 from multidistill.training.device import process_state
 from multidistill.utils.hashing import hash_tokenizer
+from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.lock import hold_lock
 
 
@@ -221,6 +222,7 @@ def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], ran
     for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2, dynamic_ncols=True):
         ids, logits, features = labeler.label(shard)
         write_shard(partial, shard, ids, logits, features)
+        raise_if_interrupted()  # a Ctrl-C that torch swallowed while this shard was labelled stops here
         done.append(shard.index)
     return done
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 from multidistill.data.rows import ArrowRows
 from multidistill.errors import DataError
 from multidistill.teachers.feature_store import HIDDEN_COLUMN, FeatureSpec
+from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.manifest import read_versioned_json
 from multidistill.utils.paths import inside, name_problem
 
@@ -71,6 +72,7 @@ class SignalStore:
         try:
             return datasets.load_from_disk(str(folder)).with_format("numpy")
         except Exception as exc:  # pyarrow/datasets raise OSError, ArrowInvalid, JSON errors... for damaged files
+            raise_if_interrupted(exc)
             raise self._damaged(task, split, exc) from exc
 
     def signal_rows(self, task: str, split: str) -> ArrowRows:
@@ -86,6 +88,7 @@ class SignalStore:
                 raise KeyError(f"no column {sorted(missing)}")
             return rows
         except Exception as exc:  # a missing or damaged file, a truncated Arrow stream, an edited state.json
+            raise_if_interrupted(exc)
             raise self._damaged(task, split, exc) from exc
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from multidistill.errors import ConfigError, ModelError
 from multidistill.utils.atomic import atomic_dir, remove_stale_temps, remove_tree
+from multidistill.utils.interrupt import raise_if_interrupted
 
 STATE_FILE = "loop_state.json"
 WEIGHTS_FILE = "trainables.safetensors"
@@ -120,6 +121,7 @@ def load_checkpoint(folder: Path, trainables: nn.Module, optimizer, scheduler, p
         training = torch.load(folder / TRAINING_FILE, map_location="cpu", weights_only=True)
         loop_state = json.loads((folder / STATE_FILE).read_text())
     except Exception as exc:
+        raise_if_interrupted(exc)  # a Ctrl-C inside torch.load surfaces as a read error: never "delete it"
         raise ModelError(f"checkpoint {folder} is unreadable ({exc}); delete it to resume from an older one") from exc
     optimizer.load_state_dict(training["optimizer"])
     scheduler.load_state_dict(training["scheduler"])

@@ -43,7 +43,7 @@ from multidistill.training.device import make_accelerator
 from multidistill.training.schedule import epoch_steps, make_scheduler, planned_steps
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import json_safe, write_json
-from multidistill.utils.interrupt import add_note, deferred_interrupts
+from multidistill.utils.interrupt import add_note, deferred_interrupts, raise_if_interrupted
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model"
@@ -243,7 +243,9 @@ def train(
 
     # Every call into the writer defers Ctrl-C/SIGTERM to its end: an interrupt inside one can stall its thread.
     with deferred_interrupts():
-        writer = SummaryWriter(str(output_dir / "tensorboard")) if accelerator.is_main_process else None
+        # A resumed run purges what the cut run logged after its checkpoint (those steps are trained again).
+        writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=state.step + 1 if state.step else None) \
+            if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process,
                     dynamic_ncols=True)
 
@@ -287,7 +289,7 @@ def train(
                             keep=config.keep_checkpoints, run_settings=run_settings, rng_states=rngs)
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
-    window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+    window_start, window_examples, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
     window_terms: dict[str, list[float]] = {}  # each loss term's values in the log window, by name
     try:
         while state.step < total_steps:
@@ -333,6 +335,7 @@ def train(
                 if bad is None:
                     optimizer.step()
                     window_loss += step_loss
+                    window_steps += 1
                     for name, value in step_terms:
                         window_terms.setdefault(name, []).append(value)
                 else:  # on_nonfinite: skip: drop this step's update, keep the schedule and the batch plan going
@@ -345,10 +348,17 @@ def train(
                 state.step += 1
                 state.position += len(micro_batches)
                 progress.update(1)
+                raise_if_interrupted()  # a Ctrl-C that library code swallowed in this step stops the run here
 
-                if state.step % config.log_every_steps == 0 or state.step == total_steps:
+                epoch_done = state.position + config.grad_accum_steps > len(plan)
+                due_checkpoint = epoch_done or state.step % config.checkpoint_every_steps == 0 \
+                    or state.step == total_steps
+                # A log window never spans a checkpoint: a resumed run logs, and counts time and examples, exactly
+                # as the uncut one (a window cut by the kill would be averaged or timed over part of its steps).
+                if state.step % config.log_every_steps == 0 or due_checkpoint:
                     elapsed = time.perf_counter() - window_start
-                    steps_in_window = state.step % config.log_every_steps or config.log_every_steps
+                    # The steps this window holds: fewer than log_every_steps at a checkpoint, or with skipped steps.
+                    loss = None
                     rate = window_examples * world / max(elapsed, 1e-9)
                     state.train_seconds += elapsed
                     state.examples += window_examples * world
@@ -357,21 +367,23 @@ def train(
                     if world > 1:  # each process saw its own batches: log the loss of all of them (terms: this one's)
                         window_loss = float(accelerator.reduce(torch.tensor(window_loss, device=accelerator.device),
                                                                "mean"))
-                    progress.set_postfix(loss=f"{window_loss / steps_in_window:.4f}",
+                    if window_steps:  # a window of skipped steps only has no loss to show
+                        loss = window_loss / window_steps
+                    progress.set_postfix(**({"loss": f"{loss:.4f}"} if loss is not None else {}),
                                          **{name: f"{value:.4f}" for name, value in term_means.items()},
                                          ex_s=f"{rate:.1f}")
                     if writer is not None:
                         with deferred_interrupts():
-                            writer.add_scalar("train/loss", window_loss / steps_in_window, state.step)
+                            if loss is not None:
+                                writer.add_scalar("train/loss", loss, state.step)
                             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
                             writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
                             writer.add_scalar("train/examples_per_second", rate, state.step)
                             for name, value in term_means.items():
                                 writer.add_scalar(f"train/loss/{name}", value, state.step)
-                    window_start, window_examples, window_loss = time.perf_counter(), 0, 0.0
+                    window_start, window_examples, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
                     window_terms = {}
 
-                epoch_done = state.position + config.grad_accum_steps > len(plan)
                 if epoch_done:
                     state.epoch, state.position = state.epoch + 1, 0
                 due_eval = config.eval_every_steps and state.step % config.eval_every_steps == 0
@@ -381,7 +393,7 @@ def train(
                     run_eval()
                     last_eval_step = state.step
                     window_start += time.perf_counter() - eval_start
-                if epoch_done or state.step % config.checkpoint_every_steps == 0 or state.step == total_steps:
+                if due_checkpoint:
                     checkpoint()
                 if on_step is not None:
                     on_step(state)

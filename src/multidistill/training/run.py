@@ -197,7 +197,8 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     online = open_online_teachers(config, data, tokenizer)
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
     enrich = example_weights_enrich(config, data, attach_signals(config, data, objective, tokenizer, online))
-    settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks})
+    settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks},
+                            signals=open_signal_store(config.signals).fingerprint if config.signals else None)
     if resume:  # the checkpoint must come from a run with these settings (else refused, naming what changed)
         for change in check_resume(output_dir / CHECKPOINTS, settings):
             if state.is_main_process:

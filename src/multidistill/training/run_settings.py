@@ -51,11 +51,15 @@ def at_defaults(config: BaseModel) -> list[str]:
     return sorted(key for key in flatten(config.model_dump(mode="json")) if key not in explicit)
 
 
-def run_settings(config: BaseModel, data_fingerprints: dict[str, str]) -> dict:
+def run_settings(config: BaseModel, data_fingerprints: dict[str, str], signals: str | None = None) -> dict:
     """The settings a checkpoint records: everything that shapes the run (``data_fingerprints``: task -> the
-    fingerprint of its training data)."""
-    return {"format_version": SETTINGS_VERSION, "config": flatten(config.model_dump(mode="json")),
-            "defaults": at_defaults(config), "data": dict(data_fingerprints)}
+    fingerprint of its training data; ``signals``: the signal store's fingerprint, as the store at the same path
+    can be rebuilt from other teachers)."""
+    settings = {"format_version": SETTINGS_VERSION, "config": flatten(config.model_dump(mode="json")),
+                "defaults": at_defaults(config), "data": dict(data_fingerprints)}
+    if signals is not None:
+        settings["signals"] = signals
+    return settings
 
 
 _MISSING = object()
@@ -85,6 +89,10 @@ def compare(recorded: dict, current: dict) -> tuple[list[str], list[str]]:
     for task in sorted(set(old_data) | set(new_data)):
         if task in old_data and task in new_data and old_data[task] != new_data[task]:
             refused.append(f"the training data of task '{task}' changed (file contents, task spec or subset)")
+    old_store, new_store = recorded.get("signals"), current.get("signals")
+    if old_store is not None and new_store is not None and old_store != new_store:  # older checkpoints: no record
+        refused.append(f"the signal store at key 'signals' was rebuilt (fingerprint {old_store[:12]} in the "
+                       f"checkpoint, now {new_store[:12]}): its teachers' targets are not the ones trained on so far")
     return refused, safe
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 # Commands that continue from what an interrupted run left on disk, and the flags their re-run needs.
 RESUMED_AS_IS = {"run", "demo", "soft-targets"}
 RESUMED_WITH_FLAG = {"train-teacher", "distill"}
+# Commands that keep some finished work though they do not resume: what their re-run reuses.
+REUSED_ON_RERUN = {"benchmark": "the ONNX exports it finished are reused; the measurements are made again"}
 
 
 def add_note(exc: BaseException, note: str) -> None:
@@ -41,6 +43,21 @@ class Interrupted(BaseException):  # noqa: N818 - named for what happened, like 
 STOPS = (KeyboardInterrupt, Interrupted)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# The signals `signals_raise_interrupted` turned into `Interrupted` in its current block. The exception is raised at
+# whatever line runs, and inside torch / safetensors / pyarrow code it can be swallowed or replaced (a load then
+# fails as if the file were damaged, or carries on): `raise_if_interrupted` lets the code that would report such
+# an error, or go on, report the interrupt instead.
+_arrived: list[int] | None = None  # the active block's list (None: outside any block)
+
+
+def raise_if_interrupted(cause: BaseException | None = None, arrived: list[int] | None = None) -> None:
+    """Raise `Interrupted` if a signal arrived in the active `signals_raise_interrupted` block (or in ``arrived``,
+    the list a finished block yielded): an error caught after it (``cause``) is its echo, not a damaged file; code
+    running on after it swallowed the interrupt."""
+    signals = arrived if arrived is not None else _arrived
+    if signals:
+        raise Interrupted(signals[-1]) from cause
+
 
 def _set_handlers(handlers: dict) -> dict:
     """Set the handlers of `SIGNALS` as one change and return the previous ones. Both signals are blocked while
@@ -55,23 +72,29 @@ def _set_handlers(handlers: dict) -> dict:
 
 
 @contextlib.contextmanager
-def signals_raise_interrupted() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise `Interrupted`; the previous handlers come back after it.
+def signals_raise_interrupted() -> Iterator[list[int]]:
+    """Within the block, SIGINT and SIGTERM raise `Interrupted`; the previous handlers come back after it. Yields
+    the list of the signals that arrived (filled as they do), for the code that reports the block's errors.
 
     Only the main thread can set signal handlers; elsewhere the block changes nothing.
     """
+    global _arrived
+    arrived: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield arrived
         return
 
     def stop(signum: int, frame) -> None:
+        arrived.append(signum)
         raise Interrupted(signum)
 
+    outer, _arrived = _arrived, arrived
     previous = _set_handlers(dict.fromkeys(SIGNALS, stop))
     try:
-        yield
+        yield arrived
     finally:
         _set_handlers(previous)
+        _arrived = outer
 
 
 @contextlib.contextmanager
@@ -101,6 +124,14 @@ def deferred_interrupts() -> Iterator[None]:
         _set_handlers(previous)
         if arrived:
             signal.raise_signal(arrived[0])  # the handler restored above runs now, as if the signal came late
+
+
+def rerun_note(argv: list[str]) -> str:
+    """What running an interrupted command again does, for one that does not resume (`resume_command` None)."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command in REUSED_ON_RERUN:
+        return f"run it again to finish: {REUSED_ON_RERUN[command]}"
+    return "this command keeps no partial progress: run it again to redo it"
 
 
 def resume_command(argv: list[str]) -> str | None:
