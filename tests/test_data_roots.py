@@ -7,6 +7,7 @@ the current folder. A file that is not found says which of these to set.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -58,7 +59,13 @@ def test_relative_and_package_roots_are_recorded_absolute_or_portable(tmp_path, 
     assert resolve_data_root("data") == tmp_path / "data"
     assert recorded_data_root("data") == str(tmp_path / "data")
     assert recorded_data_root(None) == str(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "data").mkdir()
     assert recorded_data_root("runs/../data") == str(tmp_path / "data")  # the configs' `../shared/data` form
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "deep")
+    # Through a link `..` is the link target's parent, not the folder the text would suggest.
+    assert os.path.samefile(recorded_data_root("link/.."), tmp_path / "elsewhere")
     assert recorded_data_root("pkg:multidistill/sample_data") == "pkg:multidistill/sample_data"
     assert resolve_data_root("pkg:multidistill/sample_data") == SAMPLE_DATA_ROOT.absolute()
 

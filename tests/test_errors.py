@@ -396,5 +396,11 @@ def test_raise_if_interrupted_reads_only_its_own_block() -> None:
         assert again.value.signum == signal.SIGTERM
     assert arrived == [signal.SIGTERM]
     raise_if_interrupted()  # the block is over: a later error in the same process is not an interrupt
+    with signals_raise_interrupted() as outer:  # a nested block shares what arrived with its outer block
+        with signals_raise_interrupted() as inner, pytest.raises(Interrupted):
+            signal.raise_signal(signal.SIGINT)
+        assert inner is outer and outer == [signal.SIGINT]
+        with pytest.raises(Interrupted):
+            raise_if_interrupted()
     with signals_raise_interrupted():
         raise_if_interrupted()  # a new block starts clean

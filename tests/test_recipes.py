@@ -233,6 +233,10 @@ def test_stage_runner_refuses_a_foreign_folder(tmp_path):
     runner.run("third", {"a": 1, "__defaults__": {"pooling": "cls"}}, {}, lambda folder, resume: {})
     with pytest.raises(ConfigError, match=r"\(changed: config\.pooling: 'cls' \(default\) -> 'mean'\)"):
         runner.run("third", {"a": 1, "pooling": "mean"}, {}, lambda folder, resume: None)
+    # Nested: a section records its defaults by dotted name (`settings_payload`).
+    runner.run("fourth", {"model": {"__defaults__": {"bilstm.hidden_size": 8}}}, {}, lambda folder, resume: {})
+    with pytest.raises(ConfigError, match=r"config\.model\.bilstm\.hidden_size: 8 \(default\) -> 16"):
+        runner.run("fourth", {"model": {"bilstm": {"hidden_size": 16}}}, {}, lambda folder, resume: None)
 
 
 def test_a_task_the_teacher_lacks_is_refused_before_any_student_work(tiny_run, tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from safetensors.torch import load_file
@@ -90,6 +91,7 @@ def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_ru
     _cut_at(cut_config, 8)
     # The newest checkpoint is older than the crash, so steps after it are replayed.
     assert list_checkpoints(tmp_path / "cut" / "checkpoints")[-1].name == "step-000000006"
+    time.sleep(1.1)  # event files made in one second by one process can sort out of order (see below)
     resumed = train_teacher(cut_config, resume=True)
 
     assert resumed.steps == uncut.steps
@@ -97,6 +99,19 @@ def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_ru
     assert resumed.best_metrics == uncut.best_metrics
     # The training loss logged: no window spans the checkpoint it resumed from, and the cut run's steps after
     # that checkpoint are purged, so the curve is the uncut run's, once.
+    assert _logged_losses(tmp_path / "cut") == _logged_losses(tmp_path / "uncut")
+
+
+def test_a_resume_before_the_first_checkpoint_logs_the_curve_once(tiny_run, tmp_path):
+    raw, _ = tiny_run
+    train_teacher(_config(raw, output_dir=str(tmp_path / "uncut")))
+    cut_config = _config(raw, output_dir=str(tmp_path / "cut"))
+    _cut_at(cut_config, 2)  # logged step 2; the first checkpoint is at step 3
+    assert not list_checkpoints(tmp_path / "cut" / "checkpoints")
+    # TensorBoard reads event files in name order, and a name holds the second it was made and a per-process
+    # counter: within one second and one process (never so for a real resume) ".10" would sort before ".9".
+    time.sleep(1.1)
+    train_teacher(cut_config, resume=True)  # starts at step 0 again: what the cut run logged is purged
     assert _logged_losses(tmp_path / "cut") == _logged_losses(tmp_path / "uncut")
 
 

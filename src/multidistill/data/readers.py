@@ -472,6 +472,7 @@ def _load_hf(source: _Source) -> datasets.Dataset:
         try:
             loaded = datasets.load_from_disk(str(source.path))
         except Exception as e:  # datasets raises several types for a folder it cannot read
+            raise_if_interrupted(e)
             raise DataError(f"cannot load a save_to_disk dataset for {source.what}: {e}",
                             path=source.path) from e
     else:
@@ -480,6 +481,7 @@ def _load_hf(source: _Source) -> datasets.Dataset:
         try:
             loaded = datasets.load_dataset(target, data_file.hf_name, split=hf_split)
         except Exception as e:  # network, missing dataset/config/split, ... all become one user error
+            raise_if_interrupted(e)
             raise DataError(f"load_dataset({target!r}, {data_file.hf_name!r}, split={hf_split!r}) failed for "
                             f"{source.what}: {type(e).__name__}: {e}", path=target) from e
     if isinstance(loaded, datasets.DatasetDict):

@@ -31,7 +31,12 @@ def recorded_data_root(data_root: str | Path | None) -> str:
     the installation), anything else as the absolute folder it resolved to."""
     if data_root is not None and str(data_root).startswith(PACKAGE_PREFIX):
         return str(data_root)
-    return os.path.normpath(resolve_data_root(data_root))  # `runs/../data` recorded as `data`
+    resolved = resolve_data_root(data_root)
+    normal = os.path.normpath(resolved)  # `runs/../data` recorded as `data`, unless `runs` is a link elsewhere
+    try:
+        return normal if os.path.samefile(normal, resolved) else str(resolved)
+    except OSError:  # not there (yet): as written
+        return str(resolved)
 
 
 def existing_data_root(recorded: object) -> str | None:

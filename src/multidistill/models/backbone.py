@@ -9,6 +9,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from multidistill.errors import ModelError, MultidistillError
+from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.paths import resolve_path
 
 
@@ -58,6 +59,7 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
             path, config=config, trust_remote_code=trust_remote_code, **_model_kwargs(model_cls)
         )
     except Exception as exc:
+        raise_if_interrupted(exc)
         # A folder with only pickled weights is refused by torch's weights_only loader (UnpicklingError);
         # say so plainly instead of a traceback. Other errors are bugs and propagate.
         if type(exc).__name__ == "UnpicklingError":

@@ -306,9 +306,12 @@ def _changed_text(record: dict, config: dict, inputs: dict[str, str], defaults: 
     def shown(side: dict, full: dict, key: str) -> str:
         if key in side:
             return _short(side[key])
-        parent, _, leaf = key.rpartition(".")
-        default = f"{parent}.{DEFAULTS_KEY}.{leaf}"
-        return f"{_short(full[default])} (default)" if default in full else _short(_UNSET)
+        parts = key.split(".")  # each section records its defaults by dotted name: try each split
+        for cut in range(len(parts) - 1, 0, -1):
+            default = ".".join([*parts[:cut], DEFAULTS_KEY, *parts[cut:]])
+            if default in full:
+                return f"{_short(full[default])} (default)"
+        return _short(_UNSET)
 
     changed = [f"{key}: {shown(before, full_before, key)} -> {shown(after, full_after, key)}"
                for key in sorted(set(before) | set(after)) if before.get(key, _UNSET) != after.get(key, _UNSET)]

@@ -122,7 +122,7 @@ def score_label(benchmark: dict) -> str:
     tasks = benchmark.get("tasks")
     tasks = [str(t) for t in tasks] if isinstance(tasks, list) and tasks else [str(benchmark.get("task", "?"))]
     rows = (benchmark.get("settings") or {}).get("max_eval_examples")
-    cap = f", first {rows} dev rows per task" if isinstance(rows, int) else ""  # not the quality table's whole split
+    cap = f", first {rows} dev rows per task" if type(rows) is int else ""  # not the quality table's whole split
     if len(tasks) == 1:
         return f"dev score ({tasks[0]}, main metric{cap})"
     return f"dev score (mean main metric over {', '.join(tasks)}{cap})"
@@ -233,7 +233,7 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
                 if ref_model and ref_model.get("score") is not None:
                     text += f" (reference {fmt_score(ref_model['score'])})"
                 rows = (benchmark.get("settings") or {}).get("max_eval_examples")
-                if isinstance(rows, int):  # the benchmark's rows, not the quality table's whole split
+                if type(rows) is int:  # the benchmark's rows, not the quality table's whole split
                     text += f" on the first {rows} dev rows per task"
             lines.append(text + ".")
     return lines

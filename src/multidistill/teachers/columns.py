@@ -22,6 +22,7 @@ import torch
 from multidistill.errors import ConfigError, DataError
 from multidistill.utils.atomic import atomic_dir, write_json
 from multidistill.utils.hashing import hash_json
+from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.manifest import read_versioned_json
 from multidistill.utils.paths import inside
 
@@ -93,6 +94,7 @@ def open_column_store(root: str | Path) -> ColumnStore:
         table = {"id": np.asarray([str(i) for i in rows["id"]]), "domain_id": np.asarray(rows["domain_id"]),
                  **{name: np.asarray(rows[name], dtype=np.float32) for name in manifest["columns"]}}
     except Exception as exc:  # a missing or truncated Arrow file, an edited state.json, a missing column
+        raise_if_interrupted(exc)
         raise DataError(f"column store {root}: cannot read its rows ({type(exc).__name__}: {exc}); it is damaged, "
                         "remake it (remove the stage folder and run the recipe again)") from exc
     for name in manifest["columns"]:

@@ -221,8 +221,8 @@ def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], ran
     done = []
     for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2, dynamic_ncols=True):
         ids, logits, features = labeler.label(shard)
+        raise_if_interrupted()  # a Ctrl-C that torch swallowed while this shard was labelled: never keep the shard
         write_shard(partial, shard, ids, logits, features)
-        raise_if_interrupted()  # a Ctrl-C that torch swallowed while this shard was labelled stops here
         done.append(shard.index)
     return done
 

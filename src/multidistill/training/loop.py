@@ -134,8 +134,8 @@ def check_position(state: LoopState, folder: Path, *, total_steps: int, epochs: 
         raise ConfigError(f"checkpoint {folder} was written by a run on {state.processes} process(es), this one has "
                           f"{processes}: its position counts one process's share of each epoch, so resuming here "
                           "would repeat or skip training batches and shift the learning-rate schedule; resume with "
-                          f"{state.processes} process(es) (torchrun --nproc_per_node {state.processes}), or start the "
-                          "run again with --overwrite")
+                          f"{state.processes} process(es) in total (over all machines), or start the run again with "
+                          "--overwrite")
     position_ok = state.position == 0 or (state.position > 0 and state.position + accum <= batches)
     if 0 <= state.step <= total_steps and 0 <= state.epoch <= math.ceil(epochs) and position_ok:
         return
@@ -244,7 +244,8 @@ def train(
     # Every call into the writer defers Ctrl-C/SIGTERM to its end: an interrupt inside one can stall its thread.
     with deferred_interrupts():
         # A resumed run purges what the cut run logged after its checkpoint (those steps are trained again).
-        writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=state.step + 1 if state.step else None) \
+        # (A resume without a checkpoint starts at step 0: everything the cut run logged goes.)
+        writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=state.step + 1 if resume else None) \
             if accelerator.is_main_process else None
     progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process,
                     dynamic_ncols=True)
@@ -273,6 +274,7 @@ def train(
         if better:
             state.best_score, state.best_step, state.best_metrics = result.average, state.step, result.to_dict()
             state.best_loss = record.get("holdout_loss", state.best_loss)
+            raise_if_interrupted()  # never keep a model scored while library code swallowed a Ctrl-C
             if accelerator.is_main_process:
                 save_model_fn(raw.model, output_dir / BEST_MODEL)
         if accelerator.is_main_process:  # tqdm.write prints whatever `disable` says: one process reports
@@ -394,6 +396,7 @@ def train(
                     last_eval_step = state.step
                     window_start += time.perf_counter() - eval_start
                 if due_checkpoint:
+                    raise_if_interrupted()  # nor checkpoint what ran after one (e.g. an evaluation)
                     checkpoint()
                 if on_step is not None:
                     on_step(state)

@@ -79,7 +79,8 @@ def signals_raise_interrupted() -> Iterator[list[int]]:
     Only the main thread can set signal handlers; elsewhere the block changes nothing.
     """
     global _arrived
-    arrived: list[int] = []
+    outer = _arrived
+    arrived: list[int] = outer if outer is not None else []  # a nested block shares its outer block's list
     if threading.current_thread() is not threading.main_thread():
         yield arrived
         return
@@ -88,9 +89,9 @@ def signals_raise_interrupted() -> Iterator[list[int]]:
         arrived.append(signum)
         raise Interrupted(signum)
 
-    outer, _arrived = _arrived, arrived
     previous = _set_handlers(dict.fromkeys(SIGNALS, stop))
     try:
+        _arrived = arrived
         yield arrived
     finally:
         _set_handlers(previous)
