@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -73,6 +73,8 @@ class _Strict(BaseModel):
         """
         if not isinstance(data, dict):
             return data
+        # Paths as text (every path field is a str, for YAML): `output_dir=Path(...)` from Python is accepted.
+        data = {key: _path_text(value) for key, value in data.items()}
         merged = data
         for name, field in cls.model_fields.items():
             given = data.get(name)
@@ -83,6 +85,15 @@ class _Strict(BaseModel):
             if preset:
                 merged = {**merged, name: {**preset, **given}}  # a copy: the caller's mapping stays as given
         return merged
+
+
+def _path_text(value: Any) -> Any:
+    """A `pathlib` path (or a list of them) as the text the str fields hold; anything else as given."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, list) and any(isinstance(item, PurePath) for item in value):
+        return [str(item) if isinstance(item, PurePath) else item for item in value]
+    return value
 
 
 # Seeds go to numpy / torch / random, which take 0 .. 2**32 - 1.
@@ -512,3 +523,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from exc
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def revalidated(config: ConfigT) -> ConfigT:
+    """``config`` checked again as a whole: `model_copy(update=...)` (the usual way to edit a config in Python)
+    skips pydantic's validation, so a run would start with settings that its own recorded config.yaml then refuses.
+    Raises ConfigError naming each bad key."""
+    try:
+        return type(config).model_validate(config.model_dump())
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{type(config).__name__} given to the run")) from exc

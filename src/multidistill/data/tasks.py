@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -60,6 +61,11 @@ class DataFile(BaseModel):
                              "column, 0, the default there).")
     hf_name: str | None = Field(None, description="Config name for `load_dataset(path, hf_name)` (hf_hub).")
     hf_split: str | None = Field(None, description="Split name inside a Hugging Face dataset (e.g. validation).")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, PurePath) else value  # `path=Path(...)` from Python
     int_label_names: list[str] | None = Field(
         None, description="For integer labels in a HF dataset: the task label each index stands for."
     )

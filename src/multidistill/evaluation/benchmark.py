@@ -106,8 +106,9 @@ def _parity_scores(parity: dict | None, runtime: str, eval_sets: dict) -> dict[s
     return {t: float(checked[t][side]) for t in eval_sets}
 
 
-def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str | None, out: str | Path | None = None,
-              runtimes: tuple[str, ...] = RUNTIMES, export_root: str | Path | None = None, rounds: int = 5,
+def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str | None = None,
+              out: str | Path | None = None, runtimes: tuple[str, ...] = RUNTIMES,
+              export_root: str | Path | None = None, rounds: int = 5,
               latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
               memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
               parity_examples: int = 500, max_metric_drop_int8: float = DEFAULT_MAX_METRIC_DROP_INT8) -> dict:

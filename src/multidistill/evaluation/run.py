@@ -17,7 +17,7 @@ from multidistill.training.device import accelerator_for
 EVAL_SPLITS = get_args(DataConfig.model_fields["eval_split"].annotation)  # ("dev", "test")
 
 
-def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_root: str | None = None,
+def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None = None, data_root: str | None = None,
                        split: str = "dev",
                        batch_size: int = 64, max_seq_length: int | None = None, bf16: bool = False,
                        cache_dir: str = ".cache/multidistill") -> dict:
@@ -29,6 +29,8 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None, data_r
     require_choice("--split", split, EVAL_SPLITS)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if tasks is not None and not tasks:  # [] is not "all of them" (None is)
+        raise ConfigError("--tasks: no task given; name at least one, or leave it out for all the model's tasks")
     require_distinct("--tasks", tasks or [])
     model = load_model(model_dir)  # a Transformer + heads or a BiLSTM student
     tokenizer = load_tokenizer(str(model_dir))

@@ -252,12 +252,13 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                 calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES, calibration_seed: int = 0) -> dict:
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there.
 
-    With ``parity_data`` (its data_root, cache_dir and eval_split; the tasks are ``parity_tasks`` or its task
-    list, read with the model's own specs), the first ``parity_examples`` eval rows of each task (None = all)
-    are run through PyTorch and every exported graph: fp32 logits must be within ``tolerance_fp32``; the int8
-    graph's main metric must not drop by more than `allowed_drop` (``max_metric_drop_int8``, or twice the paired
-    standard error of the drop on that many rows when larger); with ``min_agreement_int8`` its predictions must
-    also agree with PyTorch on at least that share of rows.
+    Without ``parity_data`` the graphs are not checked against PyTorch (export.json says ``parity_checked: false``;
+    the CLI checks by default). With ``parity_data`` (its data_root, cache_dir and eval_split; the tasks are
+    ``parity_tasks`` or its task list, read with the model's own specs), the first ``parity_examples`` eval rows of
+    each task (None = all) are run through PyTorch and every exported graph: fp32 logits must be within
+    ``tolerance_fp32``; the int8 graph's main metric must not drop by more than `allowed_drop`
+    (``max_metric_drop_int8``, or twice the paired standard error of the drop on that many rows when larger); with
+    ``min_agreement_int8`` its predictions must also agree with PyTorch on at least that share of rows.
 
     A failure raises `ParityError` (a ModelError) with the numbers. With ``on_parity_failure="omit"`` (the
     benchmark's choice) the failing precisions are left out of the folder instead, and export.json records
@@ -393,6 +394,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
             if failures:
                 meta["parity_failures"] = failures
         meta["opset"] = opset
+        meta["parity_checked"] = parity_data is not None  # without parity_data nothing compared the graphs
         _write_meta(tmp, meta)
         write_card(tmp, model_card_record(model_dir, "onnx", export=meta))
     return meta

@@ -22,8 +22,12 @@ def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: make a loss term available under ``name``."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in LOSSES:
-            raise ValueError(f"loss '{name}' is already registered")
+        known = LOSSES.get(name)
+        # The same class defined again (a notebook cell or a module re-run) replaces its earlier self; another
+        # class under a taken name is refused, so a built-in loss is never shadowed by accident.
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"loss '{name}' is already registered by {known.__module__}.{known.__qualname__}; "
+                             "choose another name")
         LOSSES[name] = cls
         cls.loss_name = name
         return cls

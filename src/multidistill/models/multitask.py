@@ -39,7 +39,12 @@ Pooling = Literal["cls", "mean"]
 
 @dataclass
 class MultiTaskOutput:
-    """What every backbone + head returns; losses read these fields by name."""
+    """What every backbone + head returns; losses read these fields by name.
+
+    ``logits``: the task head's output, (batch, num_labels) (a regression head: (batch, 1)); ``pooled``: the
+    vector the head read ([CLS] or mean pooling); ``last_hidden_state``: the encoder's token vectors;
+    ``hidden_states`` / ``attentions``: per layer, when the encoder returned them; ``features``: what a feature loss
+    asked for (`EncoderFeatures`)."""
 
     logits: torch.Tensor
     pooled: torch.Tensor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from multidistill.config import revalidated
 from multidistill.errors import MultidistillError
 from multidistill.recipes.config import RecipeBase, load_recipe
 from multidistill.recipes.registry import recipe_entry, register_recipe
@@ -25,6 +26,7 @@ def run_recipe(recipe: RecipeBase) -> dict:
     from multidistill.utils.atomic import atomic_file
 
     refuse_several_processes("run")
+    recipe = revalidated(recipe)  # a recipe edited by model_copy(update=...) was never checked
     entry = recipe_entry(recipe.recipe)
     data = recipe_data(recipe)
     open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,

@@ -54,7 +54,7 @@ from multidistill.utils.lock import hold_lock
 
 def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: str | Path, *,
                        splits: tuple[str, ...] = ("train",), max_length: int | None = None,
-                       max_examples_per_task: int | None = None, seed: int = 0, batch_size: int = 64,
+                       max_examples_per_task: int | None = None, seed: int = 42, batch_size: int = 64,
                        device: torch.device | None = None, autocast=None,
                        shard_size: int = DEFAULT_SHARD_SIZE,
                        hidden_layers: Sequence[int] | None = None) -> SignalStore:
@@ -67,6 +67,10 @@ def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir
     Work is saved shard by shard in ``<out_dir>.partial/``: an interrupted run resumes from its last
     completed shard when called again with the same inputs. The store is written by one process at a time (a
     lock beside it, `multidistill.utils.lock`), and a non-empty ``out_dir`` that is not a store is refused.
+
+    ``seed`` draws the rows kept by ``max_examples_per_task`` (42, as `soft-targets --seed` and `train.seed`: a
+    student's run finds its rows in the store only with the same seed); ``device`` defaults to this process's
+    accelerator device (a GPU when there is one).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
@@ -106,7 +110,7 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
     if batch_size < 1:
         raise ConfigError(f"teacher batch size must be at least 1 row, got {batch_size}")
     out_dir = Path(out_dir)
-    device = device or torch.device("cpu")
+    device = device or process_state().device
     teachers = [MultiTaskModel.from_pretrained(d) for d in teacher_dirs]
     tokenizers = [load_tokenizer(str(d)) for d in teacher_dirs]
     for model_dir, teacher in zip(teacher_dirs, teachers, strict=True):

@@ -80,6 +80,11 @@ def _state_from_json(saved: dict) -> LoopState:
 
 @dataclass
 class TrainResult:
+    """A finished training run (also written to ``output_dir/train_summary.json``): the kept model's dev average
+    (``best_score``), step and per-task metrics (``best_metrics``: tasks, main, average), the steps trained, the
+    training time without evaluation and its examples per second, where the kept model is, how many steps a
+    non-finite loss skipped, and with ``select: lowest_loss`` the kept model's held-out loss."""
+
     best_score: float
     best_step: int
     best_metrics: dict

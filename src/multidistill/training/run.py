@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from multidistill.config import TeacherRunConfig, TrainConfig
+from multidistill.config import TeacherRunConfig, TrainConfig, revalidated
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
@@ -172,6 +172,7 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
 
     ``on_step`` is called after every optimizer step (and its eval/checkpoint) with the loop state.
     """
+    config = revalidated(config)  # a config edited by model_copy(update=...) was never checked
     if resume and overwrite:  # one keeps the run in output_dir, the other replaces it
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
