@@ -17,6 +17,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs
 
 from multidistill.config import TrainConfig
+from multidistill.errors import ConfigError
 
 
 def cpu_name() -> str:
@@ -42,15 +43,18 @@ def cpu_has_fast_bf16() -> bool:
 def _cpu_processes() -> bool:
     """Launched by torchrun / accelerate launch on a machine without GPUs: accelerate sets up its gloo
     process group only when told the run is on the CPU."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return _launched_processes() > 1 and not torch.cuda.is_available()
+
+
+def _launched_processes() -> int:
+    """How many processes the launcher started (torchrun / accelerate launch set WORLD_SIZE; 1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def refuse_several_processes(command: str) -> None:
     """Recipes and the demo run their stages in one process: their records, transfer sets and prototypes are
     written by one writer. Under torchrun / accelerate launch every process would claim the run folder."""
-    from multidistill.errors import ConfigError
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _launched_processes()
     if world > 1:
         raise ConfigError(f"`multidistill {command}` runs its stages in one process, and this launch started {world} "
                           "(WORLD_SIZE); start it without torchrun / accelerate launch (it uses one GPU when there "
@@ -62,8 +66,6 @@ def refuse_sharded_launch() -> None:
     """FSDP and DeepSpeed shard the parameters across processes, and the loop saves, evaluates and checkpoints the
     unwrapped model as one whole: under either it would save shards as if they were the model. Refused before
     anything is written (DDP, which keeps a whole copy per process, is the supported launch)."""
-    from multidistill.errors import ConfigError
-
     for variable, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if os.environ.get(variable, "false").lower() == "true":
             raise ConfigError(f"this launch asks for {name} ({variable}=true), which multidistill does not support: "
