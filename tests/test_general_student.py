@@ -130,3 +130,25 @@ def test_a_general_run_reports_its_held_out_loss_not_an_empty_metrics_table(tiny
     output = capsys.readouterr().out
     assert f"kept the model of step {result.best_step}, lowest held-out loss {result.holdout_loss:.4f}" in output
     assert "nan" not in output and "best dev metrics" not in output
+
+
+def test_a_resume_refuses_an_online_teacher_retrained_in_place(tiny_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    raw, _ = tiny_run
+    teacher = tmp_path / "teacher"
+    shutil.copytree(raw["model"]["name_or_path"], teacher)
+    config = general_config(raw, tmp_path, "cut", select="last").model_copy(update={"online_teachers": [str(teacher)]})
+
+    def crash_at_step_4(state):
+        if state.step == 4:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_model(config, on_step=crash_at_step_4)
+    weights = load_file(teacher / "model.safetensors")
+    save_file({name: tensor + 0.01 for name, tensor in weights.items()}, teacher / "model.safetensors")
+    with pytest.raises(ConfigError, match="weights of the teacher at key 'online_teachers.0' changed"):
+        train_model(config, resume=True)

@@ -198,6 +198,16 @@ def test_a_signal_store_rebuilt_in_place_is_refused_and_older_checkpoints_pass()
     assert compare(run_settings(_base(), data), run_settings(_base(), data, signals="0" * 64)) == ([], [])
 
 
+
+def test_an_online_teacher_retrained_in_place_is_refused():
+    data = {"toy_sent": "a"}
+    recorded = run_settings(_base(), data, online_teachers=["w1", None])
+    assert compare(recorded, run_settings(_base(), data, online_teachers=["w1", None])) == ([], [])
+    refused, _ = compare(recorded, run_settings(_base(), data, online_teachers=["w2", None]))
+    assert refused == ["the weights of the teacher at key 'online_teachers.0' changed since the checkpoint"]
+    assert compare(run_settings(_base(), data), run_settings(_base(), data, online_teachers=["w2"])) == ([], [])
+
+
 # ------------------------------------------------------------------- stages: a changed default is seen
 
 

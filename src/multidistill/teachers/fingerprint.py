@@ -16,6 +16,16 @@ def teacher_fingerprint(model_dir: str | Path) -> str:
                       "config": hash_path(model_dir / MODEL_CONFIG_FILE)})
 
 
+def weights_fingerprint(name_or_path: str) -> str | None:
+    """Hash of the weight files of a local model folder (a multidistill model or a plain HF encoder), for a resume
+    to see a teacher replaced in place; None for a hub name (its revision is the hub's business)."""
+    from multidistill.models.backbone import resolve_model_path
+
+    folder = Path(resolve_model_path(name_or_path))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return hash_json({file.name: hash_path(file) for file in files}) if files else None
+
+
 def store_fingerprint(version: int, teacher_dirs: Sequence[str | Path], tokenizers: Sequence,
                       data_fingerprints: Mapping[str, str], max_length: int,
                       features: Mapping[str, object] | None = None) -> str:

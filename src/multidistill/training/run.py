@@ -30,6 +30,7 @@ from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
 from multidistill.teachers.columns import example_weights_enrich
 from multidistill.teachers.feature_store import check_tokenization
+from multidistill.teachers.fingerprint import weights_fingerprint
 from multidistill.teachers.online import OnlineSignals
 from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
@@ -199,7 +200,8 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
     enrich = example_weights_enrich(config, data, attach_signals(config, data, objective, tokenizer, online))
     settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks},
-                            signals=open_signal_store(config.signals).fingerprint if config.signals else None)
+                            signals=open_signal_store(config.signals).fingerprint if config.signals else None,
+                            online_teachers=[weights_fingerprint(name) for name in config.online_teachers])
     if resume:  # the checkpoint must come from a run with these settings (else refused, naming what changed)
         for change in check_resume(output_dir / CHECKPOINTS, settings):
             if state.is_main_process:

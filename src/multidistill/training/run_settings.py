@@ -51,14 +51,18 @@ def at_defaults(config: BaseModel) -> list[str]:
     return sorted(key for key in flatten(config.model_dump(mode="json")) if key not in explicit)
 
 
-def run_settings(config: BaseModel, data_fingerprints: dict[str, str], signals: str | None = None) -> dict:
+def run_settings(config: BaseModel, data_fingerprints: dict[str, str], signals: str | None = None,
+                 online_teachers: list[str | None] | None = None) -> dict:
     """The settings a checkpoint records: everything that shapes the run (``data_fingerprints``: task -> the
     fingerprint of its training data; ``signals``: the signal store's fingerprint, as the store at the same path
-    can be rebuilt from other teachers)."""
+    can be rebuilt from other teachers; ``online_teachers``: each online teacher's weights fingerprint, None for a
+    hub name, as a folder can be retrained in place)."""
     settings = {"format_version": SETTINGS_VERSION, "config": flatten(config.model_dump(mode="json")),
                 "defaults": at_defaults(config), "data": dict(data_fingerprints)}
     if signals is not None:
         settings["signals"] = signals
+    if online_teachers:
+        settings["online_teachers"] = list(online_teachers)
     return settings
 
 
@@ -93,6 +97,11 @@ def compare(recorded: dict, current: dict) -> tuple[list[str], list[str]]:
     if old_store is not None and new_store is not None and old_store != new_store:  # older checkpoints: no record
         refused.append(f"the signal store at key 'signals' was rebuilt (fingerprint {old_store[:12]} in the "
                        f"checkpoint, now {new_store[:12]}): its teachers' targets are not the ones trained on so far")
+    old_online, new_online = recorded.get("online_teachers"), current.get("online_teachers")
+    if old_online is not None and new_online is not None and len(old_online) == len(new_online):
+        refused += [f"the weights of the teacher at key 'online_teachers.{index}' changed since the checkpoint"
+                    for index, (before, after) in enumerate(zip(old_online, new_online, strict=True))
+                    if before is not None and after is not None and before != after]
     return refused, safe
 
 
