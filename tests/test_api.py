@@ -113,3 +113,10 @@ def test_the_store_builders_seed_is_the_runs_default_seed():
     from multidistill.config import TrainConfig
 
     assert inspect.signature(multidistill.build_signal_store).parameters["seed"].default == TrainConfig().seed
+
+
+def test_importing_the_library_leaves_datasets_progress_bars_as_they_were():
+    code = ("import datasets; import multidistill.data.store, multidistill.training.run; "
+            "print(datasets.is_progress_bar_enabled())")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"

@@ -528,6 +528,11 @@ def main() -> None:
 
     # Load reports list the unused BERT pooler as "unexpected"; that is by design (heads pool themselves).
     transformers.logging.set_verbosity_error()
+    import datasets
+
+    # The tool's own progress bars say what runs; datasets' per-map bars would only add noise. Set here, for the
+    # command's process, not on import: a Python user's own datasets bars stay as they were.
+    datasets.disable_progress_bars()
     set_cli_command(sys.argv[1:])  # model cards name the command that made a model
     # No tqdm monitor thread: it only tunes refresh rates, and a thread that Ctrl-C can leave waiting on a lock is
     # one more way for an interrupted run to hang at exit (tqdm's own workaround for its monitor deadlocks).

@@ -36,8 +36,6 @@ from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
 from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.paths import inside, resolve_path
 
-datasets.disable_progress_bars()
-
 VIEW_FILE = "view.arrow"
 VIEW_META = "view.json"
 VIEW_LAYOUT = 2  # 1 was a save_to_disk folder; part of the view key, so old views are never misread
