@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_bad_inputs import bad_input_assets  # noqa: F401 - the store fixture
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
@@ -266,3 +268,74 @@ def test_custom_model_type_is_refused_cleanly_without_the_opt_in(remote_code_fol
     with pytest.raises(ModelError, match="custom code"):
         MultiTaskModel.from_pretrained(saved)
     assert not marker.exists()
+
+
+def test_the_hf_export_carries_no_auto_map(remote_code_folders, tmp_path) -> None:
+    from multidistill.export.hf import export_hf
+
+    _, saved, marker = remote_code_folders
+    export_hf(saved, tmp_path / "out", task="t")
+    for name in ("config.json", "tokenizer_config.json"):
+        assert "auto_map" not in json.loads((tmp_path / "out" / name).read_text()), name
+    assert not marker.exists()
+
+
+def test_planted_links_are_never_written_through(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+    """A lock file or log.txt planted as a symbolic link in or beside a run folder: the target stays as it was."""
+    from tests.test_cli import run_cli
+
+    raw, write = tiny_run
+    config = write({**raw, "train": {**raw["train"], "epochs": 0.5}})
+    victim = tmp_path / "victim.txt"
+    victim.write_text("PRECIOUS\n")
+    lock = tmp_path / ".run.lock"  # the output folder is tmp_path / "run"
+    lock.symlink_to(victim)
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(config))
+    assert code == 2 and "is a symbolic link" in output and victim.read_text() == "PRECIOUS\n", output
+    assert not (tmp_path / "run").exists()
+    lock.unlink()
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(config))[0] == 0
+    log = tmp_path / "run" / "log.txt"
+    log.unlink()
+    log.symlink_to(victim)
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(config), "--resume")[0] == 0
+    assert victim.read_text() == "PRECIOUS\n"
+
+
+def test_overwrite_takes_only_folders_that_are_really_ours(tiny_run, tmp_path) -> None:
+    from multidistill.errors import ConfigError
+    from multidistill.training.run_dir import is_run_dir, refuse_foreign_overwrite
+
+    other = tmp_path / "userproj"
+    (other / "src").mkdir(parents=True)
+    (other / "src" / "thesis.tex").write_text("x")
+    (other / "export.json").write_text('{"rows": [1]}')  # another tool's file of that name
+    with pytest.raises(ConfigError, match="holds no multidistill output"):
+        refuse_foreign_overwrite(other, "output folder", ("export.json",))
+    (other / "export.json").write_text('{"kind": "onnx", "source": "/m"}')
+    refuse_foreign_overwrite(other, "output folder", ("export.json",))  # ours: may be replaced
+    # config.yaml beside a model/ folder is what many tools write; a run of ours has its model record or checkpoint
+    (tmp_path / "ml" / "model").mkdir(parents=True)
+    (tmp_path / "ml" / "config.yaml").write_text("a: 1\n")
+    assert not is_run_dir(tmp_path / "ml")
+    (tmp_path / "ml" / "model" / "multidistill_model.json").write_text("{}")
+    assert is_run_dir(tmp_path / "ml")
+
+
+def test_a_store_file_list_cannot_name_a_file_outside_the_store(bad_input_assets, tmp_path) -> None:  # noqa: F811
+    from multidistill.errors import DataError
+    from multidistill.teachers.store import open_signal_store
+
+    store = tmp_path / "store"
+    shutil.copytree(bad_input_assets / "store", store)
+    split = store / "toy_sent" / "train"
+    arrow = next(split.glob("*.arrow"))
+    outside = tmp_path / "outside.arrow"
+    shutil.move(arrow, outside)
+    state = json.loads((split / "state.json").read_text())
+    state["_data_files"] = [{"filename": str(outside)}]
+    (split / "state.json").write_text(json.dumps(state))
+    opened = open_signal_store(store)
+    for read in (opened.signal_rows, opened.signals):
+        with pytest.raises(DataError, match="not a file in this folder"):
+            read("toy_sent", "train")

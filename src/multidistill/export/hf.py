@@ -161,6 +161,17 @@ def _write_task_folders(model, model_dir: Path, specs: list[Task], family: _Fami
     return info
 
 
+def _drop_remote_code_pointers(folder: Path) -> None:
+    """A stock export names no custom code: `auto_map` (copied from a source folder's config or tokenizer config)
+    would point `trust_remote_code=True` loaders downstream at code this export does not hold."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(record, dict) and record.pop("auto_map", None) is not None:
+                path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def _write_task(model, model_dir: Path, spec: Task, family: _Family, tokenizer, rows, source: str, max_length: int,
                 folder: Path) -> dict:
     """Write ``spec``'s stock classifier into ``folder`` (weights, config, tokenizer, export.json, README.md)
@@ -169,6 +180,7 @@ def _write_task(model, model_dir: Path, spec: Task, family: _Family, tokenizer, 
     hf_model = _build_hf_model(model, spec, family, config, tokenizer, rows, max_length)
     hf_model.save_pretrained(folder, **_safetensors_kwargs(hf_model))
     tokenizer.save_pretrained(folder)
+    _drop_remote_code_pointers(folder)
     if not (folder / "model.safetensors").is_file():
         raise ModelError(f"{folder.name}: the export wrote no model.safetensors (sharded or pickled weights)")
     check = {"rows": len(rows), "source": source, **_verify(model, spec, folder, rows, max_length),

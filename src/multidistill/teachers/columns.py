@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from multidistill.errors import ConfigError, DataError
+from multidistill.teachers.store import saved_files
 from multidistill.utils.atomic import atomic_dir, write_json
 from multidistill.utils.hashing import hash_json
 from multidistill.utils.interrupt import raise_if_interrupted
@@ -90,7 +91,9 @@ def open_column_store(root: str | Path) -> ColumnStore:
             and isinstance(manifest.get("domains"), list) and isinstance(manifest.get("fingerprint"), str)):
         raise DataError(f"{root / MANIFEST}: not a valid column-store manifest (task, domains, columns, fingerprint)")
     try:
-        rows = datasets.load_from_disk(str(inside(root, manifest["task"], SPLIT))).with_format("numpy")
+        folder = inside(root, manifest["task"], SPLIT)
+        saved_files(folder)  # datasets reads whatever state.json names: only files inside the folder
+        rows = datasets.load_from_disk(str(folder)).with_format("numpy")
         table = {"id": np.asarray([str(i) for i in rows["id"]]), "domain_id": np.asarray(rows["domain_id"]),
                  **{name: np.asarray(rows[name], dtype=np.float32) for name in manifest["columns"]}}
     except Exception as exc:  # a missing or truncated Arrow file, an edited state.json, a missing column

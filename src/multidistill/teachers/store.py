@@ -70,6 +70,7 @@ class SignalStore:
         """One split's signals as a memory-mapped dataset (numpy format)."""
         folder = self._folder(task, split)
         try:
+            saved_files(folder)  # datasets reads whatever state.json names
             return datasets.load_from_disk(str(folder)).with_format("numpy")
         except Exception as exc:  # pyarrow/datasets raise OSError, ArrowInvalid, JSON errors... for damaged files
             raise_if_interrupted(exc)
@@ -79,8 +80,7 @@ class SignalStore:
         """The same signals for random row access by positional reads (training; memory stays flat)."""
         folder = self._folder(task, split)
         try:
-            state = json.loads((folder / "state.json").read_text())
-            rows = ArrowRows([folder / part["filename"] for part in state["_data_files"]])
+            rows = ArrowRows(saved_files(folder))
             datasets.Features.from_arrow_schema(rows.schema)  # the features record must parse, as on load
             needed = {"id", "teacher_logits", "teacher_mean"} | ({HIDDEN_COLUMN} if self.features else set())
             missing = needed - set(rows.column_names)
@@ -90,6 +90,16 @@ class SignalStore:
         except Exception as exc:  # a missing or damaged file, a truncated Arrow stream, an edited state.json
             raise_if_interrupted(exc)
             raise self._damaged(task, split, exc) from exc
+
+
+def saved_files(folder: Path) -> list[Path]:
+    """The Arrow files a `save_to_disk` folder's state.json names, each a plain file name inside ``folder``: a
+    crafted ``../`` or absolute name would make the store read a file from elsewhere (ValueError, as a damage)."""
+    names = [part["filename"] for part in json.loads((folder / "state.json").read_text())["_data_files"]]
+    for name in names:
+        if name_problem(name) is not None:
+            raise ValueError(f"state.json names the data file {name!r}, which is not a file in this folder")
+    return [folder / name for name in names]
 
 
 def split_dataset(ids, logits: np.ndarray, mean: np.ndarray, hidden: pa.Array | None = None) -> datasets.Dataset:

@@ -14,6 +14,7 @@ the next claim of the folder applies the same rule.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -40,7 +41,11 @@ def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a multidistill run folder (our marker, or a run made before markers existed)."""
     if (path / RUN_MARKER).is_file():
         return True
-    return (path / "config.yaml").is_file() and ((path / "model").is_dir() or (path / CHECKPOINTS).is_dir())
+    # Before markers: config.yaml beside a model of ours or a checkpoint of ours (config.yaml beside a `model/`
+    # folder alone is what many tools write, and --overwrite must never take such a folder for a run).
+    return (path / "config.yaml").is_file() and (
+        (path / "model" / "multidistill_model.json").is_file()
+        or any((path / CHECKPOINTS).glob("step-*/run_settings.json")))
 
 
 def _has_checkpoint(path: Path) -> bool:
@@ -136,9 +141,23 @@ def claim_run_root(root: Path, *, legacy: tuple[str, ...]) -> Iterator[None]:
 def refuse_foreign_overwrite(folder: Path, what: str, markers: tuple[str, ...]) -> None:
     """Before ``folder`` is replaced (an export's `--overwrite`): refuse it unless it is empty or holds one of
     ``markers`` (the files our writers put there), so a folder of other files is never deleted."""
-    if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).is_file() for name in markers):
+    if folder.is_dir() and any(folder.iterdir()) and not any(_our_marker(folder / name) for name in markers):
         raise ConfigError(f"{what} {folder} is not empty and holds no multidistill output ({' or '.join(markers)}); "
                           "--overwrite replaces only our own folders: choose an empty or new folder")
+
+
+def _our_marker(path: Path) -> bool:
+    """Whether ``path`` is a marker our writers put there: an export.json must also say it is an export of ours
+    (any tool may write a file of that name)."""
+    if not path.is_file():
+        return False
+    if path.name != "export.json":
+        return True
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("kind") in ("onnx", "hf") and "source" in record
 
 
 def _stopped_overwrite(exc: BaseException, path: Path, aside: Path) -> None:

@@ -14,9 +14,11 @@ docs/reliability.md).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -47,7 +49,16 @@ def _holder(fd: int) -> str:
 def _acquire(path: Path) -> tuple[int | None, str]:
     """``(fd, "")`` with fd holding the flock on ``path`` (the file now at the path), or ``(None, holder)``."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a planted `.<name>.lock -> somefile` would have it truncated and rewritten
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ConfigError(f"lock file {path} is a symbolic link, which multidistill never writes through; "
+                              "remove it (no multidistill process made it)") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"lock file {path} is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

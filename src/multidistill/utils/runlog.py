@@ -106,5 +106,8 @@ def run_log(output_dir: str | Path, command: str | None = None) -> Iterator[None
             header = f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} multidistill {command or ' '.join(sys.argv[1:])}"
             with contextlib.suppress(OSError):  # a log that cannot be written must not hide the run's outcome
                 folder.mkdir(parents=True, exist_ok=True)
-                with open(folder / LOG_FILE, "a", encoding="utf-8") as handle:
+                # Never through a link: a planted `log.txt -> ~/.bashrc` would have the run's output appended to it.
+                fd = os.open(folder / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                             0o644)
+                with os.fdopen(fd, "a", encoding="utf-8") as handle:
                     handle.write("\n".join([header, *lines, *stopped]) + "\n")
