@@ -221,9 +221,12 @@ def test_an_existing_out_dir_is_refused_unless_overwrite(toy, bert_dir, tmp_path
     with pytest.raises(ConfigError, match="holds no multidistill output"):  # --overwrite replaces only exports
         export_onnx(bert_dir, out, overwrite=True)
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
-    (out / "export.json").write_text("{}")  # as if an export of ours: --overwrite replaces it
+    (out / "export.json").write_text("{}")  # a file of that name that is not our export: still refused
+    with pytest.raises(ConfigError, match="holds no multidistill output"):
+        export_onnx(bert_dir, out, overwrite=True)
+    (out / "export.json").write_text('{"kind": "onnx", "source": "/m"}')  # an export of ours: replaced
     meta = export_onnx(bert_dir, out, overwrite=True)
-    assert "parity" not in meta and sorted(meta["files"]) == ["fp32"]
+    assert "parity" not in meta and meta["parity_checked"] is False and sorted(meta["files"]) == ["fp32"]
     assert not (out / "precious.txt").exists() and (out / "model.onnx").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
