@@ -115,8 +115,8 @@ def test_a_two_process_run_resumes_exactly_with_dropout_and_only_on_two_processe
     raw, _ = tiny_run
     spec = {**TINY_BERT, "vocab_size": len(_vocab()), "hidden_dropout_prob": 0.2}
     config = {**raw, "model": {**raw["model"], "backbone_config": spec, "dropout": 0.2},
-              "train": {**raw["train"], "epochs": 1, "checkpoint_every_steps": 2, "keep_checkpoints": 50,
-                        "eval_every_steps": None}}
+              "train": {**raw["train"], "epochs": 1, "checkpoint_every_steps": 3, "keep_checkpoints": 50,
+                        "log_every_steps": 2, "eval_every_steps": None}}
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -140,6 +140,15 @@ def test_a_two_process_run_resumes_exactly_with_dropout_and_only_on_two_processe
     whole = load_file(tmp_path / "whole" / "model" / "model.safetensors")
     resumed = load_file(cut / "model" / "model.safetensors")
     assert max(float((whole[k] - resumed[k]).abs().max()) for k in whole) == 0.0
+    # The loss curve too: each process's open log window (step 3 of the window 3-4) is in the checkpoint.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged(run) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        return [(event.step, round(event.value, 6)) for event in events.Scalars("train/loss")]
+
+    assert logged(cut) == logged(tmp_path / "whole")
 
 
 def test_recipes_and_the_demo_refuse_several_processes(tmp_path, monkeypatch, capsys):

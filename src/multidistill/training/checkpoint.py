@@ -54,18 +54,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(root: Path, step: int, trainables: nn.Module, optimizer, scheduler,
                     loop_state: dict, keep: int = 1, run_settings: dict | None = None,
-                    rng_states: list[dict[str, Any]] | None = None) -> Path:
+                    rng_states: list[dict[str, Any]] | None = None,
+                    windows: list[dict[str, Any]] | None = None) -> Path:
     """Write ``root/step-N`` atomically, then prune all but the newest ``keep`` checkpoints.
 
     ``run_settings`` (`multidistill.training.run_settings`) is recorded for the resume check; ``{}`` without.
-    ``rng_states``: each process's random state, by process index (default: this process's only)."""
+    ``rng_states``: each process's random state, by process index (default: this process's only); ``windows``:
+    each process's open log window (what it has summed since the last logged step), by process index."""
     final = root / f"{PREFIX}{step:09d}"
     remove_stale_temps(root, f"{PREFIX}*")
     rngs = rng_states or [rng_state()]
     with atomic_dir(final) as tmp:
         save_model(trainables, str(tmp / WEIGHTS_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rngs[0], "rng_per_process": rngs}, tmp / TRAINING_FILE)
+                    "rng": rngs[0], "rng_per_process": rngs, "window_per_process": windows or []},
+                   tmp / TRAINING_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(loop_state, indent=2))
         (tmp / RUN_FILE).write_text(json.dumps(run_settings or {}, indent=1))
     for old in list_checkpoints(root)[:-keep]:
@@ -108,9 +111,10 @@ def latest_checkpoint(root: Path) -> Path | None:
                       f"rather than silently starting elsewhere: {fix}")
 
 
-def load_checkpoint(folder: Path, trainables: nn.Module, optimizer, scheduler, process: int = 0) -> dict:
+def load_checkpoint(folder: Path, trainables: nn.Module, optimizer, scheduler,
+                    process: int = 0) -> tuple[dict, dict | None]:
     """Restore everything saved by `save_checkpoint`, with process ``process``'s random state; returns the loop
-    state.
+    state and that process's open log window (None: the checkpoint has none recorded).
 
     Resuming also deletes what writers killed in this folder left behind (their process is gone): the
     resumed run may never write a checkpoint again, e.g. when it was killed while pruning the last one.
@@ -127,4 +131,5 @@ def load_checkpoint(folder: Path, trainables: nn.Module, optimizer, scheduler, p
     scheduler.load_state_dict(training["scheduler"])
     per_process = training.get("rng_per_process") or [training["rng"]]  # older checkpoints: one state
     set_rng_state(per_process[process] if process < len(per_process) else training["rng"])
-    return loop_state
+    windows = training.get("window_per_process") or []
+    return loop_state, (windows[process] if process < len(windows) else None)

@@ -230,9 +230,10 @@ def train(
     raw = accelerator.unwrap_model(trainables)
 
     state = LoopState()
+    saved_window = None
     checkpoint_root = output_dir / CHECKPOINTS
     if resume and (found := latest_checkpoint(checkpoint_root)) is not None:
-        saved = load_checkpoint(found, raw, optimizer, scheduler, process=rank)
+        saved, saved_window = load_checkpoint(found, raw, optimizer, scheduler, process=rank)
         try:
             state = _state_from_json(saved)
         except TypeError as exc:
@@ -289,15 +290,24 @@ def train(
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
-        # Every process's random state (dropout masks differ per process), so a resume continues exactly.
-        rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
+        # Every process's random state (dropout masks differ per process) and open log window (what it summed since
+        # the last logged step), so a resume continues exactly, its loss curve included.
+        window = {"loss": window_loss, "steps": window_steps, "terms": window_terms, "examples": window_examples,
+                  "elapsed": time.perf_counter() - window_start}
+        mine = [{"rng": rng_state(), "window": window}]
+        every = gather_object(mine) if world > 1 else mine
         if accelerator.is_main_process:
             save_checkpoint(checkpoint_root, state.step, raw, optimizer, scheduler, json_safe(asdict(state)),
-                            keep=config.keep_checkpoints, run_settings=run_settings, rng_states=rngs)
+                            keep=config.keep_checkpoints, run_settings=run_settings,
+                            rng_states=[p["rng"] for p in every], windows=[p["window"] for p in every])
 
     last_eval_step = state.history[-1]["step"] if state.history else -1
     window_start, window_examples, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
     window_terms: dict[str, list[float]] = {}  # each loss term's values in the log window, by name
+    if saved_window:  # the window the checkpoint was written in: logged when it closes, as in an uncut run
+        window_loss, window_steps = float(saved_window["loss"]), int(saved_window["steps"])
+        window_examples, window_terms = int(saved_window["examples"]), dict(saved_window["terms"])
+        window_start -= float(saved_window["elapsed"])
     try:
         while state.step < total_steps:
             plan = planner.epoch(state.epoch)[rank::world][:local_batches]
@@ -358,14 +368,9 @@ def train(
                 raise_if_interrupted()  # a Ctrl-C that library code swallowed in this step stops the run here
 
                 epoch_done = state.position + config.grad_accum_steps > len(plan)
-                due_checkpoint = epoch_done or state.step % config.checkpoint_every_steps == 0 \
-                    or state.step == total_steps
-                # A log window never spans a checkpoint: a resumed run logs, and counts time and examples, exactly
-                # as the uncut one (a window cut by the kill would be averaged or timed over part of its steps).
-                if state.step % config.log_every_steps == 0 or due_checkpoint:
+                if state.step % config.log_every_steps == 0 or state.step == total_steps:
                     elapsed = time.perf_counter() - window_start
-                    # The steps this window holds: fewer than log_every_steps at a checkpoint, or with skipped steps.
-                    loss = None
+                    loss = None  # the mean over the steps the window holds (skipped steps add nothing)
                     rate = window_examples * world / max(elapsed, 1e-9)
                     state.train_seconds += elapsed
                     state.examples += window_examples * world
@@ -400,7 +405,7 @@ def train(
                     run_eval()
                     last_eval_step = state.step
                     window_start += time.perf_counter() - eval_start
-                if due_checkpoint:
+                if epoch_done or state.step % config.checkpoint_every_steps == 0 or state.step == total_steps:
                     raise_if_interrupted()  # nor checkpoint what ran after one (e.g. an evaluation)
                     checkpoint()
                 if on_step is not None:
