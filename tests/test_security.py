@@ -294,6 +294,10 @@ def test_planted_links_are_never_written_through(tiny_run, tmp_path, monkeypatch
     assert code == 2 and "is a symbolic link" in output and victim.read_text() == "PRECIOUS\n", output
     assert not (tmp_path / "run").exists()
     lock.unlink()
+    lock.mkdir()  # a folder in its place: refused by name, not a traceback
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(config))
+    assert code == 2 and "is a folder, not a lock file" in output, output
+    lock.rmdir()
     assert run_cli(monkeypatch, capsys, "train-teacher", str(config))[0] == 0
     log = tmp_path / "run" / "log.txt"
     log.unlink()
@@ -320,6 +324,14 @@ def test_overwrite_takes_only_folders_that_are_really_ours(tiny_run, tmp_path) -
     assert not is_run_dir(tmp_path / "ml")
     (tmp_path / "ml" / "model" / "multidistill_model.json").write_text("{}")
     assert is_run_dir(tmp_path / "ml")
+    # A run from before markers cut before its first model save: config.yaml and a checkpoint of ours.
+    step = tmp_path / "old" / "checkpoints" / "step-000000003"
+    step.mkdir(parents=True)
+    (tmp_path / "old" / "config.yaml").write_text("a: 1\n")
+    assert not is_run_dir(tmp_path / "old")
+    for name in ("loop_state.json", "trainables.safetensors", "training_state.pt"):
+        (step / name).write_text("x")
+    assert is_run_dir(tmp_path / "old")
 
 
 def test_a_store_file_list_cannot_name_a_file_outside_the_store(bad_input_assets, tmp_path) -> None:  # noqa: F811

@@ -97,8 +97,20 @@ def test_resume_after_a_crash_ends_with_the_same_weights_as_an_uncut_run(tiny_ru
     assert resumed.steps == uncut.steps
     _assert_same_weights(tmp_path / "uncut", tmp_path / "cut")
     assert resumed.best_metrics == uncut.best_metrics
-    # The training loss logged: no window spans the checkpoint it resumed from, and the cut run's steps after
-    # that checkpoint are purged, so the curve is the uncut run's, once.
+    # The training loss logged: the checkpoint holds the open log window, and the cut run's steps after that
+    # checkpoint are purged, so the curve is the uncut run's, once.
+    assert _logged_losses(tmp_path / "cut") == _logged_losses(tmp_path / "uncut")
+
+
+def test_a_resume_from_a_checkpoint_inside_a_log_window_logs_the_uncut_curve(tiny_run, tmp_path):
+    raw, _ = tiny_run  # log every 2 steps, checkpoint every 3: the step-3 checkpoint holds the window of step 3
+    train_teacher(_config(raw, output_dir=str(tmp_path / "uncut")))
+    cut_config = _config(raw, output_dir=str(tmp_path / "cut"))
+    _cut_at(cut_config, 5)
+    assert list_checkpoints(tmp_path / "cut" / "checkpoints")[-1].name == "step-000000003"
+    time.sleep(1.1)  # event files made in one second by one process can sort out of order (see below)
+    train_teacher(cut_config, resume=True)
+    _assert_same_weights(tmp_path / "uncut", tmp_path / "cut")
     assert _logged_losses(tmp_path / "cut") == _logged_losses(tmp_path / "uncut")
 
 

@@ -292,8 +292,10 @@ def train(
         accelerator.wait_for_everyone()
         # Every process's random state (dropout masks differ per process) and open log window (what it summed since
         # the last logged step), so a resume continues exactly, its loss curve included.
-        window = {"loss": window_loss, "steps": window_steps, "terms": window_terms, "examples": window_examples,
-                  "elapsed": time.perf_counter() - window_start}
+        # Plain Python values: the checkpoint is read back with torch.load(weights_only=True), which refuses numpy's.
+        window = {"loss": float(window_loss), "steps": int(window_steps), "examples": int(window_examples),
+                  "terms": {str(name): [float(v) for v in values] for name, values in window_terms.items()},
+                  "elapsed": float(time.perf_counter() - window_start)}
         mine = [{"rng": rng_state(), "window": window}]
         every = gather_object(mine) if world > 1 else mine
         if accelerator.is_main_process:

@@ -1,7 +1,7 @@
 """Run folders: one writer at a time, never clobber what is not a run, and an `--overwrite` that cannot lose both.
 
 A run folder carries a marker file (``.multidistill-run``) written when it is claimed; only a folder with the
-marker (or the layout of a run made before markers existed: ``config.yaml`` and ``model/`` or ``checkpoints/``)
+marker (or the layout of a run made before markers existed: ``config.yaml`` beside our model record or a checkpoint)
 may be resumed or overwritten. A non-empty folder without it (a data folder, a home directory) is refused.
 
 `--overwrite` moves the old run aside to ``.<name>.old-<pid>`` beside it and deletes it only after the new run
@@ -45,7 +45,8 @@ def is_run_dir(path: Path) -> bool:
     # folder alone is what many tools write, and --overwrite must never take such a folder for a run).
     return (path / "config.yaml").is_file() and (
         (path / "model" / "multidistill_model.json").is_file()
-        or any((path / CHECKPOINTS).glob("step-*/run_settings.json")))
+        or any((step / "loop_state.json").is_file() and (step / "trainables.safetensors").is_file()
+               for step in (path / CHECKPOINTS).glob("step-*")))
 
 
 def _has_checkpoint(path: Path) -> bool:

@@ -52,6 +52,8 @@ def _acquire(path: Path) -> tuple[int | None, str]:
         try:  # never through a link: a planted `.<name>.lock -> somefile` would have it truncated and rewritten
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                raise ConfigError(f"lock file {path} is a folder, not a lock file; remove it") from exc
             if exc.errno != errno.ELOOP:
                 raise
             raise ConfigError(f"lock file {path} is a symbolic link, which multidistill never writes through; "
