@@ -117,12 +117,19 @@ def _runtime_value(model: dict, stats: dict, key: str) -> float | None:
     return value if value is not None else model.get(key)
 
 
+def scored_rows(benchmark: dict) -> int | None:
+    """The dev rows per task the benchmark scored when it scored a slice (`max_eval_examples`), else None (the
+    whole split, as the quality table)."""
+    rows = (benchmark.get("settings") or {}).get("max_eval_examples")
+    return rows if type(rows) is int else None
+
+
 def score_label(benchmark: dict) -> str:
     """What benchmark.json's scores are: one task's main metric, or their mean over several tasks."""
     tasks = benchmark.get("tasks")
     tasks = [str(t) for t in tasks] if isinstance(tasks, list) and tasks else [str(benchmark.get("task", "?"))]
-    rows = (benchmark.get("settings") or {}).get("max_eval_examples")
-    cap = f", first {rows} dev rows per task" if type(rows) is int else ""  # not the quality table's whole split
+    rows = scored_rows(benchmark)
+    cap = f", first {rows} dev rows per task" if rows is not None else ""
     if len(tasks) == 1:
         return f"dev score ({tasks[0]}, main metric{cap})"
     return f"dev score (mean main metric over {', '.join(tasks)}{cap})"
@@ -212,6 +219,7 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
     if benchmark:
         ref_name = benchmark.get("reference")
         ref_model = benchmark["models"].get(ref_name)
+        rows = scored_rows(benchmark)
         for name, model in benchmark["models"].items():
             if name == ref_name:
                 continue
@@ -232,8 +240,7 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
                 text += f", score {fmt_score(score)}"
                 if ref_model and ref_model.get("score") is not None:
                     text += f" (reference {fmt_score(ref_model['score'])})"
-                rows = (benchmark.get("settings") or {}).get("max_eval_examples")
-                if type(rows) is int:  # the benchmark's rows, not the quality table's whole split
+                if rows is not None:
                     text += f" on the first {rows} dev rows per task"
             lines.append(text + ".")
     return lines
