@@ -158,3 +158,27 @@ def test_encoders_of_several_families_train_and_round_trip(spec, tmp_path):
     loaded = MultiTaskModel.from_pretrained(tmp_path / spec["model_type"]).eval()
     model.eval()
     assert torch.equal(model("mrpc", ids, mask, segments).logits, loaded("mrpc", ids, mask, segments).logits)
+
+
+@pytest.mark.parametrize("kind", ["multitask", "bilstm"])
+def test_a_config_naming_a_huge_model_is_refused_before_allocating(model, tmp_path, kind):
+    """A crafted or mixed-up config (10^10 vocabulary rows: ~1 TB of weights) fails the shape check on the meta
+    device; building it for real would try to allocate first."""
+    folder = tmp_path / "saved"
+    if kind == "multitask":
+        model.save_pretrained(folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 10**10}))
+    else:
+        from multidistill.models.bilstm import BiLSTMModel, BiLSTMSpec
+
+        BiLSTMModel(BiLSTMSpec(embedding_dim=8, hidden_size=8), TASKS, vocab_size=50,
+                    pad_token_id=0, sep_token_id=None).save_pretrained(folder)
+        config = json.loads((folder / "multidistill_model.json").read_text())
+        (folder / "multidistill_model.json").write_text(json.dumps({**config, "vocab_size": 10**10}))
+    from multidistill.models import load_model
+
+    # Built for real, the embedding alone fails to allocate (RuntimeError) or is killed for memory.
+    with pytest.raises(ModelError, match=r"size mismatch for \S*embed\S*: \[\d+, \d+\] in the file, "
+                                         r"\[10000000000, \d+\] in the model"):
+        load_model(folder)

@@ -28,7 +28,7 @@ from multidistill.models.multitask import (
     WEIGHTS_FILE,
     MultiTaskOutput,
     SavedModel,
-    load_weights,
+    build_and_load,
     output_with_features,
     read_model_config,
 )
@@ -354,12 +354,14 @@ class BiLSTMModel(SavedModel):
         try:
             spec = BiLSTMSpec.model_validate(config["spec"])
             tasks = [Task.model_validate(task) for task in config["tasks"]]
-            model = cls(spec, tasks, vocab_size=int(config["vocab_size"]), pad_token_id=int(config["pad_token_id"]),
-                        sep_token_id=config.get("sep_token_id"), max_length=config.get("max_length"))
+            settings = dict(vocab_size=int(config["vocab_size"]), pad_token_id=int(config["pad_token_id"]),
+                            sep_token_id=config.get("sep_token_id"), max_length=config.get("max_length"))
+            with torch.device("meta"):  # the constructor's own checks, before any memory is allocated
+                cls(spec, tasks, **settings)
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise ModelError(f"{path}: invalid BiLSTM model config: {exc}") from exc
+        model = build_and_load(lambda: cls(spec, tasks, **settings), directory / WEIGHTS_FILE)
         model._load_data_root(config)
-        load_weights(model, directory / WEIGHTS_FILE)
         return model
 
 

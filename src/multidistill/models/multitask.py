@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -246,10 +247,11 @@ class MultiTaskModel(SavedModel):
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             raise ModelError(f"{directory / MODEL_CONFIG_FILE}: invalid model config: {type(exc).__name__}: "
                              f"{exc}") from exc
-        model = cls(backbone_from_config(backbone_config), tasks, pooling=pooling, dropout=dropout,
-                    max_length=config.get("max_length"), domain_branch=branch)
+        model = build_and_load(
+            lambda: cls(backbone_from_config(backbone_config), tasks, pooling=pooling, dropout=dropout,
+                        max_length=config.get("max_length"), domain_branch=branch),
+            directory / WEIGHTS_FILE)
         model._load_data_root(config)
-        load_weights(model, directory / WEIGHTS_FILE)
         return model
 
 
@@ -312,8 +314,21 @@ def read_model_tasks(directory: Path) -> list[Task]:
     return tasks
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights strictly, turning corrupt or mismatched files into a ModelError."""
+def build_and_load(build: Callable[[], nn.Module], path: Path) -> nn.Module:
+    """``build()`` with the safetensors weights at ``path``, after their shapes were checked without memory.
+
+    The model is first built on the meta device: a config that names, say, a vocabulary of 10^9 rows is refused by
+    the shape check before anything of that size is allocated (a crafted or mixed-up folder cannot exhaust memory).
+    """
+    with torch.device("meta"):
+        check_weight_shapes(build(), path)
+    model = build()
+    load_weights(model, path)
+    return model
+
+
+def check_weight_shapes(model: nn.Module, path: Path) -> None:
+    """Refuse a safetensors file whose tensors do not fit ``model`` (reads only the file's header)."""
     try:
         with safe_open(str(path), framework="pt") as handle:  # reads only the header: names, shapes
             shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118 (not a dict)
@@ -327,6 +342,11 @@ def load_weights(model: nn.Module, path: Path) -> None:
         more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
         raise ModelError(f"{path}: weights do not match the model that {MODEL_CONFIG_FILE} describes: "
                          f"{'; '.join(wrong[:3])}{more}; were the weights copied from another model?")
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights strictly, turning corrupt or mismatched files into a ModelError."""
+    check_weight_shapes(model, path)
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as exc:  # a file cut inside its tensor data fails here, after its header read fine
