@@ -214,7 +214,7 @@ def demo_command(
     augment.* (max_examples, n_iter, n_iter_pair, ...; augment=null: no transfer set), signals.batch_size,
     signals.bf16, transformer.model.*, transformer.train.*, transformer.objective, bilstm.model.*,
     bilstm.train.*, bilstm.objective, benchmark.* (runtimes, rounds, latency_runs, memory, max_eval_examples,
-    parity_examples, int8_max_metric_drop).
+    parity_examples, max_metric_drop_int8).
 
     Examples:
       multidistill demo --quick
