@@ -114,3 +114,39 @@ def test_a_per_task_term_of_the_other_task_type_is_refused_when_the_objective_is
     config = ObjectiveConfig(tasks={regression: [LossTerm(loss="soft_kl")]})
     with pytest.raises(ConfigError, match=f"objective.tasks.{regression}.0': loss 'soft_kl' is for classification"):
         WeightedObjective(TASKS, config)
+
+
+@pytest.mark.parametrize("loss", ["relation_kl", "hidden_mse", "soft_ce"])
+def test_terms_are_computed_in_float32_under_the_loops_autocast(loss):
+    """The loop runs the objective inside bf16 autocast; a term's value must still be the float32 one. Without the
+    objective turning autocast off, relation_kl's Q.K^T and hidden_mse's projection ran in bf16 (their `.float()`
+    casts undone by autocast) and differed by ~1e-2 relative here."""
+    from multidistill.models.features import EncoderFeatures, ModelDims
+
+    dims = ModelDims(hidden_size=64, num_layers=2, num_attention_heads=4)
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.ones(3, 12, dtype=torch.long)
+
+    def feats() -> EncoderFeatures:
+        def states() -> tuple[torch.Tensor, ...]:
+            return tuple(torch.randn(3, 12, 64, generator=generator).to(torch.bfloat16) for _ in range(3))
+        return EncoderFeatures(attention_mask=mask, dims=dims, hidden_states=states(), queries=states()[1:],
+                               keys=states()[1:], values=states()[1:])
+
+    student, teacher = feats(), feats()
+
+    class FixedFeatures(torch.nn.Module):
+        def forward(self, task, input_ids, attention_mask, token_type_ids=None, want=None):
+            logits = torch.randn(3, 2, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+            return SimpleNamespace(logits=logits, features=student)
+
+    params = {"relation_kl": {"relation_heads": 4}, "hidden_mse": {}, "soft_ce": {"temperature": 2.0}}[loss]
+    config = ObjectiveConfig(classification=[LossTerm(loss=loss, params=params)])
+    torch.manual_seed(0)
+    objective = WeightedObjective({"sst2": TASKS["sst2"]}, config, dims={"student": dims, "teacher": dims})
+    batch = _batch("sst2", [0, 1, 1], teacher_features=teacher, teacher_mean=torch.tensor([[0.3, 0.7]] * 3))
+    plain = objective(FixedFeatures(), batch).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = objective(FixedFeatures(), batch).loss
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(plain.item(), rel=1e-6)

@@ -15,6 +15,7 @@ losses (features are never averaged: a mean of relation or attention maps is not
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -66,6 +67,14 @@ def refuse_head_losses(tasks: dict[str, Task], config: ObjectiveConfig, key: str
                 raise ConfigError(f"task '{name}' is a text task (unlabelled text: no labels, no head), but loss "
                                   f"'{term.loss}' reads {', '.join(reads)}; give it feature losses only, under "
                                   f"key '{key or f'objective.tasks.{name}'}' (e.g. relation_kl or hidden_mse)")
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context with autocast disabled on ``device``'s type (a no-op where that type has no autocast)."""
+    available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4; earlier: the usual types
+    if available(device.type) if available is not None else device.type in ("cpu", "cuda", "xpu", "mps"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class WeightedObjective(nn.Module):
@@ -153,8 +162,21 @@ class WeightedObjective(nn.Module):
                  "student_features": outputs.features if want else None,
                  "teacher_features": batch.get("teacher_features") or None,
                  "domain_ids": batch.get("domain_ids"), "example_ids": batch.get("ids")}
+        if named["student_logits"] is not None:  # the model ran under autocast: its logits may be bf16/fp16
+            named["student_logits"] = named["student_logits"].float()
         example_weights = batch.get("weights")
-        total = torch.zeros((), dtype=torch.float32, device=batch["input_ids"].device)  # text tasks: no logits
+        device = batch["input_ids"].device
+        total = torch.zeros((), dtype=torch.float32, device=device)  # text tasks: no logits
+        # The loss terms run in float32: under the loop's autocast a term's own `.float()` casts are undone by its
+        # next matmul (relation_kl's Q.K^T, a projection); in bf16 that turned relation_kl's gradient by ~50 degrees
+        # near convergence.
+        with _autocast_off(device):
+            total, logs = self._terms(task, named, example_weights, total)
+        return ObjectiveOutput(loss=total, terms=logs)
+
+    def _terms(self, task: Task, named: dict, example_weights: torch.Tensor | None,
+               total: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``total`` plus the task's weighted terms, and {term name: value}."""
         logs = {}
         for index, term in enumerate(self.terms[task.name]):
             weight = self.weight(task.name, index)
@@ -168,7 +190,7 @@ class WeightedObjective(nn.Module):
             value = per_example.mean()
             total = total + weight * value
             logs[term.loss_name] = float(value.detach())
-        return ObjectiveOutput(loss=total, terms=logs)
+        return total, logs
 
     @staticmethod
     def _per_example(term: nn.Module, named: dict) -> torch.Tensor:
