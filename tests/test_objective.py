@@ -150,3 +150,20 @@ def test_terms_are_computed_in_float32_under_the_loops_autocast(loss):
         under_autocast = objective(FixedFeatures(), batch).loss
     assert under_autocast.dtype == torch.float32
     assert under_autocast.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_teacher_is_probs_false_softens_the_teachers_mean_logits():
+    """`teacher_is_probs: false` reads the teachers' mean logits; it used to read their mean probabilities as if
+    they were logits, softening them a second time (targets [0.98, 0.02] became [0.57, 0.43] and a student equal
+    to its teacher had a KL of 1.19 in a 3-class case)."""
+    teacher_logits = torch.tensor([[[3.0, -1.0], [0.0, 0.0]]])  # one row, K = 2 teachers, 2 classes
+    mean_logits = teacher_logits.mean(1)
+    mean_probs = torch.softmax(teacher_logits, -1).mean(1)
+    batch = _batch("sst2", [0], teacher_logits=teacher_logits, teacher_mean=mean_probs)
+    from_logits = WeightedObjective(TASKS, ObjectiveConfig(classification=[
+        LossTerm(loss="soft_kl", params={"teacher_is_probs": False, "temperature": 2.0})]))
+    assert from_logits(FixedLogits({"sst2": mean_logits}), batch).loss.item() == pytest.approx(0.0, abs=1e-6)
+    from_probs = WeightedObjective(TASKS, ObjectiveConfig(classification=[
+        LossTerm(loss="soft_kl", params={"temperature": 2.0})]))
+    assert from_probs(FixedLogits({"sst2": mean_probs.log()}), batch).loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert from_probs(FixedLogits({"sst2": mean_logits}), batch).loss.item() > 1e-4  # the two targets differ

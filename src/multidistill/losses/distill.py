@@ -4,7 +4,7 @@ Each term declares in ``inputs`` the named tensors it reads (see `training.objec
 never needs to know which model produced the logits or where the teacher signals came from.
 
 Teacher classification signals are probabilities (the mean over an ensemble's members, as MT-DNN-KD
-prescribes) or logits; for a single teacher both give the same targets, since
+prescribes) or logits (the mean of the members' logits); for a single teacher both give the same targets, since
 softmax(log(softmax(z)) / T) == softmax(z / T).
 """
 
@@ -28,7 +28,11 @@ def teacher_targets(teacher: torch.Tensor, temperature: float, *, is_probs: bool
 
 
 class _SoftenedLoss(nn.Module):
-    """Shared by soft_ce and soft_kl: both compare distributions softened by the same temperature."""
+    """Shared by soft_ce and soft_kl: both compare distributions softened by the same temperature.
+
+    ``teacher_is_probs`` (default true) reads ``teacher_mean``, the teachers' mean probabilities (MT-DNN-KD); false
+    reads ``teacher_logits``, the mean of their logits, and softens that (for one teacher the same targets).
+    """
 
     inputs = ("student_logits", "teacher_mean")
     task_types = ("classification",)  # distributions over classes: a regression head has one score
@@ -45,6 +49,8 @@ class _SoftenedLoss(nn.Module):
         self.temperature = self.temperature_start = temperature
         self.temperature_end = temperature_end
         self.teacher_is_probs = teacher_is_probs
+        if not teacher_is_probs:  # targets from the teachers' mean logits (teacher_mean holds probabilities)
+            self.inputs = ("student_logits", "teacher_logits")
 
     def set_progress(self, fraction: float) -> None:
         """Linear temperature schedule from `temperature` to `temperature_end` over training."""
