@@ -420,7 +420,7 @@ def test_explicit_and_last_layer_maps_sum_their_pairs():
     ("attention_mse", {"layer_map": [[1, 2, 3]]}, "layer_map", "not a \\[student layer, teacher layer\\] pair"),
     ("hidden_mse", {"layer_map": []}, "layer_map", "non-empty list"),
     ("hidden_mse", {"layer_reduction": "max"}, "layer_reduction", "not one of"),
-    ("hidden_mse", {"projection": False}, "projection", "student is 8 wide and the teacher 12"),
+    ("hidden_mse", {"projection": False}, "projection", "student layer 0 is 8 wide and teacher layer 0 12"),
     ("relation_kl", {"relation_heads": 48}, "relation_heads", "must divide .* 8 .* 12; choose one of \\[1, 2, 4\\]"),
     ("relation_kl", {"relation_heads": 3}, "relation_heads", "must divide"),
     ("relation_kl", {"teacher_layer": 5}, "teacher_layer", "not a layer of a 4-layer model"),

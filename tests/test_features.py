@@ -13,7 +13,7 @@ from multidistill.errors import ConfigError
 from multidistill.models import BiLSTMModel, BiLSTMSpec, MultiTaskModel
 from multidistill.models.extract import ENCODER_FEATURES, extract_features
 from multidistill.models.families import FAMILIES, family_of, model_dims
-from multidistill.models.features import FEATURE_NAMES, ModelDims
+from multidistill.models.features import FEATURE_NAMES, EncoderFeatures, ModelDims
 
 VOCAB, HIDDEN, LAYERS, HEADS = 40, 32, 2, 4
 SIZES = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
@@ -272,7 +272,34 @@ def test_bilstm_gives_its_hidden_states_logits_and_pooled(bilstm):
     single = bilstm.features(None, **batch, want={"hidden_states"})
     assert torch.equal(single.hidden_states[1], bilstm("sent", **batch).last_hidden_state)
     assert single.logits is None and single.pooled is None
-    assert bilstm.model_dims() == ModelDims(hidden_size=16, num_layers=1, num_attention_heads=0)
+    assert bilstm.model_dims() == ModelDims(hidden_size=16, num_layers=1, num_attention_heads=0, embedding_size=16)
+
+
+@pytest.mark.parametrize("loss", ["hidden_mse", "cosine_hidden"])
+def test_hidden_losses_on_a_bilstm_whose_embeddings_are_narrower_than_its_lstm(loss):
+    """The default map includes hidden state 0, a BiLSTM's word embeddings (embedding_dim wide, 300 by default),
+    while its LSTM output is 2 x hidden_size (600): one projection sized from the LSTM crashed on layer 0
+    ("mat1 and mat2 shapes cannot be multiplied"); layer 0 gets its own."""
+    from multidistill.losses import build_loss
+
+    torch.manual_seed(0)
+    student = BiLSTMModel(BiLSTMSpec(embedding_dim=6, hidden_size=8, mlp_hidden=12), [SENT], vocab_size=VOCAB,
+                          pad_token_id=0, sep_token_id=3)
+    teacher_dims = ModelDims(hidden_size=HIDDEN, num_layers=LAYERS, num_attention_heads=HEADS)
+    term = build_loss(loss, dims={"student": student.model_dims(), "teacher": teacher_dims})
+    assert term.layer_map[0] == (0, 0)
+    assert term.embedding_projection.in_features == 6 and term.projection.in_features == 16
+    batch = padded_batch()
+    features = student.features("sent", **batch, want={"hidden_states"})
+    teacher = EncoderFeatures(attention_mask=features.attention_mask, dims=teacher_dims, hidden_states=tuple(
+        torch.randn(2, 9, HIDDEN) for _ in range(LAYERS + 1)))
+    values = term(features, teacher)
+    assert values.shape == (2,) and torch.isfinite(values).all()
+    values.sum().backward()
+    assert term.embedding_projection.weight.grad.abs().sum() > 0
+    # Without a projection the widths cannot be compared: refused by layer, at build time.
+    with pytest.raises(ConfigError, match=r"student layer \d is \d+ wide and teacher layer \d \d+"):
+        build_loss(loss, dims={"student": student.model_dims(), "teacher": teacher_dims}, projection=False)
 
 
 @pytest.mark.parametrize("name", ["attention_scores", "queries", "keys", "values"])

@@ -25,26 +25,38 @@ class _HiddenLoss(FeatureLoss):
     teacher_features = frozenset({"hidden_states"})
 
     def __init__(self, student_dims: ModelDims, teacher_dims: ModelDims, *, layer_map: Any,
-                 include_embeddings: bool, layer_reduction: str, projection: bool) -> None:
+                 include_embeddings: bool, layer_reduction: str, projection: bool | None) -> None:
+        """``projection`` None: learned only when a mapped pair of layers differs in width."""
         super().__init__(student_dims, teacher_dims)
         self.layer_map = resolve_layer_map(self, layer_map, first_layer=0, include_embeddings=include_embeddings)
         self.student_layers = tuple(sorted({s for s, _ in self.layer_map}))
         self.teacher_layers = tuple(sorted({t for _, t in self.layer_map}))
         self.check_reduction(layer_reduction)
         self.layer_reduction = layer_reduction
-        widths = (student_dims.hidden_size, teacher_dims.hidden_size)
-        if not projection and widths[0] != widths[1]:
-            raise self.config_error("projection", f"the student is {widths[0]} wide and the teacher {widths[1]}; "
-                                    "a projection is needed to compare them: set projection: true")
-        # One map for every layer pair (as TinyBERT's W_h and Meta-KD's W).
-        self.projection = nn.Linear(*widths) if projection else None
+        # One map for every layer pair (as TinyBERT's W_h and Meta-KD's W); a student whose embedding output has
+        # another width (a BiLSTM's word embeddings) gets a second one for layer 0.
+        own_width = 0 in self.student_layers and student_dims.width(0) != student_dims.hidden_size
+        groups = {"projection": [(s, t) for s, t in self.layer_map if not (s == 0 and own_width)],
+                  "embedding_projection": [(s, t) for s, t in self.layer_map if s == 0 and own_width]}
+        for name, pairs in groups.items():
+            differ = [(s, t) for s, t in pairs if student_dims.width(s) != teacher_dims.width(t)]
+            learned = bool(pairs) and (bool(differ) if projection is None else projection)
+            if differ and not learned:
+                (s, t) = differ[0]
+                raise self.config_error("projection", f"student layer {s} is {student_dims.width(s)} wide and teacher "
+                                        f"layer {t} {teacher_dims.width(t)}; a projection is needed to compare them: "
+                                        "set projection: true")
+            setattr(self, name, nn.Linear(student_dims.width(pairs[0][0]), teacher_dims.hidden_size)
+                    if learned else None)
 
     def pairs(self, student: EncoderFeatures, teacher: EncoderFeatures):
         """(projected student states, teacher states) per mapped layer, in float32."""
         for student_layer, teacher_layer in self.layer_map:
             student_states = self.layer(student, "hidden_states", student_layer).float()
-            if self.projection is not None:
-                student_states = self.projection(student_states.to(self.projection.weight.dtype)).float()
+            projection = self.embedding_projection if student_layer == 0 and self.embedding_projection is not None \
+                else self.projection  # (layer 0 has its own only where its width is not the other layers')
+            if projection is not None:
+                student_states = projection(student_states.to(projection.weight.dtype)).float()
             yield student_states, self.layer(teacher, "hidden_states", teacher_layer).float()
 
 
@@ -80,8 +92,6 @@ class CosineHidden(_HiddenLoss):
     def __init__(self, student_dims: ModelDims, teacher_dims: ModelDims, layer_map: Any = "uniform",
                  include_embeddings: bool = True, layer_reduction: str = "sum",
                  projection: bool | None = None) -> None:
-        if projection is None:
-            projection = student_dims.hidden_size != teacher_dims.hidden_size
         super().__init__(student_dims, teacher_dims, layer_map=layer_map, include_embeddings=include_embeddings,
                          layer_reduction=layer_reduction, projection=projection)
 

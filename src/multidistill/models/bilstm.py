@@ -292,8 +292,10 @@ class BiLSTMModel(SavedModel):
 
     def model_dims(self) -> ModelDims:
         """Sizes for feature losses: the LSTM output width (2 x ``hidden_size``), one layer (nn.LSTM exposes only
-        its top layer's outputs) and no attention heads."""
-        return ModelDims(hidden_size=2 * self.spec.hidden_size, num_layers=1, num_attention_heads=0)
+        its top layer's outputs), no attention heads, and hidden state 0 (the word embeddings) ``embedding_dim``
+        wide."""
+        return ModelDims(hidden_size=2 * self.spec.hidden_size, num_layers=1, num_attention_heads=0,
+                         embedding_size=self.spec.embedding_dim)
 
     def features(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None, *, want: Wanted) -> EncoderFeatures:

@@ -22,12 +22,18 @@ DOMAIN_FEATURES = ("transferable", "domain_logits")
 class ModelDims:
     """The sizes a feature loss is built from (read from the model's config, never from YAML numbers).
 
-    A BiLSTM student has ``num_attention_heads`` 0 and ``num_layers`` 1 (its LSTM stack's output).
+    A BiLSTM student has ``num_attention_heads`` 0 and ``num_layers`` 1 (its LSTM stack's output), and its hidden
+    state 0 (the word embeddings) is ``embedding_size`` wide, not ``hidden_size``.
     """
 
     hidden_size: int
     num_layers: int
     num_attention_heads: int
+    embedding_size: int | None = None  # width of hidden state 0 where it is not hidden_size
+
+    def width(self, layer: int) -> int:
+        """The width of hidden state ``layer`` (0: the embedding output)."""
+        return self.embedding_size if layer == 0 and self.embedding_size is not None else self.hidden_size
 
 
 @dataclass
