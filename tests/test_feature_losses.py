@@ -236,6 +236,26 @@ def test_attention_kl_by_hand():
     assert loss(student, teacher).item() == pytest.approx((LN2 - LN3 / 2) / 2, abs=1e-6)
 
 
+def test_keys_a_model_masks_itself_are_left_out_of_both_attention_losses():
+    """ModernBERT's sliding-window layers leave the dtype's minimum on keys outside the window; a global student
+    layer mapped to a local teacher layer compared those (3.4e38 squared: inf). Keys either side masks are left
+    out. One head, two real tokens; the teacher masks (query 1, key 0).
+    attention_mse: the 3 entries both see: ((1-0)^2 + (2-2)^2 + (4-4)^2) / 3 = 1/3.
+    attention_kl: row 0 sees keys 0, 1: teacher [0, 2], student [1, 2]; row 1 sees key 1 only: KL 0.
+    """
+    low = torch.finfo(torch.float32).min
+    student = features([[1, 1]], dims(2, 1, 1), attention_scores=[[[[[1, 2], [3, 4]]]]])
+    teacher = features([[1, 1]], dims(2, 1, 1), attention_scores=[[[[[0, 2], [low, 4]]]]])
+    mse = build("attention_mse", student=dims(2, 1, 1), teacher=dims(2, 1, 1))
+    assert mse(student, teacher).item() == pytest.approx(1 / 3)
+    p_t, p_s = np_softmax(np.array([0.0, 2.0])), np_softmax(np.array([1.0, 2.0]))
+    kl = build("attention_kl", student=dims(2, 1, 1), teacher=dims(2, 1, 1))
+    assert kl(student, teacher).item() == pytest.approx(np_kl(p_t, p_s) / 2, abs=1e-6)
+    # The same with the student masking: symmetric, and finite.
+    assert mse(teacher, student).item() == pytest.approx(1 / 3)
+    assert torch.isfinite(kl(teacher, student)).all()
+
+
 def test_relation_kl_by_hand_with_other_widths_heads_and_own_scaling():
     # One relation head; student 1 wide (1 head, 1 layer), teacher 2 wide (2 heads, 2 layers: the last is used).
     # Token 2 padded. Student queries [0], [0]: X X^T / sqrt(1) rows [0, 0] -> uniform [1/2, 1/2].

@@ -321,3 +321,24 @@ def test_a_model_that_stays_on_sdpa_is_a_clear_error_not_missing_scores(monkeypa
     with pytest.raises(RuntimeError, match="called softmax 0 times, expected once: the model must run eager"):
         extract_features(model, **padded_batch(), want={"attention_scores"})
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_attention_losses_between_global_and_sliding_window_layers_are_finite():
+    """A ModernBERT student (layers: global, local) against a 4-layer teacher (global, local, local, global): the
+    uniform map pairs a global layer with a local one, whose scores hold the dtype's minimum outside the window."""
+    from multidistill.losses import build_loss
+
+    config = dict(vocab_size=60, hidden_size=16, intermediate_size=32, num_attention_heads=2, local_attention=4,
+                  pad_token_id=0)
+    torch.manual_seed(0)
+    teacher = transformers.AutoModel.from_config(transformers.ModernBertConfig(num_hidden_layers=4, **config)).eval()
+    student = transformers.AutoModel.from_config(transformers.ModernBertConfig(num_hidden_layers=2, **config)).eval()
+    ids, mask = torch.randint(5, 60, (2, 12)), torch.ones(2, 12, dtype=torch.long)
+    mask[1, 9:] = 0
+    for name in ("attention_mse", "attention_kl"):
+        loss = build_loss(name, dims={"student": model_dims(student.config), "teacher": model_dims(teacher.config)})
+        assert loss.layer_map == ((1, 2), (2, 4))  # global-local, then local-global
+        s = extract_features(student, ids, mask, want={"attention_scores": loss.student_layers})
+        t = extract_features(teacher, ids, mask, want={"attention_scores": loss.teacher_layers})
+        values = loss(s, t)
+        assert torch.isfinite(values).all() and (values > 0).all() and (values < 10).all()
