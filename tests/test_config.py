@@ -524,3 +524,12 @@ def test_model_settings_of_the_other_architecture_are_refused():
         ModelConfig(name_or_path="m", bilstm={"hidden_size": 64})
     bilstm = ModelConfig(name_or_path="m", architecture="bilstm", bilstm={"hidden_size": 64, "dropout": 0.3})
     assert ModelConfig.model_validate(bilstm.model_dump()) == bilstm  # a recorded config loads
+
+
+def test_a_misspelt_loss_in_a_recipe_is_refused_when_the_config_loads():
+    """It passed every check and was refused at the student's stage, after the teachers had trained."""
+    from multidistill.recipes.config import load_recipe
+
+    with pytest.raises(ConfigError, match=r"student\.objective\.classification\.0.*unknown loss 'sfot_ce' "
+                                          r"\(did you mean 'soft_ce'\?\)"):
+        load_recipe(REPO / "configs/mkd_bilstm.yaml", ["student.objective.classification=[{loss: sfot_ce}]"])

@@ -354,7 +354,12 @@ class LossTerm(_Strict):
         """Build the term once, so bad parameters are refused with the config (and its key), not at the stage that
         first trains with it. Feature losses need the models' sizes: they are checked when the run builds them."""
         from multidistill.losses import LOSSES, build_loss  # importing the package registers the built-in losses
+        from multidistill.losses.registry import check_registered
 
+        try:  # a misspelt name is refused here, not at the stage that first builds it (after a teacher's training)
+            check_registered(self.loss)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
         loss = LOSSES.get(self.loss)
         if loss is not None and not getattr(loss, "needs_dims", False):
             try:

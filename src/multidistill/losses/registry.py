@@ -7,6 +7,7 @@ whoever builds the objective), so no size is ever a YAML number. Other losses ig
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,14 +44,22 @@ def check_task_type(name: str, task_type: str, where: str) -> None:
         raise ConfigError(f"{where}: loss '{name}' is for {' or '.join(allowed)} tasks, not {task_type} ones")
 
 
+def check_registered(name: str) -> None:
+    """Refuse a loss name nobody registered, suggesting the closest registered one (a typo, most often)."""
+    if name not in LOSSES:
+        close = difflib.get_close_matches(str(name), sorted(LOSSES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown loss '{name}'{hint}; registered: {', '.join(sorted(LOSSES))}; a loss of your "
+                          "own must be registered (imported) before the config is loaded")
+
+
 def build_loss(name: str, dims: Mapping[str, ModelDims] | None = None, **params: Any) -> nn.Module:
     """Build the loss registered as ``name`` with its YAML ``params``.
 
     ``dims`` maps "student" and "teacher" to their `ModelDims`; it is required by losses that declare
     ``needs_dims`` (feature losses) and ignored by the others, so an objective may pass it to every term.
     """
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss '{name}'; registered: {', '.join(sorted(LOSSES))}")
+    check_registered(name)
     cls = LOSSES[name]
     if getattr(cls, "needs_dims", False):
         missing = [side for side in ("student", "teacher") if not dims or side not in dims]
