@@ -249,6 +249,20 @@ def test_quick_keeps_an_objective_from_the_settings_file(tmp_path):
     assert config.transformer.train.epochs == 1  # the rest of --quick still applies
 
 
+def test_a_settings_file_wins_over_quick_and_set_wins_over_both(tmp_path):
+    """--quick was applied after the file, so the file's output_dir, subset size and epochs were silently replaced."""
+    import multidistill.recipes.demo as demo
+
+    path = tmp_path / "demo.yaml"
+    path.write_text("output_dir: runs/mine\nmax_examples_per_task: 1000\nteacher_train: {epochs: 5}\n"
+                    "benchmark: {rounds: 7}\n")
+    config = demo.load_demo_config(path, quick=True)
+    assert (config.output_dir, config.max_examples_per_task) == ("runs/mine", 1000)
+    assert (config.teacher_train.epochs, config.benchmark.rounds) == (5, 7)
+    assert config.transformer.train.epochs == 1 and config.benchmark.latency_runs == 10  # unset there: quick's
+    assert demo.load_demo_config(path, ["teacher_train.epochs=2"], quick=True).teacher_train.epochs == 2
+
+
 def test_memory_probes_run_side_by_side(monkeypatch):
     """Each probe is a fresh process, so they run `workers` at a time (most of a probe is its imports)."""
     import threading

@@ -197,7 +197,9 @@ def run_command(
 def demo_command(
     quick: Annotated[bool, typer.Option(
         help="A reduced run of the same pipeline (2 minutes on a 2-core Xeon).")] = False,
-    config: Annotated[Path | None, typer.Option(help="Demo settings (YAML); default: the built-in demo.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Demo settings (YAML); default: the built-in demo. With "
+                                                      "--quick, what the file sets wins over the quick preset; "
+                                                      "--set wins over both.")] = None,
     overrides: DemoSetOption = None,
 ) -> None:
     """Run the whole pipeline on the real data sample shipped in the package, with no arguments.

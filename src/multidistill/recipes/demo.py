@@ -185,16 +185,16 @@ def _merge(base: dict, update: dict) -> dict:
 
 def load_demo_config(path: str | Path | None = None, overrides: list[str] | None = None,
                      quick: bool = False) -> DemoConfig:
-    """The built-in demo settings, updated by a YAML file, then `--quick`, then `--set` overrides. `--quick` sizes
-    the budget; an objective the YAML file gives the 3-layer student is kept."""
+    """The built-in demo settings, sized down by `--quick`, then updated by a YAML file, then by `--set` overrides:
+    what the user wrote wins over the preset (a file's output_dir or epochs were replaced by --quick's). An
+    objective the YAML file gives the 3-layer student replaces the quick one whole."""
     raw = DemoConfig().model_dump(mode="json")
+    user = read_yaml(path) if path is not None else {}
     quick_overrides = QUICK_OVERRIDES if quick else []
-    if path is not None:
-        user = read_yaml(path)
-        raw = _merge(raw, user)
-        if "objective" in (user.get("transformer") or {}):
-            quick_overrides = [o for o in quick_overrides if not o.startswith("transformer.objective=")]
-    raw = apply_overrides(raw, [*quick_overrides, *(overrides or [])])
+    if "objective" in (user.get("transformer") or {}):
+        quick_overrides = [o for o in quick_overrides if not o.startswith("transformer.objective=")]
+    raw = _merge(apply_overrides(raw, quick_overrides), user)
+    raw = apply_overrides(raw, overrides or [])
     try:
         return DemoConfig.model_validate(raw)
     except ValidationError as exc:
