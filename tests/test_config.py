@@ -259,8 +259,81 @@ def test_override_through_scalar_rejected() -> None:
 
 
 def test_override_through_list_rejected() -> None:
-    with pytest.raises(ConfigError, match="'data.tasks' is not a section"):
-        apply_overrides({"data": {"tasks": ["a"]}}, ["data.tasks.x=1"])
+    with pytest.raises(ConfigError, match=r"'data.tasks' is a list, whose items cannot be set one by one; give the "
+                                          r"whole list: --set data.tasks=\[...\]"):
+        apply_overrides({"data": {"tasks": ["a"]}}, ["data.tasks.0.max_examples=1"])
+    with pytest.raises(ConfigError, match="'data.output' is not a section"):
+        apply_overrides({"data": {"output": "x"}}, ["data.output.x=1"])
+
+
+def test_a_mapping_given_with_set_is_merged_into_the_section() -> None:
+    """`--set 'teacher.train={lr: 2e-4}'` replaced the whole section: the file's epochs and batch size went back to
+    their defaults without a word."""
+    raw = {"teacher": {"train": {"epochs": 5, "batch_size": 16, "lr": 1e-3}, "objective": {"a": {"b": 1, "c": 2}}}}
+    got = apply_overrides(raw, ["teacher.train={lr: 2e-4}", "teacher.objective={a: {b: 3}, d: [1]}"])
+    assert got["teacher"]["train"] == {"epochs": 5, "batch_size": 16, "lr": 2e-4}
+    assert got["teacher"]["objective"] == {"a": {"b": 3, "c": 2}, "d": [1]}
+    assert apply_overrides({"x": None}, ["x={a: 1}"]) == {"x": {"a": 1}}
+    assert apply_overrides({"x": {"a": 1}}, ["x=null"]) == {"x": None}  # a section is still removed with null
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.seed=no", r"key 'train': Value error, 'seed' takes a number, not false \(YAML reads an unquoted"),
+    ("train.lr=yes", r"'lr' takes a number, not true"),
+    ("train.batch_size=true", r"'batch_size' takes a number, not true"),
+    ("train.max_examples_per_task=on", r"'max_examples_per_task' takes a number, not true"),
+    ("data.tasks=[no]", r"key 'data.tasks.0.*YAML read an unquoted yes/no/on/off/true/false as false: quote it"),
+    ("output_dir=42", r"key 'output_dir'.*YAML read the unquoted value as the number 42: quote it.*\(from --set\)"),
+    ("output_dir=007", r"--set 'output_dir=007': value is not valid YAML: the unquoted value 007 is a YAML 1.1 octal"),
+    ("output_dir=2024-01-01", r"YAML read the unquoted value as the date 2024-01-01: quote it"),
+    ("train.lrr=0.1", r"key 'train.lrr': unknown key \(check spelling\); did you mean 'lr'\? \(from --set\)"),
+    ("trian.lr=0.1", r"key 'trian': unknown key \(check spelling\); did you mean 'train'\?"),
+])
+def test_config_errors_say_what_yaml_read_and_where_it_came_from(tiny_run, override, message) -> None:
+    _, write = tiny_run
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(), [override])
+
+
+def test_a_comma_list_for_a_list_key_gets_the_bracket_hint() -> None:
+    from multidistill.recipes.config import load_recipe
+
+    with pytest.raises(ConfigError, match=r"key 'teacher.seeds': Input should be a valid list; write a list in "
+                                          r"brackets: \[1,2\] \(from --set\)"):
+        load_recipe(REPO / "configs/mtdnn_kd.yaml", ["teacher.seeds='1,2'"])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seed: 017", r"line 1 invalid YAML: the unquoted value 017 is a YAML 1.1 octal number \(15\); write the number "
+                  r"in decimal, or quote it"),
+    ("epochs: 1:30", r"the unquoted value 1:30 is a YAML 1.1 base-60 number \(90\)"),
+])
+def test_yaml_11_octal_and_base_60_integers_are_refused(tmp_path, text, message) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        read_yaml(path)
+    assert read_yaml(_write(tmp_path, "seed: 17\nepochs: 0x10\nx: 0\ny: -5\n")) == {"seed": 17, "epochs": 16, "x": 0,
+                                                                                  "y": -5}
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "ok.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text", ["1e5", "1e-5", ".5e3", "017", "1:30", "no", "2024-01-01", "0x10", "3.0"])
+def test_a_recorded_config_loads_back_with_text_that_looks_like_numbers(tiny_run, tmp_path, text) -> None:
+    """yaml.safe_dump left `1e5` unquoted and the project's loader read it back as a float: a run whose folder was
+    named so could not be resumed from its own config.yaml."""
+    from multidistill.training.run_dir import save_config
+
+    _, write = tiny_run
+    config = load_config(write(), [f"output_dir='{text}'"])
+    assert config.output_dir == text
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
 
 
 def test_override_invalid_yaml_value_rejected() -> None:

@@ -124,7 +124,9 @@ def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monk
                        (("--tasks", "toy_sent", "--runtimes", "pytorch_fp32", "--export-root", str(tmp_path / "x")),
                         "--export-root applies to the ONNX runtimes"),
                        (("--tasks", "toy_sent", "--runtimes", "pytorch_fp32,onnx_fp32", "--max-metric-drop-int8",
-                         "0.5"), "--max-metric-drop-int8 applies to the onnx_int8 runtime")):
+                         "0.5"), "--max-metric-drop-int8 applies to the onnx_int8 runtime"),
+                       (("--tasks", "toy_sent", "--max-metric-drop-int8", "-1"),
+                        "--max-metric-drop-int8 must be >= 0")):
         code, output = run_cli(monkeypatch, capsys, "benchmark", str(teacher_dir), *args,
                                "--out", str(tmp_path / "b4.json"))
         assert code == 2 and said in output and "Traceback" not in output, output

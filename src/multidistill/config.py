@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from yaml.constructor import ConstructorError
 
+from multidistill.config_messages import format_validation_error
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.limits import MAX_SEED
@@ -45,11 +46,34 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """YAML 1.1's octal (`017` = 15) and base-60 (`1:30` = 90) integers are refused: nobody writes a seed or
+        a step count so on purpose; the user meant 17, or the text."""
+        text = str(self.construct_scalar(node)).replace("_", "")
+        kind = "base-60" if ":" in text else "octal" if re.fullmatch(r"[-+]?0[0-7]+", text) else None
+        if kind is not None:
+            raise ConstructorError(None, None, f"the unquoted value {text} is a YAML 1.1 {kind} number "
+                                   f"({super().construct_yaml_int(node)}); write the number in decimal, or quote "
+                                   "it if you meant the text", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_FLOAT_WITHOUT_DOT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789."))
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes what `_Loader` would read as a float (`1e5`): a recorded config must load back
+    as it was (a folder named 1e5 came back as the number 100000.0 and the run could not be resumed)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789."))
+
+
+def dump_yaml(data: Any, stream: Any) -> None:
+    """Write ``data`` as YAML that `parse_yaml` reads back equal (keys in their given order)."""
+    yaml.dump(data, stream, Dumper=_Dumper, sort_keys=False)
 # PyYAML raises more than YAMLError on hostile input (bad dates, `!!float abc`, deep nesting).
 _YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, IndexError, RecursionError)
 
@@ -62,6 +86,18 @@ def parse_yaml(text: str):
 class _Strict(BaseModel):
     # allow_inf_nan=False: `lr: .inf` or `epochs: .nan` is refused at load, not met as a crash mid-run.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_yes_no_for_numbers(cls, data: Any) -> Any:
+        """pydantic takes true/false for a number (1/0); in YAML that is most often an unquoted yes/no/on/off."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool) and _numbers_only(field.annotation):
+                    raise ValueError(f"'{name}' takes a number, not {str(value).lower()} (YAML reads an unquoted "
+                                     "yes/no/on/off/true/false as true or false)")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +121,14 @@ class _Strict(BaseModel):
             if preset:
                 merged = {**merged, name: {**preset, **given}}  # a copy: the caller's mapping stays as given
         return merged
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field annotation takes int or float and not bool (Annotated, Optional and unions opened up)."""
+    from multidistill.config_messages import _unwrapped
+
+    kinds = set(_unwrapped([annotation]))
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 def _path_text(value: Any) -> Any:
@@ -441,16 +485,31 @@ class TeacherRunConfig(_Strict):
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:
+    """Set ``dotted`` in ``raw``; a mapping given for a section is merged into what the section already holds
+    (`--set 'student.augment={max_examples: 1600}'` keeps the file's other augment settings)."""
     parts = dotted.split(".")
     node = raw
     for i, key in enumerate(parts[:-1]):
         child = node.get(key)
         if child is None:
             child = node[key] = {}
+        if isinstance(child, list):
+            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is a list, whose items cannot be set "
+                              f"one by one; give the whole list: --set {'.'.join(parts[: i + 1])}=[...]")
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
         node = child
-    node[parts[-1]] = value
+    current = node.get(parts[-1])
+    node[parts[-1]] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``, mappings inside merged the same way (lists and values replaced)."""
+    merged = dict(base)
+    for key, value in update.items():
+        current = merged.get(key)
+        merged[key] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+    return merged
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -465,15 +524,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set '{item}': value is not valid YAML: {exc}") from exc
         _set_path(raw, key.strip(), value)
     return raw
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key (check spelling)" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  key '{key}': {msg}")
-    return "\n".join(lines)
 
 
 MAX_CONFIG_VALUES = 100_000  # mappings, lists and scalars a config file may expand to through its aliases
@@ -527,7 +577,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from exc
+        raise ConfigError(format_validation_error(exc, str(path), overrides or [], schema)) from exc
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -540,4 +590,5 @@ def revalidated(config: ConfigT) -> ConfigT:
     try:
         return type(config).model_validate(config.model_dump())
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{type(config).__name__} given to the run")) from exc
+        raise ConfigError(format_validation_error(exc, f"{type(config).__name__} given to the run",
+                                                  schema=type(config))) from exc

@@ -131,6 +131,8 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
     if export_root is not None and not any(r.startswith("onnx") for r in runtimes):
         raise ConfigError("--export-root applies to the ONNX runtimes, and --runtimes has none; add onnx_fp32 / "
                           "onnx_int8, or drop it")
+    if not max_metric_drop_int8 >= 0:  # as export refuses it (a negative drop no int8 graph could pass)
+        raise ConfigError(f"--max-metric-drop-int8 must be >= 0, got {max_metric_drop_int8}")
     if max_metric_drop_int8 != DEFAULT_MAX_METRIC_DROP_INT8 and "onnx_int8" not in runtimes:
         raise ConfigError("--max-metric-drop-int8 applies to the onnx_int8 runtime, which --runtimes leaves out; "
                           "add it, or drop the option")

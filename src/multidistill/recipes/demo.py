@@ -198,7 +198,8 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
     try:
         return DemoConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path or "demo settings"))) from exc
+        raise ConfigError(format_validation_error(exc, str(path or "demo settings"), overrides or [],
+                                                  DemoConfig)) from exc
 
 
 def trivial_baselines(data: DataConfig, max_examples: int | None) -> dict[str, TrivialBaseline]:

@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
 from rich.console import Console
 
+from multidistill.config import dump_yaml
 from multidistill.errors import ConfigError
 from multidistill.utils.atomic import atomic_file, glob_escape, remove_tree, write_json
 from multidistill.utils.interrupt import add_note
@@ -173,7 +173,7 @@ def _stopped_overwrite(exc: BaseException, path: Path, aside: Path) -> None:
 
 def save_config(config: BaseModel, path: Path) -> None:
     with atomic_file(path) as handle:
-        yaml.safe_dump(config.model_dump(mode="json"), handle, sort_keys=False)
+        dump_yaml(config.model_dump(mode="json"), handle)
 
 
 # What a run or a model folder holds of its own: an output option must not replace it (a model that no longer
