@@ -98,3 +98,30 @@ def test_a_path_through_a_file_or_too_long_is_the_users_to_fix(tmp_path):
     assert is_write_error(too_long) and "choose a shorter path" in str(write_error(too_long))
     existing_folder = FileExistsError(errno.EEXIST, "File exists", str(tmp_path))  # a folder: a bug, not the user's
     assert not is_write_error(existing_folder)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dangling symlink"])
+def test_an_output_path_holding_a_pipe_a_device_or_a_link_is_refused_and_left_alone(tmp_path, kind):
+    """The rename replaced whatever stood at the path: `predict --output /dev/null` as root replaced the null
+    device with a plain file, and a link to /proc/self/fd/1 with a file of the output."""
+    from multidistill.errors import OutputError
+
+    target, path = tmp_path / "real.json", tmp_path / "out.json"
+    target.write_text("keep")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        path.symlink_to(target)
+    else:
+        path.symlink_to(tmp_path / "missing.json")
+    before = os.lstat(path)
+    with pytest.raises(OutputError, match=f"{path} is (a named pipe|a symbolic link), not a regular file"):
+        write_json(path, {"a": 1})
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode) and target.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["real.json", "out.json"])  # no temp file left
+    # A character device is refused alike (it cannot be made without privileges here: /dev/null is one).
+    from multidistill.utils.atomic import refuse_special_file
+
+    with pytest.raises(OutputError, match="/dev/null is a character device"):
+        refuse_special_file(Path("/dev/null"))

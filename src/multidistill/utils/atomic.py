@@ -28,6 +28,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -265,8 +266,12 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-    """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
+    """Open a temporary sibling of ``final`` for writing; rename it into place on success.
+
+    Only a regular file (or nothing) may stand at ``final``: the rename would replace a device (`/dev/null` for
+    root), a named pipe or a symbolic link itself with a plain file, which is never what an output path meant."""
     final = Path(final)
+    refuse_special_file(final)
     with _write_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(final.parent, glob_escape(final.name))
@@ -284,6 +289,21 @@ def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def refuse_special_file(path: Path) -> None:
+    """Raise OutputError when something other than a regular file stands at ``path`` (a link is not followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there (or not reachable: the write itself reports that)
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), None)
+    if kind is not None:
+        raise OutputError(f"{path} is {kind}, not a regular file; an output is written to a new file and renamed "
+                          "into place, which would replace it: give the path of a regular file (stdout and "
+                          "devices are not supported)")
 
 
 def json_safe(value: Any) -> Any:
