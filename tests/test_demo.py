@@ -366,3 +366,41 @@ def test_the_demo_refuses_benchmark_settings_that_would_fail_after_training(monk
     with pytest.raises(ConfigError, match="leave nothing to measure"):
         demo.load_demo_config(overrides=["benchmark.runtimes=[pytorch_bf16]"])
     assert demo.measured_runtimes(["pytorch_fp32", "pytorch_bf16", "onnx_fp32"]) == ["pytorch_fp32", "onnx_fp32"]
+
+
+def test_benchmark_names_same_named_folders_apart_and_refuses_other_dev_files(tiny_run, tmp_path, monkeypatch,
+                                                                               capsys):
+    """Every recipe names its student `student/model`: two of them were refused as "distinct names". Models whose
+    runs read other data roots were each scored on their own dev file (a 872-row dev beside a 500-row sample)."""
+    import shutil
+
+    from multidistill.evaluation.benchmark import model_names
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.models.loading import load_model
+
+    assert model_names([Path("/r/a/student/model"), Path("/r/b/student/model"), Path("/r/teacher/model")]) == [
+        "a-student", "b-student", "teacher"]
+    with pytest.raises(Exception, match="the same model folder is given twice"):
+        model_names([Path("/r/a/model"), Path("/r/a/model/")])
+
+    raw, write = tiny_run
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--set", "train.epochs=0.5")[0] == 0
+    teacher_dir = tmp_path / "run" / "model"
+    other_root = tmp_path / "other_data"
+    shutil.copytree(raw["data"]["data_root"], other_root)
+    dev = other_root / "toy_sent" / "dev.tsv"
+    dev.write_text("".join(dev.read_text().splitlines(keepends=True)[:-3]))  # 3 dev rows fewer
+    copy = load_model(teacher_dir)
+    copy.data_root = str(other_root)
+    copy.save_pretrained(tmp_path / "elsewhere" / "run" / "model", load_tokenizer(str(teacher_dir)))
+    args = ("benchmark", str(teacher_dir), str(tmp_path / "elsewhere" / "run" / "model"), "--tasks", "toy_sent",
+            "--runtimes", "pytorch_fp32", "--rounds", "1", "--latency-runs", "2", "--no-memory",
+            "--cache-dir", str(tmp_path / "cache"))
+    code, output = run_cli(monkeypatch, capsys, *args, "--out", str(tmp_path / "b.json"))
+    assert code == 2 and "would be scored on different dev files" in output and "give --data-root" in output
+    assert not (tmp_path / "b.json").exists()
+    code, output = run_cli(monkeypatch, capsys, *args, "--data-root", str(other_root),
+                           "--out", str(tmp_path / "b.json"))
+    assert code == 0, output
+    names = set(json.loads((tmp_path / "b.json").read_text())["models"])
+    assert names == {f"{tmp_path.name}-run", "elsewhere-run"}

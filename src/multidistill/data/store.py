@@ -142,6 +142,11 @@ class ExampleStore:
             self._fingerprints[key] = hash_json(payload)
         return self._fingerprints[key]
 
+    def source_fingerprint(self, task: str, split: str) -> str:
+        """The hash of the bytes of ``task``'s ``split`` file(s), whatever their path or the task spec: two
+        models whose recorded data roots hold the same dev file agree on it."""
+        return self._content_hash(self.tasks[task], split)
+
     def _content_hash(self, spec: Task, split: str) -> str:
         """The source file's hash (its path if missing); a from_tasks corpus hashes each source's training file."""
         if split not in spec.files and spec.from_tasks:

@@ -51,6 +51,45 @@ def model_name(model_dir: Path) -> str:
     return model_dir.parent.name if model_dir.name == "model" else model_dir.name
 
 
+def model_names(model_dirs: list[Path]) -> list[str]:
+    """Each folder's `model_name`; names shared by several folders take their parents' names in front until they
+    differ (`a/student/model`, `b/student/model` -> `a-student`, `b-student`: every recipe names its student so)."""
+    dirs = [Path(d).resolve() for d in model_dirs]
+    if len(set(dirs)) != len(dirs):
+        raise ConfigError(f"the same model folder is given twice: {[str(d) for d in model_dirs]}")
+    parts = [list((d.parent if d.name == "model" else d).parts) for d in dirs]
+    depth = [1] * len(dirs)
+    names = [model_name(d) for d in model_dirs]
+    while len(set(names)) != len(names):
+        for i, name in enumerate(names):
+            if names.count(name) > 1:
+                depth[i] += 1
+        names = ["-".join(p[-n:]).lstrip("/") for p, n in zip(parts, depth, strict=True)]
+    return names
+
+
+def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str], data_root: str | None,
+                        cache_dir: str) -> None:
+    """Refuse models that would be scored on different dev files: without --data-root each reads the data root
+    its run recorded, and a teacher scored on the full SST-2 dev (872 rows) beside a student scored on a 500-row
+    sample gave a retention that compared nothing."""
+    from multidistill.data.prepare import open_example_store
+
+    seen: dict[str, tuple[str, str, str | None]] = {}
+    for name, (folder, model) in models.items():
+        root = data_root if data_root is not None else saved_data_root(folder)
+        config = DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir,
+                            task_specs=[model.tasks[t] for t in tasks])
+        store = open_example_store(config, max_examples_per_task=None, seed=0)
+        for task in tasks:
+            fingerprint = store.source_fingerprint(task, config.eval_split)
+            first = seen.setdefault(task, (fingerprint, name, root))
+            if first[0] != fingerprint:
+                raise ConfigError(f"task {task}: models {first[1]} and {name} would be scored on different "
+                                  f"{config.eval_split} files (their runs read the data roots {first[2]} and {root}); "
+                                  "give --data-root so that every model is scored on the same rows")
+
+
 def _onnx_forward(onnx_model, task_name: str) -> Forward:
     def forward(batch: dict):
         types = batch.get("token_type_ids")
@@ -68,17 +107,18 @@ def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> f
 DEFAULT_MAX_METRIC_DROP_INT8 = 0.01  # the int8 parity gate's always-allowed drop (docs/export.md)
 
 def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int,
-                 max_metric_drop_int8: float) -> tuple[Path | None, dict | None, dict[str, list[str]]]:
+                 max_metric_drop_int8: float, name: str | None = None,
+                 ) -> tuple[Path | None, dict | None, dict[str, list[str]]]:
     """An int8 + fp32 ONNX export of ``model_dir`` (reused when it is already there, from this model and complete),
     the parity numbers of a fresh export (None for a reused one: its check may have read other data), and the
     reasons of each precision that failed its parity check (those graphs are not kept; the folder is None when
-    none passed)."""
+    none passed). ``name``: the export's folder under ``export_root`` (default: `model_name`)."""
     from multidistill.export.onnx import ParityError, export_onnx
     from multidistill.teachers.fingerprint import teacher_fingerprint
     from multidistill.utils.manifest import read_versioned_json
     from multidistill.utils.paths import inside
 
-    out = inside(export_root, model_name(model_dir))
+    out = inside(export_root, name or model_name(model_dir))
     manifest = out / "export.json"
     if manifest.is_file():
         existing = read_versioned_json(manifest, 1, ConfigError)
@@ -143,9 +183,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
             raise ConfigError(f"{option} must be at least 1, got {value}")
     require_distinct("--tasks", tasks)
     model_dirs = [Path(d) for d in model_dirs]
-    names = [model_name(d) for d in model_dirs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"model folders must have distinct names, got {names}")
+    names = model_names(model_dirs)
     if out is not None and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder; give the path of the JSON file to write (e.g. "
                           f"{Path(out) / 'benchmark.json'})")
@@ -157,6 +195,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
         if missing:
             raise UnknownTaskError(f"--tasks: model {folder} has no head for {missing}; it has {list(model.tasks)}")
         models[name] = (folder, model)
+    check_same_dev_rows(models, tasks, data_root, cache_dir)
     torch.set_num_threads(torch.get_num_threads())
 
     report: dict = {"format_version": FORMAT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -197,7 +236,8 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
 
             # Parity on the rows scored here (first max_eval_examples) lets the scores below reuse its numbers.
             export_dir, parity, failed = _ensure_onnx(folder, export_root, data_config,
-                                                      max_eval_examples or parity_examples, max_metric_drop_int8)
+                                                      max_eval_examples or parity_examples, max_metric_drop_int8,
+                                                      name=name)
             for runtime in onnx_runtimes:
                 precision = runtime.split("_")[1]
                 if precision in failed or export_dir is None:
