@@ -349,3 +349,24 @@ def test_a_signal_store_refuses_a_max_length_with_no_room_for_text(tiny_model_di
             evaluate_model_dir(tmp_path / "teacher", tasks=["toy_sent"], data_root=str(tmp_path / "data"),
                                max_seq_length=length, cache_dir=str(tmp_path / "cache"))
     assert not (tmp_path / "store").exists()
+
+
+def test_ctrl_c_while_the_command_line_is_imported_ends_with_one_line(monkeypatch, capsys):
+    """`multidistill` imports typer, rich and transformers for about a second; a Ctrl-C then printed a 50-line
+    traceback from inside an import."""
+    import sys
+
+    from multidistill import launch
+
+    class Interrupting:
+        def find_spec(self, name, path=None, target=None):
+            if name == "multidistill.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "multidistill.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        launch.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted while starting; nothing was done\n"

@@ -523,8 +523,8 @@ def _register_stage_commands() -> None:
 _register_stage_commands()
 
 
-def main() -> None:
-    """Entry point: user-input errors print one clear message and exit with code 2."""
+def _quiet_libraries() -> None:
+    """Import the heavy libraries once and turn their chatter down, for the command's process only."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
@@ -535,12 +535,21 @@ def main() -> None:
     # The tool's own progress bars say what runs; datasets' per-map bars would only add noise. Set here, for the
     # command's process, not on import: a Python user's own datasets bars stay as they were.
     datasets.disable_progress_bars()
-    set_cli_command(sys.argv[1:])  # model cards name the command that made a model
     # No tqdm monitor thread: it only tunes refresh rates, and a thread that Ctrl-C can leave waiting on a lock is
     # one more way for an interrupted run to hang at exit (tqdm's own workaround for its monitor deadlocks).
     import tqdm.std
 
     tqdm.std.tqdm.monitor_interval = 0
+
+
+def main() -> None:
+    """Entry point: user-input errors print one clear message and exit with code 2."""
+    try:
+        _quiet_libraries()
+    except KeyboardInterrupt:  # Ctrl-C during the second of imports, before the handlers below exist
+        err_console.print("interrupted while starting; nothing was done")
+        sys.exit(130)
+    set_cli_command(sys.argv[1:])  # model cards name the command that made a model
     arrived: list[int] = []  # the signals that arrived during the command (filled by the block below)
     try:
         with signals_raise_interrupted() as signals:
