@@ -160,8 +160,14 @@ def test_seed_ensemble_then_soft_targets(tiny_run, tmp_path, monkeypatch, capsys
     code, output = run_cli(monkeypatch, capsys, *args)
     assert code == 0, output
     assert "toy_reg" in output and (tmp_path / "store" / "manifest.json").is_file()
-    code, output = run_cli(monkeypatch, capsys, *[a if a != members[1].as_posix() else str(members[0]) for a in args])
+    code, output = run_cli(monkeypatch, capsys, *args[:3], *args[5:])  # one of the two teachers
     assert code == 2 and "built for other teachers" in output
+    code, output = run_cli(monkeypatch, capsys, *[a if a != members[1].as_posix() else f"{members[0]}/" for a in args])
+    assert code == 2 and "--teacher names the same folder twice" in output
+    code, output = run_cli(monkeypatch, capsys, *args, "--splits", "train,train")
+    assert code == 2 and "--splits lists 'train' twice" in output
+    code, output = run_cli(monkeypatch, capsys, *[a if a != "toy_sent,toy_reg" else "toy_sent,,toy_reg" for a in args])
+    assert code == 2 and "--tasks 'toy_sent,,toy_reg' has an empty item" in output
 
     code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--seeds", "1,x")
     assert code == 2 and "--seeds" in output

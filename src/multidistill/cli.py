@@ -75,13 +75,21 @@ def _options(
     pass
 
 
-def _split_names(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def _split_names(text: str | None, option: str) -> list[str] | None:
+    """``--option a,b`` as its names; an empty item (`a,,b`) or a name given twice is refused by option."""
+    if not text:
+        return None
+    names = [t.strip() for t in text.split(",")]
+    if any(names) and not all(names):
+        raise ConfigError(f"{option} {text!r} has an empty item between its commas; give names like a,b")
+    names = [name for name in names if name]
+    require_distinct(option, names)
+    return names
 
 
 def _layer_numbers(text: str | None) -> list[int] | None:
     """``--hidden-layers 0,2,4`` as layer numbers (a word that is not a number is a `ConfigError`)."""
-    names = _split_names(text)
+    names = _split_names(text, "--hidden-layers")
     if names is None:
         return None
     bad = [n for n in names if not n.isdigit()]
@@ -258,7 +266,7 @@ def train_teacher_command(
     run_config = load_config(config, overrides)
     if seeds:
         try:
-            seed_list = [int(s) for s in _split_names(seeds) or []]
+            seed_list = [int(s) for s in _split_names(seeds, "--seeds") or []]
         except ValueError as exc:
             raise ConfigError(f"--seeds '{seeds}': expected comma-separated integers") from exc
         if not seed_list or any(not 0 <= s <= MAX_SEED for s in seed_list):
@@ -346,20 +354,23 @@ def soft_targets_command(
     from multidistill.teachers.generate import build_signal_store
     from multidistill.training.device import accelerator_for
 
-    names = _split_names(tasks) or []
-    require_distinct("--tasks", names)
+    names = _split_names(tasks, "--tasks") or []
+    same = [str(d) for i, d in enumerate(teacher) if Path(d).resolve() in {Path(e).resolve() for e in teacher[:i]}]
+    if same:  # an "ensemble" of one teacher twice averages nothing and costs twice
+        raise ConfigError(f"--teacher names the same folder twice: {', '.join(same)}")
     # The teachers carry their own task specs, so the store reads exactly the data they were built for.
     specs = {spec.name: spec for spec in read_model_tasks(teacher[0])}
     if data_root is None:
         data_root = saved_data_root(teacher[0])
     if domains and exclude_domains:
         raise ConfigError("give --domains or --exclude-domains, not both")
-    selection = {"domains_include": _split_names(domains), "domains_exclude": _split_names(exclude_domains)}
+    selection = {"domains_include": _split_names(domains, "--domains"),
+                 "domains_exclude": _split_names(exclude_domains, "--exclude-domains")}
     refs = [TaskRef(name=n, **selection) for n in names]
     data = DataConfig(tasks=refs, data_root=data_root, cache_dir=cache_dir,
                       task_specs=[specs[n] for n in names if n in specs])
     accelerator = accelerator_for("bf16" if bf16 else "no")
-    store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits) or ["train"]),
+    store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits, "--splits") or ["train"]),
                                max_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
                                batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast,
                                shard_size=shard_size, hidden_layers=_layer_numbers(hidden_layers))
@@ -397,7 +408,7 @@ def evaluate_command(
     from multidistill.evaluation.run import evaluate_model_dir
     from multidistill.utils.atomic import write_json
 
-    if tasks is not None and not _split_names(tasks):
+    if tasks is not None and not _split_names(tasks, "--tasks"):
         raise ConfigError("--tasks is empty: name the tasks to score, or leave the option out for all of them")
     if output is not None and output.is_dir():  # checked before scoring: the metrics would have nowhere to go
         raise ConfigError(f"--output {output} is a folder; give the path of the JSON file to write")
@@ -405,7 +416,7 @@ def evaluate_command(
         from multidistill.training.run_dir import refuse_output_over_a_run
 
         refuse_output_over_a_run(output, "--output")
-    metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks), data_root=data_root, split=split,
+    metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks, "--tasks"), data_root=data_root, split=split,
                                  batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
                                  cache_dir=cache_dir)
     out = output or model_dir.resolve().parent / f"eval_{split}.json"
@@ -450,8 +461,9 @@ def benchmark_command(
 
     if not out.is_dir():  # a folder gets benchmark()'s own message
         refuse_output_over_a_run(out, "--out")
-    report = benchmark(model_dirs, _split_names(tasks) or [], data_root=data_root, out=out,
-                       runtimes=tuple(_split_names(runtimes) or []), export_root=export_root, rounds=rounds,
+    report = benchmark(model_dirs, _split_names(tasks, "--tasks") or [], data_root=data_root, out=out,
+                       runtimes=tuple(_split_names(runtimes, "--runtimes") or []), export_root=export_root,
+                       rounds=rounds,
                        latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir,
                        max_metric_drop_int8=max_metric_drop_int8)
     print_benchmark(report)
