@@ -182,3 +182,17 @@ def test_a_config_naming_a_huge_model_is_refused_before_allocating(model, tmp_pa
     with pytest.raises(ModelError, match=r"size mismatch for \S*embed\S*: \[\d+, \d+\] in the file, "
                                          r"\[10000000000, \d+\] in the model"):
         load_model(folder)
+
+
+def test_a_run_folder_or_an_export_given_for_a_model_folder_is_named_as_such(model, tmp_path):
+    """Both said only "is missing multidistill_model.json, model.safetensors (is this a multidistill model folder?)"."""
+    from multidistill.models import load_model
+
+    model.save_pretrained(tmp_path / "run" / "model")
+    with pytest.raises(ModelError, match=r"\(a run folder: its model is .*run/model\)"):
+        load_model(tmp_path / "run")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "export.json").write_text(json.dumps({"kind": "onnx", "source": "runs/x/model"}))
+    with pytest.raises(ModelError, match=r"\(an onnx export of runs/x/model; this command takes the multidistill "
+                                         r"model folder \(predict also takes an ONNX export\)\)"):
+        load_model(tmp_path / "export")

@@ -269,6 +269,23 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _what_folder(directory: Path) -> str:
+    """A hint for a folder given where a model folder was wanted: a run folder or an export is a common slip."""
+    if (directory / "model" / MODEL_CONFIG_FILE).is_file():
+        return f"a run folder: its model is {directory / 'model'}"
+    export = directory / "export.json"
+    if export.is_file():
+        try:
+            meta = json.loads(export.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        source = f" of {meta['source']}" if isinstance(meta, dict) and meta.get("source") else ""
+        kind = meta.get("kind") if isinstance(meta, dict) else None
+        return (f"an {kind or 'export'} export{source}; this command takes the multidistill model folder "
+                "(predict also takes an ONNX export)")
+    return "is this a multidistill model folder?"
+
+
 def read_model_config(directory: Path, kind: str | None = None) -> dict:
     """Check a model folder has every file its kind needs and return its multidistill config.
 
@@ -282,7 +299,7 @@ def read_model_config(directory: Path, kind: str | None = None) -> dict:
         expected = (MODEL_CONFIG_FILE, *REQUIRED_FILES.get(kind or "", (WEIGHTS_FILE,)))
         missing = [name for name in expected if not (directory / name).is_file()]
         raise ModelError(f"model directory {directory} is missing {', '.join(missing)} "
-                         "(is this a multidistill model folder?)")
+                         f"({_what_folder(directory)})")
     config = read_versioned_json(config_path, FORMAT_VERSION, ModelError)
     found = config.get("kind", "multitask")  # older folders may predate the field
     if found not in REQUIRED_FILES:
