@@ -113,6 +113,16 @@ def test_train_then_evaluate(tiny_run, tmp_path, monkeypatch, capsys):
     assert set(scores["tasks"]) == {"toy_sent", "toy_reg"}
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert scores["tasks"]["toy_sent"] == pytest.approx(trained["tasks"]["toy_sent"])
+    # Model folders side by side (not a run's model/) each get their own file; both used to write eval_dev.json.
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(model_dir, tmp_path / "models" / name)
+        code, output = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "models" / name), "--tasks",
+                               "toy_sent", "--data-root", raw["data"]["data_root"],
+                               "--cache-dir", str(tmp_path / "cache"))
+        assert code == 0, output
+    assert sorted(p.name for p in (tmp_path / "models").glob("eval_*")) == ["eval_a_dev.json", "eval_b_dev.json"]
 
     code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "cola")
     assert code == 2 and "no head for ['cola']" in output

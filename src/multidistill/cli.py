@@ -397,8 +397,9 @@ def evaluate_command(
     max_seq_length: Annotated[int | None, typer.Option(
         min=1, help="Truncation length in tokens (default: the length the model was trained with).")] = None,
     bf16: Annotated[bool, typer.Option(help="Run under bf16 autocast.")] = False,
-    output: Annotated[Path | None, typer.Option(help="JSON file for the metrics "
-                                                "(default: eval_<split>.json beside the model folder).")] = None,
+    output: Annotated[Path | None, typer.Option(help="JSON file for the metrics (default: a run's model: "
+                                                "eval_<split>.json in its run folder; another folder: "
+                                                "eval_<folder name>_<split>.json beside it).")] = None,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     per_domain: Annotated[bool, typer.Option(
         "--per-domain", help="Also print each domain's metrics and their average, for tasks with domains (the JSON "
@@ -419,7 +420,10 @@ def evaluate_command(
     metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks, "--tasks"), data_root=data_root, split=split,
                                  batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
                                  cache_dir=cache_dir)
-    out = output or model_dir.resolve().parent / f"eval_{split}.json"
+    # Two model folders side by side (not RUN/model) would otherwise write over each other's scores.
+    resolved = model_dir.resolve()
+    out = output or resolved.parent / (f"eval_{split}.json" if resolved.name == "model"
+                                       else f"eval_{resolved.name}_{split}.json")
     write_json(out, metrics)
     print_metrics(f"{model_dir} on {split}", metrics)
     if per_domain:
