@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from multidistill.config import (
@@ -606,3 +606,43 @@ def test_a_misspelt_loss_in_a_recipe_is_refused_when_the_config_loads():
     with pytest.raises(ConfigError, match=r"student\.objective\.classification\.0.*unknown loss 'sfot_ce' "
                                           r"\(did you mean 'soft_ce'\?\)"):
         load_recipe(REPO / "configs/mkd_bilstm.yaml", ["student.objective.classification=[{loss: sfot_ce}]"])
+
+
+_YAMLISH = st.text(alphabet="0123456789eE.:+-_xobnoyesNOTruefals ~=<>!&*#%@`'\"\t", max_size=12)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@example("1e5")
+@example(["1E-5", ".5e3", "+2e10"])
+@example({"017": "1:30", "no": "2024-01-01", "0x10": "1_000"})
+@given(st.recursive(st.one_of(_YAMLISH, st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()),
+                    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                            st.dictionaries(_YAMLISH, inner, max_size=3)), max_leaves=8))
+def test_what_dump_yaml_writes_parse_yaml_reads_back_equal(value) -> None:
+    """A recorded config (config.yaml, recipe.yaml) must load back as it was, whatever its text looks like to a
+    YAML 1.1 reader (`1e5`, `017`, `no`, `1:30`, `2024-01-01`)."""
+    import io
+
+    from multidistill.config import dump_yaml, parse_yaml
+
+    stream = io.StringIO()
+    dump_yaml({"v": value}, stream)
+    assert parse_yaml(stream.getvalue()) == {"v": value}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from("abc"), st.one_of(st.integers(), st.dictionaries(
+    st.sampled_from("xyz"), st.integers(), max_size=3)), max_size=3),
+       st.dictionaries(st.sampled_from("abc"), st.one_of(st.integers(), st.dictionaries(
+           st.sampled_from("xyz"), st.integers(), max_size=3)), max_size=3))
+def test_a_mapping_set_on_a_section_is_a_deep_merge(base, update) -> None:
+    import json
+
+    from multidistill.config import apply_overrides
+
+    got = apply_overrides({"s": json.loads(json.dumps(base))}, [f"s={json.dumps(update)}"])["s"]
+    for key in set(base) | set(update):
+        if key in update and isinstance(update[key], dict) and isinstance(base.get(key), dict):
+            assert got[key] == {**base[key], **update[key]}
+        else:
+            assert got[key] == (update[key] if key in update else base[key])
