@@ -12,13 +12,15 @@ import pytest
 import yaml
 
 from multidistill.config import DataConfig, TeacherRunConfig
+from multidistill.evaluation.baseline import AT_BASELINE_MARK
 from multidistill.evaluation.retention import retention
 from multidistill.export.card import CARD_FILE, CardRecord, TaskInfo, TeacherInfo, card_text, write_card
 from multidistill.training.run import train_model
 from tests.conftest import write_tiny_tasks
 
 TASKS = ["toy_sent", "toy_pair", "toy_reg"]
-TABLE_ROW = re.compile(r"^\| (\S+) \| (\S+) \| (-?[\d.]+|-) \|(?: (-?[\d.]+|-) \| (-?[\d.]+%|-) \|)?$")
+TABLE_ROW = re.compile(r"^\| (\S+) \| (\S+) \| (-?[\d.]+|-)(?: †)? \|(?: (-?[\d.]+|-) \| (-?[\d.]+%|-) \|)?"
+                       r"(?: (-?[\d.]+|-) \|)?$")
 
 
 def _card(folder: Path) -> tuple[dict, str]:
@@ -29,15 +31,26 @@ def _card(folder: Path) -> tuple[dict, str]:
     return yaml.safe_load(front), body
 
 
-def _score_rows(body: str) -> dict[tuple[str, str], tuple[str, ...]]:
-    """The dev-score table: (task, metric) -> the row's cells after the metric."""
+def _score_table(body: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The dev-score table: (task, metric) -> {column name: cell}, read by the header's column names."""
     section = body.split("## Dev scores", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
     rows = {}
-    for line in section.splitlines():
-        match = TABLE_ROW.match(line)
-        if match:
-            rows[(match.group(1), match.group(2))] = tuple(g for g in match.groups()[2:] if g is not None)
+    for line in table[2:]:
+        cells = dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+        if cells["metric"]:  # not the average row
+            assert TABLE_ROW.match(line), line  # scores to 4 decimals, retention as a percentage
+            rows[(cells["task"], cells["metric"])] = cells
     return rows
+
+
+def _score_rows(body: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The dev-score table: (task, metric) -> the model's, teacher's and retention cells (those the table has), the
+    model's without its at-baseline mark."""
+    return {key: tuple(cells[name].removesuffix(f" {AT_BASELINE_MARK}") for name in ("this model", "teacher",
+                                                                                   "retention") if name in cells)
+            for key, cells in _score_table(body).items()}
 
 
 def _four(value: float | None) -> str:
@@ -379,3 +392,279 @@ def test_the_card_names_the_models_own_pooling(tiny_model_dir, tmp_path, pooling
     model.save_pretrained(tmp_path / "model", tokenizer=tokenizer)
     record = model_card_record(tmp_path / "model", "multidistill")
     assert record.architecture == f"bert encoder, {said}"
+
+
+# ------------------------------------------------------------------------------------------------ card audit
+
+
+def _copy_student(card_run: Path, tmp_path: Path) -> Path:
+    """A copy of the card run's student run folder under ``tmp_path`` (its card can be rewritten freely)."""
+    import shutil
+
+    shutil.copytree(card_run / "student", tmp_path / "student")
+    return tmp_path / "student"
+
+
+def _edit_yaml(path: Path, edit) -> None:
+    raw = yaml.safe_load(path.read_text())
+    edit(raw)
+    path.write_text(yaml.safe_dump(raw))
+
+
+def _edit_json(path: Path, edit) -> None:
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+
+
+def test_a_students_card_hides_the_scores_of_a_teacher_retrained_in_place(card_run, tmp_path):
+    """The store's manifest and the student's metrics.json record the teacher weights it was distilled from; once the
+    teacher folder holds other weights (`train-teacher --overwrite`), the student's card shows none of its scores."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from multidistill.export.card_record import OTHER_WEIGHTS, model_card_record
+    from multidistill.teachers.fingerprint import weights_fingerprint
+
+    teacher_model = str((card_run / "teacher" / "model").resolve())
+    fingerprint = weights_fingerprint(teacher_model)
+    assert _metrics(card_run / "student")["teacher_weights"] == {teacher_model: fingerprint}
+    assert json.loads((card_run / "store" / "manifest.json").read_text())["teacher_weights"] == [fingerprint]
+
+    # The same run and store, with the teacher copied where it can be retrained.
+    shutil.copytree(card_run / "teacher", tmp_path / "teacher")
+    teacher = str(tmp_path / "teacher" / "model")
+    (tmp_path / "store").mkdir()
+    manifest = json.loads((card_run / "store" / "manifest.json").read_text())
+    (tmp_path / "store" / "manifest.json").write_text(json.dumps({**manifest, "teachers": [teacher]}))
+    student = _copy_student(card_run, tmp_path)
+    _edit_yaml(student / "config.yaml", lambda c: c.update(signals=str(tmp_path / "store")))
+    _edit_json(student / "metrics.json", lambda m: m.update(teacher_weights={teacher: fingerprint}))
+
+    def teacher_cells() -> tuple[dict, str]:
+        record = model_card_record(student / "model", "multidistill")
+        write_card(student / "model", record)
+        return record.teachers[0], _card(student / "model")[1]
+
+    info, body = teacher_cells()
+    assert info.main == _metrics(card_run / "teacher")["main"] and info.note is None  # the same weights
+
+    weights = load_file(tmp_path / "teacher" / "model" / "model.safetensors")  # retrained in place
+    save_file({name: tensor + 1 for name, tensor in weights.items()},
+              tmp_path / "teacher" / "model" / "model.safetensors")
+    _edit_json(tmp_path / "teacher" / "metrics.json", lambda m: m["main"].update(toy_sent=0.999))
+    info, body = teacher_cells()
+    assert info.metrics is None and info.main is None
+    assert f"| teacher | `{teacher}` ({OTHER_WEIGHTS}) |" in body
+    assert "| teacher | retention |" not in body and "0.9990" not in body
+    shutil.rmtree(tmp_path / "teacher")
+    info, body = teacher_cells()
+    assert info.metrics is None and "not found when this card was written" in body
+
+    # A store and run from before the record: the teacher's current scores, as before.
+    shutil.copytree(card_run / "teacher", tmp_path / "teacher")
+    _edit_json(tmp_path / "teacher" / "metrics.json", lambda m: m["main"].update(toy_sent=0.999))
+    _edit_json(student / "metrics.json", lambda m: m.pop("teacher_weights"))
+    _edit_json(tmp_path / "store" / "manifest.json", lambda m: m.pop("teacher_weights"))
+    info, _ = teacher_cells()
+    assert info.main["toy_sent"] == 0.999 and info.note is None
+
+
+def test_the_score_table_shows_the_constant_predictor_and_marks_scores_it_reaches(card_run):
+    """metrics.json records each task's trivial baseline (majority class / training mean fitted on the training
+    rows, scored on dev); the card shows it beside the scores and marks a main score no better than it with †."""
+    import csv
+
+    student = _metrics(card_run / "student")
+    trivial = student["trivial_baselines"]
+    assert set(trivial) == set(TASKS)
+
+    def labels(split: str) -> list[str]:
+        with open(card_run / "data" / "toy_sent" / f"{split}.tsv") as handle:
+            return [row["label"] for row in csv.DictReader(handle, delimiter="\t")]
+
+    train, dev = labels("train"), labels("dev")
+    majority = max(("0", "1"), key=lambda label: (train.count(label), label == "0"))  # the lowest on a tie
+    assert trivial["toy_sent"]["main"] == pytest.approx(dev.count(majority) / len(dev))
+    assert trivial["toy_sent"]["predictor"].startswith(f"always '{majority}' (majority class")
+
+    _, body = _card(card_run / "student" / "model")
+    table = _score_table(body)
+    for task in TASKS:
+        for metric, value in student["tasks"][task].items():
+            cells = table[(task, metric)]
+            assert cells["constant predictor"] == _four(trivial[task]["metrics"][metric])
+            main = metric == metrics_main_metric(student, task)
+            marked = main and value <= trivial[task]["main"] + 0.01 + 1e-12
+            assert cells["this model"] == _four(value) + (" †" if marked else "")
+    assert "a constant predictor does as well, so it is not retention" in body
+
+    # By hand: 0.80 is within 0.01 of a constant 0.795, 0.6 is above 0.0.
+    trivial = {"sst2": {"predictor": "always '1'", "main": 0.795, "metrics": {"accuracy": 0.795}},
+               "stsb": {"predictor": "constant 2.5", "main": 0.0, "metrics": {"pearson": 0.0, "spearman": 0.0}}}
+    body = card_text(_record(metrics={**_record().metrics, "trivial_baselines": trivial}))
+    assert "| sst2 | accuracy | 0.8000 † | 0.9000 | 88.9% | 0.7950 |" in body
+    assert "| stsb | pearson | 0.6000 | 0.8000 | 75.0% | 0.0000 |" in body
+    assert "| average of main scores | | 0.7000 | 0.8500 | 82.4% | - |" in body
+    assert "constant predictor" not in card_text(_record())  # a run without the record: as before
+
+
+def test_the_onnx_snippet_runs_on_a_text_longer_than_the_model_reads(card_run, tmp_path):
+    """The card's Python snippet truncates as the Hugging Face one does, so a long text does not overrun the
+    position table."""
+    from multidistill.export.onnx import export_onnx
+
+    export_onnx(card_run / "student" / "model", tmp_path / "onnx")
+    _, body = _card(tmp_path / "onnx")
+    snippet = body.split("## How to use", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "truncation=True, max_length=32" in snippet
+    long_text = " ".join(["great"] * 400)
+    scope: dict = {}
+    exec(snippet.replace("PATH", str(tmp_path / "onnx")).replace('"first text"', repr(long_text)), scope)
+    assert scope["logits"].shape == (1, 2)
+
+
+def test_the_card_says_what_the_model_started_from_and_where_its_rows_came_from(card_run, tmp_path):
+    """Random init from model.backbone_config is said as such (no base_model); init_from and heads_from are named;
+    a training split read from elsewhere than the data root (a transfer set) is named as the config names it."""
+    from multidistill.export.card_record import model_card_record
+
+    student = _copy_student(card_run, tmp_path)
+
+    def record_with(model: dict, data: dict | None = None):
+        def edit(config: dict) -> None:
+            config["model"] = {**config["model"], **model}
+            config["data"].update(data or {})
+        _edit_yaml(student / "config.yaml", edit)
+        return model_card_record(student / "model", "multidistill")
+
+    record = record_with({"name_or_path": "prajjwal1/bert-tiny", "student_layers": None,
+                          "backbone_config": {"model_type": "bert", "hidden_size": 32}})
+    assert record.base_model is None and record.initialised_from.startswith("random weights")
+    assert "a bert encoder sized by `model.backbone_config`" in record.initialised_from
+    assert "tokenizer of `prajjwal1/bert-tiny`" in record.initialised_from
+    assert "base_model" not in card_text(record)
+    record = record_with({"backbone_config": None, "heads_from": str(card_run / "teacher" / "model")})
+    assert record.base_model == "prajjwal1/bert-tiny"  # pretrained weights from the Hub: its base model
+    assert record.initialised_from == f"`prajjwal1/bert-tiny`; task heads from `{card_run / 'teacher' / 'model'}`"
+    record = record_with({"heads_from": None, "init_from": "/runs/joint/model"})
+    assert record.base_model is None and record.initialised_from.startswith("`/runs/joint/model` (a saved")
+
+    specs = yaml.safe_load((student / "config.yaml").read_text())["data"]["task_specs"]
+    specs[0]["files"]["train"] = {"path": "/runs/mkd/transfer/toy_sent", "format": "hf_disk",
+                                  "columns": {"text_a": "text_a", "label": "label"}}
+    record = record_with({}, {"task_specs": specs})
+    write_card(student / "model", record)
+    _, body = _card(student / "model")
+    assert "toy_sent: `/runs/mkd/transfer/toy_sent` (hf_disk); toy_pair: `toy_pair/train.tsv`" in body
+    assert f"relative paths are under the data root `{card_run / 'data'}`" in body
+    assert "`train_examples` in the run's `metrics.json`" in body
+
+
+def test_a_killed_run_leaves_its_best_model_with_a_card(tiny_run):
+    """The loop's best-model save writes a card that says the run had not ended (no scores yet), so a run killed
+    after it leaves a described model folder; the card written at the end replaces it."""
+    raw, _ = tiny_run
+
+    class Killed(Exception):
+        pass
+
+    def kill(state) -> None:
+        if state.step == 4:
+            raise Killed
+
+    config = {**raw, "train": {**raw["train"], "eval_every_steps": 3}}
+    with pytest.raises(Killed):
+        train_model(TeacherRunConfig.model_validate(config), on_step=kill)
+    run = Path(raw["output_dir"])
+    assert not (run / "metrics.json").exists()
+    front, body = _card(run / "model")
+    assert "Training had not finished when this card was written" in body
+    assert "## Dev scores" not in body and "model-index" not in front
+
+    train_model(TeacherRunConfig.model_validate(config), resume=True)
+    _, body = _card(run / "model")
+    assert "Training had not finished" not in body and "## Dev scores" in body
+
+
+def test_an_onnx_card_shows_an_int8_graph_that_failed_its_check_as_removed(card_run, tmp_path):
+    from multidistill.export.onnx import export_onnx
+
+    data = DataConfig.model_validate(yaml.safe_load((card_run / "student" / "config.yaml").read_text())["data"])
+    meta = export_onnx(card_run / "student" / "model", tmp_path / "onnx", quantize="int8", parity_data=data,
+                       parity_examples=8, min_agreement_int8=1.5, on_parity_failure="omit")
+    assert "int8" in meta["parity_failures"] and "int8" not in meta["files"]
+    _, body = _card(tmp_path / "onnx")
+    for task in TASKS:
+        assert re.search(rf"^\| int8 \| {task} \| 8 \| .* \| FAILED: graph removed \|$", body, re.M), task
+        assert re.search(rf"^\| fp32 \| {task} \| 8 \| .* \| passed \|$", body, re.M), task
+    assert "The int8 graph failed its parity check and was removed from this folder" in body
+    for reason in meta["parity_failures"]["int8"]:
+        assert f"- {reason}" in body
+    assert "quantize int8, dynamic method, per-channel weight scales (graph removed: failed its parity check)" in body
+
+
+def test_export_cards_give_the_exports_settings_and_promise_no_update_they_never_get(card_run, tmp_path):
+    """'How it was made' adds the export's own settings from its export.json; only a run's model folder, which
+    `multidistill benchmark` rewrites, says the benchmark adds its speed to the card."""
+    from multidistill.export.hf import export_hf
+    from multidistill.export.onnx import export_onnx
+
+    export_onnx(card_run / "student" / "model", tmp_path / "onnx", opset=17)
+    _, body = _card(tmp_path / "onnx")
+    assert "export settings (`export.json`): format ONNX, opset 17, plain graph" in body
+    assert "quantize none (fp32 only), no parity check against PyTorch" in body
+    single = export_hf(card_run / "student" / "model", tmp_path / "hf", task="toy_pair", check_rows=[("a", "b")])
+    _, hf_body = _card(single)
+    assert ("export settings (`export.json`): format Hugging Face `AutoModelForSequenceClassification`, task "
+            "toy_pair, model type bert, max length 32") in hf_body
+    for export_body in (body, hf_body):
+        assert "adds them to this card" not in export_body
+        assert f"run on the model folder `{(card_run / 'student' / 'model').resolve()}`" in export_body
+        assert "(this card is not updated)" in export_body
+    from multidistill.export.card_record import model_card_record
+
+    assert "adds them to this card" in card_text(model_card_record(card_run / "student" / "model", "multidistill"))
+
+
+def test_the_speed_block_labels_the_score_as_the_report_does(card_run):
+    from multidistill.export.card_record import model_card_record
+    from multidistill.report.build import score_label
+
+    model_dir = card_run / "student" / "model"
+    report = {"task": "toy_sent", "tasks": TASKS, "settings": {"batch_size": 32, "max_eval_examples": 8},
+              "threads": 1, "machine": "cpu", "date": "2024-01-01 00:00",
+              "models": {"student": {"path": str(model_dir), "runtimes": {"pytorch_fp32": {
+                  "status": "ok", "latency_ms_median": 1.0, "latency_ms_p95": 2.0,
+                  "throughput_examples_per_s": 100.0, "score": 0.5}}}}}
+    body = card_text(model_card_record(model_dir, "multidistill", benchmark=report))
+    label = "dev score (mean main metric over toy_sent, toy_pair, toy_reg, first 8 dev rows per task)"
+    assert score_label(report) == label and f"score: {label}; throughput at batch 32" in body
+    assert "(task toy_sent," not in body
+
+
+def test_the_card_says_where_the_command_was_run(card_run):
+    """command.json's cwd: the recorded command's relative paths (its config file) read from there."""
+    recorded = json.loads((card_run / "student" / "command.json").read_text())
+    _, body = _card(card_run / "student" / "model")
+    assert f"Run in `{recorded['cwd']}` (its relative paths read from there):\n\n```bash\n{recorded['command']}" in body
+    body = card_text(_record(command="multidistill distill a.yaml", command_cwd="/home/a",
+                             resumed_by=("multidistill distill a.yaml --resume", None), resumed_in=("/home/b", None)))
+    assert "Run in `/home/a`" in body
+    assert "multidistill distill a.yaml --resume  # run in /home/b\n# (from Python)\n" in body
+
+
+def test_a_multi_task_hf_root_declares_no_pipeline_and_shows_each_folders_check(card_run, tmp_path):
+    from multidistill.export.hf import export_hf
+
+    out = export_hf(card_run / "student" / "model", tmp_path / "hf", check_rows=[("a", "b")])
+    front, body = _card(out)
+    assert front["library_name"] == "transformers" and "pipeline_tag" not in front
+    checks = json.loads((out / "export.json").read_text())["checks"]
+    section = body.split("## Export check\n\n", 1)[1].split("\n## ", 1)[0]
+    for task, check in checks.items():
+        assert f"- `{task}/`: Loaded back with `AutoModelForSequenceClassification`" in section
+        assert f"max |logit difference| {check['max_abs_diff']:.1e}" in section
+    for task in TASKS:  # a task folder is a loadable classifier
+        assert _card(out / task)[0]["pipeline_tag"] == "text-classification"

@@ -18,6 +18,7 @@ from typing import Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN, at_baseline
 from multidistill.evaluation.retention import retention
 from multidistill.utils.atomic import atomic_file
 
@@ -50,6 +51,7 @@ class TeacherInfo:
     metrics: Mapping[str, Mapping[str, float | None]] | None = None
     main: Mapping[str, float | None] | None = None
     domains: Mapping[str, Mapping[str, Mapping[str, float | None]]] | None = None
+    note: str | None = None  # why its scores are not shown (its folder now holds other weights)
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,23 @@ class CardRecord:
     layers: int | None = None
     hidden_size: int | None = None
     base_model: str | None = None  # a Hub id, for the front matter
-    initialised_from: str | None = None  # what the run's model.name_or_path named (a Hub id or a folder)
+    initialised_from: str | None = None  # what the run's model started from, in words (weights, heads, random init)
     method: str | None = None  # the recipe or command, e.g. "mkd recipe, stage student-transformer"
     objective: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # task -> loss term names
     tasks: tuple[TaskInfo, ...] = ()
     eval_split: str = "dev"
     data_root: str | None = None
+    train_files: Mapping[str, str] = field(default_factory=dict)  # task -> its training file, as the config names it
     run_dir: str | None = None
+    in_progress: bool = False  # a best model saved mid-run: the run had not ended (no final metrics.json yet)
     metrics: Mapping | None = None  # the run's metrics.json
     teachers: tuple[TeacherInfo, ...] = ()
     signals: str | None = None
     command: str | None = None
+    command_cwd: str | None = None  # the folder the command was run in (its relative paths read from there)
     command_unrecorded: bool = False  # a resumed run whose first command was not recorded (command.json)
     resumed_by: tuple[str | None, ...] = ()  # the commands that resumed the run (None: from Python)
+    resumed_in: tuple[str | None, ...] = ()  # the folder each of them was run in
     config_file: str | None = None
     export: Mapping | None = None  # the export's export.json (its parity check numbers)
     max_length: int | None = None
@@ -157,8 +163,10 @@ def card_data(record: CardRecord) -> ModelCardData:
             results.append(EvalResult(task_type=pipeline, dataset_type=task_name, dataset_name=task_name,
                                       dataset_split=record.eval_split, metric_type=metric, metric_value=value,
                                       metric_name=metric))
+    # A multi-task HF root holds one loadable folder per task but is not one itself: no pipeline to declare.
     return ModelCardData(library_name=LIBRARY[record.form], tags=tags, base_model=record.base_model,
-                         pipeline_tag=pipeline, model_name=record.title, eval_results=results or None,
+                         pipeline_tag=None if record.folders else pipeline, model_name=record.title,
+                         eval_results=results or None,
                          metrics=sorted({r.metric_type for r in results}) or None)
 
 
@@ -205,7 +213,12 @@ def _summary(record: CardRecord) -> str:
                if record.domain_branch else "A model trained on gold labels only (a teacher run)")
     role = {"teacher": teacher, "student": "A distilled student",
             "general student": "A general (task-agnostic) student distilled on unlabelled text"}[record.role]
-    return f"{role} ({_size(record)}) for {tasks}, made with multidistill; this is {what}."
+    text = f"{role} ({_size(record)}) for {tasks}, made with multidistill; this is {what}."
+    if record.in_progress:
+        text += ("\n\n**Training had not finished when this card was written.** This is the best model so far, saved "
+                 "mid-run: the run is still going or was cut. It has no final scores yet; the card written when the "
+                 "run ends replaces this one and quotes them from its `metrics.json`.")
+    return text
 
 
 def _model_section(record: CardRecord) -> str:
@@ -218,7 +231,8 @@ def _model_section(record: CardRecord) -> str:
         rows.append(("domain branch", f"{', '.join(record.domain_branch)} (Meta-KD's domain embedding and "
                                       "classifier: used in training, left out of ONNX and Hugging Face exports)"))
     for i, teacher in enumerate(record.teachers):
-        rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"`{teacher.path}`"))
+        note = f" ({teacher.note})" if teacher.note else ""
+        rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"`{teacher.path}`{note}"))
     if record.signals:
         rows.append(("teacher signals", f"`{record.signals}`"))
     if record.objective:
@@ -242,15 +256,47 @@ def _data_section(record: CardRecord) -> str:
         rows = str(task.train_examples) if task.train_examples is not None else "-"
         lines.append(f"| {task.name} | {task.type} | {labels} | {'yes' if task.pair else 'no'} | {rows} | "
                      f"{', '.join(task.metrics) or '-'} |")
-    where = f" Data root: `{record.data_root}`." if record.data_root else ""
-    lines += ["", f"Trained on each task's `train` split and scored on its `{record.eval_split}` split.{where}"]
+    lines += ["", _data_source(record)]
     return "\n".join(lines)
+
+
+def _data_source(record: CardRecord) -> str:
+    """Where the training rows came from, as the run's config names them (a transfer set lives elsewhere than the
+    data root), and what the row counts are."""
+    root = f"`{record.data_root}`" if record.data_root else "the default data root (MULTIDISTILL_DATA_ROOT)"
+    if record.run_dir is None:
+        return "Saved outside a run folder: where its training rows came from is not recorded." + (
+            f" Data root recorded with the model: `{record.data_root}`." if record.data_root else "")
+    text = "Trained on each task's `train` split as the run's config names it"
+    if record.train_files:
+        files = "; ".join(f"{task}: {where}" for task, where in record.train_files.items())
+        text += f" ({files}; relative paths are under the data root {root})."
+    else:
+        text += f", under the data root {root}."
+    if any(task.train_examples is not None for task in record.tasks):
+        text += " The training rows are `train_examples` in the run's `metrics.json`: the rows it trained on."
+    return text + f" Scored on each task's `{record.eval_split}` split."
 
 
 def _teacher_cells(value: float | None, theirs: float | None, main_metric: bool) -> str:
     """A score row's teacher and retention cells; retention for the task's main metric only."""
     kept = retention({"task": value}, {"task": theirs}) if main_metric else None
     return f" {_num(theirs)} | {_num(100 * kept.ratio, 1) + '%' if kept else '-'} |"
+
+
+def baselines(record: CardRecord) -> dict[str, Mapping]:
+    """Each card task's trivial baseline as the run recorded it (``trivial_baselines`` in ``metrics.json``: its
+    constant predictor, main score and metrics), for the tasks the model was scored on."""
+    recorded = (record.metrics or {}).get("trivial_baselines") or {}
+    return {task: recorded[task] for task in task_scores(record) if task in recorded}
+
+
+def _score_row(task: TaskInfo, metric: str, value: float | None, baseline: Mapping | None) -> str:
+    """The first cells of a score row; a main score no better than the constant predictor's is marked."""
+    mark = ""
+    if baseline is not None and task.metrics and metric == task.metrics[0] and at_baseline(value, baseline["main"]):
+        mark = f" {AT_BASELINE_MARK}"
+    return f"| {task.name} | {metric} | {_num(value)}{mark} |"
 
 
 def _scores_section(record: CardRecord) -> str:
@@ -260,16 +306,18 @@ def _scores_section(record: CardRecord) -> str:
     known, elsewhere = teacher_main(record), other_domains(record)
     single_teacher = record.teachers[0] if len(record.teachers) == 1 and record.teachers[0].metrics else None
     with_teacher = known is not None
+    trivial = baselines(record)
     teacher = {task: value for task, value in (known or {}).items() if task not in elsewhere}
-    header = "| task | metric | this model |" + (" teacher | retention |" if with_teacher else "")
+    header = "| task | metric | this model |" + (" teacher | retention |" if with_teacher else "") + \
+        (" constant predictor |" if trivial else "")
     lines = ["## Dev scores", "", header,
-             "|---|---|---:|" + ("---:|---:|" if with_teacher else "")]
+             "|---|---|---:|" + ("---:|---:|" if with_teacher else "") + ("---:|" if trivial else "")]
     main = main_scores(record)
     for task in record.tasks:
         if task.name not in scores:
             continue
         for metric, value in scores[task.name].items():
-            row = f"| {task.name} | {metric} | {_num(value)} |"
+            row = _score_row(task, metric, value, trivial.get(task.name))
             if with_teacher:
                 main_metric = bool(task.metrics) and metric == task.metrics[0]
                 theirs = None
@@ -280,6 +328,8 @@ def _scores_section(record: CardRecord) -> str:
                 elif main_metric:
                     theirs = teacher.get(task.name)
                 row += _teacher_cells(value, theirs, main_metric)
+            if trivial:
+                row += f" {_num((trivial.get(task.name) or {}).get('metrics', {}).get(metric))} |"
             lines.append(row)
     average = (record.metrics or {}).get("average")
     if average is not None and len(main) > 1:
@@ -287,21 +337,40 @@ def _scores_section(record: CardRecord) -> str:
         if with_teacher:
             kept = retention(main, teacher)
             row += (f" {_num(kept.reference_score)} | {_num(100 * kept.ratio, 1)}% |" if kept else " - | - |")
-        lines.append(row)
+        lines.append(row + (" - |" if trivial else ""))
     notes = [f"Scored on each task's `{record.eval_split}` split."]
     if with_teacher:
-        whose = "the teacher's" if single_teacher else f"the mean of the {len(record.teachers)} teachers'"
-        notes.append(f"Teacher: {whose} dev scores from its run's `metrics.json`. Retention: this model's main "
-                     "score (each task's first metric) over the teacher's; the average row over the tasks both were "
-                     "scored on. A teacher score at or below 0 gives no retention.")
+        notes.append(f"Teacher: {_whose(record)} dev scores from its run's `metrics.json`. Retention: this model's "
+                     "main score (each task's first metric) over the teacher's; the average row over the tasks both "
+                     "were scored on. A teacher score at or below 0 gives no retention.")
         if elsewhere:
             notes.append(f"This model was scored on other domains than its teacher (task "
                          f"{', '.join(sorted(elsewhere))}): the teacher's scores on this model's domains are in the "
                          "next section.")
+    if trivial:
+        notes.append(_baseline_note(trivial))
     best_step = (record.metrics or {}).get("best_step")
     if best_step is not None:
         notes.append(f"Scores of the kept model (step {best_step}), from `metrics.json` in `{record.run_dir}`.")
     return "\n".join([*lines, "", *notes])
+
+
+def _whose(record: CardRecord) -> str:
+    """Whose scores the teacher column holds: the teacher's, or the mean over the teachers whose scores are shown."""
+    shown = sum(1 for t in record.teachers if t.metrics)
+    if len(record.teachers) == 1:
+        return "the teacher's"
+    if shown == len(record.teachers):
+        return f"the mean of the {shown} teachers'"
+    return f"the mean over the teachers whose scores are shown ({shown} of {len(record.teachers)}; see Model)"
+
+
+def _baseline_note(trivial: Mapping[str, Mapping]) -> str:
+    predictors = "; ".join(f"{task}: {baseline['predictor']}" for task, baseline in trivial.items())
+    return (f"Constant predictor: the task's trivial baseline, which ignores its input ({predictors}), fitted on the "
+            "training rows the run saw and scored on the same dev rows (`trivial_baselines` in `metrics.json`). "
+            f"{AT_BASELINE_MARK}: this model's main score is no better than the constant predictor's (within "
+            f"{BASELINE_MARGIN} above it): a constant predictor does as well, so it is not retention.")
 
 
 def _domains_section(record: CardRecord) -> str:
@@ -346,32 +415,60 @@ def _speed_section(record: CardRecord) -> str:
                          f"{_num(numbers.get('latency_ms_p95'), 2)} | "
                          f"{_num(numbers.get('throughput_examples_per_s'), 1)} | {_num(numbers.get('score'))} |")
     elif lines:
-        lines.append("- inference speed: not measured yet; `multidistill benchmark` measures latency and throughput "
-                     "in PyTorch and ONNX Runtime (fp32, int8) side by side and adds them to this card")
+        lines.append(f"- inference speed: not measured yet; {_benchmark_offer(record)}")
     return "## Measured speed\n\n" + "\n".join(lines) if lines else ""
+
+
+def _benchmark_offer(record: CardRecord) -> str:
+    """What `multidistill benchmark` would do for this folder: it rewrites the card of a run's model folder (and of
+    the ONNX export it makes itself) with its numbers, never those of other exports or encoders."""
+    measures = "measures latency and throughput in PyTorch and ONNX Runtime (fp32, int8) side by side"
+    if record.form == "multidistill" and record.run_dir is not None:
+        return f"`multidistill benchmark` {measures} and adds them to this card"
+    source = (record.export or {}).get("source") or (
+        str(Path(record.run_dir) / "model") if record.run_dir is not None else None)
+    on = f" run on the model folder `{source}`" if source else ""
+    return f"`multidistill benchmark`{on} {measures}, in its benchmark.json (this card is not updated)"
 
 
 def _export_section(record: CardRecord) -> str:
     export = record.export or {}
     if record.form == "onnx" and export.get("parity"):
-        lines = ["## Export check (ONNX Runtime against PyTorch, first dev rows)", "",
-                 "| graph | task | rows | max abs logit diff | agreement | metric | PyTorch | ONNX |",
-                 "|---|---|---:|---:|---:|---|---:|---:|"]
-        for precision, tasks in export["parity"].items():
-            for task, n in tasks.items():
-                agreement = n.get("agreement")
-                lines.append(f"| {precision} | {task} | {n['examples']} | {n['max_abs_diff']:.1e} | "
-                             f"{'-' if agreement is None else f'{agreement:.1%}'} | {n['metric']} | "
-                             f"{_num(n['metric_torch'])} | {_num(n['metric_onnx'])} |")
-        return "\n".join(lines)
-    check = export.get("check")
-    if record.form == "hf" and check:
-        agreement = check.get("agreement")
-        return ("## Export check\n\nLoaded back with `AutoModelForSequenceClassification` and compared with the "
-                f"multidistill model on {check['rows']} {check['source']}: max |logit difference| "
-                f"{check['max_abs_diff']:.1e} (limit {check['tolerance']:.0e})"
-                + (f", same predicted class on {agreement:.1%} of rows." if agreement is not None else "."))
-    return ""
+        return _onnx_check(export)
+    if record.form != "hf":
+        return ""
+    if export.get("checks"):  # a multi-task root: each task folder's own check
+        return "## Export check\n\n" + "\n".join(f"- `{record.folders.get(task, task)}/`: {_hf_check(check)}"
+                                                   for task, check in export["checks"].items())
+    return f"## Export check\n\n{_hf_check(export['check'])}" if export.get("check") else ""
+
+
+def _hf_check(check: Mapping) -> str:
+    agreement = check.get("agreement")
+    return ("Loaded back with `AutoModelForSequenceClassification` and compared with the multidistill model on "
+            f"{check['rows']} {check['source']}: max |logit difference| {check['max_abs_diff']:.1e} (limit "
+            f"{check['tolerance']:.0e})" + (f", same predicted class on {agreement:.1%} of rows."
+                                           if agreement is not None else "."))
+
+
+def _onnx_check(export: Mapping) -> str:
+    """export.json's parity numbers per graph; a graph that failed its check was removed from the folder (the
+    benchmark's ``on_parity_failure="omit"``), which its rows and the reasons below say."""
+    failures = export.get("parity_failures") or {}
+    lines = ["## Export check (ONNX Runtime against PyTorch, first dev rows)", "",
+             "| graph | task | rows | max abs logit diff | agreement | metric | PyTorch | ONNX | check |",
+             "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    for precision, tasks in export["parity"].items():
+        result = "FAILED: graph removed" if precision in failures else "passed"
+        for task, n in tasks.items():
+            agreement = n.get("agreement")
+            lines.append(f"| {precision} | {task} | {n['examples']} | {n['max_abs_diff']:.1e} | "
+                         f"{'-' if agreement is None else f'{agreement:.1%}'} | {n['metric']} | "
+                         f"{_num(n['metric_torch'])} | {_num(n['metric_onnx'])} | {result} |")
+    for precision, reasons in failures.items():
+        lines += ["", f"The {precision} graph failed its parity check and was removed from this folder "
+                      "(`parity_failures` in `export.json`):", "", *(f"- {reason}" for reason in reasons)]
+    return "\n".join(lines)
 
 
 _PREDICT = "multidistill predict PATH --task {task} --input rows.csv --output predictions.jsonl"
@@ -392,7 +489,8 @@ model = load_model("PATH")  # this folder
 from multidistill.export.onnx import OnnxModel
 
 model = OnnxModel.load("PATH", precision="fp32")  # or "int8" when model.int8.onnx is here
-batch = model.tokenizer([{text_a}], return_tensors="np")
+# truncated as in training and `multidistill predict` (a longer text would overrun the position table)
+batch = model.tokenizer([{text_a}], truncation=True, max_length={max_length}, return_tensors="np")
 logits = model.logits("{task}", batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 ```
 
@@ -454,17 +552,48 @@ def _usage_section(record: CardRecord) -> str:
 def _made_by_section(record: CardRecord) -> str:
     lines = ["## How it was made", ""]
     if record.command:
-        lines += ["```bash", record.command, "```", ""]
+        where = f"Run in `{record.command_cwd}` (its relative paths read from there):" if record.command_cwd else ""
+        lines += [*([where, ""] if where else []), "```bash", record.command, "```", ""]
     elif record.command_unrecorded:
         lines += ["Started by a command that was not recorded (a version that kept no command.json).", ""]
     else:
         lines += ["Made from Python (no command line recorded).", ""]
     if record.resumed_by:
-        lines += ["Resumed by:", "", "```bash", *(c or "# (from Python)" for c in record.resumed_by), "```", ""]
+        folders = record.resumed_in or (None,) * len(record.resumed_by)
+        resumes = [(command or "# (from Python)") + (f"  # run in {cwd}" if command and cwd else "")
+                   for command, cwd in zip(record.resumed_by, folders, strict=False)]
+        lines += ["Resumed by:", "", "```bash", *resumes, "```", ""]
     if record.config_file:
         lines.append(f"Full resolved configuration: `{record.config_file}`.")
     if record.run_dir:
         lines.append(f"Run folder: `{record.run_dir}` (metrics.json, train_history.json, checkpoints).")
     if record.export and record.export.get("source"):
-        lines.append(f"Exported from `{record.export['source']}`.")
+        settings = _export_settings(record)
+        lines.append(f"Exported from `{record.export['source']}`" + (f"; {settings}." if settings else "."))
     return "\n".join(lines).rstrip()
+
+
+def _export_settings(record: CardRecord) -> str:
+    """The export's own settings, as its ``export.json`` records them."""
+    export = record.export or {}
+    if record.form == "hf":
+        tasks = f"task {export['task']}" if export.get("task") else f"tasks {', '.join(export.get('tasks', []))}"
+        return (f"export settings (`export.json`): format Hugging Face `AutoModelForSequenceClassification`, {tasks}, "
+                f"model type {export.get('model_type')}, max length {export.get('max_length')}")
+    if record.form != "onnx":
+        return ""
+    variant = export.get("variant") or {}
+    parts = [f"format ONNX, opset {export.get('opset')}", f"{variant.get('graph', 'plain')} graph"]
+    if variant.get("attention"):
+        parts.append(f"{variant['attention']} attention")
+    int8 = variant.get("int8")
+    if int8:
+        channel = "per-channel" if int8.get("per_channel") else "per-tensor"
+        removed = " (graph removed: failed its parity check)" if "int8" in (export.get("parity_failures") or {}) \
+            else ""
+        parts.append(f"quantize int8, {int8.get('method')} method, {channel} weight scales{removed}")
+    else:
+        parts.append("quantize none (fp32 only)")
+    if not export.get("parity_checked", True):
+        parts.append("no parity check against PyTorch")
+    return "export settings (`export.json`): " + ", ".join(parts)

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import yaml
 
+from multidistill.errors import ModelError
 from multidistill.export.card import CardRecord, Form, TaskInfo, TeacherInfo, write_card
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.run_dir import is_run_dir
@@ -40,7 +41,23 @@ def run_folder(model_dir: str | Path) -> Path | None:
     return model_dir.parent if model_dir.name == BEST_MODEL and is_run_dir(model_dir.parent) else None
 
 
-def _teacher(path: str) -> TeacherInfo:
+OTHER_WEIGHTS = "now holds other weights than this student was distilled from; its scores are not shown"
+GONE = "not found when this card was written; its scores are not shown"
+
+
+def _teacher(path: str, distilled_from: str | None) -> TeacherInfo:
+    """The teacher at ``path`` with its run's dev scores, unless the run recorded the weights it was distilled from
+    (``distilled_from``, a `weights_fingerprint`) and the folder now holds others (retrained in place) or is gone:
+    then no scores, and a note that says why."""
+    from multidistill.teachers.fingerprint import weights_fingerprint
+
+    if distilled_from is not None:
+        try:
+            now = weights_fingerprint(path)  # None: no weights there any more
+        except ModelError:  # no folder there any more
+            now = None
+        if now != distilled_from:
+            return TeacherInfo(path=path, note=GONE if now is None else OTHER_WEIGHTS)
     run = run_folder(path) if Path(path).is_dir() else None
     metrics = read_json_object(run / METRICS_FILE) if run is not None else None
     if not metrics:
@@ -49,14 +66,23 @@ def _teacher(path: str) -> TeacherInfo:
                        domains=metrics.get("domains") or None)
 
 
-def _teachers(config: dict) -> tuple[TeacherInfo, ...]:
-    """The run's teachers: those its signal store was made from, and its online teachers."""
+def _teachers(config: dict, metrics: dict | None, *, scores: bool = True) -> tuple[TeacherInfo, ...]:
+    """The run's teachers: those its signal store was made from, and its online teachers; each with the weights
+    fingerprint the store's manifest or the run's metrics.json recorded for it (runs and stores made before that
+    record have none, and their teachers' scores are shown as they are now). Without ``scores`` (a card with no
+    scores of its own to compare) their paths only: no teacher's weights are hashed."""
     paths: list[str] = []
+    recorded: dict[str, str] = {}
     if config.get("signals"):
         manifest = read_json_object(Path(config["signals"]) / STORE_MANIFEST) or {}
-        paths += [str(p) for p in manifest.get("teachers", [])]
+        teachers = [str(p) for p in manifest.get("teachers", [])]
+        paths += teachers
+        weights = manifest.get("teacher_weights") or []
+        if len(weights) == len(teachers):  # a merged store (cross-fitting) records none: nothing to compare
+            recorded.update(zip(teachers, weights, strict=True))
     paths += [str(p) for p in config.get("online_teachers") or []]
-    return tuple(_teacher(p) for p in dict.fromkeys(paths))
+    recorded.update((metrics or {}).get("teacher_weights") or {})
+    return tuple(_teacher(p, recorded.get(p)) if scores else TeacherInfo(path=p) for p in dict.fromkeys(paths))
 
 
 def _is_local(name: str) -> bool:
@@ -93,6 +119,53 @@ def _method(run: Path, config: dict) -> str:
         "a gold-label run (kind: teacher)"
 
 
+def _initialisation(model: dict) -> tuple[str | None, str | None]:
+    """(what the run's model started from, in words; its Hub base model for the front matter, None for a local
+    folder or random weights), from the run's ``model`` settings."""
+    name = model.get("name_or_path")
+    if not name:
+        return None, None
+    if model.get("init_from"):
+        return f"`{model['init_from']}` (a saved multidistill model: encoder and task heads)", None
+    heads = f"; task heads from `{model['heads_from']}`" if model.get("heads_from") else ""
+    tokenizer = model.get("tokenizer") or name
+    if model.get("architecture") == "bilstm":
+        embeddings = (model.get("bilstm") or {}).get("init_embeddings", True) and not model.get("backbone_config")
+        return (f"random weights (a BiLSTM), with the tokenizer of `{tokenizer}`"
+                + (f" and the word embeddings of `{name}`" if embeddings else "")), None
+    layers = model.get("student_layers")
+    cut = f" (its layer{'s' * (len(layers) != 1)} {', '.join(map(str, layers))})" if layers else ""
+    if model.get("backbone_config") is not None:
+        family = model["backbone_config"].get("model_type")
+        shape = f"a {family} encoder sized by `model.backbone_config`" if family else \
+            f"`{name}`'s architecture resized by `model.backbone_config`"
+        return f"random weights (no pretrained weights): {shape}{cut}, with the tokenizer of `{tokenizer}`{heads}", None
+    return f"`{name}`{cut}{heads}", name if not _is_local(name) else None
+
+
+def _train_files(data: dict) -> dict[str, str]:
+    """Each task's training file as the run's config names it (a transfer set is a folder outside the data root)."""
+    from multidistill.data.tasks import Task, get_task
+
+    try:
+        declared = {spec["name"]: Task.model_validate(spec) for spec in data.get("task_specs") or []}
+        refs = [ref if isinstance(ref, str) else ref["name"] for ref in data.get("tasks") or []]
+        tasks = [get_task(name, declared) for name in refs]
+    except Exception:  # a config this version cannot read: the card names the data root only
+        return {}
+    files = {}
+    for task in tasks:
+        if "train" in task.files:
+            train = task.files["train"]
+            files[task.name] = f"`{train.path}`" + (f" ({train.format})" if train.format != "tsv" else "")
+        elif task.domain_files:
+            files[task.name] = ", ".join(f"{domain} `{split['train'].path}`"
+                                         for domain, split in task.domain_files.items() if "train" in split)
+        elif task.from_tasks:
+            files[task.name] = f"the `train` texts of {', '.join(task.from_tasks)}"
+    return files
+
+
 def _objective(config: dict, tasks: list[TaskInfo]) -> dict[str, tuple[str, ...]]:
     objective = config.get("objective") or {}
     out = {}
@@ -104,13 +177,16 @@ def _objective(config: dict, tasks: list[TaskInfo]) -> dict[str, tuple[str, ...]
 
 def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | None = None,
                       export: dict | None = None, title: str | None = None, folders: dict[str, str] | None = None,
-                      parameters: int | None = None, benchmark: dict | None = None) -> CardRecord:
+                      parameters: int | None = None, benchmark: dict | None = None,
+                      in_progress: bool = False) -> CardRecord:
     """The card record of the multidistill model folder ``model_dir`` as written in ``form``.
 
     ``tasks`` limits the card to those tasks (a one-task Hugging Face export); ``export`` is the export's
     ``export.json`` (its check numbers); ``folders`` maps each task to its sub-folder (a multi-task HF export);
     ``parameters`` is the written model's count when it differs from the folder's (a stock head adds a layer);
-    ``benchmark`` is a `multidistill benchmark` report that measured this model (its speed goes on the card).
+    ``benchmark`` is a `multidistill benchmark` report that measured this model (its speed goes on the card);
+    ``in_progress`` marks a best model saved mid-run, whose run has no final metrics.json yet (one on disk is an
+    earlier end's, so it is not read).
     """
     from multidistill.models.multitask import read_model_config
     from multidistill.recipes.summary import count_parameters
@@ -119,9 +195,10 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     model_config = read_model_config(model_dir)
     run = run_folder(model_dir)
     config = (_read_yaml(run / RUN_CONFIG_FILE) if run is not None else None) or {}
-    metrics = (read_json_object(run / METRICS_FILE) if run is not None else None) or None
+    metrics = (read_json_object(run / METRICS_FILE) if run is not None and not in_progress else None) or None
     command = read_command(run) if run is not None else None
     train_examples = (metrics or {}).get("train_examples", {})
+    resumes = [entry for entry in (command or {}).get("resumed_by", []) if isinstance(entry, dict)]
     infos = [TaskInfo(name=spec["name"], type=spec.get("type", "classification"), labels=tuple(spec.get("labels", [])),
                       pair=bool(spec.get("pair", False)), metrics=tuple(spec.get("metrics", [])),
                       train_examples=train_examples.get(spec["name"]))
@@ -131,23 +208,26 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     general = bool(infos) and all(info.type == "text" for info in infos)
     role = "general student" if general else ("student" if config.get("kind") == "distill" else "teacher")
     architecture, layers, hidden = _size(model_dir, model_config)
-    name = (config.get("model") or {}).get("name_or_path")
+    initialised_from, base_model = _initialisation(config.get("model") or {})
     data = config.get("data") or {}
     if parameters is None and (model_dir / WEIGHTS_FILE).is_file():
         parameters = count_parameters(model_dir)
     if title is None:
         title = run.name if run is not None else model_dir.resolve().name
+    train_files = {name: where for name, where in _train_files(data).items() if name in {i.name for i in infos}}
     return CardRecord(
         title=title, form=form, role=role, architecture=architecture, parameters=parameters, layers=layers,
-        hidden_size=hidden, base_model=name if name and not _is_local(name) else None, initialised_from=name,
+        hidden_size=hidden, base_model=base_model, initialised_from=initialised_from,
         method=_method(run, config) if run is not None else None, objective=_objective(config, infos) if config else {},
-        tasks=tuple(infos), eval_split=data.get("eval_split", "dev"), data_root=model_config.get("data_root"),
-        run_dir=str(run) if run is not None else None, metrics=metrics,
-        teachers=_teachers(config) if config.get("kind") == "distill" or general else (),
+        tasks=tuple(infos), eval_split=data.get("eval_split", "dev"),
+        data_root=model_config.get("data_root") or data.get("data_root"), train_files=train_files,
+        run_dir=str(run) if run is not None else None, metrics=metrics, in_progress=in_progress,
+        teachers=_teachers(config, metrics, scores=not in_progress) if config.get("kind") == "distill" or general
+        else (),
         signals=config.get("signals"), command=(command or {}).get("command"),
-        command_unrecorded=bool((command or {}).get("first_unrecorded")),
-        resumed_by=tuple(entry.get("command") for entry in (command or {}).get("resumed_by", [])
-                         if isinstance(entry, dict)),
+        command_cwd=(command or {}).get("cwd"), command_unrecorded=bool((command or {}).get("first_unrecorded")),
+        resumed_by=tuple(entry.get("command") for entry in resumes),
+        resumed_in=tuple(entry.get("cwd") for entry in resumes),
         config_file=str(run / RUN_CONFIG_FILE) if run is not None and config else None, export=export,
         max_length=model_config.get("max_length"), folders=folders or {}, **_speed(model_dir, benchmark),
         domain_branch=tuple((model_config.get("domain_branch") or {}).get("domains", ())) if form == "multidistill"
@@ -164,9 +244,12 @@ def _speed(model_dir: Path, report: dict | None) -> dict:
     keys = ("latency_ms_median", "latency_ms_p95", "throughput_examples_per_s", "score")
     speed = {runtime: {key: numbers.get(key) for key in keys} for runtime, numbers in entry["runtimes"].items()
              if numbers.get("status") == "ok" and "latency_ms_median" in numbers}
+    from multidistill.report.build import score_label
+
     settings = report.get("settings", {})
     threads = report.get("threads")
-    setting = (f"task {report.get('task')}, throughput at batch {settings.get('batch_size')}, "
+    # The score column says what report.md's does: one task's main metric, or the mean over the benchmark's tasks.
+    setting = (f"score: {score_label(report)}; throughput at batch {settings.get('batch_size')}, "
                f"{threads} thread{'' if threads == 1 else 's'} on {report.get('machine')}, {report.get('date')}")
     return {"speed": speed, "speed_setting": setting} if speed else {}
 

@@ -33,7 +33,7 @@ from multidistill.teachers.feature_store import (
     check_hidden_layers,
     label_hidden,
 )
-from multidistill.teachers.fingerprint import store_fingerprint
+from multidistill.teachers.fingerprint import store_fingerprint, weights_fingerprint
 from multidistill.teachers.shards import (
     DEFAULT_SHARD_SIZE,
     Shard,
@@ -142,6 +142,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
     plan = plan_shards(sizes, shard_rows(shard_size, batch_size))
     manifest = {"format_version": STORE_VERSION, "fingerprint": fingerprint,
                 "teachers": [str(Path(d).resolve()) for d in teacher_dirs], "splits": list(splits),
+                # the weights the signals come from, so a student's card can tell a teacher retrained in place
+                "teacher_weights": [weights_fingerprint(str(d)) for d in teacher_dirs],
                 "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
                 "max_length": length, "data": data_fingerprints}
     if spec is not None:

@@ -22,6 +22,7 @@ from multidistill.config import TeacherRunConfig, TrainConfig, revalidated
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
+from multidistill.evaluation.baseline import trivial_baseline
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.export.card import card_text
 from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
@@ -234,7 +235,7 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
         model, objective, data.tasks, data.train_sets,
         make_evaluator(data.eval_sets, data.tasks, config.train.eval_batch_size, pad_id), config.train,
         output_dir, pad_token_id=pad_id, resume=resume, accelerator=accelerator,
-        save_model_fn=lambda m, path: m.save_pretrained(path, tokenizer), enrich=enrich, on_step=on_step,
+        save_model_fn=lambda m, path: save_kept_model(m, path, tokenizer), enrich=enrich, on_step=on_step,
         run_settings=settings,
     )
     if accelerator.is_main_process:
@@ -244,13 +245,50 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
             **result.best_metrics, "best_step": result.best_step, "train_seconds": result.train_seconds,
             "examples_per_second": result.examples_per_second,
             "train_examples": {t: len(d) for t, d in data.train_sets.items()},
+            "trivial_baselines": trivial_baselines(data, config.data.eval_split),
+            "teacher_weights": teacher_weights(config, settings),
         })
         kept = output_dir / BEST_MODEL
-        if kept.is_dir():  # its card quotes metrics.json, so it is written after it
+        if kept.is_dir():  # its card quotes metrics.json, so it is written after it (replacing the mid-run one)
             card_or_warning(kept, write_model_card, kept, kept, "multidistill")
         if is_general_run(data.tasks):
             export_general_student(config, output_dir, tokenizer)
     return result
+
+
+def save_kept_model(model: torch.nn.Module, folder: Path, tokenizer) -> None:
+    """The loop's best-model save, with a card that says the run has not ended: a run killed later still leaves a
+    described folder (the card written at the end, with the final scores, replaces it)."""
+    model.save_pretrained(folder, tokenizer)
+    card_or_warning(folder, write_model_card, folder, folder, "multidistill", in_progress=True)
+
+
+def trivial_baselines(data, eval_split: str) -> dict[str, dict]:
+    """Each scored task's constant predictor (`trivial_baseline`), fitted on the training rows this run saw and
+    scored on its eval rows, for metrics.json; tasks without labelled rows (a transfer set of teacher signals
+    only) have none."""
+    out = {}
+    for name in data.eval_sets:  # tasks with a head: a text task is never scored
+        try:
+            baseline = trivial_baseline(data.tasks[name], data.store.examples(name, "train")["label"],
+                                        data.store.examples(name, eval_split)["label"])
+        except ValueError:  # no labelled training or eval rows
+            continue
+        out[name] = {"predictor": baseline.predictor, "main": baseline.main, "metrics": baseline.metrics}
+    return out
+
+
+def teacher_weights(config: TeacherRunConfig, settings: dict) -> dict[str, str]:
+    """The weights this run was distilled from, per teacher folder (as the store's manifest or the config names
+    it): a card shows a teacher's scores only while its folder still holds them. Hub teachers have none."""
+    recorded: dict[str, str | None] = {}
+    if config.signals is not None:
+        manifest = open_signal_store(config.signals).manifest
+        weights = manifest.get("teacher_weights") or []
+        if len(weights) == len(manifest["teachers"]):  # stores made before the record (or merged ones) have none
+            recorded.update(zip(manifest["teachers"], weights, strict=True))
+    recorded.update(zip(config.online_teachers, settings.get("online_teachers") or [], strict=False))
+    return {path: fingerprint for path, fingerprint in recorded.items() if fingerprint is not None}
 
 
 def export_general_student(config: TeacherRunConfig, output_dir: Path, tokenizer) -> Path:
