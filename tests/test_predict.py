@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from multidistill.data.tasks import Task
-from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
+from multidistill.errors import ConfigError, DataError, ModelError, OutputError, UnknownTaskError
 from multidistill.inference import predict_file
 from tests.conftest import write_tiny_tasks
 
@@ -344,3 +344,169 @@ def test_rows_are_batched_longest_first_and_written_in_input_order(model_dir, tm
     for record, row in zip(records, logits_expected, strict=True):
         expected = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
         np.testing.assert_allclose(_probabilities(record, ["0", "1"]), expected, atol=1e-5)
+
+
+def _cli(args: list[str]):
+    import typer
+    from typer.testing import CliRunner
+
+    from multidistill.inference.command import predict_command
+
+    app = typer.Typer()
+    app.command("predict")(predict_command)
+    app.command("other")(lambda: None)
+    return CliRunner().invoke(app, ["predict", *args])
+
+
+def test_stdin_stdout_pipes_and_devices_are_refused_before_anything_is_read(model_dir, tmp_path, monkeypatch):
+    """`--output -` wrote a file named '-'; `--input -` / a pipe / a FIFO got "unknown input format ''" or
+    "not found"; an output FIFO or /dev/null was refused only after the whole input had been predicted."""
+    import os
+
+    from multidistill.inference import predict as predict_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the input was read although the output is unusable")
+
+    monkeypatch.chdir(tmp_path)
+    source = write_input(tmp_path / "in.csv", ["text"], [["good"]])
+    os.mkfifo(tmp_path / "fifo.csv")
+    read_end, write_end = os.pipe()  # what `<(...)` hands over: /dev/fd/N
+    try:
+        for path, error, match in [("-", ConfigError, "--input -: reading stdin is not supported"),
+                                   ("/dev/stdin", ConfigError, "reading stdin is not supported"),
+                                   (tmp_path / "fifo.csv", DataError, "fifo.csv: is not a regular file"),
+                                   (f"/dev/fd/{read_end}", DataError, "is not a regular file")]:
+            with pytest.raises(error, match=match):  # a FIFO read would block: the test would hang
+                predict_file(model_dir, "toy_sent", path, tmp_path / "out.jsonl", progress=False)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    monkeypatch.setattr(predict_module._Predictor, "token_counts", never)
+    for out, error, match in [("-", ConfigError, "writing to stdout is not supported"),
+                              (tmp_path / "fifo.csv", OutputError, "is a named pipe"),
+                              (os.devnull, OutputError, "is a character device"),
+                              ("/dev/stdout", OutputError, "not a regular file")]:
+        with pytest.raises(error, match=match):
+            predict_file(model_dir, "toy_sent", source, out, progress=False)
+    result = _cli([str(model_dir), "--task", "toy_sent", "--input", str(source), "--output", "-"])
+    assert isinstance(result.exception, ConfigError) and "stdout" in str(result.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.csv", "in.csv"]  # no file named '-'
+
+
+def test_the_tasks_own_columns_come_first(model_dir, tmp_path):
+    """toy_pair was trained on columns s1/s2 (like MRPC's '#1 String'/'#2 String'): a file with them was refused
+    for want of a default name; a file with both `sentence` (toy_sent's column) and `text` read `text`."""
+    source = write_input(tmp_path / "in.tsv", ["id", "s1", "s2"], [[i, a, b] for i, (a, b) in enumerate(PAIRS)])
+    counts = predict_file(model_dir, "toy_pair", source, tmp_path / "pair.jsonl", progress=False)
+    assert counts["text_columns"] == ["s1", "s2"] and counts["columns_from"] == "task"
+    logits = expected_logits(model_dir, "toy_pair", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    assert [r["label"] for r in read_output(tmp_path / "pair.jsonl")] == [str(i) for i in logits.argmax(-1)]
+
+    source = write_input(tmp_path / "both.csv", ["text", "sentence"], [["zz", s] for s in SENTENCES])
+    counts = predict_file(model_dir, "toy_sent", source, tmp_path / "sent.jsonl", progress=False)
+    assert counts["text_columns"] == ["sentence"] and counts["columns_from"] == "task"
+    probs = [_probabilities(r, ["0", "1"]) for r in read_output(tmp_path / "sent.jsonl")]
+    logits = expected_logits(model_dir, "toy_sent", SENTENCES)
+    np.testing.assert_allclose(probs, np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), atol=1e-5)
+
+    source = write_input(tmp_path / "plain.csv", ["text"], [[s] for s in SENTENCES])
+    counts = predict_file(model_dir, "toy_sent", source, tmp_path / "plain.jsonl", progress=False)
+    assert counts["text_columns"] == ["text"] and counts["columns_from"] == "default"
+    result = _cli([str(model_dir), "--task", "toy_pair", "--input", str(tmp_path / "in.tsv"), "--output",
+                   str(tmp_path / "cli.csv")])
+    assert result.exit_code == 0, result.output
+    assert f"predicted {len(PAIRS)} of {len(PAIRS)} row(s) from 's1' + 's2' (the task's columns)" in result.output
+
+
+def test_lengths_are_counted_in_chunks_with_a_progress_bar(model_dir, tmp_path, monkeypatch, capsys):
+    """Lengths were counted by tokenising the whole input in one call (200k rows: 1.3 GB) with no progress shown."""
+    from multidistill.inference import predict as predict_module
+
+    texts = [f"{'very ' * (i % 7)}short text {i}" for i in range(23)]
+    source = write_input(tmp_path / "in.jsonl", ["text"], [[t] for t in texts])
+    monkeypatch.setattr(predict_module, "COUNT_CHUNK", 5, raising=False)
+    monkeypatch.setattr(predict_module, "PROGRESS_DELAY_S", 0, raising=False)
+    sizes: list[int] = []
+    real = predict_module._Predictor.token_counts
+
+    def token_counts(self, texts_a, texts_b, **kwargs):
+        tokenizer = self.tokenizer
+
+        def counting(a, b=None, **kw):
+            sizes.append(len(a))
+            return tokenizer(a, b, **kw)
+
+        self.tokenizer = counting
+        try:
+            return real(self, texts_a, texts_b, **kwargs)
+        finally:
+            self.tokenizer = tokenizer
+
+    monkeypatch.setattr(predict_module._Predictor, "token_counts", token_counts)
+    predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", batch_size=4, progress=True)
+    assert sizes == [5, 5, 5, 5, 3]
+    stderr = capsys.readouterr().err
+    assert "count tokens: " in stderr and "read: " in stderr
+    logits = expected_logits(model_dir, "toy_sent", texts)  # chunked counting still predicts the same
+    assert [r["label"] for r in read_output(tmp_path / "out.jsonl")] == [str(i) for i in logits.argmax(-1)]
+
+
+@pytest.mark.parametrize(("name", "content", "match"), [
+    ("pretty.json", '{\n  "text": "good film"\n}\n', r"no row could be read \(line 1: invalid JSON"),
+    ("csv.jsonl", "text,label\ngood film,1\n", r"line 1: invalid JSON.*line 2: invalid JSON.*JSON Lines"),
+    ("strings.jsonl", '"good film"\n"bad"\n', r"line 1: expected a JSON object, got str"),
+])
+def test_a_file_with_no_readable_row_says_why(name, content, match, model_dir, tmp_path):
+    """Every line bad gave "no text column ... the file has: none" instead of what was wrong with the lines."""
+    source = tmp_path / name
+    source.write_text(content)
+    for skip in (False, True):
+        with pytest.raises(DataError, match=match) as info:
+            predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", skip_bad_rows=skip, progress=False)
+        assert "no text column" not in str(info.value)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_json_numbers_are_text(model_dir, tmp_path):
+    """{"text": 123} was refused as "a int" though the same CSV cell is text; booleans, null, objects, lists are not."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": 123}\n{"text": 1.5}\n{"text": true}\n{"text": {"a": 1}}\n{"text": [1]}\n'
+                      '{"text": null}\n')
+    with pytest.raises(DataError) as info:
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    message = str(info.value)
+    assert "4 row(s)" in message and "lines 3, 4, 5, 6" in message and "the boolean true" in message
+    assert "an object" in message and "a list" in message
+    counts = predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", skip_bad_rows=True, progress=False)
+    assert counts["predicted"] == 2
+    logits = expected_logits(model_dir, "toy_sent", ["123", "1.5"])
+    records = read_output(tmp_path / "out.jsonl")
+    assert [r["line"] for r in records] == [1, 2]
+    assert [r["label"] for r in records] == [str(i) for i in logits.argmax(-1)]
+
+
+def test_skipped_line_numbers_are_printed(model_dir, tmp_path):
+    """--skip-bad-rows printed only how many rows it skipped, not which."""
+    rows = [["good"], *([""] for _ in range(12)), ["fine"]]
+    source = write_input(tmp_path / "in.jsonl", ["text"], rows)
+    args = [str(model_dir), "--task", "toy_sent", "--input", str(source), "--output", str(tmp_path / "out.jsonl"),
+            "--skip-bad-rows"]
+    result = _cli(args)
+    assert result.exit_code == 0, result.output
+    assert "skipped 12 bad row(s): lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 2 more" in result.output
+    source = write_input(tmp_path / "in.jsonl", ["text"], [["good"], [""]])
+    assert "skipped 1 bad row(s): line 2\n" in _cli(args).output
+
+
+@pytest.mark.parametrize("name", ["out.tsv", "out.json", "out.txt", "out"])
+def test_an_output_extension_that_is_not_a_format_is_refused(name, model_dir, tmp_path):
+    """`--output x.tsv` or `x.json` silently got JSON Lines."""
+    source = write_input(tmp_path / "in.csv", ["text"], [["good"]])
+    with pytest.raises(ConfigError, match="name it .jsonl \\(JSON Lines\\) or .csv"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / name, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    result = _cli([str(model_dir), "--task", "toy_sent", "--input", str(source), "--output", str(tmp_path / name)])
+    assert isinstance(result.exception, ConfigError)
+    counts = predict_file(model_dir, "toy_sent", source, tmp_path / name, output_format="jsonl", progress=False)
+    assert counts["format"] == "jsonl" and len(read_output(tmp_path / name)) == 1  # an explicit format still goes

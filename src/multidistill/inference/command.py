@@ -14,6 +14,9 @@ from multidistill.errors import ConfigError
 from multidistill.utils.console import stdout_console
 
 console = stdout_console()
+SHOW_SKIPPED_LINES = 10  # skipped line numbers the summary lists before "and N more"
+COLUMNS_FROM = {"given": "--text-columns", "task": "the task's columns", "default": "the default columns"}
+FORMAT_NAMES = {"jsonl": "JSON Lines", "csv": "CSV"}
 
 
 def parse_text_columns(text: str | None) -> tuple[str, str | None] | None:
@@ -33,11 +36,13 @@ def predict_command(
     task: Annotated[str, typer.Option(help="The task (head) to predict, e.g. sst2.")],
     input_path: Annotated[Path, typer.Option("--input", help="Texts to label: .csv or .tsv with a header line, or "
                                                              ".jsonl / .json (one JSON object per line).")],
-    output: Annotated[Path, typer.Option(help="Predictions file: .csv for CSV, anything else is JSON Lines. "
-                                              "Written atomically; never left half-written.")],
+    output: Annotated[Path, typer.Option(help="Predictions file: .jsonl for JSON Lines or .csv for CSV (other "
+                                              "extensions are refused). Written atomically; never left "
+                                              "half-written. Not '-': stdout is not supported.")],
     text_columns: Annotated[str | None, typer.Option(
-        help="Text column(s), e.g. 'review' or 'question,answer' (default: text / sentence / text_a, or for "
-             "pair tasks text_a,text_b / sentence1,sentence2 / question,sentence).")] = None,
+        help="Text column(s), e.g. 'review' or 'question,answer' (default: the columns the task was trained on "
+             "when the file has them, else text / sentence / text_a, or for pair tasks text_a,text_b / "
+             "sentence1,sentence2 / question,sentence).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     skip_bad_rows: Annotated[bool, typer.Option(
         help="Skip bad rows (a missing or empty text, a wrong number of fields, invalid JSON) and count them, "
@@ -55,6 +60,20 @@ def predict_command(
 
     result = predict_file(source, task, input_path, output, text_columns=parse_text_columns(text_columns),
                           batch_size=batch_size, skip_bad_rows=skip_bad_rows, precision=precision)
-    skipped = f", skipped {result['skipped']} bad row(s)" if result["skipped"] else ""
-    console.print(f"task {result['task']}: predicted {result['predicted']} of {result['rows']} row(s){skipped}")
-    console.print(f"written: {result['output']} ({result['format']})")
+    # markup off: column names and paths are the user's text, and "[...]" in them is not rich markup.
+    console.print(summary_line(result), markup=False, soft_wrap=True)
+    console.print(f"written: {result['output']} ({FORMAT_NAMES.get(result['format'], result['format'])})",
+                  markup=False, soft_wrap=True)
+
+
+def summary_line(result: dict) -> str:
+    """What was predicted from which column(s), and which lines were skipped (the first few)."""
+    columns = " + ".join(repr(c) for c in result["text_columns"])
+    line = (f"task {result['task']}: predicted {result['predicted']} of {result['rows']} row(s) from {columns} "
+            f"({COLUMNS_FROM[result['columns_from']]})")
+    if result["skipped"]:
+        lines = result["skipped_lines"]
+        shown = ", ".join(str(n) for n in lines[:SHOW_SKIPPED_LINES])
+        more = f" and {len(lines) - SHOW_SKIPPED_LINES} more" if len(lines) > SHOW_SKIPPED_LINES else ""
+        line += f", skipped {result['skipped']} bad row(s): line{'s' if len(lines) > 1 else ''} {shown}{more}"
+    return line

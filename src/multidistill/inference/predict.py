@@ -4,7 +4,8 @@ The whole input is read and checked before anything is written: a missing column
 (without ``skip_bad_rows``) a row with a missing or empty text stops the run with a `DataError` naming the
 file and lines. The output is written to a temporary sibling and renamed into place, so a partial output
 file never exists. Rows are batched longest first (by token count), as evaluation batches them, so each batch is
-padded little; the output keeps the input's order.
+padded little; the output keeps the input's order. Input and output are regular files: stdin/stdout, pipes and
+devices are refused up front (the input's rows are all held, and the output is renamed into place).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from multidistill.data.readers import csv_records, decode_lines, json_object_lin
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
 from multidistill.training.run_dir import refuse_output_over_a_run
-from multidistill.utils.atomic import atomic_file
+from multidistill.utils.atomic import atomic_file, refuse_special_file
 
 SINGLE_TEXT_COLUMNS: tuple[str, ...] = ("text", "sentence", "text_a")
 PAIR_TEXT_COLUMNS: tuple[tuple[str, str], ...] = (("text_a", "text_b"), ("sentence1", "sentence2"),
@@ -33,10 +34,15 @@ PAIR_TEXT_COLUMNS: tuple[tuple[str, str], ...] = (("text_a", "text_b"), ("senten
 ID_COLUMNS: tuple[str, ...] = ("id", "idx", "index")
 INPUT_FORMATS: dict[str, str] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 OUTPUT_FORMATS: tuple[str, ...] = ("jsonl", "csv")
+# An output name says its format: .tsv or .json holding JSON Lines would be misread by whatever opens them next.
+OUTPUT_EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".csv": "csv"}
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 DEFAULT_MAX_LENGTH = 128
 SHOW_BAD_LINES = 5  # how many bad line numbers an error message lists
+COUNT_CHUNK = 1024  # rows tokenised at a time to count lengths: one call over 200k rows peaked at 1.3 GB
+PROGRESS_DELAY_S = 1.0  # reading and counting bars appear only when they take this long
 EXPORT_INFO_FILE = "export.json"
+STDIN_NAMES: tuple[str, ...] = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")  # even when a file is behind
 
 
 def predict_file(source: str | Path, task: str, input_path: str | Path, output_path: str | Path, *,
@@ -47,50 +53,72 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
 
     ``source`` is a multidistill model folder or an ONNX export folder (``export.json`` with kind
     ``onnx``). The input format follows the extension (.csv, .tsv, .jsonl/.json); CSV and TSV need a
-    header. Text columns default to the task's usual names (``text``/``sentence``/``text_a``, or
-    ``text_a``+``text_b``, ``sentence1``+``sentence2``, ``question``+``sentence`` for pairs) unless
-    ``text_columns`` names them. The output is JSONL unless ``output_format`` or a ``.csv`` extension asks
-    for CSV. Returns counts: rows read, predicted and skipped, with the output path.
+    header. Text columns are, unless ``text_columns`` names them, the ones the task was trained on (its
+    spec's column map) when the file has them, else the usual names (``text``/``sentence``/``text_a``, or
+    ``text_a``+``text_b``, ``sentence1``+``sentence2``, ``question``+``sentence`` for pairs). The output
+    format follows its extension (.jsonl or .csv; others are refused) unless ``output_format`` names it.
+    Returns counts: rows read, predicted and skipped, the skipped lines, the text columns read and where they
+    came from (``given``, ``task`` or ``default``), with the output path and format.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    fmt = _output_format(output_path, output_format)
     _check_paths(input_path, output_path, Path(source))
+    fmt = _output_format(output_path, output_format)
     predictor = _open_source(Path(source), precision)
     spec = predictor.task(task)
 
-    table = read_table(input_path)
-    columns = _text_columns(table, spec, text_columns)
-    id_column = next((name for name in ID_COLUMNS if name in table.columns and name not in columns), None)
-    rows, bad = _extract(table, columns, id_column)
+    rows, bad, (columns, origin), id_column = _load_rows(input_path, spec, text_columns, progress)
     if bad and (not skip_bad_rows or not rows):  # skipping every row would write an empty file and "succeed"
         message = _bad_rows_message(bad, columns)
         raise DataError(f"{message} (every row is bad: --skip-bad-rows leaves nothing to predict)" if skip_bad_rows
                         else message, path=input_path)
 
+    outputs = _predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.type == "classification" else []
-    # Longest first: a batch pads to its longest row, so rows of like length together waste least compute.
-    texts_b = [r.text_b or "" for r in rows] if spec.pair else None
-    order = np.argsort(-predictor.token_counts([r.text_a for r in rows], texts_b), kind="stable")
-    outputs: list[np.ndarray | None] = [None] * len(rows)
-    bar = tqdm(total=len(rows), desc="predict", unit="row", disable=not progress)
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = [int(i) for i in order[start:start + batch_size]]
-            logits = predictor.logits(spec, [rows[i].text_a for i in batch],
-                                      [texts_b[i] for i in batch] if texts_b is not None else None)
-            for i, values in zip(batch, logits, strict=True):
-                outputs[i] = values
-            bar.update(len(batch))
-    finally:
-        bar.close()
     with atomic_file(output_path) as handle:
         writer = _Writer(handle, fmt, labels, with_id=id_column is not None)
         for row, values in zip(rows, outputs, strict=True):
             writer.write(row, values)
     return {"task": spec.name, "rows": len(rows) + len(bad), "predicted": len(rows), "skipped": len(bad),
-            "skipped_lines": [line for line, _ in bad], "output": str(output_path), "format": fmt}
+            "skipped_lines": [line for line, _ in bad], "text_columns": [c for c in columns if c],
+            "columns_from": origin, "output": str(output_path), "format": fmt}
+
+
+def _load_rows(path: Path, spec: Task, given: tuple[str, str | None] | None, progress: bool
+               ) -> tuple[list[_Row], list[tuple[int, str]], tuple[tuple[str, str | None], str], str | None]:
+    """The input's usable rows, its bad rows, the text columns read (with their origin) and the id column.
+    The parsed table is dropped on return: only the rows' texts and ids stay in memory."""
+    table = read_table(path, progress=progress)
+    _refuse_unreadable(table)
+    columns, origin = _text_columns(table, spec, given)
+    id_column = next((name for name in ID_COLUMNS if name in table.columns and name not in columns), None)
+    rows, bad = _extract(table, columns, id_column)
+    return rows, bad, (columns, origin), id_column
+
+
+def _predict_rows(predictor: _Predictor, spec: Task, rows: list[_Row], batch_size: int,
+                  progress: bool) -> np.ndarray:
+    """Each row's logits, in the rows' order; run longest first (a batch pads to its longest row, so rows of
+    like length together waste least compute)."""
+    texts_a = [r.text_a for r in rows]
+    texts_b = [r.text_b or "" for r in rows] if spec.pair else None
+    order = np.argsort(-predictor.token_counts(texts_a, texts_b, progress=progress), kind="stable")
+    outputs: np.ndarray | None = None  # one array, not one per row: 200k small arrays cost tens of MB
+    bar = tqdm(total=len(rows), desc="predict", unit="row", disable=not progress)
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = order[start:start + batch_size]
+            logits = predictor.logits(spec, [texts_a[i] for i in batch],
+                                      [texts_b[i] for i in batch] if texts_b is not None else None)
+            if outputs is None:
+                outputs = np.empty((len(rows), *logits.shape[1:]), dtype=logits.dtype)
+            outputs[batch] = logits
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    assert outputs is not None  # rows is never empty here: an input without rows is refused earlier
+    return outputs
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -115,12 +143,23 @@ class _Predictor:
         return dict(self.tokenizer(texts_a, texts_b, truncation=True, max_length=self.max_length, padding=True,
                                    return_tensors=tensors))
 
-    def token_counts(self, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
-        """Each row's token count as `encode` truncates it (no padding)."""
-        if not texts_a:
-            return np.zeros(0, dtype=np.int64)
-        encoded = self.tokenizer(texts_a, texts_b, truncation=True, max_length=self.max_length)
-        return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+    def token_counts(self, texts_a: list[str], texts_b: list[str] | None, *, progress: bool = False) -> np.ndarray:
+        """Each row's token count as `encode` truncates it (no padding), tokenising COUNT_CHUNK rows at a time
+        and keeping only the counts, so memory stays flat however long the input."""
+        counts = np.zeros(len(texts_a), dtype=np.int64)
+        bar = tqdm(total=len(texts_a), desc="count tokens", unit="row", disable=not progress,
+                   delay=PROGRESS_DELAY_S)
+        try:
+            for start in range(0, len(texts_a), COUNT_CHUNK):
+                stop = start + COUNT_CHUNK
+                encoded = self.tokenizer(texts_a[start:stop], texts_b[start:stop] if texts_b is not None else None,
+                                         truncation=True, max_length=self.max_length,
+                                         return_attention_mask=False, return_token_type_ids=False)
+                counts[start:stop] = [len(ids) for ids in encoded["input_ids"]]
+                bar.update(len(encoded["input_ids"]))
+        finally:
+            bar.close()
+        return counts
 
     def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
         raise NotImplementedError
@@ -198,17 +237,36 @@ class Table:
     rows: list[tuple[int, dict[str, Any] | None, str | None]] = field(default_factory=list)
 
 
-def read_table(path: Path) -> Table:
+def read_table(path: Path, *, progress: bool = False) -> Table:
     """Read a CSV / TSV (with header) or JSONL file, by extension; malformed rows are kept with a reason."""
-    fmt = INPUT_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"unknown input format '{path.suffix}'; use .csv, .tsv or .jsonl", path=path)
-    if not path.is_file():
-        raise DataError("input file is a folder, not a file" if path.is_dir() else "input file not found", path=path)
-    table = _read_jsonl(path) if fmt == "jsonl" else _read_delimited(path, fmt)
+    fmt = _input_format(path)
+    bar = tqdm(desc="read", unit="row", disable=not progress, delay=PROGRESS_DELAY_S)
+    try:
+        table = _read_jsonl(path, bar) if fmt == "jsonl" else _read_delimited(path, fmt, bar)
+    finally:
+        bar.close()
     if not table.rows:
         raise DataError("no data rows to predict", path=path)
     return table
+
+
+def _input_format(path: Path) -> str:
+    """The input's format; refuses stdin, a missing path and anything but a regular file (a pipe, a device)."""
+    if str(path) in STDIN_NAMES:
+        raise ConfigError(f"--input {path}: reading stdin is not supported; save the texts to a file and give its "
+                          "path")
+    if not path.exists():
+        raise DataError("input file not found", path=path)
+    if path.is_dir():
+        raise DataError("input file is a folder, not a file", path=path)
+    if not path.is_file():  # a FIFO, /dev/stdin, <(...): no extension to go by, and reading consumes it
+        raise DataError("is not a regular file (a pipe or device); save the texts to a file and give its path",
+                        path=path)
+    fmt = INPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        what = f"unknown input format '{path.suffix}'" if path.suffix else "no extension to tell the input format"
+        raise DataError(f"{what}; use .csv, .tsv or .jsonl", path=path)
+    return fmt
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -225,7 +283,7 @@ def _delimited_rows(path: Path, fmt: str) -> Iterator[tuple[int, list[str]]]:
     yield from csv_records((line for _, line in _decoded_lines(path)), path)
 
 
-def _read_delimited(path: Path, fmt: str) -> Table:
+def _read_delimited(path: Path, fmt: str, bar: tqdm) -> Table:
     rows = _delimited_rows(path, fmt)
     first = next(rows, None)
     if first is None:
@@ -238,6 +296,7 @@ def _read_delimited(path: Path, fmt: str) -> Table:
     table = Table(path, names)
     sep = "tab" if fmt == "tsv" else "comma"
     for number, values in rows:
+        bar.update()
         if len(values) != len(names):
             table.rows.append((number, None, f"has {len(values)} {sep}-separated fields but the header has "
                                              f"{len(names)}"))
@@ -246,12 +305,13 @@ def _read_delimited(path: Path, fmt: str) -> Table:
     return table
 
 
-def _read_jsonl(path: Path) -> Table:
+def _read_jsonl(path: Path, bar: tqdm) -> Table:
     table = Table(path, [])
     seen: dict[str, None] = {}
     for number, line in _decoded_lines(path):
         if not line.strip():
             continue
+        bar.update()
         if not table.rows and line.lstrip().startswith("["):
             raise DataError("expected JSON Lines (one JSON object per line), not a JSON array", path=path,
                             line=number)
@@ -269,7 +329,23 @@ def _read_jsonl(path: Path) -> Table:
     return table
 
 
-def _text_columns(table: Table, task: Task, given: tuple[str, str | None] | None) -> tuple[str, str | None]:
+def _refuse_unreadable(table: Table) -> None:
+    """A file none of whose rows parse is the wrong file or format: say why its lines failed, not that it lacks
+    a text column (it has no columns at all when no JSON line parses)."""
+    if any(record is not None for _, record, _ in table.rows):
+        return
+    first = table.rows[:SHOW_BAD_LINES]
+    reasons = "; ".join(f"line {line}: {problem}" for line, _, problem in first)
+    more = f"; and {len(table.rows) - len(first)} more" if len(table.rows) > len(first) else ""
+    hint = ("each line must be one JSON object (JSON Lines); a pretty-printed JSON document or CSV text is not"
+            if table.path.suffix.lower() in (".jsonl", ".json") else "check the delimiter and the header line")
+    raise DataError(f"no row could be read ({reasons}{more}); {hint}", path=table.path)
+
+
+def _text_columns(table: Table, task: Task,
+                  given: tuple[str, str | None] | None) -> tuple[tuple[str, str | None], str]:
+    """The text column(s) to read and where they came from: ``given``, ``task`` (the column map the task was
+    trained with) or ``default`` (the usual names)."""
     have = ", ".join(repr(c) for c in table.columns) or "none"
     kind = "pair" if task.pair else "single-text"
     if given is not None:
@@ -284,19 +360,27 @@ def _text_columns(table: Table, task: Task, given: tuple[str, str | None] | None
         if missing:
             raise DataError(f"no column {', '.join(map(repr, missing))} (from --text-columns); the file has: {have}",
                             path=table.path)
-        return first, second
-    if task.pair:
-        for first, second in PAIR_TEXT_COLUMNS:
-            if first in table.columns and second in table.columns:
-                return first, second
-        wanted = " or ".join(f"{a!r}+{b!r}" for a, b in PAIR_TEXT_COLUMNS)
-    else:
-        for name in SINGLE_TEXT_COLUMNS:
-            if name in table.columns:
-                return name, None
-        wanted = " or ".join(repr(c) for c in SINGLE_TEXT_COLUMNS)
+        return (first, second), "given"
+    ours = _task_columns(task)
+    defaults = list(PAIR_TEXT_COLUMNS) if task.pair else [(name, None) for name in SINGLE_TEXT_COLUMNS]
+    for candidates, origin in ((ours, "task"), (defaults, "default")):
+        for first, second in candidates:
+            if first in table.columns and (second is None or second in table.columns):
+                return (first, second), origin
+    wanted = " or ".join(f"{a!r}+{b!r}" if b else repr(a) for a, b in dict.fromkeys([*ours, *defaults]))
     raise DataError(f"no text column for {kind} task '{task.name}': expected {wanted} (or pass --text-columns); "
                     f"the file has: {have}", path=table.path)
+
+
+def _task_columns(task: Task) -> list[tuple[str, str | None]]:
+    """The named text column(s) of the task's data files, any split (a headerless file's indexes cannot name an
+    input's column)."""
+    found: dict[tuple[str, str | None], None] = {}
+    for _, data_file in task.all_files():
+        first, second = data_file.columns.text_a, data_file.columns.text_b
+        if isinstance(first, str) and (isinstance(second, str) if task.pair else True):
+            found[(first, second if task.pair else None)] = None
+    return list(found)
 
 
 @dataclass
@@ -312,11 +396,18 @@ def _text(record: dict[str, Any], column: str) -> tuple[str | None, str | None]:
     value = record.get(column)
     if value is None:
         return None, f"missing text in '{column}'"
-    if not isinstance(value, str):
-        return None, f"text in '{column}' is a {type(value).__name__}, not a string"
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None, f"text in '{column}' is {_json_kind(value)}, not a string or a number"
+    value = str(value)  # a JSON number is text as the same CSV cell would be: 123 -> "123"
     if not value.strip():
         return None, f"empty text in '{column}'"
     return value, None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    return {dict: "an object", list: "a list"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _extract(table: Table, columns: tuple[str, str | None],
@@ -359,12 +450,22 @@ def _output_format(path: Path, given: str | None) -> str:
         if fmt not in OUTPUT_FORMATS:
             raise ConfigError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {given!r}")
         return fmt
-    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        what = f"'{path.suffix}' is not a predictions format" if path.suffix else "it has no extension"
+        raise ConfigError(f"--output {path}: {what}; name it .jsonl (JSON Lines) or .csv (CSV)")
+    return fmt
 
 
 def _check_paths(input_path: Path, output_path: Path, source: Path | None = None) -> None:
+    """Refuse, before the model is loaded or anything read, an unusable input and an output that would replace
+    something other than a predictions file."""
+    if str(output_path) == "-":
+        raise ConfigError("--output -: writing to stdout is not supported; give a file path")
+    _input_format(input_path)
     if output_path.exists() and output_path.is_dir():
         raise ConfigError(f"--output {output_path} is a folder; give a file path")
+    refuse_special_file(output_path)  # as atomic_file would after the whole run: a pipe, a device, a link
     if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
         raise ConfigError(f"--output {output_path} is the input file; choose another path")
     if source is not None and source.is_dir() and source.resolve() in output_path.resolve().parents:
