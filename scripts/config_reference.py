@@ -25,6 +25,9 @@ Generated from the settings classes by `python scripts/config_reference.py` (a t
 code disagree). A YAML file (or `--set key.path=value`, values read as YAML) sets these keys; unknown keys are
 refused. A section given in part keeps its other keys' defaults, and `--set section={{...}}` is merged into it.
 
+The demo's defaults are shown as on a CPU with native bf16 (AVX512-BF16 or AMX); elsewhere its `bf16` keys
+default to false.
+
 Where the config file starts:
 
 | command | settings class |
@@ -46,7 +49,8 @@ def roots() -> list[tuple[str, type[BaseModel]]]:
 
     found = [("`train-teacher`, `distill`", TeacherRunConfig)]
     for name, entry in sorted(discover_recipes().items()):
-        found.append((f"`run` with `recipe: {name}`", entry.schema))
+        if entry.schema.__module__.startswith("multidistill."):  # the package's own (not a plugin's, a test's)
+            found.append((f"`run` with `recipe: {name}`", entry.schema))
     found.append(("`demo` (`--config`, `--set`)", DemoConfig))
     return found
 
@@ -105,7 +109,14 @@ def cell(text: str) -> str:
 
 
 def reference() -> str:
-    """The whole page."""
+    """The whole page; the demo's machine-dependent defaults as on a CPU with native bf16 (as the header says)."""
+    from unittest import mock
+
+    with mock.patch("multidistill.recipes.demo.cpu_has_fast_bf16", return_value=True):
+        return _reference()
+
+
+def _reference() -> str:
     entry_points = roots()
     lines = [HEADER.format(roots="\n".join(f"| {command} | [{model.__name__}](#{model.__name__.lower()}) |"
                                            for command, model in entry_points))]
