@@ -21,6 +21,10 @@ SIZES = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS
 CONFIGS = {
     "bert": lambda: transformers.BertConfig(**SIZES),
     "roberta": lambda: transformers.RobertaConfig(**SIZES, pad_token_id=1),
+    "xlm-roberta": lambda: transformers.XLMRobertaConfig(**SIZES, pad_token_id=1),
+    "camembert": lambda: transformers.CamembertConfig(**SIZES, pad_token_id=1),
+    # A relative-position bias, shared by the layers, is part of the score.
+    "mpnet": lambda: transformers.MPNetConfig(**SIZES, pad_token_id=1),
     # Distinct embedding size: ELECTRA projects its embeddings up to the hidden size.
     "electra": lambda: transformers.ElectraConfig(**SIZES, embedding_size=16),
     "distilbert": lambda: transformers.DistilBertConfig(vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
@@ -342,3 +346,37 @@ def test_attention_losses_between_global_and_sliding_window_layers_are_finite():
         t = extract_features(teacher, ids, mask, want={"attention_scores": loss.teacher_layers})
         values = loss(s, t)
         assert torch.isfinite(values).all() and (values > 0).all() and (values < 10).all()
+
+
+def test_students_cut_from_families_with_per_layer_settings_or_shared_layers():
+    """Longformer's attention_window (one per layer) did not shrink with the stack: a raw AssertionError from its
+    config; ALBERT (one shared layer) and Funnel (blocks) failed with a raw NotImplementedError or "cannot find
+    the layers". Longformer is cut; the other two are refused with the reason and what to do instead."""
+    from multidistill.errors import ModelError
+    from multidistill.models.layers import keep_layers
+
+    longformer = transformers.AutoModel.from_config(transformers.LongformerConfig(
+        **SIZES, attention_window=[4, 8], pad_token_id=1))
+    student = keep_layers(longformer, [1])
+    assert student.config.attention_window == [8] and student.config.num_hidden_layers == 1
+    albert = transformers.AutoModel.from_config(transformers.AlbertConfig(**SIZES, embedding_size=16))
+    funnel = transformers.FunnelModel(transformers.FunnelConfig(  # AutoModel cannot pick among Funnel's two classes
+        vocab_size=VOCAB, block_sizes=[1, 1], d_model=HIDDEN, n_head=HEADS, d_head=8, d_inner=64))
+    for model, reason in ((albert, "shares one layer's weights"), (funnel, "groups its layers")):
+        with pytest.raises(ModelError, match=rf"cannot be cut: .*{reason}.*model.backbone_config"):
+            keep_layers(model, [0])
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "camembert", "mpnet"])
+def test_position_limits_leave_out_the_padding_offset_of_roberta_style_positions(family):
+    """MPNet numbers positions from pad + 1 as RoBERTa does; its limit was said to be 2 more than it is, so a
+    max_seq_length at the table's size passed the checks and failed at step 0 with an IndexError."""
+    from multidistill.models.backbone import max_positions
+
+    model = tiny_encoder(family)
+    limit = max_positions(model.config)
+    assert limit == model.config.max_position_embeddings - 2
+    ids = torch.randint(3, VOCAB, (1, limit))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids))  # the longest input it takes runs
+    with pytest.raises((IndexError, RuntimeError), match="out of"):  # one more token overruns the table
+        model(input_ids=torch.randint(3, VOCAB, (1, limit + 1)))

@@ -510,3 +510,11 @@ def test_an_output_extension_that_is_not_a_format_is_refused(name, model_dir, tm
     assert isinstance(result.exception, ConfigError)
     counts = predict_file(model_dir, "toy_sent", source, tmp_path / name, output_format="jsonl", progress=False)
     assert counts["format"] == "jsonl" and len(read_output(tmp_path / name)) == 1  # an explicit format still goes
+
+
+def test_int8_on_a_missing_folder_says_it_is_missing(tmp_path):
+    """It said "... is a model folder, which runs in fp32" of a folder that does not exist."""
+    from multidistill.inference.predict import _open_source
+
+    with pytest.raises(ConfigError, match=r"needs an ONNX export .*/nowhere does not exist"):
+        _open_source(tmp_path / "nowhere", "int8")

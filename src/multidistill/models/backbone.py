@@ -106,7 +106,8 @@ def max_positions(config: PretrainedConfig) -> int | None:
     limit = getattr(config, "max_position_embeddings", None)
     if limit is None:
         return None
-    # RoBERTa-style position ids start after the padding index.
-    if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "longformer"}:
+    from multidistill.models.families import quirks_of
+
+    if quirks_of(config).position_offset:  # RoBERTa-style position ids start after the padding index
         limit -= (getattr(config, "pad_token_id", 1) or 0) + 1
     return int(limit)

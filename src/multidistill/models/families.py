@@ -1,4 +1,6 @@
-"""Where each Hugging Face encoder family keeps what feature distillation reads: one table keyed by `model_type`.
+"""Where each Hugging Face encoder family keeps what feature distillation reads: one table keyed by `model_type`;
+and `QUIRKS`, what the rest of the package must know of a family's config (position offsets, per-layer lists,
+stacks that cannot be cut).
 
 Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
 are read from the family's `modeling_*.py` in transformers, and `tests/test_features.py` checks an entry against
@@ -57,6 +59,12 @@ FAMILIES: dict[str, EncoderFamily] = {
     for family in (
         EncoderFamily("bert", **_BERT_LIKE),  # MiniLM checkpoints are `bert`
         EncoderFamily("roberta", **_BERT_LIKE),
+        EncoderFamily("xlm-roberta", **_BERT_LIKE),  # RoBERTa's modules under another name
+        EncoderFamily("camembert", **_BERT_LIKE),
+        # MPNet adds a relative-position bias (shared by the layers) to the scores.
+        EncoderFamily("mpnet", layers="encoder.layer", attention="attention.attn", query="attention.attn.q",
+                      key="attention.attn.k", value="attention.attn.v",
+                      score="Q K^T / sqrt(d) + relative position bias + mask"),
         EncoderFamily("electra", **_BERT_LIKE),  # hidden_states[0] is after the embedding projection, if any
         EncoderFamily("distilbert", layers="transformer.layer", attention="attention", query="attention.q_lin",
                       key="attention.k_lin", value="attention.v_lin", hidden_size_key="dim",
@@ -73,6 +81,35 @@ FAMILIES: dict[str, EncoderFamily] = {
                             "the window"),
     )
 }
+
+
+@dataclass(frozen=True)
+class ConfigQuirks:
+    """What the rest of the package must know of a family's config, feature distillation or not (every family
+    that has a quirk: one without an entry has none)."""
+
+    position_offset: bool = False  # position ids start after the padding index (RoBERTa-style): pad + 1 fewer
+    per_layer_keys: tuple[str, ...] = ()  # config lists with one entry per layer: they shrink with a cut stack
+    no_cut: str | None = None  # why a student cannot keep some of this family's layers, and what to do instead
+
+
+_ROBERTA_POSITIONS = ConfigQuirks(position_offset=True)
+QUIRKS: dict[str, ConfigQuirks] = {
+    **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xmod", "roberta-prelayernorm",
+                     "ibert", "esm"), _ROBERTA_POSITIONS),
+    "longformer": ConfigQuirks(position_offset=True, per_layer_keys=("attention_window",)),
+    "modernbert": ConfigQuirks(per_layer_keys=("layer_types",)),
+    "albert": ConfigQuirks(no_cut="ALBERT shares one layer's weights across all its layers, so there is no stack of "
+                                  "distinct layers to keep some of; build a smaller student with model.backbone_config "
+                                  "(e.g. num_hidden_layers) instead"),
+    "funnel": ConfigQuirks(no_cut="Funnel groups its layers in blocks (block_sizes) with pooling between them; build a "
+                                  "smaller student with model.backbone_config (block_sizes) instead"),
+}
+
+
+def quirks_of(config: PretrainedConfig) -> ConfigQuirks:
+    """The config quirks of ``config.model_type`` (none for most families)."""
+    return QUIRKS.get(getattr(config, "model_type", None), ConfigQuirks())
 
 
 def family_of(config: PretrainedConfig) -> EncoderFamily:

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 
 from multidistill.errors import ModelError
 from multidistill.models.backbone import backbone_from_config
+from multidistill.models.families import quirks_of
 
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
 
@@ -56,14 +57,24 @@ def keep_layers(backbone: PreTrainedModel, layers: list[int]) -> PreTrainedModel
     if not valid_layers(layers, total):
         raise ModelError(f"key 'model.student_layers': {layers} must be increasing indices in 0..{total - 1} "
                          f"(the encoder has {total} layers)")
+    quirks = quirks_of(backbone.config)
+    if quirks.no_cut is not None:
+        raise ModelError(f"key 'model.student_layers': a '{backbone.config.model_type}' encoder cannot be cut: "
+                         f"{quirks.no_cut}")
     prefix = layer_list_name(backbone)
     config = copy.deepcopy(backbone.config)
     setattr(config, _layer_count_key(config), len(layers))
-    # Per-layer settings (e.g. `layer_types` in some configs) must shrink with the stack.
+    # Per-layer settings (`layer_types`, Longformer's `attention_window`) must shrink with the stack; a list that
+    # merely has as many entries (DeBERTa's pos_att_type) must not.
     for key, value in list(vars(config).items()):
-        if isinstance(value, list) and len(value) == total and key.startswith("layer"):
+        per_layer = key.startswith("layer") or key in quirks.per_layer_keys
+        if per_layer and isinstance(value, list | tuple) and len(value) == total:
             setattr(config, key, [value[i] for i in layers])
-    student = backbone_from_config(config)
+    try:
+        student = backbone_from_config(config)
+    except (AssertionError, ValueError, NotImplementedError) as exc:  # the family's own config checks
+        raise ModelError(f"key 'model.student_layers': a '{config.model_type}' encoder with layers {layers} kept "
+                         f"cannot be built ({type(exc).__name__}: {exc})") from exc
     source = backbone.state_dict()
     pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
     mapped = {}
