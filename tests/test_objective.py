@@ -167,3 +167,39 @@ def test_teacher_is_probs_false_softens_the_teachers_mean_logits():
         LossTerm(loss="soft_kl", params={"temperature": 2.0})]))
     assert from_probs(FixedLogits({"sst2": mean_probs.log()}), batch).loss.item() == pytest.approx(0.0, abs=1e-6)
     assert from_probs(FixedLogits({"sst2": mean_logits}), batch).loss.item() > 1e-4  # the two targets differ
+
+
+def test_a_registered_loss_with_its_own_parameters_runs_under_the_loops_autocast(monkeypatch):
+    """The terms run with autocast off; a user's loss whose nn.Linear met the student's bf16 features failed with
+    "mat1 and mat2 must have the same dtype": the objective hands every term float32 features."""
+    from multidistill.losses.registry import LOSSES
+    from multidistill.models.features import EncoderFeatures, ModelDims
+
+    class OwnProjection(torch.nn.Module):
+        inputs = ("student_features",)
+        loss_name = "own_projection"  # what register_loss sets
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(8, 1)
+
+        def feature_request(self):
+            return {"student": {"hidden_states": (1,)}, "teacher": {}}
+
+        def forward(self, student):
+            return self.linear(student.hidden_states[1]).mean((1, 2))
+
+    monkeypatch.setitem(LOSSES, "own_projection", OwnProjection)
+    dims = ModelDims(hidden_size=8, num_layers=1, num_attention_heads=1)
+    states = tuple(torch.randn(2, 3, 8).to(torch.bfloat16) for _ in range(2))
+    student = EncoderFeatures(attention_mask=torch.ones(2, 3), dims=dims, hidden_states=states)
+
+    class Model(torch.nn.Module):
+        def forward(self, task, input_ids, attention_mask, token_type_ids=None, want=None):
+            return SimpleNamespace(logits=torch.zeros(2, 2, dtype=torch.bfloat16), features=student)
+
+    objective = WeightedObjective({"sst2": TASKS["sst2"]},
+                                  ObjectiveConfig(classification=[LossTerm(loss="own_projection")]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = objective(Model(), _batch("sst2", [0, 1]))
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)

@@ -79,6 +79,17 @@ class EncoderFeatures:
 
         return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "dims"})
 
+    def float32(self) -> EncoderFeatures:
+        """The same features with every bf16/fp16 tensor in float32 (what a loss term computes in); float32
+        tensors, masks and ids are the same objects."""
+        def widen(value):
+            if isinstance(value, torch.Tensor):
+                return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+            return tuple(widen(v) for v in value) if isinstance(value, tuple) else value
+
+        return replace(self, **{f.name: widen(getattr(self, f.name)) for f in fields(self)
+                                if f.name not in ("dims", "attention_mask")})
+
     def require(self, name: str, who: str) -> tuple[torch.Tensor, ...] | torch.Tensor:
         """The feature ``name``, or a clear error naming the loss (``who``) that needed it."""
         value = getattr(self, name)

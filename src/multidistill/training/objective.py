@@ -162,8 +162,16 @@ class WeightedObjective(nn.Module):
                  "student_features": outputs.features if want else None,
                  "teacher_features": batch.get("teacher_features") or None,
                  "domain_ids": batch.get("domain_ids"), "example_ids": batch.get("ids")}
-        if named["student_logits"] is not None:  # the model ran under autocast: its logits may be bf16/fp16
+        # The model ran under autocast: its outputs may be bf16/fp16. The terms get float32, so that a registered
+        # loss with parameters of its own (a projection) works with autocast off, as the built-in ones do.
+        if named["student_logits"] is not None:
             named["student_logits"] = named["student_logits"].float()
+        for name in ("student_features", "teacher_features"):
+            value = named[name]
+            if isinstance(value, list | tuple):
+                named[name] = [features.float32() for features in value]
+            elif value is not None:
+                named[name] = value.float32()
         example_weights = batch.get("weights")
         device = batch["input_ids"].device
         total = torch.zeros((), dtype=torch.float32, device=device)  # text tasks: no logits
