@@ -23,7 +23,8 @@ HEADER = """# Configuration reference
 
 Generated from the settings classes by `python scripts/config_reference.py` (a test fails when this page and the
 code disagree). A YAML file (or `--set key.path=value`, values read as YAML) sets these keys; unknown keys are
-refused. A section given in part keeps its other keys' defaults, and `--set section={{...}}` is merged into it.
+refused. A section given in part keeps its other keys' defaults, and `--set section={{...}}` is merged into it
+(`--set section={{}}` empties it).
 
 The demo's defaults are shown as on a CPU with native bf16 (AVX512-BF16 or AMX); elsewhere its `bf16` keys
 default to false.

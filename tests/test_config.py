@@ -275,6 +275,7 @@ def test_a_mapping_given_with_set_is_merged_into_the_section() -> None:
     assert got["teacher"]["objective"] == {"a": {"b": 3, "c": 2}, "d": [1]}
     assert apply_overrides({"x": None}, ["x={a: 1}"]) == {"x": {"a": 1}}
     assert apply_overrides({"x": {"a": 1}}, ["x=null"]) == {"x": None}  # a section is still removed with null
+    assert apply_overrides({"x": {"a": 1}}, ["x={}"]) == {"x": {}}  # and emptied with {} (a review found a no-op)
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -284,7 +285,9 @@ def test_a_mapping_given_with_set_is_merged_into_the_section() -> None:
     ("train.max_examples_per_task=on", r"'max_examples_per_task' takes a number, not true"),
     ("data.tasks=[no]", r"key 'data.tasks.0.*YAML read an unquoted yes/no/on/off/true/false as false: quote it"),
     ("output_dir=42", r"key 'output_dir'.*YAML read the unquoted value as the number 42: quote it.*\(from --set\)"),
-    ("output_dir=007", r"--set 'output_dir=007': value is not valid YAML: the unquoted value 007 is a YAML 1.1 octal"),
+    ("output_dir=007", r"--set 'output_dir=007': the unquoted value 007 is a YAML 1.1 octal number \(7\)"),
+    ("train.batch_size=32.5", r"key 'train.batch_size': Input should be a valid integer, got a number with a "
+                              r"fractional part \(from --set\)$"),
     ("output_dir=2024-01-01", r"YAML read the unquoted value as the date 2024-01-01: quote it"),
     ("train.lrr=0.1", r"key 'train.lrr': unknown key \(check spelling\); did you mean 'lr'\? \(from --set\)"),
     ("trian.lr=0.1", r"key 'trian': unknown key \(check spelling\); did you mean 'train'\?"),
@@ -641,8 +644,11 @@ def test_a_mapping_set_on_a_section_is_a_deep_merge(base, update) -> None:
     from multidistill.config import apply_overrides
 
     got = apply_overrides({"s": json.loads(json.dumps(base))}, [f"s={json.dumps(update)}"])["s"]
+    if not update:  # `{}` empties the section
+        assert got == {}
+        return
     for key in set(base) | set(update):
-        if key in update and isinstance(update[key], dict) and isinstance(base.get(key), dict):
+        if key in update and isinstance(update[key], dict) and update[key] and isinstance(base.get(key), dict):
             assert got[key] == {**base[key], **update[key]}
         else:
             assert got[key] == (update[key] if key in update else base[key])

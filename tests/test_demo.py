@@ -362,6 +362,17 @@ def test_the_demo_refuses_benchmark_settings_that_would_fail_after_training(monk
     old = demo.load_demo_config(overrides=["benchmark.int8_max_metric_drop=0.2"])
     assert old.benchmark.max_metric_drop_int8 == 0.2
     assert demo.DemoConfig.model_validate(old.model_dump()).benchmark.max_metric_drop_int8 == 0.2
+    # In a settings file the earlier name is read too, and a --set of the current name still wins over it.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "demo.yaml"
+        path.write_text("benchmark: {int8_max_metric_drop: 0.3}\n")
+        assert demo.load_demo_config(path).benchmark.max_metric_drop_int8 == 0.3
+        assert demo.load_demo_config(path, ["benchmark.max_metric_drop_int8=0.4"]).benchmark.max_metric_drop_int8 == 0.4
+        path.write_text("benchmark: {int8_max_metric_drop: 0.3, max_metric_drop_int8: 0.2}\n")
+        with pytest.raises(ConfigError, match="gives both max_metric_drop_int8 and its earlier name"):
+            demo.load_demo_config(path)
     monkeypatch.setattr(demo, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ConfigError, match="leave nothing to measure"):
         demo.load_demo_config(overrides=["benchmark.runtimes=[pytorch_bf16]"])
@@ -380,6 +391,9 @@ def test_benchmark_names_same_named_folders_apart_and_refuses_other_dev_files(ti
 
     assert model_names([Path("/r/a/student/model"), Path("/r/b/student/model"), Path("/r/teacher/model")]) == [
         "a-student", "b-student", "teacher"]
+    # Paths that join alike at every depth end numbered, not in an endless loop (a review found one).
+    names = model_names([Path("/r/x/student/model"), Path("/r/y/student/model"), Path("/r/x-student/model")])
+    assert len(set(names)) == 3 and all(not name.startswith("-") for name in names)
     with pytest.raises(Exception, match="the same model folder is given twice"):
         model_names([Path("/r/a/model"), Path("/r/a/model/")])
 

@@ -22,6 +22,10 @@ from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.models.domain_branch import DomainBranchSpec
 
 
+class RefusedValue(ConstructorError):
+    """Valid YAML that the project's loader refuses on purpose (a YAML 1.1 octal or base-60 number)."""
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `3e-5` as a float (YAML 1.1 wants a dot: `3.0e-5`) and refuses a mapping
     key given twice (plain PyYAML keeps the last one silently), naming both lines."""
@@ -52,7 +56,7 @@ class _Loader(yaml.SafeLoader):
         text = str(self.construct_scalar(node)).replace("_", "")
         kind = "base-60" if ":" in text else "octal" if re.fullmatch(r"[-+]?0[0-7]+", text) else None
         if kind is not None:
-            raise ConstructorError(None, None, f"the unquoted value {text} is a YAML 1.1 {kind} number "
+            raise RefusedValue(None, None, f"the unquoted value {text} is a YAML 1.1 {kind} number "
                                    f"({super().construct_yaml_int(node)}); write the number in decimal, or quote "
                                    "it if you meant the text", node.start_mark)
         return super().construct_yaml_int(node)
@@ -486,7 +490,7 @@ class TeacherRunConfig(_Strict):
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:
     """Set ``dotted`` in ``raw``; a mapping given for a section is merged into what the section already holds
-    (`--set 'student.augment={max_examples: 1600}'` keeps the file's other augment settings)."""
+    (`--set 'student.augment={max_examples: 1600}'` keeps the file's other augment settings); `{}` empties it."""
     parts = dotted.split(".")
     node = raw
     for i, key in enumerate(parts[:-1]):
@@ -500,7 +504,8 @@ def _set_path(raw: dict, dotted: str, value: Any) -> None:
             raise ConfigError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
         node = child
     current = node.get(parts[-1])
-    node[parts[-1]] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+    merge = isinstance(current, dict) and isinstance(value, dict) and value  # `{}` empties: the way to clear one
+    node[parts[-1]] = _merged(current, value) if merge else value
 
 
 def _merged(base: dict, update: dict) -> dict:
@@ -508,7 +513,8 @@ def _merged(base: dict, update: dict) -> dict:
     merged = dict(base)
     for key, value in update.items():
         current = merged.get(key)
-        merged[key] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+        merged[key] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) and value \
+            else value
     return merged
 
 
@@ -520,6 +526,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set '{item}': expected key.path=value")
         try:
             value = parse_yaml(text) if text.strip() else ""
+        except RefusedValue as exc:
+            raise ConfigError(f"--set '{item}': {exc.problem}") from exc
         except _YAML_ERRORS as exc:
             raise ConfigError(f"--set '{item}': value is not valid YAML: {exc}") from exc
         _set_path(raw, key.strip(), value)

@@ -57,7 +57,7 @@ def _hint(err: dict) -> str:
     if isinstance(value, bool):
         return (f"; YAML read an unquoted yes/no/on/off/true/false as {str(value).lower()}: quote it (\"no\") if "
                 "you meant the text")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and err["type"] not in ("int_type", "int_from_float", "float_type"):
         return f"; YAML read the unquoted value as the number {value!r}: quote it if you meant the text"
     if isinstance(value, datetime.date):
         return f"; YAML read the unquoted value as the date {value.isoformat()}: quote it if you meant the text"

@@ -57,14 +57,18 @@ def model_names(model_dirs: list[Path]) -> list[str]:
     dirs = [Path(d).resolve() for d in model_dirs]
     if len(set(dirs)) != len(dirs):
         raise ConfigError(f"the same model folder is given twice: {[str(d) for d in model_dirs]}")
-    parts = [list((d.parent if d.name == "model" else d).parts) for d in dirs]
+    parts = [[p for p in (d.parent if d.name == "model" else d).parts if p != d.anchor] for d in dirs]
     depth = [1] * len(dirs)
     names = [model_name(d) for d in model_dirs]
     while len(set(names)) != len(names):
+        deeper = False
         for i, name in enumerate(names):
-            if names.count(name) > 1:
+            if names.count(name) > 1 and depth[i] < len(parts[i]):
                 depth[i] += 1
-        names = ["-".join(p[-n:]).lstrip("/") for p, n in zip(parts, depth, strict=True)]
+                deeper = True
+        if not deeper:  # whole paths that still read alike once joined (`a/b-c` and `a-b/c`): numbered
+            return [f"{name}-{i + 1}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+        names = ["-".join(p[-n:]) for p, n in zip(parts, depth, strict=True)]
     return names
 
 

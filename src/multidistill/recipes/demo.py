@@ -183,13 +183,27 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def _earlier_names(user: dict, path: str | Path) -> dict:
+    """A settings file's keys under their current names, before it is merged over the defaults (there the earlier
+    name would beat a later `--set` of the current one); a file giving both names is refused."""
+    bench = user.get("benchmark")
+    if isinstance(bench, dict) and "int8_max_metric_drop" in bench:
+        if "max_metric_drop_int8" in bench:
+            raise ConfigError(f"{path}: benchmark gives both max_metric_drop_int8 and its earlier name "
+                              "int8_max_metric_drop; keep max_metric_drop_int8")
+        bench = {("max_metric_drop_int8" if key == "int8_max_metric_drop" else key): value
+                 for key, value in bench.items()}
+        user = {**user, "benchmark": bench}
+    return user
+
+
 def load_demo_config(path: str | Path | None = None, overrides: list[str] | None = None,
                      quick: bool = False) -> DemoConfig:
     """The built-in demo settings, sized down by `--quick`, then updated by a YAML file, then by `--set` overrides:
     what the user wrote wins over the preset (a file's output_dir or epochs were replaced by --quick's). An
     objective the YAML file gives the 3-layer student replaces the quick one whole."""
     raw = DemoConfig().model_dump(mode="json")
-    user = read_yaml(path) if path is not None else {}
+    user = _earlier_names(read_yaml(path), path) if path is not None else {}
     quick_overrides = QUICK_OVERRIDES if quick else []
     if "objective" in (user.get("transformer") or {}):
         quick_overrides = [o for o in quick_overrides if not o.startswith("transformer.objective=")]
