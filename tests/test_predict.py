@@ -518,3 +518,6 @@ def test_int8_on_a_missing_folder_says_it_is_missing(tmp_path):
 
     with pytest.raises(ConfigError, match=r"needs an ONNX export .*/nowhere does not exist"):
         _open_source(tmp_path / "nowhere", "int8")
+    (tmp_path / "model.int8.onnx").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"model.int8.onnx is a file; give the export's folder"):
+        _open_source(tmp_path / "model.int8.onnx", "int8")

@@ -142,10 +142,16 @@ class ExampleStore:
             self._fingerprints[key] = hash_json(payload)
         return self._fingerprints[key]
 
-    def source_fingerprint(self, task: str, split: str) -> str:
+    def source_fingerprint(self, task: str, split: str) -> str | None:
         """The hash of the bytes of ``task``'s ``split`` file(s), whatever their path or the task spec: two
-        models whose recorded data roots hold the same dev file agree on it."""
-        return self._content_hash(self.tasks[task], split)
+        models whose recorded data roots hold the same dev file agree on it. None when a file is missing."""
+        spec = self.tasks[task]
+        sources = [] if split not in spec.files and spec.from_tasks else spec.split_files(split)
+        for _, source in sources:
+            path = Path(source.path)
+            if not (path if path.is_absolute() else self.data_root / path).exists():
+                return None
+        return self._content_hash(spec, split)
 
     def _content_hash(self, spec: Task, split: str) -> str:
         """The source file's hash (its path if missing); a from_tasks corpus hashes each source's training file."""

@@ -87,11 +87,14 @@ def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str]
         store = open_example_store(config, max_examples_per_task=None, seed=0)
         for task in tasks:
             fingerprint = store.source_fingerprint(task, config.eval_split)
-            first = seen.setdefault(task, (fingerprint, name, root))
+            if fingerprint is None:  # a missing file: preparing the data names it
+                continue
+            first = seen.setdefault(task, (fingerprint, name, store.data_root))
             if first[0] != fingerprint:
                 raise ConfigError(f"task {task}: models {first[1]} and {name} would be scored on different "
-                                  f"{config.eval_split} files (their runs read the data roots {first[2]} and {root}); "
-                                  "give --data-root so that every model is scored on the same rows")
+                                  f"{config.eval_split} files (read from the data roots {first[2]} and "
+                                  f"{store.data_root}, as their runs recorded); give --data-root so that every "
+                                  "model is scored on the same rows")
 
 
 def _onnx_forward(onnx_model, task_name: str) -> Forward:

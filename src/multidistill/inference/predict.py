@@ -220,7 +220,8 @@ def _open_source(source: Path, precision: str) -> _Predictor:
                              "multidistill model folder it was exported from (or an ONNX export)")
         raise ModelError(f"{info_path}: unknown export kind {kind!r} (expected 'onnx')")
     if precision != "fp32":
-        what = "is a model folder, which runs in fp32" if source.is_dir() else "does not exist"
+        what = ("is a model folder, which runs in fp32" if source.is_dir() else
+                "is a file; give the export's folder" if source.exists() else "does not exist")
         raise ConfigError(f"--precision {precision} needs an ONNX export (see multidistill.export.onnx); "
                           f"{source} {what}")
     return _TorchPredictor(source)
