@@ -668,3 +668,22 @@ def test_a_multi_task_hf_root_declares_no_pipeline_and_shows_each_folders_check(
         assert f"max |logit difference| {check['max_abs_diff']:.1e}" in section
     for task in TASKS:  # a task folder is a loadable classifier
         assert _card(out / task)[0]["pipeline_tag"] == "text-classification"
+
+
+def test_a_relative_online_teacher_is_found_from_the_folder_the_run_ran_in(card_run, tmp_path, monkeypatch):
+    """An online teacher named by a relative path was looked up from wherever the card was rewritten (`benchmark`
+    from another folder): "not found", its scores hidden. It is read from the run's recorded working folder."""
+    import shutil
+
+    from multidistill.export.card_record import model_card_record
+    from multidistill.teachers.fingerprint import weights_fingerprint
+
+    shutil.copytree(card_run / "teacher", tmp_path / "work" / "teacher")
+    student = _copy_student(card_run, tmp_path)
+    _edit_yaml(student / "config.yaml", lambda c: c.update(signals=None, online_teachers=["teacher/model"]))
+    fingerprint = weights_fingerprint(str(tmp_path / "work" / "teacher" / "model"))
+    _edit_json(student / "metrics.json", lambda m: m.update(teacher_weights={"teacher/model": fingerprint}))
+    _edit_json(student / "command.json", lambda c: c.update(cwd=str(tmp_path / "work")))
+    monkeypatch.chdir(tmp_path)  # elsewhere: teacher/model does not exist here
+    info = model_card_record(student / "model", "multidistill").teachers[0]
+    assert info.note is None and info.main == _metrics(card_run / "teacher")["main"]

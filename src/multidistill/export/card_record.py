@@ -45,7 +45,15 @@ OTHER_WEIGHTS = "now holds other weights than this student was distilled from; i
 GONE = "not found when this card was written; its scores are not shown"
 
 
-def _teacher(path: str, distilled_from: str | None) -> TeacherInfo:
+def _located(path: str, cwd: str | None) -> str:
+    """``path`` as the run read it: a relative one from the folder the run's command ran in (a card may be
+    rewritten from elsewhere, e.g. by `benchmark`), where that folder holds it."""
+    if cwd is None or path.startswith("pkg:") or Path(path).is_absolute():
+        return path
+    return str(Path(cwd) / path) if (Path(cwd) / path).exists() else path
+
+
+def _teacher(path: str, distilled_from: str | None, cwd: str | None = None) -> TeacherInfo:
     """The teacher at ``path`` with its run's dev scores, unless the run recorded the weights it was distilled from
     (``distilled_from``, a `weights_fingerprint`) and the folder now holds others (retrained in place) or is gone:
     then no scores, and a note that says why."""
@@ -53,12 +61,13 @@ def _teacher(path: str, distilled_from: str | None) -> TeacherInfo:
 
     if distilled_from is not None:
         try:
-            now = weights_fingerprint(path)  # None: no weights there any more
+            now = weights_fingerprint(_located(path, cwd))  # None: no weights there any more
         except ModelError:  # no folder there any more
             now = None
         if now != distilled_from:
             return TeacherInfo(path=path, note=GONE if now is None else OTHER_WEIGHTS)
-    run = run_folder(path) if Path(path).is_dir() else None
+    where = Path(_located(path, cwd))
+    run = run_folder(where) if where.is_dir() else None
     metrics = read_json_object(run / METRICS_FILE) if run is not None else None
     if not metrics:
         return TeacherInfo(path=path)
@@ -66,7 +75,8 @@ def _teacher(path: str, distilled_from: str | None) -> TeacherInfo:
                        domains=metrics.get("domains") or None)
 
 
-def _teachers(config: dict, metrics: dict | None, *, scores: bool = True) -> tuple[TeacherInfo, ...]:
+def _teachers(config: dict, metrics: dict | None, *, scores: bool = True,
+              cwd: str | None = None) -> tuple[TeacherInfo, ...]:
     """The run's teachers: those its signal store was made from, and its online teachers; each with the weights
     fingerprint the store's manifest or the run's metrics.json recorded for it (runs and stores made before that
     record have none, and their teachers' scores are shown as they are now). Without ``scores`` (a card with no
@@ -82,7 +92,7 @@ def _teachers(config: dict, metrics: dict | None, *, scores: bool = True) -> tup
             recorded.update(zip(teachers, weights, strict=True))
     paths += [str(p) for p in config.get("online_teachers") or []]
     recorded.update((metrics or {}).get("teacher_weights") or {})
-    return tuple(_teacher(p, recorded.get(p)) if scores else TeacherInfo(path=p) for p in dict.fromkeys(paths))
+    return tuple(_teacher(p, recorded.get(p), cwd) if scores else TeacherInfo(path=p) for p in dict.fromkeys(paths))
 
 
 def _is_local(name: str) -> bool:
@@ -222,7 +232,8 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
         tasks=tuple(infos), eval_split=data.get("eval_split", "dev"),
         data_root=model_config.get("data_root") or data.get("data_root"), train_files=train_files,
         run_dir=str(run) if run is not None else None, metrics=metrics, in_progress=in_progress,
-        teachers=_teachers(config, metrics, scores=not in_progress) if config.get("kind") == "distill" or general
+        teachers=_teachers(config, metrics, scores=not in_progress, cwd=(command or {}).get("cwd"))
+        if config.get("kind") == "distill" or general
         else (),
         signals=config.get("signals"), command=(command or {}).get("command"),
         command_cwd=(command or {}).get("cwd"), command_unrecorded=bool((command or {}).get("first_unrecorded")),
