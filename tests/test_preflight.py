@@ -63,3 +63,17 @@ def test_a_student_of_given_teachers_reads_the_first_ones_config(tiny_model_dir,
     with pytest.raises(ConfigError, match="has 2 layers"):
         check_models(settings({"model_dirs": [str(tiny_model_dir)]},
                               {"name_or_path": "@teacher", "student_layers": [5]}))
+
+
+def test_a_student_cut_from_an_encoder_that_cannot_be_cut_is_refused_before_the_teacher_trains(tmp_path):
+    """ALBERT shares one layer across its stack: a student of an ALBERT `@teacher` with student_layers was refused
+    only at its own stage, after the teacher's training."""
+    import transformers
+
+    folder = tmp_path / "albert"
+    transformers.AlbertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, embedding_size=16).save_pretrained(folder)
+    with pytest.raises(ConfigError, match=r"key 'student.model.student_layers': a 'albert' encoder cannot be cut: "
+                                          r"ALBERT shares one layer's weights"):
+        check_models(settings({"model": {"name_or_path": str(folder)}},
+                              {"name_or_path": "@teacher", "student_layers": [1]}))

@@ -38,9 +38,11 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None = None,
     missing = [t for t in names if t not in model.tasks]
     if missing:
         raise ConfigError(f"--tasks: model {model_dir} has no head for {missing}; it has {list(model.tasks)}")
+    setting = "--max-seq-length"
     if max_seq_length is None:  # 0 is not "unset": the length check below refuses it
         max_seq_length = model.max_length or min(128, model.max_seq_length or 128)
-    model.check_max_length(max_seq_length, "--max-seq-length")
+        setting = f"the length recorded in {model_dir} (give --max-seq-length)"
+    model.check_max_length(max_seq_length, setting)
     # The model carries its own task specs, so evaluation reads exactly the data it was built for.
     if data_root is None:
         data_root = existing_data_root(model.data_root)

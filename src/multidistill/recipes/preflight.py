@@ -21,7 +21,7 @@ from multidistill.data.augment import AugmentConfig, load_pos_tagger
 from multidistill.errors import ConfigError, ModelError
 from multidistill.losses import LOSSES, build_loss
 from multidistill.models.backbone import max_positions, resolve_model_path
-from multidistill.models.families import model_dims
+from multidistill.models.families import model_dims, quirks_of
 from multidistill.models.features import ModelDims
 from multidistill.models.layers import layer_count, valid_layers
 from multidistill.recipes.common import TEACHER_REF
@@ -179,6 +179,9 @@ def check_models(settings: BaseModel) -> None:
         if config is None:
             continue
         layers = model.student_layers
+        no_cut = quirks_of(config).no_cut
+        if layers and no_cut is not None:  # refused here, not by its stage after the teacher trained
+            raise ConfigError(f"key '{key}.student_layers': a '{config.model_type}' encoder cannot be cut: {no_cut}")
         if layers:
             try:
                 total = len(cut) if cut else layer_count(config)
