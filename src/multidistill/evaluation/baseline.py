@@ -63,6 +63,20 @@ def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) 
     return TrivialBaseline(predictor, metrics, metrics[task.main_metric])
 
 
+def store_baselines(store, tasks: Iterable[str], eval_split: str) -> dict[str, TrivialBaseline]:
+    """`trivial_baseline` of each of ``tasks`` from an example store (`data.store.ExampleStore`): fitted on the
+    training rows it holds (a run's capped subset), scored on its ``eval_split`` rows. A task without labelled
+    rows on either side (a transfer set of teacher signals only) has none."""
+    out = {}
+    for name in tasks:
+        try:
+            out[name] = trivial_baseline(store.tasks[name], store.examples(name, "train")["label"],
+                                         store.examples(name, eval_split)["label"])
+        except ValueError:
+            continue
+    return out
+
+
 def at_baseline(score: float | None, baseline: float | None, margin: float = BASELINE_MARGIN) -> bool:
     """True when ``score`` is no better than ``baseline`` + ``margin``: a constant predictor does as well."""
     return score is not None and baseline is not None and score <= baseline + margin + 1e-12

@@ -35,7 +35,7 @@ from multidistill.config import (
 from multidistill.data.augment import AugmentConfig
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError
-from multidistill.evaluation.baseline import TrivialBaseline, trivial_baseline
+from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.benchmark import DEFAULT_MAX_METRIC_DROP_INT8, RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
 from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
@@ -219,8 +219,7 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
 def trivial_baselines(data: DataConfig, max_examples: int | None) -> dict[str, TrivialBaseline]:
     """Each task's constant predictor, fitted on the training rows the models saw and scored on dev."""
     store = open_example_store(data, max_examples_per_task=max_examples, seed=data.subset_seed or 0)
-    return {name: trivial_baseline(store.tasks[name], store.examples(name, "train")["label"],
-                                   store.examples(name, data.eval_split)["label"]) for name in data.task_names}
+    return store_baselines(store, data.task_names, data.eval_split)
 
 
 def run_demo(config: DemoConfig) -> dict:

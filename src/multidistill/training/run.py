@@ -22,7 +22,7 @@ from multidistill.config import TeacherRunConfig, TrainConfig, revalidated
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
-from multidistill.evaluation.baseline import trivial_baseline
+from multidistill.evaluation.baseline import store_baselines
 from multidistill.evaluation.evaluate import evaluate
 from multidistill.export.card import card_text
 from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
@@ -264,18 +264,10 @@ def save_kept_model(model: torch.nn.Module, folder: Path, tokenizer) -> None:
 
 
 def trivial_baselines(data, eval_split: str) -> dict[str, dict]:
-    """Each scored task's constant predictor (`trivial_baseline`), fitted on the training rows this run saw and
-    scored on its eval rows, for metrics.json; tasks without labelled rows (a transfer set of teacher signals
-    only) have none."""
-    out = {}
-    for name in data.eval_sets:  # tasks with a head: a text task is never scored
-        try:
-            baseline = trivial_baseline(data.tasks[name], data.store.examples(name, "train")["label"],
-                                        data.store.examples(name, eval_split)["label"])
-        except ValueError:  # no labelled training or eval rows
-            continue
-        out[name] = {"predictor": baseline.predictor, "main": baseline.main, "metrics": baseline.metrics}
-    return out
+    """Each scored task's constant predictor (`store_baselines`: on the training rows this run saw, scored on its
+    eval rows), for metrics.json; a text task is never scored."""
+    return {name: {"predictor": baseline.predictor, "main": baseline.main, "metrics": baseline.metrics}
+            for name, baseline in store_baselines(data.store, data.eval_sets, eval_split).items()}
 
 
 def teacher_weights(config: TeacherRunConfig, settings: dict) -> dict[str, str]:
