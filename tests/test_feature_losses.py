@@ -254,6 +254,15 @@ def test_keys_a_model_masks_itself_are_left_out_of_both_attention_losses():
     # The same with the student masking: symmetric, and finite.
     assert mse(teacher, student).item() == pytest.approx(1 / 3)
     assert torch.isfinite(kl(teacher, student)).all()
+    # Gradients too: zeroing after the square left (min - t)^2's inf gradient times 0, NaN (training diverged).
+    for loss in (mse, kl):
+        for masked_side in ("student", "teacher"):
+            scores = [[[[1.0, 2.0], [3.0, 4.0]]]], [[[[0.0, 2.0], [low, 4.0]]]]
+            s_scores = torch.tensor(scores[masked_side == "student"], requires_grad=True)
+            s = features([[1, 1]], dims(2, 1, 1), attention_scores=[s_scores])
+            t = features([[1, 1]], dims(2, 1, 1), attention_scores=[scores[masked_side != "student"]])
+            loss(s, t).sum().backward()
+            assert torch.isfinite(s_scores.grad).all(), (loss, masked_side)
 
 
 def test_relation_kl_by_hand_with_other_widths_heads_and_own_scaling():

@@ -62,7 +62,11 @@ class AttentionMSE(_AttentionLoss):
     """
 
     def forward(self, student: EncoderFeatures, teacher: EncoderFeatures) -> torch.Tensor:
-        per_layer = [masked_mean((s - t).pow(2), visible, (1, 2, 3), visible.sum((1, 2, 3)))
+        # Masked entries are zeroed before the difference: (min - t)^2 is inf, and its gradient times the mask's
+        # 0 is NaN, which a mask applied after the square would not stop.
+        zero = torch.zeros((), dtype=torch.float32, device=student.attention_mask.device)
+        per_layer = [masked_mean((torch.where(visible, s, zero) - torch.where(visible, t, zero)).pow(2), visible,
+                                 (1, 2, 3), visible.sum((1, 2, 3)))
                      for s, t, visible in self.scores(student, teacher)]
         return self.reduce_layers(per_layer, self.layer_reduction)
 
