@@ -505,16 +505,17 @@ def _set_path(raw: dict, dotted: str, value: Any) -> None:
         node = child
     current = node.get(parts[-1])
     merge = isinstance(current, dict) and isinstance(value, dict) and value  # `{}` empties: the way to clear one
-    node[parts[-1]] = _merged(current, value) if merge else value
+    node[parts[-1]] = merge_mappings(current, value) if merge else value
 
 
-def _merged(base: dict, update: dict) -> dict:
-    """``base`` updated by ``update``, mappings inside merged the same way (lists and values replaced)."""
+def merge_mappings(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``, mappings inside merged the same way (lists, values and an empty mapping
+    replace); `--set` and the demo's settings file both merge so."""
     merged = dict(base)
     for key, value in update.items():
         current = merged.get(key)
-        merged[key] = _merged(current, value) if isinstance(current, dict) and isinstance(value, dict) and value \
-            else value
+        deeper = isinstance(current, dict) and isinstance(value, dict) and value
+        merged[key] = merge_mappings(current, value) if deeper else value
     return merged
 
 

@@ -72,6 +72,13 @@ def model_names(model_dirs: list[Path]) -> list[str]:
     return names
 
 
+def model_data(folder: Path, model, tasks: list[str], data_root: str | None, cache_dir: str) -> DataConfig:
+    """The data a model is scored on: its own task specs, under ``data_root`` or, without one, the data root its
+    run recorded (if still there)."""
+    root = data_root if data_root is not None else saved_data_root(folder)
+    return DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir, task_specs=[model.tasks[t] for t in tasks])
+
+
 def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str], data_root: str | None,
                         cache_dir: str) -> None:
     """Refuse models that would be scored on different dev files: without --data-root each reads the data root
@@ -81,9 +88,7 @@ def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str]
 
     seen: dict[str, tuple[str, str, str | None]] = {}
     for name, (folder, model) in models.items():
-        root = data_root if data_root is not None else saved_data_root(folder)
-        config = DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir,
-                            task_specs=[model.tasks[t] for t in tasks])
+        config = model_data(folder, model, tasks, data_root, cache_dir)
         store = open_example_store(config, max_examples_per_task=None, seed=0)
         for task in tasks:
             fingerprint = store.source_fingerprint(task, config.eval_split)
@@ -223,10 +228,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
         tokenizer = load_tokenizer(str(folder))
         pad = tokenizer.pad_token_id or 0
         length = max_length or model.max_length or 128
-        # Without a data_root, each model reads the data it was trained on (its recorded root, if still there).
-        root = data_root if data_root is not None else saved_data_root(folder)
-        data_config = DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir,
-                                 task_specs=[model.tasks[t] for t in tasks])
+        data_config = model_data(folder, model, tasks, data_root, cache_dir)
         data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)
         if max_eval_examples is not None:
             data.eval_sets = {t: d.select(range(min(len(d), max_eval_examples))) for t, d in data.eval_sets.items()}

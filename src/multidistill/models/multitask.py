@@ -340,7 +340,7 @@ def build_and_load(build: Callable[[], nn.Module], path: Path) -> nn.Module:
     with torch.device("meta"):
         check_weight_shapes(build(), path)
     model = build()
-    load_weights(model, path)
+    load_weights(model, path, shapes_checked=True)  # the same build: its shapes were just checked
     return model
 
 
@@ -361,9 +361,10 @@ def check_weight_shapes(model: nn.Module, path: Path) -> None:
                          f"{'; '.join(wrong[:3])}{more}; were the weights copied from another model?")
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
+def load_weights(model: nn.Module, path: Path, *, shapes_checked: bool = False) -> None:
     """Load safetensors weights strictly, turning corrupt or mismatched files into a ModelError."""
-    check_weight_shapes(model, path)
+    if not shapes_checked:
+        check_weight_shapes(model, path)
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as exc:  # a file cut inside its tensor data fails here, after its header read fine

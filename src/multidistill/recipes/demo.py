@@ -30,6 +30,7 @@ from multidistill.config import (
     _Strict,
     apply_overrides,
     format_validation_error,
+    merge_mappings,
     read_yaml,
 )
 from multidistill.data.augment import AugmentConfig
@@ -176,13 +177,6 @@ QUICK_OVERRIDES = [
 ]
 
 
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return merged
-
-
 def _earlier_names(user: dict, path: str | Path) -> dict:
     """A settings file's keys under their current names, before it is merged over the defaults (there the earlier
     name would beat a later `--set` of the current one); a file giving both names is refused."""
@@ -207,7 +201,7 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
     quick_overrides = QUICK_OVERRIDES if quick else []
     if "objective" in (user.get("transformer") or {}):
         quick_overrides = [o for o in quick_overrides if not o.startswith("transformer.objective=")]
-    raw = _merge(apply_overrides(raw, quick_overrides), user)
+    raw = merge_mappings(apply_overrides(raw, quick_overrides), user)
     raw = apply_overrides(raw, overrides or [])
     try:
         return DemoConfig.model_validate(raw)
