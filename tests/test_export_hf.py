@@ -4,6 +4,7 @@ clear refusals (with nothing left on disk) for what a stock head cannot express.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -26,6 +27,11 @@ FAMILIES = {
     "electra": {"model_type": "electra", "embedding_size": 16},
     "distilbert": {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
                    "pad_token_id": 0},
+    "mpnet": {"model_type": "mpnet", "pad_token_id": 0},
+    # DeBERTa-v3's layout: relative attention with its own LayerNorm registered after the layers, no segment ids.
+    "deberta-v2": {"model_type": "deberta-v2", "pad_token_id": 0, "type_vocab_size": 0, "relative_attention": True,
+                   "pos_att_type": ["p2c", "c2p"], "position_buckets": 16, "max_relative_positions": -1,
+                   "norm_rel_ebd": "layer_norm", "position_biased_input": False, "pooler_hidden_act": "tanh"},
 }
 TEXTS = [
     ("the movie was great", "the movie was great"),
@@ -100,7 +106,7 @@ def _compare(model_dir: Path, out: Path, task: Task, atol: float = 1e-4) -> None
 
 @pytest.mark.parametrize(("family", "task"), [
     ("bert", SENT), ("bert", PAIR), ("bert", REG), ("roberta", PAIR), ("xlm-roberta", SENT), ("electra", SENT),
-    ("electra", REG), ("distilbert", PAIR),
+    ("electra", REG), ("distilbert", PAIR), ("mpnet", PAIR), ("deberta-v2", SENT), ("deberta-v2", REG),
 ])
 def test_export_loads_as_a_stock_model_and_predicts_the_same(family, task, tiny_model_dir, tmp_path):
     model_dir = build_model(tiny_model_dir, tmp_path / "model", family, (task,))
@@ -121,6 +127,23 @@ def test_export_loads_as_a_stock_model_and_predicts_the_same(family, task, tiny_
     info = json.loads((out / "export.json").read_text())
     assert info["kind"] == "hf" and info["task"] == task.name and info["max_abs_diff"] <= 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model"]  # no temporary folders left
+    if family == "deberta-v2":  # the source said tanh; the stock head written is the GELU one the export sets up
+        assert config["pooler_hidden_act"] == "gelu"
+
+
+def test_the_bound_is_that_of_the_layernorm_the_pooled_vector_comes_from(tiny_model_dir, tmp_path):
+    """DeBERTa registers its relative-embedding LayerNorm after the layers: the bound must come from the last
+    layer's output LayerNorm, not from the last LayerNorm registered (nor the generous fallback)."""
+    from multidistill.export.hf import _pooled_bound
+    from multidistill.models import load_model
+
+    model = load_model(build_model(tiny_model_dir, tmp_path / "model", "deberta-v2")).eval()
+    layer = model.backbone.encoder.layer[-1].output.LayerNorm
+    expected = layer.weight.detach().double().abs() * math.sqrt(31) + layer.bias.detach().double().abs()
+    bound = _pooled_bound(model, SENT, _tokenizer(tiny_model_dir), [(a, None) for a, _ in TEXTS], 24)
+    raised = ~torch.isclose(bound, expected)  # dimensions raised to the largest |value| the rows showed
+    assert raised.float().mean() < 0.5 and torch.all(bound[raised] == bound[raised][0])
+    assert torch.all(bound[raised] > expected[raised])
 
 
 def test_one_task_of_a_multitask_model_and_custom_check_rows(tiny_model_dir, tmp_path):

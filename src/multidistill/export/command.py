@@ -147,9 +147,9 @@ def export_command(
 
     --format hf: each task as a stock Hugging Face folder (OUT/<task>/ for a multi-task model, OUT itself for
     one task or --task), for Transformer models with [CLS] pooling (model.pooling: cls) over a BERT, RoBERTa,
-    XLM-R, CamemBERT, ELECTRA or DistilBERT encoder; BiLSTM and mean-pooled models (the demo's defaults)
-    export to ONNX. Each folder is loaded back with AutoModelForSequenceClassification and its logits must
-    match ours within 1e-4 on the task's dev rows.
+    XLM-R, CamemBERT, MPNet, ELECTRA, DistilBERT or DeBERTa-v2/v3 encoder; BiLSTM and mean-pooled models (the
+    demo's defaults) export to ONNX. Each folder is loaded back with AutoModelForSequenceClassification and its
+    logits must match ours within 1e-4 on the task's dev rows.
 
     Every export folder has a model card (README.md) with the run's dev scores, its teacher's and the
     command that made it. An export that fails its check is not written.

@@ -5,11 +5,11 @@ Our heads are linear on the pooled [CLS] vector, but every stock Hugging Face cl
 non-linearity between that vector and the classifier. The export makes the non-linearity act as the
 identity on every input the encoder can produce, so the stock model computes our logits:
 
-* tanh (BERT pooler; RoBERTa / XLM-R / CamemBERT heads): the dense layer scales by a small ``eps`` so
+* tanh (BERT pooler; RoBERTa / XLM-R / CamemBERT / MPNet heads): the dense layer scales by a small ``eps`` so
   ``tanh(eps x) = eps x`` to float precision (the error is about ``(eps x)^3 / 3``), and the classifier
   weights are divided by ``eps``.
-* GELU (ELECTRA head) and ReLU (DistilBERT): the dense layer adds a large offset ``c`` so ``act(x + c) =
-  x + c`` exactly, and the classifier bias absorbs ``-W c``.
+* GELU (ELECTRA head, DeBERTa's pooler) and ReLU (DistilBERT): the dense layer adds a large offset ``c`` so
+  ``act(x + c) = x + c`` exactly, and the classifier bias absorbs ``-W c``.
 
 How large ``|x|`` can get comes from the encoder's final LayerNorm: a LayerNorm output is bounded by
 ``|gamma| sqrt(H - 1) + |beta|`` per dimension whatever the input, so the mapping holds for any text, not
@@ -18,8 +18,9 @@ only for the rows it is checked on. After writing, the folder is loaded back wit
 few built-in sentences); a mismatch leaves nothing on disk.
 
 Which models export: Transformer models with [CLS] pooling (`model.pooling: cls`) over one of the encoder
-families in `FAMILIES`, one stock folder per task. Mean-pooled models and BiLSTM students (everything the demo
-trains by default) have no stock Hugging Face counterpart and export to ONNX instead.
+families with a ``stock_head`` in `models/families.py` (`STOCK_FAMILIES`), one stock folder per task. Mean-pooled
+models and BiLSTM students (everything the demo trains by default) have no stock Hugging Face counterpart and
+export to ONNX instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import inspect
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
+from multidistill.models.families import FAMILIES, StockHead
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
 
@@ -64,30 +65,15 @@ CHECK_SENTENCES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class _Family:
-    """How a model family's stock classification head is laid out."""
-
-    activation: str  # "tanh", "gelu" or "relu"
-    dense: str  # attribute path of the hidden -> hidden layer on the Hugging Face model
-    out: str  # attribute path of the hidden -> labels layer
-
-
-FAMILIES: dict[str, _Family] = {
-    "bert": _Family("tanh", "bert.pooler.dense", "classifier"),
-    "roberta": _Family("tanh", "classifier.dense", "classifier.out_proj"),
-    "xlm-roberta": _Family("tanh", "classifier.dense", "classifier.out_proj"),
-    "camembert": _Family("tanh", "classifier.dense", "classifier.out_proj"),
-    "electra": _Family("gelu", "classifier.dense", "classifier.out_proj"),
-    "distilbert": _Family("relu", "pre_classifier", "classifier"),
-}
+# The families whose stock classifier can carry our head (the table in models/families.py says how).
+STOCK_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.stock_head is not None)
 
 # Rows per forward pass of the check.
 CHECK_BATCH = 64
 
 ONNX_HINT = "export it with `multidistill export --format onnx` instead, which keeps the model as it is (all tasks)"
 # What can export, and the config option that trains such a model; every refusal of an unsuitable model says it.
-EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(FAMILIES) + " encoder export to "
+EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(STOCK_FAMILIES) + " encoder export to "
               "Hugging Face: train one with `model.pooling: cls` (a recipe's student: "
               "`--set student.model.pooling=cls`; the demo's Transformer student: "
               "`--set transformer.model.pooling=cls`)")
@@ -140,7 +126,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = 
     return out_dir
 
 
-def _write_task_folders(model, model_dir: Path, specs: list[Task], family: _Family, tokenizer, checks: dict,
+def _write_task_folders(model, model_dir: Path, specs: list[Task], family: StockHead, tokenizer, checks: dict,
                         max_length: int, out: Path) -> dict:
     """A multi-task model as one stock classifier folder per task (``out/<task>/``), with an export.json that
     lists them and their checks, and a README.md; returns that export.json."""
@@ -172,11 +158,11 @@ def _drop_remote_code_pointers(folder: Path) -> None:
                 path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_task(model, model_dir: Path, spec: Task, family: _Family, tokenizer, rows, source: str, max_length: int,
+def _write_task(model, model_dir: Path, spec: Task, family: StockHead, tokenizer, rows, source: str, max_length: int,
                 folder: Path) -> dict:
     """Write ``spec``'s stock classifier into ``folder`` (weights, config, tokenizer, export.json, README.md)
     and check it against ``model`` on ``rows``; returns its export.json."""
-    config = _hf_config(model, spec)
+    config = _hf_config(model, spec, family)
     hf_model = _build_hf_model(model, spec, family, config, tokenizer, rows, max_length)
     hf_model.save_pretrained(folder, **_safetensors_kwargs(hf_model))
     tokenizer.save_pretrained(folder)
@@ -233,16 +219,16 @@ def _pick_tasks(model, model_dir: Path, task: str | None) -> list[Task]:
     return [model.tasks[task]]
 
 
-def _family(model, model_dir: Path) -> _Family:
+def _family(model, model_dir: Path) -> StockHead:
     model_type = getattr(model.backbone.config, "model_type", "?")
     if model.pooling != "cls":
         raise ModelError(f"{model_dir}: the model pools the {model.pooling} of the token vectors (model.pooling: "
                          f"{model.pooling}) and no stock Hugging Face classification head does; {EXPORTABLE}; "
                          f"or {ONNX_HINT}")
-    if model_type not in FAMILIES:
+    if model_type not in STOCK_FAMILIES:
         raise ModelError(f"{model_dir}: cannot export a '{model_type}' encoder as a plain Hugging Face "
-                         f"classifier (supported: {', '.join(FAMILIES)}); {ONNX_HINT}")
-    return FAMILIES[model_type]
+                         f"classifier (supported: {', '.join(STOCK_FAMILIES)}); {ONNX_HINT}")
+    return FAMILIES[model_type].stock_head
 
 
 def _eval_rows(task: Task, data: DataConfig, limit: int) -> list[tuple[str, str | None]]:
@@ -290,8 +276,10 @@ def _restrict_inputs(tokenizer, model, max_length: int) -> None:
         tokenizer.init_kwargs["model_input_names"] = names
 
 
-def _hf_config(model, task: Task):
+def _hf_config(model, task: Task, family: StockHead):
     config = copy.deepcopy(model.backbone.config)
+    for key, value in family.config:
+        setattr(config, key, value)
     if task.type == "regression":
         config.num_labels = 1
         config.id2label = {0: task.name}
@@ -305,7 +293,7 @@ def _hf_config(model, task: Task):
     return config
 
 
-def _build_hf_model(model, task: Task, family: _Family, config, tokenizer, rows, max_length: int) -> nn.Module:
+def _build_hf_model(model, task: Task, family: StockHead, config, tokenizer, rows, max_length: int) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
     hf_model = AutoModelForSequenceClassification.from_config(config)
@@ -319,6 +307,9 @@ def _build_hf_model(model, task: Task, family: _Family, config, tokenizer, rows,
     weight = head.weight.detach().double()
     bias = head.bias.detach().double()
     hidden = weight.shape[1]
+    if tuple(dense.weight.shape) != (hidden, hidden):  # e.g. a DeBERTa config with another pooler_hidden_size
+        raise ModelError(f"the stock head's {family.dense} is {tuple(dense.weight.shape)}, not ({hidden}, {hidden}) "
+                         f"as the encoder's [CLS] vector needs; {ONNX_HINT}")
     bound = _pooled_bound(model, task, tokenizer, rows[:CHECK_BATCH], max_length)
     with torch.no_grad():
         if family.activation == "tanh":
@@ -360,23 +351,25 @@ def _our_logits(model, task: Task, encoded: dict[str, torch.Tensor]):
 
 
 def _pooled_bound(model, task: Task, tokenizer, rows, max_length: int) -> torch.Tensor:
-    """Per-dimension bound on |pooled vector| (float64): the final LayerNorm's bound when the pooled vector
-    is that LayerNorm's output, else (unknown layout) a generous multiple of what the check rows show."""
-    norm = [module for module in model.backbone.modules() if isinstance(module, nn.LayerNorm)]
-    captured: list[torch.Tensor] = []
-    handle = norm[-1].register_forward_hook(lambda _m, _i, out: captured.append(out)) if norm else None
+    """Per-dimension bound on |pooled vector| (float64): the bound of the LayerNorm whose output the pooled vector
+    is (the last one that gives it; DeBERTa registers its relative-embedding LayerNorm after the layers), else
+    (unknown layout) a generous multiple of what the check rows show."""
+    norms = [module for module in model.backbone.modules() if isinstance(module, nn.LayerNorm)]
+    captured: list[tuple[nn.LayerNorm, torch.Tensor]] = []
+    handles = [norm.register_forward_hook(lambda m, _i, out: captured.append((m, out))) for norm in norms]
     try:
         pooled = _our_logits(model, task, _encode(tokenizer, rows, max_length)).pooled
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
     seen = float(pooled.abs().max())
-    if norm and captured and captured[-1].shape[:1] == pooled.shape[:1] and torch.equal(captured[-1][:, 0], pooled):
-        layer = norm[-1]
-        hidden = pooled.shape[-1]
-        gamma = layer.weight.detach().double().abs() if layer.weight is not None else torch.ones(hidden).double()
-        beta = layer.bias.detach().double().abs() if layer.bias is not None else torch.zeros(hidden).double()
-        return torch.clamp(gamma * math.sqrt(max(hidden - 1, 1)) + beta, min=seen)
+    for layer, out in reversed(captured):
+        if out.dim() == 3 and out.shape[0] == pooled.shape[0] and out.shape[-1] == pooled.shape[-1] \
+                and torch.equal(out[:, 0], pooled):
+            hidden = pooled.shape[-1]
+            gamma = layer.weight.detach().double().abs() if layer.weight is not None else torch.ones(hidden).double()
+            beta = layer.bias.detach().double().abs() if layer.bias is not None else torch.zeros(hidden).double()
+            return torch.clamp(gamma * math.sqrt(max(hidden - 1, 1)) + beta, min=seen)
     return torch.full((pooled.shape[-1],), 50.0 + 10.0 * seen, dtype=torch.float64)
 
 

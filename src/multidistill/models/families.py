@@ -1,6 +1,6 @@
-"""Where each Hugging Face encoder family keeps what feature distillation reads: one table keyed by `model_type`;
-and `QUIRKS`, what the rest of the package must know of a family's config (position offsets, per-layer lists,
-stacks that cannot be cut).
+"""Where each Hugging Face encoder family keeps what feature distillation reads and how its stock classification
+head is laid out (for the Hugging Face export): one table keyed by `model_type`; and `QUIRKS`, what the rest of
+the package must know of a family's config (position offsets, per-layer lists, stacks that cannot be cut).
 
 Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
 are read from the family's `modeling_*.py` in transformers, and `tests/test_features.py` checks an entry against
@@ -25,6 +25,22 @@ from multidistill.models.features import ModelDims
 
 
 @dataclass(frozen=True)
+class StockHead:
+    """How a family's stock `AutoModelForSequenceClassification` head is laid out: [CLS] vector -> ``dense``
+    (hidden -> hidden) -> ``activation`` -> ``out`` (hidden -> labels). Paths are attributes of the stock model;
+    ``config`` holds config values the export writes so the head is this one (DeBERTa reads its activation from
+    the config)."""
+
+    activation: str  # "tanh", "gelu" or "relu"
+    dense: str
+    out: str
+    config: tuple[tuple[str, object], ...] = ()
+
+
+_TANH_PROJ = StockHead("tanh", "classifier.dense", "classifier.out_proj")  # RoBERTa-style classification head
+
+
+@dataclass(frozen=True)
 class EncoderFamily:
     """How to find one family's layers, projections and sizes.
 
@@ -43,6 +59,7 @@ class EncoderFamily:
     num_layers_key: str = "num_hidden_layers"
     num_heads_key: str = "num_attention_heads"
     score: str = "Q K^T / sqrt(d) + mask"  # what the captured pre-softmax score is (docs/features.md)
+    stock_head: StockHead | None = None  # None: its stock classifier cannot express our linear head exactly
 
     def projections(self) -> dict[str, str]:
         """Feature name -> projection module of one layer (a fused one appears under all three names)."""
@@ -57,25 +74,33 @@ _BERT_LIKE = {"layers": "encoder.layer", "attention": "attention.self", "query":
 FAMILIES: dict[str, EncoderFamily] = {
     family.model_type: family
     for family in (
-        EncoderFamily("bert", **_BERT_LIKE),  # MiniLM checkpoints are `bert`
-        EncoderFamily("roberta", **_BERT_LIKE),
-        EncoderFamily("xlm-roberta", **_BERT_LIKE),  # RoBERTa's modules under another name
-        EncoderFamily("camembert", **_BERT_LIKE),
+        # MiniLM checkpoints are `bert`; BERT's stock classifier reads the pooler (dense + tanh).
+        EncoderFamily("bert", **_BERT_LIKE, stock_head=StockHead("tanh", "bert.pooler.dense", "classifier")),
+        EncoderFamily("roberta", **_BERT_LIKE, stock_head=_TANH_PROJ),
+        EncoderFamily("xlm-roberta", **_BERT_LIKE, stock_head=_TANH_PROJ),  # RoBERTa's modules under another name
+        EncoderFamily("camembert", **_BERT_LIKE, stock_head=_TANH_PROJ),
         # MPNet adds a relative-position bias (shared by the layers) to the scores.
         EncoderFamily("mpnet", layers="encoder.layer", attention="attention.attn", query="attention.attn.q",
                       key="attention.attn.k", value="attention.attn.v",
-                      score="Q K^T / sqrt(d) + relative position bias + mask"),
-        EncoderFamily("electra", **_BERT_LIKE),  # hidden_states[0] is after the embedding projection, if any
+                      score="Q K^T / sqrt(d) + relative position bias + mask", stock_head=_TANH_PROJ),
+        # hidden_states[0] is after the embedding projection, if any
+        EncoderFamily("electra", **_BERT_LIKE,
+                      stock_head=StockHead("gelu", "classifier.dense", "classifier.out_proj")),
         EncoderFamily("distilbert", layers="transformer.layer", attention="attention", query="attention.q_lin",
                       key="attention.k_lin", value="attention.v_lin", hidden_size_key="dim",
-                      num_layers_key="n_layers", num_heads_key="n_heads"),
-        # DeBERTa-v2/v3 never dispatches to SDPA; its score adds the disentangled relative-position terms.
+                      num_layers_key="n_layers", num_heads_key="n_heads",
+                      stock_head=StockHead("relu", "pre_classifier", "classifier")),
+        # DeBERTa-v2/v3 never dispatches to SDPA; its score adds the disentangled relative-position terms. Its
+        # stock classifier is a ContextPooler (dense + the config's pooler_hidden_act) and a linear layer.
         EncoderFamily("deberta-v2", layers="encoder.layer", attention="attention.self",
                       query="attention.self.query_proj", key="attention.self.key_proj",
                       value="attention.self.value_proj",
                       score="Q K^T / sqrt(d * (1 + len(pos_att_type))) + c2p + p2c relative terms; masked rows and "
-                            "columns"),
-        # Rotary embeddings are applied to Q and K inside the attention, after the Wqkv projection.
+                            "columns",
+                      stock_head=StockHead("gelu", "pooler.dense", "classifier",
+                                           config=(("pooler_hidden_act", "gelu"),))),
+        # Rotary embeddings are applied to Q and K inside the attention, after the Wqkv projection. Its stock head
+        # LayerNorms the dense output, which no choice of weights makes the identity: no stock_head.
         EncoderFamily("modernbert", layers="layers", attention="attn", fused_qkv="attn.Wqkv",
                       score="rotary(Q) rotary(K)^T / sqrt(d) + mask; sliding-window layers also mask keys beyond "
                             "the window"),
