@@ -22,6 +22,7 @@ from torch import nn
 
 from multidistill.data.collate import collate
 from multidistill.errors import ConfigError, ModelError
+from multidistill.models.families import FAMILIES
 
 Graph = Literal["plain", "fused"]
 Int8Method = Literal["dynamic", "static"]
@@ -40,10 +41,11 @@ ATTENTION_CHOICES = ("eager", "sdpa")
 # score exceeds every real key's by about 40 or more. The parity check compares the graph with PyTorch's own mask.
 ATTENTION_MASK_VALUE = -60.0
 ATTENTION_MASK_CEILING = -20.0  # higher, a padded key could keep a visible weight (exp(-20) = 2e-9)
-# Hugging Face model types whose graphs onnxruntime's "bert" optimizer fuses (its fusions match BERT-style
-# encoder blocks; a pattern that does not match is left as it was, and the parity check runs on the result).
-FUSION_MODEL_TYPES: dict[str, str] = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
-                                      "electra": "bert", "distilbert": "bert"}
+# Hugging Face model type -> onnxruntime optimizer model type, from the family table's `ort_fusion` (its "bert"
+# fusions match BERT-style encoder blocks; a pattern that does not match is left as it was, and the parity check
+# runs on the result).
+FUSION_MODEL_TYPES: dict[str, str] = {name: family.ort_fusion for name, family in FAMILIES.items()
+                                      if family.ort_fusion is not None}
 # Dynamic int8 rewrites these ops: the Transformer's MatMuls (or fused Attention) and the BiLSTM's LSTM. Embedding
 # tables (Gather) stay fp32: quantising them too cut a 6-layer MiniLM from 58 to 22 MB but moved its CoLA Matthews
 # score by 0.016, past the parity check's default 0.01.

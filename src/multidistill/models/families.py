@@ -1,5 +1,6 @@
-"""Where each Hugging Face encoder family keeps what feature distillation reads and how its stock classification
-head is laid out (for the Hugging Face export): one table keyed by `model_type`; and `QUIRKS`, what the rest of
+"""Where each Hugging Face encoder family keeps what feature distillation reads, how its stock classification
+head is laid out (the Hugging Face export) and which onnxruntime optimizer fuses its graph (`export --graph
+fused`): one table keyed by `model_type`; and `QUIRKS`, what the rest of
 the package must know of a family's config (position offsets, per-layer lists, stacks that cannot be cut).
 
 Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
@@ -60,6 +61,7 @@ class EncoderFamily:
     num_heads_key: str = "num_attention_heads"
     score: str = "Q K^T / sqrt(d) + mask"  # what the captured pre-softmax score is (docs/features.md)
     stock_head: StockHead | None = None  # None: its stock classifier cannot express our linear head exactly
+    ort_fusion: str | None = None  # onnxruntime transformer-optimizer model type for `export --graph fused`
 
     def projections(self) -> dict[str, str]:
         """Feature name -> projection module of one layer (a fused one appears under all three names)."""
@@ -75,21 +77,23 @@ FAMILIES: dict[str, EncoderFamily] = {
     family.model_type: family
     for family in (
         # MiniLM checkpoints are `bert`; BERT's stock classifier reads the pooler (dense + tanh).
-        EncoderFamily("bert", **_BERT_LIKE, stock_head=StockHead("tanh", "bert.pooler.dense", "classifier")),
-        EncoderFamily("roberta", **_BERT_LIKE, stock_head=_TANH_PROJ),
-        EncoderFamily("xlm-roberta", **_BERT_LIKE, stock_head=_TANH_PROJ),  # RoBERTa's modules under another name
-        EncoderFamily("camembert", **_BERT_LIKE, stock_head=_TANH_PROJ),
+        EncoderFamily("bert", **_BERT_LIKE, stock_head=StockHead("tanh", "bert.pooler.dense", "classifier"),
+                      ort_fusion="bert"),
+        EncoderFamily("roberta", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
+        # RoBERTa's modules under another name
+        EncoderFamily("xlm-roberta", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
+        EncoderFamily("camembert", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
         # MPNet adds a relative-position bias (shared by the layers) to the scores.
         EncoderFamily("mpnet", layers="encoder.layer", attention="attention.attn", query="attention.attn.q",
                       key="attention.attn.k", value="attention.attn.v",
                       score="Q K^T / sqrt(d) + relative position bias + mask", stock_head=_TANH_PROJ),
         # hidden_states[0] is after the embedding projection, if any
         EncoderFamily("electra", **_BERT_LIKE,
-                      stock_head=StockHead("gelu", "classifier.dense", "classifier.out_proj")),
+                      stock_head=StockHead("gelu", "classifier.dense", "classifier.out_proj"), ort_fusion="bert"),
         EncoderFamily("distilbert", layers="transformer.layer", attention="attention", query="attention.q_lin",
                       key="attention.k_lin", value="attention.v_lin", hidden_size_key="dim",
                       num_layers_key="n_layers", num_heads_key="n_heads",
-                      stock_head=StockHead("relu", "pre_classifier", "classifier")),
+                      stock_head=StockHead("relu", "pre_classifier", "classifier"), ort_fusion="bert"),
         # DeBERTa-v2/v3 never dispatches to SDPA; its score adds the disentangled relative-position terms. Its
         # stock classifier is a ContextPooler (dense + the config's pooler_hidden_act) and a linear layer.
         EncoderFamily("deberta-v2", layers="encoder.layer", attention="attention.self",
