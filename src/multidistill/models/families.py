@@ -1,7 +1,7 @@
 """Where each Hugging Face encoder family keeps what feature distillation reads, how its stock classification
 head is laid out (the Hugging Face export) and which onnxruntime optimizer fuses its graph (`export --graph
-fused`): one table keyed by `model_type`; and `QUIRKS`, what the rest of
-the package must know of a family's config (position offsets, per-layer lists, stacks that cannot be cut).
+fused`): one table keyed by `model_type`; and `QUIRKS`, what the rest of the package must know of a family's
+config (position offsets, per-layer lists, stacks that cannot be cut).
 
 Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
 are read from the family's `modeling_*.py` in transformers, and `tests/test_features.py` checks an entry against
