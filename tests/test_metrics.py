@@ -154,3 +154,30 @@ def test_the_metrics_a_task_spec_accepts_are_the_ones_computed():
     from multidistill.evaluation.metrics import METRICS
 
     assert sorted(name for names in TASK_METRICS.values() for name in names) == sorted(METRICS)
+
+
+def test_rows_without_a_label_are_left_out_of_scoring():
+    # Right on both labelled rows; the -1 rows (HF's "no gold label", e.g. SNLI) are neither right nor wrong.
+    logits = np.eye(3)[[0, 1, 0, 0]]
+    assert compute_metrics(["accuracy", "macro_f1"], logits, np.array([0, 1, -1, -1])) == {"accuracy": 1.0,
+                                                                                         "macro_f1": 1.0}
+    # Scores: only NaN is missing; -1.0 is a score like any other.
+    scores = np.array([-1.0, 0.0, 1.0, 5.0])
+    assert compute_metrics(["pearson"], scores, np.array([-1.0, 0.0, 1.0, np.nan]))["pearson"] == pytest.approx(1.0)
+    assert compute_metrics(["pearson"], scores, np.array([-1.0, 0.0, 1.0, 2.0]))["pearson"] < 1.0
+
+
+def test_nothing_labelled_scores_nan():
+    result = compute_metrics(["accuracy", "f1"], logits_for(np.array([0, 1])), np.array([-1, -1]))
+    assert all(math.isnan(value) for value in result.values())
+
+
+def test_a_domain_without_labelled_rows_is_left_out_of_the_domain_average():
+    """Its metrics would be NaN (nothing to score) and so would the average over domains."""
+    from multidistill.data.tasks import Task
+    from multidistill.evaluation.evaluate import domain_metrics
+
+    task = Task(name="t", labels=["a", "b"], metrics=["accuracy"]).model_copy(update={"domains": ("x", "y")})
+    logits = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    per_domain, average = domain_metrics(task, logits, np.array([0, 0, -1]), np.array([0, 0, 1]))
+    assert list(per_domain) == ["x"] and average == {"accuracy": 0.5}

@@ -203,3 +203,14 @@ def test_a_registered_loss_with_its_own_parameters_runs_under_the_loops_autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = objective(Model(), _batch("sst2", [0, 1]))
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+def test_tasks_reading_labels_are_those_whose_terms_read_gold_labels():
+    from multidistill.training.objective import tasks_reading_labels
+
+    tasks = [BUILTIN_TASKS["sst2"], BUILTIN_TASKS["stsb"]]
+    assert tasks_reading_labels(None, tasks) == ["sst2", "stsb"]  # the default objective has `hard`
+    soft_only = ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], regression=[LossTerm(loss="score_mse")])
+    assert tasks_reading_labels(soft_only, tasks) == []
+    mixed = ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], tasks={"sst2": [LossTerm(loss="hard")]})
+    assert tasks_reading_labels(mixed, tasks) == ["sst2", "stsb"]

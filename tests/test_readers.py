@@ -205,9 +205,28 @@ def test_hf_hub_local_fallback_with_int_label_names(tmp_path: Path) -> None:
     ds = read_split(_mnli_hf_task("mnli_hf"), "dev", tmp_path)
     assert ds["label"] == [1, 2, 0, -1]
     assert ds["text_b"] == ["h0", "h1", "h2", "h3"]
-    # Without int_label_names an int label is the class index itself.
+    # Without int_label_names a ClassLabel's integers stand for its own names, not for positions in the task's
+    # labels (which list them in another order here); -1 is its mark of a row without a label.
     plain = read_split(_mnli_hf_task("mnli_hf", int_label_names=None), "dev", tmp_path)
-    assert plain["label"] == [0, 1, 2, -1]
+    assert plain["label"] == [1, 2, 0, -1]
+
+
+def test_hf_classlabel_name_outside_the_task_labels_suggests_int_label_names(tmp_path: Path) -> None:
+    _save_mnli_like(tmp_path)
+    task = make_task("mnli_hf", fmt="hf_disk", labels=["contradiction", "entailment", "other"], pair=True,
+                     columns=Columns(text_a="premise", text_b="hypothesis", label="label"),
+                     hf_split="validation_matched")
+    err = str(read_error(task, data_root=tmp_path))
+    assert "row 1" in err and "'neutral'" in err and "int_label_names" in err
+
+
+def test_hf_plain_int_labels_are_positions_and_minus_one_is_no_label(tmp_path: Path) -> None:
+    # A plain int64 column (our own transfer sets): positions in the task's labels, -1 for an added row.
+    datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [1, 0, -1]}).save_to_disk(str(tmp_path / "ds"))
+    assert read_split(make_task("ds", fmt="hf_disk", labels=["neg", "pos"]), "train", tmp_path)["label"] == [1, 0, -1]
+    # ... but where '-1' is one of the task's labels, -1 is ambiguous: refused, never dropped.
+    err = str(read_error(make_task("ds", fmt="hf_disk", labels=["-1", "1"]), data_root=tmp_path))
+    assert "row 2" in err and "'-1' is one of the task's labels" in err
 
 
 def test_hf_hub_calls_load_dataset_for_hub_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,14 +249,18 @@ def test_hf_hub_calls_load_dataset_for_hub_names(tmp_path: Path, monkeypatch: py
     assert "nyu-mll/glue" in str(err) and "offline" in str(err)
 
 
-def test_hf_regression_minus_one_is_nan(tmp_path: Path) -> None:
-    data = {"s1": ["a", "b"], "s2": ["c", "d"], "label": [4.5, -1.0]}
+def test_hf_regression_minus_one_is_a_score_unless_declared(tmp_path: Path) -> None:
+    data = {"s1": ["a", "b", "c"], "s2": ["c", "d", "e"], "label": [4.5, -1.0, float("nan")]}
     datasets.Dataset.from_dict(data).save_to_disk(str(tmp_path / "sts"))
-    task = make_task("sts", fmt="hf_disk", type_="regression", pair=True,
-                     columns=Columns(text_a="s1", text_b="s2", label="label"))
-    ds = read_split(task, "train", tmp_path)
+    columns = Columns(text_a="s1", text_b="s2", label="label")
+    ds = read_split(make_task("sts", fmt="hf_disk", type_="regression", pair=True, columns=columns), "train", tmp_path)
     assert ds.features["label"] == datasets.Value("float32")
-    assert ds["label"][0] == pytest.approx(4.5) and math.isnan(ds["label"][1])
+    assert ds["label"][:2] == [4.5, -1.0] and math.isnan(ds["label"][2])  # only NaN means "no score"
+    # GLUE's STS-B test split on the hub marks its missing scores -1: no_label_value says so.
+    marked = make_task("sts", fmt="hf_disk", type_="regression", pair=True, columns=columns, no_label_value=-1)
+    assert [math.isnan(score) for score in read_split(marked, "train", tmp_path)["label"]] == [False, True, True]
+    with pytest.raises(ValidationError, match="no_label_value is for regression"):
+        make_task("sts", fmt="hf_disk", columns=Columns(text_a="s1", label="label"), no_label_value=-1)
 
 
 def test_unlabelled_file_and_domain_precedence(tmp_path: Path) -> None:
@@ -475,3 +498,110 @@ def test_a_csv_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path)
     path.write_text(f'text,label\n"{long_text}",1\nshort,0\n')
     records = list(readers.csv_records(iter(path.read_text().splitlines(keepends=True)), path))
     assert [fields[0] for _, fields in records][1:] == [long_text, "short"]
+
+
+# ------------------------------------------------------------------------------------- audit: messy files
+
+
+def test_unpaired_surrogate_in_jsonl_names_line_and_field(tmp_path: Path) -> None:
+    write(tmp_path, "a.jsonl", '{"text": "fine", "label": "1"}\n{"text": "cut \\ud83d", "label": "0"}\n')
+    err = read_error(make_task("a.jsonl", fmt="jsonl"), data_root=tmp_path)
+    assert err.line == 2 and "'text_a'" in str(err) and "surrogate U+D83D" in str(err)
+    write(tmp_path, "b.jsonl", '{"text": "fine", "label": "1", "id": "x\\udc00"}\n')
+    err = read_error(make_task("b.jsonl", fmt="jsonl", columns=Columns(text_a="text", label="label", id="id")),
+                     data_root=tmp_path)
+    assert err.line == 1 and "'id'" in str(err)
+    write(tmp_path, "ok.jsonl", '{"text": "a pair \\ud83d\\ude00 is fine", "label": "1"}\n')
+    assert read_split(make_task("ok.jsonl", fmt="jsonl"), "train", tmp_path)["text_a"] == ["a pair \U0001F600 is fine"]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "tsv", "csv"])
+def test_lone_cr_line_ends_are_refused_by_name(tmp_path: Path, fmt: str) -> None:
+    write(tmp_path, "a.f", "text\rfirst\rsecond\r" if fmt != "txt" else "first\rsecond\rthird\r")
+    columns = Columns(text_a=0) if fmt == "txt" else Columns(text_a="text")
+    err = str(read_error(make_task("a.f", fmt=fmt, columns=columns, type_="text", labels=[]), data_root=tmp_path))
+    assert "CR line ends" in err and "LF" in err
+    write(tmp_path, "crlf.txt", "first\r\nsecond\r\n")  # CRLF is fine
+    assert len(read_split(make_task("crlf.txt", fmt="txt", columns=Columns(text_a=0), type_="text", labels=[]),
+                          "train", tmp_path)) == 2
+
+
+def test_utf16_file_is_named(tmp_path: Path) -> None:
+    write(tmp_path, "a.tsv", "text\tlabel\nhi\t1\n".encode("utf-16"))
+    err = read_error(make_task("a.tsv"), data_root=tmp_path)
+    assert "UTF-16" in str(err) and "not valid UTF-8" not in str(err)
+
+
+def test_tsv_csv_quoting(tmp_path: Path) -> None:
+    # What pandas' to_csv(sep="\t") writes: quotes doubled inside quoted fields, tabs kept inside quotes.
+    write(tmp_path, "q.tsv", 'text\tlabel\n"He said ""great"""\t1\n"a\tb"\t0\nplain\t1\n')
+    assert "quoting: csv" in str(read_error(make_task("q.tsv"), data_root=tmp_path))  # the tab: a field too many
+    ds = read_split(make_task("q.tsv", quoting="csv"), "train", tmp_path)
+    assert ds["text_a"] == ['He said "great"', "a\tb", "plain"] and ds["label"] == [1, 0, 1]
+    write(tmp_path, "glue.tsv", 'text\tlabel\n"stray quote\t1\n')  # GLUE's default: quotes are text
+    assert read_split(make_task("glue.tsv"), "train", tmp_path)["text_a"] == ['"stray quote']
+    write(tmp_path, "bad.tsv", "text\tlabel\nno\tquotes\t1\n")
+    assert "set quoting" not in str(read_error(make_task("bad.tsv"), data_root=tmp_path))
+    with pytest.raises(ValidationError, match="quoting is a tsv setting"):
+        make_task("a.csv", fmt="csv", quoting="csv")
+
+
+def test_jsonl_raw_tab_hint(tmp_path: Path) -> None:
+    write(tmp_path, "a.jsonl", '{"text": "a\tb", "label": "1"}\n')
+    err = read_error(make_task("a.jsonl", fmt="jsonl"), data_root=tmp_path)
+    assert err.line == 1 and "must be escaped" in str(err)
+
+
+@pytest.mark.parametrize("score", ["1_000", "\u0661\u0662", "\uff13", "0x10"])
+def test_scores_are_plain_decimals(tmp_path: Path, score: str) -> None:
+    write(tmp_path, "a.tsv", f"text\tlabel\nx\t{score}\n")
+    err = read_error(make_task("a.tsv", type_="regression"), data_root=tmp_path)
+    assert err.line == 2 and "plain decimal" in str(err)
+
+
+def test_new_file_settings_keep_fingerprints_at_their_defaults() -> None:
+    from multidistill.data.tasks import fingerprint_spec
+
+    dump = fingerprint_spec(BUILTIN_TASKS["sst2"])
+    assert "quoting" not in dump["files"]["train"] and "no_label_value" not in dump["files"]["train"]
+    quoted = make_task("a.tsv", quoting="csv")
+    assert fingerprint_spec(quoted)["files"]["train"]["quoting"] == "csv"
+
+
+# ------------------------------------------------------------------------------------------ the Arrow cache
+
+
+def _cache(tmp_path: Path, name: str = "split") -> Path:
+    write(tmp_path, "a.tsv", "text\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(50)))
+    return readers.write_split_cache(make_task("a.tsv"), "train", tmp_path / "cache" / name, tmp_path)
+
+
+def test_truncated_example_cache_is_rebuilt(tmp_path: Path) -> None:
+    folder = _cache(tmp_path)
+    arrow = folder / readers.EXAMPLES_FILE
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # a full disk, a cut copy
+    ds = readers.open_split_cache(_cache(tmp_path), make_task("a.tsv"))
+    assert len(ds) == 50 and ds["text_a"][-1] == "row 49"
+
+
+def test_cache_of_an_older_reader_is_rebuilt(tmp_path: Path) -> None:
+    folder = _cache(tmp_path)
+    meta = json.loads((folder / readers.EXAMPLES_META).read_text())
+    (folder / readers.EXAMPLES_META).write_text(json.dumps({**meta, "format_version": 1}))
+    (folder / readers.EXAMPLES_FILE).write_bytes(b"not arrow")  # never opened: version 1 is not trusted
+    assert len(readers.open_split_cache(_cache(tmp_path), make_task("a.tsv"))) == 50
+
+
+def test_damaged_example_cache_read_is_a_data_error(tmp_path: Path) -> None:
+    folder = _cache(tmp_path)
+    arrow = folder / readers.EXAMPLES_FILE
+    arrow.write_bytes(b"\0" * arrow.stat().st_size)  # same size, garbage: found only when read
+    with pytest.raises(DataError, match="example cache .* is damaged"):
+        list(readers.read_cached_examples(folder))
+
+
+def test_dead_writers_temp_folders_of_other_keys_are_removed(tmp_path: Path) -> None:
+    dead = tmp_path / "cache" / ".otherkey.tmp-999999999-abc"  # no such pid
+    dead.mkdir(parents=True)
+    _cache(tmp_path)
+    assert not dead.exists()

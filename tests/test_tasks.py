@@ -189,3 +189,10 @@ def test_metrics_fit_the_task_type():
         with pytest.raises(ValidationError, match=match):
             Task(name="t", **spec)
     assert set(METRICS) >= {m for task in BUILTIN_TASKS.values() for m in task.metrics}
+
+
+def test_a_task_name_with_a_dot_is_refused_when_the_spec_loads() -> None:
+    """A '.' passed the plain-name check, then the model's heads (a ModuleDict) raised a KeyError at build time."""
+    with pytest.raises(ValidationError, match=r"'sst\.v2' holds a '\.'.*'sst_v2'"):
+        Task(name="sst.v2", labels=["neg", "pos"])
+    assert Task(name="sst_v2-1", labels=["neg", "pos"]).name == "sst_v2-1"

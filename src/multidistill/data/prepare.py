@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from multidistill.config import DataConfig
@@ -75,11 +76,22 @@ class PreparedData:
 
 
 def prepare_data(data: DataConfig, tokenizer, max_length: int, *, max_examples_per_task: int | None,
-                 seed: int, need_train: bool = True) -> PreparedData:
-    """Read (and validate) every split first, then build or reuse the cached tokenised views."""
+                 seed: int, need_train: bool = True, labelled_train: Collection[str] = ()) -> PreparedData:
+    """Read (and validate) every split first, then build or reuse the cached tokenised views.
+
+    The eval split of every task with a head must hold labelled rows (it is scored), and so must the training
+    split of each task in ``labelled_train`` (those whose loss terms read gold labels,
+    `training.objective.tasks_reading_labels`): otherwise a `DataError`, before any view is built.
+    """
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     check_min_length(tokenizer, max_length, list(store.tasks.values()))
     store.validate((["train"] if need_train else []) + [data.eval_split])
+    for name, task in store.tasks.items():
+        if task.has_head:
+            store.require_labels(name, data.eval_split, f"split '{data.eval_split}' is scored against its labels "
+                                 "(data.eval_split)")
+        if need_train and name in labelled_train:
+            store.require_labels(name, "train", "the task's loss terms read gold labels (e.g. hard)")
     tasks = list(store.tasks.values())  # after reading: a domain column's names are known now (`Task.domains`)
     # Training reads rows at random: positional reads keep memory flat however large the views are.
     train_sets = ({t.name: store.tokenized_rows(t.name, "train", tokenizer, max_length) for t in tasks}

@@ -16,6 +16,7 @@ import csv
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import pyarrow as pa
 from multidistill.data.roots import HOW_TO_SET, describe_data_root, resolve_data_root
 from multidistill.data.tasks import DataFile, Task
 from multidistill.errors import DataError
-from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.atomic import atomic_dir, remove_stale_temps
 from multidistill.utils.interrupt import raise_if_interrupted
 
 COLUMN_ORDER: tuple[str, ...] = ("id", "text_a", "text_b", "label", "domain")
@@ -36,7 +37,8 @@ HF_FORMATS = ("hf_disk", "hf_hub")
 CHUNK_ROWS = 10_000  # rows held as Python objects at a time (one Arrow record batch each)
 EXAMPLES_FILE = "examples.arrow"
 EXAMPLES_META = "examples.json"
-CACHE_VERSION = 1
+# 2: ClassLabel names, -1 scores and stricter text (surrogates, CR ends, scores): rows read by 1 may be wrong.
+CACHE_VERSION = 2
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest regression score a float32 head can be trained on
 
 Record = Mapping[Any, Any]
@@ -101,6 +103,7 @@ def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: 
     if _cached_rows(folder) is not None:
         return folder
     schema = features_for(task).arrow_schema
+    remove_stale_temps(folder.parent)  # killed writers of any key: a run with another key never reuses their names
     with atomic_dir(folder) as tmp:
         everything = tmp / f"all-{EXAMPLES_FILE}"
         n_rows = write_batches(everything, split_batches(task, split, data_root), schema)
@@ -116,7 +119,8 @@ def write_split_cache(task: Task, split: str, cache_dir: str | Path, data_root: 
         else:
             write_batches(tmp / EXAMPLES_FILE, _take_rows(everything, keep), schema)
             everything.unlink()
-        meta = {"format_version": CACHE_VERSION, "rows": n_rows if keep is None else len(keep)}
+        meta = {"format_version": CACHE_VERSION, "rows": n_rows if keep is None else len(keep),
+                "bytes": (tmp / EXAMPLES_FILE).stat().st_size}
         (tmp / EXAMPLES_META).write_text(json.dumps(meta))
     return folder
 
@@ -135,18 +139,35 @@ def open_split_cache(folder: str | Path, task: Task) -> datasets.Dataset:
         return dataset
     if dataset is not None:
         problem = f"{len(dataset)} rows where {EXAMPLES_META} says {_cached_rows(folder)}, or another schema"
-    raise DataError(f"the example cache {folder} is damaged ({problem}); delete the folder to rebuild it",
-                    path=folder / EXAMPLES_FILE)
+    raise _damaged_cache(folder, problem)
+
+
+def read_cached_examples(folder: str | Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of a folder written by `write_split_cache`, read one at a time (not mapped); a file
+    that cannot be read is a `DataError` naming the folder."""
+    folder = Path(folder)
+    try:
+        yield from read_batches(folder / EXAMPLES_FILE)
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid... mid-stream for a damaged file
+        raise_if_interrupted(exc)
+        raise _damaged_cache(folder, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _damaged_cache(folder: Path, problem: str) -> DataError:
+    return DataError(f"the example cache {folder} is damaged ({problem}); delete the folder to rebuild it",
+                     path=folder / EXAMPLES_FILE)
 
 
 def _cached_rows(folder: Path) -> int | None:
-    """The row count of a complete cache folder, or None when there is none (or it is not readable)."""
+    """The row count of a complete cache folder, or None when there is none, it is not readable or its file is
+    not the size it was written with (truncated by a full disk or a cut copy: it is then rebuilt)."""
     try:
         meta = json.loads((folder / EXAMPLES_META).read_text())
+        size = (folder / EXAMPLES_FILE).stat().st_size
     except (OSError, ValueError):
         return None
-    complete = isinstance(meta, dict) and meta.get("format_version") == CACHE_VERSION
-    return meta.get("rows") if complete and (folder / EXAMPLES_FILE).is_file() else None
+    complete = isinstance(meta, dict) and meta.get("format_version") == CACHE_VERSION and meta.get("bytes") == size
+    return meta.get("rows") if complete else None
 
 
 def write_batches(path: Path, batches: Iterable[pa.RecordBatch], schema: pa.Schema | None = None) -> int:
@@ -294,20 +315,33 @@ def _missing(source: _Source, kind: str = "data file") -> DataError:
 # ---------------------------------------------------------------------------------------------- text files
 
 
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def decode_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` with line endings kept, decoding UTF-8 one line at a time so a bad
     byte is reported with its line number (the first line may start with a BOM, as MRPC's does).
-    ``what`` names the file in a read error ("the data file for ...", "the input")."""
+    ``what`` names the file in a read error ("the data file for ...", "the input"). A UTF-16 file and one
+    with lone-CR line ends (old Mac, Excel for Mac) are refused by name: read as UTF-8 lines they would be
+    "bad bytes" or, worse, one line holding the whole file."""
     try:
         with path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
+                if number == 1 and raw.startswith(UTF16_BOMS):
+                    raise DataError("the file is UTF-16 (it starts with a UTF-16 byte-order mark); re-save it as "
+                                    "UTF-8", path=path, line=1)
                 try:
-                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as e:
                     # e.object is the line after any BOM was removed, so index it rather than raw.
                     bad = e.object[e.start:e.end].hex(" ")
                     raise DataError(f"not valid UTF-8 (bytes {bad} at byte offset {e.start}); re-save the "
                                     "file as UTF-8", path=path, line=number) from e
+                # No \n at all (the first line is the whole file) but CRs inside it: CR line ends.
+                if number == 1 and not line.endswith("\n") and "\r" in line.rstrip("\r"):
+                    raise DataError("the file uses CR line ends (no LF anywhere); convert them to LF, e.g. "
+                                    "tr '\\r' '\\n' < in > out", path=path)
+                yield number, line
     except OSError as e:
         raise DataError(f"cannot read {what}: {e.strerror or e}", path=path) from e
 
@@ -317,12 +351,13 @@ def decode_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
 CSV_FIELD_LIMIT = 2**31 - 1
 
 
-def csv_records(lines: Iterator[str], path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Quoted CSV records as ``(first line number, fields)``; a record may span lines, blank lines are skipped."""
+def csv_records(lines: Iterator[str], path: Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """Quoted CSV records as ``(first line number, fields)``; a record may span lines, blank lines are skipped.
+    ``delimiter`` "\\t" reads TSV written with CSV quoting (`DataFile.quoting` csv)."""
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
     # csv.reader counts the lines it pulls from ``lines``, which are exactly the file's physical lines.
-    reader = csv.reader(lines, strict=True)
+    reader = csv.reader(lines, strict=True, delimiter=delimiter)
     while True:
         start = reader.line_num + 1
         try:
@@ -343,7 +378,12 @@ def _decoded_lines(source: _Source) -> Iterator[tuple[int, str]]:
 
 
 def _read_tsv(source: _Source) -> Iterator[tuple[int, Record]]:
-    """GLUE TSV: split on tabs with no quote processing (GLUE text has unbalanced ``"``)."""
+    """GLUE TSV: split on tabs with no quote processing (GLUE text has unbalanced ``"``); with ``quoting: csv``
+    CSV-style quotes, as pandas' ``to_csv(sep="\\t")`` writes them."""
+    if source.data_file.quoting == "csv":
+        rows = csv_records((line for _, line in _decoded_lines(source)), source.path, delimiter="\t")
+        yield from _rows_to_records(source, rows, "tab")
+        return
     lines = ((n, line.rstrip("\r\n")) for n, line in _decoded_lines(source))
     yield from _rows_to_records(source, ((n, line.split("\t")) for n, line in lines if line), "tab")
 
@@ -374,8 +414,11 @@ def _rows_to_records(source: _Source, rows: Iterator[tuple[int, list[str]]],
     any_rows = False
     for number, fields in data_rows:
         if len(fields) != len(keys):
+            quoted = sep == "tab" and source.data_file.quoting == "none" and any('"' in field for field in fields)
+            hint = ("; if the file quotes its fields as CSV does (pandas' to_csv(sep='\\t')), set quoting: csv"
+                    if quoted else "")
             raise DataError(f"has {len(fields)} {sep}-separated fields but {width_of} has {len(keys)}; "
-                            f"a field probably contains a stray {sep} or the row is truncated",
+                            f"a field probably contains a stray {sep} or the row is truncated{hint}",
                             path=source.path, line=number)
         any_rows = True
         yield number, dict(zip(keys, fields, strict=True))
@@ -432,7 +475,9 @@ def _read_jsonl(source: _Source) -> Iterator[tuple[int, Record]]:
         try:
             obj = json_object_line(line)
         except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-            raise DataError(f"invalid JSON ({e}); each line must be one JSON object", path=source.path,
+            hint = ("; a raw tab or other control character inside a string must be escaped (\\t, \\n)"
+                    if "control character" in str(e) else "")
+            raise DataError(f"invalid JSON ({e}){hint}; each line must be one JSON object", path=source.path,
                             line=number) from e
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=source.path,
@@ -495,16 +540,33 @@ def _load_hf(source: _Source) -> datasets.Dataset:
     return loaded
 
 
+class ClassIndex:
+    """A class index read from a `datasets.ClassLabel` column, with that column's names: it stands for the
+    class the dataset names, not for a position in the task's labels."""
+
+    __slots__ = ("index", "names")
+
+    def __init__(self, index: int, names: tuple[str, ...]) -> None:
+        self.index = index
+        self.names = names
+
+
 def _read_hf(source: _Source) -> Iterator[tuple[int, Record]]:
-    """Rows of a Hugging Face dataset, keyed by column name; the position is the 0-based row index."""
+    """Rows of a Hugging Face dataset, keyed by column name; the position is the 0-based row index. A
+    classification task's ClassLabel label column yields `ClassIndex` values."""
     dataset = _load_hf(source)
     needed = source.needed_columns()
     _check_named_columns(source, needed, list(dataset.column_names), "the dataset")
     names = sorted(set(needed.values()), key=str)
     columns = dataset.select_columns(names)
+    label = needed.get("label")
+    feature = dataset.features[label] if label is not None and source.task.type == "classification" else None
+    class_names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     # Column-wise conversion to Python is far faster than iterating rows one by one; a chunk at a time.
     for start in range(0, len(columns), CHUNK_ROWS):
         values = columns[start:start + CHUNK_ROWS]
+        if class_names is not None:
+            values[label] = [ClassIndex(v, class_names) if isinstance(v, int) else v for v in values[label]]
         for i in range(len(values[names[0]])):
             yield start + i, {name: values[name][i] for name in names}
 
@@ -626,13 +688,22 @@ class _Converter:
         value = value.rstrip("\r\n")
         if not value.strip():
             raise self._error(pos, f"empty text (column '{column}'); drop the row or fill it in", field)
+        self._check_utf8(pos, value, field)
         return value
+
+    def _check_utf8(self, pos: int, value: str, field: str) -> None:
+        # A JSON "\ud83d" escape without its pair (a cut emoji) decodes to a lone surrogate, which Arrow, the
+        # tokenizer and every file written later refuse. isascii() is O(1): only other text is encoded.
+        problem = None if value.isascii() else surrogate_problem(value)
+        if problem is not None:
+            raise self._error(pos, f"{problem}; fix or drop the row", field)
 
     def _scalar(self, pos: int, record: Record, field: str, *, required: bool) -> str:
         value = self._raw(pos, record, field)
         if isinstance(value, (list, dict)):
             raise self._error(pos, f"expected a single value, got {type(value).__name__}", field)
         text = "" if value is None else str(value).strip()
+        self._check_utf8(pos, text, field)
         if required and not text:
             raise self._error(pos, f"empty {field} (column '{getattr(self.columns, field)}')", field)
         return text
@@ -650,10 +721,10 @@ class _Converter:
         if self.columns.label is None:
             return self.no_label
         value = self._raw(pos, record, "label")
+        if isinstance(value, ClassIndex):
+            return self._class_index(pos, value)
         is_int = isinstance(value, int) and not isinstance(value, bool)
-        if self.is_hf and isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1:
-            return self.no_label  # HF GLUE test splits mark missing labels with -1
-        if self.is_hf and self.regression and isinstance(value, float) and math.isnan(value):
+        if self.is_hf and isinstance(value, float) and math.isnan(value):
             return self.no_label  # our own saved datasets (augmented transfer sets) mark missing scores with NaN
         if value is None or str(value).strip() == "":
             raise self._error(pos, f"empty label (column '{self.columns.label}'); every row of a labelled "
@@ -669,25 +740,71 @@ class _Converter:
         return self.label_index[text]
 
     def _score(self, pos: int, value: Any) -> float:
-        try:
-            score = math.nan if isinstance(value, bool) else float(str(value).strip())
-        except (ValueError, OverflowError):
-            score = math.nan
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            score = float(value)  # a number column (hf_disk / hf_hub, JSON numbers)
+        else:
+            text = str(value).strip()
+            # float() also takes "1_000", Arabic-Indic digits and other Unicode numerals: plain decimals only.
+            score = float(text) if not isinstance(value, bool) and _DECIMAL.fullmatch(text) else math.nan
         if not math.isfinite(score):
-            raise self._error(pos, f"regression label {str(value)!r} is not a finite number", "label")
+            raise self._error(pos, f"regression label {str(value)!r} is not a finite number (plain decimal "
+                                   "digits, e.g. 3.8 or 1e-3)", "label")
         if abs(score) > FLOAT32_MAX:  # scores are trained as float32: 1e300 would become inf there
             raise self._error(pos, f"regression label {str(value)!r} is outside the float32 range "
                                    f"(|score| <= {FLOAT32_MAX:.4g}); rescale the scores", "label")
+        if score == self.source.data_file.no_label_value:
+            return self.no_label
         return score
 
+    def _class_index(self, pos: int, value: ClassIndex) -> int:
+        """A ClassLabel's index: the class its own names give it (or int_label_names, when set); -1 is the
+        `datasets` mark of a row without a label."""
+        if value.index == -1:
+            return self.no_label
+        if self.source.data_file.int_label_names is not None:
+            return self._int_label(pos, value.index)
+        if not 0 <= value.index < len(value.names):
+            raise self._error(pos, f"class index {value.index} is out of range for the dataset's ClassLabel "
+                                   f"({len(value.names)} names)", "label")
+        name = value.names[value.index]
+        if name not in self.label_index:
+            raise self._error(pos, f"class {value.index} of the dataset's ClassLabel is named {name!r}, which is not "
+                                   f"one of the task's labels {self.task.labels}; rename the task's labels, or set "
+                                   f"{self.source.key}.int_label_names to the task label each class index stands for",
+                              "label")
+        return self.label_index[name]
+
     def _int_label(self, pos: int, value: int) -> int:
+        """A plain integer (no class names in the data): a position in int_label_names or in the task's labels;
+        -1, which is no position, marks a row without a label (as in our own transfer sets)."""
         names = self.source.data_file.int_label_names
+        if value == -1:
+            if "-1" in self.label_index:
+                raise self._error(pos, "integer label -1: integers of a column without class names are positions "
+                                       "in the task's labels (or int_label_names), and -1 means 'no label', but "
+                                       "'-1' is one of the task's labels; store the column as text "
+                                       "(dataset.cast_column(name, Value('string'))) or as a ClassLabel", "label")
+            return self.no_label
         size = len(names) if names is not None else len(self.task.labels)
         if not 0 <= value < size:
             what = "int_label_names" if names is not None else "the task's labels"
             raise self._error(pos, f"integer label {value} is out of range for {what} ({size} entries)",
                               "label")
         return self.label_index[names[value]] if names is not None else value
+
+
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def surrogate_problem(text: str) -> str | None:
+    """What is wrong with ``text`` if it holds an unpaired UTF-16 surrogate (which no UTF-8 file, Arrow column or
+    tokenizer takes), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"unpaired surrogate U+{ord(text[e.start]):04X} at character {e.start} (half of a \\uXXXX pair, "
+                "e.g. a cut emoji)")
+    return None
 
 
 class _SeenIds:

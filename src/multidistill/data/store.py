@@ -6,8 +6,10 @@ the data's size), written into a temporary folder that is renamed into place, an
     <cache_dir>/examples/<task>/<split>/<data key>/             the validated rows (`readers.write_split_cache`)
     <cache_dir>/tokenized/<task>/<split>/<view key>/            view.arrow + dataset_info.json
 
-The data key hashes the source file, the task spec and the subset; the view key adds the tokenizer and the
-max length.
+The data key hashes the source file, the task spec and the subset; the view key adds the reader's version, the
+tokenizer (with the settings its serialisation leaves out: truncation and padding side, input names) and the max
+length. Each folder records the size of its Arrow file: one found shorter or longer (a full disk, a cut copy) is
+rebuilt, and temporary folders that killed writers left beside it are removed.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from pathlib import Path
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from multidistill.data.domains import DomainSelection, domain_codes, read_domains
 from multidistill.data.readers import (
-    EXAMPLES_FILE,
+    CACHE_VERSION,
     open_split_cache,
-    read_batches,
+    read_cached_examples,
     split_batches,
     write_batches,
     write_split_cache,
@@ -31,7 +34,7 @@ from multidistill.data.readers import (
 from multidistill.data.rows import ArrowRows
 from multidistill.data.tasks import Task, fingerprint_spec
 from multidistill.errors import DataError
-from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.atomic import atomic_dir, remove_stale_temps
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
 from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.paths import inside, resolve_path
@@ -81,7 +84,7 @@ class ExampleStore:
         spec = self.tasks[task]
         if not spec.has_domains or spec.domains or task in self._domains_read:
             return spec.domains
-        batches = {split: read_batches(self._examples_folder(task, split) / EXAMPLES_FILE)
+        batches = {split: read_cached_examples(self._examples_folder(task, split))
                    if self._limit(task, split) is None and self._selection(task, split) is None
                    else split_batches(spec, split, self.data_root) for split in spec.splits}
         found = read_domains(spec, batches)
@@ -111,6 +114,25 @@ class ExampleStore:
 
     def has_split(self, task: str, split: str) -> bool:
         return split in self.tasks[task].splits
+
+    def labelled_rows(self, task: str, split: str) -> int:
+        """How many rows of the split carry a gold label (unlabelled ones hold -1, or NaN for a score)."""
+        label = self.examples(task, split).data.column("label")
+        has_label = pc.invert(pc.is_nan(label)) if pa.types.is_floating(label.type) else pc.greater_equal(label, 0)
+        return int(pc.sum(has_label).as_py() or 0)
+
+    def require_labels(self, task: str, split: str, why: str) -> None:
+        """Refuse a split without a single labelled row (``why`` says what needs them), naming task and split."""
+        if self.labelled_rows(task, split):
+            return
+        spec = self.tasks[task]
+        unmapped = any(f.columns.label is None for _, f in spec.split_files(split))
+        cause = ("its file maps no label column (columns.label)" if unmapped
+                 else "every row's label is missing (-1, or NaN for a score)")
+        files = [Path(f.path) for _, f in spec.split_files(split)]
+        path = (files[0] if files[0].is_absolute() else self.data_root / files[0]) if len(files) == 1 else None
+        raise DataError(f"task '{task}' split '{split}' has no labelled rows: {cause}, but {why}; map the label "
+                        "column, or give a split with labels", path=path)
 
     def validate(self, splits: list[str] | tuple[str, ...]) -> None:
         """Read every task's ``splits`` now, so bad data stops a run before anything is written (a text task's
@@ -163,6 +185,8 @@ class ExampleStore:
             if not path.is_absolute():
                 path = self.data_root / path
             hashes.append(hash_path(path) if path.exists() else source.path)
+        if not hashes:
+            raise DataError(f"task '{spec.name}' has no file for split '{split}' (it has: {', '.join(spec.splits)})")
         # One file (every task without domain_files) hashes as before; a domain per file, as the list.
         return hashes[0] if not spec.domain_files else hash_json(hashes)
 
@@ -170,22 +194,26 @@ class ExampleStore:
         """The folder of the tokenised view, built first if the cache does not hold it yet."""
         domains = self.domains(task)
         payload = {"data": self.data_fingerprint(task, split), "tokenizer": hash_tokenizer(tokenizer),
-                   "max_length": max_length, "layout": VIEW_LAYOUT}
+                   "max_length": max_length, "layout": VIEW_LAYOUT, "reader": CACHE_VERSION,
+                   # Not in the tokenizer's serialisation, yet they change the ids (truncation_side) or columns.
+                   "tokenizer_settings": [getattr(tokenizer, name, None) for name in
+                                          ("truncation_side", "padding_side", "model_input_names")]}
         if domains:  # the view holds domain ids: indices into these names
             payload["domains"] = list(domains)
         key = hash_json(payload)
         folder = inside(self.cache_dir, "tokenized", task, split, key[:16])
-        if not (folder / VIEW_META).is_file():
+        if not _view_complete(folder):
             # Streamed from the raw Arrow file (read, not mapped), so building a view never maps the raw rows.
-            raw = self._examples_folder(task, split) / EXAMPLES_FILE
+            raw = self._examples_folder(task, split)
+            remove_stale_temps(folder.parent)  # killed writers of any key: a later run may never use theirs
             with atomic_dir(folder) as tmp:
                 rows = write_batches(tmp / VIEW_FILE, tokenize_batches(
-                    read_batches(raw), tokenizer, max_length, pair=_pairing(self.tasks[task]),
+                    read_cached_examples(raw), tokenizer, max_length, pair=_pairing(self.tasks[task]),
                     domains=domains or None, what=f"task '{task}' split '{split}'"))
                 with pa.OSFile(str(tmp / VIEW_FILE), "rb") as written:
                     schema = pa.ipc.open_stream(written).schema
                 datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema)).write_to_directory(str(tmp))
-                (tmp / VIEW_META).write_text(json.dumps({"rows": rows}))
+                (tmp / VIEW_META).write_text(json.dumps({"rows": rows, "bytes": (tmp / VIEW_FILE).stat().st_size}))
         return folder
 
     def tokenized(self, task: str, split: str, tokenizer, max_length: int) -> datasets.Dataset:
@@ -207,6 +235,15 @@ class ExampleStore:
         except Exception as exc:
             raise_if_interrupted(exc)
             raise _damaged_view(folder, exc) from exc
+
+
+def _view_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished view whose file is the size it was written with."""
+    try:
+        meta = json.loads((folder / VIEW_META).read_text())
+        return isinstance(meta, dict) and meta.get("bytes") == (folder / VIEW_FILE).stat().st_size
+    except (OSError, ValueError):
+        return False
 
 
 def _damaged_view(folder: Path, exc: Exception) -> DataError:

@@ -67,9 +67,16 @@ class DataFile(BaseModel):
     def _path_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, PurePath) else value  # `path=Path(...)` from Python
     int_label_names: list[str] | None = Field(
-        None, description="For integer labels in a HF dataset: the task label each index stands for."
+        None, description="For integer labels in a HF dataset: the task label each index stands for (without it, a "
+        "ClassLabel column's own names, else positions in the task's labels)."
     )
     domain: str | None = Field(None, description="Domain of every row of this file (Amazon domains).")
+    quoting: Literal["none", "csv"] = Field(
+        "none", description="tsv only: none splits on tabs and keeps every quote (GLUE's text has stray quotes); csv "
+        "reads CSV-style quoted fields, as pandas' to_csv(sep='\\t') writes them.")
+    no_label_value: float | None = Field(
+        None, description="Regression only: a score that marks a row without one (e.g. -1 in GLUE's STS-B test split "
+        "on the hub); such rows are unlabelled, as a NaN score always is.")
 
     @model_validator(mode="before")
     @classmethod
@@ -81,6 +88,8 @@ class DataFile(BaseModel):
 
     @model_validator(mode="after")
     def _check_txt(self) -> DataFile:
+        if self.quoting != "none" and self.format != "tsv":
+            raise ValueError(f"'{self.path}': quoting is a tsv setting (csv is always read with quotes); remove it")
         if self.format == "txt":
             cols = self.columns
             if cols.text_a != 0 or any(getattr(cols, f) is not None for f in ("text_b", "label", "id", "domain")):
@@ -95,7 +104,8 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description=f"Unique task name; used for the head, in metrics and as a folder name in caches "
-                      f"and signal stores, so it must match `{NAME_CHARACTERS}` (at most 100 characters).")
+                      f"and signal stores, so it must match `{NAME_CHARACTERS}` (at most 100 characters) and hold "
+                      "no '.' (it names the task's head, a PyTorch module).")
     type: TaskType = Field("classification", description="classification, regression, or text (an "
                           "unlabelled corpus for general distillation).")
     labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
@@ -129,7 +139,11 @@ class Task(BaseModel):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
-        return check_name(name, "task name")
+        check_name(name, "task name")
+        if "." in name:  # a head is the PyTorch module `heads.<name>`, and module names cannot hold a '.'
+            raise ValueError(f"task name {name!r} holds a '.', which PyTorch module names (the task's head) cannot; "
+                             f"use '_' or '-' instead (e.g. {name.replace('.', '_')!r})")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> Task:
@@ -154,6 +168,9 @@ class Task(BaseModel):
         for where, data_file in self.all_files():
             if self.pair and data_file.columns.text_b is None:
                 raise ValueError(f"task '{self.name}': pair task but {where}.columns.text_b is not set")
+            if data_file.no_label_value is not None and self.type != "regression":
+                raise ValueError(f"task '{self.name}': {where}.no_label_value is for regression scores only; "
+                                 "remove it")
         return self
 
     def _check_metrics(self) -> None:
@@ -284,15 +301,21 @@ class Task(BaseModel):
 
 
 def fingerprint_spec(task: Task) -> dict:
-    """The spec as data fingerprints hash it: fields added since (domain_files) are left out while at their
-    default, so the caches of tasks that do not use them keep their keys, and `domains` is always left out (it
-    changes no row: the views, which hold domain ids, add it to their own key)."""
+    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, a file's quoting and
+    no_label_value) are left out while at their default, so the caches of tasks that do not use them keep their
+    keys, and `domains` is always left out (it changes no row: the views, which hold domain ids, add it to their
+    own key)."""
     dump = task.model_dump(mode="json")
     dump.pop("domains")
     if not dump["domain_files"]:
         dump.pop("domain_files")
     if not dump["keep_pairs"]:  # as before the field: each text alone
         dump.pop("keep_pairs")
+    for data_file in [*dump["files"].values(), *(f for files in dump.get("domain_files", {}).values()
+                                                for f in files.values())]:
+        for name, default in (("quoting", "none"), ("no_label_value", None)):
+            if data_file[name] == default:
+                data_file.pop(name)
     dump["sources"] = [fingerprint_spec(source) for source in task.sources]
     return dump
 

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from multidistill.data.tasks import Task
-from multidistill.evaluation.metrics import average_score, compute_metrics
+from multidistill.evaluation.metrics import average_score, compute_metrics, labelled
 
 BASELINE_MARGIN = 0.01
 """A task's score within this of its trivial baseline (main metric, absolute) is flagged: not retention."""
 AT_BASELINE_MARK = "†"
 """Marks such a score in tables."""
+
+
+def _labelled(labels: np.ndarray) -> np.ndarray:
+    return labels[labelled(labels)]
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,6 @@ class TrivialBaseline:
     main: float
 
 
-def _labelled(labels: np.ndarray, regression: bool) -> np.ndarray:
-    """Labelled rows only: unlabelled ones hold -1 (classification) or NaN (regression)."""
-    return labels[~np.isnan(labels)] if regression else labels[labels >= 0]
-
-
 def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) -> TrivialBaseline:
     """Score ``task``'s trivial predictor, fitted on ``train_labels``, on ``eval_labels`` with the task's metrics.
 
@@ -45,8 +44,8 @@ def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) 
     """
     regression = task.type == "regression"
     dtype = np.float64 if regression else np.int64
-    train = _labelled(np.asarray(list(train_labels), dtype=dtype), regression)
-    gold = _labelled(np.asarray(list(eval_labels), dtype=dtype), regression)
+    train = _labelled(np.asarray(list(train_labels), dtype=dtype))
+    gold = _labelled(np.asarray(list(eval_labels), dtype=dtype))
     if not len(train) or not len(gold):
         raise ValueError(f"task '{task.name}': a trivial baseline needs labelled training and dev rows")
     if regression:

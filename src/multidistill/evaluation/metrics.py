@@ -38,12 +38,28 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+def labelled(labels: np.ndarray) -> np.ndarray:
+    """Which rows carry a gold label: unlabelled ones hold -1 (class indices) or NaN (scores, where -1 is one)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":
+        return ~np.isnan(labels)
+    return labels >= 0 if labels.dtype.kind in "iu" else np.ones(labels.shape, dtype=bool)
+
+
 def compute_metrics(names: list[str], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Compute each named metric. ``predictions`` are logits/probabilities (N, C) or scores (N,)."""
+    """Compute each named metric over the labelled rows (`labelled`): a row without a label is neither right
+    nor wrong. ``predictions`` are logits/probabilities (N, C) or scores (N,). With no labelled row at all every
+    metric is NaN (nothing to score; `data.prepare` refuses such an eval split up front)."""
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise ConfigError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
-    return {name: METRICS[name](np.asarray(predictions), np.asarray(labels)) for name in names}
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    keep = labelled(labels)
+    if not keep.any():
+        return {name: float("nan") for name in names}
+    if not keep.all():
+        predictions, labels = predictions[keep], labels[keep]
+    return {name: METRICS[name](predictions, labels) for name in names}
 
 
 def average_score(main_scores: Mapping[str, float]) -> float:

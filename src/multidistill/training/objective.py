@@ -16,7 +16,7 @@ losses (features are never averaged: a mean of relation or attention maps is not
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +47,14 @@ def reads_inputs(config: ObjectiveConfig, tasks: Mapping[str, Task], names: froz
     config = config or ObjectiveConfig()
     return any(set(getattr(LOSSES.get(term.loss), "inputs", ())) & names
                for task in tasks.values() for term in config.terms_for(task))
+
+
+def tasks_reading_labels(config: ObjectiveConfig | None, tasks: Iterable[Task]) -> list[str]:
+    """The names of ``tasks`` whose configured terms read gold labels: their training rows must hold some
+    (`data.prepare.prepare_data`'s ``labelled_train``), or such a term would be 0 at every step."""
+    config = config or ObjectiveConfig()
+    return [task.name for task in tasks if task.has_head
+            and any("labels" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in config.terms_for(task))]
 
 
 @dataclass

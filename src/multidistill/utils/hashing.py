@@ -38,4 +38,8 @@ def hash_tokenizer(tokenizer: Any) -> str:
     else:
         body = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     extra = {"class": type(tokenizer).__name__, "special": tokenizer.all_special_tokens}
+    # Which end a long text loses changes the ids; recorded only when not the default, so fingerprints made
+    # before it was recorded stay valid.
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        extra["truncation_side"] = tokenizer.truncation_side
     return hashlib.sha256((body + json.dumps(extra, sort_keys=True)).encode()).hexdigest()
