@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,18 @@ def make_run(root: Path, *, benchmark: bool = True, stages: bool = True) -> Path
         _stage(run / "teacher-seed-1", 300, 1.2, 0.76)
         _stage(run / "student", 450, 6.0, 0.72)
     return run
+
+
+def record_stage(folder: Path, finished_ago_s: float = 3600, **fields) -> Path:
+    """A recipe stage's stage.json, as recipes/stages.py writes it when the stage finishes ``finished_ago_s`` ago
+    (before summary.json, for a positive value)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    moment = time.time() - finished_ago_s
+    path = folder / "stage.json"
+    path.write_text(json.dumps({"format_version": 1, "name": folder.name, "fingerprint": "0" * 64,
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(moment)), **fields}))
+    os.utime(path, (moment, moment))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -418,15 +432,12 @@ def test_stage_times_are_summed_per_family_and_old_records_are_flagged(tmp_path)
     from multidistill.report.inputs import STAGE_FILE
 
     assert STAGE_FILE == STAGE_MANIFEST
-    run_dir = make_run(tmp_path, benchmark=False)
+    run_dir = make_run(tmp_path, benchmark=False, stages=False)
     times = {"meta-teacher": 600.0, "student-books-seed-1": 100.0, "student-books-seed-2": 110.0,
              "student-dvd-seed-1": 90.0, "student-nokd-books-seed-1": 30.0, "student-nokd-dvd-seed-1": 20.0}
     for stage, seconds in times.items():
-        (run_dir / stage).mkdir()
-        record = {"name": stage, "seconds": seconds, **({} if stage == "meta-teacher" else {"parts": 1})}
-        (run_dir / stage / "stage.json").write_text(json.dumps(record))
-    (run_dir / "broken").mkdir()
-    (run_dir / "broken" / "stage.json").write_text(json.dumps({"name": "broken"}))
+        record_stage(run_dir / stage, seconds=seconds, **({} if stage == "meta-teacher" else {"parts": 1}))
+    record_stage(run_dir / "broken")
     text = build_report(run_dir).read_text()
     section = text.split("## Time per stage")[1].split("\n## ")[0]
     assert "Wall time of the 6 finished stages, 15.8 min in all" in section
@@ -538,3 +549,132 @@ def test_the_run_summary_table_shows_the_seed_spread(tmp_path, capsys):
     write_summary(tmp_path, rows, "meta-teacher", ["books", "dvd"], split="test")
     table = " ".join(capsys.readouterr().out.split())
     assert "0.8500 ± 0.0100" in table and "0.8400 ± 0.0050" in table and "0.8600 │" in table
+
+
+def _recipe_run(root: Path) -> Path:
+    """A recipe's run folder as it is when the recipe ends: stage folders with their stage.json, then
+    summary.json written after the last of them."""
+    run = make_run(root, benchmark=False)
+    for stage in ("teacher-seed-1", "student"):
+        record_stage(run / stage, seconds=12.0, parts=1)
+    return run
+
+
+def test_a_stage_made_again_after_the_summary_makes_the_report_say_it_is_stale(tmp_path, capsys):
+    """The summary's rows describe models a recipe made before; a stage removed and started again (failed or stopped:
+    no stage.json, a pending record) or finished again (a stage.json newer than summary.json) no longer matches
+    them, and the report says so at the top and on stderr."""
+    run = _recipe_run(tmp_path)
+    text = build_report(run).read_text()
+    assert "Warning" not in text and "stale" not in capsys.readouterr().err  # a finished recipe: no warning
+    # A copied folder: every file newer than summary.json, but stage.json's recorded finish is older.
+    for record in run.glob("*/stage.json"):
+        os.utime(record)
+    assert "stale" not in build_report(run).read_text()
+
+    (run / "student" / "stage.json").unlink()  # `rm -r student`, then a re-run that failed mid-stage
+    (run / ".pending").mkdir()
+    (run / ".pending" / "student.json").write_text("{}")
+    record_stage(run / "teacher-seed-1", finished_ago_s=-60, seconds=5.0, parts=1)  # made again since
+    text = build_report(run).read_text()
+    head = text.split("## At a glance")[0]
+    assert "> **Warning:** summary.json may be stale: stage `student` started but did not finish" in head
+    assert "> **Warning:** summary.json is stale: stage `teacher-seed-1` finished after it was written" in head
+    err = capsys.readouterr().err
+    assert "warning:" in err and "`student`" in err and "`teacher-seed-1`" in err
+
+
+def test_a_single_training_run_is_reported_as_one_row_from_its_metrics(tmp_path):
+    """`train-teacher` / `distill` write metrics.json, not summary.json: the report is one row and says what to run
+    for a teacher-student comparison."""
+    run = tmp_path / "my-teacher"
+    _stage(run, 90, 1.0, 0.8)
+    (run / "config.yaml").write_text("kind: teacher\ndata:\n  eval_split: dev\n")
+    metrics = {"tasks": {"sst2": {"accuracy": 0.91}}, "main": {"sst2": 0.91}, "average": 0.91,
+               "trivial_baselines": {"sst2": {"predictor": "always '1'", "main": 0.51, "metrics": {"accuracy": 0.51}}}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report(run).read_text()
+    assert "| my-teacher (reference) | 0.9100 | 0.9100 | 100.0 |" in text
+    assert "`my-teacher` is a single training run (`multidistill train-teacher`)" in text.split("## Quality")[0]
+    assert "`multidistill run recipe.yaml`" in text and "read `metrics.json`" in text
+    assert (run / "report" / "training_curves.png").is_file() and "stale" not in text
+
+
+def test_os_junk_files_do_not_make_an_earlier_report_foreign(tmp_path):
+    run = make_run(tmp_path, benchmark=False, stages=False)
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0")  # a folder a file browser has shown is still an empty one
+    build_report(run, out)
+    for junk in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        (out / junk).write_bytes(b"\0")
+    build_report(run, out)
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "retention.png"]
+
+
+def test_a_stage_record_of_a_newer_format_is_refused_by_name(tmp_path):
+    from multidistill.recipes.stages import STAGE_VERSION
+    from multidistill.report.inputs import STAGE_VERSION as READ_VERSION
+
+    assert READ_VERSION == STAGE_VERSION
+    run = _recipe_run(tmp_path)
+    record_stage(run / "student", format_version=STAGE_VERSION + 1, seconds=1.0)
+    with pytest.raises(DataError, match=r"student/stage\.json.*format_version 2 is newer than this multidistill "
+                                        r"reads \(1\).*upgrade multidistill"):
+        build_report(run)
+    assert not (run / "report").exists()
+
+
+def test_the_report_names_the_ensemble_the_students_learned_from(tmp_path):
+    """MT-DNN-KD's summary names its first teacher as reference; its students learned from the ensemble, whose row
+    it records: the report keeps the recipe's reference, says what each student keeps of the ensemble too, and
+    counts the ensemble's models."""
+    run = make_run(tmp_path, benchmark=False, stages=False)
+    summary = _summary()
+    rows = summary["rows"]
+    ensemble = {t: v + 0.01 for t, v in rows[REFERENCE]["metrics"]["main"].items()}
+    summary["rows"] = {REFERENCE: rows[REFERENCE], "ensemble of 3": {"metrics": {"main": ensemble},
+                                                                     "params": 3 * 33_360_000},
+                       "student: bilstm": rows["student: bilstm"]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run).read_text()
+    assert f"reference: **{REFERENCE}**." in text and "distilled from **ensemble of 3**" in text
+    assert "| ensemble of 3 |" in text and "| 100.1M (3 models) |" in text
+    kept = sum(ROWS["student: bilstm"][0].values()) / sum(ensemble.values())
+    assert f"student: bilstm {100 * kept:.1f}%" in text
+    kept = sum(ROWS["student: bilstm"][0].values()) / sum(rows[REFERENCE]["metrics"]["main"].values())
+    assert f"**student: bilstm** keeps **{100 * kept:.1f}%**" in text
+
+
+def test_a_row_of_several_models_counts_all_their_parameters():
+    from multidistill.report.build import fmt_duration, fmt_params
+
+    assert fmt_params({"params": 13_200, "models": 3}) == "13.2K (3 models)"
+    assert fmt_params({"params": 4_400, "models": 1}) == "4.4K"
+    assert [fmt_duration(s) for s in (0.44, 4.24, 9.96, 42.0, 600.0)] == ["0.4 s", "4.2 s", "10.0 s", "42 s",
+                                                                         "10.0 min"]
+
+
+def test_at_a_glance_compares_speed_and_size_on_the_same_runtime(tmp_path):
+    """ONNX is 3x PyTorch for teacher and student alike: the student is not '3x faster' than the teacher on PyTorch.
+    A student larger on disk is 'larger', not '0.5x smaller'; a runtime the reference lacks is named."""
+    run = make_run(tmp_path, stages=False)
+    bench = _benchmark()
+    models = bench["models"]
+    for name in models:
+        for stats in models[name]["runtimes"].values():
+            stats["disk_bytes"] = 8_000_000 if name == "student-bilstm" else 4_000_000
+    (run / "benchmark.json").write_text(json.dumps(bench))
+    text = build_report(run).read_text()
+    teacher = models["teacher-minilm-l12"]["runtimes"]
+    bilstm = models["student-bilstm"]["runtimes"]
+    faster = teacher["onnx_int8"]["latency_ms_median"] / bilstm["onnx_int8"]["latency_ms_median"]
+    throughput = bilstm["onnx_int8"]["throughput_examples_per_s"] / teacher["onnx_int8"]["throughput_examples_per_s"]
+    assert (f"- **student-bilstm** is fastest on ONNX int8: {bilstm['onnx_int8']['latency_ms_median']:.2f} ms at "
+            f"batch 1; against teacher-minilm-l12 on ONNX int8 too: {faster:.1f}× faster at batch 1, "
+            f"{throughput:.2f}× its throughput, 2.0× larger on disk; score 0.8572 (reference 0.9111).") in text
+    del teacher["onnx_int8"]
+    (run / "benchmark.json").write_text(json.dumps(bench))
+    text = build_report(run).read_text()
+    assert ("against teacher-minilm-l12 on PyTorch fp32 (teacher-minilm-l12 has no ONNX int8 timing): "
+            in text)

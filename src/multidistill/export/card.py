@@ -11,6 +11,7 @@ Every number comes from the record, which `multidistill.export.card_record` fill
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,9 +341,10 @@ def _scores_section(record: CardRecord) -> str:
         lines.append(row + (" - |" if trivial else ""))
     notes = [f"Scored on each task's `{record.eval_split}` split."]
     if with_teacher:
-        notes.append(f"Teacher: {_whose(record)} dev scores from its run's `metrics.json`. Retention: this model's "
-                     "main score (each task's first metric) over the teacher's; the average row over the tasks both "
-                     "were scored on. A teacher score at or below 0 gives no retention.")
+        notes.append(f"Teacher: {_whose(record)} dev scores from its run's `metrics.json`. Retention is against "
+                     "that column: this model's main score (each task's first metric) over the teacher's; the average "
+                     "row over the tasks both were scored on. A teacher score at or below 0 gives no retention."
+                     + _not_the_ensemble(record))
         if elsewhere:
             notes.append(f"This model was scored on other domains than its teacher (task "
                          f"{', '.join(sorted(elsewhere))}): the teacher's scores on this model's domains are in the "
@@ -363,6 +365,16 @@ def _whose(record: CardRecord) -> str:
     if shown == len(record.teachers):
         return f"the mean of the {shown} teachers'"
     return f"the mean over the teachers whose scores are shown ({shown} of {len(record.teachers)}; see Model)"
+
+
+def _not_the_ensemble(record: CardRecord) -> str:
+    """With several teachers, why this card's retention differs from a recipe report's: the report's reference is
+    the ensemble's score (their averaged predictions), this card's the mean of each teacher's own score."""
+    if sum(1 for t in record.teachers if t.metrics) < 2:
+        return ""
+    return (" The teachers' mean score is not their ensemble's score (the averaged predictions this student learned "
+            "from): a recipe's report.md measures retention against the ensemble where its summary.json records it, "
+            "so its numbers differ from these.")
 
 
 def _baseline_note(trivial: Mapping[str, Mapping]) -> str:
@@ -552,15 +564,15 @@ def _usage_section(record: CardRecord) -> str:
 def _made_by_section(record: CardRecord) -> str:
     lines = ["## How it was made", ""]
     if record.command:
-        where = f"Run in `{record.command_cwd}` (its relative paths read from there):" if record.command_cwd else ""
-        lines += [*([where, ""] if where else []), "```bash", record.command, "```", ""]
+        # The cd goes in the block: the command's relative paths (config, data) read from that folder.
+        lines += ["```bash", _in_folder(record.command, record.command_cwd), "```", ""]
     elif record.command_unrecorded:
         lines += ["Started by a command that was not recorded (a version that kept no command.json).", ""]
     else:
         lines += ["Made from Python (no command line recorded).", ""]
     if record.resumed_by:
         folders = record.resumed_in or (None,) * len(record.resumed_by)
-        resumes = [(command or "# (from Python)") + (f"  # run in {cwd}" if command and cwd else "")
+        resumes = [_in_folder(command, cwd) if command else "# (from Python)"
                    for command, cwd in zip(record.resumed_by, folders, strict=False)]
         lines += ["Resumed by:", "", "```bash", *resumes, "```", ""]
     if record.config_file:
@@ -571,6 +583,11 @@ def _made_by_section(record: CardRecord) -> str:
         settings = _export_settings(record)
         lines.append(f"Exported from `{record.export['source']}`" + (f"; {settings}." if settings else "."))
     return "\n".join(lines).rstrip()
+
+
+def _in_folder(command: str, cwd: str | None) -> str:
+    """``command`` as one line to paste into a shell: ``cd '<cwd>' && <command>`` when its folder is known."""
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd else command
 
 
 def _export_settings(record: CardRecord) -> str:

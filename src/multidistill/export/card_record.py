@@ -154,26 +154,55 @@ def _initialisation(model: dict) -> tuple[str | None, str | None]:
 
 
 def _train_files(data: dict) -> dict[str, str]:
-    """Each task's training file as the run's config names it (a transfer set is a folder outside the data root)."""
+    """Each task's training file as the run's config names it (a transfer set is a folder outside the data root):
+    of a task with domains, only the domains the run kept (``domains_include`` / ``domains_exclude``), each with the
+    share of its rows it kept (``domain_fraction``) and the fold it left out (``domain_holdout``)."""
     from multidistill.data.tasks import Task, get_task
 
     try:
         declared = {spec["name"]: Task.model_validate(spec) for spec in data.get("task_specs") or []}
-        refs = [ref if isinstance(ref, str) else ref["name"] for ref in data.get("tasks") or []]
-        tasks = [get_task(name, declared) for name in refs]
+        refs = [{"name": ref} if isinstance(ref, str) else dict(ref) for ref in data.get("tasks") or []]
+        tasks = [(get_task(ref["name"], declared), ref) for ref in refs]
     except Exception:  # a config this version cannot read: the card names the data root only
         return {}
     files = {}
-    for task in tasks:
+    for task, ref in tasks:
+        kept = _kept_domains(task.domains, ref)
+        left_out = [d for d in task.domains if d not in kept]
         if "train" in task.files:
             train = task.files["train"]
             files[task.name] = f"`{train.path}`" + (f" ({train.format})" if train.format != "tsv" else "")
+            if left_out:  # one file, a domain column: the rows of the kept domains
+                files[task.name] += f", the rows of domain{'s' * (len(kept) > 1)} {', '.join(kept)} only"
+            shares = [f"{domain}{share}" for domain in kept if (share := _domain_share(domain, ref))]
+            files[task.name] += f" ({'; '.join(shares)})" if shares else ""
         elif task.domain_files:
-            files[task.name] = ", ".join(f"{domain} `{split['train'].path}`"
-                                         for domain, split in task.domain_files.items() if "train" in split)
+            files[task.name] = ", ".join(f"{domain} `{split['train'].path}`{_domain_share(domain, ref)}"
+                                         for domain, split in task.domain_files.items()
+                                         if "train" in split and domain in kept)
+            if left_out:
+                files[task.name] += f" (domain{'s' * (len(left_out) > 1)} {', '.join(left_out)} left out)"
         elif task.from_tasks:
             files[task.name] = f"the `train` texts of {', '.join(task.from_tasks)}"
     return files
+
+
+def _kept_domains(domains: tuple[str, ...], ref: dict) -> list[str]:
+    """The domains a task reference keeps: its ``domains_include``, or all but its ``domains_exclude``."""
+    include, exclude = ref.get("domains_include"), ref.get("domains_exclude") or []
+    return [d for d in domains if (include is None or d in include) and d not in exclude]
+
+
+def _domain_share(domain: str, ref: dict) -> str:
+    """What of one domain's training rows a run kept, when not all: its ``domain_fraction`` and ``domain_holdout``."""
+    notes = []
+    fraction = (ref.get("domain_fraction") or {}).get(domain)
+    if fraction is not None and fraction < 1:
+        notes.append(f"{fraction:.0%} of its rows, seeded")
+    holdout = ref.get("domain_holdout") or {}
+    if holdout.get("domain") == domain:
+        notes.append(f"fold {holdout.get('fold')} of {holdout.get('folds')} left out")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _objective(config: dict, tasks: list[TaskInfo]) -> dict[str, tuple[str, ...]]:

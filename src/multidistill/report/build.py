@@ -7,6 +7,7 @@ missing or unreadable drop their section with a note saying why, instead of fail
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages, spr
 from multidistill.report.inputs import (
     BENCHMARK_FILE,
     HISTORY_FILE,
+    METRICS_FILE,
     STAGE_FILE,
     SUMMARY_FILE,
     TENSORBOARD_DIR,
@@ -26,11 +28,13 @@ from multidistill.report.inputs import (
     load_stage_times,
     load_summary,
     load_training,
+    stale_summary,
 )
 from multidistill.report.stage_names import stage_families, without_seed
 from multidistill.utils.atomic import atomic_dir
 
 REPORT_DIR = "report"
+OS_JUNK = {".ds_store", "thumbs.db", "desktop.ini"}  # files a file browser drops in any folder it shows
 
 
 # -------------------------------------------------------------------------------------------- formatting
@@ -80,10 +84,19 @@ def fmt_count(value: float | None) -> str:
 
 
 def fmt_duration(seconds: float) -> str:
-    """``42 s``, ``12.5 min``, ``3.2 h``."""
+    """``4.2 s`` (one decimal below 10 s, where a whole second is a large part), ``42 s``, ``12.5 min``, ``3.2 h``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def fmt_params(row: dict) -> str:
+    """A summary row's parameters; a row scored from several models (per-task fine-tunes, an ensemble) counts
+    them all, and says how many."""
+    models = row.get("models", 1)
+    return fmt_count(row["params"]) + (f" ({models} models)" if models > 1 and row["params"] else "")
 
 
 def fmt_mb(num_bytes: float | None) -> str:
@@ -133,6 +146,17 @@ def score_label(benchmark: dict) -> str:
     if len(tasks) == 1:
         return f"dev score ({tasks[0]}, main metric{cap})"
     return f"dev score (mean main metric over {', '.join(tasks)}{cap})"
+
+
+def axis_score_label(benchmark: dict, width: int = 60) -> str:
+    """`score_label`, short enough for a figure's axis: past ``width`` characters the tasks are counted, not listed
+    (report.md's column list names them)."""
+    label = score_label(benchmark)
+    if len(label) <= width:
+        return label
+    tasks = benchmark.get("tasks") if isinstance(benchmark.get("tasks"), list) else []
+    rows = scored_rows(benchmark)
+    return f"dev score (mean main metric over {len(tasks)} tasks{f', first {rows} rows each' if rows else ''})"
 
 
 def max_length_text(benchmark: dict) -> str:
@@ -193,10 +217,15 @@ def _parameters(fewer: float) -> str:
     return f" with {1 / fewer:.1f}× more parameters" if fewer <= 0.95 else " with as many parameters"
 
 
+def _ratio(ratio: float, better: str, worse: str, same: str) -> str:
+    """'2.0× smaller' / '1.5× larger' / 'as large' for a ratio > 1 meaning ``better`` (within 5%: the same)."""
+    if ratio >= 1.05:
+        return f"{ratio:.1f}× {better}"
+    return f"{1 / ratio:.1f}× {worse}" if ratio <= 0.95 else same
+
+
 def _glance(summary: dict, benchmark: dict | None) -> list[str]:
     """One line per model answering 'how much quality did I keep' and 'how much faster/smaller is it'."""
-    from multidistill.report.plots import runtime_label
-
     lines = []
     split = summary["split"]  # Meta-KD reports test where the task has one
     reference, rows = summary["reference"], summary["rows"]
@@ -216,33 +245,54 @@ def _glance(summary: dict, benchmark: dict | None) -> list[str]:
         if row.get("at_baseline"):
             text += f" (no better than a constant predictor on {', '.join(row['at_baseline'])})"
         lines.append(text + ".")
-    if benchmark:
-        ref_name = benchmark.get("reference")
-        ref_model = benchmark["models"].get(ref_name)
-        rows = scored_rows(benchmark)
-        for name, model in benchmark["models"].items():
-            if name == ref_name:
-                continue
-            timed = [(r, s["latency_ms_median"]) for r, s in model["runtimes"].items() if s.get("latency_ms_median")]
-            if not timed:
-                continue
-            runtime, latency = min(timed, key=lambda item: item[1])
-            stats = model["runtimes"][runtime]
-            speedup = json_number((benchmark["speedup"].get(name) or {}).get(runtime))
-            text = f"- **{name}** is fastest on {runtime_label(runtime)}: {fmt_ms(latency)} ms at batch 1"
-            if speedup:
-                text += f", throughput {speedup:.2f}× {ref_name}'s"
-            disk = _runtime_value(model, stats, "disk_bytes")
-            if ref_model and ref_model.get("disk_bytes") and disk:
-                text += f", {ref_model['disk_bytes'] / disk:.1f}× smaller on disk"
-            score = _runtime_value(model, stats, "score")
-            if score is not None:
-                text += f", score {fmt_score(score)}"
-                if ref_model and ref_model.get("score") is not None:
-                    text += f" (reference {fmt_score(ref_model['score'])})"
-                if rows is not None:
-                    text += f" on the first {rows} dev rows per task"
-            lines.append(text + ".")
+    return lines + (_speed_glance(benchmark) if benchmark else [])
+
+
+def _speed_glance(benchmark: dict) -> list[str]:
+    """Per benchmarked model, its fastest runtime against the reference on that same runtime, so a runtime's gain
+    (ONNX over PyTorch) is not read as distillation's; where the reference was not timed on it, against the
+    reference's PyTorch fp32, naming both runtimes."""
+    from multidistill.report.plots import runtime_label
+
+    lines = []
+    ref_name = benchmark.get("reference")
+    ref_model = benchmark["models"].get(ref_name) or {"runtimes": {}}
+    ref_timed = {r: s for r, s in ref_model["runtimes"].items() if s.get("latency_ms_median")}
+    rows = scored_rows(benchmark)
+    for name, model in benchmark["models"].items():
+        if name == ref_name:
+            continue
+        timed = [(r, s["latency_ms_median"]) for r, s in model["runtimes"].items() if s.get("latency_ms_median")]
+        if not timed:
+            continue
+        runtime, latency = min(timed, key=lambda item: item[1])
+        stats = model["runtimes"][runtime]
+        text = f"- **{name}** is fastest on {runtime_label(runtime)}: {fmt_ms(latency)} ms at batch 1"
+        against = runtime if runtime in ref_timed else next(
+            (r for r in ("pytorch_fp32", *ref_timed) if r in ref_timed), None)
+        ref_stats = ref_timed.get(against, {})
+        if against is not None:
+            text += (f"; against {ref_name} on {runtime_label(runtime)} too: " if against == runtime else
+                     f"; against {ref_name} on {runtime_label(against)} ({ref_name} has no {runtime_label(runtime)} "
+                     f"timing): ")
+            parts = [_ratio(ref_stats["latency_ms_median"] / latency, "faster", "slower", "as fast") + " at batch 1"]
+            mine, theirs = stats.get("throughput_examples_per_s"), ref_stats.get("throughput_examples_per_s")
+            if mine and theirs:
+                parts.append(f"{mine / theirs:.2f}× its throughput")
+            disk, ref_disk = _runtime_value(model, stats, "disk_bytes"), _runtime_value(ref_model, ref_stats,
+                                                                                         "disk_bytes")
+            if disk and ref_disk:
+                parts.append(_ratio(ref_disk / disk, "smaller", "larger", "as large") + " on disk")
+            text += ", ".join(parts)
+        score = _runtime_value(model, stats, "score")
+        if score is not None:
+            text += f"; score {fmt_score(score)}"
+            ref_score = _runtime_value(ref_model, ref_stats, "score") if ref_stats else ref_model.get("score")
+            if ref_score is not None:
+                text += f" (reference {fmt_score(ref_score)})"
+            if rows is not None:
+                text += f" on the first {rows} dev rows per task"
+        lines.append(text + ".")
     return lines
 
 
@@ -268,17 +318,19 @@ def _time_section(times: dict) -> list[str]:
 
 def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchmark_note: str | None,
                     training: dict, figures: dict[str, Path | None], inputs: list[str],
-                    times: dict | None = None) -> str:
+                    times: dict | None = None, warnings: list[str] | None = None) -> str:
     """The text of report.md; ``figures`` maps a figure key to its PNG (None when it was not drawn); ``times``
-    is `load_stage_times`' result (no time section without it)."""
+    is `load_stage_times`' result (no time section without it); ``warnings`` (`stale_summary`) head the report."""
     times = times or {"seconds": {}, "last_part_only": [], "files": [], "notes": []}
     from multidistill.report.plots import runtime_label
 
     reference, tasks, rows = summary["reference"], summary["tasks"], summary["rows"]
     split = summary["split"]
     base = rows[reference]
-    out = [f"# Distillation report: {run_dir.resolve().name}", "",
-           f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from `{run_dir}`; reference: **{reference}**.", ""]
+    out = [f"# Distillation report: {run_dir.resolve().name}", ""]
+    out += [line for warning in warnings or [] for line in (f"> **Warning:** {warning}", "")]
+    out += [f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from `{run_dir}`; reference: **{reference}**.", ""]
+    out += [line for paragraph in summary.get("intro", []) for line in (paragraph, "")]
     glance = _glance(summary, benchmark)
     if glance:
         out += ["## At a glance", "", *glance, ""]
@@ -306,7 +358,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
                       *(marked(row, t, fmt_score(row["main"].get(t)) + spread_text(runs.get(t))) for t in tasks),
                       fmt_score(row["average"]) + spread_text(seed_averages(runs, tasks)),
                       fmt_pct(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
-                      fmt_count(row["params"])])
+                      fmt_params(row)])
     if baseline:
         table.append([baseline["name"], *(fmt_score(baseline["main"].get(t)) for t in tasks),
                       fmt_score(baseline["average"]), fmt_pct(baseline["retention"]), fmt_pct(0.0), "–"])
@@ -432,12 +484,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
     if out_dir.exists() and not out_dir.is_dir():  # a file there would be swapped out for the report folder
         raise DataError("is a file, not a folder: nothing was written; choose a folder with --out", path=out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.md").is_file():
+    held = [p for p in out_dir.iterdir() if p.name.lower() not in OS_JUNK] if out_dir.is_dir() else []
+    if held and not (out_dir / "report.md").is_file():
         # Replacing it would delete what it holds (a recipe's stage folder named report, the user's files).
         raise DataError("is not empty and holds no report.md, so it is not an earlier report: nothing was "
                         "written; choose another folder with --out", path=out_dir)
-    if out_dir.is_dir():  # an earlier report holds report.md and its figures only; anything else is someone's
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name != "report.md" and p.suffix != ".png")
+    if held:  # an earlier report holds report.md and its figures only; anything else is someone's
+        foreign = sorted(p.name for p in held if p.name != "report.md" and p.suffix != ".png")
         if foreign:
             raise DataError(f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} beside report.md, "
                             "which replacing it as an earlier report would delete: nothing was written; choose "
@@ -446,21 +499,25 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     benchmark, benchmark_note = load_benchmark(run_dir)
     training = load_training(run_dir, skip=out_dir)
     times = load_stage_times(run_dir, skip=out_dir)
-    inputs = [SUMMARY_FILE, *([BENCHMARK_FILE] if benchmark else []), *training["files"], *times["files"]]
+    warnings = stale_summary(run_dir, skip=out_dir)
+    source = SUMMARY_FILE if (run_dir / SUMMARY_FILE).is_file() else METRICS_FILE
+    inputs = [source, *([BENCHMARK_FILE] if benchmark else []), *training["files"], *times["files"]]
 
     from multidistill.report import plots
+    from multidistill.report.colours import model_colours
 
-    # One colour per model in every figure: summary rows first (the reference leads), then benchmark models and
-    # stage folders (a demo's stage folders carry its models' names).
-    colours = plots.model_colours([summary["reference"], *summary["rows"], *(benchmark or {}).get("models", {}),
-                                   *training["loss"], *training["dev"]])
+    # One colour per model in every figure (`colours.model_keys`): a crowded training figure colours its stage
+    # families by member instead, so its stages take no colours from the models'.
+    stages = list(dict.fromkeys([*training["loss"], *training["dev"]]))
+    colours = model_colours(summary["rows"], summary["reference"], [] if len(stages) > plots.MAX_CURVES else stages,
+                            (benchmark or {}).get("models", {}))
     with atomic_dir(out_dir) as tmp:
         figures: dict[str, Path | None] = {
             "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
                                               tmp / "retention.png", colours=colours,
                                               split=summary["split"]),
             "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
-                                                   colours=colours),
+                                                   colours=colours, tasks=training["tasks"]),
             "seeds": plots.plot_seed_scores(summary["rows"], summary["tasks"], tmp / "seeds.png", colours=colours,
                                             split=summary["split"]),
             "speed": None,
@@ -468,8 +525,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         if benchmark:
             figures["speed"] = plots.plot_score_vs_speed(
                 benchmark["models"], tmp / "score_vs_latency.png", task=benchmark.get("task"),
-                score_label=score_label(benchmark), reference=benchmark.get("reference"),
+                score_label=axis_score_label(benchmark), reference=benchmark.get("reference"),
                 batch_size=benchmark["settings"].get("batch_size", 32), colours=colours)
-        text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs, times)
+        text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs, times,
+                               warnings)
         (tmp / "report.md").write_text(text, encoding="utf-8")
+    for warning in warnings:  # also where the person who ran the command sees it, not only in report.md
+        print(f"warning: {run_dir}: {warning}", file=sys.stderr)
     return out_dir / "report.md"

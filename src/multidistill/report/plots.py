@@ -16,12 +16,16 @@ import matplotlib
 # Select the file-only backend before pyplot is imported: a report must never need a display.
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm, to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from multidistill.evaluation.retention import retention  # noqa: E402
 from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
+from multidistill.report.colours import PALETTE, palette, text_colour  # noqa: E402
 from multidistill.report.stage_names import mean_label, stage_families, without_seed, without_seeds_label  # noqa: E402
 
 DPI = 130
@@ -82,24 +86,14 @@ def display_names(names: Sequence[str]) -> dict[str, str]:
     return shown
 
 
-def _colours(count: int) -> list:
-    palette = plt.get_cmap("tab10" if count <= 10 else "tab20")
-    return [palette(i % palette.N) for i in range(count)]
-
-
-def model_colours(names: Sequence[str]) -> dict[str, Any]:
-    """One colour per model name, in first-seen order: the report passes the same mapping to every plot, so a
-    model (the teacher, a student) has the same colour in the retention, speed and training figures."""
-    names = list(dict.fromkeys(names))
-    return dict(zip(names, _colours(len(names)), strict=True))
-
-
 def _with_colours(names: Sequence[str], colours: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``colours`` for ``names``; names it lacks get colours after the ones it already uses."""
+    """``colours`` for ``names``; names it lacks get palette colours it does not use yet."""
     mapping = dict(colours or {})
     missing = [n for n in dict.fromkeys(names) if n not in mapping]
     if missing:
-        mapping.update(zip(missing, _colours(len(mapping) + len(missing))[len(mapping):], strict=True))
+        used = {to_hex(c) for c in mapping.values()}
+        spare = [c for c in PALETTE if to_hex(c) not in used] or list(PALETTE)
+        mapping.update((name, spare[i % len(spare)]) for i, name in enumerate(missing))
     return mapping
 
 
@@ -281,14 +275,18 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
     return _finish(fig, out)
 
 
+MAX_BARS = 48  # retention bars (rows x task groups) past which, or past MAX_BAR_ROWS rows, a heatmap is drawn
+MAX_BAR_ROWS = 6
+
+
 def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path,
                    colours: Mapping[str, Any] | None = None, split: str = "dev") -> Path | None:
-    """Grouped bars: per task, the % of the reference row's main score each other row keeps, plus "average".
+    """Per task plus "average": the % of the reference row's main score each other row keeps.
 
-    ``rows`` maps a row name to {"main": {task: score}}; every bar is `retention` (the "average" group over the
-    tasks a row shares with the reference). A task whose reference score is not positive has no meaningful
-    ratio (e.g. a CoLA MCC near 0) and is marked "n/a". Returns None when
-    there is no row besides the reference.
+    ``rows`` maps a row name to {"main": {task: score}}; every value is `retention` (the "average" group over the
+    tasks a row shares with the reference). A task whose reference score is not positive has no meaningful ratio
+    (e.g. a CoLA MCC near 0) and is marked "n/a". Grouped bars while they stay readable; past `MAX_BAR_ROWS` rows
+    or `MAX_BARS` bars, a heatmap (rows x tasks) instead. Returns None when there is no row besides the reference.
     """
     others = [name for name in rows if name != reference]
     if not others:
@@ -300,39 +298,83 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
         kept = retention(row.get("main") or {}, base.get("main") or {}, tasks if group == "average" else [group])
         return 100.0 * kept.ratio if kept else None
 
+    values = {name: [value(rows[name], group) for group in groups] for name in others}
+    if len(others) > MAX_BAR_ROWS or len(others) * len(groups) > MAX_BARS:
+        return _retention_heatmap(values, groups, reference, split, out)
+    return _retention_bars(values, groups, reference, split, out, _with_colours([reference, *others], colours))
+
+
+def _retention_bars(values: dict[str, list[float | None]], groups: list[str], reference: str, split: str,
+                    out: str | Path, colour: Mapping[str, Any]) -> Path:
+    """Grouped bars, one per row and group, each labelled with its value where the label never meets the 100%
+    line: inside a bar up to 100%, above a bar past it (or too short to hold it)."""
+    others = list(values)
     width = min(0.8 / len(others), 0.3)
     fig_width = max(8.0, 1.5 + len(groups) * (0.45 + width * len(others) * 1.3))
     fig, ax = plt.subplots(figsize=(min(fig_width, 18.0), 5.5), dpi=DPI)
-    colour = _with_colours([reference, *others], colours)  # the reference keeps its colour, unused here
-    heights: list[float] = []
+    heights = [pct for row in values.values() for pct in row if pct is not None]
+    vertical = len(others) > 2
+    # A label's extent in data units, from the axes' height before layout (layout only makes the axes taller).
+    label_pt = 8 * (0.62 * 5 if vertical else 1.2)  # "100.0" at 8 pt: its length rotated, else its height
+    top, bottom = max([100.0, *heights]), min([0.0, *heights])
+    span = (top - bottom) * 1.1
+    axes_pt = ax.get_position().height * fig.get_figheight() * 72
+    extent, pad = span * label_pt / axes_pt, span * 4 / axes_pt
+    ax.set_ylim(bottom - ((extent + 2 * pad) if bottom < 0 else 0), max(top * 1.05, top + extent + 2 * pad))
     labelled: set[str] = set()
-    value_labels_vertical = len(others) > 2
     for k, name in enumerate(others):
         offset = (k - (len(others) - 1) / 2) * width
-        for g, group in enumerate(groups):
-            pct = value(rows[name], group)
+        for g, pct in enumerate(values[name]):
             x = g + offset
             if pct is None:
-                ax.text(x, 2, "n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="#666666")
+                ax.text(x, pad, "n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="#666666")
                 continue
-            heights.append(pct)
             ax.bar(x, pct, width * 0.92, color=colour[name], edgecolor="black", linewidth=0.5,
                    label=None if name in labelled else short_name(name, 34, lines=2))
             labelled.add(name)
-            # Values sit inside tall bars, below the 100% line, so the two never cross.
-            inside = pct >= 25
-            y, va = (pct - 1.5, "top") if inside or pct < 0 else (pct + 1.5, "bottom")
-            ax.text(x, y, f"{pct:.1f}", ha="center", va=va, fontsize=8, color="white" if inside else "black",
-                    fontweight="bold" if inside else "normal", rotation=90 if value_labels_vertical else 0)
-    ax.axhline(100, color="black", ls="--", lw=1.1, label="reference = 100%")
-    ax.axvline(len(tasks) - 0.5, color="#999999", lw=0.8)
-    top = max([100.0, *heights])
-    bottom = min([0.0, *heights])
-    ax.set_ylim(bottom - (8 if bottom < 0 else 0), top * 1.1)
+            inside = 0 < pct <= 100 and pct >= extent + 2 * pad
+            if inside:
+                y, va, ink = pct - pad, "top", text_colour(colour[name])
+            elif pct < 0:
+                y, va, ink = pct - pad, "top", "black"
+            else:
+                y, va, ink = pct + pad, "bottom", "black"
+            ax.text(x, y, f"{pct:.1f}", ha="center", va=va, fontsize=8, color=ink,
+                    fontweight="bold" if inside else "normal", rotation=90 if vertical else 0)
+    ax.axhline(100, color="black", ls="--", lw=1.1, label="reference = 100%", zorder=0.5)
+    ax.axvline(len(groups) - 1.5, color="#999999", lw=0.8)
     _task_groups_axis(ax, groups, split)
     ax.set_ylabel("retention (% of reference score)")
     ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}")
     return _finish_with_legend_below(fig, ax, out)
+
+
+def _retention_heatmap(values: dict[str, list[float | None]], groups: list[str], reference: str, split: str,
+                       out: str | Path) -> Path:
+    """Rows x task groups, each cell its retention % (red below the reference, blue above), its value written in
+    black or white by the cell's brightness: readable where dozens of bars are not."""
+    names = list(values)
+    grid = np.array([[np.nan if v is None else v for v in values[name]] for name in names], dtype=float)
+    known = grid[~np.isnan(grid)]
+    low, high = (float(known.min()), float(known.max())) if known.size else (99.0, 101.0)
+    norm = TwoSlopeNorm(vcenter=100.0, vmin=min(low, 99.0), vmax=max(high, 101.0))
+    cmap = colormaps["RdBu"].with_extremes(bad="#eeeeee")
+    fig, ax = plt.subplots(figsize=(min(max(7.0, 3.5 + 0.8 * len(groups)), 18.0), max(3.0, 1.6 + 0.4 * len(names))),
+                           dpi=DPI)
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
+    for (r, g), pct in np.ndenumerate(grid):
+        text = "n/a" if np.isnan(pct) else f"{pct:.1f}"
+        ink = "#666666" if np.isnan(pct) else text_colour(cmap(norm(pct)))
+        ax.text(g, r, text, ha="center", va="center", fontsize=8, color=ink)
+    ax.axvline(len(groups) - 1.5, color="white", lw=3)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([short_name(name, 40) for name in names], fontsize=9)
+    _task_groups_axis(ax, groups, split)
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, pad=0.02, fraction=0.04).set_label("retention % (100 = reference)")
+    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)} (% of its score)")
+    fig.tight_layout()
+    return _finish(fig, out)
 
 
 def _task_groups_axis(ax, groups: Sequence[str], split: str) -> None:
@@ -434,25 +476,69 @@ def mean_over_seeds(series: Mapping[str, Sequence[tuple[int, float]]]) -> dict[s
     return merged
 
 
-def _draw_loss(ax, loss: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any]) -> None:
+_STAGE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+_LINE_STYLES = ("-", "--", ":", "-.")
+NUDGE = 0.012  # dev points of neighbouring stages are drawn this fraction of the x axis apart
+NORMALISE_RATIO = 3.0  # stages whose lengths differ more than this are drawn against the fraction of their training
+
+
+def _stage_styles(stages: Sequence[str], colour: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """(line style, marker) of each stage: each stage its own marker, and stages of one colour (one model's per-task
+    stages) each their own line style, so no two curves look alike."""
+    shared: dict[str, int] = {}
+    styles = {}
+    for k, stage in enumerate(stages):
+        hue = to_hex(colour[stage])
+        styles[stage] = (_LINE_STYLES[shared.get(hue, 0) % len(_LINE_STYLES)], _STAGE_MARKERS[k % len(_STAGE_MARKERS)])
+        shared[hue] = shared.get(hue, 0) + 1
+    return styles
+
+
+def _draw_loss(ax, loss: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any],
+               styles: Mapping[str, tuple[str, str]] | None = None, scale: Mapping[str, float] | None = None) -> None:
+    """Loss curves, x divided by each stage's ``scale`` (its length, when drawn against a fraction of training)."""
     all_values = [v for series in loss.values() for _, v in series]
     for stage, series in loss.items():
         steps, values = zip(*series, strict=True)
+        x = [step / (scale or {}).get(stage, 1) for step in steps]
+        line, marker = (styles or {}).get(stage, ("-", "."))
         if len(values) > 30:
-            ax.plot(steps, values, color=colour[stage], alpha=0.22, lw=0.8)
-            ax.plot(steps, _ema(values, 0.85), color=colour[stage], lw=1.8)
+            ax.plot(x, values, color=colour[stage], alpha=0.22, lw=0.8, ls=line)
+            ax.plot(x, _ema(values, 0.85), color=colour[stage], lw=1.8, ls=line)
         else:
-            ax.plot(steps, values, color=colour[stage], lw=1.8, marker=".")
+            ax.plot(x, values, color=colour[stage], lw=1.8, ls=line, marker=marker, markersize=3)
     # Distillation losses often fall by orders of magnitude; a log axis keeps the late steps visible.
     if min(all_values) > 0 and max(all_values) / min(all_values) > 20:
         ax.set_yscale("log")
         _log_ticks(ax.yaxis)
 
 
-def _draw_dev(ax, dev: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any]) -> None:
-    for stage, series in dev.items():
+def _draw_dev(ax, dev: Mapping[str, Sequence[tuple[int, float]]], colour: Mapping[str, Any],
+              styles: Mapping[str, tuple[str, str]] | None = None, scale: Mapping[str, float] | None = None) -> None:
+    """Dev curves, each stage its own marker and nudged sideways by about a marker's width (1.2% of the axis) from
+    the next: stages that scored the same at the same point stay visible side by side instead of hiding each other.
+    """
+    span = max(step / (scale or {}).get(stage, 1) for stage, series in dev.items() for step, _ in series) or 1.0
+    nudge = NUDGE * span
+    for k, (stage, series) in enumerate(dev.items()):
         steps, values = zip(*series, strict=True)
-        ax.plot(steps, values, color=colour[stage], lw=1.8, marker="o", markersize=4)
+        shift = (k - (len(dev) - 1) / 2) * nudge
+        line, marker = (styles or {}).get(stage, ("-", "o"))
+        ax.plot([step / (scale or {}).get(stage, 1) + shift for step in steps], values, color=colour[stage], lw=1.8,
+                ls=line, marker=marker, markersize=5, markeredgecolor="black", markeredgewidth=0.4)
+
+
+def dev_label(tasks: Mapping[str, Sequence[str]], stages: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The dev panel's y label and a legend note per stage, from the tasks each stage was scored on: a stage of one
+    task is that task's score, not a "mean over tasks"."""
+    known = {stage: tuple(tasks[stage]) for stage in stages if tasks.get(stage)}
+    sizes = {len(names) for names in known.values()}
+    if len(known) == len(stages) and len(set(known.values())) == 1 and sizes == {1}:
+        return f"dev {next(iter(known.values()))[0]} (main metric)", {}
+    notes = {stage: f"{names[0]} only" for stage, names in known.items() if len(names) == 1 and max(sizes) > 1}
+    if sizes == {1}:
+        return "dev score (main metric of the stage's task)", notes
+    return "dev score (main metric; mean over the stage's tasks)", notes
 
 
 def _plot_families(loss: dict, dev: dict, stages: list[str], out: str | Path) -> Path:
@@ -461,43 +547,52 @@ def _plot_families(loss: dict, dev: dict, stages: list[str], out: str | Path) ->
     families = stage_families(stages)
     # Colour by member without its "(mean of k seeds)": books is one colour whether its rows had seeds or not.
     members = list(dict.fromkeys(without_seeds_label(label) for group in families.values() for _, label in group))
-    member_colour = dict(zip(members, _colours(len(members)), strict=True))
+    member_colour = dict(zip(members, palette(len(members)), strict=True))
     fig, axes = plt.subplots(len(families), 2, figsize=(14, 2.6 * len(families) + 0.8), dpi=DPI, squeeze=False)
     for (family, group), (ax_loss, ax_dev) in zip(families.items(), axes, strict=True):
         colour = {stage: member_colour[without_seeds_label(label)] for stage, label in group}
+        styles = _stage_styles([stage for stage, _ in group], colour)
         family_loss = {stage: loss[stage] for stage, _ in group if stage in loss}
         family_dev = {stage: dev[stage] for stage, _ in group if stage in dev}
+        last = max(step for series in (*family_loss.values(), *family_dev.values()) for step, _ in series)
         for ax, series, draw, what in ((ax_loss, family_loss, _draw_loss, "train loss"),
-                                       (ax_dev, family_dev, _draw_dev, "dev average")):
+                                       (ax_dev, family_dev, _draw_dev, "dev score")):
             if series:
-                draw(ax, series, colour)
+                draw(ax, series, colour, styles)
+                ax.set_xlim(0, (1.03 + NUDGE * len(group) / 2) * max(last, 1))  # both panels: one step axis
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.grid(True, alpha=0.35)
             else:
                 _empty(ax, f"no {what} logged")
             ax.set_ylabel(what, fontsize=9)
         ax_loss.set_title(short_name(family, 60), loc="left", fontsize=10, fontweight="bold")
         if len(group) > 1 or group[0][1] != family:
-            handles = [Line2D([], [], color=colour[stage], lw=2.2, label=short_name(label, 40))
-                       for stage, label in group]
+            handles = [Line2D([], [], color=colour[stage], lw=2.2, ls=styles[stage][0], marker=styles[stage][1],
+                              label=short_name(label, 40)) for stage, label in group]
             ax_dev.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
                           frameon=False)
     for ax in axes[-1]:
         ax.set_xlabel("optimizer step")
-    fig.suptitle("Training curves per stage family (loss smoothed where long; dev: main metric, mean over tasks)",
-                 fontsize=12)
+    fig.suptitle("Training curves per stage family (loss smoothed where long; dev: main metric, mean over each "
+                 "stage's tasks)", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # half an inch on top for the title
     return _finish(fig, out)
 
 
 def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str, list[tuple[int, float]]],
-                         out: str | Path, colours: Mapping[str, Any] | None = None) -> Path | None:
-    """Train loss vs step and dev average vs step, one line per stage folder (same colour in both panels).
+                         out: str | Path, colours: Mapping[str, Any] | None = None,
+                         tasks: Mapping[str, Sequence[str]] | None = None) -> Path | None:
+    """Train loss and dev score during training, one line per stage folder (same colour and style in both panels).
 
-    ``loss`` and ``dev`` map a stage name to (step, value) pairs. Long, noisy loss curves are drawn faint
-    with an exponential moving average on top, like TensorBoard's smoothing. With more than `MAX_CURVES`
-    stages (a recipe with several seeds per stage, or a target per stage), each stage's seeds are drawn as their
-    mean (`mean_over_seeds`) and each family of stages (`stage_families`: ``student-books``, ``student-dvd``, ...)
-    gets a row of its own, coloured by member instead of by ``colours``. Returns None without data.
+    ``loss`` and ``dev`` map a stage name to (step, value) pairs; ``tasks`` the tasks each stage's dev score is
+    over (its legend says "<task> only" for a one-task stage among multi-task ones). Long, noisy loss curves are
+    drawn faint with an exponential moving average on top, like TensorBoard's smoothing. Stages whose lengths differ
+    more than `NORMALISE_RATIO` times share an x axis of the fraction of each one's training (its last logged step
+    is 1, and the legend gives its steps), so a short student is not squeezed against long teachers. With more than
+    `MAX_CURVES` stages (a recipe with several seeds per stage, or a target per stage), each stage's seeds are drawn
+    as their mean (`mean_over_seeds`) and each family of stages (`stage_families`: ``student-books``,
+    ``student-dvd``, ...) gets a row of its own, coloured by member instead of by ``colours``. Returns None without
+    data.
     """
     # Non-finite points (a dev average over no labelled task is NaN) draw nothing: drop them, and empty series.
     loss = {k: finite for k, v in loss.items() if (finite := [(x, y) for x, y in v if math.isfinite(y)])}
@@ -512,29 +607,48 @@ def plot_training_curves(loss: dict[str, list[tuple[int, float]]], dev: dict[str
     if crowded:
         return _plot_families(loss, dev, stages, out)
     colour = _with_colours(stages, colours)
+    styles = _stage_styles(stages, colour)
+    lengths = {stage: max(step for step, _ in [*loss.get(stage, []), *dev.get(stage, [])]) for stage in stages}
+    normalised = max(lengths.values()) > NORMALISE_RATIO * max(min(lengths.values()), 1)
+    scale = {stage: max(length, 1) for stage, length in lengths.items()} if normalised else None
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=DPI)
 
     if loss:
-        _draw_loss(ax_loss, loss, colour)
+        _draw_loss(ax_loss, loss, colour, styles, scale)
         ax_loss.set_ylabel("train loss (smoothed where long)")
     else:
         _empty(ax_loss, "no train/loss scalars found\n(stage tensorboard folders)")
     ax_loss.set_title("Training loss")
 
+    label, notes = dev_label(tasks or {}, stages)
     if dev:
-        _draw_dev(ax_dev, dev, colour)
-        ax_dev.set_ylabel("dev average (main metric, mean over tasks)")
+        _draw_dev(ax_dev, dev, colour, styles, scale)
+        ax_dev.set_ylabel(label)
     else:
         _empty(ax_dev, "no dev evaluations found\n(train_history.json)")
-    ax_dev.set_title("Dev average during training")
+    ax_dev.set_title("Dev score during training")
     for ax, has_data in ((ax_loss, loss), (ax_dev, dev)):
         if has_data:
-            ax.set_xlabel("optimizer step")
+            # One x range for both panels, from 0: a stage's dev points line up with its loss curve.
+            ax.set_xlim(0, (1.03 + NUDGE * len(dev) / 2) * (1.0 if normalised else max(lengths.values())))
+            if normalised:
+                ax.set_xlabel("fraction of the stage's training (1 = its last logged step)")
+            else:
+                ax.set_xlabel("optimizer step")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.35)
     fig.suptitle("Training curves per stage", fontsize=13)
     fig.tight_layout()
-    wide = max(len(s) for s in stages) > 40  # "<stage> (mean of 3 seeds)": three wider legend columns
-    handles = [Line2D([], [], color=colour[s], lw=2.2, label=short_name(s, 56 if wide else 40)) for s in stages]
+
+    def legend_label(stage: str) -> str:
+        extra = [note for note in (notes.get(stage), f"{lengths[stage]} steps" if normalised else None) if note]
+        return f"{stage} ({'; '.join(extra)})" if extra else stage
+
+    labels = {stage: legend_label(stage) for stage in stages}
+    wide = max(len(text) for text in labels.values()) > 40  # "<stage> (mean of 3 seeds)": wider legend columns
+    handles = [Line2D([], [], color=colour[s], lw=2.2, ls=styles[s][0], marker=styles[s][1], markersize=6,
+                      markeredgecolor="black", markeredgewidth=0.4, label=short_name(labels[s], 56 if wide else 40))
+               for s in stages]
     fig.legend(handles=handles, title="stage folder", loc="upper center", bbox_to_anchor=(0.5, 0.0),
                ncol=min(len(stages), 3 if wide else 4), fontsize=9, frameon=False)
     return _finish(fig, out)
