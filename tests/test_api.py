@@ -18,6 +18,142 @@ def test_every_exported_name_resolves_to_its_module_object():
     assert set(multidistill.__all__) <= set(dir(multidistill))
 
 
+def test_all_lists_every_export_and_the_names_users_need():
+    assert set(multidistill.__all__) == {"__version__", *multidistill._EXPORTS}
+    needed = {"DataConfig", "TaskRef", "build_report", "OnnxModel", "predict", "Prediction", "distill", "ConfigError",
+              "OutputError", "RunInProgress", "EvalMetrics", "BenchmarkReport"}
+    assert needed <= set(multidistill.__all__)
+
+
+def test_type_checkers_see_the_real_objects():
+    """`if TYPE_CHECKING:` imports name every export, so IDEs see the real types, not `Any` from __getattr__."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(multidistill))
+    checked = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.If)
+               and getattr(node.test, "id", None) == "TYPE_CHECKING"
+               for stmt in node.body if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+    assert checked == set(multidistill._EXPORTS)
+
+
+def test_importing_the_config_module_loads_no_torch():
+    """The spec classes a config holds live in torch-free `models.specs`; loading a config is then light."""
+    code = ("import sys, multidistill.config; from multidistill.models.bilstm import BiLSTMSpec as _; "
+            "print('torch' in sys.modules)")
+    light = "import sys, multidistill.config; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", light], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False False"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"  # the old place still has it (with torch)
+    from multidistill.models.bilstm import BiLSTMSpec
+    from multidistill.models.domain_branch import DomainBranchSpec
+    from multidistill.models.specs import BiLSTMSpec as Spec
+    from multidistill.models.specs import DomainBranchSpec as Branch
+
+    assert BiLSTMSpec is Spec and DomainBranchSpec is Branch
+
+
+def test_load_config_takes_a_path_a_mapping_or_a_config(tiny_run):
+    import pytest
+
+    from multidistill.errors import ConfigError
+
+    raw, write = tiny_run
+    from_file = multidistill.load_config(write(), "train.epochs=1")  # one str is one override
+    assert from_file.train.epochs == 1
+    assert multidistill.load_config(raw, ["train.epochs=1"]) == from_file
+    assert raw["train"]["epochs"] == 2  # the caller's mapping is left as given
+    assert multidistill.load_config(from_file) == from_file
+    with pytest.raises(ConfigError, match=r"the config mapping: invalid config\n  key 'train.lr'"):
+        multidistill.load_config({**raw, "train": {"lr": "fast"}})
+    with pytest.raises(TypeError, match="a config is a YAML file's path, a mapping or a TeacherRunConfig"):
+        multidistill.load_config(42)
+
+
+def test_a_string_is_one_item_where_a_list_is_taken(tmp_path):
+    import pytest
+
+    from multidistill.config import apply_overrides
+    from multidistill.errors import ConfigError
+    from multidistill.utils.arguments import as_list
+
+    assert apply_overrides({}, "train.lr=0.1") == {"train": {"lr": 0.1}}
+    assert as_list(tmp_path, "model_dirs") == [tmp_path] and as_list("a/b", "model_dirs") == ["a/b"]
+    assert as_list("sst2, mrpc", "tasks", commas=True) == ["sst2", "mrpc"]
+    assert as_list(("a", "b"), "tasks", commas=True) == ["a", "b"] and as_list(None, "tasks") is None
+    with pytest.raises(ConfigError, match="tasks 'a,,b' has an empty item"):
+        as_list("a,,b", "tasks", commas=True)
+    with pytest.raises(TypeError, match="tasks takes a list, not int"):
+        as_list(3, "tasks")
+
+
+def test_train_model_takes_a_mapping_a_path_or_a_config_and_nothing_else(tiny_run, tmp_path):
+    import pytest
+
+    from multidistill.errors import ConfigError
+
+    raw, write = tiny_run
+    bad = {**raw, "train": {**raw["train"], "sampling": "round_robin", "temperature_tau": 0.9}}
+    for source in (bad, write(bad)):  # refused as a file is, before anything is written
+        with pytest.raises(ConfigError, match="temperature_tau"):
+            multidistill.train_model(source)
+        with pytest.raises(ConfigError, match="temperature_tau"):
+            multidistill.train_teacher(source)
+    with pytest.raises(TypeError, match="a config is a YAML file's path"):
+        multidistill.train_model(42)
+    assert not (tmp_path / "run").exists()
+
+
+def test_distill_refuses_a_teacher_config_as_the_command_does(tiny_run, tmp_path):
+    import pytest
+
+    from multidistill.errors import ConfigError
+
+    raw, _ = tiny_run
+    with pytest.raises(ConfigError, match="key 'kind' must be 'distill' for `multidistill distill`"):
+        multidistill.distill(raw)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_output_folder_is_an_output_error(tiny_run, tmp_path):
+    import pytest
+
+    from multidistill.errors import OutputError
+
+    raw, _ = tiny_run
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OutputError, match="cannot write .*file.*a part of the path is a file"):
+        multidistill.train_model({**raw, "output_dir": str(tmp_path / "file" / "run")})
+
+
+def test_a_second_run_from_another_thread_is_refused(tiny_run, tmp_path):
+    """Runs reseed the process-wide random generators: one from another thread while one goes is refused."""
+    import threading
+
+    from multidistill.errors import RunInProgress
+    from multidistill.utils.entry import one_run_at_a_time
+
+    raw, _ = tiny_run
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            multidistill.train_model(raw)
+        except BaseException as exc:  # noqa: BLE001 - the test reads what the thread raised
+            errors.append(exc)
+
+    with one_run_at_a_time("the first run"), one_run_at_a_time("a stage of it"):  # nested calls of one thread go on
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], RunInProgress), errors
+    assert "the first run is running in another thread" in str(errors[0])
+    assert not (tmp_path / "run").exists()
+    with one_run_at_a_time("free again"):  # the first run's end released the process
+        pass
+
+
 def test_an_unknown_name_is_an_attribute_error():
     import pytest
 
@@ -31,14 +167,32 @@ def test_importing_the_package_loads_no_torch():
                           check=True).stdout.strip() == "False"
 
 
-def test_run_runs_a_recipe_file_with_overrides(tiny_run, tmp_path):
-    from tests.test_recipes import tiny_recipe, write
+def test_run_runs_a_recipe_mapping_with_one_override_quietly(tiny_run, tmp_path, capsys):
+    from tests.test_recipes import tiny_recipe
 
     recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
-    summary = multidistill.run(write(recipe, tmp_path), ["teacher.seeds=[1]"])
+    seeds = list(recipe["teacher"]["seeds"])
+    summary = multidistill.run(recipe, "teacher.seeds=[1]", progress=False)  # one str is one override
     assert set(summary["rows"]) == {"teacher teacher-seed-1", "student"}, summary["rows"].keys()
     recorded = multidistill.load_recipe(tmp_path / "recipe" / "recipe.yaml")  # the override was applied
     assert recorded.teacher.seeds == [1]
+    assert recipe["teacher"]["seeds"] == seeds != [1]  # the caller's mapping is left as given
+    captured = capsys.readouterr()
+    assert captured.out + captured.err == ""  # no stage lines, bars or summary table
+
+
+def test_a_recipe_is_read_alike_from_a_file_a_mapping_or_a_config(tiny_run, tmp_path):
+    import pytest
+
+    from multidistill.pipeline import recipe_config
+    from tests.test_recipes import tiny_recipe, write
+
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    from_file = recipe_config(write(recipe, tmp_path), ["teacher.seeds=[3]"])
+    assert recipe_config(recipe, ["teacher.seeds=[3]"]) == from_file == recipe_config(from_file)
+    assert recipe_config(str(write(recipe, tmp_path)), "teacher.seeds=[3]") == from_file
+    with pytest.raises(TypeError, match="a recipe is a YAML file's path, a mapping or a recipe config"):
+        recipe_config(42)
 
 
 def test_a_config_edited_by_model_copy_is_checked_before_the_run(tiny_run, tmp_path):

@@ -110,7 +110,7 @@ def _compare(model_dir: Path, out: Path, task: Task, atol: float = 1e-4) -> None
 ])
 def test_export_loads_as_a_stock_model_and_predicts_the_same(family, task, tiny_model_dir, tmp_path):
     model_dir = build_model(tiny_model_dir, tmp_path / "model", family, (task,))
-    out = export_hf(model_dir, tmp_path / "hf")
+    out = export_hf(model_dir, tmp_path / "hf", skip_parity=True)
     assert out == tmp_path / "hf"
     assert (out / "model.safetensors").is_file()
     assert not list(out.glob("*.bin"))
@@ -157,7 +157,7 @@ def test_a_multitask_model_exports_one_stock_folder_per_task(tiny_model_dir, tmp
     """Without --task, each task of a multi-task student is its own plain AutoModelForSequenceClassification folder
     (labels or regression in its config, tokenizer, model card) that predicts as the student does."""
     model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (SENT, PAIR, REG))
-    out = export_hf(model_dir, tmp_path / "hf")
+    out = export_hf(model_dir, tmp_path / "hf", skip_parity=True)
     info = json.loads((out / "export.json").read_text())
     assert info["folders"] == {"sent": "sent", "pair": "pair", "score": "score"}
     assert set(info["checks"]) == {"sent", "pair", "score"}
@@ -191,7 +191,7 @@ def test_a_failed_task_check_leaves_no_per_task_folder(tiny_model_dir, tmp_path,
 
     monkeypatch.setattr(hf, "_verify", verify)
     with pytest.raises(ModelError, match="differ from ours"):
-        export_hf(model_dir, tmp_path / "hf")
+        export_hf(model_dir, tmp_path / "hf", skip_parity=True)
     assert checks == ["sent", "pair"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
@@ -202,28 +202,28 @@ def test_overwrite_replaces_an_existing_export(tiny_model_dir, tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("old")
     with pytest.raises(ConfigError, match="--overwrite"):
-        export_hf(model_dir, out)
+        export_hf(model_dir, out, skip_parity=True)
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     with pytest.raises(ConfigError, match="holds no multidistill output"):  # --overwrite replaces only exports
-        export_hf(model_dir, out, overwrite=True)
+        export_hf(model_dir, out, overwrite=True, skip_parity=True)
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     (out / "old.txt").unlink()
-    export_hf(model_dir, out)
+    export_hf(model_dir, out, skip_parity=True)
     (out / "old.txt").write_text("old")  # an export of ours, with a stray file: --overwrite replaces it
-    export_hf(model_dir, out, overwrite=True)
+    export_hf(model_dir, out, overwrite=True, skip_parity=True)
     assert not (out / "old.txt").exists() and (out / "config.json").is_file()
     (tmp_path / "empty").mkdir()
-    export_hf(model_dir, tmp_path / "empty")  # an empty folder is fine without --overwrite
+    export_hf(model_dir, tmp_path / "empty", skip_parity=True)  # an empty folder is fine without --overwrite
     with pytest.raises(ConfigError, match="model folder itself"):
-        export_hf(model_dir, model_dir, overwrite=True)
+        export_hf(model_dir, model_dir, overwrite=True, skip_parity=True)
     # an earlier export's folder that now also holds the model: --overwrite deleted the model, exit 0
     import shutil
 
     nest = tmp_path / "nest"
-    export_hf(model_dir, nest)
+    export_hf(model_dir, nest, skip_parity=True)
     shutil.copytree(model_dir, nest / "model")
     with pytest.raises(ConfigError, match="replacing it would delete the model"):
-        export_hf(nest / "model", nest, overwrite=True)
+        export_hf(nest / "model", nest, overwrite=True, skip_parity=True)
     assert (nest / "model" / "model.safetensors").is_file()
 
 
@@ -260,7 +260,7 @@ def test_refusals_name_the_reason_and_leave_nothing(case, error, expected, tiny_
         finally:
             del FAMILIES["albert"]
     with pytest.raises(error) as info:
-        export_hf(folder, tmp_path / "hf", task=task)
+        export_hf(folder, tmp_path / "hf", task=task, skip_parity=True)
     for fragment in expected:
         assert fragment in str(info.value), (fragment, str(info.value))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
@@ -273,7 +273,7 @@ def test_a_failed_check_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(hf, "MIN_EPS", 0.5)  # tanh(0.5 x) is far from linear: the check must catch it
     monkeypatch.setattr(hf, "MAX_EPS", 0.5)
     with pytest.raises(ModelError, match="differ from ours"):
-        export_hf(model_dir, tmp_path / "hf")
+        export_hf(model_dir, tmp_path / "hf", skip_parity=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 

@@ -298,7 +298,7 @@ def test_onnx_export_as_source(model_dir, tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # some onnxruntime versions leave quantiser temp files in the cwd
     export_dir = tmp_path / "onnx"
-    onnx_export.export_onnx(model_dir, export_dir, quantize="int8")
+    onnx_export.export_onnx(model_dir, export_dir, quantize="int8", skip_parity=True)  # a model without its data here
     source = write_input(tmp_path / "in.tsv", ["sentence1", "sentence2"], [list(pair) for pair in PAIRS])
     predict_file(export_dir, "toy_pair", source, tmp_path / "onnx.jsonl", progress=False)
     predict_file(model_dir, "toy_pair", source, tmp_path / "torch.jsonl", progress=False)
@@ -521,3 +521,13 @@ def test_int8_on_a_missing_folder_says_it_is_missing(tmp_path):
     (tmp_path / "model.int8.onnx").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"model.int8.onnx is a file; give the export's folder"):
         _open_source(tmp_path / "model.int8.onnx", "int8")
+
+
+def test_a_cut_emoji_is_a_bad_row_not_a_tokenizer_traceback(model_dir, tmp_path):
+    """JSON's "\\ud83d" without its pair decodes to a lone surrogate, which the tokenizer refuses with a TypeError."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "r1", "text": "fine"}\n{"id": "r2", "text": "cut \\ud83d"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"unpaired surrogate U\+D83D.*'text'|line 2"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    counts = predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", skip_bad_rows=True, progress=False)
+    assert counts["skipped_lines"] == [2] and counts["predicted"] == 1

@@ -274,7 +274,7 @@ def test_the_hf_export_carries_no_auto_map(remote_code_folders, tmp_path) -> Non
     from multidistill.export.hf import export_hf
 
     _, saved, marker = remote_code_folders
-    export_hf(saved, tmp_path / "out", task="t")
+    export_hf(saved, tmp_path / "out", task="t", skip_parity=True)  # a model saved without data
     for name in ("config.json", "tokenizer_config.json"):
         assert "auto_map" not in json.loads((tmp_path / "out" / name).read_text()), name
     assert not marker.exists()

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from multidistill.errors import ConfigError, MultidistillError, require_distinct
 from multidistill.limits import MAX_SEED
+from multidistill.utils.arguments import as_list
 from multidistill.utils.command import set_cli_command
 from multidistill.utils.interrupt import (
     Interrupted,
@@ -76,26 +77,12 @@ def _options(
 
 
 def _split_names(text: str | None, option: str) -> list[str] | None:
-    """``--option a,b`` as its names; an empty item (`a,,b`) or a name given twice is refused by option."""
+    """``--option a,b`` as its names (`as_list`, as the Python API reads a str); a name given twice is refused."""
     if not text:
         return None
-    names = [t.strip() for t in text.split(",")]
-    if any(names) and not all(names):
-        raise ConfigError(f"{option} {text!r} has an empty item between its commas; give names like a,b")
-    names = [name for name in names if name]
+    names = as_list(text, option, commas=True)
     require_distinct(option, names)
     return names
-
-
-def _layer_numbers(text: str | None) -> list[int] | None:
-    """``--hidden-layers 0,2,4`` as layer numbers (a word that is not a number is a `ConfigError`)."""
-    names = _split_names(text, "--hidden-layers")
-    if names is None:
-        return None
-    bad = [n for n in names if not n.isdigit()]
-    if bad:
-        raise ConfigError(f"--hidden-layers: {bad} are not layer numbers; give them like 0,2,4,6")
-    return [int(n) for n in names]
 
 
 def print_metrics(title: str, metrics: dict) -> None:
@@ -193,7 +180,8 @@ def run_command(
     and student on the recipe's report split (dev; Meta-KD: test where the task has one) and
     OUTPUT_DIR/summary.json; OUTPUT_DIR/log.txt keeps what was printed.
     """
-    from multidistill.recipes import load_recipe, run_recipe
+    from multidistill.pipeline import run_recipe
+    from multidistill.recipes import load_recipe
     from multidistill.utils.runlog import run_log
 
     recipe_config = load_recipe(recipe, overrides)
@@ -297,14 +285,12 @@ def distill_command(
     evaluation and outputs are the same as for `train-teacher` (log.txt included).
     """
     from multidistill.config import load_config
-    from multidistill.training.run import train_model
+    from multidistill.training.distill import distill
     from multidistill.utils.runlog import run_log
 
     run_config = load_config(config, overrides)
-    if run_config.kind != "distill":
-        raise ConfigError(f"{config}: key 'kind' must be 'distill' for `multidistill distill`")
     with run_log(run_config.output_dir):
-        print_result("student", train_model(run_config, resume=resume, overwrite=overwrite))
+        print_result("student", distill(run_config, resume=resume, overwrite=overwrite))
     encoder = Path(run_config.output_dir) / "encoder"
     if encoder.is_dir():  # a general (text-only) run: its student as a plain HF encoder folder
         console.print(f"general student (plain Hugging Face encoder): {encoder}")
@@ -348,32 +334,18 @@ def soft_targets_command(
     a valid store is reused as is, a stale one is refused. Work is saved shard by shard in OUT.partial/;
     running the same command again after an interruption continues from the last complete shard.
     """
-    from multidistill.config import DataConfig, TaskRef
-    from multidistill.models.loading import saved_data_root
-    from multidistill.models.multitask import read_model_tasks
+    from multidistill.config import TaskRef
     from multidistill.teachers.generate import build_signal_store
-    from multidistill.training.device import accelerator_for
 
     names = _split_names(tasks, "--tasks") or []
-    same = [str(d) for i, d in enumerate(teacher) if Path(d).resolve() in {Path(e).resolve() for e in teacher[:i]}]
-    if same:  # an "ensemble" of one teacher twice averages nothing and costs twice
-        raise ConfigError(f"--teacher names the same folder twice: {', '.join(same)}")
-    # The teachers carry their own task specs, so the store reads exactly the data they were built for.
-    specs = {spec.name: spec for spec in read_model_tasks(teacher[0])}
-    if data_root is None:
-        data_root = saved_data_root(teacher[0])
     if domains and exclude_domains:
         raise ConfigError("give --domains or --exclude-domains, not both")
     selection = {"domains_include": _split_names(domains, "--domains"),
                  "domains_exclude": _split_names(exclude_domains, "--exclude-domains")}
-    refs = [TaskRef(name=n, **selection) for n in names]
-    data = DataConfig(tasks=refs, data_root=data_root, cache_dir=cache_dir,
-                      task_specs=[specs[n] for n in names if n in specs])
-    accelerator = accelerator_for("bf16" if bf16 else "no")
-    store = build_signal_store(teacher, data, out, splits=tuple(_split_names(splits, "--splits") or ["train"]),
-                               max_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
-                               batch_size=batch_size, device=accelerator.device, autocast=accelerator.autocast,
-                               shard_size=shard_size, hidden_layers=_layer_numbers(hidden_layers))
+    store = build_signal_store(teacher, [TaskRef(name=n, **selection) for n in names], out, splits=splits,
+                               max_seq_length=max_seq_length, max_examples_per_task=max_examples_per_task, seed=seed,
+                               batch_size=batch_size, bf16=bf16, data_root=data_root, cache_dir=cache_dir,
+                               shard_size=shard_size, hidden_layers=hidden_layers)
     if not _reports():
         return
     table = Table(title=f"signal store {out} (fingerprint {store.fingerprint[:12]})")
@@ -407,24 +379,16 @@ def evaluate_command(
 ) -> None:
     """Score a saved model on its tasks' dev (or test) split; prints a table and writes JSON."""
     from multidistill.evaluation.run import evaluate_model_dir
-    from multidistill.utils.atomic import write_json
 
     if tasks is not None and not _split_names(tasks, "--tasks"):
         raise ConfigError("--tasks is empty: name the tasks to score, or leave the option out for all of them")
-    if output is not None and output.is_dir():  # checked before scoring: the metrics would have nowhere to go
-        raise ConfigError(f"--output {output} is a folder; give the path of the JSON file to write")
-    if output is not None:
-        from multidistill.training.run_dir import refuse_output_over_a_run
-
-        refuse_output_over_a_run(output, "--output")
-    metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks, "--tasks"), data_root=data_root, split=split,
-                                 batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
-                                 cache_dir=cache_dir)
     # Two model folders side by side (not RUN/model) would otherwise write over each other's scores.
     resolved = model_dir.resolve()
     out = output or resolved.parent / (f"eval_{split}.json" if resolved.name == "model"
                                        else f"eval_{resolved.name}_{split}.json")
-    write_json(out, metrics)
+    metrics = evaluate_model_dir(model_dir, tasks=_split_names(tasks, "--tasks"), data_root=data_root, split=split,
+                                 batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
+                                 cache_dir=cache_dir, output=out)
     print_metrics(f"{model_dir} on {split}", metrics)
     if per_domain:
         print_domain_metrics(f"{model_dir} on {split}, per domain", metrics)
@@ -461,13 +425,9 @@ def benchmark_command(
     the command then exits with code 1.
     """
     from multidistill.evaluation.benchmark import benchmark
-    from multidistill.training.run_dir import refuse_output_over_a_run
 
-    if not out.is_dir():  # a folder gets benchmark()'s own message
-        refuse_output_over_a_run(out, "--out")
     report = benchmark(model_dirs, _split_names(tasks, "--tasks") or [], data_root=data_root, out=out,
-                       runtimes=tuple(_split_names(runtimes, "--runtimes") or []), export_root=export_root,
-                       rounds=rounds,
+                       runtimes=_split_names(runtimes, "--runtimes") or [], export_root=export_root, rounds=rounds,
                        latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir,
                        max_metric_drop_int8=max_metric_drop_int8)
     print_benchmark(report)
@@ -542,15 +502,11 @@ _register_stage_commands()
 def _quiet_libraries() -> None:
     """Import the heavy libraries once and turn their chatter down, for the command's process only."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+    from multidistill.utils.quiet import quiet_libraries
 
-    # Load reports list the unused BERT pooler as "unexpected"; that is by design (heads pool themselves).
-    transformers.logging.set_verbosity_error()
-    import datasets
-
-    # The tool's own progress bars say what runs; datasets' per-map bars would only add noise. Set here, for the
-    # command's process, not on import: a Python user's own datasets bars stay as they were.
-    datasets.disable_progress_bars()
+    # For the command's process, not on import: a Python user's own transformers logs and datasets bars stay as
+    # they were (the API quietens them only for a call made with progress=False).
+    quiet_libraries()
     # No tqdm monitor thread: it only tunes refresh rates, and a thread that Ctrl-C can leave waiting on a lock is
     # one more way for an interrupted run to hang at exit (tqdm's own workaround for its monitor deadlocks).
     import tqdm.std
@@ -589,11 +545,11 @@ def main() -> None:
         if not isinstance(exc, OSError):
             raise
         # Disk full, read-only or forbidden folder outside the atomic writers (which already say so): one line.
-        from multidistill.utils.atomic import is_write_error, write_error
+        from multidistill.utils.entry import as_output_error
 
-        if not is_write_error(exc):
+        error = as_output_error(exc)
+        if error is None:
             raise
-        error = write_error(exc)
         err_console.print("[bold red]error:[/bold red]", Text(str(error)), highlight=False, soft_wrap=True)
         _print_notes(exc)
         sys.exit(error.exit_code)

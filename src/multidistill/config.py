@@ -6,7 +6,9 @@ The same objects drive the CLI and the Python API; unknown keys are rejected wit
 from __future__ import annotations
 
 import inspect
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -18,8 +20,8 @@ from multidistill.config_messages import format_validation_error
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.limits import MAX_SEED
-from multidistill.models.bilstm import BiLSTMSpec
-from multidistill.models.domain_branch import DomainBranchSpec
+from multidistill.models.specs import BiLSTMSpec, DomainBranchSpec
+from multidistill.utils.arguments import as_list
 
 
 class RefusedValue(ConstructorError):
@@ -519,9 +521,10 @@ def merge_mappings(base: dict, update: dict) -> dict:
     return merged
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``key.path=value`` strings; values are parsed as YAML (numbers, bools, lists)."""
-    for item in overrides:
+def apply_overrides(raw: dict, overrides: list[str] | str) -> dict:
+    """Apply ``key.path=value`` strings (one str is one override); values are parsed as YAML (numbers, bools,
+    lists)."""
+    for item in as_list(overrides, "overrides") or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected key.path=value")
@@ -547,12 +550,12 @@ def _unshared(value: Any, path: str, within: tuple[int, ...] = (), count: list[i
     if count[0] > MAX_CONFIG_VALUES:
         raise ConfigError(f"{path}: its aliases expand to more than {MAX_CONFIG_VALUES:,} values; write the "
                           "config out without nesting aliases")
-    if not isinstance(value, dict | list):
+    if not isinstance(value, Mapping | list):
         return value
     if id(value) in within:
         raise ConfigError(f"{path}: an alias refers to a mapping or list that contains it (a recursive alias)")
     within = (*within, id(value))
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # a Python caller's mapping may be another Mapping than dict
         return {key: _unshared(item, path, within, count) for key, item in value.items()}
     return [_unshared(item, path, within, count) for item in value]
 
@@ -579,14 +582,26 @@ def read_yaml(path: str | Path) -> dict:
     return _unshared(raw, str(path))
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None,
+def load_config(source: str | os.PathLike | Mapping | BaseModel, overrides: list[str] | str | None = None,
                 schema: type[BaseModel] = TeacherRunConfig) -> Any:
-    """Load ``path`` into ``schema`` after applying overrides; raises ConfigError naming bad keys."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
+    """Load ``source`` into ``schema`` after applying ``--set``-style ``overrides``; raises ConfigError naming bad
+    keys. ``source`` is a YAML file's path, a mapping of the same keys, or a config object (checked again, so
+    one edited in Python is validated too); anything else is a TypeError."""
+    overrides = as_list(overrides, "overrides") or []
+    if isinstance(source, str | os.PathLike):
+        raw, label = read_yaml(source), str(source)
+    elif isinstance(source, BaseModel):
+        raw, label = source.model_dump(), f"the {type(source).__name__} given"
+    elif isinstance(source, Mapping):  # copied: overrides never change the caller's mapping
+        raw, label = _unshared(source, "the config mapping"), "the config mapping"
+    else:
+        raise TypeError(f"a config is a YAML file's path, a mapping or a {schema.__name__}, not "
+                        f"{type(source).__name__}")
+    raw = apply_overrides(raw, overrides)
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path), overrides or [], schema)) from exc
+        raise ConfigError(format_validation_error(exc, label, overrides, schema)) from exc
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

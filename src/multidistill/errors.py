@@ -66,5 +66,10 @@ class OutputError(MultidistillError):
     """A file or folder could not be written (disk full, read-only file system, no permission); names the path."""
 
 
+class RunInProgress(MultidistillError):
+    """A run was started while another thread's run is going in this process (runs reseed the process-wide random
+    generators and set accelerate's precision, so two at once would change each other's results)."""
+
+
 class TrainingDiverged(MultidistillError):
     """A training step's loss or gradient became NaN/inf (train.on_nonfinite: stop); names the step and task."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -33,12 +35,16 @@ from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import SETTLE_S, Forward, compare_speed, torch_forward
 from multidistill.export.card_record import refresh_cards
+from multidistill.export.checks import DEFAULT_MAX_METRIC_DROP_INT8, DEFAULT_PARITY_EXAMPLES
 from multidistill.export.onnx import NOISE_Z
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.loading import load_model, saved_data_root
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.device import cpu_has_fast_bf16, cpu_name
+from multidistill.utils.arguments import as_list
 from multidistill.utils.atomic import write_json
+from multidistill.utils.entry import api_call
+from multidistill.utils.quiet import bars_disabled
 
 RUNTIMES = ("pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8")
 GATE_FAILED_EXIT = 1  # exit code of `benchmark` / `demo` when a parity gate failed (2 is a user error)
@@ -116,8 +122,6 @@ def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> f
     return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
 
 
-DEFAULT_MAX_METRIC_DROP_INT8 = 0.01  # the int8 parity gate's always-allowed drop (docs/export.md)
-
 def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int,
                  max_metric_drop_int8: float, name: str | None = None,
                  ) -> tuple[Path | None, dict | None, dict[str, list[str]]]:
@@ -158,20 +162,74 @@ def _parity_scores(parity: dict | None, runtime: str, eval_sets: dict) -> dict[s
     return {t: float(checked[t][side]) for t in eval_sets}
 
 
-def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str | None = None,
-              out: str | Path | None = None, runtimes: tuple[str, ...] = RUNTIMES,
-              export_root: str | Path | None = None, rounds: int = 5,
-              latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
-              memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
-              parity_examples: int = 500, max_metric_drop_int8: float = DEFAULT_MAX_METRIC_DROP_INT8) -> dict:
-    """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON).
+class BenchmarkReport(TypedDict, total=False):
+    """What `benchmark` returns and writes (benchmark.json; docs/benchmarks.md has every field): per model
+    (``models``: name -> path, parameters, ``runtimes`` -> scores, sizes, latency and throughput), the ratios to
+    the reference (``speedup``, ``latency_speedup``), the settings and machine, and ``gate_failures`` (each
+    parity check a runtime failed; empty when all passed)."""
 
-    Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
+    format_version: int
+    date: str
+    machine: str
+    cpus: int | None
+    threads: int
+    task: str
+    tasks: list[str]
+    native_bf16: bool
+    settings: dict[str, Any]
+    reference: str
+    models: dict[str, dict[str, Any]]
+    speedup: dict[str, dict[str, float]]
+    latency_speedup: dict[str, dict[str, float]]
+    gate: dict[str, float]
+    gate_failures: list[str]
+
+
+def benchmark(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike, tasks: Sequence[str] | str, *,
+              data_root: str | None = None, out: str | os.PathLike | None = None,
+              runtimes: Sequence[str] | str = RUNTIMES, export_root: str | os.PathLike | None = None,
+              rounds: int = 5, latency_runs: int = 50, batch_size: int = 32, max_length: int | None = None,
+              memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
+              parity_examples: int = DEFAULT_PARITY_EXAMPLES,
+              max_metric_drop_int8: float = DEFAULT_MAX_METRIC_DROP_INT8,
+              strict: bool = False, progress: bool = True) -> BenchmarkReport:
+    """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON) when given.
+
+    ``model_dirs`` (one path is one model), ``tasks`` and ``runtimes`` take lists, or comma-separated strs as the
+    CLI does. Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
     parity-checked on ``parity_examples`` rows per task (int8: a main-metric drop up to the larger of
-    ``max_metric_drop_int8`` and twice its paired standard error passes). A runtime that fails is a failed row,
-    listed in ``gate_failures``; the others are measured as usual.
+    ``max_metric_drop_int8`` and twice its paired standard error passes).
+
+    A runtime whose export fails its parity check does not stop the benchmark: its row has ``status: failed``
+    with the reasons, ``gate_failures`` lists every reason, and the other rows are measured and written as usual.
+    The call then returns normally (check ``gate_failures``); with ``strict`` it raises `ParityError` listing
+    them once everything is measured and ``out`` written, as the CLI then exits with code 1.
     ``data_root`` None: each model's recorded data root, then ``$MULTIDISTILL_DATA_ROOT`` (`multidistill.data.roots`).
+    ``progress`` False: no bars or library notes. An output that cannot be written raises `OutputError`. Its
+    timings need the process to itself: a call from another thread while a run goes is refused (`RunInProgress`).
     """
+    with api_call("benchmark", progress=progress, exclusive=True):
+        report = _benchmark(
+            [Path(d) for d in as_list(model_dirs, "model_dirs") or []], as_list(tasks, "tasks (--tasks)", commas=True),
+            tuple(as_list(runtimes, "runtimes (--runtimes)", commas=True) or ()), data_root=data_root, out=out,
+            export_root=export_root, rounds=rounds, latency_runs=latency_runs, batch_size=batch_size,
+            max_length=max_length, memory=memory, cache_dir=cache_dir, max_eval_examples=max_eval_examples,
+            parity_examples=parity_examples, max_metric_drop_int8=max_metric_drop_int8, progress=progress)
+    if strict and report["gate_failures"]:
+        from multidistill.export.parity import ParityError
+
+        written = f" and {out} written" if out is not None else ""
+        raise ParityError(f"{len(report['gate_failures'])} parity check(s) failed (the other rows were measured"
+                          f"{written}):\n  " + "\n  ".join(report["gate_failures"]), {}, {})
+    return report
+
+
+def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ...], *, data_root: str | None,
+               out: str | os.PathLike | None, export_root: str | os.PathLike | None, rounds: int,
+               latency_runs: int, batch_size: int, max_length: int | None, memory: bool, cache_dir: str,
+               max_eval_examples: int | None, parity_examples: int, max_metric_drop_int8: float,
+               progress: bool) -> BenchmarkReport:
+    """`benchmark` with its arguments read."""
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise ConfigError(f"--runtimes: unknown {unknown}; choose from {list(RUNTIMES)}")
@@ -194,11 +252,14 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
         if value < 1:  # checked before any export or scoring pass
             raise ConfigError(f"{option} must be at least 1, got {value}")
     require_distinct("--tasks", tasks)
-    model_dirs = [Path(d) for d in model_dirs]
     names = model_names(model_dirs)
     if out is not None and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder; give the path of the JSON file to write (e.g. "
                           f"{Path(out) / 'benchmark.json'})")
+    if out is not None:  # not a data file, nor inside a model folder, nor a run's own record
+        from multidistill.training.run_dir import refuse_output_over_a_run
+
+        refuse_output_over_a_run(Path(out), "--out")
     export_root = Path(export_root) if export_root else Path(out or "benchmark.json").resolve().parent / "exports"
     models = {}
     for name, folder in zip(names, model_dirs, strict=True):
@@ -210,7 +271,7 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
     check_same_dev_rows(models, tasks, data_root, cache_dir)
     torch.set_num_threads(torch.get_num_threads())
 
-    report: dict = {"format_version": FORMAT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M"),
+    report: BenchmarkReport = {"format_version": FORMAT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M"),
                     "machine": cpu_name(), "cpus": os.cpu_count(),
                     "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
                     "native_bf16": cpu_has_fast_bf16(),
@@ -222,7 +283,8 @@ def benchmark(model_dirs: list[str | Path], tasks: list[str], *, data_root: str 
                     "gate": {"max_metric_drop_int8": max_metric_drop_int8, "noise_z": NOISE_Z},
                     "gate_failures": []}
     contenders: dict[str, tuple[Forward, object, int]] = {}
-    for name, (folder, model) in tqdm(models.items(), desc="benchmark: preparing models"):
+    for name, (folder, model) in tqdm(models.items(), desc="benchmark: preparing models",
+                                       disable=bars_disabled(progress)):
         from multidistill.models.backbone import load_tokenizer
 
         tokenizer = load_tokenizer(str(folder))

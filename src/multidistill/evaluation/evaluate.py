@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -11,7 +12,22 @@ import torch
 from multidistill.data.batches import map_batches
 from multidistill.data.collate import to_device
 from multidistill.data.tasks import Task
-from multidistill.evaluation.metrics import average_score, compute_metrics
+from multidistill.evaluation.metrics import average_score, compute_metrics, labelled
+
+
+class _TaskScores(TypedDict):
+    tasks: dict[str, dict[str, float]]
+    main: dict[str, float]
+    average: float
+
+
+class EvalMetrics(_TaskScores, total=False):
+    """`EvalResult.to_dict`, as `evaluate_model_dir` returns it and eval_<split>.json holds it: ``tasks`` (task ->
+    metric -> value), ``main`` (task -> its main metric), ``average`` (their unweighted mean), and for tasks with
+    domains ``domains`` (task -> domain -> metric -> value) and ``domain_average`` (task -> metric -> mean)."""
+
+    domains: dict[str, dict[str, dict[str, float]]]
+    domain_average: dict[str, dict[str, float]]
 
 
 @dataclass
@@ -25,19 +41,20 @@ class EvalResult:
     domains: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     domain_average: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        out = {"tasks": self.metrics, "main": self.main, "average": self.average}
+    def to_dict(self) -> EvalMetrics:
+        out: EvalMetrics = {"tasks": self.metrics, "main": self.main, "average": self.average}
         if self.domains:  # only tasks with domains add these keys: other outputs stay as they were
-            out |= {"domains": self.domains, "domain_average": self.domain_average}
+            out["domains"], out["domain_average"] = self.domains, self.domain_average
         return out
 
 
 def domain_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray,
                    domain_ids: np.ndarray) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """``task``'s metrics on the rows of each of its domains that has rows (by name, in `Task.domains` order),
-    and each metric's unweighted mean over those domains."""
+    """``task``'s metrics on the rows of each of its domains that has labelled rows (by name, in `Task.domains`
+    order), and each metric's unweighted mean over those domains (a domain with none would make it NaN)."""
+    scored = labelled(labels)
     per_domain = {name: compute_metrics(task.metrics, predictions[domain_ids == i], labels[domain_ids == i])
-                  for i, name in enumerate(task.domains) if (domain_ids == i).any()}
+                  for i, name in enumerate(task.domains) if ((domain_ids == i) & scored).any()}
     average = {metric: float(np.mean([scores[metric] for scores in per_domain.values()])) for metric in task.metrics}
     return per_domain, average
 

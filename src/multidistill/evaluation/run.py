@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import get_args
 
@@ -9,29 +10,64 @@ from multidistill.config import DataConfig
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import existing_data_root
 from multidistill.errors import ConfigError, require_choice, require_distinct
-from multidistill.evaluation.evaluate import evaluate
+from multidistill.evaluation.evaluate import EvalMetrics, evaluate
 from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.device import accelerator_for
+from multidistill.utils.arguments import as_list
+from multidistill.utils.entry import api_call
+from multidistill.utils.quiet import bars_disabled
 
 EVAL_SPLITS = get_args(DataConfig.model_fields["eval_split"].annotation)  # ("dev", "test")
 
 
-def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None = None, data_root: str | None = None,
-                       split: str = "dev",
-                       batch_size: int = 64, max_seq_length: int | None = None, bf16: bool = False,
-                       cache_dir: str = ".cache/multidistill") -> dict:
-    """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks).
+def evaluate_model_dir(model_dir: str | os.PathLike, *, tasks: list[str] | str | None = None,
+                       data_root: str | None = None, split: str = "dev", batch_size: int = 64,
+                       max_seq_length: int | None = None, bf16: bool = False,
+                       cache_dir: str = ".cache/multidistill", output: str | os.PathLike | None = None,
+                       progress: bool = True) -> EvalMetrics:
+    """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks), as
+    `multidistill evaluate` scores them.
 
-    ``data_root`` None: the root the model was trained with while it still exists, else
-    ``$MULTIDISTILL_DATA_ROOT``, else the current folder (`multidistill.data.roots`).
+    ``tasks`` is a list of names or one comma-separated str (`"sst2,mrpc"`). ``data_root`` None: the root the
+    model was trained with while it still exists, else ``$MULTIDISTILL_DATA_ROOT``, else the current folder
+    (`multidistill.data.roots`). ``output``: also write the metrics there as JSON (a folder, a file inside a
+    model folder or one of a run's own records is refused before scoring); the CLI writes
+    ``eval_<split>.json`` beside a run's model. ``progress`` False: no bars or library notes. An output that
+    cannot be written raises `OutputError`. It sets accelerate's process-wide precision (``bf16``), so a call
+    from another thread while a run goes is refused (`RunInProgress`).
     """
-    require_choice("--split", split, EVAL_SPLITS)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    if tasks is not None and not tasks:  # [] is not "all of them" (None is)
-        raise ConfigError("--tasks: no task given; name at least one, or leave it out for all the model's tasks")
-    require_distinct("--tasks", tasks or [])
+    output = Path(output) if output is not None else None
+    with api_call("evaluate_model_dir", progress=progress, exclusive=True):
+        require_choice("--split", split, EVAL_SPLITS)
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+        tasks = as_list(tasks, "--tasks (tasks)", commas=True)
+        if tasks is not None and not tasks:  # [] is not "all of them" (None is)
+            raise ConfigError("--tasks: no task given; name at least one, or leave it out for all the model's tasks")
+        require_distinct("--tasks", tasks or [])
+        if output is not None:  # checked before scoring: the metrics would have nowhere to go
+            _check_output(output)
+        metrics = _evaluate(Path(model_dir), tasks, data_root, split, batch_size, max_seq_length, bf16, cache_dir,
+                            progress)
+        if output is not None:
+            from multidistill.utils.atomic import write_json
+
+            write_json(output, metrics)
+    return metrics
+
+
+def _check_output(output: Path) -> None:
+    from multidistill.training.run_dir import refuse_output_over_a_run
+
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; give the path of the JSON file to write")
+    refuse_output_over_a_run(output, "--output")
+
+
+def _evaluate(model_dir: Path, tasks: list[str] | None, data_root: str | None, split: str, batch_size: int,
+              max_seq_length: int | None, bf16: bool, cache_dir: str, progress: bool) -> EvalMetrics:
+    """`evaluate_model_dir` once its arguments are checked."""
     model = load_model(model_dir)  # a Transformer + heads or a BiLSTM student
     tokenizer = load_tokenizer(str(model_dir))
     names = tasks or list(model.tasks)
@@ -54,5 +90,5 @@ def evaluate_model_dir(model_dir: str | Path, *, tasks: list[str] | None = None,
     model.to(accelerator.device)
     result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,
                       pad_token_id=tokenizer.pad_token_id or 0, device=accelerator.device,
-                      autocast=accelerator.autocast, progress=True)
+                      autocast=accelerator.autocast, progress=not bars_disabled(progress))
     return result.to_dict()

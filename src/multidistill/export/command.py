@@ -155,7 +155,7 @@ def export_command(
     command that made it. An export that fails its check is not written.
     """
     mask_value = _mask_value(attention_mask_value)  # before any work: a bad value fails fast
-    from multidistill.config import DataConfig
+    from multidistill.export.checks import DEFAULT_PARITY_EXAMPLES
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
     from multidistill.export.onnx_variants import (
         ATTENTION_CHOICES,
@@ -164,9 +164,8 @@ def export_command(
         INT8_METHODS,
         describe,
     )
-    from multidistill.models.loading import saved_data_root
-    from multidistill.models.multitask import read_model_tasks
 
+    # The choices are named by their options here; which options go together, export_onnx / export_hf check.
     require_choice("--format", format, FORMATS)
     require_choice("--quantize", quantize, QUANTIZE_CHOICES)
     if int8_method is not None:
@@ -176,72 +175,35 @@ def export_command(
     if format == "hf" and (graph != "plain" or attention != "eager" or mask_value != ATTENTION_MASK_VALUE
                            or tolerance_fp32 is not None):
         raise ConfigError("--graph, --attention, --attention-mask-value and --tolerance-fp32 apply to --format onnx")
-    if attention != "eager" and mask_value != ATTENTION_MASK_VALUE:
-        raise ConfigError("--attention-mask-value is the mask of an eager trace; the sdpa trace keeps PyTorch's")
     if format == "hf" and quantize != "none":
         raise ConfigError("--quantize applies to --format onnx; a Hugging Face export keeps the model's fp32 weights")
+    int8_options = {"--int8-method": int8_method, "--per-channel/--no-per-channel": per_channel,
+                    "--min-agreement-int8": min_agreement_int8, "--max-metric-drop-int8": max_metric_drop_int8,
+                    "--calibration-examples": calibration_examples, "--calibration-seed": calibration_seed}
+    given = [name for name, value in int8_options.items() if value is not None]
+    if format == "hf" and given:
+        raise ConfigError(f"{', '.join(given)} {_say(given, 'shapes', 'shape')} the int8 graph: "
+                          f"{_say(given, 'it applies', 'they apply')} with --format onnx --quantize int8; or leave "
+                          f"{_say(given, 'it', 'them')} out")
     if format == "onnx" and task is not None:
         raise ConfigError("--task applies to --format hf; an ONNX export holds every task of the model")
-    # Never silently ignored: an option is refused where it would have no effect. None = not given.
-    int8_options = {"--int8-method": int8_method, "--per-channel/--no-per-channel": per_channel,
-                    "--min-agreement-int8": min_agreement_int8, "--max-metric-drop-int8": max_metric_drop_int8}
-    static_options = {"--calibration-examples": calibration_examples, "--calibration-seed": calibration_seed}
-    given = [name for name, value in {**int8_options, **static_options}.items() if value is not None]
-    if quantize != "int8" and given:
-        where = "--format onnx --quantize int8" if format == "hf" else "--quantize int8"
-        raise ConfigError(f"{', '.join(given)} {_say(given, 'shapes', 'shape')} the int8 graph: "
-                          f"{_say(given, 'it applies', 'they apply')} with {where}; or leave "
-                          f"{_say(given, 'it', 'them')} out")
-    given = [name for name, value in static_options.items() if value is not None]
-    if int8_method != "static" and given:
-        raise ConfigError(f"{', '.join(given)} {_say(given, 'chooses', 'choose')} the rows static int8 "
-                          f"calibrates on: add --int8-method static, or leave {_say(given, 'it', 'them')} out")
-    parity_options = {"--parity-examples": parity_examples, "--tolerance-fp32": tolerance_fp32,
-                      "--min-agreement-int8": min_agreement_int8, "--max-metric-drop-int8": max_metric_drop_int8}
-    given = [name for name, value in parity_options.items() if value is not None]
-    if skip_parity and given:
-        raise ConfigError(f"{', '.join(given)} {_say(given, 'sets', 'set')} the parity check, which "
-                          f"--skip-parity skips: leave {_say(given, 'it', 'them')} out, or drop --skip-parity")
-    if skip_parity and data_root is not None and not (quantize == "int8" and int8_method == "static"):
-        raise ConfigError("--data-root is where the parity check (or static int8's calibration) reads its rows, "
-                          "which --skip-parity skips: leave it out, or drop --skip-parity")
-    if parity_examples is not None and parity_examples < 1:
-        raise ConfigError(f"--parity-examples must be at least 1, got {parity_examples}")
-    if tolerance_fp32 is not None and not tolerance_fp32 >= 0:
-        raise ConfigError(f"--tolerance-fp32 must be >= 0, got {tolerance_fp32}")
-    if max_metric_drop_int8 is not None and not max_metric_drop_int8 >= 0:
-        raise ConfigError(f"--max-metric-drop-int8 must be >= 0, got {max_metric_drop_int8}")
-    if min_agreement_int8 is not None and not 0 <= min_agreement_int8 <= 1:
-        raise ConfigError(f"--min-agreement-int8 is a fraction of rows from 0 to 1, got {min_agreement_int8}")
-    # The options given, on top of export_onnx's / export_hf's own defaults (not repeated here).
-    chosen = {key: value for key, value in {
-        "int8_method": int8_method, "per_channel": per_channel, "calibration_examples": calibration_examples,
-        "calibration_seed": calibration_seed, "parity_examples": parity_examples, "tolerance_fp32": tolerance_fp32,
-        "max_metric_drop_int8": max_metric_drop_int8}.items() if value is not None}
-    parity_data = calibration_data = None
-    static = quantize == "int8" and int8_method == "static"
-    if not skip_parity or static:
-        # The model carries its own task specs, so the check reads exactly the data it was built for.
-        specs = read_model_tasks(model_dir)
-        if data_root is None:
-            data_root = saved_data_root(model_dir)
-        calibration_data = DataConfig(tasks=[spec.name for spec in specs], data_root=data_root, cache_dir=cache_dir,
-                                      task_specs=specs)
-        parity_data = None if skip_parity else calibration_data
+    parity = {"skip_parity": skip_parity, "data_root": data_root, "cache_dir": cache_dir,
+              "parity_examples": DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples}
     if format == "hf":
         from multidistill.export.hf import EXPORT_INFO_FILE, export_hf
 
-        path = export_hf(model_dir, out, task=task, overwrite=overwrite, parity_data=parity_data,
-                         **{key: chosen[key] for key in ("parity_examples",) if key in chosen})
+        path = export_hf(model_dir, out, task=task, overwrite=overwrite, **parity)
         info = json.loads((path / EXPORT_INFO_FILE).read_text())
         print_hf_check(f"{model_dir} -> Hugging Face ({info['model_type']}): parity of the reloaded model", info)
         for folder in [path / name for name in info.get("folders", {}).values()] or [path]:
             console.print(f"written: {folder}; load it with AutoModelForSequenceClassification.from_pretrained"
                           f"({str(folder)!r})")
         return
-    meta = export_onnx(model_dir, out, quantize=quantize, parity_data=parity_data, overwrite=overwrite,
-                       min_agreement_int8=min_agreement_int8, graph=graph, attention=attention,
-                       attention_mask_value=mask_value, calibration_data=calibration_data, **chosen)
+    meta = export_onnx(model_dir, out, quantize=quantize, overwrite=overwrite, graph=graph, attention=attention,
+                       attention_mask_value=mask_value, int8_method=int8_method, per_channel=per_channel,
+                       calibration_examples=calibration_examples, calibration_seed=calibration_seed,
+                       tolerance_fp32=tolerance_fp32, min_agreement_int8=min_agreement_int8,
+                       max_metric_drop_int8=max_metric_drop_int8, **parity)
     console.print(f"exported variant: {describe(meta['variant'])}", markup=False)
     if "parity" in meta:
         print_parity(f"{model_dir} -> ONNX: parity on dev data", meta["parity"])

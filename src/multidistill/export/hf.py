@@ -29,6 +29,7 @@ import copy
 import inspect
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
+from multidistill.export.checks import DEFAULT_PARITY_EXAMPLES, check_parity_options, own_data
 from multidistill.models.families import FAMILIES, StockHead
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
@@ -79,28 +81,37 @@ EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(ST
               "`--set transformer.model.pooling=cls`)")
 
 
-def export_hf(model_dir: str | Path, out_dir: str | Path, *, task: str | None = None, overwrite: bool = False,
-              check_rows: Sequence[tuple[str, str | None]] | None = None, parity_data: DataConfig | None = None,
-              parity_examples: int = 500) -> Path:
-    """Write the model in ``model_dir`` as Hugging Face classifier folders in ``out_dir`` and return it.
+def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task: str | None = None,
+              overwrite: bool = False, check_rows: Sequence[tuple[str, str | None]] | None = None,
+              parity_data: DataConfig | None = None, parity_examples: int = DEFAULT_PARITY_EXAMPLES,
+              skip_parity: bool = False, data_root: str | None = None,
+              cache_dir: str = ".cache/multidistill") -> Path:
+    """Write the model in ``model_dir`` as Hugging Face classifier folders in ``out_dir`` and return it, as
+    `multidistill export --format hf` does.
 
     One task (``task``, or the model's only task): ``out_dir`` is a folder that loads with
     ``AutoModelForSequenceClassification.from_pretrained(out_dir)`` (no remote code). A multi-task model
     without ``task``: one such folder per task with a head, ``out_dir/<task>/``, beside an ``export.json``
     and a ``README.md`` listing them. Each folder gives the same logits as our model for its task, checked on
-    ``check_rows`` ((text_a, text_b) pairs; text_b is None for single-text tasks), else on the task's first
-    ``parity_examples`` eval rows read from ``parity_data`` (its data_root, cache_dir and eval_split), else on a
-    few built-in sentences; the check's numbers go to its export.json (``check``), and its model card
-    (README.md) quotes the run's dev scores. Raises `ModelError` for a model it cannot express this way
+    ``check_rows`` ((text_a, text_b) pairs; text_b is None for single-text tasks) when given, else on the task's
+    first ``parity_examples`` eval rows: by default the model's own dev rows (its task specs, under ``data_root``
+    or else the data root it was trained with; tokenised views cached in ``cache_dir``), or those of
+    ``parity_data`` (its data_root, cache_dir and eval_split). ``skip_parity=True`` checks a few built-in
+    sentences instead (no data needed). The check's numbers go to its export.json (``check``), and its model
+    card (README.md) quotes the run's dev scores. Raises `ModelError` for a model it cannot express this way
     (BiLSTM, mean pooling, another encoder family) or when a check fails; nothing is left on disk then. The
     write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``.
     """
+    options = {"parity_examples": parity_examples if parity_examples != DEFAULT_PARITY_EXAMPLES else None}
+    check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root, options=options)
     from multidistill.models import load_model
     from multidistill.models.backbone import load_tokenizer
     from multidistill.models.multitask import MultiTaskModel
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out_dir(model_dir, out_dir, overwrite)
+    if parity_data is None and check_rows is None and not skip_parity:
+        parity_data = own_data(model_dir, data_root, cache_dir)  # as the CLI reads it: the model's own rows
     model = load_model(model_dir)
     if not isinstance(model, MultiTaskModel):
         kind = "BiLSTM student" if type(model).__name__ == "BiLSTMModel" else type(model).__name__

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
@@ -28,6 +29,14 @@ from multidistill.errors import ConfigError, ModelError, require_choice
 from multidistill.evaluation.evaluate import predict
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
+from multidistill.export.checks import (
+    DEFAULT_MAX_METRIC_DROP_INT8,
+    DEFAULT_PARITY_EXAMPLES,
+    DEFAULT_TOLERANCE_FP32,
+    check_onnx_options,
+    check_parity_options,
+    own_data,
+)
 from multidistill.export.onnx_runtime import (
     EXECUTION_MODES,
     EXPORT_FILE,
@@ -75,6 +84,7 @@ from multidistill.models.loading import load_model
 from multidistill.models.multitask import MultiTaskModel, pool
 from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.training.run_dir import refuse_foreign_overwrite
+from multidistill.utils.arguments import as_list
 from multidistill.utils.atomic import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -241,24 +251,52 @@ def _write_meta(folder: Path, meta: dict) -> None:
     (folder / EXPORT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantize = "none", opset: int = DEFAULT_OPSET,
-                parity_data: DataConfig | None = None, parity_tasks: list[str] | None = None,
-                tolerance_fp32: float = 1e-4, min_agreement_int8: float | None = None,
-                max_metric_drop_int8: float = 0.01, parity_examples: int | None = 500, overwrite: bool = False,
-                batch_size: int = 32, on_parity_failure: Literal["raise", "omit"] = "raise",
-                graph: Graph = "plain", int8_method: Int8Method = "dynamic", per_channel: bool = True,
-                attention: Attention = "eager", attention_mask_value: float | None = ATTENTION_MASK_VALUE,
-                calibration_data: DataConfig | None = None,
-                calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES, calibration_seed: int = 0) -> dict:
-    """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there.
+class ExportInfo(TypedDict, total=False):
+    """export.json of an ONNX export, as `export_onnx` returns it (docs/export.md has every field): the graph
+    ``files`` per precision, the ``variant`` written, the model's ``tasks`` and graph ``inputs`` / ``outputs``, and
+    with a parity check (``parity_checked``) its numbers per precision and task (``parity``) and the reasons of
+    any precision left out (``parity_failures``, with ``on_parity_failure="omit"``)."""
 
-    Without ``parity_data`` the graphs are not checked against PyTorch (export.json says ``parity_checked: false``;
-    the CLI checks by default). With ``parity_data`` (its data_root, cache_dir and eval_split; the tasks are
-    ``parity_tasks`` or its task list, read with the model's own specs), the first ``parity_examples`` eval rows of
-    each task (None = all) are run through PyTorch and every exported graph: fp32 logits must be within
-    ``tolerance_fp32``; the int8 graph's main metric must not drop by more than `allowed_drop`
-    (``max_metric_drop_int8``, or twice the paired standard error of the drop on that many rows when larger); with
-    ``min_agreement_int8`` its predictions must also agree with PyTorch on at least that share of rows.
+    format_version: int
+    kind: str
+    source: str
+    source_fingerprint: str
+    model_kind: str
+    tasks: list[dict[str, Any]]
+    max_length: int | None
+    inputs: list[str]
+    outputs: dict[str, str]
+    files: dict[str, str]
+    variant: dict[str, Any]
+    opset: int
+    parity_checked: bool
+    parity: dict[str, dict[str, dict[str, Any]]]
+    parity_failures: dict[str, list[str]]
+
+
+def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, quantize: Quantize = "none",
+                opset: int = DEFAULT_OPSET, parity_data: DataConfig | None = None,
+                parity_tasks: list[str] | str | None = None, skip_parity: bool = False, data_root: str | None = None,
+                cache_dir: str = ".cache/multidistill", tolerance_fp32: float | None = None,
+                min_agreement_int8: float | None = None, max_metric_drop_int8: float | None = None,
+                parity_examples: int | None = DEFAULT_PARITY_EXAMPLES, overwrite: bool = False, batch_size: int = 32,
+                on_parity_failure: Literal["raise", "omit"] = "raise", graph: Graph = "plain",
+                int8_method: Int8Method | None = None, per_channel: bool | None = None, attention: Attention = "eager",
+                attention_mask_value: float | None = ATTENTION_MASK_VALUE, calibration_data: DataConfig | None = None,
+                calibration_examples: int | None = None, calibration_seed: int | None = None) -> ExportInfo:
+    """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there, as
+    `multidistill export` does.
+
+    Parity check (on by default, as in the CLI): the first ``parity_examples`` eval rows of each task (None = all)
+    are run through PyTorch and every exported graph. They are read from ``parity_data`` (its data_root, cache_dir
+    and eval_split; the tasks are ``parity_tasks`` or its task list, read with the model's own specs), or by
+    default from the model's own tasks and dev files, under ``data_root`` or else the data root the model was
+    trained with, caching tokenised views in ``cache_dir``. fp32 logits must be within ``tolerance_fp32``
+    (default 1e-4); the int8 graph's main metric must not drop by more than `allowed_drop`
+    (``max_metric_drop_int8``, default 0.01, or twice the paired standard error of the drop on that many rows when
+    larger); with ``min_agreement_int8`` its predictions must also agree with PyTorch on at least that share of
+    rows. ``skip_parity=True`` skips the check (export.json then says ``parity_checked: false``); a setting of
+    the check given with it is refused.
 
     A failure raises `ParityError` (a ModelError) with the numbers. With ``on_parity_failure="omit"`` (the
     benchmark's choice) the failing precisions are left out of the folder instead, and export.json records
@@ -269,12 +307,14 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     precisions come from; a model it has no fusions for (a BiLSTM, another encoder family) is exported plain,
     with a warning and the reason in export.json. ``int8_method`` "dynamic" (the default) quantises activations
     on the fly; "static" writes a QDQ graph whose activation ranges are calibrated on ``calibration_examples``
-    training rows per task drawn with ``calibration_seed`` from ``calibration_data`` (default: ``parity_data``).
-    ``per_channel`` False uses one weight scale per tensor. ``attention`` is the attention a Transformer encoder is
-    traced with: "eager" (the default: one additive mask for all layers) or "sdpa" (the model's usual kernel, whose
-    trace guards each layer's mask against NaN; a fused graph needs eager). ``attention_mask_value`` is the additive
-    mask an eager trace gives padded keys (default -60, which keeps onnxruntime's Softmax on its fast path; None
-    keeps float32's lowest, PyTorch's own). export.json's ``variant`` records what was done.
+    (default 256) training rows per task drawn with ``calibration_seed`` (default 0) from ``calibration_data``
+    (default: the parity data). ``per_channel`` False uses one weight scale per tensor. ``attention`` is the
+    attention a Transformer encoder is traced with: "eager" (the default: one additive mask for all layers) or
+    "sdpa" (the model's usual kernel, whose trace guards each layer's mask against NaN; a fused graph needs
+    eager). ``attention_mask_value`` is the additive mask an eager trace gives padded keys (default -60, which
+    keeps onnxruntime's Softmax on its fast path; None keeps float32's lowest, PyTorch's own). export.json's
+    ``variant`` records what was done. An option that would have no effect (an int8 setting without
+    ``quantize="int8"``, a calibration setting without static int8, ...) is refused, as the CLI refuses it.
 
     The folder is written atomically: on any error nothing is left at ``out_dir`` (an existing folder, which
     needs ``overwrite=True`` unless empty, stays as it was).
@@ -282,26 +322,38 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
     onnx_modules()
     require_choice("quantize", quantize, QUANTIZE_CHOICES)
     require_choice("graph", graph, GRAPH_CHOICES)
-    require_choice("int8_method", int8_method, INT8_METHODS)
+    if int8_method is not None:
+        require_choice("int8_method", int8_method, INT8_METHODS)
     require_choice("attention", attention, ATTENTION_CHOICES)
     if attention_mask_value is not None:
         check_attention_mask_value(attention_mask_value)
+    options = {"int8_method": int8_method, "per_channel": per_channel, "min_agreement_int8": min_agreement_int8,
+               "max_metric_drop_int8": max_metric_drop_int8, "calibration_examples": calibration_examples,
+               "calibration_seed": calibration_seed, "tolerance_fp32": tolerance_fp32,
+               "parity_examples": parity_examples if parity_examples != DEFAULT_PARITY_EXAMPLES else None}
+    check_onnx_options(quantize=quantize, int8_method=int8_method, attention=attention,
+                       attention_mask_value=attention_mask_value, options=options)
+    static = quantize == "int8" and int8_method == "static"
+    check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root, options=options,
+                         reads_training_rows=static)
     if graph == "fused" and attention != "eager":
         raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
                           "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
-    if calibration_examples < 1:
-        raise ConfigError(f"--calibration-examples (calibration_examples) must be at least 1, got "
-                          f"{calibration_examples}")
-    calibration_data = calibration_data or parity_data
-    if quantize == "int8" and int8_method == "static" and calibration_data is None:
-        raise ConfigError("static int8 quantisation calibrates on training rows: give the data (--data-root; "
-                          "calibration_data / parity_data in Python) or use --int8-method dynamic")
     if on_parity_failure not in ("raise", "omit"):
         raise ConfigError(f"on_parity_failure {on_parity_failure!r}: choose raise or omit")
-    if parity_examples is not None and parity_examples < 1:
-        raise ConfigError(f"parity_examples must be at least 1 (or None for all rows), got {parity_examples}")
+    tolerance_fp32 = DEFAULT_TOLERANCE_FP32 if tolerance_fp32 is None else tolerance_fp32
+    max_metric_drop_int8 = DEFAULT_MAX_METRIC_DROP_INT8 if max_metric_drop_int8 is None else max_metric_drop_int8
+    per_channel = True if per_channel is None else per_channel
+    calibration_examples = calibration_examples or DEFAULT_CALIBRATION_EXAMPLES
+    calibration_seed = calibration_seed or 0
+    parity_tasks = as_list(parity_tasks, "parity_tasks", commas=True)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     _check_out_dir(model_dir, out_dir, overwrite)
+    if parity_data is None and (not skip_parity or (static and calibration_data is None)):
+        parity_data = own_data(model_dir, data_root, cache_dir)  # as the CLI reads it: the model's own rows
+    calibration_data = calibration_data or parity_data
+    if skip_parity:
+        parity_data = None
     model = load_model(model_dir).eval()  # safetensors + JSON; never unpickles
     tokenizer = load_tokenizer(str(model_dir))
     # Read (and validate) the parity data before any export work, so bad data fails fast.
@@ -324,7 +376,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
             variant["graph_note"] = f"fused graph requested but exported plain: {reason}"
             logger.warning("%s: %s", model_dir, variant["graph_note"])
     calibration = None
-    if quantize == "int8" and int8_method == "static":
+    if static:
         calibration = _calibration_batches(model, tokenizer, calibration_data, calibration_examples,
                                            calibration_seed, batch_size)
     with atomic_dir(out_dir) as tmp:
@@ -350,7 +402,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, quantize: Quantiz
                                                        inputs, per_channel=per_channel)
                 variant["int8"]["calibration_rows"] = calibration[1]
         tokenizer.save_pretrained(tmp)
-        meta: dict[str, Any] = {
+        meta: ExportInfo = {
             "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
             # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder
             "source_fingerprint": teacher_fingerprint(model_dir),

@@ -16,17 +16,18 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multidistill.data.readers import csv_records, decode_lines, json_object_line
+from multidistill.data.readers import csv_records, decode_lines, json_object_line, surrogate_problem
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
 from multidistill.training.run_dir import refuse_output_over_a_run
 from multidistill.utils.atomic import atomic_file, refuse_special_file
+from multidistill.utils.quiet import bars_disabled
 
 SINGLE_TEXT_COLUMNS: tuple[str, ...] = ("text", "sentence", "text_a")
 PAIR_TEXT_COLUMNS: tuple[tuple[str, str], ...] = (("text_a", "text_b"), ("sentence1", "sentence2"),
@@ -45,10 +46,25 @@ EXPORT_INFO_FILE = "export.json"
 STDIN_NAMES: tuple[str, ...] = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")  # even when a file is behind
 
 
+class PredictSummary(TypedDict):
+    """What `predict_file` returns: rows read, predicted and skipped (with the skipped lines), the text columns
+    read and where they came from (``given``, ``task`` or ``default``), the output path and format."""
+
+    task: str
+    rows: int
+    predicted: int
+    skipped: int
+    skipped_lines: list[int]
+    text_columns: list[str]
+    columns_from: str
+    output: str
+    format: str
+
+
 def predict_file(source: str | Path, task: str, input_path: str | Path, output_path: str | Path, *,
                  text_columns: tuple[str, str | None] | None = None, batch_size: int = 64,
                  skip_bad_rows: bool = False, output_format: str | None = None, precision: str = "fp32",
-                 progress: bool = True) -> dict:
+                 progress: bool = True) -> PredictSummary:
     """Predict ``task`` for every row of ``input_path`` and write one record per row to ``output_path``.
 
     ``source`` is a multidistill model folder or an ONNX export folder (``export.json`` with kind
@@ -57,8 +73,9 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
     spec's column map) when the file has them, else the usual names (``text``/``sentence``/``text_a``, or
     ``text_a``+``text_b``, ``sentence1``+``sentence2``, ``question``+``sentence`` for pairs). The output
     format follows its extension (.jsonl or .csv; others are refused) unless ``output_format`` names it.
-    Returns counts: rows read, predicted and skipped, the skipped lines, the text columns read and where they
-    came from (``given``, ``task`` or ``default``), with the output path and format.
+    ``progress`` False: no bars (they also follow $TQDM_DISABLE); `multidistill.predict` labels texts held in
+    memory instead. Returns counts: rows read, predicted and skipped, the skipped lines, the text columns read
+    and where they came from (``given``, ``task`` or ``default``), with the output path and format.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if batch_size < 1:
@@ -105,7 +122,7 @@ def _predict_rows(predictor: _Predictor, spec: Task, rows: list[_Row], batch_siz
     texts_b = [r.text_b or "" for r in rows] if spec.pair else None
     order = np.argsort(-predictor.token_counts(texts_a, texts_b, progress=progress), kind="stable")
     outputs: np.ndarray | None = None  # one array, not one per row: 200k small arrays cost tens of MB
-    bar = tqdm(total=len(rows), desc="predict", unit="row", disable=not progress)
+    bar = tqdm(total=len(rows), desc="predict", unit="row", disable=bars_disabled(progress))
     try:
         for start in range(0, len(rows), batch_size):
             batch = order[start:start + batch_size]
@@ -147,7 +164,7 @@ class _Predictor:
         """Each row's token count as `encode` truncates it (no padding), tokenising COUNT_CHUNK rows at a time
         and keeping only the counts, so memory stays flat however long the input."""
         counts = np.zeros(len(texts_a), dtype=np.int64)
-        bar = tqdm(total=len(texts_a), desc="count tokens", unit="row", disable=not progress,
+        bar = tqdm(total=len(texts_a), desc="count tokens", unit="row", disable=bars_disabled(progress),
                    delay=PROGRESS_DELAY_S)
         try:
             for start in range(0, len(texts_a), COUNT_CHUNK):
@@ -242,7 +259,7 @@ class Table:
 def read_table(path: Path, *, progress: bool = False) -> Table:
     """Read a CSV / TSV (with header) or JSONL file, by extension; malformed rows are kept with a reason."""
     fmt = _input_format(path)
-    bar = tqdm(desc="read", unit="row", disable=not progress, delay=PROGRESS_DELAY_S)
+    bar = tqdm(desc="read", unit="row", disable=bars_disabled(progress), delay=PROGRESS_DELAY_S)
     try:
         table = _read_jsonl(path, bar) if fmt == "jsonl" else _read_delimited(path, fmt, bar)
     finally:
@@ -403,6 +420,9 @@ def _text(record: dict[str, Any], column: str) -> tuple[str | None, str | None]:
     value = str(value)  # a JSON number is text as the same CSV cell would be: 123 -> "123"
     if not value.strip():
         return None, f"empty text in '{column}'"
+    problem = None if value.isascii() else surrogate_problem(value)  # a cut emoji: the tokenizer would raise
+    if problem is not None:
+        return None, f"{problem} in '{column}'"
     return value, None
 
 
@@ -482,6 +502,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum()
 
 
+def prediction_record(logits: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """One row's prediction from its logits: with ``labels`` (classification) the most probable ``label``, its
+    probability as ``score`` and every label's ``probabilities``; else (regression) the value as ``score`` (None
+    when not finite)."""
+    if labels:
+        probs = _softmax(logits)
+        best = int(np.argmax(probs))
+        return {"label": labels[best], "score": float(probs[best]),
+                "probabilities": {label: float(p) for label, p in zip(labels, probs, strict=True)}}
+    score = float(np.asarray(logits).reshape(-1)[0])
+    return {"score": score if math.isfinite(score) else None}
+
+
 class _Writer:
     """One output record per predicted row, as JSON lines or CSV."""
 
@@ -500,15 +533,7 @@ class _Writer:
         record: dict[str, Any] = {"line": row.line}
         if self.with_id:
             record["id"] = row.id
-        if self.labels:
-            probs = _softmax(logits)
-            best = int(np.argmax(probs))
-            record["label"] = self.labels[best]
-            record["score"] = float(probs[best])
-            record["probabilities"] = {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
-        else:
-            score = float(np.asarray(logits).reshape(-1)[0])
-            record["score"] = score if math.isfinite(score) else None
+        record |= prediction_record(logits, self.labels)
         if self.fmt == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             return

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -32,27 +31,13 @@ from multidistill.models.multitask import (
     output_with_features,
     read_model_config,
 )
+from multidistill.models.specs import BiLSTMSpec
 
 KIND = "bilstm"
 # The features a BiLSTM can give to feature distillation (`BiLSTMModel.features`).
 BILSTM_FEATURES = ("logits", "pooled", "hidden_states")
 # Fixed seed for the random parts of embedding initialisation, so a run is reproducible from its config.
 _INIT_SEED = 0
-
-
-class BiLSTMSpec(BaseModel):
-    """Sizes of the BiLSTM student."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    embedding_dim: int = Field(300, gt=0, description="Size of the word embeddings.")
-    hidden_size: int = Field(300, gt=0, description="LSTM hidden size per direction (the encoding is twice this).")
-    num_layers: int = Field(1, ge=1, le=2, description="Number of stacked BiLSTM layers (1 or 2).")
-    mlp_hidden: int = Field(256, gt=0, description="Hidden width of each task's MLP head.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on embeddings, between LSTM layers and in "
-                           "the heads.")
-    init_embeddings: bool = Field(True, description="Initialise the word embeddings from the teacher's (through a "
-                                  "PCA projection when the sizes differ) when a teacher is given.")
 
 
 class BiLSTMModel(SavedModel):

@@ -15,10 +15,10 @@ its config) and is never exported: exports read only the encoder and the task he
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from multidistill.errors import ConfigError
+from multidistill.models.specs import DomainBranchSpec
 
 # Where a MultiTaskModel keeps its branch: weights under this prefix serve training only (no export carries them).
 BRANCH_PREFIX = "domain_branch."
@@ -46,27 +46,6 @@ def content_embedding(last_hidden_state: torch.Tensor, attention_mask: torch.Ten
         mask[:, 0] = False
     weights = mask.unsqueeze(-1).to(last_hidden_state.dtype)
     return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
-class DomainBranchSpec(BaseModel):
-    """The domain branch of a Meta-KD model (`model.domain_branch`); its sizes come from the encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    domains: list[str] = Field(
-        min_length=2, description="The task's domain names, sorted, as `Task.domains`: domain id k (a batch's "
-        "`domain_ids`) is domains[k]. Sizes the domain embedding and the domain classifier (K outputs), and is "
-        "saved with the model so that later stages can check their data's domains against it.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on v = tanh(tau) before the domain "
-                           "classifier (the authors use the encoder's hidden dropout, 0.1).")
-
-    @field_validator("domains")
-    @classmethod
-    def _sorted_unique(cls, domains: list[str]) -> list[str]:
-        if sorted(set(domains)) != domains:
-            raise ValueError(f"domains must be distinct and sorted (they index Task.domains, a sorted tuple); got "
-                             f"{domains}, expected {sorted(set(domains))}")
-        return domains
 
 
 class DomainBranch(nn.Module):

@@ -11,6 +11,7 @@ and merges the shards into the store (`multidistill.teachers.store`) after.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,41 +47,83 @@ from multidistill.teachers.shards import (
     write_shard,
 )
 from multidistill.teachers.store import MANIFEST, STORE_VERSION, SignalStore, open_signal_store
-from multidistill.training.device import process_state
+from multidistill.teachers.store_inputs import (
+    DEFAULT_CACHE_DIR,
+    TaskNames,
+    layer_numbers,
+    split_names,
+    store_data,
+    teacher_folders,
+)
+from multidistill.training.device import accelerator_for, process_state
+from multidistill.utils.entry import api_call
 from multidistill.utils.hashing import hash_tokenizer
 from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.lock import hold_lock
+from multidistill.utils.quiet import bars_disabled
 
 
-def build_signal_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: str | Path, *,
-                       splits: tuple[str, ...] = ("train",), max_length: int | None = None,
-                       max_examples_per_task: int | None = None, seed: int = 42, batch_size: int = 64,
-                       device: torch.device | None = None, autocast=None,
-                       shard_size: int = DEFAULT_SHARD_SIZE,
-                       hidden_layers: Sequence[int] | None = None) -> SignalStore:
-    """Run every teacher over every (task, split) and store the signals; reuse a valid existing store.
+def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.PathLike,
+                       data: DataConfig | TaskNames | None, out_dir: str | os.PathLike, *,
+                       splits: Sequence[str] | str = ("train",), max_seq_length: int | None = None,
+                       max_length: int | None = None, max_examples_per_task: int | None = None, seed: int = 42,
+                       batch_size: int = 64, bf16: bool = False, device: torch.device | None = None,
+                       autocast=None, data_root: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
+                       shard_size: int = DEFAULT_SHARD_SIZE, hidden_layers: Sequence[int] | str | None = None,
+                       progress: bool = True) -> SignalStore:
+    """Run every teacher over every (task, split) and store the signals, as `multidistill soft-targets` does;
+    reuse a valid existing store.
 
-    ``hidden_layers`` (0 = the embedding output, 1..L the layers' outputs) also stores the teachers' hidden states
-    at those layers, per real token, in float16, for feature losses (`multidistill.teachers.feature_store`); the
-    teachers must then share one tokenizer, since the states are per token.
+    ``teacher_dirs``: the teacher model folders (one path is one teacher; a folder given twice is refused).
+    ``data``: the tasks to label, as a `DataConfig`, or as task names (a list, or one comma-separated str;
+    `TaskRef`s to select domains; None: every task of the first teacher), which are read with the first
+    teacher's own task specs under ``data_root`` or, by default, the data root it was trained with (while it
+    exists) and cache tokenised views in ``cache_dir``, as the CLI reads them. ``splits`` and
+    ``hidden_layers`` also take comma-separated strs.
+
+    ``hidden_layers`` (0 = the embedding output, 1..L the layers' outputs, each once) also stores the teachers'
+    hidden states at those layers, per real token, in float16, for feature losses
+    (`multidistill.teachers.feature_store`); the teachers must then share one tokenizer, since the states are per
+    token.
 
     Work is saved shard by shard in ``<out_dir>.partial/``: an interrupted run resumes from its last
     completed shard when called again with the same inputs. The store is written by one process at a time (a
     lock beside it, `multidistill.utils.lock`), and a non-empty ``out_dir`` that is not a store is refused.
 
     ``seed`` draws the rows kept by ``max_examples_per_task`` (42, as `soft-targets --seed` and `train.seed`: a
-    student's run finds its rows in the store only with the same seed); ``device`` defaults to this process's
-    accelerator device (a GPU when there is one).
+    student's run finds its rows in the store only with the same seed); ``max_seq_length`` (``max_length``, its
+    older name) defaults to the first teacher's training length; ``bf16`` runs the teachers under bf16 autocast
+    (as ``--bf16``; or give ``autocast`` yourself); ``device`` defaults to this process's accelerator device (a
+    GPU when there is one). ``progress`` False: no bars or library notes. ``bf16`` sets accelerate's process-wide
+    precision, so a call from another thread while a run goes is refused (`RunInProgress`); an output that
+    cannot be written raises `OutputError`.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
-        raise DataError(f"--out {out_dir} is not empty and is not a signal store (no {MANIFEST}); it is never "
-                        "overwritten: choose an empty or new folder")
-    lock = hold_lock(out_dir, "signal store --out") if process_state().is_main_process else contextlib.nullcontext()
-    with lock:
-        return _build_store(teacher_dirs, data, out_dir, splits=splits, max_length=max_length,
-                            max_examples_per_task=max_examples_per_task, seed=seed, batch_size=batch_size,
-                            device=device, autocast=autocast, shard_size=shard_size, hidden_layers=hidden_layers)
+    with api_call("build_signal_store", progress=progress, exclusive=True):
+        teachers = teacher_folders(teacher_dirs)
+        if not teachers:
+            raise ModelError("at least one teacher model folder is needed")
+        if max_length is not None and max_seq_length is not None:
+            raise ConfigError("give max_seq_length or its older name max_length, not both")
+        if bf16 and autocast is not None:
+            raise ConfigError("bf16 runs the teachers under bf16 autocast; give it or autocast, not both")
+        splits, layers = split_names(splits), layer_numbers(hidden_layers)
+        data = store_data(teachers[0], data, data_root, cache_dir)
+        if bf16:
+            accelerator = accelerator_for("bf16")
+            device, autocast = device or accelerator.device, accelerator.autocast
+        out_dir = Path(out_dir)
+        if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
+                                                           and not (out_dir / MANIFEST).is_file())):
+            raise DataError(f"--out {out_dir} is not empty and is not a signal store (no {MANIFEST}); it is never "
+                            "overwritten: choose an empty or new folder")
+        lock = hold_lock(out_dir, "signal store --out") if process_state().is_main_process \
+            else contextlib.nullcontext()
+        with lock:
+            return _build_store(teachers, data, out_dir, splits=splits,
+                                max_length=max_seq_length if max_seq_length is not None else max_length,
+                                max_examples_per_task=max_examples_per_task, seed=seed, batch_size=batch_size,
+                                device=device, autocast=autocast, shard_size=shard_size, hidden_layers=layers,
+                                progress=progress)
 
 
 def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel], tokenizers: list,
@@ -101,10 +144,8 @@ def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel]
 def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path, *, splits: tuple[str, ...],
                  max_length: int | None, max_examples_per_task: int | None, seed: int, batch_size: int,
                  device: torch.device | None, autocast, shard_size: int,
-                 hidden_layers: Sequence[int] | None) -> SignalStore:
+                 hidden_layers: Sequence[int] | None, progress: bool) -> SignalStore:
     """`build_signal_store` under the store's lock."""
-    if not teacher_dirs:
-        raise ModelError("at least one teacher model folder is needed")
     if shard_size < 1:
         raise DataError(f"shard size must be at least 1 row, got {shard_size}")
     if batch_size < 1:
@@ -159,7 +200,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
                 store.tokenized(task_name, split, tokenizer, length)
     labeler = ShardLabeler(teachers, tokenizers, store, length, batch_size, device, autocast,
                            spec.layers if spec is not None else ())
-    generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes)
+    generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes,
+                    progress=progress)
     state.wait_for_everyone()
     if state.is_main_process:
         merge_shards(partial, out_dir, plan, manifest)
@@ -216,8 +258,9 @@ class ShardLabeler:
 
 
 def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], rank: int = 0,
-                    world: int = 1) -> list[int]:
-    """Label this process's missing shards (``index % world == rank``); returns the indices it labelled.
+                    world: int = 1, progress: bool = True) -> list[int]:
+    """Label this process's missing shards (``index % world == rank``); returns the indices it labelled (a bar
+    when there are several, unless ``progress`` is off).
 
     Each shard file is written atomically, so it exists only once complete; shards on disk are skipped.
     """
@@ -225,7 +268,8 @@ def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], ran
         raise ValueError(f"rank {rank} is not in 0..{world - 1}")
     todo = [s for s in plan if s.index % world == rank and not (partial / s.file_name).is_file()]
     done = []
-    for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2, dynamic_ncols=True):
+    for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2 or bars_disabled(progress),
+                      dynamic_ncols=True):
         ids, logits, features = labeler.label(shard)
         raise_if_interrupted()  # a Ctrl-C that torch swallowed while this shard was labelled: never keep the shard
         write_shard(partial, shard, ids, logits, features)

@@ -44,6 +44,7 @@ from multidistill.training.schedule import epoch_steps, make_scheduler, planned_
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import json_safe, write_json
 from multidistill.utils.interrupt import add_note, deferred_interrupts, raise_if_interrupted
+from multidistill.utils.quiet import bars_disabled
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model"
@@ -253,8 +254,8 @@ def train(
         # (A resume without a checkpoint starts at step 0: everything the cut run logged goes.)
         writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=state.step + 1 if resume else None) \
             if accelerator.is_main_process else None
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process,
-                    dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
+                    disable=not accelerator.is_main_process or bars_disabled(True))  # $TQDM_DISABLE too
 
     def run_eval() -> None:
         result = evaluate_fn(raw.model, accelerator)

@@ -11,15 +11,17 @@ same ``teacher_features``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from multidistill.config import TeacherRunConfig, TrainConfig, revalidated
-from multidistill.data.prepare import prepare_data
+from multidistill.config import TeacherRunConfig, TrainConfig, load_config, revalidated
+from multidistill.data.prepare import prepare_data, resolve_tasks
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import store_baselines
@@ -37,11 +39,17 @@ from multidistill.teachers.store import open_signal_store
 from multidistill.teachers.stored import StoredSignals
 from multidistill.training.device import make_accelerator, process_state, refuse_sharded_launch
 from multidistill.training.loop import BEST_MODEL, CHECKPOINTS, LoopState, TrainResult, check_one_step, train
-from multidistill.training.objective import TEACHER_LOGIT_INPUTS, WeightedObjective, reads_inputs
+from multidistill.training.objective import (
+    TEACHER_LOGIT_INPUTS,
+    WeightedObjective,
+    reads_inputs,
+    tasks_reading_labels,
+)
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings
 from multidistill.utils.atomic import write_json
 from multidistill.utils.command import record_command
+from multidistill.utils.entry import api_call
 from multidistill.utils.hashing import hash_tokenizer
 
 
@@ -168,13 +176,35 @@ def open_stored_signals(config: TeacherRunConfig, data) -> StoredSignals:
     return signals
 
 
-def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bool = False,
-                on_step: Callable[[LoopState], None] | None = None) -> TrainResult:
+RunConfigSource = TeacherRunConfig | Mapping[str, Any] | str | os.PathLike
+
+
+def run_config(config: RunConfigSource) -> TeacherRunConfig:
+    """``config`` as a checked `TeacherRunConfig`: one given is checked again (one edited by
+    ``model_copy(update=...)`` never was), a mapping or a YAML file's path is loaded as `load_config` does."""
+    return revalidated(config) if isinstance(config, TeacherRunConfig) else load_config(config)
+
+
+def train_model(config: RunConfigSource, *, resume: bool = False, overwrite: bool = False,
+                on_step: Callable[[LoopState], None] | None = None, progress: bool = True) -> TrainResult:
     """Validate data, model and signals, then train; the best model lands in ``output_dir/model``.
 
+    ``config`` is a `TeacherRunConfig`, a mapping of its keys or a YAML file's path, of either kind (teacher or
+    distill; `train_teacher` and `distill` are the same run that first check the kind, as the CLI commands do).
     ``on_step`` is called after every optimizer step (and its eval/checkpoint) with the loop state.
+    ``progress`` False: no bars, tables or notes.
+
+    The run seeds the process-wide random generators (Python, numpy, torch) with ``train.seed``, so a run
+    started from another thread of this process while this one goes is refused (`RunInProgress`); an output
+    folder that cannot be written raises `OutputError`.
     """
-    config = revalidated(config)  # a config edited by model_copy(update=...) was never checked
+    with api_call("train_model", progress=progress, exclusive=True):
+        return _train_model(run_config(config), resume=resume, overwrite=overwrite, on_step=on_step)
+
+
+def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
+                 on_step: Callable[[LoopState], None] | None) -> TrainResult:
+    """`train_model` for a checked config, in its API block."""
     if resume and overwrite:  # one keeps the run in output_dir, the other replaces it
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
@@ -188,7 +218,8 @@ def train_model(config: TeacherRunConfig, *, resume: bool = False, overwrite: bo
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
-                            max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config))
+                            max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config),
+                            labelled_train=tasks_reading_labels(config.objective, resolve_tasks(config.data)))
     if is_general_run(data.tasks) and config.train.select == "best_metric":
         raise ConfigError("key 'train.select': every task of this run is unlabelled text, so there are no dev "
                           "metrics for best_metric to compare; use lowest_loss (the loss on a held-out slice of "

@@ -1,0 +1,65 @@
+"""`predict`: label texts held in memory with a saved model folder or an ONNX export, exactly as `predict_file`
+labels a file's rows (the same batching, truncation and outputs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multidistill.errors import ConfigError, DataError
+from multidistill.inference.predict import _open_source, _predict_rows, _Row, prediction_record
+from multidistill.utils.arguments import as_list
+from multidistill.utils.entry import api_call
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's prediction, as a `predict_file` output record holds it: for a classification task ``label``
+    (the most probable), ``score`` (its probability) and ``probabilities`` (label -> probability); for a
+    regression task ``label`` None, ``score`` the predicted value (None when not finite) and no probabilities."""
+
+    label: str | None
+    score: float | None
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
+            text_pairs: Sequence[str] | str | None = None, *, batch_size: int = 64, precision: str = "fp32",
+            progress: bool = True) -> list[Prediction]:
+    """Predict ``task`` for each of ``texts`` (one str is one text) with the model folder or ONNX export
+    ``source``; pair tasks take the second texts in ``text_pairs``, one per text. Returns one `Prediction` per
+    text, in order; batching (longest first), truncation (the model's training length) and the numbers are
+    those of `predict_file`. ``precision`` int8 needs an ONNX export with an int8 graph. ``progress`` False: no
+    bars. An empty or non-str text is refused, naming its index.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    texts_a = _texts(texts, "texts")
+    texts_b = _texts(text_pairs, "text_pairs") if text_pairs is not None else None
+    if texts_b is not None and len(texts_b) != len(texts_a):
+        raise ConfigError(f"text_pairs holds {len(texts_b)} texts for {len(texts_a)} texts; give one per text")
+    with api_call("predict", progress=progress):
+        predictor = _open_source(Path(source), precision)
+        spec = predictor.task(task)
+        if spec.pair != (texts_b is not None):
+            raise ConfigError(f"task '{spec.name}' takes text pairs: give text_pairs, one per text" if spec.pair
+                              else f"task '{spec.name}' takes one text: leave text_pairs out")
+        if not texts_a:
+            return []
+        rows = [_Row(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
+        logits = _predict_rows(predictor, spec, rows, batch_size, progress)
+    labels = spec.labels if spec.type == "classification" else []
+    return [Prediction(**{"label": None, **prediction_record(values, labels)}) for values in logits]
+
+
+def _texts(value: Sequence[str] | str, argument: str) -> list[str]:
+    """``value`` as a list of texts; a non-str or an empty text is refused, naming ``argument`` and its index."""
+    texts = as_list(value, argument) or []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{argument}[{i}] is {type(text).__name__}, not a str: {text!r}")
+        if not text.strip():
+            raise DataError(f"{argument}[{i}] is empty; every text needs some words to predict from")
+    return texts

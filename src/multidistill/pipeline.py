@@ -1,0 +1,59 @@
+"""Whole recipes from Python: `run` and `run_recipe` take a recipe file, a mapping or a recipe config, as
+`multidistill run` does, with the API's quiet switch, one run per process and write errors as `OutputError`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from multidistill.utils.entry import api_call
+
+if TYPE_CHECKING:
+    from multidistill.recipes.config import RecipeBase
+
+
+def recipe_config(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
+                  overrides: list[str] | str | None = None) -> RecipeBase:
+    """``recipe`` as a checked recipe config with ``--set``-style ``overrides`` applied: a YAML file's path (as
+    `load_recipe` reads it), a mapping of the same keys (its ``recipe`` key picks the method) or a recipe config
+    (checked again). Anything else is a TypeError."""
+    from multidistill.config import load_config
+    from multidistill.recipes.config import RecipeBase, load_recipe
+    from multidistill.recipes.registry import recipe_entry
+
+    if isinstance(recipe, str | os.PathLike):
+        return load_recipe(recipe, overrides)
+    if isinstance(recipe, RecipeBase):
+        return load_config(recipe, overrides, schema=type(recipe))
+    if isinstance(recipe, Mapping):
+        schema = recipe_entry(recipe.get("recipe"), "the recipe mapping").schema
+        return load_config(recipe, overrides, schema=schema)
+    raise TypeError(f"a recipe is a YAML file's path, a mapping or a recipe config (load_recipe), not "
+                    f"{type(recipe).__name__}")
+
+
+def run_recipe(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike, overrides: list[str] | str | None = None,
+               *, progress: bool = True) -> dict:
+    """Run (or continue) every stage of ``recipe`` under its output_dir, as `multidistill run` does; returns the
+    summary (also in OUTPUT_DIR/summary.json).
+
+    ``recipe`` is a recipe YAML file's path, a mapping of its keys or a recipe config (`load_recipe`), with
+    ``--set``-style ``overrides`` (a list, or one str for one override). Finished stages are reused, a cut stage
+    resumes, and a stage made with other settings is refused. ``progress`` False: no bars, tables or notes.
+
+    The stages seed the process-wide random generators (Python, numpy, torch), so a run started from another
+    thread of this process while this one goes is refused (`RunInProgress`); an output folder that cannot be
+    written raises `OutputError`.
+    """
+    from multidistill import recipes
+
+    with api_call("run_recipe", progress=progress, exclusive=True):
+        return recipes.run_recipe(recipe_config(recipe, overrides))
+
+
+def run(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike, overrides: list[str] | str | None = None, *,
+        progress: bool = True) -> dict:
+    """`run_recipe`: the whole recipe ``recipe`` with ``--set``-style ``overrides``, as `multidistill run` runs
+    it; returns the recipe's summary."""
+    return run_recipe(recipe, overrides, progress=progress)
