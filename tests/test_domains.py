@@ -109,7 +109,7 @@ def test_a_row_without_a_domain_among_rows_with_one_is_a_data_error(tmp_path, ti
     path = Path(spec["files"]["train"]["path"])
     path.write_text(path.read_text().replace("\tbooks\n", "\t\n", 1))
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    with pytest.raises(DataError, match=r"task 'reviews' split 'train': row '2' has domain '', which is not one of"):
+    with pytest.raises(DataError, match=r"train\.tsv, line 2, field 'domain' \(column 'genre'\): no domain"):
         prepare_data(data_config(tmp_path, spec), tokenizer, 32, max_examples_per_task=None, seed=0)
 
 

@@ -118,6 +118,9 @@ def test_metakd_runs_every_stage_then_skips_them(tiny_run, tmp_path, monkeypatch
     assert list(summary["rows"]) == ["meta-teacher", "Meta-KD student"]
     assert summary["tasks"] == list(DOMAINS) and summary["reference"] == "meta-teacher"
     assert set(summary["rows"]["Meta-KD student"]["metrics"]["main"]) == set(DOMAINS)
+    # Each row's average over the targets (as the docs say), and each target's trivial baseline on the report split.
+    assert all(row["metrics"]["average"] == row["average"] for row in summary["rows"].values())
+    assert set(summary["baseline"]["tasks"]) == set(DOMAINS)
     assert summary["split"] == "test" and "test scores" in output  # the toy task has a test split, so not "dev"
     # The acceptance benchmark's speed rows read this layout: the meta-teacher and a Meta-KD student (stage B).
     bench = load_bench(monkeypatch)

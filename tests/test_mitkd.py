@@ -66,6 +66,9 @@ def test_mitkd_both_arms_then_skip(tiny_run, tmp_path, monkeypatch, capsys):
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["teacher teacher-seed-1", "MITKD student (multi-task teacher)",
                                      "plain-teacher student (pretrained encoder)"]
+    # The same settings in both arms: nothing to say about the MITKD row; each task's trivial baseline beside them.
+    assert not any("settings_differ" in row for row in summary["rows"].values()), summary["notes"]
+    assert set(summary["baseline"]["tasks"]) == {"toy_sent", "toy_reg"}
 
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     assert code == 0, output

@@ -70,6 +70,9 @@ def test_mtdnn_kd_recipe_runs_then_skips_every_stage(tiny_run, tmp_path, monkeyp
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["teacher teacher-seed-1", "teacher teacher-seed-2", "ensemble of 2", "student"]
     assert summary["rows"]["teacher teacher-seed-1"]["retention"] == pytest.approx(1.0)
+    # The report reads which row is the ensemble and how many models it is; every task has its constant predictor.
+    assert summary["rows"]["ensemble of 2"]["ensemble"] is True and summary["rows"]["ensemble of 2"]["models"] == 2
+    assert set(summary["baseline"]["main"]) == set(summary["tasks"])
     # The ensemble row is scored from the stored mean probabilities on dev.
     store = json.loads((root / "signals" / "manifest.json").read_text())
     assert store["splits"] == ["train", "dev"] and len(store["teachers"]) == 2
@@ -148,6 +151,11 @@ def test_mkd_bilstm_recipe_with_finetune_and_baseline(tiny_run, tmp_path, monkey
     student = json.loads((root / "student" / "model" / "multidistill_model.json").read_text())
     assert student["kind"] == "bilstm"
     assert summary["rows"]["student (joint)"]["params"] < summary["rows"]["teacher teacher-seed-1"]["params"]
+    # Rows name the stage folders they come from; the per-task rows count every per-task model's parameters.
+    assert summary["rows"]["student (joint)"]["stages"] == ["student"]
+    finetuned_row = summary["rows"]["student + per-task fine-tune"]
+    assert finetuned_row["models"] == len(summary["tasks"])
+    assert sorted(finetuned_row["stages"]) == sorted(f"finetune-{task}" for task in summary["tasks"])
     # A fine-tuned copy keeps only its own task's head.
     finetuned = json.loads((root / "finetune-toy_pair" / "model" / "multidistill_model.json").read_text())
     assert [t["name"] for t in finetuned["tasks"]] == ["toy_pair"]
@@ -208,6 +216,62 @@ def test_a_cut_stage_resumes_from_its_checkpoint(tiny_run, tmp_path, monkeypatch
     assert (root / "student" / STAGE_MANIFEST).is_file()
     history = json.loads((root / "student" / "train_history.json").read_text())
     assert history[-1]["step"] > 4
+
+
+def test_a_late_stage_a_new_teacher_would_change_is_refused_before_that_teacher_trains(tiny_run, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """A second teacher seed on a finished folder changes the signal store's inputs: refused before the new
+    teacher trains (not after), and the summary, which still describes the folder, stays."""
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1]
+    path = write(recipe, tmp_path)
+    assert run_cli(monkeypatch, capsys, "run", str(path))[0] == 0
+    root = Path(recipe["output_dir"])
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--set", "teacher.seeds=[1,2]")
+    flat = " ".join(output.split())
+    assert code == 2 and "stage 'signals'" in flat and "before stage 'teacher-seed-2'" in flat, output
+    assert not (root / "teacher-seed-2").exists() and (root / "summary.json").is_file()
+
+
+def test_a_stage_whose_data_was_edited_in_place_is_refused_naming_the_split(tiny_run, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Same settings, one training label flipped in its file: the finished teacher is refused (not reused with
+    the old summary), naming the task split."""
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1]
+    path = write(recipe, tmp_path)
+    assert run_cli(monkeypatch, capsys, "run", str(path))[0] == 0
+    train = Path(tiny_run[0]["data"]["data_root"]) / "toy_sent" / "train.tsv"
+    lines = train.read_text().splitlines()
+    text, label = lines[1].rsplit("\t", 1)
+    lines[1] = f"{text}\t{1 - int(label)}"
+    train.write_text("\n".join(lines) + "\n")
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    flat = " ".join(output.split())
+    assert code == 2 and "stage 'teacher-seed-1'" in flat and "toy_sent/train changed since" in flat, output
+
+
+def test_a_recipe_checked_again_keeps_the_keys_it_was_given():
+    """run_recipe checks the recipe again (`revalidated`), as the API does a recipe object (`recipe_config`); the
+    keys given stay the given ones at every level, so "not used" notes (which read them) name only keys the user
+    set, and a default changed in place is kept."""
+    from pydantic import BaseModel
+
+    from multidistill.config import revalidated
+    from multidistill.pipeline import recipe_config
+
+    def given(model: BaseModel, key: str = "") -> dict[str, set[str]]:
+        out = {key: set(model.model_fields_set)}
+        for name in type(model).model_fields:
+            if isinstance(getattr(model, name), BaseModel):
+                out.update(given(getattr(model, name), f"{key}{name}."))
+        return out
+
+    recipe = load_recipe(REPO / "configs" / "mitkd.yaml")
+    assert "signals" not in recipe.model_fields_set  # mitkd's "signals not used" note reads this
+    assert given(revalidated(recipe)) == given(recipe) == given(recipe_config(recipe))
+    recipe.signals.batch_size = 7  # a section left out, changed in place
+    assert revalidated(recipe).signals.batch_size == 7
 
 
 def test_stage_runner_refuses_a_foreign_folder(tmp_path):

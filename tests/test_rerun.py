@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -306,6 +307,110 @@ def test_a_run_stopped_before_any_stage_wrote_something_takes_back_what_it_made(
     (tmp_path / "out" / "notes.txt").write_text("mine")
     assert run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))[0] == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+
+
+# --- data edited in place, the summary, and the checks before the first stage runs ------------------------------
+
+
+def _writes(text: str, calls: list | None = None):
+    def work(folder: Path, resume: bool) -> None:
+        if calls is not None:
+            calls.append(folder.name)
+        folder.mkdir(exist_ok=True)
+        (folder / "out.txt").write_text(text)
+    return work
+
+
+def test_a_finished_stage_on_edited_data_is_refused_by_split_and_a_derived_one_is_made_again(tmp_path, capsys):
+    """A task split's data fingerprint is recorded beside the stage's (not in it): edited data refuses the stage,
+    naming the split, where its settings would reuse it; a derived stage is made again; a stage recorded
+    before data was recorded stays valid."""
+    runner = StageRunner(tmp_path)
+    runner.run("teacher", {"lr": 1}, {}, _writes("a"), data={"books/train": "d1", "books/dev": "d2"})
+    manifest = json.loads((tmp_path / "teacher" / STAGE_MANIFEST).read_text())
+    assert manifest["data"] == {"books/train": "d1", "books/dev": "d2"}
+    fingerprint = manifest["fingerprint"]
+    runner.run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"),
+               data={"books/train": "d1", "books/dev": "d2"})
+    with pytest.raises(ConfigError, match=r"stage 'teacher': .* made from other data \(books/dev changed since"):
+        runner.run("teacher", {"lr": 1}, {}, _writes("b"), data={"books/train": "d1", "books/dev": "edited"})
+    assert (tmp_path / "teacher" / "out.txt").read_text() == "a"
+
+    runner.run("scores", {"split": "test"}, {"teacher": fingerprint}, _writes("old"), derived=True,
+               data={"books/test": "t1"})
+    runner.run("scores", {"split": "test"}, {"teacher": fingerprint}, _writes("new"), derived=True,
+               data={"books/test": "t2"})
+    assert (tmp_path / "scores" / "out.txt").read_text() == "new"
+    assert "books/test changed since" in " ".join(capsys.readouterr().err.split())
+    # Recorded before data was (no `data` in stage.json): cannot be checked, and stays valid.
+    del manifest["data"]
+    (tmp_path / "teacher" / STAGE_MANIFEST).write_text(json.dumps(manifest))
+    runner.run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"),
+               data={"books/train": "other", "books/dev": "other"})
+
+
+def test_the_summary_goes_once_a_stage_runs_so_a_failed_rerun_leaves_none(tmp_path):
+    """summary.json describes the stages as they were: kept while they are reused, removed before one runs."""
+    runner = StageRunner(tmp_path)
+    runner.run("teacher", {"lr": 1}, {}, _writes("a"))
+    summary = tmp_path / "summary.json"
+    summary.write_text("{}")
+    runner.run("teacher", {"lr": 1}, {}, _writes("a"))  # reused: the summary still describes the folder
+    assert summary.is_file()
+
+    def fails(folder: Path, resume: bool) -> None:
+        assert not summary.exists()  # gone before the stage starts
+        raise ModelError("the student failed")
+
+    with pytest.raises(ModelError):
+        runner.run("student", {"lr": 1}, {}, fails)
+    assert not summary.exists()
+
+
+def _three_stages(calls: list, c_settings: dict):
+    """A recipe of three stages, each reading the one before's fingerprint, then c's output and a summary."""
+    def recipe(runner: StageRunner) -> str:
+        from multidistill.recipes.stages import console, stage_fingerprint, stop_if_checking
+
+        a = runner.run("a", {"n": 1}, {}, _writes("a", calls))
+        console.print("note: said once")
+        b = runner.run("b", {"n": 1}, {"a": stage_fingerprint(a)}, _writes("b", calls))
+        c = runner.run("c", c_settings, {"b": stage_fingerprint(b)}, _writes("c", calls))
+        out = (c / "out.txt").read_text()
+        stop_if_checking()  # as `write_summary` does before its table
+        print("the summary table")
+        return out
+    return recipe
+
+
+def test_a_late_stage_of_other_settings_is_refused_before_the_first_stage_runs(tmp_path, capsys):
+    """`run_all`: the first stage to run checks the stages after it first (a late stage's refusal would come after
+    the earlier stages ran); the check ends where the recipe reads what a stage not yet run writes, then the
+    recipe runs for real, printing each stage once."""
+    calls: list[str] = []
+    assert StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 1})) == "c"
+    assert calls == ["a", "b", "c"]
+    said = capsys.readouterr()
+    assert said.err.count("stage a: running") == 1 and said.err.count("note: said once") == 1
+    assert said.out.count("the summary table") == 1
+
+    shutil.rmtree(tmp_path / "b")  # b is made again ...
+    calls.clear()
+    with pytest.raises(ConfigError, match="stage 'c': .*changed: config.n: 1 -> 2") as refused:
+        StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 2}))  # ... and c has other settings
+    assert calls == [] and not (tmp_path / "b").exists() and not any((tmp_path / PENDING).iterdir())
+    assert any("before stage 'b'" in note for note in refused.value.__notes__)
+    assert "stage b: running" not in capsys.readouterr().err
+
+    # The same settings: b runs (c, made from what b will be, is kept) and every line is said once.
+    runner = StageRunner(tmp_path)
+    assert runner.run_all(_three_stages(calls, {"n": 1})) == "c"
+    assert calls == ["b"] and [(o.name, o.skipped) for o in runner.outcomes] == [
+        ("a", True), ("b", False), ("c", True)]
+    said = capsys.readouterr()
+    assert said.err.count("stage a: done, reusing") == 1 and said.err.count("note: said once") == 1
+    assert said.err.count("stage b: running") == 1 and said.err.count("stage c: done, reusing") == 1
+    assert said.out.count("the summary table") == 1  # not shown by the check pass, which reached the end
 
 
 # --- Ctrl-C and SIGTERM, in real processes --------------------------------------------------------------------

@@ -591,7 +591,7 @@ def load_config(source: str | os.PathLike | Mapping | BaseModel, overrides: list
     if isinstance(source, str | os.PathLike):
         raw, label = read_yaml(source), str(source)
     elif isinstance(source, BaseModel):
-        raw, label = source.model_dump(), f"the {type(source).__name__} given"
+        raw, label = given_settings(source), f"the {type(source).__name__} given"
     elif isinstance(source, Mapping):  # copied: overrides never change the caller's mapping
         raw, label = _unshared(source, "the config mapping"), "the config mapping"
     else:
@@ -607,12 +607,27 @@ def load_config(source: str | os.PathLike | Mapping | BaseModel, overrides: list
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def given_settings(config: BaseModel) -> dict:
+    """What ``config`` holds that was given or is not a default, at every level: validated again, it is the same
+    config with the same `model_fields_set` ("not used" notes read it: a full `model_dump` would count every field
+    as given). A default changed in place (`recipe.signals.batch_size = 7`, signals left out) is kept, as given."""
+    return _union(config.model_dump(exclude_unset=True), config.model_dump(exclude_defaults=True))
+
+
+def _union(given: Any, changed: Any) -> Any:
+    """``given`` plus what only ``changed`` holds, mappings merged at every level."""
+    if not (isinstance(given, dict) and isinstance(changed, dict)):
+        return given
+    return {**changed, **{key: _union(value, changed[key]) if key in changed else value
+                          for key, value in given.items()}}
+
+
 def revalidated(config: ConfigT) -> ConfigT:
     """``config`` checked again as a whole: `model_copy(update=...)` (the usual way to edit a config in Python)
     skips pydantic's validation, so a run would start with settings that its own recorded config.yaml then refuses.
-    Raises ConfigError naming each bad key."""
+    The fields it was given stay its given ones (`given_settings`). Raises ConfigError naming each bad key."""
     try:
-        return type(config).model_validate(config.model_dump())
+        return type(config).model_validate(given_settings(config))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"{type(config).__name__} given to the run",
                                                   schema=type(config))) from exc

@@ -32,7 +32,7 @@ def read_domains(task: Task, batches_of_split: Mapping[str, Iterable[pa.RecordBa
         for batch in batches:
             found.update(pc.unique(batch.column("domain")).to_pylist())
     found.discard("")  # no domain; a task whose rows all have none has no domains (a row without one among
-    # rows with domains is refused when ids are given: `domain_codes`)
+    # rows with domains is refused by the reader, naming its line; `domain_codes` checks again)
     return tuple(sorted(found))
 
 

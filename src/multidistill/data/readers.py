@@ -38,7 +38,8 @@ CHUNK_ROWS = 10_000  # rows held as Python objects at a time (one Arrow record b
 EXAMPLES_FILE = "examples.arrow"
 EXAMPLES_META = "examples.json"
 # 2: ClassLabel names, -1 scores and stricter text (surrogates, CR ends, scores): rows read by 1 may be wrong.
-CACHE_VERSION = 2
+# 3: a NaN domain cell is no domain (2 named it 'nan'), and a row without one among rows with one is refused.
+CACHE_VERSION = 3
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest regression score a float32 head can be trained on
 
 Record = Mapping[Any, Any]
@@ -592,6 +593,9 @@ class _Converter:
         self.no_label: float | int = math.nan if self.regression else -1
         self.fixed_domain = source.domain or source.data_file.domain or self.task.domain or ""
         self.id_prefix = f"{source.domain}:" if source.domain is not None else ""
+        # A domain column: where the first row without a domain is, and whether a row had one.
+        self.first_without_domain: int | None = None
+        self.some_domain = False
         self._check_int_label_names()
 
     def chunks(self, size: int | None = None) -> Iterator[dict[str, list[Any]]]:
@@ -615,7 +619,7 @@ class _Converter:
                 label = self._label(pos, record)
                 domain = self.fixed_domain
                 if self.columns.domain is not None:
-                    domain = self._scalar(pos, record, "domain", required=False)
+                    domain = self._domain(pos, record)
             except DataError:
                 if seen is not None:  # ids are checked a chunk at a time: a duplicate before this problem wins
                     seen.check(out["id"], positions)
@@ -707,6 +711,23 @@ class _Converter:
         if required and not text:
             raise self._error(pos, f"empty {field} (column '{getattr(self.columns, field)}')", field)
         return text
+
+    def _domain(self, pos: int, record: Record) -> str:
+        """A domain column's cell. Every cell empty is a task without domains (the transfer set of one); an empty
+        or NaN cell (a missing value of an HF / pandas column) among cells with domains is refused, naming the
+        first such row: its row would fail later, far from the file, and 'nan' must not become a domain."""
+        value = self._raw(pos, record, "domain")
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        domain = "" if missing else self._scalar(pos, record, "domain", required=False)
+        if domain:
+            self.some_domain = True
+        elif self.first_without_domain is None:
+            self.first_without_domain = pos
+        if self.some_domain and self.first_without_domain is not None:
+            column = self.columns.domain
+            raise self._error(self.first_without_domain, f"no domain (column '{column}' is empty or NaN) where "
+                              "other rows have one; give every row its domain, or drop the row", "domain")
+        return domain
 
     def _check_int_label_names(self) -> None:
         names = self.source.data_file.int_label_names

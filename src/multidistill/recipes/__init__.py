@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from multidistill.config import revalidated
@@ -39,7 +40,7 @@ def run_recipe(recipe: RecipeBase) -> dict:
         previous = recorded.read_bytes() if recorded.is_file() else None
         save_config(recipe, recorded)
         try:
-            return entry.run(recipe, runner)
+            return runner.run_all(partial(entry.run, recipe))  # later stages checked before the first runs
         except BaseException as exc:
             _take_back_if_no_stage_wrote(runner.root, before)
             if previous is not None and isinstance(exc, MultidistillError) and all(

@@ -20,7 +20,9 @@ from multidistill.config import (
     TrainConfig,
 )
 from multidistill.data.prepare import open_example_store, resolve_tasks
-from multidistill.errors import ModelError
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, ModelError
+from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.metrics import average_score, compute_metrics
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.config import RecipeBase
@@ -40,6 +42,14 @@ def recipe_data(recipe: RecipeBase) -> DataConfig:
 
 
 TEACHER_REF = "@teacher"
+
+
+def data_fingerprints(data: DataConfig, splits: tuple[str, ...], max_examples: int | None) -> dict[str, str]:
+    """Each task split's data fingerprint (file contents, task spec, subset) that a stage reads, keyed
+    "<task>/<split>": recorded beside a stage's fingerprint so a finished stage is never reused on edited data."""
+    store = open_example_store(data, max_examples_per_task=max_examples, seed=data.subset_seed or 0)
+    return {f"{name}/{split}": store.data_fingerprint(name, split) for name, task in store.tasks.items()
+            for split in splits if split in task.splits}
 
 
 def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelConfig:
@@ -92,7 +102,8 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
                 "examples_per_second": result.examples_per_second}
 
     return runner.run(name, config_payload, inputs or {}, work,
-                      rerun="continues its training from the last checkpoint (from step 0 if it has none)")
+                      rerun="continues its training from the last checkpoint (from step 0 if it has none)",
+                      data=data_fingerprints(data, ("train", data.eval_split), max_examples))
 
 
 def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ()) -> None:
@@ -106,16 +117,41 @@ def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ())
                       "teacher.model_dirs[/yellow]")
 
 
+def check_teacher_heads(folder: Path, tasks: list[Task], key: str) -> None:
+    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that has no head (with the same
+    labels) for one of ``tasks``: a MITKD general student has a head for its corpus only, and a missing head was
+    found by the first stage that read it, after the stages before."""
+    try:
+        config = read_model_config(folder)
+    except ModelError as exc:
+        raise ModelError(f"key '{key}': {exc}") from exc
+    heads = {spec.get("name"): spec for spec in config["tasks"]}
+    missing = [task.name for task in tasks if task.name not in heads]
+    if missing:
+        raise ConfigError(f"key '{key}': {folder} has no head for task(s) {missing} (it has {list(heads)}); give a "
+                          "teacher trained on them (a general student, trained on a corpus, has none)")
+    for task in tasks:
+        labels = heads[task.name].get("labels") or []
+        if task.type == "classification" and labels and task.labels and list(labels) != list(task.labels):
+            raise ConfigError(f"key '{key}': {folder}'s head for task '{task.name}' has labels {list(labels)}, the "
+                              f"data's are {list(task.labels)}; its probabilities would be read as other classes")
+
+
+def given_teachers(recipe: RecipeBase) -> list[Path]:
+    """The given teacher folders (teacher.model_dirs), each checked to be a model with a head for every task of
+    data.tasks, before any stage."""
+    tasks = resolve_tasks(recipe_data(recipe))
+    dirs = [Path(d) for d in recipe.teacher.model_dirs]
+    for i, folder in enumerate(dirs):
+        check_teacher_heads(folder, tasks, f"teacher.model_dirs.{i}")
+    return dirs
+
+
 def teacher_stages(runner: StageRunner, recipe: RecipeBase) -> tuple[list[Path], dict[str, str]]:
     """The teachers' model folders and their fingerprints: trained here (one stage per seed) or given."""
     section = recipe.teacher
     if section.model_dirs:
-        dirs = [Path(d) for d in section.model_dirs]
-        for i, folder in enumerate(dirs):  # before any stage: a folder that is not a model is named by its key
-            try:
-                read_model_config(folder)
-            except ModelError as exc:
-                raise ModelError(f"key 'teacher.model_dirs.{i}': {exc}") from exc
+        dirs = given_teachers(recipe)
         note_unused_teacher_settings(recipe)
         return dirs, {f"teacher-{i}": teacher_fingerprint(d) for i, d in enumerate(dirs)}
     dirs, fingerprints = [], {}
@@ -145,7 +181,8 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
         return {"store_fingerprint": store.fingerprint, "teachers": len(teacher_dirs)}
 
     return runner.run(name, config_payload, inputs, work,
-                      rerun="keeps the signal shards already written and labels the rest")
+                      rerun="keeps the signal shards already written and labels the rest",
+                      data=data_fingerprints(data, splits, max_examples))
 
 
 def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:
@@ -163,6 +200,14 @@ def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:
     return {"tasks": metrics, "main": main, "average": average_score(main)}
 
 
+def trivial_baselines(data: DataConfig, max_examples: int | None,
+                      split: str | None = None) -> dict[str, TrivialBaseline]:
+    """Each task's constant predictor, fitted on the training rows the models saw (``data`` capped at
+    ``max_examples``) and scored on ``split`` (default data.eval_split): the summary's trivial baseline."""
+    store = open_example_store(data, max_examples_per_task=max_examples, seed=data.subset_seed or 0)
+    return store_baselines(store, data.task_names, split or data.eval_split)
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
@@ -173,6 +218,6 @@ def teacher_rows(teacher_dirs: list[Path]) -> dict[str, dict]:
     from multidistill.recipes.summary import count_parameters
 
     return {f"teacher {folder.parent.name}": {"metrics": read_metrics(folder.parent),
-                                              "params": count_parameters(folder)}
+                                              "params": count_parameters(folder), "stages": [folder.parent.name]}
             for folder in teacher_dirs if (folder.parent / "metrics.json").is_file()}
 

@@ -34,12 +34,16 @@ from multidistill.config import (
     read_yaml,
 )
 from multidistill.data.augment import AugmentConfig
-from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError
-from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.benchmark import DEFAULT_MAX_METRIC_DROP_INT8, RUNTIMES, benchmark
 from multidistill.models.bilstm import BiLSTMSpec
-from multidistill.recipes.common import read_metrics, resolve_teacher_ref, signals_stage, train_stage
+from multidistill.recipes.common import (
+    read_metrics,
+    resolve_teacher_ref,
+    signals_stage,
+    train_stage,
+    trivial_baselines,
+)
 from multidistill.recipes.config import SignalsSection, StudentSection
 from multidistill.recipes.mkd import mkd_objective, transfer_stage
 from multidistill.recipes.preflight import check_settings
@@ -208,12 +212,6 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path or "demo settings"), overrides or [],
                                                   DemoConfig)) from exc
-
-
-def trivial_baselines(data: DataConfig, max_examples: int | None) -> dict[str, TrivialBaseline]:
-    """Each task's constant predictor, fitted on the training rows the models saw and scored on dev."""
-    store = open_example_store(data, max_examples_per_task=max_examples, seed=data.subset_seed or 0)
-    return store_baselines(store, data.task_names, data.eval_split)
 
 
 def run_demo(config: DemoConfig) -> dict:

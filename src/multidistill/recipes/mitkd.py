@@ -14,6 +14,7 @@ finished there.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -30,25 +31,38 @@ from multidistill.config import (
     _Strict,
 )
 from multidistill.data.prepare import open_example_store
-from multidistill.errors import ConfigError
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.evaluation.metrics import average_score
+from multidistill.models.backbone import load_tokenizer
 from multidistill.models.general import ENCODER_DIR
 from multidistill.recipes.common import (
     TEACHER_REF,
+    given_teachers,
     read_metrics,
     recipe_data,
     signals_stage,
     teacher_rows,
     teacher_stages,
     train_stage,
+    trivial_baselines,
 )
 from multidistill.recipes.config import RecipeBase, check_distinct_seeds, refuse_replaced_seed
-from multidistill.recipes.preflight import check_model_path
+from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console, stage_fingerprint
+from multidistill.recipes.stages import (
+    DEFAULTS_KEY,
+    STAGE_MANIFEST,
+    StageRunner,
+    console,
+    portable,
+    stage_fingerprint,
+    without_defaults,
+)
 from multidistill.recipes.summary import count_parameters, write_summary
-from multidistill.training.loop import BEST_MODEL
+from multidistill.training.loop import BEST_MODEL, check_one_step
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
+from multidistill.training.run_settings import flatten
+from multidistill.utils.hashing import hash_tokenizer
 
 ARMS = {"mitkd": "MITKD student (multi-task teacher)", "plain": "plain-teacher student (pretrained encoder)"}
 
@@ -84,6 +98,11 @@ class MITKDFinetune(_Strict):
     @model_validator(mode="after")
     def _distinct_seeds(self) -> MITKDFinetune:
         check_distinct_seeds(self.seeds, "finetune.seeds")
+        names = [ref.name for ref in self.tasks or []]
+        if len(set(names)) != len(names):  # said here, not as `data.tasks` by the fine-tunes' data view
+            raise ValueError(f"finetune.tasks must be distinct, got {names}")
+        if self.tasks == []:  # it fine-tuned on data.tasks, as if left out
+            raise ValueError("finetune.tasks is empty; list the tasks to fine-tune on, or leave it out (data.tasks)")
         refuse_replaced_seed(self.train, "finetune.train", "finetune.seeds")
         return self
 
@@ -140,7 +159,8 @@ def finetune_data(recipe: MITKDRecipe) -> DataConfig:
 
 def check_inputs(recipe: MITKDRecipe) -> None:
     """Everything the later stages read, checked before the first stage writes: the corpus (its files, text
-    task, feature-only objective) and the fine-tune tasks."""
+    task, feature-only objective), given teachers' heads, the fine-tune tasks, data for one optimizer step per
+    stage, and the online teachers' tokenizers and positions against the general student's."""
     if recipe.student.train.select == "best_metric":
         raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
                           "best_metric has nothing to compare; use lowest_loss (default) or last")
@@ -156,9 +176,96 @@ def check_inputs(recipe: MITKDRecipe) -> None:
     store.validate(["train"])
     refuse_head_losses({task.name: task}, general_objective(recipe), key="student.objective")
     check_model_path(recipe.baseline.encoder, "baseline.encoder")
+    if recipe.teacher.model_dirs:
+        given_teachers(recipe)  # models with a head for every task of data.tasks
+    _check_one_step(recipe.student.train, {task.name: len(store.examples(task.name, "train"))}, "student.train")
+    _check_finetune_tasks(recipe)
+    _check_tokenizers(recipe)
+    model = recipe.student.model
+    if model.architecture == "hf":  # the general distillation feeds its online teachers the student's tokens
+        check_teacher_positions(arm_teachers(recipe), model.max_seq_length, "student.model.max_seq_length",
+                                model.trust_remote_code)
+
+
+def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
+    """The fine-tune tasks: labelled, their soft targets (if read) from a teacher that has them, and data enough
+    for one optimizer step each, said with the recipe's keys."""
     tuned = finetune_data(recipe)
-    open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task,
-                       seed=recipe.subset_seed).validate(["train", tuned.eval_split])
+    try:
+        store = open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
+    except ConfigError as exc:  # finetune.tasks is data.tasks of the fine-tunes' own view
+        if recipe.finetune.tasks is None:
+            raise
+        raise ConfigError(str(exc).replace("key 'data.tasks", "key 'finetune.tasks")) from exc
+    except UnknownTaskError as exc:
+        if recipe.finetune.tasks is None:
+            raise
+        raise ConfigError(f"key 'finetune.tasks': {exc}") from exc
+    key = "finetune.tasks" if recipe.finetune.tasks is not None else "data.tasks"
+    for name, task in store.tasks.items():
+        if not task.has_head:
+            raise ConfigError(f"key '{key}': task '{name}' is a {task.type} task (unlabelled, as the corpus is); a "
+                              "fine-tune needs labels: list labelled tasks")
+    unseen = [name for name, task in store.tasks.items() if name not in recipe.data.task_names
+              and reads_inputs(recipe.finetune.objective, {name: task}, TEACHER_LOGIT_INPUTS)]
+    if unseen:
+        raise ConfigError(f"key 'finetune.objective': it reads the teachers' soft targets on task(s) {unseen}, which "
+                          "no teacher was trained on (they are not in data.tasks); give them terms of their own "
+                          "without teacher logits (finetune.objective.tasks.<task>: [{loss: hard}]), or add them "
+                          "to data.tasks")
+    store.validate(["train", tuned.eval_split])
+    for name in store.tasks:
+        rows = {name: len(store.examples(name, "train"))}
+        for seed in recipe.finetune.seeds:
+            _check_one_step(recipe.finetune.train.model_copy(update={"seed": seed}), rows, "finetune.train",
+                            f" (task '{name}': {rows[name]} training rows)")
+
+
+def _check_one_step(train: TrainConfig, rows: dict[str, int], key: str, where: str = "") -> None:
+    """`check_one_step` for one stage, its message naming the recipe's ``key`` for the stage's train section."""
+    try:
+        check_one_step(train, rows, 1)  # recipes run in one process (`refuse_several_processes`)
+    except ConfigError as exc:
+        raise ConfigError(re.sub(r"\btrain\.", f"{key}.", str(exc)) + where) from exc
+
+
+def arm_teachers(recipe: MITKDRecipe) -> list[tuple[str, str]]:
+    """This run's online teachers in its general distillation, each with the key naming it: the teachers (the
+    encoder they are trained from, or each given folder), or the plain encoder."""
+    if not recipe.baseline.plain_teacher:
+        return teacher_sources(recipe)
+    return [(plain_encoder(recipe), "baseline.encoder" if recipe.baseline.encoder else "teacher.model.name_or_path")]
+
+
+def _tokenizer_hash(source: str, trust_remote_code: bool) -> str | None:
+    """The tokenizer's fingerprint; None where it cannot be loaded here (a hub name offline: its stage says so)."""
+    try:
+        return hash_tokenizer(load_tokenizer(source, trust_remote_code=trust_remote_code))
+    except ModelError:
+        return None
+
+
+def _check_tokenizers(recipe: MITKDRecipe) -> None:
+    """The general distillation runs its teachers on the student's tokens and its token-level losses compare
+    position by position, so every teacher must split text as the student does: refused by the teacher's key,
+    before the teachers train."""
+    model, teacher = recipe.student.model, recipe.teacher.model
+    source = model.tokenizer or model.name_or_path
+    if source == TEACHER_REF or model.architecture != "hf":
+        return
+    if recipe.baseline.plain_teacher or teacher is None:
+        teachers = arm_teachers(recipe)
+    else:  # a teacher trained here keeps the tokenizer it was trained with
+        teachers = [(teacher.tokenizer, "teacher.model.tokenizer") if teacher.tokenizer
+                    else (teacher.name_or_path, "teacher.model.name_or_path")]
+    student = _tokenizer_hash(source, model.trust_remote_code)
+    for name, key in teachers:
+        found = _tokenizer_hash(name, model.trust_remote_code)
+        if student is not None and found is not None and found != student:
+            raise ConfigError(f"key '{key}': {name} uses another tokenizer than the general student ({source}); the "
+                              "general distillation runs it on the student's tokens, and its token-level losses "
+                              "compare position by position, which only line up when both split text the same way: "
+                              "give a teacher and a student with the same tokenizer")
 
 
 def general_objective(recipe: MITKDRecipe) -> ObjectiveConfig:
@@ -209,6 +316,73 @@ def finished_arm(root: Path, arm: str, recipe: MITKDRecipe) -> dict[str, list[Pa
     return folders if done else None
 
 
+# A stage's recorded settings -> the recipe keys they come from (general-<arm>, then finetune-<arm>-...).
+GENERAL_KEYS = (("model.", "student.model."), ("train.", "student.train."), ("data.tasks.0.", "corpus."))
+FINETUNE_KEYS = (("model.", "student.model."), ("train.", "finetune.train."), ("objective.", "finetune.objective."),
+                 ("data.tasks", "finetune.tasks"))
+
+
+def _settings(folder: Path, root: Path, ignore: tuple[str, ...], teacher_refs: tuple[str, ...]) -> tuple[dict, bool]:
+    """A finished stage's settings as dotted keys, defaults included (they are recorded apart), paths inside the run
+    folder written as `@run/...`, the first online teacher as `@teacher` in ``teacher_refs`` (the keys the recipe
+    gives as `@teacher`: each arm resolves them to its own teacher); and whether every section recorded its defaults
+    (stages made before they were did not)."""
+    config = json.loads((folder / STAGE_MANIFEST).read_text())["config"]
+    flat, complete = {}, True
+    for section, value in config.items():
+        if isinstance(value, dict):
+            complete = complete and DEFAULTS_KEY in value
+            flat.update({f"{section}.{key}": v for key, v in (value.get(DEFAULTS_KEY) or {}).items()})
+            flat.update(flatten(without_defaults(value), f"{section}."))
+        else:
+            flat[section] = value
+    teachers = config.get("online_teachers") or [None]
+    flat = {key: TEACHER_REF if key in teacher_refs and value == teachers[0] else value
+            for key, value in flat.items() if value != {} and key not in ignore}
+    return portable(flat, root), complete
+
+
+def _recipe_key(key: str, names: tuple[tuple[str, str], ...], corpus: str) -> str:
+    """A stage's settings key as the recipe key it comes from (``names``: stage prefix -> recipe prefix)."""
+    key = re.sub(rf"^objective\.tasks\.{re.escape(corpus)}\b", "student.objective", key)
+    return next((to + key[len(start):] for start, to in names if key.startswith(start)), key)
+
+
+def arm_differences(root: Path, recipe: MITKDRecipe, this: str, other: str,
+                    arms: dict[str, dict[str, list[Path]]]) -> dict[str, list]:
+    """The settings (recipe key -> [the other arm's, this run's]) that the other arm's finished stages were made with
+    and this run's were not: the general distillation's (but its teachers: each arm's own) and each fine-tune's (but
+    its start: each arm's general student)."""
+    found: dict[str, list] = {}
+    model = recipe.student.model
+    refs = tuple(f"model.{key}" for key in ("name_or_path", "tokenizer") if getattr(model, key) == TEACHER_REF)
+
+    def compare(mine: Path, theirs: Path, ignore: tuple[str, ...], names: tuple[tuple[str, str], ...]) -> None:
+        (a, a_complete), (b, b_complete) = (_settings(folder, root, ignore, refs) for folder in (mine, theirs))
+        keys = set(a) | set(b) if a_complete and b_complete else set(a) & set(b)  # unrecorded defaults: unknown
+        for key in sorted(keys):
+            if a.get(key) != b.get(key):
+                found.setdefault(_recipe_key(key, names, recipe.corpus.name), [b.get(key), a.get(key)])
+
+    compare(root / f"general-{this}", root / f"general-{other}", ("online_teachers",), GENERAL_KEYS)
+    for task, folders in arms[this].items():
+        for mine, theirs in zip(folders, arms[other][task], strict=True):
+            compare(mine, theirs, ("model.name_or_path",), FINETUNE_KEYS)
+    return found
+
+
+def differences_note(this: str, other: str, found: dict[str, list]) -> str:
+    """The summary's note on a row made with other settings than this run's."""
+    def value(setting: object) -> str:
+        return "unset" if setting is None else repr(setting)
+
+    shown = [f"{key} {value(theirs)} there, {value(mine)} here" for key, (theirs, mine) in list(found.items())[:8]]
+    more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+    return (f"the {ARMS[other]} row comes from stages made with other settings than this run's {ARMS[this]} row "
+            f"({'; '.join(shown)}{more}): the two rows differ in more than their teachers; to compare them, remove "
+            f"general-{other} and finetune-{other}-* and run that arm again with these settings")
+
+
 def finetune_row(folders: dict[str, list[Path]]) -> dict:
     """One summary row: per task, each metric's mean over the seeds' runs."""
     tasks, main = {}, {}
@@ -249,18 +423,28 @@ def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
     arms = {arm: finetune_stages(runner, recipe, arm, general, signals)}
     other = "mitkd" if arm == "plain" else "plain"
     earlier = finished_arm(runner.root, other, recipe)
+    notes = []
     if earlier is not None:
         arms[other] = earlier
+    elif any(runner.root.glob(f"finetune-{other}-*/{STAGE_MANIFEST}")):  # never left out silently
+        notes.append(f"the {ARMS[other]} arm has fine-tunes in this folder, but not for every task and seed of this "
+                     "run (finetune.tasks, finetune.seeds): its row is not shown")
     rows = teacher_rows(teacher_dirs)
-    notes = []
     if not rows:
         notes.append("the teachers were given (teacher.model_dirs) without a run folder: no teacher row, retention "
                      "is against the first student row")
     for name in ("mitkd", "plain"):
         if name in arms:
             rows[ARMS[name]] = finetune_row(arms[name])
+    differences = arm_differences(runner.root, recipe, arm, other, arms) if earlier is not None else {}
+    if differences:  # never a silent comparison of arms trained differently
+        rows[ARMS[other]]["settings_differ"] = differences
+        notes.append(differences_note(arm, other, differences))
     general_record = json.loads((general / STAGE_MANIFEST).read_text())
     notes.append(f"general distillation ({arm}): {general_record.get('train_seconds', 0):.0f}s, "
                  f"{general_record.get('examples_per_second', 0):.1f} examples/s")
     shown = list(dict.fromkeys([*data.task_names, *tuned.task_names]))  # the teachers' tasks, then any others
-    return write_summary(runner.root, rows, next(iter(rows)), shown, notes)
+    # The students' training rows (the teachers' for a task only they have), scored on dev.
+    baselines = {**trivial_baselines(data, recipe.max_examples_per_task),
+                 **trivial_baselines(tuned, recipe.max_examples_per_task)}
+    return write_summary(runner.root, rows, next(iter(rows)), shown, notes, baselines=baselines)

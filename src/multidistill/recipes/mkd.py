@@ -28,6 +28,7 @@ from multidistill.data.tasks import Columns, DataFile, Task
 from multidistill.evaluation.metrics import average_score
 from multidistill.models.backbone import load_tokenizer
 from multidistill.recipes.common import (
+    data_fingerprints,
     ensemble_metrics,
     read_metrics,
     recipe_data,
@@ -36,6 +37,7 @@ from multidistill.recipes.common import (
     teacher_rows,
     teacher_stages,
     train_stage,
+    trivial_baselines,
 )
 from multidistill.recipes.config import BaselineSection, FinetuneSection, RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
@@ -123,7 +125,8 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
                "max_examples": recipe.max_examples_per_task}
     if mask_token != "[MASK]":  # the variants' text holds it (left out where default, as fingerprints leave defaults)
         payload["mask_token"] = mask_token
-    folder = runner.run(name, payload, inputs, work)
+    folder = runner.run(name, payload, inputs, work,
+                        data=data_fingerprints(data, ("train",), recipe.max_examples_per_task))
     notes.extend(transfer_notes(folder))
     # `store.domains` reads a domain column's names when `work` did not run (a reused stage): the spec then says
     # what it said when the stage was made, and so do the fingerprints of the stages that read it.
@@ -135,10 +138,12 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
 
 
 def _per_task_row(folders: dict[str, Path]) -> dict:
+    """One summary row of per-task models: each task's scores from its own model; the parameters of them all."""
     main = {task: read_metrics(folder)["main"][task] for task, folder in folders.items()}
     tasks = {task: read_metrics(folder)["tasks"][task] for task, folder in folders.items()}
     return {"metrics": {"tasks": tasks, "main": main, "average": average_score(main)},
-            "params": max(count_parameters(f / BEST_MODEL) for f in folders.values())}
+            "params": sum(count_parameters(f / BEST_MODEL) for f in folders.values()), "models": len(folders),
+            "stages": [f.name for f in folders.values()]}
 
 
 @register_recipe("mkd", MKDRecipe)
@@ -184,9 +189,14 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     rows = teacher_rows(teacher_dirs)
     if not rows:
         rows["teacher"] = {"metrics": ensemble_metrics(signals, student_data)}
-    rows["student (joint)"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}
+        if len(teacher_dirs) > 1:
+            rows["teacher"].update(ensemble=True, models=len(teacher_dirs))
+    rows["student (joint)"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL),
+                               "stages": [student.name]}
     if finetuned:
         rows["student + per-task fine-tune"] = _per_task_row(finetuned)
     if baseline:
         rows["single-task baseline"] = _per_task_row(baseline)
-    return write_summary(runner.root, rows, next(iter(rows)), data.task_names, notes)
+    # Fitted on the training subset the teachers saw (not the transfer set: its augmented rows have no labels).
+    return write_summary(runner.root, rows, next(iter(rows)), data.task_names, notes,
+                         baselines=trivial_baselines(data, recipe.max_examples_per_task))

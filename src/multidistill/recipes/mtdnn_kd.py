@@ -20,6 +20,7 @@ from multidistill.recipes.common import (
     teacher_rows,
     teacher_stages,
     train_stage,
+    trivial_baselines,
 )
 from multidistill.recipes.config import RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
@@ -55,9 +56,12 @@ def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
                           signals=signals, inputs={"signals": stage_fingerprint(signals)},
                           feature_teachers_of=teacher_dirs)
     rows = teacher_rows(teacher_dirs)
-    if len(teacher_dirs) > 1 or not rows:
-        rows[f"ensemble of {len(teacher_dirs)}" if len(teacher_dirs) > 1 else "teacher"] = {
-            "metrics": ensemble_metrics(signals, data),
-            "params": sum(count_parameters(d) for d in teacher_dirs)}
+    if len(teacher_dirs) > 1:
+        rows[f"ensemble of {len(teacher_dirs)}"] = {"metrics": ensemble_metrics(signals, data),
+                                                    "params": sum(count_parameters(d) for d in teacher_dirs),
+                                                    "ensemble": True, "models": len(teacher_dirs)}
+    elif not rows:
+        rows["teacher"] = {"metrics": ensemble_metrics(signals, data), "params": count_parameters(teacher_dirs[0])}
     rows["student"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}
-    return write_summary(runner.root, rows, next(iter(rows)), data.task_names)
+    return write_summary(runner.root, rows, next(iter(rows)), data.task_names,
+                         baselines=trivial_baselines(data, recipe.max_examples_per_task))

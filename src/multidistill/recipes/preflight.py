@@ -1,5 +1,5 @@
 """Settings checked before a recipe's first stage (`check_settings`): models and feature losses against the
-encoders' configs, model paths, POS taggers.
+encoders' configs (online teachers' positions included), model paths, POS taggers.
 
 A student's `student_layers` beyond its encoder's layers, or a `max_seq_length` beyond its positions, is otherwise
 found when that model's stage builds it: after the teachers and stores before it, possibly hours in. Only the
@@ -102,6 +102,50 @@ def check_feature_losses(settings: BaseModel) -> None:
                 raise ConfigError(f"key '{key}.objective': {exc}") from exc
 
 
+def teacher_sources(settings: BaseModel) -> list[tuple[str, str]]:
+    """Each teacher's encoder as it can be read before the teachers exist (the encoder a teacher is trained from,
+    or each given teacher folder), with the key that names it; none where that cannot be read from a config file."""
+    teacher = getattr(settings, "teacher", None)
+    model = teacher if isinstance(teacher, ModelConfig) else getattr(teacher, "model", None)
+    if isinstance(model, ModelConfig):
+        key = "teacher.name_or_path" if model is teacher else "teacher.model.name_or_path"
+        return [(model.name_or_path, key)] if _checkable(model) else []
+    given = getattr(teacher, "model_dirs", None) or []
+    return [(str(folder), f"teacher.model_dirs.{i}") for i, folder in enumerate(given)]
+
+
+def check_teacher_positions(teachers: list[tuple[str, str]], length: int, key: str,
+                            trust_remote_code: bool = False) -> None:
+    """Refuse, by ``key`` (the student's max_seq_length), a ``length`` beyond an online teacher's positions: a stage
+    feeds its online teachers the student's tokens, and an encoder given more positions than it has fails inside its
+    embeddings, after the stages before it. ``teachers``: (encoder name or model folder, the key naming it)."""
+    for source, source_key in teachers:
+        if source == TEACHER_REF:
+            continue
+        config = _encoder_config.__wrapped__(source, trust_remote_code)  # uncached: callers outside check_settings
+        try:
+            limit = None if config is None else max_positions(config)
+        except (TypeError, ValueError):  # an odd config (pad_token_id not a number): the stage's check applies
+            limit = None
+        if limit is not None and length > limit:
+            raise ConfigError(f"key '{key}': {length} tokens exceed the {limit} positions of the online teacher "
+                              f"{source} ({source_key}), which reads the student's tokens; set {key} to {limit} or "
+                              "less, or give a teacher with more positions")
+
+
+def check_online_teachers(settings: BaseModel) -> None:
+    """Refuse, by key, a student section whose objective reads teacher features (the teachers then run online on
+    the student's tokens) with a max_seq_length beyond a teacher's positions."""
+    teachers = teacher_sources(settings)
+    for key, section in sections(settings, BaseModel):
+        model, objective = getattr(section, "model", None), getattr(section, "objective", None)
+        if not isinstance(model, ModelConfig) or model.architecture != "hf" or objective is None:
+            continue
+        if any("teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in _terms(objective)):
+            check_teacher_positions(teachers, model.max_seq_length, f"{key}.model.max_seq_length",
+                                    model.trust_remote_code)
+
+
 def check_fp16(settings: BaseModel) -> None:
     """Refuse, by key, `fp16` in a stage's train section where no GPU is here (each stage refuses it too, but a
     late stage only after the earlier ones)."""
@@ -145,6 +189,7 @@ def check_settings(settings: BaseModel) -> None:
     try:
         check_models(settings)
         check_feature_losses(settings)
+        check_online_teachers(settings)
         check_pos_taggers(settings)
         check_fp16(settings)
     finally:

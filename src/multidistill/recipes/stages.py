@@ -11,7 +11,16 @@ its name, settings, inputs and fingerprint. Running a recipe again:
 * a stage that wrote nothing before it stopped leaves no record and simply runs;
 * a folder whose manifest or pending record holds other settings is refused, naming what changed and the
   folder to remove, and so is a non-empty folder that no record vouches for: nothing made from other
-  settings, or not by this recipe, is ever reused or overwritten silently.
+  settings, or not by this recipe, is ever reused or overwritten silently;
+* a finished stage whose data changed since (a training, dev or test file edited in place) is refused too,
+  naming the task split: each task split it read has its data fingerprint recorded in `stage.json` (`data`),
+  outside the fingerprint, so stages recorded before that stay valid (they cannot be checked for it).
+
+A derived stage (scores, a benchmark: it only reads the stages before it) is made again instead of refused.
+Inside `StageRunner.run_all` (`multidistill run`), the stages after the first one to run are checked before it
+runs, so that a late stage's refusal does not come after hours of the stages before it. The run folder's
+`summary.json` is removed before any stage runs (it would no longer describe the folder); the recipe's end
+writes a new one.
 
 Paths inside the run's folder enter the fingerprint relative to it (`portable`): a run folder that was moved, or a
 recipe run again from another working folder, keeps its finished stages. Stages fingerprinted before that (their
@@ -38,8 +47,10 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -56,6 +67,8 @@ STAGE_MANIFEST = "stage.json"
 PENDING = ".pending"
 STAGE_VERSION = 1
 DEFAULTS_KEY = "__defaults__"  # in a settings payload: the values of the settings left at their defaults
+SUMMARY = "summary.json"  # the recipe's closing table (`summary.write_summary`), written after its last stage
+T = TypeVar("T")
 
 console = Console(stderr=True)
 
@@ -134,9 +147,37 @@ def fingerprints(name: str, config: dict, inputs: dict[str, str], root: Path) ->
             hash_json({"stage": name, "config": settings, "inputs": inputs}))
 
 
+class _CheckEnd(Exception):  # noqa: N818 - not an error: where a check pass cannot look further
+    """Raised in a check pass at a stage whose folder would be taken up or replaced: the stages after it would read
+    what the folder holds now, not what it will hold."""
+
+
+# During a check pass (`StageRunner.run_all`): the fingerprint each stage that has not run yet will record.
+_PLANNED: ContextVar[dict[Path, str] | None] = ContextVar("planned_stages", default=None)
+
+
 def stage_fingerprint(folder: Path) -> str:
-    """The fingerprint recorded by a finished stage folder."""
+    """The fingerprint recorded by a finished stage folder (during a check pass, for a stage that has not run yet:
+    the one it will record)."""
+    planned = _PLANNED.get()
+    if planned is not None and folder in planned:
+        return planned[folder]
     return read_versioned_json(folder / STAGE_MANIFEST, STAGE_VERSION, ConfigError)["fingerprint"]
+
+
+def stop_if_checking() -> None:
+    """For a recipe's closing step (its summary): a check pass (`StageRunner.run_all`) ends here, before it writes
+    or shows the results of stages that have not run yet. Outside a check pass: nothing."""
+    if _PLANNED.get() is not None:
+        raise _CheckEnd("the summary")
+
+
+def changed_data(recorded: dict[str, str] | None, now: dict[str, str] | None) -> list[str]:
+    """The task splits ('<task>/<split>') that both a stage's record and this run name, whose data fingerprints
+    differ; none where either has no record (stages made before data was recorded stay valid)."""
+    if not recorded or not now:
+        return []
+    return sorted(key for key in recorded.keys() & now.keys() if recorded[key] != now[key])
 
 
 class StageRunner:
@@ -145,38 +186,91 @@ class StageRunner:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.outcomes: list[StageOutcome] = []
+        self._checks = False  # inside `run_all`: the first stage to run checks the stages after it first
+        self._planned: dict[Path, str] | None = None  # during a check pass: what `_PLANNED` holds
+        self._looked_at: set[str] = set()  # stages a check pass stood in for: they start no other check
+        self._check_from: str | None = None  # the stage that started the last check pass
+        self._refusal: BaseException | None = None  # what the check pass refused
+        self._quiet_until: str | None = None  # after a check: the stage from which this pass prints again
+        self._quiet = False  # the console's own setting, put back after a pass's quiet part
+
+    def run_all(self, recipe: Callable[[StageRunner], T]) -> T:
+        """``recipe(self)`` (a recipe's stages in order, then its summary), checking the stages after the first one
+        to run before it runs.
+
+        A stage is compared with its folder when its turn comes, so a late stage made with other settings would
+        be refused after the stages before it ran (hours, for a teacher). Here the first stage that would run
+        starts a check pass instead: the recipe goes on but nothing runs, each stage that would run stands in
+        with the fingerprint it will record (`stage_fingerprint`), and a refusal is raised before anything ran.
+        The pass ends where the recipe reads what a stage that has not run would write (that error is not the
+        user's: the stage will write it), or at a stage whose folder would be taken up or replaced. The recipe
+        then runs from its start for real, printing from where the check began; a later stage that no check
+        looked at starts another.
+        """
+        self._checks, self._quiet = True, console.quiet
+        try:
+            while True:
+                try:
+                    summary = recipe(self)
+                    if self._planned is None:
+                        return summary
+                    # A check pass that reached the end read no output of the stages it stood in for (a stage
+                    # removed, the later ones kept; `stop_if_checking` ends it before the summary): they still run.
+                except Exception as exc:
+                    if self._planned is None or exc is self._refusal:
+                        raise
+                finally:
+                    self._planned = None
+                    _PLANNED.set(None)
+                self._quiet_until, console.quiet = self._check_from, True
+        finally:
+            self._checks, self._quiet_until, console.quiet = False, None, self._quiet
 
     def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None],
-            *, rerun: str = "does this stage again from its start", derived: bool = False) -> Path:
+            *, rerun: str = "does this stage again from its start", derived: bool = False,
+            data: dict[str, str] | None = None) -> Path:
         """Run ``work(folder, resume)`` for stage ``name`` unless it is already done.
 
         ``config`` is the JSON-able settings of the stage; ``inputs`` maps each input's role to its
         fingerprint (another stage's, or a hash of a user-supplied folder). ``work`` may return extra
         manifest fields. ``rerun`` says what running the recipe again does with this stage if it stops
         part-way (printed with the error or interrupt). A ``derived`` stage only reads the stages before it
-        (scores, a benchmark), so one of other settings or inputs is made again, saying why, instead of refused:
-        nothing is lost that the kept stages cannot give again.
+        (scores, a benchmark), so one of other settings, inputs or data is made again, saying why, instead of
+        refused: nothing is lost that the kept stages cannot give again. ``data`` maps each task split the stage
+        reads ('<task>/<split>') to its data fingerprint (file contents, task spec, subset); it is recorded beside
+        the fingerprint, so a finished stage is never reused on data edited since.
         """
+        if name == self._quiet_until:  # the pass before this one printed what came before this stage
+            self._quiet_until, console.quiet = None, self._quiet
         folder = inside(self.root, name)
         # The second, what stages made before `portable` recorded, is valid while their paths are as they were.
         accepted = fingerprints(name, config, inputs, self.root)
         fingerprint = accepted[0]
         manifest = folder / STAGE_MANIFEST
-        if manifest.is_file():
-            recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
-            defaults = changed_defaults(recorded.get("config"), config)
-            if recorded["fingerprint"] in accepted and not (defaults and derived):
-                _refuse_changed_defaults(name, folder, defaults)
-                console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
-                self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
-                return folder
-            what = _changed_text(recorded, config, inputs, defaults)
-            if not derived:
-                raise ConfigError(f"stage '{name}': {folder} was made with other settings or inputs{what}; remove "
-                                  f"it (and the stages after it) or choose another output_dir")
-            self._replace(name, folder, f"was made with other settings or inputs{what}")
         pending = inside(self.root, PENDING, f"{name}.json")
-        resume, before = self._claim(name, folder, pending, accepted, config, inputs, derived)
+        try:
+            if manifest.is_file():
+                recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
+                replace = _finished_differs(name, folder, recorded, accepted, config, inputs, derived, data)
+                if replace is None:
+                    console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
+                    if self._planned is None and all(o.name != name for o in self.outcomes):  # once a run_all
+                        self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
+                    return folder
+                resume, before = False, {"seconds": 0.0, "parts": 0}
+            else:
+                resume, before, replace = _take_up(name, folder, pending, accepted, config, inputs, derived)
+        except ConfigError as exc:
+            if self._planned is not None:  # the check pass's answer, not its end
+                self._refusal = exc
+                add_note(exc, f"found by a check before stage '{self._check_from}' and the stages after it ran")
+            raise
+        if self._stand_in(name, folder, fingerprint, fresh=not resume and replace is None):
+            return folder
+        self._retire_summary(name)
+        if replace is not None:
+            self._replace(name, folder, replace)
+        self._record(pending, name, accepted, config, inputs, before)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
         try:
@@ -187,11 +281,36 @@ class StageRunner:
         seconds = before["seconds"] + time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
         write_json(manifest, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
-                              "config": config, "inputs": inputs, "seconds": seconds, "parts": before["parts"] + 1,
+                              "config": config, "inputs": inputs, **({"data": data} if data else {}),
+                              "seconds": seconds, "parts": before["parts"] + 1,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
         pending.unlink(missing_ok=True)
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
+
+    def _stand_in(self, name: str, folder: Path, fingerprint: str, *, fresh: bool) -> bool:
+        """During a check pass, or at the first stage to run that no check looked at (inside `run_all`: it starts
+        one), stand in for stage ``name``: nothing runs, and the stages after it read the fingerprint it will
+        record. True when it stood in. A stage that would take up or replace its folder ends the pass."""
+        if self._planned is None:
+            if not (self._checks and fresh and name not in self._looked_at):
+                return False
+            self._planned, self._check_from, console.quiet = {}, name, True
+            _PLANNED.set(self._planned)
+        if not fresh:
+            raise _CheckEnd(name)
+        self._planned[folder] = fingerprint
+        self._looked_at.add(name)
+        return True
+
+    def _retire_summary(self, name: str) -> None:
+        """Remove summary.json before stage ``name`` runs: it no longer describes the folder, and a run that fails
+        or is stopped must not leave it looking current. One unlink (atomic); the recipe's end writes a new one."""
+        summary = self.root / SUMMARY
+        if summary.is_file() or summary.is_symlink():
+            summary.unlink()
+            console.print(f"[yellow]{escape(str(summary))} removed: stage {name} runs, so it no longer describes "
+                          "the stages; the recipe writes it again at its end[/yellow]")
 
     @staticmethod
     def _replace(name: str, folder: Path, why: str) -> None:
@@ -205,42 +324,13 @@ class StageRunner:
         folder.rename(trash)
         _remove(trash)
 
-    def _claim(self, name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
-               inputs: dict[str, str], derived: bool = False) -> tuple[bool, dict]:
-        """Record that stage ``name`` starts with these settings, before anything of it is written; returns
-        whether ``folder`` holds an unfinished run of it to continue, and the earlier runs' time
-        ({seconds, parts}, zero for a fresh start). A folder of other settings, or one no record vouches for,
-        is refused."""
-        resume, before = False, {"seconds": 0.0, "parts": 0}
-        if folder.exists() and any(folder.iterdir()):
-            record = read_versioned_json(pending, STAGE_VERSION, ConfigError) if pending.is_file() else None
-            if record is None:
-                raise ConfigError(f"stage '{name}': {folder} exists but no record in {pending.parent} says this "
-                                  "recipe started it (a folder from elsewhere?); remove it or choose another "
-                                  "output_dir")
-            defaults = changed_defaults(record.get("config"), config)
-            if derived and (record["fingerprint"] not in accepted or defaults):
-                what = _changed_text(record, config, inputs, defaults)
-                self._replace(name, folder, f"holds an unfinished run made with other settings or inputs{what}")
-                return resume, self._record(pending, name, accepted, config, inputs, before)
-            _refuse_changed_defaults(name, folder, defaults)
-            if record["fingerprint"] not in accepted:
-                what = _changed_text(record, config, inputs)
-                raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with "
-                                  f"other settings or inputs{what}; run with those settings to continue it, or "
-                                  f"remove it (rm -r {shlex.quote(str(folder))}) to start it again with these")
-            resume = True
-            before = _earlier_time(record)
-        return resume, self._record(pending, name, accepted, config, inputs, before)
-
     @staticmethod
     def _record(pending: Path, name: str, accepted: tuple[str, str], config: dict, inputs: dict[str, str],
-                before: dict) -> dict:
-        """Write the record that stage ``name`` runs with these settings; returns ``before``."""
+                before: dict) -> None:
+        """Write the record that stage ``name`` runs with these settings (``before``: the earlier runs' time)."""
         pending.parent.mkdir(parents=True, exist_ok=True)
         write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": accepted[0],
                              "config": config, "inputs": inputs, **before})
-        return before
 
     def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str, before: dict,
                  seconds: float) -> None:
@@ -263,6 +353,53 @@ class StageRunner:
         done = [o.name for o in self.outcomes]
         if done:
             add_note(exc, f"finished stages kept and reused on a re-run: {', '.join(done)}")
+
+
+def _finished_differs(name: str, folder: Path, recorded: dict, accepted: tuple[str, str], config: dict,
+                      inputs: dict[str, str], derived: bool, data: dict[str, str] | None) -> str | None:
+    """None when the finished stage in ``folder`` (its manifest ``recorded``) is reused as is; otherwise why a
+    derived stage is made again. Any other stage made with other settings, inputs, defaults or data is refused."""
+    defaults = changed_defaults(recorded.get("config"), config)
+    same = recorded["fingerprint"] in accepted
+    stale = changed_data(recorded.get("data"), data)
+    if same and not stale and not (defaults and derived):
+        _refuse_changed_defaults(name, folder, defaults)
+        return None
+    if same and stale:
+        why = f"was made from other data ({', '.join(stale)} changed since: a file edited or replaced)"
+        other = "restore the data it was made from"
+    else:
+        why = f"was made with other settings or inputs{_changed_text(recorded, config, inputs, defaults)}"
+        other = "choose another output_dir"
+    if not derived:
+        raise ConfigError(f"stage '{name}': {folder} {why}; remove it (and the stages after it) or {other}")
+    return why
+
+
+def _take_up(name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
+             inputs: dict[str, str], derived: bool) -> tuple[bool, dict, str | None]:
+    """How stage ``name`` starts when ``folder`` holds no manifest: whether it continues an unfinished run there,
+    the earlier runs' time ({seconds, parts}, zero for a fresh start), and why a derived stage's folder is
+    replaced (None: it is not). An unfinished run of other settings, or a folder that no record in ``pending``
+    says this recipe started, is refused. Writes nothing."""
+    fresh = {"seconds": 0.0, "parts": 0}
+    if not (folder.exists() and any(folder.iterdir())):
+        return False, fresh, None
+    record = read_versioned_json(pending, STAGE_VERSION, ConfigError) if pending.is_file() else None
+    if record is None:
+        raise ConfigError(f"stage '{name}': {folder} exists but no record in {pending.parent} says this "
+                          "recipe started it (a folder from elsewhere?); remove it or choose another output_dir")
+    defaults = changed_defaults(record.get("config"), config)
+    if derived and (record["fingerprint"] not in accepted or defaults):
+        what = _changed_text(record, config, inputs, defaults)
+        return False, fresh, f"holds an unfinished run made with other settings or inputs{what}"
+    _refuse_changed_defaults(name, folder, defaults)
+    if record["fingerprint"] not in accepted:
+        what = _changed_text(record, config, inputs)
+        raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with other "
+                          f"settings or inputs{what}; run with those settings to continue it, or remove it "
+                          f"(rm -r {shlex.quote(str(folder))}) to start it again with these")
+    return True, _earlier_time(record), None
 
 
 def _earlier_time(record: dict) -> dict:

@@ -21,6 +21,7 @@ from multidistill.evaluation.retention import retention
 from multidistill.evaluation.seeds import seed_averages, spread_text
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.multitask import WEIGHTS_FILE
+from multidistill.recipes.stages import SUMMARY, stop_if_checking
 from multidistill.utils.atomic import write_json
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
@@ -47,19 +48,31 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
                   split: str = "dev") -> dict:
     """Write ``out/summary.json`` and print the table; ``rows`` maps a name to {metrics, params?}.
 
-    Each row's average and retention are taken over ``tasks`` (the recipe's), and retention over the tasks the
-    row and the reference both have: a teacher scored on more tasks than the recipe uses is compared on these
-    only. ``notes`` (settings that were chosen for the user, e.g. a missing POS tagger) go into the JSON and
-    under the table. ``baselines`` (task -> its trivial predictor's dev scores) add a `BASELINE_ROW`, each row's
-    retention above it, and the tasks where a row is no better than it (marked in the table: not retention).
+    Each row's average (``average``) is taken over the same tasks: those of ``tasks`` (the recipe's) that every
+    row has (``average_tasks``; a teacher scored on more tasks than the recipe uses is averaged on these only, and
+    a task no teacher was trained on is shown but not averaged, with a note); retention over the tasks the row and
+    the reference both have. ``notes`` (settings that were chosen for the user, e.g. a missing POS tagger) go into
+    the JSON and under the table. ``baselines`` (task -> its trivial predictor's scores on ``split``) add a
+    `BASELINE_ROW`, each row's retention above it, and the tasks where a row is no better than it (marked in the
+    table: not retention).
     ``split`` names the split the scores come from (the table's title; Meta-KD reports test where there is one).
     """
+    stop_if_checking()  # a check pass (`StageRunner.run_all`) shows nothing: some of its stages have not run
     base = rows[reference]["metrics"]["main"]
-    summary: dict = {"reference": reference, "split": split, "tasks": tasks, "rows": {}, "notes": list(notes or [])}
+    averaged = [t for t in tasks if all(t in row["metrics"]["main"] for row in rows.values())] or list(tasks)
+    notes = list(notes or [])
+    if averaged != list(tasks):
+        left_out = [t for t in tasks if t not in averaged]
+        notes.append(f"average: over {', '.join(averaged)}, the tasks every row was scored on; "
+                     f"{', '.join(left_out)} shown but not averaged (not every row has a score there)")
+    summary: dict = {"reference": reference, "split": split, "tasks": tasks, "average_tasks": averaged, "rows": {},
+                     "notes": notes}
     trivial = {t: b.main for t, b in (baselines or {}).items()}
     for name, row in rows.items():
         kept = retention(row["metrics"]["main"], base, tasks)
-        summary["rows"][name] = {**row, "retention": kept.ratio if kept else None,
+        shown = {t: row["metrics"]["main"][t] for t in averaged if t in row["metrics"]["main"]}
+        summary["rows"][name] = {**row, "average": average_score(shown) if shown else None,
+                                 "retention": kept.ratio if kept else None,
                                  "retention_tasks": list(kept.tasks) if kept else []}
         if baselines:
             main = row["metrics"]["main"]
@@ -71,18 +84,20 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
             "name": BASELINE_ROW, "margin": BASELINE_MARGIN, "retention": kept.ratio if kept else None,
             "tasks": {t: {"predictor": b.predictor, "metrics": b.metrics, "main": b.main}
                       for t, b in baselines.items()},
-            "main": trivial, "average": average_score({t: trivial[t] for t in tasks if t in trivial})}
-    write_json(out / "summary.json", summary)
+            "main": trivial, "average": average_score({t: trivial[t] for t in averaged if t in trivial})}
+    write_json(out / SUMMARY, summary)
     _print_table(summary)
     for note in summary["notes"]:
         console.print(f"note: {note}", style="yellow", markup=False)  # notes hold brackets: `multidistill[pos]`
-    console.print(f"summary: {out / 'summary.json'}")
+    console.print(f"summary: {out / SUMMARY}")
     return summary
 
 
 def _print_table(summary: dict) -> None:
     tasks, baseline = summary["tasks"], summary.get("baseline")
-    caption = "average: over the tasks shown; retention: over those the row shares with the reference"
+    averaged = summary.get("average_tasks", tasks)
+    over = "the tasks shown" if averaged == tasks else ", ".join(averaged)
+    caption = f"average: over {over}; retention: over those the row shares with the reference"
     if baseline:
         caption += (f"; above baseline: (row - baseline) / (reference - baseline) on those averages; "
                     f"{AT_BASELINE_MARK}: below the trivial baseline or within {baseline['margin']} above it, which a "
@@ -98,7 +113,7 @@ def _print_table(summary: dict) -> None:
     for name, row in summary["rows"].items():
         main = row["metrics"]["main"]
         runs = row["metrics"].get("runs") or {}
-        shown = {t: main[t] for t in tasks if t in main}
+        shown = {t: main[t] for t in averaged if t in main}
         flagged = set(row.get("at_baseline", []))
         params = row.get("params")
         table.add_row(name, *(f"{main[t]:.4f}{spread_text(runs.get(t))}{AT_BASELINE_MARK if t in flagged else ''}"

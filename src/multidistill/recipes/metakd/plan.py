@@ -3,16 +3,18 @@ that run before the first stage writes (`check_inputs` -> `Plan`)."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 from multidistill.config import DataConfig, DomainHoldout, TaskRef
 from multidistill.data.prepare import open_example_store
+from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.models.multitask import read_model_config
-from multidistill.recipes.common import TEACHER_REF
+from multidistill.recipes.common import TEACHER_REF, check_teacher_heads
 from multidistill.recipes.metakd.config import MetaKDRecipe
-from multidistill.recipes.preflight import check_model_path
+from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources
 from multidistill.utils.paths import name_problem
 
 
@@ -107,7 +109,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     for target in targets:
         if target not in kept:
             raise ConfigError(f"key 'targets': domain {target!r} is not in the data (task '{task.name}' keeps "
-                              f"domains: {', '.join(kept)})")
+                              f"domains: {', '.join(kept)}){_closest(target, kept)}")
         problem = name_problem(target)
         if problem is not None:  # a target names stage folders (student-<d>, meta-teacher-without-<d>, ...)
             raise ConfigError(f"key 'targets': target domain {target!r} of task '{task.name}' names the run's "
@@ -130,7 +132,10 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         views += [union_data(recipe, t, fold=k) for t in targets for k in range(folds or 0)]
         for view in views:
             _check_classes(view, recipe, task)
-    _check_given_teachers(recipe, task.domains)
+    _check_given_teachers(recipe, task)
+    if recipe.student.model.architecture == "hf":  # stage A runs the meta-teacher online on the student's tokens
+        check_teacher_positions(teacher_sources(recipe), recipe.student.model.max_seq_length,
+                                "student.model.max_seq_length", recipe.student.model.trust_remote_code)
     check_model_path(recipe.prototypes.encoder, "prototypes.encoder")
     if "meta_without_target" in recipe.baselines and len(kept) < 3:
         raise ConfigError(f"key 'baselines': meta_without_target trains a meta-teacher on the other domains, whose "
@@ -152,6 +157,16 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     report = open_example_store(task_view(recipe, TaskRef(name=ref.name, domains_include=list(targets))),
                                 max_examples_per_task=None, seed=recipe.subset_seed)
     report.validate([recipe.data.eval_split, split])
+    for target in targets:  # each student selects on its own domain's dev rows and is scored on its report rows
+        own = open_example_store(task_view(recipe, TaskRef(name=ref.name, domains_include=[target])),
+                                 max_examples_per_task=None, seed=recipe.subset_seed)
+        for needed in dict.fromkeys([recipe.data.eval_split, split]):
+            try:
+                own.examples(ref.name, needed)
+            except ConfigError as exc:
+                raise ConfigError(f"key 'targets': domain {target!r} of task '{task.name}' has no rows in split "
+                                  f"'{needed}' (its student is selected on data.eval_split and scored on "
+                                  f"report_split); give it {needed} rows, or leave it out of targets") from exc
     return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
 
 
@@ -198,10 +213,18 @@ def _check_classes(data: DataConfig, recipe: MetaKDRecipe, task) -> None:
                                   "mode: domain, or more rows")
 
 
-def _check_given_teachers(recipe: MetaKDRecipe, domains: tuple[str, ...]) -> None:
-    """A given meta-teacher (teacher.model_dirs) must carry a domain branch over the task's domains: stage A's
-    transferable_mse reads its tau."""
+def _closest(name: str, known: tuple[str, ...]) -> str:
+    """`` ; did you mean 'x'?`` with the known name that differs only in case, else the closest one, if any."""
+    close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_given_teachers(recipe: MetaKDRecipe, task: Task) -> None:
+    """A given meta-teacher (teacher.model_dirs) must have a head for the task (its soft targets) and carry a domain
+    branch over the task's domains: stage A's transferable_mse reads its tau."""
+    domains = tuple(task.domains)
     for i, folder in enumerate(recipe.teacher.model_dirs):
+        check_teacher_heads(Path(folder), [task], f"teacher.model_dirs.{i}")
         config = read_model_config(Path(folder))
         branch = config.get("domain_branch")
         if branch is None:

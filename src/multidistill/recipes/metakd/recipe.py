@@ -8,7 +8,7 @@ from multidistill.recipes.common import note_unused_teacher_settings
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.cross_fit import cross_fitted_signals
 from multidistill.recipes.metakd.plan import check_inputs, target_data, union_data, union_suffix
-from multidistill.recipes.metakd.report import ROWS, Scored, report_stage, summary_rows
+from multidistill.recipes.metakd.report import ROWS, Scored, report_stage, summary_rows, target_baselines
 from multidistill.recipes.metakd.stages import (
     Model,
     kd_students,
@@ -103,4 +103,4 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
                      "examples")
     notes = list(dict.fromkeys(notes))  # each target's transfer stage says the same about a missing POS tagger
     return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
-                         split=plan.report_split)
+                         baselines=target_baselines(recipe, plan), split=plan.report_split)

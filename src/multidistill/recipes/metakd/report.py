@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from multidistill.config import DataConfig, TaskRef
-from multidistill.data.prepare import prepare_data
+from multidistill.data.prepare import open_example_store, prepare_data
+from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.evaluate import evaluate
+from multidistill.evaluation.metrics import average_score
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.loading import load_model
+from multidistill.recipes.common import data_fingerprints
 from multidistill.recipes.metakd.config import MetaKDRecipe
-from multidistill.recipes.metakd.plan import Plan, task_view
+from multidistill.recipes.metakd.plan import Plan, target_data, task_view
 from multidistill.recipes.metakd.stages import Model
 from multidistill.recipes.stages import StageRunner
 from multidistill.recipes.summary import count_parameters
@@ -61,8 +64,23 @@ def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: 
         return {}
 
     # Not "report": that is where `multidistill report RUN_DIR` writes report.md by default.
-    folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work, derived=True)
+    view = task_view(recipe, TaskRef(name=plan.task, domains_include=list(plan.targets)), plan.report_split)
+    folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work, derived=True,
+                        data=data_fingerprints(view, (plan.report_split,), None))
     return json.loads((folder / SCORES).read_text())
+
+
+def target_baselines(recipe: MetaKDRecipe, plan: Plan) -> dict[str, TrivialBaseline]:
+    """Each target's constant predictor, fitted on the target's training rows (at data.fraction: what its student
+    trains on) and scored on its report-split rows, keyed by target (the summary's columns)."""
+    out = {}
+    for target in plan.targets:
+        data = target_data(recipe, target, plan.report_split)
+        store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
+        found = store_baselines(store, [plan.task], plan.report_split)
+        if plan.task in found:  # none where the target has no labelled rows on either side
+            out[target] = found[plan.task]
+    return out
 
 
 def summary_rows(plan: Plan, scored: list[Scored], scores: dict, main_metric: str) -> dict[str, dict]:
@@ -77,7 +95,8 @@ def summary_rows(plan: Plan, scored: list[Scored], scores: dict, main_metric: st
     for row, per_domain in values.items():
         main = {d: statistics.fmean(per_domain[d]) for d in plan.targets if d in per_domain}
         spread = {d: statistics.stdev(per_domain[d]) if len(per_domain[d]) > 1 else 0.0 for d in main}
-        rows[row] = {"metrics": {"main": main, "spread": spread, "runs": {d: per_domain[d] for d in main}},
+        rows[row] = {"metrics": {"main": main, "average": average_score(main), "spread": spread,
+                                 "runs": {d: per_domain[d] for d in main}},
                      "params": params[row], "seeds": max(len(v) for v in per_domain.values())}
     return rows
 

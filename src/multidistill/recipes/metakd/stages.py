@@ -19,7 +19,7 @@ from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import load_encoder
 from multidistill.models.domain_branch import DomainBranchSpec
 from multidistill.models.multitask import MODEL_CONFIG_FILE
-from multidistill.recipes.common import resolve_teacher_ref, signals_stage, train_stage
+from multidistill.recipes.common import data_fingerprints, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.plan import Plan, seed_suffix, target_data
 from multidistill.recipes.metakd.transfer import Transfer
@@ -88,7 +88,8 @@ def prototypes_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, data:
             made_from={"encoder": _encoder_fingerprint(encoder), "mode": section.mode, "max_length": length})
         return {"store_fingerprint": fingerprint, "rows": len(view)}
 
-    return runner.run(name, payload, {"encoder": _encoder_fingerprint(encoder)}, work)
+    return runner.run(name, payload, {"encoder": _encoder_fingerprint(encoder)}, work,
+                      data=data_fingerprints(data, ("train",), None))
 
 
 def _weights(folder: Path, column: str) -> ExampleWeightsConfig:
@@ -158,7 +159,8 @@ def weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, prototyp
         return {"store_fingerprint": fingerprint, "mean_weight": float(weights.mean()) if len(weights) else None}
 
     return runner.run(name, {"data": settings_payload(data)},
-                      {"prototypes": stage_fingerprint(prototypes), "signals": stage_fingerprint(signals)}, work)
+                      {"prototypes": stage_fingerprint(prototypes), "signals": stage_fingerprint(signals)}, work,
+                      data=data_fingerprints(data, ("train",), None))
 
 
 def transfer_weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, weights: Path,
