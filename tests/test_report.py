@@ -678,3 +678,19 @@ def test_at_a_glance_compares_speed_and_size_on_the_same_runtime(tmp_path):
     text = build_report(run).read_text()
     assert ("against teacher-minilm-l12 on PyTorch fp32 (teacher-minilm-l12 has no ONNX int8 timing): "
             in text)
+
+
+def test_every_row_is_averaged_over_the_summary_s_average_tasks(tmp_path):
+    """MITKD lists an out-of-domain task its teacher was never scored on: the summary's average_tasks leaves it out
+    of every row's average, so the teacher (2 tasks) and the student (3) are not averaged over different tasks."""
+    run = make_run(tmp_path, benchmark=False, stages=False)
+    summary = _summary()
+    tasks = summary["tasks"]
+    summary["average_tasks"] = tasks[:-1]
+    (run / "summary.json").write_text(json.dumps(summary))
+    from multidistill.report.inputs import load_summary
+
+    loaded = load_summary(run)
+    for name, row in loaded["rows"].items():
+        expected = sum(row["main"][t] for t in tasks[:-1]) / len(tasks[:-1])
+        assert abs(row["average"] - expected) < 1e-12, name

@@ -356,7 +356,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         runs = row.get("runs") or {}
         table.append([f"{name} (reference)" if name == reference else name,
                       *(marked(row, t, fmt_score(row["main"].get(t)) + spread_text(runs.get(t))) for t in tasks),
-                      fmt_score(row["average"]) + spread_text(seed_averages(runs, tasks)),
+                      fmt_score(row["average"]) + spread_text(seed_averages(runs, summary["averaged"])),
                       fmt_pct(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
                       fmt_params(row)])
     if baseline:
@@ -367,7 +367,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     if baseline and baseline["predictors"]:
         out += [f"{baseline['name']}: " + "; ".join(f"{t}: {p}" for t, p in baseline["predictors"].items()), ""]
     per_seed = {name: averages for name, row in seeded.items()
-                if (averages := seed_averages(row["runs"], tasks)) is not None}
+                if (averages := seed_averages(row["runs"], summary["averaged"])) is not None}
     if per_seed:
         count = max(len(v) for v in per_seed.values())
         out += ["Each seed's average over the tasks (seeds in the order the recipe lists them):", "",

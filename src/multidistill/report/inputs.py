@@ -61,7 +61,7 @@ def load_summary(run_dir: Path) -> dict:
     """Read ``run_dir/summary.json`` into {reference, tasks, rows: {name: {main, average, params, models, stages,
     ensemble, retention, kept}}, notes, baseline, split, intro} (split: the split the scores are on, dev unless the
     summary names another; models: how many models ``params`` counts, when more than one; intro: paragraphs the
-    report opens with).
+    report opens with; averaged: the tasks every row's average is over, the summary's ``average_tasks``).
 
     Rows may hold their scores under ``metrics`` (recipe summaries) or directly (benchmark-script summaries); a
     summary without a ``reference`` is compared against its first row, with a note. When a row holds the teachers'
@@ -88,6 +88,10 @@ def load_summary(run_dir: Path) -> dict:
     notes = [str(note) for note in payload.get("notes") or [] if isinstance(note, str)]
     listed = payload.get("tasks")
     listed = listed if isinstance(listed, list) and all(isinstance(t, str) for t in listed) else None
+    # Every row is averaged over the same tasks (MITKD shows an out-of-domain task its teacher was never scored on
+    # but leaves it out of the averages: `average_tasks`); older summaries average over their listed tasks.
+    averaged = payload.get("average_tasks")
+    averaged = averaged if isinstance(averaged, list) and all(isinstance(t, str) for t in averaged) else listed
     rows: dict[str, dict] = {}
     for name, row in payload["rows"].items():
         if not isinstance(row, dict):
@@ -98,7 +102,7 @@ def load_summary(run_dir: Path) -> dict:
             raise DataError("expected a {task: score} mapping", path=path, field=f"rows.{name}.metrics.main")
         scores = {task: v for task, v in ((t, json_number(s)) for t, s in main.items()) if v is not None}
         # The average the table shows is over the summary's tasks (a teacher may have been scored on more).
-        shown = {t: v for t, v in scores.items() if listed is None or t in listed}
+        shown = {t: v for t, v in scores.items() if averaged is None or t in averaged}
         average = average_score(shown) if shown else json_number(metrics.get("average"))
         params = row.get("params")
         stages = row_stages(row)
@@ -142,7 +146,7 @@ def load_summary(run_dir: Path) -> dict:
     split = payload.get("split")
     split = split if isinstance(split, str) and split.isidentifier() else "dev"  # older summaries: dev
     return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline,
-            "split": split, "intro": intro}
+            "split": split, "intro": intro, "averaged": averaged or tasks}
 
 
 def _single_run_summary(run_dir: Path) -> dict:
