@@ -274,3 +274,20 @@ def test_importing_the_library_leaves_datasets_progress_bars_as_they_were():
             "print(datasets.is_progress_bar_enabled())")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "True"
+
+
+def test_the_quiet_switch_turns_library_bars_off_and_puts_them_back():
+    """progress=False (and the CLI) silence datasets' bars and transformers' "Loading weights" bar, and only for
+    the call: a notebook's own bars come back afterwards."""
+    import datasets
+    import transformers
+
+    from multidistill.utils.quiet import quiet_libraries
+
+    restore = quiet_libraries()
+    try:
+        assert not datasets.is_progress_bar_enabled()
+        assert not transformers.utils.logging.is_progress_bar_enabled()
+    finally:
+        restore()
+    assert datasets.is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()

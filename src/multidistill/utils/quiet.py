@@ -20,23 +20,27 @@ def bars_disabled(progress: bool) -> bool:
 
 
 def quiet_libraries() -> Callable[[], None]:
-    """transformers down to errors and datasets' bars off; returns what puts both back as they were.
+    """transformers down to errors and its and datasets' bars off; returns what puts them back as they were.
 
     Load reports list the unused BERT pooler as "unexpected" (by design: heads pool themselves), and datasets'
-    per-map bars only repeat what the tool's own bars say.
+    per-map bars and transformers' "Loading weights" bar only repeat what the tool's own bars say.
     """
     import datasets
     import transformers
 
     verbosity = transformers.logging.get_verbosity()
     bars = datasets.is_progress_bar_enabled()
+    loading_bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
     def restore() -> None:
         transformers.logging.set_verbosity(verbosity)
         if bars:
             datasets.enable_progress_bars()
+        if loading_bars:
+            transformers.utils.logging.enable_progress_bar()
 
     return restore
 
