@@ -460,3 +460,39 @@ def test_the_demo_refuses_what_its_stages_would_not_read(setting, key):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_demo_config(overrides=[setting])
+
+
+def test_a_moved_mkd_run_folder_keeps_its_stages_with_their_data_recorded(tiny_run, tmp_path):
+    """Stages record the data fingerprint of what they read; the transfer set lies in the run folder and its spec
+    names the folder's absolute path, so recording it made every later stage of a moved folder 'made from other
+    data'. Splits inside the run folder are left out (the stage that made them is an input)."""
+    import shutil
+
+    recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
+    recipe["finetune"]["enabled"] = recipe["baseline"]["enabled"] = False
+    run_recipe(load_recipe(write(recipe, tmp_path)))
+    signals = json.loads((Path(recipe["output_dir"]) / "signals" / "stage.json").read_text())
+    assert signals["data"]  # the user's files are recorded (the dev split), the transfer set is not
+    assert all(not key.startswith("transfer") for key in signals["data"])
+    moved = tmp_path / "moved"
+    shutil.move(recipe["output_dir"], moved)
+    recipe["output_dir"] = str(moved)
+    run_recipe(load_recipe(write(recipe, tmp_path, "moved.yaml")))
+    assert all(json.loads(p.read_text())["parts"] == 1 for p in moved.glob("*/stage.json"))  # nothing re-made
+
+
+def test_a_transfer_set_reads_back_with_its_variants_unlabelled_when_minus_one_is_a_label(tmp_path):
+    """Sentiment data labelled "-1"/"1": the variants' plain integer -1 was refused as ambiguous at the signals
+    stage, after the teacher and transfer stages had run; the set is now saved with the task's class names."""
+    import datasets
+
+    from multidistill.data.readers import features_for, read_split
+    from multidistill.data.tasks import Task
+    from multidistill.recipes.mkd import save_transfer_set, transfer_task
+
+    task = Task(name="senti", labels=["-1", "1"])
+    rows = {"id": ["a", "b", "a~aug0"], "text_a": ["bad", "good", "bad !"], "text_b": [None] * 3,
+            "label": [0, 1, -1], "domain": [""] * 3}
+    save_transfer_set(datasets.Dataset.from_dict(rows, features=features_for(task)), task, tmp_path)
+    read = read_split(transfer_task(task, tmp_path), "train", data_root=tmp_path)
+    assert read["label"] == [0, 1, -1] and read["id"] == rows["id"]

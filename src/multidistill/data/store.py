@@ -150,19 +150,27 @@ class ExampleStore:
         """Changes whenever the source file, the task spec or the subset changes (hashed once per store)."""
         key = (task, split)
         if key not in self._fingerprints:
-            spec = self.tasks[task]
-            content = self._content_hash(spec, split)
-            limit = self._limit(task, split)
-            selection = self._selection(task, split)
-            seeded = limit is not None or (selection is not None and split == "train"
-                                           and bool(selection.fraction or selection.holdout))
-            # The seed only picks a capped subset, a domain's fraction or its folds: otherwise any seed is alike.
-            payload = {"task": fingerprint_spec(spec), "split": split, "content": content, "limit": limit,
-                       "seed": self.seed if seeded else None}
-            if selection is not None:  # only then: the fingerprints of unselected data stay as they were
-                payload["domains"] = selection.payload(split)
+            payload = {"task": fingerprint_spec(self.tasks[task]), **self._rows_payload(task, split)}
             self._fingerprints[key] = hash_json(payload)
         return self._fingerprints[key]
+
+    def rows_fingerprint(self, task: str, split: str) -> str:
+        """The data of a split without its task spec: its files' bytes, the subset and the domain selection. A
+        recipe stage records it (its settings hold the spec, with paths inside the run folder made portable), so
+        an edited file is seen while a moved run folder is not taken for one."""
+        return hash_json(self._rows_payload(task, split))
+
+    def _rows_payload(self, task: str, split: str) -> dict:
+        limit = self._limit(task, split)
+        selection = self._selection(task, split)
+        seeded = limit is not None or (selection is not None and split == "train"
+                                       and bool(selection.fraction or selection.holdout))
+        # The seed only picks a capped subset, a domain's fraction or its folds: otherwise any seed is alike.
+        payload = {"split": split, "content": self._content_hash(self.tasks[task], split), "limit": limit,
+                   "seed": self.seed if seeded else None}
+        if selection is not None:  # only then: the fingerprints of unselected data stay as they were
+            payload["domains"] = selection.payload(split)
+        return payload
 
     def source_fingerprint(self, task: str, split: str) -> str | None:
         """The hash of the bytes of ``task``'s ``split`` file(s), whatever their path or the task spec: two

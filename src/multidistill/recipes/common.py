@@ -44,12 +44,23 @@ def recipe_data(recipe: RecipeBase) -> DataConfig:
 TEACHER_REF = "@teacher"
 
 
-def data_fingerprints(data: DataConfig, splits: tuple[str, ...], max_examples: int | None) -> dict[str, str]:
-    """Each task split's data fingerprint (file contents, task spec, subset) that a stage reads, keyed
-    "<task>/<split>": recorded beside a stage's fingerprint so a finished stage is never reused on edited data."""
+def data_fingerprints(data: DataConfig, splits: tuple[str, ...], max_examples: int | None, *,
+                      run_dir: Path) -> dict[str, str]:
+    """The data of each task split a stage reads (file contents, subset, domain selection: `rows_fingerprint`),
+    keyed "<task>/<split>": recorded beside a stage's fingerprint so a finished stage is never reused on edited
+    data. The task spec is left out (the stage's settings hold it, with paths in the run folder made portable, so
+    a moved run folder is not taken for edited data), and so are splits whose files all lie in ``run_dir`` (a
+    transfer set an earlier stage wrote: that stage is among the inputs)."""
     store = open_example_store(data, max_examples_per_task=max_examples, seed=data.subset_seed or 0)
-    return {f"{name}/{split}": store.data_fingerprint(name, split) for name, task in store.tasks.items()
-            for split in splits if split in task.splits}
+    inside = run_dir.resolve()
+
+    def made_here(task: Task, split: str) -> bool:
+        files = [Path(f.path) for _, f in task.split_files(split)]
+        paths = [(path if path.is_absolute() else store.data_root / path).resolve() for path in files]
+        return bool(paths) and all(path.is_relative_to(inside) for path in paths)
+
+    return {f"{name}/{split}": store.rows_fingerprint(name, split) for name, task in store.tasks.items()
+            for split in splits if split in task.splits and not made_here(task, split)}
 
 
 def resolve_teacher_ref(model: ModelConfig, teacher_dirs: list[Path]) -> ModelConfig:
@@ -103,7 +114,7 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
 
     return runner.run(name, config_payload, inputs or {}, work,
                       rerun="continues its training from the last checkpoint (from step 0 if it has none)",
-                      data=data_fingerprints(data, ("train", data.eval_split), max_examples))
+                      data=data_fingerprints(data, ("train", data.eval_split), max_examples, run_dir=runner.root))
 
 
 def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ()) -> None:
@@ -182,7 +193,7 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
 
     return runner.run(name, config_payload, inputs, work,
                       rerun="keeps the signal shards already written and labels the rest",
-                      data=data_fingerprints(data, splits, max_examples))
+                      data=data_fingerprints(data, splits, max_examples, run_dir=runner.root))
 
 
 def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
+import datasets
 from pydantic import Field
 
 from multidistill.config import DataConfig, LossTerm, ObjectiveConfig, TaskRef
@@ -84,6 +85,15 @@ def transfer_task(task: Task, folder: Path) -> Task:
     return task.model_copy(update={"files": {**task.files, "train": train}})
 
 
+def save_transfer_set(augmented: datasets.Dataset, task: Task, folder: Path) -> None:
+    """Write ``task``'s transfer set where `transfer_task` reads it. A classification label column is saved with
+    the task's class names, so the variants' -1 reads back as "no label" even where "-1" is one of the labels (a
+    plain integer -1 would then be ambiguous, and refused)."""
+    if task.type == "classification":
+        augmented = augmented.cast_column("label", datasets.ClassLabel(names=list(task.labels)))
+    augmented.save_to_disk(str(inside(folder, task.name)))
+
+
 def transfer_notes(folder: Path) -> list[str]:
     """What the finished transfer stage in ``folder`` chose for the user (a missing POS tagger), for the summary."""
     record = json.loads((folder / STAGE_MANIFEST).read_text())
@@ -114,7 +124,7 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
                 original = store.examples(task, "train")
                 augmented = augment_examples(original, store.tasks[task], recipe.augment, mask_token=mask_token,
                                              tagger=tagger)
-                augmented.save_to_disk(str(inside(tmp, task)))
+                save_transfer_set(augmented, store.tasks[task], tmp)
                 sizes[task] = {"original": len(original), "transfer": len(augmented)}
         # The fingerprint leaves defaults out; the manifest says in full what made this transfer set.
         return {"sizes": sizes, "pos_tagger": tagger is not None,
@@ -126,7 +136,8 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
     if mask_token != "[MASK]":  # the variants' text holds it (left out where default, as fingerprints leave defaults)
         payload["mask_token"] = mask_token
     folder = runner.run(name, payload, inputs, work,
-                        data=data_fingerprints(data, ("train",), recipe.max_examples_per_task))
+                        data=data_fingerprints(data, ("train",), recipe.max_examples_per_task,
+                                                     run_dir=runner.root))
     notes.extend(transfer_notes(folder))
     # `store.domains` reads a domain column's names when `work` did not run (a reused stage): the spec then says
     # what it said when the stage was made, and so do the fingerprints of the stages that read it.

@@ -66,7 +66,7 @@ def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: 
     # Not "report": that is where `multidistill report RUN_DIR` writes report.md by default.
     view = task_view(recipe, TaskRef(name=plan.task, domains_include=list(plan.targets)), plan.report_split)
     folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work, derived=True,
-                        data=data_fingerprints(view, (plan.report_split,), None))
+                        data=data_fingerprints(view, (plan.report_split,), None, run_dir=runner.root))
     return json.loads((folder / SCORES).read_text())
 
 

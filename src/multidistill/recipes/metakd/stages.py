@@ -89,7 +89,7 @@ def prototypes_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, data:
         return {"store_fingerprint": fingerprint, "rows": len(view)}
 
     return runner.run(name, payload, {"encoder": _encoder_fingerprint(encoder)}, work,
-                      data=data_fingerprints(data, ("train",), None))
+                      data=data_fingerprints(data, ("train",), None, run_dir=runner.root))
 
 
 def _weights(folder: Path, column: str) -> ExampleWeightsConfig:
@@ -160,7 +160,7 @@ def weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, prototyp
 
     return runner.run(name, {"data": settings_payload(data)},
                       {"prototypes": stage_fingerprint(prototypes), "signals": stage_fingerprint(signals)}, work,
-                      data=data_fingerprints(data, ("train",), None))
+                      data=data_fingerprints(data, ("train",), None, run_dir=runner.root))
 
 
 def transfer_weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, weights: Path,
