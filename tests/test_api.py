@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import multidistill
 
 
@@ -291,3 +293,46 @@ def test_the_quiet_switch_turns_library_bars_off_and_puts_them_back():
     finally:
         restore()
     assert datasets.is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()
+
+
+def test_quiet_blocks_in_two_threads_put_the_streams_back_once_both_are_done():
+    """Two threads in overlapping quietened(False) blocks: the last one out puts back the streams the first one
+    in saved (not the other's devnull sink), so printing still works afterwards."""
+    import threading
+
+    from multidistill.utils.quiet import quietened
+
+    real_stdout, real_stderr = sys.stdout, sys.stderr
+    inside, leave_first = threading.Barrier(2), threading.Event()
+    errors: list[BaseException] = []
+
+    def quiet_block(leave_at_once: bool) -> None:
+        try:
+            with quietened(False):
+                inside.wait(timeout=30)
+                print("not shown")
+                if not leave_at_once:
+                    leave_first.wait(timeout=30)
+            if leave_at_once:
+                assert sys.stdout is not real_stdout  # the other thread is still quiet
+                leave_first.set()
+        except BaseException as error:  # reported by the main thread below
+            errors.append(error)
+            leave_first.set()
+
+    threads = [threading.Thread(target=quiet_block, args=(first,)) for first in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert sys.stdout is real_stdout and sys.stderr is real_stderr
+    print("shown")  # the old code left sys.stdout on a closed devnull file here
+
+
+def test_predict_refuses_a_text_with_an_unpaired_surrogate_naming_its_index(tmp_path):
+    """As predict_file refuses such a row: checked before the model is opened, so no model is needed here."""
+    with pytest.raises(multidistill.DataError, match=r"texts\[1\]: unpaired surrogate U\+D83D at character 4"):
+        multidistill.predict(tmp_path / "no_model", "toy_sent", ["fine", "cut \ud83d emoji"])
+    with pytest.raises(multidistill.DataError, match=r"text_pairs\[0\]: unpaired surrogate U\+DE00"):
+        multidistill.predict(tmp_path / "no_model", "toy_pair", ["a"], ["\ude00"])

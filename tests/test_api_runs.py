@@ -35,7 +35,7 @@ def trained(tmp_path_factory, tiny_model_dir):
 
 def test_a_run_with_progress_off_prints_nothing(trained):
     assert trained["printed"] == ""
-    assert (trained["model"] / "model.safetensors").is_file() or any(trained["model"].iterdir())
+    assert (trained["model"] / "model.safetensors").is_file()  # the run happened; it only printed nothing
 
 
 def test_evaluate_takes_cli_style_tasks_writes_its_output_and_can_be_quiet(trained, tmp_path, capsys, monkeypatch):

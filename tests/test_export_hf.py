@@ -142,7 +142,7 @@ def test_the_bound_is_that_of_the_layernorm_the_pooled_vector_comes_from(tiny_mo
     expected = layer.weight.detach().double().abs() * math.sqrt(31) + layer.bias.detach().double().abs()
     bound = _pooled_bound(model, SENT, _tokenizer(tiny_model_dir), [(a, None) for a, _ in TEXTS], 24)
     raised = ~torch.isclose(bound, expected)  # dimensions raised to the largest |value| the rows showed
-    assert raised.float().mean() < 0.5 and torch.all(bound[raised] == bound[raised][0])
+    assert raised.float().mean() < 0.5 and len(set(bound[raised].tolist())) <= 1
     assert torch.all(bound[raised] > expected[raised])
 
 

@@ -501,3 +501,19 @@ def test_omit_keeps_the_passing_graph_and_records_why_the_other_was_left_out(toy
                     on_parity_failure="omit")  # fp32 only: its one graph fails
     assert set(info.value.failures) == {"fp32"} and "toy_sent" in info.value.parity["fp32"]
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("format", ["onnx", "hf"])
+def test_skip_parity_refuses_any_parity_examples_given_even_the_default(format, tmp_path):
+    """--parity-examples 500 (the default's value) with --skip-parity is refused like 400: "not given" is None
+    through to the checks, never a number; the refusal comes before the model is read."""
+    from multidistill.export.hf import export_hf
+
+    library = export_onnx if format == "onnx" else export_hf
+    for rows in (500, 400):
+        with pytest.raises(ConfigError, match=r"--parity-examples \(parity_examples\) sets the parity check"):
+            export_command(tmp_path / "no_model", tmp_path / "x", format=format, skip_parity=True,
+                           parity_examples=rows)
+        with pytest.raises(ConfigError, match="which --skip-parity skips"):
+            library(tmp_path / "no_model", tmp_path / "x", skip_parity=True, parity_examples=rows)
+    assert not (tmp_path / "x").exists()

@@ -50,6 +50,7 @@ def test_mitkd_both_arms_then_skip(tiny_run, tmp_path, monkeypatch, capsys):
     assert list(summary["rows"]) == ["teacher teacher-seed-1", "MITKD student (multi-task teacher)"]
     row = summary["rows"]["MITKD student (multi-task teacher)"]
     assert row["retention"] is not None and row["retention_tasks"] == ["toy_sent", "toy_reg"]
+    assert row["models"] == 2 and row["stages"] == ["finetune-mitkd-toy_sent-seed-1", "finetune-mitkd-toy_reg-seed-1"]
 
     # The other arm: one --set away, its own stages, the teacher reused; the table shows both arms.
     code, output = run_cli(monkeypatch, capsys, "run", str(path), "--set", "baseline.plain_teacher=true")

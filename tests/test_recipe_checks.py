@@ -252,6 +252,22 @@ def test_per_task_rows_count_every_model_and_name_their_stages(tmp_path):
     assert teacher_rows([teacher / "model"])["teacher teacher-seed-1"]["stages"] == ["teacher-seed-1"]
 
 
+def test_mitkd_fine_tune_rows_count_one_model_per_task_and_name_every_run(tmp_path):
+    """Each task has its own fine-tuned model: the row sums their parameters (one seed's run each, not one task's
+    model alone) and names every seed's run its means come from."""
+    from multidistill.recipes.mitkd import finetune_row
+
+    folders = {task: [model_folder(tmp_path / f"finetune-mitkd-{task}-seed-{seed}", size,
+                                   {"main": {task: score}, "tasks": {task: {"accuracy": score}}})
+                      for seed, score in ((1, 0.4), (2, 0.6))]
+               for task, size in (("a", 10), ("b", 20))}
+    row = finetune_row(folders)
+    assert row["params"] == 30 and row["models"] == 2 and row["seeds"] == 2
+    assert row["stages"] == ["finetune-mitkd-a-seed-1", "finetune-mitkd-a-seed-2", "finetune-mitkd-b-seed-1",
+                             "finetune-mitkd-b-seed-2"]
+    assert row["metrics"]["main"] == pytest.approx({"a": 0.5, "b": 0.5})
+
+
 def test_metakd_rows_carry_their_average(tmp_path):
     from multidistill.recipes.metakd.plan import Plan
     from multidistill.recipes.metakd.report import Scored, summary_rows
@@ -320,3 +336,17 @@ def test_the_other_arm_made_with_other_settings_is_said(student, tiny_run, tmp_p
     assert found == {"corpus.max_examples": [20, None], "finetune.train.lr": [0.03, 0.003]}
     note = differences_note("plain", "mitkd", found)
     assert "finetune.train.lr 0.03 there, 0.003 here" in note and "corpus.max_examples 20 there, unset here" in note
+
+
+def test_a_teacher_folder_listed_twice_is_refused_when_the_recipe_loads(tiny_run, tmp_path):
+    """[a, a] was refused only in the signals stage (after MKD's transfer stage), in the CLI's --teacher words."""
+    from tests.test_recipes import tiny_recipe
+
+    recipe = tiny_recipe("mkd_transformer.yaml", tiny_run, tmp_path)
+    folder = str(tmp_path / "teacher")
+    recipe["teacher"] = {"model_dirs": [folder, f"{folder}/"]}
+    with pytest.raises(ConfigError) as refused:
+        load_recipe(write(recipe, tmp_path))
+    said = str(refused.value)
+    assert "key 'teacher.model_dirs'" in said and f"{folder}/" in said and "twice" in said, said
+    assert not Path(recipe["output_dir"]).exists()

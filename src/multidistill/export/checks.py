@@ -28,8 +28,9 @@ def _named(keys: list[str]) -> str:
     return ", ".join(f"{FLAGS[key]} ({key})" for key in keys)
 
 
-def _say(keys: list[str], one: str, several: str) -> str:
-    return one if len(keys) == 1 else several
+def say(names: list[str], one: str, several: str) -> str:
+    """``one`` for a single option named, ``several`` for more (refusals agree with what was given)."""
+    return one if len(names) == 1 else several
 
 
 def own_data(model_dir: str | os.PathLike, data_root: str | None, cache_dir: str) -> DataConfig:
@@ -50,8 +51,8 @@ def check_parity_options(*, skip_parity: bool, parity_data: DataConfig | None, d
     the export reads the training data anyway (static int8's calibration), so ``data_root`` still applies."""
     given = [key for key in PARITY_OPTIONS if options.get(key) is not None]
     if skip_parity and given:
-        raise ConfigError(f"{_named(given)} {_say(given, 'sets', 'set')} the parity check, which --skip-parity "
-                          f"skips (skip_parity=True): leave {_say(given, 'it', 'them')} out, or drop --skip-parity")
+        raise ConfigError(f"{_named(given)} {say(given, 'sets', 'set')} the parity check, which --skip-parity "
+                          f"skips (skip_parity=True): leave {say(given, 'it', 'them')} out, or drop --skip-parity")
     if skip_parity and parity_data is not None:
         raise ConfigError("parity_data is the data of the parity check, which skip_parity skips: give one of them")
     if skip_parity and data_root is not None and not reads_training_rows:
@@ -74,14 +75,14 @@ def check_onnx_options(*, quantize: str, int8_method: str | None, attention: str
                           "trace keeps PyTorch's")
     given = [key for key in (*INT8_OPTIONS, *STATIC_OPTIONS) if options.get(key) is not None]
     if quantize != "int8" and given:
-        raise ConfigError(f"{_named(given)} {_say(given, 'shapes', 'shape')} the int8 graph: "
-                          f"{_say(given, 'it applies', 'they apply')} with --quantize int8 (quantize='int8'); or "
-                          f"leave {_say(given, 'it', 'them')} out")
+        raise ConfigError(f"{_named(given)} {say(given, 'shapes', 'shape')} the int8 graph: "
+                          f"{say(given, 'it applies', 'they apply')} with --quantize int8 (quantize='int8'); or "
+                          f"leave {say(given, 'it', 'them')} out")
     given = [key for key in STATIC_OPTIONS if options.get(key) is not None]
     if int8_method != "static" and given:
-        raise ConfigError(f"{_named(given)} {_say(given, 'chooses', 'choose')} the rows static int8 calibrates "
+        raise ConfigError(f"{_named(given)} {say(given, 'chooses', 'choose')} the rows static int8 calibrates "
                           f"on: add --int8-method static (int8_method='static'), or leave "
-                          f"{_say(given, 'it', 'them')} out")
+                          f"{say(given, 'it', 'them')} out")
     for key in ("tolerance_fp32", "max_metric_drop_int8"):
         value = options.get(key)
         if value is not None and not value >= 0:

@@ -52,11 +52,6 @@ def print_hf_check(title: str, info: dict) -> None:
     console.print(table)
 
 
-def _say(names: list[str], one: str, several: str) -> str:
-    """``one`` for a single option name, ``several`` for more (the refusal messages below name what was given)."""
-    return one if len(names) == 1 else several
-
-
 def _mask_value(text: str) -> float | None:
     """--attention-mask-value: a number, checked, or 'lowest' (None: float32's lowest, as the trace builds it)."""
     from multidistill.export.onnx_variants import check_attention_mask_value
@@ -155,7 +150,7 @@ def export_command(
     command that made it. An export that fails its check is not written.
     """
     mask_value = _mask_value(attention_mask_value)  # before any work: a bad value fails fast
-    from multidistill.export.checks import DEFAULT_PARITY_EXAMPLES
+    from multidistill.export.checks import say
     from multidistill.export.onnx import QUANTIZE_CHOICES, export_onnx
     from multidistill.export.onnx_variants import (
         ATTENTION_CHOICES,
@@ -182,13 +177,13 @@ def export_command(
                     "--calibration-examples": calibration_examples, "--calibration-seed": calibration_seed}
     given = [name for name, value in int8_options.items() if value is not None]
     if format == "hf" and given:
-        raise ConfigError(f"{', '.join(given)} {_say(given, 'shapes', 'shape')} the int8 graph: "
-                          f"{_say(given, 'it applies', 'they apply')} with --format onnx --quantize int8; or leave "
-                          f"{_say(given, 'it', 'them')} out")
+        raise ConfigError(f"{', '.join(given)} {say(given, 'shapes', 'shape')} the int8 graph: "
+                          f"{say(given, 'it applies', 'they apply')} with --format onnx --quantize int8; or leave "
+                          f"{say(given, 'it', 'them')} out")
     if format == "onnx" and task is not None:
         raise ConfigError("--task applies to --format hf; an ONNX export holds every task of the model")
     parity = {"skip_parity": skip_parity, "data_root": data_root, "cache_dir": cache_dir,
-              "parity_examples": DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples}
+              "parity_examples": parity_examples}  # None (not given): the library's default, and refusable
     if format == "hf":
         from multidistill.export.hf import EXPORT_INFO_FILE, export_hf
 

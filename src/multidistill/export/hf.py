@@ -83,7 +83,7 @@ EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(ST
 
 def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task: str | None = None,
               overwrite: bool = False, check_rows: Sequence[tuple[str, str | None]] | None = None,
-              parity_data: DataConfig | None = None, parity_examples: int = DEFAULT_PARITY_EXAMPLES,
+              parity_data: DataConfig | None = None, parity_examples: int | None = None,
               skip_parity: bool = False, data_root: str | None = None,
               cache_dir: str = ".cache/multidistill") -> Path:
     """Write the model in ``model_dir`` as Hugging Face classifier folders in ``out_dir`` and return it, as
@@ -94,16 +94,17 @@ def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task:
     without ``task``: one such folder per task with a head, ``out_dir/<task>/``, beside an ``export.json``
     and a ``README.md`` listing them. Each folder gives the same logits as our model for its task, checked on
     ``check_rows`` ((text_a, text_b) pairs; text_b is None for single-text tasks) when given, else on the task's
-    first ``parity_examples`` eval rows: by default the model's own dev rows (its task specs, under ``data_root``
-    or else the data root it was trained with; tokenised views cached in ``cache_dir``), or those of
+    first ``parity_examples`` eval rows (default 500): by default the model's own dev rows (its task specs, under
+    ``data_root`` or else the data root it was trained with; tokenised views cached in ``cache_dir``), or those of
     ``parity_data`` (its data_root, cache_dir and eval_split). ``skip_parity=True`` checks a few built-in
     sentences instead (no data needed). The check's numbers go to its export.json (``check``), and its model
     card (README.md) quotes the run's dev scores. Raises `ModelError` for a model it cannot express this way
     (BiLSTM, mean pooling, another encoder family) or when a check fails; nothing is left on disk then. The
     write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    options = {"parity_examples": parity_examples if parity_examples != DEFAULT_PARITY_EXAMPLES else None}
-    check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root, options=options)
+    check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root,
+                         options={"parity_examples": parity_examples})
+    parity_examples = DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples
     from multidistill.models import load_model
     from multidistill.models.backbone import load_tokenizer
     from multidistill.models.multitask import MultiTaskModel

@@ -279,7 +279,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                 parity_tasks: list[str] | str | None = None, skip_parity: bool = False, data_root: str | None = None,
                 cache_dir: str = ".cache/multidistill", tolerance_fp32: float | None = None,
                 min_agreement_int8: float | None = None, max_metric_drop_int8: float | None = None,
-                parity_examples: int | None = DEFAULT_PARITY_EXAMPLES, overwrite: bool = False, batch_size: int = 32,
+                parity_examples: int | None = None, overwrite: bool = False, batch_size: int = 32,
                 on_parity_failure: Literal["raise", "omit"] = "raise", graph: Graph = "plain",
                 int8_method: Int8Method | None = None, per_channel: bool | None = None, attention: Attention = "eager",
                 attention_mask_value: float | None = ATTENTION_MASK_VALUE, calibration_data: DataConfig | None = None,
@@ -287,7 +287,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there, as
     `multidistill export` does.
 
-    Parity check (on by default, as in the CLI): the first ``parity_examples`` eval rows of each task (None = all)
+    Parity check (on by default, as in the CLI): the first ``parity_examples`` eval rows of each task (default 500)
     are run through PyTorch and every exported graph. They are read from ``parity_data`` (its data_root, cache_dir
     and eval_split; the tasks are ``parity_tasks`` or its task list, read with the model's own specs), or by
     default from the model's own tasks and dev files, under ``data_root`` or else the data root the model was
@@ -330,7 +330,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
     options = {"int8_method": int8_method, "per_channel": per_channel, "min_agreement_int8": min_agreement_int8,
                "max_metric_drop_int8": max_metric_drop_int8, "calibration_examples": calibration_examples,
                "calibration_seed": calibration_seed, "tolerance_fp32": tolerance_fp32,
-               "parity_examples": parity_examples if parity_examples != DEFAULT_PARITY_EXAMPLES else None}
+               "parity_examples": parity_examples}
     check_onnx_options(quantize=quantize, int8_method=int8_method, attention=attention,
                        attention_mask_value=attention_mask_value, options=options)
     static = quantize == "int8" and int8_method == "static"
@@ -342,6 +342,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
     if on_parity_failure not in ("raise", "omit"):
         raise ConfigError(f"on_parity_failure {on_parity_failure!r}: choose raise or omit")
     tolerance_fp32 = DEFAULT_TOLERANCE_FP32 if tolerance_fp32 is None else tolerance_fp32
+    parity_examples = DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples
     max_metric_drop_int8 = DEFAULT_MAX_METRIC_DROP_INT8 if max_metric_drop_int8 is None else max_metric_drop_int8
     per_channel = True if per_channel is None else per_channel
     calibration_examples = calibration_examples or DEFAULT_CALIBRATION_EXAMPLES

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from multidistill.data.readers import surrogate_problem
 from multidistill.errors import ConfigError, DataError
 from multidistill.inference.predict import _open_source, _predict_rows, _Row, prediction_record
 from multidistill.utils.arguments import as_list
@@ -32,7 +33,7 @@ def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
     ``source``; pair tasks take the second texts in ``text_pairs``, one per text. Returns one `Prediction` per
     text, in order; batching (longest first), truncation (the model's training length) and the numbers are
     those of `predict_file`. ``precision`` int8 needs an ONNX export with an int8 graph. ``progress`` False: no
-    bars. An empty or non-str text is refused, naming its index.
+    bars. An empty or non-str text, or one with an unpaired surrogate, is refused, naming its index.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -62,4 +63,8 @@ def _texts(value: Sequence[str] | str, argument: str) -> list[str]:
             raise TypeError(f"{argument}[{i}] is {type(text).__name__}, not a str: {text!r}")
         if not text.strip():
             raise DataError(f"{argument}[{i}] is empty; every text needs some words to predict from")
+        problem = None if text.isascii() else surrogate_problem(text)  # the tokenizer would raise on it
+        if problem is not None:
+            raise DataError(f"{argument}[{i}]: {problem}; give the whole character (or drop the half) and "
+                            "predict again")
     return texts

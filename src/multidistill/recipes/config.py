@@ -10,10 +10,11 @@ top, so teachers, soft targets and students always see the same examples.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from multidistill.config import (
     DataConfig,
@@ -52,6 +53,18 @@ class TeacherSection(_Strict):
                              "(train.seed is not read: leave it unset).")
     model_dirs: list[str] = Field(default_factory=list, description="Already trained multidistill teacher "
                                   "folders to use instead of training (their task heads must cover data.tasks).")
+
+    @field_validator("model_dirs")
+    @classmethod
+    def _each_folder_once(cls, model_dirs: list[str]) -> list[str]:
+        """The same folder twice is an "ensemble" that averages nothing and costs twice: refused as the recipe
+        loads, not after the stages before the signals. Compared as written (normalised): both resolve alike."""
+        seen: set[str] = set()
+        for folder in model_dirs:
+            if os.path.normpath(folder) in seen:
+                raise ValueError(f"names the folder {folder!r} twice: list each teacher once")
+            seen.add(os.path.normpath(folder))
+        return model_dirs
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSection:

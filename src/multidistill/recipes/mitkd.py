@@ -384,15 +384,18 @@ def differences_note(this: str, other: str, found: dict[str, list]) -> str:
 
 
 def finetune_row(folders: dict[str, list[Path]]) -> dict:
-    """One summary row: per task, each metric's mean over the seeds' runs."""
+    """One summary row: per task, each metric's mean over the seeds' runs. Each task has its own fine-tuned
+    model, so the row stands for one model per task: ``params`` sums theirs (a seed's run of each task), and
+    ``stages`` names every run its scores come from (as MKD's per-task rows)."""
     tasks, main = {}, {}
     for task, runs in folders.items():
         metrics = [read_metrics(folder) for folder in runs]
         tasks[task] = {key: sum(m["tasks"][task][key] for m in metrics) / len(metrics)
                        for key in metrics[0]["tasks"][task]}
         main[task] = sum(m["main"][task] for m in metrics) / len(metrics)
-    params = count_parameters(next(iter(folders.values()))[0] / BEST_MODEL)
+    params = sum(count_parameters(runs[0] / BEST_MODEL) for runs in folders.values())
     return {"metrics": {"tasks": tasks, "main": main, "average": average_score(main)}, "params": params,
+            "models": len(folders), "stages": [folder.name for runs in folders.values() for folder in runs],
             "seeds": len(next(iter(folders.values())))}
 
 

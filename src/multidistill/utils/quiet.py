@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 
 BARS_ENV = "TQDM_DISABLE"
-_quiet = False  # a quietened block is active
+_lock = threading.Lock()  # guards the count and the saved state below
+_depth = 0  # quietened(False) blocks open now, in any thread
+_saved: tuple | None = None  # what the first block in replaced: (restore libraries, showwarning, stdout, stderr, sink)
 
 
 def bars_disabled(progress: bool) -> bool:
@@ -45,27 +48,57 @@ def quiet_libraries() -> Callable[[], None]:
     return restore
 
 
+def _enter_quiet() -> None:
+    """Count a quiet block in; the first one (in any thread) saves the state and points the streams nowhere."""
+    global _depth, _saved
+    with _lock:
+        _depth += 1
+        if _depth > 1:
+            return
+        try:
+            restore = quiet_libraries()
+            show_warning, real_stdout, real_stderr = warnings.showwarning, sys.stdout, sys.stderr
+
+            def show_on_real_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+                show_warning(message, category, filename, lineno, real_stderr if file is None else file, line)
+
+            sink = open(os.devnull, "w")  # noqa: SIM115 (closed by the last block out)
+        except BaseException:
+            _depth -= 1
+            raise
+        _saved = (restore, show_warning, real_stdout, real_stderr, sink)
+        sys.stdout = sys.stderr = sink
+        warnings.showwarning = show_on_real_stderr
+
+
+def _leave_quiet() -> None:
+    """Count a quiet block out; the last one (in any thread) puts back what the first one saved."""
+    global _depth, _saved
+    with _lock:
+        _depth -= 1
+        if _depth > 0 or _saved is None:
+            return
+        restore, show_warning, real_stdout, real_stderr, sink = _saved
+        _saved = None
+        sys.stdout, sys.stderr = real_stdout, real_stderr
+        warnings.showwarning = show_warning
+        sink.close()
+        restore()
+
+
 @contextlib.contextmanager
 def quietened(progress: bool) -> Iterator[None]:
     """With ``progress`` off: no bars, tables or notes for the block. This process's stdout and stderr go
     nowhere meanwhile (other threads' output too), transformers logs only errors and datasets draws no bars;
-    Python warnings still reach the real stderr; all is put back after. With ``progress`` on: nothing changes."""
-    global _quiet
-    if progress or _quiet:  # nested in a quiet call (a recipe's stages): already quiet, warnings already routed
+    Python warnings still reach the real stderr; all is put back after. With ``progress`` on: nothing changes.
+
+    Blocks nest and overlap across threads: the first one in (a count under a lock) saves the state and
+    quietens, the last one out puts it back, so no thread restores streams another still needs."""
+    if progress:
         yield
         return
-    restore = quiet_libraries()
-    _quiet = True
-    show_warning, real_stderr = warnings.showwarning, sys.stderr
-
-    def show_on_real_stderr(message, category, filename, lineno, file=None, line=None) -> None:
-        show_warning(message, category, filename, lineno, real_stderr if file is None else file, line)
-
+    _enter_quiet()
     try:
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.showwarning = show_on_real_stderr
-            yield
+        yield
     finally:
-        warnings.showwarning = show_warning
-        restore()
-        _quiet = False
+        _leave_quiet()
