@@ -716,3 +716,20 @@ def test_fp16_of_a_late_stage_without_a_gpu_is_refused_before_any_stage(tiny_run
                            "--set", "student.prediction.fp16=true")
     assert code == 2 and "key 'student.prediction.fp16'" in output, output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_recorded_recipe_read_back_names_only_changed_settings_as_unused(tiny_run, tmp_path, capsys):
+    """A run's recorded recipe.yaml writes every field; read back with given teachers, its default teacher.train
+    and meta_teacher are not the user's choice and must not be called "not used" (a changed one still is)."""
+    from multidistill.config import TrainConfig
+    from multidistill.recipes.common import note_unused_teacher_settings
+    from multidistill.recipes.metakd import MetaKDRecipe
+
+    raw = tiny_metakd(tiny_run, tmp_path)
+    raw["teacher"] = {"model_dirs": [str(tmp_path / "meta")]}
+    recorded = MetaKDRecipe.model_validate(raw).model_dump(mode="json")
+    note_unused_teacher_settings(MetaKDRecipe.model_validate(recorded), also=("meta_teacher",))
+    assert "not used" not in capsys.readouterr().err
+    recorded["teacher"]["train"] = {**TrainConfig().model_dump(mode="json"), "epochs": 7}
+    note_unused_teacher_settings(MetaKDRecipe.model_validate(recorded), also=("meta_teacher",))
+    assert "note: teacher.train not used" in " ".join(capsys.readouterr().err.split())

@@ -607,6 +607,15 @@ def load_config(source: str | os.PathLike | Mapping | BaseModel, overrides: list
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def changed_fields(config: BaseModel) -> set[str]:
+    """The fields of ``config`` given a value other than their default: what a "not used" note may name. A config
+    read back from a run's recorded YAML gives every field, most at their defaults; those are not the user's
+    choice, so a note naming them would be noise."""
+    fields = type(config).model_fields
+    return {name for name in config.model_fields_set
+            if getattr(config, name) != fields[name].get_default(call_default_factory=True)}
+
+
 def given_settings(config: BaseModel) -> dict:
     """What ``config`` holds that was given or is not a default, at every level: validated again, it is the same
     config with the same `model_fields_set` ("not used" notes read it: a full `model_dump` would count every field

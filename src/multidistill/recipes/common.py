@@ -18,6 +18,7 @@ from multidistill.config import (
     ObjectiveConfig,
     TeacherRunConfig,
     TrainConfig,
+    changed_fields,
 )
 from multidistill.data.prepare import open_example_store, resolve_tasks
 from multidistill.data.tasks import Task
@@ -121,8 +122,8 @@ def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ())
     """With given teachers (teacher.model_dirs), say which teacher-training settings the user gave are not used
     (never silently: a config that trains teachers, pointed at given ones, as the README does). ``also``: a
     recipe's own top-level sections that only shape the teachers it trains (Meta-KD's meta_teacher)."""
-    unused = [f"teacher.{key}" for key in sorted({"seeds", "train"} & recipe.teacher.model_fields_set)]
-    unused += [key for key in also if key in recipe.model_fields_set]
+    unused = [f"teacher.{key}" for key in sorted({"seeds", "train"} & changed_fields(recipe.teacher))]
+    unused += [key for key in also if key in changed_fields(recipe)]
     if unused:
         console.print(f"[yellow]note: {' and '.join(unused)} not used: the teachers are the given "
                       "teacher.model_dirs[/yellow]")

@@ -29,6 +29,7 @@ from multidistill.config import (
     TaskRef,
     TrainConfig,
     _Strict,
+    changed_fields,
 )
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
@@ -420,7 +421,7 @@ def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
                     TEACHER_LOGIT_INPUTS):
         signals = signals_stage(runner, recipe, teacher_dirs, teacher_inputs, tuned,
                                 max_examples=recipe.max_examples_per_task, with_eval_split=False)
-    elif "signals" in recipe.model_fields_set:  # never silently
+    elif "signals" in changed_fields(recipe):  # never silently
         console.print("[yellow]note: signals not used: finetune.objective reads no teacher logits, so no signal "
                       "store is made[/yellow]")
     arms = {arm: finetune_stages(runner, recipe, arm, general, signals)}

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal, Protocol
 import datasets
 from pydantic import Field
 
-from multidistill.config import DataConfig, LossTerm, ObjectiveConfig, TaskRef
+from multidistill.config import DataConfig, LossTerm, ObjectiveConfig, TaskRef, changed_fields
 from multidistill.data.augment import (
     AugmentConfig,
     augment_examples,
@@ -180,7 +180,7 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
         return student_data.model_copy(update={"tasks": [ref for ref in student_data.tasks if ref.name == name]})
 
     finetuned, baseline = {}, {}
-    if not recipe.finetune.enabled and "train" in recipe.finetune.model_fields_set:
+    if not recipe.finetune.enabled and "train" in changed_fields(recipe.finetune):
         console.print("[yellow]note: finetune.train not used: finetune.enabled is false[/yellow]")
     if recipe.finetune.enabled:
         init = section.model.model_copy(update={"init_from": str(student / BEST_MODEL)})
