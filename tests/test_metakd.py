@@ -383,6 +383,13 @@ def test_cross_fitted_stage_b_targets_come_from_the_fold_teacher_that_did_not_se
     manifest = json.loads((root / "signals-crossfit-books" / "manifest.json").read_text())
     assert manifest["cross_fit"]["rows_per_fold"] == [8, 8]
     assert manifest["cross_fit"]["stores"] == [f"signals-{tag}" for tag in folds]
+    # The fold teachers' weights are recorded as a store of their own records them (the student's card reads them).
+    fold_weights = [json.loads((root / f"signals-{tag}" / "manifest.json").read_text())["teacher_weights"]
+                    for tag in folds]
+    assert manifest["teacher_weights"] == [w for ws in fold_weights for w in ws]
+    assert len(manifest["teacher_weights"]) == len(manifest["teachers"])
+    student = json.loads((root / "student-crossfit-books" / "metrics.json").read_text())
+    assert sorted(student["teacher_weights"].values()) == sorted(manifest["teacher_weights"])
     # Row by row: the merged target is fold k's teacher's where fold k's teacher did not train on the row.
     from multidistill.data.prepare import open_example_store
     from multidistill.recipes.metakd.config import MetaKDRecipe

@@ -104,6 +104,9 @@ def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, 
         manifest = {"format_version": STORE_VERSION, "fingerprint": fingerprint,
                     "teachers": [t for s in stores for t in s.manifest["teachers"]], "splits": ["train"],
                     "tasks": first["tasks"], "max_length": first["max_length"], "data": first["data"],
+                    # The fold teachers' weights, as a store of their own records them: a student's card shows
+                    # their scores only while their folders still hold those weights.
+                    **_teacher_weights(stores),
                     # The fold stores by stage name (siblings in the run folder), so the record survives a moved
                     # or renamed run folder.
                     "cross_fit": {"folds": folds, "stores": [Path(s.root).name for s in stores],
@@ -117,3 +120,13 @@ def cross_fitted_signals(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, 
     return runner.run(f"signals-crossfit{augmented}-{target}", {"data": settings_payload(labelled), "folds": folds},
                       {f"fold-{k + 1}": stage_fingerprint(path) for k, path in enumerate(fold_signals)}, work,
                       derived=True)
+
+
+def _teacher_weights(stores: list) -> dict:
+    """{"teacher_weights": [...]} aligned with the merged "teachers", when every fold store records its teachers'
+    weights (stores made before that record have none: then nothing)."""
+    weights = [s.manifest.get("teacher_weights") for s in stores]
+    if any(not isinstance(w, list) or len(w) != len(s.manifest["teachers"]) for w, s in zip(weights, stores,
+                                                                                          strict=True)):
+        return {}
+    return {"teacher_weights": [w for ws in weights for w in ws]}
