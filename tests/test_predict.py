@@ -514,13 +514,13 @@ def test_an_output_extension_that_is_not_a_format_is_refused(name, model_dir, tm
 
 def test_int8_on_a_missing_folder_says_it_is_missing(tmp_path):
     """It said "... is a model folder, which runs in fp32" of a folder that does not exist."""
-    from multidistill.inference.predict import _open_source
+    from multidistill.inference.predict import open_predictor
 
     with pytest.raises(ConfigError, match=r"needs an ONNX export .*/nowhere does not exist"):
-        _open_source(tmp_path / "nowhere", "int8")
+        open_predictor(tmp_path / "nowhere", "int8")
     (tmp_path / "model.int8.onnx").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"model.int8.onnx is a file; give the export's folder"):
-        _open_source(tmp_path / "model.int8.onnx", "int8")
+        open_predictor(tmp_path / "model.int8.onnx", "int8")
 
 
 def test_a_cut_emoji_is_a_bad_row_not_a_tokenizer_traceback(model_dir, tmp_path):

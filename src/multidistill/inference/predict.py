@@ -82,7 +82,7 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     _check_paths(input_path, output_path, Path(source))
     fmt = _output_format(output_path, output_format)
-    predictor = _open_source(Path(source), precision)
+    predictor = open_predictor(Path(source), precision)
     spec = predictor.task(task)
 
     rows, bad, (columns, origin), id_column = _load_rows(input_path, spec, text_columns, progress)
@@ -91,7 +91,7 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
         raise DataError(f"{message} (every row is bad: --skip-bad-rows leaves nothing to predict)" if skip_bad_rows
                         else message, path=input_path)
 
-    outputs = _predict_rows(predictor, spec, rows, batch_size, progress)
+    outputs = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.type == "classification" else []
     with atomic_file(output_path) as handle:
         writer = _Writer(handle, fmt, labels, with_id=id_column is not None)
@@ -103,7 +103,7 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
 
 
 def _load_rows(path: Path, spec: Task, given: tuple[str, str | None] | None, progress: bool
-               ) -> tuple[list[_Row], list[tuple[int, str]], tuple[tuple[str, str | None], str], str | None]:
+               ) -> tuple[list[InputRow], list[tuple[int, str]], tuple[tuple[str, str | None], str], str | None]:
     """The input's usable rows, its bad rows, the text columns read (with their origin) and the id column.
     The parsed table is dropped on return: only the rows' texts and ids stay in memory."""
     table = read_table(path, progress=progress)
@@ -114,8 +114,8 @@ def _load_rows(path: Path, spec: Task, given: tuple[str, str | None] | None, pro
     return rows, bad, (columns, origin), id_column
 
 
-def _predict_rows(predictor: _Predictor, spec: Task, rows: list[_Row], batch_size: int,
-                  progress: bool) -> np.ndarray:
+def predict_rows(predictor: _Predictor, spec: Task, rows: list[InputRow], batch_size: int,
+                 progress: bool) -> np.ndarray:
     """Each row's logits, in the rows' order; run longest first (a batch pads to its longest row, so rows of
     like length together waste least compute)."""
     texts_a = [r.text_a for r in rows]
@@ -220,7 +220,8 @@ class _OnnxPredictor(_Predictor):
         return np.asarray(out, dtype=np.float32)
 
 
-def _open_source(source: Path, precision: str) -> _Predictor:
+def open_predictor(source: Path, precision: str) -> _Predictor:
+    """What labels rows for ``source``: a saved model folder (PyTorch) or an ONNX export at ``precision``."""
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     info_path = source / EXPORT_INFO_FILE
@@ -403,7 +404,9 @@ def _task_columns(task: Task) -> list[tuple[str, str | None]]:
 
 
 @dataclass
-class _Row:
+class InputRow:
+    """One text (or pair) to label: its line in the input (its index for in-memory texts) and its id."""
+
     line: int
     text_a: str
     text_b: str | None
@@ -433,8 +436,8 @@ def _json_kind(value: Any) -> str:
 
 
 def _extract(table: Table, columns: tuple[str, str | None],
-             id_column: str | None) -> tuple[list[_Row], list[tuple[int, str]]]:
-    rows: list[_Row] = []
+             id_column: str | None) -> tuple[list[InputRow], list[tuple[int, str]]]:
+    rows: list[InputRow] = []
     bad: list[tuple[int, str]] = []
     for line, record, problem in table.rows:
         if record is None:
@@ -450,7 +453,7 @@ def _extract(table: Table, columns: tuple[str, str | None],
         example_id = None
         if id_column is not None and record.get(id_column) is not None:
             example_id = str(record[id_column])
-        rows.append(_Row(line, text_a or "", text_b, example_id))
+        rows.append(InputRow(line, text_a or "", text_b, example_id))
     return rows, bad
 
 
@@ -529,7 +532,7 @@ class _Writer:
                       *(f"p_{label}" for label in labels)]
             self.csv.writerow(header)
 
-    def write(self, row: _Row, logits: np.ndarray) -> None:
+    def write(self, row: InputRow, logits: np.ndarray) -> None:
         record: dict[str, Any] = {"line": row.line}
         if self.with_id:
             record["id"] = row.id

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from multidistill.data.readers import surrogate_problem
 from multidistill.errors import ConfigError, DataError
-from multidistill.inference.predict import _open_source, _predict_rows, _Row, prediction_record
+from multidistill.inference.predict import InputRow, open_predictor, predict_rows, prediction_record
 from multidistill.utils.arguments import as_list
 from multidistill.utils.entry import api_call
 
@@ -42,15 +42,15 @@ def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
     if texts_b is not None and len(texts_b) != len(texts_a):
         raise ConfigError(f"text_pairs holds {len(texts_b)} texts for {len(texts_a)} texts; give one per text")
     with api_call("predict", progress=progress):
-        predictor = _open_source(Path(source), precision)
+        predictor = open_predictor(Path(source), precision)
         spec = predictor.task(task)
         if spec.pair != (texts_b is not None):
             raise ConfigError(f"task '{spec.name}' takes text pairs: give text_pairs, one per text" if spec.pair
                               else f"task '{spec.name}' takes one text: leave text_pairs out")
         if not texts_a:
             return []
-        rows = [_Row(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
-        logits = _predict_rows(predictor, spec, rows, batch_size, progress)
+        rows = [InputRow(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
+        logits = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.type == "classification" else []
     return [Prediction(**{"label": None, **prediction_record(values, labels)}) for values in logits]
 

@@ -187,12 +187,17 @@ class StageRunner:
         self.root = Path(root)
         self.outcomes: list[StageOutcome] = []
         self._checks = False  # inside `run_all`: the first stage to run checks the stages after it first
-        self._planned: dict[Path, str] | None = None  # during a check pass: what `_PLANNED` holds
         self._looked_at: set[str] = set()  # stages a check pass stood in for: they start no other check
         self._check_from: str | None = None  # the stage that started the last check pass
         self._refusal: BaseException | None = None  # what the check pass refused
         self._quiet_until: str | None = None  # after a check: the stage from which this pass prints again
         self._quiet = False  # the console's own setting, put back after a pass's quiet part
+
+    @property
+    def _planned(self) -> dict[Path, str] | None:
+        """During a check pass, the fingerprint each stage that has not run yet will record (`_PLANNED`, which
+        `stage_fingerprint` reads without a runner); None otherwise."""
+        return _PLANNED.get()
 
     def run_all(self, recipe: Callable[[StageRunner], T]) -> T:
         """``recipe(self)`` (a recipe's stages in order, then its summary), checking the stages after the first one
@@ -220,7 +225,6 @@ class StageRunner:
                     if self._planned is None or exc is self._refusal:
                         raise
                 finally:
-                    self._planned = None
                     _PLANNED.set(None)
                 self._quiet_until, console.quiet = self._check_from, True
         finally:
@@ -295,8 +299,8 @@ class StageRunner:
         if self._planned is None:
             if not (self._checks and fresh and name not in self._looked_at):
                 return False
-            self._planned, self._check_from, console.quiet = {}, name, True
-            _PLANNED.set(self._planned)
+            self._check_from, console.quiet = name, True
+            _PLANNED.set({})
         if not fresh:
             raise _CheckEnd(name)
         self._planned[folder] = fingerprint
