@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from multidistill.data.augment import AugmentConfig, augment_examples, load_pos_tagger
-from multidistill.data.readers import features_for
+from multidistill.data.convert import features_for
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from multidistill.config import TeacherRunConfig, load_config, parse_yaml
-from multidistill.data.readers import COLUMN_ORDER, read_split
+from multidistill.data.convert import COLUMN_ORDER
+from multidistill.data.readers import read_split
 from multidistill.data.tasks import Columns, DataFile, Task
 from multidistill.errors import ConfigError, DataError
 from multidistill.recipes import load_recipe

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from multidistill.data import readers
+from multidistill.data import formats, readers, split_cache
 from multidistill.data.readers import read_split
 from multidistill.data.tasks import BUILTIN_TASKS, Columns, DataFile, Task
 from multidistill.errors import DataError
@@ -236,7 +236,7 @@ def test_hf_hub_calls_load_dataset_for_hub_names(tmp_path: Path, monkeypatch: py
         calls.append((path, name, split))
         return datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [2], "idx": [7]})
 
-    monkeypatch.setattr(readers.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(formats.datasets, "load_dataset", fake_load_dataset)
     ds = read_split(_mnli_hf_task("nyu-mll/glue"), "dev", tmp_path)
     assert calls == [("nyu-mll/glue", "mnli", "validation_matched")]
     assert ds["label"] == [0] and ds["id"] == ["7"]
@@ -244,7 +244,7 @@ def test_hf_hub_calls_load_dataset_for_hub_names(tmp_path: Path, monkeypatch: py
     def failing(*args, **kwargs):
         raise ConnectionError("offline")
 
-    monkeypatch.setattr(readers.datasets, "load_dataset", failing)
+    monkeypatch.setattr(formats.datasets, "load_dataset", failing)
     err = read_error(_mnli_hf_task("nyu-mll/glue"), "dev", data_root=tmp_path)
     assert "nyu-mll/glue" in str(err) and "offline" in str(err)
 
@@ -374,7 +374,7 @@ def test_header_only_file(tmp_path: Path, name: str, fmt: str) -> None:
 def test_empty_hf_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # (datasets cannot load_from_disk a saved 0-row dataset, so the empty split comes from "the hub".)
     empty = datasets.Dataset.from_dict({"text": [], "label": []})
-    monkeypatch.setattr(readers.datasets, "load_dataset", lambda *args, **kwargs: empty)
+    monkeypatch.setattr(formats.datasets, "load_dataset", lambda *args, **kwargs: empty)
     assert "empty split" in str(read_error(make_task("some/hub-set", fmt="hf_hub"), data_root=tmp_path))
 
 
@@ -496,7 +496,7 @@ def test_a_csv_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path)
     long_text = "word " * 40_000  # 200,000 characters
     path = tmp_path / "long.csv"
     path.write_text(f'text,label\n"{long_text}",1\nshort,0\n')
-    records = list(readers.csv_records(iter(path.read_text().splitlines(keepends=True)), path))
+    records = list(formats.csv_records(iter(path.read_text().splitlines(keepends=True)), path))
     assert [fields[0] for _, fields in records][1:] == [long_text, "short"]
 
 
@@ -578,26 +578,26 @@ def _cache(tmp_path: Path, name: str = "split") -> Path:
 
 def test_truncated_example_cache_is_rebuilt(tmp_path: Path) -> None:
     folder = _cache(tmp_path)
-    arrow = folder / readers.EXAMPLES_FILE
+    arrow = folder / split_cache.EXAMPLES_FILE
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # a full disk, a cut copy
-    ds = readers.open_split_cache(_cache(tmp_path), make_task("a.tsv"))
+    ds = split_cache.open_split_cache(_cache(tmp_path), make_task("a.tsv"))
     assert len(ds) == 50 and ds["text_a"][-1] == "row 49"
 
 
 def test_cache_of_an_older_reader_is_rebuilt(tmp_path: Path) -> None:
     folder = _cache(tmp_path)
-    meta = json.loads((folder / readers.EXAMPLES_META).read_text())
-    (folder / readers.EXAMPLES_META).write_text(json.dumps({**meta, "format_version": 1}))
-    (folder / readers.EXAMPLES_FILE).write_bytes(b"not arrow")  # never opened: version 1 is not trusted
-    assert len(readers.open_split_cache(_cache(tmp_path), make_task("a.tsv"))) == 50
+    meta = json.loads((folder / split_cache.EXAMPLES_META).read_text())
+    (folder / split_cache.EXAMPLES_META).write_text(json.dumps({**meta, "format_version": 1}))
+    (folder / split_cache.EXAMPLES_FILE).write_bytes(b"not arrow")  # never opened: version 1 is not trusted
+    assert len(split_cache.open_split_cache(_cache(tmp_path), make_task("a.tsv"))) == 50
 
 
 def test_damaged_example_cache_read_is_a_data_error(tmp_path: Path) -> None:
     folder = _cache(tmp_path)
-    arrow = folder / readers.EXAMPLES_FILE
+    arrow = folder / split_cache.EXAMPLES_FILE
     arrow.write_bytes(b"\0" * arrow.stat().st_size)  # same size, garbage: found only when read
     with pytest.raises(DataError, match="example cache .* is damaged"):
-        list(readers.read_cached_examples(folder))
+        list(split_cache.read_cached_examples(folder))
 
 
 def test_dead_writers_temp_folders_of_other_keys_are_removed(tmp_path: Path) -> None:

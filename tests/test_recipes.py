@@ -486,7 +486,8 @@ def test_a_transfer_set_reads_back_with_its_variants_unlabelled_when_minus_one_i
     stage, after the teacher and transfer stages had run; the set is now saved with the task's class names."""
     import datasets
 
-    from multidistill.data.readers import features_for, read_split
+    from multidistill.data.convert import features_for
+    from multidistill.data.readers import read_split
     from multidistill.data.tasks import Task
     from multidistill.recipes.mkd import save_transfer_set, transfer_task
 

@@ -18,7 +18,7 @@ import pytest
 from datasets.table import MemoryMappedTable
 from transformers import AutoTokenizer
 
-from multidistill.data import readers
+from multidistill.data import convert, split_cache
 from multidistill.data.readers import read_split
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.data.store import ExampleStore
@@ -83,7 +83,7 @@ def test_the_raw_cache_is_reused_without_reading_the_source(store, tmp_path, mon
     def no_second_read(*args, **kwargs):
         raise AssertionError("the source was read again")
 
-    monkeypatch.setattr(readers._Converter, "chunks", no_second_read)
+    monkeypatch.setattr(convert.Converter, "chunks", no_second_read)
     again = fresh.examples("toy_sent", "dev")
     assert again.cache_files == first.cache_files and again[:] == first[:]
     # A changed file gets a new cache entry (its fingerprint changed), so it is read.
@@ -94,7 +94,7 @@ def test_the_raw_cache_is_reused_without_reading_the_source(store, tmp_path, mon
 
 
 def test_bad_data_leaves_no_cache_behind(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "CHUNK_ROWS", 8)  # the bad row comes after several written batches
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 8)  # the bad row comes after several written batches
     _write_rows(tmp_path / "a.tsv", 50, bad_label_at=40)
     folder = tmp_path / "cache" / "split"
     with pytest.raises(DataError, match="line 42"):
@@ -121,7 +121,7 @@ def test_a_killed_cache_write_leaves_no_half_cache(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "writing"
         deadline = time.monotonic() + 20
-        while not any(p.name.startswith(".split.tmp-") and (p / readers.EXAMPLES_META).is_file()
+        while not any(p.name.startswith(".split.tmp-") and (p / split_cache.EXAMPLES_META).is_file()
                       for p in folder.parent.glob(".*")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert time.monotonic() < deadline, "the writer never reached its write window"
@@ -146,16 +146,16 @@ def test_subsets_are_the_seeded_rows_of_the_whole_split(tmp_path, cached):
 
 
 def test_subsets_span_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 7)
     _write_rows(tmp_path / "a.tsv", 100)
     keep = np.sort(np.random.default_rng(1).choice(100, size=30, replace=False))
     ds = read_split(_task("a.tsv"), "train", tmp_path, max_examples=30, seed=1, cache_dir=tmp_path / "cache")
     assert ds["id"] == [str(i + 2) for i in keep]
-    assert len(list(readers.read_batches(ds.cache_files[0]["filename"]))) > 1
+    assert len(list(split_cache.read_batches(ds.cache_files[0]["filename"]))) > 1
 
 
 def test_duplicate_ids_across_chunks_name_both_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 4)
     ids = [f"x{i}" for i in range(20)]
     ids[13] = "x2"
     _write_rows(tmp_path / "a.tsv", 20, ids=ids)
@@ -165,7 +165,7 @@ def test_duplicate_ids_across_chunks_name_both_lines(tmp_path, monkeypatch):
 
 def test_the_first_problem_in_file_order_is_reported(tmp_path, monkeypatch):
     """A duplicate id before a bad label is the error, as before ids were checked a chunk at a time."""
-    monkeypatch.setattr(readers, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 100)
     ids = [f"x{i}" for i in range(20)]
     ids[9] = "x3"
     _write_rows(tmp_path / "a.tsv", 20, ids=ids, bad_label_at=12)
@@ -190,8 +190,8 @@ def test_the_first_problem_in_file_order_is_reported(tmp_path, monkeypatch):
 
 
 def test_hash_collisions_never_make_false_duplicates(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "CHUNK_ROWS", 3)
-    monkeypatch.setattr(readers, "hash", lambda value: 42, raising=False)  # every id collides
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(convert, "hash", lambda value: 42, raising=False)  # every id collides
     ids = [f"id{i}" for i in range(10)]
     _write_rows(tmp_path / "a.tsv", 10, ids=ids)
     assert read_split(_task("a.tsv", with_id=True), "train", tmp_path)["id"] == ids
@@ -233,7 +233,7 @@ def test_python_memory_does_not_grow_with_the_data(tmp_path, tiny_model_dir, mon
     """Reading 5x more rows peaks at the same Python memory: one chunk of rows lives as Python objects at a time
     (reading whole splits into lists costs ~300 bytes a row here). Traced allocations, not RSS: deterministic,
     where RSS drifts by a few MiB between runs in one process; benchmarks/scale.py measures whole runs' RSS."""
-    monkeypatch.setattr(readers, "CHUNK_ROWS", 2000)
+    monkeypatch.setattr(convert, "CHUNK_ROWS", 2000)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     small = _traced_peak(tmp_path / "small", 4_000, tokenizer)
     large = _traced_peak(tmp_path / "large", 20_000, tokenizer)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from multidistill.data.readers import features_for, split_batches
+from multidistill.data.convert import features_for
+from multidistill.data.readers import split_batches
 from multidistill.data.tasks import Task
 from multidistill.errors import DataError
 

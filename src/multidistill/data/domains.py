@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from multidistill.data.readers import read_batches
+from multidistill.data.split_cache import read_batches
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError
 

@@ -23,15 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from multidistill.data.domains import DomainSelection, domain_codes, read_domains
-from multidistill.data.readers import (
-    CACHE_VERSION,
-    open_split_cache,
-    read_cached_examples,
-    split_batches,
-    write_batches,
-    write_split_cache,
-)
+from multidistill.data.readers import split_batches, write_split_cache
 from multidistill.data.rows import ArrowRows
+from multidistill.data.split_cache import CACHE_VERSION, open_split_cache, read_cached_examples, write_batches
 from multidistill.data.tasks import Task, fingerprint_spec
 from multidistill.errors import DataError
 from multidistill.utils.atomic import atomic_dir, remove_stale_temps

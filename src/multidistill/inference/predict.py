@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from multidistill.data.readers import csv_records, decode_lines, json_object_line, surrogate_problem
+from multidistill.data.convert import surrogate_problem
+from multidistill.data.formats import csv_records, decode_lines, json_object_line
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
 from multidistill.training.run_dir import refuse_output_over_a_run

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multidistill.data.readers import surrogate_problem
+from multidistill.data.convert import surrogate_problem
 from multidistill.errors import ConfigError, DataError
 from multidistill.inference.predict import InputRow, open_predictor, predict_rows, prediction_record
 from multidistill.utils.arguments import as_list
