@@ -1,0 +1,145 @@
+"""What a MITKD run reads: the views of its data (the corpus, the fine-tune tasks), each arm's online teachers, and
+the checks that run before the first stage writes (`check_inputs`)."""
+
+from __future__ import annotations
+
+import re
+
+from multidistill.config import DataConfig, ObjectiveConfig, TrainConfig
+from multidistill.data.prepare import open_example_store
+from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.models.backbone import load_tokenizer
+from multidistill.recipes.common import TEACHER_REF, given_teachers, recipe_data
+from multidistill.recipes.mitkd.config import MITKDRecipe
+from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources
+from multidistill.training.loop import check_one_step
+from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
+from multidistill.utils.hashing import hash_tokenizer
+
+
+def corpus_data(recipe: MITKDRecipe) -> DataConfig:
+    """The recipe's data with the corpus as its only task (for the general distillation)."""
+    return recipe_data(recipe).model_copy(update={"tasks": [recipe.corpus]})
+
+
+def finetune_data(recipe: MITKDRecipe) -> DataConfig:
+    return recipe_data(recipe).model_copy(update={"tasks": recipe.finetune.tasks or recipe.data.tasks})
+
+
+def check_inputs(recipe: MITKDRecipe) -> None:
+    """Everything the later stages read, checked before the first stage writes: the corpus (its files, text
+    task, feature-only objective), given teachers' heads, the fine-tune tasks, data for one optimizer step per
+    stage, and the online teachers' tokenizers and positions against the general student's."""
+    if recipe.student.train.select == "best_metric":
+        raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
+                          "best_metric has nothing to compare; use lowest_loss (default) or last")
+    corpus = corpus_data(recipe)
+    try:
+        store = open_example_store(corpus, max_examples_per_task=None, seed=recipe.subset_seed)
+    except ConfigError as exc:  # the corpus is data.tasks[0] of its own view; the user wrote it as `corpus`
+        raise ConfigError(str(exc).replace("key 'data.tasks.0", "key 'corpus")) from exc
+    task = store.tasks[recipe.corpus.name]
+    if task.has_head:
+        raise ConfigError(f"key 'corpus': task '{task.name}' is a {task.type} task; the general distillation needs "
+                          "unlabelled text (a task of type: text)")
+    store.validate(["train"])
+    refuse_head_losses({task.name: task}, general_objective(recipe), key="student.objective")
+    check_model_path(recipe.baseline.encoder, "baseline.encoder")
+    if recipe.teacher.model_dirs:
+        given_teachers(recipe)  # models with a head for every task of data.tasks
+    _check_one_step(recipe.student.train, {task.name: len(store.examples(task.name, "train"))}, "student.train")
+    _check_finetune_tasks(recipe)
+    _check_tokenizers(recipe)
+    model = recipe.student.model
+    if model.architecture == "hf":  # the general distillation feeds its online teachers the student's tokens
+        check_teacher_positions(arm_teachers(recipe), model.max_seq_length, "student.model.max_seq_length",
+                                model.trust_remote_code)
+
+
+def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
+    """The fine-tune tasks: labelled, their soft targets (if read) from a teacher that has them, and data enough
+    for one optimizer step each, said with the recipe's keys."""
+    tuned = finetune_data(recipe)
+    try:
+        store = open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
+    except ConfigError as exc:  # finetune.tasks is data.tasks of the fine-tunes' own view
+        if recipe.finetune.tasks is None:
+            raise
+        raise ConfigError(str(exc).replace("key 'data.tasks", "key 'finetune.tasks")) from exc
+    except UnknownTaskError as exc:
+        if recipe.finetune.tasks is None:
+            raise
+        raise ConfigError(f"key 'finetune.tasks': {exc}") from exc
+    key = "finetune.tasks" if recipe.finetune.tasks is not None else "data.tasks"
+    for name, task in store.tasks.items():
+        if not task.has_head:
+            raise ConfigError(f"key '{key}': task '{name}' is a {task.type} task (unlabelled, as the corpus is); a "
+                              "fine-tune needs labels: list labelled tasks")
+    unseen = [name for name, task in store.tasks.items() if name not in recipe.data.task_names
+              and reads_inputs(recipe.finetune.objective, {name: task}, TEACHER_LOGIT_INPUTS)]
+    if unseen:
+        raise ConfigError(f"key 'finetune.objective': it reads the teachers' soft targets on task(s) {unseen}, which "
+                          "no teacher was trained on (they are not in data.tasks); give them terms of their own "
+                          "without teacher logits (finetune.objective.tasks.<task>: [{loss: hard}]), or add them "
+                          "to data.tasks")
+    store.validate(["train", tuned.eval_split])
+    for name in store.tasks:
+        rows = {name: len(store.examples(name, "train"))}
+        for seed in recipe.finetune.seeds:
+            _check_one_step(recipe.finetune.train.model_copy(update={"seed": seed}), rows, "finetune.train",
+                            f" (task '{name}': {rows[name]} training rows)")
+
+
+def _check_one_step(train: TrainConfig, rows: dict[str, int], key: str, where: str = "") -> None:
+    """`check_one_step` for one stage, its message naming the recipe's ``key`` for the stage's train section."""
+    try:
+        check_one_step(train, rows, 1)  # recipes run in one process (`refuse_several_processes`)
+    except ConfigError as exc:
+        raise ConfigError(re.sub(r"\btrain\.", f"{key}.", str(exc)) + where) from exc
+
+
+def arm_teachers(recipe: MITKDRecipe) -> list[tuple[str, str]]:
+    """This run's online teachers in its general distillation, each with the key naming it: the teachers (the
+    encoder they are trained from, or each given folder), or the plain encoder."""
+    if not recipe.baseline.plain_teacher:
+        return teacher_sources(recipe)
+    return [(plain_encoder(recipe), "baseline.encoder" if recipe.baseline.encoder else "teacher.model.name_or_path")]
+
+
+def _tokenizer_hash(source: str, trust_remote_code: bool) -> str | None:
+    """The tokenizer's fingerprint; None where it cannot be loaded here (a hub name offline: its stage says so)."""
+    try:
+        return hash_tokenizer(load_tokenizer(source, trust_remote_code=trust_remote_code))
+    except ModelError:
+        return None
+
+
+def _check_tokenizers(recipe: MITKDRecipe) -> None:
+    """The general distillation runs its teachers on the student's tokens and its token-level losses compare
+    position by position, so every teacher must split text as the student does: refused by the teacher's key,
+    before the teachers train."""
+    model, teacher = recipe.student.model, recipe.teacher.model
+    source = model.tokenizer or model.name_or_path
+    if source == TEACHER_REF or model.architecture != "hf":
+        return
+    if recipe.baseline.plain_teacher or teacher is None:
+        teachers = arm_teachers(recipe)
+    else:  # a teacher trained here keeps the tokenizer it was trained with
+        teachers = [(teacher.tokenizer, "teacher.model.tokenizer") if teacher.tokenizer
+                    else (teacher.name_or_path, "teacher.model.name_or_path")]
+    student = _tokenizer_hash(source, model.trust_remote_code)
+    for name, key in teachers:
+        found = _tokenizer_hash(name, model.trust_remote_code)
+        if student is not None and found is not None and found != student:
+            raise ConfigError(f"key '{key}': {name} uses another tokenizer than the general student ({source}); the "
+                              "general distillation runs it on the student's tokens, and its token-level losses "
+                              "compare position by position, which only line up when both split text the same way: "
+                              "give a teacher and a student with the same tokenizer")
+
+
+def general_objective(recipe: MITKDRecipe) -> ObjectiveConfig:
+    return ObjectiveConfig(tasks={recipe.corpus.name: list(recipe.student.objective)})
+
+
+def plain_encoder(recipe: MITKDRecipe) -> str:
+    return recipe.baseline.encoder or recipe.teacher.model.name_or_path
