@@ -4,6 +4,7 @@ a re-run skips finished stages, a cut stage resumes, and changed settings are re
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,14 @@ def test_a_late_stage_a_new_teacher_would_change_is_refused_before_that_teacher_
     flat = " ".join(output.split())
     assert code == 2 and "stage 'signals'" in flat and "before stage 'teacher-seed-2'" in flat, output
     assert not (root / "teacher-seed-2").exists() and (root / "summary.json").is_file()
+
+    # The teacher removed (a mistake, or to train it again): the signals and students made from it are refused
+    # before it is trained again, so it can still be restored.
+    shutil.rmtree(root / "teacher-seed-1")
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    flat = " ".join(output.split())
+    assert code == 2 and "stage 'signals'" in flat and "made from stage 'teacher-seed-1' as it was" in flat, output
+    assert "before stage 'teacher-seed-1'" in flat and not (root / "teacher-seed-1").exists()
 
 
 def test_a_stage_whose_data_was_edited_in_place_is_refused_naming_the_split(tiny_run, tmp_path, monkeypatch,

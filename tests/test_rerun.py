@@ -402,15 +402,88 @@ def test_a_late_stage_of_other_settings_is_refused_before_the_first_stage_runs(t
     assert any("before stage 'b'" in note for note in refused.value.__notes__)
     assert "stage b: running" not in capsys.readouterr().err
 
-    # The same settings: b runs (c, made from what b will be, is kept) and every line is said once.
+    # The same settings: c was made from the b that is gone, so it is refused before b is made again ...
+    with pytest.raises(ConfigError, match=r"stage 'c': .*made from stage 'b' as it was before it was removed "
+                                          r"or replaced.*remove it \(and the stages after it\) or restore 'b'"):
+        StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 1}))
+    assert calls == [] and not (tmp_path / "b").exists()
+    # ... and made again with it once removed; every line is said once.
+    shutil.rmtree(tmp_path / "c")
+    capsys.readouterr()
     runner = StageRunner(tmp_path)
     assert runner.run_all(_three_stages(calls, {"n": 1})) == "c"
-    assert calls == ["b"] and [(o.name, o.skipped) for o in runner.outcomes] == [
-        ("a", True), ("b", False), ("c", True)]
+    assert calls == ["b", "c"] and [(o.name, o.skipped) for o in runner.outcomes] == [
+        ("a", True), ("b", False), ("c", False)]
     said = capsys.readouterr()
     assert said.err.count("stage a: done, reusing") == 1 and said.err.count("note: said once") == 1
-    assert said.err.count("stage b: running") == 1 and said.err.count("stage c: done, reusing") == 1
-    assert said.out.count("the summary table") == 1  # not shown by the check pass, which reached the end
+    assert said.err.count("stage b: running") == 1 and said.err.count("stage c: running") == 1
+    assert said.out.count("the summary table") == 1
+
+
+def test_a_stage_made_from_an_earlier_making_of_its_input_is_refused_and_older_records_stay_valid(tmp_path,
+                                                                                                  capsys):
+    """A stage's fingerprint is of its inputs' settings, not their contents: a teacher removed and trained again
+    with the same settings has the same fingerprint, so the stages made from the old one record which making they
+    read (`made_from`) and are refused (a derived one made again), finished or cut; records without it stay
+    valid."""
+    from multidistill.recipes.stages import stage_fingerprint
+
+    runner = StageRunner(tmp_path)
+    teacher = runner.run("teacher", {"lr": 1}, {}, _writes("old"))
+    inputs = {"teacher": stage_fingerprint(teacher)}
+    runner.run("student", {"lr": 2}, inputs, _writes("s"))
+    runner.run("scores", {}, inputs, _writes("scored old"), derived=True)
+    student = json.loads((tmp_path / "student" / STAGE_MANIFEST).read_text())
+    made = json.loads((tmp_path / "teacher" / STAGE_MANIFEST).read_text())["made"]
+    assert student["made_from"] == {"teacher": made} and student["made"] != made
+
+    # The same recipe again: every stage reused.
+    runner = StageRunner(tmp_path)
+    for name, config in (("teacher", {"lr": 1}), ("student", {"lr": 2})):
+        runner.run(name, config, {} if name == "teacher" else inputs,
+                   lambda folder, resume: pytest.fail("ran again"))
+
+    shutil.rmtree(teacher)
+    runner = StageRunner(tmp_path)
+    runner.run("teacher", {"lr": 1}, {}, _writes("new"))
+    assert stage_fingerprint(teacher) == inputs["teacher"]  # nothing in the fingerprint tells the makings apart
+    with pytest.raises(ConfigError, match=r"stage 'student': .*made from stage 'teacher' as it was"):
+        runner.run("student", {"lr": 2}, inputs, lambda folder, resume: pytest.fail("ran"))
+    assert (tmp_path / "student" / "out.txt").read_text() == "s"
+    runner.run("scores", {}, inputs, _writes("scored new"), derived=True)
+    assert (tmp_path / "scores" / "out.txt").read_text() == "scored new"
+    assert "made from stage 'teacher' as it was" in " ".join(capsys.readouterr().err.split())
+
+    # A cut stage of the old teacher is not continued on the new one.
+    shutil.rmtree(tmp_path / "student")
+
+    def cut(folder: Path, resume: bool) -> None:
+        folder.mkdir()
+        (folder / "checkpoint").write_text("step 3")
+        raise ModelError("stopped")
+
+    with pytest.raises(ModelError):
+        runner.run("student", {"lr": 2}, inputs, cut)
+    shutil.rmtree(teacher)
+    runner = StageRunner(tmp_path)
+    runner.run("teacher", {"lr": 1}, {}, _writes("newer"))
+    with pytest.raises(ConfigError, match=r"stage 'student': .*holds an unfinished run made from stage 'teacher'"):
+        runner.run("student", {"lr": 2}, inputs, lambda folder, resume: pytest.fail("ran"))
+
+    # Recorded before `made` and `made_from` existed: valid, and what reads them still records a making.
+    shutil.rmtree(tmp_path / "student")
+    shutil.rmtree(tmp_path / PENDING)
+    runner.run("student", {"lr": 2}, inputs, _writes("s2"))
+    for name in ("teacher", "student"):
+        record = json.loads((tmp_path / name / STAGE_MANIFEST).read_text())
+        del record["made"], record["made_from"]
+        (tmp_path / name / STAGE_MANIFEST).write_text(json.dumps(record))
+    runner = StageRunner(tmp_path)
+    runner.run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"))
+    runner.run("student", {"lr": 2}, inputs, lambda folder, resume: pytest.fail("ran again"))
+    runner.run("eval", {}, inputs, _writes("e"))
+    assert json.loads((tmp_path / "eval" / STAGE_MANIFEST).read_text())["made_from"]["teacher"]
+    StageRunner(tmp_path).run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"))
 
 
 # --- Ctrl-C and SIGTERM, in real processes --------------------------------------------------------------------

@@ -14,7 +14,12 @@ its name, settings, inputs and fingerprint. Running a recipe again:
   settings, or not by this recipe, is ever reused or overwritten silently;
 * a finished stage whose data changed since (a training, dev or test file edited in place) is refused too,
   naming the task split: each task split it read has its data fingerprint recorded in `stage.json` (`data`),
-  outside the fingerprint, so stages recorded before that stay valid (they cannot be checked for it).
+  outside the fingerprint, so stages recorded before that stay valid (they cannot be checked for it);
+* a finished or unfinished stage made from an earlier version of a stage it reads (that stage's folder removed
+  and made again, or a derived one replaced) is refused too, naming that stage: a stage's fingerprint is of its
+  inputs' settings, not of what they hold, so each finished stage records an id of its own making (`made`) and the
+  ids of the stages it read (`made_from`), both outside the fingerprint (stages recorded before that stay valid).
+  Inside `run_all` this refusal comes before the stage it names is made again.
 
 A derived stage (scores, a benchmark: it only reads the stages before it) is made again instead of refused.
 Inside `StageRunner.run_all` (`multidistill run`), the stages after the first one to run are checked before it
@@ -46,6 +51,7 @@ import os
 import shlex
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -172,6 +178,23 @@ def stop_if_checking() -> None:
         raise _CheckEnd("the summary")
 
 
+def made_id(manifest: dict) -> str:
+    """The id of one making of a finished stage: its own `made` record, or for stages recorded before that, one
+    derived from when it finished and how long it ran (equal only for the same making)."""
+    made = manifest.get("made")
+    return made if isinstance(made, str) else hash_json({"finished": manifest.get("finished"),
+                                                        "seconds": manifest.get("seconds")})
+
+
+def remade_inputs(recorded: dict[str, str] | None, now: dict[str, tuple[str, str | None]]) -> list[str]:
+    """The stages (by name) a stage read that were made again since: ``recorded`` maps each input's role to the
+    `made_id` it read (its record's `made_from`), ``now`` to (stage name, the made id now; None for a stage
+    about to be made). Roles either side lacks are not compared (older records, inputs that are not stages)."""
+    if not isinstance(recorded, dict):
+        return []
+    return sorted({now[role][0] for role in recorded.keys() & now.keys() if recorded[role] != now[role][1]})
+
+
 def changed_data(recorded: dict[str, str] | None, now: dict[str, str] | None) -> list[str]:
     """The task splits ('<task>/<split>') that both a stage's record and this run name, whose data fingerprints
     differ; none where either has no record (stages made before data was recorded stay valid)."""
@@ -192,6 +215,9 @@ class StageRunner:
         self._refusal: BaseException | None = None  # what the check pass refused
         self._quiet_until: str | None = None  # after a check: the stage from which this pass prints again
         self._quiet = False  # the console's own setting, put back after a pass's quiet part
+        # Each stage met in this run, by the fingerprint it records: (its name, its `made_id`; None while a check
+        # pass stands in for it, which means "made again").
+        self._made: dict[str, tuple[str, str | None]] = {}
 
     @property
     def _planned(self) -> dict[Path, str] | None:
@@ -219,8 +245,9 @@ class StageRunner:
                     summary = recipe(self)
                     if self._planned is None:
                         return summary
-                    # A check pass that reached the end read no output of the stages it stood in for (a stage
-                    # removed, the later ones kept; `stop_if_checking` ends it before the summary): they still run.
+                    # A check pass that reached the end read no output of the stages it stood in for (the last
+                    # stage removed, or later ones recorded before `made_from`; `stop_if_checking` ends it before
+                    # the summary): they still run.
                 except Exception as exc:
                     if self._planned is None or exc is self._refusal:
                         raise
@@ -252,29 +279,34 @@ class StageRunner:
         fingerprint = accepted[0]
         manifest = folder / STAGE_MANIFEST
         pending = inside(self.root, PENDING, f"{name}.json")
+        sources = {role: self._made[value] for role, value in inputs.items() if value in self._made}
         try:
             if manifest.is_file():
                 recorded = read_versioned_json(manifest, STAGE_VERSION, ConfigError)
-                replace = _finished_differs(name, folder, recorded, accepted, config, inputs, derived, data)
+                replace = _finished_differs(name, folder, recorded, accepted, config, inputs, derived, data,
+                                            remade_inputs(recorded.get("made_from"), sources))
                 if replace is None:
                     console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
+                    self._made[recorded["fingerprint"]] = (name, made_id(recorded))
                     if self._planned is None and all(o.name != name for o in self.outcomes):  # once a run_all
                         self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
                     return folder
                 resume, before = False, {"seconds": 0.0, "parts": 0}
             else:
-                resume, before, replace = _take_up(name, folder, pending, accepted, config, inputs, derived)
+                resume, before, replace = _take_up(name, folder, pending, accepted, config, inputs, derived, sources)
         except ConfigError as exc:
             if self._planned is not None:  # the check pass's answer, not its end
                 self._refusal = exc
                 add_note(exc, f"found by a check before stage '{self._check_from}' and the stages after it ran")
             raise
         if self._stand_in(name, folder, fingerprint, fresh=not resume and replace is None):
+            self._made[fingerprint] = (name, None)
             return folder
         self._retire_summary(name)
         if replace is not None:
             self._replace(name, folder, replace)
-        self._record(pending, name, accepted, config, inputs, before)
+        made_from = {role: made for role, (_, made) in sources.items() if made is not None}
+        self._record(pending, name, accepted, config, inputs, before, made_from)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
         try:
@@ -284,11 +316,14 @@ class StageRunner:
             raise
         seconds = before["seconds"] + time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
+        made = uuid.uuid4().hex
         write_json(manifest, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
                               "config": config, "inputs": inputs, **({"data": data} if data else {}),
+                              "made": made, "made_from": made_from,
                               "seconds": seconds, "parts": before["parts"] + 1,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
         pending.unlink(missing_ok=True)
+        self._made[fingerprint] = (name, made)
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
 
@@ -330,11 +365,12 @@ class StageRunner:
 
     @staticmethod
     def _record(pending: Path, name: str, accepted: tuple[str, str], config: dict, inputs: dict[str, str],
-                before: dict) -> None:
-        """Write the record that stage ``name`` runs with these settings (``before``: the earlier runs' time)."""
+                before: dict, made_from: dict[str, str]) -> None:
+        """Write the record that stage ``name`` runs with these settings (``before``: the earlier runs' time;
+        ``made_from``: the `made_id` of each stage it reads)."""
         pending.parent.mkdir(parents=True, exist_ok=True)
         write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": accepted[0],
-                             "config": config, "inputs": inputs, **before})
+                             "config": config, "inputs": inputs, "made_from": made_from, **before})
 
     def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str, before: dict,
                  seconds: float) -> None:
@@ -360,18 +396,23 @@ class StageRunner:
 
 
 def _finished_differs(name: str, folder: Path, recorded: dict, accepted: tuple[str, str], config: dict,
-                      inputs: dict[str, str], derived: bool, data: dict[str, str] | None) -> str | None:
+                      inputs: dict[str, str], derived: bool, data: dict[str, str] | None,
+                      remade: list[str]) -> str | None:
     """None when the finished stage in ``folder`` (its manifest ``recorded``) is reused as is; otherwise why a
-    derived stage is made again. Any other stage made with other settings, inputs, defaults or data is refused."""
+    derived stage is made again. Any other stage made with other settings, inputs, defaults or data, or from an
+    earlier making of a stage it reads (``remade``: `remade_inputs`), is refused."""
     defaults = changed_defaults(recorded.get("config"), config)
     same = recorded["fingerprint"] in accepted
     stale = changed_data(recorded.get("data"), data)
-    if same and not stale and not (defaults and derived):
+    if same and not stale and not remade and not (defaults and derived):
         _refuse_changed_defaults(name, folder, defaults)
         return None
     if same and stale:
         why = f"was made from other data ({', '.join(stale)} changed since: a file edited or replaced)"
         other = "restore the data it was made from"
+    elif same and remade:
+        why = f"was {_remade_text(remade)}"
+        other = f"restore {_stage_list(remade)} as {'it was' if len(remade) == 1 else 'they were'}"
     else:
         why = f"was made with other settings or inputs{_changed_text(recorded, config, inputs, defaults)}"
         other = "choose another output_dir"
@@ -381,11 +422,13 @@ def _finished_differs(name: str, folder: Path, recorded: dict, accepted: tuple[s
 
 
 def _take_up(name: str, folder: Path, pending: Path, accepted: tuple[str, str], config: dict,
-             inputs: dict[str, str], derived: bool) -> tuple[bool, dict, str | None]:
+             inputs: dict[str, str], derived: bool,
+             sources: dict[str, tuple[str, str | None]]) -> tuple[bool, dict, str | None]:
     """How stage ``name`` starts when ``folder`` holds no manifest: whether it continues an unfinished run there,
     the earlier runs' time ({seconds, parts}, zero for a fresh start), and why a derived stage's folder is
-    replaced (None: it is not). An unfinished run of other settings, or a folder that no record in ``pending``
-    says this recipe started, is refused. Writes nothing."""
+    replaced (None: it is not). An unfinished run of other settings, or of an earlier making of a stage it reads
+    (``sources``: each input's stage name and `made_id` now), or a folder that no record in ``pending`` says this
+    recipe started, is refused. Writes nothing."""
     fresh = {"seconds": 0.0, "parts": 0}
     if not (folder.exists() and any(folder.iterdir())):
         return False, fresh, None
@@ -403,7 +446,25 @@ def _take_up(name: str, folder: Path, pending: Path, accepted: tuple[str, str], 
         raise ConfigError(f"stage '{name}': {folder} holds an unfinished run of this stage made with other "
                           f"settings or inputs{what}; run with those settings to continue it, or remove it "
                           f"(rm -r {shlex.quote(str(folder))}) to start it again with these")
+    remade = remade_inputs(record.get("made_from"), sources)
+    if remade:
+        if derived:
+            return False, fresh, f"holds an unfinished run {_remade_text(remade)}"
+        raise ConfigError(f"stage '{name}': {folder} holds an unfinished run {_remade_text(remade)}; "
+                          f"remove it (rm -r {shlex.quote(str(folder))}) to start it again from them")
     return True, _earlier_time(record), None
+
+
+def _stage_list(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _remade_text(remade: list[str]) -> str:
+    """Why a stage made from an earlier making of the stages ``remade`` is not reused ('made from ...')."""
+    one = len(remade) == 1
+    return (f"made from {'stage' if one else 'stages'} {_stage_list(remade)} as {'it was' if one else 'they were'}"
+            f" before {'it was' if one else 'they were'} removed or replaced, and {'it is' if one else 'they are'} "
+            "made again in this run")
 
 
 def _earlier_time(record: dict) -> dict:
