@@ -170,6 +170,17 @@ def test_a_meta_teacher_shorter_than_the_student_is_refused_before_stage_a(tiny_
         metakd_plan(recipe, tmp_path)
 
 
+def test_a_prototype_encoder_shorter_than_its_rows_is_refused_by_prototypes_max_seq_length(tiny_run, tmp_path):
+    """Stage 0 reads the teacher's max_seq_length tokens (32 here) by default: an encoder of 20 positions failed
+    inside its embeddings, in the first stage."""
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe["prototypes"] = {"encoder": str(short_encoder(tmp_path / "short"))}
+    with pytest.raises(ConfigError, match=r"key 'prototypes.max_seq_length': 32 tokens exceed the 20 positions of "
+                                          r"the prototype encoder .*short \(prototypes.encoder\)"):
+        metakd_plan(recipe, tmp_path)
+    metakd_plan(recipe, tmp_path, "prototypes.max_seq_length=20")
+
+
 # --- preflight: online teachers' positions -------------------------------------------------------------------------
 
 

@@ -115,10 +115,13 @@ def teacher_sources(settings: BaseModel) -> list[tuple[str, str]]:
 
 
 def check_teacher_positions(teachers: list[tuple[str, str]], length: int, key: str,
-                            trust_remote_code: bool = False) -> None:
+                            trust_remote_code: bool = False,
+                            role: str = "the online teacher {source} ({source_key}), which reads the student's "
+                                        "tokens") -> None:
     """Refuse, by ``key`` (the student's max_seq_length), a ``length`` beyond an online teacher's positions: a stage
     feeds its online teachers the student's tokens, and an encoder given more positions than it has fails inside its
-    embeddings, after the stages before it. ``teachers``: (encoder name or model folder, the key naming it)."""
+    embeddings, after the stages before it. ``teachers``: (encoder name or model folder, the key naming it);
+    ``role`` names such an encoder in the message (another reader of ``length`` tokens: the prototype encoder)."""
     for source, source_key in teachers:
         if source == TEACHER_REF:
             continue
@@ -128,9 +131,9 @@ def check_teacher_positions(teachers: list[tuple[str, str]], length: int, key: s
         except (TypeError, ValueError):  # an odd config (pad_token_id not a number): the stage's check applies
             limit = None
         if limit is not None and length > limit:
-            raise ConfigError(f"key '{key}': {length} tokens exceed the {limit} positions of the online teacher "
-                              f"{source} ({source_key}), which reads the student's tokens; set {key} to {limit} or "
-                              "less, or give a teacher with more positions")
+            raise ConfigError(f"key '{key}': {length} tokens exceed the {limit} positions of "
+                              f"{role.format(source=source, source_key=source_key)}; set {key} to {limit} or less, "
+                              "or give an encoder with more positions")
 
 
 def check_online_teachers(settings: BaseModel) -> None:

@@ -81,6 +81,21 @@ def seed_suffix(recipe: MetaKDRecipe, seed: int) -> str:
     return f"-seed-{seed}" if len(recipe.student.seeds) > 1 else ""
 
 
+def prototype_encoder(recipe: MetaKDRecipe) -> str:
+    """The frozen encoder of the prototype scores: prototypes.encoder, else the teacher's pretrained encoder or the
+    first given meta-teacher."""
+    if recipe.prototypes.encoder is not None:
+        return recipe.prototypes.encoder
+    return recipe.teacher.model.name_or_path if recipe.teacher.model is not None else recipe.teacher.model_dirs[0]
+
+
+def prototype_length(recipe: MetaKDRecipe) -> int:
+    """Tokens per row of the prototype encoder: prototypes.max_seq_length, else the teacher's (128 for a given one)."""
+    if recipe.prototypes.max_seq_length is not None:
+        return recipe.prototypes.max_seq_length
+    return recipe.teacher.model.max_seq_length if recipe.teacher.model is not None else 128
+
+
 def check_inputs(recipe: MetaKDRecipe) -> Plan:
     """Everything the stages read, checked before the first stage writes: a task with domains and labels, the
     targets, each domain's training rows after the fraction (and of every class, for class prototypes), a given
@@ -137,6 +152,10 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         check_teacher_positions(teacher_sources(recipe), recipe.student.model.max_seq_length,
                                 "student.model.max_seq_length", recipe.student.model.trust_remote_code)
     check_model_path(recipe.prototypes.encoder, "prototypes.encoder")
+    encoder_key = ("prototypes.encoder" if recipe.prototypes.encoder is not None else
+                   "teacher.model.name_or_path" if recipe.teacher.model is not None else "teacher.model_dirs.0")
+    check_teacher_positions([(prototype_encoder(recipe), encoder_key)], prototype_length(recipe),
+                            "prototypes.max_seq_length", role="the prototype encoder {source} ({source_key})")
     if "meta_without_target" in recipe.baselines and len(kept) < 3:
         raise ConfigError(f"key 'baselines': meta_without_target trains a meta-teacher on the other domains, whose "
                           f"prototype scores need at least two of them; task '{task.name}' keeps only "

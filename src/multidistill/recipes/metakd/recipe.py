@@ -7,7 +7,7 @@ from pathlib import Path
 from multidistill.recipes.common import note_unused_teacher_settings
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.cross_fit import cross_fitted_signals
-from multidistill.recipes.metakd.plan import check_inputs, target_data, union_data, union_suffix
+from multidistill.recipes.metakd.plan import check_inputs, prototype_encoder, target_data, union_data, union_suffix
 from multidistill.recipes.metakd.report import ROWS, Scored, report_stage, summary_rows, target_baselines
 from multidistill.recipes.metakd.stages import (
     Model,
@@ -16,7 +16,6 @@ from multidistill.recipes.metakd.stages import (
     meta_teacher_stage,
     no_kd_students,
     plain_teacher_stage,
-    prototype_encoder,
     prototypes_stage,
 )
 from multidistill.recipes.metakd.transfer import Transfer, target_transfer

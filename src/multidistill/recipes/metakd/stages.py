@@ -21,7 +21,7 @@ from multidistill.models.domain_branch import DomainBranchSpec
 from multidistill.models.multitask import MODEL_CONFIG_FILE
 from multidistill.recipes.common import data_fingerprints, resolve_teacher_ref, signals_stage, train_stage
 from multidistill.recipes.metakd.config import MetaKDRecipe
-from multidistill.recipes.metakd.plan import Plan, seed_suffix, target_data
+from multidistill.recipes.metakd.plan import Plan, prototype_encoder, prototype_length, seed_suffix, target_data
 from multidistill.recipes.metakd.transfer import Transfer
 from multidistill.recipes.stages import StageRunner, settings_payload, stage_fingerprint
 from multidistill.teachers.columns import open_column_store, write_column_store
@@ -37,26 +37,14 @@ EXPERTISE_WEIGHT = "expertise_weight"  # lambda_i
 COLUMNS = "columns"  # a prototypes / weights stage's column store, inside its stage folder
 
 
-def prototype_encoder(recipe: MetaKDRecipe) -> str:
-    if recipe.prototypes.encoder is not None:
-        return recipe.prototypes.encoder
-    return recipe.teacher.model.name_or_path if recipe.teacher.model is not None else recipe.teacher.model_dirs[0]
-
-
 def _encoder_fingerprint(encoder: str) -> str:
     folder = Path(encoder)
     return teacher_fingerprint(folder) if (folder / MODEL_CONFIG_FILE).is_file() else encoder
 
 
-def _max_length(recipe: MetaKDRecipe) -> int:
-    if recipe.prototypes.max_seq_length is not None:
-        return recipe.prototypes.max_seq_length
-    return recipe.teacher.model.max_seq_length if recipe.teacher.model is not None else 128
-
-
 def prototypes_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, data: DataConfig) -> Path:
     """Stage 0: t_i of every training row of ``data`` (all its domains), a column store in ``<stage>/columns``."""
-    encoder, length = prototype_encoder(recipe), _max_length(recipe)
+    encoder, length = prototype_encoder(recipe), prototype_length(recipe)
     section = recipe.prototypes
     payload = {"data": settings_payload(data), "encoder": encoder, "mode": section.mode, "max_length": length,
                "batch_size": section.batch_size}
