@@ -506,3 +506,39 @@ def test_a_transfer_set_reads_back_with_its_variants_unlabelled_when_minus_one_i
     save_transfer_set(datasets.Dataset.from_dict(rows, features=features_for(task)), task, tmp_path)
     read = read_split(transfer_task(task, tmp_path), "train", data_root=tmp_path)
     assert read["label"] == [0, 1, -1] and read["id"] == rows["id"]
+
+
+def test_a_dry_run_lists_what_a_run_would_do_and_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    """`run --dry-run`: each stage a run would reuse, run, resume or make again, as far as it can be told before
+    a stage runs; a stage a run would refuse is refused (exit 2); nothing is written in output_dir."""
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"]["seeds"] = [1]
+    path = write(recipe, tmp_path)
+    root = Path(recipe["output_dir"])
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run")
+    flat = " ".join(output.split())
+    assert code == 0 and "teacher-seed-1 │ run" in flat and "nothing was run or written" in flat, output
+    assert not root.exists()
+
+    assert run_cli(monkeypatch, capsys, "run", str(path))[0] == 0
+    before = sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*"))
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run")
+    flat = " ".join(output.split())
+    assert code == 0 and "every stage checked" in flat, output
+    assert all(f"{stage} │ reuse" in flat for stage in ("teacher-seed-1", "signals", "student")), output
+
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run", "--set", "teacher.seeds=[1,2]")
+    flat = " ".join(output.split())
+    assert code == 2 and "stage 'signals'" in flat and "found by a dry run" in flat, output
+
+    shutil.rmtree(root / "student")
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run", "--set", "student.train.lr=1e-4")
+    flat = " ".join(output.split())
+    assert code == 0 and "student │ run" in flat and "reads what a stage not run yet would write" in flat, output
+    (root / "student").mkdir()
+    (root / "student" / "checkpoint").write_text("half")
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run")
+    assert code == 2 and "no record" in " ".join(output.split()), output  # a folder no record vouches for
+    shutil.rmtree(root / "student")
+    assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == [
+        entry for entry in before if entry[0].parts[0] != "student"]

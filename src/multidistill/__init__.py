@@ -49,8 +49,9 @@ if TYPE_CHECKING:  # the real objects, for type checkers and IDEs (imported lazi
     from multidistill.inference.predict import PredictSummary, predict_file
     from multidistill.inference.texts import Prediction, predict
     from multidistill.models.loading import load_model
-    from multidistill.pipeline import run, run_recipe
+    from multidistill.pipeline import plan_recipe, run, run_recipe
     from multidistill.recipes.config import load_recipe
+    from multidistill.recipes.stages import RunPlan
     from multidistill.report.build import build_report
     from multidistill.teachers.generate import build_signal_store
     from multidistill.teachers.store import SignalStore, open_signal_store
@@ -73,6 +74,8 @@ _EXPORTS = {
     # runs
     "run": "multidistill.pipeline",
     "run_recipe": "multidistill.pipeline",
+    "plan_recipe": "multidistill.pipeline",
+    "RunPlan": "multidistill.recipes.stages",
     "train_model": "multidistill.training.run",
     "train_teacher": "multidistill.teachers.train",
     "distill": "multidistill.training.distill",
@@ -110,8 +113,8 @@ _EXPORTS = {
 # Spelt out for linters and type checkers; tests/test_api.py checks it lists _EXPORTS.
 __all__ = [
     "__version__", "load_config", "TeacherRunConfig", "DataConfig", "TaskRef", "ModelConfig", "TrainConfig",
-    "ObjectiveConfig", "load_recipe", "run", "run_recipe", "train_model", "train_teacher", "distill",
-    "TrainResult", "build_signal_store", "open_signal_store", "SignalStore", "load_model",
+    "ObjectiveConfig", "load_recipe", "run", "run_recipe", "plan_recipe", "RunPlan", "train_model", "train_teacher",
+    "distill", "TrainResult", "build_signal_store", "open_signal_store", "SignalStore", "load_model",
     "evaluate_model_dir", "EvalMetrics", "benchmark", "BenchmarkReport", "export_onnx", "ExportInfo",
     "OnnxModel", "ParityError", "export_hf", "predict", "Prediction", "predict_file", "PredictSummary",
     "build_report", "MultidistillError", "ConfigError", "DataError", "ModelError", "UnknownTaskError",

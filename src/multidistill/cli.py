@@ -172,6 +172,10 @@ def run_command(
                                                 "mtdnn_kd, mkd, mitkd, metakd), e.g. "
                                                 "configs/mtdnn_kd.yaml.")],
     overrides: RecipeSetOption = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check the recipe, its data and its output folder and list what a run would do with each "
+                          "stage (reuse, run, resume, make again), running nothing and writing nothing in "
+                          "output_dir; a stage a run would refuse is refused here too (exit 2).")] = False,
 ) -> None:
     """Run a whole distillation method: every stage in order, each writing one folder under output_dir.
 
@@ -180,13 +184,32 @@ def run_command(
     and student on the recipe's report split (dev; Meta-KD: test where the task has one) and
     OUTPUT_DIR/summary.json; OUTPUT_DIR/log.txt keeps what was printed.
     """
-    from multidistill.pipeline import run_recipe
+    from multidistill.pipeline import plan_recipe, run_recipe
     from multidistill.recipes import load_recipe
     from multidistill.utils.runlog import run_log
 
     recipe_config = load_recipe(recipe, overrides)
+    if dry_run:
+        _print_plan(plan_recipe(recipe_config), recipe_config.output_dir)
+        return
     with run_log(recipe_config.output_dir):
         run_recipe(recipe_config)
+
+
+def _print_plan(plan, output_dir: str) -> None:
+    """The table of `multidistill run --dry-run`: each stage checked and what a run would do with it."""
+    table = Table(title=f"what `multidistill run` would do in {output_dir}")
+    for column in ("stage", "a run would", "why"):
+        table.add_column(column, overflow="fold")
+    styles = {"reuse": "green", "run": "bold", "resume": "yellow", "make again": "yellow"}
+    for row in plan.stages:
+        table.add_row(Text(row.name), Text(row.action, style=styles.get(row.action, "")), Text(row.why))
+    console.print(table)
+    if plan.stopped:
+        console.print(Text(f"checked as far as a run can be told in advance: {plan.stopped}"))
+    else:
+        console.print("every stage checked")
+    console.print("nothing was run or written")
 
 
 @app.command("demo")

@@ -1,5 +1,6 @@
 """Whole recipes from Python: `run` and `run_recipe` take a recipe file, a mapping or a recipe config, as
-`multidistill run` does, with the API's quiet switch, one run per process and write errors as `OutputError`."""
+`multidistill run` does, with the API's quiet switch, one run per process and write errors as `OutputError`;
+`plan_recipe` says what such a run would do with each stage (`multidistill run --dry-run`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from multidistill.utils.entry import api_call
 
 if TYPE_CHECKING:
     from multidistill.recipes.config import RecipeBase
+    from multidistill.recipes.stages import RunPlan
 
 
 def recipe_config(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
@@ -57,3 +59,18 @@ def run(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike, overrides: l
     """`run_recipe`: the whole recipe ``recipe`` with ``--set``-style ``overrides``, as `multidistill run` runs
     it; returns the recipe's summary."""
     return run_recipe(recipe, overrides, progress=progress)
+
+
+def plan_recipe(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
+                overrides: list[str] | str | None = None, *, progress: bool = True) -> RunPlan:
+    """What `run_recipe` would do with each stage of ``recipe`` (``RunPlan.stages``: reuse, run, resume or make
+    again, in order), running nothing and writing nothing in its output_dir, as `multidistill run --dry-run`.
+
+    Bad input and a stage the run would refuse raise as `run_recipe` would. Checking stops where the recipe reads
+    what a stage that has not run would write, or at a stage it would take up or replace (``RunPlan.stopped``
+    says where; None: every stage was checked).
+    """
+    from multidistill import recipes
+
+    with api_call("plan_recipe", progress=progress, exclusive=True):
+        return recipes.plan_recipe(recipe_config(recipe, overrides))

@@ -9,9 +9,38 @@ from multidistill.config import revalidated
 from multidistill.errors import MultidistillError
 from multidistill.recipes.config import RecipeBase, load_recipe
 from multidistill.recipes.registry import recipe_entry, register_recipe
-from multidistill.recipes.stages import PENDING, StageRunner
+from multidistill.recipes.stages import PENDING, RunPlan, StageRunner
 from multidistill.training.device import refuse_several_processes
 from multidistill.training.run_dir import RUN_MARKER
+
+
+def _checked(recipe: RecipeBase) -> RecipeBase:
+    """``recipe`` revalidated, its data read and validated and its settings checked against the encoders, before
+    anything is written."""
+    from multidistill.data.prepare import open_example_store
+    from multidistill.recipes.common import recipe_data
+    from multidistill.recipes.preflight import check_settings
+
+    recipe = revalidated(recipe)  # a recipe edited by model_copy(update=...) was never checked
+    recipe_entry(recipe.recipe)
+    data = recipe_data(recipe)
+    open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,
+                       seed=recipe.subset_seed).validate(["train", data.eval_split])
+    check_settings(recipe)
+    return recipe
+
+
+def plan_recipe(recipe: RecipeBase) -> RunPlan:
+    """What `run_recipe` would do with each stage of ``recipe`` (reuse, run, resume, make again), as far as it can
+    be told before any stage runs, running and writing nothing in output_dir; a stage it would refuse, or bad
+    input, raises as `run_recipe` would (`multidistill run --dry-run`)."""
+    from multidistill.training.run_dir import check_run_root
+
+    refuse_several_processes("run")
+    recipe = _checked(recipe)
+    runner = StageRunner(Path(recipe.output_dir))
+    check_run_root(runner.root, legacy=("recipe.yaml",))
+    return runner.dry_run(partial(recipe_entry(recipe.recipe).run, recipe))
 
 
 def run_recipe(recipe: RecipeBase) -> dict:
@@ -20,19 +49,12 @@ def run_recipe(recipe: RecipeBase) -> dict:
     The recipe's data is read and validated before anything is written, and a run that stops before its
     first stage wrote anything leaves no trace (no recipe.yaml, no `.pending/`, no empty output_dir).
     """
-    from multidistill.data.prepare import open_example_store
-    from multidistill.recipes.common import recipe_data
-    from multidistill.recipes.preflight import check_settings
     from multidistill.training.run_dir import claim_run_root, save_config
     from multidistill.utils.atomic import atomic_file
 
     refuse_several_processes("run")
-    recipe = revalidated(recipe)  # a recipe edited by model_copy(update=...) was never checked
+    recipe = _checked(recipe)
     entry = recipe_entry(recipe.recipe)
-    data = recipe_data(recipe)
-    open_example_store(data, max_examples_per_task=recipe.max_examples_per_task,
-                       seed=recipe.subset_seed).validate(["train", data.eval_split])
-    check_settings(recipe)
     runner = StageRunner(Path(recipe.output_dir))
     before = set(runner.root.iterdir()) if runner.root.is_dir() else None
     with claim_run_root(runner.root, legacy=("recipe.yaml",)):  # one writer; never a folder that is not a run
@@ -68,7 +90,7 @@ def _take_back_if_no_stage_wrote(root: Path, before: set[Path] | None) -> None:
         root.rmdir()
 
 
-__all__ = ["RecipeBase", "load_recipe", "register_recipe", "run_recipe", "StageRunner"]
+__all__ = ["RecipeBase", "RunPlan", "load_recipe", "plan_recipe", "register_recipe", "run_recipe", "StageRunner"]
 
 # Kept for code that imported the old union: any registered recipe config.
 Recipe = RecipeBase

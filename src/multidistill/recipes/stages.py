@@ -88,6 +88,25 @@ class StageOutcome:
     seconds: float
 
 
+@dataclass
+class PlannedStage:
+    """What a run would do with one stage (`StageRunner.dry_run`): ``action`` is 'reuse', 'run', 'resume' or
+    'make again'; ``why`` says from where or why ('' when nothing needs saying)."""
+
+    name: str
+    action: str
+    why: str = ""
+
+
+@dataclass
+class RunPlan:
+    """A dry run's answer: the stages in order, as far as they could be checked, and where checking stopped (None:
+    at the recipe's summary, so every stage was checked)."""
+
+    stages: list[PlannedStage]
+    stopped: str | None
+
+
 def settings_payload(settings) -> dict | None:
     """A config section as a stage's JSON settings: the fields not at their defaults, plus (under
     `DEFAULTS_KEY`, outside the fingerprint) the values of those at their defaults, dotted keys."""
@@ -158,6 +177,8 @@ class _CheckEnd(Exception):  # noqa: N818 - not an error: where a check pass can
     what the folder holds now, not what it will hold."""
 
 
+SUMMARY_END = "the summary"  # where `stop_if_checking` ends a check pass
+
 # During a check pass (`StageRunner.run_all`): the fingerprint each stage that has not run yet will record.
 _PLANNED: ContextVar[dict[Path, str] | None] = ContextVar("planned_stages", default=None)
 
@@ -175,7 +196,7 @@ def stop_if_checking() -> None:
     """For a recipe's closing step (its summary): a check pass (`StageRunner.run_all`) ends here, before it writes
     or shows the results of stages that have not run yet. Outside a check pass: nothing."""
     if _PLANNED.get() is not None:
-        raise _CheckEnd("the summary")
+        raise _CheckEnd(SUMMARY_END)
 
 
 def made_id(manifest: dict) -> str:
@@ -218,6 +239,7 @@ class StageRunner:
         # Each stage met in this run, by the fingerprint it records: (its name, its `made_id`; None while a check
         # pass stands in for it, which means "made again").
         self._made: dict[str, tuple[str, str | None]] = {}
+        self._dry: list[PlannedStage] | None = None  # inside `dry_run`: what each stage met would do
 
     @property
     def _planned(self) -> dict[Path, str] | None:
@@ -257,6 +279,37 @@ class StageRunner:
         finally:
             self._checks, self._quiet_until, console.quiet = False, None, self._quiet
 
+    def dry_run(self, recipe: Callable[[StageRunner], object]) -> RunPlan:
+        """What `run_all` would do with ``recipe``'s stages, running and writing nothing: the check pass of
+        `run_all`, from the first stage. A stage it would refuse raises here as there (a `ConfigError`). Checking
+        stops where the recipe reads what a stage that has not run would write, or at a stage it would take up
+        or replace (the stages after it read what that folder holds then); `RunPlan.stopped` says where."""
+        self._dry, quiet = [], console.quiet
+        console.quiet = True
+        _PLANNED.set({})
+        try:
+            try:
+                recipe(self)
+            except _CheckEnd as end:
+                stopped = None if str(end) == SUMMARY_END else (
+                    f"stage '{end}' would be {'taken up' if self._dry[-1].action == 'resume' else 'made again'}; "
+                    "the stages after it read what it holds then, so they are checked when it has run")
+            except Exception as exc:
+                if exc is self._refusal:
+                    raise
+                said = " ".join(str(exc).split())
+                if not any(row.action != "reuse" for row in self._dry):
+                    raise  # every stage is made: a real error of the recipe's, not where checking must stop
+                stopped = (f"the recipe then reads what a stage not run yet would write ({type(exc).__name__}: "
+                           f"{said if len(said) <= 160 else said[:157] + '...'}); the rest is checked once the "
+                           "stages listed have run")
+            else:
+                stopped = None
+            return RunPlan(self._dry, stopped)
+        finally:
+            _PLANNED.set(None)
+            console.quiet, self._dry = quiet, None
+
     def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None],
             *, rerun: str = "does this stage again from its start", derived: bool = False,
             data: dict[str, str] | None = None) -> Path:
@@ -287,6 +340,8 @@ class StageRunner:
                                             remade_inputs(recorded.get("made_from"), sources))
                 if replace is None:
                     console.print(f"[green]stage {name}: done, reusing {folder}[/green]")
+                    if self._dry is not None:
+                        self._dry.append(PlannedStage(name, "reuse"))
                     self._made[recorded["fingerprint"]] = (name, made_id(recorded))
                     if self._planned is None and all(o.name != name for o in self.outcomes):  # once a run_all
                         self.outcomes.append(StageOutcome(name, folder, recorded["fingerprint"], True, 0.0))
@@ -297,8 +352,13 @@ class StageRunner:
         except ConfigError as exc:
             if self._planned is not None:  # the check pass's answer, not its end
                 self._refusal = exc
-                add_note(exc, f"found by a check before stage '{self._check_from}' and the stages after it ran")
+                add_note(exc, "found by a dry run: nothing ran or was written" if self._dry is not None else
+                         f"found by a check before stage '{self._check_from}' and the stages after it ran")
             raise
+        if self._dry is not None:
+            self._dry.append(PlannedStage(name, "resume", "continues the unfinished run in its folder") if resume else
+                             PlannedStage(name, "make again", f"{folder.name} {replace}") if replace else
+                             PlannedStage(name, "run", "not made yet"))
         if self._stand_in(name, folder, fingerprint, fresh=not resume and replace is None):
             self._made[fingerprint] = (name, None)
             return folder

@@ -127,16 +127,23 @@ def claim_run_root(root: Path, *, legacy: tuple[str, ...]) -> Iterator[None]:
     it and mark it. Stage folders inside are claimed by the stage runner and by `claim_output_dir`."""
     root = Path(root)
     with hold_lock(root, "output_dir"):
-        if root.exists() and not root.is_dir():
-            raise ConfigError(f"output_dir {root} is a file, not a folder; choose another output_dir")
-        ours = (root / RUN_MARKER).is_file() or any((root / name).exists() for name in legacy)
-        if root.is_dir() and any(root.iterdir()) and not ours:
-            raise ConfigError(f"output_dir {root} is not empty and is not a multidistill run (no {RUN_MARKER}); "
-                              "choose an empty or new output_dir")
+        check_run_root(root, legacy=legacy)
         root.mkdir(parents=True, exist_ok=True)
         if not (root / RUN_MARKER).is_file():
             write_json(root / RUN_MARKER, {"format_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         yield
+
+
+def check_run_root(root: Path, *, legacy: tuple[str, ...]) -> None:
+    """Refuse an output folder a run may not use: a file, or a non-empty folder that is not a multidistill run (no
+    marker, and none of the ``legacy`` entries of a root made before markers). Reads only."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"output_dir {root} is a file, not a folder; choose another output_dir")
+    ours = (root / RUN_MARKER).is_file() or any((root / name).exists() for name in legacy)
+    if root.is_dir() and any(root.iterdir()) and not ours:
+        raise ConfigError(f"output_dir {root} is not empty and is not a multidistill run (no {RUN_MARKER}); "
+                          "choose an empty or new output_dir")
 
 
 def refuse_foreign_overwrite(folder: Path, what: str, markers: tuple[str, ...]) -> None:
