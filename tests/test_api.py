@@ -286,6 +286,9 @@ def test_the_quiet_switch_turns_library_bars_off_and_puts_them_back():
 
     from multidistill.utils.quiet import quiet_libraries
 
+    # A CLI test run in this worker before may have left them off (the CLI quietens them for its process).
+    datasets.enable_progress_bars()
+    transformers.utils.logging.enable_progress_bar()
     restore = quiet_libraries()
     try:
         assert not datasets.is_progress_bar_enabled()
