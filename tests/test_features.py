@@ -36,14 +36,79 @@ CONFIGS = {
     "modernbert": lambda: transformers.ModernBertConfig(**SIZES, global_attn_every_n_layers=2, local_attention=4,
                                                         pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                                         cls_token_id=1, sep_token_id=2),
+    # DeBERTa v1 as deberta-base: fused per-head in_proj plus q/v biases, both relative terms, no absolute positions.
+    "deberta": lambda: transformers.DebertaConfig(**SIZES, relative_attention=True, pos_att_type=["c2p", "p2c"],
+                                                  position_biased_input=False, type_vocab_size=0),
+    # ERNIE 3.0's task-type embeddings on.
+    "ernie": lambda: transformers.ErnieConfig(**SIZES, use_task_id=True, task_type_vocab_size=3),
+    "data2vec-text": lambda: transformers.Data2VecTextConfig(**SIZES, pad_token_id=1),
+    # Two language adapters; the second is the default (text batches carry no lang_ids).
+    "xmod": lambda: transformers.XmodConfig(**SIZES, pad_token_id=1, languages=["en_XX", "de_DE"],
+                                            default_language="de_DE"),
+    "bert-generation": lambda: transformers.BertGenerationConfig(**SIZES, pad_token_id=0, bos_token_id=1,
+                                                                 eos_token_id=2),
+    "layoutlm": lambda: transformers.LayoutLMConfig(**SIZES),
+    "roc_bert": lambda: transformers.RoCBertConfig(**SIZES, pronunciation_vocab_size=10, shape_vocab_size=10),
+    "splinter": lambda: transformers.SplinterConfig(**SIZES, question_token_id=5),
+    # Embeddings narrower than the hidden states, projected up.
+    "rembert": lambda: transformers.RemBertConfig(**SIZES, input_embedding_size=16, output_embedding_size=16,
+                                                  pad_token_id=0, bos_token_id=1, eos_token_id=2),
+    # MobileBERT's layout: trigram embeddings, a shared Q/K bottleneck, attention 16 wide in 32-wide hidden states,
+    # four feed-forward networks per layer.
+    "mobilebert": lambda: transformers.MobileBertConfig(**SIZES, embedding_size=8, intra_bottleneck_size=16),
+    "luke": lambda: transformers.LukeConfig(**SIZES, entity_vocab_size=10, entity_emb_size=16, pad_token_id=1),
+    "ibert": lambda: transformers.IBertConfig(**SIZES, pad_token_id=1),
+    # Pre-LayerNorm stacks.
+    "roberta-prelayernorm": lambda: transformers.RobertaPreLayerNormConfig(**SIZES, pad_token_id=1),
+    "xlm-roberta-xl": lambda: transformers.XLMRobertaXLConfig(**SIZES, pad_token_id=1),
+    "megatron-bert": lambda: transformers.MegatronBertConfig(**SIZES),
+    # ESM-2's layout: rotary positions and token dropout.
+    "esm": lambda: transformers.EsmConfig(**SIZES, pad_token_id=1, mask_token_id=2, position_embedding_type="rotary",
+                                          token_dropout=True),
+    "roformer": lambda: transformers.RoFormerConfig(**SIZES),
+    "big_bird": lambda: transformers.BigBirdConfig(**SIZES, attention_type="original_full", pad_token_id=0,
+                                                   bos_token_id=1, eos_token_id=2, sep_token_id=3),
+    "nomic_bert": lambda: transformers.NomicBertConfig(**SIZES),
+    "gte": lambda: transformers.GteConfig(**SIZES, pad_token_id=1),
+    "jina_embeddings_v3": lambda: transformers.JinaEmbeddingsV3Config(**SIZES, pad_token_id=1),
+    # Grouped-query attention: 2 key/value heads for 4 query heads.
+    "eurobert": lambda: transformers.EuroBertConfig(**SIZES, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                                                    eos_token_id=2, mask_token_id=3),
+    "esmc": lambda: transformers.EsmcConfig(**SIZES),
+    # Layer 0 full, layer 1 sliding with 2 tokens each side.
+    "ultrabert": lambda: transformers.UltrabertConfig(**SIZES, sliding_window=2,
+                                                      layer_types=["full_attention", "sliding_attention"]),
+    "xlm": lambda: transformers.XLMConfig(vocab_size=VOCAB, emb_dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
+                                          max_position_embeddings=64),
+    "flaubert": lambda: transformers.FlaubertConfig(vocab_size=VOCAB, emb_dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
+                                                    max_position_embeddings=64),
 }
-# The input of layer i's attention module, from the model's hidden_states[i] (ModernBERT normalises first).
-ATTENTION_INPUT = {"modernbert": lambda layer, hidden: layer.attn_norm(hidden)}
+# The input of layer i's Q/K/V projections, from the model's hidden_states[i]: one tensor for all three, or
+# (query, key, value) inputs. Pre-LayerNorm families normalise first; MobileBERT reads Q and K from a bottleneck.
+ATTENTION_INPUT = {
+    "modernbert": lambda layer, hidden: layer.attn_norm(hidden),
+    "roberta-prelayernorm": lambda layer, hidden: layer.attention.LayerNorm(hidden),
+    "xlm-roberta-xl": lambda layer, hidden: layer.attention.self_attn_layer_norm(hidden),
+    "megatron-bert": lambda layer, hidden: layer.attention.ln(hidden),
+    "esm": lambda layer, hidden: layer.attention.LayerNorm(hidden),
+    **dict.fromkeys(("eurobert", "esmc", "ultrabert"), lambda layer, hidden: layer.input_layernorm(hidden)),
+    "mobilebert": lambda layer, hidden: (layer.bottleneck.attention(hidden),) * 2 + (hidden,),
+}
+# Families whose score is not Q K^T / sqrt(d) of the Q/K features (docs/features.md): relative terms or biases,
+# rotary Q and K.
+NOT_SCALED_QK = {"mpnet", "deberta-v2", "deberta", "modernbert", "roformer", "esm", "nomic_bert", "gte",
+                 "jina_embeddings_v3", "eurobert", "esmc", "ultrabert"}
+# Families whose layer 1 is a sliding-window layer (layer 0 is global): tokens it sees on either side.
+SLIDING = {"modernbert": 2, "ultrabert": 2}
 
 
 def tiny_encoder(family: str) -> transformers.PreTrainedModel:
     torch.manual_seed(0)
     model = transformers.AutoModel.from_config(CONFIGS[family]()).eval()
+    with torch.no_grad():  # DeBERTa v1's q/v biases start at zero: random ones make the Q/V check see them
+        for name, parameter in model.named_parameters():
+            if name.endswith(("attention.self.q_bias", "attention.self.v_bias")):
+                parameter.normal_()
     # Transformers installs hooks of its own on the first forward that records hidden states or attentions;
     # run that once so that tests can check that extraction leaves exactly those behind.
     own_eager_output(model, padded_batch())
@@ -114,56 +179,71 @@ def test_softmax_of_the_scores_is_the_models_eager_attention_with_padding(family
     assert torch._C._len_torch_function_stack() == 0
 
 
+def expected_projections(family: str, layer: nn.Module, hidden: torch.Tensor) -> list[torch.Tensor]:
+    """Q, K and V of one layer computed from its input by the modules the table names, as the attention does."""
+    table = FAMILIES[family]
+    inputs = ATTENTION_INPUT.get(family, lambda _, h: h)(layer, hidden)
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,) * 3
+    if family == "deberta":  # one bias-free projection, head after head [q | k | v]; q and v biases added
+        attention = layer.attention.self
+        q, k, v = attention.in_proj(inputs[0]).view(2, 9, HEADS, -1).chunk(3, dim=-1)
+        return [q.flatten(-2) + attention.q_bias, k.flatten(-2), v.flatten(-2) + attention.v_bias]
+    if table.fused_qkv:
+        return list(layer.get_submodule(table.fused_qkv)(inputs[0]).chunk(3, dim=-1))
+    outputs = [layer.get_submodule(name)(x) for name, x in zip((table.query, table.key, table.value), inputs,
+                                                                 strict=True)]
+    return [out[0] if isinstance(out, tuple) else out for out in outputs]  # I-BERT's QuantLinear: (output, scale)
+
+
 @pytest.mark.parametrize("family", sorted(CONFIGS))
 def test_queries_keys_values_are_the_projection_outputs(family):
     model, batch = tiny_encoder(family), padded_batch()
     before = hooks(model)
     features = extract_features(model, **batch, want={"queries", "keys", "values"})
     hidden = model(**batch, output_hidden_states=True).hidden_states
-    table = family_of(model.config)
-    layers = model.base_model.get_submodule(table.layers)
+    layers = model.base_model.get_submodule(family_of(model.config).layers)
     for index, layer in enumerate(layers):
-        inputs = ATTENTION_INPUT.get(family, lambda _, h: h)(layer, hidden[index])
-        if table.fused_qkv:
-            expected = layer.get_submodule(table.fused_qkv)(inputs).chunk(3, dim=-1)
-        else:
-            expected = [layer.get_submodule(name)(inputs) for name in (table.query, table.key, table.value)]
+        expected = expected_projections(family, layer, hidden[index])
         for name, tensor in zip(("queries", "keys", "values"), expected, strict=True):
             ours = getattr(features, name)[index]
-            assert ours.shape == (2, 9, HIDDEN)
+            # A * head size wide: the hidden size except for MobileBERT (16) and grouped K/V heads (EuroBERT's 16)
+            assert ours.shape == tensor.shape and ours.shape[:2] == (2, 9)
             torch.testing.assert_close(ours, tensor, atol=1e-6, rtol=0)
+    assert features.queries[0].shape[-1] == (16 if family == "mobilebert" else HIDDEN)
     assert features.attention_scores is None and features.hidden_states is None
     assert hooks(model) == before
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert", "deberta-v2", "modernbert"])
+@pytest.mark.parametrize("family", sorted(CONFIGS))
 def test_scores_are_scaled_qk_only_where_the_docs_say_so(family):
-    """BERT-style families score Q K^T / sqrt(d); DeBERTa adds relative terms, ModernBERT rotates Q and K."""
+    """BERT-style families score Q K^T / sqrt(d); DeBERTa adds relative terms, rotary families rotate Q and K."""
     model, batch = tiny_encoder(family), padded_batch()
     features = extract_features(model, **batch, want={"attention_scores", "queries", "keys"})
-    real = batch["attention_mask"][:, None, None, :].bool()
-    head_size = HIDDEN // HEADS
+    real = batch["attention_mask"][:, None, None, :].bool().expand(2, HEADS, 9, 9)
     for index in range(LAYERS):
-        q = features.queries[index].view(2, 9, HEADS, head_size).transpose(1, 2)
-        k = features.keys[index].view(2, 9, HEADS, head_size).transpose(1, 2)
-        scaled = (q @ k.transpose(-1, -2) / head_size ** 0.5).masked_select(real.expand(2, HEADS, 9, 9))
-        ours = features.attention_scores[index].masked_select(real.expand(2, HEADS, 9, 9))
-        if family in ("deberta-v2", "modernbert"):
+        q = features.queries[index].view(2, 9, HEADS, -1).transpose(1, 2)
+        k = features.keys[index].view(2, 9, -1, q.shape[-1]).transpose(1, 2)
+        k = k.repeat_interleave(HEADS // k.shape[1], dim=1)  # grouped key heads serve several query heads
+        scaled = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_select(real)
+        ours = features.attention_scores[index].masked_select(real)
+        if family in NOT_SCALED_QK:
             assert not torch.allclose(ours, scaled, atol=1e-4)
         else:
             torch.testing.assert_close(ours, scaled, atol=1e-5, rtol=0)
 
 
-def test_modernbert_local_layers_mask_keys_beyond_the_window():
-    model, batch = tiny_encoder("modernbert"), padded_batch()
+@pytest.mark.parametrize("family", sorted(SLIDING))
+def test_local_layers_mask_keys_beyond_the_window(family):
+    model, batch = tiny_encoder(family), padded_batch()
     scores = extract_features(model, **batch, want={"attention_scores"}).attention_scores
     assert (scores[0][0] > -1e30).all()  # layer 0 is global: the full first row attends everywhere
     distance = (torch.arange(9)[:, None] - torch.arange(9)[None, :]).abs()
-    assert ((scores[1][0] > -1e30) == (distance <= 2)).all()  # layer 1: 2 tokens either side
+    assert ((scores[1][0] > -1e30) == (distance <= SLIDING[family])).all()  # layer 1: the window either side
 
 
-def test_deberta_masks_padded_rows_too():
-    model, batch = tiny_encoder("deberta-v2"), padded_batch()
+@pytest.mark.parametrize("family", ["deberta-v2", "deberta"])
+def test_deberta_masks_padded_rows_too(family):
+    model, batch = tiny_encoder(family), padded_batch()
     scores = extract_features(model, **batch, want={"attention_scores"}).attention_scores
     assert (scores[0][1, :, 4:, :] < -1e30).all()  # padded queries: every key masked (uniform softmax)
 
@@ -195,6 +275,16 @@ def test_hooks_mode_and_attention_path_are_restored_when_the_forward_fails():
                                tiny_encoder("bert")(**batch).last_hidden_state)
 
 
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_every_family_takes_the_batches_segment_ids(family):
+    """Training batches carry token_type_ids (zeros where the tokenizer gives none): extraction passes them only to
+    models that use segments, so no family fails on them."""
+    model, batch = tiny_encoder(family), padded_batch()
+    features = extract_features(model, **batch, token_type_ids=torch.zeros_like(batch["input_ids"]),
+                                want={"hidden_states"})
+    assert features.hidden_states[-1].shape == (2, 9, HIDDEN)
+
+
 def test_token_type_ids_reach_models_that_use_them_only():
     batch = padded_batch()
     types = torch.zeros_like(batch["input_ids"])
@@ -206,14 +296,15 @@ def test_token_type_ids_reach_models_that_use_them_only():
     extract_features(tiny_encoder("distilbert"), **batch, token_type_ids=types, want={"hidden_states"})
 
 
-def test_an_unsupported_family_names_its_model_type_and_the_table():
-    albert = transformers.AlbertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=1,
-                                       num_attention_heads=HEADS, intermediate_size=64, embedding_size=16)
-    with pytest.raises(ConfigError, match=r"'albert'.*FAMILIES in multidistill/models/families.py"):
-        model_dims(albert)
+def test_an_unknown_family_names_its_model_type_and_the_table():
+    """A family in neither table (MarkupLM here) is asked for an entry; those that cannot have one (NO_FEATURES)
+    are refused with the reason: tests/test_families_more.py."""
+    markuplm = transformers.MarkupLMConfig(**SIZES)
+    with pytest.raises(ConfigError, match=r"'markuplm'.*FAMILIES in multidistill/models/families.py"):
+        model_dims(markuplm)
     torch.manual_seed(0)
-    with pytest.raises(ConfigError, match="'albert'"):
-        extract_features(transformers.AutoModel.from_config(albert), **padded_batch(), want={"hidden_states"})
+    with pytest.raises(ConfigError, match="'markuplm'"):
+        extract_features(transformers.AutoModel.from_config(markuplm), **padded_batch(), want={"hidden_states"})
 
 
 def test_unknown_or_headless_feature_names_are_refused():
@@ -367,7 +458,8 @@ def test_students_cut_from_families_with_per_layer_settings_or_shared_layers():
             keep_layers(model, [0])
 
 
-@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "camembert", "mpnet"])
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xmod",
+                                    "roberta-prelayernorm", "ibert", "xlm-roberta-xl", "luke"])
 def test_position_limits_leave_out_the_padding_offset_of_roberta_style_positions(family):
     """MPNet numbers positions from pad + 1 as RoBERTa does; its limit was said to be 2 more than it is, so a
     max_seq_length at the table's size passed the checks and failed at step 0 with an IndexError."""

@@ -17,6 +17,33 @@ FAMILIES = [
     {"model_type": "distilbert", "dim": 32, "n_layers": 4, "n_heads": 2, "hidden_dim": 64},
     {"model_type": "roberta", "type_vocab_size": 1, "pad_token_id": 1},
     {"model_type": "electra", "embedding_size": 16},
+    {"model_type": "deberta", "relative_attention": True, "pos_att_type": ["c2p", "p2c"], "type_vocab_size": 0},
+    {"model_type": "ernie", "use_task_id": True},
+    {"model_type": "data2vec-text", "pad_token_id": 1},
+    {"model_type": "xmod", "pad_token_id": 1, "default_language": "en_XX"},
+    {"model_type": "bert-generation"},
+    {"model_type": "layoutlm"},
+    {"model_type": "roc_bert", "pronunciation_vocab_size": 10, "shape_vocab_size": 10},
+    {"model_type": "splinter", "question_token_id": 5},
+    {"model_type": "rembert", "input_embedding_size": 16, "output_embedding_size": 16},
+    {"model_type": "mobilebert", "embedding_size": 8, "intra_bottleneck_size": 16},
+    {"model_type": "luke", "entity_vocab_size": 10, "entity_emb_size": 16, "pad_token_id": 1},
+    {"model_type": "ibert", "pad_token_id": 1},
+    {"model_type": "roberta-prelayernorm", "pad_token_id": 1},
+    {"model_type": "xlm-roberta-xl", "pad_token_id": 1},
+    {"model_type": "megatron-bert"},
+    {"model_type": "roformer"},
+    {"model_type": "big_bird", "attention_type": "original_full"},
+    {"model_type": "nomic_bert"},
+    {"model_type": "gte", "pad_token_id": 1},
+    {"model_type": "jina_embeddings_v3", "pad_token_id": 1},
+    {"model_type": "eurobert", "num_key_value_heads": 1, "pad_token_id": 0},
+    {"model_type": "esmc"},
+    # Per-layer layer_types (sliding, sliding, full, sliding by default): see the test below.
+    {"model_type": "ultrabert", "sliding_window": 2},
+    # Each layer's parts sit in parallel lists (attentions, ffns, layer norms).
+    {"model_type": "xlm", "pad_token_id": 0},
+    {"model_type": "flaubert", "pad_token_id": 0},
 ]
 
 
@@ -53,6 +80,39 @@ def test_chosen_layers_are_copied_in_order(spec):
     assert torch.equal(student.get_input_embeddings().weight, teacher.get_input_embeddings().weight)
     ids, mask = _inputs()
     assert student(input_ids=ids, attention_mask=mask).last_hidden_state.shape == (2, 6, 32)
+
+
+@pytest.mark.parametrize("model_type", ["xlm", "flaubert"])
+def test_parallel_lists_keep_the_same_layers_as_the_attentions(model_type):
+    """XLM and FlauBERT keep each layer's feed-forward and norms in lists beside `attentions`: a student of layers
+    [1, 3] took attentions 1 and 3 but ffns and norms 0 and 1 (the load matched by position), silently."""
+    teacher = _encoder({"model_type": model_type, "pad_token_id": 0})
+    student = keep_layers(teacher, [1, 3])
+    assert layer_list_name(teacher) == "attentions"
+    for name in ("attentions", "layer_norm1", "ffns", "layer_norm2"):
+        for s_index, t_index in enumerate([1, 3]):
+            for key, value in student.get_submodule(name)[s_index].state_dict().items():
+                assert torch.equal(value, teacher.get_submodule(name)[t_index].state_dict()[key]), (name, key)
+    full = keep_layers(teacher, [0, 1, 2, 3]).eval()
+    ids, mask = _inputs()
+    assert torch.equal(full(input_ids=ids, attention_mask=mask).last_hidden_state,
+                       teacher(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+
+def test_a_student_keeps_its_layers_kinds_of_attention():
+    teacher = _encoder({"model_type": "ultrabert", "sliding_window": 2})
+    assert teacher.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention",
+                                          "sliding_attention"]
+    student = keep_layers(teacher, [1, 2])
+    assert student.config.layer_types == ["sliding_attention", "full_attention"]
+    assert student.layers[1].self_attn.sliding_window is None and student.layers[0].self_attn.sliding_window == 3
+
+
+def test_esm_is_refused_because_its_contact_head_reads_every_layer():
+    """Cut, ESM's contact head (one input per layer and head) no longer fitted: a raw size-mismatch RuntimeError."""
+    esm = _encoder({"model_type": "esm", "pad_token_id": 1, "mask_token_id": 2})
+    with pytest.raises(ModelError, match=r"'esm' encoder cannot be cut: .*contact-prediction head.*backbone_config"):
+        keep_layers(esm, [0, 2])
 
 
 @pytest.mark.parametrize("layers", [[], [0, 0], [2, 1], [4], [-1]])

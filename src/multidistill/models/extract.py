@@ -133,19 +133,32 @@ def _capture_scores(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleLi
     stack.callback(close_left_open)
 
 
+def _projection_parts(family: EncoderFamily, output: torch.Tensor, heads: int) -> dict[str, torch.Tensor]:
+    """The Q/K/V parts of a fused projection's output, each (B, T, A * head size) (`EncoderFamily.fused_layout`)."""
+    if family.fused_layout == "per_head":  # head after head [q | k | v] (DeBERTa v1)
+        parts = output.unflatten(-1, (heads, -1)).chunk(3, dim=-1)
+        return {name: part.flatten(-2) for name, part in zip(QKV_FEATURES, parts, strict=True)}
+    return dict(zip(QKV_FEATURES, output.chunk(3, dim=-1), strict=True))
+
+
 def _capture_qkv(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleList, wanted: frozenset[str],
-                 captured: dict[str, list[torch.Tensor | None]], indices: dict[str, frozenset[int]]) -> None:
+                 captured: dict[str, list[torch.Tensor | None]], indices: dict[str, frozenset[int]],
+                 heads: int) -> None:
     """Forward hooks on the projections that fill ``captured[name][i]`` for each wanted Q/K/V name."""
     by_module: dict[str, list[str]] = {}
     for name, module_name in family.projections().items():
         if name in wanted:
             by_module.setdefault(module_name, []).append(name)
+    added = dict(family.added_bias)
 
-    def hook_for(index: int, names: list[str], fused: bool):
+    def hook_for(index: int, layer: nn.Module, names: list[str], fused: bool):
         def hook(module, args, output):
-            parts = dict(zip(QKV_FEATURES, output.chunk(3, dim=-1), strict=True)) if fused else None
+            if isinstance(output, tuple):  # (output, scale): I-BERT's QuantLinear
+                output = output[0]
+            parts = _projection_parts(family, output, heads) if fused else None
             for name in names:
-                captured[name][index] = parts[name] if parts else output
+                tensor = parts[name] if parts else output
+                captured[name][index] = tensor + layer.get_parameter(added[name]) if name in added else tensor
         return hook
 
     for index, layer in enumerate(layers):
@@ -154,7 +167,7 @@ def _capture_qkv(stack: ExitStack, family: EncoderFamily, layers: nn.ModuleList,
             if not names:
                 continue
             handle = layer.get_submodule(module_name).register_forward_hook(
-                hook_for(index, names, fused=module_name == family.fused_qkv))
+                hook_for(index, layer, names, fused=module_name == family.fused_qkv))
             stack.callback(handle.remove)
 
 
@@ -180,7 +193,8 @@ def encode_with_features(model: PreTrainedModel, input_ids: torch.Tensor, attent
     ``want`` is a subset of ENCODER_FEATURES, or a mapping of such names to layer numbers (1..L): then only those
     layers' scores and Q/K/V are captured and the other layers' entries are None. Every other field is None.
     """
-    family = family_of(model.config)
+    family = family_of(model.config)  # also refuses a config without a value the family needs
+    dims = model_dims(model.config)
     by_layer = wanted_layers(want)
     want = check_wanted(want, ENCODER_FEATURES, f"a '{family.model_type}' encoder without heads")
     layers = model.base_model.get_submodule(family.layers)
@@ -198,10 +212,10 @@ def encode_with_features(model: PreTrainedModel, input_ids: torch.Tensor, attent
             stack.enter_context(_eager_attention(model))
             _capture_scores(stack, family, layers, scores, indices["attention_scores"])
         if qkv:
-            _capture_qkv(stack, family, layers, want, qkv, indices)
+            _capture_qkv(stack, family, layers, want, qkv, indices, dims.num_attention_heads)
         output = model(input_ids=input_ids, attention_mask=attention_mask,
                        output_hidden_states="hidden_states" in want, **_encoder_inputs(model, token_type_ids))
-    features = EncoderFeatures(attention_mask=attention_mask, dims=model_dims(model.config))
+    features = EncoderFeatures(attention_mask=attention_mask, dims=dims)
     if "hidden_states" in want:
         features.hidden_states = tuple(output.hidden_states)
     if "attention_scores" in want:

@@ -5,12 +5,15 @@ config (position offsets, per-layer lists, stacks that cannot be cut).
 
 Adding a family is one `EncoderFamily` entry in `FAMILIES` (peft keeps a table of the same kind): module names
 are read from the family's `modeling_*.py` in transformers, and `tests/test_features.py` checks an entry against
-the model's own `output_hidden_states` / `output_attentions` with a tiny config.
+the model's own `output_hidden_states` / `output_attentions` with a tiny config. Encoder families whose features
+do not fit the table (no (T, T) score matrix, no stack of layers, inputs other than text) are listed in
+`NO_FEATURES` with the reason, which is what a user who asks for their features is told.
 
 Scores are captured the same way for every family: the input of the one softmax inside the ``attention``
 module, in eager mode (`models/extract.py`). Computing Q K^T / sqrt(d) from the projection hooks gives the real
-score only for BERT-style families (ModernBERT rotates Q and K inside the attention; DeBERTa adds relative terms
-and scales by sqrt(d * (1 + position terms))); a capturing function registered in transformers'
+score only for BERT-style families (rotary families such as ModernBERT rotate Q and K inside the attention; MPNet
+adds a relative-position bias; DeBERTa adds relative terms and scales by sqrt(d * (1 + position terms))); a
+capturing function registered in transformers'
 AttentionInterface would miss DeBERTa-v2, which does not dispatch through it, and it would need a global
 registration plus a matching mask function. ``score`` records what the captured value is, per family.
 """
@@ -42,6 +45,15 @@ _TANH_PROJ = StockHead("tanh", "classifier.dense", "classifier.out_proj")  # RoB
 
 
 @dataclass(frozen=True)
+class ConfigNeed:
+    """A config value without which a family's features cannot be read (`family_of` refuses the config)."""
+
+    key: str
+    values: tuple[object, ...] | None  # the values that work; None: any value that is set (not None)
+    why: str  # why, and what to do
+
+
+@dataclass(frozen=True)
 class EncoderFamily:
     """How to find one family's layers, projections and sizes.
 
@@ -55,13 +67,18 @@ class EncoderFamily:
     query: str | None = None
     key: str | None = None
     value: str | None = None
-    fused_qkv: str | None = None  # one projection whose output is [Q | K | V] along the last axis
+    fused_qkv: str | None = None  # one projection that gives Q, K and V, laid out as ``fused_layout`` says
+    fused_layout: str = "qkv"  # "qkv": [Q | K | V] along the last axis; "per_head": [q | k | v] head after head
+    # (feature, parameter of one layer) the attention adds to a projection's output (DeBERTa's q_bias / v_bias,
+    # which its bias-free in_proj lacks): the feature is the sum, the vector the scores are computed from.
+    added_bias: tuple[tuple[str, str], ...] = ()
     hidden_size_key: str = "hidden_size"
     num_layers_key: str = "num_hidden_layers"
     num_heads_key: str = "num_attention_heads"
     score: str = "Q K^T / sqrt(d) + mask"  # what the captured pre-softmax score is (docs/features.md)
     stock_head: StockHead | None = None  # None: its stock classifier cannot express our linear head exactly
     ort_fusion: str | None = None  # onnxruntime transformer-optimizer model type for `export --graph fused`
+    needs: tuple[ConfigNeed, ...] = ()  # config values without which its features cannot be read
 
     def projections(self) -> dict[str, str]:
         """Feature name -> projection module of one layer (a fused one appears under all three names)."""
@@ -70,6 +87,7 @@ class EncoderFamily:
         return {"queries": self.query, "keys": self.key, "values": self.value}
 
 
+_ROTARY = "rotary(Q) rotary(K)^T / sqrt(d) + mask"
 _BERT_LIKE = {"layers": "encoder.layer", "attention": "attention.self", "query": "attention.self.query",
               "key": "attention.self.key", "value": "attention.self.value"}
 
@@ -108,6 +126,71 @@ FAMILIES: dict[str, EncoderFamily] = {
         EncoderFamily("modernbert", layers="layers", attention="attn", fused_qkv="attn.Wqkv",
                       score="rotary(Q) rotary(K)^T / sqrt(d) + mask; sliding-window layers also mask keys beyond "
                             "the window"),
+        # DeBERTa v1: one bias-free in_proj whose output is, head after head, [q | k | v]; the attention adds q_bias
+        # and v_bias. Scores as DeBERTa-v2's (its relative terms are not bucketed).
+        EncoderFamily("deberta", layers="encoder.layer", attention="attention.self",
+                      fused_qkv="attention.self.in_proj", fused_layout="per_head",
+                      added_bias=(("queries", "attention.self.q_bias"), ("values", "attention.self.v_bias")),
+                      score="Q K^T / sqrt(d * (1 + len(pos_att_type))) + c2p + p2c relative terms; masked rows and "
+                            "columns"),
+        # BERT's modules under other names: ERNIE (task-type embeddings), RoBERTa's pretraining family (Data2Vec,
+        # X-MOD with its language adapters after attention), BERT-generation (no segment embeddings), LayoutLM
+        # (2-D position embeddings of boxes, zero when none are given), RoCBert (pronunciation and glyph
+        # embeddings, absent from text batches), Splinter, RemBERT and MobileBERT (embeddings and attention
+        # narrower than the hidden states: MobileBERT's Q/K/V are true_hidden_size wide, read from bottlenecks).
+        EncoderFamily("ernie", **_BERT_LIKE),
+        EncoderFamily("data2vec-text", **_BERT_LIKE),
+        EncoderFamily("xmod", **_BERT_LIKE, needs=(ConfigNeed(
+            "default_language", None, "X-MOD routes every token through a per-language adapter, and text batches "
+            "carry no lang_ids; set default_language in the checkpoint's config.json to one of its "
+            "config.languages"),)),
+        EncoderFamily("bert-generation", **_BERT_LIKE),
+        EncoderFamily("layoutlm", **_BERT_LIKE),
+        EncoderFamily("roc_bert", **_BERT_LIKE),
+        EncoderFamily("splinter", **_BERT_LIKE),
+        EncoderFamily("rembert", **_BERT_LIKE),
+        EncoderFamily("mobilebert", **_BERT_LIKE),
+        # LUKE with words only (text batches carry no entities) is BERT-like; entity tokens would add rows.
+        EncoderFamily("luke", **_BERT_LIKE),
+        # I-BERT's quantised mode replaces softmax by an integer approximation; the float mode (quant_mode false)
+        # is RoBERTa's attention. Its projections return (output, scale) in either mode (extract.py keeps output).
+        EncoderFamily("ibert", **_BERT_LIKE, needs=(ConfigNeed(
+            "quant_mode", (False,), "in quant_mode I-BERT's attention computes an integer approximation of "
+            "softmax, never the float scores; use the checkpoint with quant_mode false (the float weights)"),)),
+        # Pre-LayerNorm stacks: each layer normalises before its attention, so Q/K/V are projections of the
+        # normalised hidden state (the hidden states are the residual stream, as the models give them).
+        EncoderFamily("roberta-prelayernorm", **_BERT_LIKE),
+        EncoderFamily("xlm-roberta-xl", **_BERT_LIKE),
+        EncoderFamily("megatron-bert", **_BERT_LIKE),
+        # ESM(-2) rotates Q and K inside the attention when position_embedding_type is "rotary" (ESM-2's).
+        EncoderFamily("esm", **_BERT_LIKE, score="Q K^T / sqrt(d) + mask; rotary(Q) rotary(K)^T / sqrt(d) + mask "
+                                                "with rotary positions (ESM-2)"),
+        EncoderFamily("roformer", **_BERT_LIKE, score="rotary(Q) rotary(K)^T / sqrt(d) + mask"),
+        # BigBird's block-sparse attention never forms the (T, T) scores, pads the batch to whole blocks (its
+        # hidden states then hold more tokens than the batch) and swaps its attention modules for full ones on
+        # inputs too short for blocks, mid-forward.
+        EncoderFamily("big_bird", **_BERT_LIKE, needs=(ConfigNeed(
+            "attention_type", ("original_full",), "BigBird's block_sparse attention computes no (T, T) score "
+            "matrix and pads the batch to whole blocks; set attention_type to \"original_full\" in the "
+            "checkpoint's config.json (the weights are the same)"),)),
+        # Llama-style bidirectional encoders: rotary Q and K (ESM C also normalises them first); Ultrabert's
+        # sliding-window layers mask keys beyond the window as ModernBERT's do. Under grouped-query attention
+        # (num_key_value_heads < heads) keys and values are narrower than queries.
+        *(EncoderFamily(model_type, layers="layers", attention="self_attn", query="self_attn.q_proj",
+                        key="self_attn.k_proj", value="self_attn.v_proj", score=score)
+          for model_type, score in (
+              ("nomic_bert", _ROTARY), ("gte", _ROTARY), ("jina_embeddings_v3", _ROTARY), ("eurobert", _ROTARY),
+              ("esmc", "rotary(norm(Q)) rotary(norm(K))^T / sqrt(d) + mask"),
+              ("ultrabert", _ROTARY + "; sliding-window layers also mask keys beyond the window"))),
+        # XLM and FlauBERT keep each layer's parts in parallel lists (attentions, ffns, layer norms): a layer of
+        # `layers` is the attention module itself. Language embeddings are added only when lang ids are given,
+        # which text batches do not carry.
+        *(EncoderFamily(model_type, layers="attentions", attention="", query="q_lin", key="k_lin", value="v_lin",
+                        hidden_size_key="emb_dim", num_layers_key="n_layers", num_heads_key="n_heads", needs=needs)
+          for model_type, needs in (("xlm", ()), ("flaubert", (ConfigNeed(
+              "layerdrop", (0, 0.0), "FlauBERT skips random layers while it trains (layerdrop), so a training "
+              "student would give fewer hidden states and scores than it has layers; set layerdrop to 0 in the "
+              "checkpoint's config.json (an evaluating teacher never drops layers, so it loses nothing)"),)))),
     )
 }
 
@@ -119,13 +202,21 @@ class ConfigQuirks:
 
     position_offset: bool = False  # position ids start after the padding index (RoBERTa-style): pad + 1 fewer
     per_layer_keys: tuple[str, ...] = ()  # config lists with one entry per layer: they shrink with a cut stack
+    # module lists that hold, beside the layer list, one part of each layer (XLM's ffns and layer norms beside its
+    # attentions): a cut stack keeps the same entries of each
+    parallel_layer_lists: tuple[str, ...] = ()
     no_cut: str | None = None  # why a student cannot keep some of this family's layers, and what to do instead
 
 
 _ROBERTA_POSITIONS = ConfigQuirks(position_offset=True)
 QUIRKS: dict[str, ConfigQuirks] = {
     **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xmod", "roberta-prelayernorm",
-                     "ibert", "esm"), _ROBERTA_POSITIONS),
+                     "ibert", "xlm-roberta-xl", "luke"), _ROBERTA_POSITIONS),
+    "esm": ConfigQuirks(position_offset=True, no_cut="ESM's contact-prediction head takes every layer's attention "
+                                                     "maps as its inputs, so it does not fit a stack with fewer "
+                                                     "layers; build a smaller student with model.backbone_config "
+                                                     "(e.g. num_hidden_layers) instead"),
+    **dict.fromkeys(("xlm", "flaubert"), ConfigQuirks(parallel_layer_lists=("layer_norm1", "ffns", "layer_norm2"))),
     "longformer": ConfigQuirks(position_offset=True, per_layer_keys=("attention_window",)),
     "modernbert": ConfigQuirks(per_layer_keys=("layer_types",)),
     "albert": ConfigQuirks(no_cut="ALBERT shares one layer's weights across all its layers, so there is no stack of "
@@ -136,15 +227,45 @@ QUIRKS: dict[str, ConfigQuirks] = {
 }
 
 
+# Encoder families whose features the table cannot describe, and why: `family_of` says so instead of asking for an
+# entry. (Models outside any list get the request to add one.)
+NO_FEATURES: dict[str, str] = {
+    "albert": "ALBERT runs one shared layer's weights num_hidden_layers times, so there is no stack of layer modules "
+              "to read",
+    "funnel": "Funnel pools the sequence between its blocks, so later layers see fewer tokens than the batch has",
+    "longformer": "Longformer scores each token against a band of neighbouring keys (and a few global ones), never "
+                  "a (T, T) score matrix",
+    "convbert": "ConvBERT's attention mixes self-attention heads (num_attention_heads / head_ratio of them) with "
+                "span-based convolution heads, so its scores have fewer heads than its config says and it "
+                "softmaxes twice",
+    "squeezebert": "SqueezeBERT computes Q/K/V with grouped 1-D convolutions over (batch, channels, tokens), not "
+                   "(batch, tokens, width) projections",
+    "canine": "CANINE downsamples its characters into a shorter sequence for its deep stack, so its layers see "
+              "other lengths than the batch",
+    "fnet": "FNet mixes tokens with a Fourier transform: it has no attention",
+    "nystromformer": "Nystromformer approximates attention through landmark matrices (three softmaxes), never the "
+                     "(T, T) scores",
+    "yoso": "YOSO approximates attention by hashing (LSH sampling), with no softmax scores",
+    "mra": "MRA approximates attention with multi-resolution block scores, never the full (T, T) softmax",
+    "reformer": "Reformer attends within hashed (LSH) buckets and local chunks, never over all (T, T) pairs",
+    "tapas": "TAPAS encodes tables: its token_type_ids are 7 per token (segment, column, row, rank ...), which text "
+             "batches do not have",
+}
+
+
 def quirks_of(config: PretrainedConfig) -> ConfigQuirks:
     """The config quirks of ``config.model_type`` (none for most families)."""
     return QUIRKS.get(getattr(config, "model_type", None), ConfigQuirks())
 
 
 def family_of(config: PretrainedConfig) -> EncoderFamily:
-    """The table entry for ``config.model_type``, or a ConfigError that says what to add."""
+    """The table entry for ``config.model_type``; a ConfigError that says why for a family listed in NO_FEATURES or
+    a config without a value the family needs (`EncoderFamily.needs`), and what to add for any other family."""
     model_type = getattr(config, "model_type", None)
     family = FAMILIES.get(model_type)
+    if model_type in NO_FEATURES:
+        raise ConfigError(f"feature distillation cannot read a '{model_type}' encoder: {NO_FEATURES[model_type]}; "
+                          "choose an objective without feature losses, or an encoder of another family")
     if family is None:
         raise ConfigError(
             f"feature distillation does not know the encoder family '{model_type}' (known: "
@@ -152,6 +273,12 @@ def family_of(config: PretrainedConfig) -> EncoderFamily:
             "multidistill/models/families.py (where its layers are, its Q/K/V projection modules and its size keys "
             "in the config) and a tiny config to tests/test_features.py"
         )
+    for need in family.needs:
+        value = getattr(config, need.key, None)
+        if value is None if need.values is None else value not in need.values:
+            wanted = "a value" if need.values is None else " or ".join(repr(v) for v in need.values)
+            raise ConfigError(f"feature distillation cannot read this '{model_type}' encoder: its config's "
+                              f"{need.key} is {value!r}, and its features need {wanted}: {need.why}")
     return family
 
 

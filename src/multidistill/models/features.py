@@ -50,10 +50,13 @@ class EncoderFeatures:
     * ``attention_scores``: L tensors (B, A, T, T): the scores *before* softmax, with the model's additive mask
       applied (masked keys hold a very negative finite value), so that their softmax over the last axis is the
       model's attention probabilities. They are what the model softmaxes, which is Q K^T / sqrt(head size) only
-      for BERT-style families (DeBERTa adds relative-position terms and masks padded query rows too; ModernBERT
-      rotates Q and K and masks keys outside its local layers' window): docs/features.md.
+      for BERT-style families (DeBERTa adds relative-position terms and masks padded query rows too; MPNet adds a
+      relative-position bias; rotary families such as ModernBERT rotate Q and K, and ModernBERT's and Ultrabert's
+      local layers mask keys outside their window): docs/features.md.
     * ``queries`` / ``keys`` / ``values``: L tensors (B, T, A * head size), all heads side by side: the outputs of
-      the Q/K/V projections (for ModernBERT before the rotary embedding that its attention applies to Q and K).
+      the Q/K/V projections (for rotary families before the rotation that their attention applies to Q and K;
+      DeBERTa v1's with the q/v biases its attention adds). Keys and values are narrower than queries under
+      grouped-query attention, and A * head size is not always H (MobileBERT's attention is narrower).
     * ``transferable``: (B, H) Meta-KD's tau = W_c (e_k + h_mean(x)) + b_c (no tanh), from the domain branch.
     * ``domain_logits``: (B, K) the domain branch's domain classifier on tanh(tau), K = the branch's domains.
     """

@@ -1,8 +1,9 @@
 """Smaller encoders cut from bigger ones: keep some of a teacher's layers (DistilBERT-style students).
 
 Works on any Hugging Face encoder whose layers sit in one `nn.ModuleList` (BERT, RoBERTa, ELECTRA,
-DistilBERT, MiniLM, ...): the student is a fresh model of the same architecture with fewer layers, and
-it receives the teacher's embeddings, the chosen layers (renumbered) and every other weight unchanged.
+DistilBERT, MiniLM, ...), or in parallel lists that `QUIRKS` names (XLM, FlauBERT): the student is a fresh
+model of the same architecture with fewer layers, and it receives the teacher's embeddings, the chosen layers
+(renumbered) and every other weight unchanged.
 """
 
 from __future__ import annotations
@@ -76,11 +77,13 @@ def keep_layers(backbone: PreTrainedModel, layers: list[int]) -> PreTrainedModel
         raise ModelError(f"key 'model.student_layers': a '{config.model_type}' encoder with layers {layers} kept "
                          f"cannot be built ({type(exc).__name__}: {exc})") from exc
     source = backbone.state_dict()
-    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
+    # The layer list, and the lists that hold one part of each layer beside it (XLM's ffns and layer norms).
+    lists = "|".join(re.escape(name) for name in (prefix, *quirks.parallel_layer_lists))
+    pattern = re.compile(rf"^({lists})\.(\d+)\.(.*)$")
     mapped = {}
     for key in student.state_dict():
         match = pattern.match(key)
-        mapped[key] = source[f"{prefix}.{layers[int(match.group(1))]}.{match.group(2)}" if match else key]
+        mapped[key] = source[f"{match.group(1)}.{layers[int(match.group(2))]}.{match.group(3)}" if match else key]
     student.load_state_dict(mapped, strict=True)
     return student
 
