@@ -224,6 +224,37 @@ def test_a_student_with_feature_terms_is_checked_against_its_online_teachers(tmp
         check_online_teachers(settings("soft_ce", "hidden_mse"))
 
 
+def test_a_feature_term_on_an_encoder_whose_features_cannot_be_read_is_refused_by_key(tmp_path):
+    """An ALBERT student with hidden_mse: refused before the first stage, naming the objective's key and why (before,
+    preflight let it through and the distillation stage refused it after the teacher had trained)."""
+    from pydantic import BaseModel
+    from transformers import AlbertConfig, BertConfig
+
+    from multidistill.recipes.config import StudentSection, TeacherSection
+    from multidistill.recipes.preflight import check_feature_losses
+
+    class Settings(BaseModel):
+        teacher: TeacherSection
+        student: StudentSection
+
+    BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64).save_pretrained(tmp_path / "teacher")
+    AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64).save_pretrained(tmp_path / "albert")
+
+    def settings(student: str, *terms: str) -> Settings:
+        objective = ObjectiveConfig(classification=[LossTerm(loss=term) for term in terms])
+        return Settings(teacher=TeacherSection(model_dirs=[str(tmp_path / "teacher")]),
+                        student=StudentSection(model=ModelConfig(name_or_path=str(tmp_path / student)),
+                                               objective=objective))
+
+    check_feature_losses(settings("albert", "soft_ce"))  # no feature term: its family is never read
+    check_feature_losses(settings("teacher", "soft_ce", "hidden_mse"))
+    with pytest.raises(ConfigError, match=r"key 'student.objective': feature distillation cannot read a 'albert' "
+                                          r"encoder: ALBERT runs one shared layer"):
+        check_feature_losses(settings("albert", "soft_ce", "hidden_mse"))
+
+
 # --- summaries -----------------------------------------------------------------------------------------------------
 
 

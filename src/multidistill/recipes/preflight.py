@@ -57,14 +57,12 @@ def check_model_path(name_or_path: str | None, key: str) -> None:
 
 def _encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -> ModelDims | None:
     """The sizes a feature loss is built from, read from the encoder's config (its kept layers where cut); None
-    where that cannot be read here (the stage then checks)."""
+    where that cannot be read here (the stage then checks). A family whose features cannot be read, or a config
+    without a value its features need, is a ConfigError (`family_of`)."""
     config = _encoder_config(source, trust_remote_code)
     if config is None:
         return None
-    try:
-        dims = model_dims(config)
-    except ConfigError:  # a family feature distillation does not know: the stage says so, by name
-        return None
+    dims = model_dims(config)
     return replace(dims, num_layers=len(cut)) if cut else dims
 
 
@@ -91,8 +89,11 @@ def check_feature_losses(settings: BaseModel) -> None:
         of_teacher = model.name_or_path == TEACHER_REF  # a student of `@teacher` is cut from the cut teacher
         source = teacher[0] if of_teacher else model.name_or_path
         cut = model.student_layers or (teacher[1] if of_teacher else None)
-        dims = {"student": _encoder_dims(source, cut, model.trust_remote_code),
-                "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+        try:  # before the first stage: an unreadable family otherwise fails after the teacher has trained
+            dims = {"student": _encoder_dims(source, cut, model.trust_remote_code),
+                    "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+        except ConfigError as exc:
+            raise ConfigError(f"key '{key}.objective': {exc}") from exc
         if None in dims.values():
             continue
         for term in terms:
