@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -205,6 +206,9 @@ def _print_plan(plan, output_dir: str) -> None:
     for row in plan.stages:
         table.add_row(Text(row.name), Text(row.action, style=styles.get(row.action, "")), Text(row.why))
     console.print(table)
+    counts = Counter(row.action for row in plan.stages)
+    console.print(f"{len(plan.stages)} stage{'s' * (len(plan.stages) != 1)} checked: "
+                  + ", ".join(f"{counts[action]} {action}" for action in styles if counts[action]))
     if plan.stopped:
         console.print(Text(f"checked as far as a run can be told in advance: {plan.stopped}"))
     else:
