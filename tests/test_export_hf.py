@@ -32,7 +32,44 @@ FAMILIES = {
     "deberta-v2": {"model_type": "deberta-v2", "pad_token_id": 0, "type_vocab_size": 0, "relative_attention": True,
                    "pos_att_type": ["p2c", "c2p"], "position_buckets": 16, "max_relative_positions": -1,
                    "norm_rel_ebd": "layer_norm", "position_biased_input": False, "pooler_hidden_act": "tanh"},
+    "deberta": {"model_type": "deberta", "pad_token_id": 0, "type_vocab_size": 0, "relative_attention": True,
+                "pos_att_type": ["p2c", "c2p"], "max_relative_positions": -1, "position_biased_input": False,
+                "pooler_hidden_act": "tanh"},
+    "ernie": {"model_type": "ernie"},
+    "data2vec-text": {"model_type": "data2vec-text", "type_vocab_size": 1, "pad_token_id": 0},
+    "xmod": {"model_type": "xmod", "type_vocab_size": 1, "pad_token_id": 0, "languages": ["en_XX", "de_DE"],
+             "default_language": "de_DE"},
+    "layoutlm": {"model_type": "layoutlm", "max_2d_position_embeddings": 64},
+    "roc_bert": {"model_type": "roc_bert", "pronunciation_vocab_size": 10, "shape_vocab_size": 10,
+                 "pronunciation_embed_dim": 8, "shape_embed_dim": 8},
+    "rembert": {"model_type": "rembert", "input_embedding_size": 16, "output_embedding_size": 16},
+    # MobileBERT's bottlenecks (narrower attention) and NoNorm layers: no LayerNorm bounds its [CLS] vector.
+    "mobilebert": {"model_type": "mobilebert", "embedding_size": 16, "true_hidden_size": 16,
+                   "intra_bottleneck_size": 16, "num_feedforward_networks": 2},
+    "luke": {"model_type": "luke", "pad_token_id": 0, "entity_vocab_size": 8, "entity_emb_size": 16},
+    "ibert": {"model_type": "ibert", "type_vocab_size": 1, "pad_token_id": 0, "quant_mode": False},
+    "big_bird": {"model_type": "big_bird", "pad_token_id": 0, "attention_type": "original_full",
+                 "hidden_act": "gelu_new"},
+    "roberta-prelayernorm": {"model_type": "roberta-prelayernorm", "type_vocab_size": 1, "pad_token_id": 0},
+    "xlm-roberta-xl": {"model_type": "xlm-roberta-xl", "type_vocab_size": 1, "pad_token_id": 0},
+    "megatron-bert": {"model_type": "megatron-bert"},
+    "roformer": {"model_type": "roformer", "embedding_size": 32, "hidden_act": "relu"},
+    "esm": {"model_type": "esm", "pad_token_id": 0, "mask_token_id": 4, "token_dropout": False,
+            "position_embedding_type": "rotary", "emb_layer_norm_before": False},
+    "nomic_bert": {"model_type": "nomic_bert", "pad_token_id": 0},
+    "gte": {"model_type": "gte", "pad_token_id": 0},
+    "jina_embeddings_v3": {"model_type": "jina_embeddings_v3", "pad_token_id": 0, "type_vocab_size": 1},
+    "eurobert": {"model_type": "eurobert", "pad_token_id": 0, "num_key_value_heads": 1},
+    "esmc": {"model_type": "esmc", "pad_token_id": 0},
+    "ultrabert": {"model_type": "ultrabert", "pad_token_id": 0},
+    "xlm": {"model_type": "xlm", "pad_index": 0, "n_langs": 1},
+    "flaubert": {"model_type": "flaubert", "pad_index": 0, "n_langs": 1, "layerdrop": 0.0},
 }
+# Families of the table beyond the first ones above: each is exported once (single texts and pairs in turn; the
+# pair and regression paths do not depend on the family), a few also with a regression head.
+MORE_FAMILIES = ("deberta", "ernie", "data2vec-text", "xmod", "layoutlm", "roc_bert", "rembert", "mobilebert", "luke",
+                 "ibert", "big_bird", "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "roformer", "esm",
+                 "nomic_bert", "gte", "jina_embeddings_v3", "eurobert", "esmc", "ultrabert", "xlm", "flaubert")
 TEXTS = [
     ("the movie was great", "the movie was great"),
     ("awful plot and a boring actor , the worst film", "it was fine"),
@@ -49,13 +86,17 @@ def _tokenizer(tiny_model_dir: Path):
 
 
 def _perturb(model: MultiTaskModel, seed: int = 0) -> MultiTaskModel:
-    """Non-trivial LayerNorms and heads, so the export is tested away from the default initialisation."""
+    """Non-trivial norms (torch's LayerNorm and the families' own LayerNorms, RMSNorms, NoNorms) and heads, so the
+    export is tested away from the default initialisation."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+            weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+            if isinstance(module, torch.nn.LayerNorm) or (type(module).__name__.endswith("Norm")
+                                                          and isinstance(weight, torch.Tensor) and weight.dim() == 1):
+                weight.copy_(1 + 0.5 * torch.randn(weight.shape, generator=generator))
+                if isinstance(bias, torch.Tensor):
+                    bias.copy_(0.3 * torch.randn(bias.shape, generator=generator))
         for head in model.heads.values():
             head.out.weight.copy_(torch.randn(head.out.weight.shape, generator=generator))
             head.out.bias.copy_(torch.randn(head.out.bias.shape, generator=generator))
@@ -107,6 +148,8 @@ def _compare(model_dir: Path, out: Path, task: Task, atol: float = 1e-4) -> None
 @pytest.mark.parametrize(("family", "task"), [
     ("bert", SENT), ("bert", PAIR), ("bert", REG), ("roberta", PAIR), ("xlm-roberta", SENT), ("electra", SENT),
     ("electra", REG), ("distilbert", PAIR), ("mpnet", PAIR), ("deberta-v2", SENT), ("deberta-v2", REG),
+    *((family, (SENT, PAIR)[i % 2]) for i, family in enumerate(MORE_FAMILIES)),
+    ("big_bird", REG), ("xlm", REG), ("eurobert", REG),
 ])
 def test_export_loads_as_a_stock_model_and_predicts_the_same(family, task, tiny_model_dir, tmp_path):
     model_dir = build_model(tiny_model_dir, tmp_path / "model", family, (task,))
@@ -127,8 +170,73 @@ def test_export_loads_as_a_stock_model_and_predicts_the_same(family, task, tiny_
     info = json.loads((out / "export.json").read_text())
     assert info["kind"] == "hf" and info["task"] == task.name and info["max_abs_diff"] <= 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "model"]  # no temporary folders left
-    if family == "deberta-v2":  # the source said tanh; the stock head written is the GELU one the export sets up
+    if family in ("deberta-v2", "deberta"):  # the source said tanh; the stock head is the GELU one the export sets up
         assert config["pooler_hidden_act"] == "gelu"
+    # heads the export lays out through the config: a first-token summary without activation, a pooler that passes
+    # [CLS] through, [CLS] pooling
+    expected = {"xlm": {"summary_type": "first", "summary_use_proj": True, "summary_proj_to_labels": True,
+                        "summary_activation": None},
+                "mobilebert": {"classifier_activation": False}, "eurobert": {"classifier_pooling": "bos"},
+                "ultrabert": {"classifier_pooling": "cls"}}.get(family, {})
+    assert {key: config.get(key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("family", [family for family in ("bert", *FAMILIES) if family not in (
+    "mobilebert", "ultrabert", "xlm", "flaubert")])  # their stock heads have no activation: no bound needed
+def test_every_activated_family_bounds_its_cls_vector_by_its_final_norm(family, tiny_model_dir, tmp_path):
+    """The offset / eps mapping holds for any input only when the pooled vector's bound comes from the norm that
+    outputs it (torch's LayerNorm, DeBERTa's own LayerNorm, EuroBERT's RMSNorm, I-BERT's IntLayerNorm), not from
+    the fallback multiple of what the check rows show (at least 50)."""
+    from multidistill.export.hf import _pooled_bound
+    from multidistill.models import load_model
+
+    model = load_model(build_model(tiny_model_dir, tmp_path / "model", family)).eval()
+    rows = [(a, None) for a, _ in TEXTS]
+    bound = _pooled_bound(model, SENT, _tokenizer(tiny_model_dir), rows, 24)
+    assert float(bound.max()) < 50 and len(set(bound.tolist())) > 1
+
+
+def test_a_norm_that_normalises_nothing_gives_no_bound():
+    """MobileBERT's NoNorm (x * weight + bias) computes neither a LayerNorm nor an RMSNorm: no bound, whatever its
+    name; torch's RMSNorm gets |gamma| sqrt(H)."""
+    from transformers.models.mobilebert.modeling_mobilebert import NoNorm
+
+    from multidistill.export.hf import _norm_bound
+
+    x = torch.randn(2, 3, 4)
+    no_norm = NoNorm(4)
+    assert _norm_bound(no_norm, x, no_norm(x), 4) is None
+    rms = torch.nn.RMSNorm(4, eps=1e-6)
+    with torch.no_grad():
+        rms.weight.copy_(torch.tensor([1.0, -2.0, 0.5, 3.0]))
+    assert torch.allclose(_norm_bound(rms, x, rms(x), 4), torch.tensor([2.0, 4.0, 1.0, 6.0]).double())
+
+
+def test_offset_activations_are_the_identity_beyond_the_margin():
+    from transformers.activations import ACT2FN
+
+    from multidistill.export.hf import OFFSET_ACTIVATIONS, OFFSET_MARGIN
+
+    z = torch.cat([torch.linspace(OFFSET_MARGIN, 1000.0, 100001), torch.logspace(3, 9, 1001)]).float()
+    for name in OFFSET_ACTIVATIONS:
+        with torch.no_grad():
+            assert torch.equal(ACT2FN[name](z), z), name
+    assert not torch.equal(ACT2FN["silu"](z), z)  # why SiLU is not among them
+
+
+def test_a_head_applying_an_activation_that_is_never_the_identity_is_refused(tiny_model_dir, tmp_path):
+    """BigBird's and RoFormer's stock heads apply the encoder's hidden_act, which the export cannot change: one that
+    is never the identity (SiLU) is refused before anything is written, naming it."""
+    FAMILIES["big_bird_silu"] = {**FAMILIES["big_bird"], "hidden_act": "silu"}
+    try:
+        model_dir = build_model(tiny_model_dir, tmp_path / "model", "big_bird_silu")
+    finally:
+        del FAMILIES["big_bird_silu"]
+    with pytest.raises(ModelError) as info:
+        export_hf(model_dir, tmp_path / "hf", skip_parity=True)
+    for fragment in ("'big_bird'", "hidden_act ('silu')", "gelu_new", "--format onnx"):
+        assert fragment in str(info.value), (fragment, str(info.value))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_the_bound_is_that_of_the_layernorm_the_pooled_vector_comes_from(tiny_model_dir, tmp_path):
@@ -242,6 +350,9 @@ def _bilstm(tiny_model_dir: Path, folder: Path) -> Path:
     ("bilstm", ModelError, ["BiLSTM student", "`model.pooling: cls`", "--format onnx"]),
     ("unknown task", UnknownTaskError, ["'nope'", "sent"]),
     ("other family", ModelError, ["'albert'", "supported", "--format onnx"]),
+    # a family of the feature table whose transformers has no sequence classifier
+    ("no stock classifier", ModelError, ["'bert-generation'", "supported: bert, roberta", "xlm, flaubert",
+                                         "--format onnx"]),
 ])
 def test_refusals_name_the_reason_and_leave_nothing(case, error, expected, tiny_model_dir, tmp_path):
     folder = tmp_path / "model"
@@ -254,11 +365,12 @@ def test_refusals_name_the_reason_and_leave_nothing(case, error, expected, tiny_
         build_model(tiny_model_dir, folder)
         task = "nope"
     else:
-        FAMILIES["albert"] = {"model_type": "albert", "embedding_size": 16}
+        name = "albert" if case == "other family" else "bert-generation"
+        FAMILIES[name] = {"model_type": name, "embedding_size": 16} if name == "albert" else {"model_type": name}
         try:
-            build_model(tiny_model_dir, folder, "albert")
+            build_model(tiny_model_dir, folder, name)
         finally:
-            del FAMILIES["albert"]
+            del FAMILIES[name]
     with pytest.raises(error) as info:
         export_hf(folder, tmp_path / "hf", task=task, skip_parity=True)
     for fragment in expected:

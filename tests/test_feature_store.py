@@ -242,6 +242,25 @@ def test_k_teachers_give_k_feature_sets_each_equal_to_its_online_teacher(world, 
     assert not torch.allclose(from_store[0].hidden_states[2], from_store[1].hidden_states[2])
 
 
+def test_teachers_of_two_sizes_are_refused_naming_both(world, tmp_path):
+    """A feature store holds one size of hidden states: a second teacher with 1 layer is refused by key (before,
+    sorting the two sizes for the message raised a TypeError)."""
+    from transformers import BertConfig, BertModel
+
+    raw, teacher, data_config = world
+    specs = [Task.model_validate(s) for s in raw["data"]["task_specs"]]
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "one-layer")
+    small = tmp_path / "small"
+    MultiTaskModel.from_backbone(str(tmp_path / "one-layer"), specs, max_length=32).save_pretrained(
+        small, AutoTokenizer.from_pretrained(teacher))
+    with pytest.raises(ConfigError, match=r"key 'hidden_layers': feature losses need teachers of one size, got "
+                                          r"hidden_size 32, 1 layers, 2 heads, hidden_size 32, 2 layers"):
+        build_signal_store([teacher, small], data_config, tmp_path / "two", max_length=32, hidden_layers=[1])
+    assert not (tmp_path / "two").exists()
+
+
 def test_hidden_states_a_store_cannot_hold_faithfully_are_refused():
     assert storable(np.array([[1.0, -2.5]], np.float32), "t").dtype == np.float16
     with pytest.raises(DataError, match="t: teacher hidden states contain NaN/inf"):

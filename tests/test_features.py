@@ -156,7 +156,9 @@ def test_hidden_states_equal_the_models_own_and_nothing_else_is_computed(family,
         assert torch.equal(ours, theirs)
     assert features.attention_scores is None and features.queries is None and features.keys is None
     assert features.values is None and features.logits is None and features.pooled is None
-    assert features.dims == ModelDims(HIDDEN, LAYERS, HEADS)
+    assert features.dims == model_dims(model.config)
+    assert (features.dims.hidden_size, features.dims.num_layers, features.dims.num_attention_heads) == \
+        (HIDDEN, LAYERS, HEADS)
     assert torch.equal(features.attention_mask, batch["attention_mask"])
     assert model.config._attn_implementation == implementation and hooks(model) == before
 
@@ -315,9 +317,16 @@ def test_unknown_or_headless_feature_names_are_refused():
         extract_features(model, **batch, want={"logits"})
 
 
+# Q/K/V widths (queries, keys, values) that are not HIDDEN: MobileBERT's 16-wide attention, EuroBERT's 2 key/value
+# heads (tests/test_qkv_widths.py checks them against the captured tensors).
+QKV_WIDTHS = {"mobilebert": (16, 16, 16), "eurobert": (HIDDEN, 16, 16)}
+
+
 def test_model_dims_read_each_familys_config_keys():
     for family in CONFIGS:
-        assert model_dims(CONFIGS[family]()) == ModelDims(HIDDEN, LAYERS, HEADS)
+        query, key, value = QKV_WIDTHS.get(family, (HIDDEN,) * 3)
+        assert model_dims(CONFIGS[family]()) == ModelDims(HIDDEN, LAYERS, HEADS, query_width=query, key_width=key,
+                                                          value_width=value)
 
 
 # --- the models' own feature methods ----------------------------------------------------------

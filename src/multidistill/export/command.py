@@ -141,10 +141,10 @@ def export_command(
     with --min-agreement-int8). Load it with multidistill.export.onnx.OnnxModel.
 
     --format hf: each task as a stock Hugging Face folder (OUT/<task>/ for a multi-task model, OUT itself for
-    one task or --task), for Transformer models with [CLS] pooling (model.pooling: cls) over a BERT, RoBERTa,
-    XLM-R, CamemBERT, MPNet, ELECTRA, DistilBERT or DeBERTa-v2/v3 encoder; BiLSTM and mean-pooled models (the
-    demo's defaults) export to ONNX. Each folder is loaded back with AutoModelForSequenceClassification and its
-    logits must match ours within 1e-4 on the task's dev rows.
+    one task or --task), for Transformer models with [CLS] pooling (model.pooling: cls) over an encoder whose
+    family has a stock classification head (BERT, RoBERTa, XLM-R, DeBERTa, ELECTRA, MPNet and 26 more: the list
+    in docs/export.md); BiLSTM and mean-pooled models (the demo's defaults) export to ONNX. Each folder is loaded
+    back with AutoModelForSequenceClassification and its logits must match ours within 1e-4 on the task's dev rows.
 
     Every export folder has a model card (README.md) with the run's dev scores, its teacher's and the
     command that made it. An export that fails its check is not written.

@@ -8,12 +8,15 @@ identity on every input the encoder can produce, so the stock model computes our
 * tanh (BERT pooler; RoBERTa / XLM-R / CamemBERT / MPNet heads): the dense layer scales by a small ``eps`` so
   ``tanh(eps x) = eps x`` to float precision (the error is about ``(eps x)^3 / 3``), and the classifier
   weights are divided by ``eps``.
-* GELU (ELECTRA head, DeBERTa's pooler) and ReLU (DistilBERT): the dense layer adds a large offset ``c`` so
-  ``act(x + c) = x + c`` exactly, and the classifier bias absorbs ``-W c``.
+* GELU (ELECTRA head, DeBERTa's pooler, EuroBERT's head) and ReLU (DistilBERT), or whichever activation of
+  `OFFSET_ACTIVATIONS` the encoder's ``hidden_act`` names (BigBird's and RoFormer's heads apply it): the dense
+  layer adds a large offset ``c`` so ``act(x + c) = x + c`` exactly, and the classifier bias absorbs ``-W c``.
+* no activation at all (XLM / FlauBERT's first-token summary, MobileBERT's pooler without
+  ``classifier_activation``, Ultrabert's identity head): the classifier takes our weights as they are.
 
 How large ``|x|`` can get comes from the encoder's final LayerNorm: a LayerNorm output is bounded by
-``|gamma| sqrt(H - 1) + |beta|`` per dimension whatever the input, so the mapping holds for any text, not
-only for the rows it is checked on. After writing, the folder is loaded back with
+``|gamma| sqrt(H - 1) + |beta|`` per dimension whatever the input (an RMSNorm's by ``|gamma| sqrt(H)``), so the
+mapping holds for any text, not only for the rows it is checked on. After writing, the folder is loaded back with
 `AutoModelForSequenceClassification` and its logits are compared with ours (on the task's dev rows, or a
 few built-in sentences); a mismatch leaves nothing on disk.
 
@@ -57,6 +60,10 @@ MAX_EPS = 1e-3
 # ReLU / GELU families: every pre-activation is at least this far above zero (GELU(z) = z for z >= 10
 # in float32: 1 - Phi(10) is about 8e-24).
 OFFSET_MARGIN = 10.0
+# Activations (transformers' ACT2FN names) that give act(z) = z exactly in float32 for every z >= OFFSET_MARGIN: a
+# head that applies one of them takes the offset mapping. (SiLU does not: silu(10) is 10 - 4.5e-4.)
+OFFSET_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_fast", "gelu_python", "gelu_pytorch_tanh", "gelu_python_tanh",
+                      "gelu_accurate", "quick_gelu", "mish", "leaky_relu", "linear")
 
 CHECK_SENTENCES: tuple[str, ...] = (
     "the movie was great and the actors were fun",
@@ -75,7 +82,8 @@ CHECK_BATCH = 64
 
 ONNX_HINT = "export it with `multidistill export --format onnx` instead, which keeps the model as it is (all tasks)"
 # What can export, and the config option that trains such a model; every refusal of an unsuitable model says it.
-EXPORTABLE = ("only Transformer models with [CLS] pooling over a " + "/".join(STOCK_FAMILIES) + " encoder export to "
+EXPORTABLE = ("only Transformer models with [CLS] pooling over an encoder of a family with a stock classification "
+              "head (" + ", ".join(STOCK_FAMILIES) + ") export to "
               "Hugging Face: train one with `model.pooling: cls` (a recipe's student: "
               "`--set student.model.pooling=cls`; the demo's Transformer student: "
               "`--set transformer.model.pooling=cls`)")
@@ -240,7 +248,22 @@ def _family(model, model_dir: Path) -> StockHead:
     if model_type not in STOCK_FAMILIES:
         raise ModelError(f"{model_dir}: cannot export a '{model_type}' encoder as a plain Hugging Face "
                          f"classifier (supported: {', '.join(STOCK_FAMILIES)}); {ONNX_HINT}")
-    return FAMILIES[model_type].stock_head
+    family = FAMILIES[model_type].stock_head
+    activation = head_activation(family, model.backbone.config)
+    if activation not in ("tanh", "identity", *OFFSET_ACTIVATIONS):
+        key = family.activation.removeprefix("config.")
+        raise ModelError(f"{model_dir}: the stock '{model_type}' classification head applies the encoder's "
+                         f"{key} ({activation!r}), which no choice of its weights turns into the identity on the "
+                         f"[CLS] vector (supported: tanh, {', '.join(OFFSET_ACTIVATIONS)}); {ONNX_HINT}")
+    return family
+
+
+def head_activation(family: StockHead, config) -> str:
+    """The activation ``family``'s stock head applies under ``config``: its own, or the one a config key names."""
+    if not family.activation.startswith("config."):
+        return family.activation
+    value = getattr(config, family.activation.removeprefix("config."), None)
+    return value if isinstance(value, str) else repr(value)
 
 
 def _eval_rows(task: Task, data: DataConfig, limit: int) -> list[tuple[str, str | None]]:
@@ -314,17 +337,27 @@ def _build_hf_model(model, task: Task, family: StockHead, config, tokenizer, row
     if missing or loaded.unexpected_keys:
         raise ModelError(f"the encoder's weights do not fit {type(hf_model).__name__}: missing {missing[:5]}, "
                          f"unexpected {list(loaded.unexpected_keys)[:5]}; {ONNX_HINT}")
-    dense, out = _layer(hf_model, family.dense), _layer(hf_model, family.out)
+    out = _layer(hf_model, family.out)
     head = model.heads[task.name].out
     weight = head.weight.detach().double()
     bias = head.bias.detach().double()
     hidden = weight.shape[1]
+    if tuple(out.weight.shape) != tuple(weight.shape):  # e.g. an XLM summary projecting to hidden_size
+        raise ModelError(f"the stock head's {family.out} is {tuple(out.weight.shape)}, not {tuple(weight.shape)} "
+                         f"as the task's head; {ONNX_HINT}")
+    activation = head_activation(family, config)
+    if activation == "identity":  # the [CLS] vector goes straight to the stock classifier
+        with torch.no_grad():
+            out.weight.copy_(weight)
+            out.bias.copy_(bias)
+        return hf_model.eval()
+    dense = _layer(hf_model, family.dense)
     if tuple(dense.weight.shape) != (hidden, hidden):  # e.g. a DeBERTa config with another pooler_hidden_size
         raise ModelError(f"the stock head's {family.dense} is {tuple(dense.weight.shape)}, not ({hidden}, {hidden}) "
                          f"as the encoder's [CLS] vector needs; {ONNX_HINT}")
     bound = _pooled_bound(model, task, tokenizer, rows[:CHECK_BATCH], max_length)
     with torch.no_grad():
-        if family.activation == "tanh":
+        if activation == "tanh":
             eps = min(MAX_EPS, max(MIN_EPS, math.sqrt(3 * TANH_RELATIVE_ERROR) / float(bound.max())))
             dense.weight.copy_(torch.eye(hidden, dtype=torch.float64) * eps)
             dense.bias.zero_()
@@ -362,26 +395,65 @@ def _our_logits(model, task: Task, encoded: dict[str, torch.Tensor]):
                  token_type_ids=encoded.get("token_type_ids"))
 
 
+def _is_norm(module: nn.Module) -> bool:
+    """torch's LayerNorm or RMSNorm, or a module named like a norm with a per-dimension weight (DeBERTa's LayerNorm,
+    EuroBERT's RMSNorm); what such a module computes is checked on its captured call (`_norm_bound`)."""
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        return True
+    weight = getattr(module, "weight", None)
+    return type(module).__name__.endswith("Norm") and isinstance(weight, torch.Tensor) and weight.dim() == 1
+
+
+def _norm_bound(layer: nn.Module, inputs, out: torch.Tensor, hidden: int) -> torch.Tensor | None:
+    """Per-dimension bound on |output| of a norm whatever its input: ``|gamma| sqrt(H - 1) + |beta|`` for a
+    LayerNorm (``(x - mean) / sqrt(var + eps)`` has no component beyond sqrt(H - 1)), ``|gamma| sqrt(H) + |beta|``
+    for an RMSNorm (``x / sqrt(mean(x^2) + eps)``). A module other than torch's must have computed one of the two on
+    its captured call; another computation (MobileBERT's NoNorm, a ``(1 + weight)`` variant) gives None."""
+    weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+    gamma = weight.detach().double().abs() if isinstance(weight, torch.Tensor) else torch.ones(hidden).double()
+    beta = bias.detach().double().abs() if isinstance(bias, torch.Tensor) else torch.zeros(hidden).double()
+    layer_norm = gamma * math.sqrt(max(hidden - 1, 1)) + beta
+    if isinstance(layer, nn.LayerNorm):
+        return layer_norm
+    if not isinstance(inputs, torch.Tensor) or inputs.shape != out.shape:
+        return None
+    eps = getattr(layer, "variance_epsilon", None) or getattr(layer, "eps", None) or 1e-6
+    scale = weight.detach().double() if isinstance(weight, torch.Tensor) else 1.0
+    shift = bias.detach().double() if isinstance(bias, torch.Tensor) else 0.0
+    x, got = inputs.detach().double(), out.detach().double()
+    centred = x - x.mean(-1, keepdim=True)
+    if not isinstance(layer, nn.RMSNorm) and torch.allclose(
+            got, scale * centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps) + shift,
+            rtol=1e-4, atol=1e-5):
+        return layer_norm
+    if torch.allclose(got, scale * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) + shift,
+                      rtol=1e-4, atol=1e-5):
+        return gamma * math.sqrt(hidden) + beta
+    return None
+
+
 def _pooled_bound(model, task: Task, tokenizer, rows, max_length: int) -> torch.Tensor:
-    """Per-dimension bound on |pooled vector| (float64): the bound of the LayerNorm whose output the pooled vector
-    is (the last one that gives it; DeBERTa registers its relative-embedding LayerNorm after the layers), else
-    (unknown layout) a generous multiple of what the check rows show."""
-    norms = [module for module in model.backbone.modules() if isinstance(module, nn.LayerNorm)]
-    captured: list[tuple[nn.LayerNorm, torch.Tensor]] = []
-    handles = [norm.register_forward_hook(lambda m, _i, out: captured.append((m, out))) for norm in norms]
+    """Per-dimension bound on |pooled vector| (float64): the bound of the LayerNorm (or RMSNorm) whose output the
+    pooled vector is (the last one that gives it; DeBERTa registers its relative-embedding LayerNorm after the
+    layers), else (unknown layout) a generous multiple of what the check rows show."""
+    norms = [module for module in model.backbone.modules() if _is_norm(module)]
+    captured: list[tuple[nn.Module, object, object]] = []
+    # I-BERT's IntLayerNorm returns (output, scaling factor)
+    handles = [norm.register_forward_hook(lambda m, i, out: captured.append(
+        (m, i[0] if i else None, out[0] if isinstance(out, tuple) and out else out))) for norm in norms]
     try:
         pooled = _our_logits(model, task, _encode(tokenizer, rows, max_length)).pooled
     finally:
         for handle in handles:
             handle.remove()
     seen = float(pooled.abs().max())
-    for layer, out in reversed(captured):
-        if out.dim() == 3 and out.shape[0] == pooled.shape[0] and out.shape[-1] == pooled.shape[-1] \
-                and torch.equal(out[:, 0], pooled):
-            hidden = pooled.shape[-1]
-            gamma = layer.weight.detach().double().abs() if layer.weight is not None else torch.ones(hidden).double()
-            beta = layer.bias.detach().double().abs() if layer.bias is not None else torch.zeros(hidden).double()
-            return torch.clamp(gamma * math.sqrt(max(hidden - 1, 1)) + beta, min=seen)
+    for layer, inputs, out in reversed(captured):
+        if isinstance(out, torch.Tensor) and out.dim() == 3 and out.shape[0] == pooled.shape[0] \
+                and out.shape[-1] == pooled.shape[-1] and torch.equal(out[:, 0], pooled):
+            bound = _norm_bound(layer, inputs, out, pooled.shape[-1])
+            if bound is None:
+                break
+            return torch.clamp(bound, min=seen)
     return torch.full((pooled.shape[-1],), 50.0 + 10.0 * seen, dtype=torch.float64)
 
 

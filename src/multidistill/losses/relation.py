@@ -1,9 +1,10 @@
 """`relation_kl`: MiniLMv2's multi-head self-attention relation distillation (Wang et al. 2021).
 
 For X in {queries, keys, values} of one teacher layer and one student layer, the concatenated heads (B, T, W) are
-re-split into R relation heads of size d_r = W / R on each side, R = softmax(X X^T / sqrt(d_r)) per relation head,
-and the loss is KL(R_T || R_S). Since R is the same on both sides, student and teacher may differ in width and in
-attention heads; each side is scaled by its own d_r.
+re-split into R relation heads of size d_r = W / R on each side (W is X's own width, `ModelDims.qkv_width`: keys and
+values are narrower than queries under grouped-query attention, and A * head size is not always H),
+R = softmax(X X^T / sqrt(d_r)) per relation head, and the loss is KL(R_T || R_S). Since R is the same on both sides,
+student and teacher may differ in width and in attention heads; each side is scaled by its own d_r.
 """
 
 from __future__ import annotations
@@ -30,13 +31,22 @@ def relation_log_probs(states: torch.Tensor, heads: int, key_mask: torch.Tensor)
     return masked_log_softmax(scores, key_mask)
 
 
+def _widths(dims: ModelDims) -> str:
+    """The Q/K/V widths of one side, in words: one number where the three are equal."""
+    widths = [dims.qkv_width(name) for name in RELATIONS]
+    if len(set(widths)) == 1:
+        return f"width {widths[0]}"
+    return ", ".join(f"{name} {width}" for name, width in zip(RELATIONS, widths, strict=True)) + " wide"
+
+
 @register_loss("relation_kl")
 class RelationKL(FeatureLoss):
     """sum over Q-Q, K-K, V-V of mean over relation heads and real rows of KL(R_T || R_S) (weight 1 each).
 
     Padded tokens are cropped on both axes: padded columns are masked out of the softmax and padded rows
     contribute nothing. Parameters: ``relation_heads`` (default 48, MiniLMv2's for base teachers; must divide
-    both widths), ``teacher_layer`` / ``student_layer`` (1..L; default the last layer of each).
+    each side's query, key and value widths, `ModelDims.qkv_width`), ``teacher_layer`` / ``student_layer`` (1..L;
+    default the last layer of each).
     """
 
     student_features = frozenset(RELATIONS)
@@ -46,12 +56,15 @@ class RelationKL(FeatureLoss):
                  teacher_layer: int | None = None, student_layer: int | None = None) -> None:
         super().__init__(student_dims, teacher_dims)
         self.check_has_attention()
-        widths = (student_dims.hidden_size, teacher_dims.hidden_size)
+        # Each relation re-splits its own Q/K/V feature, whose width is not always H (MobileBERT's narrower
+        # attention, DeBERTa-v2's attention_head_size, grouped-query keys and values): R must divide all six.
+        widths = [dims.qkv_width(name) for dims in (student_dims, teacher_dims) for name in RELATIONS]
         if isinstance(relation_heads, bool) or not isinstance(relation_heads, int) or relation_heads < 1 or any(
                 width % relation_heads for width in widths):
             common = [n for n in range(1, math.gcd(*widths) + 1) if math.gcd(*widths) % n == 0]
-            raise self.config_error("relation_heads", f"{relation_heads!r} must divide both the student's width "
-                                    f"{widths[0]} and the teacher's {widths[1]}; choose one of {common}")
+            raise self.config_error("relation_heads", f"{relation_heads!r} must divide each Q/K/V width it re-splits: "
+                                    f"the student's {_widths(student_dims)} and the teacher's "
+                                    f"{_widths(teacher_dims)}; choose one of {common}")
         self.relation_heads = relation_heads
         self.student_layers = (self._layer("student_layer", student_layer, student_dims),)
         self.teacher_layers = (self._layer("teacher_layer", teacher_layer, teacher_dims),)

@@ -31,17 +31,43 @@ from multidistill.models.features import ModelDims
 @dataclass(frozen=True)
 class StockHead:
     """How a family's stock `AutoModelForSequenceClassification` head is laid out: [CLS] vector -> ``dense``
-    (hidden -> hidden) -> ``activation`` -> ``out`` (hidden -> labels). Paths are attributes of the stock model;
-    ``config`` holds config values the export writes so the head is this one (DeBERTa reads its activation from
-    the config)."""
+    (hidden -> hidden) -> ``activation`` -> ``out`` (hidden -> labels), or, with activation "identity", [CLS]
+    vector -> ``out`` (no dense layer). Paths are attributes of the stock model; ``config`` holds config values the
+    export writes so the head is this one (DeBERTa reads its activation from the config, XLM its summary's layout,
+    MobileBERT whether its pooler has a dense layer)."""
 
-    activation: str  # "tanh", "gelu" or "relu"
-    dense: str
+    # "tanh", "gelu", "relu", "identity", or "config.<key>": the activation the config's <key> names, for a head
+    # that applies the encoder's own activation (BigBird's, RoFormer's hidden_act), which the export cannot change
+    activation: str
+    dense: str | None
     out: str
     config: tuple[tuple[str, object], ...] = ()
 
 
 _TANH_PROJ = StockHead("tanh", "classifier.dense", "classifier.out_proj")  # RoBERTa-style classification head
+_HIDDEN_ACT_PROJ = StockHead("config.hidden_act", "classifier.dense", "classifier.out_proj")  # BigBird, RoFormer
+# DeBERTa's ContextPooler (dense + the config's pooler_hidden_act) and a linear classifier.
+_CONTEXT_POOLER = StockHead("gelu", "pooler.dense", "classifier", config=(("pooler_hidden_act", "gelu"),))
+
+
+def _pooler_head(base: str) -> StockHead:
+    """BERT's layout: the base model's pooler (dense + tanh on [CLS]) and a linear classifier."""
+    return StockHead("tanh", f"{base}.pooler.dense", "classifier")
+
+
+# XLM / FlauBERT: a sequence summary of the first token projected straight to the labels, without activation.
+_FIRST_TOKEN_SUMMARY = StockHead("identity", None, "sequence_summary.summary", config=(
+    ("summary_type", "first"), ("summary_use_proj", True), ("summary_proj_to_labels", True),
+    ("summary_activation", None)))
+# The stock heads of the families built in FAMILIES' generators (Llama-style encoders, XLM and FlauBERT): EuroBERT's
+# pools [CLS] ("bos") into dense + GELU + classifier, Ultrabert's ("cls") into an identity and a classifier.
+_GENERATED_STOCK_HEADS: dict[str, StockHead] = {
+    "nomic_bert": _pooler_head("nomic_bert"), "gte": _pooler_head("gte"), "jina_embeddings_v3": _TANH_PROJ,
+    "eurobert": StockHead("gelu", "dense", "classifier", config=(("classifier_pooling", "bos"),)),
+    "esmc": _TANH_PROJ,
+    "ultrabert": StockHead("identity", None, "classifier", config=(("classifier_pooling", "cls"),)),
+    "xlm": _FIRST_TOKEN_SUMMARY, "flaubert": _FIRST_TOKEN_SUMMARY,
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,11 @@ class EncoderFamily:
     hidden_size_key: str = "hidden_size"
     num_layers_key: str = "num_hidden_layers"
     num_heads_key: str = "num_attention_heads"
+    # Q/K/V widths (`model_dims`): A heads of head size config[head_size_key] where the config sets it, else
+    # config[attention_size_key or hidden_size_key] // A; keys and values have config[kv_heads_key] heads where set.
+    head_size_key: str | None = None
+    attention_size_key: str | None = None
+    kv_heads_key: str | None = None
     score: str = "Q K^T / sqrt(d) + mask"  # what the captured pre-softmax score is (docs/features.md)
     stock_head: StockHead | None = None  # None: its stock classifier cannot express our linear head exactly
     ort_fusion: str | None = None  # onnxruntime transformer-optimizer model type for `export --graph fused`
@@ -88,6 +119,7 @@ class EncoderFamily:
 
 
 _ROTARY = "rotary(Q) rotary(K)^T / sqrt(d) + mask"
+_GROUPED_QUERY = ("eurobert", "esmc", "ultrabert")  # k_proj and v_proj give num_key_value_heads heads
 _BERT_LIKE = {"layers": "encoder.layer", "attention": "attention.self", "query": "attention.self.query",
               "key": "attention.self.key", "value": "attention.self.value"}
 
@@ -116,68 +148,76 @@ FAMILIES: dict[str, EncoderFamily] = {
         # stock classifier is a ContextPooler (dense + the config's pooler_hidden_act) and a linear layer.
         EncoderFamily("deberta-v2", layers="encoder.layer", attention="attention.self",
                       query="attention.self.query_proj", key="attention.self.key_proj",
-                      value="attention.self.value_proj",
+                      value="attention.self.value_proj", head_size_key="attention_head_size",
                       score="Q K^T / sqrt(d * (1 + len(pos_att_type))) + c2p + p2c relative terms; masked rows and "
                             "columns",
-                      stock_head=StockHead("gelu", "pooler.dense", "classifier",
-                                           config=(("pooler_hidden_act", "gelu"),))),
+                      stock_head=_CONTEXT_POOLER),
         # Rotary embeddings are applied to Q and K inside the attention, after the Wqkv projection. Its stock head
         # LayerNorms the dense output, which no choice of weights makes the identity: no stock_head.
         EncoderFamily("modernbert", layers="layers", attention="attn", fused_qkv="attn.Wqkv",
                       score="rotary(Q) rotary(K)^T / sqrt(d) + mask; sliding-window layers also mask keys beyond "
                             "the window"),
         # DeBERTa v1: one bias-free in_proj whose output is, head after head, [q | k | v]; the attention adds q_bias
-        # and v_bias. Scores as DeBERTa-v2's (its relative terms are not bucketed).
+        # and v_bias. Scores as DeBERTa-v2's (its relative terms are not bucketed); its stock classifier too.
         EncoderFamily("deberta", layers="encoder.layer", attention="attention.self",
                       fused_qkv="attention.self.in_proj", fused_layout="per_head",
                       added_bias=(("queries", "attention.self.q_bias"), ("values", "attention.self.v_bias")),
                       score="Q K^T / sqrt(d * (1 + len(pos_att_type))) + c2p + p2c relative terms; masked rows and "
-                            "columns"),
+                            "columns",
+                      stock_head=_CONTEXT_POOLER),
         # BERT's modules under other names: ERNIE (task-type embeddings), RoBERTa's pretraining family (Data2Vec,
         # X-MOD with its language adapters after attention), BERT-generation (no segment embeddings), LayoutLM
         # (2-D position embeddings of boxes, zero when none are given), RoCBert (pronunciation and glyph
         # embeddings, absent from text batches), Splinter, RemBERT and MobileBERT (embeddings and attention
         # narrower than the hidden states: MobileBERT's Q/K/V are true_hidden_size wide, read from bottlenecks).
-        EncoderFamily("ernie", **_BERT_LIKE),
-        EncoderFamily("data2vec-text", **_BERT_LIKE),
+        # Stock heads: BERT's pooler + classifier, or RoBERTa's classification head (Data2Vec, X-MOD); BERT-generation
+        # and Splinter have no sequence classifier; MobileBERT's pooler passes [CLS] through unchanged without
+        # classifier_activation.
+        EncoderFamily("ernie", **_BERT_LIKE, stock_head=_pooler_head("ernie")),
+        EncoderFamily("data2vec-text", **_BERT_LIKE, stock_head=_TANH_PROJ),
         EncoderFamily("xmod", **_BERT_LIKE, needs=(ConfigNeed(
             "default_language", None, "X-MOD routes every token through a per-language adapter, and text batches "
             "carry no lang_ids; set default_language in the checkpoint's config.json to one of its "
-            "config.languages"),)),
+            "config.languages"),), stock_head=_TANH_PROJ),
         EncoderFamily("bert-generation", **_BERT_LIKE),
-        EncoderFamily("layoutlm", **_BERT_LIKE),
-        EncoderFamily("roc_bert", **_BERT_LIKE),
+        EncoderFamily("layoutlm", **_BERT_LIKE, stock_head=_pooler_head("layoutlm")),
+        EncoderFamily("roc_bert", **_BERT_LIKE, stock_head=_pooler_head("roc_bert")),
         EncoderFamily("splinter", **_BERT_LIKE),
-        EncoderFamily("rembert", **_BERT_LIKE),
-        EncoderFamily("mobilebert", **_BERT_LIKE),
+        EncoderFamily("rembert", **_BERT_LIKE, stock_head=_pooler_head("rembert")),
+        EncoderFamily("mobilebert", **_BERT_LIKE, attention_size_key="true_hidden_size", stock_head=StockHead(
+            "identity", None, "classifier", config=(("classifier_activation", False),))),
         # LUKE with words only (text batches carry no entities) is BERT-like; entity tokens would add rows.
-        EncoderFamily("luke", **_BERT_LIKE),
+        EncoderFamily("luke", **_BERT_LIKE, stock_head=_pooler_head("luke")),
         # I-BERT's quantised mode replaces softmax by an integer approximation; the float mode (quant_mode false)
         # is RoBERTa's attention. Its projections return (output, scale) in either mode (extract.py keeps output).
         EncoderFamily("ibert", **_BERT_LIKE, needs=(ConfigNeed(
             "quant_mode", (False,), "in quant_mode I-BERT's attention computes an integer approximation of "
-            "softmax, never the float scores; use the checkpoint with quant_mode false (the float weights)"),)),
+            "softmax, never the float scores; use the checkpoint with quant_mode false (the float weights)"),),
+                      stock_head=_TANH_PROJ),
         # Pre-LayerNorm stacks: each layer normalises before its attention, so Q/K/V are projections of the
         # normalised hidden state (the hidden states are the residual stream, as the models give them).
-        EncoderFamily("roberta-prelayernorm", **_BERT_LIKE),
-        EncoderFamily("xlm-roberta-xl", **_BERT_LIKE),
-        EncoderFamily("megatron-bert", **_BERT_LIKE),
+        EncoderFamily("roberta-prelayernorm", **_BERT_LIKE, stock_head=_TANH_PROJ),
+        EncoderFamily("xlm-roberta-xl", **_BERT_LIKE, stock_head=_TANH_PROJ),
+        EncoderFamily("megatron-bert", **_BERT_LIKE, stock_head=_pooler_head("bert")),
         # ESM(-2) rotates Q and K inside the attention when position_embedding_type is "rotary" (ESM-2's).
         EncoderFamily("esm", **_BERT_LIKE, score="Q K^T / sqrt(d) + mask; rotary(Q) rotary(K)^T / sqrt(d) + mask "
-                                                "with rotary positions (ESM-2)"),
-        EncoderFamily("roformer", **_BERT_LIKE, score="rotary(Q) rotary(K)^T / sqrt(d) + mask"),
+                                                "with rotary positions (ESM-2)", stock_head=_TANH_PROJ),
+        EncoderFamily("roformer", **_BERT_LIKE, score="rotary(Q) rotary(K)^T / sqrt(d) + mask",
+                      stock_head=_HIDDEN_ACT_PROJ),
         # BigBird's block-sparse attention never forms the (T, T) scores, pads the batch to whole blocks (its
         # hidden states then hold more tokens than the batch) and swaps its attention modules for full ones on
         # inputs too short for blocks, mid-forward.
         EncoderFamily("big_bird", **_BERT_LIKE, needs=(ConfigNeed(
             "attention_type", ("original_full",), "BigBird's block_sparse attention computes no (T, T) score "
             "matrix and pads the batch to whole blocks; set attention_type to \"original_full\" in the "
-            "checkpoint's config.json (the weights are the same)"),)),
+            "checkpoint's config.json (the weights are the same)"),), stock_head=_HIDDEN_ACT_PROJ),
         # Llama-style bidirectional encoders: rotary Q and K (ESM C also normalises them first); Ultrabert's
         # sliding-window layers mask keys beyond the window as ModernBERT's do. Under grouped-query attention
         # (num_key_value_heads < heads) keys and values are narrower than queries.
         *(EncoderFamily(model_type, layers="layers", attention="self_attn", query="self_attn.q_proj",
-                        key="self_attn.k_proj", value="self_attn.v_proj", score=score)
+                        key="self_attn.k_proj", value="self_attn.v_proj", score=score, head_size_key="head_dim",
+                        kv_heads_key="num_key_value_heads" if model_type in _GROUPED_QUERY else None,
+                        stock_head=_GENERATED_STOCK_HEADS.get(model_type))
           for model_type, score in (
               ("nomic_bert", _ROTARY), ("gte", _ROTARY), ("jina_embeddings_v3", _ROTARY), ("eurobert", _ROTARY),
               ("esmc", "rotary(norm(Q)) rotary(norm(K))^T / sqrt(d) + mask"),
@@ -186,7 +226,8 @@ FAMILIES: dict[str, EncoderFamily] = {
         # `layers` is the attention module itself. Language embeddings are added only when lang ids are given,
         # which text batches do not carry.
         *(EncoderFamily(model_type, layers="attentions", attention="", query="q_lin", key="k_lin", value="v_lin",
-                        hidden_size_key="emb_dim", num_layers_key="n_layers", num_heads_key="n_heads", needs=needs)
+                        hidden_size_key="emb_dim", num_layers_key="n_layers", num_heads_key="n_heads", needs=needs,
+                        stock_head=_GENERATED_STOCK_HEADS.get(model_type))
           for model_type, needs in (("xlm", ()), ("flaubert", (ConfigNeed(
               "layerdrop", (0, 0.0), "FlauBERT skips random layers while it trains (layerdrop), so a training "
               "student would give fewer hidden states and scores than it has layers; set layerdrop to 0 in the "
@@ -282,9 +323,21 @@ def family_of(config: PretrainedConfig) -> EncoderFamily:
     return family
 
 
+def _config_int(config: PretrainedConfig, key: str | None) -> int | None:
+    """``config.<key>`` as an int; None for no key or a value the config does not set."""
+    value = getattr(config, key, None) if key is not None else None
+    return None if value is None else int(value)
+
+
 def model_dims(config: PretrainedConfig) -> ModelDims:
-    """Hidden size, layer count and attention heads of a Hugging Face encoder, read through the family table."""
+    """Hidden size, layer count, attention heads and Q/K/V widths of a Hugging Face encoder, read through the family
+    table (the widths as the family's attention computes them: `EncoderFamily.head_size_key` and the keys after)."""
     family = family_of(config)
-    return ModelDims(hidden_size=int(getattr(config, family.hidden_size_key)),
-                     num_layers=int(getattr(config, family.num_layers_key)),
-                     num_attention_heads=int(getattr(config, family.num_heads_key)))
+    hidden = int(getattr(config, family.hidden_size_key))
+    heads = int(getattr(config, family.num_heads_key))
+    head_size = _config_int(config, family.head_size_key) or \
+        (_config_int(config, family.attention_size_key) or hidden) // max(heads, 1)
+    kv_width = (_config_int(config, family.kv_heads_key) or heads) * head_size
+    return ModelDims(hidden_size=hidden, num_layers=int(getattr(config, family.num_layers_key)),
+                     num_attention_heads=heads, query_width=heads * head_size, key_width=kv_width,
+                     value_width=kv_width)

@@ -24,16 +24,34 @@ class ModelDims:
 
     A BiLSTM student has ``num_attention_heads`` 0 and ``num_layers`` 1 (its LSTM stack's output), and its hidden
     state 0 (the word embeddings) is ``embedding_size`` wide, not ``hidden_size``.
+
+    ``query_width`` / ``key_width`` / ``value_width`` are the widths of the ``queries`` / ``keys`` / ``values``
+    features (A * head size; keys and values num_key_value_heads * head size under grouped-query attention). None,
+    the default, means ``hidden_size``; a width equal to ``hidden_size`` is stored as None, so sizes built with or
+    without them compare equal and older callers (and stored records without them) keep working.
     """
 
     hidden_size: int
     num_layers: int
     num_attention_heads: int
     embedding_size: int | None = None  # width of hidden state 0 where it is not hidden_size
+    query_width: int | None = None  # width of the queries where it is not hidden_size
+    key_width: int | None = None  # width of the keys where it is not hidden_size
+    value_width: int | None = None  # width of the values where it is not hidden_size
+
+    def __post_init__(self) -> None:
+        for name in ("query_width", "key_width", "value_width"):
+            if getattr(self, name) == self.hidden_size:
+                object.__setattr__(self, name, None)  # one spelling of "as wide as the hidden states"
 
     def width(self, layer: int) -> int:
         """The width of hidden state ``layer`` (0: the embedding output)."""
         return self.embedding_size if layer == 0 and self.embedding_size is not None else self.hidden_size
+
+    def qkv_width(self, name: str) -> int:
+        """The width of feature ``name`` ("queries", "keys" or "values"), all heads side by side."""
+        width = {"queries": self.query_width, "keys": self.key_width, "values": self.value_width}[name]
+        return self.hidden_size if width is None else width
 
 
 @dataclass

@@ -28,6 +28,7 @@ from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.evaluation.evaluate import predict
 from multidistill.models import MultiTaskModel
 from multidistill.models.backbone import load_tokenizer
+from multidistill.models.features import ModelDims
 from multidistill.teachers.feature_store import (
     FEATURE_DTYPE,
     FeatureSpec,
@@ -133,10 +134,12 @@ def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel]
     if len(set(hashes)) != 1:
         raise ConfigError("key 'hidden_layers': hidden states are stored per token, so the teachers must share one "
                           f"tokenizer; {teacher_dirs} use {len(set(hashes))} different ones")
-    dims = {t.model_dims() for t in teachers}
-    if len(dims) != 1:
-        raise ConfigError(f"key 'hidden_layers': feature losses need teachers of one size, got {sorted(dims)}")
-    dim = dims.pop()
+    # What the store records of the teachers' sizes (`FeatureSpec.record`): hidden states need no Q/K/V widths.
+    sizes = {(d.hidden_size, d.num_layers, d.num_attention_heads) for d in (t.model_dims() for t in teachers)}
+    if len(sizes) != 1:
+        shown = ", ".join(f"hidden_size {h}, {n} layers, {a} heads" for h, n, a in sorted(sizes))
+        raise ConfigError(f"key 'hidden_layers': feature losses need teachers of one size, got {shown}")
+    dim = ModelDims(*sizes.pop())
     layers = check_hidden_layers(list(hidden_layers), dim, teacher_dirs[0])
     return FeatureSpec(layers, dim, len(teachers), hashes[0], str(Path(teacher_dirs[0]).resolve()), length)
 
