@@ -181,6 +181,23 @@ def test_a_prototype_encoder_shorter_than_its_rows_is_refused_by_prototypes_max_
     metakd_plan(recipe, tmp_path, "prototypes.max_seq_length=20")
 
 
+def test_a_given_meta_teachers_prototypes_read_the_length_it_was_trained_with(tiny_run, tmp_path):
+    """With teacher.model_dirs the prototype encoder is the given meta-teacher, and its rows are as long as it was
+    trained with (recorded in its folder: 16 here), not 128: a 40-position meta-teacher is accepted."""
+    from multidistill.recipes.metakd.plan import prototype_length
+
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    given = save_teacher(tmp_path / "given", short_encoder(tmp_path / "short", positions=40),
+                         [task_specs(recipe)["reviews"]], ["books", "dvd"])
+    recipe["teacher"] = {"model_dirs": [str(given)]}
+    metakd_plan(recipe, tmp_path)
+    loaded = load_recipe(write(recipe, tmp_path), [])
+    assert prototype_length(loaded) == 16
+    with pytest.raises(ConfigError, match=r"key 'prototypes.max_seq_length': 41 tokens exceed the 40 positions of "
+                                          r"the prototype encoder .*given \(teacher.model_dirs.0\)"):
+        metakd_plan(recipe, tmp_path, "prototypes.max_seq_length=41")
+
+
 # --- preflight: online teachers' positions -------------------------------------------------------------------------
 
 

@@ -238,8 +238,8 @@ def test_a_late_stage_a_new_teacher_would_change_is_refused_before_that_teacher_
     shutil.rmtree(root / "teacher-seed-1")
     code, output = run_cli(monkeypatch, capsys, "run", str(path))
     flat = " ".join(output.split())
-    assert code == 2 and "stage 'signals'" in flat and "made from stage 'teacher-seed-1' as it was" in flat, output
-    assert "before stage 'teacher-seed-1'" in flat and not (root / "teacher-seed-1").exists()
+    assert code == 2 and "stage 'teacher-seed-1':" in flat and "but stage 'signals' was made from it" in flat, output
+    assert "or restore" in flat and not (root / "teacher-seed-1").exists()
 
 
 def test_a_stage_whose_data_was_edited_in_place_is_refused_naming_the_split(tiny_run, tmp_path, monkeypatch,
@@ -517,7 +517,9 @@ def test_a_dry_run_lists_what_a_run_would_do_and_writes_nothing(tiny_run, tmp_pa
     root = Path(recipe["output_dir"])
     code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run")
     flat = " ".join(output.split())
-    assert code == 0 and "teacher-seed-1 │ run" in flat and "nothing was run or written" in flat, output
+    assert code == 0 and "teacher-seed-1 │ run" in flat and "student │ run" in flat, output
+    assert "3 stages checked: 3 run" in flat and "every stage checked" in flat, output
+    assert "nothing was run or written" in flat
     assert not root.exists()
 
     assert run_cli(monkeypatch, capsys, "run", str(path))[0] == 0
@@ -534,7 +536,7 @@ def test_a_dry_run_lists_what_a_run_would_do_and_writes_nothing(tiny_run, tmp_pa
     shutil.rmtree(root / "student")
     code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run", "--set", "student.train.lr=1e-4")
     flat = " ".join(output.split())
-    assert code == 0 and "student │ run" in flat and "reads what a stage not run yet would write" in flat, output
+    assert code == 0 and "student │ run" in flat and "every stage checked" in flat, output
     (root / "student").mkdir()
     (root / "student" / "checkpoint").write_text("half")
     code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run")

@@ -394,20 +394,22 @@ def test_a_late_stage_of_other_settings_is_refused_before_the_first_stage_runs(t
     assert said.err.count("stage a: running") == 1 and said.err.count("note: said once") == 1
     assert said.out.count("the summary table") == 1
 
-    shutil.rmtree(tmp_path / "b")  # b is made again ...
+    shutil.rmtree(tmp_path / "b")  # b is to be made again, and c was made from it: refused before b runs
     calls.clear()
+    with pytest.raises(ConfigError, match="stage 'b': .*but stage 'c' was made from it as it was"):
+        StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 1}))
+    assert calls == [] and not (tmp_path / "b").exists()
+    # A late stage of other settings (c recorded before `made_from`, so only its settings tell): refused before b
+    # runs too, by the check pass.
+    record = json.loads((tmp_path / "c" / STAGE_MANIFEST).read_text())
+    del record["made_from"]
+    (tmp_path / "c" / STAGE_MANIFEST).write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="stage 'c': .*changed: config.n: 1 -> 2") as refused:
-        StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 2}))  # ... and c has other settings
+        StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 2}))
     assert calls == [] and not (tmp_path / "b").exists() and not any((tmp_path / PENDING).iterdir())
     assert any("before stage 'b'" in note for note in refused.value.__notes__)
     assert "stage b: running" not in capsys.readouterr().err
-
-    # The same settings: c was made from the b that is gone, so it is refused before b is made again ...
-    with pytest.raises(ConfigError, match=r"stage 'c': .*made from stage 'b' as it was before it was removed "
-                                          r"or replaced.*remove it \(and the stages after it\) or restore 'b'"):
-        StageRunner(tmp_path).run_all(_three_stages(calls, {"n": 1}))
-    assert calls == [] and not (tmp_path / "b").exists()
-    # ... and made again with it once removed; every line is said once.
+    # With c removed, b and c are made again; every line is said once.
     shutil.rmtree(tmp_path / "c")
     capsys.readouterr()
     runner = StageRunner(tmp_path)
@@ -423,38 +425,50 @@ def test_a_late_stage_of_other_settings_is_refused_before_the_first_stage_runs(t
 def test_a_stage_made_from_an_earlier_making_of_its_input_is_refused_and_older_records_stay_valid(tmp_path,
                                                                                                   capsys):
     """A stage's fingerprint is of its inputs' settings, not their contents: a teacher removed and trained again
-    with the same settings has the same fingerprint, so the stages made from the old one record which making they
-    read (`made_from`) and are refused (a derived one made again), finished or cut; records without it stay
-    valid."""
+    with the same settings has the same fingerprint. So each stage records which making of its inputs it read
+    (`made_from`): a teacher about to be made anew is refused while stages made from the old one remain (through
+    derived stages too), and a teacher replaced by another making refuses them when they are reached (a derived one
+    is made again), finished or cut. Records without `made_from` stay valid."""
     from multidistill.recipes.stages import stage_fingerprint
 
-    runner = StageRunner(tmp_path)
-    teacher = runner.run("teacher", {"lr": 1}, {}, _writes("old"))
-    inputs = {"teacher": stage_fingerprint(teacher)}
-    runner.run("student", {"lr": 2}, inputs, _writes("s"))
+    def recipe_stages(root: Path, teacher_text: str = "old", student=None):
+        runner = StageRunner(root)
+        teacher = runner.run("teacher", {"lr": 1}, {}, _writes(teacher_text))
+        inputs = {"teacher": stage_fingerprint(teacher)}
+        runner.run("student", {"lr": 2}, inputs, student or _writes("s"))
+        return runner, inputs
+
+    runner, inputs = recipe_stages(tmp_path)
     runner.run("scores", {}, inputs, _writes("scored old"), derived=True)
     student = json.loads((tmp_path / "student" / STAGE_MANIFEST).read_text())
     made = json.loads((tmp_path / "teacher" / STAGE_MANIFEST).read_text())["made"]
     assert student["made_from"] == {"teacher": made} and student["made"] != made
+    recipe_stages(tmp_path, student=lambda folder, resume: pytest.fail("ran again"))  # all reused
 
-    # The same recipe again: every stage reused.
-    runner = StageRunner(tmp_path)
-    for name, config in (("teacher", {"lr": 1}), ("student", {"lr": 2})):
-        runner.run(name, config, {} if name == "teacher" else inputs,
-                   lambda folder, resume: pytest.fail("ran again"))
+    # Removed: refused before it is made anew, naming the stage made from it (not the derived scores).
+    shutil.copytree(tmp_path / "teacher", tmp_path.parent / "teacher-backup")
+    shutil.rmtree(tmp_path / "teacher")
+    with pytest.raises(ConfigError, match=r"stage 'teacher': .*gone or empty, so this run would make it anew, but "
+                                          r"stage 'student' was made from it as it was.*or restore"):
+        StageRunner(tmp_path).run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran"))
+    assert not (tmp_path / "teacher").exists()
 
-    shutil.rmtree(teacher)
+    # Replaced by another making of the same settings (a copy from another run): refused when the student is
+    # reached; the derived scores are made again.
+    other, _ = recipe_stages(tmp_path / "elsewhere", "new")
+    shutil.copytree(tmp_path / "elsewhere" / "teacher", tmp_path / "teacher")
     runner = StageRunner(tmp_path)
-    runner.run("teacher", {"lr": 1}, {}, _writes("new"))
-    assert stage_fingerprint(teacher) == inputs["teacher"]  # nothing in the fingerprint tells the makings apart
-    with pytest.raises(ConfigError, match=r"stage 'student': .*made from stage 'teacher' as it was"):
+    runner.run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"))
+    with pytest.raises(ConfigError, match=r"stage 'student': .*made from stage 'teacher' as it was before it was "
+                                          r"removed or replaced; remove it \(and the stages after it\) or restore"):
         runner.run("student", {"lr": 2}, inputs, lambda folder, resume: pytest.fail("ran"))
     assert (tmp_path / "student" / "out.txt").read_text() == "s"
     runner.run("scores", {}, inputs, _writes("scored new"), derived=True)
     assert (tmp_path / "scores" / "out.txt").read_text() == "scored new"
-    assert "made from stage 'teacher' as it was" in " ".join(capsys.readouterr().err.split())
 
-    # A cut stage of the old teacher is not continued on the new one.
+    # A cut student of one making is not continued on another.
+    shutil.rmtree(tmp_path / "teacher")
+    shutil.copytree(tmp_path.parent / "teacher-backup", tmp_path / "teacher")
     shutil.rmtree(tmp_path / "student")
 
     def cut(folder: Path, resume: bool) -> None:
@@ -463,27 +477,54 @@ def test_a_stage_made_from_an_earlier_making_of_its_input_is_refused_and_older_r
         raise ModelError("stopped")
 
     with pytest.raises(ModelError):
-        runner.run("student", {"lr": 2}, inputs, cut)
-    shutil.rmtree(teacher)
-    runner = StageRunner(tmp_path)
-    runner.run("teacher", {"lr": 1}, {}, _writes("newer"))
+        recipe_stages(tmp_path, student=cut)
+    shutil.rmtree(tmp_path / "teacher")
+    with pytest.raises(ConfigError, match=r"stage 'teacher': .*but stage 'student' was made from it"):
+        StageRunner(tmp_path).run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran"))
+    shutil.copytree(tmp_path / "elsewhere" / "teacher", tmp_path / "teacher")
     with pytest.raises(ConfigError, match=r"stage 'student': .*holds an unfinished run made from stage 'teacher'"):
-        runner.run("student", {"lr": 2}, inputs, lambda folder, resume: pytest.fail("ran"))
+        recipe_stages(tmp_path, student=lambda folder, resume: pytest.fail("ran"))
 
     # Recorded before `made` and `made_from` existed: valid, and what reads them still records a making.
     shutil.rmtree(tmp_path / "student")
     shutil.rmtree(tmp_path / PENDING)
-    runner.run("student", {"lr": 2}, inputs, _writes("s2"))
+    shutil.rmtree(tmp_path / "scores")
+    recipe_stages(tmp_path)
     for name in ("teacher", "student"):
         record = json.loads((tmp_path / name / STAGE_MANIFEST).read_text())
         del record["made"], record["made_from"]
         (tmp_path / name / STAGE_MANIFEST).write_text(json.dumps(record))
-    runner = StageRunner(tmp_path)
-    runner.run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"))
-    runner.run("student", {"lr": 2}, inputs, lambda folder, resume: pytest.fail("ran again"))
+    runner, _ = recipe_stages(tmp_path, student=lambda folder, resume: pytest.fail("ran again"))
     runner.run("eval", {}, inputs, _writes("e"))
     assert json.loads((tmp_path / "eval" / STAGE_MANIFEST).read_text())["made_from"]["teacher"]
     StageRunner(tmp_path).run("teacher", {"lr": 1}, {}, lambda folder, resume: pytest.fail("ran again"))
+
+
+def test_a_stage_about_to_be_made_anew_is_refused_through_derived_stages_and_in_a_dry_run(tmp_path):
+    """Meta-KD's cross-fitted targets: fold signals -> a derived merged store -> students. A fold store removed
+    is refused before it is made again (the merged store would be remade, the students would not match it);
+    removing the students too lets it run. The check does not depend on how far a check pass gets."""
+    from multidistill.recipes.stages import stage_fingerprint
+
+    def recipe(runner: StageRunner) -> None:
+        fold = runner.run("fold", {"k": 1}, {}, _writes("f"))
+        merged = runner.run("merged", {}, {"fold": stage_fingerprint(fold)}, _writes("m"), derived=True)
+        (merged / "out.txt").read_text()  # read before the student: a check pass ends here on a fresh fold
+        runner.run("student", {}, {"merged": stage_fingerprint(merged)}, _writes("s"))
+
+    StageRunner(tmp_path).run_all(recipe)
+    shutil.rmtree(tmp_path / "fold")
+    with pytest.raises(ConfigError, match=r"stage 'fold': .*but stage 'student' was made from it"):
+        StageRunner(tmp_path).run_all(recipe)
+    assert not (tmp_path / "fold").exists() and (tmp_path / "merged" / "out.txt").is_file()
+    with pytest.raises(ConfigError, match=r"stage 'fold': .*student") as refused:
+        StageRunner(tmp_path).dry_run(recipe)
+    assert any("found by a dry run" in note for note in refused.value.__notes__)
+    shutil.rmtree(tmp_path / "student")
+    plan = StageRunner(tmp_path).dry_run(recipe)
+    assert [(row.name, row.action) for row in plan.stages] == [("fold", "run"), ("merged", "make again")]
+    StageRunner(tmp_path).run_all(recipe)
+    assert (tmp_path / "student" / STAGE_MANIFEST).is_file()
 
 
 # --- Ctrl-C and SIGTERM, in real processes --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from multidistill.errors import ConfigError
 from multidistill.models import load_model
 from multidistill.teachers.train import train_teacher
 from multidistill.training.run_dir import RUN_MARKER, claim_output_dir, claim_run_root, is_run_dir
-from multidistill.utils.lock import hold_lock, lock_path
+from multidistill.utils.lock import hold_lock, lock_path, refuse_if_locked
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -215,9 +215,14 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
             pass
         with pytest.raises(ConfigError, match="being written by another"), hold_lock(run, "output_dir"):
             pass
+        with pytest.raises(ConfigError, match=rf"being written by another multidistill process \(pid {child.pid}"):
+            refuse_if_locked(run, "output_dir")  # a dry run's check: reads the lock, takes nothing
     finally:
         child.kill()
         child.wait()
+    refuse_if_locked(run, "output_dir")  # released with its holder
+    refuse_if_locked(tmp_path / "elsewhere", "output_dir")  # no lock file: nothing to refuse, nothing written
+    assert not lock_path(tmp_path / "elsewhere").exists()
 
 
 def test_a_lock_left_by_a_killed_process_is_no_lock(tmp_path):

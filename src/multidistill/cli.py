@@ -199,9 +199,11 @@ def run_command(
 
 def _print_plan(plan, output_dir: str) -> None:
     """The table of `multidistill run --dry-run`: each stage checked and what a run would do with it."""
-    table = Table(title=f"what `multidistill run` would do in {output_dir}")
-    for column in ("stage", "a run would", "why"):
-        table.add_column(column, overflow="fold")
+    console.print(Text(f"output_dir: {output_dir}"))  # on its own line: whole, to copy
+    table = Table(title="what `multidistill run` would do")
+    table.add_column("stage", no_wrap=True)  # a stage name is a folder name: never split
+    table.add_column("a run would", no_wrap=True)
+    table.add_column("why", overflow="fold")
     styles = {"reuse": "green", "run": "bold", "resume": "yellow", "make again": "yellow"}
     for row in plan.stages:
         table.add_row(Text(row.name), Text(row.action, style=styles.get(row.action, "")), Text(row.why))

@@ -35,10 +35,12 @@ def plan_recipe(recipe: RecipeBase) -> RunPlan:
     be told before any stage runs, running and writing nothing in output_dir; a stage it would refuse, or bad
     input, raises as `run_recipe` would (`multidistill run --dry-run`)."""
     from multidistill.training.run_dir import check_run_root
+    from multidistill.utils.lock import refuse_if_locked
 
     refuse_several_processes("run")
     recipe = _checked(recipe)
     runner = StageRunner(Path(recipe.output_dir))
+    refuse_if_locked(runner.root, "output_dir")  # a run in progress: what it will leave cannot be told yet
     check_run_root(runner.root, legacy=("recipe.yaml",))
     return runner.dry_run(partial(recipe_entry(recipe.recipe).run, recipe))
 

@@ -42,7 +42,14 @@ from multidistill.recipes.common import (
 )
 from multidistill.recipes.config import BaselineSection, FinetuneSection, RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import (
+    STAGE_MANIFEST,
+    StageRunner,
+    console,
+    settings_payload,
+    stage_fingerprint,
+    stop_if_checking,
+)
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 from multidistill.utils.atomic import atomic_dir
@@ -197,6 +204,7 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
                                          objective=section.objective, signals=signals, inputs=student_inputs,
                                          feature_teachers_of=teacher_dirs)
 
+    stop_if_checking()  # every stage is checked: the rest reads what they wrote
     rows = teacher_rows(teacher_dirs)
     if not rows:
         rows["teacher"] = {"metrics": ensemble_metrics(signals, student_data)}

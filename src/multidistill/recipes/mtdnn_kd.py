@@ -24,7 +24,7 @@ from multidistill.recipes.common import (
 )
 from multidistill.recipes.config import RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.recipes.stages import StageRunner, stage_fingerprint, stop_if_checking
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
 
@@ -55,6 +55,7 @@ def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
                           data=data, max_examples=recipe.max_examples_per_task, objective=recipe.student.objective,
                           signals=signals, inputs={"signals": stage_fingerprint(signals)},
                           feature_teachers_of=teacher_dirs)
+    stop_if_checking()  # every stage is checked: the rest reads what they wrote
     rows = teacher_rows(teacher_dirs)
     if len(teacher_dirs) > 1:
         rows[f"ensemble of {len(teacher_dirs)}"] = {"metrics": ensemble_metrics(signals, data),

@@ -15,11 +15,12 @@ its name, settings, inputs and fingerprint. Running a recipe again:
 * a finished stage whose data changed since (a training, dev or test file edited in place) is refused too,
   naming the task split: each task split it read has its data fingerprint recorded in `stage.json` (`data`),
   outside the fingerprint, so stages recorded before that stay valid (they cannot be checked for it);
-* a finished or unfinished stage made from an earlier version of a stage it reads (that stage's folder removed
-  and made again, or a derived one replaced) is refused too, naming that stage: a stage's fingerprint is of its
-  inputs' settings, not of what they hold, so each finished stage records an id of its own making (`made`) and the
-  ids of the stages it read (`made_from`), both outside the fingerprint (stages recorded before that stay valid).
-  Inside `run_all` this refusal comes before the stage it names is made again.
+* a stage's fingerprint is of its inputs' settings, not of what they hold, so each finished stage records an id
+  of its own making (`made`), the ids of the stages it read (`made_from`) and whether it is derived, outside the
+  fingerprint (stages recorded before that stay valid). A stage about to be made anew (its folder gone or empty,
+  or a derived one replaced) is refused while a stage recorded in the run folder was made from it as it was,
+  directly or through derived stages, before anything runs; and a stage reached whose inputs are other makings
+  than the ones it read (a folder replaced by a copy of another run's) is refused naming them.
 
 A derived stage (scores, a benchmark: it only reads the stages before it) is made again instead of refused.
 Inside `StageRunner.run_all` (`multidistill run`), the stages after the first one to run are checked before it
@@ -349,6 +350,11 @@ class StageRunner:
                 resume, before = False, {"seconds": 0.0, "parts": 0}
             else:
                 resume, before, replace = _take_up(name, folder, pending, accepted, config, inputs, derived, sources)
+            if not resume:  # made anew: what was made from the stage as it was must not outlive it
+                old = {recorded["fingerprint"]} if replace is not None and manifest.is_file() else set()
+                self._refuse_stale_readers(name, {*accepted, *old}, f"{folder} is gone or empty, so this run would "
+                                           "make it anew" if replace is None else f"this run would make {folder} again "
+                                           f"(it {replace})", folder if replace is None else None)
         except ConfigError as exc:
             if self._planned is not None:  # the check pass's answer, not its end
                 self._refusal = exc
@@ -366,7 +372,7 @@ class StageRunner:
         if replace is not None:
             self._replace(name, folder, replace)
         made_from = {role: made for role, (_, made) in sources.items() if made is not None}
-        self._record(pending, name, accepted, config, inputs, before, made_from)
+        self._record(pending, name, accepted, config, inputs, before, made_from, derived)
         console.print(f"[bold]stage {name}: {'resuming' if resume else 'running'}[/bold] -> {folder}")
         started = time.perf_counter()
         try:
@@ -379,13 +385,41 @@ class StageRunner:
         made = uuid.uuid4().hex
         write_json(manifest, {"format_version": STAGE_VERSION, "name": name, "fingerprint": fingerprint,
                               "config": config, "inputs": inputs, **({"data": data} if data else {}),
-                              "made": made, "made_from": made_from,
+                              "made": made, "made_from": made_from, **({"derived": True} if derived else {}),
                               "seconds": seconds, "parts": before["parts"] + 1,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
         pending.unlink(missing_ok=True)
         self._made[fingerprint] = (name, made)
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
+
+    def _refuse_stale_readers(self, name: str, fingerprints: set[str], how: str, restore: Path | None) -> None:
+        """Before stage ``name`` is made anew (``how`` says why): refuse when a stage recorded in the run folder
+        (finished, or cut with a pending record) was made from it as it was (its `made_from` names the role whose
+        input is one of ``fingerprints``), directly or through derived stages (which would be made again from the
+        new one). Such a stage would otherwise be refused only after this one ran, or (read outside the stage
+        runner: MITKD's other arm) shown beside it. ``restore``: the folder whose old contents would also do."""
+        records = _stage_records(self.root)
+        frontier, seen, stale = set(fingerprints), set(), []
+        while frontier:
+            readers = [r for r in records if r["fingerprint"] not in seen and any(
+                value in frontier and role in r["made_from"] for role, value in r["inputs"].items())]
+            frontier = set()
+            for record in readers:
+                seen.add(record["fingerprint"])
+                if record["derived"]:  # made again from the new one in turn: follow it to its readers
+                    frontier.add(record["fingerprint"])
+                elif record["name"] not in stale:
+                    stale.append(record["name"])
+        if not stale:
+            return
+        one = len(stale) == 1
+        them = "it" if one else "them"
+        raise ConfigError(
+            f"stage '{name}': {how}, but {'stage' if one else 'stages'} {_stage_list(stale)} "
+            f"{'was' if one else 'were'} made from it as it was and would no longer match it; remove {them} (and the "
+            f"stages after {them}) to make {them} again from the new one"
+            + (f", or restore {restore} as it was" if restore is not None else ""))
 
     def _stand_in(self, name: str, folder: Path, fingerprint: str, *, fresh: bool) -> bool:
         """During a check pass, or at the first stage to run that no check looked at (inside `run_all`: it starts
@@ -425,12 +459,13 @@ class StageRunner:
 
     @staticmethod
     def _record(pending: Path, name: str, accepted: tuple[str, str], config: dict, inputs: dict[str, str],
-                before: dict, made_from: dict[str, str]) -> None:
+                before: dict, made_from: dict[str, str], derived: bool) -> None:
         """Write the record that stage ``name`` runs with these settings (``before``: the earlier runs' time;
         ``made_from``: the `made_id` of each stage it reads)."""
         pending.parent.mkdir(parents=True, exist_ok=True)
         write_json(pending, {"format_version": STAGE_VERSION, "name": name, "fingerprint": accepted[0],
-                             "config": config, "inputs": inputs, "made_from": made_from, **before})
+                             "config": config, "inputs": inputs, "made_from": made_from,
+                             **({"derived": True} if derived else {}), **before})
 
     def _stopped(self, exc: BaseException, name: str, folder: Path, pending: Path, rerun: str, before: dict,
                  seconds: float) -> None:
@@ -453,6 +488,25 @@ class StageRunner:
         done = [o.name for o in self.outcomes]
         if done:
             add_note(exc, f"finished stages kept and reused on a re-run: {', '.join(done)}")
+
+
+def _stage_records(root: Path) -> list[dict]:
+    """Every stage record in the run folder that says which makings of its inputs it read: finished stages'
+    `stage.json` and unfinished ones' pending records, as {name, fingerprint, inputs, made_from, derived}. Records
+    that cannot be read, or hold no `made_from` (made before it existed), are left out: their turn checks them."""
+    paths = [*root.glob(f"*/{STAGE_MANIFEST}"), *(root / PENDING).glob("*.json")]
+    records = []
+    for path in paths:
+        try:
+            record = read_versioned_json(path, STAGE_VERSION, ConfigError)
+        except ConfigError:
+            continue
+        inputs, made_from = record.get("inputs"), record.get("made_from")
+        if isinstance(inputs, dict) and isinstance(made_from, dict) and made_from and isinstance(
+                record.get("fingerprint"), str):
+            records.append({"name": str(record.get("name", path.parent.name)), "fingerprint": record["fingerprint"],
+                            "inputs": inputs, "made_from": made_from, "derived": record.get("derived") is True})
+    return records
 
 
 def _finished_differs(name: str, folder: Path, recorded: dict, accepted: tuple[str, str], config: dict,
@@ -523,8 +577,7 @@ def _remade_text(remade: list[str]) -> str:
     """Why a stage made from an earlier making of the stages ``remade`` is not reused ('made from ...')."""
     one = len(remade) == 1
     return (f"made from {'stage' if one else 'stages'} {_stage_list(remade)} as {'it was' if one else 'they were'}"
-            f" before {'it was' if one else 'they were'} removed or replaced, and {'it is' if one else 'they are'} "
-            "made again in this run")
+            f" before {'it was' if one else 'they were'} removed or replaced")
 
 
 def _earlier_time(record: dict) -> dict:

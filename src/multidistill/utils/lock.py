@@ -79,6 +79,25 @@ def _acquire(path: Path) -> tuple[int | None, str]:
         os.close(fd)  # the holder deleted the file between our open and flock: lock the new one
 
 
+def refuse_if_locked(folder: str | Path, what: str) -> None:
+    """Refuse, as `hold_lock` would, a ``folder`` another process holds the lock on, without taking the lock or
+    writing anything (a dry run's check); nothing where there is no lock file or no `fcntl`."""
+    path = lock_path(folder)
+    if fcntl is None or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # gone since, or not ours to read: the run's own lock says more
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"{what} {Path(folder)} is being written by another multidistill process ({_holder(fd)}); "
+                          "wait for it to finish or stop it, or choose another folder") from None
+    finally:
+        os.close(fd)  # also releases a shared lock taken
+
+
 @contextlib.contextmanager
 def hold_lock(folder: str | Path, what: str) -> Iterator[None]:
     """Hold the lock on ``folder`` for the block; a ConfigError naming the holder if another process has it.

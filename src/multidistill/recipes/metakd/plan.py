@@ -10,7 +10,7 @@ from pathlib import Path
 from multidistill.config import DataConfig, DomainHoldout, TaskRef
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Task
-from multidistill.errors import ConfigError
+from multidistill.errors import ConfigError, ModelError
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.common import TEACHER_REF, check_teacher_heads
 from multidistill.recipes.metakd.config import MetaKDRecipe
@@ -90,10 +90,17 @@ def prototype_encoder(recipe: MetaKDRecipe) -> str:
 
 
 def prototype_length(recipe: MetaKDRecipe) -> int:
-    """Tokens per row of the prototype encoder: prototypes.max_seq_length, else the teacher's (128 for a given one)."""
+    """Tokens per row of the prototype encoder: prototypes.max_seq_length, else the teacher's max_seq_length (a
+    given meta-teacher's: the length it was trained with, recorded in its folder; 128 where none is)."""
     if recipe.prototypes.max_seq_length is not None:
         return recipe.prototypes.max_seq_length
-    return recipe.teacher.model.max_seq_length if recipe.teacher.model is not None else 128
+    if recipe.teacher.model is not None:
+        return recipe.teacher.model.max_seq_length
+    try:
+        recorded = read_model_config(Path(recipe.teacher.model_dirs[0])).get("max_length")
+    except ModelError:  # not a model folder: the checks that read it say so
+        recorded = None
+    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0 else 128
 
 
 def check_inputs(recipe: MetaKDRecipe) -> Plan:

@@ -19,7 +19,7 @@ from multidistill.recipes.common import data_fingerprints
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.plan import Plan, target_data, task_view
 from multidistill.recipes.metakd.stages import Model
-from multidistill.recipes.stages import StageRunner
+from multidistill.recipes.stages import StageRunner, stop_if_checking
 from multidistill.recipes.summary import count_parameters
 from multidistill.training.device import accelerator_for
 from multidistill.utils.atomic import write_json
@@ -67,6 +67,7 @@ def report_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, scored: 
     view = task_view(recipe, TaskRef(name=plan.task, domains_include=list(plan.targets)), plan.report_split)
     folder = runner.run("scores", payload, {s.key: s.model.fingerprint for s in scored}, work, derived=True,
                         data=data_fingerprints(view, (plan.report_split,), None, run_dir=runner.root))
+    stop_if_checking()  # every stage is checked: the rest reads what they wrote
     return json.loads((folder / SCORES).read_text())
 
 

@@ -13,7 +13,7 @@ from multidistill.recipes.mitkd.config import MITKDRecipe
 from multidistill.recipes.mitkd.plan import check_inputs, finetune_data, plain_encoder
 from multidistill.recipes.mitkd.stages import finetune_stages, general_stage
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console, stop_if_checking
 from multidistill.recipes.summary import write_summary
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs
 
@@ -39,6 +39,7 @@ def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
         console.print("[yellow]note: signals not used: finetune.objective reads no teacher logits, so no signal "
                       "store is made[/yellow]")
     arms = {arm: finetune_stages(runner, recipe, arm, general, signals)}
+    stop_if_checking()  # every stage is checked: the rest reads what they wrote
     other = "mitkd" if arm == "plain" else "plain"
     earlier = finished_arm(runner.root, other, recipe)
     notes = []
