@@ -63,7 +63,7 @@ from multidistill.export.onnx_variants import (
     calibration_batches,
     check_attention_mask_value,
     eager_attention,
-    fuse_graph,
+    fused_variant,
     fusion_model_type,
     quantize_dynamic_int8,
     quantize_static_int8,
@@ -384,10 +384,9 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
         _export_graph(model, tokenizer, tmp / files["fp32"], inputs, outputs, opset, model_dir,
                       eager=attention == "eager")
         if optimizer_type is not None:
-            config = model.backbone.config
-            variant.update(graph="fused", optimizer_model_type=optimizer_type,
-                           fused_ops=fuse_graph(tmp / files["fp32"], optimizer_type, config.num_attention_heads,
-                                                config.hidden_size))
+            variant.update(fused_variant(tmp / files["fp32"], model, optimizer_type))
+            if "graph_note" in variant:  # attention fused in only some layers: never read as a whole fusion
+                logger.warning("%s: %s", model_dir, variant["graph_note"])
         if attention_mask_value is not None and variant.get("attention") == "eager":
             # after fusion: a fused Attention op takes the mask itself, and what is left of it is not changed
             variant["attention_mask"] = {"value": attention_mask_value,

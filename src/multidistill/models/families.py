@@ -174,16 +174,16 @@ FAMILIES: dict[str, EncoderFamily] = {
         # and Splinter have no sequence classifier; MobileBERT's pooler passes [CLS] through unchanged without
         # classifier_activation.
         EncoderFamily("ernie", **_BERT_LIKE, stock_head=_pooler_head("ernie")),
-        EncoderFamily("data2vec-text", **_BERT_LIKE, stock_head=_TANH_PROJ),
+        EncoderFamily("data2vec-text", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
         EncoderFamily("xmod", **_BERT_LIKE, needs=(ConfigNeed(
             "default_language", None, "X-MOD routes every token through a per-language adapter, and text batches "
             "carry no lang_ids; set default_language in the checkpoint's config.json to one of its "
-            "config.languages"),), stock_head=_TANH_PROJ),
+            "config.languages"),), stock_head=_TANH_PROJ, ort_fusion="bert"),
         EncoderFamily("bert-generation", **_BERT_LIKE),
         EncoderFamily("layoutlm", **_BERT_LIKE, stock_head=_pooler_head("layoutlm")),
-        EncoderFamily("roc_bert", **_BERT_LIKE, stock_head=_pooler_head("roc_bert")),
+        EncoderFamily("roc_bert", **_BERT_LIKE, stock_head=_pooler_head("roc_bert"), ort_fusion="bert"),
         EncoderFamily("splinter", **_BERT_LIKE),
-        EncoderFamily("rembert", **_BERT_LIKE, stock_head=_pooler_head("rembert")),
+        EncoderFamily("rembert", **_BERT_LIKE, stock_head=_pooler_head("rembert"), ort_fusion="bert"),
         EncoderFamily("mobilebert", **_BERT_LIKE, attention_size_key="true_hidden_size", stock_head=StockHead(
             "identity", None, "classifier", config=(("classifier_activation", False),))),
         # LUKE with words only (text batches carry no entities) is BERT-like; entity tokens would add rows.
@@ -193,11 +193,11 @@ FAMILIES: dict[str, EncoderFamily] = {
         EncoderFamily("ibert", **_BERT_LIKE, needs=(ConfigNeed(
             "quant_mode", (False,), "in quant_mode I-BERT's attention computes an integer approximation of "
             "softmax, never the float scores; use the checkpoint with quant_mode false (the float weights)"),),
-                      stock_head=_TANH_PROJ),
+                      stock_head=_TANH_PROJ, ort_fusion="bert"),
         # Pre-LayerNorm stacks: each layer normalises before its attention, so Q/K/V are projections of the
         # normalised hidden state (the hidden states are the residual stream, as the models give them).
-        EncoderFamily("roberta-prelayernorm", **_BERT_LIKE, stock_head=_TANH_PROJ),
-        EncoderFamily("xlm-roberta-xl", **_BERT_LIKE, stock_head=_TANH_PROJ),
+        EncoderFamily("roberta-prelayernorm", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
+        EncoderFamily("xlm-roberta-xl", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
         EncoderFamily("megatron-bert", **_BERT_LIKE, stock_head=_pooler_head("bert")),
         # ESM(-2) rotates Q and K inside the attention when position_embedding_type is "rotary" (ESM-2's).
         EncoderFamily("esm", **_BERT_LIKE, score="Q K^T / sqrt(d) + mask; rotary(Q) rotary(K)^T / sqrt(d) + mask "
@@ -210,7 +210,8 @@ FAMILIES: dict[str, EncoderFamily] = {
         EncoderFamily("big_bird", **_BERT_LIKE, needs=(ConfigNeed(
             "attention_type", ("original_full",), "BigBird's block_sparse attention computes no (T, T) score "
             "matrix and pads the batch to whole blocks; set attention_type to \"original_full\" in the "
-            "checkpoint's config.json (the weights are the same)"),), stock_head=_HIDDEN_ACT_PROJ),
+            "checkpoint's config.json (the weights are the same)"),), stock_head=_HIDDEN_ACT_PROJ,
+                      ort_fusion="bert"),
         # Llama-style bidirectional encoders: rotary Q and K (ESM C also normalises them first); Ultrabert's
         # sliding-window layers mask keys beyond the window as ModernBERT's do. Under grouped-query attention
         # (num_key_value_heads < heads) keys and values are narrower than queries.
