@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from multidistill.errors import ModelError, MultidistillError
@@ -55,9 +56,9 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         model_cls = AutoModel._model_mapping[type(config)]
-        return AutoModel.from_pretrained(
+        return own_storage(AutoModel.from_pretrained(
             path, config=config, trust_remote_code=trust_remote_code, **_model_kwargs(model_cls)
-        )
+        ))
     except Exception as exc:
         raise_if_interrupted(exc)
         # A folder with only pickled weights is refused by torch's weights_only loader (UnpicklingError);
@@ -76,6 +77,16 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
             raise ModelError(f"cannot load backbone '{name_or_path}': {exc}{_not_found_hint(name_or_path, path)}") \
                 from exc
         raise
+
+
+def own_storage(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter in a storage of its own. transformers' loading splits a checkpoint's fused
+    tensors (GTE's, NomicBERT's and Jina-v3's ``qkv_proj`` / ``up_gate_proj``) into views of one storage, which
+    safetensors refuses to save ("found no suitable name to keep"): the first checkpoint of a run then failed."""
+    for parameter in model.parameters():
+        if parameter.untyped_storage().nbytes() != parameter.numel() * parameter.element_size():
+            parameter.data = parameter.data.clone()
+    return model
 
 
 def backbone_from_config(config: PretrainedConfig) -> PreTrainedModel:
