@@ -259,10 +259,10 @@ def test_a_feature_term_on_an_encoder_whose_features_cannot_be_read_is_refused_b
     AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=64).save_pretrained(tmp_path / "albert")
 
-    def settings(student: str, *terms: str) -> Settings:
+    def settings(student: str, *terms: str, **model) -> Settings:
         objective = ObjectiveConfig(classification=[LossTerm(loss=term) for term in terms])
         return Settings(teacher=TeacherSection(model_dirs=[str(tmp_path / "teacher")]),
-                        student=StudentSection(model=ModelConfig(name_or_path=str(tmp_path / student)),
+                        student=StudentSection(model=ModelConfig(name_or_path=str(tmp_path / student), **model),
                                                objective=objective))
 
     check_feature_losses(settings("albert", "soft_ce"))  # no feature term: its family is never read
@@ -270,6 +270,13 @@ def test_a_feature_term_on_an_encoder_whose_features_cannot_be_read_is_refused_b
     with pytest.raises(ConfigError, match=r"key 'student.objective': feature distillation cannot read a 'albert' "
                                           r"encoder: ALBERT runs one shared layer"):
         check_feature_losses(settings("albert", "soft_ce", "hidden_mse"))
+    # Built from settings (ALBERT's "cannot be cut" message points there): checked on the config it builds.
+    small = {"backbone_config": {"num_hidden_layers": 1}}
+    check_feature_losses(settings("teacher", "soft_ce", "hidden_mse", **small))
+    with pytest.raises(ConfigError, match=r"key 'student.objective': feature distillation cannot read a 'albert'"):
+        check_feature_losses(settings("albert", "soft_ce", "hidden_mse", **small))
+    with pytest.raises(ConfigError, match=r"key 'student.objective': feature distillation cannot read a 'funnel'"):
+        check_feature_losses(settings("teacher", "hidden_mse", backbone_config={"model_type": "funnel"}))
 
 
 # --- summaries -----------------------------------------------------------------------------------------------------

@@ -115,6 +115,31 @@ def test_the_tokenizer_fingerprint_sees_the_truncation_side(tiny_model_dir):
     assert hash_tokenizer(left) != hash_tokenizer(right)
 
 
+def test_one_vocabulary_under_two_tokenizer_classes_tokenises_the_same(tiny_model_dir, tmp_path):
+    """The same WordPiece saved as BertTokenizerFast and DistilBertTokenizerFast: online teachers accept it (their
+    tokens line up), while stored fingerprints keep the class (older stores and caches stay valid)."""
+    import hashlib
+    import json
+
+    from transformers import AutoTokenizer, DistilBertTokenizerFast
+
+    from multidistill.utils.hashing import hash_tokenizer, same_tokenization
+
+    bert = AutoTokenizer.from_pretrained(tiny_model_dir)
+    DistilBertTokenizerFast.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "distil")
+    distil = AutoTokenizer.from_pretrained(tmp_path / "distil")
+    assert type(distil).__name__ != type(bert).__name__
+    assert distil("a fine film", "a dull plot")["input_ids"] == bert("a fine film", "a dull plot")["input_ids"]
+    assert same_tokenization(bert, distil) and hash_tokenizer(bert) != hash_tokenizer(distil)
+    # The stored fingerprint is as before this option existed: backend JSON, then class and special tokens.
+    state = json.loads(bert.backend_tokenizer.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    extra = {"class": type(bert).__name__, "special": bert.all_special_tokens}
+    body = json.dumps(state, sort_keys=True) + json.dumps(extra, sort_keys=True)
+    assert hash_tokenizer(bert) == hashlib.sha256(body.encode()).hexdigest()
+
+
 def test_a_split_the_task_has_no_file_for_is_a_data_error(tmp_path):
     """An export's default parity check asks for the dev split of a task trained without one: IndexError before."""
     from multidistill.data.tasks import Columns, DataFile

@@ -66,6 +66,19 @@ def _encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -
     return replace(dims, num_layers=len(cut)) if cut else dims
 
 
+def _built_dims(model: ModelConfig, source: str) -> ModelDims | None:
+    """The sizes of a student built from settings (``model.backbone_config``, on ``source``'s family where it names
+    no model_type); None where its config cannot be made here (the stage that builds it says why). A family whose
+    features cannot be read is a ConfigError (`family_of`)."""
+    from multidistill.models.build import student_config
+
+    try:
+        config = student_config(model.model_copy(update={"name_or_path": source}))
+    except Exception:  # a bad backbone_config is the stage's to name, by its own key
+        return None
+    return model_dims(config)
+
+
 def _terms(objective: object) -> Iterator[LossTerm]:
     if isinstance(objective, ObjectiveConfig):
         yield from (*objective.classification, *objective.regression,
@@ -81,7 +94,8 @@ def check_feature_losses(settings: BaseModel) -> None:
     teacher = _teacher_source(settings)
     for key, section in sections(settings, BaseModel):
         model, objective = getattr(section, "model", None), getattr(section, "objective", None)
-        if not isinstance(model, ModelConfig) or not _checkable(model) or objective is None:
+        if not isinstance(model, ModelConfig) or model.architecture != "hf" or model.init_from is not None \
+                or objective is None:
             continue
         terms = [term for term in _terms(objective) if getattr(LOSSES.get(term.loss), "needs_dims", False)]
         if not terms or teacher is None:
@@ -90,8 +104,9 @@ def check_feature_losses(settings: BaseModel) -> None:
         source = teacher[0] if of_teacher else model.name_or_path
         cut = model.student_layers or (teacher[1] if of_teacher else None)
         try:  # before the first stage: an unreadable family otherwise fails after the teacher has trained
-            dims = {"student": _encoder_dims(source, cut, model.trust_remote_code),
-                    "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+            student = (_built_dims(model, source) if model.backbone_config is not None else
+                       _encoder_dims(source, cut, model.trust_remote_code))
+            dims = {"student": student, "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
         except ConfigError as exc:
             raise ConfigError(f"key '{key}.objective': {exc}") from exc
         if None in dims.values():

@@ -28,7 +28,7 @@ from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, Model
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE
 from multidistill.teachers.reduce import teacher_mean
-from multidistill.utils.hashing import hash_tokenizer
+from multidistill.utils.hashing import same_tokenization
 
 
 def load_teacher(name_or_path: str | Path) -> nn.Module:
@@ -65,7 +65,7 @@ class OnlineSignals:
                 if missing:
                     raise ConfigError(f"key 'online_teachers': {folder} has no head for task(s) {missing}, and the "
                                       "objective reads teacher logits (a plain encoder can only give features)")
-            if hash_tokenizer(load_tokenizer(str(folder))) != hash_tokenizer(student_tokenizer):
+            if not same_tokenization(load_tokenizer(str(folder)), student_tokenizer):
                 raise ConfigError(f"key 'online_teachers': {folder} uses another tokenizer than the student; "
                                   "online teachers read the student's tokens, and token-level losses (hidden "
                                   "states, attention, relations) compare position by position, which only line up "

@@ -109,7 +109,7 @@ def arm_teachers(recipe: MITKDRecipe) -> list[tuple[str, str]]:
 def _tokenizer_hash(source: str, trust_remote_code: bool) -> str | None:
     """The tokenizer's fingerprint; None where it cannot be loaded here (a hub name offline: its stage says so)."""
     try:
-        return hash_tokenizer(load_tokenizer(source, trust_remote_code=trust_remote_code))
+        return hash_tokenizer(load_tokenizer(source, trust_remote_code=trust_remote_code), with_class=False)
     except ModelError:
         return None
 
