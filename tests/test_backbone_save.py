@@ -23,3 +23,21 @@ def test_a_loaded_encoder_saves_and_reloads_the_same(family, tmp_path):
     ids = torch.randint(5, 30, (2, 9))
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).last_hidden_state, reloaded(input_ids=ids).last_hidden_state)
+
+
+def test_an_xmod_checkpoint_without_a_default_language_is_refused_when_loaded(tmp_path):
+    """X-MOD needs lang_ids or a default_language on every forward; text batches carry none, so such a checkpoint
+    failed on its first batch inside transformers ('Input language unknown'). Refused by name when loaded, and by
+    the feature table (`family_of`) where only its config is read."""
+    from multidistill.errors import ConfigError, ModelError
+    from multidistill.models.families import family_of
+
+    config = CONFIGS["xmod"]()
+    config.default_language = None
+    backbone_from_config(CONFIGS["xmod"]()).save_pretrained(tmp_path / "xmod")
+    config.save_pretrained(tmp_path / "xmod")  # the same weights, the config without its default
+    with pytest.raises(ModelError, match=r"its config's default_language is None, and it needs a value: X-MOD"):
+        load_backbone(str(tmp_path / "xmod"))
+    with pytest.raises(ConfigError, match=r"cannot read this 'xmod' encoder: its config's default_language is "
+                                          r"None, and its features need a value"):
+        family_of(config)

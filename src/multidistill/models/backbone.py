@@ -55,6 +55,11 @@ def load_backbone(name_or_path: str, *, trust_remote_code: bool = False) -> PreT
     path = resolve_model_path(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        from multidistill.models.families import quirks_of, unmet_need  # families imports this module
+
+        problem = unmet_need(config, quirks_of(config).needs)
+        if problem:  # it would fail on its first batch, inside transformers
+            raise ModelError(f"cannot use backbone '{name_or_path}': {problem}")
         model_cls = AutoModel._model_mapping[type(config)]
         return own_storage(AutoModel.from_pretrained(
             path, config=config, trust_remote_code=trust_remote_code, **_model_kwargs(model_cls)

@@ -175,10 +175,7 @@ FAMILIES: dict[str, EncoderFamily] = {
         # classifier_activation.
         EncoderFamily("ernie", **_BERT_LIKE, stock_head=_pooler_head("ernie")),
         EncoderFamily("data2vec-text", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),
-        EncoderFamily("xmod", **_BERT_LIKE, needs=(ConfigNeed(
-            "default_language", None, "X-MOD routes every token through a per-language adapter, and text batches "
-            "carry no lang_ids; set default_language in the checkpoint's config.json to one of its "
-            "config.languages"),), stock_head=_TANH_PROJ, ort_fusion="bert"),
+        EncoderFamily("xmod", **_BERT_LIKE, stock_head=_TANH_PROJ, ort_fusion="bert"),  # QUIRKS: default_language
         EncoderFamily("bert-generation", **_BERT_LIKE),
         EncoderFamily("layoutlm", **_BERT_LIKE, stock_head=_pooler_head("layoutlm")),
         EncoderFamily("roc_bert", **_BERT_LIKE, stock_head=_pooler_head("roc_bert"), ort_fusion="bert"),
@@ -248,11 +245,15 @@ class ConfigQuirks:
     # attentions): a cut stack keeps the same entries of each
     parallel_layer_lists: tuple[str, ...] = ()
     no_cut: str | None = None  # why a student cannot keep some of this family's layers, and what to do instead
+    needs: tuple[ConfigNeed, ...] = ()  # config values without which it cannot run on text batches at all
 
 
 _ROBERTA_POSITIONS = ConfigQuirks(position_offset=True)
 QUIRKS: dict[str, ConfigQuirks] = {
-    **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "xmod", "roberta-prelayernorm",
+    "xmod": ConfigQuirks(position_offset=True, needs=(ConfigNeed(
+        "default_language", None, "X-MOD routes every token through a per-language adapter, and text batches carry "
+        "no lang_ids; set default_language in the checkpoint's config.json to one of its config.languages"),)),
+    **dict.fromkeys(("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "roberta-prelayernorm",
                      "ibert", "xlm-roberta-xl", "luke"), _ROBERTA_POSITIONS),
     "esm": ConfigQuirks(position_offset=True, no_cut="ESM's contact-prediction head takes every layer's attention "
                                                      "maps as its inputs, so it does not fit a stack with fewer "
@@ -315,13 +316,20 @@ def family_of(config: PretrainedConfig) -> EncoderFamily:
             "multidistill/models/families.py (where its layers are, its Q/K/V projection modules and its size keys "
             "in the config) and a tiny config to tests/test_features.py"
         )
-    for need in family.needs:
+    problem = unmet_need(config, (*quirks_of(config).needs, *family.needs), "its features need")
+    if problem:
+        raise ConfigError(f"feature distillation cannot read this '{model_type}' encoder: {problem}")
+    return family
+
+
+def unmet_need(config: PretrainedConfig, needs: tuple[ConfigNeed, ...], who: str = "it needs") -> str | None:
+    """What the first of ``needs`` that ``config`` does not meet says (key, value, what ``who`` needs, why); None."""
+    for need in needs:
         value = getattr(config, need.key, None)
         if value is None if need.values is None else value not in need.values:
             wanted = "a value" if need.values is None else " or ".join(repr(v) for v in need.values)
-            raise ConfigError(f"feature distillation cannot read this '{model_type}' encoder: its config's "
-                              f"{need.key} is {value!r}, and its features need {wanted}: {need.why}")
-    return family
+            return f"its config's {need.key} is {value!r}, and {who} {wanted}: {need.why}"
+    return None
 
 
 def _config_int(config: PretrainedConfig, key: str | None) -> int | None:
