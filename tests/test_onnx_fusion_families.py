@@ -144,3 +144,16 @@ def test_an_export_whose_fusion_is_partial_says_so(pair_data, tiny_model_dir, tm
     assert variant["graph_note"].startswith("attention fused in none of 2 layers")
     assert variant["graph_note"] in caplog.text and f"[{variant['graph_note']}]" in describe(variant)
     assert meta["parity"]["fp32"]["toy_pair"]["max_abs_diff"] <= 1e-4
+
+
+def test_a_block_sparse_bigbird_is_refused_before_any_export_work(pair_data, tiny_model_dir, tmp_path):
+    """Traced on short rows it switches to full attention, so its graph would differ from it on long inputs
+    without a short-row parity check noticing: refused by the config key, nothing written."""
+    from multidistill.errors import ModelError
+
+    task, data = pair_data
+    model_dir = student(tiny_model_dir, tmp_path / "model", "big_bird", task, attention_type="block_sparse")
+    with pytest.raises(ModelError, match=r"cannot export this 'big_bird' encoder to ONNX: its config's attention_type "
+                                         r"is 'block_sparse', and its ONNX export needs 'original_full'"):
+        export_onnx(model_dir, tmp_path / "onnx", parity_data=data)
+    assert not (tmp_path / "onnx").exists()

@@ -80,6 +80,7 @@ from multidistill.export.parity import (
 )
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.bilstm import BiLSTMModel
+from multidistill.models.families import quirks_of, unmet_need
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MultiTaskModel, pool
 from multidistill.teachers.fingerprint import teacher_fingerprint
@@ -356,6 +357,12 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
     if skip_parity:
         parity_data = None
     model = load_model(model_dir).eval()  # safetensors + JSON; never unpickles
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        problem = unmet_need(backbone.config, quirks_of(backbone.config).onnx_needs, "its ONNX export needs")
+        if problem:
+            raise ModelError(f"{model_dir}: cannot export this '{backbone.config.model_type}' encoder to ONNX: "
+                             f"{problem}")
     tokenizer = load_tokenizer(str(model_dir))
     # Read (and validate) the parity data before any export work, so bad data fails fast.
     eval_sets = parity_sets(model, tokenizer, parity_data, parity_tasks, parity_examples) if parity_data else None

@@ -246,10 +246,17 @@ class ConfigQuirks:
     parallel_layer_lists: tuple[str, ...] = ()
     no_cut: str | None = None  # why a student cannot keep some of this family's layers, and what to do instead
     needs: tuple[ConfigNeed, ...] = ()  # config values without which it cannot run on text batches at all
+    onnx_needs: tuple[ConfigNeed, ...] = ()  # config values without which a traced graph is not the model
 
 
 _ROBERTA_POSITIONS = ConfigQuirks(position_offset=True)
 QUIRKS: dict[str, ConfigQuirks] = {
+    # Traced on short rows, block-sparse BigBird switches to full attention for the trace: the graph would then
+    # attend fully on long inputs too, and a parity check on short rows could not see it.
+    "big_bird": ConfigQuirks(onnx_needs=(ConfigNeed(
+        "attention_type", ("original_full",), "a block_sparse BigBird is traced on short rows, where it switches to "
+        "full attention, so the graph would differ from the model on long inputs; train the student with "
+        "attention_type original_full (model.backbone_config), or serve it with PyTorch"),)),
     "xmod": ConfigQuirks(position_offset=True, needs=(ConfigNeed(
         "default_language", None, "X-MOD routes every token through a per-language adapter, and text batches carry "
         "no lang_ids; set default_language in the checkpoint's config.json to one of its config.languages"),)),
