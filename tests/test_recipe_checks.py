@@ -198,6 +198,85 @@ def test_a_given_meta_teachers_prototypes_read_the_length_it_was_trained_with(ti
         metakd_plan(recipe, tmp_path, "prototypes.max_seq_length=41")
 
 
+def test_a_meta_kd_student_stage_a_cannot_compare_is_refused_before_the_meta_teacher_trains(tiny_run, tmp_path,
+                                                                                            tiny_model_dir):
+    """Stage A's terms are the method's: a student with another head count (attention_mse) or another tokenizer
+    (the meta-teacher runs online on the student's tokens) failed at stage A, after the meta-teacher had trained,
+    naming keys ('online_teachers', relation_kl) a Meta-KD user cannot set."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    heads = tmp_path / "four-heads"
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(_vocab())}, do_lower_case=True).save_pretrained(heads)
+    BertModel(BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64)).save_pretrained(heads)
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    metakd_plan(recipe, tmp_path)  # the tiny BERT, cut to one layer: fits
+    with pytest.raises(ConfigError, match=r"key 'student.model.name_or_path': Meta-KD's stage A .* cannot compare "
+                                          r"this student with it: .*4 attention heads"):
+        metakd_plan(recipe, tmp_path, f"student.model.name_or_path={heads}")
+    other = other_vocab_encoder(tiny_model_dir, tmp_path / "other-vocab")
+    with pytest.raises(ConfigError, match=r"key 'student.model.name_or_path': .*other-vocab splits text otherwise "
+                                          r"than the teacher .*Meta-KD's stage A"):
+        metakd_plan(recipe, tmp_path, f"student.model.name_or_path={other}")
+
+
+def test_a_student_with_feature_terms_and_another_tokenizer_is_refused_by_key(tmp_path, tiny_model_dir):
+    """MKD / MT-DNN-KD students whose objective reads teacher features run the teachers online on their tokens:
+    another tokenizer was refused only when the student's stage started, under 'online_teachers'."""
+    from pydantic import BaseModel
+
+    from multidistill.recipes.config import StudentSection, TeacherSection
+    from multidistill.recipes.preflight import check_online_teachers
+
+    class Settings(BaseModel):
+        teacher: TeacherSection
+        student: StudentSection
+
+    other = other_vocab_encoder(tiny_model_dir, tmp_path / "other-vocab")
+
+    def settings(student: Path, *terms: str) -> Settings:
+        objective = ObjectiveConfig(classification=[LossTerm(loss=term) for term in terms])
+        return Settings(teacher=TeacherSection(model_dirs=[str(tiny_model_dir)]),
+                        student=StudentSection(model=ModelConfig(name_or_path=str(student), max_seq_length=32),
+                                               objective=objective))
+
+    check_online_teachers(settings(other, "soft_ce"))  # logits from a store: keyed by example, any tokenizer
+    check_online_teachers(settings(tiny_model_dir, "soft_ce", "hidden_mse"))
+    with pytest.raises(ConfigError, match=r"key 'student.model.name_or_path': .*other-vocab splits text otherwise "
+                                          r"than the teacher .*\(teacher.model_dirs.0\).*'student.objective'"):
+        check_online_teachers(settings(other, "soft_ce", "hidden_mse"))
+
+
+def test_masking_augmentation_over_a_tokenizer_without_a_mask_token_is_refused_by_p_mask(tmp_path, tiny_model_dir):
+    """Llama-style tokenizers have no mask token: masked words were written as the literal '[MASK]', which such a
+    tokenizer splits into word pieces, silently. Refused by the p_mask key; p_mask 0 passes."""
+    from pydantic import BaseModel
+    from transformers import AutoTokenizer
+
+    from multidistill.data.augment import AugmentConfig
+    from multidistill.recipes.config import TeacherSection
+    from multidistill.recipes.preflight import check_mask_tokens
+
+    class Settings(BaseModel):
+        teacher: TeacherSection
+        augment: AugmentConfig
+
+    shutil.copytree(tiny_model_dir, tmp_path / "no-mask")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "no-mask")
+    tokenizer.mask_token = None
+    tokenizer.save_pretrained(tmp_path / "no-mask")
+    assert AutoTokenizer.from_pretrained(tmp_path / "no-mask").mask_token is None
+
+    def settings(folder: Path, p_mask: float) -> Settings:
+        return Settings(teacher=TeacherSection(model_dirs=[str(folder)]), augment=AugmentConfig(p_mask=p_mask))
+
+    check_mask_tokens(settings(tiny_model_dir, 0.1))
+    check_mask_tokens(settings(tmp_path / "no-mask", 0.0))
+    with pytest.raises(ConfigError, match=r"key 'augment.p_mask': the teacher's tokenizer .*no-mask\) has no mask "
+                                          r"token.*set p_mask: 0"):
+        check_mask_tokens(settings(tmp_path / "no-mask", 0.1))
+
+
 # --- preflight: online teachers' positions -------------------------------------------------------------------------
 
 

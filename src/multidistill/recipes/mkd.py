@@ -26,6 +26,7 @@ from multidistill.data.augment import (
 )
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Columns, DataFile, Task
+from multidistill.errors import ConfigError
 from multidistill.evaluation.metrics import average_score
 from multidistill.models.backbone import load_tokenizer
 from multidistill.recipes.common import (
@@ -41,6 +42,7 @@ from multidistill.recipes.common import (
     trivial_baselines,
 )
 from multidistill.recipes.config import BaselineSection, FinetuneSection, RecipeBase, StudentSection
+from multidistill.recipes.preflight import no_mask_token
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import (
     STAGE_MANIFEST,
@@ -120,7 +122,11 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
     the user."""
     store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
 
-    mask_token = load_tokenizer(str(teacher_dirs[0])).mask_token or "[MASK]"
+    # The teacher's mask token: the teacher labels the variants (the student reads the same text).
+    mask_token = load_tokenizer(str(teacher_dirs[0])).mask_token
+    if mask_token is None and recipe.augment.p_mask > 0:  # preflight's check_mask_tokens says it before the teacher
+        raise ConfigError(no_mask_token(str(teacher_dirs[0]), "augment.p_mask"))
+    mask_token = mask_token or "[MASK]"  # p_mask 0: never written into a variant
 
     def work(folder: Path, resume: bool) -> dict:
         store.validate(["train"])

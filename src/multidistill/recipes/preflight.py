@@ -91,7 +91,7 @@ def check_feature_losses(settings: BaseModel) -> None:
     """Build, with the sizes read from the encoders' configs, every feature loss of a section that holds a student
     model and its objective, so a size that does not fit (relation heads that do not divide the width, a layer
     map beyond the layers) is refused by key before the first stage, not when the stage builds it."""
-    teacher = _teacher_source(settings)
+    teacher = teacher_source(settings)
     for key, section in sections(settings, BaseModel):
         model, objective = getattr(section, "model", None), getattr(section, "objective", None)
         if not isinstance(model, ModelConfig) or model.architecture != "hf" or model.init_from is not None \
@@ -100,16 +100,11 @@ def check_feature_losses(settings: BaseModel) -> None:
         terms = [term for term in _terms(objective) if getattr(LOSSES.get(term.loss), "needs_dims", False)]
         if not terms or teacher is None:
             continue
-        of_teacher = model.name_or_path == TEACHER_REF  # a student of `@teacher` is cut from the cut teacher
-        source = teacher[0] if of_teacher else model.name_or_path
-        cut = model.student_layers or (teacher[1] if of_teacher else None)
         try:  # before the first stage: an unreadable family otherwise fails after the teacher has trained
-            student = (_built_dims(model, source) if model.backbone_config is not None else
-                       _encoder_dims(source, cut, model.trust_remote_code))
-            dims = {"student": student, "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+            dims = feature_dims(model, teacher)
         except ConfigError as exc:
             raise ConfigError(f"key '{key}.objective': {exc}") from exc
-        if None in dims.values():
+        if dims is None:
             continue
         for term in terms:
             try:
@@ -152,6 +147,53 @@ def check_teacher_positions(teachers: list[tuple[str, str]], length: int, key: s
                               "or give an encoder with more positions")
 
 
+def feature_dims(model: ModelConfig, teacher: tuple[str, list[int] | None]) -> dict[str, ModelDims] | None:
+    """The sizes feature losses between ``model`` (a student; `@teacher` is cut from ``teacher``) and ``teacher``
+    (its encoder and kept layers, `teacher_source`) are built from; None where a side cannot be read here. A family
+    whose features cannot be read is a ConfigError."""
+    of_teacher = model.name_or_path == TEACHER_REF  # a student of `@teacher` is cut from the cut teacher
+    source = teacher[0] if of_teacher else model.name_or_path
+    cut = model.student_layers or (teacher[1] if of_teacher else None)
+    student = (_built_dims(model, source) if model.backbone_config is not None else
+               _encoder_dims(source, cut, model.trust_remote_code))
+    dims = {"student": student, "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+    return None if None in dims.values() else dims
+
+
+def _tokenizer_of(source: str, trust_remote_code: bool):
+    """The tokenizer of an encoder or model folder; None where it cannot be loaded here (a hub name offline)."""
+    from multidistill.models.backbone import load_tokenizer
+
+    try:
+        return load_tokenizer(source, trust_remote_code=trust_remote_code)
+    except ModelError:
+        return None
+
+
+def check_student_tokens(model: ModelConfig, teachers: list[tuple[str, str]], section: str, why: str) -> None:
+    """Refuse, by the student's tokenizer key (under ``section``), a student whose tokenizer splits text otherwise
+    than an online teacher's (``teachers``: source, key): token-level losses compare position by position. ``why``
+    names the stage or objective that reads them. Sources that cannot be read here are left to the stage."""
+    from multidistill.utils.hashing import same_tokenization
+
+    own = model.tokenizer or model.name_or_path
+    if TEACHER_REF in (own, model.name_or_path) and model.tokenizer in (None, TEACHER_REF):
+        return  # the teacher's own tokenizer
+    student = _tokenizer_of(own, model.trust_remote_code)
+    if student is None:
+        return
+    for source, source_key in teachers:
+        if source == TEACHER_REF:
+            continue
+        teacher = _tokenizer_of(source, model.trust_remote_code)
+        if teacher is not None and not same_tokenization(student, teacher):
+            key = "model.tokenizer" if model.tokenizer else "model.name_or_path"
+            raise ConfigError(f"key '{section}.{key}': {own} splits text otherwise than the teacher {source} "
+                              f"({source_key}), and {why} compares the two position by position on the student's "
+                              "tokens; choose a student with the teacher's tokenizer (e.g. one cut from it: "
+                              "name_or_path '@teacher' with student_layers), or an objective without feature terms")
+
+
 def check_online_teachers(settings: BaseModel) -> None:
     """Refuse, by key, a student section whose objective reads teacher features (the teachers then run online on
     the student's tokens) with a max_seq_length beyond a teacher's positions."""
@@ -163,6 +205,7 @@ def check_online_teachers(settings: BaseModel) -> None:
         if any("teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in _terms(objective)):
             check_teacher_positions(teachers, model.max_seq_length, f"{key}.model.max_seq_length",
                                     model.trust_remote_code)
+            check_student_tokens(model, teachers, key, f"its objective's feature terms ('{key}.objective')")
 
 
 def check_fp16(settings: BaseModel) -> None:
@@ -185,13 +228,33 @@ def check_pos_taggers(settings: BaseModel) -> None:
                 raise ConfigError(f"key '{key}.pos_tagger': {exc}") from exc
 
 
+def no_mask_token(source: str, key: str) -> str:
+    """The refusal of masking augmentation over a tokenizer without a mask token, by ``key`` (the p_mask)."""
+    return (f"key '{key}': the teacher's tokenizer ({source}) has no mask token, so masked words would be written "
+            "as the literal text '[MASK]', which it splits into ordinary word pieces; set p_mask: 0 (swaps and "
+            "n-gram sampling still apply), or use a teacher whose tokenizer has a mask token")
+
+
+def check_mask_tokens(settings: BaseModel) -> None:
+    """Refuse, by key, augmentation that masks words (p_mask > 0) where the teacher's tokenizer, which labels the
+    variants, has no mask token (Llama-style tokenizers): it was written as the literal '[MASK]', silently."""
+    teachers = teacher_sources(settings)
+    for key, augment in sections(settings, AugmentConfig):
+        if augment.p_mask <= 0:
+            continue
+        for source, _ in teachers[:1]:  # the first teacher's tokenizer is the one the transfer stage uses
+            tokenizer = None if source == TEACHER_REF else _tokenizer_of(source, False)
+            if tokenizer is not None and tokenizer.mask_token is None:
+                raise ConfigError(no_mask_token(source, f"{key}.p_mask"))
+
+
 def _checkable(model: ModelConfig) -> bool:
     """A Transformer built from a pretrained encoder as it is: a BiLSTM, a saved model (init_from) or an encoder
     built from settings (backbone_config) are checked where they are built."""
     return model.architecture == "hf" and model.init_from is None and model.backbone_config is None
 
 
-def _teacher_source(settings: BaseModel) -> tuple[str, list[int] | None] | None:
+def teacher_source(settings: BaseModel) -> tuple[str, list[int] | None] | None:
     """What `@teacher` names before the teacher exists: the encoder it is trained from (with the teacher's own
     student_layers, if any), or the first given teacher; None where that cannot be read from a config file."""
     teacher = getattr(settings, "teacher", None)
@@ -210,6 +273,7 @@ def check_settings(settings: BaseModel) -> None:
         check_feature_losses(settings)
         check_online_teachers(settings)
         check_pos_taggers(settings)
+        check_mask_tokens(settings)
         check_fp16(settings)
     finally:
         _encoder_config.cache_clear()  # a later run (in this process) reads the folders as they are then
@@ -235,7 +299,7 @@ def check_models(settings: BaseModel) -> None:
         check_model_path(model.tokenizer, f"{key}.tokenizer")
         if not _checkable(model):
             continue
-        found = _teacher_source(settings) if model.name_or_path == TEACHER_REF else (model.name_or_path, None)
+        found = teacher_source(settings) if model.name_or_path == TEACHER_REF else (model.name_or_path, None)
         if found is None:
             continue
         source, cut = found  # cut: the teacher's own student_layers, which a student of `@teacher` indexes into

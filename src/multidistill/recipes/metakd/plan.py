@@ -11,10 +11,18 @@ from multidistill.config import DataConfig, DomainHoldout, TaskRef
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
+from multidistill.losses.registry import build_loss
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.common import TEACHER_REF, check_teacher_heads
 from multidistill.recipes.metakd.config import MetaKDRecipe
-from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources
+from multidistill.recipes.preflight import (
+    check_model_path,
+    check_student_tokens,
+    check_teacher_positions,
+    feature_dims,
+    teacher_source,
+    teacher_sources,
+)
 from multidistill.utils.paths import name_problem
 
 
@@ -159,6 +167,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         check_teacher_positions(teacher_sources(recipe), recipe.student.model.max_seq_length,
                                 "student.model.max_seq_length", recipe.student.model.trust_remote_code)
     check_model_path(recipe.prototypes.encoder, "prototypes.encoder")
+    _check_stage_a(recipe)
     encoder_key = ("prototypes.encoder" if recipe.prototypes.encoder is not None else
                    "teacher.model.name_or_path" if recipe.teacher.model is not None else "teacher.model_dirs.0")
     check_teacher_positions([(prototype_encoder(recipe), encoder_key)], prototype_length(recipe),
@@ -194,6 +203,28 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                                   f"'{needed}' (its student is selected on data.eval_split and scored on "
                                   f"report_split); give it {needed} rows, or leave it out of targets") from exc
     return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
+
+
+def _check_stage_a(recipe: MetaKDRecipe) -> None:
+    """Stage A's terms are the method's (hidden_mse, attention_mse, transferable_mse against the meta-teacher, run
+    online on the student's tokens): a student whose sizes they cannot compare (another head count, a family whose
+    features cannot be read) or whose tokenizer splits text otherwise was refused only when stage A started, after
+    the meta-teacher had trained. Refused here by the student's key."""
+    model = recipe.student.model
+    teacher = teacher_source(recipe)
+    if model.architecture != "hf" or model.init_from is not None or teacher is None:
+        return  # a BiLSTM has no stage A features to compare; a saved model is checked when it loads
+    try:
+        dims = feature_dims(model, teacher)
+        for loss in ("hidden_mse", "attention_mse", "transferable_mse") if dims else ():
+            build_loss(loss, dims=dims)
+    except ConfigError as exc:
+        raise ConfigError(f"key 'student.model.name_or_path': Meta-KD's stage A (hidden_mse, attention_mse and "
+                          f"transferable_mse against the meta-teacher) cannot compare this student with it: {exc}; "
+                          "its terms are the method's, so choose a student that fits (e.g. one cut from the "
+                          "meta-teacher: name_or_path '@teacher' with student_layers)") from exc
+    check_student_tokens(model, teacher_sources(recipe), "student",
+                         "Meta-KD's stage A (hidden states and attention scores against the meta-teacher)")
 
 
 def _target_rows(recipe: MetaKDRecipe, target: str, selected: int) -> int:

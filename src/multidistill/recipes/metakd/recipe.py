@@ -97,9 +97,12 @@ def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     if transfers:
         sizes = ", ".join(f"{target} {transfer.rows}" for target, transfer in transfers.items())
         stages = "stages A and B" if recipe.student.augment_intermediate else "stage B"
-        notes.append(f"{stages} and the KD baselines distil on augmented transfer sets (the target's rows plus "
-                     f"Tang et al. variants, rows: {sizes}); the no-KD baseline trains on the gold rows for as many "
-                     "examples")
+        kd = [b for b in recipe.baselines if b != "no_kd"]
+        note = (f"{stages}{' and the KD baselines' if kd else ''} distil on augmented transfer sets (the target's "
+                f"rows plus Tang et al. variants, rows: {sizes})")
+        if "no_kd" in recipe.baselines:
+            note += "; the no-KD baseline trains on the gold rows for as many examples"
+        notes.append(note)
     notes = list(dict.fromkeys(notes))  # each target's transfer stage says the same about a missing POS tagger
     return write_summary(runner.root, {name: rows[name] for name in order}, order[0], list(plan.targets), notes,
                          baselines=target_baselines(recipe, plan), split=plan.report_split)
