@@ -263,7 +263,7 @@ def test_save_load_round_trip_and_load_model_by_kind(model, tokenizer, tiny_mode
 
 
 @pytest.mark.parametrize("damage", ["missing_weights", "corrupt_weights", "pickle_weights", "missing_config",
-                                    "unknown_kind", "bad_spec", "wrong_sizes"])
+                                    "unknown_kind", "bad_spec", "bad_padding_idx", "wrong_sizes"])
 def test_broken_bilstm_folders_are_refused(model, tmp_path, damage):
     folder = tmp_path / "saved"
     model.save_pretrained(folder)
@@ -287,6 +287,9 @@ def test_broken_bilstm_folders_are_refused(model, tmp_path, damage):
     elif damage == "bad_spec":
         config_path.write_text(json.dumps({**config, "spec": {**config["spec"], "num_layers": 9}}))
         expected = "invalid BiLSTM model config"
+    elif damage == "bad_padding_idx":
+        config_path.write_text(json.dumps({**config, "padding_idx": config["vocab_size"]}))
+        expected = "invalid BiLSTM model config: padding_idx .* is not a token id"
     else:
         config_path.write_text(json.dumps({**config, "spec": {**config["spec"], "hidden_size": 4}}))
         expected = "size mismatch for lstm"
@@ -308,3 +311,142 @@ def test_evaluate_model_dir_on_a_saved_bilstm(tokenizer, tmp_path):
     assert set(result["tasks"]) == {"toy_sent", "toy_pair", "toy_reg"}
     assert 0.0 <= result["tasks"]["toy_sent"]["accuracy"] <= 1.0
     assert set(result["tasks"]["toy_reg"]) == {"pearson", "spearman"}
+
+
+# ---------------------------------------------------------------- the padding row and the tokenizer's pad token
+
+
+def _tiny_tokenizer(**special):
+    """The tiny WordPiece tokenizer, with other special tokens (``pad_token="[SEP]"``: pad == sep, Llama-style)."""
+    from transformers import BertTokenizerFast
+
+    from tests.conftest import _vocab
+
+    return BertTokenizerFast(vocab={token: i for i, token in enumerate(_vocab())}, do_lower_case=True, **special)
+
+
+def _no_pad_tokenizer():
+    tokenizer = _tiny_tokenizer()
+    tokenizer.pad_token = None
+    assert tokenizer.pad_token_id is None
+    return tokenizer
+
+
+def test_a_bert_tokenizer_bilstm_is_unchanged(tokenizer):
+    """Parameters and outputs for a fixed seed, as computed before the padding row depended on the tokenizer's
+    other special tokens (BERT's [PAD] is its own token: still the zero, frozen padding row)."""
+    torch.manual_seed(0)
+    teacher = torch.randn(model_vocab(tokenizer), 32)
+    torch.manual_seed(0)
+    model = BiLSTMModel.from_tokenizer(SPEC, TASKS, tokenizer, teacher_embeddings=teacher).eval()
+    assert model.embeddings.padding_idx == tokenizer.pad_token_id == 0
+    sums = [float(p.detach().double().abs().sum()) for p in model.parameters()]
+    assert sums[0] == pytest.approx(1492.576543, abs=1e-4) and sum(sums) == pytest.approx(1946.025, abs=1e-3)
+    pairs, single = _pairs(tokenizer), _single(tokenizer)
+    expected_pair = torch.tensor([[0.1746353954076767, -0.020671235397458076, -0.21492309868335724],
+                                  [0.12974727153778076, -0.023448863998055458, -0.20604895055294037]])
+    expected_sent = torch.tensor([[0.2333894968032837, 0.2964528203010559], [0.2577356994152069, 0.31081727147102356],
+                                  [0.24351780116558075, 0.2995711863040924]])
+    got_pair = model("pair", pairs["input_ids"], pairs["attention_mask"], pairs["token_type_ids"]).logits
+    got_sent = model("sent", single["input_ids"], single["attention_mask"]).logits
+    assert torch.allclose(got_pair, expected_pair, atol=1e-5) and torch.allclose(got_sent, expected_sent, atol=1e-5)
+
+
+def test_a_separator_that_is_also_the_pad_token_is_trained():
+    """Llama-style tokenizers pad with their eos/separator: that row is read in every segment, so it is no padding
+    row (nn.Embedding's padding_idx would keep it at zero and never train it)."""
+    tokenizer = _tiny_tokenizer(pad_token="[SEP]")
+    sep = tokenizer.sep_token_id
+    assert tokenizer.pad_token_id == sep
+    torch.manual_seed(0)
+    teacher = torch.randn(model_vocab(tokenizer), 32)
+    model = BiLSTMModel.from_tokenizer(SPEC, TASKS, tokenizer, teacher_embeddings=teacher)
+    assert model.embeddings.padding_idx is None
+    weight = model.embeddings.weight
+    assert weight[sep].norm() > 0  # initialised from the teacher like any token
+    before = weight[sep].detach().clone()
+    batch = _pairs(tokenizer)
+    model.train()
+    HardLoss()(model("pair", batch["input_ids"], batch["attention_mask"]).logits, torch.tensor([0, 2]),
+               PAIR).mean().backward()
+    assert weight.grad[sep].abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert not torch.equal(weight[sep].detach(), before)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_with_the_separator_changes_nothing(side):
+    """Pads that are separators (right or left of the text) neither open segment B nor reach the LSTM."""
+    tokenizer = _tiny_tokenizer(pad_token="[SEP]")
+    tokenizer.padding_side = side
+    torch.manual_seed(0)
+    model = BiLSTMModel.from_tokenizer(SPEC, TASKS, tokenizer).eval()
+    batch = _pairs(tokenizer)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert (mask == 0).any() and torch.all(ids[mask == 0] == tokenizer.sep_token_id)
+    logits = model("pair", ids, mask).logits  # no token types: the segments come from the separators
+    for i in range(ids.shape[0]):
+        real = mask[i].bool()
+        alone = model("pair", ids[i:i + 1, real], mask[i:i + 1, real]).logits
+        assert torch.allclose(alone, logits[i:i + 1], atol=1e-5)
+    assert torch.allclose(model("pair", ids, mask, batch["token_type_ids"]).logits, logits, atol=1e-5)
+
+
+def test_a_tokenizer_without_a_pad_token_freezes_no_row(tmp_path):
+    """No pad token: no padding row (id 0, the collator's fill, is a real token in BPE vocabularies); padding is
+    masked, so whatever id fills it is never read."""
+    tokenizer = _no_pad_tokenizer()
+    torch.manual_seed(0)
+    teacher = torch.randn(model_vocab(tokenizer), 16)
+    model = BiLSTMModel.from_tokenizer(SPEC, TASKS, tokenizer, teacher_embeddings=teacher)
+    assert model.embeddings.padding_idx is None and model.pad_token_id is None
+    assert model.embeddings.weight[0].norm() > 0
+    model.eval()
+    ids = torch.tensor([[2, 20, 21, 3, 22, 3], [2, 23, 3, 0, 0, 0]])  # padded with 0, as `collate` pads
+    mask = (ids != 0).long()
+    logits = model("pair", ids, mask).logits
+    assert torch.allclose(model("pair", ids[1:, :3], mask[1:, :3]).logits, logits[1:], atol=1e-5)
+    assert torch.equal(model("pair", ids.masked_fill(mask == 0, 7), mask).logits, logits)
+    model.save_pretrained(tmp_path / "saved", tokenizer)
+    loaded = load_model(tmp_path / "saved").eval()
+    assert loaded.pad_token_id is None and loaded.embeddings.padding_idx is None
+    assert torch.equal(loaded("pair", ids, mask).logits, logits)
+
+
+def test_an_empty_segment_reads_a_zero_input_whatever_the_fill_row():
+    """An empty second text is read as one zero input, with or without a padding row."""
+    tokenizer = _tiny_tokenizer(pad_token="[SEP]")
+    torch.manual_seed(0)
+    model = BiLSTMModel.from_tokenizer(SPEC, TASKS, tokenizer).eval()
+    ids = torch.tensor([[2, 20, 21, 3]])  # `[CLS] a b [SEP]` with token types all 0 and nothing after: b is empty
+    mask = torch.ones_like(ids)
+    types = torch.zeros_like(ids)
+    pooled = model("pair", ids, mask, types).pooled
+    with torch.no_grad():
+        model.embeddings.weight[tokenizer.sep_token_id] += 5.0  # the fill row's values do not matter
+    v = model("pair", ids, mask, types).pooled.split(16, dim=1)[1]
+    assert torch.allclose(v, pooled.split(16, dim=1)[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("pad_token", [None, "[SEP]"])
+def test_a_folder_saved_before_padding_idx_was_recorded_loads_the_same(tmp_path, pad_token):
+    """Older folders record only pad_token_id (padding_idx was always it): they load strictly and predict the same;
+    one whose pad token is its separator loads without a padding row (that row was zero, now it may train)."""
+    tokenizer = _tiny_tokenizer(**({"pad_token": pad_token} if pad_token else {}))
+    torch.manual_seed(0)
+    model = BiLSTMModel.from_tokenizer(SPEC, TASKS, tokenizer).eval()
+    if pad_token:  # what the older code saved: the separator's row zero
+        with torch.no_grad():
+            model.embeddings.weight[tokenizer.sep_token_id] = 0.0
+    model.save_pretrained(tmp_path / "old", tokenizer)
+    path = tmp_path / "old" / "multidistill_model.json"
+    config = json.loads(path.read_text())
+    assert config["padding_idx"] == (None if pad_token else 0)
+    del config["padding_idx"]
+    path.write_text(json.dumps(config))
+    loaded = load_model(tmp_path / "old").eval()
+    assert loaded.embeddings.padding_idx == (None if pad_token else tokenizer.pad_token_id)
+    batch = _pairs(tokenizer)
+    for task in ("sent", "pair"):
+        assert torch.equal(loaded(task, batch["input_ids"], batch["attention_mask"]).logits,
+                           model(task, batch["input_ids"], batch["attention_mask"]).logits)

@@ -38,6 +38,11 @@ KIND = "bilstm"
 BILSTM_FEATURES = ("logits", "pooled", "hidden_states")
 # Fixed seed for the random parts of embedding initialisation, so a run is reproducible from its config.
 _INIT_SEED = 0
+# The tokenizer's special tokens other than padding: a pad token that is also one of them (Llama-style tokenizers
+# pad with their end-of-sequence token) is a real input, so its embedding row must train (`padding_row`).
+_OTHER_SPECIAL_TOKENS = ("cls", "sep", "bos", "eos", "unk", "mask")
+# `padding_idx` default of the constructor: the pad id, unless it is the separator (`BiLSTMModel.__init__`).
+_FROM_PAD_ID = "from_pad_id"
 
 
 class BiLSTMModel(SavedModel):
@@ -47,16 +52,29 @@ class BiLSTMModel(SavedModel):
     returns a `MultiTaskOutput`.
     """
 
-    def __init__(self, spec: BiLSTMSpec, tasks: list[Task], *, vocab_size: int, pad_token_id: int,
-                 sep_token_id: int | None, max_length: int | None = None) -> None:
+    def __init__(self, spec: BiLSTMSpec, tasks: list[Task], *, vocab_size: int, pad_token_id: int | None,
+                 sep_token_id: int | None, max_length: int | None = None,
+                 padding_idx: int | None | str = _FROM_PAD_ID) -> None:
+        """``pad_token_id`` is the tokenizer's pad token (None when it has none); ``padding_idx`` the embedding row
+        kept at zero and never trained (`nn.Embedding`'s), None for none. It defaults to ``pad_token_id`` unless
+        that is None or the separator, as `from_pretrained` reads a folder saved before ``padding_idx`` was
+        recorded; `from_tokenizer` passes `padding_row`, which checks every special token.
+
+        Padding itself never reaches the LSTM (`_encode` packs or masks it away), so the pad id is only a
+        fill value and ``padding_idx`` only keeps a row that no input uses at zero.
+        """
         super().__init__()
+        if padding_idx == _FROM_PAD_ID:
+            padding_idx = pad_token_id if pad_token_id != sep_token_id else None
+        if padding_idx is not None and not 0 <= padding_idx < vocab_size:
+            raise ValueError(f"padding_idx {padding_idx} is not a token id of the vocabulary of {vocab_size}")
         self.spec = spec
         self.max_length = max_length  # the truncation length used in training; the default for inference
         self.vocab_size = vocab_size
         self.pad_token_id = pad_token_id
         self.sep_token_id = sep_token_id
         self.tasks = {task.name: task for task in tasks}
-        self.embeddings = nn.Embedding(vocab_size, spec.embedding_dim, padding_idx=pad_token_id)
+        self.embeddings = nn.Embedding(vocab_size, spec.embedding_dim, padding_idx=padding_idx)
         # nn.LSTM applies dropout only between layers and warns when asked for it with one layer.
         self.lstm = nn.LSTM(spec.embedding_dim, spec.hidden_size, num_layers=spec.num_layers, batch_first=True,
                             bidirectional=True, dropout=spec.dropout if spec.num_layers > 1 else 0.0)
@@ -85,14 +103,16 @@ class BiLSTMModel(SavedModel):
 
         The vocabulary covers every id the tokenizer can emit (``len(tokenizer)``, or more when a
         vocabulary file skips ids). A teacher matrix with at least that many rows sets the size
-        instead, as teachers often pad their embedding matrix (e.g. to a multiple of 8).
+        instead, as teachers often pad their embedding matrix (e.g. to a multiple of 8). The padding
+        row (zero, never trained) is `padding_row`'s: none when the pad token is also the separator or
+        another special token, or when the tokenizer has no pad token.
         """
         use_teacher = teacher_embeddings is not None and spec.init_embeddings
         vocab_size = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
         if use_teacher and teacher_embeddings.dim() == 2 and teacher_embeddings.shape[0] >= vocab_size:
             vocab_size = teacher_embeddings.shape[0]
-        model = cls(spec, tasks, vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id or 0,
-                    sep_token_id=tokenizer.sep_token_id, max_length=max_length)
+        model = cls(spec, tasks, vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id,
+                    sep_token_id=tokenizer.sep_token_id, max_length=max_length, padding_idx=padding_row(tokenizer))
         if use_teacher:
             model.init_embeddings_from(teacher_embeddings)
         return model
@@ -124,7 +144,7 @@ class BiLSTMModel(SavedModel):
         factor that gives its entries unit spread (`_unit_scale`: LSTMs need larger inputs). When H_t is smaller
         than ``embedding_dim`` there are only H_t components; the remaining columns get small random
         values (1% of the projected part's spread, fixed seed) so they are not dead at the start.
-        The padding row stays zero.
+        The padding row (``embeddings.padding_idx``, if any) is left out of the statistics and stays zero.
         """
         if teacher_embeddings.dim() != 2:
             raise ModelError(f"teacher embeddings must be a (vocab, hidden) matrix, got shape "
@@ -137,9 +157,11 @@ class BiLSTMModel(SavedModel):
         teacher = teacher_embeddings.detach().to(device="cpu", dtype=torch.float32)
         dim = self.spec.embedding_dim
         same = teacher_dim == dim
-        weights = teacher.clone() if same else _pca_project(teacher, dim, exclude_row=self.pad_token_id)
-        weights = _unit_scale(weights, exclude_row=self.pad_token_id)
-        weights[self.pad_token_id] = 0.0
+        padding = self.embeddings.padding_idx
+        weights = teacher.clone() if same else _pca_project(teacher, dim, exclude_row=padding)
+        weights = _unit_scale(weights, exclude_row=padding)
+        if padding is not None:
+            weights[padding] = 0.0
         target.copy_(weights.to(dtype=target.dtype, device=target.device))
 
     # --- forward ------------------------------------------------------------------------------
@@ -148,7 +170,8 @@ class BiLSTMModel(SavedModel):
                    token_type_ids: torch.Tensor | None) -> torch.Tensor:
         """Which tokens belong to the second text: token types where a row has any, else after the first SEP."""
         if self.sep_token_id is not None:
-            is_sep = (input_ids == self.sep_token_id).long()
+            # Only real tokens: a tokenizer that pads with its separator (Llama-style) may pad on the left.
+            is_sep = ((input_ids == self.sep_token_id) & mask).long()
             # Count of separators strictly before each token; covers `[CLS] a [SEP] b [SEP]` and
             # RoBERTa's `<s> a </s></s> b </s>` (whose second `</s>` opens segment B).
             after_sep = (is_sep.cumsum(1) - is_sep) > 0
@@ -177,11 +200,11 @@ class BiLSTMModel(SavedModel):
         order = torch.argsort((~in_segment).long() * width + positions[None, :], dim=1)
         ids = input_ids.gather(1, order)
         # Packing needs length >= 1: an empty segment (e.g. text_b truncated away) is read as one
-        # padding token, whose embedding is zero.
+        # token whose input is zero (set below: the fill id need not have a zero row).
         lengths = lengths.clamp(min=1)
         valid = positions[None, :] < lengths[:, None]
-        ids = ids.masked_fill(~valid | (empty[:, None] & (positions[None, :] == 0)), self.pad_token_id)
-        embedded = self.dropout(self.embeddings(ids))
+        ids = ids.masked_fill(~valid | (empty[:, None] & (positions[None, :] == 0)), self._fill_id)
+        embedded = self.dropout(self.embeddings(ids)) * (~empty).to(self.embeddings.weight.dtype)[:, None, None]
         if self.pack_sequences and not torch.onnx.is_in_onnx_export():
             packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
             outputs, _ = self.lstm(packed)
@@ -196,6 +219,14 @@ class BiLSTMModel(SavedModel):
         outputs = torch.zeros_like(outputs).scatter(1, order.unsqueeze(-1).expand_as(outputs), outputs)
         weights = torch.zeros_like(weights).scatter(1, order, weights)
         return pooled, outputs * keep.unsqueeze(-1), weights * keep
+
+    @property
+    def _fill_id(self) -> int:
+        """The id written where nothing is read (positions past a segment's length): the padding row when there is
+        one, else the pad token, else 0. Any id would do."""
+        if self.embeddings.padding_idx is not None:
+            return self.embeddings.padding_idx
+        return self.pad_token_id if self.pad_token_id is not None else 0
 
     def _lstm_unpacked(self, embedded: torch.Tensor, lengths: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """What the packed bidirectional LSTM computes over rows of ``lengths`` valid leading positions, without
@@ -316,6 +347,7 @@ class BiLSTMModel(SavedModel):
             "vocab_size": self.vocab_size,
             "pad_token_id": self.pad_token_id,
             "sep_token_id": self.sep_token_id,
+            "padding_idx": self.embeddings.padding_idx,
             "max_length": self.max_length,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
             **self._saved_data_root(),
@@ -341,8 +373,10 @@ class BiLSTMModel(SavedModel):
         try:
             spec = BiLSTMSpec.model_validate(config["spec"])
             tasks = [Task.model_validate(task) for task in config["tasks"]]
-            settings = dict(vocab_size=int(config["vocab_size"]), pad_token_id=int(config["pad_token_id"]),
+            settings = dict(vocab_size=int(config["vocab_size"]), pad_token_id=_optional_id(config["pad_token_id"]),
                             sep_token_id=config.get("sep_token_id"), max_length=config.get("max_length"))
+            if "padding_idx" in config:  # else saved before it was recorded: the constructor's default, as then
+                settings["padding_idx"] = _optional_id(config["padding_idx"])
             with torch.device("meta"):  # the constructor's own checks, before any memory is allocated
                 cls(spec, tasks, **settings)
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
@@ -350,6 +384,25 @@ class BiLSTMModel(SavedModel):
         model = build_and_load(lambda: cls(spec, tasks, **settings), directory / WEIGHTS_FILE)
         model._load_data_root(config)
         return model
+
+
+def padding_row(tokenizer) -> int | None:
+    """The embedding row to keep at zero for ``tokenizer``: its pad token's id, or None when it has no pad token
+    or its pad token is also its separator, end-of-sequence or another special token (Llama-style tokenizers pad
+    with eos), which the BiLSTM reads as input and must learn.
+
+    Padding needs no row of its own: `BiLSTMModel._encode` never feeds padded positions to the LSTM, so without a
+    pad token the fill id (0, what the collator pads with) is harmless, and no real token's row is frozen.
+    """
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        return None
+    others = {getattr(tokenizer, f"{name}_token_id", None) for name in _OTHER_SPECIAL_TOKENS}
+    return None if pad in others else pad
+
+
+def _optional_id(value) -> int | None:
+    return None if value is None else int(value)
 
 
 def _rows_except(matrix: torch.Tensor, row: int | None) -> torch.Tensor:
