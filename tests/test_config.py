@@ -344,6 +344,35 @@ def test_override_invalid_yaml_value_rejected() -> None:
         apply_overrides({}, ["data.tasks=[a, b"])
 
 
+@pytest.mark.parametrize("word", ["@teacher", "@teacher/sub", "`x", "%x", "|x", ">x", "*x"])
+def test_override_one_word_yaml_cannot_read_is_that_word(word: str) -> None:
+    """YAML reserves '@' and '`' (and reads '|', '%', '*' as syntax): unquoted, `--set
+    student.model.name_or_path=@teacher`, the documented way to name the teacher, was a raw scanner error."""
+    assert apply_overrides({}, [f"student.model.name_or_path={word}"]) == {"student": {"model": {"name_or_path": word}}}
+    assert apply_overrides({}, [f"a=\"{word}\""]) == {"a": word}  # quoted, as before
+
+
+def test_override_at_teacher_names_the_teacher_in_a_recipe() -> None:
+    from multidistill.recipes import load_recipe
+
+    recipe = load_recipe(REPO / "configs" / "mkd_bilstm.yaml", ["student.model.name_or_path=@teacher"])
+    assert recipe.student.model.name_or_path == "@teacher"
+
+
+@pytest.mark.parametrize(("item", "hint"), [
+    ("teacher.model_dirs=[@teacher]", r"""--set 'teacher.model_dirs="\[@teacher\]"'.*its own quotes: \["@teacher"\]"""),
+    ("a=x: @y", r"""quote the value in YAML \(inside the shell's own quotes\): --set 'a="x: @y"'"""),
+    ("a=\"x", r"quote the value in YAML \(inside the shell's own quotes\), escaping its quotes"),
+    ("train.seed=2021-02-30", r"day is out of range.*\n.*--set 'train.seed=\"2021-02-30\"'"),
+])
+def test_override_yaml_cannot_read_suggests_quoting(item: str, hint: str) -> None:
+    """More than one word, or a value YAML reads but refuses (a date, a tag), stays an error that says how to
+    quote it; a YAML structure is not guessed at."""
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        apply_overrides({}, [item])
+    assert info.match(hint)
+
+
 def test_override_unknown_key_reported_with_path(tmp_path: Path) -> None:
     assert "'train.lrr'" in config_error(write_yaml(tmp_path, BASE), ["train.lrr=1"])
 

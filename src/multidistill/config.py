@@ -521,19 +521,50 @@ def merge_mappings(base: dict, update: dict) -> dict:
     return merged
 
 
+# One word with nothing YAML could read as structure (no space, bracket, brace, comma, quote, colon or comment).
+_PLAIN_WORD = re.compile(r"[^\s\[\]{},'\"#:]+")
+
+
+def parse_override_value(text: str):
+    """The value of a ``--set key.path=value``, read as YAML (numbers, bools, lists, mappings); an empty value is
+    the empty string. One plain word that YAML cannot read at all is that word as a string: ``@teacher`` (YAML
+    reserves '@' and '`', so an unquoted ``@teacher`` is a scanner error there), ``|x``, ``%x``, ``*x``. A value
+    YAML reads but refuses (``2021-02-30``, a ``!!tag``) stays an error."""
+    if not text.strip():
+        return ""
+    try:
+        return parse_yaml(text)
+    except (yaml.scanner.ScannerError, yaml.parser.ParserError, yaml.composer.ComposerError):
+        if _PLAIN_WORD.fullmatch(text.strip()):
+            return text.strip()
+        raise
+
+
+def _quoting_hint(key: str, text: str) -> str:
+    """How to give ``text`` as a string: in YAML's double quotes, inside the shell's single quotes."""
+    if any(char in text for char in "'\"\\"):
+        hint = "To set it as text, quote the value in YAML (inside the shell's own quotes), escaping its quotes."
+    else:
+        hint = f"To set it as text, quote the value in YAML (inside the shell's own quotes): --set '{key}=\"{text}\"'"
+    if any(char in text for char in "@`"):  # YAML reserves both: no unquoted item may start with one
+        hint += " An item of a list or mapping that starts with '@' or '`' needs its own quotes: [\"@teacher\"]."
+    return hint
+
+
 def apply_overrides(raw: dict, overrides: list[str] | str) -> dict:
     """Apply ``key.path=value`` strings (one str is one override); values are parsed as YAML (numbers, bools,
-    lists)."""
+    lists) by `parse_override_value`."""
     for item in as_list(overrides, "overrides") or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected key.path=value")
         try:
-            value = parse_yaml(text) if text.strip() else ""
+            value = parse_override_value(text)
         except RefusedValue as exc:
             raise ConfigError(f"--set '{item}': {exc.problem}") from exc
         except _YAML_ERRORS as exc:
-            raise ConfigError(f"--set '{item}': value is not valid YAML: {exc}") from exc
+            raise ConfigError(f"--set '{item}': value is not valid YAML: {exc}\n"
+                              f"{_quoting_hint(key.strip(), text.strip())}") from exc
         _set_path(raw, key.strip(), value)
     return raw
 
