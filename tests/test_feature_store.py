@@ -259,6 +259,10 @@ def test_teachers_of_two_sizes_are_refused_naming_both(world, tmp_path):
                                           r"hidden_size 32, 1 layers, 2 heads, hidden_size 32, 2 layers"):
         build_signal_store([teacher, small], data_config, tmp_path / "two", max_length=32, hidden_layers=[1])
     assert not (tmp_path / "two").exists()
+    online = OnlineSignals([teacher, small], AutoTokenizer.from_pretrained(teacher), TASKS, logits=False)
+    with pytest.raises(ConfigError, match=r"key 'online_teachers': feature losses need teachers of one size, got "
+                                          r"ModelDims\(hidden_size=32, num_layers=1"):
+        online.dims()  # the same TypeError, online
 
 
 def test_hidden_states_a_store_cannot_hold_faithfully_are_refused():

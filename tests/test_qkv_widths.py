@@ -151,7 +151,7 @@ def test_preflight_refuses_relation_heads_by_the_widths_of_the_configs_and_keeps
 
     from multidistill.config import LossTerm, ModelConfig, ObjectiveConfig
     from multidistill.recipes.config import StudentSection, TeacherSection
-    from multidistill.recipes.preflight import _encoder_dims, check_feature_losses
+    from multidistill.recipes.preflight import check_feature_losses, encoder_dims
 
     class Settings(BaseModel):
         teacher: TeacherSection
@@ -159,7 +159,7 @@ def test_preflight_refuses_relation_heads_by_the_widths_of_the_configs_and_keeps
 
     transformers.BertConfig(**SIZES).save_pretrained(tmp_path / "teacher")
     ALL_CONFIGS["mobilebert"]().save_pretrained(tmp_path / "mobilebert")
-    cut = _encoder_dims(str(tmp_path / "mobilebert"), [0], False)
+    cut = encoder_dims(str(tmp_path / "mobilebert"), [0], False)
     assert (cut.num_layers, cut.qkv_width("queries"), cut.qkv_width("values")) == (1, 16, 16)
 
     def settings(heads: int) -> Settings:

@@ -182,8 +182,8 @@ def test_a_prototype_encoder_shorter_than_its_rows_is_refused_by_prototypes_max_
 
 
 def test_a_given_meta_teachers_prototypes_read_the_length_it_was_trained_with(tiny_run, tmp_path):
-    """With teacher.model_dirs the prototype encoder is the given meta-teacher, and its rows are as long as it was
-    trained with (recorded in its folder: 16 here), not 128: a 40-position meta-teacher is accepted."""
+    """With teacher.model_dirs the prototype encoder is the given meta-teacher; its rows are 128 tokens, or, where
+    the encoder has fewer positions, as long as it was trained with (recorded in its folder: 16 here)."""
     from multidistill.recipes.metakd.plan import prototype_length
 
     recipe = tiny_metakd(tiny_run, tmp_path)
@@ -196,6 +196,11 @@ def test_a_given_meta_teachers_prototypes_read_the_length_it_was_trained_with(ti
     with pytest.raises(ConfigError, match=r"key 'prototypes.max_seq_length': 41 tokens exceed the 40 positions of "
                                           r"the prototype encoder .*given \(teacher.model_dirs.0\)"):
         metakd_plan(recipe, tmp_path, "prototypes.max_seq_length=41")
+    # An encoder of 128 positions or more keeps 128, what runs made before read (their prototypes stay valid).
+    roomy = save_teacher(tmp_path / "roomy", short_encoder(tmp_path / "long", positions=200),
+                         [task_specs(recipe)["reviews"]], ["books", "dvd"])
+    recipe["teacher"] = {"model_dirs": [str(roomy)]}
+    assert prototype_length(load_recipe(write(recipe, tmp_path), [])) == 128
 
 
 def test_a_meta_kd_student_stage_a_cannot_compare_is_refused_before_the_meta_teacher_trains(tiny_run, tmp_path,
@@ -241,6 +246,11 @@ def test_a_student_with_feature_terms_and_another_tokenizer_is_refused_by_key(tm
                                                objective=objective))
 
     check_online_teachers(settings(other, "soft_ce"))  # logits from a store: keyed by example, any tokenizer
+    # A teacher trained here with the student's tokenizer (teacher.model.tokenizer) reads the student's tokens.
+    trained = Settings(teacher=TeacherSection(model=ModelConfig(name_or_path=str(tiny_model_dir),
+                                                                tokenizer=str(other))),
+                       student=settings(other, "hidden_mse").student)
+    check_online_teachers(trained)
     check_online_teachers(settings(tiny_model_dir, "soft_ce", "hidden_mse"))
     with pytest.raises(ConfigError, match=r"key 'student.model.name_or_path': .*other-vocab splits text otherwise "
                                           r"than the teacher .*\(teacher.model_dirs.0\).*'student.objective'"):

@@ -107,6 +107,17 @@ def student_config(config: ModelConfig) -> transformers.PretrainedConfig:
     """The HF config of a randomly initialised encoder (``model.backbone_config``): with a `model_type`, that
     family's defaults plus the given sizes; without one, name_or_path's own config (a teacher's family, its
     vocabulary and position limit) with the given sizes replacing its own (e.g. fewer layers, a smaller width)."""
+    built = _student_config(config)
+    from multidistill.models.families import quirks_of, unmet_need  # families imports the model modules
+
+    problem = unmet_need(built, quirks_of(built).needs)
+    if problem:  # it would fail on its first batch, inside transformers
+        raise ConfigError(f"key 'model.backbone_config': a '{built.model_type}' encoder built from it cannot run on "
+                          f"text batches: {problem}")
+    return built
+
+
+def _student_config(config: ModelConfig) -> transformers.PretrainedConfig:
     spec = dict(config.backbone_config or {})
     model_type = spec.pop("model_type", None)
     if model_type is not None:

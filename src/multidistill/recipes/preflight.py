@@ -55,7 +55,7 @@ def check_model_path(name_or_path: str | None, key: str) -> None:
         raise ConfigError(f"key '{key}': {exc}") from exc
 
 
-def _encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -> ModelDims | None:
+def encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -> ModelDims | None:
     """The sizes a feature loss is built from, read from the encoder's config (its kept layers where cut); None
     where that cannot be read here (the stage then checks). A family whose features cannot be read, or a config
     without a value its features need, is a ConfigError (`family_of`)."""
@@ -113,6 +113,27 @@ def check_feature_losses(settings: BaseModel) -> None:
                 raise ConfigError(f"key '{key}.objective': {exc}") from exc
 
 
+def encoder_positions(source: str, trust_remote_code: bool = False) -> int | None:
+    """How many tokens an encoder (a name, folder or multidistill model folder) reads; None where its config cannot
+    be read here or says no limit."""
+    config = _encoder_config.__wrapped__(source, trust_remote_code)  # uncached: callers outside check_settings
+    try:
+        return None if config is None else max_positions(config)
+    except (TypeError, ValueError):  # an odd config (pad_token_id not a number)
+        return None
+
+
+def teacher_tokenizers(settings: BaseModel) -> list[tuple[str, str]]:
+    """Each teacher's tokenizer as it can be read before the teachers exist (a teacher trained here keeps its
+    model.tokenizer, else its encoder's; a given teacher folder its own), with the key that names it."""
+    teacher = getattr(settings, "teacher", None)
+    model = teacher if isinstance(teacher, ModelConfig) else getattr(teacher, "model", None)
+    if isinstance(model, ModelConfig) and model.tokenizer and model.tokenizer != TEACHER_REF:
+        prefix = "teacher" if model is teacher else "teacher.model"
+        return [(model.tokenizer, f"{prefix}.tokenizer")]
+    return teacher_sources(settings)
+
+
 def teacher_sources(settings: BaseModel) -> list[tuple[str, str]]:
     """Each teacher's encoder as it can be read before the teachers exist (the encoder a teacher is trained from,
     or each given teacher folder), with the key that names it; none where that cannot be read from a config file."""
@@ -136,11 +157,7 @@ def check_teacher_positions(teachers: list[tuple[str, str]], length: int, key: s
     for source, source_key in teachers:
         if source == TEACHER_REF:
             continue
-        config = _encoder_config.__wrapped__(source, trust_remote_code)  # uncached: callers outside check_settings
-        try:
-            limit = None if config is None else max_positions(config)
-        except (TypeError, ValueError):  # an odd config (pad_token_id not a number): the stage's check applies
-            limit = None
+        limit = encoder_positions(source, trust_remote_code)  # None: the stage's own check applies
         if limit is not None and length > limit:
             raise ConfigError(f"key '{key}': {length} tokens exceed the {limit} positions of "
                               f"{role.format(source=source, source_key=source_key)}; set {key} to {limit} or less, "
@@ -155,8 +172,8 @@ def feature_dims(model: ModelConfig, teacher: tuple[str, list[int] | None]) -> d
     source = teacher[0] if of_teacher else model.name_or_path
     cut = model.student_layers or (teacher[1] if of_teacher else None)
     student = (_built_dims(model, source) if model.backbone_config is not None else
-               _encoder_dims(source, cut, model.trust_remote_code))
-    dims = {"student": student, "teacher": _encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
+               encoder_dims(source, cut, model.trust_remote_code))
+    dims = {"student": student, "teacher": encoder_dims(teacher[0], teacher[1], model.trust_remote_code)}
     return None if None in dims.values() else dims
 
 
@@ -183,8 +200,6 @@ def check_student_tokens(model: ModelConfig, teachers: list[tuple[str, str]], se
     if student is None:
         return
     for source, source_key in teachers:
-        if source == TEACHER_REF:
-            continue
         teacher = _tokenizer_of(source, model.trust_remote_code)
         if teacher is not None and not same_tokenization(student, teacher):
             key = "model.tokenizer" if model.tokenizer else "model.name_or_path"
@@ -205,7 +220,9 @@ def check_online_teachers(settings: BaseModel) -> None:
         if any("teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in _terms(objective)):
             check_teacher_positions(teachers, model.max_seq_length, f"{key}.model.max_seq_length",
                                     model.trust_remote_code)
-            check_student_tokens(model, teachers, key, f"its objective's feature terms ('{key}.objective')")
+            if not getattr(settings, "checks_own_tokenizers", False):
+                check_student_tokens(model, teacher_tokenizers(settings), key,
+                                     f"its objective's feature terms ('{key}.objective')")
 
 
 def check_fp16(settings: BaseModel) -> None:
@@ -238,12 +255,12 @@ def no_mask_token(source: str, key: str) -> str:
 def check_mask_tokens(settings: BaseModel) -> None:
     """Refuse, by key, augmentation that masks words (p_mask > 0) where the teacher's tokenizer, which labels the
     variants, has no mask token (Llama-style tokenizers): it was written as the literal '[MASK]', silently."""
-    teachers = teacher_sources(settings)
+    teachers = teacher_tokenizers(settings)
     for key, augment in sections(settings, AugmentConfig):
         if augment.p_mask <= 0:
             continue
         for source, _ in teachers[:1]:  # the first teacher's tokenizer is the one the transfer stage uses
-            tokenizer = None if source == TEACHER_REF else _tokenizer_of(source, False)
+            tokenizer = _tokenizer_of(source, False)
             if tokenizer is not None and tokenizer.mask_token is None:
                 raise ConfigError(no_mask_token(source, f"{key}.p_mask"))
 

@@ -494,7 +494,11 @@ def _stage_records(root: Path) -> list[dict]:
     """Every stage record in the run folder that says which makings of its inputs it read: finished stages'
     `stage.json` and unfinished ones' pending records, as {name, fingerprint, inputs, made_from, derived}. Records
     that cannot be read, or hold no `made_from` (made before it existed), are left out: their turn checks them."""
-    paths = [*root.glob(f"*/{STAGE_MANIFEST}"), *(root / PENDING).glob("*.json")]
+    # A pending record counts while its stage's folder holds something (what `_take_up` would continue); a cut
+    # stage whose folder was removed is made anew from whatever it reads then.
+    pending = [path for path in (root / PENDING).glob("*.json")
+               if (root / path.stem).is_dir() and any((root / path.stem).iterdir())]
+    paths = [*root.glob(f"*/{STAGE_MANIFEST}"), *pending]
     records = []
     for path in paths:
         try:

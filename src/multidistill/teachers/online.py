@@ -79,7 +79,8 @@ class OnlineSignals:
         """The teachers' common sizes; feature losses hold one projection, so the teachers must agree."""
         found = {teacher_dims(t) for t in self.teachers}
         if len(found) != 1:
-            raise ConfigError(f"key 'online_teachers': feature losses need teachers of one size, got {sorted(found)}")
+            raise ConfigError(f"key 'online_teachers': feature losses need teachers of one size, got "
+                              f"{', '.join(sorted(map(repr, found)))}")  # ModelDims do not order
         return found.pop()
 
     def request(self, want: Mapping[str, Mapping[str, tuple[int, ...]]]) -> OnlineSignals:

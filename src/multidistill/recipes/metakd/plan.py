@@ -19,9 +19,12 @@ from multidistill.recipes.preflight import (
     check_model_path,
     check_student_tokens,
     check_teacher_positions,
+    encoder_dims,
+    encoder_positions,
     feature_dims,
     teacher_source,
     teacher_sources,
+    teacher_tokenizers,
 )
 from multidistill.utils.paths import name_problem
 
@@ -104,11 +107,18 @@ def prototype_length(recipe: MetaKDRecipe) -> int:
         return recipe.prototypes.max_seq_length
     if recipe.teacher.model is not None:
         return recipe.teacher.model.max_seq_length
+    # A given meta-teacher: 128 (what runs made before read, so their prototypes stay valid), or, for an encoder with
+    # fewer positions (such a run failed in stage 0), the length it was trained with.
+    given = recipe.teacher.model_dirs[0]
+    limit = encoder_positions(str(given))
+    if limit is None or limit >= 128:
+        return 128
     try:
-        recorded = read_model_config(Path(recipe.teacher.model_dirs[0])).get("max_length")
+        recorded = read_model_config(Path(given)).get("max_length")
     except ModelError:  # not a model folder: the checks that read it say so
         recorded = None
-    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0 else 128
+    valid = isinstance(recorded, int) and not isinstance(recorded, bool) and 0 < recorded <= limit
+    return recorded if valid else limit
 
 
 def check_inputs(recipe: MetaKDRecipe) -> Plan:
@@ -209,21 +219,26 @@ def _check_stage_a(recipe: MetaKDRecipe) -> None:
     """Stage A's terms are the method's (hidden_mse, attention_mse, transferable_mse against the meta-teacher, run
     online on the student's tokens): a student whose sizes they cannot compare (another head count, a family whose
     features cannot be read) or whose tokenizer splits text otherwise was refused only when stage A started, after
-    the meta-teacher had trained. Refused here by the student's key."""
+    the meta-teacher had trained. Refused here, by the student's key (the meta-teacher's for its own family)."""
     model = recipe.student.model
     teacher = teacher_source(recipe)
     if model.architecture != "hf" or model.init_from is not None or teacher is None:
         return  # a BiLSTM has no stage A features to compare; a saved model is checked when it loads
+    stage_a = "Meta-KD's stage A (hidden_mse, attention_mse and transferable_mse against the meta-teacher)"
+    teacher_key = "teacher.model.name_or_path" if recipe.teacher.model is not None else "teacher.model_dirs.0"
+    try:
+        encoder_dims(teacher[0], teacher[1], model.trust_remote_code)
+    except ConfigError as exc:
+        raise ConfigError(f"key '{teacher_key}': {stage_a} reads the meta-teacher's features: {exc}") from exc
     try:
         dims = feature_dims(model, teacher)
         for loss in ("hidden_mse", "attention_mse", "transferable_mse") if dims else ():
             build_loss(loss, dims=dims)
     except ConfigError as exc:
-        raise ConfigError(f"key 'student.model.name_or_path': Meta-KD's stage A (hidden_mse, attention_mse and "
-                          f"transferable_mse against the meta-teacher) cannot compare this student with it: {exc}; "
+        raise ConfigError(f"key 'student.model.name_or_path': {stage_a} cannot compare this student with it: {exc}; "
                           "its terms are the method's, so choose a student that fits (e.g. one cut from the "
                           "meta-teacher: name_or_path '@teacher' with student_layers)") from exc
-    check_student_tokens(model, teacher_sources(recipe), "student",
+    check_student_tokens(model, teacher_tokenizers(recipe), "student",
                          "Meta-KD's stage A (hidden states and attention scores against the meta-teacher)")
 
 

@@ -65,6 +65,9 @@ class MITKDRecipe(RecipeBase):
     """MITKD: multi-task teacher -> task-agnostic general student on unlabelled text -> per-task fine-tunes."""
 
     default_objective: ClassVar = None
+    # Its plan compares each arm's online teachers' tokenizers with the student's (`plan._check_tokenizers`: the
+    # plain arm's teacher is baseline.encoder), which preflight's one-teacher check would get wrong.
+    checks_own_tokenizers: ClassVar[bool] = True
     recipe: Literal["mitkd"] = Field(description="Recipe name.")
     corpus: TaskRef = Field(description="The unlabelled corpus: a text task (data.task_specs or built in), e.g. "
                             "{name: corpus, max_examples: 100000} with a from_tasks spec.")
