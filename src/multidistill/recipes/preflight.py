@@ -177,7 +177,7 @@ def feature_dims(model: ModelConfig, teacher: tuple[str, list[int] | None]) -> d
     return None if None in dims.values() else dims
 
 
-def _tokenizer_of(source: str, trust_remote_code: bool):
+def tokenizer_of(source: str, trust_remote_code: bool):
     """The tokenizer of an encoder or model folder; None where it cannot be loaded here (a hub name offline)."""
     from multidistill.models.backbone import load_tokenizer
 
@@ -196,11 +196,11 @@ def check_student_tokens(model: ModelConfig, teachers: list[tuple[str, str]], se
     own = model.tokenizer or model.name_or_path
     if TEACHER_REF in (own, model.name_or_path) and model.tokenizer in (None, TEACHER_REF):
         return  # the teacher's own tokenizer
-    student = _tokenizer_of(own, model.trust_remote_code)
+    student = tokenizer_of(own, model.trust_remote_code)
     if student is None:
         return
     for source, source_key in teachers:
-        teacher = _tokenizer_of(source, model.trust_remote_code)
+        teacher = tokenizer_of(source, model.trust_remote_code)
         if teacher is not None and not same_tokenization(student, teacher):
             key = "model.tokenizer" if model.tokenizer else "model.name_or_path"
             raise ConfigError(f"key '{section}.{key}': {own} splits text otherwise than the teacher {source} "
@@ -260,7 +260,7 @@ def check_mask_tokens(settings: BaseModel) -> None:
         if augment.p_mask <= 0:
             continue
         for source, _ in teachers[:1]:  # the first teacher's tokenizer is the one the transfer stage uses
-            tokenizer = _tokenizer_of(source, False)
+            tokenizer = tokenizer_of(source, False)
             if tokenizer is not None and tokenizer.mask_token is None:
                 raise ConfigError(no_mask_token(source, f"{key}.p_mask"))
 

@@ -7,11 +7,10 @@ import re
 
 from multidistill.config import DataConfig, ObjectiveConfig, TrainConfig
 from multidistill.data.prepare import open_example_store
-from multidistill.errors import ConfigError, ModelError, UnknownTaskError
-from multidistill.models.backbone import load_tokenizer
+from multidistill.errors import ConfigError, UnknownTaskError
 from multidistill.recipes.common import TEACHER_REF, given_teachers, recipe_data
 from multidistill.recipes.mitkd.config import MITKDRecipe
-from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources
+from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources, tokenizer_of
 from multidistill.training.loop import check_one_step
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
 from multidistill.utils.hashing import hash_tokenizer
@@ -107,11 +106,10 @@ def arm_teachers(recipe: MITKDRecipe) -> list[tuple[str, str]]:
 
 
 def _tokenizer_hash(source: str, trust_remote_code: bool) -> str | None:
-    """The tokenizer's fingerprint; None where it cannot be loaded here (a hub name offline: its stage says so)."""
-    try:
-        return hash_tokenizer(load_tokenizer(source, trust_remote_code=trust_remote_code), with_class=False)
-    except ModelError:
-        return None
+    """What the tokenizer turns text into (`same_tokenization`'s fingerprint); None where it cannot be loaded here
+    (a hub name offline: its stage says so)."""
+    tokenizer = tokenizer_of(source, trust_remote_code)
+    return None if tokenizer is None else hash_tokenizer(tokenizer, with_class=False)
 
 
 def _check_tokenizers(recipe: MITKDRecipe) -> None:
