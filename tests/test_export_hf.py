@@ -460,3 +460,17 @@ def test_a_cls_pooled_layer_cut_student_exports_with_its_dev_check(tiny_run, tmp
     code, output = run_cli(monkeypatch, capsys, "export", str(tmp_path / "cls" / "model"), "--out",
                            str(tmp_path / "onnx"), "--task", "toy_pair", "--skip-parity")
     assert code == 2 and "--task applies to --format hf" in output
+
+
+def test_a_tokenizer_without_a_pad_token_exports_and_checks(tiny_model_dir, tmp_path):
+    """The export's check pads rows of several lengths itself (`encode_texts`): transformers refuses
+    ``padding=True`` for a tokenizer without a pad token."""
+    from multidistill.models.backbone import load_tokenizer
+
+    model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (PAIR,))
+    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(model_dir)
+    assert load_tokenizer(str(model_dir)).pad_token_id is None
+    out = export_hf(model_dir, tmp_path / "hf", check_rows=[("good film and a long plot", "bad film"), ("a", "b")])
+    assert json.loads((out / "export.json").read_text())["check_rows"] == 2

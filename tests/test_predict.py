@@ -531,3 +531,84 @@ def test_a_cut_emoji_is_a_bad_row_not_a_tokenizer_traceback(model_dir, tmp_path)
         predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
     counts = predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", skip_bad_rows=True, progress=False)
     assert counts["skipped_lines"] == [2] and counts["predicted"] == 1
+
+
+@pytest.fixture(params=["left", "no_pad"])
+def odd_tokenizer_model(request, model_dir, tmp_path) -> Path:
+    """The tiny model with a tokenizer that pads on the left, or has no pad token at all (transformers refuses
+    ``padding=True`` for it)."""
+    import shutil
+
+    from multidistill.models.backbone import load_tokenizer
+
+    folder = tmp_path / f"model_{request.param}"
+    shutil.copytree(model_dir, folder)
+    if request.param == "left":  # as a checkpoint's tokenizer_config.json says it (setting the attribute is not saved)
+        config_file = folder / "tokenizer_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "padding_side": "left"}))
+    else:
+        tokenizer = load_tokenizer(str(model_dir))
+        tokenizer.pad_token = None
+        tokenizer.save_pretrained(folder)
+    reloaded = load_tokenizer(str(folder))
+    assert reloaded.padding_side == "left" if request.param == "left" else reloaded.pad_token_id is None
+    return folder
+
+
+def test_predict_pads_as_training_does_whatever_the_tokenizer(odd_tokenizer_model, model_dir, tmp_path):
+    """Rows of several lengths in one batch: the same logits as the evaluation path (right padding with `pad_id`)
+    and as the model with its original tokenizer."""
+    source = write_input(tmp_path / "in.tsv", ["sentence1", "sentence2"], [list(pair) for pair in PAIRS])
+    predict_file(odd_tokenizer_model, "toy_pair", source, tmp_path / "odd.jsonl", batch_size=4, progress=False)
+    predict_file(model_dir, "toy_pair", source, tmp_path / "plain.jsonl", batch_size=4, progress=False)
+    odd, plain = read_output(tmp_path / "odd.jsonl"), read_output(tmp_path / "plain.jsonl")
+    logits = expected_logits(model_dir, "toy_pair", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    for a, b, row in zip(odd, plain, logits, strict=True):
+        expected = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        np.testing.assert_allclose(list(a["probabilities"].values()), expected, atol=1e-5)
+        np.testing.assert_allclose(list(b["probabilities"].values()), expected, atol=1e-5)
+    # the regression head's raw scores show what saturated probabilities would hide
+    predict_file(odd_tokenizer_model, "toy_reg", source, tmp_path / "reg.jsonl", batch_size=4, progress=False)
+    expected = expected_logits(model_dir, "toy_reg", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    np.testing.assert_allclose([r["score"] for r in read_output(tmp_path / "reg.jsonl")], expected, atol=1e-5)
+
+
+def test_encode_texts_pads_on_the_right_with_pad_id():
+    from multidistill.data.collate import encode_texts, pad_id
+    from tests.test_bilstm import _no_pad_tokenizer, _tiny_tokenizer
+
+    plain = _tiny_tokenizer()
+    left = _tiny_tokenizer()
+    left.padding_side = "left"
+    none = _no_pad_tokenizer()
+    assert (pad_id(plain), pad_id(none)) == (plain.pad_token_id, 0)
+    texts = ["good film", "a"]
+    want = encode_texts(plain, texts, None, 16)
+    assert want["attention_mask"].tolist()[1][-1] == 0  # the short row is padded at its end
+    for tokenizer in (left, none):
+        got = encode_texts(tokenizer, texts, None, 16)
+        assert got.keys() == want.keys()
+        for name, value in got.items():
+            expected = want[name].masked_fill(want["attention_mask"] == 0, pad_id(tokenizer)) \
+                if name == "input_ids" else want[name]
+            assert value.dtype == torch.int64 and torch.equal(value, expected), name
+
+
+def test_onnx_export_and_predict_with_a_tokenizer_without_a_pad_token(model_dir, tmp_path, monkeypatch):
+    """The graph's example inputs and `predict` over the export pad without the tokenizer's help."""
+    onnx_export = pytest.importorskip("multidistill.export.onnx")
+    import shutil
+
+    from multidistill.models.backbone import load_tokenizer
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    onnx_export.export_onnx(folder, tmp_path / "onnx", skip_parity=True)
+    source = write_input(tmp_path / "in.tsv", ["sentence1", "sentence2"], [list(pair) for pair in PAIRS])
+    predict_file(tmp_path / "onnx", "toy_reg", source, tmp_path / "reg.jsonl", progress=False)
+    expected = expected_logits(model_dir, "toy_reg", [a for a, _ in PAIRS], [b for _, b in PAIRS])
+    np.testing.assert_allclose([r["score"] for r in read_output(tmp_path / "reg.jsonl")], expected, atol=1e-4)

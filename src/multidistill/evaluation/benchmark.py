@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
 from multidistill.data.batches import map_batches
+from multidistill.data.collate import pad_id
 from multidistill.data.prepare import prepare_data
 from multidistill.errors import ConfigError, UnknownTaskError, require_distinct
 from multidistill.evaluation.memory import measure_report
@@ -288,7 +289,7 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
         from multidistill.models.backbone import load_tokenizer
 
         tokenizer = load_tokenizer(str(folder))
-        pad = tokenizer.pad_token_id or 0
+        pad = pad_id(tokenizer)
         length = max_length or model.max_length or 128
         data_config = model_data(folder, model, tasks, data_root, cache_dir)
         data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import get_args
 
 from multidistill.config import DataConfig
+from multidistill.data.collate import pad_id
 from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import existing_data_root
 from multidistill.errors import ConfigError, require_choice, require_distinct
@@ -89,6 +90,6 @@ def _evaluate(model_dir: Path, tasks: list[str] | None, data_root: str | None, s
     accelerator = accelerator_for("bf16" if bf16 else "no")
     model.to(accelerator.device)
     result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,
-                      pad_token_id=tokenizer.pad_token_id or 0, device=accelerator.device,
+                      pad_token_id=pad_id(tokenizer), device=accelerator.device,
                       autocast=accelerator.autocast, progress=not bars_disabled(progress))
     return result.to_dict()

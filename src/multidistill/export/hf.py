@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from multidistill.config import DataConfig
+from multidistill.data.collate import encode_texts
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.export.card import write_card
@@ -385,8 +386,7 @@ def _layer(hf_model: nn.Module, path: str) -> nn.Linear:
 def _encode(tokenizer, rows, max_length: int) -> dict[str, torch.Tensor]:
     texts_a = [a for a, _ in rows]
     texts_b = [b for _, b in rows] if rows[0][1] is not None else None
-    return dict(tokenizer(texts_a, texts_b, truncation=True, max_length=max_length, padding=True,
-                          return_tensors="pt"))
+    return encode_texts(tokenizer, texts_a, texts_b, max_length)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from multidistill.config import DataConfig
+from multidistill.data.collate import encode_texts, pad_id
 from multidistill.errors import ConfigError, ModelError, require_choice
 from multidistill.evaluation.evaluate import predict
 from multidistill.export.card import write_card
@@ -159,13 +160,12 @@ def input_names(model: MultiTaskModel | BiLSTMModel, tokenizer) -> list[str]:
 def _example_inputs(tokenizer, names: list[str]) -> dict[str, torch.Tensor]:
     """A small pair batch to trace with, ending in two padding columns: a mask without padding could let the
     encoder drop masking from the traced graph."""
-    encoded = tokenizer(["an example sentence to trace the graph", "a"], ["and its second text", "b"],
-                        padding=True, truncation=True, max_length=16, return_tensors="pt")
-    ids = encoded["input_ids"].long()
-    token_types = encoded.get("token_type_ids")
-    example = {"input_ids": ids, "attention_mask": encoded["attention_mask"].long(),
-               "token_type_ids": torch.zeros_like(ids) if token_types is None else token_types.long()}
-    padding = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+    encoded = encode_texts(tokenizer, ["an example sentence to trace the graph", "a"], ["and its second text", "b"],
+                           16)
+    ids = encoded["input_ids"]
+    example = {"input_ids": ids, "attention_mask": encoded["attention_mask"],
+               "token_type_ids": encoded.get("token_type_ids", torch.zeros_like(ids))}
+    padding = {"input_ids": pad_id(tokenizer), "attention_mask": 0, "token_type_ids": 0}
     return {name: torch.cat([example[name], torch.full((ids.shape[0], 2), padding[name])], 1) for name in names}
 
 
@@ -242,7 +242,7 @@ def _calibration_batches(model: MultiTaskModel | BiLSTMModel, tokenizer, data: D
     max_length = model.max_length or min(128, model.max_seq_length or 128)
     prepared = prepare_data(config, tokenizer, max_length, max_examples_per_task=None, seed=0, need_train=True)
     train_sets = {name: prepared.store.tokenized(name, "train", tokenizer, max_length) for name in names}
-    batches = calibration_batches(prepared.tasks, train_sets, tokenizer.pad_token_id or 0, examples=examples,
+    batches = calibration_batches(prepared.tasks, train_sets, pad_id(tokenizer), examples=examples,
                                   seed=seed, batch_size=batch_size)
     rows = sum(min(examples, len(dataset)) for dataset in train_sets.values())
     return batches, {"rows": rows, "per_task": examples, "seed": seed, "tasks": names, "split": "train"}
@@ -422,7 +422,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
             _stamp(tmp / name, expected_stamp(meta, precision))
         _write_meta(tmp, {**meta, "opset": opset})
         if eval_sets is not None:
-            pad_token_id = tokenizer.pad_token_id or 0
+            pad_token_id = pad_id(tokenizer)
             expected = {name: predict(model, model.tasks[name], dataset, batch_size=batch_size,
                                       pad_token_id=pad_token_id, device=torch.device("cpu"))
                         for name, dataset in eval_sets.items()}

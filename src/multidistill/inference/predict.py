@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from multidistill.data.collate import encode_texts
 from multidistill.data.convert import surrogate_problem
 from multidistill.data.formats import csv_records, decode_lines, json_object_line
 from multidistill.data.tasks import Task
@@ -157,9 +158,9 @@ class _Predictor:
                                    f"{', '.join(self.tasks)}")
         return self.tasks[name]
 
-    def encode(self, texts_a: list[str], texts_b: list[str] | None, tensors: str) -> dict:
-        return dict(self.tokenizer(texts_a, texts_b, truncation=True, max_length=self.max_length, padding=True,
-                                   return_tensors=tensors))
+    def encode(self, texts_a: list[str], texts_b: list[str] | None) -> dict[str, torch.Tensor]:
+        """Model inputs for texts, tokenised and padded as in training (`encode_texts`)."""
+        return encode_texts(self.tokenizer, texts_a, texts_b, self.max_length)
 
     def token_counts(self, texts_a: list[str], texts_b: list[str] | None, *, progress: bool = False) -> np.ndarray:
         """Each row's token count as `encode` truncates it (no padding), tokenising COUNT_CHUNK rows at a time
@@ -196,7 +197,7 @@ class _TorchPredictor(_Predictor):
 
     @torch.no_grad()
     def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
-        encoded = {k: v.to(self.device) for k, v in self.encode(texts_a, texts_b, "pt").items()}
+        encoded = {k: v.to(self.device) for k, v in self.encode(texts_a, texts_b).items()}
         out = self.model(task=task.name, input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
                          token_type_ids=encoded.get("token_type_ids")).logits
         return out.float().cpu().numpy()
@@ -214,10 +215,9 @@ class _OnnxPredictor(_Predictor):
                          self.model.max_length or DEFAULT_MAX_LENGTH)
 
     def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
-        encoded = self.encode(texts_a, texts_b, "np")
-        out = self.model.logits(task.name, encoded["input_ids"].astype(np.int64),
-                                encoded["attention_mask"].astype(np.int64),
-                                encoded["token_type_ids"].astype(np.int64) if "token_type_ids" in encoded else None)
+        encoded = {name: value.numpy() for name, value in self.encode(texts_a, texts_b).items()}
+        out = self.model.logits(task.name, encoded["input_ids"], encoded["attention_mask"],
+                                encoded.get("token_type_ids"))
         return np.asarray(out, dtype=np.float32)
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
+from multidistill.data.collate import pad_id
 from multidistill.data.prepare import check_min_length, open_example_store
 from multidistill.data.store import ExampleStore
 from multidistill.errors import ConfigError, DataError, ModelError
@@ -241,7 +242,7 @@ class ShardLabeler:
         for which, (teacher, tokenizer) in enumerate(zip(self.teachers, self.tokenizers, strict=True)):
             # Each teacher reads its own tokenizer's view of the same rows.
             view = self._view(shard.task, shard.split, which).select(rows)
-            settings = {"batch_size": self.batch_size, "pad_token_id": tokenizer.pad_token_id or 0,
+            settings = {"batch_size": self.batch_size, "pad_token_id": pad_id(tokenizer),
                         "device": self.device, "autocast": self.autocast}
             if self.hidden_layers:  # one forward gives both
                 outputs, lengths, states = label_hidden(teacher.to(self.device), task, view, self.hidden_layers,

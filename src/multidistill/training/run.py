@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from multidistill.config import TeacherRunConfig, TrainConfig, load_config, revalidated
+from multidistill.data.collate import pad_id
 from multidistill.data.prepare import prepare_data, resolve_tasks
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
@@ -261,11 +262,11 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
     if online is not None:  # on the training device, under the loop's autocast; outside DDP and checkpoints
         online.to(accelerator.device)
         online.autocast = accelerator.autocast
-    pad_id = tokenizer.pad_token_id or 0
+    pad = pad_id(tokenizer)
     result = train(
         model, objective, data.tasks, data.train_sets,
-        make_evaluator(data.eval_sets, data.tasks, config.train.eval_batch_size, pad_id), config.train,
-        output_dir, pad_token_id=pad_id, resume=resume, accelerator=accelerator,
+        make_evaluator(data.eval_sets, data.tasks, config.train.eval_batch_size, pad), config.train,
+        output_dir, pad_token_id=pad, resume=resume, accelerator=accelerator,
         save_model_fn=lambda m, path: save_kept_model(m, path, tokenizer), enrich=enrich, on_step=on_step,
         run_settings=settings,
     )

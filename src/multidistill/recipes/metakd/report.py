@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from multidistill.config import DataConfig, TaskRef
+from multidistill.data.collate import pad_id
 from multidistill.data.prepare import open_example_store, prepare_data
 from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.evaluate import evaluate
@@ -48,7 +49,7 @@ def domain_scores(model_folder: Path, data: DataConfig, batch_size: int) -> dict
     prepared = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None,
                             seed=data.subset_seed, need_train=False)
     result = evaluate(model, prepared.tasks, prepared.eval_sets, batch_size=batch_size,
-                      pad_token_id=tokenizer.pad_token_id or 0, device=device)
+                      pad_token_id=pad_id(tokenizer), device=device)
     return result.domains[data.tasks[0].name]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from multidistill.config import DataConfig, ExampleWeightsConfig, LossTerm, ModelConfig, ObjectiveConfig, TrainConfig
 from multidistill.data.augment import variant_source
-from multidistill.data.collate import collate, to_device
+from multidistill.data.collate import collate, pad_id, to_device
 from multidistill.data.prepare import open_example_store
 from multidistill.data.sampler import MultiTaskBatchPlanner
 from multidistill.errors import DataError
@@ -59,7 +59,7 @@ def prototypes_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, data:
         model = load_encoder(encoder).to(device).eval()
         view = store.tokenized(task_name, "train", tokenizer, length)
         embeddings = torch.zeros(len(view), model.config.hidden_size)
-        pad = tokenizer.pad_token_id or 0
+        pad = pad_id(tokenizer)
         for start in range(0, len(view), section.batch_size):
             rows = list(range(start, min(start + section.batch_size, len(view))))
             batch = to_device(collate(task, view[rows], pad), device)
