@@ -582,6 +582,11 @@ def test_a_killed_run_leaves_its_best_model_with_a_card(tiny_run):
     front, body = _card(run / "model")
     assert "Training had not finished when this card was written" in body
     assert "## Dev scores" not in body and "model-index" not in front
+    # written inside the model's atomic save (from its temporary folder), it reads as if written after it
+    from multidistill.export.card_record import model_card_record
+
+    after = card_text(model_card_record(run / "model", "multidistill", in_progress=True))
+    assert (run / "model" / CARD_FILE).read_text() == after and ".tmp-" not in after
 
     train_model(TeacherRunConfig.model_validate(config), resume=True)
     _, body = _card(run / "model")
@@ -731,3 +736,37 @@ def test_with_several_teachers_the_card_says_its_retention_is_not_against_their_
     assert "Teacher: the mean of the 2 teachers' dev scores" in several
     assert "Retention is against that column" in several and "not their ensemble's score" in several
     assert "not their ensemble's score" not in card_text(_record())
+
+
+def test_the_kept_model_and_its_card_are_one_write(tiny_model_dir, tmp_path, monkeypatch):
+    """A kill while the card is written leaves the folder as it was (the previous save, with its card): the card is
+    written into the save's temporary folder, before the rename."""
+    import torch
+
+    from multidistill.data.tasks import Task
+    from multidistill.models import MultiTaskModel
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.training import run as run_module
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tasks = [Task.model_validate(spec) for spec in write_tiny_tasks(tmp_path / "data", n_train=2, n_dev=2)]
+    model = MultiTaskModel.from_backbone(str(tiny_model_dir), tasks)
+    folder = tmp_path / "model"
+    run_module.save_kept_model(model, folder, tokenizer)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert "README.md" in before
+
+    class Killed(BaseException):
+        pass
+
+    def killed(target, *args, **kwargs):
+        assert target.name.startswith(".model.tmp-")  # the card goes into the temporary folder
+        raise Killed
+
+    monkeypatch.setattr(run_module, "write_model_card", killed)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(Killed):
+        run_module.save_kept_model(model, folder, tokenizer)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]

@@ -217,7 +217,7 @@ def _objective(config: dict, tasks: list[TaskInfo]) -> dict[str, tuple[str, ...]
 def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | None = None,
                       export: dict | None = None, title: str | None = None, folders: dict[str, str] | None = None,
                       parameters: int | None = None, benchmark: dict | None = None,
-                      in_progress: bool = False) -> CardRecord:
+                      in_progress: bool = False, saved_as: Path | None = None) -> CardRecord:
     """The card record of the multidistill model folder ``model_dir`` as written in ``form``.
 
     ``tasks`` limits the card to those tasks (a one-task Hugging Face export); ``export`` is the export's
@@ -225,14 +225,15 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     ``parameters`` is the written model's count when it differs from the folder's (a stock head adds a layer);
     ``benchmark`` is a `multidistill benchmark` report that measured this model (its speed goes on the card);
     ``in_progress`` marks a best model saved mid-run, whose run has no final metrics.json yet (one on disk is an
-    earlier end's, so it is not read).
+    earlier end's, so it is not read); ``saved_as`` is the folder ``model_dir`` is about to become (a temporary
+    folder of an atomic save: the card is written with the model, never after it).
     """
     from multidistill.models.multitask import read_model_config
     from multidistill.recipes.summary import count_parameters
 
     model_dir = Path(model_dir)
     model_config = read_model_config(model_dir)
-    run = run_folder(model_dir)
+    run = run_folder(saved_as or model_dir)
     config = (_read_yaml(run / RUN_CONFIG_FILE) if run is not None else None) or {}
     metrics = (read_json_object(run / METRICS_FILE) if run is not None and not in_progress else None) or None
     command = read_command(run) if run is not None else None
@@ -252,7 +253,7 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     if parameters is None and (model_dir / WEIGHTS_FILE).is_file():
         parameters = count_parameters(model_dir)
     if title is None:
-        title = run.name if run is not None else model_dir.resolve().name
+        title = run.name if run is not None else (saved_as or model_dir).resolve().name
     train_files = {name: where for name, where in _train_files(data).items() if name in {i.name for i in infos}}
     return CardRecord(
         title=title, form=form, role=role, architecture=architecture, parameters=parameters, layers=layers,

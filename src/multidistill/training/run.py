@@ -48,7 +48,7 @@ from multidistill.training.objective import (
 )
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings
-from multidistill.utils.atomic import write_json
+from multidistill.utils.atomic import atomic_dir, write_json
 from multidistill.utils.command import record_command
 from multidistill.utils.entry import api_call
 from multidistill.utils.hashing import hash_tokenizer
@@ -289,10 +289,11 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
 
 
 def save_kept_model(model: torch.nn.Module, folder: Path, tokenizer) -> None:
-    """The loop's best-model save, with a card that says the run has not ended: a run killed later still leaves a
-    described folder (the card written at the end, with the final scores, replaces it)."""
-    model.save_pretrained(folder, tokenizer)
-    card_or_warning(folder, write_model_card, folder, folder, "multidistill", in_progress=True)
+    """The loop's best-model save, with a card that says the run has not ended, in one atomic write: a run killed
+    at any point leaves a described folder (the card written at the end, with the final scores, replaces it)."""
+    with atomic_dir(folder) as tmp:
+        model.write_to(tmp, tokenizer)
+        card_or_warning(folder, write_model_card, tmp, tmp, "multidistill", in_progress=True, saved_as=folder)
 
 
 def trivial_baselines(data, eval_split: str) -> dict[str, dict]:
