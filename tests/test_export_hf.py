@@ -462,15 +462,28 @@ def test_a_cls_pooled_layer_cut_student_exports_with_its_dev_check(tiny_run, tmp
     assert code == 2 and "--task applies to --format hf" in output
 
 
-def test_a_tokenizer_without_a_pad_token_exports_and_checks(tiny_model_dir, tmp_path):
-    """The export's check pads rows of several lengths itself (`encode_texts`): transformers refuses
-    ``padding=True`` for a tokenizer without a pad token."""
+@pytest.mark.parametrize("odd", ["no_pad", "left"])
+def test_the_saved_tokenizer_batches_as_training_did(odd, tiny_model_dir, tmp_path):
+    """A source tokenizer without a pad token, or one that pads on the left: the export's check (a user's
+    ``tokenizer(..., padding=True)`` on the saved folder) passes, and the saved tokenizer pads on the right with a
+    pad token (transformers refuses ``padding=True`` without one; a pad first is what a stock head would read)."""
+    from transformers import AutoTokenizer
+
     from multidistill.models.backbone import load_tokenizer
 
     model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (PAIR,))
-    tokenizer = load_tokenizer(str(model_dir))
-    tokenizer.pad_token = None
-    tokenizer.save_pretrained(model_dir)
-    assert load_tokenizer(str(model_dir)).pad_token_id is None
+    if odd == "no_pad":
+        tokenizer = load_tokenizer(str(model_dir))
+        tokenizer.pad_token = None
+        tokenizer.save_pretrained(model_dir)
+        assert load_tokenizer(str(model_dir)).pad_token_id is None
+    else:
+        config_file = model_dir / "tokenizer_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "padding_side": "left"}))
+        assert load_tokenizer(str(model_dir)).padding_side == "left"
     out = export_hf(model_dir, tmp_path / "hf", check_rows=[("good film and a long plot", "bad film"), ("a", "b")])
     assert json.loads((out / "export.json").read_text())["check_rows"] == 2
+    saved = AutoTokenizer.from_pretrained(out)
+    assert saved.padding_side == "right" and saved.pad_token is not None
+    assert saved.model_max_length == json.loads((out / "export.json").read_text())["max_length"]
+    _compare(model_dir, out, PAIR)

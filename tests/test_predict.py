@@ -608,6 +608,8 @@ def test_onnx_export_and_predict_with_a_tokenizer_without_a_pad_token(model_dir,
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     onnx_export.export_onnx(folder, tmp_path / "onnx", skip_parity=True)
+    saved = load_tokenizer(str(tmp_path / "onnx"))  # set up for a user's own batching (export/tokenizer.py)
+    assert saved.pad_token is not None and saved.padding_side == "right" and saved.model_max_length == 16
     source = write_input(tmp_path / "in.tsv", ["sentence1", "sentence2"], [list(pair) for pair in PAIRS])
     predict_file(tmp_path / "onnx", "toy_reg", source, tmp_path / "reg.jsonl", progress=False)
     expected = expected_logits(model_dir, "toy_reg", [a for a, _ in PAIRS], [b for _, b in PAIRS])

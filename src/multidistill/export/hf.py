@@ -46,6 +46,7 @@ from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
 from multidistill.export.checks import DEFAULT_PARITY_EXAMPLES, check_parity_options, own_data
+from multidistill.export.tokenizer import for_export
 from multidistill.models.families import FAMILIES, StockHead
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
@@ -130,7 +131,7 @@ def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task:
     specs = _pick_tasks(model, model_dir, task)
     tokenizer = load_tokenizer(str(model_dir))
     max_length = model.max_length or min(128, model.max_seq_length or 128)
-    _restrict_inputs(tokenizer, model, max_length)
+    tokenizer = _restrict_inputs(tokenizer, model, max_length)
     checks = {}
     for spec in specs:  # every task's check rows are read (and validated) before anything is built
         rows, source = check_rows, "given rows" if check_rows is not None else "built-in sentences"
@@ -300,16 +301,17 @@ def _check_rows(task: Task, rows: Sequence[tuple[str, str | None]] | None) -> li
 # ------------------------------------------------------------------------------------------ building
 
 
-def _restrict_inputs(tokenizer, model, max_length: int) -> None:
-    """Make the saved tokenizer give the stock model exactly what our model reads."""
-    tokenizer.model_max_length = max_length
-    tokenizer.init_kwargs["model_max_length"] = max_length
+def _restrict_inputs(tokenizer, model, max_length: int):
+    """The tokenizer to save, giving the stock model exactly what our model reads (`for_export`, and no segment ids
+    where our model reads none)."""
+    tokenizer = for_export(tokenizer, max_length)
     if not model._uses_token_types and "token_type_ids" in tokenizer.model_input_names:
         # Our model ignores segment ids for this encoder; the stock one would read them (and RoBERTa-style
         # encoders with a single segment type would fail on a pair's second segment).
         names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
         tokenizer.model_input_names = names
         tokenizer.init_kwargs["model_input_names"] = names
+    return tokenizer
 
 
 def _hf_config(model, task: Task, family: StockHead):
@@ -465,7 +467,9 @@ def _safetensors_kwargs(hf_model) -> dict:
 
 def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
     """Load the written folder as a stock model and compare its logits with ours on ``rows``: returns the
-    largest |logit difference| and, for classification, the share of rows with the same predicted class."""
+    largest |logit difference| and, for classification, the share of rows with the same predicted class. The stock
+    model reads what a user's ``tokenizer(texts, padding=True, truncation=True)`` gives with the saved tokenizer, so
+    its settings (padding side, pad token, length) are checked too."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
@@ -475,10 +479,12 @@ def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
         raise ModelError(f"the exported folder does not load with AutoModelForSequenceClassification: {exc}") from exc
     diff, same = 0.0, 0
     for start in range(0, len(rows), CHECK_BATCH):
-        encoded = _encode(tokenizer, rows[start:start + CHECK_BATCH], max_length)
-        ours = _our_logits(model, task, encoded).logits.double()
+        batch = rows[start:start + CHECK_BATCH]
+        ours = _our_logits(model, task, _encode(tokenizer, batch, max_length)).logits.double()
+        stock = tokenizer([a for a, _ in batch], [b for _, b in batch] if batch[0][1] is not None else None,
+                          padding=True, truncation=True, return_tensors="pt")
         with torch.no_grad():
-            theirs = hf_model(**encoded).logits.double()
+            theirs = hf_model(**stock).logits.double()
         if ours.shape != theirs.shape:
             raise ModelError(f"the exported model gives logits of shape {tuple(theirs.shape)}, ours "
                              f"{tuple(ours.shape)}")

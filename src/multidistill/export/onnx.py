@@ -79,6 +79,7 @@ from multidistill.export.parity import (
     parity_failures,
     parity_sets,
 )
+from multidistill.export.tokenizer import for_export
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.families import quirks_of, unmet_need
@@ -408,7 +409,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                 variant["int8"] = quantize_static_int8(tmp / files["fp32"], tmp / files["int8"], calibration[0],
                                                        inputs, per_channel=per_channel)
                 variant["int8"]["calibration_rows"] = calibration[1]
-        tokenizer.save_pretrained(tmp)
+        for_export(tokenizer, model.max_length).save_pretrained(tmp)
         meta: ExportInfo = {
             "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
             # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder
