@@ -271,3 +271,105 @@ def test_distillation_never_maps_the_training_rows(setting):
 
     result = train_model(config, on_step=on_step)
     assert result.steps > 0 and mapped == []
+
+
+# Teachers trained with different max lengths ----------------------------------------------------------------
+
+
+@pytest.fixture
+def two_lengths(tmp_path, tiny_model_dir):
+    """A teacher trained at 64 tokens and one at 8: pair rows (and the longer sentences) are cut at 8, so what
+    the short teacher says depends on where its rows are truncated."""
+    specs = [Task.model_validate(s) for s in write_tiny_tasks(tmp_path / "data", n_train=20)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    teachers = {}
+    for seed, length in ((1, 64), (2, 8)):
+        torch.manual_seed(seed)
+        model = MultiTaskModel.from_backbone(str(tiny_model_dir), specs, max_length=length)
+        model.save_pretrained(tmp_path / f"teacher{length}", tokenizer)
+        teachers[length] = tmp_path / f"teacher{length}"
+    data = DataConfig(tasks=["toy_sent", "toy_pair"], data_root=str(tmp_path / "data"), task_specs=specs,
+                      cache_dir=str(tmp_path / "cache"))
+    return teachers, data, tmp_path
+
+
+def _own_outputs(teacher_dir, data, task: str, split: str, length: int) -> np.ndarray:
+    """What the teacher itself says of the rows truncated at ``length`` (as `evaluate` runs it)."""
+    from multidistill.data.collate import pad_id
+    from multidistill.data.prepare import open_example_store
+    from multidistill.evaluation.evaluate import predict
+    from multidistill.models.backbone import load_tokenizer
+
+    model, tokenizer = MultiTaskModel.from_pretrained(teacher_dir), load_tokenizer(str(teacher_dir))
+    store = open_example_store(data, max_examples_per_task=None, seed=42)
+    view = store.tokenized(task, split, tokenizer, length)
+    return predict(model, store.tasks[task], view, batch_size=64, pad_token_id=pad_id(tokenizer),
+                   device=torch.device("cpu")).reshape(len(view), -1)
+
+
+def test_each_teacher_reads_rows_truncated_at_its_own_length_whatever_the_order(two_lengths):
+    teachers, data, root = two_lengths
+    orders = {"long-first": [teachers[64], teachers[8]], "short-first": [teachers[8], teachers[64]]}
+    stores = {name: build_signal_store(dirs, data, root / name, splits=("train", "dev"))
+              for name, dirs in orders.items()}
+    for name, dirs in orders.items():
+        store = stores[name]
+        assert store.manifest["max_length"] == ([64, 8] if name == "long-first" else [8, 64])
+        for task in ("toy_sent", "toy_pair"):
+            for split in ("train", "dev"):
+                logits = store.signals(task, split)[:]["teacher_logits"]
+                for k, teacher in enumerate(dirs):
+                    length = 64 if teacher == teachers[64] else 8
+                    own = _own_outputs(teacher, data, task, split, length)
+                    np.testing.assert_allclose(logits[:, k], own, rtol=0, atol=1e-5, err_msg=f"{name} {task}")
+    # The store does not depend on the teachers' order: the same teacher gives the same logits and the mean is one.
+    long_first, short_first = _contents(stores["long-first"]), _contents(stores["short-first"])
+    for key, columns in long_first.items():
+        other = short_first[key]
+        assert columns["id"] == other["id"]
+        np.testing.assert_allclose(columns["teacher_logits"], other["teacher_logits"][:, ::-1], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(columns["teacher_mean"], other["teacher_mean"], rtol=0, atol=1e-6)
+    # Truncation matters here: the short teacher on rows cut at 64 says something else than on its own rows.
+    cut_at_64 = _own_outputs(teachers[8], data, "toy_pair", "train", 64)
+    assert not np.allclose(cut_at_64, long_first["toy_pair", "train"]["teacher_logits"][:, 1], atol=1e-4)
+
+
+def test_a_given_max_seq_length_truncates_every_teachers_rows(two_lengths):
+    teachers, data, root = two_lengths
+    dirs = [teachers[64], teachers[8]]
+    store = build_signal_store(dirs, data, root / "given", max_seq_length=16)
+    assert store.manifest["max_length"] == 16
+    logits = store.signals("toy_pair", "train")[:]["teacher_logits"]
+    for k, teacher in enumerate(dirs):
+        np.testing.assert_allclose(logits[:, k], _own_outputs(teacher, data, "toy_pair", "train", 16), rtol=0,
+                                   atol=1e-5)
+    assert store.fingerprint != build_signal_store(dirs, data, root / "own").fingerprint
+
+
+def test_teachers_of_one_length_keep_the_fingerprint_stores_had(setting):
+    """Teachers of one length (here 32) record that one length, as every store made before per-teacher lengths:
+    such stores stay valid."""
+    from multidistill.data.prepare import open_example_store
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.teachers.fingerprint import store_fingerprint
+    from multidistill.teachers.store import STORE_VERSION
+
+    teachers, data, out = setting
+    store = build_signal_store(teachers, data, out)
+    examples = open_example_store(data, max_examples_per_task=None, seed=42)
+    data_fingerprints = {f"{t}/train": examples.data_fingerprint(t, "train") for t in data.task_names}
+    tokenizers = [load_tokenizer(str(d)) for d in teachers]
+    assert store.fingerprint == store_fingerprint(STORE_VERSION, teachers, tokenizers, data_fingerprints, 32)
+    assert store.manifest["max_length"] == 32
+
+
+def test_a_feature_store_of_teachers_of_other_lengths_is_refused_naming_the_key(two_lengths):
+    from multidistill.errors import ConfigError
+
+    teachers, data, root = two_lengths
+    dirs = [teachers[64], teachers[8]]
+    with pytest.raises(ConfigError, match=r"max_seq_length \(--max-seq-length\)"):
+        build_signal_store(dirs, data, root / "features", hidden_layers=[1])
+    assert not (root / "features").exists()
+    store = build_signal_store(dirs, data, root / "features", hidden_layers=[1], max_seq_length=8)
+    assert store.features.max_length == 8 and store.manifest["max_length"] == 8

@@ -340,7 +340,7 @@ def soft_targets_command(
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed of the training subset (use the student's value).")] = 42,
     max_seq_length: Annotated[int | None, typer.Option(
-        min=1, help="Truncation length (default: the length the first teacher was trained with).")] = None,
+        min=1, help="Truncation length for every teacher (default: each teacher its own training length).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Teacher inference batch size.")] = 64,
     bf16: Annotated[bool, typer.Option(help="Run the teachers under bf16 autocast.")] = False,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",

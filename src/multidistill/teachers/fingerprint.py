@@ -27,17 +27,19 @@ def weights_fingerprint(name_or_path: str) -> str | None:
 
 
 def store_fingerprint(version: int, teacher_dirs: Sequence[str | Path], tokenizers: Sequence,
-                      data_fingerprints: Mapping[str, str], max_length: int,
+                      data_fingerprints: Mapping[str, str], max_length: int | Sequence[int],
                       features: Mapping[str, object] | None = None) -> str:
     """Hash of everything a store's signals depend on: its format ``version``, every teacher's weights and task
-    specs, their tokenizers, each (task/split)'s data fingerprint, the max length and, for a store that holds
-    teacher features, what it holds (``features``: layers, dtype). A store of logits only hashes as before."""
+    specs, their tokenizers, each (task/split)'s data fingerprint, the max length (one int when every teacher's
+    rows are truncated at it, as in every store made before per-teacher lengths; else each teacher's, in order)
+    and, for a store that holds teacher features, what it holds (``features``: layers, dtype). A store of logits
+    only hashes as before."""
     made_from = {
         "version": version,
         "teachers": [teacher_fingerprint(d) for d in teacher_dirs],
         "tokenizers": [hash_tokenizer(t) for t in tokenizers],
         "data": dict(data_fingerprints),
-        "max_length": max_length,
+        "max_length": max_length if isinstance(max_length, int) else list(max_length),
     }
     if features is not None:
         made_from["features"] = dict(features)

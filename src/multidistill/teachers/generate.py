@@ -85,16 +85,18 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
 
     ``hidden_layers`` (0 = the embedding output, 1..L the layers' outputs, each once) also stores the teachers'
     hidden states at those layers, per real token, in float16, for feature losses
-    (`multidistill.teachers.feature_store`); the teachers must then share one tokenizer, since the states are per
-    token.
+    (`multidistill.teachers.feature_store`); the teachers must then share one tokenizer and one max length, since
+    the states are per token.
 
     Work is saved shard by shard in ``<out_dir>.partial/``: an interrupted run resumes from its last
     completed shard when called again with the same inputs. The store is written by one process at a time (a
     lock beside it, `multidistill.utils.lock`), and a non-empty ``out_dir`` that is not a store is refused.
 
     ``seed`` draws the rows kept by ``max_examples_per_task`` (42, as `soft-targets --seed` and `train.seed`: a
-    student's run finds its rows in the store only with the same seed); ``max_seq_length`` (``max_length``, its
-    older name) defaults to the first teacher's training length; ``bf16`` runs the teachers under bf16 autocast
+    student's run finds its rows in the store only with the same seed). Each teacher reads the rows truncated at
+    the length it was trained with (128 for a model that records none), so its signals are what it says itself
+    and do not depend on the teachers' order; ``max_seq_length`` (``max_length``, its older name) truncates every
+    teacher's rows at that one length instead. ``bf16`` runs the teachers under bf16 autocast
     (as ``--bf16``; or give ``autocast`` yourself); ``device`` defaults to this process's accelerator device (a
     GPU when there is one). ``progress`` False: no bars or library notes. ``bf16`` sets accelerate's process-wide
     precision, so a call from another thread while a run goes is refused (`RunInProgress`); an output that
@@ -129,12 +131,18 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
 
 
 def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel], tokenizers: list,
-                  hidden_layers: Sequence[int], length: int) -> FeatureSpec:
-    """What the store's feature column will hold; teachers of one tokenizer and one size only."""
+                  hidden_layers: Sequence[int], lengths: list[int]) -> FeatureSpec:
+    """What the store's feature column will hold; teachers of one tokenizer, one max length and one size only."""
     hashes = [hash_tokenizer(t) for t in tokenizers]
     if len(set(hashes)) != 1:
         raise ConfigError("key 'hidden_layers': hidden states are stored per token, so the teachers must share one "
                           f"tokenizer; {teacher_dirs} use {len(set(hashes))} different ones")
+    if len(set(lengths)) != 1:
+        shown = ", ".join(f"{d} {n}" for d, n in zip(teacher_dirs, lengths, strict=True))
+        raise ConfigError("key 'hidden_layers': hidden states are stored per token, so the teachers must read the "
+                          f"rows truncated at one length, and they were trained with other max lengths ({shown}); "
+                          "give max_seq_length (--max-seq-length) to truncate every teacher's rows at one length "
+                          "(the student's model.max_seq_length)")
     # What the store records of the teachers' sizes (`FeatureSpec.record`): hidden states need no Q/K/V widths.
     sizes = {(d.hidden_size, d.num_layers, d.num_attention_heads) for d in (t.model_dims() for t in teachers)}
     if len(sizes) != 1:
@@ -142,7 +150,13 @@ def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel]
         raise ConfigError(f"key 'hidden_layers': feature losses need teachers of one size, got {shown}")
     dim = ModelDims(*sizes.pop())
     layers = check_hidden_layers(list(hidden_layers), dim, teacher_dirs[0])
-    return FeatureSpec(layers, dim, len(teachers), hashes[0], str(Path(teacher_dirs[0]).resolve()), length)
+    return FeatureSpec(layers, dim, len(teachers), hashes[0], str(Path(teacher_dirs[0]).resolve()), lengths[0])
+
+
+def _recorded_length(lengths: list[int]) -> int | list[int]:
+    """The max length the fingerprint and manifest record: the one length when every teacher reads rows truncated
+    at it (so stores made before per-teacher lengths keep their fingerprint), else each teacher's, in order."""
+    return lengths[0] if len(set(lengths)) == 1 else list(lengths)
 
 
 def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path, *, splits: tuple[str, ...],
@@ -162,10 +176,14 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         missing = [t for t in data.task_names if t not in teacher.tasks]
         if missing:
             raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
-    length = (teachers[0].max_length or 128) if max_length is None else max_length  # 0 is refused, not "unset"
-    for tokenizer in tokenizers:
-        check_min_length(tokenizer, length, [teachers[0].tasks[name] for name in data.task_names])
-    spec = None if hidden_layers is None else _feature_spec(teacher_dirs, teachers, tokenizers, hidden_layers, length)
+    # Each teacher reads rows truncated at its own training length, unless one length is given for all.
+    lengths = [(t.max_length or 128) if max_length is None else max_length  # 0 is refused, not "unset"
+               for t in teachers]
+    for teacher, tokenizer, teacher_length in zip(teachers, tokenizers, lengths, strict=True):
+        check_min_length(tokenizer, teacher_length, [teacher.tasks[name] for name in data.task_names])
+    length = _recorded_length(lengths)  # what the fingerprint and manifest record
+    spec = None if hidden_layers is None else _feature_spec(teacher_dirs, teachers, tokenizers, hidden_layers,
+                                                            lengths)
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
     store.validate(splits)  # bad data stops us before any teacher runs
     data_fingerprints = {f"{t}/{s}": store.data_fingerprint(t, s) for t in data.task_names for s in splits}
@@ -200,9 +218,9 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         prepare_partial(partial, fingerprint, plan)
     with state.main_process_first():  # one process writes each tokenised cache; the others then read it
         for task_name, split in sizes:
-            for tokenizer in tokenizers:
-                store.tokenized(task_name, split, tokenizer, length)
-    labeler = ShardLabeler(teachers, tokenizers, store, length, batch_size, device, autocast,
+            for tokenizer, teacher_length in zip(tokenizers, lengths, strict=True):
+                store.tokenized(task_name, split, tokenizer, teacher_length)
+    labeler = ShardLabeler(teachers, tokenizers, store, lengths, batch_size, device, autocast,
                            spec.layers if spec is not None else ())
     generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes,
                     progress=progress)
@@ -215,12 +233,13 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
 
 @dataclass
 class ShardLabeler:
-    """What labelling a shard needs: the teachers, their tokenizers and the example store."""
+    """What labelling a shard needs: the teachers, their tokenizers, the example store and the max length each
+    teacher's rows are truncated at (``length``: one for all, or one per teacher)."""
 
     teachers: list[MultiTaskModel]
     tokenizers: list
     store: ExampleStore
-    length: int
+    length: int | Sequence[int]
     batch_size: int
     device: torch.device
     autocast: Callable | None = None
@@ -228,9 +247,10 @@ class ShardLabeler:
     _views: dict = field(default_factory=dict, repr=False)
 
     def _view(self, task: str, split: str, which: int) -> datasets.Dataset:
-        key = (task, split, which)
+        key = (task, split, which)  # teacher `which`: its tokenizer and its max length
         if key not in self._views:
-            self._views[key] = self.store.tokenized(task, split, self.tokenizers[which], self.length)
+            length = self.length if isinstance(self.length, int) else self.length[which]
+            self._views[key] = self.store.tokenized(task, split, self.tokenizers[which], length)
         return self._views[key]
 
     def label(self, shard: Shard) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
@@ -240,7 +260,7 @@ class ShardLabeler:
         rows = range(shard.start, shard.stop)
         logits, hidden, lengths = [], [], None
         for which, (teacher, tokenizer) in enumerate(zip(self.teachers, self.tokenizers, strict=True)):
-            # Each teacher reads its own tokenizer's view of the same rows.
+            # Each teacher reads its own view of the same rows: its tokenizer, truncated at its max length.
             view = self._view(shard.task, shard.split, which).select(rows)
             settings = {"batch_size": self.batch_size, "pad_token_id": pad_id(tokenizer),
                         "device": self.device, "autocast": self.autocast}
