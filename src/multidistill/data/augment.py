@@ -287,9 +287,11 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
     ``(text_a, text_b)`` with each other or with an input row.
 
     ``tagger`` maps a sentence's words to their POS tags and overrides ``config.pos_tagger``; when None the
-    tagger is `load_pos_tagger(config.pos_tagger)`. ``mask_token`` is the student tokenizer's mask token
-    (e.g. ``"[MASK]"``). The variants of an example depend only on ``config.seed``, the example's id and the
-    vocabulary; with ``config.max_examples`` a seeded random subset of the added rows is kept.
+    tagger is `load_pos_tagger(config.pos_tagger)`. ``mask_token`` is the mask token written for a masked
+    word (e.g. ``"[MASK]"``): the recipes write the first teacher tokenizer's, which every teacher's and student's
+    tokenizer must read as its own (`recipes.preflight.check_mask_tokens`). The variants of an example depend
+    only on ``config.seed``, the example's id and the vocabulary; with ``config.max_examples`` a seeded random
+    subset of the added rows is kept.
     """
     if tagger is None:
         tagger = load_pos_tagger(config.pos_tagger)

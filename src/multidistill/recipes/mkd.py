@@ -26,7 +26,6 @@ from multidistill.data.augment import (
 )
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Columns, DataFile, Task
-from multidistill.errors import ConfigError
 from multidistill.evaluation.metrics import average_score
 from multidistill.models.backbone import load_tokenizer
 from multidistill.recipes.common import (
@@ -42,7 +41,7 @@ from multidistill.recipes.common import (
     trivial_baselines,
 )
 from multidistill.recipes.config import BaselineSection, FinetuneSection, RecipeBase, StudentSection
-from multidistill.recipes.preflight import no_mask_token
+from multidistill.recipes.preflight import refuse_mask_readers
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import (
     STAGE_MANIFEST,
@@ -116,17 +115,22 @@ def transfer_notes(folder: Path) -> list[str]:
 
 def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConfig, teacher_dirs: list[Path],
                    inputs: dict[str, str], notes: list[str], *, name: str = "transfer",
-                   make_task: Callable[[Task, Path], Task] = transfer_task) -> tuple[DataConfig, dict[str, str]]:
+                   make_task: Callable[[Task, Path], Task] = transfer_task,
+                   key: str = "augment") -> tuple[DataConfig, dict[str, str]]:
     """The augmented transfer set (stage ``name``) and the data config that reads it (dev sets unchanged;
     ``make_task`` swaps a task's training split for its transfer set); appends to ``notes`` what it chose for
-    the user."""
+    the user. ``key``: the augmentation section's key, which a refusal names."""
     store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
 
-    # The teacher's mask token: the teacher labels the variants (the student reads the same text).
-    mask_token = load_tokenizer(str(teacher_dirs[0])).mask_token
-    if mask_token is None and recipe.augment.p_mask > 0:  # preflight's check_mask_tokens says it before the teacher
-        raise ConfigError(no_mask_token(str(teacher_dirs[0]), "augment.p_mask"))
-    mask_token = mask_token or "[MASK]"  # p_mask 0: never written into a variant
+    # The first teacher's mask token: the teachers label the variants (the students read the same text), so each
+    # teacher's tokenizer must read it as its own; preflight's check_mask_tokens says so before the teachers, and
+    # for the students too.
+    first = load_tokenizer(str(teacher_dirs[0]))
+    if recipe.augment.p_mask > 0:
+        refuse_mask_readers([(str(folder), f"teacher {i + 1} of {len(teacher_dirs)}",
+                              load_tokenizer(str(folder)) if i else first) for i, folder in enumerate(teacher_dirs)],
+                            f"{key}.p_mask")
+    mask_token = first.mask_token or "[MASK]"  # p_mask 0: never written into a variant
 
     def work(folder: Path, resume: bool) -> dict:
         store.validate(["train"])

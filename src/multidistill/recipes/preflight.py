@@ -1,5 +1,6 @@
 """Settings checked before a recipe's first stage (`check_settings`): models and feature losses against the
-encoders' configs (online teachers' positions included), model paths, POS taggers.
+encoders' configs (online teachers' positions included), model paths, POS taggers, and the mask token that masking
+augmentation writes against every tokenizer that reads it.
 
 A student's `student_layers` beyond its encoder's layers, or a `max_seq_length` beyond its positions, is otherwise
 found when that model's stage builds it: after the teachers and stores before it, possibly hours in. Only the
@@ -245,24 +246,79 @@ def check_pos_taggers(settings: BaseModel) -> None:
                 raise ConfigError(f"key '{key}.pos_tagger': {exc}") from exc
 
 
-def no_mask_token(source: str, key: str) -> str:
-    """The refusal of masking augmentation over a tokenizer without a mask token, by ``key`` (the p_mask)."""
-    return (f"key '{key}': the teacher's tokenizer ({source}) has no mask token, so masked words would be written "
+def no_mask_token(source: str, key: str, reader: str = "the teacher's tokenizer") -> str:
+    """The refusal of masking augmentation over a tokenizer without a mask token, by ``key`` (the p_mask);
+    ``reader`` names the tokenizer's role."""
+    return (f"key '{key}': {reader} ({source}) has no mask token, so masked words would be written "
             "as the literal text '[MASK]', which it splits into ordinary word pieces; set p_mask: 0 (swaps and "
             "n-gram sampling still apply), or use a teacher whose tokenizer has a mask token")
 
 
-def check_mask_tokens(settings: BaseModel) -> None:
-    """Refuse, by key, augmentation that masks words (p_mask > 0) where the teacher's tokenizer, which labels the
-    variants, has no mask token (Llama-style tokenizers): it was written as the literal '[MASK]', silently."""
-    teachers = teacher_tokenizers(settings)
-    for key, augment in sections(settings, AugmentConfig):
-        if augment.p_mask <= 0:
+def reads_mask_token(tokenizer, mask_token: str) -> bool:
+    """Whether ``tokenizer`` reads ``mask_token``, as masking augmentation writes it into a variant's text, as its own
+    mask token: one token, its mask id (two BERT tokenizers' '[MASK]' are; '[MASK]' read by RoBERTa's is not)."""
+    if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
+        return False
+    return list(tokenizer(mask_token, add_special_tokens=False)["input_ids"]) == [tokenizer.mask_token_id]
+
+
+def refuse_mask_readers(readers: list[tuple[str, str, object]], key: str) -> None:
+    """Refuse, by ``key`` (the p_mask), masking augmentation whose text some reader cannot read as masked words.
+    ``readers``: (source, the key or words naming it, tokenizer) of every tokenizer that reads the variants (the
+    teachers that label them, the students that learn from them), the first the one whose mask token is written
+    (the first teacher's, `transfer_stage`). Another mask token, or one its tokenizer does not read as a single
+    token, is ordinary text to a reader: '[MASK]' read as '[', 'M', 'A', 'S', 'K', ']' by a RoBERTa tokenizer."""
+    if not readers:
+        return
+    source, where, written = readers[0]
+    if written.mask_token is None:
+        raise ConfigError(no_mask_token(source, key, "the teacher's tokenizer" if where.startswith("teacher")
+                                        else f"the tokenizer of {where}"))
+    mask = written.mask_token
+    for other, other_where, tokenizer in readers[1:]:
+        if reads_mask_token(tokenizer, mask):
             continue
-        for source, _ in teachers[:1]:  # the first teacher's tokenizer is the one the transfer stage uses
-            tokenizer = tokenizer_of(source, False)
-            if tokenizer is not None and tokenizer.mask_token is None:
-                raise ConfigError(no_mask_token(source, f"{key}.p_mask"))
+        pieces = tokenizer.tokenize(mask)
+        own = f"its mask token is {tokenizer.mask_token!r}" if tokenizer.mask_token else "it has no mask token"
+        raise ConfigError(
+            f"key '{key}': masked words are written into the transfer set as the mask token {mask!r} of {source} "
+            f"({where}), whose variants every teacher labels and every student learns from, but {other} "
+            f"({other_where}) reads it as ordinary text {pieces} ({own}); set {key}: 0 (word swaps and n-gram "
+            "sampling still apply), or use teachers and students whose tokenizers share the mask token (e.g. "
+            "tokenizers of one family: two BERT tokenizers both read '[MASK]')")
+
+
+def mask_readers(settings: BaseModel) -> list[tuple[str, str]]:
+    """Every tokenizer that reads an augmented transfer set, as it can be read before the teachers exist, with the
+    key that names it: each teacher's (`teacher_tokenizers`; they label the variants, the first one's mask token is
+    written), then each other model section's (the students: model.tokenizer, else name_or_path, a BiLSTM's
+    included). A student of `@teacher` reads with the first teacher's tokenizer, already listed."""
+    readers = teacher_tokenizers(settings)
+    for key, model in model_sections(settings):
+        if key == "teacher" or key.startswith("teacher."):
+            continue
+        own = model.tokenizer or model.name_or_path
+        if own != TEACHER_REF:
+            readers.append((own, f"{key}.tokenizer" if model.tokenizer else f"{key}.name_or_path"))
+    return readers
+
+
+def check_mask_tokens(settings: BaseModel) -> None:
+    """Refuse, by key, augmentation that masks words (p_mask > 0) where a tokenizer that reads the variants cannot
+    read the mask token written into them (`refuse_mask_readers`): the first teacher's tokenizer has none
+    (Llama-style tokenizers: it was written as the literal '[MASK]'), or another teacher's or a student's tokenizer
+    masks with another token (BERT's '[MASK]' is characters to RoBERTa's), silently, before."""
+    augments = [key for key, augment in sections(settings, AugmentConfig) if augment.p_mask > 0]
+    if not augments:
+        return
+    trusted = {key: model.trust_remote_code for key, model in model_sections(settings)}
+    readers = []
+    for source, key in mask_readers(settings):
+        tokenizer = tokenizer_of(source, trusted.get(key.rpartition(".")[0], False))
+        if tokenizer is not None:  # one that cannot be loaded here (a hub name offline) is left to the stage
+            readers.append((source, key, tokenizer))
+    for key in augments:
+        refuse_mask_readers(readers, f"{key}.p_mask")
 
 
 def _checkable(model: ModelConfig) -> bool:

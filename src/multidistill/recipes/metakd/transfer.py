@@ -59,7 +59,7 @@ def target_transfer(runner: StageRunner, recipe: MetaKDRecipe, target: str, teac
                                subset_seed=recipe.subset_seed)
     name = f"transfer-{target}"
     transfer, made = transfer_stage(runner, settings, data, [teacher_folder], {}, notes, name=name,
-                                    make_task=partial(domain_transfer_task, target=target))
+                                    make_task=partial(domain_transfer_task, target=target), key="student.augment")
     # The rows are the target's at data.fraction already: the view keeps the domain filter (for evaluation
     # splits that hold every domain) and drops the fraction, which would cut them again.
     view = transfer.model_copy(update={"tasks": [TaskRef(name=data.task_names[0], domains_include=[target])]})
