@@ -742,3 +742,18 @@ def test_a_recorded_recipe_read_back_names_only_changed_settings_as_unused(tiny_
     recorded["teacher"]["train"] = {**TrainConfig().model_dump(mode="json"), "epochs": 7}
     note_unused_teacher_settings(MetaKDRecipe.model_validate(recorded), also=("meta_teacher",))
     assert "note: teacher.train not used" in " ".join(capsys.readouterr().err.split())
+
+
+def test_more_than_one_given_meta_teacher_is_refused(tiny_run, tmp_path):
+    """Meta-KD reads one meta-teacher: a second folder in teacher.model_dirs would be ignored, silently."""
+    from pydantic import ValidationError
+
+    from multidistill.recipes.metakd import MetaKDRecipe
+
+    raw = tiny_metakd(tiny_run, tmp_path)
+    raw["teacher"] = {"model_dirs": [str(tmp_path / "meta"), str(tmp_path / "other")]}
+    with pytest.raises(ValidationError, match="teacher.model_dirs: Meta-KD distils from one meta-teacher; give one "
+                                              "folder, got 2"):
+        MetaKDRecipe.model_validate(raw)
+    raw["teacher"] = {"model_dirs": [str(tmp_path / "meta")]}
+    assert len(MetaKDRecipe.model_validate(raw).teacher.model_dirs) == 1

@@ -154,6 +154,9 @@ class MetaKDRecipe(RecipeBase):
                              "student.augment have none; drop one of the two")
         if len(self.teacher.seeds) != 1:
             raise ValueError("teacher.seeds: Meta-KD trains one teacher per arm; give one seed")
+        if len(self.teacher.model_dirs) > 1:  # only the first would be read
+            raise ValueError(f"teacher.model_dirs: Meta-KD distils from one meta-teacher; give one folder, got "
+                             f"{len(self.teacher.model_dirs)}")
         for name in ("targets", "baselines"):
             values = getattr(self, name) or []
             if len(set(values)) != len(values):
