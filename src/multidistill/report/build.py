@@ -306,8 +306,9 @@ def _time_section(times: dict) -> list[str]:
              for family, count, seconds in rows]
     out = ["## Time per stage", "",
            f"Wall time of the {len(times['seconds'])} finished stages, {fmt_duration(total)} in all, from each "
-           "stage's `stage.json`, summed over the runs of a stage that was stopped and resumed; stages of one "
-           "family (seeds, targets) are summed in one row. Time a stage lost to a process killed outright is not "
+           "stage's `stage.json`, summed over the runs of a stage that was stopped and resumed; stages named "
+           "alike (one name before a `-`: seeds, targets, or the demo's student-bilstm and student-transformer) are "
+           "summed in one row. Time a stage lost to a process killed outright is not "
            "counted, and a run paused meanwhile counts its pause.", "",
            *_table(["stages", "count", "wall time", "share %"], table), ""]
     if times["last_part_only"]:
