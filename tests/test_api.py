@@ -197,6 +197,18 @@ def test_a_recipe_is_read_alike_from_a_file_a_mapping_or_a_config(tiny_run, tmp_
         recipe_config(42)
 
 
+def test_load_recipe_takes_a_mapping_as_run_does(tiny_run, tmp_path):
+    from tests.test_recipes import tiny_recipe, write
+
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    from_file = multidistill.load_recipe(write(recipe, tmp_path), ["teacher.seeds=[3]"])
+    assert multidistill.load_recipe(recipe, ["teacher.seeds=[3]"]) == from_file
+    with pytest.raises(multidistill.ConfigError, match="the recipe mapping: key 'recipe'"):
+        multidistill.load_recipe({**recipe, "recipe": "nope"})
+    with pytest.raises(multidistill.ConfigError, match="a YAML file's path or a mapping of its keys, not list"):
+        multidistill.load_recipe([recipe])
+
+
 def test_a_config_edited_by_model_copy_is_checked_before_the_run(tiny_run, tmp_path):
     import pytest
 

@@ -132,6 +132,14 @@ def test_a_general_run_reports_its_held_out_loss_not_an_empty_metrics_table(tiny
     assert "nan" not in output and "best dev metrics" not in output
 
 
+def test_a_general_runs_eval_lines_give_the_held_out_loss_not_an_average_of_nothing(tiny_run, tmp_path, capsys):
+    raw, _ = tiny_run
+    train_model(general_config(raw, tmp_path, eval_every_steps=2))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines and all("holdout loss" in line for line in lines), lines
+    assert not any("eval average" in line or "nan" in line for line in lines), lines
+
+
 def test_a_resume_refuses_an_online_teacher_retrained_in_place(tiny_run, tmp_path):
     import shutil
 

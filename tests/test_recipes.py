@@ -544,3 +544,18 @@ def test_a_dry_run_lists_what_a_run_would_do_and_writes_nothing(tiny_run, tmp_pa
     shutil.rmtree(root / "student")
     assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == [
         entry for entry in before if entry[0].parts[0] != "student"]
+
+
+def test_a_dry_run_of_mkd_with_given_teachers_plans_every_stage(tiny_run, tmp_path, monkeypatch, capsys):
+    """With teacher.model_dirs the transfer stage comes first: the check pass stands in for it, and reads no notes
+    from a stage.json it has not written yet (it used to stop there with a raw FileNotFoundError)."""
+    raw, write_cfg = tiny_run
+    teacher = {**raw, "output_dir": str(tmp_path / "teacher"), "train": {**TINY_TRAIN, "epochs": 0.5}}
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write_cfg(teacher, "t.yaml")))[0] == 0
+    recipe = tiny_recipe("mkd_bilstm.yaml", tiny_run, tmp_path)
+    recipe["teacher"] = {"model_dirs": [str(tmp_path / "teacher" / "model")]}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+    flat = " ".join(output.split())
+    assert code == 0 and "transfer │ run" in flat and "signals │ run" in flat and "student │ run" in flat, output
+    assert "Error" not in flat and "stage.json" not in flat and "every stage checked" in flat, output
+    assert not Path(recipe["output_dir"]).exists()

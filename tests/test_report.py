@@ -219,6 +219,35 @@ def test_unreadable_optional_inputs_degrade_to_notes(tmp_path):
     assert "Skipped teacher-seed-1/train_history.json" in text
 
 
+def test_a_resumed_stages_events_are_read_without_tensorboards_restart_warning(tmp_path, caplog):
+    import logging
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from multidistill.report.inputs import load_training
+
+    run_dir = make_run(tmp_path, stages=False)
+    folder = run_dir / "student" / "tensorboard"
+    writer = SummaryWriter(str(folder))
+    for step in range(1, 7):  # the cut run logged up to step 6, its last checkpoint was step 3
+        writer.add_scalar("train/loss", 10.0 + step, step)
+    writer.close()
+    time.sleep(1.1)  # event file names carry the second they were made: the resume's sorts after
+    writer = SummaryWriter(str(folder), purge_step=4)  # as training/loop.py resumes
+    for step in range(4, 9):
+        writer.add_scalar("train/loss", float(step), step)
+    writer.close()
+    tb_logger = logging.getLogger("tensorboard")
+    filters = list(tb_logger.filters)
+    with caplog.at_level(logging.WARNING):
+        training = load_training(run_dir, skip=run_dir / "report")
+    assert training["loss"]["student"] == [(1, 11.0), (2, 12.0), (3, 13.0), *((s, float(s)) for s in range(4, 9))]
+    assert not [r for r in caplog.records if r.name.startswith("tensorboard")], caplog.text
+    assert tb_logger.filters == filters  # the filter lives for that read alone
+    tb_logger.warning("Detected out of order event.step: logged elsewhere")
+    assert "logged elsewhere" in caplog.text
+
+
 def test_missing_summary_names_the_file_and_writes_nothing(tmp_path):
     run_dir = make_run(tmp_path, stages=False)
     (run_dir / "summary.json").unlink()

@@ -22,15 +22,11 @@ def recipe_config(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
     (checked again). Anything else is a TypeError."""
     from multidistill.config import load_config
     from multidistill.recipes.config import RecipeBase, load_recipe
-    from multidistill.recipes.registry import recipe_entry
 
-    if isinstance(recipe, str | os.PathLike):
+    if isinstance(recipe, str | os.PathLike | Mapping):
         return load_recipe(recipe, overrides)
     if isinstance(recipe, RecipeBase):
         return load_config(recipe, overrides, schema=type(recipe))
-    if isinstance(recipe, Mapping):
-        schema = recipe_entry(recipe.get("recipe"), "the recipe mapping").schema
-        return load_config(recipe, overrides, schema=schema)
     raise TypeError(f"a recipe is a YAML file's path, a mapping or a recipe config (load_recipe), not "
                     f"{type(recipe).__name__}")
 

@@ -11,8 +11,9 @@ top, so teachers, soft targets and students always see the same examples.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,6 +27,7 @@ from multidistill.config import (
     load_config,
     read_yaml,
 )
+from multidistill.errors import ConfigError
 
 
 def refuse_replaced_seed(train: TrainConfig | None, key: str, seeds_key: str) -> None:
@@ -138,8 +140,13 @@ class RecipeBase(_Strict):
         return self
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeBase:
-    """Load a recipe YAML (its `recipe:` key picks the registered schema), with `--set` overrides."""
+def load_recipe(path: str | Path | Mapping[str, Any], overrides: list[str] | str | None = None) -> RecipeBase:
+    """Load a recipe YAML, or a mapping of the same keys (its `recipe:` key picks the registered schema), with
+    `--set` overrides; anything else is a ConfigError naming its type."""
     from multidistill.recipes.registry import recipe_entry
 
+    if isinstance(path, Mapping):
+        return load_config(path, overrides, schema=recipe_entry(path.get("recipe"), "the recipe mapping").schema)
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"a recipe is a YAML file's path or a mapping of its keys, not {type(path).__name__}")
     return load_config(path, overrides, schema=recipe_entry(read_yaml(path).get("recipe"), str(path)).schema)

@@ -49,6 +49,7 @@ from multidistill.recipes.stages import (
     console,
     settings_payload,
     stage_fingerprint,
+    stood_in,
     stop_if_checking,
 )
 from multidistill.recipes.summary import count_parameters, write_summary
@@ -155,7 +156,8 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
     folder = runner.run(name, payload, inputs, work,
                         data=data_fingerprints(data, ("train",), recipe.max_examples_per_task,
                                                      run_dir=runner.root))
-    notes.extend(transfer_notes(folder))
+    if not stood_in(folder):  # a check pass stood in for it: no record to read, and no summary shows the notes
+        notes.extend(transfer_notes(folder))
     # `store.domains` reads a domain column's names when `work` did not run (a reused stage): the spec then says
     # what it said when the stage was made, and so do the fingerprints of the stages that read it.
     specs = [make_task(store.tasks[task].model_copy(update={"domains": store.domains(task)}), folder)

@@ -193,6 +193,13 @@ def stage_fingerprint(folder: Path) -> str:
     return read_versioned_json(folder / STAGE_MANIFEST, STAGE_VERSION, ConfigError)["fingerprint"]
 
 
+def stood_in(folder: Path) -> bool:
+    """True during a check pass for a stage folder it stood in for: that stage has not run, so what it will write
+    (its stage.json included) cannot be read yet."""
+    planned = _PLANNED.get()
+    return planned is not None and folder in planned
+
+
 def stop_if_checking() -> None:
     """For a recipe's closing step (its summary): a check pass (`StageRunner.run_all`) ends here, before it writes
     or shows the results of stages that have not run yet. Outside a check pass: nothing."""

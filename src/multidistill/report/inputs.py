@@ -7,6 +7,7 @@ or unreadable give a note saying why instead of an error; stage folders that sum
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from datetime import datetime
@@ -293,13 +294,27 @@ def _read_history(path: Path) -> tuple[list[tuple[int, float]], list[str]]:
     return _dedupe(pairs), [str(t) for t in tasks]
 
 
+class _ResumePurgeFilter(logging.Filter):
+    """Drops tensorboard's "Detected out of order event.step ... Purging expired events" warning: a resumed
+    stage's writer marks its restart (purge_step) so that the steps the cut run logged after its checkpoint go;
+    dropping them is what the reader should do, not something to warn the user about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Detected out of order event.step")
+
+
 def _read_scalars(folder: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of ``tags`` in a tensorboard folder (all event files, in order)."""
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     # size_guidance 0 keeps every point; the default reservoir would thin long runs at random.
     accumulator = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
-    accumulator.Reload()
+    logger, quiet = logging.getLogger("tensorboard"), _ResumePurgeFilter()
+    logger.addFilter(quiet)  # this read only: whatever else logs through "tensorboard" is left as it is
+    try:
+        accumulator.Reload()
+    finally:
+        logger.removeFilter(quiet)
     available = set(accumulator.Tags().get("scalars", []))
     return {tag: _dedupe([(e.step, e.value) for e in accumulator.Scalars(tag)]) for tag in tags if tag in available}
 

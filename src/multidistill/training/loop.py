@@ -265,7 +265,8 @@ def train(
         state.history.append(record)
         if writer is not None:
             with deferred_interrupts():
-                writer.add_scalar("eval/average", result.average, state.step)
+                if result.main:  # nothing scored (general distillation): no average, not a NaN point
+                    writer.add_scalar("eval/average", result.average, state.step)
                 for task_name, score in result.main.items():
                     writer.add_scalar(f"eval/{task_name}", score, state.step)
         if config.select == "lowest_loss":
@@ -285,9 +286,13 @@ def train(
             if accelerator.is_main_process:
                 save_model_fn(raw.model, output_dir / BEST_MODEL)
         if accelerator.is_main_process:  # tqdm.write prints whatever `disable` says: one process reports
-            progress.write(f"step {state.step}: eval average {result.average:.4f} "
-                           + " ".join(f"{t}={s:.4f}" for t, s in result.main.items())
-                           + (f" holdout loss {record['holdout_loss']:.4f}" if "holdout_loss" in record else ""))
+            # Nothing scored (general distillation: no labelled dev data): no average to print, only the loss.
+            parts = [f"eval average {result.average:.4f}", *(f"{t}={s:.4f}" for t, s in result.main.items())] \
+                if result.main else []
+            if "holdout_loss" in record:
+                parts.append(f"holdout loss {record['holdout_loss']:.4f}")
+            if parts:
+                progress.write(f"step {state.step}: " + " ".join(parts))
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
