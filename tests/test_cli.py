@@ -4,9 +4,11 @@ and leaves what is on disk alone; the happy path trains and evaluates."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
+import typer
 
 from multidistill import cli
 
@@ -386,3 +388,72 @@ def test_ctrl_c_while_the_command_line_is_imported_ends_with_one_line(monkeypatc
         launch.main()
     assert stopped.value.code == 130
     assert capsys.readouterr().err == "interrupted while starting; nothing was done\n"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # where a CI sets FORCE_COLOR, help output is styled
+COMMANDS = sorted(typer.main.get_command(cli.app).commands)
+
+
+def _help(monkeypatch, capsys, width: int, *command: str) -> str:
+    monkeypatch.setenv("COLUMNS", str(width))  # what rich reads off a terminal (tests capture stdout)
+    code, output = run_cli(monkeypatch, capsys, *command, "--help")
+    assert code == 0, output
+    return ANSI.sub("", output)
+
+
+def _ragged_lines(output: str, width: int) -> list[str]:
+    """Lines of a help's description (above its first panel) that end before a word that would have fitted: a line
+    break of the source kept in the help. Indented lines (a ``\\b`` block such as demo's examples) keep theirs."""
+    lines = output.split("╭")[0].splitlines()
+    # A description line is " " + up to width - 2 characters (rich pads the help text one column on each side).
+    return [f"{line.strip()} ⏎ {after.strip()}" for line, after in zip(lines, lines[1:], strict=False)
+            if line.strip() and after.strip() and not after.startswith("  ")
+            and len(line.rstrip()) + len(after.split()[0]) <= width - 2]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_fits_the_terminal(command, width, monkeypatch, capsys):
+    """At 80 columns no option name and no value of a help table is cut ("--attention-mask-va…"), and no
+    paragraph breaks where its source line did ("...from its last checkpoint, and a⏎stage made ...")."""
+    output = _help(monkeypatch, capsys, width, *([command] if command else []))
+    assert "…" not in output, [line for line in output.splitlines() if "…" in line]
+    group = typer.main.get_command(cli.app)
+    for param in (group.commands[command] if command else group).params:
+        for name in [*param.opts, *param.secondary_opts]:
+            if name.startswith("-"):
+                assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", output), name
+    assert _ragged_lines(output, width) == []
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_help_paragraphs_run_on_across_source_lines(width, monkeypatch, capsys):
+    """Known sentences that the source wraps mid-sentence read on in the rendered help."""
+    run_help = _help(monkeypatch, capsys, width, "run")
+    assert not _ragged_lines(run_help, width)
+    if width == 120:
+        assert any("its last checkpoint, and a stage made" in line for line in run_help.splitlines()), run_help
+    main_help = _help(monkeypatch, capsys, width)  # the commands table shows each command's first paragraph
+    assert any("latency at batch" in line for line in main_help.splitlines()), main_help
+    demo_help = _help(monkeypatch, capsys, width, "demo")  # its \b examples keep their lines
+    lines = [line.rstrip() for line in demo_help.splitlines()]
+    assert lines[lines.index(" Examples:") + 1] == "   multidistill demo --quick", demo_help
+
+
+def test_unwrap_help_joins_the_lines_of_each_paragraph():
+    text = """First paragraph,
+    wrapped in the source.
+
+    Second one,
+    also wrapped.
+
+    \b
+    Examples:
+      multidistill demo --quick
+      multidistill demo
+    """
+    assert cli.unwrap_help(text) == ("First paragraph, wrapped in the source.\n\nSecond one, also wrapped.\n\n"
+                                     "Examples:\n  multidistill demo --quick\n  multidistill demo")
+    assert cli.unwrap_help(text, keep_mark=True).endswith("\n\n\b\nExamples:\n  multidistill demo --quick\n"
+                                                          "  multidistill demo")
+    assert cli.unwrap_help(None) is None and cli.unwrap_help("") == ""

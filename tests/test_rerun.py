@@ -422,6 +422,58 @@ def test_a_late_stage_of_other_settings_is_refused_before_the_first_stage_runs(t
     assert said.out.count("the summary table") == 1
 
 
+def _noting(calls: list):
+    """Two stages with notes (`print_note`) on the way: one before any stage (said twice), one after the first stage
+    to run (a run's check pass reaches it before that stage runs), with brackets; then b's output is read."""
+    def recipe(runner: StageRunner) -> str:
+        from multidistill.recipes.stages import print_note, stage_fingerprint, stop_if_checking
+
+        print_note("teacher.seeds not used")
+        a = runner.run("a", {"n": 1}, {}, _writes("a", calls))
+        print_note("teacher.seeds not used")
+        print_note("install multidistill[pos] for POS tags")
+        b = runner.run("b", {"n": 1}, {"a": stage_fingerprint(a)}, _writes("b", calls))
+        out = (b / "out.txt").read_text()
+        stop_if_checking()
+        return out
+    return recipe
+
+
+NOTES = ["teacher.seeds not used", "install multidistill[pos] for POS tags"]
+
+
+def test_a_dry_run_prints_the_notes_a_run_prints_and_each_is_printed_once(tmp_path, capsys):
+    """A dry run is quiet (no stage lines) but prints the recipe's notes, as the run will, and lists them in
+    `RunPlan.notes`; a run prints each note once although the recipe goes through it in passes (its check pass,
+    then the real one). A console the caller made quiet prints none."""
+    from multidistill.recipes.stages import console
+
+    calls: list[str] = []
+    plan = StageRunner(tmp_path).dry_run(_noting(calls))
+    said = capsys.readouterr().err
+    assert plan.notes == NOTES and [(row.name, row.action) for row in plan.stages] == [("a", "run"), ("b", "run")]
+    assert all(said.count(f"note: {note}") == 1 for note in NOTES), said
+    assert "stage a" not in said and calls == [] and not tmp_path.joinpath("a").exists()
+
+    assert StageRunner(tmp_path).run_all(_noting(calls)) == "b" and calls == ["a", "b"]
+    said = capsys.readouterr().err
+    assert all(said.count(f"note: {note}") == 1 for note in NOTES), said
+    assert said.count("stage a: running") == 1 and said.index(f"note: {NOTES[1]}") < said.index("stage a: running")
+
+    assert StageRunner(tmp_path).run_all(_noting(calls)) == "b" and calls == ["a", "b"]  # all reused
+    said = capsys.readouterr().err
+    assert all(said.count(f"note: {note}") == 1 for note in NOTES), said
+
+    quiet = console.quiet
+    console.quiet = True
+    try:
+        assert StageRunner(tmp_path).dry_run(_noting(calls)).notes == NOTES
+        assert StageRunner(tmp_path).run_all(_noting(calls)) == "b"
+    finally:
+        console.quiet = quiet
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_a_stage_made_from_an_earlier_making_of_its_input_is_refused_and_older_records_stay_valid(tmp_path,
                                                                                                   capsys):
     """A stage's fingerprint is of its inputs' settings, not their contents: a teacher removed and trained again
@@ -527,6 +579,29 @@ def test_a_stage_about_to_be_made_anew_is_refused_through_derived_stages_and_in_
     assert [(row.name, row.action) for row in plan.stages] == [("fold", "run"), ("merged", "make again")]
     StageRunner(tmp_path).run_all(recipe)
     assert (tmp_path / "student" / STAGE_MANIFEST).is_file()
+
+
+def test_given_teachers_note_their_unused_settings_in_a_dry_run_and_once_in_a_run(tiny_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """teacher.model_dirs with teacher.train and teacher.seeds: the run says those are not used, once (not again
+    after its check pass), and `--dry-run` and `plan_recipe` say so too."""
+    from multidistill import plan_recipe
+    from tests.test_recipes import TINY_TRAIN
+
+    raw, write_cfg = tiny_run
+    teacher = {**raw, "output_dir": str(tmp_path / "teacher"), "train": {**TINY_TRAIN, "epochs": 0.5}}
+    assert run_cli(monkeypatch, capsys, "train-teacher", str(write_cfg(teacher, "t.yaml")))[0] == 0
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"] = {"model_dirs": [str(tmp_path / "teacher" / "model")], "train": {"epochs": 9}, "seeds": [5]}
+    path = write(recipe, tmp_path)
+    note = "teacher.seeds and teacher.train not used: the teachers are the given teacher.model_dirs"
+    code, output = run_cli(monkeypatch, capsys, "run", str(path), "--dry-run")
+    flat = " ".join(output.split())
+    assert code == 0 and flat.count(f"note: {note}") == 1 and "nothing was run or written" in flat, output
+    code, output = run_cli(monkeypatch, capsys, "run", str(path))
+    flat = " ".join(output.split())
+    assert code == 0 and flat.count(f"note: {note}") == 1 and "stage student: running" in flat, output
+    assert plan_recipe(path, progress=False).notes == [note]
 
 
 # --- Ctrl-C and SIGTERM, in real processes --------------------------------------------------------------------

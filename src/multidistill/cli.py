@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from multidistill.errors import ConfigError, MultidistillError, require_distinct
 from multidistill.limits import MAX_SEED
 from multidistill.utils.arguments import as_list
 from multidistill.utils.command import set_cli_command
+from multidistill.utils.console import stderr_console, stdout_console
 from multidistill.utils.interrupt import (
     Interrupted,
     add_note,
@@ -28,12 +32,64 @@ from multidistill.utils.interrupt import (
     signals_raise_interrupted,
 )
 
+
+def unwrap_help(text: str | None, *, keep_mark: bool = False) -> str | None:
+    """A help text as rich should render it: the single newlines inside a paragraph (the source wraps its lines
+    at 120 characters) become spaces, so the terminal wraps the paragraph at its own width; blank lines between
+    paragraphs stay. A paragraph whose first line is ``\\b`` (click's "do not rewrap" mark) keeps its lines as
+    written; the mark itself is dropped unless ``keep_mark`` (typer's rich help prints it as an empty line, click's
+    plain help needs it)."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in re.split(r"\n[ \t]*\n", inspect.cleandoc(text)):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph if keep_mark else paragraph.removeprefix("\b").removeprefix("\n"))
+        else:
+            paragraphs.append(" ".join(line.strip() for line in paragraph.splitlines()))
+    return "\n\n".join(paragraphs)
+
+
+SWITCHES_PANEL = "Switches"
+
+
+def _tidy_help(command: click.Command, keep_mark: bool) -> None:
+    """`unwrap_help` on a command's help, short help and every parameter's help, and the same for its subcommands;
+    and every ``--x/--no-x`` switch into the SWITCHES_PANEL of its command's help.
+
+    The switches get a panel of their own because of how rich sizes typer's options table: it gives no column a
+    minimum width, and when the table is too wide it narrows the widest wrapping column (the help text) down to
+    the next widest (the option names), then both together. The ``--no-x`` names fill a column of their own
+    (``--no-per-channel``: 18 wide with padding) in every row of the table they are in, so at 80 columns the help
+    text shrank to the option names' width and names were cut (``--attention-mask-va…``). In their own panel
+    they widen only a short table."""
+    command.help = unwrap_help(command.help, keep_mark=keep_mark)
+    command.short_help = unwrap_help(command.short_help, keep_mark=keep_mark)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = unwrap_help(param.help, keep_mark=keep_mark)
+        if getattr(param, "secondary_opts", None) and getattr(param, "rich_help_panel", "") is None:
+            param.rich_help_panel = SWITCHES_PANEL
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub, keep_mark)
+
+
+class _TidyHelpGroup(TyperGroup):
+    """The app's click group, which tidies the help of itself and of every command (`_tidy_help`) once, when typer
+    builds it (on each run, after every command is registered). typer (0.29, rich mode) prints the line breaks
+    of a help paragraph's source as they are, which broke docstrings mid-sentence."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy_help(self, keep_mark=self.rich_markup_mode != "rich")
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    cls=_TidyHelpGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Multi-task, multi-teacher and multi-domain knowledge distillation for Hugging Face encoders.",
 )
-console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
-err_console = Console(stderr=True)
+console = stdout_console()  # logs and pipes get a readable table
+err_console = stderr_console()
 
 # Each command's --set example names a key of the config that command reads (tests/test_examples.py checks them).
 SetOption = Annotated[
@@ -75,6 +131,14 @@ def _options(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     pass
+
+
+def _seed_in_range(value: int) -> int:
+    """--seed: a seed numpy takes. Checked here rather than with typer's min/max, whose range ("[0<=x<=4294967295]")
+    would widen the type column of the help table until option names are cut at 80 columns."""
+    if not 0 <= value <= MAX_SEED:
+        raise typer.BadParameter(f"{value} is not a seed from 0 to {MAX_SEED}")
+    return value
 
 
 def _split_names(text: str | None, option: str) -> list[str] | None:
@@ -243,10 +307,12 @@ def demo_command(
     bilstm.train.*, bilstm.objective, benchmark.* (runtimes, rounds, latency_runs, memory, max_eval_examples,
     parity_examples, max_metric_drop_int8).
 
+    \b
     Examples:
       multidistill demo --quick
-      multidistill demo --set teacher_train.lr=3e-5 --set transformer.train.epochs=1
-      multidistill demo --set transformer.model.pooling=cls   # a student that also exports with --format hf
+      multidistill demo --set teacher_train.lr=3e-5 --set bilstm.train.epochs=1
+      # a Transformer student that also exports with --format hf:
+      multidistill demo --set transformer.model.pooling=cls
     """
     from multidistill.recipes.demo import load_demo_config, run_demo
     from multidistill.utils.runlog import run_log
@@ -336,24 +402,26 @@ def soft_targets_command(
              "with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     splits: Annotated[str, typer.Option(help="Comma-separated splits to label.")] = "train",
     max_examples_per_task: Annotated[int | None, typer.Option(
-        min=1, help="Seeded cap on training examples per task (use the student's value).")] = None,
+        min=1, metavar="N", help="Seeded cap on training examples per task (use the student's value).")] = None,
     seed: Annotated[int, typer.Option(
-        min=0, max=MAX_SEED, help="Seed of the training subset (use the student's value).")] = 42,
+        metavar="SEED", callback=_seed_in_range,
+        help=f"Seed of the training subset, 0 to {MAX_SEED} (use the student's value).")] = 42,
     max_seq_length: Annotated[int | None, typer.Option(
-        min=1, help="Truncation length for every teacher (default: each teacher its own training length).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Teacher inference batch size.")] = 64,
+        min=1, metavar="N",
+        help="Truncation length for every teacher (default: each teacher its own training length).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Teacher inference batch size.")] = 64,
     bf16: Annotated[bool, typer.Option(help="Run the teachers under bf16 autocast.")] = False,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     shard_size: Annotated[int, typer.Option(
-        min=1, help="Rows labelled and saved per shard (rounded up to whole batches); an interrupted run "
-                    "resumes from its last complete shard.")] = 2048,
+        min=1, metavar="N", help="Rows labelled and saved per shard (rounded up to whole batches); an interrupted "
+                                 "run resumes from its last complete shard.")] = 2048,
     hidden_layers: Annotated[str | None, typer.Option(
         help="Also store the teachers' hidden states at these layers (comma-separated; 0 = embedding output), per "
              "real token in float16, for feature losses (hidden_mse, cosine_hidden) without an online teacher; "
              "e.g. 0,2,4,6 for a 3-layer student of a 6-layer teacher.")] = None,
     domains: Annotated[str | None, typer.Option(
         help="Tasks with domains: label only these domains' rows (comma-separated), as a student's "
-             "data.tasks[].domains_include does; the student must select the same.")] = None,
+             "domains_include (in data.tasks) does; the student must select the same.")] = None,
     exclude_domains: Annotated[str | None, typer.Option(
         help="Tasks with domains: leave these domains' rows out (comma-separated), as domains_exclude does.")] = None,
 ) -> None:
@@ -394,9 +462,10 @@ def evaluate_command(
         help="Folder that relative task file paths resolve against (default: the one the model was trained with, "
              "while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
     split: Annotated[str, typer.Option(help="Split to score: dev or test.")] = "dev",
-    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Evaluation batch size.")] = 64,
     max_seq_length: Annotated[int | None, typer.Option(
-        min=1, help="Truncation length in tokens (default: the length the model was trained with).")] = None,
+        min=1, metavar="N",
+        help="Truncation length in tokens (default: the length the model was trained with).")] = None,
     bf16: Annotated[bool, typer.Option(help="Run under bf16 autocast.")] = False,
     output: Annotated[Path | None, typer.Option(help="JSON file for the metrics (default: a run's model: "
                                                 "eval_<split>.json in its run folder; another folder: "
@@ -432,13 +501,15 @@ def benchmark_command(
     data_root: Annotated[str | None, typer.Option(
         help="Folder that relative task file paths resolve against (default: the one each model was trained with, "
              "while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
-    runtimes: Annotated[str, typer.Option(help="Comma-separated runtimes: pytorch_fp32, pytorch_bf16, onnx_fp32, "
-                                               "onnx_int8.")] = "pytorch_fp32,pytorch_bf16,onnx_fp32,onnx_int8",
+    runtimes: Annotated[str, typer.Option(
+        help="Comma-separated runtimes: pytorch_fp32, pytorch_bf16, onnx_fp32, onnx_int8 (default: all four).",
+        show_default=False)] = "pytorch_fp32,pytorch_bf16,onnx_fp32,onnx_int8",
     export_root: Annotated[Path | None, typer.Option(
         help="Where ONNX exports are written or reused (default: exports/ beside --out).")] = None,
-    rounds: Annotated[int, typer.Option(min=1, help="Alternating measurement rounds.")] = 5,
-    latency_runs: Annotated[int, typer.Option(min=1, help="Batch-1 calls per model/runtime (after warm-up).")] = 50,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the throughput measurement.")] = 32,
+    rounds: Annotated[int, typer.Option(min=1, metavar="N", help="Alternating measurement rounds.")] = 5,
+    latency_runs: Annotated[int, typer.Option(
+        min=1, metavar="N", help="Batch-1 calls per model/runtime (after warm-up).")] = 50,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Batch size of the throughput measurement.")] = 32,
     memory: Annotated[bool, typer.Option(help="Measure peak memory (one subprocess per model/runtime).")] = True,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     max_metric_drop_int8: Annotated[float, typer.Option(

@@ -64,7 +64,8 @@ def plan_recipe(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
 
     Bad input and a stage the run would refuse raise as `run_recipe` would. Checking stops where the recipe reads
     what a stage that has not run would write, or at a stage it would take up or replace (``RunPlan.stopped``
-    says where; None: every stage was checked).
+    says where; None: every stage was checked). ``RunPlan.notes``: the notes the run would print (settings given
+    but not used), as far as checking went; printed here too unless ``progress`` is off.
     """
     from multidistill import recipes
 

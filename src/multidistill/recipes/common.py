@@ -27,7 +27,7 @@ from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.metrics import average_score, compute_metrics
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.config import RecipeBase
-from multidistill.recipes.stages import StageRunner, console, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import StageRunner, print_note, settings_payload, stage_fingerprint
 from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
@@ -121,12 +121,12 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
 def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ()) -> None:
     """With given teachers (teacher.model_dirs), say which teacher-training settings the user gave are not used
     (never silently: a config that trains teachers, pointed at given ones, as the README does). ``also``: a
-    recipe's own top-level sections that only shape the teachers it trains (Meta-KD's meta_teacher)."""
+    recipe's own top-level sections that only shape the teachers it trains (Meta-KD's meta_teacher). A note
+    (`print_note`): a dry run shows it too, and a run says it once."""
     unused = [f"teacher.{key}" for key in sorted({"seeds", "train"} & changed_fields(recipe.teacher))]
     unused += [key for key in also if key in changed_fields(recipe)]
     if unused:
-        console.print(f"[yellow]note: {' and '.join(unused)} not used: the teachers are the given "
-                      "teacher.model_dirs[/yellow]")
+        print_note(f"{' and '.join(unused)} not used: the teachers are the given teacher.model_dirs")
 
 
 def check_teacher_heads(folder: Path, tasks: list[Task], key: str) -> None:

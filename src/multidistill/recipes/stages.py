@@ -55,16 +55,16 @@ import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from rich.console import Console
 from rich.markup import escape
 
 from multidistill.errors import ConfigError
 from multidistill.training.run_settings import at_defaults, flatten
 from multidistill.utils.atomic import glob_escape, write_json
+from multidistill.utils.console import stderr_console
 from multidistill.utils.hashing import hash_json
 from multidistill.utils.interrupt import STOPS, add_note
 from multidistill.utils.manifest import read_versioned_json
@@ -77,7 +77,7 @@ DEFAULTS_KEY = "__defaults__"  # in a settings payload: the values of the settin
 SUMMARY = "summary.json"  # the recipe's closing table (`summary.write_summary`), written after its last stage
 T = TypeVar("T")
 
-console = Console(stderr=True)
+console = stderr_console()  # off a terminal (a pipe, log.txt) 160 columns: rich's 80 split long stage lines
 
 
 @dataclass
@@ -106,6 +106,7 @@ class RunPlan:
 
     stages: list[PlannedStage]
     stopped: str | None
+    notes: list[str] = field(default_factory=list)  # what a run would print as notes (`print_note`), in order
 
 
 def settings_payload(settings) -> dict | None:
@@ -207,6 +208,39 @@ def stop_if_checking() -> None:
         raise _CheckEnd(SUMMARY_END)
 
 
+@dataclass
+class _Notes:
+    """The notes of one command (`print_note`): each one said so far, and whether the command prints them."""
+
+    said: list[str]
+    loud: bool
+
+
+# Inside `StageRunner.run_all` and `StageRunner.dry_run`: the notes of that command.
+_NOTES: ContextVar[_Notes | None] = ContextVar("notes", default=None)
+
+
+def print_note(text: str) -> None:
+    """Print "note: ``text``" (a setting given but not used, a choice made for the user; ``text`` is plain text,
+    brackets and all). Inside a run (`StageRunner.run_all`) or a dry run (`StageRunner.dry_run`) each note is
+    printed once, where the recipe first reaches it, even in the passes that print nothing else (a run's check
+    pass, a whole dry run): a dry run shows the notes the run would, and its `RunPlan.notes` lists them. Nothing
+    is printed where the console was made quiet before the command (or, outside one, is quiet now)."""
+    notes = _NOTES.get()
+    if notes is None:
+        console.print(f"note: {text}", style="yellow", markup=False)
+        return
+    if text in notes.said:
+        return
+    notes.said.append(text)
+    if notes.loud:  # the quiet of a check pass or a dry run silences stage lines, not notes
+        quiet, console.quiet = console.quiet, False
+        try:
+            console.print(f"note: {text}", style="yellow", markup=False)
+        finally:
+            console.quiet = quiet
+
+
 def made_id(manifest: dict) -> str:
     """The id of one making of a finished stage: its own `made` record, or for stages recorded before that, one
     derived from when it finished and how long it ran (equal only for the same making)."""
@@ -269,6 +303,7 @@ class StageRunner:
         looked at starts another.
         """
         self._checks, self._quiet = True, console.quiet
+        notes = _NOTES.set(_Notes([], not console.quiet))  # each note once, though the recipe runs in passes
         try:
             while True:
                 try:
@@ -285,15 +320,19 @@ class StageRunner:
                     _PLANNED.set(None)
                 self._quiet_until, console.quiet = self._check_from, True
         finally:
+            _NOTES.reset(notes)
             self._checks, self._quiet_until, console.quiet = False, None, self._quiet
 
     def dry_run(self, recipe: Callable[[StageRunner], object]) -> RunPlan:
         """What `run_all` would do with ``recipe``'s stages, running and writing nothing: the check pass of
         `run_all`, from the first stage. A stage it would refuse raises here as there (a `ConfigError`). Checking
         stops where the recipe reads what a stage that has not run would write, or at a stage it would take up
-        or replace (the stages after it read what that folder holds then); `RunPlan.stopped` says where."""
+        or replace (the stages after it read what that folder holds then); `RunPlan.stopped` says where. The
+        notes the recipe gives on the way (`print_note`) are printed, once each, and listed in `RunPlan.notes`."""
         self._dry, quiet = [], console.quiet
         console.quiet = True
+        notes = _Notes([], not quiet)
+        token = _NOTES.set(notes)
         _PLANNED.set({})
         try:
             try:
@@ -313,9 +352,10 @@ class StageRunner:
                            "stages listed have run")
             else:
                 stopped = None
-            return RunPlan(self._dry, stopped)
+            return RunPlan(self._dry, stopped, notes.said)
         finally:
             _PLANNED.set(None)
+            _NOTES.reset(token)
             console.quiet, self._dry = quiet, None
 
     def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None],

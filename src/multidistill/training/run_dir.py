@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
-from rich.console import Console
 
 from multidistill.config import dump_yaml
 from multidistill.errors import ConfigError
 from multidistill.utils.atomic import atomic_file, glob_escape, remove_tree, write_json
+from multidistill.utils.console import stderr_console
 from multidistill.utils.interrupt import add_note
 from multidistill.utils.lock import hold_lock
 from multidistill.utils.runlog import RUN_MARKER
@@ -34,7 +34,7 @@ from multidistill.utils.runlog import RUN_MARKER
 CHECKPOINTS = "checkpoints"  # the loop's checkpoint folder (training/loop.py), named here to avoid a cycle
 
 _TEMP = re.compile(r"^\..+\.tmp-\d+-")  # a temporary sibling of utils/atomic.py
-console = Console(stderr=True)
+console = stderr_console()  # off a terminal (a pipe, log.txt) 160 columns: rich's 80 split long lines
 
 
 def is_run_dir(path: Path) -> bool:
