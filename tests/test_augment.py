@@ -42,7 +42,8 @@ def make_ds(task: Task, texts: list, labels: list | None = None, ids: list[str] 
 
 
 def config(**kw) -> AugmentConfig:
-    kw.setdefault("pos_tagger", "none")  # tests must not depend on whether nltk happens to be installed
+    if kw.get("p_swap", 0.1):  # (with p_swap 0 a pos_tagger is refused, and no tagger is loaded)
+        kw.setdefault("pos_tagger", "none")  # tests must not depend on whether nltk happens to be installed
     return AugmentConfig(**kw)
 
 
@@ -444,3 +445,37 @@ def test_an_augmentation_that_can_make_no_variant_is_refused() -> None:
     with pytest.raises(ValidationError, match="p_mask, p_swap and p_ngram are all 0"):
         AugmentConfig(p_mask=0, p_swap=0, p_ngram=0)
     assert AugmentConfig(n_iter=0, n_iter_pair=2).n_iter_pair == 2  # pair tasks only: fine
+
+
+@pytest.mark.parametrize(("given", "named"), [({"p_ngram": 0, "max_ngram": 3}, "max_ngram applies to the n-gram rule"),
+                                              ({"p_swap": 0, "pos_tagger": "none"}, "pos_tagger picks the words"),
+                                              ({"p_swap": 0, "pos_tagger": "nltk"}, "pos_tagger picks the words")])
+def test_a_setting_of_a_rule_that_never_fires_is_refused(given, named) -> None:
+    """max_ngram does nothing with p_ngram 0, pos_tagger nothing with p_swap 0: refused, as TrainConfig refuses a
+    temperature_tau without temperature sampling; at its default (a recorded config writes every field) it passes."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=f"{named}.*drop .*, or raise p_"):
+        AugmentConfig(**given)
+    off = {key: value for key, value in given.items() if key.startswith("p_")}
+    recorded = AugmentConfig(**off).model_dump()  # every field written out, the rule's own at its default
+    assert AugmentConfig.model_validate(recorded).model_dump() == recorded
+
+
+def test_a_recipe_names_the_augment_section_of_a_rule_that_never_fires() -> None:
+    from multidistill.recipes.config import load_recipe
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "mkd_bilstm.yaml"
+    with pytest.raises(ConfigError, match=r"key 'augment'.*max_ngram applies .* \(from --set\)"):
+        load_recipe(path, ["augment.p_ngram=0", "augment.max_ngram=3"])
+    # The shipped config writes max_ngram: 5 out, the default: turning the rule off alone passes.
+    assert load_recipe(path, ["augment.p_ngram=0"]).augment.p_ngram == 0
+
+
+def test_without_swaps_no_text_is_tagged() -> None:
+    calls: list[list[str]] = []
+    ds = make_ds(SINGLE, sentences(20))
+    cfg = config(p_mask=0.3, p_swap=0, p_ngram=0.5, n_iter=3)
+    out = augment_examples(ds, SINGLE, cfg, mask_token=MASK, tagger=parity_tagger(calls))
+    assert calls == []  # the tags would choose nothing
+    assert out.to_dict() == augment_examples(ds, SINGLE, cfg, mask_token=MASK).to_dict()

@@ -219,9 +219,26 @@ def test_override_exponent_without_dot_is_a_float() -> None:
     assert isinstance(raw["model"]["backbone_config"]["layer_norm_eps"], float)
 
 
-def test_override_later_wins_and_replaces_file_value(tmp_path: Path) -> None:
-    cfg = load_config(write_yaml(tmp_path, with_section("train", seed=1)), ["train.seed=2", "train.seed=3"])
+def test_override_replaces_file_value(tmp_path: Path) -> None:
+    cfg = load_config(write_yaml(tmp_path, with_section("train", seed=1)), ["train.seed=3"])
     assert cfg.train.seed == 3
+
+
+def test_an_override_key_given_twice_is_refused_naming_both(tmp_path: Path) -> None:
+    """The last one won silently (a YAML key given twice is refused, naming both lines)."""
+    path = write_yaml(tmp_path, with_section("train", seed=1))
+    with pytest.raises(ConfigError, match=r"^--set ' train.seed=3': key 'train.seed' is given twice \(first by "
+                                          r"--set 'train.seed=2'\); keep one of them$"):
+        load_config(path, ["train.seed=2", "train.lr=0.1", " train.seed=3"])
+    with pytest.raises(ConfigError, match="key 'train.seed' is given twice"):
+        load_config(path, ["train.seed=2", "train.seed=2"])  # even with the same value: one of them is a slip
+    # A section and a key inside it are two keys: merged in order, as before.
+    cfg = load_config(path, ["train={seed: 2, lr: 0.1}", "train.seed=3"])
+    assert (cfg.train.seed, cfg.train.lr) == (3, 0.1)
+    with pytest.raises(ConfigError, match="key 'student.train.lr' is given twice"):
+        from multidistill.recipes.config import load_recipe
+
+        load_recipe(REPO / "configs" / "mtdnn_kd.yaml", ["student.train.lr=0.1", "student.train.lr=0.2"])
 
 
 def test_override_creates_nested_sections() -> None:
@@ -570,7 +587,10 @@ def test_a_loss_for_the_other_task_type_is_refused(tmp_path: Path, objective, ma
 
 
 @pytest.mark.parametrize("extra, match", [({"student_layers": [0]}, "student_layers apply to a Transformer"),
-                                          ({"pooling": "mean"}, "pooling apply to a Transformer")])
+                                          ({"pooling": "mean"}, "pooling apply to a Transformer"),
+                                          # it only turned bilstm.init_embeddings off, without a word
+                                          ({"backbone_config": {"hidden_size": 16}},
+                                           "key 'model'.*backbone_config builds a Transformer encoder.*drop it")])
 def test_transformer_settings_on_a_bilstm_student_are_refused(tmp_path: Path, extra, match) -> None:
     """They were accepted and ignored."""
     raw = {**BASE, "model": {"name_or_path": "some/model", "architecture": "bilstm", **extra}}
@@ -681,3 +701,33 @@ def test_a_mapping_set_on_a_section_is_a_deep_merge(base, update) -> None:
             assert got[key] == {**base[key], **update[key]}
         else:
             assert got[key] == (update[key] if key in update else base[key])
+
+
+@pytest.mark.parametrize("objective", [
+    None,  # the default: hard only
+    {"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]},
+    # the domain term is there, but the run's tasks have their own terms
+    {"classification": [{"loss": "hard"}, {"loss": "domain_adversarial"}],
+     "tasks": {"sst2": [{"loss": "hard"}], "mrpc": [{"loss": "hard"}]}},
+])
+def test_a_domain_branch_that_no_term_trains_is_refused(tmp_path: Path, objective) -> None:
+    """It was built, saved untrained, and its domains never checked against the data's."""
+    raw = {**BASE, "model": {"name_or_path": "some/model", "domain_branch": {"domains": ["books", "dvd"]}}}
+    if objective is not None:
+        raw["objective"] = objective
+    message = config_error(write_yaml(tmp_path, raw))
+    assert "model.domain_branch: no term of the objective reads the domain branch's outputs" in message
+    assert "add such a term to the objective, or drop model.domain_branch" in message
+
+
+@pytest.mark.parametrize("objective", [
+    {"classification": [{"loss": "hard"}, {"loss": "domain_adversarial", "weight": 0.5}]},  # Meta-KD's meta-teacher
+    {"classification": [{"loss": "hidden_mse"}, {"loss": "transferable_mse", "weight": 0.5}]},  # its stage A
+    {"tasks": {"mrpc": [{"loss": "hard"}, {"loss": "domain_adversarial"}]}},  # one task's own terms
+])
+def test_a_domain_branch_with_a_term_on_its_outputs_loads(tmp_path: Path, objective) -> None:
+    raw = {**BASE, "kind": "distill", "objective": objective,
+           "model": {"name_or_path": "some/model", "domain_branch": {"domains": ["books", "dvd"]}}}
+    config = load_config(write_yaml(tmp_path, raw))
+    assert config.model.domain_branch.domains == ["books", "dvd"]
+    assert load_config(config.model_dump()) == config  # a recorded config loads back

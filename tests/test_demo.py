@@ -299,8 +299,8 @@ def test_an_unknown_benchmark_runtime_is_refused_with_the_settings(tmp_path):
 def test_a_student_beyond_the_teachers_encoder_is_refused_before_the_demo_claims_its_folder(
         tiny_run, tmp_path, monkeypatch, capsys):
     """The 3-layer student's layers are checked against the encoder's config before the teacher trains."""
-    overrides = sum((["--set", o] for o in [*demo_overrides(tiny_run, tmp_path),
-                                            "transformer.model.student_layers=[0,4]"]), [])
+    given = [o for o in demo_overrides(tiny_run, tmp_path) if not o.startswith("transformer.model.student_layers=")]
+    overrides = sum((["--set", o] for o in [*given, "transformer.model.student_layers=[0,4]"]), [])  # (not twice)
     code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
     assert code == 2, output
     assert "key 'transformer.model.student_layers'" in output and "has 2 layers" in output

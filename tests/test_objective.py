@@ -214,3 +214,49 @@ def test_tasks_reading_labels_are_those_whose_terms_read_gold_labels():
     assert tasks_reading_labels(soft_only, tasks) == []
     mixed = ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], tasks={"sst2": [LossTerm(loss="hard")]})
     assert tasks_reading_labels(mixed, tasks) == ["sst2", "stsb"]
+
+
+def test_objective_for_tasks_keeps_a_one_task_stages_own_entries():
+    """MKD's finetune-<task>/baseline-<task> and MITKD's fine-tunes were given the whole objective with a one-task
+    data view: an `objective.tasks` naming two tasks was refused by the first such stage, after the joint one ran."""
+    from multidistill.training.objective import objective_for_tasks
+
+    both = ObjectiveConfig(classification=[LossTerm(loss="soft_ce")],
+                           tasks={"sst2": [LossTerm(loss="hard")], "stsb": [LossTerm(loss="logit_mse", weight=2.0)]})
+    with pytest.raises(ConfigError, match=r"key 'objective.tasks': \['stsb'\] are not tasks of this run"):
+        WeightedObjective({"sst2": TASKS["sst2"]}, both)  # the stage's own check, which still refuses the whole
+    run = list(TASKS)
+    sst2 = objective_for_tasks(both, ["sst2"], run, key="student.objective")
+    assert sst2.tasks == {"sst2": both.tasks["sst2"]}
+    assert (sst2.classification, sst2.regression) == (both.classification, both.regression)
+    assert WeightedObjective({"sst2": TASKS["sst2"]}, sst2).terms["sst2"][0].loss_name == "hard"
+    stsb = objective_for_tasks(both, ["stsb"], run)
+    assert list(stsb.tasks) == ["stsb"] and WeightedObjective({"stsb": TASKS["stsb"]}, stsb).needs_teacher
+    assert objective_for_tasks(both, run, run) is both  # nothing to drop: the same settings, the same fingerprint
+    own = ObjectiveConfig(tasks={"sst2": [LossTerm(loss="hard")]})
+    assert objective_for_tasks(own, ["sst2"], run) is own
+    # With every entry dropped, the stage's settings are those of an objective given none.
+    plain = objective_for_tasks(own, ["stsb"], run)
+    assert plain.model_dump(exclude_defaults=True) == ObjectiveConfig().model_dump(exclude_defaults=True)
+    assert objective_for_tasks(None, ["sst2"], run) is None
+    # An entry naming no task of the run (a typo) would be dropped from every stage: refused by the recipe's key.
+    typo = ObjectiveConfig(tasks={"sst-2": [LossTerm(loss="hard")]})
+    with pytest.raises(ConfigError, match=r"key 'finetune.objective.tasks': \['sst-2'\] are not tasks of this run "
+                                          r"\(\['sst2', 'stsb'\]\)"):
+        objective_for_tasks(typo, ["sst2"], run, key="finetune.objective")
+    with pytest.raises(ValueError, match="not among the run's"):
+        objective_for_tasks(own, ["cola"], run)
+
+
+def test_reads_domain_branch_is_a_term_on_the_models_domain_outputs():
+    from multidistill.training.objective import reads_domain_branch
+
+    adversarial = [LossTerm(loss="hard"), LossTerm(loss="domain_adversarial", weight=0.5)]
+    assert reads_domain_branch(ObjectiveConfig(classification=adversarial), ["sst2"])
+    assert reads_domain_branch(ObjectiveConfig(classification=[LossTerm(loss="transferable_mse")]), ["sst2"])
+    assert not reads_domain_branch(None, ["sst2"])
+    assert not reads_domain_branch(ObjectiveConfig(classification=[LossTerm(loss="hidden_mse")]), ["sst2"])
+    # A task's own terms replace the type lists: only they count for it.
+    assert not reads_domain_branch(ObjectiveConfig(classification=adversarial,
+                                                   tasks={"sst2": [LossTerm(loss="hard")]}), ["sst2"])
+    assert reads_domain_branch(ObjectiveConfig(tasks={"sst2": adversarial}), ["stsb", "sst2"])

@@ -163,7 +163,7 @@ class ModelConfig(_Strict):
         None, description="Build a randomly initialised encoder from this HF config dict instead of loading "
         "pretrained weights; with `model_type`, that family's defaults plus these keys, without it name_or_path's "
         "config (e.g. the teacher's family and vocabulary) with these keys replaced. name_or_path then supplies "
-        "the tokenizer (and the base config).")
+        "the tokenizer (and the base config). Transformer models only (a BiLSTM's sizes are bilstm's).")
     pooling: Literal["cls", "mean"] = Field("cls", description="How heads pool token vectors: [CLS] or mean.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before each classification head.")
     max_seq_length: int = Field(128, gt=0, description="Truncate inputs to this many tokens; must not exceed "
@@ -186,7 +186,8 @@ class ModelConfig(_Strict):
         None, description="Meta-KD's domain branch (a meta-teacher, or a student in meta-distillation): a learned "
         "domain embedding, tau = W_c (e_k + h_mean(x)) + b_c and domain logits on tanh(tau); `{domains: [...]}` "
         "lists the task's domains, sorted. Saved with the model, never exported. Transformer models only; with "
-        "init_from, the saved model's branch is kept and must list the same domains.")
+        "init_from, the saved model's branch is kept and must list the same domains. A run's objective must have a "
+        "term on its outputs (domain_adversarial, transferable_mse), or nothing trains it.")
 
     @model_validator(mode="after")
     def _valid_layers(self) -> ModelConfig:
@@ -203,6 +204,10 @@ class ModelConfig(_Strict):
             if self.dropout != type(self).model_fields["dropout"].default:
                 raise ValueError("dropout is a Transformer model's head dropout; a BiLSTM's is bilstm.dropout: set "
                                  "that instead")
+            if self.backbone_config is not None:  # it only turned bilstm.init_embeddings off, without a word
+                raise ValueError("backbone_config builds a Transformer encoder (architecture: hf); a BiLSTM student's "
+                                 "sizes are bilstm's (embedding_dim, hidden_size, ...): drop it (and set "
+                                 "bilstm.init_embeddings: false for random word embeddings)")
         elif self.bilstm != BiLSTMSpec():
             raise ValueError("bilstm sets a BiLSTM student's sizes (architecture: bilstm); this model is a "
                              "Transformer: drop it, or set architecture: bilstm")
@@ -489,6 +494,19 @@ class TeacherRunConfig(_Strict):
         None, description="Weight each training example's loss (every term, before the batch mean) by a stored "
         "per-example column (Meta-KD's t_i or lambda_i); its rows, domains and data are checked against the run's.")
 
+    @model_validator(mode="after")
+    def _domain_branch_trained(self) -> TeacherRunConfig:
+        if self.model.domain_branch is None:
+            return self
+        from multidistill.training.objective import reads_domain_branch  # it imports this module (and torch)
+
+        if not reads_domain_branch(self.objective, self.data.task_names):
+            raise ValueError("model.domain_branch: no term of the objective reads the domain branch's outputs (as "
+                             "domain_adversarial and transferable_mse do), so the branch would be saved untrained "
+                             "and its domains never checked; add such a term to the objective, or drop "
+                             "model.domain_branch")
+        return self
+
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:
     """Set ``dotted`` in ``raw``; a mapping given for a section is merged into what the section already holds
@@ -553,11 +571,18 @@ def _quoting_hint(key: str, text: str) -> str:
 
 def apply_overrides(raw: dict, overrides: list[str] | str) -> dict:
     """Apply ``key.path=value`` strings (one str is one override); values are parsed as YAML (numbers, bools,
-    lists) by `parse_override_value`."""
+    lists) by `parse_override_value`. A key given twice is refused, naming both overrides (the last one won
+    silently, as a YAML key given twice did); a key and one inside it (`a={...}` then `a.b=...`) merge in order."""
+    seen: dict[str, str] = {}
     for item in as_list(overrides, "overrides") or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected key.path=value")
+        first = seen.get(key.strip())
+        seen.setdefault(key.strip(), item)
+        if first is not None:
+            raise ConfigError(f"--set '{item}': key '{key.strip()}' is given twice (first by --set '{first}'); "
+                              "keep one of them")
         try:
             value = parse_override_value(text)
         except RefusedValue as exc:

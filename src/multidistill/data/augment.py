@@ -61,14 +61,15 @@ class AugmentConfig(BaseModel):
                           "the same part of speech (any training word without a tagger); exclusive with masking, "
                           "so p_mask + p_swap must be <= 1.")
     p_ngram: float = Field(0.25, ge=0.0, le=1.0, description="Probability of then keeping only a random n-gram.")
-    max_ngram: int = Field(5, ge=1, description="Largest n of the n-gram rule (n is uniform in 1..max_ngram).")
+    max_ngram: int = Field(5, ge=1, description="Largest n of the n-gram rule (n is uniform in 1..max_ngram); "
+                           "only with p_ngram above 0.")
     n_iter: int = Field(20, ge=0, description="Variants tried per single-text example.")
     n_iter_pair: int = Field(10, ge=0, description="Variants tried per text-pair example.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed; an example's variants depend only on it and "
                       "the example's id.")
     pos_tagger: Literal["auto", "none", "nltk"] = Field(
         "auto", description="Part-of-speech tagger for swaps: nltk (error if unavailable), none (swap with any "
-        "training word), or auto (nltk if installed with its tagger data, else none).")
+        "training word), or auto (nltk if installed with its tagger data, else none); only with p_swap above 0.")
     max_examples: int | None = Field(None, ge=1, description="Cap on the augmented rows per task (a seeded random "
                                      "subset of them); None keeps all.")
 
@@ -84,6 +85,15 @@ class AugmentConfig(BaseModel):
         if self.p_mask == self.p_swap == self.p_ngram == 0:
             raise ValueError("p_mask, p_swap and p_ngram are all 0, so every variant is its source row; raise one, "
                              "or drop augment (null) to distil on the training rows")
+        # A setting of a rule that never fires would be ignored. By value, not by "was it set" (a default value is
+        # not "given"; recorded configs write every field out), as TrainConfig's temperature_tau.
+        defaults = type(self).model_fields
+        if self.p_ngram == 0 and self.max_ngram != defaults["max_ngram"].default:
+            raise ValueError(f"max_ngram applies to the n-gram rule, and p_ngram is 0 (it never keeps an n-gram): "
+                             f"drop max_ngram ({self.max_ngram}), or raise p_ngram")
+        if self.p_swap == 0 and self.pos_tagger != defaults["pos_tagger"].default:
+            raise ValueError(f"pos_tagger picks the words of the swap rule, and p_swap is 0 (no word is swapped): "
+                             f"drop pos_tagger ({self.pos_tagger}), or raise p_swap")
         return self
 
 
@@ -287,13 +297,16 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
     ``(text_a, text_b)`` with each other or with an input row.
 
     ``tagger`` maps a sentence's words to their POS tags and overrides ``config.pos_tagger``; when None the
-    tagger is `load_pos_tagger(config.pos_tagger)`. ``mask_token`` is the mask token written for a masked
+    tagger is `load_pos_tagger(config.pos_tagger)`. With ``config.p_swap`` 0 no text is tagged (the tags only pick
+    swapped words; the variants are the same). ``mask_token`` is the mask token written for a masked
     word (e.g. ``"[MASK]"``): the recipes write the first teacher tokenizer's, which every teacher's and student's
     tokenizer must read as its own (`recipes.preflight.check_mask_tokens`). The variants of an example depend
     only on ``config.seed``, the example's id and the vocabulary; with ``config.max_examples`` a seeded random
     subset of the added rows is kept.
     """
-    if tagger is None:
+    if config.p_swap == 0:
+        tagger = None  # no word is swapped: tags would choose nothing (and `auto` would look for nltk for nothing)
+    elif tagger is None:
         tagger = load_pos_tagger(config.pos_tagger)
     columns = examples.to_dict()
     n_rows = len(examples)

@@ -146,7 +146,7 @@ def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Mo
         if tokenizer is None:
             raise ConfigError("a BiLSTM student needs a tokenizer (model.name_or_path or model.tokenizer)")
         embeddings = None
-        if config.bilstm.init_embeddings and config.backbone_config is None:
+        if config.bilstm.init_embeddings:  # (ModelConfig refuses a BiLSTM's backbone_config)
             encoder = load_encoder(config.name_or_path, trust_remote_code=config.trust_remote_code)
             embeddings = encoder.get_input_embeddings().weight.detach()
         return BiLSTMModel.from_tokenizer(config.bilstm, tasks, tokenizer, max_length=config.max_seq_length,

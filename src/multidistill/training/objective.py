@@ -49,6 +49,42 @@ def reads_inputs(config: ObjectiveConfig, tasks: Mapping[str, Task], names: froz
                for task in tasks.values() for term in config.terms_for(task))
 
 
+def reads_domain_branch(config: ObjectiveConfig | None, task_names: Iterable[str]) -> bool:
+    """Whether a term that ``config`` gives one of ``task_names`` reads the model's own domain branch (a student-side
+    `DOMAIN_FEATURES` output, as Meta-KD's domain_adversarial and transferable_mse do): without one, a model built
+    with `model.domain_branch` saves a branch that nothing trained. Checked with the config, where task types are
+    not known yet, so a task without terms of its own counts both type lists."""
+    config = config or ObjectiveConfig()
+    for name in task_names:
+        terms = config.tasks.get(name) or [*config.classification, *config.regression]
+        if any(set(getattr(LOSSES.get(term.loss), "student_features", ())) & set(DOMAIN_FEATURES) for term in terms):
+            return True
+    return False
+
+
+def objective_for_tasks(config: ObjectiveConfig | None, tasks: Iterable[str], run_tasks: Iterable[str],
+                        key: str = "objective") -> ObjectiveConfig | None:
+    """``config`` for a stage that trains on ``tasks`` alone, some of a recipe's ``run_tasks`` (MKD's finetune-<task>
+    and baseline-<task>, MITKD's fine-tunes): its per-task terms (`objective.tasks`) of the other run tasks dropped,
+    the type lists kept. The stage's own check (`WeightedObjective`: an entry that is no task of the run is refused)
+    then holds, where the whole objective was refused by the first one-task stage.
+
+    An entry that names none of ``run_tasks`` is a ConfigError under ``key`` (the recipe's key of the objective):
+    dropped, it would never be used. With no entry to drop, ``config`` itself comes back, so a stage's settings (and
+    fingerprint) stay what they were; None stays None."""
+    if config is None:
+        return None
+    tasks, run_tasks = set(tasks), list(run_tasks)
+    unknown = sorted(set(config.tasks) - set(run_tasks))
+    if unknown:
+        raise ConfigError(f"key '{key}.tasks': {unknown} are not tasks of this run ({sorted(run_tasks)})")
+    if not tasks <= set(run_tasks):
+        raise ValueError(f"tasks {sorted(tasks - set(run_tasks))} are not among the run's {run_tasks}")
+    if set(config.tasks) <= tasks:
+        return config
+    return config.model_copy(update={"tasks": {name: terms for name, terms in config.tasks.items() if name in tasks}})
+
+
 def tasks_reading_labels(config: ObjectiveConfig | None, tasks: Iterable[Task]) -> list[str]:
     """The names of ``tasks`` whose configured terms read gold labels: their training rows must hold some
     (`data.prepare.prepare_data`'s ``labelled_train``), or such a term would be 0 at every step."""
