@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from multidistill.config import (
     DataConfig,
@@ -20,6 +21,7 @@ from multidistill.config import (
     TrainConfig,
     changed_fields,
 )
+from multidistill.config_messages import format_validation_error
 from multidistill.data.prepare import open_example_store, resolve_tasks
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
@@ -104,12 +106,21 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
     if example_weights is not None:  # likewise
         config_payload["example_weights"] = example_weights.model_dump(mode="json")
 
+    def run_config(folder: Path) -> TeacherRunConfig:
+        return TeacherRunConfig(kind=kind, output_dir=str(folder), model=model, data=data, train=train,
+                                objective=objective or ObjectiveConfig(),
+                                signals=str(signals) if signals is not None else None,
+                                online_teachers=list(online_teachers or []), example_weights=example_weights)
+
+    # Validated before the stage is reached, so a recipe's check pass (and --dry-run) refuses what the stage's run
+    # config would refuse (e.g. a domain branch no term trains) before any stage runs, not after those before it.
+    try:
+        run_config(runner.root / name)
+    except ValidationError as exc:
+        raise runner.refused(ConfigError(format_validation_error(exc, f"stage '{name}'"))) from None
+
     def work(folder: Path, resume: bool) -> dict:
-        run = TeacherRunConfig(kind=kind, output_dir=str(folder), model=model, data=data, train=train,
-                               objective=objective or ObjectiveConfig(),
-                               signals=str(signals) if signals is not None else None,
-                               online_teachers=list(online_teachers or []), example_weights=example_weights)
-        result = train_model(run, resume=resume)
+        result = train_model(run_config(folder), resume=resume)
         return {"best_average": result.best_score, "train_seconds": result.train_seconds,
                 "examples_per_second": result.examples_per_second}
 

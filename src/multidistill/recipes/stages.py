@@ -358,6 +358,16 @@ class StageRunner:
             _NOTES.reset(token)
             console.quiet, self._dry = quiet, None
 
+    def refused(self, exc: ConfigError) -> ConfigError:
+        """``exc``, a refusal of a setting that a recipe raises itself before a stage (e.g. the stage's run config
+        failing validation), marked as the check pass's answer: a run or dry run then stops with it before any
+        stage runs, rather than taking it for the end of what can be checked in advance. Raise what it returns."""
+        if self._planned is not None and exc is not self._refusal:
+            self._refusal = exc
+            add_note(exc, "found by a dry run: nothing ran or was written" if self._dry is not None else
+                     f"found by a check before stage '{self._check_from}' and the stages after it ran")
+        return exc
+
     def run(self, name: str, config: dict, inputs: dict[str, str], work: Callable[[Path, bool], dict | None],
             *, rerun: str = "does this stage again from its start", derived: bool = False,
             data: dict[str, str] | None = None) -> Path:
@@ -403,10 +413,7 @@ class StageRunner:
                                            "make it anew" if replace is None else f"this run would make {folder} again "
                                            f"(it {replace})", folder if replace is None else None)
         except ConfigError as exc:
-            if self._planned is not None:  # the check pass's answer, not its end
-                self._refusal = exc
-                add_note(exc, "found by a dry run: nothing ran or was written" if self._dry is not None else
-                         f"found by a check before stage '{self._check_from}' and the stages after it ran")
+            self.refused(exc)
             raise
         if self._dry is not None:
             self._dry.append(PlannedStage(name, "resume", "continues the unfinished run in its folder") if resume else
