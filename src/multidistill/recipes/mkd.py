@@ -46,7 +46,7 @@ from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import (
     STAGE_MANIFEST,
     StageRunner,
-    console,
+    print_note,
     settings_payload,
     stage_fingerprint,
     stood_in,
@@ -54,6 +54,7 @@ from multidistill.recipes.stages import (
 )
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.loop import BEST_MODEL
+from multidistill.training.objective import objective_for_tasks
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.paths import inside
 
@@ -94,19 +95,60 @@ def transfer_task(task: Task, folder: Path) -> Task:
     return task.model_copy(update={"files": {**task.files, "train": train}})
 
 
+def domain_set_folder(folder: Path, task: Task, index: int) -> Path:
+    """Where `save_domain_transfer_sets` writes the transfer rows of ``task``'s ``index``-th domain (in
+    `Task.domains` order; an index, not the name, so any domain name makes a safe folder name)."""
+    return inside(folder, task.name, f"domain-{index}")
+
+
+def domain_files_transfer_task(task: Task, folder: Path) -> Task:
+    """MKD's `transfer_task`: a task with one file set per domain (`domain_files`, e.g. Amazon) keeps them, each
+    domain's training file replaced by its rows of the transfer set (`save_domain_transfer_sets`), so every
+    domain's evaluation files stay as they are; any other task is `transfer_task`'s."""
+    if not task.domain_files:
+        return transfer_task(task, folder)
+    # No domain column: domain_files give each row its file's domain (and ids their `<domain>:` prefix back).
+    columns = Columns(text_a="text_a", text_b="text_b" if task.pair else None, label="label", id="id")
+    domain_files = {
+        domain: {**{split: data_file for split, data_file in task.domain_files[domain].items() if split != "train"},
+                 "train": DataFile(path=str(domain_set_folder(folder, task, i).resolve()), format="hf_disk",
+                                   columns=columns)}
+        for i, domain in enumerate(sorted(task.domain_files))}
+    return Task.model_validate({**task.model_dump(exclude={"domain_files", "sources"}), "domain_files": domain_files})
+
+
+def _save_set(rows: datasets.Dataset, task: Task, path: Path) -> None:
+    if task.type == "classification":
+        rows = rows.cast_column("label", datasets.ClassLabel(names=list(task.labels)))
+    rows.save_to_disk(str(path), num_shards=None if len(rows) else 1)  # no rows: one empty shard, not none (unreadable)
+
+
 def save_transfer_set(augmented: datasets.Dataset, task: Task, folder: Path) -> None:
     """Write ``task``'s transfer set where `transfer_task` reads it. A classification label column is saved with
     the task's class names, so the variants' -1 reads back as "no label" even where "-1" is one of the labels (a
     plain integer -1 would then be ambiguous, and refused)."""
-    if task.type == "classification":
-        augmented = augmented.cast_column("label", datasets.ClassLabel(names=list(task.labels)))
-    augmented.save_to_disk(str(inside(folder, task.name)))
+    _save_set(augmented, task, inside(folder, task.name))
+
+
+def save_domain_transfer_sets(augmented: datasets.Dataset, task: Task, folder: Path) -> None:
+    """Write the transfer set of a task with `domain_files` one set per domain, where `domain_files_transfer_task`
+    reads them (a domain without training rows gets an empty set). Each row's id loses the `<domain>:` prefix its
+    domain's files gave it, which reading the set as that domain's file adds back."""
+    domains = augmented["domain"]
+    for i, domain in enumerate(sorted(task.domain_files)):
+        columns = augmented.select([row for row, name in enumerate(domains) if name == domain]).to_dict()
+        prefix = f"{domain}:"
+        columns["id"] = [value[len(prefix):] if value.startswith(prefix) else value for value in columns["id"]]
+        _save_set(datasets.Dataset.from_dict(columns, features=augmented.features), task,
+                  domain_set_folder(folder, task, i))
 
 
 def transfer_notes(folder: Path) -> list[str]:
     """What the finished transfer stage in ``folder`` chose for the user (a missing POS tagger), for the summary."""
     record = json.loads((folder / STAGE_MANIFEST).read_text())
     settings = record.get("augment_settings") or {}
+    if settings.get("p_swap") == 0:  # no word was swapped, so no tagger was missed (older stages noted one anyway)
+        return []
     if record.get("pos_tagger_note"):
         return [record["pos_tagger_note"]]
     if record.get("pos_tagger") is False and settings.get("pos_tagger") == "auto" and settings.get("p_swap"):
@@ -117,11 +159,14 @@ def transfer_notes(folder: Path) -> list[str]:
 def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConfig, teacher_dirs: list[Path],
                    inputs: dict[str, str], notes: list[str], *, name: str = "transfer",
                    make_task: Callable[[Task, Path], Task] = transfer_task,
-                   key: str = "augment") -> tuple[DataConfig, dict[str, str]]:
+                   key: str = "augment", domain_sets: bool = False) -> tuple[DataConfig, dict[str, str]]:
     """The augmented transfer set (stage ``name``) and the data config that reads it (dev sets unchanged;
     ``make_task`` swaps a task's training split for its transfer set); appends to ``notes`` what it chose for
-    the user. ``key``: the augmentation section's key, which a refusal names."""
+    the user. ``key``: the augmentation section's key, which a refusal names. ``domain_sets``: a task with
+    `domain_files` gets its set saved one per domain (`save_domain_transfer_sets`, which
+    `domain_files_transfer_task` reads); otherwise every task's is one set (`save_transfer_set`)."""
     store = open_example_store(data, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
+    split = {task for task in data.task_names if domain_sets and store.tasks[task].domain_files}
 
     # The first teacher's mask token: the teachers label the variants (the students read the same text), so each
     # teacher's tokenizer must read it as its own; preflight's check_mask_tokens says so before the teachers, and
@@ -135,22 +180,28 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
 
     def work(folder: Path, resume: bool) -> dict:
         store.validate(["train"])
-        tagger = load_pos_tagger(recipe.augment.pos_tagger)
+        # A tagger only guides swaps: without swaps none is looked for, so `auto` cannot fall back (or say so).
+        swaps = recipe.augment.p_swap > 0
+        settings = recipe.augment if swaps else recipe.augment.model_copy(update={"pos_tagger": "none"})
+        tagger = load_pos_tagger(settings.pos_tagger)
         sizes = {}
         with atomic_dir(folder) as tmp:
             for task in data.task_names:
                 original = store.examples(task, "train")
-                augmented = augment_examples(original, store.tasks[task], recipe.augment, mask_token=mask_token,
+                augmented = augment_examples(original, store.tasks[task], settings, mask_token=mask_token,
                                              tagger=tagger)
-                save_transfer_set(augmented, store.tasks[task], tmp)
+                save = save_domain_transfer_sets if task in split else save_transfer_set
+                save(augmented, store.tasks[task], tmp)
                 sizes[task] = {"original": len(original), "transfer": len(augmented)}
         # The fingerprint leaves defaults out; the manifest says in full what made this transfer set.
         return {"sizes": sizes, "pos_tagger": tagger is not None,
-                "pos_tagger_note": pos_tagger_fallback(recipe.augment.pos_tagger),
+                "pos_tagger_note": pos_tagger_fallback(settings.pos_tagger),
                 "augment_settings": recipe.augment.model_dump(mode="json")}
 
     payload = {"augment": settings_payload(recipe.augment), "data": settings_payload(data),
                "max_examples": recipe.max_examples_per_task}
+    if split:  # another layout: a set saved whole (before domain sets) is not taken for one
+        payload["domain_sets"] = sorted(split)
     if mask_token != "[MASK]":  # the variants' text holds it (left out where default, as fingerprints leave defaults)
         payload["mask_token"] = mask_token
     folder = runner.run(name, payload, inputs, work,
@@ -162,8 +213,12 @@ def transfer_stage(runner: StageRunner, recipe: TransferSettings, data: DataConf
     # what it said when the stage was made, and so do the fingerprints of the stages that read it.
     specs = [make_task(store.tasks[task].model_copy(update={"domains": store.domains(task)}), folder)
              for task in data.task_names]
-    # The transfer set is the capped subset already: per-task caps must not cut it again.
-    transfer_data = data.model_copy(update={"task_specs": specs, "tasks": [TaskRef(name=n) for n in data.task_names]})
+    # The transfer set is the capped subset already: per-task caps, domain fractions and hold-outs must not cut it
+    # again. The domain filter stays: it keeps the evaluation splits to the domains the teachers were scored on (the
+    # transfer set holds those domains' rows only, so its training rows stay as they are).
+    refs = [TaskRef(name=ref.name, domains_include=ref.domains_include, domains_exclude=ref.domains_exclude)
+            for ref in data.tasks]
+    transfer_data = data.model_copy(update={"task_specs": specs, "tasks": refs})
     return transfer_data, {"transfer": stage_fingerprint(folder)}
 
 
@@ -179,10 +234,13 @@ def _per_task_row(folders: dict[str, Path]) -> dict:
 @register_recipe("mkd", MKDRecipe)
 def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     data = recipe_data(recipe)
+    # A per-task entry of no task here is refused before any stage (the one-task stages keep their task's only).
+    objective_for_tasks(recipe.student.objective, data.task_names, data.task_names, key="student.objective")
     teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)
     notes: list[str] = []
     if recipe.augment is not None:
-        student_data, transfer_inputs = transfer_stage(runner, recipe, data, teacher_dirs, teacher_inputs, notes)
+        student_data, transfer_inputs = transfer_stage(runner, recipe, data, teacher_dirs, teacher_inputs, notes,
+                                                       make_task=domain_files_transfer_task, domain_sets=True)
         # The transfer set is already capped (its originals are the capped subset): no second cap.
         cap = None
     else:
@@ -198,22 +256,28 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
     def single(name: str) -> DataConfig:
         return student_data.model_copy(update={"tasks": [ref for ref in student_data.tasks if ref.name == name]})
 
+    def one_task(name: str) -> ObjectiveConfig | None:  # a one-task stage: objective.tasks of that task only
+        return objective_for_tasks(section.objective, [name], student_data.task_names, key="student.objective")
+
     finetuned, baseline = {}, {}
     if not recipe.finetune.enabled and "train" in changed_fields(recipe.finetune):
-        console.print("[yellow]note: finetune.train not used: finetune.enabled is false[/yellow]")
+        print_note("finetune.train not used: finetune.enabled is false")
     if recipe.finetune.enabled:
-        init = section.model.model_copy(update={"init_from": str(student / BEST_MODEL)})
+        # The fine-tune starts from the saved student, heads included (those heads_from started are in it,
+        # trained): heads_from, which a model with init_from refuses, has nothing left to do.
+        init = section.model.model_copy(update={"init_from": str(student / BEST_MODEL),
+                                                **({"heads_from": None} if section.model.heads_from else {})})
         for name in data.task_names:
             finetuned[name] = train_stage(
                 runner, f"finetune-{name}", kind="distill", model=init, train=recipe.finetune.train,
-                data=single(name), max_examples=cap, objective=section.objective, signals=signals,
+                data=single(name), max_examples=cap, objective=one_task(name), signals=signals,
                 inputs={**student_inputs, "student": stage_fingerprint(student)},
                 feature_teachers_of=teacher_dirs)
     if recipe.baseline.enabled:
         for name in data.task_names:
             baseline[name] = train_stage(runner, f"baseline-{name}", kind="distill", model=section.model,
                                          train=section.train, data=single(name), max_examples=cap,
-                                         objective=section.objective, signals=signals, inputs=student_inputs,
+                                         objective=one_task(name), signals=signals, inputs=student_inputs,
                                          feature_teachers_of=teacher_dirs)
 
     stop_if_checking()  # every stage is checked: the rest reads what they wrote
