@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multidistill.config import read_yaml
+from multidistill.config import load_config, read_yaml
 from tests.conftest import _sentence
 from tests.test_cli import run_cli
 from tests.test_metakd_bench import load_bench
@@ -757,3 +757,89 @@ def test_more_than_one_given_meta_teacher_is_refused(tiny_run, tmp_path):
         MetaKDRecipe.model_validate(raw)
     raw["teacher"] = {"model_dirs": [str(tmp_path / "meta")]}
     assert len(MetaKDRecipe.model_validate(raw).teacher.model_dirs) == 1
+
+
+class _Stop(Exception):
+    """Raised in place of the first stage: what a test reads was said before any stage."""
+
+
+def test_a_targets_domain_fraction_replaced_by_data_fraction_is_noted_once(tiny_run, tmp_path, monkeypatch, capsys):
+    """Below data.fraction 1 a target's own stages keep data.fraction of all its rows, in place of its
+    domain_fraction (documented in the field, silent at run time): said once per run, naming both keys, before any
+    stage; with where the entry is still read."""
+    from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
+    from multidistill.recipes.metakd import recipe as module
+    from multidistill.recipes.metakd.plan import note_replaced_fractions
+    from multidistill.recipes.stages import StageRunner
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    raw = tiny_metakd(tiny_run, tmp_path)
+    raw["data"].update(tasks=[{"name": "reviews", "domain_fraction": {"books": 0.25}}], fraction=0.5)
+    monkeypatch.setattr(module, "prototypes_stage", stop)
+    capsys.readouterr()
+    with pytest.raises(_Stop):
+        module.run_metakd(MetaKDRecipe.model_validate(raw), StageRunner(raw["output_dir"]))
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.count("note:") == 1, said
+    assert ("note: data.tasks.0.domain_fraction.books (0.25) replaced by data.fraction (0.5) where that domain is the "
+            "target: a target's own stages (its prototypes, meta-teacher, students and baselines) keep data.fraction "
+            "of all its training rows, not of what domain_fraction keeps; it still applies where that domain is not "
+            "the target (the other targets' stages over all domains)") in said, said
+    assert not Path(raw["output_dir"]).exists()
+
+    def note(**changes) -> str:
+        recipe = MetaKDRecipe.model_validate({**raw, **changes})
+        note_replaced_fractions(recipe, check_inputs(recipe))
+        return " ".join(capsys.readouterr().err.split())
+
+    assert "no stage reads it: that domain is the only target" in note(targets=["books"])
+    assert "note:" not in note(targets=["dvd"])  # books is no target: its domain_fraction holds everywhere
+    assert "note:" not in note(data={**raw["data"], "fraction": 1.0})  # nothing replaced
+    both = note(data={**raw["data"], "tasks": [{"name": "reviews", "domain_fraction": {"books": 0.25, "dvd": 0.75}}]})
+    assert ("data.tasks.0.domain_fraction.books (0.25) and data.tasks.0.domain_fraction.dvd (0.75) replaced by "
+            "data.fraction (0.5) where those domains are the target") in both and "each still applies" in both, both
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    (["student.model={architecture: bilstm, student_layers: null, pooling: cls}"], "student.model.architecture"),
+    (["teacher.model.architecture=bilstm"], "teacher.model.architecture"),
+])
+def test_a_bilstm_student_or_meta_teacher_is_refused_as_the_recipe_loads(tiny_run, tmp_path, monkeypatch, capsys,
+                                                                         sets, key):
+    """Both get a domain branch, which a BiLSTM cannot have: a BiLSTM student failed with a pydantic traceback at its
+    stage A, after four stages, and its dry run said every stage checked."""
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    args = [item for value in sets for item in ("--set", value)]
+    for dry in ([], ["--dry-run"]):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *args, *dry)
+        said = " ".join(output.split())
+        assert code == 2, output
+        assert f"{key}: " in said and "domain branch" in said and "architecture: hf" in said, said
+        assert "Traceback" not in output
+        assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_domain_branch_the_user_set_is_left_out_of_the_baselines(tiny_run, tmp_path, monkeypatch, capsys):
+    """student.model / teacher.model with a domain_branch (the meta-teacher's and stage A's): the baselines train
+    without it (no baseline term trains a branch, and a run config refuses an untrained one), and a model without
+    one is passed on as it is (its stages' fingerprints unchanged)."""
+    from multidistill.config import ModelConfig
+    from multidistill.recipes.metakd.stages import without_branch
+
+    plain = ModelConfig(name_or_path="x")
+    assert without_branch(plain) is plain
+    assert without_branch(plain.model_copy(update={"domain_branch": {"domains": ["books", "dvd"]}})) == plain
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe["baselines"] = ["no_kd", "single_domain", "mixed"]
+    recipe["targets"] = ["books"]
+    recipe["student"]["model"]["domain_branch"] = {"domains": list(DOMAINS)}
+    recipe["teacher"]["model"]["domain_branch"] = {"domains": list(DOMAINS)}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    root = Path(recipe["output_dir"])
+    for stage in ("teacher-single-books", "teacher-mixed", "student-nokd-books", "student-single-books",
+                  "student-mixed-books"):
+        assert load_config(root / stage / "config.yaml").model.domain_branch is None, stage
+    assert load_config(root / "meta-teacher" / "config.yaml").model.domain_branch is not None

@@ -181,6 +181,9 @@ def test_a_feature_loss_that_does_not_fit_the_encoders_is_refused_before_any_sta
 
 @pytest.mark.parametrize(("setting", "said"), [
     ("student.model.heads_from='@teacher'", "student.model.heads_from: the general student is an encoder without"),
+    # it pointed at the top-level cap, which does not reach the corpus
+    ("student.train.max_examples_per_task=16", "student.train.max_examples_per_task: the general distillation reads "
+                                               "the corpus, whose rows are capped by corpus.max_examples"),
 ])
 def test_mitkd_settings_no_stage_reads_are_refused(setting, said):
     from multidistill.errors import ConfigError
@@ -188,3 +191,88 @@ def test_mitkd_settings_no_stage_reads_are_refused(setting, said):
 
     with pytest.raises(ConfigError, match=said):
         load_recipe(REPO / "configs" / "mitkd.yaml", [setting])
+
+
+class _Stop(Exception):
+    """Raised in place of the first stage: what a test reads was said before any stage."""
+
+
+def _said_before_any_stage(recipe: dict, tmp_path: Path, monkeypatch, capsys) -> str:
+    """What `run_mitkd` prints before its first stage (the teachers), on the recipes' console (stderr)."""
+    from multidistill.recipes import load_recipe
+    from multidistill.recipes.mitkd import recipe as module
+    from multidistill.recipes.stages import StageRunner
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(module, "teacher_stages", stop)
+    capsys.readouterr()
+    with pytest.raises(_Stop):
+        module.run_mitkd(load_recipe(write(recipe, tmp_path)), StageRunner(recipe["output_dir"]))
+    assert not Path(recipe["output_dir"]).exists()
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_settings_the_run_does_not_read_as_given_are_noted(tiny_run, tmp_path, monkeypatch, capsys):
+    """The top-level cap reaches the labelled tasks' stages, not the corpus (its own cap is corpus.max_examples),
+    and baseline.encoder is read by the plain arm only: both were silent. What gets capped is unchanged."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe.update(max_examples_per_task=16, baseline={"plain_teacher": False, "encoder": recipe["teacher"]["model"]
+                                                      ["name_or_path"]})
+    said = _said_before_any_stage(recipe, tmp_path, monkeypatch, capsys)
+    assert ("note: max_examples_per_task (16) caps the labelled tasks' training rows (the teachers', their soft "
+            "targets' and the fine-tunes'), not the corpus: its rows are capped by corpus.max_examples, which is "
+            "unset, so the general distillation reads all of corpus 'corpus'") in said, said
+    assert ("note: baseline.encoder not used: it is read by the plain arm only (baseline.plain_teacher: true)"
+            in said), said
+    # The corpus capped by its own key, and the plain arm, which reads baseline.encoder: nothing to say.
+    recipe.update(corpus={"name": "corpus", "max_examples": 20}, baseline={**recipe["baseline"], "plain_teacher": True})
+    assert "note:" not in _said_before_any_stage(recipe, tmp_path, monkeypatch, capsys)
+    # A run's recorded recipe writes every field: the defaults read back say nothing either.
+    from multidistill.recipes import load_recipe
+
+    recorded = load_recipe(write(tiny_mitkd(tiny_run, tmp_path), tmp_path)).model_dump(mode="json")
+    assert "note:" not in _said_before_any_stage(recorded, tmp_path, monkeypatch, capsys)
+
+
+def test_the_general_stage_reads_the_corpus_uncapped_by_the_top_level_cap(tiny_run, tmp_path, monkeypatch):
+    """The note above says what the stages do: the general distillation's payload has no cap of its own (its rows
+    are corpus.max_examples'), the fine-tunes' has the top-level one."""
+    from multidistill.recipes import load_recipe
+    from multidistill.recipes.mitkd import stages
+
+    seen = {}
+
+    def record(runner, name, **kwargs):
+        seen[name] = (kwargs["max_examples"], kwargs["data"].tasks)
+        return Path(tmp_path / name)
+
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["max_examples_per_task"] = 16
+    loaded = load_recipe(write(recipe, tmp_path))
+    monkeypatch.setattr(stages, "train_stage", record)
+    monkeypatch.setattr(stages, "stage_fingerprint", lambda folder: "x")
+    stages.general_stage(None, loaded, "mitkd", ["teacher"], {})
+    stages.finetune_stages(None, loaded, "mitkd", tmp_path / "general-mitkd", None)
+    assert seen["general-mitkd"][0] is None and seen["general-mitkd"][1][0].max_examples is None
+    assert seen["finetune-mitkd-toy_sent-seed-1"][0] == 16
+
+
+def test_feature_terms_in_the_fine_tune_objective_are_refused_before_any_stage(tiny_run, tmp_path, monkeypatch,
+                                                                               capsys):
+    """A fine-tune runs no teacher, so hidden_mse there was refused when the first fine-tune started (after the
+    teachers and the general distillation), naming the run key 'online_teachers', which a recipe does not have."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["finetune"]["objective"] = {"classification": [{"loss": "hard"}, {"loss": "hidden_mse"}],
+                                       "regression": [{"loss": "hard"}]}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    said = " ".join(output.split())
+    assert code == 2, output
+    assert "key 'finetune.objective': hidden_mse compares the student's features with a teacher's (task(s) " \
+           "['toy_sent'])" in said and "student.objective" in said, said
+    assert "online_teachers" not in said and "Traceback" not in said
+    assert not Path(recipe["output_dir"]).exists()
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+    assert code == 2 and "key 'finetune.objective'" in output, output
+    assert not Path(recipe["output_dir"]).exists()

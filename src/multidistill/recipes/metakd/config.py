@@ -66,7 +66,8 @@ class MetaStudentSection(_Strict):
 
     model: ModelConfig = Field(description="The student: layers of a pretrained encoder (student_layers), or a "
                                "given encoder folder (e.g. a MITKD general student's encoder/). `@teacher` = the "
-                               "arm's teacher folder. Stage A adds a domain branch over the task's domains.")
+                               "arm's teacher folder. Stage A adds a domain branch over the task's domains, so it "
+                               "is a Transformer (architecture: hf; a BiLSTM is refused).")
     intermediate: TrainConfig = Field(default_factory=_intermediate_train, description="Stage A (the authors': 10 "
                                       "epochs, lr 5e-5 constant, no warm-up); the kept model is the last.")
     prediction: TrainConfig = Field(default_factory=_prediction_train, description="Stage B from A's checkpoint "
@@ -134,6 +135,24 @@ class MetaKDRecipe(RecipeBase):
             if train is not None and train.max_examples_per_task is not None:
                 raise ValueError(f"{key}.max_examples_per_task: Meta-KD selects rows by domain; use data.fraction "
                                  "or data.tasks[0].domain_fraction")
+        return self
+
+    @model_validator(mode="after")
+    def _transformer_models(self) -> MetaKDRecipe:
+        # Refused as the recipe loads: `ModelConfig` refused the domain branch the stages add to both only when the
+        # model was built, after the stages before it (for the student: four of them, up to its stage A).
+        model = self.student.model
+        if model.architecture != "hf":
+            raise ValueError(f"student.model.architecture: Meta-KD's stage A gives every student a domain branch and "
+                             "distils the meta-teacher's hidden states, attention and transferable vector into it, "
+                             f"which a {model.architecture} student has none of; give a Transformer student "
+                             "(architecture: hf), e.g. layers cut from the meta-teacher (name_or_path '@teacher' "
+                             "with student_layers)")
+        teacher = self.teacher.model
+        if teacher is not None and teacher.architecture != "hf":
+            raise ValueError(f"teacher.model.architecture: the meta-teacher is trained with a domain branch (stage 1), "
+                             f"which a {teacher.architecture} model has none of; give a Transformer (architecture: "
+                             "hf)")
         return self
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from multidistill.recipes.preflight import (
     teacher_sources,
     teacher_tokenizers,
 )
+from multidistill.recipes.stages import print_note
 from multidistill.utils.paths import name_problem
 
 
@@ -215,6 +216,27 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
 
 
+def note_replaced_fractions(recipe: MetaKDRecipe, plan: Plan) -> None:
+    """Below data.fraction 1, a target's own stages keep data.fraction of all its training rows, in place of its
+    data.tasks[0].domain_fraction (`_fractions`): said once (never silently), with where that entry is still read
+    (another target's stages over all domains, where this domain is a source)."""
+    given = recipe.data.tasks[0].domain_fraction or {}
+    replaced = [domain for domain in plan.targets if domain in given]
+    if recipe.data.fraction == 1 or not replaced:
+        return
+    keys = " and ".join(f"data.tasks.0.domain_fraction.{domain} ({given[domain]})" for domain in replaced)
+    one = len(replaced) == 1
+    if len(plan.targets) == 1:  # its only reader would be another target's view over all domains
+        where = "no stage reads it: that domain is the only target"
+    else:
+        where = (f"{'it' if one else 'each'} still applies where {'that' if one else 'its'} domain is not the "
+                 "target (the other targets' stages over all domains)")
+    print_note(f"{keys} replaced by data.fraction ({recipe.data.fraction}) where "
+               f"{'that domain is' if one else 'those domains are'} the target: a target's own stages (its "
+               "prototypes, meta-teacher, students and baselines) keep data.fraction of all its training rows, not "
+               f"of what domain_fraction keeps; {where}")
+
+
 def _check_stage_a(recipe: MetaKDRecipe) -> None:
     """Stage A's terms are the method's (hidden_mse, attention_mse, transferable_mse against the meta-teacher, run
     online on the student's tokens): a student whose sizes they cannot compare (another head count, a family whose
@@ -223,7 +245,7 @@ def _check_stage_a(recipe: MetaKDRecipe) -> None:
     model = recipe.student.model
     teacher = teacher_source(recipe)
     if model.architecture != "hf" or model.init_from is not None or teacher is None:
-        return  # a BiLSTM has no stage A features to compare; a saved model is checked when it loads
+        return  # (a BiLSTM student is refused as the recipe loads); a saved model is checked when it loads
     stage_a = "Meta-KD's stage A (hidden_mse, attention_mse and transferable_mse against the meta-teacher)"
     teacher_key = "teacher.model.name_or_path" if recipe.teacher.model is not None else "teacher.model_dirs.0"
     try:

@@ -7,7 +7,14 @@ from pathlib import Path
 from multidistill.recipes.common import note_unused_teacher_settings
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.metakd.cross_fit import cross_fitted_signals
-from multidistill.recipes.metakd.plan import check_inputs, prototype_encoder, target_data, union_data, union_suffix
+from multidistill.recipes.metakd.plan import (
+    check_inputs,
+    note_replaced_fractions,
+    prototype_encoder,
+    target_data,
+    union_data,
+    union_suffix,
+)
 from multidistill.recipes.metakd.report import ROWS, Scored, report_stage, summary_rows, target_baselines
 from multidistill.recipes.metakd.stages import (
     Model,
@@ -20,18 +27,19 @@ from multidistill.recipes.metakd.stages import (
 )
 from multidistill.recipes.metakd.transfer import Transfer, target_transfer
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import StageRunner, console
+from multidistill.recipes.stages import StageRunner, print_note
 from multidistill.recipes.summary import write_summary
 
 
 @register_recipe("metakd", MetaKDRecipe)
 def run_metakd(recipe: MetaKDRecipe, runner: StageRunner) -> dict:
     plan = check_inputs(recipe)
+    note_replaced_fractions(recipe, plan)
     if recipe.teacher.model_dirs:
         note_unused_teacher_settings(recipe, also=("meta_teacher",))
     if recipe.student.baseline is not None and not {"no_kd", "single_domain", "mixed"} & set(recipe.baselines):
-        console.print("[yellow]note: student.baseline not used: it trains the no_kd, single_domain and mixed "
-                      "baselines' students, and baselines lists none of them[/yellow]")
+        print_note("student.baseline not used: it trains the no_kd, single_domain and mixed baselines' students, "
+                   "and baselines lists none of them")
     scored: list[Scored] = []
     notes: list[str] = []  # what a stage chose for the user (augmentation without a POS tagger)
     transfers: dict[str, Transfer] = {}  # target -> its augmented transfer set (student.augment)

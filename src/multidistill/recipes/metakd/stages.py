@@ -103,8 +103,14 @@ def meta_teacher_stage(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, na
 def plain_teacher_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, data: DataConfig) -> Path:
     """A baseline teacher: teacher.model fine-tuned on ``data`` with gold labels (no branch, no weights)."""
     train = recipe.teacher.train.model_copy(update={"seed": recipe.teacher.seeds[0]})
-    return train_stage(runner, name, kind="teacher", model=recipe.teacher.model, train=train, data=data,
-                       max_examples=None)
+    return train_stage(runner, name, kind="teacher", model=without_branch(recipe.teacher.model), train=train,
+                       data=data, max_examples=None)
+
+
+def without_branch(model: ModelConfig) -> ModelConfig:
+    """A baseline's model: the meta-teacher's or student's settings without a domain branch, which no baseline
+    term trains (a run config refuses an untrained branch). Unchanged (and so its fingerprint) when it has none."""
+    return model if model.domain_branch is None else model.model_copy(update={"domain_branch": None})
 
 
 def weights_stage(runner: StageRunner, recipe: MetaKDRecipe, name: str, prototypes: Path, signals: Path,
@@ -304,7 +310,7 @@ def kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, arm: str,
                                                                  "own_rows": transfer.rows}
     objective = ObjectiveConfig(classification=[
         LossTerm(loss="soft_ce", params={"temperature": recipe.student.temperature})])
-    model = resolve_teacher_ref(recipe.student.model, [teacher.folder])
+    model = without_branch(resolve_teacher_ref(recipe.student.model, [teacher.folder]))
     return [Model.of_stage(train_stage(
         runner, f"{name}{seed_suffix(recipe, seed)}", kind="distill", model=model,
         train=baseline_train(recipe, plan, target, seed, **sizes), data=data, max_examples=None,
@@ -319,7 +325,7 @@ def no_kd_students(runner: StageRunner, recipe: MetaKDRecipe, plan: Plan, target
     sizes = {"transfer_rows": transfer.rows} if transfer else {}
     name = f"student-nokd{transfer.tag if transfer else ''}-{target}"  # the tag names the budget, not the rows
     return [Model.of_stage(train_stage(
-        runner, f"{name}{seed_suffix(recipe, seed)}", kind="teacher", model=recipe.student.model,
+        runner, f"{name}{seed_suffix(recipe, seed)}", kind="teacher", model=without_branch(recipe.student.model),
         train=baseline_train(recipe, plan, target, seed, **sizes), data=target_data(recipe, target),
         max_examples=None))
         for seed in recipe.student.seeds]

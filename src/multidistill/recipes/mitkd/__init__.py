@@ -33,6 +33,7 @@ from multidistill.recipes.mitkd.plan import (
     corpus_data,
     finetune_data,
     general_objective,
+    note_unread_settings,
     plain_encoder,
 )
 from multidistill.recipes.mitkd.recipe import run_mitkd
@@ -41,4 +42,4 @@ from multidistill.recipes.mitkd.stages import finetune_stages, general_stage
 __all__ = ["ARMS", "FINETUNE_KEYS", "GENERAL_KEYS", "GeneralStudentSection", "MITKDBaseline", "MITKDFinetune",
            "MITKDRecipe", "arm_differences", "arm_teachers", "check_inputs", "corpus_data", "differences_note",
            "finetune_data", "finetune_row", "finetune_stages", "finished_arm", "general_objective", "general_stage",
-           "plain_encoder", "run_mitkd"]
+           "note_unread_settings", "plain_encoder", "run_mitkd"]

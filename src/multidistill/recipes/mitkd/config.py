@@ -35,7 +35,9 @@ class MITKDFinetune(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Settings of each per-task run.")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="Loss terms (default: hard "
                                        "labels only); soft_ce etc. read the teachers' soft targets from a store "
-                                       "this recipe fills (the same store in both arms).")
+                                       "this recipe fills (the same store in both arms). No feature terms "
+                                       "(hidden_mse, ...): a fine-tune runs no teacher; they belong in "
+                                       "student.objective.")
     seeds: list[Seed] = Field(default_factory=lambda: [42], min_length=1, description="One fine-tune per task and "
                               "seed (train.seed is not read: leave it unset); the summary shows the mean over seeds.")
 
@@ -58,7 +60,8 @@ class MITKDBaseline(_Strict):
                                 "(not the multi-task teacher), into stages of their own (general-plain, "
                                 "finetune-plain-...).")
     encoder: str | None = Field(None, description="The plain encoder (name, folder or pkg: path); default: "
-                                "teacher.model.name_or_path, the encoder the teachers were fine-tuned from.")
+                                "teacher.model.name_or_path, the encoder the teachers were fine-tuned from. Read "
+                                "by the plain arm only (plain_teacher: true).")
 
 
 class MITKDRecipe(RecipeBase):
@@ -68,12 +71,30 @@ class MITKDRecipe(RecipeBase):
     # Its plan compares each arm's online teachers' tokenizers with the student's (`plan._check_tokenizers`: the
     # plain arm's teacher is baseline.encoder), which preflight's one-teacher check would get wrong.
     checks_own_tokenizers: ClassVar[bool] = True
+    # RecipeBase's, said for MITKD: the general distillation reads the corpus, which corpus.max_examples caps.
+    max_examples_per_task: int | None = Field(None, gt=0, description="Seeded cap on training examples per "
+                                              "labelled task (the teachers', their soft targets' and the "
+                                              "fine-tunes'; stage train sections must not set their own). It does "
+                                              "not cap the corpus: corpus.max_examples does.")
     recipe: Literal["mitkd"] = Field(description="Recipe name.")
     corpus: TaskRef = Field(description="The unlabelled corpus: a text task (data.task_specs or built in), e.g. "
-                            "{name: corpus, max_examples: 100000} with a from_tasks spec.")
+                            "{name: corpus, max_examples: 100000} with a from_tasks spec. Its rows are capped by "
+                            "its own max_examples only (max_examples_per_task caps the labelled tasks).")
     student: GeneralStudentSection = Field(description="The general student (stage b).")
     finetune: MITKDFinetune = Field(default_factory=MITKDFinetune, description="Per-task fine-tunes (stage c).")
     baseline: MITKDBaseline = Field(default_factory=MITKDBaseline, description="The plain-teacher arm.")
+
+    @model_validator(mode="after")
+    def _caps_set_once(self) -> MITKDRecipe:  # replaces RecipeBase's: student.train's rows are the corpus's
+        for section in ("teacher", "finetune"):
+            if getattr(self, section).train.max_examples_per_task is not None:
+                raise ValueError(f"set max_examples_per_task at the top of the recipe, not in {section}.train")
+        if self.student.train.max_examples_per_task is not None:
+            raise ValueError("student.train.max_examples_per_task: the general distillation reads the corpus, whose "
+                             "rows are capped by corpus.max_examples (e.g. corpus: {name: corpus, max_examples: "
+                             "100000}); set that instead (the top-level max_examples_per_task caps the labelled "
+                             "tasks only)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -8,9 +8,11 @@ import re
 from multidistill.config import DataConfig, ObjectiveConfig, TrainConfig
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError, UnknownTaskError
+from multidistill.losses.registry import LOSSES
 from multidistill.recipes.common import TEACHER_REF, given_teachers, recipe_data
 from multidistill.recipes.mitkd.config import MITKDRecipe
 from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources, tokenizer_of
+from multidistill.recipes.stages import print_note
 from multidistill.training.loop import check_one_step
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
 from multidistill.utils.hashing import hash_tokenizer
@@ -27,8 +29,9 @@ def finetune_data(recipe: MITKDRecipe) -> DataConfig:
 
 def check_inputs(recipe: MITKDRecipe) -> None:
     """Everything the later stages read, checked before the first stage writes: the corpus (its files, text
-    task, feature-only objective), given teachers' heads, the fine-tune tasks, data for one optimizer step per
-    stage, and the online teachers' tokenizers and positions against the general student's."""
+    task, feature-only objective), given teachers' heads, the fine-tune tasks (labelled, and an objective without
+    feature terms), data for one optimizer step per stage, and the online teachers' tokenizers and positions
+    against the general student's."""
     if recipe.student.train.select == "best_metric":
         raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
                           "best_metric has nothing to compare; use lowest_loss (default) or last")
@@ -74,6 +77,7 @@ def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
         if not task.has_head:
             raise ConfigError(f"key '{key}': task '{name}' is a {task.type} task (unlabelled, as the corpus is); a "
                               "fine-tune needs labels: list labelled tasks")
+    _refuse_finetune_features(recipe, store.tasks)
     unseen = [name for name, task in store.tasks.items() if name not in recipe.data.task_names
               and reads_inputs(recipe.finetune.objective, {name: task}, TEACHER_LOGIT_INPUTS)]
     if unseen:
@@ -87,6 +91,37 @@ def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
         for seed in recipe.finetune.seeds:
             _check_one_step(recipe.finetune.train.model_copy(update={"seed": seed}), rows, "finetune.train",
                             f" (task '{name}': {rows[name]} training rows)")
+
+
+def _refuse_finetune_features(recipe: MITKDRecipe, tasks: dict) -> None:
+    """Feature terms (hidden_mse, relation_kl, ...) compare the student's features with a teacher's, but a fine-tune
+    runs no teacher (it reads at most the teachers' soft targets, a store of their logits): such a term was refused
+    when the first fine-tune built its objective, naming the run key 'online_teachers', after the teachers and the
+    general distillation had trained. Refused here, by the recipe's key."""
+    found = {(task.name, term.loss) for task in tasks.values() for term in recipe.finetune.objective.terms_for(task)
+             if "teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ())}
+    if found:
+        losses = sorted({loss for _, loss in found})
+        names = sorted({name for name, _ in found})
+        raise ConfigError(f"key 'finetune.objective': {', '.join(losses)} "
+                          f"{'compares' if len(losses) == 1 else 'compare'} the student's features with a teacher's "
+                          f"(task(s) {names}), but a fine-tune runs no teacher: it reads at most the teachers' soft "
+                          "targets (soft_ce, score_mse, ...), a store of their logits, so there are no teacher "
+                          "features to compare. Features are distilled in the general distillation "
+                          "(student.objective); drop these terms from finetune.objective")
+
+
+def note_unread_settings(recipe: MITKDRecipe) -> None:
+    """Say which settings the user gave that this run does not read as they may expect (never silently): the
+    top-level cap, which does not reach the corpus, and the plain arm's encoder in the MITKD arm."""
+    if recipe.max_examples_per_task is not None and recipe.corpus.max_examples is None:
+        print_note(f"max_examples_per_task ({recipe.max_examples_per_task}) caps the labelled tasks' training "
+                   "rows (the teachers', their soft targets' and the fine-tunes'), not the corpus: its rows are "
+                   "capped by corpus.max_examples, which is unset, so the general distillation reads all of corpus "
+                   f"'{recipe.corpus.name}'")
+    if recipe.baseline.encoder is not None and not recipe.baseline.plain_teacher:
+        print_note("baseline.encoder not used: it is read by the plain arm only (baseline.plain_teacher: true); "
+                   "this run is the MITKD arm, whose general distillation reads the multi-task teachers")
 
 
 def _check_one_step(train: TrainConfig, rows: dict[str, int], key: str, where: str = "") -> None:

@@ -10,10 +10,10 @@ from multidistill.data.prepare import open_example_store
 from multidistill.recipes.common import recipe_data, signals_stage, teacher_rows, teacher_stages, trivial_baselines
 from multidistill.recipes.mitkd.arms import ARMS, arm_differences, differences_note, finetune_row, finished_arm
 from multidistill.recipes.mitkd.config import MITKDRecipe
-from multidistill.recipes.mitkd.plan import check_inputs, finetune_data, plain_encoder
+from multidistill.recipes.mitkd.plan import check_inputs, finetune_data, note_unread_settings, plain_encoder
 from multidistill.recipes.mitkd.stages import finetune_stages, general_stage
 from multidistill.recipes.registry import register_recipe
-from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, console, stop_if_checking
+from multidistill.recipes.stages import STAGE_MANIFEST, StageRunner, print_note, stop_if_checking
 from multidistill.recipes.summary import write_summary
 from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs
 
@@ -21,6 +21,7 @@ from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs
 @register_recipe("mitkd", MITKDRecipe)
 def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
     check_inputs(recipe)
+    note_unread_settings(recipe)
     data = recipe_data(recipe)
     teacher_dirs, teacher_inputs = teacher_stages(runner, recipe)
     arm = "plain" if recipe.baseline.plain_teacher else "mitkd"
@@ -36,8 +37,7 @@ def run_mitkd(recipe: MITKDRecipe, runner: StageRunner) -> dict:
         signals = signals_stage(runner, recipe, teacher_dirs, teacher_inputs, tuned,
                                 max_examples=recipe.max_examples_per_task, with_eval_split=False)
     elif "signals" in changed_fields(recipe):  # never silently
-        console.print("[yellow]note: signals not used: finetune.objective reads no teacher logits, so no signal "
-                      "store is made[/yellow]")
+        print_note("signals not used: finetune.objective reads no teacher logits, so no signal store is made")
     arms = {arm: finetune_stages(runner, recipe, arm, general, signals)}
     stop_if_checking()  # every stage is checked: the rest reads what they wrote
     other = "mitkd" if arm == "plain" else "plain"

@@ -11,6 +11,7 @@ from multidistill.recipes.common import TEACHER_REF, train_stage
 from multidistill.recipes.mitkd.config import MITKDRecipe
 from multidistill.recipes.mitkd.plan import corpus_data, finetune_data, general_objective
 from multidistill.recipes.stages import StageRunner, stage_fingerprint
+from multidistill.training.objective import objective_for_tasks
 
 
 def general_stage(runner: StageRunner, recipe: MITKDRecipe, arm: str, teachers: list[str],
@@ -43,6 +44,8 @@ def finetune_stages(runner: StageRunner, recipe: MITKDRecipe, arm: str, general:
             folders.setdefault(ref.name, []).append(train_stage(
                 runner, f"finetune-{arm}-{ref.name}-seed-{seed}", kind="distill", model=model,
                 train=recipe.finetune.train.model_copy(update={"seed": seed}), data=single,
-                max_examples=recipe.max_examples_per_task, objective=recipe.finetune.objective, signals=signals,
+                max_examples=recipe.max_examples_per_task, signals=signals,
+                objective=objective_for_tasks(recipe.finetune.objective, [ref.name], data.task_names,
+                                              key="finetune.objective"),
                 inputs=inputs))
     return folders
