@@ -45,7 +45,7 @@ from multidistill.recipes.common import (
     trivial_baselines,
 )
 from multidistill.recipes.config import SignalsSection, StudentSection
-from multidistill.recipes.mkd import mkd_objective, transfer_stage
+from multidistill.recipes.mkd import domain_files_transfer_task, mkd_objective, transfer_stage
 from multidistill.recipes.preflight import check_settings
 from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
 from multidistill.recipes.summary import count_parameters, write_summary
@@ -245,7 +245,8 @@ def train_stages(runner: StageRunner, config: DemoConfig, students: Iterable[str
     notes: list[str] = []
     if config.augment is not None:
         # The transfer set holds the capped training subset already: no second cap on the students' data.
-        student_data, transfer_inputs = transfer_stage(runner, config, data, [teacher_model], teacher_inputs, notes)
+        student_data, transfer_inputs = transfer_stage(runner, config, data, [teacher_model], teacher_inputs, notes,
+                                                       make_task=domain_files_transfer_task, domain_sets=True)
         student_cap = None
     else:
         student_data, transfer_inputs, student_cap = data, {}, cap
