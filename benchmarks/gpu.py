@@ -52,6 +52,7 @@ def _timed(fn, device: torch.device) -> float:
 def measure(*, rounds: int, batches: int, batch_size: int, latency_runs: int, max_length: int,
             device: str = "cuda") -> dict:
     """Time every (model, precision) on ``device`` (CUDA; the tests smoke-run it on the CPU); returns the report."""
+    from multidistill.data.collate import encode_texts
     from multidistill.data.tasks import Task
     from multidistill.losses import build_loss
     from multidistill.models import MultiTaskModel
@@ -68,7 +69,7 @@ def measure(*, rounds: int, batches: int, batch_size: int, latency_runs: int, ma
     texts = _sentences(batches * batch_size + latency_runs)
 
     def encode(chunk: list[str]) -> dict[str, torch.Tensor]:
-        encoded = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        encoded = encode_texts(tokenizer, chunk, None, max_length)  # padded as training pads (data/collate.py)
         return {key: value.to(device) for key, value in encoded.items()}
 
     big = [encode(texts[i * batch_size:(i + 1) * batch_size]) for i in range(batches)]

@@ -78,6 +78,7 @@ def speed(rows: dict[str, dict], data_root: str, rounds: int) -> dict[str, dict]
     import torch
 
     from multidistill.config import DataConfig
+    from multidistill.data.collate import pad_id
     from multidistill.data.prepare import prepare_data
     from multidistill.evaluation.speed import compare_speed, torch_forward
     from multidistill.models import load_model
@@ -95,7 +96,7 @@ def speed(rows: dict[str, dict], data_root: str, rounds: int) -> dict[str, dict]
                                        task_specs=[model.tasks["sst2"]]), tokenizer, 128,
                             max_examples_per_task=None, seed=0, need_train=False)
         task = data.tasks["sst2"]
-        models[name] = (torch_forward(model, data.tasks["sst2"]), data.eval_sets["sst2"], tokenizer.pad_token_id or 0)
+        models[name] = (torch_forward(model, data.tasks["sst2"]), data.eval_sets["sst2"], pad_id(tokenizer))
     results = compare_speed(models, task, rounds=rounds, latency_runs=10 * rounds, throughput_batches=4)
     return {name: r.to_dict() for name, r in results.items()}
 

@@ -122,17 +122,21 @@ def share_stages(root: Path, out: Path, settings: dict) -> list[str]:
 
 def run_fraction(fraction: float, args: argparse.Namespace) -> dict:
     """One recipe run (resumed or reused where its stages exist); returns its summary."""
+    from multidistill.config import load_config
     from multidistill.recipes import load_recipe, run_recipe
 
     out = args.root / f"fraction-{fraction:g}"
     if not args.keep_checkpoints:
         prune_checkpoints(out)
-    overrides = [f"output_dir={out}", f"data.fraction={fraction}",
-                 f"student.seeds={list(args.seeds)}", f"baselines={list(args.baselines)}"]
-    overrides += precision_overrides(args.precision) + (QUICK if args.quick else []) + list(args.set or [])
-    recipe = load_recipe(args.config, overrides)
+    presets = [f"output_dir={out}", f"data.fraction={fraction}",
+               f"student.seeds={list(args.seeds)}", f"baselines={list(args.baselines)}"]
+    presets += precision_overrides(args.precision) + (QUICK if args.quick else [])
+    recipe = load_recipe(args.config, presets)
     if args.domain_fraction is not None:
-        recipe = load_recipe(args.config, [*overrides, domain_fraction_override(recipe, args.domain_fraction)])
+        recipe = load_recipe(args.config, [*presets, domain_fraction_override(recipe, args.domain_fraction)])
+    if args.set:  # applied after the script's presets, so a --set of a preset's key replaces it (a key given twice
+        # in one list is refused)
+        recipe = load_config(recipe, list(args.set), schema=type(recipe))
     shared = share_stages(args.root, out, recipe.model_dump(mode="json"))
     if shared:
         print(f"reusing from another fraction's run (their data leaves the target out): {', '.join(shared)}")

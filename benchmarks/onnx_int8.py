@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from multidistill.config import DataConfig
+from multidistill.data.collate import pad_id
 from multidistill.data.prepare import prepare_data
 from multidistill.data.tasks import Task
 from multidistill.evaluation.benchmark import _onnx_forward
@@ -136,7 +137,7 @@ def run(model_dir: Path, out: Path, *, parity_examples: int, rounds: int, latenc
 
     model = load_model(model_dir).eval()
     tokenizer = load_tokenizer(str(model_dir))
-    pad = tokenizer.pad_token_id or 0
+    pad = pad_id(tokenizer)
     task = specs[0]
     speed_data = prepare_data(DataConfig(tasks=[task.name], data_root=root, cache_dir=cache_dir, task_specs=[task]),
                               tokenizer, model.max_length or 128, max_examples_per_task=None, seed=0,

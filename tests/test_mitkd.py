@@ -276,3 +276,26 @@ def test_feature_terms_in_the_fine_tune_objective_are_refused_before_any_stage(t
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
     assert code == 2 and "key 'finetune.objective'" in output, output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_per_task_fine_tune_terms_reach_their_own_fine_tune_and_a_typo_is_refused_up_front(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """finetune.objective.tasks naming several tasks: each fine-tune keeps its own task's entry (the whole objective
+    was refused at the first fine-tune, after the teachers and the general distillation); an entry of no fine-tune
+    task is refused before any stage."""
+    from multidistill.recipes.mitkd.plan import finetune_data
+    from multidistill.training.objective import objective_for_tasks
+
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["finetune"]["objective"] = {"tasks": {"toy_sent": [{"loss": "hard"}], "toy_reg": [{"loss": "hard"}]}}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+    assert code == 0, output
+    from multidistill.recipes import load_recipe
+
+    parsed = load_recipe(write(recipe, tmp_path))
+    names = finetune_data(parsed).task_names
+    assert set(objective_for_tasks(parsed.finetune.objective, ["toy_sent"], names).tasks) == {"toy_sent"}
+    recipe["finetune"]["objective"]["tasks"]["sst"] = [{"loss": "hard"}]
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "key 'finetune.objective.tasks': ['sst'] are not tasks of this run" in output, output
+    assert not Path(recipe["output_dir"]).exists()

@@ -69,7 +69,7 @@ class AugmentConfig(BaseModel):
                       "the example's id.")
     pos_tagger: Literal["auto", "none", "nltk"] = Field(
         "auto", description="Part-of-speech tagger for swaps: nltk (error if unavailable), none (swap with any "
-        "training word), or auto (nltk if installed with its tagger data, else none); only with p_swap above 0.")
+        "training word), or auto (nltk if installed with its tagger data, else none); nltk only with p_swap above 0.")
     max_examples: int | None = Field(None, ge=1, description="Cap on the augmented rows per task (a seeded random "
                                      "subset of them); None keeps all.")
 
@@ -91,9 +91,10 @@ class AugmentConfig(BaseModel):
         if self.p_ngram == 0 and self.max_ngram != defaults["max_ngram"].default:
             raise ValueError(f"max_ngram applies to the n-gram rule, and p_ngram is 0 (it never keeps an n-gram): "
                              f"drop max_ngram ({self.max_ngram}), or raise p_ngram")
-        if self.p_swap == 0 and self.pos_tagger != defaults["pos_tagger"].default:
-            raise ValueError(f"pos_tagger picks the words of the swap rule, and p_swap is 0 (no word is swapped): "
-                             f"drop pos_tagger ({self.pos_tagger}), or raise p_swap")
+        # 'none' asks for no tagger (the demo's default, and what docs/augmentation.md suggests pinning): harmless.
+        if self.p_swap == 0 and self.pos_tagger == "nltk":
+            raise ValueError("pos_tagger picks the words of the swap rule, and p_swap is 0 (no word is swapped): "
+                             "drop pos_tagger (nltk), or raise p_swap")
         return self
 
 

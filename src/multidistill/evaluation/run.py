@@ -77,7 +77,7 @@ def _evaluate(model_dir: Path, tasks: list[str] | None, data_root: str | None, s
         raise ConfigError(f"--tasks: model {model_dir} has no head for {missing}; it has {list(model.tasks)}")
     setting = "--max-seq-length"
     if max_seq_length is None:  # 0 is not "unset": the length check below refuses it
-        max_seq_length = model.max_length or min(128, model.max_seq_length or 128)
+        max_seq_length = model.inference_length
         setting = f"the length recorded in {model_dir} (give --max-seq-length)"
     model.check_max_length(max_seq_length, setting)
     # The model carries its own task specs, so evaluation reads exactly the data it was built for.

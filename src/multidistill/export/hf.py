@@ -130,7 +130,7 @@ def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task:
     family = _family(model, model_dir)  # the refusals no --task can fix come first
     specs = _pick_tasks(model, model_dir, task)
     tokenizer = load_tokenizer(str(model_dir))
-    max_length = model.max_length or min(128, model.max_seq_length or 128)
+    max_length = model.inference_length
     tokenizer = _restrict_inputs(tokenizer, model, max_length)
     checks = {}
     for spec in specs:  # every task's check rows are read (and validated) before anything is built

@@ -240,7 +240,7 @@ def _calibration_batches(model: MultiTaskModel | BiLSTMModel, tokenizer, data: D
                           f"head of the model ({', '.join(model.tasks)})")
     config = DataConfig(tasks=names, data_root=data.data_root, cache_dir=data.cache_dir, eval_split=data.eval_split,
                         task_specs=[model.tasks[name] for name in names])
-    max_length = model.max_length or min(128, model.max_seq_length or 128)
+    max_length = model.inference_length
     prepared = prepare_data(config, tokenizer, max_length, max_examples_per_task=None, seed=0, need_train=True)
     train_sets = {name: prepared.store.tokenized(name, "train", tokenizer, max_length) for name in names}
     batches = calibration_batches(prepared.tasks, train_sets, pad_id(tokenizer), examples=examples,
@@ -409,7 +409,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                 variant["int8"] = quantize_static_int8(tmp / files["fp32"], tmp / files["int8"], calibration[0],
                                                        inputs, per_channel=per_channel)
                 variant["int8"]["calibration_rows"] = calibration[1]
-        for_export(tokenizer, model.max_length).save_pretrained(tmp)
+        for_export(tokenizer, model.inference_length).save_pretrained(tmp)
         meta: ExportInfo = {
             "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
             # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder

@@ -30,7 +30,7 @@ def parity_sets(model: MultiTaskModel | BiLSTMModel, tokenizer, parity_data: Dat
     # The model carries its task specs (label order included), so the check reads the data it was built for.
     data = DataConfig(tasks=names, data_root=parity_data.data_root, cache_dir=parity_data.cache_dir,
                       eval_split=parity_data.eval_split, task_specs=[model.tasks[name] for name in names])
-    max_length = model.max_length or min(128, model.max_seq_length or 128)
+    max_length = model.inference_length
     model.check_max_length(max_length, "max_length")
     prepared = prepare_data(data, tokenizer, max_length, max_examples_per_task=None, seed=0, need_train=False)
     sets = {}

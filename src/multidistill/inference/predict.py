@@ -190,7 +190,7 @@ class _TorchPredictor(_Predictor):
         from multidistill.models.backbone import load_tokenizer
 
         model = load_model(source)
-        max_length = model.max_length or min(DEFAULT_MAX_LENGTH, model.max_seq_length or DEFAULT_MAX_LENGTH)
+        max_length = model.inference_length
         super().__init__(source, dict(model.tasks), load_tokenizer(str(source)), max_length)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()

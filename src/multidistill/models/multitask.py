@@ -71,6 +71,16 @@ class SavedModel(nn.Module):
     # evaluate/benchmark/export find the same files without --data-root while the folder still exists.
     data_root: str | None = None
 
+    # Inputs are truncated at the training length (`max_length`); a model that records none at this many tokens,
+    # or fewer where its positions end.
+    DEFAULT_INFERENCE_LENGTH = 128
+
+    @property
+    def inference_length(self) -> int:
+        """The length evaluation, prediction and the exports truncate inputs at (`DEFAULT_INFERENCE_LENGTH`)."""
+        return self.max_length or min(self.DEFAULT_INFERENCE_LENGTH, self.max_seq_length
+                                      or self.DEFAULT_INFERENCE_LENGTH)
+
     def _saved_data_root(self) -> dict:
         return {"data_root": self.data_root} if self.data_root else {}
 

@@ -14,7 +14,12 @@ from multidistill.recipes.mitkd.config import MITKDRecipe
 from multidistill.recipes.preflight import check_model_path, check_teacher_positions, teacher_sources, tokenizer_of
 from multidistill.recipes.stages import print_note
 from multidistill.training.loop import check_one_step
-from multidistill.training.objective import TEACHER_LOGIT_INPUTS, reads_inputs, refuse_head_losses
+from multidistill.training.objective import (
+    TEACHER_LOGIT_INPUTS,
+    objective_for_tasks,
+    reads_inputs,
+    refuse_head_losses,
+)
 from multidistill.utils.hashing import hash_tokenizer
 
 
@@ -62,6 +67,8 @@ def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
     """The fine-tune tasks: labelled, their soft targets (if read) from a teacher that has them, and data enough
     for one optimizer step each, said with the recipe's keys."""
     tuned = finetune_data(recipe)
+    # A per-task entry of no fine-tune task is refused here (each fine-tune keeps its own task's entry only).
+    objective_for_tasks(recipe.finetune.objective, tuned.task_names, tuned.task_names, key="finetune.objective")
     try:
         store = open_example_store(tuned, max_examples_per_task=recipe.max_examples_per_task, seed=recipe.subset_seed)
     except ConfigError as exc:  # finetune.tasks is data.tasks of the fine-tunes' own view
