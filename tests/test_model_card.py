@@ -770,3 +770,37 @@ def test_the_kept_model_and_its_card_are_one_write(tiny_model_dir, tmp_path, mon
         run_module.save_kept_model(model, folder, tokenizer)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
+
+
+def _table_rows_keep_their_columns(body: str) -> int:
+    """Each markdown table's rows have as many cells as its header, counting unescaped pipes; returns the rows
+    checked."""
+    checked, columns = 0, None
+    for line in body.split("\n"):
+        if not line.startswith("|"):
+            columns = None
+            continue
+        cells = len(re.split(r"(?<!\\)\|", line)) - 2
+        columns = columns or cells
+        assert cells == columns, line
+        checked += 1
+    return checked
+
+
+def test_card_tables_escape_user_text_and_keep_each_label_whole():
+    """Labels were joined with ", " into the cell as written: a label with a pipe split the table's row and one with
+    a comma read as two labels. Every table cell of user-given text (labels, task and domain names, paths) escapes
+    its pipes; each label is a code span of its own."""
+    tasks = (TaskInfo("pipe", "classification", ("good|great", "bad, awful", "`x`"), metrics=("accuracy",)),)
+    metrics = {"tasks": {"pipe": {"accuracy": 0.5}}, "main": {"pipe": 0.5}, "average": 0.5,
+               "domains": {"pipe": {"a|b": {"accuracy": 0.5}}}, "domain_average": {"pipe": {"accuracy": 0.5}}}
+    teacher = TeacherInfo("/runs/a|b/model", metrics={"pipe": {"accuracy": 0.9}}, main={"pipe": 0.9},
+                          domains={"pipe": {"a|b": {"accuracy": 0.9}}})
+    body = card_text(_record(tasks=tasks, metrics=metrics, teachers=(teacher,), signals="/runs/x|y/signals",
+                             initialised_from="/runs/a|b/model")).split("\n---\n", 1)[1]
+    assert r"| pipe | classification | `good\|great`, `bad, awful`, `` `x` `` | no |" in body
+    assert r"| teacher | `/runs/a\|b/model` |" in body and r"| teacher signals | `/runs/x\|y/signals` |" in body
+    assert r"| pipe | a\|b | accuracy | 0.5000 | 0.9000 | 55.6% |" in body
+    assert _table_rows_keep_their_columns(body) >= 12
+    # Labels without commas or pipes read as before, each in a code span.
+    assert "| sst2 | classification | `0`, `1` | no | 2000 |" in card_text(_record())

@@ -505,3 +505,26 @@ def test_a_teacher_folder_listed_twice_is_refused_when_the_recipe_loads(tiny_run
     said = str(refused.value)
     assert "key 'teacher.model_dirs'" in said and f"{folder}/" in said and "twice" in said, said
     assert not Path(recipe["output_dir"]).exists()
+
+
+@pytest.mark.parametrize("shipped", ["mtdnn_kd.yaml", "mkd_bilstm.yaml"])
+def test_a_text_task_in_data_tasks_is_refused_when_the_recipe_loads(shipped, tiny_run, tmp_path, monkeypatch, capsys):
+    """A text task there was refused only in the first teacher stage, with advice of a key the recipe has not
+    (`objective.tasks.<task>`); these recipes train teachers and students on labels, so it is refused at load."""
+    from tests.test_recipes import tiny_recipe
+
+    recipe = tiny_recipe(shipped, tiny_run, tmp_path)
+    (Path(recipe["data"]["data_root"]) / "corp.txt").write_text("a first line\nand a second one\n")
+    recipe["data"]["task_specs"].append({"name": "corp", "type": "text",
+                                         "files": {"train": {"path": "corp.txt", "format": "txt"}}})
+    recipe["data"]["tasks"] = ["toy_sent", "corp"]
+    with pytest.raises(ConfigError) as refused:
+        load_recipe(write(recipe, tmp_path))
+    said = str(refused.value)
+    assert "key 'data.tasks'" in said and "task 'corp' is a text task" in said, said
+    assert "MITKD's corpus" in said and "multidistill distill" in said and "objective.tasks" not in said, said
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "key 'data.tasks'" in output, output
+    assert not Path(recipe["output_dir"]).exists()
+    recipe["data"]["tasks"] = ["toy_sent", "toy_pair"]  # the labelled tasks alone load as before
+    assert load_recipe(write(recipe, tmp_path)).data.task_names == ["toy_sent", "toy_pair"]

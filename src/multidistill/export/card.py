@@ -11,6 +11,7 @@ Every number comes from the record, which `multidistill.export.card_record` fill
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,31 @@ class CardRecord:
     # latency_ms_p95, throughput_examples_per_s, score; and how it was measured (batch size, threads, machine).
     speed: Mapping[str, Mapping] = field(default_factory=dict)
     speed_setting: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ table cells
+
+
+def _cell(text: object) -> str:
+    r"""User-given text (a label, a task or domain name, a path) as one markdown table cell: a ``|`` would end the
+    cell, so it is escaped as ``\|`` (which GFM reads as ``|``, inside code spans too), and a line break, which
+    would end the row, becomes a space."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    """``text`` as an inline code span that reads back as written: fenced by one backtick more than its longest run
+    of backticks, padded with a space where it starts or ends with a backtick or a space (CommonMark strips one
+    such pair)."""
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if not text or text[0] in "` " or text[-1] in "` " else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _labels(labels: tuple[str, ...]) -> str:
+    """A task's labels for the data table: each in a code span, so a label with a comma (`bad, awful`) or a pipe
+    stays one label; ``-`` for none (regression, text)."""
+    return ", ".join(_code(label) for label in labels) if labels else "-"
 
 
 # ------------------------------------------------------------------------------------------------ numbers
@@ -233,9 +259,9 @@ def _model_section(record: CardRecord) -> str:
                                       "classifier: used in training, left out of ONNX and Hugging Face exports)"))
     for i, teacher in enumerate(record.teachers):
         note = f" ({teacher.note})" if teacher.note else ""
-        rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"`{teacher.path}`{note}"))
+        rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"{_code(teacher.path)}{note}"))
     if record.signals:
-        rows.append(("teacher signals", f"`{record.signals}`"))
+        rows.append(("teacher signals", _code(record.signals)))
     if record.objective:
         terms = {" + ".join(terms) for terms in record.objective.values()}
         if len(terms) == 1:
@@ -243,7 +269,7 @@ def _model_section(record: CardRecord) -> str:
         else:
             rows.append(("objective", "; ".join(f"{t}: {' + '.join(v)}" for t, v in record.objective.items())))
     lines = ["## Model", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows if value is not None]
+    lines += [f"| {name} | {_cell(value)} |" for name, value in rows if value is not None]
     return "\n".join(lines)
 
 
@@ -253,9 +279,9 @@ def _data_section(record: CardRecord) -> str:
     lines = ["## Data and tasks", "", "| task | type | labels | text pairs | training rows | dev metrics |",
              "|---|---|---|---|---|---|"]
     for task in record.tasks:
-        labels = ", ".join(task.labels) if task.labels else "-"
         rows = str(task.train_examples) if task.train_examples is not None else "-"
-        lines.append(f"| {task.name} | {task.type} | {labels} | {'yes' if task.pair else 'no'} | {rows} | "
+        lines.append(f"| {_cell(task.name)} | {task.type} | {_cell(_labels(task.labels))} | "
+                     f"{'yes' if task.pair else 'no'} | {rows} | "
                      f"{', '.join(task.metrics) or '-'} |")
     lines += ["", _data_source(record)]
     return "\n".join(lines)
@@ -297,7 +323,7 @@ def _score_row(task: TaskInfo, metric: str, value: float | None, baseline: Mappi
     mark = ""
     if baseline is not None and task.metrics and metric == task.metrics[0] and at_baseline(value, baseline["main"]):
         mark = f" {AT_BASELINE_MARK}"
-    return f"| {task.name} | {metric} | {_num(value)}{mark} |"
+    return f"| {_cell(task.name)} | {metric} | {_num(value)}{mark} |"
 
 
 def _scores_section(record: CardRecord) -> str:
@@ -396,13 +422,13 @@ def _domains_section(record: CardRecord) -> str:
         main_metric = task.metrics[0] if task.metrics else None
         for domain, scores in domains.get(task.name, {}).items():
             for metric, value in scores.items():
-                row = f"| {task.name} | {domain} | {metric} | {_num(value)} |"
+                row = f"| {_cell(task.name)} | {_cell(domain)} | {metric} | {_num(value)} |"
                 if with_teacher:
                     theirs = teacher_domain_score(record, task.name, domain, metric)
                     row += _teacher_cells(value, theirs, metric == main_metric)
                 lines.append(row)
-        lines += [f"| {task.name} | mean over domains | {metric} | {_num(value)} |" + (" | |" if with_teacher else "")
-                  for metric, value in means.get(task.name, {}).items()]
+        lines += [f"| {_cell(task.name)} | mean over domains | {metric} | {_num(value)} |"
+                  + (" | |" if with_teacher else "") for metric, value in means.get(task.name, {}).items()]
     if not lines:
         return ""
     columns = "| task | domain | metric | this model |" + (" teacher | retention |" if with_teacher else "")
@@ -474,7 +500,7 @@ def _onnx_check(export: Mapping) -> str:
         result = "FAILED: graph removed" if precision in failures else "passed"
         for task, n in tasks.items():
             agreement = n.get("agreement")
-            lines.append(f"| {precision} | {task} | {n['examples']} | {n['max_abs_diff']:.1e} | "
+            lines.append(f"| {precision} | {_cell(task)} | {n['examples']} | {n['max_abs_diff']:.1e} | "
                          f"{'-' if agreement is None else f'{agreement:.1%}'} | {n['metric']} | "
                          f"{_num(n['metric_torch'])} | {_num(n['metric_onnx'])} | {result} |")
     for precision, reasons in failures.items():

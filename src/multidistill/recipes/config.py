@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from multidistill.config import (
     DataConfig,
@@ -27,6 +27,7 @@ from multidistill.config import (
     load_config,
     read_yaml,
 )
+from multidistill.data.tasks import BUILTIN_TASKS
 from multidistill.errors import ConfigError
 
 
@@ -117,6 +118,9 @@ class RecipeBase(_Strict):
     signals: SignalsSection = Field(default_factory=SignalsSection, description="Teacher inference settings.")
 
     default_objective: ClassVar = None  # each recipe's paper objective, used when student.objective is omitted
+    # Whether every stage trains on data.tasks' labels (teachers, then a student on the same tasks): a text task
+    # there is refused as the recipe loads (`_labelled_tasks`), not in the first stage with advice of no key it has.
+    labelled_tasks_only: ClassVar[bool] = False
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +141,24 @@ class RecipeBase(_Strict):
     def _one_subset_seed(self) -> RecipeBase:  # every stage reads the top-level one (`recipe_data`)
         if self.data.subset_seed is not None:
             raise ValueError("data.subset_seed: a recipe's stages share the top-level subset_seed; set that instead")
+        return self
+
+    @model_validator(mode="after")
+    def _labelled_tasks(self) -> RecipeBase:
+        if not self.labelled_tasks_only:
+            return self
+        declared = {spec.name: spec for spec in self.data.task_specs}
+        for ref in self.data.tasks:  # a spec first, then the built-ins, as `get_task`; unknown: refused later
+            task = declared[ref.name] if ref.name in declared else BUILTIN_TASKS.get(ref.name)
+            if task is not None and not task.has_head:
+                message = (f"task '{ref.name}' is a {task.type} task (unlabelled); the {getattr(self, 'recipe', '')} "
+                           "recipe trains its teachers and students on the labels of data.tasks: list labelled tasks "
+                           "only. Unlabelled text is MITKD's corpus (recipe: mitkd, corpus: <task>) or the data of a "
+                           "general distillation (`multidistill distill`, text tasks only)")
+                # Said by its key, `data.tasks`, as a check of that field would (this one needs task_specs too).
+                raise ValidationError.from_exception_data(type(self).__name__, [
+                    {"type": "value_error", "loc": ("data", "tasks"), "input": self.data.task_names,
+                     "ctx": {"error": ValueError(message)}}])
         return self
 
 

@@ -71,6 +71,7 @@ class MKDRecipe(RecipeBase):
     distilled jointly over all tasks, optionally fine-tuned per task (arXiv 1911.03588)."""
 
     default_objective: ClassVar = staticmethod(mkd_objective)
+    labelled_tasks_only: ClassVar[bool] = True  # the teacher, its transfer set and the student read labelled tasks
     recipe: Literal["mkd"] = Field(description="Recipe name.")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig, description="Transfer-set augmentation "
                                           "(Tang et al. 2019); null trains on the original examples only.")

@@ -40,6 +40,7 @@ class MTDNNKDRecipe(RecipeBase):
     """MT-DNN-KD: K multi-task teachers -> mean probabilities -> one multi-task student (arXiv 1904.09482)."""
 
     default_objective: ClassVar = staticmethod(mtdnn_kd_objective)
+    labelled_tasks_only: ClassVar[bool] = True  # teachers and student train on data.tasks' labels
     recipe: Literal["mtdnn_kd"] = Field(description="Recipe name.")
     student: StudentSection = Field(description="The multi-task student.")
 
