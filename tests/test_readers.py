@@ -224,9 +224,126 @@ def test_hf_plain_int_labels_are_positions_and_minus_one_is_no_label(tmp_path: P
     # A plain int64 column (our own transfer sets): positions in the task's labels, -1 for an added row.
     datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [1, 0, -1]}).save_to_disk(str(tmp_path / "ds"))
     assert read_split(make_task("ds", fmt="hf_disk", labels=["neg", "pos"]), "train", tmp_path)["label"] == [1, 0, -1]
-    # ... but where '-1' is one of the task's labels, -1 is ambiguous: refused, never dropped.
+    # ... but where '-1' is one of the task's labels, -1 is ambiguous: refused, never dropped. ('-1' is then a label
+    # that is not its own position, so the other integers are ambiguous too: the first row is refused.)
     err = str(read_error(make_task("ds", fmt="hf_disk", labels=["-1", "1"]), data_root=tmp_path))
-    assert "row 2" in err and "'-1' is one of the task's labels" in err
+    assert "row 0" in err and "integer label 1 is ambiguous" in err
+    datasets.Dataset.from_dict({"text": ["c", "a"], "label": [-1, 1]}).save_to_disk(str(tmp_path / "minus"))
+    err = str(read_error(make_task("minus", fmt="hf_disk", labels=["-1", "1"]), data_root=tmp_path))
+    assert "row 0" in err and "'-1' is one of the task's labels" in err and "files.train.int_labels" in err
+
+
+def _stars(tmp_path: Path, labels: list[int]) -> None:
+    """The same integer labels as a JSONL file (``s.jsonl``) and as a plain int64 HF column (``s_hf``)."""
+    rows = [{"text": f"review {i}", "label": label} for i, label in enumerate(labels)]
+    write(tmp_path, "s.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "s_hf"))
+
+
+def test_hf_plain_ints_where_labels_are_integers_other_than_their_positions_are_ambiguous(tmp_path: Path) -> None:
+    """Star ratings 1..4 with labels '1'..'5' read as '1'..'4' from JSONL but, silently, as '2'..'5' from hf_disk
+    (positions): now refused, naming the file, row, field and the settings that say how to read them."""
+    stars = ["1", "2", "3", "4", "5"]
+    _stars(tmp_path, [1, 2, 3, 4])
+    assert read_split(make_task("s.jsonl", fmt="jsonl", labels=stars), "train", tmp_path)["label"] == [0, 1, 2, 3]
+    err = read_error(make_task("s_hf", fmt="hf_disk", labels=stars), data_root=tmp_path)
+    message = str(err)
+    assert str(err.path) == str(tmp_path / "s_hf") and err.field == "label" and "row 0:" in message
+    assert "integer label 1 is ambiguous" in message and "the label '1' or position 1, the label '2'" in message
+    assert "files.train.int_labels" in message and "files.train.int_label_names" in message
+    # Saying how: values reads them as JSONL does; positions (or int_label_names) as before.
+    values = make_task("s_hf", fmt="hf_disk", labels=stars, int_labels="values")
+    assert read_split(values, "train", tmp_path)["label"] == [0, 1, 2, 3]
+    positions = make_task("s_hf", fmt="hf_disk", labels=stars, int_labels="positions")
+    assert read_split(positions, "train", tmp_path)["label"] == [1, 2, 3, 4]
+    named = make_task("s_hf", fmt="hf_disk", labels=stars, int_label_names=stars)
+    assert read_split(named, "train", tmp_path)["label"] == [1, 2, 3, 4]
+    # A 5 is a position out of range: the message says integers are positions, and how to read them otherwise.
+    _stars(tmp_path, [5])
+    err = read_error(make_task("s_hf", fmt="hf_disk", labels=stars, int_labels="positions"), data_root=tmp_path)
+    assert "out of range for the task's labels (5 entries): it is read as a position (0 to 4)" in str(err)
+    assert read_split(values, "train", tmp_path)["label"] == [4]
+    _stars(tmp_path, [7])
+    assert "label '7' is not one of the task's labels" in str(read_error(values, data_root=tmp_path))
+
+
+def test_hf_plain_ints_with_labels_one_zero_are_refused(tmp_path: Path) -> None:
+    _stars(tmp_path, [0, 1])
+    assert read_split(make_task("s.jsonl", fmt="jsonl", labels=["1", "0"]), "train", tmp_path)["label"] == [1, 0]
+    err = str(read_error(make_task("s_hf", fmt="hf_disk", labels=["1", "0"]), data_root=tmp_path))
+    assert "row 0:" in err and "integer label 0 is ambiguous" in err and "'1' at position 0" in err
+    # A label mixing names and integers is ambiguous only where an integer is not its own position.
+    err = str(read_error(make_task("s_hf", fmt="hf_disk", labels=["1", "neg"]), data_root=tmp_path))
+    assert "integer label 0 is ambiguous" in err
+    assert read_split(make_task("s_hf", fmt="hf_disk", labels=["neg", "1"]), "train", tmp_path)["label"] == [0, 1]
+
+
+@pytest.mark.parametrize("labels", [["0", "1"], ["0", "1", "2"], ["neg", "pos"], ["0", "1", "2+"], ["01", "1x"]])
+def test_hf_plain_ints_read_as_before_where_they_are_unambiguous(tmp_path: Path, labels: list[str]) -> None:
+    """Labels that are their own positions, or spell no integer, read as positions exactly as before."""
+    _stars(tmp_path, [1, 0, -1, 1])
+    assert read_split(make_task("s_hf", fmt="hf_disk", labels=labels), "train", tmp_path)["label"] == [1, 0, -1, 1]
+
+
+def test_hf_classlabel_with_integer_names_reads_by_its_names_as_before(tmp_path: Path) -> None:
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["0", "1"])})
+    data = {"text": ["a", "b", "c"], "label": [0, 1, -1]}
+    datasets.Dataset.from_dict(data, features=features).save_to_disk(str(tmp_path / "cl"))
+    assert read_split(make_task("cl", fmt="hf_disk", labels=["1", "0"]), "train", tmp_path)["label"] == [1, 0, -1]
+    # int_labels is for plain integer columns: a ClassLabel's names already say what each index is.
+    err = str(read_error(make_task("cl", fmt="hf_disk", labels=["1", "0"], int_labels="values"), data_root=tmp_path))
+    assert "row 0:" in err and "files.train.int_labels" in err and "ClassLabel" in err
+
+
+def test_hf_plain_minus_one_with_int_labels(tmp_path: Path) -> None:
+    _stars(tmp_path, [-1, 1, 0])
+    # '-1' a label: values reads -1 as that label, positions as "no label" (-1 is no position).
+    values = make_task("s_hf", fmt="hf_disk", labels=["-1", "0", "1"], int_labels="values")
+    assert read_split(values, "train", tmp_path)["label"] == [0, 2, 1]
+    positions = make_task("s_hf", fmt="hf_disk", labels=["-1", "0", "1"], int_labels="positions")
+    assert read_split(positions, "train", tmp_path)["label"] == [-1, 1, 0]
+    # '-1' not a label: -1 is the no-label mark either way.
+    values = make_task("s_hf", fmt="hf_disk", labels=["0", "1"], int_labels="values")
+    assert read_split(values, "train", tmp_path)["label"] == [-1, 1, 0]
+
+
+def test_hf_plain_int_out_of_range_says_integers_are_positions(tmp_path: Path) -> None:
+    _stars(tmp_path, [0, 2])
+    err = read_error(make_task("s_hf", fmt="hf_disk", labels=["neg", "pos"]), data_root=tmp_path)
+    message = str(err)
+    assert "row 1:" in message and "integer label 2 is out of range for the task's labels (2 entries)" in message
+    assert "read as a position (0 to 1)" in message and "files.train.int_labels to values" in message
+
+
+def test_int_labels_is_checked_with_the_spec() -> None:
+    with pytest.raises(ValidationError, match="int_labels is for hf_disk / hf_hub"):
+        make_task("a.jsonl", fmt="jsonl", int_labels="values")
+    with pytest.raises(ValidationError, match="set one of the two"):
+        make_task("ds", fmt="hf_disk", int_labels="values", int_label_names=["0", "1"])
+    with pytest.raises(ValidationError, match="int_labels is for class labels only"):
+        make_task("ds", fmt="hf_disk", type_="regression", int_labels="values")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.lists(st.integers(-3, 12), min_size=2, max_size=6, unique=True),
+       picks=st.lists(st.integers(0, 5), min_size=1, max_size=6))
+def test_hf_plain_ints_never_read_differently_from_jsonl(tmp_path: Path, labels: list[int],
+                                                          picks: list[int]) -> None:
+    """Whatever integer labels a task has, a plain int column holding them reads as the JSONL file does, or is
+    refused: never another class."""
+    values = [labels[pick % len(labels)] for pick in picks]
+    _stars(tmp_path, values)
+    names = [str(label) for label in labels]
+    from_jsonl = read_split(make_task("s.jsonl", fmt="jsonl", labels=names), "train", tmp_path)["label"]
+    assert from_jsonl == [names.index(str(value)) for value in values]
+    try:
+        from_hf = read_split(make_task("s_hf", fmt="hf_disk", labels=names), "train", tmp_path)["label"]
+    except DataError as err:
+        assert "ambiguous" in str(err) or "-1" in str(err)
+    else:
+        assert from_hf == from_jsonl
+    assert read_split(make_task("s_hf", fmt="hf_disk", labels=names, int_labels="values"), "train",
+                      tmp_path)["label"] == from_jsonl
 
 
 def test_hf_hub_calls_load_dataset_for_hub_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -566,6 +683,9 @@ def test_new_file_settings_keep_fingerprints_at_their_defaults() -> None:
     assert "quoting" not in dump["files"]["train"] and "no_label_value" not in dump["files"]["train"]
     quoted = make_task("a.tsv", quoting="csv")
     assert fingerprint_spec(quoted)["files"]["train"]["quoting"] == "csv"
+    assert "int_labels" not in dump["files"]["train"] and "int_labels" not in fingerprint_spec(quoted)["files"]["train"]
+    values = make_task("ds", fmt="hf_disk", int_labels="values")
+    assert fingerprint_spec(values)["files"]["train"]["int_labels"] == "values"
 
 
 # ------------------------------------------------------------------------------------------ the Arrow cache

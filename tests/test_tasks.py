@@ -114,6 +114,24 @@ def test_invalid_task_specs_rejected(kwargs: dict, message: str) -> None:
         Task(name="bad", **kwargs)
 
 
+@pytest.mark.parametrize(("labels", "message"), [
+    (["neg", "pos "], r"labels\.1 is 'pos ', with white space around it; .*stripped.*write 'pos'"),
+    ([" 0", "1"], r"labels\.0 is ' 0', with white space around it"),
+    (["a", "b\t"], r"labels\.1 is 'b\\t', with white space"),
+    (["", "x"], r"labels\.0 is '', an empty label; .*no row could have it"),
+    (["x", "  "], r"labels\.1 is '  ', an empty label"),
+])
+def test_labels_no_row_could_have_are_refused(labels: list[str], message: str) -> None:
+    """Data cells are stripped before they are matched: such a label never matched, and the error blamed the
+    data's first line instead of the spec."""
+    with pytest.raises(ValidationError, match=message):
+        Task(name="t", labels=labels)
+
+
+def test_labels_with_inner_spaces_are_valid() -> None:
+    assert Task(name="t", labels=["not entailment", "entailment"]).labels == ["not entailment", "entailment"]
+
+
 def test_pair_task_with_text_b_is_valid() -> None:
     files = {"train": pair_file("b"), "dev": pair_file("b")}
     task = Task(name="p", labels=["0", "1"], pair=True, files=files)

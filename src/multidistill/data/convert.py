@@ -54,6 +54,10 @@ class Converter:
         self.first_without_domain: int | None = None
         self.some_domain = False
         self._check_int_label_names()
+        # Task labels that spell an integer other than their own position (labels ["1", ..., "5"], ["1", "0"]):
+        # with them, an integer of a column without class names could be a label as written or a position.
+        self.not_their_positions = [label for i, label in enumerate(self.task.labels)
+                                    if _INTEGER.fullmatch(label) and label != str(i)]
 
     def chunks(self, size: int | None = None) -> Iterator[dict[str, list[Any]]]:
         """The validated rows as column dicts of at most ``size`` rows (default `CHUNK_ROWS`); the first problem
@@ -237,6 +241,11 @@ class Converter:
     def _class_index(self, pos: int, value: ClassIndex) -> int:
         """A ClassLabel's index: the class its own names give it (or int_label_names, when set); -1 is the
         `datasets` mark of a row without a label."""
+        if self.source.data_file.int_labels is not None:
+            raise self._error(pos, f"{self.source.key}.int_labels says how to read a plain integer column, but "
+                                   f"column '{self.columns.label}' is a ClassLabel, whose own names say what each "
+                                   "index is; remove int_labels (int_label_names maps the indexes to other labels)",
+                              "label")
         if value.index == -1:
             return self.no_label
         if self.source.data_file.int_label_names is not None:
@@ -254,23 +263,56 @@ class Converter:
 
     def _int_label(self, pos: int, value: int) -> int:
         """A plain integer (no class names in the data): a position in int_label_names or in the task's labels;
-        -1, which is no position, marks a row without a label (as in our own transfer sets)."""
+        -1, which is no position, marks a row without a label (as in our own transfer sets). With int_labels
+        `values` the integer is instead the label it spells, as in a JSONL file. Where a task label spells an
+        integer other than its own position the two readings differ: without int_label_names or int_labels, the
+        integer is refused as ambiguous."""
         names = self.source.data_file.int_label_names
+        how = self.source.data_file.int_labels
+        if how == "values":
+            text = str(value)
+            if text in self.label_index:
+                return self.label_index[text]
+            if value == -1:
+                return self.no_label
+            allowed = ", ".join(repr(label) for label in self.task.labels)
+            raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed} ({self.source.key}"
+                                   ".int_labels is values: an integer is the label it spells)", "label")
         if value == -1:
-            if "-1" in self.label_index:
+            if "-1" in self.label_index and how is None:
                 raise self._error(pos, "integer label -1: integers of a column without class names are positions "
                                        "in the task's labels (or int_label_names), and -1 means 'no label', but "
-                                       "'-1' is one of the task's labels; store the column as text "
+                                       "'-1' is one of the task's labels; set "
+                                       f"{self.source.key}.int_labels to values (the integer is the label) or "
+                                       "positions (-1 is no label), or store the column as text "
                                        "(dataset.cast_column(name, Value('string'))) or as a ClassLabel", "label")
             return self.no_label
+        if names is None and how is None and self.not_their_positions:
+            shown = ", ".join(f"{label!r} at position {self.label_index[label]}"
+                              for label in self.not_their_positions[:3])
+            more = ", ..." if len(self.not_their_positions) > 3 else ""
+            as_position = (f"position {value}, the label {self.task.labels[value]!r}"
+                           if 0 <= value < len(self.task.labels) else f"position {value}, which is out of range")
+            raise self._error(pos, f"integer label {value} is ambiguous: integers of a column without class names "
+                                   f"are read as positions in the task's labels, but the task's labels spell "
+                                   f"integers that are not their positions ({shown}{more}), so {value} could be "
+                                   f"the label {str(value)!r} or {as_position}; set {self.source.key}.int_labels "
+                                   "to values (the integer is the label, as in a JSONL file) or positions, or "
+                                   f"{self.source.key}.int_label_names to the task label each integer stands for, "
+                                   "or store the column as text (dataset.cast_column(name, Value('string')))",
+                              "label")
         size = len(names) if names is not None else len(self.task.labels)
         if not 0 <= value < size:
             what = "int_label_names" if names is not None else "the task's labels"
-            raise self._error(pos, f"integer label {value} is out of range for {what} ({size} entries)",
-                              "label")
+            hint = "" if names is not None or how is not None else (
+                f"; if the column's integers are the labels themselves, set {self.source.key}.int_labels to "
+                f"values, or set {self.source.key}.int_label_names to the task label each integer stands for")
+            raise self._error(pos, f"integer label {value} is out of range for {what} ({size} entries): it is read "
+                                   f"as a position (0 to {size - 1}) in {what}{hint}", "label")
         return self.label_index[names[value]] if names is not None else value
 
 
+_INTEGER = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)  # an integer as str(int) writes it
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 

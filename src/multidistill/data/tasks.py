@@ -70,6 +70,11 @@ class DataFile(BaseModel):
         None, description="For integer labels in a HF dataset: the task label each index stands for (without it, a "
         "ClassLabel column's own names, else positions in the task's labels)."
     )
+    int_labels: Literal["positions", "values"] | None = Field(
+        None, description="hf_disk / hf_hub, a plain integer label column (no ClassLabel): positions reads an "
+        "integer as an index into int_label_names, else into the task's labels; values reads it as the label it "
+        "spells (5 is the label '5'), as a jsonl file is read. Left out: positions, but refused as ambiguous when "
+        "a task label spells an integer other than its own position (labels ['1', ..., '5'] or ['1', '0']).")
     domain: str | None = Field(None, description="Domain of every row of this file (Amazon domains).")
     quoting: Literal["none", "csv"] = Field(
         "none", description="tsv only: none splits on tabs and keeps every quote (GLUE's text has stray quotes); csv "
@@ -88,6 +93,12 @@ class DataFile(BaseModel):
 
     @model_validator(mode="after")
     def _check_txt(self) -> DataFile:
+        if self.int_labels is not None and self.format not in ("hf_disk", "hf_hub"):
+            raise ValueError(f"'{self.path}': int_labels is for hf_disk / hf_hub integer columns (a {self.format} "
+                             "label is always read as the text it holds); remove it")
+        if self.int_labels == "values" and self.int_label_names is not None:
+            raise ValueError(f"'{self.path}': int_label_names reads integers as positions, int_labels: values as "
+                             "the labels they spell; set one of the two")
         if self.quoting != "none" and self.format != "tsv":
             raise ValueError(f"'{self.path}': quoting is a tsv setting (csv is always read with quotes); remove it")
         if self.format == "txt":
@@ -109,11 +120,13 @@ class Task(BaseModel):
     type: TaskType = Field("classification", description="classification, regression, or text (an "
                           "unlabelled corpus for general distillation).")
     labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
-                              "in head-output order (classification only).")
+                              "in head-output order (classification only); not empty, no white space around them "
+                              "(data cells are stripped before they are matched).")
     pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
                                description="Metrics to report; the first one is the task's main score. "
-                               "classification: accuracy, f1 (2 labels), macro_f1, matthews (default accuracy); "
+                               "classification: accuracy, f1 (2 labels: the F1 of labels[1], the second label, "
+                               "whatever its name), macro_f1, matthews (default accuracy); "
                                "regression: pearson, spearman (default both).")
     domain: str | None = Field(None, description="Optional domain tag of the whole task (kept in the rows' "
                                "`domain` column; it does not give the task domains: see `domains`).")
@@ -159,6 +172,7 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': a regression task takes no labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task '{self.name}': duplicate labels {self.labels}")
+        self._check_label_names()
         if self.type == "regression" and "metrics" not in self.model_fields_set:
             self.metrics = list(TASK_METRICS["regression"])  # accuracy, the field's default, cannot score a score
         if self.type != "text":
@@ -171,7 +185,21 @@ class Task(BaseModel):
             if data_file.no_label_value is not None and self.type != "regression":
                 raise ValueError(f"task '{self.name}': {where}.no_label_value is for regression scores only; "
                                  "remove it")
+            if data_file.int_labels is not None and self.type != "classification":
+                raise ValueError(f"task '{self.name}': {where}.int_labels is for class labels only; remove it")
         return self
+
+    def _check_label_names(self) -> None:
+        """Data cells are stripped before they are matched against the labels, and an empty cell is a missing
+        label: a label with spaces around it, or an empty one, could never be any row's."""
+        for i, label in enumerate(self.labels):
+            if not label.strip():
+                raise ValueError(f"task '{self.name}': labels.{i} is {label!r}, an empty label; an empty label cell "
+                                 "is a missing label, so no row could have it; give the class a name")
+            if label != label.strip():
+                raise ValueError(f"task '{self.name}': labels.{i} is {label!r}, with white space around it; label "
+                                 "cells are stripped before they are matched, so no row could have it; write "
+                                 f"{label.strip()!r} (a ClassLabel name with spaces is mapped by int_label_names)")
 
     def _check_metrics(self) -> None:
         """Metrics the task's type can be scored with (evaluation.metrics computes them), known before training."""
@@ -185,8 +213,8 @@ class Task(BaseModel):
                 raise ValueError(f"task '{self.name}': metric '{name}' is {why}; a {self.type} task takes "
                                  f"{', '.join(fits)}")
         if "f1" in self.metrics and len(self.labels) != 2:
-            raise ValueError(f"task '{self.name}': metric 'f1' is the positive class's F1 of a 2-label task, this "
-                             f"task has {len(self.labels)} labels; use macro_f1")
+            raise ValueError(f"task '{self.name}': metric 'f1' is the F1 of the second label (the positive class) "
+                             f"of a 2-label task, this task has {len(self.labels)} labels; use macro_f1")
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"task '{self.name}': duplicate metrics {self.metrics}")
 
@@ -301,10 +329,10 @@ class Task(BaseModel):
 
 
 def fingerprint_spec(task: Task) -> dict:
-    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, a file's quoting and
-    no_label_value) are left out while at their default, so the caches of tasks that do not use them keep their
-    keys, and `domains` is always left out (it changes no row: the views, which hold domain ids, add it to their
-    own key)."""
+    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, a file's quoting,
+    no_label_value and int_labels) are left out while at their default, so the caches of tasks that do not use
+    them keep their keys, and `domains` is always left out (it changes no row: the views, which hold domain ids,
+    add it to their own key)."""
     dump = task.model_dump(mode="json")
     dump.pop("domains")
     if not dump["domain_files"]:
@@ -313,7 +341,7 @@ def fingerprint_spec(task: Task) -> dict:
         dump.pop("keep_pairs")
     for data_file in [*dump["files"].values(), *(f for files in dump.get("domain_files", {}).values()
                                                 for f in files.values())]:
-        for name, default in (("quoting", "none"), ("no_label_value", None)):
+        for name, default in (("quoting", "none"), ("no_label_value", None), ("int_labels", None)):
             if data_file[name] == default:
                 data_file.pop(name)
     dump["sources"] = [fingerprint_spec(source) for source in task.sources]
