@@ -843,3 +843,118 @@ def test_a_domain_branch_the_user_set_is_left_out_of_the_baselines(tiny_run, tmp
                   "student-mixed-books"):
         assert load_config(root / stage / "config.yaml").model.domain_branch is None, stage
     assert load_config(root / "meta-teacher" / "config.yaml").model.domain_branch is not None
+
+
+def write_unlabelled_hf_task(root: Path, unlabelled=DOMAINS) -> dict:
+    """write_domain_task's rows as hf_disk datasets with a ClassLabel column and a domain column, where every
+    fourth training row of the ``unlabelled`` domains has no label (-1, as docs/data.md allows)."""
+    import datasets
+
+    rng = random.Random(3)
+    features = datasets.Features({"text": datasets.Value("string"), "genre": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["0", "1"])})
+    columns = {"text_a": "text", "label": "label", "domain": "genre"}
+    files = {}
+    for split, n in (("train", 32), ("dev", 8), ("test", 8)):
+        rows = {"text": [], "genre": [], "label": []}
+        for domain in DOMAINS:
+            for i in range(n):
+                rows["text"].append(f"{_sentence(rng, i % 2)} {domain}")
+                rows["genre"].append(domain)
+                rows["label"].append(-1 if split == "train" and domain in unlabelled and i % 4 == 3 else i % 2)
+        datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(root / "reviews_hf" / split))
+        files[split] = {"path": f"reviews_hf/{split}", "format": "hf_disk", "columns": columns}
+    return {"name": "reviews_hf", "labels": ["0", "1"], "metrics": ["accuracy", "f1"], "files": files}
+
+
+def hf_metakd(tiny_run, tmp_path: Path, unlabelled=DOMAINS) -> dict:
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    spec = write_unlabelled_hf_task(Path(recipe["data"]["data_root"]), unlabelled)
+    recipe["data"].update(tasks=["reviews_hf"], task_specs=[*recipe["data"]["task_specs"], spec])
+    return recipe
+
+
+@pytest.mark.parametrize(("sets", "expect"), [
+    ([], ("reviews_hf/train: task 'reviews_hf' split 'train' has 16 rows without a label (first: row '3', "
+          "domain 'books')", "class prototypes (prototypes.mode: class) and expertise weights need every row's gold "
+          "class: label those rows, or drop them from the training data")),
+    (["prototypes.mode=domain"], ("task 'reviews_hf' split 'train' has 8 rows without a label (first: row '3', "
+                                  "domain 'books')", "expertise weights need the gold class of every training row "
+                                  "of a target domain", "or leave the domain out of targets")),
+])
+def test_training_rows_without_a_label_are_refused_before_any_stage_writes(tiny_run, tmp_path, monkeypatch, capsys,
+                                                                           sets, expect):
+    """Class prototypes group every row by its gold class and a target's expertise weights read it: unlabelled
+    training rows failed in stage 0 (a ValueError), or, with domain prototypes, in the weights stage after the
+    meta-teacher had trained (an index error)."""
+    recipe = hf_metakd(tiny_run, tmp_path)
+    args = [item for value in sets for item in ("--set", value)]
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *args)
+    said = " ".join(output.split())
+    assert code == 2, output
+    for fragment in expect:
+        assert fragment in said, (fragment, said)
+    assert "Traceback" not in output
+    assert not Path(recipe["output_dir"]).exists()
+
+
+def test_unlabelled_rows_outside_the_targets_are_refused_by_class_prototypes_only(tiny_run, tmp_path):
+    """Domain prototypes read no label, and only the targets get expertise weights: a domain with unlabelled rows
+    that is no target trains the meta-teacher as before (its hard loss skips them); class prototypes say so."""
+    from multidistill.errors import DataError
+    from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
+
+    raw = {**hf_metakd(tiny_run, tmp_path, unlabelled=("dvd",)), "targets": ["books"]}
+    with pytest.raises(DataError, match=r"8 rows without a label \(first: row '35', domain 'dvd'\).*or use "
+                                        r"prototypes.mode: domain"):
+        check_inputs(MetaKDRecipe.model_validate(raw))
+    domain = MetaKDRecipe.model_validate({**raw, "prototypes": {"mode": "domain"}})
+    assert check_inputs(domain).targets == ("books",)
+    with pytest.raises(DataError, match=r"first: row '35', domain 'dvd'.*leave the domain out of targets"):
+        check_inputs(domain.model_copy(update={"targets": ["books", "dvd"]}))
+
+
+def unlabelled_split(recipe: dict, split: str, domains=DOMAINS) -> dict:
+    """The recipe with ``split``'s files of ``domains`` read without their label column."""
+    spec = recipe["data"]["task_specs"][-1]
+    for domain in domains:
+        spec["domain_files"][domain][split]["columns"] = {"text_a": "text"}
+    return recipe
+
+
+def test_an_unlabelled_test_split_is_not_the_default_report_split(tiny_run, tmp_path, capsys):
+    """report_split defaults to test only where every target's test rows carry labels; else data.eval_split, with
+    a note saying why (the scores stage failed on it after every other stage, naming data.eval_split)."""
+    from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
+
+    raw = {**tiny_metakd(tiny_run, tmp_path), "report_split": None}  # configs/metakd_amazon.yaml sets test
+    assert check_inputs(MetaKDRecipe.model_validate(raw)).report_split == "test"
+    capsys.readouterr()
+    plan = check_inputs(MetaKDRecipe.model_validate(unlabelled_split(raw, "test", ("dvd",))))
+    said = " ".join(capsys.readouterr().err.split())
+    assert plan.report_split == "dev"
+    assert ("note: report_split not set and task 'reviews' split 'test' has no labelled rows in target domain "
+            "'dvd' (a split without labels cannot be scored): the scores are on data.eval_split ('dev')") in said, said
+    assert said.count("note:") == 1
+    books = MetaKDRecipe.model_validate({**raw, "targets": ["books"]})  # its test rows carry labels
+    assert check_inputs(books).report_split == "test"
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_an_unlabelled_report_split_is_refused_before_any_stage_writes(tiny_run, tmp_path, monkeypatch, capsys):
+    from multidistill.errors import ConfigError
+    from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
+
+    recipe = unlabelled_split({**tiny_metakd(tiny_run, tmp_path), "report_split": "test"}, "test")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    said = " ".join(output.split())
+    assert code == 2, output
+    assert ("key 'report_split': task 'reviews' split 'test' has no labelled rows in target domains 'books', 'dvd'"
+            in said), said
+    assert "set report_split: dev" in said and "Traceback" not in output
+    assert not Path(recipe["output_dir"]).exists()
+    # A target's dev rows select its student: unlabelled, they are refused by data.eval_split's key.
+    raw = unlabelled_split(tiny_metakd(tiny_run, tmp_path), "dev", ("dvd",))
+    with pytest.raises(ConfigError, match=r"key 'data.eval_split': task 'reviews' split 'dev' has no labelled rows "
+                                          r"in target domain 'dvd'"):
+        check_inputs(MetaKDRecipe.model_validate(raw))

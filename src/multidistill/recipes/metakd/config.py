@@ -122,8 +122,8 @@ class MetaKDRecipe(RecipeBase):
     baselines: list[Baseline] = Field(default_factory=list, description="Baselines with the same student, data and "
                                       f"budget, each its own stages: any of {list(BASELINES)}.")
     report_split: Literal["dev", "test"] | None = Field(None, description="Split of the summary's scores; default "
-                                                       "test when the task has one (dev selects models), else "
-                                                       "data.eval_split.")
+                                                       "test when the task has one with labelled rows (dev selects "
+                                                       "models), else data.eval_split (with a note).")
 
     @model_validator(mode="after")
     def _caps_set_once(self) -> MetaKDRecipe:  # replaces RecipeBase's: the student has two train sections

@@ -7,10 +7,12 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from multidistill.config import DataConfig, DomainHoldout, TaskRef
 from multidistill.data.prepare import open_example_store
 from multidistill.data.tasks import Task
-from multidistill.errors import ConfigError, ModelError
+from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.losses.registry import build_loss
 from multidistill.models.multitask import read_model_config
 from multidistill.recipes.common import TEACHER_REF, check_teacher_heads
@@ -124,8 +126,9 @@ def prototype_length(recipe: MetaKDRecipe) -> int:
 
 def check_inputs(recipe: MetaKDRecipe) -> Plan:
     """Everything the stages read, checked before the first stage writes: a task with domains and labels, the
-    targets, each domain's training rows after the fraction (and of every class, for class prototypes), a given
-    meta-teacher's domain branch, and what the baselines need."""
+    targets, each domain's training rows after the fraction (each labelled where a stage reads its class, and of
+    every class, for class prototypes), a given meta-teacher's domain branch, what the baselines need, and labelled
+    rows in each target's eval and report splits."""
     ref = recipe.data.tasks[0]
     store = open_example_store(union_data(recipe), max_examples_per_task=None, seed=recipe.subset_seed)
     store.validate(["train"])
@@ -168,11 +171,16 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                 raise ConfigError(f"key 'student.cross_fit_folds': {folds} folds of domain '{target}''s "
                                   f"{train_rows[target]} training rows leave a fold empty; use at most "
                                   f"{train_rows[target]}")
-    if recipe.prototypes.mode == "class":
-        views = [union_data(recipe, t) for t in targets] if recipe.data.fraction < 1 else [union_data(recipe)]
-        views += [union_data(recipe, t, fold=k) for t in targets for k in range(folds or 0)]
+    if recipe.prototypes.mode == "class":  # the prototype stages group every row of their view by its class
+        union = [union_data(recipe, t) for t in targets] if recipe.data.fraction < 1 else [union_data(recipe)]
+        for view in union:
+            _check_labelled(view, recipe, task, targets)
+        views = [*union, *(union_data(recipe, t, fold=k) for t in targets for k in range(folds or 0))]
         for view in views:
             _check_classes(view, recipe, task)
+    else:  # domain prototypes read no label; a target's expertise weights read each of its rows' gold class
+        for target in targets:
+            _check_labelled(target_data(recipe, target), recipe, task, targets)
     _check_given_teachers(recipe, task)
     if recipe.student.model.architecture == "hf":  # stage A runs the meta-teacher online on the student's tokens
         check_teacher_positions(teacher_sources(recipe), recipe.student.model.max_seq_length,
@@ -196,24 +204,52 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
     if "no_kd" in recipe.baselines and TEACHER_REF in (student.name_or_path, student.tokenizer):
         raise ConfigError("key 'student.model.name_or_path': the no_kd baseline has no teacher to resolve "
                           "`@teacher`; name the encoder every student starts from (the same start for all arms)")
-    split = recipe.report_split or ("test" if "test" in task.splits else recipe.data.eval_split)
+    split = _report_split(recipe, task, targets)
+    return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
+
+
+def _report_split(recipe: MetaKDRecipe, task: Task, targets: tuple[str, ...]) -> str:
+    """The split the scores stage reads: report_split, else test where the task has one and every target's test
+    rows carry labels (else data.eval_split, with a note saying why). Each target needs labelled rows in it and in
+    data.eval_split (its student is selected there), or the scores stage would fail after every other stage."""
+    eval_split, given = recipe.data.eval_split, recipe.report_split
+    split = given or ("test" if "test" in task.splits else eval_split)
     if split not in task.splits:
         raise ConfigError(f"key 'report_split': task '{task.name}' has no '{split}' split (it has "
                           f"{', '.join(task.splits)})")
-    report = open_example_store(task_view(recipe, TaskRef(name=ref.name, domains_include=list(targets))),
+    report = open_example_store(task_view(recipe, TaskRef(name=task.name, domains_include=list(targets))),
                                 max_examples_per_task=None, seed=recipe.subset_seed)
-    report.validate([recipe.data.eval_split, split])
+    report.validate([eval_split, split])
+    own = {}
     for target in targets:  # each student selects on its own domain's dev rows and is scored on its report rows
-        own = open_example_store(task_view(recipe, TaskRef(name=ref.name, domains_include=[target])),
-                                 max_examples_per_task=None, seed=recipe.subset_seed)
-        for needed in dict.fromkeys([recipe.data.eval_split, split]):
+        own[target] = open_example_store(task_view(recipe, TaskRef(name=task.name, domains_include=[target])),
+                                         max_examples_per_task=None, seed=recipe.subset_seed)
+        for needed in dict.fromkeys([eval_split, split]):
             try:
-                own.examples(ref.name, needed)
+                own[target].examples(task.name, needed)
             except ConfigError as exc:
                 raise ConfigError(f"key 'targets': domain {target!r} of task '{task.name}' has no rows in split "
                                   f"'{needed}' (its student is selected on data.eval_split and scored on "
                                   f"report_split); give it {needed} rows, or leave it out of targets") from exc
-    return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
+    unlabelled = [target for target in targets if not own[target].labelled_rows(task.name, split)]
+    if unlabelled and split != eval_split:
+        where = f"domain{'s' if len(unlabelled) > 1 else ''} {', '.join(repr(t) for t in unlabelled)}"
+        if given is not None:
+            raise ConfigError(f"key 'report_split': task '{task.name}' split '{split}' has no labelled rows in target "
+                              f"{where}, and the report scores each target on its report_split rows against their "
+                              f"labels; set report_split: {eval_split} (data.eval_split), give those rows labels, or "
+                              "leave such domains out of targets")
+        print_note(f"report_split not set and task '{task.name}' split 'test' has no labelled rows in target {where} "
+                   f"(a split without labels cannot be scored): the scores are on data.eval_split ('{eval_split}'), "
+                   f"which also selects the students; give the test rows labels, or set report_split: {eval_split}")
+        split = eval_split
+    for target in targets:
+        if not own[target].labelled_rows(task.name, eval_split):
+            raise ConfigError(f"key 'data.eval_split': task '{task.name}' split '{eval_split}' has no labelled rows "
+                              f"in target domain '{target}', which selects its student (and "
+                              f"{'is' if split == eval_split else 'is not'} the report split); give those rows "
+                              "labels, or leave the domain out of targets")
+    return split
 
 
 def note_replaced_fractions(recipe: MetaKDRecipe, plan: Plan) -> None:
@@ -288,6 +324,36 @@ def _domain_counts(store, task) -> dict[str, int]:
     for name in column:
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def _check_labelled(data: DataConfig, recipe: MetaKDRecipe, task: Task, targets: tuple[str, ...]) -> None:
+    """Refuse training rows without a label (-1; docs/data.md keeps them for other recipes) in ``data``, a view
+    whose rows' gold classes a stage reads: class prototypes group every row by it, and a target's expertise weights
+    read p_T(y_i | x_i) (else stage 0 failed, or the weights stage after the meta-teacher had trained)."""
+    store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
+    rows = store.examples(task.name, "train").with_format("arrow")
+    missing = np.flatnonzero(rows["label"].to_numpy() < 0)
+    if not len(missing):
+        return
+    first = int(missing[0])
+    domain = rows["domain"][first].as_py()
+    if recipe.prototypes.mode == "class":
+        why = "Meta-KD's class prototypes (prototypes.mode: class) and expertise weights need every row's gold class"
+        fix = "label those rows, or drop them from the training data"
+        if not set(rows["domain"].take(missing).to_pylist()) & set(targets):
+            fix += " (or use prototypes.mode: domain: then only the target domains' rows need labels)"
+    else:
+        why = ("Meta-KD's expertise weights need the gold class of every training row of a target domain "
+               "(p_T(y_i | x_i))")
+        fix = "label those rows, drop them from the training data, or leave the domain out of targets"
+    files = store.tasks[task.name].split_files("train")
+    source = next((f for d, f in files if d in (None, domain)), None)
+    path = None
+    if source is not None and source.format != "hf_hub":
+        path = Path(source.path) if Path(source.path).is_absolute() else store.data_root / source.path
+    raise DataError(f"task '{task.name}' split 'train' has {len(missing)} row{'s' if len(missing) > 1 else ''} "
+                    f"without a label (first: row '{rows['id'][first].as_py()}', domain '{domain}'); {why}: {fix}",
+                    path=path)
 
 
 def _check_classes(data: DataConfig, recipe: MetaKDRecipe, task) -> None:
