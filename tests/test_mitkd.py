@@ -299,3 +299,18 @@ def test_per_task_fine_tune_terms_reach_their_own_fine_tune_and_a_typo_is_refuse
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 2 and "key 'finetune.objective.tasks': ['sst'] are not tasks of this run" in output, output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_text_task_among_the_teachers_tasks_is_refused_when_the_recipe_loads(tiny_run, tmp_path):
+    """data.tasks are the teachers' (labelled) tasks: a text task there passed the dry run and failed in the first
+    teacher stage, naming a key the recipe has not (objective.tasks.<task>)."""
+    from multidistill.errors import ConfigError
+    from multidistill.recipes import load_recipe
+
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    (Path(recipe["data"]["data_root"]) / "corp2.txt").write_text("a first line\nand a second one\n")
+    recipe["data"]["task_specs"].append({"name": "corp2", "type": "text",
+                                         "files": {"train": {"path": "corp2.txt", "format": "txt"}}})
+    recipe["data"]["tasks"] = [*recipe["data"]["tasks"], "corp2"]
+    with pytest.raises(ConfigError, match=r"key 'data.tasks'.*task 'corp2' is a text task.*MITKD's corpus"):
+        load_recipe(write(recipe, tmp_path))

@@ -712,6 +712,16 @@ def test_cache_of_an_older_reader_is_rebuilt(tmp_path: Path) -> None:
     assert len(split_cache.open_split_cache(_cache(tmp_path), make_task("a.tsv"))) == 50
 
 
+def test_a_cache_of_reader_3_is_not_trusted(tmp_path: Path) -> None:
+    """Reader 3 read an ambiguous HF int label as a position, where 4 refuses it: its caches are read again."""
+    assert split_cache.CACHE_VERSION >= 4
+    folder = _cache(tmp_path)
+    meta = json.loads((folder / split_cache.EXAMPLES_META).read_text())
+    (folder / split_cache.EXAMPLES_META).write_text(json.dumps({**meta, "format_version": 3}))
+    (folder / split_cache.EXAMPLES_FILE).write_bytes(b"not arrow")  # never opened: version 3 is not trusted
+    assert len(split_cache.open_split_cache(_cache(tmp_path), make_task("a.tsv"))) == 50
+
+
 def test_damaged_example_cache_read_is_a_data_error(tmp_path: Path) -> None:
     folder = _cache(tmp_path)
     arrow = folder / split_cache.EXAMPLES_FILE

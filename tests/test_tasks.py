@@ -125,7 +125,17 @@ def test_labels_no_row_could_have_are_refused(labels: list[str], message: str) -
     """Data cells are stripped before they are matched: such a label never matched, and the error blamed the
     data's first line instead of the spec."""
     with pytest.raises(ValidationError, match=message):
-        Task(name="t", labels=labels)
+        Task(name="t", labels=labels, files={"train": pair_file(None)})
+
+
+def test_spaced_labels_of_an_hf_dataset_read_as_they_are() -> None:
+    """A ClassLabel's names (and integer positions) are not stripped: a spaced label can match them, so only an
+    empty label is refused for a task read from HF datasets alone (and a saved model's spec, with no files)."""
+    hf = DataFile(path="d", format="hf_disk", columns=Columns(text_a="a", label="y"))
+    assert Task(name="t", labels=["very bad ", "good"], files={"train": hf}).labels[0] == "very bad "
+    assert Task(name="t", labels=["very bad ", "good"]).labels[0] == "very bad "
+    with pytest.raises(ValidationError, match="an empty label"):
+        Task(name="t", labels=["", "good"], files={"train": hf})
 
 
 def test_labels_with_inner_spaces_are_valid() -> None:

@@ -24,7 +24,9 @@ EXAMPLES_FILE = "examples.arrow"
 EXAMPLES_META = "examples.json"
 # 2: ClassLabel names, -1 scores and stricter text (surrogates, CR ends, scores): rows read by 1 may be wrong.
 # 3: a NaN domain cell is no domain (2 named it 'nan'), and a row without one among rows with one is refused.
-CACHE_VERSION = 3
+# 4: a plain int label of an HF dataset whose task labels are integers at other positions is refused as
+#    ambiguous (3 read it as a position, silently): a cache made by 3 must not keep that reading.
+CACHE_VERSION = 4
 
 
 def open_split_cache(folder: str | Path, task: Task) -> datasets.Dataset:

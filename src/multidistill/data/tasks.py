@@ -191,15 +191,24 @@ class Task(BaseModel):
 
     def _check_label_names(self) -> None:
         """Data cells are stripped before they are matched against the labels, and an empty cell is a missing
-        label: a label with spaces around it, or an empty one, could never be any row's."""
+        label: a label with spaces around it (in a task read from text files), or an empty one, could never be any
+        row's."""
         for i, label in enumerate(self.labels):
             if not label.strip():
                 raise ValueError(f"task '{self.name}': labels.{i} is {label!r}, an empty label; an empty label cell "
                                  "is a missing label, so no row could have it; give the class a name")
-            if label != label.strip():
+            if label != label.strip() and self._reads_text_cells():
                 raise ValueError(f"task '{self.name}': labels.{i} is {label!r}, with white space around it; label "
                                  "cells are stripped before they are matched, so no row could have it; write "
                                  f"{label.strip()!r} (a ClassLabel name with spaces is mapped by int_label_names)")
+
+    def _reads_text_cells(self) -> bool:
+        """Whether some file of the task holds labels as text cells (stripped when read); an HF dataset's ClassLabel
+        names and integer positions are read as they are, so a label with spaces around it can match them. A spec
+        with no files (a saved model's) is not checked: the files it was read from did match."""
+        files = [f for split_files in ([self.files] if self.files else []) + list((self.domain_files or {}).values())
+                 for f in split_files.values()]
+        return any(f.format not in ("hf_disk", "hf_hub") for f in files)
 
     def _check_metrics(self) -> None:
         """Metrics the task's type can be scored with (evaluation.metrics computes them), known before training."""

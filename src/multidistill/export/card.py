@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN, at_baseline
 from multidistill.evaluation.retention import retention
 from multidistill.utils.atomic import atomic_file
+from multidistill.utils.markdown import table_cell
 
 CARD_FILE = "README.md"
 # The folder a card describes: a multidistill model folder, a stock Hugging Face classifier (one task), a plain
@@ -99,11 +100,6 @@ class CardRecord:
 # ------------------------------------------------------------------------------------------------ table cells
 
 
-def _cell(text: object) -> str:
-    r"""User-given text (a label, a task or domain name, a path) as one markdown table cell: a ``|`` would end the
-    cell, so it is escaped as ``\|`` (which GFM reads as ``|``, inside code spans too), and a line break, which
-    would end the row, becomes a space."""
-    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 def _code(text: str) -> str:
@@ -269,7 +265,7 @@ def _model_section(record: CardRecord) -> str:
         else:
             rows.append(("objective", "; ".join(f"{t}: {' + '.join(v)}" for t, v in record.objective.items())))
     lines = ["## Model", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {_cell(value)} |" for name, value in rows if value is not None]
+    lines += [f"| {name} | {table_cell(value)} |" for name, value in rows if value is not None]
     return "\n".join(lines)
 
 
@@ -280,7 +276,7 @@ def _data_section(record: CardRecord) -> str:
              "|---|---|---|---|---|---|"]
     for task in record.tasks:
         rows = str(task.train_examples) if task.train_examples is not None else "-"
-        lines.append(f"| {_cell(task.name)} | {task.type} | {_cell(_labels(task.labels))} | "
+        lines.append(f"| {table_cell(task.name)} | {task.type} | {table_cell(_labels(task.labels))} | "
                      f"{'yes' if task.pair else 'no'} | {rows} | "
                      f"{', '.join(task.metrics) or '-'} |")
     lines += ["", _data_source(record)]
@@ -323,7 +319,7 @@ def _score_row(task: TaskInfo, metric: str, value: float | None, baseline: Mappi
     mark = ""
     if baseline is not None and task.metrics and metric == task.metrics[0] and at_baseline(value, baseline["main"]):
         mark = f" {AT_BASELINE_MARK}"
-    return f"| {_cell(task.name)} | {metric} | {_num(value)}{mark} |"
+    return f"| {table_cell(task.name)} | {metric} | {_num(value)}{mark} |"
 
 
 def _scores_section(record: CardRecord) -> str:
@@ -422,12 +418,12 @@ def _domains_section(record: CardRecord) -> str:
         main_metric = task.metrics[0] if task.metrics else None
         for domain, scores in domains.get(task.name, {}).items():
             for metric, value in scores.items():
-                row = f"| {_cell(task.name)} | {_cell(domain)} | {metric} | {_num(value)} |"
+                row = f"| {table_cell(task.name)} | {table_cell(domain)} | {metric} | {_num(value)} |"
                 if with_teacher:
                     theirs = teacher_domain_score(record, task.name, domain, metric)
                     row += _teacher_cells(value, theirs, metric == main_metric)
                 lines.append(row)
-        lines += [f"| {_cell(task.name)} | mean over domains | {metric} | {_num(value)} |"
+        lines += [f"| {table_cell(task.name)} | mean over domains | {metric} | {_num(value)} |"
                   + (" | |" if with_teacher else "") for metric, value in means.get(task.name, {}).items()]
     if not lines:
         return ""
@@ -500,7 +496,7 @@ def _onnx_check(export: Mapping) -> str:
         result = "FAILED: graph removed" if precision in failures else "passed"
         for task, n in tasks.items():
             agreement = n.get("agreement")
-            lines.append(f"| {precision} | {_cell(task)} | {n['examples']} | {n['max_abs_diff']:.1e} | "
+            lines.append(f"| {precision} | {table_cell(task)} | {n['examples']} | {n['max_abs_diff']:.1e} | "
                          f"{'-' if agreement is None else f'{agreement:.1%}'} | {n['metric']} | "
                          f"{_num(n['metric_torch'])} | {_num(n['metric_onnx'])} | {result} |")
     for precision, reasons in failures.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from multidistill.errors import DataError
 from multidistill.evaluation.baseline import AT_BASELINE_MARK
@@ -32,6 +31,7 @@ from multidistill.report.inputs import (
 )
 from multidistill.report.stage_names import stage_families, without_seed
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.markdown import table_cell
 
 REPORT_DIR = "report"
 OS_JUNK = {".ds_store", "thumbs.db", "desktop.ini"}  # files a file browser drops in any folder it shows
@@ -53,9 +53,6 @@ def stage_time_rows(seconds: dict[str, float]) -> list[tuple[str, int, float]]:
     return sorted(rows, key=lambda row: -row[2])
 
 
-def _cell(text: Any) -> str:
-    # A '|' inside a name would split the Markdown table cell.
-    return str(text).replace("|", "\\|")
 
 
 def fmt_score(value: float | None) -> str:
@@ -115,7 +112,7 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]
     """A Markdown table; the first ``left`` columns are left-aligned, the rest (numbers) right-aligned."""
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(table_cell(c) for c in row) + " |" for row in rows]
     return lines
 
 
@@ -427,7 +424,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
                     "These runtimes' exports failed their parity check and were not measured for speed; the other "
                     "rows were. The int8 rule: the main-metric drop on the checked dev rows must not exceed the "
                     "larger of the tolerance and twice the drop's paired standard error (docs/export.md).", "",
-                    *(f"- {_cell(reason)}" for reason in failures), ""]
+                    *(f"- {table_cell(reason)}" for reason in failures), ""]
         if figures.get("speed"):
             out += [f"![Score vs latency and throughput]({figures['speed'].name})", ""]
             if unscored:

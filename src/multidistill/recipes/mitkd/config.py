@@ -71,6 +71,7 @@ class MITKDRecipe(RecipeBase):
     # Its plan compares each arm's online teachers' tokenizers with the student's (`plan._check_tokenizers`: the
     # plain arm's teacher is baseline.encoder), which preflight's one-teacher check would get wrong.
     checks_own_tokenizers: ClassVar[bool] = True
+    labelled_tasks_only: ClassVar[bool] = True  # data.tasks are the teachers' tasks; unlabelled text is `corpus`
     # RecipeBase's, said for MITKD: the general distillation reads the corpus, which corpus.max_examples caps.
     max_examples_per_task: int | None = Field(None, gt=0, description="Seeded cap on training examples per "
                                               "labelled task (the teachers', their soft targets' and the "
