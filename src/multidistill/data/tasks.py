@@ -120,8 +120,8 @@ class Task(BaseModel):
     type: TaskType = Field("classification", description="classification, regression, or text (an "
                           "unlabelled corpus for general distillation).")
     labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
-                              "in head-output order (classification only); not empty, and no white space around them for "
-                              "text files (their cells are stripped before they are matched).")
+                              "in head-output order (classification only); not empty, and no white space around "
+                              "them for text files (their cells are stripped before they are matched).")
     pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
                                description="Metrics to report; the first one is the task's main score. "
