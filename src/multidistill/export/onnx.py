@@ -416,7 +416,8 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
             "source_fingerprint": teacher_fingerprint(model_dir),
             "model_kind": "bilstm" if isinstance(model, BiLSTMModel) else "multitask",
             "tasks": [task.model_dump(mode="json") for task in model.tasks.values()],
-            "max_length": model.max_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
+            # the length its tokenizer truncates at, which `predict` over the export reads
+            "max_length": model.inference_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
             "variant": variant,
         }
         for precision, name in files.items():
