@@ -559,3 +559,30 @@ def test_a_dry_run_of_mkd_with_given_teachers_plans_every_stage(tiny_run, tmp_pa
     assert code == 0 and "transfer │ run" in flat and "signals │ run" in flat and "student │ run" in flat, output
     assert "Error" not in flat and "stage.json" not in flat and "every stage checked" in flat, output
     assert not Path(recipe["output_dir"]).exists()
+
+
+@pytest.mark.parametrize("lengths", [(16, 16), (16, 24)])
+def test_the_signals_stage_records_the_teachers_lengths_only_where_they_differ(lengths, tiny_run, tmp_path, monkeypatch,
+                                                                               capsys):
+    """Each teacher's rows are cut at its own length; a store made before that cut them at the first one's, so a
+    stage over teachers of other lengths records them (and an old one is made again, not reused); teachers of one
+    length keep the fingerprint they had."""
+    from multidistill.data.tasks import Task
+    from multidistill.models import MultiTaskModel
+    from multidistill.models.backbone import load_tokenizer
+
+    raw, _ = tiny_run
+    tasks = [Task.model_validate(spec) for spec in raw["data"]["task_specs"]]
+    folders = []
+    for i, length in enumerate(lengths):
+        folder = tmp_path / f"teacher-{i}"
+        MultiTaskModel.from_backbone(raw["model"]["name_or_path"], tasks, max_length=length).save_pretrained(
+            folder, tokenizer=load_tokenizer(raw["model"]["name_or_path"]))
+        folders.append(str(folder))
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["teacher"] = {"model_dirs": folders}
+    recipe["student"]["train"] = {**TINY_TRAIN, "epochs": 0.5}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 0, output
+    config = json.loads((Path(recipe["output_dir"]) / "signals" / STAGE_MANIFEST).read_text())["config"]
+    assert config.get("teacher_lengths") == (None if lengths[0] == lengths[1] else list(lengths))

@@ -195,6 +195,12 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
     splits = ("train", data.eval_split) if with_eval_split else ("train",)
     config_payload = {"data": settings_payload(data), "max_examples": max_examples, "splits": list(splits),
                       "bf16": recipe.signals.bf16}
+    lengths = [_training_length(folder) for folder in teacher_dirs]
+    if None not in lengths and len(set(lengths)) > 1:
+        # Each teacher reads its rows cut at its own length (`build_signal_store`; a store made before that cut
+        # them all at the first one's). Recorded only when they differ, so stores of one length keep their
+        # fingerprints; teachers a run trains (not there yet in its check pass) share one config, one length.
+        config_payload["teacher_lengths"] = lengths
 
     def work(folder: Path, resume: bool) -> dict:
         accelerator = accelerator_for("bf16" if recipe.signals.bf16 else "no")
@@ -206,6 +212,15 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
     return runner.run(name, config_payload, inputs, work,
                       rerun="keeps the signal shards already written and labels the rest",
                       data=data_fingerprints(data, splits, max_examples, run_dir=runner.root))
+
+
+def _training_length(folder: Path) -> int | None:
+    """The length a teacher folder's rows are cut at (its recorded training length, 128 without one, as
+    `build_signal_store` reads it); None while the folder holds no model yet."""
+    try:
+        return read_model_config(Path(folder)).get("max_length") or 128
+    except ModelError:
+        return None
 
 
 def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:
