@@ -224,3 +224,12 @@ def test_a_task_name_with_a_dot_is_refused_when_the_spec_loads() -> None:
     with pytest.raises(ValidationError, match=r"'sst\.v2' holds a '\.'.*'sst_v2'"):
         Task(name="sst.v2", labels=["neg", "pos"])
     assert Task(name="sst_v2-1", labels=["neg", "pos"]).name == "sst_v2-1"
+
+
+@pytest.mark.parametrize("key", ["int_labels", "int_label_names"])
+def test_int_label_settings_of_a_score_are_refused(key: str) -> None:
+    """A regression task reads its label column as scores: a mapping of class indices would be ignored."""
+    value = "values" if key == "int_labels" else ["a", "b"]
+    hf = DataFile(path="d", format="hf_disk", columns=Columns(text_a="a", label="y"), **{key: value})
+    with pytest.raises(ValidationError, match=rf"files.train.{key} is for class labels only; remove it"):
+        Task(name="s", type="regression", metrics=["pearson"], files={"train": hf})

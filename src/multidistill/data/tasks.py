@@ -185,8 +185,9 @@ class Task(BaseModel):
             if data_file.no_label_value is not None and self.type != "regression":
                 raise ValueError(f"task '{self.name}': {where}.no_label_value is for regression scores only; "
                                  "remove it")
-            if data_file.int_labels is not None and self.type != "classification":
-                raise ValueError(f"task '{self.name}': {where}.int_labels is for class labels only; remove it")
+            for key in ("int_labels", "int_label_names"):  # they map class indices: a score would ignore them
+                if getattr(data_file, key) is not None and self.type != "classification":
+                    raise ValueError(f"task '{self.name}': {where}.{key} is for class labels only; remove it")
         return self
 
     def _check_label_names(self) -> None:
