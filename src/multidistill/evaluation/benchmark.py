@@ -290,7 +290,7 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
 
         tokenizer = load_tokenizer(str(folder))
         pad = pad_id(tokenizer)
-        length = max_length or model.max_length or 128
+        length = max_length or model.max_length or model.DEFAULT_INFERENCE_LENGTH
         data_config = model_data(folder, model, tasks, data_root, cache_dir)
         data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)
         if max_eval_examples is not None:

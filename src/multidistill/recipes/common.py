@@ -27,7 +27,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
 from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.metrics import average_score, compute_metrics
-from multidistill.models.multitask import read_model_config
+from multidistill.models.multitask import SavedModel, read_model_config
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, print_note, settings_payload, stage_fingerprint
 from multidistill.teachers.fingerprint import teacher_fingerprint
@@ -218,7 +218,7 @@ def _training_length(folder: Path) -> int | None:
     """The length a teacher folder's rows are cut at (its recorded training length, 128 without one, as
     `build_signal_store` reads it); None while the folder holds no model yet."""
     try:
-        return read_model_config(Path(folder)).get("max_length") or 128
+        return read_model_config(Path(folder)).get("max_length") or SavedModel.DEFAULT_INFERENCE_LENGTH
     except ModelError:
         return None
 

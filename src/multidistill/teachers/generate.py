@@ -177,8 +177,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         if missing:
             raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
     # Each teacher reads rows truncated at its own training length, unless one length is given for all.
-    lengths = [(t.max_length or 128) if max_length is None else max_length  # 0 is refused, not "unset"
-               for t in teachers]
+    lengths = [(t.max_length or t.DEFAULT_INFERENCE_LENGTH) if max_length is None  # 0 is refused, not "unset"
+               else max_length for t in teachers]
     for teacher, tokenizer, teacher_length in zip(teachers, tokenizers, lengths, strict=True):
         check_min_length(tokenizer, teacher_length, [teacher.tasks[name] for name in data.task_names])
     length = _recorded_length(lengths)  # what the fingerprint and manifest record

@@ -11,6 +11,7 @@ import numpy as np
 
 from multidistill.config import DataConfig, DomainHoldout, TaskRef
 from multidistill.data.prepare import open_example_store
+from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.losses.registry import build_loss
@@ -172,15 +173,17 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                                   f"{train_rows[target]} training rows leave a fold empty; use at most "
                                   f"{train_rows[target]}")
     if recipe.prototypes.mode == "class":  # the prototype stages group every row of their view by its class
-        union = [union_data(recipe, t) for t in targets] if recipe.data.fraction < 1 else [union_data(recipe)]
-        for view in union:
-            _check_labelled(view, recipe, task, targets)
-        views = [*union, *(union_data(recipe, t, fold=k) for t in targets for k in range(folds or 0))]
-        for view in views:
-            _check_classes(view, recipe, task)
+        # Each view opened once for both checks; at fraction 1 the prototypes' view is the union `store` above.
+        union = ([_train_store(union_data(recipe, t), recipe) for t in targets] if recipe.data.fraction < 1
+                 else [store])
+        for view_store in union:
+            _check_labelled(view_store, recipe, task, targets)
+        folded = (_train_store(union_data(recipe, t, fold=k), recipe) for t in targets for k in range(folds or 0))
+        for view_store in (*union, *folded):
+            _check_classes(view_store, task)
     else:  # domain prototypes read no label; a target's expertise weights read each of its rows' gold class
         for target in targets:
-            _check_labelled(target_data(recipe, target), recipe, task, targets)
+            _check_labelled(_train_store(target_data(recipe, target), recipe), recipe, task, targets)
     _check_given_teachers(recipe, task)
     if recipe.student.model.architecture == "hf":  # stage A runs the meta-teacher online on the student's tokens
         check_teacher_positions(teacher_sources(recipe), recipe.student.model.max_seq_length,
@@ -326,11 +329,17 @@ def _domain_counts(store, task) -> dict[str, int]:
     return counts
 
 
-def _check_labelled(data: DataConfig, recipe: MetaKDRecipe, task: Task, targets: tuple[str, ...]) -> None:
-    """Refuse training rows without a label (-1; docs/data.md keeps them for other recipes) in ``data``, a view
+def _train_store(data: DataConfig, recipe: MetaKDRecipe) -> ExampleStore:
+    """The example store of a view the stages read (every split a stage reads it with), its training rows read."""
+    store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
+    store.validate(["train"])
+    return store
+
+
+def _check_labelled(store: ExampleStore, recipe: MetaKDRecipe, task: Task, targets: tuple[str, ...]) -> None:
+    """Refuse training rows without a label (-1; docs/data.md keeps them for other recipes) in ``store``'s view,
     whose rows' gold classes a stage reads: class prototypes group every row by it, and a target's expertise weights
     read p_T(y_i | x_i) (else stage 0 failed, or the weights stage after the meta-teacher had trained)."""
-    store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
     rows = store.examples(task.name, "train").with_format("arrow")
     missing = np.flatnonzero(rows["label"].to_numpy() < 0)
     if not len(missing):
@@ -356,11 +365,9 @@ def _check_labelled(data: DataConfig, recipe: MetaKDRecipe, task: Task, targets:
                     path=path)
 
 
-def _check_classes(data: DataConfig, recipe: MetaKDRecipe, task) -> None:
+def _check_classes(store: ExampleStore, task) -> None:
     """Class prototypes compare a row with the same class's centroids in the other domains: every domain needs
     rows of every class that has rows (checked here, before the prototype stage, so nothing is written)."""
-    store = open_example_store(data, max_examples_per_task=None, seed=recipe.subset_seed)
-    store.validate(["train"])
     rows = store.examples(task.name, "train").with_format("arrow")
     pairs = set(zip(rows["domain"].to_pylist(), rows["label"].to_pylist(), strict=True))
     domains = sorted({d for d, _ in pairs})

@@ -46,8 +46,8 @@ def domain_scores(model_folder: Path, data: DataConfig, batch_size: int) -> dict
     device = accelerator_for("no").device
     model = load_model(model_folder).to(device)
     tokenizer = load_tokenizer(str(model_folder))
-    prepared = prepare_data(data, tokenizer, model.max_length or 128, max_examples_per_task=None,
-                            seed=data.subset_seed, need_train=False)
+    prepared = prepare_data(data, tokenizer, model.max_length or model.DEFAULT_INFERENCE_LENGTH,
+                            max_examples_per_task=None, seed=data.subset_seed, need_train=False)
     result = evaluate(model, prepared.tasks, prepared.eval_sets, batch_size=batch_size,
                       pad_token_id=pad_id(tokenizer), device=device)
     return result.domains[data.tasks[0].name]
