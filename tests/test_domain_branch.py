@@ -210,3 +210,44 @@ def test_an_objective_trains_the_branch_of_a_real_model_and_online_teachers_give
     assert student.domain_branch.classifier.weight.grad.abs().sum() > 0
     assert student.domain_branch.embedding.weight.grad.abs().sum() > 0
     assert objective.terms["sent"][2].projection.weight.grad.abs().sum() > 0
+
+
+def test_a_run_refuses_a_branch_over_other_domains_than_the_tasks_before_writing(tiny_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    """`train-teacher` with model.domain_branch over three names (two-domain data) or other names trained (exit 0):
+    the first batch only checked the domain ids' range. Refused by key with both lists, nothing written; the task's
+    own list, in its order, trains. A branch that init_from keeps is held to the same rule, under its key."""
+    from tests.test_cli import run_cli
+    from tests.test_metakd import write_domain_task
+
+    raw, write = tiny_run
+    spec = write_domain_task(Path(raw["data"]["data_root"]))
+    adversarial = {"classification": [{"loss": "hard"}, {"loss": "domain_adversarial", "weight": 0.5}]}
+    base = {**raw, "data": {**raw["data"], "tasks": ["reviews"], "task_specs": [spec]}, "objective": adversarial,
+            "train": {**raw["train"], "epochs": 1}}
+
+    def run(model: dict, name: str) -> tuple[int, str, Path]:
+        out = tmp_path / name
+        code, output = run_cli(monkeypatch, capsys, "train-teacher",
+                               str(write({**base, "output_dir": str(out), "model": {**raw["model"], **model}})))
+        return code, " ".join(output.split()), out
+
+    for name, domains in (("more", ["books", "dvd", "music"]), ("other", ["books", "music"])):
+        code, said, out = run({"domain_branch": {"domains": domains}}, name)
+        assert code == 2, said
+        assert (f"key 'model.domain_branch.domains': domain_adversarial on task 'reviews' reads the model's domain "
+                f"branch, which is over {domains}, but the task's domains are ['books', 'dvd']") in said, said
+        assert "Traceback" not in said and not out.exists()
+    code, said, _ = run({"domain_branch": {"domains": ["dvd", "books"]}}, "order")
+    assert code == 2 and "key 'model.domain_branch.domains'" in said and "distinct and sorted" in said, said
+    code, said, out = run({}, "none")  # a term on a branch the model does not have failed at the first batch
+    assert code == 2 and "key 'objective': domain_adversarial on task 'reviews'" in said, said
+    assert not out.exists()
+    code, said, out = run({"domain_branch": {"domains": ["books", "dvd"]}}, "right")
+    assert code == 0, said
+    model = build_model(ModelConfig(name_or_path=raw["model"]["name_or_path"], domain_branch={"domains": DOMAINS}),
+                        [Task.model_validate(spec)])
+    model.save_pretrained(tmp_path / "saved", tokenizer=_tokenizer(Path(raw["model"]["name_or_path"])))
+    code, said, out = run({"init_from": str(tmp_path / "saved")}, "kept")
+    assert code == 2 and "key 'model.init_from': domain_adversarial on task 'reviews'" in said, said
+    assert not out.exists()

@@ -315,6 +315,9 @@ def test_baselines_and_the_data_scarce_setting(tiny_run, tmp_path, monkeypatch, 
         "reviews": 16 + 32 + 32}
     without = json.loads((root / "meta-teacher-without-books" / "metrics.json").read_text())
     assert without["train_examples"] == {"reviews": 64} and set(without["domains"]["reviews"]) == {"dvd", "music"}
+    # Its rows' domain ids index every domain of the task, so its domain branch is over all three.
+    branch = load_config(root / "meta-teacher-without-books" / "config.yaml").model.domain_branch
+    assert branch.domains == ["books", "dvd", "music"]
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == [
         "meta-teacher", "single-domain teachers", "mixed-domain teacher", "meta-teacher without target",
@@ -843,6 +846,58 @@ def test_a_domain_branch_the_user_set_is_left_out_of_the_baselines(tiny_run, tmp
                   "student-mixed-books"):
         assert load_config(root / stage / "config.yaml").model.domain_branch is None, stage
     assert load_config(root / "meta-teacher" / "config.yaml").model.domain_branch is not None
+
+
+@pytest.mark.parametrize(("section", "domains"), [
+    ("teacher", ["books", "dvd", "music"]),  # three names over two domains
+    ("student", ["books", "music"]),  # other names
+    ("teacher", ["dvd", "books"]),  # the task's names in another order
+])
+def test_a_domain_branch_over_other_domains_is_refused_before_any_stage_writes(tiny_run, tmp_path, monkeypatch,
+                                                                               capsys, section, domains):
+    """teacher.model's or student.model's domain_branch must be over exactly the task's domains, in their order:
+    three names over two domains, or other names, trained every stage (a dry run said every stage checked), the
+    stages checking only the domain ids' range. Refused by key, naming both lists, before any stage."""
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    recipe[section]["model"]["domain_branch"] = {"domains": domains}
+    for dry in (["--dry-run"], []):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
+        said = " ".join(output.split())
+        assert code == 2, said
+        assert f"key '{section}.model.domain_branch.domains'" in said, said
+        assert str(domains) in said and str(list(DOMAINS)) in said, said
+        assert "Traceback" not in said and not Path(recipe["output_dir"]).exists()
+
+
+def test_a_meta_teacher_without_the_target_has_a_branch_over_every_domain(tiny_run, tmp_path, monkeypatch, capsys):
+    """meta_without_target trains on the other domains, but its rows' domain ids still index every domain of the task
+    (Task.domains): its branch, and its student's, are over all of them, whether the recipe adds it (left out) or the
+    user gives it; a user's branch over the domains it trains on only is refused."""
+    from multidistill.recipes.metakd import stages
+
+    branches = {}
+    train_stage = stages.train_stage
+
+    def record(runner, name, **kwargs):
+        branch = kwargs["model"].domain_branch
+        branches[name] = branch.domains if branch else None
+        return train_stage(runner, name, **kwargs)
+
+    monkeypatch.setattr(stages, "train_stage", record)
+    every = ["books", "dvd", "music"]
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=tuple(every))
+    recipe.update(targets=["books"], baselines=["meta_without_target"])
+    for given in (None, every):
+        recipe["teacher"]["model"]["domain_branch"] = given and {"domains": given}
+        branches.clear()
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+        assert code == 0 and "every stage checked" in output, output
+        assert branches["meta-teacher-without-books"] == branches["intermediate-without-books"] == every, branches
+    recipe["teacher"]["model"]["domain_branch"] = {"domains": ["dvd", "music"]}
+    for dry in (["--dry-run"], []):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
+        assert code == 2 and "key 'teacher.model.domain_branch.domains': ['dvd', 'music']" in output, output
+        assert not Path(recipe["output_dir"]).exists()
 
 
 def write_unlabelled_hf_task(root: Path, unlabelled=DOMAINS) -> dict:

@@ -278,6 +278,32 @@ def test_feature_terms_in_the_fine_tune_objective_are_refused_before_any_stage(t
     assert not Path(recipe["output_dir"]).exists()
 
 
+def test_domain_branch_terms_in_the_fine_tune_objective_are_refused_before_any_stage(tiny_run, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """domain_adversarial reads the model's domain branch, which a fine-tune's model (the general student's encoder
+    with new heads) never has: a dry run said every stage checked, and a run trained the teachers and the general
+    student before the first fine-tune failed on its first batch, naming Task.domains. Refused by the recipe's key.
+    A branch on the general student, which distils on the corpus (no domains), is refused before any stage too."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["finetune"]["objective"] = {"classification": [{"loss": "hard"}, {"loss": "domain_adversarial"}],
+                                       "regression": [{"loss": "hard"}]}
+    for dry in (["--dry-run"], []):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
+        said = " ".join(output.split())
+        assert code == 2, said
+        assert ("key 'finetune.objective': domain_adversarial reads the model's domain branch (task(s) ['toy_sent']), "
+                "but a fine-tune's model is the general student's encoder with new task heads") in said, said
+        assert "Traceback" not in said and not Path(recipe["output_dir"]).exists()
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["student"]["model"]["domain_branch"] = {"domains": ["a", "b"]}
+    recipe["student"]["objective"].append({"loss": "domain_adversarial"})
+    for dry in (["--dry-run"], []):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
+        said = " ".join(output.split())
+        assert code == 2 and "stage 'general-mitkd': key 'objective': domain_adversarial on task 'corpus'" in said, said
+        assert "the task has no domains" in said and not Path(recipe["output_dir"]).exists()
+
+
 def test_per_task_fine_tune_terms_reach_their_own_fine_tune_and_a_typo_is_refused_up_front(
         tiny_run, tmp_path, monkeypatch, capsys):
     """finetune.objective.tasks naming several tasks: each fine-tune keeps its own task's entry (the whole objective

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -260,3 +261,32 @@ def test_reads_domain_branch_is_a_term_on_the_models_domain_outputs():
     assert not reads_domain_branch(ObjectiveConfig(classification=adversarial,
                                                    tasks={"sst2": [LossTerm(loss="hard")]}), ["sst2"])
     assert reads_domain_branch(ObjectiveConfig(tasks={"sst2": adversarial}), ["stsb", "sst2"])
+
+
+def test_a_domain_branch_read_by_a_term_must_be_over_the_tasks_domains():
+    """A batch's domain id k is its task's k-th domain: a branch over more, fewer or other names trained with ids that
+    meant other domains (only the ids' range was checked, at the first batch); refused with both lists. A task whose
+    terms do not read the branch is not compared."""
+    from multidistill.training.objective import check_domain_branch
+
+    amazon, sst2 = BUILTIN_TASKS["amazon"], BUILTIN_TASKS["sst2"]
+    domains = list(amazon.domains)
+    adversarial = ObjectiveConfig(classification=[LossTerm(loss="hard"), LossTerm(loss="domain_adversarial")])
+    check_domain_branch(adversarial, [amazon], domains)
+    for other in ([*domains, "music"], domains[:2], ["books", "dvd", "music"]):
+        with pytest.raises(ConfigError, match=rf"key 'model.domain_branch.domains': domain_adversarial on task "
+                                              rf"'amazon' reads the model's domain branch, which is over "
+                                              rf"{re.escape(str(other))}, but the task's domains are "
+                                              rf"{re.escape(str(domains))}"):
+            check_domain_branch(adversarial, [amazon], other)
+    with pytest.raises(ConfigError, match="key 'model.init_from': domain_adversarial"):
+        check_domain_branch(adversarial, [amazon], domains[:2], "model.init_from")
+    with pytest.raises(ConfigError, match=r"key 'objective': .*which the model does not have; add "
+                                          r"model.domain_branch over the task's domains"):
+        check_domain_branch(adversarial, [amazon], None)
+    with pytest.raises(ConfigError, match="key 'objective': domain_adversarial on task 'sst2' .* the task has no "
+                                          "domains"):
+        check_domain_branch(adversarial, [sst2], domains)
+    own = ObjectiveConfig(classification=[LossTerm(loss="hard")], tasks={"amazon": adversarial.classification})
+    check_domain_branch(own, [amazon, sst2], domains)  # sst2's terms do not read the branch
+    check_domain_branch(None, [amazon, sst2], None)

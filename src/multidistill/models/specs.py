@@ -28,7 +28,8 @@ class DomainBranchSpec(BaseModel):
 
     domains: list[str] = Field(
         min_length=2, description="The task's domain names, sorted, as `Task.domains`: domain id k (a batch's "
-        "`domain_ids`) is domains[k]. Sizes the domain embedding and the domain classifier (K outputs), and is "
+        "`domain_ids`) is domains[k], so another list (more, fewer or other names) is refused before training. "
+        "Sizes the domain embedding and the domain classifier (K outputs), and is "
         "saved with the model so that later stages can check their data's domains against it.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on v = tanh(tau) before the domain "
                            "classifier (the authors use the encoder's hidden dropout, 0.1).")

@@ -35,7 +35,7 @@ from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
 from multidistill.training.device import accelerator_for
 from multidistill.training.loop import BEST_MODEL
-from multidistill.training.objective import reads_inputs
+from multidistill.training.objective import check_domain_branch, reads_domain_branch, reads_inputs
 from multidistill.training.run import train_model
 
 
@@ -118,6 +118,22 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
         run_config(runner.root / name)
     except ValidationError as exc:
         raise runner.refused(ConfigError(format_validation_error(exc, f"stage '{name}'"))) from None
+    # Likewise the run's domain-branch check, which needs the tasks' domains (a domain column's are read from the
+    # files): in the check pass only (a stage that runs checks again) and once per data (runner.memo), as a Meta-KD
+    # run has up to 22 such stages. A saved model's own branch (init_from) is checked when the stage loads it.
+    if runner.checking and reads_domain_branch(objective, data.task_names) \
+            and (model.init_from is None or model.domain_branch):
+        key = ("task domains", data.model_dump_json())
+        if key not in runner.memo:
+            store = open_example_store(data, max_examples_per_task=None, seed=0)  # (domain names need no seed)
+            for task in data.task_names:
+                store.domains(task)  # a domain column's names, read into store.tasks
+            runner.memo[key] = list(store.tasks.values())
+        try:
+            check_domain_branch(objective, runner.memo[key],
+                                model.domain_branch.domains if model.domain_branch else None)
+        except ConfigError as exc:
+            raise runner.refused(ConfigError(f"stage '{name}': {exc}")) from None
 
     def work(folder: Path, resume: bool) -> dict:
         result = train_model(run_config(folder), resume=resume)

@@ -282,6 +282,13 @@ class StageRunner:
         # pass stands in for it, which means "made again").
         self._made: dict[str, tuple[str, str | None]] = {}
         self._dry: list[PlannedStage] | None = None  # inside `dry_run`: what each stage met would do
+        # What a recipe's checks read once per run and several stages share (the tasks' domain names, by data).
+        self.memo: dict[object, object] = {}
+
+    @property
+    def checking(self) -> bool:
+        """True during a check pass (a dry run's included): the stages met now are checked, not run."""
+        return self._planned is not None
 
     @property
     def _planned(self) -> dict[Path, str] | None:

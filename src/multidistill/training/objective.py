@@ -16,13 +16,13 @@ losses (features are never averaged: a mean of relation or attention maps is not
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from multidistill.config import ObjectiveConfig
+from multidistill.config import LossTerm, ObjectiveConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.losses import build_loss
@@ -49,17 +49,48 @@ def reads_inputs(config: ObjectiveConfig, tasks: Mapping[str, Task], names: froz
                for task in tasks.values() for term in config.terms_for(task))
 
 
+def term_reads_domain_branch(term: LossTerm) -> bool:
+    """Whether ``term`` reads the model's own domain branch (a student-side `DOMAIN_FEATURES` output, as Meta-KD's
+    domain_adversarial and transferable_mse do)."""
+    return bool(set(getattr(LOSSES.get(term.loss), "student_features", ())) & set(DOMAIN_FEATURES))
+
+
 def reads_domain_branch(config: ObjectiveConfig | None, task_names: Iterable[str]) -> bool:
-    """Whether a term that ``config`` gives one of ``task_names`` reads the model's own domain branch (a student-side
-    `DOMAIN_FEATURES` output, as Meta-KD's domain_adversarial and transferable_mse do): without one, a model built
-    with `model.domain_branch` saves a branch that nothing trained. Checked with the config, where task types are
-    not known yet, so a task without terms of its own counts both type lists."""
+    """Whether a term that ``config`` gives one of ``task_names`` reads the model's own domain branch
+    (`term_reads_domain_branch`): without one, a model built with `model.domain_branch` saves a branch that nothing
+    trained. Checked with the config, where task types are not known yet, so a task without terms of its own counts
+    both type lists."""
     config = config or ObjectiveConfig()
     for name in task_names:
         terms = config.tasks.get(name) or [*config.classification, *config.regression]
-        if any(set(getattr(LOSSES.get(term.loss), "student_features", ())) & set(DOMAIN_FEATURES) for term in terms):
+        if any(term_reads_domain_branch(term) for term in terms):
             return True
     return False
+
+
+def check_domain_branch(config: ObjectiveConfig | None, tasks: Iterable[Task], domains: Sequence[str] | None,
+                        key: str = "model.domain_branch.domains") -> None:
+    """Refuse, before training, terms that read the model's domain branch on a task when the model has none
+    (``domains`` None), or has one over other domains than the task's `Task.domains` (``key`` names them). A batch's
+    domain id k is its task's k-th domain and indexes the branch's embedding and classifier; the first batch only
+    checked the ids' range, so a branch over more, fewer or other names trained with ids that meant other domains."""
+    config = config or ObjectiveConfig()
+    for task in tasks:
+        losses = sorted({term.loss for term in config.terms_for(task) if term_reads_domain_branch(term)})
+        if not losses:
+            continue
+        reads = f"{', '.join(losses)} on task '{task.name}' read{'s' * (len(losses) == 1)} the model's domain branch"
+        if not task.domains:
+            raise ConfigError(f"key 'objective': {reads} with the batches' domain ids, but the task has no domains "
+                              "(Task.domains); drop those terms, or give the task domains (domain_files, or a mapped "
+                              "columns.domain)")
+        if domains is None:
+            raise ConfigError(f"key 'objective': {reads}, which the model does not have; add model.domain_branch "
+                              f"over the task's domains ({{domains: {list(task.domains)}}}), or drop those terms")
+        if list(domains) != list(task.domains):
+            raise ConfigError(f"key '{key}': {reads}, which is over {list(domains)}, but the task's domains are "
+                              f"{list(task.domains)}; a batch's domain id k is the task's k-th domain, so the branch "
+                              "must be over exactly those, in that order")
 
 
 def objective_for_tasks(config: ObjectiveConfig | None, tasks: Iterable[str], run_tasks: Iterable[str],

@@ -128,8 +128,8 @@ def prototype_length(recipe: MetaKDRecipe) -> int:
 def check_inputs(recipe: MetaKDRecipe) -> Plan:
     """Everything the stages read, checked before the first stage writes: a task with domains and labels, the
     targets, each domain's training rows after the fraction (each labelled where a stage reads its class, and of
-    every class, for class prototypes), a given meta-teacher's domain branch, what the baselines need, and labelled
-    rows in each target's eval and report splits."""
+    every class, for class prototypes), a given meta-teacher's domain branch and a configured one's domains, what the
+    baselines need, and labelled rows in each target's eval and report splits."""
     ref = recipe.data.tasks[0]
     store = open_example_store(union_data(recipe), max_examples_per_task=None, seed=recipe.subset_seed)
     store.validate(["train"])
@@ -185,6 +185,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         for target in targets:
             _check_labelled(_train_store(target_data(recipe, target), recipe), recipe, task, targets)
     _check_given_teachers(recipe, task)
+    _check_domain_branches(recipe, task)
     if recipe.student.model.architecture == "hf":  # stage A runs the meta-teacher online on the student's tokens
         check_teacher_positions(teacher_sources(recipe), recipe.student.model.max_seq_length,
                                 "student.model.max_seq_length", recipe.student.model.trust_remote_code)
@@ -384,6 +385,21 @@ def _closest(name: str, known: tuple[str, ...]) -> str:
     """`` ; did you mean 'x'?`` with the known name that differs only in case, else the closest one, if any."""
     close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_domain_branches(recipe: MetaKDRecipe, task: Task) -> None:
+    """A domain branch given in teacher.model (the meta-teachers') or student.model (stage A's) must be over exactly
+    the task's domains, in their order: a batch's domain id k is the task's k-th domain, and the stages only checked
+    the ids' range, so three names over two domains, or other names, trained silently. Left out, the recipe adds one
+    over the task's domains (also to a meta-teacher without the target: its rows' ids still index them all)."""
+    for section in ("teacher", "student"):
+        model = getattr(recipe, section).model
+        branch = model.domain_branch if model is not None else None
+        if branch is not None and branch.domains != list(task.domains):
+            raise ConfigError(f"key '{section}.model.domain_branch.domains': {branch.domains}, but task "
+                              f"'{task.name}' has domains {list(task.domains)}; a batch's domain id k is the task's "
+                              "k-th domain, so list exactly those, in that order, or leave domain_branch out (the "
+                              "recipe adds one over the task's domains)")
 
 
 def _check_given_teachers(recipe: MetaKDRecipe, task: Task) -> None:

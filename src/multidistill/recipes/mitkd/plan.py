@@ -19,6 +19,7 @@ from multidistill.training.objective import (
     objective_for_tasks,
     reads_inputs,
     refuse_head_losses,
+    term_reads_domain_branch,
 )
 from multidistill.utils.hashing import hash_tokenizer
 
@@ -35,8 +36,8 @@ def finetune_data(recipe: MITKDRecipe) -> DataConfig:
 def check_inputs(recipe: MITKDRecipe) -> None:
     """Everything the later stages read, checked before the first stage writes: the corpus (its files, text
     task, feature-only objective), given teachers' heads, the fine-tune tasks (labelled, and an objective without
-    feature terms), data for one optimizer step per stage, and the online teachers' tokenizers and positions
-    against the general student's."""
+    feature or domain-branch terms), data for one optimizer step per stage, and the online teachers' tokenizers
+    and positions against the general student's."""
     if recipe.student.train.select == "best_metric":
         raise ConfigError("key 'student.train.select': the general distillation has no labelled dev data, so "
                           "best_metric has nothing to compare; use lowest_loss (default) or last")
@@ -85,6 +86,7 @@ def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
             raise ConfigError(f"key '{key}': task '{name}' is a {task.type} task (unlabelled, as the corpus is); a "
                               "fine-tune needs labels: list labelled tasks")
     _refuse_finetune_features(recipe, store.tasks)
+    _refuse_finetune_branch_terms(recipe, store.tasks)
     unseen = [name for name, task in store.tasks.items() if name not in recipe.data.task_names
               and reads_inputs(recipe.finetune.objective, {name: task}, TEACHER_LOGIT_INPUTS)]
     if unseen:
@@ -116,6 +118,22 @@ def _refuse_finetune_features(recipe: MITKDRecipe, tasks: dict) -> None:
                           "targets (soft_ce, score_mse, ...), a store of their logits, so there are no teacher "
                           "features to compare. Features are distilled in the general distillation "
                           "(student.objective); drop these terms from finetune.objective")
+
+
+def _refuse_finetune_branch_terms(recipe: MITKDRecipe, tasks: dict) -> None:
+    """Terms on a domain branch (domain_adversarial; transferable_mse is refused above, as a feature term) read the
+    student's own branch, but a fine-tune's model is the general student's encoder with new task heads, which has
+    none: such a term failed on the first fine-tune's first batch, after the teachers and the general distillation
+    had trained, and a dry run passed. Refused here, by the recipe's key."""
+    found = {(task.name, term.loss) for task in tasks.values() for term in recipe.finetune.objective.terms_for(task)
+             if term_reads_domain_branch(term)}
+    if found:
+        losses = sorted({loss for _, loss in found})
+        names = sorted({name for name, _ in found})
+        raise ConfigError(f"key 'finetune.objective': {', '.join(losses)} {'reads' if len(losses) == 1 else 'read'} "
+                          f"the model's domain branch (task(s) {names}), but a fine-tune's model is the general "
+                          "student's encoder with new task heads, which has no domain branch (Meta-KD's, recipe "
+                          "metakd); drop these terms from finetune.objective")
 
 
 def note_unread_settings(recipe: MITKDRecipe) -> None:
