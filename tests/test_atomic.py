@@ -125,3 +125,96 @@ def test_an_output_path_holding_a_pipe_a_device_or_a_link_is_refused_and_left_al
 
     with pytest.raises(OutputError, match="/dev/null is a character device"):
         refuse_special_file(Path("/dev/null"))
+
+
+def test_a_write_that_fails_takes_back_the_folders_it_made(tmp_path):
+    """A failed write leaves no empty folders above it (a dry run refused for a missing data file left
+    `.cache/multidistill/examples/<task>/train/`); folders that were there, or that hold something, stay."""
+    from multidistill.utils.lock import hold_lock
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "other").write_text("kept")
+    target = cache / "examples" / "sst2" / "train" / "key"
+    with pytest.raises(RuntimeError), atomic_dir(target):
+        raise RuntimeError("the data file is missing")
+    with pytest.raises(RuntimeError), atomic_file(target / "meta.json"):
+        raise RuntimeError("the data file is missing")
+    assert sorted(p.name for p in cache.iterdir()) == ["other"]
+
+    (cache / "examples" / "sst2").mkdir(parents=True)
+    (cache / "examples" / "sst2" / "dev").mkdir()  # another split's: this write did not make it
+    with pytest.raises(RuntimeError), atomic_dir(target):
+        raise RuntimeError
+    assert [p.name for p in (cache / "examples" / "sst2").iterdir()] == ["dev"]
+
+    with atomic_dir(target) as tmp:
+        (tmp / "rows").write_text("1")
+    assert (target / "rows").is_file()
+
+    # A lock's parents go with a command that wrote nothing beside them, and stay under one that did.
+    with hold_lock(tmp_path / "runs" / "a" / "out", "output_dir"):
+        assert (tmp_path / "runs" / "a").is_dir()
+    assert not (tmp_path / "runs").exists()
+    with hold_lock(tmp_path / "runs" / "a" / "out", "output_dir"):
+        (tmp_path / "runs" / "a" / "out").mkdir()
+    assert [p.name for p in (tmp_path / "runs" / "a").iterdir()] == ["out"]
+
+
+def test_a_dry_run_refused_for_a_missing_data_file_leaves_no_cache_folders(tiny_run, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+    from tests.test_recipes import tiny_recipe, write
+
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["data"] = {**recipe["data"], "data_root": str(tmp_path / "empty")}
+    (tmp_path / "empty").mkdir()
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+    assert code == 2 and "not found" in output, output
+    assert not Path(recipe["data"]["cache_dir"]).exists() and not Path(recipe["output_dir"]).exists()
+
+
+def test_a_writer_goes_on_when_a_failed_one_takes_back_the_folder_it_shares(tmp_path, monkeypatch):
+    """Writer A made the folder and fails after writer B found it there but before B's temporary entry: A's
+    cleanup removes the empty folder, and B makes it again rather than failing with FileNotFoundError."""
+    import threading
+
+    from multidistill.utils import atomic
+
+    b_ready, a_done, result = threading.Event(), threading.Event(), {}
+    stale_temps = atomic.remove_stale_temps
+
+    def pause_b(folder, pattern):
+        if threading.current_thread().name == "B":
+            b_ready.set()
+            a_done.wait(5)
+        return stale_temps(folder, pattern)
+
+    monkeypatch.setattr(atomic, "remove_stale_temps", pause_b)
+
+    def b_dir(split):
+        with atomic_dir(split / "k2") as tmp:
+            (tmp / "rows").write_text("1")
+        return (split / "k2" / "rows").read_text()
+
+    def b_file(split):
+        with atomic_file(split / "k2.json") as handle:
+            handle.write("1")
+        return (split / "k2.json").read_text()
+
+    def writer_b(write, split):
+        try:
+            result["B"] = write(split)
+        except BaseException as exc:  # the assertion below shows it
+            result["B"] = repr(exc)
+
+    for write in (b_dir, b_file):
+        split = tmp_path / write.__name__ / "examples" / "t" / "train"  # made by A, found by B
+        b_ready.clear(), a_done.clear()
+        thread = threading.Thread(target=writer_b, args=(write, split), name="B")
+        with pytest.raises(KeyboardInterrupt), atomic_dir(split / "k1"):
+            thread.start()
+            assert b_ready.wait(5)
+            raise KeyboardInterrupt  # A is cut (or its data check fails) while B is between its two steps
+        a_done.set()
+        thread.join()
+        assert result.pop("B") == "1"

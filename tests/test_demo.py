@@ -84,6 +84,37 @@ def test_demo_runs_every_stage_then_resumes_for_free(tiny_run, tmp_path, monkeyp
     assert code == 0, output
     assert output.count("done, reusing") == 6  # teacher, transfer set, signals, two students, benchmark
 
+    # A dry run of the finished demo: every stage reused, and nothing written (benchmark.json not copied again).
+    before = sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", "--dry-run", *overrides)
+    flat = " ".join(output.split())
+    assert code == 0 and "6 stages checked: 6 reuse" in flat and "every stage checked" in flat, output
+    assert "student-bilstm │ reuse" in flat and "benchmark │ reuse" in flat, output
+    assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*")) == before
+
+
+def test_a_demo_dry_run_lists_its_stages_and_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    """`demo --dry-run` is `run --dry-run`'s dry run over the demo's stages: what a run would do with each, after
+    the settings and data are checked; output_dir is not created, and a folder that is not a run is refused as
+    the demo would refuse it, left as it was. (A finished demo's dry run: in the end-to-end test above.)"""
+    overrides = sum((["--set", o] for o in demo_overrides(tiny_run, tmp_path)), [])
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", "--dry-run", *overrides)
+    flat = " ".join(output.split())
+    assert code == 0 and "what `multidistill demo` would do" in flat and "teacher │ run" in flat, output
+    # The transfer set reads the trained teacher's tokenizer: checking stops there, as MKD's `run --dry-run` does.
+    assert "checked as far as a run can be told in advance" in flat, output
+    assert "nothing was run or written" in flat and not (tmp_path / "demo").exists()
+
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", "--dry-run", *overrides,
+                           "--set", f"data.data_root={tmp_path / 'nowhere'}")
+    assert code == 2 and "not found" in output and not (tmp_path / "demo").exists(), output  # the data is checked
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "precious.txt").write_text("keep me")
+    code, output = run_cli(monkeypatch, capsys, "demo", "--quick", "--dry-run", *overrides)
+    assert code == 2 and "is not a multidistill run" in " ".join(output.split()), output
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == ["precious.txt"]
+
 
 def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monkeypatch, capsys):
     from multidistill.models.backbone import load_tokenizer

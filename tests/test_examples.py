@@ -184,7 +184,8 @@ def test_no_help_text_loses_brackets_to_rich_markup():
 def test_demo_help_shows_the_install_command_whole(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "200")
     code, output = run_cli(monkeypatch, capsys, "demo", "--help")
-    assert code == 0 and "pip install -e '.[demo]'" in output and "teacher_train.lr=3e-5" in output
+    assert code == 0 and "pip install 'multidistill[demo]'" in output and "teacher_train.lr=3e-5" in output
+    assert "pip install -e '.[demo]' in a clone" in output
 
 
 def test_version(monkeypatch, capsys):

@@ -14,13 +14,15 @@ import itertools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from multidistill.data.roots import HOW_TO_SET, describe_data_root
-from multidistill.data.tasks import DataFile, Task
+from multidistill.data.sample import SAMPLE_DATA_ROOT, SAMPLE_ROOT_SPEC
+from multidistill.data.tasks import BUILTIN_TASKS, SPLITS, DataFile, Task
 from multidistill.errors import DataError
 from multidistill.utils.interrupt import raise_if_interrupted
 
@@ -77,7 +79,27 @@ def _missing(source: Source, kind: str = "data file") -> DataError:
                          path=source.path)
     return DataError(f"{kind} for {source.what} not found: '{source.data_file.path}' is read from the data root "
                      f"{source.root} ({describe_data_root(source.root)}); {HOW_TO_SET} at the folder that holds "
-                     "it", path=source.path)
+                     f"it{_where_to_get(source)}", path=source.path)
+
+
+@cache
+def _builtin_files() -> frozenset[str]:
+    """The relative paths the built-in tasks read (the layout of the shipped configs' data root)."""
+    return frozenset(data_file.path for task in BUILTIN_TASKS.values() for split in SPLITS
+                     for _, data_file in task.split_files(split) if data_file.format not in HF_FORMATS)
+
+
+def _where_to_get(source: Source) -> str:
+    """For a missing file of a built-in task's layout: where that layout is described, and the package's sample
+    when it holds the same file (it is read with the sample as data root, never instead of the file asked for)."""
+    relative = source.data_file.path
+    if relative not in _builtin_files():
+        return ""
+    hint = "; the layout and where to get each file: docs/data.md, 'Getting the benchmark data'"
+    if (SAMPLE_DATA_ROOT / relative).is_file():
+        hint += (f"; the package ships a small sample of '{relative}' (for trying the tool out, not for benchmarks), "
+                 f"read with data.data_root={SAMPLE_ROOT_SPEC} (or --data-root {SAMPLE_ROOT_SPEC})")
+    return hint
 
 
 # ---------------------------------------------------------------------------------------------- text files

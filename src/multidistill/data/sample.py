@@ -20,5 +20,8 @@ from pathlib import Path
 SAMPLE_DATA_ROOT: Path = Path(__file__).resolve().parent.parent / "sample_data"
 """Folder holding the sample files; pass it as ``data_root``."""
 
+SAMPLE_ROOT_SPEC = "pkg:multidistill/sample_data"
+"""`SAMPLE_DATA_ROOT` as a config's ``data.data_root`` writes it (found in the installed package)."""
+
 SAMPLE_TASKS: list[str] = ["sst2", "mrpc", "cola", "stsb", "amazon-electronics"]
 """Built-in task names (keys of `BUILTIN_TASKS`) whose files the sample holds, every configured split."""

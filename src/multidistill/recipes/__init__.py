@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -34,15 +35,22 @@ def plan_recipe(recipe: RecipeBase) -> RunPlan:
     """What `run_recipe` would do with each stage of ``recipe`` (reuse, run, resume, make again), as far as it can
     be told before any stage runs, running and writing nothing in output_dir; a stage it would refuse, or bad
     input, raises as `run_recipe` would (`multidistill run --dry-run`)."""
+    refuse_several_processes("run")
+    recipe = _checked(recipe)
+    return plan_stages(Path(recipe.output_dir), partial(recipe_entry(recipe.recipe).run, recipe),
+                       legacy=("recipe.yaml",))
+
+
+def plan_stages(root: Path, stages: Callable[[StageRunner], object], *, legacy: tuple[str, ...]) -> RunPlan:
+    """The dry run of `run --dry-run` and `demo --dry-run`: refuse an output folder ``root`` a run could not use
+    (a run in progress holds it; not empty and not a run: no marker, none of the ``legacy`` entries), then what
+    ``stages(runner)`` would do with each stage (`StageRunner.dry_run`), running and writing nothing."""
     from multidistill.training.run_dir import check_run_root
     from multidistill.utils.lock import refuse_if_locked
 
-    refuse_several_processes("run")
-    recipe = _checked(recipe)
-    runner = StageRunner(Path(recipe.output_dir))
-    refuse_if_locked(runner.root, "output_dir")  # a run in progress: what it will leave cannot be told yet
-    check_run_root(runner.root, legacy=("recipe.yaml",))
-    return runner.dry_run(partial(recipe_entry(recipe.recipe).run, recipe))
+    refuse_if_locked(root, "output_dir")  # a run in progress: what it will leave cannot be told yet
+    check_run_root(root, legacy=legacy)
+    return StageRunner(root).dry_run(stages)
 
 
 def run_recipe(recipe: RecipeBase) -> dict:
@@ -92,7 +100,8 @@ def _take_back_if_no_stage_wrote(root: Path, before: set[Path] | None) -> None:
         root.rmdir()
 
 
-__all__ = ["RecipeBase", "RunPlan", "load_recipe", "plan_recipe", "register_recipe", "run_recipe", "StageRunner"]
+__all__ = ["RecipeBase", "RunPlan", "load_recipe", "plan_recipe", "plan_stages", "register_recipe", "run_recipe",
+           "StageRunner"]
 
 # Kept for code that imported the old union: any registered recipe config.
 Recipe = RecipeBase

@@ -15,6 +15,7 @@ import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ from multidistill.recipes.common import (
 from multidistill.recipes.config import SignalsSection, StudentSection
 from multidistill.recipes.mkd import domain_files_transfer_task, mkd_objective, transfer_stage
 from multidistill.recipes.preflight import check_settings
-from multidistill.recipes.stages import PENDING, StageRunner, settings_payload, stage_fingerprint
+from multidistill.recipes.stages import (
+    PENDING,
+    RunPlan,
+    StageRunner,
+    settings_payload,
+    stage_fingerprint,
+    stop_if_checking,
+)
 from multidistill.recipes.summary import count_parameters, write_summary
 from multidistill.training.device import cpu_has_fast_bf16, refuse_several_processes
 from multidistill.training.loop import BEST_MODEL
@@ -214,12 +222,37 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
                                                   DemoConfig)) from exc
 
 
+LEGACY_ROOT = (PENDING, "teacher")  # what marks a demo folder made before run markers
+
+
+def _check(config: DemoConfig) -> None:
+    """The demo's settings against its encoders, and its data read and validated: before anything is written in
+    output_dir (a refused demo leaves nothing there), as a recipe's run and dry run check theirs."""
+    from multidistill.data.prepare import open_example_store
+
+    refuse_several_processes("demo")
+    check_settings(config)
+    data = config.data.model_copy(update={"subset_seed": config.subset_seed})  # as every stage reads it
+    open_example_store(data, max_examples_per_task=config.max_examples_per_task,
+                       seed=config.subset_seed).validate(["train", data.eval_split])
+
+
 def run_demo(config: DemoConfig) -> dict:
     """Run (or resume) the demo; returns {summary, benchmark, report} paths and contents."""
-    refuse_several_processes("demo")
-    check_settings(config)  # before the folder is claimed: a refused demo leaves nothing
-    with claim_run_root(Path(config.output_dir), legacy=(PENDING, "teacher")):  # one writer; only a demo folder
-        return _run_demo(config)
+    _check(config)
+    root = Path(config.output_dir)
+    with claim_run_root(root, legacy=LEGACY_ROOT):  # one writer; only a demo folder
+        return _run_demo(StageRunner(root), config)
+
+
+def plan_demo(config: DemoConfig) -> RunPlan:
+    """What `run_demo` would do with each stage (reuse, run, resume, make again), as far as it can be told before
+    any stage runs, running nothing and writing nothing in output_dir (`multidistill demo --dry-run`); bad
+    settings, data or a stage the demo would refuse raise as `run_demo` would."""
+    from multidistill.recipes import plan_stages
+
+    _check(config)
+    return plan_stages(Path(config.output_dir), partial(_run_demo, config=config), legacy=LEGACY_ROOT)
 
 
 STUDENTS = ("student-transformer", "student-bilstm")
@@ -265,8 +298,7 @@ def train_stages(runner: StageRunner, config: DemoConfig, students: Iterable[str
     return TrainedStages(teacher, trained, notes)
 
 
-def _run_demo(config: DemoConfig) -> dict:
-    runner = StageRunner(Path(config.output_dir))
+def _run_demo(runner: StageRunner, config: DemoConfig) -> dict:
     data = config.data.model_copy(update={"subset_seed": config.subset_seed})
     cap = config.max_examples_per_task
     stages = train_stages(runner, config)
@@ -291,6 +323,7 @@ def _run_demo(config: DemoConfig) -> dict:
     bench = runner.run("benchmark", {"runtimes": runtimes, **settings_payload(config.benchmark)},
                        {name: stage_fingerprint(folder) for name, folder in {"teacher": teacher, **students}.items()},
                        measure, derived=True)
+    stop_if_checking()  # a dry run ends here: the rest reads (and copies) what the stages wrote
     shutil.copyfile(bench / "benchmark.json", runner.root / "benchmark.json")
     rows = {"teacher": {"metrics": read_metrics(teacher), "params": count_parameters(teacher_model)}}
     for name, folder in students.items():

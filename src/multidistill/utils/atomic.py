@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import itertools
 import json
 import math
 import os
@@ -32,11 +33,13 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from multidistill.errors import OutputError
+
+T = TypeVar("T")
 
 SLOW_WRITES_ENV = "MULTIDISTILL_TEST_SLOW_WRITES"
 _OWNER = re.compile(r"\.(?:tmp|old)-(\d+)(?:-|$)")
@@ -223,6 +226,37 @@ def remove_tree(path: str | Path) -> None:
     _delete(doomed)
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above ``path``; returns those this call made, deepest first, for
+    `remove_empty` to take back when nothing was written there after all (a refused command, a failed dry run's
+    data check, leaves no empty folders behind)."""
+    made = list(itertools.takewhile(lambda folder: not folder.exists(), path.parents))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: one another writer has put something in since
+    stays, and so do the folders above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _in_parent(final: Path, make: Callable[[], T]) -> T:
+    """``make()`` (a temporary sibling of ``final``), making the parent folder again while it is missing: another
+    writer that failed may take back (`remove_empty`) an empty parent it made, between our `make_parents` and
+    ``make``."""
+    for _ in range(9):
+        try:
+            return make()
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+    return make()
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``final`` when the block exits without error.
@@ -232,16 +266,17 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     with _write_errors(final):
-        final.parent.mkdir(parents=True, exist_ok=True)
+        made = make_parents(final)
         _recover_old(final)
         remove_stale_temps(final.parent, glob_escape(final.name))
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent))
+        tmp = Path(_in_parent(final, lambda: tempfile.mkdtemp(prefix=_temp_prefix(final), dir=final.parent)))
         try:
             yield tmp
             _publish_tree(tmp)
             _test_slow_write()
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            remove_empty(made)
             raise
         if final.exists() and _exchange(tmp, final):
             # ``tmp`` now holds the previous version.
@@ -273,9 +308,9 @@ def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-
     final = Path(final)
     refuse_special_file(final)
     with _write_errors(final):
-        final.parent.mkdir(parents=True, exist_ok=True)
+        made = make_parents(final)
         remove_stale_temps(final.parent, glob_escape(final.name))
-        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(final), dir=final.parent)
+        fd, tmp_name = _in_parent(final, lambda: tempfile.mkstemp(prefix=_temp_prefix(final), dir=final.parent))
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -288,6 +323,7 @@ def atomic_file(final: str | Path, mode: str = "w", encoding: str | None = "utf-
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
+            remove_empty(made)
             raise
 
 

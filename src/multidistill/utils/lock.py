@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from multidistill.errors import ConfigError
+from multidistill.utils.atomic import make_parents, remove_empty
 
 try:
     import fcntl
@@ -52,6 +53,9 @@ def _acquire(path: Path) -> tuple[int | None, str]:
         try:  # never through a link: a planted `.<name>.lock -> somefile` would have it truncated and rewritten
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
+            if exc.errno == errno.ENOENT:  # a holder that wrote nothing took back the folder it had made
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
             if exc.errno == errno.EISDIR:
                 raise ConfigError(f"lock file {path} is a folder, not a lock file; remove it") from exc
             if exc.errno != errno.ELOOP:
@@ -109,7 +113,7 @@ def hold_lock(folder: str | Path, what: str) -> Iterator[None]:
         yield
         return
     path = lock_path(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = make_parents(path)
     fd, holder = _acquire(path)
     if fd is None:
         raise ConfigError(f"{what} {folder} is being written by another multidistill process ({holder}); "
@@ -124,3 +128,4 @@ def hold_lock(folder: str | Path, what: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink()  # before the release, so no one can lock a file that is about to vanish
         os.close(fd)  # releases the flock
+        remove_empty(made)  # a command that wrote nothing beside its lock leaves no empty parent folders

