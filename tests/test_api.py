@@ -39,6 +39,23 @@ def test_type_checkers_see_the_real_objects():
     assert checked == set(multidistill._EXPORTS)
 
 
+def test_load_config_is_typed_by_its_schema():
+    """It returned Any: a type checker saw no field of the config it loaded."""
+    import typing
+
+    from multidistill.config import ConfigT, TeacherRunConfig, load_config
+
+    returns = [typing.get_type_hints(overload)["return"] for overload in typing.get_overloads(load_config)]
+    assert returns == [TeacherRunConfig, ConfigT]
+    assert "autocast" in typing.get_type_hints(multidistill.build_signal_store)
+
+
+def test_the_run_calls_say_what_they_share_with_the_process():
+    for call in (multidistill.run, multidistill.run_recipe, multidistill.train_model, multidistill.train_ensemble):
+        doc = " ".join(call.__doc__.split())
+        assert "random generators" in doc and "`RunInProgress`" in doc, call.__name__
+
+
 def test_importing_the_config_module_loads_no_torch():
     """The spec classes a config holds live in torch-free `models.specs`; loading a config is then light."""
     code = ("import sys, multidistill.config; from multidistill.models.bilstm import BiLSTMSpec as _; "
@@ -118,6 +135,62 @@ def test_distill_refuses_a_teacher_config_as_the_command_does(tiny_run, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_train_ensemble_makes_the_folder_train_teacher_seeds_resumes(tiny_run, tmp_path, monkeypatch, capsys):
+    """`train-teacher --seeds` pins every member's subset to the config's train.seed; a notebook loop over seeds
+    drew other subsets, and the CLI's --resume refused its folder. train_ensemble is the CLI's own code path."""
+    from tests.test_cli import run_cli
+
+    raw, write = tiny_run
+    small = ["train.epochs=0.5", "train.max_examples_per_task=16"]
+    results = multidistill.train_ensemble(raw, small, seeds="1,2", progress=False)
+    assert list(results) == [1, 2] and capsys.readouterr().out == ""
+    member = multidistill.load_config(tmp_path / "run" / "seed-2" / "config.yaml")
+    assert (member.train.seed, member.data.subset_seed) == (2, raw["train"]["seed"])
+    weights = (tmp_path / "run" / "seed-1" / "model" / "model.safetensors").read_bytes()
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()), "--seeds", "1,2", "--resume",
+                           *[arg for item in small for arg in ("--set", item)])
+    assert code == 0, output
+    assert (tmp_path / "run" / "seed-1" / "model" / "model.safetensors").read_bytes() == weights
+    assert set(multidistill.train_ensemble(raw, small, seeds=[1, 2], resume=True, progress=False)) == {1, 2}
+    with pytest.raises(TypeError, match=r"seeds\[1\] is a str"):
+        multidistill.train_ensemble(raw, seeds=[1, "2"])
+    with pytest.raises(multidistill.ConfigError, match="seeds lists '1' twice"):
+        multidistill.train_ensemble(raw, seeds=[1, 1])
+
+
+def test_the_training_calls_take_overrides_as_load_config_does(tiny_run, tmp_path):
+    raw, write = tiny_run
+    result = multidistill.train_model(write(), ["train.epochs=0.25", f"output_dir={tmp_path / 'a'}"], progress=False)
+    assert result.best_metrics and (tmp_path / "a" / "model").is_dir()
+    assert multidistill.load_config(tmp_path / "a" / "config.yaml").train.epochs == 0.25
+    config = multidistill.load_config(raw)
+    with pytest.raises(multidistill.ConfigError, match=r"key 'train.lrr'.*\(from --set\)"):
+        multidistill.train_teacher(config, "train.lrr=1")
+    with pytest.raises(multidistill.ConfigError, match="key 'kind' must be 'distill'"):
+        multidistill.distill(raw, ["train.epochs=1"])
+    with pytest.raises(multidistill.ConfigError, match=r"key 'signals'.*\(from --set\)"):
+        multidistill.distill(raw, ["kind=distill", "signals=1"])
+
+
+def test_a_missing_model_folder_or_a_recipe_file_is_said_by_its_key(tiny_run, tmp_path):
+    """The single-command path names the key, as a recipe's checks do; a recipe file given to train_teacher is
+    said to be one (it was a line per recipe key that a run config does not know)."""
+    from tests.test_recipes import tiny_recipe, write
+
+    raw, _ = tiny_run
+    missing = {**raw, "model": {**raw["model"], "name_or_path": str(tmp_path / "no_model")}}
+    for call in (multidistill.train_teacher, multidistill.distill):
+        config = missing if call is multidistill.train_teacher else {**missing, "kind": "distill"}
+        with pytest.raises(multidistill.ConfigError, match=r"key 'model.name_or_path': model '.*no_model': no such"):
+            call(config, progress=False)
+    recipe = write(tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path), tmp_path)
+    with pytest.raises(multidistill.ConfigError, match=r"a recipe config \(top-level key 'recipe: mtdnn_kd'\), not "
+                                                       r"a TeacherRunConfig; run it with `multidistill run`") as info:
+        multidistill.train_teacher(recipe)
+    assert "unknown key" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_unwritable_output_folder_is_an_output_error(tiny_run, tmp_path):
     import pytest
 
@@ -184,17 +257,19 @@ def test_run_runs_a_recipe_mapping_with_one_override_quietly(tiny_run, tmp_path,
 
 
 def test_a_recipe_is_read_alike_from_a_file_a_mapping_or_a_config(tiny_run, tmp_path):
-    import pytest
-
-    from multidistill.pipeline import recipe_config
+    """load_recipe (which run, run_recipe and plan_recipe call) takes a recipe config too, checked again."""
     from tests.test_recipes import tiny_recipe, write
 
     recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
-    from_file = recipe_config(write(recipe, tmp_path), ["teacher.seeds=[3]"])
-    assert recipe_config(recipe, ["teacher.seeds=[3]"]) == from_file == recipe_config(from_file)
-    assert recipe_config(str(write(recipe, tmp_path)), "teacher.seeds=[3]") == from_file
+    from_file = multidistill.load_recipe(write(recipe, tmp_path), ["teacher.seeds=[3]"])
+    assert multidistill.load_recipe(recipe, ["teacher.seeds=[3]"]) == from_file == multidistill.load_recipe(from_file)
+    assert multidistill.load_recipe(str(write(recipe, tmp_path)), "teacher.seeds=[3]") == from_file
+    assert multidistill.load_recipe(from_file, ["teacher.seeds=[4]"]).teacher.seeds == [4]
+    edited = from_file.model_copy(update={"subset_seed": -1})  # model_copy skips pydantic's checks
+    with pytest.raises(multidistill.ConfigError, match="key 'subset_seed'"):
+        multidistill.load_recipe(edited)
     with pytest.raises(TypeError, match="a recipe is a YAML file's path, a mapping or a recipe config"):
-        recipe_config(42)
+        multidistill.load_recipe(42)
 
 
 def test_load_recipe_takes_a_mapping_as_run_does(tiny_run, tmp_path):
@@ -205,7 +280,7 @@ def test_load_recipe_takes_a_mapping_as_run_does(tiny_run, tmp_path):
     assert multidistill.load_recipe(recipe, ["teacher.seeds=[3]"]) == from_file
     with pytest.raises(multidistill.ConfigError, match="the recipe mapping: key 'recipe'"):
         multidistill.load_recipe({**recipe, "recipe": "nope"})
-    with pytest.raises(multidistill.ConfigError, match="a YAML file's path or a mapping of its keys, not list"):
+    with pytest.raises(TypeError, match="a YAML file's path, a mapping or a recipe config .load_recipe., not list"):
         multidistill.load_recipe([recipe])
 
 

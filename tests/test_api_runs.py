@@ -117,6 +117,15 @@ def test_exports_check_the_models_own_dev_rows_by_default(trained, tmp_path):
     assert json.loads((out / "export.json").read_text())["check"]["source"] == "dev rows"
 
 
+def test_exports_and_load_model_are_silent_with_progress_off(trained, tmp_path, capsys):
+    """export_hf printed transformers' "Writing model shards" / "Loading weights" bars, with no switch to stop it."""
+    model, cache = trained["model"], trained["cache"]
+    md.export_hf(model, tmp_path / "hf", task="toy_sent", cache_dir=cache, progress=False)
+    md.export_onnx(model, tmp_path / "onnx", cache_dir=cache, progress=False)
+    assert not md.load_model(model, progress=False).training
+    assert capsys.readouterr() == ("", "")
+
+
 def test_benchmark_takes_cli_style_strings(trained, tmp_path, capsys):
     report = md.benchmark(str(trained["model"]), "toy_sent", runtimes="pytorch_fp32", rounds=1, latency_runs=1,
                           batch_size=4, memory=False, cache_dir=trained["cache"], out=tmp_path / "b.json",
@@ -125,6 +134,32 @@ def test_benchmark_takes_cli_style_strings(trained, tmp_path, capsys):
     assert json.loads((tmp_path / "b.json").read_text())["tasks"] == ["toy_sent"]
     captured = capsys.readouterr()
     assert captured.out + captured.err == ""
+
+
+def test_benchmark_refuses_to_replace_another_models_export_of_the_same_name(trained, tmp_path, monkeypatch):
+    """out=None exports to ./exports/<model name>: a second `.../run/model` replaced the first one's export."""
+    import shutil
+
+    import torch
+
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.models.loading import load_model
+
+    other = tmp_path / "elsewhere" / "run" / "model"  # named `run` as the trained model is
+    shutil.copytree(trained["model"], other)
+    model = load_model(other)
+    with torch.no_grad():
+        for parameter in model.heads.parameters():
+            parameter.add_(1.0)
+    model.save_pretrained(other, load_tokenizer(str(other)))
+    monkeypatch.chdir(tmp_path)
+    md.export_onnx(other, "exports/run", quantize="none", skip_parity=True)
+    recorded = (tmp_path / "exports" / "run" / "export.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"exports/run holds the export of another model \(.*elsewhere/run/model\); "
+                                          r"benchmarking .* would replace it: give another folder with --export-root"):
+        md.benchmark(trained["model"], "toy_sent", runtimes="onnx_fp32", rounds=1, latency_runs=1, memory=False,
+                     cache_dir=trained["cache"], progress=False)
+    assert (tmp_path / "exports" / "run" / "export.json").read_bytes() == recorded
 
 
 def test_a_strict_benchmark_raises_when_a_parity_gate_failed(monkeypatch):

@@ -269,6 +269,21 @@ def test_override_without_key_or_equals_rejected(item: str) -> None:
         apply_overrides({}, [item])
 
 
+def test_an_override_that_is_not_a_str_is_a_type_error_naming_it(tmp_path: Path) -> None:
+    """A (key, value) pair was an AttributeError from inside the parser."""
+    with pytest.raises(TypeError, match=r'overrides\[1\] is a tuple .*each override is one "key.path=value" str'):
+        load_config(write_yaml(tmp_path, BASE), ["train.seed=1", ("train.lr", 1e-3)])
+
+
+@pytest.mark.parametrize("joined", ["train.lr=1e-3,train.epochs=2", "train.lr=1e-3 train.epochs=2"])
+def test_several_overrides_in_one_str_get_the_one_item_each_hint(tmp_path: Path, joined: str) -> None:
+    with pytest.raises(ConfigError, match=r"key 'train.lr': .*\(from --set\); '.*' holds several overrides in one: "
+                                          r"give each its own --set, or in Python its own list item: "
+                                          r"\['train.lr=1e-3', 'train.epochs=2'\]"):
+        load_config(write_yaml(tmp_path, BASE), joined)
+    assert "several overrides" not in config_error(write_yaml(tmp_path, BASE), ["train.lr=a,b"])
+
+
 def test_override_through_scalar_rejected() -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides({"train": {"lr": 0.1}}, ["train.lr.x=1"])

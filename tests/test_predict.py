@@ -113,6 +113,7 @@ def test_single_text_predictions_match_evaluation(input_suffix, output_suffix, m
     (".csv", ["text_a", "text_b"], None),
     (".jsonl", ["question", "sentence"], None),
     (".jsonl", ["premise", "hypothesis"], ("premise", "hypothesis")),
+    (".jsonl", ["premise", "hypothesis"], "premise, hypothesis"),  # a str, as --text-columns takes it
 ])
 def test_pair_task(suffix, columns, text_columns, model_dir, tmp_path):
     source = write_input(tmp_path / f"in{suffix}", columns, [list(pair) for pair in PAIRS])
@@ -220,6 +221,12 @@ def test_missing_columns_name_what_the_file_has(task, columns, text_columns, exp
 
 def test_text_columns_must_fit_the_task(model_dir, tmp_path):
     source = write_input(tmp_path / "in.csv", ["a", "b"], [["x", "y"]])
+    given = predict_file(model_dir, "toy_sent", source, tmp_path / "o.jsonl", text_columns="b", progress=False)
+    assert (given["text_columns"], given["columns_from"]) == (["b"], "given")  # one name, as the CLI takes it
+    with pytest.raises(ConfigError, match=r"--text-columns takes one column name or two .*got 'a,b,c'"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "o.jsonl", text_columns="a,b,c", progress=False)
+    with pytest.raises(TypeError, match="text_columns takes .* not int"):
+        predict_file(model_dir, "toy_sent", source, tmp_path / "o.jsonl", text_columns=3, progress=False)
     with pytest.raises(ConfigError, match="two"):
         predict_file(model_dir, "toy_pair", source, tmp_path / "o.jsonl", text_columns=("a", None), progress=False)
     with pytest.raises(ConfigError, match="one text"):

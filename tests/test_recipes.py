@@ -261,13 +261,12 @@ def test_a_stage_whose_data_was_edited_in_place_is_refused_naming_the_split(tiny
 
 
 def test_a_recipe_checked_again_keeps_the_keys_it_was_given():
-    """run_recipe checks the recipe again (`revalidated`), as the API does a recipe object (`recipe_config`); the
+    """run_recipe checks the recipe again (`revalidated`), as the API does a recipe object (`load_recipe`); the
     keys given stay the given ones at every level, so "not used" notes (which read them) name only keys the user
     set, and a default changed in place is kept."""
     from pydantic import BaseModel
 
     from multidistill.config import revalidated
-    from multidistill.pipeline import recipe_config
 
     def given(model: BaseModel, key: str = "") -> dict[str, set[str]]:
         out = {key: set(model.model_fields_set)}
@@ -278,7 +277,7 @@ def test_a_recipe_checked_again_keeps_the_keys_it_was_given():
 
     recipe = load_recipe(REPO / "configs" / "mitkd.yaml")
     assert "signals" not in recipe.model_fields_set  # mitkd's "signals not used" note reads this
-    assert given(revalidated(recipe)) == given(recipe) == given(recipe_config(recipe))
+    assert given(revalidated(recipe)) == given(recipe) == given(load_recipe(recipe))
     recipe.signals.batch_size = 7  # a section left out, changed in place
     assert revalidated(recipe).signals.batch_size == 7
 

@@ -611,6 +611,8 @@ def test_a_stage_made_again_after_the_summary_makes_the_report_say_it_is_stale(t
     assert "> **Warning:** summary.json is stale: stage `teacher-seed-1` finished after it was written" in head
     err = capsys.readouterr().err
     assert "warning:" in err and "`student`" in err and "`teacher-seed-1`" in err
+    assert "is stale" in build_report(run, progress=False).read_text()  # progress off: in report.md alone
+    assert capsys.readouterr() == ("", "")
 
 
 def test_a_single_training_run_is_reported_as_one_row_from_its_metrics(tmp_path):

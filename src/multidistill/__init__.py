@@ -1,14 +1,15 @@
 """multidistill: multi-task, multi-teacher and multi-domain knowledge distillation.
 
 The Python API, driven by the same YAML configs as the CLI (a config is a YAML path, a mapping or a config
-object wherever one is taken)::
+object wherever one is taken; the shipped configs are files of the package, `pkg:multidistill/configs/<file>`,
+also `configs/<file>` in a clone)::
 
     import multidistill as md
 
-    summary = md.run("configs/mtdnn_kd.yaml", ["teacher.seeds=[1]"])     # a whole recipe, like `multidistill run`
-    result = md.train_model("configs/tiny.yaml", progress=False)         # one stage (train-teacher / distill)
-    metrics = md.evaluate_model_dir("runs/tiny/model")                   # like `multidistill evaluate`
-    labels = md.predict("runs/tiny/model", "sst2", ["a fine film"])      # texts in memory
+    summary = md.run("pkg:multidistill/configs/mtdnn_kd.yaml", ["teacher.seeds=[1]"])  # like `multidistill run`
+    result = md.train_model("pkg:multidistill/configs/tiny.yaml", progress=False)      # train-teacher / distill
+    metrics = md.evaluate_model_dir("runs/tiny/model")                                  # like `multidistill evaluate`
+    labels = md.predict("runs/tiny/model", "sst2", ["a fine film"])                     # texts in memory
 
 Names are imported on first use, so `import multidistill` stays light (no torch until a function needs it).
 """
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # the real objects, for type checkers and IDEs (imported lazi
     from multidistill.recipes.config import load_recipe
     from multidistill.recipes.stages import RunPlan
     from multidistill.report.build import build_report
+    from multidistill.teachers.ensemble import train_ensemble
     from multidistill.teachers.generate import build_signal_store
     from multidistill.teachers.store import SignalStore, open_signal_store
     from multidistill.teachers.train import train_teacher
@@ -78,6 +80,7 @@ _EXPORTS = {
     "RunPlan": "multidistill.recipes.stages",
     "train_model": "multidistill.training.run",
     "train_teacher": "multidistill.teachers.train",
+    "train_ensemble": "multidistill.teachers.ensemble",
     "distill": "multidistill.training.distill",
     "TrainResult": "multidistill.training.loop",
     "build_signal_store": "multidistill.teachers.generate",
@@ -114,7 +117,7 @@ _EXPORTS = {
 __all__ = [
     "__version__", "load_config", "TeacherRunConfig", "DataConfig", "TaskRef", "ModelConfig", "TrainConfig",
     "ObjectiveConfig", "load_recipe", "run", "run_recipe", "plan_recipe", "RunPlan", "train_model", "train_teacher",
-    "distill", "TrainResult", "build_signal_store", "open_signal_store", "SignalStore", "load_model",
+    "train_ensemble", "distill", "TrainResult", "build_signal_store", "open_signal_store", "SignalStore", "load_model",
     "evaluate_model_dir", "EvalMetrics", "benchmark", "BenchmarkReport", "export_onnx", "ExportInfo",
     "OnnxModel", "ParityError", "export_hf", "predict", "Prediction", "predict_file", "PredictSummary",
     "build_report", "MultidistillError", "ConfigError", "DataError", "ModelError", "UnknownTaskError",

@@ -235,7 +235,8 @@ def tasks_command() -> None:
 def run_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe config (YAML whose `recipe:` names a registered recipe: "
                                                 "mtdnn_kd, mkd, mitkd, metakd), e.g. "
-                                                "configs/mtdnn_kd.yaml.")],
+                                                "configs/mtdnn_kd.yaml in a clone; a shipped one from anywhere: "
+                                                "pkg:multidistill/configs/mtdnn_kd.yaml.")],
     overrides: RecipeSetOption = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check the recipe, its data and its output folder and list what a run would do with each "
@@ -255,16 +256,17 @@ def run_command(
 
     recipe_config = load_recipe(recipe, overrides)
     if dry_run:
-        _print_plan(plan_recipe(recipe_config), recipe_config.output_dir)
+        _print_plan(plan_recipe(recipe_config), recipe_config.output_dir, "run")
         return
     with run_log(recipe_config.output_dir):
         run_recipe(recipe_config)
 
 
-def _print_plan(plan, output_dir: str) -> None:
-    """The table of `multidistill run --dry-run`: each stage checked and what a run would do with it."""
+def _print_plan(plan, output_dir: str, command: str) -> None:
+    """The table of `multidistill run --dry-run` (`demo --dry-run`: ``command``): each stage checked and what a
+    run would do with it."""
     console.print(Text(f"output_dir: {output_dir}"))  # on its own line: whole, to copy
-    table = Table(title="what `multidistill run` would do")
+    table = Table(title=f"what `multidistill {command}` would do")
     table.add_column("stage", no_wrap=True)  # a stage name is a folder name: never split
     table.add_column("a run would", no_wrap=True)
     table.add_column("why", overflow="fold")
@@ -290,6 +292,10 @@ def demo_command(
                                                       "--quick, what the file sets wins over the quick preset; "
                                                       "--set wins over both.")] = None,
     overrides: DemoSetOption = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check the settings, the data and the output folder and list what the demo would do "
+                          "with each stage (reuse, run, resume, make again), running nothing and writing nothing "
+                          "in output_dir, as run --dry-run does.")] = False,
 ) -> None:
     """Run the whole pipeline on the real data sample shipped in the package, with no arguments.
 
@@ -297,7 +303,7 @@ def demo_command(
     soft targets -> a 3-layer Transformer student and a BiLSTM student -> benchmark (PyTorch and ONNX Runtime
     fp32/int8) -> report with plots. About 15 minutes on a 2-core Xeon with native bf16; interrupted runs
     resume; prints the final table and the report's path; OUTPUT_DIR/log.txt keeps what was printed. Needs
-    the `demo` extra (pip install -e '.\\[demo]').
+    the `demo` extra (pip install 'multidistill\\[demo]', or pip install -e '.\\[demo]' in a clone).
 
     Settings (--config FILE or --set KEY=VALUE; each documented in multidistill.recipes.demo.DemoConfig):
     output_dir, max_examples_per_task, subset_seed, data.tasks, data.data_root,
@@ -310,14 +316,18 @@ def demo_command(
     \b
     Examples:
       multidistill demo --quick
+      multidistill demo --quick --dry-run   # what it would run or reuse; runs nothing, writes nothing in its folder
       multidistill demo --set teacher_train.lr=3e-5 --set bilstm.train.epochs=1
       # a Transformer student that also exports with --format hf:
       multidistill demo --set transformer.model.pooling=cls
     """
-    from multidistill.recipes.demo import load_demo_config, run_demo
+    from multidistill.recipes.demo import load_demo_config, plan_demo, run_demo
     from multidistill.utils.runlog import run_log
 
     demo = load_demo_config(config, overrides, quick=quick)
+    if dry_run:
+        _print_plan(plan_demo(demo), demo.output_dir, "demo")
+        return
     with run_log(demo.output_dir):
         result = run_demo(demo)
         bench = json.loads(Path(result["benchmark"]).read_text())
@@ -328,7 +338,9 @@ def demo_command(
 
 @app.command("train-teacher")
 def train_teacher_command(
-    config: Annotated[Path, typer.Argument(help="Teacher run config (YAML), e.g. configs/teacher_glue.yaml.")],
+    config: Annotated[Path, typer.Argument(help="Teacher run config (YAML), e.g. configs/teacher_glue.yaml "
+                                                "in a clone; a shipped one from anywhere: "
+                                                "pkg:multidistill/configs/teacher_glue.yaml.")],
     overrides: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
@@ -342,21 +354,15 @@ def train_teacher_command(
     what was printed.
     """
     from multidistill.config import load_config
-    from multidistill.teachers.ensemble import train_ensemble
+    from multidistill.teachers.ensemble import ensemble_seeds, train_ensemble
     from multidistill.teachers.train import train_teacher
     from multidistill.utils.runlog import run_log
 
     run_config = load_config(config, overrides)
-    if seeds:
-        try:
-            seed_list = [int(s) for s in _split_names(seeds, "--seeds") or []]
-        except ValueError as exc:
-            raise ConfigError(f"--seeds '{seeds}': expected comma-separated integers") from exc
-        if not seed_list or any(not 0 <= s <= MAX_SEED for s in seed_list):
-            raise ConfigError(f"--seeds '{seeds}': expected seeds from 0 to {MAX_SEED}")
+    seed_list = ensemble_seeds(seeds, "--seeds") if seeds else None  # checked before the log is opened
     with run_log(run_config.output_dir):
-        if seeds:
-            results = train_ensemble(run_config, seed_list, resume=resume, overwrite=overwrite)
+        if seed_list:
+            results = train_ensemble(run_config, seeds=seed_list, resume=resume, overwrite=overwrite)
         else:
             results = {run_config.train.seed: train_teacher(run_config, resume=resume, overwrite=overwrite)}
         for seed, result in results.items():
@@ -366,7 +372,8 @@ def train_teacher_command(
 @app.command("distill")
 def distill_command(
     config: Annotated[Path, typer.Argument(help="Distillation config (YAML, kind: distill), e.g. "
-                                                "configs/mtdnn_kd_student.yaml.")],
+                                                "configs/mtdnn_kd_student.yaml in a clone; a shipped one from "
+                                                "anywhere: pkg:multidistill/configs/mtdnn_kd_student.yaml.")],
     overrides: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
@@ -505,7 +512,8 @@ def benchmark_command(
         help="Comma-separated runtimes: pytorch_fp32, pytorch_bf16, onnx_fp32, onnx_int8 (default: all four).",
         show_default=False)] = "pytorch_fp32,pytorch_bf16,onnx_fp32,onnx_int8",
     export_root: Annotated[Path | None, typer.Option(
-        help="Where ONNX exports are written or reused (default: exports/ beside --out).")] = None,
+        help="Where ONNX exports are written or reused, one folder per model name (default: exports/ beside "
+             "--out); another model's export there is refused, not replaced.")] = None,
     rounds: Annotated[int, typer.Option(min=1, metavar="N", help="Alternating measurement rounds.")] = 5,
     latency_runs: Annotated[int, typer.Option(
         min=1, metavar="N", help="Batch-1 calls per model/runtime (after warm-up).")] = 50,

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,10 +18,11 @@ from yaml.constructor import ConstructorError
 
 from multidistill.config_messages import format_validation_error
 from multidistill.data.tasks import Task
-from multidistill.errors import ConfigError
+from multidistill.errors import ConfigError, MultidistillError
 from multidistill.limits import MAX_SEED
 from multidistill.models.specs import BiLSTMSpec, DomainBranchSpec
 from multidistill.utils.arguments import as_list
+from multidistill.utils.paths import PACKAGE_PREFIX, resolve_path
 
 
 class RefusedValue(ConstructorError):
@@ -574,7 +575,10 @@ def apply_overrides(raw: dict, overrides: list[str] | str) -> dict:
     lists) by `parse_override_value`. A key given twice is refused, naming both overrides (the last one won
     silently, as a YAML key given twice did); a key and one inside it (`a={...}` then `a.b=...`) merge in order."""
     seen: dict[str, str] = {}
-    for item in as_list(overrides, "overrides") or []:
+    for index, item in enumerate(as_list(overrides, "overrides") or []):
+        if not isinstance(item, str):
+            raise TypeError(f"overrides[{index}] is a {type(item).__name__} ({item!r}); each override is one "
+                            "\"key.path=value\" str, e.g. [\"train.lr=1e-3\"]")
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected key.path=value")
@@ -616,13 +620,32 @@ def _unshared(value: Any, path: str, within: tuple[int, ...] = (), count: list[i
     return [_unshared(item, path, within, count) for item in value]
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The configs shipped in the package (a clone's `configs/` links here); `pkg:multidistill/configs/<file>`."""
+
+
+def _shipped_config_hint(path: Path) -> str:
+    """For a config file that does not exist: the shipped config of the same name, in its `pkg:` form."""
+    if path.name and (SHIPPED_CONFIGS / path.name).is_file():
+        return f"; the package ships it as {PACKAGE_PREFIX}multidistill/configs/{path.name}"
+    if str(path).startswith(f"{PACKAGE_PREFIX}multidistill/configs/"):
+        names = ", ".join(sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml")))
+        return f"; the package ships: {names}"
+    return ""
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with errors that name the file and line."""
-    path = Path(path)
+    """Read a YAML mapping, with errors that name the file and line. ``pkg:<package>/<file>`` names a file
+    inside an installed package (`pkg:multidistill/configs/tiny.yaml`: a shipped config)."""
+    spec = str(path)
+    try:
+        path = Path(resolve_path(spec, file=True))
+    except MultidistillError as exc:
+        raise ConfigError(f"config file {exc}{_shipped_config_hint(Path(spec))}") from exc
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; give the YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist{_shipped_config_hint(path)}")
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -638,11 +661,25 @@ def read_yaml(path: str | Path) -> dict:
     return _unshared(raw, str(path))
 
 
-def load_config(source: str | os.PathLike | Mapping | BaseModel, overrides: list[str] | str | None = None,
-                schema: type[BaseModel] = TeacherRunConfig) -> Any:
-    """Load ``source`` into ``schema`` after applying ``--set``-style ``overrides``; raises ConfigError naming bad
-    keys. ``source`` is a YAML file's path, a mapping of the same keys, or a config object (checked again, so
-    one edited in Python is validated too); anything else is a TypeError."""
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+ConfigSource = str | os.PathLike | Mapping | BaseModel
+
+
+@overload
+def load_config(source: ConfigSource, overrides: list[str] | str | None = None) -> TeacherRunConfig: ...
+
+
+@overload
+def load_config(source: ConfigSource, overrides: list[str] | str | None = None, *,
+                schema: type[ConfigT]) -> ConfigT: ...
+
+
+def load_config(source: ConfigSource, overrides: list[str] | str | None = None,
+                schema: type[BaseModel] = TeacherRunConfig) -> BaseModel:
+    """Load ``source`` into ``schema`` (a `TeacherRunConfig` unless another is given) after applying
+    ``--set``-style ``overrides``; raises ConfigError naming bad keys. ``source`` is a YAML file's path, a mapping
+    of the same keys, or a config object (checked again, so one edited in Python is validated too); anything else
+    is a TypeError, as is an override that is not a ``"key.path=value"`` str."""
     overrides = as_list(overrides, "overrides") or []
     if isinstance(source, str | os.PathLike):
         raw, label = read_yaml(source), str(source)
@@ -657,10 +694,11 @@ def load_config(source: str | os.PathLike | Mapping | BaseModel, overrides: list
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
+        if "recipe" in raw and "recipe" not in schema.model_fields:  # not a line per recipe key it does not know
+            raise ConfigError(f"{label}: a recipe config (top-level key 'recipe: {raw['recipe']}'), not a "
+                              f"{schema.__name__}; run it with `multidistill run` (multidistill.run in Python)"
+                              ) from exc
         raise ConfigError(format_validation_error(exc, label, overrides, schema)) from exc
-
-
-ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 def changed_fields(config: BaseModel) -> set[str]:

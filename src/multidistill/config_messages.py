@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import re
 import types
 from collections.abc import Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 _WRONG_TYPE = frozenset({"string_type", "int_type", "float_type", "int_from_float", "bool_type", "literal_error",
                          "model_type", "dict_type", "model_attributes_type"})
+# A comma or space then `key.path=` inside one override's value: several overrides joined into one str.
+_JOINED = re.compile(r"[,\s]\s*(?=[A-Za-z_][\w.-]*=)")
 
 
 def format_validation_error(exc: ValidationError, source: str, overrides: Sequence[str] = (),
@@ -36,8 +39,9 @@ def format_validation_error(exc: ValidationError, source: str, overrides: Sequen
             msg = "unknown key (check spelling)" + _suggestion(schema, loc)
         else:
             msg = err["msg"] + _hint(err)
-        if any(_related(key, set_key) for set_key in set_keys):
-            msg += " (from --set)"
+        related = [item for item, set_key in zip(overrides, set_keys, strict=True) if _related(key, set_key)]
+        if related:
+            msg += " (from --set)" + "".join(_joined_hint(item) for item in related)
         lines.append(f"  key '{key}': {msg}")
     return "\n".join(lines)
 
@@ -45,6 +49,15 @@ def format_validation_error(exc: ValidationError, source: str, overrides: Sequen
 def _related(key: str, set_key: str) -> bool:
     """Whether ``set_key`` (an override's path) gave the value at ``key``, or a section holding it."""
     return key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + ".")
+
+
+def _joined_hint(item: str) -> str:
+    """A hint for an override whose value holds further ``key=value`` items after a comma (one str is one
+    override, so the rest became part of the first one's value); empty otherwise."""
+    if not _JOINED.search(item.partition("=")[2]):
+        return ""
+    return (f"; '{item}' holds several overrides in one: give each its own --set, or in Python its own list "
+            f"item: {_JOINED.split(item)!r}")
 
 
 def _hint(err: dict) -> str:

@@ -15,22 +15,6 @@ if TYPE_CHECKING:
     from multidistill.recipes.stages import RunPlan
 
 
-def recipe_config(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
-                  overrides: list[str] | str | None = None) -> RecipeBase:
-    """``recipe`` as a checked recipe config with ``--set``-style ``overrides`` applied: a YAML file's path (as
-    `load_recipe` reads it), a mapping of the same keys (its ``recipe`` key picks the method) or a recipe config
-    (checked again). Anything else is a TypeError."""
-    from multidistill.config import load_config
-    from multidistill.recipes.config import RecipeBase, load_recipe
-
-    if isinstance(recipe, str | os.PathLike | Mapping):
-        return load_recipe(recipe, overrides)
-    if isinstance(recipe, RecipeBase):
-        return load_config(recipe, overrides, schema=type(recipe))
-    raise TypeError(f"a recipe is a YAML file's path, a mapping or a recipe config (load_recipe), not "
-                    f"{type(recipe).__name__}")
-
-
 def run_recipe(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike, overrides: list[str] | str | None = None,
                *, progress: bool = True) -> dict:
     """Run (or continue) every stage of ``recipe`` under its output_dir, as `multidistill run` does; returns the
@@ -45,15 +29,21 @@ def run_recipe(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike, overr
     written raises `OutputError`.
     """
     from multidistill import recipes
+    from multidistill.recipes.config import load_recipe
 
     with api_call("run_recipe", progress=progress, exclusive=True):
-        return recipes.run_recipe(recipe_config(recipe, overrides))
+        return recipes.run_recipe(load_recipe(recipe, overrides))
 
 
 def run(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike, overrides: list[str] | str | None = None, *,
         progress: bool = True) -> dict:
     """`run_recipe`: the whole recipe ``recipe`` with ``--set``-style ``overrides``, as `multidistill run` runs
-    it; returns the recipe's summary."""
+    it; returns the recipe's summary. ``progress`` False: no bars, tables or notes.
+
+    The stages seed the process-wide random generators (Python, numpy, torch), so a run started from another
+    thread of this process while this one goes is refused (`RunInProgress`); an output folder that cannot be
+    written raises `OutputError`.
+    """
     return run_recipe(recipe, overrides, progress=progress)
 
 
@@ -68,6 +58,7 @@ def plan_recipe(recipe: RecipeBase | Mapping[str, Any] | str | os.PathLike,
     but not used), as far as checking went; printed here too unless ``progress`` is off.
     """
     from multidistill import recipes
+    from multidistill.recipes.config import load_recipe
 
     with api_call("plan_recipe", progress=progress, exclusive=True):
-        return recipes.plan_recipe(recipe_config(recipe, overrides))
+        return recipes.plan_recipe(load_recipe(recipe, overrides))

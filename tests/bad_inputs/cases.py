@@ -776,7 +776,7 @@ CASES += [
          "[UNK]: evaluate and predict ran on nothing, exit 0)", "evaluate",
          ("has no vocabulary", "tokenizer.json / vocab.txt"), damage=(delete("{teacher}/tokenizer.json"),)),
     Case("encoder-path-missing", "config", "model.name_or_path is a folder that does not exist (a hub 'repo id' "
-         "error)", "train-teacher", ("model '/nonexistent/bert'", "no such folder"),
+         "error)", "train-teacher", ("key 'model.name_or_path'", "model '/nonexistent/bert'", "no such folder"),
          patch={"model.name_or_path": "/nonexistent/bert"}),
     Case("encoder-path-is-a-file", "config", "model.name_or_path names a data file", "train-teacher",
          ("toy_sent/train.tsv", "is a file, not a model folder"),

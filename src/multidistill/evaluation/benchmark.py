@@ -123,6 +123,25 @@ def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> f
     return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
 
 
+def _refuse_another_models_export(out: Path, model_dir: Path) -> None:
+    """Refuse an export folder ``out`` that holds another model's export (its recorded ``source`` is another folder,
+    with other weights): `exports/<model name>` is shared by every model of that name (two runs' `student/model`),
+    and benchmarking one replaced the other's export without a word."""
+    from multidistill.teachers.fingerprint import teacher_fingerprint
+    from multidistill.utils.manifest import read_versioned_json
+
+    manifest = out / "export.json"
+    if not manifest.is_file():
+        return
+    existing = read_versioned_json(manifest, 1, ConfigError)
+    source = existing.get("source")
+    if not source or Path(source).resolve() == model_dir.resolve() \
+            or existing.get("source_fingerprint") == teacher_fingerprint(model_dir):  # the same weights, moved
+        return
+    raise ConfigError(f"{out} holds the export of another model ({source}); benchmarking {model_dir} would replace "
+                      "it: give another folder with --export-root (export_root=), or delete that export first")
+
+
 def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_examples: int,
                  max_metric_drop_int8: float, name: str | None = None,
                  ) -> tuple[Path | None, dict | None, dict[str, list[str]]]:
@@ -195,6 +214,11 @@ def benchmark(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike, tasks
               max_metric_drop_int8: float = DEFAULT_MAX_METRIC_DROP_INT8,
               strict: bool = False, progress: bool = True) -> BenchmarkReport:
     """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON) when given.
+
+    The ONNX runtimes export each model to ``export_root/<model name>`` (`model_names`: `runs/a/student/model` is
+    `student`), by default an ``exports`` folder beside ``out`` (with ``out`` None: ``./exports``); a later call
+    reuses an export of the same model there, and refuses (ConfigError) one of another model, which it would
+    otherwise replace: give that call another ``export_root``.
 
     ``model_dirs`` (one path is one model), ``tasks`` and ``runtimes`` take lists, or comma-separated strs as the
     CLI does. Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
@@ -269,6 +293,11 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
         if missing:
             raise UnknownTaskError(f"--tasks: model {folder} has no head for {missing}; it has {list(model.tasks)}")
         models[name] = (folder, model)
+    if any(r.startswith("onnx") for r in runtimes):  # before any export is written or any model measured
+        from multidistill.utils.paths import inside
+
+        for name, (folder, _) in models.items():
+            _refuse_another_models_export(inside(export_root, name), folder)
     check_same_dev_rows(models, tasks, data_root, cache_dir)
     torch.set_num_threads(torch.get_num_threads())
 

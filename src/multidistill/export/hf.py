@@ -50,6 +50,7 @@ from multidistill.export.tokenizer import for_export
 from multidistill.models.families import FAMILIES, StockHead
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.entry import api_call
 
 EXPORT_INFO_FILE = "export.json"
 # Largest accepted |our logits - exported logits| on the check rows.
@@ -95,7 +96,7 @@ def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task:
               overwrite: bool = False, check_rows: Sequence[tuple[str, str | None]] | None = None,
               parity_data: DataConfig | None = None, parity_examples: int | None = None,
               skip_parity: bool = False, data_root: str | None = None,
-              cache_dir: str = ".cache/multidistill") -> Path:
+              cache_dir: str = ".cache/multidistill", progress: bool = True) -> Path:
     """Write the model in ``model_dir`` as Hugging Face classifier folders in ``out_dir`` and return it, as
     `multidistill export --format hf` does.
 
@@ -110,42 +111,44 @@ def export_hf(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, task:
     sentences instead (no data needed). The check's numbers go to its export.json (``check``), and its model
     card (README.md) quotes the run's dev scores. Raises `ModelError` for a model it cannot express this way
     (BiLSTM, mean pooling, another encoder family) or when a check fails; nothing is left on disk then. The
-    write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``.
+    write is atomic; an existing non-empty ``out_dir`` is refused unless ``overwrite``. ``progress`` False: no
+    bars or library notes (transformers' "Writing model shards", "Loading weights").
     """
-    check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root,
-                         options={"parity_examples": parity_examples})
-    parity_examples = DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples
-    from multidistill.models import load_model
-    from multidistill.models.backbone import load_tokenizer
-    from multidistill.models.multitask import MultiTaskModel
+    with api_call("export_hf", progress=progress):
+        check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root,
+                             options={"parity_examples": parity_examples})
+        parity_examples = DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples
+        from multidistill.models import load_model
+        from multidistill.models.backbone import load_tokenizer
+        from multidistill.models.multitask import MultiTaskModel
 
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    _check_out_dir(model_dir, out_dir, overwrite)
-    if parity_data is None and check_rows is None and not skip_parity:
-        parity_data = own_data(model_dir, data_root, cache_dir)  # as the CLI reads it: the model's own rows
-    model = load_model(model_dir)
-    if not isinstance(model, MultiTaskModel):
-        kind = "BiLSTM student" if type(model).__name__ == "BiLSTMModel" else type(model).__name__
-        raise ModelError(f"{model_dir}: a {kind} has no Hugging Face counterpart; {EXPORTABLE}; or {ONNX_HINT}")
-    family = _family(model, model_dir)  # the refusals no --task can fix come first
-    specs = _pick_tasks(model, model_dir, task)
-    tokenizer = load_tokenizer(str(model_dir))
-    max_length = model.inference_length
-    tokenizer = _restrict_inputs(tokenizer, model, max_length)
-    checks = {}
-    for spec in specs:  # every task's check rows are read (and validated) before anything is built
-        rows, source = check_rows, "given rows" if check_rows is not None else "built-in sentences"
-        if check_rows is None and parity_data is not None:
-            rows, source = _eval_rows(spec, parity_data, parity_examples), f"{parity_data.eval_split} rows"
-        checks[spec.name] = (_check_rows(spec, rows), source)
-    model.eval()
+        model_dir, out_dir = Path(model_dir), Path(out_dir)
+        _check_out_dir(model_dir, out_dir, overwrite)
+        if parity_data is None and check_rows is None and not skip_parity:
+            parity_data = own_data(model_dir, data_root, cache_dir)  # as the CLI reads it: the model's own rows
+        model = load_model(model_dir)
+        if not isinstance(model, MultiTaskModel):
+            kind = "BiLSTM student" if type(model).__name__ == "BiLSTMModel" else type(model).__name__
+            raise ModelError(f"{model_dir}: a {kind} has no Hugging Face counterpart; {EXPORTABLE}; or {ONNX_HINT}")
+        family = _family(model, model_dir)  # the refusals no --task can fix come first
+        specs = _pick_tasks(model, model_dir, task)
+        tokenizer = load_tokenizer(str(model_dir))
+        max_length = model.inference_length
+        tokenizer = _restrict_inputs(tokenizer, model, max_length)
+        checks = {}
+        for spec in specs:  # every task's check rows are read (and validated) before anything is built
+            rows, source = check_rows, "given rows" if check_rows is not None else "built-in sentences"
+            if check_rows is None and parity_data is not None:
+                rows, source = _eval_rows(spec, parity_data, parity_examples), f"{parity_data.eval_split} rows"
+            checks[spec.name] = (_check_rows(spec, rows), source)
+        model.eval()
 
-    with atomic_dir(out_dir) as tmp:
-        if len(specs) == 1 and (task is not None or len(model.tasks) == 1):
-            _write_task(model, model_dir, specs[0], family, tokenizer, *checks[specs[0].name], max_length, tmp)
-        else:
-            _write_task_folders(model, model_dir, specs, family, tokenizer, checks, max_length, tmp)
-    return out_dir
+        with atomic_dir(out_dir) as tmp:
+            if len(specs) == 1 and (task is not None or len(model.tasks) == 1):
+                _write_task(model, model_dir, specs[0], family, tokenizer, *checks[specs[0].name], max_length, tmp)
+            else:
+                _write_task_folders(model, model_dir, specs, family, tokenizer, checks, max_length, tmp)
+        return out_dir
 
 
 def _write_task_folders(model, model_dir: Path, specs: list[Task], family: StockHead, tokenizer, checks: dict,

@@ -89,6 +89,7 @@ from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.training.run_dir import refuse_foreign_overwrite
 from multidistill.utils.arguments import as_list
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.entry import api_call
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +286,8 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                 on_parity_failure: Literal["raise", "omit"] = "raise", graph: Graph = "plain",
                 int8_method: Int8Method | None = None, per_channel: bool | None = None, attention: Attention = "eager",
                 attention_mask_value: float | None = ATTENTION_MASK_VALUE, calibration_data: DataConfig | None = None,
-                calibration_examples: int | None = None, calibration_seed: int | None = None) -> ExportInfo:
+                calibration_examples: int | None = None, calibration_seed: int | None = None,
+                progress: bool = True) -> ExportInfo:
     """Export the model in ``model_dir`` to ``out_dir`` and return the export.json written there, as
     `multidistill export` does.
 
@@ -319,143 +321,144 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
     ``quantize="int8"``, a calibration setting without static int8, ...) is refused, as the CLI refuses it.
 
     The folder is written atomically: on any error nothing is left at ``out_dir`` (an existing folder, which
-    needs ``overwrite=True`` unless empty, stays as it was).
+    needs ``overwrite=True`` unless empty, stays as it was). ``progress`` False: no bars or library notes.
     """
-    onnx_modules()
-    require_choice("quantize", quantize, QUANTIZE_CHOICES)
-    require_choice("graph", graph, GRAPH_CHOICES)
-    if int8_method is not None:
-        require_choice("int8_method", int8_method, INT8_METHODS)
-    require_choice("attention", attention, ATTENTION_CHOICES)
-    if attention_mask_value is not None:
-        check_attention_mask_value(attention_mask_value)
-    options = {"int8_method": int8_method, "per_channel": per_channel, "min_agreement_int8": min_agreement_int8,
-               "max_metric_drop_int8": max_metric_drop_int8, "calibration_examples": calibration_examples,
-               "calibration_seed": calibration_seed, "tolerance_fp32": tolerance_fp32,
-               "parity_examples": parity_examples}
-    check_onnx_options(quantize=quantize, int8_method=int8_method, attention=attention,
-                       attention_mask_value=attention_mask_value, options=options)
-    static = quantize == "int8" and int8_method == "static"
-    check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root, options=options,
-                         reads_training_rows=static)
-    if graph == "fused" and attention != "eager":
-        raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches its "
-                          "mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
-    if on_parity_failure not in ("raise", "omit"):
-        raise ConfigError(f"on_parity_failure {on_parity_failure!r}: choose raise or omit")
-    tolerance_fp32 = DEFAULT_TOLERANCE_FP32 if tolerance_fp32 is None else tolerance_fp32
-    parity_examples = DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples
-    max_metric_drop_int8 = DEFAULT_MAX_METRIC_DROP_INT8 if max_metric_drop_int8 is None else max_metric_drop_int8
-    per_channel = True if per_channel is None else per_channel
-    calibration_examples = calibration_examples or DEFAULT_CALIBRATION_EXAMPLES
-    calibration_seed = calibration_seed or 0
-    parity_tasks = as_list(parity_tasks, "parity_tasks", commas=True)
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    _check_out_dir(model_dir, out_dir, overwrite)
-    if parity_data is None and (not skip_parity or (static and calibration_data is None)):
-        parity_data = own_data(model_dir, data_root, cache_dir)  # as the CLI reads it: the model's own rows
-    calibration_data = calibration_data or parity_data
-    if skip_parity:
-        parity_data = None
-    model = load_model(model_dir).eval()  # safetensors + JSON; never unpickles
-    backbone = getattr(model, "backbone", None)
-    if backbone is not None:
-        problem = unmet_need(backbone.config, quirks_of(backbone.config).onnx_needs, "its ONNX export needs")
-        if problem:
-            raise ModelError(f"{model_dir}: cannot export this '{backbone.config.model_type}' encoder to ONNX: "
-                             f"{problem}")
-    tokenizer = load_tokenizer(str(model_dir))
-    # Read (and validate) the parity data before any export work, so bad data fails fast.
-    eval_sets = parity_sets(model, tokenizer, parity_data, parity_tasks, parity_examples) if parity_data else None
+    with api_call("export_onnx", progress=progress):
+        onnx_modules()
+        require_choice("quantize", quantize, QUANTIZE_CHOICES)
+        require_choice("graph", graph, GRAPH_CHOICES)
+        if int8_method is not None:
+            require_choice("int8_method", int8_method, INT8_METHODS)
+        require_choice("attention", attention, ATTENTION_CHOICES)
+        if attention_mask_value is not None:
+            check_attention_mask_value(attention_mask_value)
+        options = {"int8_method": int8_method, "per_channel": per_channel, "min_agreement_int8": min_agreement_int8,
+                   "max_metric_drop_int8": max_metric_drop_int8, "calibration_examples": calibration_examples,
+                   "calibration_seed": calibration_seed, "tolerance_fp32": tolerance_fp32,
+                   "parity_examples": parity_examples}
+        check_onnx_options(quantize=quantize, int8_method=int8_method, attention=attention,
+                           attention_mask_value=attention_mask_value, options=options)
+        static = quantize == "int8" and int8_method == "static"
+        check_parity_options(skip_parity=skip_parity, parity_data=parity_data, data_root=data_root, options=options,
+                             reads_training_rows=static)
+        if graph == "fused" and attention != "eager":
+            raise ConfigError("a fused graph is traced with eager attention (onnxruntime's attention fusion matches "
+                              "its mask, not SDPA's): use attention 'eager' (--attention eager) or graph 'plain'")
+        if on_parity_failure not in ("raise", "omit"):
+            raise ConfigError(f"on_parity_failure {on_parity_failure!r}: choose raise or omit")
+        tolerance_fp32 = DEFAULT_TOLERANCE_FP32 if tolerance_fp32 is None else tolerance_fp32
+        parity_examples = DEFAULT_PARITY_EXAMPLES if parity_examples is None else parity_examples
+        max_metric_drop_int8 = DEFAULT_MAX_METRIC_DROP_INT8 if max_metric_drop_int8 is None else max_metric_drop_int8
+        per_channel = True if per_channel is None else per_channel
+        calibration_examples = calibration_examples or DEFAULT_CALIBRATION_EXAMPLES
+        calibration_seed = calibration_seed or 0
+        parity_tasks = as_list(parity_tasks, "parity_tasks", commas=True)
+        model_dir, out_dir = Path(model_dir), Path(out_dir)
+        _check_out_dir(model_dir, out_dir, overwrite)
+        if parity_data is None and (not skip_parity or (static and calibration_data is None)):
+            parity_data = own_data(model_dir, data_root, cache_dir)  # as the CLI reads it: the model's own rows
+        calibration_data = calibration_data or parity_data
+        if skip_parity:
+            parity_data = None
+        model = load_model(model_dir).eval()  # safetensors + JSON; never unpickles
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None:
+            problem = unmet_need(backbone.config, quirks_of(backbone.config).onnx_needs, "its ONNX export needs")
+            if problem:
+                raise ModelError(f"{model_dir}: cannot export this '{backbone.config.model_type}' encoder to ONNX: "
+                                 f"{problem}")
+        tokenizer = load_tokenizer(str(model_dir))
+        # Read (and validate) the parity data before any export work, so bad data fails fast.
+        eval_sets = parity_sets(model, tokenizer, parity_data, parity_tasks, parity_examples) if parity_data else None
 
-    inputs = input_names(model, tokenizer)
-    outputs = {name: f"logits_{name}" for name in model.tasks}
-    files = {"fp32": MODEL_FILES["fp32"]}
-    variant: dict[str, Any] = {"graph": "plain"}
-    traced = attention_implementation(model)
-    if traced is not None:  # a Transformer (a BiLSTM has no attention)
-        variant["attention"] = "eager" if attention == "eager" else traced
-    elif attention != "eager" or attention_mask_value != ATTENTION_MASK_VALUE:  # None: 'lowest', given
-        raise ConfigError(f"{model_dir} is a BiLSTM, which has no self-attention: --attention and "
-                          "--attention-mask-value apply to Transformer encoders; leave them out")
-    optimizer_type = None
-    if graph == "fused":
-        optimizer_type, reason = fusion_model_type(model)
-        if optimizer_type is None:  # never silently: the export says it is plain, and why
-            variant["graph_note"] = f"fused graph requested but exported plain: {reason}"
-            logger.warning("%s: %s", model_dir, variant["graph_note"])
-    calibration = None
-    if static:
-        calibration = _calibration_batches(model, tokenizer, calibration_data, calibration_examples,
-                                           calibration_seed, batch_size)
-    with atomic_dir(out_dir) as tmp:
-        _export_graph(model, tokenizer, tmp / files["fp32"], inputs, outputs, opset, model_dir,
-                      eager=attention == "eager")
-        if optimizer_type is not None:
-            variant.update(fused_variant(tmp / files["fp32"], model, optimizer_type))
-            if "graph_note" in variant:  # attention fused in only some layers: never read as a whole fusion
+        inputs = input_names(model, tokenizer)
+        outputs = {name: f"logits_{name}" for name in model.tasks}
+        files = {"fp32": MODEL_FILES["fp32"]}
+        variant: dict[str, Any] = {"graph": "plain"}
+        traced = attention_implementation(model)
+        if traced is not None:  # a Transformer (a BiLSTM has no attention)
+            variant["attention"] = "eager" if attention == "eager" else traced
+        elif attention != "eager" or attention_mask_value != ATTENTION_MASK_VALUE:  # None: 'lowest', given
+            raise ConfigError(f"{model_dir} is a BiLSTM, which has no self-attention: --attention and "
+                              "--attention-mask-value apply to Transformer encoders; leave them out")
+        optimizer_type = None
+        if graph == "fused":
+            optimizer_type, reason = fusion_model_type(model)
+            if optimizer_type is None:  # never silently: the export says it is plain, and why
+                variant["graph_note"] = f"fused graph requested but exported plain: {reason}"
                 logger.warning("%s: %s", model_dir, variant["graph_note"])
-        if attention_mask_value is not None and variant.get("attention") == "eager":
-            # after fusion: a fused Attention op takes the mask itself, and what is left of it is not changed
-            variant["attention_mask"] = {"value": attention_mask_value,
-                                         "constants_changed": soften_attention_mask(tmp / files["fp32"],
-                                                                                    attention_mask_value)}
-        if quantize == "int8":
-            files["int8"] = MODEL_FILES["int8"]
-            if calibration is None:
-                variant["int8"] = quantize_dynamic_int8(tmp / files["fp32"], tmp / files["int8"],
-                                                        per_channel=per_channel)
-            else:
-                variant["int8"] = quantize_static_int8(tmp / files["fp32"], tmp / files["int8"], calibration[0],
-                                                       inputs, per_channel=per_channel)
-                variant["int8"]["calibration_rows"] = calibration[1]
-        for_export(tokenizer, model.inference_length).save_pretrained(tmp)
-        meta: ExportInfo = {
-            "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
-            # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder
-            "source_fingerprint": teacher_fingerprint(model_dir),
-            "model_kind": "bilstm" if isinstance(model, BiLSTMModel) else "multitask",
-            "tasks": [task.model_dump(mode="json") for task in model.tasks.values()],
-            # the length its tokenizer truncates at, which `predict` over the export reads
-            "max_length": model.inference_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
-            "variant": variant,
-        }
-        for precision, name in files.items():
-            _stamp(tmp / name, expected_stamp(meta, precision))
-        _write_meta(tmp, {**meta, "opset": opset})
-        if eval_sets is not None:
-            pad_token_id = pad_id(tokenizer)
-            expected = {name: predict(model, model.tasks[name], dataset, batch_size=batch_size,
-                                      pad_token_id=pad_token_id, device=torch.device("cpu"))
+        calibration = None
+        if static:
+            calibration = _calibration_batches(model, tokenizer, calibration_data, calibration_examples,
+                                               calibration_seed, batch_size)
+        with atomic_dir(out_dir) as tmp:
+            _export_graph(model, tokenizer, tmp / files["fp32"], inputs, outputs, opset, model_dir,
+                          eager=attention == "eager")
+            if optimizer_type is not None:
+                variant.update(fused_variant(tmp / files["fp32"], model, optimizer_type))
+                if "graph_note" in variant:  # attention fused in only some layers: never read as a whole fusion
+                    logger.warning("%s: %s", model_dir, variant["graph_note"])
+            if attention_mask_value is not None and variant.get("attention") == "eager":
+                # after fusion: a fused Attention op takes the mask itself, and what is left of it is not changed
+                variant["attention_mask"] = {"value": attention_mask_value,
+                                             "constants_changed": soften_attention_mask(tmp / files["fp32"],
+                                                                                        attention_mask_value)}
+            if quantize == "int8":
+                files["int8"] = MODEL_FILES["int8"]
+                if calibration is None:
+                    variant["int8"] = quantize_dynamic_int8(tmp / files["fp32"], tmp / files["int8"],
+                                                            per_channel=per_channel)
+                else:
+                    variant["int8"] = quantize_static_int8(tmp / files["fp32"], tmp / files["int8"], calibration[0],
+                                                           inputs, per_channel=per_channel)
+                    variant["int8"]["calibration_rows"] = calibration[1]
+            for_export(tokenizer, model.inference_length).save_pretrained(tmp)
+            meta: ExportInfo = {
+                "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
+                # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder
+                "source_fingerprint": teacher_fingerprint(model_dir),
+                "model_kind": "bilstm" if isinstance(model, BiLSTMModel) else "multitask",
+                "tasks": [task.model_dump(mode="json") for task in model.tasks.values()],
+                # the length its tokenizer truncates at, which `predict` over the export reads
+                "max_length": model.inference_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
+                "variant": variant,
+            }
+            for precision, name in files.items():
+                _stamp(tmp / name, expected_stamp(meta, precision))
+            _write_meta(tmp, {**meta, "opset": opset})
+            if eval_sets is not None:
+                pad_token_id = pad_id(tokenizer)
+                expected = {name: predict(model, model.tasks[name], dataset, batch_size=batch_size,
+                                          pad_token_id=pad_token_id, device=torch.device("cpu"))
+                            for name, dataset in eval_sets.items()}
+                parity, failures = {}, {}
+                for precision in files:
+                    # Loading through OnnxModel also proves the folder reads back as written.
+                    exported = OnnxModel.load(tmp, precision, with_tokenizer=False)
+                    parity[precision] = {
+                        name: compare_predictions(
+                            model.tasks[name], expected[name],
+                            exported.predict(name, dataset, batch_size=batch_size, pad_token_id=pad_token_id),
+                            np.asarray(dataset["label"]))
                         for name, dataset in eval_sets.items()}
-            parity, failures = {}, {}
-            for precision in files:
-                # Loading through OnnxModel also proves the folder reads back as written.
-                exported = OnnxModel.load(tmp, precision, with_tokenizer=False)
-                parity[precision] = {
-                    name: compare_predictions(
-                        model.tasks[name], expected[name],
-                        exported.predict(name, dataset, batch_size=batch_size, pad_token_id=pad_token_id),
-                        np.asarray(dataset["label"]))
-                    for name, dataset in eval_sets.items()}
-                found = parity_failures(precision, parity[precision], tolerance_fp32=tolerance_fp32,
-                                        min_agreement_int8=min_agreement_int8,
-                                        max_metric_drop_int8=max_metric_drop_int8)
-                if found:
-                    failures[precision] = found
-            if failures and (on_parity_failure == "raise" or len(failures) == len(files)):
-                listed = [reason for reasons in failures.values() for reason in reasons]
-                raise ParityError(f"ONNX export of {model_dir} failed its parity check on "
-                                  f"{parity_data.eval_split} data, so nothing was written to {out_dir}:\n  "
-                                  + "\n  ".join(listed), parity, failures)
-            for precision in failures:  # "omit": a graph that failed is not served from this folder
-                (tmp / files.pop(precision)).unlink()
-            meta["files"] = dict(files)
-            meta["parity"] = parity
-            if failures:
-                meta["parity_failures"] = failures
-        meta["opset"] = opset
-        meta["parity_checked"] = parity_data is not None  # without parity_data nothing compared the graphs
-        _write_meta(tmp, meta)
-        write_card(tmp, model_card_record(model_dir, "onnx", export=meta))
-    return meta
+                    found = parity_failures(precision, parity[precision], tolerance_fp32=tolerance_fp32,
+                                            min_agreement_int8=min_agreement_int8,
+                                            max_metric_drop_int8=max_metric_drop_int8)
+                    if found:
+                        failures[precision] = found
+                if failures and (on_parity_failure == "raise" or len(failures) == len(files)):
+                    listed = [reason for reasons in failures.values() for reason in reasons]
+                    raise ParityError(f"ONNX export of {model_dir} failed its parity check on "
+                                      f"{parity_data.eval_split} data, so nothing was written to {out_dir}:\n  "
+                                      + "\n  ".join(listed), parity, failures)
+                for precision in failures:  # "omit": a graph that failed is not served from this folder
+                    (tmp / files.pop(precision)).unlink()
+                meta["files"] = dict(files)
+                meta["parity"] = parity
+                if failures:
+                    meta["parity_failures"] = failures
+            meta["opset"] = opset
+            meta["parity_checked"] = parity_data is not None  # without parity_data nothing compared the graphs
+            _write_meta(tmp, meta)
+            write_card(tmp, model_card_record(model_dir, "onnx", export=meta))
+        return meta

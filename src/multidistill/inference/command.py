@@ -10,24 +10,12 @@ from typing import Annotated
 
 import typer
 
-from multidistill.errors import ConfigError
 from multidistill.utils.console import stdout_console
 
 console = stdout_console()
 SHOW_SKIPPED_LINES = 10  # skipped line numbers the summary lists before "and N more"
 COLUMNS_FROM = {"given": "--text-columns", "task": "the task's columns", "default": "the default columns"}
 FORMAT_NAMES = {"jsonl": "JSON Lines", "csv": "CSV"}
-
-
-def parse_text_columns(text: str | None) -> tuple[str, str | None] | None:
-    """``"a"`` -> ("a", None); ``"a,b"`` -> ("a", "b"); None -> None (use the task's default columns)."""
-    if text is None:
-        return None
-    names = [name.strip() for name in text.split(",")]
-    if not 1 <= len(names) <= 2 or not all(names):
-        raise ConfigError(f"--text-columns takes one column name or two separated by a comma "
-                          f"(e.g. 'sentence' or 'question,sentence'), got {text!r}")
-    return names[0], names[1] if len(names) == 2 else None
 
 
 def predict_command(
@@ -58,7 +46,7 @@ def predict_command(
     """
     from multidistill.inference.predict import predict_file
 
-    result = predict_file(source, task, input_path, output, text_columns=parse_text_columns(text_columns),
+    result = predict_file(source, task, input_path, output, text_columns=text_columns,
                           batch_size=batch_size, skip_bad_rows=skip_bad_rows, precision=precision)
     # markup off: column names and paths are the user's text, and "[...]" in them is not rich markup.
     console.print(summary_line(result), markup=False, soft_wrap=True)

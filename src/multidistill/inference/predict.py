@@ -63,15 +63,25 @@ class PredictSummary(TypedDict):
     format: str
 
 
+def parse_text_columns(text: str) -> tuple[str, str | None]:
+    """``--text-columns`` as `predict_file` takes it: ``"a"`` -> ("a", None); ``"a,b"`` -> ("a", "b")."""
+    names = [name.strip() for name in text.split(",")]
+    if not 1 <= len(names) <= 2 or not all(names):
+        raise ConfigError(f"--text-columns takes one column name or two separated by a comma "
+                          f"(e.g. 'sentence' or 'question,sentence'), got {text!r}")
+    return names[0], names[1] if len(names) == 2 else None
+
+
 def predict_file(source: str | Path, task: str, input_path: str | Path, output_path: str | Path, *,
-                 text_columns: tuple[str, str | None] | None = None, batch_size: int = 64,
+                 text_columns: tuple[str, str | None] | str | None = None, batch_size: int = 64,
                  skip_bad_rows: bool = False, output_format: str | None = None, precision: str = "fp32",
                  progress: bool = True) -> PredictSummary:
     """Predict ``task`` for every row of ``input_path`` and write one record per row to ``output_path``.
 
     ``source`` is a multidistill model folder or an ONNX export folder (``export.json`` with kind
     ``onnx``). The input format follows the extension (.csv, .tsv, .jsonl/.json); CSV and TSV need a
-    header. Text columns are, unless ``text_columns`` names them, the ones the task was trained on (its
+    header. Text columns are, unless ``text_columns`` names them (``(text_a, text_b or None)``, or a str as
+    ``--text-columns`` takes it: ``"sentence"``, ``"question,sentence"``), the ones the task was trained on (its
     spec's column map) when the file has them, else the usual names (``text``/``sentence``/``text_a``, or
     ``text_a``+``text_b``, ``sentence1``+``sentence2``, ``question``+``sentence`` for pairs). The output
     format follows its extension (.jsonl or .csv; others are refused) unless ``output_format`` names it.
@@ -80,6 +90,11 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
     and where they came from (``given``, ``task`` or ``default``), with the output path and format.
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    if isinstance(text_columns, str):
+        text_columns = parse_text_columns(text_columns)
+    elif text_columns is not None and not isinstance(text_columns, tuple | list):
+        raise TypeError(f"text_columns takes (text_a, text_b or None) or a str like 'text_a,text_b', not "
+                        f"{type(text_columns).__name__}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     _check_paths(input_path, output_path, Path(source))
@@ -370,8 +385,8 @@ def _text_columns(table: Table, task: Task,
     have = ", ".join(repr(c) for c in table.columns) or "none"
     kind = "pair" if task.pair else "single-text"
     if given is not None:
-        if isinstance(given, str) or not 1 <= len(given) <= 2:
-            raise ConfigError(f"text_columns must be (text_a, text_b or None), got {given!r}")
+        if not 1 <= len(given) <= 2:
+            raise ConfigError(f"text_columns must be (text_a, text_b or None) or 'text_a,text_b', got {given!r}")
         first, second = given[0], (given[1] if len(given) == 2 else None)
         if task.pair and not second:
             raise ConfigError(f"task '{task.name}' takes text pairs: give two --text-columns, e.g. 'text_a,text_b'")

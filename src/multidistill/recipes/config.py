@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -28,7 +27,6 @@ from multidistill.config import (
     read_yaml,
 )
 from multidistill.data.tasks import BUILTIN_TASKS
-from multidistill.errors import ConfigError
 
 
 def refuse_replaced_seed(train: TrainConfig | None, key: str, seeds_key: str) -> None:
@@ -162,13 +160,18 @@ class RecipeBase(_Strict):
         return self
 
 
-def load_recipe(path: str | Path | Mapping[str, Any], overrides: list[str] | str | None = None) -> RecipeBase:
-    """Load a recipe YAML, or a mapping of the same keys (its `recipe:` key picks the registered schema), with
-    `--set` overrides; anything else is a ConfigError naming its type."""
+def load_recipe(path: RecipeBase | Mapping[str, Any] | str | os.PathLike,
+                overrides: list[str] | str | None = None) -> RecipeBase:
+    """``path`` as a checked recipe config with ``--set``-style ``overrides`` applied: a recipe YAML file's path,
+    a mapping of the same keys (for both, the `recipe:` key picks the registered schema) or a recipe config
+    (checked again, so one edited in Python is validated too). Anything else is a TypeError."""
     from multidistill.recipes.registry import recipe_entry
 
+    if isinstance(path, RecipeBase):
+        return load_config(path, overrides, schema=type(path))
     if isinstance(path, Mapping):
         return load_config(path, overrides, schema=recipe_entry(path.get("recipe"), "the recipe mapping").schema)
     if not isinstance(path, str | os.PathLike):
-        raise ConfigError(f"a recipe is a YAML file's path or a mapping of its keys, not {type(path).__name__}")
+        raise TypeError(f"a recipe is a YAML file's path, a mapping or a recipe config (load_recipe), not "
+                        f"{type(path).__name__}")
     return load_config(path, overrides, schema=recipe_entry(read_yaml(path).get("recipe"), str(path)).schema)

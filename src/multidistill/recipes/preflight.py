@@ -56,6 +56,15 @@ def check_model_path(name_or_path: str | None, key: str) -> None:
         raise ConfigError(f"key '{key}': {exc}") from exc
 
 
+def check_model_paths(settings: BaseModel) -> None:
+    """Refuse, by key, every model section's name_or_path (unless init_from replaces it) and tokenizer that can only
+    be a local folder and is none: named here, not by the stage that loads it, which knows no key."""
+    for key, model in model_sections(settings):
+        if model.init_from is None:
+            check_model_path(model.name_or_path, f"{key}.name_or_path")
+        check_model_path(model.tokenizer, f"{key}.tokenizer")
+
+
 def encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -> ModelDims | None:
     """The sizes a feature loss is built from, read from the encoder's config (its kept layers where cut); None
     where that cannot be read here (the stage then checks). A family whose features cannot be read, or a config
@@ -366,10 +375,8 @@ def check_models(settings: BaseModel) -> None:
     """Refuse, by key, a model path that can only be a local folder and is none, a Transformer model's
     `student_layers` outside its encoder's layers and a `max_seq_length` beyond its positions, for every model
     section of a recipe (or the demo) whose encoder config can be read."""
+    check_model_paths(settings)
     for key, model in model_sections(settings):
-        if model.init_from is None:  # a missing local folder is named here, not by the stage that loads it
-            check_model_path(model.name_or_path, f"{key}.name_or_path")
-        check_model_path(model.tokenizer, f"{key}.tokenizer")
         if not _checkable(model):
             continue
         found = teacher_source(settings) if model.name_or_path == TEACHER_REF else (model.name_or_path, None)

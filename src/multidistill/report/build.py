@@ -31,6 +31,7 @@ from multidistill.report.inputs import (
 )
 from multidistill.report.stage_names import stage_families, without_seed
 from multidistill.utils.atomic import atomic_dir
+from multidistill.utils.entry import api_call
 from multidistill.utils.markdown import table_cell
 
 REPORT_DIR = "report"
@@ -469,65 +470,68 @@ def describe_inputs(inputs: list[str], listed: int = 12) -> str:
 # -------------------------------------------------------------------------------------------------- build
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> Path:
     """Write report.md and its figures to ``out_dir`` (default ``run_dir/report``); returns report.md's path.
 
     All inputs are read before anything is written, so a missing summary.json creates nothing; the
-    report folder is built in a temporary sibling and swapped in only when complete.
+    report folder is built in a temporary sibling and swapped in only when complete. Warnings about the run
+    (a summary older than what it summarises) go into report.md and, unless ``progress`` is False, to stderr; a
+    report folder that cannot be written raises `OutputError`.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DataError("run folder is a file, not a folder" if run_dir.exists() else "run folder not found",
-                        path=run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
-    if out_dir.exists() and not out_dir.is_dir():  # a file there would be swapped out for the report folder
-        raise DataError("is a file, not a folder: nothing was written; choose a folder with --out", path=out_dir)
-    held = [p for p in out_dir.iterdir() if p.name.lower() not in OS_JUNK] if out_dir.is_dir() else []
-    if held and not (out_dir / "report.md").is_file():
-        # Replacing it would delete what it holds (a recipe's stage folder named report, the user's files).
-        raise DataError("is not empty and holds no report.md, so it is not an earlier report: nothing was "
-                        "written; choose another folder with --out", path=out_dir)
-    if held:  # an earlier report holds report.md and its figures only; anything else is someone's
-        foreign = sorted(p.name for p in held if p.name != "report.md" and p.suffix != ".png")
-        if foreign:
-            raise DataError(f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} beside report.md, "
-                            "which replacing it as an earlier report would delete: nothing was written; choose "
-                            "another folder with --out", path=out_dir)
-    summary = load_summary(run_dir)
-    benchmark, benchmark_note = load_benchmark(run_dir)
-    training = load_training(run_dir, skip=out_dir)
-    times = load_stage_times(run_dir, skip=out_dir)
-    warnings = stale_summary(run_dir, skip=out_dir)
-    source = SUMMARY_FILE if (run_dir / SUMMARY_FILE).is_file() else METRICS_FILE
-    inputs = [source, *([BENCHMARK_FILE] if benchmark else []), *training["files"], *times["files"]]
+    with api_call("build_report", progress=progress):
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise DataError("run folder is a file, not a folder" if run_dir.exists() else "run folder not found",
+                            path=run_dir)
+        out_dir = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
+        if out_dir.exists() and not out_dir.is_dir():  # a file there would be swapped out for the report folder
+            raise DataError("is a file, not a folder: nothing was written; choose a folder with --out", path=out_dir)
+        held = [p for p in out_dir.iterdir() if p.name.lower() not in OS_JUNK] if out_dir.is_dir() else []
+        if held and not (out_dir / "report.md").is_file():
+            # Replacing it would delete what it holds (a recipe's stage folder named report, the user's files).
+            raise DataError("is not empty and holds no report.md, so it is not an earlier report: nothing was "
+                            "written; choose another folder with --out", path=out_dir)
+        if held:  # an earlier report holds report.md and its figures only; anything else is someone's
+            foreign = sorted(p.name for p in held if p.name != "report.md" and p.suffix != ".png")
+            if foreign:
+                raise DataError(f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} beside report.md, "
+                                "which replacing it as an earlier report would delete: nothing was written; choose "
+                                "another folder with --out", path=out_dir)
+        summary = load_summary(run_dir)
+        benchmark, benchmark_note = load_benchmark(run_dir)
+        training = load_training(run_dir, skip=out_dir)
+        times = load_stage_times(run_dir, skip=out_dir)
+        warnings = stale_summary(run_dir, skip=out_dir)
+        source = SUMMARY_FILE if (run_dir / SUMMARY_FILE).is_file() else METRICS_FILE
+        inputs = [source, *([BENCHMARK_FILE] if benchmark else []), *training["files"], *times["files"]]
 
-    from multidistill.report import plots
-    from multidistill.report.colours import model_colours
+        from multidistill.report import plots
+        from multidistill.report.colours import model_colours
 
-    # One colour per model in every figure (`colours.model_keys`): a crowded training figure colours its stage
-    # families by member instead, so its stages take no colours from the models'.
-    stages = list(dict.fromkeys([*training["loss"], *training["dev"]]))
-    colours = model_colours(summary["rows"], summary["reference"], [] if len(stages) > plots.MAX_CURVES else stages,
-                            (benchmark or {}).get("models", {}))
-    with atomic_dir(out_dir) as tmp:
-        figures: dict[str, Path | None] = {
-            "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
-                                              tmp / "retention.png", colours=colours,
-                                              split=summary["split"]),
-            "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
-                                                   colours=colours, tasks=training["tasks"]),
-            "seeds": plots.plot_seed_scores(summary["rows"], summary["tasks"], tmp / "seeds.png", colours=colours,
-                                            split=summary["split"]),
-            "speed": None,
-        }
-        if benchmark:
-            figures["speed"] = plots.plot_score_vs_speed(
-                benchmark["models"], tmp / "score_vs_latency.png", task=benchmark.get("task"),
-                score_label=axis_score_label(benchmark), reference=benchmark.get("reference"),
-                batch_size=benchmark["settings"].get("batch_size", 32), colours=colours)
-        text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs, times,
-                               warnings)
-        (tmp / "report.md").write_text(text, encoding="utf-8")
-    for warning in warnings:  # also where the person who ran the command sees it, not only in report.md
-        print(f"warning: {run_dir}: {warning}", file=sys.stderr)
-    return out_dir / "report.md"
+        # One colour per model in every figure (`colours.model_keys`): a crowded training figure colours its stage
+        # families by member instead, so its stages take no colours from the models'.
+        stages = list(dict.fromkeys([*training["loss"], *training["dev"]]))
+        colours = model_colours(summary["rows"], summary["reference"], [] if len(stages) > plots.MAX_CURVES else stages,
+                                (benchmark or {}).get("models", {}))
+        with atomic_dir(out_dir) as tmp:
+            figures: dict[str, Path | None] = {
+                "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
+                                                  tmp / "retention.png", colours=colours,
+                                                  split=summary["split"]),
+                "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
+                                                       colours=colours, tasks=training["tasks"]),
+                "seeds": plots.plot_seed_scores(summary["rows"], summary["tasks"], tmp / "seeds.png", colours=colours,
+                                                split=summary["split"]),
+                "speed": None,
+            }
+            if benchmark:
+                figures["speed"] = plots.plot_score_vs_speed(
+                    benchmark["models"], tmp / "score_vs_latency.png", task=benchmark.get("task"),
+                    score_label=axis_score_label(benchmark), reference=benchmark.get("reference"),
+                    batch_size=benchmark["settings"].get("batch_size", 32), colours=colours)
+            text = render_markdown(run_dir, summary, benchmark, benchmark_note, training, figures, inputs, times,
+                                   warnings)
+            (tmp / "report.md").write_text(text, encoding="utf-8")
+        for warning in warnings:  # also where the person who ran the command sees it, not only in report.md
+            print(f"warning: {run_dir}: {warning}", file=sys.stderr)
+        return out_dir / "report.md"

@@ -70,7 +70,8 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
                        splits: Sequence[str] | str = ("train",), max_seq_length: int | None = None,
                        max_length: int | None = None, max_examples_per_task: int | None = None, seed: int = 42,
                        batch_size: int = 64, bf16: bool = False, device: torch.device | None = None,
-                       autocast=None, data_root: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
+                       autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+                       data_root: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
                        shard_size: int = DEFAULT_SHARD_SIZE, hidden_layers: Sequence[int] | str | None = None,
                        progress: bool = True) -> SignalStore:
     """Run every teacher over every (task, split) and store the signals, as `multidistill soft-targets` does;
@@ -97,7 +98,8 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
     the length it was trained with (128 for a model that records none), so its signals are what it says itself
     and do not depend on the teachers' order; ``max_seq_length`` (``max_length``, its older name) truncates every
     teacher's rows at that one length instead. ``bf16`` runs the teachers under bf16 autocast
-    (as ``--bf16``; or give ``autocast`` yourself); ``device`` defaults to this process's accelerator device (a
+    (as ``--bf16``; or give ``autocast`` yourself: a callable that returns the context each batch runs in, as
+    accelerate's ``Accelerator.autocast``); ``device`` defaults to this process's accelerator device (a
     GPU when there is one). ``progress`` False: no bars or library notes. ``bf16`` sets accelerate's process-wide
     precision, so a call from another thread while a run goes is refused (`RunInProgress`); an output that
     cannot be written raises `OutputError`.

@@ -43,6 +43,7 @@ from multidistill.training.loop import BEST_MODEL, CHECKPOINTS, LoopState, Train
 from multidistill.training.objective import (
     TEACHER_LOGIT_INPUTS,
     WeightedObjective,
+    check_domain_branch,
     reads_inputs,
     tasks_reading_labels,
 )
@@ -180,18 +181,23 @@ def open_stored_signals(config: TeacherRunConfig, data) -> StoredSignals:
 RunConfigSource = TeacherRunConfig | Mapping[str, Any] | str | os.PathLike
 
 
-def run_config(config: RunConfigSource) -> TeacherRunConfig:
-    """``config`` as a checked `TeacherRunConfig`: one given is checked again (one edited by
-    ``model_copy(update=...)`` never was), a mapping or a YAML file's path is loaded as `load_config` does."""
-    return revalidated(config) if isinstance(config, TeacherRunConfig) else load_config(config)
+def run_config(config: RunConfigSource, overrides: list[str] | str | None = None) -> TeacherRunConfig:
+    """``config`` as a checked `TeacherRunConfig` with ``--set``-style ``overrides`` applied: one given is checked
+    again (one edited by ``model_copy(update=...)`` never was), a mapping or a YAML file's path is loaded as
+    `load_config` does."""
+    if isinstance(config, TeacherRunConfig) and overrides is None:
+        return revalidated(config)
+    return load_config(config, overrides)
 
 
-def train_model(config: RunConfigSource, *, resume: bool = False, overwrite: bool = False,
-                on_step: Callable[[LoopState], None] | None = None, progress: bool = True) -> TrainResult:
+def train_model(config: RunConfigSource, overrides: list[str] | str | None = None, *, resume: bool = False,
+                overwrite: bool = False, on_step: Callable[[LoopState], None] | None = None,
+                progress: bool = True) -> TrainResult:
     """Validate data, model and signals, then train; the best model lands in ``output_dir/model``.
 
     ``config`` is a `TeacherRunConfig`, a mapping of its keys or a YAML file's path, of either kind (teacher or
-    distill; `train_teacher` and `distill` are the same run that first check the kind, as the CLI commands do).
+    distill; `train_teacher` and `distill` are the same run that first check the kind, as the CLI commands do),
+    with ``--set``-style ``overrides`` (a list, or one str for one override) applied as `load_config` does.
     ``on_step`` is called after every optimizer step (and its eval/checkpoint) with the loop state.
     ``progress`` False: no bars, tables or notes.
 
@@ -200,12 +206,14 @@ def train_model(config: RunConfigSource, *, resume: bool = False, overwrite: boo
     folder that cannot be written raises `OutputError`.
     """
     with api_call("train_model", progress=progress, exclusive=True):
-        return _train_model(run_config(config), resume=resume, overwrite=overwrite, on_step=on_step)
+        return _train_model(run_config(config, overrides), resume=resume, overwrite=overwrite, on_step=on_step)
 
 
 def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
                  on_step: Callable[[LoopState], None] | None) -> TrainResult:
     """`train_model` for a checked config, in its API block."""
+    from multidistill.recipes.preflight import check_model_paths  # the recipes import this module
+
     if resume and overwrite:  # one keeps the run in output_dir, the other replaces it
         raise ConfigError(f"{config.output_dir}: --resume continues the run there and --overwrite replaces it; "
                           "give one of them")
@@ -216,6 +224,7 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     # ends the run at once (its peers see the group close) instead of leaving them waiting in the rendezvous.
     refuse_sharded_launch()
     state = process_state()
+    check_model_paths(config)  # a missing model folder said by its key, as a recipe's checks say it
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
@@ -228,6 +237,9 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     check_one_step(config.train, {name: len(rows) for name, rows in data.train_sets.items()}, state.num_processes)
     model = build_model(config.model, list(data.tasks.values()), tokenizer)
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
+    branch = getattr(model, "domain_branch", None)  # model.domain_branch, or the branch model.init_from kept
+    check_domain_branch(config.objective, data.tasks.values(), branch.spec.domains if branch else None,
+                        "model.domain_branch.domains" if config.model.domain_branch else "model.init_from")
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
     online = open_online_teachers(config, data, tokenizer)
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
