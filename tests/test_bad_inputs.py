@@ -56,7 +56,7 @@ def _config_for(case: Case, raw: dict, ws: dict[str, Path]) -> dict:
     config = copy.deepcopy(raw)
     if case.command == "distill":
         config.update(kind="distill", signals=str(ws["store"]), objective=copy.deepcopy(SIGNAL_OBJECTIVE))
-    if case.command == "run":
+    if COMMANDS[case.command][0] == "run":
         config = {"recipe": "mtdnn_kd", "output_dir": str(ws["out"]), "data": config["data"],
                   # teacher.seeds give the teachers' seeds: a train.seed there is refused
                   "teacher": {"model": dict(raw["model"]), "train": {k: v for k, v in raw["train"].items()

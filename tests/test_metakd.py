@@ -195,6 +195,7 @@ def test_stage_b_weighted_reads_lambda(tiny_run, tmp_path, monkeypatch, capsys):
     (["student.model.student_layers=[0,2]"], ("key 'student.model.student_layers'", "has 2 layers")),
     (["prototypes.encoder=/nonexistent/encoder"], ("key 'prototypes.encoder'", "no such folder")),
     (["student.model.name_or_path=/nonexistent/student"], ("key 'student.model.name_or_path'", "no such folder")),
+    (["student.model.init_from=/nonexistent/saved"], ("key 'student.model.init_from'", "does not exist")),
     (["data.tasks=[{name: reviews, domain_holdout: {domain: books, folds: 2, fold: 0}}]"],
      ("data.tasks.0.domain_holdout", "student.cross_fit_folds")),
     (["student.cross_fit_folds=2", "teacher.model=null", "teacher.model_dirs=[somewhere]"],

@@ -167,6 +167,17 @@ def test_a_plain_encoder_that_is_no_folder_is_refused_before_any_stage(tiny_run,
     assert not Path(recipe["output_dir"]).exists()
 
 
+def test_a_general_student_init_from_that_is_no_folder_is_refused_before_any_stage(tiny_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """student.model.init_from was first read at the general stage, after the teacher, without the key."""
+    recipe = tiny_mitkd(tiny_run, tmp_path)
+    recipe["student"]["model"]["init_from"] = str(tmp_path / "no-such-student")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "key 'student.model.init_from'" in output and "does not exist" in output
+    assert not Path(recipe["output_dir"]).exists()
+
+
 def test_a_feature_loss_that_does_not_fit_the_encoders_is_refused_before_any_stage(tiny_run, tmp_path, monkeypatch,
                                                                                   capsys):
     """relation_heads must divide the width (32 here): it was found when the general stage built the loss, after

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from multidistill.config import ModelConfig
+from multidistill.config import ModelConfig, TeacherRunConfig
 from multidistill.data.augment import AugmentConfig
 from multidistill.errors import ConfigError
 from multidistill.recipes.config import TeacherSection
-from multidistill.recipes.preflight import check_mask_tokens, check_models, model_sections
+from multidistill.recipes.preflight import check_mask_tokens, check_model_paths, check_models, model_sections
 
 
 class Student(BaseModel):
@@ -80,6 +80,24 @@ def test_a_student_cut_from_an_encoder_that_cannot_be_cut_is_refused_before_the_
                                           r"ALBERT shares one layer's weights"):
         check_models(settings({"model": {"name_or_path": str(folder)}},
                               {"name_or_path": "@teacher", "student_layers": [1]}))
+
+
+def test_saved_model_folders_are_refused_by_key_and_references_and_hub_names_pass(tiny_model_dir, tmp_path):
+    """init_from and heads_from hold a saved multidistill model, never a hub name: one that is not there, or an encoder
+    folder, was refused where the stage loaded it, without the key. `@teacher` (a recipe resolves it) and an online
+    teacher's hub name are left to the stage."""
+    with pytest.raises(ConfigError, match=r"key 'student.model.init_from': model directory .*missing does not exist"):
+        check_model_paths(settings({"model": {"name_or_path": str(tiny_model_dir)}},
+                                   {"name_or_path": "@teacher", "init_from": str(tmp_path / "missing")}))
+    with pytest.raises(ConfigError, match=r"key 'student.model.heads_from': .* is missing multidistill_model.json"):
+        check_model_paths(settings({"model": {"name_or_path": str(tiny_model_dir)}},
+                                   {"name_or_path": str(tiny_model_dir), "heads_from": str(tiny_model_dir)}))
+    check_model_paths(settings({"model": {"name_or_path": str(tiny_model_dir)}},
+                               {"name_or_path": "@teacher", "heads_from": "@teacher"}))
+    run = TeacherRunConfig(output_dir=str(tmp_path / "run"), model={"name_or_path": str(tiny_model_dir)},
+                           data={"tasks": ["sst2"]}, online_teachers=["some-org/some-model", str(tmp_path / "gone")])
+    with pytest.raises(ConfigError, match=r"key 'online_teachers.1': model .*gone.*: no such folder"):
+        check_model_paths(run)
 
 
 # --- masking augmentation: every reader of the transfer set reads its mask token -----------------------------------

@@ -830,3 +830,33 @@ CASES += [
          ("key 'model.student_layers'", "keeps 1 layer,", "holds a model of 2 layers", "drop the key"),
          patch={"model.init_from": "{teacher}", "model.student_layers": [0]}),
 ]
+
+# --- model folders named by other keys than name_or_path: refused by that key before anything is written (they
+# failed where the folder was loaded, without the key: a recipe's after the stages before it) ----------------------
+MISSING = "/nonexistent/saved"
+FEATURE_OBJECTIVE = {"objective.classification": [{"loss": "hidden_mse"}],
+                     "objective.regression": [{"loss": "hidden_mse"}]}
+TO_RECIPE = {"output_dir": "{ws}/mtdnn"}  # a new folder: a run that is not refused up front trains the teachers there
+LATE = "(said without the key, after the teachers and signals ran)"
+COMMANDS["run-dry"] = ("run", "{config}", "--dry-run")
+CASES += [
+    Case("init-from-missing", "config", "model.init_from is a folder that does not exist (said without the key)",
+         "train-teacher", ("key 'model.init_from'", f"model directory {MISSING} does not exist"),
+         patch={"model.init_from": MISSING}),
+    Case("heads-from-missing", "config", "model.heads_from is a folder that does not exist (said without the key)",
+         "train-teacher", ("key 'model.heads_from'", "does not exist"), patch={"model.heads_from": MISSING}),
+    Case("online-teacher-missing", "config", "an online teacher is a folder that does not exist (said without the "
+         "key)", "distill", ("key 'online_teachers.0'", "no such folder"),
+         patch={**FEATURE_RUN, "online_teachers.0": MISSING, **FEATURE_OBJECTIVE}),
+    Case("recipe-init-from-missing", "config", f"a recipe's student.model.init_from does not exist {LATE}", "run",
+         ("key 'student.model.init_from'", "does not exist"), patch={**TO_RECIPE, "student.model.init_from": MISSING}),
+    Case("recipe-heads-from-missing", "config", f"a recipe's student.model.heads_from does not exist {LATE}", "run",
+         ("key 'student.model.heads_from'", "does not exist"),
+         patch={**TO_RECIPE, "student.model.heads_from": MISSING}),
+    Case("recipe-init-from-missing-dry-run", "config", "run --dry-run, a recipe's teacher.model.init_from does not "
+         "exist (the dry run passed)", "run-dry", ("key 'teacher.model.init_from'", "does not exist"),
+         patch={**TO_RECIPE, "teacher.model.init_from": MISSING}),
+    Case("recipe-teacher-dir-missing", "config", "a recipe's teacher.model_dirs entry does not exist", "run",
+         ("key 'teacher.model_dirs.0'", "does not exist"),
+         patch={**TO_RECIPE, "teacher": {"model_dirs": [""]}, "teacher.model_dirs.0": MISSING}),
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ from multidistill.models.backbone import max_positions, resolve_model_path
 from multidistill.models.families import model_dims, quirks_of
 from multidistill.models.features import ModelDims
 from multidistill.models.layers import layer_count, valid_layers
+from multidistill.models.multitask import read_model_config
 from multidistill.recipes.common import TEACHER_REF
 
 T = TypeVar("T", bound=BaseModel)
@@ -56,13 +58,31 @@ def check_model_path(name_or_path: str | None, key: str) -> None:
         raise ConfigError(f"key '{key}': {exc}") from exc
 
 
+def check_saved_model(folder: str | None, key: str) -> None:
+    """Refuse, by ``key``, a folder that must hold a saved multidistill model (init_from, heads_from: never a hub
+    name) and does not, as the loader would refuse it (`read_model_config`, which reads no weights)."""
+    if folder is None or folder == TEACHER_REF:
+        return
+    try:
+        read_model_config(Path(folder))
+    except ModelError as exc:
+        raise ConfigError(f"key '{key}': {exc}") from exc
+
+
 def check_model_paths(settings: BaseModel) -> None:
     """Refuse, by key, every model section's name_or_path (unless init_from replaces it) and tokenizer that can only
-    be a local folder and is none: named here, not by the stage that loads it, which knows no key."""
+    be a local folder and is none, its init_from and heads_from that hold no saved model, and a run's
+    online_teachers like name_or_path: named here, not by the stage that loads them, which knows no key (a recipe's
+    only after the stages before it). Only the settings' own values: the folders a recipe wires from one stage into
+    the next (a fine-tune's init_from, a stage's online teachers) are checked by that stage's run, once they exist."""
     for key, model in model_sections(settings):
         if model.init_from is None:
             check_model_path(model.name_or_path, f"{key}.name_or_path")
         check_model_path(model.tokenizer, f"{key}.tokenizer")
+        check_saved_model(model.init_from, f"{key}.init_from")
+        check_saved_model(model.heads_from, f"{key}.heads_from")
+    for index, teacher in enumerate(getattr(settings, "online_teachers", None) or []):  # a run config's
+        check_model_path(teacher, f"online_teachers.{index}")
 
 
 def encoder_dims(source: str, cut: list[int] | None, trust_remote_code: bool) -> ModelDims | None:
