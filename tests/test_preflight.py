@@ -10,9 +10,12 @@ from pydantic import BaseModel
 
 from multidistill.config import ModelConfig, TeacherRunConfig
 from multidistill.data.augment import AugmentConfig
+from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
+from multidistill.models.multitask import MultiTaskModel
 from multidistill.recipes.config import TeacherSection
 from multidistill.recipes.preflight import check_mask_tokens, check_model_paths, check_models, model_sections
+from tests.test_features import tiny_encoder
 
 
 class Student(BaseModel):
@@ -238,3 +241,23 @@ def test_the_transfer_stage_refuses_teachers_with_other_mask_tokens(tiny_run, ti
     assert not (tmp_path / "run" / "transfer").exists()
     transfer_stage(runner, settings, data, [tiny_model_dir, tiny_model_dir], {}, [])  # one mask token: made
     assert (tmp_path / "run" / "transfer" / "toy_sent").is_dir()
+
+
+def test_teacher_references_are_refused_where_nothing_resolves_them(tiny_model_dir, tmp_path):
+    """`@teacher` in init_from was let through and never resolved (a dry run passed; the run failed at the student,
+    after the teachers, without the key); a single run's config resolves no reference at all. name_or_path beside
+    init_from is checked when the tokenizer comes from it."""
+    teacher = {"model": {"name_or_path": str(tiny_model_dir)}}
+    with pytest.raises(ConfigError, match=r"key 'student.model.init_from': `@teacher` is not resolved there"):
+        check_model_paths(settings(teacher, {"name_or_path": "@teacher", "init_from": "@teacher"}))
+    run = TeacherRunConfig(output_dir=str(tmp_path / "run"), data={"tasks": ["sst2"]},
+                           model={"name_or_path": str(tiny_model_dir), "heads_from": "@teacher"})
+    check_model_paths(run)  # as a recipe's own settings: the recipe resolves it
+    with pytest.raises(ConfigError, match=r"key 'model.heads_from': `@teacher` names a recipe's teacher"):
+        check_model_paths(run, references=False)
+    saved = tmp_path / "saved"  # init_from's saved model; the tokenizer still comes from name_or_path
+    MultiTaskModel(tiny_encoder("bert"), [Task(name="sent", labels=["0", "1"])]).save_pretrained(saved)
+    with pytest.raises(ConfigError, match=r"key 'student.model.name_or_path': model .*gone.*: no such folder"):
+        check_model_paths(settings(teacher, {"name_or_path": str(tmp_path / "gone"), "init_from": str(saved)}))
+    check_model_paths(settings(teacher, {"name_or_path": str(tmp_path / "gone"), "init_from": str(saved),
+                                         "tokenizer": str(tiny_model_dir)}))

@@ -119,10 +119,9 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
     except ValidationError as exc:
         raise runner.refused(ConfigError(format_validation_error(exc, f"stage '{name}'"))) from None
     # Likewise the run's domain-branch check, which needs the tasks' domains (a domain column's are read from the
-    # files): in the check pass only (a stage that runs checks again) and once per data (runner.memo), as a Meta-KD
-    # run has up to 22 such stages. A saved model's own branch (init_from) is checked when the stage loads it.
-    if runner.checking and reads_domain_branch(objective, data.task_names) \
-            and (model.init_from is None or model.domain_branch):
+    # files): once per data in a run (runner.memo), as a Meta-KD run has up to 22 such stages. A saved model's own
+    # branch (init_from) is checked when the stage loads it.
+    if reads_domain_branch(objective, data.task_names) and (model.init_from is None or model.domain_branch):
         key = ("task domains", data.model_dump_json())
         if key not in runner.memo:
             store = open_example_store(data, max_examples_per_task=None, seed=0)  # (domain names need no seed)

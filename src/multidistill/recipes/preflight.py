@@ -58,10 +58,11 @@ def check_model_path(name_or_path: str | None, key: str) -> None:
         raise ConfigError(f"key '{key}': {exc}") from exc
 
 
-def check_saved_model(folder: str | None, key: str) -> None:
+def check_saved_model(folder: str | None, key: str, *, references: bool = True) -> None:
     """Refuse, by ``key``, a folder that must hold a saved multidistill model (init_from, heads_from: never a hub
-    name) and does not, as the loader would refuse it (`read_model_config`, which reads no weights)."""
-    if folder is None or folder == TEACHER_REF:
+    name) and does not, as the loader would refuse it (`read_model_config`, which reads no weights). `@teacher`
+    passes only where ``references`` (a recipe's settings, whose stages resolve it)."""
+    if folder is None or (references and folder == TEACHER_REF):
         return
     try:
         read_model_config(Path(folder))
@@ -69,18 +70,31 @@ def check_saved_model(folder: str | None, key: str) -> None:
         raise ConfigError(f"key '{key}': {exc}") from exc
 
 
-def check_model_paths(settings: BaseModel) -> None:
-    """Refuse, by key, every model section's name_or_path (unless init_from replaces it) and tokenizer that can only
-    be a local folder and is none, its init_from and heads_from that hold no saved model, and a run's
-    online_teachers like name_or_path: named here, not by the stage that loads them, which knows no key (a recipe's
-    only after the stages before it). Only the settings' own values: the folders a recipe wires from one stage into
-    the next (a fine-tune's init_from, a stage's online teachers) are checked by that stage's run, once they exist."""
+def check_model_paths(settings: BaseModel, *, references: bool = True) -> None:
+    """Refuse, by key, every model section's name_or_path and tokenizer that can only be a local folder and is none
+    (name_or_path also beside init_from, when the tokenizer comes from it), its init_from and heads_from that hold no
+    saved model, and a run's online_teachers like name_or_path: named here, not by the stage that loads them, which
+    knows no key (a recipe's only after the stages before it). Only the settings' own values: the folders a recipe
+    wires from one stage into the next (a fine-tune's init_from, a stage's online teachers) are checked by that
+    stage's run, once they exist.
+
+    `@teacher` is a recipe's reference to its teacher, resolved by the recipe in name_or_path, tokenizer and
+    heads_from: refused in init_from, and anywhere in a run's own config (``references`` False: `train-teacher`,
+    `distill`, or a stage's run), where nothing resolves it."""
     for key, model in model_sections(settings):
-        if model.init_from is None:
+        if model.init_from == TEACHER_REF:
+            raise ConfigError(f"key '{key}.init_from': `{TEACHER_REF}` is not resolved there (name_or_path, tokenizer "
+                              "and heads_from take it); give the saved model's folder")
+        unresolved = [name for name in ("name_or_path", "tokenizer", "heads_from")
+                      if not references and getattr(model, name) == TEACHER_REF]
+        if unresolved:
+            raise ConfigError(f"key '{key}.{unresolved[0]}': `{TEACHER_REF}` names a recipe's teacher, and this run "
+                              "has none to resolve it; give a model folder or name")
+        if model.init_from is None or model.tokenizer is None:  # the tokenizer comes from name_or_path
             check_model_path(model.name_or_path, f"{key}.name_or_path")
         check_model_path(model.tokenizer, f"{key}.tokenizer")
-        check_saved_model(model.init_from, f"{key}.init_from")
-        check_saved_model(model.heads_from, f"{key}.heads_from")
+        check_saved_model(model.init_from, f"{key}.init_from", references=references)
+        check_saved_model(model.heads_from, f"{key}.heads_from", references=references)
     for index, teacher in enumerate(getattr(settings, "online_teachers", None) or []):  # a run config's
         check_model_path(teacher, f"online_teachers.{index}")
 

@@ -286,11 +286,6 @@ class StageRunner:
         self.memo: dict[object, object] = {}
 
     @property
-    def checking(self) -> bool:
-        """True during a check pass (a dry run's included): the stages met now are checked, not run."""
-        return self._planned is not None
-
-    @property
     def _planned(self) -> dict[Path, str] | None:
         """During a check pass, the fingerprint each stage that has not run yet will record (`_PLANNED`, which
         `stage_fingerprint` reads without a runner); None otherwise."""

@@ -224,7 +224,7 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     # ends the run at once (its peers see the group close) instead of leaving them waiting in the rendezvous.
     refuse_sharded_launch()
     state = process_state()
-    check_model_paths(config)  # a missing model folder said by its key, as a recipe's checks say it
+    check_model_paths(config, references=False)  # a missing model folder said by its key, as a recipe's checks say it
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,

@@ -205,9 +205,12 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                           "cannot be given beside teacher.model_dirs: replace teacher.model_dirs with teacher.model "
                           "(the meta-teacher is then trained here too), or drop them")
     student = recipe.student.model
-    if "no_kd" in recipe.baselines and TEACHER_REF in (student.name_or_path, student.tokenizer):
-        raise ConfigError("key 'student.model.name_or_path': the no_kd baseline has no teacher to resolve "
-                          "`@teacher`; name the encoder every student starts from (the same start for all arms)")
+    if "no_kd" in recipe.baselines:
+        for name in ("name_or_path", "tokenizer", "heads_from"):
+            if getattr(student, name) == TEACHER_REF:
+                raise ConfigError(f"key 'student.model.{name}': the no_kd baseline has no teacher to resolve "
+                                  "`@teacher`; name the encoder every student starts from (the same start for all "
+                                  "arms), or drop no_kd")
     split = _report_split(recipe, task, targets)
     return Plan(task.name, tuple(task.domains), kept, targets, split, task.main_metric, train_rows)
 
