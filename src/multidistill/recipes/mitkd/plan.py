@@ -4,8 +4,9 @@ the checks that run before the first stage writes (`check_inputs`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from multidistill.config import DataConfig, ObjectiveConfig, TrainConfig
+from multidistill.config import DataConfig, LossTerm, ObjectiveConfig, TrainConfig
 from multidistill.data.prepare import open_example_store
 from multidistill.errors import ConfigError, UnknownTaskError
 from multidistill.losses.registry import LOSSES
@@ -102,16 +103,22 @@ def _check_finetune_tasks(recipe: MITKDRecipe) -> None:
                             f" (task '{name}': {rows[name]} training rows)")
 
 
+def _finetune_terms(recipe: MITKDRecipe, tasks: dict, matches: Callable[[LossTerm], bool]
+                    ) -> tuple[list[str], list[str]]:
+    """The losses of finetune.objective's terms that ``matches`` picks, and the tasks that get them (both sorted)."""
+    found = {(task.name, term.loss) for task in tasks.values() for term in recipe.finetune.objective.terms_for(task)
+             if matches(term)}
+    return sorted({loss for _, loss in found}), sorted({name for name, _ in found})
+
+
 def _refuse_finetune_features(recipe: MITKDRecipe, tasks: dict) -> None:
     """Feature terms (hidden_mse, relation_kl, ...) compare the student's features with a teacher's, but a fine-tune
     runs no teacher (it reads at most the teachers' soft targets, a store of their logits): such a term was refused
     when the first fine-tune built its objective, naming the run key 'online_teachers', after the teachers and the
     general distillation had trained. Refused here, by the recipe's key."""
-    found = {(task.name, term.loss) for task in tasks.values() for term in recipe.finetune.objective.terms_for(task)
-             if "teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ())}
-    if found:
-        losses = sorted({loss for _, loss in found})
-        names = sorted({name for name, _ in found})
+    losses, names = _finetune_terms(recipe, tasks,
+                                    lambda term: "teacher_features" in getattr(LOSSES.get(term.loss), "inputs", ()))
+    if losses:
         raise ConfigError(f"key 'finetune.objective': {', '.join(losses)} "
                           f"{'compares' if len(losses) == 1 else 'compare'} the student's features with a teacher's "
                           f"(task(s) {names}), but a fine-tune runs no teacher: it reads at most the teachers' soft "
@@ -125,11 +132,8 @@ def _refuse_finetune_branch_terms(recipe: MITKDRecipe, tasks: dict) -> None:
     student's own branch, but a fine-tune's model is the general student's encoder with new task heads, which has
     none: such a term failed on the first fine-tune's first batch, after the teachers and the general distillation
     had trained, and a dry run passed. Refused here, by the recipe's key."""
-    found = {(task.name, term.loss) for task in tasks.values() for term in recipe.finetune.objective.terms_for(task)
-             if term_reads_domain_branch(term)}
-    if found:
-        losses = sorted({loss for _, loss in found})
-        names = sorted({name for name, _ in found})
+    losses, names = _finetune_terms(recipe, tasks, term_reads_domain_branch)
+    if losses:
         raise ConfigError(f"key 'finetune.objective': {', '.join(losses)} {'reads' if len(losses) == 1 else 'read'} "
                           f"the model's domain branch (task(s) {names}), but a fine-tune's model is the general "
                           "student's encoder with new task heads, which has no domain branch (Meta-KD's, recipe "
