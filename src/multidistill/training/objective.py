@@ -87,10 +87,17 @@ def check_domain_branch(config: ObjectiveConfig | None, tasks: Iterable[Task], d
         if domains is None:
             raise ConfigError(f"key 'objective': {reads}, which the model does not have; add model.domain_branch "
                               f"over the task's domains ({{domains: {list(task.domains)}}}), or drop those terms")
-        if list(domains) != list(task.domains):
-            raise ConfigError(f"key '{key}': {reads}, which is over {list(domains)}, but the task's domains are "
-                              f"{list(task.domains)}; a batch's domain id k is the task's k-th domain, so the branch "
-                              "must be over exactly those, in that order")
+        check_branch_domains(domains, task, key, f"{reads}, which is over ")
+
+
+def check_branch_domains(domains: Sequence[str], task: Task, key: str, subject: str = "",
+                         advice: str = "") -> None:
+    """Refuse, by ``key``, a domain branch over other ``domains`` than ``task``'s `Task.domains`, in their order:
+    a batch's domain id k is the task's k-th domain and indexes the branch's embedding and classifier."""
+    if list(domains) != list(task.domains):
+        raise ConfigError(f"key '{key}': {subject}{list(domains)}, but the task's domains are "
+                          f"{list(task.domains)}; a batch's domain id k is the task's k-th domain, so the branch "
+                          f"must be over exactly those, in that order{advice}")
 
 
 def objective_for_tasks(config: ObjectiveConfig | None, tasks: Iterable[str], run_tasks: Iterable[str],

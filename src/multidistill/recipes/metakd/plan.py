@@ -30,6 +30,7 @@ from multidistill.recipes.preflight import (
     teacher_tokenizers,
 )
 from multidistill.recipes.stages import print_note
+from multidistill.training.objective import check_branch_domains
 from multidistill.utils.paths import name_problem
 
 
@@ -398,11 +399,9 @@ def _check_domain_branches(recipe: MetaKDRecipe, task: Task) -> None:
     for section in ("teacher", "student"):
         model = getattr(recipe, section).model
         branch = model.domain_branch if model is not None else None
-        if branch is not None and branch.domains != list(task.domains):
-            raise ConfigError(f"key '{section}.model.domain_branch.domains': {branch.domains}, but task "
-                              f"'{task.name}' has domains {list(task.domains)}; a batch's domain id k is the task's "
-                              "k-th domain, so list exactly those, in that order, or leave domain_branch out (the "
-                              "recipe adds one over the task's domains)")
+        if branch is not None:
+            check_branch_domains(branch.domains, task, f"{section}.model.domain_branch.domains",
+                                 advice=", or leave domain_branch out (the recipe adds one over the task's domains)")
 
 
 def _check_given_teachers(recipe: MetaKDRecipe, task: Task) -> None:
