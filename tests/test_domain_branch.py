@@ -212,6 +212,38 @@ def test_an_objective_trains_the_branch_of_a_real_model_and_online_teachers_give
     assert objective.terms["sent"][2].projection.weight.grad.abs().sum() > 0
 
 
+def test_online_teachers_whose_branch_is_missing_or_over_other_domains_are_refused(tiny_model_dir, tmp_path):
+    """transferable_mse reads an online teacher's transferable vector, indexed by the batch's domain ids: a teacher
+    over other domains than the task's gave other vectors, silently, and one without a branch failed at the first
+    batch. Both are refused by key when the teachers are asked (before the output folder is made); the task's own
+    domains pass."""
+    from multidistill.config import LossTerm, ObjectiveConfig
+    from multidistill.teachers.online import OnlineSignals
+    from multidistill.training.objective import WeightedObjective
+
+    _model(tiny_model_dir).save_pretrained(tmp_path / "meta", tokenizer=_tokenizer(tiny_model_dir))
+    _model(tiny_model_dir, branch=False).save_pretrained(tmp_path / "plain", tokenizer=_tokenizer(tiny_model_dir))
+    student = _model(tiny_model_dir)
+    config = ObjectiveConfig(tasks={"sent": [LossTerm(loss="hard"), LossTerm(loss="transferable_mse")]})
+    objective = WeightedObjective({"sent": SENT}, config,
+                                  dims={"student": student.model_dims(), "teacher": student.model_dims()})
+
+    def check(folder: str, domains: list[str]) -> None:
+        online = OnlineSignals([tmp_path / folder], _tokenizer(tiny_model_dir), ["sent"], logits=False)
+        online.request(objective.teacher_want).check_domain_branches(
+            {"sent": SENT.model_copy(update={"domains": tuple(domains)})})
+
+    check("meta", DOMAINS)
+    with pytest.raises(ConfigError) as error:
+        check("meta", ["books", "dvd"])
+    assert (f"key 'online_teachers': {tmp_path / 'meta'} gives the teacher's ['transferable'] on task 'sent' from a "
+            f"domain branch over {DOMAINS}, but the task's domains are ['books', 'dvd']") in str(error.value)
+    with pytest.raises(ConfigError, match=r"key 'online_teachers': .*\['transferable'\] on task 'sent'.* has none"):
+        check("plain", DOMAINS)
+    OnlineSignals([tmp_path / "plain"], _tokenizer(tiny_model_dir), ["sent"], logits=False).request(
+        {"sent": {"hidden_states": (1,)}}).check_domain_branches({"sent": SENT})  # no branch feature asked: nothing to check
+
+
 def test_a_run_refuses_a_branch_over_other_domains_than_the_tasks_before_writing(tiny_run, tmp_path, monkeypatch,
                                                                                 capsys):
     """`train-teacher` with model.domain_branch over three names (two-domain data) or other names trained (exit 0):

@@ -873,6 +873,40 @@ def test_a_domain_branch_over_other_domains_is_refused_before_any_stage_writes(t
         assert "Traceback" not in said and not Path(recipe["output_dir"]).exists()
 
 
+@pytest.mark.parametrize("section", ["teacher", "student"])
+def test_a_branch_that_init_from_keeps_over_other_domains_is_refused_before_any_stage(tiny_run, tmp_path, monkeypatch,
+                                                                                     capsys, section):
+    """A saved model with a domain branch over other domains, given as teacher.model's or student.model's
+    init_from: the recipe adds a branch over the task's domains, which the saved one contradicts, and the stage that
+    built the model refused it under an internal key, after the stages before it (a dry run passed). Refused by the
+    section's init_from key, naming both lists, before any stage; a saved model without a branch still starts."""
+    from transformers import AutoTokenizer
+
+    from multidistill.config import ModelConfig
+    from multidistill.data.tasks import Task
+    from multidistill.models.build import build_model
+    from multidistill.models.specs import DomainBranchSpec
+
+    recipe = tiny_metakd(tiny_run, tmp_path)
+    name = recipe["teacher"]["model"]["name_or_path"]
+    task = Task.model_validate(recipe["data"]["task_specs"][-1])
+    layers = [1] if section == "student" else None  # the student's settings keep student_layers: [1]
+    for folder, branch in (("other", DomainBranchSpec(domains=["books", "music"])), ("plain", None)):
+        model = build_model(ModelConfig(name_or_path=name, student_layers=layers, domain_branch=branch), [task])
+        model.save_pretrained(tmp_path / folder, tokenizer=AutoTokenizer.from_pretrained(name))
+    recipe[section]["model"]["init_from"] = str(tmp_path / "other")
+    for dry in (["--dry-run"], []):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
+        said = " ".join(output.split())
+        assert code == 2, said
+        assert (f"key '{section}.model.init_from': {tmp_path / 'other'} keeps a domain branch over ['books', "
+                "'music'], but the task's domains are ['books', 'dvd']") in said, said
+        assert "Traceback" not in said and not Path(recipe["output_dir"]).exists()
+    recipe[section]["model"]["init_from"] = str(tmp_path / "plain")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+    assert code == 0 and "every stage checked" in output, output
+
+
 def test_a_meta_teacher_without_the_target_has_a_branch_over_every_domain(tiny_run, tmp_path, monkeypatch, capsys):
     """meta_without_target trains on the other domains, but its rows' domain ids still index every domain of the task
     (Task.domains): its branch, and its student's, are over all of them, whether the recipe adds it (left out) or the

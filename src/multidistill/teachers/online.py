@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.models.backbone import load_backbone, load_tokenizer, resolve_model_path
 from multidistill.models.extract import extract_features, with_features
@@ -28,6 +29,7 @@ from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, Model
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE
 from multidistill.teachers.reduce import teacher_mean
+from multidistill.training.objective import check_branch_domains
 from multidistill.utils.hashing import same_tokenization
 
 
@@ -57,6 +59,7 @@ class OnlineSignals:
         self.want: dict[str, Mapping[str, tuple[int, ...]]] = {}
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.teachers: list[nn.Module] = []
+        self.folders = [str(folder) for folder in teacher_dirs]
         for folder in teacher_dirs:
             teacher = load_teacher(folder)
             if logits:
@@ -87,6 +90,25 @@ class OnlineSignals:
         """Compute, per task, only these teacher features at these layers (the objective's ``teacher_want``)."""
         self.want = {task: dict(layers) for task, layers in want.items() if layers}
         return self
+
+    def check_domain_branches(self, tasks: Mapping[str, Task]) -> None:
+        """Refuse, before training, a requested domain-branch feature (`DOMAIN_FEATURES`, e.g. `transferable_mse`'s
+        transferable vector) from a teacher without a domain branch, or with one over other domains than the task's:
+        a batch's domain id k indexes the branch's k-th domain, so other domains would give other vectors, silently."""
+        for task_name, want in self.want.items():
+            asked = sorted(set(want) & set(DOMAIN_FEATURES))
+            if not asked:
+                continue
+            task = tasks[task_name]
+            for folder, teacher in zip(self.folders, self.teachers, strict=True):
+                branch = getattr(teacher, "domain_branch", None)
+                if branch is None:
+                    raise ConfigError(f"key 'online_teachers': the objective reads the teacher's {asked} on task "
+                                      f"'{task_name}', which come from a Meta-KD domain branch, and {folder} has "
+                                      "none; give a meta-teacher (a model trained with `model.domain_branch`)")
+                check_branch_domains(branch.spec.domains, task, "online_teachers",
+                                     f"{folder} gives the teacher's {asked} on task '{task_name}' from a domain "
+                                     "branch over ")
 
     def to(self, device: torch.device) -> OnlineSignals:
         """Run the teachers on ``device`` (the training device), where their signals stay."""

@@ -107,7 +107,7 @@ def attach_signals(config: TeacherRunConfig, data, objective: WeightedObjective,
     if config.online_teachers and online is None:
         online = open_online_teachers(config, data, tokenizer)
     if online is not None:
-        online.request(objective.teacher_want)
+        online.request(objective.teacher_want).check_domain_branches(data.tasks)
     stored = open_stored_signals(config, data) if config.signals is not None else None
     if stored is not None and online is None and any(objective.teacher_want.values()):
         stored.request(objective.teacher_want)  # refuses features or layers it does not hold

@@ -15,7 +15,7 @@ from multidistill.data.store import ExampleStore
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.losses.registry import build_loss
-from multidistill.models.multitask import read_model_config
+from multidistill.models.multitask import MODEL_CONFIG_FILE, read_model_config
 from multidistill.recipes.common import TEACHER_REF, check_teacher_heads
 from multidistill.recipes.metakd.config import MetaKDRecipe
 from multidistill.recipes.preflight import (
@@ -395,13 +395,21 @@ def _check_domain_branches(recipe: MetaKDRecipe, task: Task) -> None:
     """A domain branch given in teacher.model (the meta-teachers') or student.model (stage A's) must be over exactly
     the task's domains, in their order: a batch's domain id k is the task's k-th domain, and the stages only checked
     the ids' range, so three names over two domains, or other names, trained silently. Left out, the recipe adds one
-    over the task's domains (also to a meta-teacher without the target: its rows' ids still index them all)."""
+    over the task's domains (also to a meta-teacher without the target: its rows' ids still index them all). A branch
+    that the section's init_from keeps is held to the same rule, before any stage: its stage refused it only when
+    reached, after the stages before it."""
     for section in ("teacher", "student"):
         model = getattr(recipe, section).model
         branch = model.domain_branch if model is not None else None
         if branch is not None:
             check_branch_domains(branch.domains, task, f"{section}.model.domain_branch.domains",
                                  advice=", or leave domain_branch out (the recipe adds one over the task's domains)")
+        elif model is not None and model.init_from is not None and (Path(model.init_from) / MODEL_CONFIG_FILE).is_file():
+            saved = read_model_config(Path(model.init_from)).get("domain_branch")  # (a missing folder: preflight's)
+            if saved is not None:
+                check_branch_domains(saved.get("domains", []), task, f"{section}.model.init_from",
+                                     f"{model.init_from} keeps a domain branch over ",
+                                     advice="; start from a model without a branch, or one over those domains")
 
 
 def _check_given_teachers(recipe: MetaKDRecipe, task: Task) -> None:
