@@ -284,6 +284,22 @@ def test_several_overrides_in_one_str_get_the_one_item_each_hint(tmp_path: Path,
     assert "several overrides" not in config_error(write_yaml(tmp_path, BASE), ["train.lr=a,b"])
 
 
+@pytest.mark.parametrize("joined", ["output_dir=runs/a,train.epochs=2", "output_dir=runs/a train.epochs=2",
+                                    "output_dir=runs/a, train.epochs=2,model.pooling=mean"])
+def test_several_overrides_joined_after_a_str_key_are_refused_not_taken_as_its_value(tmp_path: Path,
+                                                                                      joined: str) -> None:
+    """A str key takes any text, so `output_dir=runs/a,train.epochs=2` validated: output_dir became the whole text
+    and train.epochs kept its value, silently. Refused when every later item names a field; a value whose later
+    items name none (a path with `=` in it) is kept as written."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(tmp_path, BASE), joined)
+    said = str(info.value)
+    assert f"--set '{joined}': holds several overrides in one, so key 'output_dir' would be set to the whole " in said
+    assert "give each its own --set" in said and "'output_dir=runs/a'" in said and "'train.epochs=2'" in said
+    assert load_config(write_yaml(tmp_path, BASE), "output_dir=runs/a,b=c").output_dir == "runs/a,b=c"
+    assert load_config(write_yaml(tmp_path, BASE), "output_dir=runs/x=1").output_dir == "runs/x=1"
+
+
 def test_override_through_scalar_rejected() -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides({"train": {"lr": 0.1}}, ["train.lr.x=1"])

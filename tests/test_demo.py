@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from multidistill.errors import ConfigError
 from multidistill.recipes.demo import transformer_objective
 from tests.test_cli import run_cli
 
@@ -294,6 +295,8 @@ def test_a_settings_file_wins_over_quick_and_set_wins_over_both(tmp_path):
     assert (config.teacher_train.epochs, config.benchmark.rounds) == (5, 7)
     assert config.transformer.train.epochs == 1 and config.benchmark.latency_runs == 10  # unset there: quick's
     assert demo.load_demo_config(path, ["teacher_train.epochs=2"], quick=True).teacher_train.epochs == 2
+    with pytest.raises(ConfigError, match="holds several overrides in one, so key 'output_dir'"):
+        demo.load_demo_config(path, ["output_dir=runs/x,teacher_train.epochs=2"])  # it took the whole text
 
 
 def test_memory_probes_run_side_by_side(monkeypatch):

@@ -240,8 +240,8 @@ def test_online_teachers_whose_branch_is_missing_or_over_other_domains_are_refus
             f"domain branch over {DOMAINS}, but the task's domains are ['books', 'dvd']") in str(error.value)
     with pytest.raises(ConfigError, match=r"key 'online_teachers': .*\['transferable'\] on task 'sent'.* has none"):
         check("plain", DOMAINS)
-    OnlineSignals([tmp_path / "plain"], _tokenizer(tiny_model_dir), ["sent"], logits=False).request(
-        {"sent": {"hidden_states": (1,)}}).check_domain_branches({"sent": SENT})  # no branch feature asked: nothing to check
+    plain = OnlineSignals([tmp_path / "plain"], _tokenizer(tiny_model_dir), ["sent"], logits=False)
+    plain.request({"sent": {"hidden_states": (1,)}}).check_domain_branches({"sent": SENT})  # no branch feature asked
 
 
 def test_a_run_refuses_a_branch_over_other_domains_than_the_tasks_before_writing(tiny_run, tmp_path, monkeypatch,

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from yaml.constructor import ConstructorError
 
-from multidistill.config_messages import format_validation_error
+from multidistill.config_messages import format_validation_error, refuse_joined_overrides
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, MultidistillError
 from multidistill.limits import MAX_SEED
@@ -692,13 +692,15 @@ def load_config(source: ConfigSource, overrides: list[str] | str | None = None,
                         f"{type(source).__name__}")
     raw = apply_overrides(raw, overrides)
     try:
-        return schema.model_validate(raw)
+        config = schema.model_validate(raw)
     except ValidationError as exc:
         if "recipe" in raw and "recipe" not in schema.model_fields:  # not a line per recipe key it does not know
             raise ConfigError(f"{label}: a recipe config (top-level key 'recipe: {raw['recipe']}'), not a "
                               f"{schema.__name__}; run it with `multidistill run` (multidistill.run in Python)"
                               ) from exc
         raise ConfigError(format_validation_error(exc, label, overrides, schema)) from exc
+    refuse_joined_overrides(config, overrides)
+    return config
 
 
 def changed_fields(config: BaseModel) -> set[str]:

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from multidistill.errors import ConfigError
+
 _WRONG_TYPE = frozenset({"string_type", "int_type", "float_type", "int_from_float", "bool_type", "literal_error",
                          "model_type", "dict_type", "model_attributes_type"})
 # A comma or space then `key.path=` inside one override's value: several overrides joined into one str.
@@ -58,6 +60,29 @@ def _joined_hint(item: str) -> str:
         return ""
     return (f"; '{item}' holds several overrides in one: give each its own --set, or in Python its own list "
             f"item: {_JOINED.split(item)!r}")
+
+
+def refuse_joined_overrides(config: BaseModel, overrides: Sequence[str]) -> None:
+    """Refuse an override whose value holds further ``key=value`` items, each naming a field of ``config`` (the
+    validated config): `output_dir=runs/a,train.epochs=2` set output_dir to the whole text and left train.epochs as
+    it was, silently, whenever the first key takes any str. A value whose later items name no field is kept."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        pieces = _JOINED.split(value)
+        if len(pieces) > 1 and all(_names_field(config, piece.partition("=")[0].strip()) for piece in pieces[1:]):
+            raise ConfigError(f"--set '{item}': holds several overrides in one, so key '{key.strip()}' would be set to "
+                              f"the whole text {value!r}: give each its own --set, or in Python its own list item: "
+                              f"{_JOINED.split(item)!r}")
+
+
+def _names_field(config: BaseModel, dotted: str) -> bool:
+    """Whether ``dotted`` (``a.b.c``) is a path of fields through ``config``'s nested sections."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, BaseModel) or part not in type(node).model_fields:
+            return False
+        node = getattr(node, part)
+    return True
 
 
 def _hint(err: dict) -> str:

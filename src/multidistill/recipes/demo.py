@@ -34,6 +34,7 @@ from multidistill.config import (
     merge_mappings,
     read_yaml,
 )
+from multidistill.config_messages import refuse_joined_overrides
 from multidistill.data.augment import AugmentConfig
 from multidistill.errors import ConfigError
 from multidistill.evaluation.benchmark import DEFAULT_MAX_METRIC_DROP_INT8, RUNTIMES, benchmark
@@ -216,10 +217,12 @@ def load_demo_config(path: str | Path | None = None, overrides: list[str] | None
     raw = merge_mappings(apply_overrides(raw, quick_overrides), user)
     raw = apply_overrides(raw, overrides or [])
     try:
-        return DemoConfig.model_validate(raw)
+        config = DemoConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path or "demo settings"), overrides or [],
                                                   DemoConfig)) from exc
+    refuse_joined_overrides(config, overrides or [])
+    return config
 
 
 LEGACY_ROOT = (PENDING, "teacher")  # what marks a demo folder made before run markers
