@@ -275,6 +275,8 @@ def test_a_run_refuses_a_branch_over_other_domains_than_the_tasks_before_writing
     code, said, out = run({}, "none")  # a term on a branch the model does not have failed at the first batch
     assert code == 2 and "key 'objective': domain_adversarial on task 'reviews'" in said, said
     assert not out.exists()
+    code, said, out = run({"architecture": "bilstm", "bilstm": {"init_embeddings": False}}, "bilstm")
+    assert code == 2 and "which a BiLSTM model cannot have" in said and not out.exists(), said
     code, said, out = run({"domain_branch": {"domains": ["books", "dvd"]}}, "right")
     assert code == 0, said
     model = build_model(ModelConfig(name_or_path=raw["model"]["name_or_path"], domain_branch={"domains": DOMAINS}),

@@ -284,6 +284,9 @@ def test_a_domain_branch_read_by_a_term_must_be_over_the_tasks_domains():
     with pytest.raises(ConfigError, match=r"key 'objective': .*which the model does not have; add "
                                           r"model.domain_branch over the task's domains"):
         check_domain_branch(adversarial, [amazon], None)
+    with pytest.raises(ConfigError) as bilstm:  # advised adding model.domain_branch, which a BiLSTM then refused
+        check_domain_branch(adversarial, [amazon], None, architecture="bilstm")
+    assert "which a BiLSTM model cannot have" in str(bilstm.value) and "add model" not in str(bilstm.value)
     with pytest.raises(ConfigError, match="key 'objective': domain_adversarial on task 'sst2' .* the task has no "
                                           "domains"):
         check_domain_branch(adversarial, [sst2], domains)

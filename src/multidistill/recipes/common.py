@@ -130,7 +130,8 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
             runner.memo[key] = list(store.tasks.values())
         try:
             check_domain_branch(objective, runner.memo[key],
-                                model.domain_branch.domains if model.domain_branch else None)
+                                model.domain_branch.domains if model.domain_branch else None,
+                                architecture=model.architecture)
         except ConfigError as exc:
             raise runner.refused(ConfigError(f"stage '{name}': {exc}")) from None
 

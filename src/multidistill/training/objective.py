@@ -69,11 +69,12 @@ def reads_domain_branch(config: ObjectiveConfig | None, task_names: Iterable[str
 
 
 def check_domain_branch(config: ObjectiveConfig | None, tasks: Iterable[Task], domains: Sequence[str] | None,
-                        key: str = "model.domain_branch.domains") -> None:
+                        key: str = "model.domain_branch.domains", architecture: str = "hf") -> None:
     """Refuse, before training, terms that read the model's domain branch on a task when the model has none
     (``domains`` None), or has one over other domains than the task's `Task.domains` (``key`` names them). A batch's
     domain id k is its task's k-th domain and indexes the branch's embedding and classifier; the first batch only
-    checked the ids' range, so a branch over more, fewer or other names trained with ids that meant other domains."""
+    checked the ids' range, so a branch over more, fewer or other names trained with ids that meant other domains.
+    A BiLSTM (``architecture``) cannot have a branch, so its refusal does not advise adding one."""
     config = config or ObjectiveConfig()
     for task in tasks:
         losses = sorted({term.loss for term in config.terms_for(task) if term_reads_domain_branch(term)})
@@ -84,6 +85,9 @@ def check_domain_branch(config: ObjectiveConfig | None, tasks: Iterable[Task], d
             raise ConfigError(f"key 'objective': {reads} with the batches' domain ids, but the task has no domains "
                               "(Task.domains); drop those terms, or give the task domains (domain_files, or a mapped "
                               "columns.domain)")
+        if domains is None and architecture == "bilstm":
+            raise ConfigError(f"key 'objective': {reads}, which a BiLSTM model cannot have (model.domain_branch "
+                              "needs architecture: hf); drop those terms, or train a Transformer model")
         if domains is None:
             raise ConfigError(f"key 'objective': {reads}, which the model does not have; add model.domain_branch "
                               f"over the task's domains ({{domains: {list(task.domains)}}}), or drop those terms")

@@ -239,7 +239,8 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     model.check_max_length(config.model.max_seq_length, "key 'model.max_seq_length'")
     branch = getattr(model, "domain_branch", None)  # model.domain_branch, or the branch model.init_from kept
     check_domain_branch(config.objective, data.tasks.values(), branch.spec.domains if branch else None,
-                        "model.domain_branch.domains" if config.model.domain_branch else "model.init_from")
+                        "model.domain_branch.domains" if config.model.domain_branch else "model.init_from",
+                        architecture=config.model.architecture)
     model.data_root = recorded_data_root(config.data.data_root)  # so evaluate etc. need no --data-root
     online = open_online_teachers(config, data, tokenizer)
     objective = WeightedObjective(data.tasks, config.objective, dims=objective_dims(config, data, model, online))
