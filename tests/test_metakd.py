@@ -907,6 +907,24 @@ def test_a_branch_that_init_from_keeps_over_other_domains_is_refused_before_any_
     assert code == 0 and "every stage checked" in output, output
 
 
+def test_targets_whose_stage_names_meet_are_refused_before_any_stage(tiny_run, tmp_path, monkeypatch, capsys):
+    """Targets 'media' and 'mixed-media' with the mixed baseline both name 'signals-mixed-media' (the second target's
+    Meta-KD signals, the first's mixed-domain signals): a dry run listed it twice, and a run trained the stages before
+    the second, then refused it as "made with other settings", and again on every run after. Refused by the stage
+    name before any stage."""
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("media", "mixed-media"))
+    recipe.update(baselines=["mixed"])
+    for dry in (["--dry-run"], []):
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
+        said = " ".join(output.split())
+        assert code == 2, said
+        assert "stage 'signals-mixed-media': two stages of this run have that name" in said, said
+        assert "Traceback" not in said and not any(Path(recipe["output_dir"]).glob("*/stage.json")), said
+    recipe.update(targets=["mixed-media"])  # one of them a target: no stage name met twice
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+    assert code == 0 and "every stage checked" in output, output
+
+
 def test_a_meta_teacher_without_the_target_has_a_branch_over_every_domain(tiny_run, tmp_path, monkeypatch, capsys):
     """meta_without_target trains on the other domains, but its rows' domain ids still index every domain of the task
     (Task.domains): its branch, and its student's, are over all of them, whether the recipe adds it (left out) or the

@@ -284,6 +284,8 @@ class StageRunner:
         self._dry: list[PlannedStage] | None = None  # inside `dry_run`: what each stage met would do
         # What a recipe's checks read once per run and several stages share (the tasks' domain names, by data).
         self.memo: dict[object, object] = {}
+        # Each stage name met in this pass of the recipe, with the fingerprint it asked for (`_one_name`).
+        self._names: dict[str, str] = {}
 
     @property
     def _planned(self) -> dict[Path, str] | None:
@@ -309,6 +311,7 @@ class StageRunner:
         try:
             while True:
                 try:
+                    self._names = {}
                     summary = recipe(self)
                     if self._planned is None:
                         return summary
@@ -336,6 +339,7 @@ class StageRunner:
         notes = _Notes([], not quiet)
         token = _NOTES.set(notes)
         _PLANNED.set({})
+        self._names = {}
         try:
             try:
                 recipe(self)
@@ -390,6 +394,7 @@ class StageRunner:
         # The second, what stages made before `portable` recorded, is valid while their paths are as they were.
         accepted = fingerprints(name, config, inputs, self.root)
         fingerprint = accepted[0]
+        self._one_name(name, fingerprint)
         manifest = folder / STAGE_MANIFEST
         pending = inside(self.root, PENDING, f"{name}.json")
         sources = {role: self._made[value] for role, value in inputs.items() if value in self._made}
@@ -448,6 +453,19 @@ class StageRunner:
         self._made[fingerprint] = (name, made)
         self.outcomes.append(StageOutcome(name, folder, fingerprint, False, seconds))
         return folder
+
+    def _one_name(self, name: str, fingerprint: str) -> None:
+        """Refuse a second stage of one name and other settings or inputs in a pass: both would share one folder, so
+        the second was refused as "made with other settings" after the first had run, and again on every run after.
+        Names a recipe builds from the user's (Meta-KD's targets 'media' and 'mixed-media' both give
+        'signals-mixed-media') can meet so. A stage met again with the same fingerprint is one stage, reused."""
+        first = self._names.setdefault(name, fingerprint)
+        if first != fingerprint:
+            raise self.refused(ConfigError(
+                f"stage '{name}': two stages of this run have that name, with other settings or inputs, and would "
+                "share its folder; a recipe builds stage names from names in the config or data (Meta-KD: "
+                "<stage>-<target>, and <stage>-<arm>-<target> for its baselines, so targets 'media' and "
+                "'mixed-media' meet in 'signals-mixed-media'): rename the domain, or leave one out of targets"))
 
     def _refuse_stale_readers(self, name: str, fingerprints: set[str], how: str, restore: Path | None) -> None:
         """Before stage ``name`` is made anew (``how`` says why): refuse when a stage recorded in the run folder
