@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -578,6 +579,31 @@ def test_the_run_summary_table_shows_the_seed_spread(tmp_path, capsys):
     write_summary(tmp_path, rows, "meta-teacher", ["books", "dvd"], split="test")
     table = " ".join(capsys.readouterr().out.split())
     assert "0.8500 ± 0.0100" in table and "0.8400 ± 0.0050" in table and "0.8600 │" in table
+
+
+def test_a_run_summary_table_too_wide_for_the_terminal_cuts_no_score_name_or_task(tmp_path, monkeypatch):
+    """Nine long task names sharing a prefix at 120 columns once showed ``0.56…``, ``teach…`` and ``custome…`` for
+    every task: the tasks are split over several tables instead, each value whole, each name wrapped, not cut."""
+    from rich.console import Console
+
+    from multidistill.recipes import summary
+
+    tasks = [f"customer_support_ticket_routing_{c}_production" for c in "abcdefghi"]
+    rows = {name: {"metrics": {"main": {t: 0.5612 + 0.01 * k + 0.001 * i for i, t in enumerate(tasks)},
+                               "runs": {t: [0.55, 0.57] for t in tasks[:3]} if k == 2 else {}}, "params": params}
+            for k, (name, params) in enumerate([("teacher teacher-seed-1", 110_000_000),
+                                                ("teacher teacher-seed-2", 110_000_000),
+                                                ("student (joint)", 25_000)])}
+    console = Console(record=True, width=120, file=io.StringIO())
+    monkeypatch.setattr(summary, "console", console)
+    summary.write_summary(tmp_path, rows, "teacher teacher-seed-1", tasks)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 120
+    for row in rows.values():
+        assert all(f"{score:.4f}" in text for score in row["metrics"]["main"].values())
+    assert text.count(" ± 0.0141") == 3 and "0.5812 ± 0.0141" in text and "teacher teacher-seed-2" in text
+    assert all(f"routing_{c}_" in text for c in "abcdefghi")  # each task's header, wrapped at its underscores
+    assert "25.0K" in text and " 0.0M" not in text and "110.0M" in text  # report.md's `fmt_count`
 
 
 def _recipe_run(root: Path) -> Path:

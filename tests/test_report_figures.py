@@ -184,3 +184,42 @@ def test_the_speed_figure_counts_many_tasks_on_its_axis():
     assert "wnli" in score_label(bench)
     assert axis_score_label(bench) == "dev score (mean main metric over 9 tasks)"
     assert axis_score_label({"tasks": ["sst2"], "settings": {}}) == score_label({"tasks": ["sst2"], "settings": {}})
+
+
+# Nine tasks whose long names share a prefix and a suffix: eliding their middles gave one label for all.
+LONG_TASKS = [f"customer_support_ticket_routing_{c}_production" for c in "abcdefghi"]
+
+
+@pytest.mark.parametrize("rows_count", [2, 12])  # bars, and the heatmap past MAX_BAR_ROWS rows
+def test_long_task_names_sharing_a_prefix_keep_distinct_tick_labels(tmp_path, drawn, rows_count):
+    rows = _rows({f"model {k}": {t: 0.5 + 0.01 * k for t in LONG_TASKS} for k in range(rows_count)})
+    plots.plot_retention(rows, "model 0", LONG_TASKS, tmp_path / "retention.png")
+    labels = [t.get_text() for t in drawn["retention"].axes[0].get_xticklabels()]
+    assert len(set(labels)) == len(LONG_TASKS) + 1 and labels[-1] == "average"
+    assert all(len(label) <= 20 for label in labels)
+    assert [label.split("_production")[0][-1] for label in labels[:-1]] == list("abcdefghi")
+
+
+def test_distinct_short_names_drop_the_shared_prefix_or_fall_back_to_the_names():
+    assert plots.distinct_short_names(["sst2", "mrpc"], 20) == ["sst2", "mrpc"]
+    assert plots.distinct_short_names(LONG_TASKS[:2], 20) == ["custome…a_production", "custome…b_production"]
+    apart_in_the_middle = ["p_" + "c" * 20 + "1" + "d" * 20, "p_" + "c" * 20 + "2" + "d" * 20]
+    assert plots.distinct_short_names(apart_in_the_middle, 10) == apart_in_the_middle
+
+
+def test_a_reference_near_zero_does_not_flatten_the_other_retention_bars(tmp_path, drawn):
+    """A teacher pearson of 0.011 makes a student's -0.37 a -3363.6% retention: the axis keeps
+    `RETENTION_RANGE`, the bar is cut (hatched) at its edge and its label still gives the real value."""
+    tasks = ["a", "b", "stsb"]
+    rows = _rows({"ref": {"a": 0.9, "b": 0.8, "stsb": 0.011}, "student": {"a": 0.85, "b": 0.7, "stsb": -0.37},
+                  "lucky": {"a": 0.8, "b": 0.75, "stsb": 0.05}})
+    plots.plot_retention(rows, "ref", tasks, tmp_path / "retention.png")
+    ax = drawn["retention"].axes[0]
+    low, high = plots.RETENTION_RANGE
+    bottom, top = ax.get_ylim()
+    assert low - 60 < bottom <= low and high <= top < high + 60
+    assert {f"{-0.37 / 0.011 * 100:.1f}", f"{0.05 / 0.011 * 100:.1f}"} <= {t.get_text() for t in ax.texts}
+    cut = [p for p in ax.patches if p.get_hatch()]
+    assert sorted(p.get_height() for p in cut) == [low, high]
+    assert all(low <= p.get_y() + p.get_height() <= high for p in ax.patches)
+    assert "hatched" in ax.get_title()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from safetensors import safe_open
@@ -22,10 +24,13 @@ from multidistill.evaluation.seeds import seed_averages, spread_text
 from multidistill.models.domain_branch import is_training_only
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.recipes.stages import SUMMARY, stop_if_checking
+from multidistill.report.build import fmt_count
 from multidistill.utils.atomic import write_json
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get a readable table
 BASELINE_ROW = "trivial baseline"
+HEADER_WIDTH = 12  # a value column's header wraps to this width where its values are narrower
+MODEL_WIDTH = 30  # the model column's width at most: longer names wrap
 
 
 def count_parameters(model_dir: Path) -> int:
@@ -93,6 +98,18 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
     return summary
 
 
+def _wrap_name(name: str, width: int) -> str:
+    """``name`` on lines of at most ``width`` characters, broken after a space, ``_``, ``-`` or ``.`` (rich breaks
+    on spaces only, so ``customer_support_ticket_routing_a_production`` would be cut); a longer part is left to
+    the column to fold."""
+    lines = [""]
+    for part in re.findall(r"[^ _.-]+[ _.-]*|[ _.-]+", name):
+        if lines[-1] and cell_len(lines[-1] + part.rstrip()) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _print_table(summary: dict) -> None:
     tasks, baseline = summary["tasks"], summary.get("baseline")
     averaged = summary.get("average_tasks", tasks)
@@ -102,31 +119,52 @@ def _print_table(summary: dict) -> None:
         caption += (f"; above baseline: (row - baseline) / (reference - baseline) on those averages; "
                     f"{AT_BASELINE_MARK}: below the trivial baseline or within {baseline['margin']} above it, which a "
                     f"constant predictor also reaches: not retention")
-    table = Table(title=f"{summary.get('split', 'dev')} scores (retention vs {summary['reference']})", caption=caption)
-    columns = ["model", *tasks, "average", "retention %", *(["above baseline %"] if baseline else []), "parameters"]
-    for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = [*tasks, "average", "retention %", *(["above baseline %"] if baseline else []), "parameters"]
 
     def pct(value: float | None) -> str:
         return f"{100 * value:.1f}" if value is not None else ""
 
+    cells: dict[str, list[str]] = {}
     for name, row in summary["rows"].items():
         main = row["metrics"]["main"]
         runs = row["metrics"].get("runs") or {}
         shown = {t: main[t] for t in averaged if t in main}
         flagged = set(row.get("at_baseline", []))
         params = row.get("params")
-        table.add_row(name, *(f"{main[t]:.4f}{spread_text(runs.get(t))}{AT_BASELINE_MARK if t in flagged else ''}"
-                              if t in main else "" for t in tasks),
-                      f"{average_score(shown):.4f}{spread_text(seed_averages(runs, list(shown)))}" if shown else "",
-                      pct(row["retention"]),
-                      *([pct(row.get("retention_above_baseline"))] if baseline else []),
-                      f"{params / 1e6:.1f}M" if params else "")
+        cells[name] = [*(f"{main[t]:.4f}{spread_text(runs.get(t))}{AT_BASELINE_MARK if t in flagged else ''}"
+                         if t in main else "" for t in tasks),
+                       f"{average_score(shown):.4f}{spread_text(seed_averages(runs, list(shown)))}" if shown else "",
+                       pct(row["retention"]),
+                       *([pct(row.get("retention_above_baseline"))] if baseline else []),
+                       fmt_count(params) if params else ""]
     if baseline:
         main = baseline["main"]
-        table.add_row(BASELINE_ROW, *(f"{main[t]:.4f}" if t in main else "" for t in tasks),
-                      f"{baseline['average']:.4f}", pct(baseline["retention"]), "0.0", "")
-    console.print(table)
+        cells[BASELINE_ROW] = [*(f"{main[t]:.4f}" if t in main else "" for t in tasks), f"{baseline['average']:.4f}",
+                               pct(baseline["retention"]), "0.0", ""]
+    # Each value column is exactly as wide as its widest value (its header wraps to that, or to HEADER_WIDTH), so a
+    # score is never cut; columns that do not fit beside the model names go to a further table, not squeezed.
+    widths = [max([min(cell_len(column), HEADER_WIDTH), *(cell_len(row[k]) for row in cells.values())])
+              for k, column in enumerate(columns)]
+    model_width = min(max(cell_len(name) for name in ["model", *cells]), MODEL_WIDTH)
+    room = console.width - (model_width + 3) - 1  # a column takes 2 of padding and 1 of border; 1 more closes it
+    tail = list(range(len(tasks), len(columns)))  # average, retention, ...: kept together where they fit
+    units = [[k] for k in range(len(tasks))] + ([tail] if sum(widths[k] + 3 for k in tail) <= room else
+                                                 [[k] for k in tail])
+    chunks: list[list[int]] = [[]]
+    for unit in units:
+        if chunks[-1] and sum(widths[k] + 3 for k in chunks[-1] + unit) > room:
+            chunks.append([])
+        chunks[-1] += unit
+    title = f"{summary.get('split', 'dev')} scores (retention vs {summary['reference']})"
+    for n, chunk in enumerate(chunks):
+        table = Table(title=title + (f" ({n + 1}/{len(chunks)})" if len(chunks) > 1 else ""),
+                      caption=caption if n == len(chunks) - 1 else None)
+        table.add_column("model", width=model_width, overflow="fold")
+        for k in chunk:
+            table.add_column(_wrap_name(columns[k], widths[k]), justify="right", width=widths[k], overflow="fold")
+        for name, row in cells.items():
+            table.add_row(name, *(row[k] for k in chunk))
+        console.print(table)
     if baseline:
         for task, entry in baseline["tasks"].items():
             console.print(f"{BASELINE_ROW} on {task}: {entry['predictor']}", markup=False)

@@ -6,6 +6,7 @@ Everything renders with the Agg backend, so reports build on headless machines a
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,33 @@ def short_name(name: str, width: int = 22, lines: int = 1) -> str:
     if lines == 1:
         return name
     return "\n".join(textwrap.wrap(name, width, break_long_words=True, break_on_hyphens=True)[:lines])
+
+
+_SEPARATORS = "_-./ "
+
+
+def distinct_short_names(names: Sequence[str], width: int) -> list[str]:
+    """`short_name` of each of ``names`` (one line of ``width``), kept apart where eliding the middle merges them.
+
+    Names sharing a long prefix and suffix (``customer_support_ticket_routing_a_production``, ``..._b_...``) all
+    elide to ``customer_s…roduction``; those keep the start of the name and everything after the shared prefix
+    (from its last separator on) instead: ``custome…a_production``. Where that still merges some, the names are
+    shown whole: long, but never two tasks under one label.
+    """
+    shown = [short_name(name, width) for name in names]
+    groups: dict[str, set[str]] = {}
+    for name, label in zip(names, shown, strict=True):
+        groups.setdefault(label, set()).add(name)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        prefix = os.path.commonprefix(sorted(members))
+        cut = max(prefix.rfind(sep) for sep in _SEPARATORS) + 1 or len(prefix)
+        for k, name in enumerate(names):
+            if name in members:
+                rest, head = name[cut:], width - 1 - len(name) + cut
+                shown[k] = name[:head] + "…" + rest if head > 0 else "…" + short_name(rest, width - 1)
+    return shown if len(set(shown)) == len(set(names)) else list(names)
 
 
 _GENERIC_LEAVES = ("model", "onnx")
@@ -277,6 +305,9 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
 
 MAX_BARS = 48  # retention bars (rows x task groups) past which, or past MAX_BAR_ROWS rows, a heatmap is drawn
 MAX_BAR_ROWS = 6
+# The retention bars' axis: a reference score near 0 (a pearson of 0.011 on a tiny model) makes ratios of thousands
+# of %, which would flatten every other bar; a bar past this band is cut at its edge, hatched, labelled with its value.
+RETENTION_RANGE = (-50.0, 200.0)
 
 
 def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path,
@@ -307,15 +338,19 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
 def _retention_bars(values: dict[str, list[float | None]], groups: list[str], reference: str, split: str,
                     out: str | Path, colour: Mapping[str, Any]) -> Path:
     """Grouped bars, one per row and group, each labelled with its value where the label never meets the 100%
-    line: inside a bar up to 100%, above a bar past it (or too short to hold it)."""
+    line: inside a bar up to 100%, above a bar past it (or too short to hold it). The axis spans at most
+    `RETENTION_RANGE`; a bar past it is cut at its edge and hatched, its label still the real value."""
     others = list(values)
     width = min(0.8 / len(others), 0.3)
     fig_width = max(8.0, 1.5 + len(groups) * (0.45 + width * len(others) * 1.3))
     fig, ax = plt.subplots(figsize=(min(fig_width, 18.0), 5.5), dpi=DPI)
-    heights = [pct for row in values.values() for pct in row if pct is not None]
+    low, high = RETENTION_RANGE
+    known = [pct for row in values.values() for pct in row if pct is not None]
+    heights = [min(max(pct, low), high) for pct in known]
     vertical = len(others) > 2
     # A label's extent in data units, from the axes' height before layout (layout only makes the axes taller).
-    label_pt = 8 * (0.62 * 5 if vertical else 1.2)  # "100.0" at 8 pt: its length rotated, else its height
+    longest = max([5, *(len(f"{pct:.1f}") for pct in known)])  # "100.0"; a cut bar's "-3363.6" is longer
+    label_pt = 8 * (0.62 * longest if vertical else 1.2)  # its length at 8 pt rotated, else its height
     top, bottom = max([100.0, *heights]), min([0.0, *heights])
     span = (top - bottom) * 1.1
     axes_pt = ax.get_position().height * fig.get_figheight() * 72
@@ -329,23 +364,27 @@ def _retention_bars(values: dict[str, list[float | None]], groups: list[str], re
             if pct is None:
                 ax.text(x, pad, "n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="#666666")
                 continue
-            ax.bar(x, pct, width * 0.92, color=colour[name], edgecolor="black", linewidth=0.5,
+            height = min(max(pct, low), high)
+            ax.bar(x, height, width * 0.92, color=colour[name], edgecolor="black", linewidth=0.5,
+                   hatch="///" if height != pct else None,
                    label=None if name in labelled else short_name(name, 34, lines=2))
             labelled.add(name)
             inside = 0 < pct <= 100 and pct >= extent + 2 * pad
             if inside:
                 y, va, ink = pct - pad, "top", text_colour(colour[name])
-            elif pct < 0:
-                y, va, ink = pct - pad, "top", "black"
+            elif height < 0:
+                y, va, ink = height - pad, "top", "black"
             else:
-                y, va, ink = pct + pad, "bottom", "black"
+                y, va, ink = height + pad, "bottom", "black"
             ax.text(x, y, f"{pct:.1f}", ha="center", va=va, fontsize=8, color=ink,
                     fontweight="bold" if inside else "normal", rotation=90 if vertical else 0)
     ax.axhline(100, color="black", ls="--", lw=1.1, label="reference = 100%", zorder=0.5)
     ax.axvline(len(groups) - 1.5, color="#999999", lw=0.8)
     _task_groups_axis(ax, groups, split)
     ax.set_ylabel("retention (% of reference score)")
-    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}")
+    cut = any(not low <= pct <= high for pct in known)
+    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}"
+                 + ("\n(hatched bars run past the axis, cut at its edge: their label is the value)" if cut else ""))
     return _finish_with_legend_below(fig, ax, out)
 
 
@@ -381,7 +420,7 @@ def _task_groups_axis(ax, groups: Sequence[str], split: str) -> None:
     """The x axis of a per-task figure: one tick per group ("average", the last, in bold) and a y grid."""
     ax.set_xticks(range(len(groups)))
     long_ticks = len(groups) > 7 or max(len(g) for g in groups) > 10
-    ax.set_xticklabels([short_name(g, 20) for g in groups], rotation=30 if long_ticks else 0,
+    ax.set_xticklabels(distinct_short_names(groups, 20), rotation=30 if long_ticks else 0,
                        ha="right" if long_ticks else "center")
     ax.get_xticklabels()[-1].set_fontweight("bold")
     ax.set_xlabel(f"task (main {split} metric)")
