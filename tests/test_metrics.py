@@ -71,6 +71,17 @@ def test_multiclass_logits_argmax_accuracy_and_macro_f1() -> None:
     assert got == pytest.approx({"accuracy": 0.5, "macro_f1": 0.5})
 
 
+def test_macro_f1_averages_over_the_gold_classes_for_every_model() -> None:
+    """A 3-class task whose dev rows hold classes 0 and 1 only: a model that predicts class 2 once was averaged over
+    three classes (scikit-learn's default adds predicted classes), one that never does over two, so they were
+    scored on other denominators. Both now average over the gold classes 0 and 1."""
+    gold = np.array([0, 0, 1, 1])
+    never = np.eye(3)[[0, 0, 1, 0]]  # class 0: P 2/3 R 1 -> F1 0.8; class 1: P 1 R 1/2 -> F1 2/3
+    once = np.eye(3)[[0, 0, 1, 2]]  # class 0: P 1 R 1 -> F1 1; class 1: P 1 R 1/2 -> F1 2/3; (class 2: F1 0)
+    assert compute_metrics(["macro_f1"], never, gold)["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert compute_metrics(["macro_f1"], once, gold)["macro_f1"] == pytest.approx((1 + 2 / 3) / 2)  # was 5/9
+
+
 def test_matthews_perfect_and_inverted() -> None:
     # Perfect: FP = FN = 0 -> (TP*TN) / sqrt(TP*TP*TN*TN) = 1; fully inverted: TP = TN = 0 -> -1.
     gold = np.array([0, 1, 1, 0, 1])

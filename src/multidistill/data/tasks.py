@@ -126,7 +126,8 @@ class Task(BaseModel):
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
                                description="Metrics to report; the first one is the task's main score. "
                                "classification: accuracy, f1 (2 labels: the F1 of labels[1], the second label, "
-                               "whatever its name), macro_f1, matthews (default accuracy); "
+                               "whatever its name), macro_f1 (the mean F1 over the classes the scored rows "
+                               "hold, the same for every model), matthews (default accuracy); "
                                "regression: pearson, spearman (default both).")
     domain: str | None = Field(None, description="Optional domain tag of the whole task (kept in the rows' "
                                "`domain` column; it does not give the task domains: see `domains`).")

@@ -31,7 +31,9 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda p, y: float(accuracy_score(y, _classes(p))),
     # Binary F1 of the positive class (index 1), as GLUE reports it for MRPC and QQP.
     "f1": lambda p, y: float(f1_score(y, _classes(p), pos_label=1, average="binary", zero_division=0)),
-    "macro_f1": lambda p, y: float(f1_score(y, _classes(p), average="macro", zero_division=0)),
+    # Over the classes the gold rows hold: scikit-learn's default adds the classes a model predicts, so two models
+    # were averaged over other classes (a class absent from dev counted only for the model that predicted it).
+    "macro_f1": lambda p, y: float(f1_score(y, _classes(p), labels=np.unique(y), average="macro", zero_division=0)),
     "matthews": lambda p, y: float(matthews_corrcoef(y, _classes(p))),
     "pearson": lambda p, y: _correlation(pearsonr, p, y),
     "spearman": lambda p, y: _correlation(spearmanr, p, y),
