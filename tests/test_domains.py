@@ -100,8 +100,26 @@ def test_declared_domains_refuse_a_row_of_another_domain(tmp_path, tiny_model_di
     spec = write_domain_column_task(tmp_path / "data")
     spec["domains"] = ["books"]
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    with pytest.raises(DataError, match=r"row '3' has domain 'dvd', which is not one of the task's domains \(books\)"):
+    with pytest.raises(DataError, match=r"row '3' has domain 'dvd', which is not one of the task's domains \(books\)"
+                                        r".*a saved model's task keeps the domains it was trained with") as error:
         prepare_data(data_config(tmp_path, spec), tokenizer, 32, max_examples_per_task=None, seed=0)
+    assert f"task 'reviews' split 'train' ({spec['files']['train']['path']}): row '3'" in str(error.value)
+
+
+@pytest.mark.parametrize(("one", "other"), [("caf\u00e9", "cafe\u0301"), ("dvd video", "dvd\u00a0video")])
+def test_domain_names_that_read_alike_are_refused_naming_both_spellings(tmp_path, one, other) -> None:
+    """A domain written once precomposed and once with a combining accent, or once with a no-break space, was two
+    domains that every table and figure printed alike. Refused, showing both spellings."""
+    spec = write_domain_column_task(tmp_path / "data")
+    path = Path(spec["files"]["train"]["path"])
+    text = path.read_text().replace("\tbooks\n", f"\t{one}\n").replace("\tdvd\n", f"\t{other}\n", 1)
+    path.write_text(text, encoding="utf-8")
+    store = open_example_store(data_config(tmp_path, spec), max_examples_per_task=None, seed=0)
+    with pytest.raises(DataError, match="read the same but are other strings") as error:
+        store.validate(["train", "dev"])
+        store.domains("reviews")
+    said = str(error.value)
+    assert "task 'reviews'" in said and ascii(one) in said and ascii(other) in said, said
 
 
 def test_a_row_without_a_domain_among_rows_with_one_is_a_data_error(tmp_path, tiny_model_dir) -> None:

@@ -243,6 +243,10 @@ def test_a_domain_name_that_cannot_name_a_folder_is_refused_before_any_stage_wri
     assert code == 2, output
     assert "key 'targets'" in output and "domain 'dvd store'" in output and "not a plain name" in output
     assert not Path(recipe["output_dir"]).exists()
+    recipe = tiny_metakd(tiny_run, tmp_path, domains=("b&w", "books", "dvd store"))  # every unfit name at once
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    said = " ".join(output.split())
+    assert code == 2 and "domain 'b&w' is not a plain name" in said and "domain 'dvd store' is not a plain" in said
     from multidistill.recipes.metakd import MetaKDRecipe, check_inputs
 
     assert check_inputs(MetaKDRecipe.model_validate({**recipe, "targets": ["books"]})).targets == ("books",)

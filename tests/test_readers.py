@@ -460,6 +460,15 @@ def test_label_not_in_list(tmp_path: Path) -> None:
     assert "'0', '1'" in msg and err.field == "label"
 
 
+def test_a_label_that_reads_as_one_of_the_tasks_shows_both_spellings(tmp_path: Path) -> None:
+    """'e' and a combining accent against the task's precomposed label: the message printed two strings that look
+    the same (`'caf\u00e9' is not one of ... 'caf\u00e9'`); it now shows where they differ."""
+    write(tmp_path, "a.tsv", "text\tlabel\nok\tcafe\u0301\n")
+    msg = str(read_error(make_task("a.tsv", labels=["caf\u00e9", "th\u00e9"]), data_root=tmp_path))
+    assert "spelled 'cafe\\u0301'; the task's 'caf\\xe9': write them one way" in msg, msg
+    assert "spelled" not in str(read_error(make_task("a.tsv", labels=["x", "y"]), data_root=tmp_path))
+
+
 @pytest.mark.parametrize("score", ["abc", "nan", "inf", "1e999"])
 def test_regression_label_not_a_float(tmp_path: Path, score: str) -> None:
     write(tmp_path, "s.tsv", f"text\tlabel\nok\t2.5\nbad\t{score}\n")

@@ -20,6 +20,7 @@ import pyarrow as pa
 from multidistill.data.formats import CHUNK_ROWS, HF_FORMATS, ClassIndex, Record, Source
 from multidistill.data.tasks import Task
 from multidistill.errors import DataError
+from multidistill.utils.lookalike import spelled
 
 COLUMN_ORDER: tuple[str, ...] = ("id", "text_a", "text_b", "label", "domain")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest regression score a float32 head can be trained on
@@ -218,7 +219,8 @@ class Converter:
         text = str(value).strip()
         if text not in self.label_index:
             allowed = ", ".join(repr(label) for label in self.task.labels)
-            raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}", "label")
+            raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}"
+                                   f"{spelled(text, self.task.labels)}", "label")
         return self.label_index[text]
 
     def _score(self, pos: int, value: Any) -> float:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from multidistill.data.split_cache import read_batches
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError
+from multidistill.utils.lookalike import lookalike_pair
 
 
 def read_domains(task: Task, batches_of_split: Mapping[str, Iterable[pa.RecordBatch]]) -> tuple[str, ...]:
@@ -33,6 +34,11 @@ def read_domains(task: Task, batches_of_split: Mapping[str, Iterable[pa.RecordBa
             found.update(pc.unique(batch.column("domain")).to_pylist())
     found.discard("")  # no domain; a task whose rows all have none has no domains (a row without one among
     # rows with domains is refused by the reader, naming its line; `domain_codes` checks again)
+    pair = lookalike_pair(sorted(found))
+    if pair is not None:  # two domains that every table and figure would print alike
+        raise DataError(f"task '{task.name}': domains {pair[0]!r} and {pair[1]!r} read the same but are other "
+                        f"strings ({ascii(pair[0])} and {ascii(pair[1])}: Unicode form or white space), so their rows "
+                        f"would be two domains; write them one way in the data's domain column")
     return tuple(sorted(found))
 
 
@@ -44,7 +50,9 @@ def domain_codes(column: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedA
     if codes.null_count:
         first = pc.index(pc.is_null(codes), True).as_py()
         raise DataError(f"{what}: row '{ids[first].as_py()}' has domain {column[first].as_py()!r}, which is not one of "
-                        f"the task's domains ({', '.join(domains)}); add it to the task's `domains` or fix the row")
+                        f"the task's domains ({', '.join(domains)}); fix the row, or add the domain to the task's "
+                        "`domains` (a saved model's task keeps the domains it was trained with: score it on rows of "
+                        "those)")
     return codes.to_numpy(zero_copy_only=False).astype(np.int32)
 
 

@@ -86,6 +86,12 @@ class ExampleStore:
         self._domains_read.add(task)
         return found
 
+    def _rows_of(self, task: str, split: str) -> str:
+        """Where a split's rows come from, for errors about one row: the task, the split and, from a domain column,
+        its file (with one file set per domain a row's domain is its file's, so no row can disagree)."""
+        source = self.tasks[task].files.get(split)
+        return f"task '{task}' split '{split}'" + (f" ({source.path})" if source is not None else "")
+
     def _examples_folder(self, task: str, split: str) -> Path:
         """The split's validated rows in the Arrow cache (the run's domain selection applied), written now if
         missing."""
@@ -94,7 +100,7 @@ class ExampleStore:
         if selection is not None:
             domains = self.domains(task)
             selection.check_names(self.tasks[task])
-            select = selection.row_selector(domains, split, self.seed, f"task '{task}' split '{split}'")
+            select = selection.row_selector(domains, split, self.seed, self._rows_of(task, split))
         folder = inside(self.cache_dir, "examples", task, split, self.data_fingerprint(task, split)[:16])
         return write_split_cache(self.tasks[task], split, folder, self.data_root,
                                  max_examples=self._limit(task, split), seed=self.seed, select=select)
@@ -211,7 +217,7 @@ class ExampleStore:
             with atomic_dir(folder) as tmp:
                 rows = write_batches(tmp / VIEW_FILE, tokenize_batches(
                     read_cached_examples(raw), tokenizer, max_length, pair=_pairing(self.tasks[task]),
-                    domains=domains or None, what=f"task '{task}' split '{split}'"))
+                    domains=domains or None, what=self._rows_of(task, split)))
                 with pa.OSFile(str(tmp / VIEW_FILE), "rb") as written:
                     schema = pa.ipc.open_stream(written).schema
                 datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema)).write_to_directory(str(tmp))

@@ -458,7 +458,10 @@ class StageRunner:
         """Refuse a second stage of one name and other settings or inputs in a pass: both would share one folder, so
         the second was refused as "made with other settings" after the first had run, and again on every run after.
         Names a recipe builds from the user's (Meta-KD's targets 'media' and 'mixed-media' both give
-        'signals-mixed-media') can meet so. A stage met again with the same fingerprint is one stage, reused."""
+        'signals-mixed-media') can meet so. A stage met again with the same fingerprint is one stage, reused. Only
+        within a recipe's pass (`run_all`, `dry_run`): calls outside one are separate runs of the folder."""
+        if not self._checks and self._dry is None:
+            return
         first = self._names.setdefault(name, fingerprint)
         if first != fingerprint:
             raise self.refused(ConfigError(

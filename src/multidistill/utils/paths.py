@@ -36,7 +36,7 @@ def name_problem(name: object) -> str | None:
     if not isinstance(name, str):
         return f"must be a string, not {type(name).__name__}"
     if not _NAME.fullmatch(name):
-        return (f"{name!r} is not a plain name: use letters, digits, '.', '_' and '-', starting with a letter or "
+        return (f"{name!r} is not a plain name: use ASCII letters, digits, '.', '_' and '-', starting with a letter or "
                 "digit (it names files and folders, so no '/', '\\', '..' or spaces)")
     if len(name) > NAME_MAX_LENGTH:
         return f"{name[:20]!r}... is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed"

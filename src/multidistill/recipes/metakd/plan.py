@@ -151,17 +151,20 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
         raise ConfigError(f"key 'data.tasks': Meta-KD needs at least two domains with training rows, task "
                           f"'{task.name}' keeps {list(kept)}")
     targets = tuple(recipe.targets or kept)
-    train_rows = {}
     for target in targets:
         if target not in kept:
             raise ConfigError(f"key 'targets': domain {target!r} is not in the data (task '{task.name}' keeps "
                               f"domains: {', '.join(kept)}){_closest(target, kept)}")
-        problem = name_problem(target)
-        if problem is not None:  # a target names stage folders (student-<d>, meta-teacher-without-<d>, ...)
-            raise ConfigError(f"key 'targets': target domain {target!r} of task '{task.name}' names the run's "
-                              f"stage folders, but a domain name {problem}; rename it in the data, or leave it out "
-                              "of targets (it still trains the meta-teacher)")
-        train_rows[target] = _target_rows(recipe, target, counts[target])
+    # A target names stage folders (student-<d>, meta-teacher-without-<d>, ...): every unfit name at once, as
+    # targets default to every domain and each would otherwise cost a run to find.
+    problems = [problem for problem in map(name_problem, targets) if problem is not None]
+    if problems:
+        raise ConfigError(f"key 'targets': the target domains of task '{task.name}' name the run's stage folders, "
+                          f"but {'; '.join(f'domain {problem}' for problem in problems)}; rename "
+                          f"{'it' if len(problems) == 1 else 'them'} in the data, or leave "
+                          f"{'it' if len(problems) == 1 else 'them'} out of targets (a domain that is no target "
+                          "still trains the meta-teacher)")
+    train_rows = {target: _target_rows(recipe, target, counts[target]) for target in targets}
     folds = recipe.student.cross_fit_folds
     if folds is not None:
         if recipe.teacher.model is None:
