@@ -621,3 +621,24 @@ def test_onnx_export_and_predict_with_a_tokenizer_without_a_pad_token(model_dir,
     predict_file(tmp_path / "onnx", "toy_reg", source, tmp_path / "reg.jsonl", progress=False)
     expected = expected_logits(model_dir, "toy_reg", [a for a, _ in PAIRS], [b for _, b in PAIRS])
     np.testing.assert_allclose([r["score"] for r in read_output(tmp_path / "reg.jsonl")], expected, atol=1e-4)
+
+
+def test_rows_cut_at_the_models_length_and_rows_of_unknown_tokens_are_counted(model_dir, tmp_path):
+    """A row in a script the vocabulary lacks (every token [UNK]) got a confident-looking prediction and a row
+    past the model's length was cut, both silently. Both are counted in the summary and said by the command; the
+    predictions are as before (the longest-first order comes from the same counts)."""
+    long = " ".join(["the movie was great"] * 20)  # far past the model's 16 tokens
+    texts = ["the movie was great", "这是好电影", long, "worst actor", "\u0645\u0631\u062d\u0628\u0627"]
+    source = write_input(tmp_path / "in.csv", ["text"], [[t] for t in texts])
+    result = predict_file(model_dir, "toy_sent", source, tmp_path / "out.jsonl", progress=False)
+    assert (result["truncated"], result["unknown_only"]) == (1, 2)
+    logits = expected_logits(model_dir, "toy_sent", texts)
+    assert [r["label"] for r in read_output(tmp_path / "out.jsonl")] == [str(i) for i in logits.argmax(-1)]
+    cli = _cli([str(model_dir), "--task", "toy_sent", "--input", str(source), "--output", str(tmp_path / "o.csv")])
+    said = " ".join(cli.output.split())
+    assert cli.exit_code == 0, cli.output
+    assert "1 row(s) longer than the model's length were cut to it" in said, said
+    assert "2 row(s) hold only tokens the tokenizer does not know" in said, said
+    plain = predict_file(model_dir, "toy_sent", write_input(tmp_path / "p.csv", ["text"], [["good film"]]),
+                         tmp_path / "p.jsonl", progress=False)
+    assert (plain["truncated"], plain["unknown_only"]) == (0, 0)

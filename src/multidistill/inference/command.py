@@ -64,4 +64,9 @@ def summary_line(result: dict) -> str:
         shown = ", ".join(str(n) for n in lines[:SHOW_SKIPPED_LINES])
         more = f" and {len(lines) - SHOW_SKIPPED_LINES} more" if len(lines) > SHOW_SKIPPED_LINES else ""
         line += f", skipped {result['skipped']} bad row(s): line{'s' if len(lines) > 1 else ''} {shown}{more}"
+    if result.get("truncated"):
+        line += f"; {result['truncated']} row(s) longer than the model's length were cut to it, as in training"
+    if result.get("unknown_only"):
+        line += (f"; {result['unknown_only']} row(s) hold only tokens the tokenizer does not know (a script or "
+                 "symbols outside its vocabulary): their predictions read nothing of the text")
     return line

@@ -49,14 +49,18 @@ STDIN_NAMES: tuple[str, ...] = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0
 
 
 class PredictSummary(TypedDict):
-    """What `predict_file` returns: rows read, predicted and skipped (with the skipped lines), the text columns
-    read and where they came from (``given``, ``task`` or ``default``), the output path and format."""
+    """What `predict_file` returns: rows read, predicted and skipped (with the skipped lines), the rows cut at the
+    model's length (``truncated``, as training cut them) and those whose every token is the tokenizer's unknown
+    token (``unknown_only``: text in a script the vocabulary lacks, so the prediction reads nothing of it), the text
+    columns read and where they came from (``given``, ``task`` or ``default``), the output path and format."""
 
     task: str
     rows: int
     predicted: int
     skipped: int
     skipped_lines: list[int]
+    truncated: int
+    unknown_only: int
     text_columns: list[str]
     columns_from: str
     output: str
@@ -108,14 +112,15 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
         raise DataError(f"{message} (every row is bad: --skip-bad-rows leaves nothing to predict)" if skip_bad_rows
                         else message, path=input_path)
 
-    outputs = predict_rows(predictor, spec, rows, batch_size, progress)
+    outputs, tokens = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.type == "classification" else []
     with atomic_file(output_path) as handle:
         writer = _Writer(handle, fmt, labels, with_id=id_column is not None)
         for row, values in zip(rows, outputs, strict=True):
             writer.write(row, values)
     return {"task": spec.name, "rows": len(rows) + len(bad), "predicted": len(rows), "skipped": len(bad),
-            "skipped_lines": [line for line, _ in bad], "text_columns": [c for c in columns if c],
+            "skipped_lines": [line for line, _ in bad], "truncated": int(tokens.cut.sum()),
+            "unknown_only": int(tokens.unknown_only.sum()), "text_columns": [c for c in columns if c],
             "columns_from": origin, "output": str(output_path), "format": fmt}
 
 
@@ -132,12 +137,13 @@ def _load_rows(path: Path, spec: Task, given: tuple[str, str | None] | None, pro
 
 
 def predict_rows(predictor: _Predictor, spec: Task, rows: list[InputRow], batch_size: int,
-                 progress: bool) -> np.ndarray:
-    """Each row's logits, in the rows' order; run longest first (a batch pads to its longest row, so rows of
-    like length together waste least compute)."""
+                 progress: bool) -> tuple[np.ndarray, TokenCounts]:
+    """Each row's logits, in the rows' order, and its `TokenCounts`; run longest first (a batch pads to its
+    longest row, so rows of like length together waste least compute)."""
     texts_a = [r.text_a for r in rows]
     texts_b = [r.text_b or "" for r in rows] if spec.pair else None
-    order = np.argsort(-predictor.token_counts(texts_a, texts_b, progress=progress), kind="stable")
+    tokens = predictor.token_counts(texts_a, texts_b, progress=progress)
+    order = np.argsort(-tokens.counts, kind="stable")
     outputs: np.ndarray | None = None  # one array, not one per row: 200k small arrays cost tens of MB
     bar = tqdm(total=len(rows), desc="predict", unit="row", disable=bars_disabled(progress))
     try:
@@ -152,10 +158,26 @@ def predict_rows(predictor: _Predictor, spec: Task, rows: list[InputRow], batch_
     finally:
         bar.close()
     assert outputs is not None  # rows is never empty here: an input without rows is refused earlier
-    return outputs
+    return outputs, tokens
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Per row: its token count as the model reads it (cut at its length), whether it was cut, and whether its
+    every token (special tokens aside) is the tokenizer's unknown token."""
+
+    counts: np.ndarray
+    cut: np.ndarray
+    unknown_only: np.ndarray
 
 
 # ------------------------------------------------------------------------------------------ the model
+
+
+def _only_unknown(ids: list[int], special: list[int], unk: int) -> bool:
+    """Whether every token of a row that is no special token is ``unk`` (and there is one)."""
+    words = [token for token, is_special in zip(ids, special, strict=True) if not is_special]
+    return bool(words) and all(token == unk for token in words)
 
 
 class _Predictor:
@@ -177,23 +199,32 @@ class _Predictor:
         """Model inputs for texts, tokenised and padded as in training (`encode_texts`)."""
         return encode_texts(self.tokenizer, texts_a, texts_b, self.max_length)
 
-    def token_counts(self, texts_a: list[str], texts_b: list[str] | None, *, progress: bool = False) -> np.ndarray:
-        """Each row's token count as `encode` truncates it (no padding), tokenising COUNT_CHUNK rows at a time
-        and keeping only the counts, so memory stays flat however long the input."""
-        counts = np.zeros(len(texts_a), dtype=np.int64)
-        bar = tqdm(total=len(texts_a), desc="count tokens", unit="row", disable=bars_disabled(progress),
+    def token_counts(self, texts_a: list[str], texts_b: list[str] | None, *, progress: bool = False) -> TokenCounts:
+        """Each row's `TokenCounts` (its count as `encode` truncates it: the whole count, capped at the model's
+        length), tokenising COUNT_CHUNK rows at a time and keeping only the counts, so memory stays flat however
+        long the input."""
+        rows = len(texts_a)
+        counts, cut, unknown = np.zeros(rows, dtype=np.int64), np.zeros(rows, bool), np.zeros(rows, bool)
+        unk = getattr(self.tokenizer, "unk_token_id", None)  # None: byte-level vocabularies have no unknown token
+        bar = tqdm(total=rows, desc="count tokens", unit="row", disable=bars_disabled(progress),
                    delay=PROGRESS_DELAY_S)
         try:
-            for start in range(0, len(texts_a), COUNT_CHUNK):
+            for start in range(0, rows, COUNT_CHUNK):
                 stop = start + COUNT_CHUNK
+                # Untruncated, to see which rows the model's length cuts (verbose off: no "longer than" warning).
                 encoded = self.tokenizer(texts_a[start:stop], texts_b[start:stop] if texts_b is not None else None,
-                                         truncation=True, max_length=self.max_length,
-                                         return_attention_mask=False, return_token_type_ids=False)
-                counts[start:stop] = [len(ids) for ids in encoded["input_ids"]]
+                                         return_attention_mask=False, return_token_type_ids=False,
+                                         return_special_tokens_mask=unk is not None, verbose=False)
+                lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+                counts[start:stop] = np.minimum(lengths, self.max_length)
+                cut[start:stop] = lengths > self.max_length
+                if unk is not None:
+                    unknown[start:stop] = [_only_unknown(ids, special, unk) for ids, special in
+                                           zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)]
                 bar.update(len(encoded["input_ids"]))
         finally:
             bar.close()
-        return counts
+        return TokenCounts(counts, cut, unknown)
 
     def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
         raise NotImplementedError

@@ -50,7 +50,7 @@ def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
         if not texts_a:
             return []
         rows = [InputRow(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
-        logits = predict_rows(predictor, spec, rows, batch_size, progress)
+        logits, _ = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.type == "classification" else []
     return [Prediction(**{"label": None, **prediction_record(values, labels)}) for values in logits]
 
