@@ -24,7 +24,8 @@ HEADER = """# Configuration reference
 Generated from the settings classes by `python scripts/config_reference.py` (a test fails when this page and the
 code disagree). A YAML file (or `--set key.path=value`, values read as YAML) sets these keys; unknown keys are
 refused. A section given in part keeps its other keys' defaults, and `--set section={{...}}` is merged into it
-(`--set section={{}}` empties it).
+(`--set section={{}}` empties it). One `--set` is one override: `--set output_dir=runs/a,train.epochs=2` is refused
+(output_dir would take the whole text) unless its value is quoted as YAML text (`--set 'output_dir="a,b=c"'`).
 
 The demo's defaults are shown as on a CPU with native bf16 (AVX512-BF16 or AMX); elsewhere its `bf16` keys
 default to false.

@@ -298,6 +298,10 @@ def test_several_overrides_joined_after_a_str_key_are_refused_not_taken_as_its_v
     assert "give each its own --set" in said and "'output_dir=runs/a'" in said and "'train.epochs=2'" in said
     assert load_config(write_yaml(tmp_path, BASE), "output_dir=runs/a,b=c").output_dir == "runs/a,b=c"
     assert load_config(write_yaml(tmp_path, BASE), "output_dir=runs/x=1").output_dir == "runs/x=1"
+    assert "quote it in YAML" in said
+    meant = "sweeps/lr=1e-3,train.epochs=3"  # a Hydra-style folder name: quoted, the text is meant
+    for quoted in (f'output_dir="{meant}"', f"output_dir='{meant}'"):
+        assert load_config(write_yaml(tmp_path, BASE), quoted).output_dir == meant
 
 
 def test_override_through_scalar_rejected() -> None:

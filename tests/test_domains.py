@@ -107,7 +107,7 @@ def test_declared_domains_refuse_a_row_of_another_domain(tmp_path, tiny_model_di
 
 
 @pytest.mark.parametrize(("one", "other"), [("caf\u00e9", "cafe\u0301"), ("dvd video", "dvd\u00a0video")])
-def test_domain_names_that_read_alike_are_refused_naming_both_spellings(tmp_path, one, other) -> None:
+def test_domain_names_that_read_alike_are_refused_naming_both_spellings(tmp_path, tiny_model_dir, one, other) -> None:
     """A domain written once precomposed and once with a combining accent, or once with a no-break space, was two
     domains that every table and figure printed alike. Refused, showing both spellings."""
     spec = write_domain_column_task(tmp_path / "data")
@@ -120,6 +120,11 @@ def test_domain_names_that_read_alike_are_refused_naming_both_spellings(tmp_path
         store.domains("reviews")
     said = str(error.value)
     assert "task 'reviews'" in said and ascii(one) in said and ascii(other) in said, said
+    spec["domains"] = sorted([one, "dvd"])  # declared: the row of the other spelling is refused, spelled out
+    with pytest.raises(DataError, match="is not one of the task's domains") as error:
+        prepare_data(data_config(tmp_path, spec), load_tokenizer(str(tiny_model_dir)), 32, max_examples_per_task=None,
+                     seed=0)
+    assert f"spelled {ascii(other)}" in str(error.value), str(error.value)
 
 
 def test_a_row_without_a_domain_among_rows_with_one_is_a_data_error(tmp_path, tiny_model_dir) -> None:

@@ -899,6 +899,11 @@ def test_a_branch_that_init_from_keeps_over_other_domains_is_refused_before_any_
         model = build_model(ModelConfig(name_or_path=name, student_layers=layers, domain_branch=branch), [task])
         model.save_pretrained(tmp_path / folder, tokenizer=AutoTokenizer.from_pretrained(name))
     recipe[section]["model"]["init_from"] = str(tmp_path / "other")
+    for branch in (None, {"domains": ["books", "dvd"]}):  # also beside a domain_branch over the task's domains
+        recipe[section]["model"]["domain_branch"] = branch
+        code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), "--dry-run")
+        assert code == 2 and f"key '{section}.model.init_from'" in output, output
+    recipe[section]["model"].pop("domain_branch")
     for dry in (["--dry-run"], []):
         code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)), *dry)
         said = " ".join(output.split())

@@ -642,3 +642,14 @@ def test_rows_cut_at_the_models_length_and_rows_of_unknown_tokens_are_counted(mo
     plain = predict_file(model_dir, "toy_sent", write_input(tmp_path / "p.csv", ["text"], [["good film"]]),
                          tmp_path / "p.jsonl", progress=False)
     assert (plain["truncated"], plain["unknown_only"]) == (0, 0)
+
+
+def test_a_special_token_mask_that_does_not_match_the_ids_falls_back_to_the_special_ids():
+    """An old-style slow tokenizer can give a special-token mask of another length than its ids (strict zip
+    raised, stopping the whole prediction for a diagnostic count): its special ids are read instead."""
+    from multidistill.inference.predict import _only_unknown
+
+    assert _only_unknown([2, 1, 1, 3], [0, 0], unk=1, specials={2, 3})
+    assert not _only_unknown([2, 1, 7, 3], [0, 0], unk=1, specials={2, 3})
+    assert _only_unknown([2, 1, 3], [1, 0, 1], unk=1, specials=set())
+    assert not _only_unknown([2, 3], [1, 1], unk=1, specials={2, 3})  # an empty text is not "unknown only"

@@ -604,6 +604,12 @@ def test_a_run_summary_table_too_wide_for_the_terminal_cuts_no_score_name_or_tas
     assert text.count(" ± 0.0141") == 3 and "0.5812 ± 0.0141" in text and "teacher teacher-seed-2" in text
     assert all(f"routing_{c}_" in text for c in "abcdefghi")  # each task's header, wrapped at its underscores
     assert "25.0K" in text and " 0.0M" not in text and "110.0M" in text  # report.md's `fmt_count`
+    narrow = Console(record=True, width=60, file=io.StringIO())  # the model names give way, not the values
+    monkeypatch.setattr(summary, "console", narrow)
+    summary.write_summary(tmp_path, rows, "teacher teacher-seed-1", tasks)
+    text = narrow.export_text()
+    assert "0.5812 ± 0.0141" in text and max(len(line) for line in text.splitlines()) <= 60
+    assert text.count("scores (retention vs") <= 6  # a few tables of several columns, not one a column
 
 
 def _recipe_run(root: Path) -> Path:

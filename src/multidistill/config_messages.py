@@ -65,14 +65,18 @@ def _joined_hint(item: str) -> str:
 def refuse_joined_overrides(config: BaseModel, overrides: Sequence[str]) -> None:
     """Refuse an override whose value holds further ``key=value`` items, each naming a field of ``config`` (the
     validated config): `output_dir=runs/a,train.epochs=2` set output_dir to the whole text and left train.epochs as
-    it was, silently, whenever the first key takes any str. A value whose later items name no field is kept."""
+    it was, silently, whenever the first key takes any str. A value whose later items name no field is kept, and
+    so is a YAML-quoted one: quotes say the text is meant (a folder named `sweeps/lr=1e-3,train.epochs=3`)."""
     for item in overrides:
         key, _, value = item.partition("=")
         pieces = _JOINED.split(value)
-        if len(pieces) > 1 and all(_names_field(config, piece.partition("=")[0].strip()) for piece in pieces[1:]):
+        if value.strip()[:1] in ("'", '"') or len(pieces) < 2:
+            continue
+        if all(_names_field(config, piece.partition("=")[0].strip()) for piece in pieces[1:]):
             raise ConfigError(f"--set '{item}': holds several overrides in one, so key '{key.strip()}' would be set to "
                               f"the whole text {value!r}: give each its own --set, or in Python its own list item: "
-                              f"{_JOINED.split(item)!r}")
+                              f"{_JOINED.split(item)!r}; if that text is meant, quote it in YAML (inside the "
+                              f"shell's own quotes): --set '{key.strip()}=\"{value}\"'")
 
 
 def _names_field(config: BaseModel, dotted: str) -> bool:

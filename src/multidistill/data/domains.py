@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from multidistill.data.split_cache import read_batches
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError
-from multidistill.utils.lookalike import lookalike_pair
+from multidistill.utils.lookalike import lookalike_pair, spelled
 
 
 def read_domains(task: Task, batches_of_split: Mapping[str, Iterable[pa.RecordBatch]]) -> tuple[str, ...]:
@@ -50,9 +50,9 @@ def domain_codes(column: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedA
     if codes.null_count:
         first = pc.index(pc.is_null(codes), True).as_py()
         raise DataError(f"{what}: row '{ids[first].as_py()}' has domain {column[first].as_py()!r}, which is not one of "
-                        f"the task's domains ({', '.join(domains)}); fix the row, or add the domain to the task's "
-                        "`domains` (a saved model's task keeps the domains it was trained with: score it on rows of "
-                        "those)")
+                        f"the task's domains ({', '.join(domains)}){spelled(column[first].as_py(), domains)}; fix the "
+                        "row, or add the domain to the task's `domains` (a saved model's task keeps the domains it "
+                        "was trained with: score it on rows of those)")
     return codes.to_numpy(zero_copy_only=False).astype(np.int32)
 
 

@@ -174,9 +174,14 @@ class TokenCounts:
 # ------------------------------------------------------------------------------------------ the model
 
 
-def _only_unknown(ids: list[int], special: list[int], unk: int) -> bool:
-    """Whether every token of a row that is no special token is ``unk`` (and there is one)."""
-    words = [token for token, is_special in zip(ids, special, strict=True) if not is_special]
+def _only_unknown(ids: list[int], special: list[int], unk: int, specials: set[int]) -> bool:
+    """Whether every token of a row that is no special token is ``unk`` (and there is one). A tokenizer whose
+    special-token mask does not match its ids (an old-style slow one) is read by ``specials``, its special ids:
+    a diagnostic count must never stop a prediction."""
+    if len(special) == len(ids):
+        words = [token for token, is_special in zip(ids, special, strict=True) if not is_special]
+    else:
+        words = [token for token in ids if token not in specials]
     return bool(words) and all(token == unk for token in words)
 
 
@@ -205,7 +210,7 @@ class _Predictor:
         long the input."""
         rows = len(texts_a)
         counts, cut, unknown = np.zeros(rows, dtype=np.int64), np.zeros(rows, bool), np.zeros(rows, bool)
-        unk = getattr(self.tokenizer, "unk_token_id", None)  # None: byte-level vocabularies have no unknown token
+        unk = getattr(self.tokenizer, "unk_token_id", None)  # None: a vocabulary without an unknown token
         bar = tqdm(total=rows, desc="count tokens", unit="row", disable=bars_disabled(progress),
                    delay=PROGRESS_DELAY_S)
         try:
@@ -219,7 +224,8 @@ class _Predictor:
                 counts[start:stop] = np.minimum(lengths, self.max_length)
                 cut[start:stop] = lengths > self.max_length
                 if unk is not None:
-                    unknown[start:stop] = [_only_unknown(ids, special, unk) for ids, special in
+                    specials = set(self.tokenizer.all_special_ids) - {unk}
+                    unknown[start:stop] = [_only_unknown(ids, special, unk, specials) for ids, special in
                                            zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)]
                 bar.update(len(encoded["input_ids"]))
         finally:

@@ -466,9 +466,9 @@ class StageRunner:
         if first != fingerprint:
             raise self.refused(ConfigError(
                 f"stage '{name}': two stages of this run have that name, with other settings or inputs, and would "
-                "share its folder; a recipe builds stage names from names in the config or data (Meta-KD: "
-                "<stage>-<target>, and <stage>-<arm>-<target> for its baselines, so targets 'media' and "
-                "'mixed-media' meet in 'signals-mixed-media'): rename the domain, or leave one out of targets"))
+                "share its folder; the recipe builds stage names from names in the config or data (tasks, domains, "
+                "e.g. Meta-KD's targets 'media' and 'mixed-media' meet in 'signals-mixed-media'): rename one of "
+                "those names, or leave it out of the run"))
 
     def _refuse_stale_readers(self, name: str, fingerprints: set[str], how: str, restore: Path | None) -> None:
         """Before stage ``name`` is made anew (``how`` says why): refuse when a stage recorded in the run folder

@@ -145,7 +145,8 @@ def _print_table(summary: dict) -> None:
     # score is never cut; columns that do not fit beside the model names go to a further table, not squeezed.
     widths = [max([min(cell_len(column), HEADER_WIDTH), *(cell_len(row[k]) for row in cells.values())])
               for k, column in enumerate(columns)]
-    model_width = min(max(cell_len(name) for name in ["model", *cells]), MODEL_WIDTH)
+    # The names give way first on a narrow terminal: at most a third of it, so values keep their full width.
+    model_width = min(max(cell_len(name) for name in ["model", *cells]), MODEL_WIDTH, max(8, console.width // 3))
     room = console.width - (model_width + 3) - 1  # a column takes 2 of padding and 1 of border; 1 more closes it
     tail = list(range(len(tasks), len(columns)))  # average, retention, ...: kept together where they fit
     units = [[k] for k in range(len(tasks))] + ([tail] if sum(widths[k] + 3 for k in tail) <= room else

@@ -68,8 +68,8 @@ def distinct_short_names(names: Sequence[str], width: int) -> list[str]:
     """`short_name` of each of ``names`` (one line of ``width``), kept apart where eliding the middle merges them.
 
     Names sharing a long prefix and suffix (``customer_support_ticket_routing_a_production``, ``..._b_...``) all
-    elide to ``customer_s…roduction``; those keep the start of the name and everything after the shared prefix
-    (from its last separator on) instead: ``custome…a_production``. Where that still merges some, the names are
+    elide to ``customer_s…roduction``; those keep the start of the name and everything after the shared prefix's
+    last separator instead: ``custome…a_production``. Where that still merges some, the names are
     shown whole: long, but never two tasks under one label.
     """
     shown = [short_name(name, width) for name in names]

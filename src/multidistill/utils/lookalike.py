@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 
 def _shown(name: str) -> str:
-    """How ``name`` reads: its compatibility form with white space runs as one space (case is kept: names that
-    differ in case differ visibly)."""
-    return " ".join(unicodedata.normalize("NFKC", name).split())
+    """How ``name`` reads: its composed form (NFC) with white space runs, no-break spaces included, as one space.
+    Case is kept, and so are compatibility characters (NFKC would merge `m²` with `m2`): those differ visibly."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
 
 
 def lookalike_pair(names: Iterable[str]) -> tuple[str, str] | None:

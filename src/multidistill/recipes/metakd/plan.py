@@ -407,7 +407,7 @@ def _check_domain_branches(recipe: MetaKDRecipe, task: Task) -> None:
         if branch is not None:
             check_branch_domains(branch.domains, task, f"{section}.model.domain_branch.domains",
                                  advice=", or leave domain_branch out (the recipe adds one over the task's domains)")
-        elif model is not None and model.init_from and (Path(model.init_from) / MODEL_CONFIG_FILE).is_file():
+        if model is not None and model.init_from and (Path(model.init_from) / MODEL_CONFIG_FILE).is_file():
             saved = read_model_config(Path(model.init_from)).get("domain_branch")  # (a missing folder: preflight's)
             if saved is not None:
                 check_branch_domains(saved.get("domains", []), task, f"{section}.model.init_from",
