@@ -421,9 +421,10 @@ def test_keep_pairs_without_a_pair_task_among_the_sources_is_refused(tmp_path: P
                                                                                           "label": "y"}}})
     corpus = Task(name="corpus", type="text", from_tasks=["s"], keep_pairs=True)
     data = DataConfig(tasks=["corpus"], data_root=str(tmp_path), task_specs=[single, corpus])
-    with pytest.raises(ConfigError, match="task 'corpus' \\(its spec\\): none of task 'corpus''s from_tasks \\(s\\)"):
+    with pytest.raises(ConfigError, match="task 'corpus' \\(its spec\\): none of the from_tasks of task 'corpus' "
+                                          "\\(s\\)"):
         resolve_tasks(data)
     data = DataConfig(tasks=[{"name": "c", "keep_pairs": True}], data_root=str(tmp_path),
                       task_specs=[single, Task(name="c", type="text", from_tasks=["s"])])
-    with pytest.raises(ConfigError, match="key 'data.tasks.0.keep_pairs': none of task 'c''s from_tasks"):
+    with pytest.raises(ConfigError, match="key 'data.tasks.0.keep_pairs': none of the from_tasks of task 'c'"):
         resolve_tasks(data)

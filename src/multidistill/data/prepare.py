@@ -30,8 +30,9 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
             task = task.model_copy(update={"keep_pairs": True})  # its data fingerprint says so (fingerprint_spec)
         if task.keep_pairs and not any(source.pair for source in task.sources):  # given here or in the spec
             where = f"key 'data.tasks.{i}.keep_pairs'" if ref.keep_pairs else f"task '{ref.name}' (its spec)"
-            raise ConfigError(f"{where}: none of task '{ref.name}''s from_tasks ({', '.join(task.from_tasks)}) is a "
-                              "pair task, so there is no pair to keep; remove keep_pairs")
+            raise ConfigError(f"{where}: none of the from_tasks of task '{ref.name}' "
+                              f"({', '.join(task.from_tasks)}) is a pair task, so there is no pair to keep; remove "
+                              "keep_pairs")
         tasks.append(task)
     return tasks
 

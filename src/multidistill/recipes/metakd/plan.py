@@ -173,8 +173,8 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                               "are then trained from it), or drop cross_fit_folds")
         for target in targets:
             if train_rows[target] < folds:
-                raise ConfigError(f"key 'student.cross_fit_folds': {folds} folds of domain '{target}''s "
-                                  f"{train_rows[target]} training rows leave a fold empty; use at most "
+                raise ConfigError(f"key 'student.cross_fit_folds': {folds} folds of the {train_rows[target]} "
+                                  f"training rows of domain '{target}' leave a fold empty; use at most "
                                   f"{train_rows[target]}")
     if recipe.prototypes.mode == "class":  # the prototype stages group every row of their view by its class
         # Each view opened once for both checks; at fraction 1 the prototypes' view is the union `store` above.
@@ -320,8 +320,8 @@ def _target_rows(recipe: MetaKDRecipe, target: str, selected: int) -> int:
     try:
         return len(store.examples(recipe.data.tasks[0].name, "train"))
     except ConfigError as exc:  # the data model's "keeps no row", said with the recipe's key
-        raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of domain '{target}''s training rows keeps "
-                          "no row; raise the fraction") from exc
+        raise ConfigError(f"key 'data.fraction': {recipe.data.fraction} of the training rows of domain "
+                          f"'{target}' keeps no row; raise the fraction") from exc
 
 
 def _selected(ref: TaskRef, domain: str) -> bool:
