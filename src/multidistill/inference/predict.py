@@ -211,6 +211,7 @@ class _Predictor:
         rows = len(texts_a)
         counts, cut, unknown = np.zeros(rows, dtype=np.int64), np.zeros(rows, bool), np.zeros(rows, bool)
         unk = getattr(self.tokenizer, "unk_token_id", None)  # None: a vocabulary without an unknown token
+        specials = set(self.tokenizer.all_special_ids) - {unk} if unk is not None else set()
         bar = tqdm(total=rows, desc="count tokens", unit="row", disable=bars_disabled(progress),
                    delay=PROGRESS_DELAY_S)
         try:
@@ -224,7 +225,6 @@ class _Predictor:
                 counts[start:stop] = np.minimum(lengths, self.max_length)
                 cut[start:stop] = lengths > self.max_length
                 if unk is not None:
-                    specials = set(self.tokenizer.all_special_ids) - {unk}
                     unknown[start:stop] = [_only_unknown(ids, special, unk, specials) for ids, special in
                                            zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)]
                 bar.update(len(encoded["input_ids"]))

@@ -110,6 +110,21 @@ def _wrap_name(name: str, width: int) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _column_chunks(widths: list[int], tasks: int, room: int) -> list[list[int]]:
+    """The value columns (by index; the first ``tasks`` are tasks, the rest average, retention, ...) split into
+    tables that each fit ``room`` characters beside the model names (a column takes its width, 2 of padding and 1 of
+    border); the columns after the tasks stay together where they fit."""
+    tail = list(range(tasks, len(widths)))
+    units = [[k] for k in range(tasks)] + ([tail] if sum(widths[k] + 3 for k in tail) <= room else
+                                           [[k] for k in tail])
+    chunks: list[list[int]] = [[]]
+    for unit in units:
+        if chunks[-1] and sum(widths[k] + 3 for k in chunks[-1] + unit) > room:
+            chunks.append([])
+        chunks[-1] += unit
+    return chunks
+
+
 def _print_table(summary: dict) -> None:
     tasks, baseline = summary["tasks"], summary.get("baseline")
     averaged = summary.get("average_tasks", tasks)
@@ -148,14 +163,7 @@ def _print_table(summary: dict) -> None:
     # The names give way first on a narrow terminal: at most a third of it, so values keep their full width.
     model_width = min(max(cell_len(name) for name in ["model", *cells]), MODEL_WIDTH, max(8, console.width // 3))
     room = console.width - (model_width + 3) - 1  # a column takes 2 of padding and 1 of border; 1 more closes it
-    tail = list(range(len(tasks), len(columns)))  # average, retention, ...: kept together where they fit
-    units = [[k] for k in range(len(tasks))] + ([tail] if sum(widths[k] + 3 for k in tail) <= room else
-                                                 [[k] for k in tail])
-    chunks: list[list[int]] = [[]]
-    for unit in units:
-        if chunks[-1] and sum(widths[k] + 3 for k in chunks[-1] + unit) > room:
-            chunks.append([])
-        chunks[-1] += unit
+    chunks = _column_chunks(widths, len(tasks), room)
     title = f"{summary.get('split', 'dev')} scores (retention vs {summary['reference']})"
     for n, chunk in enumerate(chunks):
         table = Table(title=title + (f" ({n + 1}/{len(chunks)})" if len(chunks) > 1 else ""),
