@@ -757,3 +757,17 @@ def test_every_row_is_averaged_over_the_summary_s_average_tasks(tmp_path):
     for name, row in loaded["rows"].items():
         expected = sum(row["main"][t] for t in tasks[:-1]) / len(tasks[:-1])
         assert abs(row["average"] - expected) < 1e-12, name
+
+
+def test_retention_cells_of_a_reference_near_zero_are_marked(tmp_path):
+    """A reference CoLA MCC of 0.011 makes a student's 0.2015 a 1831.8% retention: report.md keeps the value but
+    marks it and names the reference score, as the figure cuts such a bar; in-range cells stay unmarked."""
+    run = make_run(tmp_path, benchmark=False, stages=False)
+    summary = json.loads(json.dumps(_summary()))  # a copy: its dicts are ROWS' own
+    summary["rows"][REFERENCE]["metrics"]["main"]["cola"] = 0.011
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run).read_text()
+    assert "| student: bilstm | 94.1 | 90.8 | 1831.8‡ |" in text
+    assert "‡: outside -50..200%" in text and "(cola 0.0110)" in text
+    plain = build_report(make_run(tmp_path / "plain", benchmark=False, stages=False)).read_text()
+    assert "‡" not in plain

@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from multidistill.evaluation.metrics import average_score
 
 
+# Retention % past this band is read as "the reference's score is near 0", not as retention: a pearson of 0.011 on a
+# tiny model makes ratios of thousands of %. The report's bars are cut at its edges and hatched; its table marks
+# such cells (`OUT_OF_RANGE_MARK`).
+RETENTION_RANGE = (-50.0, 200.0)
+OUT_OF_RANGE_MARK = "‡"
+
+
+def out_of_range(ratio: float | None) -> bool:
+    """Whether a retention ratio (0.973 for 97.3%) lies outside `RETENTION_RANGE`."""
+    return ratio is not None and not RETENTION_RANGE[0] <= 100 * ratio <= RETENTION_RANGE[1]
+
+
 @dataclass(frozen=True)
 class Retention:
     """A model's mean main score over ``tasks`` divided by the reference's mean over the same tasks."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from multidistill.errors import DataError
 from multidistill.evaluation.baseline import AT_BASELINE_MARK
-from multidistill.evaluation.retention import retention
+from multidistill.evaluation.retention import OUT_OF_RANGE_MARK, RETENTION_RANGE, out_of_range, retention
 from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages, spread_text
 from multidistill.report.inputs import (
     BENCHMARK_FILE,
@@ -378,10 +378,19 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
-        per_task = [[name, *(marked(row, t, fmt_pct(_task_retention(row, base, t))) for t in tasks),
-                     fmt_pct(row["retention"])] for name, row in rows.items() if name != reference]
+        def ranged(ratio: float | None) -> str:
+            return fmt_pct(ratio) + (OUT_OF_RANGE_MARK if out_of_range(ratio) else "")
+
+        per_task = [[name, *(marked(row, t, ranged(_task_retention(row, base, t))) for t in tasks),
+                     ranged(row["retention"])] for name, row in rows.items() if name != reference]
+        wild = [t for t in tasks if any(out_of_range(_task_retention(row, base, t))
+                                        for name, row in rows.items() if name != reference)]
+        low, high = RETENTION_RANGE
         out += ["Retention per task (% of the reference's score; – where the reference score is not positive"
-                + (f"; {AT_BASELINE_MARK}: no better than the trivial baseline" if baseline else "") + "):",
+                + (f"; {AT_BASELINE_MARK}: no better than the trivial baseline" if baseline else "")
+                + (f"; {OUT_OF_RANGE_MARK}: outside {low:g}..{high:g}%, where a ratio says more about a reference "
+                   "score near 0 (" + ", ".join(f"{t} {fmt_score(base['main'].get(t))}" for t in wild)
+                   + ") than about what the model keeps; cut at the figure's edge" if wild else "") + "):",
                 "", *_table(["model", *(f"{t} %" for t in tasks), "average %"], per_task), ""]
 
     out += ["## Speed", ""]

@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from multidistill.evaluation.retention import retention  # noqa: E402
+from multidistill.evaluation.retention import RETENTION_RANGE, retention  # noqa: E402
 from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
 from multidistill.report.colours import PALETTE, palette, text_colour  # noqa: E402
 from multidistill.report.stage_names import mean_label, stage_families, without_seed, without_seeds_label  # noqa: E402
@@ -305,9 +305,6 @@ def plot_score_vs_speed(models: dict[str, dict], out: str | Path, *, task: str |
 
 MAX_BARS = 48  # retention bars (rows x task groups) past which, or past MAX_BAR_ROWS rows, a heatmap is drawn
 MAX_BAR_ROWS = 6
-# The retention bars' axis: a reference score near 0 (a pearson of 0.011 on a tiny model) makes ratios of thousands
-# of %, which would flatten every other bar; a bar past this band is cut at its edge, hatched, labelled with its value.
-RETENTION_RANGE = (-50.0, 200.0)
 
 
 def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path,
