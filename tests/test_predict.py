@@ -642,6 +642,12 @@ def test_rows_cut_at_the_models_length_and_rows_of_unknown_tokens_are_counted(mo
     plain = predict_file(model_dir, "toy_sent", write_input(tmp_path / "p.csv", ["text"], [["good film"]]),
                          tmp_path / "p.jsonl", progress=False)
     assert (plain["truncated"], plain["unknown_only"]) == (0, 0)
+    from multidistill.inference.texts import predict
+
+    each = predict(model_dir, "toy_sent", texts, progress=False)  # the Python API says it per text
+    assert [(p.truncated, p.unknown_only) for p in each] == [(False, False), (False, True), (True, False),
+                                                             (False, False), (False, True)]
+    assert [p.label for p in each] == [str(i) for i in logits.argmax(-1)]
 
 
 def test_a_special_token_mask_that_does_not_match_the_ids_falls_back_to_the_special_ids():

@@ -19,11 +19,16 @@ from multidistill.utils.entry import api_call
 class Prediction:
     """One text's prediction, as a `predict_file` output record holds it: for a classification task ``label``
     (the most probable), ``score`` (its probability) and ``probabilities`` (label -> probability); for a
-    regression task ``label`` None, ``score`` the predicted value (None when not finite) and no probabilities."""
+    regression task ``label`` None, ``score`` the predicted value (None when not finite) and no probabilities.
+    ``truncated``: the text (with its pair) was longer than the model's length and its end was cut off;
+    ``unknown_only``: every token of it was the tokenizer's unknown token (e.g. a script the vocabulary lacks), so
+    the prediction rests on no word at all. `predict_file` reports the same two as counts."""
 
     label: str | None
     score: float | None
     probabilities: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+    unknown_only: bool = False
 
 
 def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
@@ -50,9 +55,11 @@ def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
         if not texts_a:
             return []
         rows = [InputRow(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
-        logits, _ = predict_rows(predictor, spec, rows, batch_size, progress)
+        logits, tokens = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.type == "classification" else []
-    return [Prediction(**{"label": None, **prediction_record(values, labels)}) for values in logits]
+    return [Prediction(**{"label": None, **prediction_record(values, labels)}, truncated=bool(cut),
+                       unknown_only=bool(unknown))
+            for values, cut, unknown in zip(logits, tokens.cut, tokens.unknown_only, strict=True)]
 
 
 def _texts(value: Sequence[str] | str, argument: str) -> list[str]:
