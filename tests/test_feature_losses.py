@@ -378,8 +378,12 @@ def test_each_example_is_independent_of_its_batch_and_weights_apply_per_example(
     weights = torch.tensor([0.2, 1.0, 3.0])
     manual = sum(float(w) * float(v) for w, v in zip(weights, alone, strict=True)) / 3
     assert float((in_batch * weights).mean()) == pytest.approx(manual, rel=1e-5)
-    # ... which a batch-mean shortcut (one value for the batch, then the mean weight) would miss.
-    assert float(in_batch.mean() * weights.mean()) != pytest.approx(manual, rel=1e-3)
+    # ... which a batch-mean shortcut (one value for the batch, then the mean weight) would miss: the two differ by
+    # the covariance of weights and values, so only values that happen to be uncorrelated with the weights (an
+    # example hypothesis 6.90 drew) let the shortcut pass; those are left out of this check.
+    covariance = float(((weights - weights.mean()) * (alone - alone.mean())).mean())
+    if abs(covariance) > 1e-2 * abs(manual):
+        assert float(in_batch.mean() * weights.mean()) != pytest.approx(manual, rel=1e-3)
 
 
 def test_a_token_pooled_batch_mean_would_differ_from_the_per_example_mean():

@@ -105,6 +105,10 @@ def test_student_config_takes_the_teachers_family_unless_given(tiny_model_dir):
     assert other.model_type == "roberta"
     with pytest.raises(ConfigError, match=r"\['num_layerz'\] are not settings of a 'bert' config"):
         student_config(ModelConfig(name_or_path=str(tiny_model_dir), backbone_config={"num_layerz": 1}))
+    # A family the installed transformers lacks (or a typo) is a ConfigError naming the key, not transformers'
+    # ValueError listing some 500 families.
+    with pytest.raises(ConfigError, match=r"model_type': 'bret' is not a model family .* did you mean 'bert'\?"):
+        student_config(ModelConfig(name_or_path=str(tiny_model_dir), backbone_config={"model_type": "bret"}))
 
 
 def test_a_headless_student_cut_from_the_teachers_layers(tiny_model_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import transformers
@@ -121,6 +122,12 @@ def _student_config(config: ModelConfig) -> transformers.PretrainedConfig:
     spec = dict(config.backbone_config or {})
     model_type = spec.pop("model_type", None)
     if model_type is not None:
+        known = sorted(transformers.CONFIG_MAPPING.keys())
+        if model_type not in known:  # transformers' own error lists some 500 names, and is no ConfigError
+            close = difflib.get_close_matches(str(model_type), known, n=1)
+            raise ConfigError(f"key 'model.backbone_config.model_type': '{model_type}' is not a model family of the "
+                              f"installed transformers {transformers.__version__}"
+                              + (f"; did you mean '{close[0]}'?" if close else "; a newer transformers may have it"))
         return transformers.AutoConfig.for_model(model_type, **spec)
     path = resolve_model_path(config.name_or_path)
     try:
