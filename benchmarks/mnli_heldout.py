@@ -1,9 +1,9 @@
 """A held-out test split for the MNLI genre sample: half of each genre's dev rows, for Meta-KD on MNLI.
 
     python benchmarks/mnli_heldout.py [--data-root ../shared/data] [--out runs/mnli_heldout] [--seed 0]
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 python benchmarks/metakd_amazon.py --config runs/mnli_heldout/metakd_mnli_heldout.yaml \
-        --root runs/bench_metakd_mnli_heldout --fractions 0.1 --domain-fraction 0.25 --speed-rounds 0 \
-        --set 'targets=[fiction]'
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 python benchmarks/metakd_amazon.py \
+        --config runs/mnli_heldout/metakd_mnli_heldout.yaml --root runs/bench_metakd_mnli_heldout \
+        --fractions 0.1 --domain-fraction 0.25 --speed-rounds 0 --set 'targets=[fiction,government]'
 
 The shared MNLI sample has a train file and a dev file with genres, and no test file, so `configs/metakd_mnli.yaml`
 selects every model on dev and reports dev. This script splits `mnli/dev_matched_genre_subset.tsv` into two files of

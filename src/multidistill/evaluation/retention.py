@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from multidistill.evaluation.metrics import average_score
 
-
 # Retention % past this band is read as "the reference's score is near 0", not as retention: a pearson of 0.011 on a
 # tiny model makes ratios of thousands of %. The report's bars are cut at its edges and hatched; its table marks
 # such cells (`OUT_OF_RANGE_MARK`).
