@@ -76,7 +76,7 @@ def main() -> None:
         lines[-1] += "\n"
     dev, test, counts = split_lines(lines, columns.index("genre"), args.seed)
 
-    out = Path(args.out).expanduser().absolute()
+    out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "dev.tsv", header + "".join(lines[i] for i in dev))
     write_atomic(out / "test.tsv", header + "".join(lines[i] for i in test))
