@@ -109,6 +109,8 @@ def test_student_config_takes_the_teachers_family_unless_given(tiny_model_dir):
     # ValueError listing some 500 families.
     with pytest.raises(ConfigError, match=r"model_type': 'bret' is not a model family .* did you mean 'bert'\?"):
         student_config(ModelConfig(name_or_path=str(tiny_model_dir), backbone_config={"model_type": "bret"}))
+    with pytest.raises(ConfigError, match=r"'ModernBERT' is not a model family .* did you mean 'modernbert'\?"):
+        student_config(ModelConfig(name_or_path=str(tiny_model_dir), backbone_config={"model_type": "ModernBERT"}))
 
 
 def test_a_headless_student_cut_from_the_teachers_layers(tiny_model_dir):
@@ -164,3 +166,11 @@ def test_a_resume_refuses_an_online_teacher_retrained_in_place(tiny_run, tmp_pat
     save_file({name: tensor + 0.01 for name, tensor in weights.items()}, teacher / "model.safetensors")
     with pytest.raises(ConfigError, match="weights of the teacher at key 'online_teachers.0' changed"):
         train_model(config, resume=True)
+
+
+def test_closest_name_prefers_a_match_in_another_case():
+    from multidistill.utils.suggest import closest_name
+
+    assert closest_name("BERT", ["bert", "bart", "BERTa"]) == "bert"
+    assert closest_name("robrta", ["bert", "roberta"]) == "roberta"
+    assert closest_name("zzz", ["bert", "roberta"]) is None

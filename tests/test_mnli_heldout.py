@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import yaml
 from benchmarks import mnli_heldout as heldout
 
@@ -51,3 +52,32 @@ def test_the_config_selects_on_dev_and_reports_test(tmp_path, monkeypatch):
     assert spec["files"]["dev"]["path"] == str((tmp_path / "out" / "dev.tsv").resolve())
     assert spec["files"]["test"]["path"] == str((tmp_path / "out" / "test.tsv").resolve())
     assert spec["files"]["train"]["path"].endswith("mnli/train_subset_genre_tokenized.tsv")
+
+
+def test_lines_break_at_newlines_only_and_twins_stay_together(tmp_path, monkeypatch):
+    """A U+2028 inside a text is no line break (the project's reader splits at "\\n" only); blank lines are read as
+    none; rows equal but for their id land in one half; a last line without its newline gets the file's ending."""
+    data = tmp_path / "data"
+    (data / "mnli").mkdir(parents=True)
+    rows = [f"{i}\tfiction\tpremise {i}\u2028more\thypothesis\tneutral\r\n" for i in range(6)]
+    twins = ["90\ttravel\tsame premise\tsame hypothesis\tneutral\r\n", "91\ttravel\tsame premise\tsame hypothesis\t"
+             "neutral\r\n"]
+    others = [f"{i}\ttravel\tp {i}\th\tneutral\r\n" for i in range(92, 97)]
+    body = HEADER.replace("\n", "\r\n") + "".join(rows) + "\r\n" + "".join(twins + others)
+    (data / heldout.SOURCE).write_bytes(body.rstrip("\r\n").encode())
+    _run(monkeypatch, data, tmp_path / "out")
+    dev = (tmp_path / "out" / "dev.tsv").read_bytes().decode()
+    test = (tmp_path / "out" / "test.tsv").read_bytes().decode()
+    assert (dev + test).count("\u2028") == 6 and "\r\n\r\n" not in dev + test
+    assert (dev + test).endswith("\r\n") and "\n" not in (dev + test).replace("\r\n", "")
+    assert dev.count("same premise") in (0, 2) and test.count("same premise") in (0, 2)
+
+
+def test_a_short_row_or_a_genre_of_one_row_is_refused(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    _write(data, ["fiction"] * 3 + ["travel"])
+    with pytest.raises(SystemExit, match="genre 'travel' has 1 row"):
+        _run(monkeypatch, data, tmp_path / "out")
+    (data / heldout.SOURCE).write_text(HEADER + "1\tfiction\tonly a premise\n")
+    with pytest.raises(SystemExit, match="line 2: 3 tab-separated cells, the header has 5"):
+        _run(monkeypatch, data, tmp_path / "out")

@@ -768,6 +768,21 @@ def test_retention_cells_of_a_reference_near_zero_are_marked(tmp_path):
     (run / "summary.json").write_text(json.dumps(summary))
     text = build_report(run).read_text()
     assert "| student: bilstm | 94.1 | 90.8 | 1831.8‡ |" in text
-    assert "‡: outside -50..200%" in text and "(cola 0.0110)" in text
+    assert "‡: outside -50..200%" in text and "near 0: cola 0.0110)" in text
     plain = build_report(make_run(tmp_path / "plain", benchmark=False, stages=False)).read_text()
     assert "‡" not in plain
+
+
+def test_an_average_retention_out_of_range_is_marked_and_explained(tmp_path):
+    """A reference CoLA MCC of -1.0 has no per-task ratio, but it pulls the reference's average near 0, so the
+    averages' retention runs to thousands of %: the quality table and the per-task table's average mark it, and
+    the note names the reference's average (review of the thirteenth session)."""
+    run = make_run(tmp_path, benchmark=False, stages=False)
+    summary = json.loads(json.dumps(_summary()))
+    summary["rows"][REFERENCE]["metrics"]["main"] = {"sst2": 0.60, "mrpc": 0.45, "cola": -1.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run).read_text()
+    average = (0.8612 + 0.8011 + 0.2015) / 3 / ((0.60 + 0.45 - 1.0) / 3) * 100
+    assert f"| student: bilstm | 143.5 | 178.0 | – | {average:.1f}‡ |" in text  # per task, average marked
+    assert f"| 0.6213 | {average:.1f}‡ | 2.4M |" in text  # the quality table's retention column
+    assert "its average 0.0167" in text

@@ -138,6 +138,21 @@ def test_many_rows_and_tasks_are_a_heatmap(tmp_path, drawn):
     assert [t.get_text() for t in ax.get_yticklabels()] == [f"model {k}" for k in range(1, 11)]
 
 
+def test_a_heatmap_keeps_its_colours_within_the_retention_range(tmp_path, drawn):
+    """One -3364% cell (a reference score near 0) set the heatmap's colour scale, washing every other cell to white:
+    the scale stops at `RETENTION_RANGE`, and the cell still says its value."""
+    tasks = [f"task{i}" for i in range(10)] + ["stsb"]
+    scores = {f"model {k}": {**{t: 0.5 + 0.04 * k for t in tasks[:-1]}, "stsb": 0.011 if k == 0 else -0.37}
+              for k in range(11)}
+    plots.plot_retention(_rows(scores), "model 0", tasks, tmp_path / "retention.png")
+    ax = drawn["retention"].axes[0]
+    norm = ax.images[0].norm
+    low, high = plots.RETENTION_RANGE
+    assert low <= norm.vmin and norm.vmax <= high
+    assert f"{-0.37 / 0.011 * 100:.1f}" in {t.get_text() for t in ax.texts}
+    assert ax.images[0].get_array().min() >= norm.vmin  # the clipped cell takes the end colour
+
+
 def test_training_curves_of_short_and_long_stages_share_a_fraction_axis_with_integer_steps(tmp_path, drawn):
     loss = {"teacher": [(s, 1.0 / s) for s in range(1, 3001, 10)], "student": [(s, 2.0 / s) for s in range(1, 101)]}
     dev = {"teacher": [(1500, 0.7), (3000, 0.8)], "student": [(50, 0.6), (100, 0.8)]}

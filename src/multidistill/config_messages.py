@@ -9,7 +9,6 @@ it, and adds the hint that fits.
 from __future__ import annotations
 
 import datetime
-import difflib
 import re
 import types
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from multidistill.errors import ConfigError
+from multidistill.utils.suggest import closest_name
 
 _WRONG_TYPE = frozenset({"string_type", "int_type", "float_type", "int_from_float", "bool_type", "literal_error",
                          "model_type", "dict_type", "model_attributes_type"})
@@ -111,8 +111,8 @@ def _suggestion(schema: type[BaseModel] | None, loc: tuple) -> str:
     if schema is None or not loc or not isinstance(loc[-1], str):
         return ""
     names = _field_names(schema, loc[:-1])
-    close = difflib.get_close_matches(loc[-1], sorted(names), n=1) if names else []
-    return f"; did you mean '{close[0]}'?" if close else ""
+    close = closest_name(loc[-1], names) if names else None
+    return f"; did you mean '{close}'?" if close else ""
 
 
 def _field_names(schema: type[BaseModel], path: tuple) -> set[str]:

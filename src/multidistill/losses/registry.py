@@ -7,7 +7,6 @@ whoever builds the objective), so no size is ever a YAML number. Other losses ig
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 
 from multidistill.errors import ConfigError
 from multidistill.models.features import ModelDims
+from multidistill.utils.suggest import closest_name
 
 LOSSES: dict[str, type[nn.Module]] = {}
 
@@ -47,8 +47,8 @@ def check_task_type(name: str, task_type: str, where: str) -> None:
 def check_registered(name: str) -> None:
     """Refuse a loss name nobody registered, suggesting the closest registered one (a typo, most often)."""
     if name not in LOSSES:
-        close = difflib.get_close_matches(str(name), sorted(LOSSES), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        close = closest_name(str(name), LOSSES)
+        hint = f" (did you mean '{close}'?)" if close else ""
         raise ConfigError(f"unknown loss '{name}'{hint}; registered: {', '.join(sorted(LOSSES))}; a loss of your "
                           "own must be registered (imported) before the config is loaded")
 

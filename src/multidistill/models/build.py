@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import transformers
@@ -18,6 +17,7 @@ from multidistill.models.domain_branch import DomainBranch
 from multidistill.models.layers import LAYER_COUNT_KEYS, keep_layers, layer_count
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
+from multidistill.utils.suggest import closest_name
 
 
 def load_encoder(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedModel:
@@ -122,12 +122,13 @@ def _student_config(config: ModelConfig) -> transformers.PretrainedConfig:
     spec = dict(config.backbone_config or {})
     model_type = spec.pop("model_type", None)
     if model_type is not None:
-        known = sorted(transformers.CONFIG_MAPPING.keys())
-        if model_type not in known:  # transformers' own error lists some 500 names, and is no ConfigError
-            close = difflib.get_close_matches(str(model_type), known, n=1)
+        if model_type not in transformers.CONFIG_MAPPING:  # transformers' error lists ~500 names; no ConfigError
+            close = closest_name(str(model_type), transformers.CONFIG_MAPPING.keys())
             raise ConfigError(f"key 'model.backbone_config.model_type': '{model_type}' is not a model family of the "
                               f"installed transformers {transformers.__version__}"
-                              + (f"; did you mean '{close[0]}'?" if close else "; a newer transformers may have it"))
+                              + (f"; did you mean '{close}'?" if close else "; a newer transformers may have it (a "
+                                 "family with code of its own: leave model_type out and name the model in "
+                                 "model.name_or_path, with model.trust_remote_code)"))
         return transformers.AutoConfig.for_model(model_type, **spec)
     path = resolve_model_path(config.name_or_path)
     try:

@@ -346,6 +346,21 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     def marked(row: dict, task: str, text: str) -> str:
         return text + (AT_BASELINE_MARK if task in row.get("at_baseline", []) else "")
 
+    def ranged(ratio: float | None) -> str:
+        return fmt_pct(ratio) + (OUT_OF_RANGE_MARK if out_of_range(ratio) else "")
+
+    others = [row for name, row in rows.items() if name != reference]
+    wild = [t for t in tasks if any(out_of_range(_task_retention(row, base, t)) for row in others)]
+    wild_average = [row for row in others if out_of_range(row["retention"])]
+    low, high = RETENTION_RANGE
+    # The reference's average over each such row's tasks (rows over the same tasks share it: named once).
+    averages = dict.fromkeys(fmt_score(row["kept"].reference_score) for row in wild_average if row.get("kept"))
+    wild_note = "" if not (wild or wild_average) else (
+        f"{OUT_OF_RANGE_MARK}: outside {low:g}..{high:g}%, where a ratio says more about the reference's score "
+        "than about what the model keeps (most often a reference score near 0: "
+        + ", ".join([f"{t} {fmt_score(base['main'].get(t))}" for t in wild]
+                    + [f"its average {value}" for value in averages]) + ")")
+
     seeded = {name: row for name, row in rows.items() if has_seeds(row)}
     if seeded:
         out += ["Rows trained with several seeds show their mean ± the standard deviation over the seeds' models "
@@ -356,13 +371,15 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         table.append([f"{name} (reference)" if name == reference else name,
                       *(marked(row, t, fmt_score(row["main"].get(t)) + spread_text(runs.get(t))) for t in tasks),
                       fmt_score(row["average"]) + spread_text(seed_averages(runs, summary["averaged"])),
-                      fmt_pct(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
+                      ranged(row["retention"]), *([fmt_pct(row["above_baseline"])] if baseline else []),
                       fmt_params(row)])
     if baseline:
         table.append([baseline["name"], *(fmt_score(baseline["main"].get(t)) for t in tasks),
                       fmt_score(baseline["average"]), fmt_pct(baseline["retention"]), fmt_pct(0.0), "–"])
     out += _table(["model", *tasks, "average", "retention %", *(["above baseline %"] if baseline else []),
                    "parameters"], table) + [""]
+    if wild_average:
+        out += [wild_note + ".", ""]
     if baseline and baseline["predictors"]:
         out += [f"{baseline['name']}: " + "; ".join(f"{t}: {p}" for t, p in baseline["predictors"].items()), ""]
     per_seed = {name: averages for name, row in seeded.items()
@@ -378,19 +395,12 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
-        def ranged(ratio: float | None) -> str:
-            return fmt_pct(ratio) + (OUT_OF_RANGE_MARK if out_of_range(ratio) else "")
-
         per_task = [[name, *(marked(row, t, ranged(_task_retention(row, base, t))) for t in tasks),
                      ranged(row["retention"])] for name, row in rows.items() if name != reference]
-        wild = [t for t in tasks if any(out_of_range(_task_retention(row, base, t))
-                                        for name, row in rows.items() if name != reference)]
-        low, high = RETENTION_RANGE
         out += ["Retention per task (% of the reference's score; – where the reference score is not positive"
                 + (f"; {AT_BASELINE_MARK}: no better than the trivial baseline" if baseline else "")
-                + (f"; {OUT_OF_RANGE_MARK}: outside {low:g}..{high:g}%, where a ratio says more about a reference "
-                   "score near 0 (" + ", ".join(f"{t} {fmt_score(base['main'].get(t))}" for t in wild)
-                   + ") than about what the model keeps; cut at the figure's edge" if wild else "") + "):",
+                + (f"; {wild_note}; the figure stops its bars and colours at the range's edge"
+                   if wild_note else "") + "):",
                 "", *_table(["model", *(f"{t} %" for t in tasks), "average %"], per_task), ""]
 
     out += ["## Speed", ""]

@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from multidistill.evaluation.retention import RETENTION_RANGE, retention  # noqa: E402
+from multidistill.evaluation.retention import RETENTION_RANGE, out_of_range, retention  # noqa: E402
 from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
 from multidistill.report.colours import PALETTE, palette, text_colour  # noqa: E402
 from multidistill.report.stage_names import mean_label, stage_families, without_seed, without_seeds_label  # noqa: E402
@@ -363,7 +363,7 @@ def _retention_bars(values: dict[str, list[float | None]], groups: list[str], re
                 continue
             height = min(max(pct, low), high)
             ax.bar(x, height, width * 0.92, color=colour[name], edgecolor="black", linewidth=0.5,
-                   hatch="///" if height != pct else None,
+                   hatch="///" if out_of_range(pct / 100) else None,
                    label=None if name in labelled else short_name(name, 34, lines=2))
             labelled.add(name)
             inside = 0 < pct <= 100 and pct >= extent + 2 * pad
@@ -379,7 +379,7 @@ def _retention_bars(values: dict[str, list[float | None]], groups: list[str], re
     ax.axvline(len(groups) - 1.5, color="#999999", lw=0.8)
     _task_groups_axis(ax, groups, split)
     ax.set_ylabel("retention (% of reference score)")
-    cut = any(not low <= pct <= high for pct in known)
+    cut = any(out_of_range(pct / 100) for pct in known)
     ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}"
                  + ("\n(hatched bars run past the axis, cut at its edge: their label is the value)" if cut else ""))
     return _finish_with_legend_below(fig, ax, out)
@@ -393,14 +393,17 @@ def _retention_heatmap(values: dict[str, list[float | None]], groups: list[str],
     grid = np.array([[np.nan if v is None else v for v in values[name]] for name in names], dtype=float)
     known = grid[~np.isnan(grid)]
     low, high = (float(known.min()), float(known.max())) if known.size else (99.0, 101.0)
+    # The colours stop at RETENTION_RANGE (a cell past it takes the end colour, its text the value): one -3364%
+    # would otherwise wash every other cell out to white.
+    low, high = max(low, RETENTION_RANGE[0]), min(high, RETENTION_RANGE[1])
     norm = TwoSlopeNorm(vcenter=100.0, vmin=min(low, 99.0), vmax=max(high, 101.0))
     cmap = colormaps["RdBu"].with_extremes(bad="#eeeeee")
     fig, ax = plt.subplots(figsize=(min(max(7.0, 3.5 + 0.8 * len(groups)), 18.0), max(3.0, 1.6 + 0.4 * len(names))),
                            dpi=DPI)
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(np.clip(grid, norm.vmin, norm.vmax)), cmap=cmap, norm=norm, aspect="auto")
     for (r, g), pct in np.ndenumerate(grid):
         text = "n/a" if np.isnan(pct) else f"{pct:.1f}"
-        ink = "#666666" if np.isnan(pct) else text_colour(cmap(norm(pct)))
+        ink = "#666666" if np.isnan(pct) else text_colour(cmap(norm(min(max(pct, norm.vmin), norm.vmax))))
         ax.text(g, r, text, ha="center", va="center", fontsize=8, color=ink)
     ax.axvline(len(groups) - 1.5, color="white", lw=3)
     ax.set_yticks(range(len(names)))

@@ -3,7 +3,6 @@ that run before the first stage writes (`check_inputs` -> `Plan`)."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from multidistill.recipes.preflight import (
 from multidistill.recipes.stages import print_note
 from multidistill.training.objective import check_branch_domains
 from multidistill.utils.paths import name_problem
+from multidistill.utils.suggest import closest_name
 
 
 @dataclass(frozen=True)
@@ -390,8 +390,8 @@ def _check_classes(store: ExampleStore, task) -> None:
 
 def _closest(name: str, known: tuple[str, ...]) -> str:
     """`` ; did you mean 'x'?`` with the known name that differs only in case, else the closest one, if any."""
-    close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = closest_name(name, known)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def _check_domain_branches(recipe: MetaKDRecipe, task: Task) -> None:
