@@ -354,12 +354,13 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     wild_average = [row for row in others if out_of_range(row["retention"])]
     low, high = RETENTION_RANGE
     # The reference's average over each such row's tasks (rows over the same tasks share it: named once).
-    averages = dict.fromkeys(fmt_score(row["kept"].reference_score) for row in wild_average if row.get("kept"))
+    reference_averages = dict.fromkeys(fmt_score(row["kept"].reference_score) for row in wild_average
+                                       if row.get("kept"))
     wild_note = "" if not (wild or wild_average) else (
         f"{OUT_OF_RANGE_MARK}: outside {low:g}..{high:g}%, where a ratio says more about the reference's score "
         "than about what the model keeps (most often a reference score near 0: "
         + ", ".join([f"{t} {fmt_score(base['main'].get(t))}" for t in wild]
-                    + [f"its average {value}" for value in averages]) + ")")
+                    + [f"its average {value}" for value in reference_averages]) + ")")
 
     seeded = {name: row for name, row in rows.items() if has_seeds(row)}
     if seeded:
