@@ -350,7 +350,10 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         return fmt_pct(ratio) + (OUT_OF_RANGE_MARK if out_of_range(ratio) else "")
 
     others = [row for name, row in rows.items() if name != reference]
-    wild = [t for t in tasks if any(out_of_range(_task_retention(row, base, t)) for row in others)]
+    # Each non-reference row's retention per task, for the ‡ note and the per-task table.
+    per_task_kept = {name: {t: _task_retention(row, base, t) for t in tasks}
+                     for name, row in rows.items() if name != reference}
+    wild = [t for t in tasks if any(out_of_range(kept[t]) for kept in per_task_kept.values())]
     wild_average = [row for row in others if out_of_range(row["retention"])]
     low, high = RETENTION_RANGE
     # The reference's average over each such row's tasks (rows over the same tasks share it: named once).
@@ -396,7 +399,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
-        per_task = [[name, *(marked(row, t, ranged(_task_retention(row, base, t))) for t in tasks),
+        per_task = [[name, *(marked(row, t, ranged(per_task_kept[name][t])) for t in tasks),
                      ranged(row["retention"])] for name, row in rows.items() if name != reference]
         out += ["Retention per task (% of the reference's score; – where the reference score is not positive"
                 + (f"; {AT_BASELINE_MARK}: no better than the trivial baseline" if baseline else "")
