@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from yaml.constructor import ConstructorError
 
 from multidistill.config_messages import format_validation_error, refuse_joined_overrides
-from multidistill.data.tasks import Task
+from multidistill.data.tasks import HeldOutFromDev, Task
 from multidistill.errors import ConfigError, MultidistillError
 from multidistill.limits import MAX_SEED
 from multidistill.models.specs import BiLSTMSpec, DomainBranchSpec
@@ -270,6 +270,14 @@ class TaskRef(_Strict):
         return self
 
 
+class CarvedTasks(_Strict, HeldOutFromDev):
+    """`Task.test_from_dev` for tasks named here (built-in ones too): a test split carved out of their dev rows."""
+
+    tasks: list[str] = Field(min_length=1, description="Tasks whose test split is carved out of their dev rows "
+                             "(each needs dev files and no test files). A name that is no task is refused; a task "
+                             "that is not in this config's tasks is left as it is.")
+
+
 class DataConfig(_Strict):
     """Which tasks to train on and where their files are."""
 
@@ -286,6 +294,10 @@ class DataConfig(_Strict):
                                     "(train.max_examples_per_task); default train.seed. Ensembles fix it so every "
                                     "member trains on the same examples.")
     eval_split: Literal["dev", "test"] = Field("dev", description="Split used for evaluation and model selection.")
+    test_from_dev: CarvedTasks | None = Field(
+        None, description="Carve a test split out of the dev rows of these tasks ({tasks, fraction, seed}): dev "
+        "keeps the rest and selects models, test is scored (evaluate --split test; Meta-KD's report_split). For "
+        "data whose test labels are hidden, as GLUE's are. Trained models record it in their task specs.")
 
     @model_validator(mode="before")
     @classmethod

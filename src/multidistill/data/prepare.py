@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from multidistill.config import DataConfig
 from multidistill.data.domains import DomainSelection
 from multidistill.data.roots import resolve_data_root
 from multidistill.data.store import ExampleStore
-from multidistill.data.tasks import Task, get_task
-from multidistill.errors import ConfigError
+from multidistill.data.tasks import HeldOutFromDev, Task, get_task
+from multidistill.errors import ConfigError, UnknownTaskError
 
 
 def resolve_tasks(data: DataConfig) -> list[Task]:
@@ -33,8 +35,30 @@ def resolve_tasks(data: DataConfig) -> list[Task]:
             raise ConfigError(f"{where}: none of the from_tasks of task '{ref.name}' "
                               f"({', '.join(task.from_tasks)}) is a pair task, so there is no pair to keep; remove "
                               "keep_pairs")
+        if data.test_from_dev is not None and ref.name in data.test_from_dev.tasks:
+            task = _carved(task, data)
         tasks.append(task)
+    if data.test_from_dev is not None:
+        for name in data.test_from_dev.tasks:
+            if name not in seen:  # a name that is no task (a typo) is refused; another stage's task is fine
+                try:
+                    get_task(name, declared)
+                except UnknownTaskError as exc:
+                    raise ConfigError(f"key 'data.test_from_dev.tasks': {exc}") from exc
     return tasks
+
+
+def _carved(task: Task, data: DataConfig) -> Task:
+    """``task`` with `Task.test_from_dev` from data.test_from_dev, checked as a spec would be."""
+    carve = HeldOutFromDev(**data.test_from_dev.model_dump(exclude={"tasks"}))
+    if task.test_from_dev is not None and task.test_from_dev != carve:
+        raise ConfigError(f"key 'data.test_from_dev': task '{task.name}' already carves its test split "
+                          f"({task.test_from_dev.model_dump()}, from its spec); set test_from_dev in one place")
+    try:
+        return Task.model_validate({**task.model_dump(), "test_from_dev": carve.model_dump()})
+    except ValidationError as exc:
+        raise ConfigError(f"key 'data.test_from_dev.tasks': {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                          ) from exc
 
 
 def domain_selections(data: DataConfig) -> dict[str, DomainSelection]:

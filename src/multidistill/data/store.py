@@ -19,9 +19,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from multidistill.data.dev_test import carve_payload, carved_rows
 from multidistill.data.domains import DomainSelection, domain_codes, read_domains
 from multidistill.data.readers import split_batches, write_split_cache
 from multidistill.data.rows import ArrowRows
@@ -89,7 +91,8 @@ class ExampleStore:
     def _rows_of(self, task: str, split: str) -> str:
         """Where a split's rows come from, for errors about one row: the task, the split and, from a domain column,
         its file (with one file set per domain a row's domain is its file's, so no row can disagree)."""
-        source = self.tasks[task].files.get(split)
+        found = self.tasks[task].split_files(split)
+        source = found[0][1] if len(found) == 1 and found[0][0] is None else None
         return f"task '{task}' split '{split}'" + (f" ({source.path})" if source is not None else "")
 
     def _examples_folder(self, task: str, split: str) -> Path:
@@ -101,6 +104,9 @@ class ExampleStore:
             domains = self.domains(task)
             selection.check_names(self.tasks[task])
             select = selection.row_selector(domains, split, self.seed, self._rows_of(task, split))
+        carve = carved_rows(self.tasks[task], split)
+        if carve is not None:
+            select = carve if select is None else _both(select, carve)
         folder = inside(self.cache_dir, "examples", task, split, self.data_fingerprint(task, split)[:16])
         return write_split_cache(self.tasks[task], split, folder, self.data_root,
                                  max_examples=self._limit(task, split), seed=self.seed, select=select)
@@ -170,18 +176,24 @@ class ExampleStore:
                    "seed": self.seed if seeded else None}
         if selection is not None:  # only then: the fingerprints of unselected data stay as they were
             payload["domains"] = selection.payload(split)
+        carve = carve_payload(self.tasks[task], split)
+        if carve is not None:  # likewise
+            payload["carved"] = carve
         return payload
 
     def source_fingerprint(self, task: str, split: str) -> str | None:
         """The hash of the bytes of ``task``'s ``split`` file(s), whatever their path or the task spec: two
-        models whose recorded data roots hold the same dev file agree on it. None when a file is missing."""
+        models whose recorded data roots hold the same dev file agree on it (and on a part carved from it:
+        `Task.test_from_dev`). None when a file is missing."""
         spec = self.tasks[task]
         sources = [] if split not in spec.files and spec.from_tasks else spec.split_files(split)
         for _, source in sources:
             path = Path(source.path)
             if not (path if path.is_absolute() else self.data_root / path).exists():
                 return None
-        return self._content_hash(spec, split)
+        carve = carve_payload(spec, split)
+        content = self._content_hash(spec, split)
+        return content if carve is None else hash_json([content, carve])
 
     def _content_hash(self, spec: Task, split: str) -> str:
         """The source file's hash (its path if missing); a from_tasks corpus hashes each source's training file."""
@@ -243,6 +255,15 @@ class ExampleStore:
         except Exception as exc:
             raise_if_interrupted(exc)
             raise _damaged_view(folder, exc) from exc
+
+
+def _both(first, second):
+    """The rows two ``select`` callables both keep (None from one: all rows)."""
+    def select(path: Path):
+        a, b = first(path), second(path)
+        return b if a is None else a if b is None else np.intersect1d(a, b)
+
+    return select
 
 
 def _view_complete(folder: Path) -> bool:

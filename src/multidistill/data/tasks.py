@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from multidistill.errors import UnknownTaskError
+from multidistill.limits import MAX_SEED
 from multidistill.utils.paths import NAME_CHARACTERS, check_name
 
 TaskType = Literal["classification", "regression", "text"]
@@ -109,6 +110,22 @@ class DataFile(BaseModel):
         return self
 
 
+class HeldOutFromDev(BaseModel):
+    """A test split carved out of a task's dev rows (`Task.test_from_dev`): for data whose only labelled evaluation
+    split is dev (GLUE's test labels are hidden), so that dev selects the models and rows nothing selected on score
+    them. `multidistill.data.dev_test` draws the rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(0.5, gt=0, lt=1, description="Share of each domain's dev rows (of the whole dev split, "
+                            "for a task without domains) that become the test split: floor(fraction x rows), "
+                            "drawn with numpy.random.default_rng([seed, crc32(domain)]). Rows equal but for their "
+                            "id join the part of the first of them. The rest stay dev.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the draw. It is not the training seed: every run "
+                      "of the task, whatever its seed, selects on the same dev rows and is scored on the same test "
+                      "rows.")
+
+
 class Task(BaseModel):
     """A task: what it predicts, how it is scored and where its data lives."""
 
@@ -149,6 +166,9 @@ class Task(BaseModel):
                              "is then distilled too (docs/recipes/mitkd.md).")
     sources: list[Task] = Field(default_factory=list, description="The specs of from_tasks, filled in when the "
                                 "task is looked up (`get_task`); not set by hand.")
+    test_from_dev: HeldOutFromDev | None = Field(
+        None, description="Carve the test split out of the dev rows (for a task with dev files but no test files): "
+        "a seeded share of them becomes test, the rest stays dev. Set it here or with data.test_from_dev.")
 
     @field_validator("name")
     @classmethod
@@ -179,6 +199,7 @@ class Task(BaseModel):
         if self.type != "text":
             self._check_metrics()
         self._check_domains()
+        self._check_test_from_dev()
         self._infer_pair()
         for where, data_file in self.all_files():
             if self.pair and data_file.columns.text_b is None:
@@ -257,6 +278,21 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': a text task has no domains (a mapped columns.domain stays a "
                              "tag); remove domain_files / domains")
 
+    def _check_test_from_dev(self) -> None:
+        """A carved test split needs dev files to carve it from and no test files it would shadow."""
+        if self.test_from_dev is None:
+            return
+        if self.type == "text":
+            raise ValueError(f"task '{self.name}': a text task is not evaluated, so it has no test split to carve; "
+                             "remove test_from_dev")
+        own = [where for where, _ in self.all_files() if where.endswith(".test")]
+        if own:
+            raise ValueError(f"task '{self.name}': test_from_dev carves a test split out of dev, but {own[0]} already "
+                             "gives one; remove test_from_dev, or the test files")
+        if not self.split_files("dev"):
+            raise ValueError(f"task '{self.name}': test_from_dev carves the test split out of dev rows, but the task "
+                             "has no dev files; add files.dev")
+
     def _infer_pair(self) -> None:
         """A mapped text_b makes the task a pair task when `pair` is left out; `pair: false` with a mapped
         text_b is a contradiction and refused (the second text would be dropped without a word)."""
@@ -276,7 +312,10 @@ class Task(BaseModel):
         return out
 
     def split_files(self, split: str) -> list[tuple[str | None, DataFile]]:
-        """The files of one split with the domain each gives its rows (None: `files`, rows keep their own)."""
+        """The files of one split with the domain each gives its rows (None: `files`, rows keep their own); a test
+        split carved from dev (`test_from_dev`) reads the dev files."""
+        if split == "test" and self.test_from_dev is not None:
+            split = "dev"
         if self.domain_files:
             return [(domain, files[split]) for domain, files in sorted(self.domain_files.items())  # type: ignore[index]
                     if split in files]
@@ -322,10 +361,13 @@ class Task(BaseModel):
 
     @property
     def splits(self) -> list[str]:
-        """The splits this task can read: its files (any domain's), and train for a from_tasks text task."""
+        """The splits this task can read: its files (any domain's), train for a from_tasks text task, and test for
+        one carved from dev."""
         if self.domain_files:
-            return [split for split in SPLITS if any(split in files for files in self.domain_files.values())]
-        return list(self.files) + (["train"] if self.from_tasks and "train" not in self.files else [])
+            found = [split for split in SPLITS if any(split in files for files in self.domain_files.values())]
+        else:
+            found = list(self.files) + (["train"] if self.from_tasks and "train" not in self.files else [])
+        return found + (["test"] if self.test_from_dev is not None and "dev" in found else [])
 
     @property
     def num_labels(self) -> int:
@@ -340,12 +382,14 @@ class Task(BaseModel):
 
 
 def fingerprint_spec(task: Task) -> dict:
-    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, a file's quoting,
-    no_label_value and int_labels) are left out while at their default, so the caches of tasks that do not use
+    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, test_from_dev, a file's
+    quoting, no_label_value and int_labels) are left out while at their default, so the caches of tasks that do not use
     them keep their keys, and `domains` is always left out (it changes no row: the views, which hold domain ids,
     add it to their own key)."""
     dump = task.model_dump(mode="json")
     dump.pop("domains")
+    if dump["test_from_dev"] is None:  # as before the field
+        dump.pop("test_from_dev")
     if not dump["domain_files"]:
         dump.pop("domain_files")
     if not dump["keep_pairs"]:  # as before the field: each text alone
