@@ -196,6 +196,9 @@ def test_a_model_trained_with_a_carved_test_is_scored_on_it(tiny_run, tmp_path, 
     model_dir = tmp_path / "run" / "model"
     recorded = json.loads((model_dir / "multidistill_model.json").read_text())
     assert {t["name"]: t["test_from_dev"] for t in recorded["tasks"]}["toy_sent"] == {"fraction": 0.25, "seed": 0}
+    card = " ".join((model_dir / "README.md").read_text().split())
+    assert ("Scored on each task's `dev` split. toy_sent's `dev` is its dev rows but the seeded 25% that went to "
+            "test (`test_from_dev`, seed 0).") in card
     code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "toy_sent", "--split", "test",
                            "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, output

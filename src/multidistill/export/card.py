@@ -74,6 +74,7 @@ class CardRecord:
     objective: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # task -> loss term names
     tasks: tuple[TaskInfo, ...] = ()
     eval_split: str = "dev"
+    carved: Mapping[str, Mapping] = field(default_factory=dict)  # task -> its Task.test_from_dev (fraction, seed)
     data_root: str | None = None
     train_files: Mapping[str, str] = field(default_factory=dict)  # task -> its training file, as the config names it
     run_dir: str | None = None
@@ -298,7 +299,19 @@ def _data_source(record: CardRecord) -> str:
         text += f", under the data root {root}."
     if any(task.train_examples is not None for task in record.tasks):
         text += " The training rows are `train_examples` in the run's `metrics.json`: the rows it trained on."
-    return text + f" Scored on each task's `{record.eval_split}` split."
+    return f"{text} {_scored_on(record)}"
+
+
+def _scored_on(record: CardRecord) -> str:
+    """The split the card's scores come from; for a task whose test split was carved out of dev (`test_from_dev`),
+    which part of its dev rows that split is."""
+    text = f"Scored on each task's `{record.eval_split}` split."
+    for task, carve in sorted(record.carved.items()):
+        share = f"{100 * float(carve.get('fraction', 0.5)):g}%"
+        part = f"the seeded {share} of its dev rows" if record.eval_split == "test" else \
+            f"its dev rows but the seeded {share} that went to test"
+        text += f" {task}'s `{record.eval_split}` is {part} (`test_from_dev`, seed {carve.get('seed', 0)})."
+    return text
 
 
 def _teacher_cells(value: float | None, theirs: float | None, main_metric: bool) -> str:
@@ -361,7 +374,7 @@ def _scores_section(record: CardRecord) -> str:
             kept = retention(main, teacher)
             row += (f" {_num(kept.reference_score)} | {_num(100 * kept.ratio, 1)}% |" if kept else " - | - |")
         lines.append(row + (" - |" if trivial else ""))
-    notes = [f"Scored on each task's `{record.eval_split}` split."]
+    notes = [_scored_on(record)]
     if with_teacher:
         notes.append(f"Teacher: {_whose(record)} dev scores from its run's `metrics.json`. Retention is against "
                      "that column: this model's main score (each task's first metric) over the teacher's; the average "

@@ -260,6 +260,8 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
         hidden_size=hidden, base_model=base_model, initialised_from=initialised_from,
         method=_method(run, config) if run is not None else None, objective=_objective(config, infos) if config else {},
         tasks=tuple(infos), eval_split=data.get("eval_split", "dev"),
+        carved={spec["name"]: spec["test_from_dev"] for spec in model_config.get("tasks", [])
+                if isinstance(spec.get("test_from_dev"), dict) and spec["name"] in {i.name for i in infos}},
         data_root=model_config.get("data_root") or data.get("data_root"), train_files=train_files,
         run_dir=str(run) if run is not None else None, metrics=metrics, in_progress=in_progress,
         teachers=_teachers(config, metrics, scores=not in_progress, cwd=(command or {}).get("cwd"))
