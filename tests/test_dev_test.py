@@ -132,11 +132,36 @@ def test_the_library_draws_the_benchmark_scripts_halves(tmp_path, monkeypatch):
     assert sorted(store.examples("mnli-genre", "test")["id"], key=int) == sorted(written, key=int)
 
 
-def test_fingerprints_of_tasks_that_carve_nothing_are_unchanged():
-    assert "test_from_dev" not in fingerprint_spec(Task(name="t", labels=["a", "b"]))
-    carved = Task(name="t", labels=["a", "b"], files={"dev": {"path": "d.tsv", "columns": {"text_a": 0}}},
-                  test_from_dev={})
-    assert fingerprint_spec(carved)["test_from_dev"] == {"fraction": 0.5, "seed": 0}
+def test_carving_changes_the_dev_and_test_fingerprints_only(tmp_path):
+    """Tasks that carve nothing keep their keys; one that carves keeps its training data's (its caches, signal
+    stores made by `soft-targets` from a teacher that did not carve, checkpoints), and its two parts differ."""
+    plain = Task(name="t", labels=["a", "b"], files={"dev": {"path": "d.tsv", "columns": {"text_a": 0}}})
+    assert "test_from_dev" not in fingerprint_spec(plain)
+    assert fingerprint_spec(plain) == fingerprint_spec(plain.model_copy(update={"test_from_dev": HeldOutFromDev()}))
+    spec = _unique_rows_task(tmp_path / "data")
+    before, after = _store(tmp_path, spec), _store(tmp_path, spec, {"tasks": ["reviews"]})
+    assert before.data_fingerprint("reviews", "train") == after.data_fingerprint("reviews", "train")
+    assert before.rows_fingerprint("reviews", "train") == after.rows_fingerprint("reviews", "train")
+    fingerprints = {before.data_fingerprint("reviews", "dev"), after.data_fingerprint("reviews", "dev"),
+                    after.data_fingerprint("reviews", "test")}
+    assert len(fingerprints) == 3
+
+
+def test_a_carved_test_reads_the_rows_of_dev_not_a_test_split_of_the_same_dataset(tmp_path):
+    """An hf_disk DatasetDict named for dev without hf_split reads the split named dev; the carved test used to
+    read the dataset's own (hidden) test split under that rule."""
+    import datasets
+
+    splits = {name: datasets.Dataset.from_dict({"text": [f"{name} {i}" for i in range(10)], "label": [i % 2 for i in
+                                                                                                     range(10)]})
+              for name in ("train", "dev", "test")}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "hfset"))
+    columns = {"text_a": "text", "label": "label"}
+    spec = {"name": "hft", "labels": ["0", "1"], "files": {split: {"path": "hfset", "format": "hf_disk",
+                                                                   "columns": columns} for split in ("train", "dev")}}
+    store = _store(tmp_path, spec, {"tasks": ["hft"]})
+    dev, test = list(store.examples("hft", "dev")["text_a"]), list(store.examples("hft", "test")["text_a"])
+    assert sorted(dev + test, key=lambda t: int(t.split()[1])) == [f"dev {i}" for i in range(10)]
 
 
 # ------------------------------------------------------------------------------------------- bad settings
@@ -150,10 +175,11 @@ def _spec_files(splits):
     ({"files": _spec_files(["train"])}, "has no dev files"),
     ({"type": "text", "labels": [], "files": {"train": {"path": "t.txt", "format": "txt", "columns": {"text_a": 0}}}},
      "a text task is not evaluated"),
+    ({"files": _spec_files(["dev"]), "test_from_dev": {"seed": True}}, "takes a number, not true"),
 ])
 def test_a_spec_that_cannot_carve_is_refused(spec, message):
     with pytest.raises(ValidationError, match=message):
-        Task.model_validate({"name": "t", "labels": ["0", "1"], **spec, "test_from_dev": {"fraction": 0.5}})
+        Task.model_validate({"name": "t", "labels": ["0", "1"], "test_from_dev": {"fraction": 0.5}, **spec})
 
 
 @pytest.mark.parametrize("carve", [{"fraction": 0}, {"fraction": 1}, {"fraction": ".nan"}, {"seed": -1},
@@ -180,7 +206,8 @@ def test_a_task_with_test_files_a_typo_and_two_settings_are_config_errors(tmp_pa
 def test_a_domain_too_small_to_carve_is_refused_and_nothing_is_cached(tmp_path):
     spec = write_domain_column_task(tmp_path / "data", n_dev=4)  # two rows a domain
     store = _store(tmp_path, spec, {"tasks": ["reviews"], "fraction": 0.3})
-    with pytest.raises(ConfigError, match=r"fraction 0\.3 of domain 'books''s 2 dev row\(s\) draws no test row"):
+    with pytest.raises(ConfigError, match=r"task 'reviews' test_from_dev\.fraction: 0\.3 of domain 'books''s 2 dev "
+                                          r"row\(s\) draws no test row"):
         store.examples("reviews", "test")
     assert not any((tmp_path / "cache").rglob("examples.arrow*")) or all(
         "test" not in p.parts and "dev" not in p.parts for p in (tmp_path / "cache").rglob("examples.arrow"))
@@ -252,3 +279,30 @@ def test_metakd_scores_each_target_on_its_carved_test_rows(tiny_run, tmp_path, m
     per_domain = {d: [i for i in carved if i.startswith(f"{d}:")] for d in DOMAINS}
     assert scored and all(seen in (carved, *per_domain.values()) for seen in scored), scored
     assert sum(seen == carved for seen in scored) == 1  # the meta-teacher; each target's models on their own
+
+
+def test_benchmark_refuses_models_that_carve_dev_differently_saying_so(tmp_path):
+    """Two models whose specs read the same dev file, one carving a test split out of it: --data-root cannot make
+    their dev rows the same, so the refusal names the carve instead."""
+    from types import SimpleNamespace
+
+    from multidistill.evaluation.benchmark import check_same_dev_rows
+
+    spec = Task.model_validate(_unique_rows_task(tmp_path / "data"))
+    carved = spec.model_copy(update={"test_from_dev": HeldOutFromDev(fraction=0.25)})
+    models = {name: (tmp_path / name, SimpleNamespace(tasks={"reviews": task}))
+              for name, task in (("teacher", spec), ("student", carved))}
+    with pytest.raises(ConfigError, match=r"models teacher and student would be scored on different dev rows: "
+                                          r"teacher's task spec keeps all its dev rows, student's carves a test split "
+                                          r"out of them \(test_from_dev: \{'fraction': 0\.25, 'seed': 0\}\)"):
+        check_same_dev_rows(models, ["reviews"], str(tmp_path), str(tmp_path / "cache"))
+    check_same_dev_rows({"a": models["student"], "b": models["student"]}, ["reviews"], str(tmp_path),
+                        str(tmp_path / "cache"))
+
+
+def test_selecting_on_a_carved_test_split_is_refused_before_training(tiny_run, tmp_path, monkeypatch, capsys):
+    raw, write = tiny_run
+    raw["data"].update(test_from_dev={"tasks": ["toy_sent"]}, eval_split="test")
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write()))
+    assert code == 2 and "key 'data.eval_split': the test split of toy_sent is carved out of dev" in output, output
+    assert not (tmp_path / "run").exists()

@@ -47,9 +47,9 @@ def carve_test(domains: np.ndarray, keys: np.ndarray, carve: HeldOutFromDev, tas
         rows = np.flatnonzero(domains == name)
         count = math.floor(carve.fraction * len(rows) + 1e-9)  # 1e-9: 0.29 x 100 is 28.999...
         if count == 0:
-            raise ConfigError(f"task '{task}' test_from_dev: fraction {carve.fraction} of {_domain(name)}'s "
-                              f"{len(rows)} dev row(s) draws no test row; raise the fraction, or give the domain "
-                              "more dev rows")
+            raise ConfigError(f"task '{task}' test_from_dev.fraction: {carve.fraction} of {_domain(name)}'s "
+                              f"{len(rows)} dev row(s) draws no test row; raise the fraction, or give "
+                              f"{'the domain' if name else 'the task'} more dev rows")
         rng = np.random.default_rng([carve.seed, zlib.crc32(name.encode())])
         test[rows[rng.choice(len(rows), size=count, replace=False)]] = True
     if len(keys):
@@ -60,7 +60,8 @@ def carve_test(domains: np.ndarray, keys: np.ndarray, carve: HeldOutFromDev, tas
         if part.all() or not part.any():
             raise ConfigError(f"task '{task}' test_from_dev: every dev row of {_domain(name)} is equal to another "
                               f"row (ids aside) that went to {'test' if part.all() else 'dev'}, so the other split "
-                              "gets none of its rows; give the domain dev rows that differ")
+                              f"gets none of its rows; give {'the domain' if name else 'the task'} dev rows that "
+                              "differ")
     return test
 
 

@@ -125,6 +125,13 @@ class HeldOutFromDev(BaseModel):
                       "of the task, whatever its seed, selects on the same dev rows and is scored on the same test "
                       "rows.")
 
+    @field_validator("fraction", "seed", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:  # pydantic reads true as 1: in YAML most often an unquoted yes
+        if isinstance(value, bool):
+            raise ValueError(f"takes a number, not {str(value).lower()}")
+        return value
+
 
 class Task(BaseModel):
     """A task: what it predicts, how it is scored and where its data lives."""
@@ -382,14 +389,14 @@ class Task(BaseModel):
 
 
 def fingerprint_spec(task: Task) -> dict:
-    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, test_from_dev, a file's
-    quoting, no_label_value and int_labels) are left out while at their default, so the caches of tasks that do not use
-    them keep their keys, and `domains` is always left out (it changes no row: the views, which hold domain ids,
-    add it to their own key)."""
+    """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, a file's quoting,
+    no_label_value and int_labels) are left out while at their default, so the caches of tasks that do not use
+    them keep their keys; `domains` is always left out (it changes no row: the views, which hold domain ids,
+    add it to their own key), and so is `test_from_dev` (it changes no training row: the dev and test
+    fingerprints add the carve themselves, `ExampleStore._rows_payload`)."""
     dump = task.model_dump(mode="json")
     dump.pop("domains")
-    if dump["test_from_dev"] is None:  # as before the field
-        dump.pop("test_from_dev")
+    dump.pop("test_from_dev")
     if not dump["domain_files"]:
         dump.pop("domain_files")
     if not dump["keep_pairs"]:  # as before the field: each text alone

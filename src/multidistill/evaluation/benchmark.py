@@ -93,7 +93,7 @@ def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str]
     sample gave a retention that compared nothing."""
     from multidistill.data.prepare import open_example_store
 
-    seen: dict[str, tuple[str, str, str | None]] = {}
+    seen: dict[str, tuple[str, str, str | None, object]] = {}
     for name, (folder, model) in models.items():
         config = model_data(folder, model, tasks, data_root, cache_dir)
         store = open_example_store(config, max_examples_per_task=None, seed=0)
@@ -101,7 +101,17 @@ def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str]
             fingerprint = store.source_fingerprint(task, config.eval_split)
             if fingerprint is None:  # a missing file: preparing the data names it
                 continue
-            first = seen.setdefault(task, (fingerprint, name, store.data_root))
+            carve = store.tasks[task].test_from_dev
+            first = seen.setdefault(task, (fingerprint, name, store.data_root, carve))
+            if first[0] != fingerprint and first[3] != carve:  # same files, other rows: --data-root cannot help
+
+                def said(c) -> str:
+                    return "keeps all its dev rows" if c is None else \
+                        f"carves a test split out of them (test_from_dev: {c.model_dump()})"
+
+                raise ConfigError(f"task {task}: models {first[1]} and {name} would be scored on different "
+                                  f"{config.eval_split} rows: {first[1]}'s task spec {said(first[3])}, {name}'s "
+                                  f"{said(carve)}; benchmark models trained on the same dev rows together")
             if first[0] != fingerprint:
                 raise ConfigError(f"task {task}: models {first[1]} and {name} would be scored on different "
                                   f"{config.eval_split} files (read from the data roots {first[2]} and "

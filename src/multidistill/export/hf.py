@@ -277,8 +277,10 @@ def _eval_rows(task: Task, data: DataConfig, limit: int) -> list[tuple[str, str 
 
     if limit < 1:
         raise ConfigError(f"--parity-examples must be at least 1, got {limit}")
-    # The model carries its task specs (label order included), so the check reads the data it was built for.
-    data = DataConfig.model_validate({**data.model_dump(), "tasks": [task.name], "task_specs": [task.model_dump()]})
+    # The model carries its task specs (label order included, and a test split carved out of dev), so the check
+    # reads the data it was built for; the config's own carve named the other tasks too.
+    data = DataConfig.model_validate({**data.model_dump(), "tasks": [task.name], "task_specs": [task.model_dump()],
+                                      "test_from_dev": None})
     store = open_example_store(data, max_examples_per_task=None, seed=0)
     examples = store.examples(task.name, data.eval_split)
     examples = examples.select(range(min(limit, len(examples))))

@@ -225,11 +225,17 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     refuse_sharded_launch()
     state = process_state()
     check_model_paths(config, references=False)  # a missing model folder said by its key, as a recipe's checks say it
+    tasks = resolve_tasks(config.data)
+    carved = [task.name for task in tasks if task.test_from_dev is not None]
+    if carved and config.data.eval_split == "test":
+        raise ConfigError(f"key 'data.eval_split': the test split of {', '.join(carved)} is carved out of dev "
+                          "(test_from_dev) so that rows nothing selected on score the models; selecting on it would "
+                          "undo that; use eval_split: dev, and score the test rows afterwards (evaluate --split test)")
     tokenizer = load_tokenizer(student_tokenizer_name(config), trust_remote_code=config.model.trust_remote_code)
     with state.main_process_first():  # the first process writes the tokenised caches, the others read them
         data = prepare_data(config.data, tokenizer, config.model.max_seq_length,
                             max_examples_per_task=config.train.max_examples_per_task, seed=subset_seed(config),
-                            labelled_train=tasks_reading_labels(config.objective, resolve_tasks(config.data)))
+                            labelled_train=tasks_reading_labels(config.objective, tasks))
     if is_general_run(data.tasks) and config.train.select == "best_metric":
         raise ConfigError("key 'train.select': every task of this run is unlabelled text, so there are no dev "
                           "metrics for best_metric to compare; use lowest_loss (the loss on a held-out slice of "
