@@ -487,6 +487,13 @@ def test_train_then_evaluate_per_domain(tmp_path, tiny_model_dir, monkeypatch, c
     scores = json.loads((tmp_path / "run" / "eval_dev.json").read_text())
     assert set(scores["domains"]["reviews"]) == set(DOMAINS)
     assert set(scores["domain_average"]["reviews"]) == {"accuracy", "f1"}
+    # The run's report shows them too (its metrics.json holds the kept model's per-domain scores).
+    from multidistill.report import build_report
+
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    report = build_report(tmp_path / "run", progress=False).read_text()
+    assert "### reviews per domain" in report
+    assert f"| {trained['domains']['reviews']['books']['accuracy']:.4f} |" in report
 
     # soft-targets labels only the selected domains' rows (a per-domain student's store); bad selections write nothing.
     from multidistill.teachers.store import open_signal_store

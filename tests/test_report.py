@@ -786,3 +786,25 @@ def test_an_average_retention_out_of_range_is_marked_and_explained(tmp_path):
     assert f"| student: bilstm | 143.5 | 178.0 | – | {average:.1f}‡ |" in text  # per task, average marked
     assert f"| 0.6213 | {average:.1f}‡ | 2.4M |" in text  # the quality table's retention column
     assert "its average 0.0167" in text
+
+
+def test_a_task_with_domains_gets_a_table_of_each_rows_domain_scores(tmp_path):
+    """Rows whose metrics hold `evaluate`'s per-domain scores (an MKD or MT-DNN-KD run on a task with domains) get
+    one table per such task: the main metric on each domain and the domain average; rows without them are left
+    out of it, and a run without domains has no such section."""
+    run_dir = make_run(tmp_path, benchmark=False, stages=False)
+    assert "per domain" not in build_report(run_dir).read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for name, (books, dvd) in ((REFERENCE, (0.91, 0.8)), ("student: bilstm", (0.7, 0.65))):
+        metrics = summary["rows"][name]["metrics"]
+        metrics["tasks"]["sst2"] = {"accuracy": metrics["main"]["sst2"], "f1": 0.5}
+        metrics["domains"] = {"sst2": {"books": {"accuracy": books, "f1": 0.1}, "dvd": {"accuracy": dvd, "f1": 0.2}}}
+        metrics["domain_average"] = {"sst2": {"accuracy": (books + dvd) / 2, "f1": 0.15}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run_dir).read_text()
+    section = text[text.index("### sst2 per domain"):].split("\n\n")
+    assert section[1].startswith("Dev accuracy on each domain's rows; average: their unweighted mean")
+    table = section[2].splitlines()
+    assert table[0].split("|")[1:-1] == [" model ", " books ", " dvd ", " average "]
+    assert [[cell.strip() for cell in line.split("|")[1:-1]] for line in table[2:]] == [
+        [REFERENCE, "0.9100", "0.8000", "0.8550"], ["student: bilstm", "0.7000", "0.6500", "0.6750"]]

@@ -294,6 +294,25 @@ def _speed_glance(benchmark: dict) -> list[str]:
     return lines
 
 
+def _domain_sections(rows: dict[str, dict], tasks: list[str], split: str) -> list[str]:
+    """A table per task with domains: each row's main metric on each domain's rows, and their unweighted mean (a
+    model of one domain's rows, e.g. a Meta-KD student, is one column of the quality table instead)."""
+    out = []
+    for task in tasks:
+        scored = {name: row["domains"][task] for name, row in rows.items() if task in row.get("domains", {})}
+        if not scored:
+            continue
+        domains = list(dict.fromkeys(d for entry in scored.values() for d in entry["scores"]))
+        metric = next(iter(scored.values()))["metric"]
+        out += [f"### {task} per domain", "",
+                f"{split.capitalize()} {metric} on each domain's rows; average: their unweighted mean (`evaluate`'s "
+                "domain_average). Rows without domain scores are not listed.", "",
+                *_table(["model", *domains, "average"],
+                        [[name, *(fmt_score(entry["scores"].get(d)) for d in domains), fmt_score(entry["average"])]
+                         for name, entry in scored.items()]), ""]
+    return out
+
+
 def _time_section(times: dict) -> list[str]:
     """The "Time per stage" section (none for a run without recipe stages)."""
     if not times["seconds"]:
@@ -395,6 +414,7 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
                         [[name, *(fmt_score(v) for v in values), *([""] * (count - len(values))),
                           fmt_score(mean_sd(values)[0]) + spread_text(values)]
                          for name, values in per_seed.items()]), ""]
+    out += _domain_sections(rows, tasks, split)
     if figures.get("seeds"):
         out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):

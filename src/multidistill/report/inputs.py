@@ -112,7 +112,8 @@ def load_summary(run_dir: Path) -> dict:
         rows[str(name)] = {"main": scores, "average": average,
                            "params": int(params) if json_number(params) else None, "models": max(models, 1),
                            "stages": stages, "ensemble": is_ensemble(str(name), row),
-                           "runs": _load_runs(metrics.get("runs"), path, f"rows.{name}.metrics.runs")}
+                           "runs": _load_runs(metrics.get("runs"), path, f"rows.{name}.metrics.runs"),
+                           "domains": _domain_scores(metrics)}
     reference = payload.get("reference")
     if reference is None:
         reference = next(iter(rows))
@@ -148,6 +149,28 @@ def load_summary(run_dir: Path) -> dict:
     split = split if isinstance(split, str) and split.isidentifier() else "dev"  # older summaries: dev
     return {"reference": reference, "tasks": tasks, "rows": rows, "notes": notes, "baseline": baseline,
             "split": split, "intro": intro, "averaged": averaged or tasks}
+
+
+def _domain_scores(metrics: dict) -> dict[str, dict]:
+    """Per task with domains (`evaluate`'s ``domains`` / ``domain_average``): its main metric's name, that metric on
+    each domain and their unweighted mean; tasks, domains or values that are not there, or not numbers, are left
+    out (a row scored without domains has none)."""
+    out: dict[str, dict] = {}
+    tasks, domains, averages = (metrics.get(key) for key in ("tasks", "domains", "domain_average"))
+    if not (isinstance(tasks, dict) and isinstance(domains, dict)):
+        return out
+    for task, per_domain in domains.items():
+        names = list(tasks.get(task) or {}) if isinstance(tasks.get(task), dict) else []
+        if not names or not isinstance(per_domain, dict):
+            continue
+        metric = names[0]  # evaluate writes a task's metrics in its spec's order: the first is the main one
+        scores = {str(d): v for d, m in per_domain.items()
+                  if isinstance(m, dict) and (v := json_number(m.get(metric))) is not None}
+        average = (averages or {}).get(task) if isinstance(averages, dict) else None
+        if scores:
+            out[str(task)] = {"metric": metric, "scores": scores,
+                              "average": json_number(average.get(metric)) if isinstance(average, dict) else None}
+    return out
 
 
 def _single_run_summary(run_dir: Path) -> dict:
