@@ -229,7 +229,26 @@ def test_a_model_trained_with_a_carved_test_is_scored_on_it(tiny_run, tmp_path, 
     code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "toy_sent", "--split", "test",
                            "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, output
-    assert set(json.loads((tmp_path / "run" / "eval_test.json").read_text())["tasks"]) == {"toy_sent"}
+    scored = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    assert set(scored["tasks"]) == {"toy_sent"}
+    # benchmark --split test scores the same rows (and says so); dev, the default, the selecting ones.
+    for split in ("test", "dev"):
+        code, output = run_cli(monkeypatch, capsys, "benchmark", str(model_dir), "--tasks", "toy_sent", "--split",
+                               split, "--runtimes", "pytorch_fp32", "--no-memory", "--rounds", "1", "--latency-runs",
+                               "1", "--out", str(tmp_path / f"bench_{split}.json"), "--cache-dir",
+                               str(tmp_path / "cache"))
+        assert code == 0, output
+    bench = {split: json.loads((tmp_path / f"bench_{split}.json").read_text()) for split in ("test", "dev")}
+    assert bench["test"]["split"] == "test"
+    assert next(iter(bench["test"]["models"].values()))["score"] == pytest.approx(scored["main"]["toy_sent"])
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert next(iter(bench["dev"]["models"].values()))["score"] == pytest.approx(trained["main"]["toy_sent"])
+    from multidistill.report.build import score_label
+
+    assert score_label(bench["test"]) == "test score (toy_sent, main metric)"
+    code, output = run_cli(monkeypatch, capsys, "benchmark", str(model_dir), "--tasks", "toy_sent", "--split", "train",
+                           "--runtimes", "pytorch_fp32", "--out", str(tmp_path / "bench_train.json"))
+    assert code == 2 and "--split: 'train' is not a split to score; choose from dev, test" in output
     # The run selected on its dev part, evaluate scored the test part: together the 24 dev rows, once each (about
     # a quarter in test: the toy texts repeat, and twins follow the first of them).
     rows = {split: [json.loads(p.read_text())["rows"] for p in

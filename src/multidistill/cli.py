@@ -523,8 +523,10 @@ def benchmark_command(
     max_metric_drop_int8: Annotated[float, typer.Option(
         help="Drop of a task's main metric always allowed to the int8 export in its parity check; a larger one "
              "passes only within twice its sampling error on those rows (docs/export.md).")] = 0.01,
+    split: Annotated[str, typer.Option(
+        help="Split to score: dev, or test (a task's own, or one carved out of dev: data.test_from_dev).")] = "dev",
 ) -> None:
-    """Compare a teacher and its students: dev scores, parameters, disk size, peak memory, latency at
+    """Compare a teacher and its students: dev (or --split test) scores, parameters, disk size, peak memory, latency at
     batch 1 (median, p95) and throughput at --batch-size (default 32), for each runtime, with throughput and
     latency ratios vs the first model.
 
@@ -537,7 +539,7 @@ def benchmark_command(
     report = benchmark(model_dirs, _split_names(tasks, "--tasks") or [], data_root=data_root, out=out,
                        runtimes=_split_names(runtimes, "--runtimes") or [], export_root=export_root, rounds=rounds,
                        latency_runs=latency_runs, batch_size=batch_size, memory=memory, cache_dir=cache_dir,
-                       max_metric_drop_int8=max_metric_drop_int8)
+                       max_metric_drop_int8=max_metric_drop_int8, split=split)
     print_benchmark(report)
     console.print(f"written: {out}")
     exit_if_gate_failed(report, str(out))

@@ -79,15 +79,17 @@ def model_names(model_dirs: list[Path]) -> list[str]:
     return names
 
 
-def model_data(folder: Path, model, tasks: list[str], data_root: str | None, cache_dir: str) -> DataConfig:
-    """The data a model is scored on: its own task specs, under ``data_root`` or, without one, the data root its
-    run recorded (if still there)."""
+def model_data(folder: Path, model, tasks: list[str], data_root: str | None, cache_dir: str,
+               split: str = "dev") -> DataConfig:
+    """The data a model is scored on (its ``split``): its own task specs, under ``data_root`` or, without one, the
+    data root its run recorded (if still there)."""
     root = data_root if data_root is not None else saved_data_root(folder)
-    return DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir, task_specs=[model.tasks[t] for t in tasks])
+    return DataConfig(tasks=tasks, data_root=root, cache_dir=cache_dir, task_specs=[model.tasks[t] for t in tasks],
+                      eval_split=split)
 
 
 def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str], data_root: str | None,
-                        cache_dir: str) -> None:
+                        cache_dir: str, split: str = "dev") -> None:
     """Refuse models that would be scored on different dev files: without --data-root each reads the data root
     its run recorded, and a teacher scored on the full SST-2 dev (872 rows) beside a student scored on a 500-row
     sample gave a retention that compared nothing."""
@@ -95,7 +97,7 @@ def check_same_dev_rows(models: dict[str, tuple[Path, object]], tasks: list[str]
 
     seen: dict[str, tuple[str, str, str | None, object]] = {}
     for name, (folder, model) in models.items():
-        config = model_data(folder, model, tasks, data_root, cache_dir)
+        config = model_data(folder, model, tasks, data_root, cache_dir, split)
         store = open_example_store(config, max_examples_per_task=None, seed=0)
         for task in tasks:
             fingerprint = store.source_fingerprint(task, config.eval_split)
@@ -205,6 +207,7 @@ class BenchmarkReport(TypedDict, total=False):
     threads: int
     task: str
     tasks: list[str]
+    split: str  # the split scored: dev (reports of older files, which lack the key, read dev too) or test
     native_bf16: bool
     settings: dict[str, Any]
     reference: str
@@ -222,7 +225,7 @@ def benchmark(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike, tasks
               memory: bool = True, cache_dir: str = ".cache/multidistill", max_eval_examples: int | None = None,
               parity_examples: int = DEFAULT_PARITY_EXAMPLES,
               max_metric_drop_int8: float = DEFAULT_MAX_METRIC_DROP_INT8,
-              strict: bool = False, progress: bool = True) -> BenchmarkReport:
+              split: str = "dev", strict: bool = False, progress: bool = True) -> BenchmarkReport:
     """Measure every model on every runtime; the first model is the reference. Writes ``out`` (JSON) when given.
 
     The ONNX runtimes export each model to ``export_root/<model name>`` (`model_names`: `runs/a/student/model` is
@@ -231,8 +234,9 @@ def benchmark(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike, tasks
     otherwise replace: give that call another ``export_root``.
 
     ``model_dirs`` (one path is one model), ``tasks`` and ``runtimes`` take lists, or comma-separated strs as the
-    CLI does. Scores use each task's whole dev split, or its first ``max_eval_examples`` rows; ONNX exports are
-    parity-checked on ``parity_examples`` rows per task (int8: a main-metric drop up to the larger of
+    CLI does. Scores use each task's whole ``split`` (dev, or test: a task's own, or one carved out of dev by
+    `Task.test_from_dev`), or its first ``max_eval_examples`` rows; ONNX exports are
+    parity-checked on ``parity_examples`` rows of it per task (int8: a main-metric drop up to the larger of
     ``max_metric_drop_int8`` and twice its paired standard error passes).
 
     A runtime whose export fails its parity check does not stop the benchmark: its row has ``status: failed``
@@ -249,7 +253,8 @@ def benchmark(model_dirs: Sequence[str | os.PathLike] | str | os.PathLike, tasks
             tuple(as_list(runtimes, "runtimes (--runtimes)", commas=True) or ()), data_root=data_root, out=out,
             export_root=export_root, rounds=rounds, latency_runs=latency_runs, batch_size=batch_size,
             max_length=max_length, memory=memory, cache_dir=cache_dir, max_eval_examples=max_eval_examples,
-            parity_examples=parity_examples, max_metric_drop_int8=max_metric_drop_int8, progress=progress)
+            parity_examples=parity_examples, max_metric_drop_int8=max_metric_drop_int8, split=split,
+            progress=progress)
     if strict and report["gate_failures"]:
         from multidistill.export.parity import ParityError
 
@@ -263,8 +268,12 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
                out: str | os.PathLike | None, export_root: str | os.PathLike | None, rounds: int,
                latency_runs: int, batch_size: int, max_length: int | None, memory: bool, cache_dir: str,
                max_eval_examples: int | None, parity_examples: int, max_metric_drop_int8: float,
-               progress: bool) -> BenchmarkReport:
+               split: str, progress: bool) -> BenchmarkReport:
     """`benchmark` with its arguments read."""
+    from multidistill.evaluation.run import EVAL_SPLITS
+
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"--split: {split!r} is not a split to score; choose from {', '.join(EVAL_SPLITS)}")
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise ConfigError(f"--runtimes: unknown {unknown}; choose from {list(RUNTIMES)}")
@@ -308,12 +317,12 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
 
         for name, (folder, _) in models.items():
             _refuse_another_models_export(inside(export_root, name), folder)
-    check_same_dev_rows(models, tasks, data_root, cache_dir)
+    check_same_dev_rows(models, tasks, data_root, cache_dir, split)
     torch.set_num_threads(torch.get_num_threads())
 
     report: BenchmarkReport = {"format_version": FORMAT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M"),
                     "machine": cpu_name(), "cpus": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks,
+                    "threads": torch.get_num_threads(), "task": tasks[0], "tasks": tasks, "split": split,
                     "native_bf16": cpu_has_fast_bf16(),
                     "settings": {"latency_runs": latency_runs, "batch_size": batch_size, "rounds": rounds,
                                  "settle_s": SETTLE_S,
@@ -330,7 +339,7 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
         tokenizer = load_tokenizer(str(folder))
         pad = pad_id(tokenizer)
         length = max_length or model.max_length or model.DEFAULT_INFERENCE_LENGTH
-        data_config = model_data(folder, model, tasks, data_root, cache_dir)
+        data_config = model_data(folder, model, tasks, data_root, cache_dir, split)
         data = prepare_data(data_config, tokenizer, length, max_examples_per_task=None, seed=0, need_train=False)
         if max_eval_examples is not None:
             data.eval_sets = {t: d.select(range(min(len(d), max_eval_examples))) for t, d in data.eval_sets.items()}

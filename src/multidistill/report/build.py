@@ -129,21 +129,27 @@ def _runtime_value(model: dict, stats: dict, key: str) -> float | None:
 
 
 def scored_rows(benchmark: dict) -> int | None:
-    """The dev rows per task the benchmark scored when it scored a slice (`max_eval_examples`), else None (the
+    """The rows per task the benchmark scored when it scored a slice (`max_eval_examples`), else None (the
     whole split, as the quality table)."""
     rows = (benchmark.get("settings") or {}).get("max_eval_examples")
     return rows if type(rows) is int else None
+
+
+def scored_split(benchmark: dict) -> str:
+    """The split benchmark.json's scores are on (files written before `--split` hold dev scores)."""
+    split = benchmark.get("split")
+    return split if split in ("dev", "test") else "dev"
 
 
 def score_label(benchmark: dict) -> str:
     """What benchmark.json's scores are: one task's main metric, or their mean over several tasks."""
     tasks = benchmark.get("tasks")
     tasks = [str(t) for t in tasks] if isinstance(tasks, list) and tasks else [str(benchmark.get("task", "?"))]
-    rows = scored_rows(benchmark)
-    cap = f", first {rows} dev rows per task" if rows is not None else ""
+    rows, split = scored_rows(benchmark), scored_split(benchmark)
+    cap = f", first {rows} {split} rows per task" if rows is not None else ""
     if len(tasks) == 1:
-        return f"dev score ({tasks[0]}, main metric{cap})"
-    return f"dev score (mean main metric over {', '.join(tasks)}{cap})"
+        return f"{split} score ({tasks[0]}, main metric{cap})"
+    return f"{split} score (mean main metric over {', '.join(tasks)}{cap})"
 
 
 def axis_score_label(benchmark: dict, width: int = 60) -> str:
@@ -154,7 +160,8 @@ def axis_score_label(benchmark: dict, width: int = 60) -> str:
         return label
     tasks = benchmark.get("tasks") if isinstance(benchmark.get("tasks"), list) else []
     rows = scored_rows(benchmark)
-    return f"dev score (mean main metric over {len(tasks)} tasks{f', first {rows} rows each' if rows else ''})"
+    return (f"{scored_split(benchmark)} score (mean main metric over {len(tasks)} tasks"
+            f"{f', first {rows} rows each' if rows else ''})")
 
 
 def max_length_text(benchmark: dict) -> str:
@@ -203,8 +210,9 @@ def column_meanings(benchmark: dict, with_rss: bool = True) -> list[tuple[str, s
     if with_rss:
         meanings.append(("peak RSS", f"peak resident memory (MiB) of a fresh process that loads the model and runs "
                                      f"3 batches of {batch}, interpreter and libraries included"))
-    meanings.append(("parity", "ONNX rows: whether the export passed its parity check against PyTorch on dev data "
-                               "(FAILED rows keep their parity-check score but have no speed)"))
+    meanings.append(("parity", f"ONNX rows: whether the export passed its parity check against PyTorch on "
+                               f"{scored_split(benchmark)} data (FAILED rows keep their parity-check score but have "
+                               "no speed)"))
     return meanings
 
 
@@ -289,7 +297,7 @@ def _speed_glance(benchmark: dict) -> list[str]:
             if ref_score is not None:
                 text += f" (reference {fmt_score(ref_score)})"
             if rows is not None:
-                text += f" on the first {rows} dev rows per task"
+                text += f" on the first {rows} {scored_split(benchmark)} rows per task"
         lines.append(text + ".")
     return lines
 
@@ -466,7 +474,8 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         if failures:
             out += ["### Parity check failures", "",
                     "These runtimes' exports failed their parity check and were not measured for speed; the other "
-                    "rows were. The int8 rule: the main-metric drop on the checked dev rows must not exceed the "
+                    f"rows were. The int8 rule: the main-metric drop on the checked {scored_split(benchmark)} "
+                    "rows must not exceed the "
                     "larger of the tolerance and twice the drop's paired standard error (docs/export.md).", "",
                     *(f"- {table_cell(reason)}" for reason in failures), ""]
         if figures.get("speed"):
