@@ -249,6 +249,10 @@ def test_a_model_trained_with_a_carved_test_is_scored_on_it(tiny_run, tmp_path, 
     code, output = run_cli(monkeypatch, capsys, "benchmark", str(model_dir), "--tasks", "toy_sent", "--split", "train",
                            "--runtimes", "pytorch_fp32", "--out", str(tmp_path / "bench_train.json"))
     assert code == 2 and "--split: 'train' is not a split to score; choose from dev, test" in output
+    code, output = run_cli(monkeypatch, capsys, "benchmark", str(model_dir), "--tasks", "toy_pair", "--split", "test",
+                           "--runtimes", "pytorch_fp32", "--out", str(tmp_path / "bench_pair.json"))
+    said = " ".join(output.split())
+    assert code == 2 and "--split test: task toy_pair of model" in said and "data.test_from_dev" in said, said
     # The run selected on its dev part, evaluate scored the test part: together the 24 dev rows, once each (about
     # a quarter in test: the toy texts repeat, and twins follow the first of them).
     rows = {split: [json.loads(p.read_text())["rows"] for p in

@@ -735,7 +735,7 @@ def test_at_a_glance_compares_speed_and_size_on_the_same_runtime(tmp_path):
     throughput = bilstm["onnx_int8"]["throughput_examples_per_s"] / teacher["onnx_int8"]["throughput_examples_per_s"]
     assert (f"- **student-bilstm** is fastest on ONNX int8: {bilstm['onnx_int8']['latency_ms_median']:.2f} ms at "
             f"batch 1; against teacher-minilm-l12 on ONNX int8 too: {faster:.1f}× faster at batch 1, "
-            f"{throughput:.2f}× its throughput, 2.0× larger on disk; score 0.8572 (reference 0.9111).") in text
+            f"{throughput:.2f}× its throughput, 2.0× larger on disk; dev score 0.8572 (reference 0.9111).") in text
     del teacher["onnx_int8"]
     (run / "benchmark.json").write_text(json.dumps(bench))
     text = build_report(run).read_text()

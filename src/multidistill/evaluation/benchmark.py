@@ -1,13 +1,13 @@
 """`multidistill benchmark`: quality, size, memory and speed of a teacher and its students, side by side.
 
 For every model and runtime (PyTorch eager fp32, bf16 autocast, ONNX Runtime fp32 and int8) it records
-the dev score of each task, parameters, size on disk, peak memory (fresh subprocess per model/runtime),
-latency at batch 1 (median, p95) and throughput at batch 32. Speed is measured on the first task's dev
+the dev (or ``split``: test) score of each task, parameters, size on disk, peak memory (fresh subprocess per
+model/runtime), latency at batch 1 (median, p95) and throughput at batch 32. Speed is measured on the first task's dev
 inputs, every contender in the same process and alternating (`evaluation.speed`), so the speedups vs the
 reference (the first model, PyTorch fp32) are measured, not estimated.
 
 A fresh ONNX export is parity-checked on the rows scored here, so its PyTorch fp32, ONNX fp32 and int8 scores
-come from that check instead of three more passes over the dev data (``scored_by`` says which).
+come from that check instead of three more passes over the scored data (``scored_by`` says which).
 
 A runtime whose export fails its parity check is not lost with the run: its row has ``status: failed``, the
 parity numbers and the reasons, the other rows are measured as usual, and ``gate_failures`` lists every reason
@@ -183,7 +183,7 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
 
 
 def _parity_scores(parity: dict | None, runtime: str, eval_sets: dict) -> dict[str, float] | None:
-    """The dev scores of ``runtime`` that the export's parity check already measured on exactly the rows
+    """The scores of ``runtime`` that the export's parity check already measured on exactly the rows
     benchmarked here (its PyTorch fp32 side, its ONNX fp32 and int8 sides), or None when it did not."""
     if parity is None or runtime == "pytorch_bf16":
         return None
@@ -317,6 +317,12 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
 
         for name, (folder, _) in models.items():
             _refuse_another_models_export(inside(export_root, name), folder)
+    for folder, model in models.values():
+        lacking = [t for t in tasks if split not in model.tasks[t].splits]
+        if lacking:
+            raise ConfigError(f"--split {split}: task {lacking[0]} of model {folder} has no {split} split (its spec "
+                              f"reads {', '.join(model.tasks[lacking[0]].splits)}); score dev, or train with "
+                              "data.test_from_dev to carve a test split out of dev (docs/data.md)")
     check_same_dev_rows(models, tasks, data_root, cache_dir, split)
     torch.set_num_threads(torch.get_num_threads())
 

@@ -502,7 +502,7 @@ def _onnx_check(export: Mapping) -> str:
     """export.json's parity numbers per graph; a graph that failed its check was removed from the folder (the
     benchmark's ``on_parity_failure="omit"``), which its rows and the reasons below say."""
     failures = export.get("parity_failures") or {}
-    lines = ["## Export check (ONNX Runtime against PyTorch, first dev rows)", "",
+    lines = [f"## Export check (ONNX Runtime against PyTorch, first {export.get('parity_split', 'dev')} rows)", "",
              "| graph | task | rows | max abs logit diff | agreement | metric | PyTorch | ONNX | check |",
              "|---|---|---:|---:|---:|---|---:|---:|---|"]
     for precision, tasks in export["parity"].items():

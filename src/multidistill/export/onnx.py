@@ -455,6 +455,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                     (tmp / files.pop(precision)).unlink()
                 meta["files"] = dict(files)
                 meta["parity"] = parity
+                meta["parity_split"] = parity_data.eval_split  # the rows it checked: dev, or benchmark --split test
                 if failures:
                     meta["parity_failures"] = failures
             meta["opset"] = opset

@@ -210,9 +210,10 @@ def column_meanings(benchmark: dict, with_rss: bool = True) -> list[tuple[str, s
     if with_rss:
         meanings.append(("peak RSS", f"peak resident memory (MiB) of a fresh process that loads the model and runs "
                                      f"3 batches of {batch}, interpreter and libraries included"))
-    meanings.append(("parity", f"ONNX rows: whether the export passed its parity check against PyTorch on "
-                               f"{scored_split(benchmark)} data (FAILED rows keep their parity-check score but have "
-                               "no speed)"))
+    meanings.append(("parity", "ONNX rows: whether the export passed its parity check against PyTorch, made when "
+                               "the export was written (its export.json names the split; a reused export keeps "
+                               "the check of the benchmark that wrote it; FAILED rows keep their parity-check score "
+                               "but have no speed)"))
     return meanings
 
 
@@ -292,7 +293,7 @@ def _speed_glance(benchmark: dict) -> list[str]:
             text += ", ".join(parts)
         score = _runtime_value(model, stats, "score")
         if score is not None:
-            text += f"; score {fmt_score(score)}"
+            text += f"; {scored_split(benchmark)} score {fmt_score(score)}"
             ref_score = _runtime_value(ref_model, ref_stats, "score") if ref_stats else ref_model.get("score")
             if ref_score is not None:
                 text += f" (reference {fmt_score(ref_score)})"
@@ -311,10 +312,12 @@ def _domain_sections(rows: dict[str, dict], tasks: list[str], split: str) -> lis
         if not scored:
             continue
         domains = list(dict.fromkeys(d for entry in scored.values() for d in entry["scores"]))
-        metric = next(iter(scored.values()))["metric"]
+        metrics = {entry["metric"] for entry in scored.values()}
+        metric = metrics.pop() if len(metrics) == 1 else "each row's main metric"  # one spec: one metric
         out += [f"### {task} per domain", "",
                 f"{split.capitalize()} {metric} on each domain's rows; average: their unweighted mean (`evaluate`'s "
-                "domain_average). Rows without domain scores are not listed.", "",
+                "domain_average). Rows scored from several models (per-task fine-tunes, an ensemble of given "
+                "teachers, seed means) have no domain scores and are not listed.", "",
                 *_table(["model", *domains, "average"],
                         [[name, *(fmt_score(entry["scores"].get(d)) for d in domains), fmt_score(entry["average"])]
                          for name, entry in scored.items()]), ""]
