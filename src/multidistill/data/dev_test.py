@@ -69,11 +69,16 @@ def _domain(name: str) -> str:
     return f"domain {name!r}" if name else "the dev split"
 
 
+def _carve_of(task: Task, split: str) -> HeldOutFromDev | None:
+    """``task``'s carve when it shapes ``split`` (dev or test), else None."""
+    return task.test_from_dev if split in CARVED_SPLITS else None
+
+
 def carved_rows(task: Task, split: str) -> Callable[[Path], np.ndarray] | None:
     """For `readers.write_split_cache`'s ``select``: the sorted rows of the dev file that ``split`` keeps (test:
     the drawn part; dev: the rest); None when ``task`` carves nothing or ``split`` is train."""
-    carve = task.test_from_dev
-    if carve is None or split not in CARVED_SPLITS:
+    carve = _carve_of(task, split)
+    if carve is None:
         return None
 
     def select(path: Path) -> np.ndarray:
@@ -90,7 +95,5 @@ def carved_rows(task: Task, split: str) -> Callable[[Path], np.ndarray] | None:
 
 def carve_payload(task: Task, split: str) -> dict | None:
     """What of the carve shapes ``split``'s rows, for its fingerprints (None: not carved)."""
-    carve = task.test_from_dev
-    if carve is None or split not in CARVED_SPLITS:
-        return None
-    return {"part": split, **carve.model_dump()}
+    carve = _carve_of(task, split)
+    return None if carve is None else {"part": split, **carve.model_dump()}

@@ -2,8 +2,8 @@
 
 For every model and runtime (PyTorch eager fp32, bf16 autocast, ONNX Runtime fp32 and int8) it records
 the dev (or ``split``: test) score of each task, parameters, size on disk, peak memory (fresh subprocess per
-model/runtime), latency at batch 1 (median, p95) and throughput at batch 32. Speed is measured on the first task's dev
-inputs, every contender in the same process and alternating (`evaluation.speed`), so the speedups vs the
+model/runtime), latency at batch 1 (median, p95) and throughput at batch 32. Speed is measured on the first task's
+scored inputs, every contender in the same process and alternating (`evaluation.speed`), so the speedups vs the
 reference (the first model, PyTorch fp32) are measured, not estimated.
 
 A fresh ONNX export is parity-checked on the rows scored here, so its PyTorch fp32, ONNX fp32 and int8 scores
