@@ -55,6 +55,13 @@ def test_each_domain_gives_floor_of_its_share_and_rows_keep_their_part_across_do
     assert (carve_test(domains, keys, HeldOutFromDev(fraction=0.5, seed=1), "t") != test).any()
 
 
+def test_a_share_that_draws_every_row_is_refused_as_leaving_no_dev_row():
+    domains, keys = np.array(["a"] * 10, dtype=object), np.arange(10, dtype=np.uint64)
+    with pytest.raises(ConfigError, match=r"fraction: 0\.999999999999 of domain 'a''s 10 dev row\(s\) draws every "
+                                          r"row: no dev row; lower the fraction"):
+        carve_test(domains, keys, HeldOutFromDev(fraction=0.999999999999), "t")
+
+
 def test_twins_join_the_part_of_the_first_of_them():
     domains = np.array(["a"] * 6, dtype=object)
     keys = np.array([1, 2, 3, 4, 5, 1], dtype=np.uint64)  # rows 0 and 5: equal but for their id
@@ -261,7 +268,8 @@ def test_a_model_trained_with_a_carved_test_is_scored_on_it(tiny_run, tmp_path, 
     assert len(rows["dev"]) == len(rows["test"]) == 1 and rows["dev"][0] + rows["test"][0] == 24
     assert 3 <= rows["test"][0] <= 9
     code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "toy_pair", "--split", "test")
-    assert code != 0 and "no 'test' split" in output
+    said = " ".join(output.split())
+    assert code != 0 and "no 'test' split" in said and "carve one out of dev: data.test_from_dev" in said, said
 
 
 def test_repeated_texts_of_the_store_stay_in_one_part(tmp_path):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from multidistill.data.domains import draw_rows
 from multidistill.data.split_cache import read_batches
 from multidistill.data.tasks import HeldOutFromDev, Task
 from multidistill.errors import ConfigError
@@ -46,12 +46,12 @@ def carve_test(domains: np.ndarray, keys: np.ndarray, carve: HeldOutFromDev, tas
     for name in names:
         rows = np.flatnonzero(domains == name)
         count = math.floor(carve.fraction * len(rows) + 1e-9)  # 1e-9: 0.29 x 100 is 28.999...
-        if count == 0:
+        if count in (0, len(rows)):
             raise ConfigError(f"task '{task}' test_from_dev.fraction: {carve.fraction} of {_domain(name)}'s "
-                              f"{len(rows)} dev row(s) draws no test row; raise the fraction, or give "
+                              f"{len(rows)} dev row(s) draws {'no test row' if count == 0 else 'every row: no dev row'}"
+                              f"; {'raise' if count == 0 else 'lower'} the fraction, or give "
                               f"{'the domain' if name else 'the task'} more dev rows")
-        rng = np.random.default_rng([carve.seed, zlib.crc32(name.encode())])
-        test[rows[rng.choice(len(rows), size=count, replace=False)]] = True
+        test[rows[draw_rows(len(rows), count, carve.seed, name)]] = True
     if len(keys):
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         test = test[first[inverse.reshape(-1)]]
@@ -91,6 +91,11 @@ def carved_rows(task: Task, split: str) -> Callable[[Path], np.ndarray] | None:
         return np.flatnonzero(test if split == "test" else ~test)
 
     return select
+
+
+def missing_test_hint(task: Task, split: str) -> str:
+    """For an error about a split the task lacks: carving, when that split is test and the task has dev rows."""
+    return " (or carve one out of dev: data.test_from_dev)" if split == "test" and "dev" in task.splits else ""
 
 
 def carve_payload(task: Task, split: str) -> dict | None:

@@ -56,6 +56,13 @@ def domain_codes(column: pa.Array | pa.ChunkedArray, ids: pa.Array | pa.ChunkedA
     return codes.to_numpy(zero_copy_only=False).astype(np.int32)
 
 
+def draw_rows(rows: int, count: int, seed: int, domain: str) -> np.ndarray:
+    """``count`` of a domain's ``rows`` (positions, in draw order), drawn without replacement by
+    ``numpy.random.default_rng([seed, crc32(domain)])``: a domain's draw depends on the seed and its own rows only
+    (`domain_fraction`'s subsets, `test_from_dev`'s test parts)."""
+    return np.random.default_rng([seed, zlib.crc32(domain.encode())]).choice(rows, size=count, replace=False)
+
+
 def fold_assignment(count: int, folds: int, seed: int, domain: str) -> np.ndarray:
     """The fold (0..folds-1) of each of a domain's ``count`` kept training rows, in row order: a seeded
     permutation dealt round-robin, so fold sizes differ by at most one row. Seeded by ``[seed, crc32(domain),
@@ -149,9 +156,8 @@ class DomainSelection:
                     raise ConfigError(f"key '{self.key}.domain_fraction.{name}': {fraction} of domain {name!r}'s "
                                       f"{len(rows)} training rows keeps no row; raise the fraction, or drop the "
                                       "domain with domains_exclude")
-                rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
                 mask[rows] = False
-                mask[rows[rng.choice(len(rows), size=count, replace=False)]] = True
+                mask[rows[draw_rows(len(rows), count, seed, name)]] = True
             if self.holdout is not None:
                 name, folds, fold = self.holdout
                 rows = np.flatnonzero(mask & (codes == domains.index(name)))

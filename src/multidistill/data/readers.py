@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from multidistill.data.convert import Converter, features_for
+from multidistill.data.dev_test import missing_test_hint
 from multidistill.data.formats import Source
 from multidistill.data.roots import resolve_data_root
 from multidistill.data.split_cache import (
@@ -139,7 +140,7 @@ def _check_split(task: Task, split: str, max_examples: int | None) -> None:
     if split not in task.splits:
         have = ", ".join(task.splits) or "none"
         raise DataError(f"task '{task.name}' has no '{split}' split (configured splits: {have}); "
-                        f"add files.{split} to the task to read it")
+                        f"add files.{split} to the task to read it{missing_test_hint(task, split)}")
     if max_examples is not None and max_examples < 1:
         raise DataError(f"max_examples must be a positive integer or None, got {max_examples}")
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from multidistill.data.dev_test import carve_payload, carved_rows
+from multidistill.data.dev_test import carve_payload, carved_rows, missing_test_hint
 from multidistill.data.domains import DomainSelection, domain_codes, read_domains
 from multidistill.data.readers import split_batches, write_split_cache
 from multidistill.data.rows import ArrowRows
@@ -148,7 +148,8 @@ class ExampleStore:
                 if split != "train" and not self.tasks[task].has_head:
                     continue
                 if not self.has_split(task, split):
-                    raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec")
+                    raise DataError(f"task '{task}' has no '{split}' split; add files.{split} to its spec"
+                                    f"{missing_test_hint(self.tasks[task], split)}")
                 self._examples_folder(task, split)  # validated into the cache, not mapped until needed
             self.domains(task)  # a domain column's names are known once its splits are read
 

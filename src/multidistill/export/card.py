@@ -306,11 +306,9 @@ def _scored_on(record: CardRecord) -> str:
     """The split the card's scores come from; for a task whose test split was carved out of dev (`test_from_dev`),
     which part of its dev rows that split is."""
     text = f"Scored on each task's `{record.eval_split}` split."
-    for task, carve in sorted(record.carved.items()):
-        share = f"{100 * float(carve.get('fraction', 0.5)):g}%"
-        part = f"the seeded {share} of its dev rows" if record.eval_split == "test" else \
-            f"its dev rows but the seeded {share} that went to test"
-        text += f" {task}'s `{record.eval_split}` is {part} (`test_from_dev`, seed {carve.get('seed', 0)})."
+    for task, carve in sorted(record.carved.items()):  # a run that carves selects on dev (eval_split: test refused)
+        text += (f" {task}'s `dev` is its dev rows but the seeded {100 * float(carve.get('fraction', 0.5)):g}% that "
+                 f"went to test (`test_from_dev`, seed {carve.get('seed', 0)}).")
     return text
 
 
