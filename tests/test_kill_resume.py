@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from multidistill.utils.atomic import atomic_dir, remove_stale_temps, remove_tree, write_json
-from tests.kill_harness import Kill, kill_and_resume, make_world, stage_specs
+from tests.kill_harness import Kill, kill_and_resume_landed, make_world, stage_specs
 
 PLANS = {
     # One kill of each chain is aimed at a write: a checkpoint, the store's final write, the best model.
@@ -31,8 +31,8 @@ def reports(tmp_path_factory, tiny_model_dir):
     world = make_world(root / "world", tiny_model_dir)
     specs = stage_specs(world, epochs=1, checkpoint_every=3, eval_every=12, shard_size=16)
     with ThreadPoolExecutor(len(PLANS)) as pool:
-        futures = {name: pool.submit(kill_and_resume, specs[name], root / name, plan, seed=i, slow_writes=0.3,
-                                       timeout=300)
+        futures = {name: pool.submit(kill_and_resume_landed, specs[name], root / name, plan, seed=i,
+                                     slow_writes=0.3, timeout=300)
                    for i, (name, plan) in enumerate(PLANS.items())}
         return {name: future.result() for name, future in futures.items()}
 
@@ -43,8 +43,8 @@ def reports(tmp_path_factory, tiny_model_dir):
 @pytest.mark.parametrize("stage", list(PLANS))
 def test_killed_runs_resume_to_the_uncut_result(reports, stage):
     report = reports[stage]
-    detail = [(a.kind, round(a.planned_delay, 2), round(a.seconds, 2), a.killed, a.cut_writes)
-              for a in report.attempts]
+    detail = [f"chains run: {report.tries}"] + [(a.kind, round(a.planned_delay, 2), round(a.seconds, 2), a.killed,
+                                                 a.cut_writes) for a in report.attempts]
     assert report.kills == len(PLANS[stage]), detail
     assert report.kills_during_write >= 1, detail  # the aimed kill landed inside its write window
     assert report.unreadable == 0, [p for a in report.attempts for p in a.problems]
@@ -108,3 +108,28 @@ def test_remove_tree_never_leaves_a_half_deleted_folder(tmp_path):
     (folder / "loop_state.json").write_text("{}")
     remove_tree(folder)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_chain_is_run_again_only_when_a_planned_kill_missed(tmp_path, monkeypatch):
+    """Timing misses (a run done before its kill fired) are run again; a wrong result is returned at once."""
+    import tests.kill_harness as harness
+
+    def report(kills: int, during_write: int, max_diff: float = 0.0) -> harness.ChainReport:
+        return harness.ChainReport("s", kills, during_write, kills, max_diff, 0, [], 1.0, 0.5, [])
+
+    plan = [Kill("random"), Kill("write")]
+    for outcomes, tries, seeds in [
+        ([report(1, 0), report(2, 0), report(2, 1)], 3, [5, 1005, 2005]),  # a missed kill, a missed write, landed
+        ([report(1, 0, max_diff=0.5)], 1, [5]),  # a wrong result: never retried away
+        ([report(1, 0)] * 3, 3, [5, 1005, 2005]),  # still missed after every try: the last report, for the test
+    ]:
+        calls = []
+
+        def fake(spec, folder, kills, *, seed, outcomes=outcomes, calls=calls, **kwargs):
+            calls.append((folder.name, seed))
+            return outcomes[len(calls) - 1]
+
+        monkeypatch.setattr(harness, "kill_and_resume", fake)
+        got = harness.kill_and_resume_landed(None, tmp_path / "chain", plan, seed=5)
+        assert got.tries == tries and [s for _, s in calls] == seeds
+        assert [f for f, _ in calls][1:] == [f"chain-try-{i}" for i in range(2, tries + 1)]

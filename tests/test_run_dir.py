@@ -247,15 +247,15 @@ def test_a_lock_left_by_a_killed_process_is_no_lock(tmp_path):
 def test_kills_during_an_overwrite_and_beside_a_refused_resume(tmp_path, tiny_model_dir):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.kill_harness import Kill, kill_and_resume, make_world, stage_specs
+    from tests.kill_harness import Kill, kill_and_resume_landed, make_world, stage_specs
 
     world = make_world(tmp_path / "world", tiny_model_dir)
     specs = stage_specs(world, epochs=1, checkpoint_every=3, eval_every=12, shard_size=16)
     plans = {"train-teacher-overwrite": [Kill("random"), Kill("write", r"^\.step-")],
              "train-teacher": [Kill("contend")]}
     with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(kill_and_resume, specs[name], tmp_path / name, plan, seed=i, slow_writes=0.5,
-                                     timeout=300) for i, (name, plan) in enumerate(plans.items())}
+        futures = {name: pool.submit(kill_and_resume_landed, specs[name], tmp_path / name, plan, seed=i,
+                                     slow_writes=0.5, timeout=300) for i, (name, plan) in enumerate(plans.items())}
         reports = {name: future.result() for name, future in futures.items()}
     for name, report in reports.items():
         detail = [(a.kind, round(a.planned_delay, 2), a.killed, a.cut_writes, a.problems) for a in report.attempts]
