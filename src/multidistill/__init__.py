@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # the real objects, for type checkers and IDEs (imported lazi
     from multidistill.inference.predict import PredictSummary, predict_file
     from multidistill.inference.texts import Prediction, predict
     from multidistill.models.loading import load_model
+    from multidistill.models.stock_import import import_classifier
     from multidistill.pipeline import plan_recipe, run, run_recipe
     from multidistill.recipes.config import load_recipe
     from multidistill.recipes.stages import RunPlan
@@ -97,6 +98,7 @@ _EXPORTS = {
     "OnnxModel": "multidistill.export.onnx",
     "ParityError": "multidistill.export.parity",
     "export_hf": "multidistill.export.hf",
+    "import_classifier": "multidistill.models.stock_import",
     "predict": "multidistill.inference.texts",
     "Prediction": "multidistill.inference.texts",
     "predict_file": "multidistill.inference.predict",
@@ -119,7 +121,8 @@ __all__ = [
     "ObjectiveConfig", "load_recipe", "run", "run_recipe", "plan_recipe", "RunPlan", "train_model", "train_teacher",
     "train_ensemble", "distill", "TrainResult", "build_signal_store", "open_signal_store", "SignalStore", "load_model",
     "evaluate_model_dir", "EvalMetrics", "benchmark", "BenchmarkReport", "export_onnx", "ExportInfo",
-    "OnnxModel", "ParityError", "export_hf", "predict", "Prediction", "predict_file", "PredictSummary",
+    "OnnxModel", "ParityError", "export_hf", "import_classifier", "predict", "Prediction", "predict_file",
+    "PredictSummary",
     "build_report", "MultidistillError", "ConfigError", "DataError", "ModelError", "UnknownTaskError",
     "OutputError", "RunInProgress", "TrainingDiverged",
 ]

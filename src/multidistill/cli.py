@@ -599,8 +599,10 @@ def _register_stage_commands() -> None:
     """Commands that live beside the code they drive (export, predict, report); imports here are cheap."""
     from multidistill.export.command import export_command
     from multidistill.inference.command import predict_command
+    from multidistill.models.import_command import import_classifier_command
     from multidistill.report.command import report_command
 
+    app.command("import-classifier")(import_classifier_command)
     app.command("export")(export_command)
     app.command("predict")(predict_command)
     app.command("report")(report_command)

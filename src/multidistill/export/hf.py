@@ -354,6 +354,20 @@ def _build_hf_model(model, task: Task, family: StockHead, config, tokenizer, row
         raise ModelError(f"the stock head's {family.out} is {tuple(out.weight.shape)}, not {tuple(weight.shape)} "
                          f"as the task's head; {ONNX_HINT}")
     activation = head_activation(family, config)
+    ours = model.heads[task.name].hidden
+    if ours is not None:  # a stock-layout head (import-classifier): its dense layer maps onto the stock one as it is
+        if family.dense is None or model.head_activation != activation:
+            raise ModelError(f"task '{task.name}': the model's heads apply a dense layer and {model.head_activation} "
+                             f"(a classifier's head brought in by import-classifier), the stock "
+                             f"'{config.model_type}' head {activation if family.dense else 'has no dense layer'}; "
+                             f"{ONNX_HINT}")
+        dense = _layer(hf_model, family.dense)
+        with torch.no_grad():
+            dense.weight.copy_(ours.dense.weight)
+            dense.bias.copy_(ours.dense.bias)
+            out.weight.copy_(weight)
+            out.bias.copy_(bias)
+        return hf_model.eval()
     if activation == "identity":  # the [CLS] vector goes straight to the stock classifier
         with torch.no_grad():
             out.weight.copy_(weight)

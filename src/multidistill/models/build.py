@@ -14,6 +14,7 @@ from multidistill.errors import ConfigError
 from multidistill.models.backbone import backbone_from_config, load_backbone, resolve_model_path
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.domain_branch import DomainBranch
+from multidistill.models.heads import build_head
 from multidistill.models.layers import LAYER_COUNT_KEYS, keep_layers, layer_count
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
@@ -174,11 +175,18 @@ def build_model(config: ModelConfig, tasks: list[Task], tokenizer=None) -> nn.Mo
 
 def copy_heads(model: MultiTaskModel, source: str, *, trust_remote_code: bool = False) -> None:
     """Start each of ``model``'s task heads from the same task's head in the saved model ``source``
-    (``model.heads_from``); a task it lacks, or a head of another type or size, is a ConfigError."""
+    (``model.heads_from``); a task it lacks, or a head of another type or size, is a ConfigError. The heads
+    take the source's layout: a classifier brought in with `import-classifier` has a dense layer and an
+    activation before its linear layer, and the student's heads get them too."""
     saved = load_model(source, trust_remote_code=trust_remote_code)
     if not isinstance(saved, MultiTaskModel):
         raise ConfigError(f"key 'model.heads_from': {source} holds a {type(saved).__name__}, not a Transformer "
                           "model with task heads")
+    if saved.head_activation != model.head_activation:
+        hidden = model.backbone.config.hidden_size
+        model.head_activation = saved.head_activation
+        for name in list(model.heads):
+            model.heads[name] = build_head(model.tasks[name], hidden, model.dropout, saved.head_activation)
     for name, head in model.heads.items():
         theirs = saved.tasks.get(name)
         ours = model.tasks[name]

@@ -42,12 +42,16 @@ class StockHead:
     dense: str | None
     out: str
     config: tuple[tuple[str, object], ...] = ()
+    # the key of ``config`` that names the activation (DeBERTa's pooler_hidden_act): the export writes its value,
+    # `import-classifier` reads the classifier's own value there instead of requiring this one
+    activation_key: str | None = None
 
 
 _TANH_PROJ = StockHead("tanh", "classifier.dense", "classifier.out_proj")  # RoBERTa-style classification head
 _HIDDEN_ACT_PROJ = StockHead("config.hidden_act", "classifier.dense", "classifier.out_proj")  # BigBird, RoFormer
 # DeBERTa's ContextPooler (dense + the config's pooler_hidden_act) and a linear classifier.
-_CONTEXT_POOLER = StockHead("gelu", "pooler.dense", "classifier", config=(("pooler_hidden_act", "gelu"),))
+_CONTEXT_POOLER = StockHead("gelu", "pooler.dense", "classifier", config=(("pooler_hidden_act", "gelu"),),
+                            activation_key="pooler_hidden_act")
 
 
 def _pooler_head(base: str) -> StockHead:

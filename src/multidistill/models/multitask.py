@@ -25,7 +25,7 @@ from multidistill.models.domain_branch import DomainBranch, DomainBranchSpec, co
 from multidistill.models.extract import Wanted, check_wanted, encode_with_features, with_features, without_features
 from multidistill.models.families import model_dims
 from multidistill.models.features import DOMAIN_FEATURES, FEATURE_NAMES, EncoderFeatures, ModelDims
-from multidistill.models.heads import build_head
+from multidistill.models.heads import build_head, check_activation
 from multidistill.utils.atomic import atomic_dir
 from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.manifest import read_versioned_json
@@ -103,8 +103,11 @@ class MultiTaskModel(SavedModel):
 
     def __init__(self, backbone: PreTrainedModel, tasks: list[Task], *, pooling: Pooling = "cls",
                  dropout: float = 0.1, max_length: int | None = None,
-                 domain_branch: DomainBranchSpec | None = None) -> None:
+                 domain_branch: DomainBranchSpec | None = None, head_activation: str | None = None) -> None:
         super().__init__()
+        # None: linear heads (ours); an activation name: the stock classifiers' dense layer + that activation first
+        # (a classifier brought in by `import-classifier`, or a student given its heads by heads_from).
+        self.head_activation = check_activation(head_activation)
         self.max_length = max_length  # the truncation length used in training; the default for inference
         self.backbone = backbone
         self.tasks = {task.name: task for task in tasks}
@@ -115,7 +118,8 @@ class MultiTaskModel(SavedModel):
                                   and getattr(backbone.config, "type_vocab_size", 2) > 1)
         hidden = backbone.config.hidden_size
         # Text tasks (unlabelled corpora) feed feature losses through `features`; they get no head.
-        self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout) for task in tasks if task.has_head})
+        self.heads = nn.ModuleDict({task.name: build_head(task, hidden, dropout, self.head_activation)
+                                    for task in tasks if task.has_head})
         self.domain_branch = DomainBranch(domain_branch, hidden) if domain_branch is not None else None
 
     @classmethod
@@ -222,7 +226,9 @@ class MultiTaskModel(SavedModel):
         return {
             "format_version": FORMAT_VERSION,
             "kind": "multitask",
-            "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout},
+            "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout,
+                         # only when set, so the config of a model with linear heads is what it always was
+                         **({"head_activation": self.head_activation} if self.head_activation else {})},
             "max_length": self.max_length,
             "tasks": [task.model_dump(mode="json") for task in self.tasks.values()],
             **self._saved_data_root(),
@@ -252,6 +258,7 @@ class MultiTaskModel(SavedModel):
             pooling, dropout = config["backbone"]["pooling"], float(config["backbone"]["dropout"])
             if pooling not in ("cls", "mean"):
                 raise ValueError(f"backbone.pooling must be 'cls' or 'mean', not {pooling!r}")
+            activation = check_activation(config["backbone"].get("head_activation"))
             branch = config.get("domain_branch")
             branch = DomainBranchSpec.model_validate(branch) if branch is not None else None
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
@@ -259,7 +266,7 @@ class MultiTaskModel(SavedModel):
                              f"{exc}") from exc
         model = build_and_load(
             lambda: cls(backbone_from_config(backbone_config), tasks, pooling=pooling, dropout=dropout,
-                        max_length=config.get("max_length"), domain_branch=branch),
+                        max_length=config.get("max_length"), domain_branch=branch, head_activation=activation),
             directory / WEIGHTS_FILE)
         model._load_data_root(config)
         return model

@@ -1,0 +1,302 @@
+"""Bring a classifier fine-tuned elsewhere (a stock Hugging Face `AutoModelForSequenceClassification` folder or hub
+name, e.g. the output of transformers' Trainer) into a multidistill model folder, so that it can teach:
+`soft-targets --teacher`, a recipe's `teacher.model_dirs`, `evaluate`, `predict`, `benchmark`, and a student's
+`model.heads_from`.
+
+The encoder's weights are taken as they are. The stock head (BERT's pooler and classifier, RoBERTa's dense + tanh +
+out_proj, DistilBERT's pre_classifier + ReLU, ...; `models/families.py` says where each family keeps it) becomes a
+head with the same dense layer and activation (`MultiTaskModel.head_activation`), its outputs put in the task's
+label order. Before anything is written, the new model's logits are compared with the classifier's own on a few
+sentences (sentence pairs for a pair task): a head laid out otherwise than the table says is refused, never written.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+
+from multidistill.config import DataConfig
+from multidistill.data.collate import encode_texts
+from multidistill.data.tasks import Task
+from multidistill.errors import ConfigError, ModelError
+from multidistill.models.backbone import backbone_from_config, load_tokenizer, resolve_model_path
+from multidistill.models.families import FAMILIES, StockHead
+from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
+from multidistill.utils.atomic import atomic_dir, write_json
+from multidistill.utils.entry import api_call
+
+IMPORT_INFO_FILE = "import.json"
+# Largest accepted |classifier's logits - imported model's logits| on the check rows (float32 on both sides).
+TOLERANCE = 1e-4
+CHECK_SENTENCES: tuple[str, ...] = (
+    "the movie was great and the actors were fun",
+    "this was the worst film i have seen , very boring",
+    "a",
+    "It is fine.",
+    "nothing about the plot made any sense, but the music was nice !",
+)
+IMPORTABLE = tuple(name for name, family in FAMILIES.items() if family.stock_head is not None)
+
+
+def import_classifier(source: str | os.PathLike, out: str | os.PathLike, *, task: str | Task,
+                      data: DataConfig | None = None, labels: Sequence[str] | str | None = None,
+                      max_length: int | None = None, trust_remote_code: bool = False, overwrite: bool = False,
+                      progress: bool = True) -> Path:
+    """Write the stock Hugging Face classifier ``source`` (a folder or hub name) as a multidistill model folder
+    ``out`` with one head, for ``task``, and return ``out``; `multidistill import-classifier` does the same.
+
+    ``task``: a `Task`, or a task name: a built-in one (`multidistill tasks`) or one ``data`` declares
+    (``data.task_specs``; its ``data_root`` is recorded in the model for evaluate/benchmark). The classifier's
+    outputs are matched to the task's labels by the names in its ``id2label``; ``labels`` (a list, or one
+    comma-separated str) names its outputs in order instead, with the task's labels (a classifier whose config
+    says ``LABEL_0, LABEL_1, ...`` is read in the task's label order, and a note says so). A regression task takes
+    a classifier with one output. ``max_length`` is the length the model truncates inputs at (recorded, as a
+    trained model records its training length; default 128).
+
+    Weights are read from safetensors only, and custom model code runs only with ``trust_remote_code``. Raises
+    `ModelError` for a classifier of a family without a stock head in the table, with other labels, or whose
+    imported logits differ from its own by more than 1e-4; `ConfigError` for an unknown task or a non-empty
+    ``out`` (``overwrite`` replaces a folder holding a multidistill model). Nothing is written on an error; the
+    write is atomic. ``progress`` False: no bars or library notes."""
+    with api_call("import_classifier", progress=progress):
+        spec = task if isinstance(task, Task) else _task_spec(task, data)
+        path = resolve_model_path(str(source))
+        out = Path(out)
+        _check_out(out, Path(path), overwrite)
+        config = _source_config(str(source), path, trust_remote_code)
+        head, activation = stock_layout(config, str(source))
+        order, how = label_order(spec, config, labels, str(source))
+        classifier = _load_classifier(str(source), path, config, trust_remote_code)
+        tokenizer = load_tokenizer(str(source), trust_remote_code=trust_remote_code)
+        model = _imported_model(classifier, config, spec, head, activation, order, max_length, str(source))
+        if not isinstance(task, Task):  # as a trained model records it, so evaluate etc. need no --data-root
+            from multidistill.data.roots import recorded_data_root
+
+            model.data_root = recorded_data_root(data.data_root if data is not None else None)
+        worst, rows = _parity(classifier, model, spec, tokenizer, order)
+        if worst > TOLERANCE:
+            raise ModelError(f"{source}: the imported model's logits differ from the classifier's by {worst:.2e} "
+                             f"(more than {TOLERANCE:g}) on the check sentences: its '{config.model_type}' head is "
+                             "laid out otherwise than multidistill's family table says; nothing was written")
+        record = {"source": str(source), "source_weights": _weights(path), "model_type": config.model_type,
+                  "task": spec.name, "labels": {"order": [spec.labels[i] for i in range(len(order))]
+                                                if spec.type == "classification" else [], "read_from": how,
+                                                "classifier_outputs": order},
+                  "head": {"dense": head.dense, "activation": activation, "out": head.out},
+                  "parity": {"rows": rows, "max_abs_diff": worst, "tolerance": TOLERANCE}}
+        with atomic_dir(out) as tmp:
+            model.write_to(tmp, tokenizer)
+            write_json(tmp / IMPORT_INFO_FILE, record)
+            _write_card(tmp, model, spec, config, str(source), activation, how)
+        return out
+
+
+def _task_spec(name: str, data: DataConfig | None) -> Task:
+    from multidistill.data.prepare import resolve_tasks
+
+    base = data.model_dump() if data is not None else {}
+    return resolve_tasks(DataConfig.model_validate({**base, "tasks": [name], "test_from_dev": None}))[0]
+
+
+def _check_out(out: Path, source: Path, overwrite: bool) -> None:
+    from multidistill.training.run_dir import refuse_foreign_overwrite
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if source.exists() and out.resolve() in (source.resolve(), *source.resolve().parents):
+        raise ConfigError(f"--out {out} is or holds the classifier's folder {source}; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+    refuse_foreign_overwrite(out, "--out", (MODEL_CONFIG_FILE,))
+
+
+def _source_config(source: str, path: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read the config of classifier '{source}': {exc}") from exc
+
+
+def stock_layout(config, source: str) -> tuple[StockHead, str | None]:
+    """Where ``config``'s family keeps its stock head, and the activation after its dense layer (None: the head is
+    linear on the first token's vector, as XLM's summary); a family or setting the table cannot read is refused."""
+    family = FAMILIES.get(getattr(config, "model_type", None))
+    if family is None or family.stock_head is None:
+        raise ModelError(f"cannot import classifier '{source}': multidistill does not know where a "
+                         f"'{getattr(config, 'model_type', '?')}' classifier keeps its head (importable families: "
+                         f"{', '.join(IMPORTABLE)})")
+    head = family.stock_head
+    activation = head.activation
+    if activation.startswith("config."):
+        activation = getattr(config, activation.removeprefix("config."), None)
+    for key, value in head.config:
+        have = getattr(config, key, None)
+        if key == head.activation_key:  # the source's own value is the head's activation
+            activation = have if have is not None else value
+        elif have != value:
+            raise ModelError(f"cannot import classifier '{source}': its config sets {key} to {have!r}, and a stock "
+                             f"'{config.model_type}' head is read only with {key} {value!r} (that head's layout "
+                             "has no counterpart here); distil it after fine-tuning one with that setting")
+    if activation == "identity":
+        return head, None
+    if not isinstance(activation, str) or activation not in ACT2FN:
+        raise ModelError(f"cannot import classifier '{source}': its head applies {activation!r}, which is not an "
+                         "activation transformers names")
+    return head, activation
+
+
+def label_order(task: Task, config, labels: Sequence[str] | str | None, source: str) -> tuple[list[int], str]:
+    """For each of ``task``'s labels (one score for regression), the classifier output that gives it; and how the
+    match was made (for import.json and the card)."""
+    outputs = int(config.num_labels)
+    if task.type == "regression":
+        if labels:
+            raise ConfigError(f"--labels: task '{task.name}' is a regression (one score) and has no labels")
+        if outputs != 1:
+            raise ModelError(f"classifier '{source}' has {outputs} outputs; task '{task.name}' is a regression and "
+                             "needs a classifier with one (num_labels 1)")
+        return [0], "one score"
+    if task.type != "classification":
+        raise ConfigError(f"task '{task.name}' is a text task (unlabelled text): a classifier cannot teach it")
+    wanted = list(task.labels)
+    if outputs != len(wanted):
+        raise ModelError(f"classifier '{source}' has {outputs} outputs; task '{task.name}' has {len(wanted)} labels "
+                         f"{wanted}")
+    if isinstance(labels, str):
+        labels = [part.strip() for part in labels.split(",")]
+    names = [str((config.id2label or {}).get(i, f"LABEL_{i}")) for i in range(outputs)]
+    if labels:
+        given = list(labels)
+        if len(given) != outputs or sorted(given) != sorted(wanted):
+            raise ConfigError(f"--labels {','.join(given)}: name the classifier's {outputs} outputs in order, each "
+                              f"with one of task '{task.name}''s labels {wanted}, each once")
+        return [given.index(label) for label in wanted], "--labels"
+    if sorted(names) == sorted(wanted):
+        return [names.index(label) for label in wanted], "the classifier's id2label"
+    folded = [name.casefold() for name in names]
+    if len(set(folded)) == outputs and sorted(folded) == sorted(label.casefold() for label in wanted):
+        return [folded.index(label.casefold()) for label in wanted], "the classifier's id2label (case aside)"
+    if names == [f"LABEL_{i}" for i in range(outputs)]:
+        from multidistill.utils.console import stderr_console
+
+        note = (f"note: classifier '{source}' names its outputs LABEL_0..LABEL_{outputs - 1}: output i is read as "
+                f"task '{task.name}''s label i ({', '.join(wanted)}); give --labels if it was trained in another order")
+        stderr_console().print(note, style="yellow", markup=False)
+        return list(range(outputs)), "positions (id2label has no names)"
+    raise ModelError(f"classifier '{source}' names its outputs {names}, task '{task.name}' has labels {wanted}: "
+                     f"give --labels with the task's label for each output in order (e.g. --labels "
+                     f"{','.join(wanted)})")
+
+
+def _load_classifier(source: str, path: str, config, trust_remote_code: bool) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    folder = Path(path)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        raise ModelError(f"cannot import classifier '{source}': {folder} has no .safetensors weights"
+                         + (f" (only {', '.join(pickled)}: a pickle file, which is never unpickled as it could run "
+                            "code; convert it to model.safetensors with a tool you trust)" if pickled else ""))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32)
+    except Exception as exc:
+        from multidistill.utils.interrupt import raise_if_interrupted
+
+        raise_if_interrupted(exc)
+        if isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+            raise ModelError(f"cannot load classifier '{source}': {exc}") from exc
+        raise
+    return model.eval()
+
+
+def _linear(model: nn.Module, dotted: str, source: str) -> nn.Linear:
+    try:
+        layer = model.get_submodule(dotted)
+    except AttributeError:
+        layer = None
+    if not isinstance(layer, nn.Linear):
+        raise ModelError(f"classifier '{source}' ({type(model).__name__}) has no linear layer '{dotted}' in this "
+                         "transformers version")
+    return layer
+
+
+def _imported_model(classifier: nn.Module, config, task: Task, head: StockHead, activation: str | None,
+                    order: list[int], max_length: int | None, source: str) -> MultiTaskModel:
+    backbone_config = copy.deepcopy(config)
+    backbone_config.architectures = None  # the folder holds an encoder with our heads, not the stock classifier
+    backbone = backbone_from_config(backbone_config)
+    loaded = backbone.load_state_dict(classifier.base_model.state_dict(), strict=False)
+    unexpected = [key for key in loaded.unexpected_keys if not key.startswith("pooler.")]  # ours pools itself
+    if loaded.missing_keys or unexpected:
+        raise ModelError(f"classifier '{source}': its encoder's weights do not fit {type(backbone).__name__}: "
+                         f"missing {list(loaded.missing_keys)[:5]}, unexpected {unexpected[:5]}")
+    model = MultiTaskModel(backbone, [task], pooling="cls", max_length=max_length, head_activation=activation)
+    if max_length is not None:
+        model.check_max_length(max_length, "--max-length")
+    ours, out = model.heads[task.name], _linear(classifier, head.out, source)
+    rows = torch.tensor(order)
+    if tuple(out.weight.shape) != (int(config.num_labels), ours.out.in_features):
+        raise ModelError(f"classifier '{source}': its {head.out} is {tuple(out.weight.shape)}, not "
+                         f"({config.num_labels}, {ours.out.in_features}) as a head on the encoder's vector")
+    with torch.no_grad():
+        ours.out.weight.copy_(out.weight[rows])
+        ours.out.bias.copy_(out.bias[rows])
+        if ours.hidden is not None:
+            dense = _linear(classifier, head.dense, source)
+            if dense.weight.shape != ours.hidden.dense.weight.shape:
+                raise ModelError(f"classifier '{source}': its {head.dense} is {tuple(dense.weight.shape)}, not "
+                                 f"{tuple(ours.hidden.dense.weight.shape)} as the encoder's width")
+            ours.hidden.dense.weight.copy_(dense.weight)
+            ours.hidden.dense.bias.copy_(dense.bias)
+    return model.eval()
+
+
+@torch.no_grad()
+def _parity(classifier: nn.Module, model: MultiTaskModel, task: Task, tokenizer, order: list[int]) -> tuple[float, int]:
+    """The largest |difference| of the two models' logits on the check sentences (pairs for a pair task)."""
+    texts_b = list(reversed(CHECK_SENTENCES)) if task.pair else None
+    encoded = encode_texts(tokenizer, list(CHECK_SENTENCES), texts_b, model.inference_length)
+    if not model._uses_token_types:  # a segment id its embeddings have no row for (a RoBERTa-style encoder)
+        encoded.pop("token_type_ids", None)
+    theirs = classifier(**encoded).logits[:, order]
+    ours = model(task=task.name, input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                 token_type_ids=encoded.get("token_type_ids")).logits
+    return float((theirs.float() - ours.float()).abs().max()), len(CHECK_SENTENCES)
+
+
+def _weights(path: str) -> str | None:
+    from multidistill.teachers.fingerprint import weights_fingerprint
+
+    return weights_fingerprint(path)
+
+
+def _write_card(folder: Path, model: MultiTaskModel, task: Task, config, source: str, activation: str | None,
+                how: str) -> None:
+    from multidistill.export.card import CardRecord, TaskInfo, write_card
+    from multidistill.models.layers import num_layers
+
+    head = f"a dense layer and {activation}, then" if activation else "a linear layer on"
+    record = CardRecord(
+        title=f"{task.name}: classifier imported from {source}", form="multidistill", role="teacher",
+        architecture=f"{config.model_type} encoder, [CLS] pooling, stock head ({head} the labels)",
+        parameters=sum(p.numel() for p in model.parameters()), layers=num_layers(model.backbone),
+        hidden_size=config.hidden_size,
+        base_model=source if not Path(source).exists() and source.count("/") == 1 else None,
+        initialised_from=f"the weights of {source}, as they are (labels read from {how})",
+        method="import-classifier (a stock Hugging Face classifier brought in unchanged)",
+        tasks=(TaskInfo(task.name, task.type, tuple(task.labels), task.pair, tuple(task.metrics)),),
+        data_root=model.data_root, max_length=model.max_length,
+        command=shlex.join(["multidistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "multidistill" else None,
+        command_cwd=os.getcwd())
+    write_card(folder, record)
