@@ -33,8 +33,10 @@ def import_classifier_command(
         min=1, metavar="N", help="The length the model truncates inputs at, as a trained model records its "
                                  "training length (default: 128).")] = None,
     trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code",
         help="Run the model's own code from its folder or the hub (off: only transformers' own families).")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out when it holds a multidistill model.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace --out when it holds a multidistill model.")] = False,
 ) -> None:
     """Bring a classifier fine-tuned elsewhere into multidistill, so it can teach.
 

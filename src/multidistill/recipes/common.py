@@ -156,33 +156,42 @@ def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ())
         print_note(f"{' and '.join(unused)} not used: the teachers are the given teacher.model_dirs")
 
 
-def check_teacher_heads(folder: Path, tasks: list[Task], key: str) -> None:
-    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that has no head (with the same
-    labels) for one of ``tasks``: a MITKD general student has a head for its corpus only, and a missing head was
-    found by the first stage that read it, after the stages before."""
+def check_teacher_heads(folder: Path, tasks: list[Task], key: str, *, every_task: bool = True) -> set[str]:
+    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that has a head (for one of
+    ``tasks``) with other labels; with ``every_task``, also one without a head for each of ``tasks`` (a MITKD
+    general student has a head for its corpus only, and a missing head was found by the first stage that read it,
+    after the stages before). Returns the tasks it has a head for."""
     try:
         config = read_model_config(folder)
     except ModelError as exc:
         raise ModelError(f"key '{key}': {exc}") from exc
-    heads = {spec.get("name"): spec for spec in config["tasks"]}
+    heads = {spec.get("name"): spec for spec in config["tasks"] if spec.get("type", "classification") != "text"}
     missing = [task.name for task in tasks if task.name not in heads]
-    if missing:
+    if missing and every_task:
         raise ConfigError(f"key '{key}': {folder} has no head for task(s) {missing} (it has {list(heads)}); give a "
                           "teacher trained on them (a general student, trained on a corpus, has none)")
     for task in tasks:
-        labels = heads[task.name].get("labels") or []
+        labels = heads.get(task.name, {}).get("labels") or []
         if task.type == "classification" and labels and task.labels and list(labels) != list(task.labels):
             raise ConfigError(f"key '{key}': {folder}'s head for task '{task.name}' has labels {list(labels)}, the "
                               f"data's are {list(task.labels)}; its probabilities would be read as other classes")
+    return {task.name for task in tasks if task.name in heads}
 
 
-def given_teachers(recipe: RecipeBase) -> list[Path]:
-    """The given teacher folders (teacher.model_dirs), each checked to be a model with a head for every task of
-    data.tasks, before any stage."""
+def given_teachers(recipe: RecipeBase, *, every_task: bool = False) -> list[Path]:
+    """The given teacher folders (teacher.model_dirs), each checked to be a model whose heads fit data.tasks,
+    before any stage. Each task needs a head in at least one teacher: teachers fine-tuned one task each (e.g.
+    brought in with `import-classifier`) label their own tasks in the signal store; ``every_task`` asks every
+    teacher for every task (a recipe whose teachers also run online on every task)."""
     tasks = resolve_tasks(recipe_data(recipe))
     dirs = [Path(d) for d in recipe.teacher.model_dirs]
+    covered: set[str] = set()
     for i, folder in enumerate(dirs):
-        check_teacher_heads(folder, tasks, f"teacher.model_dirs.{i}")
+        covered |= check_teacher_heads(folder, tasks, f"teacher.model_dirs.{i}", every_task=every_task)
+    orphans = [task.name for task in tasks if task.name not in covered]
+    if orphans:
+        raise ConfigError(f"key 'teacher.model_dirs': no head for task(s) {orphans} in any teacher; give a teacher "
+                          "trained on each task of data.tasks (one teacher may cover several)")
     return dirs
 
 

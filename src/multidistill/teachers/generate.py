@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +113,7 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
         if bf16 and autocast is not None:
             raise ConfigError("bf16 runs the teachers under bf16 autocast; give it or autocast, not both")
         splits, layers = split_names(splits), layer_numbers(hidden_layers)
-        data = store_data(teachers[0], data, data_root, cache_dir)
+        data = store_data(teachers, data, data_root, cache_dir)
         if bf16:
             accelerator = accelerator_for("bf16")
             device, autocast = device or accelerator.device, accelerator.autocast
@@ -130,6 +130,33 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
                                 max_examples_per_task=max_examples_per_task, seed=seed, batch_size=batch_size,
                                 device=device, autocast=autocast, shard_size=shard_size, hidden_layers=layers,
                                 progress=progress)
+
+
+def task_teachers(teacher_dirs: Sequence[str | Path], teachers: Sequence[MultiTaskModel],
+                  data: DataConfig) -> dict[str, list[int]]:
+    """For each task of ``data``, the teachers (indices) with a head for it, in order: an ensemble has every
+    teacher on every task; teachers fine-tuned one task each (`import-classifier`) label their own. A task no
+    teacher has a head for, or a head whose labels are not the task's (in order), is refused."""
+    from multidistill.data.prepare import resolve_tasks
+
+    tasks = {task.name: task for task in resolve_tasks(data)}
+    covering = {name: [i for i, t in enumerate(teachers) if name in t.heads] for name in data.task_names}
+    orphans = [name for name, found in covering.items() if not found]
+    if orphans:
+        raise ModelError(f"no teacher has a head for task(s) {orphans} ({_heads_of(teacher_dirs, teachers)})")
+    for name, found in covering.items():
+        wanted = list(tasks[name].labels) if tasks[name].type == "classification" else []
+        for i in found:
+            spec = teachers[i].tasks[name]
+            if spec.type != tasks[name].type or (wanted and list(spec.labels) != wanted):
+                raise ModelError(f"teacher {teacher_dirs[i]}'s head for task '{name}' is {spec.type} with labels "
+                                 f"{list(spec.labels)}, the data's task is {tasks[name].type} with labels {wanted}: "
+                                 "its outputs would be read as other classes")
+    return covering
+
+
+def _heads_of(teacher_dirs: Sequence[str | Path], teachers: Sequence[MultiTaskModel]) -> str:
+    return "; ".join(f"{d} has {list(t.heads)}" for d, t in zip(teacher_dirs, teachers, strict=True))
 
 
 def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel], tokenizers: list,
@@ -174,16 +201,19 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
     device = device or process_state().device
     teachers = [MultiTaskModel.from_pretrained(d) for d in teacher_dirs]
     tokenizers = [load_tokenizer(str(d)) for d in teacher_dirs]
-    for model_dir, teacher in zip(teacher_dirs, teachers, strict=True):
-        missing = [t for t in data.task_names if t not in teacher.tasks]
-        if missing:
-            raise ModelError(f"teacher {model_dir} has no head for task(s) {missing}; it has {list(teacher.tasks)}")
+    covering = task_teachers(teacher_dirs, teachers, data)
     # Each teacher reads rows truncated at its own training length, unless one length is given for all.
     lengths = [(t.max_length or t.DEFAULT_INFERENCE_LENGTH) if max_length is None  # 0 is refused, not "unset"
                else max_length for t in teachers]
-    for teacher, tokenizer, teacher_length in zip(teachers, tokenizers, lengths, strict=True):
-        check_min_length(tokenizer, teacher_length, [teacher.tasks[name] for name in data.task_names])
+    for which, (teacher, tokenizer, teacher_length) in enumerate(zip(teachers, tokenizers, lengths, strict=True)):
+        check_min_length(tokenizer, teacher_length, [teacher.tasks[name] for name in data.task_names
+                                                     if which in covering[name]])
     length = _recorded_length(lengths)  # what the fingerprint and manifest record
+    partial_cover = any(len(covering[name]) != len(teachers) for name in data.task_names)
+    if hidden_layers is not None and partial_cover:
+        raise ModelError("hidden states are stored for every teacher on every task, and these teachers have heads "
+                         f"for different tasks ({_heads_of(teacher_dirs, teachers)}): store the logits here and "
+                         "give the feature losses an online teacher")
     spec = None if hidden_layers is None else _feature_spec(teacher_dirs, teachers, tokenizers, hidden_layers,
                                                             lengths)
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
@@ -211,6 +241,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
                 "teacher_weights": [weights_fingerprint(str(d)) for d in teacher_dirs],
                 "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
                 "max_length": length, "data": data_fingerprints}
+    if partial_cover:  # teachers of different tasks: which of them labelled each task (indices into "teachers")
+        manifest["task_teachers"] = {name: covering[name] for name in data.task_names}
     if spec is not None:
         manifest["features"] = spec.record()
     # Under torchrun / accelerate launch every process labels its share of the shards (index % world);
@@ -223,7 +255,7 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
             for tokenizer, teacher_length in zip(tokenizers, lengths, strict=True):
                 store.tokenized(task_name, split, tokenizer, teacher_length)
     labeler = ShardLabeler(teachers, tokenizers, store, lengths, batch_size, device, autocast,
-                           spec.layers if spec is not None else ())
+                           spec.layers if spec is not None else (), covering=covering)
     generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes,
                     progress=progress)
     state.wait_for_everyone()
@@ -246,6 +278,7 @@ class ShardLabeler:
     device: torch.device
     autocast: Callable | None = None
     hidden_layers: tuple[int, ...] = ()  # also store the hidden states at these layers (none: logits only)
+    covering: Mapping[str, Sequence[int]] | None = None  # task -> the teachers with its head (None: every teacher)
     _views: dict = field(default_factory=dict, repr=False)
 
     def _view(self, task: str, split: str, which: int) -> datasets.Dataset:
@@ -262,6 +295,8 @@ class ShardLabeler:
         rows = range(shard.start, shard.stop)
         logits, hidden, lengths = [], [], None
         for which, (teacher, tokenizer) in enumerate(zip(self.teachers, self.tokenizers, strict=True)):
+            if self.covering is not None and which not in self.covering[shard.task]:
+                continue  # no head for this task: the teachers that have one label it
             # Each teacher reads its own view of the same rows: its tokenizer, truncated at its max length.
             view = self._view(shard.task, shard.split, which).select(rows)
             settings = {"batch_size": self.batch_size, "pad_token_id": pad_id(tokenizer),

