@@ -125,10 +125,32 @@ def test_a_dense_head_golden():
 # --- labels ----------------------------------------------------------------------------------------------------
 
 
+INTS = Task(name="ints", labels=["1", "0"])  # integer labels, listed out of order
+NAMED = Task(name="named", labels=["contradiction", "entailment", "neutral"],
+             files={"train": {"path": "t", "format": "hf_disk", "columns": {"text_a": "a", "label": "l"},
+                              "int_label_names": ["entailment", "neutral", "contradiction"]}})
+
+
+@pytest.mark.parametrize(("task", "order"), [(INTS, [1, 0]), (NAMED, [2, 0, 1])])
+def test_unnamed_outputs_are_read_by_the_integer_ids_the_data_gives(task, order, tiny_model_dir, tmp_path, capsys):
+    names = [f"LABEL_{i}" for i in range(len(task.labels))]
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", "bert", task, id2label=names)
+    out = import_classifier(str(source), tmp_path / "teacher", task=task)
+    record = json.loads((out / IMPORT_INFO_FILE).read_text())
+    assert record["labels"] == {"order": task.labels, "read_from": "positions (id2label has no names)",
+                                "classifier_outputs": order}
+    assert float((imported_logits(out, task) - stock_logits(source, task)[:, order]).abs().max()) <= 1e-4
+    assert "names its outputs LABEL_0" in capsys.readouterr().err
+    # labels that are neither the integers nor named by the files: --labels is needed
+    other = make_classifier(tiny_model_dir, tmp_path / "hf2", "bert", SENT, id2label=["LABEL_0", "LABEL_1"])
+    with pytest.raises(ModelError, match=r"are not the integers 0..1: give --labels"):
+        import_classifier(str(other), tmp_path / "other", task=SENT)
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.parametrize(("id2label", "labels", "how"), [
     (["pos", "neg"], None, "the classifier's id2label"),
     (["POS", "Neg"], None, "the classifier's id2label (case aside)"),
-    (["LABEL_0", "LABEL_1"], None, "positions (id2label has no names)"),
     (["negative", "positive"], "neg,pos", "--labels"),
     (["negative", "positive"], ["pos", "neg"], "--labels"),
 ])
@@ -139,11 +161,11 @@ def test_outputs_are_put_in_the_tasks_label_order(id2label, labels, how, tiny_mo
     assert record["labels"]["read_from"] == how
     given = labels.split(",") if isinstance(labels, str) else labels
     names = given or [name.lower() if name.lower() in SENT.labels else name for name in id2label]
-    order = [names.index(label) for label in SENT.labels] if how != "positions (id2label has no names)" else [0, 1]
+    order = [names.index(label) for label in SENT.labels]
     assert record["labels"]["classifier_outputs"] == order
     expected = stock_logits(source, SENT)[:, order]
     assert float((imported_logits(out, SENT) - expected).abs().max()) <= 1e-4
-    assert ("output i is read as task 'sent''s label i" in capsys.readouterr().err) == (how.startswith("positions"))
+    assert "names its outputs LABEL_0" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("id2label", "task", "labels", "error", "message"), [
@@ -193,9 +215,30 @@ def test_refusals_name_the_reason_and_leave_nothing(tiny_model_dir, tmp_path, mo
     # an unknown task
     with pytest.raises(MultidistillError, match="unknown task 'nosuchtask'"):
         import_classifier(str(source), tmp_path / "out", task="nosuchtask")
-    # --out is the source
-    with pytest.raises(ConfigError, match="is or holds the classifier's folder"):
-        import_classifier(str(source), source, task=SENT)
+    # --out is the source, or inside it
+    for out in (source, source / "teacher"):
+        with pytest.raises(ConfigError, match="is, holds or lies inside the classifier's folder"):
+            import_classifier(str(source), out, task=SENT)
+    assert not (source / "teacher").exists()
+    # a plain encoder: no trained head, which transformers would fill at random
+    from transformers import AutoModel
+
+    encoder = tmp_path / "encoder"
+    AutoModel.from_pretrained(source).save_pretrained(encoder)
+    for item in source.iterdir():
+        if item.name.startswith(("vocab", "tokenizer", "special")):
+            (encoder / item.name).write_bytes(item.read_bytes())
+    with pytest.raises(ModelError, match="lacks .* of the classifier's weights .*classifier.weight"):
+        import_classifier(str(encoder), tmp_path / "out", task=SENT)
+    # a multidistill folder already
+    ours = import_classifier(str(source), tmp_path / "ours", task=SENT)
+    with pytest.raises(ModelError, match="is a multidistill model folder already"):
+        import_classifier(str(ours), tmp_path / "out", task=SENT)
+    # a multi-label classifier: independent sigmoid scores, no distribution to distil
+    multi = make_classifier(tiny_model_dir, tmp_path / "multi", "bert", SENT,
+                            problem_type="multi_label_classification")
+    with pytest.raises(ModelError, match="multi_label_classification model"):
+        import_classifier(str(multi), tmp_path / "out", task=SENT)
     # a head the table describes wrongly: the parity check refuses it (here: tanh read as relu)
     import multidistill.models.stock_import as stock_import
 
@@ -205,6 +248,28 @@ def test_refusals_name_the_reason_and_leave_nothing(tiny_model_dir, tmp_path, mo
         import_classifier(str(source), tmp_path / "out", task=SENT)
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_classifier_saved_in_half_precision_is_read_in_float32(dtype, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", "roberta", SENT)
+    AutoModelForSequenceClassification.from_pretrained(source).to(dtype).save_pretrained(source)
+    out = import_classifier(str(source), tmp_path / "teacher", task=SENT)
+    model = load_model(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert json.loads((out / "config.json").read_text()).get("dtype") in (None, "float32")
+
+
+def test_the_inference_length_is_recorded_within_the_encoders_positions(tiny_model_dir, tmp_path):
+    from multidistill.teachers.generate import build_signal_store
+
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", "bert", SENT, max_position_embeddings=32)
+    out = import_classifier(str(source), tmp_path / "teacher", task=SENT)
+    assert load_model(out).max_length == 32  # not 128, which soft-targets would read rows at
+    data = _data(tmp_path)
+    build_signal_store([out], data, tmp_path / "signals", progress=False)  # long rows are cut at 32
 
 
 def test_out_is_replaced_only_with_overwrite_and_only_when_ours(tiny_model_dir, tmp_path):
@@ -321,3 +386,41 @@ def test_the_cli_imports_a_task_its_config_declares(tiny_model_dir, tmp_path, mo
         main()
     assert exit_info.value.code in (0, None)
     assert "sent" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("family", "config"), [("deberta-v2", {}), ("roformer", {"hidden_act": "silu"})])
+def test_a_stock_head_with_its_own_activation_exports_back_as_it_is(family, config, tiny_model_dir, tmp_path):
+    """DeBERTa's pooler_hidden_act (tanh here, the export's own heads use gelu) and RoFormer's hidden_act (silu,
+    which no offset turns into the identity) stay what the classifier had."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from multidistill.export.hf import export_hf
+
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", family, SENT, **config)
+    teacher = import_classifier(str(source), tmp_path / "teacher", task=SENT)
+    out = export_hf(teacher, tmp_path / "back", skip_parity=True, progress=False)
+    back = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    encoded = _encode(AutoTokenizer.from_pretrained(out), SENT, back)
+    with torch.no_grad():
+        assert float((back(**encoded).logits - stock_logits(source, SENT)).abs().max()) <= 1e-4
+
+
+def test_the_model_card_says_where_the_classifier_came_from(tiny_model_dir, tmp_path):
+    from multidistill.export.card_record import write_model_card
+
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", "bert", SENT)
+    teacher = import_classifier(str(source), tmp_path / "teacher", task=SENT)
+    for card in ((teacher / "README.md").read_text(),
+                 write_model_card(tmp_path / "card", teacher, "onnx").read_text()):
+        assert "A classifier fine-tuned elsewhere and brought in unchanged" in card
+        assert str(source) in card and "trained on gold labels" not in card
+    assert json.loads((teacher / "multidistill_model.json").read_text())["format_version"] == 2
+
+
+def test_a_model_folder_of_a_newer_format_is_named_as_such(tiny_model_dir, tmp_path):
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", "bert", SENT)
+    teacher = import_classifier(str(source), tmp_path / "teacher", task=SENT)
+    config = json.loads((teacher / "multidistill_model.json").read_text())
+    (teacher / "multidistill_model.json").write_text(json.dumps({**config, "format_version": 3}))
+    with pytest.raises(ModelError, match=r"unsupported format_version 3 \(expected 1 or 2\) \(written by a newer"):
+        load_model(teacher)

@@ -234,7 +234,10 @@ def _summary(record: CardRecord) -> str:
             "onnx": "an ONNX export (one graph, every task head as an output)"}[record.form]
     tasks = ", ".join(task.name for task in record.tasks) or "no task"
     teacher = ("A meta-teacher trained on gold labels with a domain-adversarial branch (Meta-KD)"
-               if record.domain_branch else "A model trained on gold labels only (a teacher run)")
+               if record.domain_branch else
+               "A classifier fine-tuned elsewhere and brought in unchanged (`multidistill import-classifier`)"
+               if (record.method or "").startswith("import-classifier") else
+               "A model trained on gold labels only (a teacher run)")
     role = {"teacher": teacher, "student": "A distilled student",
             "general student": "A general (task-agnostic) student distilled on unlabelled text"}[record.role]
     text = f"{role} ({_size(record)}) for {tasks}, made with multidistill; this is {what}."

@@ -255,10 +255,14 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     if title is None:
         title = run.name if run is not None else (saved_as or model_dir).resolve().name
     train_files = {name: where for name, where in _train_files(data).items() if name in {i.name for i in infos}}
+    method = _method(run, config) if run is not None else None
+    imported = _imported(saved_as or model_dir, model_dir) if run is None else None
+    if imported is not None:  # a classifier brought in by import-classifier: no run, its source says what it is
+        method, initialised_from = imported
     return CardRecord(
         title=title, form=form, role=role, architecture=architecture, parameters=parameters, layers=layers,
         hidden_size=hidden, base_model=base_model, initialised_from=initialised_from,
-        method=_method(run, config) if run is not None else None, objective=_objective(config, infos) if config else {},
+        method=method, objective=_objective(config, infos) if config else {},
         tasks=tuple(infos), eval_split=data.get("eval_split", "dev"),
         carved={spec["name"]: spec["test_from_dev"] for spec in model_config.get("tasks", [])
                 if isinstance(spec.get("test_from_dev"), dict) and spec["name"] in {i.name for i in infos}},
@@ -276,6 +280,18 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
         domain_branch=tuple((model_config.get("domain_branch") or {}).get("domains", ())) if form == "multidistill"
         else (),
     )
+
+
+def _imported(*folders: Path) -> tuple[str, str] | None:
+    """(method, initialised_from) of a folder written by `import-classifier`, from its import.json."""
+    from multidistill.models.stock_import import IMPORT_INFO_FILE, IMPORT_METHOD
+
+    for folder in folders:
+        record = read_json_object(folder / IMPORT_INFO_FILE) if (folder / IMPORT_INFO_FILE).is_file() else None
+        if record and isinstance(record.get("source"), str):
+            labels = (record.get("labels") or {}).get("read_from", "?")
+            return IMPORT_METHOD, f"the weights of {record['source']}, as they are (labels read from {labels})"
+    return None
 
 
 def _speed(model_dir: Path, report: dict | None) -> dict:

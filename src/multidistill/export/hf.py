@@ -1,9 +1,10 @@
 """Export a student as plain Hugging Face `AutoModelForSequenceClassification` folders: one task, or one folder
 per task of a multi-task model, each with its model card (README.md).
 
-Our heads are linear on the pooled [CLS] vector, but every stock Hugging Face classification head puts a
-non-linearity between that vector and the classifier. The export makes the non-linearity act as the
-identity on every input the encoder can produce, so the stock model computes our logits:
+Our heads are linear on the pooled [CLS] vector (those of a classifier brought in with `import-classifier` keep
+its stock dense layer and activation, and map onto the stock head as they are), but every stock Hugging Face
+classification head puts a non-linearity between that vector and the classifier. The export makes the
+non-linearity act as the identity on every input the encoder can produce, so the stock model computes our logits:
 
 * tanh (BERT pooler; RoBERTa / XLM-R / CamemBERT / MPNet heads): the dense layer scales by a small ``eps`` so
   ``tanh(eps x) = eps x`` to float precision (the error is about ``(eps x)^3 / 3``), and the classifier
@@ -254,8 +255,9 @@ def _family(model, model_dir: Path) -> StockHead:
         raise ModelError(f"{model_dir}: cannot export a '{model_type}' encoder as a plain Hugging Face "
                          f"classifier (supported: {', '.join(STOCK_FAMILIES)}); {ONNX_HINT}")
     family = FAMILIES[model_type].stock_head
-    activation = head_activation(family, model.backbone.config)
-    if activation not in ("tanh", "identity", *OFFSET_ACTIVATIONS):
+    activation = head_activation(family, _stock_config(model, family))
+    # a stock-layout head (import-classifier) maps onto the stock one as it is, whatever its activation
+    if model.head_activation is None and activation not in ("tanh", "identity", *OFFSET_ACTIVATIONS):
         key = family.activation.removeprefix("config.")
         raise ModelError(f"{model_dir}: the stock '{model_type}' classification head applies the encoder's "
                          f"{key} ({activation!r}), which no choice of its weights turns into the identity on the "
@@ -265,6 +267,8 @@ def _family(model, model_dir: Path) -> StockHead:
 
 def head_activation(family: StockHead, config) -> str:
     """The activation ``family``'s stock head applies under ``config``: its own, or the one a config key names."""
+    if family.activation_key is not None and isinstance(getattr(config, family.activation_key, None), str):
+        return getattr(config, family.activation_key)
     if not family.activation.startswith("config."):
         return family.activation
     value = getattr(config, family.activation.removeprefix("config."), None)
@@ -319,10 +323,18 @@ def _restrict_inputs(tokenizer, model, max_length: int):
     return tokenizer
 
 
-def _hf_config(model, task: Task, family: StockHead):
+def _stock_config(model, family: StockHead):
+    """The encoder's config with the values the stock head is read under (``family.config``); a stock-layout head
+    (import-classifier) keeps its own activation where the family's config names it."""
     config = copy.deepcopy(model.backbone.config)
     for key, value in family.config:
-        setattr(config, key, value)
+        setattr(config, key, model.head_activation if key == family.activation_key and model.head_activation
+                else value)
+    return config
+
+
+def _hf_config(model, task: Task, family: StockHead):
+    config = _stock_config(model, family)
     if task.type == "regression":
         config.num_labels = 1
         config.id2label = {0: task.name}

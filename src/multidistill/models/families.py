@@ -42,8 +42,8 @@ class StockHead:
     dense: str | None
     out: str
     config: tuple[tuple[str, object], ...] = ()
-    # the key of ``config`` that names the activation (DeBERTa's pooler_hidden_act): the export writes its value,
-    # `import-classifier` reads the classifier's own value there instead of requiring this one
+    # the key of ``config`` that names the activation (DeBERTa's pooler_hidden_act): the export writes the value in
+    # ``config`` (or a stock-layout head's own activation), `import-classifier` reads the classifier's own value
     activation_key: str | None = None
 
 

@@ -28,10 +28,12 @@ def import_classifier_command(
              "$MULTIDISTILL_DATA_ROOT, else the current folder); recorded in the model.")] = None,
     labels: Annotated[str | None, typer.Option(
         help="The classifier's outputs in order, each named with one of the task's labels (comma-separated); "
-             "default: matched by the names in its config's id2label.")] = None,
+             "default: matched by the names in its config's id2label (LABEL_0, LABEL_1, ...: by position where "
+             "the task's labels are 0..n-1 or its files name the order).")] = None,
     max_length: Annotated[int | None, typer.Option(
-        min=1, metavar="N", help="The length the model truncates inputs at, as a trained model records its "
-                                 "training length (default: 128).")] = None,
+        min=1, metavar="N", help="The length the model truncates inputs at, recorded as a trained model records "
+                                 "its training length (default: 128, or fewer where the encoder's positions "
+                                 "end).")] = None,
     trust_remote_code: Annotated[bool, typer.Option(
         "--trust-remote-code",
         help="Run the model's own code from its folder or the hub (off: only transformers' own families).")] = False,

@@ -34,6 +34,10 @@ from multidistill.utils.paths import name_problem, not_a_folder
 MODEL_CONFIG_FILE = "multidistill_model.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+# A model whose heads carry a stock classifier's dense layer (head_activation) is written as version 2, so that a
+# multidistill that predates such heads says the folder is newer instead of failing on unexpected weights.
+STOCK_HEAD_FORMAT_VERSION = 2
+READ_FORMAT_VERSIONS = (FORMAT_VERSION, STOCK_HEAD_FORMAT_VERSION)
 
 Pooling = Literal["cls", "mean"]
 
@@ -224,7 +228,7 @@ class MultiTaskModel(SavedModel):
 
     def _config_dict(self) -> dict:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": STOCK_HEAD_FORMAT_VERSION if self.head_activation else FORMAT_VERSION,
             "kind": "multitask",
             "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout,
                          # only when set, so the config of a model with linear heads is what it always was
@@ -317,7 +321,7 @@ def read_model_config(directory: Path, kind: str | None = None) -> dict:
         missing = [name for name in expected if not (directory / name).is_file()]
         raise ModelError(f"model directory {directory} is missing {', '.join(missing)} "
                          f"({_what_folder(directory)})")
-    config = read_versioned_json(config_path, FORMAT_VERSION, ModelError)
+    config = read_versioned_json(config_path, READ_FORMAT_VERSIONS, ModelError)
     found = config.get("kind", "multitask")  # older folders may predate the field
     if found not in REQUIRED_FILES:
         raise ModelError(f"{config_path}: unknown model kind {found!r} (known: {', '.join(REQUIRED_FILES)})")

@@ -34,6 +34,7 @@ from multidistill.utils.atomic import atomic_dir, write_json
 from multidistill.utils.entry import api_call
 
 IMPORT_INFO_FILE = "import.json"
+IMPORT_METHOD = "import-classifier (a stock Hugging Face classifier brought in unchanged)"
 # Largest accepted |classifier's logits - imported model's logits| on the check rows (float32 on both sides).
 TOLERANCE = 1e-4
 CHECK_SENTENCES: tuple[str, ...] = (
@@ -57,14 +58,17 @@ def import_classifier(source: str | os.PathLike, out: str | os.PathLike, *, task
     (``data.task_specs``; its ``data_root`` is recorded in the model for evaluate/benchmark). The classifier's
     outputs are matched to the task's labels by the names in its ``id2label``; ``labels`` (a list, or one
     comma-separated str) names its outputs in order instead, with the task's labels (a classifier whose config
-    says ``LABEL_0, LABEL_1, ...`` is read in the task's label order, and a note says so). A regression task takes
-    a classifier with one output. ``max_length`` is the length the model truncates inputs at (recorded, as a
-    trained model records its training length; default 128).
+    says ``LABEL_0, LABEL_1, ...`` is read by position where the task's labels are the integers 0..n-1, or its
+    files' ``int_label_names`` give the order, and a note says so; otherwise ``labels`` is needed). A regression
+    task takes a classifier with one output. ``max_length`` is the length the model truncates inputs at
+    (recorded, as a trained model records its training length; default 128, or fewer where the encoder's
+    positions end).
 
     Weights are read from safetensors only, and custom model code runs only with ``trust_remote_code``. Raises
-    `ModelError` for a classifier of a family without a stock head in the table, with other labels, or whose
-    imported logits differ from its own by more than 1e-4; `ConfigError` for an unknown task or a non-empty
-    ``out`` (``overwrite`` replaces a folder holding a multidistill model). Nothing is written on an error; the
+    `ModelError` for a classifier of a family without a stock head in the table, with other labels, without
+    trained head weights, or whose imported logits differ from its own by more than 1e-4; `UnknownTaskError` for
+    an unknown task; `ConfigError` for a non-empty ``out`` (``overwrite`` replaces a folder holding a multidistill
+    model). Nothing is written on an error; the
     write is atomic. ``progress`` False: no bars or library notes."""
     with api_call("import_classifier", progress=progress):
         spec = task if isinstance(task, Task) else _task_spec(task, data)
@@ -111,8 +115,10 @@ def _check_out(out: Path, source: Path, overwrite: bool) -> None:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    if source.exists() and out.resolve() in (source.resolve(), *source.resolve().parents):
-        raise ConfigError(f"--out {out} is or holds the classifier's folder {source}; choose another folder")
+    if source.exists() and (out.resolve() in (source.resolve(), *source.resolve().parents)
+                            or source.resolve() in out.resolve().parents):
+        raise ConfigError(f"--out {out} is, holds or lies inside the classifier's folder {source}; choose another "
+                          "folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     refuse_foreign_overwrite(out, "--out", (MODEL_CONFIG_FILE,))
@@ -159,6 +165,11 @@ def label_order(task: Task, config, labels: Sequence[str] | str | None, source: 
     """For each of ``task``'s labels (one score for regression), the classifier output that gives it; and how the
     match was made (for import.json and the card)."""
     outputs = int(config.num_labels)
+    problem = getattr(config, "problem_type", None)
+    if problem not in (None, "single_label_classification", "regression"):
+        raise ModelError(f"classifier '{source}' is a {problem} model (config problem_type): its outputs are "
+                         "independent scores, not one distribution over the labels; multidistill's tasks are "
+                         "single-label classification or regression")
     if task.type == "regression":
         if labels:
             raise ConfigError(f"--labels: task '{task.name}' is a regression (one score) and has no labels")
@@ -187,29 +198,52 @@ def label_order(task: Task, config, labels: Sequence[str] | str | None, source: 
     if len(set(folded)) == outputs and sorted(folded) == sorted(label.casefold() for label in wanted):
         return [folded.index(label.casefold()) for label in wanted], "the classifier's id2label (case aside)"
     if names == [f"LABEL_{i}" for i in range(outputs)]:
-        from multidistill.utils.console import stderr_console
+        # Unnamed outputs are the integer labels the classifier was trained on: "i" where the task's labels are
+        # the integers 0..n-1, or the task files' int_label_names (a Hugging Face dataset's ClassLabel order).
+        order = position_labels(task, outputs)
+        if order is not None:
+            from multidistill.utils.console import stderr_console
 
-        note = (f"note: classifier '{source}' names its outputs LABEL_0..LABEL_{outputs - 1}: output i is read as "
-                f"task '{task.name}''s label i ({', '.join(wanted)}); give --labels if it was trained in another order")
-        stderr_console().print(note, style="yellow", markup=False)
-        return list(range(outputs)), "positions (id2label has no names)"
+            note = (f"note: classifier '{source}' names its outputs LABEL_0..LABEL_{outputs - 1}: output i is read as "
+                    f"task '{task.name}''s label {order[0]!r}, ... ({', '.join(order)}); give --labels if it was "
+                    "trained on other label ids")
+            stderr_console().print(note, style="yellow", markup=False)
+            return [order.index(label) for label in wanted], "positions (id2label has no names)"
+        raise ModelError(f"classifier '{source}' names its outputs LABEL_0..LABEL_{outputs - 1}, and task "
+                         f"'{task.name}''s labels {wanted} are not the integers 0..{outputs - 1}: give --labels with "
+                         f"the task's label for each output in order (e.g. --labels {','.join(wanted)})")
     raise ModelError(f"classifier '{source}' names its outputs {names}, task '{task.name}' has labels {wanted}: "
                      f"give --labels with the task's label for each output in order (e.g. --labels "
                      f"{','.join(wanted)})")
+
+
+def position_labels(task: Task, outputs: int) -> list[str] | None:
+    """The task's label of each integer class id 0..outputs-1, where the data says it: the labels are those
+    integers, or every file of the task names its integer labels' order (``int_label_names``); else None."""
+    if sorted(task.labels) == sorted(str(i) for i in range(outputs)):
+        return [str(i) for i in range(outputs)]
+    names = {tuple(f.int_label_names) for _, f in task.all_files() if f.int_label_names}
+    if len(names) == 1 and sorted(next(iter(names))) == sorted(task.labels):
+        return list(next(iter(names)))
+    return None
 
 
 def _load_classifier(source: str, path: str, config, trust_remote_code: bool) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
     folder = Path(path)
+    if (folder / MODEL_CONFIG_FILE).is_file():
+        raise ModelError(f"cannot import classifier '{source}': it is a multidistill model folder already (it has "
+                         f"{MODEL_CONFIG_FILE}); give it to soft-targets or a recipe as it is")
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
         pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
         raise ModelError(f"cannot import classifier '{source}': {folder} has no .safetensors weights"
                          + (f" (only {', '.join(pickled)}: a pickle file, which is never unpickled as it could run "
                             "code; convert it to model.safetensors with a tool you trust)" if pickled else ""))
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch.float32,
+            output_loading_info=True)
     except Exception as exc:
         from multidistill.utils.interrupt import raise_if_interrupted
 
@@ -217,6 +251,14 @@ def _load_classifier(source: str, path: str, config, trust_remote_code: bool) ->
         if isinstance(exc, (OSError, ValueError, KeyError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
             raise ModelError(f"cannot load classifier '{source}': {exc}") from exc
         raise
+    # transformers fills weights the checkpoint lacks with random ones: a plain encoder (no fine-tuned head) would
+    # pass the parity check, as both sides hold the same random head. Only fine-tuned classifiers are taken.
+    unread = sorted(info.get("missing_keys") or []) + sorted(str(m[0]) if isinstance(m, tuple) else str(m)
+                                                             for m in info.get("mismatched_keys") or [])
+    if unread:
+        raise ModelError(f"cannot import classifier '{source}': its checkpoint lacks {len(unread)} of the classifier's "
+                         f"weights ({', '.join(unread[:4])}{', ...' if len(unread) > 4 else ''}), which transformers "
+                         "would fill at random: it is no fine-tuned classifier (a plain encoder has no trained head)")
     return model.eval()
 
 
@@ -235,6 +277,7 @@ def _imported_model(classifier: nn.Module, config, task: Task, head: StockHead, 
                     order: list[int], max_length: int | None, source: str) -> MultiTaskModel:
     backbone_config = copy.deepcopy(config)
     backbone_config.architectures = None  # the folder holds an encoder with our heads, not the stock classifier
+    backbone_config.dtype = torch.float32  # a classifier saved in fp16/bf16 is read in float32, as training does
     backbone = backbone_from_config(backbone_config)
     loaded = backbone.load_state_dict(classifier.base_model.state_dict(), strict=False)
     unexpected = [key for key in loaded.unexpected_keys if not key.startswith("pooler.")]  # ours pools itself
@@ -244,6 +287,7 @@ def _imported_model(classifier: nn.Module, config, task: Task, head: StockHead, 
     model = MultiTaskModel(backbone, [task], pooling="cls", max_length=max_length, head_activation=activation)
     if max_length is not None:
         model.check_max_length(max_length, "--max-length")
+    model.max_length = model.inference_length  # recorded, as a trained model records its training length
     ours, out = model.heads[task.name], _linear(classifier, head.out, source)
     rows = torch.tensor(order)
     if tuple(out.weight.shape) != (int(config.num_labels), ours.out.in_features):
@@ -286,15 +330,15 @@ def _write_card(folder: Path, model: MultiTaskModel, task: Task, config, source:
     from multidistill.export.card import CardRecord, TaskInfo, write_card
     from multidistill.models.layers import num_layers
 
-    head = f"a dense layer and {activation}, then" if activation else "a linear layer on"
+    head = f"a dense layer and {activation}, then a linear layer" if activation else "one linear layer"
     record = CardRecord(
         title=f"{task.name}: classifier imported from {source}", form="multidistill", role="teacher",
-        architecture=f"{config.model_type} encoder, [CLS] pooling, stock head ({head} the labels)",
+        architecture=f"{config.model_type} encoder, [CLS] pooling, stock head ({head} from [CLS] to the labels)",
         parameters=sum(p.numel() for p in model.parameters()), layers=num_layers(model.backbone),
         hidden_size=config.hidden_size,
         base_model=source if not Path(source).exists() and source.count("/") == 1 else None,
         initialised_from=f"the weights of {source}, as they are (labels read from {how})",
-        method="import-classifier (a stock Hugging Face classifier brought in unchanged)",
+        method=IMPORT_METHOD,
         tasks=(TaskInfo(task.name, task.type, tuple(task.labels), task.pair, tuple(task.metrics)),),
         data_root=model.data_root, max_length=model.max_length,
         command=shlex.join(["multidistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "multidistill" else None,

@@ -143,7 +143,7 @@ def task_teachers(teacher_dirs: Sequence[str | Path], teachers: Sequence[MultiTa
     covering = {name: [i for i, t in enumerate(teachers) if name in t.heads] for name in data.task_names}
     orphans = [name for name, found in covering.items() if not found]
     if orphans:
-        raise ModelError(f"no teacher has a head for task(s) {orphans} ({_heads_of(teacher_dirs, teachers)})")
+        raise ModelError(f"no head for task(s) {orphans} in any teacher ({_heads_of(teacher_dirs, teachers)})")
     for name, found in covering.items():
         wanted = list(tasks[name].labels) if tasks[name].type == "classification" else []
         for i in found:

@@ -79,7 +79,7 @@ class OnlineSignals:
         if logits and orphans:
             heads = "; ".join(f"{folder} has {list(getattr(t, 'heads', {}))}"
                               for folder, t in zip(self.folders, self.teachers, strict=True))
-            raise ConfigError(f"key 'online_teachers': no teacher has a head for task(s) {orphans} ({heads}), and "
+            raise ConfigError(f"key 'online_teachers': no head for task(s) {orphans} in any teacher ({heads}), and "
                               "the objective reads teacher logits (a plain encoder can only give features)")
 
     def dims(self) -> ModelDims:
