@@ -10,7 +10,8 @@
    `evaluate_model_dir` scores the imported folder: the predictions must be the stock classifier's, row for row.
 4. `build_signal_store` + `distill`: a 3-layer student (the teacher's layers 0, 2, 4, its head given by
    ``heads_from``) on the same rows with L = 1/2 hard + 1/2 soft CE, against the same student trained on the gold
-   labels alone, each with the same seeds.
+   labels alone, each with the same seeds; and the student on the teacher's soft targets alone over
+   --transfer-examples rows (gold labels unused: the teacher labels rows nobody labelled for it).
 
 Everything lands under --work (default runs/import_classifier); finished steps are reused on a re-run (the
 classifier, the store, each student), so an interrupted run continues. Results: WORK/results.json and a markdown
@@ -94,15 +95,15 @@ def stock_predictions(folder: Path, texts: list[str]) -> list[int]:
 
 
 def student(work: Path, name: str, teacher: Path, signals: Path | None, root: Path, examples: int, seed: int,
-            epochs: float) -> dict:
+            epochs: float, soft_only: bool = False) -> dict:
     from multidistill import distill, train_model
     from multidistill.config import load_config
 
     out = work / f"{name}-seed-{seed}"
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
-    objective = ({"classification": [{"loss": "hard", "weight": 0.5},
-                                     {"loss": "soft_ce", "weight": 0.5, "params": {"temperature": 1.0}}]}
+    soft = {"loss": "soft_ce", "weight": 1.0 if soft_only else 0.5, "params": {"temperature": 1.0}}
+    objective = ({"classification": [soft] if soft_only else [{"loss": "hard", "weight": 0.5}, soft]}
                  if signals is not None else {"classification": [{"loss": "hard", "weight": 1.0}]})
     config = {"kind": "distill" if signals is not None else "teacher", "output_dir": str(out),
               **({"signals": str(signals)} if signals is not None else {}),
@@ -125,6 +126,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of the subset and of the fine-tuning")
     parser.add_argument("--student-seeds", default="1,2,3")
     parser.add_argument("--epochs", type=float, default=2.0, help="epochs of the fine-tuning and of each student")
+    parser.add_argument("--transfer-examples", type=int, default=8000,
+                        help="rows the teacher labels for the soft-targets-only student (0: no such row)")
     args = parser.parse_args()
     from multidistill import build_signal_store, evaluate_model_dir, import_classifier, predict
 
@@ -145,9 +148,17 @@ def main() -> None:
     signals = work / "signals"
     build_signal_store([teacher], ["sst2"], signals, data_root=str(root), max_examples_per_task=args.examples,
                        seed=42, cache_dir=str(work / "cache"), progress=False)
+    arms = [("kd", signals, args.examples, False), ("no-kd", None, args.examples, False)]
+    if args.transfer_examples:
+        transfer = work / f"signals-{args.transfer_examples}"
+        build_signal_store([teacher], ["sst2"], transfer, data_root=str(root),
+                           max_examples_per_task=args.transfer_examples, seed=42, cache_dir=str(work / "cache"),
+                           progress=False)
+        arms.append((f"soft targets only, {args.transfer_examples} rows", transfer, args.transfer_examples, True))
     rows = {}
-    for name, store in (("kd", signals), ("no-kd", None)):
-        scores = [student(work, name, teacher, store, root, args.examples, int(s), args.epochs)
+    for name, store, examples, soft_only in arms:
+        folder = name if not soft_only else f"soft-only-{examples}"
+        scores = [student(work, folder, teacher, store, root, examples, int(s), args.epochs, soft_only)
                   for s in args.student_seeds.split(",")]
         rows[name] = [s["tasks"]["sst2"]["accuracy"] for s in scores]
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or
@@ -156,7 +167,7 @@ def main() -> None:
               "imported_dev_accuracy": imported,
               "import": json.loads((teacher / "import.json").read_text()),
               "same_predictions": ours == stock,
-              "students": rows}
+              "transfer_examples": args.transfer_examples, "students": rows}
     (work / "results.json").write_text(json.dumps(result, indent=2, default=str))
     print("| model | SST-2 dev accuracy |\n|---|---:|")
     print(f"| stock classifier (transformers' Trainer, {args.examples} rows) | {stock_accuracy:.4f} |")

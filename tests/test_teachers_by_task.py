@@ -119,6 +119,11 @@ def test_an_mtdnn_kd_recipe_distils_teachers_of_different_tasks(by_task, tiny_ru
     summary = json.loads((root / "summary.json").read_text())
     assert list(summary["rows"]) == ["2 teachers by task", "student"]
     assert set(summary["rows"]["student"]["metrics"]["main"]) == {"toy_sent", "toy_pair"}
+    assert summary["reference"] == "2 teachers by task" and summary["rows"]["2 teachers by task"]["by_task"] is True
+    from multidistill.report.inputs import load_summary
+
+    intro = " ".join(load_summary(root)["intro"])
+    assert "each task is scored from the teachers with a head for it" in intro and "ensemble (" not in intro
     # a task none of them has is refused by key before any stage
     recipe["data"]["tasks"] = ["toy_sent", "toy_pair", "toy_reg"]
     recipe["output_dir"] = str(tmp_path / "other")
@@ -135,3 +140,63 @@ def test_a_recipe_that_runs_its_teachers_on_every_task_still_asks_each_for_every
     assert check_teacher_heads(teachers[0], tasks, "k", every_task=False) == {"toy_sent"}
     with pytest.raises(ConfigError, match=r"has no head for task\(s\) \['toy_pair'\]"):
         check_teacher_heads(teachers[0], tasks, "teacher.model_dirs.0")
+
+
+def test_online_teachers_get_the_stores_head_checks(by_task, tmp_path, tiny_model_dir):
+    from multidistill.models.backbone import load_tokenizer
+    from multidistill.teachers.online import OnlineSignals
+
+    data, teachers, specs = by_task
+    tokenizer = load_tokenizer(str(teachers[0]))
+    flipped = Task.model_validate({**specs["toy_sent"].model_dump(), "labels": ["1", "0"]})
+    other = import_classifier(str(make_classifier(tiny_model_dir, tmp_path / "hf-f", "bert", flipped)),
+                              tmp_path / "teacher-f", task=flipped, progress=False)
+    with pytest.raises(ConfigError, match=r"key 'online_teachers': .*teacher-f's head for task 'toy_sent' has labels"):
+        OnlineSignals([other, teachers[1]], tokenizer, {name: specs[name] for name in ("toy_sent", "toy_pair")})
+    as_regression = {"toy_sent": Task.model_validate({**specs["toy_reg"].model_dump(), "name": "toy_sent"}),
+                     "toy_pair": specs["toy_pair"]}
+    with pytest.raises(ConfigError, match="is a classification head, and the data's task is regression"):
+        OnlineSignals(teachers, tokenizer, as_regression)
+    with pytest.raises(ConfigError, match="has a head for none of the tasks"):
+        OnlineSignals(teachers, tokenizer, {"toy_sent": specs["toy_sent"]})
+
+
+def test_a_wrong_teacher_folder_and_a_first_teacher_without_every_head_are_refused_before_any_stage(
+        by_task, tiny_run, tmp_path, monkeypatch, capsys):
+    from multidistill.teachers.generate import build_signal_store
+
+    data, teachers, _ = by_task
+    one = DataConfig.model_validate({**data.model_dump(), "tasks": ["toy_sent"]})
+    with pytest.raises(ModelError, match=r"teacher-toy_pair has a head for none of the tasks \['toy_sent'\]"):
+        build_signal_store(teachers, one, tmp_path / "s", progress=False)
+    recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
+    recipe["data"] = {**data.model_dump(mode="json"), "tasks": ["toy_sent", "toy_pair"]}
+    recipe["teacher"] = {"model_dirs": [str(t) for t in teachers]}
+    recipe["student"]["model"] = {"name_or_path": str(teachers[0]), "max_seq_length": 32, "pooling": "cls",
+                                  "student_layers": [0], "heads_from": "@teacher"}
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2 and "key 'student.model.heads_from': @teacher is the first teacher" in output
+    assert "no head for task(s) ['toy_pair']" in output
+    assert stage_names(Path(recipe["output_dir"])) == []
+
+
+def test_tasks_from_teachers_of_different_data_roots_need_a_data_root(by_task, tmp_path):
+    import shutil
+
+    from multidistill.teachers.generate import build_signal_store
+
+    data, teachers, _ = by_task
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "data", moved)
+    config = json.loads((teachers[1] / "multidistill_model.json").read_text())
+    (teachers[1] / "multidistill_model.json").write_text(json.dumps({**config, "data_root": str(moved)}))
+    for model in teachers:  # teachers that recorded their roots: by name, as soft-targets gives them
+        config = json.loads((model / "multidistill_model.json").read_text())
+        config.setdefault("data_root", str(tmp_path / "data"))
+        (model / "multidistill_model.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="different data roots .*give --data-root"):
+        build_signal_store(teachers, "toy_sent,toy_pair", tmp_path / "s", cache_dir=str(tmp_path / "cache"),
+                           progress=False)
+    store = build_signal_store(teachers, None, tmp_path / "s", data_root=str(moved),
+                               cache_dir=str(tmp_path / "cache"), progress=False)
+    assert store.manifest["task_teachers"] == {"toy_sent": [0], "toy_pair": [1]}  # every teacher's tasks

@@ -457,7 +457,8 @@ def soft_targets_command(
         table.add_column(column)
     for name in names:
         for split in store.manifest["splits"]:
-            table.add_row(name, split, str(len(store.signals(name, split))), str(len(teacher)))
+            labelled_by = (store.manifest.get("task_teachers") or {}).get(name, teacher)  # teachers of this task
+            table.add_row(name, split, str(len(store.signals(name, split))), str(len(labelled_by)))
     console.print(table)
 
 

@@ -181,7 +181,9 @@ class ModelConfig(_Strict):
     heads_from: str | None = Field(
         None, description="A saved multidistill model folder whose task heads start this model's (each task's head "
         "of the same name, type and size), e.g. the teacher a student is cut from (`@teacher` in a recipe), so the "
-        "heads start where the teacher's ended instead of at random. Transformer models only, not with init_from.")
+        "heads start where the teacher's ended instead of at random; the heads take its layout too (a classifier "
+        "brought in with import-classifier has a dense layer and activation before its linear layer). Transformer "
+        "models only, not with init_from.")
     bilstm: BiLSTMSpec = Field(default_factory=BiLSTMSpec, description="BiLSTM student sizes (architecture: bilstm).")
     domain_branch: DomainBranchSpec | None = Field(
         None, description="Meta-KD's domain branch (a meta-teacher, or a student in meta-distillation): a learned "

@@ -27,9 +27,10 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
 from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.metrics import average_score, compute_metrics
-from multidistill.models.multitask import SavedModel, read_model_config
+from multidistill.models.multitask import SavedModel, read_model_config, read_model_tasks
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, print_note, settings_payload, stage_fingerprint
+from multidistill.teachers.coverage import head_mismatch, task_teachers
 from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
@@ -156,42 +157,50 @@ def note_unused_teacher_settings(recipe: RecipeBase, also: tuple[str, ...] = ())
         print_note(f"{' and '.join(unused)} not used: the teachers are the given teacher.model_dirs")
 
 
-def check_teacher_heads(folder: Path, tasks: list[Task], key: str, *, every_task: bool = True) -> set[str]:
-    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that has a head (for one of
-    ``tasks``) with other labels; with ``every_task``, also one without a head for each of ``tasks`` (a MITKD
-    general student has a head for its corpus only, and a missing head was found by the first stage that read it,
-    after the stages before). Returns the tasks it has a head for."""
+def _saved_heads(folder: Path, key: str) -> dict[str, Task]:
+    """The task specs a given teacher folder was saved with (by name), or a ModelError naming ``key``."""
     try:
-        config = read_model_config(folder)
+        return {task.name: task for task in read_model_tasks(folder)}
     except ModelError as exc:
         raise ModelError(f"key '{key}': {exc}") from exc
-    heads = {spec.get("name"): spec for spec in config["tasks"] if spec.get("type", "classification") != "text"}
-    missing = [task.name for task in tasks if task.name not in heads]
+
+
+def check_teacher_heads(folder: Path, tasks: list[Task], key: str, *, every_task: bool = True) -> set[str]:
+    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that has a head (for one of
+    ``tasks``) of another type or with other labels; with ``every_task``, also one without a head for each of
+    ``tasks`` (a MITKD general student has a head for its corpus only, and a missing head was found by the first
+    stage that read it, after the stages before). Returns the tasks it has a head for."""
+    heads = _saved_heads(folder, key)
+    covered = {task.name for task in tasks if task.name in heads and heads[task.name].has_head}
+    missing = [task.name for task in tasks if task.name not in covered]
     if missing and every_task:
-        raise ConfigError(f"key '{key}': {folder} has no head for task(s) {missing} (it has {list(heads)}); give a "
-                          "teacher trained on them (a general student, trained on a corpus, has none)")
+        raise ConfigError(f"key '{key}': {folder} has no head for task(s) {missing} (it has "
+                          f"{[n for n, t in heads.items() if t.has_head]}); give a teacher trained on them (a general "
+                          "student, trained on a corpus, has none)")
     for task in tasks:
-        labels = heads.get(task.name, {}).get("labels") or []
-        if task.type == "classification" and labels and task.labels and list(labels) != list(task.labels):
-            raise ConfigError(f"key '{key}': {folder}'s head for task '{task.name}' has labels {list(labels)}, the "
-                              f"data's are {list(task.labels)}; its probabilities would be read as other classes")
-    return {task.name for task in tasks if task.name in heads}
+        problem = head_mismatch(heads[task.name], task) if task.name in covered else None
+        if problem:
+            raise ConfigError(f"key '{key}': {folder}'s head for task '{task.name}' {problem}")
+    return covered
 
 
 def given_teachers(recipe: RecipeBase, *, every_task: bool = False) -> list[Path]:
     """The given teacher folders (teacher.model_dirs), each checked to be a model whose heads fit data.tasks,
-    before any stage. Each task needs a head in at least one teacher: teachers fine-tuned one task each (e.g.
-    brought in with `import-classifier`) label their own tasks in the signal store; ``every_task`` asks every
-    teacher for every task (a recipe whose teachers also run online on every task)."""
-    tasks = resolve_tasks(recipe_data(recipe))
+    before any stage. Each task needs a head in at least one teacher and each teacher a head for one task at least:
+    teachers fine-tuned one task each (e.g. brought in with `import-classifier`) label their own tasks in the signal
+    store (`teachers.coverage`); ``every_task`` asks every teacher for every task (a recipe whose teachers also
+    run online on every task). A student given ``heads_from: @teacher`` (the first teacher) needs that teacher to
+    have every task's head."""
+    tasks = {task.name: task for task in resolve_tasks(recipe_data(recipe))}
     dirs = [Path(d) for d in recipe.teacher.model_dirs]
-    covered: set[str] = set()
-    for i, folder in enumerate(dirs):
-        covered |= check_teacher_heads(folder, tasks, f"teacher.model_dirs.{i}", every_task=every_task)
-    orphans = [task.name for task in tasks if task.name not in covered]
-    if orphans:
-        raise ConfigError(f"key 'teacher.model_dirs': no head for task(s) {orphans} in any teacher; give a teacher "
-                          "trained on each task of data.tasks (one teacher may cover several)")
+    heads = [_saved_heads(folder, f"teacher.model_dirs.{i}") for i, folder in enumerate(dirs)]
+    covering = task_teachers([str(d) for d in dirs], heads, tasks, key="teacher.model_dirs", every_task=every_task)
+    student = getattr(getattr(recipe, "student", None), "model", None)
+    missing = [name for name, found in covering.items() if 0 not in found]
+    if missing and getattr(student, "heads_from", None) == TEACHER_REF:
+        raise ConfigError(f"key 'student.model.heads_from': {TEACHER_REF} is the first teacher, {dirs[0]}, which has "
+                          f"no head for task(s) {missing}; drop heads_from (the student's heads then start at random), "
+                          "or list first a teacher with every task's head")
     return dirs
 
 
@@ -273,6 +282,20 @@ def trivial_baselines(data: DataConfig, max_examples: int | None,
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def by_task_rows(signals_dir: Path, data: DataConfig, teacher_dirs: list[Path],
+                 rows: dict[str, dict]) -> dict[str, dict] | None:
+    """``rows`` with the row of teachers of different tasks first (the summary's reference), when the store says
+    each task was labelled by its own teachers (`task_teachers`): each task scored from the mean of the teachers
+    with its head. None for teachers of every task (an ensemble, or one teacher)."""
+    from multidistill.recipes.summary import count_parameters
+
+    if not open_signal_store(signals_dir).manifest.get("task_teachers"):
+        return None
+    row = {"metrics": ensemble_metrics(signals_dir, data), "params": sum(count_parameters(d) for d in teacher_dirs),
+           "models": len(teacher_dirs), "by_task": True}
+    return {f"{len(teacher_dirs)} teachers by task": row, **rows}
 
 
 def teacher_rows(teacher_dirs: list[Path]) -> dict[str, dict]:

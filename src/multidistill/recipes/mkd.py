@@ -29,6 +29,7 @@ from multidistill.data.tasks import Columns, DataFile, Task
 from multidistill.evaluation.metrics import average_score
 from multidistill.models.backbone import load_tokenizer
 from multidistill.recipes.common import (
+    by_task_rows,
     data_fingerprints,
     ensemble_metrics,
     read_metrics,
@@ -283,7 +284,10 @@ def run_mkd(recipe: MKDRecipe, runner: StageRunner) -> dict:
 
     stop_if_checking()  # every stage is checked: the rest reads what they wrote
     rows = teacher_rows(teacher_dirs)
-    if not rows:
+    by_task = by_task_rows(signals, student_data, teacher_dirs, rows)  # one classifier per task: the reference
+    if by_task is not None:
+        rows = by_task
+    elif not rows:
         rows["teacher"] = {"metrics": ensemble_metrics(signals, student_data)}
         if len(teacher_dirs) > 1:
             rows["teacher"].update(ensemble=True, models=len(teacher_dirs))

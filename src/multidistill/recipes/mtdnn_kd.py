@@ -12,6 +12,7 @@ from pydantic import Field
 
 from multidistill.config import LossTerm, ObjectiveConfig
 from multidistill.recipes.common import (
+    by_task_rows,
     ensemble_metrics,
     read_metrics,
     recipe_data,
@@ -26,7 +27,6 @@ from multidistill.recipes.config import RecipeBase, StudentSection
 from multidistill.recipes.registry import register_recipe
 from multidistill.recipes.stages import StageRunner, stage_fingerprint, stop_if_checking
 from multidistill.recipes.summary import count_parameters, write_summary
-from multidistill.teachers.store import open_signal_store
 from multidistill.training.loop import BEST_MODEL
 
 
@@ -59,13 +59,13 @@ def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
                           feature_teachers_of=teacher_dirs)
     stop_if_checking()  # every stage is checked: the rest reads what they wrote
     rows = teacher_rows(teacher_dirs)
-    if len(teacher_dirs) > 1:
-        # teachers of different tasks (each task labelled by the teachers with its head) are no one ensemble
-        by_task = open_signal_store(signals).manifest.get("task_teachers")
-        name = f"{len(teacher_dirs)} teachers by task" if by_task else f"ensemble of {len(teacher_dirs)}"
-        rows[name] = {"metrics": ensemble_metrics(signals, data),
-                      "params": sum(count_parameters(d) for d in teacher_dirs),
-                      "ensemble": True, "models": len(teacher_dirs)}
+    by_task = by_task_rows(signals, data, teacher_dirs, rows)  # one classifier per task: their row is the reference
+    if by_task is not None:
+        rows = by_task
+    elif len(teacher_dirs) > 1:
+        rows[f"ensemble of {len(teacher_dirs)}"] = {"metrics": ensemble_metrics(signals, data),
+                                                    "params": sum(count_parameters(d) for d in teacher_dirs),
+                                                    "ensemble": True, "models": len(teacher_dirs)}
     elif not rows:
         rows["teacher"] = {"metrics": ensemble_metrics(signals, data), "params": count_parameters(teacher_dirs[0])}
     rows["student"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}

@@ -64,9 +64,13 @@ def write_summary(out: Path, rows: dict[str, dict], reference: str, tasks: list[
     """
     stop_if_checking()  # a check pass (`StageRunner.run_all`) shows nothing: some of its stages have not run
     base = rows[reference]["metrics"]["main"]
-    averaged = [t for t in tasks if all(t in row["metrics"]["main"] for row in rows.values())] or list(tasks)
+    common = [t for t in tasks if all(t in row["metrics"]["main"] for row in rows.values())]
+    averaged = common or list(tasks)
     notes = list(notes or [])
-    if averaged != list(tasks):
+    if not common and len(rows) > 1:  # e.g. the run folders of teachers trained one task each
+        notes.append("average: no task has a score in every row, so each row's average is over the tasks it was "
+                     "scored on and averages of different rows are not comparable")
+    elif averaged != list(tasks):
         left_out = [t for t in tasks if t not in averaged]
         notes.append(f"average: over {', '.join(averaged)}, the tasks every row was scored on; "
                      f"{', '.join(left_out)} shown but not averaged (not every row has a score there)")

@@ -138,6 +138,11 @@ def load_summary(run_dir: Path) -> dict:
                      f"own table. The students were distilled from **{ensemble}**, the teachers' ensemble (their "
                      f"averaged predictions){f'; against it they keep: {kept}' if kept else ''}. A student's model "
                      "card compares it with the mean of its teachers' own scores, a third number.")
+    by_task = [str(name) for name, row in payload["rows"].items() if isinstance(row, dict) and row.get("by_task")]
+    if by_task:  # teachers of different tasks: no ensemble, each task has its own teachers
+        intro.append(f"**{by_task[0]}**: each task is scored from the teachers with a head for it (one classifier "
+                     "per task, e.g. brought in with `import-classifier`), not from one ensemble of teachers of every "
+                     "task; the students were distilled from those teachers, task by task.")
     baseline = _load_baseline(payload.get("baseline"), rows[reference]["main"], tasks)
     if baseline:
         for row in rows.values():

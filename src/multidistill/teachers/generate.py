@@ -30,6 +30,7 @@ from multidistill.evaluation.evaluate import predict
 from multidistill.models import MultiTaskModel
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.features import ModelDims
+from multidistill.teachers.coverage import heads_of, task_teachers
 from multidistill.teachers.feature_store import (
     FEATURE_DTYPE,
     FeatureSpec,
@@ -132,33 +133,6 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
                                 progress=progress)
 
 
-def task_teachers(teacher_dirs: Sequence[str | Path], teachers: Sequence[MultiTaskModel],
-                  data: DataConfig) -> dict[str, list[int]]:
-    """For each task of ``data``, the teachers (indices) with a head for it, in order: an ensemble has every
-    teacher on every task; teachers fine-tuned one task each (`import-classifier`) label their own. A task no
-    teacher has a head for, or a head whose labels are not the task's (in order), is refused."""
-    from multidistill.data.prepare import resolve_tasks
-
-    tasks = {task.name: task for task in resolve_tasks(data)}
-    covering = {name: [i for i, t in enumerate(teachers) if name in t.heads] for name in data.task_names}
-    orphans = [name for name, found in covering.items() if not found]
-    if orphans:
-        raise ModelError(f"no head for task(s) {orphans} in any teacher ({_heads_of(teacher_dirs, teachers)})")
-    for name, found in covering.items():
-        wanted = list(tasks[name].labels) if tasks[name].type == "classification" else []
-        for i in found:
-            spec = teachers[i].tasks[name]
-            if spec.type != tasks[name].type or (wanted and list(spec.labels) != wanted):
-                raise ModelError(f"teacher {teacher_dirs[i]}'s head for task '{name}' is {spec.type} with labels "
-                                 f"{list(spec.labels)}, the data's task is {tasks[name].type} with labels {wanted}: "
-                                 "its outputs would be read as other classes")
-    return covering
-
-
-def _heads_of(teacher_dirs: Sequence[str | Path], teachers: Sequence[MultiTaskModel]) -> str:
-    return "; ".join(f"{d} has {list(t.heads)}" for d, t in zip(teacher_dirs, teachers, strict=True))
-
-
 def _feature_spec(teacher_dirs: list[str | Path], teachers: list[MultiTaskModel], tokenizers: list,
                   hidden_layers: Sequence[int], lengths: list[int]) -> FeatureSpec:
     """What the store's feature column will hold; teachers of one tokenizer, one max length and one size only."""
@@ -201,7 +175,10 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
     device = device or process_state().device
     teachers = [MultiTaskModel.from_pretrained(d) for d in teacher_dirs]
     tokenizers = [load_tokenizer(str(d)) for d in teacher_dirs]
-    covering = task_teachers(teacher_dirs, teachers, data)
+    from multidistill.data.prepare import resolve_tasks
+
+    covering = task_teachers([str(d) for d in teacher_dirs], [t.tasks for t in teachers],
+                             {task.name: task for task in resolve_tasks(data)})
     # Each teacher reads rows truncated at its own training length, unless one length is given for all.
     lengths = [(t.max_length or t.DEFAULT_INFERENCE_LENGTH) if max_length is None  # 0 is refused, not "unset"
                else max_length for t in teachers]
@@ -211,9 +188,10 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
     length = _recorded_length(lengths)  # what the fingerprint and manifest record
     partial_cover = any(len(covering[name]) != len(teachers) for name in data.task_names)
     if hidden_layers is not None and partial_cover:
-        raise ModelError("hidden states are stored for every teacher on every task, and these teachers have heads "
-                         f"for different tasks ({_heads_of(teacher_dirs, teachers)}): store the logits here and "
-                         "give the feature losses an online teacher")
+        raise ModelError("--hidden-layers (hidden_layers): hidden states are stored for every teacher on every task, "
+                         "and these teachers have heads for different tasks "
+                         f"({heads_of([str(d) for d in teacher_dirs], [t.tasks for t in teachers])}): store the logits "
+                         "here and give the feature losses an online teacher")
     spec = None if hidden_layers is None else _feature_spec(teacher_dirs, teachers, tokenizers, hidden_layers,
                                                             lengths)
     store = open_example_store(data, max_examples_per_task=max_examples_per_task, seed=seed)
@@ -252,8 +230,8 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
         prepare_partial(partial, fingerprint, plan)
     with state.main_process_first():  # one process writes each tokenised cache; the others then read it
         for task_name, split in sizes:
-            for tokenizer, teacher_length in zip(tokenizers, lengths, strict=True):
-                store.tokenized(task_name, split, tokenizer, teacher_length)
+            for which in covering[task_name]:  # only the teachers that label the task read its rows
+                store.tokenized(task_name, split, tokenizers[which], lengths[which])
     labeler = ShardLabeler(teachers, tokenizers, store, lengths, batch_size, device, autocast,
                            spec.layers if spec is not None else (), covering=covering)
     generate_shards(labeler, partial, plan, rank=state.process_index, world=state.num_processes,

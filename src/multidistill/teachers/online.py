@@ -14,7 +14,7 @@ a plain Hugging Face encoder folder or hub name works.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from multidistill.models.families import model_dims
 from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, ModelDims
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE
+from multidistill.teachers.coverage import heads_of, task_teachers
 from multidistill.teachers.reduce import teacher_mean
 from multidistill.training.objective import check_branch_domains
 from multidistill.utils.hashing import same_tokenization
@@ -52,8 +53,10 @@ class OnlineSignals:
     A teacher asked for both runs one forward, whose features include its head's logits.
     """
 
-    def __init__(self, teacher_dirs: list[str | Path], student_tokenizer, tasks: list[str],
+    def __init__(self, teacher_dirs: list[str | Path], student_tokenizer, tasks: Sequence[str] | Mapping[str, Task],
                  device: torch.device | None = None, *, logits: bool = True) -> None:
+        """``tasks``: the run's tasks, by name, or as their specs (then a head whose type or labels differ from
+        its task's is refused when the objective reads logits)."""
         self.device = device or torch.device("cpu")
         self.logits = logits
         self.want: dict[str, Mapping[str, tuple[int, ...]]] = {}
@@ -71,16 +74,17 @@ class OnlineSignals:
                                   "'signals'), which is keyed by example, not by token")
             teacher.eval().requires_grad_(False)  # frozen: never trained, no gradients kept
             self.teachers.append(teacher.to(self.device))
-        # Logits of a task come from the teachers with a head for it: an ensemble has every teacher on every task,
-        # teachers fine-tuned one task each (`import-classifier`) give their own; features come from every teacher.
-        self.covering = {t: [i for i, teacher in enumerate(self.teachers) if t in getattr(teacher, "heads", {})]
-                         for t in tasks}
-        orphans = [t for t in tasks if not self.covering[t]]
-        if logits and orphans:
-            heads = "; ".join(f"{folder} has {list(getattr(t, 'heads', {}))}"
-                              for folder, t in zip(self.folders, self.teachers, strict=True))
-            raise ConfigError(f"key 'online_teachers': no head for task(s) {orphans} in any teacher ({heads}), and "
-                              "the objective reads teacher logits (a plain encoder can only give features)")
+        # Logits of a task come from the teachers with a head for it (`teachers.coverage`); features from every one.
+        heads = [getattr(teacher, "tasks", {}) for teacher in self.teachers]  # a plain encoder has none
+        self.covering = {t: [i for i, h in enumerate(heads) if t in h and h[t].has_head] for t in tasks}
+        if logits:
+            if isinstance(tasks, Mapping):
+                self.covering = task_teachers(self.folders, heads, tasks, key="online_teachers")
+            elif any(not found for found in self.covering.values()):
+                orphans = [t for t, found in self.covering.items() if not found]
+                raise ConfigError(f"key 'online_teachers': no head for task(s) {orphans} in any teacher "
+                                  f"({heads_of(self.folders, heads)}), and the objective reads teacher logits (a "
+                                  "plain encoder can only give features)")
 
     def dims(self) -> ModelDims:
         """The teachers' common sizes; feature losses hold one projection, so the teachers must agree."""

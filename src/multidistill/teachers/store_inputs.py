@@ -32,10 +32,11 @@ def teacher_folders(teacher_dirs: Sequence[str | os.PathLike] | str | os.PathLik
 def store_data(teachers: Path | Sequence[Path], data: DataConfig | TaskNames | None, data_root: str | None,
                cache_dir: str) -> DataConfig:
     """The data to label: ``data`` itself when it is a DataConfig; else these tasks (names, `TaskRef`s or their
-    mappings, or one comma-separated str; None: every task with a head of the first teacher) read with the task
-    specs of the first teacher that has each (teachers fine-tuned one task each bring their own), under
-    ``data_root`` or else the data root the first teacher was trained with (as soft-targets does), so the store
-    reads exactly the data the teachers were built for."""
+    mappings, or one comma-separated str; None: every task with a head in a teacher, in the teachers' order) read
+    with the task specs of the first teacher that has each (teachers fine-tuned one task each bring their own),
+    under ``data_root`` or else the data root the teachers were trained with (as soft-targets does), so the store
+    reads exactly the data the teachers were built for. Teachers that bring tasks from different data roots need
+    ``data_root``."""
     from multidistill.models.loading import saved_data_root
     from multidistill.models.multitask import read_model_tasks
 
@@ -47,19 +48,27 @@ def store_data(teachers: Path | Sequence[Path], data: DataConfig | TaskNames | N
                               "holds its own: set them there")
         return data
     teachers = [teachers] if isinstance(teachers, str | os.PathLike) else list(teachers)
-    teacher = teachers[0]
-    specs = {}
-    for folder in reversed(teachers):  # the first teacher's spec of a task wins
-        specs.update({spec.name: spec for spec in read_model_tasks(folder)})
+    specs, source = {}, {}  # each task's spec and the teacher it comes from: the first that has it
+    for folder in teachers:
+        for spec in read_model_tasks(folder):
+            if spec.name not in specs:
+                specs[spec.name], source[spec.name] = spec, folder
     refs = as_list(data, "data (--tasks)", commas=True)
     if refs is None:
-        refs = [spec.name for spec in read_model_tasks(teacher) if spec.has_head]
+        refs = [name for name, spec in specs.items() if spec.has_head]
     try:
         refs = [ref if isinstance(ref, TaskRef) else TaskRef.model_validate(ref) for ref in refs]
         names = [ref.name for ref in refs]
         require_distinct("--tasks", names)
-        return DataConfig(tasks=refs, data_root=data_root if data_root is not None else saved_data_root(teacher),
-                          cache_dir=cache_dir, task_specs=[specs[name] for name in names if name in specs])
+        if data_root is None:
+            roots = {str(saved_data_root(source.get(name, teachers[0]))) for name in names}
+            if len(roots) > 1:
+                raise ConfigError(f"the tasks {names} come from teachers trained under different data roots "
+                                  f"({', '.join(sorted(roots))}): give --data-root (data_root), the folder their "
+                                  "task files are read from")
+            data_root = saved_data_root(source.get(names[0], teachers[0])) if names else None
+        return DataConfig(tasks=refs, data_root=data_root, cache_dir=cache_dir,
+                          task_specs=[specs[name] for name in names if name in specs])
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "the tasks given to build_signal_store",
                                                   schema=DataConfig)) from exc

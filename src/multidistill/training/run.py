@@ -79,7 +79,7 @@ def open_online_teachers(config: TeacherRunConfig, data, tokenizer) -> OnlineSig
     # Loading draws random numbers (a model's heads are initialised before its weights are read); outside the run's
     # stream, so that the objective's projections start the same whether the teacher is online or stored.
     with torch.random.fork_rng(devices=[]):
-        return OnlineSignals(config.online_teachers, tokenizer, list(data.tasks), logits=logits)
+        return OnlineSignals(config.online_teachers, tokenizer, data.tasks, logits=logits)
 
 
 def objective_dims(config: TeacherRunConfig, data, model, online: OnlineSignals | None) -> dict | None:
