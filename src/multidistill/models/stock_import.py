@@ -37,13 +37,6 @@ IMPORT_INFO_FILE = "import.json"
 IMPORT_METHOD = "import-classifier (a stock Hugging Face classifier brought in unchanged)"
 # Largest accepted |classifier's logits - imported model's logits| on the check rows (float32 on both sides).
 TOLERANCE = 1e-4
-CHECK_SENTENCES: tuple[str, ...] = (
-    "the movie was great and the actors were fun",
-    "this was the worst film i have seen , very boring",
-    "a",
-    "It is fine.",
-    "nothing about the plot made any sense, but the music was nice !",
-)
 IMPORTABLE = tuple(name for name, family in FAMILIES.items() if family.stock_head is not None)
 
 
@@ -309,6 +302,8 @@ def _imported_model(classifier: nn.Module, config, task: Task, head: StockHead, 
 @torch.no_grad()
 def _parity(classifier: nn.Module, model: MultiTaskModel, task: Task, tokenizer, order: list[int]) -> tuple[float, int]:
     """The largest |difference| of the two models' logits on the check sentences (pairs for a pair task)."""
+    from multidistill.export.hf import CHECK_SENTENCES  # the export's own check sentences, checked the same way
+
     texts_b = list(reversed(CHECK_SENTENCES)) if task.pair else None
     encoded = encode_texts(tokenizer, list(CHECK_SENTENCES), texts_b, model.inference_length)
     if not model._uses_token_types:  # a segment id its embeddings have no row for (a RoBERTa-style encoder)

