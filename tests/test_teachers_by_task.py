@@ -133,13 +133,19 @@ def test_an_mtdnn_kd_recipe_distils_teachers_of_different_tasks(by_task, tiny_ru
 
 
 def test_a_recipe_that_runs_its_teachers_on_every_task_still_asks_each_for_every_task(by_task):
+    from multidistill.models.multitask import read_model_tasks
     from multidistill.recipes.common import check_teacher_heads
+    from multidistill.teachers.coverage import task_teachers
 
     data, teachers, specs = by_task
-    tasks = [specs["toy_sent"], specs["toy_pair"]]
-    assert check_teacher_heads(teachers[0], tasks, "k", every_task=False) == {"toy_sent"}
-    with pytest.raises(ConfigError, match=r"has no head for task\(s\) \['toy_pair'\]"):
-        check_teacher_heads(teachers[0], tasks, "teacher.model_dirs.0")
+    tasks = {name: specs[name] for name in ("toy_sent", "toy_pair")}
+    heads = [{t.name: t for t in read_model_tasks(folder)} for folder in teachers]
+    assert task_teachers(["a", "b"], heads, tasks) == {"toy_sent": [0], "toy_pair": [1]}
+    with pytest.raises(ConfigError, match=r"key 'k': a has no head for task\(s\) \['toy_pair'\]; this recipe runs"):
+        task_teachers(["a", "b"], heads, tasks, key="k", every_task=True)
+    with pytest.raises(ConfigError, match=r"key 'teacher.model_dirs.0': .*teacher-toy_sent has no head for task\(s\) "
+                                          r"\['toy_pair'\]"):
+        check_teacher_heads(teachers[0], list(tasks.values()), "teacher.model_dirs.0")
 
 
 def test_online_teachers_get_the_stores_head_checks(by_task, tmp_path, tiny_model_dir):

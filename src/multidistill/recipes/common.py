@@ -165,23 +165,21 @@ def _saved_heads(folder: Path, key: str) -> dict[str, Task]:
         raise ModelError(f"key '{key}': {exc}") from exc
 
 
-def check_teacher_heads(folder: Path, tasks: list[Task], key: str, *, every_task: bool = True) -> set[str]:
-    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that has a head (for one of
-    ``tasks``) of another type or with other labels; with ``every_task``, also one without a head for each of
-    ``tasks`` (a MITKD general student has a head for its corpus only, and a missing head was found by the first
-    stage that read it, after the stages before). Returns the tasks it has a head for."""
+def check_teacher_heads(folder: Path, tasks: list[Task], key: str) -> None:
+    """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that lacks a head for one of
+    ``tasks`` or has one of another type or with other labels (`teachers.coverage.head_mismatch`), before any stage:
+    a MITKD general student has a head for its corpus only, and a missing head was found by the first stage that
+    read it, after the stages before."""
     heads = _saved_heads(folder, key)
-    covered = {task.name for task in tasks if task.name in heads and heads[task.name].has_head}
-    missing = [task.name for task in tasks if task.name not in covered]
-    if missing and every_task:
+    missing = [task.name for task in tasks if task.name not in heads or not heads[task.name].has_head]
+    if missing:
         raise ConfigError(f"key '{key}': {folder} has no head for task(s) {missing} (it has "
                           f"{[n for n, t in heads.items() if t.has_head]}); give a teacher trained on them (a general "
                           "student, trained on a corpus, has none)")
     for task in tasks:
-        problem = head_mismatch(heads[task.name], task) if task.name in covered else None
+        problem = head_mismatch(heads[task.name], task)
         if problem:
             raise ConfigError(f"key '{key}': {folder}'s head for task '{task.name}' {problem}")
-    return covered
 
 
 def given_teachers(recipe: RecipeBase, *, every_task: bool = False) -> list[Path]:
@@ -193,8 +191,11 @@ def given_teachers(recipe: RecipeBase, *, every_task: bool = False) -> list[Path
     have every task's head."""
     tasks = {task.name: task for task in resolve_tasks(recipe_data(recipe))}
     dirs = [Path(d) for d in recipe.teacher.model_dirs]
+    if every_task:  # each folder by its own key
+        for i, folder in enumerate(dirs):
+            check_teacher_heads(folder, list(tasks.values()), f"teacher.model_dirs.{i}")
     heads = [_saved_heads(folder, f"teacher.model_dirs.{i}") for i, folder in enumerate(dirs)]
-    covering = task_teachers([str(d) for d in dirs], heads, tasks, key="teacher.model_dirs", every_task=every_task)
+    covering = task_teachers([str(d) for d in dirs], heads, tasks, key="teacher.model_dirs")
     student = getattr(getattr(recipe, "student", None), "model", None)
     missing = [name for name, found in covering.items() if 0 not in found]
     if missing and getattr(student, "heads_from", None) == TEACHER_REF:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
 from multidistill.data.collate import pad_id
-from multidistill.data.prepare import check_min_length, open_example_store
+from multidistill.data.prepare import check_min_length, open_example_store, resolve_tasks
 from multidistill.data.store import ExampleStore
 from multidistill.errors import ConfigError, DataError, ModelError
 from multidistill.evaluation.evaluate import predict
@@ -175,8 +175,6 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
     device = device or process_state().device
     teachers = [MultiTaskModel.from_pretrained(d) for d in teacher_dirs]
     tokenizers = [load_tokenizer(str(d)) for d in teacher_dirs]
-    from multidistill.data.prepare import resolve_tasks
-
     covering = task_teachers([str(d) for d in teacher_dirs], [t.tasks for t in teachers],
                              {task.name: task for task in resolve_tasks(data)})
     # Each teacher reads rows truncated at its own training length, unless one length is given for all.
