@@ -77,7 +77,7 @@ class OnlineSignals:
         # Logits of a task come from the teachers with a head for it (`teachers.coverage`); features from every one.
         heads = [getattr(teacher, "tasks", {}) for teacher in self.teachers]  # a plain encoder has none
         self.covering = {t: [i for i, h in enumerate(heads) if t in h and h[t].has_head] for t in tasks}
-        if logits:
+        if logits and self.teachers:  # (none: teachers set afterwards, as a test does)
             if isinstance(tasks, Mapping):
                 self.covering = task_teachers(self.folders, heads, tasks, key="online_teachers")
             elif any(not found for found in self.covering.values()):
