@@ -1,10 +1,11 @@
-"""A stock classifier fine-tuned "elsewhere": transformers' own `Trainer` over MiniLM-L6, no multidistill code (the
-source of `benchmarks/import_classifier.py` and `benchmarks/teachers_by_task.py`)."""
+"""A stock classifier fine-tuned "elsewhere": transformers' own `Trainer` over MiniLM-L6 (the source of
+`benchmarks/import_classifier.py` and `benchmarks/teachers_by_task.py`). multidistill only picks the rows: the very
+training subset its runs draw with the same size and seed (`open_example_store`), so that the teacher and the
+students distilled from it see the same labelled rows."""
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
@@ -19,6 +20,20 @@ def read_glue(root: Path, task: str, split: str) -> tuple[list[str], list[str] |
     if task == "sst2":
         return [r[0] for r in rows], None, [int(r[1]) for r in rows]
     return [r[3] for r in rows], [r[4] for r in rows], [int(r[0]) for r in rows]
+
+
+def training_subset(root: Path, task: str, examples: int, seed: int,
+                    cache: Path) -> tuple[list[str], list[str] | None, list[int]]:
+    """The ``examples`` training rows multidistill draws for ``task`` with ``seed`` (`max_examples_per_task`,
+    `subset_seed`), as (first texts, second texts or None, integer labels)."""
+    from multidistill.config import DataConfig
+    from multidistill.data.prepare import open_example_store
+
+    store = open_example_store(DataConfig(tasks=[task], data_root=str(root), cache_dir=str(cache)),
+                               max_examples_per_task=examples, seed=seed)
+    rows = store.examples(task, "train")
+    labels = [int(store.tasks[task].labels[i]) for i in rows["label"]]  # SST-2 and MRPC: labels "0", "1"
+    return list(rows["text_a"]), (list(rows["text_b"]) if store.tasks[task].pair else None), labels
 
 
 def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epochs: float) -> float:
@@ -38,12 +53,11 @@ def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epo
     if (folder / "model.safetensors").is_file():
         return json.loads((folder / "elsewhere.json").read_text())["seconds"]
     source = resolve_path(TEACHER)
-    texts_a, texts_b, labels = read_glue(root, task, "train")
-    keep = sorted(random.Random(seed).sample(range(len(labels)), min(examples, len(labels))))
+    texts_a, texts_b, labels = training_subset(root, task, examples, seed, folder.parent / "cache")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    columns = {"a": [texts_a[i] for i in keep], "label": [labels[i] for i in keep]}
+    columns = {"a": texts_a, "label": labels}
     if texts_b is not None:
-        columns["b"] = [texts_b[i] for i in keep]
+        columns["b"] = texts_b
     train = datasets.Dataset.from_dict(columns).map(
         lambda batch: tokenizer(batch["a"], batch.get("b"), truncation=True, max_length=128), batched=True,
         remove_columns=[c for c in columns if c != "label"])
@@ -57,5 +71,5 @@ def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epo
     seconds = time.perf_counter() - start
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "elsewhere.json").write_text(json.dumps({"seconds": seconds, "examples": len(keep), "seed": seed}))
+    (folder / "elsewhere.json").write_text(json.dumps({"seconds": seconds, "examples": len(labels), "seed": seed}))
     return seconds
