@@ -424,3 +424,12 @@ def test_a_model_folder_of_a_newer_format_is_named_as_such(tiny_model_dir, tmp_p
     (teacher / "multidistill_model.json").write_text(json.dumps({**config, "format_version": 3}))
     with pytest.raises(ModelError, match=r"unsupported format_version 3 \(expected 1 or 2\) \(written by a newer"):
         load_model(teacher)
+
+
+def test_mobilebert_with_transformers_default_head_imports(tiny_model_dir, tmp_path):
+    """transformers' default MobileBERT classifier (classifier_activation True: the pooler's dense layer and tanh) is
+    another layout than the one the export writes; the table's variant reads it."""
+    source = make_classifier(tiny_model_dir, tmp_path / "hf", "mobilebert", SENT, classifier_activation=True)
+    out = import_classifier(str(source), tmp_path / "teacher", task=SENT)
+    assert load_model(out).head_activation == "tanh"
+    assert float((imported_logits(out, SENT) - stock_logits(source, SENT)).abs().max()) <= 1e-4

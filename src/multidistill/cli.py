@@ -405,8 +405,9 @@ def soft_targets_command(
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks to label.")],
     out: Annotated[Path, typer.Option(help="Folder of the signal store to write (or reuse if valid).")],
     data_root: Annotated[str | None, typer.Option(
-        help="Folder that relative task file paths resolve against (default: the one the first teacher was trained "
-             "with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder).")] = None,
+        help="Folder that relative task file paths resolve against (default: the one the teachers were trained "
+             "with, while it exists; else $MULTIDISTILL_DATA_ROOT; else the current folder; needed when the tasks "
+             "come from teachers trained under different roots).")] = None,
     splits: Annotated[str, typer.Option(help="Comma-separated splits to label.")] = "train",
     max_examples_per_task: Annotated[int | None, typer.Option(
         min=1, metavar="N", help="Seeded cap on training examples per task (use the student's value).")] = None,

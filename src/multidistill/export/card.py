@@ -26,6 +26,8 @@ from multidistill.utils.atomic import atomic_file
 from multidistill.utils.markdown import table_cell
 
 CARD_FILE = "README.md"
+# The method a card names for a classifier brought in by `multidistill import-classifier` (no training run).
+IMPORT_METHOD = "import-classifier (a stock Hugging Face classifier brought in unchanged)"
 # The folder a card describes: a multidistill model folder, a stock Hugging Face classifier (one task), a plain
 # encoder (a general student's encoder/), or an ONNX export.
 Form = Literal["multidistill", "hf", "encoder", "onnx"]
@@ -236,7 +238,7 @@ def _summary(record: CardRecord) -> str:
     teacher = ("A meta-teacher trained on gold labels with a domain-adversarial branch (Meta-KD)"
                if record.domain_branch else
                "A classifier fine-tuned elsewhere and brought in unchanged (`multidistill import-classifier`)"
-               if (record.method or "").startswith("import-classifier") else
+               if record.method == IMPORT_METHOD else
                "A model trained on gold labels only (a teacher run)")
     role = {"teacher": teacher, "student": "A distilled student",
             "general student": "A general (task-agnostic) student distilled on unlabelled text"}[record.role]

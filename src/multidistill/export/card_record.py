@@ -284,7 +284,8 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
 
 def _imported(*folders: Path) -> tuple[str, str] | None:
     """(method, initialised_from) of a folder written by `import-classifier`, from its import.json."""
-    from multidistill.models.stock_import import IMPORT_INFO_FILE, IMPORT_METHOD
+    from multidistill.export.card import IMPORT_METHOD
+    from multidistill.models.stock_import import IMPORT_INFO_FILE
 
     for folder in folders:
         record = read_json_object(folder / IMPORT_INFO_FILE) if (folder / IMPORT_INFO_FILE).is_file() else None

@@ -266,13 +266,8 @@ def _family(model, model_dir: Path) -> StockHead:
 
 
 def head_activation(family: StockHead, config) -> str:
-    """The activation ``family``'s stock head applies under ``config``: its own, or the one a config key names."""
-    if family.activation_key is not None and isinstance(getattr(config, family.activation_key, None), str):
-        return getattr(config, family.activation_key)
-    if not family.activation.startswith("config."):
-        return family.activation
-    value = getattr(config, family.activation.removeprefix("config."), None)
-    return value if isinstance(value, str) else repr(value)
+    """The activation ``family``'s stock head applies under ``config`` (`StockHead.activation_in`)."""
+    return family.activation_in(config)
 
 
 def _eval_rows(task: Task, data: DataConfig, limit: int) -> list[tuple[str, str | None]]:

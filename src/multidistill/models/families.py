@@ -45,6 +45,24 @@ class StockHead:
     # the key of ``config`` that names the activation (DeBERTa's pooler_hidden_act): the export writes the value in
     # ``config`` (or a stock-layout head's own activation), `import-classifier` reads the classifier's own value
     activation_key: str | None = None
+    # Other layouts the family's stock classifier takes under other config values, which `import-classifier` reads
+    # (the export always writes ``config``): ((key, value, head), ...), e.g. MobileBERT's default pooler (dense + tanh)
+    variants: tuple[tuple[str, object, StockHead], ...] = ()
+
+    def activation_in(self, config) -> str:
+        """The activation this head applies under ``config``: the value of ``activation_key`` where the config sets
+        one, else its own, or the one a ``config.<key>`` activation names."""
+        named = getattr(config, self.activation_key, None) if self.activation_key else None
+        if isinstance(named, str):
+            return named
+        if not self.activation.startswith("config."):
+            return self.activation
+        value = getattr(config, self.activation.removeprefix("config."), None)
+        return value if isinstance(value, str) else repr(value)
+
+    def under(self, config) -> StockHead:
+        """The layout under ``config``: the first variant whose key has its value there, else this one."""
+        return next((head for key, value, head in self.variants if getattr(config, key, None) == value), self)
 
 
 _TANH_PROJ = StockHead("tanh", "classifier.dense", "classifier.out_proj")  # RoBERTa-style classification head
@@ -186,7 +204,9 @@ FAMILIES: dict[str, EncoderFamily] = {
         EncoderFamily("splinter", **_BERT_LIKE),
         EncoderFamily("rembert", **_BERT_LIKE, stock_head=_pooler_head("rembert"), ort_fusion="bert"),
         EncoderFamily("mobilebert", **_BERT_LIKE, attention_size_key="true_hidden_size", stock_head=StockHead(
-            "identity", None, "classifier", config=(("classifier_activation", False),))),
+            "identity", None, "classifier", config=(("classifier_activation", False),), variants=(
+                # transformers' default: the pooler's dense layer and tanh (import-classifier reads it)
+                ("classifier_activation", True, StockHead("tanh", "mobilebert.pooler.dense", "classifier")),))),
         # LUKE with words only (text batches carry no entities) is BERT-like; entity tokens would add rows.
         EncoderFamily("luke", **_BERT_LIKE, stock_head=_pooler_head("luke")),
         # I-BERT's quantised mode replaces softmax by an integer approximation; the float mode (quant_mode false)

@@ -36,8 +36,9 @@ class DenseActivation(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """Dropout + linear over the pooled vector (with ``activation``: dropout, dense + activation, dropout, linear,
-    as RoBERTa's classification head); trained with cross-entropy."""
+    """Dropout + linear over the pooled vector (with ``activation``: dense + activation, dropout, linear, as BERT's
+    pooler and classifier; RoBERTa's head adds a dropout before its dense layer, which matters in training only);
+    trained with cross-entropy."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float, activation: str | None = None) -> None:
         super().__init__()
@@ -46,10 +47,7 @@ class ClassificationHead(nn.Module):
         self.out = nn.Linear(hidden_size, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(pooled)
-        if self.hidden is not None:
-            x = self.dropout(self.hidden(x))
-        return self.out(x)
+        return self.out(self.dropout(self.hidden(pooled) if self.hidden is not None else pooled))
 
     @staticmethod
     def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

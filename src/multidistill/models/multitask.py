@@ -35,7 +35,7 @@ MODEL_CONFIG_FILE = "multidistill_model.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 # A model whose heads carry a stock classifier's dense layer (head_activation) is written as version 2, so that a
-# multidistill that predates such heads says the folder is newer instead of failing on unexpected weights.
+# multidistill that predates such heads refuses the folder by its format instead of failing on unexpected weights.
 STOCK_HEAD_FORMAT_VERSION = 2
 READ_FORMAT_VERSIONS = (FORMAT_VERSION, STOCK_HEAD_FORMAT_VERSION)
 

@@ -34,7 +34,6 @@ from multidistill.utils.atomic import atomic_dir, write_json
 from multidistill.utils.entry import api_call
 
 IMPORT_INFO_FILE = "import.json"
-IMPORT_METHOD = "import-classifier (a stock Hugging Face classifier brought in unchanged)"
 # Largest accepted |classifier's logits - imported model's logits| on the check rows (float32 on both sides).
 TOLERANCE = 1e-4
 IMPORTABLE = tuple(name for name, family in FAMILIES.items() if family.stock_head is not None)
@@ -134,18 +133,14 @@ def stock_layout(config, source: str) -> tuple[StockHead, str | None]:
         raise ModelError(f"cannot import classifier '{source}': multidistill does not know where a "
                          f"'{getattr(config, 'model_type', '?')}' classifier keeps its head (importable families: "
                          f"{', '.join(IMPORTABLE)})")
-    head = family.stock_head
-    activation = head.activation
-    if activation.startswith("config."):
-        activation = getattr(config, activation.removeprefix("config."), None)
+    head = family.stock_head.under(config)  # MobileBERT's default head is another layout than the export's
+    activation = head.activation_in(config)
     for key, value in head.config:
         have = getattr(config, key, None)
-        if key == head.activation_key:  # the source's own value is the head's activation
-            activation = have if have is not None else value
-        elif have != value:
+        if key != head.activation_key and have != value:
             raise ModelError(f"cannot import classifier '{source}': its config sets {key} to {have!r}, and a stock "
-                             f"'{config.model_type}' head is read only with {key} {value!r} (that head's layout "
-                             "has no counterpart here); distil it after fine-tuning one with that setting")
+                             f"'{config.model_type}' head is read only with {key} {value!r} (its head under that "
+                             "setting has no counterpart in multidistill's heads)")
     if activation == "identity":
         return head, None
     if not isinstance(activation, str) or activation not in ACT2FN:
@@ -322,7 +317,7 @@ def _weights(path: str) -> str | None:
 
 def _write_card(folder: Path, model: MultiTaskModel, task: Task, config, source: str, activation: str | None,
                 how: str) -> None:
-    from multidistill.export.card import CardRecord, TaskInfo, write_card
+    from multidistill.export.card import IMPORT_METHOD, CardRecord, TaskInfo, write_card
     from multidistill.models.layers import num_layers
 
     head = f"a dense layer and {activation}, then a linear layer" if activation else "one linear layer"

@@ -75,15 +75,18 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
                        data_root: str | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
                        shard_size: int = DEFAULT_SHARD_SIZE, hidden_layers: Sequence[int] | str | None = None,
                        progress: bool = True) -> SignalStore:
-    """Run every teacher over every (task, split) and store the signals, as `multidistill soft-targets` does;
-    reuse a valid existing store.
+    """Run the teachers over every (task, split) and store the signals, as `multidistill soft-targets` does;
+    reuse a valid existing store. Each task is labelled by the teachers with a head for it: every teacher of an
+    ensemble, or each task's own teachers when they were fine-tuned one task each (the manifest's
+    ``task_teachers``; `multidistill.teachers.coverage`); a task no teacher has a head for, a teacher with a head
+    for none of the tasks, and a head whose type or labels are not the task's are refused.
 
     ``teacher_dirs``: the teacher model folders (one path is one teacher; a folder given twice is refused).
     ``data``: the tasks to label, as a `DataConfig`, or as task names (a list, or one comma-separated str;
-    `TaskRef`s to select domains; None: every task of the first teacher), which are read with the first
-    teacher's own task specs under ``data_root`` or, by default, the data root it was trained with (while it
-    exists) and cache tokenised views in ``cache_dir``, as the CLI reads them. ``splits`` and
-    ``hidden_layers`` also take comma-separated strs.
+    `TaskRef`s to select domains; None: every task with a head in a teacher), which are read with the task specs
+    of the first teacher that has each, under ``data_root`` or, by default, the data root the teachers were trained
+    with (while it exists; teachers trained under different roots need ``data_root``), and cache tokenised views in
+    ``cache_dir``, as the CLI reads them. ``splits`` and ``hidden_layers`` also take comma-separated strs.
 
     ``hidden_layers`` (0 = the embedding output, 1..L the layers' outputs, each once) also stores the teachers'
     hidden states at those layers, per real token, in float16, for feature losses

@@ -2,10 +2,12 @@
 
 Layout of a store folder (written to a temporary folder, then renamed; `multidistill.teachers.generate` makes it):
 
-    manifest.json            fingerprint, teachers, tasks, splits, max length
+    manifest.json            fingerprint, teachers, tasks, splits, max length; task_teachers (task -> indices into
+                             teachers) where the teachers have heads for different tasks (`teachers/coverage.py`)
     <task>/<split>/          a `save_to_disk` Arrow dataset, read back memory-mapped, with columns
         id                   example id (rows are in the example store's order)
-        teacher_logits       (K, C) float32: each teacher's raw outputs (regression: C = 1, the score)
+        teacher_logits       (K, C) float32: each teacher's raw outputs (regression: C = 1, the score), K the
+                             teachers with a head for the task (every teacher, unless task_teachers says otherwise)
         teacher_mean         (C,) float32: mean of the teachers' *probabilities* (MT-DNN-KD's soft
                              targets); regression: the mean score (`multidistill.teachers.reduce`)
         teacher_hidden_states  only in a store built with hidden layers: (T, K * S * H) float16, the teachers'

@@ -61,11 +61,12 @@ def store_data(teachers: Path | Sequence[Path], data: DataConfig | TaskNames | N
         names = [ref.name for ref in refs]
         require_distinct("--tasks", names)
         if data_root is None:
-            roots = {str(saved_data_root(source.get(name, teachers[0]))) for name in names}
+            roots = {saved_data_root(source.get(name, teachers[0])) for name in names}
             if len(roots) > 1:
+                shown = sorted(root or "none recorded, or no longer there" for root in roots)
                 raise ConfigError(f"the tasks {names} come from teachers trained under different data roots "
-                                  f"({', '.join(sorted(roots))}): give --data-root (data_root), the folder their "
-                                  "task files are read from")
+                                  f"({'; '.join(shown)}): give --data-root (data_root), the folder their task files "
+                                  "are read from")
             data_root = saved_data_root(source.get(names[0], teachers[0])) if names else None
         return DataConfig(tasks=refs, data_root=data_root, cache_dir=cache_dir,
                           task_specs=[specs[name] for name in names if name in specs])
