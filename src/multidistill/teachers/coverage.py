@@ -27,19 +27,21 @@ def heads_of(names: Sequence[str], heads: Sequence[Mapping[str, Task]]) -> str:
                      for name, h in zip(names, heads, strict=True))
 
 
-def task_teachers(names: Sequence[str], heads: Sequence[Mapping[str, Task]], tasks: Mapping[str, Task], *,
-                  key: str | None = None, every_task: bool = False) -> dict[str, list[int]]:
+def task_teachers(names: Sequence[str], heads: Sequence[Mapping[str, Task]], tasks: Mapping[str, Task | None], *,
+                  key: str | None = None, every_task: bool = False, why: str | None = None) -> dict[str, list[int]]:
     """For each of ``tasks``, the teachers (indices into ``names`` / ``heads``: each teacher's task specs by name)
     with a head for it, in order. Refused, naming ``key`` (a config key; ModelError without one): a task no teacher
     has a head for, a teacher with a head for none of them (a wrong folder), a head that `head_mismatch`es, and
-    with ``every_task`` a teacher without a head for each task."""
+    with ``every_task`` a teacher without a head for each task. ``why`` says why a head is needed (in the refusal of
+    a task without one); a task given as None is only checked for coverage."""
     error = ConfigError if key else ModelError
     where = f"key '{key}': " if key else ""
     covering = {name: [i for i, h in enumerate(heads) if name in h and h[name].has_head] for name in tasks}
     orphans = [name for name, found in covering.items() if not found]
     if orphans:
-        raise error(f"{where}no head for task(s) {orphans} in any teacher ({heads_of(names, heads)}); give a teacher "
-                    "trained on each task (one teacher may cover several)")
+        raise error(f"{where}no head for task(s) {orphans} in any teacher ({heads_of(names, heads)})"
+                    + (f", and {why}" if why else "; give a teacher trained on each task (one teacher may cover "
+                       "several)"))
     for i, name in enumerate(names):
         mine = [task for task, found in covering.items() if i in found]
         if not mine:
@@ -51,7 +53,7 @@ def task_teachers(names: Sequence[str], heads: Sequence[Mapping[str, Task]], tas
                         "task, so each needs a head for all of them")
     for task, found in covering.items():
         for i in found:
-            problem = head_mismatch(heads[i][task], tasks[task])
+            problem = head_mismatch(heads[i][task], tasks[task]) if tasks[task] is not None else None
             if problem:
                 raise error(f"{where}{names[i]}'s head for task '{task}' {problem}")
     return covering

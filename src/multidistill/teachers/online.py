@@ -28,7 +28,7 @@ from multidistill.models.families import model_dims
 from multidistill.models.features import DOMAIN_FEATURES, EncoderFeatures, ModelDims
 from multidistill.models.loading import load_model
 from multidistill.models.multitask import MODEL_CONFIG_FILE
-from multidistill.teachers.coverage import heads_of, task_teachers
+from multidistill.teachers.coverage import task_teachers
 from multidistill.teachers.reduce import teacher_mean
 from multidistill.training.objective import check_branch_domains
 from multidistill.utils.hashing import same_tokenization
@@ -78,13 +78,12 @@ class OnlineSignals:
         heads = [getattr(teacher, "tasks", {}) for teacher in self.teachers]  # a plain encoder has none
         self.covering = {t: [i for i, h in enumerate(heads) if t in h and h[t].has_head] for t in tasks}
         if logits and self.teachers:  # (none: teachers set afterwards, as a test does)
-            if isinstance(tasks, Mapping):
-                self.covering = task_teachers(self.folders, heads, tasks, key="online_teachers")
-            elif any(not found for found in self.covering.values()):
-                orphans = [t for t, found in self.covering.items() if not found]
-                raise ConfigError(f"key 'online_teachers': no head for task(s) {orphans} in any teacher "
-                                  f"({heads_of(self.folders, heads)}), and the objective reads teacher logits (a "
-                                  "plain encoder can only give features)")
+            # Task names alone are checked against the teachers' own specs of them (only coverage then counts).
+            specs = tasks if isinstance(tasks, Mapping) else {
+                t: next((h[t] for h in heads if t in h and h[t].has_head), None) for t in tasks}
+            self.covering = task_teachers(self.folders, heads, specs, key="online_teachers",
+                                          why="the objective reads teacher logits (a plain encoder can only give "
+                                              "features)")
 
     def dims(self) -> ModelDims:
         """The teachers' common sizes; feature losses hold one projection, so the teachers must agree."""
