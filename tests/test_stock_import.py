@@ -433,3 +433,9 @@ def test_mobilebert_with_transformers_default_head_imports(tiny_model_dir, tmp_p
     out = import_classifier(str(source), tmp_path / "teacher", task=SENT)
     assert load_model(out).head_activation == "tanh"
     assert float((imported_logits(out, SENT) - stock_logits(source, SENT)).abs().max()) <= 1e-4
+    # and back to a stock classifier of that same layout
+    from multidistill.export.hf import export_hf
+
+    back = export_hf(out, tmp_path / "back", skip_parity=True, progress=False)
+    assert json.loads((back / "config.json").read_text()).get("classifier_activation") is True
+    assert float((stock_logits(back, SENT) - stock_logits(source, SENT)).abs().max()) <= 1e-4

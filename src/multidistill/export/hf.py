@@ -255,6 +255,8 @@ def _family(model, model_dir: Path) -> StockHead:
         raise ModelError(f"{model_dir}: cannot export a '{model_type}' encoder as a plain Hugging Face "
                          f"classifier (supported: {', '.join(STOCK_FAMILIES)}); {ONNX_HINT}")
     family = FAMILIES[model_type].stock_head
+    if model.head_activation is not None:  # an imported head keeps the layout it came with (MobileBERT's pooler)
+        family = family.under(model.backbone.config)
     activation = head_activation(family, _stock_config(model, family))
     # a stock-layout head (import-classifier) maps onto the stock one as it is, whatever its activation
     if model.head_activation is None and activation not in ("tanh", "identity", *OFFSET_ACTIVATIONS):
