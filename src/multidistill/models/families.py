@@ -46,7 +46,8 @@ class StockHead:
     # ``config`` (or a stock-layout head's own activation), `import-classifier` reads the classifier's own value
     activation_key: str | None = None
     # Other layouts the family's stock classifier takes under other config values, which `import-classifier` reads
-    # (the export always writes ``config``): ((key, value, head), ...), e.g. MobileBERT's default pooler (dense + tanh)
+    # and the export writes back for a head imported so (a model trained here is exported with ``config``):
+    # ((key, value, head), ...), e.g. MobileBERT's default pooler (dense + tanh)
     variants: tuple[tuple[str, object, StockHead], ...] = ()
 
     def activation_in(self, config) -> str:
