@@ -30,7 +30,7 @@ from multidistill.evaluation.metrics import average_score, compute_metrics
 from multidistill.models.multitask import SavedModel, read_model_config, read_model_tasks
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, print_note, settings_payload, stage_fingerprint
-from multidistill.teachers.coverage import head_mismatch, task_teachers
+from multidistill.teachers.coverage import task_teachers
 from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
@@ -167,19 +167,11 @@ def _saved_heads(folder: Path, key: str) -> dict[str, Task]:
 
 def check_teacher_heads(folder: Path, tasks: list[Task], key: str) -> None:
     """Refuse, by ``key``, a given teacher folder that is no multidistill model, or that lacks a head for one of
-    ``tasks`` or has one of another type or with other labels (`teachers.coverage.head_mismatch`), before any stage:
-    a MITKD general student has a head for its corpus only, and a missing head was found by the first stage that
-    read it, after the stages before."""
-    heads = _saved_heads(folder, key)
-    missing = [task.name for task in tasks if task.name not in heads or not heads[task.name].has_head]
-    if missing:
-        raise ConfigError(f"key '{key}': {folder} has no head for task(s) {missing} (it has "
-                          f"{[n for n, t in heads.items() if t.has_head]}); give a teacher trained on them (a general "
-                          "student, trained on a corpus, has none)")
-    for task in tasks:
-        problem = head_mismatch(heads[task.name], task)
-        if problem:
-            raise ConfigError(f"key '{key}': {folder}'s head for task '{task.name}' {problem}")
+    ``tasks`` or has one of another type or with other labels (`teachers.coverage`), before any stage: a MITKD
+    general student has a head for its corpus only, and a missing head was found by the first stage that read it,
+    after the stages before."""
+    task_teachers([str(folder)], [_saved_heads(folder, key)], {task.name: task for task in tasks}, key=key,
+                  every_task=True)
 
 
 def given_teachers(recipe: RecipeBase, *, every_task: bool = False) -> list[Path]:
@@ -290,13 +282,18 @@ def by_task_rows(signals_dir: Path, data: DataConfig, teacher_dirs: list[Path],
     """``rows`` with the row of teachers of different tasks first (the summary's reference), when the store says
     each task was labelled by its own teachers (`task_teachers`): each task scored from the mean of the teachers
     with its head. None for teachers of every task (an ensemble, or one teacher)."""
-    from multidistill.recipes.summary import count_parameters
-
     if not open_signal_store(signals_dir).manifest.get("task_teachers"):
         return None
-    row = {"metrics": ensemble_metrics(signals_dir, data), "params": sum(count_parameters(d) for d in teacher_dirs),
-           "models": len(teacher_dirs), "by_task": True}
+    row = {**combined_row(signals_dir, data, teacher_dirs), "by_task": True}
     return {f"{len(teacher_dirs)} teachers by task": row, **rows}
+
+
+def combined_row(signals_dir: Path, data: DataConfig, teacher_dirs: list[Path]) -> dict:
+    """The summary row of several teachers' combined prediction (`ensemble_metrics`): their parameters together."""
+    from multidistill.recipes.summary import count_parameters
+
+    return {"metrics": ensemble_metrics(signals_dir, data), "params": sum(count_parameters(d) for d in teacher_dirs),
+            "models": len(teacher_dirs)}
 
 
 def teacher_rows(teacher_dirs: list[Path]) -> dict[str, dict]:

@@ -13,6 +13,7 @@ from pydantic import Field
 from multidistill.config import LossTerm, ObjectiveConfig
 from multidistill.recipes.common import (
     by_task_rows,
+    combined_row,
     ensemble_metrics,
     read_metrics,
     recipe_data,
@@ -63,9 +64,7 @@ def run_mtdnn_kd(recipe: MTDNNKDRecipe, runner: StageRunner) -> dict:
     if by_task is not None:
         rows = by_task
     elif len(teacher_dirs) > 1:
-        rows[f"ensemble of {len(teacher_dirs)}"] = {"metrics": ensemble_metrics(signals, data),
-                                                    "params": sum(count_parameters(d) for d in teacher_dirs),
-                                                    "ensemble": True, "models": len(teacher_dirs)}
+        rows[f"ensemble of {len(teacher_dirs)}"] = {**combined_row(signals, data, teacher_dirs), "ensemble": True}
     elif not rows:
         rows["teacher"] = {"metrics": ensemble_metrics(signals, data), "params": count_parameters(teacher_dirs[0])}
     rows["student"] = {"metrics": read_metrics(student), "params": count_parameters(student / BEST_MODEL)}

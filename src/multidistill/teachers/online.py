@@ -76,7 +76,6 @@ class OnlineSignals:
             self.teachers.append(teacher.to(self.device))
         # Logits of a task come from the teachers with a head for it (`teachers.coverage`); features from every one.
         heads = [getattr(teacher, "tasks", {}) for teacher in self.teachers]  # a plain encoder has none
-        self.covering = {t: [i for i, h in enumerate(heads) if t in h and h[t].has_head] for t in tasks}
         if logits and self.teachers:  # (none: teachers set afterwards, as a test does)
             # Task names alone are checked against the teachers' own specs of them (only coverage then counts).
             specs = tasks if isinstance(tasks, Mapping) else {
@@ -84,6 +83,8 @@ class OnlineSignals:
             self.covering = task_teachers(self.folders, heads, specs, key="online_teachers",
                                           why="the objective reads teacher logits (a plain encoder can only give "
                                               "features)")
+        else:  # features only: every teacher gives them, with or without a head
+            self.covering = {t: [i for i, h in enumerate(heads) if t in h and h[t].has_head] for t in tasks}
 
     def dims(self) -> ModelDims:
         """The teachers' common sizes; feature losses hold one projection, so the teachers must agree."""
