@@ -14,9 +14,11 @@ LN2, LN3 = math.log(2.0), math.log(3.0)
 
 
 def test_every_registered_loss_has_a_golden_test():
-    # The feature losses' golden tests are in test_feature_losses.py, the domain-branch ones in test_domain_losses.py.
-    assert set(LOSSES) == {"hard", "soft_ce", "soft_kl", "logit_mse", "score_mse", "hidden_mse", "cosine_hidden",
-                           "attention_mse", "attention_kl", "relation_kl", "domain_adversarial", "transferable_mse"}
+    # The feature losses' golden tests are in test_feature_losses.py, the domain-branch ones in test_domain_losses.py,
+    # soft_bce's (and the multilabel hard loss's) in test_multilabel.py.
+    assert set(LOSSES) == {"hard", "soft_ce", "soft_kl", "soft_bce", "logit_mse", "score_mse", "hidden_mse",
+                           "cosine_hidden", "attention_mse", "attention_kl", "relation_kl", "domain_adversarial",
+                           "transferable_mse"}
 
 
 def test_soft_ce_against_teacher_probabilities():

@@ -162,9 +162,11 @@ def test_average_score_is_unweighted_mean() -> None:
 
 def test_the_metrics_a_task_spec_accepts_are_the_ones_computed():
     from multidistill.data.tasks import TASK_METRICS
-    from multidistill.evaluation.metrics import METRICS
+    from multidistill.evaluation.metrics import METRICS, MULTILABEL_METRICS
 
-    assert sorted(name for names in TASK_METRICS.values() for name in names) == sorted(METRICS)
+    single = {kind: names for kind, names in TASK_METRICS.items() if kind != "multilabel"}
+    assert sorted(name for names in single.values() for name in names) == sorted(METRICS)
+    assert sorted(TASK_METRICS["multilabel"]) == sorted(MULTILABEL_METRICS)
 
 
 def test_rows_without_a_label_are_left_out_of_scoring():

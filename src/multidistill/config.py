@@ -451,6 +451,9 @@ class ObjectiveConfig(_Strict):
 
     classification: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
                                            description="Terms for classification tasks.")
+    multilabel: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
+                                       description="Terms for multilabel tasks (soft_ce and soft_kl are for one "
+                                       "distribution over classes; soft_bce is their multilabel counterpart).")
     regression: list[LossTerm] = Field(default_factory=lambda: [LossTerm(loss="hard")],
                                        description="Terms for regression tasks.")
     tasks: dict[str, list[LossTerm]] = Field(default_factory=dict, description="Per-task overrides by name.")
@@ -459,12 +462,13 @@ class ObjectiveConfig(_Strict):
     def _terms_fit_their_lists(self) -> ObjectiveConfig:
         from multidistill.losses.registry import check_task_type
 
-        lists = {"classification": self.classification, "regression": self.regression,
+        lists = {"classification": self.classification, "multilabel": self.multilabel, "regression": self.regression,
                  **{f"tasks.{name}": terms for name, terms in self.tasks.items()}}
         for key, terms in lists.items():
             if terms and not any(term.weight or term.weight_end for term in terms):
                 raise ValueError(f"every term of objective.{key} has weight 0: nothing would be learned")
-        for task_type in ("classification", "regression"):  # per-task lists: checked where task types are known
+        # Per-task lists are checked where task types are known.
+        for task_type in ("classification", "multilabel", "regression"):
             for i, term in enumerate(getattr(self, task_type)):
                 try:
                     check_task_type(term.loss, task_type, f"objective.{task_type}.{i}")
@@ -473,7 +477,8 @@ class ObjectiveConfig(_Strict):
         return self
 
     def terms_for(self, task: Task) -> list[LossTerm]:
-        return self.tasks.get(task.name) or (self.classification if task.type == "classification" else self.regression)
+        by_type = {"classification": self.classification, "multilabel": self.multilabel}
+        return self.tasks.get(task.name) or by_type.get(task.type, self.regression)
 
 
 class ExampleWeightsConfig(_Strict):

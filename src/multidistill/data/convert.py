@@ -8,6 +8,7 @@ the file, line and field.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from multidistill.data import label_sets
 from multidistill.data.formats import CHUNK_ROWS, HF_FORMATS, ClassIndex, Record, Source
 from multidistill.data.tasks import Task
 from multidistill.errors import DataError
@@ -207,6 +209,10 @@ class Converter:
         if isinstance(value, ClassIndex):
             return self._class_index(pos, value)
         is_int = isinstance(value, int) and not isinstance(value, bool)
+        if self.task.is_multilabel:
+            if self.is_hf and value is None:
+                return self.no_label  # our own saved transfer sets mark a row without labels with None
+            return self._label_set(pos, value)
         if self.is_hf and isinstance(value, float) and math.isnan(value):
             return self.no_label  # our own saved datasets (augmented transfer sets) mark missing scores with NaN
         if value is None or str(value).strip() == "":
@@ -217,6 +223,53 @@ class Converter:
         if self.is_hf and is_int:
             return self._int_label(pos, value)
         text = str(value).strip()
+        if text not in self.label_index:
+            allowed = ", ".join(repr(label) for label in self.task.labels)
+            raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}"
+                                   f"{spelled(text, self.task.labels)}", "label")
+        return self.label_index[text]
+
+    def _label_set(self, pos: int, value: Any) -> int:
+        """A multilabel row's labels as a bit mask (`data.label_sets`): a list (JSON, an HF sequence) of labels, or
+        a text cell holding a JSON list or the labels joined by the file's label_separator. An empty list is a
+        row with none of the labels; an empty cell is a missing label, refused as for every labelled file."""
+        items = value
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                raise self._error(pos, f"empty label (column '{self.columns.label}'); every row of a labelled file "
+                                       "needs one (a row with none of the labels: [])", "label")
+            if text.startswith("["):
+                try:
+                    items = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise self._error(pos, f"label cell {text[:60]!r} starts with '[' but is not a JSON list "
+                                           f"({exc.msg})", "label") from None
+            else:
+                separator = self.source.data_file.label_separator
+                items = [item.strip() for item in text.split(separator)]
+                if "" in items:
+                    raise self._error(pos, f"label cell {text[:60]!r} has an empty label between its "
+                                           f"separators ({separator!r})", "label")
+        if not isinstance(items, (list, tuple)):
+            raise self._error(pos, f"a multilabel task's label is a list of labels (or labels joined by "
+                                   f"{self.source.data_file.label_separator!r}), got {type(items).__name__} "
+                                   f"{str(items)[:40]!r}", "label")
+        return label_sets.encode(self._label_index(pos, item) for item in items)
+
+    def _label_index(self, pos: int, item: Any) -> int:
+        """One label of a multilabel row: a ClassLabel index, an HF integer (read as `_int_label` reads a
+        classification label), or a label as written (a JSON number: the label it spells)."""
+        if isinstance(item, ClassIndex):
+            return self._class_index(pos, item)
+        if self.is_hf and isinstance(item, int) and not isinstance(item, bool):
+            if item == -1:
+                raise self._error(pos, "label -1 inside a list of labels; a row without labels is an empty list",
+                                  "label")
+            return self._int_label(pos, item)
+        if isinstance(item, (dict, list, tuple)) or item is None or isinstance(item, bool):
+            raise self._error(pos, f"a label in the list is {item!r}; each must be a label of the task", "label")
+        text = str(item).strip()
         if text not in self.label_index:
             allowed = ", ".join(repr(label) for label in self.task.labels)
             raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}"

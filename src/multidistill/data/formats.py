@@ -350,13 +350,20 @@ def _read_hf(source: Source) -> Iterator[tuple[int, Record]]:
     names = sorted(set(needed.values()), key=str)
     columns = dataset.select_columns(names)
     label = needed.get("label")
-    feature = dataset.features[label] if label is not None and source.task.type == "classification" else None
+    feature = dataset.features[label] if label is not None and source.task.has_labels else None
+    # A multilabel column is a sequence: its items' ClassLabel names say what each index is.
+    listed = source.task.is_multilabel and isinstance(getattr(feature, "feature", None), datasets.ClassLabel)
+    feature = feature.feature if listed else feature
     class_names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     # Column-wise conversion to Python is far faster than iterating rows one by one; a chunk at a time.
     for start in range(0, len(columns), CHUNK_ROWS):
         values = columns[start:start + CHUNK_ROWS]
         if class_names is not None:
-            values[label] = [ClassIndex(v, class_names) if isinstance(v, int) else v for v in values[label]]
+            if listed:
+                values[label] = [[ClassIndex(i, class_names) for i in v] if isinstance(v, list) else v
+                                 for v in values[label]]
+            else:
+                values[label] = [ClassIndex(v, class_names) if isinstance(v, int) else v for v in values[label]]
         for i in range(len(values[names[0]])):
             yield start + i, {name: values[name][i] for name in names}
 

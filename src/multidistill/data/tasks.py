@@ -11,10 +11,14 @@ from multidistill.errors import UnknownTaskError
 from multidistill.limits import MAX_SEED
 from multidistill.utils.paths import NAME_CHARACTERS, check_name
 
-TaskType = Literal["classification", "regression", "text"]
+TaskType = Literal["classification", "multilabel", "regression", "text"]
 # The metrics each labelled task type can be scored with (`evaluation.metrics.METRICS` computes them).
 TASK_METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy", "f1", "macro_f1", "matthews"),
+                                            "multilabel": ("micro_f1", "macro_f1", "samples_f1", "exact_match"),
                                             "regression": ("pearson", "spearman")}
+# A multilabel row's label set is stored as one int64 bit mask (bit i: labels[i]), so every row-level path (caches,
+# stores, samplers) keeps one scalar label; bit 63 is the sign, and -1 marks a row without a label.
+MAX_MULTILABELS = 63
 FileFormat = Literal["tsv", "csv", "jsonl", "hf_disk", "hf_hub", "txt"]
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -80,6 +84,10 @@ class DataFile(BaseModel):
     quoting: Literal["none", "csv"] = Field(
         "none", description="tsv only: none splits on tabs and keeps every quote (GLUE's text has stray quotes); csv "
         "reads CSV-style quoted fields, as pandas' to_csv(sep='\\t') writes them.")
+    label_separator: str = Field(",", min_length=1, description="Multilabel only: what joins the labels of one "
+                                 "text cell (tsv, csv: 'joy,love'); a cell may also hold a JSON list "
+                                 "('[\"joy\", \"love\"]', '[]' for none of the labels). jsonl and Hugging Face "
+                                 "datasets hold lists.")
     no_label_value: float | None = Field(
         None, description="Regression only: a score that marks a row without one (e.g. -1 in GLUE's STS-B test split "
         "on the hub); such rows are unlabelled, as a NaN score always is.")
@@ -141,11 +149,12 @@ class Task(BaseModel):
     name: str = Field(description=f"Unique task name; used for the head, in metrics and as a folder name in caches "
                       f"and signal stores, so it must match `{NAME_CHARACTERS}` (at most 100 characters) and hold "
                       "no '.' (it names the task's head, a PyTorch module).")
-    type: TaskType = Field("classification", description="classification, regression, or text (an "
-                          "unlabelled corpus for general distillation).")
+    type: TaskType = Field("classification", description="classification (one label a row), multilabel (a set "
+                           "of labels a row, each scored on its own: sigmoid outputs, at most 63 labels), "
+                           "regression, or text (an unlabelled corpus for general distillation).")
     labels: list[str] = Field(default_factory=list, description="Label values as they appear in the data, "
-                              "in head-output order (classification only); not empty, and no white space around "
-                              "them for text files (their cells are stripped before they are matched).")
+                              "in head-output order (classification and multilabel only); not empty, and no white "
+                              "space around them for text files (their cells are stripped before they are matched).")
     pair: bool = Field(False, description="True if examples have two texts (text_a, text_b).")
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
                                description="Metrics to report; the first one is the task's main score. "
@@ -196,6 +205,9 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': keep_pairs is for text tasks built from_tasks only; remove it")
         if self.type == "classification" and len(self.labels) < 2:
             raise ValueError(f"task '{self.name}': a classification task needs at least 2 labels")
+        if self.type == "multilabel" and not 2 <= len(self.labels) <= MAX_MULTILABELS:
+            raise ValueError(f"task '{self.name}': a multilabel task needs 2 to {MAX_MULTILABELS} labels, it has "
+                             f"{len(self.labels)}")
         if self.type == "regression" and self.labels:
             raise ValueError(f"task '{self.name}': a regression task takes no labels")
         if len(set(self.labels)) != len(self.labels):
@@ -203,6 +215,8 @@ class Task(BaseModel):
         self._check_label_names()
         if self.type == "regression" and "metrics" not in self.model_fields_set:
             self.metrics = list(TASK_METRICS["regression"])  # accuracy, the field's default, cannot score a score
+        if self.type == "multilabel" and "metrics" not in self.model_fields_set:
+            self.metrics = ["micro_f1", "macro_f1"]  # accuracy (the field's default) is for one label a row
         if self.type != "text":
             self._check_metrics()
         self._check_domains()
@@ -214,8 +228,17 @@ class Task(BaseModel):
             if data_file.no_label_value is not None and self.type != "regression":
                 raise ValueError(f"task '{self.name}': {where}.no_label_value is for regression scores only; "
                                  "remove it")
+            if data_file.label_separator != "," and self.type != "multilabel":
+                raise ValueError(f"task '{self.name}': {where}.label_separator is for multilabel tasks only; "
+                                 "remove it")
+            if self.type == "multilabel" and data_file.format in ("tsv", "csv"):
+                joined = [label for label in self.labels if data_file.label_separator in label]
+                if joined:
+                    raise ValueError(f"task '{self.name}': label {joined[0]!r} holds {where}.label_separator "
+                                     f"{data_file.label_separator!r}, so a cell could not be split into labels; set "
+                                     "another label_separator")
             for key in ("int_labels", "int_label_names"):  # they map class indices: a score would ignore them
-                if getattr(data_file, key) is not None and self.type != "classification":
+                if getattr(data_file, key) is not None and self.type not in ("classification", "multilabel"):
                     raise ValueError(f"task '{self.name}': {where}.{key} is for class labels only; remove it")
         return self
 
@@ -362,6 +385,16 @@ class Task(BaseModel):
             raise ValueError(f"task '{self.name}': sources must be the specs of from_tasks, in order")
 
     @property
+    def is_multilabel(self) -> bool:
+        """Whether a row holds a set of labels (an int64 bit mask, bit i for labels[i]; -1: no label)."""
+        return self.type == "multilabel"
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the task's head scores named labels (classification, multilabel), not one score."""
+        return self.type in ("classification", "multilabel")
+
+    @property
     def has_head(self) -> bool:
         """Whether the task has labels, a head and metrics (every type but text)."""
         return self.type != "text"
@@ -390,9 +423,9 @@ class Task(BaseModel):
 
 def fingerprint_spec(task: Task) -> dict:
     """The spec as data fingerprints hash it: fields added since (domain_files, keep_pairs, a file's quoting,
-    no_label_value and int_labels) are left out while at their default, so the caches of tasks that do not use
-    them keep their keys; `domains` is always left out (it changes no row: the views, which hold domain ids,
-    add it to their own key), and so is `test_from_dev` (it changes no training row: the dev and test
+    no_label_value, int_labels and label_separator) are left out while at their default, so the caches of tasks
+    that do not use them keep their keys; `domains` is always left out (it changes no row: the views, which hold
+    domain ids, add it to their own key), and so is `test_from_dev` (it changes no training row: the dev and test
     fingerprints add the carve themselves, `ExampleStore._rows_payload`)."""
     dump = task.model_dump(mode="json")
     dump.pop("domains")
@@ -403,7 +436,8 @@ def fingerprint_spec(task: Task) -> dict:
         dump.pop("keep_pairs")
     for data_file in [*dump["files"].values(), *(f for files in dump.get("domain_files", {}).values()
                                                 for f in files.values())]:
-        for name, default in (("quoting", "none"), ("no_label_value", None), ("int_labels", None)):
+        for name, default in (("quoting", "none"), ("no_label_value", None), ("int_labels", None),
+                              ("label_separator", ",")):
             if data_file[name] == default:
                 data_file.pop(name)
     dump["sources"] = [fingerprint_spec(source) for source in task.sources]

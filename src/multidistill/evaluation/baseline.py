@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from multidistill.data import label_sets
 from multidistill.data.tasks import Task
 from multidistill.evaluation.metrics import average_score, compute_metrics, labelled
 
@@ -40,7 +41,8 @@ class TrivialBaseline:
 def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) -> TrivialBaseline:
     """Score ``task``'s trivial predictor, fitted on ``train_labels``, on ``eval_labels`` with the task's metrics.
 
-    Classification: the most frequent training class (the lowest index on a tie). Regression: the training mean.
+    Classification: the most frequent training class (the lowest index on a tie). Multilabel: the most frequent
+    training label set. Regression: the training mean.
     """
     regression = task.type == "regression"
     dtype = np.float64 if regression else np.int64
@@ -52,13 +54,20 @@ def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) 
         value = float(train.mean())
         predictions = np.full(len(gold), value)
         predictor = f"constant {value:.3g} (training mean; no correlation)"
+    elif task.is_multilabel:  # the most frequent training label set (the smallest mask on a tie), as logits
+        sets, counts = np.unique(train, return_counts=True)
+        majority = int(sets[counts.argmax()])
+        predictions = np.where(label_sets.decode(np.full(len(gold), majority), task.num_labels) > 0, 1.0, -1.0)
+        names = label_sets.names(majority, task.labels)
+        predictor = (f"always {{{', '.join(names)}}} (most frequent label set, {counts.max() / len(train):.0%} of "
+                     "training)")
     else:
         counts = np.bincount(train, minlength=task.num_labels)
         majority = int(counts.argmax())
         predictions = np.full(len(gold), majority)
         name = task.labels[majority] if majority < len(task.labels) else str(majority)
         predictor = f"always '{name}' (majority class, {counts[majority] / len(train):.0%} of training)"
-    metrics = compute_metrics(task.metrics, predictions, gold)
+    metrics = compute_metrics(task.metrics, predictions, gold, task.type)
     return TrivialBaseline(predictor, metrics, metrics[task.main_metric])
 
 

@@ -132,7 +132,8 @@ def _onnx_forward(onnx_model, task_name: str) -> Forward:
 
 def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> float:
     predictions = map_batches(task, dataset, forward, batch_size=batch_size, pad_token_id=pad)
-    return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]))[task.main_metric]
+    return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]),
+                           task.type)[task.main_metric]
 
 
 def _refuse_another_models_export(out: Path, model_dir: Path) -> None:

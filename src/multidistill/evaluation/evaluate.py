@@ -53,7 +53,8 @@ def domain_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray,
     """``task``'s metrics on the rows of each of its domains that has labelled rows (by name, in `Task.domains`
     order), and each metric's unweighted mean over those domains (a domain with none would make it NaN)."""
     scored = labelled(labels)
-    per_domain = {name: compute_metrics(task.metrics, predictions[domain_ids == i], labels[domain_ids == i])
+    per_domain = {name: compute_metrics(task.metrics, predictions[domain_ids == i], labels[domain_ids == i],
+                                        task.type)
                   for i, name in enumerate(task.domains) if ((domain_ids == i) & scored).any()}
     average = {metric: float(np.mean([scores[metric] for scores in per_domain.values()])) for metric in task.metrics}
     return per_domain, average
@@ -86,7 +87,7 @@ def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *,
         predictions = predict(model, task, dataset, batch_size=batch_size, pad_token_id=pad_token_id,
                               device=device, autocast=autocast, progress=progress)
         labels = np.asarray(dataset["label"])
-        result.metrics[name] = compute_metrics(task.metrics, predictions, labels)
+        result.metrics[name] = compute_metrics(task.metrics, predictions, labels, task.type)
         result.main[name] = result.metrics[name][task.main_metric]
         if task.domains and "domain_id" in dataset.column_names:
             result.domains[name], result.domain_average[name] = domain_metrics(

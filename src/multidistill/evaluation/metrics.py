@@ -1,4 +1,5 @@
-"""GLUE metrics on top of scikit-learn and scipy, plus the per-task main score and the average."""
+"""GLUE metrics (and multilabel ones) on top of scikit-learn and scipy, plus the per-task main score and the
+average."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from multidistill.data import label_sets
 from multidistill.errors import ConfigError
 
 
@@ -40,6 +42,36 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+def _label_sets(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multilabel logits (N, C) and gold bit masks (N,) -> (predicted, gold) 0/1 matrices: a label is predicted
+    when its logit is over 0 (its probability over 0.5)."""
+    predictions = predictions.reshape(len(labels), -1)
+    return (predictions > 0).astype(np.int64), label_sets.decode(labels, predictions.shape[1])
+
+
+def _macro_over_gold_labels(predicted: np.ndarray, gold: np.ndarray) -> float:
+    present = np.flatnonzero(gold.any(0))  # as for classes: the labels the scored rows hold, the same for all models
+    if not len(present):
+        return 0.0
+    return float(f1_score(gold, predicted, labels=present, average="macro", zero_division=0))
+
+
+def _samples_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
+    hits = (predicted & gold).sum(1)
+    denominator = predicted.sum(1) + gold.sum(1)  # 2TP + FP + FN
+    # A row with no gold label and none predicted is right: F1 1 (scikit-learn would need zero_division=1 here).
+    return float(np.mean(np.where(denominator > 0, 2 * hits / np.maximum(denominator, 1), 1.0)))
+
+
+# Multilabel rows: logits (N, C) against gold bit masks (`data.label_sets`).
+MULTILABEL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "micro_f1": lambda p, y: float(f1_score(*_label_sets(p, y)[::-1], average="micro", zero_division=0)),
+    "macro_f1": lambda p, y: _macro_over_gold_labels(*_label_sets(p, y)),
+    "samples_f1": lambda p, y: _samples_f1(*_label_sets(p, y)),
+    "exact_match": lambda p, y: float(np.mean((np.equal(*_label_sets(p, y))).all(1))),
+}
+
+
 def labelled(labels: np.ndarray) -> np.ndarray:
     """Which rows carry a gold label: unlabelled ones hold -1 (class indices) or NaN (scores, where -1 is one)."""
     labels = np.asarray(labels)
@@ -48,20 +80,24 @@ def labelled(labels: np.ndarray) -> np.ndarray:
     return labels >= 0 if labels.dtype.kind in "iu" else np.ones(labels.shape, dtype=bool)
 
 
-def compute_metrics(names: list[str], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(names: list[str], predictions: np.ndarray, labels: np.ndarray,
+                    task_type: str | None = None) -> dict[str, float]:
     """Compute each named metric over the labelled rows (`labelled`): a row without a label is neither right
-    nor wrong. ``predictions`` are logits/probabilities (N, C) or scores (N,). With no labelled row at all every
-    metric is NaN (nothing to score; `data.prepare` refuses such an eval split up front)."""
-    unknown = [n for n in names if n not in METRICS]
+    nor wrong. ``predictions`` are logits/probabilities (N, C) or scores (N,); for ``task_type`` multilabel, logits
+    (N, C) against bit masks (N,) (`MULTILABEL_METRICS`). With no labelled row at all every metric is NaN (nothing
+    to score; `data.prepare` refuses such an eval split up front)."""
+    table = MULTILABEL_METRICS if task_type == "multilabel" else METRICS
+    unknown = [n for n in names if n not in table]
     if unknown:
-        raise ConfigError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+        raise ConfigError(f"unknown {'multilabel ' * (table is MULTILABEL_METRICS)}metric(s) {unknown}; known: "
+                          f"{sorted(table)}")
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     keep = labelled(labels)
     if not keep.any():
         return {name: float("nan") for name in names}
     if not keep.all():
         predictions, labels = predictions[keep], labels[keep]
-    return {name: METRICS[name](predictions, labels) for name in names}
+    return {name: table[name](predictions, labels) for name in names}
 
 
 def average_score(main_scores: Mapping[str, float]) -> float:

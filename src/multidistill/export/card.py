@@ -40,7 +40,7 @@ class TaskInfo:
     """One task the model was trained on, as its saved task spec and the run describe it."""
 
     name: str
-    type: str  # classification, regression or text (an unlabelled corpus)
+    type: str  # classification, multilabel, regression or text (an unlabelled corpus)
     labels: tuple[str, ...] = ()
     pair: bool = False
     metrics: tuple[str, ...] = ()
@@ -588,8 +588,10 @@ def _usage_section(record: CardRecord) -> str:
     regression = bool(record.tasks) and all(task.type == "regression" for task in record.tasks)
     form = "hf folders" if record.form == "hf" and record.folders else record.form
     texts = '"first text", "second text"' if pair else '"a fine film"'
-    answer = "score = float(logits[0, 0])  # a regression head: the score itself" if regression else \
-        "print(model.config.id2label[int(logits.argmax(-1))])"
+    multilabel = bool(record.tasks) and all(task.type == "multilabel" for task in record.tasks)
+    answer = ("score = float(logits[0, 0])  # a regression head: the score itself" if regression else
+              "print([model.config.id2label[i] for i in (logits[0] > 0).nonzero().flatten().tolist()])  # each "
+              "label's own sigmoid over 0.5" if multilabel else "print(model.config.id2label[int(logits.argmax(-1))])")
     usage = USAGE[form].format(
         task=next((t.name for t in record.tasks if t.type != "text"), "TASK"), text=texts,
         text_a=texts.split(", ")[0], answer=answer,

@@ -341,7 +341,7 @@ def _hf_config(model, task: Task, family: StockHead):
         config.num_labels = len(task.labels)
         config.id2label = dict(enumerate(task.labels))
         config.label2id = {label: i for i, label in enumerate(task.labels)}
-        config.problem_type = "single_label_classification"
+        config.problem_type = "multi_label_classification" if task.is_multilabel else "single_label_classification"
     return config
 
 
@@ -521,6 +521,7 @@ def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
             raise ModelError(f"the exported model's logits differ from ours by up to {batch_diff:.3g} "
                              f"(> {TOLERANCE}) on the check rows; nothing was written; {ONNX_HINT}")
         diff = max(diff, batch_diff)
-        same += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
+        same += int(((ours > 0) == (theirs > 0)).all(-1).sum() if task.is_multilabel
+                    else (ours.argmax(-1) == theirs.argmax(-1)).sum())
     agreement = same / len(rows) if task.type != "regression" else None
     return {"max_abs_diff": diff, "agreement": agreement}

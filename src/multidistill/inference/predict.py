@@ -113,9 +113,9 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
                         else message, path=input_path)
 
     outputs, tokens = predict_rows(predictor, spec, rows, batch_size, progress)
-    labels = spec.labels if spec.type == "classification" else []
+    labels = spec.labels if spec.has_labels else []
     with atomic_file(output_path) as handle:
-        writer = _Writer(handle, fmt, labels, with_id=id_column is not None)
+        writer = _Writer(handle, fmt, labels, with_id=id_column is not None, multilabel=spec.is_multilabel)
         for row, values in zip(rows, outputs, strict=True):
             writer.write(row, values)
     return {"task": spec.name, "rows": len(rows) + len(bad), "predicted": len(rows), "skipped": len(bad),
@@ -558,10 +558,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum()
 
 
-def prediction_record(logits: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def prediction_record(logits: np.ndarray, labels: list[str], multilabel: bool = False) -> dict[str, Any]:
     """One row's prediction from its logits: with ``labels`` (classification) the most probable ``label``, its
-    probability as ``score`` and every label's ``probabilities``; else (regression) the value as ``score`` (None
-    when not finite)."""
+    probability as ``score`` and every label's ``probabilities``; with ``multilabel``, ``labels``: every label whose
+    own (sigmoid) probability is over 0.5, in the task's order, and each label's ``probabilities``; else
+    (regression) the value as ``score`` (None when not finite)."""
+    if labels and multilabel:
+        probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        return {"labels": [label for label, p in zip(labels, probs, strict=True) if p > 0.5],
+                "probabilities": {label: float(p) for label, p in zip(labels, probs, strict=True)}}
     if labels:
         probs = _softmax(logits)
         best = int(np.argmax(probs))
@@ -574,24 +579,27 @@ def prediction_record(logits: np.ndarray, labels: list[str]) -> dict[str, Any]:
 class _Writer:
     """One output record per predicted row, as JSON lines or CSV."""
 
-    def __init__(self, handle, fmt: str, labels: list[str], *, with_id: bool) -> None:
+    def __init__(self, handle, fmt: str, labels: list[str], *, with_id: bool, multilabel: bool = False) -> None:
         self.handle = handle
         self.fmt = fmt
         self.labels = labels
         self.with_id = with_id
+        self.multilabel = multilabel
         if fmt == "csv":
             self.csv = csv.writer(handle, lineterminator="\n")
-            header = ["line", *(["id"] if with_id else []), *(["label"] if labels else []), "score",
-                      *(f"p_{label}" for label in labels)]
+            answer = ["labels"] if multilabel else [*(["label"] if labels else []), "score"]
+            header = ["line", *(["id"] if with_id else []), *answer, *(f"p_{label}" for label in labels)]
             self.csv.writerow(header)
 
     def write(self, row: InputRow, logits: np.ndarray) -> None:
         record: dict[str, Any] = {"line": row.line}
         if self.with_id:
             record["id"] = row.id
-        record |= prediction_record(logits, self.labels)
+        record |= prediction_record(logits, self.labels, self.multilabel)
         if self.fmt == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             return
         probabilities = record.pop("probabilities", {})
+        if self.multilabel:  # a JSON list, as a multilabel data cell may hold (a label may contain a comma)
+            record["labels"] = json.dumps(record["labels"], ensure_ascii=False)
         self.csv.writerow([*record.values(), *(probabilities[label] for label in self.labels)])

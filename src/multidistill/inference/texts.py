@@ -19,7 +19,9 @@ from multidistill.utils.entry import api_call
 class Prediction:
     """One text's prediction, as a `predict_file` output record holds it: for a classification task ``label``
     (the most probable), ``score`` (its probability) and ``probabilities`` (label -> probability); for a
-    regression task ``label`` None, ``score`` the predicted value (None when not finite) and no probabilities.
+    regression task ``label`` None, ``score`` the predicted value (None when not finite) and no probabilities;
+    for a multilabel task ``labels``, the labels whose own probability is over 0.5 (``label`` and ``score`` None),
+    and each label's ``probabilities``.
     ``truncated``: the text (with its pair) was longer than the model's length and its end was cut off;
     ``unknown_only``: every token of it was the tokenizer's unknown token (e.g. a script the vocabulary lacks), so
     the prediction rests on no word at all. `predict_file` reports the same two as counts."""
@@ -27,6 +29,7 @@ class Prediction:
     label: str | None
     score: float | None
     probabilities: dict[str, float] = field(default_factory=dict)
+    labels: list[str] | None = None
     truncated: bool = False
     unknown_only: bool = False
 
@@ -56,8 +59,9 @@ def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
             return []
         rows = [InputRow(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
         logits, tokens = predict_rows(predictor, spec, rows, batch_size, progress)
-    labels = spec.labels if spec.type == "classification" else []
-    return [Prediction(**{"label": None, **prediction_record(values, labels)}, truncated=bool(cut),
+    labels = spec.labels if spec.has_labels else []
+    return [Prediction(**{"label": None, "score": None, **prediction_record(values, labels, spec.is_multilabel)},
+                       truncated=bool(cut),
                        unknown_only=bool(unknown))
             for values, cut, unknown in zip(logits, tokens.cut, tokens.unknown_only, strict=True)]
 

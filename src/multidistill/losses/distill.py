@@ -35,7 +35,7 @@ class _SoftenedLoss(nn.Module):
     """
 
     inputs = ("student_logits", "teacher_mean")
-    task_types = ("classification",)  # distributions over classes: a regression head has one score
+    task_types = ("classification",)  # one distribution over classes: multilabel heads take soft_bce
 
     def __init__(self, temperature: float = 1.0, teacher_is_probs: bool = True,
                  temperature_end: float | None = None) -> None:
@@ -83,6 +83,27 @@ class SoftKL(_SoftenedLoss):
     def forward(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         targets, log_p = self.softened(student_logits, teacher)
         return (targets * (torch.log(targets.clamp_min(_EPS)) - log_p)).sum(-1) * self.temperature**2
+
+
+@register_loss("soft_bce")
+class SoftBinaryCrossEntropy(_SoftenedLoss):
+    """Multilabel soft targets: the mean over labels of the binary cross-entropy between each label's teacher
+    probability q and the student's sigmoid, both at temperature T (q_T = sigmoid(logit(q) / T)), times T^2.
+
+    ``teacher_mean`` holds the teachers' mean sigmoid probabilities (`teachers.reduce`); ``teacher_is_probs``
+    false reads the mean logits instead. Like soft_kl for classes, minus the teacher's entropy it is a KL
+    divergence, so its minimum is at the teacher's probabilities, not at 0.
+    """
+
+    task_types = ("multilabel",)
+
+    def forward(self, student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        teacher = teacher.float()
+        logits = torch.logit(teacher.clamp(1e-7, 1 - 1e-7)) if self.teacher_is_probs else teacher
+        targets = torch.sigmoid(logits / self.temperature)
+        per_label = F.binary_cross_entropy_with_logits(student_logits.float() / self.temperature, targets,
+                                                       reduction="none")
+        return per_label.mean(-1) * self.temperature**2
 
 
 @register_loss("logit_mse")

@@ -12,15 +12,16 @@ from multidistill.models.heads import HEAD_TYPES
 
 @register_loss("hard")
 class HardLoss(nn.Module):
-    """Per-example CE against class indices (classification) or squared error (regression).
+    """Per-example CE against class indices (classification), binary CE per label (multilabel: the mean over the
+    labels) or squared error (regression).
 
-    Rows without a gold label (index -1 / NaN, e.g. augmented examples) get zero loss.
+    Rows without a gold label (index or mask -1 / NaN, e.g. augmented examples) get zero loss.
     """
 
     inputs = ("student_logits", "labels", "task")
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
-        if task.type == "classification":
+        if task.has_labels:
             has_label = labels >= 0
             safe = torch.where(has_label, labels, torch.zeros_like(labels))
         else:

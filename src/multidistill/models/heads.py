@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+from multidistill.data import label_sets
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 
@@ -59,6 +60,21 @@ class ClassificationHead(nn.Module):
         return logits.argmax(-1)
 
 
+class MultiLabelHead(ClassificationHead):
+    """The classification head's layers, one independent score per label: trained with binary cross-entropy on
+    each label's sigmoid, a label predicted when its logit is over 0 (probability over 0.5)."""
+
+    @staticmethod
+    def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-example binary cross-entropy, the mean over the labels, against the rows' label bit masks."""
+        targets = label_sets.decode_torch(labels, logits.shape[-1])
+        return F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(-1)
+
+    @staticmethod
+    def predict(logits: torch.Tensor) -> torch.Tensor:
+        return (logits > 0).long()
+
+
 class RegressionHead(nn.Module):
     """Linear layer to one score (with ``activation``: dense + activation first, no dropout); trained with mean
     squared error."""
@@ -84,6 +100,7 @@ class RegressionHead(nn.Module):
 
 HEAD_TYPES: dict[str, type[nn.Module]] = {
     "classification": ClassificationHead,
+    "multilabel": MultiLabelHead,
     "regression": RegressionHead,
 }
 

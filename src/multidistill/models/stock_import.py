@@ -84,7 +84,7 @@ def import_classifier(source: str | os.PathLike, out: str | os.PathLike, *, task
                              "laid out otherwise than multidistill's family table says; nothing was written")
         record = {"source": str(source), "source_weights": _weights(path), "model_type": config.model_type,
                   "task": spec.name, "labels": {"order": [spec.labels[i] for i in range(len(order))]
-                                                if spec.type == "classification" else [], "read_from": how,
+                                                if spec.has_labels else [], "read_from": how,
                                                 "classifier_outputs": order},
                   "head": {"dense": head.dense, "activation": activation, "out": head.out},
                   "parity": {"rows": rows, "max_abs_diff": worst, "tolerance": TOLERANCE}}
@@ -154,10 +154,18 @@ def label_order(task: Task, config, labels: Sequence[str] | str | None, source: 
     match was made (for import.json and the card)."""
     outputs = int(config.num_labels)
     problem = getattr(config, "problem_type", None)
-    if problem not in (None, "single_label_classification", "regression"):
-        raise ModelError(f"classifier '{source}' is a {problem} model (config problem_type): its outputs are "
-                         "independent scores, not one distribution over the labels; multidistill's tasks are "
-                         "single-label classification or regression")
+    if problem == "multi_label_classification" and task.type != "multilabel":
+        raise ModelError(f"classifier '{source}' is a multi_label_classification model (config problem_type): its "
+                         f"outputs are independent scores, one per label; task '{task.name}' is a {task.type} task "
+                         "(give a task of type multilabel)")
+    if task.is_multilabel and problem != "multi_label_classification":
+        raise ModelError(f"task '{task.name}' is multilabel, and classifier '{source}' is not a "
+                         f"multi_label_classification model (config problem_type: {problem}): its outputs would "
+                         "be read as independent scores; if it was trained with a sigmoid per label, set "
+                         "\"problem_type\": \"multi_label_classification\" in its config.json")
+    if problem not in (None, "single_label_classification", "multi_label_classification", "regression"):
+        raise ModelError(f"classifier '{source}' is a {problem} model (config problem_type); multidistill reads "
+                         "single- and multi-label classifiers and regressions")
     if task.type == "regression":
         if labels:
             raise ConfigError(f"--labels: task '{task.name}' is a regression (one score) and has no labels")
@@ -165,7 +173,7 @@ def label_order(task: Task, config, labels: Sequence[str] | str | None, source: 
             raise ModelError(f"classifier '{source}' has {outputs} outputs; task '{task.name}' is a regression and "
                              "needs a classifier with one (num_labels 1)")
         return [0], "one score"
-    if task.type != "classification":
+    if not task.has_labels:
         raise ConfigError(f"task '{task.name}' is a text task (unlabelled text): a classifier cannot teach it")
     wanted = list(task.labels)
     if outputs != len(wanted):

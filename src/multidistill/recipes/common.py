@@ -259,8 +259,10 @@ def ensemble_metrics(signals_dir: Path, data: DataConfig) -> dict:
         task = examples.tasks[name]
         mean = np.asarray(store.signals(name, data.eval_split)["teacher_mean"])
         predictions = mean.reshape(-1) if task.type == "regression" else mean
+        if task.is_multilabel:  # multilabel metrics read logits (a label is predicted over 0): the mean's logits
+            predictions = np.log(np.clip(mean, 1e-7, 1)) - np.log(np.clip(1 - mean, 1e-7, 1))
         labels = np.asarray(examples.examples(name, data.eval_split)["label"][:])
-        metrics[name] = compute_metrics(task.metrics, predictions, labels)
+        metrics[name] = compute_metrics(task.metrics, predictions, labels, task.type)
         main[name] = metrics[name][task.main_metric]
     return {"tasks": metrics, "main": main, "average": average_score(main)}
 

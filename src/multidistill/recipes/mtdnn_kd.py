@@ -33,8 +33,10 @@ from multidistill.training.loop import BEST_MODEL
 
 def mtdnn_kd_objective() -> ObjectiveConfig:
     """The paper's objective, used when student.objective is omitted."""
-    # Liu et al. 2019: L = 1/2 CE(y, P_S) + 1/2 CE(Q, P_S); regression: MSE to gold + MSE to the teachers' score.
+    # Liu et al. 2019: L = 1/2 CE(y, P_S) + 1/2 CE(Q, P_S); regression: MSE to gold + MSE to the teachers' score;
+    # multilabel: the same halves with each label's binary cross-entropy (Q the teachers' mean sigmoids).
     return ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)],
+                           multilabel=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_bce", weight=0.5)],
                            regression=[LossTerm(loss="hard", weight=1.0), LossTerm(loss="score_mse", weight=1.0)])
 
 

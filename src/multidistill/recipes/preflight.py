@@ -125,7 +125,7 @@ def _built_dims(model: ModelConfig, source: str) -> ModelDims | None:
 
 def _terms(objective: object) -> Iterator[LossTerm]:
     if isinstance(objective, ObjectiveConfig):
-        yield from (*objective.classification, *objective.regression,
+        yield from (*objective.classification, *objective.multilabel, *objective.regression,
                     *(term for terms in objective.tasks.values() for term in terms))
     elif isinstance(objective, list):
         yield from (term for term in objective if isinstance(term, LossTerm))

@@ -15,7 +15,7 @@ def head_mismatch(head: Task, task: Task) -> str | None:
     or another order of them); None when it can."""
     if head.type != task.type:
         return f"is a {head.type} head, and the data's task is {task.type}"
-    if task.type == "classification" and head.labels and task.labels and list(head.labels) != list(task.labels):
+    if task.has_labels and head.labels and task.labels and list(head.labels) != list(task.labels):
         return (f"has labels {list(head.labels)}, the data's are {list(task.labels)}: its outputs would be read as "
                 "other classes")
     return None

@@ -12,11 +12,13 @@ import torch
 
 def teacher_mean(task_type: str, teacher_logits: torch.Tensor) -> torch.Tensor:
     """(N, K, C) teachers' raw outputs -> (N, C) float32: the mean of the teachers' *probabilities*
-    (MT-DNN-KD's soft targets; averaging logits first would give another target), or for regression the mean
-    score."""
+    (MT-DNN-KD's soft targets; averaging logits first would give another target): softmax over the classes, or
+    for multilabel each label's sigmoid; for regression the mean score."""
     logits = teacher_logits.float().contiguous()  # one memory layout, so one summation order, whoever calls
     if task_type == "regression":
         return logits.mean(1)
+    if task_type == "multilabel":
+        return torch.sigmoid(logits).mean(1)
     return torch.softmax(logits, dim=-1).mean(1)
 
 

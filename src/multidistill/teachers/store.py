@@ -129,7 +129,7 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     valid = (isinstance(manifest.get("fingerprint"), str)
              and isinstance(splits, list) and all(isinstance(split, str) for split in splits)
              and isinstance(tasks, dict)
-             and all(isinstance(spec, dict) and spec.get("type") in ("classification", "regression")
+             and all(isinstance(spec, dict) and spec.get("type") in ("classification", "multilabel", "regression")
                      and type(spec.get("num_labels")) is int for spec in tasks.values()))
     if valid:
         FeatureSpec.from_manifest(manifest, path)  # a store with features must say what they are

@@ -59,10 +59,10 @@ def reads_domain_branch(config: ObjectiveConfig | None, task_names: Iterable[str
     """Whether a term that ``config`` gives one of ``task_names`` reads the model's own domain branch
     (`term_reads_domain_branch`): without one, a model built with `model.domain_branch` saves a branch that nothing
     trained. Checked with the config, where task types are not known yet, so a task without terms of its own counts
-    both type lists."""
+    every type list."""
     config = config or ObjectiveConfig()
     for name in task_names:
-        terms = config.tasks.get(name) or [*config.classification, *config.regression]
+        terms = config.tasks.get(name) or [*config.classification, *config.multilabel, *config.regression]
         if any(term_reads_domain_branch(term) for term in terms):
             return True
     return False

@@ -140,7 +140,7 @@ def check_inputs(recipe: MetaKDRecipe) -> Plan:
                           "several domains (domain_files, or a mapped columns.domain), e.g. amazon or mnli-genre")
     if task.type != "classification":
         raise ConfigError(f"key 'data.tasks': task '{task.name}' is a {task.type} task; Meta-KD's expertise weights "
-                          "need the teacher's probability of the gold class (a classification task)")
+                          "need the teacher's probability of the gold class (a classification task: one class a row)")
     counts = _domain_counts(store, task)
     kept = tuple(d for d in task.domains if counts.get(d, 0) or _selected(ref, d))
     for domain in kept:
