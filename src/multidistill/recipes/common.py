@@ -36,7 +36,12 @@ from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
 from multidistill.training.device import accelerator_for
 from multidistill.training.loop import BEST_MODEL
-from multidistill.training.objective import check_domain_branch, reads_domain_branch, reads_inputs
+from multidistill.training.objective import (
+    check_domain_branch,
+    reads_domain_branch,
+    reads_inputs,
+    refuse_unset_multilabel_terms,
+)
 from multidistill.training.run import train_model
 
 
@@ -100,8 +105,15 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
     if feature_teachers_of is not None and not online_teachers:
         online_teachers = feature_teachers(objective, data, feature_teachers_of)
     train = train.model_copy(update={"max_examples_per_task": max_examples})
+    objective_payload = settings_payload(objective)
+    try:
+        multilabel = [task for task in resolve_tasks(data) if task.is_multilabel]
+    except ConfigError:  # a task the data cannot resolve: the stage's own checks name it
+        multilabel = []
+    if objective_payload is not None and not multilabel:  # terms no task uses: stages keep their fingerprints
+        objective_payload.pop("multilabel", None)
     config_payload = {"kind": kind, "model": settings_payload(model), "train": settings_payload(train),
-                      "data": settings_payload(data), "objective": settings_payload(objective)}
+                      "data": settings_payload(data), "objective": objective_payload}
     if online_teachers:  # only when given, so stages without them keep their fingerprints
         config_payload["online_teachers"] = list(online_teachers)
     if example_weights is not None:  # likewise
@@ -113,6 +125,11 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
                                 signals=str(signals) if signals is not None else None,
                                 online_teachers=list(online_teachers or []), example_weights=example_weights)
 
+    if multilabel:
+        try:
+            refuse_unset_multilabel_terms(objective, multilabel)
+        except ConfigError as exc:
+            raise runner.refused(ConfigError(f"stage '{name}': {exc}")) from None
     # Validated before the stage is reached, so a recipe's check pass (and --dry-run) refuses what the stage's run
     # config would refuse (e.g. a domain branch no term trains) before any stage runs, not after those before it.
     try:

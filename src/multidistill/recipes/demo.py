@@ -128,6 +128,7 @@ def transformer_objective() -> ObjectiveConfig:
     features = [LossTerm(loss="hidden_mse", params={"projection": False}), LossTerm(loss="attention_mse")]
     logits = mkd_objective()
     return ObjectiveConfig(classification=[*logits.classification, *features],
+                           multilabel=[*logits.multilabel, *features],
                            regression=[*logits.regression, *features])
 
 

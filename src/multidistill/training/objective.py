@@ -135,6 +135,23 @@ def tasks_reading_labels(config: ObjectiveConfig | None, tasks: Iterable[Task]) 
             and any("labels" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in config.terms_for(task))]
 
 
+def refuse_unset_multilabel_terms(config: ObjectiveConfig | None, tasks: Iterable[Task],
+                                  key: str = "objective") -> None:
+    """Refuse an objective that sets its classification or regression terms but not ``multilabel`` for a run with a
+    multilabel task (and no per-task terms for it): the task would silently train on the default, gold labels
+    only, whatever the other lists distil. An objective left entirely at its defaults (a teacher's) is fine."""
+    if config is None or "multilabel" in config.model_fields_set:
+        return
+    if not {"classification", "regression"} & config.model_fields_set:
+        return
+    unset = [task.name for task in tasks if task.is_multilabel and task.name not in config.tasks]
+    if unset:
+        raise ConfigError(f"key '{key}': task(s) {unset} are multilabel, and {key}.multilabel is not set, so they "
+                          "would train on gold labels alone (its default, [hard]) while the other lists say how to "
+                          f"distil; set {key}.multilabel (MT-DNN-KD: [{{loss: hard, weight: 0.5}}, {{loss: soft_bce, "
+                          "weight: 0.5}}]; MKD: [{loss: logit_mse}, {loss: hard}]) or per-task terms")
+
+
 @dataclass
 class ObjectiveOutput:
     loss: torch.Tensor
@@ -176,6 +193,7 @@ class WeightedObjective(nn.Module):
         if unknown:
             raise ConfigError(f"key 'objective.tasks': {unknown} are not tasks of this run ({sorted(tasks)})")
         refuse_head_losses(tasks, config)
+        refuse_unset_multilabel_terms(config, tasks.values())
         for name, terms in config.tasks.items():  # the type lists were checked with the config
             for i, term in enumerate(terms):
                 check_task_type(term.loss, tasks[name].type, f"key 'objective.tasks.{name}.{i}'")
