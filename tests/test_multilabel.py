@@ -77,6 +77,12 @@ def test_a_multilabel_spec_defaults_to_set_metrics_and_refuses_what_it_cannot_re
         _task(metrics=["accuracy"])
     with pytest.raises(ValueError, match="label 'a,b' holds files.train.label_separator ','"):
         _task(labels=["a,b", "c"], files={"train": {"path": "x.tsv", "columns": {"text_a": 0, "label": 1}}})
+    with pytest.raises(ValueError, match="label '\\[none\\]' starts with '\\[', which a label cell reads as the start"):
+        _task(labels=["[none]", "c"], files={"train": {"path": "x.jsonl", "format": "jsonl",
+                                                       "columns": {"text_a": 0, "label": 1}}})
+    with pytest.raises(ValueError, match="label 'a,b' holds files.train.label_separator"):  # jsonl strings too
+        _task(labels=["a,b", "c"], files={"train": {"path": "x.jsonl", "format": "jsonl",
+                                                    "columns": {"text_a": "t", "label": "y"}}})
     with pytest.raises(ValueError, match="label_separator is for multilabel tasks only"):
         Task.model_validate({"name": "t", "labels": ["0", "1"], "files": {"train": {
             "path": "x.tsv", "label_separator": "|", "columns": {"text_a": 0, "label": 1}}}})
@@ -123,11 +129,11 @@ def test_hf_sequences_of_class_labels_and_of_names_are_read_by_name(tmp_path):
     names = ["long", "pos", "neg"]  # the dataset's own order differs from the task's
     features = datasets.Features({"text": datasets.Value("string"),
                                   "y": datasets.List(datasets.ClassLabel(names=names))})
-    datasets.Dataset.from_dict({"text": ["a", "b", "c"], "y": [[0, 1], [], None]},
+    datasets.Dataset.from_dict({"text": ["a", "b", "c"], "y": [[0, 1], [], [-1]]},
                                features=features).save_to_disk(str(tmp_path / "cl"))
     spec = {"name": "tags", "type": "multilabel", "labels": LABELS,
             "files": {"train": {"path": "cl", "format": "hf_disk", "columns": {"text_a": "text", "label": "y"}}}}
-    # None: a row without labels (an augmented variant of our own transfer sets), as -1
+    # [-1]: the ClassLabel "no label" mark (the augmented variants of our own transfer sets)
     assert _read(tmp_path, spec)["label"] == [0b101, 0, -1]
     datasets.Dataset.from_dict({"text": ["a"], "y": [["neg", "pos"]]}).save_to_disk(str(tmp_path / "names"))
     spec["files"]["train"]["path"] = "names"
@@ -135,6 +141,25 @@ def test_hf_sequences_of_class_labels_and_of_names_are_read_by_name(tmp_path):
     datasets.Dataset.from_dict({"text": ["a"], "y": ["pos"]}).save_to_disk(str(tmp_path / "scalar"))
     spec["files"]["train"]["path"] = "scalar"
     assert _read(tmp_path, spec)["label"] == [0b001]  # a text cell, as in a TSV file
+    one = datasets.Features({"text": datasets.Value("string"), "y": datasets.ClassLabel(names=names)})
+    datasets.Dataset.from_dict({"text": ["a", "b"], "y": [0, 2]}, features=one).save_to_disk(str(tmp_path / "one"))
+    spec["files"]["train"]["path"] = "one"
+    assert _read(tmp_path, spec)["label"] == [0b100, 0b010]  # one class a row: a set of one, by the feature's names
+
+
+@pytest.mark.parametrize(("rows", "features", "message"), [
+    ([[1, 0, 1]], None, "row 0: label 'neg' is given twice in one row's labels \\(a 0/1 vector, one entry per label"),
+    ([None], datasets.List(datasets.Value("string")), "row 0: empty label \\(column 'y' is null\\)"),
+    ([[0, -1]], datasets.List(datasets.ClassLabel(names=LABELS)), "row 0: class index -1 \\('no label'\\) among"),
+])
+def test_a_bad_hf_label_list_is_refused_naming_its_row(tmp_path, rows, features, message):
+    schema = None if features is None else datasets.Features({"text": datasets.Value("string"), "y": features})
+    datasets.Dataset.from_dict({"text": ["a"] * len(rows), "y": rows}, features=schema).save_to_disk(
+        str(tmp_path / "d"))
+    spec = {"name": "tags", "type": "multilabel", "labels": LABELS,
+            "files": {"train": {"path": "d", "format": "hf_disk", "columns": {"text_a": "text", "label": "y"}}}}
+    with pytest.raises(DataError, match=message):
+        _read(tmp_path, spec)
 
 
 # -- head, losses, targets (golden numbers by hand) ------------------------------------------------------------------
@@ -178,6 +203,35 @@ def test_soft_bce_is_smallest_at_the_teachers_probabilities():
 def test_the_teachers_mean_is_the_mean_of_their_sigmoids_not_a_softmax():
     logits = torch.tensor([[[0.0, LN3], [LN3, 0.0]]])  # (N=1, K=2, C=2)
     assert teacher_mean("multilabel", logits).numpy() == pytest.approx(np.array([[(0.5 + 0.75) / 2] * 2]))
+
+
+def test_an_objective_that_distils_other_tasks_but_not_a_multilabel_one_is_refused():
+    from multidistill.config import ObjectiveConfig
+    from multidistill.training.objective import refuse_unset_multilabel_terms
+
+    tasks = [_task()]
+    kd = ObjectiveConfig.model_validate({"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]})
+    with pytest.raises(ConfigError, match=r"task\(s\) \['tags'\] are multilabel, and its multilabel terms are not "
+                                          r"set, .* \[\{loss: hard, weight: 0.5\}, \{loss: soft_bce, weight: 0.5\}\]"):
+        refuse_unset_multilabel_terms(kd, tasks)
+    # gold labels only (a teacher's or a fine-tune's objective), the multilabel list given, or per-task terms: fine
+    for fine in ({"classification": [{"loss": "hard"}], "regression": [{"loss": "hard"}]},
+                 {"classification": [{"loss": "soft_ce"}], "multilabel": [{"loss": "soft_bce"}]},
+                 {"classification": [{"loss": "soft_ce"}], "tasks": {"tags": [{"loss": "hard"}]}}):
+        refuse_unset_multilabel_terms(ObjectiveConfig.model_validate(fine), tasks)
+    refuse_unset_multilabel_terms(None, tasks)
+
+
+def test_init_from_a_head_of_another_type_is_refused(tiny_model_dir, tmp_path):
+    from multidistill.config import ModelConfig
+    from multidistill.models.build import build_model
+    from multidistill.models.multitask import MultiTaskModel
+
+    single = Task.model_validate({"name": "tags", "labels": LABELS})
+    MultiTaskModel.from_backbone(str(tiny_model_dir), [single]).save_pretrained(tmp_path / "saved")
+    with pytest.raises(ConfigError, match="key 'model.init_from': task 'tags' is multilabel here, but its head in "
+                                          ".* is classification"):
+        build_model(ModelConfig(name_or_path=str(tiny_model_dir), init_from=str(tmp_path / "saved")), [_task()])
 
 
 def test_class_distribution_losses_are_refused_for_multilabel_tasks():
@@ -336,8 +390,9 @@ def test_mkd_transfer_set_keeps_label_sets_and_marks_variants_without_labels(tag
     saved = datasets.load_from_disk(str(root / "transfer" / "tags"))
     assert isinstance(saved.features["label"].feature, datasets.ClassLabel)
     labels = saved["label"][:]
-    # the original rows keep their sets; the augmented variants have none (None), and are labelled by the teacher
-    assert any(value is None for value in labels) and any(isinstance(value, list) for value in labels)
+    # the original rows keep their sets; the augmented variants have none ([-1], the ClassLabel "no label" mark),
+    # and are labelled by the teacher alone
+    assert any(value == [-1] for value in labels) and any(value and -1 not in value for value in labels)
     summary = json.loads((root / "summary.json").read_text())
     assert all("tags" in row["metrics"]["main"] for row in summary["rows"].values())
 
@@ -355,4 +410,20 @@ def test_meta_kd_refuses_a_multilabel_task_before_any_stage_writes(tiny_run, tmp
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 2, output
     assert "task 'tagged' is a multilabel task; Meta-KD's expertise weights need the teacher's probability" in output
+    assert not Path(recipe["output_dir"]).exists()
+
+
+@pytest.mark.parametrize(("objective", "expect"), [
+    ({"classification": [{"loss": "hard"}, {"loss": "soft_ce"}], "tasks": {"tags": [{"loss": "soft_ce"}]}},
+     "its objective's tasks.tags.0: loss 'soft_ce' is for classification tasks, not multilabel ones"),
+    ({"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]},
+     "its objective: task(s) ['tags'] are multilabel, and its multilabel terms are not set"),
+])
+def test_a_recipe_refuses_multilabel_terms_that_cannot_work_before_any_stage(tags_run, tmp_path, monkeypatch, capsys,
+                                                                            objective, expect):
+    recipe = tiny_recipe("mtdnn_kd.yaml", tags_run, tmp_path)
+    recipe["student"]["objective"] = objective
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
+    assert code == 2, output
+    assert "stage 'student'" in output and expect in output, output
     assert not Path(recipe["output_dir"]).exists()

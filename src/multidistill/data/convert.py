@@ -206,13 +206,11 @@ class Converter:
         if self.columns.label is None:
             return self.no_label
         value = self._raw(pos, record, "label")
+        if self.task.is_multilabel:
+            return self._label_set(pos, [value] if isinstance(value, ClassIndex) else value)  # one class: a set of one
         if isinstance(value, ClassIndex):
             return self._class_index(pos, value)
         is_int = isinstance(value, int) and not isinstance(value, bool)
-        if self.task.is_multilabel:
-            if self.is_hf and value is None:
-                return self.no_label  # our own saved transfer sets mark a row without labels with None
-            return self._label_set(pos, value)
         if self.is_hf and isinstance(value, float) and math.isnan(value):
             return self.no_label  # our own saved datasets (augmented transfer sets) mark missing scores with NaN
         if value is None or str(value).strip() == "":
@@ -234,6 +232,9 @@ class Converter:
         a text cell holding a JSON list or the labels joined by the file's label_separator. An empty list is a
         row with none of the labels; an empty cell is a missing label, refused as for every labelled file."""
         items = value
+        if value is None:
+            raise self._error(pos, f"empty label (column '{self.columns.label}' is null); every row of a labelled "
+                                   "file needs one (a row with none of the labels: an empty list)", "label")
         if isinstance(value, str):
             text = value.strip()
             if not text:
@@ -255,12 +256,23 @@ class Converter:
             raise self._error(pos, f"a multilabel task's label is a list of labels (or labels joined by "
                                    f"{self.source.data_file.label_separator!r}), got {type(items).__name__} "
                                    f"{str(items)[:40]!r}", "label")
-        return label_sets.encode(self._label_index(pos, item) for item in items)
+        if items and all(isinstance(item, ClassIndex) and item.index == -1 for item in items):
+            return self.no_label  # [-1]: the ClassLabel "no label" mark (our transfer sets' augmented variants)
+        indices = [self._label_index(pos, item) for item in items]
+        if len(set(indices)) != len(indices):
+            repeated = next(self.task.labels[i] for i in indices if indices.count(i) > 1)
+            hint = (" (a 0/1 vector, one entry per label? write the labels it marks instead: [\"joy\", \"love\"])"
+                    if all(isinstance(item, int) and item in (0, 1) for item in items) else "")
+            raise self._error(pos, f"label {repeated!r} is given twice in one row's labels{hint}", "label")
+        return label_sets.encode(indices)
 
     def _label_index(self, pos: int, item: Any) -> int:
         """One label of a multilabel row: a ClassLabel index, an HF integer (read as `_int_label` reads a
         classification label), or a label as written (a JSON number: the label it spells)."""
         if isinstance(item, ClassIndex):
+            if item.index == -1:
+                raise self._error(pos, "class index -1 ('no label') among other labels; a row without labels is "
+                                       "[-1] alone, a row with none of them an empty list", "label")
             return self._class_index(pos, item)
         if self.is_hf and isinstance(item, int) and not isinstance(item, bool):
             if item == -1:

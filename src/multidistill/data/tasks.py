@@ -231,12 +231,16 @@ class Task(BaseModel):
             if data_file.label_separator != "," and self.type != "multilabel":
                 raise ValueError(f"task '{self.name}': {where}.label_separator is for multilabel tasks only; "
                                  "remove it")
-            if self.type == "multilabel" and data_file.format in ("tsv", "csv"):
+            if self.type == "multilabel" and data_file.format != "txt":
                 joined = [label for label in self.labels if data_file.label_separator in label]
                 if joined:
                     raise ValueError(f"task '{self.name}': label {joined[0]!r} holds {where}.label_separator "
                                      f"{data_file.label_separator!r}, so a cell could not be split into labels; set "
                                      "another label_separator")
+                bracketed = [label for label in self.labels if label.startswith("[")]
+                if bracketed:
+                    raise ValueError(f"task '{self.name}': label {bracketed[0]!r} starts with '[', which a label "
+                                     "cell reads as the start of a JSON list; rename the label")
             for key in ("int_labels", "int_label_names"):  # they map class indices: a score would ignore them
                 if getattr(data_file, key) is not None and self.type not in ("classification", "multilabel"):
                     raise ValueError(f"task '{self.name}': {where}.{key} is for class labels only; remove it")

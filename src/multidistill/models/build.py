@@ -44,6 +44,9 @@ def _from_saved(config: ModelConfig, tasks: list[Task]) -> nn.Module:
         if have.num_labels != task.num_labels:
             raise ConfigError(f"task '{task.name}': {config.init_from} has {have.num_labels} outputs, the run's "
                               f"task has {task.num_labels}")
+        if have.type != task.type:  # a softmax-trained head read as sigmoids (or the reverse) would pass unnoticed
+            raise ConfigError(f"key 'model.init_from': task '{task.name}' is {task.type} here, but its head in "
+                              f"{config.init_from} is {have.type}")
     wanted = {task.name for task in tasks}
     for name in [n for n in model.heads if n not in wanted]:
         del model.heads[name]

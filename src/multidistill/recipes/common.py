@@ -27,6 +27,7 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
 from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.metrics import average_score, compute_metrics
+from multidistill.losses.registry import check_task_type
 from multidistill.models.multitask import SavedModel, read_model_config, read_model_tasks
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, print_note, settings_payload, stage_fingerprint
@@ -107,9 +108,10 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
     train = train.model_copy(update={"max_examples_per_task": max_examples})
     objective_payload = settings_payload(objective)
     try:
-        multilabel = [task for task in resolve_tasks(data) if task.is_multilabel]
+        resolved = resolve_tasks(data)
     except ConfigError:  # a task the data cannot resolve: the stage's own checks name it
-        multilabel = []
+        resolved = []
+    multilabel = [task for task in resolved if task.is_multilabel]
     if objective_payload is not None and not multilabel:  # terms no task uses: stages keep their fingerprints
         objective_payload.pop("multilabel", None)
     config_payload = {"kind": kind, "model": settings_payload(model), "train": settings_payload(train),
@@ -125,11 +127,14 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
                                 signals=str(signals) if signals is not None else None,
                                 online_teachers=list(online_teachers or []), example_weights=example_weights)
 
-    if multilabel:
-        try:
-            refuse_unset_multilabel_terms(objective, multilabel)
-        except ConfigError as exc:
-            raise runner.refused(ConfigError(f"stage '{name}': {exc}")) from None
+    try:
+        if multilabel:
+            refuse_unset_multilabel_terms(objective, multilabel, key="its objective")
+        for task in resolved:  # per-task terms: their types are known here, before any stage runs
+            for i, term in enumerate((objective.tasks if objective else {}).get(task.name, [])):
+                check_task_type(term.loss, task.type, f"its objective's tasks.{task.name}.{i}")
+    except ConfigError as exc:
+        raise runner.refused(ConfigError(f"stage '{name}': {exc}")) from None
     # Validated before the stage is reached, so a recipe's check pass (and --dry-run) refuses what the stage's run
     # config would refuse (e.g. a domain branch no term trains) before any stage runs, not after those before it.
     try:

@@ -123,9 +123,9 @@ def domain_files_transfer_task(task: Task, folder: Path) -> Task:
 def _save_set(rows: datasets.Dataset, task: Task, path: Path) -> None:
     if task.type == "classification":
         rows = rows.cast_column("label", datasets.ClassLabel(names=list(task.labels)))
-    elif task.is_multilabel:  # each row's set as a list of class names; a variant without labels: None
-        masks = rows["label"][:]
-        sets = [None if mask < 0 else [i for i in range(task.num_labels) if mask >> i & 1] for mask in masks]
+    elif task.is_multilabel:  # each row's set as a list of class indices; a variant without labels: [-1], the
+        masks = rows["label"][:]  # ClassLabel mark of a missing label, as a classification column holds -1
+        sets = [[-1] if mask < 0 else [i for i in range(task.num_labels) if mask >> i & 1] for mask in masks]
         rows = rows.remove_columns("label").add_column(
             "label", sets, feature=datasets.List(datasets.ClassLabel(names=list(task.labels))))
     rows.save_to_disk(str(path), num_shards=None if len(rows) else 1)  # no rows: one empty shard, not none (unreadable)
@@ -133,7 +133,7 @@ def _save_set(rows: datasets.Dataset, task: Task, path: Path) -> None:
 
 def save_transfer_set(augmented: datasets.Dataset, task: Task, folder: Path) -> None:
     """Write ``task``'s transfer set where `transfer_task` reads it. A classification label column is saved with
-    the task's class names (a multilabel one as lists of them, None for a variant without labels), so the
+    the task's class names (a multilabel one as lists of them, [-1] for a variant without labels), so the
     variants' -1 reads back as "no label" even where "-1" is one of the labels (a plain integer -1 would then be
     ambiguous, and refused)."""
     _save_set(augmented, task, inside(folder, task.name))

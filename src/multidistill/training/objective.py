@@ -136,20 +136,24 @@ def tasks_reading_labels(config: ObjectiveConfig | None, tasks: Iterable[Task]) 
 
 
 def refuse_unset_multilabel_terms(config: ObjectiveConfig | None, tasks: Iterable[Task],
-                                  key: str = "objective") -> None:
-    """Refuse an objective that sets its classification or regression terms but not ``multilabel`` for a run with a
-    multilabel task (and no per-task terms for it): the task would silently train on the default, gold labels
-    only, whatever the other lists distil. An objective left entirely at its defaults (a teacher's) is fine."""
+                                  key: str = "key 'objective'") -> None:
+    """Refuse an objective whose classification or regression terms distil from teachers but that leaves
+    ``multilabel`` out, for a run with a multilabel task (and no per-task terms for it): the task would silently
+    train on the default, gold labels alone, while the other tasks learn from the teachers. An objective of gold
+    labels only (a teacher's, a fine-tune's) is fine: the default is what it asks for."""
     if config is None or "multilabel" in config.model_fields_set:
         return
-    if not {"classification", "regression"} & config.model_fields_set:
+    set_lists = [getattr(config, kind) for kind in ("classification", "regression") if kind in config.model_fields_set]
+    if not any(name.startswith("teacher") for terms in set_lists for term in terms
+               for name in getattr(LOSSES.get(term.loss), "inputs", ())):
         return
     unset = [task.name for task in tasks if task.is_multilabel and task.name not in config.tasks]
     if unset:
-        raise ConfigError(f"key '{key}': task(s) {unset} are multilabel, and {key}.multilabel is not set, so they "
-                          "would train on gold labels alone (its default, [hard]) while the other lists say how to "
-                          f"distil; set {key}.multilabel (MT-DNN-KD: [{{loss: hard, weight: 0.5}}, {{loss: soft_bce, "
-                          "weight: 0.5}}]; MKD: [{loss: logit_mse}, {loss: hard}]) or per-task terms")
+        raise ConfigError(f"{key}: task(s) {unset} are multilabel, and its multilabel terms are not set, so they "
+                          "would train on gold labels alone (the default, [hard]) while the other tasks distil "
+                          "from the teachers; set multilabel beside classification (MT-DNN-KD: [{loss: hard, "
+                          "weight: 0.5}, {loss: soft_bce, weight: 0.5}]; MKD: [{loss: logit_mse}, {loss: hard}]) "
+                          "or give those tasks terms of their own under tasks")
 
 
 @dataclass
