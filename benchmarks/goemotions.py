@@ -212,8 +212,7 @@ def main() -> None:
     same = sum(a == b for a, b in zip(ours, stock_sets, strict=True))
 
     signals = work / "signals"
-    build_signal_store([teacher], DataConfig.model_validate(data), signals, splits="train,dev",
-                       cache_dir=data["cache_dir"], progress=False)
+    build_signal_store([teacher], DataConfig.model_validate(data), signals, splits="train,dev", progress=False)
     seeds = [int(s) for s in args.student_seeds.split(",")]
     arms = {"KD (1/2 hard + 1/2 soft_bce)": [student(work, "kd", teacher, signals, data, s, args.epochs, args.lr)
                                              for s in seeds],
