@@ -234,6 +234,8 @@ TO_CSV = {"data.task_specs.0.files.train.format": "csv", "data.task_specs.0.file
 TO_JSONL = {"data.task_specs.0.files.train.format": "jsonl",
             "data.task_specs.0.files.train.path": "toy_sent/train.jsonl"}
 SHARD = "data-00000-of-00001.arrow"
+# toy_sent becomes a multilabel task over the same labels: a cell "0,1" is the set {0, 1}.
+TO_MULTILABEL = {"data.task_specs.0.type": "multilabel", "data.task_specs.0.metrics": ["micro_f1"]}
 # toy_sent becomes an unlabelled text corpus read from {data}/corpus.txt (a `text` task: no labels, no head).
 TO_CORPUS = {"data.task_specs.0": {"name": "toy_sent", "type": "text",
                                    "files": {"train": {"path": "corpus.txt", "format": "txt"}}}}
@@ -859,4 +861,18 @@ CASES += [
     Case("recipe-teacher-dir-missing", "config", "a recipe's teacher.model_dirs entry does not exist", "run",
          ("key 'teacher.model_dirs.0'", "does not exist"),
          patch={**TO_RECIPE, "teacher": {"model_dirs": [""]}, "teacher.model_dirs.0": MISSING}),
+]
+
+# Multilabel tasks (sixteenth session).
+CASES += [
+    Case("multilabel-unknown-label", "data", "a multilabel cell naming a label outside the task's list",
+         "train-teacher",
+         ("toy_sent/train.tsv", "line 3", "field 'label'", "label '7' is not one of the task's labels"),
+         patch=TO_MULTILABEL, files={"toy_sent/train.tsv": SENT_HEADER + "good film\t1\nbad film\t0,7\n"}),
+    Case("multilabel-repeated-label", "data", "a multilabel cell giving one label twice", "train-teacher",
+         ("toy_sent/train.tsv", "line 2", "label '1' is given twice in one row's labels"),
+         patch=TO_MULTILABEL, files={"toy_sent/train.tsv": SENT_HEADER + "good film\t1,1\nbad film\t0\n"}),
+    Case("multilabel-soft-ce", "config", "a multilabel task given soft_ce (one distribution over classes)",
+         "train-teacher", ("objective.multilabel.0", "loss 'soft_ce' is for classification tasks, not multilabel"),
+         patch={**TO_MULTILABEL, "objective.multilabel": [{"loss": "soft_ce"}]}),
 ]
