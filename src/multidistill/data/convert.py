@@ -220,12 +220,7 @@ class Converter:
             return self._score(pos, value)
         if self.is_hf and is_int:
             return self._int_label(pos, value)
-        text = str(value).strip()
-        if text not in self.label_index:
-            allowed = ", ".join(repr(label) for label in self.task.labels)
-            raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}"
-                                   f"{spelled(text, self.task.labels)}", "label")
-        return self.label_index[text]
+        return self._named_label(pos, str(value).strip())
 
     def _label_set(self, pos: int, value: Any) -> int:
         """A multilabel row's labels as a bit mask (`data.label_sets`): a list (JSON, an HF sequence) of labels, or
@@ -281,7 +276,10 @@ class Converter:
             return self._int_label(pos, item)
         if isinstance(item, (dict, list, tuple)) or item is None or isinstance(item, bool):
             raise self._error(pos, f"a label in the list is {item!r}; each must be a label of the task", "label")
-        text = str(item).strip()
+        return self._named_label(pos, str(item).strip())
+
+    def _named_label(self, pos: int, text: str) -> int:
+        """The index of the label ``text`` names (a cell as written, stripped)."""
         if text not in self.label_index:
             allowed = ", ".join(repr(label) for label in self.task.labels)
             raise self._error(pos, f"label {text!r} is not one of the task's labels: {allowed}"
