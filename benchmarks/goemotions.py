@@ -15,14 +15,16 @@ emotions plus neutral, by the dataset's own mapping (``--taxonomy ekman``, the d
    rows, and saves it with its tokenizer. No multidistill code runs in this step.
 3. The stock classifier is scored on test by plain transformers and scikit-learn code (a label is predicted where
    its logit is over 0).
-4. `import_classifier` brings it in; `evaluate_model_dir` scores the imported folder on test, and `predict` must
-   give every test row the stock classifier's set.
+4. `import_classifier` brings it in; `evaluate_model_dir` scores the imported folder on test, and the rows where
+   `predict` gives the stock classifier's set are counted (all of them, if the import is exact).
 5. `build_signal_store` + `distill`: a 3-layer student (the teacher's layers 0, 2, 4, its head by ``heads_from``)
    with L = 1/2 hard + 1/2 soft_bce (the teacher's sigmoids), against the same student on the gold sets alone, each
    with --student-seeds; checkpoints selected on the selection rows, scored on test.
 
-Everything lands under --work (default runs/goemotions); finished steps are reused on a re-run (the classifier,
-the store, each student), so an interrupted run continues. Results: WORK/results.json and markdown on stdout.
+Everything lands under --work (default runs/goemotions) / the taxonomy; finished steps are reused on a re-run
+(the classifier, the store, each student), so an interrupted run continues; a re-run with another --selection,
+--seed, --epochs or --lr is refused there (WORK/settings.json): its finished steps were made with other settings.
+Results: WORK/results.json and markdown on stdout.
 """
 
 from __future__ import annotations
@@ -172,6 +174,12 @@ def main() -> None:
 
     work = args.work / args.taxonomy
     work.mkdir(parents=True, exist_ok=True)
+    settings = {"selection": args.selection, "seed": args.seed, "epochs": args.epochs, "lr": args.lr}
+    recorded = work / "settings.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        sys.exit(f"{work} holds a run with {recorded.read_text().strip()}, not {json.dumps(settings)}: give another "
+                 "--work (its finished steps would be reused)")
+    recorded.write_text(json.dumps(settings))
     spec, splits = prepare(work, args.taxonomy, args.selection, args.seed)
     task = Task.model_validate(spec)
     data = {"data_root": str(work / "data"), "tasks": ["goemotions"], "task_specs": [spec],

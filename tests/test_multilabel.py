@@ -128,7 +128,7 @@ def test_a_bad_label_cell_names_its_line_and_nothing_is_read(tmp_path, cell, mes
 def test_hf_sequences_of_class_labels_and_of_names_are_read_by_name(tmp_path):
     names = ["long", "pos", "neg"]  # the dataset's own order differs from the task's
     features = datasets.Features({"text": datasets.Value("string"),
-                                  "y": datasets.List(datasets.ClassLabel(names=names))})
+                                  "y": datasets.Sequence(datasets.ClassLabel(names=names))})
     datasets.Dataset.from_dict({"text": ["a", "b", "c"], "y": [[0, 1], [], [-1]]},
                                features=features).save_to_disk(str(tmp_path / "cl"))
     spec = {"name": "tags", "type": "multilabel", "labels": LABELS,
@@ -149,8 +149,8 @@ def test_hf_sequences_of_class_labels_and_of_names_are_read_by_name(tmp_path):
 
 @pytest.mark.parametrize(("rows", "features", "message"), [
     ([[1, 0, 1]], None, "row 0: label 'neg' is given twice in one row's labels \\(a 0/1 vector, one entry per label"),
-    ([None], datasets.List(datasets.Value("string")), "row 0: empty label \\(column 'y' is null\\)"),
-    ([[0, -1]], datasets.List(datasets.ClassLabel(names=LABELS)), "row 0: class index -1 \\('no label'\\) among"),
+    ([None], datasets.Sequence(datasets.Value("string")), "row 0: empty label \\(column 'y' is null\\)"),
+    ([[0, -1]], datasets.Sequence(datasets.ClassLabel(names=LABELS)), "row 0: class index -1 \\('no label'\\) among"),
 ])
 def test_a_bad_hf_label_list_is_refused_naming_its_row(tmp_path, rows, features, message):
     schema = None if features is None else datasets.Features({"text": datasets.Value("string"), "y": features})
@@ -390,9 +390,12 @@ def test_mkd_transfer_set_keeps_label_sets_and_marks_variants_without_labels(tag
     saved = datasets.load_from_disk(str(root / "transfer" / "tags"))
     assert isinstance(saved.features["label"].feature, datasets.ClassLabel)
     labels = saved["label"][:]
-    # the original rows keep their sets; the augmented variants have none ([-1], the ClassLabel "no label" mark),
-    # and are labelled by the teacher alone
-    assert any(value == [-1] for value in labels) and any(value and -1 not in value for value in labels)
+    # the original rows keep their sets (in the task's label order); the augmented variants have none ([-1], the
+    # ClassLabel "no label" mark), and are labelled by the teacher alone
+    originals = [(text, value) for i, text, value in zip(saved["id"], saved["text_a"], labels, strict=True)
+                 if "~aug" not in i]
+    assert originals and all(sorted(LABELS[k] for k in value) == sorted(_tags(text)) for text, value in originals)
+    assert all(value == [-1] for i, value in zip(saved["id"], labels, strict=True) if "~aug" in i)
     summary = json.loads((root / "summary.json").read_text())
     assert all("tags" in row["metrics"]["main"] for row in summary["rows"].values())
 
@@ -415,9 +418,9 @@ def test_meta_kd_refuses_a_multilabel_task_before_any_stage_writes(tiny_run, tmp
 
 @pytest.mark.parametrize(("objective", "expect"), [
     ({"classification": [{"loss": "hard"}, {"loss": "soft_ce"}], "tasks": {"tags": [{"loss": "soft_ce"}]}},
-     "its objective's tasks.tags.0: loss 'soft_ce' is for classification tasks, not multilabel ones"),
+     "key 'objective.tasks.tags.0': loss 'soft_ce' is for classification tasks, not multilabel ones"),
     ({"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]},
-     "its objective: task(s) ['tags'] are multilabel, and its multilabel terms are not set"),
+     "key 'objective': task(s) ['tags'] are multilabel, and its multilabel terms are not set"),
 ])
 def test_a_recipe_refuses_multilabel_terms_that_cannot_work_before_any_stage(tags_run, tmp_path, monkeypatch, capsys,
                                                                             objective, expect):
@@ -427,3 +430,24 @@ def test_a_recipe_refuses_multilabel_terms_that_cannot_work_before_any_stage(tag
     assert code == 2, output
     assert "stage 'student'" in output and expect in output, output
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_checkpoint_from_before_multilabel_resumes_a_run_without_such_a_task():
+    # The shipped MT-DNN-KD / MKD objectives now set objective.multilabel; a checkpoint written before had no such
+    # key, and a run without a multilabel task leaves it out of what it records and compares.
+    from pydantic import BaseModel
+
+    from multidistill.config import ObjectiveConfig
+    from multidistill.recipes.mkd import mkd_objective
+    from multidistill.training.run_settings import compare, run_settings
+
+    class Run(BaseModel):
+        objective: ObjectiveConfig
+
+    before = run_settings(Run(objective=mkd_objective()), {})
+    before["config"] = {k: v for k, v in before["config"].items() if not k.startswith("objective.multilabel")}
+    before["defaults"] = [k for k in before["defaults"] if not k.startswith("objective.multilabel")]
+    assert compare(before, run_settings(Run(objective=mkd_objective()), {}, unused=("objective.multilabel",))) == \
+        ([], [])
+    refused, _ = compare(before, run_settings(Run(objective=mkd_objective()), {}))  # what a multilabel run compares
+    assert refused and "key 'objective.multilabel.0.loss' was (not set) in the checkpoint" in refused[0]

@@ -271,7 +271,8 @@ class Converter:
             return self._class_index(pos, item)
         if self.is_hf and isinstance(item, int) and not isinstance(item, bool):
             if item == -1:
-                raise self._error(pos, "label -1 inside a list of labels; a row without labels is an empty list",
+                raise self._error(pos, "label -1 inside a list of labels; an empty list is a row with none of the "
+                                       "labels, and a row without a label needs a ClassLabel sequence holding [-1]",
                                   "label")
             return self._int_label(pos, item)
         if isinstance(item, (dict, list, tuple)) or item is None or isinstance(item, bool):

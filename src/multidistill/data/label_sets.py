@@ -35,6 +35,11 @@ def decode_torch(masks: torch.Tensor, num_labels: int) -> torch.Tensor:
     return ((masks.long().unsqueeze(-1) >> bits) & 1).float()
 
 
+def indices(mask: int, num_labels: int) -> list[int]:
+    """The label indices a mask holds, in order."""
+    return [i for i in range(num_labels) if mask >> i & 1]
+
+
 def names(mask: int, labels: list[str] | tuple[str, ...]) -> list[str]:
     """The labels a mask holds, in the task's label order."""
-    return [label for i, label in enumerate(labels) if mask >> i & 1]
+    return [labels[i] for i in indices(mask, len(labels))]

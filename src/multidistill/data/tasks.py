@@ -161,6 +161,10 @@ class Task(BaseModel):
                                "classification: accuracy, f1 (2 labels: the F1 of labels[1], the second label, "
                                "whatever its name), macro_f1 (the mean F1 over the classes the scored rows "
                                "hold, the same for every model), matthews (default accuracy); "
+                               "multilabel (a label is predicted where its probability is over 0.5): micro_f1 "
+                               "(over every row-label decision), macro_f1 (the mean F1 over the labels the scored "
+                               "rows hold), samples_f1 (the mean of each row's F1), exact_match (the share of rows "
+                               "whose whole set is right) (default micro_f1, macro_f1); "
                                "regression: pearson, spearman (default both).")
     domain: str | None = Field(None, description="Optional domain tag of the whole task (kept in the rows' "
                                "`domain` column; it does not give the task domains: see `domains`).")

@@ -72,6 +72,15 @@ MULTILABEL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+def same_predictions(task_type: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, whether two models' logits (N, C) predict the same: the same class, or for multilabel the same
+    set (each label on the same side of 0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if task_type == "multilabel":
+        return ((a > 0) == (b > 0)).all(-1)
+    return a.argmax(-1) == b.argmax(-1)
+
+
 def labelled(labels: np.ndarray) -> np.ndarray:
     """Which rows carry a gold label: unlabelled ones hold -1 (class indices) or NaN (scores, where -1 is one)."""
     labels = np.asarray(labels)

@@ -44,6 +44,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import encode_texts
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
+from multidistill.evaluation.metrics import same_predictions
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
 from multidistill.export.checks import DEFAULT_PARITY_EXAMPLES, check_parity_options, own_data
@@ -521,7 +522,6 @@ def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
             raise ModelError(f"the exported model's logits differ from ours by up to {batch_diff:.3g} "
                              f"(> {TOLERANCE}) on the check rows; nothing was written; {ONNX_HINT}")
         diff = max(diff, batch_diff)
-        same += int(((ours > 0) == (theirs > 0)).all(-1).sum() if task.is_multilabel
-                    else (ours.argmax(-1) == theirs.argmax(-1)).sum())
+        same += int(same_predictions(task.type, ours.numpy(), theirs.numpy()).sum())
     agreement = same / len(rows) if task.type != "regression" else None
     return {"max_abs_diff": diff, "agreement": agreement}

@@ -13,7 +13,7 @@ import numpy as np
 from multidistill.config import DataConfig
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
-from multidistill.evaluation.metrics import compute_metrics
+from multidistill.evaluation.metrics import compute_metrics, same_predictions
 from multidistill.models.bilstm import BiLSTMModel
 from multidistill.models.multitask import MultiTaskModel
 
@@ -74,8 +74,7 @@ def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, label
     metric = task.main_metric
     finite = bool(np.isfinite(got).all())
     diff = float(np.abs(expected.astype(np.float64) - got.astype(np.float64)).max()) if finite else float("inf")
-    agreement = (float(np.mean(expected.argmax(-1) == got.argmax(-1))) if task.type == "classification" else
-                 float(np.mean(((expected > 0) == (got > 0)).all(-1))) if task.is_multilabel else None)
+    agreement = float(np.mean(same_predictions(task.type, expected, got))) if task.has_labels else None
     metric_torch = compute_metrics([metric], expected, labels, task.type)[metric]
     metric_onnx = compute_metrics([metric], got, labels, task.type)[metric] if finite else float("-inf")
     unchanged = agreement == 1.0 or diff == 0.0

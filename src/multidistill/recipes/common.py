@@ -27,7 +27,6 @@ from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
 from multidistill.evaluation.baseline import TrivialBaseline, store_baselines
 from multidistill.evaluation.metrics import average_score, compute_metrics
-from multidistill.losses.registry import check_task_type
 from multidistill.models.multitask import SavedModel, read_model_config, read_model_tasks
 from multidistill.recipes.config import RecipeBase
 from multidistill.recipes.stages import StageRunner, print_note, settings_payload, stage_fingerprint
@@ -39,9 +38,9 @@ from multidistill.training.device import accelerator_for
 from multidistill.training.loop import BEST_MODEL
 from multidistill.training.objective import (
     check_domain_branch,
+    check_terms_fit,
     reads_domain_branch,
     reads_inputs,
-    refuse_unset_multilabel_terms,
 )
 from multidistill.training.run import train_model
 
@@ -127,12 +126,8 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
                                 signals=str(signals) if signals is not None else None,
                                 online_teachers=list(online_teachers or []), example_weights=example_weights)
 
-    try:
-        if multilabel:
-            refuse_unset_multilabel_terms(objective, multilabel, key="its objective")
-        for task in resolved:  # per-task terms: their types are known here, before any stage runs
-            for i, term in enumerate((objective.tasks if objective else {}).get(task.name, [])):
-                check_task_type(term.loss, task.type, f"its objective's tasks.{task.name}.{i}")
+    try:  # what the stage's objective would refuse once the tasks' types are read: before any stage runs
+        check_terms_fit(objective, resolved)
     except ConfigError as exc:
         raise runner.refused(ConfigError(f"stage '{name}': {exc}")) from None
     # Validated before the stage is reached, so a recipe's check pass (and --dry-run) refuses what the stage's run

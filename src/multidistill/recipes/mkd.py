@@ -17,6 +17,7 @@ import datasets
 from pydantic import Field
 
 from multidistill.config import DataConfig, LossTerm, ObjectiveConfig, TaskRef, changed_fields
+from multidistill.data import label_sets
 from multidistill.data.augment import (
     AugmentConfig,
     augment_examples,
@@ -125,9 +126,9 @@ def _save_set(rows: datasets.Dataset, task: Task, path: Path) -> None:
         rows = rows.cast_column("label", datasets.ClassLabel(names=list(task.labels)))
     elif task.is_multilabel:  # each row's set as a list of class indices; a variant without labels: [-1], the
         masks = rows["label"][:]  # ClassLabel mark of a missing label, as a classification column holds -1
-        sets = [[-1] if mask < 0 else [i for i in range(task.num_labels) if mask >> i & 1] for mask in masks]
+        sets = [[-1] if mask < 0 else label_sets.indices(mask, task.num_labels) for mask in masks]
         rows = rows.remove_columns("label").add_column(
-            "label", sets, feature=datasets.List(datasets.ClassLabel(names=list(task.labels))))
+            "label", sets, feature=datasets.Sequence(datasets.ClassLabel(names=list(task.labels))))  # datasets 3
     rows.save_to_disk(str(path), num_shards=None if len(rows) else 1)  # no rows: one empty shard, not none (unreadable)
 
 

@@ -156,6 +156,17 @@ def refuse_unset_multilabel_terms(config: ObjectiveConfig | None, tasks: Iterabl
                           "or give those tasks terms of their own under tasks")
 
 
+def check_terms_fit(config: ObjectiveConfig | None, tasks: Iterable[Task], key: str = "objective") -> None:
+    """Refuse, by ``key``, per-task terms of a type their task is not (the type lists were checked with the config)
+    and an objective that leaves a multilabel task on gold labels alone (`refuse_unset_multilabel_terms`)."""
+    config = config or ObjectiveConfig()
+    tasks = list(tasks)
+    for task in tasks:
+        for i, term in enumerate(config.tasks.get(task.name, [])):
+            check_task_type(term.loss, task.type, f"key '{key}.tasks.{task.name}.{i}'")
+    refuse_unset_multilabel_terms(config, tasks, key=f"key '{key}'")
+
+
 @dataclass
 class ObjectiveOutput:
     loss: torch.Tensor
@@ -197,10 +208,7 @@ class WeightedObjective(nn.Module):
         if unknown:
             raise ConfigError(f"key 'objective.tasks': {unknown} are not tasks of this run ({sorted(tasks)})")
         refuse_head_losses(tasks, config)
-        refuse_unset_multilabel_terms(config, tasks.values())
-        for name, terms in config.tasks.items():  # the type lists were checked with the config
-            for i, term in enumerate(terms):
-                check_task_type(term.loss, tasks[name].type, f"key 'objective.tasks.{name}.{i}'")
+        check_terms_fit(config, tasks.values())
         self.tasks = tasks
         self.schedules = {name: [(term.weight, term.weight if term.weight_end is None else term.weight_end)
                                  for term in config.terms_for(task)] for name, task in tasks.items()}

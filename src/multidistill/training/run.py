@@ -253,7 +253,9 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     enrich = example_weights_enrich(config, data, attach_signals(config, data, objective, tokenizer, online))
     settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks},
                             signals=open_signal_store(config.signals).fingerprint if config.signals else None,
-                            online_teachers=[weights_fingerprint(name) for name in config.online_teachers])
+                            online_teachers=[weights_fingerprint(name) for name in config.online_teachers],
+                            unused=() if any(task.is_multilabel for task in data.tasks.values())
+                            else ("objective.multilabel",))
     if resume:  # the checkpoint must come from a run with these settings (else refused, naming what changed)
         for change in check_resume(output_dir / CHECKPOINTS, settings):
             if state.is_main_process:

@@ -52,13 +52,19 @@ def at_defaults(config: BaseModel) -> list[str]:
 
 
 def run_settings(config: BaseModel, data_fingerprints: dict[str, str], signals: str | None = None,
-                 online_teachers: list[str | None] | None = None) -> dict:
+                 online_teachers: list[str | None] | None = None, unused: tuple[str, ...] = ()) -> dict:
     """The settings a checkpoint records: everything that shapes the run (``data_fingerprints``: task -> the
     fingerprint of its training data; ``signals``: the signal store's fingerprint, as the store at the same path
     can be rebuilt from other teachers; ``online_teachers``: each online teacher's weights fingerprint, None for a
-    hub name, as a folder can be retrained in place)."""
-    settings = {"format_version": SETTINGS_VERSION, "config": flatten(config.model_dump(mode="json")),
-                "defaults": at_defaults(config), "data": dict(data_fingerprints)}
+    hub name, as a folder can be retrained in place). ``unused``: dotted key prefixes that shape nothing in this
+    run (``objective.multilabel`` without a multilabel task), left out so that a checkpoint written before such a
+    key existed resumes."""
+    def used(key: str) -> bool:
+        return not any(key == prefix or key.startswith(prefix + ".") for prefix in unused)
+
+    settings = {"format_version": SETTINGS_VERSION,
+                "config": {k: v for k, v in flatten(config.model_dump(mode="json")).items() if used(k)},
+                "defaults": [k for k in at_defaults(config) if used(k)], "data": dict(data_fingerprints)}
     if signals is not None:
         settings["signals"] = signals
     if online_teachers:
