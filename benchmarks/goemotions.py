@@ -23,7 +23,7 @@ emotions plus neutral, by the dataset's own mapping (``--taxonomy ekman``, the d
 
 Everything lands under --work (default runs/goemotions) / the taxonomy; finished steps are reused on a re-run
 (the classifier, the store, each student), so an interrupted run continues; a re-run with another --selection,
---seed, --epochs or --lr is refused there (WORK/settings.json): its finished steps were made with other settings.
+--seed, --epochs, --teacher-epochs or --lr is refused there (WORK/settings.json): its finished steps were made with other settings.
 Results: WORK/results.json and markdown on stdout.
 """
 
@@ -164,7 +164,9 @@ def main() -> None:
     parser.add_argument("--selection", type=int, default=1000, help="public dev rows kept to select checkpoints")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split and of the fine-tuning")
     parser.add_argument("--student-seeds", default="1,2,3")
-    parser.add_argument("--epochs", type=float, default=4.0, help="epochs of the fine-tuning and of each student")
+    parser.add_argument("--epochs", type=float, default=4.0, help="epochs of each student (and of the fine-tuning, "
+                        "unless --teacher-epochs)")
+    parser.add_argument("--teacher-epochs", type=float, default=None, help="epochs of the fine-tuning")
     parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
     from multidistill import build_signal_store, evaluate_model_dir, import_classifier, predict
@@ -174,7 +176,9 @@ def main() -> None:
 
     work = args.work / args.taxonomy
     work.mkdir(parents=True, exist_ok=True)
-    settings = {"selection": args.selection, "seed": args.seed, "epochs": args.epochs, "lr": args.lr}
+    teacher_epochs = args.teacher_epochs if args.teacher_epochs is not None else args.epochs
+    settings = {"selection": args.selection, "seed": args.seed, "epochs": args.epochs, "lr": args.lr,
+                **({"teacher_epochs": teacher_epochs} if teacher_epochs != args.epochs else {})}
     recorded = work / "settings.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != settings:
         sys.exit(f"{work} holds a run with {recorded.read_text().strip()}, not {json.dumps(settings)}: give another "
@@ -185,7 +189,7 @@ def main() -> None:
     data = {"data_root": str(work / "data"), "tasks": ["goemotions"], "task_specs": [spec],
             "cache_dir": str(work / "cache")}
     elsewhere = work / "elsewhere"
-    seconds = fine_tune(elsewhere, splits["train"], task.labels, args.seed, args.epochs, args.lr)
+    seconds = fine_tune(elsewhere, splits["train"], task.labels, args.seed, teacher_epochs, args.lr)
     stock, stock_sets = stock_scores(elsewhere, splits["test"], task.labels)
 
     teacher = work / "teacher"
@@ -210,7 +214,8 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": platform.processor() or platform.machine(), "taxonomy": args.taxonomy,
               "labels": task.labels, "rows": {split: len(rows) for split, rows in splits.items()},
-              "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "fine_tune_seconds": round(seconds, 1),
+              "seed": args.seed, "epochs": args.epochs, "teacher_epochs": teacher_epochs, "lr": args.lr,
+              "fine_tune_seconds": round(seconds, 1),
               "stock_test": stock, "imported_test": imported, "same_sets": same, "test_rows": len(splits["test"]),
               "import": json.loads((teacher / "import.json").read_text()),
               "baseline": {"predictor": baseline.predictor, "metrics": baseline.metrics},
