@@ -23,8 +23,8 @@ emotions plus neutral, by the dataset's own mapping (``--taxonomy ekman``, the d
 
 Everything lands under --work (default runs/goemotions) / the taxonomy; finished steps are reused on a re-run
 (the classifier, the store, each student), so an interrupted run continues; a re-run with another --selection,
---seed, --epochs, --teacher-epochs or --lr is refused there (WORK/settings.json): its finished steps were made with other settings.
-Results: WORK/results.json and markdown on stdout.
+--seed, --epochs, --teacher-epochs or --lr is refused there (WORK/settings.json): its finished steps were made with
+other settings. Results: WORK/results.json and markdown on stdout.
 """
 
 from __future__ import annotations
