@@ -57,7 +57,7 @@ def trivial_baseline(task: Task, train_labels: Iterable, eval_labels: Iterable) 
     elif task.is_multilabel:  # the most frequent training label set (the smallest mask on a tie), as logits
         sets, counts = np.unique(train, return_counts=True)
         majority = int(sets[counts.argmax()])
-        predictions = np.where(label_sets.decode(np.full(len(gold), majority), task.num_labels) > 0, 1.0, -1.0)
+        predictions = np.where(label_sets.decode(np.full(len(gold), majority), task.num_labels), 1.0, -1.0)
         names = label_sets.names(majority, task.labels)
         predictor = (f"always {{{', '.join(names)}}} (most frequent label set, {counts.max() / len(train):.0%} of "
                      "training)")

@@ -41,6 +41,7 @@ from multidistill.training.objective import (
     check_terms_fit,
     reads_domain_branch,
     reads_inputs,
+    unused_type_lists,
 )
 from multidistill.training.run import train_model
 
@@ -110,9 +111,8 @@ def train_stage(runner: StageRunner, name: str, *, kind: str, model: ModelConfig
         resolved = resolve_tasks(data)
     except ConfigError:  # a task the data cannot resolve: the stage's own checks name it
         resolved = []
-    multilabel = [task for task in resolved if task.is_multilabel]
-    if objective_payload is not None and not multilabel:  # terms no task uses: stages keep their fingerprints
-        objective_payload.pop("multilabel", None)
+    for unused in unused_type_lists(resolved) if objective_payload is not None else ():
+        objective_payload.pop(unused, None)
     config_payload = {"kind": kind, "model": settings_payload(model), "train": settings_payload(train),
                       "data": settings_payload(data), "objective": objective_payload}
     if online_teachers:  # only when given, so stages without them keep their fingerprints

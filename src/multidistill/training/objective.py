@@ -156,6 +156,12 @@ def refuse_unset_multilabel_terms(config: ObjectiveConfig | None, tasks: Iterabl
                           "or give those tasks terms of their own under tasks")
 
 
+def unused_type_lists(tasks: Iterable[Task]) -> tuple[str, ...]:
+    """The objective's type lists no task of a run reads: ``multilabel`` without a multilabel task. Stage
+    fingerprints and checkpoint settings leave them out, so runs made before the list existed keep theirs."""
+    return () if any(task.is_multilabel for task in tasks) else ("multilabel",)
+
+
 def check_terms_fit(config: ObjectiveConfig | None, tasks: Iterable[Task], key: str = "objective") -> None:
     """Refuse, by ``key``, per-task terms of a type their task is not (the type lists were checked with the config)
     and an objective that leaves a multilabel task on gold labels alone (`refuse_unset_multilabel_terms`)."""

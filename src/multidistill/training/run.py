@@ -46,6 +46,7 @@ from multidistill.training.objective import (
     check_domain_branch,
     reads_inputs,
     tasks_reading_labels,
+    unused_type_lists,
 )
 from multidistill.training.run_dir import claim_output_dir, save_config
 from multidistill.training.run_settings import check_resume, run_settings
@@ -254,8 +255,7 @@ def _train_model(config: TeacherRunConfig, *, resume: bool, overwrite: bool,
     settings = run_settings(config, {name: data.store.data_fingerprint(name, "train") for name in data.tasks},
                             signals=open_signal_store(config.signals).fingerprint if config.signals else None,
                             online_teachers=[weights_fingerprint(name) for name in config.online_teachers],
-                            unused=() if any(task.is_multilabel for task in data.tasks.values())
-                            else ("objective.multilabel",))
+                            unused=tuple(f"objective.{name}" for name in unused_type_lists(data.tasks.values())))
     if resume:  # the checkpoint must come from a run with these settings (else refused, naming what changed)
         for change in check_resume(output_dir / CHECKPOINTS, settings):
             if state.is_main_process:
