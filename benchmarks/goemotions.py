@@ -22,7 +22,8 @@ emotions plus neutral, by the dataset's own mapping (``--taxonomy ekman``, the d
    with --student-seeds; checkpoints selected on the selection rows, scored on test.
 
 Everything lands under --work (default runs/goemotions) / the taxonomy; finished steps are reused on a re-run
-(the classifier, the store, each student), so an interrupted run continues; a re-run with another --selection,
+(the classifier, the store, each student whose training ended), and a student cut mid-run resumes from its last
+checkpoint, so an interrupted run continues; a re-run with another --selection,
 --seed, --epochs, --teacher-epochs or --lr is refused there (WORK/settings.json): its finished steps were made with
 other settings. Results: WORK/results.json and markdown on stdout.
 """
@@ -137,7 +138,10 @@ def student(work: Path, name: str, teacher: Path, signals: Path | None, data: di
 
     out = work / f"{name}-seed-{seed}"
     scores = out / "eval_test.json"
-    if scores.is_file():
+    # metrics.json is written when training ends: the best model so far is saved mid-run too, so model/ alone
+    # would pass a run cut in the middle as finished
+    finished = (out / "metrics.json").is_file()
+    if finished and scores.is_file():
         return json.loads(scores.read_text())
     objective = ({"multilabel": [{"loss": "hard", "weight": 0.5},
                                  {"loss": "soft_bce", "weight": 0.5, "params": {"temperature": 1.0}}]}
@@ -149,9 +153,10 @@ def student(work: Path, name: str, teacher: Path, signals: Path | None, data: di
               "data": data,
               "train": {"epochs": epochs, "batch_size": 32, "lr": lr, "seed": seed},
               "objective": objective}
-    if not (out / "model" / "model.safetensors").is_file():
+    if not finished:  # a cut run resumes from its last checkpoint (from step 0 without one)
+        scores.unlink(missing_ok=True)
         (distill if signals is not None else train_model)(
-            config if signals is not None else load_config(config), progress=False)
+            config if signals is not None else load_config(config), resume=out.is_dir(), progress=False)
     result = evaluate_model_dir(out / "model", split="test", data_root=data["data_root"],
                                 cache_dir=data["cache_dir"], output=scores, progress=False)
     return json.loads(scores.read_text()) if scores.is_file() else dict(result)
