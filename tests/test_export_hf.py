@@ -291,7 +291,7 @@ def test_a_failed_task_check_leaves_no_per_task_folder(tiny_model_dir, tmp_path,
     model_dir = build_model(tiny_model_dir, tmp_path / "model", "bert", (SENT, PAIR))
     checks = []
 
-    def verify(model, task, folder, rows, max_length):  # the second task's check fails
+    def verify(model, task, folder, rows, max_length, thresholds=None):  # the second task's check fails
         checks.append(task.name)
         if len(checks) == 2:
             raise ModelError("differ from ours")

@@ -421,8 +421,8 @@ def test_a_model_folder_of_a_newer_format_is_named_as_such(tiny_model_dir, tmp_p
     source = make_classifier(tiny_model_dir, tmp_path / "hf", "bert", SENT)
     teacher = import_classifier(str(source), tmp_path / "teacher", task=SENT)
     config = json.loads((teacher / "multidistill_model.json").read_text())
-    (teacher / "multidistill_model.json").write_text(json.dumps({**config, "format_version": 3}))
-    with pytest.raises(ModelError, match=r"unsupported format_version 3 \(expected 1 or 2\) \(written by a newer"):
+    (teacher / "multidistill_model.json").write_text(json.dumps({**config, "format_version": 4}))
+    with pytest.raises(ModelError, match=r"unsupported format_version 4 \(expected 1 or 2 or 3\) \(written by a newer"):
         load_model(teacher)
 
 

@@ -379,6 +379,14 @@ class TrainConfig(_Strict):
         "task, which is then not trained on; for runs without labelled eval data), or last.")
     holdout_fraction: float = Field(0.05, gt=0, lt=1, description="select: lowest_loss: the seeded fraction of "
                                     "each task's training rows held out to measure the loss (at least one row).")
+    thresholds: Literal["fixed", "per_label"] = Field(
+        "fixed", description="Multilabel tasks' decision thresholds. fixed: a label is predicted where its "
+        "probability is over 0.5. per_label: once training ends, each label's threshold is chosen on the eval split "
+        "(data.eval_split, the rows that selected the model): the one of 0.05, 0.10, ..., 0.95 with the highest F1 "
+        "of that label (0.5 for a label no eval row holds); they are saved in the model folder and used by "
+        "evaluate, predict, the model card and the exports. The eval scores in metrics.json stay those at 0.5 (the "
+        "chosen thresholds would score their own rows optimistically): score other rows (evaluate --split test). "
+        "Changes no weight, so a resumed run may change it.")
 
     @model_validator(mode="after")
     def _one_precision(self) -> TrainConfig:

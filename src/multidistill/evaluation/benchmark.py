@@ -35,6 +35,7 @@ from multidistill.errors import ConfigError, UnknownTaskError, require_distinct
 from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import SETTLE_S, Forward, compare_speed, torch_forward
+from multidistill.evaluation.thresholds import saved_thresholds
 from multidistill.export.card_record import refresh_cards
 from multidistill.export.checks import DEFAULT_MAX_METRIC_DROP_INT8, DEFAULT_PARITY_EXAMPLES
 from multidistill.export.onnx import NOISE_Z
@@ -130,10 +131,11 @@ def _onnx_forward(onnx_model, task_name: str) -> Forward:
     return forward
 
 
-def _score(forward: Forward, task, dataset, pad: int, batch_size: int = 64) -> float:
+def _score(forward: Forward, task, dataset, pad: int, thresholds: tuple[float, ...] | None,
+           batch_size: int = 64) -> float:
     predictions = map_batches(task, dataset, forward, batch_size=batch_size, pad_token_id=pad)
     return compute_metrics(task.metrics, predictions, np.asarray(dataset["label"][:]),
-                           task.type)[task.main_metric]
+                           task.type, thresholds)[task.main_metric]
 
 
 def _refuse_another_models_export(out: Path, model_dir: Path) -> None:
@@ -394,7 +396,8 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
             if scores is None:
                 scores = {t: _score(_onnx_forward(forward[0], t) if isinstance(forward, tuple)
                                     else torch_forward(model, data.tasks[t], bf16=runtime == "pytorch_bf16"),
-                                    data.tasks[t], data.eval_sets[t], pad) for t in tasks}
+                                    data.tasks[t], data.eval_sets[t], pad, saved_thresholds(folder).get(t))
+                          for t in tasks}
             entry["runtimes"][runtime] = {"status": "ok", "scores": scores,
                                           "score": float(np.mean(list(scores.values()))),
                                           "scored_by": source, "disk_bytes": disk[runtime],

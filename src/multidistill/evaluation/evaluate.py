@@ -13,6 +13,7 @@ from multidistill.data.batches import map_batches
 from multidistill.data.collate import to_device
 from multidistill.data.tasks import Task
 from multidistill.evaluation.metrics import average_score, compute_metrics, labelled
+from multidistill.evaluation.thresholds import Thresholds
 
 
 class _TaskScores(TypedDict):
@@ -48,13 +49,14 @@ class EvalResult:
         return out
 
 
-def domain_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray,
-                   domain_ids: np.ndarray) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def domain_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray, domain_ids: np.ndarray,
+                   thresholds: tuple[float, ...] | None = None,
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """``task``'s metrics on the rows of each of its domains that has labelled rows (by name, in `Task.domains`
     order), and each metric's unweighted mean over those domains (a domain with none would make it NaN)."""
     scored = labelled(labels)
     per_domain = {name: compute_metrics(task.metrics, predictions[domain_ids == i], labels[domain_ids == i],
-                                        task.type)
+                                        task.type, thresholds)
                   for i, name in enumerate(task.domains) if ((domain_ids == i) & scored).any()}
     average = {metric: float(np.mean([scores[metric] for scores in per_domain.values()])) for metric in task.metrics}
     return per_domain, average
@@ -77,8 +79,10 @@ def predict(model: torch.nn.Module, task: Task, dataset, *, batch_size: int, pad
 
 def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *, batch_size: int,
              pad_token_id: int, device: torch.device, autocast: Callable | None = None,
-             progress: bool = False) -> EvalResult:
-    """Score ``model`` on every task in ``eval_sets`` (task name -> tokenised dataset)."""
+             progress: bool = False, thresholds: Thresholds | None = None) -> EvalResult:
+    """Score ``model`` on every task in ``eval_sets`` (task name -> tokenised dataset); a multilabel task with
+    ``thresholds`` (`evaluation.thresholds`, as saved with the model) decides its labels at them, else at 0.5."""
+    thresholds = thresholds or {}
     result = EvalResult(metrics={})
     for name, dataset in eval_sets.items():
         task = tasks[name]
@@ -87,10 +91,10 @@ def evaluate(model: torch.nn.Module, tasks: dict[str, Task], eval_sets: dict, *,
         predictions = predict(model, task, dataset, batch_size=batch_size, pad_token_id=pad_token_id,
                               device=device, autocast=autocast, progress=progress)
         labels = np.asarray(dataset["label"])
-        result.metrics[name] = compute_metrics(task.metrics, predictions, labels, task.type)
+        result.metrics[name] = compute_metrics(task.metrics, predictions, labels, task.type, thresholds.get(name))
         result.main[name] = result.metrics[name][task.main_metric]
         if task.domains and "domain_id" in dataset.column_names:
             result.domains[name], result.domain_average[name] = domain_metrics(
-                task, predictions, labels, np.asarray(dataset["domain_id"]))
+                task, predictions, labels, np.asarray(dataset["domain_id"]), thresholds.get(name))
     result.average = average_score(result.main)
     return result

@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from multidistill.data import label_sets
 from multidistill.errors import ConfigError
+from multidistill.evaluation.thresholds import shift
 
 
 def _classes(predictions: np.ndarray) -> np.ndarray:
@@ -44,7 +45,7 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 def _label_sets(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Multilabel logits (N, C) and gold bit masks (N,) -> (predicted, gold) 0/1 matrices: a label is predicted
-    when its logit is over 0 (its probability over 0.5)."""
+    when its logit is over 0 (its probability over 0.5; other thresholds are applied by `thresholds.shift`)."""
     predictions = predictions.reshape(len(labels), -1)
     return (predictions > 0).astype(np.int64), label_sets.decode(labels, predictions.shape[1])
 
@@ -72,12 +73,13 @@ MULTILABEL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def same_predictions(task_type: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def same_predictions(task_type: str, a: np.ndarray, b: np.ndarray,
+                     thresholds: tuple[float, ...] | None = None) -> np.ndarray:
     """Per row, whether two models' logits (N, C) predict the same: the same class, or for multilabel the same
-    set (each label on the same side of 0)."""
+    set (each label on the same side of its threshold: 0.5 without ``thresholds``)."""
     a, b = np.asarray(a), np.asarray(b)
     if task_type == "multilabel":
-        return ((a > 0) == (b > 0)).all(-1)
+        return ((shift(a, thresholds) > 0) == (shift(b, thresholds) > 0)).all(-1)
     return a.argmax(-1) == b.argmax(-1)
 
 
@@ -90,12 +92,17 @@ def labelled(labels: np.ndarray) -> np.ndarray:
 
 
 def compute_metrics(names: list[str], predictions: np.ndarray, labels: np.ndarray,
-                    task_type: str | None = None) -> dict[str, float]:
+                    task_type: str | None = None, thresholds: tuple[float, ...] | None = None) -> dict[str, float]:
     """Compute each named metric over the labelled rows (`labelled`): a row without a label is neither right
     nor wrong. ``predictions`` are logits/probabilities (N, C) or scores (N,); for ``task_type`` multilabel, logits
-    (N, C) against bit masks (N,) (`MULTILABEL_METRICS`). With no labelled row at all every metric is NaN (nothing
-    to score; `data.prepare` refuses such an eval split up front)."""
+    (N, C) against bit masks (N,) (`MULTILABEL_METRICS`), a label predicted where its probability is over its
+    threshold (``thresholds``, one per label; default 0.5). With no labelled row at all every metric is NaN
+    (nothing to score; `data.prepare` refuses such an eval split up front)."""
     table = MULTILABEL_METRICS if task_type == "multilabel" else METRICS
+    if thresholds is not None and task_type != "multilabel":
+        raise ValueError(f"decision thresholds are for multilabel tasks, not {task_type}")
+    if thresholds is not None:
+        predictions = shift(predictions, thresholds)
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ConfigError(f"unknown {'multilabel ' * (table is MULTILABEL_METRICS)}metric(s) {unknown}; known: "

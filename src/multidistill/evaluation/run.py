@@ -12,6 +12,7 @@ from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import existing_data_root
 from multidistill.errors import ConfigError, require_choice, require_distinct
 from multidistill.evaluation.evaluate import EvalMetrics, evaluate
+from multidistill.evaluation.thresholds import saved_thresholds
 from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.device import accelerator_for
@@ -91,5 +92,6 @@ def _evaluate(model_dir: Path, tasks: list[str] | None, data_root: str | None, s
     model.to(accelerator.device)
     result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,
                       pad_token_id=pad_id(tokenizer), device=accelerator.device,
-                      autocast=accelerator.autocast, progress=not bars_disabled(progress))
+                      autocast=accelerator.autocast, progress=not bars_disabled(progress),
+                      thresholds=saved_thresholds(model_dir))
     return result.to_dict()

@@ -93,6 +93,8 @@ class CardRecord:
     export: Mapping | None = None  # the export's export.json (its parity check numbers)
     max_length: int | None = None
     domain_branch: tuple[str, ...] = ()  # the domains of a saved Meta-KD domain branch (never in an export)
+    # multilabel tasks' decision thresholds saved with the model (task -> label -> threshold; none: 0.5)
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     folders: Mapping[str, str] = field(default_factory=dict)  # multi-task HF export: task -> sub-folder
     # Inference speed measured by `multidistill benchmark` (its benchmark.json): runtime -> latency_ms_median,
     # latency_ms_p95, throughput_examples_per_s, score; and how it was measured (batch size, threads, machine).
@@ -259,6 +261,10 @@ def _model_section(record: CardRecord) -> str:
     if record.domain_branch:
         rows.append(("domain branch", f"{', '.join(record.domain_branch)} (Meta-KD's domain embedding and "
                                       "classifier: used in training, left out of ONNX and Hugging Face exports)"))
+    for task, chosen in record.thresholds.items():
+        rows.append((f"decision thresholds ({task})" if len(record.thresholds) > 1 else "decision thresholds",
+                     ", ".join(f"{label} {t:g}" for label, t in chosen.items()) + " (each label's, chosen on the "
+                     f"{record.eval_split} rows; `predict`, `evaluate` and the exports use them)"))
     for i, teacher in enumerate(record.teachers):
         note = f" ({teacher.note})" if teacher.note else ""
         rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"{_code(teacher.path)}{note}"))
@@ -589,7 +595,11 @@ def _usage_section(record: CardRecord) -> str:
     form = "hf folders" if record.form == "hf" and record.folders else record.form
     texts = '"first text", "second text"' if pair else '"a fine film"'
     multilabel = bool(record.tasks) and all(task.type == "multilabel" for task in record.tasks)
+    chosen = next(iter(record.thresholds.values()), None) if len(record.tasks) == 1 else None
     answer = ("score = float(logits[0, 0])  # a regression head: the score itself" if regression else
+              f"thresholds = torch.tensor({[float(t) for t in chosen.values()]})  # each label's, chosen on "
+              f"{record.eval_split}\nprint([model.config.id2label[i] for i in (torch.sigmoid(logits[0]) > thresholds)"
+              ".nonzero().flatten().tolist()])" if multilabel and chosen else
               "print([model.config.id2label[i] for i in (logits[0] > 0).nonzero().flatten().tolist()])  # each "
               "label's own sigmoid over 0.5" if multilabel else "print(model.config.id2label[int(logits.argmax(-1))])")
     usage = USAGE[form].format(

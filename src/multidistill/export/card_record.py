@@ -14,6 +14,7 @@ from typing import TypeVar
 import yaml
 
 from multidistill.errors import ModelError
+from multidistill.evaluation.thresholds import saved_thresholds
 from multidistill.export.card import CardRecord, Form, TaskInfo, TeacherInfo, write_card
 from multidistill.models.multitask import WEIGHTS_FILE
 from multidistill.training.run_dir import is_run_dir
@@ -259,6 +260,7 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
     imported = _imported(saved_as or model_dir, model_dir) if run is None else None
     if imported is not None:  # a classifier brought in by import-classifier: no run, its source says what it is
         method, initialised_from = imported
+    thresholds = saved_thresholds(model_dir)
     return CardRecord(
         title=title, form=form, role=role, architecture=architecture, parameters=parameters, layers=layers,
         hidden_size=hidden, base_model=base_model, initialised_from=initialised_from,
@@ -279,6 +281,8 @@ def model_card_record(model_dir: str | Path, form: Form, *, tasks: list[str] | N
         max_length=model_config.get("max_length"), folders=folders or {}, **_speed(model_dir, benchmark),
         domain_branch=tuple((model_config.get("domain_branch") or {}).get("domains", ())) if form == "multidistill"
         else (),
+        thresholds={info.name: dict(zip(info.labels, thresholds[info.name], strict=True)) for info in infos
+                    if info.name in thresholds},
     )
 
 

@@ -45,6 +45,7 @@ from multidistill.data.collate import encode_texts
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError, UnknownTaskError
 from multidistill.evaluation.metrics import same_predictions
+from multidistill.evaluation.thresholds import by_label, saved_thresholds
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
 from multidistill.export.checks import DEFAULT_PARITY_EXAMPLES, check_parity_options, own_data
@@ -190,17 +191,21 @@ def _write_task(model, model_dir: Path, spec: Task, family: StockHead, tokenizer
     """Write ``spec``'s stock classifier into ``folder`` (weights, config, tokenizer, export.json, README.md)
     and check it against ``model`` on ``rows``; returns its export.json."""
     config = _hf_config(model, spec, family)
+    thresholds = saved_thresholds(model_dir).get(spec.name)
+    if thresholds is not None:  # in config.json too, for code that reads them (the card's snippet quotes them)
+        config.multidistill_thresholds = by_label(spec, thresholds)
     hf_model = _build_hf_model(model, spec, family, config, tokenizer, rows, max_length)
     hf_model.save_pretrained(folder, **_safetensors_kwargs(hf_model))
     tokenizer.save_pretrained(folder)
     _drop_remote_code_pointers(folder)
     if not (folder / "model.safetensors").is_file():
         raise ModelError(f"{folder.name}: the export wrote no model.safetensors (sharded or pickled weights)")
-    check = {"rows": len(rows), "source": source, **_verify(model, spec, folder, rows, max_length),
+    check = {"rows": len(rows), "source": source, **_verify(model, spec, folder, rows, max_length, thresholds),
              "tolerance": TOLERANCE}
     info = {"kind": "hf", "source": str(model_dir.resolve()), "task": spec.name, "type": spec.type,
             "labels": spec.labels, "model_type": config.model_type, "max_length": max_length,
-            "check_rows": len(rows), "max_abs_diff": check["max_abs_diff"], "check": check}
+            "check_rows": len(rows), "max_abs_diff": check["max_abs_diff"], "check": check,
+            **({"thresholds": by_label(spec, thresholds)} if thresholds is not None else {})}
     (folder / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     write_card(folder, model_card_record(model_dir, "hf", tasks=[spec.name], export=info,
                                          title=f"{_title(model_dir)}-{spec.name}",
@@ -494,7 +499,8 @@ def _safetensors_kwargs(hf_model) -> dict:
     return {"safe_serialization": True} if "safe_serialization" in parameters else {}
 
 
-def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
+def _verify(model, task: Task, folder: Path, rows, max_length: int,
+            thresholds: tuple[float, ...] | None = None) -> dict:
     """Load the written folder as a stock model and compare its logits with ours on ``rows``: returns the
     largest |logit difference| and, for classification, the share of rows with the same predicted class. The stock
     model reads what a user's ``tokenizer(texts, padding=True, truncation=True)`` gives with the saved tokenizer, so
@@ -522,6 +528,6 @@ def _verify(model, task: Task, folder: Path, rows, max_length: int) -> dict:
             raise ModelError(f"the exported model's logits differ from ours by up to {batch_diff:.3g} "
                              f"(> {TOLERANCE}) on the check rows; nothing was written; {ONNX_HINT}")
         diff = max(diff, batch_diff)
-        same += int(same_predictions(task.type, ours.numpy(), theirs.numpy()).sum())
+        same += int(same_predictions(task.type, ours.numpy(), theirs.numpy(), thresholds).sum())
     agreement = same / len(rows) if task.type != "regression" else None
     return {"max_abs_diff": diff, "agreement": agreement}

@@ -28,6 +28,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import encode_texts, pad_id
 from multidistill.errors import ConfigError, ModelError, require_choice
 from multidistill.evaluation.evaluate import predict
+from multidistill.evaluation.thresholds import by_label, saved_thresholds
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
 from multidistill.export.checks import (
@@ -45,6 +46,7 @@ from multidistill.export.onnx_runtime import (
     INPUT_NAMES,
     MODEL_FILES,
     OPTIMIZATION_LEVELS,
+    THRESHOLDS_EXPORT_VERSION,
     OnnxModel,
     Precision,
     expected_stamp,
@@ -275,6 +277,7 @@ class ExportInfo(TypedDict, total=False):
     parity_checked: bool
     parity: dict[str, dict[str, dict[str, Any]]]
     parity_failures: dict[str, list[str]]
+    thresholds: dict[str, dict[str, float]]
 
 
 def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, quantize: Quantize = "none",
@@ -361,6 +364,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
         if skip_parity:
             parity_data = None
         model = load_model(model_dir).eval()  # safetensors + JSON; never unpickles
+        thresholds = saved_thresholds(model_dir)
         backbone = getattr(model, "backbone", None)
         if backbone is not None:
             problem = unmet_need(backbone.config, quirks_of(backbone.config).onnx_needs, "its ONNX export needs")
@@ -423,6 +427,9 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                 "max_length": model.inference_length, "inputs": inputs, "outputs": outputs, "files": dict(files),
                 "variant": variant,
             }
+            if thresholds:  # multilabel decision thresholds saved with the model: `predict` over the export reads them
+                meta["format_version"] = THRESHOLDS_EXPORT_VERSION
+                meta["thresholds"] = {name: by_label(model.tasks[name], values) for name, values in thresholds.items()}
             for precision, name in files.items():
                 _stamp(tmp / name, expected_stamp(meta, precision))
             _write_meta(tmp, {**meta, "opset": opset})
@@ -439,7 +446,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
                         name: compare_predictions(
                             model.tasks[name], expected[name],
                             exported.predict(name, dataset, batch_size=batch_size, pad_token_id=pad_token_id),
-                            np.asarray(dataset["label"]))
+                            np.asarray(dataset["label"]), thresholds.get(name))
                         for name, dataset in eval_sets.items()}
                     found = parity_failures(precision, parity[precision], tolerance_fp32=tolerance_fp32,
                                             min_agreement_int8=min_agreement_int8,

@@ -24,12 +24,16 @@ import torch
 from multidistill.data.batches import map_batches
 from multidistill.data.tasks import Task
 from multidistill.errors import ModelError, UnknownTaskError, require_choice
+from multidistill.evaluation.thresholds import read_thresholds
 from multidistill.models.backbone import load_tokenizer
 from multidistill.utils.manifest import read_versioned_json
 from multidistill.utils.paths import not_a_folder
 
 EXPORT_FILE = "export.json"
 FORMAT_VERSION = 1
+# An export whose multilabel heads carry decision thresholds (`evaluation.thresholds`): older versions refuse it
+# instead of predicting at 0.5.
+THRESHOLDS_EXPORT_VERSION = 2
 MODEL_FILES: dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 DEFAULT_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -66,7 +70,7 @@ def read_export_config(directory: str | Path) -> dict:
     path = directory / EXPORT_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing (is {directory} a folder written by `multidistill export`?)")
-    meta = read_versioned_json(path, FORMAT_VERSION, ModelError)
+    meta = read_versioned_json(path, (FORMAT_VERSION, THRESHOLDS_EXPORT_VERSION), ModelError)
     if meta.get("kind") != "onnx":
         raise ModelError(f"{path}: kind {meta.get('kind')!r} is not 'onnx'")
     try:
@@ -90,6 +94,7 @@ def read_export_config(directory: str | Path) -> dict:
             raise ValueError(f"max_length {max_length!r} is not a positive integer")
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ModelError(f"{path}: invalid export config: {exc}") from exc
+    read_thresholds(meta, {task.name: task for task in tasks}, str(path))
     return meta
 
 
@@ -109,6 +114,8 @@ class OnnxModel:
         self.precision = precision
         self.path = directory / meta["files"][precision]
         self.tasks: dict[str, Task] = {spec["name"]: Task.model_validate(spec) for spec in meta["tasks"]}
+        # multilabel decision thresholds saved with the source model (none: 0.5), checked by read_export_config
+        self.thresholds = read_thresholds(meta, self.tasks, str(directory / EXPORT_FILE))
         self.max_length: int | None = meta.get("max_length")
         self.inputs: list[str] = list(meta["inputs"])
         self.outputs: dict[str, str] = dict(meta["outputs"])

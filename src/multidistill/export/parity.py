@@ -48,7 +48,8 @@ BOOTSTRAP_ROUNDS = 200
 
 
 def paired_delta_se(metric: str, expected: np.ndarray, got: np.ndarray, labels: np.ndarray,
-                    rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0, task_type: str | None = None) -> float:
+                    rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0, task_type: str | None = None,
+                    thresholds: tuple[float, ...] | None = None) -> float:
     """Standard error of ``metric(got) - metric(expected)`` on these rows, by a paired bootstrap.
 
     Both sides are scored on the same resampled rows, so the error reflects the rows where they differ: zero
@@ -62,24 +63,26 @@ def paired_delta_se(metric: str, expected: np.ndarray, got: np.ndarray, labels: 
     deltas = []
     for _ in range(rounds):
         pick = rng.integers(0, rows, rows)
-        scores = [compute_metrics([metric], side[pick], labels[pick], task_type)[metric] for side in (expected, got)]
+        scores = [compute_metrics([metric], side[pick], labels[pick], task_type, thresholds)[metric]
+                  for side in (expected, got)]
         deltas.append(scores[1] - scores[0])
     return float(np.std(deltas, ddof=1))
 
 
-def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def compare_predictions(task: Task, expected: np.ndarray, got: np.ndarray, labels: np.ndarray,
+                        thresholds: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Parity numbers of one task: max |difference|, prediction agreement (classification: the same class;
-    multilabel: the same label set; None for regression), the main metric of both, its change (got - expected)
-    and that change's paired standard error."""
+    multilabel: the same label set, at the model's ``thresholds``; None for regression), the main metric of both,
+    its change (got - expected) and that change's paired standard error."""
     metric = task.main_metric
     finite = bool(np.isfinite(got).all())
     diff = float(np.abs(expected.astype(np.float64) - got.astype(np.float64)).max()) if finite else float("inf")
-    agreement = float(np.mean(same_predictions(task.type, expected, got))) if task.has_labels else None
-    metric_torch = compute_metrics([metric], expected, labels, task.type)[metric]
-    metric_onnx = compute_metrics([metric], got, labels, task.type)[metric] if finite else float("-inf")
+    agreement = float(np.mean(same_predictions(task.type, expected, got, thresholds))) if task.has_labels else None
+    metric_torch = compute_metrics([metric], expected, labels, task.type, thresholds)[metric]
+    metric_onnx = compute_metrics([metric], got, labels, task.type, thresholds)[metric] if finite else float("-inf")
     unchanged = agreement == 1.0 or diff == 0.0
     se = 0.0 if unchanged or not finite else paired_delta_se(metric, expected, got, np.asarray(labels),
-                                                                      task_type=task.type)
+                                                                      task_type=task.type, thresholds=thresholds)
     return {"examples": int(len(labels)), "metric": metric, "max_abs_diff": diff, "agreement": agreement,
             "metric_torch": metric_torch, "metric_onnx": metric_onnx, "metric_delta": metric_onnx - metric_torch,
             "metric_delta_se": se}

@@ -41,8 +41,9 @@ def predict_command(
     """Label every row of a CSV / TSV / JSONL file with one task of a saved model or ONNX export.
 
     Each output record has the input's line number, its id (when the input has an id column), the label
-    and its probability (the score of a regression task; a multilabel task's set of labels over 0.5) and every
-    label's probability. The whole input is checked before anything is written.
+    and its probability (the score of a regression task; a multilabel task's set of labels over their
+    thresholds: 0.5, or those saved with the model) and every label's probability. The whole input is checked
+    before anything is written.
     """
     from multidistill.inference.predict import predict_file
 

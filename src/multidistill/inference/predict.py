@@ -27,6 +27,7 @@ from multidistill.data.convert import surrogate_problem
 from multidistill.data.formats import csv_records, decode_lines, json_object_line
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskError
+from multidistill.evaluation.thresholds import Thresholds, saved_thresholds, shift
 from multidistill.training.run_dir import refuse_output_over_a_run
 from multidistill.utils.atomic import atomic_file, refuse_special_file
 from multidistill.utils.quiet import bars_disabled
@@ -115,7 +116,8 @@ def predict_file(source: str | Path, task: str, input_path: str | Path, output_p
     outputs, tokens = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.has_labels else []
     with atomic_file(output_path) as handle:
-        writer = _Writer(handle, fmt, labels, with_id=id_column is not None, multilabel=spec.is_multilabel)
+        writer = _Writer(handle, fmt, labels, with_id=id_column is not None, multilabel=spec.is_multilabel,
+                         thresholds=predictor.thresholds.get(spec.name))
         for row, values in zip(rows, outputs, strict=True):
             writer.write(row, values)
     return {"task": spec.name, "rows": len(rows) + len(bad), "predicted": len(rows), "skipped": len(bad),
@@ -188,11 +190,13 @@ def _only_unknown(ids: list[int], special: list[int], unk: int, specials: set[in
 class _Predictor:
     """A model folder or an ONNX export behind one interface: its tasks, and logits for texts."""
 
-    def __init__(self, source: Path, tasks: dict[str, Task], tokenizer, max_length: int) -> None:
+    def __init__(self, source: Path, tasks: dict[str, Task], tokenizer, max_length: int,
+                 thresholds: Thresholds) -> None:
         self.source = source
         self.tasks = tasks
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.thresholds = thresholds  # multilabel tasks' decision thresholds, as saved (`evaluation.thresholds`)
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -243,7 +247,8 @@ class _TorchPredictor(_Predictor):
 
         model = load_model(source)
         max_length = model.inference_length
-        super().__init__(source, dict(model.tasks), load_tokenizer(str(source)), max_length)
+        super().__init__(source, dict(model.tasks), load_tokenizer(str(source)), max_length,
+                         saved_thresholds(source))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
 
@@ -264,7 +269,7 @@ class _OnnxPredictor(_Predictor):
                              "onnxruntime or predict with the multidistill model folder") from exc
         self.model = OnnxModel.load(source, precision=precision)
         super().__init__(source, dict(self.model.tasks), self.model.tokenizer,
-                         self.model.max_length or DEFAULT_MAX_LENGTH)
+                         self.model.max_length or DEFAULT_MAX_LENGTH, self.model.thresholds)
 
     def logits(self, task: Task, texts_a: list[str], texts_b: list[str] | None) -> np.ndarray:
         encoded = {name: value.numpy() for name, value in self.encode(texts_a, texts_b).items()}
@@ -558,14 +563,18 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum()
 
 
-def prediction_record(logits: np.ndarray, labels: list[str], multilabel: bool = False) -> dict[str, Any]:
+def prediction_record(logits: np.ndarray, labels: list[str], multilabel: bool = False,
+                      thresholds: tuple[float, ...] | None = None) -> dict[str, Any]:
     """One row's prediction from its logits: with ``labels`` (classification) the most probable ``label``, its
     probability as ``score`` and every label's ``probabilities``; with ``multilabel``, ``labels``: every label whose
-    own (sigmoid) probability is over 0.5, in the task's order, and each label's ``probabilities``; else
-    (regression) the value as ``score`` (None when not finite)."""
+    own (sigmoid) probability is over its threshold (``thresholds``, as saved with the model; default 0.5), in the
+    task's order, and each label's ``probabilities``; else (regression) the value as ``score`` (None when not
+    finite)."""
     if labels and multilabel:
-        probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-        return {"labels": [label for label, p in zip(labels, probs, strict=True) if p > 0.5],
+        logits = np.asarray(logits, dtype=np.float64)
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        over = shift(logits, thresholds) > 0  # decided on logits, as evaluate decides
+        return {"labels": [label for label, hit in zip(labels, over, strict=True) if hit],
                 "probabilities": {label: float(p) for label, p in zip(labels, probs, strict=True)}}
     if labels:
         probs = _softmax(logits)
@@ -579,12 +588,14 @@ def prediction_record(logits: np.ndarray, labels: list[str], multilabel: bool = 
 class _Writer:
     """One output record per predicted row, as JSON lines or CSV."""
 
-    def __init__(self, handle, fmt: str, labels: list[str], *, with_id: bool, multilabel: bool = False) -> None:
+    def __init__(self, handle, fmt: str, labels: list[str], *, with_id: bool, multilabel: bool = False,
+                 thresholds: tuple[float, ...] | None = None) -> None:
         self.handle = handle
         self.fmt = fmt
         self.labels = labels
         self.with_id = with_id
         self.multilabel = multilabel
+        self.thresholds = thresholds
         if fmt == "csv":
             self.csv = csv.writer(handle, lineterminator="\n")
             answer = ["labels"] if multilabel else [*(["label"] if labels else []), "score"]
@@ -595,7 +606,7 @@ class _Writer:
         record: dict[str, Any] = {"line": row.line}
         if self.with_id:
             record["id"] = row.id
-        record |= prediction_record(logits, self.labels, self.multilabel)
+        record |= prediction_record(logits, self.labels, self.multilabel, self.thresholds)
         if self.fmt == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             return

@@ -20,7 +20,8 @@ class Prediction:
     """One text's prediction, as a `predict_file` output record holds it: for a classification task ``label``
     (the most probable), ``score`` (its probability) and ``probabilities`` (label -> probability); for a
     regression task ``label`` None, ``score`` the predicted value (None when not finite) and no probabilities;
-    for a multilabel task ``labels``, the labels whose own probability is over 0.5 (``label`` and ``score`` None),
+    for a multilabel task ``labels``, the labels whose own probability is over their threshold (0.5, or the ones
+    saved with the model by ``train.thresholds: per_label``; ``label`` and ``score`` None),
     and each label's ``probabilities``.
     ``truncated``: the text (with its pair) was longer than the model's length and its end was cut off;
     ``unknown_only``: every token of it was the tokenizer's unknown token (e.g. a script the vocabulary lacks), so
@@ -60,7 +61,9 @@ def predict(source: str | os.PathLike, task: str, texts: Sequence[str] | str,
         rows = [InputRow(i, text, texts_b[i] if texts_b is not None else None, None) for i, text in enumerate(texts_a)]
         logits, tokens = predict_rows(predictor, spec, rows, batch_size, progress)
     labels = spec.labels if spec.has_labels else []
-    return [Prediction(**{"label": None, "score": None, **prediction_record(values, labels, spec.is_multilabel)},
+    thresholds = predictor.thresholds.get(spec.name)
+    return [Prediction(**{"label": None, "score": None,
+                          **prediction_record(values, labels, spec.is_multilabel, thresholds)},
                        truncated=bool(cut),
                        unknown_only=bool(unknown))
             for values, cut, unknown in zip(logits, tokens.cut, tokens.unknown_only, strict=True)]

@@ -37,9 +37,17 @@ FORMAT_VERSION = 1
 # A model whose heads carry a stock classifier's dense layer (head_activation) is written as version 2, so that a
 # multidistill that predates such heads refuses the folder by its format instead of failing on unexpected weights.
 STOCK_HEAD_FORMAT_VERSION = 2
-READ_FORMAT_VERSIONS = (FORMAT_VERSION, STOCK_HEAD_FORMAT_VERSION)
+# A model whose multilabel heads have decision thresholds saved beside them (`evaluation.thresholds`) is written as
+# version 3, so that a multidistill that predates them refuses the folder instead of predicting at 0.5.
+THRESHOLDS_FORMAT_VERSION = 3
+READ_FORMAT_VERSIONS = (FORMAT_VERSION, STOCK_HEAD_FORMAT_VERSION, THRESHOLDS_FORMAT_VERSION)
 
 Pooling = Literal["cls", "mean"]
+
+
+def format_version(head_activation: str | None) -> int:
+    """The format version a model folder is written with (without saved thresholds)."""
+    return STOCK_HEAD_FORMAT_VERSION if head_activation else FORMAT_VERSION
 
 
 @dataclass
@@ -228,7 +236,7 @@ class MultiTaskModel(SavedModel):
 
     def _config_dict(self) -> dict:
         return {
-            "format_version": STOCK_HEAD_FORMAT_VERSION if self.head_activation else FORMAT_VERSION,
+            "format_version": format_version(self.head_activation),
             "kind": "multitask",
             "backbone": {"type": "hf", "pooling": self.pooling, "dropout": self.dropout,
                          # only when set, so the config of a model with linear heads is what it always was

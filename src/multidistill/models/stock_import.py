@@ -27,6 +27,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import encode_texts
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
+from multidistill.evaluation.thresholds import Thresholds, read_thresholds, save_thresholds
 from multidistill.models.backbone import backbone_from_config, load_tokenizer, resolve_model_path
 from multidistill.models.families import FAMILIES, StockHead
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
@@ -88,11 +89,29 @@ def import_classifier(source: str | os.PathLike, out: str | os.PathLike, *, task
                                                 "classifier_outputs": order},
                   "head": {"dense": head.dense, "activation": activation, "out": head.out},
                   "parity": {"rows": rows, "max_abs_diff": worst, "tolerance": TOLERANCE}}
+        thresholds = _saved_thresholds(config, spec, str(source))
+        if thresholds:
+            record["thresholds"] = "read from the classifier's config.json (multidistill_thresholds)"
         with atomic_dir(out) as tmp:
             model.write_to(tmp, tokenizer)
+            if thresholds:
+                save_thresholds(tmp, {spec.name: spec}, thresholds)
             write_json(tmp / IMPORT_INFO_FILE, record)
             _write_card(tmp, model, spec, config, str(source), activation, how)
         return out
+
+
+def _saved_thresholds(config, spec: Task, source: str) -> Thresholds:
+    """The decision thresholds a multidistill Hugging Face export keeps in its config (``multidistill_thresholds``),
+    for a multilabel task: brought in, so that an export imported back predicts the sets it did."""
+    saved = getattr(config, "multidistill_thresholds", None)
+    if saved is None:
+        return {}
+    if not spec.is_multilabel:
+        raise ModelError(f"classifier '{source}': its config.json has multidistill_thresholds (a multilabel "
+                         f"classifier's), but task '{spec.name}' is {spec.type}")
+    return read_thresholds({"thresholds": {spec.name: saved}}, {spec.name: spec},
+                           f"classifier '{source}' config.json (multidistill_thresholds)")
 
 
 def _task_spec(name: str, data: DataConfig | None) -> Task:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -26,7 +27,8 @@ from multidistill.data.prepare import prepare_data, resolve_tasks
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import store_baselines
-from multidistill.evaluation.evaluate import evaluate
+from multidistill.evaluation.evaluate import evaluate, predict
+from multidistill.evaluation.thresholds import choose_thresholds, describe, save_thresholds, saved_thresholds
 from multidistill.export.card import card_text
 from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
 from multidistill.models.backbone import load_tokenizer
@@ -302,11 +304,37 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
             "teacher_weights": teacher_weights(config, settings),
         })
         kept = output_dir / BEST_MODEL
-        if kept.is_dir():  # its card quotes metrics.json, so it is written after it (replacing the mid-run one)
+        if kept.is_dir():  # its card quotes metrics.json and the thresholds, so it is written after them
+            set_thresholds(config.train, kept, data, pad, accelerator)
             card_or_warning(kept, write_model_card, kept, kept, "multidistill")
         if is_general_run(data.tasks):
             export_general_student(config, output_dir, tokenizer)
     return result
+
+
+def set_thresholds(train: TrainConfig, kept: Path, data, pad: int, accelerator: Accelerator) -> None:
+    """``train.thresholds`` for the kept model: per_label chooses each multilabel label's threshold on the eval rows
+    and saves them in the folder (`evaluation.thresholds`); fixed leaves none (and removes any a resumed run with
+    per_label saved)."""
+    multilabel = [name for name, task in data.tasks.items() if task.is_multilabel and name in data.eval_sets]
+    chosen: dict[str, tuple[float, ...]] = {}
+    if train.thresholds == "per_label" and multilabel:
+        from multidistill.models.loading import load_model
+
+        model = load_model(kept).to(accelerator.device)
+        for name in multilabel:
+            logits = predict(model, data.tasks[name], data.eval_sets[name], batch_size=train.eval_batch_size,
+                             pad_token_id=pad, device=accelerator.device, autocast=accelerator.autocast)
+            chosen[name] = choose_thresholds(logits, np.asarray(data.eval_sets[name]["label"]))
+            accelerator.print(f"{name}: decision thresholds chosen on the eval rows, saved with the model: "
+                              f"{describe(data.tasks[name], chosen[name])}")
+    elif train.thresholds == "per_label":
+        from multidistill.recipes.stages import print_note  # the recipes import this module
+
+        print_note("key 'train.thresholds': per_label chooses multilabel tasks' thresholds, and this run scores "
+                   "none; every label stays at 0.5")
+    if chosen != saved_thresholds(kept):
+        save_thresholds(kept, data.tasks, chosen)
 
 
 def save_kept_model(model: torch.nn.Module, folder: Path, tokenizer) -> None:

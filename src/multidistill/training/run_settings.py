@@ -32,6 +32,7 @@ SAFE_TO_CHANGE: dict[str, str] = {
     "train.log_every_steps": "how often the loss is logged",
     "train.checkpoint_every_steps": "how often a checkpoint is written",
     "train.keep_checkpoints": "how many checkpoints are kept",
+    "train.thresholds": "how multilabel decision thresholds are set once training ends (no weight changes)",
 }
 
 
