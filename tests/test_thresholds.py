@@ -229,3 +229,26 @@ def test_a_hand_edited_threshold_out_of_range_is_refused_by_the_commands_naming_
     assert code == 2, output
     assert "key 'thresholds.tags.long' must be a number between 0 and 1" in " ".join(output.split())
     assert not out.exists()
+
+
+@pytest.mark.xdist_group("multilabel_e2e")
+def test_resuming_a_finished_run_with_per_label_chooses_thresholds_without_training(per_label_run, monkeypatch,
+                                                                                   capsys):
+    raw, write = per_label_run
+    raw["train"]["thresholds"] = "fixed"
+    raw["train"]["epochs"] = 1
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(raw)))
+    assert code == 0, output
+    model_dir = Path(raw["output_dir"]) / "model"
+    weights = (model_dir / "model.safetensors").read_bytes()
+    assert saved_thresholds(model_dir) == {}
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(raw)), "--resume", "--set",
+                           "train.thresholds=per_label")
+    assert code == 0, output
+    assert "tags: decision thresholds chosen on the eval rows" in output
+    assert set(saved_thresholds(model_dir)) == {"tags"}
+    assert (model_dir / "model.safetensors").read_bytes() == weights  # not a step trained
+    # and back: fixed removes them
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(raw)), "--resume")
+    assert code == 0, output
+    assert saved_thresholds(model_dir) == {}

@@ -29,7 +29,8 @@ def evaluate_model_dir(model_dir: str | os.PathLike, *, tasks: list[str] | str |
                        cache_dir: str = ".cache/multidistill", output: str | os.PathLike | None = None,
                        progress: bool = True) -> EvalMetrics:
     """Metrics of the model in ``model_dir`` on ``split`` of ``tasks`` (default: all its tasks), as
-    `multidistill evaluate` scores them.
+    `multidistill evaluate` scores them; a multilabel task decides its labels at the thresholds saved with the model
+    (`train.thresholds: per_label`), else at 0.5.
 
     ``tasks`` is a list of names or one comma-separated str (`"sst2,mrpc"`). ``data_root`` None: the root the
     model was trained with while it still exists, else ``$MULTIDISTILL_DATA_ROOT``, else the current folder
