@@ -264,7 +264,8 @@ def _model_section(record: CardRecord) -> str:
     for task, chosen in record.thresholds.items():
         rows.append((f"decision thresholds ({task})" if len(record.thresholds) > 1 else "decision thresholds",
                      ", ".join(f"{label} {t:g}" for label, t in chosen.items()) + " (each label's, chosen on the "
-                     f"{record.eval_split} rows; `predict`, `evaluate` and the exports use them)"))
+                     f"{record.eval_split} rows once training ended; the run's {record.eval_split} scores are at 0.5; "
+                     "`predict`, `evaluate` and the exports use them)"))
     for i, teacher in enumerate(record.teachers):
         note = f" ({teacher.note})" if teacher.note else ""
         rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"{_code(teacher.path)}{note}"))
