@@ -41,9 +41,9 @@ def _task() -> Task:
 
 def test_each_label_gets_the_f1_best_threshold_nearest_one_half():
     # pos: every t in [0.3, 0.6) separates the rows (F1 1): the one nearest 0.5 is 0.5.
-    # neg: only t in [0.1, 0.35) finds both gold rows without the third: 0.3 is nearest 0.5.
+    # neg: only t in [0.1, 0.34) finds both gold rows without the third: 0.3 is nearest 0.5.
     # long: no row holds it: 0.5. The last row is unlabelled (-1) and must not count (it would make pos 0.9 best).
-    probabilities = [[0.9, 0.40, 0.2], [0.6, 0.35, 0.1], [0.3, 0.10, 0.3], [0.1, 0.05, 0.2], [0.95, 0.9, 0.9]]
+    probabilities = [[0.9, 0.40, 0.2], [0.6, 0.34, 0.1], [0.3, 0.10, 0.3], [0.1, 0.05, 0.2], [0.95, 0.9, 0.9]]
     gold = np.array([label_sets.encode([0, 1]), label_sets.encode([0, 1]), 0, 0, -1])
     assert choose_thresholds(_logits(probabilities), gold) == (0.5, 0.3, 0.5)
     assert GRID[0] == 0.05 and GRID[-1] == 0.95 and len(GRID) == 19
@@ -57,6 +57,24 @@ def test_ties_go_to_the_threshold_nearest_one_half_then_to_the_lower():
     assert choose_thresholds(_logits(probabilities), np.array([0, 1, 0, 1])) == (0.45,)
     # one best range, [0.50, 0.58): 0.5 itself
     assert choose_thresholds(_logits([[0.58], [0.50]]), np.array([1, 0])) == (0.5,)
+    # ties farther out, where |t - 0.5| in floating point is not symmetric (|0.7 - 0.5| < |0.3 - 0.5|). Gold rows 0
+    # and 1. F1 by hand: t <= 0.3 predicts all four (2 hits, 2 wrong): 2/3; 0.35..0.65 predicts 0.75 and both 0.66:
+    # 2/5; t = 0.7 predicts 0.75 alone: 2/3. Best at 0.05..0.3 and 0.7: 0.3 and 0.7 are as near 0.5; the lower wins.
+    probabilities = [[0.75], [0.32], [0.66], [0.66]]
+    assert choose_thresholds(_logits(probabilities), np.array([1, 1, 0, 0])) == (0.3,)
+
+
+def test_every_decision_agrees_at_the_exact_boundary():
+    # a float32 logit equal to float32(logit(0.05)), which is above the float64 logit(0.05): over the threshold
+    # for the metrics (float32 logits), the prediction record (float64) and the choice alike
+    at = np.float32(offsets([0.05])[0])
+    assert float(at) > offsets([0.05])[0]
+    logits = np.array([[at, 0.0, 0.0]], dtype=np.float32)
+    chosen = (0.05, 0.5, 0.5)
+    gold = np.array([label_sets.encode([0])])
+    assert compute_metrics(["exact_match"], logits, gold, "multilabel", chosen)["exact_match"] == 1.0
+    assert prediction_record(logits[0], LABELS, multilabel=True, thresholds=chosen)["labels"] == ["pos"]
+    assert same_predictions("multilabel", logits, logits.astype(np.float64), chosen).all()
 
 
 def test_metrics_and_predictions_decide_at_the_thresholds():
@@ -250,5 +268,66 @@ def test_resuming_a_finished_run_with_per_label_chooses_thresholds_without_train
     assert (model_dir / "model.safetensors").read_bytes() == weights  # not a step trained
     # and back: fixed removes them
     code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(raw)), "--resume")
+    assert code == 0, output
+    assert saved_thresholds(model_dir) == {}
+
+
+def test_saved_thresholds_leave_the_teacher_fingerprint_alone_but_not_the_exports(tiny_run, tmp_path):
+    from multidistill.evaluation.benchmark import _refuse_another_models_export
+    from multidistill.models.multitask import MultiTaskModel
+    from multidistill.teachers.fingerprint import teacher_fingerprint
+
+    raw, _ = tiny_run
+    folder = tmp_path / "m"
+    MultiTaskModel.from_backbone(raw["model"]["name_or_path"], [_task()]).save_pretrained(folder)
+    before = teacher_fingerprint(folder)
+    assert teacher_fingerprint(folder, with_thresholds=True) == before  # the same without thresholds
+    save_thresholds(folder, {"tags": _task()}, {"tags": (0.3, 0.5, 0.7)})
+    assert teacher_fingerprint(folder) == before  # signal stores and stages made from it stay valid
+    assert teacher_fingerprint(folder, with_thresholds=True) != before  # an export of it is not the same
+    save_thresholds(folder, {"tags": _task()}, {})
+    assert teacher_fingerprint(folder, with_thresholds=True) == before
+    # the benchmark reads an export that carries thresholds (format version 2) when it looks for one to reuse
+    export = tmp_path / "exports" / "m"
+    export.mkdir(parents=True)
+    (export / "export.json").write_text(json.dumps({"format_version": 2, "source": str(folder)}))
+    _refuse_another_models_export(export, folder)
+
+
+@pytest.mark.xdist_group("multilabel_e2e")
+def test_fixed_clears_thresholds_it_cannot_read_and_a_classifier_trained_further_loses_them(
+        per_label_run, tmp_path, monkeypatch, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from multidistill.models.multitask import MODEL_CONFIG_FILE
+
+    raw, write = per_label_run
+    raw["train"]["epochs"] = 1
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(raw)))
+    assert code == 0, output
+    model_dir = Path(raw["output_dir"]) / "model"
+    # an HF export trained further (here: one bias moved) keeps the config attribute; the import leaves it out
+    out = tmp_path / "hf"
+    code, output = run_cli(monkeypatch, capsys, "export", str(model_dir), "--format", "hf", "--task", "tags",
+                           "--out", str(out))
+    assert code == 0, output
+    further = AutoModelForSequenceClassification.from_pretrained(out)
+    with torch.no_grad():
+        further.classifier.bias += 1.0
+    further.save_pretrained(tmp_path / "further")
+    AutoTokenizer.from_pretrained(out).save_pretrained(tmp_path / "further")
+    back = tmp_path / "back"
+    code, output = run_cli(monkeypatch, capsys, "import-classifier", str(tmp_path / "further"), "--task", "tags",
+                           "--out", str(back), "--config", str(write(raw)))
+    assert code == 0, output
+    assert "chosen for other weights than it holds now" in " ".join(output.split())
+    assert saved_thresholds(back) == {}
+    # a value the file holds but no version can read: fixed removes it on a resume, without reading it
+    config = json.loads((model_dir / MODEL_CONFIG_FILE).read_text())
+    config["thresholds"]["tags"]["pos"] = "high"
+    (model_dir / MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    code, output = run_cli(monkeypatch, capsys, "train-teacher", str(write(raw)), "--resume", "--set",
+                           "train.thresholds=fixed")
     assert code == 0, output
     assert saved_thresholds(model_dir) == {}

@@ -382,7 +382,7 @@ class TrainConfig(_Strict):
     thresholds: Literal["fixed", "per_label"] = Field(
         "fixed", description="Multilabel tasks' decision thresholds. fixed: a label is predicted where its "
         "probability is over 0.5. per_label: once training ends, each label's threshold is chosen on the eval split "
-        "(data.eval_split, the rows that selected the model): the one of 0.05, 0.10, ..., 0.95 with the highest F1 "
+        "(data.eval_split): the one of 0.05, 0.10, ..., 0.95 with the highest F1 "
         "of that label (0.5 for a label no eval row holds); they are saved in the model folder and used by "
         "evaluate, predict, the model card and the exports. The eval scores in metrics.json stay those at 0.5 (the "
         "chosen thresholds would score their own rows optimistically): score other rows (evaluate --split test). "

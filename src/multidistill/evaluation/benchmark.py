@@ -142,13 +142,14 @@ def _refuse_another_models_export(out: Path, model_dir: Path) -> None:
     """Refuse an export folder ``out`` that holds another model's export (its recorded ``source`` is another folder,
     with other weights): `exports/<model name>` is shared by every model of that name (two runs' `student/model`),
     and benchmarking one replaced the other's export without a word."""
+    from multidistill.export.onnx_runtime import EXPORT_VERSIONS
     from multidistill.teachers.fingerprint import teacher_fingerprint
     from multidistill.utils.manifest import read_versioned_json
 
     manifest = out / "export.json"
     if not manifest.is_file():
         return
-    existing = read_versioned_json(manifest, 1, ConfigError)
+    existing = read_versioned_json(manifest, EXPORT_VERSIONS, ConfigError)
     source = existing.get("source")
     if not source or Path(source).resolve() == model_dir.resolve() \
             or existing.get("source_fingerprint") == teacher_fingerprint(model_dir):  # the same weights, moved
@@ -165,6 +166,7 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     reasons of each precision that failed its parity check (those graphs are not kept; the folder is None when
     none passed). ``name``: the export's folder under ``export_root`` (default: `model_name`)."""
     from multidistill.export.onnx import ParityError, export_onnx
+    from multidistill.export.onnx_runtime import EXPORT_VERSIONS
     from multidistill.teachers.fingerprint import teacher_fingerprint
     from multidistill.utils.manifest import read_versioned_json
     from multidistill.utils.paths import inside
@@ -172,10 +174,11 @@ def _ensure_onnx(model_dir: Path, export_root: Path, data: DataConfig, parity_ex
     out = inside(export_root, name or model_name(model_dir))
     manifest = out / "export.json"
     if manifest.is_file():
-        existing = read_versioned_json(manifest, 1, ConfigError)
+        existing = read_versioned_json(manifest, EXPORT_VERSIONS, ConfigError)
         same_model = (Path(existing.get("source", "")).resolve() == model_dir.resolve()
-                      and existing.get("source_fingerprint") == teacher_fingerprint(model_dir))
-        if same_model and "int8" in existing["files"]:  # a model retrained in the same folder is exported again
+                      and existing.get("source_fingerprint") == teacher_fingerprint(model_dir, with_thresholds=True))
+        # a model retrained in the same folder (or given other thresholds) is exported again
+        if same_model and "int8" in existing["files"]:
             return out, None, {}
     try:
         meta = export_onnx(model_dir, out, quantize="int8", parity_data=data, parity_examples=parity_examples,

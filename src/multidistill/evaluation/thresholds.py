@@ -8,7 +8,7 @@ from that label's logits (`shift`): metrics, agreement checks and predictions th
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,19 +29,20 @@ def choose_thresholds(logits: np.ndarray, labels: np.ndarray) -> tuple[float, ..
     """For each label, the threshold of `GRID` with the highest F1 of that label on the labelled rows (logits
     (N, C) against gold bit masks (N,)). Ties go to the threshold nearest 0.5 (then the lower one); a label no
     row holds keeps 0.5 (its F1 is 0 at every threshold)."""
-    logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)
     keep = labels >= 0
-    probabilities = 1 / (1 + np.exp(-logits[keep]))
+    logits = np.asarray(logits)[keep]
     gold = label_sets.decode(labels[keep], logits.shape[1]).astype(bool)
+    steps = np.arange(1, len(GRID) + 1)  # GRID[i] = 0.05 x steps[i]; whole numbers, so the ties are exact
+    order = np.lexsort((steps, np.abs(steps - 10)))  # nearest 0.5 first, then the lower: argmax keeps the first
     grid = np.asarray(GRID)
-    order = np.lexsort((grid, np.abs(grid - 0.5)))  # nearest 0.5 first, then the lower: argmax keeps the first
     chosen = []
     for j in range(logits.shape[1]):
         if not gold[:, j].any():
             chosen.append(0.5)
             continue
-        predicted = probabilities[:, j, None] > grid[order]  # (rows, thresholds)
+        # (rows, thresholds), decided as everything else decides (`shift`)
+        predicted = np.stack([shift(logits[:, j:j + 1], (t,))[:, 0] > 0 for t in grid[order]], axis=1)
         hits = (predicted & gold[:, j, None]).sum(0)
         f1 = 2 * hits / (predicted.sum(0) + gold[:, j].sum())
         chosen.append(float(grid[order][int(np.argmax(f1))]))
@@ -59,7 +60,9 @@ def shift(logits: np.ndarray, thresholds: Sequence[float] | None) -> np.ndarray:
     0" decides as the thresholds do."""
     if thresholds is None:
         return logits
-    return np.asarray(logits) - offsets(thresholds).astype(np.asarray(logits).dtype)
+    # in float64 whatever the logits' type, so that every caller (metrics on float32 logits, a prediction record on
+    # float64 ones, the choice itself) decides a value at the boundary alike
+    return np.asarray(logits, dtype=np.float64) - offsets(thresholds)
 
 
 def by_label(task: Task, thresholds: Sequence[float]) -> dict[str, float]:
@@ -123,12 +126,22 @@ def save_thresholds(model_dir: str | Path, tasks: Mapping[str, Task], thresholds
     write_json(folder / MODEL_CONFIG_FILE, config)
 
 
-def describe(task: Task, thresholds: Sequence[float] | None) -> str:
-    """One line for cards and notes: each label's threshold, or "0.5 for every label"."""
-    if thresholds is None:
-        return "0.5 for every label"
+def describe(task: Task, thresholds: Sequence[float]) -> str:
+    """One line for notes: each label's threshold."""
     return ", ".join(f"{label} {t:g}" for label, t in by_label(task, thresholds).items())
 
 
-def is_default(thresholds: Sequence[float]) -> bool:
-    return all(math.isclose(t, 0.5) for t in thresholds)
+def without_thresholds(config_path: Path) -> bytes | None:
+    """The bytes a model config file had before `save_thresholds` added thresholds to it (None: it holds none, or
+    is unreadable): what a teacher's fingerprint hashes, since thresholds change no weight and no logit."""
+    from multidistill.models.multitask import format_version
+
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or KEY not in config:
+        return None
+    config.pop(KEY)
+    config["format_version"] = format_version((config.get("backbone") or {}).get("head_activation"))
+    return (json.dumps(config, indent=2) + "\n").encode()  # as `write_to` and `write_json` write it

@@ -263,9 +263,10 @@ def _model_section(record: CardRecord) -> str:
                                       "classifier: used in training, left out of ONNX and Hugging Face exports)"))
     for task, chosen in record.thresholds.items():
         rows.append((f"decision thresholds ({task})" if len(record.thresholds) > 1 else "decision thresholds",
-                     ", ".join(f"{label} {t:g}" for label, t in chosen.items()) + " (each label's, chosen on the "
-                     f"{record.eval_split} rows once training ended; the run's {record.eval_split} scores are at 0.5; "
-                     "`predict`, `evaluate` and the exports use them)"))
+                     ", ".join(f"{label} {t:g}" for label, t in chosen.items()) + (
+                         f" (each label's, chosen on the {record.eval_split} rows once training ended; the run's "
+                         f"{record.eval_split} scores are at 0.5;" if record.run_dir is not None else
+                         " (each label's, saved with the model;") + " `predict`, `evaluate` and the exports use them)"))
     for i, teacher in enumerate(record.teachers):
         note = f" ({teacher.note})" if teacher.note else ""
         rows.append(("teacher" if len(record.teachers) == 1 else f"teacher {i + 1}", f"{_code(teacher.path)}{note}"))

@@ -200,6 +200,12 @@ def _write_task(model, model_dir: Path, spec: Task, family: StockHead, tokenizer
     _drop_remote_code_pointers(folder)
     if not (folder / "model.safetensors").is_file():
         raise ModelError(f"{folder.name}: the export wrote no model.safetensors (sharded or pickled weights)")
+    if thresholds is not None:  # and the weights they were chosen for: import-classifier reads them only with these
+        from multidistill.teachers.fingerprint import weights_fingerprint
+
+        written = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        written["multidistill_thresholds_weights"] = weights_fingerprint(str(folder))
+        (folder / "config.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     check = {"rows": len(rows), "source": source, **_verify(model, spec, folder, rows, max_length, thresholds),
              "tolerance": TOLERANCE}
     info = {"kind": "hf", "source": str(model_dir.resolve()), "task": spec.name, "type": spec.type,

@@ -420,7 +420,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
             meta: ExportInfo = {
                 "format_version": FORMAT_VERSION, "kind": "onnx", "source": str(model_dir.resolve()),
                 # what the source held (weights and specs), so a reuse can tell a retrained model in the same folder
-                "source_fingerprint": teacher_fingerprint(model_dir),
+                "source_fingerprint": teacher_fingerprint(model_dir, with_thresholds=True),
                 "model_kind": "bilstm" if isinstance(model, BiLSTMModel) else "multitask",
                 "tasks": [task.model_dump(mode="json") for task in model.tasks.values()],
                 # the length its tokenizer truncates at, which `predict` over the export reads

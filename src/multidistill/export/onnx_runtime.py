@@ -34,6 +34,7 @@ FORMAT_VERSION = 1
 # An export whose multilabel heads carry decision thresholds (`evaluation.thresholds`): older versions refuse it
 # instead of predicting at 0.5.
 THRESHOLDS_EXPORT_VERSION = 2
+EXPORT_VERSIONS = (FORMAT_VERSION, THRESHOLDS_EXPORT_VERSION)  # what this version reads
 MODEL_FILES: dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 DEFAULT_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -70,7 +71,7 @@ def read_export_config(directory: str | Path) -> dict:
     path = directory / EXPORT_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing (is {directory} a folder written by `multidistill export`?)")
-    meta = read_versioned_json(path, (FORMAT_VERSION, THRESHOLDS_EXPORT_VERSION), ModelError)
+    meta = read_versioned_json(path, EXPORT_VERSIONS, ModelError)
     if meta.get("kind") != "onnx":
         raise ModelError(f"{path}: kind {meta.get('kind')!r} is not 'onnx'")
     try:

@@ -104,7 +104,8 @@ class SavedModel(nn.Module):
         raise NotImplementedError
 
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
-        """Save atomically: a crash mid-save leaves the previous folder (if any) intact."""
+        """Save atomically: a crash mid-save leaves the previous folder (if any) intact. Decision thresholds a loaded
+        folder had (`evaluation.thresholds`) are not written: they belong to the folder they were chosen in."""
         with atomic_dir(directory) as tmp:
             self.write_to(tmp, tokenizer)
 

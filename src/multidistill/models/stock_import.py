@@ -27,7 +27,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import encode_texts
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
-from multidistill.evaluation.thresholds import Thresholds, read_thresholds, save_thresholds
+from multidistill.evaluation.thresholds import Thresholds, by_label, read_thresholds, save_thresholds
 from multidistill.models.backbone import backbone_from_config, load_tokenizer, resolve_model_path
 from multidistill.models.families import FAMILIES, StockHead
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
@@ -89,7 +89,7 @@ def import_classifier(source: str | os.PathLike, out: str | os.PathLike, *, task
                                                 "classifier_outputs": order},
                   "head": {"dense": head.dense, "activation": activation, "out": head.out},
                   "parity": {"rows": rows, "max_abs_diff": worst, "tolerance": TOLERANCE}}
-        thresholds = _saved_thresholds(config, spec, str(source))
+        thresholds = _saved_thresholds(config, spec, str(source), record["source_weights"])
         if thresholds:
             record["thresholds"] = "read from the classifier's config.json (multidistill_thresholds)"
         with atomic_dir(out) as tmp:
@@ -97,21 +97,32 @@ def import_classifier(source: str | os.PathLike, out: str | os.PathLike, *, task
             if thresholds:
                 save_thresholds(tmp, {spec.name: spec}, thresholds)
             write_json(tmp / IMPORT_INFO_FILE, record)
-            _write_card(tmp, model, spec, config, str(source), activation, how)
+            _write_card(tmp, model, spec, config, str(source), activation, how, thresholds)
         return out
 
 
-def _saved_thresholds(config, spec: Task, source: str) -> Thresholds:
+def _saved_thresholds(config, spec: Task, source: str, weights: str | None) -> Thresholds:
     """The decision thresholds a multidistill Hugging Face export keeps in its config (``multidistill_thresholds``),
-    for a multilabel task: brought in, so that an export imported back predicts the sets it did."""
+    for a multilabel task: brought in, so that an export imported back predicts the sets it did; left out, with a
+    note, where the weights are not the ones they were chosen for (``multidistill_thresholds_weights``: a model
+    fine-tuned further keeps its config's attributes)."""
     saved = getattr(config, "multidistill_thresholds", None)
     if saved is None:
         return {}
     if not spec.is_multilabel:
         raise ModelError(f"classifier '{source}': its config.json has multidistill_thresholds (a multilabel "
                          f"classifier's), but task '{spec.name}' is {spec.type}")
-    return read_thresholds({"thresholds": {spec.name: saved}}, {spec.name: spec},
-                           f"classifier '{source}' config.json (multidistill_thresholds)")
+    thresholds = read_thresholds({"thresholds": {spec.name: saved}}, {spec.name: spec},
+                                 f"classifier '{source}' config.json (multidistill_thresholds)")
+    if weights is None or getattr(config, "multidistill_thresholds_weights", None) != weights:
+        from multidistill.utils.console import stderr_console
+
+        stderr_console().print(f"note: classifier '{source}' has decision thresholds in its config.json "
+                               "(multidistill_thresholds), chosen for other weights than it holds now (trained "
+                               "further since its export): left out, so every label is predicted over 0.5",
+                               style="yellow", markup=False)
+        return {}
+    return thresholds
 
 
 def _task_spec(name: str, data: DataConfig | None) -> Task:
@@ -343,7 +354,7 @@ def _weights(path: str) -> str | None:
 
 
 def _write_card(folder: Path, model: MultiTaskModel, task: Task, config, source: str, activation: str | None,
-                how: str) -> None:
+                how: str, thresholds: Thresholds) -> None:
     from multidistill.export.card import IMPORT_METHOD, CardRecord, TaskInfo, write_card
     from multidistill.models.layers import num_layers
 
@@ -358,6 +369,7 @@ def _write_card(folder: Path, model: MultiTaskModel, task: Task, config, source:
         method=IMPORT_METHOD,
         tasks=(TaskInfo(task.name, task.type, tuple(task.labels), task.pair, tuple(task.metrics)),),
         data_root=model.data_root, max_length=model.max_length,
+        thresholds={name: by_label(task, values) for name, values in thresholds.items()},
         command=shlex.join(["multidistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "multidistill" else None,
         command_cwd=os.getcwd())
     write_card(folder, record)

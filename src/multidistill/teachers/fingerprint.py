@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from multidistill.evaluation.thresholds import without_thresholds
 from multidistill.models.multitask import MODEL_CONFIG_FILE, WEIGHTS_FILE
 from multidistill.utils.hashing import hash_json, hash_path, hash_tokenizer
 
 
-def teacher_fingerprint(model_dir: str | Path) -> str:
-    """Hash of a saved teacher's weights and its task specs."""
+def teacher_fingerprint(model_dir: str | Path, *, with_thresholds: bool = False) -> str:
+    """Hash of a saved teacher's weights and its task specs. Multilabel decision thresholds saved in its config
+    are left out (they change no logit: signal stores and the stages made from the teacher stay valid), unless
+    ``with_thresholds`` (an export, which carries them)."""
     model_dir = Path(model_dir)
-    return hash_json({"weights": hash_path(model_dir / WEIGHTS_FILE),
-                      "config": hash_path(model_dir / MODEL_CONFIG_FILE)})
+    config = model_dir / MODEL_CONFIG_FILE
+    base = None if with_thresholds else without_thresholds(config)
+    # with thresholds left out: hash_path of the file as it was before they were added
+    config_hash = hash_path(config) if base is None else hashlib.sha256(config.name.encode() + base).hexdigest()
+    return hash_json({"weights": hash_path(model_dir / WEIGHTS_FILE), "config": config_hash})
 
 
 def weights_fingerprint(name_or_path: str) -> str | None:

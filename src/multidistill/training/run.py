@@ -28,12 +28,14 @@ from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import store_baselines
 from multidistill.evaluation.evaluate import evaluate, predict
-from multidistill.evaluation.thresholds import choose_thresholds, describe, save_thresholds, saved_thresholds
+from multidistill.evaluation.thresholds import KEY as THRESHOLDS_KEY
+from multidistill.evaluation.thresholds import by_label, choose_thresholds, describe, save_thresholds
 from multidistill.export.card import card_text
 from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
 from multidistill.models.backbone import load_tokenizer
 from multidistill.models.build import build_model
 from multidistill.models.general import ENCODER_DIR, export_general_encoder, is_general_run
+from multidistill.models.multitask import read_model_config
 from multidistill.teachers.columns import example_weights_enrich
 from multidistill.teachers.feature_store import check_tokenization
 from multidistill.teachers.fingerprint import weights_fingerprint
@@ -294,6 +296,9 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
         run_settings=settings,
     )
     if accelerator.is_main_process:
+        kept = output_dir / BEST_MODEL
+        if kept.is_dir():  # first: metrics.json marks a run that ended, so nothing that can fail comes after it
+            set_thresholds(config.train, kept, data, pad, accelerator)
         if resume:
             record_command(output_dir, resume=True)
         write_json(output_dir / "metrics.json", {
@@ -303,9 +308,7 @@ def _train_claimed(config: TeacherRunConfig, output_dir: Path, data, model, obje
             "trivial_baselines": trivial_baselines(data, config.data.eval_split),
             "teacher_weights": teacher_weights(config, settings),
         })
-        kept = output_dir / BEST_MODEL
         if kept.is_dir():  # its card quotes metrics.json and the thresholds, so it is written after them
-            set_thresholds(config.train, kept, data, pad, accelerator)
             card_or_warning(kept, write_model_card, kept, kept, "multidistill")
         if is_general_run(data.tasks):
             export_general_student(config, output_dir, tokenizer)
@@ -333,7 +336,9 @@ def set_thresholds(train: TrainConfig, kept: Path, data, pad: int, accelerator: 
 
         print_note("key 'train.thresholds': per_label chooses multilabel tasks' thresholds, and this run scores "
                    "none; every label stays at 0.5")
-    if chosen != saved_thresholds(kept):
+    # compared with what the file holds as it is (not parsed: fixed must be able to clear a value it cannot read)
+    saved = read_model_config(kept).get(THRESHOLDS_KEY)
+    if saved != ({name: by_label(data.tasks[name], values) for name, values in chosen.items()} if chosen else None):
         save_thresholds(kept, data.tasks, chosen)
 
 
