@@ -104,25 +104,32 @@ def saved_thresholds(model_dir: str | Path) -> Thresholds:
     return read_thresholds(config, tasks, str(folder / MODEL_CONFIG_FILE))
 
 
+def saved_form(tasks: Mapping[str, Task], thresholds: Thresholds) -> dict[str, dict[str, float]] | None:
+    """``thresholds`` as a model config holds them under `KEY` (None: no key)."""
+    return {name: by_label(tasks[name], values) for name, values in thresholds.items()} or None
+
+
+def _without_key(config: dict) -> dict:
+    """``config`` with no thresholds and the format version its heads alone need (what `write_to` wrote)."""
+    from multidistill.models.multitask import format_version
+
+    config.pop(KEY, None)
+    config["format_version"] = format_version((config.get("backbone") or {}).get("head_activation"))
+    return config
+
+
 def save_thresholds(model_dir: str | Path, tasks: Mapping[str, Task], thresholds: Thresholds) -> None:
     """Set a model folder's saved thresholds to ``thresholds`` (empty: none), in one atomic write of its config.
     With thresholds the folder's format version becomes `THRESHOLDS_FORMAT_VERSION`, which older versions refuse;
     without, it goes back to the version its heads need."""
-    from multidistill.models.multitask import (
-        MODEL_CONFIG_FILE,
-        THRESHOLDS_FORMAT_VERSION,
-        format_version,
-        read_model_config,
-    )
+    from multidistill.models.multitask import MODEL_CONFIG_FILE, THRESHOLDS_FORMAT_VERSION, read_model_config
     from multidistill.utils.atomic import write_json
 
     folder = Path(model_dir)
-    config = read_model_config(folder)
-    config.pop(KEY, None)
-    config["format_version"] = format_version((config.get("backbone") or {}).get("head_activation"))
+    config = _without_key(read_model_config(folder))
     if thresholds:
         config["format_version"] = THRESHOLDS_FORMAT_VERSION
-        config[KEY] = {name: by_label(tasks[name], values) for name, values in thresholds.items()}
+        config[KEY] = saved_form(tasks, thresholds)
     write_json(folder / MODEL_CONFIG_FILE, config)
 
 
@@ -134,14 +141,10 @@ def describe(task: Task, thresholds: Sequence[float]) -> str:
 def without_thresholds(config_path: Path) -> bytes | None:
     """The bytes a model config file had before `save_thresholds` added thresholds to it (None: it holds none, or
     is unreadable): what a teacher's fingerprint hashes, since thresholds change no weight and no logit."""
-    from multidistill.models.multitask import format_version
-
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(config, dict) or KEY not in config:
         return None
-    config.pop(KEY)
-    config["format_version"] = format_version((config.get("backbone") or {}).get("head_activation"))
-    return (json.dumps(config, indent=2) + "\n").encode()  # as `write_to` and `write_json` write it
+    return (json.dumps(_without_key(config), indent=2) + "\n").encode()  # as `write_to` and `write_json` write it

@@ -28,7 +28,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import encode_texts, pad_id
 from multidistill.errors import ConfigError, ModelError, require_choice
 from multidistill.evaluation.evaluate import predict
-from multidistill.evaluation.thresholds import by_label, saved_thresholds
+from multidistill.evaluation.thresholds import saved_form, saved_thresholds
 from multidistill.export.card import write_card
 from multidistill.export.card_record import model_card_record
 from multidistill.export.checks import (
@@ -429,7 +429,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qua
             }
             if thresholds:  # multilabel decision thresholds saved with the model: `predict` over the export reads them
                 meta["format_version"] = THRESHOLDS_EXPORT_VERSION
-                meta["thresholds"] = {name: by_label(model.tasks[name], values) for name, values in thresholds.items()}
+                meta["thresholds"] = saved_form(model.tasks, thresholds)
             for precision, name in files.items():
                 _stamp(tmp / name, expected_stamp(meta, precision))
             _write_meta(tmp, {**meta, "opset": opset})

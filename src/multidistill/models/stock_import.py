@@ -27,7 +27,7 @@ from multidistill.config import DataConfig
 from multidistill.data.collate import encode_texts
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError, ModelError
-from multidistill.evaluation.thresholds import Thresholds, by_label, read_thresholds, save_thresholds
+from multidistill.evaluation.thresholds import Thresholds, read_thresholds, save_thresholds, saved_form
 from multidistill.models.backbone import backbone_from_config, load_tokenizer, resolve_model_path
 from multidistill.models.families import FAMILIES, StockHead
 from multidistill.models.multitask import MODEL_CONFIG_FILE, MultiTaskModel
@@ -369,7 +369,7 @@ def _write_card(folder: Path, model: MultiTaskModel, task: Task, config, source:
         method=IMPORT_METHOD,
         tasks=(TaskInfo(task.name, task.type, tuple(task.labels), task.pair, tuple(task.metrics)),),
         data_root=model.data_root, max_length=model.max_length,
-        thresholds={name: by_label(task, values) for name, values in thresholds.items()},
+        thresholds=saved_form({task.name: task}, thresholds) or {},
         command=shlex.join(["multidistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "multidistill" else None,
         command_cwd=os.getcwd())
     write_card(folder, record)

@@ -29,7 +29,7 @@ from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import store_baselines
 from multidistill.evaluation.evaluate import evaluate, predict
 from multidistill.evaluation.thresholds import KEY as THRESHOLDS_KEY
-from multidistill.evaluation.thresholds import by_label, choose_thresholds, describe, save_thresholds
+from multidistill.evaluation.thresholds import choose_thresholds, describe, save_thresholds, saved_form
 from multidistill.export.card import card_text
 from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
 from multidistill.models.backbone import load_tokenizer
@@ -337,8 +337,7 @@ def set_thresholds(train: TrainConfig, kept: Path, data, pad: int, accelerator: 
         print_note("key 'train.thresholds': per_label chooses multilabel tasks' thresholds, and this run scores "
                    "none; every label stays at 0.5")
     # compared with what the file holds as it is (not parsed: fixed must be able to clear a value it cannot read)
-    saved = read_model_config(kept).get(THRESHOLDS_KEY)
-    if saved != ({name: by_label(data.tasks[name], values) for name, values in chosen.items()} if chosen else None):
+    if read_model_config(kept).get(THRESHOLDS_KEY) != saved_form(data.tasks, chosen):
         save_thresholds(kept, data.tasks, chosen)
 
 
