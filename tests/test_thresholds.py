@@ -155,6 +155,15 @@ def test_per_label_thresholds_are_chosen_saved_and_used_everywhere(per_label_run
     scores = evaluate_model_dir(model_dir, tasks="tags", cache_dir=raw["data"]["cache_dir"], progress=False)
     assert scores["tasks"]["tags"] == pytest.approx(compute_metrics(["micro_f1", "macro_f1"], logits, gold,
                                                                     "multilabel", chosen))
+    assert scores["thresholds"] == {"tags": dict(zip(LABELS, chosen, strict=True))}  # the scores say what decided
+    bench = tmp_path / "bench.json"
+    code, output = run_cli(monkeypatch, capsys, "benchmark", str(model_dir), "--tasks", "tags", "--out", str(bench),
+                           "--runtimes", "pytorch_fp32", "--rounds", "1", "--latency-runs", "2", "--cache-dir",
+                           raw["data"]["cache_dir"])
+    assert code == 0, output
+    entry = json.loads(bench.read_text())["models"]["run"]
+    assert entry["thresholds"] == scores["thresholds"]
+    assert entry["runtimes"]["pytorch_fp32"]["scores"]["tags"] == pytest.approx(scores["tasks"]["tags"]["micro_f1"])
     # metrics.json keeps the selection scores at 0.5
     metrics = json.loads((Path(raw["output_dir"]) / "metrics.json").read_text())
     assert metrics["tasks"]["tags"] == pytest.approx(compute_metrics(["micro_f1", "macro_f1"], logits, gold,

@@ -35,7 +35,7 @@ from multidistill.errors import ConfigError, UnknownTaskError, require_distinct
 from multidistill.evaluation.memory import measure_report
 from multidistill.evaluation.metrics import compute_metrics
 from multidistill.evaluation.speed import SETTLE_S, Forward, compare_speed, torch_forward
-from multidistill.evaluation.thresholds import saved_thresholds
+from multidistill.evaluation.thresholds import saved_form, saved_thresholds
 from multidistill.export.card_record import refresh_cards
 from multidistill.export.checks import DEFAULT_MAX_METRIC_DROP_INT8, DEFAULT_PARITY_EXAMPLES
 from multidistill.export.onnx import NOISE_Z
@@ -378,10 +378,13 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
                 forwards[runtime] = (onnx_model, precision)
                 onnx_file = "model.int8.onnx" if precision == "int8" else "model.onnx"
                 disk[runtime] = (export_dir / onnx_file).stat().st_size
+        thresholds = {t: values for t, values in saved_thresholds(folder).items() if t in tasks}
         entry = {"path": str(folder), "kind": type(model).__name__, "export": str(export_dir) if export_dir else None,
                  "parameters": sum(p.numel() for name, p in model.named_parameters() if not is_training_only(name)),
                  "max_length": length,
-                 "disk_bytes": disk["pytorch_fp32"], "runtimes": {}}
+                 "disk_bytes": disk["pytorch_fp32"], "runtimes": {},
+                 # multilabel tasks scored at the decision thresholds saved with the model (the others at 0.5)
+                 **({"thresholds": saved_form(model.tasks, thresholds)} if thresholds else {})}
         for runtime in runtimes:
             checked = (parity or {}).get(runtime.split("_")[1]) if runtime.startswith("onnx") else None
             if runtime not in forwards:
@@ -399,7 +402,7 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
             if scores is None:
                 scores = {t: _score(_onnx_forward(forward[0], t) if isinstance(forward, tuple)
                                     else torch_forward(model, data.tasks[t], bf16=runtime == "pytorch_bf16"),
-                                    data.tasks[t], data.eval_sets[t], pad, saved_thresholds(folder).get(t))
+                                    data.tasks[t], data.eval_sets[t], pad, thresholds.get(t))
                           for t in tasks}
             entry["runtimes"][runtime] = {"status": "ok", "scores": scores,
                                           "score": float(np.mean(list(scores.values()))),

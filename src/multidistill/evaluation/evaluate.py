@@ -24,11 +24,14 @@ class _TaskScores(TypedDict):
 
 class EvalMetrics(_TaskScores, total=False):
     """`EvalResult.to_dict`, as `evaluate_model_dir` returns it and eval_<split>.json holds it: ``tasks`` (task ->
-    metric -> value), ``main`` (task -> its main metric), ``average`` (their unweighted mean), and for tasks with
-    domains ``domains`` (task -> domain -> metric -> value) and ``domain_average`` (task -> metric -> mean)."""
+    metric -> value), ``main`` (task -> its main metric), ``average`` (their unweighted mean), for tasks with
+    domains ``domains`` (task -> domain -> metric -> value) and ``domain_average`` (task -> metric -> mean), and
+    for multilabel tasks scored at the decision thresholds saved with the model ``thresholds`` (task -> label ->
+    threshold; a task not there was decided at 0.5)."""
 
     domains: dict[str, dict[str, dict[str, float]]]
     domain_average: dict[str, dict[str, float]]
+    thresholds: dict[str, dict[str, float]]
 
 
 @dataclass

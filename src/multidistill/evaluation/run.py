@@ -12,7 +12,7 @@ from multidistill.data.prepare import prepare_data
 from multidistill.data.roots import existing_data_root
 from multidistill.errors import ConfigError, require_choice, require_distinct
 from multidistill.evaluation.evaluate import EvalMetrics, evaluate
-from multidistill.evaluation.thresholds import saved_thresholds
+from multidistill.evaluation.thresholds import saved_form, saved_thresholds
 from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
 from multidistill.training.device import accelerator_for
@@ -91,8 +91,11 @@ def _evaluate(model_dir: Path, tasks: list[str] | None, data_root: str | None, s
                         need_train=False)
     accelerator = accelerator_for("bf16" if bf16 else "no")
     model.to(accelerator.device)
+    thresholds = {name: values for name, values in saved_thresholds(model_dir).items() if name in names}
     result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,
                       pad_token_id=pad_id(tokenizer), device=accelerator.device,
-                      autocast=accelerator.autocast, progress=not bars_disabled(progress),
-                      thresholds=saved_thresholds(model_dir))
-    return result.to_dict()
+                      autocast=accelerator.autocast, progress=not bars_disabled(progress), thresholds=thresholds)
+    metrics = result.to_dict()
+    if thresholds:  # the scores say what decided them
+        metrics["thresholds"] = saved_form(model.tasks, thresholds)
+    return metrics
