@@ -119,7 +119,6 @@ def per_label_run(tiny_run, tmp_path):
     return raw, write
 
 
-@pytest.mark.xdist_group("multilabel_e2e")
 def test_per_label_thresholds_are_chosen_saved_and_used_everywhere(per_label_run, tmp_path, monkeypatch, capsys):
     from multidistill.evaluation.evaluate import predict as predict_logits
     from multidistill.evaluation.run import evaluate_model_dir
@@ -258,7 +257,6 @@ def test_a_hand_edited_threshold_out_of_range_is_refused_by_the_commands_naming_
     assert not out.exists()
 
 
-@pytest.mark.xdist_group("multilabel_e2e")
 def test_resuming_a_finished_run_with_per_label_chooses_thresholds_without_training(per_label_run, monkeypatch,
                                                                                    capsys):
     raw, write = per_label_run
@@ -303,7 +301,6 @@ def test_saved_thresholds_leave_the_teacher_fingerprint_alone_but_not_the_export
     _refuse_another_models_export(export, folder)
 
 
-@pytest.mark.xdist_group("multilabel_e2e")
 def test_fixed_clears_thresholds_it_cannot_read_and_a_classifier_trained_further_loses_them(
         per_label_run, tmp_path, monkeypatch, capsys):
     import torch
