@@ -11,8 +11,7 @@ WORK/TAXONOMY/thresholds:
   on the selection rows (the run's eval split) and saves them in the model folder, as a run with the setting
   from the start would;
 - the teacher (an imported classifier: no run to resume) is copied there and gets its thresholds from the same
-  functions the run's end calls (`evaluation.evaluate.predict` on the selection rows, `choose_thresholds`,
-  `save_thresholds`);
+  functions the run's end calls (`choose_for` on the selection rows, `save_thresholds`);
 - every model, with and without thresholds, is scored on the test rows by `evaluate_model_dir`, which applies the
   saved thresholds.
 
@@ -63,14 +62,12 @@ def student_thresholds(run: Path, target: Path) -> Path:
 
 def teacher_thresholds(teacher: Path, target: Path, data: dict) -> Path:
     """A copy of the imported teacher with thresholds chosen on the selection rows; the copy."""
-    import numpy as np
     import torch
 
     from multidistill.config import DataConfig
     from multidistill.data.collate import pad_id
     from multidistill.data.prepare import prepare_data
-    from multidistill.evaluation.evaluate import predict
-    from multidistill.evaluation.thresholds import choose_thresholds, save_thresholds, saved_thresholds
+    from multidistill.evaluation.thresholds import choose_for, save_thresholds, saved_thresholds
     from multidistill.models import load_model
     from multidistill.models.backbone import load_tokenizer
 
@@ -81,10 +78,8 @@ def teacher_thresholds(teacher: Path, target: Path, data: dict) -> Path:
                                            task_specs=[model.tasks[TASK]]),
                                 tokenizer, model.inference_length, max_examples_per_task=None, seed=0,
                                 need_train=False)
-        logits = predict(model, prepared.tasks[TASK], prepared.eval_sets[TASK], batch_size=64,
-                         pad_token_id=pad_id(tokenizer), device=torch.device("cpu"))
-        chosen = choose_thresholds(logits, np.asarray(prepared.eval_sets[TASK]["label"]))
-        save_thresholds(copy, model.tasks, {TASK: chosen})
+        save_thresholds(copy, model.tasks, choose_for(model, prepared.tasks, prepared.eval_sets, batch_size=64,
+                                                      pad_token_id=pad_id(tokenizer), device=torch.device("cpu")))
     return copy
 
 
@@ -105,6 +100,8 @@ def main() -> None:
     parser.add_argument("--taxonomy", choices=["ekman", "all"], default="ekman")
     parser.add_argument("--student-seeds", default="1,2,3")
     args = parser.parse_args()
+    from multidistill.evaluation.thresholds import describe
+
     work = args.work / args.taxonomy
     if not (work / "results.json").is_file():
         sys.exit(f"{work} holds no finished goemotions.py run (results.json); run benchmarks/goemotions.py first")
@@ -146,7 +143,7 @@ def main() -> None:
               f"{cell(names, 'fixed', 'macro_f1')} | {cell(names, 'per_label', 'macro_f1')} |")
     print("\nthresholds:")
     for name, entry in results["models"].items():
-        print(f"  {name}: " + ", ".join(f"{label} {t:g}" for label, t in entry["thresholds"].items()))
+        print(f"  {name}: {describe(entry['thresholds'])}")
     print(f"\n{results['seconds']} s")
 
 

@@ -497,9 +497,11 @@ def evaluate_command(
                                  batch_size=batch_size, max_seq_length=max_seq_length, bf16=bf16,
                                  cache_dir=cache_dir, output=out)
     print_metrics(f"{model_dir} on {split}", metrics)
+    from multidistill.evaluation.thresholds import describe
+
     for task, chosen in (metrics.get("thresholds") or {}).items():
-        console.print(f"{task}: labels decided at the thresholds saved with the model: "
-                      + ", ".join(f"{label} {t:g}" for label, t in chosen.items()), markup=False)
+        console.print(f"{task}: labels decided at the thresholds saved with the model: {describe(chosen)}",
+                      markup=False)
     if per_domain:
         print_domain_metrics(f"{model_dir} on {split}, per domain", metrics)
     console.print(f"written: {out}")

@@ -133,9 +133,21 @@ def save_thresholds(model_dir: str | Path, tasks: Mapping[str, Task], thresholds
     write_json(folder / MODEL_CONFIG_FILE, config)
 
 
-def describe(task: Task, thresholds: Sequence[float]) -> str:
-    """One line for notes: each label's threshold."""
-    return ", ".join(f"{label} {t:g}" for label, t in by_label(task, thresholds).items())
+def describe(chosen: Mapping[str, float]) -> str:
+    """One line for notes, cards and tables: each label's threshold (label -> threshold, as saved)."""
+    return ", ".join(f"{label} {t:g}" for label, t in chosen.items())
+
+
+def choose_for(model, tasks: Mapping[str, Task], eval_sets: Mapping, *, batch_size: int, pad_token_id: int,
+               device, autocast=None) -> Thresholds:
+    """`choose_thresholds` for each multilabel task of ``tasks`` that has rows in ``eval_sets`` (task -> tokenised
+    dataset), from ``model``'s logits on them."""
+    from multidistill.evaluation.evaluate import predict  # evaluate imports this module
+
+    return {name: choose_thresholds(predict(model, task, eval_sets[name], batch_size=batch_size,
+                                            pad_token_id=pad_token_id, device=device, autocast=autocast),
+                                    np.asarray(eval_sets[name]["label"]))
+            for name, task in tasks.items() if task.is_multilabel and name in eval_sets}
 
 
 def without_thresholds(config_path: Path) -> bytes | None:

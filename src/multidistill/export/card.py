@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN, at_baseline
 from multidistill.evaluation.retention import retention
+from multidistill.evaluation.thresholds import describe
 from multidistill.utils.atomic import atomic_file
 from multidistill.utils.markdown import table_cell
 
@@ -263,7 +264,7 @@ def _model_section(record: CardRecord) -> str:
                                       "classifier: used in training, left out of ONNX and Hugging Face exports)"))
     for task, chosen in record.thresholds.items():
         rows.append((f"decision thresholds ({task})" if len(record.thresholds) > 1 else "decision thresholds",
-                     ", ".join(f"{label} {t:g}" for label, t in chosen.items()) + (
+                     describe(chosen) + (
                          f" (each label's, chosen on the {record.eval_split} rows once training ended; the run's "
                          f"{record.eval_split} scores are at 0.5;" if record.run_dir is not None else
                          " (each label's, saved with the model;") + " `predict`, `evaluate` and the exports use them)"))

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -27,9 +26,9 @@ from multidistill.data.prepare import prepare_data, resolve_tasks
 from multidistill.data.roots import recorded_data_root
 from multidistill.errors import ConfigError
 from multidistill.evaluation.baseline import store_baselines
-from multidistill.evaluation.evaluate import evaluate, predict
+from multidistill.evaluation.evaluate import evaluate
 from multidistill.evaluation.thresholds import KEY as THRESHOLDS_KEY
-from multidistill.evaluation.thresholds import choose_thresholds, describe, save_thresholds, saved_form
+from multidistill.evaluation.thresholds import by_label, choose_for, describe, save_thresholds, saved_form
 from multidistill.export.card import card_text
 from multidistill.export.card_record import card_or_warning, model_card_record, write_model_card
 from multidistill.models.backbone import load_tokenizer
@@ -319,18 +318,17 @@ def set_thresholds(train: TrainConfig, kept: Path, data, pad: int, accelerator: 
     """``train.thresholds`` for the kept model: per_label chooses each multilabel label's threshold on the eval rows
     and saves them in the folder (`evaluation.thresholds`); fixed leaves none (and removes any a resumed run with
     per_label saved)."""
-    multilabel = [name for name, task in data.tasks.items() if task.is_multilabel and name in data.eval_sets]
     chosen: dict[str, tuple[float, ...]] = {}
-    if train.thresholds == "per_label" and multilabel:
+    if train.thresholds == "per_label" and any(task.is_multilabel and name in data.eval_sets
+                                               for name, task in data.tasks.items()):
         from multidistill.models.loading import load_model
 
-        model = load_model(kept).to(accelerator.device)
-        for name in multilabel:
-            logits = predict(model, data.tasks[name], data.eval_sets[name], batch_size=train.eval_batch_size,
-                             pad_token_id=pad, device=accelerator.device, autocast=accelerator.autocast)
-            chosen[name] = choose_thresholds(logits, np.asarray(data.eval_sets[name]["label"]))
+        chosen = choose_for(load_model(kept).to(accelerator.device), data.tasks, data.eval_sets,
+                            batch_size=train.eval_batch_size, pad_token_id=pad, device=accelerator.device,
+                            autocast=accelerator.autocast)
+        for name, values in chosen.items():
             accelerator.print(f"{name}: decision thresholds chosen on the eval rows, saved with the model: "
-                              f"{describe(data.tasks[name], chosen[name])}")
+                              f"{describe(by_label(data.tasks[name], values))}")
     elif train.thresholds == "per_label":
         from multidistill.recipes.stages import print_note  # the recipes import this module
 
