@@ -29,6 +29,14 @@ One *chain* for a stage:
 3. The final artifact is compared with the twin's: the max abs difference of every tensor of
    ``model/model.safetensors``, or of every array of the signal store (ids must match exactly).
 
+How a run starts (``launcher``): ``"exec"`` starts a fresh interpreter per run (``python -m multidistill.cli``),
+as a user does; ``"fork"`` forks each run from a server process that imported the CLI, torch and transformers
+once (multiprocessing's forkserver) and then runs the same ``main()`` with the same arguments, environment, working
+folder and log, in a new session. A fork skips the 6-9 s of imports of a fresh interpreter on a 2-core machine, which
+is most of a tiny run's time; what a chain proves (kills during the work and its writes, then a resume) is the same.
+The tests use ``"fork"``; the benchmark keeps ``"exec"``; fresh interpreters are still started by other tests
+(test_paths, test_api, test_distributed, test_rerun).
+
 Used by tests/test_kill_resume.py (CI size) and benchmarks/kill_resume.py (acceptance size).
 """
 
@@ -147,9 +155,164 @@ def _any_file(root: Path) -> bool:
     return any(files for _, _, files in os.walk(root))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
+# --- starting a run: a fresh interpreter, or a fork of a server that imported the CLI once -----------------------
+
+LAUNCHERS = ("exec", "fork")
+# What the fork server imports before it forks anything: the CLI and the libraries a training run imports later.
+FORK_PRELOAD = ("multidistill.cli", "transformers", "transformers.models.bert.modeling_bert", "accelerate",
+                "multidistill.training.run", "multidistill.teachers.generate")
+FORK_STATUS = ".exit-status-{pid}"  # where a fork writes its exit code, beside its log, as it exits
+
+
+class Forked:
+    """A run forked by the fork server, with the part of `subprocess.Popen` the harness uses. It is the server's
+    child, not ours: it writes its exit code to a file as it exits, and the server reaps it (SIGCHLD ignored), so a
+    run that is gone without that file was killed."""
+
+    def __init__(self, pid: int, status: Path) -> None:
+        self.pid = pid
+        self.status = status
+        self.signalled = False  # set by _kill_group: a run gone without its status file was ended by our SIGKILL
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            if self.status.is_file():
+                self.returncode = int(self.status.read_text())
+            else:
+                try:
+                    os.kill(self.pid, 0)
+                    return None
+                except ProcessLookupError:
+                    # as Popen's -9; a run that died of anything else, unasked, is a finding (exit 255)
+                    self.returncode = -signal.SIGKILL if self.signalled else 255
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None and (end is None or time.monotonic() < end):
+            time.sleep(POLL_SECONDS)
+        return self.returncode
+
+
+def fork_server() -> None:
+    """The server (``python -c 'from tests.kill_harness import fork_server; fork_server()'``): imports the CLI and
+    what runs import, then forks one run per request line on stdin (JSON: args, env, log) and answers its pid."""
+    import importlib
+
+    for name in FORK_PRELOAD:
+        importlib.import_module(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel: no zombies to wait for
+    sys.stdout.write("ready\n")  # the imports are done: runs timed from here start as fast as they will
+    sys.stdout.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _forked_cli(**request)  # never returns
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+
+
+def _forked_cli(args: list[str], env: dict[str, str], log: str) -> None:
+    """A fork's body: what ``python -m multidistill.cli *args`` does, in a new session, writing to ``log``."""
+    import atexit
+    import traceback
+
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()  # as start_new_session: the harness kills the group
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        os.environ.clear()
+        os.environ.update(env)  # read at call time by what runs use (e.g. MULTIDISTILL_TEST_SLOW_WRITES)
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(write_through=True)  # unbuffered, as PYTHONUNBUFFERED in a fresh interpreter
+        import torch
+
+        torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
+        sys.argv = ["multidistill", *args]
+        from multidistill.cli import main
+
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:  # as the interpreter reads it
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if not isinstance(exc.code, int | None):
+                print(exc.code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - an uncaught error: traceback and exit 1, as the interpreter
+            traceback.print_exc()
+        atexit._run_exitfuncs()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            status = Path(log).parent / FORK_STATUS.format(pid=os.getpid())
+            tmp = status.with_name(status.name + ".tmp")
+            tmp.write_text(str(code))
+            os.replace(tmp, status)
+        os._exit(code)
+
+
+_server: subprocess.Popen | None = None
+_server_lock = __import__("threading").Lock()
+
+
+def start_fork_server() -> subprocess.Popen:
+    """The fork server, started (and its imports done) if it is not running yet."""
+    global _server
+    with _server_lock:
+        if _server is None or _server.poll() is not None:
+            # The server's own environment is a run's (one thread, offline): libraries read some of it on import.
+            _server = subprocess.Popen([sys.executable, "-c", "from tests.kill_harness import fork_server; "
+                                        "fork_server()"], env=cli_env(), cwd=REPO, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+            import atexit
+
+            atexit.register(_server.stdin.close)  # its stdin ends: the server ends
+            if _server.stdout.readline() != "ready\n":
+                raise HarnessError(f"the fork server did not start (exit {_server.wait()})")
+        return _server
+
+
+def _fork(args: list[str], env: dict[str, str], log: Path) -> Forked:
+    server = start_fork_server()
+    with _server_lock:  # chains run in threads: one request at a time
+        server.stdin.write(json.dumps({"args": args, "env": env, "log": str(log)}) + "\n")
+        server.stdin.flush()
+        answer = server.stdout.readline()
+    if not answer:
+        raise HarnessError(f"the fork server ended (exit {server.poll()})")
+    pid = int(answer)
+    return Forked(pid, log.parent / FORK_STATUS.format(pid=pid))
+
+
+def launch(args: list[str], *, env: dict[str, str], log: Path, launcher: str = "exec"):
+    """Start ``multidistill *args`` appending its output to ``log``, in its own session; returns a Popen-like run."""
+    if launcher == "fork":
+        return _fork(args, env, log)
+    if launcher != "exec":
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, not {launcher!r}")
+    with open(log, "a") as out:
+        return subprocess.Popen(cli_command(args), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=REPO)
+
+
+def _kill_group(proc) -> None:
+    if isinstance(proc, Forked):
+        proc.signalled = True
+    try:
         os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: this is its group only
+    except ProcessLookupError:  # a fork that has not called setsid yet leads no group: kill it alone
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
@@ -161,23 +324,22 @@ class HarnessError(AssertionError):
     pass
 
 
-def run_uncut(spec: StageSpec, chain: Path, log: Path, timeout: float) -> tuple[float, float]:
+def run_uncut(spec: StageSpec, chain: Path, log: Path, timeout: float, launcher: str = "exec") -> tuple[float, float]:
     """Run the stage to the end; returns (duration, ready): total seconds, and when it first wrote a file."""
     chain.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(cli_command(spec.argv(chain)), env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=REPO)
-        ready = None
-        while proc.poll() is None:
-            now = time.monotonic() - start
-            if ready is None and _any_file(chain):
-                ready = now
-            if now > timeout:
-                _kill_group(proc)
-                raise HarnessError(f"uncut {spec.name} timed out after {timeout:.0f}s\n{_tail(log)}")
-            time.sleep(POLL_SECONDS * 2)
-        duration = time.monotonic() - start
+    log.write_text("")
+    start = time.monotonic()
+    proc = launch(spec.argv(chain), env=cli_env(), log=log, launcher=launcher)
+    ready = None
+    while proc.poll() is None:
+        now = time.monotonic() - start
+        if ready is None and _any_file(chain):
+            ready = now
+        if now > timeout:
+            _kill_group(proc)
+            raise HarnessError(f"uncut {spec.name} timed out after {timeout:.0f}s\n{_tail(log)}")
+        time.sleep(POLL_SECONDS * 2)
+    duration = time.monotonic() - start
     if proc.returncode != 0:
         raise HarnessError(f"uncut {spec.name} exited with {proc.returncode}\n{_tail(log)}")
     return duration, ready if ready is not None else duration / 2
@@ -185,7 +347,7 @@ def run_uncut(spec: StageSpec, chain: Path, log: Path, timeout: float) -> tuple[
 
 def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, kills_left: int,
              rng: random.Random, duration: float, ready: float, slow_writes: float, log: Path,
-             timeout: float) -> Attempt:
+             timeout: float, launcher: str = "exec") -> Attempt:
     """One run of the stage; killed as ``plan`` says (None: run to the end)."""
     progress0 = spec.progress(chain)
     aimed = plan is not None and plan.kind == "write"
@@ -210,8 +372,7 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
         out.write(f"\n===== attempt: {plan.kind if plan else 'final'} args={args}\n")
         out.flush()
         start = time.monotonic()
-        proc = subprocess.Popen(cli_command(args), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=REPO)
+        proc = launch(args, env=env, log=log, launcher=launcher)
         while proc.poll() is None:
             now = time.monotonic() - start
             progress = spec.progress(chain) if plan is not None else 0.0  # read from disk once per poll
@@ -235,7 +396,7 @@ def _attempt(spec: StageSpec, chain: Path, args: list[str], plan: Kill | None, k
                 if plan.kind == "contend":  # frozen (SIGSTOP), it keeps its lock while the second one tries
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGSTOP)
-                    contention = _contend(spec, chain, args, proc, log, timeout)
+                    contention = _contend(spec, chain, args, proc, log, timeout, launcher)
                 _kill_group(proc)
                 killed = proc.returncode == -signal.SIGKILL  # not if it had just finished by itself
                 break
@@ -266,31 +427,36 @@ def _holds_lock(chain: Path, pid: int) -> bool:
     return False
 
 
-def _contend(spec: StageSpec, chain: Path, args: list[str], running: subprocess.Popen, log: Path,
-             timeout: float) -> list[str]:
+def _contend(spec: StageSpec, chain: Path, args: list[str], running, log: Path, timeout: float,
+             launcher: str = "exec") -> list[str]:
     """Run the stage's command (with ``--resume`` where it takes one) while ``running`` writes the same folder;
     returns problems: the second process must be refused (exit 2) by the lock, naming the running process."""
     second = [a for a in args if a != "--overwrite"] + [a for a in spec.resume_args if a not in args]
-    result = subprocess.run(cli_command(second), env=cli_env(), capture_output=True, text=True, timeout=timeout,
-                            cwd=REPO)
+    said = log.with_name(f"{log.stem}.contend-{running.pid}.log")
+    said.write_text("")
+    proc = launch(second, env=cli_env(), log=said, launcher=launcher)
+    if proc.wait(timeout) is None:
+        _kill_group(proc)
+    output = said.read_text(errors="replace")
     with open(log, "a") as out:
-        out.write(f"----- contending --resume (exit {result.returncode}):\n{result.stdout}{result.stderr}\n")
+        out.write(f"----- contending --resume (exit {proc.returncode}):\n{output}\n")
     if running.poll() is not None:
         return []  # it had finished before it was frozen: its lock is gone, nothing to judge
-    output = result.stdout + result.stderr
-    if result.returncode != 2 or LOCKED_MESSAGE not in output or f"pid {running.pid}" not in output:
+    if proc.returncode != 2 or LOCKED_MESSAGE not in output or f"pid {running.pid}" not in output:
         return [f"a second {spec.name} beside the running one was not refused by the lock "
-                f"(exit {result.returncode}): {output[-500:]}"]
+                f"(exit {proc.returncode}): {output[-500:]}"]
     return []
 
 
 def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int = 0, slow_writes: float = 0.4,
-                    timeout: float = 600.0) -> ChainReport:
+                    timeout: float = 600.0, launcher: str = "exec") -> ChainReport:
     """The whole chain for one stage under ``work`` (uncut twin, cut runs, comparison); see the module docstring."""
     rng = random.Random(seed)
     uncut, cut, logs = work / "uncut", work / "cut", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    duration, ready = run_uncut(spec, uncut, logs / "uncut.log", timeout)
+    if launcher == "fork":
+        start_fork_server()  # before the uncut run is timed: kills are timed from its speed
+    duration, ready = run_uncut(spec, uncut, logs / "uncut.log", timeout, launcher)
     cut.mkdir(parents=True, exist_ok=True)
     if spec.prepare is not None:
         spec.prepare(uncut, cut)
@@ -301,7 +467,7 @@ def kill_and_resume(spec: StageSpec, work: Path, kills: list[Kill], *, seed: int
         plan = planned.pop(0) if planned else None
         args = spec.argv(cut) + (spec.resume_args if attempts else [])
         attempt = _attempt(spec, cut, args, plan, kills_left, rng, duration, ready, slow_writes, logs / "cut.log",
-                           timeout)
+                           timeout, launcher)
         attempts.append(attempt)
         if not attempt.killed:
             break  # finished with exit 0 (a planned kill that came too late ends the chain early)

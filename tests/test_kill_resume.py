@@ -32,14 +32,13 @@ def reports(tmp_path_factory, tiny_model_dir):
     specs = stage_specs(world, epochs=1, checkpoint_every=3, eval_every=12, shard_size=16)
     with ThreadPoolExecutor(len(PLANS)) as pool:
         futures = {name: pool.submit(kill_and_resume_landed, specs[name], root / name, plan, seed=i,
-                                     slow_writes=0.3, timeout=300)
+                                     slow_writes=0.3, timeout=300, launcher="fork")
                    for i, (name, plan) in enumerate(PLANS.items())}
         return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.mark.slow
-# One worker builds the module fixture: split over both, its 6 chains would run at once on 2 cores.
-@pytest.mark.xdist_group("kill_resume")
+# The three stages share one module fixture, built once: `--dist loadfile` keeps this file on one worker.
 @pytest.mark.parametrize("stage", list(PLANS))
 def test_killed_runs_resume_to_the_uncut_result(reports, stage):
     report = reports[stage]

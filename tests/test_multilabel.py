@@ -296,7 +296,6 @@ def tags_run(tiny_run, tmp_path):
     return tiny_run
 
 
-@pytest.mark.xdist_group("multilabel_e2e")
 def test_mtdnn_kd_teaches_a_multilabel_task_then_export_and_predict_keep_its_sets(tags_run, tmp_path, monkeypatch,
                                                                                capsys):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -379,7 +378,6 @@ def test_a_single_label_classifier_is_refused_for_a_multilabel_task(tiny_model_d
         import_classifier(str(labelled), tmp_path / "out", task=single, max_length=32, progress=False)
 
 
-@pytest.mark.xdist_group("multilabel_e2e")
 def test_mkd_transfer_set_keeps_label_sets_and_marks_variants_without_labels(tags_run, tmp_path, monkeypatch,
                                                                             capsys):
     recipe = tiny_recipe("mkd_bilstm.yaml", tags_run, tmp_path)

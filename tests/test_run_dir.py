@@ -255,7 +255,8 @@ def test_kills_during_an_overwrite_and_beside_a_refused_resume(tmp_path, tiny_mo
              "train-teacher": [Kill("contend")]}
     with ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(kill_and_resume_landed, specs[name], tmp_path / name, plan, seed=i,
-                                     slow_writes=0.5, timeout=300) for i, (name, plan) in enumerate(plans.items())}
+                                     slow_writes=0.5, timeout=300, launcher="fork")
+                   for i, (name, plan) in enumerate(plans.items())}
         reports = {name: future.result() for name, future in futures.items()}
     for name, report in reports.items():
         detail = [(a.kind, round(a.planned_delay, 2), a.killed, a.cut_writes, a.problems) for a in report.attempts]
