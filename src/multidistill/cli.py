@@ -133,6 +133,13 @@ def _options(
     pass
 
 
+def _help_or_version(args: list[str]) -> bool:
+    """Whether the command line only asks for help or the version, which need none of the heavy libraries: they
+    answer at once instead of after 5-8 s of imports (2-core machine). A value that is literally "--help" would
+    only leave the libraries' own logs on."""
+    return not args or bool({"--help", "--version"} & set(args))
+
+
 def _seed_in_range(value: int) -> int:
     """--seed: a seed numpy takes. Checked here rather than with typer's min/max, whose range ("[0<=x<=4294967295]")
     would widen the type column of the help table until option names are cut at 80 columns."""
@@ -250,11 +257,12 @@ def run_command(
     and student on the recipe's report split (dev; Meta-KD: test where the task has one) and
     OUTPUT_DIR/summary.json; OUTPUT_DIR/log.txt keeps what was printed.
     """
-    from multidistill.pipeline import plan_recipe, run_recipe
     from multidistill.recipes import load_recipe
+
+    recipe_config = load_recipe(recipe, overrides)  # a bad recipe is refused before the training stack is imported
+    from multidistill.pipeline import plan_recipe, run_recipe
     from multidistill.utils.runlog import run_log
 
-    recipe_config = load_recipe(recipe, overrides)
     if dry_run:
         _print_plan(plan_recipe(recipe_config), recipe_config.output_dir, "run")
         return
@@ -354,11 +362,12 @@ def train_teacher_command(
     what was printed.
     """
     from multidistill.config import load_config
+
+    run_config = load_config(config, overrides)  # a bad config is refused before the training stack is imported
     from multidistill.teachers.ensemble import ensemble_seeds, train_ensemble
     from multidistill.teachers.train import train_teacher
     from multidistill.utils.runlog import run_log
 
-    run_config = load_config(config, overrides)
     seed_list = ensemble_seeds(seeds, "--seeds") if seeds else None  # checked before the log is opened
     with run_log(run_config.output_dir):
         if seed_list:
@@ -387,10 +396,11 @@ def distill_command(
     evaluation and outputs are the same as for `train-teacher` (log.txt included).
     """
     from multidistill.config import load_config
+
+    run_config = load_config(config, overrides)  # a bad config is refused before the training stack is imported
     from multidistill.training.distill import distill
     from multidistill.utils.runlog import run_log
 
-    run_config = load_config(config, overrides)
     with run_log(run_config.output_dir):
         print_result("student", distill(run_config, resume=resume, overwrite=overwrite))
     encoder = Path(run_config.output_dir) / "encoder"
@@ -636,8 +646,9 @@ def _quiet_libraries() -> None:
 def main() -> None:
     """Entry point: user-input errors print one clear message and exit with code 2."""
     try:
-        _quiet_libraries()
-    except KeyboardInterrupt:  # Ctrl-C during the second of imports, before the handlers below exist
+        if not _help_or_version(sys.argv[1:]):
+            _quiet_libraries()
+    except KeyboardInterrupt:  # Ctrl-C during the seconds of imports, before the handlers below exist
         err_console.print("interrupted while starting; nothing was done")
         sys.exit(130)
     set_cli_command(sys.argv[1:])  # model cards name the command that made a model
