@@ -30,9 +30,9 @@ One *chain* for a stage:
    ``model/model.safetensors``, or of every array of the signal store (ids must match exactly).
 
 How a run starts (``launcher``): ``"exec"`` starts a fresh interpreter per run (``python -m multidistill.cli``),
-as a user does; ``"fork"`` forks each run from a server process that imported the CLI, torch and transformers
-once (multiprocessing's forkserver) and then runs the same ``main()`` with the same arguments, environment, working
-folder and log, in a new session. A fork skips the 6-9 s of imports of a fresh interpreter on a 2-core machine, which
+as a user does; ``"fork"`` forks each run from a server process (`fork_server`) that imported the CLI, torch and
+transformers once; the fork runs the same ``main()`` with the same arguments, environment, working folder and log,
+in a new session. A fork skips the 6-9 s of imports of a fresh interpreter on a 2-core machine, which
 is most of a tiny run's time; what a chain proves (kills during the work and its writes, then a resume) is the same.
 The tests use ``"fork"``; the benchmark keeps ``"exec"``; fresh interpreters are still started by other tests
 (test_paths, test_api, test_distributed, test_rerun).
@@ -52,7 +52,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,7 +163,6 @@ LAUNCHERS = ("exec", "fork")
 # What the fork server imports before it forks anything: the CLI and the libraries a training run imports later.
 FORK_PRELOAD = ("multidistill.cli", "transformers", "transformers.models.bert.modeling_bert", "accelerate",
                 "multidistill.training.run", "multidistill.teachers.generate")
-FORK_STATUS = ".exit-status-{pid}"  # where a fork writes its exit code, beside its log, as it exits
 
 
 class Forked:
@@ -197,7 +198,8 @@ class Forked:
 
 def fork_server() -> None:
     """The server (``python -c 'from tests.kill_harness import fork_server; fork_server()'``): imports the CLI and
-    what runs import, then forks one run per request line on stdin (JSON: args, env, log) and answers its pid."""
+    what runs import, then forks one run per request line on stdin (JSON: args, env, log, status) and answers its
+    pid."""
     import importlib
 
     for name in FORK_PRELOAD:
@@ -214,8 +216,9 @@ def fork_server() -> None:
         sys.stdout.flush()
 
 
-def _forked_cli(args: list[str], env: dict[str, str], log: str) -> None:
-    """A fork's body: what ``python -m multidistill.cli *args`` does, in a new session, writing to ``log``."""
+def _forked_cli(args: list[str], env: dict[str, str], log: str, status: str) -> None:
+    """A fork's body: what ``python -m multidistill.cli *args`` does, in a new session, writing to ``log``; its exit
+    code goes to the file ``status`` as it exits."""
     import atexit
     import traceback
 
@@ -254,15 +257,14 @@ def _forked_cli(args: list[str], env: dict[str, str], log: str) -> None:
         with contextlib.suppress(BaseException):
             sys.stdout.flush()
             sys.stderr.flush()
-            status = Path(log).parent / FORK_STATUS.format(pid=os.getpid())
-            tmp = status.with_name(status.name + ".tmp")
+            tmp = Path(f"{status}.tmp")
             tmp.write_text(str(code))
             os.replace(tmp, status)
         os._exit(code)
 
 
 _server: subprocess.Popen | None = None
-_server_lock = __import__("threading").Lock()
+_server_lock = threading.Lock()
 
 
 def start_fork_server() -> subprocess.Popen:
@@ -284,14 +286,15 @@ def start_fork_server() -> subprocess.Popen:
 
 def _fork(args: list[str], env: dict[str, str], log: Path) -> Forked:
     server = start_fork_server()
+    # A name of its own per run (not per pid: pids are reused, and a stale file would end a new run at once).
+    status = log.parent / f".exit-status-{uuid.uuid4().hex}"
     with _server_lock:  # chains run in threads: one request at a time
-        server.stdin.write(json.dumps({"args": args, "env": env, "log": str(log)}) + "\n")
+        server.stdin.write(json.dumps({"args": args, "env": env, "log": str(log), "status": str(status)}) + "\n")
         server.stdin.flush()
         answer = server.stdout.readline()
     if not answer:
         raise HarnessError(f"the fork server ended (exit {server.poll()})")
-    pid = int(answer)
-    return Forked(pid, log.parent / FORK_STATUS.format(pid=pid))
+    return Forked(int(answer), status)
 
 
 def launch(args: list[str], *, env: dict[str, str], log: Path, launcher: str = "exec"):
