@@ -40,6 +40,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files that hold a `slow` test first, each file's tests in their order: the workers take whole files in this
+    order (`--dist loadfile --no-loadscope-reorder`), so the long ones start early instead of leaving one worker
+    alone at the end (xdist's own reorder, by test count, put those few-test files last)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable
+
+
 def find_shared_data() -> Path | None:
     """The shared GLUE/Amazon/MNLI folder beside the repo (or $MULTIDISTILL_SHARED_DATA), if present."""
     for candidate in (os.environ.get("MULTIDISTILL_SHARED_DATA"), REPO.parent / "shared" / "data"):

@@ -30,6 +30,7 @@ def demo_overrides(tiny_run, tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_then_resumes_for_free(tiny_run, tmp_path, monkeypatch, capsys):
     overrides = sum((["--set", o] for o in demo_overrides(tiny_run, tmp_path)), [])
     code, output = run_cli(monkeypatch, capsys, "demo", "--quick", *overrides)
@@ -117,6 +118,7 @@ def test_a_demo_dry_run_lists_its_stages_and_writes_nothing(tiny_run, tmp_path, 
     assert [p.name for p in (tmp_path / "demo").iterdir()] == ["precious.txt"]
 
 
+@pytest.mark.slow
 def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monkeypatch, capsys):
     from multidistill.models.backbone import load_tokenizer
     from multidistill.models.layers import keep_layers
@@ -165,6 +167,7 @@ def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monk
         assert not (tmp_path / "b4.json").exists() and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_int8_parity_check_is_a_failed_row_not_a_lost_run(tiny_run, tmp_path, monkeypatch, capsys):
     """Issue 15: int8 kernels that disagree (injected, so this holds on any CPU) fail their rows, not the demo."""
     from tests.test_export_onnx import inject_int8_disagreement

@@ -45,6 +45,7 @@ def _initial(config: dict, tmp_path: Path) -> dict[str, torch.Tensor]:
     return dict(build_model(run.model, resolve_tasks(run.data)).state_dict())
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_accumulation(tiny_run, tmp_path):
     raw, write = tiny_run
     spec = {**TINY_BERT, "vocab_size": len(_vocab()), "hidden_dropout_prob": 0.0,
@@ -80,6 +81,7 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tiny_run, tmp_pa
     assert logged("one") == pytest.approx(logged("two"), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_soft_targets_sharded_over_two_processes_equal_one_process(tiny_run, tmp_path, monkeypatch, capsys):
     from tests.test_cli import run_cli
 
@@ -103,6 +105,7 @@ def test_soft_targets_sharded_over_two_processes_equal_one_process(tiny_run, tmp
     assert not (tmp_path / "two.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_two_process_run_resumes_exactly_with_dropout_and_only_on_two_processes(tiny_run, tmp_path, monkeypatch,
                                                                                    capsys):
     """Each process's random state is in the checkpoint (dropout masks differ per process), and a checkpoint's

@@ -616,6 +616,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_interrupts_say_where_the_run_stopped_and_how_to_resume(tiny_run, tmp_path):
     recipe = tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path)
     recipe["teacher"]["seeds"] = [1]
