@@ -128,6 +128,37 @@ def test_retention_labels_never_meet_the_100_line_and_take_the_bars_brightness(t
     assert inks == {"white", "black"}  # dark bars white, the light shade black
 
 
+def test_the_trivial_baselines_retention_is_a_line_behind_each_group_and_marks_what_it_also_reaches(tmp_path,
+                                                                                                      drawn):
+    """MRPC's "always paraphrase" keeps 97.8% of a teacher's F1: the figure draws what the constant keeps in each
+    group (the "average" over the tasks it scored), behind the bars, and marks a bar whose row is at the baseline."""
+    tasks = ["sst2", "mrpc"]
+    rows = _rows({"ref": {"sst2": 0.9, "mrpc": 0.83}, "student": {"sst2": 0.85, "mrpc": 0.815}})
+    rows["student"]["at_baseline"] = ["mrpc"]
+    baseline = {"name": "trivial baseline", "main": {"sst2": 0.5, "mrpc": 0.812}}
+    plots.plot_retention(rows, "ref", tasks, tmp_path / "retention.png", baseline=baseline)
+    ax = drawn["retention"].axes[0]
+    [floor] = [c for c in ax.collections if c.get_label().startswith("trivial baseline")]
+    segments = floor.get_segments()  # sst2, mrpc, average
+    heights = [segment[0][1] for segment in segments]
+    assert heights == pytest.approx([100 * 0.5 / 0.9, 100 * 0.812 / 0.83, 100 * (0.5 + 0.812) / (0.9 + 0.83)])
+    assert all(floor.get_zorder() < p.get_zorder() for p in ax.patches)  # behind the bars: never over a label
+    for ((x0, _), (x1, _)), bar in zip(segments, ax.patches, strict=True):  # across its group, past both ends
+        assert x0 < bar.get_x() and bar.get_x() + bar.get_width() < x1
+    labels = {t.get_text() for t in ax.texts}
+    assert f"{100 * 0.815 / 0.83:.1f}\u2020" in labels and f"{100 * 0.85 / 0.9:.1f}" in labels
+    assert "\u2020" in ax.get_title()
+    assert [t.get_text() for t in drawn["retention"].legends[0].get_texts()].count(
+        "trivial baseline (a constant predictor)") == 1
+
+    many = _rows({f"model {k}": {t: 0.6 + 0.02 * k for t in tasks} for k in range(8)})  # past MAX_BAR_ROWS: heatmap
+    many["model 1"]["at_baseline"] = ["sst2"]
+    plots.plot_retention(many, "model 0", tasks, tmp_path / "retention.png", baseline=baseline)
+    ax = drawn["retention"].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "trivial baseline (a constant)"
+    assert f"{100 * 0.62 / 0.6:.1f}\u2020" in {t.get_text() for t in ax.texts}
+
+
 def test_many_rows_and_tasks_are_a_heatmap(tmp_path, drawn):
     tasks = [f"task{i}" for i in range(10)]
     rows = _rows({f"model {k}": {t: 0.5 + 0.04 * k + 0.01 * i for i, t in enumerate(tasks)} for k in range(11)})

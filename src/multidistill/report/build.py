@@ -430,6 +430,9 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
         out += [f"![Scores with each seed's model]({figures['seeds'].name})", ""]
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
+        if baseline:
+            out += [f"The grey line in each group is what the {baseline['name']} (a constant predictor) keeps: a bar "
+                    "near it kept little that a constant would not.", ""]
         per_task = [[name, *(marked(row, t, ranged(per_task_kept[name][t])) for t in tasks),
                      ranged(row["retention"])] for name, row in rows.items() if name != reference]
         out += ["Retention per task (% of the reference's score; – where the reference score is not positive"
@@ -572,7 +575,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, prog
             figures: dict[str, Path | None] = {
                 "retention": plots.plot_retention(summary["rows"], summary["reference"], summary["tasks"],
                                                   tmp / "retention.png", colours=colours,
-                                                  split=summary["split"]),
+                                                  split=summary["split"], baseline=summary["baseline"]),
                 "training": plots.plot_training_curves(training["loss"], training["dev"], tmp / "training_curves.png",
                                                        colours=colours, tasks=training["tasks"]),
                 "seeds": plots.plot_seed_scores(summary["rows"], summary["tasks"], tmp / "seeds.png", colours=colours,

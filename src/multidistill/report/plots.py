@@ -9,6 +9,7 @@ import math
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN  # noqa: E402
 from multidistill.evaluation.retention import RETENTION_RANGE, out_of_range, retention  # noqa: E402
 from multidistill.evaluation.seeds import has_seeds, mean_sd, seed_averages  # noqa: E402
 from multidistill.report.colours import PALETTE, palette, text_colour  # noqa: E402
@@ -308,13 +310,18 @@ MAX_BAR_ROWS = 6
 
 
 def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], out: str | Path,
-                   colours: Mapping[str, Any] | None = None, split: str = "dev") -> Path | None:
+                   colours: Mapping[str, Any] | None = None, split: str = "dev",
+                   baseline: Mapping[str, Any] | None = None) -> Path | None:
     """Per task plus "average": the % of the reference row's main score each other row keeps.
 
     ``rows`` maps a row name to {"main": {task: score}}; every value is `retention` (the "average" group over the
     tasks a row shares with the reference). A task whose reference score is not positive has no meaningful ratio
     (e.g. a CoLA MCC near 0) and is marked "n/a". Grouped bars while they stay readable; past `MAX_BAR_ROWS` rows
     or `MAX_BARS` bars, a heatmap (rows x tasks) instead. Returns None when there is no row besides the reference.
+
+    ``baseline`` (the report's trivial baseline: {"name", "main": {task: score}}) draws what a constant predictor
+    keeps in each group (a line behind the bars), and a row's ``at_baseline`` tasks get `AT_BASELINE_MARK`: a
+    retention a constant also reaches (MRPC's F1 of always answering "paraphrase") is not read as quality kept.
     """
     others = [name for name in rows if name != reference]
     if not others:
@@ -327,23 +334,51 @@ def plot_retention(rows: dict[str, dict], reference: str, tasks: Sequence[str], 
         return 100.0 * kept.ratio if kept else None
 
     values = {name: [value(rows[name], group) for group in groups] for name in others}
+    floor = Floor(str(baseline.get("name") or "trivial baseline"),
+                  [value(baseline, group) for group in groups],
+                  {name: {g for g, group in enumerate(groups) if group in (rows[name].get("at_baseline") or ())}
+                   for name in others}) if baseline and isinstance(baseline.get("main"), Mapping) else None
     if len(others) > MAX_BAR_ROWS or len(others) * len(groups) > MAX_BARS:
-        return _retention_heatmap(values, groups, reference, split, out)
-    return _retention_bars(values, groups, reference, split, out, _with_colours([reference, *others], colours))
+        return _retention_heatmap(values, groups, reference, split, out, floor)
+    return _retention_bars(values, groups, reference, split, out, _with_colours([reference, *others], colours),
+                           floor)
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What the retention figure shows of the trivial baseline: its retention per group (None: not scored there)
+    and, per row, the groups whose score is no better than it (their values carry `AT_BASELINE_MARK`)."""
+
+    name: str
+    values: list[float | None]
+    marked: dict[str, set[int]]
+
+    def mark(self, name: str, group: int) -> str:
+        return AT_BASELINE_MARK if group in self.marked.get(name, ()) else ""
+
+    @property
+    def any_marked(self) -> bool:
+        return any(self.marked.values())
+
+    def note(self) -> str:
+        return (f"{AT_BASELINE_MARK}: within {BASELINE_MARGIN} of the {self.name}'s score (main metric), "
+                "no better than a constant")
 
 
 def _retention_bars(values: dict[str, list[float | None]], groups: list[str], reference: str, split: str,
-                    out: str | Path, colour: Mapping[str, Any]) -> Path:
+                    out: str | Path, colour: Mapping[str, Any], floor: Floor | None = None) -> Path:
     """Grouped bars, one per row and group, each labelled with its value where the label never meets the 100%
     line: inside a bar up to 100%, above a bar past it (or too short to hold it). The axis spans at most
-    `RETENTION_RANGE`; a bar past it is cut at its edge and hatched, its label still the real value."""
+    `RETENTION_RANGE`; a bar past it is cut at its edge and hatched, its label still the real value. A ``floor``
+    is a grey segment across each group, behind its bars (so it never crosses a label) and past their ends."""
     others = list(values)
     width = min(0.8 / len(others), 0.3)
     fig_width = max(8.0, 1.5 + len(groups) * (0.45 + width * len(others) * 1.3))
     fig, ax = plt.subplots(figsize=(min(fig_width, 18.0), 5.5), dpi=DPI)
     low, high = RETENTION_RANGE
     known = [pct for row in values.values() for pct in row if pct is not None]
-    heights = [min(max(pct, low), high) for pct in known]
+    floors = [pct for pct in (floor.values if floor else []) if pct is not None]
+    heights = [min(max(pct, low), high) for pct in [*known, *floors]]
     vertical = len(others) > 2
     # A label's extent in data units, from the axes' height before layout (layout only makes the axes taller).
     longest = max([5, *(len(f"{pct:.1f}") for pct in known)])  # "100.0"; a cut bar's "-3363.6" is longer
@@ -373,22 +408,33 @@ def _retention_bars(values: dict[str, list[float | None]], groups: list[str], re
                 y, va, ink = height - pad, "top", "black"
             else:
                 y, va, ink = height + pad, "bottom", "black"
-            ax.text(x, y, f"{pct:.1f}", ha="center", va=va, fontsize=8, color=ink,
-                    fontweight="bold" if inside else "normal", rotation=90 if vertical else 0)
+            ax.text(x, y, f"{pct:.1f}{floor.mark(name, g) if floor else ''}", ha="center", va=va, fontsize=8,
+                    color=ink, fontweight="bold" if inside else "normal", rotation=90 if vertical else 0)
     ax.axhline(100, color="black", ls="--", lw=1.1, label="reference = 100%", zorder=0.5)
+    if floors:
+        reach = width * len(others) / 2 + 0.08
+        drawn = [(g, min(max(pct, low), high)) for g, pct in enumerate(floor.values) if pct is not None]
+        # Solid grey: apart from the reference's dashed black line at 100%.
+        ax.hlines([y for _, y in drawn], [g - reach for g, _ in drawn], [g + reach for g, _ in drawn],
+                  colors="#777777", linestyles="solid", lw=2.4, zorder=0.9,
+                  label=f"{short_name(floor.name, 40)} (a constant predictor)")
     ax.axvline(len(groups) - 1.5, color="#999999", lw=0.8)
     _task_groups_axis(ax, groups, split)
     ax.set_ylabel("retention (% of reference score)")
     cut = any(out_of_range(pct / 100) for pct in known)
     ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)}"
-                 + ("\n(hatched bars run past the axis, cut at its edge: their label is the value)" if cut else ""))
+                 + ("\n(hatched bars run past the axis, cut at its edge: their label is the value)" if cut else "")
+                 + (f"\n({floor.note()})" if floor and floor.any_marked else ""))
     return _finish_with_legend_below(fig, ax, out)
 
 
 def _retention_heatmap(values: dict[str, list[float | None]], groups: list[str], reference: str, split: str,
-                       out: str | Path) -> Path:
+                       out: str | Path, floor: Floor | None = None) -> Path:
     """Rows x task groups, each cell its retention % (red below the reference, blue above), its value written in
-    black or white by the cell's brightness: readable where dozens of bars are not."""
+    black or white by the cell's brightness: readable where dozens of bars are not. With a ``floor``, its values
+    are one more row, last, and the cells no better than it carry `AT_BASELINE_MARK`."""
+    if floor:
+        values = {**values, f"{floor.name} (a constant)": floor.values}
     names = list(values)
     grid = np.array([[np.nan if v is None else v for v in values[name]] for name in names], dtype=float)
     known = grid[~np.isnan(grid)]
@@ -402,16 +448,19 @@ def _retention_heatmap(values: dict[str, list[float | None]], groups: list[str],
                            dpi=DPI)
     image = ax.imshow(np.ma.masked_invalid(np.clip(grid, norm.vmin, norm.vmax)), cmap=cmap, norm=norm, aspect="auto")
     for (r, g), pct in np.ndenumerate(grid):
-        text = "n/a" if np.isnan(pct) else f"{pct:.1f}"
+        text = "n/a" if np.isnan(pct) else f"{pct:.1f}{floor.mark(names[r], g) if floor else ''}"
         ink = "#666666" if np.isnan(pct) else text_colour(cmap(norm(min(max(pct, norm.vmin), norm.vmax))))
         ax.text(g, r, text, ha="center", va="center", fontsize=8, color=ink)
     ax.axvline(len(groups) - 1.5, color="white", lw=3)
+    if floor:
+        ax.axhline(len(names) - 1.5, color="white", lw=3)  # the baseline's row apart from the models'
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels([short_name(name, 40) for name in names], fontsize=9)
     _task_groups_axis(ax, groups, split)
     ax.grid(False)
     fig.colorbar(image, ax=ax, pad=0.02, fraction=0.04).set_label("retention % (100 = reference)")
-    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)} (% of its score)")
+    ax.set_title(f"Quality kept by each model vs {short_name(reference, 60)} (% of its score)"
+                 + (f"\n({floor.note()})" if floor and floor.any_marked else ""))
     fig.tight_layout()
     return _finish(fig, out)
 
