@@ -224,7 +224,7 @@ def recipe_dict(args, sizes: Sizes, data_root: Path, qnli_folder: Path, model: s
     if args.tiny:
         data["cache_dir"] = str(args.out / "cache")
     raw.update(output_dir=str(args.out / "recipe"), data=data, max_examples_per_task=sizes.teacher,
-               corpus={"name": "corpus", "max_examples": sizes.corpus, "keep_pairs": True})
+               corpus={"name": "corpus", "max_examples": sizes.corpus, "keep_pairs": not args.single_texts})
     raw["finetune"]["tasks"] = [{"name": task, "max_examples": sizes.in_domain} for task in TASKS]
     raw["finetune"]["seeds"] = list(args.seeds)
     if args.tiny:
@@ -670,6 +670,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="a tiny BERT and toy data in OUT/tiny (no network), "
                         "tiny sizes, 1 seed, 1 epoch: the whole pipeline in seconds")
     parser.add_argument("--corpus-size", type=int, help="cap on the corpus texts (default 100,000)")
+    parser.add_argument("--single-texts", action="store_true",
+                        help="split each pair task's row into two corpus texts (keep_pairs: false), as the first "
+                        "acceptance run (2026-12-03) did; default: pairs kept whole")
     parser.add_argument("--teacher-max", type=int, help="teacher training examples per task (default 4,000)")
     parser.add_argument("--in-domain-examples", type=int, help="default 2,000")
     parser.add_argument("--low-resource-examples", type=int, help="default 200")

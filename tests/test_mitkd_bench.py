@@ -115,6 +115,15 @@ def test_the_cost_parts_step_with_the_loops_optimizer(tmp_path, monkeypatch):
     assert bench.targets({}, old, None)[-1]["value"].endswith("(whole stage)")
 
 
+def test_the_corpus_keeps_pairs_whole_unless_single_texts_are_asked(tmp_path, monkeypatch):
+    """--single-texts gives the corpus of the first acceptance run (docs/benchmarks.md), pairs split in two."""
+    bench = load_bench(monkeypatch)
+    for argv, kept in (([], True), (["--single-texts"], False)):
+        args = bench.parse_args(["--tiny", "--out", str(tmp_path), *argv])
+        recipe = bench.recipe_dict(args, bench.sizes_of(args), tmp_path, tmp_path / "qnli", "model")
+        assert recipe["corpus"]["keep_pairs"] is kept
+
+
 def test_the_report_says_when_a_group_average_leaves_a_task_out(monkeypatch):
     """A run not finished (or cut): the task cells of the others still show, but every average and retention of the
     group is over the tasks all models have; the report says which."""
