@@ -368,6 +368,27 @@ def test_bilstm_export_matches_pytorch(bilstm_export, bilstm_dir):
     assert (fp32.logits("toy_pair", **batch).argmax(-1) == int8.logits("toy_pair", **batch).argmax(-1)).all()
 
 
+def test_a_bilstm_without_pair_tasks_exports_without_token_types(tiny_model_dir, tmp_path):
+    """Only pair tasks read a BiLSTM's token types: without one the exporter dropped the input from the graph while
+    export.json still listed it, so every per-task fine-tune of a single-text task failed its own export check."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = BiLSTMModel.from_tokenizer(BiLSTMSpec(embedding_dim=16, hidden_size=8, mlp_hidden=12), [SENT],
+                                       tokenizer).eval()
+    model.save_pretrained(tmp_path / "model", tokenizer)
+    meta = export_onnx(tmp_path / "model", tmp_path / "onnx", skip_parity=True)
+    assert meta["inputs"] == ["input_ids", "attention_mask"]
+    exported = OnnxModel.load(tmp_path / "onnx")
+    batch = _batch(tokenizer, 3)
+    with torch.no_grad():
+        expected = model("sent", batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+    got = exported.logits("sent", batch["input_ids"].numpy(), batch["attention_mask"].numpy(),
+                          batch["token_type_ids"].numpy())
+    assert np.abs(got - expected.numpy()).max() <= 1e-4
+
+
 # --- the command -----------------------------------------------------------------------------------
 
 

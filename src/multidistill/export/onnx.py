@@ -152,10 +152,11 @@ class AllHeads(nn.Module):
 
 
 def input_names(model: MultiTaskModel | BiLSTMModel, tokenizer) -> list[str]:
-    """The graph's inputs: token types only when the model reads them (BERT-style encoders; a BiLSTM whose
-    tokenizer emits them, to split pairs)."""
+    """The graph's inputs: token types only when the model reads them (BERT-style encoders; a BiLSTM with a pair
+    task whose tokenizer emits them, to split pairs: without one the exporter drops the unread input)."""
     if isinstance(model, BiLSTMModel):
-        token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        token_types = ("token_type_ids" in getattr(tokenizer, "model_input_names", ())
+                       and any(task.pair for task in model.tasks.values()))
     else:
         token_types = bool(model._uses_token_types)
     return list(INPUT_NAMES if token_types else INPUT_NAMES[:2])
