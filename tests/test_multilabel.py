@@ -207,19 +207,19 @@ def test_the_teachers_mean_is_the_mean_of_their_sigmoids_not_a_softmax():
 
 def test_an_objective_that_distils_other_tasks_but_not_a_multilabel_one_is_refused():
     from multidistill.config import ObjectiveConfig
-    from multidistill.training.objective import refuse_unset_multilabel_terms
+    from multidistill.training.objective import refuse_unset_type_terms
 
     tasks = [_task()]
     kd = ObjectiveConfig.model_validate({"classification": [{"loss": "hard"}, {"loss": "soft_ce"}]})
     with pytest.raises(ConfigError, match=r"task\(s\) \['tags'\] are multilabel, and its multilabel terms are not "
                                           r"set, .* \[\{loss: hard, weight: 0.5\}, \{loss: soft_bce, weight: 0.5\}\]"):
-        refuse_unset_multilabel_terms(kd, tasks)
+        refuse_unset_type_terms(kd, tasks)
     # gold labels only (a teacher's or a fine-tune's objective), the multilabel list given, or per-task terms: fine
     for fine in ({"classification": [{"loss": "hard"}], "regression": [{"loss": "hard"}]},
                  {"classification": [{"loss": "soft_ce"}], "multilabel": [{"loss": "soft_bce"}]},
                  {"classification": [{"loss": "soft_ce"}], "tasks": {"tags": [{"loss": "hard"}]}}):
-        refuse_unset_multilabel_terms(ObjectiveConfig.model_validate(fine), tasks)
-    refuse_unset_multilabel_terms(None, tasks)
+        refuse_unset_type_terms(ObjectiveConfig.model_validate(fine), tasks)
+    refuse_unset_type_terms(None, tasks)
 
 
 def test_init_from_a_head_of_another_type_is_refused(tiny_model_dir, tmp_path):

@@ -17,6 +17,7 @@ from multidistill.training.objective import WeightedObjective
 
 LN3 = math.log(3.0)
 TASKS = {"sst2": BUILTIN_TASKS["sst2"], "stsb": BUILTIN_TASKS["stsb"]}
+GOLD = [LossTerm(loss="hard")]  # STS-B on gold labels, set as such: soft sst2 terms beside an unset list are refused
 
 
 class FixedLogits(torch.nn.Module):
@@ -37,7 +38,8 @@ def _batch(task: str, labels, **extra) -> dict:
 
 
 def test_mtdnn_kd_objective_is_half_hard_half_soft():
-    config = ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)])
+    config = ObjectiveConfig(classification=[LossTerm(loss="hard", weight=0.5), LossTerm(loss="soft_ce", weight=0.5)],
+                             regression=GOLD)
     objective = WeightedObjective(TASKS, config)
     model = FixedLogits({"sst2": torch.tensor([[0.0, LN3], [0.0, LN3]])})  # p_S = [1/4, 3/4] for both rows
     batch = _batch("sst2", [1, 0], teacher_mean=torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
@@ -67,7 +69,7 @@ def test_per_task_overrides_and_teacher_logits_averaged_over_teachers():
 
 
 def test_missing_signals_and_unknown_tasks_are_config_errors():
-    objective = WeightedObjective(TASKS, ObjectiveConfig(classification=[LossTerm(loss="soft_kl")]))
+    objective = WeightedObjective(TASKS, ObjectiveConfig(classification=[LossTerm(loss="soft_kl")], regression=GOLD))
     with pytest.raises(ConfigError, match="needs \\['teacher_mean'\\]"):
         objective(FixedLogits({"sst2": torch.zeros(1, 2)}), _batch("sst2", [1]))
     with pytest.raises(ConfigError, match="objective.tasks"):
@@ -92,7 +94,8 @@ def test_linear_temperature_schedule_matches_the_fixed_temperature_loss():
     from multidistill.losses.distill import SoftKL
 
     config = ObjectiveConfig(classification=[LossTerm(loss="soft_kl", params={"temperature": 1.0,
-                                                                              "temperature_end": 3.0})])
+                                                                              "temperature_end": 3.0})],
+                             regression=GOLD)
     objective = WeightedObjective(TASKS, config)
     logits = torch.tensor([[0.0, LN3]])
     teacher = torch.tensor([[0.9, 0.1]])
@@ -162,12 +165,34 @@ def test_teacher_is_probs_false_softens_the_teachers_mean_logits():
     mean_probs = torch.softmax(teacher_logits, -1).mean(1)
     batch = _batch("sst2", [0], teacher_logits=teacher_logits, teacher_mean=mean_probs)
     from_logits = WeightedObjective(TASKS, ObjectiveConfig(classification=[
-        LossTerm(loss="soft_kl", params={"teacher_is_probs": False, "temperature": 2.0})]))
+        LossTerm(loss="soft_kl", params={"teacher_is_probs": False, "temperature": 2.0})], regression=GOLD))
     assert from_logits(FixedLogits({"sst2": mean_logits}), batch).loss.item() == pytest.approx(0.0, abs=1e-6)
     from_probs = WeightedObjective(TASKS, ObjectiveConfig(classification=[
-        LossTerm(loss="soft_kl", params={"temperature": 2.0})]))
+        LossTerm(loss="soft_kl", params={"temperature": 2.0})], regression=GOLD))
     assert from_probs(FixedLogits({"sst2": mean_probs.log()}), batch).loss.item() == pytest.approx(0.0, abs=1e-6)
     assert from_probs(FixedLogits({"sst2": mean_logits}), batch).loss.item() > 1e-4  # the two targets differ
+
+
+def test_an_objective_that_distils_one_task_type_but_leaves_another_out_is_refused():
+    """Soft targets for SST-2 beside an unset regression list trained STS-B on gold labels alone, silently; and the
+    reverse. Gold labels only, both lists given, or per-task terms: what was asked, accepted."""
+    from multidistill.training.objective import refuse_unset_type_terms
+
+    tasks = list(TASKS.values())
+    with pytest.raises(ConfigError, match=r"key 'objective': task\(s\) \['stsb'\] are regression, and its regression "
+                                          r"terms are not set, .* set regression beside classification \(MT-DNN-KD: "
+                                          r"\[\{loss: hard\}, \{loss: score_mse\}\]"):
+        refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="soft_ce")]), tasks)
+    with pytest.raises(ConfigError, match=r"\['sst2'\] are classification, .* beside regression"):
+        refuse_unset_type_terms(ObjectiveConfig(regression=[LossTerm(loss="score_mse")]), tasks)
+    with pytest.raises(ConfigError, match="are regression"):  # a feature term reads the teacher too
+        refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="hard"), LossTerm(loss="hidden_mse")]),
+                                tasks)
+    for fine in (ObjectiveConfig(), ObjectiveConfig(classification=[LossTerm(loss="hard")]),
+                 ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], regression=GOLD),
+                 ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], tasks={"stsb": GOLD})):
+        refuse_unset_type_terms(fine, tasks)
+    refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="soft_ce")]), [TASKS["sst2"]])
 
 
 def test_a_registered_loss_with_its_own_parameters_runs_under_the_loops_autocast(monkeypatch):

@@ -875,4 +875,8 @@ CASES += [
     Case("multilabel-soft-ce", "config", "a multilabel task given soft_ce (one distribution over classes)",
          "train-teacher", ("objective.multilabel.0", "loss 'soft_ce' is for classification tasks, not multilabel"),
          patch={**TO_MULTILABEL, "objective.multilabel": [{"loss": "soft_ce"}]}),
+    Case("objective-type-left-out", "config", "soft targets for classification, the regression list left out (toy_reg "
+         "trained on gold labels alone, silently)", "distill",
+         ("key 'objective'", "['toy_reg'] are regression", "regression terms are not set", "score_mse"),
+         patch={"objective.regression": DELETE}),
 ]

@@ -135,25 +135,40 @@ def tasks_reading_labels(config: ObjectiveConfig | None, tasks: Iterable[Task]) 
             and any("labels" in getattr(LOSSES.get(term.loss), "inputs", ()) for term in config.terms_for(task))]
 
 
-def refuse_unset_multilabel_terms(config: ObjectiveConfig | None, tasks: Iterable[Task],
-                                  key: str = "key 'objective'") -> None:
-    """Refuse an objective whose classification or regression terms distil from teachers but that leaves
-    ``multilabel`` out, for a run with a multilabel task (and no per-task terms for it): the task would silently
-    train on the default, gold labels alone, while the other tasks learn from the teachers. An objective of gold
-    labels only (a teacher's, a fine-tune's) is fine: the default is what it asks for."""
-    if config is None or "multilabel" in config.model_fields_set:
+# What to set for a type list left out, as the two logit recipes' objectives do (`mtdnn_kd_objective`, `mkd_objective`).
+_DISTILLING_TERMS = {
+    "classification": "MT-DNN-KD: [{loss: hard, weight: 0.5}, {loss: soft_ce, weight: 0.5}]; MKD: [{loss: logit_mse}, "
+                      "{loss: hard}]",
+    "multilabel": "MT-DNN-KD: [{loss: hard, weight: 0.5}, {loss: soft_bce, weight: 0.5}]; MKD: [{loss: logit_mse}, "
+                  "{loss: hard}]",
+    "regression": "MT-DNN-KD: [{loss: hard}, {loss: score_mse}]; MKD: [{loss: logit_mse}, {loss: hard}]",
+}
+
+
+def refuse_unset_type_terms(config: ObjectiveConfig | None, tasks: Iterable[Task],
+                            key: str = "key 'objective'") -> None:
+    """Refuse an objective whose terms for one task type distil from teachers but that leaves another type's list
+    out, for a run with a task of that type (and no per-task terms for it): the task would silently train on the
+    default, gold labels alone, while the other tasks learn from the teachers (a `classification` list of soft
+    targets beside STS-B, or a multilabel task). An objective of gold labels only (a teacher's, a fine-tune's) is
+    fine: the default is what it asks for."""
+    if config is None:
         return
-    set_lists = [getattr(config, kind) for kind in ("classification", "regression") if kind in config.model_fields_set]
-    if not any(name.startswith("teacher") for terms in set_lists for term in terms
-               for name in getattr(LOSSES.get(term.loss), "inputs", ())):
+    tasks = list(tasks)
+    distilling = [kind for kind in _DISTILLING_TERMS if kind in config.model_fields_set
+                  and any(name.startswith("teacher") for term in getattr(config, kind)
+                          for name in getattr(LOSSES.get(term.loss), "inputs", ()))]
+    if not distilling:
         return
-    unset = [task.name for task in tasks if task.is_multilabel and task.name not in config.tasks]
-    if unset:
-        raise ConfigError(f"{key}: task(s) {unset} are multilabel, and its multilabel terms are not set, so they "
-                          "would train on gold labels alone (the default, [hard]) while the other tasks distil "
-                          "from the teachers; set multilabel beside classification (MT-DNN-KD: [{loss: hard, "
-                          "weight: 0.5}, {loss: soft_bce, weight: 0.5}]; MKD: [{loss: logit_mse}, {loss: hard}]) "
-                          "or give those tasks terms of their own under tasks")
+    for kind, terms in _DISTILLING_TERMS.items():
+        if kind in config.model_fields_set:
+            continue
+        unset = [task.name for task in tasks if task.type == kind and task.name not in config.tasks]
+        if unset:
+            raise ConfigError(f"{key}: task(s) {unset} are {kind}, and its {kind} terms are not set, so they would "
+                              "train on gold labels alone (the default, [hard]) while the other tasks distil from the "
+                              f"teachers; set {kind} beside {' and '.join(distilling)} ({terms}) or give those tasks "
+                              "terms of their own under tasks")
 
 
 def unused_type_lists(tasks: Iterable[Task]) -> tuple[str, ...]:
@@ -164,13 +179,13 @@ def unused_type_lists(tasks: Iterable[Task]) -> tuple[str, ...]:
 
 def check_terms_fit(config: ObjectiveConfig | None, tasks: Iterable[Task], key: str = "objective") -> None:
     """Refuse, by ``key``, per-task terms of a type their task is not (the type lists were checked with the config)
-    and an objective that leaves a multilabel task on gold labels alone (`refuse_unset_multilabel_terms`)."""
+    and an objective that leaves a task type on gold labels alone while others distil (`refuse_unset_type_terms`)."""
     config = config or ObjectiveConfig()
     tasks = list(tasks)
     for task in tasks:
         for i, term in enumerate(config.tasks.get(task.name, [])):
             check_task_type(term.loss, task.type, f"key '{key}.tasks.{task.name}.{i}'")
-    refuse_unset_multilabel_terms(config, tasks, key=f"key '{key}'")
+    refuse_unset_type_terms(config, tasks, key=f"key '{key}'")
 
 
 @dataclass
