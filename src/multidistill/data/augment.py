@@ -34,11 +34,11 @@ import datasets
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm.auto import tqdm
 
 from multidistill.data.tasks import Task
 from multidistill.errors import ConfigError
 from multidistill.limits import MAX_SEED
+from multidistill.utils.progress import progress_bar
 
 Tagger = Callable[[list[str]], list[str]]
 """Maps a sentence's words to one part-of-speech tag per word."""
@@ -318,7 +318,7 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
     progress = n_rows >= _PROGRESS_MIN_ROWS
     # Split (and tag) every text once; the same words feed the vocabulary and the rules.
     rows = [(_Text(a, tagger), _Text(b, tagger) if task.pair else None)
-            for a, b in tqdm(zip(texts_a, texts_b, strict=True), total=n_rows, desc=f"reading {task.name}",
+            for a, b in progress_bar(zip(texts_a, texts_b, strict=True), total=n_rows, desc=f"reading {task.name}",
                              disable=not progress or tagger is None, leave=False)]
     vocab = _Vocabulary(text for row in rows for text in row if text is not None)
 
@@ -328,7 +328,7 @@ def augment_examples(examples: datasets.Dataset, task: Task, config: AugmentConf
     # depend on the input's row order.
     order = sorted(range(n_rows), key=lambda i: (ids[i], texts_a[i] or "", texts_b[i] or ""))
     made: list[list[tuple[str | None, str | None]]] = [[] for _ in range(n_rows)]
-    for i in tqdm(order, desc=f"augmenting {task.name}", disable=not progress):
+    for i in progress_bar(order, desc=f"augmenting {task.name}", disable=not progress):
         a, b = rows[i]
         made[i] = _variants(a, b, _rng_for(config.seed, ids[i]), config, mask_token, vocab, seen)
 

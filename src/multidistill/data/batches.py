@@ -12,11 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from tqdm.auto import tqdm
 
 from multidistill.data.collate import collate
 from multidistill.data.rows import ArrowRows
 from multidistill.data.tasks import Task
+from multidistill.utils.progress import progress_bar
 
 
 def row_lengths(dataset) -> np.ndarray:
@@ -39,7 +39,7 @@ def map_batches(task: Task, dataset, forward: Callable[[dict], object], *, batch
     order = longest_first(dataset) if len(dataset) else np.zeros(0, dtype=np.int64)
     outputs = []
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=f"eval {task.name}", disable=not progress, leave=False):
+    for start in progress_bar(starts, desc=f"eval {task.name}", disable=not progress, leave=False):
         logits = forward(collate(task, dataset[order[start:start + batch_size]], pad_token_id))
         outputs.append(logits.float().cpu().numpy() if isinstance(logits, torch.Tensor)
                        else np.asarray(logits, dtype=np.float32))

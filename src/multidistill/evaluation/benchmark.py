@@ -25,7 +25,6 @@ from typing import Any, TypedDict
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
 from multidistill.data.batches import map_batches
@@ -46,6 +45,7 @@ from multidistill.training.device import cpu_has_fast_bf16, cpu_name
 from multidistill.utils.arguments import as_list
 from multidistill.utils.atomic import write_json
 from multidistill.utils.entry import api_call
+from multidistill.utils.progress import progress_bar
 from multidistill.utils.quiet import bars_disabled
 
 RUNTIMES = ("pytorch_fp32", "pytorch_bf16", "onnx_fp32", "onnx_int8")
@@ -344,7 +344,7 @@ def _benchmark(model_dirs: list[Path], tasks: list[str], runtimes: tuple[str, ..
                     "gate": {"max_metric_drop_int8": max_metric_drop_int8, "noise_z": NOISE_Z},
                     "gate_failures": []}
     contenders: dict[str, tuple[Forward, object, int]] = {}
-    for name, (folder, model) in tqdm(models.items(), desc="benchmark: preparing models",
+    for name, (folder, model) in progress_bar(models.items(), desc="benchmark: preparing models",
                                        disable=bars_disabled(progress)):
         from multidistill.models.backbone import load_tokenizer
 

@@ -16,11 +16,10 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from multidistill.data.collate import encode_texts
 from multidistill.data.convert import surrogate_problem
@@ -30,7 +29,11 @@ from multidistill.errors import ConfigError, DataError, ModelError, UnknownTaskE
 from multidistill.evaluation.thresholds import Thresholds, saved_thresholds, shift
 from multidistill.training.run_dir import refuse_output_over_a_run
 from multidistill.utils.atomic import atomic_file, refuse_special_file
+from multidistill.utils.progress import progress_bar
 from multidistill.utils.quiet import bars_disabled
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 SINGLE_TEXT_COLUMNS: tuple[str, ...] = ("text", "sentence", "text_a")
 PAIR_TEXT_COLUMNS: tuple[tuple[str, str], ...] = (("text_a", "text_b"), ("sentence1", "sentence2"),
@@ -147,7 +150,7 @@ def predict_rows(predictor: _Predictor, spec: Task, rows: list[InputRow], batch_
     tokens = predictor.token_counts(texts_a, texts_b, progress=progress)
     order = np.argsort(-tokens.counts, kind="stable")
     outputs: np.ndarray | None = None  # one array, not one per row: 200k small arrays cost tens of MB
-    bar = tqdm(total=len(rows), desc="predict", unit="row", disable=bars_disabled(progress))
+    bar = progress_bar(total=len(rows), desc="predict", unit="row", disable=bars_disabled(progress))
     try:
         for start in range(0, len(rows), batch_size):
             batch = order[start:start + batch_size]
@@ -216,7 +219,7 @@ class _Predictor:
         counts, cut, unknown = np.zeros(rows, dtype=np.int64), np.zeros(rows, bool), np.zeros(rows, bool)
         unk = getattr(self.tokenizer, "unk_token_id", None)  # None: a vocabulary without an unknown token
         specials = set(self.tokenizer.all_special_ids) - {unk} if unk is not None else set()
-        bar = tqdm(total=rows, desc="count tokens", unit="row", disable=bars_disabled(progress),
+        bar = progress_bar(total=rows, desc="count tokens", unit="row", disable=bars_disabled(progress),
                    delay=PROGRESS_DELAY_S)
         try:
             for start in range(0, rows, COUNT_CHUNK):
@@ -318,7 +321,7 @@ class Table:
 def read_table(path: Path, *, progress: bool = False) -> Table:
     """Read a CSV / TSV (with header) or JSONL file, by extension; malformed rows are kept with a reason."""
     fmt = _input_format(path)
-    bar = tqdm(desc="read", unit="row", disable=bars_disabled(progress), delay=PROGRESS_DELAY_S)
+    bar = progress_bar(desc="read", unit="row", disable=bars_disabled(progress), delay=PROGRESS_DELAY_S)
     try:
         table = _read_jsonl(path, bar) if fmt == "jsonl" else _read_delimited(path, fmt, bar)
     finally:

@@ -19,7 +19,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from multidistill.config import DataConfig
 from multidistill.data.collate import pad_id
@@ -63,6 +62,7 @@ from multidistill.utils.entry import api_call
 from multidistill.utils.hashing import hash_tokenizer
 from multidistill.utils.interrupt import raise_if_interrupted
 from multidistill.utils.lock import hold_lock
+from multidistill.utils.progress import progress_bar
 from multidistill.utils.quiet import bars_disabled
 
 
@@ -308,7 +308,7 @@ def generate_shards(labeler: ShardLabeler, partial: Path, plan: list[Shard], ran
         raise ValueError(f"rank {rank} is not in 0..{world - 1}")
     todo = [s for s in plan if s.index % world == rank and not (partial / s.file_name).is_file()]
     done = []
-    for shard in tqdm(todo, desc="soft-target shards", disable=len(todo) < 2 or bars_disabled(progress),
+    for shard in progress_bar(todo, desc="soft-target shards", disable=len(todo) < 2 or bars_disabled(progress),
                       dynamic_ncols=True):
         ids, logits, features = labeler.label(shard)
         raise_if_interrupted()  # a Ctrl-C that torch swallowed while this shard was labelled: never keep the shard

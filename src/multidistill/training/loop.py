@@ -22,7 +22,6 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
 from multidistill.config import TrainConfig
 from multidistill.data.batches import row_lengths
@@ -44,6 +43,7 @@ from multidistill.training.schedule import epoch_steps, make_scheduler, planned_
 from multidistill.training.selection import holdout_loss, holdout_split
 from multidistill.utils.atomic import json_safe, write_json
 from multidistill.utils.interrupt import add_note, deferred_interrupts, raise_if_interrupted
+from multidistill.utils.progress import in_terminal, progress_bar
 from multidistill.utils.quiet import bars_disabled
 
 CHECKPOINTS = "checkpoints"
@@ -254,7 +254,7 @@ def train(
         # (A resume without a checkpoint starts at step 0: everything the cut run logged goes.)
         writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=state.step + 1 if resume else None) \
             if accelerator.is_main_process else None
-    progress = tqdm(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
+    progress = progress_bar(total=total_steps, initial=state.step, desc="train", dynamic_ncols=True,
                     disable=not accelerator.is_main_process or bars_disabled(True))  # $TQDM_DISABLE too
 
     def run_eval() -> None:
@@ -391,7 +391,7 @@ def train(
                         loss = window_loss / window_steps
                     progress.set_postfix(**({"loss": f"{loss:.4f}"} if loss is not None else {}),
                                          **{name: f"{value:.4f}" for name, value in term_means.items()},
-                                         ex_s=f"{rate:.1f}")
+                                         ex_s=f"{rate:.1f}", refresh=in_terminal())  # a log: lines by time
                     if writer is not None:
                         with deferred_interrupts():
                             if loss is not None:
