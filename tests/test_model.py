@@ -196,3 +196,13 @@ def test_a_run_folder_or_an_export_given_for_a_model_folder_is_named_as_such(mod
     with pytest.raises(ModelError, match=r"\(an onnx export of runs/x/model; this command takes the multidistill "
                                          r"model folder \(predict also takes an ONNX export\)\)"):
         load_model(tmp_path / "export")
+    # A per-task folder of an HF export (its parent holds export.json too): `evaluate` named the default output it
+    # would write inside the export ("--output ... is inside the model folder") before the folder itself.
+    for folder in (tmp_path / "hf", tmp_path / "hf" / "sst2"):
+        folder.mkdir()
+        (folder / "export.json").write_text(json.dumps({"kind": "hf", "source": "runs/x/model"}))
+    from multidistill.evaluation.run import evaluate_model_dir
+
+    with pytest.raises(ModelError, match=r"\(an hf export of runs/x/model; .* comes back with `multidistill "
+                                         r"import-classifier`\)"):
+        evaluate_model_dir(tmp_path / "hf" / "sst2", output=tmp_path / "hf" / "eval_sst2_dev.json", progress=False)

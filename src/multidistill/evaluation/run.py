@@ -50,6 +50,10 @@ def evaluate_model_dir(model_dir: str | os.PathLike, *, tasks: list[str] | str |
             raise ConfigError("--tasks: no task given; name at least one, or leave it out for all the model's tasks")
         require_distinct("--tasks", tasks or [])
         if output is not None:  # checked before scoring: the metrics would have nowhere to go
+            from multidistill.models.multitask import read_model_config
+
+            # The folder first: an export given for a model would otherwise be told about a default output inside it.
+            read_model_config(Path(model_dir))
             _check_output(output)
         metrics = _evaluate(Path(model_dir), tasks, data_root, split, batch_size, max_seq_length, bf16, cache_dir,
                             progress)

@@ -311,8 +311,9 @@ def _what_folder(directory: Path) -> str:
             meta = {}
         source = f" of {meta['source']}" if isinstance(meta, dict) and meta.get("source") else ""
         kind = meta.get("kind") if isinstance(meta, dict) else None
+        back = "; a Hugging Face classifier comes back with `multidistill import-classifier`" if kind == "hf" else ""
         return (f"an {kind or 'export'} export{source}; this command takes the multidistill model folder "
-                "(predict also takes an ONNX export)")
+                f"(predict also takes an ONNX export){back}")
     return "is this a multidistill model folder?"
 
 
