@@ -185,7 +185,8 @@ def test_a_missing_model_folder_or_a_recipe_file_is_said_by_its_key(tiny_run, tm
             call(config, progress=False)
     recipe = write(tiny_recipe("mtdnn_kd.yaml", tiny_run, tmp_path), tmp_path)
     with pytest.raises(multidistill.ConfigError, match=r"a recipe config \(top-level key 'recipe: mtdnn_kd'\), not "
-                                                       r"a TeacherRunConfig; run it with `multidistill run`") as info:
+                                                       r"the config of a single training run \(train-teacher, "
+                                                       r"distill\); run it with `multidistill run`") as info:
         multidistill.train_teacher(recipe)
     assert "unknown key" not in str(info.value)
     assert not (tmp_path / "run").exists()

@@ -347,6 +347,11 @@ def test_recipe_config_errors_name_the_key(tmp_path, monkeypatch, capsys):
     recipe = read_yaml(REPO / "configs" / "mtdnn_kd.yaml")
     code, output = run_cli(monkeypatch, capsys, "run", str(write({**recipe, "recipe": "nope"}, tmp_path)))
     assert code == 2 and "key 'recipe'" in output
+    # a single run's config handed to `run`: the commands that take it, not only "expected one of [...], got None"
+    teacher = read_yaml(REPO / "configs" / "teacher_sample.yaml")
+    code, output = run_cli(monkeypatch, capsys, "run", str(write(teacher, tmp_path)))
+    assert code == 2 and "key 'recipe' is missing: this looks like the config of a single training run" in output
+    assert "multidistill train-teacher" in output and "'mtdnn_kd'" in output
     bad = {**recipe, "student": {**recipe["student"], "train": {"max_examples_per_task": 5}}}
     code, output = run_cli(monkeypatch, capsys, "run", str(write(bad, tmp_path)))
     assert code == 2 and "max_examples_per_task at the top" in output

@@ -722,9 +722,10 @@ def load_config(source: ConfigSource, overrides: list[str] | str | None = None,
         config = schema.model_validate(raw)
     except ValidationError as exc:
         if "recipe" in raw and "recipe" not in schema.model_fields:  # not a line per recipe key it does not know
-            raise ConfigError(f"{label}: a recipe config (top-level key 'recipe: {raw['recipe']}'), not a "
-                              f"{schema.__name__}; run it with `multidistill run` (multidistill.run in Python)"
-                              ) from exc
+            what = ("the config of a single training run (train-teacher, distill)" if schema is TeacherRunConfig
+                    else f"a {schema.__name__}")
+            raise ConfigError(f"{label}: a recipe config (top-level key 'recipe: {raw['recipe']}'), not {what}; "
+                              "run it with `multidistill run` (multidistill.run in Python)") from exc
         raise ConfigError(format_validation_error(exc, label, overrides, schema)) from exc
     refuse_joined_overrides(config, overrides)
     return config

@@ -27,6 +27,7 @@ from multidistill.config import (
     read_yaml,
 )
 from multidistill.data.tasks import BUILTIN_TASKS
+from multidistill.errors import ConfigError
 
 
 def refuse_replaced_seed(train: TrainConfig | None, key: str, seeds_key: str) -> None:
@@ -174,4 +175,12 @@ def load_recipe(path: RecipeBase | Mapping[str, Any] | str | os.PathLike,
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"a recipe is a YAML file's path, a mapping or a recipe config (load_recipe), not "
                         f"{type(path).__name__}")
-    return load_config(path, overrides, schema=recipe_entry(read_yaml(path).get("recipe"), str(path)).schema)
+    raw = read_yaml(path)
+    if "recipe" not in raw and ("kind" in raw or {"model", "train"} <= set(raw)):
+        from multidistill.recipes.registry import discover_recipes
+
+        # A single run's config given to `run`: name the commands that take it, not only the missing key.
+        raise ConfigError(f"{path}: key 'recipe' is missing: this looks like the config of a single training run; "
+                          "run it with `multidistill train-teacher` (kind: teacher) or `multidistill distill`, or "
+                          f"name a method with recipe: one of {sorted(discover_recipes())} (configs/*.yaml)")
+    return load_config(path, overrides, schema=recipe_entry(raw.get("recipe"), str(path)).schema)
