@@ -248,7 +248,9 @@ def run_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check the recipe, its data and its output folder and list what a run would do with each "
                           "stage (reuse, run, resume, make again), running nothing and writing nothing in "
-                          "output_dir; a stage a run would refuse is refused here too (exit 2).")] = False,
+                          "output_dir; a stage a run would refuse is refused here too (exit 2). Stages that read "
+                          "what an earlier stage not made yet writes are checked when it has run (said at the "
+                          "end).")] = False,
 ) -> None:
     """Run a whole distillation method: every stage in order, each writing one folder under output_dir.
 
@@ -303,7 +305,8 @@ def demo_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check the settings, the data and the output folder and list what the demo would do "
                           "with each stage (reuse, run, resume, make again), running nothing and writing nothing "
-                          "in output_dir, as run --dry-run does.")] = False,
+                          "in output_dir, as run --dry-run does: from an empty folder that is the teacher alone, "
+                          "since the next stages read its files.")] = False,
 ) -> None:
     """Run the whole pipeline on the real data sample shipped in the package, with no arguments.
 

@@ -353,7 +353,7 @@ class StageRunner:
                 said = " ".join(str(exc).split())
                 if not any(row.action != "reuse" for row in self._dry):
                     raise  # every stage is made: a real error of the recipe's, not where checking must stop
-                stopped = (f"the recipe then reads what a stage not run yet would write ({type(exc).__name__}: "
+                stopped = (f"the recipe then reads what a stage not run yet would write ("
                            f"{said if len(said) <= 160 else said[:157] + '...'}); the rest is checked once the "
                            "stages listed have run")
             else:
