@@ -373,3 +373,21 @@ def test_a_feature_store_of_teachers_of_other_lengths_is_refused_naming_the_key(
     assert not (root / "features").exists()
     store = build_signal_store(dirs, data, root / "features", hidden_layers=[1], max_seq_length=8)
     assert store.features.max_length == 8 and store.manifest["max_length"] == 8
+
+
+def test_a_refused_store_says_which_part_of_its_training_data_differs():
+    """The store records its data fingerprint's parts (`ExampleStore.data_parts`); a run refusing it names the cap,
+    the seed, the files or the spec that differ, and, where a cap draws the rows, the soft-targets flags that draw
+    the run's own."""
+    from multidistill.training.run import _differing_parts, _subset_flags
+
+    base = {"spec": "s", "content": "c", "limit": 200, "seed": 42, "rest": None}
+    assert _differing_parts(base, {**base, "seed": 7}) == "the store's rows were drawn with seed 42, this run's with 7"
+    assert _differing_parts({**base, "limit": None, "seed": None}, base) == (
+        "the store kept every row of the training split, this run's max_examples_per_task keeps up to 200 rows")
+    assert _differing_parts(base, {**base, "content": "d", "spec": "t", "rest": "r"}) == (
+        "the data files' contents differ; the task spec differs (labels, columns, files or type); the domain "
+        "selection or the carved split differs")
+    assert _differing_parts(base, base) == ""
+    assert _subset_flags(base) == " (here: --max-examples-per-task 200 --seed 42)"
+    assert _subset_flags({**base, "limit": None, "seed": None}) == ""

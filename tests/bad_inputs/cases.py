@@ -385,8 +385,14 @@ CASES: list[Case] = [
          ("task 'toy_sent'", "the store holds 96 training rows but the run has 10"),
          patch={"train.max_examples_per_task": 10}),
     Case("store-edited-data", "store", "the training file edited after the store was built (same row count)",
-         "distill", ("task 'toy_sent'", "made from other training data", "soft-targets"),
+         "distill", ("task 'toy_sent'", "made from other training data", "the data files' contents differ",
+                     "soft-targets"),
          damage=(reverse_rows("{data}/toy_sent/train.tsv"),)),
+    Case("store-cap-over-every-row", "store", "a store built for all rows, the run caps at 1000 rows per task (more "
+         "than there are: the same rows, another subset setting; the message named no setting)", "distill",
+         ("task 'toy_sent'", "the store kept every row of the training split, this run's max_examples_per_task "
+          "keeps up to 1000 rows", "--max-examples-per-task 1000 --seed 7"),
+         patch={"train.max_examples_per_task": 1000}),
     Case("store-nan-logit", "store", "a teacher logit in the Arrow shard is NaN", "distill",
          ("signal store", "task 'toy_sent' split 'train'", "teacher_logits", "NaN/inf"),
          damage=(poison_signals("{store}/toy_sent/train", "teacher_logits", float("nan")),)),

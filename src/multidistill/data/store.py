@@ -161,6 +161,15 @@ class ExampleStore:
             self._fingerprints[key] = hash_json(payload)
         return self._fingerprints[key]
 
+    def data_parts(self, task: str, split: str) -> dict:
+        """What `data_fingerprint` hashes, part by part: the task spec's and the files' hashes, the row cap and the
+        seed that drew the rows, and the rest (domain selection, a carved split). A signal store records them so
+        that a run refusing it can say which part differs."""
+        payload = self._rows_payload(task, split)
+        rest = {key: value for key, value in payload.items() if key not in ("split", "content", "limit", "seed")}
+        return {"spec": hash_json(fingerprint_spec(self.tasks[task])), "content": payload["content"],
+                "limit": payload["limit"], "seed": payload["seed"], "rest": hash_json(rest) if rest else None}
+
     def rows_fingerprint(self, task: str, split: str) -> str:
         """The data of a split without its task spec: its files' bytes, the subset and the domain selection. A
         recipe stage records it (its settings hold the spec, with paths inside the run folder made portable), so

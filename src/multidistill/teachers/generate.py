@@ -219,7 +219,9 @@ def _build_store(teacher_dirs: list[str | Path], data: DataConfig, out_dir: Path
                 # the weights the signals come from, so a student's card can tell a teacher retrained in place
                 "teacher_weights": [weights_fingerprint(str(d)) for d in teacher_dirs],
                 "tasks": {t: {"type": tasks[t].type, "num_labels": tasks[t].num_labels} for t in data.task_names},
-                "max_length": length, "data": data_fingerprints}
+                "max_length": length, "data": data_fingerprints,
+                # each fingerprint's parts, so a run refusing the store can say which differs (`data_parts`)
+                "data_parts": {f"{t}/{s}": store.data_parts(t, s) for t in data.task_names for s in splits}}
     if partial_cover:  # teachers of different tasks: which of them labelled each task (indices into "teachers")
         manifest["task_teachers"] = {name: covering[name] for name in data.task_names}
     if spec is not None:

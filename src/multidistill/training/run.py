@@ -176,10 +176,40 @@ def open_stored_signals(config: TeacherRunConfig, data) -> StoredSignals:
                               f"but the run has {len(data.train_sets[name])}; use the same max_examples and seed")
         recorded = made_from.get(f"{name}/train")
         if recorded is not None and recorded != data.store.data_fingerprint(name, "train"):
-            raise ConfigError(f"task '{name}': store {config.signals} was made from other training data (file "
-                              "contents, task spec, or subset size and seed differ from this run's); rebuild it "
-                              "with `multidistill soft-targets` on this data")
+            parts = (store.manifest.get("data_parts") or {}).get(f"{name}/train")
+            said = _differing_parts(parts, data.store.data_parts(name, "train")) if isinstance(parts, dict) else ""
+            raise ConfigError(f"task '{name}': store {config.signals} was made from other training data ("
+                              + (said or "file contents, task spec, or subset size and seed differ from this run's")
+                              + "); rebuild it with `multidistill soft-targets` on this data"
+                              + _subset_flags(data.store.data_parts(name, "train")))
     return signals
+
+
+def _differing_parts(stored: dict, now: dict) -> str:
+    """What differs between a store's recorded data parts (`ExampleStore.data_parts`) and this run's, in words."""
+    def rows(limit) -> str:
+        return f"up to {limit} rows" if limit is not None else "every row"
+
+    said = []
+    if stored.get("limit") != now["limit"]:
+        said.append(f"the store kept {rows(stored.get('limit'))} of the training split, this run's "
+                    f"max_examples_per_task keeps {rows(now['limit'])}")
+    elif stored.get("seed") != now["seed"]:
+        said.append(f"the store's rows were drawn with seed {stored.get('seed')}, this run's with {now['seed']}")
+    if stored.get("content") != now["content"]:
+        said.append("the data files' contents differ")
+    if stored.get("spec") != now["spec"]:
+        said.append("the task spec differs (labels, columns, files or type)")
+    if stored.get("rest") != now["rest"]:
+        said.append("the domain selection or the carved split differs")
+    return "; ".join(said)
+
+
+def _subset_flags(parts: dict) -> str:
+    """The soft-targets options that draw this run's training rows, when a cap draws them."""
+    if parts["limit"] is None:
+        return ""
+    return f" (here: --max-examples-per-task {parts['limit']} --seed {parts['seed']})"
 
 
 RunConfigSource = TeacherRunConfig | Mapping[str, Any] | str | os.PathLike
