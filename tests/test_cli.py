@@ -485,3 +485,22 @@ def test_help_version_and_a_missing_config_answer_before_the_heavy_imports(tmp_p
             args, done.stdout[-500:], done.stderr[-2000:])
         if said.startswith("2"):
             assert "does not exist" in done.stderr, done.stderr
+
+
+def test_a_result_table_marks_scores_a_constant_predictor_also_reaches(capsys):
+    """A teacher at 0.5200 on SST-2 read as a weak model; it is the majority class. The table marks it and names the
+    predictor; a score above its baseline, or a task without one, is left as it was."""
+    from multidistill.cli import print_metrics
+
+    metrics = {"tasks": {"sst2": {"accuracy": 0.52}, "mrpc": {"f1": 0.90}, "cola": {"matthews": 0.3}},
+               "main": {"sst2": 0.52, "mrpc": 0.90, "cola": 0.3}, "average": 0.5733}
+    baselines = {"sst2": {"predictor": "always '1' (majority class, 56% of training)", "main": 0.5150},
+                 "mrpc": {"predictor": "always '1'", "main": 0.8122}}
+    print_metrics("teacher", metrics, baselines)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0.5200†" in out and "0.9000†" not in out and "0.3000†" not in out
+    assert "† no better than a constant predictor (within 0.01): sst2: always '1' (majority class, 56% of " \
+           "training) scores 0.5150" in out
+    assert "mrpc: always" not in out
+    print_metrics("teacher", metrics)  # no baselines recorded: no marks, no note
+    assert "†" not in capsys.readouterr().out

@@ -157,16 +157,30 @@ def _split_names(text: str | None, option: str) -> list[str] | None:
     return names
 
 
-def print_metrics(title: str, metrics: dict) -> None:
-    """Render {'tasks': {task: {metric: v}}, 'main': {...}, 'average': x} as a table."""
+def print_metrics(title: str, metrics: dict, baselines: dict | None = None) -> None:
+    """Render {'tasks': {task: {metric: v}}, 'main': {...}, 'average': x} as a table. ``baselines`` (metrics.json's
+    ``trivial_baselines``, scored on the same rows) marks a main score no better than its task's constant predictor
+    and says which predictor that is: a teacher at 0.54 on SST-2 is the majority class, not a poor model."""
+    from multidistill.evaluation.baseline import AT_BASELINE_MARK, BASELINE_MARGIN, at_baseline
+
     table = Table(title=title)
     table.add_column("task", overflow="fold")
     table.add_column("metrics", overflow="fold")
     table.add_column("main", justify="right")
+    constant = {}
     for task, values in metrics["tasks"].items():
-        table.add_row(task, "  ".join(f"{k}={v:.4f}" for k, v in values.items()), f"{metrics['main'][task]:.4f}")
+        baseline = (baselines or {}).get(task) or {}
+        flat = at_baseline(metrics["main"][task], baseline.get("main"))
+        if flat:
+            constant[task] = baseline
+        table.add_row(task, "  ".join(f"{k}={v:.4f}" for k, v in values.items()),
+                      f"{metrics['main'][task]:.4f}{AT_BASELINE_MARK if flat else ''}")
     table.add_row("[bold]average[/bold]", "", f"[bold]{metrics['average']:.4f}[/bold]")
     console.print(table)
+    if constant:
+        console.print(Text(f"{AT_BASELINE_MARK} no better than a constant predictor (within {BASELINE_MARGIN}): "
+                           + "; ".join(f"{task}: {b.get('predictor', 'a constant')} scores {b['main']:.4f}"
+                                       for task, b in constant.items())))
 
 
 def print_domain_metrics(title: str, metrics: dict) -> None:
@@ -205,11 +219,21 @@ def print_result(name: str, result) -> None:
         return
     held_out = getattr(result, "holdout_loss", None)
     if result.best_metrics.get("tasks"):
-        print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics)
+        print_metrics(f"{name}: best dev metrics (step {result.best_step})", result.best_metrics,
+                      _recorded_baselines(Path(result.model_dir).parent))
     if held_out is not None:  # select: lowest_loss (the only measure of a run whose tasks are all unlabelled text)
         console.print(f"{name}: kept the model of step {result.best_step}, lowest held-out loss {held_out:.4f}")
     console.print(f"model: {result.model_dir}   training: {result.train_seconds:.0f}s, "
                   f"{result.examples_per_second:.1f} examples/s")
+
+
+def _recorded_baselines(run_dir: Path) -> dict | None:
+    """The trivial baselines a finished run recorded in its metrics.json (None if it has none, or none readable)."""
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("trivial_baselines")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 @app.command("tasks")
