@@ -504,3 +504,17 @@ def test_a_result_table_marks_scores_a_constant_predictor_also_reaches(capsys):
     assert "mrpc: always" not in out
     print_metrics("teacher", metrics)  # no baselines recorded: no marks, no note
     assert "†" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "expect"), [
+    (["train-teacher", "--config", "c.yaml"], "train-teacher takes its config file as its first argument, not "
+                                              "--config"),
+    (["run", "--config=c.yaml"], "multidistill run CONFIG.yaml"),
+    (["distill", "c.yaml", "--output-dir", "o"], "distill has no --output-dir: the output folder is the config's "
+                                                 "output_dir; set it there, or give --set output_dir=DIR"),
+    (["train-teacher", "c.yaml", "--output_dir=o"], "--set output_dir=DIR"),
+])
+def test_options_from_other_training_scripts_say_where_the_setting_goes(args, expect, monkeypatch, capsys):
+    """`--config FILE` and `--output-dir DIR` got the parser's bare "No such option"."""
+    code, output = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and expect in output, output

@@ -140,6 +140,27 @@ def _help_or_version(args: list[str]) -> bool:
     return not args or bool({"--help", "--version"} & set(args))
 
 
+# Options users bring from other training scripts, for the commands that read everything from a config file: the
+# parser's "No such option" would leave them guessing where the setting goes.
+_CONFIG_COMMANDS = ("train-teacher", "distill", "run")
+_OUTPUT_SPELLINGS = ("--output-dir", "--output_dir", "--out", "--output", "--out-dir")
+
+
+def _spelling_hint(args: list[str]) -> str | None:
+    """What to write instead of ``--config FILE`` or ``--output-dir DIR`` after a config command, else None."""
+    if not args or args[0] not in _CONFIG_COMMANDS:
+        return None
+    command, given = args[0], {arg.split("=", 1)[0] for arg in args[1:]}
+    if "--config" in given:
+        return (f"{command} takes its config file as its first argument, not --config: "
+                f"multidistill {command} CONFIG.yaml")
+    spelled = next((option for option in _OUTPUT_SPELLINGS if option in given), None)
+    if spelled:
+        return (f"{command} has no {spelled}: the output folder is the config's output_dir; set it there, or "
+                f"give --set output_dir=DIR")
+    return None
+
+
 def _seed_in_range(value: int) -> int:
     """--seed: a seed numpy takes. Checked here rather than with typer's min/max, whose range ("[0<=x<=4294967295]")
     would widen the type column of the help table until option names are cut at 80 columns."""
@@ -672,6 +693,9 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     """Entry point: user-input errors print one clear message and exit with code 2."""
+    if (hint := _spelling_hint(sys.argv[1:])) is not None:
+        err_console.print("[bold red]error:[/bold red]", Text(hint), highlight=False, soft_wrap=True)
+        sys.exit(2)
     try:
         if not _help_or_version(sys.argv[1:]):
             _quiet_libraries()
