@@ -258,8 +258,9 @@ def load_benchmark(run_dir: Path) -> tuple[dict | None, str | None]:
     """Read ``run_dir/benchmark.json``; returns (benchmark, None) or (None, why the speed section is missing)."""
     path = run_dir / BENCHMARK_FILE
     if not path.is_file():
-        return None, (f"No speed section: {BENCHMARK_FILE} was not found in the run folder. Run "
-                      f"`multidistill benchmark` and write its output to {BENCHMARK_FILE} to add one.")
+        return None, (f"No speed section: {BENCHMARK_FILE} was not found in the run folder. To add one, run "
+                      f"`multidistill benchmark TEACHER/model STUDENT/model ... --out {path}` (the reference "
+                      "first), then this report again.")
     try:
         payload = _read_json(path)
     except DataError as exc:
