@@ -343,6 +343,7 @@ def test_a_mapping_given_with_set_is_merged_into_the_section() -> None:
     ("output_dir=2024-01-01", r"YAML read the unquoted value as the date 2024-01-01: quote it"),
     ("train.lrr=0.1", r"key 'train.lrr': unknown key \(check spelling\); did you mean 'lr'\? \(from --set\)"),
     ("trian.lr=0.1", r"key 'trian': unknown key \(check spelling\); did you mean 'train'\?"),
+    ("lr=0.1", r"key 'lr': unknown key \(check spelling\); did you mean 'train.lr'\? \(from --set\)"),
 ])
 def test_config_errors_say_what_yaml_read_and_where_it_came_from(tiny_run, override, message) -> None:
     _, write = tiny_run
@@ -356,6 +357,12 @@ def test_a_comma_list_for_a_list_key_gets_the_bracket_hint() -> None:
     with pytest.raises(ConfigError, match=r"key 'teacher.seeds': Input should be a valid list; write a list in "
                                           r"brackets: \[1,2\] \(from --set\)"):
         load_recipe(REPO / "configs/mtdnn_kd.yaml", ["teacher.seeds='1,2'"])
+    with pytest.raises(ConfigError, match=r"key 'teacher.seeds': Input should be a valid list; a list, even of one "
+                                          r"item: \[1\] \(from --set\)"):
+        load_recipe(REPO / "configs/mtdnn_kd.yaml", ["teacher.seeds=1"])
+    with pytest.raises(ConfigError, match=r"key 'student.lr': unknown key \(check spelling\); did you mean "
+                                          r"'student.train.lr'\?"):
+        load_recipe(REPO / "configs/mtdnn_kd.yaml", ["student.lr=3e-5"])
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -94,6 +94,8 @@ def _hint(err: dict) -> str:
     value = err.get("input")
     if err["type"] == "list_type" and isinstance(value, str) and "," in value:
         return f"; write a list in brackets: [{value}]"
+    if err["type"] == "list_type" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return f"; a list, even of one item: [{value}]"
     if err["type"] not in _WRONG_TYPE or isinstance(value, str | dict | list):
         return ""
     if isinstance(value, bool):
@@ -112,7 +114,14 @@ def _suggestion(schema: type[BaseModel] | None, loc: tuple) -> str:
         return ""
     names = _field_names(schema, loc[:-1])
     close = closest_name(loc[-1], names) if names else None
-    return f"; did you mean '{close}'?" if close else ""
+    if close:
+        return f"; did you mean '{close}'?"
+    # A key one section too high (student.lr for student.train.lr): the sections below that hold it.
+    deeper = sorted(name for name in names if loc[-1] in _field_names(schema, (*loc[:-1], name)))
+    if deeper:
+        return "; did you mean " + " or ".join(f"'{'.'.join(map(str, (*loc[:-1], name, loc[-1])))}'"
+                                               for name in deeper) + "?"
+    return ""
 
 
 def _field_names(schema: type[BaseModel], path: tuple) -> set[str]:
