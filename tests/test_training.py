@@ -219,6 +219,23 @@ def test_bf16_autocast_trains_and_warns_without_native_support(tiny_run, monkeyp
     assert result.steps > 0 and result.best_score == result.best_score
 
 
+def test_every_bf16_switch_warns_on_a_cpu_without_native_bf16(monkeypatch):
+    """evaluate --bf16, soft-targets --bf16 and a recipe's signals.bf16 ran 7-20x slower in silence; each names its
+    own setting."""
+    import warnings
+
+    from multidistill.training.device import accelerator_for, bf16_checked
+
+    accelerator = accelerator_for("bf16")
+    monkeypatch.setattr("multidistill.training.device.cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match=r"--bf16 is on but this CPU has no native bf16 .* consider leaving it out"):
+        assert bf16_checked(accelerator, "--bf16", "leaving it out") is accelerator
+    monkeypatch.setattr("multidistill.training.device.cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bf16_checked(accelerator, "--bf16", "leaving it out")
+
+
 def test_cpu_name_reads_the_model_name_lscpu_prints(tmp_path, monkeypatch):
     from pathlib import Path
 

@@ -95,9 +95,15 @@ def accelerator_for(precision: str) -> Accelerator:
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """The Accelerator of a training run: ``train.bf16`` / ``train.fp16``; warns when bf16 would be emulated."""
     precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
-    accelerator = accelerator_for(precision)
-    if config.bf16 and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
+    return bf16_checked(accelerator_for(precision), "train.bf16", "train.bf16=false") if config.bf16 \
+        else accelerator_for(precision)
+
+
+def bf16_checked(accelerator: Accelerator, setting: str, instead: str) -> Accelerator:
+    """``accelerator``, after a warning naming ``setting`` (and ``instead``, the way back to fp32) when it runs
+    bf16 autocast on a CPU without native bf16 kernels."""
+    if accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
         # Measured on an AVX2-only EPYC: bf16 autocast made a MiniLM train step ~20x slower (docs/benchmarks.md).
-        warnings.warn("train.bf16 is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
-                      "much slower than fp32 here; consider train.bf16=false", stacklevel=2)
+        warnings.warn(f"{setting} is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
+                      f"much slower than fp32 here; consider {instead}", stacklevel=3)
     return accelerator
