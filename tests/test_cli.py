@@ -108,6 +108,9 @@ def test_train_then_evaluate(tiny_run, tmp_path, monkeypatch, capsys):
     assert code == 0, output
     assert "average" in output and "toy_pair" in output
     model_dir = tmp_path / "run" / "model"
+    # what a teacher is for next: the command that stores its soft targets, with this run's model and tasks
+    assert f"next: the teacher's soft targets for a student, multidistill soft-targets --teacher {model_dir} " \
+           "--tasks toy_sent,toy_pair,toy_reg --out SIGNALS_DIR" in " ".join(output.split())
     code, output = run_cli(monkeypatch, capsys, "evaluate", str(model_dir), "--tasks", "toy_sent,toy_reg",
                            "--data-root", raw["data"]["data_root"], "--cache-dir", str(tmp_path / "cache"))
     assert code == 0, output
@@ -201,6 +204,8 @@ def test_distill_a_student_from_stored_soft_targets(tiny_run, tmp_path, monkeypa
     assert code == 0, output
     assert json.loads((tmp_path / "student" / "metrics.json").read_text())["tasks"].keys() == {
         "toy_sent", "toy_pair", "toy_reg"}
+    assert f"next: multidistill export {tmp_path / 'student' / 'model'} --format onnx --out EXPORT_DIR" in " ".join(
+        output.split())
 
     # A store made for a different training subset is refused before training.
     code, output = run_cli(monkeypatch, capsys, "distill", str(write(student, "student.yaml")), "--overwrite",

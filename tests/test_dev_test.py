@@ -304,6 +304,7 @@ def test_metakd_scores_each_target_on_its_carved_test_rows(tiny_run, tmp_path, m
     monkeypatch.setattr(metakd_report, "evaluate", spy)
     code, output = run_cli(monkeypatch, capsys, "run", str(write(recipe, tmp_path)))
     assert code == 0, output
+    assert f"next: multidistill report {recipe['output_dir']}" in " ".join(output.split())
     data = DataConfig.model_validate({**recipe["data"], "tasks": ["reviews"]})
     carved = sorted(open_example_store(data, max_examples_per_task=None, seed=0).examples("reviews", "test")["id"])
     assert len(carved) == 8  # floor(0.4 x 10) of each domain's 10 dev rows

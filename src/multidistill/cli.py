@@ -315,6 +315,10 @@ def run_command(
         return
     with run_log(recipe_config.output_dir):
         run_recipe(recipe_config)
+        if _reports():
+            console.print(Text(f"next: multidistill report {recipe_config.output_dir} (report.md with the tables and "
+                               "figures); multidistill benchmark for speed (the report then shows it too)"),
+                          soft_wrap=True)
 
 
 def _print_plan(plan, output_dir: str, command: str) -> None:
@@ -424,6 +428,13 @@ def train_teacher_command(
             results = {run_config.train.seed: train_teacher(run_config, resume=resume, overwrite=overwrite)}
         for seed, result in results.items():
             print_result(f"seed {seed}", result)
+        if _reports():
+            models = [str(result.model_dir) for result in results.values()]
+            tasks = ",".join(run_config.data.task_names)
+            console.print(Text("next: the teacher's soft targets for a student, multidistill soft-targets "
+                               + " ".join(f"--teacher {model}" for model in models)
+                               + f" --tasks {tasks} --out SIGNALS_DIR, then `signals: SIGNALS_DIR` in a distill "
+                               "config (configs/mtdnn_kd_student.yaml)"), soft_wrap=True)
 
 
 @app.command("distill")
@@ -450,10 +461,15 @@ def distill_command(
     from multidistill.utils.runlog import run_log
 
     with run_log(run_config.output_dir):
-        print_result("student", distill(run_config, resume=resume, overwrite=overwrite))
+        result = distill(run_config, resume=resume, overwrite=overwrite)
+        print_result("student", result)
     encoder = Path(run_config.output_dir) / "encoder"
     if encoder.is_dir():  # a general (text-only) run: its student as a plain HF encoder folder
         console.print(f"general student (plain Hugging Face encoder): {encoder}")
+    elif _reports():
+        console.print(Text(f"next: multidistill export {result.model_dir} --format onnx --out EXPORT_DIR (serving; "
+                           f"then multidistill predict EXPORT_DIR), or multidistill benchmark TEACHER/model "
+                           f"{result.model_dir} (speed and scores side by side)"), soft_wrap=True)
 
 
 @app.command("soft-targets")
