@@ -506,6 +506,14 @@ def test_skipped_line_numbers_are_printed(model_dir, tmp_path):
     assert "skipped 1 bad row(s): line 2\n" in _cli(args).output
 
 
+def test_out_is_another_name_of_output(model_dir, tmp_path):
+    """export, soft-targets and report take --out: `predict --out` was "No such option"."""
+    source = write_input(tmp_path / "in.csv", ["text"], [["good"], ["bad"]])
+    result = _cli([str(model_dir), "--task", "toy_sent", "--input", str(source), "--out", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert len(read_output(tmp_path / "p.jsonl")) == 2
+
+
 @pytest.mark.parametrize("name", ["out.tsv", "out.json", "out.txt", "out"])
 def test_an_output_extension_that_is_not_a_format_is_refused(name, model_dir, tmp_path):
     """`--output x.tsv` or `x.json` silently got JSON Lines."""

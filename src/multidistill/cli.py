@@ -550,9 +550,9 @@ def evaluate_command(
         min=1, metavar="N",
         help="Truncation length in tokens (default: the length the model was trained with).")] = None,
     bf16: Annotated[bool, typer.Option(help="Run under bf16 autocast.")] = False,
-    output: Annotated[Path | None, typer.Option(help="JSON file for the metrics (default: a run's model: "
-                                                "eval_<split>.json in its run folder; another folder: "
-                                                "eval_<folder name>_<split>.json beside it).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "--out", help="JSON file for the metrics (default: a run's model: eval_<split>.json in its run "
+                                  "folder; another folder: eval_<folder name>_<split>.json beside it).")] = None,
     cache_dir: Annotated[str, typer.Option(help="Cache for tokenised views.")] = ".cache/multidistill",
     per_domain: Annotated[bool, typer.Option(
         "--per-domain", help="Also print each domain's metrics and their average, for tasks with domains (the JSON "

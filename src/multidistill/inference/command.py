@@ -24,9 +24,10 @@ def predict_command(
     task: Annotated[str, typer.Option(help="The task (head) to predict, e.g. sst2.")],
     input_path: Annotated[Path, typer.Option("--input", help="Texts to label: .csv or .tsv with a header line, or "
                                                              ".jsonl / .json (one JSON object per line).")],
-    output: Annotated[Path, typer.Option(help="Predictions file: .jsonl for JSON Lines or .csv for CSV (other "
-                                              "extensions are refused). Written atomically; never left "
-                                              "half-written. Not '-': stdout is not supported.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "--out", help="Predictions file: .jsonl for JSON Lines or .csv for CSV (other extensions are "
+                                  "refused). Written atomically; never left half-written. Not '-': stdout is not "
+                                  "supported.")],
     text_columns: Annotated[str | None, typer.Option(
         help="Text column(s), e.g. 'review' or 'question,answer' (default: the columns the task was trained on "
              "when the file has them, else text / sentence / text_a, or for pair tasks text_a,text_b / "
