@@ -523,3 +523,17 @@ def test_options_from_other_training_scripts_say_where_the_setting_goes(args, ex
     """`--config FILE` and `--output-dir DIR` got the parser's bare "No such option"."""
     code, output = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and expect in output, output
+
+
+def test_benchmark_says_where_its_onnx_exports_went(tmp_path, monkeypatch, capsys):
+    """They were written beside the report (exports/) with nothing said."""
+    from multidistill.evaluation import benchmark as bench
+
+    report = {"models": {"teacher": {"export": str(tmp_path / "exports" / "teacher")}, "student": {"export": None}},
+              "gate_failures": []}
+    monkeypatch.setattr(bench, "benchmark", lambda *args, **kwargs: report)
+    monkeypatch.setattr(cli, "print_benchmark", lambda report: None)
+    code, output = run_cli(monkeypatch, capsys, "benchmark", str(tmp_path / "a"), "--tasks", "sst2", "--out",
+                           str(tmp_path / "b.json"))
+    assert code == 0, output
+    assert f"ONNX exports: {tmp_path / 'exports' / 'teacher'}" in " ".join(output.split())

@@ -145,6 +145,7 @@ def test_benchmark_command_compares_teacher_and_student(tiny_run, tmp_path, monk
     # 24 dev rows are timed: the throughput batch was 24, not the 32 asked, and the table says so
     assert (bench["settings"]["batch_size"], bench["settings"]["batch_size_asked"]) == (24, 32)
     assert "@24" in output
+    assert "ONNX exports" not in output  # PyTorch runtimes only: nothing exported, nothing said
 
     code, output = run_cli(monkeypatch, capsys, "benchmark", str(teacher_dir), "--tasks", "nope",
                            "--data-root", raw["data"]["data_root"], "--out", str(tmp_path / "b2.json"))

@@ -623,6 +623,9 @@ def benchmark_command(
                        max_metric_drop_int8=max_metric_drop_int8, split=split)
     print_benchmark(report)
     console.print(f"written: {out}")
+    exports = sorted({entry["export"] for entry in report["models"].values() if entry.get("export")})
+    if exports:  # written (or reused) beside the report unless --export-root said where: say so
+        console.print(Text(f"ONNX exports: {', '.join(exports)}"), soft_wrap=True)
     exit_if_gate_failed(report, str(out))
 
 
