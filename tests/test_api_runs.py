@@ -49,7 +49,10 @@ def test_evaluate_takes_cli_style_tasks_writes_its_output_and_can_be_quiet(train
     with pytest.raises(ConfigError, match="is a folder; give the path of the JSON file"):
         md.evaluate_model_dir(trained["model"], output=tmp_path, cache_dir=trained["cache"])
     md.evaluate_model_dir(trained["model"], tasks=["toy_sent"], cache_dir=trained["cache"])
-    assert "eval toy_sent" in capsys.readouterr().err  # progress on: its bars
+    assert "eval toy_sent" not in capsys.readouterr().err  # stderr is no terminal: a log keeps no evaluation bar
+    monkeypatch.setattr("multidistill.utils.progress.in_terminal", lambda: True)
+    md.evaluate_model_dir(trained["model"], tasks=["toy_sent"], cache_dir=trained["cache"])
+    assert "eval toy_sent" in capsys.readouterr().err  # progress on, in a terminal: its bars
     monkeypatch.setenv("TQDM_DISABLE", "1")  # tqdm's own switch still works with progress on
     md.evaluate_model_dir(trained["model"], tasks=["toy_sent"], cache_dir=trained["cache"])
     assert "eval toy_sent" not in capsys.readouterr().err

@@ -180,10 +180,11 @@ def test_an_objective_that_distils_one_task_type_but_leaves_another_out_is_refus
 
     tasks = list(TASKS.values())
     with pytest.raises(ConfigError, match=r"key 'objective': task\(s\) \['stsb'\] are regression, and its regression "
-                                          r"terms are not set, .* set regression beside classification \(MT-DNN-KD: "
+                                          r"terms are not set, .* the objective's classification terms read the "
+                                          r"teachers; set regression beside them \(MT-DNN-KD: "
                                           r"\[\{loss: hard\}, \{loss: score_mse\}\]"):
         refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="soft_ce")]), tasks)
-    with pytest.raises(ConfigError, match=r"\['sst2'\] are classification, .* beside regression"):
+    with pytest.raises(ConfigError, match=r"\['sst2'\] are classification, .* regression terms read the teachers"):
         refuse_unset_type_terms(ObjectiveConfig(regression=[LossTerm(loss="score_mse")]), tasks)
     with pytest.raises(ConfigError, match="are regression"):  # a feature term reads the teacher too
         refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="hard"), LossTerm(loss="hidden_mse")]),
@@ -193,6 +194,13 @@ def test_an_objective_that_distils_one_task_type_but_leaves_another_out_is_refus
                  ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], tasks={"stsb": GOLD})):
         refuse_unset_type_terms(fine, tasks)
     refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="soft_ce")]), [TASKS["sst2"]])
+    # a distilling list for a type no task of the run has: distillation was asked for, and nothing would distil
+    with pytest.raises(ConfigError, match=r"\['sst2'\] are classification, .* while the objective's multilabel "
+                                          r"terms read the teachers"):
+        refuse_unset_type_terms(ObjectiveConfig(multilabel=[LossTerm(loss="soft_bce")]), tasks)
+    # an empty per-task list falls back to the type's list (`terms_for`): still unset
+    with pytest.raises(ConfigError, match="are regression"):
+        refuse_unset_type_terms(ObjectiveConfig(classification=[LossTerm(loss="soft_ce")], tasks={"stsb": []}), tasks)
 
 
 def test_a_registered_loss_with_its_own_parameters_runs_under_the_loops_autocast(monkeypatch):

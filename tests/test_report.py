@@ -169,7 +169,8 @@ def test_without_benchmark_the_report_says_why(tmp_path):
     text = build_report(run_dir).read_text()
     assert "No speed section: benchmark.json was not found" in text
     # the command that adds it, writing where the report reads (benchmark's --out defaults to ./benchmark.json)
-    assert f"multidistill benchmark TEACHER/model STUDENT/model ... --out {run_dir / 'benchmark.json'}`" in text
+    assert f"multidistill benchmark TEACHER/model STUDENT/model ... --tasks TASKS --out {run_dir / 'benchmark.json'}`" \
+        in text
     assert "score_vs_latency.png" not in text
     assert not (run_dir / "report" / "score_vs_latency.png").exists()
     assert (run_dir / "report" / "retention.png").is_file()

@@ -384,10 +384,11 @@ def test_a_refused_store_says_which_part_of_its_training_data_differs():
     base = {"spec": "s", "content": "c", "limit": 200, "seed": 42, "rest": None}
     assert _differing_parts(base, {**base, "seed": 7}) == "the store's rows were drawn with seed 42, this run's with 7"
     assert _differing_parts({**base, "limit": None, "seed": None}, base) == (
-        "the store kept every row of the training split, this run's max_examples_per_task keeps up to 200 rows")
+        "the store kept every row of the training split, this run keeps up to 200 rows (max_examples_per_task, "
+        "or the task's own max_examples)")
     assert _differing_parts(base, {**base, "content": "d", "spec": "t", "rest": "r"}) == (
         "the data files' contents differ; the task spec differs (labels, columns, files or type); the domain "
         "selection or the carved split differs")
     assert _differing_parts(base, base) == ""
-    assert _subset_flags(base) == " (here: --max-examples-per-task 200 --seed 42)"
+    assert _subset_flags(base) == " (for this task: --max-examples-per-task 200 --seed 42)"
     assert _subset_flags({**base, "limit": None, "seed": None}) == ""

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from multidistill.config import TeacherRunConfig
@@ -217,23 +218,31 @@ def test_bf16_autocast_trains_and_warns_without_native_support(tiny_run, monkeyp
     with pytest.warns(UserWarning, match="no native bf16"):
         result = train_teacher(_config(raw, train={**raw["train"], "epochs": 0.1, "bf16": True}))
     assert result.steps > 0 and result.best_score == result.best_score
+    from multidistill.evaluation.run import evaluate_model_dir
+
+    with pytest.warns(UserWarning, match="--bf16 is on but this CPU has no native bf16"):
+        evaluate_model_dir(result.model_dir, tasks="toy_sent", bf16=True, progress=False)
 
 
 def test_every_bf16_switch_warns_on_a_cpu_without_native_bf16(monkeypatch):
-    """evaluate --bf16, soft-targets --bf16 and a recipe's signals.bf16 ran 7-20x slower in silence; each names its
-    own setting."""
+    """evaluate --bf16, soft-targets --bf16 and a recipe's signals.bf16 ran 7-20x slower in silence: they take their
+    Accelerator from `bf16_accelerator`, which names the switch (evaluate's call is checked in the test above)."""
     import warnings
+    from types import SimpleNamespace
 
-    from multidistill.training.device import accelerator_for, bf16_checked
+    from multidistill.training import device
 
-    accelerator = accelerator_for("bf16")
-    monkeypatch.setattr("multidistill.training.device.cpu_has_fast_bf16", lambda: False)
-    with pytest.warns(UserWarning, match=r"--bf16 is on but this CPU has no native bf16 .* consider leaving it out"):
-        assert bf16_checked(accelerator, "--bf16", "leaving it out") is accelerator
-    monkeypatch.setattr("multidistill.training.device.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(device, "accelerator_for",
+                        lambda precision: SimpleNamespace(device=torch.device("cpu"), precision=precision))
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match=r"signals.bf16 is on but this CPU has no native bf16 .* consider "
+                                         r"signals.bf16=false"):
+        assert device.bf16_accelerator(True, "signals.bf16", "signals.bf16=false").precision == "bf16"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        bf16_checked(accelerator, "--bf16", "leaving it out")
+        assert device.bf16_accelerator(False, "signals.bf16", "signals.bf16=false").precision == "no"
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+        assert device.bf16_accelerator(True, "signals.bf16", "signals.bf16=false").precision == "bf16"
 
 
 def test_cpu_name_reads_the_model_name_lscpu_prints(tmp_path, monkeypatch):

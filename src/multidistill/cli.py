@@ -316,9 +316,10 @@ def run_command(
     with run_log(recipe_config.output_dir):
         run_recipe(recipe_config)
         if _reports():
+            bench = Path(recipe_config.output_dir) / "benchmark.json"
             console.print(Text(f"next: multidistill report {recipe_config.output_dir} (report.md with the tables and "
-                               "figures); multidistill benchmark for speed (the report then shows it too)"),
-                          soft_wrap=True)
+                               f"figures); for its speed section first multidistill benchmark TEACHER/model "
+                               f"STUDENT/model --tasks TASKS --out {bench}"), soft_wrap=True)
 
 
 def _print_plan(plan, output_dir: str, command: str) -> None:
@@ -433,8 +434,9 @@ def train_teacher_command(
             tasks = ",".join(run_config.data.task_names)
             console.print(Text("next: the teacher's soft targets for a student, multidistill soft-targets "
                                + " ".join(f"--teacher {model}" for model in models)
-                               + f" --tasks {tasks} --out SIGNALS_DIR, then `signals: SIGNALS_DIR` in a distill "
-                               "config (configs/mtdnn_kd_student.yaml)"), soft_wrap=True)
+                               + f" --tasks {tasks} --out SIGNALS_DIR (with the student's --max-examples-per-task "
+                               "and --seed where it caps its rows), then `signals: SIGNALS_DIR` in a distill config "
+                               "(configs/mtdnn_kd_student.yaml)"), soft_wrap=True)
 
 
 @app.command("distill")
@@ -469,7 +471,8 @@ def distill_command(
     elif _reports():
         console.print(Text(f"next: multidistill export {result.model_dir} --format onnx --out EXPORT_DIR (serving; "
                            f"then multidistill predict EXPORT_DIR), or multidistill benchmark TEACHER/model "
-                           f"{result.model_dir} (speed and scores side by side)"), soft_wrap=True)
+                           f"{result.model_dir} --tasks {','.join(run_config.data.task_names)} (speed and scores "
+                           "side by side)"), soft_wrap=True)
 
 
 @app.command("soft-targets")

@@ -94,8 +94,6 @@ def _hint(err: dict) -> str:
     value = err.get("input")
     if err["type"] == "list_type" and isinstance(value, str) and "," in value:
         return f"; write a list in brackets: [{value}]"
-    if err["type"] == "list_type" and isinstance(value, str | int | float) and not isinstance(value, bool):
-        return f"; a list, even of one item: [{value}]"
     if err["type"] not in _WRONG_TYPE or isinstance(value, str | dict | list):
         return ""
     if isinstance(value, bool):

@@ -390,8 +390,8 @@ CASES: list[Case] = [
          damage=(reverse_rows("{data}/toy_sent/train.tsv"),)),
     Case("store-cap-over-every-row", "store", "a store built for all rows, the run caps at 1000 rows per task (more "
          "than there are: the same rows, another subset setting; the message named no setting)", "distill",
-         ("task 'toy_sent'", "the store kept every row of the training split, this run's max_examples_per_task "
-          "keeps up to 1000 rows", "--max-examples-per-task 1000 --seed 7"),
+         ("task 'toy_sent'", "the store kept every row of the training split, this run keeps up to 1000 rows "
+          "(max_examples_per_task", "--max-examples-per-task 1000 --seed 7"),
          patch={"train.max_examples_per_task": 1000}),
     Case("store-nan-logit", "store", "a teacher logit in the Arrow shard is NaN", "distill",
          ("signal store", "task 'toy_sent' split 'train'", "teacher_logits", "NaN/inf"),

@@ -62,6 +62,7 @@ class ExampleStore:
             selection.check_task(self.tasks[name])
         self._examples: dict[tuple[str, str], datasets.Dataset] = {}
         self._fingerprints: dict[tuple[str, str], str] = {}
+        self._payloads: dict[tuple[str, str], dict] = {}  # `_rows_payload`: its files hashed once per store
         self._domains_read: set[str] = set()
 
     def _limit(self, task: str, split: str) -> int | None:
@@ -177,6 +178,12 @@ class ExampleStore:
         return hash_json(self._rows_payload(task, split))
 
     def _rows_payload(self, task: str, split: str) -> dict:
+        key = (task, split)
+        if key not in self._payloads:
+            self._payloads[key] = self._make_rows_payload(task, split)
+        return self._payloads[key]
+
+    def _make_rows_payload(self, task: str, split: str) -> dict:
         limit = self._limit(task, split)
         selection = self._selection(task, split)
         seeded = limit is not None or (selection is not None and split == "train"

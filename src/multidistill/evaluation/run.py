@@ -15,7 +15,7 @@ from multidistill.evaluation.evaluate import EvalMetrics, evaluate
 from multidistill.evaluation.thresholds import saved_form, saved_thresholds
 from multidistill.models import load_model
 from multidistill.models.backbone import load_tokenizer
-from multidistill.training.device import accelerator_for, bf16_checked
+from multidistill.training.device import bf16_accelerator
 from multidistill.utils.arguments import as_list
 from multidistill.utils.entry import api_call
 from multidistill.utils.quiet import bars_disabled
@@ -93,8 +93,7 @@ def _evaluate(model_dir: Path, tasks: list[str] | None, data_root: str | None, s
                              task_specs=[model.tasks[t] for t in names])
     data = prepare_data(data_config, tokenizer, max_seq_length, max_examples_per_task=None, seed=0,
                         need_train=False)
-    accelerator = bf16_checked(accelerator_for("bf16"), "--bf16", "leaving it out") if bf16 \
-        else accelerator_for("no")
+    accelerator = bf16_accelerator(bf16, "--bf16", "leaving it out")
     model.to(accelerator.device)
     thresholds = {name: values for name, values in saved_thresholds(model_dir).items() if name in names}
     result = evaluate(model, data.tasks, data.eval_sets, batch_size=batch_size,

@@ -34,7 +34,7 @@ from multidistill.teachers.coverage import task_teachers
 from multidistill.teachers.fingerprint import teacher_fingerprint
 from multidistill.teachers.generate import build_signal_store
 from multidistill.teachers.store import open_signal_store
-from multidistill.training.device import accelerator_for, bf16_checked
+from multidistill.training.device import bf16_accelerator
 from multidistill.training.loop import BEST_MODEL
 from multidistill.training.objective import (
     check_domain_branch,
@@ -247,8 +247,7 @@ def signals_stage(runner: StageRunner, recipe: RecipeBase, teacher_dirs: list[Pa
         config_payload["teacher_lengths"] = lengths
 
     def work(folder: Path, resume: bool) -> dict:
-        accelerator = bf16_checked(accelerator_for("bf16"), "signals.bf16", "signals.bf16=false") \
-            if recipe.signals.bf16 else accelerator_for("no")
+        accelerator = bf16_accelerator(recipe.signals.bf16, "signals.bf16", "signals.bf16=false")
         store = build_signal_store(teacher_dirs, data, folder, splits=splits, max_examples_per_task=max_examples,
                                    seed=data.subset_seed or 0, batch_size=recipe.signals.batch_size,
                                    device=accelerator.device, autocast=accelerator.autocast)

@@ -431,8 +431,9 @@ def render_markdown(run_dir: Path, summary: dict, benchmark: dict | None, benchm
     if figures.get("retention"):
         out += [f"![Retention per task vs {reference}]({figures['retention'].name})", ""]
         if baseline:
-            out += [f"The grey line in each group is what the {baseline['name']} (a constant predictor) keeps: a bar "
-                    "near it kept little that a constant would not.", ""]
+            out += [f"The figure shows what the {baseline['name']} (a constant predictor) keeps: a grey line behind "
+                    "each group's bars (or, with many models, the heatmap's last row). A value near it kept little "
+                    "that a constant would not.", ""]
         per_task = [[name, *(marked(row, t, ranged(per_task_kept[name][t])) for t in tasks),
                      ranged(row["retention"])] for name, row in rows.items() if name != reference]
         out += ["Retention per task (% of the reference's score; – where the reference score is not positive"

@@ -259,8 +259,8 @@ def load_benchmark(run_dir: Path) -> tuple[dict | None, str | None]:
     path = run_dir / BENCHMARK_FILE
     if not path.is_file():
         return None, (f"No speed section: {BENCHMARK_FILE} was not found in the run folder. To add one, run "
-                      f"`multidistill benchmark TEACHER/model STUDENT/model ... --out {path}` (the reference "
-                      "first), then this report again.")
+                      f"`multidistill benchmark TEACHER/model STUDENT/model ... --tasks TASKS --out {path}` (the "
+                      "reference first), then this report again.")
     try:
         payload = _read_json(path)
     except DataError as exc:

@@ -57,7 +57,7 @@ from multidistill.teachers.store_inputs import (
     store_data,
     teacher_folders,
 )
-from multidistill.training.device import accelerator_for, bf16_checked, process_state
+from multidistill.training.device import bf16_accelerator, process_state
 from multidistill.utils.entry import api_call
 from multidistill.utils.hashing import hash_tokenizer
 from multidistill.utils.interrupt import raise_if_interrupted
@@ -119,7 +119,7 @@ def build_signal_store(teacher_dirs: Sequence[str | os.PathLike] | str | os.Path
         splits, layers = split_names(splits), layer_numbers(hidden_layers)
         data = store_data(teachers, data, data_root, cache_dir)
         if bf16:
-            accelerator = bf16_checked(accelerator_for("bf16"), "--bf16", "leaving it out")
+            accelerator = bf16_accelerator(True, "--bf16", "leaving it out")
             device, autocast = device or accelerator.device, accelerator.autocast
         out_dir = Path(out_dir)
         if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())

@@ -94,15 +94,16 @@ def accelerator_for(precision: str) -> Accelerator:
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """The Accelerator of a training run: ``train.bf16`` / ``train.fp16``; warns when bf16 would be emulated."""
-    precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "no"
-    return bf16_checked(accelerator_for(precision), "train.bf16", "train.bf16=false") if config.bf16 \
-        else accelerator_for(precision)
+    if config.fp16 and not config.bf16:
+        return accelerator_for("fp16")
+    return bf16_accelerator(config.bf16, "train.bf16", "train.bf16=false")
 
 
-def bf16_checked(accelerator: Accelerator, setting: str, instead: str) -> Accelerator:
-    """``accelerator``, after a warning naming ``setting`` (and ``instead``, the way back to fp32) when it runs
-    bf16 autocast on a CPU without native bf16 kernels."""
-    if accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
+def bf16_accelerator(bf16: bool, setting: str, instead: str) -> Accelerator:
+    """The Accelerator for bf16 autocast (``bf16``) or fp32; with bf16 on a CPU without native bf16 kernels, after a
+    warning naming ``setting`` and ``instead``, the way back to fp32."""
+    accelerator = accelerator_for("bf16" if bf16 else "no")
+    if bf16 and accelerator.device.type == "cpu" and not cpu_has_fast_bf16():
         # Measured on an AVX2-only EPYC: bf16 autocast made a MiniLM train step ~20x slower (docs/benchmarks.md).
         warnings.warn(f"{setting} is on but this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast will be "
                       f"much slower than fp32 here; consider {instead}", stacklevel=3)

@@ -155,6 +155,12 @@ def refuse_unset_type_terms(config: ObjectiveConfig | None, tasks: Iterable[Task
     if config is None:
         return
     tasks = list(tasks)
+    # The tasks each type list trains: those of its type without terms of their own (an empty own list falls back
+    # to the type's, as `terms_for` does).
+    trained = {kind: [task.name for task in tasks if task.type == kind and not config.tasks.get(task.name)]
+               for kind in _DISTILLING_TERMS}
+    # A list that reads the teachers says distillation is wanted, even where this run has no task of its type (a
+    # shared objective, or a run of multilabel tasks alone given a classification list): then nothing would distil.
     distilling = [kind for kind in _DISTILLING_TERMS if kind in config.model_fields_set
                   and any(name.startswith("teacher") for term in getattr(config, kind)
                           for name in getattr(LOSSES.get(term.loss), "inputs", ()))]
@@ -163,12 +169,12 @@ def refuse_unset_type_terms(config: ObjectiveConfig | None, tasks: Iterable[Task
     for kind, terms in _DISTILLING_TERMS.items():
         if kind in config.model_fields_set:
             continue
-        unset = [task.name for task in tasks if task.type == kind and task.name not in config.tasks]
+        unset = trained[kind]
         if unset:
             raise ConfigError(f"{key}: task(s) {unset} are {kind}, and its {kind} terms are not set, so they would "
-                              "train on gold labels alone (the default, [hard]) while the other tasks distil from the "
-                              f"teachers; set {kind} beside {' and '.join(distilling)} ({terms}) or give those tasks "
-                              "terms of their own under tasks")
+                              "train on gold labels alone (the default, [hard]) while the objective's "
+                              f"{' and '.join(distilling)} terms read the teachers; set {kind} beside them ({terms}) "
+                              "or give those tasks terms of their own under tasks")
 
 
 def unused_type_lists(tasks: Iterable[Task]) -> tuple[str, ...]:

@@ -192,8 +192,8 @@ def _differing_parts(stored: dict, now: dict) -> str:
 
     said = []
     if stored.get("limit") != now["limit"]:
-        said.append(f"the store kept {rows(stored.get('limit'))} of the training split, this run's "
-                    f"max_examples_per_task keeps {rows(now['limit'])}")
+        said.append(f"the store kept {rows(stored.get('limit'))} of the training split, this run keeps "
+                    f"{rows(now['limit'])} (max_examples_per_task, or the task's own max_examples)")
     elif stored.get("seed") != now["seed"]:
         said.append(f"the store's rows were drawn with seed {stored.get('seed')}, this run's with {now['seed']}")
     if stored.get("content") != now["content"]:
@@ -209,7 +209,7 @@ def _subset_flags(parts: dict) -> str:
     """The soft-targets options that draw this run's training rows, when a cap draws them."""
     if parts["limit"] is None:
         return ""
-    return f" (here: --max-examples-per-task {parts['limit']} --seed {parts['seed']})"
+    return f" (for this task: --max-examples-per-task {parts['limit']} --seed {parts['seed']})"
 
 
 RunConfigSource = TeacherRunConfig | Mapping[str, Any] | str | os.PathLike

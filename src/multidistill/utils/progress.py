@@ -4,7 +4,8 @@ tqdm redraws its bar with carriage returns. In a terminal that is one line; in a
 15-minute training run wrote thousands of redraws joined into one line. Where stderr is not a terminal, a bar here
 writes its state as a whole line at most every `LOG_INTERVAL_S` seconds (and once at its end), and the short bars
 that clear themselves when done (``leave=False``: one evaluation pass) write nothing. $TQDM_MININTERVAL, when set,
-still chooses the interval; $TQDM_DISABLE still turns every bar off (`quiet.bars_disabled`).
+still chooses the interval; $TQDM_DISABLE still turns every bar off (`quiet.bars_disabled`). In a notebook (whose
+stderr is no terminal either) the bars stay tqdm's widgets.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import os
 import sys
 from typing import Any
 
+from tqdm import autonotebook, std
 from tqdm.auto import tqdm
 
 LOG_INTERVAL_S = 30.0
-LOG_WIDTH = 100  # a log line's width: no terminal to measure
 
 
 class _Lines:
@@ -24,7 +25,8 @@ class _Lines:
 
     def write(self, text: str) -> None:
         for part in text.replace("\n", "\r").split("\r"):
-            if part.strip():  # tqdm clears a bar by writing spaces over it: nothing to keep
+            # tqdm clears a bar by writing spaces over it, and moves between stacked bars by escape codes
+            if part.strip() and "\x1b" not in part:
                 sys.stderr.write(part.rstrip() + "\n")
 
     def flush(self) -> None:
@@ -42,11 +44,15 @@ def in_terminal() -> bool:
 
 def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     """A tqdm bar (same arguments) that writes lines instead of redraws where stderr is not a terminal."""
-    if in_terminal() or kwargs.get("disable"):
+    notebook = autonotebook.tqdm is not std.tqdm  # tqdm.auto picked the notebook widget
+    if in_terminal() or notebook or kwargs.get("disable"):
         return tqdm(iterable, **kwargs)
     if kwargs.get("leave") is False:  # a bar that clears itself leaves nothing in a log either
         return tqdm(iterable, **{**kwargs, "disable": True})
     kwargs.pop("dynamic_ncols", None)
-    if "TQDM_MININTERVAL" not in os.environ:
-        kwargs["mininterval"] = max(kwargs.get("mininterval", 0.0), LOG_INTERVAL_S)
-    return tqdm(iterable, file=_Lines(), ncols=LOG_WIDTH, **kwargs)
+    # tqdm reads the variable once, when it is imported: read here, it also counts when set later (from Python)
+    interval = float(os.environ.get("TQDM_MININTERVAL") or max(kwargs.get("mininterval", 0.0), LOG_INTERVAL_S))
+    # maxinterval too: tqdm's monitor thread (on outside the CLI) refreshes a bar not drawn for that long
+    kwargs.update(mininterval=interval, maxinterval=max(kwargs.get("maxinterval", 10.0), interval))
+    # No width: a log line is not cut, so every loss term of the postfix stays in it (tqdm draws a 10-wide bar).
+    return tqdm(iterable, file=_Lines(), **kwargs)
