@@ -86,6 +86,8 @@ def test_the_tqdm_environment_still_decides(stderr, monkeypatch):
     monkeypatch.setenv("TQDM_MININTERVAL", "0.5")
     bar = progress.progress_bar(total=2)
     assert (bar.mininterval, bar.maxinterval) == (0.5, 10.0)
+    monkeypatch.setenv("TQDM_MININTERVAL", "often")  # not a number: ignored, as tqdm ignores it
+    assert progress.progress_bar(total=2).mininterval == progress.LOG_INTERVAL_S
     monkeypatch.delenv("TQDM_MININTERVAL")
     bar = progress.progress_bar(total=2)
     # and the monitor thread (on outside the CLI) does not refresh it more often than the interval

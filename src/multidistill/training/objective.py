@@ -148,9 +148,9 @@ _DISTILLING_TERMS = {
 def refuse_unset_type_terms(config: ObjectiveConfig | None, tasks: Iterable[Task],
                             key: str = "key 'objective'") -> None:
     """Refuse an objective whose terms for one task type distil from teachers but that leaves another type's list
-    out, for a run with a task of that type (and no per-task terms for it): the task would silently train on the
-    default, gold labels alone, while the other tasks learn from the teachers (a `classification` list of soft
-    targets beside STS-B, or a multilabel task). An objective of gold labels only (a teacher's, a fine-tune's) is
+    out, for a run with a task of that type (and no per-task terms of its own): the task would silently train on the
+    default, gold labels alone, though the objective asks for distillation (a `classification` list of soft targets
+    beside STS-B, or beside a multilabel task). An objective of gold labels only (a teacher's, a fine-tune's) is
     fine: the default is what it asks for."""
     if config is None:
         return

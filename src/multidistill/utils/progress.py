@@ -42,6 +42,15 @@ def in_terminal() -> bool:
         return False
 
 
+def _env_interval() -> float | None:
+    """$TQDM_MININTERVAL as a number, read at each bar: tqdm reads it once, when imported, so one set later (from
+    Python) would not count. Not a number: None, as tqdm ignores a value it cannot read."""
+    try:
+        return float(os.environ["TQDM_MININTERVAL"])
+    except (KeyError, ValueError):
+        return None
+
+
 def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     """A tqdm bar (same arguments) that writes lines instead of redraws where stderr is not a terminal."""
     notebook = autonotebook.tqdm is not std.tqdm  # tqdm.auto picked the notebook widget
@@ -50,8 +59,7 @@ def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     if kwargs.get("leave") is False:  # a bar that clears itself leaves nothing in a log either
         return tqdm(iterable, **{**kwargs, "disable": True})
     kwargs.pop("dynamic_ncols", None)
-    # tqdm reads the variable once, when it is imported: read here, it also counts when set later (from Python)
-    interval = float(os.environ.get("TQDM_MININTERVAL") or max(kwargs.get("mininterval", 0.0), LOG_INTERVAL_S))
+    interval = _env_interval() or max(kwargs.get("mininterval", 0.0), LOG_INTERVAL_S)
     # maxinterval too: tqdm's monitor thread (on outside the CLI) refreshes a bar not drawn for that long
     kwargs.update(mininterval=interval, maxinterval=max(kwargs.get("maxinterval", 10.0), interval))
     # No width: a log line is not cut, so every loss term of the postfix stays in it (tqdm draws a 10-wide bar).
