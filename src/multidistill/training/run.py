@@ -176,12 +176,12 @@ def open_stored_signals(config: TeacherRunConfig, data) -> StoredSignals:
                               f"but the run has {len(data.train_sets[name])}; use the same max_examples and seed")
         recorded = made_from.get(f"{name}/train")
         if recorded is not None and recorded != data.store.data_fingerprint(name, "train"):
-            parts = (store.manifest.get("data_parts") or {}).get(f"{name}/train")
-            said = _differing_parts(parts, data.store.data_parts(name, "train")) if isinstance(parts, dict) else ""
+            stored, now = (store.manifest.get("data_parts") or {}).get(f"{name}/train"), \
+                data.store.data_parts(name, "train")
+            said = _differing_parts(stored, now) if isinstance(stored, dict) else ""
             raise ConfigError(f"task '{name}': store {config.signals} was made from other training data ("
                               + (said or "file contents, task spec, or subset size and seed differ from this run's")
-                              + "); rebuild it with `multidistill soft-targets` on this data"
-                              + _subset_flags(data.store.data_parts(name, "train")))
+                              + "); rebuild it with `multidistill soft-targets` on this data" + _subset_flags(now))
     return signals
 
 
